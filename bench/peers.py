@@ -1,0 +1,246 @@
+"""aiortc peers that speak signaling v1: publishers, decoding viewers, counting viewers.
+
+Used by the tests and the load tool. Every peer gathers ICE candidates on
+127.0.0.1 only and uses no STUN server, so traffic never leaves loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiortc import (
+    AudioStreamTrack,
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from av import AudioFrame, VideoFrame
+
+from jasmin_sfu.media import aiortc_adapter
+from jasmin_signaling.client import SignalingClient
+
+LOOPBACK = ["127.0.0.1"]
+
+
+def loopback_only() -> None:
+    """Make every aiortc peer in this process gather on 127.0.0.1 only."""
+    aiortc_adapter.restrict_host_addresses(LOOPBACK)
+
+
+def new_pc() -> RTCPeerConnection:
+    loopback_only()
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+class PatternTrack(VideoStreamTrack):
+    """A moving test pattern: a bright bar sweeping across a gradient.
+
+    Frame ``n`` carries its number in the top-left 16x16 block's luma so a
+    viewer can tell frames apart after decoding.
+    """
+
+    def __init__(self, width: int = 320, height: int = 240) -> None:
+        super().__init__()
+        self.width, self.height = width, height
+        x = np.linspace(0, 255, width, dtype=np.uint8)
+        self._base = np.tile(x, (height, 1))
+        self.frames = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        img = self._base.copy()
+        bar = (self.frames * 8) % self.width
+        img[:, bar : bar + 16] = 255
+        rgb = np.stack([img, np.roll(img, 40, axis=1), 255 - img], axis=2)
+        frame = VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        self.frames += 1
+        return frame
+
+
+class ToneTrack(AudioStreamTrack):
+    """A 440 Hz tone in 20 ms frames at 48 kHz."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._t = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        samples = 960
+        if self._start is None:
+            self._start = time.time()
+        wait = self._start + self._t / 48000 - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t = (np.arange(samples) + self._t) / 48000
+        data = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+        frame = AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts = self._t
+        frame.time_base = fractions.Fraction(1, 48000)
+        self._t += samples
+        return frame
+
+
+@dataclass
+class Publisher:
+    client: SignalingClient
+    pc: RTCPeerConnection
+    producers: list[dict[str, Any]]
+    tracks: list[MediaStreamTrack]
+
+    async def close(self) -> None:
+        await self.pc.close()
+        await self.client.close()
+
+
+async def publish(url: str, show_id: str, tracks: list[MediaStreamTrack] | None = None, binary: bool = False) -> Publisher:
+    """Join ``show_id`` as performer and publish ``tracks`` (pattern + tone by default)."""
+    client = await SignalingClient.connect(url, binary=binary)
+    await client.request("join", show_id=show_id, role="performer")
+    pc = new_pc()
+    tracks = tracks if tracks is not None else [PatternTrack(), ToneTrack()]
+    for tr in tracks:
+        pc.addTransceiver(tr, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    res = await client.request("publish", sdp=pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="answer"))
+    return Publisher(client, pc, res["producers"], tracks)
+
+
+@dataclass
+class Viewer:
+    client: SignalingClient
+    pc: RTCPeerConnection
+    transport_id: str
+    consumers: list[dict[str, Any]]
+    tracks: list[MediaStreamTrack] = field(default_factory=list)
+    frames: dict[str, int] = field(default_factory=dict)
+    counter: "PacketCounter | None" = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.pc.close()
+        await self.client.close()
+
+
+class PacketCounter:
+    """Counts RTP per SSRC at the viewer's SRTP layer, without decoding."""
+
+    def __init__(self) -> None:
+        self.packets: dict[int, int] = {}
+        self.bytes = 0
+        self.first_at: dict[int, float] = {}
+        self.seqs: dict[int, set[int]] = {}
+        self.keep_seqs = False
+        self.drop_next: dict[int, int] = {}  # ssrc -> number of packets to drop (simulate loss)
+
+    def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
+        ssrc = int.from_bytes(data[8:12], "big")
+        if self.drop_next.get(ssrc):
+            self.drop_next[ssrc] -= 1
+            return True
+        self.packets[ssrc] = self.packets.get(ssrc, 0) + 1
+        self.bytes += len(data)
+        if ssrc not in self.first_at:
+            self.first_at[ssrc] = time.monotonic()
+        if self.keep_seqs:
+            self.seqs.setdefault(ssrc, set()).add(struct.unpack_from("!H", data, 2)[0])
+        return True
+
+    @property
+    def total(self) -> int:
+        return sum(self.packets.values())
+
+
+async def _consume_frames(viewer: Viewer, track: MediaStreamTrack) -> None:
+    try:
+        while True:
+            await track.recv()
+            viewer.frames[track.kind] = viewer.frames.get(track.kind, 0) + 1
+    except Exception:
+        pass
+
+
+async def subscribe(
+    url: str,
+    show_id: str,
+    *,
+    decode: bool = True,
+    count: bool = False,
+    binary: bool = False,
+    client: SignalingClient | None = None,
+    pass_through: bool = False,
+) -> Viewer:
+    """Join as viewer and subscribe to every producer of the show.
+
+    ``decode``: read the tracks so aiortc decodes them (frames are counted).
+    ``count``: tap RTP before aiortc's receiver; ``pass_through`` then also lets
+    aiortc see the packets (so NACKs/PLIs are generated) after counting.
+    """
+    if client is None:
+        client = await SignalingClient.connect(url, binary=binary)
+        await client.request("join", show_id=show_id, role="viewer")
+    res = await client.request("subscribe")
+    pc = new_pc()
+    viewer = Viewer(client, pc, res["transport_id"], res["consumers"])
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        viewer.tracks.append(track)
+        if decode:
+            viewer._tasks.append(asyncio.ensure_future(_consume_frames(viewer, track)))
+
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    if count:
+        counter = PacketCounter()
+        viewer.counter = counter
+        seen: set[int] = set()
+        for t in pc.getTransceivers():
+            dtls = t.receiver.transport
+            if dtls is None or id(dtls) in seen:
+                continue
+            seen.add(id(dtls))
+            if pass_through:
+                tap = lambda data, ms: (counter.on_rtp(data, ms), False)[1]  # noqa: E731
+            else:
+                tap = counter.on_rtp
+            _install_rtp_only(dtls, tap)
+    await client.request("answer", transport_id=res["transport_id"], sdp=pc.localDescription.sdp)
+    return viewer
+
+
+def _install_rtp_only(dtls: Any, tap: Any) -> None:
+    """Tap RTP only, leaving aiortc's RTCP handling in place (client side)."""
+    original = dtls._handle_rtp_data
+
+    async def handle(data: bytes, arrival_time_ms: int) -> None:
+        if tap(data, arrival_time_ms):
+            return
+        await original(data, arrival_time_ms=arrival_time_ms)
+
+    dtls._handle_rtp_data = handle
+
+
+async def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; returns its last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(predicate())

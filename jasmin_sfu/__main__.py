@@ -1,0 +1,5 @@
+import sys
+
+from jasmin_sfu.cli import main
+
+sys.exit(main())

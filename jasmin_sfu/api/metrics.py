@@ -1,0 +1,61 @@
+"""Prometheus export of the media counters, read at scrape time."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from jasmin_sfu.media.worker import Worker
+
+
+class MediaCollector(Collector):
+    """Reads plain integers the hot path keeps; no per-packet prometheus calls."""
+
+    def __init__(self, worker: Worker, sessions: Callable[[], int]) -> None:
+        self.worker = worker
+        self.sessions = sessions
+
+    def collect(self) -> Iterable[Metric]:
+        w = self.worker
+        s = w.stats
+        counts = w.counts()
+        yield GaugeMetricFamily("jasmin_shows", "Shows (routers) on this node", value=counts["routers"])
+        yield GaugeMetricFamily("jasmin_transports", "WebRTC transports", value=counts["transports"])
+        yield GaugeMetricFamily("jasmin_producers", "Published tracks", value=counts["producers"])
+        yield GaugeMetricFamily("jasmin_consumers", "Viewer copies of tracks", value=counts["consumers"])
+        yield GaugeMetricFamily("jasmin_signaling_sessions", "Open signaling websockets", value=self.sessions())
+        simple: list[tuple[str, str, int]] = [
+            ("jasmin_rtp_packets_in", "RTP packets received from publishers", s.rtp_packets_in),
+            ("jasmin_rtp_bytes_in", "RTP bytes received from publishers", s.rtp_bytes_in),
+            ("jasmin_rtp_packets_out", "RTP packets sent to viewers (incl. retransmissions)", s.rtp_packets_out),
+            ("jasmin_rtp_bytes_out", "RTP bytes sent to viewers", s.rtp_bytes_out),
+            ("jasmin_rtcp_packets_in", "Compound RTCP packets received", s.rtcp_packets_in),
+            ("jasmin_rtcp_packets_out", "Compound RTCP packets sent by the SFU", s.rtcp_packets_out),
+            ("jasmin_nacks_received", "NACK feedback packets from viewers", s.nacks_received),
+            ("jasmin_nack_packets_served", "Packets retransmitted from the cache", s.nack_packets_served),
+            ("jasmin_nack_packets_missed", "NACKed packets not in the cache (asked upstream)", s.nack_packets_missed),
+            ("jasmin_plis_received", "PLI/FIR from viewers", s.plis_received),
+            ("jasmin_plis_sent", "Keyframe requests sent to publishers", s.keyframe_requests_sent),
+            ("jasmin_keyframe_requests_coalesced", "Keyframe requests absorbed by the throttle", s.keyframe_requests_coalesced),
+            ("jasmin_aiortc_encoders_created", "aiortc encoders created in this process (must stay 0)", w.codecs_created.encoders),
+            ("jasmin_aiortc_decoders_created", "aiortc decoders created in this process (must stay 0)", w.codecs_created.decoders),
+        ]
+        for name, doc, value in simple:
+            yield CounterMetricFamily(name, doc, value=value)
+        drops = CounterMetricFamily("jasmin_rtp_drops", "Packets dropped, by reason", labels=["reason"])
+        for reason, n in sorted(s.drops.items()):
+            drops.add_metric([reason], n)
+        yield drops
+
+
+def make_registry(collector: Any) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg
+
+
+def render(reg: CollectorRegistry) -> bytes:
+    return generate_latest(reg)

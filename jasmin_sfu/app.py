@@ -1,0 +1,148 @@
+"""The one composition root: config in, a running daemon out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from jasmin_signaling.session import SignalingSession
+
+from jasmin_sfu import __version__
+from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
+from jasmin_sfu.api.signaling_handler import SessionHandler
+from jasmin_sfu.config import Config
+from jasmin_sfu.media.settings import MediaSettings
+from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.shows.registry import ShowRegistry
+
+log = logging.getLogger("jasmin_sfu.app")
+
+WORKER_KEY = web.AppKey("worker", Worker)
+DAEMON_KEY = web.AppKey("daemon", object)
+
+
+def media_settings(cfg: Config) -> MediaSettings:
+    m = cfg.media
+    return MediaSettings(
+        listen_ips=m.listen_ips,
+        announced_ip=m.announced_ip,
+        port_range=(m.rtc_min_port, m.rtc_max_port),
+        video_codecs=m.video_codecs,
+        packet_cache_size=m.packet_cache_size,
+        keyframe_request_interval_s=m.keyframe_request_interval_ms / 1000.0,
+        rtcp_interval_s=m.rtcp_interval_ms / 1000.0,
+        remb_max_bps=m.remb_max_bps,
+        remb_min_bps=m.remb_min_bps,
+    )
+
+
+class Daemon:
+    """Owns the worker, the show registry, the websockets and the HTTP app."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.worker = Worker(media_settings(cfg))
+        self.shows = ShowRegistry(self.worker)
+        self.sessions: set[SignalingSession] = set()
+        self.draining = False
+        self.registry = make_registry(MediaCollector(self.worker, lambda: len(self.sessions)))
+        self.app = self._make_app()
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.server.hard_max_frame_bytes)
+        app[WORKER_KEY] = self.worker
+        app.router.add_get("/ws", self.ws_handler)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        if self.cfg.server.demo_page:
+            static = resources.files("jasmin_sfu.api") / "static"
+            app.router.add_get("/", self.index)
+            app.router.add_static("/static", str(static))
+        return app
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        page = resources.files("jasmin_sfu.api") / "static" / "index.html"
+        return web.Response(text=page.read_text(), content_type="text/html")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready", **self.worker.counts()})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=render(self.registry), content_type="text/plain", charset="utf-8")
+
+    async def ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            return web.json_response({"error": {"code": "invalid_state", "message": "draining"}}, status=503)
+        s = self.cfg.server
+        ws = web.WebSocketResponse(heartbeat=s.heartbeat_s, max_msg_size=s.hard_max_frame_bytes)
+        await ws.prepare(request)
+        session = SignalingSession(
+            ws,
+            lambda sess: SessionHandler(sess, self.shows),
+            max_frame_bytes=s.max_frame_bytes,
+            max_requests_per_s=s.max_requests_per_s,
+            heartbeat_s=s.heartbeat_s,
+            server_name=f"jasmin-sfu/{__version__}",
+        )
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+        return ws
+
+    async def start(self) -> None:
+        s = self.cfg.server
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, s.host, s.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else s.port
+
+    async def stop(self) -> None:
+        """Drain: refuse new sessions, close every websocket and peer connection."""
+        self.draining = True
+        for session in list(self.sessions):
+            try:
+                await asyncio.wait_for(session.ws.close(code=1001, message=b"server shutting down"), 2)
+            except Exception:  # pragma: no cover
+                pass
+        try:
+            await asyncio.wait_for(self.worker.close(), self.cfg.server.drain_timeout_s)
+        except asyncio.TimeoutError:  # pragma: no cover
+            log.warning("drain timed out; exiting anyway")
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def serve(cfg: Config, ready: Any = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit status (0 on a clean drain)."""
+    daemon = Daemon(cfg)
+    await daemon.start()
+    url = f"http://{cfg.server.host}:{daemon.port}/"
+    log.info("listening", extra={"url": url, "ws": url + "ws"})
+    print(f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await daemon.stop()
+    log.info("stopped")
+    return 0

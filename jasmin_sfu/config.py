@@ -1,0 +1,222 @@
+"""One typed configuration tree.
+
+Order of precedence: built-in defaults, then a TOML file (unknown sections or
+keys are errors, so a typo never silently falls back to a default), then
+``JASMIN_<SECTION>_<KEY>`` environment variables, then validation. The result
+is a frozen dataclass passed into constructors; nothing deeper in the daemon
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """HTTP and websocket listener."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # A signaling frame above this is answered with `frame_too_large` and the
+    # connection stays up. SDP offers are 3-10 KiB; 128 KiB leaves room.
+    max_frame_bytes: int = 131072
+    # Above this aiohttp closes the socket (1009): we refuse to buffer more.
+    hard_max_frame_bytes: int = 1048576
+    heartbeat_s: float = 20.0
+    # Seconds allowed for a SIGTERM drain before peer connections are cut.
+    drain_timeout_s: float = 5.0
+    # Requests per second per websocket before `rate_limited` answers.
+    max_requests_per_s: float = 50.0
+    demo_page: bool = True
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The forwarding core and its ICE/RTCP behaviour."""
+
+    # Host candidates are gathered only on these addresses.
+    listen_ips: tuple[str, ...] = ("127.0.0.1",)
+    # Written into candidates instead of the listen address (1:1 NAT, Docker).
+    announced_ip: str = ""
+    # UDP port range for ICE host candidates; 0/0 lets the kernel choose.
+    rtc_min_port: int = 0
+    rtc_max_port: int = 0
+    video_codecs: tuple[str, ...] = ("VP8", "H264")
+    audio_codecs: tuple[str, ...] = ("opus",)
+    # Packets kept per video producer to answer viewer NACKs. At 1.5 Mbit/s
+    # (~150 packets/s) 1024 packets are ~7 s, well over any useful RTT.
+    packet_cache_size: int = 1024
+    # Minimum gap between keyframe requests sent to one producer. mediasoup
+    # uses 1 s, LiveKit 0.5-1 s, Jitsi 200 ms; a deferred request is sent at
+    # the end of the window so no viewer's request is ever lost.
+    keyframe_request_interval_ms: int = 300
+    rtcp_interval_ms: int = 1000
+    remb_max_bps: int = 3_000_000
+    remb_min_bps: int = 150_000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole daemon configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def replace(self, **sections: Any) -> "Config":
+        """A copy with whole sections replaced (tests use this)."""
+        return dataclasses.replace(self, **sections)
+
+
+ENV_PREFIX = "JASMIN_"
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, where) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected a boolean, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(base: Config, overrides: Mapping[str, Mapping[str, Any]], origin: str) -> Config:
+    sections = _section_types(Config)
+    new_sections: dict[str, Any] = {}
+    for name, values in overrides.items():
+        if name not in sections:
+            raise ConfigError(f"{origin}: unknown section [{name}]")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{name}] must be a table")
+        cls = sections[name]
+        hints = _section_types(cls)
+        changes = {}
+        for key, raw in values.items():
+            if key not in hints:
+                raise ConfigError(f"{origin}: unknown key {name}.{key}")
+            changes[key] = _coerce(raw, hints[key], f"{origin}: {name}.{key}")
+        new_sections[name] = dataclasses.replace(getattr(base, name), **changes)
+    return dataclasses.replace(base, **new_sections)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    sections = _section_types(Config)
+    out: dict[str, dict[str, str]] = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == "JASMIN_CONFIG":
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            raise ConfigError(f"environment: unknown variable {var}")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def validate(cfg: Config) -> Config:
+    """Check cross-field rules; returns the config unchanged or raises."""
+    s, m = cfg.server, cfg.media
+    if not 0 <= s.port <= 65535:
+        raise ConfigError("server.port must be 0..65535")
+    if not 1024 <= s.max_frame_bytes <= s.hard_max_frame_bytes:
+        raise ConfigError("server.max_frame_bytes must be >= 1024 and <= hard_max_frame_bytes")
+    if s.max_requests_per_s <= 0:
+        raise ConfigError("server.max_requests_per_s must be positive")
+    if not m.listen_ips:
+        raise ConfigError("media.listen_ips must name at least one address")
+    for ip in m.listen_ips + ((m.announced_ip,) if m.announced_ip else ()):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ConfigError(f"media: {ip!r} is not an IP address") from None
+    if (m.rtc_min_port, m.rtc_max_port) != (0, 0):
+        if not 1024 <= m.rtc_min_port <= m.rtc_max_port <= 65535:
+            raise ConfigError("media.rtc_min_port..rtc_max_port must be a range within 1024..65535")
+    known_video = {"VP8", "H264"}
+    for c in m.video_codecs:
+        if c not in known_video:
+            raise ConfigError(f"media.video_codecs: {c!r} is not one of {sorted(known_video)}")
+    if not m.video_codecs:
+        raise ConfigError("media.video_codecs must not be empty")
+    if tuple(c.lower() for c in m.audio_codecs) != ("opus",):
+        raise ConfigError("media.audio_codecs: only 'opus' is supported")
+    if not 64 <= m.packet_cache_size <= 65536 or m.packet_cache_size & (m.packet_cache_size - 1):
+        raise ConfigError("media.packet_cache_size must be a power of two in 64..65536")
+    if m.keyframe_request_interval_ms < 0 or m.rtcp_interval_ms < 100:
+        raise ConfigError("media: keyframe_request_interval_ms >= 0 and rtcp_interval_ms >= 100")
+    if not 0 < m.remb_min_bps <= m.remb_max_bps:
+        raise ConfigError("media.remb_min_bps must be positive and <= remb_max_bps")
+    if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log.level must be debug, info, warning or error")
+    if cfg.log.format not in ("json", "text"):
+        raise ConfigError("log.format must be json or text")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file at ``path`` (or ``$JASMIN_CONFIG``), then env."""
+    env = os.environ if env is None else env
+    cfg = Config()
+    path = path or env.get("JASMIN_CONFIG") or None
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+        cfg = _apply(cfg, data, str(p))
+    cfg = _apply(cfg, _from_env(env), "environment")
+    return validate(cfg)

@@ -1,0 +1,385 @@
+"""Every touch of an aiortc/aioice private name lives in this module.
+
+aiortc terminates ICE, DTLS and SRTP for us; we forward RTP at the packet
+level below its receivers and above its sockets. That needs private hooks, so
+aiortc and aioice are pinned to exact versions in setup.cfg and
+``tests/media/test_aiortc_adapter.py`` fails loudly when an upgrade moves a
+name used here. :func:`self_check` runs the same checks at daemon start.
+
+The hooks (measured on aiortc 1.16.0):
+
+* ``RTCDtlsTransport._handle_rtp_data(data, arrival_time_ms)`` gets plain RTP
+  right after SRTP decryption, before parsing, jitter buffer or decoder. We
+  replace it per instance with a tap that hands packets of known SSRCs to the
+  SFU and the rest to the original.
+* ``RTCDtlsTransport._handle_rtcp_data(data)`` gets plain RTCP; the SFU reads
+  feedback (NACK, PLI, FIR, REMB, SR, RR) there.
+* Sending: ``RTCDtlsTransport._tx_srtp.protect`` and the nominated aioice
+  pair's datagram transport, both synchronous, so the hot path never awaits.
+* ``RTCRtpSender`` name-mangled SR fields: aiortc's own RTCP loop then sends
+  sender reports describing what we forwarded under its SSRC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any, Callable, Optional
+
+import aioice.ice
+import aiortc
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCRtpSender
+
+from .errors import AdapterError
+
+AIORTC_VERSION = "1.16.0"
+AIOICE_VERSION = "0.13.0"
+
+RtpTap = Callable[[bytes, int], bool]
+"""Called with (plain RTP bytes, arrival ms); returns True when consumed."""
+RtcpTap = Callable[[bytes], None]
+
+
+# ---------------------------------------------------------------------------
+# Host candidates: only the configured addresses, optionally a port range.
+
+_HOST_ADDRESSES: list[str] = []
+_PORT_RANGE: tuple[int, int] = (0, 0)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+def _configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    out = []
+    for addr in _HOST_ADDRESSES:
+        is_v6 = ":" in addr
+        if (is_v6 and use_ipv6) or (not is_v6 and use_ipv4):
+            out.append(addr)
+    return out
+
+
+async def _bind_in_range(
+    loop: asyncio.AbstractEventLoop, conn: Any, address: str
+) -> tuple[Any, Any]:
+    """Bind a UDP socket for ``address`` inside the configured port range."""
+    lo, hi = _PORT_RANGE
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    start = lo + (hash((address, time.monotonic_ns())) % (hi - lo + 1))
+    for i in range(hi - lo + 1):
+        port = lo + (start - lo + i) % (hi - lo + 1)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.setblocking(False)
+        return await loop.create_datagram_endpoint(
+            lambda: aioice.ice.StunProtocol(conn), sock=sock
+        )
+    raise OSError(f"no free UDP port in {lo}-{hi} on {address}")
+
+
+async def _component_candidates_in_range(
+    self: Any, component: int, addresses: list[str], timeout: int = 5
+) -> list[Candidate]:
+    """Host candidates only (the SFU uses no STUN/TURN), bound in the port range."""
+    loop = asyncio.get_running_loop()
+    candidates = []
+    for address in addresses:
+        try:
+            _transport, protocol = await _bind_in_range(loop, self, address)
+        except OSError:
+            continue
+        self._protocols.append(protocol)
+        sockname = protocol.transport.get_extra_info("sockname")
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", sockname[0]),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=sockname[0],
+            port=sockname[1],
+            type="host",
+        )
+        candidates.append(protocol.local_candidate)
+    return candidates
+
+
+def restrict_host_addresses(
+    addresses: list[str] | tuple[str, ...], port_range: tuple[int, int] = (0, 0)
+) -> None:
+    """Gather ICE host candidates only on ``addresses`` (process-wide).
+
+    aioice by default offers every interface address except 127.0.0.1; the
+    SFU must offer exactly what it is configured to listen on (127.0.0.1 in
+    tests, a private address behind NAT in production).
+    """
+    global _PORT_RANGE
+    _HOST_ADDRESSES[:] = list(addresses)
+    _PORT_RANGE = port_range
+    aioice.ice.get_host_addresses = _configured_host_addresses
+    if port_range != (0, 0):
+        aioice.ice.Connection.get_component_candidates = _component_candidates_in_range  # type: ignore[method-assign]
+    else:
+        aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
+
+
+def announce_address(sdp: str, announced_ip: str) -> str:
+    """Rewrite host candidate addresses and c= lines to ``announced_ip``."""
+    if not announced_ip:
+        return sdp
+    out = []
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=candidate:"):
+            parts = line.split(" ")
+            if len(parts) > 7 and parts[7] == "host":
+                parts[4] = announced_ip
+                line = " ".join(parts)
+        elif line.startswith("c=IN IP"):
+            kind = "IP6" if ":" in announced_ip else "IP4"
+            line = f"c=IN {kind} {announced_ip}"
+        out.append(line)
+    return "\r\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Taps on the receive side.
+
+
+def install_taps(dtls: RTCDtlsTransport, on_rtp: RtpTap, on_rtcp: RtcpTap) -> None:
+    """Route decrypted RTP/RTCP of ``dtls`` to the SFU first.
+
+    RTP the tap does not consume goes on to aiortc unchanged. RTCP goes only
+    to the SFU: aiortc's receivers and senders on these transports carry no
+    media of their own, so its feedback handling would only waste time.
+    A tap must not raise; if it does, the exception is swallowed here so that
+    one bad packet cannot close the connection (aiortc's receive loop ends on
+    any exception).
+    """
+    original_rtp = dtls._handle_rtp_data
+
+    async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+        try:
+            if on_rtp(data, arrival_time_ms):
+                return
+        except Exception:  # pragma: no cover - taps count their own errors
+            return
+        await original_rtp(data, arrival_time_ms=arrival_time_ms)
+
+    async def handle_rtcp(data: bytes) -> None:
+        try:
+            on_rtcp(data)
+        except Exception:  # pragma: no cover
+            pass
+
+    dtls._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------
+# The send side.
+
+
+class SrtpSink:
+    """Synchronous SRTP send on one DTLS transport: protect, then sendto.
+
+    Resolved once the DTLS transport is connected; before that, and after it
+    closes, sends are dropped and counted by the caller (``send`` returns
+    False). Never raises.
+    """
+
+    __slots__ = ("_dtls", "_protect", "_protect_rtcp", "_sendto", "_addr", "ready", "closed", "on_ready")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self._protect: Optional[Callable[[bytes], bytes]] = None
+        self._protect_rtcp: Optional[Callable[[bytes], bytes]] = None
+        self._sendto: Optional[Callable[[bytes, Any], None]] = None
+        self._addr: Any = None
+        self.ready = False
+        self.closed = False
+        # Called once when the sink can first send (DTLS connected, pair nominated).
+        self.on_ready: list[Callable[[], None]] = []
+        dtls.on("statechange", self._on_state)
+        self._on_state()
+
+    def _on_state(self) -> None:
+        state = self._dtls.state
+        if state == "connected" and not self.ready:
+            self._resolve()
+        elif state in ("closed", "failed"):
+            self.ready = False
+            self.closed = True
+
+    def _resolve(self) -> None:
+        conn = self._dtls.transport._connection
+        pair = conn._nominated.get(1)
+        srtp = self._dtls._tx_srtp
+        if pair is None or srtp is None or pair.protocol.transport is None:
+            return
+        self._protect = srtp.protect
+        self._protect_rtcp = srtp.protect_rtcp
+        self._sendto = pair.protocol.transport.sendto
+        self._addr = pair.remote_addr
+        self.ready = True
+        callbacks, self.on_ready = self.on_ready, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # pragma: no cover - a callback must not break the sink
+                pass
+
+    def send(self, packet: bytes) -> bool:
+        """Protect and send one RTP packet; False when it could not be sent."""
+        if not self.ready:
+            if self.closed or self._dtls.state != "connected":
+                return False
+            self._resolve()
+            if not self.ready:
+                return False
+        try:
+            self._sendto(self._protect(packet), self._addr)  # type: ignore[misc]
+        except Exception:
+            return False
+        return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Protect and send one compound RTCP packet."""
+        if not self.ready:
+            if self.closed or self._dtls.state != "connected":
+                return False
+            self._resolve()
+            if not self.ready:
+                return False
+        try:
+            self._sendto(self._protect_rtcp(packet), self._addr)  # type: ignore[misc]
+        except Exception:
+            return False
+        return True
+
+
+class SilentTrack(MediaStreamTrack):
+    """A track that never yields a frame.
+
+    A sendonly transceiver carrying it gives an ``RTCRtpSender`` with an SSRC
+    and SRTP context but no encoder: aiortc creates the encoder only after the
+    first frame, which never comes. The SFU sends forwarded packets in its
+    name instead.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future[Any] = asyncio.get_event_loop().create_future()
+
+    async def recv(self) -> Any:
+        await asyncio.shield(self._never)
+
+    def stop(self) -> None:
+        if not self._never.done():
+            self._never.cancel()
+        super().stop()
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC aiortc chose for ``sender`` (and wrote into the SDP)."""
+    return int(sender._ssrc)
+
+
+def set_sender_report(
+    sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int
+) -> None:
+    """Make aiortc's periodic SR for ``sender`` describe forwarded media.
+
+    The NTP/RTP pair comes from the publisher's own SR translated into this
+    consumer's timestamp space, so lip sync survives forwarding.
+    """
+    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp & 0xFFFFFFFF  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Proof that no media is decoded or encoded for viewers.
+
+
+class CodecCounter:
+    """Counts aiortc encoders and decoders created in this process."""
+
+    def __init__(self) -> None:
+        self.encoders = 0
+        self.decoders = 0
+
+
+CODECS_CREATED = CodecCounter()
+_counting_installed = False
+
+
+def count_codec_creation() -> CodecCounter:
+    """Wrap aiortc's encoder/decoder factories so /metrics can prove zero."""
+    global _counting_installed
+    if not _counting_installed:
+        orig_enc = aiortc.rtcrtpsender.get_encoder
+        orig_dec = aiortc.rtcrtpreceiver.get_decoder
+
+        def get_encoder(codec: Any) -> Any:
+            CODECS_CREATED.encoders += 1
+            return orig_enc(codec)
+
+        def get_decoder(codec: Any) -> Any:
+            CODECS_CREATED.decoders += 1
+            return orig_dec(codec)
+
+        aiortc.rtcrtpsender.get_encoder = get_encoder
+        aiortc.rtcrtpreceiver.get_decoder = get_decoder
+        _counting_installed = True
+    return CODECS_CREATED
+
+
+# ---------------------------------------------------------------------------
+
+
+def self_check() -> None:
+    """Raise :class:`AdapterError` naming every private hook that moved."""
+    missing = []
+    if aiortc.__version__ != AIORTC_VERSION:
+        missing.append(f"aiortc version {aiortc.__version__} != pinned {AIORTC_VERSION}")
+    checks: list[tuple[Any, str]] = [
+        (RTCDtlsTransport, "_handle_rtp_data"),
+        (RTCDtlsTransport, "_handle_rtcp_data"),
+        (RTCDtlsTransport, "_recv_next"),
+        (RTCRtpSender, "_RTCRtpSender__track"),  # class-private proves mangling scheme
+        (aioice.ice, "get_host_addresses"),
+        (aioice.ice, "StunProtocol"),
+        (aioice.ice.Connection, "get_component_candidates"),
+        (aiortc.rtcrtpsender, "get_encoder"),
+        (aiortc.rtcrtpreceiver, "get_decoder"),
+    ]
+    for owner, name in checks:
+        if name == "_RTCRtpSender__track":
+            continue  # checked on an instance in the tests
+        if not hasattr(owner, name):
+            missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+    import inspect
+
+    src = inspect.getsource(RTCDtlsTransport._recv_next)
+    if "_handle_rtp_data(data, arrival_time_ms=" not in src:
+        missing.append("RTCDtlsTransport._recv_next no longer calls _handle_rtp_data(data, arrival_time_ms=)")
+    if "_tx_srtp" not in inspect.getsource(RTCDtlsTransport._setup_srtp):
+        missing.append("RTCDtlsTransport._tx_srtp")
+    sender_src = inspect.getsource(RTCRtpSender)
+    for field in ("__ntp_timestamp", "__rtp_timestamp", "__packet_count", "__octet_count", "self._ssrc"):
+        if field not in sender_src:
+            missing.append(f"RTCRtpSender {field}")
+    conn_src = inspect.getsource(aioice.ice.Connection)
+    for field in ("self._nominated", "self._protocols"):
+        if field not in conn_src:
+            missing.append(f"aioice Connection {field}")
+    if missing:
+        raise AdapterError("aiortc private hooks moved: " + "; ".join(missing))

@@ -1,0 +1,235 @@
+"""One viewer's copy of a producer: rewrites SSRC, sequence, timestamp, PT."""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import InvalidStateError
+
+if TYPE_CHECKING:
+    from .aiortc_adapter import SrtpSink
+    from .producer import Producer, Tail
+    from .stats import MediaStats
+
+_HDR = struct.Struct("!BBHII")
+
+
+class Consumer:
+    """Per-viewer forwarding state.
+
+    Sequence numbers and timestamps are offsets from the producer's, re-anchored
+    whenever forwarding (re)starts so the viewer sees one continuous stream:
+    no sequence gap on resume, and timestamps that advance by the wall-clock
+    time the consumer was paused. A video consumer starts (and resumes) only
+    on a keyframe, so the viewer's decoder never gets a delta frame first.
+    """
+
+    __slots__ = (
+        "id",
+        "producer",
+        "kind",
+        "ssrc",
+        "payload_type",
+        "profile",
+        "sink",
+        "paused",
+        "closed",
+        "app_data",
+        "remb",
+        "fraction_lost",
+        "packets",
+        "octets",
+        "_clock",
+        "_stats",
+        "_seq_off",
+        "_ts_off",
+        "_anchored",
+        "_last_out",
+        "_sender",
+        "_set_sr",
+        "on_close",
+    )
+
+    def __init__(
+        self,
+        *,
+        consumer_id: str,
+        producer: "Producer",
+        ssrc: int,
+        payload_type: int,
+        sink: "SrtpSink",
+        stats: "MediaStats",
+        clock: Callable[[], float],
+        sender: Any = None,
+        set_sr: Callable[..., None] | None = None,
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = consumer_id
+        self.producer = producer
+        self.kind = producer.kind
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.profile = 0
+        self.sink = sink
+        self.paused = paused
+        self.closed = False
+        self.app_data = app_data or {}
+        self.remb = 0
+        self.fraction_lost = 0
+        self.packets = 0
+        self.octets = 0
+        self._clock = clock
+        self._stats = stats
+        self._seq_off = 0
+        self._ts_off = 0
+        self._anchored = False
+        # (out_seq, out_ts, wall time) of the last forwarded packet, kept only
+        # at pause time so a resume continues the sequence.
+        self._last_out: tuple[int, int, float] | None = None
+        self._sender = sender
+        self._set_sr = set_sr
+        self.on_close: Callable[["Consumer"], None] | None = None
+
+    # -- hot path ----------------------------------------------------------
+
+    def forward(self, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool) -> int:
+        """Send one packet; returns the bytes sent (0 when skipped or failed)."""
+        if self.paused:
+            return 0
+        if not self._anchored:
+            # Start only on a keyframe, and only once the viewer's DTLS is up:
+            # a keyframe sent into a half-open leg is lost and the viewer
+            # would then wait for the next one.
+            if (self.producer.is_video and not keyframe) or not self.sink.ready:
+                return 0
+            self._anchor(seq, ts)
+        b0, rest = tail
+        pkt = (
+            _HDR.pack(
+                b0,
+                (b1 & 0x80) | self.payload_type,
+                (seq + self._seq_off) & 0xFFFF,
+                (ts + self._ts_off) & 0xFFFFFFFF,
+                self.ssrc,
+            )
+            + rest
+        )
+        if self.sink.send(pkt):
+            self.packets += 1
+            self.octets += len(rest)
+            return len(pkt)
+        self._stats.drop("send_failed")
+        return 0
+
+    # -- anchoring, pause, resume -------------------------------------------
+
+    def _anchor(self, seq: int, ts: int) -> None:
+        last = self._last_out
+        if last is None:
+            out_seq = random.randint(0, 0x7FFF)
+            out_ts = random.randint(0, 0xFFFFFFFF)
+        else:
+            gap = max(0.0, self._clock() - last[2])
+            out_seq = (last[0] + 1) & 0xFFFF
+            out_ts = (last[1] + max(1, int(gap * self.producer.clock_rate))) & 0xFFFFFFFF
+        self._seq_off = (out_seq - seq) & 0xFFFF
+        self._ts_off = (out_ts - ts) & 0xFFFFFFFF
+        self._anchored = True
+        if self.producer.sr is not None:
+            self.on_producer_sr(*self.producer.sr)
+
+    def pause(self) -> None:
+        """Stop forwarding at once (same event-loop step); state kept for resume."""
+        if self.closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        if self.paused:
+            return
+        self.paused = True
+        if self._anchored:
+            p = self.producer
+            self._last_out = (
+                (p.max_seq + self._seq_off) & 0xFFFF,
+                (p.last_ts + self._ts_off) & 0xFFFFFFFF,
+                self._clock(),
+            )
+            self._anchored = False
+
+    def resume(self) -> None:
+        """Forward again from the next keyframe, which is requested now."""
+        if self.closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        if not self.paused:
+            return
+        self.paused = False
+        if self.producer.is_video:
+            self.producer.request_keyframe()
+
+    # -- feedback from the viewer -------------------------------------------
+
+    def on_nack(self, out_seqs: tuple[int, ...]) -> None:
+        """Answer a viewer NACK from the producer's cache; ask upstream for the rest."""
+        p = self.producer
+        self._stats.nacks_received += 1
+        if p.cache is None or not self._anchored:
+            return
+        missing = []
+        for out_seq in out_seqs:
+            in_seq = (out_seq - self._seq_off) & 0xFFFF
+            data = p.cache.get(in_seq)
+            if data is None:
+                missing.append(in_seq)
+                self._stats.nack_packets_missed += 1
+                continue
+            split = p.tail_for(data, self.profile)
+            if split is None:
+                continue
+            b1, seq, ts, _, tail = split
+            b0, rest = tail
+            pkt = (
+                _HDR.pack(
+                    b0,
+                    (b1 & 0x80) | self.payload_type,
+                    (seq + self._seq_off) & 0xFFFF,
+                    (ts + self._ts_off) & 0xFFFFFFFF,
+                    self.ssrc,
+                )
+                + rest
+            )
+            if self.sink.send(pkt):
+                self._stats.nack_packets_served += 1
+                self._stats.rtp_packets_out += 1
+                self._stats.rtp_bytes_out += len(pkt)
+        if missing:
+            p.nack_upstream(missing)
+
+    def on_keyframe_request(self) -> None:
+        self._stats.plis_received += 1
+        if not self.paused:
+            self.producer.request_keyframe()
+
+    def on_producer_sr(self, ntp: int, rtp_ts: int) -> None:
+        """Translate the publisher's SR into this consumer's timestamp space."""
+        if self._set_sr is not None and self._sender is not None and self._anchored:
+            self._set_sr(self._sender, ntp, rtp_ts + self._ts_off, self.packets, self.octets)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.producer.remove_consumer(self)
+        if self.on_close is not None:
+            cb, self.on_close = self.on_close, None
+            cb(self)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "consumer_id": self.id,
+            "producer_id": self.producer.id,
+            "kind": self.kind,
+            "paused": self.paused,
+        }

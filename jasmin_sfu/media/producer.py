@@ -1,0 +1,363 @@
+"""A published track: receives the publisher's RTP and fans it out to consumers."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any, Callable
+
+from jasmin_codecs.errors import MalformedPacket
+from jasmin_codecs.h264 import h264_is_keyframe
+from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock, ntp_to_compact
+from jasmin_codecs.rtp import ExtensionRewriter
+from jasmin_codecs.vp8 import vp8_is_keyframe
+
+from .errors import InvalidStateError
+from .keyframe_requester import KeyframeRequester
+from .packet_cache import PacketCache
+from .stats import MediaStats
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+
+_SEQ_TS = struct.Struct("!HI")
+_EXT_HDR = struct.Struct("!HH")
+_RTX_REBUILD = struct.Struct("!BBHII")
+
+# (b0, tail): b0 is the first header byte for the outgoing packet, tail is
+# CSRCs + rewritten extension section + payload (+ padding).
+Tail = tuple[int, bytes]
+
+
+class Producer:
+    """One incoming track of a publisher transport.
+
+    ``on_rtp`` is the hot path: synchronous, no await, no logging, no
+    allocation beyond the outgoing packets. It never raises: malformed
+    packets are dropped and counted by reason.
+    """
+
+    def __init__(
+        self,
+        *,
+        producer_id: str,
+        kind: str,
+        mime: str,
+        clock_rate: int,
+        payload_type: int,
+        ssrc: int | None,
+        rtx_ssrc: int | None,
+        rtx_payload_type: int | None,
+        codec_parameters: dict[str, Any],
+        extensions: dict[str, int],
+        send_rtcp: Callable[[bytes], bool],
+        rtcp_ssrc: int,
+        stats: MediaStats,
+        cache_size: int,
+        keyframes: Callable[["Producer"], KeyframeRequester],
+        app_data: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = producer_id
+        self.kind = kind
+        self.mime = mime
+        self.clock_rate = clock_rate
+        self.payload_type = payload_type
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.rtx_payload_type = rtx_payload_type
+        self.codec_parameters = dict(codec_parameters)
+        self.extensions = dict(extensions)  # uri -> id on the publisher leg
+        self.app_data = app_data or {}
+        self.closed = False
+        self._send_rtcp = send_rtcp
+        self._rtcp_ssrc = rtcp_ssrc
+        self._stats = stats
+        self.is_video = kind == "video"
+        mime_l = mime.lower()
+        self._is_kf: Callable[[Any, int], bool] | None = (
+            vp8_is_keyframe if mime_l == "video/vp8" else h264_is_keyframe if mime_l == "video/h264" else None
+        )
+        self.cache: PacketCache | None = PacketCache(cache_size) if self.is_video else None
+        self.keyframes = keyframes(self)
+
+        self._consumers: tuple["Consumer", ...] = ()
+        self.consumers: dict[str, "Consumer"] = {}
+        # Extension profiles: one rewriter per distinct consumer leg layout.
+        self._profiles: list[ExtensionRewriter] = []
+        self._profile_keys: dict[tuple[Any, ...], int] = {}
+
+        # Receive statistics (RFC 3550 A.3) for our receiver reports.
+        self.packets = 0
+        self.octets = 0
+        self.keyframes_seen = 0
+        self._base_seq: int | None = None
+        self.max_seq = 0
+        self._cycles = 0
+        self._expected_prior = 0
+        self._received_prior = 0
+        self.last_ts = 0
+        self.last_arrival_ms = 0
+        self._last_sr_ntp = 0
+        self._last_sr_arrival = 0.0
+        self.sr: tuple[int, int] | None = None  # (ntp, rtp_ts) of the publisher's last SR
+
+    # -- consumers ---------------------------------------------------------
+
+    def profile_for(self, id_map: dict[int, int], replace: dict[int, bytes]) -> int:
+        """Index of the extension rewriter for one consumer leg's layout."""
+        key = (tuple(sorted(id_map.items())), tuple(sorted(replace.items())))
+        idx = self._profile_keys.get(key)
+        if idx is None:
+            idx = len(self._profiles)
+            self._profiles.append(ExtensionRewriter(id_map, replace))
+            self._profile_keys[key] = idx
+        return idx
+
+    def add_consumer(self, consumer: "Consumer") -> None:
+        if self.closed:
+            raise InvalidStateError(f"producer {self.id} is closed")
+        self.consumers[consumer.id] = consumer
+        self._consumers = tuple(self.consumers.values())
+
+    def remove_consumer(self, consumer: "Consumer") -> None:
+        if self.consumers.pop(consumer.id, None) is not None:
+            self._consumers = tuple(self.consumers.values())
+
+    # -- the hot path ------------------------------------------------------
+
+    def on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        """Forward one plain RTP packet of this producer to every consumer."""
+        stats = self._stats
+        n = len(data)
+        if n < 12:
+            stats.drop("too_short")
+            return
+        b0 = data[0]
+        if b0 & 0xC0 != 0x80:
+            stats.drop("bad_version")
+            return
+        b1 = data[1]
+        seq, ts = _SEQ_TS.unpack_from(data, 2)
+        if (b1 & 0x7F) != self.payload_type:
+            stats.drop("unknown_pt")
+            return
+        off = 12 + ((b0 & 0x0F) << 2)
+        ext_profile = None
+        ext_data = b""
+        if b0 & 0x10:
+            if off + 4 > n:
+                stats.drop("bad_extension")
+                return
+            ext_profile, ext_words = _EXT_HDR.unpack_from(data, off)
+            ext_end = off + 4 + (ext_words << 2)
+            if ext_end > n:
+                stats.drop("bad_extension")
+                return
+            ext_data = data[off + 4 : ext_end]
+            payload_off = ext_end
+        else:
+            payload_off = off
+        if payload_off > n or (b0 & 0x20 and (data[-1] == 0 or data[-1] > n - payload_off)):
+            stats.drop("bad_padding")
+            return
+
+        self.packets += 1
+        self.octets += n
+        stats.rtp_packets_in += 1
+        stats.rtp_bytes_in += n
+        # Sequence tracking for receiver reports.
+        if self._base_seq is None:
+            self._base_seq = seq
+            self.max_seq = seq
+            self.last_ts = ts
+        elif (seq - self.max_seq) & 0xFFFF < 0x8000:
+            if seq < self.max_seq:
+                self._cycles += 0x10000
+            self.max_seq = seq
+            self.last_ts = ts
+        self.last_arrival_ms = arrival_ms
+
+        keyframe = False
+        if self._is_kf is not None:
+            keyframe = self._is_kf(data, payload_off)
+            if keyframe:
+                self.keyframes_seen += 1
+        if self.cache is not None:
+            self.cache.put(seq, data)
+
+        consumers = self._consumers
+        if not consumers:
+            return
+        csrc = data[12:off]
+        body = data[payload_off:]
+        pad_bit = b0 & 0x20
+        tails: list[Tail] = []
+        try:
+            for rw in self._profiles:
+                section = rw.rewrite(ext_profile, ext_data)
+                tails.append((0x80 | pad_bit | (0x10 if section else 0) | (b0 & 0x0F), csrc + section + body))
+        except MalformedPacket:
+            stats.drop("bad_extension")
+            return
+        sent = 0
+        sent_bytes = 0
+        for c in consumers:
+            k = c.forward(b1, seq, ts, tails[c.profile], keyframe)
+            if k:
+                sent += 1
+                sent_bytes += k
+        stats.rtp_packets_out += sent
+        stats.rtp_bytes_out += sent_bytes
+
+    def on_rtx(self, data: bytes, arrival_ms: int) -> None:
+        """Unwrap an RFC 4588 retransmission and process it as the original."""
+        n = len(data)
+        if n < 14:
+            self._stats.drop("too_short")
+            return
+        b0 = data[0]
+        off = 12 + ((b0 & 0x0F) << 2)
+        if b0 & 0x10:
+            if off + 4 > n:
+                self._stats.drop("bad_extension")
+                return
+            off += 4 + (_EXT_HDR.unpack_from(data, off)[1] << 2)
+        if off + 2 > n:
+            self._stats.drop("too_short")
+            return
+        if b0 & 0x20:
+            pad = data[-1]
+            if pad == 0 or pad > n - off - 2:
+                self._stats.drop("bad_padding")
+                return
+            if pad == n - off - 2:
+                return  # padding-only probe on the RTX stream: nothing to forward
+        (osn,) = struct.unpack_from("!H", data, off)
+        ts = struct.unpack_from("!I", data, 4)[0]
+        header = _RTX_REBUILD.pack(b0, (data[1] & 0x80) | self.payload_type, osn, ts, self.ssrc or 0)
+        self.on_rtp(header + data[12:off] + data[off + 2 :], arrival_ms)
+
+    def tail_for(self, data: bytes, profile: int) -> tuple[int, int, int, int, Tail] | None:
+        """Split a cached packet for one consumer's profile (retransmissions)."""
+        n = len(data)
+        b0, b1 = data[0], data[1]
+        seq, ts = _SEQ_TS.unpack_from(data, 2)
+        off = 12 + ((b0 & 0x0F) << 2)
+        ext_profile = None
+        ext_data = b""
+        payload_off = off
+        if b0 & 0x10:
+            ext_profile, words = _EXT_HDR.unpack_from(data, off)
+            payload_off = off + 4 + (words << 2)
+            ext_data = data[off + 4 : payload_off]
+        if payload_off > n:
+            return None
+        try:
+            section = self._profiles[profile].rewrite(ext_profile, ext_data)
+        except MalformedPacket:
+            return None
+        b0_out = 0x80 | (b0 & 0x20) | (0x10 if section else 0) | (b0 & 0x0F)
+        return b1, seq, ts, 0, (b0_out, data[12:off] + section + data[payload_off:])
+
+    # -- RTCP toward the publisher -----------------------------------------
+
+    def request_keyframe(self) -> None:
+        """A viewer needs a keyframe; throttled per producer."""
+        if self.is_video and not self.closed:
+            if not self.keyframes.request():
+                self._stats.keyframe_requests_coalesced += 1
+
+    def send_pli(self) -> None:
+        if self.closed or self.ssrc is None:
+            return
+        self._stats.keyframe_requests_sent += 1
+        if self._send_rtcp(Pli(sender_ssrc=self._rtcp_ssrc, media_ssrc=self.ssrc).to_bytes()):
+            self._stats.rtcp_packets_out += 1
+
+    def nack_upstream(self, seqs: list[int]) -> None:
+        """Ask the publisher for packets the cache does not hold."""
+        if self.closed or self.ssrc is None or not seqs:
+            return
+        pkt = Nack(sender_ssrc=self._rtcp_ssrc, media_ssrc=self.ssrc, lost=tuple(sorted(set(seqs))))
+        if self._send_rtcp(pkt.to_bytes()):
+            self._stats.rtcp_packets_out += 1
+
+    def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+        """The publisher's SR: remember it for LSR/DLSR and pass it to consumers."""
+        self._last_sr_ntp = ntp
+        self._last_sr_arrival = now
+        self.sr = (ntp, rtp_ts)
+        for c in self._consumers:
+            c.on_producer_sr(ntp, rtp_ts)
+
+    def report_block(self, now: float) -> ReportBlock | None:
+        """An RFC 3550 report block for this producer, or None before any packet."""
+        if self._base_seq is None or self.ssrc is None:
+            return None
+        ext_max = self._cycles + self.max_seq
+        expected = ext_max - self._base_seq + 1
+        lost = max(0, min(expected - self.packets, 0x7FFFFF))
+        exp_int = expected - self._expected_prior
+        rec_int = self.packets - self._received_prior
+        self._expected_prior = expected
+        self._received_prior = self.packets
+        lost_int = exp_int - rec_int
+        fraction = (lost_int << 8) // exp_int if exp_int > 0 and lost_int > 0 else 0
+        lsr = ntp_to_compact(self._last_sr_ntp) if self._last_sr_ntp else 0
+        dlsr = int((now - self._last_sr_arrival) * 65536) if self._last_sr_ntp else 0
+        return ReportBlock(
+            ssrc=self.ssrc,
+            fraction_lost=min(fraction, 255),
+            cumulative_lost=lost,
+            highest_seq=ext_max & 0xFFFFFFFF,
+            jitter=0,
+            lsr=lsr,
+            dlsr=dlsr & 0xFFFFFFFF,
+        )
+
+    def remb(self, min_bps: int, max_bps: int) -> Remb | None:
+        """REMB toward the publisher: the lowest viewer estimate, clamped.
+
+        aiortc negotiates no transport-cc, so without this a browser publisher
+        stays at its starting bitrate (~300 kbit/s).
+        """
+        if not self.is_video or self.ssrc is None:
+            return None
+        estimates = [c.remb for c in self._consumers if c.remb]
+        bitrate = min(estimates) if estimates else max_bps
+        bitrate = max(min_bps, min(max_bps, bitrate))
+        return Remb(sender_ssrc=self._rtcp_ssrc, bitrate=bitrate, ssrcs=(self.ssrc,))
+
+    def receiver_report(self, now: float, min_bps: int, max_bps: int) -> bytes | None:
+        block = self.report_block(now)
+        if block is None:
+            return None
+        out = ReceiverReport(ssrc=self._rtcp_ssrc, reports=(block,)).to_bytes()
+        remb = self.remb(min_bps, max_bps)
+        if remb is not None:
+            out += remb.to_bytes()
+        return out
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> list["Consumer"]:
+        """Close the producer and its consumers; returns the consumers closed."""
+        if self.closed:
+            return []
+        self.closed = True
+        self.keyframes.cancel()
+        closed = list(self._consumers)
+        for c in closed:
+            c.close()
+        self.consumers.clear()
+        self._consumers = ()
+        if self.cache is not None:
+            self.cache.clear()
+        return closed
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "producer_id": self.id,
+            "kind": self.kind,
+            "codec": self.mime.split("/")[-1],
+            "app_data": dict(self.app_data),
+        }

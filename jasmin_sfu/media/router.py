@@ -1,0 +1,185 @@
+"""One show's media: its transports, producers and consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+from .consumer import Consumer
+from .errors import InvalidStateError, NotFoundError
+from .keyframe_requester import KeyframeRequester
+from .producer import Producer
+from .settings import MediaSettings
+from .stats import MediaStats
+from .transport import WebRtcTransport
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("jasmin_sfu.media.router")
+
+ProducerListener = Callable[[str, Producer], None]
+
+
+class Router:
+    """Owns ``dict[id, child]`` of transports, producers and consumers.
+
+    Closing the router closes every child once; use after close raises
+    :class:`InvalidStateError`. Observers registered with :meth:`observe` hear
+    ``("added", producer)`` and ``("removed", producer)``.
+    """
+
+    def __init__(
+        self,
+        router_id: str,
+        worker: "Worker",
+        settings: MediaSettings,
+        stats: MediaStats,
+        clock: Callable[[], float],
+        app_data: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = router_id
+        self.worker = worker
+        self.settings = settings
+        self.stats = stats
+        self.clock = clock
+        self.app_data = app_data or {}
+        self.closed = False
+        self.transports: dict[str, WebRtcTransport] = {}
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self._listeners: list[ProducerListener] = []
+        self._rtcp_task: asyncio.Task[None] | None = None
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"router {self.id} is closed")
+
+    def observe(self, listener: ProducerListener) -> Callable[[], None]:
+        """Register a producer listener; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, what: str, producer: Producer) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(what, producer)
+            except Exception:  # pragma: no cover - a listener must not break media
+                log.exception("producer listener failed")
+
+    def keyframe_requester(self, producer: Producer) -> KeyframeRequester:
+        loop = asyncio.get_running_loop()
+        return KeyframeRequester(
+            self.settings.keyframe_request_interval_s,
+            self.clock,
+            producer.send_pli,
+            lambda delay, fn: loop.call_later(delay, fn),
+        )
+
+    # -- transports --------------------------------------------------------
+
+    def create_transport(self, direction: str, app_data: dict[str, Any] | None = None) -> WebRtcTransport:
+        self._check_open()
+        t = WebRtcTransport(self, direction, app_data)
+        self.transports[t.id] = t
+        if self._rtcp_task is None:
+            self._rtcp_task = asyncio.get_running_loop().create_task(self._rtcp_loop())
+        return t
+
+    async def publish(self, transport: WebRtcTransport, offer_sdp: str, app_data: dict[str, Any] | None = None) -> tuple[str, list[Producer]]:
+        self._check_open()
+        answer, producers = await transport.publish(offer_sdp, app_data)
+        if self.closed or transport.closed:
+            raise InvalidStateError("closed while publishing")
+        for p in producers:
+            self.producers[p.id] = p
+            self._emit("added", p)
+        return answer, producers
+
+    async def consume(
+        self, transport: WebRtcTransport, producer_ids: list[str] | None = None, paused: bool = False
+    ) -> tuple[str, list[Consumer]]:
+        self._check_open()
+        if producer_ids is None:
+            producers = list(self.producers.values())
+        else:
+            producers = []
+            for pid in producer_ids:
+                p = self.producers.get(pid)
+                if p is None:
+                    raise NotFoundError(f"no producer {pid} in this show")
+                producers.append(p)
+        if not producers:
+            raise NotFoundError("the show has no producers yet")
+        return await transport.consume(producers, paused=paused)
+
+    async def accept_answer(self, transport: WebRtcTransport, answer_sdp: str) -> list[Consumer]:
+        self._check_open()
+        consumers = await transport.accept_answer(answer_sdp)
+        for c in consumers:
+            self.consumers[c.id] = c
+        return consumers
+
+    def pause_consumers(self, predicate: Callable[[Consumer], bool]) -> int:
+        """Pause every consumer matching ``predicate`` in this event-loop step."""
+        n = 0
+        for c in list(self.consumers.values()):
+            if not c.paused and predicate(c):
+                c.pause()
+                n += 1
+        return n
+
+    # -- children closing (called by transports/consumers) -------------------
+
+    def _close_producer(self, p: Producer) -> None:
+        if self.producers.pop(p.id, None) is not None:
+            p.close()
+            self._emit("removed", p)
+
+    def _consumer_closed(self, c: Consumer) -> None:
+        self.consumers.pop(c.id, None)
+
+    def _transport_closed(self, t: WebRtcTransport) -> None:
+        self.transports.pop(t.id, None)
+
+    # -- periodic RTCP -------------------------------------------------------
+
+    async def _rtcp_loop(self) -> None:
+        """Receiver reports and REMB to every publisher, once per interval."""
+        s = self.settings
+        while not self.closed:
+            await asyncio.sleep(s.rtcp_interval_s)
+            now = self.clock()
+            for t in list(self.transports.values()):
+                if t.direction != "recv" or t.closed:
+                    continue
+                for p in list(t.producers.values()):
+                    try:
+                        pkt = p.receiver_report(now, s.remb_min_bps, s.remb_max_bps)
+                        if pkt is not None and t._send_rtcp(pkt):
+                            self.stats.rtcp_packets_out += 1
+                    except Exception:  # pragma: no cover
+                        log.exception("receiver report failed")
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+        await asyncio.gather(*(t.close() for t in list(self.transports.values())), return_exceptions=True)
+        for p in list(self.producers.values()):
+            self._close_producer(p)
+        self.consumers.clear()
+        self.worker._router_closed(self)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "router_id": self.id,
+            "transports": len(self.transports),
+            "producers": [p.describe() for p in self.producers.values()],
+            "consumers": len(self.consumers),
+        }

@@ -1,0 +1,22 @@
+"""What the media core needs to know, built from the daemon config by app.py.
+
+The media package knows no accounts, prices or config files; it gets this
+plain value object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    listen_ips: tuple[str, ...] = ("127.0.0.1",)
+    announced_ip: str = ""
+    port_range: tuple[int, int] = (0, 0)
+    video_codecs: tuple[str, ...] = ("VP8", "H264")
+    packet_cache_size: int = 1024
+    keyframe_request_interval_s: float = 0.3
+    rtcp_interval_s: float = 1.0
+    remb_max_bps: int = 3_000_000
+    remb_min_bps: int = 150_000

@@ -1,0 +1,47 @@
+"""Plain counters of the media core, read by /metrics.
+
+The hot path increments integer attributes only: no locks, no label lookups,
+no prometheus calls per packet. The API layer exports them through a custom
+collector at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class MediaStats:
+    __slots__ = (
+        "rtp_packets_in",
+        "rtp_bytes_in",
+        "rtp_packets_out",
+        "rtp_bytes_out",
+        "rtcp_packets_in",
+        "rtcp_packets_out",
+        "nacks_received",
+        "nack_packets_served",
+        "nack_packets_missed",
+        "plis_received",
+        "keyframe_requests_sent",
+        "keyframe_requests_coalesced",
+        "drops",
+    )
+
+    def __init__(self) -> None:
+        self.rtp_packets_in = 0
+        self.rtp_bytes_in = 0
+        self.rtp_packets_out = 0
+        self.rtp_bytes_out = 0
+        self.rtcp_packets_in = 0
+        self.rtcp_packets_out = 0
+        self.nacks_received = 0
+        self.nack_packets_served = 0
+        self.nack_packets_missed = 0
+        self.plis_received = 0
+        self.keyframe_requests_sent = 0
+        self.keyframe_requests_coalesced = 0
+        # Dropped packets by reason ("too_short", "unknown_pt", "send_failed" ...).
+        self.drops: Counter[str] = Counter()
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] += n

@@ -1,0 +1,349 @@
+"""One WebRTC connection: aiortc terminates ICE/DTLS/SRTP, we forward RTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from typing import TYPE_CHECKING, Any, Callable
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from jasmin_codecs.errors import MalformedPacket
+from jasmin_codecs.rtcp import Fir, Nack, Pli, ReceiverReport, Remb, SenderReport, parse_rtcp
+
+from . import aiortc_adapter as adapter
+from .consumer import Consumer
+from .errors import InvalidStateError, NotFoundError, SdpError, UnsupportedCodecError
+from .producer import Producer
+from .sdp_info import MID_URI, SectionInfo, parse_sdp, sections
+
+if TYPE_CHECKING:
+    from .router import Router
+
+log = logging.getLogger("jasmin_sfu.media.transport")
+
+
+def _codec_key(mime: str, params: dict[str, Any]) -> tuple[str, ...]:
+    mime = mime.lower()
+    if mime == "video/h264":
+        return (
+            mime,
+            str(params.get("packetization-mode", "0")),
+            str(params.get("profile-level-id", "42001f"))[:4].lower(),
+        )
+    return (mime,)
+
+
+class WebRtcTransport:
+    """A peer connection in one direction: ``recv`` (publisher) or ``send`` (viewer).
+
+    A recv transport turns each audio/video m-section of the publisher's offer
+    into a :class:`Producer`. A send transport offers one sendonly m-section
+    per consumed producer; aiortc's sender for it never encodes, we send the
+    forwarded packets under its SSRC.
+    """
+
+    def __init__(self, router: "Router", direction: str, app_data: dict[str, Any] | None = None) -> None:
+        if direction not in ("recv", "send"):
+            raise ValueError("direction must be recv or send")
+        self.id = uuid.uuid4().hex
+        self.router = router
+        self.direction = direction
+        self.app_data = app_data or {}
+        self.closed = False
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self._by_ssrc: dict[int, Callable[[bytes, int], None]] = {}
+        self._consumer_by_ssrc: dict[int, Consumer] = {}
+        self._sinks: list[adapter.SrtpSink] = []
+        self._sink: adapter.SrtpSink | None = None
+        self.rtcp_ssrc = random.randint(1, 0xFFFFFFFF)
+        self._pending: list[tuple[Consumer, Any]] = []
+        self.on_close: list[Callable[["WebRtcTransport"], None]] = []
+
+        @self.pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed") and not self.closed:
+                log.info("transport %s connection %s", self.id, self.pc.connectionState)
+                await self.close()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"transport {self.id} is closed")
+
+    def _install(self) -> None:
+        seen: set[int] = set()
+        for t in self.pc.getTransceivers():
+            dtls = t.receiver.transport if self.direction == "recv" else t.sender.transport
+            if dtls is None or id(dtls) in seen:
+                continue
+            seen.add(id(dtls))
+            adapter.install_taps(dtls, self._on_rtp, self._on_rtcp)
+            sink = adapter.SrtpSink(dtls)
+            self._sinks.append(sink)
+            if self._sink is None:
+                self._sink = sink
+
+    def _send_rtcp(self, data: bytes) -> bool:
+        return self._sink is not None and self._sink.send_rtcp(data)
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.pc.connectionState)
+
+    # -- taps (synchronous, never raise) ---------------------------------------
+
+    def _on_rtp(self, data: bytes, arrival_ms: int) -> bool:
+        if len(data) < 12:
+            self.router.stats.drop("too_short")
+            return True
+        handler = self._by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        if handler is None:
+            self.router.stats.drop("unknown_ssrc")
+            return True
+        handler(data, arrival_ms)
+        return True
+
+    def _on_rtcp(self, data: bytes) -> None:
+        stats = self.router.stats
+        try:
+            packets = parse_rtcp(data)
+        except MalformedPacket as exc:
+            stats.drop("rtcp_" + exc.reason)
+            return
+        stats.rtcp_packets_in += 1
+        now = self.router.clock()
+        for pkt in packets:
+            if isinstance(pkt, SenderReport):
+                prod = self._producer_by_ssrc(pkt.ssrc)
+                if prod is not None:
+                    prod.on_sender_report(pkt.ntp_timestamp, pkt.rtp_timestamp, now)
+            elif isinstance(pkt, Nack):
+                c = self._consumer_by_ssrc.get(pkt.media_ssrc)
+                if c is not None:
+                    c.on_nack(pkt.lost)
+            elif isinstance(pkt, Pli):
+                c = self._consumer_by_ssrc.get(pkt.media_ssrc)
+                if c is not None:
+                    c.on_keyframe_request()
+            elif isinstance(pkt, Fir):
+                for ssrc, _seqnr in pkt.entries:
+                    c = self._consumer_by_ssrc.get(ssrc)
+                    if c is not None:
+                        c.on_keyframe_request()
+            elif isinstance(pkt, Remb):
+                for ssrc in pkt.ssrcs:
+                    c = self._consumer_by_ssrc.get(ssrc)
+                    if c is not None:
+                        c.remb = pkt.bitrate
+            elif isinstance(pkt, ReceiverReport):
+                for block in pkt.reports:
+                    c = self._consumer_by_ssrc.get(block.ssrc)
+                    if c is not None:
+                        c.fraction_lost = block.fraction_lost
+
+    def _producer_by_ssrc(self, ssrc: int) -> Producer | None:
+        for p in self.producers.values():
+            if p.ssrc == ssrc:
+                return p
+        return None
+
+    # -- publisher side ------------------------------------------------------
+
+    async def publish(self, offer_sdp: str, app_data: dict[str, Any] | None = None) -> tuple[str, list[Producer]]:
+        """Answer a publisher's offer; one producer per sending m-section."""
+        self._check_open()
+        if self.direction != "recv":
+            raise InvalidStateError("publish needs a recv transport")
+        if self.producers:
+            raise InvalidStateError("transport already publishing")
+        offered = sections(offer_sdp)
+        if not offered:
+            raise SdpError("the offer has no audio or video section")
+        for s in offered:
+            if s.direction not in ("sendonly", "sendrecv", None):
+                raise SdpError(f"m-section {s.mid} is {s.direction}: a publisher must send")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            raise SdpError(f"offer rejected: {exc}") from None
+        settings = self.router.settings
+        for t in self.pc.getTransceivers():
+            caps = RTCRtpSender.getCapabilities(t.kind).codecs
+            wanted = [c.lower() for c in (settings.video_codecs if t.kind == "video" else ("opus",))]
+            prefs = []
+            for name in wanted:
+                prefs += [c for c in caps if c.mimeType.lower() == f"{t.kind}/{name}"]
+            prefs += [c for c in caps if c.mimeType.lower().endswith("/rtx")]
+            t.setCodecPreferences(prefs)
+        try:
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except Exception as exc:
+            raise UnsupportedCodecError(f"cannot answer the offer: {exc}") from None
+        local = sections(self.pc.localDescription.sdp)
+        producers = []
+        for off, loc in zip(offered, local):
+            codec = loc.media_codec
+            if codec is None or loc.direction == "inactive":
+                raise UnsupportedCodecError(
+                    f"no supported {off.kind} codec in m-section {off.mid}"
+                    f" (we forward {', '.join(settings.video_codecs) if off.kind == 'video' else 'opus'})"
+                )
+            producers.append(self._make_producer(off, loc, codec, app_data))
+        self._install()
+        sdp = adapter.announce_address(self.pc.localDescription.sdp, settings.announced_ip)
+        return sdp, producers
+
+    def _make_producer(self, off: SectionInfo, loc: SectionInfo, codec: Any, app_data: dict[str, Any] | None) -> Producer:
+        router = self.router
+        prod = Producer(
+            producer_id=uuid.uuid4().hex,
+            kind=off.kind,
+            mime=codec.mimeType,
+            clock_rate=codec.clockRate,
+            payload_type=codec.payloadType,
+            ssrc=off.ssrc,
+            rtx_ssrc=off.rtx_ssrc,
+            rtx_payload_type=loc.rtx_payload_type(codec.payloadType),
+            codec_parameters=dict(codec.parameters),
+            extensions=loc.extensions,
+            send_rtcp=self._send_rtcp,
+            rtcp_ssrc=self.rtcp_ssrc,
+            stats=router.stats,
+            cache_size=router.settings.packet_cache_size,
+            keyframes=router.keyframe_requester,
+            app_data=dict(app_data or {}, mid=off.mid),
+        )
+        if off.ssrc is None:
+            raise SdpError(f"m-section {off.mid} signals no a=ssrc; simulcast/rid is not supported yet")
+        self._by_ssrc[off.ssrc] = prod.on_rtp
+        if off.rtx_ssrc is not None:
+            self._by_ssrc[off.rtx_ssrc] = prod.on_rtx
+        self.producers[prod.id] = prod
+        return prod
+
+    # -- viewer side -------------------------------------------------------------
+
+    async def consume(self, producers: list[Producer], paused: bool = False) -> tuple[str, list[Consumer]]:
+        """Offer one sendonly m-section per producer; consumers start on answer."""
+        self._check_open()
+        if self.direction != "send":
+            raise InvalidStateError("consume needs a send transport")
+        if self._pending or self.consumers:
+            raise InvalidStateError("transport already consuming; create another")
+        if not producers:
+            raise NotFoundError("nothing to consume")
+        transceivers = []
+        for p in producers:
+            if p.closed:
+                raise InvalidStateError(f"producer {p.id} is closed")
+            t = self.pc.addTransceiver(adapter.SilentTrack(p.kind), direction="sendonly")
+            want = _codec_key(p.mime, p.codec_parameters)
+            caps = RTCRtpSender.getCapabilities(p.kind).codecs
+            prefs = [c for c in caps if _codec_key(c.mimeType, c.parameters or {}) == want]
+            if not prefs:
+                raise UnsupportedCodecError(f"cannot offer {p.mime}")
+            prefs += [c for c in caps if c.mimeType.lower().endswith("/rtx")]
+            t.setCodecPreferences(prefs[:1] + prefs[-1:] if p.kind == "video" else prefs[:1])
+            transceivers.append(t)
+        offer = await self.pc.createOffer()
+        await self.pc.setLocalDescription(offer)
+        router = self.router
+        for p, t in zip(producers, transceivers):
+            c = Consumer(
+                consumer_id=uuid.uuid4().hex,
+                producer=p,
+                ssrc=adapter.sender_ssrc(t.sender),
+                payload_type=0,
+                sink=None,  # type: ignore[arg-type]  # set once the answer arrives
+                stats=router.stats,
+                clock=router.clock,
+                sender=t.sender,
+                set_sr=adapter.set_sender_report,
+                paused=paused,
+                app_data=dict(self.app_data),
+            )
+            self._pending.append((c, t))
+        sdp = adapter.announce_address(self.pc.localDescription.sdp, router.settings.announced_ip)
+        return sdp, [c for c, _ in self._pending]
+
+    async def accept_answer(self, answer_sdp: str) -> list[Consumer]:
+        """Apply the viewer's answer and start forwarding."""
+        self._check_open()
+        if not self._pending:
+            raise InvalidStateError("no offer is waiting for an answer")
+        answered = sections(answer_sdp)
+        if len(answered) != len(self._pending):
+            raise SdpError(f"answer has {len(answered)} media sections, offer had {len(self._pending)}")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:
+            raise SdpError(f"answer rejected: {exc}") from None
+        local = sections(self.pc.localDescription.sdp)
+        self._install()
+        started = []
+        for (c, t), loc, ans in zip(self._pending, local, answered):
+            codec = ans.media_codec or loc.media_codec
+            if codec is None or ans.direction == "inactive":
+                continue
+            c.payload_type = codec.payloadType
+            c.sink = self._sink  # type: ignore[assignment]
+            # Map the publisher leg's extension ids to the ids this viewer accepted.
+            accepted = ans.extensions or loc.extensions
+            p = c.producer
+            id_map = {pid: accepted[uri] for uri, pid in p.extensions.items() if uri in accepted}
+            replace = {}
+            if MID_URI in accepted and t.mid is not None:
+                # The viewer's MID, not the publisher's: Chrome's demuxer drops
+                # a packet whose MID names no m-section of its own.
+                replace[accepted[MID_URI]] = t.mid.encode()
+            c.profile = p.profile_for(id_map, replace)
+            p.add_consumer(c)
+            c.on_close = self._consumer_closed
+            self.consumers[c.id] = c
+            self._consumer_by_ssrc[c.ssrc] = c
+            started.append(c)
+            if p.is_video and not c.paused:
+                if c.sink.ready:
+                    p.request_keyframe()
+                else:
+                    c.sink.on_ready.append(lambda c=c: c.paused or c.producer.request_keyframe())
+        self._pending.clear()
+        return started
+
+    def _consumer_closed(self, c: Consumer) -> None:
+        self.consumers.pop(c.id, None)
+        self._consumer_by_ssrc.pop(c.ssrc, None)
+        self.router._consumer_closed(c)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the connection, its producers and consumers, once."""
+        if self.closed:
+            return
+        self.closed = True
+        for p in list(self.producers.values()):
+            self.router._close_producer(p)
+        self.producers.clear()
+        for c in list(self.consumers.values()):
+            c.close()
+        for c, _t in self._pending:
+            c.closed = True
+        self._pending.clear()
+        for cb in list(self.on_close):
+            try:
+                cb(self)
+            except Exception:  # pragma: no cover
+                log.exception("transport close callback failed")
+        self.router._transport_closed(self)
+        try:
+            await asyncio.wait_for(self.pc.close(), timeout=5)
+        except Exception:  # pragma: no cover - best effort on teardown
+            log.debug("peer connection close failed", exc_info=True)

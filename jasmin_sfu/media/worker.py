@@ -1,0 +1,57 @@
+"""The media worker: one process, one core, many routers (one per show)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+from . import aiortc_adapter as adapter
+from .errors import InvalidStateError
+from .router import Router
+from .settings import MediaSettings
+from .stats import MediaStats
+
+
+class Worker:
+    """Owns the routers of this process and the shared media counters."""
+
+    def __init__(self, settings: MediaSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        adapter.self_check()
+        adapter.restrict_host_addresses(settings.listen_ips, settings.port_range)
+        self.codecs_created = adapter.count_codec_creation()
+        self.settings = settings
+        self.clock = clock
+        self.stats = MediaStats()
+        self.routers: dict[str, Router] = {}
+        self.closed = False
+
+    def create_router(self, router_id: str, app_data: dict[str, Any] | None = None) -> Router:
+        if self.closed:
+            raise InvalidStateError("worker is closed")
+        if router_id in self.routers:
+            raise InvalidStateError(f"router {router_id} exists")
+        r = Router(router_id, self, self.settings, self.stats, self.clock, app_data)
+        self.routers[router_id] = r
+        return r
+
+    def get_or_create_router(self, router_id: str, app_data: dict[str, Any] | None = None) -> Router:
+        r = self.routers.get(router_id)
+        return r if r is not None else self.create_router(router_id, app_data)
+
+    def _router_closed(self, r: Router) -> None:
+        self.routers.pop(r.id, None)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "routers": len(self.routers),
+            "transports": sum(len(r.transports) for r in self.routers.values()),
+            "producers": sum(len(r.producers) for r in self.routers.values()),
+            "consumers": sum(len(r.consumers) for r in self.routers.values()),
+        }
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await asyncio.gather(*(r.close() for r in list(self.routers.values())), return_exceptions=True)

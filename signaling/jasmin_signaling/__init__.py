@@ -1,0 +1,1 @@
+"""jasmin_signaling."""

@@ -1,0 +1,133 @@
+"""Python client SDK for signaling v1 (used by the tests, bench/ and integrators)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import aiohttp
+
+from .codec import PROTOCOL, decode_frame, encode_frame
+
+
+class RemoteError(Exception):
+    """The server answered a request with ``ok: false``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class SignalingClient:
+    """One websocket to the daemon.
+
+    >>> c = await SignalingClient.connect("ws://127.0.0.1:8080/ws")
+    >>> await c.request("join", show_id="alice", role="viewer")
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, binary: bool) -> None:
+        self._session = session
+        self.ws = ws
+        self.binary = binary
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.welcome: dict[str, Any] = {}
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str, *, binary: bool = False, hello: bool = True, client: str = "jasmin-py/1") -> "SignalingClient":
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(url, max_msg_size=4 * 1024 * 1024)
+        except Exception:
+            await session.close()
+            raise
+        c = cls(session, ws, binary)
+        if hello:
+            await c.hello(client)
+        return c
+
+    async def hello(self, client: str = "jasmin-py/1", protocol: str = PROTOCOL) -> dict[str, Any]:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending["__hello__"] = fut
+        await self.send_raw({"type": "hello", "protocol": protocol, "client": client})
+        self.welcome = await asyncio.wait_for(fut, 10)
+        return self.welcome
+
+    async def send_raw(self, obj: dict[str, Any] | str | bytes) -> None:
+        """Send a frame as is (tests use this to send malformed input)."""
+        if isinstance(obj, dict):
+            obj = encode_frame(obj, self.binary)
+        if isinstance(obj, bytes):
+            await self.ws.send_bytes(obj)
+        else:
+            await self.ws.send_str(obj)
+
+    async def request(self, method: str, timeout: float = 30, **data: Any) -> dict[str, Any]:
+        """Send a request and return its ``data``, or raise :class:`RemoteError`."""
+        req_id = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        await self.send_raw({"type": "request", "id": req_id, "method": method, "data": data})
+        try:
+            resp = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(req_id, None)
+        if not resp.get("ok"):
+            err = resp.get("error") or {}
+            raise RemoteError(err.get("code", "?"), err.get("message", ""))
+        return resp.get("data") or {}
+
+    async def next_event(self, name: str | None = None, timeout: float = 10) -> dict[str, Any]:
+        """The next event (optionally of one name), skipping others."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ev = await asyncio.wait_for(self.events.get(), max(0.01, deadline - loop.time()))
+            if name is None or ev.get("event") == name:
+                return ev
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    continue
+                frame = decode_frame(msg.data)
+                ftype = frame.get("type")
+                if ftype == "welcome":
+                    fut = self._pending.pop("__hello__", None)
+                    if fut and not fut.done():
+                        fut.set_result(frame)
+                elif ftype == "response":
+                    fut = self._pending.get(frame.get("id"))
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+                    else:
+                        await self.errors.put(frame)
+                elif ftype == "event":
+                    await self.events.put(frame)
+                elif ftype == "error":
+                    fut = self._pending.pop("__hello__", None)
+                    if fut and not fut.done():
+                        err = frame.get("error", {})
+                        fut.set_exception(RemoteError(err.get("code", "?"), err.get("message", "")))
+                    await self.errors.put(frame)
+        except Exception:  # pragma: no cover - connection torn down
+            pass
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("signaling connection closed"))
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        await self._session.close()

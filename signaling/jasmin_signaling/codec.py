@@ -1,0 +1,34 @@
+"""JSON text frames and msgpack binary frames carrying the same schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+
+from .errors import SignalingError
+
+PROTOCOL = "jasmin/1"
+
+
+def decode_frame(raw: str | bytes) -> dict[str, Any]:
+    """Decode one frame into a dict, or raise ``SignalingError('bad_frame')``."""
+    try:
+        if isinstance(raw, str):
+            obj = json.loads(raw)
+        else:
+            obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_buffer_size=len(raw) or 1)
+    except Exception as exc:
+        kind = "JSON" if isinstance(raw, str) else "msgpack"
+        raise SignalingError("bad_frame", f"not valid {kind}: {str(exc)[:120]}") from None
+    if not isinstance(obj, dict):
+        raise SignalingError("bad_frame", "a frame must be an object/map")
+    return obj
+
+
+def encode_frame(obj: dict[str, Any], binary: bool) -> str | bytes:
+    """Encode a frame: msgpack bytes when ``binary`` else compact JSON text."""
+    if binary:
+        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)

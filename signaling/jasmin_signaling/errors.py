@@ -1,0 +1,41 @@
+"""Signaling error codes: the only place domain errors become wire codes."""
+
+from __future__ import annotations
+
+# code -> one-line meaning (docs/signaling.md lists the same table).
+ERROR_CODES: dict[str, str] = {
+    "bad_frame": "the frame is not valid JSON / msgpack, or not an object",
+    "frame_too_large": "the frame is larger than max_frame_bytes",
+    "hello_required": "the first frame must be a hello",
+    "unsupported_protocol": "the hello names a protocol version this server does not speak",
+    "bad_request": "a field is missing or has the wrong type",
+    "unknown_method": "no such method",
+    "duplicate_request_id": "this request id was already used on this connection",
+    "rate_limited": "too many requests; slow down",
+    "not_joined": "join a show first",
+    "already_joined": "this connection already joined a show",
+    "forbidden": "the caller's role may not do this",
+    "unknown_show": "no such show",
+    "unknown_producer": "no such producer in this show",
+    "unknown_transport": "no such transport on this connection",
+    "no_producers": "the show has nothing published yet",
+    "already_publishing": "this connection already publishes",
+    "bad_sdp": "the SDP does not parse or cannot be used",
+    "unsupported_codec": "no codec in common",
+    "invalid_state": "the object is closed or not ready for this",
+    "internal": "an unexpected server error; the connection stays up",
+}
+
+
+class SignalingError(Exception):
+    """An error answered to the client as ``{code, message}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown signaling error code {code!r}")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}

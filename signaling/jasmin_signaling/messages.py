@@ -1,0 +1,145 @@
+"""Typed request bodies of protocol v1, validated field by field.
+
+Each method's ``data`` object is checked against a frozen dataclass; a missing
+field, an unknown field or a wrong type is a ``bad_request`` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SignalingError
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_SDP_CHARS = 65536
+
+
+def _check_id(name: str, value: str) -> None:
+    if not _ID_RE.match(value):
+        raise SignalingError("bad_request", f"{name}: 1-64 characters of A-Z a-z 0-9 _ . : -")
+
+
+@dataclass(frozen=True)
+class Join:
+    show_id: str
+    role: str
+
+    def validate(self) -> None:
+        _check_id("show_id", self.show_id)
+        if self.role not in ("performer", "viewer"):
+            raise SignalingError("bad_request", "role: must be 'performer' or 'viewer'")
+
+
+@dataclass(frozen=True)
+class Publish:
+    sdp: str
+
+    def validate(self) -> None:
+        _check_sdp(self.sdp)
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    producer_ids: list[str] | None = None
+    paused: bool = False
+
+    def validate(self) -> None:
+        for pid in self.producer_ids or []:
+            _check_id("producer_ids[]", pid)
+
+
+@dataclass(frozen=True)
+class Answer:
+    transport_id: str
+    sdp: str
+
+    def validate(self) -> None:
+        _check_id("transport_id", self.transport_id)
+        _check_sdp(self.sdp)
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    transport_id: str
+
+    def validate(self) -> None:
+        _check_id("transport_id", self.transport_id)
+
+
+@dataclass(frozen=True)
+class Empty:
+    def validate(self) -> None:
+        pass
+
+
+def _check_sdp(sdp: str) -> None:
+    if len(sdp) > MAX_SDP_CHARS:
+        raise SignalingError("bad_request", f"sdp: longer than {MAX_SDP_CHARS} characters")
+    if not sdp.startswith("v=0"):
+        raise SignalingError("bad_sdp", "sdp: must start with v=0")
+
+
+METHODS: dict[str, type] = {
+    "join": Join,
+    "publish": Publish,
+    "unpublish": Empty,
+    "subscribe": Subscribe,
+    "answer": Answer,
+    "unsubscribe": Unsubscribe,
+    "leave": Empty,
+    "ping": Empty,
+}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return False  # pragma: no cover
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def parse_request(method: str, data: Any) -> Any:
+    """Validate ``data`` for ``method``; returns the typed body."""
+    cls = METHODS.get(method)
+    if cls is None:
+        raise SignalingError("unknown_method", f"no method {method!r}; known: {', '.join(sorted(METHODS))}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SignalingError("bad_request", "data: must be an object")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise SignalingError("bad_request", f"{key}: unknown field for {method}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SignalingError("bad_request", f"{name}: required")
+            continue
+        if not _type_ok(data[name], hints[name]):
+            raise SignalingError("bad_request", f"{name}: expected {_type_name(hints[name])}")
+        kwargs[name] = data[name]
+    body = cls(**kwargs)
+    body.validate()
+    return body
