@@ -42,10 +42,10 @@ def new_pc() -> RTCPeerConnection:
 
 
 class PatternTrack(VideoStreamTrack):
-    """A moving test pattern: a bright bar sweeping across a gradient.
+    """A moving test pattern: a white bar sweeping across a grey gradient.
 
-    Frame ``n`` carries its number in the top-left 16x16 block's luma so a
-    viewer can tell frames apart after decoding.
+    Frame ``n`` has the bar at x = 8n mod width, so a viewer can check what it
+    decoded against :meth:`expected`.
     """
 
     def __init__(self, width: int = 320, height: int = 240) -> None:
@@ -55,12 +55,17 @@ class PatternTrack(VideoStreamTrack):
         self._base = np.tile(x, (height, 1))
         self.frames = 0
 
+    def expected(self, n: int) -> np.ndarray:
+        """The grey image of frame ``n``."""
+        img = self._base.copy()
+        bar = (n * 8) % self.width
+        img[:, bar : bar + 16] = 255
+        return img
+
     async def recv(self) -> VideoFrame:
         pts, time_base = await self.next_timestamp()
-        img = self._base.copy()
-        bar = (self.frames * 8) % self.width
-        img[:, bar : bar + 16] = 255
-        rgb = np.stack([img, np.roll(img, 40, axis=1), 255 - img], axis=2)
+        img = self.expected(self.frames)
+        rgb = np.stack([img, img, img], axis=2)
         frame = VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         self.frames += 1

@@ -18,7 +18,7 @@ def decode_frame(raw: str | bytes) -> dict[str, Any]:
         if isinstance(raw, str):
             obj = json.loads(raw)
         else:
-            obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_buffer_size=len(raw) or 1)
+            obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:
         kind = "JSON" if isinstance(raw, str) else "msgpack"
         raise SignalingError("bad_frame", f"not valid {kind}: {str(exc)[:120]}") from None

@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Both set up what they need.
+PY := $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-fast lint bench chromium clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "jasmin-sfu needs Python 3.11")'
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+## Set up and run the daemon on its embedded defaults; prints the demo page URL.
+run: $(STAMP)
+	$(BIN)/jasmin-sfu serve
+
+## Set up and run the whole suite: import contracts, types, tests (browser and load tests included).
+test: $(STAMP) chromium
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+## The suite without the slow (browser, load) tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+## Debian's Chromium for the real-browser tests: installed with apt-get when missing and root.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian chromium for the browser tests"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "The browser tests need Debian's chromium: run 'sudo apt-get install chromium' (or set CI=false to let them skip)."; \
+		if [ "$$CI" = true ]; then exit 1; fi; \
+	fi
+
+## The first load tool: one synthetic publisher, N counting viewers.
+bench: $(STAMP)
+	$(BIN)/python -m bench.load --viewers 1,10,50
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

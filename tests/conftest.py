@@ -1,0 +1,125 @@
+"""Shared fixtures: the daemon in-process and as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+
+from jasmin_sfu.app import Daemon
+from jasmin_sfu.config import Config, MediaConfig, ServerConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_config(**media: object) -> Config:
+    """Loopback-only config on a random port; media overrides by keyword."""
+    return Config(
+        server=ServerConfig(host="127.0.0.1", port=0),
+        media=dataclasses.replace(MediaConfig(listen_ips=("127.0.0.1",)), **media),  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    url: str
+    http: str
+
+
+@pytest.fixture
+async def daemon() -> AsyncIterator[Running]:
+    d = Daemon(test_config())
+    await d.start()
+    yield Running(d, f"ws://127.0.0.1:{d.port}/ws", f"http://127.0.0.1:{d.port}")
+    await d.stop()
+
+
+@pytest.fixture
+async def make_daemon() -> AsyncIterator[object]:
+    started: list[Daemon] = []
+
+    async def make(**media: object) -> Running:
+        d = Daemon(test_config(**media))
+        await d.start()
+        started.append(d)
+        return Running(d, f"ws://127.0.0.1:{d.port}/ws", f"http://127.0.0.1:{d.port}")
+
+    yield make
+    for d in started:
+        await d.stop()
+
+
+@dataclass
+class DaemonProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    output: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def metrics(self) -> dict[str, float]:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(self.http + "/metrics") as r:
+                text = await r.text()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+
+async def start_daemon_process(env: dict[str, str] | None = None) -> DaemonProcess:
+    """Run ``python -m jasmin_sfu serve`` on a random port and wait for it."""
+    full_env = dict(os.environ, JASMIN_SERVER_PORT="0", JASMIN_LOG_LEVEL="warning", **(env or {}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jasmin_sfu", "serve"],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    loop = asyncio.get_running_loop()
+    assert proc.stdout is not None
+    lines = []
+    while True:
+        line = await loop.run_in_executor(None, proc.stdout.readline)
+        if not line:
+            raise RuntimeError("daemon exited before listening:\n" + "".join(lines))
+        lines.append(line)
+        m = re.search(r"listening: demo page http://127\.0\.0\.1:(\d+)/", line)
+        if m:
+            # Keep draining the pipe so a chatty daemon never blocks on it.
+            out = proc.stdout
+            threading.Thread(target=lambda: [lines.append(x) for x in out], daemon=True).start()
+            return DaemonProcess(proc, int(m.group(1)), lines)
+
+
+@pytest.fixture
+async def daemon_process() -> AsyncIterator[DaemonProcess]:
+    dp = await start_daemon_process()
+    yield dp
+    if dp.proc.poll() is None:
+        dp.proc.send_signal(signal.SIGTERM)
+        try:
+            dp.proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            dp.proc.kill()

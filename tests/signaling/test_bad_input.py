@@ -1,0 +1,268 @@
+"""Bad input gets an error code and message; the connection and the daemon stay up."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+import aiohttp
+import msgpack
+import pylibsrtp
+import pytest
+
+from bench.peers import publish
+from jasmin_signaling.client import RemoteError, SignalingClient
+
+
+class Raw:
+    """A bare websocket so tests can send exactly the bytes they mean."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session, self.ws = session, ws
+
+    async def send(self, frame: Any) -> None:
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        elif isinstance(frame, str):
+            await self.ws.send_str(frame)
+        else:
+            await self.ws.send_str(json.dumps(frame))
+
+    async def recv(self) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=10)
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return json.loads(msg.data)  # type: ignore[no-any-return]
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            return msgpack.unpackb(msg.data)  # type: ignore[no-any-return]
+        raise AssertionError(f"connection ended: {msg.type} {msg.data!r}")
+
+    async def still_up(self) -> None:
+        """The same connection still answers requests."""
+        await self.send({"type": "request", "id": "alive-check-" + str(id(self)) + str(self.n), "method": "ping"})
+        self.n += 1
+        r = await self.recv()
+        assert r["type"] == "response" and r["ok"] is True, r
+
+    n = 0
+
+
+@pytest.fixture
+async def raw(daemon) -> AsyncIterator[Raw]:  # type: ignore[no-untyped-def]
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(daemon.url, max_msg_size=0)
+    r = Raw(session, ws)
+    await r.send({"type": "hello", "protocol": "jasmin/1"})
+    welcome = await r.recv()
+    assert welcome["type"] == "welcome"
+    yield r
+    await ws.close()
+    await session.close()
+
+
+def error_of(frame: dict[str, Any]) -> str:
+    assert frame["type"] in ("error", "response"), frame
+    if frame["type"] == "response":
+        assert frame["ok"] is False, frame
+    assert frame["error"]["message"], frame
+    return frame["error"]["code"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "frame,code",
+    [
+        ("{not json", "bad_frame"),
+        ("[1, 2, 3]", "bad_frame"),
+        ('"just a string"', "bad_frame"),
+        (b"\xc1\xc1\xc1", "bad_frame"),  # 0xc1 is never valid msgpack
+        (msgpack.packb([1, 2]), "bad_frame"),
+        ({"type": "nonsense"}, "bad_frame"),
+        ({"type": "request", "method": "ping"}, "bad_request"),  # no id
+        ({"type": "request", "id": True, "method": "ping"}, "bad_request"),
+        ({"type": "request", "id": 1, "method": 7}, "bad_request"),
+    ],
+    ids=["json", "json-array", "json-string", "msgpack", "msgpack-array", "frame-type", "no-id", "bool-id", "method-type"],
+)
+async def test_malformed_frames_are_answered(raw: Raw, frame: Any, code: str) -> None:
+    """Protects: malformed JSON/msgpack and malformed envelopes get a code, not a disconnect."""
+    await raw.send(frame)
+    assert error_of(await raw.recv()) == code
+    await raw.still_up()
+
+
+@pytest.mark.parametrize(
+    "method,data,code",
+    [
+        ("fly", {}, "unknown_method"),
+        ("join", {"show_id": 5, "role": "viewer"}, "bad_request"),
+        ("join", {"show_id": "a", "role": "king"}, "bad_request"),
+        ("join", {"show_id": "a"}, "bad_request"),
+        ("join", {"show_id": "a b/../", "role": "viewer"}, "bad_request"),
+        ("join", {"show_id": "a", "role": "viewer", "extra": 1}, "bad_request"),
+        ("join", "not an object", "bad_request"),
+        ("subscribe", {"producer_ids": "x"}, "bad_request"),
+        ("subscribe", {"producer_ids": [1]}, "bad_request"),
+        ("publish", {"sdp": "v=0\r\n"}, "not_joined"),
+        ("publish", {"sdp": 12}, "bad_request"),
+        ("publish", {"sdp": "hello"}, "bad_sdp"),
+        ("answer", {"transport_id": "t1", "sdp": "v=0\r\n"}, "not_joined"),
+        ("leave", {}, "not_joined"),
+        ("join", {"show_id": "nobody-here", "role": "viewer"}, "unknown_show"),
+    ],
+)
+async def test_bad_requests_are_answered(raw: Raw, method: str, data: Any, code: str) -> None:
+    """Protects: unknown verbs, wrong types, missing fields each get their code; nothing breaks."""
+    await raw.send({"type": "request", "id": 1, "method": method, "data": data})
+    resp = await raw.recv()
+    assert resp["id"] == 1
+    assert error_of(resp) == code
+    await raw.still_up()
+
+
+async def test_first_frame_must_be_hello(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the versioned handshake: requests before hello and unknown versions are refused."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(daemon.url) as ws:
+            await ws.send_str(json.dumps({"type": "request", "id": 1, "method": "ping"}))
+            assert error_of(json.loads((await ws.receive()).data)) == "hello_required"
+            await ws.send_str(json.dumps({"type": "hello", "protocol": "jasmin/99"}))
+            assert error_of(json.loads((await ws.receive()).data)) == "unsupported_protocol"
+            await ws.send_str(json.dumps({"type": "hello", "protocol": "jasmin/1"}))
+            assert json.loads((await ws.receive()).data)["type"] == "welcome"
+
+
+async def test_oversized_frame_is_refused_and_connection_stays(raw: Raw, daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the size cap: a frame over max_frame_bytes is answered, not buffered into the handler."""
+    cap = daemon.daemon.cfg.server.max_frame_bytes
+    big = json.dumps({"type": "request", "id": 1, "method": "publish", "data": {"sdp": "v=0" + "x" * cap}})
+    await raw.send(big)
+    assert error_of(await raw.recv()) == "frame_too_large"
+    await raw.still_up()
+
+
+async def test_frame_over_hard_cap_closes_only_that_connection(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the daemon from memory abuse: >hard cap closes with 1009, the daemon serves others."""
+    hard = daemon.daemon.cfg.server.hard_max_frame_bytes
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(daemon.url) as ws:
+            await ws.send_str("x" * (hard + 10))
+            msg = await ws.receive(timeout=10)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+            assert ws.close_code == 1009
+    c = await SignalingClient.connect(daemon.url)
+    assert await c.request("ping") == {}
+    await c.close()
+
+
+async def test_viewer_cannot_publish(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects roles: a viewer's publish is `forbidden` and creates nothing."""
+    pub = await publish(daemon.url, "show-roles")
+    viewer = await SignalingClient.connect(daemon.url)
+    await viewer.request("join", show_id="show-roles", role="viewer")
+    with pytest.raises(RemoteError) as e:
+        await viewer.request("publish", sdp=pub.pc.localDescription.sdp)
+    assert e.value.code == "forbidden"
+    assert daemon.daemon.worker.counts()["producers"] == 2
+    assert await viewer.request("ping") == {}
+    await viewer.close()
+    await pub.close()
+
+
+async def test_unparseable_sdp_is_bad_sdp(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the publish path: SDP that does not parse is `bad_sdp`, and no transport leaks."""
+    c = await SignalingClient.connect(daemon.url)
+    await c.request("join", show_id="show-sdp", role="performer")
+    for sdp in ["v=0\r\nm=video notaport RTP/SAVPF x\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n", "v=0\r\n" + "a=garbage\r\n" * 50]:
+        with pytest.raises(RemoteError) as e:
+            await c.request("publish", sdp=sdp)
+        assert e.value.code == "bad_sdp", e.value
+    assert daemon.daemon.worker.counts()["transports"] == 0
+    assert await c.request("ping") == {}
+    await c.close()
+
+
+async def test_double_requests(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects against doubled effects: double join, double publish, reused request ids."""
+    pub = await publish(daemon.url, "show-double")
+    with pytest.raises(RemoteError) as e:
+        await pub.client.request("join", show_id="show-double", role="performer")
+    assert e.value.code == "already_joined"
+    with pytest.raises(RemoteError) as e:
+        await pub.client.request("publish", sdp=pub.pc.localDescription.sdp)
+    assert e.value.code == "already_publishing"
+    assert daemon.daemon.worker.counts()["producers"] == 2
+    # The same request id twice: the second is refused, not executed again.
+    await pub.client.send_raw({"type": "request", "id": "same", "method": "ping"})
+    await pub.client.send_raw({"type": "request", "id": "same", "method": "ping"})
+    first = await pub.client.errors.get() if False else None  # responses to raw frames land in .errors
+    frames = [await pub.client.errors.get(), await pub.client.errors.get()]
+    assert frames[0]["ok"] is True and first is None
+    assert frames[1]["ok"] is False and frames[1]["error"]["code"] == "duplicate_request_id"
+    await pub.close()
+
+
+async def test_unknown_transport_and_producer(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects lookups: ids that do not exist are named errors."""
+    pub = await publish(daemon.url, "show-ids")
+    c = await SignalingClient.connect(daemon.url)
+    await c.request("join", show_id="show-ids", role="viewer")
+    with pytest.raises(RemoteError) as e:
+        await c.request("answer", transport_id="nope", sdp="v=0\r\n")
+    assert e.value.code == "unknown_transport"
+    with pytest.raises(RemoteError) as e:
+        await c.request("subscribe", producer_ids=["doesnotexist"])
+    assert e.value.code == "unknown_producer"
+    assert daemon.daemon.worker.counts()["transports"] == 1  # only the publisher's
+    await c.close()
+    await pub.close()
+
+
+async def test_rate_limit(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the daemon from request floods: over the rate, requests get `rate_limited`."""
+    d = await make_daemon()
+    limit = d.daemon.cfg.server.max_requests_per_s
+    c = await SignalingClient.connect(d.url)
+    codes = []
+    for _ in range(int(limit * 3)):
+        try:
+            await c.request("ping")
+            codes.append("ok")
+        except RemoteError as e:
+            codes.append(e.code)
+    assert "rate_limited" in codes
+    assert codes[0] == "ok"
+    await c.close()
+
+
+async def test_garbage_rtp_and_rtcp_do_not_break_the_publisher(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the receive path: malformed RTP/RTCP after SRTP is dropped and counted, media goes on."""
+    from bench.peers import subscribe, wait_for
+
+    pub = await publish(daemon.url, "show-garbage")
+    viewer = await subscribe(daemon.url, "show-garbage")
+    assert await wait_for(lambda: viewer.frames.get("video", 0) >= 2, timeout=20)
+    dtls = pub.pc.getTransceivers()[0].sender.transport
+    video_ssrc = pub.pc.getTransceivers()[0].sender._ssrc
+    ssrc = video_ssrc.to_bytes(4, "big")
+    bad_rtp = [
+        b"\x80",  # too short
+        b"\x40\x60\x00\x01" + b"\x00" * 4 + ssrc,  # version 1
+        b"\x90\x60\x00\x01" + b"\x00" * 4 + ssrc + b"\xbe\xde\x00\x09",  # extension past the end
+        b"\xa0\x60\x00\x01" + b"\x00" * 4 + ssrc + b"\x00\x00\xff",  # padding larger than payload
+        b"\x80\x7f\x00\x01" + b"\x00" * 4 + ssrc + b"x",  # unknown payload type
+        b"\x80\x60\x00\x01" + b"\x00" * 4 + b"\xde\xad\xbe\xef" + b"x",  # unknown ssrc
+    ]
+    sent = 0
+    for pkt in bad_rtp + [b"\x81\xc9\x00\x07" + ssrc + b"\x00" * 4, b"\x81\xcd\x00\x05" + ssrc + b"\x00" * 4]:
+        try:  # libsrtp itself refuses to protect some of these; the rest reach the daemon
+            await dtls._send_rtp(pkt)
+            sent += 1
+        except pylibsrtp.Error:
+            pass
+    assert sent >= 3  # unknown PT, unknown SSRC, and at least one malformed RTCP
+    drops = daemon.daemon.worker.stats.drops
+    assert await wait_for(lambda: sum(drops.values()) >= sent, timeout=10), dict(drops)
+    before = viewer.frames.get("video", 0)
+    assert await wait_for(lambda: viewer.frames.get("video", 0) > before + 5, timeout=20)
+    assert pub.pc.connectionState == "connected"
+    await viewer.close()
+    await pub.close()
