@@ -150,20 +150,25 @@ class PacketCounter:
         self.first_at: dict[int, float] = {}
         self.seqs: dict[int, set[int]] = {}
         self.keep_seqs = False
-        self.drop_next: dict[int, int] = {}  # ssrc -> number of packets to drop (simulate loss)
+        # ssrc -> number of packets to drop before SRTP (simulated network loss)
+        self.drop_next: dict[int, int] = {}
+        self.dropped: list[tuple[int, int]] = []  # (ssrc, seq) dropped on purpose
 
     def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
+        """Count one packet and consume it (aiortc never sees it)."""
+        self.observe(data, arrival_ms)
+        return True
+
+    def observe(self, data: bytes, arrival_ms: int) -> bool:
+        """Count one packet; never consumes it."""
         ssrc = int.from_bytes(data[8:12], "big")
-        if self.drop_next.get(ssrc):
-            self.drop_next[ssrc] -= 1
-            return True
         self.packets[ssrc] = self.packets.get(ssrc, 0) + 1
         self.bytes += len(data)
         if ssrc not in self.first_at:
             self.first_at[ssrc] = time.monotonic()
         if self.keep_seqs:
             self.seqs.setdefault(ssrc, set()).add(struct.unpack_from("!H", data, 2)[0])
-        return True
+        return False
 
     @property
     def total(self) -> int:
@@ -219,13 +224,58 @@ async def subscribe(
             if dtls is None or id(dtls) in seen:
                 continue
             seen.add(id(dtls))
-            if pass_through:
-                tap = lambda data, ms: (counter.on_rtp(data, ms), False)[1]  # noqa: E731
-            else:
-                tap = counter.on_rtp
+            tap = counter.observe if pass_through else counter.on_rtp
             _install_rtp_only(dtls, tap)
+            make_lossy(dtls, counter)
     await client.request("answer", transport_id=res["transport_id"], sdp=pc.localDescription.sdp)
     return viewer
+
+
+class _LossyUnprotect:
+    """Wraps a viewer's SRTP receive session to drop chosen packets *before*
+    decryption, as a lossy network would (dropping after decryption would mark
+    them as received in the SRTP replay window, so a retransmission would be
+    rejected as a replay)."""
+
+    def __init__(self, inner: Any, counter: PacketCounter) -> None:
+        self._inner = inner
+        self._counter = counter
+
+    def unprotect(self, data: bytes) -> bytes:
+        ssrc = int.from_bytes(data[8:12], "big")
+        drop = self._counter.drop_next
+        if drop.get(ssrc):
+            drop[ssrc] -= 1
+            self._counter.dropped.append((ssrc, struct.unpack_from("!H", data, 2)[0]))
+            import pylibsrtp
+
+            raise pylibsrtp.Error("dropped by the test's lossy link")
+        return self._inner.unprotect(data)  # type: ignore[no-any-return]
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        return self._inner.unprotect_rtcp(data)  # type: ignore[no-any-return]
+
+
+def make_lossy(dtls: Any, counter: PacketCounter) -> None:
+    """Let ``counter.drop_next`` drop packets on this leg before SRTP."""
+
+    def wrap() -> None:
+        if dtls.state == "connected" and not isinstance(dtls._rx_srtp, _LossyUnprotect):
+            dtls._rx_srtp = _LossyUnprotect(dtls._rx_srtp, counter)
+
+    dtls.on("statechange", wrap)
+    wrap()
+
+
+def ssrc_of(pc: RTCPeerConnection, kind: str, remote: bool = True) -> int:
+    """The SSRC signalled for the first ``kind`` m-section of a description."""
+    from jasmin_sfu.media.sdp_info import sections
+
+    desc = pc.remoteDescription if remote else pc.localDescription
+    for s in sections(desc.sdp):
+        if s.kind == kind and s.ssrc is not None:
+            return s.ssrc
+    raise LookupError(f"no {kind} ssrc")
 
 
 def _install_rtp_only(dtls: Any, tap: Any) -> None:
