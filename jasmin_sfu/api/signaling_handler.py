@@ -137,12 +137,15 @@ class SessionHandler:
             await t.close()
             raise
         self.subscriptions[t.id] = t
-        t.on_close.append(lambda tr: self.subscriptions.pop(tr.id, None))
+        t.on_close.append(self._subscription_closed)
         return {
             "transport_id": t.id,
             "sdp": offer,
             "consumers": [c.describe() for c in consumers],
         }
+
+    def _subscription_closed(self, t: WebRtcTransport) -> None:
+        self.subscriptions.pop(t.id, None)
 
     async def _m_answer(self, body: Answer) -> dict[str, Any]:
         show = self._require_show()

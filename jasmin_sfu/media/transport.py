@@ -36,6 +36,14 @@ def _codec_key(mime: str, params: dict[str, Any]) -> tuple[str, ...]:
     return (mime,)
 
 
+def _keyframe_when_ready(c: Consumer) -> Callable[[], None]:
+    def fire() -> None:
+        if not c.paused and not c.closed:
+            c.producer.request_keyframe()
+
+    return fire
+
+
 class WebRtcTransport:
     """A peer connection in one direction: ``recv`` (publisher) or ``send`` (viewer).
 
@@ -292,7 +300,7 @@ class WebRtcTransport:
             codec = ans.media_codec or loc.media_codec
             if codec is None or ans.direction == "inactive":
                 continue
-            c.payload_type = codec.payloadType
+            c.payload_type = int(codec.payloadType or 0)
             c.sink = self._sink  # type: ignore[assignment]
             # Map the publisher leg's extension ids to the ids this viewer accepted.
             accepted = ans.extensions or loc.extensions
@@ -313,7 +321,7 @@ class WebRtcTransport:
                 if c.sink.ready:
                     p.request_keyframe()
                 else:
-                    c.sink.on_ready.append(lambda c=c: c.paused or c.producer.request_keyframe())
+                    c.sink.on_ready.append(_keyframe_when_ready(c))
         self._pending.clear()
         return started
 

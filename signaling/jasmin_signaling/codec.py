@@ -30,5 +30,5 @@ def decode_frame(raw: str | bytes) -> dict[str, Any]:
 def encode_frame(obj: dict[str, Any], binary: bool) -> str | bytes:
     """Encode a frame: msgpack bytes when ``binary`` else compact JSON text."""
     if binary:
-        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+        return bytes(msgpack.packb(obj, use_bin_type=True))
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)

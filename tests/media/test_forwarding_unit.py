@@ -1,0 +1,311 @@
+"""The forwarding core without sockets: rewriting, keyframe start, pause/resume, NACK, drops."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+
+from jasmin_codecs.rtcp import Nack, Pli, parse_rtcp
+from jasmin_codecs.rtp import build_extensions, build_rtp, parse_extensions, parse_rtp
+from jasmin_sfu.media.consumer import Consumer
+from jasmin_sfu.media.keyframe_requester import KeyframeRequester
+from jasmin_sfu.media.packet_cache import PacketCache
+from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.media.stats import MediaStats
+
+MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+VP8_KEY = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A])  # S=1 PID=0, P=0: keyframe start
+VP8_DELTA = bytes([0x10, 0x01, 0x00, 0x00])  # P=1: interframe
+VP8_CONT = bytes([0x00, 0xAA, 0xBB])  # not a partition start
+
+
+class FakeSink:
+    def __init__(self, ready: bool = True, fail: bool = False) -> None:
+        self.ready = ready
+        self.fail = fail
+        self.sent: list[bytes] = []
+        self.on_ready: list[Any] = []
+
+    def send(self, pkt: bytes) -> bool:
+        if self.fail:
+            raise AssertionError("a sink must never be called in a way that raises")  # pragma: no cover
+        if not self.ready:
+            return False
+        self.sent.append(pkt)
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Scheduled:
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, Any]] = []
+
+    def __call__(self, delay: float, fn: Any) -> None:
+        self.calls.append((delay, fn))
+
+
+def make_producer(kind: str = "video", mime: str = "video/VP8", pt: int = 96, rtcp_out: list[bytes] | None = None,
+                  clock: Clock | None = None, sched: Scheduled | None = None) -> tuple[Producer, MediaStats]:
+    stats = MediaStats()
+    out = rtcp_out if rtcp_out is not None else []
+    clock = clock or Clock()
+    sched = sched or Scheduled()
+    p = Producer(
+        producer_id="p1", kind=kind, mime=mime, clock_rate=90000 if kind == "video" else 48000,
+        payload_type=pt, ssrc=0x11111111, rtx_ssrc=0x22222222, rtx_payload_type=97,
+        codec_parameters={}, extensions={MID: 4, ABS: 2} if kind == "video" else {MID: 4, LEVEL: 1},
+        send_rtcp=lambda b: out.append(b) or True, rtcp_ssrc=0xABCDEF01, stats=stats, cache_size=64,
+        keyframes=lambda prod: KeyframeRequester(0.5, clock, prod.send_pli, sched),
+    )
+    return p, stats
+
+
+def make_consumer(p: Producer, stats: MediaStats, *, ssrc: int = 0x33333333, pt: int = 100,
+                  sink: FakeSink | None = None, clock: Clock | None = None, cid: str = "c1") -> tuple[Consumer, FakeSink]:
+    sink = sink or FakeSink()
+    c = Consumer(consumer_id=cid, producer=p, ssrc=ssrc, payload_type=pt, sink=sink,  # type: ignore[arg-type]
+                 stats=stats, clock=clock or Clock())
+    c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})  # viewer leg: mid id 1 = "v0", abs-send-time id 3
+    p.add_consumer(c)
+    return c, sink
+
+
+def pkt(seq: int, ts: int, payload: bytes, *, pt: int = 96, marker: bool = False, ssrc: int = 0x11111111,
+        exts: list[tuple[int, bytes]] | None = None) -> bytes:
+    profile, body = build_extensions(exts if exts is not None else [(4, b"0"), (2, b"\x01\x02\x03")])
+    section = struct.pack("!HH", profile, len(body) // 4) + body if body else b""
+    return build_rtp(marker=marker, payload_type=pt, sequence=seq, timestamp=ts, ssrc=ssrc, payload=payload,
+                     ext_section=section)
+
+
+def test_consumer_rewrites_ssrc_seq_ts_pt_and_extension_ids() -> None:
+    """Protects per-viewer rewriting: SSRC, PT, seq/ts offsets, ext ids and the viewer's MID."""
+    p, stats = make_producer()
+    c, sink = make_consumer(p, stats)
+    p.on_rtp(pkt(1000, 5000, VP8_KEY, marker=False), 0)
+    p.on_rtp(pkt(1001, 5000, VP8_CONT, marker=True), 0)
+    p.on_rtp(pkt(1002, 8000, VP8_DELTA, marker=True), 0)
+    assert len(sink.sent) == 3
+    hdrs = [parse_rtp(b) for b in sink.sent]
+    assert {h.ssrc for h in hdrs} == {0x33333333}
+    assert {h.payload_type for h in hdrs} == {100}
+    assert [h.marker for h in hdrs] == [False, True, True]
+    seqs = [h.sequence for h in hdrs]
+    assert seqs == [seqs[0], (seqs[0] + 1) & 0xFFFF, (seqs[0] + 2) & 0xFFFF]
+    assert (hdrs[2].timestamp - hdrs[0].timestamp) & 0xFFFFFFFF == 3000
+    ext = dict(parse_extensions(hdrs[0].ext_profile or 0, hdrs[0].ext_data))
+    assert ext == {1: b"v0", 3: b"\x01\x02\x03"}
+    # Payload is forwarded byte for byte.
+    assert sink.sent[0][hdrs[0].payload_offset:] == VP8_KEY
+    assert stats.rtp_packets_out == 3 and stats.rtp_packets_in == 3
+
+
+def test_video_consumer_starts_on_a_keyframe_only() -> None:
+    """Protects viewers' decoders: delta frames before the first keyframe are not forwarded."""
+    p, stats = make_producer()
+    c, sink = make_consumer(p, stats)
+    p.on_rtp(pkt(1, 0, VP8_DELTA), 0)
+    p.on_rtp(pkt(2, 0, VP8_CONT), 0)
+    assert sink.sent == []
+    p.on_rtp(pkt(3, 3000, VP8_KEY), 0)
+    assert len(sink.sent) == 1
+
+
+def test_consumer_waits_for_its_leg_before_anchoring() -> None:
+    """Protects the first keyframe: it is not burnt on a leg whose DTLS is not up yet."""
+    p, stats = make_producer()
+    sink = FakeSink(ready=False)
+    c, _ = make_consumer(p, stats, sink=sink)
+    p.on_rtp(pkt(1, 0, VP8_KEY), 0)
+    assert sink.sent == [] and stats.drops.get("send_failed", 0) == 0
+    sink.ready = True
+    p.on_rtp(pkt(2, 0, VP8_CONT), 0)
+    assert sink.sent == []  # still waiting for the *start* of a keyframe
+    p.on_rtp(pkt(3, 3000, VP8_KEY), 0)
+    assert len(sink.sent) == 1
+
+
+def test_audio_consumer_starts_at_once() -> None:
+    """Protects audio: every Opus packet is decodable, no keyframe wait."""
+    p, stats = make_producer(kind="audio", mime="audio/opus", pt=111)
+    c, sink = make_consumer(p, stats)
+    p.on_rtp(pkt(7, 960, b"\xfc\x00", pt=111, exts=[(4, b"1"), (1, b"\x90")]), 0)
+    assert len(sink.sent) == 1
+
+
+def test_pause_stops_at_once_and_resume_continues_the_sequence() -> None:
+    """Protects exclusivity and cheap resume: no packet after pause(); after resume the
+    viewer's sequence continues without a gap and timestamps advance by the pause time."""
+    clock = Clock()
+    p, stats = make_producer(clock=clock)
+    c, sink = make_consumer(p, stats, clock=clock)
+    p.on_rtp(pkt(10, 90000, VP8_KEY), 0)
+    p.on_rtp(pkt(11, 90000, VP8_CONT), 0)
+    c.pause()
+    for s in range(12, 40):
+        p.on_rtp(pkt(s, 90000 + s * 100, VP8_KEY if s == 20 else VP8_DELTA), 0)
+    assert len(sink.sent) == 2
+    clock.t += 2.0
+    c.resume()
+    p.on_rtp(pkt(40, 500000, VP8_DELTA), 0)
+    assert len(sink.sent) == 2  # waits for a keyframe
+    p.on_rtp(pkt(41, 503000, VP8_KEY), 0)
+    h = [parse_rtp(b) for b in sink.sent]
+    assert h[2].sequence == (h[1].sequence + 1) & 0xFFFF
+    assert (h[2].timestamp - h[1].timestamp) & 0xFFFFFFFF == 2 * 90000
+
+
+def test_resume_requests_a_keyframe() -> None:
+    """Protects time to first frame after resume: a PLI goes upstream."""
+    out: list[bytes] = []
+    p, stats = make_producer(rtcp_out=out)
+    c, _ = make_consumer(p, stats)
+    c.pause()
+    c.resume()
+    plis = [x for b in out for x in parse_rtcp(b) if isinstance(x, Pli)]
+    assert len(plis) == 1 and plis[0].media_ssrc == 0x11111111
+
+
+def test_nack_is_served_from_the_cache_with_the_viewers_numbers() -> None:
+    """Protects NACK handling: cached packets are resent rewritten; missing ones are asked upstream."""
+    out: list[bytes] = []
+    p, stats = make_producer(rtcp_out=out)
+    c, sink = make_consumer(p, stats)
+    for s in range(100, 110):
+        p.on_rtp(pkt(s, 1000, VP8_KEY if s == 100 else VP8_DELTA), 0)
+    first = parse_rtp(sink.sent[0]).sequence
+    sink.sent.clear()
+    c.on_nack(((first + 3) & 0xFFFF, (first + 5) & 0xFFFF))
+    assert [parse_rtp(b).sequence for b in sink.sent] == [(first + 3) & 0xFFFF, (first + 5) & 0xFFFF]
+    assert stats.nack_packets_served == 2
+    # A packet older than the cache (64 slots) is asked from the publisher.
+    for s in range(110, 200):
+        p.on_rtp(pkt(s, 1000, VP8_DELTA), 0)
+    c.on_nack(((first + 1) & 0xFFFF,))
+    nacks = [x for b in out for x in parse_rtcp(b) if isinstance(x, Nack)]
+    assert nacks and nacks[-1].lost == (101,) and nacks[-1].media_ssrc == 0x11111111
+    assert stats.nack_packets_missed == 1
+
+
+def test_rtx_from_the_publisher_is_unwrapped() -> None:
+    """Protects upstream recovery: an RFC 4588 packet is forwarded as the original seq."""
+    p, stats = make_producer()
+    c, sink = make_consumer(p, stats)
+    p.on_rtp(pkt(500, 1000, VP8_KEY), 0)
+    rtx = pkt(9, 1000, struct.pack("!H", 501) + VP8_CONT, pt=97, ssrc=0x22222222)
+    p.on_rtx(rtx, 0)
+    h = [parse_rtp(b) for b in sink.sent]
+    assert h[1].sequence == (h[0].sequence + 1) & 0xFFFF
+    assert sink.sent[1][h[1].payload_offset:] == VP8_CONT
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"\x80\x60", "too_short"),
+        (b"\x40" + b"\x60" + b"\x00" * 10, "bad_version"),
+        (b"\x80\x7f" + b"\x00" * 6 + bytes.fromhex("11111111") + b"x", "unknown_pt"),
+        (b"\x90\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"\xbe\xde\x00\x05", "bad_extension"),
+        (b"\xa0\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"ab\x09", "bad_padding"),
+        (b"\xa0\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"ab\x00", "bad_padding"),
+        (b"\x90\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"\xbe\xde\x00\x01\x4f\x00\x00\x00" + VP8_KEY,
+         "bad_extension"),  # one-byte element claiming 16 bytes inside a 4-byte block
+    ],
+)
+def test_malformed_rtp_is_dropped_and_counted(data: bytes, reason: str) -> None:
+    """Protects the receive path: drop, count by reason, never raise."""
+    p, stats = make_producer()
+    make_consumer(p, stats)
+    p.on_rtp(data, 0)
+    assert stats.drops[reason] == 1
+    assert stats.rtp_packets_out == 0
+
+
+def test_one_viewers_failing_leg_does_not_affect_others() -> None:
+    """Protects fan-out: a closed viewer leg is counted, the other viewers still get the packet."""
+    p, stats = make_producer()
+    bad, bad_sink = make_consumer(p, stats, cid="bad", ssrc=1)
+    good, good_sink = make_consumer(p, stats, cid="good", ssrc=2)
+    p.on_rtp(pkt(1, 0, VP8_KEY), 0)
+    bad_sink.ready = False  # leg closed after anchoring
+    p.on_rtp(pkt(2, 0, VP8_CONT), 0)
+    assert len(good_sink.sent) == 2 and len(bad_sink.sent) == 1
+    assert stats.drops["send_failed"] == 1
+
+
+def test_closing_a_producer_closes_its_consumers_once() -> None:
+    """Protects teardown: children close once; later packets go nowhere."""
+    p, stats = make_producer()
+    closed: list[str] = []
+    c, sink = make_consumer(p, stats)
+    c.on_close = lambda cons: closed.append(cons.id)
+    assert p.close() == [c]
+    assert p.close() == []
+    assert closed == ["c1"] and c.closed
+    p.on_rtp(pkt(1, 0, VP8_KEY), 0)
+    assert sink.sent == []
+
+
+def test_receiver_report_counts_loss() -> None:
+    """Protects RRs to the publisher: cumulative loss and extended highest seq."""
+    p, stats = make_producer()
+    for s in [65534, 65535, 1, 2]:  # 0 lost, across the wrap
+        p.on_rtp(pkt(s, 0, VP8_DELTA), 0)
+    block = p.report_block(now=1.0)
+    assert block is not None
+    assert block.cumulative_lost == 1
+    assert block.highest_seq == 0x10000 + 2
+    assert block.fraction_lost == 256 * 1 // 5
+
+
+def test_remb_is_the_lowest_viewer_estimate_clamped() -> None:
+    """Protects the publisher's bitrate: REMB follows the weakest viewer within limits."""
+    p, stats = make_producer()
+    a, _ = make_consumer(p, stats, cid="a", ssrc=1)
+    b, _ = make_consumer(p, stats, cid="b", ssrc=2)
+    assert p.remb(100_000, 3_000_000).bitrate == 3_000_000  # type: ignore[union-attr]
+    a.remb, b.remb = 800_000, 2_000_000
+    assert p.remb(100_000, 3_000_000).bitrate == 800_000  # type: ignore[union-attr]
+    a.remb = 10
+    assert p.remb(100_000, 3_000_000).bitrate == 100_000  # type: ignore[union-attr]
+
+
+def test_keyframe_requests_are_throttled_and_coalesced() -> None:
+    """Protects the publisher from PLI floods without losing a viewer's request."""
+    clock = Clock()
+    sched = Scheduled()
+    sent: list[float] = []
+    kr = KeyframeRequester(0.5, clock, lambda: sent.append(clock.t), sched)
+    assert kr.request() is True
+    for _ in range(10):
+        clock.t += 0.01
+        assert kr.request() is False
+    assert len(sent) == 1 and len(sched.calls) == 1
+    delay, fn = sched.calls[0]
+    assert delay == pytest.approx(0.5 - 0.01)
+    clock.t += delay
+    fn()
+    assert len(sent) == 2 and kr.coalesced == 9
+    clock.t += 0.6
+    assert kr.request() is True and len(sent) == 3
+
+
+def test_packet_cache_never_serves_a_stale_slot() -> None:
+    """Protects retransmissions: a slot reused by a newer seq does not answer the old one."""
+    cache = PacketCache(64)
+    cache.put(5, b"a")
+    cache.put(69, b"b")  # same slot
+    assert cache.get(5) is None and cache.get(69) == b"b"
+    with pytest.raises(ValueError):
+        PacketCache(100)
