@@ -158,7 +158,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
             continue
         rest = var[len(ENV_PREFIX):].lower()
         section, _, key = rest.partition("_")
-        if section not in sections or not key:
+        if section not in sections or key not in _section_types(sections[section]):
             raise ConfigError(f"environment: unknown variable {var}")
         out.setdefault(section, {})[key] = value
     return out

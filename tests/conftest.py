@@ -88,7 +88,7 @@ class DaemonProcess:
 
 async def start_daemon_process(env: dict[str, str] | None = None) -> DaemonProcess:
     """Run ``python -m jasmin_sfu serve`` on a random port and wait for it."""
-    full_env = dict(os.environ, JASMIN_SERVER_PORT="0", JASMIN_LOG_LEVEL="warning", **(env or {}))
+    full_env = {**os.environ, "JASMIN_SERVER_PORT": "0", "JASMIN_LOG_LEVEL": "warning", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jasmin_sfu", "serve"],
         cwd=REPO,

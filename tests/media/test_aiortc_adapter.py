@@ -1,0 +1,100 @@
+"""The aiortc private names the SFU relies on. These fail loudly when an upgrade moves one."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import aioice.ice
+import aiortc
+import pytest
+from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpSender
+
+from jasmin_sfu.media import aiortc_adapter as adapter
+
+
+def test_pinned_versions() -> None:
+    """Protects the pin: the adapter was written against exactly these versions."""
+    assert aiortc.__version__ == adapter.AIORTC_VERSION
+    import importlib.metadata as md
+
+    assert md.version("aioice") == adapter.AIOICE_VERSION
+
+
+def test_self_check_passes() -> None:
+    """Protects daemon start: Worker() runs the same check and refuses to start on a moved hook."""
+    adapter.self_check()
+
+
+def test_self_check_fails_loudly_when_a_hook_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects against a silent upgrade: a missing hook is named in the error."""
+    monkeypatch.delattr(RTCDtlsTransport, "_handle_rtcp_data")
+    with pytest.raises(adapter.AdapterError, match="_handle_rtcp_data"):
+        adapter.self_check()
+
+
+def test_receive_hooks_have_the_expected_signatures() -> None:
+    """Protects the taps: arguments as _recv_next passes them."""
+    assert list(inspect.signature(RTCDtlsTransport._handle_rtp_data).parameters) == ["self", "data", "arrival_time_ms"]
+    assert list(inspect.signature(RTCDtlsTransport._handle_rtcp_data).parameters) == ["self", "data"]
+    assert "self._rx_srtp.unprotect(data)" in inspect.getsource(RTCDtlsTransport._recv_next)
+
+
+async def test_sender_private_fields_exist_on_an_instance() -> None:
+    """Protects SR injection and SSRC lookup on a real RTCRtpSender."""
+    pc = RTCPeerConnection()
+    t = pc.addTransceiver(adapter.SilentTrack("video"), direction="sendonly")
+    sender: RTCRtpSender = t.sender
+    assert isinstance(adapter.sender_ssrc(sender), int)
+    for name in ("ntp_timestamp", "rtp_timestamp", "packet_count", "octet_count"):
+        assert hasattr(sender, f"_RTCRtpSender__{name}"), name
+    adapter.set_sender_report(sender, 1 << 40, 1234, 5, 6)
+    assert sender._RTCRtpSender__rtp_timestamp == 1234  # type: ignore[attr-defined]
+    dtls = sender.transport
+    for name in ("_tx_srtp", "_rx_srtp", "_handle_rtp_data", "_handle_rtcp_data"):
+        assert hasattr(dtls, name), name
+    assert hasattr(dtls.transport, "_connection")
+    assert hasattr(dtls.transport._connection, "_nominated")
+    await pc.close()
+
+
+async def test_silent_track_never_yields() -> None:
+    """Protects 'no encoder': the viewer-side track gives aiortc nothing to encode."""
+    track = adapter.SilentTrack("video")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(track.recv(), 0.05)
+    track.stop()
+
+
+async def test_host_candidates_only_on_configured_addresses() -> None:
+    """Protects 'traffic stays local' and NAT setups: candidates come from listen_ips only."""
+    adapter.restrict_host_addresses(["127.0.0.1"])
+    assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
+    conn = aioice.ice.Connection(ice_controlling=True)
+    await conn.gather_candidates()
+    assert {c.host for c in conn.local_candidates} == {"127.0.0.1"}
+    await conn.close()
+
+
+async def test_port_range_is_honoured() -> None:
+    """Protects the Docker/firewall setup: host candidates bind inside rtc_min_port..rtc_max_port."""
+    adapter.restrict_host_addresses(["127.0.0.1"], (41000, 41009))
+    try:
+        conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(3)]
+        for c in conns:
+            await c.gather_candidates()
+        ports = [cand.port for c in conns for cand in c.local_candidates]
+        assert len(ports) == 3 and all(41000 <= p <= 41009 for p in ports)
+        assert len(set(ports)) == 3
+        for c in conns:
+            await c.close()
+    finally:
+        adapter.restrict_host_addresses(["127.0.0.1"])
+
+
+def test_announced_address_rewrites_host_candidates() -> None:
+    """Protects NAT: the announced address replaces the listen address in candidates."""
+    sdp = "v=0\r\nc=IN IP4 10.0.0.5\r\na=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n"
+    out = adapter.announce_address(sdp, "203.0.113.7")
+    assert "203.0.113.7 40000 typ host" in out and "10.0.0.5" not in out
+    assert adapter.announce_address(sdp, "") == sdp

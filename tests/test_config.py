@@ -1,0 +1,59 @@
+"""Config: defaults -> TOML (unknown keys are errors) -> JASMIN_* env -> validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jasmin_sfu.config import Config, ConfigError, load_config
+
+
+def test_defaults_are_loopback_and_valid() -> None:
+    """Protects `make run`: the embedded defaults start a local daemon with no file or env."""
+    cfg = load_config(None, env={})
+    assert cfg == Config()
+    assert cfg.server.host == "127.0.0.1" and cfg.media.listen_ips == ("127.0.0.1",)
+
+
+def test_file_then_env_precedence(tmp_path: Path) -> None:
+    """Protects precedence: the environment overrides the file, which overrides defaults."""
+    f = tmp_path / "j.toml"
+    f.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n[media]\nlisten_ips = ["10.0.0.5"]\nannounced_ip = "203.0.113.7"\n')
+    cfg = load_config(f, env={"JASMIN_SERVER_PORT": "9100", "JASMIN_MEDIA_VIDEO_CODECS": "H264,VP8"})
+    assert cfg.server.port == 9100
+    assert cfg.server.host == "0.0.0.0"
+    assert cfg.media.listen_ips == ("10.0.0.5",)
+    assert cfg.media.announced_ip == "203.0.113.7"
+    assert cfg.media.video_codecs == ("H264", "VP8")
+
+
+@pytest.mark.parametrize(
+    "toml,needle",
+    [
+        ("[server]\nprot = 1\n", "unknown key server.prot"),
+        ("[servr]\nport = 1\n", "unknown section [servr]"),
+        ("[server]\nport = \"x\"\n", "expected an integer"),
+        ("[server]\nport = 70000\n", "server.port"),
+        ("[media]\nlisten_ips = [\"localhost\"]\n", "not an IP address"),
+        ("[media]\nvideo_codecs = [\"VP9\"]\n", "video_codecs"),
+        ("[media]\npacket_cache_size = 1000\n", "power of two"),
+        ("[media]\nrtc_min_port = 50000\nrtc_max_port = 40000\n", "rtc_min_port"),
+        ("[server]\nport = \n", "j.toml"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, toml: str, needle: str) -> None:
+    """Protects operators from silent typos: every bad key or value names itself."""
+    f = tmp_path / "j.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        load_config(f, env={})
+    assert needle in str(e.value)
+
+
+def test_unknown_environment_variable_is_an_error() -> None:
+    """Protects against JASMIN_* typos being ignored."""
+    with pytest.raises(ConfigError, match="JASMIN_SERVER_PROT"):
+        load_config(None, env={"JASMIN_SERVER_PROT": "1"})
+    with pytest.raises(ConfigError, match="expected a boolean"):
+        load_config(None, env={"JASMIN_SERVER_DEMO_PAGE": "maybe"})
