@@ -221,16 +221,18 @@ class Producer:
                 self._stats.drop("bad_extension")
                 return
             off += 4 + (_EXT_HDR.unpack_from(data, off)[1] << 2)
+        if b0 & 0x20:
+            pad = data[-1]
+            if pad == 0 or pad > n - off:
+                self._stats.drop("bad_padding")
+                return
+            if pad >= n - off - 2:
+                # A bandwidth probe: padding only, with or without an OSN
+                # (libwebrtc sends 255 padding bytes and no OSN). Nothing to forward.
+                return
         if off + 2 > n:
             self._stats.drop("too_short")
             return
-        if b0 & 0x20:
-            pad = data[-1]
-            if pad == 0 or pad > n - off - 2:
-                self._stats.drop("bad_padding")
-                return
-            if pad == n - off - 2:
-                return  # padding-only probe on the RTX stream: nothing to forward
         (osn,) = struct.unpack_from("!H", data, off)
         ts = struct.unpack_from("!I", data, 4)[0]
         header = _RTX_REBUILD.pack(b0, (data[1] & 0x80) | self.payload_type, osn, ts, self.ssrc or 0)

@@ -210,6 +210,18 @@ def test_rtx_from_the_publisher_is_unwrapped() -> None:
     assert sink.sent[1][h[1].payload_offset:] == VP8_CONT
 
 
+def test_rtx_padding_probes_are_ignored_not_counted_as_malformed() -> None:
+    """Protects the drop metric: libwebrtc's RTX probes (padding only, no OSN) are normal traffic."""
+    p, stats = make_producer()
+    c, sink = make_consumer(p, stats)
+    probe = build_rtp(marker=False, payload_type=97, sequence=1, timestamp=0, ssrc=0x22222222, payload=b"", padding=255)
+    p.on_rtx(probe, 0)
+    with_osn = build_rtp(marker=False, payload_type=97, sequence=2, timestamp=0, ssrc=0x22222222, payload=b"\x00\x05",
+                         padding=200)
+    p.on_rtx(with_osn, 0)
+    assert not stats.drops and sink.sent == []
+
+
 @pytest.mark.parametrize(
     "data,reason",
     [
