@@ -18,7 +18,9 @@ from jasmin_sfu.api.signaling_handler import SessionHandler
 from jasmin_sfu.config import Config
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.shows.events import EventBus
 from jasmin_sfu.shows.registry import ShowRegistry
+from jasmin_sfu.shows.show import ShowSettings
 
 log = logging.getLogger("jasmin_sfu.app")
 
@@ -47,7 +49,12 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.worker = Worker(media_settings(cfg))
-        self.shows = ShowRegistry(self.worker)
+        self.bus = EventBus()
+        self.shows = ShowRegistry(
+            self.worker,
+            self.bus,
+            ShowSettings(sneak_peek_s=cfg.shows.sneak_peek_s, auto_accept=cfg.shows.auto_accept),
+        )
         self.sessions: set[SignalingSession] = set()
         self.draining = False
         self.registry = make_registry(MediaCollector(self.worker, lambda: len(self.sessions)))

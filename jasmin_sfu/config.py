@@ -68,6 +68,17 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class ShowsConfig:
+    """Show rules (PRODUCT.md)."""
+
+    # A member's sneak peek into a performer's member chat.
+    sneak_peek_s: float = 20.0
+    # Whether a performer accepts private requests without clicking (the
+    # performer can change it per show with `show.settings`).
+    auto_accept: bool = False
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -79,6 +90,7 @@ class Config:
 
     server: ServerConfig = field(default_factory=ServerConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    shows: ShowsConfig = field(default_factory=ShowsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -197,6 +209,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media: keyframe_request_interval_ms >= 0 and rtcp_interval_ms >= 100")
     if not 0 < m.remb_min_bps <= m.remb_max_bps:
         raise ConfigError("media.remb_min_bps must be positive and <= remb_max_bps")
+    if not 0 < cfg.shows.sneak_peek_s <= 600:
+        raise ConfigError("shows.sneak_peek_s must be in (0, 600]")
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning or error")
     if cfg.log.format not in ("json", "text"):

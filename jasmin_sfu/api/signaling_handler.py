@@ -1,7 +1,8 @@
-"""Signaling v1 verbs for one websocket: join, publish, subscribe, answer, leave.
+"""Signaling v1 verbs for one websocket: media verbs and show verbs.
 
-Domain errors of the media core are mapped to wire error codes here, at the
-edge, and nowhere else.
+Every verb checks the caller's role server-side. Domain errors of the media
+core and refusals of the show machine are mapped to wire error codes here, at
+the edge, and nowhere else.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from typing import Any, Callable
 
 from jasmin_signaling.errors import SignalingError
-from jasmin_signaling.messages import Answer, Join, Publish, Subscribe, Unsubscribe
+from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
 from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu.media.errors import (
@@ -23,7 +24,9 @@ from jasmin_sfu.media.errors import (
 )
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
-from jasmin_sfu.shows.registry import Show, ShowRegistry
+from jasmin_sfu.shows import machine as m
+from jasmin_sfu.shows.registry import ShowRegistry
+from jasmin_sfu.shows.show import Show
 
 log = logging.getLogger("jasmin_sfu.signaling")
 
@@ -41,13 +44,16 @@ def map_media_error(exc: MediaError) -> SignalingError:
 
 
 class SessionHandler:
-    """The state of one signaling connection inside one show."""
+    """The state of one signaling connection inside one show (a show Participant)."""
 
     def __init__(self, session: SignalingSession, shows: ShowRegistry) -> None:
         self.session = session
+        self.session_id = session.id
         self.shows = shows
         self.show: Show | None = None
-        self.role: str | None = None
+        self.role: str = ""
+        self.member_id: str | None = None
+        self.performer_id: str | None = None
         self.publisher: WebRtcTransport | None = None
         self.subscriptions: dict[str, WebRtcTransport] = {}
         self._unobserve: Callable[[], None] | None = None
@@ -56,62 +62,101 @@ class SessionHandler:
     # -- dispatch ------------------------------------------------------------
 
     async def handle(self, method: str, body: Any) -> dict[str, Any]:
-        fn = getattr(self, "_m_" + method)
+        fn = getattr(self, "_m_" + method.replace(".", "_"))
         try:
             result: dict[str, Any] = await fn(body)
             return result
         except MediaError as exc:
             raise map_media_error(exc) from None
+        except m.Rejected as exc:
+            raise SignalingError(exc.code, exc.message) from None
 
     async def closed(self) -> None:
         await self._leave()
 
-    def _event(self, name: str, data: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self.session.send_event(name, data))
+    # -- Participant ------------------------------------------------------------
+
+    def notify(self, event: str, data: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self.session.send_event(event, data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def close_publisher(self, reason: str) -> None:
+        """The show closes this member's Cam2Cam (the private ended)."""
+        if self.publisher is not None and self.role == "viewer":
+            t, self.publisher = self.publisher, None
+            await t.close()
+
+    # -- helpers ---------------------------------------------------------------
 
     def _require_show(self) -> Show:
         if self.show is None:
             raise SignalingError("not_joined", "join a show first")
-        if self.show.router.closed:
+        if self.show.closed:
             raise SignalingError("invalid_state", "the show has ended")
         return self.show
 
-    # -- verbs ---------------------------------------------------------------
+    def _require_performer(self) -> Show:
+        show = self._require_show()
+        if self.role != "performer":
+            raise SignalingError("forbidden", "only a performer of this show may do this")
+        return show
+
+    def _require_member(self) -> Show:
+        show = self._require_show()
+        if self.role != "viewer" or self.member_id is None:
+            raise SignalingError("forbidden", "guests watch free chat only; this needs a member")
+        return show
+
+    def _app_data(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "audience_key": self.session_id}
+
+    # -- media verbs -----------------------------------------------------------
 
     async def _m_join(self, body: Join) -> dict[str, Any]:
         if self.show is not None:
             raise SignalingError("already_joined", f"already in show {self.show.id}; leave first")
         if body.role == "performer":
             show = self.shows.open(body.show_id)
-            show.performers.add(self)
         else:
             found = self.shows.get(body.show_id)
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
             show = found
-            show.viewers.add(self)
-        self.show = show
         self.role = body.role
+        self.member_id = body.member_id
+        self.performer_id = body.performer_id
+        self.show = show
         self._unobserve = show.router.observe(self._on_producer)
-        log.info("joined", extra={"show_id": show.id, "session_id": self.session.id, "role": body.role})
-        return {
-            "show_id": show.id,
-            "role": body.role,
-            "producers": [p.describe() for p in show.router.producers.values()],
-        }
+        show.add(self)
+        log.info("joined", extra={"show_id": show.id, "session_id": self.session_id, "role": body.role})
+        return {"role": body.role, **show.describe_for(self)}
 
     async def _m_publish(self, body: Publish) -> dict[str, Any]:
         show = self._require_show()
+        cam2cam = False
         if self.role != "performer":
-            raise SignalingError("forbidden", "only a performer may publish")
+            # The member of a running private may send its camera: Cam2Cam.
+            if self.member_id is None or show.machine.private_member != self.member_id:
+                raise SignalingError("forbidden", "only a performer may publish (or the member of a private, for Cam2Cam)")
+            cam2cam = True
         if self.publisher is not None and not self.publisher.closed:
             raise SignalingError("already_publishing", "unpublish first")
-        t = show.router.create_transport("recv", {"session_id": self.session.id})
+        t = show.router.create_transport("recv", self._app_data())
         self.publisher = t
+        app_data: dict[str, Any] = {"session_id": self.session_id}
+        if cam2cam:
+            app_data.update(cam2cam=True, member_id=self.member_id)
         try:
-            answer, producers = await show.router.publish(t, body.sdp, {"session_id": self.session.id})
+            if cam2cam:
+                # Exclusive from the first packet: only the performers may consume it.
+                answer, producers = await show.router.publish(
+                    t, body.sdp, app_data, exclusive_to=frozenset(p.session_id for p in show.performers)
+                )
+                assert self.member_id is not None
+                show.apply(m.StartCam2Cam(self.member_id, show.clock()))
+            else:
+                answer, producers = await show.router.publish(t, body.sdp, app_data)
         except BaseException:
             self.publisher = None
             await t.close()
@@ -119,18 +164,20 @@ class SessionHandler:
         return {"transport_id": t.id, "sdp": answer, "producers": [p.describe() for p in producers]}
 
     async def _m_unpublish(self, _body: Any) -> dict[str, Any]:
-        self._require_show()
+        show = self._require_show()
         if self.publisher is None:
             raise SignalingError("invalid_state", "not publishing")
         t, self.publisher = self.publisher, None
         await t.close()
+        if self.member_id is not None:
+            show.apply(m.StopCam2Cam(self.member_id, show.clock()))
         return {}
 
     async def _m_subscribe(self, body: Subscribe) -> dict[str, Any]:
         show = self._require_show()
-        if not show.router.producers:
+        if not show.router.visible_producers(self.session_id):
             raise SignalingError("no_producers", "the show has nothing published yet")
-        t = show.router.create_transport("send", {"session_id": self.session.id})
+        t = show.router.create_transport("send", self._app_data())
         try:
             offer, consumers = await show.router.consume(t, body.producer_ids, paused=body.paused)
         except BaseException:
@@ -138,11 +185,7 @@ class SessionHandler:
             raise
         self.subscriptions[t.id] = t
         t.on_close.append(self._subscription_closed)
-        return {
-            "transport_id": t.id,
-            "sdp": offer,
-            "consumers": [c.describe() for c in consumers],
-        }
+        return {"transport_id": t.id, "sdp": offer, "consumers": [c.describe() for c in consumers]}
 
     def _subscription_closed(self, t: WebRtcTransport) -> None:
         self.subscriptions.pop(t.id, None)
@@ -169,22 +212,86 @@ class SessionHandler:
         await self._leave()
         return {}
 
+    # -- show verbs --------------------------------------------------------------
+
+    async def _m_private_request(self, _body: Any) -> dict[str, Any]:
+        show = self._require_member()
+        assert self.member_id is not None
+        show.apply(m.RequestPrivate(self.member_id, show.clock()))
+        return {"state": show.public_state(self), "private_member": show.machine.private_member == self.member_id}
+
+    async def _m_private_withdraw(self, _body: Any) -> dict[str, Any]:
+        show = self._require_member()
+        assert self.member_id is not None
+        show.apply(m.WithdrawRequest(self.member_id, show.clock()))
+        return {}
+
+    async def _m_private_accept(self, body: MemberRef) -> dict[str, Any]:
+        show = self._require_performer()
+        at = show.clock()
+        show.apply(m.AcceptPrivate(body.member_id, at))
+        # `accepted_at` is the instant every other viewer was paused (same step).
+        return {"member_id": body.member_id, "accepted_at": at}
+
+    async def _m_private_decline(self, body: MemberRef) -> dict[str, Any]:
+        show = self._require_performer()
+        show.apply(m.DeclinePrivate(body.member_id, show.clock()))
+        return {}
+
+    async def _m_private_end(self, _body: Any) -> dict[str, Any]:
+        show = self._require_show()
+        at = show.clock()
+        if self.role == "performer":
+            show.apply(m.EndPrivate("performer", at))
+        elif self.member_id is not None:
+            show.apply(m.EndPrivate("member", at, member_id=self.member_id))
+        else:
+            raise SignalingError("forbidden", "guests have no private to end")
+        return {"ended_at": at}
+
+    async def _m_sneak_peek(self, _body: Any) -> dict[str, Any]:
+        show = self._require_member()
+        assert self.member_id is not None
+        at = show.clock()
+        show.apply(m.SneakPeek(self.member_id, at))
+        return {"started_at": at, "until": show.machine.peeks[self.member_id]}
+
+    async def _m_show_free(self, _body: Any) -> dict[str, Any]:
+        show = self._require_performer()
+        at = show.clock()
+        show.apply(m.ReturnToFree(at))
+        return {"state": show.machine.state.value, "at": at}
+
+    async def _m_show_settings(self, body: ShowSettings) -> dict[str, Any]:
+        show = self._require_performer()
+        show.apply(m.SetAutoAccept(body.auto_accept, show.clock()))
+        return {"auto_accept": show.machine.auto_accept}
+
     # -- events and teardown -------------------------------------------------
 
     def _on_producer(self, what: str, producer: Producer) -> None:
         show = self.show
-        if show is None:
+        if show is None or not producer.visible_to(self.session_id):
             return
         if what == "added":
-            self._event("producer.added", {"show_id": show.id, "producer": producer.describe()})
+            self.notify("producer.added", {"show_id": show.id, "producer": producer.describe()})
         else:
-            self._event("producer.removed", {"show_id": show.id, "producer_id": producer.id})
+            self.notify("producer.removed", {"show_id": show.id, "producer_id": producer.id})
 
     async def _leave(self) -> None:
         show, self.show = self.show, None
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
+        if show is not None and not show.closed and self.member_id is not None:
+            at = show.clock()
+            try:
+                if show.machine.private_member == self.member_id and len(show.sessions_of(self.member_id)) == 1:
+                    show.apply(m.EndPrivate("disconnect", at, member_id=self.member_id))
+                elif self.member_id in show.machine.requests:
+                    show.apply(m.WithdrawRequest(self.member_id, at))
+            except m.Rejected:  # pragma: no cover
+                pass
         transports = list(self.subscriptions.values())
         self.subscriptions.clear()
         if self.publisher is not None:
@@ -193,20 +300,16 @@ class SessionHandler:
         await asyncio.gather(*(t.close() for t in transports), return_exceptions=True)
         if show is None:
             return
-        show.performers.discard(self)
-        show.viewers.discard(self)
-        if self.role == "performer" and not show.performers:
-            for viewer in list(show.viewers):
-                viewer.show_ended(show.id)
+        if show.remove(self):
             await self.shows.close(show.id)
-        self.role = None
+        self.role = ""
 
-    def show_ended(self, show_id: str) -> None:
-        """The show this viewer watched ended; it may join another."""
-        self._event("show.ended", {"show_id": show_id})
+    def show_ended(self) -> None:
+        """Called by the show when it ends: forget it; the session may join another."""
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
         self.subscriptions.clear()
+        self.publisher = None
         self.show = None
-        self.role = None
+        self.role = ""

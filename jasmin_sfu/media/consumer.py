@@ -35,6 +35,9 @@ class Consumer:
         "profile",
         "sink",
         "paused",
+        "user_paused",
+        "blocked",
+        "audience_key",
         "closed",
         "app_data",
         "remb",
@@ -65,6 +68,8 @@ class Consumer:
         sender: Any = None,
         set_sr: Callable[..., None] | None = None,
         paused: bool = False,
+        blocked: bool = False,
+        audience_key: str = "",
         app_data: dict[str, Any] | None = None,
     ) -> None:
         self.id = consumer_id
@@ -74,7 +79,12 @@ class Consumer:
         self.payload_type = payload_type
         self.profile = 0
         self.sink = sink
-        self.paused = paused
+        # Effective state read by the hot path: paused by the viewer's own
+        # request, or blocked by the producer's audience (a private show).
+        self.user_paused = paused
+        self.blocked = blocked
+        self.paused = paused or blocked
+        self.audience_key = audience_key
         self.closed = False
         self.app_data = app_data or {}
         self.remb = 0
@@ -142,29 +152,50 @@ class Consumer:
             self.on_producer_sr(*self.producer.sr)
 
     def pause(self) -> None:
-        """Stop forwarding at once (same event-loop step); state kept for resume."""
-        if self.closed:
-            raise InvalidStateError(f"consumer {self.id} is closed")
-        if self.paused:
-            return
-        self.paused = True
-        if self._anchored:
-            p = self.producer
-            self._last_out = (
-                (p.max_seq + self._seq_off) & 0xFFFF,
-                (p.last_ts + self._ts_off) & 0xFFFFFFFF,
-                self._clock(),
-            )
-            self._anchored = False
+        """The viewer asks to stop receiving (cheap; the connection stays)."""
+        self._check_open()
+        self.user_paused = True
+        self._update()
 
     def resume(self) -> None:
-        """Forward again from the next keyframe, which is requested now."""
+        """The viewer asks to receive again; forwarding restarts on a keyframe."""
+        self._check_open()
+        self.user_paused = False
+        self._update()
+
+    def block(self) -> None:
+        """The producer's audience no longer includes this viewer: stop now."""
+        self._check_open()
+        self.blocked = True
+        self._update()
+
+    def unblock(self) -> None:
+        """The viewer is in the producer's audience again."""
+        self._check_open()
+        self.blocked = False
+        self._update()
+
+    def _check_open(self) -> None:
         if self.closed:
             raise InvalidStateError(f"consumer {self.id} is closed")
-        if not self.paused:
+
+    def _update(self) -> None:
+        paused = self.user_paused or self.blocked
+        if paused == self.paused:
             return
-        self.paused = False
-        if self.producer.is_video:
+        self.paused = paused
+        if paused:
+            # Remember where the viewer's stream stopped, so the resume
+            # continues its sequence numbers and timestamps without a gap.
+            if self._anchored:
+                p = self.producer
+                self._last_out = (
+                    (p.max_seq + self._seq_off) & 0xFFFF,
+                    (p.last_ts + self._ts_off) & 0xFFFFFFFF,
+                    self._clock(),
+                )
+                self._anchored = False
+        elif self.producer.is_video:
             self.producer.request_keyframe()
 
     # -- feedback from the viewer -------------------------------------------
@@ -231,5 +262,5 @@ class Consumer:
             "consumer_id": self.id,
             "producer_id": self.producer.id,
             "kind": self.kind,
-            "paused": self.paused,
+            "paused": self.user_paused,
         }

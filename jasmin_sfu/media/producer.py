@@ -67,6 +67,12 @@ class Producer:
         self.codec_parameters = dict(codec_parameters)
         self.extensions = dict(extensions)  # uri -> id on the publisher leg
         self.app_data = app_data or {}
+        # Who may receive this track: None = anyone in the router, else a set
+        # of opaque audience keys (the show layer uses signaling session ids).
+        # An exclusive producer (Cam2Cam) gets consumers only for its audience;
+        # others get paused ("blocked") consumers for everyone else.
+        self.audience: frozenset[str] | None = None
+        self.exclusive = False
         self.closed = False
         self._send_rtcp = send_rtcp
         self._rtcp_ssrc = rtcp_ssrc
@@ -111,6 +117,26 @@ class Producer:
             self._profiles.append(ExtensionRewriter(id_map, replace))
             self._profile_keys[key] = idx
         return idx
+
+    def admits(self, key: str) -> bool:
+        """Whether a consumer with audience ``key`` may receive media now."""
+        return self.audience is None or key in self.audience
+
+    def visible_to(self, key: str) -> bool:
+        """Whether ``key`` may know this producer exists (exclusive ones are hidden)."""
+        return not self.exclusive or self.admits(key)
+
+    def set_audience(self, audience: frozenset[str] | None) -> None:
+        """Block every consumer outside ``audience`` and unblock those inside,
+        synchronously: no packet of this producer reaches an excluded viewer
+        after this call returns."""
+        self.audience = audience
+        for c in self._consumers:
+            if self.admits(c.audience_key):
+                if c.blocked:
+                    c.unblock()
+            elif not c.blocked:
+                c.block()
 
     def add_consumer(self, consumer: "Consumer") -> None:
         if self.closed:

@@ -87,12 +87,23 @@ class Router:
             self._rtcp_task = asyncio.get_running_loop().create_task(self._rtcp_loop())
         return t
 
-    async def publish(self, transport: WebRtcTransport, offer_sdp: str, app_data: dict[str, Any] | None = None) -> tuple[str, list[Producer]]:
+    async def publish(
+        self,
+        transport: WebRtcTransport,
+        offer_sdp: str,
+        app_data: dict[str, Any] | None = None,
+        exclusive_to: frozenset[str] | None = None,
+    ) -> tuple[str, list[Producer]]:
+        """Answer a publisher; ``exclusive_to`` makes its producers exclusive
+        (hidden from, and never consumable by, anyone outside that audience)."""
         self._check_open()
         answer, producers = await transport.publish(offer_sdp, app_data)
         if self.closed or transport.closed:
             raise InvalidStateError("closed while publishing")
         for p in producers:
+            if exclusive_to is not None:
+                p.exclusive = True
+                p.audience = exclusive_to
             self.producers[p.id] = p
             self._emit("added", p)
         return answer, producers
@@ -101,13 +112,16 @@ class Router:
         self, transport: WebRtcTransport, producer_ids: list[str] | None = None, paused: bool = False
     ) -> tuple[str, list[Consumer]]:
         self._check_open()
+        key = str(transport.app_data.get("audience_key", ""))
         if producer_ids is None:
-            producers = list(self.producers.values())
+            producers = self.visible_producers(key)
         else:
             producers = []
             for pid in producer_ids:
                 p = self.producers.get(pid)
-                if p is None:
+                # An exclusive producer outside its audience is indistinguishable
+                # from one that does not exist: a guessed id learns nothing.
+                if p is None or not p.visible_to(key):
                     raise NotFoundError(f"no producer {pid} in this show")
                 producers.append(p)
         if not producers:
@@ -121,14 +135,14 @@ class Router:
             self.consumers[c.id] = c
         return consumers
 
-    def pause_consumers(self, predicate: Callable[[Consumer], bool]) -> int:
-        """Pause every consumer matching ``predicate`` in this event-loop step."""
-        n = 0
-        for c in list(self.consumers.values()):
-            if not c.paused and predicate(c):
-                c.pause()
-                n += 1
-        return n
+    def set_audience(self, producers: list[Producer], audience: frozenset[str] | None) -> None:
+        """Restrict who receives ``producers``, in this event-loop step."""
+        for p in producers:
+            p.set_audience(audience)
+
+    def visible_producers(self, key: str) -> list[Producer]:
+        """Producers ``key`` may know of (exclusive ones only for their audience)."""
+        return [p for p in self.producers.values() if p.visible_to(key)]
 
     # -- children closing (called by transports/consumers) -------------------
 

@@ -263,6 +263,7 @@ class WebRtcTransport:
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
         router = self.router
+        key = str(self.app_data.get("audience_key", ""))
         for p, t in zip(producers, transceivers):
             c = Consumer(
                 consumer_id=uuid.uuid4().hex,
@@ -275,6 +276,8 @@ class WebRtcTransport:
                 sender=t.sender,
                 set_sr=adapter.set_sender_report,
                 paused=paused,
+                blocked=not p.admits(key),
+                audience_key=key,
                 app_data=dict(self.app_data),
             )
             self._pending.append((c, t))
@@ -312,6 +315,12 @@ class WebRtcTransport:
                 # a packet whose MID names no m-section of its own.
                 replace[accepted[MID_URI]] = t.mid.encode()
             c.profile = p.profile_for(id_map, replace)
+            if p.closed or (p.exclusive and not p.admits(c.audience_key)):
+                c.closed = True
+                continue
+            # The audience may have changed between offer and answer.
+            c.blocked = not p.admits(c.audience_key)
+            c.paused = c.user_paused or c.blocked
             p.add_consumer(c)
             c.on_close = self._consumer_closed
             self.consumers[c.id] = c

@@ -1,43 +1,43 @@
-"""Which shows exist on this node and the router carrying each one's media.
-
-The show state machine (free, private, member chat ...) grows here; for now a
-show exists while at least one performer connection is in it.
-"""
+"""Which shows exist on this node; each has its own router on the worker."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from typing import Callable
 
-from jasmin_sfu.media.router import Router
 from jasmin_sfu.media.worker import Worker
 
-
-@dataclass
-class Show:
-    id: str
-    router: Router
-    performers: set[Any] = field(default_factory=set)
-    viewers: set[Any] = field(default_factory=set)
+from .events import EventBus
+from .show import Show, ShowSettings
 
 
 class ShowRegistry:
-    def __init__(self, worker: Worker) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        bus: EventBus | None = None,
+        settings: ShowSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.worker = worker
+        self.bus = bus or EventBus()
+        self.settings = settings or ShowSettings()
+        self.clock = clock
         self.shows: dict[str, Show] = {}
 
     def get(self, show_id: str) -> Show | None:
-        return self.shows.get(show_id)
+        show = self.shows.get(show_id)
+        return show if show is not None and not show.closed else None
 
     def open(self, show_id: str) -> Show:
-        show = self.shows.get(show_id)
-        if show is None or show.router.closed:
+        show = self.get(show_id)
+        if show is None:
             router = self.worker.get_or_create_router(show_id, {"show_id": show_id})
-            show = Show(show_id, router)
+            show = Show(show_id, router, self.bus, self.settings, self.clock)
             self.shows[show_id] = show
         return show
 
     async def close(self, show_id: str) -> None:
         show = self.shows.pop(show_id, None)
         if show is not None:
-            await show.router.close()
+            await show.close()

@@ -23,6 +23,8 @@ ERROR_CODES: dict[str, str] = {
     "bad_sdp": "the SDP does not parse or cannot be used",
     "unsupported_codec": "no codec in common",
     "invalid_state": "the object is closed or not ready for this",
+    "private_busy": "the performer is already in a private",
+    "already_requested": "a private request from this member is pending",
     "internal": "an unexpected server error; the connection stays up",
 }
 

@@ -27,11 +27,39 @@ def _check_id(name: str, value: str) -> None:
 class Join:
     show_id: str
     role: str
+    # Until signaling tokens arrive with accounts, a viewer says which member
+    # it is (no member_id: a guest) and a performer may name itself.
+    member_id: str | None = None
+    performer_id: str | None = None
 
     def validate(self) -> None:
         _check_id("show_id", self.show_id)
         if self.role not in ("performer", "viewer"):
             raise SignalingError("bad_request", "role: must be 'performer' or 'viewer'")
+        if self.member_id is not None:
+            _check_id("member_id", self.member_id)
+            if self.role != "viewer":
+                raise SignalingError("bad_request", "member_id: only for role 'viewer'")
+        if self.performer_id is not None:
+            _check_id("performer_id", self.performer_id)
+            if self.role != "performer":
+                raise SignalingError("bad_request", "performer_id: only for role 'performer'")
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    member_id: str
+
+    def validate(self) -> None:
+        _check_id("member_id", self.member_id)
+
+
+@dataclass(frozen=True)
+class ShowSettings:
+    auto_accept: bool
+
+    def validate(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,14 @@ METHODS: dict[str, type] = {
     "unsubscribe": Unsubscribe,
     "leave": Empty,
     "ping": Empty,
+    "private.request": Empty,
+    "private.withdraw": Empty,
+    "private.accept": MemberRef,
+    "private.decline": MemberRef,
+    "private.end": Empty,
+    "sneak_peek": Empty,
+    "show.free": Empty,
+    "show.settings": ShowSettings,
 }
 
 

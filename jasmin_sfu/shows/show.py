@@ -1,0 +1,239 @@
+"""One show: the state machine, its router, the people in it, and who gets media.
+
+This is where media and people meet. The pure :class:`ShowMachine` decides;
+this controller carries its commands out in order: the media audience first
+(synchronously, in the same event-loop step as the decision), then signaling
+events, then show events for billing. Exclusivity is therefore enforced in the
+media core before anyone, even the member, is told a private began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.media.router import Router
+
+from .events import EventBus, ShowEvent
+from .machine import (
+    CloseCam2Cam,
+    Emit,
+    Event,
+    GoOffline,
+    GoOnline,
+    Rejected,
+    SetAudience,
+    ShowMachine,
+    State,
+    StateChanged,
+    Tick,
+)
+
+log = logging.getLogger("jasmin_sfu.shows")
+
+
+class Participant(Protocol):
+    """A signaling session inside a show, as the show sees it."""
+
+    session_id: str
+    role: str  # "performer" | "viewer"
+    member_id: str | None  # None for guests and performers
+    performer_id: str | None
+
+    def notify(self, event: str, data: dict[str, Any]) -> None: ...
+
+    async def close_publisher(self, reason: str) -> None: ...
+
+    def show_ended(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ShowSettings:
+    sneak_peek_s: float = 20.0
+    auto_accept: bool = False
+
+
+def _log_failure(task: "asyncio.Task[Any]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("show task failed: %r", task.exception())
+
+
+class Show:
+    def __init__(
+        self,
+        show_id: str,
+        router: Router,
+        bus: EventBus,
+        settings: ShowSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = show_id
+        self.router = router
+        self.bus = bus
+        self.clock = clock
+        self.machine = ShowMachine(sneak_peek_s=settings.sneak_peek_s, auto_accept=settings.auto_accept)
+        self.participants: dict[str, Participant] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        router.observe(self._on_producer)
+
+    # -- people ---------------------------------------------------------------
+
+    @property
+    def performers(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.role == "performer"]
+
+    @property
+    def performer_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({p.performer_id or p.session_id for p in self.performers}))
+
+    def sessions_of(self, member_id: str) -> list[Participant]:
+        return [p for p in self.participants.values() if p.member_id == member_id]
+
+    def add(self, who: Participant) -> None:
+        self.participants[who.session_id] = who
+        if who.role == "performer" and self.machine.state == State.OFFLINE:
+            self.apply(GoOnline(self.clock()))
+        elif who.role == "performer":
+            # A group show: the new performer is part of every audience.
+            self._apply_audience(self.machine.audience())
+
+    def public_state(self, who: Participant) -> str:
+        """The state as ``who`` may see it: member chat looks like a private to guests."""
+        state = self.machine.state
+        if state == State.MEMBER_CHAT and who.role == "viewer" and who.member_id is None:
+            return State.PRIVATE.value
+        return state.value
+
+    def describe_for(self, who: Participant) -> dict[str, Any]:
+        return {
+            "show_id": self.id,
+            "state": self.public_state(who),
+            "producers": [p.describe() for p in self.router.visible_producers(who.session_id)],
+        }
+
+    # -- events ---------------------------------------------------------------
+
+    def apply(self, ev: Event) -> list[Any]:
+        """Run one event through the machine and carry out its commands.
+
+        Raises :class:`Rejected` with nothing changed when the event is refused.
+        """
+        if self.closed:
+            raise Rejected("invalid_state", "the show has ended")
+        commands = self.machine.handle(ev)
+        for cmd in commands:
+            if isinstance(cmd, SetAudience):
+                self._apply_audience(cmd.members)
+        for cmd in commands:
+            if isinstance(cmd, StateChanged):
+                self._broadcast_state(cmd.at)
+            elif isinstance(cmd, Emit):
+                self._emit(cmd)
+            elif isinstance(cmd, CloseCam2Cam):
+                for who in self.sessions_of(cmd.member_id):
+                    self._spawn(who.close_publisher("private_ended"))
+        self._schedule_tick()
+        return commands
+
+    def _audience_keys(self, members: frozenset[str] | None) -> frozenset[str] | None:
+        if members is None:
+            return None
+        keys = {p.session_id for p in self.performers}
+        for p in self.participants.values():
+            if p.member_id is not None and p.member_id in members:
+                keys.add(p.session_id)
+        return frozenset(keys)
+
+    def performer_producers(self) -> list[Producer]:
+        return [p for p in self.router.producers.values() if not p.exclusive]
+
+    def _apply_audience(self, members: frozenset[str] | None) -> None:
+        self.router.set_audience(self.performer_producers(), self._audience_keys(members))
+        performers = frozenset(p.session_id for p in self.performers)
+        for p in self.router.producers.values():
+            if p.exclusive:
+                p.set_audience(performers)
+
+    def _on_producer(self, what: str, producer: Producer) -> None:
+        if what == "added" and not producer.exclusive:
+            producer.set_audience(self._audience_keys(self.machine.audience()))
+
+    def _broadcast_state(self, at: float) -> None:
+        state = self.machine.state.value
+        for who in list(self.participants.values()):
+            who.notify("show.state", {"show_id": self.id, "state": self.public_state(who), "at": at})
+        self.bus.publish(ShowEvent("show.state_changed", self.id, at, performer_ids=self.performer_ids, state=state))
+
+    def _emit(self, cmd: Emit) -> None:
+        data: dict[str, Any] = {"show_id": self.id, "at": cmd.at}
+        if cmd.reason is not None:
+            data["reason"] = cmd.reason
+        if cmd.until is not None:
+            data["until"] = cmd.until
+        private = dict(data, member_id=cmd.member_id)
+        # Only the performers and the member concerned ever learn who it is.
+        for who in self.performers:
+            who.notify(cmd.name, private)
+        if cmd.member_id is not None:
+            for who in self.sessions_of(cmd.member_id):
+                who.notify(cmd.name, private)
+        self.bus.publish(
+            ShowEvent(
+                cmd.name, self.id, cmd.at, member_id=cmd.member_id, performer_ids=self.performer_ids,
+                state=self.machine.state.value, reason=cmd.reason, until=cmd.until,
+            )
+        )
+
+    def _schedule_tick(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.machine.next_deadline()
+        if deadline is None or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, deadline - self.clock()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self.apply(Tick(self.clock()))
+        except Rejected:  # pragma: no cover - a tick is always accepted
+            log.exception("tick rejected")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(_log_failure)
+
+    # -- teardown ---------------------------------------------------------------
+
+    def remove(self, who: Participant) -> bool:
+        """Forget ``who``; True when the show has no performer left (it must close)."""
+        self.participants.pop(who.session_id, None)
+        if who.role == "performer":
+            if not self.performers:
+                self.apply(GoOffline(self.clock()))
+                return True
+            self._apply_audience(self.machine.audience())
+        return False
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        if self.machine.state != State.OFFLINE:
+            self.apply(GoOffline(self.clock()))
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for who in list(self.participants.values()):
+            if who.role == "viewer":
+                who.notify("show.ended", {"show_id": self.id})
+                who.show_ended()
+        self.participants.clear()
+        await self.router.close()
+        self.bus.publish(ShowEvent("show.offline", self.id, self.clock(), performer_ids=self.performer_ids))
