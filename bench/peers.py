@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import hashlib
 import math
 import struct
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from aiortc import (
     AudioStreamTrack,
+    RTCBundlePolicy,
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
@@ -38,7 +40,7 @@ def loopback_only() -> None:
 
 def new_pc() -> RTCPeerConnection:
     loopback_only()
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
 class PatternTrack(VideoStreamTrack):
@@ -73,12 +75,14 @@ class PatternTrack(VideoStreamTrack):
 
 
 class ToneTrack(AudioStreamTrack):
-    """A 440 Hz tone in 20 ms frames at 48 kHz."""
+    """A 440 Hz tone in 20 ms frames at 48 kHz; ``noise`` adds seeded noise so
+    that no two encoded packets are alike (tests match packets by payload)."""
 
-    def __init__(self) -> None:
+    def __init__(self, noise: bool = False) -> None:
         super().__init__()
         self._t = 0
         self._start: float | None = None
+        self._rng = np.random.default_rng(7) if noise else None
 
     async def recv(self) -> AudioFrame:
         samples = 960
@@ -88,7 +92,10 @@ class ToneTrack(AudioStreamTrack):
         if wait > 0:
             await asyncio.sleep(wait)
         t = (np.arange(samples) + self._t) / 48000
-        data = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+        wave = np.sin(2 * math.pi * 440 * t) * 8000
+        if self._rng is not None:
+            wave = wave + self._rng.normal(0, 3000, samples)
+        data = wave.astype(np.int16).reshape(1, -1)
         frame = AudioFrame.from_ndarray(data, format="s16", layout="mono")
         frame.sample_rate = 48000
         frame.pts = self._t
@@ -109,10 +116,21 @@ class Publisher:
         await self.client.close()
 
 
-async def publish(url: str, show_id: str, tracks: list[MediaStreamTrack] | None = None, binary: bool = False) -> Publisher:
-    """Join ``show_id`` as performer and publish ``tracks`` (pattern + tone by default)."""
-    client = await SignalingClient.connect(url, binary=binary)
-    await client.request("join", show_id=show_id, role="performer")
+async def publish(
+    url: str,
+    show_id: str,
+    tracks: list[MediaStreamTrack] | None = None,
+    binary: bool = False,
+    client: SignalingClient | None = None,
+    **join: Any,
+) -> Publisher:
+    """Join ``show_id`` as performer and publish ``tracks`` (pattern + tone by default).
+
+    With ``client`` given, that already-joined connection publishes instead
+    (a member's Cam2Cam)."""
+    if client is None:
+        client = await SignalingClient.connect(url, binary=binary)
+        await client.request("join", show_id=show_id, role="performer", **join)
     pc = new_pc()
     tracks = tracks if tracks is not None else [PatternTrack(), ToneTrack()]
     for tr in tracks:
@@ -141,6 +159,47 @@ class Viewer:
         await self.client.close()
 
 
+from jasmin_codecs.rtp import is_rtcp  # noqa: E402
+
+
+def payload_digest(rtp: bytes) -> bytes:
+    """A digest of an RTP packet's payload, which an SFU forwards unchanged."""
+    from jasmin_codecs.rtp import parse_rtp
+
+    h = parse_rtp(rtp)
+    return hashlib.blake2b(rtp[h.payload_offset : h.payload_end], digest_size=12).digest()
+
+
+class SendLog:
+    """Records, for every RTP packet a peer sends, its payload digest and send time."""
+
+    def __init__(self) -> None:
+        self.sent: dict[bytes, float] = {}
+        self.kinds: dict[bytes, int] = {}
+
+    def attach(self, pc: RTCPeerConnection) -> "SendLog":
+        seen: set[int] = set()
+        for t in pc.getTransceivers():
+            dtls = t.sender.transport
+            if dtls is None or id(dtls) in seen:
+                continue
+            seen.add(id(dtls))
+            original = dtls._send_rtp
+
+            async def send(data: bytes, _original: Any = original) -> None:
+                if len(data) >= 12 and not is_rtcp(data):
+                    digest = payload_digest(data)
+                    self.sent.setdefault(digest, time.time())
+                    self.kinds[digest] = int.from_bytes(data[8:12], "big")
+                await _original(data)
+
+            dtls._send_rtp = send
+        return self
+
+    def sent_at(self, digest: bytes) -> float | None:
+        return self.sent.get(digest)
+
+
 class PacketCounter:
     """Counts RTP per SSRC at the viewer's SRTP layer, without decoding."""
 
@@ -150,6 +209,9 @@ class PacketCounter:
         self.first_at: dict[int, float] = {}
         self.seqs: dict[int, set[int]] = {}
         self.keep_seqs = False
+        # (ssrc, payload digest, wall-clock arrival) per packet when keep_payloads is set.
+        self.keep_payloads = False
+        self.payloads: list[tuple[int, bytes, float]] = []
         # ssrc -> number of packets to drop before SRTP (simulated network loss)
         self.drop_next: dict[int, int] = {}
         self.dropped: list[tuple[int, int]] = []  # (ssrc, seq) dropped on purpose
@@ -168,6 +230,8 @@ class PacketCounter:
             self.first_at[ssrc] = time.monotonic()
         if self.keep_seqs:
             self.seqs.setdefault(ssrc, set()).add(struct.unpack_from("!H", data, 2)[0])
+        if self.keep_payloads:
+            self.payloads.append((ssrc, payload_digest(data), time.time()))
         return False
 
     @property
@@ -193,6 +257,8 @@ async def subscribe(
     binary: bool = False,
     client: SignalingClient | None = None,
     pass_through: bool = False,
+    producer_ids: list[str] | None = None,
+    **join: Any,
 ) -> Viewer:
     """Join as viewer and subscribe to every producer of the show.
 
@@ -202,8 +268,8 @@ async def subscribe(
     """
     if client is None:
         client = await SignalingClient.connect(url, binary=binary)
-        await client.request("join", show_id=show_id, role="viewer")
-    res = await client.request("subscribe")
+        await client.request("join", show_id=show_id, role="viewer", **join)
+    res = await client.request("subscribe", **({"producer_ids": producer_ids} if producer_ids else {}))
     pc = new_pc()
     viewer = Viewer(client, pc, res["transport_id"], res["consumers"])
 

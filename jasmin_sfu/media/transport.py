@@ -8,7 +8,7 @@ import random
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtcp import Fir, Nack, Pli, ReceiverReport, Remb, SenderReport, parse_rtcp
@@ -61,7 +61,9 @@ class WebRtcTransport:
         self.direction = direction
         self.app_data = app_data or {}
         self.closed = False
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle: one ICE/DTLS transport for every m-section, as browsers do;
+        # aiortc's default (balanced) opens one per media kind.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
         self._by_ssrc: dict[int, Callable[[bytes, int], None]] = {}

@@ -1,0 +1,284 @@
+"""Privates over loopback with aiortc peers: exclusivity counted in packets, Cam2Cam,
+sneak peeks, denials and group shows.
+
+Exclusivity is proven from send times, not by sleeping: the performer's peer logs
+when it sent every payload (SendLog), each viewer logs the payloads it received,
+and the daemon answers ``private.accept`` with ``accepted_at``, the instant it
+paused everyone else. A packet sent after that instant was necessarily processed
+after the pause, so no free viewer may hold one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bench.peers import PatternTrack, SendLog, ToneTrack, Viewer, publish, subscribe, wait_for
+from jasmin_signaling.client import RemoteError, SignalingClient
+
+
+async def watch(url: str, show: str, **join: Any) -> Viewer:
+    v = await subscribe(url, show, count=True, pass_through=True, **join)
+    assert v.counter is not None
+    v.counter.keep_payloads = True
+    return v
+
+
+def after(viewer: Viewer, log: SendLog, t: float) -> list[tuple[int, float]]:
+    """(ssrc, sent_at) of the packets this viewer got that were sent after ``t``."""
+    assert viewer.counter is not None
+    out = []
+    for ssrc, digest, _arrived in viewer.counter.payloads:
+        sent = log.sent_at(digest)
+        assert sent is not None, "a viewer received a payload the performer never sent"
+        if sent > t:
+            out.append((ssrc, sent))
+    return out
+
+
+async def performer(url: str, show: str, **join: Any) -> Any:
+    pub = await publish(url, show, tracks=[PatternTrack(), ToneTrack(noise=True)], **join)
+    pub.log = SendLog().attach(pub.pc)  # type: ignore[attr-defined]
+    return pub
+
+
+async def test_private_is_exclusive_counted_in_packets(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the site's core privacy rule: from the accept on, free viewers receive zero
+    media packets sent after it; the member gets video and audio; after the show returns
+    to free, free viewers resume on a keyframe and decode again, with no renegotiation."""
+    url = daemon.url
+    pub = await performer(url, "show-x")
+    free = [await watch(url, "show-x") for _ in range(3)]
+    member = await watch(url, "show-x", member_id="m1")
+    everyone = free + [member]
+    assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 30)
+
+    await member.client.request("private.request")
+    req = await pub.client.next_event("private.requested")
+    assert req["data"]["member_id"] == "m1"
+    accepted = await pub.client.request("private.accept", member_id="m1")
+    t_accept = accepted["accepted_at"]
+
+    # The member keeps getting video and audio sent after the accept.
+    ssrcs_member = lambda: {s for s, _ in after(member, pub.log, t_accept)}  # noqa: E731
+    assert await wait_for(lambda: len(ssrcs_member()) == 2 and len(after(member, pub.log, t_accept)) >= 60, 20)
+    # Meanwhile the performer kept sending (the proof below is not vacuous).
+    assert sum(1 for t in pub.log.sent.values() if t > t_accept) >= 60
+    for v in free:
+        assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
+
+    # Free viewers were told 'private', without the member's identity, and kept their connection.
+    for v in free:
+        ev = await v.client.next_event("show.state")
+        assert ev["data"]["state"] == "private" and "member_id" not in ev["data"]
+        assert v.pc.connectionState == "connected"
+
+    # Back to free: resume with a fresh keyframe, no renegotiation.
+    frames_before = [v.frames.get("video", 0) for v in free]
+    await member.client.request("private.end")
+    await pub.client.request("show.free")
+    assert await wait_for(lambda: all(v.frames.get("video", 0) > b + 3 for v, b in zip(free, frames_before)), 20)
+    for v in free:
+        assert v.pc.connectionState == "connected" and len(v.pc.getTransceivers()) == 2
+    for v in everyone:
+        await v.close()
+    await pub.close()
+
+
+async def test_cam2cam_reaches_only_the_performer(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects Cam2Cam privacy: the performer decodes the member's camera; nobody else
+    gets a packet of it, learns of it, or can subscribe to it by a guessed id; it closes
+    when the private ends."""
+    url = daemon.url
+    pub = await performer(url, "show-c2c")
+    guest = await watch(url, "show-c2c")
+    member = await watch(url, "show-c2c", member_id="m1")
+    assert await wait_for(lambda: guest.frames.get("video", 0) >= 2 and member.frames.get("video", 0) >= 2, 30)
+    await member.client.request("private.request")
+    await pub.client.request("private.accept", member_id="m1")
+
+    cam = await publish(url, "show-c2c", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+    cam_log = SendLog().attach(cam.pc)
+    cam_ids = [p["producer_id"] for p in cam.producers]
+    added = await pub.client.next_event("producer.added")
+    while added["data"]["producer"]["producer_id"] not in cam_ids:  # skip the performer's own
+        added = await pub.client.next_event("producer.added")
+    assert added["data"]["producer"]["app_data"]["cam2cam"] is True
+    assert added["data"]["producer"]["app_data"]["member_id"] == "m1"
+
+    perf_view = await subscribe(url, "show-c2c", client=pub.client, producer_ids=cam_ids)
+    assert await wait_for(lambda: perf_view.frames.get("video", 0) >= 5, 30)
+
+    # A guest who guesses (or replays) the id is refused, and was never told it exists.
+    for pid in cam_ids:
+        with pytest.raises(RemoteError) as e:
+            await guest.client.request("subscribe", producer_ids=[pid])
+        assert e.value.code == "unknown_producer"
+    while not guest.client.events.empty():
+        ev = guest.client.events.get_nowait()
+        assert ev["event"] != "producer.added", ev
+    # No connection but the performer's received any of it.
+    router = daemon.daemon.shows.get("show-c2c").router
+    for pid in cam_ids:
+        consumers = list(router.producers[pid].consumers.values())
+        assert len(consumers) == 1 and consumers[0].audience_key == perf_view_session(pub)
+    for v in (guest, member):
+        assert v.counter is not None
+        assert not any(cam_log.sent_at(d) for _s, d, _t in v.counter.payloads)
+
+    # The private ends: the Cam2Cam producers are closed for everyone.
+    await pub.client.request("private.end")
+    removed: set[str] = set()
+    while not set(cam_ids) <= removed:
+        removed.add((await pub.client.next_event("producer.removed"))["data"]["producer_id"])
+    assert await wait_for(lambda: all(pid not in router.producers for pid in cam_ids), 10)
+    await perf_view.pc.close()
+    await cam.pc.close()
+    for v in (guest, member):
+        await v.close()
+    await pub.close()
+
+
+def perf_view_session(pub: Any) -> str:
+    return str(pub.client.welcome["session_id"])
+
+
+async def test_sneak_peek_gives_media_then_stops(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the sneak peek: a member in member chat gets media for the configured
+    time, then nothing sent after the peek's end."""
+    d = await make_daemon()
+    d.daemon.shows.settings = type(d.daemon.shows.settings)(sneak_peek_s=1.5, auto_accept=True)
+    url = d.url
+    pub = await performer(url, "show-peek")
+    m1 = await watch(url, "show-peek", member_id="m1")
+    m2 = await watch(url, "show-peek", member_id="m2")
+    assert await wait_for(lambda: m2.frames.get("video", 0) >= 2, 30)
+    await m1.client.request("private.request")  # auto-accepted
+    await m1.client.request("private.end")
+    state = await m2.client.next_event("show.state")
+    while state["data"]["state"] != "member_chat":
+        state = await m2.client.next_event("show.state")
+
+    peek = await m2.client.request("sneak_peek")
+    start, until = peek["started_at"], peek["until"]
+    assert until - start == pytest.approx(1.5)
+    assert await wait_for(lambda: len([x for x in after(m2, pub.log, start) if x[1] < until]) >= 20, 10)
+    ended = await m2.client.next_event("sneak_peek.ended", timeout=10)
+    assert ended["data"]["reason"] == "time_up"
+    # Keep the performer sending for a while, then check nothing after `until` arrived.
+    assert await wait_for(lambda: sum(1 for t in pub.log.sent.values() if t > until) >= 60, 10)
+    assert after(m2, pub.log, until + 0.002) == []
+    with pytest.raises(RemoteError) as e:
+        await m1.client.request("sneak_peek")  # not while ... well: allowed once per member at a time
+        await m1.client.request("sneak_peek")
+    assert e.value.code == "invalid_state"
+    for v in (m1, m2):
+        await v.close()
+    await pub.close()
+
+
+async def test_denials_are_errors_and_change_nothing(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects who may do what: a guest asking for a private, a second member while one
+    runs, and a viewer using performer verbs all get an error code; the show is unchanged."""
+    url = daemon.url
+    pub = await publish(url, "show-deny")
+    guest = await SignalingClient.connect(url)
+    await guest.request("join", show_id="show-deny", role="viewer")
+    m1 = await SignalingClient.connect(url)
+    await m1.request("join", show_id="show-deny", role="viewer", member_id="m1")
+    m2 = await SignalingClient.connect(url)
+    await m2.request("join", show_id="show-deny", role="viewer", member_id="m2")
+    show = daemon.daemon.shows.get("show-deny")
+
+    with pytest.raises(RemoteError) as e:
+        await guest.request("private.request")
+    assert e.value.code == "forbidden"
+    assert show.machine.requests == {}
+
+    for verb, data in [("private.accept", {"member_id": "m1"}), ("show.free", {}), ("show.settings", {"auto_accept": True}),
+                       ("private.decline", {"member_id": "m1"})]:
+        for who in (guest, m1):
+            with pytest.raises(RemoteError) as e:
+                await who.request(verb, **data)
+            assert e.value.code == "forbidden", verb
+    assert show.machine.auto_accept is False
+
+    await m1.request("private.request")
+    await pub.client.request("private.accept", member_id="m1")
+    with pytest.raises(RemoteError) as e:
+        await m2.request("private.request")
+    assert e.value.code == "private_busy"
+    with pytest.raises(RemoteError) as e:
+        await guest.request("private.end")
+    assert e.value.code == "forbidden"
+    with pytest.raises(RemoteError) as e:
+        await m2.request("private.end")
+    assert e.value.code == "forbidden"
+    assert show.machine.private_member == "m1" and show.machine.state.value == "private"
+    # A guest may not publish; neither may a member outside its private.
+    with pytest.raises(RemoteError) as e:
+        await m2.request("publish", sdp=pub.pc.localDescription.sdp)
+    assert e.value.code == "forbidden"
+    for c in (guest, m1, m2):
+        await c.close()
+    await pub.close()
+
+
+async def test_member_leaving_ends_the_private(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects billing and exclusivity: a member who disconnects ends the private at once."""
+    pub = await publish(daemon.url, "show-drop")
+    m1 = await SignalingClient.connect(daemon.url)
+    await m1.request("join", show_id="show-drop", role="viewer", member_id="m1")
+    await m1.request("private.request")
+    await pub.client.request("private.accept", member_id="m1")
+    await m1.close()
+    ended = await pub.client.next_event("private.ended")
+    assert ended["data"]["reason"] == "disconnect" and ended["data"]["member_id"] == "m1"
+    assert daemon.daemon.shows.get("show-drop").machine.state.value == "member_chat"
+    await pub.close()
+
+
+async def test_group_show_viewers_get_every_performer(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects group shows: two performers publish in one show; a viewer decodes both."""
+    url = daemon.url
+    a = await publish(url, "show-group", performer_id="anna")
+    b = await publish(url, "show-group", performer_id="bea")
+    v = await subscribe(url, "show-group")
+    assert len(v.consumers) == 4
+    assert await wait_for(lambda: v.frames.get("video", 0) >= 10 and v.frames.get("audio", 0) >= 10, 30)
+    videos = [t for t in v.tracks if t.kind == "video"]
+    assert len(videos) == 2
+    # One performer leaving does not end the show for the other.
+    await a.client.request("leave")
+    await v.client.next_event("producer.removed")
+    assert daemon.daemon.shows.get("show-group") is not None
+    await v.close()
+    await a.close()
+    await b.close()
+
+
+async def test_show_events_reach_other_parts(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the integration point for billing: every transition is published on the bus."""
+    seen: list[Any] = []
+    daemon.daemon.bus.subscribe(seen.append)
+    pub = await publish(daemon.url, "show-bus")
+    m1 = await SignalingClient.connect(daemon.url)
+    await m1.request("join", show_id="show-bus", role="viewer", member_id="m1")
+    await m1.request("private.request")
+    await pub.client.request("private.accept", member_id="m1")
+    await m1.request("private.end")
+    await pub.client.request("show.free")
+    await pub.client.request("leave")
+    await asyncio.sleep(0)
+    names = [e.name for e in seen]
+    assert names[:1] == ["show.state_changed"]
+    for n in ("private.requested", "private.started", "private.ended", "show.offline"):
+        assert n in names, names
+    started = next(e for e in seen if e.name == "private.started")
+    ended = next(e for e in seen if e.name == "private.ended")
+    assert started.member_id == ended.member_id == "m1" and ended.at >= started.at
+    assert [e.state for e in seen if e.name == "show.state_changed"] == ["free", "private", "member_chat", "free", "offline"]
+    await m1.close()
+    await pub.close()
