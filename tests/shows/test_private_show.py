@@ -282,3 +282,52 @@ async def test_show_events_reach_other_parts(daemon) -> None:  # type: ignore[no
     assert [e.state for e in seen if e.name == "show.state_changed"] == ["free", "private", "member_chat", "free", "offline"]
     await m1.close()
     await pub.close()
+
+
+def writable_files(pid: int) -> list[str]:
+    """Regular files the process holds open for writing (from /proc)."""
+    import os
+
+    out = []
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+        except (OSError, StopIteration):
+            continue
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")) and flags & 0o3:
+            out.append(target)
+    return out
+
+
+async def test_cam2cam_is_never_written_to_disk() -> None:
+    """Protects 'no member camera is ever stored': while a Cam2Cam runs, the daemon
+    process holds no file open for writing and its working directory gains no file."""
+    import os
+    import tempfile
+
+    from tests.conftest import start_daemon_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dp = await start_daemon_process(env={"TMPDIR": tmp})
+        try:
+            url = dp.url
+            pub = await publish(url, "show-disk")
+            member = await subscribe(url, "show-disk", member_id="m1")
+            await member.client.request("private.request")
+            await pub.client.request("private.accept", member_id="m1")
+            cam = await publish(url, "show-disk", client=member.client)
+            cam_ids = [p["producer_id"] for p in cam.producers]
+            view = await subscribe(url, "show-disk", client=pub.client, producer_ids=cam_ids)
+            assert await wait_for(lambda: view.frames.get("video", 0) >= 10, 30)
+            assert writable_files(dp.proc.pid) == []
+            assert os.listdir(tmp) == []
+            await view.pc.close()
+            await cam.pc.close()
+            await member.close()
+            await pub.close()
+        finally:
+            dp.proc.terminate()
+            dp.proc.wait(20)
