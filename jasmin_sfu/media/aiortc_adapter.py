@@ -236,12 +236,8 @@ class SrtpSink:
 
     def send(self, packet: bytes) -> bool:
         """Protect and send one RTP packet; False when it could not be sent."""
-        if not self.ready:
-            if self.closed or self._dtls.state != "connected":
-                return False
-            self._resolve()
-            if not self.ready:
-                return False
+        if not self.ready and not self._try_resolve():
+            return False
         try:
             self._sendto(self._protect(packet), self._addr)  # type: ignore[misc]
         except Exception:
@@ -250,17 +246,19 @@ class SrtpSink:
 
     def send_rtcp(self, packet: bytes) -> bool:
         """Protect and send one compound RTCP packet."""
-        if not self.ready:
-            if self.closed or self._dtls.state != "connected":
-                return False
-            self._resolve()
-            if not self.ready:
-                return False
+        if not self.ready and not self._try_resolve():
+            return False
         try:
             self._sendto(self._protect_rtcp(packet), self._addr)  # type: ignore[misc]
         except Exception:
             return False
         return True
+
+    def _try_resolve(self) -> bool:
+        if self.closed or self._dtls.state != "connected":
+            return False
+        self._resolve()
+        return self.ready
 
 
 class SilentTrack(MediaStreamTrack):

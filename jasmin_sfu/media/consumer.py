@@ -116,23 +116,26 @@ class Consumer:
             if (self.producer.is_video and not keyframe) or not self.sink.ready:
                 return 0
             self._anchor(seq, ts)
-        b0, rest = tail
-        pkt = (
+        pkt = self._rewrite(b1, seq, ts, tail)
+        if self.sink.send(pkt):
+            self.packets += 1
+            self.octets += len(tail[1])
+            return len(pkt)
+        self._stats.drop("send_failed")
+        return 0
+
+    def _rewrite(self, b1: int, seq: int, ts: int, tail: "Tail") -> bytes:
+        """The producer's packet in this viewer's SSRC, PT, sequence and timestamp space."""
+        return (
             _HDR.pack(
-                b0,
+                tail[0],
                 (b1 & 0x80) | self.payload_type,
                 (seq + self._seq_off) & 0xFFFF,
                 (ts + self._ts_off) & 0xFFFFFFFF,
                 self.ssrc,
             )
-            + rest
+            + tail[1]
         )
-        if self.sink.send(pkt):
-            self.packets += 1
-            self.octets += len(rest)
-            return len(pkt)
-        self._stats.drop("send_failed")
-        return 0
 
     # -- anchoring, pause, resume -------------------------------------------
 
@@ -218,17 +221,7 @@ class Consumer:
             if split is None:
                 continue
             b1, seq, ts, _, tail = split
-            b0, rest = tail
-            pkt = (
-                _HDR.pack(
-                    b0,
-                    (b1 & 0x80) | self.payload_type,
-                    (seq + self._seq_off) & 0xFFFF,
-                    (ts + self._ts_off) & 0xFFFFFFFF,
-                    self.ssrc,
-                )
-                + rest
-            )
+            pkt = self._rewrite(b1, seq, ts, tail)
             if self.sink.send(pkt):
                 self._stats.nack_packets_served += 1
                 self._stats.rtp_packets_out += 1
