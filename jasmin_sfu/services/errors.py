@@ -1,0 +1,77 @@
+"""Domain errors of the services (ledger, credit control).
+
+Mapped to signaling error codes only at the edge (``jasmin_sfu.api``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base class of service errors."""
+
+
+class LedgerError(ServiceError):
+    """Base class of ledger errors."""
+
+
+class StoreBusyError(LedgerError):
+    """A transaction kept hitting deadlocks or races and gave up after its retries."""
+
+
+class AccountConflictError(LedgerError):
+    """An account id exists with different fields."""
+
+
+class TransferRejectedError(LedgerError):
+    """A transfer (or its linked chain) was refused; ``result`` is the ledger's reason code."""
+
+    def __init__(self, transfer_id: str, result: Any) -> None:
+        super().__init__(f"transfer {transfer_id}: {getattr(result, 'value', result)}")
+        self.transfer_id = transfer_id
+        self.result = result
+
+
+class TransferConflictError(TransferRejectedError):
+    """Same transfer id, different body: never applied twice, never silently replaced."""
+
+
+class InsufficientFundsError(TransferRejectedError):
+    """The debit would exceed the account's credits (debits_must_not_exceed_credits)."""
+
+
+class PendingTransferError(TransferRejectedError):
+    """The pending transfer is unknown, already posted/voided, or expired."""
+
+
+class UnknownPackageError(LedgerError):
+    """No credit package with that code."""
+
+
+class ReplayMismatchError(LedgerError):
+    """Replaying the journal did not reproduce the stored balances."""
+
+
+class CreditControlError(ServiceError):
+    """Base class of credit-control errors."""
+
+
+class InsufficientCreditError(CreditControlError):
+    """Not even one second can be granted: the session must not start (or must stop)."""
+
+
+class CreditSessionNotFoundError(CreditControlError):
+    """No credit-control session with that id."""
+
+
+class CreditSessionClosedError(CreditControlError):
+    """The session was terminated: no more grants, no more charges."""
+
+
+class RequestOutOfOrderError(CreditControlError):
+    """A request number skipped ahead of the next expected one."""
+
+
+class RequestConflictError(CreditControlError):
+    """A request number was reused with different content."""

@@ -1,0 +1,317 @@
+"""PostgreSQL implementation of ``LedgerStore`` (production; several nodes share it).
+
+Isolation: READ COMMITTED plus explicit row locks. Account rows are read with
+``SELECT ... FOR UPDATE ORDER BY id`` (a fixed lock order, so two transactions
+on the same accounts queue instead of deadlocking); every balance check runs
+after the lock, and the update it guards is in the same transaction. Pending
+claims are ``DELETE ... RETURNING``: of two racing resolvers only one gets the
+row. Deadlocks, serialization failures and unique-key races surface as
+``RetryableStoreError`` and the service reruns the transaction.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Collection, Sequence
+
+import asyncpg
+
+from jasmin_sfu.store import migrations
+from jasmin_sfu.store.errors import IntegrityStoreError, MigrationError, RetryableStoreError
+from jasmin_sfu.store.ledger_repo import (
+    AccountRow,
+    CcRequestRow,
+    CcSessionRow,
+    PendingRow,
+    TransferRow,
+)
+
+_ACC_COLS = (
+    "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted, timestamp"
+)
+_TR_COLS = (
+    "id, debit_account_id, credit_account_id, amount, ledger, code, flags, pending_id,"
+    " timeout_s, user_data, body_hash, timestamp, seq"
+)
+_PD_COLS = "pending_id, debit_account_id, credit_account_id, amount, expires_at"
+_CC_COLS = (
+    "session_id, wallet_id, payee_id, escrow_id, rate, request_number, reservation_id, granted_seconds,"
+    " final, status, used_seconds, charged, payee_paid, opened_at, updated_at"
+)
+# Advisory lock key held while migrating, so two nodes starting together do not
+# both run migration N (an arbitrary constant: "jasm" in ASCII).
+_MIGRATION_LOCK = 0x6A61736D
+
+
+def _acc(r: Any) -> AccountRow:
+    return AccountRow(*tuple(r))
+
+
+def _tr(r: Any) -> TransferRow:
+    return TransferRow(*tuple(r))
+
+
+def _pd(r: Any) -> PendingRow:
+    return PendingRow(*tuple(r))
+
+
+def _cc(r: Any) -> CcSessionRow:
+    vals = list(tuple(r))
+    vals[8] = bool(vals[8])
+    return CcSessionRow(*vals)
+
+
+class _Tx:
+    """LedgerTx over one pooled connection inside one transaction."""
+
+    def __init__(self, con: asyncpg.Connection) -> None:
+        self._c = con
+
+    async def get_accounts(self, ids: Collection[str], *, lock: bool) -> dict[str, AccountRow]:
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        sql = f"SELECT {_ACC_COLS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id"
+        if lock:
+            sql += " FOR UPDATE"
+        return {r["id"]: _acc(r) for r in await self._c.fetch(sql, ids)}
+
+    async def insert_accounts(self, rows: Sequence[AccountRow]) -> None:
+        if rows:
+            await self._c.executemany(
+                f"INSERT INTO accounts ({_ACC_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                [
+                    (
+                        a.id, a.ledger, a.code, a.flags, a.user_data, a.debits_pending,
+                        a.debits_posted, a.credits_pending, a.credits_posted, a.timestamp,
+                    )
+                    for a in rows
+                ],
+            )
+
+    async def update_balances(self, rows: Sequence[AccountRow]) -> None:
+        if rows:
+            await self._c.executemany(
+                "UPDATE accounts SET debits_pending = $1, debits_posted = $2, credits_pending = $3,"
+                " credits_posted = $4 WHERE id = $5",
+                [(a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, a.id) for a in rows],
+            )
+
+    async def get_transfers(self, ids: Collection[str]) -> dict[str, TransferRow]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = await self._c.fetch(f"SELECT {_TR_COLS} FROM transfers WHERE id = ANY($1::text[])", ids)
+        return {r["id"]: _tr(r) for r in rows}
+
+    async def get_resolutions(self, pending_ids: Collection[str]) -> dict[str, TransferRow]:
+        ids = list(pending_ids)
+        if not ids:
+            return {}
+        rows = await self._c.fetch(f"SELECT {_TR_COLS} FROM transfers WHERE pending_id = ANY($1::text[])", ids)
+        return {r["pending_id"]: _tr(r) for r in rows}
+
+    async def insert_transfers(self, rows: Sequence[TransferRow]) -> None:
+        if rows:
+            await self._c.executemany(
+                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, ledger, code, flags,"
+                " pending_id, timeout_s, user_data, body_hash, timestamp)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                [
+                    (
+                        t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger, t.code, t.flags,
+                        t.pending_id, t.timeout_s, t.user_data, t.body_hash, t.timestamp,
+                    )
+                    for t in rows
+                ],
+            )
+
+    async def get_pendings(self, ids: Collection[str]) -> dict[str, PendingRow]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = await self._c.fetch(f"SELECT {_PD_COLS} FROM pending_open WHERE pending_id = ANY($1::text[])", ids)
+        return {r["pending_id"]: _pd(r) for r in rows}
+
+    async def due_pendings(self, now: int, account_ids: Collection[str] | None, limit: int) -> list[PendingRow]:
+        if account_ids is None:
+            rows = await self._c.fetch(
+                f"SELECT {_PD_COLS} FROM pending_open WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
+                now,
+                limit,
+            )
+        else:
+            ids = list(account_ids)
+            if not ids:
+                return []
+            rows = await self._c.fetch(
+                f"SELECT {_PD_COLS} FROM pending_open WHERE expires_at <= $1"
+                " AND (debit_account_id = ANY($2::text[]) OR credit_account_id = ANY($2::text[]))"
+                " ORDER BY expires_at LIMIT $3",
+                now,
+                ids,
+                limit,
+            )
+        return [_pd(r) for r in rows]
+
+    async def claim_pendings(self, ids: Collection[str]) -> list[PendingRow]:
+        ids = list(ids)
+        if not ids:
+            return []
+        rows = await self._c.fetch(
+            f"DELETE FROM pending_open WHERE pending_id = ANY($1::text[]) RETURNING {_PD_COLS}", ids
+        )
+        return [_pd(r) for r in rows]
+
+    async def insert_pendings(self, rows: Sequence[PendingRow]) -> None:
+        if rows:
+            await self._c.executemany(
+                f"INSERT INTO pending_open ({_PD_COLS}) VALUES ($1,$2,$3,$4,$5)",
+                [(p.pending_id, p.debit_account_id, p.credit_account_id, p.amount, p.expires_at) for p in rows],
+            )
+
+    async def get_cc_session(self, session_id: str, *, lock: bool) -> CcSessionRow | None:
+        sql = f"SELECT {_CC_COLS} FROM cc_sessions WHERE session_id = $1"
+        if lock:
+            sql += " FOR UPDATE"
+        r = await self._c.fetchrow(sql, session_id)
+        return _cc(r) if r is not None else None
+
+    async def put_cc_session(self, row: CcSessionRow) -> None:
+        r = row
+        await self._c.execute(
+            f"INSERT INTO cc_sessions ({_CC_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+            " ON CONFLICT (session_id) DO UPDATE SET request_number = excluded.request_number,"
+            " reservation_id = excluded.reservation_id, granted_seconds = excluded.granted_seconds,"
+            " final = excluded.final, status = excluded.status, used_seconds = excluded.used_seconds,"
+            " charged = excluded.charged, payee_paid = excluded.payee_paid, updated_at = excluded.updated_at",
+            r.session_id, r.wallet_id, r.payee_id, r.escrow_id, r.rate, r.request_number, r.reservation_id,
+            r.granted_seconds, int(r.final), r.status, r.used_seconds, r.charged, r.payee_paid,
+            r.opened_at, r.updated_at,
+        )
+
+    async def open_cc_sessions(self, wallet_id: str) -> list[CcSessionRow]:
+        rows = await self._c.fetch(
+            f"SELECT {_CC_COLS} FROM cc_sessions WHERE wallet_id = $1 AND status = 'open' ORDER BY session_id",
+            wallet_id,
+        )
+        return [_cc(r) for r in rows]
+
+    async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
+        r = await self._c.fetchrow(
+            "SELECT session_id, request_number, kind, used_seconds, answer FROM cc_requests"
+            " WHERE session_id = $1 AND request_number = $2",
+            session_id,
+            request_number,
+        )
+        return CcRequestRow(*tuple(r)) if r is not None else None
+
+    async def insert_cc_request(self, row: CcRequestRow) -> None:
+        await self._c.execute(
+            "INSERT INTO cc_requests (session_id, request_number, kind, used_seconds, answer)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            row.session_id, row.request_number, row.kind, row.used_seconds, row.answer,
+        )
+
+
+class PostgresLedgerStore:
+    """The ledger in PostgreSQL, through an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        schema: str = "",
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> "PostgresLedgerStore":
+        """Connect, then migrate to the latest schema (under an advisory lock)."""
+        settings = {"search_path": schema} if schema else {}
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
+        assert pool is not None
+        store = cls(pool)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._pool.acquire() as con:
+            await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await con.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                current = int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+                if current > migrations.LATEST:
+                    raise MigrationError(f"database schema {current} is newer than this code ({migrations.LATEST})")
+                for version, sql in migrations.POSTGRES:
+                    if version <= current:
+                        continue
+                    async with con.transaction():
+                        await con.execute(sql)
+                        await con.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            finally:
+                await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Tx]:
+        """One READ COMMITTED transaction on a pooled connection."""
+        try:
+            async with self._pool.acquire() as con:
+                async with con.transaction():
+                    yield _Tx(con)
+        except (
+            asyncpg.exceptions.DeadlockDetectedError,
+            asyncpg.exceptions.SerializationError,
+            asyncpg.exceptions.UniqueViolationError,
+        ) as e:
+            raise RetryableStoreError(repr(e)) from e
+        except asyncpg.exceptions.IntegrityConstraintViolationError as e:
+            raise IntegrityStoreError(repr(e)) from e
+
+    async def journal(self, after_seq: int, limit: int) -> list[TransferRow]:
+        """Journal entries after ``after_seq``."""
+        async with self._pool.acquire() as con:
+            rows = await con.fetch(
+                f"SELECT {_TR_COLS} FROM transfers WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit
+            )
+        return [_tr(r) for r in rows]
+
+    async def all_accounts(self) -> list[AccountRow]:
+        """Every account."""
+        async with self._pool.acquire() as con:
+            rows = await con.fetch(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id")
+        return [_acc(r) for r in rows]
+
+    async def open_pendings(self) -> list[PendingRow]:
+        """Every unresolved pending transfer."""
+        async with self._pool.acquire() as con:
+            rows = await con.fetch(f"SELECT {_PD_COLS} FROM pending_open")
+        return [_pd(r) for r in rows]
+
+    async def schema_version(self) -> int:
+        """The applied migration version."""
+        async with self._pool.acquire() as con:
+            return int(await con.fetchval("SELECT max(version) FROM schema_version"))
+
+    async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement outside the service rules (tests use it to prove the constraints)."""
+        try:
+            async with self._pool.acquire() as con:
+                return list(await con.fetch(sql, *args))
+        except asyncpg.exceptions.IntegrityConstraintViolationError as e:
+            raise IntegrityStoreError(repr(e)) from e
+        except asyncpg.exceptions.RaiseError as e:
+            raise IntegrityStoreError(repr(e)) from e
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()

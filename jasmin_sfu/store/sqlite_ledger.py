@@ -1,0 +1,340 @@
+"""SQLite implementation of ``LedgerStore`` (the embedded default).
+
+Threading: one connection, driven by one dedicated worker thread. A commit with
+``synchronous=FULL`` fsyncs the WAL (0.1-10 ms on real disks), which must never
+stall the media event loop, so statements run in the thread; one thread, because
+SQLite admits one writer at a time anyway. Transactions are ``BEGIN IMMEDIATE``:
+the write lock is taken at the start, so a balance read inside the transaction
+cannot change before the update it guards (this is the atomic check). An
+``asyncio.Lock`` serialises transactions of this process on the one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Collection, Sequence, TypeVar
+
+from jasmin_sfu.store import migrations
+from jasmin_sfu.store.errors import IntegrityStoreError, MigrationError, RetryableStoreError
+from jasmin_sfu.store.ledger_repo import (
+    AccountRow,
+    CcRequestRow,
+    CcSessionRow,
+    PendingRow,
+    TransferRow,
+)
+
+T = TypeVar("T")
+
+_ACC_COLS = (
+    "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted, timestamp"
+)
+_TR_COLS = (
+    "id, debit_account_id, credit_account_id, amount, ledger, code, flags, pending_id,"
+    " timeout_s, user_data, body_hash, timestamp, seq"
+)
+_CC_COLS = (
+    "session_id, wallet_id, payee_id, escrow_id, rate, request_number, reservation_id, granted_seconds,"
+    " final, status, used_seconds, charged, payee_paid, opened_at, updated_at"
+)
+
+
+def _acc(r: Sequence[Any]) -> AccountRow:
+    return AccountRow(*r)
+
+
+def _tr(r: Sequence[Any]) -> TransferRow:
+    return TransferRow(*r)
+
+
+def _cc(r: Sequence[Any]) -> CcSessionRow:
+    vals = list(r)
+    vals[8] = bool(vals[8])
+    return CcSessionRow(*vals)
+
+
+def _qs(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class _Tx:
+    """LedgerTx over the store's connection; every call hops to the worker thread."""
+
+    def __init__(self, store: "SqliteLedgerStore") -> None:
+        self._s = store
+
+    async def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return await self._s._run(lambda db: db.execute(sql, args).fetchall())
+
+    async def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self._s._run(lambda db: db.executemany(sql, rows))
+
+    async def get_accounts(self, ids: Collection[str], *, lock: bool) -> dict[str, AccountRow]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = await self._q(f"SELECT {_ACC_COLS} FROM accounts WHERE id IN ({_qs(len(ids))})", ids)
+        return {r[0]: _acc(r) for r in rows}
+
+    async def insert_accounts(self, rows: Sequence[AccountRow]) -> None:
+        await self._many(
+            f"INSERT INTO accounts ({_ACC_COLS}) VALUES ({_qs(10)})",
+            [
+                (
+                    a.id, a.ledger, a.code, a.flags, a.user_data, a.debits_pending,
+                    a.debits_posted, a.credits_pending, a.credits_posted, a.timestamp,
+                )
+                for a in rows
+            ],
+        )
+
+    async def update_balances(self, rows: Sequence[AccountRow]) -> None:
+        await self._many(
+            "UPDATE accounts SET debits_pending = ?, debits_posted = ?, credits_pending = ?, credits_posted = ?"
+            " WHERE id = ?",
+            [(a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, a.id) for a in rows],
+        )
+
+    async def get_transfers(self, ids: Collection[str]) -> dict[str, TransferRow]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = await self._q(f"SELECT {_TR_COLS} FROM transfers WHERE id IN ({_qs(len(ids))})", ids)
+        return {r[0]: _tr(r) for r in rows}
+
+    async def get_resolutions(self, pending_ids: Collection[str]) -> dict[str, TransferRow]:
+        ids = list(pending_ids)
+        if not ids:
+            return {}
+        rows = await self._q(f"SELECT {_TR_COLS} FROM transfers WHERE pending_id IN ({_qs(len(ids))})", ids)
+        return {r[7]: _tr(r) for r in rows}
+
+    async def insert_transfers(self, rows: Sequence[TransferRow]) -> None:
+        await self._many(
+            "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, ledger, code, flags,"
+            f" pending_id, timeout_s, user_data, body_hash, timestamp) VALUES ({_qs(12)})",
+            [
+                (
+                    t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger, t.code, t.flags,
+                    t.pending_id, t.timeout_s, t.user_data, t.body_hash, t.timestamp,
+                )
+                for t in rows
+            ],
+        )
+
+    async def get_pendings(self, ids: Collection[str]) -> dict[str, PendingRow]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = await self._q(
+            "SELECT pending_id, debit_account_id, credit_account_id, amount, expires_at FROM pending_open"
+            f" WHERE pending_id IN ({_qs(len(ids))})",
+            ids,
+        )
+        return {r[0]: PendingRow(*r) for r in rows}
+
+    async def due_pendings(self, now: int, account_ids: Collection[str] | None, limit: int) -> list[PendingRow]:
+        sql = (
+            "SELECT pending_id, debit_account_id, credit_account_id, amount, expires_at FROM pending_open"
+            " WHERE expires_at IS NOT NULL AND expires_at <= ?"
+        )
+        args: list[Any] = [now]
+        if account_ids is not None:
+            ids = list(account_ids)
+            if not ids:
+                return []
+            sql += f" AND (debit_account_id IN ({_qs(len(ids))}) OR credit_account_id IN ({_qs(len(ids))}))"
+            args += ids + ids
+        sql += " ORDER BY expires_at LIMIT ?"
+        args.append(limit)
+        return [PendingRow(*r) for r in await self._q(sql, args)]
+
+    async def claim_pendings(self, ids: Collection[str]) -> list[PendingRow]:
+        ids = list(ids)
+        if not ids:
+            return []
+        rows = await self._q(
+            f"DELETE FROM pending_open WHERE pending_id IN ({_qs(len(ids))})"
+            " RETURNING pending_id, debit_account_id, credit_account_id, amount, expires_at",
+            ids,
+        )
+        return [PendingRow(*r) for r in rows]
+
+    async def insert_pendings(self, rows: Sequence[PendingRow]) -> None:
+        await self._many(
+            "INSERT INTO pending_open (pending_id, debit_account_id, credit_account_id, amount, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(p.pending_id, p.debit_account_id, p.credit_account_id, p.amount, p.expires_at) for p in rows],
+        )
+
+    async def get_cc_session(self, session_id: str, *, lock: bool) -> CcSessionRow | None:
+        rows = await self._q(f"SELECT {_CC_COLS} FROM cc_sessions WHERE session_id = ?", (session_id,))
+        return _cc(rows[0]) if rows else None
+
+    async def put_cc_session(self, row: CcSessionRow) -> None:
+        r = row
+        await self._q(
+            f"INSERT OR REPLACE INTO cc_sessions ({_CC_COLS}) VALUES ({_qs(15)})",
+            (
+                r.session_id, r.wallet_id, r.payee_id, r.escrow_id, r.rate, r.request_number, r.reservation_id,
+                r.granted_seconds, int(r.final), r.status, r.used_seconds, r.charged, r.payee_paid,
+                r.opened_at, r.updated_at,
+            ),
+        )
+
+    async def open_cc_sessions(self, wallet_id: str) -> list[CcSessionRow]:
+        rows = await self._q(
+            f"SELECT {_CC_COLS} FROM cc_sessions WHERE wallet_id = ? AND status = 'open' ORDER BY session_id",
+            (wallet_id,),
+        )
+        return [_cc(r) for r in rows]
+
+    async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
+        rows = await self._q(
+            "SELECT session_id, request_number, kind, used_seconds, answer FROM cc_requests"
+            " WHERE session_id = ? AND request_number = ?",
+            (session_id, request_number),
+        )
+        return CcRequestRow(*rows[0]) if rows else None
+
+    async def insert_cc_request(self, row: CcRequestRow) -> None:
+        await self._q(
+            "INSERT INTO cc_requests (session_id, request_number, kind, used_seconds, answer) VALUES (?, ?, ?, ?, ?)",
+            (row.session_id, row.request_number, row.kind, row.used_seconds, row.answer),
+        )
+
+
+class SqliteLedgerStore:
+    """The ledger in one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str, *, synchronous: str = "FULL") -> "SqliteLedgerStore":
+        """Open (creating the file when missing) and migrate to the latest schema."""
+        store = cls(path, synchronous=synchronous)
+        try:
+            await store._run(store._open_sync)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def _open_sync(self, _db: Any) -> None:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        self._db = db
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        current = db.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        if current > migrations.LATEST:
+            raise MigrationError(f"database schema {current} is newer than this code ({migrations.LATEST})")
+        for version, sql in migrations.SQLITE:
+            if version <= current:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _split_sqlite(sql):
+                    db.execute(stmt)
+                db.execute("INSERT INTO schema_version VALUES (?, datetime('now'))", (version,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            db = self._db
+            try:
+                return fn(db)  # type: ignore[arg-type]
+            except sqlite3.IntegrityError as e:
+                msg = str(e)
+                if "UNIQUE" in msg:
+                    raise RetryableStoreError(msg) from e
+                raise IntegrityStoreError(msg) from e
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    raise RetryableStoreError(str(e)) from e
+                raise
+
+        return await loop.run_in_executor(self._pool, call)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Tx]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
+        async with self._lock:
+            await self._run(lambda db: db.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _Tx(self)
+            except BaseException:
+                await asyncio.shield(self._run(lambda db: db.execute("ROLLBACK")))
+                raise
+            await self._run(lambda db: db.execute("COMMIT"))
+
+    async def journal(self, after_seq: int, limit: int) -> list[TransferRow]:
+        """Journal entries after ``after_seq``."""
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_TR_COLS} FROM transfers WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+        )
+        return [_tr(r) for r in rows]
+
+    async def all_accounts(self) -> list[AccountRow]:
+        """Every account."""
+        rows = await self._run(lambda db: db.execute(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id").fetchall())
+        return [_acc(r) for r in rows]
+
+    async def open_pendings(self) -> list[PendingRow]:
+        """Every unresolved pending transfer."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT pending_id, debit_account_id, credit_account_id, amount, expires_at FROM pending_open"
+            ).fetchall()
+        )
+        return [PendingRow(*r) for r in rows]
+
+    async def schema_version(self) -> int:
+        """The applied migration version."""
+        return int(await self._run(lambda db: db.execute("SELECT max(version) FROM schema_version").fetchone()[0]))
+
+    async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement outside the service rules (tests use it to prove the constraints)."""
+        async with self._lock:
+            return await self._run(lambda db: db.execute(sql, args).fetchall())
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        if self._db is not None:
+            db = self._db
+            await self._run(lambda _db: db.close())
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+
+def _split_sqlite(script: str) -> list[str]:
+    """Split a migration into statements; a trigger body's inner ';' stays with its trigger."""
+    out: list[str] = []
+    buf = ""
+    for part in script.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf.strip())
+            buf = ""
+    return out
