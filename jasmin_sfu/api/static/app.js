@@ -22,6 +22,7 @@ class Signaling {
     this.nextId = 1;
     this.pending = new Map(); // request id -> {resolve, reject}
     this.handlers = new Map(); // event name -> [fn]
+    this.seen = [];            // the last 200 events received {event, data}, for tests and the console
     this.onerror = () => {};   // an `error` frame matching no request
     this.onclose = () => {};
   }
@@ -81,6 +82,8 @@ class Signaling {
   }
 
   emit(event, data) {
+    this.seen.push({ event, data });
+    if (this.seen.length > 200) this.seen.shift();
     for (const fn of this.handlers.get(event) || []) fn(data);
   }
 
@@ -100,14 +103,33 @@ const jasmin = window.jasmin = {
   role: params.get('role') === 'performer' ? 'performer' : 'viewer',
   state: 'idle',      // idle | connecting | waiting | live | ended | stopped | error
   lastError: null,    // {code, message}
+  liveText: '',       // the status line while live, before the show state
   signaling: null,
+  sessionId: null,    // the welcome's session_id (the server's audience key for this page)
   pc: null,           // the performer's pc, or the viewer's first pc
   pcs: [],            // every peer connection of this page
-  producers: new Map(), // viewer: producer_id -> {pc, track}
+  pcsCreated: 0,      // how many this page ever made (a renegotiation would add one)
+  producers: new Map(), // viewer: producer_id -> {pc, track, transportId}
   localStream: null,
   remoteStream: null,
+  // Shows (docs/signaling.md, "Shows"):
+  memberId: null,     // viewer: the member id joined with; null for a guest
+  showState: null,    // offline | free | private | member_chat, as the server shows it to this page
+  privateMember: null, // performer: the member of the running private; member: its own id while its private runs
+  requests: [],       // performer: member ids with a pending private request
+  requested: false,   // member: its own request is pending
+  peekUntil: null,    // member: end of its running sneak peek (UNIX seconds)
+  autoAccept: false,  // performer: show.settings auto_accept
+  lastAccept: null,   // performer: the answer to the last private.accept
+  cam2cam: null,      // member: {pc, stream, producers} while it sends its camera
+  memberCam: { producers: new Map(), pending: new Set(), stream: new MediaStream() }, // performer: the member's Cam2Cam
   Signaling,
 };
+
+// Who this page is in the show: performer, member or guest.
+const who = () => (jasmin.role === 'performer' ? 'performer' : jasmin.memberId ? 'member' : 'guest');
+const ownPrivate = () => jasmin.privateMember !== null
+  && (who() === 'performer' || jasmin.privateMember === jasmin.memberId);
 
 function setStatus(state, text) {
   jasmin.state = state;
@@ -119,6 +141,43 @@ function setStatus(state, text) {
   $('watch').disabled = busy;
   $('stop').disabled = !busy;
   $('show-id').disabled = busy;
+  $('member-id').disabled = busy;
+}
+
+// The live status line: what the page does, then the show state as this page may know it.
+function goLive(text) {
+  jasmin.liveText = text;
+  setStatus('live', `${text} · ${showLabel()}`);
+}
+
+function refreshStatus() {
+  if (jasmin.state === 'live') goLive(jasmin.liveText);
+}
+
+function showLabel() {
+  const s = jasmin.showState;
+  if (s === 'free') return 'free chat';
+  if (s === 'private' && who() === 'performer') return `private with ${jasmin.privateMember || 'a member'}`;
+  if (s === 'private' && ownPrivate()) return 'private: your private show';
+  if (s === 'private') return 'private: the performer is in a private show';
+  if (s === 'member_chat') return jasmin.peekUntil ? 'member chat: sneak peek' : 'member chat';
+  return s || '';
+}
+
+function notice(text) {
+  const el = $('notice');
+  el.hidden = !text;
+  el.textContent = text || '';
+}
+
+// A failed show action (request, accept, Cam2Cam…) is reported; the page stays up.
+function noteError(err) {
+  const ours = err instanceof SignalingError;
+  const code = ours ? err.code : (err.name || 'client_error');
+  const message = ours ? err.detail : (err.message || String(err));
+  jasmin.lastError = { code, message };
+  console.error('jasmin:', code, message);
+  notice(`Error ${code}: ${message}`);
 }
 
 function fail(err) {
@@ -132,9 +191,8 @@ function fail(err) {
   setStatus('error', `Error ${code}: ${message}`);
 }
 
-function showId() {
-  const input = $('show-id');
-  if (!input.checkValidity()) throw new SignalingError('bad_request', 'show id: 1-64 of A-Z a-z 0-9 _ . : -');
+function checkedId(input, what) {
+  if (!input.checkValidity()) throw new SignalingError('bad_request', `${what}: 1-64 of A-Z a-z 0-9 _ . : -`);
   return input.value;
 }
 
@@ -143,20 +201,30 @@ async function connect() {
   jasmin.signaling = sig;
   sig.onerror = (err) => { jasmin.lastError = { code: err.code, message: err.detail }; };
   sig.onclose = (err) => { if (jasmin.signaling === sig) fail(err); };
-  await sig.connect();
+  const welcome = await sig.connect();
+  jasmin.sessionId = welcome.session_id;
   return sig;
 }
 
-function newPeerConnection() {
+// A failed main pc (the performer's, the viewer's show) fails the page; an
+// auxiliary one (Cam2Cam either way) passes `onFailed` and is just dropped.
+function newPeerConnection(onFailed = null) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   jasmin.pcs.push(pc);
-  if (!jasmin.pc) jasmin.pc = pc;
+  jasmin.pcsCreated += 1;
+  if (!jasmin.pc && !onFailed) jasmin.pc = pc;
   pc.addEventListener('connectionstatechange', () => {
-    if (pc.connectionState === 'failed' && jasmin.pcs.includes(pc)) {
-      fail(new SignalingError('ice_failed', 'the media connection failed'));
-    }
+    if (pc.connectionState !== 'failed' || !jasmin.pcs.includes(pc)) return;
+    if (onFailed) onFailed(pc);
+    else fail(new SignalingError('ice_failed', 'the media connection failed'));
   });
   return pc;
+}
+
+function forgetPc(pc) {
+  pc.close();
+  jasmin.pcs = jasmin.pcs.filter((p) => p !== pc);
+  if (jasmin.pc === pc) jasmin.pc = null;
 }
 
 // Resolves once every ICE candidate is in the local description.
@@ -176,12 +244,142 @@ function teardown() {
   const sig = jasmin.signaling;
   jasmin.signaling = null;
   if (sig) sig.close();
+  stopCam2Cam();
   for (const pc of jasmin.pcs) pc.close();
   jasmin.pcs = [];
   jasmin.pc = null;
   jasmin.producers.clear();
   if (jasmin.localStream) jasmin.localStream.getTracks().forEach((t) => t.stop());
   jasmin.localStream = null;
+  const cam = jasmin.memberCam;
+  cam.producers.clear();
+  cam.pending.clear();
+  cam.stream.getTracks().forEach((t) => cam.stream.removeTrack(t));
+  Object.assign(jasmin, {
+    sessionId: null, memberId: null, showState: null, privateMember: null, requests: [], requested: false, peekUntil: null,
+  });
+  render();
+}
+
+// ---------------------------------------------------------------- show UI
+
+// Makes every show control agree with the state above; called after each change.
+function render() {
+  const me = who();
+  const s = jasmin.showState;
+  const inShow = jasmin.signaling !== null && s !== null && s !== 'offline';
+  $('show-actions').hidden = !inShow || me === 'guest';
+  for (const el of $('show-actions').querySelectorAll('[data-for]')) {
+    el.hidden = !el.dataset.for.split(' ').includes(me);
+  }
+  $('request-private').disabled = !(s === 'free' || s === 'member_chat') || jasmin.requested;
+  $('request-private').textContent = jasmin.requested ? 'Private requested…' : 'Request private';
+  $('sneak-peek').disabled = s !== 'member_chat' || jasmin.peekUntil !== null;
+  $('cam2cam').disabled = me !== 'member' || !ownPrivate() || jasmin.cam2cam !== null;
+  $('end-private').disabled = s !== 'private' || !ownPrivate();
+  $('back-to-free').disabled = s !== 'member_chat';
+  $('auto-accept').checked = jasmin.autoAccept;
+
+  const list = $('private-requests');
+  const key = jasmin.requests.join(' ');
+  if (list.dataset.key !== key) { // rebuilt only when it changes: a click never meets a stale button
+    list.dataset.key = key;
+    list.replaceChildren(...jasmin.requests.map(requestItem));
+  }
+  $('no-requests').hidden = jasmin.requests.length > 0;
+  $('member-cam-box').hidden = jasmin.memberCam.producers.size === 0;
+  $('own-cam-box').hidden = jasmin.cam2cam === null;
+  $('status').dataset.show = s || '';
+  refreshStatus();
+  playback();
+}
+
+function requestItem(memberId) {
+  const li = document.createElement('li');
+  li.append(`${memberId} `);
+  for (const [cls, label] of [['accept-private', 'Accept'], ['decline-private', 'Decline']]) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = cls;
+    b.dataset.member = memberId;
+    b.textContent = label;
+    li.append(b, ' ');
+  }
+  return li;
+}
+
+// A viewer's video plays while the server sends it media: free chat, its own
+// private, its sneak peek. Otherwise it pauses; the peer connection stays, and
+// the server resumes it on a fresh keyframe without renegotiating.
+function playback() {
+  const video = $('remote-video');
+  const on = jasmin.showState === 'free' || ownPrivate() || jasmin.peekUntil !== null;
+  const held = jasmin.role === 'viewer' && jasmin.signaling !== null && jasmin.showState !== null && !on;
+  $('remote-box').classList.toggle('held', held);
+  $('held-note').hidden = !held;
+  $('held-note').textContent = jasmin.showState === 'member_chat'
+    ? 'The performer is in member chat: take a sneak peek, or request a private.'
+    : 'The performer is in a private show. The video resumes when the show is free again.';
+  if (jasmin.role !== 'viewer' || !video.srcObject) return;
+  if (on && video.paused) video.play().catch((err) => console.warn('jasmin: play():', err.message));
+  else if (!on && !video.paused) video.pause();
+}
+
+const without = (list, item) => list.filter((x) => x !== item);
+
+// Show events, for performers and viewers alike (the server sends each only to whom it concerns).
+function listenToShow(sig) {
+  const on = (name, fn) => sig.on(name, (data) => {
+    if (jasmin.signaling !== sig) return;
+    fn(data);
+    render();
+  });
+  const mine = (d) => who() === 'performer' || d.member_id === jasmin.memberId;
+  on('show.state', (d) => {
+    jasmin.showState = d.state;
+    if (d.state !== 'private') jasmin.privateMember = null;
+    if (d.state !== 'member_chat') jasmin.peekUntil = null;
+  });
+  on('private.requested', (d) => {
+    if (who() === 'performer') {
+      if (!jasmin.requests.includes(d.member_id)) jasmin.requests = [...jasmin.requests, d.member_id];
+    } else if (mine(d)) jasmin.requested = true;
+  });
+  on('private.started', (d) => {
+    if (!mine(d)) return;
+    jasmin.privateMember = d.member_id;
+    jasmin.requests = without(jasmin.requests, d.member_id);
+    jasmin.requested = false;
+    jasmin.peekUntil = null;
+    notice(who() === 'performer' ? `Private with ${d.member_id} started` : 'Your private started');
+  });
+  on('private.declined', (d) => {
+    jasmin.requests = without(jasmin.requests, d.member_id);
+    if (who() !== 'performer' && mine(d)) {
+      jasmin.requested = false;
+      notice(`Your private request was declined (${d.reason})`);
+    }
+  });
+  on('private.ended', (d) => {
+    if (!mine(d)) return;
+    jasmin.privateMember = null;
+    if (who() === 'member') stopCam2Cam();
+    notice(`Private ended (${d.reason})`);
+  });
+  on('cam2cam.started', (d) => { if (who() === 'performer') notice(`${d.member_id} sends you their camera`); });
+  on('cam2cam.ended', () => { if (who() === 'member') stopCam2Cam(); });
+  on('sneak_peek.started', (d) => { if (who() === 'member' && mine(d)) jasmin.peekUntil = d.until; });
+  on('sneak_peek.ended', (d) => { if (who() === 'member' && mine(d)) jasmin.peekUntil = null; });
+}
+
+// Runs a show action from a button; an error is shown and the page stays up.
+function action(fn) {
+  return () => {
+    const sig = jasmin.signaling;
+    if (!sig) return;
+    notice('');
+    Promise.resolve().then(() => fn(sig)).catch(noteError).finally(render);
+  };
 }
 
 // ---------------------------------------------------------------- performer
@@ -195,7 +393,10 @@ async function publish(show) {
   setStatus('connecting', `Connecting to ${wsUrl}…`);
   const sig = await connect();
   sig.on('show.ended', () => setStatus('ended', 'Show ended'));
-  await sig.request('join', { show_id: show, role: 'performer' });
+  listenToShow(sig);
+  listenToMemberCam(sig);
+  const joined = await sig.request('join', { show_id: show, role: 'performer' });
+  jasmin.showState = joined.state;
 
   const pc = newPeerConnection();
   for (const track of stream.getTracks()) {
@@ -207,65 +408,110 @@ async function publish(show) {
   const res = await sig.request('publish', { sdp: pc.localDescription.sdp });
   await pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
   const codecs = res.producers.map((p) => `${p.kind} ${p.codec}`).join(', ');
-  setStatus('live', `Live on show "${show}" (${codecs})`);
+  goLive(`Live on show "${show}" (${codecs})`);
+  render();
+}
+
+// The member's Cam2Cam: the performer hears of its producers (`producer.added`
+// with app_data.cam2cam; nobody else does) and subscribes on a peer connection
+// of its own, played in #member-cam. `producer.removed` drops them.
+function listenToMemberCam(sig) {
+  const cam = jasmin.memberCam;
+  let queue = Promise.resolve();
+  const serial = (fn) => { queue = queue.then(fn).catch(noteError).finally(render); };
+  sig.on('producer.added', ({ producer }) => {
+    if (jasmin.signaling !== sig || !(producer.app_data && producer.app_data.cam2cam)) return;
+    cam.pending.add(producer.producer_id);
+    serial(async () => {
+      // Let the Cam2Cam's other producers, announced together, join this subscribe.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const ids = [...cam.pending].filter((id) => !cam.producers.has(id));
+      cam.pending.clear();
+      if (ids.length && jasmin.signaling === sig) await subscribe(sig, ids, memberCamSink());
+    });
+  });
+  sig.on('producer.removed', ({ producer_id: id }) => serial(() => {
+    cam.pending.delete(id);
+    dropProducer(memberCamSink(), id);
+  }));
+}
+
+function memberCamSink() {
+  const sink = {
+    producers: jasmin.memberCam.producers,
+    stream: jasmin.memberCam.stream,
+    video: $('member-cam'),
+    play: () => sink.video.play().catch((err) => console.warn('jasmin: play():', err.message)),
+    onFailed: (pc) => {
+      for (const [id, e] of [...sink.producers]) if (e.pc === pc) dropProducer(sink, id);
+      render();
+    },
+  };
+  return sink;
 }
 
 // ---------------------------------------------------------------- viewer
 
-// One subscribe = one new peer connection carrying `producerIds` (all if null).
-async function subscribe(sig, producerIds) {
+function viewerSink() {
+  return { producers: jasmin.producers, stream: jasmin.remoteStream, video: $('remote-video'), play: playback, onFailed: null };
+}
+
+// One subscribe = one new peer connection carrying `producerIds` (all if null),
+// its tracks added to `sink.stream`, shown in `sink.video`.
+async function subscribe(sig, producerIds, sink) {
   const res = await sig.request('subscribe', producerIds ? { producer_ids: producerIds } : {});
-  const pc = newPeerConnection();
+  const pc = newPeerConnection(sink.onFailed);
   pc.addEventListener('track', (ev) => {
-    jasmin.remoteStream.addTrack(ev.track);
-    const video = $('remote-video');
-    if (!video.srcObject) video.srcObject = jasmin.remoteStream;
-    video.play().catch((err) => console.warn('jasmin: play():', err.message));
+    sink.stream.addTrack(ev.track);
+    if (!sink.video.srcObject) sink.video.srcObject = sink.stream;
+    sink.play();
   });
   await pc.setRemoteDescription({ type: 'offer', sdp: res.sdp });
   // Consumers come in the order of the offer's m-sections, like transceivers.
   pc.getTransceivers().forEach((t, i) => {
     const c = res.consumers[i];
-    if (c) jasmin.producers.set(c.producer_id, { pc, track: t.receiver.track });
+    if (c) sink.producers.set(c.producer_id, { pc, track: t.receiver.track, transportId: res.transport_id });
   });
   await pc.setLocalDescription(await pc.createAnswer());
   await iceGatheringComplete(pc);
   await sig.request('answer', { transport_id: res.transport_id, sdp: pc.localDescription.sdp });
 }
 
-function dropProducer(producerId) {
-  const entry = jasmin.producers.get(producerId);
+function dropProducer(sink, producerId) {
+  const entry = sink.producers.get(producerId);
   if (!entry) return;
-  jasmin.producers.delete(producerId);
-  jasmin.remoteStream.removeTrack(entry.track);
-  const pcUsed = [...jasmin.producers.values()].some((e) => e.pc === entry.pc);
-  if (!pcUsed) {
-    entry.pc.close();
-    jasmin.pcs = jasmin.pcs.filter((pc) => pc !== entry.pc);
-    if (jasmin.pc === entry.pc) jasmin.pc = jasmin.pcs[0] || null;
-  }
+  sink.producers.delete(producerId);
+  sink.stream.removeTrack(entry.track);
+  if ([...sink.producers.values()].some((e) => e.pc === entry.pc)) return;
+  forgetPc(entry.pc);
+  // The server keeps a transport until it is unsubscribed (or the page leaves).
+  const sig = jasmin.signaling;
+  if (sig) sig.request('unsubscribe', { transport_id: entry.transportId }).catch(() => {});
 }
 
-async function watch(show) {
+async function watch(show, memberId) {
   setStatus('connecting', `Connecting to ${wsUrl}…`);
   jasmin.remoteStream = new MediaStream();
   $('remote-video').srcObject = null;
   const sig = await connect();
+  listenToShow(sig);
 
   // Events are handled one at a time, after any subscribe in flight, so a
   // producer already carried by an earlier subscription is not asked twice.
   let queue = Promise.resolve();
   const serial = (fn) => { queue = queue.then(fn).catch(fail); };
-  const live = () => setStatus('live', `Watching "${show}" (${jasmin.producers.size} tracks)`);
+  const live = () => {
+    goLive(`Watching "${show}"${memberId ? ` as member ${memberId}` : ''} (${jasmin.producers.size} tracks)`);
+  };
 
   sig.on('producer.added', ({ producer }) => serial(async () => {
     if (jasmin.signaling !== sig || jasmin.producers.has(producer.producer_id)) return;
     setStatus('connecting', `New ${producer.kind} track, subscribing…`);
-    await subscribe(sig, jasmin.producers.size ? [producer.producer_id] : null);
+    await subscribe(sig, jasmin.producers.size ? [producer.producer_id] : null, viewerSink());
     live();
   }));
   sig.on('producer.removed', ({ producer_id }) => serial(() => {
-    dropProducer(producer_id);
+    dropProducer(viewerSink(), producer_id);
     if (jasmin.producers.size) live();
     else setStatus('waiting', `Show "${show}" has nothing published right now`);
   }));
@@ -274,7 +520,12 @@ async function watch(show) {
     setStatus('ended', `Show "${show}" ended`);
   }));
 
-  const joined = await sig.request('join', { show_id: show, role: 'viewer' });
+  const join = { show_id: show, role: 'viewer' };
+  if (memberId) join.member_id = memberId;
+  const joined = await sig.request('join', join);
+  jasmin.memberId = memberId || null;
+  jasmin.showState = joined.state;
+  render();
   if (!joined.producers.length) {
     setStatus('waiting', `Waiting for "${show}" to publish…`);
     return;
@@ -282,11 +533,68 @@ async function watch(show) {
   setStatus('connecting', 'Subscribing…');
   serial(async () => {
     if (jasmin.producers.size) return; // a producer.added got there first
-    await subscribe(sig, null);
+    await subscribe(sig, null, viewerSink());
     live();
   });
   await queue;
 }
+
+// Cam2Cam: the member of a running private sends its camera and microphone on
+// the same websocket (`publish`); only the performers receive it.
+async function startCam2Cam(sig) {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  if (jasmin.signaling !== sig || !ownPrivate() || jasmin.cam2cam) {
+    stream.getTracks().forEach((t) => t.stop());
+    return;
+  }
+  const pc = newPeerConnection(() => { stopCam2Cam(); render(); });
+  const cam = jasmin.cam2cam = { pc, stream, producers: [] };
+  $('own-cam').srcObject = stream;
+  render();
+  try {
+    for (const track of stream.getTracks()) {
+      pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc);
+    const res = await sig.request('publish', { sdp: pc.localDescription.sdp });
+    if (jasmin.cam2cam !== cam) return; // the private ended meanwhile
+    await pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
+    cam.producers = res.producers;
+  } catch (err) {
+    if (jasmin.cam2cam !== cam) return;
+    stopCam2Cam();
+    throw err;
+  }
+}
+
+function stopCam2Cam() {
+  const cam = jasmin.cam2cam;
+  if (!cam) return;
+  jasmin.cam2cam = null;
+  forgetPc(cam.pc);
+  cam.stream.getTracks().forEach((t) => t.stop());
+  $('own-cam').srcObject = null;
+}
+
+// ---------------------------------------------------------------- stats (tests, console)
+
+// Inbound RTP of some peer connections, summed per kind.
+async function inboundStats(pcs) {
+  const out = { pcs: pcs.length, video: { packets: 0, bytes: 0, framesDecoded: 0 }, audio: { packets: 0, bytes: 0 } };
+  for (const pc of pcs) {
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type !== 'inbound-rtp' || !out[s.kind]) continue;
+      const acc = out[s.kind];
+      acc.packets += s.packetsReceived || 0;
+      acc.bytes += s.bytesReceived || 0;
+      if (s.kind === 'video') acc.framesDecoded += s.framesDecoded || 0;
+    }
+  }
+  return out;
+}
+
+const pcsOf = (producers) => [...new Set([...producers.values()].map((e) => e.pc))];
 
 // ---------------------------------------------------------------- wiring
 
@@ -296,16 +604,22 @@ function selectRole(role) {
   for (const el of document.querySelectorAll('[data-role]')) el.hidden = el.dataset.role !== role;
   params.set('role', role);
   history.replaceState(null, '', `?${params}`);
+  render();
 }
 
 function start(action) {
-  let show;
-  try { show = showId(); } catch (err) { fail(err); return; }
+  let show, member = '';
+  try {
+    show = checkedId($('show-id'), 'show id');
+    if (jasmin.role === 'viewer' && $('member-id').value) member = checkedId($('member-id'), 'member id');
+  } catch (err) { fail(err); return; }
   params.set('show', show);
+  if (member) params.set('member', member); else params.delete('member');
   history.replaceState(null, '', `?${params}`);
   jasmin.lastError = null;
+  notice('');
   teardown();
-  action(show).catch(fail);
+  action(show, member).catch(fail);
 }
 
 function stop() {
@@ -315,6 +629,7 @@ function stop() {
 
 $('ws-url').textContent = wsUrl;
 if (params.get('show')) $('show-id').value = params.get('show');
+if (params.get('member')) $('member-id').value = params.get('member');
 selectRole(jasmin.role);
 for (const radio of document.querySelectorAll('input[name=role]')) {
   radio.addEventListener('change', () => {
@@ -326,4 +641,60 @@ $('go-live').addEventListener('click', () => start(publish));
 $('watch').addEventListener('click', () => start(watch));
 $('stop').addEventListener('click', stop);
 $('controls').addEventListener('submit', (ev) => ev.preventDefault());
-Object.assign(jasmin, { publish, watch, stop });
+
+// Show actions. Members:
+$('request-private').addEventListener('click', action(async (sig) => {
+  jasmin.requested = true; // until private.started or private.declined
+  render();
+  try {
+    const res = await sig.request('private.request');
+    if (res.private_member) { // accepted automatically
+      jasmin.privateMember = jasmin.memberId;
+      jasmin.requested = false;
+    }
+  } catch (err) {
+    jasmin.requested = false;
+    throw err;
+  }
+}));
+$('sneak-peek').addEventListener('click', action(async (sig) => {
+  const res = await sig.request('sneak_peek');
+  if (jasmin.showState === 'member_chat') jasmin.peekUntil = res.until;
+}));
+$('cam2cam').addEventListener('click', action(startCam2Cam));
+// Members and performers:
+$('end-private').addEventListener('click', action((sig) => sig.request('private.end')));
+// Performers:
+$('back-to-free').addEventListener('click', action((sig) => sig.request('show.free')));
+$('auto-accept').addEventListener('change', action(async (sig) => {
+  const wanted = $('auto-accept').checked;
+  try {
+    jasmin.autoAccept = (await sig.request('show.settings', { auto_accept: wanted })).auto_accept;
+  } catch (err) {
+    $('auto-accept').checked = jasmin.autoAccept;
+    throw err;
+  }
+}));
+$('private-requests').addEventListener('click', (ev) => {
+  const button = ev.target.closest('button[data-member]');
+  if (!button) return;
+  const memberId = button.dataset.member;
+  const accept = button.classList.contains('accept-private');
+  action(async (sig) => {
+    button.disabled = true;
+    try {
+      if (accept) jasmin.lastAccept = await sig.request('private.accept', { member_id: memberId });
+      else await sig.request('private.decline', { member_id: memberId });
+    } finally {
+      // Answered or refused (e.g. the member withdrew, which has no event): no longer pending.
+      jasmin.requests = without(jasmin.requests, memberId);
+    }
+  })();
+});
+
+Object.assign(jasmin, {
+  publish, watch, stop,
+  // Inbound stats of the show's media (viewer) and of the member's Cam2Cam (performer).
+  showStats: () => inboundStats(pcsOf(jasmin.producers)),
+  memberCamStats: () => inboundStats(pcsOf(jasmin.memberCam.producers)),
+});
