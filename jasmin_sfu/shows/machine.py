@@ -220,6 +220,7 @@ class ShowMachine:
         elif isinstance(ev, WithdrawRequest):
             if self.requests.pop(ev.member_id, None) is None:
                 raise Rejected("invalid_state", "no pending request from this member")
+            out.append(Emit("private.withdrawn", ev.member_id, ev.at))
         elif isinstance(ev, AcceptPrivate):
             self._expire(ev.at, out)
             self._accept(ev.member_id, ev.at, out)

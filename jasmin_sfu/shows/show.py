@@ -110,11 +110,17 @@ class Show:
         return state.value
 
     def describe_for(self, who: Participant) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "show_id": self.id,
             "state": self.public_state(who),
             "producers": [p.describe() for p in self.router.visible_producers(who.session_id)],
         }
+        if who.role == "performer":
+            # A reloaded page or a second performer of a group show needs these.
+            out["auto_accept"] = self.machine.auto_accept
+            out["private_member"] = self.machine.private_member
+            out["requests"] = sorted(self.machine.requests)
+        return out
 
     # -- events ---------------------------------------------------------------
 

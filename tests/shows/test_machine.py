@@ -53,6 +53,15 @@ def test_the_whole_path_offline_free_private_member_chat_free_offline() -> None:
     assert sm.state == State.OFFLINE and sm.audience() == frozenset()
 
 
+def test_withdrawing_a_request_tells_the_performer() -> None:
+    """Protects the performer's request list from going stale."""
+    sm = ShowMachine()
+    sm.handle(GoOnline(0))
+    sm.handle(RequestPrivate("m1", 1))
+    assert emitted(sm.handle(WithdrawRequest("m1", 2))) == ["private.withdrawn"]
+    assert sm.requests == {}
+
+
 def test_auto_accept_starts_the_private_on_request() -> None:
     """Protects the per-performer auto-accept setting."""
     sm = ShowMachine(auto_accept=True)
