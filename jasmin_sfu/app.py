@@ -18,6 +18,7 @@ from jasmin_sfu.api.signaling_handler import SessionHandler
 from jasmin_sfu.config import Config
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.shows.billing import BillingStack, open_billing
 from jasmin_sfu.shows.events import EventBus
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import ShowSettings
@@ -56,6 +57,8 @@ class Daemon:
             ShowSettings(sneak_peek_s=cfg.shows.sneak_peek_s, auto_accept=cfg.shows.auto_accept),
         )
         self.sessions: set[SignalingSession] = set()
+        # Opened in start(): it needs the event loop (ledger store, relay tasks).
+        self.billing: BillingStack | None = None
         self.draining = False
         self.registry = make_registry(MediaCollector(self.worker, lambda: len(self.sessions)))
         self.app = self._make_app()
@@ -98,7 +101,7 @@ class Daemon:
         await ws.prepare(request)
         session = SignalingSession(
             ws,
-            lambda sess: SessionHandler(sess, self.shows),
+            lambda sess: SessionHandler(sess, self.shows, self.billing.billing if self.billing else None),
             max_frame_bytes=s.max_frame_bytes,
             max_requests_per_s=s.max_requests_per_s,
             heartbeat_s=s.heartbeat_s,
@@ -112,6 +115,9 @@ class Daemon:
         return ws
 
     async def start(self) -> None:
+        if self.cfg.billing.enabled:
+            self.billing = await open_billing(self.cfg.billing, self.shows.get)
+            self.bus.subscribe(self.billing.billing.on_show_event)
         s = self.cfg.server
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
@@ -129,10 +135,14 @@ class Daemon:
                 await asyncio.wait_for(session.ws.close(code=1001, message=b"server shutting down"), 2)
             except Exception:  # pragma: no cover
                 pass
+        for show_id in list(self.shows.shows):
+            await self.shows.close(show_id)
         try:
             await asyncio.wait_for(self.worker.close(), self.cfg.server.drain_timeout_s)
         except asyncio.TimeoutError:  # pragma: no cover
             log.warning("drain timed out; exiting anyway")
+        if self.billing is not None:
+            await self.billing.close()
         if self.runner is not None:
             await self.runner.cleanup()
 

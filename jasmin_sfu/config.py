@@ -79,6 +79,31 @@ class ShowsConfig:
 
 
 @dataclass(frozen=True)
+class BillingConfig:
+    """Per-second billing of privates (docs/money.md)."""
+
+    enabled: bool = True
+    # Embedded defaults live here: ledger.sqlite3, billing-outbox.sqlite3 and
+    # the append-only billing log billing-events.jsonl.
+    data_dir: str = "var"
+    # PostgreSQL for the ledger instead of SQLite (empty: SQLite in data_dir).
+    ledger_dsn: str = ""
+    # Prefix of this node's credit-control sessions: a restarted node closes its own.
+    node_id: str = "node1"
+    # Hundredths of a credit per minute when the performer set no price.
+    default_price_per_minute: int = 200
+    grant_seconds: int = 30
+    warn_at_s: tuple[int, ...] = (60, 10)
+    # Where usage events go, several at once: file, sqlite, postgres, webhook, redis, nats.
+    sinks: tuple[str, ...] = ("file",)
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    nats_url: str = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -91,6 +116,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     shows: ShowsConfig = field(default_factory=ShowsConfig)
+    billing: BillingConfig = field(default_factory=BillingConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -211,6 +237,16 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media.remb_min_bps must be positive and <= remb_max_bps")
     if not 0 < cfg.shows.sneak_peek_s <= 600:
         raise ConfigError("shows.sneak_peek_s must be in (0, 600]")
+    b = cfg.billing
+    for sink in b.sinks:
+        if sink not in ("file", "sqlite", "postgres", "webhook", "redis", "nats"):
+            raise ConfigError(f"billing.sinks: unknown sink {sink!r}")
+    if "webhook" in b.sinks and not (b.webhook_url and b.webhook_secret):
+        raise ConfigError("billing.sinks has webhook: set billing.webhook_url and billing.webhook_secret")
+    if b.default_price_per_minute <= 0 or b.grant_seconds <= 0:
+        raise ConfigError("billing.default_price_per_minute and billing.grant_seconds must be positive")
+    if not b.node_id or "-" in b.node_id or ":" in b.node_id:
+        raise ConfigError("billing.node_id must be non-empty without '-' or ':'")
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning or error")
     if cfg.log.format not in ("json", "text"):

@@ -17,16 +17,21 @@ import aiohttp
 import pytest
 
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import Config, MediaConfig, ServerConfig
+from jasmin_sfu.config import BillingConfig, Config, MediaConfig, ServerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_config(**media: object) -> Config:
-    """Loopback-only config on a random port; media overrides by keyword."""
+def test_config(billing: BillingConfig | None = None, **media: object) -> Config:
+    """Loopback-only config on a random port; media overrides by keyword.
+
+    Billing is off unless a ``BillingConfig`` is given: the media and show
+    tests are about packets, the billing tests turn it on with a temp data_dir.
+    """
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0),
         media=dataclasses.replace(MediaConfig(listen_ips=("127.0.0.1",)), **media),  # type: ignore[arg-type]
+        billing=billing or BillingConfig(enabled=False),
     )
 
 
@@ -49,8 +54,8 @@ async def daemon() -> AsyncIterator[Running]:
 async def make_daemon() -> AsyncIterator[object]:
     started: list[Daemon] = []
 
-    async def make(**media: object) -> Running:
-        d = Daemon(test_config(**media))
+    async def make(billing: BillingConfig | None = None, **media: object) -> Running:
+        d = Daemon(test_config(billing, **media))
         await d.start()
         started.append(d)
         return Running(d, f"ws://127.0.0.1:{d.port}/ws", f"http://127.0.0.1:{d.port}")
@@ -88,7 +93,11 @@ class DaemonProcess:
 
 async def start_daemon_process(env: dict[str, str] | None = None) -> DaemonProcess:
     """Run ``python -m jasmin_sfu serve`` on a random port and wait for it."""
-    full_env = {**os.environ, "JASMIN_SERVER_PORT": "0", "JASMIN_LOG_LEVEL": "warning", **(env or {})}
+    import tempfile
+
+    data_dir = (env or {}).get("JASMIN_BILLING_DATA_DIR") or tempfile.mkdtemp(prefix="jasmin-billing-")
+    full_env = {**os.environ, "JASMIN_SERVER_PORT": "0", "JASMIN_LOG_LEVEL": "warning",
+                "JASMIN_BILLING_DATA_DIR": data_dir, **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jasmin_sfu", "serve"],
         cwd=REPO,
@@ -123,3 +132,21 @@ async def daemon_process() -> AsyncIterator[DaemonProcess]:
             dp.proc.wait(10)
         except subprocess.TimeoutExpired:  # pragma: no cover
             dp.proc.kill()
+
+
+async def seed_credits(data_dir: str, member_id: str, package_code: str, payment_id: str | None = None) -> None:
+    """Top up a member in the SQLite ledger a daemon will open from ``data_dir``."""
+    import time as _time
+
+    from jasmin_sfu.services.ledger import Ledger
+    from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+
+    os.makedirs(data_dir, exist_ok=True)
+    store = await SqliteLedgerStore.open(os.path.join(data_dir, "ledger.sqlite3"))
+    try:
+        ledger = Ledger(store, _time.time)
+        await ledger.bootstrap()
+        await ledger.open_member(member_id)
+        await ledger.top_up(payment_id or f"seed-{member_id}-{package_code}", member_id, package_code)
+    finally:
+        await store.close()

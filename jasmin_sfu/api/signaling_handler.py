@@ -25,6 +25,7 @@ from jasmin_sfu.media.errors import (
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.shows import machine as m
+from jasmin_sfu.shows.billing import BillingRefused, PrivateBilling
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
 
@@ -46,7 +47,8 @@ def map_media_error(exc: MediaError) -> SignalingError:
 class SessionHandler:
     """The state of one signaling connection inside one show (a show Participant)."""
 
-    def __init__(self, session: SignalingSession, shows: ShowRegistry) -> None:
+    def __init__(self, session: SignalingSession, shows: ShowRegistry, billing: PrivateBilling | None = None) -> None:
+        self.billing = billing
         self.session = session
         self.session_id = session.id
         self.shows = shows
@@ -216,9 +218,30 @@ class SessionHandler:
 
     async def _m_private_request(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
-        assert self.member_id is not None
-        show.apply(m.RequestPrivate(self.member_id, show.clock()))
-        return {"state": show.public_state(self), "private_member": show.machine.private_member == self.member_id}
+        member = self.member_id
+        assert member is not None
+        if show.machine.auto_accept and self.billing is not None:
+            # Auto-accept starts the private now: the grant must exist first.
+            if show.machine.state == m.State.PRIVATE:
+                raise SignalingError("private_busy", "the performer is in a private")
+            await self._authorize(show, member)
+            try:
+                show.apply(m.RequestPrivate(member, show.clock()))
+            except BaseException:
+                self.billing.cancel(show.id, member)
+                raise
+            if show.machine.private_member != member:  # pragma: no cover - raced
+                self.billing.cancel(show.id, member)
+        else:
+            show.apply(m.RequestPrivate(member, show.clock()))
+        return {"state": show.public_state(self), "private_member": show.machine.private_member == member}
+
+    async def _authorize(self, show: Show, member_id: str) -> None:
+        assert self.billing is not None
+        try:
+            await self.billing.authorize(show.id, member_id, show.performer_ids[0], show.price_per_minute)
+        except BillingRefused as exc:
+            raise SignalingError(exc.code, exc.message) from None
 
     async def _m_private_withdraw(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
@@ -228,8 +251,20 @@ class SessionHandler:
 
     async def _m_private_accept(self, body: MemberRef) -> dict[str, Any]:
         show = self._require_performer()
+        if self.billing is not None:
+            # Check before opening a grant, then again (the machine) after it.
+            if show.machine.state == m.State.PRIVATE:
+                raise SignalingError("private_busy", "a private is already running")
+            if body.member_id not in show.machine.requests:
+                raise SignalingError("invalid_state", "this member has no pending request")
+            await self._authorize(show, body.member_id)
         at = show.clock()
-        show.apply(m.AcceptPrivate(body.member_id, at))
+        try:
+            show.apply(m.AcceptPrivate(body.member_id, at))
+        except BaseException:
+            if self.billing is not None:
+                self.billing.cancel(show.id, body.member_id)
+            raise
         # `accepted_at` is the instant every other viewer was paused (same step).
         return {"member_id": body.member_id, "accepted_at": at}
 
@@ -264,8 +299,12 @@ class SessionHandler:
 
     async def _m_show_settings(self, body: ShowSettings) -> dict[str, Any]:
         show = self._require_performer()
-        show.apply(m.SetAutoAccept(body.auto_accept, show.clock()))
-        return {"auto_accept": show.machine.auto_accept}
+        if body.auto_accept is not None:
+            show.apply(m.SetAutoAccept(body.auto_accept, show.clock()))
+        if body.price_per_minute is not None:
+            # Applies to the next private; a running one keeps the rate it was granted at.
+            show.price_per_minute = body.price_per_minute
+        return {"auto_accept": show.machine.auto_accept, "price_per_minute": show.price_per_minute}
 
     # -- events and teardown -------------------------------------------------
 

@@ -285,6 +285,14 @@ class CreditControl:
                     log.exception("re-auth listener failed for session %s", s.session_id)
         return [s.session_id for s in sessions]
 
+    async def open_sessions(self, prefix: str) -> list[CcSessionRow]:
+        """Open sessions whose id starts with ``prefix`` (one node's, after a crash)."""
+
+        async def go(lt: LedgerTxn) -> list[CcSessionRow]:
+            return await lt.tx.open_cc_sessions_by_prefix(prefix)
+
+        return await self.ledger.run(go)
+
     async def expire_stale(self) -> list[str]:
         """Expire due holds (a crashed node's grants) and mark their sessions expired.
 

@@ -77,6 +77,8 @@ class Show:
         self.clock = clock
         self.machine = ShowMachine(sneak_peek_s=settings.sneak_peek_s, auto_accept=settings.auto_accept)
         self.participants: dict[str, Participant] = {}
+        # Hundredths of a credit per minute; None = the billing default.
+        self.price_per_minute: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
         router.observe(self._on_producer)
@@ -118,6 +120,7 @@ class Show:
         if who.role == "performer":
             # A reloaded page or a second performer of a group show needs these.
             out["auto_accept"] = self.machine.auto_accept
+            out["price_per_minute"] = self.price_per_minute
             out["private_member"] = self.machine.private_member
             out["requests"] = sorted(self.machine.requests)
         return out

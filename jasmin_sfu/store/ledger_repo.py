@@ -158,6 +158,10 @@ class LedgerTx(Protocol):
         """Open sessions drawing on a wallet."""
         ...
 
+    async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
+        """Open sessions whose id starts with ``prefix``."""
+        ...
+
     async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
         """A recorded answer."""
         ...

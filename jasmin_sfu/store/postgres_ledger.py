@@ -197,6 +197,15 @@ class _Tx:
         )
         return [_cc(r) for r in rows]
 
+    async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
+        rows = await self._c.fetch(
+            f"SELECT {_CC_COLS} FROM cc_sessions WHERE left(session_id, $1) = $2 AND status = 'open'"
+            " ORDER BY session_id",
+            len(prefix),
+            prefix,
+        )
+        return [_cc(r) for r in rows]
+
     async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
         r = await self._c.fetchrow(
             "SELECT session_id, request_number, kind, used_seconds, answer FROM cc_requests"

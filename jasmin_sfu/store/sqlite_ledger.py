@@ -194,6 +194,14 @@ class _Tx:
         )
         return [_cc(r) for r in rows]
 
+    async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
+        rows = await self._q(
+            f"SELECT {_CC_COLS} FROM cc_sessions WHERE substr(session_id, 1, ?) = ? AND status = 'open'"
+            " ORDER BY session_id",
+            (len(prefix), prefix),
+        )
+        return [_cc(r) for r in rows]
+
     async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
         rows = await self._q(
             "SELECT session_id, request_number, kind, used_seconds, answer FROM cc_requests"

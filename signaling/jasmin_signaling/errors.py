@@ -24,6 +24,7 @@ ERROR_CODES: dict[str, str] = {
     "unsupported_codec": "no codec in common",
     "invalid_state": "the object is closed or not ready for this",
     "private_busy": "the performer is already in a private",
+    "insufficient_credits": "the member's credits do not pay for one second of this private",
     "already_requested": "a private request from this member is pending",
     "internal": "an unexpected server error; the connection stays up",
 }

@@ -56,10 +56,13 @@ class MemberRef:
 
 @dataclass(frozen=True)
 class ShowSettings:
-    auto_accept: bool
+    auto_accept: bool | None = None
+    # Hundredths of a credit per minute, billed per second (docs/money.md).
+    price_per_minute: int | None = None
 
     def validate(self) -> None:
-        pass
+        if self.price_per_minute is not None and not 1 <= self.price_per_minute <= 1_000_000:
+            raise SignalingError("bad_request", "price_per_minute: 1..1000000 hundredths of a credit")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 from bench.peers import PatternTrack, publish
 from jasmin_sfu.app import Daemon
 from jasmin_signaling.client import SignalingClient
-from jasmin_sfu.config import Config, ServerConfig
+from jasmin_sfu.config import BillingConfig, Config, ServerConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -72,7 +72,7 @@ async () => {
 @pytest.fixture
 async def sfu() -> AsyncIterator[str]:
     """The daemon in this event loop on 127.0.0.1; yields its base URL."""
-    daemon = Daemon(Config(server=ServerConfig(host="127.0.0.1", port=0)))
+    daemon = Daemon(Config(server=ServerConfig(host="127.0.0.1", port=0), billing=BillingConfig(enabled=False)))
     await daemon.start()
     try:
         yield f"http://127.0.0.1:{daemon.port}"

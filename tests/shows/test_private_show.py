@@ -284,6 +284,9 @@ async def test_show_events_reach_other_parts(daemon) -> None:  # type: ignore[no
     await pub.close()
 
 
+PACKAGE = "p2999"
+
+
 def writable_files(pid: int) -> list[str]:
     """Regular files the process holds open for writing (from /proc)."""
     import os
@@ -297,6 +300,9 @@ def writable_files(pid: int) -> list[str]:
                 flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
         except (OSError, StopIteration):
             continue
+        # The billing data dir holds money records only (ledger, outbox, billing log).
+        if "jasmin-billing-" in target:
+            continue
         if target.startswith("/") and not target.startswith(("/dev/", "/proc/")) and flags & 0o3:
             out.append(target)
     return out
@@ -308,10 +314,11 @@ async def test_cam2cam_is_never_written_to_disk() -> None:
     import os
     import tempfile
 
-    from tests.conftest import start_daemon_process
+    from tests.conftest import seed_credits, start_daemon_process
 
-    with tempfile.TemporaryDirectory() as tmp:
-        dp = await start_daemon_process(env={"TMPDIR": tmp})
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(prefix="jasmin-billing-") as data:
+        await seed_credits(data, "m1", PACKAGE)
+        dp = await start_daemon_process(env={"TMPDIR": tmp, "JASMIN_BILLING_DATA_DIR": data})
         try:
             url = dp.url
             pub = await publish(url, "show-disk")

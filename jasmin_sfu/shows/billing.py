@@ -1,0 +1,398 @@
+"""Billing privates by the second: credit control, the meter and the outbox, driven by shows.
+
+The flow (MONEY_AND_CHAT.md section 3.3):
+
+1. Before the machine accepts a private, :meth:`PrivateBilling.authorize` opens a
+   credit-control session with its first grant (a pending debit on the member's
+   wallet). No grant, no private: ``insufficient_credits``.
+2. ``private.started`` starts the meter with a ceiling of the granted seconds.
+   A ticker (every ``tick_s``) turns completed seconds into CloudEvents usage
+   events in the durable outbox (synchronous, no network) and renews the grant
+   when half of it is used.
+3. On the last grant the member and performer get ``private.credit_warning`` at
+   each of ``warn_at_s`` seconds left; one second before the end a last renewal
+   is tried (a top-up may have arrived); at exhaustion the show gets
+   ``EndPrivate("billing")``, which pauses the member's media in that step.
+4. A top-up re-authorises open sessions (RFC 4006 RAR): the renewal extends the
+   ceiling and cancels the stop, with no break in the media.
+5. ``private.ended`` stops the meter, writes the closing event and terminates the
+   credit-control session (charges the used seconds, releases the rest).
+6. After a crash, :meth:`recover` closes this node's sessions that were left open,
+   charging exactly the seconds whose usage events reached the outbox.
+
+The media path never waits on any of this: the show only calls synchronous
+methods; ledger I/O runs in tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from jasmin_metering.events import CloudEvent, EventFactory
+from jasmin_metering.meter import GrantTag, Meter, SessionSpec, UsageRecord
+from jasmin_metering.outbox import Outbox
+
+from jasmin_sfu.services.credit_control import CreditControl, Grant, ReAuthRequest
+from jasmin_sfu.services.errors import InsufficientCreditError
+from jasmin_sfu.services.ledger import Ledger, per_second_rate
+
+from .events import ShowEvent
+from .machine import EndPrivate, Rejected
+
+log = logging.getLogger("jasmin_sfu.billing")
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    node_id: str = "node1"
+    # Hundredths of a credit per minute when the performer set no price.
+    default_price_per_minute: int = 200
+    warn_at_s: tuple[int, ...] = (60, 10)
+    # Renew when this fraction of the grant is left (RFC 4006: "well in advance").
+    renew_when_left: float = 0.5
+    tick_s: float = 0.25
+
+
+@dataclass
+class _Billed:
+    spec: SessionSpec
+    grant: Grant
+    show_id: str
+    request_number: int = 0
+    reported: int = 0  # billed seconds already reported to credit control
+    started: bool = False
+    final: bool = False
+    warned: set[int] = field(default_factory=set)
+    renewing: bool = False
+    last_chance: bool = False
+    ending: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class BillingRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class PrivateBilling:
+    def __init__(
+        self,
+        ledger: Ledger,
+        cc: CreditControl,
+        events: EventFactory,
+        outbox: Outbox,
+        settings: BillingSettings,
+        find_show: Callable[[str], Any],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.cc = cc
+        self.events = events
+        self.outbox = outbox
+        self.settings = settings
+        self.find_show = find_show
+        self.clock = clock
+        self.meter = Meter()
+        self._pending: dict[tuple[str, str], _Billed] = {}  # (show, member) -> authorised, not started
+        self._active: dict[str, _Billed] = {}  # session id -> running
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        cc.add_reauth_listener(self._on_reauth)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        # Close running sessions as if the privates ended now (a drain, not a crash).
+        for sid, b in list(self._active.items()):
+            self._close(sid, b, self.clock(), "node_shutdown")
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: "asyncio.Task[Any]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("billing task failed: %r", task.exception())
+
+    # -- 1. authorise before the accept ----------------------------------------------
+
+    async def authorize(self, show_id: str, member_id: str, performer_id: str, price_per_minute: int | None) -> Grant:
+        """Open credit control for a private about to start; raises :class:`BillingRefused`."""
+        price = price_per_minute if price_per_minute is not None else self.settings.default_price_per_minute
+        rate = per_second_rate(price)
+        wallet = await self.ledger.open_member(member_id)
+        await self.ledger.open_performer(performer_id)
+        sid = f"{self.settings.node_id}-{uuid.uuid4().hex}"
+        try:
+            grant = await self.cc.authorize(sid, wallet, rate, performer_id=performer_id)
+        except InsufficientCreditError:
+            raise BillingRefused("insufficient_credits", "not enough credits for one second of this private") from None
+        spec = SessionSpec("privatesession", sid, member_id, performer_id, wallet, rate)
+        old = self._pending.pop((show_id, member_id), None)
+        if old is not None:
+            self._spawn(self._terminate(old, "superseded"))
+        b = _Billed(spec, grant, show_id, final=grant.final)
+        self._pending[(show_id, member_id)] = b
+        return grant
+
+    def cancel(self, show_id: str, member_id: str) -> None:
+        """The accept was refused after authorising: release the hold."""
+        b = self._pending.pop((show_id, member_id), None)
+        if b is not None:
+            self._spawn(self._terminate(b, "not_started"))
+
+    # -- 2/5. show events -------------------------------------------------------------
+
+    def on_show_event(self, ev: ShowEvent) -> None:
+        if ev.name == "private.started" and ev.member_id is not None:
+            b = self._pending.pop((ev.show_id, ev.member_id), None)
+            if b is None:
+                log.error("private started without a grant", extra={"show_id": ev.show_id})
+                return
+            b.started = True
+            self.meter.start(b.spec, ev.at, ceiling_seconds=b.grant.seconds, grant=self._tag(b))
+            self._active[b.spec.session_id] = b
+        elif ev.name == "private.ended" and ev.member_id is not None:
+            for sid, b in list(self._active.items()):
+                if b.show_id == ev.show_id and b.spec.member_id == ev.member_id:
+                    self._close(sid, b, ev.at, ev.reason or "ended")
+
+    def _tag(self, b: _Billed) -> GrantTag:
+        return GrantTag(b.grant.reservation_id, b.grant.request_number, b.grant.final)
+
+    def _append(self, records: list[UsageRecord], extra: list[CloudEvent] | None = None) -> None:
+        events = [self.events.usage(r) for r in records] + (extra or [])
+        if events:
+            self.outbox.append(events)
+
+    def _close(self, sid: str, b: _Billed, at: float, reason: str) -> None:
+        self._active.pop(sid, None)
+        records, closed = self.meter.stop(sid, at, reason)
+        self._append(records, [self.events.closed(closed)])
+        self._spawn(self._terminate(b, reason, closed.billed_seconds))
+
+    async def _terminate(self, b: _Billed, reason: str, billed: int | None = None) -> None:
+        async with b.lock:
+            used = max(0, (billed if billed is not None else b.reported) - b.reported)
+            b.request_number += 1
+            totals = await self.cc.terminate(b.spec.session_id, b.request_number, used)
+            log.info(
+                "private billed",
+                extra={"show_id": b.show_id, "session": b.spec.session_id, "seconds": totals.used_seconds,
+                       "charged": totals.charged, "reason": reason},
+            )
+
+    # -- 3/4. the ticker, renewals and the stop -----------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            try:
+                self.tick(self.clock())
+            except Exception:  # pragma: no cover - billing must not die silently
+                log.exception("billing tick failed")
+
+    def tick(self, now: float) -> None:
+        """Bill completed seconds, renew grants, warn, and stop exhausted privates."""
+        for sid, b in list(self._active.items()):
+            self._append(self.meter.advance_session(sid, now))
+            view = self.meter.view(sid)
+            left = view.remaining_seconds if view.remaining_seconds is not None else 10**9
+            if not b.final and not b.renewing and left <= max(1, int(b.grant.seconds * self.settings.renew_when_left)):
+                self._renew(sid, b, view.billed_seconds)
+            if b.final:
+                for w in self.settings.warn_at_s:
+                    if left <= w and w not in b.warned:
+                        b.warned.add(w)
+                        self._notify(b, "private.credit_warning", {"seconds_left": left})
+                # One last renewal before cutting: a top-up may have arrived
+                # without a re-auth reaching us (CGRateS cut without re-checking).
+                if left <= 1 and not b.renewing and not b.last_chance:
+                    b.last_chance = True
+                    self._renew(sid, b, view.billed_seconds)
+            if left == 0 and not b.renewing and not b.ending:
+                b.ending = True
+                self._end(b, now)
+
+    def _renew(self, sid: str, b: _Billed, billed: int) -> None:
+        b.renewing = True
+        self._spawn(self._do_renew(sid, b, billed))
+
+    async def _do_renew(self, sid: str, b: _Billed, billed: int) -> None:
+        try:
+            async with b.lock:
+                if sid not in self._active:
+                    return
+                used = billed - b.reported
+                b.request_number += 1
+                g = await self.cc.update(sid, b.request_number, used)
+                b.reported = billed
+                b.grant = g
+                if sid not in self._active:
+                    return
+                self.meter.set_grant(sid, ceiling_seconds=billed + g.seconds, grant=self._tag(b))
+                if g.seconds > 0:
+                    b.ending = False
+                    b.last_chance = False
+                if not g.final or g.seconds > max(self.settings.warn_at_s, default=0):
+                    b.warned.clear()
+                b.final = g.final
+        finally:
+            b.renewing = False
+
+    def _end(self, b: _Billed, now: float) -> None:
+        show = self.find_show(b.show_id)
+        if show is None:
+            return
+        self._notify(b, "private.credit_exhausted", {})
+        try:
+            show.apply(EndPrivate("billing", now, member_id=b.spec.member_id))
+        except Rejected:
+            pass
+
+    def _notify(self, b: _Billed, event: str, data: dict[str, Any]) -> None:
+        show = self.find_show(b.show_id)
+        if show is None:
+            return
+        payload = {"show_id": b.show_id, "member_id": b.spec.member_id, **data}
+        for who in list(show.participants.values()):
+            if who.role == "performer" or who.member_id == b.spec.member_id:
+                who.notify(event, payload)
+
+    async def _on_reauth(self, req: ReAuthRequest) -> None:
+        b = self._active.get(req.session_id)
+        if b is None:
+            return
+        view = self.meter.view(req.session_id)
+        b.renewing = True
+        await self._do_renew(req.session_id, b, view.billed_seconds)
+
+    # -- 6. crash recovery -------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Close this node's sessions a crash left open, charging the metered seconds.
+
+        The outbox holds a usage event for every second billed before the crash
+        (written in the same step the meter counted it), so its last seq per
+        session is the exact number of seconds to charge.
+        """
+        closed = []
+        for row in await self.cc.open_sessions(prefix=self.settings.node_id + "-"):
+            last_seq, _was_closed = self.outbox.last_seq(self.events.source(row.session_id))
+            used_total = last_seq
+            used = max(0, used_total - row.used_seconds)
+            await self.cc.terminate(row.session_id, row.request_number + 1, used)
+            closed.append(row.session_id)
+            log.warning("recovered private after a crash", extra={"session": row.session_id, "seconds": used_total})
+        return closed
+
+
+# -- composition ---------------------------------------------------------------------
+
+
+@dataclass
+class BillingStack:
+    """Everything billing needs, opened and closed together (app.py owns one)."""
+
+    billing: PrivateBilling
+    ledger: Ledger
+    cc: CreditControl
+    relay: Any
+    outbox: Outbox
+    store: Any
+
+    async def close(self) -> None:
+        await self.billing.stop()
+        await self.relay.stop()
+        for sink in self.relay.sinks.values():
+            try:
+                await sink.close()
+            except Exception:  # pragma: no cover
+                log.exception("closing a billing sink failed")
+        self.outbox.close()
+        await self.store.close()
+
+
+async def open_billing(cfg: Any, find_show: Callable[[str], Any], clock: Callable[[], float] = time.time) -> BillingStack:
+    """Open the ledger, outbox, sinks and relay from ``cfg`` (a ``BillingConfig``)."""
+    import os
+
+    from jasmin_metering.config import (
+        EventConfig,
+        FileSinkConfig,
+        NatsSinkConfig,
+        OutboxConfig,
+        PostgresSinkConfig,
+        RedisStreamSinkConfig,
+        SqliteSinkConfig,
+        WebhookSinkConfig,
+    )
+    from jasmin_metering.outbox import OutboxRelay
+
+    from jasmin_sfu.services.credit_control import CreditControlConfig
+
+    os.makedirs(cfg.data_dir, exist_ok=True)
+    store: Any
+    if cfg.ledger_dsn:
+        from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
+
+        store = await PostgresLedgerStore.open(cfg.ledger_dsn)
+    else:
+        from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+
+        store = await SqliteLedgerStore.open(os.path.join(cfg.data_dir, "ledger.sqlite3"))
+    ledger = Ledger(store, clock)
+    await ledger.bootstrap()
+    cc = CreditControl(ledger, CreditControlConfig(grant_seconds=cfg.grant_seconds))
+    outbox = Outbox(OutboxConfig(path=os.path.join(cfg.data_dir, "billing-outbox.sqlite3")))
+    sinks: dict[str, Any] = {}
+    for name in cfg.sinks:
+        if name == "file":
+            from jasmin_metering.file_sink import FileSink
+
+            sinks[name] = FileSink(FileSinkConfig(path=os.path.join(cfg.data_dir, "billing-events.jsonl")))
+        elif name == "sqlite":
+            from jasmin_metering.sqlite_sink import SqliteSink
+
+            sinks[name] = SqliteSink(SqliteSinkConfig(path=os.path.join(cfg.data_dir, "billing-events.sqlite3")))
+        elif name == "postgres":
+            from jasmin_metering.postgres_sink import PostgresSink
+
+            sinks[name] = PostgresSink(PostgresSinkConfig(dsn=cfg.postgres_dsn))
+        elif name == "webhook":
+            from jasmin_metering.webhook_sink import WebhookSink
+
+            sinks[name] = WebhookSink(WebhookSinkConfig(url=cfg.webhook_url, secret=cfg.webhook_secret), clock)
+        elif name == "redis":
+            from jasmin_metering.redis_sink import RedisStreamSink
+
+            sinks[name] = RedisStreamSink(RedisStreamSinkConfig(url=cfg.redis_url))
+        elif name == "nats":
+            from jasmin_metering.nats_sink import NatsSink
+
+            sinks[name] = NatsSink(NatsSinkConfig(servers=(cfg.nats_url,)))
+    relay = OutboxRelay(outbox, sinks)
+    settings = BillingSettings(
+        node_id=cfg.node_id, default_price_per_minute=cfg.default_price_per_minute, warn_at_s=tuple(cfg.warn_at_s)
+    )
+    billing = PrivateBilling(ledger, cc, EventFactory(EventConfig(), clock), outbox, settings, find_show, clock)
+    await billing.recover()
+    relay.start()
+    billing.start()
+    return BillingStack(billing, ledger, cc, relay, outbox, store)
