@@ -1,0 +1,185 @@
+"""Privates billed by the second, end to end: credits run out, a top-up extends, a crash recovers.
+
+Seconds are measured from the performer's send log (when each payload left it)
+and the daemon's ``accepted_at``, never from sleeps. These tests run a private
+for ~30 s of real time each and are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.peers import subscribe, wait_for
+from jasmin_sfu.config import BillingConfig
+from jasmin_sfu.services.ledger import earnings_account, per_second_rate, wallet_account
+from jasmin_signaling.client import RemoteError, SignalingClient
+from tests.conftest import seed_credits, start_daemon_process
+from tests.shows.test_private_show import after, performer, watch
+
+pytestmark = pytest.mark.slow
+
+# 30 credits (package p2999) at 60 credits/min = exactly 30 s of private.
+PRICE = 6000  # hundredths of a credit per minute
+RATE = per_second_rate(PRICE)
+
+
+def member_video_times(member: Any, log: Any, since: float) -> list[float]:
+    return sorted(t for _s, t in after(member, log, since))
+
+
+async def start_private(url: str, show: str) -> tuple[Any, Any, float]:
+    pub = await performer(url, show)
+    await pub.client.request("show.settings", price_per_minute=PRICE)
+    member = await watch(url, show, member_id="m1")
+    assert await wait_for(lambda: member.frames.get("video", 0) >= 2, 30)
+    await member.client.request("private.request")
+    accepted = await pub.client.request("private.accept", member_id="m1")
+    return pub, member, accepted["accepted_at"]
+
+
+async def test_private_stops_when_credits_run_out(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Protects prepaid billing: with credits for 30 s the private ends at 30 s (media
+    sent after 31 s never reaches the member), the member is warned on the last grant,
+    charged for the seconds watched (+-1), and the performer is credited."""
+    d = await make_daemon(billing=BillingConfig(data_dir=str(tmp_path), grant_seconds=10, node_id="t1"))
+    stack = d.daemon.billing
+    await stack.ledger.open_member("m1")
+    await stack.cc.top_up("pay-1", "m1", "p2999")
+    pub, member, t0 = await start_private(d.url, "show-run")
+
+    ended = await pub.client.next_event("private.ended", timeout=60)
+    assert ended["data"]["reason"] == "billing"
+    warnings = []
+    while not member.client.events.empty():
+        ev = member.client.events.get_nowait()
+        if ev["event"] == "private.credit_warning":
+            warnings.append(ev["data"]["seconds_left"])
+    assert warnings and min(warnings) <= 10 and max(warnings) <= 60
+
+    # Keep the performer sending, then check the cut from send times.
+    assert await wait_for(lambda: sum(1 for t in pub.log.sent.values() if t > t0 + 32) >= 30, 20)
+    times = member_video_times(member, pub.log, t0)
+    assert times and times[-1] <= t0 + 31.0, f"member got media sent {times[-1] - t0:.2f} s after the accept"
+    watched = times[-1] - t0
+
+    await wait_for(lambda: not stack.billing._tasks, 10)
+    wallet = await stack.ledger.balance(wallet_account("m1"))
+    charged_s = wallet.debits_posted / RATE
+    assert abs(charged_s - watched) <= 1.0, (charged_s, watched)
+    assert wallet.debits_pending == 0
+    assert (await stack.ledger.balance(earnings_account(pub_id(pub)))).credits_posted > 0
+    report = await stack.ledger.replay()
+    assert report.ok
+    await member.close()
+    await pub.close()
+
+
+def pub_id(pub: Any) -> str:
+    return str(pub.client.welcome["session_id"])
+
+
+async def test_top_up_during_the_last_grant_extends_the_private_without_a_gap(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Protects refill-during-private (the CGRateS final-grant gap): a top-up at second 20
+    re-authorises the session; the private goes past 30 s with no break in the media."""
+    d = await make_daemon(billing=BillingConfig(data_dir=str(tmp_path), grant_seconds=10, node_id="t2"))
+    stack = d.daemon.billing
+    await stack.ledger.open_member("m1")
+    await stack.cc.top_up("pay-1", "m1", "p2999")
+    pub, member, t0 = await start_private(d.url, "show-topup")
+    # Second 20: inside the last grant (grants of 10 s on 30 s of credit).
+    assert await wait_for(lambda: (member_video_times(member, pub.log, t0) or [t0])[-1] >= t0 + 20, 40)
+    await stack.cc.top_up("pay-2", "m1", "p2999")
+    assert await wait_for(lambda: (member_video_times(member, pub.log, t0) or [t0])[-1] > t0 + 36, 45)
+    assert d.daemon.shows.get("show-topup").machine.state.value == "private"
+    times = member_video_times(member, pub.log, t0)
+    gaps = [b - a for a, b in zip(times, times[1:]) if t0 + 15 < a < t0 + 36]
+    assert max(gaps) < 0.5, f"media gap of {max(gaps):.2f} s around the top-up"
+    await member.client.request("private.end")
+    await pub.client.next_event("private.ended", timeout=10)
+    await wait_for(lambda: not stack.billing._tasks, 10)
+    wallet = await stack.ledger.balance(wallet_account("m1"))
+    watched = times[-1] - t0
+    assert wallet.debits_posted / RATE >= 36 - 1 and wallet.debits_pending == 0
+    assert wallet.debits_posted / RATE <= watched + 2
+    await member.close()
+    await pub.close()
+
+
+async def test_no_credits_no_private(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Protects against streaming unpaid seconds: an empty wallet cannot start a private."""
+    d = await make_daemon(billing=BillingConfig(data_dir=str(tmp_path), node_id="t3"))
+    pub = await performer(d.url, "show-broke")
+    m1 = await SignalingClient.connect(d.url)
+    await m1.request("join", show_id="show-broke", role="viewer", member_id="m1")
+    await m1.request("private.request")
+    with pytest.raises(RemoteError) as e:
+        await pub.client.request("private.accept", member_id="m1")
+    assert e.value.code == "insufficient_credits"
+    assert d.daemon.shows.get("show-broke").machine.state.value == "free"
+    await m1.close()
+    await pub.close()
+
+
+async def test_sigkill_mid_private_restart_charges_exactly_what_streamed(tmp_path: Path) -> None:
+    """Protects crash safety: after SIGKILL mid-private and a restart, the outbox re-sends
+    what no sink acknowledged, each sink holds each second once, the member is charged
+    the seconds streamed before the crash (+-1), and the dead process's hold is released."""
+    data = str(tmp_path / "jasmin-billing-crash")
+    await seed_credits(data, "m1", "p2999")
+    env = {"JASMIN_BILLING_DATA_DIR": data, "JASMIN_BILLING_SINKS": "file,sqlite", "JASMIN_BILLING_NODE_ID": "crash",
+           "JASMIN_BILLING_GRANT_SECONDS": "10"}
+    dp = await start_daemon_process(env=env)
+    pub, member, t0 = await start_private(dp.url, "show-crash")
+    assert await wait_for(lambda: (member_video_times(member, pub.log, t0) or [t0])[-1] > t0 + 6.5, 20)
+    dp.proc.send_signal(signal.SIGKILL)
+    dp.proc.wait(10)
+    streamed = member_video_times(member, pub.log, t0)[-1] - t0
+    await member.close()
+    await pub.close()
+
+    dp2 = await start_daemon_process(env=env)
+    try:
+        def sink_rows() -> tuple[list[int], list[int]]:
+            lines = Path(data, "billing-events.jsonl").read_text().splitlines() if Path(data, "billing-events.jsonl").exists() else []
+            file_seqs = [json.loads(x)["data"]["seq"] for x in lines if json.loads(x)["type"].endswith(".usage.v1")]
+            db = sqlite3.connect(os.path.join(data, "billing-events.sqlite3"))
+            try:
+                rows = db.execute("SELECT body FROM billing_events").fetchall()
+            except sqlite3.OperationalError:
+                rows = []
+            finally:
+                db.close()
+            sql_seqs = [json.loads(r[0])["data"]["seq"] for r in rows if json.loads(r[0])["type"].endswith(".usage.v1")]
+            return file_seqs, sql_seqs
+
+        assert await wait_for(lambda: len(sink_rows()[0]) >= int(streamed) - 1 and len(sink_rows()[1]) >= int(streamed) - 1, 20)
+    finally:
+        dp2.proc.send_signal(signal.SIGTERM)
+        dp2.proc.wait(20)
+    file_seqs, sql_seqs = sink_rows()
+    for seqs in (file_seqs, sql_seqs):
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)), "each second exactly once, contiguous"
+    billed = len(file_seqs)
+    assert abs(billed - streamed) <= 1.0, (billed, streamed)
+
+    from jasmin_sfu.services.ledger import Ledger
+    from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+
+    store = await SqliteLedgerStore.open(os.path.join(data, "ledger.sqlite3"))
+    try:
+        import time as _t
+
+        ledger = Ledger(store, _t.time)
+        wallet = await ledger.balance(wallet_account("m1"))
+        assert wallet.debits_pending == 0, "the dead process's hold was released"
+        assert wallet.debits_posted == billed * RATE
+        assert (await ledger.replay()).ok
+    finally:
+        await store.close()
