@@ -56,6 +56,7 @@ class BillingSettings:
     # Renew when this fraction of the grant is left (RFC 4006: "well in advance").
     renew_when_left: float = 0.5
     tick_s: float = 0.25
+    sweep_s: float = 5.0
 
 
 @dataclass
@@ -201,10 +202,16 @@ class PrivateBilling:
     # -- 3/4. the ticker, renewals and the stop -----------------------------------------
 
     async def _tick_loop(self) -> None:
+        last_sweep = self.clock()
         while True:
             await asyncio.sleep(self.settings.tick_s)
             try:
-                self.tick(self.clock())
+                now = self.clock()
+                self.tick(now)
+                if now - last_sweep >= self.settings.sweep_s:
+                    # Holds of crashed nodes (sharing a PostgreSQL ledger) expire here.
+                    last_sweep = now
+                    self._spawn(self.cc.expire_stale())
             except Exception:  # pragma: no cover - billing must not die silently
                 log.exception("billing tick failed")
 
