@@ -130,7 +130,9 @@ class DaemonUnderTest:
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(cpu)] + cmd
         self.env = {"JASMIN_SERVER_PORT": "0", "JASMIN_SERVER_HOST": "127.0.0.1", "JASMIN_LOG_LEVEL": "warning", "JASMIN_BILLING_ENABLED": "false",
-                    "JASMIN_SERVER_MAX_REQUESTS_PER_S": "1000", "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1"}
+                    "JASMIN_SERVER_MAX_REQUESTS_PER_S": "1000", "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+                    # The load tool joins without tokens: no accounts, client-given ids trusted.
+                    "JASMIN_ACCOUNTS_ENABLED": "false", "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true"}
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None

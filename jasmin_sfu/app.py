@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
 from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu import __version__
+from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
+from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.signaling_handler import SessionHandler
 from jasmin_sfu.config import Config
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.services.accounts import AccountsService, open_accounts
+from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
 from jasmin_sfu.shows.billing import BillingStack, open_billing
 from jasmin_sfu.shows.events import EventBus
 from jasmin_sfu.shows.registry import ShowRegistry
@@ -47,7 +52,7 @@ def media_settings(cfg: Config) -> MediaSettings:
 class Daemon:
     """Owns the worker, the show registry, the websockets and the HTTP app."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, accounts_clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.worker = Worker(media_settings(cfg))
         self.bus = EventBus()
@@ -59,6 +64,11 @@ class Daemon:
         self.sessions: set[SignalingSession] = set()
         # Opened in start(): it needs the event loop (ledger store, relay tasks).
         self.billing: BillingStack | None = None
+        # Opened in start() too; tests inject the accounts' clock to expire tokens.
+        self.accounts: AccountsService | None = None
+        self.purchases: Purchases | None = None
+        self._accounts_clock = accounts_clock
+        self._housekeeping: asyncio.Task[None] | None = None
         self.draining = False
         self.registry = make_registry(MediaCollector(self.worker, lambda: len(self.sessions)))
         self.app = self._make_app()
@@ -72,6 +82,7 @@ class Daemon:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        RestApi(lambda: self.accounts, lambda: self.purchases).install(app)
         if self.cfg.server.demo_page:
             static = resources.files("jasmin_sfu.api") / "static"
             app.router.add_get("/", self.index)
@@ -101,7 +112,12 @@ class Daemon:
         await ws.prepare(request)
         session = SignalingSession(
             ws,
-            lambda sess: SessionHandler(sess, self.shows, self.billing.billing if self.billing else None),
+            lambda sess: SessionHandler(
+                sess,
+                self.shows,
+                self.billing.billing if self.billing else None,
+                JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
+            ),
             max_frame_bytes=s.max_frame_bytes,
             max_requests_per_s=s.max_requests_per_s,
             heartbeat_s=s.heartbeat_s,
@@ -118,6 +134,17 @@ class Daemon:
         if self.cfg.billing.enabled:
             self.billing = await open_billing(self.cfg.billing, self.shows.get)
             self.bus.subscribe(self.billing.billing.on_show_event)
+        if self.cfg.accounts.enabled:
+            self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock)
+            self._housekeeping = asyncio.get_running_loop().create_task(
+                self.accounts.housekeeping(self.cfg.accounts.purge_interval_s)
+            )
+            if self.billing is not None:
+                processor = None
+                if self.cfg.payments.provider == "test":
+                    log.warning("payments.provider = test: every purchase is approved and nothing is charged")
+                    processor = ApprovingTestProcessor()
+                self.purchases = Purchases(self.accounts.store, self.billing.cc, processor, self._accounts_clock)
         s = self.cfg.server
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
@@ -141,6 +168,11 @@ class Daemon:
             await asyncio.wait_for(self.worker.close(), self.cfg.server.drain_timeout_s)
         except asyncio.TimeoutError:  # pragma: no cover
             log.warning("drain timed out; exiting anyway")
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+        if self.accounts is not None:
+            await self.accounts.close()
         if self.billing is not None:
             await self.billing.close()
         if self.runner is not None:

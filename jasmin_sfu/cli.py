@@ -1,11 +1,11 @@
-"""Command line: ``jasmin-sfu serve [--config FILE]``."""
+"""Command line: ``jasmin-sfu serve [--config FILE]``, ``check-config``, ``create-admin USERNAME``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from jasmin_sfu.config import ConfigError, load_config
+from jasmin_sfu.config import Config, ConfigError, load_config
 from jasmin_sfu.logs import setup_logging
 
 
@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_p.add_argument("--config", help="TOML config file (default: $JASMIN_CONFIG)")
     serve_p.add_argument("--port", type=int, help="override server.port")
     sub.add_parser("check-config", help="load and validate the config, print it").add_argument("--config")
+    admin_p = sub.add_parser("create-admin", help="create a support/admin account; the password is read from stdin")
+    admin_p.add_argument("username")
+    admin_p.add_argument("--config")
     args = parser.parse_args(argv)
     command = args.command or "serve"
     try:
@@ -26,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "check-config":
         print(cfg)
         return 0
+    if command == "create-admin":
+        return _create_admin(cfg, args.username)
     if getattr(args, "port", None) is not None:
         import dataclasses
 
@@ -40,3 +45,30 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _create_admin(cfg: Config, username: str) -> int:
+    """The first admin has to come from somewhere: here, with direct access to the accounts store."""
+    import asyncio
+    import getpass
+    import time
+
+    from jasmin_sfu.services.accounts import open_accounts
+    from jasmin_sfu.services.errors import AccountsError
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+
+    async def go() -> str:
+        accounts = await open_accounts(cfg.accounts, time.time)
+        try:
+            return await accounts.create_admin(username, password)
+        finally:
+            await accounts.close()
+
+    try:
+        user_id = asyncio.run(go())
+    except AccountsError as exc:
+        print(f"jasmin-sfu: {exc}", file=sys.stderr)
+        return 2
+    print(f"created admin {username} ({user_id})")
+    return 0

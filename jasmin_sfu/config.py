@@ -104,6 +104,40 @@ class BillingConfig:
 
 
 @dataclass(frozen=True)
+class AccountsConfig:
+    """Accounts, sessions and signaling tokens (docs/accounts.md)."""
+
+    enabled: bool = True
+    # Embedded default: accounts.sqlite3 in this directory.
+    data_dir: str = "var"
+    # PostgreSQL instead of SQLite (empty: SQLite in data_dir). May be the ledger's database.
+    dsn: str = ""
+    # Legacy: trust `member_id` / `performer_id` in a token-less signaling `join`.
+    # Never in production: anybody could then spend any member's credits.
+    trust_client_ids: bool = False
+    session_ttl_s: int = 30 * 86400
+    # PRODUCT.md: guest data is kept 15 days at most (validated below).
+    guest_session_ttl_s: int = 86400
+    # PRODUCT.md: the 18+ confirmation is remembered for a year.
+    adult_confirmation_ttl_s: int = 365 * 86400
+    # argon2id cost (RFC 9106's second recommended option: t=3, 64 MiB, p=4).
+    password_time_cost: int = 3
+    password_memory_kib: int = 65536
+    password_parallelism: int = 4
+    # How often expired and revoked sessions are deleted.
+    purge_interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class PaymentsConfig:
+    """Credit purchases: which processor charges cards."""
+
+    # none: purchases are refused (503). test: a processor that approves
+    # everything and moves no money - development and tests only.
+    provider: str = "none"
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -117,6 +151,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     shows: ShowsConfig = field(default_factory=ShowsConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    payments: PaymentsConfig = field(default_factory=PaymentsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -247,6 +283,20 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("billing.default_price_per_minute and billing.grant_seconds must be positive")
     if not b.node_id or "-" in b.node_id or ":" in b.node_id:
         raise ConfigError("billing.node_id must be non-empty without '-' or ':'")
+    a = cfg.accounts
+    if not a.enabled and not a.trust_client_ids:
+        raise ConfigError("accounts.enabled = false needs accounts.trust_client_ids = true (no join could succeed)")
+    if not 0 < a.guest_session_ttl_s <= 15 * 86400:
+        raise ConfigError("accounts.guest_session_ttl_s must be in 1..1296000 (guest data: 15 days at most)")
+    if not 0 < a.adult_confirmation_ttl_s <= 366 * 86400:
+        raise ConfigError("accounts.adult_confirmation_ttl_s must be in 1..31622400 (a year at most)")
+    if a.session_ttl_s <= 0 or a.purge_interval_s <= 0:
+        raise ConfigError("accounts.session_ttl_s and accounts.purge_interval_s must be positive")
+    if a.password_time_cost < 1 or a.password_parallelism < 1 or a.password_memory_kib < 8 * a.password_parallelism:
+        raise ConfigError("accounts: password_time_cost >= 1, password_parallelism >= 1, "
+                          "password_memory_kib >= 8 x password_parallelism")
+    if cfg.payments.provider not in ("none", "test"):
+        raise ConfigError(f"payments.provider: {cfg.payments.provider!r} is not one of none, test")
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning or error")
     if cfg.log.format not in ("json", "text"):

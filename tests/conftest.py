@@ -11,27 +11,36 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
 
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import BillingConfig, Config, MediaConfig, ServerConfig
+from jasmin_sfu.config import AccountsConfig, BillingConfig, Config, MediaConfig, PaymentsConfig, ServerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_config(billing: BillingConfig | None = None, **media: object) -> Config:
+def test_config(
+    billing: BillingConfig | None = None,
+    accounts: AccountsConfig | None = None,
+    payments: PaymentsConfig | None = None,
+    **media: object,
+) -> Config:
     """Loopback-only config on a random port; media overrides by keyword.
 
     Billing is off unless a ``BillingConfig`` is given: the media and show
     tests are about packets, the billing tests turn it on with a temp data_dir.
+    Accounts are off and client-given ids trusted (the legacy join) unless an
+    ``AccountsConfig`` is given: the accounts tests turn them on.
     """
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0),
         media=dataclasses.replace(MediaConfig(listen_ips=("127.0.0.1",)), **media),  # type: ignore[arg-type]
         billing=billing or BillingConfig(enabled=False),
+        accounts=accounts or AccountsConfig(enabled=False, trust_client_ids=True),
+        payments=payments or PaymentsConfig(),
     )
 
 
@@ -54,8 +63,15 @@ async def daemon() -> AsyncIterator[Running]:
 async def make_daemon() -> AsyncIterator[object]:
     started: list[Daemon] = []
 
-    async def make(billing: BillingConfig | None = None, **media: object) -> Running:
-        d = Daemon(test_config(billing, **media))
+    async def make(
+        billing: BillingConfig | None = None,
+        accounts: AccountsConfig | None = None,
+        payments: PaymentsConfig | None = None,
+        accounts_clock: Any = None,
+        **media: object,
+    ) -> Running:
+        kw = {"accounts_clock": accounts_clock} if accounts_clock is not None else {}
+        d = Daemon(test_config(billing, accounts, payments, **media), **kw)
         await d.start()
         started.append(d)
         return Running(d, f"ws://127.0.0.1:{d.port}/ws", f"http://127.0.0.1:{d.port}")
@@ -96,8 +112,10 @@ async def start_daemon_process(env: dict[str, str] | None = None) -> DaemonProce
     import tempfile
 
     data_dir = (env or {}).get("JASMIN_BILLING_DATA_DIR") or tempfile.mkdtemp(prefix="jasmin-billing-")
+    # The old process tests join with client-given ids: trusted here, never in production.
     full_env = {**os.environ, "JASMIN_SERVER_PORT": "0", "JASMIN_LOG_LEVEL": "warning",
-                "JASMIN_BILLING_DATA_DIR": data_dir, **(env or {})}
+                "JASMIN_BILLING_DATA_DIR": data_dir, "JASMIN_ACCOUNTS_DATA_DIR": data_dir,
+                "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jasmin_sfu", "serve"],
         cwd=REPO,

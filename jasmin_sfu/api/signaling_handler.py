@@ -15,6 +15,7 @@ from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
 from jasmin_signaling.session import SignalingSession
 
+from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
 from jasmin_sfu.media.errors import (
     InvalidStateError,
     MediaError,
@@ -24,6 +25,7 @@ from jasmin_sfu.media.errors import (
 )
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
+from jasmin_sfu.services.accounts import Principal
 from jasmin_sfu.shows import machine as m
 from jasmin_sfu.shows.billing import BillingRefused, PrivateBilling
 from jasmin_sfu.shows.registry import ShowRegistry
@@ -47,8 +49,17 @@ def map_media_error(exc: MediaError) -> SignalingError:
 class SessionHandler:
     """The state of one signaling connection inside one show (a show Participant)."""
 
-    def __init__(self, session: SignalingSession, shows: ShowRegistry, billing: PrivateBilling | None = None) -> None:
+    def __init__(
+        self,
+        session: SignalingSession,
+        shows: ShowRegistry,
+        billing: PrivateBilling | None = None,
+        auth: JoinAuthenticator | None = None,
+    ) -> None:
         self.billing = billing
+        # None: ids in `join` are trusted as given (the legacy behaviour).
+        self.auth = auth
+        self.principal: Principal | None = None
         self.session = session
         self.session_id = session.id
         self.shows = shows
@@ -118,21 +129,34 @@ class SessionHandler:
     async def _m_join(self, body: Join) -> dict[str, Any]:
         if self.show is not None:
             raise SignalingError("already_joined", f"already in show {self.show.id}; leave first")
-        if body.role == "performer":
+        if self.auth is not None:
+            who = await self.auth.resolve(body)
+        else:
+            who = JoinIdentity(body.role, body.member_id, body.performer_id)
+        if who.role == "performer":
             show = self.shows.open(body.show_id)
+            if who.price_per_minute is not None:
+                # The owner's profile price; applies to the next private (a running one keeps its grant).
+                show.price_per_minute = who.price_per_minute
         else:
             found = self.shows.get(body.show_id)
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
             show = found
-        self.role = body.role
-        self.member_id = body.member_id
-        self.performer_id = body.performer_id
+        self.role = who.role
+        self.member_id = who.member_id
+        self.performer_id = who.performer_id
+        self.principal = who.principal
         self.show = show
         self._unobserve = show.router.observe(self._on_producer)
         show.add(self)
-        log.info("joined", extra={"show_id": show.id, "session_id": self.session_id, "role": body.role})
-        return {"role": body.role, **show.describe_for(self)}
+        log.info("joined", extra={"show_id": show.id, "session_id": self.session_id, "role": who.role})
+        out: dict[str, Any] = {"role": who.role, **show.describe_for(self)}
+        if self.member_id is not None:
+            out["member_id"] = self.member_id
+        if self.performer_id is not None:
+            out["performer_id"] = self.performer_id
+        return out
 
     async def _m_publish(self, body: Publish) -> dict[str, Any]:
         show = self._require_show()

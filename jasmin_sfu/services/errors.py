@@ -75,3 +75,55 @@ class RequestOutOfOrderError(CreditControlError):
 
 class RequestConflictError(CreditControlError):
     """A request number was reused with different content."""
+
+
+class AccountsError(ServiceError):
+    """Base class of accounts and payments errors."""
+
+
+class AccountValidationError(AccountsError):
+    """A field of an accounts request is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class UsernameUnavailableError(AccountsError):
+    """The username is taken, reserved or blacklisted (the three are not told apart)."""
+
+
+class InvalidCredentialsError(AccountsError):
+    """Unknown username, wrong password or closed account (the three are not told apart)."""
+
+
+class InvalidTokenError(AccountsError):
+    """The session token is malformed, unknown, expired or revoked."""
+
+
+class AdultConfirmationRequiredError(AccountsError):
+    """The caller has not confirmed being 18 or older (or the confirmation lapsed)."""
+
+
+class NotPermittedError(AccountsError):
+    """The caller's role may not do this."""
+
+
+class NotShowOwnerError(NotPermittedError):
+    """A performer tried to perform in a show that is neither its own nor its group's."""
+
+
+class AccountNotFoundError(AccountsError):
+    """No such account (or performer profile)."""
+
+
+class PaymentsUnavailableError(AccountsError):
+    """No payment provider (or no billing) is configured on this node."""
+
+
+class PaymentDeclinedError(AccountsError):
+    """The payment processor declined the charge."""
+
+
+class PaymentConflictError(AccountsError):
+    """An idempotency key was reused with a different purchase."""

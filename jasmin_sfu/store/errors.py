@@ -17,3 +17,7 @@ class IntegrityStoreError(StoreError):
 
 class MigrationError(StoreError):
     """The schema is newer than this code, or a migration failed."""
+
+
+class DuplicateKeyError(StoreError):
+    """A row with this unique key exists (or the key is reserved): the caller's conflict, not a race."""

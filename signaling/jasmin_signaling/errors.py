@@ -26,6 +26,8 @@ ERROR_CODES: dict[str, str] = {
     "private_busy": "the performer is already in a private",
     "insufficient_credits": "the member's credits do not pay for one second of this private",
     "already_requested": "a private request from this member is pending",
+    "unauthorized": "the token is missing, malformed, unknown, expired or revoked",
+    "adult_confirmation_required": "confirm being 18 or older first (PRODUCT.md: before any content)",
     "internal": "an unexpected server error; the connection stays up",
 }
 

@@ -23,12 +23,19 @@ def _check_id(name: str, value: str) -> None:
         raise SignalingError("bad_request", f"{name}: 1-64 characters of A-Z a-z 0-9 _ . : -")
 
 
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
 @dataclass(frozen=True)
 class Join:
     show_id: str
     role: str
-    # Until signaling tokens arrive with accounts, a viewer says which member
-    # it is (no member_id: a guest) and a performer may name itself.
+    # A session token (docs/accounts.md): the server derives who the caller
+    # is - member, performer or guest - from it, never from the fields below.
+    token: str | None = None
+    # Legacy, honoured only without a token and only when the server runs
+    # with accounts.trust_client_ids: a viewer says which member it is (no
+    # member_id: a guest) and a performer may name itself.
     member_id: str | None = None
     performer_id: str | None = None
 
@@ -36,6 +43,11 @@ class Join:
         _check_id("show_id", self.show_id)
         if self.role not in ("performer", "viewer"):
             raise SignalingError("bad_request", "role: must be 'performer' or 'viewer'")
+        if self.token is not None:
+            if not _TOKEN_RE.match(self.token):
+                raise SignalingError("bad_request", "token: 1-256 characters of A-Z a-z 0-9 _ -")
+            if self.member_id is not None or self.performer_id is not None:
+                raise SignalingError("bad_request", "member_id, performer_id: not allowed with a token")
         if self.member_id is not None:
             _check_id("member_id", self.member_id)
             if self.role != "viewer":

@@ -16,7 +16,7 @@ import pytest
 from bench.peers import PatternTrack, publish
 from jasmin_sfu.app import Daemon
 from jasmin_signaling.client import SignalingClient
-from jasmin_sfu.config import BillingConfig, Config, ServerConfig
+from jasmin_sfu.config import AccountsConfig, BillingConfig, Config, ServerConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -72,7 +72,8 @@ async () => {
 @pytest.fixture
 async def sfu() -> AsyncIterator[str]:
     """The daemon in this event loop on 127.0.0.1; yields its base URL."""
-    daemon = Daemon(Config(server=ServerConfig(host="127.0.0.1", port=0), billing=BillingConfig(enabled=False)))
+    daemon = Daemon(Config(server=ServerConfig(host="127.0.0.1", port=0), billing=BillingConfig(enabled=False),
+                           accounts=AccountsConfig(enabled=False, trust_client_ids=True)))
     await daemon.start()
     try:
         yield f"http://127.0.0.1:{daemon.port}"

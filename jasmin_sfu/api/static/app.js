@@ -113,6 +113,7 @@ const jasmin = window.jasmin = {
   localStream: null,
   remoteStream: null,
   // Shows (docs/signaling.md, "Shows"):
+  token: params.get('token'), // a session token (docs/accounts.md); null: none yet
   memberId: null,     // viewer: the member id joined with; null for a guest
   showState: null,    // offline | free | private | member_chat, as the server shows it to this page
   privateMember: null, // performer: the member of the running private; member: its own id while its private runs
@@ -194,6 +195,25 @@ function fail(err) {
 function checkedId(input, what) {
   if (!input.checkValidity()) throw new SignalingError('bad_request', `${what}: 1-64 of A-Z a-z 0-9 _ . : -`);
   return input.value;
+}
+
+// Who this page is comes from a session token (docs/accounts.md): `?token=` as
+// given by a login. A node that trusts no client ids answers a token-less join
+// `unauthorized`; a viewer may then confirm being 18+ and watch as a guest.
+async function joinShow(sig, join) {
+  if (jasmin.token) return sig.request('join', { ...join, token: jasmin.token });
+  try {
+    return await sig.request('join', join);
+  } catch (err) {
+    if (!(err instanceof SignalingError) || err.code !== 'unauthorized' || join.role !== 'viewer'
+        || !window.confirm('This site shows adult content. Are you 18 or older?')) throw err;
+    const res = await fetch('/api/v1/guest-sessions', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ adult_confirmed: true }),
+    });
+    if (!res.ok) throw err;
+    jasmin.token = (await res.json()).token;
+    return sig.request('join', { ...join, token: jasmin.token });
+  }
 }
 
 async function connect() {
@@ -395,7 +415,7 @@ async function publish(show) {
   sig.on('show.ended', () => setStatus('ended', 'Show ended'));
   listenToShow(sig);
   listenToMemberCam(sig);
-  const joined = await sig.request('join', { show_id: show, role: 'performer' });
+  const joined = await joinShow(sig, { show_id: show, role: 'performer' });
   jasmin.showState = joined.state;
 
   const pc = newPeerConnection();
@@ -521,9 +541,9 @@ async function watch(show, memberId) {
   }));
 
   const join = { show_id: show, role: 'viewer' };
-  if (memberId) join.member_id = memberId;
-  const joined = await sig.request('join', join);
-  jasmin.memberId = memberId || null;
+  if (memberId && !jasmin.token) join.member_id = memberId;
+  const joined = await joinShow(sig, join);
+  jasmin.memberId = joined.member_id || null; // the server says whether this page is a member
   jasmin.showState = joined.state;
   render();
   if (!joined.producers.length) {

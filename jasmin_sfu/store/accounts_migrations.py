@@ -1,0 +1,96 @@
+"""Versioned schema migrations of the accounts store: its own track, beside the ledger's.
+
+The ledger keeps its version in ``schema_version``; accounts keep theirs in
+``accounts_schema_version``, so both may live in one SQLite file or one
+PostgreSQL schema without either refusing the other's version. Every table is
+prefixed ``acc_`` for the same reason (the ledger already owns ``accounts``).
+
+Same rules as ``jasmin_sfu.store.migrations``: one row per applied version,
+each migration in its own transaction, a database newer than the code is
+refused (``MigrationError``), and a released migration is never edited: add
+the next one.
+
+Times are integer microseconds since the epoch (as in the ledger). Only a
+SHA-256 of a session token is stored, never the token.
+"""
+
+from __future__ import annotations
+
+VERSION_TABLE = "accounts_schema_version"
+
+# The same SQL runs on both dialects: TEXT, INTEGER, BIGINT and CHECK mean the
+# same on SQLite and PostgreSQL, and booleans are INTEGER 0/1 on both.
+_V1_COMMON = """
+CREATE TABLE acc_users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    username_key TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('member', 'performer', 'admin')),
+    password_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    adult_confirmed_at BIGINT,
+    last_login_at BIGINT,
+    closed_at BIGINT
+);
+CREATE TABLE acc_sessions (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('guest', 'user')),
+    user_id TEXT REFERENCES acc_users (id),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    adult_confirmed_at BIGINT,
+    revoked_at BIGINT,
+    CHECK ((kind = 'guest' AND user_id IS NULL) OR (kind = 'user' AND user_id IS NOT NULL))
+);
+CREATE INDEX acc_sessions_user ON acc_sessions (user_id);
+CREATE INDEX acc_sessions_expiry ON acc_sessions (expires_at);
+CREATE TABLE acc_performers (
+    user_id TEXT PRIMARY KEY REFERENCES acc_users (id),
+    display_name TEXT NOT NULL,
+    bio TEXT NOT NULL,
+    price_per_minute INTEGER NOT NULL CHECK (price_per_minute BETWEEN 1 AND 1000000),
+    is_group INTEGER NOT NULL CHECK (is_group IN (0, 1)),
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE acc_performer_categories (
+    performer_id TEXT NOT NULL REFERENCES acc_performers (user_id),
+    category TEXT NOT NULL,
+    PRIMARY KEY (performer_id, category)
+);
+CREATE INDEX acc_performer_categories_category ON acc_performer_categories (category);
+CREATE TABLE acc_group_members (
+    group_id TEXT NOT NULL REFERENCES acc_performers (user_id),
+    performer_id TEXT NOT NULL REFERENCES acc_performers (user_id),
+    PRIMARY KEY (group_id, performer_id),
+    CHECK (group_id <> performer_id)
+);
+CREATE INDEX acc_group_members_performer ON acc_group_members (performer_id);
+CREATE TABLE acc_username_blacklist (
+    username_key TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    until_at BIGINT
+);
+CREATE TABLE acc_payments (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES acc_users (id),
+    idempotency_key TEXT NOT NULL,
+    package_code TEXT NOT NULL,
+    amount_cents INTEGER NOT NULL CHECK (amount_cents > 0),
+    provider TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('approved', 'credited')),
+    card_last4 TEXT CHECK (card_last4 IS NULL OR length(card_last4) = 4),
+    card_expiry TEXT CHECK (card_expiry IS NULL OR length(card_expiry) = 5),
+    created_at BIGINT NOT NULL,
+    credited_at BIGINT,
+    UNIQUE (user_id, idempotency_key)
+);
+CREATE INDEX acc_payments_user ON acc_payments (user_id, created_at);
+"""
+
+SQLITE: list[tuple[int, str]] = [(1, _V1_COMMON)]
+POSTGRES: list[tuple[int, str]] = [(1, _V1_COMMON)]
+
+LATEST = max(v for v, _ in SQLITE)
+assert LATEST == max(v for v, _ in POSTGRES), "dialects must stay at the same version"

@@ -1,0 +1,328 @@
+"""PostgreSQL implementation of ``AccountsStore`` (production; several nodes share it).
+
+Each method is one READ COMMITTED transaction on a pooled connection. The
+UNIQUE constraints decide races: two registrations of one name, two purchases
+with one idempotency key. Migrations run under their own advisory lock and
+version table, apart from the ledger's, so the two stores may share a schema.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
+
+import asyncpg
+
+from jasmin_sfu.store import accounts_migrations as migrations
+from jasmin_sfu.store.accounts_repo import BlacklistRow, PaymentRow, PerformerRow, SessionRow, UserRow
+from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
+
+_USER_COLS = (
+    "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
+)
+_SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
+_PAY_COLS = (
+    "id, user_id, idempotency_key, package_code, amount_cents, provider, status, created_at,"
+    " card_last4, card_expiry, credited_at"
+)
+# Advisory lock key held while migrating ("jacc" in ASCII; the ledger uses "jasm").
+_MIGRATION_LOCK = 0x6A616363
+
+
+def _user(r: Any) -> UserRow:
+    return UserRow(*tuple(r))
+
+
+def _session(r: Any) -> SessionRow:
+    return SessionRow(*tuple(r))
+
+
+def _payment(r: Any) -> PaymentRow:
+    return PaymentRow(*tuple(r))
+
+
+class PostgresAccountsStore:
+    """Accounts in PostgreSQL, through an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        schema: str = "",
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> "PostgresAccountsStore":
+        """Connect, then migrate to the latest accounts schema (under an advisory lock)."""
+        settings = {"search_path": schema} if schema else {}
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
+        assert pool is not None
+        store = cls(pool)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        vt = migrations.VERSION_TABLE
+        async with self._pool.acquire() as con:
+            await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {vt} (version INTEGER PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                current = int(await con.fetchval(f"SELECT coalesce(max(version), 0) FROM {vt}"))
+                if current > migrations.LATEST:
+                    raise MigrationError(f"accounts schema {current} is newer than this code ({migrations.LATEST})")
+                for version, sql in migrations.POSTGRES:
+                    if version <= current:
+                        continue
+                    async with con.transaction():
+                        await con.execute(sql)
+                        await con.execute(f"INSERT INTO {vt} (version) VALUES ($1)", version)
+            finally:
+                await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction; PostgreSQL errors mapped to store errors."""
+        try:
+            async with self._pool.acquire() as con:
+                async with con.transaction():
+                    yield con
+        except asyncpg.exceptions.UniqueViolationError as e:
+            raise DuplicateKeyError(repr(e)) from e
+        except (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError) as e:
+            raise RetryableStoreError(repr(e)) from e
+        except asyncpg.exceptions.IntegrityConstraintViolationError as e:
+            raise IntegrityStoreError(repr(e)) from e
+
+    # -- users -------------------------------------------------------------------
+
+    async def create_user(self, user: UserRow, performer: PerformerRow | None = None) -> None:
+        """Insert a user (and profile) unless the name is taken or blacklisted."""
+        u = user
+        async with self._tx() as con:
+            blocked = await con.fetchval(
+                "SELECT 1 FROM acc_username_blacklist WHERE username_key = $1 AND (until_at IS NULL OR until_at > $2)",
+                u.username_key,
+                u.created_at,
+            )
+            if blocked is not None:
+                raise DuplicateKeyError(f"username {u.username!r} is blacklisted")
+            await con.execute(
+                f"INSERT INTO acc_users ({_USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                u.id, u.username, u.username_key, u.role, u.password_hash, u.created_at,
+                u.adult_confirmed_at, u.last_login_at, u.closed_at,
+            )
+            if performer is not None:
+                await self._put_performer(con, performer)
+
+    async def user_by_id(self, user_id: str) -> UserRow | None:
+        """A user by id."""
+        async with self._pool.acquire() as con:
+            r = await con.fetchrow(f"SELECT {_USER_COLS} FROM acc_users WHERE id = $1", user_id)
+        return _user(r) if r is not None else None
+
+    async def user_by_username(self, username_key: str) -> UserRow | None:
+        """A user by case-folded username."""
+        async with self._pool.acquire() as con:
+            r = await con.fetchrow(f"SELECT {_USER_COLS} FROM acc_users WHERE username_key = $1", username_key)
+        return _user(r) if r is not None else None
+
+    async def set_adult_confirmed(self, user_id: str, at: int) -> None:
+        """Record the user's 18+ confirmation."""
+        async with self._tx() as con:
+            await con.execute("UPDATE acc_users SET adult_confirmed_at = $1 WHERE id = $2", at, user_id)
+
+    async def record_login(self, user_id: str, at: int, password_hash: str | None = None) -> None:
+        """Note a login (and a rehash)."""
+        async with self._tx() as con:
+            await con.execute(
+                "UPDATE acc_users SET last_login_at = $1, password_hash = coalesce($2, password_hash) WHERE id = $3",
+                at, password_hash, user_id,
+            )
+
+    # -- blacklist ---------------------------------------------------------------------
+
+    async def blacklist_username(self, row: BlacklistRow) -> None:
+        """Insert or replace a blacklist entry."""
+        async with self._tx() as con:
+            await con.execute(
+                "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
+                " created_at = excluded.created_at, until_at = excluded.until_at",
+                row.username_key, row.reason, row.created_at, row.until_at,
+            )
+
+    async def blacklisted(self, username_key: str, now: int) -> BlacklistRow | None:
+        """The entry in force at ``now``."""
+        async with self._pool.acquire() as con:
+            r = await con.fetchrow(
+                "SELECT username_key, reason, created_at, until_at FROM acc_username_blacklist"
+                " WHERE username_key = $1 AND (until_at IS NULL OR until_at > $2)",
+                username_key,
+                now,
+            )
+        return BlacklistRow(*tuple(r)) if r is not None else None
+
+    # -- sessions ---------------------------------------------------------------------
+
+    async def create_session(self, row: SessionRow) -> None:
+        """Insert a session."""
+        s = row
+        async with self._tx() as con:
+            await con.execute(
+                f"INSERT INTO acc_sessions ({_SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at, s.revoked_at,
+            )
+
+    async def session_by_token_hash(self, token_hash: str) -> SessionRow | None:
+        """A session by its token's hash."""
+        async with self._pool.acquire() as con:
+            r = await con.fetchrow(f"SELECT {_SESSION_COLS} FROM acc_sessions WHERE token_hash = $1", token_hash)
+        return _session(r) if r is not None else None
+
+    async def confirm_session_adult(self, session_id: str, at: int) -> None:
+        """Record a guest session's 18+ confirmation."""
+        async with self._tx() as con:
+            await con.execute("UPDATE acc_sessions SET adult_confirmed_at = $1 WHERE id = $2", at, session_id)
+
+    async def revoke_session(self, session_id: str, at: int) -> bool:
+        """Revoke one session."""
+        async with self._tx() as con:
+            status = await con.execute(
+                "UPDATE acc_sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", at, session_id
+            )
+        return bool(status.endswith(" 1"))
+
+    async def revoke_user_sessions(self, user_id: str, at: int) -> int:
+        """Revoke every live session of a user."""
+        async with self._tx() as con:
+            status = await con.execute(
+                "UPDATE acc_sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL", at, user_id
+            )
+        return int(status.rsplit(" ", 1)[1])
+
+    async def purge_sessions(self, now: int) -> int:
+        """Delete expired and revoked sessions."""
+        async with self._tx() as con:
+            status = await con.execute(
+                "DELETE FROM acc_sessions WHERE expires_at <= $1 OR revoked_at IS NOT NULL", now
+            )
+        return int(status.rsplit(" ", 1)[1])
+
+    # -- performers -------------------------------------------------------------------------
+
+    @staticmethod
+    async def _put_performer(con: asyncpg.Connection, p: PerformerRow) -> None:
+        await con.execute(
+            "INSERT INTO acc_performers (user_id, display_name, bio, price_per_minute, is_group, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET"
+            " display_name = excluded.display_name, bio = excluded.bio,"
+            " price_per_minute = excluded.price_per_minute, is_group = excluded.is_group,"
+            " updated_at = excluded.updated_at",
+            p.user_id, p.display_name, p.bio, p.price_per_minute, int(p.is_group), p.updated_at,
+        )
+        await con.execute("DELETE FROM acc_performer_categories WHERE performer_id = $1", p.user_id)
+        if p.categories:
+            await con.executemany(
+                "INSERT INTO acc_performer_categories (performer_id, category) VALUES ($1, $2)",
+                [(p.user_id, c) for c in p.categories],
+            )
+        await con.execute("DELETE FROM acc_group_members WHERE group_id = $1", p.user_id)
+        if p.group_members:
+            await con.executemany(
+                "INSERT INTO acc_group_members (group_id, performer_id) VALUES ($1, $2)",
+                [(p.user_id, m) for m in p.group_members],
+            )
+
+    async def performer(self, user_id: str) -> PerformerRow | None:
+        """A performer's profile."""
+        async with self._pool.acquire() as con:
+            r = await con.fetchrow(
+                "SELECT user_id, display_name, bio, price_per_minute, is_group, updated_at FROM acc_performers"
+                " WHERE user_id = $1",
+                user_id,
+            )
+            if r is None:
+                return None
+            cats = await con.fetch(
+                "SELECT category FROM acc_performer_categories WHERE performer_id = $1 ORDER BY category", user_id
+            )
+            members = await con.fetch(
+                "SELECT performer_id FROM acc_group_members WHERE group_id = $1 ORDER BY performer_id", user_id
+            )
+        return PerformerRow(
+            r[0], r[1], r[2], r[3], bool(r[4]), r[5], tuple(c[0] for c in cats), tuple(m[0] for m in members)
+        )
+
+    async def put_performer(self, row: PerformerRow) -> None:
+        """Insert or replace a profile with its categories and members."""
+        async with self._tx() as con:
+            await self._put_performer(con, row)
+
+    # -- payments ---------------------------------------------------------------------------
+
+    async def payment(self, user_id: str, idempotency_key: str) -> PaymentRow | None:
+        """The payment recorded for this key."""
+        async with self._pool.acquire() as con:
+            r = await con.fetchrow(
+                f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = $1 AND idempotency_key = $2",
+                user_id,
+                idempotency_key,
+            )
+        return _payment(r) if r is not None else None
+
+    async def insert_payment(self, row: PaymentRow) -> PaymentRow:
+        """Insert unless the key is known; returns the stored row."""
+        p = row
+        async with self._tx() as con:
+            await con.execute(
+                f"INSERT INTO acc_payments ({_PAY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
+                p.created_at, p.card_last4, p.card_expiry, p.credited_at,
+            )
+            r = await con.fetchrow(
+                f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = $1 AND idempotency_key = $2",
+                p.user_id,
+                p.idempotency_key,
+            )
+        return _payment(r)
+
+    async def mark_payment_credited(self, payment_id: str, at: int) -> None:
+        """The top-up reached the ledger."""
+        async with self._tx() as con:
+            await con.execute(
+                "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, $1) WHERE id = $2",
+                at,
+                payment_id,
+            )
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        """The applied accounts migration version."""
+        async with self._pool.acquire() as con:
+            return int(await con.fetchval(f"SELECT max(version) FROM {migrations.VERSION_TABLE}"))
+
+    async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement outside the service rules (tests use it to prove the constraints)."""
+        try:
+            async with self._pool.acquire() as con:
+                return list(await con.fetch(sql, *args))
+        except asyncpg.exceptions.UniqueViolationError as e:
+            raise DuplicateKeyError(repr(e)) from e
+        except asyncpg.exceptions.IntegrityConstraintViolationError as e:
+            raise IntegrityStoreError(repr(e)) from e
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()

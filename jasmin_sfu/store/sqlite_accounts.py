@@ -1,0 +1,356 @@
+"""SQLite implementation of ``AccountsStore`` (the embedded default).
+
+One connection driven by one worker thread, as the ledger's SQLite store: a
+commit fsyncs (``synchronous=FULL``, 0.1-10 ms on real disks) and must never
+stall the media event loop. Each store method is one function run whole in the
+thread inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, so a check and the write it
+guards (a blacklist check and the user insert) are atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, TypeVar
+
+from jasmin_sfu.store import accounts_migrations as migrations
+from jasmin_sfu.store.accounts_repo import BlacklistRow, PaymentRow, PerformerRow, SessionRow, UserRow
+from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
+
+T = TypeVar("T")
+
+_USER_COLS = (
+    "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
+)
+_SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
+_PAY_COLS = (
+    "id, user_id, idempotency_key, package_code, amount_cents, provider, status, created_at,"
+    " card_last4, card_expiry, credited_at"
+)
+
+
+def _user(r: Sequence[Any]) -> UserRow:
+    return UserRow(*r)
+
+
+def _session(r: Sequence[Any]) -> SessionRow:
+    return SessionRow(*r)
+
+
+def _payment(r: Sequence[Any]) -> PaymentRow:
+    return PaymentRow(*r)
+
+
+def _blacklisted_sql(p: str) -> str:
+    return f"SELECT username_key, reason, created_at, until_at FROM acc_username_blacklist WHERE username_key = {p}"
+
+
+class SqliteAccountsStore:
+    """Accounts in one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-accounts")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str, *, synchronous: str = "FULL") -> "SqliteAccountsStore":
+        """Open (creating the file when missing) and migrate to the latest accounts schema."""
+        store = cls(path, synchronous=synchronous)
+        try:
+            await store._call(store._open_sync)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def _open_sync(self, _db: Any) -> None:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        self._db = db
+        vt = migrations.VERSION_TABLE
+        db.execute(f"CREATE TABLE IF NOT EXISTS {vt} (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        current = db.execute(f"SELECT coalesce(max(version), 0) FROM {vt}").fetchone()[0]
+        if current > migrations.LATEST:
+            raise MigrationError(f"accounts schema {current} is newer than this code ({migrations.LATEST})")
+        for version, sql in migrations.SQLITE:
+            if version <= current:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in (s.strip() for s in sql.split(";")):
+                    if stmt:
+                        db.execute(stmt)
+                db.execute(f"INSERT INTO {vt} VALUES (?, datetime('now'))", (version,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the worker thread, mapping SQLite errors to store errors."""
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            try:
+                return fn(self._db)  # type: ignore[arg-type]
+            except sqlite3.IntegrityError as e:
+                if "UNIQUE" in str(e) or "PRIMARY KEY" in str(e):
+                    raise DuplicateKeyError(str(e)) from e
+                raise IntegrityStoreError(str(e)) from e
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    raise RetryableStoreError(str(e)) from e
+                raise
+
+        return await loop.run_in_executor(self._pool, call)
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (rolled back on any exception)."""
+
+        def go(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return out
+
+        return await self._call(go)
+
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return await self._call(lambda db: db.execute(sql, args).fetchall())
+
+    # -- users -------------------------------------------------------------------
+
+    async def create_user(self, user: UserRow, performer: PerformerRow | None = None) -> None:
+        """Insert a user (and profile) unless the name is taken or blacklisted."""
+        u = user
+
+        def go(db: sqlite3.Connection) -> None:
+            bl = db.execute(
+                "SELECT 1 FROM acc_username_blacklist WHERE username_key = ? AND (until_at IS NULL OR until_at > ?)",
+                (u.username_key, u.created_at),
+            ).fetchone()
+            if bl is not None:
+                raise DuplicateKeyError(f"username {u.username!r} is blacklisted")
+            db.execute(
+                f"INSERT INTO acc_users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (u.id, u.username, u.username_key, u.role, u.password_hash, u.created_at,
+                 u.adult_confirmed_at, u.last_login_at, u.closed_at),
+            )
+            if performer is not None:
+                self._put_performer_sync(db, performer)
+
+        await self._tx(go)
+
+    async def user_by_id(self, user_id: str) -> UserRow | None:
+        """A user by id."""
+        rows = await self._rows(f"SELECT {_USER_COLS} FROM acc_users WHERE id = ?", (user_id,))
+        return _user(rows[0]) if rows else None
+
+    async def user_by_username(self, username_key: str) -> UserRow | None:
+        """A user by case-folded username."""
+        rows = await self._rows(f"SELECT {_USER_COLS} FROM acc_users WHERE username_key = ?", (username_key,))
+        return _user(rows[0]) if rows else None
+
+    async def set_adult_confirmed(self, user_id: str, at: int) -> None:
+        """Record the user's 18+ confirmation."""
+        await self._tx(lambda db: db.execute("UPDATE acc_users SET adult_confirmed_at = ? WHERE id = ?", (at, user_id)))
+
+    async def record_login(self, user_id: str, at: int, password_hash: str | None = None) -> None:
+        """Note a login (and a rehash)."""
+        await self._tx(
+            lambda db: db.execute(
+                "UPDATE acc_users SET last_login_at = ?, password_hash = coalesce(?, password_hash) WHERE id = ?",
+                (at, password_hash, user_id),
+            )
+        )
+
+    # -- blacklist ---------------------------------------------------------------------
+
+    async def blacklist_username(self, row: BlacklistRow) -> None:
+        """Insert or replace a blacklist entry."""
+        await self._tx(
+            lambda db: db.execute(
+                "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
+                " created_at = excluded.created_at, until_at = excluded.until_at",
+                (row.username_key, row.reason, row.created_at, row.until_at),
+            )
+        )
+
+    async def blacklisted(self, username_key: str, now: int) -> BlacklistRow | None:
+        """The entry in force at ``now``."""
+        rows = await self._rows(_blacklisted_sql("?") + " AND (until_at IS NULL OR until_at > ?)", (username_key, now))
+        return BlacklistRow(*rows[0]) if rows else None
+
+    # -- sessions ---------------------------------------------------------------------
+
+    async def create_session(self, row: SessionRow) -> None:
+        """Insert a session."""
+        s = row
+        await self._tx(
+            lambda db: db.execute(
+                f"INSERT INTO acc_sessions ({_SESSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at,
+                 s.revoked_at),
+            )
+        )
+
+    async def session_by_token_hash(self, token_hash: str) -> SessionRow | None:
+        """A session by its token's hash."""
+        rows = await self._rows(f"SELECT {_SESSION_COLS} FROM acc_sessions WHERE token_hash = ?", (token_hash,))
+        return _session(rows[0]) if rows else None
+
+    async def confirm_session_adult(self, session_id: str, at: int) -> None:
+        """Record a guest session's 18+ confirmation."""
+        await self._tx(
+            lambda db: db.execute("UPDATE acc_sessions SET adult_confirmed_at = ? WHERE id = ?", (at, session_id))
+        )
+
+    async def revoke_session(self, session_id: str, at: int) -> bool:
+        """Revoke one session."""
+
+        def go(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE acc_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, session_id)
+            )
+            return cur.rowcount == 1
+
+        return await self._tx(go)
+
+    async def revoke_user_sessions(self, user_id: str, at: int) -> int:
+        """Revoke every live session of a user."""
+
+        def go(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "UPDATE acc_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", (at, user_id)
+            )
+            return int(cur.rowcount)
+
+        return await self._tx(go)
+
+    async def purge_sessions(self, now: int) -> int:
+        """Delete expired and revoked sessions."""
+
+        def go(db: sqlite3.Connection) -> int:
+            cur = db.execute("DELETE FROM acc_sessions WHERE expires_at <= ? OR revoked_at IS NOT NULL", (now,))
+            return int(cur.rowcount)
+
+        return await self._tx(go)
+
+    # -- performers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _put_performer_sync(db: sqlite3.Connection, p: PerformerRow) -> None:
+        db.execute(
+            "INSERT INTO acc_performers (user_id, display_name, bio, price_per_minute, is_group, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,"
+            " bio = excluded.bio, price_per_minute = excluded.price_per_minute, is_group = excluded.is_group,"
+            " updated_at = excluded.updated_at",
+            (p.user_id, p.display_name, p.bio, p.price_per_minute, int(p.is_group), p.updated_at),
+        )
+        db.execute("DELETE FROM acc_performer_categories WHERE performer_id = ?", (p.user_id,))
+        db.executemany(
+            "INSERT INTO acc_performer_categories (performer_id, category) VALUES (?, ?)",
+            [(p.user_id, c) for c in p.categories],
+        )
+        db.execute("DELETE FROM acc_group_members WHERE group_id = ?", (p.user_id,))
+        db.executemany(
+            "INSERT INTO acc_group_members (group_id, performer_id) VALUES (?, ?)",
+            [(p.user_id, m) for m in p.group_members],
+        )
+
+    async def performer(self, user_id: str) -> PerformerRow | None:
+        """A performer's profile."""
+
+        def go(db: sqlite3.Connection) -> PerformerRow | None:
+            r = db.execute(
+                "SELECT user_id, display_name, bio, price_per_minute, is_group, updated_at FROM acc_performers"
+                " WHERE user_id = ?",
+                (user_id,),
+            ).fetchone()
+            if r is None:
+                return None
+            cats = db.execute(
+                "SELECT category FROM acc_performer_categories WHERE performer_id = ? ORDER BY category", (user_id,)
+            ).fetchall()
+            members = db.execute(
+                "SELECT performer_id FROM acc_group_members WHERE group_id = ? ORDER BY performer_id", (user_id,)
+            ).fetchall()
+            return PerformerRow(
+                r[0], r[1], r[2], r[3], bool(r[4]), r[5], tuple(c[0] for c in cats), tuple(m[0] for m in members)
+            )
+
+        return await self._call(go)
+
+    async def put_performer(self, row: PerformerRow) -> None:
+        """Insert or replace a profile with its categories and members."""
+        await self._tx(lambda db: self._put_performer_sync(db, row))
+
+    # -- payments ---------------------------------------------------------------------------
+
+    async def payment(self, user_id: str, idempotency_key: str) -> PaymentRow | None:
+        """The payment recorded for this key."""
+        rows = await self._rows(
+            f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
+            (user_id, idempotency_key),
+        )
+        return _payment(rows[0]) if rows else None
+
+    async def insert_payment(self, row: PaymentRow) -> PaymentRow:
+        """Insert unless the key is known; returns the stored row."""
+        p = row
+
+        def go(db: sqlite3.Connection) -> PaymentRow:
+            db.execute(
+                f"INSERT INTO acc_payments ({_PAY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                (p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
+                 p.created_at, p.card_last4, p.card_expiry, p.credited_at),
+            )
+            r = db.execute(
+                f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
+                (p.user_id, p.idempotency_key),
+            ).fetchone()
+            return _payment(r)
+
+        return await self._tx(go)
+
+    async def mark_payment_credited(self, payment_id: str, at: int) -> None:
+        """The top-up reached the ledger."""
+        await self._tx(
+            lambda db: db.execute(
+                "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, ?) WHERE id = ?",
+                (at, payment_id),
+            )
+        )
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        """The applied accounts migration version."""
+        rows = await self._rows(f"SELECT max(version) FROM {migrations.VERSION_TABLE}")
+        return int(rows[0][0])
+
+    async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement outside the service rules (tests use it to prove the constraints)."""
+        return await self._rows(sql, args)
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        if self._db is not None:
+            db = self._db
+            await self._call(lambda _db: db.close())
+            self._db = None
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,203 @@
+"""The accounts store on SQLite and the real PostgreSQL: its own migration track beside the
+ledger's, uniqueness and the blacklist decided in the database, sessions by token hash,
+profiles written as a unit, and payments idempotent by (member, key)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from typing import AsyncIterator
+
+import pytest
+
+from jasmin_sfu.store.accounts_repo import (
+    AccountsStore,
+    BlacklistRow,
+    PaymentRow,
+    PerformerRow,
+    SessionRow,
+    UserRow,
+)
+from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError
+from jasmin_sfu.store.postgres_accounts import PostgresAccountsStore
+from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
+from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
+from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+from tests.realparts import PG_DSN, pg_schema
+
+T0 = 1_780_000_000 * 1_000_000  # microseconds
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def astore(request: pytest.FixtureRequest) -> AsyncIterator[AccountsStore]:
+    if request.param == "sqlite":
+        s = await SqliteAccountsStore.open(":memory:")
+        try:
+            yield s
+        finally:
+            await s.close()
+        return
+    async with pg_schema() as schema:
+        p = await PostgresAccountsStore.open(PG_DSN, schema=schema)
+        try:
+            yield p
+        finally:
+            await p.close()
+
+
+def user(uid: str, name: str, role: str = "member", at: int = T0) -> UserRow:
+    return UserRow(uid, name, name.casefold(), role, "$argon2id$fake", at)
+
+
+def ph(store: AccountsStore) -> str:
+    return "$1" if isinstance(store, PostgresAccountsStore) else "?"
+
+
+async def test_accounts_migrations_are_their_own_track(astore: AccountsStore) -> None:
+    """Protects sharing one database with the ledger: accounts keep their version in
+    accounts_schema_version, so neither store refuses the other's schema_version."""
+    assert await astore.schema_version() == 1
+    raw = astore.execute_raw  # type: ignore[attr-defined]
+    if isinstance(astore, PostgresAccountsStore):
+        schema = (await raw("SELECT current_schema()"))[0][0]
+        ledger = await PostgresLedgerStore.open(PG_DSN, schema=schema)
+        try:
+            assert await ledger.schema_version() == 2
+        finally:
+            await ledger.close()
+        again = await PostgresAccountsStore.open(PG_DSN, schema=schema)
+        assert await again.schema_version() == 1
+        await again.close()
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "shared.sqlite3")
+            ledger_s = await SqliteLedgerStore.open(path)
+            acc = await SqliteAccountsStore.open(path)
+            assert await ledger_s.schema_version() == 2 and await acc.schema_version() == 1
+            await acc.close()
+            await ledger_s.close()
+            acc = await SqliteAccountsStore.open(path)  # reopening applies nothing twice
+            assert await acc.schema_version() == 1
+            await acc.close()
+
+
+async def test_accounts_migration_refuses_newer_schema(astore: AccountsStore) -> None:
+    """Protects an old node from writing into a newer accounts schema."""
+    raw = astore.execute_raw  # type: ignore[attr-defined]
+    if isinstance(astore, PostgresAccountsStore):
+        await raw("INSERT INTO accounts_schema_version (version) VALUES (99)")
+        schema = (await raw("SELECT current_schema()"))[0][0]
+        with pytest.raises(MigrationError):
+            await PostgresAccountsStore.open(PG_DSN, schema=schema)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "a.sqlite3")
+            s = await SqliteAccountsStore.open(path)
+            await s.execute_raw("INSERT INTO accounts_schema_version VALUES (99, 'x')")
+            await s.close()
+            with pytest.raises(MigrationError):
+                await SqliteAccountsStore.open(path)
+
+
+async def test_usernames_are_unique_regardless_of_case_even_when_racing(astore: AccountsStore) -> None:
+    """Protects one owner per name (a performer's name is its show id): the database decides,
+    so of two simultaneous registrations exactly one wins."""
+    await astore.create_user(user("u1", "Alice"))
+    with pytest.raises(DuplicateKeyError):
+        await astore.create_user(user("u2", "alice"))
+    results = await asyncio.gather(
+        *[astore.create_user(user(f"r{i}", "Racer")) for i in range(8)], return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(r is None or isinstance(r, DuplicateKeyError) for r in results)
+    found = await astore.user_by_username("alice")
+    assert found is not None and found.id == "u1" and found.username == "Alice"
+
+
+async def test_blacklisted_names_cannot_be_registered_until_the_entry_lapses(astore: AccountsStore) -> None:
+    """Protects the erasure rule: a former username stays blacklisted for a period, then frees up."""
+    await astore.blacklist_username(BlacklistRow("gone", "erased", T0, until_at=T0 + 100))
+    assert await astore.blacklisted("gone", T0 + 99) is not None
+    with pytest.raises(DuplicateKeyError):
+        await astore.create_user(user("u1", "Gone", at=T0 + 50))
+    assert await astore.user_by_username("gone") is None
+    assert await astore.blacklisted("gone", T0 + 100) is None
+    await astore.create_user(user("u1", "Gone", at=T0 + 100))
+    await astore.blacklist_username(BlacklistRow("forever", "reserved", T0, None))
+    assert await astore.blacklisted("forever", T0 * 2) is not None
+
+
+async def test_sessions_by_token_hash_revocation_and_purge(astore: AccountsStore) -> None:
+    """Protects token handling below the service: a session is found only by its hash, revocation
+    is once, and the purge removes expired and revoked sessions (guest data retention)."""
+    await astore.create_user(user("u1", "bob"))
+    await astore.create_session(SessionRow("s1", "h1", "user", "u1", T0, T0 + 10))
+    await astore.create_session(SessionRow("s2", "h2", "user", "u1", T0, T0 + 1000))
+    await astore.create_session(SessionRow("g1", "hg", "guest", None, T0, T0 + 1000))
+    s = await astore.session_by_token_hash("h2")
+    assert s is not None and s.id == "s2" and s.user_id == "u1" and s.revoked_at is None
+    await astore.confirm_session_adult("g1", T0 + 5)
+    g = await astore.session_by_token_hash("hg")
+    assert g is not None and g.adult_confirmed_at == T0 + 5
+    assert await astore.revoke_session("s2", T0 + 1) is True
+    assert await astore.revoke_session("s2", T0 + 2) is False
+    assert await astore.revoke_user_sessions("u1", T0 + 3) == 1  # s1; s2 already revoked
+    assert await astore.purge_sessions(T0 + 20) == 2
+    assert await astore.session_by_token_hash("h1") is None and await astore.session_by_token_hash("hg") is not None
+    with pytest.raises(IntegrityStoreError):  # a guest session has no user, a user session has one
+        await astore.create_session(SessionRow("bad", "hb", "guest", "u1", T0, T0 + 10))
+    with pytest.raises(DuplicateKeyError):
+        await astore.create_session(SessionRow("s9", "hg", "guest", None, T0, T0 + 10))
+
+
+async def test_performer_profile_categories_and_group_are_one_unit(astore: AccountsStore) -> None:
+    """Protects profiles: created with the account in one transaction, replaced whole,
+    and the database refuses an out-of-range price even if a service bug let one through."""
+    await astore.create_user(user("p1", "anna", "performer"), PerformerRow("p1", "Anna", "", 200, False, T0, ("girl",)))
+    await astore.create_user(user("p2", "bea", "performer"), PerformerRow("p2", "Bea", "", 300, False, T0))
+    grp = PerformerRow("g1", "Duo", "two", 500, True, T0, ("couple", "girl"), ("p1", "p2"))
+    await astore.create_user(user("g1", "duo", "performer"), grp)
+    assert await astore.performer("g1") == grp
+    await astore.put_performer(PerformerRow("p1", "Anna K", "hi", 250, False, T0 + 1, ("fetish", "girl")))
+    p1 = await astore.performer("p1")
+    assert p1 is not None and p1.categories == ("fetish", "girl") and p1.price_per_minute == 250
+    with pytest.raises(IntegrityStoreError):
+        await astore.put_performer(PerformerRow("p2", "Bea", "", 0, False, T0 + 1))
+    p2 = await astore.performer("p2")
+    assert p2 is not None and p2.price_per_minute == 300  # the failed write changed nothing
+    with pytest.raises((IntegrityStoreError, DuplicateKeyError)):  # a profile needs its account
+        await astore.put_performer(PerformerRow("nobody", "X", "", 100, False, T0))
+    # A failed profile rolls the account back with it.
+    with pytest.raises(IntegrityStoreError):
+        await astore.create_user(user("p3", "cleo", "performer"), PerformerRow("p3", "Cleo", "", -5, False, T0))
+    assert await astore.user_by_username("cleo") is None
+
+
+async def test_payments_are_idempotent_by_member_and_key(astore: AccountsStore) -> None:
+    """Protects 'same payment twice = one top-up' at the bottom: the second insert with a key
+    returns the first row, racing inserts store one, and only last4/expiry of a card exist."""
+    await astore.create_user(user("u1", "carl"))
+    first = PaymentRow("tp_1", "u1", "key-00001", "p2999", 2999, "test", "approved", T0, "4242", "12/29")
+    assert await astore.insert_payment(first) == first
+    twin = PaymentRow("tp_2", "u1", "key-00001", "p6999", 6999, "test", "approved", T0 + 1)
+    assert await astore.insert_payment(twin) == first
+    rows = await asyncio.gather(*[
+        astore.insert_payment(PaymentRow(f"tp_r{i}", "u1", "key-race", "p2999", 2999, "test", "approved", T0))
+        for i in range(6)
+    ])
+    assert len({r.id for r in rows}) == 1
+    await astore.mark_payment_credited("tp_1", T0 + 5)
+    await astore.mark_payment_credited("tp_1", T0 + 9)
+    done = await astore.payment("u1", "key-00001")
+    assert done is not None and done.status == "credited" and done.credited_at == T0 + 5
+    cols = await astore.execute_raw(  # type: ignore[attr-defined]
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'acc_payments'"
+        if isinstance(astore, PostgresAccountsStore) else "SELECT name FROM pragma_table_info('acc_payments')"
+    )
+    card_cols = {c[0] for c in cols if "card" in c[0]}
+    assert card_cols == {"card_last4", "card_expiry"}
+    with pytest.raises(IntegrityStoreError):
+        await astore.execute_raw(  # type: ignore[attr-defined]
+            f"UPDATE acc_payments SET card_last4 = {ph(astore)} WHERE id = 'tp_1'", ["4242424242424242"]
+        )
