@@ -23,6 +23,7 @@ from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
+from jasmin_sfu.services.personal_data import PersonalDataRegistry
 from jasmin_sfu.shows.billing import BillingStack, open_billing
 from jasmin_sfu.shows.events import EventBus
 from jasmin_sfu.shows.registry import ShowRegistry
@@ -68,6 +69,9 @@ class Daemon:
         self.accounts: AccountsService | None = None
         self.purchases: Purchases | None = None
         self._accounts_clock = accounts_clock
+        # Every service holding rows about people registers its source here in
+        # start(); the privacy service downloads, erases and purges through it.
+        self.personal_data = PersonalDataRegistry()
         self._housekeeping: asyncio.Task[None] | None = None
         self.draining = False
         self.registry = make_registry(MediaCollector(self.worker, lambda: len(self.sessions)))
