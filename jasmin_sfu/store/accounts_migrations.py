@@ -89,8 +89,39 @@ CREATE TABLE acc_payments (
 CREATE INDEX acc_payments_user ON acc_payments (user_id, created_at);
 """
 
-SQLITE: list[tuple[int, str]] = [(1, _V1_COMMON)]
-POSTGRES: list[tuple[int, str]] = [(1, _V1_COMMON)]
+# Version 2: privacy rights (docs/privacy.md). A member's optional profile with
+# its two visibility settings, and the erasure journal: an erasure is recorded
+# first (with the account closed, its sessions revoked and the username
+# blacklisted, all in that one transaction), then carried out source by source,
+# then marked done; a crash in between is resumed from the unfinished rows.
+# The defaults are the most private choices (privacy by default, GDPR art. 25).
+_V2_COMMON = """
+CREATE TABLE acc_member_profiles (
+    user_id TEXT PRIMARY KEY REFERENCES acc_users (id),
+    display_name TEXT,
+    gender TEXT,
+    age_range TEXT,
+    country TEXT,
+    languages TEXT,
+    about TEXT,
+    profile_visibility TEXT NOT NULL DEFAULT 'nobody'
+        CHECK (profile_visibility IN ('all_performers', 'performers_with_private', 'nobody')),
+    mask_visibility TEXT NOT NULL DEFAULT 'private'
+        CHECK (mask_visibility IN ('private', 'performers_with_private', 'public')),
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE acc_erasures (
+    user_id TEXT PRIMARY KEY REFERENCES acc_users (id),
+    reason TEXT NOT NULL CHECK (reason IN ('member_request', 'inactive', 'support')),
+    requested_at BIGINT NOT NULL,
+    completed_at BIGINT
+);
+CREATE INDEX acc_erasures_open ON acc_erasures (completed_at);
+CREATE INDEX acc_sessions_created ON acc_sessions (kind, created_at)
+"""
+
+SQLITE: list[tuple[int, str]] = [(1, _V1_COMMON), (2, _V2_COMMON)]
+POSTGRES: list[tuple[int, str]] = [(1, _V1_COMMON), (2, _V2_COMMON)]
 
 LATEST = max(v for v, _ in SQLITE)
 assert LATEST == max(v for v, _ in POSTGRES), "dialects must stay at the same version"

@@ -12,6 +12,11 @@ store keeps rows and makes each method one atomic transaction:
   one unit.
 * ``insert_payment`` is idempotent on (user, idempotency key): it returns the
   row already stored for the key, if any, instead of inserting.
+* Privacy (docs/privacy.md): ``export_user`` returns every row of every
+  accounts table that references the user; ``begin_erasure`` records an
+  erasure, closes the account, revokes its sessions and blacklists the name in
+  one transaction; ``erase_user`` then wipes the personal fields and keeps the
+  payments (financial records) under the opaque user id, which is the pseudonym.
 
 All times are integer microseconds since the epoch.
 """
@@ -19,7 +24,15 @@ All times are integer microseconds since the epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+# Who may see a member's profile fields, and who the loyalty rank ("mask").
+PROFILE_VISIBILITIES = ("all_performers", "performers_with_private", "nobody")
+MASK_VISIBILITIES = ("private", "performers_with_private", "public")
+ERASURE_REASONS = ("member_request", "inactive", "support")
+# An erased account's username_key: '#' is outside the username alphabet, so it
+# can never collide with a real name, and the UNIQUE index stays satisfied.
+ERASED_KEY_PREFIX = "#erased:"
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,77 @@ class PaymentRow:
     card_last4: str | None = None
     card_expiry: str | None = None
     credited_at: int | None = None
+
+
+@dataclass(frozen=True)
+class MemberProfileRow:
+    """A member's optional profile and its visibility settings (PRODUCT.md, Privacy rules)."""
+
+    user_id: str
+    display_name: str | None = None
+    gender: str | None = None
+    age_range: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2
+    languages: tuple[str, ...] = ()  # ISO 639-1 codes
+    about: str | None = None
+    profile_visibility: str = "nobody"
+    mask_visibility: str = "private"
+    updated_at: int = 0
+
+
+@dataclass(frozen=True)
+class ErasureRow:
+    """One "forget my data" (or inactivity closure); ``completed_at`` None: still to finish."""
+
+    user_id: str
+    reason: str
+    requested_at: int
+    completed_at: int | None = None
+
+
+# What ``export_user`` reads: (table, columns, condition on the user id ``{p}``).
+# Secrets are not personal data worth handing out and would weaken the account
+# if a download leaked: the password hash and token hashes are left out.
+EXPORT_TABLES: tuple[tuple[str, str, str], ...] = (
+    ("acc_users", "id, username, username_key, role, created_at, adult_confirmed_at, last_login_at, closed_at",
+     "id = {p}"),
+    ("acc_sessions", "id, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at", "user_id = {p}"),
+    ("acc_member_profiles", "*", "user_id = {p}"),
+    ("acc_performers", "*", "user_id = {p}"),
+    ("acc_performer_categories", "*", "performer_id = {p}"),
+    ("acc_group_members", "*", "group_id = {p} OR performer_id = {p}"),
+    ("acc_payments", "*", "user_id = {p}"),
+    ("acc_erasures", "*", "user_id = {p}"),
+)
+ERASED_NAME = "[erased]"
+
+# ``erase_user``'s statements, the user id as ``{p}``; the sum of their row counts
+# is the answer, and every WHERE skips what is already erased, so a rerun says 0.
+ERASE_STATEMENTS: tuple[str, ...] = (
+    "UPDATE acc_users SET username = '" + ERASED_NAME + "', username_key = '" + ERASED_KEY_PREFIX + "' || id,"
+    " password_hash = '!', adult_confirmed_at = NULL, last_login_at = NULL, closed_at = coalesce(closed_at, {at})"
+    " WHERE id = {p} AND username_key NOT LIKE '#%'",
+    "DELETE FROM acc_sessions WHERE user_id = {p}",
+    "DELETE FROM acc_member_profiles WHERE user_id = {p}",
+    # Payments are financial records (10 years, PRODUCT.md) and stay; the card's
+    # digits identify the card holder and are not needed to account for the money.
+    "UPDATE acc_payments SET card_last4 = NULL, card_expiry = NULL WHERE user_id = {p}"
+    " AND (card_last4 IS NOT NULL OR card_expiry IS NOT NULL)",
+    "UPDATE acc_performers SET display_name = '" + ERASED_NAME + "', bio = '' WHERE user_id = {p}"
+    " AND (display_name <> '" + ERASED_NAME + "' OR bio <> '')",
+    "DELETE FROM acc_performer_categories WHERE performer_id = {p}",
+    "DELETE FROM acc_group_members WHERE group_id = {p} OR performer_id = {p}",
+)
+
+LAST_PURCHASES_SQL = (
+    "SELECT u.id, coalesce(max(p.created_at), u.created_at) FROM acc_users u"
+    " LEFT JOIN acc_payments p ON p.user_id = u.id WHERE u.role = 'member' GROUP BY u.id, u.created_at"
+)
+INACTIVE_SQL = (
+    "SELECT u.id FROM acc_users u WHERE u.role = 'member' AND u.closed_at IS NULL AND u.created_at < {p}"
+    " AND coalesce(u.last_login_at, 0) < {p}"
+    " AND NOT EXISTS (SELECT 1 FROM acc_payments p WHERE p.user_id = u.id AND p.created_at >= {p}) ORDER BY u.id"
+)
 
 
 class AccountsStore(Protocol):
@@ -166,6 +250,55 @@ class AccountsStore(Protocol):
 
     async def mark_payment_credited(self, payment_id: str, at: int) -> None:
         """The top-up reached the ledger."""
+        ...
+
+    # -- privacy (migration 2) --------------------------------------------------------
+
+    async def member_profile(self, user_id: str) -> MemberProfileRow | None:
+        """A member's profile row (None: never set, so every field empty and the defaults apply)."""
+        ...
+
+    async def put_member_profile(self, row: MemberProfileRow) -> None:
+        """Insert or replace a member's profile row."""
+        ...
+
+    async def export_user(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every accounts table referencing ``user_id``, by table name, column by column
+        (secrets excepted: the password hash and session token hashes are left out)."""
+        ...
+
+    async def begin_erasure(self, row: ErasureRow, blacklist_until: int | None) -> bool:
+        """Record an erasure, close the account, revoke its sessions and blacklist its username until
+        ``blacklist_until`` (None: for ever), all in one transaction. False when already recorded."""
+        ...
+
+    async def erase_user(self, user_id: str, at: int) -> int:
+        """Wipe the personal fields of the account (username, password, profile, sessions, card digits),
+        keeping the payment rows under the user id; rows touched (0 on a second run)."""
+        ...
+
+    async def open_erasures(self) -> list[ErasureRow]:
+        """Erasures recorded but not completed (a crash in between): resume them."""
+        ...
+
+    async def complete_erasure(self, user_id: str, at: int) -> None:
+        """Mark an erasure done."""
+        ...
+
+    async def last_purchases(self) -> dict[str, int]:
+        """For every open member account: its last purchase time, or its creation time if it never bought."""
+        ...
+
+    async def inactive_members(self, before: int) -> list[str]:
+        """Open member accounts with no login, purchase or creation at or after ``before``."""
+        ...
+
+    async def purge_guest_sessions(self, before: int, *, dry_run: bool = False) -> int:
+        """Delete guest sessions created before ``before`` (guest data: 15 days); how many."""
+        ...
+
+    async def purge_blacklist(self, now: int, *, dry_run: bool = False) -> int:
+        """Delete blacklist entries that lapsed at or before ``now``; how many."""
         ...
 
     async def schema_version(self) -> int:

@@ -14,13 +14,30 @@ from typing import Any, AsyncIterator, Sequence
 import asyncpg
 
 from jasmin_sfu.store import accounts_migrations as migrations
-from jasmin_sfu.store.accounts_repo import BlacklistRow, PaymentRow, PerformerRow, SessionRow, UserRow
+from jasmin_sfu.store.accounts_repo import (
+    ERASE_STATEMENTS,
+    ERASED_KEY_PREFIX,
+    EXPORT_TABLES,
+    INACTIVE_SQL,
+    LAST_PURCHASES_SQL,
+    BlacklistRow,
+    ErasureRow,
+    MemberProfileRow,
+    PaymentRow,
+    PerformerRow,
+    SessionRow,
+    UserRow,
+)
 from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
 
 _USER_COLS = (
     "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
 )
 _SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
+_PROFILE_COLS = (
+    "user_id, display_name, gender, age_range, country, languages, about, profile_visibility, mask_visibility,"
+    " updated_at"
+)
 _PAY_COLS = (
     "id, user_id, idempotency_key, package_code, amount_cents, provider, status, created_at,"
     " card_last4, card_expiry, credited_at"
@@ -39,6 +56,15 @@ def _session(r: Any) -> SessionRow:
 
 def _payment(r: Any) -> PaymentRow:
     return PaymentRow(*tuple(r))
+
+
+def _profile(r: Any) -> MemberProfileRow:
+    langs = tuple(x for x in (r[5] or "").split(",") if x)
+    return MemberProfileRow(r[0], r[1], r[2], r[3], r[4], langs, r[6], r[7], r[8], r[9])
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[1])
 
 
 class PostgresAccountsStore:
@@ -305,6 +331,121 @@ class PostgresAccountsStore:
                 at,
                 payment_id,
             )
+
+    # -- privacy ------------------------------------------------------------------------------
+
+    async def member_profile(self, user_id: str) -> MemberProfileRow | None:
+        """A member's profile row."""
+        async with self._pool.acquire() as con:
+            r = await con.fetchrow(f"SELECT {_PROFILE_COLS} FROM acc_member_profiles WHERE user_id = $1", user_id)
+        return _profile(r) if r is not None else None
+
+    async def put_member_profile(self, row: MemberProfileRow) -> None:
+        """Insert or replace a member's profile row."""
+        r = row
+        cols = [c.strip() for c in _PROFILE_COLS.split(",")]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        async with self._tx() as con:
+            await con.execute(
+                f"INSERT INTO acc_member_profiles ({_PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
+                r.user_id, r.display_name, r.gender, r.age_range, r.country, ",".join(r.languages), r.about,
+                r.profile_visibility, r.mask_visibility, r.updated_at,
+            )
+
+    async def export_user(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row referencing the user, by table (one REPEATABLE READ snapshot)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        async with self._pool.acquire() as con:
+            async with con.transaction(isolation="repeatable_read", readonly=True):
+                for table, cols, where in EXPORT_TABLES:
+                    rows = await con.fetch(f"SELECT {cols} FROM {table} WHERE {where.format(p='$1')}", user_id)
+                    out[table] = [dict(r.items()) for r in rows]
+        return out
+
+    async def begin_erasure(self, row: ErasureRow, blacklist_until: int | None) -> bool:
+        """Record the erasure, close, revoke, blacklist: one transaction."""
+        e = row
+        async with self._tx() as con:
+            status = await con.execute(
+                "INSERT INTO acc_erasures (user_id, reason, requested_at, completed_at) VALUES ($1, $2, $3, NULL)"
+                " ON CONFLICT (user_id) DO NOTHING",
+                e.user_id, e.reason, e.requested_at,
+            )
+            if _count(status) == 0:
+                return False
+            await con.execute(
+                "UPDATE acc_users SET closed_at = coalesce(closed_at, $1) WHERE id = $2", e.requested_at, e.user_id
+            )
+            await con.execute(
+                "UPDATE acc_sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+                e.requested_at, e.user_id,
+            )
+            key = await con.fetchval("SELECT username_key FROM acc_users WHERE id = $1", e.user_id)
+            if not str(key).startswith(ERASED_KEY_PREFIX):
+                await con.execute(
+                    "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
+                    " VALUES ($1, 'erased', $2, $3) ON CONFLICT (username_key) DO UPDATE SET"
+                    " reason = excluded.reason, created_at = excluded.created_at, until_at = excluded.until_at",
+                    key, e.requested_at, blacklist_until,
+                )
+        return True
+
+    async def erase_user(self, user_id: str, at: int) -> int:
+        """Wipe the personal fields; keep payments under the id."""
+        n = 0
+        async with self._tx() as con:
+            for stmt in ERASE_STATEMENTS:
+                if "{at}" in stmt:
+                    status = await con.execute(stmt.format(p="$1", at="$2::bigint"), user_id, at)
+                else:
+                    status = await con.execute(stmt.format(p="$1"), user_id)
+                n += _count(status)
+        return n
+
+    async def open_erasures(self) -> list[ErasureRow]:
+        """Erasures not completed."""
+        async with self._pool.acquire() as con:
+            rows = await con.fetch(
+                "SELECT user_id, reason, requested_at, completed_at FROM acc_erasures WHERE completed_at IS NULL"
+                " ORDER BY requested_at"
+            )
+        return [ErasureRow(*tuple(r)) for r in rows]
+
+    async def complete_erasure(self, user_id: str, at: int) -> None:
+        """Mark an erasure done."""
+        async with self._tx() as con:
+            await con.execute(
+                "UPDATE acc_erasures SET completed_at = coalesce(completed_at, $1) WHERE user_id = $2", at, user_id
+            )
+
+    async def last_purchases(self) -> dict[str, int]:
+        """Member id -> last purchase (or creation) time."""
+        async with self._pool.acquire() as con:
+            rows = await con.fetch(LAST_PURCHASES_SQL)
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def inactive_members(self, before: int) -> list[str]:
+        """Open members inactive since ``before``."""
+        async with self._pool.acquire() as con:
+            rows = await con.fetch(INACTIVE_SQL.format(p="$1::bigint"), before)
+        return [r[0] for r in rows]
+
+    async def _count_or_delete(self, table: str, where: str, arg: int, dry_run: bool) -> int:
+        async with self._tx() as con:
+            if dry_run:
+                return int(await con.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", arg))
+            return _count(await con.execute(f"DELETE FROM {table} WHERE {where}", arg))
+
+    async def purge_guest_sessions(self, before: int, *, dry_run: bool = False) -> int:
+        """Delete guest sessions created before ``before``."""
+        return await self._count_or_delete("acc_sessions", "kind = 'guest' AND created_at < $1", before, dry_run)
+
+    async def purge_blacklist(self, now: int, *, dry_run: bool = False) -> int:
+        """Delete lapsed blacklist entries."""
+        return await self._count_or_delete(
+            "acc_username_blacklist", "until_at IS NOT NULL AND until_at <= $1", now, dry_run
+        )
 
     # -- housekeeping -------------------------------------------------------------------------
 

@@ -16,7 +16,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
 from jasmin_sfu.store import accounts_migrations as migrations
-from jasmin_sfu.store.accounts_repo import BlacklistRow, PaymentRow, PerformerRow, SessionRow, UserRow
+from jasmin_sfu.store.accounts_repo import (
+    ERASE_STATEMENTS,
+    ERASED_KEY_PREFIX,
+    EXPORT_TABLES,
+    INACTIVE_SQL,
+    LAST_PURCHASES_SQL,
+    BlacklistRow,
+    ErasureRow,
+    MemberProfileRow,
+    PaymentRow,
+    PerformerRow,
+    SessionRow,
+    UserRow,
+)
 from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
 
 T = TypeVar("T")
@@ -25,6 +38,10 @@ _USER_COLS = (
     "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
 )
 _SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
+_PROFILE_COLS = (
+    "user_id, display_name, gender, age_range, country, languages, about, profile_visibility, mask_visibility,"
+    " updated_at"
+)
 _PAY_COLS = (
     "id, user_id, idempotency_key, package_code, amount_cents, provider, status, created_at,"
     " card_last4, card_expiry, credited_at"
@@ -41,6 +58,11 @@ def _session(r: Sequence[Any]) -> SessionRow:
 
 def _payment(r: Sequence[Any]) -> PaymentRow:
     return PaymentRow(*r)
+
+
+def _profile(r: Sequence[Any]) -> MemberProfileRow:
+    langs = tuple(x for x in (r[5] or "").split(",") if x)
+    return MemberProfileRow(r[0], r[1], r[2], r[3], r[4], langs, r[6], r[7], r[8], r[9])
 
 
 def _blacklisted_sql(p: str) -> str:
@@ -334,6 +356,123 @@ class SqliteAccountsStore:
                 "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, ?) WHERE id = ?",
                 (at, payment_id),
             )
+        )
+
+    # -- privacy ------------------------------------------------------------------------------
+
+    async def member_profile(self, user_id: str) -> MemberProfileRow | None:
+        """A member's profile row."""
+        rows = await self._rows(f"SELECT {_PROFILE_COLS} FROM acc_member_profiles WHERE user_id = ?", (user_id,))
+        return _profile(rows[0]) if rows else None
+
+    async def put_member_profile(self, row: MemberProfileRow) -> None:
+        """Insert or replace a member's profile row."""
+        r = row
+        cols = _PROFILE_COLS.split(", ")
+        updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in cols[1:])
+        await self._tx(
+            lambda db: db.execute(
+                f"INSERT INTO acc_member_profiles ({_PROFILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
+                (r.user_id, r.display_name, r.gender, r.age_range, r.country, ",".join(r.languages), r.about,
+                 r.profile_visibility, r.mask_visibility, r.updated_at),
+            )
+        )
+
+    async def export_user(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row referencing the user, by table (read in one transaction: a consistent copy)."""
+
+        def go(db: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
+            out: dict[str, list[dict[str, Any]]] = {}
+            for table, cols, where in EXPORT_TABLES:
+                cur = db.execute(f"SELECT {cols} FROM {table} WHERE {where.format(p='?1')}", (user_id,))
+                names = [d[0] for d in cur.description]
+                out[table] = [dict(zip(names, r)) for r in cur.fetchall()]
+            return out
+
+        return await self._tx(go)
+
+    async def begin_erasure(self, row: ErasureRow, blacklist_until: int | None) -> bool:
+        """Record the erasure, close, revoke, blacklist: one transaction."""
+        e = row
+
+        def go(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "INSERT INTO acc_erasures (user_id, reason, requested_at, completed_at) VALUES (?, ?, ?, NULL)"
+                " ON CONFLICT (user_id) DO NOTHING",
+                (e.user_id, e.reason, e.requested_at),
+            )
+            if cur.rowcount == 0:
+                return False
+            db.execute("UPDATE acc_users SET closed_at = coalesce(closed_at, ?) WHERE id = ?", (e.requested_at, e.user_id))
+            db.execute(
+                "UPDATE acc_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                (e.requested_at, e.user_id),
+            )
+            key = db.execute("SELECT username_key FROM acc_users WHERE id = ?", (e.user_id,)).fetchone()[0]
+            if not key.startswith(ERASED_KEY_PREFIX):
+                db.execute(
+                    "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
+                    " VALUES (?, 'erased', ?, ?) ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
+                    " created_at = excluded.created_at, until_at = excluded.until_at",
+                    (key, e.requested_at, blacklist_until),
+                )
+            return True
+
+        return await self._tx(go)
+
+    async def erase_user(self, user_id: str, at: int) -> int:
+        """Wipe the personal fields; keep payments under the id."""
+
+        def go(db: sqlite3.Connection) -> int:
+            n = 0
+            for stmt in ERASE_STATEMENTS:
+                args: tuple[Any, ...] = (user_id, at) if "{at}" in stmt else (user_id,)
+                n += db.execute(stmt.format(p="?1", at="?2"), args).rowcount
+            return n
+
+        return await self._tx(go)
+
+    async def open_erasures(self) -> list[ErasureRow]:
+        """Erasures not completed."""
+        rows = await self._rows(
+            "SELECT user_id, reason, requested_at, completed_at FROM acc_erasures WHERE completed_at IS NULL"
+            " ORDER BY requested_at"
+        )
+        return [ErasureRow(*r) for r in rows]
+
+    async def complete_erasure(self, user_id: str, at: int) -> None:
+        """Mark an erasure done."""
+        await self._tx(
+            lambda db: db.execute(
+                "UPDATE acc_erasures SET completed_at = coalesce(completed_at, ?) WHERE user_id = ?", (at, user_id)
+            )
+        )
+
+    async def last_purchases(self) -> dict[str, int]:
+        """Member id -> last purchase (or creation) time."""
+        return {r[0]: int(r[1]) for r in await self._rows(LAST_PURCHASES_SQL)}
+
+    async def inactive_members(self, before: int) -> list[str]:
+        """Open members inactive since ``before``."""
+        return [r[0] for r in await self._rows(INACTIVE_SQL.format(p="?1"), (before,))]
+
+    async def _count_or_delete(self, where: str, args: Sequence[Any], table: str, dry_run: bool) -> int:
+        def go(db: sqlite3.Connection) -> int:
+            if dry_run:
+                return int(db.execute(f"SELECT count(*) FROM {table} WHERE {where}", args).fetchone()[0])
+            return int(db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount)
+
+        return await self._tx(go)
+
+    async def purge_guest_sessions(self, before: int, *, dry_run: bool = False) -> int:
+        """Delete guest sessions created before ``before``."""
+        return await self._count_or_delete("kind = 'guest' AND created_at < ?", (before,), "acc_sessions", dry_run)
+
+    async def purge_blacklist(self, now: int, *, dry_run: bool = False) -> int:
+        """Delete lapsed blacklist entries."""
+        return await self._count_or_delete(
+            "until_at IS NOT NULL AND until_at <= ?", (now,), "acc_username_blacklist", dry_run
         )
 
     # -- housekeeping -------------------------------------------------------------------------

@@ -11,9 +11,13 @@ from typing import AsyncIterator
 
 import pytest
 
+from jasmin_sfu.store.accounts_migrations import LATEST
 from jasmin_sfu.store.accounts_repo import (
+    ERASED_KEY_PREFIX,
     AccountsStore,
     BlacklistRow,
+    ErasureRow,
+    MemberProfileRow,
     PaymentRow,
     PerformerRow,
     SessionRow,
@@ -57,7 +61,7 @@ def ph(store: AccountsStore) -> str:
 async def test_accounts_migrations_are_their_own_track(astore: AccountsStore) -> None:
     """Protects sharing one database with the ledger: accounts keep their version in
     accounts_schema_version, so neither store refuses the other's schema_version."""
-    assert await astore.schema_version() == 1
+    assert await astore.schema_version() == LATEST
     raw = astore.execute_raw  # type: ignore[attr-defined]
     if isinstance(astore, PostgresAccountsStore):
         schema = (await raw("SELECT current_schema()"))[0][0]
@@ -67,18 +71,18 @@ async def test_accounts_migrations_are_their_own_track(astore: AccountsStore) ->
         finally:
             await ledger.close()
         again = await PostgresAccountsStore.open(PG_DSN, schema=schema)
-        assert await again.schema_version() == 1
+        assert await again.schema_version() == LATEST
         await again.close()
     else:
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "shared.sqlite3")
             ledger_s = await SqliteLedgerStore.open(path)
             acc = await SqliteAccountsStore.open(path)
-            assert await ledger_s.schema_version() == 2 and await acc.schema_version() == 1
+            assert await ledger_s.schema_version() == 2 and await acc.schema_version() == LATEST
             await acc.close()
             await ledger_s.close()
             acc = await SqliteAccountsStore.open(path)  # reopening applies nothing twice
-            assert await acc.schema_version() == 1
+            assert await acc.schema_version() == LATEST
             await acc.close()
 
 
@@ -201,3 +205,99 @@ async def test_payments_are_idempotent_by_member_and_key(astore: AccountsStore) 
         await astore.execute_raw(  # type: ignore[attr-defined]
             f"UPDATE acc_payments SET card_last4 = {ph(astore)} WHERE id = 'tp_1'", ["4242424242424242"]
         )
+
+
+# -- privacy (migration 2) ------------------------------------------------------------------
+
+
+async def test_member_profile_round_trip_and_visibility_checked_by_the_database(astore: AccountsStore) -> None:
+    """Protects the profile: stored and read back whole, the private defaults apply, and the
+    database refuses a visibility value outside the three PRODUCT.md names."""
+    await astore.create_user(user("u1", "dora"))
+    assert await astore.member_profile("u1") is None
+    row = MemberProfileRow("u1", "Dora", "female", "25-34", "DE", ("de", "en"), "hi", "all_performers", "public", T0)
+    await astore.put_member_profile(row)
+    assert await astore.member_profile("u1") == row
+    await astore.put_member_profile(MemberProfileRow("u1", updated_at=T0 + 1))
+    got = await astore.member_profile("u1")
+    assert got is not None and got.languages == () and (got.profile_visibility, got.mask_visibility) == (
+        "nobody", "private")
+    with pytest.raises(IntegrityStoreError):
+        await astore.put_member_profile(MemberProfileRow("u1", profile_visibility="everyone", updated_at=T0))
+
+
+async def _member_with_everything(astore: AccountsStore) -> None:
+    await astore.create_user(user("u1", "Erin"))
+    await astore.create_user(user("u2", "other"))
+    await astore.create_session(SessionRow("s1", "h1", "user", "u1", T0, T0 + 10))
+    await astore.create_session(SessionRow("s2", "h2", "user", "u2", T0, T0 + 10))
+    await astore.put_member_profile(MemberProfileRow("u1", "Erin E", "female", about="x", updated_at=T0))
+    await astore.insert_payment(PaymentRow("tp_1", "u1", "key-00001", "p2999", 2999, "test", "approved", T0,
+                                           "4242", "12/29"))
+
+
+async def test_export_user_holds_every_row_about_the_user_and_no_secret(astore: AccountsStore) -> None:
+    """Protects the data download at the bottom: each table's rows about the user, none of another
+    user's, and never a password hash or token hash."""
+    await _member_with_everything(astore)
+    out = await astore.export_user("u1")
+    assert [r["id"] for r in out["acc_users"]] == ["u1"] and [r["id"] for r in out["acc_sessions"]] == ["s1"]
+    assert out["acc_member_profiles"][0]["display_name"] == "Erin E"
+    assert out["acc_payments"][0]["card_last4"] == "4242"
+    flat = repr(out)
+    assert "argon2" not in flat and "'h1'" not in flat and "u2" not in flat
+
+
+async def test_erasure_closes_revokes_blacklists_wipes_and_keeps_payments(astore: AccountsStore) -> None:
+    """Protects "forget my data" at the bottom: recorded once with the closure, revocation and
+    blacklist in one transaction; the wipe keeps the payment under the id and a rerun touches 0."""
+    await _member_with_everything(astore)
+    assert await astore.begin_erasure(ErasureRow("u1", "member_request", T0 + 1), T0 + 100) is True
+    assert await astore.begin_erasure(ErasureRow("u1", "member_request", T0 + 2), T0 + 200) is False
+    u = await astore.user_by_id("u1")
+    assert u is not None and u.closed_at == T0 + 1 and u.username == "Erin"  # closed, not yet wiped
+    s = await astore.session_by_token_hash("h1")
+    assert s is not None and s.revoked_at == T0 + 1
+    bl = await astore.blacklisted("erin", T0 + 99)
+    assert bl is not None and bl.until_at == T0 + 100
+    assert await astore.open_erasures() == [ErasureRow("u1", "member_request", T0 + 1)]
+    assert await astore.erase_user("u1", T0 + 3) >= 4
+    assert await astore.erase_user("u1", T0 + 4) == 0
+    u = await astore.user_by_id("u1")
+    assert u is not None and u.username_key == ERASED_KEY_PREFIX + "u1" and u.password_hash == "!"
+    assert await astore.user_by_username("erin") is None
+    assert await astore.member_profile("u1") is None and await astore.session_by_token_hash("h1") is None
+    pay = await astore.payment("u1", "key-00001")
+    assert pay is not None and pay.amount_cents == 2999 and (pay.card_last4, pay.card_expiry) == (None, None)
+    await astore.complete_erasure("u1", T0 + 5)
+    assert await astore.open_erasures() == []
+    other = await astore.session_by_token_hash("h2")
+    assert other is not None and other.revoked_at is None  # nobody else touched
+    assert await astore.begin_erasure(ErasureRow("u1", "member_request", T0 + 6), None) is False
+
+
+async def test_last_purchase_inactivity_and_purges_at_their_boundaries(astore: AccountsStore) -> None:
+    """Protects the retention inputs: last purchase or creation per member, inactivity counted from the
+    latest login/purchase/creation, guest sessions and lapsed blacklist entries deleted (dry run counts)."""
+    await astore.create_user(user("u1", "fay", at=T0))
+    await astore.create_user(user("u2", "gil", at=T0 + 10))
+    await astore.create_user(user("u3", "hal", at=T0))
+    await astore.create_user(user("p1", "ivy", "performer", at=T0), PerformerRow("p1", "Ivy", "", 100, False, T0))
+    await astore.insert_payment(PaymentRow("tp_1", "u1", "key-00001", "p2999", 2999, "test", "approved", T0 + 50))
+    await astore.record_login("u3", T0 + 40)
+    assert await astore.last_purchases() == {"u1": T0 + 50, "u2": T0 + 10, "u3": T0}
+    assert await astore.inactive_members(T0 + 10) == []
+    assert await astore.inactive_members(T0 + 11) == ["u2"]
+    assert await astore.inactive_members(T0 + 41) == ["u2", "u3"]
+    assert await astore.inactive_members(T0 + 51) == ["u1", "u2", "u3"]  # never the performer
+    await astore.create_session(SessionRow("g1", "hg1", "guest", None, T0, T0 + 10**12))
+    await astore.create_session(SessionRow("g2", "hg2", "guest", None, T0 + 5, T0 + 10**12))
+    assert await astore.purge_guest_sessions(T0 + 5, dry_run=True) == 1
+    assert await astore.purge_guest_sessions(T0 + 5) == 1
+    assert await astore.session_by_token_hash("hg1") is None and await astore.session_by_token_hash("hg2") is not None
+    await astore.blacklist_username(BlacklistRow("old", "erased", T0, T0 + 100))
+    await astore.blacklist_username(BlacklistRow("kept", "reserved", T0, None))
+    assert await astore.purge_blacklist(T0 + 99) == 0
+    assert await astore.purge_blacklist(T0 + 100, dry_run=True) == 1
+    assert await astore.purge_blacklist(T0 + 100) == 1
+    assert await astore.blacklisted("kept", T0 * 2) is not None
