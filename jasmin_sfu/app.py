@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
 import time
@@ -31,6 +32,10 @@ from jasmin_sfu.shows.show import ShowSettings
 
 log = logging.getLogger("jasmin_sfu.app")
 
+# Headers a supervisor sets on the websockets it routes to its workers.
+INTERNAL_SECRET_HEADER = "X-Jasmin-Internal-Secret"
+INTERNAL_SESSION_HEADER = "X-Jasmin-Session-Id"
+
 WORKER_KEY = web.AppKey("worker", Worker)
 DAEMON_KEY = web.AppKey("daemon", object)
 
@@ -48,6 +53,21 @@ def media_settings(cfg: Config) -> MediaSettings:
         remb_max_bps=m.remb_max_bps,
         remb_min_bps=m.remb_min_bps,
     )
+
+
+def internal_session_id(request: web.Request, secret: str) -> str | None:
+    """The session id a supervisor names for a connection it routes here (docs/workers.md).
+
+    Honoured only with the supervisor's secret (compared in constant time):
+    anybody else could otherwise take over a session id.
+    """
+    if not secret:
+        return None
+    given = request.headers.get(INTERNAL_SECRET_HEADER, "")
+    sid = request.headers.get(INTERNAL_SESSION_HEADER, "")
+    if not sid or not hmac.compare_digest(given.encode(), secret.encode()):
+        return None
+    return sid if len(sid) <= 64 and sid.isalnum() else None
 
 
 class Daemon:
@@ -126,6 +146,7 @@ class Daemon:
             max_requests_per_s=s.max_requests_per_s,
             heartbeat_s=s.heartbeat_s,
             server_name=f"jasmin-sfu/{__version__}",
+            session_id=internal_session_id(request, s.internal_secret),
         )
         self.sessions.add(session)
         try:

@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cfg.log.level, cfg.log.format)
     import uvloop
 
+    if cfg.server.workers != 1:
+        # One media worker process per core behind this one (docs/workers.md).
+        from jasmin_sfu.supervisor import supervise
+
+        return uvloop.run(supervise(cfg, getattr(args, "config", None)))
     from jasmin_sfu.app import serve
 
     return uvloop.run(serve(cfg))

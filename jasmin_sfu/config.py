@@ -40,6 +40,15 @@ class ServerConfig:
     # Requests per second per websocket before `rate_limited` answers.
     max_requests_per_s: float = 50.0
     demo_page: bool = True
+    # Media worker processes: 1 runs everything in this process; N > 1 makes
+    # this process a supervisor that spawns N workers (each pinned to a core)
+    # and routes each show's websockets to the one worker holding it; 0 = one
+    # per usable core. See docs/workers.md.
+    workers: int = 1
+    # Set by the supervisor for its workers only: the shared secret that lets
+    # it name the signaling session id and the client's address. Empty: the
+    # internal headers are ignored.
+    internal_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,10 @@ class BillingConfig:
     # Embedded defaults live here: ledger.sqlite3, billing-outbox.sqlite3 and
     # the append-only billing log billing-events.jsonl.
     data_dir: str = "var"
+    # The outbox and the local sink files (billing-outbox.sqlite3,
+    # billing-events.jsonl/.sqlite3) go here instead of data_dir when set; the
+    # supervisor gives each worker its own, while the ledger stays shared.
+    outbox_dir: str = ""
     # PostgreSQL for the ledger instead of SQLite (empty: SQLite in data_dir).
     ledger_dsn: str = ""
     # Prefix of this node's credit-control sessions: a restarted node closes its own.
@@ -126,6 +139,27 @@ class AccountsConfig:
     password_parallelism: int = 4
     # How often expired and revoked sessions are deleted.
     purge_interval_s: float = 3600.0
+    # Login throttling: failed logins per username / per client address within
+    # the window before `rate_limited` (jasmin_sfu/services/login_throttle.py).
+    login_window_s: float = 900.0
+    login_max_failures_per_username: int = 10
+    login_max_failures_per_address: int = 50
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Privacy rights and retention (docs/privacy.md). The limits are PRODUCT.md's maximums."""
+
+    # Shown to performers with a member ("username, site, ...").
+    site: str = "jasmin"
+    # A former username stays unavailable this long after "forget my data".
+    username_blacklist_days: int = 180
+    usage_retention_days: int = 120  # chat logs and usage: after the member's last purchase
+    guest_retention_days: int = 15
+    identity_retention_days: int = 5
+    inactive_account_days: int = 365  # "inactive for over a year": closed and erased
+    # How often the retention job runs in the daemon (also: `jasmin-sfu retention`).
+    retention_interval_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +187,7 @@ class Config:
     billing: BillingConfig = field(default_factory=BillingConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -247,6 +282,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("server.max_frame_bytes must be >= 1024 and <= hard_max_frame_bytes")
     if s.max_requests_per_s <= 0:
         raise ConfigError("server.max_requests_per_s must be positive")
+    if not 0 <= s.workers <= 256:
+        raise ConfigError("server.workers must be 0..256 (0: one per core)")
+    if s.internal_secret and len(s.internal_secret) < 32:
+        raise ConfigError("server.internal_secret must be at least 32 characters when set")
     if not m.listen_ips:
         raise ConfigError("media.listen_ips must name at least one address")
     for ip in m.listen_ips + ((m.announced_ip,) if m.announced_ip else ()):
@@ -295,6 +334,18 @@ def validate(cfg: Config) -> Config:
     if a.password_time_cost < 1 or a.password_parallelism < 1 or a.password_memory_kib < 8 * a.password_parallelism:
         raise ConfigError("accounts: password_time_cost >= 1, password_parallelism >= 1, "
                           "password_memory_kib >= 8 x password_parallelism")
+    if a.login_window_s <= 0 or a.login_max_failures_per_username < 1 or a.login_max_failures_per_address < 1:
+        raise ConfigError("accounts: login_window_s > 0, login_max_failures_per_username/_per_address >= 1")
+    pv = cfg.privacy
+    if not (0 < pv.usage_retention_days <= 120 and 0 < pv.guest_retention_days <= 15
+            and 0 < pv.identity_retention_days <= 5):
+        raise ConfigError("privacy: usage_retention_days 1..120, guest_retention_days 1..15, "
+                          "identity_retention_days 1..5 (PRODUCT.md's maximums)")
+    if pv.inactive_account_days < 365 or pv.username_blacklist_days < 0 or pv.retention_interval_s <= 0:
+        raise ConfigError("privacy: inactive_account_days >= 365 (a year), username_blacklist_days >= 0, "
+                          "retention_interval_s > 0")
+    if not 1 <= len(pv.site) <= 64:
+        raise ConfigError("privacy.site must be 1-64 characters")
     if cfg.payments.provider not in ("none", "test"):
         raise ConfigError(f"payments.provider: {cfg.payments.provider!r} is not one of none, test")
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):

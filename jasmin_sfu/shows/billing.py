@@ -367,17 +367,21 @@ async def open_billing(cfg: Any, find_show: Callable[[str], Any], clock: Callabl
     ledger = Ledger(store, clock)
     await ledger.bootstrap()
     cc = CreditControl(ledger, CreditControlConfig(grant_seconds=cfg.grant_seconds))
-    outbox = Outbox(OutboxConfig(path=os.path.join(cfg.data_dir, "billing-outbox.sqlite3")))
+    # The ledger may be shared by several worker processes; the outbox and the
+    # local sink files are per process (two appenders to one JSONL would tear it).
+    local = cfg.outbox_dir or cfg.data_dir
+    os.makedirs(local, exist_ok=True)
+    outbox = Outbox(OutboxConfig(path=os.path.join(local, "billing-outbox.sqlite3")))
     sinks: dict[str, Any] = {}
     for name in cfg.sinks:
         if name == "file":
             from jasmin_metering.file_sink import FileSink
 
-            sinks[name] = FileSink(FileSinkConfig(path=os.path.join(cfg.data_dir, "billing-events.jsonl")))
+            sinks[name] = FileSink(FileSinkConfig(path=os.path.join(local, "billing-events.jsonl")))
         elif name == "sqlite":
             from jasmin_metering.sqlite_sink import SqliteSink
 
-            sinks[name] = SqliteSink(SqliteSinkConfig(path=os.path.join(cfg.data_dir, "billing-events.sqlite3")))
+            sinks[name] = SqliteSink(SqliteSinkConfig(path=os.path.join(local, "billing-events.sqlite3")))
         elif name == "postgres":
             from jasmin_metering.postgres_sink import PostgresSink
 

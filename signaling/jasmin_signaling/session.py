@@ -64,9 +64,12 @@ class SignalingSession:
         heartbeat_s: float,
         server_name: str,
         clock: Callable[[], float] = time.monotonic,
+        session_id: str | None = None,
     ) -> None:
         self.ws = ws
-        self.id = uuid.uuid4().hex
+        # A supervisor that moves a connection between its workers names the id,
+        # so the client keeps the one its welcome gave it.
+        self.id = session_id or uuid.uuid4().hex
         self.max_frame_bytes = max_frame_bytes
         self.heartbeat_s = heartbeat_s
         self.server_name = server_name

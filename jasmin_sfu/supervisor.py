@@ -1,0 +1,627 @@
+"""One media worker process per core, and a supervisor that places shows on them.
+
+mediasoup runs one Worker per core and keeps a Router (a show) on one of them;
+a Python event loop is bound to one core by the GIL, so this is the only way a
+node uses more than one. With ``server.workers`` > 1 the ``serve`` process
+becomes this supervisor:
+
+* it spawns N ``jasmin-sfu serve`` workers on loopback ports, each pinned to a
+  core (``sched_setaffinity``), with its own slice of the ICE port range, its
+  own billing outbox and node id, and the shared stores (ledger, accounts);
+* it owns the public HTTP port: ``/ws`` is routed per show, everything else
+  (REST, demo page) goes to a live worker in turn, ``/metrics`` merges every
+  worker's samples under a ``worker`` label, ``/readyz`` is ready when every
+  worker is;
+* a show lives on one worker: the first performer ``join`` of a show places it
+  on the worker with the fewest connections, and every later ``join`` of that
+  show goes there until its last connection leaves;
+* a worker that dies is restarted (its shows are gone; their clients see the
+  websocket close and reconnect).
+
+Routing needs the show id, which arrives in ``join``, after ``hello``. A
+connection therefore starts on the least loaded worker; when its ``join``
+names a show placed elsewhere the supervisor opens a websocket to that worker
+with the same ``hello`` and the same session id (the worker takes it from an
+internal header, with a per-run secret), swallows the second ``welcome`` and
+forwards the ``join`` there. Media never passes through the supervisor: ICE
+runs between the client and the worker's own UDP sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgpack
+from aiohttp import WSMsgType, web
+
+from jasmin_sfu import __version__
+from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
+from jasmin_sfu.config import Config
+
+log = logging.getLogger("jasmin_sfu.supervisor")
+
+_LISTENING = re.compile(r"listening: demo page http://127\.0\.0\.1:(\d+)/")
+# Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes.
+_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
+# A restart loop must not spin on a worker that dies at start (bad config, port range taken).
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+
+def worker_count(requested: int) -> int:
+    """``server.workers``: 0 means one per core this process may run on."""
+    if requested > 0:
+        return requested
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def port_slices(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
+    """Split the ICE port range into ``n`` disjoint slices ((0, 0) stays kernel-chosen)."""
+    if (lo, hi) == (0, 0):
+        return [(0, 0)] * n
+    size = (hi - lo + 1) // n
+    if size < 1:
+        raise ValueError(f"media.rtc_min_port..rtc_max_port holds {hi - lo + 1} ports, fewer than {n} workers")
+    return [(lo + i * size, lo + (i + 1) * size - 1) for i in range(n)]
+
+
+class Placement:
+    """Which worker holds which show (pure; the supervisor feeds it).
+
+    A show is placed when a performer's ``join`` is routed, and stays placed
+    while any routed connection is joined to it or a join is in flight.
+    """
+
+    def __init__(self) -> None:
+        self._where: dict[str, int] = {}
+        self._refs: dict[str, int] = {}
+
+    def where(self, show_id: str) -> int | None:
+        """The worker holding ``show_id``, if placed."""
+        return self._where.get(show_id)
+
+    def route(self, show_id: str, role: str, loads: dict[int, int]) -> int | None:
+        """The worker a ``join`` of ``show_id`` goes to; None: any (a viewer of no show).
+
+        ``loads``: connections per live worker. A performer of an unplaced show
+        places it on the least loaded worker (ties: the lowest index).
+        """
+        placed = self._where.get(show_id)
+        if placed is not None and placed in loads:
+            return placed
+        if role != "performer" or not loads:
+            return None
+        chosen = min(loads, key=lambda i: (loads[i], i))
+        self._where[show_id] = chosen
+        self._refs.setdefault(show_id, 0)
+        return chosen
+
+    def hold(self, show_id: str, worker: int) -> None:
+        """A connection joined ``show_id`` on ``worker``."""
+        self._where.setdefault(show_id, worker)
+        self._refs[show_id] = self._refs.get(show_id, 0) + 1
+
+    def release(self, show_id: str) -> None:
+        """A joined connection left; the last one unplaces the show."""
+        n = self._refs.get(show_id, 0) - 1
+        if n <= 0:
+            self._refs.pop(show_id, None)
+            self._where.pop(show_id, None)
+        else:
+            self._refs[show_id] = n
+
+    def unplace_unheld(self, show_id: str) -> None:
+        """A performer's join that placed ``show_id`` failed: forget it unless someone holds it."""
+        if self._refs.get(show_id, 0) == 0:
+            self._refs.pop(show_id, None)
+            self._where.pop(show_id, None)
+
+    def drop_worker(self, worker: int) -> list[str]:
+        """A worker died: its shows are gone."""
+        gone = [s for s, w in self._where.items() if w == worker]
+        for s in gone:
+            self._where.pop(s, None)
+            self._refs.pop(s, None)
+        return gone
+
+    @property
+    def shows(self) -> dict[str, int]:
+        """Every placed show and its worker."""
+        return dict(self._where)
+
+
+def decode_client_frame(raw: str | bytes) -> dict[str, Any] | None:
+    """A signaling frame as the supervisor needs it (type, method, id, data), or None."""
+    try:
+        obj = json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
+    except Exception:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def merge_metrics(texts: dict[int, str]) -> str:
+    """Prometheus text from every worker as one exposition, each sample labelled ``worker``.
+
+    Families stay contiguous (the text format wants all samples of a family
+    together), with the first worker's HELP/TYPE lines.
+    """
+    families: dict[str, tuple[list[str], list[str]]] = {}
+    for index in sorted(texts):
+        family = ""
+        for line in texts[index].splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    heads, _ = families.setdefault(family, ([], []))
+                    if index == min(texts) or not any(h.split(" ", 3)[1] == parts[1] for h in heads):
+                        if line not in heads:
+                            heads.append(line)
+                continue
+            cut = min((i for i in (line.find("{"), line.find(" ")) if i >= 0), default=-1)
+            if cut < 0:
+                continue
+            name, rest = line[:cut], line[cut:]
+            label = f'worker="{index}"'
+            sample = f"{name}{{{label},{rest[1:]}" if rest.startswith("{") else f"{name}{{{label}}}{rest}"
+            families.setdefault(family or name, ([], []))[1].append(sample)
+    out: list[str] = []
+    for heads, samples in families.values():
+        out.extend(heads)
+        out.extend(samples)
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class WorkerProcess:
+    """One child daemon."""
+
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    port: int = 0
+    alive: bool = False
+    connections: int = 0
+    restarts: int = 0
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class Supervisor:
+    """Spawns the workers, routes websockets per show, proxies the rest."""
+
+    def __init__(self, cfg: Config, config_path: str | None = None, python: str = sys.executable) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.python = python
+        self.n = worker_count(cfg.server.workers)
+        self.secret = secrets.token_urlsafe(32)
+        self.placement = Placement()
+        self.workers = [WorkerProcess(i) for i in range(self.n)]
+        self._ports = port_slices(cfg.media.rtc_min_port, cfg.media.rtc_max_port, self.n)
+        self._cpus = sorted(os.sched_getaffinity(0))
+        self._rr = itertools.count()
+        self._stopping = False
+        self._monitors: list[asyncio.Task[None]] = []
+        self._clients: set[web.WebSocketResponse] = set()
+        self.http: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # -- workers ----------------------------------------------------------------
+
+    def _env(self, w: WorkerProcess) -> dict[str, str]:
+        b = self.cfg.billing
+        lo, hi = self._ports[w.index]
+        env = {
+            **os.environ,
+            "JASMIN_SERVER_HOST": "127.0.0.1",
+            "JASMIN_SERVER_PORT": "0",
+            "JASMIN_SERVER_WORKERS": "1",
+            "JASMIN_SERVER_INTERNAL_SECRET": self.secret,
+            "JASMIN_MEDIA_RTC_MIN_PORT": str(lo),
+            "JASMIN_MEDIA_RTC_MAX_PORT": str(hi),
+            # Each worker closes its own credit-control sessions after a crash,
+            # and appends to its own outbox and local billing log.
+            "JASMIN_BILLING_NODE_ID": f"{b.node_id}w{w.index}",
+            "JASMIN_BILLING_OUTBOX_DIR": os.path.join(b.outbox_dir or b.data_dir, f"worker{w.index}"),
+        }
+        return env
+
+    async def _spawn(self, w: WorkerProcess) -> None:
+        cmd = [self.python, "-m", "jasmin_sfu", "serve"]
+        if self.config_path:
+            cmd += ["--config", self.config_path]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=self._env(w), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        w.proc = proc
+        try:
+            os.sched_setaffinity(proc.pid, {self._cpus[w.index % len(self._cpus)]})
+        except OSError as exc:  # pragma: no cover - a container may forbid it
+            log.warning("cannot pin worker", extra={"worker": w.index, "error": str(exc)})
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                await proc.wait()
+                raise RuntimeError(f"worker {w.index} exited with {proc.returncode} before listening:\n" + "".join(lines))
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            m = _LISTENING.search(line)
+            if m:
+                break
+            sys.stderr.write(line)
+        w.port = int(m.group(1))
+        w.alive = True
+        w.pumps = [asyncio.get_running_loop().create_task(self._relay_output(proc))]
+        log.info("worker up", extra={"worker": w.index, "pid": proc.pid, "port": w.port})
+
+    @staticmethod
+    async def _relay_output(proc: asyncio.subprocess.Process) -> None:
+        """Keep draining the worker's output (its logs) so it never blocks on a full pipe."""
+        assert proc.stdout is not None
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                return
+            sys.stderr.write(raw.decode(errors="replace"))
+
+    async def _monitor(self, w: WorkerProcess) -> None:
+        """Restart a worker that dies, with backoff."""
+        failures = 0
+        while not self._stopping:
+            assert w.proc is not None
+            code = await w.proc.wait()
+            w.alive = False
+            for t in w.pumps:
+                t.cancel()
+            if self._stopping:
+                return
+            gone = self.placement.drop_worker(w.index)
+            log.error("worker died; restarting", extra={"worker": w.index, "code": code, "shows_lost": len(gone)})
+            while not self._stopping:
+                await asyncio.sleep(RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)])
+                try:
+                    await self._spawn(w)
+                    w.restarts += 1
+                    failures = 0
+                    break
+                except Exception as exc:
+                    failures += 1
+                    log.error("worker restart failed", extra={"worker": w.index, "error": str(exc)})
+
+    def loads(self) -> dict[int, int]:
+        """Connections per live worker."""
+        return {w.index: w.connections for w in self.workers if w.alive}
+
+    def any_worker(self) -> WorkerProcess:
+        """A live worker, in turn (REST and the demo page are stateless per request)."""
+        live = [w for w in self.workers if w.alive]
+        if not live:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": {"code": "unavailable", "message": "no worker is up"}}),
+                content_type="application/json",
+            )
+        return live[next(self._rr) % len(live)]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession(auto_decompress=False)
+        await asyncio.gather(*(self._spawn(w) for w in self.workers))
+        self._monitors = [asyncio.get_running_loop().create_task(self._monitor(w)) for w in self.workers]
+        s = self.cfg.server
+        app = web.Application(client_max_size=s.hard_max_frame_bytes)
+        app.router.add_get("/ws", self.ws_proxy)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_route("*", "/{tail:.*}", self.http_proxy)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, s.host, s.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else s.port
+
+    async def stop(self) -> None:
+        """Drain: close the client websockets, SIGTERM every worker, wait, kill stragglers."""
+        self._stopping = True
+        for ws in list(self._clients):
+            try:
+                await asyncio.wait_for(ws.close(code=1001, message=b"server shutting down"), 2)
+            except Exception:  # pragma: no cover
+                pass
+        for w in self.workers:
+            if w.proc is not None and w.proc.returncode is None:
+                w.proc.send_signal(signal.SIGTERM)
+        deadline = self.cfg.server.drain_timeout_s + 10
+        for w in self.workers:
+            if w.proc is None:
+                continue
+            try:
+                await asyncio.wait_for(w.proc.wait(), deadline)
+            except asyncio.TimeoutError:  # pragma: no cover
+                w.proc.kill()
+                await w.proc.wait()
+        for t in self._monitors:
+            t.cancel()
+        await asyncio.gather(*self._monitors, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.http is not None:
+            await self.http.close()
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        alive = sum(w.alive for w in self.workers)
+        return web.json_response({"status": "ok", "version": __version__, "workers": self.n, "workers_alive": alive})
+
+    async def _worker_json(self, w: WorkerProcess, path: str) -> tuple[int, Any]:
+        assert self.http is not None
+        try:
+            async with self.http.get(f"http://{w.base}{path}", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                return r.status, await r.json()
+        except Exception as exc:
+            return 503, {"status": "unreachable", "error": str(exc)}
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        workers = []
+        ready = not self._stopping
+        for w in self.workers:
+            status, body = await self._worker_json(w, "/readyz") if w.alive else (503, {"status": "down"})
+            ready = ready and status == 200
+            pid = w.proc.pid if w.proc is not None else None
+            workers.append({"index": w.index, "pid": pid, "alive": w.alive, "connections": w.connections,
+                            "restarts": w.restarts, **(body if isinstance(body, dict) else {})})
+        body = {"status": "ready" if ready else "not_ready", "workers": workers}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        assert self.http is not None
+        texts: dict[int, str] = {}
+        for w in self.workers:
+            if not w.alive:
+                continue
+            try:
+                async with self.http.get(f"http://{w.base}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    texts[w.index] = await r.text()
+            except Exception:
+                continue
+        own = ["# HELP jasmin_supervisor_worker_up 1 while the worker process is up",
+               "# TYPE jasmin_supervisor_worker_up gauge"]
+        own += [f'jasmin_supervisor_worker_up{{worker="{w.index}"}} {int(w.alive)}' for w in self.workers]
+        own += ["# HELP jasmin_supervisor_worker_restarts_total Worker processes restarted after dying",
+                "# TYPE jasmin_supervisor_worker_restarts_total counter"]
+        own += [f'jasmin_supervisor_worker_restarts_total{{worker="{w.index}"}} {w.restarts}' for w in self.workers]
+        own += ["# HELP jasmin_supervisor_shows_placed Shows placed on each worker",
+                "# TYPE jasmin_supervisor_shows_placed gauge"]
+        placed = self.placement.shows
+        own += [f'jasmin_supervisor_shows_placed{{worker="{w.index}"}} {sum(1 for v in placed.values() if v == w.index)}'
+                for w in self.workers]
+        body = "\n".join(own) + "\n" + merge_metrics(texts)
+        return web.Response(body=body.encode(), content_type="text/plain", charset="utf-8")
+
+    def _internal_headers(self, request: web.Request, session_id: str | None = None) -> dict[str, str]:
+        h = {INTERNAL_SECRET_HEADER: self.secret, "X-Forwarded-For": request.remote or ""}
+        if session_id:
+            h[INTERNAL_SESSION_HEADER] = session_id
+        return h
+
+    async def http_proxy(self, request: web.Request) -> web.StreamResponse:
+        assert self.http is not None
+        w = self.any_worker()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        headers = {**{k: v for k, v in headers.items() if not k.lower().startswith("x-jasmin-")},
+                   **self._internal_headers(request)}
+        body = await request.read()
+        try:
+            async with self.http.request(
+                request.method, f"http://{w.base}{request.rel_url}", headers=headers, data=body or None,
+                allow_redirects=False, timeout=aiohttp.ClientTimeout(total=60),
+            ) as r:
+                payload = await r.read()
+                out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
+                return web.Response(status=r.status, body=payload, headers=out)
+        except aiohttp.ClientError as exc:
+            return web.json_response({"error": {"code": "unavailable", "message": f"worker: {exc}"}}, status=503)
+
+    # -- websockets ---------------------------------------------------------------
+
+    async def ws_proxy(self, request: web.Request) -> web.StreamResponse:
+        if self._stopping:
+            return web.json_response({"error": {"code": "invalid_state", "message": "draining"}}, status=503)
+        s = self.cfg.server
+        client = web.WebSocketResponse(heartbeat=s.heartbeat_s, max_msg_size=s.hard_max_frame_bytes)
+        await client.prepare(request)
+        self._clients.add(client)
+        try:
+            await RoutedConnection(self, client, request).run()
+        finally:
+            self._clients.discard(client)
+        return client
+
+
+class RoutedConnection:
+    """One client websocket bridged to the worker of its show."""
+
+    def __init__(self, sup: Supervisor, client: web.WebSocketResponse, request: web.Request) -> None:
+        self.sup = sup
+        self.client = client
+        self.request = request
+        self.session_id = uuid.uuid4().hex
+        self.hello: str | bytes | None = None
+        self.worker: WorkerProcess | None = None
+        self.backend: aiohttp.ClientWebSocketResponse | None = None
+        self.pump: asyncio.Task[None] | None = None
+        self.joined_show: str | None = None
+        self.pending_join: tuple[Any, str, int, bool] | None = None  # (request id, show, worker, placed by it)
+
+    async def _open(self, w: WorkerProcess) -> aiohttp.ClientWebSocketResponse:
+        assert self.sup.http is not None
+        s = self.sup.cfg.server
+        return await self.sup.http.ws_connect(
+            f"ws://{w.base}/ws", headers=self.sup._internal_headers(self.request, self.session_id),
+            max_msg_size=s.hard_max_frame_bytes, heartbeat=s.heartbeat_s,
+        )
+
+    def _attach(self, w: WorkerProcess, backend: aiohttp.ClientWebSocketResponse) -> None:
+        if self.worker is not None:
+            self.worker.connections -= 1
+        self.worker, self.backend = w, backend
+        w.connections += 1
+        self.pump = asyncio.get_running_loop().create_task(self._pump_back(backend))
+
+    async def run(self) -> None:
+        loads = self.sup.loads()
+        if not loads:
+            await self.client.close(code=1013, message=b"no worker is up")
+            return
+        first = self.sup.workers[min(loads, key=lambda i: (loads[i], i))]
+        try:
+            self._attach(first, await self._open(first))
+            async for msg in self.client:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                data: str | bytes = msg.data
+                if self.joined_show is None:
+                    await self._inspect(data)
+                backend = self.backend
+                if backend is None or backend.closed:
+                    break
+                if isinstance(data, str):
+                    await backend.send_str(data)
+                else:
+                    await backend.send_bytes(data)
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.warning("worker websocket failed", extra={"session_id": self.session_id, "error": str(exc)})
+        finally:
+            await self._close()
+
+    async def _inspect(self, raw: str | bytes) -> None:
+        """Before a successful join: keep the hello, route the join."""
+        frame = decode_client_frame(raw)
+        if frame is None:
+            return
+        if frame.get("type") == "hello" and self.hello is None:
+            self.hello = raw
+            return
+        if frame.get("type") != "request" or frame.get("method") != "join" or self.pending_join is not None:
+            return
+        data = frame.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("show_id"), str):
+            return  # the worker answers bad_request
+        show_id, role = data["show_id"], data.get("role")
+        placed_before = self.sup.placement.where(show_id) is not None
+        target = self.sup.placement.route(show_id, str(role), self.sup.loads())
+        assert self.worker is not None
+        if target is not None and target != self.worker.index and self.hello is not None:
+            await self._switch(self.sup.workers[target])
+        assert self.worker is not None
+        self.pending_join = (frame.get("id"), show_id, self.worker.index, not placed_before and target is not None)
+
+    async def _switch(self, w: WorkerProcess) -> None:
+        """Move this not-yet-joined connection to ``w``: same hello, same session id."""
+        backend = await self._open(w)
+        assert self.hello is not None
+        if isinstance(self.hello, str):
+            await backend.send_str(self.hello)
+        else:
+            await backend.send_bytes(self.hello)
+        while True:  # the worker's welcome: the client has had the first one
+            msg = await asyncio.wait_for(backend.receive(), 10)
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                raise ConnectionError(f"worker {w.index} closed during the switch")
+            frame = decode_client_frame(msg.data)
+            if frame is not None and frame.get("type") == "welcome":
+                break
+        old, old_pump = self.backend, self.pump
+        self.pump = None
+        self._attach(w, backend)
+        if old_pump is not None:
+            old_pump.cancel()
+        if old is not None:
+            await old.close()
+
+    async def _pump_back(self, backend: aiohttp.ClientWebSocketResponse) -> None:
+        """Worker -> client, watching the join's answer until the connection is in a show."""
+        try:
+            async for msg in backend:
+                if msg.type == WSMsgType.TEXT:
+                    self._watch_join(msg.data)
+                    await self.client.send_str(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self._watch_join(msg.data)
+                    await self.client.send_bytes(msg.data)
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        if backend is self.backend and not self.client.closed:
+            # The worker closed us (it drains, or it died): so does the client's socket.
+            code = backend.close_code or 1011
+            await self.client.close(code=code if 1000 <= code < 5000 else 1011, message=b"worker closed")
+
+    def _watch_join(self, raw: str | bytes) -> None:
+        if self.pending_join is None:
+            return
+        frame = decode_client_frame(raw)
+        if frame is None or frame.get("type") not in ("response", "error") or frame.get("id") != self.pending_join[0]:
+            return
+        _rid, show_id, worker, placed_by_us = self.pending_join
+        self.pending_join = None
+        if frame.get("type") == "response" and frame.get("ok"):
+            self.joined_show = show_id
+            self.sup.placement.hold(show_id, worker)
+        elif placed_by_us:
+            self.sup.placement.unplace_unheld(show_id)
+
+    async def _close(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.backend is not None and not self.backend.closed:
+            await self.backend.close()
+        if self.worker is not None:
+            self.worker.connections -= 1
+            self.worker = None
+        if self.joined_show is not None:
+            self.sup.placement.release(self.joined_show)
+            self.joined_show = None
+        if not self.client.closed:
+            await self.client.close()
+
+
+async def supervise(cfg: Config, config_path: str | None = None) -> int:
+    """Run the supervisor until SIGINT/SIGTERM; returns 0 after a clean drain."""
+    sup = Supervisor(cfg, config_path)
+    await sup.start()
+    url = f"http://{cfg.server.host}:{sup.port}/"
+    log.info("listening", extra={"url": url, "workers": sup.n})
+    print(f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws  ({sup.n} workers)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await sup.stop()
+    log.info("stopped")
+    return 0
