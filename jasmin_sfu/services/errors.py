@@ -127,3 +127,67 @@ class PaymentDeclinedError(AccountsError):
 
 class PaymentConflictError(AccountsError):
     """An idempotency key was reused with a different purchase."""
+
+
+class SocialError(ServiceError):
+    """Base class of the social features' errors (docs/social.md); mapped in ``api/rest_social.py``."""
+
+
+class SocialValidationError(SocialError):
+    """A field of a social request is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class SocialNotFoundError(SocialError):
+    """No such preset, subscription token, feed or record."""
+
+
+class SocialConflictError(SocialError):
+    """A uniqueness or capacity rule: ``reason`` is the wire code (``preset_exists``, ``presets_full``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class FavouritesFullError(SocialError):
+    """The member has its limit of favourites (24; 96 for TopMembers)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} favourites")
+        self.limit = limit
+
+
+class FavouritesLapsedError(SocialError):
+    """No purchase for over 30 days: the favourites list is kept but not accessible."""
+
+
+class TopMembershipRequiredError(SocialError):
+    """Only TopMembers may do this (messages to performers)."""
+
+
+class PrivateRequiredError(SocialError):
+    """Needs a completed private with that performer (mailing list, messages)."""
+
+
+class VoteNotEligibleError(SocialError):
+    """Voting needs a private of at least 5 minutes with the performer."""
+
+
+class AlreadyVotedError(SocialError):
+    """One vote per performer per award period."""
+
+
+class MailingRateLimitedError(SocialError):
+    """A performer's second mailing within 24 hours; ``retry_at`` is when the next is allowed (UNIX s)."""
+
+    def __init__(self, retry_at: float) -> None:
+        super().__init__("one mailing per 24 hours")
+        self.retry_at = retry_at
+
+
+class TopMemberFeeUnpaidError(SocialError):
+    """The wallet cannot pay the TopMember fee."""
