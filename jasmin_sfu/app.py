@@ -23,6 +23,7 @@ from jasmin_sfu.config import Config
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
+from jasmin_sfu.services.chat import ChatService, open_chat
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
 from jasmin_sfu.services.personal_data import PersonalDataRegistry
 from jasmin_sfu.shows.billing import BillingStack, open_billing
@@ -88,6 +89,8 @@ class Daemon:
         # Opened in start() too; tests inject the accounts' clock to expire tokens.
         self.accounts: AccountsService | None = None
         self.purchases: Purchases | None = None
+        # Free-chat rooms (docs/chat.md), opened in start() beside the accounts store.
+        self.chat: ChatService | None = None
         self._accounts_clock = accounts_clock
         # Every service holding rows about people registers its source here in
         # start(); the privacy service downloads, erases and purges through it.
@@ -141,6 +144,7 @@ class Daemon:
                 self.shows,
                 self.billing.billing if self.billing else None,
                 JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
+                chat=self.chat,
             ),
             max_frame_bytes=s.max_frame_bytes,
             max_requests_per_s=s.max_requests_per_s,
@@ -170,6 +174,11 @@ class Daemon:
                     log.warning("payments.provider = test: every purchase is approved and nothing is charged")
                     processor = ApprovingTestProcessor()
                 self.purchases = Purchases(self.accounts.store, self.billing.cc, processor, self._accounts_clock)
+        self.chat = await open_chat(
+            self.cfg.chat, self.cfg.accounts, self._accounts_clock,
+            ledger=self.billing.ledger if self.billing is not None else None,
+        )
+        self.personal_data.register(self.chat)
         s = self.cfg.server
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
@@ -196,6 +205,8 @@ class Daemon:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
+        if self.chat is not None:
+            await self.chat.close()
         if self.accounts is not None:
             await self.accounts.close()
         if self.billing is not None:

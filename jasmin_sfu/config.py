@@ -172,6 +172,27 @@ class PaymentsConfig:
 
 
 @dataclass(frozen=True)
+class ChatConfig:
+    """Free-chat rooms (docs/chat.md). The store follows [accounts]: its data_dir or its dsn."""
+
+    # Set on every node of a site: room events go through Redis pub/sub (empty: this process only).
+    redis_url: str = ""
+    # Channels are <redis_prefix>:chat:<room>; tests use a unique prefix each.
+    redis_prefix: str = "jasmin"
+    # Messages per window per user and room (sliding windows).
+    member_messages: int = 5
+    member_window_s: float = 10.0
+    guest_messages: int = 1
+    guest_window_s: float = 10.0
+    staff_messages: int = 20
+    staff_window_s: float = 10.0
+    # Messages a joining connection gets in its join answer.
+    history_on_join: int = 50
+    # The performer's share of a tip in basis points; the house keeps the rest.
+    tip_performer_share_bp: int = 5000
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -188,6 +209,7 @@ class Config:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -348,6 +370,17 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("privacy.site must be 1-64 characters")
     if cfg.payments.provider not in ("none", "test"):
         raise ConfigError(f"payments.provider: {cfg.payments.provider!r} is not one of none, test")
+    ch = cfg.chat
+    if min(ch.member_messages, ch.guest_messages, ch.staff_messages) < 1 or min(
+        ch.member_window_s, ch.guest_window_s, ch.staff_window_s
+    ) <= 0:
+        raise ConfigError("chat: *_messages must be >= 1 and *_window_s positive")
+    if not 0 <= ch.history_on_join <= 200 or not 0 <= ch.tip_performer_share_bp <= 10_000:
+        raise ConfigError("chat.history_on_join must be 0..200 and chat.tip_performer_share_bp 0..10000")
+    if not ch.redis_prefix or any(x in ch.redis_prefix for x in " *?[]"):
+        raise ConfigError("chat.redis_prefix must be non-empty, without spaces or glob characters")
+    if ch.redis_url and not ch.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("chat.redis_url must be a redis://, rediss:// or unix:// URL (or empty)")
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning or error")
     if cfg.log.format not in ("json", "text"):

@@ -15,6 +15,7 @@ from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
 from jasmin_signaling.session import SignalingSession
 
+from jasmin_sfu.api.chat_handler import ChatConnection
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
 from jasmin_sfu.media.errors import (
     InvalidStateError,
@@ -26,6 +27,7 @@ from jasmin_sfu.media.errors import (
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.services.accounts import Principal
+from jasmin_sfu.services.chat import ChatService
 from jasmin_sfu.shows import machine as m
 from jasmin_sfu.shows.billing import BillingRefused, PrivateBilling
 from jasmin_sfu.shows.registry import ShowRegistry
@@ -55,6 +57,7 @@ class SessionHandler:
         shows: ShowRegistry,
         billing: PrivateBilling | None = None,
         auth: JoinAuthenticator | None = None,
+        chat: ChatService | None = None,
     ) -> None:
         self.billing = billing
         # None: ids in `join` are trusted as given (the legacy behaviour).
@@ -71,10 +74,16 @@ class SessionHandler:
         self.subscriptions: dict[str, WebRtcTransport] = {}
         self._unobserve: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # The show's free-chat room (jasmin_sfu.api.chat_handler); None: no chat on this node.
+        self.chat = ChatConnection(self, chat, self._leave) if chat is not None else None
 
     # -- dispatch ------------------------------------------------------------
 
     async def handle(self, method: str, body: Any) -> dict[str, Any]:
+        if method.startswith("chat."):
+            if self.chat is None:
+                raise SignalingError("invalid_state", "chat is not enabled on this node")
+            return await self.chat.handle(method, body)
         fn = getattr(self, "_m_" + method.replace(".", "_"))
         try:
             result: dict[str, Any] = await fn(body)
@@ -143,6 +152,8 @@ class SessionHandler:
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
             show = found
+        if self.chat is not None:
+            await self.chat.check_join(show.id, who.principal, who.role, who.member_id, who.performer_id)
         self.role = who.role
         self.member_id = who.member_id
         self.performer_id = who.performer_id
@@ -156,6 +167,8 @@ class SessionHandler:
             out["member_id"] = self.member_id
         if self.performer_id is not None:
             out["performer_id"] = self.performer_id
+        if self.chat is not None:
+            out["chat"] = await self.chat.joined(show)
         return out
 
     async def _m_publish(self, body: Publish) -> dict[str, Any]:
@@ -343,6 +356,8 @@ class SessionHandler:
 
     async def _leave(self) -> None:
         show, self.show = self.show, None
+        if self.chat is not None:
+            self.chat.left()
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
@@ -376,3 +391,5 @@ class SessionHandler:
         self.publisher = None
         self.show = None
         self.role = ""
+        if self.chat is not None:
+            self.chat.left()

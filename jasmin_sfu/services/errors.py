@@ -129,6 +129,66 @@ class PaymentConflictError(AccountsError):
     """An idempotency key was reused with a different purchase."""
 
 
+class ChatError(ServiceError):
+    """Base class of free-chat errors (jasmin_sfu.services.chat)."""
+
+
+class ChatValidationError(ChatError):
+    """A chat field is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ChatForbiddenError(ChatError):
+    """The caller's role may not do this in this room (moderate, tip, use colours or emoticons)."""
+
+
+class ChatBannedError(ChatError):
+    """The user is banned from the room; ``until`` in epoch seconds (None: for ever)."""
+
+    def __init__(self, message: str, until: float | None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class ChatMutedError(ChatError):
+    """The user is timed out in the room until ``until`` (epoch seconds)."""
+
+    def __init__(self, message: str, until: float | None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class ChatRateLimitedError(ChatError):
+    """Too many messages (or slow mode): retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnknownChatMessageError(ChatError):
+    """No such message in this room."""
+
+
+class ChatUnavailableError(ChatError):
+    """A chat feature needs a part this node does not run (tips need billing)."""
+
+
+class LoginRateLimitedError(AccountsError):
+    """Too many attempts (failed logins); retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ErasureError(AccountsError):
+    """A "forget my data" request cannot be taken (e.g. not a member account)."""
+
+
 class SocialError(ServiceError):
     """Base class of the social features' errors (docs/social.md); mapped in ``api/rest_social.py``."""
 

@@ -28,6 +28,10 @@ ERROR_CODES: dict[str, str] = {
     "already_requested": "a private request from this member is pending",
     "unauthorized": "the token is missing, malformed, unknown, expired or revoked",
     "adult_confirmation_required": "confirm being 18 or older first (PRODUCT.md: before any content)",
+    "banned": "banned from this room (chat and joining); `until` says till when (null: for ever)",
+    "muted": "timed out in this room's chat; `until` says till when",
+    "unknown_message": "no such chat message in this room",
+    "idempotency_conflict": "this idempotency key (tip_id) was already used for a different request",
     "internal": "an unexpected server error; the connection stays up",
 }
 

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from .chat_messages import CHAT_METHODS
 from .errors import SignalingError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -143,6 +144,7 @@ METHODS: dict[str, type] = {
     "sneak_peek": Empty,
     "show.free": Empty,
     "show.settings": ShowSettings,
+    **CHAT_METHODS,
 }
 
 
