@@ -326,7 +326,10 @@ class Supervisor:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(auto_decompress=False)
-        await asyncio.gather(*(self._spawn(w) for w in self.workers))
+        # Worker 0 first, alone: it creates and migrates the shared SQLite files,
+        # so its siblings start on a migrated schema instead of racing for it.
+        await self._spawn(self.workers[0])
+        await asyncio.gather(*(self._spawn(w) for w in self.workers[1:]))
         self._monitors = [asyncio.get_running_loop().create_task(self._monitor(w)) for w in self.workers]
         s = self.cfg.server
         app = web.Application(client_max_size=s.hard_max_frame_bytes)

@@ -255,6 +255,11 @@ class SqliteLedgerStore:
                 continue
             db.execute("BEGIN IMMEDIATE")
             try:
+                # Another process (a sibling worker) may have applied it while we
+                # waited for the write lock: re-read under the lock.
+                if db.execute("SELECT count(*) FROM schema_version WHERE version = ?", (version,)).fetchone()[0]:
+                    db.execute("COMMIT")
+                    continue
                 for stmt in _split_sqlite(sql):
                     db.execute(stmt)
                 db.execute("INSERT INTO schema_version VALUES (?, datetime('now'))", (version,))

@@ -4,12 +4,15 @@ service layer, and atomic balance checks under real concurrency (separate connec
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from jasmin_sfu.services.ledger import HOUSE_REVENUE, WORLD_CREDIT, Ledger, Result, Transfer, TransferFlags
 from jasmin_sfu.store.ledger_repo import LedgerStore
+from jasmin_sfu.store import migrations
 from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
+from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
 from tests.realparts import PG_DSN
 
 PENDING = int(TransferFlags.PENDING)
@@ -83,3 +86,15 @@ async def test_migration_refuses_newer_schema(store: LedgerStore) -> None:
             await s.close()
             with pytest.raises(MigrationError):
                 await SqliteLedgerStore.open(path)
+
+
+async def test_processes_opening_one_new_sqlite_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Protects workers sharing a ledger file: several stores opening a new file together
+    each see the migration applied exactly once, none fails on 'table already exists'."""
+    path = str(tmp_path / "shared-ledger.sqlite3")
+    stores = await asyncio.gather(*(SqliteLedgerStore.open(path) for _ in range(6)))
+    try:
+        assert {await s.schema_version() for s in stores} == {migrations.LATEST}
+    finally:
+        for s in stores:
+            await s.close()
