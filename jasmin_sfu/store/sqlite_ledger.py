@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Callable, Collection, Sequence, TypeVar
 
 from jasmin_sfu.store import migrations
 from jasmin_sfu.store.errors import IntegrityStoreError, MigrationError, RetryableStoreError
+from jasmin_sfu.store.sqlite_wal import enable_wal
 from jasmin_sfu.store.ledger_repo import (
     AccountRow,
     CcRequestRow,
@@ -242,7 +243,7 @@ class SqliteLedgerStore:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
         self._db = db
