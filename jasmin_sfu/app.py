@@ -18,6 +18,7 @@ from jasmin_sfu import __version__
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
 from jasmin_sfu.api.rest import RestApi
+from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import SessionHandler
 from jasmin_sfu.config import Config
 from jasmin_sfu.media.settings import MediaSettings
@@ -26,6 +27,8 @@ from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.chat import ChatService, open_chat
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
 from jasmin_sfu.services.personal_data import PersonalDataRegistry
+from jasmin_sfu.services.social import SocialService, open_social
+from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows.billing import BillingStack, open_billing
 from jasmin_sfu.shows.events import EventBus
 from jasmin_sfu.shows.registry import ShowRegistry
@@ -91,6 +94,11 @@ class Daemon:
         self.purchases: Purchases | None = None
         # Free-chat rooms (docs/chat.md), opened in start() beside the accounts store.
         self.chat: ChatService | None = None
+        # TopMembership, favourites, feeds, search (docs/social.md); the notifier exists from the
+        # start because signaling sessions register with it.
+        self.social: SocialService | None = None
+        self.social_notifier = OnlineNotifier()
+        self._social_housekeeping: asyncio.Task[None] | None = None
         self._accounts_clock = accounts_clock
         # Every service holding rows about people registers its source here in
         # start(); the privacy service downloads, erases and purges through it.
@@ -109,12 +117,17 @@ class Daemon:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        app[SOCIAL_KEY] = lambda: self.social
         RestApi(lambda: self.accounts, lambda: self.purchases).install(app)
         if self.cfg.server.demo_page:
             static = resources.files("jasmin_sfu.api") / "static"
             app.router.add_get("/", self.index)
             app.router.add_static("/static", str(static))
         return app
+
+    def _performer_online(self, username: str) -> bool:
+        show = self.shows.get(username)
+        return show is not None and show.machine.state.value != "offline"
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         page = resources.files("jasmin_sfu.api") / "static" / "index.html"
@@ -145,6 +158,7 @@ class Daemon:
                 self.billing.billing if self.billing else None,
                 JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
                 chat=self.chat,
+                notifier=self.social_notifier,
             ),
             max_frame_bytes=s.max_frame_bytes,
             max_requests_per_s=s.max_requests_per_s,
@@ -174,9 +188,18 @@ class Daemon:
                     log.warning("payments.provider = test: every purchase is approved and nothing is charged")
                     processor = ApprovingTestProcessor()
                 self.purchases = Purchases(self.accounts.store, self.billing.cc, processor, self._accounts_clock)
+        if self.accounts is not None:
+            self.social = await open_social(
+                self.cfg.accounts, self.accounts, self.billing.ledger if self.billing is not None else None,
+                self._accounts_clock, notifier=self.social_notifier, is_online=self._performer_online,
+            )
+            self.bus.subscribe(self.social.on_show_event)
+            self.personal_data.register(self.social.personal_data_source())
+            self._social_housekeeping = asyncio.get_running_loop().create_task(self.social.housekeeping())
         self.chat = await open_chat(
             self.cfg.chat, self.cfg.accounts, self._accounts_clock,
             ledger=self.billing.ledger if self.billing is not None else None,
+            **({"is_top_member": self.social.is_top_member} if self.social is not None else {}),
         )
         self.personal_data.register(self.chat)
         s = self.cfg.server
@@ -207,6 +230,11 @@ class Daemon:
             await asyncio.gather(self._housekeeping, return_exceptions=True)
         if self.chat is not None:
             await self.chat.close()
+        if self._social_housekeeping is not None:
+            self._social_housekeeping.cancel()
+            await asyncio.gather(self._social_housekeeping, return_exceptions=True)
+        if self.social is not None:
+            await self.social.close()
         if self.accounts is not None:
             await self.accounts.close()
         if self.billing is not None:

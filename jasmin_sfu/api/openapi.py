@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from jasmin_sfu import __version__
+from jasmin_sfu.api.openapi_social import social_paths, social_schemas
 from jasmin_sfu.services.accounts import CATEGORIES, MAX_BIO, MAX_DISPLAY_NAME, MAX_PASSWORD, MAX_PRICE, MIN_PASSWORD
 from jasmin_sfu.services.ledger import PACKAGES
 
@@ -345,9 +346,9 @@ def openapi_document() -> dict[str, Any]:
                            "Errors are {\"error\": {\"code\", \"message\"}}. See docs/accounts.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": _paths(),
+        "paths": {**_paths(), **social_paths()},
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **social_schemas()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

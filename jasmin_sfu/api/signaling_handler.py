@@ -17,6 +17,7 @@ from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu.api.chat_handler import ChatConnection
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
+from jasmin_sfu.api.signaling_social import NotificationSubscription
 from jasmin_sfu.media.errors import (
     InvalidStateError,
     MediaError,
@@ -28,6 +29,7 @@ from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.services.accounts import Principal
 from jasmin_sfu.services.chat import ChatService
+from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows import machine as m
 from jasmin_sfu.shows.billing import BillingRefused, PrivateBilling
 from jasmin_sfu.shows.registry import ShowRegistry
@@ -58,6 +60,7 @@ class SessionHandler:
         billing: PrivateBilling | None = None,
         auth: JoinAuthenticator | None = None,
         chat: ChatService | None = None,
+        notifier: OnlineNotifier | None = None,
     ) -> None:
         self.billing = billing
         # None: ids in `join` are trusted as given (the legacy behaviour).
@@ -76,6 +79,8 @@ class SessionHandler:
         self._tasks: set[asyncio.Task[None]] = set()
         # The show's free-chat room (jasmin_sfu.api.chat_handler); None: no chat on this node.
         self.chat = ChatConnection(self, chat, self._leave) if chat is not None else None
+        # favourite.online events for a member's connection (jasmin_sfu.api.signaling_social).
+        self.notifications = NotificationSubscription(notifier, auth, self.notify)
 
     # -- dispatch ------------------------------------------------------------
 
@@ -84,6 +89,8 @@ class SessionHandler:
             if self.chat is None:
                 raise SignalingError("invalid_state", "chat is not enabled on this node")
             return await self.chat.handle(method, body)
+        if method == "notifications.subscribe":
+            return await self.notifications.subscribe(body.token, self.principal)
         fn = getattr(self, "_m_" + method.replace(".", "_"))
         try:
             result: dict[str, Any] = await fn(body)
@@ -94,6 +101,7 @@ class SessionHandler:
             raise SignalingError(exc.code, exc.message) from None
 
     async def closed(self) -> None:
+        self.notifications.close()
         await self._leave()
 
     # -- Participant ------------------------------------------------------------
@@ -158,6 +166,7 @@ class SessionHandler:
         self.member_id = who.member_id
         self.performer_id = who.performer_id
         self.principal = who.principal
+        self.notifications.watch(who.principal)
         self.show = show
         self._unobserve = show.router.observe(self._on_producer)
         show.add(self)

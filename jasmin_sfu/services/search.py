@@ -8,7 +8,7 @@ profiles, the attributes, the member's ratings and favourites, who is live)
 and this module filters, sorts and pages it.
 
 Filter semantics: within one attribute the values are alternatives (``build=
-petite&build=slim``: either); different attributes must all hold. A performer
+petite&build=slim``: either; the parameter is repeated, never comma-joined); different attributes must all hold. A performer
 that never set an attribute does not match a filter on it. ``min_rating`` keeps
 performers the member rated at least that many stars.
 
@@ -187,15 +187,14 @@ def parse_filters(params: Mapping[str, Sequence[Any]], base: SearchFilters | Non
         if name in _MULTI:
             allowed = _allowed(name)
             items: set[str] = set()
-            for v in vals:
-                for part in (v.split(",") if isinstance(v, str) else [v]):
-                    if not isinstance(part, str) or not part:
-                        raise SocialValidationError(name, "text values")
-                    if allowed is not None and part not in allowed:
-                        raise SocialValidationError(name, f"one of {', '.join(allowed)}")
-                    if allowed is None and not LANGUAGE_RE.match(part):
-                        raise SocialValidationError(name, "two-letter ISO 639-1 codes, lower case")
-                    items.add(part)
+            for part in vals:
+                if not isinstance(part, str) or not part:
+                    raise SocialValidationError(name, "text values")
+                if allowed is not None and part not in allowed:
+                    raise SocialValidationError(name, f"one of {', '.join(allowed)}")
+                if allowed is None and not LANGUAGE_RE.match(part):
+                    raise SocialValidationError(name, "two-letter ISO 639-1 codes, lower case")
+                items.add(part)
             changes[name] = frozenset(items)
             continue
         if len(vals) != 1:
@@ -249,10 +248,24 @@ def preset_query(value: Any) -> str:
     """A preset's filters, validated, as canonical JSON (no paging)."""
     if not isinstance(value, dict):
         raise SocialValidationError("query", "an object of search filters")
-    for key in value:
+    params: dict[str, list[Any]] = {}
+    for key, v in value.items():
         if key not in PRESET_KEYS:
             raise SocialValidationError("query", f"{str(key)[:64]}: not a search filter")
-    params = {k: (v if isinstance(v, list) else [v]) for k, v in value.items()}
+        # Stricter than a query string: JSON types as documented (lists for the multi-valued
+        # filters, integers, booleans), never text standing in for them.
+        if key in _MULTI:
+            if not isinstance(v, list):
+                raise SocialValidationError(f"query.{key}", "a list")
+        elif key in _INTS:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise SocialValidationError(f"query.{key}", "an integer")
+        elif key in _BOOLS:
+            if not isinstance(v, bool):
+                raise SocialValidationError(f"query.{key}", "true or false")
+        elif not isinstance(v, str):
+            raise SocialValidationError(f"query.{key}", "text")
+        params[key] = v if isinstance(v, list) else [v]
     return json.dumps(parse_filters(params).query_dict(), sort_keys=True, separators=(",", ":"))
 
 

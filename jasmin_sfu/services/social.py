@@ -183,12 +183,23 @@ class Feed:
 class ShowEventLike(Protocol):
     """What the social service reads of ``jasmin_sfu.shows.events.ShowEvent``."""
 
-    name: str
-    show_id: str
-    at: float
-    member_id: str | None
-    performer_ids: tuple[str, ...]
-    state: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def show_id(self) -> str: ...
+
+    @property
+    def at(self) -> float: ...
+
+    @property
+    def member_id(self) -> str | None: ...
+
+    @property
+    def performer_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def state(self) -> str | None: ...
 
 
 def _text(field: str, value: Any, max_len: int, *, newlines: bool = False) -> str:
@@ -556,13 +567,14 @@ class SocialService:
         if count == 0:
             raise PrivateRequiredError(f"{what} needs a private with {profile.username} first")
 
-    async def subscribe_mailing(self, p: Principal, username: Any) -> SubscriptionRow:
-        """Join the performer's mailing list (after a private with it)."""
+    async def subscribe_mailing(self, p: Principal, username: Any) -> tuple[SubscriptionRow, bool]:
+        """Join the performer's mailing list (after a private with it); (subscription, new)."""
         uid = self._member(p)
         profile = await self.performer(username)
         await self._require_private(uid, profile, "the mailing list")
         token = "jasu_" + secrets.token_urlsafe(24)
-        return await self.store.subscribe_mailing(SubscriptionRow(uid, profile.user_id, token, self.now_us()))
+        row = await self.store.subscribe_mailing(SubscriptionRow(uid, profile.user_id, token, self.now_us()))
+        return row, row.token == token
 
     async def unsubscribe_mailing(self, p: Principal, username: Any) -> None:
         """Leave a mailing list (logged in)."""

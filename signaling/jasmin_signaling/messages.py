@@ -127,6 +127,16 @@ def _check_sdp(sdp: str) -> None:
         raise SignalingError("bad_sdp", "sdp: must start with v=0")
 
 
+@dataclass(frozen=True)
+class NotificationsSubscribe:
+    # A member token; without one, the member this connection joined as.
+    token: str | None = None
+
+    def validate(self) -> None:
+        if self.token is not None and not _TOKEN_RE.match(self.token):
+            raise SignalingError("bad_request", "token: 1-256 characters of A-Z a-z 0-9 _ -")
+
+
 METHODS: dict[str, type] = {
     "join": Join,
     "publish": Publish,
@@ -145,6 +155,7 @@ METHODS: dict[str, type] = {
     "show.free": Empty,
     "show.settings": ShowSettings,
     **CHAT_METHODS,
+    "notifications.subscribe": NotificationsSubscribe,
 }
 
 

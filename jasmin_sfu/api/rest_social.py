@@ -1,0 +1,458 @@
+"""The REST routes of the social features under ``/api/v1`` (docs/social.md).
+
+Installed by ``RestApi.app()`` (one line) on the same sub-application, so the
+accounts API's error middleware, body checks and bearer tokens apply. The
+social service is looked up per request through ``SOCIAL_KEY``, which the
+daemon sets on its root application (``request.config_dict`` sees it from the
+``/api/v1`` sub-application). Social domain errors become HTTP answers here,
+at the edge:
+
+| error | status | code |
+|---|---|---|
+| ``SocialValidationError`` | 400 | ``bad_request`` |
+| ``TopMemberFeeUnpaidError`` | 402 | ``insufficient_credits`` |
+| ``FavouritesLapsedError`` | 403 | ``favourites_lapsed`` |
+| ``TopMembershipRequiredError`` | 403 | ``top_membership_required`` |
+| ``PrivateRequiredError`` | 403 | ``private_required`` |
+| ``VoteNotEligibleError`` | 403 | ``vote_not_eligible`` |
+| ``SocialNotFoundError`` | 404 | ``not_found`` |
+| ``FavouritesFullError`` | 409 | ``favourites_full`` |
+| ``AlreadyVotedError`` | 409 | ``already_voted`` |
+| ``SocialConflictError`` | 409 | its ``reason`` (``preset_exists``, ``presets_full``) |
+| ``MailingRateLimitedError`` | 429 | ``rate_limited``, with ``retry_at`` and ``Retry-After`` |
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from jasmin_sfu.api.rest import MAX_BODY, ApiError, RestApi, error_response, json_body
+from jasmin_sfu.services.errors import (
+    AlreadyVotedError,
+    FavouritesFullError,
+    FavouritesLapsedError,
+    MailingRateLimitedError,
+    PrivateRequiredError,
+    SocialConflictError,
+    SocialError,
+    SocialNotFoundError,
+    SocialValidationError,
+    TopMemberFeeUnpaidError,
+    TopMembershipRequiredError,
+    VoteNotEligibleError,
+)
+from jasmin_sfu.services.search import Candidate, SearchPage
+from jasmin_sfu.services.social import Favourite, Feed, InboxMessage, Message, SocialService, TopMembership
+from jasmin_sfu.services.social_notify import render_rss
+from jasmin_sfu.store.social_repo import PresetRow
+
+SocialLookup = Callable[[], "SocialService | None"]
+# The value is a SocialLookup (the daemon opens the service in start(), after the app exists).
+SOCIAL_KEY = web.AppKey("social", object)
+
+Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
+
+_MAPPED: tuple[tuple[type[SocialError], int, str], ...] = (
+    (SocialValidationError, 400, "bad_request"),
+    (TopMemberFeeUnpaidError, 402, "insufficient_credits"),
+    (FavouritesLapsedError, 403, "favourites_lapsed"),
+    (TopMembershipRequiredError, 403, "top_membership_required"),
+    (PrivateRequiredError, 403, "private_required"),
+    (VoteNotEligibleError, 403, "vote_not_eligible"),
+    (SocialNotFoundError, 404, "not_found"),
+    (FavouritesFullError, 409, "favourites_full"),
+    (AlreadyVotedError, 409, "already_voted"),
+)
+
+
+def social_error_response(exc: SocialError, now: float) -> web.Response:
+    """A social domain error as the API's error shape (``now``: the service clock, for Retry-After)."""
+    if isinstance(exc, MailingRateLimitedError):
+        wait = max(1, math.ceil(exc.retry_at - now))
+        return web.json_response(
+            {"error": {"code": "rate_limited", "message": f"one mailing per 24 hours; the next at {exc.retry_at:.0f}",
+                       "retry_at": exc.retry_at}},
+            status=429, headers={"Retry-After": str(wait)},
+        )
+    if isinstance(exc, SocialConflictError):
+        return error_response(409, exc.reason, str(exc))
+    for cls, status, code in _MAPPED:
+        if isinstance(exc, cls):
+            return error_response(status, code, str(exc))
+    return error_response(400, "bad_request", str(exc))
+
+
+def _mapped(fn: Handler) -> Handler:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: web.Request) -> web.StreamResponse:
+        try:
+            return await fn(self, request)
+        except SocialError as e:
+            return social_error_response(e, self.service(request).clock())
+
+    return wrapper
+
+
+async def object_body(request: web.Request, fields: dict[str, tuple[str, bool]]) -> dict[str, Any]:
+    """Like ``json_body``, with an ``object`` kind (a preset's filters)."""
+    plain = {k: v for k, v in fields.items() if v[0] != "object"}
+    objects = {k: v for k, v in fields.items() if v[0] == "object"}
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
+    ctype = request.headers.get("Content-Type")
+    if raw and ctype is not None:
+        mime = ctype.split(";", 1)[0].strip().lower()
+        if mime != "application/json" and not mime.endswith("+json"):
+            raise ApiError(415, "unsupported_media_type", "send application/json")
+    try:
+        data = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "a JSON object body is required")
+    for key in data:
+        if key not in fields:
+            raise ApiError(400, "bad_request", f"{key[:64]}: unknown field")
+    for name, (_kind, required) in objects.items():
+        if name not in data:
+            if required:
+                raise ApiError(400, "bad_request", f"{name}: required")
+        elif not isinstance(data[name], dict):
+            raise ApiError(400, "bad_request", f"{name}: expected an object")
+    rest = {k: v for k, v in data.items() if k in plain}
+    for name, (kind, required) in plain.items():
+        if name not in rest:
+            if required:
+                raise ApiError(400, "bad_request", f"{name}: required")
+        elif not _plain_ok(rest[name], kind):
+            raise ApiError(400, "bad_request", f"{name}: expected {kind}")
+    return data
+
+
+def _plain_ok(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    return False  # pragma: no cover - only str fields sit beside objects
+
+
+def _origin(request: web.Request) -> str:
+    try:
+        return str(request.url.origin())
+    except (ValueError, TypeError):  # pragma: no cover - a Host header aiohttp cannot parse
+        return ""
+
+
+# -- views ----------------------------------------------------------------------------
+
+
+def top_view(t: TopMembership) -> dict[str, Any]:
+    return {
+        "status": t.status, "active": t.active, "auto_renew": t.auto_renew, "started_at": t.started_at,
+        "paid_until": t.paid_until, "period": t.period, "fee_credits": t.fee_credits, "period_days": t.period_days,
+    }
+
+
+def favourite_view(f: Favourite) -> dict[str, Any]:
+    p = f.profile
+    return {"username": p.username, "display_name": p.display_name, "price_per_minute": p.price_per_minute,
+            "categories": list(p.categories), "online": f.online, "added_at": f.created_at}
+
+
+def feed_view(f: Feed) -> dict[str, Any]:
+    return {"performers": list(f.performers), "categories": list(f.categories), "favourites": f.favourites,
+            "system_messages": f.system_messages, "has_token": f.has_token}
+
+
+def message_view(m: Message) -> dict[str, Any]:
+    return {"id": m.row.id, "member": m.member, "performer": m.performer, "body": m.row.body,
+            "created_at": m.row.created_at / 1_000_000}
+
+
+def inbox_view(m: InboxMessage, origin: str) -> dict[str, Any]:
+    r = m.row
+    return {"id": r.id, "performer": m.performer, "subject": r.subject, "body": r.body,
+            "sent_at": r.created_at / 1_000_000,
+            "unsubscribe_url": f"{origin}/api/v1/mailing-list/unsubscribe/{r.unsubscribe_token}"}
+
+
+def candidate_view(c: Candidate) -> dict[str, Any]:
+    return {"username": c.username, "display_name": c.display_name, "price_per_minute": c.price_per_minute,
+            "categories": list(c.categories), "attributes": c.attributes.to_dict(), "online": c.online,
+            "my_rating": c.my_rating, "favourite": c.favourite}
+
+
+def page_view(p: SearchPage) -> dict[str, Any]:
+    return {"results": [candidate_view(c) for c in p.results], "total": p.total, "offset": p.offset,
+            "limit": p.limit, "next_offset": p.next_offset, "filters": p.applied}
+
+
+def preset_view(p: PresetRow) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "query": json.loads(p.query), "created_at": p.created_at / 1_000_000}
+
+
+_ATTRIBUTE_FIELDS: dict[str, tuple[str, bool]] = {
+    "hair_colour": ("str", False), "build": ("str", False), "age": ("int", False),
+    "sexual_preference": ("str", False), "ethnicity": ("str", False), "camera_quality": ("str", False),
+    "languages": ("list[str]", False),
+}
+
+
+class SocialRoutes:
+    """The handlers; ``api`` is the accounts ``RestApi`` (tokens, services)."""
+
+    def __init__(self, api: RestApi) -> None:
+        self.api = api
+
+    def service(self, request: web.Request) -> SocialService:
+        lookup = request.config_dict.get(SOCIAL_KEY)
+        social = lookup() if callable(lookup) else None
+        if social is not None and not isinstance(social, SocialService):  # pragma: no cover - wiring bug
+            raise TypeError("SOCIAL_KEY must hold a SocialLookup")
+        if social is None:
+            raise ApiError(503, "social_unavailable", "the social features are not enabled on this node")
+        return social
+
+    def install(self, r: web.UrlDispatcher) -> None:
+        r.add_get("/me/top-membership", self.top)
+        r.add_post("/me/top-membership", self.subscribe_top)
+        r.add_delete("/me/top-membership", self.cancel_top)
+        r.add_get("/me/favourites", self.favourites)
+        r.add_put("/me/favourites/{username}", self.add_favourite)
+        r.add_delete("/me/favourites/{username}", self.remove_favourite)
+        r.add_get("/me/feed", self.feed)
+        r.add_patch("/me/feed", self.update_feed)
+        r.add_post("/me/feed/token", self.rotate_feed_token)
+        r.add_get("/feeds/{feed_token}.rss", self.read_feed)
+        r.add_post("/system-messages", self.system_message)
+        r.add_put("/performers/{username}/mailing-list", self.subscribe_mailing)
+        r.add_delete("/performers/{username}/mailing-list", self.unsubscribe_mailing)
+        r.add_get("/mailing-list/unsubscribe/{unsubscribe_token}", self.unsubscribe_link)
+        r.add_post("/me/mailings", self.send_mailing)
+        r.add_get("/me/inbox", self.inbox)
+        r.add_get("/performers/{username}/rating", self.rating)
+        r.add_put("/performers/{username}/rating", self.set_rating)
+        r.add_delete("/performers/{username}/rating", self.delete_rating)
+        r.add_post("/performers/{username}/votes", self.vote)
+        r.add_post("/performers/{username}/messages", self.send_message)
+        r.add_get("/me/messages", self.messages)
+        r.add_get("/performers/{username}/attributes", self.attributes)
+        r.add_patch("/performers/{username}/attributes", self.update_attributes)
+        r.add_get("/search/performers", self.search)
+        r.add_get("/me/search-presets", self.presets)
+        r.add_post("/me/search-presets", self.add_preset)
+        r.add_delete("/me/search-presets/{preset_id}", self.delete_preset)
+
+    # -- TopMembership ----------------------------------------------------------------------
+
+    @_mapped
+    async def top(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        return web.json_response(top_view(await self.service(request).top_membership(p)))
+
+    @_mapped
+    async def subscribe_top(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await json_body(request, {}, required=False)
+        view, charged = await self.service(request).subscribe_top(p)
+        return web.json_response(top_view(view), status=201 if charged else 200)
+
+    @_mapped
+    async def cancel_top(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        return web.json_response(top_view(await self.service(request).cancel_top(p)))
+
+    # -- favourites --------------------------------------------------------------------------
+
+    @_mapped
+    async def favourites(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        self.api.accounts().require_adult(p)
+        favs, limit = await self.service(request).list_favourites(p)
+        return web.json_response({"favourites": [favourite_view(f) for f in favs], "count": len(favs),
+                                  "limit": limit})
+
+    @_mapped
+    async def add_favourite(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        profile, added = await self.service(request).add_favourite(p, request.match_info["username"])
+        return web.json_response({"username": profile.username, "added": added}, status=201 if added else 200)
+
+    @_mapped
+    async def remove_favourite(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await self.service(request).remove_favourite(p, request.match_info["username"])
+        return web.Response(status=204)
+
+    # -- feeds -------------------------------------------------------------------------------
+
+    @_mapped
+    async def feed(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        return web.json_response(feed_view(await self.service(request).feed_settings(p)))
+
+    @_mapped
+    async def update_feed(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        body = await json_body(request, {
+            "performers": ("list[str]", False), "categories": ("list[str]", False),
+            "favourites": ("bool", False), "system_messages": ("bool", False),
+        })
+        return web.json_response(feed_view(await self.service(request).update_feed(p, **body)))
+
+    @_mapped
+    async def rotate_feed_token(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await json_body(request, {}, required=False)
+        token = await self.service(request).rotate_feed_token(p)
+        path = f"/api/v1/feeds/{token}.rss"
+        return web.json_response({"token": token, "path": path, "url": _origin(request) + path}, status=201)
+
+    @_mapped
+    async def read_feed(self, request: web.Request) -> web.Response:
+        social = self.service(request)
+        items = await social.feed_items(request.match_info["feed_token"])
+        origin = _origin(request)
+        for_items = [type(i)(i.guid, i.title, i.description, origin + i.link, i.at) for i in items]
+        body = render_rss("jasmin: your feed", origin + "/", "Performers coming online and site news", for_items,
+                          social.clock())
+        return web.Response(body=body, content_type="application/rss+xml", charset="utf-8",
+                            headers={"Cache-Control": "private, max-age=60"})
+
+    @_mapped
+    async def system_message(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        body = await json_body(request, {"title": ("str", True), "body": ("str", True)})
+        row = await self.service(request).post_system_message(p, body["title"], body["body"])
+        return web.json_response({"id": row.id, "title": row.title, "body": row.body,
+                                  "created_at": row.created_at / 1_000_000}, status=201)
+
+    # -- mailing lists ------------------------------------------------------------------------
+
+    @_mapped
+    async def subscribe_mailing(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await json_body(request, {}, required=False)
+        row, created = await self.service(request).subscribe_mailing(p, request.match_info["username"])
+        return web.json_response(
+            {"performer": request.match_info["username"], "subscribed_at": row.created_at / 1_000_000,
+             "unsubscribe_url": f"{_origin(request)}/api/v1/mailing-list/unsubscribe/{row.token}"},
+            status=201 if created else 200,
+        )
+
+    @_mapped
+    async def unsubscribe_mailing(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await self.service(request).unsubscribe_mailing(p, request.match_info["username"])
+        return web.Response(status=204)
+
+    @_mapped
+    async def unsubscribe_link(self, request: web.Request) -> web.Response:
+        performer = await self.service(request).unsubscribe_token(request.match_info["unsubscribe_token"])
+        return web.json_response({"unsubscribed": True, "performer": performer})
+
+    @_mapped
+    async def send_mailing(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        body = await json_body(request, {"subject": ("str", True), "body": ("str", True)})
+        row = await self.service(request).send_mailing(p, body["subject"], body["body"])
+        return web.json_response({"id": row.id, "subject": row.subject, "sent_at": row.sent_at / 1_000_000,
+                                  "recipients": row.recipients}, status=201)
+
+    @_mapped
+    async def inbox(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        origin = _origin(request)
+        return web.json_response(
+            {"messages": [inbox_view(m, origin) for m in await self.service(request).inbox(p)]}
+        )
+
+    # -- ratings, votes, messages ----------------------------------------------------------------
+
+    @_mapped
+    async def rating(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        stars = await self.service(request).rating(p, request.match_info["username"])
+        return web.json_response({"performer": request.match_info["username"], "stars": stars})
+
+    @_mapped
+    async def set_rating(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        body = await json_body(request, {"stars": ("int", True)})
+        stars = await self.service(request).set_rating(p, request.match_info["username"], body["stars"])
+        return web.json_response({"performer": request.match_info["username"], "stars": stars})
+
+    @_mapped
+    async def delete_rating(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await self.service(request).delete_rating(p, request.match_info["username"])
+        return web.Response(status=204)
+
+    @_mapped
+    async def vote(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await json_body(request, {}, required=False)
+        period = await self.service(request).vote(p, request.match_info["username"])
+        return web.json_response({"performer": request.match_info["username"], "period": period}, status=201)
+
+    @_mapped
+    async def send_message(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        body = await json_body(request, {"body": ("str", True)})
+        m = await self.service(request).send_message(p, request.match_info["username"], body["body"])
+        return web.json_response(message_view(m), status=201)
+
+    @_mapped
+    async def messages(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        return web.json_response({"messages": [message_view(m) for m in await self.service(request).messages(p)]})
+
+    # -- attributes, search, presets -----------------------------------------------------------------
+
+    @_mapped
+    async def attributes(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        self.api.accounts().require_adult(p)
+        profile, attrs = await self.service(request).attributes(request.match_info["username"])
+        return web.json_response({"performer": profile.username, **attrs.to_dict()})
+
+    @_mapped
+    async def update_attributes(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        body = await json_body(request, _ATTRIBUTE_FIELDS)
+        profile, attrs = await self.service(request).update_attributes(p, request.match_info["username"], body)
+        return web.json_response({"performer": profile.username, **attrs.to_dict()})
+
+    @_mapped
+    async def search(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        params = {k: request.query.getall(k) for k in request.query}
+        return web.json_response(page_view(await self.service(request).search(p, params)))
+
+    @_mapped
+    async def presets(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        return web.json_response({"presets": [preset_view(x) for x in await self.service(request).presets(p)]})
+
+    @_mapped
+    async def add_preset(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        body = await object_body(request, {"name": ("str", True), "query": ("object", True)})
+        row = await self.service(request).add_preset(p, body["name"], body["query"])
+        return web.json_response(preset_view(row), status=201)
+
+    @_mapped
+    async def delete_preset(self, request: web.Request) -> web.Response:
+        p = await self.api.principal(request)
+        await self.service(request).delete_preset(p, request.match_info["preset_id"])
+        return web.Response(status=204)
+
+
+def install_social(r: web.UrlDispatcher, api: RestApi) -> None:
+    """Add the social routes to the ``/api/v1`` sub-application (``RestApi.app()`` calls this)."""
+    SocialRoutes(api).install(r)
