@@ -19,6 +19,7 @@ from jasmin_sfu.services.search import (
     MAX_LANGUAGES,
     MAX_LIMIT,
     MAX_OFFSET,
+    MAX_PRESET_LANGUAGES,
     MAX_QUERY_CHARS,
     MIN_AGE,
     SEXUAL_PREFERENCES,
@@ -112,7 +113,7 @@ def _filters() -> dict[str, Any]:
         name: {"type": "array", "items": {"type": "string", "enum": list(values)}, "maxItems": len(values)}
         for name, values in _MULTI_ENUMS.items()
     }
-    props["language"] = {"type": "array", "items": _LANG, "maxItems": 20}
+    props["language"] = {"type": "array", "items": _LANG, "maxItems": MAX_PRESET_LANGUAGES}
     props["q"] = {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS}
     for name, lo, hi in (("age_min", MIN_AGE, MAX_AGE), ("age_max", MIN_AGE, MAX_AGE),
                          ("price_min", 1, 1_000_000), ("price_max", 1, 1_000_000), ("min_rating", 1, 5)):

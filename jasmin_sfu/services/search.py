@@ -40,6 +40,8 @@ MIN_AGE, MAX_AGE = 18, 99
 # ISO 639-1 codes, lower case.
 LANGUAGE_RE = re.compile(r"^[a-z]{2}$")
 MAX_LANGUAGES = 12
+# A preset's language filter (alternatives: any of them).
+MAX_PRESET_LANGUAGES = 20
 
 ENUM_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "hair_colour": HAIR_COLOURS,
@@ -105,7 +107,7 @@ def check_languages(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and LANGUAGE_RE.match(v) for v in value):
         raise SocialValidationError("languages", "a list of two-letter ISO 639-1 codes, lower case")
     langs = tuple(sorted(set(value)))
-    if len(langs) > MAX_LANGUAGES:
+    if len(value) > MAX_LANGUAGES:
         raise SocialValidationError("languages", f"at most {MAX_LANGUAGES}")
     return langs
 
@@ -255,8 +257,10 @@ def preset_query(value: Any) -> str:
         # Stricter than a query string: JSON types as documented (lists for the multi-valued
         # filters, integers, booleans), never text standing in for them.
         if key in _MULTI:
-            if not isinstance(v, list):
-                raise SocialValidationError(f"query.{key}", "a list")
+            allowed = _allowed(key)
+            most = len(allowed) if allowed is not None else MAX_PRESET_LANGUAGES
+            if not isinstance(v, list) or len(v) > most:
+                raise SocialValidationError(f"query.{key}", f"a list of at most {most}")
         elif key in _INTS:
             if not isinstance(v, int) or isinstance(v, bool):
                 raise SocialValidationError(f"query.{key}", "an integer")

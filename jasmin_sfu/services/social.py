@@ -775,7 +775,8 @@ class SocialService:
                 ids.append((await self.performer(name)).user_id)
             changes["performers"] = tuple(dict.fromkeys(ids))
         if categories is not None:
-            if not isinstance(categories, list) or any(c not in CATEGORIES for c in categories):
+            if (not isinstance(categories, list) or len(categories) > len(CATEGORIES)
+                    or any(c not in CATEGORIES for c in categories)):
                 raise SocialValidationError("categories", f"from {', '.join(CATEGORIES)}")
             changes["categories"] = tuple(sorted(set(categories)))
         if favourites is not None:
