@@ -1,0 +1,73 @@
+// Performer search on the demo page: attribute filters -> GET /api/v1/search/performers, and a
+// "favourite" button per result (PUT /api/v1/me/favourites/{username}). Uses the session token
+// account.js keeps in window.jasmin.token; a click on a name puts it in the show box to watch.
+(function () {
+  'use strict';
+  const $ = (id) => document.getElementById(id);
+
+  async function call(method, path) {
+    const headers = {};
+    const token = window.jasmin && window.jasmin.token;
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const r = await fetch(path, { method, headers });
+    const body = r.status === 204 ? {} : await r.json();
+    if (!r.ok) throw new Error((body.error && body.error.message) || `HTTP ${r.status}`);
+    return body;
+  }
+
+  function params() {
+    const q = new URLSearchParams();
+    for (const name of ['q', 'build', 'hair_colour', 'category', 'language', 'age_min', 'age_max', 'price_max', 'sort']) {
+      const el = $(`search-${name}`);
+      if (el && el.value.trim()) q.append(name, el.value.trim());
+    }
+    if ($('search-online').checked) q.append('online', 'true');
+    return q;
+  }
+
+  function render(page) {
+    const list = $('search-results');
+    list.replaceChildren();
+    for (const p of page.results) {
+      const li = document.createElement('li');
+      li.dataset.username = p.username;
+      const name = document.createElement('a');
+      name.href = '#';
+      name.className = 'search-name';
+      name.textContent = `${p.display_name} (${p.username})`;
+      name.addEventListener('click', (ev) => { ev.preventDefault(); $('show-id').value = p.username; });
+      const info = document.createElement('span');
+      const a = p.attributes;
+      info.textContent = ` ${p.online ? 'online' : 'offline'} · ${p.price_per_minute / 100} credits/min`
+        + (a.build ? ` · ${a.build}` : '') + (a.age ? ` · ${a.age}` : '');
+      const fav = document.createElement('button');
+      fav.type = 'button';
+      fav.className = 'search-favourite';
+      fav.textContent = p.favourite ? '★ favourite' : '☆ add favourite';
+      fav.disabled = p.favourite;
+      fav.addEventListener('click', async () => {
+        try {
+          await call('PUT', `/api/v1/me/favourites/${encodeURIComponent(p.username)}`);
+          fav.textContent = '★ favourite';
+          fav.disabled = true;
+          $('search-status').textContent = `${p.username} is a favourite`;
+        } catch (err) { $('search-status').textContent = err.message; }
+      });
+      li.append(name, info, ' ', fav);
+      list.append(li);
+    }
+    $('search-status').textContent = `${page.total} found`;
+  }
+
+  async function run(ev) {
+    if (ev) ev.preventDefault();
+    try {
+      render(await call('GET', `/api/v1/search/performers?${params()}`));
+    } catch (err) { $('search-status').textContent = err.message; }
+  }
+
+  window.addEventListener('DOMContentLoaded', () => {
+    const form = $('search');
+    if (form) form.addEventListener('submit', run);
+  });
+})();
