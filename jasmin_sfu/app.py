@@ -18,6 +18,7 @@ from jasmin_sfu import __version__
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
 from jasmin_sfu.api.rest import RestApi
+from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import SessionHandler
 from jasmin_sfu.config import Config
@@ -117,6 +118,7 @@ class Daemon:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
         RestApi(lambda: self.accounts, lambda: self.purchases).install(app)
         if self.cfg.server.demo_page:

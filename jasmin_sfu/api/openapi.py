@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from jasmin_sfu import __version__
+from jasmin_sfu.api.openapi_chat import chat_paths, chat_schemas
 from jasmin_sfu.api.openapi_social import social_paths, social_schemas
 from jasmin_sfu.services.accounts import CATEGORIES, MAX_BIO, MAX_DISPLAY_NAME, MAX_PASSWORD, MAX_PRICE, MIN_PASSWORD
 from jasmin_sfu.services.ledger import PACKAGES
@@ -346,9 +347,9 @@ def openapi_document() -> dict[str, Any]:
                            "Errors are {\"error\": {\"code\", \"message\"}}. See docs/accounts.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": {**_paths(), **social_paths()},
+        "paths": {**_paths(), **chat_paths(), **social_paths()},
         "components": {
-            "schemas": {**_schemas(), **social_schemas()},
+            "schemas": {**_schemas(), **chat_schemas(), **social_schemas()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -269,6 +269,9 @@ class RestApi:
         r.add_post("/performers", self.create_performer)
         r.add_get("/performers/{username}", self.performer)
         r.add_patch("/performers/{username}", self.update_performer)
+        from jasmin_sfu.api.rest_chat import add_chat_routes  # here: rest_chat imports this module
+
+        add_chat_routes(r, self)
         from jasmin_sfu.api.rest_social import install_social  # here: rest_social imports this module
 
         install_social(r, self)
