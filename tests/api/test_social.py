@@ -395,3 +395,27 @@ async def test_personal_data_export_and_erase(api: Api) -> None:
     assert all(v == [] for v in after.values()), after
     assert (await src.export("pseudo_1"))["votes"][0]["performer_id"] == pid
     assert await src.erase(mid, "pseudo_1") == 0
+
+
+async def test_a_real_private_over_signaling_is_recorded_for_the_mailing_list(api: Api) -> None:
+    """Protects the wiring from the show machine: a private requested, accepted (billed) and ended
+    over real websockets is recorded, so the member may then join the performer's mailing list."""
+    admin = await api.admin_token()
+    ptoken, pid = await api.performer(admin, "alice")
+    token, mid = await api.member("rosa")
+    await buy(api, token)
+    performer = await join_performer(api, ptoken, "alice")
+    member = await SignalingClient.connect(api.ws)
+    try:
+        await member.request("join", show_id="alice", role="viewer", token=token)
+        assert (await api.call("PUT", "/api/v1/performers/alice/mailing-list", token=token))[0] == 403
+        await member.request("private.request")
+        await performer.request("private.accept", member_id=mid)
+        await member.request("private.end")
+        await social(api).drain()
+        count, _longest = await social(api).store.private_stats(mid, pid)
+        assert count == 1
+        assert (await api.call("PUT", "/api/v1/performers/alice/mailing-list", token=token))[0] == 201
+    finally:
+        await member.close()
+        await performer.close()
