@@ -1,0 +1,86 @@
+"""The demo page's free-chat panel in real Chromium: a member page and a performer page chat.
+
+Tokens decide who is who (a node that trusts no client ids). The member types into the
+send box; the performer's page shows the line with the member's name; the performer's
+reply shows on the member's page in the performer colour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from jasmin_sfu.app import Daemon
+from jasmin_sfu.services.chat import PERFORMER_COLOR
+from tests.api.conftest import accounts_config
+from tests.browser.test_demo_page import CHROMIUM_ARGS, open_page, wait_state
+from tests.conftest import test_config as node_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Daemon]:
+    d = Daemon(node_config(accounts=accounts_config(str(tmp_path / "accounts"))))
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+
+
+@pytest.fixture
+async def browser(chromium_executable: str, async_playwright: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def wait_line(page: Any, text: str) -> dict[str, Any]:
+    """The chat line with ``text`` once the page shows it: its author and colour as rendered."""
+    sel = f"#chat-log li:has-text({text!r})"
+    await page.wait_for_selector(sel, timeout=15_000)
+    return dict(await page.eval_on_selector(
+        sel, "li => ({who: li.querySelector('strong').textContent, color: li.style.color, kind: li.dataset.kind})"))
+
+
+async def test_a_member_page_and_a_performer_page_chat(node: Daemon, browser: Any) -> None:
+    """Protects the demo chat end to end: the panel appears on join, a member's line typed in
+    the send box reaches the performer's page, the performer's reply shows in the performer
+    colour on the member's page."""
+    accounts = node.accounts
+    assert accounts is not None
+    await accounts.create_admin("boss", "boss-password")
+    boss = (await accounts.login("boss", "boss-password")).principal
+    await accounts.create_performer(boss, "alice", "alice-password", display_name="Alice", price_per_minute=300)
+    performer_token = (await accounts.login("alice", "alice-password")).token
+    member = await accounts.register("mia", "mia-password", adult_confirmed=True)
+    base = f"http://127.0.0.1:{node.port}"
+    logs: list[str] = []
+
+    performer = await open_page(browser, f"{base}/?role=performer&show=alice&token={performer_token}", logs)
+    await performer.click("#go-live")
+    await wait_state(performer, "live", logs)
+    viewer = await open_page(browser, f"{base}/?role=viewer&show=alice&token={member.token}", logs)
+    await viewer.click("#watch")
+    await wait_state(viewer, "live", logs)
+    assert await viewer.is_visible("#chat-form"), logs
+
+    await viewer.fill("#chat-text", "hello alice")
+    await viewer.click("#chat-send")
+    line = await wait_line(performer, "hello alice")
+    assert line["who"] == "mia: " and line["kind"] == "member", logs
+    await performer.fill("#chat-text", "hi mia")
+    await performer.click("#chat-send")
+    reply = await wait_line(viewer, "hi mia")
+    assert reply["who"] == "alice: " and reply["kind"] == "performer"
+    r, g, b = (int(PERFORMER_COLOR[i:i + 2], 16) for i in (1, 3, 5))
+    assert reply["color"] == f"rgb({r}, {g}, {b})", (reply, logs)
+    assert await viewer.evaluate("window.jasminChat.you.username") == "mia"
