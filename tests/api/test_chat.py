@@ -491,3 +491,63 @@ async def test_nothing_of_a_private_reaches_anyone_else(api: Api, clients: list[
     mia_hist = (await mia.request("chat.history"))["messages"]
     assert [m["text"] for m in mia_hist] == ["secret from anna", "secret from mia", "anyone here?"]
     assert bob_id != mia_id
+
+
+async def test_top_members_pick_a_colour_and_use_emoticons(api: Api, clients: list[SignalingClient]) -> None:
+    """Protects the TopMember benefits (PRODUCT.md): with the injected TopMember check saying
+    yes, a member's lines carry top_member and the gold colour or one picked from the palette,
+    and emoticons pass; a colour outside the palette is refused; others stay plain."""
+    assert api.daemon.chat is not None
+    room = await Room(api, clients).open()
+    top, top_id, _ = await room.member("topper")
+    plain, _, _ = await room.member("plain")
+
+    async def is_top(user_id: str) -> bool:
+        return user_id == top_id
+
+    api.daemon.chat.is_top_member = is_top
+    m = (await top.request("chat.send", text="shiny", emoticons=[":crown:", ":heart:"]))["message"]
+    assert m["author"]["top_member"] is True and m["author"]["color"] == "#d4a017"
+    assert m["emoticons"] == [":crown:", ":heart:"]
+    m = (await top.request("chat.send", text="teal", color="#16a085"))["message"]
+    assert m["author"]["color"] == "#16a085"
+    await refused(top, "bad_request", "chat.send", text="x", color="#000000")
+    await refused(plain, "forbidden", "chat.send", text="x", emoticons=[":crown:"])
+    assert (await plain.request("chat.send", text="plain"))["message"]["author"]["color"] is None
+    _, joined = await room.join((await api.member("another"))[0])
+    assert joined["chat"]["palette"] == [] and joined["chat"]["emoticons"] == []
+
+
+async def test_chat_is_a_personal_data_source_and_retention_follows_purchases(
+    api: Api, clients: list[SignalingClient]
+) -> None:
+    """Protects the privacy seam: the daemon registers "chat"; the export holds the member's
+    lines; retention deletes a member's log 120 days after its last purchase and keeps it for a
+    recent buyer, and guests' lines after 15 days; erasure blanks the member's lines."""
+    from jasmin_sfu.services.personal_data import RetentionPolicy
+
+    chat = api.daemon.chat
+    assert chat is not None and chat in api.daemon.personal_data.sources
+    room = await Room(api, clients).open()
+    old, old_id, _ = await room.member("old")
+    new, new_id, _ = await room.member("new")
+    guest, _ = await room.guest()
+    await old.request("chat.send", text="old buyer")
+    await new.request("chat.send", text="recent buyer")
+    await guest.request("chat.send", text="a guest")
+    assert [r["text"] for r in (await chat.export(old_id))["chat_messages"]] == ["old buyer"]
+    day = 86400 * 1_000_000
+    now = int(api.clock() * 1_000_000) + day
+    policy = RetentionPolicy(
+        now_us=now, usage_before_us=now - 120 * day, guest_before_us=now - 15 * day,
+        identity_before_us=now - 5 * day, inactive_before_us=now - 365 * day,
+        last_purchase_us={old_id: now - 121 * day, new_id: now - 10 * day},
+    )
+    assert await chat.purge(policy) == 1  # only the old buyer's line: the guest's is 1 day old
+    later = RetentionPolicy(**{**policy.__dict__, "guest_before_us": now + 1})
+    assert await chat.purge(later) == 1  # now the guest's line
+    hist = (await new.request("chat.history"))["messages"]
+    assert [m["text"] for m in hist] == ["recent buyer"]
+    assert await chat.erase(new_id, "erased-x") > 0
+    hist = (await new.request("chat.history"))["messages"]
+    assert [(m["author"]["id"], m["text"]) for m in hist] == [("erased-x", "")]
