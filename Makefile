@@ -2,11 +2,11 @@
 PY := $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c | cksum | cut -d' ' -f1)
 
 .PHONY: run test test-fast test-browser lint bench chromium clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "jasmin-sfu needs Python 3.11")'
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

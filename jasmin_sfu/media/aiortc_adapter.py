@@ -18,6 +18,12 @@ The hooks (measured on aiortc 1.16.0):
   pair's datagram transport, both synchronous, so the hot path never awaits.
 * ``RTCRtpSender`` name-mangled SR fields: aiortc's own RTCP loop then sends
   sender reports describing what we forwarded under its SSRC.
+* The C fast path (``_fastpath.c``) needs three more private things, all
+  resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
+  (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
+  its cffi ``lib`` exposes it), the ``srtp_t`` of aiortc's tx ``Session``
+  (``Session._srtp[0]``), and the nominated pair's UDP socket fd and remote
+  address.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any, Callable, Optional
 
 import aioice.ice
 import aiortc
+import pylibsrtp
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
@@ -38,6 +45,15 @@ from .errors import AdapterError
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
+PYLIBSRTP_VERSION = "1.0.0"
+# The cffi type of srtp_protect in libsrtp 2.x, as pylibsrtp 1.0.0 declares it;
+# _fastpath.c calls it with exactly this signature (libsrtp 3 changed it).
+SRTP_PROTECT_CTYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+
+try:  # the C fan-out; absent when the build could not compile it
+    from . import _fastpath as fastpath_ext
+except ImportError:  # pragma: no cover - the venv build compiles it
+    fastpath_ext = None  # type: ignore[assignment]
 
 RtpTap = Callable[[bytes, int], bool]
 """Called with (plain RTP bytes, arrival ms); returns True when consumed."""
@@ -193,10 +209,15 @@ class SrtpSink:
     False). Never raises.
     """
 
-    __slots__ = ("_dtls", "_protect", "_protect_rtcp", "_sendto", "_addr", "ready", "closed", "on_ready")
+    __slots__ = ("_dtls", "_protect", "_protect_rtcp", "_sendto", "_addr", "ready", "closed", "on_ready", "target",
+                 "_fast")
 
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
+    def __init__(self, dtls: RTCDtlsTransport, fast: bool = True) -> None:
         self._dtls = dtls
+        # The C send target (protect + sendto in one call), when the extension
+        # is built and ``fast``; None means every send goes through Python.
+        self.target: Any = None
+        self._fast = fast and fastpath_ext is not None
         self._protect: Optional[Callable[[bytes], bytes]] = None
         self._protect_rtcp: Optional[Callable[[bytes], bytes]] = None
         self._sendto: Optional[Callable[[bytes, Any], None]] = None
@@ -215,6 +236,9 @@ class SrtpSink:
         elif state in ("closed", "failed"):
             self.ready = False
             self.closed = True
+            if self.target is not None:
+                # Before aioice closes the socket: its fd number may be reused.
+                self.target.close()
 
     def _resolve(self) -> None:
         conn = self._dtls.transport._connection
@@ -226,6 +250,8 @@ class SrtpSink:
         self._protect_rtcp = srtp.protect_rtcp
         self._sendto = pair.protocol.transport.sendto
         self._addr = pair.remote_addr
+        if self._fast:
+            self.target = fast_target(srtp, pair)
         self.ready = True
         callbacks, self.on_ready = self.on_ready, []
         for cb in callbacks:
@@ -238,6 +264,8 @@ class SrtpSink:
         """Protect and send one RTP packet; False when it could not be sent."""
         if not self.ready and not self._try_resolve():
             return False
+        if self.target is not None:
+            return bool(fastpath_ext.send(self.target, packet))
         try:
             self._sendto(self._protect(packet), self._addr)  # type: ignore[misc]
         except Exception:
@@ -259,6 +287,40 @@ class SrtpSink:
             return False
         self._resolve()
         return self.ready
+
+
+def srtp_protect_address() -> int:
+    """Address of libsrtp's ``srtp_protect`` inside pylibsrtp's cffi module."""
+    from pylibsrtp._binding import ffi, lib
+
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+
+
+def srtp_session_address(session: pylibsrtp.Session) -> int:
+    """The ``srtp_t`` of a pylibsrtp Session (valid while the Session lives)."""
+    from pylibsrtp._binding import ffi
+
+    return int(ffi.cast("uintptr_t", session._srtp[0]))
+
+
+def fast_target(session: pylibsrtp.Session, pair: Any) -> Any:
+    """A C send target for one viewer leg, or None when any piece is missing.
+
+    The Target holds a reference to ``session`` (and the socket object), so the
+    ``srtp_t`` stays allocated as long as C may use it; SrtpSink closes the
+    target when DTLS closes, before aioice closes the socket.
+    """
+    if fastpath_ext is None:
+        return None
+    try:
+        sock = pair.protocol.transport.get_extra_info("socket")
+        fd = int(sock.fileno())
+        host, port = pair.remote_addr[0], int(pair.remote_addr[1])
+        return fastpath_ext.Target(
+            srtp_protect_address(), srtp_session_address(session), (session, sock), fd, host, port
+        )
+    except Exception:  # pragma: no cover - fall back to the Python send path
+        return None
 
 
 class SilentTrack(MediaStreamTrack):
@@ -379,5 +441,29 @@ def self_check() -> None:
     for field in ("self._nominated", "self._protocols"):
         if field not in conn_src:
             missing.append(f"aioice Connection {field}")
+    missing += _fastpath_check()
     if missing:
         raise AdapterError("aiortc private hooks moved: " + "; ".join(missing))
+
+
+def _fastpath_check() -> list[str]:
+    """The private names the C fast path resolves through this module."""
+    import inspect
+
+    missing = []
+    if pylibsrtp.__version__ != PYLIBSRTP_VERSION:
+        missing.append(f"pylibsrtp version {pylibsrtp.__version__} != pinned {PYLIBSRTP_VERSION}")
+    try:
+        from pylibsrtp._binding import ffi, lib
+
+        if ffi.getctype(ffi.typeof(lib.srtp_protect)) != ffi.getctype(ffi.typeof(SRTP_PROTECT_CTYPE)):
+            missing.append(f"pylibsrtp lib.srtp_protect is {ffi.typeof(lib.srtp_protect)}, not {SRTP_PROTECT_CTYPE}")
+    except (ImportError, AttributeError) as exc:
+        missing.append(f"pylibsrtp._binding ffi/lib.srtp_protect ({exc})")
+    if "self._srtp = " not in inspect.getsource(pylibsrtp.Session.__init__):
+        missing.append("pylibsrtp Session._srtp")
+    pair_src = inspect.getsource(aioice.ice.CandidatePair)
+    for field in ("self.protocol = protocol", "def remote_addr"):
+        if field not in pair_src:
+            missing.append(f"aioice CandidatePair {field}")
+    return missing

@@ -6,6 +6,7 @@ import random
 import struct
 from typing import TYPE_CHECKING, Any, Callable
 
+from .aiortc_adapter import fastpath_ext
 from .errors import InvalidStateError
 
 if TYPE_CHECKING:
@@ -42,8 +43,10 @@ class Consumer:
         "app_data",
         "remb",
         "fraction_lost",
-        "packets",
-        "octets",
+        "lane",
+        "fast",
+        "_packets",
+        "_octets",
         "_clock",
         "_stats",
         "_seq_off",
@@ -89,8 +92,12 @@ class Consumer:
         self.app_data = app_data or {}
         self.remb = 0
         self.fraction_lost = 0
-        self.packets = 0
-        self.octets = 0
+        self._packets = 0
+        self._octets = 0
+        # The C fan-out state; ``fast`` is True while the producer sends this
+        # consumer's copies through it.
+        self.lane: Any = fastpath_ext.Lane(ssrc, 0) if fastpath_ext is not None else None
+        self.fast = False
         self._clock = clock
         self._stats = stats
         self._seq_off = 0
@@ -102,6 +109,18 @@ class Consumer:
         self._sender = sender
         self._set_sr = set_sr
         self.on_close: Callable[["Consumer"], None] | None = None
+
+    @property
+    def packets(self) -> int:
+        """RTP packets sent to this viewer (both paths)."""
+        lane = self.lane
+        return self._packets + (lane.packets if lane is not None else 0)
+
+    @property
+    def octets(self) -> int:
+        """Payload-side octets sent to this viewer (both paths), for its SRs."""
+        lane = self.lane
+        return self._octets + (lane.octets if lane is not None else 0)
 
     # -- hot path ----------------------------------------------------------
 
@@ -118,8 +137,8 @@ class Consumer:
             self._anchor(seq, ts)
         pkt = self._rewrite(b1, seq, ts, tail)
         if self.sink.send(pkt):
-            self.packets += 1
-            self.octets += len(tail[1])
+            self._packets += 1
+            self._octets += len(tail[1])
             return len(pkt)
         self._stats.drop("send_failed")
         return 0
@@ -151,8 +170,30 @@ class Consumer:
         self._seq_off = (out_seq - seq) & 0xFFFF
         self._ts_off = (out_ts - ts) & 0xFFFFFFFF
         self._anchored = True
+        self._go_fast()
         if self.producer.sr is not None:
             self.on_producer_sr(*self.producer.sr)
+
+    def _go_fast(self) -> None:
+        """Hand forwarding to the C lane when this consumer is C-eligible."""
+        lane = self.lane
+        target = getattr(self.sink, "target", None)
+        if lane is None or target is None or not 0 <= self.payload_type <= 127 or self.profile >= 64:
+            return
+        lane.ssrc = self.ssrc
+        lane.payload_type = self.payload_type
+        lane.profile = self.profile
+        lane.seq_off = self._seq_off
+        lane.ts_off = self._ts_off
+        lane.target = target
+        self.fast = True
+        self.producer.refresh_fanout()
+
+    def _go_slow(self) -> None:
+        if self.fast:
+            self.fast = False
+            self.lane.target = None
+        self.producer.refresh_fanout()
 
     def pause(self) -> None:
         """The viewer asks to stop receiving (cheap; the connection stays)."""
@@ -198,8 +239,11 @@ class Consumer:
                     self._clock(),
                 )
                 self._anchored = False
-        elif self.producer.is_video:
-            self.producer.request_keyframe()
+            self._go_slow()
+        else:
+            self.producer.refresh_fanout()
+            if self.producer.is_video:
+                self.producer.request_keyframe()
 
     # -- feedback from the viewer -------------------------------------------
 

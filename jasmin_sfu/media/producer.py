@@ -11,6 +11,7 @@ from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock, ntp
 from jasmin_codecs.rtp import ExtensionRewriter
 from jasmin_codecs.vp8 import vp8_is_keyframe
 
+from .aiortc_adapter import fastpath_ext
 from .errors import InvalidStateError
 from .keyframe_requester import KeyframeRequester
 from .packet_cache import PacketCache
@@ -87,6 +88,13 @@ class Producer:
 
         self._consumers: tuple["Consumer", ...] = ()
         self.consumers: dict[str, "Consumer"] = {}
+        # The fan-out snapshots, rebuilt on subscribe/unsubscribe/pause/anchor
+        # (never per packet): C lanes of consumers forwarded in C, and the
+        # unpaused consumers the Python path still handles (not anchored yet,
+        # or not C-eligible).
+        self._lanes: tuple[Any, ...] = ()
+        self._py: tuple["Consumer", ...] = ()
+        self._batching = False
         # Extension profiles: one rewriter per distinct consumer leg layout.
         self._profiles: list[ExtensionRewriter] = []
         self._profile_keys: dict[tuple[Any, ...], int] = {}
@@ -131,22 +139,38 @@ class Producer:
         synchronously: no packet of this producer reaches an excluded viewer
         after this call returns."""
         self.audience = audience
-        for c in self._consumers:
-            if self.admits(c.audience_key):
-                if c.blocked:
-                    c.unblock()
-            elif not c.blocked:
-                c.block()
+        # One snapshot rebuild for the whole audience change, not one per
+        # consumer (400 viewers: 400 rebuilds of 400 would stall the loop ~30 ms).
+        self._batching = True
+        try:
+            for c in self._consumers:
+                if self.admits(c.audience_key):
+                    if c.blocked:
+                        c.unblock()
+                elif not c.blocked:
+                    c.block()
+        finally:
+            self._batching = False
+            self.refresh_fanout()
 
     def add_consumer(self, consumer: "Consumer") -> None:
         if self.closed:
             raise InvalidStateError(f"producer {self.id} is closed")
         self.consumers[consumer.id] = consumer
         self._consumers = tuple(self.consumers.values())
+        self.refresh_fanout()
 
     def remove_consumer(self, consumer: "Consumer") -> None:
         if self.consumers.pop(consumer.id, None) is not None:
             self._consumers = tuple(self.consumers.values())
+            self.refresh_fanout()
+
+    def refresh_fanout(self) -> None:
+        """Rebuild the C and Python fan-out tuples (a consumer changed state)."""
+        if self._batching:
+            return
+        self._lanes = tuple(c.lane for c in self._consumers if c.fast and not c.paused)
+        self._py = tuple(c for c in self._consumers if not c.paused and not c.fast)
 
     # -- the hot path ------------------------------------------------------
 
@@ -210,8 +234,9 @@ class Producer:
         if self.cache is not None:
             self.cache.put(seq, data)
 
-        consumers = self._consumers
-        if not consumers:
+        lanes = self._lanes
+        consumers = self._py
+        if not consumers and not lanes:
             return
         csrc = data[12:off]
         body = data[payload_off:]
@@ -226,6 +251,10 @@ class Producer:
             return
         sent = 0
         sent_bytes = 0
+        if lanes:
+            sent, sent_bytes, failed = fastpath_ext.fanout(lanes, tails, b1, seq, ts)
+            if failed:
+                stats.drop("send_failed", failed)
         for c in consumers:
             k = c.forward(b1, seq, ts, tails[c.profile], keyframe)
             if k:

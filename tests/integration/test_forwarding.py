@@ -63,6 +63,31 @@ async def test_viewer_frames_are_the_publishers_pattern(daemon) -> None:  # type
         await pub.close()
 
 
+async def test_viewers_decode_through_the_c_fast_path(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the C fan-out with a real aiortc viewer: its consumers are on C lanes,
+    the lanes carried the packets, and the viewer decodes what they sent."""
+    from jasmin_sfu.media import aiortc_adapter as adapter
+
+    if adapter.fastpath_ext is None:  # pragma: no cover
+        import os
+
+        if os.environ.get("CI") == "true":
+            pytest.fail("the C fast path is not built")
+        pytest.skip("SKIPPED: C fast path not built (pip install -e .)")
+    pub = await publish(daemon.url, "show-fast")
+    viewer = await subscribe(daemon.url, "show-fast")
+    try:
+        assert await wait_for(lambda: viewer.frames.get("video", 0) >= 10 and viewer.frames.get("audio", 0) >= 10,
+                              timeout=30), viewer.frames
+        consumers = [c for r in daemon.daemon.worker.routers.values() for c in r.consumers.values()]
+        assert len(consumers) == 2
+        assert all(c.fast and c.lane.packets >= 5 for c in consumers), [(c.fast, c.lane.packets) for c in consumers]
+        assert daemon.daemon.worker.stats.drops.get("send_failed", 0) == 0
+    finally:
+        await viewer.close()
+        await pub.close()
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "msgpack"])
 async def test_publish_and_watch_over_both_encodings(daemon, binary: bool) -> None:  # type: ignore[no-untyped-def]
     """Protects the msgpack binding: the same flow works with binary frames."""

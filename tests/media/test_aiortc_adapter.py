@@ -98,3 +98,27 @@ def test_announced_address_rewrites_host_candidates() -> None:
     out = adapter.announce_address(sdp, "203.0.113.7")
     assert "203.0.113.7 40000 typ host" in out and "10.0.0.5" not in out
     assert adapter.announce_address(sdp, "") == sdp
+
+
+def test_fastpath_private_names_exist() -> None:
+    """Protects the C fast path: libsrtp's srtp_protect with the 2.x signature, Session._srtp,
+    and the aioice pair fields it reads; an upgrade that moves one fails here."""
+    import pylibsrtp
+    from pylibsrtp._binding import ffi, lib
+
+    assert pylibsrtp.__version__ == adapter.PYLIBSRTP_VERSION
+    assert ffi.getctype(ffi.typeof(lib.srtp_protect)) == ffi.getctype(ffi.typeof(adapter.SRTP_PROTECT_CTYPE))
+    assert adapter.srtp_protect_address() != 0
+    session = pylibsrtp.Session(pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    assert adapter.srtp_session_address(session) != 0
+    assert adapter._fastpath_check() == []
+
+
+def test_self_check_names_a_moved_fastpath_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects against a silent pylibsrtp upgrade (its libsrtp may change srtp_protect)."""
+    import pylibsrtp
+
+    monkeypatch.setattr(pylibsrtp, "__version__", "9.9.9")
+    monkeypatch.setattr(adapter, "SRTP_PROTECT_CTYPE", "int(*)(void *, void *, size_t *)")
+    with pytest.raises(adapter.AdapterError, match="pylibsrtp version 9.9.9.*srtp_protect"):
+        adapter.self_check()

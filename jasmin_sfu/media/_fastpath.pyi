@@ -1,0 +1,32 @@
+"""Types of the C fan-out (jasmin_sfu/media/_fastpath.c)."""
+
+from typing import Any, Sequence
+
+MAX_PACKET: int
+MAX_PROFILES: int
+
+class Target:
+    open: int
+    fd: int
+    sent: int
+    send_errors: int
+    eagain: int
+    refused: int
+    protect_errors: int
+    def __init__(self, protect: int, srtp: int, keep: Any, fd: int, host: str, port: int) -> None: ...
+    def close(self) -> None: ...
+
+class Lane:
+    target: Target | None
+    ssrc: int
+    payload_type: int
+    seq_off: int
+    ts_off: int
+    profile: int
+    packets: int
+    octets: int
+    def __init__(self, ssrc: int, payload_type: int) -> None: ...
+
+def fanout(lanes: tuple[Lane, ...], tails: Sequence[tuple[int, bytes]], b1: int, seq: int, ts: int) -> tuple[int, int, int]: ...
+def rewrite(lane: Lane, tail: tuple[int, bytes], b1: int, seq: int, ts: int) -> bytes: ...
+def send(target: Target, packet: bytes) -> bool: ...
