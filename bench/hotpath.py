@@ -1,7 +1,14 @@
-"""Hot-path benchmark: packets through ``Producer.on_rtp`` to N consumers, no sockets.
+"""Hot-path benchmark: packets through ``Producer.on_rtp`` to N consumers.
 
-    python -m bench.hotpath                      # N = 1, 10, 100, 500
+    python -m bench.hotpath                      # N = 1, 10, 100, 500, no sockets
     python -m bench.hotpath --consumers 1,50 --packets 20000 --json out.json
+    python -m bench.hotpath --send python,c      # + SRTP protect and sendto on real sockets
+
+``--send`` adds the whole per-copy path on real UDP sockets to a sink on
+127.0.0.1 (one sending socket and one SRTP session per consumer, as in the
+daemon): ``python`` = Consumer.forward + pylibsrtp ``protect`` +
+``socket.sendto`` (the fallback path), ``c`` = the C fan-out
+(jasmin_sfu/media/_fastpath.c: rewrite + libsrtp + sendto in one call).
 
 Uses the real :class:`~jasmin_sfu.media.producer.Producer` and
 :class:`~jasmin_sfu.media.consumer.Consumer` (built as in
@@ -24,6 +31,7 @@ import argparse
 import gc
 import json
 import os
+import socket
 import struct
 import sys
 import time
@@ -60,6 +68,49 @@ class CountingSink:
         return True
 
 
+class SocketSink:
+    """A consumer sink like the daemon's SrtpSink: its own SRTP session and UDP socket."""
+
+    def __init__(self, sink_addr: tuple[str, int], fast: bool) -> None:
+        from pylibsrtp import Policy, Session
+
+        from jasmin_sfu.media import aiortc_adapter as adapter
+
+        policy = Policy(key=bytes(range(30)), ssrc_type=Policy.SSRC_ANY_OUTBOUND)
+        policy.allow_repeat_tx = True
+        self.session = Session(policy)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.ready = True
+        self.closed = False
+        self.on_ready: list[Any] = []
+        self.packets = 0
+        self._protect = self.session.protect
+        self._sendto = self.sock.sendto
+        self._addr = sink_addr
+        self.target: Any = None
+        if fast:
+            ext = adapter.fastpath_ext
+            if ext is None:
+                raise SystemExit("the C fast path is not built (pip install -e .)")
+            self.target = ext.Target(adapter.srtp_protect_address(), adapter.srtp_session_address(self.session),
+                                     self.session, self.sock.fileno(), *sink_addr)
+
+    def send(self, pkt: bytes) -> bool:
+        self.packets += 1
+        try:
+            self._sendto(self._protect(pkt), self._addr)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.target is not None:
+            self.target.close()
+        self.sock.close()
+
+
 def make_producer(stats: MediaStats) -> Producer:
     clock = time.monotonic
     return Producer(
@@ -71,10 +122,11 @@ def make_producer(stats: MediaStats) -> Producer:
     )
 
 
-def add_consumers(p: Producer, stats: MediaStats, n: int) -> list[CountingSink]:
-    sinks = []
+def add_consumers(p: Producer, stats: MediaStats, n: int, send: str = "none",
+                  sink_addr: tuple[str, int] = ("127.0.0.1", 9)) -> list[Any]:
+    sinks: list[Any] = []
     for i in range(n):
-        sink = CountingSink()
+        sink = CountingSink() if send == "none" else SocketSink(sink_addr, fast=send == "c")
         c = Consumer(consumer_id=f"c{i}", producer=p, ssrc=0x30000000 + i, payload_type=100,
                      sink=sink,  # type: ignore[arg-type]
                      stats=stats, clock=time.monotonic)
@@ -108,10 +160,12 @@ def packets(count: int, payload: int = 1000) -> list[bytes]:
     return out[:count]
 
 
-def run(n: int, count: int) -> dict[str, Any]:
+def run(n: int, count: int, send: str = "none") -> dict[str, Any]:
     stats = MediaStats()
     p = make_producer(stats)
-    sinks = add_consumers(p, stats, n)
+    drain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    drain.bind(("127.0.0.1", 0))  # never read: the kernel drops what overflows, after delivering it
+    sinks = add_consumers(p, stats, n, send, drain.getsockname())
     pkts = packets(count)
     on_rtp = p.on_rtp
     for pkt in pkts[:200]:  # warm up; the first keyframe anchors every consumer
@@ -126,10 +180,18 @@ def run(n: int, count: int) -> dict[str, Any]:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         gc.enable()
-    copies = sum(s.packets for s in sinks)
+    copies = sum(c.packets for c in p.consumers.values())
     copies_timed = len(body) * n
     assert copies >= copies_timed, (copies, copies_timed)
+    assert stats.drops.get("send_failed", 0) == 0, stats.drops
+    if send == "c":
+        assert all(c.fast for c in p.consumers.values())
+    for s in sinks:
+        if isinstance(s, SocketSink):
+            s.close()
+    drain.close()
     return {
+        "send": send,
         "consumers": n,
         "packets_in": len(body),
         "packets_in_per_s": round(len(body) / wall),
@@ -156,14 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, default=0,
                     help="packets per count (default: enough for ~500k copies, at least 2000)")
     ap.add_argument("--cpu", type=int, default=-1, help="pin to this CPU (sched_setaffinity); -1: no pinning")
+    ap.add_argument("--send", default="none",
+                    help="comma-separated: none (counting sink), python (pylibsrtp + sendto), c (C fan-out)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     rows = []
-    for n in [int(x) for x in args.consumers.split(",") if x.strip()]:
-        count = args.packets or max(2000, 500_000 // n)
-        rows.append(run(n, count + 200))
+    for send in [x.strip() for x in args.send.split(",") if x.strip()]:
+        for n in [int(x) for x in args.consumers.split(",") if x.strip()]:
+            count = args.packets or max(2000, (500_000 if send == "none" else 100_000) // n)
+            rows.append(run(n, count + 200, send))
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
