@@ -50,6 +50,7 @@ from jasmin_sfu.services.errors import (
     NotShowOwnerError,
     UsernameUnavailableError,
 )
+from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings
 from jasmin_sfu.store.accounts_repo import AccountsStore, BlacklistRow, PerformerRow, SessionRow, UserRow
 from jasmin_sfu.store.errors import DuplicateKeyError
 
@@ -101,6 +102,11 @@ class AccountsSettings:
     password_memory_kib: int = 65536
     password_parallelism: int = 4
     hash_threads: int = 2
+    # Failed logins per username / per client address in a sliding window
+    # (jasmin_sfu.services.login_throttle has the reasoning).
+    login_window_s: float = 900.0
+    login_max_failures_per_username: int = 10
+    login_max_failures_per_address: int = 50
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,24 @@ class AccountsService:
             settings.hash_threads,
         )
         self._dummy_hash: str | None = None
+        self.throttle = LoginThrottle(
+            ThrottleSettings(
+                settings.login_window_s, settings.login_max_failures_per_username,
+                settings.login_max_failures_per_address,
+            ),
+            clock,
+        )
+        # Called with (user_id, session_id) after a revocation: (None, sid) for one
+        # token, (uid, None) for every token of an account. The daemon ends the
+        # websockets that joined with a revoked token (docs/privacy.md).
+        self.revocation_listeners: list[Callable[[str | None, str | None], None]] = []
+
+    def _revoked(self, user_id: str | None, session_id: str | None) -> None:
+        for listener in list(self.revocation_listeners):
+            try:
+                listener(user_id, session_id)
+            except Exception:  # noqa: BLE001 - a listener's bug must not undo the revocation
+                log.exception("revocation listener failed")
 
     def now_us(self) -> int:
         """The injected clock in integer microseconds."""
@@ -341,10 +365,17 @@ class AccountsService:
     async def logout(self, principal: Principal) -> None:
         """Revoke the principal's session token."""
         await self.store.revoke_session(principal.session_id, self.now_us())
+        self._revoked(None, principal.session_id)
 
     async def revoke_user_sessions(self, user_id: str) -> int:
         """Revoke every session of an account (password change, closure)."""
-        return await self.store.revoke_user_sessions(user_id, self.now_us())
+        n = await self.store.revoke_user_sessions(user_id, self.now_us())
+        self._revoked(user_id, None)
+        return n
+
+    def account_revoked(self, user_id: str) -> None:
+        """Tell the listeners that every token of ``user_id`` is void (the store already says so)."""
+        self._revoked(user_id, None)
 
     async def confirm_adult(self, principal: Principal) -> Principal:
         """Record the 18+ confirmation: on the guest's session, or on the member's account."""
@@ -415,21 +446,46 @@ class AccountsService:
             self._dummy_hash = await self.hashing.hash(secrets.token_urlsafe(16))
         return self._dummy_hash
 
-    async def login(self, username: Any, password: Any) -> IssuedToken:
-        """A new session for a username and password; ``InvalidCredentialsError`` otherwise."""
+    async def login(self, username: Any, password: Any, *, client: str | None = None) -> IssuedToken:
+        """A new session for a username and password; ``InvalidCredentialsError`` otherwise.
+
+        ``client`` is the caller's address: failures are counted per name and per
+        address, and a throttled attempt is ``LoginRateLimitedError`` before any hashing.
+        """
+        key = username_key(username) if isinstance(username, str) and USERNAME_RE.match(username) else None
+        self.throttle.check(key, client)
         if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD:
+            self.throttle.failed(key, client)
             raise InvalidCredentialsError("wrong username or password")
         user = None
-        if isinstance(username, str) and USERNAME_RE.match(username):
-            user = await self.store.user_by_username(username_key(username))
+        if key is not None:
+            user = await self.store.user_by_username(key)
         if user is None or user.closed_at is not None:
             await self.hashing.verify(await self._dummy(), password)  # same cost as a real check
+            self.throttle.failed(key, client)
             raise InvalidCredentialsError("wrong username or password")
         if not await self.hashing.verify(user.password_hash, password):
+            self.throttle.failed(key, client)
             raise InvalidCredentialsError("wrong username or password")
+        self.throttle.succeeded(user.username_key)
         rehash = await self.hashing.hash(password) if self.hashing.needs_rehash(user.password_hash) else None
         await self.store.record_login(user.id, self.now_us(), rehash)
         return await self._issue("user", user, self.settings.session_ttl_s)
+
+    async def confirm_password(self, principal: Principal, password: Any, *, client: str | None = None) -> UserRow:
+        """Re-check the password of a signed-in account (before "forget my data"); throttled as logins."""
+        if principal.is_guest:
+            raise NotPermittedError("guests have no password")
+        user = await self.store.user_by_id(principal.id)
+        if user is None or user.closed_at is not None:
+            raise InvalidTokenError("the account is closed")
+        self.throttle.check(user.username_key, client)
+        if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD or not await self.hashing.verify(
+            user.password_hash, password
+        ):
+            self.throttle.failed(user.username_key, client)
+            raise InvalidCredentialsError("wrong password")
+        return user
 
     async def create_admin(self, username: Any, password: Any) -> str:
         """A support/admin account (the command line makes the first one); returns its id."""
@@ -581,5 +637,8 @@ async def open_accounts(cfg: Any, clock: Clock) -> AccountsService:
         password_time_cost=cfg.password_time_cost,
         password_memory_kib=cfg.password_memory_kib,
         password_parallelism=cfg.password_parallelism,
+        login_window_s=cfg.login_window_s,
+        login_max_failures_per_username=cfg.login_max_failures_per_username,
+        login_max_failures_per_address=cfg.login_max_failures_per_address,
     )
     return AccountsService(store, clock, settings)
