@@ -19,6 +19,7 @@ from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
 from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
+from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import SessionHandler
 from jasmin_sfu.config import Config
@@ -28,6 +29,7 @@ from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.chat import ChatService, open_chat
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
 from jasmin_sfu.services.personal_data import PersonalDataRegistry
+from jasmin_sfu.services.retention import PrivacyStack, open_privacy
 from jasmin_sfu.services.social import SocialService, open_social
 from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows.billing import BillingStack, open_billing
@@ -104,6 +106,8 @@ class Daemon:
         # Every service holding rows about people registers its source here in
         # start(); the privacy service downloads, erases and purges through it.
         self.personal_data = PersonalDataRegistry()
+        # Profile, visibility, download, erasure, retention (docs/privacy.md); opened in start().
+        self.privacy: PrivacyStack | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.draining = False
         self.registry = make_registry(MediaCollector(self.worker, lambda: len(self.sessions)))
@@ -120,6 +124,7 @@ class Daemon:
         app.router.add_get("/metrics", self.metrics)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
+        app[PRIVACY_KEY] = lambda: self.privacy.service if self.privacy is not None else None
         RestApi(lambda: self.accounts, lambda: self.purchases).install(app)
         if self.cfg.server.demo_page:
             static = resources.files("jasmin_sfu.api") / "static"
@@ -175,7 +180,7 @@ class Daemon:
             self.sessions.discard(session)
         return ws
 
-    async def start(self) -> None:
+    async def start(self, *, listen: bool = True) -> None:
         if self.cfg.billing.enabled:
             self.billing = await open_billing(self.cfg.billing, self.shows.get)
             self.bus.subscribe(self.billing.billing.on_show_event)
@@ -204,6 +209,12 @@ class Daemon:
             **({"is_top_member": self.social.is_top_member} if self.social is not None else {}),
         )
         self.personal_data.register(self.chat)
+        if self.accounts is not None:
+            self.privacy = await open_privacy(
+                self.cfg, self.accounts, self.personal_data, self.billing, self.social, self.sessions, schedule=listen
+            )
+        if not listen:  # the command line (`jasmin-sfu retention`): services only
+            return
         s = self.cfg.server
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
@@ -230,6 +241,8 @@ class Daemon:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
+        if self.privacy is not None:
+            await self.privacy.close()
         if self.chat is not None:
             await self.chat.close()
         if self._social_housekeeping is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from jasmin_sfu import __version__
 from jasmin_sfu.api.openapi_chat import chat_paths, chat_schemas
+from jasmin_sfu.api.openapi_privacy import privacy_paths, privacy_schemas
 from jasmin_sfu.api.openapi_social import social_paths, social_schemas
 from jasmin_sfu.services.accounts import CATEGORIES, MAX_BIO, MAX_DISPLAY_NAME, MAX_PASSWORD, MAX_PRICE, MIN_PASSWORD
 from jasmin_sfu.services.ledger import PACKAGES
@@ -24,6 +25,7 @@ _ERRORS = {
     409: "Conflict: username unavailable, or an idempotency key reused for another purchase",
     413: "Body larger than 64 KiB",
     415: "Body is not application/json",
+    429: "rate_limited: too many failed logins for this username or address; Retry-After says when",
     503: "Accounts, billing or payments are not enabled on this node, or the database is busy",
 }
 
@@ -245,7 +247,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "login",
                 "summary": "Log in with username and password",
                 "requestBody": _body("LoginRequest"),
-                "responses": _responses({201: ("A new token", "Token")}, 400, 401, 413, 415, 503),
+                "responses": _responses({201: ("A new token", "Token")}, 400, 401, 413, 415, 429, 503),
             }
         },
         "/api/v1/sessions/current": {
@@ -347,9 +349,9 @@ def openapi_document() -> dict[str, Any]:
                            "Errors are {\"error\": {\"code\", \"message\"}}. See docs/accounts.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": {**_paths(), **chat_paths(), **social_paths()},
+        "paths": {**_paths(), **chat_paths(), **social_paths(), **privacy_paths()},
         "components": {
-            "schemas": {**_schemas(), **chat_schemas(), **social_schemas()},
+            "schemas": {**_schemas(), **chat_schemas(), **social_schemas(), **privacy_schemas()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

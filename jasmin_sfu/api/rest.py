@@ -22,6 +22,8 @@ from aiohttp import web
 from jasmin_sfu.api.openapi import openapi_document
 from jasmin_sfu.services.accounts import ADMIN, PERFORMER, AccountsService, PerformerProfile, Principal
 from jasmin_sfu.services.errors import (
+    ErasureError,
+    LoginRateLimitedError,
     AccountNotFoundError,
     AccountsError,
     AccountValidationError,
@@ -99,6 +101,10 @@ def map_error(exc: Exception) -> ApiError | None:
         return ApiError(402, "payment_declined", str(exc))
     if isinstance(exc, PaymentsUnavailableError):
         return ApiError(503, "payments_unavailable", str(exc))
+    if isinstance(exc, LoginRateLimitedError):
+        return ApiError(429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, ErasureError):
+        return ApiError(403, "forbidden", str(exc))
     if isinstance(exc, (StoreBusyError, RetryableStoreError)):
         return ApiError(503, "busy", "the database is busy; retry", {"Retry-After": "1"})
     return None
@@ -275,6 +281,9 @@ class RestApi:
         from jasmin_sfu.api.rest_social import install_social  # here: rest_social imports this module
 
         install_social(r, self)
+        from jasmin_sfu.api.rest_privacy import add_privacy_routes  # here: rest_privacy imports this module
+
+        add_privacy_routes(r, self)
         return app
 
     def install(self, app: web.Application) -> None:
@@ -320,7 +329,7 @@ class RestApi:
 
     async def login(self, request: web.Request) -> web.Response:
         body = await json_body(request, {"username": ("str", True), "password": ("str", True)})
-        issued = await self.accounts().login(body["username"], body["password"])
+        issued = await self.accounts().login(body["username"], body["password"], client=request.remote)
         return web.json_response(token_view(issued.token, issued.principal), status=201)
 
     async def logout(self, request: web.Request) -> web.Response:

@@ -479,11 +479,13 @@ class AccountsService:
         user = await self.store.user_by_id(principal.id)
         if user is None or user.closed_at is not None:
             raise InvalidTokenError("the account is closed")
-        self.throttle.check(user.username_key, client)
+        # Its own counter: a wrong re-confirmation must not lock the member out of logging in.
+        key = "confirm:" + user.username_key
+        self.throttle.check(key, client)
         if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD or not await self.hashing.verify(
             user.password_hash, password
         ):
-            self.throttle.failed(user.username_key, client)
+            self.throttle.failed(key, client)
             raise InvalidCredentialsError("wrong password")
         return user
 

@@ -104,11 +104,13 @@ class Retention:
     async def loop(self, interval_s: float) -> None:
         """Run every ``interval_s`` seconds until cancelled (a failed run is retried at the next one)."""
         while True:
+            # Sleep first: start-up already resumed open erasures, and a node
+            # restarting in a loop should not purge on every start.
+            await asyncio.sleep(interval_s)
             try:
                 await self.run()
             except Exception:  # noqa: BLE001 - retried at the next interval
                 log.exception("retention run failed")
-            await asyncio.sleep(interval_s)
 
 
 class UsageDataSource:
@@ -140,3 +142,93 @@ class UsageDataSource:
     async def preview(self, policy: RetentionPolicy) -> int:
         """How many events ``purge`` would delete."""
         return await self.store.purge(policy.last_purchase_us, policy.usage_before_us, dry_run=True)
+
+
+# -- wiring (the daemon and the command line) -----------------------------------------------
+
+# Websocket close code when a connection's token is revoked or its account erased
+# (4000-4999 are the application's; 4401 echoes HTTP 401).
+REVOKED_CLOSE_CODE = 4401
+
+
+def end_revoked_sessions(sessions: Any, user_id: str | None, session_id: str | None) -> int:
+    """Close the signaling websockets that joined with a revoked token (or any token of ``user_id``).
+
+    ``sessions`` holds ``SignalingSession``s whose ``handler.principal`` is the
+    joined identity (None before a join). Returns how many were closed.
+    """
+    n = 0
+    for s in list(sessions):
+        p = getattr(getattr(s, "handler", None), "principal", None)
+        if p is None:
+            continue
+        if (user_id is not None and p.id == user_id) or (session_id is not None and p.session_id == session_id):
+            task = asyncio.get_running_loop().create_task(
+                s.ws.close(code=REVOKED_CLOSE_CODE, message=b"token revoked")
+            )
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+            n += 1
+    return n
+
+
+_closing: set["asyncio.Task[Any]"] = set()
+
+
+@dataclass
+class PrivacyStack:
+    """What ``open_privacy`` opened: the service, the retention job and its task."""
+
+    service: PrivacyService
+    retention: Retention
+    usage: OutboxUsageStore | None = None
+    task: "asyncio.Task[None] | None" = None
+
+    async def close(self) -> None:
+        """Stop the retention loop and close the outbox connection."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.usage is not None:
+            await self.usage.close()
+
+
+async def open_privacy(
+    cfg: Any, accounts: Any, registry: Any, billing: Any = None, social: Any = None, sessions: Any = None,
+    *, schedule: bool = True,
+) -> PrivacyStack:
+    """Register the accounts, ledger and usage sources, build the service, start the retention loop.
+
+    ``cfg`` is the whole ``Config``; ``billing`` a ``BillingStack`` (None: billing
+    off, no ledger reads); ``social`` the ``SocialService`` (favourites);
+    ``sessions`` the daemon's signaling sessions, ended on revocation.
+    """
+    from jasmin_sfu.services.privacy import AccountsDataSource, LedgerDataSource, PrivacySettings
+    from jasmin_sfu.store.privacy_ledger import LedgerReads
+
+    pv = cfg.privacy
+    history = LedgerReads(billing.store) if billing is not None else None
+    favourites = None
+    if social is not None:
+        async def favourites(member_id: str, performer_id: str) -> bool:
+            return any(r.performer_id == performer_id for r in await social.store.favourites(member_id))
+
+    service = PrivacyService(
+        accounts, registry, PrivacySettings(site=pv.site, username_blacklist_days=pv.username_blacklist_days),
+        history, favourites,
+    )
+    registry.register(AccountsDataSource(accounts))
+    usage = None
+    if history is not None:
+        registry.register(LedgerDataSource(history))
+        usage = OutboxUsageStore(billing.outbox.config.path, tuple(billing.relay.sinks))
+        registry.register(UsageDataSource(usage))
+    if sessions is not None:
+        accounts.revocation_listeners.append(lambda uid, sid: end_revoked_sessions(sessions, uid, sid))
+    retention = Retention(service, RetentionSettings(
+        pv.usage_retention_days, pv.guest_retention_days, pv.identity_retention_days, pv.inactive_account_days))
+    stack = PrivacyStack(service, retention, usage)
+    if schedule:
+        await service.resume_erasures()
+        stack.task = asyncio.get_running_loop().create_task(retention.loop(pv.retention_interval_s))
+    return stack
