@@ -56,6 +56,7 @@ def media_settings(cfg: Config) -> MediaSettings:
         video_codecs=m.video_codecs,
         packet_cache_size=m.packet_cache_size,
         keyframe_request_interval_s=m.keyframe_request_interval_ms / 1000.0,
+        keyframe_cache=m.keyframe_cache,
         rtcp_interval_s=m.rtcp_interval_ms / 1000.0,
         remb_max_bps=m.remb_max_bps,
         remb_min_bps=m.remb_min_bps,

@@ -71,6 +71,10 @@ class MediaConfig:
     # uses 1 s, LiveKit 0.5-1 s, Jitsi 200 ms; a deferred request is sent at
     # the end of the window so no viewer's request is ever lost.
     keyframe_request_interval_ms: int = 300
+    # Replay each video producer's last complete keyframe to a starting
+    # viewer, so its first picture does not wait for the publisher's answer
+    # to a PLI (jasmin_sfu/media/keyframe_cache.py).
+    keyframe_cache: bool = True
     rtcp_interval_ms: int = 1000
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000

@@ -37,6 +37,8 @@ class MediaCollector(Collector):
             ("jasmin_nacks_received", "NACK feedback packets from viewers", s.nacks_received),
             ("jasmin_nack_packets_served", "Packets retransmitted from the cache", s.nack_packets_served),
             ("jasmin_nack_packets_missed", "NACKed packets not in the cache (asked upstream)", s.nack_packets_missed),
+            ("jasmin_nack_packets_refused", "NACKed packets from before the viewer's stream began (not served)", s.nack_packets_refused),
+            ("jasmin_keyframe_packets_replayed", "Cached keyframe packets sent to starting viewers", s.keyframe_packets_replayed),
             ("jasmin_plis_received", "PLI/FIR from viewers", s.plis_received),
             ("jasmin_plis_sent", "Keyframe requests sent to publishers", s.keyframe_requests_sent),
             ("jasmin_keyframe_requests_coalesced", "Keyframe requests absorbed by the throttle", s.keyframe_requests_coalesced),

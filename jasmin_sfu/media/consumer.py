@@ -52,6 +52,7 @@ class Consumer:
         "_seq_off",
         "_ts_off",
         "_anchored",
+        "_anchor_seq",
         "_last_out",
         "_sender",
         "_set_sr",
@@ -103,6 +104,9 @@ class Consumer:
         self._seq_off = 0
         self._ts_off = 0
         self._anchored = False
+        # The producer sequence number forwarding (re)started at: NACKs for
+        # anything older are refused, since it may be another audience's media.
+        self._anchor_seq = 0
         # (out_seq, out_ts, wall time) of the last forwarded packet, kept only
         # at pause time so a resume continues the sequence.
         self._last_out: tuple[int, int, float] | None = None
@@ -158,7 +162,8 @@ class Consumer:
 
     # -- anchoring, pause, resume -------------------------------------------
 
-    def _anchor(self, seq: int, ts: int) -> None:
+    def _set_offsets(self, seq: int, ts: int) -> None:
+        """Map producer ``seq``/``ts`` to the next point of this viewer's stream."""
         last = self._last_out
         if last is None:
             out_seq = random.randint(0, 0x7FFF)
@@ -169,10 +174,63 @@ class Consumer:
             out_ts = (last[1] + max(1, int(gap * self.producer.clock_rate))) & 0xFFFFFFFF
         self._seq_off = (out_seq - seq) & 0xFFFF
         self._ts_off = (out_ts - ts) & 0xFFFFFFFF
+
+    def _anchor(self, seq: int, ts: int) -> None:
+        self._set_offsets(seq, ts)
+        self._anchor_seq = seq
         self._anchored = True
         self._go_fast()
         if self.producer.sr is not None:
             self.on_producer_sr(*self.producer.sr)
+
+    def start(self) -> int:
+        """The viewer can receive now: send it the producer's cached keyframe
+        at once, and ask the publisher for a fresh one.
+
+        The replayed frame gives the viewer's decoder a picture without waiting
+        for the publisher; the live stream then starts on the fresh keyframe,
+        continuing the replay's sequence numbers and timestamps. Nothing is
+        replayed to a paused or blocked consumer, nor before DTLS is up.
+        Returns the packets replayed.
+        """
+        p = self.producer
+        if self.closed or self.paused or not p.is_video:
+            return 0
+        sent = 0
+        kc = p.keyframe_cache
+        if kc is not None and kc.frame and not self._anchored and self.sink.ready:
+            sent = self._replay(kc.frame)
+        p.request_keyframe()
+        return sent
+
+    def _replay(self, frame: tuple[bytes, ...]) -> int:
+        p = self.producer
+        head = p.tail_for(frame[0], self.profile)
+        if head is None:
+            return 0
+        _, seq0, ts0, _, _ = head
+        self._set_offsets(seq0, ts0)
+        sent = sent_bytes = 0
+        for data in frame:
+            split = p.tail_for(data, self.profile)
+            if split is None:
+                continue
+            b1, seq, ts, _, tail = split
+            pkt = self._rewrite(b1, seq, ts, tail)
+            if self.sink.send(pkt):
+                sent += 1
+                sent_bytes += len(pkt)
+                self._packets += 1
+                self._octets += len(tail[1])
+        last_seq = (seq0 + len(frame) - 1 + self._seq_off) & 0xFFFF
+        # Not anchored: the live stream starts on the next keyframe and
+        # continues from here (the same path as a resume).
+        self._last_out = (last_seq, (ts0 + self._ts_off) & 0xFFFFFFFF, self._clock())
+        stats = self._stats
+        stats.keyframe_packets_replayed += sent
+        stats.rtp_packets_out += sent
+        stats.rtp_bytes_out += sent_bytes
+        return sent
 
     def _go_fast(self) -> None:
         """Hand forwarding to the C lane when this consumer is C-eligible."""
@@ -242,8 +300,7 @@ class Consumer:
             self._go_slow()
         else:
             self.producer.refresh_fanout()
-            if self.producer.is_video:
-                self.producer.request_keyframe()
+            self.start()
 
     # -- feedback from the viewer -------------------------------------------
 
@@ -254,8 +311,13 @@ class Consumer:
         if p.cache is None or not self._anchored:
             return
         missing = []
+        anchor = self._anchor_seq
         for out_seq in out_seqs:
             in_seq = (out_seq - self._seq_off) & 0xFFFF
+            if (in_seq - anchor) & 0xFFFF >= 0x8000:
+                # Older than this viewer's stream: possibly a private's packet.
+                self._stats.nack_packets_refused += 1
+                continue
             data = p.cache.get(in_seq)
             if data is None:
                 missing.append(in_seq)

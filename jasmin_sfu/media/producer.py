@@ -13,6 +13,7 @@ from jasmin_codecs.vp8 import vp8_is_keyframe
 
 from .aiortc_adapter import fastpath_ext
 from .errors import InvalidStateError
+from .keyframe_cache import KeyframeCache
 from .keyframe_requester import KeyframeRequester
 from .packet_cache import PacketCache
 from .stats import MediaStats
@@ -55,6 +56,7 @@ class Producer:
         stats: MediaStats,
         cache_size: int,
         keyframes: Callable[["Producer"], KeyframeRequester],
+        keyframe_cache: bool = True,
         app_data: dict[str, Any] | None = None,
     ) -> None:
         self.id = producer_id
@@ -85,6 +87,8 @@ class Producer:
         )
         self.cache: PacketCache | None = PacketCache(cache_size) if self.is_video else None
         self.keyframes = keyframes(self)
+        # The last complete keyframe, replayed to each new viewer (TTFF).
+        self.keyframe_cache: KeyframeCache | None = KeyframeCache() if self.is_video and keyframe_cache else None
 
         self._consumers: tuple["Consumer", ...] = ()
         self.consumers: dict[str, "Consumer"] = {}
@@ -139,6 +143,10 @@ class Producer:
         synchronously: no packet of this producer reaches an excluded viewer
         after this call returns."""
         self.audience = audience
+        # A keyframe captured for the old audience must never be replayed to
+        # the new one (the last frame of a private to a free-chat viewer).
+        if self.keyframe_cache is not None:
+            self.keyframe_cache.clear()
         # One snapshot rebuild for the whole audience change, not one per
         # consumer (400 viewers: 400 rebuilds of 400 would stall the loop ~30 ms).
         self._batching = True
@@ -233,6 +241,9 @@ class Producer:
                 self.keyframes_seen += 1
         if self.cache is not None:
             self.cache.put(seq, data)
+        kc = self.keyframe_cache
+        if kc is not None and (keyframe or kc.assembling is not None):
+            kc.put(data, seq, ts, keyframe, b1 & 0x80 != 0)
 
         lanes = self._lanes
         consumers = self._py
@@ -409,6 +420,8 @@ class Producer:
         self._consumers = ()
         if self.cache is not None:
             self.cache.clear()
+        if self.keyframe_cache is not None:
+            self.keyframe_cache.clear()
         return closed
 
     def describe(self) -> dict[str, Any]:

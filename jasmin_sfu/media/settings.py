@@ -17,6 +17,7 @@ class MediaSettings:
     video_codecs: tuple[str, ...] = ("VP8", "H264")
     packet_cache_size: int = 1024
     keyframe_request_interval_s: float = 0.3
+    keyframe_cache: bool = True
     rtcp_interval_s: float = 1.0
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000

@@ -21,6 +21,8 @@ class MediaStats:
         "nacks_received",
         "nack_packets_served",
         "nack_packets_missed",
+        "nack_packets_refused",
+        "keyframe_packets_replayed",
         "plis_received",
         "keyframe_requests_sent",
         "keyframe_requests_coalesced",
@@ -37,6 +39,11 @@ class MediaStats:
         self.nacks_received = 0
         self.nack_packets_served = 0
         self.nack_packets_missed = 0
+        # NACKs for packets from before the viewer's stream began (another
+        # audience's media: never served).
+        self.nack_packets_refused = 0
+        # Cached keyframe packets sent to viewers at start (TTFF).
+        self.keyframe_packets_replayed = 0
         self.plis_received = 0
         self.keyframe_requests_sent = 0
         self.keyframe_requests_coalesced = 0

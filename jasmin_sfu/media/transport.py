@@ -39,7 +39,7 @@ def _codec_key(mime: str, params: dict[str, Any]) -> tuple[str, ...]:
 def _keyframe_when_ready(c: Consumer) -> Callable[[], None]:
     def fire() -> None:
         if not c.paused and not c.closed:
-            c.producer.request_keyframe()
+            c.start()
 
     return fire
 
@@ -227,6 +227,7 @@ class WebRtcTransport:
             rtcp_ssrc=self.rtcp_ssrc,
             stats=router.stats,
             cache_size=router.settings.packet_cache_size,
+            keyframe_cache=router.settings.keyframe_cache,
             keyframes=router.keyframe_requester,
             app_data=dict(app_data or {}, mid=off.mid),
         )
@@ -330,7 +331,7 @@ class WebRtcTransport:
             started.append(c)
             if p.is_video and not c.paused:
                 if c.sink.ready:
-                    p.request_keyframe()
+                    c.start()
                 else:
                     c.sink.on_ready.append(_keyframe_when_ready(c))
         self._pending.clear()
