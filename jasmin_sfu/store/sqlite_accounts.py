@@ -1,7 +1,7 @@
 """SQLite implementation of ``AccountsStore`` (the embedded default).
 
-One connection driven by one worker thread, as the ledger's SQLite store: a
-commit fsyncs (``synchronous=FULL``, 0.1-10 ms on real disks) and must never
+One connection driven by one worker thread (``jasmin_sfu.store.sqlite_base``,
+shared with the ledger's, the chat's and the social SQLite stores): a commit fsyncs (``synchronous=FULL``, 0.1-10 ms on real disks) and must never
 stall the media event loop. Each store method is one function run whole in the
 thread inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, so a check and the write it
 guards (a blacklist check and the user insert) are atomic.
@@ -9,11 +9,8 @@ guards (a blacklist check and the user insert) are atomic.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
 from jasmin_sfu.store import accounts_migrations as migrations
 from jasmin_sfu.store.accounts_repo import (
@@ -30,9 +27,8 @@ from jasmin_sfu.store.accounts_repo import (
     SessionRow,
     UserRow,
 )
-from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
-
-T = TypeVar("T")
+from jasmin_sfu.store.errors import DuplicateKeyError
+from jasmin_sfu.store.sqlite_base import SqliteStore, Track
 
 _USER_COLS = (
     "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
@@ -69,88 +65,12 @@ def _blacklisted_sql(p: str) -> str:
     return f"SELECT username_key, reason, created_at, until_at FROM acc_username_blacklist WHERE username_key = {p}"
 
 
-class SqliteAccountsStore:
+class SqliteAccountsStore(SqliteStore):
     """Accounts in one SQLite file (or ``:memory:``)."""
 
-    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-accounts")
-        self._db: sqlite3.Connection | None = None
-
-    @classmethod
-    async def open(cls, path: str, *, synchronous: str = "FULL") -> "SqliteAccountsStore":
-        """Open (creating the file when missing) and migrate to the latest accounts schema."""
-        store = cls(path, synchronous=synchronous)
-        try:
-            await store._call(store._open_sync)
-        except BaseException:
-            await store.close()
-            raise
-        return store
-
-    def _open_sync(self, _db: Any) -> None:
-        if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self._synchronous}")
-        db.execute("PRAGMA foreign_keys=ON")
-        self._db = db
-        vt = migrations.VERSION_TABLE
-        db.execute(f"CREATE TABLE IF NOT EXISTS {vt} (version INTEGER PRIMARY KEY, applied_at TEXT)")
-        current = db.execute(f"SELECT coalesce(max(version), 0) FROM {vt}").fetchone()[0]
-        if current > migrations.LATEST:
-            raise MigrationError(f"accounts schema {current} is newer than this code ({migrations.LATEST})")
-        for version, sql in migrations.SQLITE:
-            if version <= current:
-                continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in (s.strip() for s in sql.split(";")):
-                    if stmt:
-                        db.execute(stmt)
-                db.execute(f"INSERT INTO {vt} VALUES (?, datetime('now'))", (version,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the worker thread, mapping SQLite errors to store errors."""
-        loop = asyncio.get_running_loop()
-
-        def call() -> T:
-            try:
-                return fn(self._db)  # type: ignore[arg-type]
-            except sqlite3.IntegrityError as e:
-                if "UNIQUE" in str(e) or "PRIMARY KEY" in str(e):
-                    raise DuplicateKeyError(str(e)) from e
-                raise IntegrityStoreError(str(e)) from e
-            except sqlite3.OperationalError as e:
-                if "locked" in str(e) or "busy" in str(e):
-                    raise RetryableStoreError(str(e)) from e
-                raise
-
-        return await loop.run_in_executor(self._pool, call)
-
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (rolled back on any exception)."""
-
-        def go(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return out
-
-        return await self._call(go)
-
-    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return await self._call(lambda db: db.execute(sql, args).fetchall())
+    track = Track("accounts schema", migrations.VERSION_TABLE, migrations.SQLITE)
+    foreign_keys = True
+    thread_name = "sqlite-accounts"
 
     # -- users -------------------------------------------------------------------
 
@@ -477,19 +397,6 @@ class SqliteAccountsStore:
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    async def schema_version(self) -> int:
-        """The applied accounts migration version."""
-        rows = await self._rows(f"SELECT max(version) FROM {migrations.VERSION_TABLE}")
-        return int(rows[0][0])
-
     async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run one statement outside the service rules (tests use it to prove the constraints)."""
         return await self._rows(sql, args)
-
-    async def close(self) -> None:
-        """Close the connection and stop the worker thread."""
-        if self._db is not None:
-            db = self._db
-            await self._call(lambda _db: db.close())
-            self._db = None
-        self._pool.shutdown(wait=True)
