@@ -1,23 +1,19 @@
 """SQLite implementation of ``ChatStore`` (the embedded default).
 
-As the accounts store: one connection driven by one worker thread (a commit
-fsyncs, 0.1-10 ms, and must never stall the media event loop), each method
-one function run whole in the thread inside ``BEGIN IMMEDIATE`` ... ``COMMIT``.
+As the accounts store (``jasmin_sfu.store.sqlite_base``): one connection driven
+by one worker thread (a commit fsyncs, 0.1-10 ms, and must never stall the media
+event loop), each method one function run whole in the thread inside
+``BEGIN IMMEDIATE`` ... ``COMMIT``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence
 
 from jasmin_sfu.store import chat_migrations as migrations
 from jasmin_sfu.store.chat_repo import KingRow, LogRow, MessageRow, ReportRow, SanctionRow, TipRow, row_dict
-from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
-
-T = TypeVar("T")
+from jasmin_sfu.store.sqlite_base import SqliteStore, Track
 
 MSG_COLS = (
     "id, room, author_id, author_username, author_kind, top_member, color, text, emoticons, private_to,"
@@ -74,98 +70,11 @@ ROW_OF: dict[str, Callable[[Sequence[Any]], Any]] = {
 }
 
 
-class SqliteChatStore:
+class SqliteChatStore(SqliteStore):
     """Chat rows in one SQLite file (or ``:memory:``)."""
 
-    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-chat")
-        self._db: sqlite3.Connection | None = None
-
-    @classmethod
-    async def open(cls, path: str, *, synchronous: str = "FULL") -> "SqliteChatStore":
-        """Open (creating the file when missing) and migrate to the latest chat schema."""
-        store = cls(path, synchronous=synchronous)
-        try:
-            await store._call(store._open_sync)
-        except BaseException:
-            await store.close()
-            raise
-        return store
-
-    def _open_sync(self, _db: Any) -> None:
-        if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self._synchronous}")
-        self._db = db
-        vt = migrations.VERSION_TABLE
-        db.execute(f"CREATE TABLE IF NOT EXISTS {vt} (version INTEGER PRIMARY KEY, applied_at TEXT)")
-        current = db.execute(f"SELECT coalesce(max(version), 0) FROM {vt}").fetchone()[0]
-        if current > migrations.LATEST:
-            raise MigrationError(f"chat schema {current} is newer than this code ({migrations.LATEST})")
-        for version, sql in migrations.SQLITE:
-            if version <= current:
-                continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in (s.strip() for s in sql.split(";")):
-                    if stmt:
-                        db.execute(stmt)
-                db.execute(f"INSERT INTO {vt} VALUES (?, datetime('now'))", (version,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-    async def close(self) -> None:
-        def go(_db: Any) -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        try:
-            await self._call(go)
-        finally:
-            self._pool.shutdown(wait=True)
-
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the worker thread, mapping SQLite errors to store errors."""
-        loop = asyncio.get_running_loop()
-
-        def call() -> T:
-            try:
-                return fn(self._db)  # type: ignore[arg-type]
-            except sqlite3.IntegrityError as e:
-                if "UNIQUE" in str(e) or "PRIMARY KEY" in str(e):
-                    raise DuplicateKeyError(str(e)) from e
-                raise IntegrityStoreError(str(e)) from e
-            except sqlite3.OperationalError as e:
-                if "locked" in str(e) or "busy" in str(e):
-                    raise RetryableStoreError(str(e)) from e
-                raise
-
-        return await loop.run_in_executor(self._pool, call)
-
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (rolled back on any exception)."""
-
-        def go(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return out
-
-        return await self._call(go)
-
-    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return await self._call(lambda db: db.execute(sql, args).fetchall())
+    track = Track("chat schema", migrations.VERSION_TABLE, migrations.SQLITE)
+    thread_name = "sqlite-chat"
 
     # -- messages ------------------------------------------------------------------------
 
