@@ -1,9 +1,10 @@
-# Multi-stage: build a wheel with the compilers, run it slim and non-root.
+# Multi-stage: build a wheel with the compilers (setup.py compiles the C fan-out,
+# jasmin_sfu/media/_fastpath.c), run it slim and non-root.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.cfg README.md ./
+COPY pyproject.toml setup.cfg setup.py README.md ./
 COPY codecs codecs
 COPY signaling signaling
 COPY metering metering
