@@ -93,7 +93,7 @@ class SqliteAccountsStore(SqliteStore):
             if performer is not None:
                 self._put_performer_sync(db, performer)
 
-        await self._tx(go)
+        await self._in_tx(go)
 
     async def user_by_id(self, user_id: str) -> UserRow | None:
         """A user by id."""
@@ -107,11 +107,11 @@ class SqliteAccountsStore(SqliteStore):
 
     async def set_adult_confirmed(self, user_id: str, at: int) -> None:
         """Record the user's 18+ confirmation."""
-        await self._tx(lambda db: db.execute("UPDATE acc_users SET adult_confirmed_at = ? WHERE id = ?", (at, user_id)))
+        await self._in_tx(lambda db: db.execute("UPDATE acc_users SET adult_confirmed_at = ? WHERE id = ?", (at, user_id)))
 
     async def record_login(self, user_id: str, at: int, password_hash: str | None = None) -> None:
         """Note a login (and a rehash)."""
-        await self._tx(
+        await self._in_tx(
             lambda db: db.execute(
                 "UPDATE acc_users SET last_login_at = ?, password_hash = coalesce(?, password_hash) WHERE id = ?",
                 (at, password_hash, user_id),
@@ -122,7 +122,7 @@ class SqliteAccountsStore(SqliteStore):
 
     async def blacklist_username(self, row: BlacklistRow) -> None:
         """Insert or replace a blacklist entry."""
-        await self._tx(
+        await self._in_tx(
             lambda db: db.execute(
                 "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
@@ -141,7 +141,7 @@ class SqliteAccountsStore(SqliteStore):
     async def create_session(self, row: SessionRow) -> None:
         """Insert a session."""
         s = row
-        await self._tx(
+        await self._in_tx(
             lambda db: db.execute(
                 f"INSERT INTO acc_sessions ({_SESSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at,
@@ -156,7 +156,7 @@ class SqliteAccountsStore(SqliteStore):
 
     async def confirm_session_adult(self, session_id: str, at: int) -> None:
         """Record a guest session's 18+ confirmation."""
-        await self._tx(
+        await self._in_tx(
             lambda db: db.execute("UPDATE acc_sessions SET adult_confirmed_at = ? WHERE id = ?", (at, session_id))
         )
 
@@ -169,7 +169,7 @@ class SqliteAccountsStore(SqliteStore):
             )
             return cur.rowcount == 1
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def revoke_user_sessions(self, user_id: str, at: int) -> int:
         """Revoke every live session of a user."""
@@ -180,7 +180,7 @@ class SqliteAccountsStore(SqliteStore):
             )
             return int(cur.rowcount)
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def purge_sessions(self, now: int) -> int:
         """Delete expired and revoked sessions."""
@@ -189,7 +189,7 @@ class SqliteAccountsStore(SqliteStore):
             cur = db.execute("DELETE FROM acc_sessions WHERE expires_at <= ? OR revoked_at IS NOT NULL", (now,))
             return int(cur.rowcount)
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     # -- performers -------------------------------------------------------------------------
 
@@ -238,7 +238,7 @@ class SqliteAccountsStore(SqliteStore):
 
     async def put_performer(self, row: PerformerRow) -> None:
         """Insert or replace a profile with its categories and members."""
-        await self._tx(lambda db: self._put_performer_sync(db, row))
+        await self._in_tx(lambda db: self._put_performer_sync(db, row))
 
     # -- payments ---------------------------------------------------------------------------
 
@@ -267,11 +267,11 @@ class SqliteAccountsStore(SqliteStore):
             ).fetchone()
             return _payment(r)
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def mark_payment_credited(self, payment_id: str, at: int) -> None:
         """The top-up reached the ledger."""
-        await self._tx(
+        await self._in_tx(
             lambda db: db.execute(
                 "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, ?) WHERE id = ?",
                 (at, payment_id),
@@ -290,7 +290,7 @@ class SqliteAccountsStore(SqliteStore):
         r = row
         cols = _PROFILE_COLS.split(", ")
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in cols[1:])
-        await self._tx(
+        await self._in_tx(
             lambda db: db.execute(
                 f"INSERT INTO acc_member_profiles ({_PROFILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
@@ -310,7 +310,7 @@ class SqliteAccountsStore(SqliteStore):
                 out[table] = [dict(zip(names, r)) for r in cur.fetchall()]
             return out
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def begin_erasure(self, row: ErasureRow, blacklist_until: int | None) -> bool:
         """Record the erasure, close, revoke, blacklist: one transaction."""
@@ -339,7 +339,7 @@ class SqliteAccountsStore(SqliteStore):
                 )
             return True
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def erase_user(self, user_id: str, at: int) -> int:
         """Wipe the personal fields; keep payments under the id."""
@@ -351,7 +351,7 @@ class SqliteAccountsStore(SqliteStore):
                 n += db.execute(stmt.format(p="?1", at="?2"), args).rowcount
             return n
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def open_erasures(self) -> list[ErasureRow]:
         """Erasures not completed."""
@@ -363,7 +363,7 @@ class SqliteAccountsStore(SqliteStore):
 
     async def complete_erasure(self, user_id: str, at: int) -> None:
         """Mark an erasure done."""
-        await self._tx(
+        await self._in_tx(
             lambda db: db.execute(
                 "UPDATE acc_erasures SET completed_at = coalesce(completed_at, ?) WHERE user_id = ?", (at, user_id)
             )
@@ -383,7 +383,7 @@ class SqliteAccountsStore(SqliteStore):
                 return int(db.execute(f"SELECT count(*) FROM {table} WHERE {where}", args).fetchone()[0])
             return int(db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount)
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def purge_guest_sessions(self, before: int, *, dry_run: bool = False) -> int:
         """Delete guest sessions created before ``before``."""

@@ -191,7 +191,7 @@ class SqliteStore:
         """One statement's rows (no transaction of its own)."""
         return await self._call(lambda db: db.execute(sql, args).fetchall())
 
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _in_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` whole in the thread in one ``BEGIN IMMEDIATE`` transaction (rolled back on any exception)."""
 
         def go(db: sqlite3.Connection) -> T:

@@ -80,7 +80,7 @@ class SqliteChatStore(SqliteStore):
 
     async def add_message(self, row: MessageRow) -> None:
         """Insert one message."""
-        await self._tx(lambda db: db.execute(f"INSERT INTO chat_messages ({MSG_COLS}) VALUES ({_q(12)})",
+        await self._in_tx(lambda db: db.execute(f"INSERT INTO chat_messages ({MSG_COLS}) VALUES ({_q(12)})",
                                              message_args(row)))
 
     async def message(self, message_id: str) -> MessageRow | None:
@@ -102,13 +102,13 @@ class SqliteChatStore(SqliteStore):
 
     async def delete_message(self, message_id: str, at: int) -> bool:
         """Mark one message deleted."""
-        cur = await self._tx(lambda db: db.execute(
+        cur = await self._in_tx(lambda db: db.execute(
             "UPDATE chat_messages SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL", (at, message_id)))
         return cur.rowcount == 1
 
     async def clear_room(self, room: str, at: int) -> int:
         """Mark every message of the room deleted."""
-        cur = await self._tx(lambda db: db.execute(
+        cur = await self._in_tx(lambda db: db.execute(
             "UPDATE chat_messages SET deleted_at = ? WHERE room = ? AND deleted_at IS NULL", (at, room)))
         return int(cur.rowcount)
 
@@ -117,7 +117,7 @@ class SqliteChatStore(SqliteStore):
     async def put_sanction(self, row: SanctionRow) -> None:
         """Insert or replace the user's sanction of that kind in the room."""
         s = row
-        await self._tx(lambda db: db.execute(
+        await self._in_tx(lambda db: db.execute(
             f"INSERT INTO chat_sanctions ({SANCTION_COLS}) VALUES ({_q(7)})"
             " ON CONFLICT (room, user_id, kind) DO UPDATE SET until_at = excluded.until_at,"
             " actor_id = excluded.actor_id, reason = excluded.reason, created_at = excluded.created_at",
@@ -125,7 +125,7 @@ class SqliteChatStore(SqliteStore):
 
     async def remove_sanction(self, room: str, user_id: str, kind: str) -> bool:
         """Lift a sanction; False when there was none."""
-        cur = await self._tx(lambda db: db.execute(
+        cur = await self._in_tx(lambda db: db.execute(
             "DELETE FROM chat_sanctions WHERE room = ? AND user_id = ? AND kind = ?", (room, user_id, kind)))
         return cur.rowcount == 1
 
@@ -143,7 +143,7 @@ class SqliteChatStore(SqliteStore):
     async def add_log(self, row: LogRow) -> None:
         """Append one moderation action."""
         r = row
-        await self._tx(lambda db: db.execute(
+        await self._in_tx(lambda db: db.execute(
             f"INSERT INTO chat_moderation_log ({LOG_COLS}) VALUES ({_q(10)})",
             (r.id, r.room, r.actor_id, r.actor_username, r.actor_kind, r.action, r.target_id, r.reason, r.params,
              r.created_at)))
@@ -159,7 +159,7 @@ class SqliteChatStore(SqliteStore):
     async def add_report(self, row: ReportRow) -> bool:
         """File a report unless this reporter already reported this message."""
         r = row
-        cur = await self._tx(lambda db: db.execute(
+        cur = await self._in_tx(lambda db: db.execute(
             f"INSERT INTO chat_reports ({REPORT_COLS}) VALUES ({_q(8)}) ON CONFLICT (message_id, reporter_id) DO NOTHING",
             (r.id, r.room, r.message_id, r.reporter_id, r.author_id, r.message_text, r.reason, r.created_at)))
         return cur.rowcount == 1
@@ -176,7 +176,7 @@ class SqliteChatStore(SqliteStore):
 
     async def add_tip(self, row: TipRow) -> bool:
         """Record a tip once per transfer id."""
-        cur = await self._tx(lambda db: db.execute(
+        cur = await self._in_tx(lambda db: db.execute(
             f"INSERT INTO chat_tips ({TIP_COLS}) VALUES ({_q(9)}) ON CONFLICT (transfer_id) DO NOTHING",
             tip_args(row)))
         return cur.rowcount == 1
@@ -195,7 +195,7 @@ class SqliteChatStore(SqliteStore):
 
     async def set_slow(self, room: str, slow_s: int, at: int) -> None:
         """Set the room's slow mode."""
-        await self._tx(lambda db: db.execute(
+        await self._in_tx(lambda db: db.execute(
             "INSERT INTO chat_rooms (room, slow_s, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (room) DO UPDATE SET slow_s = excluded.slow_s, updated_at = excluded.updated_at",
             (room, slow_s, at)))
@@ -233,7 +233,7 @@ class SqliteChatStore(SqliteStore):
                             (pseudonym, pseudonym)).rowcount
             return int(n)
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
     async def purge(self, cutoffs: Mapping[str, int], default_before: int, guest_before: int, now: int) -> int:
         """Retention (see ``ChatStore.purge``)."""
@@ -252,7 +252,7 @@ class SqliteChatStore(SqliteStore):
             n += db.execute("DELETE FROM chat_reports WHERE created_at < ?", (default_before,)).rowcount
             return int(n)
 
-        return await self._tx(go)
+        return await self._in_tx(go)
 
 
 # Ties go to whoever reached the total first: the lower time of their last tip.
