@@ -1,6 +1,7 @@
 // Performer search on the demo page: attribute filters -> GET /api/v1/search/performers, and a
 // "favourite" button per result (PUT /api/v1/me/favourites/{username}). Uses the session token
-// account.js keeps in window.jasmin.token; a click on a name puts it in the show box to watch.
+// account.js keeps in window.jasmin.token; a click on a name puts it in the show box to watch, and
+// an online performer's "Free chat" button (viewer pages) watches its show, which opens its chat.
 (function () {
   'use strict';
   const $ = (id) => document.getElementById(id);
@@ -23,6 +24,22 @@
     }
     if ($('search-online').checked) q.append('online', 'true');
     return q;
+  }
+
+  // A show's id is its performer's username. Leaves the show being watched (if any) for this one.
+  function freeChatButton(username) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'search-free-chat';
+    b.dataset.role = 'viewer'; // app.js's role switch hides it on performer pages
+    b.hidden = !window.jasmin || window.jasmin.role !== 'viewer';
+    b.textContent = 'Free chat';
+    b.addEventListener('click', () => {
+      if (!$('stop').disabled) $('stop').click();
+      $('show-id').value = username;
+      $('watch').click();
+    });
+    return b;
   }
 
   function render(page) {
@@ -54,6 +71,7 @@
         } catch (err) { $('search-status').textContent = err.message; }
       });
       li.append(name, info, ' ', fav);
+      if (p.online) li.append(' ', freeChatButton(p.username));
       list.append(li);
     }
     $('search-status').textContent = `${page.total} found`;
