@@ -1,8 +1,9 @@
 """SQLite implementation of ``AccountsStore`` (the embedded default).
 
 One connection driven by one worker thread (``jasmin_sfu.store.sqlite_base``,
-shared with the ledger's, the chat's and the social SQLite stores): a commit fsyncs (``synchronous=FULL``, 0.1-10 ms on real disks) and must never
-stall the media event loop. Each store method is one function run whole in the
+as the ledger's, the chat's and the social SQLite stores): a commit fsyncs
+(``synchronous=FULL``, 0.1-10 ms on real disks) and must never stall the media
+event loop. Each store method is one function run whole in the
 thread inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, so a check and the write it
 guards (a blacklist check and the user insert) are atomic.
 """
@@ -107,7 +108,9 @@ class SqliteAccountsStore(SqliteStore):
 
     async def set_adult_confirmed(self, user_id: str, at: int) -> None:
         """Record the user's 18+ confirmation."""
-        await self._in_tx(lambda db: db.execute("UPDATE acc_users SET adult_confirmed_at = ? WHERE id = ?", (at, user_id)))
+        await self._in_tx(
+            lambda db: db.execute("UPDATE acc_users SET adult_confirmed_at = ? WHERE id = ?", (at, user_id))
+        )
 
     async def record_login(self, user_id: str, at: int, password_hash: str | None = None) -> None:
         """Note a login (and a rehash)."""

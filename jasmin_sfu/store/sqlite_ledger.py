@@ -1,26 +1,22 @@
 """SQLite implementation of ``LedgerStore`` (the embedded default).
 
-Threading: one connection, driven by one dedicated worker thread. A commit with
-``synchronous=FULL`` fsyncs the WAL (0.1-10 ms on real disks), which must never
-stall the media event loop, so statements run in the thread; one thread, because
-SQLite admits one writer at a time anyway. Transactions are ``BEGIN IMMEDIATE``:
-the write lock is taken at the start, so a balance read inside the transaction
-cannot change before the update it guards (this is the atomic check). An
-``asyncio.Lock`` serialises transactions of this process on the one connection.
+Threading (``jasmin_sfu.store.sqlite_base``): one connection, driven by one
+dedicated worker thread. A commit with ``synchronous=FULL`` fsyncs the WAL
+(0.1-10 ms on real disks), which must never stall the media event loop, so
+statements run in the thread; one thread, because SQLite admits one writer at a
+time anyway. Transactions are ``BEGIN IMMEDIATE``: the write lock is taken at
+the start, so a balance read inside the transaction cannot change before the
+update it guards (this is the atomic check). An ``asyncio.Lock`` serialises
+transactions of this process on the one connection.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Collection, Sequence, TypeVar
+from typing import Any, AsyncIterator, Collection, Sequence
 
 from jasmin_sfu.store import migrations
-from jasmin_sfu.store.errors import IntegrityStoreError, MigrationError, RetryableStoreError
-from jasmin_sfu.store.sqlite_wal import enable_wal
+from jasmin_sfu.store.errors import RetryableStoreError
 from jasmin_sfu.store.ledger_repo import (
     AccountRow,
     CcRequestRow,
@@ -28,8 +24,7 @@ from jasmin_sfu.store.ledger_repo import (
     PendingRow,
     TransferRow,
 )
-
-T = TypeVar("T")
+from jasmin_sfu.store.sqlite_base import SqliteStore, Track
 
 _ACC_COLS = (
     "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted, timestamp"
@@ -69,11 +64,11 @@ class _Tx:
         self._s = store
 
     async def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return await self._s._run(lambda db: db.execute(sql, args).fetchall())
+        return await self._s._rows(sql, args)
 
     async def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._s._run(lambda db: db.executemany(sql, rows))
+            await self._s._call(lambda db: db.executemany(sql, rows))
 
     async def get_accounts(self, ids: Collection[str], *, lock: bool) -> dict[str, AccountRow]:
         ids = list(ids)
@@ -218,137 +213,41 @@ class _Tx:
         )
 
 
-class SqliteLedgerStore:
+class SqliteLedgerStore(SqliteStore):
     """The ledger in one SQLite file (or ``:memory:``)."""
 
-    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
-        self._db: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    async def open(cls, path: str, *, synchronous: str = "FULL") -> "SqliteLedgerStore":
-        """Open (creating the file when missing) and migrate to the latest schema."""
-        store = cls(path, synchronous=synchronous)
-        try:
-            await store._run(store._open_sync)
-        except BaseException:
-            await store.close()
-            raise
-        return store
-
-    def _open_sync(self, _db: Any) -> None:
-        if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        enable_wal(db)
-        db.execute(f"PRAGMA synchronous={self._synchronous}")
-        db.execute("PRAGMA foreign_keys=ON")
-        self._db = db
-        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
-        current = db.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-        if current > migrations.LATEST:
-            raise MigrationError(f"database schema {current} is newer than this code ({migrations.LATEST})")
-        for version, sql in migrations.SQLITE:
-            if version <= current:
-                continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # Another process (a sibling worker) may have applied it while we
-                # waited for the write lock: re-read under the lock.
-                if db.execute("SELECT count(*) FROM schema_version WHERE version = ?", (version,)).fetchone()[0]:
-                    db.execute("COMMIT")
-                    continue
-                for stmt in _split_sqlite(sql):
-                    db.execute(stmt)
-                db.execute("INSERT INTO schema_version VALUES (?, datetime('now'))", (version,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-
-        def call() -> T:
-            db = self._db
-            try:
-                return fn(db)  # type: ignore[arg-type]
-            except sqlite3.IntegrityError as e:
-                msg = str(e)
-                if "UNIQUE" in msg:
-                    raise RetryableStoreError(msg) from e
-                raise IntegrityStoreError(msg) from e
-            except sqlite3.OperationalError as e:
-                if "locked" in str(e) or "busy" in str(e):
-                    raise RetryableStoreError(str(e)) from e
-                raise
-
-        return await loop.run_in_executor(self._pool, call)
+    track = Track("database schema", "schema_version", migrations.SQLITE)
+    foreign_keys = True
+    # A unique-key race (two creators of one transfer id) is rerun by the service.
+    unique_error = RetryableStoreError
+    thread_name = "sqlite-ledger"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Tx]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
-        async with self._lock:
-            await self._run(lambda db: db.execute("BEGIN IMMEDIATE"))
-            try:
-                yield _Tx(self)
-            except BaseException:
-                await asyncio.shield(self._run(lambda db: db.execute("ROLLBACK")))
-                raise
-            await self._run(lambda db: db.execute("COMMIT"))
+        async with self._transaction():
+            yield _Tx(self)
 
     async def journal(self, after_seq: int, limit: int) -> list[TransferRow]:
         """Journal entries after ``after_seq``."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_TR_COLS} FROM transfers WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-            ).fetchall()
+        rows = await self._rows(
+            f"SELECT {_TR_COLS} FROM transfers WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
         )
         return [_tr(r) for r in rows]
 
     async def all_accounts(self) -> list[AccountRow]:
         """Every account."""
-        rows = await self._run(lambda db: db.execute(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id").fetchall())
+        rows = await self._rows(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id")
         return [_acc(r) for r in rows]
 
     async def open_pendings(self) -> list[PendingRow]:
         """Every unresolved pending transfer."""
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT pending_id, debit_account_id, credit_account_id, amount, expires_at FROM pending_open"
-            ).fetchall()
+        rows = await self._rows(
+            "SELECT pending_id, debit_account_id, credit_account_id, amount, expires_at FROM pending_open"
         )
         return [PendingRow(*r) for r in rows]
-
-    async def schema_version(self) -> int:
-        """The applied migration version."""
-        return int(await self._run(lambda db: db.execute("SELECT max(version) FROM schema_version").fetchone()[0]))
 
     async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run one statement outside the service rules (tests use it to prove the constraints)."""
         async with self._lock:
-            return await self._run(lambda db: db.execute(sql, args).fetchall())
-
-    async def close(self) -> None:
-        """Close the connection and stop the worker thread."""
-        if self._db is not None:
-            db = self._db
-            await self._run(lambda _db: db.close())
-            self._db = None
-        self._pool.shutdown(wait=True)
-
-
-def _split_sqlite(script: str) -> list[str]:
-    """Split a migration into statements; a trigger body's inner ';' stays with its trigger."""
-    out: list[str] = []
-    buf = ""
-    for part in script.split(";"):
-        buf += part + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \n;"):
-                out.append(buf.strip())
-            buf = ""
-    return out
+            return await self._rows(sql, args)
