@@ -2,14 +2,14 @@
 
 Each method is one READ COMMITTED transaction on a pooled connection. The
 UNIQUE constraints decide races: two registrations of one name, two purchases
-with one idempotency key. Migrations run under their own advisory lock and
-version table, apart from the ledger's, so the two stores may share a schema.
+with one idempotency key. Migrations (``jasmin_sfu.store.pg_base``) run under
+their own advisory lock and version table, apart from the ledger's, so the two
+stores may share a schema.
 """
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, Sequence
 
 import asyncpg
 
@@ -28,7 +28,8 @@ from jasmin_sfu.store.accounts_repo import (
     SessionRow,
     UserRow,
 )
-from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
+from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError
+from jasmin_sfu.store.pg_base import PgTrack, PostgresStore, rows_affected
 
 _USER_COLS = (
     "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
@@ -42,8 +43,6 @@ _PAY_COLS = (
     "id, user_id, idempotency_key, package_code, amount_cents, provider, status, created_at,"
     " card_last4, card_expiry, credited_at"
 )
-# Advisory lock key held while migrating ("jacc" in ASCII; the ledger uses "jasm").
-_MIGRATION_LOCK = 0x6A616363
 
 
 def _user(r: Any) -> UserRow:
@@ -63,78 +62,18 @@ def _profile(r: Any) -> MemberProfileRow:
     return MemberProfileRow(r[0], r[1], r[2], r[3], r[4], langs, r[6], r[7], r[8], r[9])
 
 
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[1])
-
-
-class PostgresAccountsStore:
+class PostgresAccountsStore(PostgresStore):
     """Accounts in PostgreSQL, through an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def open(
-        cls,
-        dsn: str,
-        *,
-        schema: str = "",
-        min_size: int = 1,
-        max_size: int = 10,
-    ) -> "PostgresAccountsStore":
-        """Connect, then migrate to the latest accounts schema (under an advisory lock)."""
-        settings = {"search_path": schema} if schema else {}
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
-        assert pool is not None
-        store = cls(pool)
-        try:
-            await store._migrate()
-        except BaseException:
-            await pool.close()
-            raise
-        return store
-
-    async def _migrate(self) -> None:
-        vt = migrations.VERSION_TABLE
-        async with self._pool.acquire() as con:
-            await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
-            try:
-                await con.execute(
-                    f"CREATE TABLE IF NOT EXISTS {vt} (version INTEGER PRIMARY KEY,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                current = int(await con.fetchval(f"SELECT coalesce(max(version), 0) FROM {vt}"))
-                if current > migrations.LATEST:
-                    raise MigrationError(f"accounts schema {current} is newer than this code ({migrations.LATEST})")
-                for version, sql in migrations.POSTGRES:
-                    if version <= current:
-                        continue
-                    async with con.transaction():
-                        await con.execute(sql)
-                        await con.execute(f"INSERT INTO {vt} (version) VALUES ($1)", version)
-            finally:
-                await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
-
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        """One transaction; PostgreSQL errors mapped to store errors."""
-        try:
-            async with self._pool.acquire() as con:
-                async with con.transaction():
-                    yield con
-        except asyncpg.exceptions.UniqueViolationError as e:
-            raise DuplicateKeyError(repr(e)) from e
-        except (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError) as e:
-            raise RetryableStoreError(repr(e)) from e
-        except asyncpg.exceptions.IntegrityConstraintViolationError as e:
-            raise IntegrityStoreError(repr(e)) from e
+    # Advisory lock key held while migrating ("jacc" in ASCII; the ledger uses "jasm").
+    track = PgTrack("accounts schema", migrations.VERSION_TABLE, migrations.POSTGRES, 0x6A616363)
 
     # -- users -------------------------------------------------------------------
 
     async def create_user(self, user: UserRow, performer: PerformerRow | None = None) -> None:
         """Insert a user (and profile) unless the name is taken or blacklisted."""
         u = user
-        async with self._tx() as con:
+        async with self._transaction() as con:
             blocked = await con.fetchval(
                 "SELECT 1 FROM acc_username_blacklist WHERE username_key = $1 AND (until_at IS NULL OR until_at > $2)",
                 u.username_key,
@@ -164,12 +103,12 @@ class PostgresAccountsStore:
 
     async def set_adult_confirmed(self, user_id: str, at: int) -> None:
         """Record the user's 18+ confirmation."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute("UPDATE acc_users SET adult_confirmed_at = $1 WHERE id = $2", at, user_id)
 
     async def record_login(self, user_id: str, at: int, password_hash: str | None = None) -> None:
         """Note a login (and a rehash)."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 "UPDATE acc_users SET last_login_at = $1, password_hash = coalesce($2, password_hash) WHERE id = $3",
                 at, password_hash, user_id,
@@ -179,7 +118,7 @@ class PostgresAccountsStore:
 
     async def blacklist_username(self, row: BlacklistRow) -> None:
         """Insert or replace a blacklist entry."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
                 " VALUES ($1, $2, $3, $4) ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
@@ -203,7 +142,7 @@ class PostgresAccountsStore:
     async def create_session(self, row: SessionRow) -> None:
         """Insert a session."""
         s = row
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 f"INSERT INTO acc_sessions ({_SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at, s.revoked_at,
@@ -217,12 +156,12 @@ class PostgresAccountsStore:
 
     async def confirm_session_adult(self, session_id: str, at: int) -> None:
         """Record a guest session's 18+ confirmation."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute("UPDATE acc_sessions SET adult_confirmed_at = $1 WHERE id = $2", at, session_id)
 
     async def revoke_session(self, session_id: str, at: int) -> bool:
         """Revoke one session."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 "UPDATE acc_sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", at, session_id
             )
@@ -230,7 +169,7 @@ class PostgresAccountsStore:
 
     async def revoke_user_sessions(self, user_id: str, at: int) -> int:
         """Revoke every live session of a user."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 "UPDATE acc_sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL", at, user_id
             )
@@ -238,7 +177,7 @@ class PostgresAccountsStore:
 
     async def purge_sessions(self, now: int) -> int:
         """Delete expired and revoked sessions."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 "DELETE FROM acc_sessions WHERE expires_at <= $1 OR revoked_at IS NOT NULL", now
             )
@@ -291,7 +230,7 @@ class PostgresAccountsStore:
 
     async def put_performer(self, row: PerformerRow) -> None:
         """Insert or replace a profile with its categories and members."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await self._put_performer(con, row)
 
     # -- payments ---------------------------------------------------------------------------
@@ -309,7 +248,7 @@ class PostgresAccountsStore:
     async def insert_payment(self, row: PaymentRow) -> PaymentRow:
         """Insert unless the key is known; returns the stored row."""
         p = row
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 f"INSERT INTO acc_payments ({_PAY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
@@ -325,7 +264,7 @@ class PostgresAccountsStore:
 
     async def mark_payment_credited(self, payment_id: str, at: int) -> None:
         """The top-up reached the ledger."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, $1) WHERE id = $2",
                 at,
@@ -345,7 +284,7 @@ class PostgresAccountsStore:
         r = row
         cols = [c.strip() for c in _PROFILE_COLS.split(",")]
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 f"INSERT INTO acc_member_profiles ({_PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
@@ -366,13 +305,13 @@ class PostgresAccountsStore:
     async def begin_erasure(self, row: ErasureRow, blacklist_until: int | None) -> bool:
         """Record the erasure, close, revoke, blacklist: one transaction."""
         e = row
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 "INSERT INTO acc_erasures (user_id, reason, requested_at, completed_at) VALUES ($1, $2, $3, NULL)"
                 " ON CONFLICT (user_id) DO NOTHING",
                 e.user_id, e.reason, e.requested_at,
             )
-            if _count(status) == 0:
+            if rows_affected(status) == 0:
                 return False
             await con.execute(
                 "UPDATE acc_users SET closed_at = coalesce(closed_at, $1) WHERE id = $2", e.requested_at, e.user_id
@@ -394,13 +333,13 @@ class PostgresAccountsStore:
     async def erase_user(self, user_id: str, at: int) -> int:
         """Wipe the personal fields; keep payments under the id."""
         n = 0
-        async with self._tx() as con:
+        async with self._transaction() as con:
             for stmt in ERASE_STATEMENTS:
                 if "{at}" in stmt:
                     status = await con.execute(stmt.format(p="$1", at="$2::bigint"), user_id, at)
                 else:
                     status = await con.execute(stmt.format(p="$1"), user_id)
-                n += _count(status)
+                n += rows_affected(status)
         return n
 
     async def open_erasures(self) -> list[ErasureRow]:
@@ -414,7 +353,7 @@ class PostgresAccountsStore:
 
     async def complete_erasure(self, user_id: str, at: int) -> None:
         """Mark an erasure done."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 "UPDATE acc_erasures SET completed_at = coalesce(completed_at, $1) WHERE user_id = $2", at, user_id
             )
@@ -432,10 +371,10 @@ class PostgresAccountsStore:
         return [r[0] for r in rows]
 
     async def _count_or_delete(self, table: str, where: str, arg: int, dry_run: bool) -> int:
-        async with self._tx() as con:
+        async with self._transaction() as con:
             if dry_run:
                 return int(await con.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", arg))
-            return _count(await con.execute(f"DELETE FROM {table} WHERE {where}", arg))
+            return rows_affected(await con.execute(f"DELETE FROM {table} WHERE {where}", arg))
 
     async def purge_guest_sessions(self, before: int, *, dry_run: bool = False) -> int:
         """Delete guest sessions created before ``before``."""
@@ -449,11 +388,6 @@ class PostgresAccountsStore:
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    async def schema_version(self) -> int:
-        """The applied accounts migration version."""
-        async with self._pool.acquire() as con:
-            return int(await con.fetchval(f"SELECT max(version) FROM {migrations.VERSION_TABLE}"))
-
     async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run one statement outside the service rules (tests use it to prove the constraints)."""
         try:
@@ -463,7 +397,3 @@ class PostgresAccountsStore:
             raise DuplicateKeyError(repr(e)) from e
         except asyncpg.exceptions.IntegrityConstraintViolationError as e:
             raise IntegrityStoreError(repr(e)) from e
-
-    async def close(self) -> None:
-        """Close the pool."""
-        await self._pool.close()
