@@ -2,20 +2,18 @@
 
 Each method is one READ COMMITTED transaction on a pooled connection. Sharing
 the database is what makes a ban or a mute hold on every node: each send and
-join reads the sanctions in force. Migrations run under their own advisory
-lock and version table, apart from the ledger's and the accounts'.
+join reads the sanctions in force. Migrations (``jasmin_sfu.store.pg_base``) run
+under their own advisory lock and version table, apart from the ledger's and the
+accounts'.
 """
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Mapping
-
-import asyncpg
+from typing import Any, Mapping
 
 from jasmin_sfu.store import chat_migrations as migrations
 from jasmin_sfu.store.chat_repo import KingRow, LogRow, MessageRow, ReportRow, SanctionRow, TipRow, row_dict
-from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError, MigrationError, RetryableStoreError
+from jasmin_sfu.store.pg_base import PgTrack, PostgresStore, rows_affected
 from jasmin_sfu.store.sqlite_chat import (
     KING_SQL,
     LOG_COLS,
@@ -31,86 +29,21 @@ from jasmin_sfu.store.sqlite_chat import (
     tip_args,
 )
 
-# Advisory lock key held while migrating ("jcht" in ASCII; accounts use "jacc", the ledger "jasm").
-_MIGRATION_LOCK = 0x6A636874
-
-
 def _p(n: int) -> str:
     return ", ".join(f"${i}" for i in range(1, n + 1))
 
 
-def _count(status: str) -> int:
-    """Rows touched, from a command status such as ``UPDATE 3``."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
-class PostgresChatStore:
+class PostgresChatStore(PostgresStore):
     """Chat rows in PostgreSQL, through an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def open(cls, dsn: str, *, schema: str = "", min_size: int = 1, max_size: int = 10) -> "PostgresChatStore":
-        """Connect, then migrate to the latest chat schema (under an advisory lock)."""
-        settings = {"search_path": schema} if schema else {}
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
-        assert pool is not None
-        store = cls(pool)
-        try:
-            await store._migrate()
-        except BaseException:
-            await pool.close()
-            raise
-        return store
-
-    async def _migrate(self) -> None:
-        vt = migrations.VERSION_TABLE
-        async with self._pool.acquire() as con:
-            await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
-            try:
-                await con.execute(
-                    f"CREATE TABLE IF NOT EXISTS {vt} (version INTEGER PRIMARY KEY,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                current = int(await con.fetchval(f"SELECT coalesce(max(version), 0) FROM {vt}"))
-                if current > migrations.LATEST:
-                    raise MigrationError(f"chat schema {current} is newer than this code ({migrations.LATEST})")
-                for version, sql in migrations.POSTGRES:
-                    if version <= current:
-                        continue
-                    async with con.transaction():
-                        await con.execute(sql)
-                        await con.execute(f"INSERT INTO {vt} (version) VALUES ($1)", version)
-            finally:
-                await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
-
-    async def close(self) -> None:
-        await self._pool.close()
-
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        """One transaction; PostgreSQL errors mapped to store errors."""
-        try:
-            async with self._pool.acquire() as con:
-                async with con.transaction():
-                    yield con
-        except asyncpg.exceptions.UniqueViolationError as e:
-            raise DuplicateKeyError(repr(e)) from e
-        except (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError) as e:
-            raise RetryableStoreError(repr(e)) from e
-        except asyncpg.exceptions.IntegrityConstraintViolationError as e:
-            raise IntegrityStoreError(repr(e)) from e
-
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self._pool.acquire() as con:
-            return list(await con.fetch(sql, *args))
+    # Advisory lock key held while migrating ("jcht" in ASCII; accounts use "jacc", the ledger "jasm").
+    track = PgTrack("chat schema", migrations.VERSION_TABLE, migrations.POSTGRES, 0x6A636874)
 
     # -- messages ------------------------------------------------------------------------
 
     async def add_message(self, row: MessageRow) -> None:
         """Insert one message."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(f"INSERT INTO chat_messages ({MSG_COLS}) VALUES ({_p(12)})", *message_args(row))
 
     async def message(self, message_id: str) -> MessageRow | None:
@@ -132,24 +65,24 @@ class PostgresChatStore:
 
     async def delete_message(self, message_id: str, at: int) -> bool:
         """Mark one message deleted."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 "UPDATE chat_messages SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL", at, message_id)
-        return _count(status) == 1
+        return rows_affected(status) == 1
 
     async def clear_room(self, room: str, at: int) -> int:
         """Mark every message of the room deleted."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 "UPDATE chat_messages SET deleted_at = $1 WHERE room = $2 AND deleted_at IS NULL", at, room)
-        return _count(status)
+        return rows_affected(status)
 
     # -- sanctions -------------------------------------------------------------------------
 
     async def put_sanction(self, row: SanctionRow) -> None:
         """Insert or replace the user's sanction of that kind in the room."""
         s = row
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 f"INSERT INTO chat_sanctions ({SANCTION_COLS}) VALUES ({_p(7)})"
                 " ON CONFLICT (room, user_id, kind) DO UPDATE SET until_at = excluded.until_at,"
@@ -159,10 +92,10 @@ class PostgresChatStore:
 
     async def remove_sanction(self, room: str, user_id: str, kind: str) -> bool:
         """Lift a sanction; False when there was none."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 "DELETE FROM chat_sanctions WHERE room = $1 AND user_id = $2 AND kind = $3", room, user_id, kind)
-        return _count(status) == 1
+        return rows_affected(status) == 1
 
     async def sanctions(self, room: str, user_id: str, now: int) -> list[SanctionRow]:
         """Those in force at ``now``."""
@@ -178,7 +111,7 @@ class PostgresChatStore:
     async def add_log(self, row: LogRow) -> None:
         """Append one moderation action."""
         r = row
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 f"INSERT INTO chat_moderation_log ({LOG_COLS}) VALUES ({_p(10)})",
                 r.id, r.room, r.actor_id, r.actor_username, r.actor_kind, r.action, r.target_id, r.reason, r.params,
@@ -197,13 +130,13 @@ class PostgresChatStore:
     async def add_report(self, row: ReportRow) -> bool:
         """File a report unless this reporter already reported this message."""
         r = row
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 f"INSERT INTO chat_reports ({REPORT_COLS}) VALUES ({_p(8)})"
                 " ON CONFLICT (message_id, reporter_id) DO NOTHING",
                 r.id, r.room, r.message_id, r.reporter_id, r.author_id, r.message_text, r.reason, r.created_at,
             )
-        return _count(status) == 1
+        return rows_affected(status) == 1
 
     async def reports(self, room: str | None, limit: int) -> list[ReportRow]:
         """Newest first."""
@@ -217,12 +150,12 @@ class PostgresChatStore:
 
     async def add_tip(self, row: TipRow) -> bool:
         """Record a tip once per transfer id."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             status = await con.execute(
                 f"INSERT INTO chat_tips ({TIP_COLS}) VALUES ({_p(9)}) ON CONFLICT (transfer_id) DO NOTHING",
                 *tip_args(row),
             )
-        return _count(status) == 1
+        return rows_affected(status) == 1
 
     async def king(self, room: str, show_session: str) -> KingRow | None:
         """The top spender of the session."""
@@ -238,7 +171,7 @@ class PostgresChatStore:
 
     async def set_slow(self, room: str, slow_s: int, at: int) -> None:
         """Set the room's slow mode."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             await con.execute(
                 "INSERT INTO chat_rooms (room, slow_s, updated_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT (room) DO UPDATE SET slow_s = excluded.slow_s, updated_at = excluded.updated_at",
@@ -259,35 +192,35 @@ class PostgresChatStore:
 
     async def erase_user(self, user_id: str, pseudonym: str) -> int:
         """Re-key the user's rows to the pseudonym; blank the texts of its messages."""
-        async with self._tx() as con:
-            n = _count(await con.execute(
+        async with self._transaction() as con:
+            n = rows_affected(await con.execute(
                 "UPDATE chat_messages SET author_id = $1, author_username = $1, text = '', emoticons = ''"
                 " WHERE author_id = $2", pseudonym, user_id))
-            n += _count(await con.execute("UPDATE chat_reports SET message_text = '' WHERE author_id = $1", user_id))
+            n += rows_affected(await con.execute("UPDATE chat_reports SET message_text = '' WHERE author_id = $1", user_id))
             for table, cols in USER_COLUMNS.items():
                 for c in cols:
-                    n += _count(await con.execute(f"UPDATE {table} SET {c} = $1 WHERE {c} = $2", pseudonym, user_id))
-            n += _count(await con.execute(
+                    n += rows_affected(await con.execute(f"UPDATE {table} SET {c} = $1 WHERE {c} = $2", pseudonym, user_id))
+            n += rows_affected(await con.execute(
                 "UPDATE chat_tips SET member_username = $1 WHERE member_id = $1", pseudonym))
-            n += _count(await con.execute(
+            n += rows_affected(await con.execute(
                 "UPDATE chat_moderation_log SET actor_username = $1 WHERE actor_id = $1", pseudonym))
         return n
 
     async def purge(self, cutoffs: Mapping[str, int], default_before: int, guest_before: int, now: int) -> int:
         """Retention (see ``ChatStore.purge``)."""
-        async with self._tx() as con:
+        async with self._transaction() as con:
             n = 0
             for r in await con.fetch("SELECT DISTINCT author_id, author_kind FROM chat_messages"):
                 author_id, kind = r[0], r[1]
                 before = guest_before if kind == "guest" else cutoffs.get(author_id, default_before)
-                n += _count(await con.execute(
+                n += rows_affected(await con.execute(
                     "DELETE FROM chat_messages WHERE author_id = $1 AND created_at < $2", author_id, before))
             for r in await con.fetch("SELECT DISTINCT member_id FROM chat_tips"):
-                n += _count(await con.execute(
+                n += rows_affected(await con.execute(
                     "DELETE FROM chat_tips WHERE member_id = $1 AND created_at < $2",
                     r[0], cutoffs.get(r[0], default_before)))
-            n += _count(await con.execute(
+            n += rows_affected(await con.execute(
                 "DELETE FROM chat_sanctions WHERE until_at IS NOT NULL AND until_at <= $1", now))
-            n += _count(await con.execute("DELETE FROM chat_moderation_log WHERE created_at < $1", default_before))
-            n += _count(await con.execute("DELETE FROM chat_reports WHERE created_at < $1", default_before))
+            n += rows_affected(await con.execute("DELETE FROM chat_moderation_log WHERE created_at < $1", default_before))
+            n += rows_affected(await con.execute("DELETE FROM chat_reports WHERE created_at < $1", default_before))
         return n
