@@ -196,10 +196,12 @@ class PostgresChatStore(PostgresStore):
             n = rows_affected(await con.execute(
                 "UPDATE chat_messages SET author_id = $1, author_username = $1, text = '', emoticons = ''"
                 " WHERE author_id = $2", pseudonym, user_id))
-            n += rows_affected(await con.execute("UPDATE chat_reports SET message_text = '' WHERE author_id = $1", user_id))
+            n += rows_affected(
+                await con.execute("UPDATE chat_reports SET message_text = '' WHERE author_id = $1", user_id))
             for table, cols in USER_COLUMNS.items():
                 for c in cols:
-                    n += rows_affected(await con.execute(f"UPDATE {table} SET {c} = $1 WHERE {c} = $2", pseudonym, user_id))
+                    n += rows_affected(
+                        await con.execute(f"UPDATE {table} SET {c} = $1 WHERE {c} = $2", pseudonym, user_id))
             n += rows_affected(await con.execute(
                 "UPDATE chat_tips SET member_username = $1 WHERE member_id = $1", pseudonym))
             n += rows_affected(await con.execute(
@@ -221,6 +223,7 @@ class PostgresChatStore(PostgresStore):
                     r[0], cutoffs.get(r[0], default_before)))
             n += rows_affected(await con.execute(
                 "DELETE FROM chat_sanctions WHERE until_at IS NOT NULL AND until_at <= $1", now))
-            n += rows_affected(await con.execute("DELETE FROM chat_moderation_log WHERE created_at < $1", default_before))
+            n += rows_affected(
+                await con.execute("DELETE FROM chat_moderation_log WHERE created_at < $1", default_before))
             n += rows_affected(await con.execute("DELETE FROM chat_reports WHERE created_at < $1", default_before))
         return n
