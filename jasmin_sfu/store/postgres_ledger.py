@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Collection, Sequence
 import asyncpg
 
 from jasmin_sfu.store import migrations
-from jasmin_sfu.store.errors import IntegrityStoreError, MigrationError, RetryableStoreError
+from jasmin_sfu.store.errors import IntegrityStoreError, RetryableStoreError
 from jasmin_sfu.store.ledger_repo import (
     AccountRow,
     CcRequestRow,
@@ -25,6 +25,7 @@ from jasmin_sfu.store.ledger_repo import (
     PendingRow,
     TransferRow,
 )
+from jasmin_sfu.store.pg_base import PgTrack, PostgresStore
 
 _ACC_COLS = (
     "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted, timestamp"
@@ -38,9 +39,6 @@ _CC_COLS = (
     "session_id, wallet_id, payee_id, escrow_id, rate, request_number, reservation_id, granted_seconds,"
     " final, status, used_seconds, charged, payee_paid, opened_at, updated_at"
 )
-# Advisory lock key held while migrating, so two nodes starting together do not
-# both run migration N (an arbitrary constant: "jasm" in ASCII).
-_MIGRATION_LOCK = 0x6A61736D
 
 
 def _acc(r: Any) -> AccountRow:
@@ -223,93 +221,37 @@ class _Tx:
         )
 
 
-class PostgresLedgerStore:
+class PostgresLedgerStore(PostgresStore):
     """The ledger in PostgreSQL, through an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def open(
-        cls,
-        dsn: str,
-        *,
-        schema: str = "",
-        min_size: int = 1,
-        max_size: int = 10,
-    ) -> "PostgresLedgerStore":
-        """Connect, then migrate to the latest schema (under an advisory lock)."""
-        settings = {"search_path": schema} if schema else {}
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
-        assert pool is not None
-        store = cls(pool)
-        try:
-            await store._migrate()
-        except BaseException:
-            await pool.close()
-            raise
-        return store
-
-    async def _migrate(self) -> None:
-        async with self._pool.acquire() as con:
-            await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
-            try:
-                await con.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                current = int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
-                if current > migrations.LATEST:
-                    raise MigrationError(f"database schema {current} is newer than this code ({migrations.LATEST})")
-                for version, sql in migrations.POSTGRES:
-                    if version <= current:
-                        continue
-                    async with con.transaction():
-                        await con.execute(sql)
-                        await con.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
-            finally:
-                await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    # Advisory lock key held while migrating, so two nodes starting together do not
+    # both run migration N (an arbitrary constant: "jasm" in ASCII).
+    track = PgTrack("database schema", "schema_version", migrations.POSTGRES, 0x6A61736D)
+    # A unique-key race (two creators of one transfer id) is rerun by the service.
+    unique_error = RetryableStoreError
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Tx]:
         """One READ COMMITTED transaction on a pooled connection."""
-        try:
-            async with self._pool.acquire() as con:
-                async with con.transaction():
-                    yield _Tx(con)
-        except (
-            asyncpg.exceptions.DeadlockDetectedError,
-            asyncpg.exceptions.SerializationError,
-            asyncpg.exceptions.UniqueViolationError,
-        ) as e:
-            raise RetryableStoreError(repr(e)) from e
-        except asyncpg.exceptions.IntegrityConstraintViolationError as e:
-            raise IntegrityStoreError(repr(e)) from e
+        async with self._transaction() as con:
+            yield _Tx(con)
 
     async def journal(self, after_seq: int, limit: int) -> list[TransferRow]:
         """Journal entries after ``after_seq``."""
-        async with self._pool.acquire() as con:
-            rows = await con.fetch(
-                f"SELECT {_TR_COLS} FROM transfers WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit
-            )
+        rows = await self._fetch(
+            f"SELECT {_TR_COLS} FROM transfers WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit
+        )
         return [_tr(r) for r in rows]
 
     async def all_accounts(self) -> list[AccountRow]:
         """Every account."""
-        async with self._pool.acquire() as con:
-            rows = await con.fetch(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id")
+        rows = await self._fetch(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id")
         return [_acc(r) for r in rows]
 
     async def open_pendings(self) -> list[PendingRow]:
         """Every unresolved pending transfer."""
-        async with self._pool.acquire() as con:
-            rows = await con.fetch(f"SELECT {_PD_COLS} FROM pending_open")
+        rows = await self._fetch(f"SELECT {_PD_COLS} FROM pending_open")
         return [_pd(r) for r in rows]
-
-    async def schema_version(self) -> int:
-        """The applied migration version."""
-        async with self._pool.acquire() as con:
-            return int(await con.fetchval("SELECT max(version) FROM schema_version"))
 
     async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run one statement outside the service rules (tests use it to prove the constraints)."""
@@ -320,7 +262,3 @@ class PostgresLedgerStore:
             raise IntegrityStoreError(repr(e)) from e
         except asyncpg.exceptions.RaiseError as e:
             raise IntegrityStoreError(repr(e)) from e
-
-    async def close(self) -> None:
-        """Close the pool."""
-        await self._pool.close()
