@@ -75,6 +75,16 @@ MASK_RANKS: tuple[tuple[int, str], ...] = ((250, "diamond"), (100, "platinum"), 
                                            (1, "bronze"))
 SPENDING_LIMIT = 50
 
+# Retention report categories (PRODUCT.md, "Privacy rules"; ``retention.RetentionReport``).
+USAGE = "chat logs and usage"
+GUEST = "guest data"
+IDENTITY = "identity data"
+INACTIVE = "inactive accounts"
+SESSIONS = "expired sessions"
+BLACKLIST = "username blacklist"
+RESUMED = "erasures resumed"
+FINANCIAL = "financial records"
+
 
 def mask_rank(points: int) -> str | None:
     """The rank for a number of VIP points (None: no rank yet)."""
@@ -388,18 +398,26 @@ class AccountsDataSource:
         """Wipe the account's personal fields (the user id is the pseudonym: nothing to re-key)."""
         return await self.accounts.store.erase_user(user_id, self.accounts.now_us())
 
+    async def purge_report(self, policy: RetentionPolicy, *, dry_run: bool = False) -> dict[str, int | None]:
+        """Rows deleted (``dry_run``: that would be) per retention category.
+
+        Guest data: guest sessions created before the guest limit. Expired
+        sessions: expired or revoked tokens of anyone (not counted in a dry
+        run: None). Username blacklist: entries whose period has lapsed.
+        """
+        store = self.accounts.store
+        guests = await store.purge_guest_sessions(policy.guest_before_us, dry_run=dry_run)
+        sessions = None if dry_run else await store.purge_sessions(policy.now_us)
+        blacklist = await store.purge_blacklist(policy.now_us, dry_run=dry_run)
+        return {GUEST: guests, SESSIONS: sessions, BLACKLIST: blacklist}
+
     async def purge(self, policy: RetentionPolicy) -> int:
         """Guest sessions past the guest limit, expired/revoked sessions, lapsed blacklist entries."""
-        store = self.accounts.store
-        n = await store.purge_guest_sessions(policy.guest_before_us)
-        n += await store.purge_sessions(policy.now_us)
-        return n + await store.purge_blacklist(policy.now_us)
+        return sum(n or 0 for n in (await self.purge_report(policy)).values())
 
     async def preview(self, policy: RetentionPolicy) -> int:
         """What ``purge`` would delete (dry run; expired sessions are not counted)."""
-        store = self.accounts.store
-        n = await store.purge_guest_sessions(policy.guest_before_us, dry_run=True)
-        return n + await store.purge_blacklist(policy.now_us, dry_run=True)
+        return sum(n or 0 for n in (await self.purge_report(policy, dry_run=True)).values())
 
 
 class LedgerDataSource:

@@ -14,22 +14,43 @@ member's last purchase; guest data at most 15 days; identity-check data at most
    when it never bought) and runs every registered source's ``purge``.
 
 It runs every ``retention_interval_s`` in the daemon and on demand with
-``jasmin-sfu retention [--dry-run]``. A dry run changes nothing and reports
-what would go: sources with a ``preview(policy)`` method say how many rows,
-the others are reported as ``None`` (unknown).
+``jasmin-sfu retention [--dry-run]`` (``open_offline`` + ``format_report``).
+A dry run changes nothing and reports what would go: sources with a
+``preview(policy)`` method say how many rows, the others are reported as
+``None`` (unknown).
+
+The report has one line per category of PRODUCT.md's rules (``ReportLine``):
+a source with ``purge_report(policy, dry_run=)`` splits its count by category
+(accounts: guest data, expired sessions, lapsed blacklist); the other sources'
+counts go under the category their name maps to in ``SOURCE_CATEGORY``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import os
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Sequence
 
 from jasmin_sfu.services.accounts import US
-from jasmin_sfu.services.personal_data import RetentionPolicy
-from jasmin_sfu.services.privacy import DAY_S, PrivacyService
-from jasmin_sfu.store.privacy_usage import OutboxUsageStore
+from jasmin_sfu.services.personal_data import PersonalDataRegistry, RetentionPolicy
+from jasmin_sfu.services.privacy import (
+    BLACKLIST,
+    DAY_S,
+    FINANCIAL,
+    GUEST,
+    IDENTITY,
+    INACTIVE,
+    RESUMED,
+    SESSIONS,
+    USAGE,
+    PrivacyService,
+)
+from jasmin_sfu.store.privacy_usage import LocalBillingLog, OutboxUsageStore
 
 log = logging.getLogger("jasmin_sfu.services.retention")
 
@@ -57,6 +78,34 @@ def build_policy(now_us: int, settings: RetentionSettings, last_purchase_us: Map
     )
 
 
+# A source without ``purge_report``: the category its one count belongs to.
+SOURCE_CATEGORY = {"chat": USAGE, "social": USAGE, "billing_usage": USAGE, "ledger": FINANCIAL}
+
+
+def category_rules(settings: RetentionSettings, blacklist_days: int | None = None) -> dict[str, str]:
+    """The limit of each category, in words, from the configured numbers."""
+    bl = f"{blacklist_days} days after an erasure" if blacklist_days is not None else "after its erasure's period"
+    return {
+        INACTIVE: f"no login or purchase for {settings.inactive_days} days: closed and erased",
+        RESUMED: "interrupted erasures, finished",
+        USAGE: f"{settings.usage_days} days after the member's last purchase (guests' chat: {settings.guest_days} days)",
+        GUEST: f"{settings.guest_days} days",
+        IDENTITY: f"{settings.identity_days} days (this node stores none)",
+        SESSIONS: "expired or revoked tokens",
+        BLACKLIST: bl,
+        FINANCIAL: "kept 10 years: nothing deleted",
+    }
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    """Rows one source deleted (or would delete) in one category; ``rows`` None: unknown (dry run)."""
+
+    category: str
+    source: str
+    rows: int | None
+
+
 @dataclass(frozen=True)
 class RetentionReport:
     """One run: accounts closed for inactivity, erasures resumed, rows per source (None: unknown)."""
@@ -66,11 +115,23 @@ class RetentionReport:
     closed: tuple[str, ...]
     resumed: int
     purged: dict[str, int | None] = field(default_factory=dict)
+    lines: tuple[ReportLine, ...] = ()
+
+    def by_category(self) -> dict[str, int | None]:
+        """Rows per category over every source (None when a source of it could not count)."""
+        out: dict[str, int | None] = {}
+        for line in self.lines:
+            if line.category not in out:
+                out[line.category] = line.rows
+            else:
+                prev = out[line.category]
+                out[line.category] = None if prev is None or line.rows is None else prev + line.rows
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Counts for logs and the command line (no member ids)."""
         return {"dry_run": self.dry_run, "inactive_closed": len(self.closed), "erasures_resumed": self.resumed,
-                "purged": dict(self.purged)}
+                "purged": dict(self.purged), "categories": self.by_category()}
 
 
 class Retention:
@@ -81,9 +142,12 @@ class Retention:
         self.settings = settings
 
     async def run(self, *, dry_run: bool = False) -> RetentionReport:
-        """One retention run (see the module docstring)."""
+        """One retention run (see the module docstring); a dry run writes nothing."""
         accounts = self.privacy.accounts
-        resumed = 0 if dry_run else len(await self.privacy.resume_erasures())
+        if dry_run:
+            resumed = len(await accounts.store.open_erasures())
+        else:
+            resumed = len(await self.privacy.resume_erasures())
         now = accounts.now_us()
         inactive = await accounts.store.inactive_members(now - self.settings.inactive_days * DAY_S * US)
         if not dry_run:
@@ -91,13 +155,24 @@ class Retention:
                 await self.privacy.erase(user_id, "inactive")
         policy = build_policy(now, self.settings, await accounts.store.last_purchases())
         purged: dict[str, int | None] = {}
+        lines = [ReportLine(INACTIVE, "accounts", len(inactive)), ReportLine(RESUMED, "accounts", resumed)]
         for source in self.privacy.registry.sources:
-            if dry_run:
+            split = getattr(source, "purge_report", None)
+            if split is not None:
+                counts: dict[str, int | None] = await split(policy, dry_run=dry_run)
+            elif dry_run:
                 preview = getattr(source, "preview", None)
-                purged[source.name] = await preview(policy) if preview is not None else None
+                counts = {SOURCE_CATEGORY.get(source.name, source.name):
+                          await preview(policy) if preview is not None else None}
             else:
-                purged[source.name] = await source.purge(policy)
-        report = RetentionReport(policy, dry_run, tuple(inactive), resumed, purged)
+                counts = {SOURCE_CATEGORY.get(source.name, source.name): await source.purge(policy)}
+            values = list(counts.values())
+            purged[source.name] = None if None in values else sum(v for v in values if v is not None)
+            lines += [ReportLine(cat, source.name, n) for cat, n in counts.items()]
+        if not any(line.category == IDENTITY for line in lines):
+            # No source keeps identity-check data (docs/privacy.md): say so rather than omit the rule.
+            lines.append(ReportLine(IDENTITY, "-", 0))
+        report = RetentionReport(policy, dry_run, tuple(inactive), resumed, purged, tuple(lines))
         log.info("retention run", extra=report.summary())
         return report
 
@@ -114,34 +189,97 @@ class Retention:
 
 
 class UsageDataSource:
-    """The billing outbox's per-second usage events (``billing_usage`` in the download).
+    """The member's per-second usage events held on this node (``billing_usage`` in the download).
+
+    Where they are: the billing outbox (``outbox_events``) until every sink
+    acked them (the relay then prunes them, within milliseconds), and after
+    that the local sinks of the same directory: ``billing-events.jsonl``
+    (``file``) and the ``billing_events`` table of ``billing-events.sqlite3``
+    (``sqlite``). The download holds all of them.
 
     Kept through erasure (they are the itemised record of what was charged,
-    under the member id that erasure made a pseudonym) and purged by the
-    usage limit: 120 days after the member's last purchase, once every billing
-    sink has received them. Copies the sinks hold belong to the billing system.
+    under the member id that erasure made a pseudonym). Retention deletes
+    delivered outbox events 120 days after the member's last purchase; the
+    local sinks are the billing system's log and are not pruned here
+    (docs/privacy.md, known gaps). Copies in remote sinks belong to the
+    billing system.
     """
 
     name = "billing_usage"
 
-    def __init__(self, store: OutboxUsageStore) -> None:
-        self.store = store
+    def __init__(self, outboxes: Sequence[OutboxUsageStore], logs: Sequence[LocalBillingLog] = ()) -> None:
+        self.outboxes = tuple(outboxes)
+        self.logs = tuple(logs)
 
     async def export(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
-        """The member's usage events still in the outbox."""
-        return {"outbox_events": await self.store.export(user_id)}
+        """The member's usage events in the outbox(es) and the local sinks, by table."""
+        out: dict[str, list[dict[str, Any]]] = {"outbox_events": []}
+        for outbox in self.outboxes:
+            out["outbox_events"] += await outbox.export(user_id)
+        for local in self.logs:
+            for table, rows in (await local.export(user_id)).items():
+                out.setdefault(table, []).extend(rows)
+        return out
 
     async def erase(self, user_id: str, pseudonym: str) -> int:
         """Kept (billing records under the pseudonymous id); the usage limit deletes them."""
         return 0
 
     async def purge(self, policy: RetentionPolicy) -> int:
-        """Delivered events of members whose last purchase is older than the usage limit."""
-        return await self.store.purge(policy.last_purchase_us, policy.usage_before_us)
+        """Delivered outbox events of members whose last purchase is older than the usage limit."""
+        n = 0
+        for outbox in self.outboxes:
+            n += await outbox.purge(policy.last_purchase_us, policy.usage_before_us)
+        return n
 
     async def preview(self, policy: RetentionPolicy) -> int:
         """How many events ``purge`` would delete."""
-        return await self.store.purge(policy.last_purchase_us, policy.usage_before_us, dry_run=True)
+        n = 0
+        for outbox in self.outboxes:
+            n += await outbox.purge(policy.last_purchase_us, policy.usage_before_us, dry_run=True)
+        return n
+
+    async def close(self) -> None:
+        """Close the outbox connections."""
+        for outbox in self.outboxes:
+            await outbox.close()
+
+
+def local_usage_source(billing: Any) -> UsageDataSource:
+    """The usage source of a running ``BillingStack``: its outbox and its local sinks' files."""
+    jsonl = sqlite_path = None
+    table = "billing_events"
+    for name, sink in billing.relay.sinks.items():
+        if name == "file":
+            jsonl = sink.config.path
+        elif name == "sqlite":
+            sqlite_path, table = sink.config.path, sink.config.table
+    outbox = OutboxUsageStore(billing.outbox.config.path, tuple(billing.relay.sinks))
+    return UsageDataSource([outbox], [LocalBillingLog(jsonl, sqlite_path, table)])
+
+
+def offline_usage_source(billing_cfg: Any) -> UsageDataSource:
+    """The usage source for the command line, from the config alone (no billing opened).
+
+    The files are where ``open_billing`` puts them: ``billing-outbox.sqlite3``,
+    ``billing-events.jsonl`` and ``billing-events.sqlite3`` in ``outbox_dir``
+    (or ``data_dir``), and in its ``worker<N>`` subdirectories when the node
+    runs several workers (the supervisor gives each its own). Outboxes that do
+    not exist are skipped (the command never creates one).
+    """
+    base = billing_cfg.outbox_dir or billing_cfg.data_dir
+    dirs = [base] + sorted(d for d in glob.glob(os.path.join(base, "worker*")) if os.path.isdir(d))
+    sinks = tuple(billing_cfg.sinks)
+    outboxes, logs = [], []
+    for d in dirs:
+        path = os.path.join(d, "billing-outbox.sqlite3")
+        if os.path.exists(path):
+            outboxes.append(OutboxUsageStore(path, sinks))
+        logs.append(LocalBillingLog(
+            os.path.join(d, "billing-events.jsonl") if "file" in sinks else None,
+            os.path.join(d, "billing-events.sqlite3") if "sqlite" in sinks else None,
+        ))
+    return UsageDataSource(outboxes, logs)
 
 
 # -- wiring (the daemon and the command line) -----------------------------------------------
@@ -181,16 +319,43 @@ class PrivacyStack:
 
     service: PrivacyService
     retention: Retention
-    usage: OutboxUsageStore | None = None
+    usage: UsageDataSource | None = None
     task: "asyncio.Task[None] | None" = None
 
     async def close(self) -> None:
-        """Stop the retention loop and close the outbox connection."""
+        """Stop the retention loop and close the outbox connections."""
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         if self.usage is not None:
             await self.usage.close()
+
+
+def build_privacy(
+    cfg: Any, accounts: Any, registry: PersonalDataRegistry, history: Any = None, usage: UsageDataSource | None = None,
+    social: Any = None,
+) -> tuple[PrivacyService, Retention]:
+    """The service and the retention job; registers the accounts, ledger and usage sources (in this order)."""
+    from jasmin_sfu.services.privacy import AccountsDataSource, LedgerDataSource, PrivacySettings
+
+    pv = cfg.privacy
+    favourites = None
+    if social is not None:
+        async def favourites(member_id: str, performer_id: str) -> bool:
+            return any(r.performer_id == performer_id for r in await social.store.favourites(member_id))
+
+    service = PrivacyService(
+        accounts, registry, PrivacySettings(site=pv.site, username_blacklist_days=pv.username_blacklist_days),
+        history, favourites,
+    )
+    registry.register(AccountsDataSource(accounts))
+    if history is not None:
+        registry.register(LedgerDataSource(history))
+    if usage is not None:
+        registry.register(usage)
+    retention = Retention(service, RetentionSettings(
+        pv.usage_retention_days, pv.guest_retention_days, pv.identity_retention_days, pv.inactive_account_days))
+    return service, retention
 
 
 async def open_privacy(
@@ -203,32 +368,112 @@ async def open_privacy(
     off, no ledger reads); ``social`` the ``SocialService`` (favourites);
     ``sessions`` the daemon's signaling sessions, ended on revocation.
     """
-    from jasmin_sfu.services.privacy import AccountsDataSource, LedgerDataSource, PrivacySettings
     from jasmin_sfu.store.privacy_ledger import LedgerReads
 
-    pv = cfg.privacy
     history = LedgerReads(billing.store) if billing is not None else None
-    favourites = None
-    if social is not None:
-        async def favourites(member_id: str, performer_id: str) -> bool:
-            return any(r.performer_id == performer_id for r in await social.store.favourites(member_id))
-
-    service = PrivacyService(
-        accounts, registry, PrivacySettings(site=pv.site, username_blacklist_days=pv.username_blacklist_days),
-        history, favourites,
-    )
-    registry.register(AccountsDataSource(accounts))
-    usage = None
-    if history is not None:
-        registry.register(LedgerDataSource(history))
-        usage = OutboxUsageStore(billing.outbox.config.path, tuple(billing.relay.sinks))
-        registry.register(UsageDataSource(usage))
+    usage = local_usage_source(billing) if billing is not None else None
+    service, retention = build_privacy(cfg, accounts, registry, history, usage, social)
     if sessions is not None:
         accounts.revocation_listeners.append(lambda uid, sid: end_revoked_sessions(sessions, uid, sid))
-    retention = Retention(service, RetentionSettings(
-        pv.usage_retention_days, pv.guest_retention_days, pv.identity_retention_days, pv.inactive_account_days))
     stack = PrivacyStack(service, retention, usage)
     if schedule:
         await service.resume_erasures()
-        stack.task = asyncio.get_running_loop().create_task(retention.loop(pv.retention_interval_s))
+        stack.task = asyncio.get_running_loop().create_task(retention.loop(cfg.privacy.retention_interval_s))
     return stack
+
+
+# -- the command line: `jasmin-sfu retention [--dry-run]` ----------------------------------------
+
+
+@dataclass
+class OfflineStack:
+    """The stores of a node, opened for one retention run beside (or without) the running daemon."""
+
+    privacy: PrivacyStack
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    @property
+    def retention(self) -> Retention:
+        return self.privacy.retention
+
+    async def close(self) -> None:
+        """Close everything that was opened, last first."""
+        await self.privacy.close()
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - closing the rest matters more
+                log.exception("closing a store after retention failed")
+
+
+async def open_offline(cfg: Any, clock: Callable[[], float] = time.time) -> OfflineStack:
+    """Open the stores the daemon's retention runs over, and nothing live.
+
+    The same databases and the same sources in the same order as ``Daemon.start``
+    (social, chat, accounts, ledger, billing usage), but no billing machinery:
+    opening billing would recover (terminate) the running daemon's open
+    privates, append to its outbox and its billing log, and start its relay.
+    The ledger is opened for reads only (``LedgerReads``), the outboxes through
+    their own connections (as the daemon's retention does), chat without its
+    Redis bus. Raises ``ValueError`` when accounts are disabled (no store).
+    """
+    from jasmin_sfu.services.accounts import open_accounts
+    from jasmin_sfu.services.chat import open_chat
+    from jasmin_sfu.services.social import open_social
+    from jasmin_sfu.store.privacy_ledger import LedgerReads
+
+    if not cfg.accounts.enabled:
+        raise ValueError("accounts.enabled is false: this node keeps no personal data on disk, nothing to retain")
+    closers: list[Callable[[], Any]] = []
+    try:
+        accounts = await open_accounts(cfg.accounts, clock)
+        closers.append(accounts.close)
+        history = None
+        if cfg.billing.enabled:
+            ledger_store: Any
+            if cfg.billing.ledger_dsn:
+                from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
+
+                ledger_store = await PostgresLedgerStore.open(cfg.billing.ledger_dsn)
+            else:
+                from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+
+                ledger_store = await SqliteLedgerStore.open(os.path.join(cfg.billing.data_dir, "ledger.sqlite3"))
+            closers.append(ledger_store.close)
+            history = LedgerReads(ledger_store)
+        registry = PersonalDataRegistry()
+        social = await open_social(cfg.accounts, accounts, None, clock)
+        closers.append(social.close)
+        registry.register(social.personal_data_source())
+        chat = await open_chat(replace(cfg.chat, redis_url=""), cfg.accounts, clock)
+        closers.append(chat.close)
+        registry.register(chat)
+        usage = offline_usage_source(cfg.billing) if cfg.billing.enabled else None
+        service, retention = build_privacy(cfg, accounts, registry, history, usage, social)
+    except BaseException:
+        for close in reversed(closers):
+            await close()
+        raise
+    return OfflineStack(PrivacyStack(service, retention, usage), closers)
+
+
+def format_report(report: RetentionReport, settings: RetentionSettings, blacklist_days: int | None = None) -> str:
+    """The report as a text table: one line per category and source."""
+    rules = category_rules(settings, blacklist_days)
+    when = datetime.fromtimestamp(report.policy.now_us / US, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    head = "would delete" if report.dry_run else "deleted"
+    title = f"jasmin-sfu retention at {when}" + (" (dry run: nothing was changed)" if report.dry_run else "")
+    rows = [("CATEGORY", "SOURCE", head.upper(), "LIMIT")]
+    unknown = False
+    order = {c: i for i, c in enumerate(rules)}
+    for line in sorted(report.lines, key=lambda ln: order.get(ln.category, len(order))):
+        n = "?" if line.rows is None else str(line.rows)
+        unknown = unknown or line.rows is None
+        rows.append((line.category, line.source, n, rules.get(line.category, "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    out = [title, ""]
+    for r in rows:
+        out.append("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].rjust(widths[2]), r[3]]).rstrip())
+    if unknown:
+        out += ["", "?: this source cannot count without deleting (it has no preview)"]
+    return "\n".join(out) + "\n"
