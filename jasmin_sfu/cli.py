@@ -1,4 +1,5 @@
-"""Command line: ``jasmin-sfu serve [--config FILE]``, ``check-config``, ``create-admin USERNAME``."""
+"""Command line: ``jasmin-sfu serve [--config FILE]``, ``check-config``, ``create-admin USERNAME``,
+``retention [--dry-run]``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     admin_p = sub.add_parser("create-admin", help="create a support/admin account; the password is read from stdin")
     admin_p.add_argument("username")
     admin_p.add_argument("--config")
+    ret_p = sub.add_parser(
+        "retention", help="run the privacy retention jobs once and print what was deleted per category"
+    )
+    ret_p.add_argument("--config")
+    ret_p.add_argument("--dry-run", action="store_true", help="change nothing; print what would be deleted")
     args = parser.parse_args(argv)
     command = args.command or "serve"
     try:
@@ -31,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "create-admin":
         return _create_admin(cfg, args.username)
+    if command == "retention":
+        return _retention(cfg, args.dry_run)
     if getattr(args, "port", None) is not None:
         import dataclasses
 
@@ -76,4 +84,29 @@ def _create_admin(cfg: Config, username: str) -> int:
         print(f"jasmin-sfu: {exc}", file=sys.stderr)
         return 2
     print(f"created admin {username} ({user_id})")
+    return 0
+
+
+def _retention(cfg: Config, dry_run: bool) -> int:
+    """One retention run over the node's stores (docs/privacy.md); safe beside a running daemon."""
+    import asyncio
+
+    from jasmin_sfu.services.retention import format_report, open_offline
+
+    setup_logging(cfg.log.level, cfg.log.format)
+
+    async def go() -> str:
+        stack = await open_offline(cfg)
+        try:
+            report = await stack.retention.run(dry_run=dry_run)
+        finally:
+            await stack.close()
+        return format_report(report, stack.retention.settings, cfg.privacy.username_blacklist_days)
+
+    try:
+        table = asyncio.run(go())
+    except Exception as exc:  # noqa: BLE001 - a failed run is reported, never a traceback
+        print(f"jasmin-sfu: retention failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(table)
     return 0

@@ -415,40 +415,55 @@ async def open_offline(cfg: Any, clock: Callable[[], float] = time.time) -> Offl
     privates, append to its outbox and its billing log, and start its relay.
     The ledger is opened for reads only (``LedgerReads``), the outboxes through
     their own connections (as the daemon's retention does), chat without its
-    Redis bus. Raises ``ValueError`` when accounts are disabled (no store).
+    Redis bus. A SQLite database file that does not exist is skipped, never
+    created. Raises ``ValueError`` when accounts are disabled or their SQLite
+    database is missing (a wrong ``data_dir``).
     """
     from jasmin_sfu.services.accounts import open_accounts
     from jasmin_sfu.services.chat import open_chat
     from jasmin_sfu.services.social import open_social
     from jasmin_sfu.store.privacy_ledger import LedgerReads
 
-    if not cfg.accounts.enabled:
+    acc = cfg.accounts
+    if not acc.enabled:
         raise ValueError("accounts.enabled is false: this node keeps no personal data on disk, nothing to retain")
+    # SQLite: a database file that does not exist holds nothing, and is not created
+    # here (a wrong data_dir must not grow empty databases, least of all in a dry run).
+    if not acc.dsn and not os.path.exists(os.path.join(acc.data_dir, "accounts.sqlite3")):
+        raise ValueError(f"no accounts database in {os.path.abspath(acc.data_dir)!r}: is accounts.data_dir right?")
+
+    def present(name: str, data_dir: str, dsn: str) -> bool:
+        return bool(dsn) or os.path.exists(os.path.join(data_dir, name))
+
     closers: list[Callable[[], Any]] = []
     try:
-        accounts = await open_accounts(cfg.accounts, clock)
+        accounts = await open_accounts(acc, clock)
         closers.append(accounts.close)
         history = None
-        if cfg.billing.enabled:
+        b = cfg.billing
+        if b.enabled and present("ledger.sqlite3", b.data_dir, b.ledger_dsn):
             ledger_store: Any
-            if cfg.billing.ledger_dsn:
+            if b.ledger_dsn:
                 from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
 
-                ledger_store = await PostgresLedgerStore.open(cfg.billing.ledger_dsn)
+                ledger_store = await PostgresLedgerStore.open(b.ledger_dsn)
             else:
                 from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
 
-                ledger_store = await SqliteLedgerStore.open(os.path.join(cfg.billing.data_dir, "ledger.sqlite3"))
+                ledger_store = await SqliteLedgerStore.open(os.path.join(b.data_dir, "ledger.sqlite3"))
             closers.append(ledger_store.close)
             history = LedgerReads(ledger_store)
         registry = PersonalDataRegistry()
-        social = await open_social(cfg.accounts, accounts, None, clock)
-        closers.append(social.close)
-        registry.register(social.personal_data_source())
-        chat = await open_chat(replace(cfg.chat, redis_url=""), cfg.accounts, clock)
-        closers.append(chat.close)
-        registry.register(chat)
-        usage = offline_usage_source(cfg.billing) if cfg.billing.enabled else None
+        social = None
+        if present("social.sqlite3", acc.data_dir, acc.dsn):
+            social = await open_social(acc, accounts, None, clock)
+            closers.append(social.close)
+            registry.register(social.personal_data_source())
+        if present("chat.sqlite3", acc.data_dir, acc.dsn):
+            chat = await open_chat(replace(cfg.chat, redis_url=""), acc, clock)
+            closers.append(chat.close)
+            registry.register(chat)
+        usage = offline_usage_source(b) if b.enabled else None
         service, retention = build_privacy(cfg, accounts, registry, history, usage, social)
     except BaseException:
         for close in reversed(closers):
