@@ -30,36 +30,16 @@ from jasmin_sfu.store.accounts_repo import (
 )
 from jasmin_sfu.store.errors import DuplicateKeyError, IntegrityStoreError
 from jasmin_sfu.store.pg_base import PgTrack, PostgresStore, rows_affected
-
-_USER_COLS = (
-    "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
+from jasmin_sfu.store.sqlite_accounts import (
+    PAY_COLS,
+    PROFILE_COLS,
+    SESSION_COLS,
+    USER_COLS,
+    payment_row,
+    profile_row,
+    session_row,
+    user_row,
 )
-_SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
-_PROFILE_COLS = (
-    "user_id, display_name, gender, age_range, country, languages, about, profile_visibility, mask_visibility,"
-    " updated_at"
-)
-_PAY_COLS = (
-    "id, user_id, idempotency_key, package_code, amount_cents, provider, status, created_at,"
-    " card_last4, card_expiry, credited_at"
-)
-
-
-def _user(r: Any) -> UserRow:
-    return UserRow(*tuple(r))
-
-
-def _session(r: Any) -> SessionRow:
-    return SessionRow(*tuple(r))
-
-
-def _payment(r: Any) -> PaymentRow:
-    return PaymentRow(*tuple(r))
-
-
-def _profile(r: Any) -> MemberProfileRow:
-    langs = tuple(x for x in (r[5] or "").split(",") if x)
-    return MemberProfileRow(r[0], r[1], r[2], r[3], r[4], langs, r[6], r[7], r[8], r[9])
 
 
 class PostgresAccountsStore(PostgresStore):
@@ -82,7 +62,7 @@ class PostgresAccountsStore(PostgresStore):
             if blocked is not None:
                 raise DuplicateKeyError(f"username {u.username!r} is blacklisted")
             await con.execute(
-                f"INSERT INTO acc_users ({_USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                f"INSERT INTO acc_users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 u.id, u.username, u.username_key, u.role, u.password_hash, u.created_at,
                 u.adult_confirmed_at, u.last_login_at, u.closed_at,
             )
@@ -92,14 +72,14 @@ class PostgresAccountsStore(PostgresStore):
     async def user_by_id(self, user_id: str) -> UserRow | None:
         """A user by id."""
         async with self._pool.acquire() as con:
-            r = await con.fetchrow(f"SELECT {_USER_COLS} FROM acc_users WHERE id = $1", user_id)
-        return _user(r) if r is not None else None
+            r = await con.fetchrow(f"SELECT {USER_COLS} FROM acc_users WHERE id = $1", user_id)
+        return user_row(r) if r is not None else None
 
     async def user_by_username(self, username_key: str) -> UserRow | None:
         """A user by case-folded username."""
         async with self._pool.acquire() as con:
-            r = await con.fetchrow(f"SELECT {_USER_COLS} FROM acc_users WHERE username_key = $1", username_key)
-        return _user(r) if r is not None else None
+            r = await con.fetchrow(f"SELECT {USER_COLS} FROM acc_users WHERE username_key = $1", username_key)
+        return user_row(r) if r is not None else None
 
     async def set_adult_confirmed(self, user_id: str, at: int) -> None:
         """Record the user's 18+ confirmation."""
@@ -144,15 +124,15 @@ class PostgresAccountsStore(PostgresStore):
         s = row
         async with self._transaction() as con:
             await con.execute(
-                f"INSERT INTO acc_sessions ({_SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                f"INSERT INTO acc_sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at, s.revoked_at,
             )
 
     async def session_by_token_hash(self, token_hash: str) -> SessionRow | None:
         """A session by its token's hash."""
         async with self._pool.acquire() as con:
-            r = await con.fetchrow(f"SELECT {_SESSION_COLS} FROM acc_sessions WHERE token_hash = $1", token_hash)
-        return _session(r) if r is not None else None
+            r = await con.fetchrow(f"SELECT {SESSION_COLS} FROM acc_sessions WHERE token_hash = $1", token_hash)
+        return session_row(r) if r is not None else None
 
     async def confirm_session_adult(self, session_id: str, at: int) -> None:
         """Record a guest session's 18+ confirmation."""
@@ -239,28 +219,28 @@ class PostgresAccountsStore(PostgresStore):
         """The payment recorded for this key."""
         async with self._pool.acquire() as con:
             r = await con.fetchrow(
-                f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = $1 AND idempotency_key = $2",
+                f"SELECT {PAY_COLS} FROM acc_payments WHERE user_id = $1 AND idempotency_key = $2",
                 user_id,
                 idempotency_key,
             )
-        return _payment(r) if r is not None else None
+        return payment_row(r) if r is not None else None
 
     async def insert_payment(self, row: PaymentRow) -> PaymentRow:
         """Insert unless the key is known; returns the stored row."""
         p = row
         async with self._transaction() as con:
             await con.execute(
-                f"INSERT INTO acc_payments ({_PAY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                f"INSERT INTO acc_payments ({PAY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
                 p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
                 p.created_at, p.card_last4, p.card_expiry, p.credited_at,
             )
             r = await con.fetchrow(
-                f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = $1 AND idempotency_key = $2",
+                f"SELECT {PAY_COLS} FROM acc_payments WHERE user_id = $1 AND idempotency_key = $2",
                 p.user_id,
                 p.idempotency_key,
             )
-        return _payment(r)
+        return payment_row(r)
 
     async def mark_payment_credited(self, payment_id: str, at: int) -> None:
         """The top-up reached the ledger."""
@@ -276,17 +256,17 @@ class PostgresAccountsStore(PostgresStore):
     async def member_profile(self, user_id: str) -> MemberProfileRow | None:
         """A member's profile row."""
         async with self._pool.acquire() as con:
-            r = await con.fetchrow(f"SELECT {_PROFILE_COLS} FROM acc_member_profiles WHERE user_id = $1", user_id)
-        return _profile(r) if r is not None else None
+            r = await con.fetchrow(f"SELECT {PROFILE_COLS} FROM acc_member_profiles WHERE user_id = $1", user_id)
+        return profile_row(r) if r is not None else None
 
     async def put_member_profile(self, row: MemberProfileRow) -> None:
         """Insert or replace a member's profile row."""
         r = row
-        cols = [c.strip() for c in _PROFILE_COLS.split(",")]
+        cols = [c.strip() for c in PROFILE_COLS.split(",")]
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
         async with self._transaction() as con:
             await con.execute(
-                f"INSERT INTO acc_member_profiles ({_PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                f"INSERT INTO acc_member_profiles ({PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
                 r.user_id, r.display_name, r.gender, r.age_range, r.country, ",".join(r.languages), r.about,
                 r.profile_visibility, r.mask_visibility, r.updated_at,

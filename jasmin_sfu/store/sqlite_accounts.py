@@ -31,33 +31,34 @@ from jasmin_sfu.store.accounts_repo import (
 from jasmin_sfu.store.errors import DuplicateKeyError
 from jasmin_sfu.store.sqlite_base import SqliteStore, Track
 
-_USER_COLS = (
+# Column lists and row builders, shared with the PostgreSQL store (same tables on both dialects).
+USER_COLS = (
     "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
 )
-_SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
-_PROFILE_COLS = (
+SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
+PROFILE_COLS = (
     "user_id, display_name, gender, age_range, country, languages, about, profile_visibility, mask_visibility,"
     " updated_at"
 )
-_PAY_COLS = (
+PAY_COLS = (
     "id, user_id, idempotency_key, package_code, amount_cents, provider, status, created_at,"
     " card_last4, card_expiry, credited_at"
 )
 
 
-def _user(r: Sequence[Any]) -> UserRow:
+def user_row(r: Sequence[Any]) -> UserRow:
     return UserRow(*r)
 
 
-def _session(r: Sequence[Any]) -> SessionRow:
+def session_row(r: Sequence[Any]) -> SessionRow:
     return SessionRow(*r)
 
 
-def _payment(r: Sequence[Any]) -> PaymentRow:
+def payment_row(r: Sequence[Any]) -> PaymentRow:
     return PaymentRow(*r)
 
 
-def _profile(r: Sequence[Any]) -> MemberProfileRow:
+def profile_row(r: Sequence[Any]) -> MemberProfileRow:
     langs = tuple(x for x in (r[5] or "").split(",") if x)
     return MemberProfileRow(r[0], r[1], r[2], r[3], r[4], langs, r[6], r[7], r[8], r[9])
 
@@ -87,7 +88,7 @@ class SqliteAccountsStore(SqliteStore):
             if bl is not None:
                 raise DuplicateKeyError(f"username {u.username!r} is blacklisted")
             db.execute(
-                f"INSERT INTO acc_users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO acc_users ({USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (u.id, u.username, u.username_key, u.role, u.password_hash, u.created_at,
                  u.adult_confirmed_at, u.last_login_at, u.closed_at),
             )
@@ -98,13 +99,13 @@ class SqliteAccountsStore(SqliteStore):
 
     async def user_by_id(self, user_id: str) -> UserRow | None:
         """A user by id."""
-        rows = await self._rows(f"SELECT {_USER_COLS} FROM acc_users WHERE id = ?", (user_id,))
-        return _user(rows[0]) if rows else None
+        rows = await self._rows(f"SELECT {USER_COLS} FROM acc_users WHERE id = ?", (user_id,))
+        return user_row(rows[0]) if rows else None
 
     async def user_by_username(self, username_key: str) -> UserRow | None:
         """A user by case-folded username."""
-        rows = await self._rows(f"SELECT {_USER_COLS} FROM acc_users WHERE username_key = ?", (username_key,))
-        return _user(rows[0]) if rows else None
+        rows = await self._rows(f"SELECT {USER_COLS} FROM acc_users WHERE username_key = ?", (username_key,))
+        return user_row(rows[0]) if rows else None
 
     async def set_adult_confirmed(self, user_id: str, at: int) -> None:
         """Record the user's 18+ confirmation."""
@@ -146,7 +147,7 @@ class SqliteAccountsStore(SqliteStore):
         s = row
         await self._in_tx(
             lambda db: db.execute(
-                f"INSERT INTO acc_sessions ({_SESSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO acc_sessions ({SESSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at,
                  s.revoked_at),
             )
@@ -154,8 +155,8 @@ class SqliteAccountsStore(SqliteStore):
 
     async def session_by_token_hash(self, token_hash: str) -> SessionRow | None:
         """A session by its token's hash."""
-        rows = await self._rows(f"SELECT {_SESSION_COLS} FROM acc_sessions WHERE token_hash = ?", (token_hash,))
-        return _session(rows[0]) if rows else None
+        rows = await self._rows(f"SELECT {SESSION_COLS} FROM acc_sessions WHERE token_hash = ?", (token_hash,))
+        return session_row(rows[0]) if rows else None
 
     async def confirm_session_adult(self, session_id: str, at: int) -> None:
         """Record a guest session's 18+ confirmation."""
@@ -248,10 +249,10 @@ class SqliteAccountsStore(SqliteStore):
     async def payment(self, user_id: str, idempotency_key: str) -> PaymentRow | None:
         """The payment recorded for this key."""
         rows = await self._rows(
-            f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
+            f"SELECT {PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
             (user_id, idempotency_key),
         )
-        return _payment(rows[0]) if rows else None
+        return payment_row(rows[0]) if rows else None
 
     async def insert_payment(self, row: PaymentRow) -> PaymentRow:
         """Insert unless the key is known; returns the stored row."""
@@ -259,16 +260,16 @@ class SqliteAccountsStore(SqliteStore):
 
         def go(db: sqlite3.Connection) -> PaymentRow:
             db.execute(
-                f"INSERT INTO acc_payments ({_PAY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO acc_payments ({PAY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
                 (p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
                  p.created_at, p.card_last4, p.card_expiry, p.credited_at),
             )
             r = db.execute(
-                f"SELECT {_PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
+                f"SELECT {PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
                 (p.user_id, p.idempotency_key),
             ).fetchone()
-            return _payment(r)
+            return payment_row(r)
 
         return await self._in_tx(go)
 
@@ -285,17 +286,17 @@ class SqliteAccountsStore(SqliteStore):
 
     async def member_profile(self, user_id: str) -> MemberProfileRow | None:
         """A member's profile row."""
-        rows = await self._rows(f"SELECT {_PROFILE_COLS} FROM acc_member_profiles WHERE user_id = ?", (user_id,))
-        return _profile(rows[0]) if rows else None
+        rows = await self._rows(f"SELECT {PROFILE_COLS} FROM acc_member_profiles WHERE user_id = ?", (user_id,))
+        return profile_row(rows[0]) if rows else None
 
     async def put_member_profile(self, row: MemberProfileRow) -> None:
         """Insert or replace a member's profile row."""
         r = row
-        cols = _PROFILE_COLS.split(", ")
+        cols = PROFILE_COLS.split(", ")
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in cols[1:])
         await self._in_tx(
             lambda db: db.execute(
-                f"INSERT INTO acc_member_profiles ({_PROFILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO acc_member_profiles ({PROFILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
                 (r.user_id, r.display_name, r.gender, r.age_range, r.country, ",".join(r.languages), r.about,
                  r.profile_visibility, r.mask_visibility, r.updated_at),
