@@ -26,37 +26,13 @@ from jasmin_sfu.store.ledger_repo import (
     TransferRow,
 )
 from jasmin_sfu.store.pg_base import PgTrack, PostgresStore
+from jasmin_sfu.store.sqlite_ledger import ACC_COLS, CC_COLS, TR_COLS, account_row, cc_row, transfer_args, transfer_row
 
-_ACC_COLS = (
-    "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted, timestamp"
-)
-_TR_COLS = (
-    "id, debit_account_id, credit_account_id, amount, ledger, code, flags, pending_id,"
-    " timeout_s, user_data, body_hash, timestamp, seq"
-)
 _PD_COLS = "pending_id, debit_account_id, credit_account_id, amount, expires_at"
-_CC_COLS = (
-    "session_id, wallet_id, payee_id, escrow_id, rate, request_number, reservation_id, granted_seconds,"
-    " final, status, used_seconds, charged, payee_paid, opened_at, updated_at"
-)
-
-
-def _acc(r: Any) -> AccountRow:
-    return AccountRow(*tuple(r))
-
-
-def _tr(r: Any) -> TransferRow:
-    return TransferRow(*tuple(r))
 
 
 def _pd(r: Any) -> PendingRow:
     return PendingRow(*tuple(r))
-
-
-def _cc(r: Any) -> CcSessionRow:
-    vals = list(tuple(r))
-    vals[8] = bool(vals[8])
-    return CcSessionRow(*vals)
 
 
 class _Tx:
@@ -69,15 +45,15 @@ class _Tx:
         ids = sorted(set(ids))
         if not ids:
             return {}
-        sql = f"SELECT {_ACC_COLS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id"
+        sql = f"SELECT {ACC_COLS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id"
         if lock:
             sql += " FOR UPDATE"
-        return {r["id"]: _acc(r) for r in await self._c.fetch(sql, ids)}
+        return {r["id"]: account_row(r) for r in await self._c.fetch(sql, ids)}
 
     async def insert_accounts(self, rows: Sequence[AccountRow]) -> None:
         if rows:
             await self._c.executemany(
-                f"INSERT INTO accounts ({_ACC_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                f"INSERT INTO accounts ({ACC_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
                 [
                     (
                         a.id, a.ledger, a.code, a.flags, a.user_data, a.debits_pending,
@@ -99,15 +75,15 @@ class _Tx:
         ids = list(ids)
         if not ids:
             return {}
-        rows = await self._c.fetch(f"SELECT {_TR_COLS} FROM transfers WHERE id = ANY($1::text[])", ids)
-        return {r["id"]: _tr(r) for r in rows}
+        rows = await self._c.fetch(f"SELECT {TR_COLS} FROM transfers WHERE id = ANY($1::text[])", ids)
+        return {r["id"]: transfer_row(r) for r in rows}
 
     async def get_resolutions(self, pending_ids: Collection[str]) -> dict[str, TransferRow]:
         ids = list(pending_ids)
         if not ids:
             return {}
-        rows = await self._c.fetch(f"SELECT {_TR_COLS} FROM transfers WHERE pending_id = ANY($1::text[])", ids)
-        return {r["pending_id"]: _tr(r) for r in rows}
+        rows = await self._c.fetch(f"SELECT {TR_COLS} FROM transfers WHERE pending_id = ANY($1::text[])", ids)
+        return {r["pending_id"]: transfer_row(r) for r in rows}
 
     async def insert_transfers(self, rows: Sequence[TransferRow]) -> None:
         if rows:
@@ -115,13 +91,7 @@ class _Tx:
                 "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, ledger, code, flags,"
                 " pending_id, timeout_s, user_data, body_hash, timestamp)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-                [
-                    (
-                        t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger, t.code, t.flags,
-                        t.pending_id, t.timeout_s, t.user_data, t.body_hash, t.timestamp,
-                    )
-                    for t in rows
-                ],
+                [transfer_args(t) for t in rows],
             )
 
     async def get_pendings(self, ids: Collection[str]) -> dict[str, PendingRow]:
@@ -169,16 +139,16 @@ class _Tx:
             )
 
     async def get_cc_session(self, session_id: str, *, lock: bool) -> CcSessionRow | None:
-        sql = f"SELECT {_CC_COLS} FROM cc_sessions WHERE session_id = $1"
+        sql = f"SELECT {CC_COLS} FROM cc_sessions WHERE session_id = $1"
         if lock:
             sql += " FOR UPDATE"
         r = await self._c.fetchrow(sql, session_id)
-        return _cc(r) if r is not None else None
+        return cc_row(r) if r is not None else None
 
     async def put_cc_session(self, row: CcSessionRow) -> None:
         r = row
         await self._c.execute(
-            f"INSERT INTO cc_sessions ({_CC_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+            f"INSERT INTO cc_sessions ({CC_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
             " ON CONFLICT (session_id) DO UPDATE SET request_number = excluded.request_number,"
             " reservation_id = excluded.reservation_id, granted_seconds = excluded.granted_seconds,"
             " final = excluded.final, status = excluded.status, used_seconds = excluded.used_seconds,"
@@ -190,19 +160,19 @@ class _Tx:
 
     async def open_cc_sessions(self, wallet_id: str) -> list[CcSessionRow]:
         rows = await self._c.fetch(
-            f"SELECT {_CC_COLS} FROM cc_sessions WHERE wallet_id = $1 AND status = 'open' ORDER BY session_id",
+            f"SELECT {CC_COLS} FROM cc_sessions WHERE wallet_id = $1 AND status = 'open' ORDER BY session_id",
             wallet_id,
         )
-        return [_cc(r) for r in rows]
+        return [cc_row(r) for r in rows]
 
     async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
         rows = await self._c.fetch(
-            f"SELECT {_CC_COLS} FROM cc_sessions WHERE left(session_id, $1) = $2 AND status = 'open'"
+            f"SELECT {CC_COLS} FROM cc_sessions WHERE left(session_id, $1) = $2 AND status = 'open'"
             " ORDER BY session_id",
             len(prefix),
             prefix,
         )
-        return [_cc(r) for r in rows]
+        return [cc_row(r) for r in rows]
 
     async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
         r = await self._c.fetchrow(
@@ -239,14 +209,14 @@ class PostgresLedgerStore(PostgresStore):
     async def journal(self, after_seq: int, limit: int) -> list[TransferRow]:
         """Journal entries after ``after_seq``."""
         rows = await self._fetch(
-            f"SELECT {_TR_COLS} FROM transfers WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit
+            f"SELECT {TR_COLS} FROM transfers WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit
         )
-        return [_tr(r) for r in rows]
+        return [transfer_row(r) for r in rows]
 
     async def all_accounts(self) -> list[AccountRow]:
         """Every account."""
-        rows = await self._fetch(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id")
-        return [_acc(r) for r in rows]
+        rows = await self._fetch(f"SELECT {ACC_COLS} FROM accounts ORDER BY id")
+        return [account_row(r) for r in rows]
 
     async def open_pendings(self) -> list[PendingRow]:
         """Every unresolved pending transfer."""

@@ -26,31 +26,40 @@ from jasmin_sfu.store.ledger_repo import (
 )
 from jasmin_sfu.store.sqlite_base import SqliteStore, Track
 
-_ACC_COLS = (
+# Column lists and row builders, shared with the PostgreSQL store (same tables on both dialects).
+ACC_COLS = (
     "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted, timestamp"
 )
-_TR_COLS = (
+TR_COLS = (
     "id, debit_account_id, credit_account_id, amount, ledger, code, flags, pending_id,"
     " timeout_s, user_data, body_hash, timestamp, seq"
 )
-_CC_COLS = (
+CC_COLS = (
     "session_id, wallet_id, payee_id, escrow_id, rate, request_number, reservation_id, granted_seconds,"
     " final, status, used_seconds, charged, payee_paid, opened_at, updated_at"
 )
 
 
-def _acc(r: Sequence[Any]) -> AccountRow:
+def account_row(r: Sequence[Any]) -> AccountRow:
     return AccountRow(*r)
 
 
-def _tr(r: Sequence[Any]) -> TransferRow:
+def transfer_row(r: Sequence[Any]) -> TransferRow:
     return TransferRow(*r)
 
 
-def _cc(r: Sequence[Any]) -> CcSessionRow:
+def cc_row(r: Sequence[Any]) -> CcSessionRow:
     vals = list(r)
     vals[8] = bool(vals[8])
     return CcSessionRow(*vals)
+
+
+def transfer_args(t: TransferRow) -> tuple[Any, ...]:
+    """A transfer's values in the order both stores insert them (``seq`` is left to the database)."""
+    return (
+        t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger, t.code, t.flags,
+        t.pending_id, t.timeout_s, t.user_data, t.body_hash, t.timestamp,
+    )
 
 
 def _qs(n: int) -> str:
@@ -74,12 +83,12 @@ class _Tx:
         ids = list(ids)
         if not ids:
             return {}
-        rows = await self._q(f"SELECT {_ACC_COLS} FROM accounts WHERE id IN ({_qs(len(ids))})", ids)
-        return {r[0]: _acc(r) for r in rows}
+        rows = await self._q(f"SELECT {ACC_COLS} FROM accounts WHERE id IN ({_qs(len(ids))})", ids)
+        return {r[0]: account_row(r) for r in rows}
 
     async def insert_accounts(self, rows: Sequence[AccountRow]) -> None:
         await self._many(
-            f"INSERT INTO accounts ({_ACC_COLS}) VALUES ({_qs(10)})",
+            f"INSERT INTO accounts ({ACC_COLS}) VALUES ({_qs(10)})",
             [
                 (
                     a.id, a.ledger, a.code, a.flags, a.user_data, a.debits_pending,
@@ -100,27 +109,21 @@ class _Tx:
         ids = list(ids)
         if not ids:
             return {}
-        rows = await self._q(f"SELECT {_TR_COLS} FROM transfers WHERE id IN ({_qs(len(ids))})", ids)
-        return {r[0]: _tr(r) for r in rows}
+        rows = await self._q(f"SELECT {TR_COLS} FROM transfers WHERE id IN ({_qs(len(ids))})", ids)
+        return {r[0]: transfer_row(r) for r in rows}
 
     async def get_resolutions(self, pending_ids: Collection[str]) -> dict[str, TransferRow]:
         ids = list(pending_ids)
         if not ids:
             return {}
-        rows = await self._q(f"SELECT {_TR_COLS} FROM transfers WHERE pending_id IN ({_qs(len(ids))})", ids)
-        return {r[7]: _tr(r) for r in rows}
+        rows = await self._q(f"SELECT {TR_COLS} FROM transfers WHERE pending_id IN ({_qs(len(ids))})", ids)
+        return {r[7]: transfer_row(r) for r in rows}
 
     async def insert_transfers(self, rows: Sequence[TransferRow]) -> None:
         await self._many(
             "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, ledger, code, flags,"
             f" pending_id, timeout_s, user_data, body_hash, timestamp) VALUES ({_qs(12)})",
-            [
-                (
-                    t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger, t.code, t.flags,
-                    t.pending_id, t.timeout_s, t.user_data, t.body_hash, t.timestamp,
-                )
-                for t in rows
-            ],
+            [transfer_args(t) for t in rows],
         )
 
     async def get_pendings(self, ids: Collection[str]) -> dict[str, PendingRow]:
@@ -169,13 +172,13 @@ class _Tx:
         )
 
     async def get_cc_session(self, session_id: str, *, lock: bool) -> CcSessionRow | None:
-        rows = await self._q(f"SELECT {_CC_COLS} FROM cc_sessions WHERE session_id = ?", (session_id,))
-        return _cc(rows[0]) if rows else None
+        rows = await self._q(f"SELECT {CC_COLS} FROM cc_sessions WHERE session_id = ?", (session_id,))
+        return cc_row(rows[0]) if rows else None
 
     async def put_cc_session(self, row: CcSessionRow) -> None:
         r = row
         await self._q(
-            f"INSERT OR REPLACE INTO cc_sessions ({_CC_COLS}) VALUES ({_qs(15)})",
+            f"INSERT OR REPLACE INTO cc_sessions ({CC_COLS}) VALUES ({_qs(15)})",
             (
                 r.session_id, r.wallet_id, r.payee_id, r.escrow_id, r.rate, r.request_number, r.reservation_id,
                 r.granted_seconds, int(r.final), r.status, r.used_seconds, r.charged, r.payee_paid,
@@ -185,18 +188,18 @@ class _Tx:
 
     async def open_cc_sessions(self, wallet_id: str) -> list[CcSessionRow]:
         rows = await self._q(
-            f"SELECT {_CC_COLS} FROM cc_sessions WHERE wallet_id = ? AND status = 'open' ORDER BY session_id",
+            f"SELECT {CC_COLS} FROM cc_sessions WHERE wallet_id = ? AND status = 'open' ORDER BY session_id",
             (wallet_id,),
         )
-        return [_cc(r) for r in rows]
+        return [cc_row(r) for r in rows]
 
     async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
         rows = await self._q(
-            f"SELECT {_CC_COLS} FROM cc_sessions WHERE substr(session_id, 1, ?) = ? AND status = 'open'"
+            f"SELECT {CC_COLS} FROM cc_sessions WHERE substr(session_id, 1, ?) = ? AND status = 'open'"
             " ORDER BY session_id",
             (len(prefix), prefix),
         )
-        return [_cc(r) for r in rows]
+        return [cc_row(r) for r in rows]
 
     async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
         rows = await self._q(
@@ -231,14 +234,14 @@ class SqliteLedgerStore(SqliteStore):
     async def journal(self, after_seq: int, limit: int) -> list[TransferRow]:
         """Journal entries after ``after_seq``."""
         rows = await self._rows(
-            f"SELECT {_TR_COLS} FROM transfers WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            f"SELECT {TR_COLS} FROM transfers WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
         )
-        return [_tr(r) for r in rows]
+        return [transfer_row(r) for r in rows]
 
     async def all_accounts(self) -> list[AccountRow]:
         """Every account."""
-        rows = await self._rows(f"SELECT {_ACC_COLS} FROM accounts ORDER BY id")
-        return [_acc(r) for r in rows]
+        rows = await self._rows(f"SELECT {ACC_COLS} FROM accounts ORDER BY id")
+        return [account_row(r) for r in rows]
 
     async def open_pendings(self) -> list[PendingRow]:
         """Every unresolved pending transfer."""
