@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import asyncpg
 import pytest
@@ -75,6 +76,31 @@ def _migrate_file(path: str, track: Track = SQLITE_TRACK) -> list[int]:
         db.close()
 
 
+def _migrate_in_threads(path: str, n: int, while_started: Callable[[], object] | None = None) -> list[list[int]]:
+    """``n`` threads, each with its own connection, released together to migrate ``path``."""
+    barrier = threading.Barrier(n)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(_migrate_file(path))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    if while_started is not None:
+        while_started()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(results) == n
+    return results
+
+
 def test_split_statements_keeps_trigger_bodies_whole() -> None:
     """Protects trigger migrations (the ledger's append-only triggers): the ';' inside
     BEGIN ... END and inside a string literal does not end the statement."""
@@ -101,23 +127,12 @@ def test_sqlite_stale_migrators_rechecks_under_the_lock(tmp_path: Path, monkeypa
     holder = connect(path)
     holder.execute("CREATE TABLE test_schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
     holder.execute("BEGIN IMMEDIATE")  # the write lock: both migrators read 0, then wait
-    results: list[list[int]] = []
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            results.append(_migrate_file(path))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+    def release() -> None:
+        time.sleep(0.5)  # both are past their unlocked read, blocked on the lock
+        holder.execute("COMMIT")
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)  # both are past their unlocked read, blocked on the lock
-    holder.execute("COMMIT")
-    for t in threads:
-        t.join(30)
-    assert not errors, errors
+    results = _migrate_in_threads(path, 2, while_started=release)
     assert sorted(v for r in results for v in r) == [1, 2, 3]  # each applied by exactly one
     assert [r[0] for r in reads.values()] == [0, 0]  # both started from a stale version 0
     assert _log_counts(holder) == {1: 1, 2: 1, 3: 1}
@@ -129,23 +144,7 @@ def test_sqlite_threads_racing_from_the_start(tmp_path: Path) -> None:
     """Protects the same rule with no lock held up front: four threads (four connections)
     start migrating a fresh file together, version table creation included."""
     path = str(tmp_path / "threads.sqlite3")
-    barrier = threading.Barrier(4)
-    results: list[list[int]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            results.append(_migrate_file(path))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    results = _migrate_in_threads(path, 4)
     assert sorted(v for r in results for v in r) == [1, 2, 3]
     db = connect(path)
     assert _log_counts(db) == {1: 1, 2: 1, 3: 1} and _versions(db) == [1, 2, 3]
@@ -181,11 +180,11 @@ def _process_open_stores(path: str, start: float, out: "multiprocessing.Queue[ob
         out.put(repr(e))
 
 
-def _run_processes(target: object, path: str, n: int) -> list[object]:
+def _run_processes(target: Callable[..., None], path: str, n: int) -> list[object]:
     ctx = multiprocessing.get_context("spawn")
     out: "multiprocessing.Queue[object]" = ctx.Queue()
     start = time.time() + 2.0  # spawn takes a while: all start at once after it
-    procs = [ctx.Process(target=target, args=(path, start, out)) for _ in range(n)]  # type: ignore[arg-type]
+    procs = [ctx.Process(target=target, args=(path, start, out)) for _ in range(n)]
     for p in procs:
         p.start()
     got = [out.get(timeout=60) for _ in procs]
@@ -199,9 +198,10 @@ def test_sqlite_processes_racing_apply_each_migration_once(tmp_path: Path) -> No
     """Protects the multi-worker start-up: three processes migrate one fresh file at the
     same instant; each migration runs once."""
     path = str(tmp_path / "procs.sqlite3")
-    results = _run_processes(_process_migrate, path, 3)
-    assert all(isinstance(r, list) for r in results), results
-    assert sorted(v for r in results for v in r) == [1, 2, 3]  # type: ignore[union-attr]
+    got = _run_processes(_process_migrate, path, 3)
+    results = [r for r in got if isinstance(r, list)]
+    assert len(results) == 3, got  # the others are the errors, as text
+    assert sorted(v for r in results for v in r) == [1, 2, 3]
     db = connect(path)
     assert _log_counts(db) == {1: 1, 2: 1, 3: 1}
     db.close()
