@@ -37,7 +37,16 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Protocol
 
-from jasmin_sfu.services.accounts import ADMIN, MEMBER, PERFORMER, US, AccountsService, Principal, username_key
+from jasmin_sfu.services.accounts import (
+    ADMIN,
+    MEMBER,
+    PERFORMER,
+    US,
+    USERNAME_RE,
+    AccountsService,
+    Principal,
+    username_key,
+)
 from jasmin_sfu.services.errors import (
     AccountNotFoundError,
     AccountValidationError,
@@ -66,6 +75,9 @@ MAX_LANGUAGES = 8
 _COUNTRY = re.compile(r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2
 _LANGUAGE = re.compile(r"^[a-z]{2}$")  # ISO 639-1
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Anything an account id can be ("u_" + hex today): other input is "not found" before any query
+# (PostgreSQL refuses a NUL in text, a lone surrogate cannot be encoded at all).
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 PROFILE_FIELDS = ("display_name", "gender", "age_range", "country", "languages", "about")
 
 # The mask: a rank by VIP points (1 point per 29.99 package ... 10 per 159.99,
@@ -278,6 +290,8 @@ class PrivacyService:
 
     async def member_view(self, member_id: str, viewer: Principal) -> dict[str, Any]:
         """A member as ``viewer`` may see it (PRODUCT.md: what performers see; nothing to others)."""
+        if not isinstance(member_id, str) or not _ACCOUNT_ID.fullmatch(member_id):
+            raise AccountNotFoundError("no such member")
         user = await self.store.user_by_id(member_id)
         if user is None or user.role != MEMBER or user.closed_at is not None:
             raise AccountNotFoundError("no such member")
@@ -309,7 +323,7 @@ class PrivacyService:
     async def member_view_by_username(self, username: Any, viewer: Principal) -> dict[str, Any]:
         """``member_view`` of the member with that username."""
         user = None
-        if isinstance(username, str) and 3 <= len(username) <= 32:
+        if isinstance(username, str) and USERNAME_RE.fullmatch(username):
             user = await self.store.user_by_username(username_key(username))
         if user is None:
             raise AccountNotFoundError("no such member")

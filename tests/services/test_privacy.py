@@ -203,6 +203,20 @@ async def test_who_may_see_a_member_at_all(world: World) -> None:
         await w.privacy.member_view(mia.id, anna)
 
 
+async def test_malformed_member_names_and_ids_are_not_found_on_every_store(world: World) -> None:
+    """Protects the member views from input the database cannot hold: PostgreSQL refuses a NUL
+    byte in text (a 500 before this was checked), so a name or id that no account can have is
+    'not found' before any query, on both stores."""
+    w = world
+    anna = await w.performer("anna")
+    for member_id in ("u_\x00abc", "u_" + "a" * 100, "", "u_\udcff", "u_abc\n"):
+        with pytest.raises(AccountNotFoundError):
+            await w.privacy.member_view(member_id, anna)
+    for name in ("ab\x00c", "mi a", "ab", "é" * 5, "../x", "mia\n"):
+        with pytest.raises(AccountNotFoundError):
+            await w.privacy.member_view_by_username(name, anna)
+
+
 async def test_profile_validation_and_clearing(world: World) -> None:
     """Protects the profile's shape: unknown fields, bad codes and control characters are refused,
     '' / [] clear, a performer has no member profile."""

@@ -1,0 +1,95 @@
+"""Schemathesis over the privacy routes alone (profile, visibility, member views, data download,
+"forget my data"), with more examples per operation than the whole-API run in
+test_openapi_fuzz.py, whose harness (a live daemon in a thread, a fresh token of a role chosen
+from the case) this reuses. Besides the seeded accounts, the member has a purchase, a paid
+private with the performer and a full profile, so the member views and the download answer
+with real content, not only with refusals."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from typing import Any, Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from jasmin_sfu.api.openapi import openapi_document
+from jasmin_sfu.services.ledger import wallet_account
+from tests.api.test_openapi_fuzz import LiveDaemon, negation_lost_on_the_wire, role_for
+
+PRIVACY_PATHS = r"^/api/v1/(me/(profile|privacy|data|erasure)|members/)"
+
+
+class PrivacyLiveDaemon(LiveDaemon):
+    async def _seed(self) -> None:
+        await super()._seed()
+        d = self.daemon
+        assert d is not None and d.accounts is not None and d.billing is not None and d.privacy is not None
+        member = (await d.accounts.login("member1", "member-password")).principal
+        performer = await d.accounts.store.user_by_username("alice")
+        assert performer is not None
+        await d.billing.ledger.open_member(member.id)
+        await d.billing.ledger.top_up("fuzz-pay-1", member.id, "p2999")
+        await d.billing.ledger.open_performer(performer.id)
+        sid = f"api1-{uuid.uuid4().hex}"
+        await d.billing.cc.authorize(sid, wallet_account(member.id), 300, performer_id=performer.id)
+        await d.billing.cc.terminate(sid, 1, 20)
+        await d.privacy.service.update_profile(member, {"display_name": "Member One", "country": "DE",
+                                                        "languages": ["en"], "about": "fuzzed"})
+        await d.privacy.service.update_settings(member, profile_visibility="performers_with_private",
+                                                mask_visibility="public")
+        self.member_id = member.id
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivacyLiveDaemon]:
+    d = PrivacyLiveDaemon(tmp_path_factory.mktemp("fuzz-privacy"))
+    d.start()
+    with urllib.request.urlopen(d.base + "/openapi.json", timeout=10) as r:
+        assert json.load(r) == openapi_document(), "/openapi.json is not the document fuzzed here"
+    yield d
+    d.stop()
+
+
+schema = schemathesis.openapi.from_dict(openapi_document()).include(path_regex=PRIVACY_PATHS)
+
+
+def test_the_filter_selects_every_privacy_route() -> None:
+    """Protects this file's coverage: every route of openapi_privacy is fuzzed here (a new
+    privacy route outside the filter would be fuzzed only lightly by the whole-API run)."""
+    from jasmin_sfu.api.openapi_privacy import privacy_paths
+
+    fuzzed = {op.path for op in (r.ok() for r in schema.get_all_operations())}
+    assert fuzzed == set(privacy_paths())
+
+
+@schema.parametrize()
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+def test_privacy_routes_never_fail_and_answer_as_documented(case: Any, live: PrivacyLiveDaemon) -> None:
+    """Protects the privacy routes under arbitrary input: no 5xx, only documented statuses, content
+    types and bodies, invalid input refused with a 4xx, for every role."""
+    headers: dict[str, str] = {}
+    role = role_for(case)
+    token = live.token(role)
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if case.path_parameters and case.operation.path.endswith("{member_id}") and role_for(case) in ("performer",
+                                                                                                  "admin"):
+        # Half of these cases ask for the real member, so the full view is checked against its schema.
+        if hash(repr(case.body)) % 2 == 0:
+            case.path_parameters["member_id"] = live.member_id
+    response = case.call(base_url=live.base, headers=headers)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    if not negation_lost_on_the_wire(case, response):
+        checks.append(negative_data_rejection)
+    case.validate_response(response, checks=checks, headers=headers)
