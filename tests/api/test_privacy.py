@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from jasmin_metering.events import CloudEvent, event_id, rfc3339_us
 from jasmin_sfu.services.ledger import wallet_account
