@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from jasmin_metering.events import CloudEvent, event_id, rfc3339_us
+from jasmin_signaling.client import SignalingClient
 from jasmin_sfu.services.ledger import wallet_account
 from jasmin_sfu.store.chat_repo import MessageRow
 from tests.api.conftest import Api
@@ -415,3 +416,75 @@ async def test_logout_and_erasure_end_the_running_websocket(api: Api) -> None:
     assert await _closed_with(ws3) == 4401
     assert not perf.closed
     await perf.close()
+
+
+# -- what signaling shows a performer ----------------------------------------------------------------
+
+
+def _drain(c: SignalingClient) -> list[dict[str, Any]]:
+    out = []
+    while not c.events.empty():
+        out.append(c.events.get_nowait())
+    return out
+
+
+async def _until(c: SignalingClient, name: str, seen: list[Any]) -> dict[str, Any]:
+    """The next event called ``name``; every event before it is kept in ``seen`` (not dropped)."""
+    while True:
+        ev = await asyncio.wait_for(c.events.get(), 5)
+        seen.append(ev)
+        if ev.get("event") == name:
+            return ev
+
+
+async def test_signaling_shows_a_performer_only_the_member_id_and_chat_name(api: Api) -> None:
+    """Protects 'nobody' visibility on the live path: through a whole show (the member joins,
+    chats, tips, requests a private, the performer accepts, the private ends) every frame the
+    performer's websocket receives names the member by its opaque id, and in chat by its username,
+    never with a profile field or the mask; resolving the id gives the username-only view. With
+    'all_performers' the frames stay the same: signaling never carries the profile, the REST view
+    applies the setting."""
+    admin = await api.admin_token()
+    ptok, _pid = await api.performer(admin, "kira")
+    mtok, mid = await api.member("lena")
+    await _buy(api, mtok)
+    await _profile(api, mtok, display_name="Lena L", gender="female", age_range="25-34", country="FR",
+                   languages=["fr"], about="secret about lena")
+    secrets = ("Lena L", "secret about lena", "FR", "25-34", "female", "bronze", "vip_points", "profile", "mask")
+    perf = await SignalingClient.connect(api.ws)
+    member = await SignalingClient.connect(api.ws)
+    seen: list[Any] = []
+    try:
+        seen.append(await perf.request("join", show_id="kira", role="performer", token=ptok))
+        await member.request("join", show_id="kira", role="viewer", token=mtok)
+        await member.request("chat.send", text="hello kira")
+        await member.request("chat.tip", credits=1, tip_id="tip-lena-1")
+        await member.request("private.request")
+        requested = await _until(perf, "private.requested", seen)
+        assert requested["data"]["member_id"] == mid
+        seen.append(await perf.request("private.accept", member_id=mid))
+        await member.request("private.end")
+        await _until(perf, "private.ended", seen)
+        seen.append(await perf.request("chat.history"))
+        seen += _drain(perf)
+        names = {e.get("event") for e in seen if isinstance(e, dict)}
+        assert {"private.requested", "chat.message", "chat.tip"} <= names, names
+        flat = json.dumps(seen)
+        assert mid in flat and "lena" in flat  # the member is there: by id, and by name in chat
+        for s in secrets:
+            assert s not in flat, (s, flat)
+        status, view, _ = await api.call("GET", f"/api/v1/members/by-id/{mid}", token=ptok)
+        assert status == 200 and set(view) == {"username", "site", "favourite", "spending"}
+        assert view["username"] == "lena"
+        # Visible to all performers: the REST view shows the profile, signaling still does not.
+        await _visibility(api, mtok, profile_visibility="all_performers", mask_visibility="public")
+        await member.request("chat.send", text="again")
+        later: list[Any] = []
+        await _until(perf, "chat.message", later)
+        flat = json.dumps(later + _drain(perf) + [await perf.request("chat.history")])
+        assert "Lena L" not in flat and "bronze" not in flat
+        status, view, _ = await api.call("GET", f"/api/v1/members/by-id/{mid}", token=ptok)
+        assert view["profile"]["display_name"] == "Lena L" and view["mask"]["rank"] == "bronze"
+    finally:
+        await member.close()
+        await perf.close()
