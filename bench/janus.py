@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from bench import janus_client as jc
 
 if TYPE_CHECKING:
-    from bench.load import LightViewer
+    from bench.viewers import LightViewer
 
 JANUS_BIN = "/usr/bin/janus"
 LIBDIR = "/usr/lib/x86_64-linux-gnu/janus"

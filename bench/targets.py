@@ -1,0 +1,164 @@
+"""The SFUs under test: jasmin-sfu as a real daemon process; Janus lives in bench/janus.py.
+
+Part of the load tool (``python -m bench.load``; bench/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from bench.viewers import LightViewer
+from jasmin_signaling.client import SignalingClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Target(Protocol):
+    name: str
+
+    def cpu_seconds(self) -> float: ...
+    def rss_mb(self) -> float: ...
+    def describe(self) -> dict[str, Any]: ...
+    async def publish(self, offer_sdp: str) -> str: ...
+    async def subscribe(self, viewer: "LightViewer") -> None: ...
+    async def unsubscribe(self, viewer: "LightViewer") -> None: ...
+    async def close(self) -> None: ...
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _proc_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class DaemonUnderTest:
+    """jasmin-sfu as a real process (``python -m jasmin_sfu serve``), pinned to ``cpu``."""
+
+    def __init__(self, cpu: int | None) -> None:
+        cmd = [sys.executable, "-m", "jasmin_sfu", "serve"]
+        if cpu is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(cpu)] + cmd
+        self.env = {"JASMIN_SERVER_PORT": "0", "JASMIN_SERVER_HOST": "127.0.0.1", "JASMIN_LOG_LEVEL": os.environ.get("BENCH_JASMIN_LOG_LEVEL", "warning"), "JASMIN_BILLING_ENABLED": "false",
+                    "JASMIN_SERVER_MAX_REQUESTS_PER_S": "1000", "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+                    # The tool's own loop stalls for seconds while hundreds of its viewers
+                    # handshake at once; with the default 20 s websocket heartbeat the
+                    # daemon then dropped the publisher's signaling (the show ended, loss
+                    # 100 %). 60 s matches Janus's session_timeout in bench/janus.py.
+                    "JASMIN_SERVER_HEARTBEAT_S": "60",
+                    # The load tool joins without tokens: no accounts, client-given ids trusted.
+                    "JASMIN_ACCOUNTS_ENABLED": "false", "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true"}
+        env = {**os.environ, **self.env}
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None
+        self.tail: deque[str] = deque(maxlen=2000)
+        for line in self.proc.stdout:
+            self.tail.append(line)
+            m = re.search(r"listening: demo page http://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        else:
+            raise RuntimeError("daemon did not start: " + "".join(self.tail))
+        import threading
+
+        def drain() -> None:
+            for line in self.proc.stdout or []:
+                self.tail.append(line)
+
+        threading.Thread(target=drain, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def cpu_seconds(self) -> float:
+        return _proc_cpu_seconds(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        return _proc_rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class JasminTarget:
+    name = "jasmin"
+
+    def __init__(self, cpu: int | None, show: str = "bench") -> None:
+        self.daemon = DaemonUnderTest(cpu)
+        self.show = show
+        self.pub_client: SignalingClient | None = None
+
+    def cpu_seconds(self) -> float:
+        return self.daemon.cpu_seconds()
+
+    def rss_mb(self) -> float:
+        return self.daemon.rss_mb()
+
+    def describe(self) -> dict[str, Any]:
+        from jasmin_sfu import __version__
+
+        return {"software": f"jasmin-sfu {__version__} (python -m jasmin_sfu serve, uvloop)",
+                "config": {"env": self.daemon.env, "other": "built-in defaults (jasmin_sfu/config.py)"},
+                # Warnings and errors the daemon logged during the run (its log level is warning).
+                "log_tail": [line.rstrip()[:300] for line in list(self.daemon.tail)[-20:]],
+                "log_transport_events": [line.rstrip()[:300] for line in self.daemon.tail if " connection " in line][-50:]}
+
+    async def publish(self, offer_sdp: str) -> str:
+        self.pub_client = await SignalingClient.connect(self.daemon.url)
+        await self.pub_client.request("join", show_id=self.show, role="performer")
+        res = await self.pub_client.request("publish", sdp=offer_sdp)
+        return str(res["sdp"])
+
+    async def subscribe(self, v: "LightViewer") -> None:
+        client = await SignalingClient.connect(self.daemon.url)
+        v.ctx["client"] = client
+        v.t_join_ns = time.time_ns()
+        await client.request("join", show_id=self.show, role="viewer")
+        res = await client.request("subscribe")
+        answer = await v.answer(str(res["sdp"]))
+        await client.request("answer", transport_id=res["transport_id"], sdp=answer)
+
+    async def unsubscribe(self, v: "LightViewer") -> None:
+        await v.close()
+        client = v.ctx.pop("client", None)
+        if client is not None:
+            await client.close()
+
+    async def close(self) -> None:
+        if self.pub_client is not None:
+            await self.pub_client.close()
+        self.daemon.stop()
+
+
+def make_target(name: str, cpu: int | None) -> Target:
+    if name == "jasmin":
+        return JasminTarget(cpu)
+    if name == "janus":
+        from bench.janus import JanusTarget
+
+        return JanusTarget(cpu)
+    raise SystemExit(f"unknown target {name!r} (jasmin, janus)")
