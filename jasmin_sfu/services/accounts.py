@@ -66,7 +66,7 @@ ADMIN = "admin"
 
 # Usernames double as show ids (a performer's show is its username), so they use
 # a subset of the signaling id alphabet.
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{3,32}$")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{3,32}\Z")
 RESERVED_USERNAMES = frozenset(
     {"admin", "administrator", "support", "staff", "moderator", "system", "root", "jasmin", "guest", "api"}
 )
@@ -74,7 +74,7 @@ MIN_PASSWORD = 8
 # argon2 hashes any length, but a megabyte password per request is a cheap DoS.
 MAX_PASSWORD = 256
 TOKEN_PREFIX = "jas_"
-TOKEN_RE = re.compile(r"^jas_[A-Za-z0-9_-]{43}$")
+TOKEN_RE = re.compile(r"^jas_[A-Za-z0-9_-]{43}\Z")
 
 # PRODUCT.md, Categories: the nude ones, then the two without nudity.
 NUDE_CATEGORIES = ("girl", "mature_woman", "fetish", "boy", "gay", "transgender", "couple", "lesbian")

@@ -39,9 +39,9 @@ from jasmin_sfu.services.errors import (
 from jasmin_sfu.services.ledger import package, points_account, units_to_credits, wallet_account
 from jasmin_sfu.store.accounts_repo import AccountsStore, PaymentRow
 
-IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-LAST4_RE = re.compile(r"^[0-9]{4}$")
-EXPIRY_RE = re.compile(r"^(0[1-9]|1[0-2])/[0-9]{2}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+LAST4_RE = re.compile(r"^[0-9]{4}\Z")
+EXPIRY_RE = re.compile(r"^(0[1-9]|1[0-2])/[0-9]{2}\Z")
 
 
 @dataclass(frozen=True)

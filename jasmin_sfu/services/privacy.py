@@ -72,12 +72,12 @@ AGE_RANGES = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 MAX_DISPLAY_NAME = 64
 MAX_ABOUT = 1000
 MAX_LANGUAGES = 8
-_COUNTRY = re.compile(r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2
-_LANGUAGE = re.compile(r"^[a-z]{2}$")  # ISO 639-1
+_COUNTRY = re.compile(r"^[A-Z]{2}\Z")  # ISO 3166-1 alpha-2
+_LANGUAGE = re.compile(r"^[a-z]{2}\Z")  # ISO 639-1
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Anything an account id can be ("u_" + hex today): other input is "not found" before any query
 # (PostgreSQL refuses a NUL in text, a lone surrogate cannot be encoded at all).
-_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 PROFILE_FIELDS = ("display_name", "gender", "age_range", "country", "languages", "about")
 
 # The mask: a rank by VIP points (1 point per 29.99 package ... 10 per 159.99,

@@ -38,7 +38,7 @@ ETHNICITIES = ("asian", "black", "latin", "middle_eastern", "white", "mixed", "o
 CAMERA_QUALITIES = ("sd", "hd", "full_hd", "uhd")
 MIN_AGE, MAX_AGE = 18, 99
 # ISO 639-1 codes, lower case.
-LANGUAGE_RE = re.compile(r"^[a-z]{2}$")
+LANGUAGE_RE = re.compile(r"^[a-z]{2}\Z")
 MAX_LANGUAGES = 12
 # A preset's language filter (alternatives: any of them).
 MAX_PRESET_LANGUAGES = 20

@@ -97,9 +97,9 @@ Clock = Callable[[], float]
 US = 1_000_000
 DAY = 86400
 
-FEED_TOKEN_RE = re.compile(r"^jasf_[A-Za-z0-9_-]{43}$")
-UNSUBSCRIBE_TOKEN_RE = re.compile(r"^jasu_[A-Za-z0-9_-]{32}$")
-PRESET_ID_RE = re.compile(r"^sp_[0-9a-f]{20}$")
+FEED_TOKEN_RE = re.compile(r"^jasf_[A-Za-z0-9_-]{43}\Z")
+UNSUBSCRIBE_TOKEN_RE = re.compile(r"^jasu_[A-Za-z0-9_-]{32}\Z")
+PRESET_ID_RE = re.compile(r"^sp_[0-9a-f]{20}\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 

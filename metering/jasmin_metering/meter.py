@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from jasmin_metering.errors import MeterStateError, SessionClosedError
 
 US = 1_000_000  # microseconds per second
-_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 
 
 def to_us(t: float) -> int:

@@ -18,7 +18,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 from jasmin_metering.events import CloudEvent
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 @runtime_checkable

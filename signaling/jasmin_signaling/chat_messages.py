@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import SignalingError
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 # Far above the chat's own 500-character cap: a longer frame is refused before any rule runs.
 MAX_WIRE_TEXT = 2000
 MAX_WIRE_REASON = 1000

@@ -15,7 +15,7 @@ from typing import Any
 from .chat_messages import CHAT_METHODS
 from .errors import SignalingError
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MAX_SDP_CHARS = 65536
 
 
@@ -24,7 +24,7 @@ def _check_id(name: str, value: str) -> None:
         raise SignalingError("bad_request", f"{name}: 1-64 characters of A-Z a-z 0-9 _ . : -")
 
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}\Z")
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ async def test_register_then_login_and_the_token_speaks_for_the_member(svc: Acco
 
 @pytest.mark.parametrize("username,password,field", [
     ("ab", "long enough", "username"),
+    ("anna\n", "long enough", "username"),  # Python's $ matches before a final newline
     ("has space", "long enough", "username"),
     ("x" * 33, "long enough", "username"),
     ("fine_name", "short", "password"),

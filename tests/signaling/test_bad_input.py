@@ -97,6 +97,7 @@ async def test_malformed_frames_are_answered(raw: Raw, frame: Any, code: str) ->
         ("join", {"show_id": "a", "role": "king"}, "bad_request"),
         ("join", {"show_id": "a"}, "bad_request"),
         ("join", {"show_id": "a b/../", "role": "viewer"}, "bad_request"),
+        ("join", {"show_id": "alice\n", "role": "viewer"}, "bad_request"),  # not "alice"'s show
         ("join", {"show_id": "a", "role": "viewer", "extra": 1}, "bad_request"),
         ("join", "not an object", "bad_request"),
         ("subscribe", {"producer_ids": "x"}, "bad_request"),
