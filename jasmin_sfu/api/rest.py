@@ -110,10 +110,52 @@ def map_error(exc: Exception) -> ApiError | None:
     return None
 
 
+def unstorable(text: str) -> bool:
+    """Text no store can keep: PostgreSQL refuses a NUL in text, and a lone
+    surrogate (from a JSON ``\\ud800`` or a percent-encoded path) has no UTF-8."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_unstorable(value: Any, depth: int = 0) -> str | None:
+    """The JSON key path of the first string (key or value) ``unstorable`` refuses."""
+    if isinstance(value, str):
+        return "" if unstorable(value) else None
+    if depth > 32:
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if unstorable(k):
+                return "key"
+            inner = _first_unstorable(v, depth + 1)
+            if inner is not None:
+                return f"{k}.{inner}".rstrip(".")
+    elif isinstance(value, list):
+        for v in value:
+            inner = _first_unstorable(v, depth + 1)
+            if inner is not None:
+                return inner
+    return None
+
+
+def refuse_unstorable(data: Any) -> None:
+    """400 for a JSON body holding text no store can keep (never a store's 500)."""
+    where = _first_unstorable(data)
+    if where is not None:
+        raise ApiError(400, "bad_request", f"{where[:64] or 'body'}: NUL or unpaired surrogate in text")
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure of the API as the JSON error shape; a bug is a logged 500, never a stack trace."""
     try:
+        if unstorable(request.path) or any(unstorable(k) or unstorable(v) for k, v in request.query.items()):
+            raise ApiError(400, "bad_request", "the path or query holds a NUL or an unpaired surrogate")
         return await handler(request)
     except ApiError as e:
         return error_response(e.status, e.code, e.message, e.headers)
@@ -176,6 +218,7 @@ async def json_body(
         raise ApiError(400, "bad_request", "a JSON object body is required")
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
+    refuse_unstorable(data)
     for key in data:
         if key not in fields:
             raise ApiError(400, "bad_request", f"{key[:64]}: unknown field")

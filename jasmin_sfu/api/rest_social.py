@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest import MAX_BODY, ApiError, RestApi, error_response, json_body
+from jasmin_sfu.api.rest import MAX_BODY, ApiError, RestApi, error_response, json_body, refuse_unstorable
 from jasmin_sfu.services.errors import (
     AlreadyVotedError,
     FavouritesFullError,
@@ -116,6 +116,7 @@ async def object_body(request: web.Request, fields: dict[str, tuple[str, bool]])
         raise ApiError(400, "bad_request", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "a JSON object body is required")
+    refuse_unstorable(data)
     for key in data:
         if key not in fields:
             raise ApiError(400, "bad_request", f"{key[:64]}: unknown field")

@@ -25,7 +25,12 @@ from schemathesis.specs.openapi.checks import (
 
 from jasmin_sfu.api.openapi import openapi_document
 from jasmin_sfu.services.ledger import wallet_account
-from tests.api.test_openapi_fuzz import LiveDaemon, negation_lost_on_the_wire, role_for
+from tests.api.test_openapi_fuzz import (
+    LiveDaemon,
+    accept_documented_refusals,
+    negation_lost_on_the_wire,
+    role_for,
+)
 
 PRIVACY_PATHS = r"^/api/v1/(me/(profile|privacy|data|erasure)|members/)"
 
@@ -60,7 +65,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivacyLiveDaemon
     d.stop()
 
 
-schema = schemathesis.openapi.from_dict(openapi_document()).include(path_regex=PRIVACY_PATHS)
+schema = accept_documented_refusals(
+    schemathesis.openapi.from_dict(openapi_document()).include(path_regex=PRIVACY_PATHS)
+)
 
 
 def test_the_filter_selects_every_privacy_route() -> None:

@@ -223,3 +223,18 @@ def test_the_first_admin_comes_from_the_command_line(tmp_path: Path) -> None:
             await accounts.close()
 
     assert asyncio.run(login()) == "admin"
+
+
+async def test_text_no_store_can_keep_is_a_400_not_a_500(api: Api) -> None:
+    """Protects the stores from input PostgreSQL cannot hold: a NUL or an unpaired surrogate in
+    a JSON body, a path or a query is refused at the edge with 400 (it was a 500 on PostgreSQL)."""
+    token, _ = await api.member("nul_tester")
+    for body in ({"username": "ab\u0000cd", "password": "password-1"},
+                 {"username": "abcd", "password": "pass\ud800word"},
+                 {"username\u0000": "abcd", "password": "password-1"}):
+        status, resp, _ = await api.call("POST", "/api/v1/accounts", json=body)
+        assert status == 400 and is_error(resp, "bad_request"), body
+    status, resp, _ = await api.call("GET", "/api/v1/performers/al%00ice", token=token)
+    assert status == 400 and is_error(resp, "bad_request")
+    status, resp, _ = await api.call("GET", "/api/v1/performers?q=a%00b", token=token)
+    assert status == 400 and is_error(resp, "bad_request")
