@@ -26,6 +26,9 @@ class NotificationSubscription:
         self.auth = auth
         self.send = send
         self.member_id: str | None = None
+        # Who the registration speaks for: revoking its token ends the connection
+        # (retention.end_revoked_sessions), like a join's token.
+        self.principal: Principal | None = None
         self._detach: Callable[[], None] | None = None
 
     def watch(self, principal: Principal | None) -> None:
@@ -33,9 +36,11 @@ class NotificationSubscription:
         if self.notifier is None or principal is None or principal.kind != MEMBER:
             return
         if self.member_id == principal.id:
+            self.principal = principal
             return
         self.close()
         self.member_id = principal.id
+        self.principal = principal
         self._detach = self.notifier.attach(principal.id, self.send)
 
     async def subscribe(self, token: str | None, joined: Principal | None) -> dict[str, Any]:
@@ -63,3 +68,4 @@ class NotificationSubscription:
             self._detach()
         self._detach = None
         self.member_id = None
+        self.principal = None

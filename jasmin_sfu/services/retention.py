@@ -293,14 +293,21 @@ def end_revoked_sessions(sessions: Any, user_id: str | None, session_id: str | N
     """Close the signaling websockets that joined with a revoked token (or any token of ``user_id``).
 
     ``sessions`` holds ``SignalingSession``s whose ``handler.principal`` is the
-    joined identity (None before a join). Returns how many were closed.
+    joined identity (None before a join) and whose ``handler.notifications.principal``
+    is the member a ``notifications.subscribe {token}`` registered. Returns how
+    many were closed.
     """
+    def revoked(p: Any) -> bool:
+        return p is not None and (
+            (user_id is not None and p.id == user_id) or (session_id is not None and p.session_id == session_id)
+        )
+
     n = 0
     for s in list(sessions):
-        p = getattr(getattr(s, "handler", None), "principal", None)
-        if p is None:
-            continue
-        if (user_id is not None and p.id == user_id) or (session_id is not None and p.session_id == session_id):
+        handler = getattr(s, "handler", None)
+        # The joined identity, and the one a notifications.subscribe {token} registered.
+        subscribed = getattr(getattr(handler, "notifications", None), "principal", None)
+        if revoked(getattr(handler, "principal", None)) or revoked(subscribed):
             task = asyncio.get_running_loop().create_task(
                 s.ws.close(code=REVOKED_CLOSE_CODE, message=b"token revoked")
             )

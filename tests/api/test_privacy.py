@@ -488,3 +488,21 @@ async def test_signaling_shows_a_performer_only_the_member_id_and_chat_name(api:
     finally:
         await member.close()
         await perf.close()
+
+
+async def test_a_notifications_only_websocket_ends_with_its_token(api: Api) -> None:
+    """Protects revocation for connections that never joined: a websocket registered with
+    ``notifications.subscribe {token}`` is closed with 4401 when that token is revoked, so a
+    logged-out member stops receiving favourite.online events."""
+    mtok, _mid = await api.member("kira")
+    ws = await api.session.ws_connect(api.ws)
+    await ws.send_json({"type": "hello", "protocol": "jasmin/1", "client": "test-privacy"})
+    assert (await ws.receive_json(timeout=5)).get("type") == "welcome"
+    await ws.send_json({"type": "request", "id": 1, "method": "notifications.subscribe", "data": {"token": mtok}})
+    while True:
+        msg = await ws.receive_json(timeout=5)
+        if msg.get("type") == "response" and msg.get("id") == 1:
+            assert msg.get("ok") is True, msg
+            break
+    assert (await api.call("DELETE", "/api/v1/sessions/current", token=mtok))[0] == 204
+    assert await _closed_with(ws) == 4401
