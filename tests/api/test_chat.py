@@ -416,6 +416,10 @@ async def test_a_tip_without_enough_credits_is_refused_and_charges_nothing(
     guest, _ = await room.guest()
     await refused(guest, "forbidden", "chat.tip", credits=1, tip_id="g")
     await refused(room.perf, "forbidden", "chat.tip", credits=1, tip_id="x")
+    # A performer's token watching this room chats as a member but may not tip from its earnings.
+    other_perf, _ = await api.performer(room.admin, "zara")
+    visitor, _ = await room.join(other_perf)
+    await refused(visitor, "forbidden", "chat.tip", credits=1, tip_id="v")
     late, joined = await room.join((await api.member("late"))[0])
     assert joined["chat"]["king"] is None
 
