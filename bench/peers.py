@@ -36,6 +36,9 @@ LOOPBACK = ["127.0.0.1"]
 def loopback_only() -> None:
     """Make every aiortc peer in this process gather on 127.0.0.1 only."""
     aiortc_adapter.restrict_host_addresses(LOOPBACK)
+    # The tool's own loop stalls while hundreds of its viewers handshake; its
+    # publisher must not drop consent over late answers either.
+    aiortc_adapter.tolerant_consent()
 
 
 def new_pc() -> RTCPeerConnection:

@@ -18,6 +18,8 @@ The hooks (measured on aiortc 1.16.0):
   pair's datagram transport, both synchronous, so the hot path never awaits.
 * ``RTCRtpSender`` name-mangled SR fields: aiortc's own RTCP loop then sends
   sender reports describing what we forwarded under its SSRC.
+* ``aioice.ice.Connection.query_consent`` is replaced (process-wide, by
+  :func:`tolerant_consent`): see there.
 * The C fast path (``_fastpath.c``) needs three more private things, all
   resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
   (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
@@ -29,11 +31,14 @@ The hooks (measured on aiortc 1.16.0):
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import socket
 import time
 from typing import Any, Callable, Optional
 
 import aioice.ice
+import aioice.stun
 import aiortc
 import pylibsrtp
 import aiortc.rtcrtpreceiver
@@ -143,6 +148,54 @@ def restrict_host_addresses(
         aioice.ice.Connection.get_component_candidates = _component_candidates_in_range  # type: ignore[method-assign]
     else:
         aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------
+# Consent freshness (RFC 7675) that a busy event loop does not break.
+
+log = logging.getLogger(__name__)
+
+# RFC 7675 section 5.1: consent expires when no check has been answered for 30 s.
+CONSENT_TIMEOUT_S = 30.0
+# aioice 0.13 sends each check once (no retransmission, 0.5 s timeout) and
+# gives up after 6 misses in a row. When either loop answers later than 0.5 s
+# for 30 s (an overloaded SFU, or a peer whose loop stalls), a healthy leg is
+# closed: in the load bench the publisher's leg, and with it the whole show.
+# Two retransmissions (0.5 + 1 + 2 s) let a late answer count.
+CONSENT_RETRANSMISSIONS = 2
+_original_query_consent = aioice.ice.Connection.query_consent
+
+
+async def _query_consent_tolerant(self: Any) -> None:
+    """aioice's consent loop, expiring on 30 s without an answer instead of 6 late ones."""
+    loop = asyncio.get_running_loop()
+    last_ok = loop.time()
+    while True:
+        await asyncio.sleep(aioice.ice.CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+        for pair in list(self._nominated.values()):
+            request = self.build_request(pair, nominate=False)
+            try:
+                await pair.protocol.request(
+                    request,
+                    pair.remote_addr,
+                    integrity_key=self.remote_password.encode("utf8"),
+                    retransmissions=CONSENT_RETRANSMISSIONS,
+                )
+                last_ok = loop.time()
+            except aioice.stun.TransactionError:
+                pass
+        if loop.time() - last_ok >= CONSENT_TIMEOUT_S:
+            log.info("ICE consent expired: no answer for %.0f s", loop.time() - last_ok)
+            self._query_consent_task = None
+            await self.close()
+            return
+
+
+def tolerant_consent(enabled: bool = True) -> None:
+    """Install (or, with ``enabled=False``, remove) the tolerant consent loop, process-wide."""
+    aioice.ice.Connection.query_consent = (  # type: ignore[method-assign]
+        _query_consent_tolerant if enabled else _original_query_consent
+    )
 
 
 def announce_address(sdp: str, announced_ip: str) -> str:
@@ -438,7 +491,13 @@ def self_check() -> None:
         if field not in sender_src:
             missing.append(f"RTCRtpSender {field}")
     conn_src = inspect.getsource(aioice.ice.Connection)
-    for field in ("self._nominated", "self._protocols"):
+    for owner, name in ((aioice.ice.Connection, "build_request"), (aioice.ice, "CONSENT_INTERVAL"),
+                        (aioice.stun, "TransactionError")):
+        if not hasattr(owner, name):
+            missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+    if "retransmissions" not in inspect.signature(aioice.ice.StunProtocol.request).parameters:
+        missing.append("aioice StunProtocol.request(retransmissions=)")
+    for field in ("self._nominated", "self._protocols", "self._query_consent_task", "self.remote_password"):
         if field not in conn_src:
             missing.append(f"aioice Connection {field}")
     missing += _fastpath_check()

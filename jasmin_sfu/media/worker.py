@@ -19,6 +19,7 @@ class Worker:
     def __init__(self, settings: MediaSettings, clock: Callable[[], float] = time.monotonic) -> None:
         adapter.self_check()
         adapter.restrict_host_addresses(settings.listen_ips, settings.port_range)
+        adapter.tolerant_consent()
         self.codecs_created = adapter.count_codec_creation()
         self.settings = settings
         self.clock = clock

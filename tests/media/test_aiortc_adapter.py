@@ -6,6 +6,7 @@ import asyncio
 import inspect
 
 import aioice.ice
+import aioice.stun
 import aiortc
 import pytest
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpSender
@@ -122,3 +123,78 @@ def test_self_check_names_a_moved_fastpath_hook(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(adapter, "SRTP_PROTECT_CTYPE", "int(*)(void *, void *, size_t *)")
     with pytest.raises(adapter.AdapterError, match="pylibsrtp version 9.9.9.*srtp_protect"):
         adapter.self_check()
+
+
+class _ConsentPeer:
+    """A stand-in aioice Connection for the consent loop: one nominated pair whose
+    answers arrive after 0.5 s, so only a check with retransmissions gets one."""
+
+    def __init__(self, answers: bool = True) -> None:
+        self.answers = answers
+        self.requests: list[int] = []
+        self.closed = asyncio.Event()
+        self._query_consent_task: object = "running"
+        self.remote_password = "pw"
+        pair = type("Pair", (), {})()
+        pair.remote_addr = ("127.0.0.1", 9)
+        pair.protocol = self
+        self._nominated = {1: pair}
+
+    def build_request(self, pair: object, nominate: bool) -> object:
+        return object()
+
+    def _Connection__log_info(self, *args: object) -> None:  # aioice's name-mangled logger
+        pass
+
+    async def request(self, request: object, addr: object, integrity_key: bytes, retransmissions: int = 6) -> None:
+        self.requests.append(retransmissions)
+        await asyncio.sleep(0)
+        if not (self.answers and retransmissions >= 1):
+            raise aioice.stun.TransactionError()
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+async def _run_consent(loop_fn: object, peer: _ConsentPeer, until_requests: int) -> None:
+    task = asyncio.ensure_future(loop_fn(peer))  # type: ignore[operator]
+    while len(peer.requests) < until_requests and not task.done():
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_late_consent_answers_keep_a_leg_that_aioices_own_loop_would_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Protects shows on a busy node: a peer that answers consent checks late (after aioice's
+    single 0.5 s try) keeps its leg. aioice's own loop closes it after 6 late answers; that is
+    how an overloaded load-bench step lost its publisher and the whole show."""
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0)
+    stock = _ConsentPeer()
+    await _run_consent(adapter._original_query_consent, stock, 50)
+    assert stock.closed.is_set() and stock.requests == [0] * 6  # the failure mode, reproduced
+    ours = _ConsentPeer()
+    await _run_consent(adapter._query_consent_tolerant, ours, 50)
+    assert not ours.closed.is_set()
+    assert set(ours.requests) == {adapter.CONSENT_RETRANSMISSIONS} and adapter.CONSENT_RETRANSMISSIONS >= 1
+
+
+async def test_consent_still_expires_when_the_peer_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects RFC 7675: with no answer at all for CONSENT_TIMEOUT_S the leg is closed."""
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.001)
+    monkeypatch.setattr(adapter, "CONSENT_TIMEOUT_S", 0.05)
+    peer = _ConsentPeer(answers=False)
+    await asyncio.wait_for(adapter._query_consent_tolerant(peer), timeout=10)
+    assert peer.closed.is_set() and peer._query_consent_task is None
+
+
+def test_the_daemon_installs_the_tolerant_consent_loop() -> None:
+    """Protects the wiring: a media worker replaces aioice's consent loop process-wide."""
+    from jasmin_sfu.media.settings import MediaSettings
+    from jasmin_sfu.media.worker import Worker
+
+    adapter.tolerant_consent(False)
+    assert aioice.ice.Connection.query_consent is adapter._original_query_consent
+    Worker(MediaSettings())
+    assert aioice.ice.Connection.query_consent is adapter._query_consent_tolerant
