@@ -212,16 +212,10 @@ class Consumer:
         self._set_offsets(seq0, ts0)
         sent = sent_bytes = 0
         for data in frame:
-            split = p.tail_for(data, self.profile)
-            if split is None:
-                continue
-            b1, seq, ts, _, tail = split
-            pkt = self._rewrite(b1, seq, ts, tail)
-            if self.sink.send(pkt):
+            n = self._resend(data)
+            if n:
                 sent += 1
-                sent_bytes += len(pkt)
-                self._packets += 1
-                self._octets += len(tail[1])
+                sent_bytes += n
         last_seq = (seq0 + len(frame) - 1 + self._seq_off) & 0xFFFF
         # Not anchored: the live stream starts on the next keyframe and
         # continues from here (the same path as a resume).
@@ -231,6 +225,21 @@ class Consumer:
         stats.rtp_packets_out += sent
         stats.rtp_bytes_out += sent_bytes
         return sent
+
+    def _resend(self, data: bytes, count: bool = True) -> int:
+        """Send a packet from the producer's caches in this viewer's space; the
+        bytes sent (0: unusable or not sent). ``count`` adds it to the SR counts."""
+        split = self.producer.tail_for(data, self.profile)
+        if split is None:
+            return 0
+        b1, seq, ts, _, tail = split
+        pkt = self._rewrite(b1, seq, ts, tail)
+        if not self.sink.send(pkt):
+            return 0
+        if count:
+            self._packets += 1
+            self._octets += len(tail[1])
+        return len(pkt)
 
     def _go_fast(self) -> None:
         """Hand forwarding to the C lane when this consumer is C-eligible."""
@@ -323,15 +332,11 @@ class Consumer:
                 missing.append(in_seq)
                 self._stats.nack_packets_missed += 1
                 continue
-            split = p.tail_for(data, self.profile)
-            if split is None:
-                continue
-            b1, seq, ts, _, tail = split
-            pkt = self._rewrite(b1, seq, ts, tail)
-            if self.sink.send(pkt):
+            n = self._resend(data, count=False)
+            if n:
                 self._stats.nack_packets_served += 1
                 self._stats.rtp_packets_out += 1
-                self._stats.rtp_bytes_out += len(pkt)
+                self._stats.rtp_bytes_out += n
         if missing:
             p.nack_upstream(missing)
 
