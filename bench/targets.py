@@ -58,9 +58,8 @@ class DaemonUnderTest:
         self.env = {"JASMIN_SERVER_PORT": "0", "JASMIN_SERVER_HOST": "127.0.0.1", "JASMIN_LOG_LEVEL": os.environ.get("BENCH_JASMIN_LOG_LEVEL", "warning"), "JASMIN_BILLING_ENABLED": "false",
                     "JASMIN_SERVER_MAX_REQUESTS_PER_S": "1000", "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
                     # The tool's own loop stalls for seconds while hundreds of its viewers
-                    # handshake at once; with the default 20 s websocket heartbeat the
-                    # daemon then dropped the publisher's signaling (the show ended, loss
-                    # 100 %). 60 s matches Janus's session_timeout in bench/janus.py.
+                    # handshake at once; a missed pong must not end the publisher's
+                    # session. 60 s matches Janus's session_timeout in bench/janus.py.
                     "JASMIN_SERVER_HEARTBEAT_S": "60",
                     # The load tool joins without tokens: no accounts, client-given ids trusted.
                     "JASMIN_ACCOUNTS_ENABLED": "false", "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true"}
