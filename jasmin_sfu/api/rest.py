@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -190,13 +190,11 @@ def _type_ok(value: Any, kind: str) -> bool:
     raise AssertionError(kind)  # pragma: no cover
 
 
-async def json_body(
-    request: web.Request, fields: dict[str, tuple[str, bool]], *, required: bool = True
-) -> dict[str, Any]:
-    """The request's JSON object, checked against ``fields``: name -> (type, required).
+async def json_object(request: web.Request, fields: Iterable[str], *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object, refused unless every key is one of ``fields``: size (413),
+    media type (415), syntax, shape and storable text (400). Field types are the caller's.
 
-    A body that is not ``required`` may be absent (zero bytes: ``{}``). Unknown
-    fields are refused, so a typo (or a card number) never passes silently.
+    A body that is not ``required`` may be absent (zero bytes: ``{}``).
     """
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
@@ -222,6 +220,18 @@ async def json_body(
     for key in data:
         if key not in fields:
             raise ApiError(400, "bad_request", f"{key[:64]}: unknown field")
+    return data
+
+
+async def json_body(
+    request: web.Request, fields: dict[str, tuple[str, bool]], *, required: bool = True
+) -> dict[str, Any]:
+    """The request's JSON object, checked against ``fields``: name -> (type, required).
+
+    A body that is not ``required`` may be absent (zero bytes: ``{}``). Unknown
+    fields are refused, so a typo (or a card number) never passes silently.
+    """
+    data = await json_object(request, fields, required=required)
     for name, (kind, required) in fields.items():
         if name not in data:
             if required:

@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest import MAX_BODY, ApiError, RestApi, error_response, json_body, refuse_unstorable
+from jasmin_sfu.api.rest import ApiError, RestApi, error_response, json_body, json_object
 from jasmin_sfu.services.errors import (
     AlreadyVotedError,
     FavouritesFullError,
@@ -102,24 +102,7 @@ async def object_body(request: web.Request, fields: dict[str, tuple[str, bool]])
     """Like ``json_body``, with an ``object`` kind (a preset's filters)."""
     plain = {k: v for k, v in fields.items() if v[0] != "object"}
     objects = {k: v for k, v in fields.items() if v[0] == "object"}
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
-    ctype = request.headers.get("Content-Type")
-    if raw and ctype is not None:
-        mime = ctype.split(";", 1)[0].strip().lower()
-        if mime != "application/json" and not mime.endswith("+json"):
-            raise ApiError(415, "unsupported_media_type", "send application/json")
-    try:
-        data = json.loads(raw) if raw else None
-    except (ValueError, RecursionError):
-        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", "a JSON object body is required")
-    refuse_unstorable(data)
-    for key in data:
-        if key not in fields:
-            raise ApiError(400, "bad_request", f"{key[:64]}: unknown field")
+    data = await json_object(request, fields)
     for name, (_kind, required) in objects.items():
         if name not in data:
             if required:
