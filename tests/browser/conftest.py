@@ -10,13 +10,33 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, AsyncIterator, NoReturn
 
 import pytest
+
+from jasmin_sfu.app import Daemon
+from tests.api.conftest import accounts_config
+from tests.conftest import test_config as node_config
 
 CHROMIUM = "/usr/bin/chromium"
 NO_CHROMIUM = "Chromium not installed: apt-get install chromium"
 NO_PLAYWRIGHT = "playwright not installed: pip install -e '.[test]'"
+
+# Exactly these switches (Playwright adds --headless itself with headless=True).
+CHROMIUM_ARGS = [
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 _skipped: set[str] = set()
 
@@ -56,6 +76,30 @@ def async_playwright() -> Any:
     except ImportError:
         _missing(NO_PLAYWRIGHT)
     return async_playwright
+
+
+@pytest.fixture
+async def browser(chromium_executable: str, async_playwright: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """A headless Chromium (fake camera and microphone) with its own fresh profile."""
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Daemon]:
+    """A daemon with accounts (SQLite in tmp_path); a module may override it."""
+    d = Daemon(node_config(accounts=accounts_config(str(tmp_path / "accounts"))))
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -8,39 +8,14 @@ refused, and a viewer that confirms 18+ in the dialog watches as a guest.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
 from jasmin_sfu.app import Daemon
-from tests.api.conftest import accounts_config
-from tests.browser.test_demo_page import CHROMIUM_ARGS, open_page, wait_state
-from tests.conftest import test_config as node_config
+from tests.browser.test_demo_page import open_page, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Daemon]:
-    d = Daemon(node_config(accounts=accounts_config(str(tmp_path / "accounts"))))
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.stop()
-
-
-@pytest.fixture
-async def browser(chromium_executable: str, async_playwright: Any, tmp_path: Path) -> AsyncIterator[Any]:
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
 
 
 async def test_the_demo_page_joins_with_tokens_and_guests_confirm_18_plus(node: Daemon, browser: Any) -> None:

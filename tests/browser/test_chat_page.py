@@ -7,40 +7,15 @@ reply shows on the member's page in the performer colour.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.services.chat import PERFORMER_COLOR
-from tests.api.conftest import accounts_config
-from tests.browser.test_demo_page import CHROMIUM_ARGS, open_page, wait_state
-from tests.conftest import test_config as node_config
+from tests.browser.test_demo_page import open_page, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Daemon]:
-    d = Daemon(node_config(accounts=accounts_config(str(tmp_path / "accounts"))))
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.stop()
-
-
-@pytest.fixture
-async def browser(chromium_executable: str, async_playwright: Any, tmp_path: Path) -> AsyncIterator[Any]:
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
 
 
 async def wait_line(page: Any, text: str) -> dict[str, Any]:

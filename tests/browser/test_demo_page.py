@@ -20,21 +20,6 @@ from jasmin_sfu.config import AccountsConfig, BillingConfig, Config, ServerConfi
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-# Exactly these switches (Playwright adds --headless itself with headless=True).
-CHROMIUM_ARGS = [
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 TIMEOUT_S = 30.0
 
@@ -79,22 +64,6 @@ async def sfu() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{daemon.port}"
     finally:
         await daemon.stop()
-
-
-@pytest.fixture
-async def browser(chromium_executable: str, async_playwright: Any, tmp_path: Path) -> AsyncIterator[Any]:
-    """A headless Chromium with its own fresh profile (a persistent context)."""
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=chromium_executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
 
 
 async def open_page(browser: Any, url: str, logs: list[str]) -> Any:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
-from tests.browser.test_demo_page import CHROMIUM_ARGS, TIMEOUT_S, poll, wait_state
+from tests.browser.test_demo_page import TIMEOUT_S, poll, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -27,19 +27,6 @@ IN_FLIGHT_FRAMES = 5
 # "Later": the member decodes this many more video frames (and audio packets) meanwhile.
 LATER_FRAMES = 30
 LATER_AUDIO_PACKETS = 50
-
-
-@pytest.fixture
-async def browser(chromium_executable: str, async_playwright: Any, tmp_path: Path) -> AsyncIterator[Any]:
-    """A headless Chromium (fake camera and microphone) with a fresh profile."""
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
 
 
 async def open_page(browser: Any, url: str, name: str, logs: list[str]) -> Any:
