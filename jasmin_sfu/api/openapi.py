@@ -11,9 +11,20 @@ from typing import Any
 
 from jasmin_sfu import __version__
 from jasmin_sfu.api.openapi_chat import chat_paths, chat_schemas
+from jasmin_sfu.api.openapi_parts import body as _body
+from jasmin_sfu.api.openapi_parts import closed_object as _object
+from jasmin_sfu.api.openapi_parts import ref as _ref
+from jasmin_sfu.api.openapi_parts import responses
 from jasmin_sfu.api.openapi_privacy import privacy_paths, privacy_schemas
 from jasmin_sfu.api.openapi_social import social_paths, social_schemas
-from jasmin_sfu.services.accounts import CATEGORIES, MAX_BIO, MAX_DISPLAY_NAME, MAX_PASSWORD, MAX_PRICE, MIN_PASSWORD
+from jasmin_sfu.services.accounts import (
+    CATEGORIES,
+    MAX_BIO,
+    MAX_DISPLAY_NAME,
+    MAX_PASSWORD,
+    MAX_PRICE,
+    MIN_PASSWORD,
+)
 from jasmin_sfu.services.ledger import PACKAGES
 
 _ERRORS = {
@@ -29,6 +40,11 @@ _ERRORS = {
     503: "Accounts, billing or payments are not enabled on this node, or the database is busy",
 }
 
+
+def _responses(ok: dict[int, tuple[str, str | None]], *errors: int) -> dict[str, Any]:
+    return responses(_ERRORS, ok, *errors)
+
+
 USERNAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{3,32}$", "example": "alice"}
 PASSWORD = {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD, "format": "password"}
 PRICE = {"type": "integer", "minimum": 1, "maximum": MAX_PRICE,
@@ -37,34 +53,6 @@ CATEGORY_LIST = {"type": "array", "items": {"type": "string", "enum": list(CATEG
                  "maxItems": len(CATEGORIES),
                  "description": "hot_flirt and celebrity (no nudity) cannot be combined with the nude categories"}
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _responses(ok: dict[int, tuple[str, str | None]], *errors: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for status, (description, schema) in ok.items():
-        out[str(status)] = _json(_ref(schema), description) if schema else {"description": description}
-    for status in sorted(errors):
-        out[str(status)] = _json(_ref("Error"), _ERRORS[status])
-    return out
-
-
-def _body(schema: str, required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
-
-
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
-    if required:
-        out["required"] = required
-    return out
 
 
 def _schemas() -> dict[str, Any]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jasmin_sfu.api.openapi_parts import json_response as _json
+from jasmin_sfu.api.openapi_parts import ref as _ref
 from jasmin_sfu.services.chat import MODERATION_ACTIONS
 
 ROOM_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$"
@@ -18,14 +20,6 @@ _ERRORS = {
     403: "Only support (admin accounts) may read this",
     503: "Accounts or chat are not enabled on this node, or the database is busy",
 }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _query() -> list[dict[str, Any]]:

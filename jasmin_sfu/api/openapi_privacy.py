@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from jasmin_sfu.services.privacy import AGE_RANGES, GENDERS, MAX_ABOUT, MAX_DISPLAY_NAME, MAX_LANGUAGES, MASK_RANKS
+from jasmin_sfu.api.openapi_parts import body as _body
+from jasmin_sfu.api.openapi_parts import ref as _ref
+from jasmin_sfu.api.openapi_parts import responses
+from jasmin_sfu.services.privacy import (
+    AGE_RANGES,
+    GENDERS,
+    MASK_RANKS,
+    MAX_ABOUT,
+    MAX_DISPLAY_NAME,
+    MAX_LANGUAGES,
+)
 from jasmin_sfu.store.accounts_repo import MASK_VISIBILITIES, PROFILE_VISIBILITIES
 
 _ERRORS = {
@@ -22,27 +32,15 @@ _ERRORS = {
     429: "rate_limited: too many wrong passwords; Retry-After says when to try again",
     503: "Accounts are not enabled on this node, or the database is busy",
 }
+
+
+def _responses(ok: dict[int, tuple[str, str | None]], *errors: int) -> dict[str, Any]:
+    return responses(_ERRORS, ok, *errors)
+
+
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 USERNAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{3,32}$", "example": "member1"}
 _NSTR = {"type": "string", "nullable": True}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _responses(ok: dict[int, tuple[str, str]], *errors: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        str(s): {"description": d, "content": {"application/json": {"schema": _ref(n)}}} for s, (d, n) in ok.items()
-    }
-    for status in sorted(errors):
-        out[str(status)] = {"description": _ERRORS[status],
-                            "content": {"application/json": {"schema": _ref("Error")}}}
-    return out
-
-
-def _body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 def _profile_fields(nullable: bool) -> dict[str, Any]:

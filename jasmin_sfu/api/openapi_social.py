@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from jasmin_sfu.api.openapi_parts import body as _body
+from jasmin_sfu.api.openapi_parts import closed_object as _object
+from jasmin_sfu.api.openapi_parts import ref as _ref
+from jasmin_sfu.api.openapi_parts import responses
 from jasmin_sfu.services.accounts import CATEGORIES
 from jasmin_sfu.services.search import (
     BUILDS,
@@ -40,6 +44,11 @@ _ERRORS = {
     503: "Accounts, billing or the social features are not enabled on this node, or the database is busy",
 }
 
+
+def _responses(ok: dict[int, tuple[str, str | None]], *errors: int) -> dict[str, Any]:
+    return responses(_ERRORS, ok, *errors)
+
+
 USERNAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{3,32}$", "example": "alice"}
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _NUM_NULL = {"type": "number", "nullable": True}
@@ -53,34 +62,6 @@ _MULTI_ENUMS: dict[str, tuple[str, ...]] = {
     "camera_quality": CAMERA_QUALITIES,
     "category": CATEGORIES,
 }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _responses(ok: dict[int, tuple[str, str | None]], *errors: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for status, (description, schema) in ok.items():
-        if schema is None:
-            out[str(status)] = {"description": description}
-        else:
-            out[str(status)] = {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
-    for status in sorted(errors):
-        out[str(status)] = {"description": _ERRORS[status],
-                            "content": {"application/json": {"schema": _ref("Error")}}}
-    return out
-
-
-def _body(schema: str, required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
-
-
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
-    if required:
-        out["required"] = required
-    return out
 
 
 def _out(properties: dict[str, Any]) -> dict[str, Any]:
