@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import pytest
 
@@ -82,6 +82,30 @@ async def pg_schema() -> AsyncIterator[str]:
             await con.execute(f"DROP SCHEMA {name} CASCADE")
         finally:
             await con.close()
+
+
+S = TypeVar("S")
+
+
+@asynccontextmanager
+async def open_store(
+    kind: str, sqlite: Callable[[], Awaitable[S]], postgres: Callable[[str], Awaitable[S]]
+) -> AsyncIterator[S]:
+    """One store for a both-stores fixture: ``sqlite()``, or ``postgres(schema)`` in a fresh
+    schema (skipped visibly, or failed under CI, when PostgreSQL is down); closed afterwards."""
+    if kind == "sqlite":
+        store: Any = await sqlite()
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    async with pg_schema() as schema:
+        store = await postgres(schema)
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ from jasmin_sfu.services.ledger import Ledger
 from jasmin_sfu.store.ledger_repo import LedgerStore
 from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
 from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
-from tests.realparts import PG_DSN, FakeClock, pg_schema
+from tests.realparts import PG_DSN, FakeClock, open_store
 
 
 @pytest.fixture
@@ -20,19 +20,12 @@ def clock() -> FakeClock:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[LedgerStore]:
-    if request.param == "sqlite":
-        s = await SqliteLedgerStore.open(":memory:")
-        try:
-            yield s
-        finally:
-            await s.close()
-        return
-    async with pg_schema() as schema:
-        p = await PostgresLedgerStore.open(PG_DSN, schema=schema, max_size=60)
-        try:
-            yield p
-        finally:
-            await p.close()
+    async with open_store(
+        request.param,
+        lambda: SqliteLedgerStore.open(":memory:"),
+        lambda schema: PostgresLedgerStore.open(PG_DSN, schema=schema, max_size=60),
+    ) as s:
+        yield s
 
 
 @pytest.fixture

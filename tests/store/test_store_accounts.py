@@ -28,26 +28,19 @@ from jasmin_sfu.store.postgres_accounts import PostgresAccountsStore
 from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
 from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
 from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
-from tests.realparts import PG_DSN, pg_schema
+from tests.realparts import PG_DSN, open_store
 
 T0 = 1_780_000_000 * 1_000_000  # microseconds
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def astore(request: pytest.FixtureRequest) -> AsyncIterator[AccountsStore]:
-    if request.param == "sqlite":
-        s = await SqliteAccountsStore.open(":memory:")
-        try:
-            yield s
-        finally:
-            await s.close()
-        return
-    async with pg_schema() as schema:
-        p = await PostgresAccountsStore.open(PG_DSN, schema=schema)
-        try:
-            yield p
-        finally:
-            await p.close()
+    async with open_store(
+        request.param,
+        lambda: SqliteAccountsStore.open(":memory:"),
+        lambda schema: PostgresAccountsStore.open(PG_DSN, schema=schema),
+    ) as s:
+        yield s
 
 
 def user(uid: str, name: str, role: str = "member", at: int = T0) -> UserRow:

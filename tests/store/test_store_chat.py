@@ -9,24 +9,17 @@ import pytest
 from jasmin_sfu.store.chat_repo import LogRow, MessageRow, ReportRow, SanctionRow, TipRow
 from jasmin_sfu.store.postgres_chat import PostgresChatStore
 from jasmin_sfu.store.sqlite_chat import SqliteChatStore
-from tests.realparts import PG_DSN, pg_schema
+from tests.realparts import PG_DSN, open_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def chat_store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "sqlite":
-        s = await SqliteChatStore.open(":memory:")
-        try:
-            yield s
-        finally:
-            await s.close()
-        return
-    async with pg_schema() as schema:
-        p = await PostgresChatStore.open(PG_DSN, schema=schema)
-        try:
-            yield p
-        finally:
-            await p.close()
+    async with open_store(
+        request.param,
+        lambda: SqliteChatStore.open(":memory:"),
+        lambda schema: PostgresChatStore.open(PG_DSN, schema=schema),
+    ) as s:
+        yield s
 
 
 def msg(i: int, author: str = "m1", kind: str = "member", private_to: str | None = None, room: str = "anna") -> MessageRow:
