@@ -19,6 +19,8 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
+from jasmin_signaling.text import first_unstorable, unstorable
+
 from jasmin_sfu.api.openapi import openapi_document
 from jasmin_sfu.services.accounts import ADMIN, PERFORMER, AccountsService, PerformerProfile, Principal
 from jasmin_sfu.services.errors import (
@@ -110,42 +112,9 @@ def map_error(exc: Exception) -> ApiError | None:
     return None
 
 
-def unstorable(text: str) -> bool:
-    """Text no store can keep: PostgreSQL refuses a NUL in text, and a lone
-    surrogate (from a JSON ``\\ud800`` or a percent-encoded path) has no UTF-8."""
-    if "\x00" in text:
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _first_unstorable(value: Any, depth: int = 0) -> str | None:
-    """The JSON key path of the first string (key or value) ``unstorable`` refuses."""
-    if isinstance(value, str):
-        return "" if unstorable(value) else None
-    if depth > 32:
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if unstorable(k):
-                return "key"
-            inner = _first_unstorable(v, depth + 1)
-            if inner is not None:
-                return f"{k}.{inner}".rstrip(".")
-    elif isinstance(value, list):
-        for v in value:
-            inner = _first_unstorable(v, depth + 1)
-            if inner is not None:
-                return inner
-    return None
-
-
 def refuse_unstorable(data: Any) -> None:
     """400 for a JSON body holding text no store can keep (never a store's 500)."""
-    where = _first_unstorable(data)
+    where = first_unstorable(data)
     if where is not None:
         raise ApiError(400, "bad_request", f"{where[:64] or 'body'}: NUL or unpaired surrogate in text")
 

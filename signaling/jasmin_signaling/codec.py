@@ -28,7 +28,18 @@ def decode_frame(raw: str | bytes) -> dict[str, Any]:
 
 
 def encode_frame(obj: dict[str, Any], binary: bool) -> str | bytes:
-    """Encode a frame: msgpack bytes when ``binary`` else compact JSON text."""
+    """Encode a frame: msgpack bytes when ``binary`` else compact JSON text (always valid UTF-8).
+
+    msgpack raises for what it cannot carry (a lone surrogate, an integer
+    beyond 64 bits); the session keeps such input from ever reaching here.
+    """
     if binary:
         return bytes(msgpack.packb(obj, use_bin_type=True))
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 (a websocket text frame could not carry
+        # it) but JSON can escape it: never let one string drop the connection.
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+    return text

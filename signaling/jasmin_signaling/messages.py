@@ -14,9 +14,19 @@ from typing import Any
 
 from .chat_messages import CHAT_METHODS
 from .errors import SignalingError
+from .text import first_unstorable, unstorable
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MAX_SDP_CHARS = 65536
+
+
+def valid_request_id(req_id: Any) -> bool:
+    """A request id the server can echo: an integer, or 1-64 characters of text."""
+    if isinstance(req_id, bool):
+        return False
+    if isinstance(req_id, int):
+        return True
+    return isinstance(req_id, str) and 0 < len(req_id) <= 64 and not unstorable(req_id)
 
 
 def _check_id(name: str, value: str) -> None:
@@ -190,6 +200,11 @@ def parse_request(method: str, data: Any) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise SignalingError("bad_request", "data: must be an object")
+    # Before anything echoes a key or writes a value: such text can neither be
+    # answered (no UTF-8) nor stored (PostgreSQL refuses a NUL).
+    where = first_unstorable(data)
+    if where is not None:
+        raise SignalingError("bad_request", f"{where or 'data'}: NUL or unpaired surrogate in text")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:

@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from .codec import PROTOCOL, decode_frame, encode_frame
 from .errors import SignalingError
-from .messages import parse_request
+from .messages import parse_request, valid_request_id
 
 log = logging.getLogger("jasmin_signaling.session")
 
@@ -84,7 +84,13 @@ class SignalingSession:
     async def send(self, obj: dict[str, Any], binary: bool | None = None) -> None:
         if self.closed or self.ws.closed:
             return
-        frame = encode_frame(obj, self.binary if binary is None else binary)
+        try:
+            frame = encode_frame(obj, self.binary if binary is None else binary)
+        except (UnicodeEncodeError, OverflowError, TypeError, ValueError):
+            # A bug (input is checked before it can be echoed): say so, keep the connection.
+            log.exception("session %s: a %s frame could not be encoded", self.id, obj.get("type"))
+            reply: dict[str, Any] = {"type": "error", "error": SignalingError("internal", "unexpected server error").to_wire()}
+            frame = encode_frame(reply, self.binary if binary is None else binary)
         async with self._send_lock:
             try:
                 if isinstance(frame, bytes):
@@ -143,10 +149,11 @@ class SignalingSession:
             return
         has_id = "id" in frame
         req_id = frame.get("id")
-        if not has_id or not (
-            (isinstance(req_id, int) and not isinstance(req_id, bool)) or (isinstance(req_id, str) and 0 < len(req_id) <= 64)
-        ):
-            await self._error(SignalingError("bad_request", "id: an integer or a string of 1-64 characters is required"))
+        if not has_id or not valid_request_id(req_id):
+            # Not echoed: an id that is no text (a lone surrogate) could not be sent back.
+            await self._error(SignalingError(
+                "bad_request", "id: an integer or a string of 1-64 characters (no NUL, no unpaired surrogate) is required"
+            ))
             return
         if req_id in self._recent_ids:
             await self._error(SignalingError("duplicate_request_id", f"request id {req_id!r} was already used"), req_id, True)
