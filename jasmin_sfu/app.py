@@ -60,6 +60,7 @@ def media_settings(cfg: Config) -> MediaSettings:
         rtcp_interval_s=m.rtcp_interval_ms / 1000.0,
         remb_max_bps=m.remb_max_bps,
         remb_min_bps=m.remb_min_bps,
+        max_producers_per_publisher=m.max_producers_per_publisher,
     )
 
 

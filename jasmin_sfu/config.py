@@ -78,6 +78,9 @@ class MediaConfig:
     rtcp_interval_ms: int = 1000
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000
+    # Audio/video m-sections (producers) one publish may carry; more is `bad_sdp`.
+    # A camera is two (video, audio); the rest is room for a second source.
+    max_producers_per_publisher: int = 4
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media: keyframe_request_interval_ms >= 0 and rtcp_interval_ms >= 100")
     if not 0 < m.remb_min_bps <= m.remb_max_bps:
         raise ConfigError("media.remb_min_bps must be positive and <= remb_max_bps")
+    if not 1 <= m.max_producers_per_publisher <= 64:
+        raise ConfigError("media.max_producers_per_publisher must be in 1..64")
     if not 0 < cfg.shows.sneak_peek_s <= 600:
         raise ConfigError("shows.sneak_peek_s must be in (0, 600]")
     b = cfg.billing

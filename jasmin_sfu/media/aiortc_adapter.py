@@ -18,6 +18,11 @@ The hooks (measured on aiortc 1.16.0):
   pair's datagram transport, both synchronous, so the hot path never awaits.
 * ``RTCRtpSender`` name-mangled SR fields: aiortc's own RTCP loop then sends
   sender reports describing what we forwarded under its SSRC.
+* ``RTCPeerConnection.__connect`` (name-mangled) is the task aiortc starts
+  with ``asyncio.ensure_future`` after each description and never awaits: a
+  peer that vanishes mid-handshake, or an SDP aiortc accepted but cannot
+  connect with, left "Task exception was never retrieved" in the log.
+  :class:`PeerConnection` overrides it to consume the failure and close.
 * ``aioice.ice.Connection.query_consent`` is replaced (process-wide, by
   :func:`tolerant_consent`): see there.
 * The C fast path (``_fastpath.c``) needs three more private things, all
@@ -44,7 +49,7 @@ import pylibsrtp
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCRtpSender
+from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCPeerConnection, RTCRtpSender
 
 from .errors import AdapterError
 
@@ -455,6 +460,30 @@ def count_codec_creation() -> CodecCounter:
     return CODECS_CREATED
 
 
+class PeerConnection(RTCPeerConnection):
+    """aiortc's peer connection whose connect task never ends with an unretrieved exception.
+
+    aiortc runs ``__connect`` (ICE, then DTLS, then the RTP senders) in a task
+    nobody awaits. When the far end goes away or the handshake cannot start
+    (the transport closed under it, DTLS parameters it cannot use), the
+    exception was only reported by the event loop's "never retrieved" handler.
+    Here it is consumed: logged at info (the peer's fault, not ours) and the
+    connection closed, which our ``connectionstatechange`` handler sees.
+    """
+
+    async def _RTCPeerConnection__connect(self) -> None:
+        try:
+            await super()._RTCPeerConnection__connect()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the handshake raised, it is consumed here
+            log.info("peer connection could not connect: %s: %s", type(exc).__name__, exc)
+            try:
+                await self.close()
+            except Exception:  # pragma: no cover - best effort
+                log.debug("close after a failed connect failed", exc_info=True)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -473,6 +502,7 @@ def self_check() -> None:
         (aioice.ice.Connection, "get_component_candidates"),
         (aiortc.rtcrtpsender, "get_encoder"),
         (aiortc.rtcrtpreceiver, "get_decoder"),
+        (RTCPeerConnection, "_RTCPeerConnection__connect"),
     ]
     for owner, name in checks:
         if name == "_RTCRtpSender__track":

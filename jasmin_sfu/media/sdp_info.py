@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.sdp import SessionDescription
+from aiortc.sdp import MediaDescription, SessionDescription
 
 from .errors import SdpError
 
@@ -46,19 +46,55 @@ def parse_sdp(sdp: str) -> SessionDescription:
         raise SdpError(f"SDP does not parse: {exc}") from None
 
 
+def _ssrc(value: object, where: str) -> int:
+    try:
+        ssrc = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise SdpError(f"{where}: SSRC {value!r} is not a number") from None
+    if not 0 <= ssrc <= 0xFFFFFFFF:
+        raise SdpError(f"{where}: SSRC {ssrc} out of range 0..4294967295")
+    return ssrc
+
+
+def _check_section(m: MediaDescription, where: str) -> None:
+    """Refuse numbers the forwarding core cannot use, and a section no DTLS can start on.
+
+    aiortc parses these into Python ints without a range check; an id out of
+    range used to surface later as a ValueError (``internal``) or an
+    AssertionError in aiortc's connect task.
+    """
+    if m.port != 0 and (m.dtls is None or not m.dtls.fingerprints):
+        raise SdpError(f"{where}: no a=fingerprint (and a=setup): DTLS cannot start")
+    ids: set[int] = set()
+    for e in m.rtp.headerExtensions:
+        # RFC 8285: ids 1-14 (one-byte form) or 1-255 (two-byte form); 15 is reserved.
+        if not 1 <= e.id <= 255 or e.id == 15:
+            raise SdpError(f"{where}: a=extmap id {e.id} out of range 1-14, 16-255")
+        if e.id in ids:
+            raise SdpError(f"{where}: a=extmap id {e.id} used twice")
+        ids.add(e.id)
+    for c in m.rtp.codecs:
+        if c.payloadType is None or not 0 <= c.payloadType <= 127:
+            raise SdpError(f"{where}: payload type {c.payloadType} out of range 0-127")
+        if not c.clockRate or c.clockRate <= 0:
+            raise SdpError(f"{where}: {c.mimeType} has no positive clock rate")
+
+
 def sections(sdp: str) -> list[SectionInfo]:
-    """Per m-section info of an SDP (audio and video only)."""
+    """Per m-section info of an SDP (audio and video only); numbers out of range are :class:`SdpError`."""
     desc = parse_sdp(sdp)
     out = []
-    for m in desc.media:
+    for index, m in enumerate(desc.media):
         if m.kind not in ("audio", "video"):
             continue
+        where = f"m-section {index} ({m.kind})"
+        _check_section(m, where)
         info = SectionInfo(kind=m.kind, mid=m.rtp.muxId or None, direction=m.direction)
         fid = [g for g in m.ssrc_group if g.semantic == "FID" and len(g.items) >= 2]
         if fid:
-            info.ssrc, info.rtx_ssrc = int(fid[0].items[0]), int(fid[0].items[1])
+            info.ssrc, info.rtx_ssrc = _ssrc(fid[0].items[0], where), _ssrc(fid[0].items[1], where)
         elif m.ssrc:
-            info.ssrc = int(m.ssrc[0].ssrc)
+            info.ssrc = _ssrc(m.ssrc[0].ssrc, where)
         info.codecs = list(m.rtp.codecs)
         info.extensions = {e.uri: e.id for e in m.rtp.headerExtensions}
         out.append(info)

@@ -21,3 +21,4 @@ class MediaSettings:
     rtcp_interval_s: float = 1.0
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000
+    max_producers_per_publisher: int = 4

@@ -8,7 +8,8 @@ import random
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import OperationError
 
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtcp import Fir, Nack, Pli, ReceiverReport, Remb, SenderReport, parse_rtcp
@@ -34,6 +35,11 @@ def _codec_key(mime: str, params: dict[str, Any]) -> tuple[str, ...]:
             str(params.get("profile-level-id", "42001f"))[:4].lower(),
         )
     return (mime,)
+
+
+def _forwarded(settings: Any, kind: str) -> list[str]:
+    """Lower-case codec names a publisher may send: media.video_codecs, and Opus for audio."""
+    return [c.lower() for c in (settings.video_codecs if kind == "video" else ("opus",))]
 
 
 def _keyframe_when_ready(c: Consumer) -> Callable[[], None]:
@@ -63,7 +69,7 @@ class WebRtcTransport:
         self.closed = False
         # max-bundle: one ICE/DTLS transport for every m-section, as browsers do;
         # aiortc's default (balanced) opens one per media kind.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.pc = adapter.PeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
         self._by_ssrc: dict[int, Callable[[bytes, int], None]] = {}
@@ -175,17 +181,25 @@ class WebRtcTransport:
         offered = sections(offer_sdp)
         if not offered:
             raise SdpError("the offer has no audio or video section")
+        limit = self.router.settings.max_producers_per_publisher
+        if len(offered) > limit:
+            raise SdpError(
+                f"the offer has {len(offered)} audio/video sections; a publisher may send at most {limit}"
+                " (media.max_producers_per_publisher)"
+            )
         for s in offered:
             if s.direction not in ("sendonly", "sendrecv", None):
                 raise SdpError(f"m-section {s.mid} is {s.direction}: a publisher must send")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except OperationError as exc:  # aiortc's "no codec in common" for a section
+            raise UnsupportedCodecError(f"no codec in common: {exc}") from None
         except Exception as exc:
             raise SdpError(f"offer rejected: {exc}") from None
         settings = self.router.settings
         for t in self.pc.getTransceivers():
             caps = RTCRtpSender.getCapabilities(t.kind).codecs
-            wanted = [c.lower() for c in (settings.video_codecs if t.kind == "video" else ("opus",))]
+            wanted = _forwarded(settings, t.kind)
             prefs = []
             for name in wanted:
                 prefs += [c for c in caps if c.mimeType.lower() == f"{t.kind}/{name}"]
@@ -200,7 +214,13 @@ class WebRtcTransport:
         producers = []
         for off, loc in zip(offered, local):
             codec = loc.media_codec
-            if codec is None or loc.direction == "inactive":
+            # aiortc answers with any codec it knows when none of the preferred
+            # ones is offered (PCMU, G722...): only what we forward may pass.
+            if (
+                codec is None
+                or loc.direction == "inactive"
+                or codec.mimeType.split("/")[-1].lower() not in _forwarded(settings, off.kind)
+            ):
                 raise UnsupportedCodecError(
                     f"no supported {off.kind} codec in m-section {off.mid}"
                     f" (we forward {', '.join(settings.video_codecs) if off.kind == 'video' else 'opus'})"
@@ -297,6 +317,8 @@ class WebRtcTransport:
             raise SdpError(f"answer has {len(answered)} media sections, offer had {len(self._pending)}")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except OperationError as exc:
+            raise UnsupportedCodecError(f"no codec in common: {exc}") from None
         except Exception as exc:
             raise SdpError(f"answer rejected: {exc}") from None
         local = sections(self.pc.localDescription.sdp)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+import logging
+import re
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 import msgpack
@@ -180,6 +182,189 @@ async def test_unparseable_sdp_is_bad_sdp(daemon) -> None:  # type: ignore[no-un
     assert daemon.daemon.worker.counts()["transports"] == 0
     assert await c.request("ping") == {}
     await c.close()
+
+
+# -- the SDP corpus: real aiortc offers and answers, each mutated one way ------------------------
+
+
+def _sections(sdp: str) -> tuple[list[str], list[list[str]]]:
+    """(session lines, [m-section lines, ...]) of an SDP."""
+    lines = [x for x in sdp.split("\r\n") if x]
+    head: list[str] = []
+    media: list[list[str]] = []
+    for line in lines:
+        if line.startswith("m="):
+            media.append([line])
+        elif media:
+            media[-1].append(line)
+        else:
+            head.append(line)
+    return head, media
+
+
+def _join(head: list[str], media: list[list[str]]) -> str:
+    return "\r\n".join(head + [x for m in media for x in m]) + "\r\n"
+
+
+def drop(prefix: str) -> Callable[[str], str]:
+    """Every line starting with ``prefix`` removed."""
+    return lambda sdp: "".join(x + "\r\n" for x in sdp.split("\r\n") if x and not x.startswith(prefix))
+
+
+def extmap_id(uri_part: str, new_id: str) -> Callable[[str], str]:
+    """The id of every ``a=extmap`` whose URI contains ``uri_part`` set to ``new_id``."""
+    return lambda sdp: re.sub(r"a=extmap:\d+ (\S*" + re.escape(uri_part) + ")", f"a=extmap:{new_id} \\1", sdp)
+
+
+def same_extmap_ids(sdp: str) -> str:
+    """Every extension of a section under id 1 (one id named twice)."""
+    return re.sub(r"a=extmap:\d+ ", "a=extmap:1 ", sdp)
+
+
+def audio_only(codec: str) -> Callable[[str], str]:
+    """The audio section offers ``codec`` alone (PCMU, PCMA, G722)."""
+
+    def mutate(sdp: str) -> str:
+        head, media = _sections(sdp)
+        for m in media:
+            if not m[0].startswith("m=audio"):
+                continue
+            pts = [re.match(r"a=rtpmap:(\d+) " + codec + "/", x) for x in m]
+            keep = next(p.group(1) for p in pts if p)
+            m[0] = " ".join(m[0].split(" ")[:3] + [keep])
+            m[:] = [x for x in m if not re.match(r"a=(rtpmap|fmtp|rtcp-fb):(\d+) ", x)
+                    or re.match(r"a=(rtpmap|fmtp|rtcp-fb):" + keep + " ", x)]
+        return _join(head, media)
+
+    return mutate
+
+
+def rename(codec: str, to: str) -> Callable[[str], str]:
+    return lambda sdp: sdp.replace(f" {codec}/", f" {to}/")
+
+
+def ssrc(new: str) -> Callable[[str], str]:
+    """Every SSRC of the video section replaced by ``new`` (out of 32 bits, not a number...)."""
+    return lambda sdp: re.sub(r"(a=ssrc(?:-group:FID)?[: ])\d+", lambda m: m.group(1) + new, sdp)
+
+
+def extra_video(n: int) -> Callable[[str], str]:
+    """``n`` more copies of the video section (own mids and SSRCs), all in the BUNDLE group."""
+
+    def mutate(sdp: str) -> str:
+        head, media = _sections(sdp)
+        video = next(m for m in media if m[0].startswith("m=video"))
+        mids = [x[6:] for m in media for x in m if x.startswith("a=mid:")]
+        for i in range(n):
+            copy = [re.sub(r"^a=mid:.*", f"a=mid:x{i}", x) for x in video]
+            copy = [re.sub(r"(a=ssrc(?:-group:FID)?[: ])(\d+)", lambda mm: f"{mm.group(1)}{1000 + i}", x) for x in copy]
+            copy = [x for x in copy if not x.startswith("a=ssrc-group")]
+            media.append(copy)
+            mids.append(f"x{i}")
+        head = [("a=group:BUNDLE " + " ".join(mids)) if x.startswith("a=group:BUNDLE") else x for x in head]
+        return _join(head, media)
+
+    return mutate
+
+
+MID = "sdes:mid"
+PUBLISH_CORPUS: list[tuple[str, Callable[[str], str], str]] = [
+    ("no-fingerprint", drop("a=fingerprint"), "bad_sdp"),
+    ("no-setup", drop("a=setup"), "bad_sdp"),
+    ("extmap-0", extmap_id(MID, "0"), "bad_sdp"),
+    ("extmap-256", extmap_id(MID, "256"), "bad_sdp"),
+    ("extmap-minus-1", extmap_id(MID, "-1"), "bad_sdp"),
+    ("extmap-15", extmap_id(MID, "15"), "bad_sdp"),
+    ("extmap-twice", same_extmap_ids, "bad_sdp"),
+    ("ssrc-2^32", ssrc("4294967296"), "bad_sdp"),
+    ("ssrc-huge", ssrc("99999999999999999999"), "bad_sdp"),
+    ("pcmu-only", audio_only("PCMU"), "unsupported_codec"),
+    ("pcma-only", audio_only("PCMA"), "unsupported_codec"),
+    ("g722-only", audio_only("G722"), "unsupported_codec"),
+    ("opus-renamed", rename("opus", "opux"), "unsupported_codec"),
+    ("video-renamed", lambda sdp: rename("H264", "H265")(rename("VP8", "VP9")(sdp)), "unsupported_codec"),
+    ("20-extra-video-sections", extra_video(20), "bad_sdp"),
+]
+
+
+async def test_publish_sdp_corpus(daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Protects items 7, 8 and 9 of issue 11 on the publish path: a real offer mutated one way is
+    answered with its documented code, never `internal` nor accepted: no fingerprint or a=setup
+    (aiortc accepted it and its connect task failed later), extension ids outside 1-14/16-255 or
+    used twice, SSRCs beyond 32 bits, audio other than Opus (PCMU/PCMA/G722 became producers),
+    and more producers than media.max_producers_per_publisher (20 extra sections made 22).
+    Nothing is left behind: no transport, no producer; the connection answers."""
+    from bench.peers import PatternTrack, ToneTrack, new_pc
+
+    pc = new_pc()
+    for tr in (PatternTrack(), ToneTrack()):
+        pc.addTransceiver(tr, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    base = pc.localDescription.sdp
+    await pc.close()
+    c = await SignalingClient.connect(daemon.url)
+    await c.request("join", show_id="show-corpus", role="performer")
+    got = {}
+    for name, mutate, _code in PUBLISH_CORPUS:
+        sdp = mutate(base)
+        assert sdp != base, name
+        try:
+            await c.request("publish", sdp=sdp)
+            got[name] = "ok"
+            await c.request("unpublish")
+        except RemoteError as e:
+            got[name] = e.code
+    assert got == {name: code for name, _m, code in PUBLISH_CORPUS}
+    assert daemon.daemon.worker.counts()["transports"] == 0
+    assert daemon.daemon.worker.counts()["producers"] == 0
+    # The unmutated offer still publishes (the corpus refuses the mutation, not the offer).
+    res = await c.request("publish", sdp=base)
+    assert [p["codec"].lower() for p in res["producers"]] == ["vp8", "opus"]
+    assert await c.request("ping") == {}
+    await c.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+ANSWER_CORPUS: list[tuple[str, Callable[[str], str], str]] = [
+    ("mid-extmap-0", extmap_id(MID, "0"), "bad_sdp"),
+    ("mid-extmap-256", extmap_id(MID, "256"), "bad_sdp"),
+    ("mid-extmap-minus-1", extmap_id(MID, "-1"), "bad_sdp"),
+    ("extmap-twice", same_extmap_ids, "bad_sdp"),
+    ("no-fingerprint", drop("a=fingerprint"), "bad_sdp"),
+]
+
+
+async def test_answer_sdp_corpus(daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Protects item 7 of issue 11 on the viewer's path: an `answer` whose MID extension id is 0,
+    256 or -1 was `internal` (ValueError: extension id mapping out of range); an answer naming one
+    id twice or without a fingerprint is refused as well. Each is `bad_sdp`; the viewer may
+    subscribe again and an unmutated answer still starts media."""
+    from aiortc import RTCSessionDescription
+
+    from bench.peers import new_pc
+
+    pub = await publish(daemon.url, "show-answers")
+    c = await SignalingClient.connect(daemon.url)
+    await c.request("join", show_id="show-answers", role="viewer")
+    got = {}
+    for name, mutate, _code in ANSWER_CORPUS + [("unmutated", lambda s: s, "ok")]:
+        res = await c.request("subscribe")
+        pc = new_pc()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        sdp = mutate(pc.localDescription.sdp)
+        try:
+            await c.request("answer", transport_id=res["transport_id"], sdp=sdp)
+            got[name] = "ok"
+        except RemoteError as e:
+            got[name] = e.code
+        await c.request("unsubscribe", transport_id=res["transport_id"])
+        await pc.close()
+    assert got == {name: code for name, _m, code in ANSWER_CORPUS + [("unmutated", lambda s: s, "ok")]}
+    assert daemon.daemon.worker.counts()["transports"] == 1  # the publisher's
+    await c.close()
+    await pub.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_double_requests(daemon) -> None:  # type: ignore[no-untyped-def]
