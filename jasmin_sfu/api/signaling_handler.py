@@ -388,7 +388,7 @@ class SessionHandler:
         if show is None:
             return
         if show.remove(self):
-            await self.shows.close(show.id)
+            await self.shows.close(show.id, show)
         self.role = ""
 
     def show_ended(self) -> None:

@@ -37,7 +37,14 @@ class ShowRegistry:
             self.shows[show_id] = show
         return show
 
-    async def close(self, show_id: str) -> None:
-        show = self.shows.pop(show_id, None)
-        if show is not None:
-            await show.close()
+    async def close(self, show_id: str, show: Show | None = None) -> None:
+        """Close the show under ``show_id``; with ``show`` given, only if it is still that one.
+
+        A late leave from an ended show must not close a new show the same
+        performer opened since under the same id.
+        """
+        current = self.shows.get(show_id)
+        if current is None or (show is not None and current is not show):
+            return
+        del self.shows[show_id]
+        await current.close()

@@ -222,8 +222,15 @@ class Show:
     # -- teardown ---------------------------------------------------------------
 
     def remove(self, who: Participant) -> bool:
-        """Forget ``who``; True when the show has no performer left (it must close)."""
+        """Forget ``who``; True when the show has no performer left (it must close).
+
+        Leaving an ended show is not an error: ``close`` already took everyone
+        offline (a SIGTERM drain closes shows before the sockets' close
+        handlers run), so there is nothing left to apply and nothing to close.
+        """
         self.participants.pop(who.session_id, None)
+        if self.closed:
+            return False
         if who.role == "performer":
             if not self.performers:
                 self.apply(GoOffline(self.clock()))

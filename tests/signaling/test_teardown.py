@@ -1,4 +1,4 @@
-"""Teardown without noise: failed handshakes leave no error behind."""
+"""Teardown without noise: failed handshakes, ended shows and shutdown leave no error behind."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import logging
 import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCSessionDescription
 
-from bench.peers import PatternTrack, new_pc, wait_for
+from bench.peers import PatternTrack, new_pc, publish, wait_for
+from jasmin_signaling.client import SignalingClient
 from jasmin_sfu.media import aiortc_adapter as adapter
+from jasmin_sfu.shows.registry import ShowRegistry
 
 NEVER_RETRIEVED = "Task exception was never retrieved"
 
@@ -38,3 +40,75 @@ async def test_a_failed_connect_task_is_consumed_and_closes_the_connection(caplo
     gc.collect()
     assert any("could not connect: AssertionError" in r.getMessage() for r in caplog.records), caplog.text
     assert not [m for m in errors(caplog) if NEVER_RETRIEVED in m], caplog.text
+
+
+class _Seat:
+    """A participant of a show as the show sees it (the Participant protocol), without a socket."""
+
+    def __init__(self, session_id: str, role: str) -> None:
+        self.session_id, self.role = session_id, role
+        self.member_id: str | None = None
+        self.performer_id: str | None = None
+        self.events: list[str] = []
+
+    def notify(self, event: str, data: dict[str, object]) -> None:
+        self.events.append(event)
+
+    def show_ended(self) -> None:
+        pass
+
+    async def close_publisher(self, reason: str) -> None:
+        pass
+
+
+async def test_leaving_an_ended_show_is_idempotent(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects item 12 of issue 11 at its root: removing a participant from a show that has
+    already ended (a SIGTERM drain closes the shows while the sockets' close handlers still run)
+    raised Rejected(invalid_state) from GoOffline. Now it is a no-op; and a late leave never
+    closes a newer show opened under the same id."""
+    shows: ShowRegistry = daemon.daemon.shows
+    performer = _Seat("s-perf", "performer")
+    old = shows.open("ended-show")
+    old.add(performer)  # type: ignore[arg-type]
+    await shows.close("ended-show")
+    assert old.closed
+    assert old.remove(performer) is False  # type: ignore[arg-type]
+    new = shows.open("ended-show")
+    assert new is not old
+    await shows.close("ended-show", old)
+    assert shows.get("ended-show") is new and not new.closed
+    await shows.close("ended-show")
+
+
+async def test_a_socket_closing_after_its_show_ended_logs_no_error(daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Protects item 12 of issue 11 end to end: a performer and viewers in a show; the viewers
+    leave; the show is closed the way the SIGTERM drain closes it; then the performer's socket
+    closes. Its close handler leaves the ended show: no `close handler failed` traceback."""
+    pub = await publish(daemon.url, "show-drain")
+    viewers = [await SignalingClient.connect(daemon.url) for _ in range(3)]
+    for v in viewers:
+        await v.request("join", show_id="show-drain", role="viewer")
+    for v in viewers:
+        await v.request("leave")
+        await v.close()
+    await daemon.daemon.shows.close("show-drain")
+    await pub.close()
+    assert await wait_for(lambda: not daemon.daemon.sessions, timeout=20)
+    assert errors(caplog) == [], caplog.text
+
+
+async def test_stop_right_after_viewers_leave_logs_no_error(make_daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Protects item 12 of issue 11 as the issue saw it: SIGTERM's drain (Daemon.stop) right
+    after viewers left, three times over; no error-level record at all."""
+    for round_ in range(3):
+        d = await make_daemon()
+        pub = await publish(d.url, f"show-stop-{round_}")
+        viewer = await SignalingClient.connect(d.url)
+        await viewer.request("join", show_id=f"show-stop-{round_}", role="viewer")
+        await viewer.request("leave")
+        await d.daemon.stop()
+        await pub.pc.close()
+        await pub.client.close()
+        await viewer.close()
+    gc.collect()
+    assert errors(caplog) == [], caplog.text
