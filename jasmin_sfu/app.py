@@ -17,7 +17,8 @@ from jasmin_signaling.session import SignalingSession
 from jasmin_sfu import __version__
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
-from jasmin_sfu.api.rest import RestApi
+from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
+from jasmin_sfu.api.rest import RestApi, quiet_client_http_errors
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
@@ -118,7 +119,10 @@ class Daemon:
         self.port: int | None = None
 
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.server.hard_max_frame_bytes)
+        app = web.Application(
+            client_max_size=self.cfg.server.hard_max_frame_bytes,
+            middlewares=[origin_middleware(OriginPolicy(self.cfg.server.allowed_origins))],
+        )
         app[WORKER_KEY] = self.worker
         app.router.add_get("/ws", self.ws_handler)
         app.router.add_get("/healthz", self.healthz)
@@ -218,6 +222,7 @@ class Daemon:
         if not listen:  # the command line (`jasmin-sfu retention`): services only
             return
         s = self.cfg.server
+        quiet_client_http_errors()
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ class ServerConfig:
     # it name the signaling session id and the client's address. Empty: the
     # internal headers are ignored.
     internal_secret: str = ""
+    # Web pages (origins, "https://site.example") that may open /ws and call
+    # /api/v1 from a browser, besides the node's own origin (the Host it is
+    # served on). Requests without an Origin header (non-browser clients) are
+    # always allowed; "null" (sandboxed frames, file: pages) only when listed;
+    # "*" allows every origin. jasmin_sfu/api/origin.py.
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -302,6 +309,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?\Z")
+
+
 def validate(cfg: Config) -> Config:
     """Check cross-field rules; returns the config unchanged or raises."""
     s, m = cfg.server, cfg.media
@@ -315,6 +325,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("server.workers must be 0..256 (0: one per core)")
     if s.internal_secret and len(s.internal_secret) < 32:
         raise ConfigError("server.internal_secret must be at least 32 characters when set")
+    for origin in s.allowed_origins:
+        if origin not in ("*", "null") and not _ORIGIN.match(origin):
+            raise ConfigError(
+                f"server.allowed_origins: {origin!r} is not an origin (scheme://host[:port], no path), 'null' or '*'"
+            )
     if not m.listen_ips:
         raise ConfigError("media.listen_ips must name at least one address")
     for ip in m.listen_ips + ((m.announced_ip,) if m.announced_ip else ()):

@@ -47,6 +47,8 @@ import msgpack
 from aiohttp import WSMsgType, web
 
 from jasmin_sfu import __version__
+from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
+from jasmin_sfu.api.rest import quiet_client_http_errors
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.config import Config
 
@@ -332,12 +334,15 @@ class Supervisor:
         await asyncio.gather(*(self._spawn(w) for w in self.workers[1:]))
         self._monitors = [asyncio.get_running_loop().create_task(self._monitor(w)) for w in self.workers]
         s = self.cfg.server
-        app = web.Application(client_max_size=s.hard_max_frame_bytes)
+        # The public face checks the Origin of /ws itself: its workers see the supervisor's connection.
+        app = web.Application(client_max_size=s.hard_max_frame_bytes,
+                              middlewares=[origin_middleware(OriginPolicy(s.allowed_origins))])
         app.router.add_get("/ws", self.ws_proxy)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/{tail:.*}", self.http_proxy)
+        quiet_client_http_errors()
         self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port)

@@ -18,6 +18,7 @@ import logging
 from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from jasmin_signaling.text import first_unstorable, unstorable
 
@@ -142,6 +143,30 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             return error_response(known.status, known.code, known.message, known.headers)
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal", "unexpected server error")
+
+
+class ClientHttpErrors(logging.Filter):
+    """aiohttp's server logs a malformed request (a NUL in a header, a line too long) at error
+    level with a traceback, after answering it 400 itself. It is the client's fault, not ours:
+    the record becomes one info line naming the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            first = (exc.message or "").strip().splitlines()[:1]
+            record.msg = f"{record.getMessage()}: {exc.code} {type(exc).__name__}: {first[0] if first else ''}"
+            record.args = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_CLIENT_HTTP_ERRORS = ClientHttpErrors()
+
+
+def quiet_client_http_errors() -> None:
+    """Install :class:`ClientHttpErrors` on aiohttp's server logger (idempotent; the daemon's start)."""
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_HTTP_ERRORS)
 
 
 # -- request parsing ----------------------------------------------------------------
