@@ -535,3 +535,31 @@ async def test_chat_text_no_store_can_keep_is_bad_request_and_changes_nothing(da
     assert [m["text"] for m in history["messages"]] == ["keep me"]
     assert await perf.request("ping") == {}
     await perf.close()
+
+
+async def test_framing_edges_are_as_documented(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects item 11 of issue 11 (the docs true to the framing): a frame of exactly the hard
+    cap closes with 1009 (docs said "above"); a text frame that is not UTF-8 closes with 1007
+    (not listed before); a frame that does not decode before the hello is `bad_frame`, not
+    `hello_required`. docs/signaling.md states each of these."""
+    import os
+
+    hard = daemon.daemon.cfg.server.hard_max_frame_bytes
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(daemon.url, max_msg_size=0) as ws:
+            await ws.send_bytes(b"x" * hard)
+            msg = await ws.receive(timeout=10)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1009
+        async with session.ws_connect(daemon.url) as ws:
+            await ws.send_frame(b'{"type":"hello","protocol":"jasmin/1","client":"\xff"}', aiohttp.WSMsgType.TEXT)
+            msg = await ws.receive(timeout=10)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1007
+        async with session.ws_connect(daemon.url) as ws:
+            await ws.send_str("{not json")
+            assert error_of(json.loads((await ws.receive(timeout=10)).data)) == "bad_frame"
+            await ws.send_str('{"type":"request","id":1,"method":"ping"}')
+            assert error_of(json.loads((await ws.receive(timeout=10)).data)) == "hello_required"
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "signaling.md")).read()
+    assert "| 1007 |" in doc and "`server.hard_max_frame_bytes` or more" in doc
+    assert "a frame that does not decode is\n`bad_frame`" in doc or "does not decode is `bad_frame`" in doc.replace("\n", " ")
+    assert "TCP reset" in doc
