@@ -92,6 +92,19 @@ def map_chat_error(exc: Exception) -> SignalingError | None:
     return None
 
 
+def spawn_tracked(tasks: "set[asyncio.Task[None]]", coro: Coroutine[Any, Any, None], what: str) -> None:
+    """Run ``coro`` as a task held in ``tasks`` until done; a failure is logged, never left unretrieved."""
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+
+    def done(t: "asyncio.Task[None]") -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s failed: %r", what, t.exception())
+
+    task.add_done_callback(done)
+
+
 def guest_chat_id(session_id: str) -> str:
     """A guest's id in chat: derived from its session, never the session id itself."""
     return "guest:" + hashlib.sha256(b"jasmin-chat-guest:" + session_id.encode()).hexdigest()[:16]
@@ -162,9 +175,7 @@ class ChatConnection:
         """Kicked or banned: this connection leaves the show (a kicked user may join again)."""
         room = self.room
         self.owner.notify("chat.removed", {"room": room, "action": action, "until": data.get("until")})
-        task = asyncio.get_running_loop().create_task(self._leave())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn_tracked(self._tasks, self._leave(), f"leaving the show after chat.removed ({action})")
 
     # -- the join ------------------------------------------------------------------------
 

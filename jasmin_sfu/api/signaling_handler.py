@@ -15,7 +15,7 @@ from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
 from jasmin_signaling.session import SignalingSession
 
-from jasmin_sfu.api.chat_handler import ChatConnection
+from jasmin_sfu.api.chat_handler import ChatConnection, spawn_tracked
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
 from jasmin_sfu.api.signaling_social import NotificationSubscription
 from jasmin_sfu.media.errors import (
@@ -107,9 +107,7 @@ class SessionHandler:
     # -- Participant ------------------------------------------------------------
 
     def notify(self, event: str, data: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self.session.send_event(event, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn_tracked(self._tasks, self.session.send_event(event, data), f"sending event {event}")
 
     async def close_publisher(self, reason: str) -> None:
         """The show closes this member's Cam2Cam (the private ended)."""
