@@ -73,6 +73,11 @@ def _check_section(m: MediaDescription, where: str) -> None:
         if e.id in ids:
             raise SdpError(f"{where}: a=extmap id {e.id} used twice")
         ids.add(e.id)
+    for desc in m.ssrc:
+        _ssrc(desc.ssrc, where)
+    for group in m.ssrc_group:
+        for item in group.items:
+            _ssrc(item, where)
     for c in m.rtp.codecs:
         if c.payloadType is None or not 0 <= c.payloadType <= 127:
             raise SdpError(f"{where}: payload type {c.payloadType} out of range 0-127")

@@ -278,6 +278,7 @@ PUBLISH_CORPUS: list[tuple[str, Callable[[str], str], str]] = [
     ("extmap-twice", same_extmap_ids, "bad_sdp"),
     ("ssrc-2^32", ssrc("4294967296"), "bad_sdp"),
     ("ssrc-huge", ssrc("99999999999999999999"), "bad_sdp"),
+    ("ssrc-line-only", lambda sdp: re.sub(r"a=ssrc:\d+ cname", "a=ssrc:4294967296 cname", sdp, count=1), "bad_sdp"),
     ("pcmu-only", audio_only("PCMU"), "unsupported_codec"),
     ("pcma-only", audio_only("PCMA"), "unsupported_codec"),
     ("g722-only", audio_only("G722"), "unsupported_codec"),
