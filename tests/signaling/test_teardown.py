@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 
@@ -110,5 +111,37 @@ async def test_stop_right_after_viewers_leave_logs_no_error(make_daemon, caplog:
         await pub.pc.close()
         await pub.client.close()
         await viewer.close()
+    gc.collect()
+    assert errors(caplog) == [], caplog.text
+
+
+async def test_refused_publishes_and_abrupt_disconnects_leave_no_unretrieved_task(  # type: ignore[no-untyped-def]
+    daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Protects item 10 of issue 11 as the issue saw it: after `unsupported_codec` answers and
+    abrupt disconnects (a publisher whose socket drops mid-handshake, its peer never answering)
+    the log held "Task exception was never retrieved" from aiortc's connect task. Every task is
+    consumed now: no error-level record at all, and no transport is left behind."""
+    from tests.signaling.test_bad_input import audio_only
+
+    for round_ in range(4):
+        pc = new_pc()
+        pc.addTransceiver(PatternTrack(), direction="sendonly")
+        from bench.peers import ToneTrack
+
+        pc.addTransceiver(ToneTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        c = await SignalingClient.connect(daemon.url)
+        await c.request("join", show_id=f"show-abrupt-{round_}", role="performer")
+        with pytest.raises(Exception) as e:
+            await c.request("publish", sdp=audio_only("PCMU")(pc.localDescription.sdp))
+        assert getattr(e.value, "code", None) == "unsupported_codec"
+        await c.request("publish", sdp=pc.localDescription.sdp)  # accepted; the peer never answers
+        await c.ws.close()  # abrupt: no leave, no unpublish
+        await c.close()
+        await pc.close()
+    assert await wait_for(lambda: daemon.daemon.worker.counts()["transports"] == 0, timeout=20)
+    gc.collect()
+    await asyncio.sleep(0.1)
     gc.collect()
     assert errors(caplog) == [], caplog.text
