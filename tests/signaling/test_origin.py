@@ -138,3 +138,38 @@ async def test_nul_in_a_request_header_is_a_400_without_an_error_log(daemon, cap
     async with aiohttp.ClientSession() as s:
         async with s.get(daemon.http + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_the_supervisor_checks_the_origin_of_ws_itself() -> None:
+    """Protects item 13 with server.workers > 1: the supervisor bridges /ws to a worker over its
+    own connection (no Origin), so the supervisor must refuse a foreign page itself; REST is
+    proxied with the page's Origin and Host. And its aiohttp logs a NUL header as no error."""
+    import signal
+
+    from tests.conftest import start_daemon_process
+
+    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false",
+                                         "JASMIN_SERVER_ALLOWED_ORIGINS": "https://site.example",
+                                         "JASMIN_LOG_LEVEL": "info"})
+    try:
+        host = f"127.0.0.1:{dp.port}"
+        assert await _ws(host, "https://site.example") == (101, "welcome")
+        assert await _ws(host, f"http://{host}") == (101, "welcome")
+        status, body = await _ws(host, "http://evil.example")
+        assert status == 403 and body["error"]["code"] == "forbidden"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{host}/api/v1/packages", headers={"Origin": "http://evil.example"}) as r:
+                assert r.status == 403
+            async with s.get(f"http://{host}/api/v1/packages", headers={"Origin": "https://site.example"}) as r:
+                assert r.headers.get("Access-Control-Allow-Origin") == "https://site.example"
+        reader, writer = await asyncio.open_connection("127.0.0.1", dp.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).split()[1] == b"400"
+        writer.close()
+    finally:
+        dp.proc.send_signal(signal.SIGTERM)
+        dp.proc.wait(20)
+    out = "".join(dp.output)
+    assert "Error handling request" in out  # the info line is there...
+    assert "Traceback" not in out and '"level": "error"' not in out.lower(), out[-3000:]
