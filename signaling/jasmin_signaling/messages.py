@@ -14,7 +14,7 @@ from typing import Any
 
 from .chat_messages import CHAT_METHODS
 from .errors import SignalingError
-from .text import first_unstorable, unstorable
+from .text import echo, first_unstorable, unstorable
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MAX_SDP_CHARS = 65536
@@ -195,7 +195,7 @@ def parse_request(method: str, data: Any) -> Any:
     """Validate ``data`` for ``method``; returns the typed body."""
     cls = METHODS.get(method)
     if cls is None:
-        raise SignalingError("unknown_method", f"no method {method!r}; known: {', '.join(sorted(METHODS))}")
+        raise SignalingError("unknown_method", f"no method {echo(method)}; known: {', '.join(sorted(METHODS))}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -209,7 +209,7 @@ def parse_request(method: str, data: Any) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            raise SignalingError("bad_request", f"{key}: unknown field for {method}")
+            raise SignalingError("bad_request", f"{str(key)[:64]}: unknown field for {method}")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from .codec import PROTOCOL, decode_frame, encode_frame
 from .errors import SignalingError
 from .messages import parse_request, valid_request_id
+from .text import echo
 
 log = logging.getLogger("jasmin_signaling.session")
 
@@ -145,7 +146,7 @@ class SignalingSession:
             await self._error(SignalingError("hello_required", "send {\"type\": \"hello\", \"protocol\": \"jasmin/1\"} first"))
             return
         if ftype != "request":
-            await self._error(SignalingError("bad_frame", f"unknown frame type {ftype!r}; expected 'request'"))
+            await self._error(SignalingError("bad_frame", f"unknown frame type {echo(ftype)}; expected 'request'"))
             return
         has_id = "id" in frame
         req_id = frame.get("id")
@@ -156,7 +157,7 @@ class SignalingSession:
             ))
             return
         if req_id in self._recent_ids:
-            await self._error(SignalingError("duplicate_request_id", f"request id {req_id!r} was already used"), req_id, True)
+            await self._error(SignalingError("duplicate_request_id", f"request id {echo(req_id)} was already used"), req_id, True)
             return
         self._recent_ids[req_id] = None
         if len(self._recent_ids) > _RECENT_IDS:
@@ -186,7 +187,7 @@ class SignalingSession:
     async def _hello(self, frame: dict[str, Any]) -> None:
         proto = frame.get("protocol")
         if proto != PROTOCOL:
-            await self._error(SignalingError("unsupported_protocol", f"protocol {proto!r} is not supported; this server speaks {PROTOCOL}"))
+            await self._error(SignalingError("unsupported_protocol", f"protocol {echo(proto)} is not supported; this server speaks {PROTOCOL}"))
             return
         if self.hello_done:
             await self._error(SignalingError("bad_request", "hello was already received"))

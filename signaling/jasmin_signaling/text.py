@@ -28,6 +28,13 @@ def unstorable(text: str) -> bool:
     return False
 
 
+def echo(value: object, limit: int = 64) -> str:
+    """A client's value as an error message may quote it: ``repr`` (escapes a surrogate or a
+    control character), cut to ``limit`` characters so a large frame is not mirrored back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def first_unstorable(value: Any, depth: int = 0) -> str | None:
     """The key path of the first string (key or value) in ``value`` that ``unstorable`` refuses.
 

@@ -564,3 +564,17 @@ async def test_framing_edges_are_as_documented(daemon) -> None:  # type: ignore[
     assert "| 1007 |" in doc and "`server.hard_max_frame_bytes` or more" in doc
     assert "a frame that does not decode is\n`bad_frame`" in doc or "does not decode is `bad_frame`" in doc.replace("\n", " ")
     assert "TCP reset" in doc
+
+
+async def test_client_values_quoted_in_messages_are_escaped_and_cut(raw: Raw) -> None:
+    """Protects the echo rule (issue 11: every place that echoes client strings back): a long
+    or odd value the server quotes in an error message (frame type, protocol, method, request
+    id) is quoted with repr and cut at 64 characters, never mirrored whole."""
+    big = "x" * 50000
+    for frame in ({"type": big}, {"type": "hello", "protocol": big},
+                  {"type": "request", "id": 9, "method": big}):
+        await raw.send(frame)
+        resp = await raw.recv()
+        assert error_of(resp) in ("bad_frame", "unsupported_protocol", "unknown_method", "bad_request")
+        assert len(resp["error"]["message"]) < 1000, len(resp["error"]["message"])
+    await raw.still_up()
