@@ -1,10 +1,11 @@
 """Command line: ``jasmin-sfu serve [--config FILE]``, ``check-config``, ``create-admin USERNAME``,
-``retention [--dry-run]``."""
+``retention [--dry-run]``, ``vip-awards [--period YYYY-MM-DD] [--dry-run]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from jasmin_sfu.config import Config, ConfigError, load_config
 from jasmin_sfu.logs import setup_logging
@@ -25,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ret_p.add_argument("--config")
     ret_p.add_argument("--dry-run", action="store_true", help="change nothing; print what would be deleted")
+    vip_p = sub.add_parser(
+        "vip-awards", help="pay the VIP free credits of the due period (1st/16th) once; print who got what"
+    )
+    vip_p.add_argument("--config")
+    vip_p.add_argument("--period", help="the period's first day, YYYY-MM-DD (a 1st or 16th); default: the due one")
+    vip_p.add_argument("--dry-run", action="store_true", help="pay nothing; print the ranking")
     args = parser.parse_args(argv)
     command = args.command or "serve"
     try:
@@ -39,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return _create_admin(cfg, args.username)
     if command == "retention":
         return _retention(cfg, args.dry_run)
+    if command == "vip-awards":
+        return _vip_awards(cfg, args.period, args.dry_run)
     if getattr(args, "port", None) is not None:
         import dataclasses
 
@@ -109,4 +118,62 @@ def _retention(cfg: Config, dry_run: bool) -> int:
         print(f"jasmin-sfu: retention failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(table)
+    return 0
+
+
+def _vip_awards(cfg: Config, period: str | None, dry_run: bool) -> int:
+    """One VIP award run (docs/money.md): safe beside running daemons, a paid period is a no-op.
+
+    Exit status: 0 paid or already paid, 1 failed (a conflict: the period was paid to another
+    list), 2 bad arguments.
+    """
+    import asyncio
+    import datetime as _dt
+    import os
+    import time
+
+    from jasmin_sfu.services.ledger import Ledger
+    from jasmin_sfu.shows.billing import vip_job
+
+    setup_logging(cfg.log.level, cfg.log.format)
+    day = None
+    if period is not None:
+        try:
+            day = _dt.date.fromisoformat(period)
+        except ValueError:
+            day = None
+        if day is None or day.day not in (1, 16):
+            print(f"jasmin-sfu: --period {period!r} is not a YYYY-MM-DD 1st or 16th", file=sys.stderr)
+            return 2
+
+    async def go() -> str:
+        b = cfg.billing
+        store: Any
+        if b.ledger_dsn:
+            from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
+
+            store = await PostgresLedgerStore.open(b.ledger_dsn)
+        else:
+            from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+
+            os.makedirs(b.data_dir, exist_ok=True)
+            store = await SqliteLedgerStore.open(os.path.join(b.data_dir, "ledger.sqlite3"))
+        try:
+            ledger = Ledger(store, time.time)
+            await ledger.bootstrap()
+            vip = vip_job(b, ledger)
+            run = await (vip.run(day, dry_run=dry_run) if day is not None else vip.run_due(dry_run=dry_run))
+        finally:
+            await store.close()
+        state = "dry run" if dry_run else ("paid now" if run.applied else "already paid" if run.awards else "nobody")
+        lines = [f"VIP period {run.period}: {len(run.awards)} member(s), {state}", "rank  points  credits  member"]
+        lines += [f"{a.rank:>4}  {a.points:>6}  {a.credits:>7}  {a.member_id}" for a in run.awards]
+        return "\n".join(lines) + "\n"
+
+    try:
+        out = asyncio.run(go())
+    except Exception as exc:  # noqa: BLE001 - a failed run is reported, never a traceback
+        print(f"jasmin-sfu: vip-awards failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(out)
     return 0

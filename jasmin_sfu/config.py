@@ -128,6 +128,35 @@ class BillingConfig:
     webhook_secret: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     nats_url: str = "nats://127.0.0.1:4222"
+    # A graceful stop waits this long for the relay to deliver the outbox to every sink;
+    # what is left stays in the outbox for the next start.
+    drain_timeout_s: float = 5.0
+    # The performer's share of a private's revenue, in basis points (contract data;
+    # PRODUCT.md gives no figure). The house gets the rest.
+    performer_share_bp: int = 5000
+    # VIP free credits on the 1st and 16th of each month (PRODUCT.md): "max_rank:credits"
+    # tiers in rising rank order; the last tier's rank is how many members are paid (500).
+    # Empty: the job pays nobody.
+    vip_award_tiers: tuple[str, ...] = ("500:5",)
+    # The daemon checks this often whether a VIP award is due (0: never; the CLI still can).
+    vip_check_interval_s: float = 600.0
+    # An award runs this long after its period starts, so every purchase of the day before
+    # has committed on every node before the ranking is read.
+    vip_settle_s: int = 300
+
+
+def vip_tiers(tiers: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """Parse ``billing.vip_award_tiers`` ("max_rank:credits", ranks rising); raises ValueError."""
+    out: list[tuple[int, int]] = []
+    for t in tiers:
+        rank_s, sep, credits_s = t.partition(":")
+        if not sep or not rank_s.strip().isdigit() or not credits_s.strip().isdigit():
+            raise ValueError(f"tier {t!r} is not max_rank:credits")
+        rank, credits = int(rank_s), int(credits_s)
+        if rank <= (out[-1][0] if out else 0) or credits <= 0:
+            raise ValueError(f"tier {t!r}: ranks must rise and credits be positive")
+        out.append((rank, credits))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -368,6 +397,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("billing.default_price_per_minute and billing.grant_seconds must be positive")
     if not b.node_id or "-" in b.node_id or ":" in b.node_id:
         raise ConfigError("billing.node_id must be non-empty without '-' or ':'")
+    if b.drain_timeout_s <= 0 or b.vip_check_interval_s < 0 or b.vip_settle_s < 0:
+        raise ConfigError("billing.drain_timeout_s must be positive, vip_check_interval_s and vip_settle_s >= 0")
+    if not 0 <= b.performer_share_bp <= 10_000:
+        raise ConfigError("billing.performer_share_bp must be within 0..10000 (basis points)")
+    try:
+        vip_tiers(b.vip_award_tiers)
+    except ValueError as exc:
+        raise ConfigError(f"billing.vip_award_tiers: {exc}") from None
     a = cfg.accounts
     if not a.enabled and not a.trust_client_ids:
         raise ConfigError("accounts.enabled = false needs accounts.trust_client_ids = true (no join could succeed)")

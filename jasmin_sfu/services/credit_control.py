@@ -286,7 +286,11 @@ class CreditControl:
         return [s.session_id for s in sessions]
 
     async def open_sessions(self, prefix: str) -> list[CcSessionRow]:
-        """Open sessions whose id starts with ``prefix`` (one node's, after a crash)."""
+        """Sessions not yet terminated whose id starts with ``prefix`` (one node's, after a crash).
+
+        Sessions whose hold a sweep expired (``expired``) are included: their seconds
+        still have to be charged and their closing event written.
+        """
 
         async def go(lt: LedgerTxn) -> list[CcSessionRow]:
             return await lt.tx.open_cc_sessions_by_prefix(prefix)

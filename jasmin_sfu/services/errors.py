@@ -53,6 +53,10 @@ class ReplayMismatchError(LedgerError):
     """Replaying the journal did not reproduce the stored balances."""
 
 
+class VipAwardConflictError(LedgerError):
+    """A VIP award period was already paid to another list of members (the ranking changed)."""
+
+
 class CreditControlError(ServiceError):
     """Base class of credit-control errors."""
 

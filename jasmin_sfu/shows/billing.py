@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from jasmin_metering.events import CloudEvent, EventFactory
-from jasmin_metering.meter import GrantTag, Meter, SessionSpec, UsageRecord
+from jasmin_metering.meter import US, GrantTag, Meter, SessionClosed, SessionSpec, UsageRecord
 from jasmin_metering.outbox import Outbox
 
 from jasmin_sfu.services.credit_control import CreditControl, Grant, ReAuthRequest
@@ -45,6 +45,13 @@ from .events import ShowEvent
 from .machine import EndPrivate, Rejected
 
 log = logging.getLogger("jasmin_sfu.billing")
+
+# The usage events' ``data.kind`` and the middle of their type
+# (``com.jasmin.live.private.usage.v1``), as docs/money.md shows them. Before
+# 2026-12 the node wrote "privatesession"; see docs/money.md for old records.
+PRIVATE_KIND = "private"
+# The closing event's reason when a restarted node closes a session a crash left open.
+CRASH_REASON = "crash"
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ class PrivateBilling:
         self.clock = clock
         self.meter = Meter()
         self._pending: dict[tuple[str, str], _Billed] = {}  # (show, member) -> authorised, not started
+        self._authorizing: set[tuple[str, str]] = set()  # (show, member) whose grant is being opened
         self._active: dict[str, _Billed] = {}  # session id -> running
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -135,16 +143,27 @@ class PrivateBilling:
 
     async def authorize(self, show_id: str, member_id: str, performer_id: str, price_per_minute: int | None) -> Grant:
         """Open credit control for a private about to start; raises :class:`BillingRefused`."""
-        price = price_per_minute if price_per_minute is not None else self.settings.default_price_per_minute
-        rate = per_second_rate(price)
-        wallet = await self.ledger.open_member(member_id)
-        await self.ledger.open_performer(performer_id)
-        sid = f"{self.settings.node_id}-{uuid.uuid4().hex}"
+        key = (show_id, member_id)
+        if key in self._authorizing:
+            # A twin request is opening its grant: that grant holds the wallet, so this
+            # one would be refused for credits the member in fact has.
+            raise BillingRefused("already_requested", "a private request from this member is pending")
+        self._authorizing.add(key)
         try:
-            grant = await self.cc.authorize(sid, wallet, rate, performer_id=performer_id)
-        except InsufficientCreditError:
-            raise BillingRefused("insufficient_credits", "not enough credits for one second of this private") from None
-        spec = SessionSpec("privatesession", sid, member_id, performer_id, wallet, rate)
+            price = price_per_minute if price_per_minute is not None else self.settings.default_price_per_minute
+            rate = per_second_rate(price)
+            wallet = await self.ledger.open_member(member_id)
+            await self.ledger.open_performer(performer_id)
+            sid = f"{self.settings.node_id}-{uuid.uuid4().hex}"
+            try:
+                grant = await self.cc.authorize(sid, wallet, rate, performer_id=performer_id)
+            except InsufficientCreditError:
+                raise BillingRefused(
+                    "insufficient_credits", "not enough credits for one second of this private"
+                ) from None
+        finally:
+            self._authorizing.discard(key)
+        spec = SessionSpec(PRIVATE_KIND, sid, member_id, performer_id, wallet, rate)
         old = self._pending.pop((show_id, member_id), None)
         if old is not None:
             self._spawn(self._terminate(old, "superseded"))
@@ -297,17 +316,39 @@ class PrivateBilling:
 
         The outbox holds a usage event for every second billed before the crash
         (written in the same step the meter counted it), so its last seq per
-        session is the exact number of seconds to charge.
+        session is the exact number of seconds to charge. Each such session gets
+        its closing event here (reason ``crash``), written before the ledger is
+        told, so a consumer always learns that the session ended; when the crash
+        came after the closing event was written, that event stands and its seq
+        (last usage seq + 1) is not charged.
         """
         closed = []
         for row in await self.cc.open_sessions(prefix=self.settings.node_id + "-"):
-            last_seq, _was_closed = self.outbox.last_seq(self.events.source(row.session_id))
-            used_total = last_seq
+            last_seq, was_closed = self.outbox.last_seq(self.events.source(row.session_id))
+            # A closed source's last seq is its closing event's: one past the last second.
+            used_total = last_seq - 1 if was_closed else last_seq
+            if not was_closed:
+                self.outbox.append([self.events.closed(self._crash_closing(row, used_total))])
             used = max(0, used_total - row.used_seconds)
             await self.cc.terminate(row.session_id, row.request_number + 1, used)
             closed.append(row.session_id)
             log.warning("recovered private after a crash", extra={"session": row.session_id, "seconds": used_total})
         return closed
+
+    def _crash_closing(self, row: Any, billed: int) -> SessionClosed:
+        """The closing totals of a session recovered after a crash (docs/money.md).
+
+        ``started_at`` is when its first grant was opened; the instant of the
+        crash is unknown, so ``ended_at`` is when this node closed it.
+        """
+        member = row.wallet_id.removeprefix("wallet:")
+        performer = row.payee_id.removeprefix("earnings:")
+        spec = SessionSpec(PRIVATE_KIND, row.session_id, member, performer, row.wallet_id, row.rate)
+        now_us = round(self.clock() * US)
+        return SessionClosed(
+            spec, last_seq=billed, billed_seconds=billed, total_amount=billed * row.rate, reason=CRASH_REASON,
+            started_at_us=row.opened_at, ended_at_us=max(now_us, row.opened_at), unbilled_us=0, over_grant_us=0,
+        )
 
 
 # -- composition ---------------------------------------------------------------------
@@ -323,9 +364,31 @@ class BillingStack:
     relay: Any
     outbox: Outbox
     store: Any
+    # How long a graceful stop waits for the relay to deliver what is in the outbox.
+    drain_timeout_s: float = 5.0
+    # The VIP award job (jasmin_sfu/services/vip.py) and the daemon's loop that runs it.
+    vip: Any = None
+    vip_task: "asyncio.Task[None] | None" = None
 
     async def close(self) -> None:
+        """Stop billing (closing events of running privates), drain the relay, close.
+
+        The relay gets up to ``drain_timeout_s`` to deliver every event written so
+        far (the closing events included) to every sink. What a sink has not
+        acked by then stays in the outbox and is sent at the next start.
+        """
+        if self.vip_task is not None:
+            self.vip_task.cancel()
+            await asyncio.gather(self.vip_task, return_exceptions=True)
         await self.billing.stop()
+        try:
+            await asyncio.wait_for(self.relay.wait_idle(), self.drain_timeout_s)
+        except asyncio.TimeoutError:
+            behind = {name: self.relay.lag(name) for name in self.relay.sinks}
+            log.warning(
+                "billing relay not drained within %.1f s; the outbox keeps the rest for the next start: %s",
+                self.drain_timeout_s, {k: v for k, v in behind.items() if v},
+            )
         await self.relay.stop()
         for sink in self.relay.sinks.values():
             try:
@@ -336,8 +399,14 @@ class BillingStack:
         await self.store.close()
 
 
-async def open_billing(cfg: Any, find_show: Callable[[str], Any], clock: Callable[[], float] = time.time) -> BillingStack:
-    """Open the ledger, outbox, sinks and relay from ``cfg`` (a ``BillingConfig``)."""
+async def open_billing(
+    cfg: Any, find_show: Callable[[str], Any], clock: Callable[[], float] = time.time, *, sinks: Any = None
+) -> BillingStack:
+    """Open the ledger, outbox, sinks and relay from ``cfg`` (a ``BillingConfig``).
+
+    ``sinks`` (name -> ``BillingSink``) replaces the sinks ``cfg.sinks`` names (tests
+    give sinks on their own streams and tables).
+    """
     import os
 
     from jasmin_metering.config import (
@@ -366,39 +435,41 @@ async def open_billing(cfg: Any, find_show: Callable[[str], Any], clock: Callabl
         store = await SqliteLedgerStore.open(os.path.join(cfg.data_dir, "ledger.sqlite3"))
     ledger = Ledger(store, clock)
     await ledger.bootstrap()
-    cc = CreditControl(ledger, CreditControlConfig(grant_seconds=cfg.grant_seconds))
+    cc = CreditControl(
+        ledger, CreditControlConfig(grant_seconds=cfg.grant_seconds, performer_share_bp=cfg.performer_share_bp)
+    )
     # The ledger may be shared by several worker processes; the outbox and the
     # local sink files are per process (two appenders to one JSONL would tear it).
     local = cfg.outbox_dir or cfg.data_dir
     os.makedirs(local, exist_ok=True)
     outbox = Outbox(OutboxConfig(path=os.path.join(local, "billing-outbox.sqlite3")))
-    sinks: dict[str, Any] = {}
-    for name in cfg.sinks:
+    chosen: dict[str, Any] = dict(sinks) if sinks is not None else {}
+    for name in cfg.sinks if sinks is None else ():
         if name == "file":
             from jasmin_metering.file_sink import FileSink
 
-            sinks[name] = FileSink(FileSinkConfig(path=os.path.join(local, "billing-events.jsonl")))
+            chosen[name] = FileSink(FileSinkConfig(path=os.path.join(local, "billing-events.jsonl")))
         elif name == "sqlite":
             from jasmin_metering.sqlite_sink import SqliteSink
 
-            sinks[name] = SqliteSink(SqliteSinkConfig(path=os.path.join(local, "billing-events.sqlite3")))
+            chosen[name] = SqliteSink(SqliteSinkConfig(path=os.path.join(local, "billing-events.sqlite3")))
         elif name == "postgres":
             from jasmin_metering.postgres_sink import PostgresSink
 
-            sinks[name] = PostgresSink(PostgresSinkConfig(dsn=cfg.postgres_dsn))
+            chosen[name] = PostgresSink(PostgresSinkConfig(dsn=cfg.postgres_dsn))
         elif name == "webhook":
             from jasmin_metering.webhook_sink import WebhookSink
 
-            sinks[name] = WebhookSink(WebhookSinkConfig(url=cfg.webhook_url, secret=cfg.webhook_secret), clock)
+            chosen[name] = WebhookSink(WebhookSinkConfig(url=cfg.webhook_url, secret=cfg.webhook_secret), clock)
         elif name == "redis":
             from jasmin_metering.redis_sink import RedisStreamSink
 
-            sinks[name] = RedisStreamSink(RedisStreamSinkConfig(url=cfg.redis_url))
+            chosen[name] = RedisStreamSink(RedisStreamSinkConfig(url=cfg.redis_url))
         elif name == "nats":
             from jasmin_metering.nats_sink import NatsSink
 
-            sinks[name] = NatsSink(NatsSinkConfig(servers=(cfg.nats_url,)))
-    relay = OutboxRelay(outbox, sinks)
+            chosen[name] = NatsSink(NatsSinkConfig(servers=(cfg.nats_url,)))
+    relay = OutboxRelay(outbox, chosen)
     settings = BillingSettings(
         node_id=cfg.node_id, default_price_per_minute=cfg.default_price_per_minute, warn_at_s=tuple(cfg.warn_at_s)
     )
@@ -406,4 +477,29 @@ async def open_billing(cfg: Any, find_show: Callable[[str], Any], clock: Callabl
     await billing.recover()
     relay.start()
     billing.start()
-    return BillingStack(billing, ledger, cc, relay, outbox, store)
+    vip = vip_job(cfg, ledger, cc)
+    vip_task = None
+    if cfg.vip_check_interval_s > 0 and vip.top_n:
+        vip_task = asyncio.get_running_loop().create_task(vip_loop(vip, cfg.vip_check_interval_s), name="vip-awards")
+    return BillingStack(billing, ledger, cc, relay, outbox, store, cfg.drain_timeout_s, vip, vip_task)
+
+
+def vip_job(cfg: Any, ledger: Ledger, cc: CreditControl | None = None) -> Any:
+    """The VIP award job of a ``BillingConfig`` (the daemon's loop and ``jasmin-sfu vip-awards``)."""
+    from jasmin_sfu.config import vip_tiers
+    from jasmin_sfu.services.vip import VipAwards
+
+    notify = (lambda wallet: cc.notify_top_up(wallet, reason="vip_award")) if cc is not None else None
+    return VipAwards(ledger, vip_tiers(cfg.vip_award_tiers), cfg.vip_settle_s, notify)
+
+
+async def vip_loop(vip: Any, interval_s: float) -> None:
+    """Pay the due VIP period now and then; a paid period makes this a no-op (docs/money.md)."""
+    while True:
+        try:
+            await vip.run_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - logged, retried at the next check
+            log.exception("VIP award run failed")
+        await asyncio.sleep(interval_s)

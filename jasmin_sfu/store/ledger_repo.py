@@ -159,7 +159,7 @@ class LedgerTx(Protocol):
         ...
 
     async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
-        """Open sessions whose id starts with ``prefix``."""
+        """Sessions not terminated yet (open, or expired by a sweep) whose id starts with ``prefix``."""
         ...
 
     async def get_cc_request(self, session_id: str, request_number: int) -> CcRequestRow | None:
@@ -188,6 +188,12 @@ class LedgerStore(Protocol):
 
     async def open_pendings(self) -> list[PendingRow]:
         """Every unresolved pending transfer."""
+        ...
+
+    async def ranking(self, ledger: str, prefix: str, before_us: int, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` accounts whose id starts with ``prefix`` holding the most posted ``ledger``
+        units from transfers stamped before ``before_us``: (account id, balance), balance > 0,
+        most first, ties by account id (a pure function of the journal: every node agrees)."""
         ...
 
     async def schema_version(self) -> int:

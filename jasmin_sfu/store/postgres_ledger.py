@@ -167,7 +167,7 @@ class _Tx:
 
     async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
         rows = await self._c.fetch(
-            f"SELECT {CC_COLS} FROM cc_sessions WHERE left(session_id, $1) = $2 AND status = 'open'"
+            f"SELECT {CC_COLS} FROM cc_sessions WHERE left(session_id, $1) = $2 AND status <> 'closed'"
             " ORDER BY session_id",
             len(prefix),
             prefix,
@@ -189,6 +189,19 @@ class _Tx:
             " VALUES ($1, $2, $3, $4, $5)",
             row.session_id, row.request_number, row.kind, row.used_seconds, row.answer,
         )
+
+
+# Pending, voiding and expiring entries move no posted balance.
+_NOT_POSTED = 2 | 8 | 16
+_RANKING = (
+    "SELECT acc, SUM(n) AS bal FROM ("
+    " SELECT credit_account_id AS acc, amount AS n FROM transfers WHERE ledger = {p1} AND timestamp < {p2}"
+    " AND (flags & {p3}) = 0"
+    " UNION ALL"
+    " SELECT debit_account_id AS acc, -amount AS n FROM transfers WHERE ledger = {p1} AND timestamp < {p2}"
+    " AND (flags & {p3}) = 0"
+    ") t WHERE substr(acc, 1, {p4}) = {p5} GROUP BY acc HAVING SUM(n) > 0 ORDER BY bal DESC, acc LIMIT {p6}"
+)
 
 
 class PostgresLedgerStore(PostgresStore):
@@ -222,6 +235,16 @@ class PostgresLedgerStore(PostgresStore):
         """Every unresolved pending transfer."""
         rows = await self._fetch(f"SELECT {_PD_COLS} FROM pending_open")
         return [_pd(r) for r in rows]
+
+    async def ranking(self, ledger: str, prefix: str, before_us: int, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` accounts whose id starts with ``prefix`` holding the most posted ``ledger``
+        units from transfers stamped before ``before_us``: (account id, balance), balance > 0,
+        most first, ties by account id (a pure function of the journal: every node agrees)."""
+        rows = await self._fetch(
+            _RANKING.format(p1="$1", p2="$2", p3="$3", p4="$4", p5="$5", p6="$6"),
+            ledger, before_us, _NOT_POSTED, len(prefix), prefix, limit,
+        )
+        return [(str(r[0]), int(r[1])) for r in rows]
 
     async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run one statement outside the service rules (tests use it to prove the constraints)."""

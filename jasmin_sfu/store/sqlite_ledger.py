@@ -195,7 +195,7 @@ class _Tx:
 
     async def open_cc_sessions_by_prefix(self, prefix: str) -> list[CcSessionRow]:
         rows = await self._q(
-            f"SELECT {CC_COLS} FROM cc_sessions WHERE substr(session_id, 1, ?) = ? AND status = 'open'"
+            f"SELECT {CC_COLS} FROM cc_sessions WHERE substr(session_id, 1, ?) = ? AND status <> 'closed'"
             " ORDER BY session_id",
             (len(prefix), prefix),
         )
@@ -214,6 +214,19 @@ class _Tx:
             "INSERT INTO cc_requests (session_id, request_number, kind, used_seconds, answer) VALUES (?, ?, ?, ?, ?)",
             (row.session_id, row.request_number, row.kind, row.used_seconds, row.answer),
         )
+
+
+# Pending, voiding and expiring entries move no posted balance.
+_NOT_POSTED = 2 | 8 | 16
+_RANKING = (
+    "SELECT acc, SUM(n) AS bal FROM ("
+    " SELECT credit_account_id AS acc, amount AS n FROM transfers WHERE ledger = {p1} AND timestamp < {p2}"
+    " AND (flags & {p3}) = 0"
+    " UNION ALL"
+    " SELECT debit_account_id AS acc, -amount AS n FROM transfers WHERE ledger = {p1} AND timestamp < {p2}"
+    " AND (flags & {p3}) = 0"
+    ") t WHERE substr(acc, 1, {p4}) = {p5} GROUP BY acc HAVING SUM(n) > 0 ORDER BY bal DESC, acc LIMIT {p6}"
+)
 
 
 class SqliteLedgerStore(SqliteStore):
@@ -249,6 +262,16 @@ class SqliteLedgerStore(SqliteStore):
             "SELECT pending_id, debit_account_id, credit_account_id, amount, expires_at FROM pending_open"
         )
         return [PendingRow(*r) for r in rows]
+
+    async def ranking(self, ledger: str, prefix: str, before_us: int, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` accounts whose id starts with ``prefix`` holding the most posted ``ledger``
+        units from transfers stamped before ``before_us``: (account id, balance), balance > 0,
+        most first, ties by account id (a pure function of the journal: every node agrees)."""
+        rows = await self._rows(
+            _RANKING.format(p1="?1", p2="?2", p3="?3", p4="?4", p5="?5", p6="?6"),
+            (ledger, before_us, _NOT_POSTED, len(prefix), prefix, limit),
+        )
+        return [(str(a), int(b)) for a, b in rows]
 
     async def execute_raw(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run one statement outside the service rules (tests use it to prove the constraints)."""
