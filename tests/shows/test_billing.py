@@ -7,6 +7,7 @@ for ~30 s of real time each and are marked slow.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from jasmin_sfu.config import BillingConfig
 from jasmin_sfu.services.ledger import earnings_account, per_second_rate, wallet_account
 from jasmin_signaling.client import RemoteError, SignalingClient
 from tests.conftest import seed_credits, start_daemon_process
+from tests.metering.conftest import SECRET, Receiver, start_receiver
 from tests.shows.test_private_show import after, performer, watch
 
 pytestmark = pytest.mark.slow
@@ -183,3 +185,56 @@ async def test_sigkill_mid_private_restart_charges_exactly_what_streamed(tmp_pat
         assert (await ledger.replay()).ok
     finally:
         await store.close()
+
+
+class SlowReceiver(Receiver):
+    """A webhook billing system that takes a second to answer each batch."""
+
+    async def handle(self, request: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await super().handle(request)
+
+
+async def test_sigterm_mid_private_delivers_the_closing_event_before_exit(tmp_path: Path) -> None:
+    """Protects the graceful stop (issue 11 #21): SIGTERM during a private ends it, and by the
+    time the process has exited every sink holds the closing event after every usage second,
+    even a webhook that takes a second per batch: nothing is left in the outbox for a restart."""
+    import time as _time
+
+    data = str(tmp_path / "jasmin-billing-term")
+    await seed_credits(data, "m1", "p2999")
+    rcv = SlowReceiver(_time.time)  # type: ignore[arg-type]
+    runner, port = await start_receiver(rcv)
+    env = {"JASMIN_BILLING_DATA_DIR": data, "JASMIN_BILLING_SINKS": "file,webhook", "JASMIN_BILLING_NODE_ID": "term",
+           "JASMIN_BILLING_GRANT_SECONDS": "10", "JASMIN_BILLING_WEBHOOK_URL": f"http://127.0.0.1:{port}/billing",
+           "JASMIN_BILLING_WEBHOOK_SECRET": SECRET}
+    try:
+        dp = await start_daemon_process(env=env)
+        try:
+            pub, member, t0 = await start_private(dp.url, "show-term")
+            assert await wait_for(lambda: (member_video_times(member, pub.log, t0) or [t0])[-1] > t0 + 3.5, 20)
+        finally:
+            dp.proc.send_signal(signal.SIGTERM)
+            rc = await asyncio.get_running_loop().run_in_executor(None, dp.proc.wait, 30)
+        assert rc == 0
+        await member.close()
+        await pub.close()
+    finally:
+        await runner.cleanup()
+    events = [json.loads(x) for x in Path(data, "billing-events.jsonl").read_text().splitlines()]
+    closing = [e for e in events if e["data"].get("closing")]
+    usage = sorted(e["data"]["seq"] for e in events if not e["data"].get("closing"))
+    assert len(closing) == 1, f"{len(closing)} closing events in the file sink at exit"
+    # The drain closes the member's websocket first (disconnect); billing's own stop says node_shutdown.
+    assert closing[0]["data"]["reason"] in ("disconnect", "node_shutdown")
+    assert usage == list(range(1, len(usage) + 1)) and len(usage) >= 3
+    assert closing[0]["data"]["last_seq"] == len(usage)
+    assert set(rcv.stored) == {(e["source"], e["id"]) for e in events}, "the webhook lacks events at exit"
+    from jasmin_metering.config import OutboxConfig
+    from jasmin_metering.outbox import Outbox
+
+    outbox = Outbox(OutboxConfig(path=os.path.join(data, "billing-outbox.sqlite3")))
+    try:
+        assert {s: outbox.cursor(s) for s in ("file", "webhook")} == dict.fromkeys(("file", "webhook"), outbox.max_pos())
+    finally:
+        outbox.close()
