@@ -349,9 +349,13 @@ class SocialService:
             raise TopMemberFeeUnpaidError(
                 f"TopMembership costs {self.settings.top_member_fee_credits} credits; buy credits first"
             ) from None
-        await self.store.mark_top_paid(uid, row.started_at, 0, row.started_at + period_us, now)
-        log.info("top membership started", extra={"member": uid})
-        return self._view(await self.store.top_member(uid), now), True
+        # Twin requests share the pending row's anchor, so they charge one transfer id (the
+        # ledger applies it once); the one whose update moves period -1 -> 0 answers "charged",
+        # the others "already" (the row update is atomic on both stores).
+        charged = await self.store.mark_top_paid(uid, row.started_at, 0, row.started_at + period_us, now)
+        if charged:
+            log.info("top membership started", extra={"member": uid})
+        return self._view(await self.store.top_member(uid), now), charged
 
     async def cancel_top(self, p: Principal) -> TopMembership:
         """Stop renewal; the benefits last to the end of the paid period."""
