@@ -238,3 +238,38 @@ async def test_sigterm_mid_private_delivers_the_closing_event_before_exit(tmp_pa
         assert {s: outbox.cursor(s) for s in ("file", "webhook")} == dict.fromkeys(("file", "webhook"), outbox.max_pos())
     finally:
         outbox.close()
+
+
+async def test_twin_private_requests_with_auto_accept_answer_already_requested(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Protects the answer to a second concurrent private.request of one member (issue 11 #23):
+    with auto-accept the first request's grant holds the whole wallet, and the twin was told
+    insufficient_credits; it is already_requested (or private_busy once the private runs),
+    one private starts, and one grant is held."""
+    d = await make_daemon(billing=BillingConfig(data_dir=str(tmp_path), node_id="t4"))
+    stack = d.daemon.billing
+    await stack.ledger.open_member("m1")
+    await stack.cc.top_up("pay-1", "m1", "p2999")  # 30 credits = 30 s at PRICE: one grant holds all
+    pub = await performer(d.url, "show-twin")
+    await pub.client.request("show.settings", price_per_minute=PRICE, auto_accept=True)
+    twins = [await SignalingClient.connect(d.url) for _ in range(2)]
+    for c in twins:
+        await c.request("join", show_id="show-twin", role="viewer", member_id="m1")
+    answers = await asyncio.gather(*[c.request("private.request") for c in twins], return_exceptions=True)
+    ok = [a for a in answers if not isinstance(a, BaseException)]
+    refused = [a for a in answers if isinstance(a, RemoteError)]
+    assert len(ok) == 1 and ok[0]["private_member"] is True, answers
+    assert len(refused) == 1 and refused[0].code in ("already_requested", "private_busy"), answers
+    assert d.daemon.shows.get("show-twin").machine.private_member == "m1"
+    await member_end(twins, pub)
+    assert await wait_for(lambda: not stack.billing._tasks, 10)
+    wallet = await stack.ledger.balance(wallet_account("m1"))
+    assert wallet.debits_pending == 0 and (await stack.ledger.replay()).ok
+
+
+async def member_end(clients: list[Any], pub: Any) -> None:
+    """End the private from the member's side, wait for billing, close everything."""
+    await clients[0].request("private.end")
+    await pub.client.next_event("private.ended", timeout=10)
+    for c in clients:
+        await c.close()
+    await pub.close()
