@@ -273,3 +273,53 @@ async def member_end(clients: list[Any], pub: Any) -> None:
     for c in clients:
         await c.close()
     await pub.close()
+
+
+async def test_sigkill_mid_private_restart_writes_the_closing_event(tmp_path: Path) -> None:
+    """Protects the issue 11 #19 scenario end to end: kill -9 the daemon during a private,
+    restart it on the same data; the file sink then holds usage 1..N and exactly one closing
+    event (reason crash, last_seq N, N x rate), and the member was charged N x rate."""
+    data = str(tmp_path / "jasmin-billing-crash19")
+    await seed_credits(data, "m1", "p2999")
+    env = {"JASMIN_BILLING_DATA_DIR": data, "JASMIN_BILLING_SINKS": "file", "JASMIN_BILLING_NODE_ID": "crash19",
+           "JASMIN_BILLING_GRANT_SECONDS": "10"}
+    dp = await start_daemon_process(env=env)
+    try:
+        pub, member, t0 = await start_private(dp.url, "show-crash19")
+        assert await wait_for(lambda: (member_video_times(member, pub.log, t0) or [t0])[-1] > t0 + 3.5, 20)
+    finally:
+        dp.proc.send_signal(signal.SIGKILL)
+        await asyncio.get_running_loop().run_in_executor(None, dp.proc.wait, 10)
+    await member.close()
+    await pub.close()
+    path = Path(data, "billing-events.jsonl")
+
+    def closing() -> list[dict[str, Any]]:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [e for e in map(json.loads, lines) if e["data"].get("closing")]
+
+    dp2 = await start_daemon_process(env=env)
+    try:
+        assert await wait_for(lambda: bool(closing()), 20), "no closing event after the restart"
+    finally:
+        dp2.proc.send_signal(signal.SIGTERM)
+        await asyncio.get_running_loop().run_in_executor(None, dp2.proc.wait, 20)
+    events = [json.loads(x) for x in path.read_text().splitlines()]
+    usage = sorted(e["data"]["seq"] for e in events if not e["data"].get("closing"))
+    (c,) = closing()
+    n = len(usage)
+    assert usage == list(range(1, n + 1)) and n >= 3
+    assert c["data"]["reason"] == "crash" and c["type"] == "com.jasmin.live.private.closed.v1"
+    assert (c["data"]["last_seq"], c["data"]["billed_seconds"], c["data"]["total_amount"]) == (n, n, n * RATE)
+
+    from jasmin_sfu.services.ledger import Ledger
+    from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+
+    store = await SqliteLedgerStore.open(os.path.join(data, "ledger.sqlite3"))
+    try:
+        import time as _t
+
+        wallet = await Ledger(store, _t.time).balance(wallet_account("m1"))
+        assert (wallet.debits_posted, wallet.debits_pending) == (n * RATE, 0)
+    finally:
+        await store.close()
