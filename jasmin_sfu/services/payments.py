@@ -182,7 +182,10 @@ class Purchases:
         if row.status != "credited":
             await self.ledger.open_member(uid)
             await self.cc.top_up(row.id, uid, row.package_code)
-            await self.store.mark_payment_credited(row.id, round(self.clock() * US))
+            # Twins with one key (identical rows: the processor dedupes on the key) all get
+            # here; only the one whose update marks the payment credited may answer "created".
+            fresh = await self.store.mark_payment_credited(row.id, round(self.clock() * US))
+            replayed = replayed or not fresh
             row = await self.store.payment(uid, key) or row
         return Purchase(
             row.id, pkg.code, pkg.credits, pkg.vip_points, row.amount_cents, row.status, row.created_at / US,

@@ -248,8 +248,8 @@ class AccountsStore(Protocol):
         """Insert, or return the row already stored for (user, idempotency key)."""
         ...
 
-    async def mark_payment_credited(self, payment_id: str, at: int) -> None:
-        """The top-up reached the ledger."""
+    async def mark_payment_credited(self, payment_id: str, at: int) -> bool:
+        """The top-up reached the ledger; True for the one call that moved it to ``credited``."""
         ...
 
     # -- privacy (migration 2) --------------------------------------------------------

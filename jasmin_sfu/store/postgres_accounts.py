@@ -242,14 +242,16 @@ class PostgresAccountsStore(PostgresStore):
             )
         return payment_row(r)
 
-    async def mark_payment_credited(self, payment_id: str, at: int) -> None:
-        """The top-up reached the ledger."""
+    async def mark_payment_credited(self, payment_id: str, at: int) -> bool:
+        """The top-up reached the ledger; True for the one call that marked it."""
         async with self._transaction() as con:
-            await con.execute(
-                "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, $1) WHERE id = $2",
+            status = await con.execute(
+                "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, $1)"
+                " WHERE id = $2 AND status <> 'credited'",
                 at,
                 payment_id,
             )
+        return str(status).endswith(" 1")
 
     # -- privacy ------------------------------------------------------------------------------
 

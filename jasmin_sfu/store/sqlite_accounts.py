@@ -273,14 +273,16 @@ class SqliteAccountsStore(SqliteStore):
 
         return await self._in_tx(go)
 
-    async def mark_payment_credited(self, payment_id: str, at: int) -> None:
-        """The top-up reached the ledger."""
-        await self._in_tx(
+    async def mark_payment_credited(self, payment_id: str, at: int) -> bool:
+        """The top-up reached the ledger; True for the one call that marked it."""
+        cur = await self._in_tx(
             lambda db: db.execute(
-                "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, ?) WHERE id = ?",
+                "UPDATE acc_payments SET status = 'credited', credited_at = coalesce(credited_at, ?)"
+                " WHERE id = ? AND status <> 'credited'",
                 (at, payment_id),
             )
         )
+        return cur.rowcount == 1
 
     # -- privacy ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Concurrent TopMembership starts on SQLite and PostgreSQL (issue 11 #22).
+"""Concurrent charges of one member on SQLite and PostgreSQL: TopMembership starts (issue 11 #22), purchases.
 
 docs/social.md: ``POST /api/v1/me/top-membership`` answers 201 when it charged and
 200 when the membership was already running. Four requests at once from one member
@@ -72,3 +72,22 @@ async def test_concurrent_top_membership_starts_answer_one_201_and_the_rest_200(
     assert ledger is not None
     wallet = await ledger.balance(wallet_account(mid))
     assert wallet.debits_posted == credits_to_units(15)
+
+
+@pytest.mark.parametrize("n", [4])
+async def test_concurrent_purchases_with_one_key_answer_one_201_and_the_rest_200(api_any_store: Api, n: int) -> None:
+    """Protects the purchase answers under concurrency (the same class of defect as the
+    TopMembership start): n simultaneous purchases with one idempotency key are one purchase,
+    answered 201 once and 200 (replayed) otherwise, and the package is credited once."""
+    api = api_any_store
+    token, mid = await api.member("buyer")
+    answers = await asyncio.gather(*[
+        api.call("POST", "/api/v1/wallet/purchases", token=token, json={"package": "p2999", "idempotency_key": "key-twin-1"})
+        for _ in range(n)
+    ])
+    statuses = sorted(s for s, _, _ in answers)
+    assert statuses == [200] * (n - 1) + [201], statuses
+    assert len({body["payment_id"] for _, body, _ in answers}) == 1
+    ledger = api.daemon.billing.ledger if api.daemon.billing is not None else None
+    assert ledger is not None
+    assert (await ledger.balance(wallet_account(mid))).credits_posted == credits_to_units(30)
