@@ -362,7 +362,8 @@ class Supervisor:
         for w in self.workers:
             if w.proc is not None and w.proc.returncode is None:
                 w.proc.send_signal(signal.SIGTERM)
-        deadline = self.cfg.server.drain_timeout_s + 10
+        # A worker drains its media, then gives its billing sinks billing.drain_timeout_s.
+        deadline = self.cfg.server.drain_timeout_s + self.cfg.billing.drain_timeout_s + 10
         for w in self.workers:
             if w.proc is None:
                 continue
