@@ -40,6 +40,8 @@ from jasmin_metering.outbox import Outbox
 from jasmin_sfu.services.credit_control import CreditControl, Grant, ReAuthRequest
 from jasmin_sfu.services.errors import InsufficientCreditError
 from jasmin_sfu.services.ledger import Ledger, per_second_rate
+from jasmin_sfu.services.vip import VipAwards
+from jasmin_sfu.store.ledger_repo import CcSessionRow
 
 from .events import ShowEvent
 from .machine import EndPrivate, Rejected
@@ -335,7 +337,7 @@ class PrivateBilling:
             log.warning("recovered private after a crash", extra={"session": row.session_id, "seconds": used_total})
         return closed
 
-    def _crash_closing(self, row: Any, billed: int) -> SessionClosed:
+    def _crash_closing(self, row: CcSessionRow, billed: int) -> SessionClosed:
         """The closing totals of a session recovered after a crash (docs/money.md).
 
         ``started_at`` is when its first grant was opened; the instant of the
@@ -367,7 +369,7 @@ class BillingStack:
     # How long a graceful stop waits for the relay to deliver what is in the outbox.
     drain_timeout_s: float = 5.0
     # The VIP award job (jasmin_sfu/services/vip.py) and the daemon's loop that runs it.
-    vip: Any = None
+    vip: VipAwards | None = None
     vip_task: "asyncio.Task[None] | None" = None
 
     async def close(self) -> None:
@@ -484,16 +486,15 @@ async def open_billing(
     return BillingStack(billing, ledger, cc, relay, outbox, store, cfg.drain_timeout_s, vip, vip_task)
 
 
-def vip_job(cfg: Any, ledger: Ledger, cc: CreditControl | None = None) -> Any:
+def vip_job(cfg: Any, ledger: Ledger, cc: CreditControl | None = None) -> VipAwards:
     """The VIP award job of a ``BillingConfig`` (the daemon's loop and ``jasmin-sfu vip-awards``)."""
     from jasmin_sfu.config import vip_tiers
-    from jasmin_sfu.services.vip import VipAwards
 
     notify = (lambda wallet: cc.notify_top_up(wallet, reason="vip_award")) if cc is not None else None
     return VipAwards(ledger, vip_tiers(cfg.vip_award_tiers), cfg.vip_settle_s, notify)
 
 
-async def vip_loop(vip: Any, interval_s: float) -> None:
+async def vip_loop(vip: VipAwards, interval_s: float) -> None:
     """Pay the due VIP period now and then; a paid period makes this a no-op (docs/money.md)."""
     while True:
         try:
