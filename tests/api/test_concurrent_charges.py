@@ -8,6 +8,7 @@ used to be answered 201 "charged" four times, while one fee was taken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -25,7 +26,7 @@ from tests.realparts import PG_DSN, FakeClock, pg_schema
 @pytest.fixture(params=["sqlite", "postgres"])
 async def api_any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
     """The REST daemon with accounts, social and the ledger on SQLite, or all on PostgreSQL."""
-    async with pg_schema() if request.param == "postgres" else _none() as schema:
+    async with pg_schema() if request.param == "postgres" else contextlib.nullcontext("") as schema:
         dsn = f"{PG_DSN}?search_path={schema}" if schema else ""
         clock = FakeClock()
         accounts = accounts_config(str(tmp_path))
@@ -44,14 +45,6 @@ async def api_any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Async
                 yield Api(d, f"http://127.0.0.1:{d.port}", f"ws://127.0.0.1:{d.port}/ws", clock, session)
         finally:
             await d.stop()
-
-
-class _none:
-    async def __aenter__(self) -> str:
-        return ""
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 @pytest.mark.parametrize("n", [4, 8])
