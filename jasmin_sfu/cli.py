@@ -65,9 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     return uvloop.run(serve(cfg))
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
 
 def _create_admin(cfg: Config, username: str) -> int:
     """The first admin has to come from somewhere: here, with direct access to the accounts store."""
@@ -177,3 +174,7 @@ def _vip_awards(cfg: Config, period: str | None, dry_run: bool) -> int:
         return 1
     sys.stdout.write(out)
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -242,3 +242,17 @@ def test_retention_command_fails_clearly_without_an_accounts_database(tmp_path: 
     off_cfg.write_text("[accounts]\nenabled = false\ntrust_client_ids = true\n[log]\nlevel = \"warning\"\n")
     off = _cli(config=off_cfg)
     assert off.returncode == 1 and "accounts.enabled is false" in off.stderr
+
+
+def test_cli_module_runs_as_a_script(tmp_path: Path) -> None:
+    """Protects ``python -m jasmin_sfu.cli``: the module's ``__main__`` block must come after the
+    helpers it dispatches to (it stood before them, so every subcommand died with a NameError)."""
+    data = tmp_path / "empty"
+    data.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JASMIN_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "jasmin_sfu.cli", "retention", "--dry-run", "--config", str(_config(tmp_path, data))],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert "NameError" not in r.stderr, r.stderr
+    assert r.returncode == 1 and "no accounts database" in r.stderr
