@@ -62,6 +62,10 @@ def media_settings(cfg: Config) -> MediaSettings:
         remb_max_bps=m.remb_max_bps,
         remb_min_bps=m.remb_min_bps,
         max_producers_per_publisher=m.max_producers_per_publisher,
+        nack_max_retries=m.nack_max_retries,
+        nack_default_rtt_s=m.nack_default_rtt_ms / 1000.0,
+        nack_max_delay_s=m.nack_max_delay_ms / 1000.0,
+        nack_budget_fraction=m.nack_budget_fraction,
     )
 
 

@@ -83,11 +83,24 @@ class MediaConfig:
     # to a PLI (jasmin_sfu/media/keyframe_cache.py).
     keyframe_cache: bool = True
     rtcp_interval_ms: int = 1000
+    # REMB toward the performer, sent with each receiver report: the lowest
+    # estimate of the producer's viewers, clamped to [remb_min_bps,
+    # remb_max_bps]; remb_max_bps while no viewer sent one (docs/media.md).
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000
     # Audio/video m-sections (producers) one publish may carry; more is `bad_sdp`.
     # A camera is two (video, audio); the rest is room for a second source.
     max_producers_per_publisher: int = 4
+    # Retransmissions to a viewer (docs/media.md): one packet at most
+    # nack_max_retries times, at most once per the viewer's round trip
+    # (nack_default_rtt_ms until its RTCP measured one), never when it would
+    # arrive later than nack_max_delay_ms after the original, and in all at
+    # most nack_budget_fraction of the viewer's REMB (remb_min_bps before it
+    # sent one).
+    nack_max_retries: int = 3
+    nack_default_rtt_ms: int = 100
+    nack_max_delay_ms: int = 1000
+    nack_budget_fraction: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -385,6 +398,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media.remb_min_bps must be positive and <= remb_max_bps")
     if not 1 <= m.max_producers_per_publisher <= 64:
         raise ConfigError("media.max_producers_per_publisher must be in 1..64")
+    if not 0 <= m.nack_max_retries <= 10:
+        raise ConfigError("media.nack_max_retries must be in 0..10")
+    if not 1 <= m.nack_default_rtt_ms <= m.nack_max_delay_ms <= 10_000:
+        raise ConfigError("media: 1 <= nack_default_rtt_ms <= nack_max_delay_ms <= 10000")
+    if not 0.0 <= m.nack_budget_fraction <= 1.0:
+        raise ConfigError("media.nack_budget_fraction must be in 0..1")
     if not 0 < cfg.shows.sneak_peek_s <= 600:
         raise ConfigError("shows.sneak_peek_s must be in (0, 600]")
     b = cfg.billing

@@ -38,6 +38,7 @@ class MediaCollector(Collector):
             ("jasmin_nack_packets_served", "Packets retransmitted from the cache", s.nack_packets_served),
             ("jasmin_nack_packets_missed", "NACKed packets not in the cache (asked upstream)", s.nack_packets_missed),
             ("jasmin_nack_packets_refused", "NACKed packets from before the viewer's stream began (not served)", s.nack_packets_refused),
+            ("jasmin_nack_keyframe_requests", "Keyframe requests made instead of resends past a viewer's budget", s.nack_keyframe_requests),
             ("jasmin_keyframe_packets_replayed", "Cached keyframe packets sent to starting viewers", s.keyframe_packets_replayed),
             ("jasmin_plis_received", "PLI/FIR from viewers", s.plis_received),
             ("jasmin_plis_sent", "Keyframe requests sent to publishers", s.keyframe_requests_sent),
@@ -47,6 +48,23 @@ class MediaCollector(Collector):
         ]
         for name, doc, value in simple:
             yield CounterMetricFamily(name, doc, value=value)
+        resends = CounterMetricFamily(
+            "jasmin_nack_resends", "Packets resent to viewers in answer to NACKs, by the kind of track", labels=["kind"]
+        )
+        for kind, n in sorted(s.nack_resends.items()):
+            resends.add_metric([kind], n)
+        yield resends
+        suppressed = CounterMetricFamily(
+            "jasmin_nack_suppressed",
+            "NACKed packets not resent, by rule: rtt (resent within the viewer's round trip), retries"
+            " (resent nack_max_retries times), budget (past the viewer's budget), age (older than the cache"
+            " or than the RTT leaves useful)",
+            labels=["reason"],
+        )
+        for reason, n in (("age", s.nack_suppressed_age), ("budget", s.nack_suppressed_budget),
+                          ("retries", s.nack_suppressed_retries), ("rtt", s.nack_suppressed_rtt)):
+            suppressed.add_metric([reason], n)
+        yield suppressed
         drops = CounterMetricFamily("jasmin_rtp_drops", "Packets dropped, by reason", labels=["reason"])
         for reason, n in sorted(s.drops.items()):
             drops.add_metric([reason], n)

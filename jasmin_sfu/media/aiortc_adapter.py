@@ -423,6 +423,22 @@ def set_sender_report(
     sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
 
 
+def rtt_from_report(sender: RTCRtpSender, lsr: int, dlsr: int) -> float | None:
+    """A viewer's round trip in seconds from its report block's LSR/DLSR, or None.
+
+    aiortc sends the SRs of ``sender`` on its own schedule and remembers the
+    last one's compact NTP time and send time (``time.time()``); a report
+    naming that SR gives now - sent - DLSR (RFC 3550 6.4.1). A report naming
+    an older SR is ignored.
+    """
+    if not dlsr or lsr != getattr(sender, "_RTCRtpSender__lsr", None):
+        return None
+    sent_at = getattr(sender, "_RTCRtpSender__lsr_time", None)
+    if sent_at is None:
+        return None
+    return time.time() - float(sent_at) - dlsr / 65536.0
+
+
 # ---------------------------------------------------------------------------
 # Proof that no media is decoded or encoded for viewers.
 
@@ -517,7 +533,8 @@ def self_check() -> None:
     if "_tx_srtp" not in inspect.getsource(RTCDtlsTransport._setup_srtp):
         missing.append("RTCDtlsTransport._tx_srtp")
     sender_src = inspect.getsource(RTCRtpSender)
-    for field in ("__ntp_timestamp", "__rtp_timestamp", "__packet_count", "__octet_count", "self._ssrc"):
+    for field in ("__ntp_timestamp", "__rtp_timestamp", "__packet_count", "__octet_count", "self._ssrc",
+                  "self.__lsr = ", "self.__lsr_time = time.time()"):
         if field not in sender_src:
             missing.append(f"RTCRtpSender {field}")
     conn_src = inspect.getsource(aioice.ice.Connection)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 import struct
+from array import array
 from typing import TYPE_CHECKING, Any, Callable
 
 from .aiortc_adapter import fastpath_ext
 from .errors import InvalidStateError
+from .retransmit import DEFAULT_POLICY, RetransmitPolicy
 
 if TYPE_CHECKING:
     from .aiortc_adapter import SrtpSink
@@ -15,6 +17,10 @@ if TYPE_CHECKING:
     from .stats import MediaStats
 
 _HDR = struct.Struct("!BBHII")
+_TS = struct.Struct("!I")
+# rs_at markers of a packet never resent: tracked, and tracked and owed.
+_NEVER = -1e18
+_OWED = -2e18
 
 
 class Consumer:
@@ -57,6 +63,17 @@ class Consumer:
         "_sender",
         "_set_sr",
         "on_close",
+        "rtt",
+        "resent",
+        "resent_bytes",
+        "_policy",
+        "_rtt_of",
+        "_tokens",
+        "_tokens_at",
+        "_owed",
+        "_rs_seq",
+        "_rs_at",
+        "_rs_n",
     )
 
     def __init__(
@@ -71,6 +88,8 @@ class Consumer:
         clock: Callable[[], float],
         sender: Any = None,
         set_sr: Callable[..., None] | None = None,
+        rtt_of: Callable[[Any, int, int], float | None] | None = None,
+        policy: RetransmitPolicy = DEFAULT_POLICY,
         paused: bool = False,
         blocked: bool = False,
         audience_key: str = "",
@@ -113,6 +132,22 @@ class Consumer:
         self._sender = sender
         self._set_sr = set_sr
         self.on_close: Callable[["Consumer"], None] | None = None
+        # Retransmissions (jasmin_sfu/media/retransmit.py): the viewer's round
+        # trip (0.0 until its RTCP gave one), what it was resent, its budget
+        # bucket, the packets it is owed, and per cached packet (index
+        # ``seq & mask``, allocated on the first NACK) the producer sequence
+        # number, the time of its last resend and the resends so far.
+        self.rtt = 0.0
+        self.resent = 0
+        self.resent_bytes = 0
+        self._policy = policy
+        self._rtt_of = rtt_of
+        self._tokens = -1.0
+        self._tokens_at = 0.0
+        self._owed = 0
+        self._rs_seq: array[int] | None = None
+        self._rs_at: array[float] | None = None
+        self._rs_n: bytearray | None = None
 
     @property
     def packets(self) -> int:
@@ -314,31 +349,127 @@ class Consumer:
     # -- feedback from the viewer -------------------------------------------
 
     def on_nack(self, out_seqs: tuple[int, ...]) -> None:
-        """Answer a viewer NACK from the producer's cache; ask upstream for the rest."""
+        """Answer a viewer NACK from the producer's cache, within the retransmission
+        policy (jasmin_sfu/media/retransmit.py); ask upstream for what the cache
+        should hold but lost."""
         p = self.producer
-        self._stats.nacks_received += 1
-        if p.cache is None or not self._anchored:
+        stats = self._stats
+        stats.nacks_received += 1
+        cache = p.cache
+        if cache is None or not self._anchored:
             return
+        pol = self._policy
+        now = self._clock()
+        rtt = self.rtt or pol.default_rtt_s
+        # The budget bucket, refilled for the time since the last NACK.
+        rate = pol.budget_rate(self.remb)
+        depth = pol.budget_depth(rate)
+        tokens = self._tokens
+        tokens = depth if tokens < 0 else min(depth, tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        rs_seq = self._rs_seq
+        if rs_seq is None:
+            size = cache.size
+            rs_seq = self._rs_seq = array("l", [-1]) * size
+            self._rs_at = array("d", [0.0]) * size
+            self._rs_n = bytearray(size)
+        rs_at = self._rs_at
+        rs_n = self._rs_n
+        assert rs_at is not None and rs_n is not None
+        mask = cache.size - 1
+        newest = p.max_seq
+        newest_ts = p.last_ts
+        max_ticks = (pol.max_delay_s - rtt) * p.clock_rate
         missing = []
         anchor = self._anchor_seq
+        owed = 0
         for out_seq in out_seqs:
             in_seq = (out_seq - self._seq_off) & 0xFFFF
             if (in_seq - anchor) & 0xFFFF >= 0x8000:
                 # Older than this viewer's stream: possibly a private's packet.
-                self._stats.nack_packets_refused += 1
+                stats.nack_packets_refused += 1
                 continue
-            data = p.cache.get(in_seq)
+            if (newest - in_seq) & 0xFFFF > mask:
+                # Older than the cache: the publisher has nothing useful left either.
+                stats.nack_suppressed_age += 1
+                continue
+            data = cache.get(in_seq)
             if data is None:
                 missing.append(in_seq)
-                self._stats.nack_packets_missed += 1
+                stats.nack_packets_missed += 1
                 continue
-            n = self._resend(data, count=False)
-            if n:
-                self._stats.nack_packets_served += 1
-                self._stats.rtp_packets_out += 1
-                self._stats.rtp_bytes_out += n
+            if ((newest_ts - _TS.unpack_from(data, 4)[0]) & 0xFFFFFFFF) > max_ticks:
+                stats.nack_suppressed_age += 1
+                continue
+            i = in_seq & mask
+            if rs_seq[i] == in_seq:
+                n = rs_n[i]
+                if n >= pol.max_retries:
+                    stats.nack_suppressed_retries += 1
+                    continue
+                if now - rs_at[i] < rtt:
+                    stats.nack_suppressed_rtt += 1
+                    continue
+            else:
+                n = 0
+                rs_seq[i] = in_seq
+                rs_n[i] = 0
+                rs_at[i] = _NEVER
+            if tokens < len(data):
+                stats.nack_suppressed_budget += 1
+                if rs_at[i] == _NEVER:
+                    # First time this packet is refused: the viewer is owed it.
+                    rs_at[i] = _OWED
+                    owed += 1
+                continue
+            sent = self._resend(data, count=False)
+            if sent:
+                tokens -= sent
+                rs_at[i] = now
+                rs_n[i] = n + 1
+                self.resent += 1
+                self.resent_bytes += sent
+                stats.nack_resends[self.kind] += 1
+                stats.nack_packets_served += 1
+                stats.rtp_packets_out += 1
+                stats.rtp_bytes_out += sent
+        self._tokens = tokens
         if missing:
             p.nack_upstream(missing)
+        if owed:
+            self._owe(owed)
+
+    def _owe(self, n: int) -> None:
+        """``n`` more packets were refused for the budget: past a keyframe's
+        worth, a keyframe helps the viewer more than any resend could."""
+        self._owed += n
+        kc = self.producer.keyframe_cache
+        frame = len(kc.frame) if kc is not None and kc.frame else self._policy.keyframe_packets
+        if self._owed >= frame:
+            self._owed = 0
+            self._stats.nack_keyframe_requests += 1
+            self.producer.request_keyframe()
+
+    def on_receiver_report(self, fraction_lost: int, lsr: int, dlsr: int) -> None:
+        """A report block of the viewer about this consumer: loss, and a round trip
+        measured against the last SR we sent it (RFC 3550 6.4.1)."""
+        self.fraction_lost = fraction_lost
+        if self._rtt_of is None or self._sender is None or not lsr:
+            return
+        sample = self._rtt_of(self._sender, lsr, dlsr)
+        if sample is not None:
+            self.on_rtt(sample)
+
+    def on_rtt(self, sample: float) -> None:
+        """One round-trip sample in seconds, smoothed; nonsense samples are ignored.
+
+        A sample at or below zero happens when the viewer's report names an
+        older SR carrying the same NTP time as the last one (the SRs carry the
+        publisher's NTP, which changes about once a second).
+        """
+        if not 0.0 < sample < 10.0:
+            return
+        self.rtt = sample if not self.rtt else 0.875 * self.rtt + 0.125 * sample
 
     def on_keyframe_request(self) -> None:
         self._stats.plis_received += 1

@@ -19,6 +19,10 @@ class PacketCache:
         self._seqs: list[int] = [-1] * size
         self._packets: list[bytes | None] = [None] * size
 
+    @property
+    def size(self) -> int:
+        return self._mask + 1
+
     def put(self, seq: int, packet: bytes) -> None:
         i = seq & self._mask
         self._seqs[i] = seq

@@ -10,6 +10,7 @@ from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError
 from .keyframe_requester import KeyframeRequester
 from .producer import Producer
+from .retransmit import RetransmitPolicy
 from .settings import MediaSettings
 from .stats import MediaStats
 from .transport import WebRtcTransport
@@ -44,6 +45,13 @@ class Router:
         self.settings = settings
         self.stats = stats
         self.clock = clock
+        self.retransmit = RetransmitPolicy(
+            max_retries=settings.nack_max_retries,
+            default_rtt_s=settings.nack_default_rtt_s,
+            max_delay_s=settings.nack_max_delay_s,
+            budget_fraction=settings.nack_budget_fraction,
+            fallback_bps=settings.remb_min_bps,
+        )
         self.app_data = app_data or {}
         self.closed = False
         self.transports: dict[str, WebRtcTransport] = {}

@@ -22,3 +22,7 @@ class MediaSettings:
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000
     max_producers_per_publisher: int = 4
+    nack_max_retries: int = 3
+    nack_default_rtt_s: float = 0.1
+    nack_max_delay_s: float = 1.0
+    nack_budget_fraction: float = 0.25

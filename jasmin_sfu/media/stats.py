@@ -22,6 +22,12 @@ class MediaStats:
         "nack_packets_served",
         "nack_packets_missed",
         "nack_packets_refused",
+        "nack_resends",
+        "nack_suppressed_rtt",
+        "nack_suppressed_retries",
+        "nack_suppressed_budget",
+        "nack_suppressed_age",
+        "nack_keyframe_requests",
         "keyframe_packets_replayed",
         "plis_received",
         "keyframe_requests_sent",
@@ -42,6 +48,18 @@ class MediaStats:
         # NACKs for packets from before the viewer's stream began (another
         # audience's media: never served).
         self.nack_packets_refused = 0
+        # The retransmission policy (jasmin_sfu/media/retransmit.py): resends
+        # by the kind of the viewer's track, and NACKed packets not resent
+        # because one went out within the viewer's RTT, after max_retries,
+        # past the viewer's budget, or too old to be of use (older than the
+        # cache, or than the RTT leaves time for); keyframe requests made
+        # instead of resends past the budget.
+        self.nack_resends: Counter[str] = Counter({"audio": 0, "video": 0})
+        self.nack_suppressed_rtt = 0
+        self.nack_suppressed_retries = 0
+        self.nack_suppressed_budget = 0
+        self.nack_suppressed_age = 0
+        self.nack_keyframe_requests = 0
         # Cached keyframe packets sent to viewers at start (TTFF).
         self.keyframe_packets_replayed = 0
         self.plis_received = 0

@@ -161,7 +161,7 @@ class WebRtcTransport:
                 for block in pkt.reports:
                     c = self._consumer_by_ssrc.get(block.ssrc)
                     if c is not None:
-                        c.fraction_lost = block.fraction_lost
+                        c.on_receiver_report(block.fraction_lost, block.lsr, block.dlsr)
 
     def _producer_by_ssrc(self, ssrc: int) -> Producer | None:
         for p in self.producers.values():
@@ -298,6 +298,8 @@ class WebRtcTransport:
                 clock=router.clock,
                 sender=t.sender,
                 set_sr=adapter.set_sender_report,
+                rtt_of=adapter.rtt_from_report,
+                policy=router.retransmit,
                 paused=paused,
                 blocked=not p.admits(key),
                 audience_key=key,

@@ -178,24 +178,33 @@ def test_resume_requests_a_keyframe() -> None:
 
 
 def test_nack_is_served_from_the_cache_with_the_viewers_numbers() -> None:
-    """Protects NACK handling: cached packets are resent rewritten; missing ones are asked upstream."""
+    """Protects NACK handling: cached packets are resent rewritten; a packet the
+    publisher leg lost (a gap inside the cache's window) is asked upstream; one
+    older than the cache is answered with nothing, upstream neither, and counted."""
     out: list[bytes] = []
     p, stats = make_producer(rtcp_out=out)
     c, sink = make_consumer(p, stats)
     for s in range(100, 110):
-        p.on_rtp(pkt(s, 1000, VP8_KEY if s == 100 else VP8_DELTA), 0)
+        if s != 106:
+            p.on_rtp(pkt(s, 1000, VP8_KEY if s == 100 else VP8_DELTA), 0)
     first = parse_rtp(sink.sent[0]).sequence
     sink.sent.clear()
     c.on_nack(((first + 3) & 0xFFFF, (first + 5) & 0xFFFF))
     assert [parse_rtp(b).sequence for b in sink.sent] == [(first + 3) & 0xFFFF, (first + 5) & 0xFFFF]
     assert stats.nack_packets_served == 2
-    # A packet older than the cache (64 slots) is asked from the publisher.
+    assert stats.nack_resends["video"] == 2 and c.resent == 2
+    c.on_nack(((first + 6) & 0xFFFF,))
+    nacks = [x for b in out for x in parse_rtcp(b) if isinstance(x, Nack)]
+    assert nacks and nacks[-1].lost == (106,) and nacks[-1].media_ssrc == 0x11111111
+    assert stats.nack_packets_missed == 1
+    # A packet older than the cache (64 slots): nothing sent, nothing asked.
     for s in range(110, 200):
         p.on_rtp(pkt(s, 1000, VP8_DELTA), 0)
+    sink.sent.clear()
     c.on_nack(((first + 1) & 0xFFFF,))
-    nacks = [x for b in out for x in parse_rtcp(b) if isinstance(x, Nack)]
-    assert nacks and nacks[-1].lost == (101,) and nacks[-1].media_ssrc == 0x11111111
-    assert stats.nack_packets_missed == 1
+    assert sink.sent == []
+    assert len([x for b in out for x in parse_rtcp(b) if isinstance(x, Nack)]) == 1
+    assert stats.nack_packets_missed == 1 and stats.nack_suppressed_age == 1
 
 
 def test_rtx_from_the_publisher_is_unwrapped() -> None:

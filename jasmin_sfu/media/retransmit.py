@@ -1,0 +1,62 @@
+"""The retransmission policy: how often, how many times and how much a viewer is resent.
+
+A viewer NACKs a missing packet again every round trip until it arrives
+(Chromium up to many times), so resending every requested packet on every
+NACK multiplies the node's output by the viewer's loss: one viewer on a
+60 kbit/s link was sent ~1,500 packets a second (issue 19). Each consumer
+applies, per NACKed packet and in this order:
+
+1. **age**: a packet older than the cache, or so old that it would arrive
+   later than ``max_delay_s`` after it was first sent (its media age plus the
+   viewer's RTT), is of no use to the viewer's jitter buffer: nothing is sent
+   and nothing is asked upstream;
+2. **retries**: at most ``max_retries`` resends of one packet to one viewer;
+3. **RTT**: at most one resend of one packet per viewer round trip (mediasoup's
+   ``RtpStreamSend`` rule; a NACK repeated inside the RTT crossed our resend);
+4. **budget**: a token bucket per viewer filled at ``budget_fraction`` of the
+   viewer's own bandwidth estimate (its REMB). A viewer that runs out is owed
+   packets; once it is owed a keyframe's worth it gets a keyframe request
+   (throttled per producer) instead of more resends.
+
+Only video is cached and resent (Opus carries its own FEC, and a late audio
+packet is useless), so the budget is spent on video only, and a struggling
+viewer's audio keeps the rest of its link.
+
+The values come from ``[media]`` (``nack_*`` keys, jasmin_sfu/config.py); the
+consumer keeps the per-packet state (jasmin_sfu/media/consumer.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetransmitPolicy:
+    # Resends of one packet to one viewer, at most (LiveKit's sequencer also
+    # stops after a few; Chromium asks up to 10 times).
+    max_retries: int = 3
+    # Until the viewer's RTCP gave a round trip: mediasoup's default RTT.
+    default_rtt_s: float = 0.1
+    # A resend arriving later than this after the original is useless
+    # (mediasoup: 2 s for video; a live show's jitter buffer is far shorter).
+    max_delay_s: float = 1.0
+    # Share of the viewer's REMB resends may use, and the estimate assumed
+    # before the viewer sent one.
+    budget_fraction: float = 0.25
+    fallback_bps: int = 150_000
+    # Bucket depth in seconds of budget (a burst of resends after a loss burst).
+    burst_s: float = 0.5
+    # A keyframe's worth of packets when no keyframe was seen yet.
+    keyframe_packets: int = 10
+
+    def budget_rate(self, remb_bps: int) -> float:
+        """Bytes per second of resends a viewer with estimate ``remb_bps`` may get."""
+        return self.budget_fraction * (remb_bps or self.fallback_bps) / 8.0
+
+    def budget_depth(self, rate: float) -> float:
+        """The bucket's size in bytes: ``burst_s`` of budget, but at least one full packet."""
+        return max(rate * self.burst_s, 1500.0)
+
+
+DEFAULT_POLICY = RetransmitPolicy()

@@ -1,0 +1,284 @@
+"""The retransmission policy (jasmin_sfu/media/retransmit.py) on an injected clock.
+
+A viewer's NACKs are answered from the producer's cache at most once per the
+viewer's round trip, at most ``max_retries`` times per packet, within a byte
+budget tied to the viewer's REMB, and never for packets too old to be of use.
+Issue 19: without these one viewer on a 60 kbit/s link was sent ~1,500
+resends a second.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import pytest
+
+from jasmin_codecs.rtcp import Nack, Pli, parse_rtcp
+from jasmin_codecs.rtp import parse_rtp
+from jasmin_sfu.media import aiortc_adapter as adapter
+from jasmin_sfu.media.consumer import Consumer
+from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.media.retransmit import RetransmitPolicy
+from jasmin_sfu.media.stats import MediaStats
+from tests.media.test_forwarding_unit import VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, make_producer, pkt
+
+PAYLOAD = 1000  # bytes of payload per video packet
+FPS = 30
+
+
+class Stream:
+    """A VP8-shaped stream in step with ``clock``: one 1000-byte packet per frame at 30 fps."""
+
+    def __init__(self, p: Producer, clock: Clock) -> None:
+        self.p, self.clock = p, clock
+        self.seq, self.ts = 1000, 90000
+
+    def frames(self, n: int) -> None:
+        for _ in range(n):
+            payload = (VP8_KEY if self.seq == 1000 else VP8_DELTA).ljust(PAYLOAD, b"\x00")
+            self.p.on_rtp(pkt(self.seq & 0xFFFF, self.ts & 0xFFFFFFFF, payload, marker=True), 0)
+            self.seq += 1
+            self.ts += 90000 // FPS
+            self.clock.t += 1.0 / FPS
+
+
+def setup(policy: RetransmitPolicy, *, sink: Any = None, cache: int = 64) -> tuple[Producer, Consumer, Any, MediaStats, Clock, Stream, list[bytes]]:
+    clock = Clock()
+    rtcp: list[bytes] = []
+    p, stats = make_producer(rtcp_out=rtcp, clock=clock, sched=Scheduled())
+    if cache != 64:
+        from jasmin_sfu.media.packet_cache import PacketCache
+
+        p.cache = PacketCache(cache)
+    sink = sink if sink is not None else FakeSink()
+    c = Consumer(consumer_id="c1", producer=p, ssrc=0x33333333, payload_type=100, sink=sink, stats=stats,
+                 clock=clock, policy=policy)
+    c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})
+    p.add_consumer(c)
+    stream = Stream(p, clock)
+    stream.frames(10)
+    return p, c, sink, stats, clock, stream, rtcp
+
+
+def out_seq(c: Consumer, in_seq: int) -> int:
+    return (in_seq + c._seq_off) & 0xFFFF
+
+
+def sent_seqs(sink: FakeSink) -> list[int]:
+    return [parse_rtp(b).sequence for b in sink.sent]
+
+
+def test_the_same_packet_nacked_twice_within_one_rtt_is_resent_once() -> None:
+    """Protects the RTT rule: a NACK repeated before our resend could have arrived
+    gets nothing; one after the viewer's round trip gets the packet again. The
+    RTT is the viewer's measured one (0.3 s), not the default (0.1 s)."""
+    _p, c, sink, stats, clock, _s, _ = setup(RetransmitPolicy(max_retries=5))
+    c.on_rtt(0.3)
+    lost = out_seq(c, 1005)
+    sink.sent.clear()
+    c.on_nack((lost,))
+    clock.t += 0.2  # past the default RTT, inside the viewer's
+    c.on_nack((lost,))
+    assert sent_seqs(sink) == [lost]
+    assert stats.nack_suppressed_rtt == 1
+    clock.t += 0.11
+    c.on_nack((lost,))
+    assert sent_seqs(sink) == [lost, lost]
+    assert c.resent == 2 and stats.nack_packets_served == 2
+
+
+def test_the_default_rtt_holds_until_the_viewer_reports_one() -> None:
+    """Protects the start: before any RTCP round trip, resends of one packet are 100 ms apart."""
+    _p, c, sink, stats, clock, _s, _ = setup(RetransmitPolicy(max_retries=5, default_rtt_s=0.1))
+    lost = out_seq(c, 1003)
+    sink.sent.clear()
+    for _ in range(4):  # 4 NACKs 40 ms apart: 0, 40, 80 ms inside; 120 ms past
+        c.on_nack((lost,))
+        clock.t += 0.04
+    assert len(sink.sent) == 2 and stats.nack_suppressed_rtt == 2
+
+
+def test_after_max_retries_a_packet_is_not_resent() -> None:
+    """Protects the retry bound: NACKed ten times a round trip apart, one packet is resent 3 times."""
+    _p, c, sink, stats, clock, _s, _ = setup(RetransmitPolicy(max_retries=3))
+    lost = out_seq(c, 1007)
+    sink.sent.clear()
+    for _ in range(10):
+        c.on_nack((lost,))
+        clock.t += 0.15
+    assert sent_seqs(sink) == [lost] * 3
+    assert stats.nack_suppressed_retries == 7
+
+
+def test_the_budget_holds_under_a_nack_flood_for_every_packet() -> None:
+    """Protects the node's output to one viewer: NACKing every cached packet every
+    10 ms for 10 s (the stream going on) gets at most the budget, a quarter of the
+    viewer's 60 kbit/s REMB plus the bucket's depth, and a keyframe request
+    instead of the rest. Retries and RTT are set loose so the budget alone binds."""
+    policy = RetransmitPolicy(max_retries=10, default_rtt_s=0.02, budget_fraction=0.25)
+    p, c, sink, stats, clock, stream, rtcp = setup(policy)
+    c.remb = 60_000
+    start = clock.t
+    resent = 0
+    for step in range(1000):
+        if step % 3 == 0:
+            stream.frames(1)  # ~30 fps: one frame every 3rd step of ~11 ms
+        else:
+            clock.t += 0.01
+        newest = p.max_seq
+        sink.sent.clear()
+        c.on_nack(tuple(out_seq(c, s & 0xFFFF) for s in range(newest - 63, newest + 1)))
+        resent += sum(len(b) for b in sink.sent)
+    elapsed = clock.t - start
+    rate = policy.budget_rate(60_000)
+    assert resent == c.resent_bytes
+    assert 0 < resent <= rate * elapsed + policy.budget_depth(rate), (resent, rate * elapsed)
+    # Nearly all of the budget is used: it limits, it does not starve.
+    assert resent >= 0.8 * rate * elapsed
+    assert stats.nack_suppressed_budget > 0
+    assert stats.nack_keyframe_requests > 0
+    assert any(isinstance(x, Pli) for b in rtcp for x in parse_rtcp(b))
+
+
+def test_the_budget_follows_the_viewers_remb() -> None:
+    """Protects the tie to the estimate: ten times the REMB, about ten times the resends."""
+    def resent_with(remb: int) -> int:
+        policy = RetransmitPolicy(max_retries=10, default_rtt_s=0.02)
+        p, c, _sink, _stats, clock, stream, _ = setup(policy)
+        c.remb = remb
+        for step in range(600):
+            if step % 3 == 0:
+                stream.frames(1)
+            else:
+                clock.t += 0.01
+            c.on_nack(tuple(out_seq(c, s & 0xFFFF) for s in range(p.max_seq - 63, p.max_seq + 1)))
+        return c.resent_bytes
+
+    low, high = resent_with(60_000), resent_with(600_000)
+    assert 7 * low <= high <= 12 * low, (low, high)
+
+
+def test_a_viewer_owed_a_keyframes_worth_gets_a_keyframe_request_not_resends() -> None:
+    """Protects the fallback: past its budget, a viewer missing as many packets as a
+    keyframe has gets one keyframe request (through the producer's throttle), once."""
+    policy = RetransmitPolicy(budget_fraction=0.0, keyframe_packets=10)
+    p, c, sink, stats, _clock, stream, rtcp = setup(policy)
+    stream.frames(10)
+    p.keyframe_cache = None  # no keyframe seen: its size is policy.keyframe_packets
+    sink.sent.clear()
+    newest = p.max_seq
+    ten = tuple(out_seq(c, s) for s in range(newest - 9, newest + 1))
+    c.on_nack(ten)  # the bucket's depth (one packet) is sent, 9 are owed
+    assert len(sink.sent) == 1 and stats.nack_suppressed_budget == 9
+    c.on_nack(ten)  # the same again: still 9 owed
+    assert stats.nack_keyframe_requests == 0
+    c.on_nack((out_seq(c, newest - 10),))  # the 10th
+    assert len(sink.sent) == 1
+    assert stats.nack_keyframe_requests == 1
+    assert sum(isinstance(x, Pli) for b in rtcp for x in parse_rtcp(b)) == 1
+
+
+def test_nacks_for_packets_too_old_to_be_useful_get_nothing_and_are_counted() -> None:
+    """Protects the age rule: with a 1 s delay bound and a 0.3 s RTT, a packet 0.8 s
+    old would arrive too late: not resent, not asked upstream, counted as age;
+    one 0.5 s old is resent."""
+    _p, c, sink, stats, _clock, stream, rtcp = setup(RetransmitPolicy(max_delay_s=1.0), cache=256)
+    stream.frames(30)  # 40 frames of 1/30 s: packet 1000+k is (39-k)/30 s old
+    c.on_rtt(0.3)
+    sink.sent.clear()
+    old, fresh = out_seq(c, 1039 - 24), out_seq(c, 1039 - 15)
+    c.on_nack((old, fresh))
+    assert sent_seqs(sink) == [fresh]
+    assert stats.nack_suppressed_age == 1
+    assert not any(isinstance(x, Nack) for b in rtcp for x in parse_rtcp(b))
+
+
+def test_the_viewers_rtt_comes_from_its_receiver_reports() -> None:
+    """Protects the RTT measurement: LSR/DLSR of a report block give the sample the
+    consumer uses; a report naming an older SR (no sample) or a negative one is ignored."""
+    samples: dict[int, float | None] = {7: 0.25, 8: None, 9: -0.4}
+    clock = Clock()
+    p, stats = make_producer(clock=clock)
+    c = Consumer(consumer_id="c1", producer=p, ssrc=1, payload_type=100, sink=FakeSink(),  # type: ignore[arg-type]
+                 stats=stats, clock=clock, sender=object(), rtt_of=lambda _s, lsr, _d: samples[lsr])
+    c.on_receiver_report(3, 7, 100)
+    assert c.rtt == 0.25 and c.fraction_lost == 3
+    c.on_receiver_report(0, 8, 100)
+    c.on_receiver_report(0, 9, 100)
+    c.on_receiver_report(0, 0, 0)  # no SR received yet: LSR 0
+    assert c.rtt == 0.25
+
+
+def test_rtt_from_report_reads_the_senders_last_sr() -> None:
+    """Protects the aiortc hook: the sample is now - the SR's send time - DLSR, only
+    for a report naming the sender's last SR."""
+    import time
+
+    class Sender:
+        pass
+
+    s = Sender()
+    setattr(s, "_RTCRtpSender__lsr", 0x12345678)
+    setattr(s, "_RTCRtpSender__lsr_time", time.time() - 0.5)
+    rtt = adapter.rtt_from_report(s, 0x12345678, int(0.3 * 65536))  # type: ignore[arg-type]
+    assert rtt is not None and 0.19 < rtt < 0.5
+    assert adapter.rtt_from_report(s, 0x12345679, 100) is None  # type: ignore[arg-type]
+
+
+def test_audio_is_never_resent() -> None:
+    """Protects audio first: audio producers keep no cache, so audio NACKs spend no budget."""
+    p, stats = make_producer(kind="audio", mime="audio/opus", pt=111)
+    sink = FakeSink()
+    c = Consumer(consumer_id="a", producer=p, ssrc=5, payload_type=111, sink=sink,  # type: ignore[arg-type]
+                 stats=stats, clock=Clock())
+    c.profile = p.profile_for({4: 1}, {})
+    p.add_consumer(c)
+    for s in range(10):
+        p.on_rtp(pkt(s, s * 960, b"opus", pt=111, exts=[(4, b"0")]), 0)
+    sent = len(sink.sent)
+    assert sent == 10
+    c.on_nack(tuple((parse_rtp(b).sequence) for b in sink.sent[2:5]))
+    assert len(sink.sent) == sent and stats.nack_resends["audio"] == 0
+
+
+# -- the C fan-out: resends go through the same sink, under the same rules ------
+
+fp = adapter.fastpath_ext
+
+
+@pytest.fixture
+def csink() -> Iterator[Any]:
+    if fp is None and os.environ.get("CI") != "true":
+        pytest.skip("SKIPPED: C fast path not built (pip install -e .)")
+    from tests.media.test_fastpath import CSink
+
+    s = CSink()
+    yield s
+    s.close()
+
+
+def test_a_fast_consumer_is_resent_under_the_same_budget(csink: Any) -> None:
+    """Protects the C path: a consumer forwarded by the C lane gets its resends through
+    the C send, decryptable, once per RTT and within the budget."""
+    policy = RetransmitPolicy(max_retries=10, default_rtt_s=0.1)
+    p, c, _sink, stats, clock, stream, _ = setup(policy, sink=csink)
+    assert c.fast
+    csink.received(10)
+    c.remb = 60_000
+    newest = p.max_seq
+    from tests.media.test_fastpath import srtp_pair
+
+    c.on_nack((out_seq(c, newest - 2),))
+    c.on_nack((out_seq(c, newest - 2),))  # inside the RTT
+    csink.rx = srtp_pair()[1]  # a fresh receiver: the first one's replay window has seen this index
+    (again,) = csink.received(1)
+    assert parse_rtp(again).sequence == out_seq(c, newest - 2)
+    assert csink.nothing_received()
+    assert stats.nack_suppressed_rtt == 1 and c.resent == 1
+    for _ in range(200):
+        clock.t += 0.01
+        c.on_nack(tuple(out_seq(c, s & 0xFFFF) for s in range(newest - 30, newest + 1)))
+    rate = policy.budget_rate(60_000)
+    assert c.resent_bytes <= rate * 2.0 + policy.budget_depth(rate) + 1100
+    assert stats.nack_suppressed_budget > 0
