@@ -71,6 +71,10 @@ class Consumer:
         "_tokens",
         "_tokens_at",
         "_owed",
+        "_owed_at",
+        "_sent_bps",
+        "_rate_at",
+        "_rate_bytes",
         "_rs_seq",
         "_rs_at",
         "_rs_n",
@@ -142,9 +146,14 @@ class Consumer:
         self.resent_bytes = 0
         self._policy = policy
         self._rtt_of = rtt_of
-        self._tokens = -1.0
-        self._tokens_at = 0.0
+        self._tokens = 0.0
+        self._tokens_at = -1.0  # the bucket starts full on the first NACK
         self._owed = 0
+        self._owed_at = -1e18
+        # This track's forwarded rate (bits/s), measured between NACKs.
+        self._sent_bps = 0.0
+        self._rate_at = -1.0
+        self._rate_bytes = 0
         self._rs_seq: array[int] | None = None
         self._rs_at: array[float] | None = None
         self._rs_n: bytearray | None = None
@@ -362,10 +371,15 @@ class Consumer:
         now = self._clock()
         rtt = self.rtt or pol.default_rtt_s
         # The budget bucket, refilled for the time since the last NACK.
-        rate = pol.budget_rate(self.remb)
+        if now - self._rate_at >= pol.rate_window_s:
+            sent = self.octets + self.packets * pol.packet_overhead
+            if self._rate_at >= 0:
+                self._sent_bps = (sent - self._rate_bytes) * 8 / (now - self._rate_at)
+            self._rate_at = now
+            self._rate_bytes = sent
+        rate = pol.budget_rate(self.remb, self._sent_bps)
         depth = pol.budget_depth(rate)
-        tokens = self._tokens
-        tokens = depth if tokens < 0 else min(depth, tokens + (now - self._tokens_at) * rate)
+        tokens = depth if self._tokens_at < 0 else min(depth, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
         rs_seq = self._rs_seq
         if rs_seq is None:
@@ -437,16 +451,18 @@ class Consumer:
         if missing:
             p.nack_upstream(missing)
         if owed:
-            self._owe(owed)
+            self._owe(owed, now)
 
-    def _owe(self, n: int) -> None:
+    def _owe(self, n: int, now: float) -> None:
         """``n`` more packets were refused for the budget: past a keyframe's
         worth, a keyframe helps the viewer more than any resend could."""
         self._owed += n
         kc = self.producer.keyframe_cache
-        frame = len(kc.frame) if kc is not None and kc.frame else self._policy.keyframe_packets
-        if self._owed >= frame:
+        pol = self._policy
+        frame = len(kc.frame) if kc is not None and kc.frame else pol.keyframe_packets
+        if self._owed >= frame and now - self._owed_at >= pol.keyframe_interval_s:
             self._owed = 0
+            self._owed_at = now
             self._stats.nack_keyframe_requests += 1
             self.producer.request_keyframe()
 

@@ -14,9 +14,11 @@ applies, per NACKed packet and in this order:
 3. **RTT**: at most one resend of one packet per viewer round trip (mediasoup's
    ``RtpStreamSend`` rule; a NACK repeated inside the RTT crossed our resend);
 4. **budget**: a token bucket per viewer filled at ``budget_fraction`` of the
-   viewer's own bandwidth estimate (its REMB). A viewer that runs out is owed
-   packets; once it is owed a keyframe's worth it gets a keyframe request
-   (throttled per producer) instead of more resends.
+   viewer's own bandwidth estimate (its REMB), and never above what the
+   estimate leaves after the stream it is forwarded. A viewer that runs out is
+   owed packets; once it is owed a keyframe's worth it gets a keyframe request
+   (at most one a second from one viewer, and through the producer's throttle)
+   instead of more resends.
 
 Only video is cached and resent (Opus carries its own FEC, and a late audio
 packet is useless), so the budget is spent on video only, and a struggling
@@ -49,10 +51,24 @@ class RetransmitPolicy:
     burst_s: float = 0.5
     # A keyframe's worth of packets when no keyframe was seen yet.
     keyframe_packets: int = 10
+    # One viewer's keyframe requests instead of resends, at most one per this.
+    keyframe_interval_s: float = 1.0
+    # Overhead per packet on the wire beyond what the consumer counts (RTP
+    # header 12, SRTP tag 10, UDP/IPv4 28), for the forwarded rate.
+    packet_overhead: int = 50
+    # The forwarded rate is measured over at least this long.
+    rate_window_s: float = 0.5
 
-    def budget_rate(self, remb_bps: int) -> float:
-        """Bytes per second of resends a viewer with estimate ``remb_bps`` may get."""
-        return self.budget_fraction * (remb_bps or self.fallback_bps) / 8.0
+    def budget_rate(self, remb_bps: int, sent_bps: float = 0.0) -> float:
+        """Bytes per second of resends for a viewer with estimate ``remb_bps`` that is
+        being forwarded ``sent_bps`` of this track: ``budget_fraction`` of the
+        estimate, but never more than the estimate leaves after the forwarded
+        stream (resends on a link already over its estimate only add loss, and
+        take it from the viewer's audio). Before the viewer's first REMB: the
+        fraction of what it is sent, or of ``fallback_bps``."""
+        if not remb_bps:
+            return self.budget_fraction * max(sent_bps, self.fallback_bps) / 8.0
+        return max(0.0, min(self.budget_fraction * remb_bps, remb_bps - sent_bps)) / 8.0
 
     def budget_depth(self, rate: float) -> float:
         """The bucket's size in bytes: ``burst_s`` of budget, but at least one full packet."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from bench.peers import publish, ssrc_of, subscribe, wait_for
@@ -113,5 +114,82 @@ async def test_sender_reports_reach_viewers_and_receiver_reports_reach_the_publi
                 break
             await wait_for(lambda: False, timeout=0.1)
         assert ok, check.__name__
+    await viewer.close()
+    await pub.close()
+
+
+class SrtpCounter:
+    """Wraps a viewer's SRTP receive session to count every RTP datagram that reaches
+    it, before decryption: resends of packets it already got are dropped by the
+    SRTP replay check after this count, so only here do they show."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.packets = 0
+        self.bytes = 0
+
+    def unprotect(self, data: bytes) -> bytes:
+        self.packets += 1
+        self.bytes += len(data)
+        return self._inner.unprotect(data)  # type: ignore[no-any-return]
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        return self._inner.unprotect_rtcp(data)  # type: ignore[no-any-return]
+
+
+async def test_a_viewer_nacking_the_whole_cache_every_10ms_gets_no_more_than_its_budget(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the node's output from a hostile viewer (issue 19): NACKing every
+    sequence number of the cache (1024 packets) every 10 ms for 5 s does not raise
+    what reaches its socket above the forwarded stream plus its retransmission
+    budget (nack_budget_fraction of its REMB, plus the bucket's depth). Before the
+    policy each such NACK resent every cached packet."""
+    from jasmin_codecs.rtcp import Nack
+
+    pub = await publish(daemon.url, "show-flood")
+    viewer = await subscribe(daemon.url, "show-flood", count=True, pass_through=True, decode=False)
+    counter = viewer.counter
+    assert counter is not None
+    counter.keep_seqs = True
+    video = ssrc_of(viewer.pc, "video")
+    assert await wait_for(lambda: len(counter.seqs.get(video, ())) >= 30, timeout=20)
+    router = daemon.daemon.worker.routers["show-flood"]
+    consumers = list(router.consumers.values())
+    vc = next(c for c in consumers if c.kind == "video")
+    policy = router.retransmit
+    dtls = viewer.pc.getTransceivers()[0].receiver.transport
+    wire = dtls._rx_srtp = SrtpCounter(dtls._rx_srtp)
+
+    def sent_by_node() -> int:
+        """SRTP bytes of the stream the node forwarded this viewer (RTP header,
+        what the consumer counts, the 10-byte SRTP tag)."""
+        return sum(c.octets + 22 * c.packets for c in consumers)
+
+    loop = asyncio.get_running_loop()
+    rx0, fwd0, resent0 = wire.bytes, sent_by_node(), vc.resent_bytes
+    budget = 0.0
+    t0 = last = loop.time()
+    nacks = 0
+    while loop.time() - t0 < 5.0:
+        # The viewer's stream starts at a random seq below 0x8000 and lasts seconds: no wrap.
+        newest = max(counter.seqs[video])
+        lost = tuple((newest - k) & 0xFFFF for k in range(1024))
+        await dtls._send_rtp(Nack(sender_ssrc=1234, media_ssrc=video, lost=lost).to_bytes())
+        nacks += 1
+        await asyncio.sleep(0.01)
+        now = loop.time()
+        budget += policy.budget_rate(vc.remb) * (now - last)
+        last = now
+    await asyncio.sleep(0.3)  # what is in flight arrives
+    stats = daemon.daemon.worker.stats
+    resent = vc.resent_bytes - resent0
+    extra = (wire.bytes - rx0) - (sent_by_node() - fwd0)
+    depth = policy.budget_depth(policy.budget_rate(max(vc.remb, policy.fallback_bps)))
+    figures = (nacks, resent, extra, budget, vc.remb, stats.nack_suppressed_rtt, stats.nack_suppressed_budget)
+    print("NACK-FLOOD nacks=%d resent_bytes=%d extra_bytes_on_wire=%d budget_bytes=%.0f remb=%d"
+          " suppressed_rtt=%d suppressed_budget=%d" % figures)
+    assert nacks > 100, figures
+    assert resent <= budget + depth + 1500, figures
+    assert extra <= budget + depth + 1500 + 10 * 20, figures  # + SRTP tags of the resends
+    assert stats.nack_suppressed_budget + stats.nack_suppressed_rtt + stats.nack_suppressed_age > 10_000, figures
     await viewer.close()
     await pub.close()
