@@ -65,6 +65,46 @@ def create(name: str) -> None:
         raise
 
 
+def create_linked(name: str, host_if: str, host_ip: str, ns_ip: str, prefix: int = 24) -> None:
+    """Create ``name`` joined to the current namespace by a veth pair.
+
+    ``host_if`` (here, ``host_ip``) and its peer inside ``name`` (``ns_ip``)
+    are one link of a /``prefix`` network of their own: a peer in ``name``
+    reaches this namespace through the veth and nowhere else (no default
+    route). Used by tests that put one client on a shaped link (:func:`shape`).
+    """
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", host_if + "p", "netns", name)
+        _ip("addr", "add", f"{host_ip}/{prefix}", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("-n", name, "addr", "add", f"{ns_ip}/{prefix}", "dev", host_if + "p")
+        _ip("-n", name, "link", "set", host_if + "p", "up")
+    except subprocess.CalledProcessError:
+        delete_linked(name, host_if)
+        raise
+
+
+def shape(dev: str, rate: str, burst: int = 1600, latency_ms: int = 300, netns: str | None = None) -> None:
+    """Limit what leaves ``dev`` to ``rate`` (e.g. ``"60kbit"``) with a token bucket
+    (``tc qdisc tbf``; this machine's kernel has no netem): a FIFO of
+    ``latency_ms`` worth of bytes, and tail drop beyond it, like a slow access link."""
+    where = ["ip", "netns", "exec", netns] if netns else []
+    subprocess.run([*where, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
+                    "burst", str(burst), "latency", f"{latency_ms}ms"], check=True, capture_output=True, text=True)
+
+
+def qdisc_stats(dev: str) -> str:
+    """``tc -s qdisc show dev`` (sent, dropped, overlimits), for reports."""
+    return subprocess.run(["tc", "-s", "qdisc", "show", "dev", dev], capture_output=True, text=True).stdout
+
+
+def delete_linked(name: str, host_if: str) -> None:
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    delete(name)
+
+
 def delete(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
 

@@ -101,6 +101,10 @@ class MediaConfig:
     nack_default_rtt_ms: int = 100
     nack_max_delay_ms: int = 1000
     nack_budget_fraction: float = 0.25
+    # Audio first: pause the video of a viewer whose link cannot carry it
+    # (REMB under half the forwarded rate and >= 10 % loss, 3 reports in a
+    # row) and try it again after 10 s, doubling up to 60 s (docs/media.md).
+    pause_video_on_congestion: bool = True
 
 
 @dataclass(frozen=True)

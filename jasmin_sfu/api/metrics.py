@@ -38,6 +38,8 @@ class MediaCollector(Collector):
             ("jasmin_nack_packets_served", "Packets retransmitted from the cache", s.nack_packets_served),
             ("jasmin_nack_packets_missed", "NACKed packets not in the cache (asked upstream)", s.nack_packets_missed),
             ("jasmin_nack_packets_refused", "NACKed packets from before the viewer's stream began (not served)", s.nack_packets_refused),
+            ("jasmin_video_congestion_pauses", "Viewers' video paused because their link could not carry it (audio first)", s.video_congestion_pauses),
+            ("jasmin_video_congestion_probes", "Paused video tried again on a viewer's link", s.video_congestion_probes),
             ("jasmin_nack_keyframe_requests", "Keyframe requests made instead of resends past a viewer's budget", s.nack_keyframe_requests),
             ("jasmin_keyframe_packets_replayed", "Cached keyframe packets sent to starting viewers", s.keyframe_packets_replayed),
             ("jasmin_plis_received", "PLI/FIR from viewers", s.plis_received),

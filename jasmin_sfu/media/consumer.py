@@ -75,6 +75,17 @@ class Consumer:
         "_sent_bps",
         "_rate_at",
         "_rate_bytes",
+        "congested",
+        "_rr_fresh",
+        "_strikes",
+        "_healthy",
+        "_probe_at",
+        "_probe_wait",
+        "_rr_lost",
+        "_rr_high",
+        "_tick_lost",
+        "_tick_high",
+        "link_loss",
         "_rs_seq",
         "_rs_at",
         "_rs_n",
@@ -154,6 +165,22 @@ class Consumer:
         self._sent_bps = 0.0
         self._rate_at = -1.0
         self._rate_bytes = 0
+        # Audio first (retransmit.py): video paused because the viewer's link
+        # cannot carry it; reports in a row that said so, or said otherwise;
+        # when to try the video again and the wait after that.
+        self.congested = False
+        self._rr_fresh = False
+        self._strikes = 0
+        self._healthy = 0
+        self._probe_at = 0.0
+        self._probe_wait = policy.probe_after_s
+        # The viewer's cumulative loss and extended highest sequence number, from
+        # its last report and at the last link check; the loss between checks.
+        self._rr_lost = 0
+        self._rr_high = 0
+        self._tick_lost = 0
+        self._tick_high = -1
+        self.link_loss = 0.0
         self._rs_seq: array[int] | None = None
         self._rs_at: array[float] | None = None
         self._rs_n: bytearray | None = None
@@ -335,7 +362,7 @@ class Consumer:
             raise InvalidStateError(f"consumer {self.id} is closed")
 
     def _update(self) -> None:
-        paused = self.user_paused or self.blocked
+        paused = self.user_paused or self.blocked or self.congested
         if paused == self.paused:
             return
         self.paused = paused
@@ -371,12 +398,7 @@ class Consumer:
         now = self._clock()
         rtt = self.rtt or pol.default_rtt_s
         # The budget bucket, refilled for the time since the last NACK.
-        if now - self._rate_at >= pol.rate_window_s:
-            sent = self.octets + self.packets * pol.packet_overhead
-            if self._rate_at >= 0:
-                self._sent_bps = (sent - self._rate_bytes) * 8 / (now - self._rate_at)
-            self._rate_at = now
-            self._rate_bytes = sent
+        self._measure_rate(now)
         rate = pol.budget_rate(self.remb, self._sent_bps)
         depth = pol.budget_depth(rate)
         tokens = depth if self._tokens_at < 0 else min(depth, self._tokens + (now - self._tokens_at) * rate)
@@ -453,6 +475,61 @@ class Consumer:
         if owed:
             self._owe(owed, now)
 
+    def _measure_rate(self, now: float) -> None:
+        """This track's forwarded rate on the wire, over at least ``rate_window_s``."""
+        pol = self._policy
+        if now - self._rate_at >= pol.rate_window_s:
+            sent = self.octets + self.packets * pol.packet_overhead
+            if self._rate_at >= 0:
+                self._sent_bps = (sent - self._rate_bytes) * 8 / (now - self._rate_at)
+            self._rate_at = now
+            self._rate_bytes = sent
+
+    def check_link(self, now: float) -> None:
+        """Audio first, once per RTCP interval: pause this video consumer while the
+        viewer's link cannot carry it, and try it again later (retransmit.py)."""
+        pol = self._policy
+        if not pol.pause_video or self.closed or not self.producer.is_video:
+            return
+        self._measure_rate(now)
+        if self.congested:
+            if now >= self._probe_at:
+                self.congested = False
+                self._strikes = self._healthy = 0
+                self._rr_fresh = False
+                self._stats.video_congestion_probes += 1
+                self._update()
+            return
+        if self.paused or not self._rr_fresh:
+            return
+        self._rr_fresh = False
+        # Chromium's fraction lost is 0 in most reports of a starved stream (each
+        # covers the few packets since the last one): the loss is measured here
+        # from the cumulative count and the highest sequence number instead.
+        expected = (self._rr_high - self._tick_high) & 0xFFFFFFFF
+        lost = self._rr_lost - self._tick_lost
+        loss = self.fraction_lost / 256.0
+        if self._tick_high >= 0 and 0 < expected < 0x80000000:
+            loss = max(loss, min(1.0, max(0, lost) / expected))
+        self._tick_high, self._tick_lost = self._rr_high, self._rr_lost
+        self.link_loss = loss
+        if loss >= pol.pause_loss_alone or (
+            loss >= pol.pause_loss and self.remb and self.remb < pol.pause_below * self._sent_bps
+        ):
+            self._healthy = 0
+            self._strikes += 1
+            if self._strikes >= pol.pause_after:
+                self.congested = True
+                self._probe_at = now + self._probe_wait
+                self._probe_wait = min(2 * self._probe_wait, pol.probe_max_s)
+                self._stats.video_congestion_pauses += 1
+                self._update()
+        else:
+            self._strikes = 0
+            self._healthy += 1
+            if self._healthy >= 10:
+                self._probe_wait = pol.probe_after_s
+
     def _owe(self, n: int, now: float) -> None:
         """``n`` more packets were refused for the budget: past a keyframe's
         worth, a keyframe helps the viewer more than any resend could."""
@@ -466,10 +543,15 @@ class Consumer:
             self._stats.nack_keyframe_requests += 1
             self.producer.request_keyframe()
 
-    def on_receiver_report(self, fraction_lost: int, lsr: int, dlsr: int) -> None:
+    def on_receiver_report(
+        self, fraction_lost: int, lsr: int, dlsr: int, cumulative_lost: int = 0, highest_seq: int = 0
+    ) -> None:
         """A report block of the viewer about this consumer: loss, and a round trip
         measured against the last SR we sent it (RFC 3550 6.4.1)."""
         self.fraction_lost = fraction_lost
+        self._rr_lost = cumulative_lost
+        self._rr_high = highest_seq
+        self._rr_fresh = True
         if self._rtt_of is None or self._sender is None or not lsr:
             return
         sample = self._rtt_of(self._sender, lsr, dlsr)

@@ -51,6 +51,7 @@ class Router:
             max_delay_s=settings.nack_max_delay_s,
             budget_fraction=settings.nack_budget_fraction,
             fallback_bps=settings.remb_min_bps,
+            pause_video=settings.pause_video_on_congestion,
         )
         self.app_data = app_data or {}
         self.closed = False
@@ -183,6 +184,11 @@ class Router:
                             self.stats.rtcp_packets_out += 1
                     except Exception:  # pragma: no cover
                         log.exception("receiver report failed")
+            for c in list(self.consumers.values()):
+                try:
+                    c.check_link(now)
+                except Exception:  # pragma: no cover
+                    log.exception("link check failed")
 
     # -- lifecycle -------------------------------------------------------------
 

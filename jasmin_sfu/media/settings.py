@@ -26,3 +26,4 @@ class MediaSettings:
     nack_default_rtt_s: float = 0.1
     nack_max_delay_s: float = 1.0
     nack_budget_fraction: float = 0.25
+    pause_video_on_congestion: bool = True

@@ -28,6 +28,8 @@ class MediaStats:
         "nack_suppressed_budget",
         "nack_suppressed_age",
         "nack_keyframe_requests",
+        "video_congestion_pauses",
+        "video_congestion_probes",
         "keyframe_packets_replayed",
         "plis_received",
         "keyframe_requests_sent",
@@ -60,6 +62,10 @@ class MediaStats:
         self.nack_suppressed_budget = 0
         self.nack_suppressed_age = 0
         self.nack_keyframe_requests = 0
+        # Audio first: viewers' video paused because their link could not
+        # carry it, and the tries of it again afterwards.
+        self.video_congestion_pauses = 0
+        self.video_congestion_probes = 0
         # Cached keyframe packets sent to viewers at start (TTFF).
         self.keyframe_packets_replayed = 0
         self.plis_received = 0

@@ -161,7 +161,9 @@ class WebRtcTransport:
                 for block in pkt.reports:
                     c = self._consumer_by_ssrc.get(block.ssrc)
                     if c is not None:
-                        c.on_receiver_report(block.fraction_lost, block.lsr, block.dlsr)
+                        c.on_receiver_report(
+                            block.fraction_lost, block.lsr, block.dlsr, block.cumulative_lost, block.highest_seq
+                        )
 
     def _producer_by_ssrc(self, ssrc: int) -> Producer | None:
         for p in self.producers.values():

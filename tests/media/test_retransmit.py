@@ -28,7 +28,8 @@ FPS = 30
 
 
 class Stream:
-    """A VP8-shaped stream in step with ``clock``: one 1000-byte packet per frame at 30 fps."""
+    """A VP8-shaped stream in step with ``clock``: one 1000-byte packet per frame at
+    30 fps, a keyframe every 2 s."""
 
     def __init__(self, p: Producer, clock: Clock) -> None:
         self.p, self.clock = p, clock
@@ -36,7 +37,7 @@ class Stream:
 
     def frames(self, n: int) -> None:
         for _ in range(n):
-            payload = (VP8_KEY if self.seq == 1000 else VP8_DELTA).ljust(PAYLOAD, b"\x00")
+            payload = (VP8_KEY if (self.seq - 1000) % 60 == 0 else VP8_DELTA).ljust(PAYLOAD, b"\x00")
             self.p.on_rtp(pkt(self.seq & 0xFFFF, self.ts & 0xFFFFFFFF, payload, marker=True), 0)
             self.seq += 1
             self.ts += 90000 // FPS
@@ -296,3 +297,71 @@ def test_a_fast_consumer_is_resent_under_the_same_budget(csink: Any) -> None:
     rate = policy.budget_rate(60_000)
     assert c.resent_bytes <= rate * 2.0 + policy.budget_depth(rate) + 1100
     assert stats.nack_suppressed_budget > 0
+
+
+# -- audio first: video paused while the viewer's link cannot carry it -----------
+
+def run_link(c: Consumer, stream: Stream, sink: FakeSink, seconds: int, *, remb: int, lost: float,
+             reports: bool = True) -> list[int]:
+    """``seconds`` of the stream with one receiver report and link check a second,
+    the viewer losing ``lost`` of the packets (reported as Chromium does: in the
+    cumulative count, fraction lost 0); the packets the viewer was sent each second."""
+    per_s = []
+    for _ in range(seconds):
+        before = len(sink.sent)
+        stream.frames(FPS)
+        c.remb = remb
+        if reports:
+            high = c._rr_high + FPS
+            c.on_receiver_report(0, 0, 0, c._rr_lost + round(FPS * lost), high)
+        c.check_link(stream.clock.t)
+        per_s.append(len(sink.sent) - before)
+    return per_s
+
+
+def test_video_to_a_viewer_whose_link_cannot_carry_it_is_paused_and_tried_again() -> None:
+    """Protects audio first: a viewer reporting 60 kbit/s and 80 % loss while it is
+    forwarded ~260 kbit/s of video gets no video after 3 such reports; the video is
+    tried again after 10 s (restarting on a keyframe), paused again as the link is
+    still weak, and the next try waits 20 s. The audio consumer is never paused."""
+    p, c, sink, stats, clock, stream, _ = setup(RetransmitPolicy())
+    audio_p, _ = make_producer(kind="audio", mime="audio/opus", pt=111, clock=clock)
+    audio = Consumer(consumer_id="a", producer=audio_p, ssrc=5, payload_type=111, sink=FakeSink(),  # type: ignore[arg-type]
+                     stats=stats, clock=clock)
+    per_s = run_link(c, stream, sink, 5, remb=60_000, lost=0.8)  # the rate is known from the 2nd second
+    audio.check_link(clock.t)
+    assert c.congested and c.paused and not audio.paused
+    assert stats.video_congestion_pauses == 1
+    assert per_s[-1] == 0 < per_s[0]
+    per_s = run_link(c, stream, sink, 15, remb=60_000, lost=0.8)
+    # Paused ~10 s, then tried (the first frames after the probe are the cached keyframe's replay
+    # and the live stream from its next keyframe), then paused again.
+    assert stats.video_congestion_probes == 1 and stats.video_congestion_pauses == 2
+    assert c.congested and per_s[:8] == [0] * 8 and sum(per_s) > 0
+    per_s = run_link(c, stream, sink, 15, remb=60_000, lost=0.8)
+    assert stats.video_congestion_probes == 1 and sum(per_s) == 0  # the next try is 20 s out
+
+
+def test_a_viewer_whose_link_carries_its_video_is_never_paused() -> None:
+    """Protects the good viewers: moderate loss under a high estimate, or low loss
+    under a low one, or no fresh report, never pauses the video."""
+    for remb, lost, reports in ((2_000_000, 0.3, True), (60_000, 0.05, True), (60_000, 0.8, False)):
+        _p, c, sink, stats, _clock, stream, _ = setup(RetransmitPolicy())
+        per_s = run_link(c, stream, sink, 10, remb=remb, lost=lost, reports=reports)
+        assert not c.congested and min(per_s) == FPS, (remb, lost, reports, per_s)
+        assert stats.video_congestion_pauses == 0
+
+
+def test_audio_first_can_be_turned_off() -> None:
+    """Protects media.pause_video_on_congestion = false: the weak viewer keeps its video."""
+    _p, c, sink, stats, _clock, stream, _ = setup(RetransmitPolicy(pause_video=False))
+    per_s = run_link(c, stream, sink, 10, remb=60_000, lost=0.8)
+    assert not c.congested and min(per_s) == FPS
+
+
+def test_heavy_loss_alone_pauses_the_video_before_any_remb() -> None:
+    """Protects audio first before the viewer's first REMB (Chromium sends it late):
+    losing 80 % of the video for 3 link checks pauses it."""
+    _p, c, sink, stats, _clock, stream, _ = setup(RetransmitPolicy())
+    per_s = run_link(c, stream, sink, 5, remb=0, lost=0.8)
+    assert c.congested and per_s[-1] == 0 and stats.video_congestion_pauses == 1
