@@ -27,7 +27,7 @@ import os
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
@@ -71,7 +71,7 @@ class Link:
 
 
 @pytest.fixture
-def shaped_link() -> AsyncIterator[Link] | Any:
+def shaped_link() -> Iterator[Link]:
     """A namespace for the weak viewer, a veth to it, 60 kbit/s toward it."""
     reason = netns.available()
     if reason is not None:

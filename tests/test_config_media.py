@@ -1,0 +1,68 @@
+"""The [media] keys of the retransmission policy, audio first and the REMB rule, and
+the page that documents them (docs/media.md, issue 11 item 15 and issue 19)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from jasmin_sfu.app import media_settings
+from jasmin_sfu.config import ConfigError, MediaConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+KEYS = ("remb_min_bps", "remb_max_bps", "nack_max_retries", "nack_default_rtt_ms", "nack_max_delay_ms",
+        "nack_budget_fraction", "pause_video_on_congestion", "keyframe_request_interval_ms", "packet_cache_size",
+        "rtcp_interval_ms")
+
+
+def documented_defaults() -> dict[str, str]:
+    """The `| key | default |` rows of docs/media.md's configuration table."""
+    text = (REPO / "docs" / "media.md").read_text()
+    table = text[text.index("## Configuration"):text.index("## Metrics")]
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \| ([^|]+?) \|", table, re.M)}
+
+
+def test_docs_media_states_every_key_with_its_default() -> None:
+    """Protects docs/media.md (the REMB rule and the retransmission keys): every key it
+    lists exists in [media] with the default it states, and none of these keys is missing."""
+    documented = documented_defaults()
+    assert set(documented) == set(KEYS)
+    m = MediaConfig()
+    for key, text in documented.items():
+        value = getattr(m, key)
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        assert text == shown, (key, text, value)
+
+
+def test_readme_config_block_shows_the_keys_and_links_the_page() -> None:
+    """Protects the README: its [media] block names the new keys and links docs/media.md."""
+    readme = (REPO / "README.md").read_text()
+    for key in ("nack_max_retries", "nack_budget_fraction", "pause_video_on_congestion", "remb_min_bps"):
+        assert re.search(rf"^{key} = ", readme, re.M), key
+    assert "(docs/media.md)" in readme
+
+
+def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> None:
+    """Protects the path config -> MediaSettings -> the routers' RetransmitPolicy inputs."""
+    f = tmp_path / "j.toml"
+    f.write_text("[media]\nnack_max_retries = 5\nnack_budget_fraction = 0.5\n")
+    cfg = load_config(f, env={"JASMIN_MEDIA_NACK_MAX_DELAY_MS": "800",
+                              "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"})
+    s = media_settings(cfg)
+    assert (s.nack_max_retries, s.nack_budget_fraction, s.nack_max_delay_s, s.pause_video_on_congestion) == (
+        5, 0.5, 0.8, False)
+    assert s.nack_default_rtt_s == 0.1
+
+
+@pytest.mark.parametrize("key,value,word", [
+    ("NACK_MAX_RETRIES", "11", "nack_max_retries"),
+    ("NACK_BUDGET_FRACTION", "1.5", "nack_budget_fraction"),
+    ("NACK_DEFAULT_RTT_MS", "0", "nack_default_rtt_ms"),
+    ("NACK_MAX_DELAY_MS", "50", "nack_max_delay_ms"),
+])
+def test_bad_media_values_name_the_key(key: str, value: str, word: str) -> None:
+    """Protects operators from typos: an out-of-range value is a config error naming the key."""
+    with pytest.raises(ConfigError, match=word):
+        load_config(env={f"JASMIN_MEDIA_{key}": value})
