@@ -150,8 +150,8 @@ class Consumer:
         # Retransmissions (jasmin_sfu/media/retransmit.py): the viewer's round
         # trip (0.0 until its RTCP gave one), what it was resent, its budget
         # bucket, the packets it is owed, and per cached packet (index
-        # ``seq & mask``, allocated on the first NACK) the producer sequence
-        # number, the time of its last resend and the resends so far.
+        # ``seq & mask``, allocated on the first NACK) the producer's extended
+        # sequence number, the time of its last resend and the resends so far.
         self.rtt = 0.0
         self.resent = 0
         self.resent_bytes = 0
@@ -414,6 +414,7 @@ class Consumer:
         assert rs_at is not None and rs_n is not None
         mask = cache.size - 1
         newest = p.max_seq
+        ext_newest = p.extended_max_seq
         newest_ts = p.last_ts
         max_ticks = (pol.max_delay_s - rtt) * p.clock_rate
         missing = []
@@ -438,7 +439,10 @@ class Consumer:
                 stats.nack_suppressed_age += 1
                 continue
             i = in_seq & mask
-            if rs_seq[i] == in_seq:
+            # Tracked by the extended sequence number: the same 16-bit number
+            # 65,536 packets later is another packet.
+            key = ext_newest - ((newest - in_seq) & 0xFFFF)
+            if rs_seq[i] == key:
                 n = rs_n[i]
                 if n >= pol.max_retries:
                     stats.nack_suppressed_retries += 1
@@ -448,7 +452,7 @@ class Consumer:
                     continue
             else:
                 n = 0
-                rs_seq[i] = in_seq
+                rs_seq[i] = key
                 rs_n[i] = 0
                 rs_at[i] = _NEVER
             if tokens < len(data):

@@ -118,6 +118,11 @@ class Producer:
         self._last_sr_arrival = 0.0
         self.sr: tuple[int, int] | None = None  # (ntp, rtp_ts) of the publisher's last SR
 
+    @property
+    def extended_max_seq(self) -> int:
+        """The highest sequence number received, with its wrap count (RFC 3550 A.1)."""
+        return self._cycles + self.max_seq
+
     # -- consumers ---------------------------------------------------------
 
     def profile_for(self, id_map: dict[int, int], replace: dict[int, bytes]) -> int:

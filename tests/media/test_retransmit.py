@@ -365,3 +365,16 @@ def test_heavy_loss_alone_pauses_the_video_before_any_remb() -> None:
     _p, c, sink, stats, _clock, stream, _ = setup(RetransmitPolicy())
     per_s = run_link(c, stream, sink, 5, remb=0, lost=0.8)
     assert c.congested and per_s[-1] == 0 and stats.video_congestion_pauses == 1
+
+
+def test_a_sequence_number_seen_again_after_wrapping_is_a_new_packet() -> None:
+    """Protects the bookkeeping keyed by sequence number: a packet resent max_retries
+    times is, 65,536 packets later, another packet with the same number and is resent."""
+    p, c, sink, stats, _clock, stream, _ = setup(RetransmitPolicy(max_retries=1))
+    lost = out_seq(c, 1005)
+    c.on_nack((lost,))
+    stream.frames(65536)
+    assert p.max_seq == (1005 + 65536 + 4) & 0xFFFF
+    sink.sent.clear()
+    c.on_nack((lost,))
+    assert sent_seqs(sink) == [lost] and stats.nack_suppressed_retries == 0
