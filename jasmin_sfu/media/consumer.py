@@ -81,6 +81,7 @@ class Consumer:
         "_healthy",
         "_probe_at",
         "_probe_wait",
+        "_probing",
         "_rr_lost",
         "_rr_high",
         "_tick_lost",
@@ -174,6 +175,7 @@ class Consumer:
         self._healthy = 0
         self._probe_at = 0.0
         self._probe_wait = policy.probe_after_s
+        self._probing = False
         # The viewer's cumulative loss and extended highest sequence number, from
         # its last report and at the last link check; the loss between checks.
         self._rr_lost = 0
@@ -499,6 +501,7 @@ class Consumer:
         if self.congested:
             if now >= self._probe_at:
                 self.congested = False
+                self._probing = True
                 self._strikes = self._healthy = 0
                 self._rr_fresh = False
                 self._stats.video_congestion_probes += 1
@@ -517,13 +520,19 @@ class Consumer:
             loss = max(loss, min(1.0, max(0, lost) / expected))
         self._tick_high, self._tick_lost = self._rr_high, self._rr_lost
         self.link_loss = loss
-        if loss >= pol.pause_loss_alone or (
-            loss >= pol.pause_loss and self.remb and self.remb < pol.pause_below * self._sent_bps
-        ):
+        # Tried again after a pause, the link has just proved too weak: loss alone
+        # (whatever the estimate, which Chromium raises while it gets nothing)
+        # and fewer checks pause it again.
+        weak = loss >= pol.pause_loss_alone or bool(
+            loss >= pol.pause_loss
+            and (self._probing or (self.remb and self.remb < pol.pause_below * self._sent_bps))
+        )
+        if weak:
             self._healthy = 0
             self._strikes += 1
-            if self._strikes >= pol.pause_after:
+            if self._strikes >= (pol.probe_pause_after if self._probing else pol.pause_after):
                 self.congested = True
+                self._probing = False
                 self._probe_at = now + self._probe_wait
                 self._probe_wait = min(2 * self._probe_wait, pol.probe_max_s)
                 self._stats.video_congestion_pauses += 1
@@ -532,6 +541,7 @@ class Consumer:
             self._strikes = 0
             self._healthy += 1
             if self._healthy >= 10:
+                self._probing = False
                 self._probe_wait = pol.probe_after_s
 
     def _owe(self, n: int, now: float) -> None:

@@ -77,6 +77,9 @@ class RetransmitPolicy:
     pause_loss: float = 0.1
     pause_loss_alone: float = 0.5
     pause_after: int = 3
+    # Tried again, the video is paused again after this many checks with
+    # ``pause_loss``, whatever the estimate.
+    probe_pause_after: int = 2
     probe_after_s: float = 10.0
     probe_max_s: float = 60.0
 

@@ -378,3 +378,16 @@ def test_a_sequence_number_seen_again_after_wrapping_is_a_new_packet() -> None:
     sink.sent.clear()
     c.on_nack((lost,))
     assert sent_seqs(sink) == [lost] and stats.nack_suppressed_retries == 0
+
+
+def test_a_tried_again_video_is_paused_again_on_loss_alone_after_two_checks() -> None:
+    """Protects the probe: Chromium's estimate jumps up while it gets no video, so a
+    video tried again on a link that still loses 20 % of it is paused again after
+    2 checks on loss alone, whatever the estimate (a first pause needs the estimate)."""
+    _p, c, sink, stats, _clock, stream, _ = setup(RetransmitPolicy())
+    run_link(c, stream, sink, 5, remb=0, lost=0.8)
+    assert c.congested
+    run_link(c, stream, sink, 10, remb=2_000_000, lost=0.2)  # paused; tried again at the end
+    assert stats.video_congestion_probes == 1 and not c.congested
+    per_s = run_link(c, stream, sink, 3, remb=2_000_000, lost=0.2)
+    assert c.congested and stats.video_congestion_pauses == 2 and per_s[-1] == 0, per_s
