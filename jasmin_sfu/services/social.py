@@ -858,7 +858,7 @@ class SocialPersonalData:
         self.service = service
 
     async def export(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
-        """Every row about ``user_id``, by table (the feed's token only as its hash)."""
+        """Every row naming ``user_id``, by table (no token and no token hash: docs/privacy.md)."""
         return await self.service.store.export_user(user_id)
 
     async def erase(self, user_id: str, pseudonym: str) -> int:

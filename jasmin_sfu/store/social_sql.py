@@ -60,6 +60,8 @@ _TOP = "user_id, status, started_at, period, paid_until, auto_renew, updated_at,
 _ATTRS = "performer_id, hair_colour, build, age, sexual_preference, ethnicity, camera_quality, languages, updated_at"
 _FEED = "member_id, token_hash, performers, categories, favourites, system_messages, updated_at"
 _INBOX = "id, member_id, mailing_id, performer_id, subject, body, unsubscribe_token, created_at"
+_FEED_EXPORT = "member_id, performers, categories, favourites, system_messages, updated_at"
+_INBOX_EXPORT = "id, member_id, mailing_id, performer_id, subject, body, created_at"
 
 
 def _split(s: str) -> tuple[str, ...]:
@@ -527,6 +529,10 @@ class SqlSocialStore:
 
     # -- personal data --------------------------------------------------------------------------
 
+    # (download table, columns, rows). Every row naming the person in any column is exported and
+    # erased; a secret is not (docs/privacy.md: no token and no token hash in the download): the
+    # feed's token hash, the unsubscribe token and its copy in the inbox are capabilities, and the
+    # download (a file the member may mail around) must not carry them.
     _EXPORT: tuple[tuple[str, str, str], ...] = (
         ("top_membership", _TOP, "soc_top_members WHERE user_id = ?"),
         ("favourites", "member_id, performer_id, created_at", "soc_favourites WHERE member_id = ? OR performer_id = ?"),
@@ -534,15 +540,16 @@ class SqlSocialStore:
          "soc_privates WHERE member_id = ? OR performer_id = ?"),
         ("ratings", "member_id, performer_id, stars, updated_at", "soc_ratings WHERE member_id = ?"),
         ("votes", "member_id, performer_id, period, created_at", "soc_votes WHERE member_id = ?"),
-        ("mailing_subscriptions", "member_id, performer_id, token, created_at",
-         "soc_mail_subscriptions WHERE member_id = ?"),
+        ("mailing_subscriptions", "member_id, performer_id, created_at", "soc_mail_subscriptions WHERE member_id = ?"),
         ("mailings", "id, performer_id, subject, body, sent_at, recipients", "soc_mailings WHERE performer_id = ?"),
-        ("inbox", _INBOX, "soc_inbox WHERE member_id = ?"),
+        ("mail_quota", "performer_id, last_sent_at", "soc_mail_quota WHERE performer_id = ?"),
+        ("inbox", _INBOX_EXPORT, "soc_inbox WHERE member_id = ?"),
         ("messages", "id, member_id, performer_id, body, created_at",
          "soc_messages WHERE member_id = ? OR performer_id = ?"),
         ("performer_attributes", _ATTRS, "soc_performer_attrs WHERE performer_id = ?"),
         ("search_presets", "id, member_id, name, query, created_at", "soc_presets WHERE member_id = ?"),
-        ("feed", _FEED, "soc_feeds WHERE member_id = ?"),
+        ("feed", _FEED_EXPORT, "soc_feeds WHERE member_id = ?"),
+        ("online_events", "id, performer_id, show_id, occurred_at", "soc_online_events WHERE performer_id = ?"),
     )
 
     async def export_user(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -566,6 +573,4 @@ class SqlSocialStore:
             n += await c.execute("DELETE FROM soc_ratings WHERE performer_id = ?", user_id)
             n += await c.execute("DELETE FROM soc_mail_subscriptions WHERE performer_id = ?", user_id)
             n += await c.execute("DELETE FROM soc_inbox WHERE performer_id = ?", user_id)
-            n += await c.execute("DELETE FROM soc_mail_quota WHERE performer_id = ?", user_id)
-            n += await c.execute("DELETE FROM soc_online_events WHERE performer_id = ?", user_id)
         return n

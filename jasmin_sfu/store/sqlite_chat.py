@@ -46,13 +46,15 @@ def tip_args(t: TipRow) -> tuple[Any, ...]:
             int(t.counted), t.created_at)
 
 
-# Which columns of which table name a user, for the data download and erasure.
+# Which columns of which table name a user, for the data download and erasure: every column,
+# not only the author's (a performer's line in a member's private names the member in
+# ``private_to``; a surprise names the performer who received it).
 USER_COLUMNS: dict[str, tuple[str, ...]] = {
-    "chat_messages": ("author_id",),
+    "chat_messages": ("author_id", "private_to"),
     "chat_sanctions": ("user_id", "actor_id"),
     "chat_moderation_log": ("actor_id", "target_id"),
     "chat_reports": ("reporter_id", "author_id"),
-    "chat_tips": ("member_id",),
+    "chat_tips": ("member_id", "performer_id"),
 }
 TABLE_COLS = {
     "chat_messages": MSG_COLS,

@@ -490,3 +490,46 @@ async def test_login_is_refused_before_hashing_when_throttled(world: World) -> N
     w.clock.advance(900)
     assert (await w.accounts.login("gina", "password-gina")).principal.username == "gina"
     assert calls == ["password-gina"]
+
+
+# -- rows naming a person in another column than its author's ----------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def chat_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    from jasmin_sfu.store.postgres_chat import PostgresChatStore
+    from jasmin_sfu.store.sqlite_chat import SqliteChatStore
+    from tests.realparts import open_store
+
+    async with open_store(
+        request.param,
+        lambda: SqliteChatStore.open(str(tmp_path / "chat.sqlite3")),
+        lambda schema: PostgresChatStore.open(PG_DSN, schema=schema),
+    ) as s:
+        yield s
+
+
+async def test_chat_export_holds_the_lines_said_to_the_member_in_its_private(chat_store: Any) -> None:
+    """Protects docs/chat.md's 'the export holds every row naming the user' for rows naming the
+    member outside the author column: the performer's lines in the member's private
+    (``private_to``), a moderation action against it (``target_id``), a report on its line; and
+    for a performer the surprises it received (``performer_id``). Another member's private stays
+    out of the download."""
+    from jasmin_sfu.store.chat_repo import LogRow, MessageRow, ReportRow, TipRow
+
+    s = chat_store
+    t = 1_780_000_000_000_000
+    await s.add_message(MessageRow("m1", "anna", "u_anna", "anna", "performer", False, None, "hi mia", (), "u_mia", t))
+    await s.add_message(MessageRow("m2", "anna", "u_mia", "mia", "member", False, None, "hello", (), "u_mia", t + 1))
+    await s.add_message(MessageRow("m3", "anna", "u_anna", "anna", "performer", False, None, "hi otto", (),
+                                   "u_otto", t + 2))
+    await s.add_log(LogRow("l1", "anna", "u_anna", "anna", "performer", "mute", "u_mia", "spam", "{}", t + 3))
+    await s.add_report(ReportRow("r1", "anna", "m2", "u_otto", "u_mia", "hello", "rude", t + 4))
+    await s.add_tip(TipRow("tr1", "anna", "sess1", "u_mia", "mia", "u_anna", 100, True, t + 5))
+    mia = await s.export_user("u_mia")
+    assert sorted(m["id"] for m in mia["chat_messages"]) == ["m1", "m2"]  # m1: the performer's line to mia
+    assert [r["id"] for r in mia["chat_moderation_log"]] == ["l1"]
+    assert [r["id"] for r in mia["chat_reports"]] == ["r1"]
+    anna = await s.export_user("u_anna")
+    assert [r["transfer_id"] for r in anna["chat_tips"]] == ["tr1"]  # surprises the performer received
+    assert sorted(m["id"] for m in anna["chat_messages"]) == ["m1", "m3"]

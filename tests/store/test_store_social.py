@@ -136,3 +136,32 @@ async def test_votes_are_unique_per_period_and_erasure_keeps_them_pseudonymous(
     assert await soc.erase_user("u_m", "pseudo") >= 3
     assert all(v == [] for v in (await soc.export_user("u_m")).values())
     assert await soc.vote_counts("2026-05") == {"u_p": 1}
+
+
+async def test_export_holds_no_token_or_token_hash_and_every_row_naming_a_performer(
+    stores: tuple[SocialStore, object],
+) -> None:
+    """Protects docs/privacy.md's rule 'no secret and no token hash in the download': the feed's
+    token hash, the mailing list's unsubscribe token and its copy in every inbox row are capabilities
+    and stay out of a member's export (the rows themselves are there). And the export of a performer
+    holds every row erasure deletes for it: its mailing quota and its online log."""
+    import json
+
+    from jasmin_sfu.store.social_repo import FeedRow, OnlineEventRow
+
+    soc, _ = stores
+    await soc.put_feed(FeedRow("u_m", "feedhash" + "f" * 56, ("u_p",), (), True, True, T0))
+    await soc.subscribe_mailing(SubscriptionRow("u_m", "u_p", tok("u_m"), T0))
+    sent, _ = await soc.send_mailing(MailingRow("ml1", "u_p", "subject", "body", T0), T0 - 1)
+    assert sent is not None
+    await soc.add_online_events([OnlineEventRow("on1", "u_p", "alice", T0)])
+    mine = await soc.export_user("u_m")
+    assert len(mine["feed"]) == 1 and len(mine["mailing_subscriptions"]) == 1 and len(mine["inbox"]) == 1
+    flat = json.dumps(mine)
+    assert "feedhash" not in flat and tok("u_m") not in flat and "token" not in flat
+    perf = await soc.export_user("u_p")
+    assert [r["id"] for r in perf["mailings"]] == ["ml1"]
+    assert [r["last_sent_at"] for r in perf["mail_quota"]] == [T0]
+    assert [r["id"] for r in perf["online_events"]] == ["on1"]
+    assert await soc.erase_user("u_p", "u_p") >= 3
+    assert (await soc.export_user("u_p"))["online_events"] == []
