@@ -46,6 +46,7 @@ from jasmin_sfu.services.errors import (
     AdultConfirmationRequiredError,
     InvalidCredentialsError,
     InvalidTokenError,
+    LoginRateLimitedError,
     NotPermittedError,
     NotShowOwnerError,
     UsernameUnavailableError,
@@ -453,20 +454,31 @@ class AccountsService:
         address, and a throttled attempt is ``LoginRateLimitedError`` before any hashing.
         """
         key = username_key(username) if isinstance(username, str) and USERNAME_RE.match(username) else None
-        self.throttle.check(key, client)
-        if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD:
+        # Per name: strict, from anywhere. Per address: failures only (docs/accounts.md) - over its
+        # limit the address may still log a known name in with its right password, but nothing else.
+        self.throttle.check_name(key)
+        self.throttle.check_pair(key, client)
+        address_wait = self.throttle.address_retry_after(client)
+
+        def wrong() -> Exception:
             self.throttle.failed(key, client)
-            raise InvalidCredentialsError("wrong username or password")
+            if address_wait is not None:
+                return LoginRateLimitedError(
+                    f"too many failed logins from this address; retry in {address_wait} s", address_wait)
+            return InvalidCredentialsError("wrong username or password")
+
+        if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD:
+            raise wrong()
         user = None
         if key is not None:
             user = await self.store.user_by_username(key)
         if user is None or user.closed_at is not None:
+            if address_wait is not None:  # a throttled address spraying names: no hashing at all
+                raise LoginRateLimitedError(f"too many failed logins; retry in {address_wait} s", address_wait)
             await self.hashing.verify(await self._dummy(), password)  # same cost as a real check
-            self.throttle.failed(key, client)
-            raise InvalidCredentialsError("wrong username or password")
+            raise wrong()
         if not await self.hashing.verify(user.password_hash, password):
-            self.throttle.failed(key, client)
-            raise InvalidCredentialsError("wrong username or password")
+            raise wrong()
         self.throttle.succeeded(user.username_key)
         rehash = await self.hashing.hash(password) if self.hashing.needs_rehash(user.password_hash) else None
         await self.store.record_login(user.id, self.now_us(), rehash)
@@ -481,7 +493,7 @@ class AccountsService:
             raise InvalidTokenError("the account is closed")
         # Its own counter: a wrong re-confirmation must not lock the member out of logging in.
         key = "confirm:" + user.username_key
-        self.throttle.check(key, client)
+        self.throttle.check_name(key)  # a signed-in member: the address limit never blocks it
         if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD or not await self.hashing.verify(
             user.password_hash, password
         ):

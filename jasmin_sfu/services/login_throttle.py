@@ -10,8 +10,15 @@ account, at most 100 in a row). Two sliding windows of ``window_s`` seconds
   name locked by failing on purpose; the lock lifts 15 minutes after the
   oldest counted failure, and a success clears the name's failures.
 * **per client address**: ``max_per_address`` failures (50): one machine
-  spraying many names. Several members behind one NAT get 5x the per-name
-  allowance together before they are slowed.
+  spraying many names. The address limit counts failures only and never
+  blocks a right password for a name that is not itself throttled: many
+  members share one address (a NAT, a campus, a mobile carrier), and one
+  attacker among them must not lock them all out. Once an address is over its
+  limit (``address_retry_after``), ``AccountsService.login`` refuses from it,
+  before any hashing, every unknown name and every name that already failed
+  from that address in the window (``check_pair``): a sprayer gets no more
+  guesses at unknown names and one guess per real name per window there,
+  while a neighbour with the right password logs in.
 
 A throttled attempt is refused *before* the password is hashed, so a flood
 costs no argon2 time (a hash is ~50 ms and 64 MiB). The answer is
@@ -52,6 +59,8 @@ class LoginThrottle:
         self.clock = clock
         self._names: dict[str, deque[float]] = {}
         self._addresses: dict[str, deque[float]] = {}
+        # (address, name) -> failures: what a throttled address may still try.
+        self._pairs: dict[str, deque[float]] = {}
 
     def _live(self, table: dict[str, deque[float]], key: str, now: float) -> deque[float] | None:
         q = table.get(key)
@@ -70,21 +79,42 @@ class LoginThrottle:
         # The attempt is allowed again once the window holds limit - 1 failures.
         return max(1.0, q[len(q) - limit] + self.settings.window_s - now)
 
-    def check(self, username_key: str | None, address: str | None) -> None:
-        """Raise ``LoginRateLimitedError`` when either the name or the address used up its failures."""
+    @staticmethod
+    def _refuse(wait: float) -> LoginRateLimitedError:
+        w = math.ceil(wait)
+        return LoginRateLimitedError(f"too many failed logins; retry in {w} s", w)
+
+    def check_name(self, username_key: str | None) -> None:
+        """Raise ``LoginRateLimitedError`` when the name used up its failures (from anywhere)."""
+        if username_key is None:
+            return
         now = self.clock()
-        waits = []
-        if username_key is not None:
-            w = self._retry_after(self._live(self._names, username_key, now), self.settings.max_per_username, now)
-            if w is not None:
-                waits.append(w)
-        if address is not None:
-            w = self._retry_after(self._live(self._addresses, address, now), self.settings.max_per_address, now)
-            if w is not None:
-                waits.append(w)
-        if waits:
-            wait = math.ceil(max(waits))
-            raise LoginRateLimitedError(f"too many failed logins; retry in {wait} s", wait)
+        w = self._retry_after(self._live(self._names, username_key, now), self.settings.max_per_username, now)
+        if w is not None:
+            raise self._refuse(w)
+
+    def address_retry_after(self, address: str | None) -> int | None:
+        """Seconds until the address is under its failure limit again (None: it is under it now)."""
+        if address is None:
+            return None
+        now = self.clock()
+        w = self._retry_after(self._live(self._addresses, address, now), self.settings.max_per_address, now)
+        return None if w is None else math.ceil(w)
+
+    def check_pair(self, username_key: str | None, address: str | None) -> None:
+        """Raise when the address is over its limit and the name already failed from it in the window."""
+        wait = self.address_retry_after(address)
+        if wait is None or username_key is None:
+            return
+        if self._live(self._pairs, f"{address}\x00{username_key}", self.clock()) is not None:
+            raise self._refuse(wait)
+
+    def check(self, username_key: str | None, address: str | None) -> None:
+        """Raise when the name, or the address, used up its failures (the strict check of both)."""
+        self.check_name(username_key)
+        wait = self.address_retry_after(address)
+        if wait is not None:
+            raise self._refuse(wait)
 
     def _add(self, table: dict[str, deque[float]], key: str, now: float) -> None:
         if key not in table and len(table) >= MAX_KEYS:
@@ -99,6 +129,8 @@ class LoginThrottle:
             self._add(self._names, username_key, now)
         if address is not None:
             self._add(self._addresses, address, now)
+            if username_key is not None:
+                self._add(self._pairs, f"{address}\x00{username_key}", now)
 
     def succeeded(self, username_key: str) -> None:
         """The right password: the name's failures are forgotten (the address's stay)."""

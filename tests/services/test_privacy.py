@@ -442,21 +442,23 @@ def test_throttle_per_username_slides_and_a_success_clears_it() -> None:
 
 
 def test_throttle_per_address_counts_failures_over_many_names() -> None:
-    """Protects against one address spraying names: 50 failures over 50 names lock the address for
-    every name (even an untried one), not the names from other addresses."""
+    """Protects against one address spraying names: 50 failures over 50 names throttle the address
+    (``address_retry_after``), not other addresses; a success clears the name, never the address;
+    the window slides. A name failed once from a throttled address is refused there (``check_pair``)."""
     c = Clock()
     t = LoginThrottle(ThrottleSettings(), c)
     for i in range(50):
         t.failed(f"name{i}", "10.0.0.1")
-    with pytest.raises(LoginRateLimitedError) as e:
-        t.check("fresh", "10.0.0.1")
-    assert e.value.retry_after_s == 900
-    t.check("fresh", "10.0.0.2")
+    assert t.address_retry_after("10.0.0.1") == 900
+    assert t.address_retry_after("10.0.0.2") is None
+    t.check_name("fresh")  # the address does not throttle a name by itself
     t.succeeded("name1")  # a success clears the name, not the address
+    assert t.address_retry_after("10.0.0.1") == 900
     with pytest.raises(LoginRateLimitedError):
-        t.check("name1", "10.0.0.1")
+        t.check_pair("name2", "10.0.0.1")  # failed from there in the window
+    t.check_pair("fresh", "10.0.0.1")
     c.now += 900
-    t.check("fresh", "10.0.0.1")
+    assert t.address_retry_after("10.0.0.1") is None
 
 
 def test_throttle_memory_is_bounded() -> None:
@@ -467,6 +469,56 @@ def test_throttle_memory_is_bounded() -> None:
     for i in range(MAX_KEYS + 10):
         t.failed(f"n{i}", None)
     assert len(t._names) == MAX_KEYS and "n0" not in t._names and f"n{MAX_KEYS + 9}" in t._names
+
+
+async def test_a_throttled_address_refuses_the_sprayer_not_a_neighbour_with_the_right_password(
+    world: World,
+) -> None:
+    """Protects issue 11.18 on both sides. Behind one address (a shared NAT) an attacker fails 50
+    logins over many names: then (a) a different member behind that address logs in with its right
+    password; (b) the attacker is still slowed: unknown names are refused 429 before any hashing, a
+    real name it guesses wrong is refused there from then on (one guess per name per window), and
+    its per-name counter still locks the name after 10 failures, even for the right password."""
+    w = world
+    await w.member("hugo")
+    await w.member("gina")
+    nat = "192.0.2.1"
+    for i in range(50):
+        with pytest.raises(InvalidCredentialsError):
+            await w.accounts.login(f"nobody{i}", "nope-nope", client=nat)
+    calls: list[str] = []
+    real = w.accounts.hashing.verify
+
+    async def counting(h: str, p: str) -> bool:
+        calls.append(p)
+        return await real(h, p)
+
+    w.accounts.hashing.verify = counting  # type: ignore[method-assign]
+    # (a) the neighbour: right password, not throttled by name: in.
+    assert (await w.accounts.login("hugo", "password-hugo", client=nat)).principal.username == "hugo"
+    # (b) the sprayer: unknown names cost nothing and get 429.
+    calls.clear()
+    for i in range(50, 60):
+        with pytest.raises(LoginRateLimitedError) as e:
+            await w.accounts.login(f"nobody{i}", "nope-nope", client=nat)
+        assert e.value.retry_after_s == 900
+    assert calls == []
+    # A real name guessed wrong once from the throttled address: refused there, before hashing.
+    with pytest.raises(LoginRateLimitedError):
+        await w.accounts.login("gina", "guess-1", client=nat)
+    assert calls == ["guess-1"]
+    with pytest.raises(LoginRateLimitedError):
+        await w.accounts.login("gina", "password-gina", client=nat)
+    assert calls == ["guess-1"]
+    # Elsewhere gina is not throttled; its per-name counter is strict everywhere.
+    assert (await w.accounts.login("gina", "password-gina", client="198.51.100.7")).principal.username == "gina"
+    for i in range(10):
+        with pytest.raises(InvalidCredentialsError):
+            await w.accounts.login("hugo", f"guess-{i}", client=f"203.0.113.{i}")
+    with pytest.raises(LoginRateLimitedError):
+        await w.accounts.login("hugo", "password-hugo", client=nat)
+    with pytest.raises(LoginRateLimitedError):
+        await w.accounts.login("hugo", "password-hugo", client="203.0.113.99")
 
 
 async def test_login_is_refused_before_hashing_when_throttled(world: World) -> None:
