@@ -98,6 +98,8 @@ class Daemon:
             ShowSettings(sneak_peek_s=cfg.shows.sneak_peek_s, auto_accept=cfg.shows.auto_accept),
         )
         self.sessions: set[SignalingSession] = set()
+        # Set once a session's close handler ran (it left its show): an erasure waits for it.
+        self._session_ended: dict[SignalingSession, asyncio.Event] = {}
         # Opened in start(): it needs the event loop (ledger store, relay tasks).
         self.billing: BillingStack | None = None
         # Opened in start() too; tests inject the accounts' clock to expire tokens.
@@ -185,11 +187,20 @@ class Daemon:
             session_id=internal_session_id(request, s.internal_secret),
         )
         self.sessions.add(session)
+        ended = self._session_ended[session] = asyncio.Event()
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            self._session_ended.pop(session, None)
+            ended.set()
         return ws
+
+    async def _session_closed(self, session: SignalingSession) -> None:
+        """Return once ``session``'s close handler has run (at once when it is gone already)."""
+        ended = self._session_ended.get(session)
+        if ended is not None:
+            await ended.wait()
 
     async def start(self, *, listen: bool = True) -> None:
         if self.cfg.billing.enabled:
@@ -222,7 +233,8 @@ class Daemon:
         self.personal_data.register(self.chat)
         if self.accounts is not None:
             self.privacy = await open_privacy(
-                self.cfg, self.accounts, self.personal_data, self.billing, self.social, self.sessions, schedule=listen
+                self.cfg, self.accounts, self.personal_data, self.billing, self.social, self.sessions, schedule=listen,
+                session_ended=self._session_closed,
             )
         if not listen:  # the command line (`jasmin-sfu retention`): services only
             return

@@ -18,8 +18,9 @@ view of a member shown to others, the data download and "forget my data".
   per source, one list of rows per table, as JSON.
 * **Forget my data**: the erasure is recorded first, in the same transaction
   that closes the account, revokes its sessions and blacklists the username
-  (``username_blacklist_days``); then live websockets are ended and every
-  source erases; then the erasure is marked done. A crash in between leaves an
+  (``username_blacklist_days``); then live websockets are ended and waited for
+  (``LiveSessions``: a running private ends and is billed before anything is
+  erased); then every source erases; then the erasure is marked done. A crash in between leaves an
   open erasure that ``resume_erasures`` (start-up, every retention run)
   finishes; every step is idempotent.
 
@@ -134,6 +135,19 @@ class MemberHistory(Protocol):
 FavouriteCheck = Callable[[str, str], Awaitable[bool]]
 
 
+class LiveSessions(Protocol):
+    """A person's live connections, ended before an erasure (app.py: the signaling websockets).
+
+    Services never import media or shows: this seam is how an erasure reaches a
+    private that is running (``retention.SignalingLiveSessions``).
+    """
+
+    async def end_user(self, user_id: str) -> int:
+        """End every live session of ``user_id`` and return once each has left its show (a private
+        it was in has ended and been billed exactly as when the member leaves); how many."""
+        ...
+
+
 @dataclass(frozen=True)
 class ErasureResult:
     """What one erasure did: rows touched per source; ``completed`` False: resumed later."""
@@ -213,6 +227,7 @@ class PrivacyService:
         settings: PrivacySettings = PrivacySettings(),
         history: MemberHistory | None = None,
         favourites: FavouriteCheck | None = None,
+        live: LiveSessions | None = None,
     ) -> None:
         self.accounts = accounts
         self.registry = registry
@@ -221,6 +236,8 @@ class PrivacyService:
         self.history = history
         # Set by the favourites service when it runs (None: "favourite" shows as unknown).
         self.favourites = favourites
+        # None: no live connections on this node (the command line's retention run).
+        self.live = live
 
     @property
     def store(self) -> AccountsStore:
@@ -368,8 +385,13 @@ class PrivacyService:
         return await self._finish(user_id)
 
     async def _finish(self, user_id: str) -> ErasureResult:
-        # Sessions were revoked with the record: end the websockets that used them.
+        # Sessions were revoked with the record: end the websockets that used them, and wait until
+        # the member has left every show. A running private ends and is billed here, as at a
+        # disconnect, and its record is written now, so the sources below erase it; a writer
+        # still later finds the account closed (docs/privacy.md, "Forget my data").
         self.accounts.account_revoked(user_id)
+        if self.live is not None:
+            await self.live.end_user(user_id)
         rows: dict[str, int] = {}
         try:
             for source in self.registry.sources:

@@ -289,6 +289,29 @@ def offline_usage_source(billing_cfg: Any) -> UsageDataSource:
 REVOKED_CLOSE_CODE = 4401
 
 
+def _revoked_sessions(sessions: Any, user_id: str | None, session_id: str | None) -> list[Any]:
+    """The sessions that joined with a revoked token (or any token of ``user_id``)."""
+    def revoked(p: Any) -> bool:
+        return p is not None and (
+            (user_id is not None and p.id == user_id) or (session_id is not None and p.session_id == session_id)
+        )
+
+    out = []
+    for s in list(sessions):
+        handler = getattr(s, "handler", None)
+        # The joined identity, and the one a notifications.subscribe {token} registered.
+        subscribed = getattr(getattr(handler, "notifications", None), "principal", None)
+        if revoked(getattr(handler, "principal", None)) or revoked(subscribed):
+            out.append(s)
+    return out
+
+
+def _close_revoked(s: Any) -> None:
+    task = asyncio.get_running_loop().create_task(s.ws.close(code=REVOKED_CLOSE_CODE, message=b"token revoked"))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
 def end_revoked_sessions(sessions: Any, user_id: str | None, session_id: str | None) -> int:
     """Close the signaling websockets that joined with a revoked token (or any token of ``user_id``).
 
@@ -297,24 +320,42 @@ def end_revoked_sessions(sessions: Any, user_id: str | None, session_id: str | N
     is the member a ``notifications.subscribe {token}`` registered. Returns how
     many were closed.
     """
-    def revoked(p: Any) -> bool:
-        return p is not None and (
-            (user_id is not None and p.id == user_id) or (session_id is not None and p.session_id == session_id)
-        )
+    found = _revoked_sessions(sessions, user_id, session_id)
+    for s in found:
+        _close_revoked(s)
+    return len(found)
 
-    n = 0
-    for s in list(sessions):
-        handler = getattr(s, "handler", None)
-        # The joined identity, and the one a notifications.subscribe {token} registered.
-        subscribed = getattr(getattr(handler, "notifications", None), "principal", None)
-        if revoked(getattr(handler, "principal", None)) or revoked(subscribed):
-            task = asyncio.get_running_loop().create_task(
-                s.ws.close(code=REVOKED_CLOSE_CODE, message=b"token revoked")
-            )
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
-            n += 1
-    return n
+
+class SignalingLiveSessions:
+    """``privacy.LiveSessions`` over the daemon's signaling sessions (app.py wires it).
+
+    ``ended(session)`` is an awaitable that completes once the session's close
+    handler has run: the member has left its show, so a private it was in has
+    ended and been billed as at a disconnect (docs/privacy.md). A client that
+    does not answer the close within ``timeout_s`` is not waited for longer: the
+    late writers (the record of privates) then find the account closed.
+    """
+
+    def __init__(self, sessions: Any, ended: Callable[[Any], Any], timeout_s: float = 5.0) -> None:
+        self.sessions = sessions
+        self.ended = ended
+        self.timeout_s = timeout_s
+
+    async def end_user(self, user_id: str) -> int:
+        """Close every websocket of the user (4401) and wait until each has left its show."""
+        found = _revoked_sessions(self.sessions, user_id, None)
+        waits = []
+        for s in found:
+            _close_revoked(s)
+            waits.append(asyncio.ensure_future(self.ended(s)))
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=self.timeout_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("erasure: sessions still open after the wait", extra={"user_id": user_id,
+                                                                                  "count": len(pending)})
+        return len(found)
 
 
 _closing: set["asyncio.Task[Any]"] = set()
@@ -340,7 +381,7 @@ class PrivacyStack:
 
 def build_privacy(
     cfg: Any, accounts: Any, registry: PersonalDataRegistry, history: Any = None, usage: UsageDataSource | None = None,
-    social: Any = None,
+    social: Any = None, live: Any = None,
 ) -> tuple[PrivacyService, Retention]:
     """The service and the retention job; registers the accounts, ledger and usage sources (in this order)."""
     from jasmin_sfu.services.privacy import AccountsDataSource, LedgerDataSource, PrivacySettings
@@ -353,7 +394,7 @@ def build_privacy(
 
     service = PrivacyService(
         accounts, registry, PrivacySettings(site=pv.site, username_blacklist_days=pv.username_blacklist_days),
-        history, favourites,
+        history, favourites, live,
     )
     registry.register(AccountsDataSource(accounts))
     if history is not None:
@@ -367,19 +408,22 @@ def build_privacy(
 
 async def open_privacy(
     cfg: Any, accounts: Any, registry: Any, billing: Any = None, social: Any = None, sessions: Any = None,
-    *, schedule: bool = True,
+    *, schedule: bool = True, session_ended: Callable[[Any], Any] | None = None,
 ) -> PrivacyStack:
     """Register the accounts, ledger and usage sources, build the service, start the retention loop.
 
     ``cfg`` is the whole ``Config``; ``billing`` a ``BillingStack`` (None: billing
     off, no ledger reads); ``social`` the ``SocialService`` (favourites);
-    ``sessions`` the daemon's signaling sessions, ended on revocation.
+    ``sessions`` the daemon's signaling sessions, ended on revocation;
+    ``session_ended(session)`` an awaitable done once that session's close handler
+    ran (an erasure waits for it: the member's private ends before anything is erased).
     """
     from jasmin_sfu.store.privacy_ledger import LedgerReads
 
     history = LedgerReads(billing.store) if billing is not None else None
     usage = local_usage_source(billing) if billing is not None else None
-    service, retention = build_privacy(cfg, accounts, registry, history, usage, social)
+    live = SignalingLiveSessions(sessions, session_ended) if sessions is not None and session_ended else None
+    service, retention = build_privacy(cfg, accounts, registry, history, usage, social, live)
     if sessions is not None:
         accounts.revocation_listeners.append(lambda uid, sid: end_revoked_sessions(sessions, uid, sid))
     stack = PrivacyStack(service, retention, usage)

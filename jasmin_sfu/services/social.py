@@ -490,6 +490,9 @@ class SocialService:
     async def _record_private(
         self, show_id: str, member_id: str, performer_ids: Sequence[str], seconds: int, at: float
     ) -> None:
+        member = await self.accounts.store.user_by_id(member_id)
+        if member is not None and member.closed_at is not None:
+            return  # closed or being erased ("forget my data"): nothing new is recorded about it
         ended = self.now_us()
         for pid in await self._performer_accounts(show_id, performer_ids):
             await self.store.record_private(
@@ -862,7 +865,11 @@ class SocialPersonalData:
         return await self.service.store.export_user(user_id)
 
     async def erase(self, user_id: str, pseudonym: str) -> int:
-        """Delete the person's rows; votes stay, under ``pseudonym``, so award tallies do not change."""
+        """Delete the person's rows; votes stay, under ``pseudonym``, so award tallies do not change.
+
+        Writes already under way (the record of a private that just ended) finish first, so none
+        lands after the delete."""
+        await asyncio.gather(*list(self.service._tasks), return_exceptions=True)
         return await self.service.store.erase_user(user_id, pseudonym)
 
     async def purge(self, policy: RetentionPolicy) -> int:

@@ -521,3 +521,114 @@ async def test_a_notifications_only_websocket_ends_with_its_token(api: Api) -> N
             break
     assert (await api.call("DELETE", "/api/v1/sessions/current", token=mtok))[0] == 204
     assert await _closed_with(ws) == 4401
+
+
+# -- a private over signaling, and "forget my data" in the middle of it ---------------------------------
+
+
+async def _in_private(api: Api, performer: str, member: str) -> tuple[SignalingClient, SignalingClient, str, str, str]:
+    """The performer joined its show, the member (with credits, the performer a favourite) joined,
+    requested a private and the performer accepted it. Returns (performer client, member client,
+    performer id, member token, member id)."""
+    admin = await api.admin_token()
+    ptok, pid = await api.performer(admin, performer)
+    mtok, mid = await api.member(member)
+    await _buy(api, mtok)
+    status, body, _ = await api.call("PUT", f"/api/v1/me/favourites/{performer}", token=mtok)
+    assert status in (200, 201), body
+    perf = await SignalingClient.connect(api.ws)
+    mem = await SignalingClient.connect(api.ws)
+    await perf.request("join", show_id=performer, role="performer", token=ptok)
+    await mem.request("join", show_id=performer, role="viewer", token=mtok)
+    await mem.request("private.request")
+    seen: list[Any] = []
+    await _until(perf, "private.requested", seen)
+    await perf.request("private.accept", member_id=mid)
+    return perf, mem, pid, mtok, mid
+
+
+def _billing_log(tmp_path: Path, mid: str) -> list[dict[str, Any]]:
+    path = tmp_path / "billing-events.jsonl"
+    if not path.exists():
+        return []
+    return [e for e in (json.loads(line) for line in path.read_bytes().splitlines())
+            if e.get("data", {}).get("member_id") == mid]
+
+
+async def _poll(cond: Any, timeout: float = 15.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if cond():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(cond())
+
+
+async def test_the_download_holds_the_performers_lines_in_the_members_private(api: Api) -> None:
+    """Protects issue 11.1 end to end: the performer's chat line sent in the member's private
+    (stored with private_to = the member's id) is in the member's data download."""
+    perf, mem, pid, mtok, mid = await _in_private(api, "nina", "olga")
+    try:
+        await perf.request("chat.send", text="only for olga")
+        status, data, _ = await api.call("GET", "/api/v1/me/data", token=mtok)
+        assert status == 200
+        lines = data["sources"]["chat"]["chat_messages"]
+        assert [(m["author_id"], m["text"], m["private_to"]) for m in lines] == [(pid, "only for olga", mid)]
+    finally:
+        await mem.close()
+        await perf.close()
+
+
+async def test_erasure_during_a_private_ends_it_first_and_no_row_appears_after(api: Api, tmp_path: Path) -> None:
+    """Protects issue 11.2: "forget my data" while the member's private runs ends the private first
+    (the performer is told private.ended, billing closes it exactly as when the member leaves: one
+    closing event whose seconds times the rate is the ledger's charge, under the pseudonymous id),
+    and only then erases. Once the erasure answered, no row naming the member appears in any
+    personal-data database of the node (social, chat, accounts) - before the fix the record of
+    the private was written into soc_privates after the erase step."""
+    perf, mem, pid, mtok, mid = await _in_private(api, "pia", "carl")
+    try:
+        # Let billing meter a few seconds (usage events reach the local billing log).
+        assert await _poll(lambda: sum(1 for e in _billing_log(tmp_path, mid) if "usage" in e["type"]) >= 2)
+        status, body, _ = await api.call("POST", "/api/v1/me/erasure", token=mtok, json={"password": "password-carl"})
+        assert status == 200 and body["status"] == "completed", body
+        # Ended before the answer: the member left the show, its private is over.
+        show = api.daemon.shows.get("pia")
+        assert show is not None and show.machine.private_member is None
+        assert not [s for s in api.daemon.sessions if getattr(s.handler, "member_id", None) == mid]
+        kept = ("ledger.sqlite3", "billing-outbox.sqlite3", "billing-events.jsonl")  # financial records
+        at_answer = [(f, t, r) for f, t, r in _rows_mentioning(tmp_path, mid) if f not in kept]
+        assert not [r for f, t, r in at_answer if f == "social.sqlite3"], at_answer
+        # The private had ended before the answer: the performer hears it, billing closes it.
+        ended = await _until(perf, "private.ended", [])
+        assert ended["data"]["member_id"] == mid
+        assert await _poll(lambda: any("closed" in e["type"] for e in _billing_log(tmp_path, mid)))
+        social = api.daemon.social
+        assert social is not None
+        await social.drain()  # every late writer of the social store has run
+        b = api.daemon.billing
+        assert b is not None
+        await asyncio.wait_for(b.relay.wait_idle(), 10)
+        after = [(f, t, r) for f, t, r in _rows_mentioning(tmp_path, mid) if f not in kept]
+        assert after == at_answer, f"rows naming the erased member appeared after the erasure: {after}"
+        # The money: exact, kept under the member id (the pseudonym).
+        [closed] = [e for e in _billing_log(tmp_path, mid) if "closed" in e["type"]]
+        billed = closed["data"]["billed_seconds"]
+        assert billed >= 2
+
+        def charged() -> list[tuple[Any, ...]]:
+            db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+            try:
+                return db.execute("SELECT used_seconds, charged, rate, status FROM cc_sessions WHERE wallet_id = ?",
+                                  (wallet_account(mid),)).fetchall()
+            finally:
+                db.close()
+
+        assert await _poll(lambda: [r[0] for r in charged()] == [billed])
+        [(used, amount, rate, _status)] = charged()
+        assert amount == used * rate == closed["data"]["total_amount"]
+        assert (await b.ledger.replay()).ok
+    finally:
+        await mem.close()
+        await perf.close()

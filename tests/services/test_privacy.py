@@ -585,3 +585,34 @@ async def test_chat_export_holds_the_lines_said_to_the_member_in_its_private(cha
     anna = await s.export_user("u_anna")
     assert [r["transfer_id"] for r in anna["chat_tips"]] == ["tr1"]  # surprises the performer received
     assert sorted(m["id"] for m in anna["chat_messages"]) == ["m1", "m3"]
+
+
+async def test_erasure_ends_live_sessions_before_any_source_erases(world: World) -> None:
+    """Protects the order of issue 11.2 on both stores: the account is closed first, then the
+    member's live sessions are ended (LiveSessions.end_user returns once its private ended), and
+    only then does any source erase; resumed erasures do the same."""
+    w = world
+    mia = await w.member("mia")
+    order: list[str] = []
+
+    class Live:
+        async def end_user(self, user_id: str) -> int:
+            user = await w.accounts.store.user_by_id(user_id)
+            assert user is not None and user.closed_at is not None  # closed before its sessions end
+            order.append("end_user:" + user_id)
+            return 1
+
+    class Recording(Flaky):
+        async def erase(self, user_id: str, pseudonym: str) -> int:
+            n = await super().erase(user_id, pseudonym)
+            order.append("erase:" + user_id)
+            return n
+
+    w.privacy.live = Live()
+    source = Recording()
+    w.registry.register(source)
+    result = await w.privacy.erase(mia.id, "member_request")
+    assert not result.completed and order == ["end_user:" + mia.id]  # the source failed: left open
+    source.fail = False
+    await w.privacy.resume_erasures()
+    assert order == ["end_user:" + mia.id, "end_user:" + mia.id, "erase:" + mia.id]
