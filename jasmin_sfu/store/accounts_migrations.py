@@ -16,6 +16,13 @@ SHA-256 of a session token is stored, never the token.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import time
+from typing import Any, Awaitable, Callable
+
 VERSION_TABLE = "accounts_schema_version"
 
 # The same SQL runs on both dialects: TEXT, INTEGER, BIGINT and CHECK mean the
@@ -120,8 +127,56 @@ CREATE INDEX acc_erasures_open ON acc_erasures (completed_at);
 CREATE INDEX acc_sessions_created ON acc_sessions (kind, created_at)
 """
 
-SQLITE: list[tuple[int, str]] = [(1, _V1_COMMON), (2, _V2_COMMON)]
-POSTGRES: list[tuple[int, str]] = [(1, _V1_COMMON), (2, _V2_COMMON)]
+# Version 3: the username blacklist keeps a keyed hash of the name, never the name (docs/privacy.md,
+# "Forget my data"). The key is a secret made at the first start and kept in acc_secrets, so every
+# node sharing the store uses the same one and no config is needed; the hook below makes it and
+# rewrites the plain rows of an older database, inside this version's transaction.
+_V3_COMMON = """
+CREATE TABLE acc_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+)
+"""
+
+BLACKLIST_SECRET = "username_blacklist"
+# A hashed key: "h1:" + 64 hex digits (':' is outside the username alphabet, so no name looks like one).
+BLACKLIST_HASH_PREFIX = "h1:"
+
+
+def blacklist_hash(secret: str, username_key: str) -> str:
+    """The blacklist's key for a case-folded username: HMAC-SHA256 under the node's secret."""
+    if username_key.startswith(BLACKLIST_HASH_PREFIX):
+        return username_key
+    return BLACKLIST_HASH_PREFIX + hmac.new(bytes.fromhex(secret), username_key.encode(), hashlib.sha256).hexdigest()
+
+
+def _new_secret() -> tuple[str, str, int]:
+    return BLACKLIST_SECRET, secrets.token_hex(32), int(time.time() * 1_000_000)
+
+
+def _v3_sqlite(db: sqlite3.Connection) -> None:
+    db.execute("INSERT INTO acc_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+               _new_secret())
+    secret = db.execute("SELECT value FROM acc_secrets WHERE name = ?", (BLACKLIST_SECRET,)).fetchone()[0]
+    for (key,) in db.execute("SELECT username_key FROM acc_username_blacklist").fetchall():
+        db.execute("UPDATE acc_username_blacklist SET username_key = ? WHERE username_key = ?",
+                   (blacklist_hash(secret, key), key))
+
+
+async def _v3_postgres(con: Any) -> None:
+    await con.execute("INSERT INTO acc_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                      *_new_secret())
+    secret = await con.fetchval("SELECT value FROM acc_secrets WHERE name = $1", BLACKLIST_SECRET)
+    for r in await con.fetch("SELECT username_key FROM acc_username_blacklist"):
+        await con.execute("UPDATE acc_username_blacklist SET username_key = $1 WHERE username_key = $2",
+                          blacklist_hash(secret, r[0]), r[0])
+
+
+SQLITE: list[tuple[int, str]] = [(1, _V1_COMMON), (2, _V2_COMMON), (3, _V3_COMMON)]
+POSTGRES: list[tuple[int, str]] = [(1, _V1_COMMON), (2, _V2_COMMON), (3, _V3_COMMON)]
+SQLITE_HOOKS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _v3_sqlite}
+POSTGRES_HOOKS: dict[int, Callable[[Any], Awaitable[None]]] = {3: _v3_postgres}
 
 LATEST = max(v for v, _ in SQLITE)
 assert LATEST == max(v for v, _ in POSTGRES), "dialects must stay at the same version"

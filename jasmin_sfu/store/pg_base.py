@@ -16,8 +16,8 @@ take turns. A failing migration rolls back whole, version row included
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, ClassVar, Self, Sequence
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Mapping, Self, Sequence
 
 import asyncpg
 
@@ -38,6 +38,8 @@ class PgTrack:
     version_table: str
     steps: Sequence[tuple[int, str]]
     lock_key: int  # four ASCII letters, e.g. 0x6A616363 "jacc"
+    # As ``sqlite_base.Track.hooks``: run after that version's SQL, in its transaction.
+    hooks: Mapping[int, Callable[[asyncpg.Connection], Awaitable[None]]] = field(default_factory=dict)
 
     @property
     def latest(self) -> int:
@@ -83,6 +85,8 @@ async def migrate(con: asyncpg.Connection, track: PgTrack) -> list[int]:
             if version <= current:
                 continue
             await con.execute(sql)
+            if version in track.hooks:
+                await track.hooks[version](con)
             await con.execute(f"INSERT INTO {track.version_table} (version) VALUES ($1)", version)
         current = version
         applied.append(version)

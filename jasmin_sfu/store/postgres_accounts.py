@@ -9,7 +9,7 @@ stores may share a schema.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Self, Sequence
 
 import asyncpg
 
@@ -46,7 +46,26 @@ class PostgresAccountsStore(PostgresStore):
     """Accounts in PostgreSQL, through an asyncpg pool."""
 
     # Advisory lock key held while migrating ("jacc" in ASCII; the ledger uses "jasm").
-    track = PgTrack("accounts schema", migrations.VERSION_TABLE, migrations.POSTGRES, 0x6A616363)
+    track = PgTrack("accounts schema", migrations.VERSION_TABLE, migrations.POSTGRES, 0x6A616363,
+                    migrations.POSTGRES_HOOKS)
+    _blacklist_secret = ""
+
+    @classmethod
+    async def open(cls, dsn: str, *, schema: str = "", min_size: int = 1, max_size: int = 10) -> Self:
+        """Connect, migrate, and read the blacklist's secret (made by migration 3)."""
+        store = await super().open(dsn, schema=schema, min_size=min_size, max_size=max_size)
+        try:
+            async with store._pool.acquire() as con:
+                store._blacklist_secret = await con.fetchval(
+                    "SELECT value FROM acc_secrets WHERE name = $1", migrations.BLACKLIST_SECRET)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def _bl(self, username_key: str) -> str:
+        """The blacklist's key for a name: its keyed hash (docs/privacy.md)."""
+        return migrations.blacklist_hash(self._blacklist_secret, username_key)
 
     # -- users -------------------------------------------------------------------
 
@@ -56,7 +75,7 @@ class PostgresAccountsStore(PostgresStore):
         async with self._transaction() as con:
             blocked = await con.fetchval(
                 "SELECT 1 FROM acc_username_blacklist WHERE username_key = $1 AND (until_at IS NULL OR until_at > $2)",
-                u.username_key,
+                self._bl(u.username_key),
                 u.created_at,
             )
             if blocked is not None:
@@ -103,7 +122,7 @@ class PostgresAccountsStore(PostgresStore):
                 "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
                 " VALUES ($1, $2, $3, $4) ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
                 " created_at = excluded.created_at, until_at = excluded.until_at",
-                row.username_key, row.reason, row.created_at, row.until_at,
+                self._bl(row.username_key), row.reason, row.created_at, row.until_at,
             )
 
     async def blacklisted(self, username_key: str, now: int) -> BlacklistRow | None:
@@ -112,7 +131,7 @@ class PostgresAccountsStore(PostgresStore):
             r = await con.fetchrow(
                 "SELECT username_key, reason, created_at, until_at FROM acc_username_blacklist"
                 " WHERE username_key = $1 AND (until_at IS NULL OR until_at > $2)",
-                username_key,
+                self._bl(username_key),
                 now,
             )
         return BlacklistRow(*tuple(r)) if r is not None else None
@@ -308,7 +327,7 @@ class PostgresAccountsStore(PostgresStore):
                     "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
                     " VALUES ($1, 'erased', $2, $3) ON CONFLICT (username_key) DO UPDATE SET"
                     " reason = excluded.reason, created_at = excluded.created_at, until_at = excluded.until_at",
-                    key, e.requested_at, blacklist_until,
+                    self._bl(str(key)), e.requested_at, blacklist_until,
                 )
         return True
 

@@ -70,9 +70,20 @@ def _blacklisted_sql(p: str) -> str:
 class SqliteAccountsStore(SqliteStore):
     """Accounts in one SQLite file (or ``:memory:``)."""
 
-    track = Track("accounts schema", migrations.VERSION_TABLE, migrations.SQLITE)
+    track = Track("accounts schema", migrations.VERSION_TABLE, migrations.SQLITE, migrations.SQLITE_HOOKS)
     foreign_keys = True
     thread_name = "sqlite-accounts"
+    _blacklist_secret = ""
+
+    def _open_sync(self) -> None:
+        super()._open_sync()
+        assert self._db is not None
+        row = self._db.execute("SELECT value FROM acc_secrets WHERE name = ?", (migrations.BLACKLIST_SECRET,)).fetchone()
+        self._blacklist_secret = row[0]
+
+    def _bl(self, username_key: str) -> str:
+        """The blacklist's key for a name: its keyed hash (docs/privacy.md)."""
+        return migrations.blacklist_hash(self._blacklist_secret, username_key)
 
     # -- users -------------------------------------------------------------------
 
@@ -83,7 +94,7 @@ class SqliteAccountsStore(SqliteStore):
         def go(db: sqlite3.Connection) -> None:
             bl = db.execute(
                 "SELECT 1 FROM acc_username_blacklist WHERE username_key = ? AND (until_at IS NULL OR until_at > ?)",
-                (u.username_key, u.created_at),
+                (self._bl(u.username_key), u.created_at),
             ).fetchone()
             if bl is not None:
                 raise DuplicateKeyError(f"username {u.username!r} is blacklisted")
@@ -131,13 +142,14 @@ class SqliteAccountsStore(SqliteStore):
                 "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
                 " created_at = excluded.created_at, until_at = excluded.until_at",
-                (row.username_key, row.reason, row.created_at, row.until_at),
+                (self._bl(row.username_key), row.reason, row.created_at, row.until_at),
             )
         )
 
     async def blacklisted(self, username_key: str, now: int) -> BlacklistRow | None:
         """The entry in force at ``now``."""
-        rows = await self._rows(_blacklisted_sql("?") + " AND (until_at IS NULL OR until_at > ?)", (username_key, now))
+        rows = await self._rows(_blacklisted_sql("?") + " AND (until_at IS NULL OR until_at > ?)",
+                                (self._bl(username_key), now))
         return BlacklistRow(*rows[0]) if rows else None
 
     # -- sessions ---------------------------------------------------------------------
@@ -341,7 +353,7 @@ class SqliteAccountsStore(SqliteStore):
                     "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
                     " VALUES (?, 'erased', ?, ?) ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
                     " created_at = excluded.created_at, until_at = excluded.until_at",
-                    (key, e.requested_at, blacklist_until),
+                    (self._bl(key), e.requested_at, blacklist_until),
                 )
             return True
 

@@ -22,8 +22,8 @@ import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, ClassVar, Self, Sequence, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, ClassVar, Mapping, Self, Sequence, TypeVar
 
 from jasmin_sfu.store.errors import (
     DuplicateKeyError,
@@ -39,11 +39,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Track:
-    """One store's migration track: its version table and its ordered ``(version, sql)`` steps."""
+    """One store's migration track: its version table and its ordered ``(version, sql)`` steps.
+
+    ``hooks``: for a version whose data cannot be migrated in SQL alone (a keyed hash), a
+    function run after that version's SQL, with the connection, inside the same transaction.
+    """
 
     name: str  # for errors: "accounts schema", "database schema"
     version_table: str
     steps: Sequence[tuple[int, str]]
+    hooks: Mapping[int, Callable[[sqlite3.Connection], None]] = field(default_factory=dict)
 
     @property
     def latest(self) -> int:
@@ -105,6 +110,8 @@ def migrate(db: sqlite3.Connection, track: Track) -> list[int]:
                 continue
             for stmt in split_statements(sql):
                 db.execute(stmt)
+            if version in track.hooks:
+                track.hooks[version](db)
             db.execute(f"INSERT INTO {vt} VALUES (?, datetime('now'))", (version,))
             db.execute("COMMIT")
         except BaseException:

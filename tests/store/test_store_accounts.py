@@ -294,3 +294,80 @@ async def test_last_purchase_inactivity_and_purges_at_their_boundaries(astore: A
     assert await astore.purge_blacklist(T0 + 100, dry_run=True) == 1
     assert await astore.purge_blacklist(T0 + 100) == 1
     assert await astore.blacklisted("kept", T0 * 2) is not None
+
+
+async def _blacklist_keys(store: AccountsStore) -> list[str]:
+    return sorted(r[0] for r in await store.execute_raw(  # type: ignore[attr-defined]
+        "SELECT username_key FROM acc_username_blacklist"))
+
+
+async def test_the_blacklist_keeps_a_keyed_hash_never_the_name(astore: AccountsStore) -> None:
+    """Protects issue 11.3: an erased (or blocked) username is kept only as an HMAC under the
+    node's secret (acc_secrets, made at the first start), so the table answers 'is this name
+    blocked' and nothing else: no row holds the name, the check is case-blind through the
+    username key, and registering the name is refused in the database."""
+    await astore.create_user(user("u1", "Erin"))
+    assert await astore.begin_erasure(ErasureRow("u1", "member_request", T0 + 1), T0 + 100) is True
+    await astore.blacklist_username(BlacklistRow("forever", "reserved", T0, None))
+    keys = await _blacklist_keys(astore)
+    assert len(keys) == 2 and all(k.startswith("h1:") and len(k) == 3 + 64 for k in keys), keys
+    assert not any("erin" in k or "forever" in k for k in keys)
+    assert await astore.blacklisted("erin", T0 + 99) is not None and await astore.blacklisted("forever", T0) is not None
+    assert await astore.blacklisted("otto", T0) is None
+    with pytest.raises(DuplicateKeyError):
+        await astore.create_user(user("u2", "ERIN", at=T0 + 50))
+    [(secret,)] = await astore.execute_raw(  # type: ignore[attr-defined]
+        "SELECT value FROM acc_secrets WHERE name = 'username_blacklist'")
+    assert len(secret) == 64 and secret not in keys
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_migration_3_hashes_the_plain_blacklist_rows_of_an_older_database(kind: str, tmp_path: object) -> None:
+    """Protects the upgrade: a database at accounts version 2 with plain names in the blacklist is
+    migrated to keyed hashes (version 3, one transaction, on both dialects): afterwards no row holds
+    a name, the names are still blocked, and a lapsed entry still lapses."""
+    from jasmin_sfu.store import accounts_migrations as migrations
+
+    v2 = [step for step in migrations.SQLITE if step[0] <= 2]
+    plain = [("gone", "erased", T0, T0 + 100), ("forever", "reserved", T0, None)]
+    if kind == "sqlite":
+        import sqlite3
+
+        from jasmin_sfu.store.sqlite_base import Track, migrate
+
+        path = os.path.join(str(tmp_path), "accounts.sqlite3")
+        db = sqlite3.connect(path, isolation_level=None)
+        migrate(db, Track("accounts schema", migrations.VERSION_TABLE, v2))
+        db.executemany("INSERT INTO acc_username_blacklist VALUES (?, ?, ?, ?)", plain)
+        db.close()
+        store: AccountsStore = await SqliteAccountsStore.open(path)
+        await _check_migrated(store)
+        return
+    import asyncpg
+
+    from jasmin_sfu.store.pg_base import PgTrack
+    from jasmin_sfu.store.pg_base import migrate as pg_migrate
+    from tests.realparts import pg_schema
+
+    async with pg_schema() as schema:
+        con = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+        try:
+            await pg_migrate(con, PgTrack("accounts schema", migrations.VERSION_TABLE,
+                                          [s for s in migrations.POSTGRES if s[0] <= 2], 0x6A616363))
+            await con.executemany("INSERT INTO acc_username_blacklist VALUES ($1, $2, $3, $4)", plain)
+        finally:
+            await con.close()
+        store = await PostgresAccountsStore.open(PG_DSN, schema=schema)
+        await _check_migrated(store)
+
+
+async def _check_migrated(store: AccountsStore) -> None:
+    try:
+        assert await store.schema_version() == LATEST >= 3
+        keys = await _blacklist_keys(store)
+        assert len(keys) == 2 and all(k.startswith("h1:") for k in keys), keys
+        assert await store.blacklisted("gone", T0 + 99) is not None
+        assert await store.blacklisted("forever", T0 * 2) is not None
+        assert await store.purge_blacklist(T0 + 100) == 1 and await store.blacklisted("gone", T0 + 99) is None
+    finally:
+        await store.close()
