@@ -170,7 +170,13 @@ def social_schemas() -> dict[str, Any]:
         "Inbox": _out({"messages": {"type": "array", "items": _out({
             "id": {"type": "string"}, "performer": {"type": "string"}, "subject": {"type": "string"},
             "body": {"type": "string"}, "sent_at": {"type": "number"},
-            "unsubscribe_url": {"type": "string", "description": "Works without login"},
+            "unsubscribe_url": {"type": "string", "description": "Works without login: GET shows a confirmation"
+                                " page, POST unsubscribes (RFC 8058 one-click)"},
+            "headers": _out({
+                "List-Unsubscribe": {"type": "string", "description": "<unsubscribe_url> (RFC 2369)"},
+                "List-Unsubscribe-Post": {"type": "string", "enum": ["List-Unsubscribe=One-Click"],
+                                          "description": "RFC 8058: a mail client POSTs this to the URL"},
+            }),
         })}}),
         "Rating": _out({"performer": {"type": "string"},
                         "stars": {"type": "integer", "minimum": 1, "maximum": 5, "nullable": True}}),
@@ -308,9 +314,25 @@ def social_paths() -> dict[str, Any]:
         "/api/v1/mailing-list/unsubscribe/{unsubscribe_token}": {
             "parameters": [{"name": "unsubscribe_token", "in": "path", "required": True,
                             "schema": {"type": "string", "pattern": "^jasu_[A-Za-z0-9_-]{32}$"}}],
-            "get": {"operationId": "unsubscribeByLink",
-                    "summary": "The unsubscribe link of every mailing (no login)",
-                    "responses": _responses({200: ("Unsubscribed", "Unsubscribed")}, 404, 503)},
+            "get": {"operationId": "unsubscribeConfirmationPage",
+                    "summary": "The unsubscribe link of every mailing (no login): a confirmation page",
+                    "description": "Changes nothing: mail scanners and link previews follow links. The page's"
+                                   " button POSTs to the same URL.",
+                    "responses": {
+                        "200": {"description": "An HTML page with a form that POSTs List-Unsubscribe=One-Click",
+                                "content": {"text/html": {"schema": {"type": "string"}}}},
+                        **_responses({}, 404, 503),
+                    }},
+            "post": {"operationId": "unsubscribeByLink",
+                     "summary": "Leave the mailing list by the link (no login; RFC 8058 one-click)",
+                     "description": "What a mail client sends for the List-Unsubscribe-Post header. The body"
+                                    " (List-Unsubscribe=One-Click) may be left out: the token is the key. A second"
+                                    " use is 404.",
+                     "requestBody": {"required": False, "content": {
+                         "application/x-www-form-urlencoded": {"schema": {
+                             "type": "object", "properties": {
+                                 "List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}},
+                     "responses": _responses({200: ("Unsubscribed", "Unsubscribed")}, 404, 503)},
         },
         "/api/v1/me/mailings": {
             "post": {"operationId": "sendMailing",

@@ -25,6 +25,7 @@ at the edge:
 from __future__ import annotations
 
 import functools
+import html
 import json
 import math
 from typing import Any, Awaitable, Callable
@@ -158,11 +159,29 @@ def message_view(m: Message) -> dict[str, Any]:
             "created_at": m.row.created_at / 1_000_000}
 
 
+def unsubscribe_headers(url: str) -> dict[str, str]:
+    """The mail headers of RFC 2369 and RFC 8058 (one-click): a mail client POSTs
+    ``List-Unsubscribe=One-Click`` to the URL; a plain GET of it changes nothing."""
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
 def inbox_view(m: InboxMessage, origin: str) -> dict[str, Any]:
     r = m.row
+    url = f"{origin}/api/v1/mailing-list/unsubscribe/{r.unsubscribe_token}"
     return {"id": r.id, "performer": m.performer, "subject": r.subject, "body": r.body,
-            "sent_at": r.created_at / 1_000_000,
-            "unsubscribe_url": f"{origin}/api/v1/mailing-list/unsubscribe/{r.unsubscribe_token}"}
+            "sent_at": r.created_at / 1_000_000, "unsubscribe_url": url, "headers": unsubscribe_headers(url)}
+
+
+_CONFIRM_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Unsubscribe</title></head>
+<body><h1>Leave {performer}'s mailing list?</h1>
+<form method="post" action="">
+<input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit">Unsubscribe</button>
+</form>
+<p>Nothing changes until you press the button.</p></body></html>
+"""
 
 
 def candidate_view(c: Candidate) -> dict[str, Any]:
@@ -216,7 +235,8 @@ class SocialRoutes:
         r.add_post("/system-messages", self.system_message)
         r.add_put("/performers/{username}/mailing-list", self.subscribe_mailing)
         r.add_delete("/performers/{username}/mailing-list", self.unsubscribe_mailing)
-        r.add_get("/mailing-list/unsubscribe/{unsubscribe_token}", self.unsubscribe_link)
+        r.add_get("/mailing-list/unsubscribe/{unsubscribe_token}", self.unsubscribe_page)
+        r.add_post("/mailing-list/unsubscribe/{unsubscribe_token}", self.unsubscribe_link)
         r.add_post("/me/mailings", self.send_mailing)
         r.add_get("/me/inbox", self.inbox)
         r.add_get("/performers/{username}/rating", self.rating)
@@ -336,7 +356,16 @@ class SocialRoutes:
         return web.Response(status=204)
 
     @_mapped
+    async def unsubscribe_page(self, request: web.Request) -> web.Response:
+        """GET of the link: a confirmation page, no state change (scanners follow links)."""
+        performer = await self.service(request).unsubscribe_link_performer(request.match_info["unsubscribe_token"])
+        return web.Response(text=_CONFIRM_PAGE.format(performer=html.escape(performer)), content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    @_mapped
     async def unsubscribe_link(self, request: web.Request) -> web.Response:
+        """POST of the link (RFC 8058 one-click, or the page's button): unsubscribes. The body
+        (``List-Unsubscribe=One-Click``, form-encoded) is not required: the token is the key."""
         performer = await self.service(request).unsubscribe_token(request.match_info["unsubscribe_token"])
         return web.json_response({"unsubscribed": True, "performer": performer})
 

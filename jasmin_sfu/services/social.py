@@ -590,8 +590,19 @@ class SocialService:
         if not await self.store.unsubscribe_mailing(uid, profile.user_id):
             raise SocialNotFoundError(f"not on {profile.username}'s mailing list")
 
+    async def unsubscribe_link_performer(self, token: Any) -> str:
+        """The performer whose list an unsubscribe link leaves, changing nothing (the GET of the link:
+        mail scanners follow links, so only the POST unsubscribes, RFC 8058)."""
+        if not isinstance(token, str) or not UNSUBSCRIBE_TOKEN_RE.match(token):
+            raise SocialNotFoundError("unknown unsubscribe link")
+        row = await self.store.subscription_by_token(token)
+        if row is None:
+            raise SocialNotFoundError("unknown or already used unsubscribe link")
+        return await self._username(row.performer_id)
+
     async def unsubscribe_token(self, token: Any) -> str:
-        """Leave a mailing list by the link of a mailing (no login); returns the performer's username."""
+        """Leave a mailing list by the link of a mailing (no login; the one-click POST of RFC 8058);
+        returns the performer's username."""
         if not isinstance(token, str) or not UNSUBSCRIBE_TOKEN_RE.match(token):
             raise SocialNotFoundError("unknown unsubscribe link")
         row = await self.store.unsubscribe_by_token(token)

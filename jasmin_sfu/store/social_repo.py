@@ -309,6 +309,10 @@ class SocialStore(Protocol):
         """False when not subscribed."""
         ...
 
+    async def subscription_by_token(self, token: str) -> SubscriptionRow | None:
+        """The subscription with this unsubscribe token, unchanged (None: unknown token)."""
+        ...
+
     async def unsubscribe_by_token(self, token: str) -> SubscriptionRow | None:
         """Delete the subscription with this token; the deleted row (None: unknown token)."""
         ...

@@ -312,6 +312,13 @@ class SqlSocialStore:
             "DELETE FROM soc_mail_subscriptions WHERE member_id = ? AND performer_id = ?", member_id, performer_id
         ) == 1
 
+    async def subscription_by_token(self, token: str) -> SubscriptionRow | None:
+        """The subscription with this unsubscribe token (read only)."""
+        rows = await self._q(
+            "SELECT member_id, performer_id, token, created_at FROM soc_mail_subscriptions WHERE token = ?", token
+        )
+        return SubscriptionRow(*rows[0]) if rows else None
+
     async def unsubscribe_by_token(self, token: str) -> SubscriptionRow | None:
         """Delete by token."""
         async with self._tx() as c:

@@ -200,8 +200,21 @@ async def test_mailing_list_one_per_24h_and_the_unsubscribe_link_works_without_l
     assert all(m["performer"] == "alice" and "/api/v1/mailing-list/unsubscribe/jasu_" in m["unsubscribe_url"]
                for m in inbox["messages"])
     url = inbox["messages"][0]["unsubscribe_url"]
-    async with api.session.get(url) as resp:  # no Authorization header
+    # RFC 8058: every copy carries the one-click headers a mail client acts on.
+    assert inbox["messages"][0]["headers"] == {"List-Unsubscribe": f"<{url}>",
+                                                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    # A plain GET (a mail scanner following links) only shows a confirmation page: nothing changes.
+    for _ in range(2):
+        async with api.session.get(url) as resp:  # no Authorization header
+            page = await resp.text()
+            assert resp.status == 200 and resp.content_type == "text/html", page
+            assert 'method="post"' in page and "alice" in page and 'name="List-Unsubscribe" value="One-Click"' in page
+    assert (await api.call("PUT", "/api/v1/performers/alice/mailing-list", token=token))[0] == 200  # still on it
+    # The one-click POST (what the mail client and the page's button send) unsubscribes, once.
+    async with api.session.post(url, data={"List-Unsubscribe": "One-Click"}) as resp:
         assert resp.status == 200 and (await resp.json()) == {"unsubscribed": True, "performer": "alice"}
+    async with api.session.post(url, data={"List-Unsubscribe": "One-Click"}) as resp:
+        assert resp.status == 404
     async with api.session.get(url) as resp:
         assert resp.status == 404
     api.clock.advance(DAY)
