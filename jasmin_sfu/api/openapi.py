@@ -15,6 +15,7 @@ from jasmin_sfu.api.openapi_parts import body as _body
 from jasmin_sfu.api.openapi_parts import closed_object as _object
 from jasmin_sfu.api.openapi_parts import ref as _ref
 from jasmin_sfu.api.openapi_parts import responses
+from jasmin_sfu.api.openapi_parts import text as _text
 from jasmin_sfu.api.openapi_privacy import privacy_paths, privacy_schemas
 from jasmin_sfu.api.openapi_social import social_paths, social_schemas
 from jasmin_sfu.services.accounts import (
@@ -24,6 +25,8 @@ from jasmin_sfu.services.accounts import (
     MAX_PASSWORD,
     MAX_PRICE,
     MIN_PASSWORD,
+    NON_NUDE_CATEGORIES,
+    NUDE_CATEGORIES,
 )
 from jasmin_sfu.services.ledger import PACKAGES
 
@@ -46,12 +49,18 @@ def _responses(ok: dict[int, tuple[str, str | None]], *errors: int) -> dict[str,
 
 
 USERNAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{3,32}$", "example": "alice"}
-PASSWORD = {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD, "format": "password"}
+PASSWORD = _text(MAX_PASSWORD, min_len=MIN_PASSWORD, storable_only=True, format="password",
+                 description="Not equal to the username (case-insensitive)")
+DISPLAY_NAME = _text(MAX_DISPLAY_NAME, min_len=1, description="Trimmed; one line")
+BIO = _text(MAX_BIO, multiline=True, description="Trimmed")
 PRICE = {"type": "integer", "minimum": 1, "maximum": MAX_PRICE,
          "description": "Hundredths of a credit per minute, billed per second"}
-CATEGORY_LIST = {"type": "array", "items": {"type": "string", "enum": list(CATEGORIES)}, "uniqueItems": True,
-                 "maxItems": len(CATEGORIES),
-                 "description": "hot_flirt and celebrity (no nudity) cannot be combined with the nude categories"}
+# hot_flirt and celebrity (no nudity, even in private) never mix with the nude categories: either
+# list holds categories of one kind only (an empty list is both).
+CATEGORY_LIST = {"anyOf": [
+    {"type": "array", "items": {"type": "string", "enum": list(cats)}, "uniqueItems": True, "maxItems": len(cats)}
+    for cats in (NUDE_CATEGORIES, NON_NUDE_CATEGORIES)
+], "description": "hot_flirt and celebrity (no nudity) cannot be combined with the nude categories"}
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
@@ -172,7 +181,7 @@ def _schemas() -> dict[str, Any]:
             ["username", "password"],
         ),
         "LoginRequest": _object(
-            {"username": {"type": "string", "maxLength": 64}, "password": {"type": "string", "maxLength": MAX_PASSWORD}},
+            {"username": _text(64, storable_only=True), "password": _text(MAX_PASSWORD, storable_only=True)},
             ["username", "password"],
         ),
         "AdultConfirmationRequest": _object({}),
@@ -190,20 +199,22 @@ def _schemas() -> dict[str, Any]:
             {
                 "username": USERNAME,
                 "password": PASSWORD,
-                "display_name": {"type": "string", "minLength": 1, "maxLength": MAX_DISPLAY_NAME},
+                "display_name": DISPLAY_NAME,
                 "price_per_minute": PRICE,
                 "categories": CATEGORY_LIST,
-                "bio": {"type": "string", "maxLength": MAX_BIO},
+                "bio": BIO,
                 "group_members": {"type": "array", "items": USERNAME, "minItems": 1, "maxItems": 16,
                                   "uniqueItems": True,
-                                  "description": "Makes a group account: its show is these performers' too"},
+                                  "description": "Makes a group account: its show is these performers' too. Each"
+                                                 " name must be an existing performer that is not a group account"
+                                                 " (404 not_found otherwise); a name given twice counts once."},
             },
             ["username", "password", "display_name", "price_per_minute"],
         ),
         "UpdatePerformerRequest": _object(
             {
-                "display_name": {"type": "string", "minLength": 1, "maxLength": MAX_DISPLAY_NAME},
-                "bio": {"type": "string", "maxLength": MAX_BIO},
+                "display_name": DISPLAY_NAME,
+                "bio": BIO,
                 "price_per_minute": PRICE,
                 "categories": CATEGORY_LIST,
             }
@@ -296,7 +307,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Create a performer or group account (admins)",
                 "security": BEARER,
                 "requestBody": _body("CreatePerformerRequest"),
-                "responses": _responses({201: ("The profile", "PerformerProfile")}, 400, 401, 403, 409, 413, 415, 503),
+                "responses": _responses({201: ("The profile", "PerformerProfile")},
+                                        400, 401, 403, 404, 409, 413, 415, 503),
             }
         },
         "/api/v1/performers/{username}": {

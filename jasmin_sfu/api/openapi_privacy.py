@@ -11,6 +11,7 @@ from typing import Any
 from jasmin_sfu.api.openapi_parts import body as _body
 from jasmin_sfu.api.openapi_parts import ref as _ref
 from jasmin_sfu.api.openapi_parts import responses
+from jasmin_sfu.api.openapi_parts import text as _text
 from jasmin_sfu.services.privacy import (
     AGE_RANGES,
     GENDERS,
@@ -50,15 +51,25 @@ def _profile_fields(nullable: bool) -> dict[str, Any]:
     gender: dict[str, Any] = {"enum": list(GENDERS) + ([None] if nullable else [""])}
     age: dict[str, Any] = {"enum": list(AGE_RANGES) + ([None] if nullable else [""])}
     return {
-        "display_name": s({"maxLength": MAX_DISPLAY_NAME}),
+        "display_name": s(_text(MAX_DISPLAY_NAME) if not nullable else {"maxLength": MAX_DISPLAY_NAME}),
         "gender": s(gender),
         "age_range": s(age),
         "country": s({"pattern": "^([A-Z]{2})?$", "description": "ISO 3166-1 alpha-2; \"\" clears"}
                      if not nullable else {"pattern": "^[A-Z]{2}$"}),
         "languages": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]{2}$"},
                       "maxItems": MAX_LANGUAGES, "uniqueItems": True},
-        "about": s({"maxLength": MAX_ABOUT}),
+        "about": s(_text(MAX_ABOUT, multiline=True) if not nullable else {"maxLength": MAX_ABOUT}),
     }
+
+
+def _download_responses(errors: tuple[int, ...]) -> dict[str, Any]:
+    out = _responses({200: ("The data download", "PrivacyDownload")}, *errors)
+    out["200"]["headers"] = {
+        "Content-Disposition": {"required": True, "description": "A file to save, not a page to show",
+                                "schema": {"type": "string", "pattern": "^attachment; filename=\"[a-z-]+\\.json\"$"}},
+        "Cache-Control": {"required": True, "schema": {"type": "string", "enum": ["no-store"]}},
+    }
+    return out
 
 
 def privacy_schemas() -> dict[str, Any]:
@@ -102,7 +113,7 @@ def privacy_schemas() -> dict[str, Any]:
         },
         "PrivacyErasureRequest": {
             "type": "object", "required": ["password"], "additionalProperties": False,
-            "properties": {"password": {"type": "string", "format": "password", "maxLength": 256}},
+            "properties": {"password": _text(256, storable_only=True, format="password")},
         },
         "PrivacyErasure": {
             "type": "object", "required": ["status", "member_id", "rows"], "additionalProperties": False,
@@ -153,7 +164,7 @@ def privacy_paths() -> dict[str, Any]:
         },
         "/api/v1/me/data": {
             "get": {"operationId": "downloadMyData", "summary": "Everything held about the member, as JSON",
-                    "security": BEARER, "responses": _responses({200: ("The data download", "PrivacyDownload")}, *me)},
+                    "security": BEARER, "responses": _download_responses(me)},
         },
         "/api/v1/me/erasure": {
             "post": {"operationId": "forgetMyData",
@@ -175,7 +186,7 @@ def privacy_paths() -> dict[str, Any]:
                     "summary": "A member by its id (the member_id signaling shows performers)",
                     "security": BEARER,
                     "parameters": [{"name": "member_id", "in": "path", "required": True,
-                                    "schema": {"type": "string", "minLength": 1, "maxLength": 64}}],
+                                    "schema": _text(64, min_len=1, storable_only=True)}],
                     "responses": _responses({200: ("The member", "PrivacyMemberView")}, 401, 403, 404, 503)},
         },
     }

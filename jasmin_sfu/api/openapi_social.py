@@ -13,6 +13,7 @@ from jasmin_sfu.api.openapi_parts import body as _body
 from jasmin_sfu.api.openapi_parts import closed_object as _object
 from jasmin_sfu.api.openapi_parts import ref as _ref
 from jasmin_sfu.api.openapi_parts import responses
+from jasmin_sfu.api.openapi_parts import text as _text
 from jasmin_sfu.services.accounts import CATEGORIES
 from jasmin_sfu.services.search import (
     BUILDS,
@@ -95,7 +96,7 @@ def _filters() -> dict[str, Any]:
         for name, values in _MULTI_ENUMS.items()
     }
     props["language"] = {"type": "array", "items": _LANG, "maxItems": MAX_PRESET_LANGUAGES}
-    props["q"] = {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS}
+    props["q"] = _text(MAX_QUERY_CHARS, min_len=1, storable_only=True)
     for name, lo, hi in (("age_min", MIN_AGE, MAX_AGE), ("age_max", MIN_AGE, MAX_AGE),
                          ("price_min", 1, 1_000_000), ("price_max", 1, 1_000_000), ("min_rating", 1, 5)):
         props[name] = {"type": "integer", "minimum": lo, "maximum": hi}
@@ -153,8 +154,8 @@ def social_schemas() -> dict[str, Any]:
             "url": {"type": "string"},
         }),
         "SystemMessageRequest": _object({
-            "title": {"type": "string", "minLength": 1, "maxLength": 200},
-            "body": {"type": "string", "minLength": 1, "maxLength": 5000},
+            "title": _text(200, min_len=1),
+            "body": _text(5000, min_len=1, multiline=True),
         }, ["title", "body"]),
         "SystemMessage": _out({"id": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"},
                                "created_at": {"type": "number"}}),
@@ -162,8 +163,8 @@ def social_schemas() -> dict[str, Any]:
                                      "unsubscribe_url": {"type": "string"}}),
         "Unsubscribed": _out({"unsubscribed": {"type": "boolean"}, "performer": {"type": "string"}}),
         "MailingRequest": _object({
-            "subject": {"type": "string", "minLength": 1, "maxLength": 200},
-            "body": {"type": "string", "minLength": 1, "maxLength": 10000},
+            "subject": _text(200, min_len=1),
+            "body": _text(10000, min_len=1, multiline=True),
         }, ["subject", "body"]),
         "Mailing": _out({"id": {"type": "string"}, "subject": {"type": "string"}, "sent_at": {"type": "number"},
                          "recipients": {"type": "integer"}}),
@@ -183,7 +184,7 @@ def social_schemas() -> dict[str, Any]:
         "RatingRequest": _object({"stars": {"type": "integer", "minimum": 1, "maximum": 5}}, ["stars"]),
         "Vote": _out({"performer": {"type": "string"},
                       "period": {"type": "string", "description": "The award period: calendar month, UTC (YYYY-MM)"}}),
-        "MessageRequest": _object({"body": {"type": "string", "minLength": 1, "maxLength": 2000}}, ["body"]),
+        "MessageRequest": _object({"body": _text(2000, min_len=1, multiline=True)}, ["body"]),
         "PerformerMessage": _out({"id": {"type": "string"}, "member": {"type": "string"},
                                   "performer": {"type": "string"}, "body": {"type": "string"},
                                   "created_at": {"type": "number"}}),
@@ -206,7 +207,7 @@ def social_schemas() -> dict[str, Any]:
             "filters": {"type": "object", "description": "The filters applied (a preset's, then the parameters)"},
         }),
         "SearchFilters": _filters(),
-        "PresetRequest": _object({"name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "PresetRequest": _object({"name": _text(64, min_len=1),
                                   "query": _ref("SearchFilters")}, ["name", "query"]),
         "Preset": _out({"id": {"type": "string"}, "name": {"type": "string"}, "query": {"type": "object"},
                         "created_at": {"type": "number"}}),
@@ -228,7 +229,7 @@ def _search_parameters() -> list[dict[str, Any]]:
                        "schema": {"type": "integer", "minimum": lo, "maximum": hi}})
     params += [
         {"name": "q", "in": "query", "required": False,
-         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS},
+         "schema": _text(MAX_QUERY_CHARS, min_len=1, storable_only=True),
          "description": "Part of the username or display name"},
         {"name": "online", "in": "query", "required": False, "schema": {"type": "boolean"}},
         {"name": "favourites_only", "in": "query", "required": False, "schema": {"type": "boolean"}},
@@ -389,6 +390,8 @@ def social_paths() -> dict[str, Any]:
         "/api/v1/search/performers": {
             "get": {"operationId": "searchPerformers",
                     "summary": "Advanced search: attributes, price, category, online, My Rating; sorted, paged",
+                    "description": "A minimum above its maximum (age_min > age_max, price_min > price_max) is"
+                                   " an empty range: it matches no performer.",
                     "security": BEARER, "parameters": _search_parameters(),
                     "responses": _responses({200: ("A page of performers", "SearchResults")},
                                             400, 401, 403, 404, 503)},

@@ -523,17 +523,17 @@ class AccountsService:
         names = list(usernames)
         if not 1 <= len(names) <= MAX_GROUP_MEMBERS:
             raise AccountValidationError("group_members", f"1-{MAX_GROUP_MEMBERS} performer usernames")
-        ids = []
+        ids = set()
         for name in names:
             if not isinstance(name, str) or not USERNAME_RE.match(name):
                 raise AccountValidationError("group_members", "performer usernames")
             user = await self.store.user_by_username(username_key(name))
             profile = await self.store.performer(user.id) if user and user.role == PERFORMER else None
+            # A well-formed name that names no single performer (unknown, a group, the group itself)
+            # is a missing resource, 404; a name given twice (in any case) counts once.
             if user is None or profile is None or profile.is_group:
-                raise AccountValidationError("group_members", f"{name!r} is not a single performer")
-            ids.append(user.id)
-        if len(set(ids)) != len(ids):
-            raise AccountValidationError("group_members", "listed twice")
+                raise AccountNotFoundError(f"group_members: no single performer named {name!r}")
+            ids.add(user.id)
         return tuple(sorted(ids))
 
     async def create_performer(

@@ -218,12 +218,9 @@ def parse_filters(params: Mapping[str, Sequence[Any]], base: SearchFilters | Non
             if not isinstance(v, str) or not 1 <= len(v) <= MAX_QUERY_CHARS:
                 raise SocialValidationError("q", f"1-{MAX_QUERY_CHARS} characters")
             changes[name] = v
-    out = replace(f, **changes)
-    if out.age_min is not None and out.age_max is not None and out.age_min > out.age_max:
-        raise SocialValidationError("age_min", "must not exceed age_max")
-    if out.price_min is not None and out.price_max is not None and out.price_min > out.price_max:
-        raise SocialValidationError("price_min", "must not exceed price_max")
-    return out
+    # A minimum above its maximum is an empty range: it matches no performer (not an error: the
+    # OpenAPI document cannot say "min <= max", so a request it allows must be answered).
+    return replace(f, **changes)
 
 
 def _int(name: str, v: Any) -> int:

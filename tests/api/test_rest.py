@@ -238,3 +238,49 @@ async def test_text_no_store_can_keep_is_a_400_not_a_500(api: Api) -> None:
     assert status == 400 and is_error(resp, "bad_request")
     status, resp, _ = await api.call("GET", "/api/v1/performers?q=a%00b", token=token)
     assert status == 400 and is_error(resp, "bad_request")
+
+
+def _pattern(schema: dict[str, object]) -> "re.Pattern[str]":
+    import re
+
+    raw = str(schema["pattern"])
+    return re.compile(raw.removesuffix("$") + r"\Z")
+
+
+async def test_schema_valid_requests_are_accepted_and_text_rules_are_in_the_document(api: Api) -> None:
+    """Protects issue 11.16: what the OpenAPI document allows the API accepts, and what the API
+    refuses in text the document says. A control character or NUL in a text field breaks its
+    pattern (and is refused 400); text with accents and emoji matches (and is taken); a blank
+    required text breaks the pattern. A minimum above its maximum in a search or a preset is an
+    empty range (200/201, no performer), not a 400; a group member that names no single
+    performer is 404; nude and no-nudity categories cannot both be in one schema-valid list."""
+    doc = openapi_document()["components"]["schemas"]
+    display = _pattern(doc["CreatePerformerRequest"]["properties"]["display_name"])
+    about = _pattern(doc["PrivacyProfilePatch"]["properties"]["about"])
+    subject = _pattern(doc["MailingRequest"]["properties"]["subject"])
+    password = _pattern(doc["RegisterRequest"]["properties"]["password"])
+    for bad in ("a\x01b", "a\x00", "line\nbreak", "\x7f"):
+        assert not display.match(bad) and not subject.match(bad), repr(bad)
+    assert not display.match("   ") and not subject.match("\u3000")  # blank after strip()
+    assert about.match("two\nlines\tand tab") and not about.match("bell\x07")
+    assert display.match("Zoë 🌸") and password.match("pässwörd-🌸") and not password.match("nul\x00byte")
+    cats = doc["CreatePerformerRequest"]["properties"]["categories"]["anyOf"]
+    assert not any({"girl", "celebrity"} <= set(c["items"]["enum"]) for c in cats)
+
+    admin = await api.admin_token()
+    await api.performer(admin, "anna")
+    token, _ = await api.member("mia")
+    for q in ("?price_min=500&price_max=100", "?age_min=40&age_max=20"):
+        status, body, _ = await api.call("GET", "/api/v1/search/performers" + q, token=token)
+        assert status == 200 and body["results"] == [], (q, body)
+    status, body, _ = await api.call("POST", "/api/v1/me/search-presets", token=token, json={
+        "name": "empty", "query": {"price_min": 500, "price_max": 100}})
+    assert status == 201, body
+    status, body, _ = await api.call("POST", "/api/v1/performers", token=admin, json={
+        "username": "duo", "password": "password-duo", "display_name": "Duo", "price_per_minute": 100,
+        "group_members": ["anna", "nobody1"]})
+    assert status == 404 and is_error(body, "not_found") and "nobody1" in body["error"]["message"]
+    status, body, _ = await api.call("POST", "/api/v1/performers", token=admin,
+                                     json={"username": "zoe", "password": "password-zoe", "display_name": "Zoë 🌸",
+                                           "price_per_minute": 100, "bio": "line one\nline two"})
+    assert status == 201 and body["display_name"] == "Zoë 🌸", body
