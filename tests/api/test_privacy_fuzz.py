@@ -71,5 +71,6 @@ def test_the_filter_selects_every_privacy_route() -> None:
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 def test_privacy_routes_never_fail_and_answer_as_documented(case: Any, live: PrivacyLiveDaemon) -> None:
     """Protects the privacy routes under arbitrary input: no 5xx, only documented statuses, content
-    types and bodies, invalid input refused with a 4xx, for every role."""
+    types, bodies and headers (the download's Content-Disposition), valid input accepted, the token
+    enforced, invalid input refused with a 4xx, for every role."""
     call_and_check(case, live)
