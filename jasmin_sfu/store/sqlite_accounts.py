@@ -78,7 +78,8 @@ class SqliteAccountsStore(SqliteStore):
     def _open_sync(self) -> None:
         super()._open_sync()
         assert self._db is not None
-        row = self._db.execute("SELECT value FROM acc_secrets WHERE name = ?", (migrations.BLACKLIST_SECRET,)).fetchone()
+        row = self._db.execute(
+            "SELECT value FROM acc_secrets WHERE name = ?", (migrations.BLACKLIST_SECRET,)).fetchone()
         self._blacklist_secret = row[0]
 
     def _bl(self, username_key: str) -> str:
