@@ -593,19 +593,18 @@ class SocialService:
     async def unsubscribe_link_performer(self, token: Any) -> str:
         """The performer whose list an unsubscribe link leaves, changing nothing (the GET of the link:
         mail scanners follow links, so only the POST unsubscribes, RFC 8058)."""
-        if not isinstance(token, str) or not UNSUBSCRIBE_TOKEN_RE.match(token):
-            raise SocialNotFoundError("unknown unsubscribe link")
-        row = await self.store.subscription_by_token(token)
-        if row is None:
-            raise SocialNotFoundError("unknown or already used unsubscribe link")
-        return await self._username(row.performer_id)
+        return await self._by_unsubscribe_link(token, consume=False)
 
     async def unsubscribe_token(self, token: Any) -> str:
         """Leave a mailing list by the link of a mailing (no login; the one-click POST of RFC 8058);
         returns the performer's username."""
+        return await self._by_unsubscribe_link(token, consume=True)
+
+    async def _by_unsubscribe_link(self, token: Any, *, consume: bool) -> str:
         if not isinstance(token, str) or not UNSUBSCRIBE_TOKEN_RE.match(token):
             raise SocialNotFoundError("unknown unsubscribe link")
-        row = await self.store.unsubscribe_by_token(token)
+        find = self.store.unsubscribe_by_token if consume else self.store.subscription_by_token
+        row = await find(token)
         if row is None:
             raise SocialNotFoundError("unknown or already used unsubscribe link")
         return await self._username(row.performer_id)
