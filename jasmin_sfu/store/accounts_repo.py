@@ -5,7 +5,8 @@ store keeps rows and makes each method one atomic transaction:
 
 * ``acc_users.username_key`` (the case-folded username) is UNIQUE, and
   ``create_user`` checks the blacklist inside the same transaction as the
-  insert: a taken or blacklisted name raises ``DuplicateKeyError``.
+  insert: a taken or blacklisted name raises ``DuplicateKeyError``. The
+  blacklist holds a keyed hash of each name, never the name (docs/privacy.md).
 * Sessions are found by the SHA-256 of their token; the token itself is never
   stored, so a leaked database yields no usable token.
 * ``put_performer`` writes a profile, its categories and a group's members as
@@ -80,7 +81,10 @@ class PerformerRow:
 
 @dataclass(frozen=True)
 class BlacklistRow:
-    """A username nobody may register, until ``until_at`` (None: for ever)."""
+    """A username nobody may register, until ``until_at`` (None: for ever).
+
+    Written with the case-folded name; a store keeps only its keyed hash (accounts migration 3,
+    ``accounts_migrations.blacklist_hash``), so a row read back holds the hash."""
 
     username_key: str
     reason: str
