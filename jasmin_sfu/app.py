@@ -15,6 +15,7 @@ from aiohttp import web
 from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu import __version__
+from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
@@ -113,6 +114,9 @@ class Daemon:
         self.social_notifier = OnlineNotifier()
         self._social_housekeeping: asyncio.Task[None] | None = None
         self._accounts_clock = accounts_clock
+        # TURN credentials for the join answer and GET /api/v1/ice-servers (docs/deploy.md).
+        t = cfg.turn
+        self.ice_servers = IceServers(t.urls, t.secret, t.ttl_s, accounts_clock)
         # Every service holding rows about people registers its source here in
         # start(); the privacy service downloads, erases and purges through it.
         self.personal_data = PersonalDataRegistry()
@@ -137,6 +141,7 @@ class Daemon:
         app.router.add_get("/metrics", self.metrics)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
+        app[ICE_KEY] = self.ice_servers
         app[PRIVACY_KEY] = lambda: self.privacy.service if self.privacy is not None else None
         RestApi(lambda: self.accounts, lambda: self.purchases).install(app)
         if self.cfg.server.demo_page:
@@ -179,6 +184,7 @@ class Daemon:
                 JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
                 chat=self.chat,
                 notifier=self.social_notifier,
+                ice_servers=self.ice_servers.issue,
             ),
             max_frame_bytes=s.max_frame_bytes,
             max_requests_per_s=s.max_requests_per_s,

@@ -253,6 +253,22 @@ class ChatConfig:
 
 
 @dataclass(frozen=True)
+class TurnConfig:
+    """TURN through coturn for viewers behind UDP-blocking networks (docs/deploy.md)."""
+
+    # turn:/turns: URLs handed to clients, e.g. "turn:turn.example.com:3478?transport=udp",
+    # "turn:turn.example.com:3478?transport=tcp", "turns:turn.example.com:5349?transport=tcp".
+    # Empty: no TURN (the join answer's ice_servers is []).
+    urls: tuple[str, ...] = ()
+    # coturn's static-auth-secret (use-auth-secret): credentials are HMAC-SHA1 of it.
+    # Left out of repr, so `jasmin-sfu check-config` does not print it.
+    secret: str = field(default="", repr=False)
+    # Credential lifetime. coturn checks it on every Allocate and Refresh, so it
+    # must outlast a viewing session; the draft suggests a day.
+    ttl_s: int = 86400
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -270,6 +286,7 @@ class Config:
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -465,11 +482,37 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("chat.redis_prefix must be non-empty, without spaces or glob characters")
     if ch.redis_url and not ch.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("chat.redis_url must be a redis://, rediss:// or unix:// URL (or empty)")
+    _validate_turn(cfg.turn)
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning or error")
     if cfg.log.format not in ("json", "text"):
         raise ConfigError("log.format must be json or text")
     return cfg
+
+
+# turn:host[:port][?transport=udp|tcp] or turns:host[:port][?transport=tcp] (RFC 7065);
+# host: a name, an IPv4 address or a bracketed IPv6 address.
+_TURN_URL = re.compile(
+    r"(?:turn:(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?(?:\?transport=(?:udp|tcp))?"
+    r"|turns:(?P<shost>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<sport>[0-9]{1,5}))?(?:\?transport=tcp)?)\Z"
+)
+
+
+def _validate_turn(t: TurnConfig) -> None:
+    for url in t.urls:
+        found = _TURN_URL.match(url)
+        port = found and (found.group("port") or found.group("sport"))
+        if found is None or (port and not 1 <= int(port) <= 65535):
+            raise ConfigError(
+                f"turn.urls: {url[:200]!r} is not turn:host[:port][?transport=udp|tcp] "
+                "or turns:host[:port][?transport=tcp]"
+            )
+    if t.urls and len(t.secret) < 16:
+        raise ConfigError("turn.secret (coturn's static-auth-secret) must be 16 characters or more with turn.urls")
+    if t.secret and not t.urls:
+        raise ConfigError("turn.secret is set but turn.urls is empty: name the TURN servers")
+    if not 60 <= t.ttl_s <= 7 * 86400:
+        raise ConfigError("turn.ttl_s must be 60..604800 seconds (credentials must outlast a viewing session)")
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

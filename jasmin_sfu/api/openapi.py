@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from jasmin_sfu import __version__
+from jasmin_sfu.api.ice_servers import ice_paths, ice_schemas
 from jasmin_sfu.api.openapi_chat import chat_paths, chat_schemas
 from jasmin_sfu.api.openapi_parts import body as _body
 from jasmin_sfu.api.openapi_parts import closed_object as _object
@@ -349,9 +350,9 @@ def openapi_document() -> dict[str, Any]:
                            "Errors are {\"error\": {\"code\", \"message\"}}. See docs/accounts.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": {**_paths(), **chat_paths(), **social_paths(), **privacy_paths()},
+        "paths": {**_paths(), **chat_paths(), **social_paths(), **privacy_paths(), **ice_paths()},
         "components": {
-            "schemas": {**_schemas(), **chat_schemas(), **social_schemas(), **privacy_schemas()},
+            "schemas": {**_schemas(), **chat_schemas(), **social_schemas(), **privacy_schemas(), **ice_schemas()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

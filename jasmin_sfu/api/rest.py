@@ -331,6 +331,9 @@ class RestApi:
         from jasmin_sfu.api.rest_privacy import add_privacy_routes  # here: rest_privacy imports this module
 
         add_privacy_routes(r, self)
+        from jasmin_sfu.api.ice_servers import add_ice_routes
+
+        add_ice_routes(r, self)
         return app
 
     def install(self, app: web.Application) -> None:

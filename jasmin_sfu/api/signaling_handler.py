@@ -61,7 +61,10 @@ class SessionHandler:
         auth: JoinAuthenticator | None = None,
         chat: ChatService | None = None,
         notifier: OnlineNotifier | None = None,
+        ice_servers: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
+        # Fresh TURN credentials for each join answer (jasmin_sfu.api.ice_servers).
+        self.ice_servers = ice_servers
         self.billing = billing
         # None: ids in `join` are trusted as given (the legacy behaviour).
         self.auth = auth
@@ -169,7 +172,7 @@ class SessionHandler:
         self._unobserve = show.router.observe(self._on_producer)
         show.add(self)
         log.info("joined", extra={"show_id": show.id, "session_id": self.session_id, "role": who.role})
-        out: dict[str, Any] = {"role": who.role, **show.describe_for(self)}
+        out: dict[str, Any] = {"role": who.role, **show.describe_for(self), "ice_servers": self.ice_servers()}
         if self.member_id is not None:
             out["member_id"] = self.member_id
         if self.performer_id is not None:

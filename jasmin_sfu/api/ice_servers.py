@@ -1,0 +1,136 @@
+"""Time-limited TURN credentials for viewers behind UDP-blocking networks (docs/deploy.md).
+
+The TURN REST API scheme (draft-uberti-behave-turn-rest-00), which coturn
+checks with ``use-auth-secret`` and ``static-auth-secret``: the username is
+``"<expiry, UNIX seconds>:<id>"`` and the password (``credential``) is
+``base64(HMAC-SHA1(secret, username))``. coturn needs no database and no call to
+this node: it recomputes the HMAC and refuses a username whose expiry has
+passed. The id is random per issue, so coturn's logs hold no account id.
+
+Handed out as RTCIceServer dictionaries (``urls``, ``username``,
+``credential``): in the signaling ``join`` answer (``ice_servers``) and on
+``GET /api/v1/ice-servers`` (any session token: guests and members alike).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from aiohttp import web
+
+from jasmin_sfu.api.openapi_parts import json_response as _json
+from jasmin_sfu.api.openapi_parts import ref as _ref
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jasmin_sfu.api.rest import RestApi
+
+
+def turn_password(secret: str, username: str) -> str:
+    """coturn's ``use-auth-secret`` password: base64(HMAC-SHA1(secret, username))."""
+    digest = hmac.new(secret.encode("utf-8"), username.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class IceServers:
+    """Issues the RTCIceServer list; ``urls`` empty means no TURN (an empty list)."""
+
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        secret: str,
+        ttl_s: int,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: secrets.token_hex(8),
+    ) -> None:
+        self.urls = urls
+        self._secret = secret
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._new_id = new_id
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+    def expiry(self) -> int:
+        """When credentials issued now stop being accepted, UNIX seconds."""
+        return int(self._clock()) + self.ttl_s
+
+    def issue(self) -> list[dict[str, Any]]:
+        """A fresh credential for every configured URL (one RTCIceServer), or ``[]``."""
+        if not self.urls:
+            return []
+        username = f"{self.expiry()}:{self._new_id()}"
+        return [{"urls": list(self.urls), "username": username, "credential": turn_password(self._secret, username)}]
+
+
+ICE_KEY = web.AppKey("ice_servers", IceServers)
+
+
+def add_ice_routes(router: web.UrlDispatcher, api: "RestApi") -> None:
+    """``GET /ice-servers`` on the ``/api/v1`` sub-application (any valid session token)."""
+
+    async def ice_servers(request: web.Request) -> web.Response:
+        from jasmin_sfu.api.rest import ApiError  # here: rest imports this module
+
+        await api.principal(request)  # 401 without a valid token, whoever it belongs to
+        for key in request.query:
+            raise ApiError(400, "bad_request", f"{key[:64]}: unknown query parameter")
+        issuer = request.config_dict.get(ICE_KEY)
+        if issuer is None or not issuer.enabled:
+            return web.json_response({"ice_servers": [], "expires_at": None})
+        return web.json_response({"ice_servers": issuer.issue(), "expires_at": issuer.expiry()})
+
+    router.add_get("/ice-servers", ice_servers)
+
+
+def ice_paths() -> dict[str, Any]:
+    """The OpenAPI path of ``GET /api/v1/ice-servers``."""
+    errors = {
+        400: "An unknown query parameter",
+        401: "Missing, malformed, unknown, expired or revoked token",
+        503: "Accounts are not enabled on this node, or the database is busy",
+    }
+    responses: dict[str, Any] = {"200": _json(_ref("IceServers"), "TURN servers and fresh credentials")}
+    for status, text in errors.items():
+        responses[str(status)] = _json(_ref("Error"), text)
+    return {
+        "/api/v1/ice-servers": {
+            "get": {
+                "operationId": "iceServers",
+                "summary": "RTCPeerConnection iceServers with time-limited TURN credentials (any session token)",
+                "security": [{"bearerAuth": []}],
+                "responses": responses,
+            }
+        }
+    }
+
+
+def ice_schemas() -> dict[str, Any]:
+    server = {
+        "type": "object", "additionalProperties": False, "required": ["urls", "username", "credential"],
+        "properties": {
+            "urls": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                     "example": ["turn:turn.example.com:3478?transport=udp",
+                                 "turns:turn.example.com:5349?transport=tcp"]},
+            "username": {"type": "string", "description": "<expiry, UNIX seconds>:<random id>",
+                         "example": "1767225600:9f86d081884c7d65"},
+            "credential": {"type": "string", "description": "base64(HMAC-SHA1(turn.secret, username))"},
+        },
+    }
+    return {
+        "IceServers": {
+            "type": "object", "additionalProperties": False, "required": ["ice_servers", "expires_at"],
+            "properties": {
+                "ice_servers": {"type": "array", "items": server,
+                                "description": "Empty when this node configures no TURN server"},
+                "expires_at": {"type": "integer", "nullable": True,
+                               "description": "When the credentials stop working, UNIX seconds (null: none)"},
+            },
+        }
+    }
