@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast test-browser lint bench chromium clean
+.PHONY: run test test-fast test-browser lint bench chromium coturn clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "jasmin-sfu needs Python 3.11")'
@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/jasmin-sfu serve
 
 ## Set up and run the whole suite: import contracts, types, tests (browser and load tests included).
-test: $(STAMP) chromium
+test: $(STAMP) chromium coturn
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not browser"
@@ -28,7 +28,7 @@ test: $(STAMP) chromium
 ## The real-browser tests, inside a network namespace that has only loopback:
 ## Chromium gathers ICE candidates on every interface it sees, so this keeps all
 ## of its traffic on 127.0.0.1 (unshare --net as root, --map-root-user otherwise).
-test-browser: $(STAMP) chromium
+test-browser: $(STAMP) chromium coturn
 	@if [ "$$(id -u)" = 0 ]; then ns="unshare --net"; else ns="unshare --net --map-root-user"; fi; \
 	$$ns sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -m browser'
 
@@ -44,6 +44,20 @@ chromium:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	else \
 		echo "The browser tests need Debian's chromium: run 'sudo apt-get install chromium' (or set CI=false to let them skip)."; \
+		if [ "$$CI" = true ]; then exit 1; fi; \
+	fi
+
+## Debian's coturn and nftables for the TURN tests (tests/turn, tests/browser/test_turn_page.py):
+## installed with apt-get when missing and root; the package's own service is stopped (tests
+## start turnserver themselves, inside network namespaces).
+coturn:
+	@if command -v turnserver >/dev/null && command -v nft >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian coturn and nftables for the TURN tests"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q coturn nftables; \
+		systemctl disable --now coturn 2>/dev/null || true; \
+	else \
+		echo "The TURN tests need Debian's coturn and nftables: run 'sudo apt-get install coturn nftables' (or set CI=false to let them skip)."; \
 		if [ "$$CI" = true ]; then exit 1; fi; \
 	fi
 
