@@ -114,6 +114,10 @@ const jasmin = window.jasmin = {
   remoteStream: null,
   // Shows (docs/signaling.md, "Shows"):
   token: params.get('token'), // a session token (docs/accounts.md); null: none yet
+  // RTCPeerConnection iceServers: the TURN servers and credentials of the last join answer
+  // (docs/deploy.md); `?relay=1` allows relay candidates only, to check a TURN server.
+  iceServers: [],
+  iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
   memberId: null,     // viewer: the member id joined with; null for a guest
   showState: null,    // offline | free | private | member_chat, as the server shows it to this page
   privateMember: null, // performer: the member of the running private; member: its own id while its private runs
@@ -201,6 +205,12 @@ function checkedId(input, what) {
 // given by a login. A node that trusts no client ids answers a token-less join
 // `unauthorized`; a viewer may then confirm being 18+ and watch as a guest.
 async function joinShow(sig, join) {
+  const joined = await joinWithToken(sig, join);
+  jasmin.iceServers = joined.ice_servers || [];
+  return joined;
+}
+
+async function joinWithToken(sig, join) {
   if (jasmin.token) return sig.request('join', { ...join, token: jasmin.token });
   try {
     return await sig.request('join', join);
@@ -229,7 +239,8 @@ async function connect() {
 // A failed main pc (the performer's, the viewer's show) fails the page; an
 // auxiliary one (Cam2Cam either way) passes `onFailed` and is just dropped.
 function newPeerConnection(onFailed = null) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // Never a STUN server of our own choosing: only what the node handed out.
+  const pc = new RTCPeerConnection({ iceServers: jasmin.iceServers, iceTransportPolicy: jasmin.iceTransportPolicy });
   jasmin.pcs.push(pc);
   jasmin.pcsCreated += 1;
   if (!jasmin.pc && !onFailed) jasmin.pc = pc;
@@ -276,7 +287,7 @@ function teardown() {
   cam.pending.clear();
   cam.stream.getTracks().forEach((t) => cam.stream.removeTrack(t));
   Object.assign(jasmin, {
-    sessionId: null, memberId: null, showState: null, privateMember: null, requests: [], requested: false, peekUntil: null,
+    sessionId: null, memberId: null, iceServers: [], showState: null, privateMember: null, requests: [], requested: false, peekUntil: null,
   });
   render();
 }
@@ -614,6 +625,25 @@ async function inboundStats(pcs) {
   return out;
 }
 
+// The selected ICE candidate pair of a peer connection: which local candidate (host, srflx,
+// relay, and for a relay the transport to the TURN server: udp, tcp, tls) carries the media.
+async function selectedPair(pc) {
+  const stats = await pc.getStats();
+  for (const s of stats.values()) {
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) continue;
+    const pair = stats.get(s.selectedCandidatePairId);
+    const local = pair && stats.get(pair.localCandidateId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    if (!local || !remote) continue;
+    return {
+      state: pair.state, localType: local.candidateType, protocol: local.protocol,
+      relayProtocol: local.relayProtocol || null, url: local.url || null,
+      remoteType: remote.candidateType, remoteProtocol: remote.protocol,
+    };
+  }
+  return null;
+}
+
 const pcsOf = (producers) => [...new Set([...producers.values()].map((e) => e.pc))];
 
 // ---------------------------------------------------------------- wiring
@@ -717,4 +747,6 @@ Object.assign(jasmin, {
   // Inbound stats of the show's media (viewer) and of the member's Cam2Cam (performer).
   showStats: () => inboundStats(pcsOf(jasmin.producers)),
   memberCamStats: () => inboundStats(pcsOf(jasmin.memberCam.producers)),
+  // The candidate pair of each of the show's peer connections (viewer).
+  showPairs: () => Promise.all(pcsOf(jasmin.producers).map(selectedPair)),
 });
