@@ -70,6 +70,13 @@ def namespace(tag: str) -> Iterator[str]:
         _run("ip", "-n", name, "link", "set", "lo", "up")
         yield name
     finally:
+        # A namespace is destroyed asynchronously; deleting its veths first removes their
+        # peers in other namespaces at once (the browser tests check for a loopback-only one).
+        links = subprocess.run(["ip", "-n", name, "-o", "link", "show", "type", "veth"],
+                               capture_output=True, text=True).stdout
+        for line in links.splitlines():
+            subprocess.run(["ip", "-n", name, "link", "del", line.split(":")[1].strip().split("@")[0]],
+                           capture_output=True)
         netns.delete(name)
 
 
@@ -82,6 +89,11 @@ def veth(a: str | None, a_ip: str, b: str, b_ip: str) -> None:
     _run("ip", "link", "set", end_a, "up", ns=a)
     _run("ip", "-n", b, "addr", "add", f"{b_ip}/24", "dev", end_b)
     _run("ip", "-n", b, "link", "set", end_b, "up")
+
+
+def route(name: str, address: str, via: str) -> None:
+    """In namespace ``name``: ``address`` (a host) is reached through ``via``."""
+    _run("ip", "-n", name, "route", "add", f"{address}/32", "via", via)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -125,7 +137,7 @@ def udp_dropped(name: str) -> int:
     """Packets the UDP rules of :func:`drop_udp` dropped so far in ``name``."""
     out = subprocess.run(["ip", "netns", "exec", name, "nft", "list", "table", "inet", "udpblock"],
                          capture_output=True, text=True, check=True).stdout
-    return sum(int(part.split()[1]) for part in out.split("counter packets ")[1:] if part.split())
+    return sum(int(part.split()[0]) for part in out.split("counter packets ")[1:])
 
 
 def write_certificate(directory: Path, ips: list[str]) -> tuple[Path, Path]:
