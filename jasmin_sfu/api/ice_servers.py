@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.openapi_parts import json_response as _json
-from jasmin_sfu.api.openapi_parts import ref as _ref
+from jasmin_sfu.api.openapi_parts import responses
 
 if TYPE_CHECKING:  # pragma: no cover
     from jasmin_sfu.api.rest import RestApi
@@ -96,16 +95,13 @@ def ice_paths() -> dict[str, Any]:
         401: "Missing, malformed, unknown, expired or revoked token",
         503: "Accounts are not enabled on this node, or the database is busy",
     }
-    responses: dict[str, Any] = {"200": _json(_ref("IceServers"), "TURN servers and fresh credentials")}
-    for status, text in errors.items():
-        responses[str(status)] = _json(_ref("Error"), text)
     return {
         "/api/v1/ice-servers": {
             "get": {
                 "operationId": "iceServers",
                 "summary": "RTCPeerConnection iceServers with time-limited TURN credentials (any session token)",
                 "security": [{"bearerAuth": []}],
-                "responses": responses,
+                "responses": responses(errors, {200: ("TURN servers and fresh credentials", "IceServers")}, *errors),
             }
         }
     }
