@@ -89,6 +89,14 @@ def veth(a: str | None, a_ip: str, b: str, b_ip: str) -> None:
     _run("ip", "link", "set", end_a, "up", ns=a)
     _run("ip", "-n", b, "addr", "add", f"{b_ip}/24", "dev", end_b)
     _run("ip", "-n", b, "link", "set", end_b, "up")
+    # The carrier comes up a moment later; Chromium (and coturn) should find both ends up.
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        state = subprocess.run(["ip", "-n", b, "-br", "link", "show", end_b], capture_output=True, text=True).stdout
+        if " UP " in state:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"veth {end_a}-{end_b} did not come up: {state.strip()}")
 
 
 def route(name: str, address: str, via: str) -> None:
