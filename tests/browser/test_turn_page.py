@@ -1,7 +1,7 @@
 """A viewer whose network drops all UDP watches the show through a real coturn (TURN over TCP
 and over TLS), in real Chromium, and is blocked in a private and resumes after it.
 
-Three network namespaces, nothing leaves the machine (``tests/turn/coturn.py``):
+Three network namespaces, nothing leaves the machine (``bench/coturn.py``):
 
 * this test's own (``make test-browser`` runs it under ``unshare --net``): the
   daemon, the performer's and the member's Chromium;
@@ -26,12 +26,13 @@ from typing import Any, AsyncIterator
 
 import pytest
 
+from bench import coturn
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import AccountsConfig, BillingConfig, Config, MediaConfig, ServerConfig, TurnConfig
 from tests.browser.conftest import CHROMIUM_ARGS
 from tests.browser.test_demo_page import poll, wait_state
 from tests.browser.test_private_page import IN_FLIGHT_FRAMES, IN_FLIGHT_PACKETS, counters, open_page, show_stats, until
-from tests.turn import coturn
+from tests.turn.parts import require
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -54,7 +55,7 @@ class Net:
 
 @pytest.fixture
 def net(tmp_path: Path) -> Any:
-    coturn.require("turnserver", "nft")
+    require("turnserver", "nft")
     with coturn.namespace("turn") as turn_ns, coturn.namespace("viewer") as viewer_ns:
         coturn.veth(None, NODE_MEDIA, turn_ns, COTURN_RELAY)
         coturn.veth(None, NODE_HTTP, viewer_ns, VIEWER_HTTP)

@@ -2,7 +2,7 @@
 
 coturn runs in a namespace the test creates, listening on 127.0.0.1 there; the
 TURN client (aioice's, over UDP, TCP and TLS) is created inside that namespace
-too (``tests/turn/coturn.py``), so no packet leaves it and the machine's own
+too (``bench/coturn.py``), so no packet leaves it and the machine's own
 namespace is not changed.
 """
 
@@ -18,9 +18,10 @@ import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint
 
+from bench import coturn
 from jasmin_sfu.api.ice_servers import IceServers
 from tests.realparts import FakeClock
-from tests.turn import coturn
+from tests.turn.parts import require
 
 SECRET = "coturn-test-secret-0123456789"
 HOST = "127.0.0.1"
@@ -29,7 +30,7 @@ TIMEOUT_S = 20.0
 
 @pytest.fixture
 async def turn_ns(tmp_path: Path) -> AsyncIterator[tuple[str, coturn.Coturn]]:
-    coturn.require("turnserver")
+    require("turnserver")
     with coturn.namespace("cred") as ns:
         server = coturn.Coturn(ns, tmp_path, SECRET, HOST, HOST)
         try:

@@ -1,8 +1,9 @@
-"""A real coturn for tests, inside network namespaces the test creates (nothing leaves the machine).
+"""A real coturn inside network namespaces made here (nothing leaves the machine), for the
+TURN tests (tests/turn, tests/browser/test_turn_page.py) and ``python -m bench.turn``.
 
-* :func:`require` skips visibly by name (or fails under ``CI=true``) when root,
-  ``ip``, ``turnserver`` or ``nft`` is missing (``make coturn`` installs Debian's
-  ``coturn`` and ``nftables``).
+Needs root, ``ip``, Debian's ``coturn`` and, for :func:`drop_udp`, ``nftables``
+(``make coturn`` installs both).
+
 * :func:`namespace` creates a namespace (lo up) and deletes it afterwards;
   :func:`veth` links two namespaces (``None``: the test's own) with a /24 each side.
 * :func:`entered` switches the calling thread into a namespace for a moment:
@@ -21,15 +22,12 @@ import datetime
 import ipaddress
 import itertools
 import os
-import shutil
 import socket
 import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-
-import pytest
 
 from bench import netns
 
@@ -38,20 +36,6 @@ TURN_PORT = 3478
 TURNS_PORT = 5349
 REALM = "jasmin.test"
 _names = itertools.count(1)
-
-
-def require(*tools: str) -> None:
-    """Skip (or, with CI=true, fail) naming what is missing: root and each command."""
-    missing = netns.available()
-    for tool in tools:
-        if missing is None and shutil.which(tool) is None:
-            package = {"turnserver": "coturn", "nft": "nftables"}.get(tool, tool)
-            missing = f"needs {tool} (apt-get install {package}, or make coturn)"
-    if missing is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"TURN tests: {missing} (CI=true: a missing part fails the run)", pytrace=False)
-    pytest.skip(f"TURN tests: {missing}")
 
 
 def _run(*cmd: str, ns: str | None = None) -> None:
@@ -176,10 +160,11 @@ def write_certificate(directory: Path, ips: list[str]) -> tuple[Path, Path]:
 
 class Coturn:
     """``turnserver`` with use-auth-secret in namespace ``ns``: UDP/TCP 3478 and TLS 5349 on
-    ``listen_ip``, relays from ``relay_ip``; its log goes to ``directory/turnserver.log``."""
+    ``listen_ip``, relays from ``relay_ip``; its log goes to ``directory/turnserver.log``.
+    ``extra``: more configuration lines; ``cpu``: pin it there (taskset)."""
 
     def __init__(self, ns: str, directory: Path, secret: str, listen_ip: str, relay_ip: str,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), cpu: int | None = None) -> None:
         self.ns, self.listen_ip, self.log = ns, listen_ip, directory / "turnserver.log"
         cert, key = write_certificate(directory, sorted({listen_ip, relay_ip}))
         lines = [
@@ -194,7 +179,8 @@ class Coturn:
         self.config.write_text("\n".join(lines) + "\n")
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "turnserver", "-c", str(self.config), "--log-file", "stdout"],
+            ["ip", "netns", "exec", ns, *(["taskset", "-c", str(cpu)] if cpu is not None else []),
+             "turnserver", "-c", str(self.config), "--log-file", "stdout"],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
         self._wait_listening()
