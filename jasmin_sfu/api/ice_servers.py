@@ -81,9 +81,11 @@ def add_ice_routes(router: web.UrlDispatcher, api: "RestApi") -> None:
         for key in request.query:
             raise ApiError(400, "bad_request", f"{key[:64]}: unknown query parameter")
         issuer = request.config_dict.get(ICE_KEY)
+        # Credentials: no proxy or browser cache may keep them or hand them to another client.
+        headers = {"Cache-Control": "no-store"}
         if issuer is None or not issuer.enabled:
-            return web.json_response({"ice_servers": [], "expires_at": None})
-        return web.json_response({"ice_servers": issuer.issue(), "expires_at": issuer.expiry()})
+            return web.json_response({"ice_servers": [], "expires_at": None}, headers=headers)
+        return web.json_response({"ice_servers": issuer.issue(), "expires_at": issuer.expiry()}, headers=headers)
 
     router.add_get("/ice-servers", ice_servers)
 

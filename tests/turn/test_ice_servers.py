@@ -101,16 +101,17 @@ def _valid(server: dict[str, object], now: float, ttl: int) -> None:
 
 async def test_guests_and_members_get_credentials_on_rest_and_in_join(turn_api: Api) -> None:
     """Protects the two ways a viewer learns its TURN servers: GET /api/v1/ice-servers answers any
-    session token (a guest's and a member's) with fresh credentials and their expiry, a request
-    without a token is 401 and an unknown query parameter a 400, and the signaling join answer
-    carries ice_servers for a guest viewer."""
+    session token (a guest's and a member's) with fresh credentials and their expiry, never to be
+    cached (Cache-Control: no-store); a request without a token is 401 and an unknown query
+    parameter a 400; and the signaling join answer carries ice_servers for a guest viewer."""
     api = turn_api
     status, guest, _ = await api.call("POST", "/api/v1/guest-sessions", json={"adult_confirmed": True})
     assert status == 201
     member_token, _ = await api.member("mia")
     for token in (guest["token"], member_token):
-        status, body, _ = await api.call("GET", "/api/v1/ice-servers", token=token)
+        status, body, response = await api.call("GET", "/api/v1/ice-servers", token=token)
         assert status == 200, body
+        assert response.headers["Cache-Control"] == "no-store"
         assert body["expires_at"] == int(api.clock.now) + 600
         (server,) = body["ice_servers"]
         _valid(server, api.clock.now, 600)
