@@ -37,6 +37,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 ## Debian's Chromium for the real-browser tests: installed with apt-get when missing and root.
+## Under CI (true, 1, yes or on, any case: as tests/realparts.py's under_ci) a missing one fails.
 chromium:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -44,7 +45,7 @@ chromium:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	else \
 		echo "The browser tests need Debian's chromium: run 'sudo apt-get install chromium' (or set CI=false to let them skip)."; \
-		if [ "$$CI" = true ]; then exit 1; fi; \
+		case "$$(printf %s "$$CI" | tr A-Z a-z | tr -d ' ')" in true|1|yes|on) exit 1;; esac; \
 	fi
 
 ## Debian's coturn and nftables for the TURN tests (tests/turn, tests/browser/test_turn_page.py):

@@ -1,9 +1,10 @@
 """The real services of this machine, for tests: reachability, fresh PostgreSQL schemas, a fake clock.
 
 A test needing PostgreSQL, Redis or NATS calls ``require(...)``: when the
-service is unreachable it is skipped with a named reason, except under
-``CI=true``, where it fails (CI starts the services, so "down" is a real error).
-All traffic goes to 127.0.0.1.
+service is unreachable it is skipped with a named reason, except when ``CI`` is
+set (true, 1, yes or on, in any case: ``under_ci()``), where it fails (CI starts
+the services, so "down" is a real error). ``missing()`` is that rule for any real
+part (Chromium, the C extension). All traffic goes to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import socket
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, NoReturn, TypeVar
 
 import pytest
 
@@ -38,14 +39,36 @@ def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
         return False
 
 
+# The usual truthy spellings of CI (GitHub, GitLab and others set "true", some "1").
+CI_TRUE = frozenset({"true", "1", "yes", "on"})
+
+
+def under_ci() -> bool:
+    """True when ``CI`` is set to true, 1, yes or on (any case, surrounding blanks ignored)."""
+    return os.environ.get("CI", "").strip().lower() in CI_TRUE
+
+
+def missing(reason: str) -> NoReturn:
+    """A real part is missing: skip with ``reason`` by name, or fail under CI (see ``under_ci``)."""
+    if under_ci():
+        pytest.fail(f"{reason} (CI is set: a missing real part fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_fastpath() -> Any:
+    """The built C fan-out (jasmin_sfu/media/_fastpath.c): without it, skip by name or fail under CI."""
+    from jasmin_sfu.media import aiortc_adapter
+
+    if aiortc_adapter.fastpath_ext is None:
+        missing("C fast path not built (jasmin_sfu/media/_fastpath.c): pip install -e .")
+    return aiortc_adapter.fastpath_ext
+
+
 def require(name: str, port: int) -> None:
-    """Skip (or, with CI=true, fail) when the named service is not listening."""
+    """Skip (or, under CI, fail) when the named service is not listening."""
     if port_open(port):
         return
-    reason = f"{name} is unreachable at {HOST}:{port}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: a missing service fails the run)")
-    pytest.skip(reason)
+    missing(f"{name} is unreachable at {HOST}:{port}")
 
 
 def closed_port() -> int:

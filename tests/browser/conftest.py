@@ -1,13 +1,12 @@
 """Real-browser fixtures: Chromium found (or the test skipped, or failed on CI).
 
 Locally a missing Chromium or Playwright skips the browser tests with the
-reason in the summary; with ``CI=true`` it fails them, so CI never goes green
-without having run them.
+reason in the summary; with ``CI`` set (tests/realparts.py: true, 1, yes or on)
+it fails them, so CI never goes green without having run them.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from typing import Any, AsyncIterator, NoReturn
@@ -17,6 +16,7 @@ import pytest
 from jasmin_sfu.app import Daemon
 from tests.api.conftest import accounts_config
 from tests.conftest import test_config as node_config
+from tests.realparts import missing, under_ci
 
 CHROMIUM = "/usr/bin/chromium"
 NO_CHROMIUM = "Chromium not installed: apt-get install chromium"
@@ -42,10 +42,9 @@ _skipped: set[str] = set()
 
 
 def _missing(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)
-    _skipped.add(reason)
-    pytest.skip(reason)
+    if not under_ci():
+        _skipped.add(reason)
+    missing(reason)
 
 
 NOT_ISOLATED = (

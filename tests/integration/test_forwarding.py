@@ -9,6 +9,7 @@ import pytest
 
 from bench.peers import publish, subscribe, wait_for
 from tests.conftest import DaemonProcess
+from tests.realparts import require_fastpath
 
 
 async def test_five_viewers_decode_video_and_audio_with_no_codec_in_the_daemon(
@@ -66,14 +67,7 @@ async def test_viewer_frames_are_the_publishers_pattern(daemon) -> None:  # type
 async def test_viewers_decode_through_the_c_fast_path(daemon) -> None:  # type: ignore[no-untyped-def]
     """Protects the C fan-out with a real aiortc viewer: its consumers are on C lanes,
     the lanes carried the packets, and the viewer decodes what they sent."""
-    from jasmin_sfu.media import aiortc_adapter as adapter
-
-    if adapter.fastpath_ext is None:  # pragma: no cover
-        import os
-
-        if os.environ.get("CI") == "true":
-            pytest.fail("the C fast path is not built")
-        pytest.skip("SKIPPED: C fast path not built (pip install -e .)")
+    require_fastpath()
     pub = await publish(daemon.url, "show-fast")
     viewer = await subscribe(daemon.url, "show-fast")
     try:

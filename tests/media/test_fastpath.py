@@ -20,11 +20,15 @@ from pylibsrtp import Policy, Session
 from jasmin_codecs.rtp import parse_rtp
 from jasmin_sfu.media import aiortc_adapter as adapter
 from tests.media.test_forwarding_unit import VP8_CONT, VP8_DELTA, VP8_KEY, FakeSink, make_consumer, make_producer, pkt
+from tests.realparts import require_fastpath
 
 fp = adapter.fastpath_ext
-pytestmark = pytest.mark.skipif(
-    fp is None and os.environ.get("CI") != "true", reason="SKIPPED: C fast path not built (pip install -e .)"
-)
+
+
+@pytest.fixture(autouse=True)
+def c_extension_built() -> None:
+    """Every test here needs the extension: skipped by name without it, failed under CI."""
+    require_fastpath()
 
 KEY = bytes(range(30))
 
