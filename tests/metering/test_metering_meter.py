@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from jasmin_metering.config import EventConfig
 from jasmin_metering.errors import EventFormatError, MeterStateError, SessionClosedError
 from jasmin_metering.events import CloudEvent, EventFactory, event_id, rfc3339_us
-from jasmin_metering.meter import US, GrantTag, Meter, SessionSpec
+from jasmin_metering.meter import US, GrantTag, Meter, SessionSpec, to_us
 
 T0 = 1_780_000_000.0
 SPEC = SessionSpec("private", "01JB7Z3Q9V8K4Y2M6T1N0R5XWE", "m1", "p1", "wallet:m1", 199)
@@ -102,18 +102,22 @@ events_strategy = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(events_strategy)
 def test_billed_seconds_equal_floor_of_unpaused_time(events: list[tuple[str, int]]) -> None:
-    """Whatever the pattern of pauses: billed = floor(active time), seqs contiguous from 1."""
+    """Whatever the pattern of pauses: billed = floor(active time) exactly (never a second
+    more, never one less), seqs contiguous from 1, the rest reported as unbilled."""
     m = Meter()
     t = 0
     m.start(SPEC, T0)
     active = 0
     running = True
     recs = []
+    last_us = to_us(T0)
     for op, dt_us in events:
-        if running:
-            active += dt_us
         t += dt_us
         now = T0 + t / US
+        # The meter sees microseconds as to_us() rounds them from the float epoch seconds.
+        if running:
+            active += to_us(now) - last_us
+        last_us = to_us(now)
         if op == "tick":
             recs += m.advance(now)
         elif op == "pause":
@@ -124,8 +128,8 @@ def test_billed_seconds_equal_floor_of_unpaused_time(events: list[tuple[str, int
             running = True
     tail, closed = m.stop(SPEC.session_id, T0 + t / US, "end")
     recs += tail
-    # tolerance: float seconds round-trip to microseconds
-    assert abs(closed.billed_seconds - active // US) <= 1
+    assert closed.billed_seconds == active // US
+    assert closed.unbilled_us == active % US
     assert closed.billed_seconds == len(recs) and [r.seq for r in recs] == list(range(1, len(recs) + 1))
     assert all(r.interval_end_us > r.interval_start_us for r in recs)
     assert closed.total_amount == 199 * len(recs)
