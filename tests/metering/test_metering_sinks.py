@@ -249,7 +249,9 @@ async def test_openmeter_5118_postgres_failed_batch_leaves_no_mark(pg_sink_confi
     events = make_events(1, 3, close=False)
     await sink.deliver(events[:1])
     bad = CloudEvent.from_dict({**events[1].to_dict(), "data": {**events[1].data, "x": "\x00"}})
-    with pytest.raises(Exception):
+    import asyncpg
+
+    with pytest.raises(asyncpg.exceptions.UntranslatableCharacterError):
         await sink.deliver([bad])  # PostgreSQL refuses NUL in jsonb: the transaction fails whole
     await sink.deliver(events)
     assert await pg_keys(pg_sink_config) == Counter({e.key: 1 for e in events})

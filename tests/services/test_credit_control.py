@@ -12,6 +12,7 @@ from jasmin_sfu.services.errors import (
     CreditSessionClosedError,
     CreditSessionNotFoundError,
     InsufficientCreditError,
+    InsufficientFundsError,
     RequestConflictError,
     RequestOutOfOrderError,
 )
@@ -227,8 +228,13 @@ async def test_cgrates_568_no_wallet_goes_negative(ledger: Ledger, cc: CreditCon
     )
     ok = [f"s{i}" for i, g in enumerate(grants) if isinstance(g, Grant)]
     assert len(ok) == 2  # 30 + 20 seconds
-    await asyncio.gather(*[cc.update(s, 1, 1000) for s in ok], return_exceptions=True)
-    with pytest.raises(Exception):
+    refused = [g for g in grants if not isinstance(g, Grant)]
+    assert len(refused) == 2 and all(isinstance(g, InsufficientCreditError) for g in refused), refused
+    granted = {s: g.seconds for s, g in zip([f"s{i}" for i in range(4)], grants) if isinstance(g, Grant)}
+    overruns = await asyncio.gather(*[cc.update(s, 1, 1000) for s in ok])
+    # Each report overran its grant: nothing more is granted, the overrun is named, not charged.
+    assert [(g.seconds, g.final, g.overrun_seconds) for g in overruns] == [(0, True, 1000 - granted[s]) for s in ok]
+    with pytest.raises(InsufficientFundsError):
         await ledger.tip("t1", "m1", "p9", RATE * 51, 5000)
     b = await ledger.balance(w)
     assert b.available >= 0 and b.debits_posted + b.debits_pending <= b.credits_posted
