@@ -11,6 +11,7 @@ after the pause, so no free viewer may hold one.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -147,8 +148,14 @@ def perf_view_session(pub: Any) -> str:
 
 async def test_sneak_peek_gives_media_then_stops(make_daemon) -> None:  # type: ignore[no-untyped-def]
     """Protects the sneak peek: a member in member chat gets media for the configured
-    time, then nothing sent after the peek's end."""
+    time, then nothing sent after the peek's end; one peek per member at a time."""
     d = await make_daemon()
+    # The instant the daemon ended m2's peek (its audience is reset in the same step): the
+    # bus subscriber runs synchronously inside it, so a payload sent later was processed later.
+    peek_ended_at: list[float] = []
+    d.daemon.bus.subscribe(
+        lambda ev: peek_ended_at.append(time.time()) if (ev.name, ev.member_id) == ("sneak_peek.ended", "m2") else None
+    )
     d.daemon.shows.settings = type(d.daemon.shows.settings)(sneak_peek_s=1.5, auto_accept=True)
     url = d.url
     pub = await performer(url, "show-peek")
@@ -166,14 +173,16 @@ async def test_sneak_peek_gives_media_then_stops(make_daemon) -> None:  # type: 
     assert until - start == pytest.approx(1.5)
     assert await wait_for(lambda: len([x for x in after(m2, pub.log, start) if x[1] < until]) >= 20, 10)
     ended = await m2.client.next_event("sneak_peek.ended", timeout=10)
-    assert ended["data"]["reason"] == "time_up"
-    # Keep the performer sending for a while, then check nothing after `until` arrived.
-    assert await wait_for(lambda: sum(1 for t in pub.log.sent.values() if t > until) >= 60, 10)
-    assert after(m2, pub.log, until + 0.002) == []
+    assert ended["data"]["reason"] == "time_up" and ended["data"]["at"] == until
+    assert len(peek_ended_at) == 1
+    # Keep the performer sending for a while, then check nothing sent after the end arrived.
+    assert await wait_for(lambda: sum(1 for t in pub.log.sent.values() if t > peek_ended_at[0]) >= 60, 10)
+    assert after(m2, pub.log, peek_ended_at[0]) == []
+    first = await m1.client.request("sneak_peek")  # m1, back in member chat, may peek
+    assert first["until"] - first["started_at"] == pytest.approx(1.5)
     with pytest.raises(RemoteError) as e:
-        await m1.client.request("sneak_peek")  # not while ... well: allowed once per member at a time
-        await m1.client.request("sneak_peek")
-    assert e.value.code == "invalid_state"
+        await m1.client.request("sneak_peek")  # but not twice at a time
+    assert e.value.code == "invalid_state" and "already peeking" in e.value.message
     for v in (m1, m2):
         await v.close()
     await pub.close()
