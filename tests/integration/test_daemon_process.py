@@ -67,7 +67,7 @@ async def test_logs_are_json_lines_with_ids() -> None:
     try:
         pub = await publish(dp.url, "show-logs")
         await pub.close()
-        await wait_for(lambda: any("joined" in line for line in dp.output), timeout=10)
+        assert await wait_for(lambda: any("joined" in line for line in dp.output), timeout=10), dp.output
     finally:
         dp.proc.send_signal(signal.SIGTERM)
         await asyncio.get_running_loop().run_in_executor(None, dp.proc.wait, 20)

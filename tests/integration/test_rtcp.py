@@ -72,20 +72,24 @@ async def test_keyframe_requests_are_throttled_per_producer(make_daemon) -> None
     assert await wait_for(lambda: viewer.frames.get("video", 0) >= 3, timeout=20)
     plis = count_plis(pub)
     stats = d.daemon.worker.stats
-    # Let any join-time request window pass, then burst.
-    await wait_for(lambda: False, timeout=1.6)
+    (video,) = [p for r in d.daemon.worker.routers.values() for p in r.producers.values() if p.is_video]
+    kf = video.keyframes
+    # Wait until the join-time requests are over: none deferred, and the window since the
+    # last one passed (so every PLI sent before the burst reached the publisher long ago).
+    assert await wait_for(lambda: not kf._pending and (kf._last is None or kf._clock() - kf._last >= 1.5), 10)
     base_sent = stats.keyframe_requests_sent
+    base_plis = plis[0]  # only the burst's PLIs count below
     dtls = viewer.pc.getTransceivers()[0].receiver.transport
     media_ssrc = ssrc_of(viewer.pc, "video")
     for _ in range(10):
         await dtls._send_rtp(Pli(sender_ssrc=1234, media_ssrc=media_ssrc).to_bytes())
     assert await wait_for(lambda: stats.plis_received >= 10, timeout=5)
     assert await wait_for(lambda: stats.keyframe_requests_sent == base_sent + 2, timeout=5)
-    # Nothing more arrives once the deferred request went out.
-    await wait_for(lambda: False, timeout=2.0)
-    assert stats.keyframe_requests_sent == base_sent + 2
+    # Nothing more will go out once the deferred request did: none is left scheduled.
+    assert not kf._pending
     assert stats.keyframe_requests_coalesced >= 8
-    assert plis[0] == 2
+    assert await wait_for(lambda: plis[0] - base_plis >= 2, timeout=5)
+    assert plis[0] - base_plis == 2 and stats.keyframe_requests_sent == base_sent + 2
     await viewer.close()
     await pub.close()
 

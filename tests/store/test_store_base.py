@@ -129,7 +129,10 @@ def test_sqlite_stale_migrators_rechecks_under_the_lock(tmp_path: Path, monkeypa
     holder.execute("BEGIN IMMEDIATE")  # the write lock: both migrators read 0, then wait
 
     def release() -> None:
-        time.sleep(0.5)  # both are past their unlocked read, blocked on the lock
+        # Both did their unlocked read (version 0) under the held lock; now let them queue on it.
+        deadline = time.monotonic() + 30
+        while sum(len(v) for v in reads.values()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         holder.execute("COMMIT")
 
     results = _migrate_in_threads(path, 2, while_started=release)
@@ -344,7 +347,17 @@ async def test_pg_stale_migrators_recheck_under_the_lock(monkeypatch: pytest.Mon
             )
             await holder.execute("SELECT pg_advisory_lock($1)", track.lock_key)
             runs = [asyncio.create_task(pg_base.migrate(c, track)) for c in (a, b)]
-            await asyncio.sleep(0.5)  # both are past their unlocked read, queued on the lock
+
+            async def queued_on_the_lock() -> bool:
+                return len(reads) == 2 and await holder.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND pid = ANY($1::int[])", [a.get_server_pid(), b.get_server_pid()]) == 2
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not await queued_on_the_lock() and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert await queued_on_the_lock()  # both past their unlocked read, waiting for the lock
             assert not any(r.done() for r in runs)
             await holder.execute("SELECT pg_advisory_unlock($1)", track.lock_key)
             results = await asyncio.wait_for(asyncio.gather(*runs), 30)
