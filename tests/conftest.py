@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import aiohttp
 import pytest
@@ -107,8 +107,14 @@ class DaemonProcess:
         return out
 
 
-async def start_daemon_process(env: dict[str, str] | None = None) -> DaemonProcess:
-    """Run ``python -m jasmin_sfu serve`` on a random port and wait for it."""
+async def start_daemon_process(
+    env: dict[str, str] | None = None, cwd: str = REPO, wrapper: Sequence[str] = ()
+) -> DaemonProcess:
+    """Run ``python -m jasmin_sfu serve`` on a random port and wait for it.
+
+    ``wrapper`` is a command line that execs its trailing arguments (the daemon's) in the
+    same process, e.g. ``unshare`` then ``sh -c '...; exec "$@"'``: the pid stays the daemon's.
+    """
     import tempfile
 
     data_dir = (env or {}).get("JASMIN_BILLING_DATA_DIR") or tempfile.mkdtemp(prefix="jasmin-billing-")
@@ -116,9 +122,11 @@ async def start_daemon_process(env: dict[str, str] | None = None) -> DaemonProce
     full_env = {**os.environ, "JASMIN_SERVER_PORT": "0", "JASMIN_LOG_LEVEL": "warning",
                 "JASMIN_BILLING_DATA_DIR": data_dir, "JASMIN_ACCOUNTS_DATA_DIR": data_dir,
                 "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", **(env or {})}
+    if cwd != REPO:  # jasmin_sfu is found from the repository, not from the working directory
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, full_env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jasmin_sfu", "serve"],
-        cwd=REPO,
+        [*wrapper, sys.executable, "-m", "jasmin_sfu", "serve"],
+        cwd=cwd,
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -11,13 +11,20 @@ after the pause, so no free viewer may hold one.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import shutil
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.peers import PatternTrack, SendLog, ToneTrack, Viewer, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
+from tests.conftest import seed_credits, start_daemon_process
+from tests.realparts import missing
 
 
 async def watch(url: str, show: str, **join: Any) -> Viewer:
@@ -296,10 +303,26 @@ async def test_show_events_reach_other_parts(daemon) -> None:  # type: ignore[no
 PACKAGE = "p2999"
 
 
-def writable_files(pid: int) -> list[str]:
-    """Regular files the process holds open for writing (from /proc)."""
-    import os
+# Everything the node writes that is not a camera: its money and account records.
+DATA_FILES = re.compile(r"(ledger|billing-outbox|billing-events|accounts|chat|social)\.sqlite3(-wal|-shm|-journal)?|billing-events\.jsonl")
 
+
+def tree_state(root: str) -> dict[str, tuple[int, int]]:
+    """(size, mtime in ns) of every regular file under ``root``."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:  # removed while walking (a journal)
+                continue
+            out[path] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def written_files(pid: int) -> list[str]:
+    """Regular files the process holds open for writing (from /proc), as the process names them."""
     out = []
     fd_dir = f"/proc/{pid}/fd"
     for fd in os.listdir(fd_dir):
@@ -309,41 +332,95 @@ def writable_files(pid: int) -> list[str]:
                 flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
         except (OSError, StopIteration):
             continue
-        # The billing data dir holds money records only (ledger, outbox, billing log).
-        if "jasmin-billing-" in target:
-            continue
-        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")) and flags & 0o3:
+        if target.startswith("/") and not target.startswith(("/dev/null", "/proc/")) and flags & 0o3:
             out.append(target)
     return out
 
 
-async def test_cam2cam_is_never_written_to_disk() -> None:
-    """Protects 'no member camera is ever stored': while a Cam2Cam runs, the daemon
-    process holds no file open for writing and its working directory gains no file."""
-    import os
-    import tempfile
+class PayloadLog:
+    """The tails of the RTP packets a peer sends (plain, before SRTP): camera bytes to look for."""
 
-    from tests.conftest import seed_credits, start_daemon_process
+    def __init__(self, pc: Any) -> None:
+        self.tails: set[bytes] = set()
+        for t in pc.getTransceivers():
+            dtls = t.sender.transport
+            original = dtls._send_rtp
 
-    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(prefix="jasmin-billing-") as data:
-        await seed_credits(data, "m1", PACKAGE)
-        dp = await start_daemon_process(env={"TMPDIR": tmp, "JASMIN_BILLING_DATA_DIR": data})
-        try:
-            url = dp.url
-            pub = await publish(url, "show-disk")
-            member = await subscribe(url, "show-disk", member_id="m1")
-            await member.client.request("private.request")
-            await pub.client.request("private.accept", member_id="m1")
-            cam = await publish(url, "show-disk", client=member.client)
-            cam_ids = [p["producer_id"] for p in cam.producers]
-            view = await subscribe(url, "show-disk", client=pub.client, producer_ids=cam_ids)
-            assert await wait_for(lambda: view.frames.get("video", 0) >= 10, 30)
-            assert writable_files(dp.proc.pid) == []
-            assert os.listdir(tmp) == []
-            await view.pc.close()
-            await cam.pc.close()
-            await member.close()
-            await pub.close()
-        finally:
-            dp.proc.terminate()
-            dp.proc.wait(20)
+            async def send(data: bytes, _original: Any = original) -> None:
+                if len(data) >= 100 and not 192 <= data[1] <= 223:  # RTP with a real payload
+                    self.tails.add(data[-48:])
+                await _original(data)
+
+            dtls._send_rtp = send
+
+
+def namespaced(root: str) -> list[str]:
+    """A wrapper giving the daemon private /tmp, /var/tmp and /dev/shm, all inside ``root``.
+
+    Everywhere a process puts scratch files lands in one tree the test can walk, and other
+    processes' files in the real /tmp cannot be mistaken for the node's."""
+    if shutil.which("unshare") is None or subprocess.run(
+        ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "true"], capture_output=True
+    ).returncode != 0:
+        missing("a private mount namespace (unshare --mount) for the disk-write check")
+    script = ('mount --bind "$0/var-tmp" /var/tmp && mount --bind "$0/shm" /dev/shm && mount --bind "$0" /tmp'
+              ' && cd /tmp/cwd && exec "$@"')
+    return ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "sh", "-c", script, root]
+
+
+async def test_cam2cam_is_never_written_to_disk(tmp_path: Path) -> None:
+    """Protects 'no member camera is ever stored': every file the node creates or changes
+    from the Cam2Cam's start to the node's exit, in its data dir, working directory,
+    TMPDIR, HOME, /tmp, /var/tmp and /dev/shm, is one of its money or account records
+    and holds none of the member's camera packets; every file it holds open for writing
+    is in those places (so nothing is written where the test does not look)."""
+    root = str(tmp_path / "node")
+    for d in ("data", "cwd", "tmpdir", "home", "var-tmp", "shm"):
+        os.makedirs(os.path.join(root, d))
+    await seed_credits(os.path.join(root, "data"), "m1", PACKAGE)
+    # Inside its namespace the node sees root as /tmp.
+    env = {"TMPDIR": "/tmp/tmpdir", "HOME": "/tmp/home", "JASMIN_BILLING_DATA_DIR": "/tmp/data",
+           "JASMIN_ACCOUNTS_DATA_DIR": "/tmp/data"}
+    dp = await start_daemon_process(env=env, cwd=os.path.join(root, "cwd"), wrapper=namespaced(root))
+    try:
+        url = dp.url
+        pub = await publish(url, "show-disk")
+        member = await subscribe(url, "show-disk", member_id="m1")
+        await member.client.request("private.request")
+        await pub.client.request("private.accept", member_id="m1")
+        before = tree_state(root)
+        cam = await publish(url, "show-disk", client=member.client)
+        camera = PayloadLog(cam.pc)
+        cam_ids = [p["producer_id"] for p in cam.producers]
+        view = await subscribe(url, "show-disk", client=pub.client, producer_ids=cam_ids)
+        # The Cam2Cam runs across billed seconds (the billing file sink writes meanwhile).
+        usage = Path(root, "data", "billing-events.jsonl")
+        assert await wait_for(lambda: view.frames.get("video", 0) >= 10 and usage.exists()
+                              and usage.read_bytes().count(b".usage.v1") >= 2, 30)
+        assert len(camera.tails) >= 10
+        inside = ("/tmp/", "/var/tmp/", "/dev/shm/", root + "/")
+        assert [f for f in written_files(dp.proc.pid) if not f.startswith(inside)] == []
+        check_writes(root, before, camera.tails)  # while it runs
+        await view.pc.close()
+        await cam.pc.close()
+        await member.client.request("private.end")
+        await member.close()
+        await pub.close()
+    finally:
+        dp.proc.terminate()
+        await asyncio.get_running_loop().run_in_executor(None, dp.proc.wait, 20)
+    changed = check_writes(root, before, camera.tails)  # and after the node exited
+    assert "data/billing-events.jsonl" in changed, "the check saw no billing record written"
+
+
+def check_writes(root: str, before: dict[str, tuple[int, int]], camera: set[bytes]) -> list[str]:
+    """The files under ``root`` created or changed since ``before``: each must be a record file
+    of the data dir and hold none of the ``camera`` packet tails."""
+    after = tree_state(root)
+    changed = sorted(os.path.relpath(p, root) for p, st in after.items() if before.get(p) != st)
+    for rel in changed:
+        assert os.path.dirname(rel) == "data" and DATA_FILES.fullmatch(os.path.basename(rel)), rel
+        with open(os.path.join(root, rel), "rb") as f:
+            content = f.read()
+        assert not any(tail in content for tail in camera), f"{rel} holds the member's camera packets"
+    return changed
