@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 import aiohttp
 import pytest
@@ -42,6 +42,23 @@ def test_config(
         accounts=accounts or AccountsConfig(enabled=False, trust_client_ids=True),
         payments=payments or PaymentsConfig(),
     )
+
+
+@pytest.fixture(autouse=True)
+def aioice_state() -> Iterator[None]:
+    """aioice is patched process-wide (host addresses, port range, consent loop: by every
+    media worker, bench.peers and some tests): each test gets back the state it began with."""
+    import aioice.ice
+
+    from jasmin_sfu.media import aiortc_adapter as adapter
+
+    conn = aioice.ice.Connection
+    saved = (aioice.ice.get_host_addresses, conn.get_component_candidates, conn.query_consent,
+             list(adapter._HOST_ADDRESSES), adapter._PORT_RANGE)
+    yield
+    aioice.ice.get_host_addresses, conn.get_component_candidates, conn.query_consent = saved[:3]  # type: ignore[method-assign]
+    adapter._HOST_ADDRESSES[:] = saved[3]
+    adapter._PORT_RANGE = saved[4]
 
 
 @dataclass

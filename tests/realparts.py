@@ -80,6 +80,27 @@ def closed_port() -> int:
     return port
 
 
+def free_udp_range(n: int, host: str = HOST) -> tuple[int, int]:
+    """``n`` consecutive UDP ports that were all free just now, around a kernel-chosen one."""
+    for _ in range(50):
+        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        first.bind((host, 0))
+        lo = int(first.getsockname()[1])
+        held = [first]
+        try:
+            for port in range(lo + 1, lo + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind((host, port))
+            return lo, lo + n - 1
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free UDP ports on {host}")
+
+
 def unique_name(prefix: str) -> str:
     """A name unique to this test run and call (schemas, streams, keys)."""
     return f"{prefix}_{RUN_ID}_{next(_counter)}"

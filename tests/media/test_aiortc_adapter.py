@@ -12,6 +12,7 @@ import pytest
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpSender
 
 from jasmin_sfu.media import aiortc_adapter as adapter
+from tests.realparts import free_udp_range
 
 
 def test_pinned_versions() -> None:
@@ -79,18 +80,16 @@ async def test_host_candidates_only_on_configured_addresses() -> None:
 
 async def test_port_range_is_honoured() -> None:
     """Protects the Docker/firewall setup: host candidates bind inside rtc_min_port..rtc_max_port."""
-    adapter.restrict_host_addresses(["127.0.0.1"], (41000, 41009))
-    try:
-        conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(3)]
-        for c in conns:
-            await c.gather_candidates()
-        ports = [cand.port for c in conns for cand in c.local_candidates]
-        assert len(ports) == 3 and all(41000 <= p <= 41009 for p in ports)
-        assert len(set(ports)) == 3
-        for c in conns:
-            await c.close()
-    finally:
-        adapter.restrict_host_addresses(["127.0.0.1"])
+    lo, hi = free_udp_range(10)  # the conftest's aioice_state fixture undoes the patch
+    adapter.restrict_host_addresses(["127.0.0.1"], (lo, hi))
+    conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(3)]
+    for c in conns:
+        await c.gather_candidates()
+    ports = [cand.port for c in conns for cand in c.local_candidates]
+    assert len(ports) == 3 and all(lo <= p <= hi for p in ports)
+    assert len(set(ports)) == 3
+    for c in conns:
+        await c.close()
 
 
 def test_announced_address_rewrites_host_candidates() -> None:
