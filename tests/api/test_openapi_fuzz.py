@@ -97,7 +97,7 @@ class LiveDaemon:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon]:
     d = LiveDaemon(tmp_path_factory.mktemp("fuzz"))
     d.start()

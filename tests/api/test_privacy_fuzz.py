@@ -43,7 +43,7 @@ class PrivacyLiveDaemon(LiveDaemon):
                                                 mask_visibility="public")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivacyLiveDaemon]:
     d = PrivacyLiveDaemon(tmp_path_factory.mktemp("fuzz-privacy"))
     d.start()
