@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import AccountsConfig, BillingConfig, Config, MediaConfig, PaymentsConfig, ServerConfig
+from tests.realparts import FakeClock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +44,12 @@ def test_config(
         accounts=accounts or AccountsConfig(enabled=False, trust_client_ids=True),
         payments=payments or PaymentsConfig(),
     )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """An injected clock that moves only when a test advances it."""
+    return FakeClock()
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +142,10 @@ async def start_daemon_process(
     """
     import tempfile
 
-    data_dir = (env or {}).get("JASMIN_BILLING_DATA_DIR") or tempfile.mkdtemp(prefix="jasmin-billing-")
+    data_dir = (env or {}).get("JASMIN_BILLING_DATA_DIR")
+    if not data_dir:
+        data_dir = tempfile.mkdtemp(prefix="jasmin-billing-")
+        _made_dirs.append(data_dir)  # removed after the test (remove_made_dirs)
     # The old process tests join with client-given ids: trusted here, never in production.
     full_env = {**os.environ, "JASMIN_SERVER_PORT": "0", "JASMIN_LOG_LEVEL": "warning",
                 "JASMIN_BILLING_DATA_DIR": data_dir, "JASMIN_ACCOUNTS_DATA_DIR": data_dir,
@@ -163,6 +174,18 @@ async def start_daemon_process(
             out = proc.stdout
             threading.Thread(target=lambda: [lines.append(x) for x in out], daemon=True).start()
             return DaemonProcess(proc, int(m.group(1)), lines)
+
+
+_made_dirs: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def remove_made_dirs() -> Iterator[None]:
+    """Data directories start_daemon_process made for a test are removed after it (the test
+    or its fixture has stopped the daemon by then: this fixture's teardown runs last)."""
+    yield
+    while _made_dirs:
+        shutil.rmtree(_made_dirs.pop(), ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jasmin_sfu.app import Daemon
-from tests.browser.test_demo_page import open_page, wait_state
+from tests.support import open_page, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -13,17 +13,9 @@ import pytest
 
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.services.chat import PERFORMER_COLOR
-from tests.browser.test_demo_page import open_page, wait_state
+from tests.support import open_page, wait_line, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-async def wait_line(page: Any, text: str) -> dict[str, Any]:
-    """The chat line with ``text`` once the page shows it: its author and colour as rendered."""
-    sel = f"#chat-log li:has-text({text!r})"
-    await page.wait_for_selector(sel, timeout=15_000)
-    return dict(await page.eval_on_selector(
-        sel, "li => ({who: li.querySelector('strong').textContent, color: li.style.color, kind: li.dataset.kind})"))
 
 
 async def test_a_member_page_and_a_performer_page_chat(node: Daemon, browser: Any) -> None:

@@ -7,9 +7,8 @@ speak signaling v1 to an in-process daemon on 127.0.0.1. The viewer's own
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 import pytest
 
@@ -17,11 +16,10 @@ from bench.peers import PatternTrack, publish
 from jasmin_sfu.app import Daemon
 from jasmin_signaling.client import SignalingClient
 from jasmin_sfu.config import AccountsConfig, BillingConfig, Config, ServerConfig
+from tests.support import open_page, poll, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-
-TIMEOUT_S = 30.0
 
 # Sums the inbound/outbound RTP stats of every peer connection of the page.
 RTP_STATS_JS = """
@@ -64,39 +62,6 @@ async def sfu() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{daemon.port}"
     finally:
         await daemon.stop()
-
-
-async def open_page(browser: Any, url: str, logs: list[str]) -> Any:
-    page = await browser.new_page()
-    name = "performer" if "performer" in url else "viewer"
-    page.on("console", lambda msg: logs.append(f"[{name} {msg.type}] {msg.text}"))
-    page.on("pageerror", lambda exc: logs.append(f"[{name} pageerror] {exc}"))
-    await page.goto(url)
-    return page
-
-
-async def wait_state(page: Any, state: str, logs: list[str]) -> None:
-    """Wait for ``window.jasmin.state``; an error state fails at once with its code."""
-    js = "s => window.jasmin.state === s || window.jasmin.state === 'error'"
-    try:
-        await page.wait_for_function(js, arg=state, timeout=TIMEOUT_S * 1000)
-    except Exception:  # playwright's TimeoutError: report the page's state instead
-        pass
-    info = await page.evaluate(
-        "({state: jasmin.state, error: jasmin.lastError, status: document.querySelector('#status').textContent})"
-    )
-    assert info["state"] == state, (info, logs)
-
-
-async def poll(sample: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool]) -> Any:
-    """Sample until ``ok`` holds or TIMEOUT_S passes; returns the last sample."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT_S
-    value = await sample()
-    while not ok(value) and loop.time() < deadline:
-        await asyncio.sleep(0.25)
-        value = await sample()
-    return value
 
 
 async def test_performer_page_publishes_and_viewer_page_plays_video_and_audio(

@@ -18,8 +18,7 @@ from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import BillingConfig, PaymentsConfig
 from jasmin_sfu.services.ledger import wallet_account
 from tests.api.conftest import accounts_config
-from tests.browser.test_chat_page import wait_line
-from tests.browser.test_demo_page import open_page, wait_state
+from tests.support import open_page, wait_line, wait_state
 from tests.conftest import test_config as node_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_demo_page import TIMEOUT_S, poll, wait_state
+from tests.support import TIMEOUT_S, poll, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

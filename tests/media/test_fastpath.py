@@ -19,8 +19,8 @@ from pylibsrtp import Policy, Session
 
 from jasmin_codecs.rtp import parse_rtp
 from jasmin_sfu.media import aiortc_adapter as adapter
-from tests.media.test_forwarding_unit import VP8_CONT, VP8_DELTA, VP8_KEY, FakeSink, make_consumer, make_producer, pkt
 from tests.realparts import require_fastpath
+from tests.support import VP8_CONT, VP8_DELTA, VP8_KEY, FakeSink, make_consumer, make_producer, pkt
 
 fp = adapter.fastpath_ext
 

@@ -3,90 +3,14 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import pytest
 
 from jasmin_codecs.rtcp import Nack, Pli, parse_rtcp
-from jasmin_codecs.rtp import build_extensions, build_rtp, parse_extensions, parse_rtp
-from jasmin_sfu.media.consumer import Consumer
+from jasmin_codecs.rtp import build_rtp, parse_extensions, parse_rtp
 from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.packet_cache import PacketCache
-from jasmin_sfu.media.producer import Producer
-from jasmin_sfu.media.stats import MediaStats
-
-MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-ABS = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-VP8_KEY = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A])  # S=1 PID=0, P=0: keyframe start
-VP8_DELTA = bytes([0x10, 0x01, 0x00, 0x00])  # P=1: interframe
-VP8_CONT = bytes([0x00, 0xAA, 0xBB])  # not a partition start
-
-
-class FakeSink:
-    def __init__(self, ready: bool = True, fail: bool = False) -> None:
-        self.ready = ready
-        self.fail = fail
-        self.sent: list[bytes] = []
-        self.on_ready: list[Any] = []
-
-    def send(self, pkt: bytes) -> bool:
-        if self.fail:
-            raise AssertionError("a sink must never be called in a way that raises")  # pragma: no cover
-        if not self.ready:
-            return False
-        self.sent.append(pkt)
-        return True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Scheduled:
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, Any]] = []
-
-    def __call__(self, delay: float, fn: Any) -> None:
-        self.calls.append((delay, fn))
-
-
-def make_producer(kind: str = "video", mime: str = "video/VP8", pt: int = 96, rtcp_out: list[bytes] | None = None,
-                  clock: Clock | None = None, sched: Scheduled | None = None) -> tuple[Producer, MediaStats]:
-    stats = MediaStats()
-    out = rtcp_out if rtcp_out is not None else []
-    clock = clock or Clock()
-    sched = sched or Scheduled()
-    p = Producer(
-        producer_id="p1", kind=kind, mime=mime, clock_rate=90000 if kind == "video" else 48000,
-        payload_type=pt, ssrc=0x11111111, rtx_ssrc=0x22222222, rtx_payload_type=97,
-        codec_parameters={}, extensions={MID: 4, ABS: 2} if kind == "video" else {MID: 4, LEVEL: 1},
-        send_rtcp=lambda b: out.append(b) or True, rtcp_ssrc=0xABCDEF01, stats=stats, cache_size=64,
-        keyframes=lambda prod: KeyframeRequester(0.5, clock, prod.send_pli, sched),
-    )
-    return p, stats
-
-
-def make_consumer(p: Producer, stats: MediaStats, *, ssrc: int = 0x33333333, pt: int = 100,
-                  sink: FakeSink | None = None, clock: Clock | None = None, cid: str = "c1") -> tuple[Consumer, FakeSink]:
-    sink = sink or FakeSink()
-    c = Consumer(consumer_id=cid, producer=p, ssrc=ssrc, payload_type=pt, sink=sink,  # type: ignore[arg-type]
-                 stats=stats, clock=clock or Clock())
-    c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})  # viewer leg: mid id 1 = "v0", abs-send-time id 3
-    p.add_consumer(c)
-    return c, sink
-
-
-def pkt(seq: int, ts: int, payload: bytes, *, pt: int = 96, marker: bool = False, ssrc: int = 0x11111111,
-        exts: list[tuple[int, bytes]] | None = None) -> bytes:
-    profile, body = build_extensions(exts if exts is not None else [(4, b"0"), (2, b"\x01\x02\x03")])
-    section = struct.pack("!HH", profile, len(body) // 4) + body if body else b""
-    return build_rtp(marker=marker, payload_type=pt, sequence=seq, timestamp=ts, ssrc=ssrc, payload=payload,
-                     ext_section=section)
+from tests.support import MID, VP8_CONT, VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, make_consumer, make_producer, pkt
 
 
 def test_consumer_rewrites_ssrc_seq_ts_pt_and_extension_ids() -> None:

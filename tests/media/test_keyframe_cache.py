@@ -11,7 +11,7 @@ from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.stats import MediaStats
 
-from .test_forwarding_unit import MID, ABS, VP8_CONT, VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, pkt
+from tests.support import MID, ABS, VP8_CONT, VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, pkt
 
 
 def make(clock: Clock, rtcp: list[bytes], *, cache: bool = True) -> tuple[Producer, MediaStats]:

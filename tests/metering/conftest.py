@@ -10,24 +10,33 @@ reason (fail under CI=true, see tests/realparts.py).
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
 
 from jasmin_metering.config import (
     EventConfig,
+    FileSinkConfig,
     NatsSinkConfig,
     PostgresSinkConfig,
     RedisStreamSinkConfig,
+    SqliteSinkConfig,
     WebhookSinkConfig,
 )
 from jasmin_metering.events import CloudEvent, EventFactory
+from jasmin_metering.file_sink import FileSink
 from jasmin_metering.meter import Meter, SessionSpec
-from jasmin_metering.webhook_sink import SIGNATURE_HEADER, verify_signature
+from jasmin_metering.nats_sink import NatsSink
+from jasmin_metering.postgres_sink import PostgresSink
+from jasmin_metering.redis_sink import RedisStreamSink
+from jasmin_metering.sink import BillingSink
+from jasmin_metering.sqlite_sink import SqliteSink
+from jasmin_metering.webhook_sink import SIGNATURE_HEADER, WebhookSink, verify_signature
 from tests.realparts import (
     HOST,
     NATS_PORT,
@@ -113,11 +122,6 @@ def webhook_config(port: int) -> WebhookSinkConfig:
     return WebhookSinkConfig(
         url=f"http://{HOST}:{port}/billing", secret=SECRET, max_attempts=3, initial_backoff_ms=5, max_backoff_ms=20
     )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @asynccontextmanager
@@ -241,3 +245,49 @@ async def pg_keys(cfg: PostgresSinkConfig) -> Counter[tuple[str, str]]:
     for r in rows:
         assert json.loads(r["body"])["id"] == r["id"]
     return Counter((r["source"], r["id"]) for r in rows)
+
+
+Counts = Callable[[], Awaitable[Counter[tuple[str, str]]]]
+KINDS = ["file", "sqlite", "postgres", "webhook", "redis", "nats"]
+
+
+@asynccontextmanager
+async def open_sink(kind: str, tmp_path: os.PathLike[str], clock: FakeClock) -> AsyncIterator[tuple[BillingSink, Counts]]:
+    """A real sink of ``kind`` and a function counting what it holds per (source, id)."""
+    async with AsyncExitStack() as stack:
+        sink: BillingSink
+        counts: Counts
+        if kind == "file":
+            fs = FileSink(FileSinkConfig(path=os.path.join(tmp_path, f"log-{kind}.jsonl"), fsync_interval_ms=5))
+
+            async def counts_file() -> Counter[tuple[str, str]]:
+                return Counter(e.key for e in fs.stored())
+
+            sink, counts = fs, counts_file
+        elif kind == "sqlite":
+            ss = SqliteSink(SqliteSinkConfig(path=os.path.join(tmp_path, "sink.sqlite3")))
+
+            async def counts_sqlite() -> Counter[tuple[str, str]]:
+                return Counter((s, i) for s, i, _ in ss.stored())
+
+            sink, counts = ss, counts_sqlite
+        elif kind == "postgres":
+            cfg_pg = await stack.enter_async_context(pg_ctx())
+            sink, counts = PostgresSink(cfg_pg), (lambda: pg_keys(cfg_pg))
+        elif kind == "webhook":
+            rcv, port = await stack.enter_async_context(receiver_ctx(clock))
+
+            async def counts_webhook() -> Counter[tuple[str, str]]:
+                return Counter({k: 1 for k in rcv.stored})
+
+            sink, counts = WebhookSink(webhook_config(port), clock), counts_webhook
+        elif kind == "redis":
+            cfg_r = await stack.enter_async_context(redis_ctx())
+            sink, counts = RedisStreamSink(cfg_r), (lambda: redis_stream_keys(cfg_r))
+        else:
+            cfg_n = await stack.enter_async_context(nats_ctx())
+            sink, counts = NatsSink(cfg_n), (lambda: nats_stream_keys(cfg_n))
+        try:
+            yield sink, counts
+        finally:
+            await sink.close()

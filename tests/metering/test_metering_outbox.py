@@ -24,9 +24,8 @@ from jasmin_metering.events import CloudEvent
 from jasmin_metering.outbox import Outbox, OutboxRelay
 from jasmin_metering.sink import BillingSink
 from jasmin_metering.webhook_sink import WebhookSink
-from tests.metering.conftest import Receiver, make_events, start_receiver, webhook_config
+from tests.metering.conftest import KINDS, Counts, Receiver, make_events, open_sink, start_receiver, webhook_config
 from tests.metering.crash_child import sinks as crash_sinks
-from tests.metering.test_metering_sinks import KINDS, Counts, open_sink
 from tests.realparts import FakeClock, closed_port
 
 FAST = RelayConfig(batch_max=50, initial_backoff_ms=5, max_backoff_ms=50, poll_interval_ms=50)

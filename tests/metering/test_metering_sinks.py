@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
 import pytest
 
@@ -16,7 +15,6 @@ from jasmin_metering.config import (
     NatsSinkConfig,
     PostgresSinkConfig,
     RedisStreamSinkConfig,
-    SqliteSinkConfig,
 )
 from jasmin_metering.errors import SinkConflictError, SinkUnavailableError
 from jasmin_metering.events import CloudEvent
@@ -25,66 +23,18 @@ from jasmin_metering.nats_sink import NatsSink
 from jasmin_metering.postgres_sink import PostgresSink
 from jasmin_metering.redis_sink import RedisStreamSink
 from jasmin_metering.sink import BillingSink
-from jasmin_metering.sqlite_sink import SqliteSink
 from jasmin_metering.webhook_sink import WebhookSink, sign, verify_signature
 from tests.metering.conftest import (
+    KINDS,
+    Counts,
     Receiver,
     make_events,
-    nats_ctx,
-    nats_stream_keys,
-    pg_ctx,
+    open_sink,
     pg_keys,
-    receiver_ctx,
-    redis_ctx,
     redis_stream_keys,
     webhook_config,
 )
 from tests.realparts import FakeClock, closed_port
-
-Counts = Callable[[], Awaitable[Counter[tuple[str, str]]]]
-KINDS = ["file", "sqlite", "postgres", "webhook", "redis", "nats"]
-
-
-@asynccontextmanager
-async def open_sink(kind: str, tmp_path: os.PathLike[str], clock: FakeClock) -> AsyncIterator[tuple[BillingSink, Counts]]:
-    """A real sink of ``kind`` and a function counting what it holds per (source, id)."""
-    async with AsyncExitStack() as stack:
-        sink: BillingSink
-        counts: Counts
-        if kind == "file":
-            fs = FileSink(FileSinkConfig(path=os.path.join(tmp_path, f"log-{kind}.jsonl"), fsync_interval_ms=5))
-
-            async def counts_file() -> Counter[tuple[str, str]]:
-                return Counter(e.key for e in fs.stored())
-
-            sink, counts = fs, counts_file
-        elif kind == "sqlite":
-            ss = SqliteSink(SqliteSinkConfig(path=os.path.join(tmp_path, "sink.sqlite3")))
-
-            async def counts_sqlite() -> Counter[tuple[str, str]]:
-                return Counter((s, i) for s, i, _ in ss.stored())
-
-            sink, counts = ss, counts_sqlite
-        elif kind == "postgres":
-            cfg_pg = await stack.enter_async_context(pg_ctx())
-            sink, counts = PostgresSink(cfg_pg), (lambda: pg_keys(cfg_pg))
-        elif kind == "webhook":
-            rcv, port = await stack.enter_async_context(receiver_ctx(clock))
-
-            async def counts_webhook() -> Counter[tuple[str, str]]:
-                return Counter({k: 1 for k in rcv.stored})
-
-            sink, counts = WebhookSink(webhook_config(port), clock), counts_webhook
-        elif kind == "redis":
-            cfg_r = await stack.enter_async_context(redis_ctx())
-            sink, counts = RedisStreamSink(cfg_r), (lambda: redis_stream_keys(cfg_r))
-        else:
-            cfg_n = await stack.enter_async_context(nats_ctx())
-            sink, counts = NatsSink(cfg_n), (lambda: nats_stream_keys(cfg_n))
-        try:
-            yield sink, counts
-        finally:
-            await sink.close()
 
 
 @pytest.fixture(params=KINDS)

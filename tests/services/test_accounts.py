@@ -14,7 +14,6 @@ from jasmin_sfu.services.accounts import (
     PERFORMER,
     AccountsService,
     AccountsSettings,
-    Argon2Hashing,
     Principal,
     token_hash,
 )
@@ -30,21 +29,9 @@ from jasmin_sfu.services.errors import (
 )
 from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
 from tests.realparts import FakeClock
+from tests.support import FAST, fast_hashing
 
 DAY = 86400.0
-# argon2id at its cheapest: these tests are about rules, not about the cost.
-FAST = AccountsSettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1)
-
-
-def fast_hashing(settings: AccountsSettings = FAST) -> Argon2Hashing:
-    return Argon2Hashing(settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture
 async def svc(clock: FakeClock) -> AsyncIterator[AccountsService]:
     store = await SqliteAccountsStore.open(":memory:")

@@ -22,7 +22,7 @@ from jasmin_sfu.store.accounts_repo import PaymentRow
 from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
 from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
 from tests.realparts import FakeClock
-from tests.services.test_accounts import FAST, fast_hashing
+from tests.support import FAST, fast_hashing
 
 
 @dataclass
@@ -34,8 +34,7 @@ class World:
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
-    clock = FakeClock()
+async def world(clock: FakeClock) -> AsyncIterator[World]:
     lstore = await SqliteLedgerStore.open(":memory:")
     astore = await SqliteAccountsStore.open(":memory:")
     ledger = Ledger(lstore, clock)

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from jasmin_sfu.services.accounts import AccountsService, AccountsSettings, Principal
+from jasmin_sfu.services.accounts import AccountsService, Principal
 from jasmin_sfu.services.credit_control import CreditControl
 from jasmin_sfu.services.errors import (
     AccountNotFoundError,
@@ -42,6 +42,7 @@ from jasmin_sfu.store.privacy_ledger import LedgerReads
 from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
 from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
 from tests.realparts import PG_DSN, FakeClock, pg_schema
+from tests.support import FAST
 
 DAY = 86400
 FULL_PROFILE = {"display_name": "Mia M", "gender": "female", "age_range": "25-34", "country": "DE",
@@ -88,8 +89,7 @@ class World:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
-    clock = FakeClock()
+async def world(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
     if request.param == "sqlite":
         astore: Any = await SqliteAccountsStore.open(str(tmp_path / "accounts.sqlite3"))
         lstore: Any = await SqliteLedgerStore.open(str(tmp_path / "ledger.sqlite3"))
@@ -104,8 +104,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def _world(clock: FakeClock, astore: Any, lstore: Any) -> AsyncIterator[World]:
-    accounts = AccountsService(astore, clock, AccountsSettings(
-        password_time_cost=1, password_memory_kib=1024, password_parallelism=1))
+    accounts = AccountsService(astore, clock, FAST)
     ledger = Ledger(lstore, clock)
     await ledger.bootstrap()
     favourites: set[tuple[str, str]] = set()

@@ -38,6 +38,7 @@ from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
 from jasmin_sfu.store.sqlite_chat import SqliteChatStore
 from jasmin_sfu.store.sqlite_social import SqliteSocialStore
 from tests.realparts import PG_DSN, FakeClock, pg_schema
+from tests.support import FAST
 
 DAY = 86400
 US = 1_000_000
@@ -87,10 +88,9 @@ class World:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
-    clock = FakeClock()
-    settings = AccountsSettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1,
-                                guest_session_ttl_s=15 * DAY)  # the longest allowed: only the 15-day rule decides
+async def world(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
+    # The longest guest session allowed: only the 15-day rule decides.
+    settings = dataclasses.replace(FAST, guest_session_ttl_s=15 * DAY)
     if request.param == "sqlite":
         acc_path = str(tmp_path / "accounts.sqlite3")
         astore: Any = await SqliteAccountsStore.open(acc_path)

@@ -24,7 +24,7 @@ from jasmin_sfu.services.ledger import earnings_account, per_second_rate, wallet
 from jasmin_signaling.client import RemoteError, SignalingClient
 from tests.conftest import seed_credits, start_daemon_process
 from tests.metering.conftest import SECRET, Receiver, start_receiver
-from tests.shows.test_private_show import after, performer, watch
+from tests.support import after, performer, watch
 
 pytestmark = pytest.mark.slow
 

@@ -21,35 +21,11 @@ from typing import Any
 
 import pytest
 
-from bench.peers import PatternTrack, SendLog, ToneTrack, Viewer, publish, subscribe, wait_for
+from bench.peers import PatternTrack, SendLog, ToneTrack, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
 from tests.conftest import seed_credits, start_daemon_process
 from tests.realparts import missing
-
-
-async def watch(url: str, show: str, **join: Any) -> Viewer:
-    v = await subscribe(url, show, count=True, pass_through=True, **join)
-    assert v.counter is not None
-    v.counter.keep_payloads = True
-    return v
-
-
-def after(viewer: Viewer, log: SendLog, t: float) -> list[tuple[int, float]]:
-    """(ssrc, sent_at) of the packets this viewer got that were sent after ``t``."""
-    assert viewer.counter is not None
-    out = []
-    for ssrc, digest, _arrived in viewer.counter.payloads:
-        sent = log.sent_at(digest)
-        assert sent is not None, "a viewer received a payload the performer never sent"
-        if sent > t:
-            out.append((ssrc, sent))
-    return out
-
-
-async def performer(url: str, show: str, **join: Any) -> Any:
-    pub = await publish(url, show, tracks=[PatternTrack(), ToneTrack(noise=True)], **join)
-    pub.log = SendLog().attach(pub.pc)  # type: ignore[attr-defined]
-    return pub
+from tests.support import after, performer, watch
 
 
 async def test_private_is_exclusive_counted_in_packets(daemon) -> None:  # type: ignore[no-untyped-def]

@@ -13,11 +13,6 @@ from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
 from tests.realparts import PG_DSN, FakeClock, open_store
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[LedgerStore]:
     async with open_store(
