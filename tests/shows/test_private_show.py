@@ -263,7 +263,7 @@ async def test_show_events_reach_other_parts(daemon) -> None:  # type: ignore[no
     await m1.request("private.end")
     await pub.client.request("show.free")
     await pub.client.request("leave")
-    await asyncio.sleep(0)
+    assert await wait_for(lambda: any(e.name == "show.offline" for e in seen), 10)
     names = [e.name for e in seen]
     assert names[:1] == ["show.state_changed"]
     for n in ("private.requested", "private.started", "private.ended", "show.offline"):
