@@ -4,7 +4,7 @@ The receiver is an aiohttp server on 127.0.0.1 that checks the HMAC signature an
 stores events by (source, id) - what a billing system behind the webhook does.
 Sinks against PostgreSQL, Redis and NATS get a unique schema / stream / subject
 per test and clean up after themselves; unreachable services skip with a named
-reason (fail under CI=true, see tests/realparts.py).
+reason (fail when CI is set, see tests/realparts.py).
 """
 
 from __future__ import annotations
