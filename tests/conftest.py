@@ -64,7 +64,8 @@ def aioice_state() -> Iterator[None]:
     saved = (aioice.ice.get_host_addresses, conn.get_component_candidates, conn.query_consent,
              list(adapter._HOST_ADDRESSES), adapter._PORT_RANGE)
     yield
-    aioice.ice.get_host_addresses, conn.get_component_candidates, conn.query_consent = saved[:3]  # type: ignore[method-assign]
+    aioice.ice.get_host_addresses = saved[0]
+    conn.get_component_candidates, conn.query_consent = saved[1], saved[2]  # type: ignore[method-assign]
     adapter._HOST_ADDRESSES[:] = saved[3]
     adapter._PORT_RANGE = saved[4]
 

@@ -280,7 +280,9 @@ PACKAGE = "p2999"
 
 
 # Everything the node writes that is not a camera: its money and account records.
-DATA_FILES = re.compile(r"(ledger|billing-outbox|billing-events|accounts|chat|social)\.sqlite3(-wal|-shm|-journal)?|billing-events\.jsonl")
+DATA_FILES = re.compile(
+    r"(ledger|billing-outbox|billing-events|accounts|chat|social)\.sqlite3(-wal|-shm|-journal)?|billing-events\.jsonl"
+)
 
 
 def tree_state(root: str) -> dict[str, tuple[int, int]]:

@@ -435,7 +435,7 @@ async def test_garbage_rtp_and_rtcp_do_not_break_the_publisher(daemon) -> None: 
     # libsrtp refuses to protect a sequence number the sender already used: start the
     # garbage a little ahead of the live stream (inside the receiver's replay window).
     last_seq: list[int] = []
-    pt: list[int] = []  # the negotiated video payload type
+    pt: list[int] = []  # the negotiated payload type of that SSRC
     original = dtls._send_rtp
 
     async def spy(data: bytes) -> None:
@@ -448,17 +448,17 @@ async def test_garbage_rtp_and_rtcp_do_not_break_the_publisher(daemon) -> None: 
     assert await wait_for(lambda: bool(last_seq), timeout=10)
     dtls._send_rtp = original
     seqs = (((last_seq[-1] + 40 + i) & 0xFFFF).to_bytes(2, "big") for i in range(10))
-    vp8 = bytes([pt[-1]])
+    pt_byte = bytes([pt[-1]])
     bad: list[tuple[bytes, str | None]] = [  # (packet, the drop reason it must be counted under)
         # Version 1: first byte 0x40 is not RTP to the RFC 7983 demux, so it never reaches the RTP path.
-        (b"\x40" + vp8 + next(seqs) + b"\x00" * 4 + ssrc, None),
-        (b"\xa0" + vp8 + next(seqs) + b"\x00" * 4 + ssrc + b"\x00\x00\xff", "bad_padding"),  # more than the payload
+        (b"\x40" + pt_byte + next(seqs) + b"\x00" * 4 + ssrc, None),
+        (b"\xa0" + pt_byte + next(seqs) + b"\x00" * 4 + ssrc + b"\x00\x00\xff", "bad_padding"),  # more than the payload
         (b"\x80\x7f" + next(seqs) + b"\x00" * 4 + ssrc + b"x", "unknown_pt"),
         (b"\x80\x60\x00\x01" + b"\x00" * 4 + b"\xde\xad\xbe\xef" + b"x", "unknown_ssrc"),
         (b"\x81\xc9\x00\x07" + ssrc + b"\x00" * 4, "rtcp"),  # RR longer than the packet
         (b"\x81\xcd\x00\x05" + ssrc + b"\x00" * 4, "rtcp"),  # NACK longer than the packet
     ]
-    for refused in (b"\x80", b"\x90" + vp8 + next(seqs) + b"\x00" * 4 + ssrc + b"\xbe\xde\x00\x09"):
+    for refused in (b"\x80", b"\x90" + pt_byte + next(seqs) + b"\x00" * 4 + ssrc + b"\xbe\xde\x00\x09"):
         with pytest.raises(pylibsrtp.Error):  # too short; extension past the end: never on the wire
             await dtls._send_rtp(refused)
     drops = daemon.daemon.worker.stats.drops
