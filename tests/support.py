@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from bench.peers import PatternTrack, SendLog, ToneTrack, Viewer, publish, subscribe
 from jasmin_codecs.rtp import build_extensions, build_rtp
@@ -15,6 +17,15 @@ from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.stats import MediaStats
 from jasmin_sfu.services.accounts import AccountsSettings, Argon2Hashing
+from jasmin_sfu.store.postgres_accounts import PostgresAccountsStore
+from jasmin_sfu.store.postgres_chat import PostgresChatStore
+from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
+from jasmin_sfu.store.postgres_social import PostgresSocialStore
+from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
+from jasmin_sfu.store.sqlite_chat import SqliteChatStore
+from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
+from jasmin_sfu.store.sqlite_social import SqliteSocialStore
+from tests.realparts import PG_DSN, pg_schema
 
 # -- accounts ---------------------------------------------------------------------------------
 
@@ -24,6 +35,32 @@ FAST = AccountsSettings(password_time_cost=1, password_memory_kib=1024, password
 
 def fast_hashing(settings: AccountsSettings = FAST) -> Argon2Hashing:
     return Argon2Hashing(settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism)
+
+
+
+# (SQLite opener given the directory, PostgreSQL opener given the schema) per store.
+_STORES: dict[str, tuple[Callable[[Path], Awaitable[Any]], Callable[[str], Awaitable[Any]]]] = {
+    "accounts": (lambda d: SqliteAccountsStore.open(str(d / "accounts.sqlite3")),
+                 lambda schema: PostgresAccountsStore.open(PG_DSN, schema=schema)),
+    "ledger": (lambda d: SqliteLedgerStore.open(str(d / "ledger.sqlite3")),
+               lambda schema: PostgresLedgerStore.open(PG_DSN, schema=schema)),
+    "chat": (lambda d: SqliteChatStore.open(str(d / "chat.sqlite3")),
+             lambda schema: PostgresChatStore.open(PG_DSN, schema=schema)),
+    "social": (lambda d: SqliteSocialStore.open(str(d / "social.sqlite3"), str(d / "accounts.sqlite3")),
+               lambda schema: PostgresSocialStore.open(PG_DSN, schema=schema)),
+}
+
+
+@asynccontextmanager
+async def service_stores(kind: str, directory: Path, *names: str) -> AsyncIterator[list[Any]]:
+    """The named stores (accounts, ledger, chat, social) as a services world uses them: SQLite
+    files in ``directory``, or all in one fresh PostgreSQL schema (dropped afterwards; skipped
+    by name, or failed under CI, when PostgreSQL is down). The services built on them close them."""
+    if kind == "sqlite":
+        yield [await _STORES[name][0](directory) for name in names]
+        return
+    async with pg_schema() as schema:
+        yield [await _STORES[name][1](schema) for name in names]
 
 
 # -- privates over aiortc peers (exclusivity counted in packets) ----------------------------

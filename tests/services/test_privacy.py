@@ -36,13 +36,9 @@ from jasmin_sfu.services.privacy import (
     mask_rank,
 )
 from jasmin_sfu.store.accounts_repo import PaymentRow
-from jasmin_sfu.store.postgres_accounts import PostgresAccountsStore
-from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
 from jasmin_sfu.store.privacy_ledger import LedgerReads
-from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
-from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
-from tests.realparts import PG_DSN, FakeClock, pg_schema
-from tests.support import FAST
+from tests.realparts import FakeClock
+from tests.support import FAST, service_stores
 
 DAY = 86400
 FULL_PROFILE = {"display_name": "Mia M", "gender": "female", "age_range": "25-34", "country": "DE",
@@ -90,15 +86,7 @@ class World:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def world(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
-    if request.param == "sqlite":
-        astore: Any = await SqliteAccountsStore.open(str(tmp_path / "accounts.sqlite3"))
-        lstore: Any = await SqliteLedgerStore.open(str(tmp_path / "ledger.sqlite3"))
-        async for w in _world(clock, astore, lstore):
-            yield w
-        return
-    async with pg_schema() as schema:
-        astore = await PostgresAccountsStore.open(PG_DSN, schema=schema)
-        lstore = await PostgresLedgerStore.open(PG_DSN, schema=schema)
+    async with service_stores(request.param, tmp_path, "accounts", "ledger") as (astore, lstore):
         async for w in _world(clock, astore, lstore):
             yield w
 

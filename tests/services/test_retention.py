@@ -30,15 +30,9 @@ from jasmin_sfu.services.retention import Retention, UsageDataSource, build_priv
 from jasmin_sfu.services.social import SocialService
 from jasmin_sfu.store.accounts_repo import PaymentRow
 from jasmin_sfu.store.chat_repo import MessageRow
-from jasmin_sfu.store.postgres_accounts import PostgresAccountsStore
-from jasmin_sfu.store.postgres_chat import PostgresChatStore
-from jasmin_sfu.store.postgres_social import PostgresSocialStore
 from jasmin_sfu.store.privacy_usage import OutboxUsageStore
-from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
-from jasmin_sfu.store.sqlite_chat import SqliteChatStore
-from jasmin_sfu.store.sqlite_social import SqliteSocialStore
-from tests.realparts import PG_DSN, FakeClock, pg_schema
-from tests.support import FAST
+from tests.realparts import FakeClock
+from tests.support import FAST, service_stores
 
 DAY = 86400
 US = 1_000_000
@@ -91,18 +85,7 @@ class World:
 async def world(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
     # The longest guest session allowed: only the 15-day rule decides.
     settings = dataclasses.replace(FAST, guest_session_ttl_s=15 * DAY)
-    if request.param == "sqlite":
-        acc_path = str(tmp_path / "accounts.sqlite3")
-        astore: Any = await SqliteAccountsStore.open(acc_path)
-        cstore: Any = await SqliteChatStore.open(str(tmp_path / "chat.sqlite3"))
-        sstore: Any = await SqliteSocialStore.open(str(tmp_path / "social.sqlite3"), acc_path)
-        async for w in _world(clock, settings, astore, cstore, sstore, tmp_path):
-            yield w
-        return
-    async with pg_schema() as schema:
-        astore = await PostgresAccountsStore.open(PG_DSN, schema=schema)
-        cstore = await PostgresChatStore.open(PG_DSN, schema=schema)
-        sstore = await PostgresSocialStore.open(PG_DSN, schema=schema)
+    async with service_stores(request.param, tmp_path, "accounts", "chat", "social") as (astore, cstore, sstore):
         async for w in _world(clock, settings, astore, cstore, sstore, tmp_path):
             yield w
 
