@@ -78,6 +78,11 @@ async def test_private_stops_when_credits_run_out(make_daemon, tmp_path: Path) -
     wallet = await stack.ledger.balance(wallet_account("m1"))
     assert wallet.debits_posted == 30 * RATE, wallet  # the 30 credits, to the second
     assert wallet.debits_pending == 0
+    # The meter billed exactly the seconds paid for: none streamed unpaid past the credits.
+    sink = Path(tmp_path, "billing-events.jsonl")
+    closing = lambda: [e for e in map(json.loads, sink.read_text().splitlines()) if e["data"].get("closing")]  # noqa: E731
+    assert await wait_for(lambda: sink.exists() and len(closing()) == 1, 10)
+    assert (closing()[0]["data"]["billed_seconds"], closing()[0]["data"]["last_seq"]) == (30, 30)
     assert (await stack.ledger.balance(earnings_account(pub_id(pub)))).credits_posted > 0
     report = await stack.ledger.replay()
     assert report.ok
