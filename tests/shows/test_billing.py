@@ -175,6 +175,8 @@ async def test_sigkill_mid_private_restart_charges_exactly_what_streamed(tmp_pat
     dp.proc.send_signal(signal.SIGKILL)
     dp.proc.wait(10)
     killed_after = time.time() - t0  # no second can have been billed that had not passed
+    # Read before the restart: recovery appends the closing event, which takes the next seq.
+    recorded = outbox_last_seq()
     await member.close()
     await pub.close()
 
@@ -193,7 +195,6 @@ async def test_sigkill_mid_private_restart_charges_exactly_what_streamed(tmp_pat
             sql_seqs = [json.loads(r[0])["data"]["seq"] for r in rows if json.loads(r[0])["type"].endswith(".usage.v1")]
             return file_seqs, sql_seqs
 
-        recorded = outbox_last_seq()
         caught_up = (list(range(1, recorded + 1)),) * 2  # both sinks hold every recorded second
         assert await wait_for(lambda: tuple(sorted(x) for x in sink_rows()) == caught_up, 20), sink_rows()
     finally:
