@@ -23,7 +23,8 @@ from jasmin_sfu.api.rest import RestApi, quiet_client_http_errors
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
-from jasmin_sfu.api.signaling_handler import SessionHandler
+from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler
+from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
@@ -139,6 +140,9 @@ class Daemon:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        # WHIP ingest and WHEP playback (docs/whip-whep.md): a performer or viewer like a websocket's.
+        self.whip = WhipWhep(self._session_handler, draining=lambda: self.draining, accounts=lambda: self.accounts)
+        self.whip.install(app)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
         app[ICE_KEY] = self.ice_servers
@@ -177,15 +181,7 @@ class Daemon:
         await ws.prepare(request)
         session = SignalingSession(
             ws,
-            lambda sess: SessionHandler(
-                sess,
-                self.shows,
-                self.billing.billing if self.billing else None,
-                JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
-                chat=self.chat,
-                notifier=self.social_notifier,
-                ice_servers=self.ice_servers.issue,
-            ),
+            self._session_handler,
             max_frame_bytes=s.max_frame_bytes,
             max_requests_per_s=s.max_requests_per_s,
             heartbeat_s=s.heartbeat_s,
@@ -201,6 +197,18 @@ class Daemon:
             self._session_ended.pop(session, None)
             ended.set()
         return ws
+
+    def _session_handler(self, channel: EventChannel) -> SessionHandler:
+        """One connection's handler: a websocket's, or a WHIP/WHEP session's."""
+        return SessionHandler(
+            channel,
+            self.shows,
+            self.billing.billing if self.billing else None,
+            JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
+            chat=self.chat,
+            notifier=self.social_notifier,
+            ice_servers=self.ice_servers.issue,
+        )
 
     async def _session_closed(self, session: SignalingSession) -> None:
         """Return once ``session``'s close handler has run (at once when it is gone already)."""
@@ -262,6 +270,7 @@ class Daemon:
                 await asyncio.wait_for(session.ws.close(code=1001, message=b"server shutting down"), 2)
             except Exception:  # pragma: no cover
                 pass
+        await self.whip.close()
         for show_id in list(self.shows.shows):
             await self.shows.close(show_id)
         try:

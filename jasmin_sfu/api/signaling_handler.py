@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
-from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu.api.chat_handler import ChatConnection, spawn_tracked
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
@@ -50,12 +49,21 @@ def map_media_error(exc: MediaError) -> SignalingError:
     return SignalingError("internal", str(exc))
 
 
+class EventChannel(Protocol):
+    """What a handler needs of its connection: a websocket session, or an HTTP
+    session of WHIP/WHEP (jasmin_sfu/api/whip.py) that has no channel for events."""
+
+    id: str
+
+    async def send_event(self, event: str, data: dict[str, Any]) -> None: ...
+
+
 class SessionHandler:
     """The state of one signaling connection inside one show (a show Participant)."""
 
     def __init__(
         self,
-        session: SignalingSession,
+        session: EventChannel,
         shows: ShowRegistry,
         billing: PrivateBilling | None = None,
         auth: JoinAuthenticator | None = None,
@@ -235,6 +243,19 @@ class SessionHandler:
         self.subscriptions[t.id] = t
         t.on_close.append(self._subscription_closed)
         return {"transport_id": t.id, "sdp": offer, "consumers": [c.describe() for c in consumers]}
+
+    async def subscribe_offer(self, offer_sdp: str) -> tuple[WebRtcTransport, str]:
+        """WHEP: like ``subscribe``, but the viewer offers and the node answers."""
+        show = self._require_show()
+        t = show.router.create_transport("send", self._app_data())
+        try:
+            answer, _consumers = await show.router.consume_offer(t, offer_sdp)
+        except BaseException:
+            await t.close()
+            raise
+        self.subscriptions[t.id] = t
+        t.on_close.append(self._subscription_closed)
+        return t, answer
 
     def _subscription_closed(self, t: WebRtcTransport) -> None:
         self.subscriptions.pop(t.id, None)

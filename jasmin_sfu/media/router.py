@@ -137,6 +137,17 @@ class Router:
             raise NotFoundError("the show has no producers yet")
         return await transport.consume(producers, paused=paused)
 
+    async def consume_offer(self, transport: WebRtcTransport, offer_sdp: str) -> tuple[str, list[Consumer]]:
+        """Viewer-offers mode (WHEP): answer ``offer_sdp`` with the producers the transport's audience key may see."""
+        self._check_open()
+        producers = self.visible_producers(str(transport.app_data.get("audience_key", "")))
+        if not producers:
+            raise NotFoundError("the show has no producers yet")
+        answer, consumers = await transport.answer_offer(offer_sdp, producers)
+        for c in consumers:
+            self.consumers[c.id] = c
+        return answer, consumers
+
     async def accept_answer(self, transport: WebRtcTransport, answer_sdp: str) -> list[Consumer]:
         self._check_open()
         consumers = await transport.accept_answer(answer_sdp)

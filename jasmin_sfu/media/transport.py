@@ -263,6 +263,41 @@ class WebRtcTransport:
 
     # -- viewer side -------------------------------------------------------------
 
+    def _add_sender(self, p: Producer) -> Any:
+        """A sendonly transceiver for ``p``, offering exactly its codec (and RTX for video)."""
+        if p.closed:
+            raise InvalidStateError(f"producer {p.id} is closed")
+        t = self.pc.addTransceiver(adapter.SilentTrack(p.kind), direction="sendonly")
+        want = _codec_key(p.mime, p.codec_parameters)
+        caps = RTCRtpSender.getCapabilities(p.kind).codecs
+        prefs = [c for c in caps if _codec_key(c.mimeType, c.parameters or {}) == want]
+        if not prefs:
+            raise UnsupportedCodecError(f"cannot offer {p.mime}")
+        prefs += [c for c in caps if c.mimeType.lower().endswith("/rtx")]
+        t.setCodecPreferences(prefs[:1] + prefs[-1:] if p.kind == "video" else prefs[:1])
+        return t
+
+    def _new_consumer(self, p: Producer, t: Any, paused: bool) -> Consumer:
+        router = self.router
+        key = str(self.app_data.get("audience_key", ""))
+        return Consumer(
+            consumer_id=uuid.uuid4().hex,
+            producer=p,
+            ssrc=adapter.sender_ssrc(t.sender),
+            payload_type=0,
+            sink=None,  # type: ignore[arg-type]  # set once the answer arrives
+            stats=router.stats,
+            clock=router.clock,
+            sender=t.sender,
+            set_sr=adapter.set_sender_report,
+            rtt_of=adapter.rtt_from_report,
+            policy=router.retransmit,
+            paused=paused,
+            blocked=not p.admits(key),
+            audience_key=key,
+            app_data=dict(self.app_data),
+        )
+
     async def consume(self, producers: list[Producer], paused: bool = False) -> tuple[str, list[Consumer]]:
         """Offer one sendonly m-section per producer; consumers start on answer."""
         self._check_open()
@@ -272,42 +307,12 @@ class WebRtcTransport:
             raise InvalidStateError("transport already consuming; create another")
         if not producers:
             raise NotFoundError("nothing to consume")
-        transceivers = []
-        for p in producers:
-            if p.closed:
-                raise InvalidStateError(f"producer {p.id} is closed")
-            t = self.pc.addTransceiver(adapter.SilentTrack(p.kind), direction="sendonly")
-            want = _codec_key(p.mime, p.codec_parameters)
-            caps = RTCRtpSender.getCapabilities(p.kind).codecs
-            prefs = [c for c in caps if _codec_key(c.mimeType, c.parameters or {}) == want]
-            if not prefs:
-                raise UnsupportedCodecError(f"cannot offer {p.mime}")
-            prefs += [c for c in caps if c.mimeType.lower().endswith("/rtx")]
-            t.setCodecPreferences(prefs[:1] + prefs[-1:] if p.kind == "video" else prefs[:1])
-            transceivers.append(t)
+        transceivers = [self._add_sender(p) for p in producers]
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
         router = self.router
-        key = str(self.app_data.get("audience_key", ""))
         for p, t in zip(producers, transceivers):
-            c = Consumer(
-                consumer_id=uuid.uuid4().hex,
-                producer=p,
-                ssrc=adapter.sender_ssrc(t.sender),
-                payload_type=0,
-                sink=None,  # type: ignore[arg-type]  # set once the answer arrives
-                stats=router.stats,
-                clock=router.clock,
-                sender=t.sender,
-                set_sr=adapter.set_sender_report,
-                rtt_of=adapter.rtt_from_report,
-                policy=router.retransmit,
-                paused=paused,
-                blocked=not p.admits(key),
-                audience_key=key,
-                app_data=dict(self.app_data),
-            )
-            self._pending.append((c, t))
+            self._pending.append((self._new_consumer(p, t, paused), t))
         sdp = adapter.announce_address(self.pc.localDescription.sdp, router.settings.announced_ip)
         return sdp, [c for c, _ in self._pending]
 
@@ -329,39 +334,91 @@ class WebRtcTransport:
         self._install()
         started = []
         for (c, t), loc, ans in zip(self._pending, local, answered):
-            codec = ans.media_codec or loc.media_codec
-            if codec is None or ans.direction == "inactive":
-                continue
-            c.payload_type = int(codec.payloadType or 0)
-            c.sink = self._sink  # type: ignore[assignment]
-            # Map the publisher leg's extension ids to the ids this viewer accepted.
-            accepted = ans.extensions or loc.extensions
-            p = c.producer
-            id_map = {pid: accepted[uri] for uri, pid in p.extensions.items() if uri in accepted}
-            replace = {}
-            if MID_URI in accepted and t.mid is not None:
-                # The viewer's MID, not the publisher's: Chrome's demuxer drops
-                # a packet whose MID names no m-section of its own.
-                replace[accepted[MID_URI]] = t.mid.encode()
-            c.profile = p.profile_for(id_map, replace)
-            if p.closed or (p.exclusive and not p.admits(c.audience_key)):
-                c.closed = True
-                continue
-            # The audience may have changed between offer and answer.
-            c.blocked = not p.admits(c.audience_key)
-            c.paused = c.user_paused or c.blocked
-            p.add_consumer(c)
-            c.on_close = self._consumer_closed
-            self.consumers[c.id] = c
-            self._consumer_by_ssrc[c.ssrc] = c
-            started.append(c)
-            if p.is_video and not c.paused:
-                if c.sink.ready:
-                    c.start()
-                else:
-                    c.sink.on_ready.append(_keyframe_when_ready(c))
+            if self._start_consumer(c, t, loc, ans):
+                started.append(c)
         self._pending.clear()
         return started
+
+    async def answer_offer(
+        self, offer_sdp: str, producers: list[Producer], paused: bool = False
+    ) -> tuple[str, list[Consumer]]:
+        """Viewer-offers mode (WHEP): answer a receiving offer, one producer per
+        offered m-section of its kind, in order; forwarding starts at once.
+
+        m-sections left without a producer of their kind are answered inactive.
+        """
+        self._check_open()
+        if self.direction != "send":
+            raise InvalidStateError("answer_offer needs a send transport")
+        if self._pending or self.consumers or self.pc.remoteDescription is not None:
+            raise InvalidStateError("transport already consuming; create another")
+        offered = sections(offer_sdp)
+        if not offered:
+            raise SdpError("the offer has no audio or video section")
+        left = [p for p in producers if not p.closed]
+        pairs: list[tuple[Producer, Any]] = []
+        for s in offered:
+            p = next((p for p in left if p.kind == s.kind), None)
+            if p is not None:
+                left.remove(p)
+                # aiortc gives an offered m-section the first unassigned transceiver of its kind.
+                pairs.append((p, self._add_sender(p)))
+        if not pairs:
+            raise NotFoundError("the offer asks for no kind of media this show has")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            raise SdpError(f"offer rejected: {exc}") from None
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:
+            raise UnsupportedCodecError(f"cannot answer the offer: {exc}") from None
+        local = {s.mid: s for s in sections(self.pc.localDescription.sdp)}
+        self._install()
+        started = []
+        for p, t in pairs:
+            c = self._new_consumer(p, t, paused)
+            sec = local.get(t.mid)
+            if sec is not None and self._start_consumer(c, t, sec, sec):
+                started.append(c)
+            else:
+                c.closed = True
+        sdp = adapter.announce_address(self.pc.localDescription.sdp, self.router.settings.announced_ip)
+        return sdp, started
+
+    def _start_consumer(self, c: Consumer, t: Any, loc: SectionInfo, ans: SectionInfo) -> bool:
+        """Bind ``c`` to its negotiated m-section and start forwarding (False: not started)."""
+        codec = ans.media_codec or loc.media_codec
+        if codec is None or ans.direction == "inactive":
+            return False
+        c.payload_type = int(codec.payloadType or 0)
+        c.sink = self._sink  # type: ignore[assignment]
+        # Map the publisher leg's extension ids to the ids this viewer accepted.
+        accepted = ans.extensions or loc.extensions
+        p = c.producer
+        id_map = {pid: accepted[uri] for uri, pid in p.extensions.items() if uri in accepted}
+        replace = {}
+        if MID_URI in accepted and t.mid is not None:
+            # The viewer's MID, not the publisher's: Chrome's demuxer drops
+            # a packet whose MID names no m-section of its own.
+            replace[accepted[MID_URI]] = t.mid.encode()
+        c.profile = p.profile_for(id_map, replace)
+        if p.closed or (p.exclusive and not p.admits(c.audience_key)):
+            c.closed = True
+            return False
+        # The audience may have changed between offer and answer.
+        c.blocked = not p.admits(c.audience_key)
+        c.paused = c.user_paused or c.blocked
+        p.add_consumer(c)
+        c.on_close = self._consumer_closed
+        self.consumers[c.id] = c
+        self._consumer_by_ssrc[c.ssrc] = c
+        if p.is_video and not c.paused:
+            if c.sink.ready:
+                c.start()
+            else:
+                c.sink.on_ready.append(_keyframe_when_ready(c))
+        return True
 
     def _consumer_closed(self, c: Consumer) -> None:
         self.consumers.pop(c.id, None)

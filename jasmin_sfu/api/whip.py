@@ -1,0 +1,339 @@
+"""WHIP ingest (RFC 9725) and WHEP playback: the show's media over plain HTTP.
+
+A WHIP session is a performer and a WHEP session a viewer of the show, each a
+``SessionHandler`` (jasmin_sfu/api/signaling_handler.py) like a websocket's,
+driven through the same ``join`` and ``publish`` verbs, so the token rules
+(18+, bans, show ownership), the show machine (free on the first performer,
+privates, Cam2Cam, billing) and the media core treat them exactly as a
+browser's. What differs is only the edge: the handler's events go nowhere
+(WHIP/WHEP carry media only; show state and chat stay on ``/ws``), errors
+become HTTP statuses, and the node answers the client's offer (WHEP's
+client-offer mode) instead of offering. docs/whip-whep.md is the reference.
+
+The node does not trickle: its answer carries every candidate, and ``PATCH``
+(trickle ICE, ICE restart) gets RFC 9725's ``501 Not Implemented``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from aiohttp import web
+
+from jasmin_signaling.errors import SignalingError
+from jasmin_signaling.messages import MAX_SDP_CHARS, Join, Publish
+
+from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler, map_media_error
+from jasmin_sfu.media.errors import MediaError, SdpError
+from jasmin_sfu.media.sdp_info import sections
+from jasmin_sfu.media.transport import WebRtcTransport
+from jasmin_sfu.services.accounts import AccountsService
+from jasmin_sfu.services.errors import AccountsError
+
+log = logging.getLogger("jasmin_sfu.whip")
+
+SDP = "application/sdp"
+# Wire codes (docs/signaling.md) as the statuses RFC 9725 and HTTP give them.
+STATUS = {
+    "bad_request": 400,
+    "bad_sdp": 400,
+    "unsupported_codec": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "adult_confirmation_required": 403,
+    "banned": 403,
+    "unknown_show": 404,
+    "unknown_producer": 404,
+    "no_producers": 404,
+    "invalid_state": 409,
+    "rate_limited": 429,
+}
+_BEARER = re.compile(r"Bearer ([A-Za-z0-9_-]{1,256})\Z", re.IGNORECASE)
+_RESOURCE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+RETRY_AFTER_S = 5
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Allow",
+}
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One ICE server the node hands out, as a ``Link`` header (RFC 9725 section 4.4)."""
+
+    url: str  # stun:, turn: or turns: URI
+    username: str | None = None
+    credential: str | None = None
+
+    def link(self) -> str:
+        out = f'<{self.url}>; rel="ice-server"'
+        if self.username is not None and self.credential is not None:
+            user = self.username.replace('"', "")
+            cred = self.credential.replace('"', "")
+            out += f'; username="{user}"; credential="{cred}"; credential-type="password"'
+        return out
+
+
+class HttpChannel:
+    """A WHIP/WHEP session's ``EventChannel``: no channel, events are dropped."""
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+
+    async def send_event(self, event: str, data: dict[str, Any]) -> None:
+        return None
+
+
+@dataclass
+class HttpSession:
+    kind: str  # "whip" | "whep"
+    resource_id: str
+    show_id: str
+    handler: SessionHandler
+    transport: WebRtcTransport
+    etag: str
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers={**CORS, **(headers or {})}
+    )
+
+
+def _from_signaling(exc: SignalingError) -> HttpError:
+    status = STATUS.get(exc.code, 500)
+    headers = {"WWW-Authenticate": 'Bearer realm="jasmin"'} if status == 401 else None
+    return HttpError(status, exc.code, exc.message, headers)
+
+
+class WhipWhep:
+    """The ``/whip`` and ``/whep`` routes and the sessions they created."""
+
+    def __init__(
+        self,
+        make_handler: Callable[[EventChannel], SessionHandler],
+        *,
+        draining: Callable[[], bool],
+        accounts: Callable[[], AccountsService | None] = lambda: None,
+        ice_servers: Callable[[], Sequence[IceServer]] = lambda: (),
+    ) -> None:
+        self.make_handler = make_handler
+        self.draining = draining
+        self.accounts = accounts
+        # The seam for the node's ICE servers (TURN): each becomes a Link header of the 201.
+        self.ice_servers = ice_servers
+        self.sessions: dict[str, HttpSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def install(self, app: web.Application) -> None:
+        for kind in ("whip", "whep"):
+            app.router.add_route("*", f"/{kind}/{{show_id}}", self._endpoint)
+            app.router.add_route("*", f"/{kind}/{{show_id}}/{{resource_id}}", self._resource)
+
+    # -- routes ------------------------------------------------------------------------
+
+    async def _endpoint(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return self._preflight("POST, OPTIONS", {"Accept-Post": SDP})
+        if request.method != "POST":
+            return _error(405, "method_not_allowed", f"{request.method}: use POST", {"Allow": "POST, OPTIONS"})
+        kind = request.path.split("/")[1]
+        if self.draining():
+            return _error(503, "unavailable", "the node is draining; try another", {"Retry-After": str(RETRY_AFTER_S)})
+        try:
+            return await (self._whip(request) if kind == "whip" else self._whep(request))
+        except HttpError as exc:
+            return _error(exc.status, exc.code, exc.message, exc.headers)
+
+    async def _resource(self, request: web.Request) -> web.StreamResponse:
+        allow = "DELETE, PATCH, OPTIONS"
+        if request.method == "OPTIONS":
+            return self._preflight(allow, {})
+        session = self._find(request)
+        if request.method == "DELETE":
+            if session is None:
+                return _error(404, "unknown_session", "no such WHIP/WHEP session (ended, or never created)")
+            self.sessions.pop(session.resource_id, None)
+            await session.handler.closed()
+            log.info("%s session deleted", session.kind, extra={"show_id": session.show_id})
+            return web.Response(status=200, headers=CORS)
+        if request.method == "PATCH":
+            if session is None:
+                return _error(404, "unknown_session", "no such WHIP/WHEP session (ended, or never created)")
+            # RFC 9725 section 4.3.1: no PATCH for any purpose (neither trickle nor ICE restart).
+            return _error(501, "not_implemented", "this node neither trickles nor restarts ICE: POST a new offer")
+        return _error(405, "method_not_allowed", f"{request.method}: use DELETE", {"Allow": allow})
+
+    def _preflight(self, allow: str, extra: dict[str, str]) -> web.Response:
+        return web.Response(
+            status=204,
+            headers={
+                **CORS,
+                **extra,
+                "Allow": allow,
+                "Access-Control-Allow-Methods": allow,
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+
+    def _find(self, request: web.Request) -> HttpSession | None:
+        rid = request.match_info["resource_id"]
+        session = self.sessions.get(rid) if _RESOURCE.match(rid) else None
+        kind = request.path.split("/")[1]
+        if session is None or session.kind != kind or session.show_id != request.match_info["show_id"]:
+            return None
+        return session
+
+    # -- POST --------------------------------------------------------------------------
+
+    async def _offer(self, request: web.Request) -> str:
+        """The SDP offer of a POST, or the RFC's status for what is wrong with it."""
+        if request.content_type != SDP:
+            raise HttpError(415, "unsupported_media_type", f"Content-Type must be {SDP}", {"Accept-Post": SDP})
+        if request.content_length is not None and request.content_length > MAX_SDP_CHARS:
+            raise HttpError(413, "too_large", f"an offer is at most {MAX_SDP_CHARS} bytes")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise HttpError(413, "too_large", f"an offer is at most {MAX_SDP_CHARS} bytes") from None
+        if len(raw) > MAX_SDP_CHARS:
+            raise HttpError(413, "too_large", f"an offer is at most {MAX_SDP_CHARS} bytes")
+        try:
+            sdp = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, "bad_sdp", "the offer is not UTF-8") from None
+        if "\x00" in sdp:
+            raise HttpError(400, "bad_sdp", "the offer contains a NUL character")
+        try:
+            Publish(sdp).validate()
+            sections(sdp)
+        except SignalingError as exc:
+            raise _from_signaling(exc) from None
+        except SdpError as exc:
+            raise HttpError(400, "bad_sdp", str(exc)) from None
+        return sdp
+
+    @staticmethod
+    def _token(request: web.Request, required: bool) -> str | None:
+        header = request.headers.get("Authorization")
+        if header is None and not required:
+            return None
+        m = _BEARER.match(header or "")
+        if m is None:
+            raise HttpError(401, "unauthorized", "Authorization: Bearer <session token> is required",
+                            {"WWW-Authenticate": 'Bearer realm="jasmin"'})
+        return m.group(1)
+
+    async def _join(self, handler: SessionHandler, show_id: str, role: str, token: str | None) -> None:
+        join = Join(show_id=show_id, role=role, token=token)
+        try:
+            join.validate()
+        except SignalingError:
+            raise HttpError(404, "unknown_show", f"no show {show_id!r}") from None
+        try:
+            await handler.handle("join", join)
+        except SignalingError as exc:
+            if exc.code == "forbidden" and role == "performer" and not await self._performer_exists(show_id):
+                raise HttpError(404, "unknown_show", f"no performer account owns show {show_id!r}") from None
+            raise _from_signaling(exc) from None
+
+    async def _performer_exists(self, show_id: str) -> bool:
+        accounts = self.accounts()
+        if accounts is None:
+            return True
+        try:
+            await accounts.performer_profile(show_id)
+        except AccountsError:
+            return False
+        return True
+
+    async def _whip(self, request: web.Request) -> web.Response:
+        show_id = request.match_info["show_id"]
+        token = self._token(request, required=True)
+        sdp = await self._offer(request)
+        handler = self.make_handler(HttpChannel())
+        await self._join(handler, show_id, "performer", token)
+        try:
+            res = await handler.handle("publish", Publish(sdp))
+        except SignalingError as exc:
+            await handler.closed()
+            raise _from_signaling(exc) from None
+        except BaseException:
+            await handler.closed()
+            raise
+        transport = handler.publisher
+        assert transport is not None
+        session = self._register("whip", show_id, handler, transport)
+        # An encoder that reconnects (OBS after a network drop) replaces its old session:
+        # the new one is in the show first, so the show never goes offline in between.
+        for old in [s for s in self.sessions.values() if s.kind == "whip" and s.show_id == show_id
+                    and s is not session and s.handler.performer_id == handler.performer_id]:
+            self.sessions.pop(old.resource_id, None)
+            await old.handler.closed()
+        return self._created(request, session, str(res["sdp"]))
+
+    async def _whep(self, request: web.Request) -> web.Response:
+        show_id = request.match_info["show_id"]
+        token = self._token(request, required=False)
+        sdp = await self._offer(request)
+        handler = self.make_handler(HttpChannel())
+        await self._join(handler, show_id, "viewer", token)
+        try:
+            transport, answer = await handler.subscribe_offer(sdp)
+        except MediaError as exc:
+            await handler.closed()
+            raise _from_signaling(map_media_error(exc)) from None
+        except SignalingError as exc:
+            await handler.closed()
+            raise _from_signaling(exc) from None
+        except BaseException:
+            await handler.closed()
+            raise
+        return self._created(request, self._register("whep", show_id, handler, transport), answer)
+
+    def _register(self, kind: str, show_id: str, handler: SessionHandler, transport: WebRtcTransport) -> HttpSession:
+        session = HttpSession(kind, secrets.token_urlsafe(24), show_id, handler, transport, secrets.token_hex(16))
+        self.sessions[session.resource_id] = session
+        # The peer went away (ICE consent expired, DTLS closed) or the show ended: the session ends.
+        transport.on_close.append(lambda _t: self._ended(session))
+        log.info("%s session created", kind, extra={"show_id": show_id, "session_id": handler.session_id})
+        return session
+
+    def _ended(self, session: HttpSession) -> None:
+        if self.sessions.pop(session.resource_id, None) is None:
+            return
+        task = asyncio.get_running_loop().create_task(session.handler.closed())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _created(self, request: web.Request, session: HttpSession, answer: str) -> web.Response:
+        headers = {
+            **CORS,
+            "Location": f"/{session.kind}/{session.show_id}/{session.resource_id}",
+            "ETag": f'"{session.etag}"',
+        }
+        resp = web.Response(status=201, body=answer.encode(), content_type=SDP, headers=headers)
+        for server in self.ice_servers():
+            resp.headers.add("Link", server.link())
+        return resp
+
+    async def close(self) -> None:
+        """End every session (the daemon is stopping)."""
+        sessions = list(self.sessions.values())
+        self.sessions.clear()
+        await asyncio.gather(*(s.handler.closed() for s in sessions), return_exceptions=True)
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
