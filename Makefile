@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast test-browser lint bench chromium coturn clean
+.PHONY: run test test-fast test-browser lint bench chromium coturn whip-clients clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "jasmin-sfu needs Python 3.11")'
@@ -28,7 +28,7 @@ test: $(STAMP) chromium coturn
 ## The real-browser tests, inside a network namespace that has only loopback:
 ## Chromium gathers ICE candidates on every interface it sees, so this keeps all
 ## of its traffic on 127.0.0.1 (unshare --net as root, --map-root-user otherwise).
-test-browser: $(STAMP) chromium coturn
+test-browser: $(STAMP) chromium coturn whip-clients
 	@if [ "$$(id -u)" = 0 ]; then ns="unshare --net"; else ns="unshare --net --map-root-user"; fi; \
 	$$ns sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -m browser'
 
@@ -59,6 +59,20 @@ coturn:
 		systemctl disable --now coturn 2>/dev/null || true; \
 	else \
 		echo "The TURN tests need Debian's coturn and nftables: run 'sudo apt-get install coturn nftables' (or set CI=false to let them skip)."; \
+		if [ "$$CI" = true ]; then exit 1; fi; \
+	fi
+
+## Third-party WHIP/WHEP clients for tests/whip/test_whip_browser.py, from the npm registry:
+## installed from tests/whip/js/package-lock.json and bundled with esbuild (node_modules is never committed).
+WHIP_JS := tests/whip/js
+whip-clients: $(WHIP_JS)/build/whip-clients.js
+
+$(WHIP_JS)/build/whip-clients.js: $(WHIP_JS)/package.json $(WHIP_JS)/package-lock.json $(WHIP_JS)/entry.js
+	@if command -v npm >/dev/null; then \
+		cd $(WHIP_JS) && npm ci --no-audit --no-fund && \
+		./node_modules/.bin/esbuild entry.js --bundle --format=iife --platform=browser --outfile=build/whip-clients.js; \
+	else \
+		echo "The WHIP/WHEP browser test needs npm (Debian: apt-get install npm); it skips without it."; \
 		if [ "$$CI" = true ]; then exit 1; fi; \
 	fi
 
