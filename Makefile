@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast test-browser lint bench chromium coturn whip-clients clean
+.PHONY: run test test-fast test-browser lint bench chromium coturn whip-clients gstreamer clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "jasmin-sfu needs Python 3.11")'
@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/jasmin-sfu serve
 
 ## Set up and run the whole suite: import contracts, types, tests (browser and load tests included).
-test: $(STAMP) chromium coturn
+test: $(STAMP) chromium coturn gstreamer
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not browser"
@@ -73,6 +73,21 @@ $(WHIP_JS)/build/whip-clients.js: $(WHIP_JS)/package.json $(WHIP_JS)/package-loc
 		./node_modules/.bin/esbuild entry.js --bundle --format=iife --platform=browser --outfile=build/whip-clients.js; \
 	else \
 		echo "The WHIP/WHEP browser test needs npm (Debian: apt-get install npm); it skips without it."; \
+		if [ "$$CI" = true ]; then exit 1; fi; \
+	fi
+
+## Debian's GStreamer webrtcbin and python3-gi for tests/whip/test_whip_gstreamer.py (a WHIP publisher
+## run by the system Python): installed with apt-get when missing and root, like chromium.
+GST_DEBS := python3-gi gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice
+gstreamer:
+	@if /usr/bin/python3 -c "import gi; gi.require_version('GstWebRTC', '1.0')" 2>/dev/null \
+		&& command -v gst-inspect-1.0 >/dev/null && gst-inspect-1.0 x264enc >/dev/null 2>&1 && gst-inspect-1.0 nicesrc >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian GStreamer (webrtcbin, x264, libnice) for the WHIP interop test"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(GST_DEBS) gstreamer1.0-tools; \
+	else \
+		echo "The GStreamer WHIP test needs: sudo apt-get install $(GST_DEBS) gstreamer1.0-tools (it skips without them)."; \
 		if [ "$$CI" = true ]; then exit 1; fi; \
 	fi
 
