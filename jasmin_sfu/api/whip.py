@@ -303,7 +303,26 @@ class WhipWhep:
         except BaseException:
             await handler.closed()
             raise
-        return self._created(request, self._register("whep", show_id, handler, transport), answer)
+        session = self._register("whep", show_id, handler, transport)
+        self._end_with_media(session)
+        return self._created(request, session, answer)
+
+    def _end_with_media(self, session: HttpSession) -> None:
+        """A WHEP session cannot renegotiate: when a producer it plays goes (the performer
+        unpublished, or its encoder reconnected), the session ends and the player POSTs again."""
+        show = session.handler.show
+        if show is None:
+            return
+        played = {c.producer.id for c in session.transport.consumers.values()}
+
+        def on_producer(what: str, producer: Any) -> None:
+            if what == "removed" and producer.id in played and session.resource_id in self.sessions:
+                task = asyncio.get_running_loop().create_task(session.transport.close())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        unobserve = show.router.observe(on_producer)
+        session.transport.on_close.append(lambda _t: unobserve())
 
     def _register(self, kind: str, show_id: str, handler: SessionHandler, transport: WebRtcTransport) -> HttpSession:
         session = HttpSession(kind, secrets.token_urlsafe(24), show_id, handler, transport, secrets.token_hex(16))

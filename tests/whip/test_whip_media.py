@@ -132,3 +132,24 @@ async def test_whep_viewer_watches_a_websocket_performer(api: Api, clients: list
     assert len(show.participants) == 1
     await viewer.close()
     await pub.pc.close()
+
+
+async def test_a_whep_session_ends_when_the_media_it_plays_ends(api: Api, clients: list[SignalingClient]) -> None:
+    """Protects WHEP players from a silent stream: WHEP cannot renegotiate, so when the
+    performer's encoder reconnects (a new WHIP session replaces the old producers) the WHEP
+    session ends (its resource is gone, its connection closed) and a new POST plays the new
+    producers."""
+    admin = await api.admin_token()
+    anna_token, _ = await api.performer(admin, "anna")
+    pub = await whip_publish(api.http, "anna", anna_token)
+    guest = await guest_token(api)
+    viewer = await whep_play(api.http, "anna", guest)
+    assert await wait_for(lambda: viewer.frames.get("video", 0) >= 3, 30)
+    again = await whip_publish(api.http, "anna", anna_token)
+    assert await wait_for(lambda: viewer.location.rsplit("/", 1)[1] not in api.daemon.whip.sessions, 10)
+    assert await wait_for(lambda: viewer.pc.connectionState in ("closed", "failed"), 40)
+    assert await viewer.delete() == 404
+    replay = await whep_play(api.http, "anna", guest)
+    assert await wait_for(lambda: replay.frames.get("video", 0) >= 3, 30)
+    for peer in (viewer, replay, pub, again):
+        await peer.close()
