@@ -222,6 +222,8 @@ class Daemon:
             self.bus.subscribe(self.billing.billing.on_show_event)
         if self.cfg.accounts.enabled:
             self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock)
+            # A revoked token (logout, erasure) ends its WHIP/WHEP sessions as it closes websockets.
+            self.accounts.revocation_listeners.append(self.whip.revoked)
             self._housekeeping = asyncio.get_running_loop().create_task(
                 self.accounts.housekeeping(self.cfg.accounts.purge_interval_s)
             )

@@ -350,6 +350,18 @@ class WhipWhep:
             resp.headers.add("Link", server.link())
         return resp
 
+    def revoked(self, user_id: str | None, session_id: str | None) -> None:
+        """An accounts revocation listener: end the sessions joined with a revoked token
+        (``session_id``) or with any token of ``user_id``."""
+        for s in list(self.sessions.values()):
+            p = s.handler.principal
+            if p is not None and ((user_id is not None and p.id == user_id)
+                                  or (session_id is not None and p.session_id == session_id)):
+                log.info("%s session ended: token revoked", s.kind, extra={"show_id": s.show_id})
+                task = asyncio.get_running_loop().create_task(s.transport.close())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
         """End every session (the daemon is stopping)."""
         sessions = list(self.sessions.values())

@@ -153,3 +153,20 @@ async def test_a_whep_session_ends_when_the_media_it_plays_ends(api: Api, client
     assert await wait_for(lambda: replay.frames.get("video", 0) >= 3, 30)
     for peer in (viewer, replay, pub, again):
         await peer.close()
+
+
+async def test_a_revoked_token_ends_its_whip_and_whep_sessions(api: Api) -> None:
+    """Protects revocation over HTTP sessions as over websockets: the performer's logout ends
+    its WHIP session (the show goes offline) and a member's logout ends its WHEP session."""
+    admin = await api.admin_token()
+    anna_token, _ = await api.performer(admin, "anna")
+    mia_token, _ = await api.member("mia")
+    pub = await whip_publish(api.http, "anna", anna_token)
+    viewer = await whep_play(api.http, "anna", mia_token)
+    assert await wait_for(lambda: viewer.frames.get("video", 0) >= 2, 30)
+    assert (await api.call("DELETE", "/api/v1/sessions/current", token=mia_token))[0] == 204
+    assert await wait_for(lambda: [s.kind for s in api.daemon.whip.sessions.values()] == ["whip"], 10)
+    assert (await api.call("DELETE", "/api/v1/sessions/current", token=anna_token))[0] == 204
+    assert await wait_for(lambda: api.daemon.shows.get("anna") is None and not api.daemon.whip.sessions, 10)
+    await viewer.close()
+    await pub.close()
