@@ -347,7 +347,9 @@ def openapi_document() -> dict[str, Any]:
             "title": "jasmin-sfu accounts API",
             "version": __version__,
             "description": "Accounts, sessions, the 18+ confirmation, wallet and performer profiles. "
-                           "Errors are {\"error\": {\"code\", \"message\"}}. See docs/accounts.md.",
+                           "Errors are {\"error\": {\"code\", \"message\"}}. See docs/accounts.md. "
+                           "WHIP and WHEP (/whip, /whep) are not here: they carry application/sdp, "
+                           "see docs/whip-whep.md.",
         },
         "servers": [{"url": "/"}],
         "paths": {**_paths(), **chat_paths(), **social_paths(), **privacy_paths(), **ice_paths()},

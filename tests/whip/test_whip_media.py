@@ -170,3 +170,22 @@ async def test_a_revoked_token_ends_its_whip_and_whep_sessions(api: Api) -> None
     assert await wait_for(lambda: api.daemon.shows.get("anna") is None and not api.daemon.whip.sessions, 10)
     await viewer.close()
     await pub.close()
+
+
+async def test_a_chat_ban_ends_the_members_whep_session(api: Api, clients: list[SignalingClient]) -> None:
+    """Protects the room's moderation over WHEP: a member banned from the show's room while
+    playing loses the playback (its WHEP session ends), as a banned websocket leaves the show."""
+    admin = await api.admin_token()
+    anna_token, _ = await api.performer(admin, "anna")
+    mia_token, mia_id = await api.member("mia")
+    perf = await connect(api, clients)
+    await perf.request("join", show_id="anna", role="performer", token=anna_token)
+    pub = await publish(api.ws, "anna", client=perf)
+    viewer = await whep_play(api.http, "anna", mia_token)
+    assert await wait_for(lambda: viewer.frames.get("video", 0) >= 2, 30)
+    await perf.request("chat.ban", user=mia_id, reason="test")
+    assert await wait_for(lambda: not api.daemon.whip.sessions, 10)
+    show = api.daemon.shows.get("anna")
+    assert show is not None and await wait_for(lambda: len(show.participants) == 1, 10)
+    await viewer.close()
+    await pub.pc.close()
