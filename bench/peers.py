@@ -285,19 +285,24 @@ async def subscribe(
     await pc.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())
     if count:
-        counter = PacketCounter()
-        viewer.counter = counter
-        seen: set[int] = set()
-        for t in pc.getTransceivers():
-            dtls = t.receiver.transport
-            if dtls is None or id(dtls) in seen:
-                continue
-            seen.add(id(dtls))
-            tap = counter.observe if pass_through else counter.on_rtp
-            _install_rtp_only(dtls, tap)
-            make_lossy(dtls, counter)
+        viewer.counter = count_packets(pc, pass_through)
     await client.request("answer", transport_id=res["transport_id"], sdp=pc.localDescription.sdp)
     return viewer
+
+
+def count_packets(pc: RTCPeerConnection, pass_through: bool) -> PacketCounter:
+    """Tap every receiving transport of ``pc`` (its local description set) with a new counter;
+    ``pass_through``: aiortc still sees the packets after counting."""
+    counter = PacketCounter()
+    seen: set[int] = set()
+    for t in pc.getTransceivers():
+        dtls = t.receiver.transport
+        if dtls is None or id(dtls) in seen:
+            continue
+        seen.add(id(dtls))
+        _install_rtp_only(dtls, counter.observe if pass_through else counter.on_rtp)
+        make_lossy(dtls, counter)
+    return counter
 
 
 class _LossyUnprotect:

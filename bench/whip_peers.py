@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from bench.peers import PacketCounter, PatternTrack, SendLog, ToneTrack, _install_rtp_only, make_lossy, new_pc
+from bench.peers import PacketCounter, PatternTrack, SendLog, ToneTrack, _consume_frames, count_packets, new_pc
 
 SDP = "application/sdp"
 
@@ -91,15 +91,6 @@ async def whip_publish(
     return peer
 
 
-async def _frames(peer: HttpPeer, track: MediaStreamTrack) -> None:
-    try:
-        while True:
-            await track.recv()
-            peer.frames[track.kind] = peer.frames.get(track.kind, 0) + 1
-    except Exception:
-        pass
-
-
 async def whep_play(http: str, show_id: str, token: str | None = None, *, count: bool = True) -> HttpPeer:
     """Play ``/whep/{show_id}``: a recvonly video + audio offer; frames decoded and, with
     ``count``, every RTP packet counted (payload digests kept) before aiortc sees it."""
@@ -113,7 +104,8 @@ async def whep_play(http: str, show_id: str, token: str | None = None, *, count:
     def on_track(track: MediaStreamTrack) -> None:
         if holder:
             holder[0].tracks.append(track)
-            holder[0]._tasks.append(asyncio.ensure_future(_frames(holder[0], track)))
+            # _consume_frames only counts into .frames, which an HttpPeer has too.
+            holder[0]._tasks.append(asyncio.ensure_future(_consume_frames(holder[0], track)))  # type: ignore[arg-type]
         else:
             early.append(track)
 
@@ -123,15 +115,6 @@ async def whep_play(http: str, show_id: str, token: str | None = None, *, count:
     for track in early:
         on_track(track)
     if count:
-        counter = PacketCounter()
-        counter.keep_payloads = True
-        peer.counter = counter
-        seen: set[int] = set()
-        for t in pc.getTransceivers():
-            dtls = t.receiver.transport
-            if dtls is None or id(dtls) in seen:
-                continue
-            seen.add(id(dtls))
-            _install_rtp_only(dtls, counter.observe)
-            make_lossy(dtls, counter)
+        peer.counter = count_packets(pc, pass_through=True)
+        peer.counter.keep_payloads = True
     return peer

@@ -17,12 +17,13 @@ The node does not trickle: its answer carries every candidate, and ``PATCH``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
@@ -117,6 +118,21 @@ def _from_signaling(exc: SignalingError) -> HttpError:
     status = STATUS.get(exc.code, 500)
     headers = {"WWW-Authenticate": 'Bearer realm="jasmin"'} if status == 401 else None
     return HttpError(status, exc.code, exc.message, headers)
+
+
+@contextlib.asynccontextmanager
+async def _leave_on_error(handler: SessionHandler) -> AsyncIterator[None]:
+    """A step after the join: on any failure the session leaves the show (nothing stays
+    behind a refused POST), and media or signaling errors become their HTTP status."""
+    try:
+        yield
+    except BaseException as exc:
+        await handler.closed()
+        if isinstance(exc, MediaError):
+            raise _from_signaling(map_media_error(exc)) from None
+        if isinstance(exc, SignalingError):
+            raise _from_signaling(exc) from None
+        raise
 
 
 class WhipWhep:
@@ -267,14 +283,8 @@ class WhipWhep:
         sdp = await self._offer(request)
         handler = self.make_handler(HttpChannel())
         await self._join(handler, show_id, "performer", token)
-        try:
+        async with _leave_on_error(handler):
             res = await handler.handle("publish", Publish(sdp))
-        except SignalingError as exc:
-            await handler.closed()
-            raise _from_signaling(exc) from None
-        except BaseException:
-            await handler.closed()
-            raise
         transport = handler.publisher
         assert transport is not None
         session = self._register("whip", show_id, handler, transport)
@@ -292,17 +302,8 @@ class WhipWhep:
         sdp = await self._offer(request)
         handler = self.make_handler(HttpChannel())
         await self._join(handler, show_id, "viewer", token)
-        try:
+        async with _leave_on_error(handler):
             transport, answer = await handler.subscribe_offer(sdp)
-        except MediaError as exc:
-            await handler.closed()
-            raise _from_signaling(map_media_error(exc)) from None
-        except SignalingError as exc:
-            await handler.closed()
-            raise _from_signaling(exc) from None
-        except BaseException:
-            await handler.closed()
-            raise
         session = self._register("whep", show_id, handler, transport)
         self._end_with_media(session)
         return self._created(request, session, answer)

@@ -4,7 +4,7 @@ H264 publisher's frames decoded by a WHEP viewer (aiortc encodes with libx264)."
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -12,14 +12,6 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from bench.peers import PatternTrack, ToneTrack, new_pc, wait_for
 from bench.whip_peers import post_offer, whep_play
 from tests.api.conftest import Api
-
-
-@pytest.fixture
-async def pcs() -> AsyncIterator[list[Any]]:
-    opened: list[Any] = []
-    yield opened
-    for x in opened:
-        await x.close()
 
 
 async def h264_offer(pcs: list[Any]) -> tuple[RTCPeerConnection, str]:

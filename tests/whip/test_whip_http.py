@@ -5,7 +5,7 @@ CORS preflight, 405 for other methods, and the error status of every bad input."
 from __future__ import annotations
 
 import re
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,14 +16,6 @@ from bench.whip_peers import post_offer, whep_play, whip_publish
 from jasmin_signaling.client import SignalingClient
 from jasmin_signaling.messages import MAX_SDP_CHARS
 from tests.api.conftest import Api
-
-
-@pytest.fixture
-async def pcs() -> AsyncIterator[list[Any]]:
-    opened: list[Any] = []
-    yield opened
-    for x in opened:
-        await x.close()
 
 
 async def offer(pcs: list[Any], *, send: bool = True) -> str:

@@ -4,28 +4,11 @@ performer's show."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
-
-import pytest
-
 from bench.peers import publish, subscribe, wait_for
 from bench.whip_peers import whep_play, whip_publish
 from jasmin_signaling.client import SignalingClient
 from tests.api.conftest import Api
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[SignalingClient]]:
-    opened: list[SignalingClient] = []
-    yield opened
-    for c in opened:
-        await c.close()
-
-
-async def connect(api: Api, clients: list[SignalingClient]) -> SignalingClient:
-    c = await SignalingClient.connect(api.ws)
-    clients.append(c)
-    return c
+from tests.api.test_signaling_auth import connect
 
 
 async def buy(api: Api, token: str) -> None:
