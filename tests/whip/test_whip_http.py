@@ -226,3 +226,24 @@ async def test_whep_bad_inputs_get_their_status(api: Api, pcs: list[Any]) -> Non
     viewer = await whep_play(api.http, "anna", (await api.member("bob"))[0])
     pcs.append(viewer)
     assert await wait_for(lambda: viewer.frames.get("video", 0) >= 2, 30)
+
+
+async def test_ice_servers_the_node_hands_out_are_link_headers(api: Api, pcs: list[Any]) -> None:
+    """Protects the seam for TURN (RFC 9725 section 4.4): each ICE server the node hands out is
+    one Link header of the 201, rel="ice-server" with its username, credential and
+    credential-type; a STUN server has no credentials."""
+    from jasmin_sfu.api.whip import IceServer
+
+    admin = await api.admin_token()
+    token, _ = await api.performer(admin, "anna")
+    api.daemon.whip.ice_servers = lambda: [
+        IceServer("turn:127.0.0.1:3478?transport=udp", "1700000000:anna", "c3VwZXI="),
+        IceServer("stun:127.0.0.1:3478"),
+    ]
+    status, _, h = await post_offer(api.http + "/whip/anna", await offer(pcs), token)
+    assert status == 201
+    assert h.getall("Link") == [
+        '<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="1700000000:anna"; '
+        'credential="c3VwZXI="; credential-type="password"',
+        '<stun:127.0.0.1:3478>; rel="ice-server"',
+    ]
