@@ -23,13 +23,15 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import MAX_SDP_CHARS, Join, Publish
 
+from jasmin_sfu.api.chat_handler import spawn_tracked
+from jasmin_sfu.api.origin import OriginPolicy, refused
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler, map_media_error
 from jasmin_sfu.media.errors import MediaError, SdpError
 from jasmin_sfu.media.sdp_info import sections
@@ -58,10 +60,7 @@ STATUS = {
 _BEARER = re.compile(r"Bearer ([A-Za-z0-9_-]{1,256})\Z", re.IGNORECASE)
 _RESOURCE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 RETRY_AFTER_S = 5
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Allow",
-}
+EXPOSED = "Location, ETag, Link, Accept-Post, Allow, Retry-After, WWW-Authenticate"
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class HttpError(Exception):
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers={**CORS, **(headers or {})}
+        {"error": {"code": code, "message": message}}, status=status, headers=headers or {}
     )
 
 
@@ -145,19 +144,38 @@ class WhipWhep:
         draining: Callable[[], bool],
         accounts: Callable[[], AccountsService | None] = lambda: None,
         ice_servers: Callable[[], Sequence[IceServer]] = lambda: (),
+        origins: OriginPolicy = OriginPolicy(()),
     ) -> None:
         self.make_handler = make_handler
         self.draining = draining
         self.accounts = accounts
         # The seam for the node's ICE servers (TURN): each becomes a Link header of the 201.
         self.ice_servers = ice_servers
+        self.origins = origins
         self.sessions: dict[str, HttpSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def install(self, app: web.Application) -> None:
         for kind in ("whip", "whep"):
-            app.router.add_route("*", f"/{kind}/{{show_id}}", self._endpoint)
-            app.router.add_route("*", f"/{kind}/{{show_id}}/{{resource_id}}", self._resource)
+            app.router.add_route("*", f"/{kind}/{{show_id}}", self._guarded(self._endpoint))
+            app.router.add_route("*", f"/{kind}/{{show_id}}/{{resource_id}}", self._guarded(self._resource))
+
+    def _guarded(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        """The node's Origin allow-list (server.allowed_origins, jasmin_sfu/api/origin.py) as on
+        /api: a browser page of a refused origin gets 403; an allowed one gets CORS headers
+        naming it. Encoders and players outside browsers send no Origin and pass."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            origin = request.headers.get("Origin")
+            if origin is not None and not self.origins.allows(origin, request.host):
+                return refused(origin)
+            response = await handler(request)
+            if origin is not None:
+                response.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                                         "Access-Control-Expose-Headers": EXPOSED})
+            return response
+
+        return guarded
 
     # -- routes ------------------------------------------------------------------------
 
@@ -185,7 +203,7 @@ class WhipWhep:
             self.sessions.pop(session.resource_id, None)
             await session.handler.closed()
             log.info("%s session deleted", session.kind, extra={"show_id": session.show_id})
-            return web.Response(status=200, headers=CORS)
+            return web.Response(status=200)
         if request.method == "PATCH":
             if session is None:
                 return _error(404, "unknown_session", "no such WHIP/WHEP session (ended, or never created)")
@@ -197,7 +215,6 @@ class WhipWhep:
         return web.Response(
             status=204,
             headers={
-                **CORS,
                 **extra,
                 "Allow": allow,
                 "Access-Control-Allow-Methods": allow,
@@ -320,9 +337,7 @@ class WhipWhep:
 
         def on_producer(what: str, producer: Any) -> None:
             if what == "removed" and producer.id in played and session.resource_id in self.sessions:
-                task = asyncio.get_running_loop().create_task(session.transport.close())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                spawn_tracked(self._tasks, session.transport.close(), "ending a WHEP session")
 
         unobserve = show.router.observe(on_producer)
         session.transport.on_close.append(lambda _t: unobserve())
@@ -347,13 +362,10 @@ class WhipWhep:
     def _ended(self, session: HttpSession) -> None:
         if self.sessions.pop(session.resource_id, None) is None:
             return
-        task = asyncio.get_running_loop().create_task(session.handler.closed())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn_tracked(self._tasks, session.handler.closed(), f"ending {session.kind} session")
 
     def _created(self, request: web.Request, session: HttpSession, answer: str) -> web.Response:
         headers = {
-            **CORS,
             "Location": f"/{session.kind}/{session.show_id}/{session.resource_id}",
             "ETag": f'"{session.etag}"',
         }
@@ -370,9 +382,7 @@ class WhipWhep:
             if p is not None and ((user_id is not None and p.id == user_id)
                                   or (session_id is not None and p.session_id == session_id)):
                 log.info("%s session ended: token revoked", s.kind, extra={"show_id": s.show_id})
-                task = asyncio.get_running_loop().create_task(s.transport.close())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                spawn_tracked(self._tasks, s.transport.close(), f"ending a revoked {s.kind} session")
 
     async def close(self) -> None:
         """End every session (the daemon is stopping)."""

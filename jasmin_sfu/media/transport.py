@@ -364,9 +364,11 @@ class WebRtcTransport:
                 # aiortc gives an offered m-section the first unassigned transceiver of its kind.
                 pairs.append((p, self._add_sender(p)))
         if not pairs:
-            raise NotFoundError("the offer asks for no kind of media this show has")
+            raise SdpError("the offer asks for no kind of media this show has")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except OperationError as exc:  # aiortc's "no codec in common" for a section
+            raise UnsupportedCodecError(f"no codec in common: {exc}") from None
         except Exception as exc:
             raise SdpError(f"offer rejected: {exc}") from None
         try:

@@ -1,6 +1,7 @@
 """Clients no one here wrote, in headless Chromium: npm's @eyevinn/whip-web-client publishes
 Chromium's fake camera to /whip, and npm's @eyevinn/webrtc-player plays it from /whep in
-another page. Both pages come from another origin (a second port), so CORS is exercised too.
+another page. Both pages come from another origin (a second port), listed in the node's
+Origin allow-list, so CORS is exercised too.
 
 The bundle is built by `make whip-clients` (npm + esbuild into tests/whip/js/build); without
 it the test skips by name (and fails under CI=true)."""
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jasmin_sfu.api.origin import OriginPolicy
 from jasmin_sfu.app import Daemon
 from tests.api.conftest import Api
 from tests.browser.conftest import (  # noqa: F401  (fixtures)
@@ -107,6 +109,8 @@ async def test_npm_whip_client_publishes_and_npm_whep_player_plays(
     client-offer WHEP decodes its video in another page, and the publisher's destroy() (DELETE)
     ends the show."""
     http = f"http://127.0.0.1:{node.port}"
+    # The pages' origin is listed, as a site lists its player pages (server.allowed_origins).
+    node.whip.origins = OriginPolicy([pages_origin.rstrip("/")])
     async with aiohttp.ClientSession() as session:
         api = Api(node, http, http.replace("http", "ws") + "/ws", None, session)  # type: ignore[arg-type]
         admin = await api.admin_token()

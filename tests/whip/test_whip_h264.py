@@ -42,7 +42,7 @@ async def test_which_h264_profiles_the_node_accepts(
 ) -> None:
     """Protects the documented H264 matrix (docs/whip-whep.md): packetization-mode 1 with a
     Baseline/Constrained Baseline profile-level-id at any level is answered 201; Main and High
-    are refused 400 (bad_sdp, naming the video description), not a 500, and no show goes live."""
+    are refused 400 unsupported_codec, not a 500, and no show goes live."""
     admin = await api.admin_token()
     token, _ = await api.performer(admin, "anna")
     _pc, sdp = await h264_offer(pcs)
@@ -53,9 +53,7 @@ async def test_which_h264_profiles_the_node_accepts(
     else:
         assert status == 400, body
         err = json.loads(body)["error"]
-        # aiortc finds no common video codec while applying the offer: the media core calls
-        # that bad_sdp ("offer rejected: Failed to set remote video description ...").
-        assert err["code"] == "bad_sdp" and "video" in err["message"]
+        assert err["code"] == "unsupported_codec" and "video" in err["message"]
         assert api.daemon.shows.get("anna") is None
 
 

@@ -15,6 +15,7 @@ from bench.peers import PatternTrack, ToneTrack, new_pc, publish, wait_for
 from bench.whip_peers import post_offer, whep_play, whip_publish
 from jasmin_signaling.client import SignalingClient
 from jasmin_signaling.messages import MAX_SDP_CHARS
+from jasmin_sfu.api.origin import OriginPolicy
 from tests.api.conftest import Api
 
 
@@ -46,8 +47,9 @@ def code(body: str) -> str:
 
 async def test_whip_201_has_location_etag_sdp_and_delete_ends_it(api: Api, pcs: list[Any]) -> None:
     """Protects RFC 9725's success path: 201 with an application/sdp answer, a Location of the
-    session under /whip/{show}, a strong ETag, CORS exposure of both; DELETE returns 200 and
-    ends the publish (the show goes offline); a second DELETE is 404."""
+    session under /whip/{show}, a strong ETag, no CORS headers for a client that sends no
+    Origin (an encoder); DELETE returns 200 and ends the publish (the show goes offline); a
+    second DELETE is 404."""
     admin = await api.admin_token()
     token, _ = await api.performer(admin, "anna")
     pub = await whip_publish(api.http, "anna", token)
@@ -56,8 +58,7 @@ async def test_whip_201_has_location_etag_sdp_and_delete_ends_it(api: Api, pcs: 
     assert h["Content-Type"].startswith("application/sdp")
     assert re.fullmatch(r"/whip/anna/[A-Za-z0-9_-]{32}", pub.location), pub.location
     assert re.fullmatch(r'"[0-9a-f]{32}"', pub.etag), pub.etag
-    assert h["Access-Control-Allow-Origin"] == "*"
-    assert {"Location", "ETag"} <= {x.strip() for x in h["Access-Control-Expose-Headers"].split(",")}
+    assert "Access-Control-Allow-Origin" not in h
     assert "Link" not in h  # no ICE servers configured: no Link header
     assert await wait_for(lambda: pub.pc.connectionState == "connected", 20)
     assert api.daemon.shows.get("anna") is not None
@@ -90,16 +91,18 @@ async def test_patch_is_501_and_other_methods_are_405(api: Api, pcs: list[Any]) 
     assert pub.pc.connectionState != "closed" and api.daemon.shows.get("anna") is not None
 
 
-async def test_cors_preflight(api: Api) -> None:
-    """Protects browser WHIP/WHEP clients on another origin: OPTIONS on the endpoints and the
-    session resource answers 204 with the methods and the Authorization/Content-Type headers
-    allowed, and the endpoint advertises Accept-Post: application/sdp."""
+async def test_cors_preflight_follows_the_origin_allow_list(api: Api, pcs: list[Any]) -> None:
+    """Protects browser WHIP/WHEP clients under the node's Origin allow-list (server.allowed_origins,
+    as /api): for a listed origin OPTIONS on the endpoints and the session answers 204 with the
+    methods and Authorization/Content-Type allowed, Accept-Post: application/sdp, and the origin
+    echoed; a 201 for it exposes Location and ETag; an unlisted page's preflight and POST get 403."""
+    api.daemon.whip.origins = OriginPolicy(["https://player.example"])
     pre = {"Origin": "https://player.example", "Access-Control-Request-Method": "POST",
            "Access-Control-Request-Headers": "authorization, content-type"}
     for path in ("/whip/anna", "/whep/anna"):
         status, _, h = await raw(api, "OPTIONS", path, headers=pre)
         assert status == 204
-        assert h["Access-Control-Allow-Origin"] == "*"
+        assert h["Access-Control-Allow-Origin"] == "https://player.example" and h["Vary"] == "Origin"
         assert "POST" in h["Access-Control-Allow-Methods"]
         allowed = h["Access-Control-Allow-Headers"].lower()
         assert "authorization" in allowed and "content-type" in allowed
@@ -107,6 +110,23 @@ async def test_cors_preflight(api: Api) -> None:
     status, _, h = await raw(api, "OPTIONS", "/whip/anna/" + "x" * 32,
                              headers={**pre, "Access-Control-Request-Method": "DELETE"})
     assert status == 204 and "DELETE" in h["Access-Control-Allow-Methods"]
+
+    admin = await api.admin_token()
+    token, _ = await api.performer(admin, "anna")
+    status, _, h = await raw(api, "POST", "/whip/anna", body=(await offer(pcs)).encode(), headers={
+        "Origin": "https://player.example", "Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})
+    assert status == 201 and h["Access-Control-Allow-Origin"] == "https://player.example"
+    assert {"Location", "ETag", "Link"} <= {x.strip() for x in h["Access-Control-Expose-Headers"].split(",")}
+    status, _, h = await raw(api, "DELETE", h["Location"], headers={"Origin": "https://player.example"})
+    assert status == 200 and h["Access-Control-Allow-Origin"] == "https://player.example"
+
+    foreign = {**pre, "Origin": "https://hotlink.example"}
+    for path in ("/whip/anna", "/whep/anna"):
+        status, body, h = await raw(api, "OPTIONS", path, headers=foreign)
+        assert (status, code(body)) == (403, "forbidden") and "Access-Control-Allow-Origin" not in h
+    status, body, _ = await raw(api, "POST", "/whep/anna", body=(await offer(pcs, send=False)).encode(),
+                                headers={"Origin": "https://hotlink.example", "Content-Type": "application/sdp"})
+    assert (status, code(body)) == (403, "forbidden")
 
 
 async def test_whip_bad_inputs_get_their_status(api: Api, pcs: list[Any]) -> None:
@@ -123,7 +143,8 @@ async def test_whip_bad_inputs_get_their_status(api: Api, pcs: list[Any]) -> Non
 
     async def post(body: bytes | str, token: str | None = anna, ctype: str = "application/sdp",
                    path: str = "/whip/anna", extra: dict[str, str] | None = None) -> tuple[int, str, Any]:
-        headers = {"Content-Type": ctype, **(extra or {})}
+        # A page of the node's own origin (allowed without any server.allowed_origins).
+        headers = {"Content-Type": ctype, "Origin": api.http, **(extra or {})}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         return await raw(api, "POST", path, body=body.encode() if isinstance(body, str) else body, headers=headers)
@@ -148,7 +169,7 @@ async def test_whip_bad_inputs_get_their_status(api: Api, pcs: list[Any]) -> Non
     ]
     for want, want_code, (status, body, h) in cases:
         assert (status, code(body)) == (want, want_code), body
-        assert h["Access-Control-Allow-Origin"] == "*"
+        assert h["Access-Control-Allow-Origin"] == api.http  # errors are readable by the page too
         if status == 401:
             assert h["WWW-Authenticate"].startswith("Bearer")
     assert api.daemon.shows.get("anna") is None and api.daemon.whip.sessions == {}
