@@ -142,7 +142,8 @@ class Daemon:
         app.router.add_get("/metrics", self.metrics)
         # WHIP ingest and WHEP playback (docs/whip-whep.md): a performer or viewer like a websocket's.
         self.whip = WhipWhep(self._session_handler, draining=lambda: self.draining, accounts=lambda: self.accounts,
-                             origins=OriginPolicy(self.cfg.server.allowed_origins))
+                             origins=OriginPolicy(self.cfg.server.allowed_origins),
+                             ice_servers=lambda: self.ice_servers.issue())
         self.whip.install(app)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social

@@ -63,21 +63,20 @@ RETRY_AFTER_S = 5
 EXPOSED = "Location, ETag, Link, Accept-Post, Allow, Retry-After, WWW-Authenticate"
 
 
-@dataclass(frozen=True)
-class IceServer:
-    """One ICE server the node hands out, as a ``Link`` header (RFC 9725 section 4.4)."""
-
-    url: str  # stun:, turn: or turns: URI
-    username: str | None = None
-    credential: str | None = None
-
-    def link(self) -> str:
-        out = f'<{self.url}>; rel="ice-server"'
-        if self.username is not None and self.credential is not None:
-            user = self.username.replace('"', "")
-            cred = self.credential.replace('"', "")
-            out += f'; username="{user}"; credential="{cred}"; credential-type="password"'
-        return out
+def ice_server_links(servers: Sequence[dict[str, Any]]) -> list[str]:
+    """RTCIceServer dictionaries (``urls``, ``username``, ``credential``: what the ``join`` answer
+    and ``GET /api/v1/ice-servers`` carry) as RFC 9725 ``Link`` headers, one per URL."""
+    links = []
+    for server in servers:
+        urls = server.get("urls", [])
+        for url in [urls] if isinstance(urls, str) else urls:
+            link = f'<{url}>; rel="ice-server"'
+            user, cred = server.get("username"), server.get("credential")
+            if user is not None and cred is not None:
+                user, cred = str(user).replace('"', ""), str(cred).replace('"', "")
+                link += f'; username="{user}"; credential="{cred}"; credential-type="password"'
+            links.append(link)
+    return links
 
 
 class HttpChannel:
@@ -143,13 +142,13 @@ class WhipWhep:
         *,
         draining: Callable[[], bool],
         accounts: Callable[[], AccountsService | None] = lambda: None,
-        ice_servers: Callable[[], Sequence[IceServer]] = lambda: (),
+        ice_servers: Callable[[], list[dict[str, Any]]] = list,
         origins: OriginPolicy = OriginPolicy(()),
     ) -> None:
         self.make_handler = make_handler
         self.draining = draining
         self.accounts = accounts
-        # The seam for the node's ICE servers (TURN): each becomes a Link header of the 201.
+        # The node's ICE servers (TURN credentials issued per session): Link headers of the 201.
         self.ice_servers = ice_servers
         self.origins = origins
         self.sessions: dict[str, HttpSession] = {}
@@ -370,8 +369,8 @@ class WhipWhep:
             "ETag": f'"{session.etag}"',
         }
         resp = web.Response(status=201, body=answer.encode(), content_type=SDP, headers=headers)
-        for server in self.ice_servers():
-            resp.headers.add("Link", server.link())
+        for link in ice_server_links(self.ice_servers()):
+            resp.headers.add("Link", link)
         return resp
 
     def revoked(self, user_id: str | None, session_id: str | None) -> None:

@@ -249,22 +249,22 @@ async def test_whep_bad_inputs_get_their_status(api: Api, pcs: list[Any]) -> Non
     assert await wait_for(lambda: viewer.frames.get("video", 0) >= 2, 30)
 
 
-async def test_ice_servers_the_node_hands_out_are_link_headers(api: Api, pcs: list[Any]) -> None:
-    """Protects the seam for TURN (RFC 9725 section 4.4): each ICE server the node hands out is
-    one Link header of the 201, rel="ice-server" with its username, credential and
-    credential-type; a STUN server has no credentials."""
-    from jasmin_sfu.api.whip import IceServer
+async def test_the_nodes_turn_servers_are_link_headers(api: Api, pcs: list[Any]) -> None:
+    """Protects RFC 9725 section 4.4 with the node's [turn] settings: a WHIP 201 carries one
+    Link header per TURN URL, rel="ice-server", with a freshly issued time-limited username and
+    the credential coturn will recompute (HMAC of the shared secret), credential-type password."""
+    from jasmin_sfu.api.ice_servers import IceServers, turn_password
 
     admin = await api.admin_token()
     token, _ = await api.performer(admin, "anna")
-    api.daemon.whip.ice_servers = lambda: [
-        IceServer("turn:127.0.0.1:3478?transport=udp", "1700000000:anna", "c3VwZXI="),
-        IceServer("stun:127.0.0.1:3478"),
-    ]
+    urls = ("turn:127.0.0.1:3478?transport=udp", "turns:127.0.0.1:5349?transport=tcp")
+    api.daemon.ice_servers = IceServers(urls, "s3cret", 600, new_id=lambda: "abcd")
     status, _, h = await post_offer(api.http + "/whip/anna", await offer(pcs), token)
     assert status == 201
-    assert h.getall("Link") == [
-        '<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="1700000000:anna"; '
-        'credential="c3VwZXI="; credential-type="password"',
-        '<stun:127.0.0.1:3478>; rel="ice-server"',
-    ]
+    links = h.getall("Link")
+    assert len(links) == 2
+    for url, link in zip(urls, links):
+        m = re.fullmatch(r'<(.+)>; rel="ice-server"; username="(\d+:abcd)"; credential="(.+)"; '
+                         r'credential-type="password"', link)
+        assert m is not None, link
+        assert m.group(1) == url and m.group(3) == turn_password("s3cret", m.group(2))
