@@ -173,6 +173,15 @@ class WebRtcTransport:
 
     # -- publisher side ------------------------------------------------------
 
+    async def _set_remote_offer(self, offer_sdp: str) -> None:
+        """Apply a peer's offer (a publisher's, or a WHEP viewer's); errors as the media core's."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except OperationError as exc:  # aiortc's "no codec in common" for a section
+            raise UnsupportedCodecError(f"no codec in common: {exc}") from None
+        except Exception as exc:
+            raise SdpError(f"offer rejected: {exc}") from None
+
     async def publish(self, offer_sdp: str, app_data: dict[str, Any] | None = None) -> tuple[str, list[Producer]]:
         """Answer a publisher's offer; one producer per sending m-section."""
         self._check_open()
@@ -192,12 +201,7 @@ class WebRtcTransport:
         for s in offered:
             if s.direction not in ("sendonly", "sendrecv", None):
                 raise SdpError(f"m-section {s.mid} is {s.direction}: a publisher must send")
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except OperationError as exc:  # aiortc's "no codec in common" for a section
-            raise UnsupportedCodecError(f"no codec in common: {exc}") from None
-        except Exception as exc:
-            raise SdpError(f"offer rejected: {exc}") from None
+        await self._set_remote_offer(offer_sdp)
         settings = self.router.settings
         for t in self.pc.getTransceivers():
             caps = RTCRtpSender.getCapabilities(t.kind).codecs
@@ -365,12 +369,7 @@ class WebRtcTransport:
                 pairs.append((p, self._add_sender(p)))
         if not pairs:
             raise SdpError("the offer asks for no kind of media this show has")
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except OperationError as exc:  # aiortc's "no codec in common" for a section
-            raise UnsupportedCodecError(f"no codec in common: {exc}") from None
-        except Exception as exc:
-            raise SdpError(f"offer rejected: {exc}") from None
+        await self._set_remote_offer(offer_sdp)
         try:
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except Exception as exc:
