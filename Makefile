@@ -2,6 +2,9 @@
 PY := $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# CI counts as set when it is true, 1, yes or on, in any case (as tests/realparts.py's under_ci):
+# then a missing real part fails the setup instead of letting its tests skip.
+UNDER_CI := $(filter true 1 yes on,$(shell printf %s "$$CI" | tr A-Z a-z | tr -d ' '))
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c | cksum | cut -d' ' -f1)
 
 .PHONY: run test test-fast test-browser lint bench chromium coturn whip-clients gstreamer clean
@@ -45,7 +48,7 @@ chromium:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	else \
 		echo "The browser tests need Debian's chromium: run 'sudo apt-get install chromium' (or set CI=false to let them skip)."; \
-		case "$$(printf %s "$$CI" | tr A-Z a-z | tr -d ' ')" in true|1|yes|on) exit 1;; esac; \
+		if [ -n "$(UNDER_CI)" ]; then exit 1; fi; \
 	fi
 
 ## Debian's coturn and nftables for the TURN tests (tests/turn, tests/browser/test_turn_page.py):
@@ -59,7 +62,7 @@ coturn:
 		systemctl disable --now coturn 2>/dev/null || true; \
 	else \
 		echo "The TURN tests need Debian's coturn and nftables: run 'sudo apt-get install coturn nftables' (or set CI=false to let them skip)."; \
-		if [ "$$CI" = true ]; then exit 1; fi; \
+		if [ -n "$(UNDER_CI)" ]; then exit 1; fi; \
 	fi
 
 ## Third-party WHIP/WHEP clients for tests/whip/test_whip_browser.py, from the npm registry:
@@ -73,7 +76,7 @@ $(WHIP_JS)/build/whip-clients.js: $(WHIP_JS)/package.json $(WHIP_JS)/package-loc
 		./node_modules/.bin/esbuild entry.js --bundle --format=iife --platform=browser --outfile=build/whip-clients.js; \
 	else \
 		echo "The WHIP/WHEP browser test needs npm (Debian: apt-get install npm); it skips without it."; \
-		if [ "$$CI" = true ]; then exit 1; fi; \
+		if [ -n "$(UNDER_CI)" ]; then exit 1; fi; \
 	fi
 
 ## Debian's GStreamer webrtcbin and python3-gi for tests/whip/test_whip_gstreamer.py (a WHIP publisher
@@ -88,7 +91,7 @@ gstreamer:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(GST_DEBS) gstreamer1.0-tools; \
 	else \
 		echo "The GStreamer WHIP test needs: sudo apt-get install $(GST_DEBS) gstreamer1.0-tools (it skips without them)."; \
-		if [ "$$CI" = true ]; then exit 1; fi; \
+		if [ -n "$(UNDER_CI)" ]; then exit 1; fi; \
 	fi
 
 ## The first load tool: one synthetic publisher, N counting viewers.
