@@ -58,7 +58,7 @@ class Consumer:
         "_seq_off",
         "_ts_off",
         "_anchored",
-        "_anchor_seq",
+        "_anchor_ext",
         "_last_out",
         "_sender",
         "_set_sr",
@@ -139,9 +139,10 @@ class Consumer:
         self._seq_off = 0
         self._ts_off = 0
         self._anchored = False
-        # The producer sequence number forwarding (re)started at: NACKs for
-        # anything older are refused, since it may be another audience's media.
-        self._anchor_seq = 0
+        # The producer's extended sequence number forwarding (re)started at:
+        # nothing older is sent (live or on a NACK), since it may be another
+        # audience's media. Extended, so the comparison holds past 2^15 packets.
+        self._anchor_ext = 0
         # (out_seq, out_ts, wall time) of the last forwarded packet, kept only
         # at pause time so a resume continues the sequence.
         self._last_out: tuple[int, int, float] | None = None
@@ -250,7 +251,7 @@ class Consumer:
 
     def _anchor(self, seq: int, ts: int) -> None:
         self._set_offsets(seq, ts)
-        self._anchor_seq = seq
+        self._anchor_ext = self.producer.extend(seq)
         self._anchored = True
         self._go_fast()
         if self.producer.sr is not None:
@@ -420,11 +421,11 @@ class Consumer:
         newest_ts = p.last_ts
         max_ticks = (pol.max_delay_s - rtt) * p.clock_rate
         missing = []
-        anchor = self._anchor_seq
+        anchor = self._anchor_ext
         owed = 0
         for out_seq in out_seqs:
             in_seq = (out_seq - self._seq_off) & 0xFFFF
-            if (in_seq - anchor) & 0xFFFF >= 0x8000:
+            if p.extend(in_seq) < anchor:
                 # Older than this viewer's stream: possibly a private's packet.
                 stats.nack_packets_refused += 1
                 continue

@@ -228,6 +228,7 @@ class Producer:
         stats.rtp_packets_in += 1
         stats.rtp_bytes_in += n
         # Sequence tracking for receiver reports.
+        late = False
         if self._base_seq is None:
             self._base_seq = seq
             self.max_seq = seq
@@ -237,6 +238,8 @@ class Producer:
                 self._cycles += 0x10000
             self.max_seq = seq
             self.last_ts = ts
+        else:
+            late = True  # reordered, or a retransmission (RTX)
         self.last_arrival_ms = arrival_ms
 
         keyframe = False
@@ -252,6 +255,15 @@ class Producer:
 
         lanes = self._lanes
         consumers = self._py
+        if late and (lanes or consumers):
+            # Older than the newest packet: only for viewers whose stream began
+            # at or before it. It never starts a stream, and never reaches one
+            # that (re)started later: it would reuse a sequence number of the
+            # viewer's earlier stream and may be another audience's media (a
+            # private's retransmission arriving after the private ended).
+            ext = self.extend(seq)
+            lanes = tuple(c.lane for c in self._consumers if c.fast and not c.paused and c._anchor_ext <= ext)
+            consumers = tuple(c for c in consumers if c._anchored and c._anchor_ext <= ext)
         if not consumers and not lanes:
             return
         csrc = data[12:off]
@@ -308,6 +320,14 @@ class Producer:
         ts = struct.unpack_from("!I", data, 4)[0]
         header = _RTX_REBUILD.pack(b0, (data[1] & 0x80) | self.payload_type, osn, ts, self.ssrc or 0)
         self.on_rtp(header + data[12:off] + data[off + 2 :], arrival_ms)
+
+    def extend(self, seq: int) -> int:
+        """``seq`` as an extended sequence number (cycles * 2^16 + seq): the one
+        nearest the newest received, as RFC 3550 A.1 counts them."""
+        delta = (seq - self.max_seq) & 0xFFFF
+        if delta >= 0x8000:
+            delta -= 0x10000
+        return self.extended_max_seq + delta
 
     def tail_for(self, data: bytes, profile: int) -> tuple[int, int, int, int, Tail] | None:
         """Split a cached packet for one consumer's profile (retransmissions)."""
