@@ -218,6 +218,10 @@ class PacketCounter:
         # ssrc -> number of packets to drop before SRTP (simulated network loss)
         self.drop_next: dict[int, int] = {}
         self.dropped: list[tuple[int, int]] = []  # (ssrc, seq) dropped on purpose
+        # Every SRTP datagram as it arrived, before decryption, when keep_wire is set:
+        # what the SFU sent, including repeats the SRTP replay window rejects.
+        self.keep_wire = False
+        self.wire: list[bytes] = []
 
     def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
         """Count one packet and consume it (aiortc never sees it)."""
@@ -261,13 +265,15 @@ async def subscribe(
     client: SignalingClient | None = None,
     pass_through: bool = False,
     producer_ids: list[str] | None = None,
+    keep_wire: bool = False,
     **join: Any,
 ) -> Viewer:
     """Join as viewer and subscribe to every producer of the show.
 
     ``decode``: read the tracks so aiortc decodes them (frames are counted).
     ``count``: tap RTP before aiortc's receiver; ``pass_through`` then also lets
-    aiortc see the packets (so NACKs/PLIs are generated) after counting.
+    aiortc see the packets (so NACKs/PLIs are generated) after counting;
+    ``keep_wire`` (with ``count``) keeps every SRTP datagram before decryption.
     """
     if client is None:
         client = await SignalingClient.connect(url, binary=binary)
@@ -285,15 +291,17 @@ async def subscribe(
     await pc.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())
     if count:
-        viewer.counter = count_packets(pc, pass_through)
+        viewer.counter = count_packets(pc, pass_through, keep_wire)
     await client.request("answer", transport_id=res["transport_id"], sdp=pc.localDescription.sdp)
     return viewer
 
 
-def count_packets(pc: RTCPeerConnection, pass_through: bool) -> PacketCounter:
+def count_packets(pc: RTCPeerConnection, pass_through: bool, keep_wire: bool = False) -> PacketCounter:
     """Tap every receiving transport of ``pc`` (its local description set) with a new counter;
-    ``pass_through``: aiortc still sees the packets after counting."""
+    ``pass_through``: aiortc still sees the packets after counting; ``keep_wire``: the counter
+    keeps every SRTP datagram before decryption."""
     counter = PacketCounter()
+    counter.keep_wire = keep_wire
     seen: set[int] = set()
     for t in pc.getTransceivers():
         dtls = t.receiver.transport
@@ -316,6 +324,8 @@ class _LossyUnprotect:
         self._counter = counter
 
     def unprotect(self, data: bytes) -> bytes:
+        if self._counter.keep_wire:
+            self._counter.wire.append(data)
         ssrc = int.from_bytes(data[8:12], "big")
         drop = self._counter.drop_next
         if drop.get(ssrc):
