@@ -131,6 +131,12 @@ def test_a_late_packet_from_a_private_never_reaches_a_viewer_unblocked_after_it(
 
 
 class ForwardingModel(RuleBasedStateMachine):
+    """Protects what each viewer of a producer is sent, whatever the upstream and the
+    viewers do: one gapless, duplicate-free sequence per viewer, nothing while paused
+    or blocked, keyframe starts for video, no private packet to a blocked viewer,
+    nothing from before a run's anchor, and cached packets resent on a first NACK
+    (the invariants in the module docstring)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
