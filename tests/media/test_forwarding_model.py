@@ -373,5 +373,5 @@ class ForwardingModel(RuleBasedStateMachine):
 
 TestForwardingModel = ForwardingModel.TestCase
 TestForwardingModel.settings = settings(
-    max_examples=600, stateful_step_count=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=400, stateful_step_count=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
