@@ -5,13 +5,17 @@ forwarding core's fakes and packets, and the real-browser page helpers."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from pylibsrtp import Policy, Session
+
 from bench.peers import PatternTrack, SendLog, ToneTrack, Viewer, publish, subscribe
 from jasmin_codecs.rtp import build_extensions, build_rtp
+from jasmin_sfu.media import aiortc_adapter as adapter
 from jasmin_sfu.media.consumer import Consumer
 from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.producer import Producer
@@ -167,6 +171,61 @@ def pkt(seq: int, ts: int, payload: bytes, *, pt: int = 96, marker: bool = False
 
 
 # -- real-browser pages -----------------------------------------------------------------------
+
+# -- the C fan-out's test sink --------------------------------------------------------
+
+KEY = bytes(range(30))
+
+
+def srtp_pair() -> tuple[Session, Session]:
+    tx_policy = Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND)
+    tx_policy.allow_repeat_tx = True  # as aiortc sets it: NACK replies repeat a sequence number
+    tx = Session(tx_policy)
+    rx = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    return tx, rx
+
+
+class CSink:
+    """A consumer sink with a real C target: libsrtp protect + sendto a UDP sink on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.tx, self.rx = srtp_pair()
+        self.out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.out.bind(("127.0.0.1", 0))
+        self.out.setblocking(False)
+        self.inbox = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.inbox.bind(("127.0.0.1", 0))
+        self.inbox.settimeout(2)
+        self.ready = True
+        self.closed = False
+        self.on_ready: list[Any] = []
+        fp = adapter.fastpath_ext
+        self.target = fp.Target(
+            adapter.srtp_protect_address(), adapter.srtp_session_address(self.tx), self.tx,
+            self.out.fileno(), "127.0.0.1", self.inbox.getsockname()[1],
+        )
+
+    def send(self, packet: bytes) -> bool:
+        return bool(adapter.fastpath_ext.send(self.target, packet))
+
+    def received(self, n: int) -> list[bytes]:
+        """The next ``n`` datagrams, unprotected (raises if one fails authentication)."""
+        return [self.rx.unprotect(self.inbox.recv(4096)) for _ in range(n)]
+
+    def nothing_received(self) -> bool:
+        self.inbox.settimeout(0.05)
+        try:
+            self.inbox.recv(4096)
+        except (socket.timeout, BlockingIOError):
+            return True
+        finally:
+            self.inbox.settimeout(2)
+        return False
+
+    def close(self) -> None:
+        self.out.close()
+        self.inbox.close()
+
 
 TIMEOUT_S = 30.0
 

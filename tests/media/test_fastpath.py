@@ -15,12 +15,11 @@ import struct
 from typing import Any, Iterator
 
 import pytest
-from pylibsrtp import Policy, Session
 
 from jasmin_codecs.rtp import parse_rtp
 from jasmin_sfu.media import aiortc_adapter as adapter
 from tests.realparts import require_fastpath
-from tests.support import VP8_CONT, VP8_DELTA, VP8_KEY, FakeSink, make_consumer, make_producer, pkt
+from tests.support import VP8_CONT, VP8_DELTA, VP8_KEY, CSink, FakeSink, make_consumer, make_producer, pkt, srtp_pair
 
 fp = adapter.fastpath_ext
 
@@ -29,58 +28,6 @@ fp = adapter.fastpath_ext
 def c_extension_built() -> None:
     """Every test here needs the extension: skipped by name without it, failed under CI."""
     require_fastpath()
-
-KEY = bytes(range(30))
-
-
-def srtp_pair() -> tuple[Session, Session]:
-    tx_policy = Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND)
-    tx_policy.allow_repeat_tx = True  # as aiortc sets it: NACK replies repeat a sequence number
-    tx = Session(tx_policy)
-    rx = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
-    return tx, rx
-
-
-class CSink:
-    """A consumer sink with a real C target: libsrtp protect + sendto a UDP sink on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.tx, self.rx = srtp_pair()
-        self.out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.out.bind(("127.0.0.1", 0))
-        self.out.setblocking(False)
-        self.inbox = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.inbox.bind(("127.0.0.1", 0))
-        self.inbox.settimeout(2)
-        self.ready = True
-        self.closed = False
-        self.on_ready: list[Any] = []
-        self.target = fp.Target(
-            adapter.srtp_protect_address(), adapter.srtp_session_address(self.tx), self.tx,
-            self.out.fileno(), "127.0.0.1", self.inbox.getsockname()[1],
-        )
-
-    def send(self, packet: bytes) -> bool:
-        return bool(fp.send(self.target, packet))
-
-    def received(self, n: int) -> list[bytes]:
-        """The next ``n`` datagrams, unprotected (raises if one fails authentication)."""
-        return [self.rx.unprotect(self.inbox.recv(4096)) for _ in range(n)]
-
-    def nothing_received(self) -> bool:
-        self.inbox.settimeout(0.05)
-        try:
-            self.inbox.recv(4096)
-        except (socket.timeout, BlockingIOError):
-            return True
-        finally:
-            self.inbox.settimeout(2)
-        return False
-
-    def close(self) -> None:
-        self.out.close()
-        self.inbox.close()
-
 
 @pytest.fixture
 def csinks() -> Iterator[list[CSink]]:

@@ -39,7 +39,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from jasmin_codecs.rtp import parse_rtp
 from jasmin_sfu.media.consumer import Consumer
-from tests.media.test_forwarding_unit import VP8_DELTA, VP8_KEY, Clock, FakeSink, make_consumer, make_producer, pkt
+from tests.support import VP8_DELTA, VP8_KEY, Clock, FakeSink, make_consumer, make_producer, pkt
 
 CACHE = 64  # make_producer's packet cache
 AUDIO_PREFIX = b"\xfc"

@@ -21,7 +21,7 @@ from jasmin_sfu.media.consumer import Consumer
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.retransmit import RetransmitPolicy
 from jasmin_sfu.media.stats import MediaStats
-from tests.media.test_forwarding_unit import VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, make_producer, pkt
+from tests.support import VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, make_producer, pkt
 
 PAYLOAD = 1000  # bytes of payload per video packet
 FPS = 30
@@ -266,7 +266,7 @@ fp = adapter.fastpath_ext
 def csink() -> Iterator[Any]:
     if fp is None and os.environ.get("CI") != "true":
         pytest.skip("SKIPPED: C fast path not built (pip install -e .)")
-    from tests.media.test_fastpath import CSink
+    from tests.support import CSink
 
     s = CSink()
     yield s
@@ -282,7 +282,7 @@ def test_a_fast_consumer_is_resent_under_the_same_budget(csink: Any) -> None:
     csink.received(10)
     c.remb = 60_000
     newest = p.max_seq
-    from tests.media.test_fastpath import srtp_pair
+    from tests.support import srtp_pair
 
     c.on_nack((out_seq(c, newest - 2),))
     c.on_nack((out_seq(c, newest - 2),))  # inside the RTT
