@@ -61,6 +61,9 @@ class DaemonUnderTest:
                     # handshake at once; a missed pong must not end the publisher's
                     # session. 60 s matches Janus's session_timeout in bench/janus.py.
                     "JASMIN_SERVER_HEARTBEAT_S": "60",
+                    # The ramp looks for the capacity itself: no admission limit in its way.
+                    "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "0", "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT": "0",
+                    "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
                     # The load tool joins without tokens: no accounts, client-given ids trusted.
                     "JASMIN_ACCOUNTS_ENABLED": "false", "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true"}
         env = {**os.environ, **self.env}

@@ -15,9 +15,10 @@ from aiohttp import web
 from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu import __version__
+from jasmin_sfu.api.admission import Admission, AdmissionLimits, ProcessCpu
 from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
-from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
+from jasmin_sfu.api.metrics import AdmissionCollector, MediaCollector, make_registry, render
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.rest import RestApi, quiet_client_http_errors
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
@@ -125,7 +126,16 @@ class Daemon:
         self.privacy: PrivacyStack | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.draining = False
-        self.registry = make_registry(MediaCollector(self.worker, lambda: len(self.sessions)))
+        # Joins past this worker's capacity are refused at once (`overloaded`).
+        a = cfg.admission
+        self.admission = Admission(
+            AdmissionLimits(a.max_viewers_per_worker, a.max_joins_in_flight, a.max_cpu_share, a.retry_after_ms,
+                            a.join_timeout_s),
+            ProcessCpu(a.cpu_window_s),
+        )
+        self.registry = make_registry(
+            MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission)
+        )
         self.app = self._make_app()
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -170,7 +180,11 @@ class Daemon:
     async def readyz(self, request: web.Request) -> web.Response:
         if self.draining:
             return web.json_response({"status": "draining"}, status=503)
-        return web.json_response({"status": "ready", **self.worker.counts()})
+        # Still 200 when full: a show lives on one node, so its viewers cannot be sent
+        # elsewhere; joins past capacity get `overloaded` instead (docs/workers.md).
+        adm = self.admission
+        load = {"overloaded": adm.overload(), "viewers": adm.viewers, "joins_in_flight": adm.joins_in_flight()}
+        return web.json_response({"status": "ready", **self.worker.counts(), "admission": load})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=render(self.registry), content_type="text/plain", charset="utf-8")
@@ -210,6 +224,7 @@ class Daemon:
             chat=self.chat,
             notifier=self.social_notifier,
             ice_servers=self.ice_servers.issue,
+            admission=self.admission,
         )
 
     async def _session_closed(self, session: SignalingSession) -> None:

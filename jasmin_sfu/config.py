@@ -269,6 +269,29 @@ class TurnConfig:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    """Admission control per worker (jasmin_sfu/api/admission.py, docs/signaling.md `overloaded`).
+
+    A join past any limit is refused at once with `overloaded` instead of being
+    accepted and timing out. 0 turns a limit off. Defaults from bench/README.md
+    (one publisher, VP8 1.5 Mbit/s + Opus, one core): 450 viewers held and 500
+    failed on p99 latency at 82-95 % CPU, so refuse from 400 viewers and from
+    85 % CPU; a flash join of 50-100 viewers took TTFF p50 100-240 ms, so at
+    most 50 joins start at once.
+    """
+
+    max_viewers_per_worker: int = 400
+    max_joins_in_flight: int = 50
+    max_cpu_share: float = 0.85
+    # The CPU share is measured over at least this much wall time.
+    cpu_window_s: float = 1.0
+    # A join stops counting as in flight after this long even without media.
+    join_timeout_s: float = 10.0
+    # The hint in the refusal: try again after this long (or another node).
+    retry_after_ms: int = 2000
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -287,6 +310,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -483,6 +507,7 @@ def validate(cfg: Config) -> Config:
     if ch.redis_url and not ch.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("chat.redis_url must be a redis://, rediss:// or unix:// URL (or empty)")
     _validate_turn(cfg.turn)
+    _validate_admission(cfg.admission)
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning or error")
     if cfg.log.format not in ("json", "text"):
@@ -513,6 +538,19 @@ def _validate_turn(t: TurnConfig) -> None:
         raise ConfigError("turn.secret is set but turn.urls is empty: name the TURN servers")
     if not 60 <= t.ttl_s <= 7 * 86400:
         raise ConfigError("turn.ttl_s must be 60..604800 seconds (credentials must outlast a viewing session)")
+
+
+def _validate_admission(a: AdmissionConfig) -> None:
+    if a.max_viewers_per_worker < 0 or a.max_joins_in_flight < 0:
+        raise ConfigError("admission.max_viewers_per_worker and max_joins_in_flight must be >= 0 (0: off)")
+    if not 0.0 <= a.max_cpu_share <= 1.0:
+        raise ConfigError("admission.max_cpu_share must be 0..1 (a share of one core; 0: off)")
+    if not 0.1 <= a.cpu_window_s <= 60.0:
+        raise ConfigError("admission.cpu_window_s must be 0.1..60 seconds")
+    if not 1.0 <= a.join_timeout_s <= 300.0:
+        raise ConfigError("admission.join_timeout_s must be 1..300 seconds")
+    if not 0 <= a.retry_after_ms <= 600_000:
+        raise ConfigError("admission.retry_after_ms must be 0..600000")
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

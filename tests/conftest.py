@@ -18,7 +18,15 @@ import aiohttp
 import pytest
 
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import AccountsConfig, BillingConfig, Config, MediaConfig, PaymentsConfig, ServerConfig
+from jasmin_sfu.config import (
+    AccountsConfig,
+    AdmissionConfig,
+    BillingConfig,
+    Config,
+    MediaConfig,
+    PaymentsConfig,
+    ServerConfig,
+)
 from tests.realparts import FakeClock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +44,9 @@ def test_config(
     tests are about packets, the billing tests turn it on with a temp data_dir.
     Accounts are off and client-given ids trusted (the legacy join) unless an
     ``AccountsConfig`` is given: the accounts tests turn them on.
+    Admission control is off: the test's own aiortc peers share the daemon's
+    process, so its CPU share is theirs too (tests/integration/test_admission.py
+    turns each limit on).
     """
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0),
@@ -43,6 +54,7 @@ def test_config(
         billing=billing or BillingConfig(enabled=False),
         accounts=accounts or AccountsConfig(enabled=False, trust_client_ids=True),
         payments=payments or PaymentsConfig(),
+        admission=AdmissionConfig(max_viewers_per_worker=0, max_joins_in_flight=0, max_cpu_share=0.0),
     )
 
 
@@ -107,6 +119,19 @@ async def make_daemon() -> AsyncIterator[object]:
         await d.stop()
 
 
+async def scrape_metrics(http: str) -> dict[str, float]:
+    """``/metrics`` of the daemon at ``http`` as {sample name with labels: value}."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(http + "/metrics") as r:
+            text = await r.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 @dataclass
 class DaemonProcess:
     proc: subprocess.Popen[str]
@@ -122,15 +147,7 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def metrics(self) -> dict[str, float]:
-        async with aiohttp.ClientSession() as s:
-            async with s.get(self.http + "/metrics") as r:
-                text = await r.text()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return await scrape_metrics(self.http)
 
 
 async def start_daemon_process(

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jasmin_sfu.api.admission import REASONS, Admission
 from jasmin_sfu.media.worker import Worker
 
 
@@ -73,9 +74,32 @@ class MediaCollector(Collector):
         yield drops
 
 
-def make_registry(collector: Any) -> CollectorRegistry:
+class AdmissionCollector(Collector):
+    """Admission control (jasmin_sfu/api/admission.py): refusals by reason, joins in flight."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def collect(self) -> Iterable[Metric]:
+        a = self.admission
+        yield GaugeMetricFamily("jasmin_joins_in_flight", "Viewer joins admitted whose first frame has not reached the viewer",
+                                value=a.joins_in_flight())
+        yield GaugeMetricFamily("jasmin_admission_viewers", "Viewer connections joined to shows on this worker",
+                                value=a.viewers)
+        refused = CounterMetricFamily(
+            "jasmin_admission_refusals",
+            "Joins refused with `overloaded`, by reason: viewers (max_viewers_per_worker), joins_in_flight, cpu",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            refused.add_metric([reason], a.refused[reason])
+        yield refused
+
+
+def make_registry(*collectors: Any) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(collector)
+    for c in collectors:
+        reg.register(c)
     return reg
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
 
+from jasmin_sfu.api.admission import Admission
 from jasmin_sfu.api.chat_handler import ChatConnection, spawn_tracked
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
 from jasmin_sfu.api.signaling_social import NotificationSubscription
@@ -70,7 +71,10 @@ class SessionHandler:
         chat: ChatService | None = None,
         notifier: OnlineNotifier | None = None,
         ice_servers: Callable[[], list[dict[str, Any]]] = list,
+        admission: Admission | None = None,
     ) -> None:
+        # Refuses joins past the worker's capacity (jasmin_sfu/api/admission.py); None: never.
+        self.admission = admission
         # Fresh TURN credentials for each join answer (jasmin_sfu.api.ice_servers).
         self.ice_servers = ice_servers
         self.billing = billing
@@ -160,6 +164,8 @@ class SessionHandler:
         else:
             who = JoinIdentity(body.role, body.member_id, body.performer_id)
         if who.role == "performer":
+            # A performer joining its live show is never refused: its viewers are here already.
+            self._check_admission(exempt=self.shows.get(body.show_id) is not None)
             show = self.shows.open(body.show_id)
             if who.price_per_minute is not None:
                 # The owner's profile price; applies to the next private (a running one keeps its grant).
@@ -169,6 +175,8 @@ class SessionHandler:
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
             show = found
+            # The member of the running private is never refused: it rejoins the show it pays for.
+            self._check_admission(exempt=who.member_id is not None and show.machine.private_member == who.member_id)
         if self.chat is not None:
             await self.chat.check_join(show.id, who.principal, who.role, who.member_id, who.performer_id)
         self.role = who.role
@@ -179,6 +187,8 @@ class SessionHandler:
         self.show = show
         self._unobserve = show.router.observe(self._on_producer)
         show.add(self)
+        if self.admission is not None and who.role == "viewer":
+            self.admission.admit(self, self._media_started)
         log.info("joined", extra={"show_id": show.id, "session_id": self.session_id, "role": who.role})
         out: dict[str, Any] = {"role": who.role, **show.describe_for(self), "ice_servers": self.ice_servers()}
         if self.member_id is not None:
@@ -188,6 +198,16 @@ class SessionHandler:
         if self.chat is not None:
             out["chat"] = await self.chat.joined(show)
         return out
+
+    def _check_admission(self, exempt: bool) -> None:
+        if self.admission is not None:
+            self.admission.check(exempt)
+
+    def _media_started(self) -> bool:
+        """The join has landed: a video packet (a keyframe first) reached the viewer, or audio when it takes no video."""
+        consumers = [c for t in self.subscriptions.values() for c in t.consumers.values()]
+        video = [c for c in consumers if c.producer.is_video]
+        return any(c.packets for c in (video or consumers))
 
     async def _m_publish(self, body: Publish) -> dict[str, Any]:
         show = self._require_show()
@@ -387,6 +407,8 @@ class SessionHandler:
 
     async def _leave(self) -> None:
         show, self.show = self.show, None
+        if self.admission is not None:
+            self.admission.release(self)
         if self.chat is not None:
             self.chat.left()
         if self._unobserve is not None:
@@ -421,6 +443,8 @@ class SessionHandler:
         self.subscriptions.clear()
         self.publisher = None
         self.show = None
+        if self.admission is not None:
+            self.admission.release(self)
         self.role = ""
         if self.chat is not None:
             self.chat.left()

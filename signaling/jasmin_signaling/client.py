@@ -12,12 +12,36 @@ from .codec import PROTOCOL, decode_frame, encode_frame
 
 
 class RemoteError(Exception):
-    """The server answered a request with ``ok: false``."""
+    """The server answered a request with ``ok: false``; ``error`` is the whole wire error."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, error: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.error = error or {"code": code, "message": message}
+
+    @staticmethod
+    def from_wire(err: Any) -> "RemoteError":
+        """The typed error for a wire ``error`` object (:class:`Overloaded` for ``overloaded``)."""
+        err = err if isinstance(err, dict) else {}
+        code, message = str(err.get("code", "?")), str(err.get("message", ""))
+        if code == "overloaded":
+            return Overloaded(code, message, err)
+        return RemoteError(code, message, err)
+
+
+class Overloaded(RemoteError):
+    """``overloaded``: the node refused the join at once, past its capacity.
+
+    Try again after ``retry_after_ms`` (or another node); ``reason`` is
+    ``viewers``, ``joins_in_flight`` or ``cpu``.
+    """
+
+    def __init__(self, code: str, message: str, error: dict[str, Any] | None = None) -> None:
+        super().__init__(code, message, error)
+        retry = self.error.get("retry_after_ms")
+        self.retry_after_ms: int = retry if isinstance(retry, int) and not isinstance(retry, bool) else 0
+        self.reason: str = str(self.error.get("reason", ""))
 
 
 class SignalingClient:
@@ -78,8 +102,7 @@ class SignalingClient:
         finally:
             self._pending.pop(req_id, None)
         if not resp.get("ok"):
-            err = resp.get("error") or {}
-            raise RemoteError(err.get("code", "?"), err.get("message", ""))
+            raise RemoteError.from_wire(resp.get("error"))
         return resp.get("data") or {}
 
     async def next_event(self, name: str | None = None, timeout: float = 10) -> dict[str, Any]:
@@ -113,8 +136,7 @@ class SignalingClient:
                 elif ftype == "error":
                     fut = self._pending.pop("__hello__", None)
                     if fut and not fut.done():
-                        err = frame.get("error", {})
-                        fut.set_exception(RemoteError(err.get("code", "?"), err.get("message", "")))
+                        fut.set_exception(RemoteError.from_wire(frame.get("error")))
                     await self.errors.put(frame)
         except Exception:  # pragma: no cover - connection torn down
             pass

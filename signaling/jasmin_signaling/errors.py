@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # code -> one-line meaning (docs/signaling.md lists the same table).
 ERROR_CODES: dict[str, str] = {
     "bad_frame": "the frame is not valid JSON / msgpack, or not an object",
@@ -32,19 +34,23 @@ ERROR_CODES: dict[str, str] = {
     "muted": "timed out in this room's chat; `until` says till when",
     "unknown_message": "no such chat message in this room",
     "idempotency_conflict": "this idempotency key (tip_id) was already used for a different request",
+    "overloaded": "the node is past its capacity and refused this join at once; `reason`, `retry_after_ms`",
     "internal": "an unexpected server error; the connection stays up",
 }
 
 
 class SignalingError(Exception):
-    """An error answered to the client as ``{code, message}``."""
+    """An error answered to the client as ``{code, message}``, plus ``extra`` fields
+    where the code's documentation names them (``overloaded``: ``reason``, ``retry_after_ms``)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown signaling error code {code!r}")
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.extra = extra
 
-    def to_wire(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.extra, "code": self.code, "message": self.message}
+
