@@ -38,6 +38,7 @@ import re
 import secrets
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,18 +95,21 @@ class Placement:
         """The worker holding ``show_id``, if placed."""
         return self._where.get(show_id)
 
-    def route(self, show_id: str, role: str, loads: dict[int, int]) -> int | None:
+    def route(self, show_id: str, role: str, loads: dict[int, int], full: frozenset[int] = frozenset()) -> int | None:
         """The worker a ``join`` of ``show_id`` goes to; None: any (a viewer of no show).
 
         ``loads``: connections per live worker. A performer of an unplaced show
-        places it on the least loaded worker (ties: the lowest index).
+        places it on the least loaded worker (ties: the lowest index) that is not
+        ``full`` (it refused a join with ``overloaded`` lately), if any has room.
+        A placed show's joins go to its worker, full or not: its media is there.
         """
         placed = self._where.get(show_id)
         if placed is not None and placed in loads:
             return placed
         if role != "performer" or not loads:
             return None
-        chosen = min(loads, key=lambda i: (loads[i], i))
+        room = {i: n for i, n in loads.items() if i not in full} or loads
+        chosen = min(room, key=lambda i: (room[i], i))
         self._where[show_id] = chosen
         self._refs.setdefault(show_id, 0)
         return chosen
@@ -219,6 +223,8 @@ class Supervisor:
         self._ports = port_slices(cfg.media.rtc_min_port, cfg.media.rtc_max_port, self.n)
         self._cpus = sorted(os.sched_getaffinity(0))
         self._rr = itertools.count()
+        # Worker -> monotonic time until which it counts as full (it answered `overloaded`).
+        self._full_until: dict[int, float] = {}
         self._stopping = False
         self._monitors: list[asyncio.Task[None]] = []
         self._clients: set[web.WebSocketResponse] = set()
@@ -313,6 +319,18 @@ class Supervisor:
     def loads(self) -> dict[int, int]:
         """Connections per live worker."""
         return {w.index: w.connections for w in self.workers if w.alive}
+
+    def full(self) -> frozenset[int]:
+        """Workers that refused a join with ``overloaded`` within its ``retry_after_ms``."""
+        now = time.monotonic()
+        return frozenset(i for i, until in self._full_until.items() if until > now)
+
+    def refused(self, worker: int, error: Any) -> None:
+        """``worker`` answered a join with ``error``; an ``overloaded`` one keeps new shows off it a while."""
+        if isinstance(error, dict) and error.get("code") == "overloaded":
+            retry = error.get("retry_after_ms")
+            wait_s = retry / 1000.0 if isinstance(retry, int) and 0 < retry <= 600_000 else 1.0
+            self._full_until[worker] = time.monotonic() + wait_s
 
     def any_worker(self) -> WorkerProcess:
         """A live worker, in turn (REST and the demo page are stateless per request)."""
@@ -542,7 +560,7 @@ class RoutedConnection:
             return  # the worker answers bad_request
         show_id, role = data["show_id"], data.get("role")
         placed_before = self.sup.placement.where(show_id) is not None
-        target = self.sup.placement.route(show_id, str(role), self.sup.loads())
+        target = self.sup.placement.route(show_id, str(role), self.sup.loads(), self.sup.full())
         assert self.worker is not None
         if target is not None and target != self.worker.index and self.hello is not None:
             await self._switch(self.sup.workers[target])
@@ -600,8 +618,10 @@ class RoutedConnection:
         if frame.get("type") == "response" and frame.get("ok"):
             self.joined_show = show_id
             self.sup.placement.hold(show_id, worker)
-        elif placed_by_us:
-            self.sup.placement.unplace_unheld(show_id)
+        else:
+            self.sup.refused(worker, frame.get("error"))
+            if placed_by_us:
+                self.sup.placement.unplace_unheld(show_id)
 
     async def _close(self) -> None:
         if self.pump is not None:

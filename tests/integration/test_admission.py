@@ -20,6 +20,7 @@ from jasmin_signaling.client import Overloaded, RemoteError, SignalingClient
 from jasmin_sfu.api.admission import ProcessCpu
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import AdmissionConfig, ConfigError, load_config
+from jasmin_sfu.supervisor import Placement, Supervisor
 from tests.conftest import Running, scrape_metrics
 from tests.conftest import test_config as loopback_config
 
@@ -232,3 +233,21 @@ def test_admission_keys_from_file_and_environment_and_validated(tmp_path: Any) -
         load_config(None, env={"JASMIN_ADMISSION_MAX_CPU_SHARE": "1.5"})
     with pytest.raises(ConfigError, match="max_viewers_per_worker"):
         load_config(None, env={"JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "-1"})
+
+
+def test_supervisor_places_a_new_show_on_a_worker_with_room() -> None:
+    """Protects placement with server.workers > 1: a worker that answered a join `overloaded`
+    gets no new show while another has room (even with fewer connections), a show placed on
+    it keeps going there (its media is there), and with every worker full the least loaded
+    is still chosen (it answers `overloaded` itself)."""
+    sup = Supervisor(loopback_config())
+    sup.refused(0, {"code": "overloaded", "reason": "viewers", "retry_after_ms": 60_000})
+    sup.refused(1, {"code": "unknown_show", "message": "not live"})
+    assert sup.full() == frozenset({0})
+    p = Placement()
+    loads = {0: 1, 1: 5}
+    assert p.route("old", "performer", loads) == 0
+    p.hold("old", 0)
+    assert p.route("new", "performer", loads, sup.full()) == 1
+    assert p.route("old", "viewer", loads, sup.full()) == 0
+    assert p.route("third", "performer", loads, frozenset({0, 1})) == 0
