@@ -1,0 +1,365 @@
+"""Memory of jasmin-sfu (and Janus): base RSS, RSS per viewer and RSS per show (issue 16).
+
+    python -m bench.memory                                   # jasmin-sfu, table on stdout
+    python -m bench.memory --targets jasmin,janus --json bench/results/$(date +%F)-memory.json
+
+Each SFU runs as its own process (``bench.targets.DaemonUnderTest``; Janus:
+``bench.janus.JanusUnderTest``, its tuned configuration, inside the load
+tool's network namespace), pinned with taskset like the load tool; the peers are the load tool's own: the
+synthetic publisher (VP8-shaped 1.5 Mbit/s + Opus, real SRTP;
+``bench.publisher``) and light viewers (real ICE/DTLS/SRTP, read by one
+epoll; ``bench.viewers``). Admission control is off (``DaemonUnderTest``
+turns it off), so the node takes every join.
+
+Three ramps, each in a fresh daemon, each point read after every peer has
+its media (every viewer its first keyframe) and a settle time, as the
+median of three reads of VmRSS 0.5 s apart:
+
+* **base**: the daemon with nothing on it;
+* **viewers**: one show (Janus: a VideoRoom room), its publisher, then N viewers (``--viewers``);
+  RSS per viewer is the slope of a least-squares line through the points;
+* **shows**: S shows with one publisher each and ``--viewers-per-show``
+  viewers each (``--shows``); RSS per show is the slope.
+
+RSS is the figure to trust on a loaded machine: other processes change CPU
+time and latency, not the bytes a process holds. The JSON records the load
+average at each point all the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Awaitable, Callable
+
+from bench.peers import wait_for
+from bench.publisher import SyntheticPublisher, Workload
+from bench.report import machine
+from bench.targets import DaemonUnderTest
+from bench.viewers import LightViewer, RawPoller, Recorder
+from jasmin_signaling.client import SignalingClient
+
+
+@dataclass
+class Point:
+    shows: int
+    viewers: int
+    rss_mb: float
+    loadavg_1m: float
+
+
+@dataclass
+class Ramp:
+    name: str
+    points: list[Point] = field(default_factory=list)
+    slope_mb: float = 0.0  # per viewer (viewers ramp) or per show (shows ramp)
+    intercept_mb: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def slope(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of ys against xs."""
+    if len(xs) < 2:
+        return 0.0, ys[0] if ys else 0.0
+    s, i = statistics.linear_regression(xs, ys)
+    return s, i
+
+
+class JasminServer:
+    """jasmin-sfu as a real process; each show: a performer's connection that publishes."""
+
+    name = "jasmin"
+
+    def __init__(self, cpu: int | None) -> None:
+        self.d = DaemonUnderTest(cpu)
+        self.clients: list[SignalingClient] = []
+
+    def rss_mb(self) -> float:
+        return self.d.rss_mb()
+
+    def describe(self) -> str:
+        from jasmin_sfu import __version__
+
+        return f"jasmin-sfu {__version__} (python -m jasmin_sfu serve, built-in defaults, admission off)"
+
+    async def show(self, show: str) -> Callable[[str], Awaitable[str]]:
+        client = await SignalingClient.connect(self.d.url)
+        self.clients.append(client)
+        await client.request("join", show_id=show, role="performer")
+
+        async def exchange(offer: str) -> str:
+            res = await client.request("publish", sdp=offer)
+            return str(res["sdp"])
+
+        return exchange
+
+    async def viewer(self, show: str, v: LightViewer) -> None:
+        client = await SignalingClient.connect(self.d.url)
+        self.clients.append(client)
+        await client.request("join", show_id=show, role="viewer")
+        res = await client.request("subscribe")
+        answer = await v.answer(str(res["sdp"]))
+        await client.request("answer", transport_id=res["transport_id"], sdp=answer)
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+        self.d.stop()
+
+
+class JanusServer:
+    """Janus (bench/janus.py's tuned configuration); each show: a VideoRoom room with one publisher."""
+
+    name = "janus"
+
+    def __init__(self, cpu: int | None) -> None:
+        from bench.janus import JanusUnderTest
+
+        self.j = JanusUnderTest(cpu)
+        self.session: Any = None
+        self.rooms: dict[str, tuple[int, int]] = {}  # show -> (room, feed)
+
+    def rss_mb(self) -> float:
+        return self.j.rss_mb()
+
+    def describe(self) -> str:
+        from bench.janus import version
+
+        return f"Janus {version()} (bench/janus.py configuration, event_loops = 1)"
+
+    async def show(self, show: str) -> Callable[[str], Awaitable[str]]:
+        from bench import janus_client as jc
+        from bench.janus import ROOM_OPTIONS
+
+        if self.session is None:
+            self.session = await jc.JanusSession.connect(self.j.url)
+        room = 5000 + len(self.rooms)
+        await jc.create_room(self.session, room, ROOM_OPTIONS)
+
+        async def exchange(offer: str) -> str:
+            _h, feed, answer = await jc.publish(self.session, room, offer)
+            self.rooms[show] = (room, feed)
+            return answer
+
+        return exchange
+
+    async def viewer(self, show: str, v: LightViewer) -> None:
+        from bench import janus_client as jc
+
+        room, feed = self.rooms[show]
+        h, offer = await jc.subscribe_offer(self.session, room, feed)
+        answer = await v.answer(offer)
+        await jc.subscribe_answer(self.session, h, room, answer)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            try:
+                await asyncio.wait_for(self.session.close(), 15)
+            except Exception:
+                pass
+        self.j.stop()
+
+
+Server = JasminServer | JanusServer
+
+
+def make_server(name: str, cpu: int | None) -> Server:
+    """The SFU ``name`` pinned to core ``cpu`` (None or negative: not pinned)."""
+    core = cpu if cpu is not None and cpu >= 0 else None
+    return JanusServer(core) if name == "janus" else JasminServer(core)
+
+
+class Node:
+    """One SFU process and the peers on it (each show: a publisher and its viewers)."""
+
+    def __init__(self, server: Server, wl: Workload) -> None:
+        self.server = server
+        self.wl = wl
+        self.rec = Recorder()
+        self.poller = RawPoller(self.rec)
+        self.pubs: list[SyntheticPublisher] = []
+        self.viewers: list[LightViewer] = []
+
+    async def add_show(self, show: str) -> None:
+        pub = SyntheticPublisher(self.wl)
+        self.pubs.append(pub)
+        await pub.start(await self.server.show(show))
+
+    async def add_viewers(self, show: str, n: int, concurrency: int, errors: list[str]) -> None:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            v = LightViewer(len(self.viewers), self.rec, self.poller)
+            self.viewers.append(v)
+            async with sem:
+                try:
+                    await self.server.viewer(show, v)
+                except Exception as exc:
+                    errors.append(f"join {show}: {exc!r}")
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    async def rss(self, settle_s: float) -> float:
+        """Median of three VmRSS reads 0.5 s apart, after every viewer has its first keyframe and ``settle_s``."""
+        await wait_for(lambda: all(v.first_key_ns for v in self.viewers), timeout=30, interval=0.05)
+        await asyncio.sleep(settle_s)
+        reads = []
+        for _ in range(3):
+            reads.append(self.server.rss_mb())
+            await asyncio.sleep(0.5)
+        return round(statistics.median(reads), 2)
+
+    async def close(self) -> None:
+        for v in self.viewers:
+            await v.close()
+        for p in self.pubs:
+            await p.close()
+        await self.server.close()
+        self.poller.close()
+
+
+def _point(shows: int, viewers: int, rss: float) -> Point:
+    return Point(shows, viewers, rss, round(os.getloadavg()[0], 2))
+
+
+async def ramp_viewers(o: argparse.Namespace, target: str, wl: Workload) -> tuple[Point, Ramp, str]:
+    node = Node(make_server(target, o.cpu), wl)
+    what = node.server.describe()
+    ramp = Ramp("viewers")
+    try:
+        base = _point(0, 0, await node.rss(o.settle))
+        await node.add_show("mem-0")
+        for n in o.viewers:
+            await node.add_viewers("mem-0", n - len(node.viewers), o.concurrency, ramp.errors)
+            ramp.points.append(_point(1, len(node.viewers), await node.rss(o.settle)))
+            print(f"  {target} viewers: {ramp.points[-1]}", file=sys.stderr)
+    finally:
+        await node.close()
+    ramp.slope_mb, ramp.intercept_mb = slope([p.viewers for p in ramp.points], [p.rss_mb for p in ramp.points])
+    return base, ramp, what
+
+
+async def ramp_shows(o: argparse.Namespace, target: str, wl: Workload) -> Ramp:
+    node = Node(make_server(target, o.cpu), wl)
+    ramp = Ramp("shows")
+    try:
+        for s in o.shows:
+            while len(node.pubs) < s:
+                show = f"mem-{len(node.pubs)}"
+                await node.add_show(show)
+                await node.add_viewers(show, o.viewers_per_show, o.concurrency, ramp.errors)
+            ramp.points.append(_point(len(node.pubs), len(node.viewers), await node.rss(o.settle)))
+            print(f"  {target} shows: {ramp.points[-1]}", file=sys.stderr)
+    finally:
+        await node.close()
+    ramp.slope_mb, ramp.intercept_mb = slope([p.shows for p in ramp.points], [p.rss_mb for p in ramp.points])
+    return ramp
+
+
+def _ints(text: str) -> list[int]:
+    return sorted({int(x) for x in text.split(",") if x.strip()})
+
+
+async def main_async(o: argparse.Namespace) -> dict[str, Any]:
+    from bench.peers import loopback_only
+
+    loopback_only()
+    wl = Workload()
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    results: dict[str, Any] = {}
+    for target in o.targets:
+        base, viewers, what = await ramp_viewers(o, target, wl)
+        shows = await ramp_shows(o, target, wl)
+        results[target] = {
+            "software": what,
+            "base_rss_mb": base.rss_mb,
+            "base": asdict(base),
+            "rss_per_viewer_mb": round(viewers.slope_mb, 3),
+            "rss_per_show_mb": round(shows.slope_mb, 3),
+            "ramps": [asdict(viewers), asdict(shows)],
+        }
+    out: dict[str, Any] = {
+        "scenario": "memory",
+        "started": started,
+        "machine": machine(),
+        "workload": asdict(wl),
+        "options": {k: v for k, v in vars(o).items() if k != "json"},
+        "viewers_per_show": o.viewers_per_show,
+        "targets": results,
+        "note": o.note,
+    }
+    if "jasmin" in results and "janus" in results:
+        j, g = results["jasmin"], results["janus"]
+        out["ratio_rss_per_viewer"] = round(j["rss_per_viewer_mb"] / g["rss_per_viewer_mb"], 2) if g["rss_per_viewer_mb"] else None
+        out["ratio_rss_per_show"] = round(j["rss_per_show_mb"] / g["rss_per_show_mb"], 2) if g["rss_per_show_mb"] else None
+    return out
+
+
+def print_table(r: dict[str, Any]) -> None:
+    t = r["targets"]
+    names = list(t)
+    print(f"memory, RSS ({r['started']}, {r['machine']['cpu']}, {r['machine']['cores']} cores)")
+    print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
+    rows = [("base (no show)", "base_rss_mb", "{:>9.1f} MB"),
+            ("per viewer (one show, slope)", "rss_per_viewer_mb", "{:>9.3f} MB"),
+            (f"per show (1 pub + {r['viewers_per_show']} viewers, slope)", "rss_per_show_mb", "{:>9.3f} MB")]
+    for label, key, fmt in rows:
+        print(f"{label:40}" + "".join(fmt.format(t[n][key]) for n in names))
+    for n in names:
+        for ramp in t[n]["ramps"]:
+            pts = ", ".join(f"{p['shows']}s/{p['viewers']}v={p['rss_mb']:.1f}" for p in ramp["points"])
+            failed = f"  ({len(ramp['errors'])} failed joins)" if ramp["errors"] else ""
+            print(f"  {n} {ramp['name']}: {pts}{failed}")
+    for k in ("ratio_rss_per_viewer", "ratio_rss_per_show"):
+        if k in r:
+            print(f"{k} (jasmin / janus): {r[k]}")
+    if r.get("note"):
+        print(f"note: {r['note']}")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", type=lambda x: [t for t in x.split(",") if t], default=["jasmin"],
+                    help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)")
+    ap.add_argument("--viewers", type=_ints, default=_ints("0,25,50,100,150"), help="viewer counts of the one-show ramp")
+    ap.add_argument("--shows", type=_ints, default=_ints("1,5,10,15"), help="show counts of the shows ramp")
+    ap.add_argument("--viewers-per-show", type=int, default=2, help="viewers on each show of the shows ramp")
+    ap.add_argument("--concurrency", type=int, default=10, help="viewer joins at once")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds after the last first keyframe before reading RSS")
+    ap.add_argument("--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None, help="core to pin the SFU to (-1: none)")
+    ap.add_argument("--note", default="", help="recorded in the JSON (e.g. what else loaded the machine)")
+    ap.add_argument("--json", default="", help="write the record here")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    o = parser().parse_args(argv)
+    bad = [t for t in o.targets if t not in ("jasmin", "janus")]
+    if bad:
+        raise SystemExit(f"unknown target(s) {bad} (jasmin, janus)")
+    from bench import netns
+
+    if "janus" in o.targets and not netns.inside():
+        from bench.janus import installed
+
+        why = netns.available() or installed()
+        if why:
+            raise SystemExit(f"the Janus side runs in its own network namespace: {why}")
+        return netns.run_inside(["-m", "bench.memory", *(sys.argv[1:] if argv is None else argv)])
+    r = asyncio.run(main_async(o))
+    print_table(r)
+    if o.json:
+        with open(o.json, "w") as f:
+            json.dump(r, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
