@@ -38,6 +38,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
+from bench import janus_client as jc
+from bench.janus import ROOM_OPTIONS, JanusTarget, version
 from bench.peers import wait_for
 from bench.publisher import SyntheticPublisher, Workload
 from bench.report import machine
@@ -83,7 +85,7 @@ class JasminServer:
     def rss_mb(self) -> float:
         return self.d.rss_mb()
 
-    def describe(self) -> str:
+    def software(self) -> str:
         from jasmin_sfu import __version__
 
         return f"jasmin-sfu {__version__} (python -m jasmin_sfu serve, built-in defaults, admission off)"
@@ -113,32 +115,19 @@ class JasminServer:
         self.d.stop()
 
 
-class JanusServer:
+class JanusServer(JanusTarget):
     """Janus (bench/janus.py's tuned configuration); each show: a VideoRoom room with one publisher."""
 
-    name = "janus"
-
     def __init__(self, cpu: int | None) -> None:
-        from bench.janus import JanusUnderTest
-
-        self.j = JanusUnderTest(cpu)
-        self.session: Any = None
+        super().__init__(cpu)
         self.rooms: dict[str, tuple[int, int]] = {}  # show -> (room, feed)
 
-    def rss_mb(self) -> float:
-        return self.j.rss_mb()
-
-    def describe(self) -> str:
-        from bench.janus import version
-
+    def software(self) -> str:
         return f"Janus {version()} (bench/janus.py configuration, event_loops = 1)"
 
     async def show(self, show: str) -> Callable[[str], Awaitable[str]]:
-        from bench import janus_client as jc
-        from bench.janus import ROOM_OPTIONS
-
         if self.session is None:
-            self.session = await jc.JanusSession.connect(self.j.url)
+            self.session = await jc.JanusSession.connect(self.janus.url)
         room = 5000 + len(self.rooms)
         await jc.create_room(self.session, room, ROOM_OPTIONS)
 
@@ -150,20 +139,10 @@ class JanusServer:
         return exchange
 
     async def viewer(self, show: str, v: LightViewer) -> None:
-        from bench import janus_client as jc
-
         room, feed = self.rooms[show]
         h, offer = await jc.subscribe_offer(self.session, room, feed)
         answer = await v.answer(offer)
         await jc.subscribe_answer(self.session, h, room, answer)
-
-    async def close(self) -> None:
-        if self.session is not None:
-            try:
-                await asyncio.wait_for(self.session.close(), 15)
-            except Exception:
-                pass
-        self.j.stop()
 
 
 Server = JasminServer | JanusServer
@@ -230,7 +209,7 @@ def _point(shows: int, viewers: int, rss: float) -> Point:
 
 async def ramp_viewers(o: argparse.Namespace, target: str, wl: Workload) -> tuple[Point, Ramp, str]:
     node = Node(make_server(target, o.cpu), wl)
-    what = node.server.describe()
+    what = node.server.software()
     ramp = Ramp("viewers")
     try:
         base = _point(0, 0, await node.rss(o.settle))
