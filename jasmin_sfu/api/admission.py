@@ -47,10 +47,11 @@ class CpuSampler(Protocol):
 class ProcessCpu:
     """CPU time of this process over wall time, over a window of at least ``window_s``.
 
-    Sampled lazily: a call within ``window_s`` of the last sample returns the
-    share measured then; a later call measures over the whole time since (a
-    worker idle for a minute then hit by a storm first sees the idle minute,
-    and the storm's own load from ``window_s`` on).
+    Sampled lazily: the first call only takes a sample (0.0: the process's
+    start-up, imports and stores, is not load); a call within ``window_s`` of
+    the last sample returns the share measured then; a later call measures
+    over the whole time since (a worker idle for a minute then hit by a storm
+    first sees the idle minute, and the storm's own load from ``window_s`` on).
     """
 
     def __init__(
@@ -62,11 +63,14 @@ class ProcessCpu:
         self.window_s = window_s
         self._cpu = cpu
         self._wall = wall
-        self._at = (wall(), cpu())
+        self._at: tuple[float, float] | None = None
         self._share = 0.0
 
     def share(self) -> float:
         wall, cpu = self._wall(), self._cpu()
+        if self._at is None:
+            self._at = (wall, cpu)
+            return self._share
         wall0, cpu0 = self._at
         if wall - wall0 >= self.window_s:
             self._share = max(0.0, (cpu - cpu0) / (wall - wall0))

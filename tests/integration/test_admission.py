@@ -209,9 +209,15 @@ async def test_a_worker_past_its_cpu_share_refuses_joins() -> None:
 
 def test_process_cpu_share_is_cpu_time_over_wall_time_per_window() -> None:
     """Protects the CPU measure: CPU seconds over wall seconds since the last sample, kept
-    for window_s (injected clocks: no sleeping, no real CPU needed)."""
+    for window_s, and the start-up before the first sample not counted (injected clocks:
+    no sleeping, no real CPU needed)."""
     wall, cpu = [0.0], [0.0]
     s = ProcessCpu(window_s=1.0, cpu=lambda: cpu[0], wall=lambda: wall[0])
+    wall[0], cpu[0] = 5.0, 5.0  # start-up: a busy process before any join
+    assert s.share() == 0.0
+    wall[0], cpu[0] = 0.0, 0.0
+    s = ProcessCpu(window_s=1.0, cpu=lambda: cpu[0], wall=lambda: wall[0])
+    assert s.share() == 0.0
     wall[0], cpu[0] = 2.0, 1.5
     assert s.share() == 0.75
     wall[0], cpu[0] = 2.5, 2.0  # within the window: the last measure
