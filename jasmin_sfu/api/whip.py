@@ -56,6 +56,7 @@ STATUS = {
     "no_producers": 404,
     "invalid_state": 409,
     "rate_limited": 429,
+    "overloaded": 503,
 }
 _BEARER = re.compile(r"Bearer ([A-Za-z0-9_-]{1,256})\Z", re.IGNORECASE)
 _RESOURCE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
@@ -115,6 +116,9 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 def _from_signaling(exc: SignalingError) -> HttpError:
     status = STATUS.get(exc.code, 500)
     headers = {"WWW-Authenticate": 'Bearer realm="jasmin"'} if status == 401 else None
+    if exc.code == "overloaded":  # admission control (docs/signaling.md): its hint, in whole seconds
+        retry_ms = exc.extra.get("retry_after_ms")
+        headers = {"Retry-After": str(max(1, -(-retry_ms // 1000)) if isinstance(retry_ms, int) else RETRY_AFTER_S)}
     return HttpError(status, exc.code, exc.message, headers)
 
 

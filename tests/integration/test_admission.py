@@ -10,12 +10,14 @@ are counted in packets at their SRTP layer before and after each refusal.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
 
-from bench.peers import Viewer, publish, subscribe, wait_for
+from bench.peers import Viewer, new_pc, publish, subscribe, wait_for
+from bench.whip_peers import post_offer
 from jasmin_signaling.client import Overloaded, RemoteError, SignalingClient
 from jasmin_sfu.api.admission import ProcessCpu
 from jasmin_sfu.app import Daemon
@@ -163,6 +165,29 @@ async def test_a_join_held_before_its_first_frame_counts_in_flight() -> None:
         await held.close()
         await pub.close()
         await d.stop()
+
+
+async def test_a_whep_viewer_on_a_full_node_gets_503_overloaded_with_retry_after(full_at_two: Running) -> None:
+    """Protects admission on the WHEP path (its join is the websocket's): a WHEP POST on a node
+    holding its 2 viewers is 503 `overloaded` with Retry-After = retry_after_ms in whole seconds
+    (1500 ms: 2), not a 500; the viewers already watching keep their media."""
+    pub = await publish(full_at_two.url, "show-w")
+    watching = [await subscribe(full_at_two.url, "show-w", count=True, pass_through=True) for _ in range(2)]
+    pc = new_pc()
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        status, body, headers = await post_offer(full_at_two.http + "/whep/show-w", pc.localDescription.sdp, None)
+        assert (status, json.loads(body)["error"]["code"]) == (503, "overloaded"), body
+        assert headers["Retry-After"] == "2"
+        assert await keeps_media(watching)
+        assert full_at_two.daemon.admission.viewers == 2
+    finally:
+        await pc.close()
+        for v in watching:
+            await v.close()
+        await pub.close()
 
 
 class FixedCpu:
