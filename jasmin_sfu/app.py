@@ -16,6 +16,7 @@ from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu import __version__
 from jasmin_sfu.api.admission import Admission, AdmissionLimits, ProcessCpu
+from jasmin_sfu.api.demo import demo_app
 from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import AdmissionCollector, MediaCollector, make_registry, render
@@ -31,6 +32,8 @@ from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.chat import ChatService, open_chat
+from jasmin_sfu.services.demo import DemoAccounts, DemoSeeder, demo_enabled
+from jasmin_sfu.services.errors import AccountsError
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
 from jasmin_sfu.services.personal_data import PersonalDataRegistry
 from jasmin_sfu.services.retention import PrivacyStack, open_privacy
@@ -125,6 +128,8 @@ class Daemon:
         # Profile, visibility, download, erasure, retention (docs/privacy.md); opened in start().
         self.privacy: PrivacyStack | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        # `make run`'s demo accounts (jasmin_sfu/services/demo.py); seeded by serve(), not start().
+        self.demo: DemoSeeder | None = None
         self.draining = False
         # Joins past this worker's capacity are refused at once (`overloaded`).
         a = cfg.admission
@@ -164,6 +169,8 @@ class Daemon:
             static = resources.files("jasmin_sfu.api") / "static"
             app.router.add_get("/", self.index)
             app.router.add_static("/static", str(static))
+            trust = self.cfg.accounts.trust_client_ids
+            app.add_subapp("/demo", demo_app(lambda: self.demo, lambda: self.accounts, trust))
         return app
 
     def _performer_online(self, username: str) -> bool:
@@ -281,6 +288,18 @@ class Daemon:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.port
 
+    async def seed_demo(self) -> DemoAccounts | None:
+        """Seed the demo accounts when the config allows it (services/demo.py); None otherwise."""
+        if not demo_enabled(self.cfg) or self.accounts is None or self.billing is None:
+            return None
+        self.demo = DemoSeeder(self.accounts, self.billing.cc)
+        try:
+            return await self.demo.seed()
+        except AccountsError as exc:  # e.g. a real account already holds a demo name
+            log.warning("demo accounts not seeded", extra={"reason": str(exc)})
+            self.demo = None
+            return None
+
     async def stop(self) -> None:
         """Drain: refuse new sessions, close every websocket and peer connection."""
         self.draining = True
@@ -316,13 +335,31 @@ class Daemon:
             await self.runner.cleanup()
 
 
+def demo_banner(demo: DemoAccounts, host: str, port: int) -> str:
+    """What `make run` prints about the demo accounts: who, with which password, and where to click."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    base = f"http://{shown}:{port}/"
+    p, m, show = demo.performer, demo.member, demo.show_id
+    return "\n".join([
+        "demo accounts (accounts.seed_demo = false turns them off; never seeded with a DSN):",
+        f"  performer  {p.username} / {p.password}   show {show!r}",
+        f"  member     {m.username} / {m.password}   {demo.member_credits} credits",
+        f"  performer view  {base}?role=performer&demo=performer   (logs in, then: Go live)",
+        f"  member view     {base}?role=viewer&show={show}&demo=member   (logs in, then: Watch)",
+        f"  guest view      {base}?role=viewer&show={show}   (Watch, confirm 18+)",
+    ])
+
+
 async def serve(cfg: Config, ready: Any = None) -> int:
     """Run until SIGINT/SIGTERM; returns the exit status (0 on a clean drain)."""
     daemon = Daemon(cfg)
     await daemon.start()
+    demo = await daemon.seed_demo()
     url = f"http://{cfg.server.host}:{daemon.port}/"
     log.info("listening", extra={"url": url, "ws": url + "ws"})
     print(f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws", flush=True)
+    if demo is not None:
+        print(demo_banner(demo, cfg.server.host, daemon.port or cfg.server.port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -188,6 +188,9 @@ class AccountsConfig:
     # Legacy: trust `member_id` / `performer_id` in a token-less signaling `join`.
     # Never in production: anybody could then spend any member's credits.
     trust_client_ids: bool = False
+    # `make run`'s demo accounts (jasmin_sfu/services/demo.py): seeded at start, with public
+    # passwords, only while both dsn and billing.ledger_dsn are empty. Production on SQLite: false.
+    seed_demo: bool = True
     session_ttl_s: int = 30 * 86400
     # PRODUCT.md: guest data is kept 15 days at most (validated below).
     guest_session_ttl_s: int = 86400
