@@ -12,7 +12,9 @@
     wallet: null,
     lastPurchase: null,
     lastError: null,
+    demo: null,        // GET /demo/config's `demo`: the node's seeded demo accounts, or null
   };
+  const urlShow = new URLSearchParams(location.search).has('show');
 
   async function api(method, path, body, token = window.jasmin.token) {
     const headers = {};
@@ -56,6 +58,7 @@
     }
     account.wallet = await api('GET', '/wallet');
     $('wallet').hidden = false;
+    $('demo-top-up').hidden = !isDemoMember();
     $('wallet-credits').textContent = credits(account.wallet.credits);
   }
 
@@ -66,6 +69,8 @@
     $('signed-in').hidden = false;
     $('whoami').textContent = `${principal.username} (${principal.kind})`;
     say('');
+    // A performer goes live on its own show (its username), unless the URL named one.
+    if (principal.kind === 'performer' && !urlShow && !window.jasmin.signaling) $('show-id').value = principal.username;
     window.dispatchEvent(new CustomEvent('jasmin:token', { detail: { token, principal } }));
     try { await refreshWallet(); } catch (err) { fail(err); }
   }
@@ -149,6 +154,64 @@
     } catch (err) { /* a guest or expired token: app.js handles joins */ }
   }
 
+  // -- the demo accounts of a `make run` node (jasmin_sfu/services/demo.py) --------------
+
+  const demoAccount = (role) => (account.demo ? account.demo.accounts.find((a) => a.role === role) : null);
+  const isDemoMember = () => {
+    const m = demoAccount('member');
+    return Boolean(m && account.principal && account.principal.username === m.username);
+  };
+
+  // Log in as the node's demo performer or member, then pick the matching view.
+  async function demoLogIn(role) {
+    const a = demoAccount(role);
+    if (!a) return;
+    $('account-username').value = a.username;
+    $('account-password').value = a.password;
+    try {
+      const res = await api('POST', '/sessions', { username: a.username, password: a.password }, null);
+      if (window.jasmin.signaling) window.jasmin.stop();
+      window.jasmin.selectRole(role === 'performer' ? 'performer' : 'viewer');
+      if (!urlShow) $('show-id').value = account.demo.show_id;
+      await signedIn(res.token, res.principal);
+    } catch (err) { fail(err); }
+  }
+
+  async function demoTopUp() {
+    try {
+      const res = await fetch('/demo/top-up', { method: 'POST', headers: { Authorization: `Bearer ${window.jasmin.token}` } });
+      const data = await res.json();
+      if (!res.ok) throw Object.assign(new Error(`${data.error.code}: ${data.error.message}`), { code: data.error.code });
+      await refreshWallet();
+      say(`Added ${account.demo.top_up_credits} demo credits: ${credits(data.credits)}.`);
+    } catch (err) { fail(err); }
+  }
+
+  // What the node tells its page: whether it trusts client ids (the "Member id" field)
+  // and its demo accounts; `?demo=performer|member` logs in as one at once.
+  async function loadDemoConfig() {
+    let cfg;
+    try {
+      const res = await fetch('/demo/config');
+      if (!res.ok) return;
+      cfg = await res.json();
+    } catch (err) { return; }
+    window.jasmin.trustClientIds = Boolean(cfg.trust_client_ids);
+    window.jasmin.selectRole(window.jasmin.role);
+    account.demo = cfg.demo;
+    if (!cfg.demo) return;
+    $('demo-logins').hidden = false;
+    if (!urlShow && !window.jasmin.signaling) $('show-id').value = cfg.demo.show_id;
+    const wanted = window.jasmin.demoLogin;
+    if ((wanted === 'performer' || wanted === 'member') && !window.jasmin.token) await demoLogIn(wanted);
+    else if (account.principal) $('demo-top-up').hidden = !isDemoMember();
+  }
+
+  $('demo-performer').addEventListener('click', () => demoLogIn('performer'));
+  $('demo-member').addEventListener('click', () => demoLogIn('member'));
+  $('demo-top-up').addEventListener('click', demoTopUp);
+  account.demoLogIn = demoLogIn;
+  account.ready = loadDemoConfig();
   $('sign-up').addEventListener('click', signUp);
   $('log-in').addEventListener('click', logIn);
   $('log-out').addEventListener('click', logOut);

@@ -128,6 +128,8 @@ const jasmin = window.jasmin = {
   lastAccept: null,   // performer: the answer to the last private.accept
   cam2cam: null,      // member: {pc, stream, producers} while it sends its camera
   memberCam: { producers: new Map(), pending: new Set(), stream: new MediaStream() }, // performer: the member's Cam2Cam
+  demoLogin: params.get('demo'), // `?demo=performer|member`: account.js logs in as that demo account
+  trustClientIds: false, // the node's accounts.trust_client_ids (GET /demo/config): shows "Member id"
   Signaling,
 };
 
@@ -182,7 +184,27 @@ function noteError(err) {
   const message = ours ? err.detail : (err.message || String(err));
   jasmin.lastError = { code, message };
   console.error('jasmin:', code, message);
-  notice(`Error ${code}: ${message}`);
+  notice(`Error ${code}: ${message}${hint(code)}`);
+}
+
+// What the person in front of the page can do about an error (the code stays first).
+function hint(code) {
+  const performer = jasmin.role === 'performer';
+  const demo = $('demo-logins') && !$('demo-logins').hidden;
+  if (code === 'unauthorized' && performer) {
+    return demo ? ' (log in as a performer first: "Log in as demo performer")'
+      : ' (log in with a performer account first; an admin creates them: POST /api/v1/performers)';
+  }
+  if (code === 'unauthorized') return ' (log in, or confirm 18+ to watch as a guest)';
+  if (code === 'forbidden' && performer) return ' (a performer goes live on its own show: its username)';
+  if (code === 'insufficient_credits' || code === 'insufficient_funds') {
+    return demo ? ' (buy credits, or "Demo top-up")' : ' (buy credits in the wallet above)';
+  }
+  if (code === 'NotAllowedError' || code === 'NotFoundError') return ' (allow the camera and microphone for this page)';
+  if (code === 'adult_confirmation_required') return ' (tick "I am 18 or older" and sign up, or watch as a guest)';
+  if (code === 'private_busy') return ' (the performer is in another private: try again later)';
+  if (code === 'disconnected') return ' (the node went away: reload the page)';
+  return '';
 }
 
 function fail(err) {
@@ -193,7 +215,7 @@ function fail(err) {
   jasmin.lastError = { code, message };
   console.error('jasmin:', code, message);
   teardown();
-  setStatus('error', `Error ${code}: ${message}`);
+  setStatus('error', `Error ${code}: ${message}${hint(code)}`);
 }
 
 function checkedId(input, what) {
@@ -651,8 +673,11 @@ const pcsOf = (producers) => [...new Set([...producers.values()].map((e) => e.pc
 function selectRole(role) {
   jasmin.role = role;
   $(`role-${role}`).checked = true;
-  for (const el of document.querySelectorAll('[data-role]')) el.hidden = el.dataset.role !== role;
+  for (const el of document.querySelectorAll('[data-role]')) {
+    el.hidden = el.dataset.role !== role || ('trust' in el.dataset && !jasmin.trustClientIds);
+  }
   params.set('role', role);
+  params.delete('demo'); // a `?demo=` login is done once, not again on reload
   history.replaceState(null, '', `?${params}`);
   render();
 }
@@ -743,7 +768,7 @@ $('private-requests').addEventListener('click', (ev) => {
 });
 
 Object.assign(jasmin, {
-  publish, watch, stop,
+  publish, watch, stop, selectRole,
   // Inbound stats of the show's media (viewer) and of the member's Cam2Cam (performer).
   showStats: () => inboundStats(pcsOf(jasmin.producers)),
   memberCamStats: () => inboundStats(pcsOf(jasmin.memberCam.producers)),
