@@ -109,7 +109,7 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class ShowsConfig:
-    """Show rules (PRODUCT.md)."""
+    """Show rules (docs/product.md)."""
 
     # A member's sneak peek into a performer's member chat.
     sneak_peek_s: float = 20.0
@@ -149,9 +149,9 @@ class BillingConfig:
     # what is left stays in the outbox for the next start.
     drain_timeout_s: float = 5.0
     # The performer's share of a private's revenue, in basis points (contract data;
-    # PRODUCT.md gives no figure). The house gets the rest.
+    # docs/product.md gives no figure). The house gets the rest.
     performer_share_bp: int = 5000
-    # VIP free credits on the 1st and 16th of each month (PRODUCT.md): "max_rank:credits"
+    # VIP free credits on the 1st and 16th of each month (docs/product.md): "max_rank:credits"
     # tiers in rising rank order; the last tier's rank is how many members are paid (500).
     # Empty: the job pays nobody.
     vip_award_tiers: tuple[str, ...] = ("500:5",)
@@ -192,9 +192,9 @@ class AccountsConfig:
     # passwords, only while both dsn and billing.ledger_dsn are empty. Production on SQLite: false.
     seed_demo: bool = True
     session_ttl_s: int = 30 * 86400
-    # PRODUCT.md: guest data is kept 15 days at most (validated below).
+    # docs/product.md: guest data is kept 15 days at most (validated below).
     guest_session_ttl_s: int = 86400
-    # PRODUCT.md: the 18+ confirmation is remembered for a year.
+    # docs/product.md: the 18+ confirmation is remembered for a year.
     adult_confirmation_ttl_s: int = 365 * 86400
     # argon2id cost (RFC 9106's second recommended option: t=3, 64 MiB, p=4).
     password_time_cost: int = 3
@@ -211,7 +211,7 @@ class AccountsConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Privacy rights and retention (docs/privacy.md). The limits are PRODUCT.md's maximums."""
+    """Privacy rights and retention (docs/privacy.md). The limits are docs/product.md's maximums."""
 
     # Shown to performers with a member ("username, site, ...").
     site: str = "jasmin"
@@ -490,7 +490,7 @@ def validate(cfg: Config) -> Config:
     if not (0 < pv.usage_retention_days <= 120 and 0 < pv.guest_retention_days <= 15
             and 0 < pv.identity_retention_days <= 5):
         raise ConfigError("privacy: usage_retention_days 1..120, guest_retention_days 1..15, "
-                          "identity_retention_days 1..5 (PRODUCT.md's maximums)")
+                          "identity_retention_days 1..5 (docs/product.md's maximums)")
     if pv.inactive_account_days < 365 or pv.username_blacklist_days < 0 or pv.retention_interval_s <= 0:
         raise ConfigError("privacy: inactive_account_days >= 365 (a year), username_blacklist_days >= 0, "
                           "retention_interval_s > 0")

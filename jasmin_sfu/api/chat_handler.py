@@ -251,7 +251,7 @@ class ChatConnection:
             p = self.owner.principal
             if p is not None and p.kind != MEMBER:
                 # A performer (or support) watching a room chats there as a member,
-                # but surprises are a member's spending (PRODUCT.md), not an earner's.
+                # but surprises are a member's spending (docs/product.md), not an earner's.
                 raise SignalingError("forbidden", "only members send surprises")
             if not show.performer_ids:  # pragma: no cover - a show without performers is closed
                 raise SignalingError("invalid_state", "nobody to tip")

@@ -465,7 +465,7 @@ class RestApi:
 
     async def performer(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
-        # Profiles are content: PRODUCT.md asks for the 18+ confirmation before any.
+        # Profiles are content: docs/product.md asks for the 18+ confirmation before any.
         self.accounts().require_adult(p)
         profile = await self.accounts().performer_profile(request.match_info["username"])
         return web.json_response(profile_view(profile))

@@ -1,13 +1,13 @@
 """Accounts: guests, members, performers (and group accounts), admins; sessions and the 18+ gate.
 
-Who is who (PRODUCT.md, People):
+Who is who (docs/product.md, "People"):
 
 * a **guest** has no account: ``start_guest`` gives it a session token, and the
   token carries its 18+ confirmation (a guest session lives at most
-  ``guest_session_ttl_s``, and PRODUCT.md keeps guest data 15 days at most);
+  ``guest_session_ttl_s``, and docs/product.md keeps guest data 15 days at most);
 * a **member** registers (username + password) and logs in; its 18+
   confirmation is stored on the account and remembered ``adult_confirmation_ttl_s``
-  (a year, PRODUCT.md);
+  (a year, docs/product.md);
 * a **performer** account is created by an admin with a profile: display name,
   bio, per-minute price in hundredths of a credit, categories. A **group
   account** is a performer account listing other performers: its show is theirs
@@ -77,7 +77,7 @@ MAX_PASSWORD = 256
 TOKEN_PREFIX = "jas_"
 TOKEN_RE = re.compile(r"^jas_[A-Za-z0-9_-]{43}\Z")
 
-# PRODUCT.md, Categories: the nude ones, then the two without nudity.
+# docs/product.md, "Categories": the nude ones, then the two without nudity.
 NUDE_CATEGORIES = ("girl", "mature_woman", "fetish", "boy", "gay", "transgender", "couple", "lesbian")
 NON_NUDE_CATEGORIES = ("hot_flirt", "celebrity")
 CATEGORIES = NUDE_CATEGORIES + NON_NUDE_CATEGORIES
@@ -94,7 +94,7 @@ class AccountsSettings:
     """Lifetimes and hashing cost (config section ``[accounts]``)."""
 
     session_ttl_s: int = 30 * 86400
-    # PRODUCT.md keeps guest data 15 days at most; a guest token lives less.
+    # docs/product.md keeps guest data 15 days at most; a guest token lives less.
     guest_session_ttl_s: int = 86400
     # "An 18+ confirmation ... is remembered for a year."
     adult_confirmation_ttl_s: int = 365 * 86400

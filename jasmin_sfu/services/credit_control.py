@@ -1,4 +1,4 @@
-"""Credit control: RFC 4006-style reserve/commit over the ledger (MONEY_AND_CHAT.md 3.3).
+"""Credit control: RFC 4006-style reserve/commit over the ledger (docs/money.md, "Credit control flow").
 
 One paid session (a private) draws on one wallet through grants:
 
@@ -82,7 +82,7 @@ class CreditControlConfig:
     timeout_factor: float = 2.0
     min_timeout_s: int = 10
     # Performer's share of private revenue, in basis points (contract-specific;
-    # PRODUCT.md gives no figure).
+    # docs/product.md gives no figure).
     performer_share_bp: int = 5000
 
 

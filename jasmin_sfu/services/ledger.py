@@ -114,7 +114,7 @@ class CreditPackage:
     vip_points: int
 
 
-# Prices and VIP points are the site's (PRODUCT.md, Money); the credit counts are
+# Prices and VIP points are the site's (docs/product.md, "Money"); the credit counts are
 # this project's assumption (volume bonus of 0/3/5/7 %), configurable by operators.
 PACKAGES: tuple[CreditPackage, ...] = (
     CreditPackage("p2999", 2999, 30, 1),

@@ -14,7 +14,7 @@ request down to the ledger:
 4. The payment is marked credited. A crash between any two steps is healed by
    the client's retry with the same key.
 
-PRODUCT.md: only the last four digits and the expiry of a card are ever
+docs/product.md: only the last four digits and the expiry of a card are ever
 stored. This module never receives more: there is no card-number field.
 """
 

@@ -1,6 +1,6 @@
 """The seam between privacy rights and every service that holds data about a person.
 
-PRODUCT.md's rights (data download, "forget my data", retention limits) cut
+docs/product.md's rights (data download, "forget my data", retention limits) cut
 across every store: accounts, chat logs, favourites, ratings, messages, usage.
 Rather than the privacy service reaching into each store, each service that
 keeps rows about a user registers one ``PersonalDataSource`` with the
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """The limits of PRODUCT.md, as absolute cut-offs in microseconds since the epoch.
+    """The limits of docs/product.md, as absolute cut-offs in microseconds since the epoch.
 
     ``now_us`` is the run's time; a source deletes what is older than the
     cut-off that applies to it (a chat line of a member whose last purchase is

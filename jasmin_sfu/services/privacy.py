@@ -1,4 +1,4 @@
-"""Privacy rights (PRODUCT.md, "Privacy rules"): the member profile and its visibility, the one
+"""Privacy rights (docs/product.md, "Privacy rules"): the member profile and its visibility, the one
 view of a member shown to others, the data download and "forget my data".
 
 * **Profile**: every field is optional (display name, gender, age range,
@@ -11,7 +11,7 @@ view of a member shown to others, the data download and "forget my data".
 * **member_view(member_id, viewer)** is the only way a member is shown to
   someone else. A performer always sees the username, the site, whether the
   member favourites it and the member's spending with *that* performer
-  (PRODUCT.md); the profile and the mask only as the member allows. The member
+  (docs/product.md); the profile and the mask only as the member allows. The member
   itself and support see everything. Signaling never carries more than the
   opaque member id (docs/privacy.md).
 * **Data download**: every registered ``PersonalDataSource``'s export, one key
@@ -82,13 +82,13 @@ _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 PROFILE_FIELDS = ("display_name", "gender", "age_range", "country", "languages", "about")
 
 # The mask: a rank by VIP points (1 point per 29.99 package ... 10 per 159.99,
-# PRODUCT.md). The thresholds are this project's; the site's top-500 free-credit
+# docs/product.md). The thresholds are this project's; the site's top-500 free-credit
 # rule is relative and not a rank. Below 1 point a member has no mask.
 MASK_RANKS: tuple[tuple[int, str], ...] = ((250, "diamond"), (100, "platinum"), (50, "gold"), (10, "silver"),
                                            (1, "bronze"))
 SPENDING_LIMIT = 50
 
-# Retention report categories (PRODUCT.md, "Privacy rules"; ``retention.RetentionReport``).
+# Retention report categories (docs/product.md, "Privacy rules"; ``retention.RetentionReport``).
 USAGE = "chat logs and usage"
 GUEST = "guest data"
 IDENTITY = "identity data"
@@ -306,7 +306,7 @@ class PrivacyService:
     # -- the one view of a member ----------------------------------------------------------
 
     async def member_view(self, member_id: str, viewer: Principal) -> dict[str, Any]:
-        """A member as ``viewer`` may see it (PRODUCT.md: what performers see; nothing to others)."""
+        """A member as ``viewer`` may see it (docs/product.md: what performers see; nothing to others)."""
         if not isinstance(member_id, str) or not _ACCOUNT_ID.fullmatch(member_id):
             raise AccountNotFoundError("no such member")
         user = await self.store.user_by_id(member_id)
@@ -459,7 +459,7 @@ class AccountsDataSource:
 class LedgerDataSource:
     """The ledger: accounts, transfers, holds and credit-control sessions naming the member's accounts.
 
-    All of it is financial record (10 years, PRODUCT.md), kept whole under the
+    All of it is financial record (10 years, docs/product.md), kept whole under the
     member id, which erasure turns into a pseudonym: ``erase`` and ``purge``
     touch nothing (the journal is append-only). Deleting entries older than 10
     years would break ``replay()``; an archive job for that is not built yet.

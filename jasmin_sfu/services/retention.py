@@ -1,6 +1,6 @@
-"""Retention: one policy from PRODUCT.md's limits, applied by every personal-data source.
+"""Retention: one policy from docs/product.md's limits, applied by every personal-data source.
 
-PRODUCT.md, Privacy rules: chat logs and usage data at most 120 days from the
+docs/product.md, "Privacy rules": chat logs and usage data at most 120 days from the
 member's last purchase; guest data at most 15 days; identity-check data at most
 5 days; accounts inactive for over a year may be closed. A run:
 
@@ -19,7 +19,7 @@ A dry run changes nothing and reports what would go: sources with a
 ``preview(policy)`` method say how many rows, the others are reported as
 ``None`` (unknown).
 
-The report has one line per category of PRODUCT.md's rules (``ReportLine``):
+The report has one line per category of docs/product.md's rules (``ReportLine``):
 a source with ``purge_report(policy, dry_run=)`` splits its count by category
 (accounts: guest data, expired sessions, lapsed blacklist); the other sources'
 counts go under the category their name maps to in ``SOURCE_CATEGORY``.
@@ -57,7 +57,7 @@ log = logging.getLogger("jasmin_sfu.services.retention")
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    """The limits in days (config ``[privacy]``; validated against PRODUCT.md's maximums)."""
+    """The limits in days (config ``[privacy]``; validated against docs/product.md's maximums)."""
 
     usage_days: int = 120
     guest_days: int = 15

@@ -1,6 +1,6 @@
 """Advanced search of performers: the attributes, their enums, the filters, sorting and paging.
 
-PRODUCT.md's filters: hair colour, build, age, sexual preference, ethnicity,
+docs/product.md's filters: hair colour, build, age, sexual preference, ethnicity,
 spoken languages, camera quality, per-minute price, category, and the member's
 own rating (My Rating, seen by that member only); plus online status and a
 name match. Everything here is pure: the service gathers the catalog (accounts'

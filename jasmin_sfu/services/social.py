@@ -1,7 +1,7 @@
 """Around the show: TopMembership, favourites, online notifications and feeds, mailing lists,
 My Rating, votes, messages to performers, performer search attributes and advanced search.
 
-The rules, with PRODUCT.md's numbers (docs/social.md has the whole list):
+The rules, with docs/product.md's numbers (docs/social.md has the whole list):
 
 * **TopMembership** costs 15 credits per 14 days, taken from the wallet by a
   ledger transfer to house revenue. Period n of a membership anchored at
@@ -23,7 +23,7 @@ The rules, with PRODUCT.md's numbers (docs/social.md has the whole list):
   carries its subscription's unsubscribe token (a URL that works without login).
 * **My Rating** (1-5 stars) is seen only by the member who gave it (and used by
   its own searches). **Votes**: one per performer per award period (the calendar
-  month, UTC), after a private of at least 300 s, by TopMembers (PRODUCT.md lists
+  month, UTC), after a private of at least 300 s, by TopMembers (docs/product.md lists
   "TopMember Awards votes" among the TopMember benefits; ``votes_need_top_membership``).
 * **Messages to performers**: TopMembers only, to performers they had a private with.
 
@@ -105,7 +105,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class SocialSettings:
-    """PRODUCT.md's numbers (config section ``[social]`` overrides the operational ones)."""
+    """docs/product.md's numbers (config section ``[social]`` overrides the operational ones)."""
 
     top_member_fee_credits: int = 15
     top_member_period_s: int = 14 * DAY
@@ -400,7 +400,7 @@ class SocialService:
     # -- favourites ------------------------------------------------------------------------
 
     async def favourites_lapsed(self, member_id: str) -> bool:
-        """PRODUCT.md: no purchase for over 30 days (creation counts when it never bought)."""
+        """docs/product.md: no purchase for over 30 days (creation counts when it never bought)."""
         act = await self.store.member_activity(member_id)
         if act is None:
             return False

@@ -1,6 +1,6 @@
 """VIP free credits: the top members by VIP points are paid on the 1st and 16th of each month.
 
-PRODUCT.md: "VIP points per purchase: 29.99 -> 1, 69.99 -> 3, 99.99 -> 5, 159.99 -> 10.
+docs/product.md: "VIP points per purchase: 29.99 -> 1, 69.99 -> 3, 99.99 -> 5, 159.99 -> 10.
 The top 500 by points get free credits on the 1st and 16th of each month." Points come
 with every purchase (``Ledger.top_up`` credits ``points:<member>``); this job pays the
 free credits. The amounts are operator data: ``billing.vip_award_tiers`` ("max_rank:credits").

@@ -1,6 +1,6 @@
 """Billing privates by the second: credit control, the meter and the outbox, driven by shows.
 
-The flow (MONEY_AND_CHAT.md section 3.3):
+The flow (docs/money.md, "Credit control flow"):
 
 1. Before the machine accepts a private, :meth:`PrivateBilling.authorize` opens a
    credit-control session with its first grant (a pending debit on the member's

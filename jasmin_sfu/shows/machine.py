@@ -1,4 +1,4 @@
-"""The show state machine (PRODUCT.md), pure: events in, commands out, time passed in.
+"""The show state machine (docs/product.md), pure: events in, commands out, time passed in.
 
 States: ``offline -> free -> private -> member_chat -> free | offline``, with
 sneak peeks (a member watches for ``sneak_peek_s`` seconds) from member_chat

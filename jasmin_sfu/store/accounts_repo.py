@@ -111,7 +111,7 @@ class PaymentRow:
 
 @dataclass(frozen=True)
 class MemberProfileRow:
-    """A member's optional profile and its visibility settings (PRODUCT.md, Privacy rules)."""
+    """A member's optional profile and its visibility settings (docs/product.md, "Privacy rules")."""
 
     user_id: str
     display_name: str | None = None
@@ -159,7 +159,7 @@ ERASE_STATEMENTS: tuple[str, ...] = (
     " WHERE id = {p} AND username_key NOT LIKE '#%'",
     "DELETE FROM acc_sessions WHERE user_id = {p}",
     "DELETE FROM acc_member_profiles WHERE user_id = {p}",
-    # Payments are financial records (10 years, PRODUCT.md) and stay; the card's
+    # Payments are financial records (10 years, docs/product.md) and stay; the card's
     # digits identify the card holder and are not needed to account for the money.
     "UPDATE acc_payments SET card_last4 = NULL, card_expiry = NULL WHERE user_id = {p}"
     " AND (card_last4 IS NOT NULL OR card_expiry IS NOT NULL)",

@@ -2,7 +2,7 @@
 
 The outbox (``jasmin_metering.outbox``) holds one CloudEvent per billed second
 of a private, with ``subject = member/<member_id>``. These events are usage
-data: PRODUCT.md keeps them at most 120 days after the member's last purchase.
+data: docs/product.md keeps them at most 120 days after the member's last purchase.
 They are also what the billing sinks are fed from, so an event is deleted only
 once **every** sink has acknowledged it (its position is at or below the lowest
 sink cursor); a sink that never acked keeps everything.

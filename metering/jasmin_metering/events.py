@@ -1,4 +1,4 @@
-"""CloudEvents 1.0 usage events, JSON encoded (MONEY_AND_CHAT.md section 2).
+"""CloudEvents 1.0 usage events, JSON encoded (docs/money.md, "Usage events").
 
 * ``source`` = the session URN, ``id`` = ``<session_id>:<seq zero-padded to 12>``,
   ``sequence`` = the same padded seq (contiguous from 1 within the source),

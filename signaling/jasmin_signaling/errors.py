@@ -29,7 +29,7 @@ ERROR_CODES: dict[str, str] = {
     "insufficient_credits": "the member's credits do not pay for one second of this private",
     "already_requested": "a private request from this member is pending",
     "unauthorized": "the token is missing, malformed, unknown, expired or revoked",
-    "adult_confirmation_required": "confirm being 18 or older first (PRODUCT.md: before any content)",
+    "adult_confirmation_required": "confirm being 18 or older first (docs/product.md: before any content)",
     "banned": "banned from this room (chat and joining); `until` says till when (null: for ever)",
     "muted": "timed out in this room's chat; `until` says till when",
     "unknown_message": "no such chat message in this room",
