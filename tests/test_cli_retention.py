@@ -218,7 +218,7 @@ def test_retention_command_dry_run_changes_nothing_then_deletes_per_category(tmp
     ("[privacy\n", "jasmin.toml"),
 ])
 def test_retention_command_refuses_a_bad_config(tmp_path: Path, extra: str, needle: str) -> None:
-    """Protects against a config that would break PRODUCT.md's limits or cannot be read: a clear
+    """Protects against a config that would break docs/product.md's limits or cannot be read: a clear
     config error naming the key, exit code 2, and nothing run (no database created)."""
     data = tmp_path / "data"
     data.mkdir()

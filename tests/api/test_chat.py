@@ -453,7 +453,7 @@ async def test_a_retried_tip_charges_once(api: Api, clients: list[SignalingClien
 
 
 async def test_nothing_of_a_private_reaches_anyone_else(api: Api, clients: list[SignalingClient]) -> None:
-    """Protects PRODUCT.md's privacy rule: while the show is private, what the performer and
+    """Protects docs/product.md's privacy rule: while the show is private, what the performer and
     the private's member write (and the member's tips) reaches only the two of them - not
     another member, not a guest, not a late joiner's history, not King of the Room - while
     the others' free chat still works."""
@@ -498,7 +498,7 @@ async def test_nothing_of_a_private_reaches_anyone_else(api: Api, clients: list[
 
 
 async def test_top_members_pick_a_colour_and_use_emoticons(api: Api, clients: list[SignalingClient]) -> None:
-    """Protects the TopMember benefits (PRODUCT.md): with the injected TopMember check saying
+    """Protects the TopMember benefits (docs/product.md): with the injected TopMember check saying
     yes, a member's lines carry top_member and the gold colour or one picked from the palette,
     and emoticons pass; a colour outside the palette is refused; others stay plain."""
     assert api.daemon.chat is not None

@@ -70,7 +70,7 @@ async def _visibility(api: Api, token: str, **fields: str) -> None:
 
 
 async def test_nobody_visibility_shows_a_performer_the_username_only(api: Api) -> None:
-    """Protects PRODUCT.md's 'nobody': with a full profile and a rank, a performer (even one the
+    """Protects docs/product.md's 'nobody': with a full profile and a rank, a performer (even one the
     member had a private with) sees the username, the site, favourite and spending, never a profile
     field or the mask; signaling's private requests carry the opaque member id alone."""
     admin = await api.admin_token()

@@ -46,7 +46,7 @@ async def test_tokens_expire_on_the_accounts_clock(api: Api) -> None:
 
 
 async def test_the_18_plus_gate_guest_token_and_member_account(api: Api) -> None:
-    """Protects PRODUCT.md's 'an 18+ confirmation is required before any content': a profile is
+    """Protects docs/product.md's 'an 18+ confirmation is required before any content': a profile is
     content; a guest confirms on its token, a member on its account."""
     admin = await api.admin_token()
     await api.performer(admin, "anna")

@@ -1,4 +1,4 @@
-"""The social rules over real HTTP and a real websocket, with PRODUCT.md's numbers, on the fake
+"""The social rules over real HTTP and a real websocket, with docs/product.md's numbers, on the fake
 accounts clock: the 14-day 15-credit TopMember fee, 24/96 favourites and the 30-day lapse, the
 300 s vote threshold once per period, one mailing per 24 h with its unsubscribe link, messages
 only from TopMembers after a private, My Rating's privacy, search, presets, RSS and favourite.online."""
@@ -99,7 +99,7 @@ async def test_cancel_keeps_benefits_to_the_period_end_and_no_credits_no_members
 
 
 async def test_favourites_24_then_96_for_top_members(api: Api) -> None:
-    """Protects PRODUCT.md's limits: a 25th favourite is refused (favourites_full), a TopMember
+    """Protects docs/product.md's limits: a 25th favourite is refused (favourites_full), a TopMember
     may have 96 and a 97th is refused."""
     admin = await api.admin_token()
     boss = await api.accounts.authenticate(admin)

@@ -59,7 +59,7 @@ async def test_sign_up_buy_credits_find_a_performer_by_search_and_chat_in_free_c
 ) -> None:
     """Protects the demo page's member journey end to end: the page signs up an 18+ member and
     shows the wallet; a package bought there lands in the ledger; the advanced-search filters
-    (build and age, the "petite, 18-22" of PRODUCT.md) list the live performer that matches and
+    (build and age, the "petite, 18-22" of docs/product.md) list the live performer that matches and
     not the live one that does not; the result's Free chat button joins that show with the new
     token (the server names the new member); and a line typed in the chat box reaches the
     performer's page under the member's username and is stored in that performer's room."""

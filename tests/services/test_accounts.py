@@ -80,7 +80,7 @@ async def test_bad_usernames_and_passwords_are_refused_by_field(
 
 async def test_taken_reserved_and_blacklisted_names_are_unavailable(svc: AccountsService, clock: FakeClock) -> None:
     """Protects name ownership: case-insensitive uniqueness, reserved names, and the blacklist
-    with its period (PRODUCT.md: a former username stays blacklisted for a while)."""
+    with its period (docs/product.md: a former username stays blacklisted for a while)."""
     await svc.register("Nina", "password-1")
     for name in ("nina", "NINA", "admin", "Support"):
         with pytest.raises(UsernameUnavailableError):
@@ -128,7 +128,7 @@ async def test_tokens_expire_on_the_injected_clock_and_logout_revokes(svc: Accou
 async def test_adult_confirmation_guest_token_carries_it_member_account_keeps_it_a_year(
     svc: AccountsService, clock: FakeClock
 ) -> None:
-    """Protects the 18+ gate (PRODUCT.md): required before content; a guest's token carries it,
+    """Protects the 18+ gate (docs/product.md): required before content; a guest's token carries it,
     a member's account remembers it for a year; performers and admins are verified adults."""
     g = await svc.start_guest()
     p = await svc.authenticate(g.token)

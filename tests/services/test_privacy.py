@@ -1,5 +1,5 @@
 """The privacy service's rules (jasmin_sfu/services/privacy.py) on real stores and an injected
-clock, on SQLite and on the real PostgreSQL: who sees what of a member (PRODUCT.md: profile and
+clock, on SQLite and on the real PostgreSQL: who sees what of a member (docs/product.md: profile and
 mask visibility, what performers see), the data download, "forget my data" (personal fields gone,
 money kept under the pseudonymous id, the former username blacklisted for its period), crash-safe
 erasure, and login throttling (services/login_throttle.py)."""
@@ -117,7 +117,7 @@ async def _world(clock: FakeClock, astore: Any, lstore: Any) -> AsyncIterator[Wo
 
 
 async def test_nobody_shows_a_performer_the_username_site_favourite_and_spending_only(world: World) -> None:
-    """Protects PRODUCT.md's 'nobody' (the default): even the performer the member had a paid
+    """Protects docs/product.md's 'nobody' (the default): even the performer the member had a paid
     private with and is a favourite of sees only username, site, favourite and spending; no
     profile field, no mask, not the member id."""
     w = world

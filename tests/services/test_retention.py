@@ -1,6 +1,6 @@
 """Retention at its boundaries, on an injected clock, on SQLite and on the real PostgreSQL.
 
-PRODUCT.md, "Privacy rules": chat logs and usage data at most 120 days from the member's last
+docs/product.md, "Privacy rules": chat logs and usage data at most 120 days from the member's last
 purchase; guest data at most 15 days; identity-check data at most 5 days; accounts inactive for
 over a year may be closed. For each limit a row one day inside it is kept and a row one day
 past it is deleted, through the real ``Retention.run`` over the real sources (accounts, chat,
@@ -116,7 +116,7 @@ async def _world(clock: FakeClock, settings: AccountsSettings, astore: Any, csto
 
 def test_the_limits_are_product_md_numbers() -> None:
     """Protects the numbers themselves: 120 days of usage, 15 of guest data, 5 of identity data,
-    365 of inactivity (so the boundary tests below test PRODUCT.md's limits, not others)."""
+    365 of inactivity (so the boundary tests below test docs/product.md's limits, not others)."""
     pv = PrivacyConfig()
     assert (pv.usage_retention_days, pv.guest_retention_days, pv.identity_retention_days,
             pv.inactive_account_days) == (120, 15, 5, 365)

@@ -1,4 +1,4 @@
-"""VIP free credits on the 1st and 16th (PRODUCT.md; issue 11 #24), on SQLite and PostgreSQL,
+"""VIP free credits on the 1st and 16th (docs/product.md; issue 11 #24), on SQLite and PostgreSQL,
 with an injected clock: the top members by VIP points before the period began are paid
 the operator's tier amounts, once, however often and on however many nodes the job runs."""
 

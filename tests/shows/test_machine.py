@@ -34,7 +34,7 @@ def emitted(cmds: list[object]) -> list[str]:
 
 
 def test_the_whole_path_offline_free_private_member_chat_free_offline() -> None:
-    """Protects PRODUCT.md's show cycle and the order of commands (media first)."""
+    """Protects docs/product.md's show cycle and the order of commands (media first)."""
     sm = ShowMachine()
     assert sm.handle(GoOnline(0))[0] == SetAudience(None)
     assert sm.state == State.FREE

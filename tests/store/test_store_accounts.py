@@ -205,7 +205,7 @@ async def test_payments_are_idempotent_by_member_and_key(astore: AccountsStore) 
 
 async def test_member_profile_round_trip_and_visibility_checked_by_the_database(astore: AccountsStore) -> None:
     """Protects the profile: stored and read back whole, the private defaults apply, and the
-    database refuses a visibility value outside the three PRODUCT.md names."""
+    database refuses a visibility value outside the three docs/product.md names."""
     await astore.create_user(user("u1", "dora"))
     assert await astore.member_profile("u1") is None
     row = MemberProfileRow("u1", "Dora", "female", "25-34", "DE", ("de", "en"), "hi", "all_performers", "public", T0)
