@@ -358,7 +358,7 @@ async def serve(cfg: Config, ready: Any = None) -> int:
     url = f"http://{cfg.server.host}:{daemon.port}/"
     log.info("listening", extra={"url": url, "ws": url + "ws"})
     print(f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws", flush=True)
-    if demo is not None:
+    if demo is not None and not cfg.server.internal_secret:  # a supervised worker: its port is not public
         print(demo_banner(demo, cfg.server.host, daemon.port or cfg.server.port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,7 +18,10 @@ Credits reach the wallet only through the ledger, as a documented promo transfer
 (docs/money.md, "Demo credits"): one linked chain ``demo:<nonce>`` mints the amount from
 ``world:CREDIT`` into ``promo:demo`` and ``demo:<nonce>:<member>`` pays it to the wallet,
 after which the wallet's open private sessions are re-authorised like after any top-up.
-``grant`` is also the demo page's "Demo top-up" (10 credits, the demo member only).
+``top_up`` is the demo page's "Demo top-up" (10 credits, the demo member only).
+
+With ``server.workers`` other than 1 the first worker seeds (the others find the accounts)
+and nothing is printed, since workers listen on private ports: the names above still work.
 """
 
 from __future__ import annotations
