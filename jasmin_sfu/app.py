@@ -16,7 +16,7 @@ from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu import __version__
 from jasmin_sfu.api.admission import Admission, AdmissionLimits, ProcessCpu
-from jasmin_sfu.api.demo import demo_app
+from jasmin_sfu.api.demo import add_demo_routes
 from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import AdmissionCollector, MediaCollector, make_registry, render
@@ -170,7 +170,7 @@ class Daemon:
             app.router.add_get("/", self.index)
             app.router.add_static("/static", str(static))
             trust = self.cfg.accounts.trust_client_ids
-            app.add_subapp("/demo", demo_app(lambda: self.demo, lambda: self.accounts, trust))
+            add_demo_routes(app, lambda: self.demo, lambda: self.accounts, trust)
         return app
 
     def _performer_online(self, username: str) -> bool:

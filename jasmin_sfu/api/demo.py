@@ -43,12 +43,14 @@ def demo_config(seeder: DemoSeeder | None, trust_client_ids: bool) -> dict[str, 
     return {"trust_client_ids": trust_client_ids, "demo": demo}
 
 
-def demo_app(
+def add_demo_routes(
+    app: web.Application,
     seeder: Callable[[], DemoSeeder | None],
     accounts: Callable[[], AccountsService | None],
     trust_client_ids: bool,
-) -> web.Application:
-    """The ``/demo`` sub-application (mounted by app.py next to the page)."""
+) -> None:
+    """Add ``/demo/config`` and ``/demo/top-up`` to the daemon's app, next to the page
+    (not a sub-application: those are the ``/api/v1`` contract of /openapi.json)."""
 
     async def config(request: web.Request) -> web.Response:
         return web.json_response(demo_config(seeder(), trust_client_ids), headers={"Cache-Control": "no-store"})
@@ -60,7 +62,8 @@ def demo_app(
         principal = await a.authenticate(bearer_token(request))
         return web.json_response({"credits": await s.top_up(principal)})
 
-    app = web.Application(middlewares=[json_errors])
-    app.router.add_get("/config", config)
-    app.router.add_post("/top-up", top_up)
-    return app
+    async def top_up_or_error(request: web.Request) -> web.StreamResponse:
+        return await json_errors(request, top_up)  # the API's one error shape
+
+    app.router.add_get("/demo/config", config)
+    app.router.add_post("/demo/top-up", top_up_or_error)
