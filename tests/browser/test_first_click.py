@@ -89,7 +89,8 @@ async def test_make_run_then_the_printed_urls_go_live_watch_and_run_a_paid_priva
     node: Node, browser: Any, tmp_path: Path,
 ) -> None:
     """Protects the first click of `make run`: with only what the node prints (demo accounts,
-    performer/member/guest URLs), the performer goes live, a guest and the demo member watch,
+    performer/member/guest URLs), "Go live" before any login says to log in as the demo
+    performer and its button does, the performer goes live, a guest and the demo member watch,
     the member's private runs with Cam2Cam, a demo top-up lands in its wallet while the
     private keeps running and is billed, and the performer ends it. Goes red if seeding,
     the printed URLs, the page's demo login, the hidden Member id field or the top-up break."""
@@ -101,6 +102,19 @@ async def test_make_run_then_the_printed_urls_go_live_watch_and_run_a_paid_priva
     member_url = node.printed(r"member view\s+(\S+)").group(1)
     guest_url = node.printed(r"guest view\s+(\S+)").group(1)
     show = perf_user  # a performer's show is its username
+
+    # Without logging in, "Go live" says what to do; the demo button logs the performer in.
+    base = perf_url.split("?")[0]
+    first = await open_page(browser, base + "?role=performer", "first", logs)
+    await until(first, "!document.querySelector('#demo-logins').hidden", logs)
+    await first.click("#go-live")
+    await wait_state(first, "error", logs)
+    status = await first.text_content("#status")
+    assert status is not None and "unauthorized" in status and '"Log in as demo performer"' in status, status
+    await first.click("#demo-performer")
+    await until(first, f"jasminAccount.principal && jasminAccount.principal.username === '{perf_user}'", logs)
+    assert await first.input_value("#show-id") == show
+    await first.close()
 
     # The performer: its URL logs it in; one click on "Go live".
     performer = await open_page(browser, perf_url, "performer", logs)

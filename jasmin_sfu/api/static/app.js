@@ -196,7 +196,9 @@ function hint(code) {
       : ' (log in with a performer account first; an admin creates them: POST /api/v1/performers)';
   }
   if (code === 'unauthorized') return ' (log in, or confirm 18+ to watch as a guest)';
-  if (code === 'forbidden' && performer) return ' (a performer goes live on its own show: its username)';
+  if (code === 'forbidden' && performer) {
+    return ' (going live needs a performer account, on its own show: the Show field must be its username)';
+  }
   if (code === 'insufficient_credits' || code === 'insufficient_funds') {
     return demo ? ' (buy credits, or "Demo top-up")' : ' (buy credits in the wallet above)';
   }
@@ -438,6 +440,10 @@ function action(fn) {
 // ---------------------------------------------------------------- performer
 
 async function publish(show) {
+  // Said before the camera starts: a token-less performer join can only be refused
+  // (unless the node trusts client ids, which /demo/config tells account.js).
+  if (window.jasminAccount && window.jasminAccount.ready) await window.jasminAccount.ready;
+  if (!jasmin.token && !jasmin.trustClientIds) throw new SignalingError('unauthorized', 'going live needs a performer account');
   setStatus('connecting', 'Starting camera…');
   const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
   jasmin.localStream = stream;
