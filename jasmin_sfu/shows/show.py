@@ -100,8 +100,10 @@ class Show:
         self.participants[who.session_id] = who
         if who.role == "performer" and self.machine.state == State.OFFLINE:
             self.apply(GoOnline(self.clock()))
-        elif who.role == "performer":
-            # A group show: the new performer is part of every audience.
+        elif who.role == "performer" or who.member_id in (self.machine.audience() or ()):
+            # A group show: the new performer is part of every audience; a member
+            # already in it (a reloaded page during their private or peek) gets in
+            # with this session too.
             self._apply_audience(self.machine.audience())
 
     def public_state(self, who: Participant) -> str:
