@@ -7,7 +7,8 @@ it and its errors onto wire codes. Time is injected (``clock``, epoch seconds).
 Rules, with their numbers (docs/chat.md says the same):
 
 * Text: 1-500 characters after trimming (guests 200), no control characters
-  (newlines included: a chat line is one line). Emoticons: up to 5 codes of
+  (newlines included: a chat line is one line), no unpaired surrogate (no store
+  can keep it: ``jasmin_signaling.text.unstorable``, the edge's own rule). Emoticons: up to 5 codes of
   ``EMOTICONS``, for TopMembers and performers only.
 * Colours: performers write in ``PERFORMER_COLOR``, support in ``SUPPORT_COLOR``,
   TopMembers in ``TOP_MEMBER_COLOR`` or one colour of ``TOP_MEMBER_PALETTE``
@@ -54,6 +55,7 @@ from jasmin_sfu.services.errors import (
 )
 from jasmin_sfu.services.personal_data import RetentionPolicy
 from jasmin_sfu.store.chat_repo import ChatStore, KingRow, LogRow, MessageRow, ReportRow, SanctionRow, TipRow
+from jasmin_signaling.text import unstorable
 
 log = logging.getLogger("jasmin_sfu.chat")
 
@@ -385,6 +387,8 @@ class ChatService:
         max_text = MAX_GUEST_TEXT if user.kind == GUEST else MAX_TEXT
         if _CONTROL.search(text):
             raise ChatValidationError("text", "control characters (newlines included) are not allowed")
+        if unstorable(text):
+            raise ChatValidationError("text", "an unpaired surrogate cannot be stored")
         if len(text) > max_text:
             raise ChatValidationError("text", f"at most {max_text} characters")
         if not text and not codes:
@@ -484,7 +488,7 @@ class ChatService:
     @staticmethod
     def _check_reason(reason: str | None) -> str:
         r = (reason or "").strip()
-        if len(r) > MAX_REASON or _CONTROL.search(r):
+        if len(r) > MAX_REASON or _CONTROL.search(r) or unstorable(r):
             raise ChatValidationError("reason", f"at most {MAX_REASON} characters, no control characters")
         return r
 
