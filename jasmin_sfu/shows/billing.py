@@ -391,12 +391,7 @@ class BillingStack:
                 "billing relay not drained within %.1f s; the outbox keeps the rest for the next start: %s",
                 self.drain_timeout_s, {k: v for k, v in behind.items() if v},
             )
-        await self.relay.stop()
-        for sink in self.relay.sinks.values():
-            try:
-                await sink.close()
-            except Exception:  # pragma: no cover
-                log.exception("closing a billing sink failed")
+        await self.relay.stop()  # closes the sinks
         self.outbox.close()
         await self.store.close()
 
