@@ -414,11 +414,12 @@ class WebRtcTransport:
         c.on_close = self._consumer_closed
         self.consumers[c.id] = c
         self._consumer_by_ssrc[c.ssrc] = c
-        if p.is_video and not c.paused:
-            if c.sink.ready:
-                c.start()
-            else:
+        if p.is_video:
+            if not c.sink.ready:
+                # Also when paused: one unblocked before DTLS is up replays then.
                 c.sink.on_ready.append(_keyframe_when_ready(c))
+            elif not c.paused:
+                c.start()
         return True
 
     def _consumer_closed(self, c: Consumer) -> None:
