@@ -37,7 +37,7 @@ from jasmin_sfu.services.privacy import (
 )
 from jasmin_sfu.store.accounts_repo import PaymentRow
 from jasmin_sfu.store.privacy_ledger import LedgerReads
-from tests.realparts import FakeClock
+from tests.realparts import PG_DSN, FakeClock
 from tests.support import FAST, service_stores
 
 DAY = 86400
