@@ -10,7 +10,7 @@ from jasmin_codecs.rtcp import Nack, Pli, parse_rtcp
 from jasmin_codecs.rtp import build_rtp, parse_extensions, parse_rtp
 from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.packet_cache import PacketCache
-from tests.support import MID, VP8_CONT, VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, make_consumer, make_producer, pkt
+from tests.support import VP8_CONT, VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, make_consumer, make_producer, pkt
 
 
 def test_consumer_rewrites_ssrc_seq_ts_pt_and_extension_ids() -> None:

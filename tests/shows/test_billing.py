@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bench.peers import subscribe, wait_for
+from bench.peers import wait_for
 from jasmin_sfu.config import BillingConfig
 from jasmin_sfu.services.ledger import earnings_account, per_second_rate, wallet_account
 from jasmin_signaling.client import RemoteError, SignalingClient

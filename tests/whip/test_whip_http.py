@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import aiohttp
-import pytest
 from aiortc import RTCPeerConnection
 
 from bench.peers import PatternTrack, ToneTrack, new_pc, publish, wait_for
