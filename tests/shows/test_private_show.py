@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 
 from bench.peers import PatternTrack, SendLog, ToneTrack, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
-from tests.conftest import seed_credits, start_daemon_process
+from tests.conftest import REPO, seed_credits, start_daemon_process
 from tests.realparts import missing
 from tests.support import after, performer, watch
 
@@ -341,7 +342,19 @@ def namespaced(root: str) -> list[str]:
         ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "true"], capture_output=True
     ).returncode != 0:
         missing("a private mount namespace (unshare --mount) for the disk-write check")
-    script = ('mount --bind "$0/var-tmp" /var/tmp && mount --bind "$0/shm" /dev/shm && mount --bind "$0" /tmp'
+    # The repository and the interpreter stay visible where they are, even when they live under
+    # a directory this hides (CI may clone into /tmp): each is bound into the tree that covers it.
+    keep: list[tuple[str, str]] = []  # (path, where it goes inside root)
+    for path in sorted({os.path.realpath(REPO), os.path.realpath(sys.prefix)}):
+        if any(path.startswith(k + "/") for k, _ in keep):
+            continue
+        for hidden, into in (("/tmp", ""), ("/var/tmp", "var-tmp/"), ("/dev/shm", "shm/")):
+            if path.startswith(hidden + "/"):
+                inside = into + os.path.relpath(path, hidden)
+                os.makedirs(os.path.join(root, inside), exist_ok=True)
+                keep.append((path, inside))
+    binds = "".join(f'mount --bind "{path}" "$0/{inside}" && ' for path, inside in keep)
+    script = (binds + 'mount --rbind "$0/var-tmp" /var/tmp && mount --rbind "$0/shm" /dev/shm && mount --rbind "$0" /tmp'
               ' && cd /tmp/cwd && exec "$@"')
     return ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "sh", "-c", script, root]
 
