@@ -38,7 +38,14 @@ from .rtp import (
     parse_rtp,
 )
 from .seq import SeqUnwrapper, seq_add, seq_diff, seq_newer, ts_add, ts_diff, ts_newer
-from .vp8 import Vp8Descriptor, parse_vp8_descriptor, vp8_is_keyframe
+from .vp8 import (
+    Vp8Descriptor,
+    Vp8Munged,
+    Vp8Munger,
+    parse_vp8_descriptor,
+    rewrite_vp8_descriptor,
+    vp8_is_keyframe,
+)
 
 __all__ = [
     "MalformedPacket",
@@ -86,4 +93,8 @@ __all__ = [
     "keyframe_detector",
     "parse_vp8_descriptor",
     "vp8_is_keyframe",
+    # VP8 layer switching
+    "Vp8Munged",
+    "Vp8Munger",
+    "rewrite_vp8_descriptor",
 ]

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import MalformedPacket
 
-__all__ = ["Vp8Descriptor", "parse_vp8_descriptor", "vp8_is_keyframe"]
+__all__ = [
+    "Vp8Descriptor",
+    "Vp8Munged",
+    "Vp8Munger",
+    "parse_vp8_descriptor",
+    "rewrite_vp8_descriptor",
+    "vp8_is_keyframe",
+]
 
 
 @dataclass(slots=True)
@@ -130,3 +138,244 @@ def vp8_is_keyframe(payload: bytes | bytearray | memoryview, offset: int = 0) ->
     if pos >= n:
         return False
     return not payload[pos] & 0x01
+
+
+def rewrite_vp8_descriptor(
+    payload: bytes | bytearray | memoryview,
+    picture_id: int | None,
+    tl0_pic_idx: int | None,
+    offset: int = 0,
+) -> bytes:
+    """Return a copy of ``payload`` whose VP8 descriptor carries new PictureID/TL0PICIDX.
+
+    The descriptor keeps its layout and size: a 15-bit PictureID stays 15
+    bits (the value is taken modulo 2**15), a 7-bit one stays 7 bits (modulo
+    2**7, which RFC 7741 section 4.2 allows: a 7-bit id "MUST wrap to 0 after
+    reaching the maximum ID"), so the payload offset does not move and the
+    bytes can be patched in place by a fast path.  TL0PICIDX is taken modulo
+    2**8.  ``None`` leaves a field as it is; a value for a field the
+    descriptor does not carry raises ValueError (the caller's bug: the munger
+    only produces values for fields it was given).  Every other bit (S, N,
+    PartID, TID, Y, KEYIDX) and the VP8 data are copied unchanged.
+
+    Raises ``MalformedPacket("bad_vp8")`` for a truncated descriptor.
+    """
+    desc = parse_vp8_descriptor(payload, offset)
+    out = bytearray(payload)
+    pos = offset + 2  # first byte after the X byte
+    if picture_id is not None:
+        if desc.picture_id is None:
+            raise ValueError("descriptor has no PictureID to rewrite")
+        if desc.picture_id_bits == 15:
+            pid = picture_id & 0x7FFF
+            out[pos] = 0x80 | (pid >> 8)
+            out[pos + 1] = pid & 0xFF
+        else:
+            out[pos] = picture_id & 0x7F
+    if desc.picture_id is not None:
+        pos += 2 if desc.picture_id_bits == 15 else 1
+    if tl0_pic_idx is not None:
+        if desc.tl0_pic_idx is None:
+            raise ValueError("descriptor has no TL0PICIDX to rewrite")
+        out[pos] = tl0_pic_idx & 0xFF
+    return bytes(out)
+
+
+#: TID is a 2-bit field: temporal layers 0-3.
+MAX_TEMPORAL_ID = 3
+# How many recent frames of the forwarded layer keep their decision, so the
+# late packets of a frame (reordered, or retransmitted by the performer) get
+# the same picture id as its first one, or are dropped with it.
+_FRAME_MEMORY = 32
+
+
+class Vp8Munged(NamedTuple):
+    """What one forwarded packet's descriptor must carry on the viewer's stream.
+
+    ``picture_id`` is 15 bits (:func:`rewrite_vp8_descriptor` keeps a 7-bit
+    descriptor 7 bits); it and ``tl0_pic_idx`` are None when the incoming
+    descriptor has no such field.  ``switched`` is True for the packet that
+    made a layer switch (the first packet of the new layer's keyframe).
+    """
+
+    picture_id: int | None
+    tl0_pic_idx: int | None
+    switched: bool
+
+
+class Vp8Munger:
+    """One viewer's VP8 layer switch and temporal-layer drop, with continuous ids.
+
+    Pure state, no I/O: the forwarding path feeds it every packet of the layers
+    it may forward, with the layer the packet belongs to (any int: the
+    simulcast index), the packet's parsed descriptor and whether it begins a
+    keyframe.  :meth:`munge` returns the PictureID/TL0PICIDX the packet must
+    carry on the viewer's stream, or None when it must not be forwarded.
+
+    Rules (RFC 7741 section 4.2; LiveKit's codecmunger/vp8.go keeps offsets the
+    same way):
+
+    * Spatial switch: packets of :attr:`target_layer` replace the current layer
+      only from the first packet (S=1, PartID 0) of one of its keyframes; until
+      then the current layer goes on, and packets of any other layer are
+      dropped.  At the switch the offsets are chosen so the new layer's first
+      frame gets the last forwarded PictureID + 1 and TL0PICIDX + 1 (a
+      keyframe is a TL0 frame).  The very first frame forwarded keeps its ids.
+    * Temporal drop: a frame whose TID is above the viewer's current temporal
+      layer is dropped whole, and the PictureID offset shrinks by one, so the
+      next forwarded frame still gets the previous one + 1.  TL0PICIDX needs no
+      change: only TID 0 frames advance it and they are never dropped.
+    * Temporal down-switch is immediate.  Up-switch waits for a frame one
+      layer up with the Y (layer sync) bit, which depends only on TL0 frames
+      the viewer has; a keyframe makes every layer up to the target decodable
+      at once.  A stream without T bit counts as TID 0.
+    * A gap in the incoming PictureIDs (frames lost before the node) stays a
+      gap, so the decoder still learns it lost frames.  A packet of an older
+      frame the munger no longer remembers is dropped.
+    * ``target_layer`` None pauses: nothing is forwarded, and the next target
+      starts again on a keyframe, continuing the ids.
+
+    KEYIDX, TID, Y and the other bits are left as they come.  Per packet the
+    cost is a few integer operations and one dict lookup.
+    """
+
+    __slots__ = (
+        "_target_layer",
+        "_layer",
+        "_target_tid",
+        "_tid",
+        "_pid_offset",
+        "_tl0_offset",
+        "_last_out_pid",
+        "_last_out_tl0",
+        "_in_pid",
+        "_in_ext",
+        "_frames",
+    )
+
+    def __init__(self, target_layer: int | None = 0, target_tid: int = MAX_TEMPORAL_ID) -> None:
+        """Start with nothing forwarded: the first keyframe of ``target_layer`` begins the stream."""
+        self._target_layer = target_layer
+        self._layer: int | None = None
+        self._target_tid = _check_tid(target_tid)
+        self._tid = self._target_tid
+        self._pid_offset = 0
+        self._tl0_offset = 0
+        self._last_out_pid: int | None = None  # extended (never wraps)
+        self._last_out_tl0: int | None = None
+        self._in_pid = 0  # raw PictureID of the newest frame of the current layer
+        self._in_ext = 0  # the same, extended
+        self._frames: dict[int, int | None] = {}  # raw PictureID -> extended output id, None = dropped
+
+    @property
+    def layer(self) -> int | None:
+        """The layer being forwarded now (None before the first keyframe and while paused)."""
+        return self._layer
+
+    @property
+    def target_layer(self) -> int | None:
+        """The layer asked for; it becomes :attr:`layer` at its next keyframe."""
+        return self._target_layer
+
+    @property
+    def temporal_id(self) -> int:
+        """The highest TID forwarded now (climbs to :attr:`target_tid` on layer sync frames)."""
+        return self._tid
+
+    @property
+    def target_tid(self) -> int:
+        """The highest TID asked for."""
+        return self._target_tid
+
+    def set_target(self, layer: int | None, tid: int | None = None) -> None:
+        """Ask for ``layer`` (None pauses at once) and, when given, at most temporal layer ``tid``.
+
+        Lowering the temporal layer applies from the next frame; raising it
+        waits for a layer sync frame or a keyframe.
+        """
+        self._target_layer = layer
+        if layer is None:
+            self._layer = None
+        if tid is not None:
+            self._target_tid = _check_tid(tid)
+            if self._tid > self._target_tid:
+                self._tid = self._target_tid
+
+    def munge(self, layer: int, desc: Vp8Descriptor, keyframe: bool) -> Vp8Munged | None:
+        """Return the ids this packet carries on the viewer's stream, or None to drop it.
+
+        ``desc`` is the packet's :func:`parse_vp8_descriptor`; ``keyframe`` is
+        :func:`vp8_is_keyframe` of the packet (True only on a keyframe's first
+        packet).
+        """
+        pid = desc.picture_id
+        if layer != self._layer:
+            if layer != self._target_layer or not keyframe:
+                return None
+            return self._switch(layer, desc)
+        tl0 = desc.tl0_pic_idx
+        out_tl0 = None if tl0 is None else (tl0 + self._tl0_offset) & 0xFF
+        if pid is None:
+            # No picture ids: frames cannot be told apart, nothing to renumber.
+            return Vp8Munged(None, out_tl0, False)
+        frames = self._frames
+        if pid in frames:  # a later packet of a frame already decided
+            out = frames[pid]
+            return None if out is None else Vp8Munged(out & 0x7FFF, out_tl0, False)
+        mod = 1 << desc.picture_id_bits
+        delta = (pid - self._in_pid) % mod
+        if delta >= mod >> 1:
+            if keyframe:
+                # The encoder restarted its ids (a publisher's reconnect or
+                # encoder reset): re-anchor as at a switch, ids continue.
+                return self._switch(layer, desc)
+            return None  # an older frame than the newest, no longer remembered
+        self._in_pid = pid
+        self._in_ext += delta
+        if len(frames) >= _FRAME_MEMORY:
+            del frames[next(iter(frames))]
+        tid = desc.temporal_id or 0
+        if keyframe:
+            self._tid = self._target_tid
+        elif tid > self._tid:
+            if tid == self._tid + 1 and tid <= self._target_tid and desc.layer_sync:
+                self._tid = tid
+            else:
+                self._pid_offset -= 1
+                frames[pid] = None
+                return None
+        out = self._in_ext + self._pid_offset
+        frames[pid] = out
+        self._last_out_pid = out
+        if out_tl0 is not None:
+            self._last_out_tl0 = out_tl0
+        return Vp8Munged(out & 0x7FFF, out_tl0, False)
+
+    def _switch(self, layer: int, desc: Vp8Descriptor) -> Vp8Munged:
+        """Make ``layer`` the forwarded one from this keyframe packet on."""
+        self._layer = layer
+        self._tid = self._target_tid
+        self._frames.clear()
+        pid = desc.picture_id
+        out_pid: int | None = None
+        if pid is not None:
+            self._in_pid = pid
+            self._in_ext = pid
+            out = pid if self._last_out_pid is None else self._last_out_pid + 1
+            self._pid_offset = out - pid
+            self._frames[pid] = out
+            self._last_out_pid = out
+            out_pid = out & 0x7FFF
+        tl0 = desc.tl0_pic_idx
+        out_tl0: int | None = None
+        if tl0 is not None:
+            out_tl0 = tl0 if self._last_out_tl0 is None else (self._last_out_tl0 + 1) & 0xFF
+            self._tl0_offset = out_tl0 - tl0
+            self._last_out_tl0 = out_tl0
+        return Vp8Munged(out_pid, out_tl0, True)
+
+
+def _check_tid(tid: int) -> int:
+    if not 0 <= tid <= MAX_TEMPORAL_ID:
+        raise ValueError(f"temporal layer {tid} out of range 0..{MAX_TEMPORAL_ID}")
+    return tid

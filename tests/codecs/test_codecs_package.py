@@ -42,6 +42,8 @@ def test_public_names_are_exported() -> None:
         "Vp8Descriptor",
         "parse_vp8_descriptor",
         "vp8_is_keyframe",
+        "rewrite_vp8_descriptor",
+        "Vp8Munger",
         "h264_is_keyframe",
         "h264_nal_types",
         "is_keyframe",
