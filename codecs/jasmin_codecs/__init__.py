@@ -5,7 +5,7 @@ asyncio, no sockets, and nothing from the rest of jasmin, so it can be tested
 and benchmarked in isolation and reused by any layer.
 """
 
-from .errors import MalformedPacket
+from .errors import MalformedPacket, MalformedSdp
 from .h264 import h264_is_keyframe, h264_nal_types
 from .keyframe import KeyframeDetector, is_keyframe, keyframe_detector
 from .rtcp import (
@@ -38,6 +38,16 @@ from .rtp import (
     parse_rtp,
 )
 from .seq import SeqUnwrapper, seq_add, seq_diff, seq_newer, ts_add, ts_diff, ts_newer
+from .simulcast import (
+    REPAIRED_RID_URI,
+    RID_URI,
+    RidDescription,
+    SimulcastLayer,
+    SimulcastSection,
+    parse_simulcast,
+    read_repaired_rid,
+    read_rid,
+)
 from .vp8 import (
     Vp8Descriptor,
     Vp8Munged,
@@ -49,6 +59,7 @@ from .vp8 import (
 
 __all__ = [
     "MalformedPacket",
+    "MalformedSdp",
     # seq
     "SeqUnwrapper",
     "seq_add",
@@ -97,4 +108,13 @@ __all__ = [
     "Vp8Munged",
     "Vp8Munger",
     "rewrite_vp8_descriptor",
+    # simulcast
+    "REPAIRED_RID_URI",
+    "RID_URI",
+    "RidDescription",
+    "SimulcastLayer",
+    "SimulcastSection",
+    "parse_simulcast",
+    "read_repaired_rid",
+    "read_rid",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MalformedPacket"]
+__all__ = ["MalformedPacket", "MalformedSdp"]
 
 
 class MalformedPacket(ValueError):
@@ -24,3 +24,13 @@ class MalformedPacket(ValueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class MalformedSdp(ValueError):
+    """An SDP section (``a=simulcast``, ``a=rid``) cannot be used.
+
+    The message names the problem and the offending value, in words a
+    publisher's developer can act on; the signaling edge returns it as
+    ``bad_sdp``.  Subclassing ValueError keeps it catchable like the
+    other parse errors.
+    """
