@@ -145,6 +145,7 @@ def rewrite_vp8_descriptor(
     picture_id: int | None,
     tl0_pic_idx: int | None,
     offset: int = 0,
+    desc: Vp8Descriptor | None = None,
 ) -> bytes:
     """Return a copy of ``payload`` whose VP8 descriptor carries new PictureID/TL0PICIDX.
 
@@ -158,9 +159,14 @@ def rewrite_vp8_descriptor(
     only produces values for fields it was given).  Every other bit (S, N,
     PartID, TID, Y, KEYIDX) and the VP8 data are copied unchanged.
 
+    ``desc``, when given, must be :func:`parse_vp8_descriptor` of the same
+    ``payload`` and ``offset`` (the forwarding path has parsed it already for
+    the munger); it saves parsing twice.
+
     Raises ``MalformedPacket("bad_vp8")`` for a truncated descriptor.
     """
-    desc = parse_vp8_descriptor(payload, offset)
+    if desc is None:
+        desc = parse_vp8_descriptor(payload, offset)
     out = bytearray(payload)
     pos = offset + 2  # first byte after the X byte
     if picture_id is not None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import fractions
 
+import av
+import numpy as np
 import pytest
+from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
+from aiortc.jitterbuffer import JitterFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +20,7 @@ from jasmin_codecs.vp8 import (
     Vp8Munger,
     parse_vp8_descriptor,
     rewrite_vp8_descriptor,
+    vp8_is_keyframe,
 )
 
 FAST = settings(max_examples=200, deadline=None)
@@ -388,3 +394,53 @@ def test_forwarded_frames_get_consecutive_ids_under_random_switches_and_drops(
                 assert last_tl0 is not None
                 assert r.tl0_pic_idx == ((last_tl0 + 1) & 0xFF if tid == 0 else last_tl0)
             last_pid, last_tl0 = r.picture_id, r.tl0_pic_idx
+
+
+# --- real encoder output ------------------------------------------------------------
+
+
+def test_a_switch_between_real_vp8_encodings_decodes_with_continuous_ids() -> None:
+    """Two real libvpx encodings (64x48 and 128x96) as layers: the munged stream decodes frame after frame.
+
+    The switch waits for the larger layer's forced keyframe, the rewritten payloads stay valid VP8
+    (aiortc's libvpx decoder decodes every forwarded frame, the size changing at the switch), and the
+    15-bit PictureIDs run on across the switch and through their wrap at 0x7fff.
+    """
+    sizes = [(48, 64), (96, 128)]
+    encoders = [Vp8Encoder(), Vp8Encoder()]
+    encoders[0].picture_id = 0x7FFD
+    encoders[1].picture_id = 1000
+    rng = np.random.default_rng(7)
+    m = Vp8Munger(target_layer=0)
+    decoder = Vp8Decoder()
+    out_ids: list[int] = []
+    widths: list[int] = []
+    switches: list[tuple[int, int, bool]] = []  # (frame, layer, on a keyframe)
+    for n in range(6):
+        if n == 2:
+            m.set_target(1)
+        forwarded: list[bytes] = []
+        # The larger layer's frame of each instant first: once it switched, the smaller one's is dropped.
+        for layer in (1, 0):
+            h, w = sizes[layer]
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = n * 3000
+            frame.time_base = fractions.Fraction(1, 90000)
+            payloads, _ = encoders[layer].encode(frame, force_keyframe=layer == 1 and n == 3)
+            for p in payloads:
+                d = parse_vp8_descriptor(p)
+                r = m.munge(layer, d, vp8_is_keyframe(p))
+                if r is not None:
+                    if r.switched:
+                        switches.append((n, layer, vp8_is_keyframe(p)))
+                    forwarded.append(rewrite_vp8_descriptor(p, r.picture_id, r.tl0_pic_idx, desc=d))
+        assert forwarded
+        pids = {parse_vp8_descriptor(p).picture_id for p in forwarded}
+        assert len(pids) == 1
+        out_ids.append(pids.pop() or 0)
+        decoded = decoder.decode(JitterFrame(b"".join(vp8_depayload(p) for p in forwarded), n * 3000))
+        assert len(decoded) == 1
+        widths.append(decoded[0].width)  # type: ignore[attr-defined]
+    assert switches == [(0, 0, True), (3, 1, True)]
+    assert widths == [64, 64, 64, 128, 128, 128]
+    assert out_ids == [0x7FFD, 0x7FFE, 0x7FFF, 0, 1, 2]
