@@ -58,6 +58,11 @@ _FLOAT_PARAMS = ("max-fps", "max-bpp")
 _MAX_INT = 2**31 - 1
 
 
+def _show(text: str) -> str:
+    """Quote a piece of the offer for an error message, cut at 40 characters (messages go back to the client)."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def is_valid_rid(rid: str) -> bool:
     """Return True when ``rid`` is an RFC 8851 rid-id of at most :data:`MAX_RID_LENGTH` characters."""
     return _RID_RE.fullmatch(rid) is not None
@@ -138,11 +143,11 @@ def _attribute(line: str) -> tuple[str, str] | None:
 def _payload_types(m_line: str) -> set[int]:
     parts = m_line[2:].split()
     if len(parts) < 4:
-        raise MalformedSdp(f"m-line {m_line!r} has no payload types")
+        raise MalformedSdp(f"m-line {_show(m_line)} has no payload types")
     out: set[int] = set()
     for fmt in parts[3:]:
         if not _INT_RE.fullmatch(fmt) or int(fmt) > 127:
-            raise MalformedSdp(f"m-line payload type {fmt!r} is not 0-127")
+            raise MalformedSdp(f"m-line payload type {_show(fmt)} is not 0-127")
         out.add(int(fmt))
     return out
 
@@ -151,15 +156,16 @@ def _parse_rid(value: str, section_pts: set[int]) -> RidDescription:
     """Parse the value of one ``a=rid:`` line (RFC 8851 section 10)."""
     parts = value.split(" ")
     if len(parts) not in (2, 3):
-        raise MalformedSdp(f"a=rid:{value}: expected 'a=rid:<id> send|recv [restrictions]'")
+        raise MalformedSdp(f"a=rid:{_show(value)}: expected 'a=rid:<id> send|recv [restrictions]'")
     rid, direction = parts[0], parts[1]
     if not is_valid_rid(rid):
         raise MalformedSdp(
-            f"a=rid:{value}: rid {rid!r} is not 1-{MAX_RID_LENGTH} letters, digits, '-' or '_'"
+            f"a=rid: rid {_show(rid)} is not 1-{MAX_RID_LENGTH} letters, digits, '-' or '_'"
         )
     if direction not in ("send", "recv"):
-        raise MalformedSdp(f"a=rid:{rid}: direction {direction!r} is not send or recv")
-    fields: dict[str, int | float | tuple[int, ...]] = {}
+        raise MalformedSdp(f"a=rid:{rid}: direction {_show(direction)} is not send or recv")
+    payload_types: tuple[int, ...] = ()
+    limits: dict[str, float] = {}  # restriction name -> value
     if len(parts) == 3:
         for n, param in enumerate(parts[2].split(";")):
             name, eq, val = param.partition("=")
@@ -170,24 +176,36 @@ def _parse_rid(value: str, section_pts: set[int]) -> RidDescription:
                 for fmt in val.split(","):
                     if not _INT_RE.fullmatch(fmt) or int(fmt) not in section_pts:
                         raise MalformedSdp(
-                            f"a=rid:{rid}: pt={fmt} is not a payload type of the m-section"
+                            f"a=rid:{rid}: pt {_show(fmt)} is not a payload type of the m-section"
                         )
                     pts.append(int(fmt))
-                fields["payload_types"] = tuple(pts)
+                payload_types = tuple(pts)
             elif not _PARAM_NAME_RE.fullmatch(name) or not _PARAM_VAL_RE.fullmatch(val):
-                raise MalformedSdp(f"a=rid:{rid}: restriction {param!r} is malformed")
-            elif name in fields:
+                raise MalformedSdp(f"a=rid:{rid}: restriction {_show(param)} is malformed")
+            elif name in limits:
                 raise MalformedSdp(f"a=rid:{rid}: restriction {name} given twice")
             elif name in _INT_PARAMS or name in _FLOAT_PARAMS:
                 pattern = _INT_RE if name in _INT_PARAMS else _FLOAT_RE
                 if not eq or not pattern.fullmatch(val) or not 0 < float(val) <= _MAX_INT:
-                    raise MalformedSdp(f"a=rid:{rid}: {name}={val} is not a positive number")
-                fields[name] = int(val) if name in _INT_PARAMS else float(val)
+                    raise MalformedSdp(f"a=rid:{rid}: {name} {_show(val)} is not a positive number")
+                limits[name] = float(val)
             # else: depend or an unknown restriction, ignored (RFC 8851 section 5).
+
+    def whole(name: str) -> int | None:
+        value = limits.get(name)
+        return None if value is None else int(value)
+
     return RidDescription(
         rid=rid,
         direction=direction,
-        **{k.replace("-", "_"): v for k, v in fields.items()},  # type: ignore[arg-type]
+        payload_types=payload_types,
+        max_width=whole("max-width"),
+        max_height=whole("max-height"),
+        max_fps=limits.get("max-fps"),
+        max_fs=whole("max-fs"),
+        max_br=whole("max-br"),
+        max_pps=whole("max-pps"),
+        max_bpp=limits.get("max-bpp"),
     )
 
 
@@ -202,7 +220,7 @@ def _parse_sc_list(value: str, rids: dict[str, RidDescription]) -> tuple[Simulca
             rid = sc_id[1:] if paused else sc_id
             if not is_valid_rid(rid):
                 raise MalformedSdp(
-                    f"a=simulcast: rid {rid!r} is not 1-{MAX_RID_LENGTH} letters, digits, '-' or '_'"
+                    f"a=simulcast: rid {_show(rid)} is not 1-{MAX_RID_LENGTH} letters, digits, '-' or '_'"
                 )
             if rid in seen:
                 raise MalformedSdp(f"a=simulcast: rid {rid!r} named twice")
@@ -274,7 +292,7 @@ def parse_simulcast(lines: Iterable[str]) -> SimulcastSection | None:
     if "recv" in parts[0::2]:
         raise MalformedSdp("a=simulcast recv is not supported: the node does not send simulcast")
     if len(parts) != 2 or parts[0] != "send" or not parts[1]:
-        raise MalformedSdp(f"a=simulcast:{simulcast[0]}: expected 'a=simulcast:send <rid>;<rid>...'")
+        raise MalformedSdp(f"a=simulcast:{_show(simulcast[0])}: expected 'a=simulcast:send <rid>;<rid>...'")
     return SimulcastSection(_parse_sc_list(parts[1], rids))
 
 
