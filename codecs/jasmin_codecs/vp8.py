@@ -8,6 +8,7 @@ from typing import NamedTuple
 from .errors import MalformedPacket
 
 __all__ = [
+    "MAX_TEMPORAL_ID",
     "Vp8Descriptor",
     "Vp8Munged",
     "Vp8Munger",
