@@ -8,6 +8,8 @@ request down to the ledger:
 2. Otherwise the processor charges with the same key (a real processor dedupes
    on it; the test processor derives the payment id from it), and the payment
    is recorded (``insert_payment`` returns the row a racing twin stored first).
+   The request that stored the row answers "created" (201); every other request
+   with the key, twin or retry, is a replay (200).
 3. ``CreditControl.top_up`` credits the package with the **payment id as the
    ledger transfer id**: applied once however often it is retried, and open
    privates of the wallet are re-authorised at once.
@@ -175,17 +177,17 @@ class Purchases:
                 charge.payment_id, uid, key, pkg.code, pkg.price_cents, processor.name, "approved",
                 round(self.clock() * US), charge.card_last4, charge.card_expiry,
             )
-            row = await self.store.insert_payment(mine)
-            replayed = row != mine
+            # Decided by the insert alone: of racing twins exactly one stores the row. (Deciding
+            # by the credited mark as well let the insert and the mark go to different twins,
+            # and four twins were all answered 200.)
+            row, stored = await self.store.insert_payment(mine)
+            replayed = not stored
         if (row.package_code, row.card_last4, row.card_expiry) != wanted:
             raise PaymentConflictError("this idempotency key was used for another purchase")
         if row.status != "credited":
             await self.ledger.open_member(uid)
             await self.cc.top_up(row.id, uid, row.package_code)
-            # Twins with one key (identical rows: the processor dedupes on the key) all get
-            # here; only the one whose update marks the payment credited may answer "created".
-            fresh = await self.store.mark_payment_credited(row.id, round(self.clock() * US))
-            replayed = replayed or not fresh
+            await self.store.mark_payment_credited(row.id, round(self.clock() * US))
             row = await self.store.payment(uid, key) or row
         return Purchase(
             row.id, pkg.code, pkg.credits, pkg.vip_points, row.amount_cents, row.status, row.created_at / US,

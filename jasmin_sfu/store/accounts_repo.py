@@ -12,7 +12,8 @@ store keeps rows and makes each method one atomic transaction:
 * ``put_performer`` writes a profile, its categories and a group's members as
   one unit.
 * ``insert_payment`` is idempotent on (user, idempotency key): it returns the
-  row already stored for the key, if any, instead of inserting.
+  row already stored for the key, if any, instead of inserting, and says whether
+  this call was the one that inserted.
 * Privacy (docs/privacy.md): ``export_user`` returns every row of every
   accounts table that references the user; ``begin_erasure`` records an
   erasure, closes the account, revokes its sessions and blacklists the name in
@@ -248,8 +249,9 @@ class AccountsStore(Protocol):
         """The payment recorded for this key."""
         ...
 
-    async def insert_payment(self, row: PaymentRow) -> PaymentRow:
-        """Insert, or return the row already stored for (user, idempotency key)."""
+    async def insert_payment(self, row: PaymentRow) -> tuple[PaymentRow, bool]:
+        """Insert, or return the row already stored for (user, idempotency key); True when this
+        call stored ``row`` (exactly one of racing twins)."""
         ...
 
     async def mark_payment_credited(self, payment_id: str, at: int) -> bool:

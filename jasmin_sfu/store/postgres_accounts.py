@@ -244,11 +244,11 @@ class PostgresAccountsStore(PostgresStore):
             )
         return payment_row(r) if r is not None else None
 
-    async def insert_payment(self, row: PaymentRow) -> PaymentRow:
-        """Insert unless the key is known; returns the stored row."""
+    async def insert_payment(self, row: PaymentRow) -> tuple[PaymentRow, bool]:
+        """Insert unless the key is known; returns the stored row and whether this call stored it."""
         p = row
         async with self._transaction() as con:
-            await con.execute(
+            status = await con.execute(
                 f"INSERT INTO acc_payments ({PAY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
                 p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
@@ -259,7 +259,7 @@ class PostgresAccountsStore(PostgresStore):
                 p.user_id,
                 p.idempotency_key,
             )
-        return payment_row(r)
+        return payment_row(r), str(status).endswith(" 1")
 
     async def mark_payment_credited(self, payment_id: str, at: int) -> bool:
         """The top-up reached the ledger; True for the one call that marked it."""

@@ -267,22 +267,22 @@ class SqliteAccountsStore(SqliteStore):
         )
         return payment_row(rows[0]) if rows else None
 
-    async def insert_payment(self, row: PaymentRow) -> PaymentRow:
-        """Insert unless the key is known; returns the stored row."""
+    async def insert_payment(self, row: PaymentRow) -> tuple[PaymentRow, bool]:
+        """Insert unless the key is known; returns the stored row and whether this call stored it."""
         p = row
 
-        def go(db: sqlite3.Connection) -> PaymentRow:
-            db.execute(
+        def go(db: sqlite3.Connection) -> tuple[PaymentRow, bool]:
+            inserted = db.execute(
                 f"INSERT INTO acc_payments ({PAY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
                 (p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
                  p.created_at, p.card_last4, p.card_expiry, p.credited_at),
-            )
+            ).rowcount == 1
             r = db.execute(
                 f"SELECT {PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
                 (p.user_id, p.idempotency_key),
             ).fetchone()
-            return payment_row(r)
+            return payment_row(r), inserted
 
         return await self._in_tx(go)
 

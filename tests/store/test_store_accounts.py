@@ -176,14 +176,15 @@ async def test_payments_are_idempotent_by_member_and_key(astore: AccountsStore) 
     returns the first row, racing inserts store one, and only last4/expiry of a card exist."""
     await astore.create_user(user("u1", "carl"))
     first = PaymentRow("tp_1", "u1", "key-00001", "p2999", 2999, "test", "approved", T0, "4242", "12/29")
-    assert await astore.insert_payment(first) == first
+    assert await astore.insert_payment(first) == (first, True)
     twin = PaymentRow("tp_2", "u1", "key-00001", "p6999", 6999, "test", "approved", T0 + 1)
-    assert await astore.insert_payment(twin) == first
-    rows = await asyncio.gather(*[
+    assert await astore.insert_payment(twin) == (first, False)
+    # Racing twins: one row is stored, and exactly one of them says it stored it.
+    races = await asyncio.gather(*[
         astore.insert_payment(PaymentRow(f"tp_r{i}", "u1", "key-race", "p2999", 2999, "test", "approved", T0))
         for i in range(6)
     ])
-    assert len({r.id for r in rows}) == 1
+    assert len({r.id for r, _ in races}) == 1 and [stored for _, stored in races].count(True) == 1
     await astore.mark_payment_credited("tp_1", T0 + 5)
     await astore.mark_payment_credited("tp_1", T0 + 9)
     done = await astore.payment("u1", "key-00001")
