@@ -114,9 +114,13 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 
 def accept_documented_refusals(s: Any) -> Any:
     """A negative case may be refused with any 4xx the document lists: schemathesis's
-    default list lacks 413, the daemon's documented answer to an oversized body."""
+    default list lacks 413, the daemon's documented answer to an oversized body. A positive
+    case may meet a refusal of state, not of input: 402 (the wallet lacks the credits), like
+    the 409 schemathesis already allows; 400 stays a failure."""
     rejection = s.config.checks.negative_data_rejection
     rejection.expected_statuses = [*rejection.expected_statuses, "413"]
+    acceptance = s.config.checks.positive_data_acceptance
+    acceptance.expected_statuses = [*acceptance.expected_statuses, "402"]
     return s
 
 
