@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 
 from jasmin_sfu.api.openapi import openapi_document
 from jasmin_sfu.services.ledger import wallet_account
-from tests.api.test_openapi_fuzz import LiveDaemon, accept_documented_refusals, call_and_check
+from tests.api.fuzz_support import LiveDaemon, accept_documented_refusals, call_and_check
 
 PRIVACY_PATHS = r"^/api/v1/(me/(profile|privacy|data|erasure)|members/)"
 
