@@ -60,10 +60,11 @@ import resource
 import sys
 import time
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from bench.measure import Step, core_times, judge, own_cpu_seconds, pct, udp_drops
+from bench.options import Options
 from bench.peers import wait_for
 from bench.publisher import SyntheticPublisher, Workload
 from bench.report import machine, print_table, summarize
@@ -95,26 +96,6 @@ class Progress:
     def finish(self) -> None:
         if self.enabled and self.tty:
             sys.stderr.write("\n")
-
-
-@dataclass
-class Options:
-    steps: list[int]
-    seconds: float = 5.0
-    settle: float = 2.0
-    probes: int = 3
-    probe_gap: float = 1.2
-    concurrency: int = 16
-    max_loss_pct: float = 1.0
-    max_p99_ms: float = 50.0
-    tool_cpu_limit: float = 90.0
-    sfu_cpu: int | None = 0
-    tool_cpu: int | None = 1
-    stop_on_fail: bool = True
-    retries: int = 1
-    refine: int = 1
-    sample_every: int = 4
-    workload: Workload = field(default_factory=Workload)
 
 
 class Runner:

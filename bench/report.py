@@ -9,14 +9,12 @@ import os
 import platform
 import sys
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.measure import Step, pct
+from bench.options import Options
 from bench.targets import Target
 from bench.viewers import Recorder
-
-if TYPE_CHECKING:
-    from bench.load import Options
 
 
 def summarize(t: Target, steps: list[Step], idle_cpu: float, base_rss: float, o: Options,

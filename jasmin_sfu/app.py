@@ -21,8 +21,9 @@ from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import AdmissionCollector, MediaCollector, make_registry, render
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
-from jasmin_sfu.api.rest import RestApi, quiet_client_http_errors
+from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
+from jasmin_sfu.api.rest_common import quiet_client_http_errors
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler

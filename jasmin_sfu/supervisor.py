@@ -49,7 +49,7 @@ from aiohttp import WSMsgType, web
 
 from jasmin_sfu import __version__
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
-from jasmin_sfu.api.rest import quiet_client_http_errors
+from jasmin_sfu.api.rest_common import quiet_client_http_errors
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.config import Config
 

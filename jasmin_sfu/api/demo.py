@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest import ApiError, bearer_token, json_errors
+from jasmin_sfu.api.rest_common import ApiError, bearer_token, json_errors
 from jasmin_sfu.services.accounts import AccountsService
 from jasmin_sfu.services.demo import DEMO_TOP_UP_CREDITS, DemoSeeder
 

@@ -19,14 +19,12 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from aiohttp import web
 
 from jasmin_sfu.api.openapi_parts import responses
-
-if TYPE_CHECKING:  # pragma: no cover
-    from jasmin_sfu.api.rest import RestApi
+from jasmin_sfu.api.rest_common import ApiContext, ApiError
 
 
 def turn_password(secret: str, username: str) -> str:
@@ -71,12 +69,10 @@ class IceServers:
 ICE_KEY = web.AppKey("ice_servers", IceServers)
 
 
-def add_ice_routes(router: web.UrlDispatcher, api: "RestApi") -> None:
+def add_ice_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
     """``GET /ice-servers`` on the ``/api/v1`` sub-application (any valid session token)."""
 
     async def ice_servers(request: web.Request) -> web.Response:
-        from jasmin_sfu.api.rest import ApiError  # here: rest imports this module
-
         await api.principal(request)  # 401 without a valid token, whoever it belongs to
         for key in request.query:
             raise ApiError(400, "bad_request", f"{key[:64]}: unknown query parameter")

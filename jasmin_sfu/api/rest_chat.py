@@ -1,24 +1,22 @@
 """REST endpoints of free-chat moderation, for support: the moderation log and content reports.
 
 ``GET /api/v1/moderation/log?room=&limit=`` and ``GET /api/v1/moderation/reports?room=&limit=``,
-admin tokens only. Registered by one line in ``RestApi.app()``; the daemon puts a
+admin tokens only. Registered by one line in ``rest.ROUTE_MODULES``; the daemon puts a
 ``ChatRef`` under ``CHAT_KEY`` on its app, found here through ``request.config_dict``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from aiohttp import web
 
 from jasmin_sfu.api.openapi_chat import MAX_LIMIT, ROOM_PATTERN
+from jasmin_sfu.api.rest_common import ApiContext, ApiError
 from jasmin_sfu.services.accounts import ADMIN
 from jasmin_sfu.services.chat import ChatService
 from jasmin_sfu.services.errors import NotPermittedError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from jasmin_sfu.api.rest import RestApi
 
 _ROOM_RE = re.compile(ROOM_PATTERN)
 
@@ -33,7 +31,7 @@ class ChatRef:
 CHAT_KEY = web.AppKey("chat", ChatRef)
 
 
-def add_chat_routes(router: web.UrlDispatcher, api: "RestApi") -> None:
+def add_chat_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
     """Register the moderation routes on the ``/api/v1`` sub-application."""
     routes = ChatRoutes(api)
     router.add_get("/moderation/log", routes.log)
@@ -41,12 +39,10 @@ def add_chat_routes(router: web.UrlDispatcher, api: "RestApi") -> None:
 
 
 class ChatRoutes:
-    def __init__(self, api: "RestApi") -> None:
+    def __init__(self, api: ApiContext) -> None:
         self.api = api
 
     async def _support(self, request: web.Request) -> tuple[ChatService, str | None, int]:
-        from jasmin_sfu.api.rest import ApiError
-
         p = await self.api.principal(request)
         if p.kind != ADMIN:
             raise NotPermittedError("only support (admin accounts) may read moderation records")

@@ -1,5 +1,5 @@
 """REST routes of privacy rights (docs/privacy.md): profile, visibility, member views,
-data download, "forget my data". Mounted in ``RestApi.app()`` by ``add_privacy_routes``.
+data download, "forget my data". Mounted by ``add_privacy_routes``, one line of ``rest.ROUTE_MODULES``.
 
 The privacy service is found through the daemon's app (``PRIVACY_KEY`` holds a
 getter; ``request.config_dict`` reaches it from the ``/api/v1`` sub-app), so the
@@ -8,16 +8,13 @@ shared ``RestApi`` needs one line for these routes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest import ApiError, json_body
+from jasmin_sfu.api.rest_common import ApiContext, ApiError, json_body
 from jasmin_sfu.services.privacy import PrivacyService, profile_dict
 from jasmin_sfu.store.accounts_repo import MemberProfileRow
-
-if TYPE_CHECKING:
-    from jasmin_sfu.api.rest import RestApi
 
 # Holds a ``Callable[[], PrivacyService | None]`` (the service opens in ``Daemon.start``).
 PRIVACY_KEY = web.AppKey("privacy", object)
@@ -45,7 +42,7 @@ def settings_view(row: MemberProfileRow) -> dict[str, Any]:
     return {"profile_visibility": row.profile_visibility, "mask_visibility": row.mask_visibility}
 
 
-def add_privacy_routes(router: web.UrlDispatcher, api: "RestApi") -> None:
+def add_privacy_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
     """Register the privacy routes on the ``/api/v1`` sub-app's router."""
 
     async def get_profile(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """The REST routes of the social features under ``/api/v1`` (docs/social.md).
 
-Installed by ``RestApi.app()`` (one line) on the same sub-application, so the
+Installed by ``RestApi.app()`` (one line of ``rest.ROUTE_MODULES``) on the same sub-application, so the
 accounts API's error middleware, body checks and bearer tokens apply. The
 social service is looked up per request through ``SOCIAL_KEY``, which the
 daemon sets on its root application (``request.config_dict`` sees it from the
@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest import ApiError, RestApi, error_response, json_body, json_object
+from jasmin_sfu.api.rest_common import ApiContext, ApiError, error_response, json_body, json_object
 from jasmin_sfu.services.errors import (
     AlreadyVotedError,
     FavouritesFullError,
@@ -209,7 +209,7 @@ _ATTRIBUTE_FIELDS: dict[str, tuple[str, bool]] = {
 class SocialRoutes:
     """The handlers; ``api`` is the accounts ``RestApi`` (tokens, services)."""
 
-    def __init__(self, api: RestApi) -> None:
+    def __init__(self, api: ApiContext) -> None:
         self.api = api
 
     def service(self, request: web.Request) -> SocialService:
@@ -466,6 +466,6 @@ class SocialRoutes:
         return web.Response(status=204)
 
 
-def install_social(r: web.UrlDispatcher, api: RestApi) -> None:
+def install_social(r: web.UrlDispatcher, api: ApiContext) -> None:
     """Add the social routes to the ``/api/v1`` sub-application (``RestApi.app()`` calls this)."""
     SocialRoutes(api).install(r)

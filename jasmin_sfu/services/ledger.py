@@ -45,7 +45,16 @@ from jasmin_sfu.services.errors import (
     UnknownPackageError,
 )
 from jasmin_sfu.store.errors import RetryableStoreError
-from jasmin_sfu.store.ledger_repo import AccountRow, LedgerStore, LedgerTx, PendingRow, TransferRow
+from jasmin_sfu.store.ledger_repo import (
+    AccountRow,
+    LedgerStore,
+    LedgerTx,
+    PendingRow,
+    TransferRow,
+    earnings_account,
+    points_account,
+    wallet_account,
+)
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -60,21 +69,6 @@ MAX_AMOUNT = 2**62
 HOUSE_REVENUE = "house:revenue"
 WORLD_CREDIT = "world:CREDIT"
 WORLD_VIP = "world:VIP_POINT"
-
-
-def wallet_account(member_id: str) -> str:
-    """A member's credit wallet (may never go below zero)."""
-    return f"wallet:{member_id}"
-
-
-def points_account(member_id: str) -> str:
-    """A member's VIP points."""
-    return f"points:{member_id}"
-
-
-def earnings_account(performer_id: str) -> str:
-    """A performer's earnings."""
-    return f"earnings:{performer_id}"
 
 
 def escrow_account(session_id: str) -> str:

@@ -25,6 +25,23 @@ from dataclasses import dataclass
 from typing import Collection, Protocol, Sequence
 
 
+# Account names. They live with the rows (not in ``services.ledger``, which re-exports them)
+# so a store-side reader (``privacy_ledger``) finds a member's accounts without importing upwards.
+def wallet_account(member_id: str) -> str:
+    """A member's credit wallet (may never go below zero)."""
+    return f"wallet:{member_id}"
+
+
+def points_account(member_id: str) -> str:
+    """A member's VIP points."""
+    return f"points:{member_id}"
+
+
+def earnings_account(performer_id: str) -> str:
+    """A performer's earnings."""
+    return f"earnings:{performer_id}"
+
+
 @dataclass
 class AccountRow:
     """An account and its four balances (TigerBeetle's model)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from jasmin_sfu.services.ledger import earnings_account, points_account, wallet_account
+from jasmin_sfu.store.ledger_repo import earnings_account, points_account, wallet_account
 
 _COLUMNS = {
     "accounts": "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted,"

@@ -1,0 +1,250 @@
+"""What every ``/api/v1`` route module shares: the error shape, the domain-error mapping, the
+JSON middleware, request parsing, the bearer token, and :class:`ApiContext` (what a route module
+may ask of the API: the caller's principal, the accounts service).
+
+The route modules (``rest_chat``, ``rest_social``, ``rest_privacy``, ``ice_servers``) import this
+module, never ``rest``; ``rest`` imports them and registers their routes from one table, so the
+imports run one way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Awaitable, Callable, Iterable, Protocol
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from jasmin_signaling.text import first_unstorable, unstorable
+
+from jasmin_sfu.services.accounts import AccountsService, Principal
+from jasmin_sfu.services.errors import (
+    ErasureError,
+    LoginRateLimitedError,
+    AccountNotFoundError,
+    AccountsError,
+    AccountValidationError,
+    AdultConfirmationRequiredError,
+    InvalidCredentialsError,
+    InvalidTokenError,
+    NotPermittedError,
+    PaymentConflictError,
+    PaymentDeclinedError,
+    PaymentsUnavailableError,
+    StoreBusyError,
+    UsernameUnavailableError,
+)
+from jasmin_sfu.store.errors import RetryableStoreError
+
+log = logging.getLogger("jasmin_sfu.api.rest")
+
+
+PREFIX = "/api/v1"
+# Request bodies here are a few hundred bytes; 64 KiB is generous.
+MAX_BODY = 65536
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    """An error answer: status, code, message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The one error shape."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="jasmin"'}
+
+
+def map_error(exc: Exception) -> ApiError | None:
+    """Domain errors as HTTP errors (None: not a domain error)."""
+    if isinstance(exc, AccountValidationError):
+        return ApiError(400, "bad_request", str(exc))
+    if isinstance(exc, InvalidTokenError):
+        return ApiError(401, "unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if isinstance(exc, InvalidCredentialsError):
+        return ApiError(401, "invalid_credentials", str(exc))
+    if isinstance(exc, AdultConfirmationRequiredError):
+        return ApiError(403, "adult_confirmation_required", str(exc))
+    if isinstance(exc, NotPermittedError):
+        return ApiError(403, "forbidden", str(exc))
+    if isinstance(exc, AccountNotFoundError):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, UsernameUnavailableError):
+        return ApiError(409, "username_unavailable", str(exc))
+    if isinstance(exc, PaymentConflictError):
+        return ApiError(409, "idempotency_conflict", str(exc))
+    if isinstance(exc, PaymentDeclinedError):
+        return ApiError(402, "payment_declined", str(exc))
+    if isinstance(exc, PaymentsUnavailableError):
+        return ApiError(503, "payments_unavailable", str(exc))
+    if isinstance(exc, LoginRateLimitedError):
+        return ApiError(429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, ErasureError):
+        return ApiError(403, "forbidden", str(exc))
+    if isinstance(exc, (StoreBusyError, RetryableStoreError)):
+        return ApiError(503, "busy", "the database is busy; retry", {"Retry-After": "1"})
+    return None
+
+
+def refuse_unstorable(data: Any) -> None:
+    """400 for a JSON body holding text no store can keep (never a store's 500)."""
+    where = first_unstorable(data)
+    if where is not None:
+        raise ApiError(400, "bad_request", f"{where[:64] or 'body'}: NUL or unpaired surrogate in text")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure of the API as the JSON error shape; a bug is a logged 500, never a stack trace."""
+    try:
+        if unstorable(request.path) or any(unstorable(k) or unstorable(v) for k, v in request.query.items()):
+            raise ApiError(400, "bad_request", "the path or query holds a NUL or an unpaired surrogate")
+        return await handler(request)
+    except ApiError as e:
+        return error_response(e.status, e.code, e.message, e.headers)
+    except web.HTTPException as e:  # aiohttp's own: unknown route, method, body too large
+        if e.status < 400:
+            raise
+        headers = {k: v for k, v in e.headers.items() if k == "Allow"}
+        return error_response(e.status, _HTTP_CODES.get(e.status, "bad_request"), e.reason, headers)
+    except AccountsError as e:
+        mapped = map_error(e) or ApiError(400, "bad_request", str(e))
+        return error_response(mapped.status, mapped.code, mapped.message, mapped.headers)
+    except Exception as e:  # noqa: BLE001 - the edge: log it, answer 500
+        known = map_error(e)
+        if known is not None:
+            return error_response(known.status, known.code, known.message, known.headers)
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal", "unexpected server error")
+
+
+class ClientHttpErrors(logging.Filter):
+    """aiohttp's server logs a malformed request (a NUL in a header, a line too long) at error
+    level with a traceback, after answering it 400 itself. It is the client's fault, not ours:
+    the record becomes one info line naming the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            first = (exc.message or "").strip().splitlines()[:1]
+            record.msg = f"{record.getMessage()}: {exc.code} {type(exc).__name__}: {first[0] if first else ''}"
+            record.args = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_CLIENT_HTTP_ERRORS = ClientHttpErrors()
+
+
+def quiet_client_http_errors() -> None:
+    """Install :class:`ClientHttpErrors` on aiohttp's server logger (idempotent; the daemon's start)."""
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_HTTP_ERRORS)
+
+
+# -- request parsing ----------------------------------------------------------------
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+async def json_object(request: web.Request, fields: Iterable[str], *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object, refused unless every key is one of ``fields``: size (413),
+    media type (415), syntax, shape and storable text (400). Field types are the caller's.
+
+    A body that is not ``required`` may be absent (zero bytes: ``{}``).
+    """
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
+    raw = await request.read()  # capped by the daemon's client_max_size (413 above it)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
+    ctype = request.headers.get("Content-Type")
+    if raw and ctype is not None:
+        mime = ctype.split(";", 1)[0].strip().lower()
+        if mime != "application/json" and not mime.endswith("+json"):
+            raise ApiError(415, "unsupported_media_type", "send application/json")
+    data: Any = {}
+    if raw:
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    elif required:
+        raise ApiError(400, "bad_request", "a JSON object body is required")
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    refuse_unstorable(data)
+    for key in data:
+        if key not in fields:
+            raise ApiError(400, "bad_request", f"{key[:64]}: unknown field")
+    return data
+
+
+async def json_body(
+    request: web.Request, fields: dict[str, tuple[str, bool]], *, required: bool = True
+) -> dict[str, Any]:
+    """The request's JSON object, checked against ``fields``: name -> (type, required).
+
+    A body that is not ``required`` may be absent (zero bytes: ``{}``). Unknown
+    fields are refused, so a typo (or a card number) never passes silently.
+    """
+    data = await json_object(request, fields, required=required)
+    for name, (kind, required) in fields.items():
+        if name not in data:
+            if required:
+                raise ApiError(400, "bad_request", f"{name}: required")
+            continue
+        if not _type_ok(data[name], kind):  # null included: leave a field out instead
+            raise ApiError(400, "bad_request", f"{name}: expected {kind}")
+    return data
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of ``Authorization: Bearer <token>``, or 401."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", _BEARER_CHALLENGE)
+    return token.strip()
+
+
+# -- views ----------------------------------------------------------------------------
+
+
+class ApiContext(Protocol):
+    """What a route module needs of the API (``RestApi`` is one)."""
+
+    def accounts(self) -> AccountsService: ...
+
+    async def principal(self, request: web.Request) -> Principal: ...
