@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from aiohttp import web
@@ -20,22 +22,65 @@ from jasmin_signaling.text import first_unstorable, unstorable
 
 from jasmin_sfu.services.accounts import AccountsService, Principal
 from jasmin_sfu.services.errors import (
-    ErasureError,
-    LoginRateLimitedError,
+    AccountConflictError,
     AccountNotFoundError,
     AccountsError,
     AccountValidationError,
     AdultConfirmationRequiredError,
+    AlreadyVotedError,
+    ChatBannedError,
+    ChatError,
+    ChatForbiddenError,
+    ChatMutedError,
+    ChatRateLimitedError,
+    ChatUnavailableError,
+    ChatValidationError,
+    CreditControlError,
+    CreditSessionClosedError,
+    CreditSessionNotFoundError,
+    ErasureError,
+    FavouritesFullError,
+    FavouritesLapsedError,
+    InsufficientCreditError,
+    InsufficientFundsError,
     InvalidCredentialsError,
     InvalidTokenError,
+    LedgerError,
+    LoginRateLimitedError,
+    MailingRateLimitedError,
     NotPermittedError,
+    NotShowOwnerError,
     PaymentConflictError,
     PaymentDeclinedError,
     PaymentsUnavailableError,
+    PendingTransferError,
+    PrivateRequiredError,
+    ReplayMismatchError,
+    RequestConflictError,
+    RequestOutOfOrderError,
+    ServiceError,
+    SocialConflictError,
+    SocialError,
+    SocialNotFoundError,
+    SocialValidationError,
     StoreBusyError,
+    TopMemberFeeUnpaidError,
+    TopMembershipRequiredError,
+    TransferConflictError,
+    TransferRejectedError,
+    UnknownChatMessageError,
+    UnknownPackageError,
     UsernameUnavailableError,
+    VipAwardConflictError,
+    VoteNotEligibleError,
 )
-from jasmin_sfu.store.errors import RetryableStoreError
+from jasmin_sfu.store.errors import (
+    DuplicateKeyError,
+    IntegrityStoreError,
+    MigrationError,
+    RetryableStoreError,
+    StoreError,
+)
 
 log = logging.getLogger("jasmin_sfu.api.rest")
 
@@ -58,53 +103,161 @@ _HTTP_CODES = {
 
 
 class ApiError(Exception):
-    """An error answer: status, code, message."""
+    """An error answer: status, code, message (``extra``: more fields beside them in ``error``)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}
+
+    def response(self) -> web.Response:
+        """This error in the one error shape."""
+        return error_response(self.status, self.code, self.message, self.headers, self.extra)
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None
+) -> web.Response:
     """The one error shape."""
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    body = {"error": {"code": code, "message": message, **(extra or {})}}
+    return web.json_response(body, status=status, headers=headers)
 
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="jasmin"'}
 
+# -- domain errors as HTTP errors ------------------------------------------------------
+#
+# One table, the only place a domain error becomes a status and a code. ``map_error`` walks
+# the error's MRO, so the most specific class listed wins. Every class of
+# services/errors.py and store/errors.py is listed itself (tests/api/test_error_mapping.py),
+# so a new error is a decision here, never a silent 500. ``INTERNAL``: not expected at the
+# REST edge; if one arrives it is a bug, logged and answered 500 ``internal``.
 
-def map_error(exc: Exception) -> ApiError | None:
-    """Domain errors as HTTP errors (None: not a domain error)."""
-    if isinstance(exc, AccountValidationError):
-        return ApiError(400, "bad_request", str(exc))
-    if isinstance(exc, InvalidTokenError):
-        return ApiError(401, "unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    if isinstance(exc, InvalidCredentialsError):
-        return ApiError(401, "invalid_credentials", str(exc))
-    if isinstance(exc, AdultConfirmationRequiredError):
-        return ApiError(403, "adult_confirmation_required", str(exc))
-    if isinstance(exc, NotPermittedError):
-        return ApiError(403, "forbidden", str(exc))
-    if isinstance(exc, AccountNotFoundError):
-        return ApiError(404, "not_found", str(exc))
-    if isinstance(exc, UsernameUnavailableError):
-        return ApiError(409, "username_unavailable", str(exc))
-    if isinstance(exc, PaymentConflictError):
-        return ApiError(409, "idempotency_conflict", str(exc))
-    if isinstance(exc, PaymentDeclinedError):
-        return ApiError(402, "payment_declined", str(exc))
-    if isinstance(exc, PaymentsUnavailableError):
-        return ApiError(503, "payments_unavailable", str(exc))
-    if isinstance(exc, LoginRateLimitedError):
-        return ApiError(429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)})
-    if isinstance(exc, ErasureError):
-        return ApiError(403, "forbidden", str(exc))
-    if isinstance(exc, (StoreBusyError, RetryableStoreError)):
-        return ApiError(503, "busy", "the database is busy; retry", {"Retry-After": "1"})
+# A rule: (status, code) with the error's text as the message, or a function of the error
+# and the current time (UNIX seconds) for an answer that needs more.
+ErrorRule = tuple[int, str] | Callable[[Any, float], ApiError]
+INTERNAL: ErrorRule = (500, "internal")
+
+
+def _busy(exc: Exception, now: float) -> ApiError:
+    return ApiError(503, "busy", "the database is busy; retry", {"Retry-After": "1"})
+
+
+def _invalid_token(exc: InvalidTokenError, now: float) -> ApiError:
+    return ApiError(401, "unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _login_rate_limited(exc: LoginRateLimitedError, now: float) -> ApiError:
+    return ApiError(429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+
+def _social_conflict(exc: SocialConflictError, now: float) -> ApiError:
+    return ApiError(409, exc.reason, str(exc))
+
+
+def _mailing_rate_limited(exc: MailingRateLimitedError, now: float) -> ApiError:
+    wait = max(1, math.ceil(exc.retry_at - now))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"one mailing per 24 hours; the next at {exc.retry_at:.0f}",
+        {"Retry-After": str(wait)},
+        {"retry_at": exc.retry_at},
+    )
+
+
+DOMAIN_ERRORS: dict[type[Exception], ErrorRule] = {
+    # services/errors.py
+    ServiceError: INTERNAL,
+    LedgerError: INTERNAL,
+    StoreBusyError: _busy,
+    AccountConflictError: INTERNAL,
+    TransferRejectedError: INTERNAL,
+    TransferConflictError: INTERNAL,
+    InsufficientFundsError: INTERNAL,
+    PendingTransferError: INTERNAL,
+    UnknownPackageError: INTERNAL,
+    ReplayMismatchError: INTERNAL,
+    VipAwardConflictError: INTERNAL,
+    CreditControlError: INTERNAL,
+    InsufficientCreditError: INTERNAL,
+    CreditSessionNotFoundError: INTERNAL,
+    CreditSessionClosedError: INTERNAL,
+    RequestOutOfOrderError: INTERNAL,
+    RequestConflictError: INTERNAL,
+    AccountsError: (400, "bad_request"),
+    AccountValidationError: (400, "bad_request"),
+    UsernameUnavailableError: (409, "username_unavailable"),
+    InvalidCredentialsError: (401, "invalid_credentials"),
+    InvalidTokenError: _invalid_token,
+    AdultConfirmationRequiredError: (403, "adult_confirmation_required"),
+    NotPermittedError: (403, "forbidden"),
+    NotShowOwnerError: (403, "forbidden"),
+    AccountNotFoundError: (404, "not_found"),
+    PaymentsUnavailableError: (503, "payments_unavailable"),
+    PaymentDeclinedError: (402, "payment_declined"),
+    PaymentConflictError: (409, "idempotency_conflict"),
+    ChatError: INTERNAL,
+    ChatValidationError: INTERNAL,
+    ChatForbiddenError: INTERNAL,
+    ChatBannedError: INTERNAL,
+    ChatMutedError: INTERNAL,
+    ChatRateLimitedError: INTERNAL,
+    UnknownChatMessageError: INTERNAL,
+    ChatUnavailableError: INTERNAL,
+    LoginRateLimitedError: _login_rate_limited,
+    ErasureError: (403, "forbidden"),
+    SocialError: (400, "bad_request"),
+    SocialValidationError: (400, "bad_request"),
+    SocialNotFoundError: (404, "not_found"),
+    SocialConflictError: _social_conflict,
+    FavouritesFullError: (409, "favourites_full"),
+    FavouritesLapsedError: (403, "favourites_lapsed"),
+    TopMembershipRequiredError: (403, "top_membership_required"),
+    PrivateRequiredError: (403, "private_required"),
+    VoteNotEligibleError: (403, "vote_not_eligible"),
+    AlreadyVotedError: (409, "already_voted"),
+    MailingRateLimitedError: _mailing_rate_limited,
+    TopMemberFeeUnpaidError: (402, "insufficient_credits"),
+    # store/errors.py
+    StoreError: INTERNAL,
+    RetryableStoreError: _busy,
+    IntegrityStoreError: INTERNAL,
+    MigrationError: INTERNAL,
+    DuplicateKeyError: INTERNAL,
+}
+
+
+def error_rule(exc: BaseException) -> ErrorRule | None:
+    """The table's rule for ``exc``: its class's, else its nearest listed ancestor's (None: none)."""
+    for cls in type(exc).__mro__:
+        rule = DOMAIN_ERRORS.get(cls)
+        if rule is not None:
+            return rule
     return None
+
+
+def map_error(exc: Exception, now: float | None = None) -> ApiError | None:
+    """A domain error as an HTTP error (None: not one, or ``INTERNAL``: a bug, the caller's 500).
+
+    ``now`` is the clock for a ``Retry-After`` computed from a deadline (default: the wall clock).
+    """
+    rule = error_rule(exc)
+    if rule is None or rule == INTERNAL:
+        return None
+    if isinstance(rule, tuple):
+        return ApiError(rule[0], rule[1], str(exc))
+    return rule(exc, time.time() if now is None else now)
 
 
 def refuse_unstorable(data: Any) -> None:
@@ -122,19 +275,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise ApiError(400, "bad_request", "the path or query holds a NUL or an unpaired surrogate")
         return await handler(request)
     except ApiError as e:
-        return error_response(e.status, e.code, e.message, e.headers)
+        return e.response()
     except web.HTTPException as e:  # aiohttp's own: unknown route, method, body too large
         if e.status < 400:
             raise
         headers = {k: v for k, v in e.headers.items() if k == "Allow"}
         return error_response(e.status, _HTTP_CODES.get(e.status, "bad_request"), e.reason, headers)
-    except AccountsError as e:
-        mapped = map_error(e) or ApiError(400, "bad_request", str(e))
-        return error_response(mapped.status, mapped.code, mapped.message, mapped.headers)
     except Exception as e:  # noqa: BLE001 - the edge: log it, answer 500
         known = map_error(e)
         if known is not None:
-            return error_response(known.status, known.code, known.message, known.headers)
+            return known.response()
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal", "unexpected server error")
 

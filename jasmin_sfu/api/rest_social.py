@@ -27,26 +27,12 @@ from __future__ import annotations
 import functools
 import html
 import json
-import math
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest_common import ApiContext, ApiError, error_response, json_body, json_object
-from jasmin_sfu.services.errors import (
-    AlreadyVotedError,
-    FavouritesFullError,
-    FavouritesLapsedError,
-    MailingRateLimitedError,
-    PrivateRequiredError,
-    SocialConflictError,
-    SocialError,
-    SocialNotFoundError,
-    SocialValidationError,
-    TopMemberFeeUnpaidError,
-    TopMembershipRequiredError,
-    VoteNotEligibleError,
-)
+from jasmin_sfu.api.rest_common import ApiContext, ApiError, json_body, json_object, map_error
+from jasmin_sfu.services.errors import SocialError
 from jasmin_sfu.services.search import Candidate, SearchPage
 from jasmin_sfu.services.social import Favourite, Feed, InboxMessage, Message, SocialService, TopMembership
 from jasmin_sfu.services.social_notify import render_rss
@@ -58,34 +44,9 @@ SOCIAL_KEY = web.AppKey("social", object)
 
 Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 
-_MAPPED: tuple[tuple[type[SocialError], int, str], ...] = (
-    (SocialValidationError, 400, "bad_request"),
-    (TopMemberFeeUnpaidError, 402, "insufficient_credits"),
-    (FavouritesLapsedError, 403, "favourites_lapsed"),
-    (TopMembershipRequiredError, 403, "top_membership_required"),
-    (PrivateRequiredError, 403, "private_required"),
-    (VoteNotEligibleError, 403, "vote_not_eligible"),
-    (SocialNotFoundError, 404, "not_found"),
-    (FavouritesFullError, 409, "favourites_full"),
-    (AlreadyVotedError, 409, "already_voted"),
-)
-
-
 def social_error_response(exc: SocialError, now: float) -> web.Response:
     """A social domain error as the API's error shape (``now``: the service clock, for Retry-After)."""
-    if isinstance(exc, MailingRateLimitedError):
-        wait = max(1, math.ceil(exc.retry_at - now))
-        return web.json_response(
-            {"error": {"code": "rate_limited", "message": f"one mailing per 24 hours; the next at {exc.retry_at:.0f}",
-                       "retry_at": exc.retry_at}},
-            status=429, headers={"Retry-After": str(wait)},
-        )
-    if isinstance(exc, SocialConflictError):
-        return error_response(409, exc.reason, str(exc))
-    for cls, status, code in _MAPPED:
-        if isinstance(exc, cls):
-            return error_response(status, code, str(exc))
-    return error_response(400, "bad_request", str(exc))
+    return (map_error(exc, now) or ApiError(400, "bad_request", str(exc))).response()
 
 
 def _mapped(fn: Handler) -> Handler:
