@@ -50,6 +50,7 @@ from jasmin_sfu.services.errors import (
 )
 from jasmin_sfu.shows import machine as m
 from jasmin_sfu.shows.show import Show
+from jasmin_sfu.tasks import spawn_tracked
 
 log = logging.getLogger("jasmin_sfu.chat")
 
@@ -90,19 +91,6 @@ def map_chat_error(exc: Exception) -> SignalingError | None:
     if isinstance(exc, ChatError):  # pragma: no cover - every chat error is mapped above
         return SignalingError("bad_request", str(exc))
     return None
-
-
-def spawn_tracked(tasks: "set[asyncio.Task[None]]", coro: Coroutine[Any, Any, None], what: str) -> None:
-    """Run ``coro`` as a task held in ``tasks`` until done; a failure is logged, never left unretrieved."""
-    task = asyncio.get_running_loop().create_task(coro)
-    tasks.add(task)
-
-    def done(t: "asyncio.Task[None]") -> None:
-        tasks.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            log.error("%s failed: %r", what, t.exception())
-
-    task.add_done_callback(done)
 
 
 def guest_chat_id(session_id: str) -> str:
@@ -175,7 +163,7 @@ class ChatConnection:
         """Kicked or banned: this connection leaves the show (a kicked user may join again)."""
         room = self.room
         self.owner.notify("chat.removed", {"room": room, "action": action, "until": data.get("until")})
-        spawn_tracked(self._tasks, self._leave(), f"leaving the show after chat.removed ({action})")
+        spawn_tracked(self._tasks, self._leave(), f"leaving the show after chat.removed ({action})", log)
 
     # -- the join ------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
 
 from jasmin_sfu.api.admission import Admission
-from jasmin_sfu.api.chat_handler import ChatConnection, spawn_tracked
+from jasmin_sfu.api.chat_handler import ChatConnection
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
 from jasmin_sfu.api.signaling_social import NotificationSubscription
 from jasmin_sfu.media.errors import (
@@ -34,6 +34,7 @@ from jasmin_sfu.shows import machine as m
 from jasmin_sfu.shows.billing import BillingRefused, PrivateBilling
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
+from jasmin_sfu.tasks import spawn_tracked
 
 log = logging.getLogger("jasmin_sfu.signaling")
 
@@ -122,7 +123,7 @@ class SessionHandler:
     # -- Participant ------------------------------------------------------------
 
     def notify(self, event: str, data: dict[str, Any]) -> None:
-        spawn_tracked(self._tasks, self.session.send_event(event, data), f"sending event {event}")
+        spawn_tracked(self._tasks, self.session.send_event(event, data), f"sending event {event}", log)
 
     async def close_publisher(self, reason: str) -> None:
         """The show closes this member's Cam2Cam (the private ended)."""

@@ -30,7 +30,6 @@ from aiohttp import web
 from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.messages import MAX_SDP_CHARS, Join, Publish
 
-from jasmin_sfu.api.chat_handler import spawn_tracked
 from jasmin_sfu.api.origin import OriginPolicy, refused
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler, map_media_error
 from jasmin_sfu.media.errors import MediaError, SdpError
@@ -38,6 +37,7 @@ from jasmin_sfu.media.sdp_info import sections
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.services.accounts import AccountsService
 from jasmin_sfu.services.errors import AccountsError
+from jasmin_sfu.tasks import spawn_tracked
 
 log = logging.getLogger("jasmin_sfu.whip")
 
@@ -340,7 +340,7 @@ class WhipWhep:
 
         def on_producer(what: str, producer: Any) -> None:
             if what == "removed" and producer.id in played and session.resource_id in self.sessions:
-                spawn_tracked(self._tasks, session.transport.close(), "ending a WHEP session")
+                spawn_tracked(self._tasks, session.transport.close(), "ending a WHEP session", log)
 
         unobserve = show.router.observe(on_producer)
         session.transport.on_close.append(lambda _t: unobserve())
@@ -365,7 +365,7 @@ class WhipWhep:
     def _ended(self, session: HttpSession) -> None:
         if self.sessions.pop(session.resource_id, None) is None:
             return
-        spawn_tracked(self._tasks, session.handler.closed(), f"ending {session.kind} session")
+        spawn_tracked(self._tasks, session.handler.closed(), f"ending {session.kind} session", log)
 
     def _created(self, request: web.Request, session: HttpSession, answer: str) -> web.Response:
         headers = {
@@ -385,7 +385,7 @@ class WhipWhep:
             if p is not None and ((user_id is not None and p.id == user_id)
                                   or (session_id is not None and p.session_id == session_id)):
                 log.info("%s session ended: token revoked", s.kind, extra={"show_id": s.show_id})
-                spawn_tracked(self._tasks, s.transport.close(), f"ending a revoked {s.kind} session")
+                spawn_tracked(self._tasks, s.transport.close(), f"ending a revoked {s.kind} session", log)
 
     async def close(self) -> None:
         """End every session (the daemon is stopping)."""

@@ -51,6 +51,7 @@ from jasmin_sfu.services.privacy import (
     PrivacyService,
 )
 from jasmin_sfu.store.privacy_usage import LocalBillingLog, OutboxUsageStore
+from jasmin_sfu.tasks import spawn_tracked
 
 log = logging.getLogger("jasmin_sfu.services.retention")
 
@@ -307,9 +308,8 @@ def _revoked_sessions(sessions: Any, user_id: str | None, session_id: str | None
 
 
 def _close_revoked(s: Any) -> None:
-    task = asyncio.get_running_loop().create_task(s.ws.close(code=REVOKED_CLOSE_CODE, message=b"token revoked"))
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
+    closing = s.ws.close(code=REVOKED_CLOSE_CODE, message=b"token revoked")
+    spawn_tracked(_closing, closing, "closing a revoked websocket", log)
 
 
 def end_revoked_sessions(sessions: Any, user_id: str | None, session_id: str | None) -> int:

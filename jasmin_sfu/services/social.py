@@ -90,6 +90,7 @@ from jasmin_sfu.store.social_repo import (
     TopMemberRow,
     VoteRow,
 )
+from jasmin_sfu.tasks import spawn_tracked
 
 log = logging.getLogger("jasmin_sfu.services.social")
 
@@ -267,14 +268,7 @@ class SocialService:
         return user.username if user is not None else user_id
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: "asyncio.Task[Any]") -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("social task failed: %r", task.exception())
+        spawn_tracked(self._tasks, coro, f"social task {getattr(coro, '__qualname__', '')}", log)
 
     async def drain(self) -> None:
         """Wait for the background work started by show events (tests; shutdown)."""

@@ -42,6 +42,7 @@ from jasmin_sfu.services.errors import InsufficientCreditError
 from jasmin_sfu.services.ledger import Ledger, per_second_rate
 from jasmin_sfu.services.vip import VipAwards
 from jasmin_sfu.store.ledger_repo import CcSessionRow
+from jasmin_sfu.tasks import spawn_tracked
 
 from .events import ShowEvent
 from .machine import EndPrivate, Rejected
@@ -132,14 +133,7 @@ class PrivateBilling:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: "asyncio.Task[Any]") -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("billing task failed: %r", task.exception())
+        spawn_tracked(self._tasks, coro, f"billing task {coro.__qualname__}", log)
 
     # -- 1. authorise before the accept ----------------------------------------------
 

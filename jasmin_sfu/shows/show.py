@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.router import Router
+from jasmin_sfu.tasks import spawn_tracked
 
 from .events import EventBus, ShowEvent
 from .machine import (
@@ -57,11 +58,6 @@ class ShowSettings:
     auto_accept: bool = False
 
 
-def _log_failure(task: "asyncio.Task[Any]") -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("show task failed: %r", task.exception())
-
-
 class Show:
     def __init__(
         self,
@@ -80,6 +76,8 @@ class Show:
         # Hundredths of a credit per minute; None = the billing default.
         self.price_per_minute: int | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Background work (closing a publisher after a private): held here until done.
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
         router.observe(self._on_producer)
 
@@ -218,8 +216,7 @@ class Show:
             log.exception("tick rejected")
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        task.add_done_callback(_log_failure)
+        spawn_tracked(self._tasks, coro, f"show {self.id}: {coro.__qualname__}", log)
 
     # -- teardown ---------------------------------------------------------------
 
