@@ -45,7 +45,7 @@ from jasmin_sfu.shows.events import EventBus
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import ShowSettings
 
-log = logging.getLogger("jasmin_sfu.app")
+log = logging.getLogger(__name__)
 
 # Headers a supervisor sets on the websockets it routes to its workers.
 INTERNAL_SECRET_HEADER = "X-Jasmin-Internal-Secret"

@@ -53,7 +53,7 @@ from jasmin_sfu.api.rest_common import quiet_client_http_errors
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.config import Config
 
-log = logging.getLogger("jasmin_sfu.supervisor")
+log = logging.getLogger(__name__)
 
 _LISTENING = re.compile(r"listening: demo page http://127\.0\.0\.1:(\d+)/")
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes.

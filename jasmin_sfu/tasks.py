@@ -40,4 +40,4 @@ def _done(tasks: "set[asyncio.Task[Any]]", logger: logging.Logger, task: "asynci
         return
     exc = task.exception()
     if exc is not None:
-        logger.error("%s failed: %r", task.get_name(), exc, exc_info=exc)
+        logger.error("%s failed: %r", task.get_name(), exc, exc_info=exc, extra={"task": task.get_name()})

@@ -52,7 +52,7 @@ from jasmin_sfu.shows import machine as m
 from jasmin_sfu.shows.show import Show
 from jasmin_sfu.tasks import spawn_tracked
 
-log = logging.getLogger("jasmin_sfu.chat")
+log = logging.getLogger(__name__)
 
 
 class ChatRefusal(SignalingError):

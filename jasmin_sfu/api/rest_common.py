@@ -82,7 +82,7 @@ from jasmin_sfu.store.errors import (
     StoreError,
 )
 
-log = logging.getLogger("jasmin_sfu.api.rest")
+log = logging.getLogger(__name__)
 
 
 PREFIX = "/api/v1"
@@ -285,7 +285,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         known = map_error(e)
         if known is not None:
             return known.response()
-        log.exception("%s %s failed", request.method, request.path)
+        where = {"method": request.method, "path": request.path}
+        log.exception("%s %s failed", request.method, request.path, extra=where)
         return error_response(500, "internal", "unexpected server error")
 
 

@@ -36,7 +36,7 @@ from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
 from jasmin_sfu.tasks import spawn_tracked
 
-log = logging.getLogger("jasmin_sfu.signaling")
+log = logging.getLogger(__name__)
 
 
 def map_media_error(exc: MediaError) -> SignalingError:

@@ -39,7 +39,7 @@ from jasmin_sfu.services.accounts import AccountsService
 from jasmin_sfu.services.errors import AccountsError
 from jasmin_sfu.tasks import spawn_tracked
 
-log = logging.getLogger("jasmin_sfu.whip")
+log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 # Wire codes (docs/signaling.md) as the statuses RFC 9725 and HTTP give them.

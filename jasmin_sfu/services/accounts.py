@@ -55,7 +55,7 @@ from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings
 from jasmin_sfu.store.accounts_repo import AccountsStore, BlacklistRow, PerformerRow, SessionRow, UserRow
 from jasmin_sfu.store.errors import DuplicateKeyError
 
-log = logging.getLogger("jasmin_sfu.services.accounts")
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 US = 1_000_000
@@ -300,7 +300,7 @@ class AccountsService:
             try:
                 listener(user_id, session_id)
             except Exception:  # noqa: BLE001 - a listener's bug must not undo the revocation
-                log.exception("revocation listener failed")
+                log.exception("revocation listener failed", extra={"user_id": user_id, "session_id": session_id})
 
     def now_us(self) -> int:
         """The injected clock in integer microseconds."""

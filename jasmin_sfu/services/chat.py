@@ -57,7 +57,7 @@ from jasmin_sfu.services.personal_data import RetentionPolicy
 from jasmin_sfu.store.chat_repo import ChatStore, KingRow, LogRow, MessageRow, ReportRow, SanctionRow, TipRow
 from jasmin_signaling.text import unstorable
 
-log = logging.getLogger("jasmin_sfu.chat")
+log = logging.getLogger(__name__)
 
 US = 1_000_000
 GUEST, MEMBER, PERFORMER, ADMIN = "guest", "member", "performer", "admin"

@@ -22,7 +22,7 @@ import json
 import logging
 from typing import Any, Callable, Protocol
 
-log = logging.getLogger("jasmin_sfu.chat.bus")
+log = logging.getLogger(__name__)
 
 Envelope = dict[str, Any]
 Receiver = Callable[[Envelope], None]
@@ -128,7 +128,7 @@ class RedisBus:
         try:
             await self._client.publish(self.channel(room), json.dumps(envelope, separators=(",", ":")))
         except Exception as exc:  # noqa: BLE001 - local delivery already happened; other nodes miss it
-            log.warning("redis chat bus: publish failed: %r", exc)
+            log.warning("redis chat bus: publish failed: %r", exc, extra={"room": room})
 
     async def close(self) -> None:
         if self._task is not None:

@@ -67,7 +67,7 @@ from jasmin_sfu.services.ledger import (
 )
 from jasmin_sfu.store.ledger_repo import CcRequestRow, CcSessionRow
 
-log = logging.getLogger("jasmin_sfu.services.credit_control")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ class CreditControl:
                 try:
                     await listener(req)
                 except Exception:  # noqa: BLE001 - one listener must not stop the others
-                    log.exception("re-auth listener failed for session %s", s.session_id)
+                    log.exception("re-auth listener failed", extra={"session_id": s.session_id})
         return [s.session_id for s in sessions]
 
     async def open_sessions(self, prefix: str) -> list[CcSessionRow]:

@@ -65,7 +65,7 @@ from jasmin_sfu.store.accounts_repo import (
 )
 from jasmin_sfu.store.privacy_ledger import SpendingEntry
 
-log = logging.getLogger("jasmin_sfu.services.privacy")
+log = logging.getLogger(__name__)
 
 DAY_S = 86400
 GENDERS = ("female", "male", "couple", "transgender", "nonbinary", "other")

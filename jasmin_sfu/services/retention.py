@@ -53,7 +53,7 @@ from jasmin_sfu.services.privacy import (
 from jasmin_sfu.store.privacy_usage import LocalBillingLog, OutboxUsageStore
 from jasmin_sfu.tasks import spawn_tracked
 
-log = logging.getLogger("jasmin_sfu.services.retention")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ from jasmin_sfu.store.social_repo import (
 )
 from jasmin_sfu.tasks import spawn_tracked
 
-log = logging.getLogger("jasmin_sfu.services.social")
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 US = 1_000_000

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-log = logging.getLogger("jasmin_sfu.services.social")
+log = logging.getLogger(__name__)
 
 Send = Callable[[str, dict[str, Any]], None]
 
@@ -61,7 +61,7 @@ class OnlineNotifier:
                 send(event, data)
                 sent += 1
             except Exception:  # noqa: BLE001 - one broken socket must not stop the others
-                log.exception("notification send failed")
+                log.exception("notification send failed", extra={"member_id": member_id, "event": event})
         return sent
 
 

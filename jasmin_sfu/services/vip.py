@@ -48,7 +48,7 @@ from jasmin_sfu.services.ledger import (
     wallet_account,
 )
 
-log = logging.getLogger("jasmin_sfu.services.vip")
+log = logging.getLogger(__name__)
 
 PROMO_VIP = "promo:vip"
 _POINTS_PREFIX = "points:"

@@ -47,7 +47,7 @@ from jasmin_sfu.tasks import spawn_tracked
 from .events import ShowEvent
 from .machine import EndPrivate, Rejected
 
-log = logging.getLogger("jasmin_sfu.billing")
+log = logging.getLogger(__name__)
 
 # The usage events' ``data.kind`` and the middle of their type
 # (``com.jasmin.live.private.usage.v1``), as docs/money.md shows them. Before

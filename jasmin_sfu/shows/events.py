@@ -11,7 +11,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-log = logging.getLogger("jasmin_sfu.shows.events")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from .machine import (
     Tick,
 )
 
-log = logging.getLogger("jasmin_sfu.shows")
+log = logging.getLogger(__name__)
 
 
 class Participant(Protocol):
@@ -213,7 +213,7 @@ class Show:
         try:
             self.apply(Tick(self.clock()))
         except Rejected:  # pragma: no cover - a tick is always accepted
-            log.exception("tick rejected")
+            log.exception("tick rejected", extra={"show_id": self.id})
 
     def _spawn(self, coro: Any) -> None:
         spawn_tracked(self._tasks, coro, f"show {self.id}: {coro.__qualname__}", log)

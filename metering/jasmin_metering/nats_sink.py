@@ -24,7 +24,7 @@ from jasmin_metering.errors import SinkUnavailableError
 from jasmin_metering.events import CloudEvent
 from jasmin_metering.sink import dedupe_batch
 
-log = logging.getLogger("jasmin_metering.nats_sink")
+log = logging.getLogger(__name__)
 
 
 async def _quiet(e: Exception) -> None:

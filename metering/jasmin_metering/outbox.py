@@ -39,7 +39,7 @@ from jasmin_metering.errors import (
 from jasmin_metering.events import CloudEvent
 from jasmin_metering.sink import BillingSink
 
-log = logging.getLogger("jasmin_metering.outbox")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox_events (

@@ -21,7 +21,7 @@ from .errors import SignalingError
 from .messages import parse_request, valid_request_id
 from .text import echo
 
-log = logging.getLogger("jasmin_signaling.session")
+log = logging.getLogger(__name__)
 
 _RECENT_IDS = 1024
 
