@@ -51,9 +51,13 @@ async def test_a_joining_viewer_triggers_a_keyframe_request(daemon) -> None:  # 
     """Protects time to first frame: subscribing sends a PLI upstream at once."""
     pub = await publish(daemon.url, "show-pli")
     plis = count_plis(pub)
+    stats = daemon.daemon.worker.stats
     first = await subscribe(daemon.url, "show-pli")
     assert await wait_for(lambda: first.frames.get("video", 0) >= 3, timeout=20)
-    assert await wait_for(lambda: plis[0] >= 1, timeout=5)
+    # The node asked at once; whether the publisher saw it is a race with its own start (a PLI
+    # that arrives before aiortc's sender runs is dropped there: about 1 run in 10 failed here),
+    # so the publisher's side is checked on the second viewer, when it is surely up.
+    assert stats.keyframe_requests_sent >= 1
     before = plis[0]
     second = await subscribe(daemon.url, "show-pli")
     assert await wait_for(lambda: plis[0] > before, timeout=10)
