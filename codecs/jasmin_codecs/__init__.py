@@ -30,14 +30,16 @@ from .rtcp import (
 from .rtp import (
     ExtensionRewriter,
     RtpHeader,
+    RtpSplit,
     build_extensions,
     build_rtp,
     extension_section,
     is_rtcp,
     parse_extensions,
     parse_rtp,
+    split_rtp,
 )
-from .seq import SeqUnwrapper, seq_add, seq_diff, seq_newer, ts_add, ts_diff, ts_newer
+from .seq import SeqUnwrapper, seq_add, seq_diff, seq_newer, seq_unwrap, ts_add, ts_diff, ts_newer
 from .simulcast import (
     REPAIRED_RID_URI,
     RID_URI,
@@ -65,6 +67,7 @@ __all__ = [
     "seq_add",
     "seq_diff",
     "seq_newer",
+    "seq_unwrap",
     "ts_add",
     "ts_diff",
     "ts_newer",
@@ -77,6 +80,8 @@ __all__ = [
     "is_rtcp",
     "parse_extensions",
     "parse_rtp",
+    "RtpSplit",
+    "split_rtp",
     # rtcp
     "Bye",
     "Fir",

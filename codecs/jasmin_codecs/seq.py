@@ -16,6 +16,7 @@ __all__ = [
     "ts_add",
     "ts_diff",
     "ts_newer",
+    "seq_unwrap",
     "SeqUnwrapper",
 ]
 
@@ -77,6 +78,18 @@ def ts_newer(a: int, b: int) -> bool:
     return 0 < d < _TS_HALF
 
 
+def seq_unwrap(highest: int, seq: int) -> int:
+    """Return the extended sequence number of the 16-bit ``seq``, given the highest so far.
+
+    ``highest`` is the highest extended sequence number seen (its low 16 bits
+    are the highest 16-bit number); the result is placed at the shortest
+    signed distance from it, so ``result > highest`` means ``seq`` is newer.
+    This is the stateless core of :class:`SeqUnwrapper`: a plain function,
+    for the hot path, where a method call per packet measurably costs.
+    """
+    return highest + (((seq - highest + _SEQ_HALF) & _SEQ_MASK) - _SEQ_HALF)
+
+
 class SeqUnwrapper:
     """Turn 16-bit RTP sequence numbers into monotonic extended integers.
 
@@ -92,11 +105,10 @@ class SeqUnwrapper:
     then 65535) legitimately unwraps to a negative number (-1).
     """
 
-    __slots__ = ("_highest_ext", "_highest_seq")
+    __slots__ = ("_highest_ext",)
 
     def __init__(self) -> None:
         self._highest_ext: int | None = None
-        self._highest_seq = 0
 
     @property
     def highest(self) -> int | None:
@@ -105,14 +117,12 @@ class SeqUnwrapper:
 
     def unwrap(self, seq: int) -> int:
         """Return the extended sequence number for the 16-bit ``seq``."""
-        seq &= _SEQ_MASK
         highest = self._highest_ext
         if highest is None:
+            seq &= _SEQ_MASK
             self._highest_ext = seq
-            self._highest_seq = seq
             return seq
-        ext = highest + (((seq - self._highest_seq + _SEQ_HALF) & _SEQ_MASK) - _SEQ_HALF)
+        ext = seq_unwrap(highest, seq)
         if ext > highest:
             self._highest_ext = ext
-            self._highest_seq = seq
         return ext

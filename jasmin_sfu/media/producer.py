@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.h264 import h264_is_keyframe
 from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock, ntp_to_compact
-from jasmin_codecs.rtp import ExtensionRewriter
+from jasmin_codecs.rtp import ExtensionRewriter, split_rtp
+from jasmin_codecs.seq import seq_unwrap
 from jasmin_codecs.vp8 import vp8_is_keyframe
 
 from .aiortc_adapter import fastpath_ext
@@ -21,8 +22,7 @@ from .stats import MediaStats
 if TYPE_CHECKING:
     from .consumer import Consumer
 
-_SEQ_TS = struct.Struct("!HI")
-_EXT_HDR = struct.Struct("!HH")
+_OSN = struct.Struct("!H")
 _RTX_REBUILD = struct.Struct("!BBHII")
 
 # (b0, tail): b0 is the first header byte for the outgoing packet, tail is
@@ -108,8 +108,9 @@ class Producer:
         self.octets = 0
         self.keyframes_seen = 0
         self._base_seq: int | None = None
+        # The highest extended (unwrapped) sequence number; max_seq is its low 16 bits.
+        self._ext_max = 0
         self.max_seq = 0
-        self._cycles = 0
         self._expected_prior = 0
         self._received_prior = 0
         self.last_ts = 0
@@ -121,7 +122,7 @@ class Producer:
     @property
     def extended_max_seq(self) -> int:
         """The highest sequence number received, with its wrap count (RFC 3550 A.1)."""
-        return self._cycles + self.max_seq
+        return self._ext_max
 
     # -- consumers ---------------------------------------------------------
 
@@ -190,39 +191,17 @@ class Producer:
     def on_rtp(self, data: bytes, arrival_ms: int) -> None:
         """Forward one plain RTP packet of this producer to every consumer."""
         stats = self._stats
-        n = len(data)
-        if n < 12:
-            stats.drop("too_short")
+        try:
+            b0, b1, seq, ts, _, off, ext_profile, payload_off, _ = split_rtp(data)
+        except MalformedPacket as exc:
+            stats.drop(exc.reason)
             return
-        b0 = data[0]
-        if b0 & 0xC0 != 0x80:
-            stats.drop("bad_version")
-            return
-        b1 = data[1]
-        seq, ts = _SEQ_TS.unpack_from(data, 2)
         if (b1 & 0x7F) != self.payload_type:
             stats.drop("unknown_pt")
             return
-        off = 12 + ((b0 & 0x0F) << 2)
-        ext_profile = None
-        ext_data = b""
-        if b0 & 0x10:
-            if off + 4 > n:
-                stats.drop("bad_extension")
-                return
-            ext_profile, ext_words = _EXT_HDR.unpack_from(data, off)
-            ext_end = off + 4 + (ext_words << 2)
-            if ext_end > n:
-                stats.drop("bad_extension")
-                return
-            ext_data = data[off + 4 : ext_end]
-            payload_off = ext_end
-        else:
-            payload_off = off
-        if payload_off > n or (b0 & 0x20 and (data[-1] == 0 or data[-1] > n - payload_off)):
-            stats.drop("bad_padding")
-            return
+        ext_data = data[off + 4 : payload_off] if ext_profile is not None else b""
 
+        n = len(data)
         self.packets += 1
         self.octets += n
         stats.rtp_packets_in += 1
@@ -230,16 +209,16 @@ class Producer:
         # Sequence tracking for receiver reports.
         late = False
         if self._base_seq is None:
-            self._base_seq = seq
-            self.max_seq = seq
-            self.last_ts = ts
-        elif (seq - self.max_seq) & 0xFFFF < 0x8000:
-            if seq < self.max_seq:
-                self._cycles += 0x10000
-            self.max_seq = seq
+            self._base_seq = self._ext_max = self.max_seq = seq
             self.last_ts = ts
         else:
-            late = True  # reordered, or a retransmission (RTX)
+            ext = seq_unwrap(self._ext_max, seq)
+            if ext >= self._ext_max:
+                self._ext_max = ext
+                self.max_seq = seq
+                self.last_ts = ts
+            else:
+                late = True  # reordered, or a retransmission (RTX)
         self.last_arrival_ms = arrival_ms
 
         keyframe = False
@@ -297,53 +276,34 @@ class Producer:
         if n < 14:
             self._stats.drop("too_short")
             return
-        b0 = data[0]
-        off = 12 + ((b0 & 0x0F) << 2)
-        if b0 & 0x10:
-            if off + 4 > n:
-                self._stats.drop("bad_extension")
-                return
-            off += 4 + (_EXT_HDR.unpack_from(data, off)[1] << 2)
-        if b0 & 0x20:
-            pad = data[-1]
-            if pad == 0 or pad > n - off:
-                self._stats.drop("bad_padding")
-                return
-            if pad >= n - off - 2:
-                # A bandwidth probe: padding only, with or without an OSN
-                # (libwebrtc sends 255 padding bytes and no OSN). Nothing to forward.
-                return
+        try:
+            b0, b1, _, ts, _, _, _, off, pad = split_rtp(data)
+        except MalformedPacket as exc:
+            self._stats.drop(exc.reason)
+            return
+        if pad and pad >= n - off - 2:
+            # A bandwidth probe: padding only, with or without an OSN
+            # (libwebrtc sends 255 padding bytes and no OSN). Nothing to forward.
+            return
         if off + 2 > n:
             self._stats.drop("too_short")
             return
-        (osn,) = struct.unpack_from("!H", data, off)
-        ts = struct.unpack_from("!I", data, 4)[0]
-        header = _RTX_REBUILD.pack(b0, (data[1] & 0x80) | self.payload_type, osn, ts, self.ssrc or 0)
+        (osn,) = _OSN.unpack_from(data, off)
+        header = _RTX_REBUILD.pack(b0, (b1 & 0x80) | self.payload_type, osn, ts, self.ssrc or 0)
         self.on_rtp(header + data[12:off] + data[off + 2 :], arrival_ms)
 
     def extend(self, seq: int) -> int:
         """``seq`` as an extended sequence number (cycles * 2^16 + seq): the one
         nearest the newest received, as RFC 3550 A.1 counts them."""
-        delta = (seq - self.max_seq) & 0xFFFF
-        if delta >= 0x8000:
-            delta -= 0x10000
-        return self.extended_max_seq + delta
+        return seq_unwrap(self._ext_max, seq)
 
     def tail_for(self, data: bytes, profile: int) -> tuple[int, int, int, int, Tail] | None:
         """Split a cached packet for one consumer's profile (retransmissions)."""
-        n = len(data)
-        b0, b1 = data[0], data[1]
-        seq, ts = _SEQ_TS.unpack_from(data, 2)
-        off = 12 + ((b0 & 0x0F) << 2)
-        ext_profile = None
-        ext_data = b""
-        payload_off = off
-        if b0 & 0x10:
-            ext_profile, words = _EXT_HDR.unpack_from(data, off)
-            payload_off = off + 4 + (words << 2)
-            ext_data = data[off + 4 : payload_off]
-        if payload_off > n:
+        try:
+            b0, b1, seq, ts, _, off, ext_profile, payload_off, _ = split_rtp(data)
+        except MalformedPacket:
             return None
+        ext_data = data[off + 4 : payload_off] if ext_profile is not None else b""
         try:
             section = self._profiles[profile].rewrite(ext_profile, ext_data)
         except MalformedPacket:
@@ -386,7 +346,7 @@ class Producer:
         """An RFC 3550 report block for this producer, or None before any packet."""
         if self._base_seq is None or self.ssrc is None:
             return None
-        ext_max = self._cycles + self.max_seq
+        ext_max = self._ext_max
         expected = ext_max - self._base_seq + 1
         lost = max(0, min(expected - self.packets, 0x7FFFFF))
         exp_int = expected - self._expected_prior

@@ -18,6 +18,7 @@ from jasmin_codecs.rtp import (
     is_rtcp,
     parse_extensions,
     parse_rtp,
+    split_rtp,
 )
 
 # Enough examples to find framing bugs while keeping the suite at a few seconds;
@@ -293,3 +294,85 @@ def test_parse_rtp_raises_only_malformed_packet(data: bytes) -> None:
         return
     assert 12 <= h.payload_offset <= h.payload_end <= len(data)
     assert h.payload_end + h.padding == len(data)
+
+
+# --- split_rtp: the hot path's splitter is the same parser ----------------------
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_split_rtp_drops_malformed_with_the_same_reason(name: str, data: bytes, reason: str) -> None:
+    """The hot path's splitter refuses each broken packet with parse_rtp's metric-label reason."""
+    with pytest.raises(MalformedPacket) as info:
+        split_rtp(data)
+    assert info.value.reason == reason
+
+
+def test_split_rtp_vector_offsets() -> None:
+    """Every field and offset of the full vector (CSRCs, extension, padding) is where the spec puts it."""
+    b0, b1, seq, ts, ssrc, csrc_end, ext_profile, payload_offset, padding = split_rtp(FULL)
+    assert (b0, b1, seq, ts, ssrc) == (0xB2, 0x6F, 0xFFFF, 0xFFFFFFFF, 1)
+    assert FULL[12:csrc_end] == bytes.fromhex("0000000200000003")
+    assert ext_profile == 0xBEDE
+    assert FULL[csrc_end + 4 : payload_offset] == bytes.fromhex("10aa21bbcc000000")
+    assert FULL[payload_offset : len(FULL) - padding] == bytes.fromhex("9998")
+
+
+def split_or_reason(data: bytes) -> object:
+    try:
+        return split_rtp(data)
+    except MalformedPacket as exc:
+        return exc.reason
+
+
+def parse_or_reason(data: bytes) -> object:
+    try:
+        return parse_rtp(data)
+    except MalformedPacket as exc:
+        return exc.reason
+
+
+def mutations(data: bytes) -> list[bytes]:
+    """Truncations and first-byte flips of a valid packet: the malformed neighbours."""
+    out = [data[:k] for k in range(0, len(data), max(1, len(data) // 8))]
+    out += [bytes([data[0] ^ bit]) + data[1:] for bit in (0x10, 0x20, 0x0F, 0x40, 0x80)]
+    out += [data[:-1] + bytes([v]) for v in (0, 255)]
+    return out
+
+
+@FAST
+@given(packet_fields, st.one_of(one_byte_elements, any_elements))
+def test_split_rtp_agrees_with_parse_rtp_on_valid_and_malformed(
+    fields: dict[str, Any], elements: list[tuple[int, bytes]]
+) -> None:
+    """split_rtp and parse_rtp take the same split/drop decision on a packet and its malformed neighbours,
+    and on valid ones every split field equals the parsed field."""
+    profile, body = build_extensions(elements)
+    data = build_rtp(ext_section=extension_section(profile, body) if elements else b"", **fields)
+    for case in [data, *mutations(data)]:
+        split, parsed = split_or_reason(case), parse_or_reason(case)
+        if isinstance(parsed, str):
+            assert split == parsed
+            continue
+        assert isinstance(split, tuple) and isinstance(parsed, RtpHeader)
+        b0, b1, seq, ts, ssrc, csrc_end, ext_profile, payload_offset, padding = split
+        assert (bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc) == (
+            parsed.marker, parsed.payload_type, parsed.sequence, parsed.timestamp, parsed.ssrc
+        )
+        assert csrc_end == 12 + 4 * len(parsed.csrcs)
+        assert (ext_profile, payload_offset, padding) == (parsed.ext_profile, parsed.payload_offset, parsed.padding)
+        if ext_profile is not None:
+            assert case[csrc_end + 4 : payload_offset] == parsed.ext_data
+
+
+@FAST
+@given(st.binary(max_size=80))
+def test_split_rtp_on_arbitrary_bytes_raises_only_malformed_packet(data: bytes) -> None:
+    """On arbitrary bytes split_rtp either returns offsets inside the packet or raises MalformedPacket."""
+    try:
+        _, _, _, _, _, csrc_end, ext_profile, payload_offset, padding = split_rtp(data)
+    except MalformedPacket as exc:
+        assert exc.reason in {"too_short", "bad_version", "bad_csrc", "bad_extension", "bad_padding"}
+        return
+    assert 12 <= csrc_end <= payload_offset <= len(data) - padding
+    if ext_profile is None:
+        assert csrc_end == payload_offset

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jasmin_codecs.seq import SeqUnwrapper, seq_add, seq_diff, seq_newer, ts_add, ts_diff, ts_newer
+from jasmin_codecs.seq import SeqUnwrapper, seq_add, seq_diff, seq_newer, seq_unwrap, ts_add, ts_diff, ts_newer
 
 # Enough examples to find framing bugs while keeping the suite at a few seconds;
 # no deadline so a slow CI machine cannot turn a pass into a flake.
@@ -154,3 +154,37 @@ def test_unwrapper_recovers_any_forward_walk(start: int, steps: list[int]) -> No
     for step in steps:
         ext += step
         assert u.unwrap(ext & 0xFFFF) == ext
+
+
+@pytest.mark.parametrize(
+    ("highest", "seq", "expected"),
+    [
+        (100, 101, 101),  # next
+        (100, 99, 99),  # one late
+        (65535, 0, 65536),  # the wrap, forward
+        (65536, 65535, 65535),  # one late across the wrap
+        (3 * 65536 + 10, 5, 3 * 65536 + 5),  # later cycles keep their count
+        (100, 100 + 32767, 100 + 32767),  # the farthest forward
+        (100, (100 + 32768) & 0xFFFF, 100 - 32768),  # half the space away counts as old
+    ],
+)
+def test_seq_unwrap_table(highest: int, seq: int, expected: int) -> None:
+    """The hot path's stateless unwrap places a 16-bit number at the shortest distance from the highest."""
+    assert seq_unwrap(highest, seq) == expected
+
+
+@FAST
+@given(st.integers(0, 0xFFFF), st.lists(st.integers(-200, 3000), max_size=200))
+def test_seq_unwrap_as_the_producer_uses_it_matches_the_unwrapper(start: int, steps: list[int]) -> None:
+    """Producer.on_rtp's pattern (seq_unwrap against its own highest, first packet as is) gives
+    SeqUnwrapper's extended numbers and highest on any walk with reordering and wraps."""
+    u = SeqUnwrapper()
+    true = start
+    highest = start
+    assert u.unwrap(start) == start
+    for step in steps:
+        true += step
+        ext = seq_unwrap(highest, true & 0xFFFF)
+        assert ext == u.unwrap(true & 0xFFFF)
+        highest = max(highest, ext)
+        assert highest == u.highest

@@ -15,8 +15,11 @@ import struct
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from jasmin_codecs.rtp import parse_rtp
+from jasmin_codecs.errors import MalformedPacket
+from jasmin_codecs.rtp import build_extensions, build_rtp, extension_section, parse_rtp, split_rtp
 from jasmin_sfu.media import aiortc_adapter as adapter
 from tests.realparts import require_fastpath
 from tests.support import VP8_CONT, VP8_DELTA, VP8_KEY, CSink, FakeSink, make_consumer, make_producer, pkt, srtp_pair
@@ -295,3 +298,92 @@ def test_python_only_sink_keeps_the_python_path() -> None:
         p.on_rtp(pkt(i, 0, payload), 0)
     assert not c.fast and p._lanes == () and len(sink.sent) == 3
     assert c.lane is None or c.lane.packets == 0
+
+
+# -- one corpus, one split/drop decision: split_rtp, the Python consumer, the C lane ----
+
+corpus_fields = st.fixed_dictionaries(
+    {
+        "marker": st.booleans(),
+        "payload_type": st.sampled_from([96, 96, 96, 97]),
+        "sequence": st.integers(0, 0xFFFF),
+        "timestamp": st.integers(0, 0xFFFFFFFF),
+        "payload": st.binary(min_size=0, max_size=60).map(lambda b: VP8_DELTA + b),
+        "csrcs": st.lists(st.integers(0, 0xFFFFFFFF), max_size=3).map(tuple),
+        "padding": st.sampled_from([0, 0, 1, 4, 17]),
+    }
+)
+corpus_elements = st.lists(
+    st.tuples(st.sampled_from([2, 4, 7]), st.binary(min_size=1, max_size=4)), max_size=3, unique_by=lambda e: e[0]
+)
+
+
+def corpus_cases(fields: dict[str, Any], elements: list[tuple[int, bytes]]) -> list[bytes]:
+    """A valid packet and its malformed neighbours (truncated, header bits flipped, bad padding count)."""
+    profile, body = build_extensions(elements)
+    data = build_rtp(ssrc=0x11111111, ext_section=extension_section(profile, body) if elements else b"", **fields)
+    out = [data]
+    out += [data[:k] for k in (0, 11, 12, 13, 16, len(data) - 1) if k < len(data)]
+    out += [bytes([data[0] ^ bit]) + data[1:] for bit in (0x10, 0x20, 0x01, 0x0F, 0xC0)]
+    out += [data[:-1] + bytes([v]) for v in (0, 255)]
+    return out
+
+
+def expected_decision(p: Any, profile: int, data: bytes) -> str | None:
+    """The drop reason Producer.on_rtp must count for ``data``, or None to forward it."""
+    try:
+        b1 = split_rtp(data)[1]
+    except MalformedPacket as exc:
+        return exc.reason
+    if b1 & 0x7F != p.payload_type:
+        return "unknown_pt"
+    if p.tail_for(data, profile) is None:
+        return "bad_extension"  # an element runs past its block: the rewrite refuses it
+    return None
+
+
+def same_but_offsets(a: bytes, b: bytes) -> bool:
+    """Equal but for sequence number and timestamp (each consumer anchors at its own random offsets)."""
+    return a[:2] == b[:2] and a[8:] == b[8:]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(corpus_fields, corpus_elements)
+def test_corpus_gets_the_same_split_and_drop_decision_from_split_rtp_python_and_c(
+    fields: dict[str, Any], elements: list[tuple[int, bytes]]
+) -> None:
+    """Protects the one-parser rule of the hot path (the C file has no RTP parser of its own: it
+    writes the 12-byte header in front of the tail Producer.on_rtp split with
+    jasmin_codecs.rtp.split_rtp). For every packet of a corpus of valid and malformed ones, the drop
+    counted is split_rtp's reason (or unknown_pt), and a packet is forwarded by both the Python
+    consumer and the C lane or by neither; forwarded, the C datagram decrypts to the Python bytes and
+    re-parses to the input's CSRCs, payload and padding."""
+    p, stats = make_producer()
+    slow, py_sink = make_consumer(p, stats, cid="py")
+    cs = CSink()
+    try:
+        fast, _ = make_consumer(p, stats, cid="c", sink=cs)  # type: ignore[arg-type]
+        p.on_rtp(stream()[0], 0)  # a keyframe anchors both consumers
+        (first,) = cs.received(1)
+        assert fast.fast and same_but_offsets(first, py_sink.sent[-1])
+        for i, data in enumerate(corpus_cases(fields, elements)):
+            if len(data) >= 4:  # a fresh sequence number: the viewer's SRTP replay window refuses repeats
+                data = data[:2] + ((0xFFFB + i) & 0xFFFF).to_bytes(2, "big") + data[4:]
+            reason = expected_decision(p, slow.profile, data)
+            drops_before, py_before, c_before = dict(stats.drops), len(py_sink.sent), cs.target.sent
+            p.on_rtp(data, 0)
+            if reason is not None:
+                assert stats.drops.get(reason, 0) == drops_before.get(reason, 0) + 1, (reason, data.hex())
+                assert len(py_sink.sent) == py_before
+                assert cs.target.sent == c_before, data.hex()
+                continue
+            assert stats.drops == drops_before
+            assert len(py_sink.sent) == py_before + 1
+            assert cs.target.sent == c_before + 1
+            (got,) = cs.received(1)
+            assert same_but_offsets(got, py_sink.sent[-1])
+            h_in, h_out = parse_rtp(data), parse_rtp(got)
+            assert h_out.csrcs == h_in.csrcs and h_out.padding == h_in.padding
+            assert got[h_out.payload_offset :] == data[h_in.payload_offset :]
+    finally:
+        cs.close()
