@@ -75,6 +75,7 @@ class SocketSink:
         from pylibsrtp import Policy, Session
 
         from jasmin_sfu.media import aiortc_adapter as adapter
+        from jasmin_sfu.media import fastpath
 
         policy = Policy(key=bytes(range(30)), ssrc_type=Policy.SSRC_ANY_OUTBOUND)
         policy.allow_repeat_tx = True
@@ -91,9 +92,9 @@ class SocketSink:
         self._addr = sink_addr
         self.target: Any = None
         if fast:
-            ext = adapter.fastpath_ext
+            ext = fastpath.fastpath_ext
             if ext is None:
-                raise SystemExit("the C fast path is not built (pip install -e .)")
+                raise SystemExit(f"the C fast path is unavailable: {fastpath.unavailable_reason}")
             self.target = ext.Target(adapter.srtp_protect_address(), adapter.srtp_session_address(self.session),
                                      self.session, self.sock.fileno(), *sink_addr)
 

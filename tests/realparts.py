@@ -57,11 +57,11 @@ def missing(reason: str) -> NoReturn:
 
 def require_fastpath() -> Any:
     """The built C fan-out (jasmin_sfu/media/_fastpath.c): without it, skip by name or fail under CI."""
-    from jasmin_sfu.media import aiortc_adapter
+    from jasmin_sfu.media import fastpath
 
-    if aiortc_adapter.fastpath_ext is None:
-        missing("C fast path not built (jasmin_sfu/media/_fastpath.c): pip install -e .")
-    return aiortc_adapter.fastpath_ext
+    if fastpath.fastpath_ext is None:
+        missing(f"C fast path unavailable (jasmin_sfu/media/_fastpath.c): {fastpath.unavailable_reason}")
+    return fastpath.fastpath_ext
 
 
 def require(name: str, port: int) -> None:

@@ -16,6 +16,7 @@ from pylibsrtp import Policy, Session
 from bench.peers import PatternTrack, SendLog, ToneTrack, Viewer, publish, subscribe
 from jasmin_codecs.rtp import build_extensions, build_rtp
 from jasmin_sfu.media import aiortc_adapter as adapter
+from jasmin_sfu.media import fastpath
 from jasmin_sfu.media.consumer import Consumer
 from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.producer import Producer
@@ -199,14 +200,14 @@ class CSink:
         self.ready = True
         self.closed = False
         self.on_ready: list[Any] = []
-        fp = adapter.fastpath_ext
+        fp = fastpath.fastpath_ext
         self.target = fp.Target(
             adapter.srtp_protect_address(), adapter.srtp_session_address(self.tx), self.tx,
             self.out.fileno(), "127.0.0.1", self.inbox.getsockname()[1],
         )
 
     def send(self, packet: bytes) -> bool:
-        return bool(adapter.fastpath_ext.send(self.target, packet))
+        return bool(fastpath.fastpath_ext.send(self.target, packet))
 
     def received(self, n: int) -> list[bytes]:
         """The next ``n`` datagrams, unprotected (raises if one fails authentication)."""

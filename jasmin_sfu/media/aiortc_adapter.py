@@ -25,7 +25,7 @@ The hooks (measured on aiortc 1.16.0):
   :class:`PeerConnection` overrides it to consume the failure and close.
 * ``aioice.ice.Connection.query_consent`` is replaced (process-wide, by
   :func:`tolerant_consent`): see there.
-* The C fast path (``_fastpath.c``) needs three more private things, all
+* The C fast path (``_fastpath.c``, loaded by ``fastpath.py``) needs three more private things, all
   resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
   (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
   its cffi ``lib`` exposes it), the ``srtp_t`` of aiortc's tx ``Session``
@@ -60,10 +60,7 @@ PYLIBSRTP_VERSION = "1.0.0"
 # _fastpath.c calls it with exactly this signature (libsrtp 3 changed it).
 SRTP_PROTECT_CTYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
 
-try:  # the C fan-out; absent when the build could not compile it
-    from . import _fastpath as fastpath_ext
-except ImportError:  # pragma: no cover - the venv build compiles it
-    fastpath_ext = None  # type: ignore[assignment]
+from .fastpath import fastpath_ext  # the C fan-out, loaded in its own module (None when not built)
 
 RtpTap = Callable[[bytes, int], bool]
 """Called with (plain RTP bytes, arrival ms); returns True when consumed."""

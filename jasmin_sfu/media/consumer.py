@@ -7,8 +7,8 @@ import struct
 from array import array
 from typing import TYPE_CHECKING, Any, Callable
 
-from .aiortc_adapter import fastpath_ext
 from .errors import InvalidStateError
+from .fastpath import fastpath_ext
 from .retransmit import DEFAULT_POLICY, RetransmitPolicy
 
 if TYPE_CHECKING:

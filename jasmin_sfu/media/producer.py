@@ -12,8 +12,8 @@ from jasmin_codecs.rtp import ExtensionRewriter, split_rtp
 from jasmin_codecs.seq import seq_unwrap
 from jasmin_codecs.vp8 import vp8_is_keyframe
 
-from .aiortc_adapter import fastpath_ext
 from .errors import InvalidStateError
+from .fastpath import fastpath_ext
 from .keyframe_cache import KeyframeCache
 from .keyframe_requester import KeyframeRequester
 from .packet_cache import PacketCache

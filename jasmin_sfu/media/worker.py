@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Callable
 
 from . import aiortc_adapter as adapter
+from . import fastpath
 from .errors import InvalidStateError
 from .router import Router
 from .settings import MediaSettings
 from .stats import MediaStats
+
+log = logging.getLogger("jasmin_sfu.media.worker")
 
 
 class Worker:
@@ -18,6 +22,11 @@ class Worker:
 
     def __init__(self, settings: MediaSettings, clock: Callable[[], float] = time.monotonic) -> None:
         adapter.self_check()
+        # The C fan-out is optional (the Python path forwards the same bytes),
+        # but a node without it serves far fewer viewers: say so once, loudly.
+        self.fastpath_unavailable = fastpath.unavailable_reason
+        if self.fastpath_unavailable is not None:
+            log.warning("C fast path unavailable, forwarding in Python: %s", self.fastpath_unavailable)
         adapter.restrict_host_addresses(settings.listen_ips, settings.port_range)
         adapter.tolerant_consent()
         self.codecs_created = adapter.count_codec_creation()

@@ -114,6 +114,52 @@ def test_fastpath_private_names_exist() -> None:
     assert adapter._fastpath_check() == []
 
 
+def test_the_c_extension_is_loaded_by_its_own_module_not_the_adapter() -> None:
+    """Protects the seam: jasmin_sfu/media/fastpath.py loads _fastpath (the adapter only
+    re-uses it for the send targets), so producer, consumer and adapter share one module object,
+    and a built extension reports no reason to be unavailable."""
+    import inspect
+
+    from jasmin_sfu.media import consumer, fastpath, producer
+
+    assert "import _fastpath" not in inspect.getsource(adapter)
+    assert fastpath.fastpath_ext is not None and fastpath.unavailable_reason is None
+    assert adapter.fastpath_ext is producer.fastpath_ext is consumer.fastpath_ext is fastpath.fastpath_ext
+
+
+def test_fastpath_loader_names_why_the_extension_is_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects the start-up report: an absent build and a stale build (a name the code calls is
+    missing) each give None and a reason naming the problem, never an AttributeError per packet."""
+    import sys
+    import types
+
+    from jasmin_sfu.media import fastpath
+
+    ext, reason = fastpath.load("jasmin_sfu.media._no_such_extension")
+    assert ext is None and reason is not None and reason.startswith("not built")
+    stale = types.ModuleType("stale_fastpath")
+    stale.Lane = stale.Target = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "stale_fastpath", stale)
+    ext, reason = fastpath.load("stale_fastpath")
+    assert ext is None and reason is not None and "missing fanout, rewrite, send" in reason
+
+
+def test_a_worker_without_the_c_fast_path_says_why_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Protects the start-up report: a node forwarding in Python only (far fewer viewers per core)
+    logs the loader's reason once and keeps it on the worker."""
+    from jasmin_sfu.media import fastpath
+    from jasmin_sfu.media.settings import MediaSettings
+    from jasmin_sfu.media.worker import Worker
+
+    monkeypatch.setattr(fastpath, "unavailable_reason", "not built (test)")
+    with caplog.at_level("WARNING", logger="jasmin_sfu.media.worker"):
+        w = Worker(MediaSettings())
+    assert w.fastpath_unavailable == "not built (test)"
+    assert "C fast path unavailable, forwarding in Python: not built (test)" in caplog.text
+
+
 def test_self_check_names_a_moved_fastpath_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     """Protects against a silent pylibsrtp upgrade (its libsrtp may change srtp_protect)."""
     import pylibsrtp

@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtp import build_extensions, build_rtp, extension_section, parse_rtp, split_rtp
 from jasmin_sfu.media import aiortc_adapter as adapter
+from jasmin_sfu.media import fastpath
 from tests.realparts import require_fastpath
 from tests.support import VP8_CONT, VP8_DELTA, VP8_KEY, CSink, FakeSink, make_consumer, make_producer, pkt, srtp_pair
 
-fp = adapter.fastpath_ext
+fp = fastpath.fastpath_ext
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ import pytest
 from jasmin_codecs.rtcp import Nack, Pli, parse_rtcp
 from jasmin_codecs.rtp import parse_rtp
 from jasmin_sfu.media import aiortc_adapter as adapter
+from jasmin_sfu.media import fastpath
 from jasmin_sfu.media.consumer import Consumer
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.retransmit import RetransmitPolicy
@@ -259,7 +260,7 @@ def test_audio_is_never_resent() -> None:
 
 # -- the C fan-out: resends go through the same sink, under the same rules ------
 
-fp = adapter.fastpath_ext
+fp = fastpath.fastpath_ext
 
 
 @pytest.fixture
