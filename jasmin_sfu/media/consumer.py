@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import struct
 from array import array
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
@@ -21,6 +21,17 @@ _TS = struct.Struct("!I")
 # rs_at markers of a packet never resent: tracked, and tracked and owed.
 _NEVER = -1e18
 _OWED = -2e18
+
+
+class ConsumerListener(Protocol):
+    """What a consumer tells its parents (after mediasoup's ``Consumer::Listener``).
+
+    A consumer has two: its producer (which fans packets out to it) and the
+    viewer's transport (``on_close``, which tells the router in turn). Each is
+    told once, when the consumer closes, and drops it from its own dict.
+    """
+
+    def on_consumer_closed(self, consumer: "Consumer") -> None: ...
 
 
 class Consumer:
@@ -148,6 +159,7 @@ class Consumer:
         self._last_out: tuple[int, int, float] | None = None
         self._sender = sender
         self._set_sr = set_sr
+        # The viewer's transport: told once on close (ConsumerListener.on_consumer_closed).
         self.on_close: Callable[["Consumer"], None] | None = None
         # Retransmissions (jasmin_sfu/media/retransmit.py): the viewer's round
         # trip (0.0 until its RTCP gave one), what it was resent, its budget
@@ -600,7 +612,8 @@ class Consumer:
         if self.closed:
             return
         self.closed = True
-        self.producer.remove_consumer(self)
+        listener: ConsumerListener = self.producer
+        listener.on_consumer_closed(self)
         if self.on_close is not None:
             cb, self.on_close = self.on_close, None
             cb(self)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.h264 import h264_is_keyframe
@@ -28,6 +28,13 @@ _RTX_REBUILD = struct.Struct("!BBHII")
 # (b0, tail): b0 is the first header byte for the outgoing packet, tail is
 # CSRCs + rewritten extension section + payload (+ padding).
 Tail = tuple[int, bytes]
+
+
+class ProducerListener(Protocol):
+    """What a producer tells its parent, the publisher's transport (mediasoup's
+    ``Producer::Listener``); the transport tells the router in turn."""
+
+    def on_producer_closed(self, producer: "Producer") -> None: ...
 
 
 class Producer:
@@ -58,8 +65,10 @@ class Producer:
         keyframes: Callable[["Producer"], KeyframeRequester],
         keyframe_cache: bool = True,
         app_data: dict[str, Any] | None = None,
+        listener: ProducerListener | None = None,
     ) -> None:
         self.id = producer_id
+        self.listener = listener
         self.kind = kind
         self.mime = mime
         self.clock_rate = clock_rate
@@ -174,7 +183,8 @@ class Producer:
         self._consumers = tuple(self.consumers.values())
         self.refresh_fanout()
 
-    def remove_consumer(self, consumer: "Consumer") -> None:
+    def on_consumer_closed(self, consumer: "Consumer") -> None:
+        """ConsumerListener: a consumer closed; drop it from the fan-out."""
         if self.consumers.pop(consumer.id, None) is not None:
             self._consumers = tuple(self.consumers.values())
             self.refresh_fanout()
@@ -393,7 +403,8 @@ class Producer:
     # -- lifecycle ---------------------------------------------------------
 
     def close(self) -> list["Consumer"]:
-        """Close the producer and its consumers; returns the consumers closed."""
+        """Close the producer and its consumers, and tell the listener, once;
+        returns the consumers closed."""
         if self.closed:
             return []
         self.closed = True
@@ -407,6 +418,8 @@ class Producer:
             self.cache.clear()
         if self.keyframe_cache is not None:
             self.keyframe_cache.clear()
+        if self.listener is not None:
+            self.listener.on_producer_closed(self)
         return closed
 
     def describe(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError
@@ -15,12 +15,15 @@ from .settings import MediaSettings
 from .stats import MediaStats
 from .transport import WebRtcTransport
 
-if TYPE_CHECKING:
-    from .worker import Worker
-
 log = logging.getLogger("jasmin_sfu.media.router")
 
-ProducerListener = Callable[[str, Producer], None]
+ProducerObserver = Callable[[str, Producer], None]
+
+
+class RouterListener(Protocol):
+    """What a router tells its parent, the worker: that it closed (once)."""
+
+    def on_router_closed(self, router: "Router") -> None: ...
 
 
 class Router:
@@ -28,20 +31,22 @@ class Router:
 
     Closing the router closes every child once; use after close raises
     :class:`InvalidStateError`. Observers registered with :meth:`observe` hear
-    ``("added", producer)`` and ``("removed", producer)``.
+    ``("added", producer)`` and ``("removed", producer)``. Children tell it
+    they closed through :class:`~.transport.TransportListener`; it tells its
+    ``listener`` (the worker) through :class:`RouterListener`.
     """
 
     def __init__(
         self,
         router_id: str,
-        worker: "Worker",
+        listener: RouterListener,
         settings: MediaSettings,
         stats: MediaStats,
         clock: Callable[[], float],
         app_data: dict[str, Any] | None = None,
     ) -> None:
         self.id = router_id
-        self.worker = worker
+        self.listener = listener
         self.settings = settings
         self.stats = stats
         self.clock = clock
@@ -58,24 +63,24 @@ class Router:
         self.transports: dict[str, WebRtcTransport] = {}
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
-        self._listeners: list[ProducerListener] = []
+        self._observers: list[ProducerObserver] = []
         self._rtcp_task: asyncio.Task[None] | None = None
 
     def _check_open(self) -> None:
         if self.closed:
             raise InvalidStateError(f"router {self.id} is closed")
 
-    def observe(self, listener: ProducerListener) -> Callable[[], None]:
-        """Register a producer listener; returns a function that removes it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+    def observe(self, observer: ProducerObserver) -> Callable[[], None]:
+        """Register a producer observer; returns a function that removes it."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
 
     def _emit(self, what: str, producer: Producer) -> None:
-        for fn in list(self._listeners):
+        for fn in list(self._observers):
             try:
                 fn(what, producer)
-            except Exception:  # pragma: no cover - a listener must not break media
-                log.exception("producer listener failed")
+            except Exception:  # pragma: no cover - an observer must not break media
+                log.exception("producer observer failed")
 
     def keyframe_requester(self, producer: Producer) -> KeyframeRequester:
         loop = asyncio.get_running_loop()
@@ -164,18 +169,17 @@ class Router:
         """Producers ``key`` may know of (exclusive ones only for their audience)."""
         return [p for p in self.producers.values() if p.visible_to(key)]
 
-    # -- children closing (called by transports/consumers) -------------------
+    # -- children closing (TransportListener) ---------------------------------
 
-    def _close_producer(self, p: Producer) -> None:
-        if self.producers.pop(p.id, None) is not None:
-            p.close()
-            self._emit("removed", p)
+    def on_transport_producer_closed(self, transport: WebRtcTransport, producer: Producer) -> None:
+        if self.producers.pop(producer.id, None) is not None:
+            self._emit("removed", producer)
 
-    def _consumer_closed(self, c: Consumer) -> None:
-        self.consumers.pop(c.id, None)
+    def on_transport_consumer_closed(self, transport: WebRtcTransport, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.id, None)
 
-    def _transport_closed(self, t: WebRtcTransport) -> None:
-        self.transports.pop(t.id, None)
+    def on_transport_closed(self, transport: WebRtcTransport) -> None:
+        self.transports.pop(transport.id, None)
 
     # -- periodic RTCP -------------------------------------------------------
 
@@ -191,7 +195,7 @@ class Router:
                 for p in list(t.producers.values()):
                     try:
                         pkt = p.receiver_report(now, s.remb_min_bps, s.remb_max_bps)
-                        if pkt is not None and t._send_rtcp(pkt):
+                        if pkt is not None and t.send_rtcp(pkt):
                             self.stats.rtcp_packets_out += 1
                     except Exception:  # pragma: no cover
                         log.exception("receiver report failed")
@@ -211,9 +215,12 @@ class Router:
             self._rtcp_task.cancel()
         await asyncio.gather(*(t.close() for t in list(self.transports.values())), return_exceptions=True)
         for p in list(self.producers.values()):
-            self._close_producer(p)
+            # Left by no transport (none today); closed and forgotten once.
+            if self.producers.pop(p.id, None) is not None:
+                p.close()
+                self._emit("removed", p)
         self.consumers.clear()
-        self.worker._router_closed(self)
+        self.listener.on_router_closed(self)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import OperationError
@@ -50,6 +50,21 @@ def _keyframe_when_ready(c: Consumer) -> Callable[[], None]:
     return fire
 
 
+class TransportListener(Protocol):
+    """What a transport tells its parent, the router (mediasoup's ``Transport::Listener``).
+
+    Each is called once per child: a producer or consumer of this transport
+    closed (for any reason: its own close, the transport's, the router's), or
+    the transport itself closed. The router drops them from its dicts.
+    """
+
+    def on_transport_producer_closed(self, transport: "WebRtcTransport", producer: Producer) -> None: ...
+
+    def on_transport_consumer_closed(self, transport: "WebRtcTransport", consumer: Consumer) -> None: ...
+
+    def on_transport_closed(self, transport: "WebRtcTransport") -> None: ...
+
+
 class WebRtcTransport:
     """A peer connection in one direction: ``recv`` (publisher) or ``send`` (viewer).
 
@@ -63,7 +78,8 @@ class WebRtcTransport:
         if direction not in ("recv", "send"):
             raise ValueError("direction must be recv or send")
         self.id = uuid.uuid4().hex
-        self.router = router
+        self.router = router  # read for settings, stats and clock
+        self.listener: TransportListener = router
         self.direction = direction
         self.app_data = app_data or {}
         self.closed = False
@@ -105,7 +121,8 @@ class WebRtcTransport:
             if self._sink is None:
                 self._sink = sink
 
-    def _send_rtcp(self, data: bytes) -> bool:
+    def send_rtcp(self, data: bytes) -> bool:
+        """Protect and send one compound RTCP packet on this leg; False when not sent."""
         return self._sink is not None and self._sink.send_rtcp(data)
 
     @property
@@ -249,13 +266,14 @@ class WebRtcTransport:
             rtx_payload_type=loc.rtx_payload_type(codec.payloadType),
             codec_parameters=dict(codec.parameters),
             extensions=loc.extensions,
-            send_rtcp=self._send_rtcp,
+            send_rtcp=self.send_rtcp,
             rtcp_ssrc=self.rtcp_ssrc,
             stats=router.stats,
             cache_size=router.settings.packet_cache_size,
             keyframe_cache=router.settings.keyframe_cache,
             keyframes=router.keyframe_requester,
             app_data=dict(app_data or {}, mid=off.mid),
+            listener=self,
         )
         if off.ssrc is None:
             raise SdpError(f"m-section {off.mid} signals no a=ssrc; simulcast/rid is not supported yet")
@@ -411,7 +429,7 @@ class WebRtcTransport:
         c.blocked = not p.admits(c.audience_key)
         c.paused = c.user_paused or c.blocked
         p.add_consumer(c)
-        c.on_close = self._consumer_closed
+        c.on_close = self.on_consumer_closed
         self.consumers[c.id] = c
         self._consumer_by_ssrc[c.ssrc] = c
         if p.is_video:
@@ -422,10 +440,22 @@ class WebRtcTransport:
                 c.start()
         return True
 
-    def _consumer_closed(self, c: Consumer) -> None:
+    # -- children closing (ProducerListener, ConsumerListener) ----------------
+
+    def on_producer_closed(self, p: Producer) -> None:
+        """ProducerListener: forget the producer's SSRCs, tell the router."""
+        if self.producers.pop(p.id, None) is None:
+            return
+        for ssrc in (p.ssrc, p.rtx_ssrc):
+            if ssrc is not None:
+                self._by_ssrc.pop(ssrc, None)
+        self.listener.on_transport_producer_closed(self, p)
+
+    def on_consumer_closed(self, c: Consumer) -> None:
+        """ConsumerListener: forget the consumer, tell the router."""
         self.consumers.pop(c.id, None)
         self._consumer_by_ssrc.pop(c.ssrc, None)
-        self.router._consumer_closed(c)
+        self.listener.on_transport_consumer_closed(self, c)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -435,7 +465,7 @@ class WebRtcTransport:
             return
         self.closed = True
         for p in list(self.producers.values()):
-            self.router._close_producer(p)
+            p.close()  # each tells us (on_producer_closed), we tell the router
         self.producers.clear()
         for c in list(self.consumers.values()):
             c.close()
@@ -447,7 +477,7 @@ class WebRtcTransport:
                 cb(self)
             except Exception:  # pragma: no cover
                 log.exception("transport close callback failed")
-        self.router._transport_closed(self)
+        self.listener.on_transport_closed(self)
         try:
             await asyncio.wait_for(self.pc.close(), timeout=5)
         except Exception:  # pragma: no cover - best effort on teardown

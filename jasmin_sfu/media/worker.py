@@ -49,7 +49,8 @@ class Worker:
         r = self.routers.get(router_id)
         return r if r is not None else self.create_router(router_id, app_data)
 
-    def _router_closed(self, r: Router) -> None:
+    def on_router_closed(self, r: Router) -> None:
+        """RouterListener: a router closed; forget it."""
         self.routers.pop(r.id, None)
 
     def counts(self) -> dict[str, int]:
