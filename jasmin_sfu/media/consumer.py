@@ -7,6 +7,9 @@ import struct
 from array import array
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from jasmin_codecs.rtp import split_rtp
+from jasmin_codecs.seq import seq_unwrap
+
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
 from .retransmit import DEFAULT_POLICY, RetransmitPolicy
@@ -17,7 +20,6 @@ if TYPE_CHECKING:
     from .stats import MediaStats
 
 _HDR = struct.Struct("!BBHII")
-_TS = struct.Struct("!I")
 # rs_at markers of a packet never resent: tracked, and tracked and owed.
 _NEVER = -1e18
 _OWED = -2e18
@@ -450,13 +452,14 @@ class Consumer:
                 missing.append(in_seq)
                 stats.nack_packets_missed += 1
                 continue
-            if ((newest_ts - _TS.unpack_from(data, 4)[0]) & 0xFFFFFFFF) > max_ticks:
+            # Cached packets passed split_rtp on the way in: it cannot raise here.
+            if ((newest_ts - split_rtp(data)[3]) & 0xFFFFFFFF) > max_ticks:
                 stats.nack_suppressed_age += 1
                 continue
             i = in_seq & mask
             # Tracked by the extended sequence number: the same 16-bit number
             # 65,536 packets later is another packet.
-            key = ext_newest - ((newest - in_seq) & 0xFFFF)
+            key = seq_unwrap(ext_newest, in_seq)
             if rs_seq[i] == key:
                 n = rs_n[i]
                 if n >= pol.max_retries:
