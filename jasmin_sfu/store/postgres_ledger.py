@@ -26,7 +26,17 @@ from jasmin_sfu.store.ledger_repo import (
     TransferRow,
 )
 from jasmin_sfu.store.pg_base import PgTrack, PostgresStore
-from jasmin_sfu.store.sqlite_ledger import ACC_COLS, CC_COLS, TR_COLS, account_row, cc_row, transfer_args, transfer_row
+from jasmin_sfu.store.sqlite_ledger import (
+    ACC_COLS,
+    CC_COLS,
+    NOT_POSTED,
+    RANKING_SQL,
+    TR_COLS,
+    account_row,
+    cc_row,
+    transfer_args,
+    transfer_row,
+)
 
 _PD_COLS = "pending_id, debit_account_id, credit_account_id, amount, expires_at"
 
@@ -191,17 +201,6 @@ class _Tx:
         )
 
 
-# Pending, voiding and expiring entries move no posted balance.
-_NOT_POSTED = 2 | 8 | 16
-_RANKING = (
-    "SELECT acc, SUM(n) AS bal FROM ("
-    " SELECT credit_account_id AS acc, amount AS n FROM transfers WHERE ledger = {p1} AND timestamp < {p2}"
-    " AND (flags & {p3}) = 0"
-    " UNION ALL"
-    " SELECT debit_account_id AS acc, -amount AS n FROM transfers WHERE ledger = {p1} AND timestamp < {p2}"
-    " AND (flags & {p3}) = 0"
-    ") t WHERE substr(acc, 1, {p4}) = {p5} GROUP BY acc HAVING SUM(n) > 0 ORDER BY bal DESC, acc LIMIT {p6}"
-)
 
 
 class PostgresLedgerStore(PostgresStore):
@@ -241,8 +240,8 @@ class PostgresLedgerStore(PostgresStore):
         units from transfers stamped before ``before_us``: (account id, balance), balance > 0,
         most first, ties by account id (a pure function of the journal: every node agrees)."""
         rows = await self._fetch(
-            _RANKING.format(p1="$1", p2="$2", p3="$3", p4="$4", p5="$5", p6="$6"),
-            ledger, before_us, _NOT_POSTED, len(prefix), prefix, limit,
+            RANKING_SQL.format(p1="$1", p2="$2", p3="$3", p4="$4", p5="$5", p6="$6"),
+            ledger, before_us, NOT_POSTED, len(prefix), prefix, limit,
         )
         return [(str(r[0]), int(r[1])) for r in rows]
 

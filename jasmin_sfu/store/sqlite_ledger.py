@@ -216,9 +216,9 @@ class _Tx:
         )
 
 
-# Pending, voiding and expiring entries move no posted balance.
-_NOT_POSTED = 2 | 8 | 16
-_RANKING = (
+# Pending, voiding and expiring entries move no posted balance (shared with the PostgreSQL store).
+NOT_POSTED = 2 | 8 | 16
+RANKING_SQL = (
     "SELECT acc, SUM(n) AS bal FROM ("
     " SELECT credit_account_id AS acc, amount AS n FROM transfers WHERE ledger = {p1} AND timestamp < {p2}"
     " AND (flags & {p3}) = 0"
@@ -268,8 +268,8 @@ class SqliteLedgerStore(SqliteStore):
         units from transfers stamped before ``before_us``: (account id, balance), balance > 0,
         most first, ties by account id (a pure function of the journal: every node agrees)."""
         rows = await self._rows(
-            _RANKING.format(p1="?1", p2="?2", p3="?3", p4="?4", p5="?5", p6="?6"),
-            (ledger, before_us, _NOT_POSTED, len(prefix), prefix, limit),
+            RANKING_SQL.format(p1="?1", p2="?2", p3="?3", p4="?4", p5="?5", p6="?6"),
+            (ledger, before_us, NOT_POSTED, len(prefix), prefix, limit),
         )
         return [(str(a), int(b)) for a, b in rows]
 
