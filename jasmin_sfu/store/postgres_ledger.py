@@ -201,8 +201,6 @@ class _Tx:
         )
 
 
-
-
 class PostgresLedgerStore(PostgresStore):
     """The ledger in PostgreSQL, through an asyncpg pool."""
 
