@@ -8,7 +8,7 @@ becomes this supervisor:
 * it spawns N ``jasmin-sfu serve`` workers on loopback ports, each pinned to a
   core (``sched_setaffinity``), with its own slice of the ICE port range, its
   own billing outbox and node id, and the shared stores (ledger, accounts);
-* it owns the public HTTP port: ``/ws`` is routed per show, everything else
+* it owns the public HTTP port: ``/ws``, ``/whip`` and ``/whep`` are routed per show, everything else
   (REST, demo page) goes to a live worker in turn, ``/metrics`` merges every
   worker's samples under a ``worker`` label, ``/readyz`` is ready when every
   worker is;
@@ -157,6 +157,22 @@ def decode_client_frame(raw: str | bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def _error_of(resp: web.Response) -> Any:
+    """The ``error`` object of a worker's JSON error answer, or None; a WHIP/WHEP
+    ``overloaded`` carries its hint in ``Retry-After`` (seconds), read back as ``retry_after_ms``."""
+    if resp.content_type != "application/json" or not isinstance(resp.body, bytes):
+        return None
+    try:
+        body = json.loads(resp.body)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    retry = resp.headers.get("Retry-After", "")
+    if isinstance(error, dict) and "retry_after_ms" not in error and retry.isdigit():
+        error = {**error, "retry_after_ms": int(retry) * 1000}
+    return error
+
+
 def merge_metrics(texts: dict[int, str]) -> str:
     """Prometheus text from every worker as one exposition, each sample labelled ``worker``.
 
@@ -225,6 +241,8 @@ class Supervisor:
         self._rr = itertools.count()
         # Worker -> monotonic time until which it counts as full (it answered `overloaded`).
         self._full_until: dict[int, float] = {}
+        # WHIP/WHEP session Location -> (show, worker): each holds its show's placement until DELETEd.
+        self._http_sessions: dict[str, tuple[str, int]] = {}
         self._stopping = False
         self._monitors: list[asyncio.Task[None]] = []
         self._clients: set[web.WebSocketResponse] = set()
@@ -304,6 +322,7 @@ class Supervisor:
             if self._stopping:
                 return
             gone = self.placement.drop_worker(w.index)
+            self._http_sessions = {k: v for k, v in self._http_sessions.items() if v[1] != w.index}
             log.error("worker died; restarting", extra={"worker": w.index, "code": code, "shows_lost": len(gone)})
             while not self._stopping:
                 await asyncio.sleep(RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)])
@@ -359,6 +378,9 @@ class Supervisor:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        for kind in ("whip", "whep"):
+            app.router.add_route("*", f"/{kind}/{{show_id}}", self.show_http_proxy)
+            app.router.add_route("*", f"/{kind}/{{show_id}}/{{resource_id}}", self.show_http_proxy)
         app.router.add_route("*", "/{tail:.*}", self.http_proxy)
         quiet_client_http_errors()
         self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -456,8 +478,45 @@ class Supervisor:
         return h
 
     async def http_proxy(self, request: web.Request) -> web.StreamResponse:
+        return await self._forward(request, self.any_worker())
+
+    async def show_http_proxy(self, request: web.Request) -> web.StreamResponse:
+        """WHIP/WHEP: to the worker of the show, placed as a websocket ``join`` places it.
+
+        The session resource (``Location``: ``/{whip|whep}/{show_id}/{resource_id}``) names
+        its show, so DELETE and PATCH reach the worker holding the session. A WHIP POST is a
+        performer's join (it places an unplaced show); a 201 holds the placement like a joined
+        websocket, and the DELETE of that Location (200, or 404 for a session that had ended
+        by itself) releases it. A session never DELETEd keeps its show placed on its worker
+        until that worker restarts: the show's next joins still go there, which is right.
+        """
+        kind = request.path.split("/")[1]
+        show_id = request.match_info["show_id"]
+        resource = request.match_info.get("resource_id")
+        creating = resource is None and request.method == "POST"
+        role = "performer" if creating and kind == "whip" else "viewer"
+        placed_before = self.placement.where(show_id) is not None
+        target = self.placement.route(show_id, role, self.loads(), self.full())
+        w = self.workers[target] if target is not None else self.any_worker()
+        resp = await self._forward(request, w)
+        if creating:
+            location = resp.headers.get("Location")
+            if resp.status == 201 and location:
+                self._http_sessions[location] = (show_id, w.index)
+                self.placement.hold(show_id, w.index)
+            else:
+                self.refused(w.index, _error_of(resp))
+                if not placed_before and target is not None:
+                    self.placement.unplace_unheld(show_id)
+        elif request.method == "DELETE" and resp.status in (200, 404):
+            # 404: the session had ended already (its peer left, its media ended): same release.
+            held = self._http_sessions.pop(request.path, None)
+            if held is not None:
+                self.placement.release(held[0])
+        return resp
+
+    async def _forward(self, request: web.Request, w: WorkerProcess) -> web.Response:
         assert self.http is not None
-        w = self.any_worker()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers = {**{k: v for k, v in headers.items() if not k.lower().startswith("x-jasmin-")},
                    **self._internal_headers(request)}

@@ -146,6 +146,28 @@ def _placed(metrics: str) -> dict[str, float]:
     return out
 
 
+async def _stop(dp: Any, opened: list[Any]) -> tuple[list[int], int]:
+    """Close what the test opened, SIGTERM the supervisor; (its workers' pids, its exit code)."""
+    for peer in opened:
+        try:
+            await peer.close()
+        except Exception:
+            pass
+    child_pids = []
+    try:
+        _, ready = await _get(dp.http + "/readyz")
+        child_pids = [w["pid"] for w in ready["workers"]]
+    except Exception:
+        pass
+    dp.proc.send_signal(signal.SIGTERM)
+    try:
+        code = dp.proc.wait(30)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        dp.proc.kill()
+        raise
+    return child_pids, int(code)
+
+
 @pytest.mark.slow
 async def test_two_workers_hold_one_show_each_restart_when_killed_and_drain_on_sigterm() -> None:
     """Protects one-worker-per-core: two shows land on two worker processes, each show's
@@ -195,24 +217,88 @@ async def test_two_workers_hold_one_show_each_restart_when_killed_and_drain_on_s
         assert await wait_for(lambda: any(v.frames.get("video", 0) > before[id(v)] + 5 for v in (va, vb)), 20), \
             "the show on the surviving worker keeps playing"
     finally:
-        for peer in opened:
-            try:
-                await peer.close()
-            except Exception:
-                pass
-        child_pids = []
-        try:
-            _, ready = await _get(dp.http + "/readyz")
-            child_pids = [w["pid"] for w in ready["workers"]]
-        except Exception:
-            pass
-        dp.proc.send_signal(signal.SIGTERM)
-        try:
-            code = dp.proc.wait(30)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            dp.proc.kill()
-            raise
+        child_pids, code = await _stop(dp, opened)
     assert code == 0, "".join(dp.output[-30:])
     for pid in child_pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def _login(http: str, username: str, password: str) -> str:
+    async with aiohttp.ClientSession() as s, \
+            s.post(http + "/api/v1/sessions", json={"username": username, "password": password}) as r:
+        body = await r.json()
+        assert r.status == 201, body
+        return str(body["token"])
+
+
+async def _patch(url: str) -> int:
+    async with aiohttp.ClientSession() as s, s.patch(url, data=b"", headers={"Content-Type": "application/trickle-ice-sdpfrag"}) as r:
+        return r.status
+
+
+@pytest.mark.slow
+async def test_whip_and_whep_are_routed_to_the_worker_of_their_show() -> None:
+    """Protects WHIP/WHEP under workers: a WHIP POST places its show like a performer's
+    websocket join (here on worker 1, the least loaded), a websocket viewer and a WHEP
+    viewer of that show reach worker 1 and decode its media, the session resources (PATCH,
+    DELETE) reach the worker that holds the session every time (not a worker in turn), and
+    the DELETE ends the session there. Red when /whip and /whep go to any worker."""
+    from bench.whip_peers import whep_play, whip_publish
+    from jasmin_sfu.services.demo import DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD
+
+    # Billing on: the demo performer (its token for the WHIP POST) is seeded only with billing.
+    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2"})
+    opened: list[Any] = []
+    try:
+        url = dp.url
+        # A websocket show (placed on worker 1, then the least loaded) and two idle websockets
+        # (on worker 0) leave worker 1 the least loaded: the WHIP POST places its show there.
+        other = await publish(url, "show-other")
+        opened.append(other)
+        http = aiohttp.ClientSession()
+        idle = [await http.ws_connect(url), await http.ws_connect(url)]
+        opened += [*idle, http]
+        for ws in idle:
+            await ws.send_str(json.dumps({"type": "hello", "protocol": "jasmin/1"}))
+            assert json.loads((await ws.receive()).data)["type"] == "welcome"
+        token = await _login(dp.http, DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD)
+        pub = await whip_publish(dp.http, DEMO_PERFORMER, token)
+        opened.append(pub)
+        assert pub.location.startswith(f"/whip/{DEMO_PERFORMER}/")
+        _, metrics = await _get(dp.http + "/metrics")
+        assert _placed(metrics) == {"0": 0.0, "1": 2.0}, "the WHIP show is placed on the least loaded worker"
+        _, ready = await _get(dp.http + "/readyz")
+        assert [w["routers"] for w in ready["workers"]] == [0, 2]
+
+        ws_viewer = await subscribe(url, DEMO_PERFORMER)
+        whep = await whep_play(dp.http, DEMO_PERFORMER)
+        opened += [ws_viewer, whep]
+        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3
+                                          for v in (ws_viewer, whep)), 30)
+
+        # Two requests in a row would reach both workers if they went to a worker in turn.
+        for _ in range(3):
+            assert await _patch(whep.url) == 501, "the resource is found on the worker that holds it"
+            assert await _patch(pub.url) == 501
+        assert await whep.delete() == 200
+        assert await whep.delete() == 404, "the WHEP session ended on its worker"
+        assert await pub.delete() == 200
+        assert await _patch(pub.url) == 404, "the WHIP session ended on its worker"
+        ev = await ws_viewer.client.next_event("show.ended")
+        assert ev["data"]["show_id"] == DEMO_PERFORMER, "the websocket viewer on worker 1 sees the publish end"
+        _, ready = await _get(dp.http + "/readyz")
+        assert [w["routers"] for w in ready["workers"]] == [0, 1], "the DELETE ended the show on worker 1"
+        await ws_viewer.close()  # the last websocket joined to the show
+
+        async def placed() -> dict[str, float]:
+            return _placed((await _get(dp.http + "/metrics"))[1])
+
+        for _ in range(100):
+            if await placed() == {"0": 0.0, "1": 1.0}:
+                break
+            await wait_for(lambda: False, 0.1)
+        assert await placed() == {"0": 0.0, "1": 1.0}, "the DELETEs released the WHIP show's placement"
+    finally:
+        _, code = await _stop(dp, opened)
+    assert code == 0, "".join(dp.output[-30:])
