@@ -25,6 +25,9 @@ The hooks (measured on aiortc 1.16.0):
   :class:`PeerConnection` overrides it to consume the failure and close.
 * ``aioice.ice.Connection.query_consent`` is replaced (process-wide, by
   :func:`tolerant_consent`): see there.
+* ``RTCCertificate._create_ssl_context`` builds the DTLS context with only
+  ECDHE-ECDSA suites; :func:`rsa_dtls_peers` wraps it (process-wide) to add
+  ECDHE-RSA ones: see there.
 * The C fast path (``_fastpath.c``, loaded by ``fastpath.py``) needs three more private things, all
   resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
   (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
@@ -46,6 +49,7 @@ import aioice.ice
 import aioice.stun
 import aiortc
 import pylibsrtp
+import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
@@ -498,6 +502,33 @@ class PeerConnection(RTCPeerConnection):
 
 
 # ---------------------------------------------------------------------------
+# DTLS: peers with an RSA certificate.
+
+# aiortc 1.16.0's list (ECDSA: its own certificate is P-256), then the ECDHE-RSA suites a peer
+# with an RSA certificate needs when it is the DTLS server: as the client aiortc offers only
+# what this list holds, and GStreamer's webrtcbin (RSA by default) answered "no shared cipher".
+# As the server, OpenSSL picks only suites its own (ECDSA) certificate can sign: no change there.
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+    b":ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
+)
+_original_create_ssl_context = aiortc.rtcdtlstransport.RTCCertificate._create_ssl_context
+
+
+def _create_ssl_context_rsa(self: Any, srtp_profiles: Any) -> Any:
+    ctx = _original_create_ssl_context(self, srtp_profiles)
+    ctx.set_cipher_list(DTLS_CIPHERS)
+    return ctx
+
+
+def rsa_dtls_peers(enabled: bool = True) -> None:
+    """Let DTLS peers with an RSA certificate in (process-wide; ``enabled=False`` restores aiortc's)."""
+    aiortc.rtcdtlstransport.RTCCertificate._create_ssl_context = (  # type: ignore[method-assign]
+        _create_ssl_context_rsa if enabled else _original_create_ssl_context
+    )
+
+
+# ---------------------------------------------------------------------------
 
 
 def self_check() -> None:
@@ -516,6 +547,7 @@ def self_check() -> None:
         (aiortc.rtcrtpsender, "get_encoder"),
         (aiortc.rtcrtpreceiver, "get_decoder"),
         (RTCPeerConnection, "_RTCPeerConnection__connect"),
+        (aiortc.rtcdtlstransport.RTCCertificate, "_create_ssl_context"),
     ]
     for owner, name in checks:
         if name == "_RTCRtpSender__track":
@@ -529,6 +561,8 @@ def self_check() -> None:
         missing.append("RTCDtlsTransport._recv_next no longer calls _handle_rtp_data(data, arrival_time_ms=)")
     if "_tx_srtp" not in inspect.getsource(RTCDtlsTransport._setup_srtp):
         missing.append("RTCDtlsTransport._tx_srtp")
+    if "ctx.set_cipher_list(" not in inspect.getsource(_original_create_ssl_context):
+        missing.append("RTCCertificate._create_ssl_context no longer sets the cipher list on its context")
     sender_src = inspect.getsource(RTCRtpSender)
     for field in ("__ntp_timestamp", "__rtp_timestamp", "__packet_count", "__octet_count", "self._ssrc",
                   "self.__lsr = ", "self.__lsr_time = time.time()"):

@@ -29,6 +29,7 @@ class Worker:
             log.warning("C fast path unavailable, forwarding in Python: %s", self.fastpath_unavailable)
         adapter.restrict_host_addresses(settings.listen_ips, settings.port_range)
         adapter.tolerant_consent()
+        adapter.rsa_dtls_peers()
         self.codecs_created = adapter.count_codec_creation()
         self.settings = settings
         self.clock = clock

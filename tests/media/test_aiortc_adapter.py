@@ -243,3 +243,78 @@ def test_the_daemon_installs_the_tolerant_consent_loop() -> None:
     assert aioice.ice.Connection.query_consent is adapter._original_query_consent
     Worker(MediaSettings())
     assert aioice.ice.Connection.query_consent is adapter._query_consent_tolerant
+
+
+def _rsa_dtls_server_handshake(client_ctx: object) -> str:
+    """A DTLS handshake over memory BIOs: ``client_ctx`` as client, a pyOpenSSL server with an
+    RSA certificate (as GStreamer's webrtcbin has); returns the cipher, or raises SSL.Error."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import SSL
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webrtcbin")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    server_ctx = SSL.Context(SSL.DTLS_METHOD)
+    server_ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
+    server_ctx.use_certificate(cert)
+    server_ctx.use_privatekey(key)
+    server_ctx.set_tlsext_use_srtp(b"SRTP_AES128_CM_SHA1_80")
+    client, server = SSL.Connection(client_ctx, None), SSL.Connection(server_ctx, None)  # type: ignore[arg-type]
+    client.set_connect_state()
+    server.set_accept_state()
+    done = {"client": False, "server": False}
+    for _ in range(50):
+        for side, conn, peer in (("client", client, server), ("server", server, client)):
+            try:
+                conn.do_handshake()
+                done[side] = True
+            except SSL.WantReadError:
+                pass
+            while True:
+                try:
+                    peer.bio_write(conn.bio_read(65536))
+                except SSL.WantReadError:
+                    break
+        if all(done.values()):
+            return str(client.get_cipher_name())
+    raise AssertionError("the DTLS handshake did not finish")
+
+
+def test_aiortc_as_dtls_client_shakes_hands_with_an_rsa_certificate() -> None:
+    """Protects WHIP from GStreamer's webrtcbin (RSA certificate, a=setup:actpass): with
+    rsa_dtls_peers, aiortc's DTLS client context offers ECDHE-RSA suites and the handshake with
+    an RSA server completes; with aiortc's own list it fails with "no shared cipher"."""
+    from OpenSSL import SSL
+
+    from aiortc.rtcdtlstransport import RTCCertificate, SRTP_AES128_CM_SHA1_80
+
+    cert = RTCCertificate.generateCertificate()
+    try:
+        adapter.rsa_dtls_peers(False)
+        with pytest.raises(SSL.Error, match="no shared cipher|handshake failure"):
+            _rsa_dtls_server_handshake(cert._create_ssl_context([SRTP_AES128_CM_SHA1_80]))
+        adapter.rsa_dtls_peers()
+        assert _rsa_dtls_server_handshake(cert._create_ssl_context([SRTP_AES128_CM_SHA1_80])).startswith("ECDHE-RSA-")
+    finally:
+        adapter.rsa_dtls_peers()
+
+
+def test_the_daemon_lets_rsa_dtls_peers_in() -> None:
+    """Protects the wiring: a media worker installs the ECDHE-RSA suites process-wide."""
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    from jasmin_sfu.media.settings import MediaSettings
+    from jasmin_sfu.media.worker import Worker
+
+    adapter.rsa_dtls_peers(False)
+    assert RTCCertificate._create_ssl_context is adapter._original_create_ssl_context
+    Worker(MediaSettings())
+    assert RTCCertificate._create_ssl_context is adapter._create_ssl_context_rsa

@@ -76,14 +76,13 @@ def main() -> int:
         return finish(0 if status == 200 else 1)
 
     def post_offer() -> None:
-        # DTLS client (a=setup:active, RFC 8842 lets the offerer choose): webrtcbin's default
-        # certificate is RSA, and aiortc, the node's DTLS, offers only ECDHE-ECDSA suites when it
-        # is the client ("no shared cipher"); as the server it accepts webrtcbin's ClientHello.
-        # webrtcbin takes the client role from the answer's a=setup:passive.
-        offer = w.get_property("local-description").sdp.as_text().replace("a=setup:actpass", "a=setup:active")
+        # webrtcbin's own offer, a=setup:actpass and its default RSA certificate: the node is the
+        # DTLS client and must offer ECDHE-RSA suites (media/aiortc_adapter.py, rsa_dtls_peers).
+        offer = w.get_property("local-description").sdp.as_text()
         status, body, headers = request("POST", endpoint, token, offer.encode())
         location = headers.get("Location") if status == 201 else None
-        say(step="posted", status=status, location=location, offer=offer if status != 201 else None,
+        setup = [line.strip() for line in offer.splitlines() if line.startswith("a=setup:")]
+        say(step="posted", status=status, location=location, setup=setup, offer=offer if status != 201 else None,
             body=body if status != 201 else None)
         if status != 201:
             finish(2)

@@ -2,8 +2,8 @@
 system Python with python3-gi) publishes x264 H264 + Opus; a websocket viewer decodes it.
 
 Installed by `make gstreamer` (apt-get); without it the test skips by name (fails under CI=true).
-The script offers a=setup:active (DTLS client): with webrtcbin's default RSA certificate as the
-DTLS server the handshake fails, see docs/whip-whep.md "Limits"."""
+The script posts webrtcbin's offer untouched: a=setup:actpass with its default RSA certificate,
+so the node is the DTLS client and must offer ECDHE-RSA suites (docs/whip-whep.md, "DTLS")."""
 
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ async def test_gstreamer_webrtcbin_publishes_h264_over_whip(api: Api) -> None:
     """Protects WHIP interop with GStreamer: webrtcbin's non-trickle offer (x264 constrained
     baseline, packetization-mode 1, Opus) is answered 201, connects, the show goes free with an
     H264 and an Opus producer, a websocket member decodes the H264 video, and the script's
-    DELETE on the Location (200) ends the show."""
+    DELETE on the Location (200) ends the show. The offer is webrtcbin's default (a=setup:actpass,
+    RSA certificate): red ("failed" instead of "connected") when the node, as DTLS client,
+    offers no ECDHE-RSA suite."""
     require_gstreamer()
     admin = await api.admin_token()
     token, _ = await api.performer(admin, "anna")
@@ -74,6 +76,7 @@ async def test_gstreamer_webrtcbin_publishes_h264_over_whip(api: Api) -> None:
         posted = await events.__anext__()
         assert posted["step"] == "posted" and posted["status"] == 201, posted
         assert posted["location"].startswith("/whip/anna/")
+        assert set(posted["setup"]) == {"a=setup:actpass"}, "webrtcbin's own offer, no setup:active workaround"
         show = api.daemon.shows.get("anna")
         assert show is not None and show.machine.state.value == "free"
         assert sorted(p.mime for p in show.router.producers.values()) == ["audio/opus", "video/H264"]
