@@ -233,7 +233,8 @@ async def _login(http: str, username: str, password: str) -> str:
 
 
 async def _patch(url: str) -> int:
-    async with aiohttp.ClientSession() as s, s.patch(url, data=b"", headers={"Content-Type": "application/trickle-ice-sdpfrag"}) as r:
+    headers = {"Content-Type": "application/trickle-ice-sdpfrag"}
+    async with aiohttp.ClientSession() as s, s.patch(url, data=b"", headers=headers) as r:
         return r.status
 
 
