@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable, Coroutine
 
 from jasmin_sfu.config import Config, ConfigError, load_config
 from jasmin_sfu.logs import setup_logging
@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     return uvloop.run(serve(cfg))
 
 
-
 def _create_admin(cfg: Config, username: str) -> int:
     """The first admin has to come from somewhere: here, with direct access to the accounts store."""
     import asyncio
@@ -95,8 +94,6 @@ def _create_admin(cfg: Config, username: str) -> int:
 
 def _retention(cfg: Config, dry_run: bool) -> int:
     """One retention run over the node's stores (docs/privacy.md); safe beside a running daemon."""
-    import asyncio
-
     from jasmin_sfu.services.retention import format_report, open_offline
 
     setup_logging(cfg.log.level, cfg.log.format)
@@ -109,13 +106,7 @@ def _retention(cfg: Config, dry_run: bool) -> int:
             await stack.close()
         return format_report(report, stack.retention.settings, cfg.privacy.username_blacklist_days)
 
-    try:
-        table = asyncio.run(go())
-    except Exception as exc:  # noqa: BLE001 - a failed run is reported, never a traceback
-        print(f"jasmin-sfu: retention failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.write(table)
-    return 0
+    return _print_run("retention", go)
 
 
 def _vip_awards(cfg: Config, period: str | None, dry_run: bool) -> int:
@@ -124,7 +115,6 @@ def _vip_awards(cfg: Config, period: str | None, dry_run: bool) -> int:
     Exit status: 0 paid or already paid, 1 failed (a conflict: the period was paid to another
     list), 2 bad arguments.
     """
-    import asyncio
     import datetime as _dt
     import os
     import time
@@ -167,10 +157,18 @@ def _vip_awards(cfg: Config, period: str | None, dry_run: bool) -> int:
         lines += [f"{a.rank:>4}  {a.points:>6}  {a.credits:>7}  {a.member_id}" for a in run.awards]
         return "\n".join(lines) + "\n"
 
+    return _print_run("vip-awards", go)
+
+
+def _print_run(command: str, go: Callable[[], Coroutine[Any, Any, str]]) -> int:
+    """Run a one-off command's coroutine and print what it returns: exit 0, or 1 with the
+    error on stderr (a failed run is reported, never a traceback)."""
+    import asyncio
+
     try:
         out = asyncio.run(go())
     except Exception as exc:  # noqa: BLE001 - a failed run is reported, never a traceback
-        print(f"jasmin-sfu: vip-awards failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"jasmin-sfu: {command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(out)
     return 0
