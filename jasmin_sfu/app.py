@@ -15,7 +15,7 @@ from aiohttp import web
 from jasmin_signaling.session import SignalingSession
 
 from jasmin_sfu import __version__
-from jasmin_sfu.api.admission import Admission, AdmissionLimits, ProcessCpu
+from jasmin_sfu.api.admission import Admission, ProcessCpu
 from jasmin_sfu.api.demo import add_demo_routes
 from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
@@ -133,12 +133,7 @@ class Daemon:
         self.demo: DemoSeeder | None = None
         self.draining = False
         # Joins past this worker's capacity are refused at once (`overloaded`).
-        a = cfg.admission
-        self.admission = Admission(
-            AdmissionLimits(a.max_viewers_per_worker, a.max_joins_in_flight, a.max_cpu_share, a.retry_after_ms,
-                            a.join_timeout_s),
-            ProcessCpu(a.cpu_window_s),
-        )
+        self.admission = Admission(cfg.admission, ProcessCpu(cfg.admission.cpu_window_s))
         self.registry = make_registry(
             MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission)
         )

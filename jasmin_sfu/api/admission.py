@@ -29,10 +29,11 @@ makes a join like any viewer's and may be refused.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from jasmin_signaling.errors import SignalingError
+
+from jasmin_sfu.config import AdmissionConfig
 
 # Refusal reasons, as on the wire (`reason` in the error) and in /metrics.
 REASONS = ("viewers", "joins_in_flight", "cpu")
@@ -78,15 +79,6 @@ class ProcessCpu:
         return self._share
 
 
-@dataclass(frozen=True)
-class AdmissionLimits:
-    max_viewers_per_worker: int = 0
-    max_joins_in_flight: int = 0
-    max_cpu_share: float = 0.0
-    retry_after_ms: int = 2000
-    join_timeout_s: float = 10.0
-
-
 class Ticket:
     """One admitted viewer join: counted until it leaves, in flight until ``started()`` says so."""
 
@@ -107,7 +99,7 @@ class Admission:
 
     def __init__(
         self,
-        limits: AdmissionLimits,
+        limits: AdmissionConfig,
         cpu: CpuSampler | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
