@@ -7,19 +7,27 @@ import struct
 from array import array
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtp import split_rtp
 from jasmin_codecs.seq import seq_unwrap
+from jasmin_codecs.vp8 import MAX_TEMPORAL_ID, Vp8Descriptor, Vp8Munger, parse_vp8_descriptor, rewrite_vp8_descriptor
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
+from .layer import LayerChoice
 from .retransmit import DEFAULT_POLICY, RetransmitPolicy
 
 if TYPE_CHECKING:
     from .aiortc_adapter import SrtpSink
+    from .layer import Layer
     from .producer import Producer, Tail
     from .stats import MediaStats
 
 _HDR = struct.Struct("!BBHII")
+# The most padding one RTP packet carries (its last byte counts the padding).
+_MAX_PADDING = 255
+# Sequence-number shifts by padding remembered for NACKs of older packets.
+_MAX_SHIFTS = 16
 # rs_at markers of a packet never resent: tracked, and tracked and owed.
 _NEVER = -1e18
 _OWED = -2e18
@@ -103,6 +111,15 @@ class Consumer:
         "_rs_seq",
         "_rs_at",
         "_rs_n",
+        "layer",
+        "pending",
+        "munger",
+        "layer_paused",
+        "max_spatial",
+        "max_temporal",
+        "target_temporal",
+        "follow_default",
+        "_shifts",
     )
 
     def __init__(
@@ -201,6 +218,26 @@ class Consumer:
         self._rs_seq: array[int] | None = None
         self._rs_at: array[float] | None = None
         self._rs_n: bytearray | None = None
+        # Layers (jasmin_sfu/media/layer.py): the layer forwarded, the one waiting
+        # for its keyframe to replace it, the VP8 picture id rewrite of a
+        # simulcast producer, the viewer's caps (signaling consumer.set_layers),
+        # and a pause for "below the lowest layer" (set_target_layer(None)).
+        # ``follow_default``: the producer moves this consumer to the highest
+        # active layer within its caps at each tick; an adaptation loop that
+        # chooses layers itself sets it False.
+        self.max_spatial: int | None = None
+        self.max_temporal: int | None = None
+        self.target_temporal: int | None = None
+        self.follow_default = True
+        self.layer_paused = False
+        self.layer: "Layer" = producer.best_layer() if producer.simulcast else producer.all_layers[0]
+        self.pending: "Layer | None" = None
+        self.munger: Vp8Munger | None = (
+            Vp8Munger(self.layer.index) if producer.simulcast and producer.is_vp8 else None
+        )
+        # Padding (send_padding) moved the sequence offset: (first padding
+        # out seq, padding packets, offset before) per shift, newest last.
+        self._shifts: list[tuple[int, int, int]] = []
 
     @property
     def packets(self) -> int:
@@ -227,6 +264,38 @@ class Consumer:
             if (self.producer.is_video and not keyframe) or not self.sink.ready:
                 return 0
             self._anchor(seq, ts)
+        pkt = self._rewrite(b1, seq, ts, tail)
+        if self.sink.send(pkt):
+            self._packets += 1
+            self._octets += len(tail[1])
+            return len(pkt)
+        self._stats.drop("send_failed")
+        return 0
+
+    def forward_munged(
+        self, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool, desc: Vp8Descriptor | None, body_len: int
+    ) -> int:
+        """Send one VP8 packet of a simulcast producer with its PictureID/TL0PICIDX
+        continued across layer switches (``Vp8Munger``); ``desc`` is the packet's
+        descriptor (None: malformed), ``body_len`` the payload's length at the end
+        of the tail. Returns the bytes sent (0 when skipped or failed)."""
+        if self.paused:
+            return 0
+        if not self._anchored:
+            if not keyframe or not self.sink.ready:
+                return 0
+            self._anchor(seq, ts)
+        if desc is None:
+            self._stats.drop("bad_vp8")
+            return 0
+        munger = self.munger
+        assert munger is not None
+        m = munger.munge(self.layer.index, desc, keyframe)
+        if m is None:
+            return 0
+        if m.picture_id is not None or m.tl0_pic_idx is not None:
+            data = tail[1]
+            tail = (tail[0], rewrite_vp8_descriptor(data, m.picture_id, m.tl0_pic_idx, len(data) - body_len, desc))
         pkt = self._rewrite(b1, seq, ts, tail)
         if self.sink.send(pkt):
             self._packets += 1
@@ -265,11 +334,12 @@ class Consumer:
 
     def _anchor(self, seq: int, ts: int) -> None:
         self._set_offsets(seq, ts)
-        self._anchor_ext = self.producer.extend(seq)
+        self._shifts.clear()
+        self._anchor_ext = self.layer.extend(seq)
         self._anchored = True
         self._go_fast()
-        if self.producer.sr is not None:
-            self.on_producer_sr(*self.producer.sr)
+        if self.layer.sr is not None:
+            self.on_producer_sr(*self.layer.sr)
 
     def start(self) -> int:
         """The viewer can receive now: send it the producer's cached keyframe
@@ -285,10 +355,10 @@ class Consumer:
         if self.closed or self.paused or not p.is_video:
             return 0
         sent = 0
-        kc = p.keyframe_cache
+        kc = self.layer.keyframe_cache
         if kc is not None and kc.frame and not self._anchored and self.sink.ready:
             sent = self._replay(kc.frame)
-        p.request_keyframe()
+        p.request_keyframe(self.layer)
         return sent
 
     def _replay(self, frame: tuple[bytes, ...]) -> int:
@@ -298,9 +368,14 @@ class Consumer:
             return 0
         _, seq0, ts0, _, _ = head
         self._set_offsets(seq0, ts0)
+        self._shifts.clear()
+        if self.munger is not None:
+            # The replayed frame begins the munger's stream on this layer.
+            self.munger.set_target(None)
+            self.munger.set_target(self.layer.index)
         sent = sent_bytes = 0
-        for data in frame:
-            n = self._resend(data)
+        for i, data in enumerate(frame):
+            n = self._resend(data, keyframe=i == 0)
             if n:
                 sent += 1
                 sent_bytes += n
@@ -314,13 +389,28 @@ class Consumer:
         stats.rtp_bytes_out += sent_bytes
         return sent
 
-    def _resend(self, data: bytes, count: bool = True) -> int:
+    def _resend(self, data: bytes, count: bool = True, keyframe: bool = False) -> int:
         """Send a packet from the producer's caches in this viewer's space; the
-        bytes sent (0: unusable or not sent). ``count`` adds it to the SR counts."""
+        bytes sent (0: unusable or not sent). ``count`` adds it to the SR counts.
+        A VP8 simulcast packet carries the picture ids its frame had (or has now,
+        for a replayed keyframe), or is not sent when the munger forgot its frame."""
         split = self.producer.tail_for(data, self.profile)
         if split is None:
             return 0
-        b1, seq, ts, _, tail = split
+        b1, seq, ts, payload_off, tail = split
+        munger = self.munger
+        if munger is not None:
+            try:
+                desc = parse_vp8_descriptor(data, payload_off)
+            except MalformedPacket:
+                return 0
+            m = munger.munge(self.layer.index, desc, keyframe)
+            if m is None:
+                return 0
+            if m.picture_id is not None or m.tl0_pic_idx is not None:
+                body = tail[1]
+                at = len(body) - (len(data) - payload_off)
+                tail = (tail[0], rewrite_vp8_descriptor(body, m.picture_id, m.tl0_pic_idx, at, desc))
         pkt = self._rewrite(b1, seq, ts, tail)
         if not self.sink.send(pkt):
             return 0
@@ -333,7 +423,13 @@ class Consumer:
         """Hand forwarding to the C lane when this consumer is C-eligible."""
         lane = self.lane
         target = getattr(self.sink, "target", None)
-        if lane is None or target is None or not 0 <= self.payload_type <= 127 or self.profile >= 64:
+        if (
+            lane is None
+            or target is None
+            or self.munger is not None
+            or not 0 <= self.payload_type <= 127
+            or self.profile >= 64
+        ):
             return
         lane.ssrc = self.ssrc
         lane.payload_type = self.payload_type
@@ -379,7 +475,7 @@ class Consumer:
             raise InvalidStateError(f"consumer {self.id} is closed")
 
     def _update(self) -> None:
-        paused = self.user_paused or self.blocked or self.congested
+        paused = self.user_paused or self.blocked or self.congested or self.layer_paused
         if paused == self.paused:
             return
         self.paused = paused
@@ -387,17 +483,223 @@ class Consumer:
             # Remember where the viewer's stream stopped, so the resume
             # continues its sequence numbers and timestamps without a gap.
             if self._anchored:
-                p = self.producer
+                layer = self.layer
                 self._last_out = (
-                    (p.max_seq + self._seq_off) & 0xFFFF,
-                    (p.last_ts + self._ts_off) & 0xFFFFFFFF,
+                    (layer.max_seq + self._seq_off) & 0xFFFF,
+                    (layer.last_ts + self._ts_off) & 0xFFFFFFFF,
                     self._clock(),
                 )
                 self._anchored = False
+            if self.munger is not None:
+                # Nothing forwarded until a keyframe; the ids continue then.
+                self.munger.set_target(None)
+                self.munger.set_target(self.layer.index)
             self._go_slow()
         else:
             self.producer.refresh_fanout()
             self.start()
+
+    # -- layers ------------------------------------------------------------
+
+    @property
+    def current_layer(self) -> LayerChoice | None:
+        """The layer forwarded now (``spatial`` is its rank in ``Producer.layers``),
+        or None while the video is paused for any reason."""
+        if self.paused:
+            return None
+        return LayerChoice(self.producer.rank_of(self.layer), self.target_temporal)
+
+    def set_target_layer(self, spatial: int | None, temporal: int | None = None) -> None:
+        """Forward spatial layer ``spatial`` (a rank of ``Producer.layers``; above the
+        top means the top), or pause the video with None (the viewer's audio is
+        another consumer and goes on).
+
+        While a layer is being forwarded, the switch waits for a keyframe of the
+        target layer, asked for at once, so the viewer's decoder never gets a
+        delta frame of a stream it has not started; sequence numbers, timestamps
+        and VP8 picture ids continue without a gap. While nothing is forwarded
+        (paused, or not started) the consumer moves at once and starts on the
+        target's next keyframe (its cached one is replayed first). The viewer's
+        cap (:meth:`set_layer_caps`) bounds ``spatial``. ``temporal`` (0-3) is
+        recorded and reported; dropping temporal layers is not done yet.
+        An audio consumer ignores this.
+        """
+        self._check_open()
+        if temporal is not None and not 0 <= temporal <= MAX_TEMPORAL_ID:
+            raise ValueError(f"temporal layer {temporal} out of range 0..{MAX_TEMPORAL_ID}")
+        p = self.producer
+        if not p.is_video:
+            return
+        if self.max_temporal is not None and temporal is not None:
+            temporal = min(temporal, self.max_temporal)
+        self.target_temporal = temporal
+        if spatial is None:
+            self.pending = None
+            self.layer_paused = True
+            self._update()
+            p.refresh_fanout()
+            return
+        if self.max_spatial is not None:
+            spatial = min(spatial, self.max_spatial)
+        layer = p.layer_at(spatial)
+        was_paused = self.layer_paused
+        self.layer_paused = False
+        if layer is self.layer:
+            if self.pending is not None:
+                self.pending = None
+                if self.munger is not None and self.munger.layer is not None:
+                    self.munger.set_target(layer.index)
+                p.refresh_fanout()
+            if was_paused:
+                self._update()
+            return
+        if not self._anchored or self.paused:
+            # Nothing is forwarded: move now, start on this layer's keyframe.
+            self.pending = None
+            self.layer = layer
+            if self.munger is not None:
+                self.munger.set_target(None)
+                self.munger.set_target(layer.index)
+            p.refresh_fanout()
+            if was_paused:
+                self._update()
+            elif not self.paused:
+                self.start()
+            return
+        if self.pending is not layer:
+            self.pending = layer
+            if self.munger is not None:
+                self.munger.set_target(layer.index)
+            p.refresh_fanout()
+        p.request_keyframe(layer)
+
+    def set_layer_caps(self, max_spatial: int | None, max_temporal: int | None = None) -> None:
+        """The viewer's own cap (signaling ``consumer.set_layers``): never above
+        ``max_spatial``/``max_temporal`` (None: no cap). Applied at once: a
+        consumer above the cap switches down on the lower layer's next keyframe."""
+        self._check_open()
+        if max_spatial is not None and max_spatial < 0:
+            raise ValueError("max_spatial must be >= 0")
+        if max_temporal is not None and not 0 <= max_temporal <= MAX_TEMPORAL_ID:
+            raise ValueError(f"max_temporal must be in 0..{MAX_TEMPORAL_ID}")
+        self.max_spatial = max_spatial
+        self.max_temporal = max_temporal
+        if self.follow_default:
+            self.apply_default_layer()
+        else:
+            want = self.pending or self.layer
+            rank = self.producer.rank_of(want)
+            if max_spatial is not None and rank > max_spatial and not self.layer_paused:
+                self.set_target_layer(max_spatial, self.target_temporal)
+
+    def apply_default_layer(self) -> None:
+        """The choice without an adaptation loop: the highest active layer within the caps."""
+        if self.closed or not self.producer.simulcast or self.layer_paused:
+            return
+        best = self.producer.best_layer(self.max_spatial)
+        if best is not (self.pending or self.layer):
+            self.set_target_layer(self.producer.rank_of(best), self.target_temporal)
+
+    def switch_layer(self, layer: "Layer", seq: int, ts: int) -> None:
+        """The producer's call on the first packet of a keyframe of ``layer``, the
+        layer this consumer waits for (in ``layer.switchers``): continue the
+        viewer's sequence numbers and timestamps from the old layer's last packet
+        into the new layer's, from this packet on. Synchronous, no I/O."""
+        old = self.layer
+        self.pending = None
+        self.layer = layer
+        self._stats.layer_switches += 1
+        if not self._anchored:
+            return  # starts on this keyframe through the usual anchoring
+        last_seq = (old.max_seq + self._seq_off) & 0xFFFF
+        last_ts = (old.last_ts + self._ts_off) & 0xFFFFFFFF
+        self._seq_off = (last_seq + 1 - seq) & 0xFFFF
+        self._ts_off = (last_ts + self._switch_step(old, layer, ts) - ts) & 0xFFFFFFFF
+        self._shifts.clear()
+        self._anchor_ext = layer.extend(seq)
+        if self.fast:
+            self.lane.seq_off = self._seq_off
+            self.lane.ts_off = self._ts_off
+
+    def _switch_step(self, old: "Layer", new: "Layer", ts: int) -> int:
+        """RTP ticks from the old layer's last frame to the new layer's keyframe ``ts``.
+
+        Each simulcast stream has its own random timestamp base: the publisher's
+        SRs of both streams (NTP time and RTP time of one instant) map the
+        keyframe's time onto the old stream's clock. Without both SRs, or when
+        the mapping is not within 2 s ahead, one frame at 30 fps. Never 0: a
+        frame with the previous frame's timestamp would be taken for a part of it.
+        """
+        rate = self.producer.clock_rate
+        if old.sr is not None and new.sr is not None:
+            (ntp_o, rtp_o), (ntp_n, rtp_n) = old.sr, new.sr
+            since_sr = ((ts - rtp_n + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            in_old = rtp_o + since_sr + int((ntp_n - ntp_o) * rate / 2**32)
+            step = ((in_old - old.last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            if 0 < step <= 2 * rate:
+                return step
+            if -rate // 30 <= step <= 0:
+                return 1
+        return max(1, rate // 30)
+
+    def send_padding(self, nbytes: int) -> int:
+        """Send about ``nbytes`` of padding-only RTP (RFC 3550 P bit, no payload) in
+        this viewer's SSRC and sequence space, for bandwidth probing; decoders
+        ignore it. Returns the bytes sent. Nothing before the viewer's leg is up,
+        nor to a viewer blocked from this producer. Works while the video is
+        paused (a viewer below the lowest layer probes its way back)."""
+        if self.closed or self.blocked or nbytes <= 0 or not self.sink.ready or not self.producer.is_video:
+            return 0
+        count = -(-nbytes // (12 + _MAX_PADDING))
+        layer = self.layer
+        if self._anchored:
+            first = (layer.max_seq + self._seq_off + 1) & 0xFFFF
+            ts = (layer.last_ts + self._ts_off) & 0xFFFFFFFF
+        else:
+            last = self._last_out
+            if last is None:
+                last = (random.randint(0, 0x7FFF), random.randint(0, 0xFFFFFFFF), self._clock())
+            first = (last[0] + 1) & 0xFFFF
+            ts = last[1]
+        pad = bytes(_MAX_PADDING - 1) + bytes([_MAX_PADDING])
+        sent = sent_bytes = 0
+        for i in range(count):
+            pkt = _HDR.pack(0xA0, self.payload_type, (first + i) & 0xFFFF, ts, self.ssrc) + pad
+            if not self.sink.send(pkt):
+                break
+            sent += 1
+            sent_bytes += len(pkt)
+        if not sent:
+            return 0
+        if self._anchored:
+            # The next media packet follows the padding; NACKs of older packets
+            # still map with the offset they were sent with.
+            self._shifts.append((first, sent, self._seq_off))
+            del self._shifts[:-_MAX_SHIFTS]
+            self._seq_off = (self._seq_off + sent) & 0xFFFF
+            if self.fast:
+                self.lane.seq_off = self._seq_off
+        else:
+            self._last_out = ((first + sent - 1) & 0xFFFF, ts, self._last_out[2] if self._last_out else self._clock())
+        stats = self._stats
+        stats.padding_packets_sent += sent
+        stats.rtp_packets_out += sent
+        stats.rtp_bytes_out += sent_bytes
+        return sent_bytes
+
+    def _in_seq(self, out_seq: int) -> int:
+        """The producer sequence number of viewer ``out_seq``, through the padding
+        shifts; -1 for a padding packet."""
+        off = self._seq_off
+        for first, count, before in reversed(self._shifts):
+            back = (first - out_seq) & 0xFFFF
+            if (out_seq - first) & 0xFFFF < count:
+                return -1
+            if 0 < back < 0x8000:
+                off = before  # sent before this padding
+            else:
+                break
+        return (out_seq - off) & 0xFFFF
 
     # -- feedback from the viewer -------------------------------------------
 
@@ -406,9 +708,10 @@ class Consumer:
         policy (jasmin_sfu/media/retransmit.py); ask upstream for what the cache
         should hold but lost."""
         p = self.producer
+        layer = self.layer
         stats = self._stats
         stats.nacks_received += 1
-        cache = p.cache
+        cache = layer.cache
         if cache is None or not self._anchored:
             return
         pol = self._policy
@@ -430,16 +733,19 @@ class Consumer:
         rs_n = self._rs_n
         assert rs_at is not None and rs_n is not None
         mask = cache.size - 1
-        newest = p.max_seq
-        ext_newest = p.extended_max_seq
-        newest_ts = p.last_ts
+        newest = layer.max_seq
+        ext_newest = layer.ext_max
+        newest_ts = layer.last_ts
         max_ticks = (pol.max_delay_s - rtt) * p.clock_rate
         missing = []
         anchor = self._anchor_ext
         owed = 0
+        shifts = self._shifts
         for out_seq in out_seqs:
-            in_seq = (out_seq - self._seq_off) & 0xFFFF
-            if p.extend(in_seq) < anchor:
+            in_seq = self._in_seq(out_seq) if shifts else (out_seq - self._seq_off) & 0xFFFF
+            if in_seq < 0:
+                continue  # a padding packet: nothing to resend
+            if layer.extend(in_seq) < anchor:
                 # Older than this viewer's stream: possibly a private's packet.
                 stats.nack_packets_refused += 1
                 continue
@@ -493,7 +799,7 @@ class Consumer:
                 stats.rtp_bytes_out += sent
         self._tokens = tokens
         if missing:
-            p.nack_upstream(missing)
+            p.nack_upstream(missing, layer)
         if owed:
             self._owe(owed, now)
 
@@ -564,14 +870,14 @@ class Consumer:
         """``n`` more packets were refused for the budget: past a keyframe's
         worth, a keyframe helps the viewer more than any resend could."""
         self._owed += n
-        kc = self.producer.keyframe_cache
+        kc = self.layer.keyframe_cache
         pol = self._policy
         frame = len(kc.frame) if kc is not None and kc.frame else pol.keyframe_packets
         if self._owed >= frame and now - self._owed_at >= pol.keyframe_interval_s:
             self._owed = 0
             self._owed_at = now
             self._stats.nack_keyframe_requests += 1
-            self.producer.request_keyframe()
+            self.producer.request_keyframe(self.layer)
 
     def on_receiver_report(
         self, fraction_lost: int, lsr: int, dlsr: int, cumulative_lost: int = 0, highest_seq: int = 0
@@ -602,7 +908,7 @@ class Consumer:
     def on_keyframe_request(self) -> None:
         self._stats.plis_received += 1
         if not self.paused:
-            self.producer.request_keyframe()
+            self.producer.request_keyframe(self.layer)
 
     def on_producer_sr(self, ntp: int, rtp_ts: int) -> None:
         """Translate the publisher's SR into this consumer's timestamp space."""
@@ -622,9 +928,15 @@ class Consumer:
             cb(self)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "consumer_id": self.id,
             "producer_id": self.producer.id,
             "kind": self.kind,
             "paused": self.user_paused,
         }
+        if self.producer.simulcast:
+            cur = self.current_layer
+            out["spatial_layer"] = None if cur is None else cur.spatial
+            out["max_spatial"] = self.max_spatial
+            out["max_temporal"] = self.max_temporal
+        return out

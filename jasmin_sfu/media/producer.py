@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.h264 import h264_is_keyframe
-from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock, ntp_to_compact
+from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock
 from jasmin_codecs.rtp import ExtensionRewriter, split_rtp
 from jasmin_codecs.seq import seq_unwrap
-from jasmin_codecs.vp8 import vp8_is_keyframe
+from jasmin_codecs.vp8 import Vp8Descriptor, parse_vp8_descriptor, vp8_is_keyframe
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
 from .keyframe_cache import KeyframeCache
 from .keyframe_requester import KeyframeRequester
+from .layer import Layer, LayerInfo, vp8_keyframe_size
 from .packet_cache import PacketCache
 from .stats import MediaStats
 
@@ -43,6 +44,10 @@ class Producer:
     ``on_rtp`` is the hot path: synchronous, no await, no logging, no
     allocation beyond the outgoing packets. It never raises: malformed
     packets are dropped and counted by reason.
+
+    A track has one or more spatial layers (:class:`~.layer.Layer`): one for a
+    plain publisher, one per RID of a simulcast offer (``rids``), whose SSRCs
+    the transport learns from the first packets (:meth:`bind_layer`).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class Producer:
         keyframe_cache: bool = True,
         app_data: dict[str, Any] | None = None,
         listener: ProducerListener | None = None,
+        rids: tuple[str, ...] = (),
     ) -> None:
         self.id = producer_id
         self.listener = listener
@@ -73,8 +79,6 @@ class Producer:
         self.mime = mime
         self.clock_rate = clock_rate
         self.payload_type = payload_type
-        self.ssrc = ssrc
-        self.rtx_ssrc = rtx_ssrc
         self.rtx_payload_type = rtx_payload_type
         self.codec_parameters = dict(codec_parameters)
         self.extensions = dict(extensions)  # uri -> id on the publisher leg
@@ -91,47 +95,166 @@ class Producer:
         self._stats = stats
         self.is_video = kind == "video"
         mime_l = mime.lower()
+        self.is_vp8 = mime_l == "video/vp8"
         self._is_kf: Callable[[Any, int], bool] | None = (
-            vp8_is_keyframe if mime_l == "video/vp8" else h264_is_keyframe if mime_l == "video/h264" else None
+            vp8_is_keyframe if self.is_vp8 else h264_is_keyframe if mime_l == "video/h264" else None
         )
-        self.cache: PacketCache | None = PacketCache(cache_size) if self.is_video else None
+        video = self.is_video
+        if rids:
+            if not video:
+                raise ValueError("only video has simulcast layers")
+            self._layers: tuple[Layer, ...] = tuple(
+                Layer(i, rid, None, None, video=True, cache_size=cache_size, keyframe_cache=keyframe_cache)
+                for i, rid in enumerate(rids)
+            )
+        else:
+            self._layers = (
+                Layer(0, None, ssrc, rtx_ssrc, video=video, cache_size=cache_size, keyframe_cache=keyframe_cache),
+            )
+        self.simulcast = bool(rids)
+        # The first layer: the one plain publishers have, and the compatibility
+        # view of this producer's stream (ssrc, cache, ... below).
+        self._main = self._layers[0]
+        # The layers by quality, lowest first (Producer.layers' spatial index).
+        self._ranked: tuple[Layer, ...] = self._layers
+        # Layers a keyframe was asked for since the last PLI went out.
+        self._pli_for: set[Layer] = set()
         self.keyframes = keyframes(self)
-        # The last complete keyframe, replayed to each new viewer (TTFF).
-        self.keyframe_cache: KeyframeCache | None = KeyframeCache() if self.is_video and keyframe_cache else None
 
         self._consumers: tuple["Consumer", ...] = ()
         self.consumers: dict[str, "Consumer"] = {}
-        # The fan-out snapshots, rebuilt on subscribe/unsubscribe/pause/anchor
-        # (never per packet): C lanes of consumers forwarded in C, and the
-        # unpaused consumers the Python path still handles (not anchored yet,
-        # or not C-eligible).
-        self._lanes: tuple[Any, ...] = ()
-        self._py: tuple["Consumer", ...] = ()
         self._batching = False
         # Extension profiles: one rewriter per distinct consumer leg layout.
         self._profiles: list[ExtensionRewriter] = []
         self._profile_keys: dict[tuple[Any, ...], int] = {}
 
-        # Receive statistics (RFC 3550 A.3) for our receiver reports.
-        self.packets = 0
-        self.octets = 0
-        self.keyframes_seen = 0
-        self._base_seq: int | None = None
-        # The highest extended (unwrapped) sequence number; max_seq is its low 16 bits.
-        self._ext_max = 0
-        self.max_seq = 0
-        self._expected_prior = 0
-        self._received_prior = 0
-        self.last_ts = 0
-        self.last_arrival_ms = 0
-        self._last_sr_ntp = 0
-        self._last_sr_arrival = 0.0
-        self.sr: tuple[int, int] | None = None  # (ntp, rtp_ts) of the publisher's last SR
+    # -- the streams (layers) -------------------------------------------------
+
+    @property
+    def ssrc(self) -> int | None:
+        """The first layer's SSRC (a plain publisher's one stream)."""
+        return self._main.ssrc
+
+    @property
+    def rtx_ssrc(self) -> int | None:
+        return self._main.rtx_ssrc
+
+    @property
+    def cache(self) -> PacketCache | None:
+        return self._main.cache
+
+    @property
+    def keyframe_cache(self) -> KeyframeCache | None:
+        return self._main.keyframe_cache
+
+    @property
+    def packets(self) -> int:
+        """RTP packets received, every layer."""
+        return sum(layer.packets for layer in self._layers)
+
+    @property
+    def octets(self) -> int:
+        return sum(layer.octets for layer in self._layers)
+
+    @property
+    def keyframes_seen(self) -> int:
+        return sum(layer.keyframes_seen for layer in self._layers)
+
+    @property
+    def max_seq(self) -> int:
+        return self._main.max_seq
+
+    @property
+    def last_ts(self) -> int:
+        return self._main.last_ts
+
+    @property
+    def last_arrival_ms(self) -> int:
+        return max(layer.last_arrival_ms for layer in self._layers)
+
+    @property
+    def sr(self) -> tuple[int, int] | None:
+        return self._main.sr
 
     @property
     def extended_max_seq(self) -> int:
-        """The highest sequence number received, with its wrap count (RFC 3550 A.1)."""
-        return self._ext_max
+        """The highest sequence number of the first layer, with its wrap count (RFC 3550 A.1)."""
+        return self._main.ext_max
+
+    @property
+    def _lanes(self) -> tuple[Any, ...]:
+        return self._main.lanes
+
+    @property
+    def _py(self) -> tuple["Consumer", ...]:
+        return self._main.py
+
+    def extend(self, seq: int) -> int:
+        """``seq`` of the first layer as an extended sequence number (see :meth:`Layer.extend`)."""
+        return self._main.extend(seq)
+
+    @property
+    def all_layers(self) -> tuple[Layer, ...]:
+        """Every layer in the publisher's offer order (the streams themselves)."""
+        return self._layers
+
+    @property
+    def layers(self) -> tuple[LayerInfo, ...]:
+        """The spatial layers by quality, lowest first; ``spatial`` is that rank."""
+        return tuple(
+            LayerInfo(i, lay.rid, lay.ssrc, lay.bitrate_bps, lay.active, lay.width, lay.height)
+            for i, lay in enumerate(self._ranked)
+        )
+
+    def rank_of(self, layer: Layer) -> int:
+        """The quality rank of ``layer`` (its ``spatial`` in :attr:`layers`)."""
+        return self._ranked.index(layer)
+
+    def layer_at(self, spatial: int) -> Layer:
+        """The layer of quality rank ``spatial``; a rank above the top is the top layer."""
+        if spatial < 0:
+            raise ValueError(f"spatial layer {spatial} is negative")
+        ranked = self._ranked
+        return ranked[min(spatial, len(ranked) - 1)]
+
+    def best_layer(self, max_spatial: int | None = None) -> Layer:
+        """The highest active layer within ``max_spatial`` (the highest one at all while none is active)."""
+        ranked = self._ranked
+        top = len(ranked) - 1 if max_spatial is None else max(0, min(max_spatial, len(ranked) - 1))
+        for layer in reversed(ranked[: top + 1]):
+            if layer.active:
+                return layer
+        return ranked[top]
+
+    def layer_by_rid(self, rid: str) -> Layer | None:
+        for layer in self._layers:
+            if layer.rid == rid:
+                return layer
+        return None
+
+    def layer_by_ssrc(self, ssrc: int) -> Layer | None:
+        for layer in self._layers:
+            if layer.ssrc == ssrc or layer.rtx_ssrc == ssrc:
+                return layer
+        return None
+
+    def _rerank(self) -> None:
+        """Order the layers by quality: the picture height keyframes showed, then the measured bitrate."""
+        ranked = tuple(sorted(self._layers, key=lambda lay: (lay.height, lay.bitrate_bps, lay.index)))
+        if ranked != self._ranked:
+            self._ranked = ranked
+
+    def tick(self, now: float) -> None:
+        """Once per RTCP interval: measure each layer's bitrate and activity, re-rank
+        the layers, and move the consumers that follow the default choice."""
+        for layer in self._layers:
+            layer.tick(now)
+        if not self.simulcast:
+            return
+        self._rerank()
+        for c in self._consumers:
+            if c.follow_default:
+                c.apply_default_layer()
 
     # -- consumers ---------------------------------------------------------
 
@@ -155,13 +278,15 @@ class Producer:
 
     def set_audience(self, audience: frozenset[str] | None) -> None:
         """Block every consumer outside ``audience`` and unblock those inside,
-        synchronously: no packet of this producer reaches an excluded viewer
-        after this call returns."""
+        synchronously: no packet of any layer of this producer reaches an
+        excluded viewer after this call returns."""
         self.audience = audience
         # A keyframe captured for the old audience must never be replayed to
-        # the new one (the last frame of a private to a free-chat viewer).
-        if self.keyframe_cache is not None:
-            self.keyframe_cache.clear()
+        # the new one (the last frame of a private to a free-chat viewer),
+        # whichever layer it is of.
+        for layer in self._layers:
+            if layer.keyframe_cache is not None:
+                layer.keyframe_cache.clear()
         # One snapshot rebuild for the whole audience change, not one per
         # consumer (400 viewers: 400 rebuilds of 400 would stall the loop ~30 ms).
         self._batching = True
@@ -190,16 +315,22 @@ class Producer:
             self.refresh_fanout()
 
     def refresh_fanout(self) -> None:
-        """Rebuild the C and Python fan-out tuples (a consumer changed state)."""
+        """Rebuild every layer's C and Python fan-out tuples (a consumer changed state)."""
         if self._batching:
             return
-        self._lanes = tuple(c.lane for c in self._consumers if c.fast and not c.paused)
-        self._py = tuple(c for c in self._consumers if not c.paused and not c.fast)
+        consumers = self._consumers
+        for layer in self._layers:
+            mine = [c for c in consumers if c.layer is layer]
+            layer.lanes = tuple(c.lane for c in mine if c.fast and not c.paused)
+            layer.py = tuple(c for c in mine if not c.paused and not c.fast and c.munger is None)
+            layer.munged = tuple(c for c in mine if not c.paused and not c.fast and c.munger is not None)
+            layer.switchers = tuple(c for c in consumers if c.pending is layer and not c.paused)
 
     # -- the hot path ------------------------------------------------------
 
-    def on_rtp(self, data: bytes, arrival_ms: int) -> None:
-        """Forward one plain RTP packet of this producer to every consumer."""
+    def on_rtp(self, data: bytes, arrival_ms: int, layer: Layer | None = None) -> None:
+        """Forward one plain RTP packet of this producer (of ``layer``, the first
+        one by default) to every consumer of that layer."""
         stats = self._stats
         try:
             b0, b1, seq, ts, _, off, ext_profile, payload_off, _ = split_rtp(data)
@@ -209,53 +340,65 @@ class Producer:
         if (b1 & 0x7F) != self.payload_type:
             stats.drop("unknown_pt")
             return
+        if layer is None:
+            layer = self._main
         ext_data = data[off + 4 : payload_off] if ext_profile is not None else b""
 
         n = len(data)
-        self.packets += 1
-        self.octets += n
+        layer.packets += 1
+        layer.octets += n
         stats.rtp_packets_in += 1
         stats.rtp_bytes_in += n
         # Sequence tracking for receiver reports.
         late = False
-        if self._base_seq is None:
-            self._base_seq = self._ext_max = self.max_seq = seq
-            self.last_ts = ts
+        if layer.base_seq is None:
+            layer.base_seq = layer.ext_max = layer.max_seq = seq
+            layer.last_ts = ts
         else:
             # In order (the common case) the unwrap is the highest plus one;
             # anything else asks seq_unwrap. Saves a call per packet.
-            ext = self._ext_max + 1 if seq == (self.max_seq + 1) & 0xFFFF else seq_unwrap(self._ext_max, seq)
-            if ext >= self._ext_max:
-                self._ext_max = ext
-                self.max_seq = seq
-                self.last_ts = ts
+            ext = layer.ext_max + 1 if seq == (layer.max_seq + 1) & 0xFFFF else seq_unwrap(layer.ext_max, seq)
+            if ext >= layer.ext_max:
+                layer.ext_max = ext
+                layer.max_seq = seq
+                layer.last_ts = ts
             else:
                 late = True  # reordered, or a retransmission (RTX)
-        self.last_arrival_ms = arrival_ms
+        layer.last_arrival_ms = arrival_ms
 
         keyframe = False
         if self._is_kf is not None:
             keyframe = self._is_kf(data, payload_off)
             if keyframe:
-                self.keyframes_seen += 1
-        if self.cache is not None:
-            self.cache.put(seq, data)
-        kc = self.keyframe_cache
+                layer.keyframes_seen += 1
+                if self.simulcast and self.is_vp8:
+                    self._learn_size(layer, data, payload_off)
+        if layer.cache is not None:
+            layer.cache.put(seq, data)
+        kc = layer.keyframe_cache
         if kc is not None and (keyframe or kc.assembling is not None):
             kc.put(data, seq, ts, keyframe, b1 & 0x80 != 0)
+        if keyframe and layer.switchers and not late:
+            self._switch_to(layer, seq, ts)
 
-        lanes = self._lanes
-        consumers = self._py
-        if late and (lanes or consumers):
+        lanes = layer.lanes
+        consumers = layer.py
+        munged = layer.munged
+        if late and (lanes or consumers or munged):
             # Older than the newest packet: only for viewers whose stream began
             # at or before it. It never starts a stream, and never reaches one
             # that (re)started later: it would reuse a sequence number of the
             # viewer's earlier stream and may be another audience's media (a
             # private's retransmission arriving after the private ended).
-            ext = self.extend(seq)
-            lanes = tuple(c.lane for c in self._consumers if c.fast and not c.paused and c._anchor_ext <= ext)
+            ext = layer.extend(seq)
+            lanes = tuple(
+                c.lane
+                for c in self._consumers
+                if c.fast and not c.paused and c.layer is layer and c._anchor_ext <= ext
+            )
             consumers = tuple(c for c in consumers if c._anchored and c._anchor_ext <= ext)
-        if not consumers and not lanes:
+            munged = tuple(c for c in munged if c._anchored and c._anchor_ext <= ext)
+        if not consumers and not lanes and not munged:
             return
         csrc = data[12:off]
         body = data[payload_off:]
@@ -279,10 +422,36 @@ class Producer:
             if k:
                 sent += 1
                 sent_bytes += k
+        if munged:
+            desc: Vp8Descriptor | None
+            try:
+                desc = parse_vp8_descriptor(data, payload_off)
+            except MalformedPacket:
+                desc = None
+            body_len = n - payload_off
+            for c in munged:
+                k = c.forward_munged(b1, seq, ts, tails[c.profile], keyframe, desc, body_len)
+                if k:
+                    sent += 1
+                    sent_bytes += k
         stats.rtp_packets_out += sent
         stats.rtp_bytes_out += sent_bytes
 
-    def on_rtx(self, data: bytes, arrival_ms: int) -> None:
+    def _learn_size(self, layer: Layer, data: bytes, payload_off: int) -> None:
+        """A VP8 keyframe of ``layer``: its picture size, which ranks the layers."""
+        size = vp8_keyframe_size(data, payload_off)
+        if size is not None and (size[0], size[1]) != (layer.width, layer.height):
+            layer.width, layer.height = size
+            self._rerank()
+
+    def _switch_to(self, layer: Layer, seq: int, ts: int) -> None:
+        """A keyframe of ``layer`` arrived: the consumers waiting for it switch now,
+        before this packet is fanned out (it is their first of the new layer)."""
+        for c in layer.switchers:
+            c.switch_layer(layer, seq, ts)
+        self.refresh_fanout()
+
+    def on_rtx(self, data: bytes, arrival_ms: int, layer: Layer | None = None) -> None:
         """Unwrap an RFC 4588 retransmission and process it as the original."""
         n = len(data)
         if n < 14:
@@ -300,14 +469,11 @@ class Producer:
         if off + 2 > n:
             self._stats.drop("too_short")
             return
+        if layer is None:
+            layer = self._main
         (osn,) = _OSN.unpack_from(data, off)
-        header = _RTX_REBUILD.pack(b0, (b1 & 0x80) | self.payload_type, osn, ts, self.ssrc or 0)
-        self.on_rtp(header + data[12:off] + data[off + 2 :], arrival_ms)
-
-    def extend(self, seq: int) -> int:
-        """``seq`` as an extended sequence number (cycles * 2^16 + seq): the one
-        nearest the newest received, as RFC 3550 A.1 counts them."""
-        return seq_unwrap(self._ext_max, seq)
+        header = _RTX_REBUILD.pack(b0, (b1 & 0x80) | self.payload_type, osn, ts, layer.ssrc or 0)
+        self.on_rtp(header + data[12:off] + data[off + 2 :], arrival_ms, layer)
 
     def tail_for(self, data: bytes, profile: int) -> tuple[int, int, int, int, Tail] | None:
         """Split a cached packet for one consumer's profile (retransmissions)."""
@@ -321,82 +487,78 @@ class Producer:
         except MalformedPacket:
             return None
         b0_out = 0x80 | (b0 & 0x20) | (0x10 if section else 0) | (b0 & 0x0F)
-        return b1, seq, ts, 0, (b0_out, data[12:off] + section + data[payload_off:])
+        return b1, seq, ts, payload_off, (b0_out, data[12:off] + section + data[payload_off:])
 
     # -- RTCP toward the publisher -----------------------------------------
 
-    def request_keyframe(self) -> None:
-        """A viewer needs a keyframe; throttled per producer."""
+    def request_keyframe(self, layer: Layer | None = None) -> None:
+        """A viewer needs a keyframe of ``layer`` (the first one by default);
+        throttled per producer: one PLI per layer asked for goes out together."""
         if self.is_video and not self.closed:
+            self._pli_for.add(layer or self._main)
             if not self.keyframes.request():
                 self._stats.keyframe_requests_coalesced += 1
 
     def send_pli(self) -> None:
-        if self.closed or self.ssrc is None:
+        """PLIs for the layers asked for since the last one (the first layer by default)."""
+        if self.closed:
             return
-        self._stats.keyframe_requests_sent += 1
-        if self._send_rtcp(Pli(sender_ssrc=self._rtcp_ssrc, media_ssrc=self.ssrc).to_bytes()):
+        wanted = self._pli_for or {self._main}
+        self._pli_for = set()
+        out = b""
+        for layer in self._layers:
+            if layer in wanted and layer.ssrc is not None:
+                self._stats.keyframe_requests_sent += 1
+                out += Pli(sender_ssrc=self._rtcp_ssrc, media_ssrc=layer.ssrc).to_bytes()
+        if out and self._send_rtcp(out):
             self._stats.rtcp_packets_out += 1
 
-    def nack_upstream(self, seqs: list[int]) -> None:
-        """Ask the publisher for packets the cache does not hold."""
-        if self.closed or self.ssrc is None or not seqs:
+    def nack_upstream(self, seqs: list[int], layer: Layer | None = None) -> None:
+        """Ask the publisher for packets of ``layer`` the cache does not hold."""
+        ssrc = (layer or self._main).ssrc
+        if self.closed or ssrc is None or not seqs:
             return
-        pkt = Nack(sender_ssrc=self._rtcp_ssrc, media_ssrc=self.ssrc, lost=tuple(sorted(set(seqs))))
+        pkt = Nack(sender_ssrc=self._rtcp_ssrc, media_ssrc=ssrc, lost=tuple(sorted(set(seqs))))
         if self._send_rtcp(pkt.to_bytes()):
             self._stats.rtcp_packets_out += 1
 
-    def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
-        """The publisher's SR: remember it for LSR/DLSR and pass it to consumers."""
-        self._last_sr_ntp = ntp
-        self._last_sr_arrival = now
-        self.sr = (ntp, rtp_ts)
+    def on_sender_report(self, ntp: int, rtp_ts: int, now: float, layer: Layer | None = None) -> None:
+        """The publisher's SR of one stream: remember it for LSR/DLSR, the layer
+        switch's timestamp mapping, and pass it to that layer's consumers."""
+        if layer is None:
+            layer = self._main
+        layer.last_sr_ntp = ntp
+        layer.last_sr_arrival = now
+        layer.sr = (ntp, rtp_ts)
         for c in self._consumers:
-            c.on_producer_sr(ntp, rtp_ts)
+            if c.layer is layer:
+                c.on_producer_sr(ntp, rtp_ts)
 
     def report_block(self, now: float) -> ReportBlock | None:
-        """An RFC 3550 report block for this producer, or None before any packet."""
-        if self._base_seq is None or self.ssrc is None:
-            return None
-        ext_max = self._ext_max
-        expected = ext_max - self._base_seq + 1
-        lost = max(0, min(expected - self.packets, 0x7FFFFF))
-        exp_int = expected - self._expected_prior
-        rec_int = self.packets - self._received_prior
-        self._expected_prior = expected
-        self._received_prior = self.packets
-        lost_int = exp_int - rec_int
-        fraction = (lost_int << 8) // exp_int if exp_int > 0 and lost_int > 0 else 0
-        lsr = ntp_to_compact(self._last_sr_ntp) if self._last_sr_ntp else 0
-        dlsr = int((now - self._last_sr_arrival) * 65536) if self._last_sr_ntp else 0
-        return ReportBlock(
-            ssrc=self.ssrc,
-            fraction_lost=min(fraction, 255),
-            cumulative_lost=lost,
-            highest_seq=ext_max & 0xFFFFFFFF,
-            jitter=0,
-            lsr=lsr,
-            dlsr=dlsr & 0xFFFFFFFF,
-        )
+        """An RFC 3550 report block for the first layer, or None before any packet."""
+        return self._main.report_block(now)
 
     def remb(self, min_bps: int, max_bps: int) -> Remb | None:
         """REMB toward the publisher: the lowest viewer estimate, clamped.
 
         aiortc negotiates no transport-cc, so without this a browser publisher
-        stays at its starting bitrate (~300 kbit/s).
+        stays at its starting bitrate (~300 kbit/s). A simulcast publisher gets
+        it for every layer's SSRC (its encoder splits the estimate over them).
         """
-        if not self.is_video or self.ssrc is None:
+        ssrcs = tuple(layer.ssrc for layer in self._layers if layer.ssrc is not None)
+        if not self.is_video or not ssrcs:
             return None
         estimates = [c.remb for c in self._consumers if c.remb]
         bitrate = min(estimates) if estimates else max_bps
         bitrate = max(min_bps, min(max_bps, bitrate))
-        return Remb(sender_ssrc=self._rtcp_ssrc, bitrate=bitrate, ssrcs=(self.ssrc,))
+        return Remb(sender_ssrc=self._rtcp_ssrc, bitrate=bitrate, ssrcs=ssrcs)
 
     def receiver_report(self, now: float, min_bps: int, max_bps: int) -> bytes | None:
-        block = self.report_block(now)
-        if block is None:
+        """One RR with a report block per layer that has received packets, plus the REMB."""
+        blocks = tuple(b for b in (layer.report_block(now) for layer in self._layers) if b is not None)
+        if not blocks:
             return None
-        out = ReceiverReport(ssrc=self._rtcp_ssrc, reports=(block,)).to_bytes()
+        out = ReceiverReport(ssrc=self._rtcp_ssrc, reports=blocks).to_bytes()
         remb = self.remb(min_bps, max_bps)
         if remb is not None:
             out += remb.to_bytes()
@@ -416,18 +578,30 @@ class Producer:
             c.close()
         self.consumers.clear()
         self._consumers = ()
-        if self.cache is not None:
-            self.cache.clear()
-        if self.keyframe_cache is not None:
-            self.keyframe_cache.clear()
+        for layer in self._layers:
+            layer.clear()
         if self.listener is not None:
             self.listener.on_producer_closed(self)
         return closed
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "producer_id": self.id,
             "kind": self.kind,
             "codec": self.mime.split("/")[-1],
             "app_data": dict(self.app_data),
         }
+        if self.is_video:
+            out["simulcast"] = self.simulcast
+            out["layers"] = [
+                {
+                    "spatial": info.spatial,
+                    "rid": info.rid,
+                    "active": info.active,
+                    "bitrate_bps": info.bitrate_bps,
+                    "width": info.width,
+                    "height": info.height,
+                }
+                for info in self.layers
+            ]
+        return out

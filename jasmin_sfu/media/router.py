@@ -194,6 +194,7 @@ class Router:
                     continue
                 for p in list(t.producers.values()):
                     try:
+                        p.tick(now)  # layer bitrates and activity, the default layer choice
                         pkt = p.receiver_report(now, s.remb_min_bps, s.remb_max_bps)
                         if pkt is not None and t.send_rtcp(pkt):
                             self.stats.rtcp_packets_out += 1

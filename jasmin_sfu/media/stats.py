@@ -34,6 +34,9 @@ class MediaStats:
         "plis_received",
         "keyframe_requests_sent",
         "keyframe_requests_coalesced",
+        "layer_switches",
+        "padding_packets_sent",
+        "simulcast_ssrcs_learned",
         "drops",
     )
 
@@ -71,6 +74,12 @@ class MediaStats:
         self.plis_received = 0
         self.keyframe_requests_sent = 0
         self.keyframe_requests_coalesced = 0
+        # Simulcast (docs/media.md, "Layers"): viewers moved from one spatial
+        # layer to another, padding-only packets sent for bandwidth probes, and
+        # publisher streams whose SSRC was learnt from their RID.
+        self.layer_switches = 0
+        self.padding_packets_sent = 0
+        self.simulcast_ssrcs_learned = 0
         # Dropped packets by reason ("too_short", "unknown_pt", "send_failed" ...).
         self.drops: Counter[str] = Counter()
 

@@ -52,7 +52,7 @@ def setup(policy: RetransmitPolicy, *, sink: Any = None, cache: int = 64) -> tup
     if cache != 64:
         from jasmin_sfu.media.packet_cache import PacketCache
 
-        p.cache = PacketCache(cache)
+        p.all_layers[0].cache = PacketCache(cache)
     sink = sink if sink is not None else FakeSink()
     c = Consumer(consumer_id="c1", producer=p, ssrc=0x33333333, payload_type=100, sink=sink, stats=stats,
                  clock=clock, policy=policy)
@@ -181,7 +181,7 @@ def test_a_viewer_owed_a_keyframes_worth_gets_a_keyframe_request_not_resends() -
     policy = RetransmitPolicy(budget_fraction=0.0, keyframe_packets=10)
     p, c, sink, stats, _clock, stream, rtcp = setup(policy)
     stream.frames(10)
-    p.keyframe_cache = None  # no keyframe seen: its size is policy.keyframe_packets
+    p.all_layers[0].keyframe_cache = None  # no keyframe seen: its size is policy.keyframe_packets
     sink.sent.clear()
     newest = p.max_seq
     ten = tuple(out_seq(c, s) for s in range(newest - 9, newest + 1))
