@@ -74,6 +74,7 @@ def media_settings(cfg: Config) -> MediaSettings:
         nack_max_delay_s=m.nack_max_delay_ms / 1000.0,
         nack_budget_fraction=m.nack_budget_fraction,
         pause_video_on_congestion=m.pause_video_on_congestion,
+        simulcast=m.simulcast,
     )
 
 

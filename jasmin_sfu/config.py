@@ -105,6 +105,10 @@ class MediaConfig:
     # (REMB under half the forwarded rate and >= 10 % loss, 3 reports in a
     # row) and try it again after 10 s, doubling up to 60 s (docs/media.md).
     pause_video_on_congestion: bool = True
+    # Accept simulcast publishers (a=simulcast + a=rid, up to 3 spatial layers,
+    # VP8 or H264); each viewer then gets the layer it can take (docs/media.md,
+    # "Layers"). false: a simulcast offer is refused with bad_sdp.
+    simulcast: bool = True
 
 
 @dataclass(frozen=True)

@@ -389,7 +389,7 @@ class Consumer:
         stats.rtp_bytes_out += sent_bytes
         return sent
 
-    def _resend(self, data: bytes, count: bool = True, keyframe: bool = False) -> int:
+    def _resend(self, data: bytes, count: bool = True, keyframe: bool = False, out_seq: int | None = None) -> int:
         """Send a packet from the producer's caches in this viewer's space; the
         bytes sent (0: unusable or not sent). ``count`` adds it to the SR counts.
         A VP8 simulcast packet carries the picture ids its frame had (or has now,
@@ -411,6 +411,8 @@ class Consumer:
                 body = tail[1]
                 at = len(body) - (len(data) - payload_off)
                 tail = (tail[0], rewrite_vp8_descriptor(body, m.picture_id, m.tl0_pic_idx, at, desc))
+        if out_seq is not None:
+            seq = (out_seq - self._seq_off) & 0xFFFF  # sent before a padding shift: its own number
         pkt = self._rewrite(b1, seq, ts, tail)
         if not self.sink.send(pkt):
             return 0
@@ -786,7 +788,7 @@ class Consumer:
                     rs_at[i] = _OWED
                     owed += 1
                 continue
-            sent = self._resend(data, count=False)
+            sent = self._resend(data, count=False, out_seq=out_seq if shifts else None)
             if sent:
                 tokens -= sent
                 rs_at[i] = now

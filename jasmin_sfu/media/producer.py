@@ -234,7 +234,7 @@ class Producer:
 
     def layer_by_ssrc(self, ssrc: int) -> Layer | None:
         for layer in self._layers:
-            if layer.ssrc == ssrc or layer.rtx_ssrc == ssrc:
+            if layer.ssrc == ssrc:
                 return layer
         return None
 

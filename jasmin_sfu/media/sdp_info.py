@@ -1,15 +1,28 @@
-"""What the forwarding core needs from an SDP: per m-section SSRCs, codecs, extensions."""
+"""What the forwarding core needs from an SDP: per m-section SSRCs, codecs, extensions, simulcast.
+
+aiortc knows no simulcast: :func:`sections` reads a section's ``a=simulcast``
+and ``a=rid`` lines itself (``jasmin_codecs.simulcast``), and
+:func:`answer_simulcast` is the one place the answer aiortc wrote is changed
+so a simulcast publisher sends its layers.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import MediaDescription, SessionDescription
 
+from jasmin_codecs.errors import MalformedSdp
+from jasmin_codecs.simulcast import REPAIRED_RID_URI, RID_URI, SimulcastSection, parse_simulcast
+
 from .errors import SdpError
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+# Chromium (156) refuses RIDs with '-' or '_' and longer than 16 characters,
+# though RFC 8851 allows both: a viewer page could never echo them.
+_CHROMIUM_RID = re.compile(r"[A-Za-z0-9]{1,16}")
 
 
 @dataclass
@@ -21,6 +34,8 @@ class SectionInfo:
     rtx_ssrc: int | None = None
     codecs: list[RTCRtpCodecParameters] = field(default_factory=list)
     extensions: dict[str, int] = field(default_factory=dict)  # uri -> id
+    # The section's send simulcast (a=simulcast, a=rid), None without it.
+    simulcast: SimulcastSection | None = None
 
     @property
     def media_codec(self) -> RTCRtpCodecParameters | None:
@@ -85,9 +100,35 @@ def _check_section(m: MediaDescription, where: str) -> None:
             raise SdpError(f"{where}: {c.mimeType} has no positive clock rate")
 
 
+def _section_lines(sdp: str) -> list[list[str]]:
+    """The lines of each m-section, from its m= line on, in order."""
+    out: list[list[str]] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            out.append([line])
+        elif out:
+            out[-1].append(line)
+    return out
+
+
+def _simulcast(lines: list[str], where: str) -> SimulcastSection | None:
+    try:
+        sim = parse_simulcast(lines)
+    except MalformedSdp as exc:
+        raise SdpError(f"{where}: {exc}") from None
+    if sim is not None:
+        for rid in sim.rids:
+            if not _CHROMIUM_RID.fullmatch(rid):
+                raise SdpError(f"{where}: rid {rid!r}: use 1-16 letters or digits (browsers refuse '-' and '_')")
+    return sim
+
+
 def sections(sdp: str) -> list[SectionInfo]:
-    """Per m-section info of an SDP (audio and video only); numbers out of range are :class:`SdpError`."""
+    """Per m-section info of an SDP (audio and video only); numbers out of range,
+    a malformed ``a=simulcast``/``a=rid``, more than 3 layers and RIDs browsers
+    refuse are :class:`SdpError` naming the problem."""
     desc = parse_sdp(sdp)
+    raw = _section_lines(sdp)
     out = []
     for index, m in enumerate(desc.media):
         if m.kind not in ("audio", "video"):
@@ -102,5 +143,55 @@ def sections(sdp: str) -> list[SectionInfo]:
             info.ssrc = _ssrc(m.ssrc[0].ssrc, where)
         info.codecs = list(m.rtp.codecs)
         info.extensions = {e.uri: e.id for e in m.rtp.headerExtensions}
+        if index < len(raw):
+            info.simulcast = _simulcast(raw[index], where)
         out.append(info)
     return out
+
+
+def answer_simulcast(answer_sdp: str, offered: list[SectionInfo]) -> str:
+    """The answer with, in each m-section answering a simulcast offer (matched by
+    mid), the receive side of its simulcast: ``a=simulcast:recv`` and one
+    ``a=rid:<rid> recv`` per offered RID, and the MID, RID and repaired-RID
+    ``a=extmap`` lines of the offer that aiortc left out (the publisher sends the
+    RIDs only when the answer accepts their extension). Other sections are unchanged.
+    """
+    wanted = {s.mid: s for s in offered if s.simulcast is not None and s.mid is not None}
+    if not wanted:
+        return answer_sdp
+    eol = "\r\n" if "\r\n" in answer_sdp else "\n"
+    lines = answer_sdp.split(eol)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if not line.startswith("m="):
+            continue
+        section = []
+        while i < len(lines) and not lines[i].startswith("m="):
+            section.append(lines[i])
+            i += 1
+        mid = next((x[6:] for x in section if x.startswith("a=mid:")), None)
+        off = wanted.get(mid)
+        if off is None or off.simulcast is None:
+            out.extend(section)
+            continue
+        have = {x.split(" ", 1)[1] for x in section if x.startswith("a=extmap:") and " " in x}
+        extra = [
+            f"a=extmap:{off.extensions[uri]} {uri}"
+            for uri in (MID_URI, RID_URI, REPAIRED_RID_URI)
+            if uri in off.extensions and uri not in have
+        ]
+        sim = off.simulcast
+        extra += [f"a=rid:{rid} recv" for rid in sim.rids]
+        extra.append(
+            "a=simulcast:recv " + ";".join(",".join(a.rid.rid for a in layer.alternatives) for layer in sim.layers)
+        )
+        # After the last non-empty line of the section (the SDP ends with an empty "line").
+        end = len(section)
+        while end and not section[end - 1]:
+            end -= 1
+        out.extend(section[:end] + extra + section[end:])
+    return eol.join(out)

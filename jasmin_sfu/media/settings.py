@@ -27,3 +27,5 @@ class MediaSettings:
     nack_max_delay_s: float = 1.0
     nack_budget_fraction: float = 0.25
     pause_video_on_congestion: bool = True
+    # Accept simulcast publishers (a=simulcast, up to 3 layers); False answers them bad_sdp.
+    simulcast: bool = True

@@ -13,12 +13,15 @@ from aiortc.exceptions import OperationError
 
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtcp import Fir, Nack, Pli, ReceiverReport, Remb, SenderReport, parse_rtcp
+from jasmin_codecs.rtp import parse_extensions, split_rtp
+from jasmin_codecs.simulcast import REPAIRED_RID_URI, RID_URI
 
 from . import aiortc_adapter as adapter
 from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError, SdpError, UnsupportedCodecError
+from .layer import Layer
 from .producer import Producer
-from .sdp_info import MID_URI, SectionInfo, parse_sdp, sections
+from .sdp_info import MID_URI, SectionInfo, answer_simulcast, parse_sdp, sections
 
 if TYPE_CHECKING:
     from .router import Router
@@ -89,6 +92,9 @@ class WebRtcTransport:
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
         self._by_ssrc: dict[int, Callable[[bytes, int], None]] = {}
+        # Simulcast producers with a layer (or its RTX) whose SSRC is not known
+        # yet, and the offer's (MID, RID, repaired-RID) extension ids to learn it.
+        self._learning: list[tuple[Producer, tuple[int | None, int, int | None]]] = []
         self._consumer_by_ssrc: dict[int, Consumer] = {}
         self._sinks: list[adapter.SrtpSink] = []
         self._sink: adapter.SrtpSink | None = None
@@ -135,12 +141,69 @@ class WebRtcTransport:
         if len(data) < 12:
             self.router.stats.drop("too_short")
             return True
-        handler = self._by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        ssrc = int.from_bytes(data[8:12], "big")
+        handler = self._by_ssrc.get(ssrc)
         if handler is None:
-            self.router.stats.drop("unknown_ssrc")
-            return True
+            if self._learning:
+                handler = self._learn(data, ssrc)
+            if handler is None:
+                self.router.stats.drop("unknown_ssrc")
+                return True
         handler(data, arrival_ms)
         return True
+
+    def _learn(self, data: bytes, ssrc: int) -> Callable[[bytes, int], None] | None:
+        """Tie a new SSRC to a simulcast layer by the RID (or, for RTX, the
+        repaired RID) and MID its packet carries; None when it names none that
+        is still unknown (the caller drops and counts the packet)."""
+        try:
+            _, b1, _, _, _, off, profile, payload_off, _ = split_rtp(data)
+            if profile is None:
+                return None
+            values = dict(parse_extensions(profile, data[off + 4 : payload_off]))
+        except MalformedPacket:
+            return None
+        pt = b1 & 0x7F
+        for prod, (mid_id, rid_id, rrid_id) in self._learning:
+            if mid_id is not None and mid_id in values and values[mid_id] != str(prod.app_data.get("mid")).encode():
+                continue
+            rid = values.get(rid_id)
+            if rid is not None and pt == prod.payload_type:
+                layer = prod.layer_by_rid(rid.decode("ascii", "replace"))
+                if layer is not None and layer.ssrc is None:
+                    return self._bind(prod, layer, ssrc, rtx=False)
+            rrid = values.get(rrid_id) if rrid_id is not None else None
+            if rrid is not None and pt == prod.rtx_payload_type:
+                layer = prod.layer_by_rid(rrid.decode("ascii", "replace"))
+                if layer is not None and layer.rtx_ssrc is None:
+                    return self._bind(prod, layer, ssrc, rtx=True)
+        return None
+
+    def _bind(self, prod: Producer, layer: Layer, ssrc: int, rtx: bool) -> Callable[[bytes, int], None]:
+        """Route ``ssrc`` to ``layer`` (its media or its RTX) from now on."""
+        handler: Callable[[bytes, int], None]
+        if rtx:
+            layer.rtx_ssrc = ssrc
+            rtx_fn = prod.on_rtx
+
+            def handler(data: bytes, arrival_ms: int) -> None:
+                rtx_fn(data, arrival_ms, layer)
+
+        else:
+            layer.ssrc = ssrc
+            rtp_fn = prod.on_rtp
+
+            def handler(data: bytes, arrival_ms: int) -> None:
+                rtp_fn(data, arrival_ms, layer)
+
+        self._by_ssrc[ssrc] = handler
+        self.router.stats.simulcast_ssrcs_learned += 1
+        if all(
+            lay.ssrc is not None and (lay.rtx_ssrc is not None or prod.rtx_payload_type is None)
+            for lay in prod.all_layers
+        ):
+            self._learning = [x for x in self._learning if x[0] is not prod]
+        return handler
 
     def _on_rtcp(self, data: bytes) -> None:
         stats = self.router.stats
@@ -153,9 +216,9 @@ class WebRtcTransport:
         now = self.router.clock()
         for pkt in packets:
             if isinstance(pkt, SenderReport):
-                prod = self._producer_by_ssrc(pkt.ssrc)
-                if prod is not None:
-                    prod.on_sender_report(pkt.ntp_timestamp, pkt.rtp_timestamp, now)
+                found = self._layer_by_ssrc(pkt.ssrc)
+                if found is not None:
+                    found[0].on_sender_report(pkt.ntp_timestamp, pkt.rtp_timestamp, now, found[1])
             elif isinstance(pkt, Nack):
                 c = self._consumer_by_ssrc.get(pkt.media_ssrc)
                 if c is not None:
@@ -182,10 +245,12 @@ class WebRtcTransport:
                             block.fraction_lost, block.lsr, block.dlsr, block.cumulative_lost, block.highest_seq
                         )
 
-    def _producer_by_ssrc(self, ssrc: int) -> Producer | None:
+    def _layer_by_ssrc(self, ssrc: int) -> tuple[Producer, Layer] | None:
+        """The producer and layer whose media stream has ``ssrc``."""
         for p in self.producers.values():
-            if p.ssrc == ssrc:
-                return p
+            layer = p.layer_by_ssrc(ssrc)
+            if layer is not None:
+                return p, layer
         return None
 
     # -- publisher side ------------------------------------------------------
@@ -215,11 +280,21 @@ class WebRtcTransport:
                 f"the offer has {len(offered)} audio/video sections; a publisher may send at most {limit}"
                 " (media.max_producers_per_publisher)"
             )
+        settings = self.router.settings
         for s in offered:
             if s.direction not in ("sendonly", "sendrecv", None):
                 raise SdpError(f"m-section {s.mid} is {s.direction}: a publisher must send")
+            if s.simulcast is not None:
+                if not settings.simulcast:
+                    raise SdpError(f"m-section {s.mid}: simulcast is disabled on this node (media.simulcast)")
+                if s.kind != "video":
+                    raise SdpError(f"m-section {s.mid}: simulcast on {s.kind}; only video has layers")
+                if RID_URI not in s.extensions:
+                    raise SdpError(
+                        f"m-section {s.mid}: a=simulcast without the a=extmap of {RID_URI}:"
+                        " the layers could not be told apart"
+                    )
         await self._set_remote_offer(offer_sdp)
-        settings = self.router.settings
         for t in self.pc.getTransceivers():
             caps = RTCRtpSender.getCapabilities(t.kind).codecs
             wanted = _forwarded(settings, t.kind)
@@ -250,7 +325,8 @@ class WebRtcTransport:
                 )
             producers.append(self._make_producer(off, loc, codec, app_data))
         self._install()
-        sdp = adapter.announce_address(self.pc.localDescription.sdp, settings.announced_ip)
+        sdp = answer_simulcast(self.pc.localDescription.sdp, offered)
+        sdp = adapter.announce_address(sdp, settings.announced_ip)
         return sdp, producers
 
     def _make_producer(self, off: SectionInfo, loc: SectionInfo, codec: Any, app_data: dict[str, Any] | None) -> Producer:
@@ -274,12 +350,18 @@ class WebRtcTransport:
             keyframes=router.keyframe_requester,
             app_data=dict(app_data or {}, mid=off.mid),
             listener=self,
+            rids=off.simulcast.rids if off.simulcast is not None else (),
         )
-        if off.ssrc is None:
-            raise SdpError(f"m-section {off.mid} signals no a=ssrc; simulcast/rid is not supported yet")
-        self._by_ssrc[off.ssrc] = prod.on_rtp
-        if off.rtx_ssrc is not None:
-            self._by_ssrc[off.rtx_ssrc] = prod.on_rtx
+        if off.simulcast is not None:
+            # The SSRCs come with the first packets (a=ssrc lines, if any, are not trusted).
+            rid_id = off.extensions[RID_URI]
+            self._learning.append((prod, (off.extensions.get(MID_URI), rid_id, off.extensions.get(REPAIRED_RID_URI))))
+        elif off.ssrc is None:
+            raise SdpError(f"m-section {off.mid} signals no a=ssrc and no a=simulcast: its stream cannot be told apart")
+        else:
+            self._by_ssrc[off.ssrc] = prod.on_rtp
+            if off.rtx_ssrc is not None:
+                self._by_ssrc[off.rtx_ssrc] = prod.on_rtx
         self.producers[prod.id] = prod
         return prod
 
@@ -446,9 +528,11 @@ class WebRtcTransport:
         """ProducerListener: forget the producer's SSRCs, tell the router."""
         if self.producers.pop(p.id, None) is None:
             return
-        for ssrc in (p.ssrc, p.rtx_ssrc):
-            if ssrc is not None:
-                self._by_ssrc.pop(ssrc, None)
+        for layer in p.all_layers:
+            for ssrc in (layer.ssrc, layer.rtx_ssrc):
+                if ssrc is not None:
+                    self._by_ssrc.pop(ssrc, None)
+        self._learning = [x for x in self._learning if x[0] is not p]
         self.listener.on_transport_producer_closed(self, p)
 
     def on_consumer_closed(self, c: Consumer) -> None:
