@@ -174,7 +174,7 @@ def answer_simulcast(answer_sdp: str, offered: list[SectionInfo]) -> str:
             section.append(lines[i])
             i += 1
         mid = next((x[6:] for x in section if x.startswith("a=mid:")), None)
-        off = wanted.get(mid)
+        off = wanted.get(mid) if mid is not None else None
         if off is None or off.simulcast is None:
             out.extend(section)
             continue
