@@ -143,7 +143,9 @@ def sections(sdp: str) -> list[SectionInfo]:
             info.ssrc = _ssrc(m.ssrc[0].ssrc, where)
         info.codecs = list(m.rtp.codecs)
         info.extensions = {e.uri: e.id for e in m.rtp.headerExtensions}
-        if index < len(raw):
+        if index < len(raw) and m.direction in ("sendonly", "sendrecv", None):
+            # Only a sending section's simulcast is read: our own answers and a
+            # receiving viewer's (a=simulcast:recv) have nothing for the node.
             info.simulcast = _simulcast(raw[index], where)
         out.append(info)
     return out
