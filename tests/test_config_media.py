@@ -14,7 +14,7 @@ from jasmin_sfu.config import ConfigError, MediaConfig, load_config
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ("remb_min_bps", "remb_max_bps", "nack_max_retries", "nack_default_rtt_ms", "nack_max_delay_ms",
         "nack_budget_fraction", "pause_video_on_congestion", "keyframe_request_interval_ms", "packet_cache_size",
-        "rtcp_interval_ms")
+        "rtcp_interval_ms", "simulcast")
 
 
 def documented_defaults() -> dict[str, str]:
@@ -53,6 +53,9 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     s = media_settings(cfg)
     assert (s.nack_max_retries, s.nack_budget_fraction, s.nack_max_delay_s, s.pause_video_on_congestion) == (
         5, 0.5, 0.8, False)
+    assert s.simulcast is True
+    off = media_settings(load_config(env={"JASMIN_MEDIA_SIMULCAST": "false"}))
+    assert off.simulcast is False
     assert s.nack_default_rtt_s == 0.1
 
 

@@ -46,6 +46,9 @@ class MediaCollector(Collector):
             ("jasmin_plis_received", "PLI/FIR from viewers", s.plis_received),
             ("jasmin_plis_sent", "Keyframe requests sent to publishers", s.keyframe_requests_sent),
             ("jasmin_keyframe_requests_coalesced", "Keyframe requests absorbed by the throttle", s.keyframe_requests_coalesced),
+            ("jasmin_layer_switches", "Viewers moved from one simulcast layer to another (on the target's keyframe)", s.layer_switches),
+            ("jasmin_padding_packets_sent", "Padding-only packets sent to viewers for bandwidth probes", s.padding_packets_sent),
+            ("jasmin_simulcast_ssrcs_learned", "Publisher streams tied to a simulcast layer by their RID", s.simulcast_ssrcs_learned),
             ("jasmin_aiortc_encoders_created", "aiortc encoders created in this process (must stay 0)", w.codecs_created.encoders),
             ("jasmin_aiortc_decoders_created", "aiortc decoders created in this process (must stay 0)", w.codecs_created.decoders),
         ]
@@ -68,6 +71,14 @@ class MediaCollector(Collector):
                           ("retries", s.nack_suppressed_retries), ("rtt", s.nack_suppressed_rtt)):
             suppressed.add_metric([reason], n)
         yield suppressed
+        per_layer = GaugeMetricFamily(
+            "jasmin_layer_viewers",
+            "Video viewers of simulcast tracks by the spatial layer they get (0 the lowest; paused: none)",
+            labels=["layer"],
+        )
+        for layer, n in sorted(w.viewers_per_layer().items()):
+            per_layer.add_metric([layer], n)
+        yield per_layer
         drops = CounterMetricFamily("jasmin_rtp_drops", "Packets dropped, by reason", labels=["reason"])
         for reason, n in sorted(s.drops.items()):
             drops.add_metric([reason], n)

@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Protocol
 
 from jasmin_signaling.errors import SignalingError
-from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, ShowSettings, Subscribe, Unsubscribe
+from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, SetLayers, ShowSettings, Subscribe, Unsubscribe
 
 from jasmin_sfu.api.admission import Admission
 from jasmin_sfu.api.chat_handler import ChatConnection
@@ -288,6 +288,20 @@ class SessionHandler:
             raise SignalingError("unknown_transport", f"no transport {body.transport_id} on this connection")
         consumers = await show.router.accept_answer(t, body.sdp)
         return {"transport_id": t.id, "consumers": [c.describe() for c in consumers]}
+
+    async def _m_consumer_set_layers(self, body: SetLayers) -> dict[str, Any]:
+        """Cap one of this connection's video consumers (simulcast layers, docs/media.md)."""
+        self._require_show()
+        for t in self.subscriptions.values():
+            c = t.consumers.get(body.consumer_id)
+            if c is not None:
+                break
+        else:
+            raise SignalingError("unknown_consumer", f"no consumer {body.consumer_id} on this connection")
+        if c.kind != "video":
+            raise SignalingError("bad_request", "consumer_id: layers are for a video consumer")
+        c.set_layer_caps(body.max_spatial, body.max_temporal)
+        return {"consumer": c.describe()}
 
     async def _m_unsubscribe(self, body: Unsubscribe) -> dict[str, Any]:
         self._require_show()

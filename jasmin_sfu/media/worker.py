@@ -62,6 +62,18 @@ class Worker:
             "consumers": sum(len(r.consumers) for r in self.routers.values()),
         }
 
+    def viewers_per_layer(self) -> dict[str, int]:
+        """Video consumers of simulcast producers by the spatial layer they get ("0" the
+        lowest; "paused": none, for any reason), for /metrics; read at scrape time."""
+        out: dict[str, int] = {}
+        for r in self.routers.values():
+            for c in r.consumers.values():
+                if c.kind == "video" and c.producer.simulcast:
+                    cur = c.current_layer
+                    key = "paused" if cur is None else str(cur.spatial)
+                    out[key] = out.get(key, 0) + 1
+        return out
+
     async def close(self) -> None:
         if self.closed:
             return

@@ -20,6 +20,7 @@ ERROR_CODES: dict[str, str] = {
     "unknown_show": "no such show",
     "unknown_producer": "no such producer in this show",
     "unknown_transport": "no such transport on this connection",
+    "unknown_consumer": "no such consumer on this connection",
     "no_producers": "the show has nothing published yet",
     "already_publishing": "this connection already publishes",
     "bad_sdp": "the SDP does not parse or cannot be used",

@@ -124,6 +124,29 @@ class Unsubscribe:
         _check_id("transport_id", self.transport_id)
 
 
+#: Spatial layers a publisher may send (jasmin_codecs.simulcast.MAX_SIMULCAST_LAYERS)
+#: and VP8's temporal layers (TID is 2 bits).
+MAX_SPATIAL = 2
+MAX_TEMPORAL = 3
+
+
+@dataclass(frozen=True)
+class SetLayers:
+    """A viewer's cap on one of its video consumers' layers (docs/signaling.md,
+    ``consumer.set_layers``); None (or absent) lifts a cap."""
+
+    consumer_id: str
+    max_spatial: int | None = None
+    max_temporal: int | None = None
+
+    def validate(self) -> None:
+        _check_id("consumer_id", self.consumer_id)
+        if self.max_spatial is not None and not 0 <= self.max_spatial <= MAX_SPATIAL:
+            raise SignalingError("bad_request", f"max_spatial: 0..{MAX_SPATIAL} (0 = the lowest layer) or null")
+        if self.max_temporal is not None and not 0 <= self.max_temporal <= MAX_TEMPORAL:
+            raise SignalingError("bad_request", f"max_temporal: 0..{MAX_TEMPORAL} or null")
+
+
 @dataclass(frozen=True)
 class Empty:
     def validate(self) -> None:
@@ -154,6 +177,7 @@ METHODS: dict[str, type] = {
     "subscribe": Subscribe,
     "answer": Answer,
     "unsubscribe": Unsubscribe,
+    "consumer.set_layers": SetLayers,
     "leave": Empty,
     "ping": Empty,
     "private.request": Empty,
