@@ -3,6 +3,13 @@
     python -m bench.hotpath                      # N = 1, 10, 100, 500, no sockets
     python -m bench.hotpath --consumers 1,50 --packets 20000 --json out.json
     python -m bench.hotpath --send python,c      # + SRTP protect and sendto on real sockets
+    python -m bench.hotpath --layers 3           # a 3-layer VP8 simulcast producer, viewers on the top layer
+
+``--layers 3`` makes the producer simulcast: three VP8 streams (payloads of
+1000, 500 and 250 bytes, in the ratio of 720p/360p/180p layers) arrive
+interleaved, every viewer is on the top one with its picture ids rewritten
+(``Vp8Munger``, the Python path), and per copy counts all three streams'
+ingest: the figure to set against a single-layer producer at the same N.
 
 ``--send`` adds the whole per-copy path on real UDP sockets to a sink on
 127.0.0.1 (one sending socket and one SRTP session per consumer, as in the
@@ -112,15 +119,24 @@ class SocketSink:
         self.sock.close()
 
 
-def make_producer(stats: MediaStats) -> Producer:
+LAYER_SSRCS = (0x11111111, 0x11111112, 0x11111113)
+LAYER_PAYLOADS = (250, 500, 1000)
+
+
+def make_producer(stats: MediaStats, layers: int = 1) -> Producer:
     clock = time.monotonic
-    return Producer(
+    p = Producer(
         producer_id="bench", kind="video", mime="video/VP8", clock_rate=90000, payload_type=96,
         ssrc=0x11111111, rtx_ssrc=0x22222222, rtx_payload_type=97, codec_parameters={},
         extensions={MID: 4, ABS: 2}, send_rtcp=lambda b: True, rtcp_ssrc=0xABCDEF01, stats=stats,
         cache_size=1024,
         keyframes=lambda prod: KeyframeRequester(0.3, clock, prod.send_pli, lambda delay, fn: None),
+        rids=("q", "h", "f")[:layers] if layers > 1 else (),
     )
+    if layers > 1:
+        for layer, ssrc in zip(p.all_layers, LAYER_SSRCS):
+            layer.ssrc = ssrc  # as the transport binds them from the RIDs
+    return p
 
 
 def add_consumers(p: Producer, stats: MediaStats, n: int, send: str = "none",
@@ -138,7 +154,7 @@ def add_consumers(p: Producer, stats: MediaStats, n: int, send: str = "none",
     return sinks
 
 
-def packets(count: int, payload: int = 1000) -> list[bytes]:
+def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111) -> list[bytes]:
     """VP8-shaped packets: 6 per frame, a keyframe (first packet) every 90 frames."""
     out: list[bytes] = []
     seq, ts, frame = 1000, 5000, 0
@@ -152,7 +168,7 @@ def packets(count: int, payload: int = 1000) -> list[bytes]:
             body = (b"\x10\x02\x00\x9d\x01\x2a" if key else b"\x11\x02\x00") if first else b""
             profile, ext = build_extensions([(4, b"0"), (2, struct.pack("!I", i & 0xFFFFFF)[1:])])
             section = struct.pack("!HH", profile, len(ext) // 4) + ext
-            out.append(build_rtp(marker=k == 5, payload_type=96, sequence=seq & 0xFFFF, timestamp=ts, ssrc=0x11111111,
+            out.append(build_rtp(marker=k == 5, payload_type=96, sequence=seq & 0xFFFF, timestamp=ts, ssrc=ssrc,
                                  payload=desc + body + filler[: payload - len(desc) - len(body)], ext_section=section))
             seq += 1
             i += 1
@@ -161,31 +177,51 @@ def packets(count: int, payload: int = 1000) -> list[bytes]:
     return out[:count]
 
 
-def run(n: int, count: int, send: str = "none") -> dict[str, Any]:
+def run(n: int, count: int, send: str = "none", layers: int = 1) -> dict[str, Any]:
     stats = MediaStats()
-    p = make_producer(stats)
+    p = make_producer(stats, layers)
     drain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     drain.bind(("127.0.0.1", 0))  # never read: the kernel drops what overflows, after delivering it
     sinks = add_consumers(p, stats, n, send, drain.getsockname())
-    pkts = packets(count)
     on_rtp = p.on_rtp
-    for pkt in pkts[:200]:  # warm up; the first keyframe anchors every consumer
-        on_rtp(pkt, 0)
-    body = pkts[200:]
-    gc.collect()
-    gc.disable()
-    try:
-        t0, c0 = time.perf_counter(), time.process_time()
-        for pkt in body:
+    if layers == 1:
+        pkts = packets(count)
+        for pkt in pkts[:200]:  # warm up; the first keyframe anchors every consumer
             on_rtp(pkt, 0)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    finally:
-        gc.enable()
+        body = pkts[200:]
+        top = len(body)
+        gc.collect()
+        gc.disable()
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for pkt in body:
+                on_rtp(pkt, 0)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        finally:
+            gc.enable()
+    else:
+        streams = [(layer, packets(count, size, ssrc))
+                   for layer, size, ssrc in zip(p.all_layers, LAYER_PAYLOADS, LAYER_SSRCS)]
+        mixed = [(layer, pkt) for i in range(count) for layer, pkts in streams for pkt in (pkts[i],)]
+        for layer, pkt in mixed[: 200 * layers]:
+            on_rtp(pkt, 0, layer)
+        timed = mixed[200 * layers:]
+        top = count - 200
+        gc.collect()
+        gc.disable()
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for layer, pkt in timed:
+                on_rtp(pkt, 0, layer)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        finally:
+            gc.enable()
+        body = [pkt for _, pkt in timed]
     copies = sum(c.packets for c in p.consumers.values())
-    copies_timed = len(body) * n
+    copies_timed = top * n
     assert copies >= copies_timed, (copies, copies_timed)
     assert stats.drops.get("send_failed", 0) == 0, stats.drops
-    if send == "c":
+    if send == "c" and layers == 1:
         assert all(c.fast for c in p.consumers.values())
     for s in sinks:
         if isinstance(s, SocketSink):
@@ -193,6 +229,7 @@ def run(n: int, count: int, send: str = "none") -> dict[str, Any]:
     drain.close()
     return {
         "send": send,
+        "layers": layers,
         "consumers": n,
         "packets_in": len(body),
         "packets_in_per_s": round(len(body) / wall),
@@ -221,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", type=int, default=-1, help="pin to this CPU (sched_setaffinity); -1: no pinning")
     ap.add_argument("--send", default="none",
                     help="comma-separated: none (counting sink), python (pylibsrtp + sendto), c (C fan-out)")
+    ap.add_argument("--layers", type=int, default=1, choices=(1, 2, 3),
+                    help="spatial layers of the producer (simulcast VP8 for 2-3; viewers on the top one)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -229,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     for send in [x.strip() for x in args.send.split(",") if x.strip()]:
         for n in [int(x) for x in args.consumers.split(",") if x.strip()]:
             count = args.packets or max(2000, (500_000 if send == "none" else 100_000) // n)
-            rows.append(run(n, count + 200, send))
+            rows.append(run(n, count + 200, send, args.layers))
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:

@@ -293,7 +293,11 @@ class Consumer:
         m = munger.munge(self.layer.index, desc, keyframe)
         if m is None:
             return 0
-        if m.picture_id is not None or m.tl0_pic_idx is not None:
+        pid = m.picture_id
+        if (pid is not None and pid & (0x7FFF if desc.picture_id_bits == 15 else 0x7F) != desc.picture_id) or (
+            m.tl0_pic_idx != desc.tl0_pic_idx
+        ):
+            # Ids differ from the publisher's (after a switch): patch a copy of the payload.
             data = tail[1]
             tail = (tail[0], rewrite_vp8_descriptor(data, m.picture_id, m.tl0_pic_idx, len(data) - body_len, desc))
         pkt = self._rewrite(b1, seq, ts, tail)

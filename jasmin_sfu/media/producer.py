@@ -333,7 +333,7 @@ class Producer:
         one by default) to every consumer of that layer."""
         stats = self._stats
         try:
-            b0, b1, seq, ts, _, off, ext_profile, payload_off, _ = split_rtp(data)
+            b0, b1, seq, ts, _, off, ext_profile, payload_off, pad = split_rtp(data)
         except MalformedPacket as exc:
             stats.drop(exc.reason)
             return
@@ -346,7 +346,10 @@ class Producer:
 
         n = len(data)
         layer.packets += 1
-        layer.octets += n
+        if not pad or payload_off + pad < n:
+            # Media bytes: the layer's measured bitrate leaves out the publisher's
+            # padding-only probes (Chromium pads its lowest layer up to its estimate).
+            layer.octets += n
         stats.rtp_packets_in += 1
         stats.rtp_bytes_in += n
         # Sequence tracking for receiver reports.
