@@ -188,6 +188,12 @@ typedef struct {
     unsigned int seq_off; /* 16-bit, added mod 2^16 */
     unsigned int ts_off;  /* 32-bit, added mod 2^32 */
     int profile;
+    /* VP8 simulcast: PictureID (mod 2^15, or 2^7 for a 7-bit id) and TL0PICIDX
+     * (mod 2^8) offsets added in the payload descriptor, so the viewer's ids
+     * continue across layer switches; vp8 = 0 leaves the payload alone. */
+    int vp8;
+    unsigned int pid_off;
+    unsigned int tl0_off;
     PyObject *target; /* Target or None */
     unsigned long long packets;
     unsigned long long octets; /* tail bytes (what the Python path counts for SR) */
@@ -263,6 +269,11 @@ static int Lane_set_ts_off(Lane *self, PyObject *v, void *c) { return set_u32(v,
 static PyObject *Lane_get_ssrc(Lane *self, void *c) { return PyLong_FromUnsignedLong(self->ssrc); }
 static int Lane_set_ssrc(Lane *self, PyObject *v, void *c) { return set_u32(v, &self->ssrc, 0xFFFFFFFFULL, "ssrc"); }
 
+static PyObject *Lane_get_pid_off(Lane *self, void *c) { return PyLong_FromUnsignedLong(self->pid_off); }
+static int Lane_set_pid_off(Lane *self, PyObject *v, void *c) { return set_u32(v, &self->pid_off, 0x7FFF, "pid_off"); }
+static PyObject *Lane_get_tl0_off(Lane *self, void *c) { return PyLong_FromUnsignedLong(self->tl0_off); }
+static int Lane_set_tl0_off(Lane *self, PyObject *v, void *c) { return set_u32(v, &self->tl0_off, 0xFF, "tl0_off"); }
+
 static PyObject *Lane_get_pt(Lane *self, void *c) { return PyLong_FromLong(self->payload_type); }
 static int Lane_set_pt(Lane *self, PyObject *v, void *c) {
     if (v == NULL) {
@@ -304,12 +315,15 @@ static PyGetSetDef Lane_getset[] = {
     {"ssrc", (getter)Lane_get_ssrc, (setter)Lane_set_ssrc, "the viewer-side SSRC", NULL},
     {"payload_type", (getter)Lane_get_pt, (setter)Lane_set_pt, "the viewer-side payload type", NULL},
     {"profile", (getter)Lane_get_profile, (setter)Lane_set_profile, "index of the tail (extension profile)", NULL},
+    {"pid_off", (getter)Lane_get_pid_off, (setter)Lane_set_pid_off, "VP8 PictureID offset mod 2^15", NULL},
+    {"tl0_off", (getter)Lane_get_tl0_off, (setter)Lane_set_tl0_off, "VP8 TL0PICIDX offset mod 2^8", NULL},
     {NULL},
 };
 
 static PyMemberDef Lane_members[] = {
     {"packets", T_ULONGLONG, offsetof(Lane, packets), 0, "packets sent through C"},
     {"octets", T_ULONGLONG, offsetof(Lane, octets), 0, "tail octets sent through C"},
+    {"vp8", T_INT, offsetof(Lane, vp8), 0, "patch the VP8 descriptor's ids by pid_off/tl0_off (0: no)"},
     {NULL},
 };
 
@@ -334,9 +348,11 @@ typedef struct {
     int b0;
     const unsigned char *data;
     Py_ssize_t len;
+    Py_ssize_t pay; /* where the RTP payload starts in data (VP8 descriptor), -1: not given */
 } Tail;
 
-/* Parse tails: a sequence of (b0, bytes) as Producer.on_rtp builds them. */
+/* Parse tails: a sequence of (b0, bytes) or (b0, bytes, payload offset) as
+ * Producer.on_rtp builds them (the offset only for VP8 simulcast producers). */
 static int load_tails(PyObject *tails, Tail *out, Py_ssize_t *n_out) {
     PyObject *seq = PySequence_Fast(tails, "tails must be a sequence of (b0, bytes)");
     if (seq == NULL)
@@ -350,10 +366,20 @@ static int load_tails(PyObject *tails, Tail *out, Py_ssize_t *n_out) {
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = items[i];
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(t, 1))) {
+        Py_ssize_t size = PyTuple_Check(t) ? PyTuple_GET_SIZE(t) : 0;
+        if ((size != 2 && size != 3) || !PyBytes_Check(PyTuple_GET_ITEM(t, 1))) {
             Py_DECREF(seq);
-            PyErr_SetString(PyExc_TypeError, "each tail must be (int, bytes)");
+            PyErr_SetString(PyExc_TypeError, "each tail must be (int, bytes) or (int, bytes, int)");
             return -1;
+        }
+        out[i].pay = -1;
+        if (size == 3) {
+            Py_ssize_t pay = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 2));
+            if (pay == -1 && PyErr_Occurred()) {
+                Py_DECREF(seq);
+                return -1;
+            }
+            out[i].pay = pay;
         }
         long b0 = PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
         if (b0 == -1 && PyErr_Occurred()) {
@@ -368,6 +394,34 @@ static int load_tails(PyObject *tails, Tail *out, Py_ssize_t *n_out) {
     *n_out = n;
     Py_DECREF(seq);
     return 0;
+}
+
+/* Add the lane's offsets to the VP8 descriptor at p[pos..len) (RFC 7741 4.2):
+ * a 15-bit PictureID stays 15 bits, a 7-bit one 7 bits; TL0PICIDX mod 2^8.
+ * A truncated descriptor is left as it is (the Python path does the same). */
+static inline void patch_vp8(unsigned char *p, Py_ssize_t len, Py_ssize_t pos, unsigned int pid_off,
+                             unsigned int tl0_off) {
+    if (pos < 0 || pos + 1 >= len || !(p[pos] & 0x80))
+        return;
+    unsigned char x = p[pos + 1];
+    pos += 2;
+    if (x & 0x80) {
+        if (pos >= len)
+            return;
+        if (p[pos] & 0x80) {
+            if (pos + 1 >= len)
+                return;
+            unsigned int pid = ((((unsigned int)(p[pos] & 0x7F) << 8) | p[pos + 1]) + pid_off) & 0x7FFF;
+            p[pos] = (unsigned char)(0x80 | (pid >> 8));
+            p[pos + 1] = (unsigned char)pid;
+            pos += 2;
+        } else {
+            p[pos] = (unsigned char)((p[pos] + pid_off) & 0x7F);
+            pos += 1;
+        }
+    }
+    if ((x & 0x40) && pos < len)
+        p[pos] = (unsigned char)(p[pos] + tl0_off);
 }
 
 static inline Py_ssize_t write_packet(unsigned char *buf, const Lane *l, const Tail *t, int b1, unsigned int seq,
@@ -388,6 +442,8 @@ static inline Py_ssize_t write_packet(unsigned char *buf, const Lane *l, const T
     buf[10] = (unsigned char)(ssrc >> 8);
     buf[11] = (unsigned char)ssrc;
     memcpy(buf + 12, t->data, (size_t)t->len);
+    if (l->vp8 && t->pay >= 0)
+        patch_vp8(buf + 12, t->len, t->pay, l->pid_off, l->tl0_off);
     return 12 + t->len;
 }
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtp import split_rtp
 from jasmin_codecs.seq import seq_unwrap
-from jasmin_codecs.vp8 import MAX_TEMPORAL_ID, Vp8Descriptor, Vp8Munger, parse_vp8_descriptor, rewrite_vp8_descriptor
+from jasmin_codecs.vp8 import MAX_TEMPORAL_ID, parse_vp8_descriptor, rewrite_vp8_descriptor
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
@@ -113,7 +113,10 @@ class Consumer:
         "_rs_n",
         "layer",
         "pending",
-        "munger",
+        "vp8",
+        "_pid_off",
+        "_tl0_off",
+        "_last_ids",
         "layer_paused",
         "max_spatial",
         "max_temporal",
@@ -232,9 +235,14 @@ class Consumer:
         self.layer_paused = False
         self.layer: "Layer" = producer.best_layer() if producer.simulcast else producer.all_layers[0]
         self.pending: "Layer | None" = None
-        self.munger: Vp8Munger | None = (
-            Vp8Munger(self.layer.index) if producer.simulcast and producer.is_vp8 else None
-        )
+        # VP8 simulcast: offsets added to the PictureID (mod 2^15) and TL0PICIDX
+        # (mod 2^8) of every packet, re-chosen at each (re)start and switch so
+        # the viewer's ids continue (RFC 7741 4.2; as LiveKit's VP8 munger keeps
+        # them), and the out ids of the last frame before a pause or switch.
+        self.vp8 = producer.vp8_ids
+        self._pid_off = 0
+        self._tl0_off = 0
+        self._last_ids: tuple[int | None, int | None] | None = None
         # Padding (send_padding) moved the sequence offset: (first padding
         # out seq, padding packets, offset before) per shift, newest last.
         self._shifts: list[tuple[int, int, int]] = []
@@ -263,7 +271,11 @@ class Consumer:
             # would then wait for the next one.
             if (self.producer.is_video and not keyframe) or not self.sink.ready:
                 return 0
+            if self.vp8:
+                self._vp8_start(tail)
             self._anchor(seq, ts)
+        if self.vp8 and (self._pid_off or self._tl0_off):
+            tail = self._vp8_patched(tail)
         pkt = self._rewrite(b1, seq, ts, tail)
         if self.sink.send(pkt):
             self._packets += 1
@@ -272,41 +284,58 @@ class Consumer:
         self._stats.drop("send_failed")
         return 0
 
-    def forward_munged(
-        self, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool, desc: Vp8Descriptor | None, body_len: int
-    ) -> int:
-        """Send one VP8 packet of a simulcast producer with its PictureID/TL0PICIDX
-        continued across layer switches (``Vp8Munger``); ``desc`` is the packet's
-        descriptor (None: malformed), ``body_len`` the payload's length at the end
-        of the tail. Returns the bytes sent (0 when skipped or failed)."""
-        if self.paused:
-            return 0
-        if not self._anchored:
-            if not keyframe or not self.sink.ready:
-                return 0
-            self._anchor(seq, ts)
-        if desc is None:
-            self._stats.drop("bad_vp8")
-            return 0
-        munger = self.munger
-        assert munger is not None
-        m = munger.munge(self.layer.index, desc, keyframe)
-        if m is None:
-            return 0
-        pid = m.picture_id
-        if (pid is not None and pid & (0x7FFF if desc.picture_id_bits == 15 else 0x7F) != desc.picture_id) or (
-            m.tl0_pic_idx != desc.tl0_pic_idx
-        ):
-            # Ids differ from the publisher's (after a switch): patch a copy of the payload.
-            data = tail[1]
-            tail = (tail[0], rewrite_vp8_descriptor(data, m.picture_id, m.tl0_pic_idx, len(data) - body_len, desc))
-        pkt = self._rewrite(b1, seq, ts, tail)
-        if self.sink.send(pkt):
-            self._packets += 1
-            self._octets += len(tail[1])
-            return len(pkt)
-        self._stats.drop("send_failed")
-        return 0
+    # -- VP8 picture ids (simulcast) ------------------------------------------
+
+    def _vp8_start(self, tail: "Tail") -> None:
+        """The viewer's stream (re)starts on this keyframe packet (of ``self.layer``):
+        offsets so its ids follow the last ones the viewer got (none: kept as sent)."""
+        last = self._last_ids
+        if last is None or len(tail) != 3:
+            self._pid_off = self._tl0_off = 0
+        else:
+            try:
+                desc = parse_vp8_descriptor(tail[1], tail[2])
+            except MalformedPacket:
+                desc = None
+            if desc is not None and desc.picture_id is not None and last[0] is not None:
+                self._pid_off = (last[0] + 1 - desc.picture_id) & 0x7FFF
+            if desc is not None and desc.tl0_pic_idx is not None and last[1] is not None:
+                self._tl0_off = (last[1] + 1 - desc.tl0_pic_idx) & 0xFF
+        lane = self.lane
+        if lane is not None:
+            lane.pid_off = self._pid_off
+            lane.tl0_off = self._tl0_off
+
+    def _vp8_patched(self, tail: "Tail") -> "Tail":
+        """``tail`` with its descriptor's ids plus this viewer's offsets (the C lane's patch)."""
+        if len(tail) != 3:
+            return tail
+        data, at = tail[1], tail[2]
+        try:
+            desc = parse_vp8_descriptor(data, at)
+        except MalformedPacket:
+            return tail
+        pid = None if desc.picture_id is None else desc.picture_id + self._pid_off
+        tl0 = None if desc.tl0_pic_idx is None else desc.tl0_pic_idx + self._tl0_off
+        return (tail[0], rewrite_vp8_descriptor(data, pid, tl0, at, desc), at)
+
+    def _vp8_last(self) -> tuple[int | None, int | None] | None:
+        """The ids the viewer got with the newest packet of its layer (from the layer's cache)."""
+        layer = self.layer
+        cache = layer.cache
+        data = cache.get(layer.max_seq) if cache is not None else None
+        return self._last_ids if data is None else self._vp8_ids_of(data)
+
+    def _vp8_ids_of(self, data: bytes) -> tuple[int | None, int | None] | None:
+        """The ids the publisher's packet ``data`` carries on this viewer's stream."""
+        try:
+            desc = parse_vp8_descriptor(data, split_rtp(data)[7])
+        except MalformedPacket:
+            return self._last_ids
+        return (
+            None if desc.picture_id is None else (desc.picture_id + self._pid_off) & 0x7FFF,
+            None if desc.tl0_pic_idx is None else (desc.tl0_pic_idx + self._tl0_off) & 0xFF,
+        )
 
     def _rewrite(self, b1: int, seq: int, ts: int, tail: "Tail") -> bytes:
         """The producer's packet in this viewer's SSRC, PT, sequence and timestamp space."""
@@ -373,16 +402,17 @@ class Consumer:
         _, seq0, ts0, _, _ = head
         self._set_offsets(seq0, ts0)
         self._shifts.clear()
-        if self.munger is not None:
-            # The replayed frame begins the munger's stream on this layer.
-            self.munger.set_target(None)
-            self.munger.set_target(self.layer.index)
+        if self.vp8:
+            self._vp8_start(head[4])
         sent = sent_bytes = 0
-        for i, data in enumerate(frame):
-            n = self._resend(data, keyframe=i == 0)
+        for data in frame:
+            n = self._resend(data)
             if n:
                 sent += 1
                 sent_bytes += n
+        if self.vp8:
+            # The live stream's first keyframe follows the replayed one's ids.
+            self._last_ids = self._vp8_ids_of(frame[0])
         last_seq = (seq0 + len(frame) - 1 + self._seq_off) & 0xFFFF
         # Not anchored: the live stream starts on the next keyframe and
         # continues from here (the same path as a resume).
@@ -393,28 +423,16 @@ class Consumer:
         stats.rtp_bytes_out += sent_bytes
         return sent
 
-    def _resend(self, data: bytes, count: bool = True, keyframe: bool = False, out_seq: int | None = None) -> int:
+    def _resend(self, data: bytes, count: bool = True, out_seq: int | None = None) -> int:
         """Send a packet from the producer's caches in this viewer's space; the
         bytes sent (0: unusable or not sent). ``count`` adds it to the SR counts.
-        A VP8 simulcast packet carries the picture ids its frame had (or has now,
-        for a replayed keyframe), or is not sent when the munger forgot its frame."""
+        A VP8 simulcast packet carries its ids plus the viewer's offsets."""
         split = self.producer.tail_for(data, self.profile)
         if split is None:
             return 0
-        b1, seq, ts, payload_off, tail = split
-        munger = self.munger
-        if munger is not None:
-            try:
-                desc = parse_vp8_descriptor(data, payload_off)
-            except MalformedPacket:
-                return 0
-            m = munger.munge(self.layer.index, desc, keyframe)
-            if m is None:
-                return 0
-            if m.picture_id is not None or m.tl0_pic_idx is not None:
-                body = tail[1]
-                at = len(body) - (len(data) - payload_off)
-                tail = (tail[0], rewrite_vp8_descriptor(body, m.picture_id, m.tl0_pic_idx, at, desc))
+        b1, seq, ts, _, tail = split
+        if self.vp8 and (self._pid_off or self._tl0_off):
+            tail = self._vp8_patched(tail)
         if out_seq is not None:
             seq = (out_seq - self._seq_off) & 0xFFFF  # sent before a padding shift: its own number
         pkt = self._rewrite(b1, seq, ts, tail)
@@ -429,14 +447,11 @@ class Consumer:
         """Hand forwarding to the C lane when this consumer is C-eligible."""
         lane = self.lane
         target = getattr(self.sink, "target", None)
-        if (
-            lane is None
-            or target is None
-            or self.munger is not None
-            or not 0 <= self.payload_type <= 127
-            or self.profile >= 64
-        ):
+        if lane is None or target is None or not 0 <= self.payload_type <= 127 or self.profile >= 64:
             return
+        lane.vp8 = 1 if self.vp8 else 0
+        lane.pid_off = self._pid_off
+        lane.tl0_off = self._tl0_off
         lane.ssrc = self.ssrc
         lane.payload_type = self.payload_type
         lane.profile = self.profile
@@ -490,16 +505,14 @@ class Consumer:
             # continues its sequence numbers and timestamps without a gap.
             if self._anchored:
                 layer = self.layer
+                if self.vp8:
+                    self._last_ids = self._vp8_last()
                 self._last_out = (
                     (layer.max_seq + self._seq_off) & 0xFFFF,
                     (layer.last_ts + self._ts_off) & 0xFFFFFFFF,
                     self._clock(),
                 )
                 self._anchored = False
-            if self.munger is not None:
-                # Nothing forwarded until a keyframe; the ids continue then.
-                self.munger.set_target(None)
-                self.munger.set_target(self.layer.index)
             self._go_slow()
         else:
             self.producer.refresh_fanout()
@@ -553,8 +566,6 @@ class Consumer:
         if layer is self.layer:
             if self.pending is not None:
                 self.pending = None
-                if self.munger is not None and self.munger.layer is not None:
-                    self.munger.set_target(layer.index)
                 p.refresh_fanout()
             if was_paused:
                 self._update()
@@ -563,9 +574,6 @@ class Consumer:
             # Nothing is forwarded: move now, start on this layer's keyframe.
             self.pending = None
             self.layer = layer
-            if self.munger is not None:
-                self.munger.set_target(None)
-                self.munger.set_target(layer.index)
             p.refresh_fanout()
             if was_paused:
                 self._update()
@@ -574,8 +582,6 @@ class Consumer:
             return
         if self.pending is not layer:
             self.pending = layer
-            if self.munger is not None:
-                self.munger.set_target(layer.index)
             p.refresh_fanout()
         p.request_keyframe(layer)
 
@@ -606,17 +612,22 @@ class Consumer:
         if best is not (self.pending or self.layer):
             self.set_target_layer(self.producer.rank_of(best), self.target_temporal)
 
-    def switch_layer(self, layer: "Layer", seq: int, ts: int) -> None:
-        """The producer's call on the first packet of a keyframe of ``layer``, the
-        layer this consumer waits for (in ``layer.switchers``): continue the
-        viewer's sequence numbers and timestamps from the old layer's last packet
-        into the new layer's, from this packet on. Synchronous, no I/O."""
+    def switch_layer(self, layer: "Layer", seq: int, ts: int, data: bytes, payload_off: int) -> None:
+        """The producer's call on the first packet of a keyframe of ``layer``
+        (``data``, its payload at ``payload_off``), the layer this consumer waits
+        for (in ``layer.switchers``): continue the viewer's sequence numbers,
+        timestamps and VP8 ids from the old layer's last packet into the new
+        layer's, from this packet on. Synchronous, no I/O."""
         old = self.layer
         self.pending = None
+        if self.vp8 and self._anchored:
+            self._last_ids = self._vp8_last()
         self.layer = layer
         self._stats.layer_switches += 1
         if not self._anchored:
             return  # starts on this keyframe through the usual anchoring
+        if self.vp8:
+            self._vp8_start((0, data, payload_off))
         last_seq = (old.max_seq + self._seq_off) & 0xFFFF
         last_ts = (old.last_ts + self._ts_off) & 0xFFFFFFFF
         self._seq_off = (last_seq + 1 - seq) & 0xFFFF

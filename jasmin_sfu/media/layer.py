@@ -81,7 +81,6 @@ class Layer:
         "sr",
         "lanes",
         "py",
-        "munged",
         "switchers",
         "bitrate_bps",
         "active",
@@ -128,11 +127,9 @@ class Layer:
         self.sr: tuple[int, int] | None = None  # (ntp, rtp_ts) of the publisher's last SR of this stream
         # The fan-out snapshots, rebuilt by the producer on a consumer's state
         # change (never per packet): C lanes; unpaused Python-path consumers;
-        # unpaused consumers whose payload is rewritten (VP8 picture ids);
         # consumers waiting for this layer's keyframe to switch to it.
         self.lanes: tuple[Any, ...] = ()
         self.py: tuple["Consumer", ...] = ()
-        self.munged: tuple["Consumer", ...] = ()
         self.switchers: tuple["Consumer", ...] = ()
         # Measured once per RTCP interval (tick).
         self.bitrate_bps = 0

@@ -10,7 +10,7 @@ from jasmin_codecs.h264 import h264_is_keyframe
 from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock
 from jasmin_codecs.rtp import ExtensionRewriter, split_rtp
 from jasmin_codecs.seq import seq_unwrap
-from jasmin_codecs.vp8 import Vp8Descriptor, parse_vp8_descriptor, vp8_is_keyframe
+from jasmin_codecs.vp8 import vp8_is_keyframe
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 _OSN = struct.Struct("!H")
 _RTX_REBUILD = struct.Struct("!BBHII")
 
-# (b0, tail): b0 is the first header byte for the outgoing packet, tail is
-# CSRCs + rewritten extension section + payload (+ padding).
-Tail = tuple[int, bytes]
+# (b0, tail) or (b0, tail, payload offset): b0 is the first header byte for the
+# outgoing packet, tail is CSRCs + rewritten extension section + payload (+
+# padding); a VP8 simulcast producer adds where the payload starts in the tail,
+# for the picture id rewrite (Consumer, and the C lanes' vp8 patch).
+Tail = tuple[int, bytes] | tuple[int, bytes, int]
 
 
 class ProducerListener(Protocol):
@@ -112,6 +114,9 @@ class Producer:
                 Layer(0, None, ssrc, rtx_ssrc, video=video, cache_size=cache_size, keyframe_cache=keyframe_cache),
             )
         self.simulcast = bool(rids)
+        # Viewers' VP8 PictureID/TL0PICIDX continue across layer switches: the
+        # tails then say where the payload starts.
+        self.vp8_ids = self.simulcast and self.is_vp8
         # The first layer: the one plain publishers have, and the compatibility
         # view of this producer's stream (ssrc, cache, ... below).
         self._main = self._layers[0]
@@ -322,8 +327,7 @@ class Producer:
         for layer in self._layers:
             mine = [c for c in consumers if c.layer is layer]
             layer.lanes = tuple(c.lane for c in mine if c.fast and not c.paused)
-            layer.py = tuple(c for c in mine if not c.paused and not c.fast and c.munger is None)
-            layer.munged = tuple(c for c in mine if not c.paused and not c.fast and c.munger is not None)
+            layer.py = tuple(c for c in mine if not c.paused and not c.fast)
             layer.switchers = tuple(c for c in consumers if c.pending is layer and not c.paused)
 
     # -- the hot path ------------------------------------------------------
@@ -382,12 +386,11 @@ class Producer:
         if kc is not None and (keyframe or kc.assembling is not None):
             kc.put(data, seq, ts, keyframe, b1 & 0x80 != 0)
         if keyframe and layer.switchers and not late:
-            self._switch_to(layer, seq, ts)
+            self._switch_to(layer, seq, ts, data, payload_off)
 
         lanes = layer.lanes
         consumers = layer.py
-        munged = layer.munged
-        if late and (lanes or consumers or munged):
+        if late and (lanes or consumers):
             # Older than the newest packet: only for viewers whose stream began
             # at or before it. It never starts a stream, and never reaches one
             # that (re)started later: it would reuse a sequence number of the
@@ -400,17 +403,22 @@ class Producer:
                 if c.fast and not c.paused and c.layer is layer and c._anchor_ext <= ext
             )
             consumers = tuple(c for c in consumers if c._anchored and c._anchor_ext <= ext)
-            munged = tuple(c for c in munged if c._anchored and c._anchor_ext <= ext)
-        if not consumers and not lanes and not munged:
+        if not consumers and not lanes:
             return
         csrc = data[12:off]
         body = data[payload_off:]
         pad_bit = b0 & 0x20
         tails: list[Tail] = []
         try:
-            for rw in self._profiles:
-                section = rw.rewrite(ext_profile, ext_data)
-                tails.append((0x80 | pad_bit | (0x10 if section else 0) | (b0 & 0x0F), csrc + section + body))
+            if self.vp8_ids:
+                for rw in self._profiles:
+                    head = csrc + rw.rewrite(ext_profile, ext_data)
+                    tails.append((0x80 | pad_bit | (0x10 if len(head) > len(csrc) else 0) | (b0 & 0x0F),
+                                  head + body, len(head)))
+            else:
+                for rw in self._profiles:
+                    section = rw.rewrite(ext_profile, ext_data)
+                    tails.append((0x80 | pad_bit | (0x10 if section else 0) | (b0 & 0x0F), csrc + section + body))
         except MalformedPacket:
             stats.drop("bad_extension")
             return
@@ -425,18 +433,6 @@ class Producer:
             if k:
                 sent += 1
                 sent_bytes += k
-        if munged:
-            desc: Vp8Descriptor | None
-            try:
-                desc = parse_vp8_descriptor(data, payload_off)
-            except MalformedPacket:
-                desc = None
-            body_len = n - payload_off
-            for c in munged:
-                k = c.forward_munged(b1, seq, ts, tails[c.profile], keyframe, desc, body_len)
-                if k:
-                    sent += 1
-                    sent_bytes += k
         stats.rtp_packets_out += sent
         stats.rtp_bytes_out += sent_bytes
 
@@ -447,11 +443,12 @@ class Producer:
             layer.width, layer.height = size
             self._rerank()
 
-    def _switch_to(self, layer: Layer, seq: int, ts: int) -> None:
-        """A keyframe of ``layer`` arrived: the consumers waiting for it switch now,
-        before this packet is fanned out (it is their first of the new layer)."""
+    def _switch_to(self, layer: Layer, seq: int, ts: int, data: bytes, payload_off: int) -> None:
+        """A keyframe of ``layer`` arrived (``data``, its payload at ``payload_off``):
+        the consumers waiting for it switch now, before this packet is fanned out
+        (it is their first of the new layer)."""
         for c in layer.switchers:
-            c.switch_layer(layer, seq, ts)
+            c.switch_layer(layer, seq, ts, data, payload_off)
         self.refresh_fanout()
 
     def on_rtx(self, data: bytes, arrival_ms: int, layer: Layer | None = None) -> None:
@@ -490,7 +487,10 @@ class Producer:
         except MalformedPacket:
             return None
         b0_out = 0x80 | (b0 & 0x20) | (0x10 if section else 0) | (b0 & 0x0F)
-        return b1, seq, ts, payload_off, (b0_out, data[12:off] + section + data[payload_off:])
+        head = data[12:off] + section
+        if self.vp8_ids:
+            return b1, seq, ts, payload_off, (b0_out, head + data[payload_off:], len(head))
+        return b1, seq, ts, payload_off, (b0_out, head + data[payload_off:])
 
     # -- RTCP toward the publisher -----------------------------------------
 

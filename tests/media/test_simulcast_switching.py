@@ -22,7 +22,8 @@ from jasmin_sfu.media.consumer import Consumer
 from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.stats import MediaStats
-from tests.support import Clock, FakeSink, Scheduled, pkt
+from tests.realparts import require_fastpath
+from tests.support import Clock, CSink, FakeSink, Scheduled, pkt
 
 SIZES = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
 SSRCS = {"q": 0x1000, "h": 0x2000, "f": 0x3000}
@@ -194,7 +195,7 @@ def test_h264_layers_switch_on_the_c_eligible_path_without_payload_rewrite() -> 
     ids in H264), so it may stay in a layer's C fan-out; its sequence stays continuous."""
     p, stats, _ = make(mime="video/H264")
     c, sink = viewer(p, stats)
-    assert c.munger is None
+    assert not c.vp8
     idr = bytes([0x65, 0x88])  # an IDR slice: a keyframe
     non = bytes([0x41, 0x9A])
     seq = {"q": 10, "h": 20, "f": 30}
@@ -308,3 +309,40 @@ def test_the_viewers_cap_bounds_the_default_choice() -> None:
     c.set_layer_caps(None)
     pub.frame(keys=frozenset("qhf"))
     assert received(sink)[-1][5] == "f"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, None]), st.integers(0, 3), st.sets(st.sampled_from("qhf"))),
+                min_size=1, max_size=12))
+def test_the_c_lane_sends_the_python_paths_bytes_across_switches(steps: list[tuple[int | None, int, set[str]]]) -> None:
+    """Protects "lanes per layer" for VP8 simulcast: a viewer in a layer's C fan-out (its
+    PictureID/TL0PICIDX offsets patched by _fastpath.c) gets byte for byte what the Python
+    path sends an identical viewer, through any sequence of switches and pauses."""
+    require_fastpath()
+    p, stats, _ = make()
+    pub = Publisher(p)
+    pub.frame(keys=frozenset("qhf"))
+    fake = FakeSink()
+    csink = CSink()
+    try:
+        pair = []
+        for cid, sink in (("py", fake), ("c", csink)):
+            c = Consumer(consumer_id=cid, producer=p, ssrc=0x33333333, payload_type=100, sink=sink,  # type: ignore[arg-type]
+                         stats=stats, clock=Clock())
+            c.profile = p.profile_for({}, {})
+            p.add_consumer(c)
+            pair.append(c)
+        py, cc = pair
+        for c in pair:  # the same random start of both streams
+            c._last_out = (1000, 5000, 100.0)
+        for target, frames, keys in steps:
+            for c in pair:
+                c.set_target_layer(target)
+            for i in range(frames):
+                pub.frame(keys=frozenset(keys) if i == 0 else frozenset())
+                assert cc.paused or not cc._anchored or cc.fast
+        assert not py.fast
+        assert csink.received(len(fake.sent)) == fake.sent
+        assert csink.nothing_received()
+    finally:
+        csink.close()
