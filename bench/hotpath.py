@@ -7,9 +7,9 @@
 
 ``--layers 3`` makes the producer simulcast: three VP8 streams (payloads of
 1000, 500 and 250 bytes, in the ratio of 720p/360p/180p layers) arrive
-interleaved, every viewer is on the top one (after a switch, so its VP8
-picture ids are patched: in C with ``--send c``), and per copy counts all
-three streams' ingest: the figure to set against a single-layer producer at
+interleaved, every viewer is on the top one (switched there from the layer
+below, so its VP8 picture ids are patched: in C with ``--send c``), and per
+copy counts all three streams' ingest: the figure to set against a single-layer producer at
 the same N.
 
 ``--send`` adds the whole per-copy path on real UDP sockets to a sink on
@@ -121,7 +121,9 @@ class SocketSink:
 
 
 LAYER_SSRCS = (0x11111111, 0x11111112, 0x11111113)
+WARM_SIMULCAST = 600  # packets per layer before the timing: past the switch at packet 540
 LAYER_PAYLOADS = (250, 500, 1000)
+LAYER_SIZES = ((320, 180), (640, 360), (1280, 720))
 
 
 def make_producer(stats: MediaStats, layers: int = 1) -> Producer:
@@ -155,7 +157,7 @@ def add_consumers(p: Producer, stats: MediaStats, n: int, send: str = "none",
     return sinks
 
 
-def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111) -> list[bytes]:
+def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple[int, int] = (1280, 720)) -> list[bytes]:
     """VP8-shaped packets: 6 per frame, a keyframe (first packet) every 90 frames."""
     out: list[bytes] = []
     seq, ts, frame = 1000, 5000, 0
@@ -166,7 +168,7 @@ def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111) -> list[byt
             first = k == 0
             key = first and frame % 90 == 0
             desc = bytes([0x90 if first else 0x80, 0x80, 0x80 | (frame >> 8 & 0x7F), frame & 0xFF])
-            body = (b"\x10\x02\x00\x9d\x01\x2a" if key else b"\x11\x02\x00") if first else b""
+            body = (b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", *size) if key else b"\x11\x02\x00") if first else b""
             profile, ext = build_extensions([(4, b"0"), (2, struct.pack("!I", i & 0xFFFFFF)[1:])])
             section = struct.pack("!HH", profile, len(ext) // 4) + ext
             out.append(build_rtp(marker=k == 5, payload_type=96, sequence=seq & 0xFFFF, timestamp=ts, ssrc=ssrc,
@@ -201,13 +203,27 @@ def run(n: int, count: int, send: str = "none", layers: int = 1) -> dict[str, An
         finally:
             gc.enable()
     else:
-        streams = [(layer, packets(count, size, ssrc))
-                   for layer, size, ssrc in zip(p.all_layers, LAYER_PAYLOADS, LAYER_SSRCS)]
+        streams = [(layer, packets(count, size, ssrc, dims))
+                   for layer, size, ssrc, dims in zip(p.all_layers, LAYER_PAYLOADS, LAYER_SSRCS, LAYER_SIZES)]
         mixed = [(layer, pkt) for i in range(count) for layer, pkts in streams for pkt in (pkts[i],)]
+        # Every viewer starts one layer down and switches to the top one at its
+        # second keyframe (frame 90, packet 540): its VP8 ids are then patched.
+        consumers = list(p.consumers.values())
+        for c in consumers:
+            c.set_target_layer(layers - 2)
         for layer, pkt in mixed[: 200 * layers]:
             on_rtp(pkt, 0, layer)
-        timed = mixed[200 * layers:]
-        top = count - 200
+        for c in consumers:
+            c.set_target_layer(layers - 1)
+        for layer, pkt in mixed[200 * layers : WARM_SIMULCAST * layers]:
+            on_rtp(pkt, 0, layer)
+        assert all(c.layer is p.all_layers[-1] for c in consumers) and stats.layer_switches >= n
+        for c in consumers:
+            c._packets = 0  # count the timed copies only
+            if c.lane is not None:
+                c.lane.packets = 0
+        timed = mixed[WARM_SIMULCAST * layers :]
+        top = count - WARM_SIMULCAST
         gc.collect()
         gc.disable()
         try:
@@ -269,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     for send in [x.strip() for x in args.send.split(",") if x.strip()]:
         for n in [int(x) for x in args.consumers.split(",") if x.strip()]:
             count = args.packets or max(2000, (500_000 if send == "none" else 100_000) // n)
-            rows.append(run(n, count + 200, send, args.layers))
+            warm = 200 if args.layers == 1 else WARM_SIMULCAST
+            rows.append(run(n, count + warm, send, args.layers))
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
