@@ -1,6 +1,11 @@
 /*
  * jasmin_sfu.media._fastpath: the per-viewer fan-out of one RTP packet in C.
  *
+ * One fan-out per spatial layer (Producer.on_rtp passes the lanes of the
+ * packet's layer); for VP8 simulcast a lane also adds its PictureID/TL0PICIDX
+ * offsets to the payload descriptor (patch_vp8), so a viewer's ids continue
+ * across layer switches (docs/media.md, "Layers").
+ *
  * Producer.on_rtp (Python) parses the publisher's packet once and builds one
  * "tail" per extension profile (CSRCs + rewritten extension section +
  * payload). This module then does, for every C-eligible consumer ("lane"),
