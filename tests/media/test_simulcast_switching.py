@@ -346,3 +346,53 @@ def test_the_c_lane_sends_the_python_paths_bytes_across_switches(steps: list[tup
         assert csink.nothing_received()
     finally:
         csink.close()
+
+
+def test_receiver_reports_cover_every_layer_and_a_viewers_pli_asks_its_own_layer() -> None:
+    """Protects per-layer RTCP toward the performer: one report block per layer's SSRC (the
+    publisher stops sending RIDs only once its streams are reported), the REMB names every
+    layer's SSRC, and a viewer's PLI becomes a PLI for the layer that viewer is on."""
+    from jasmin_codecs.rtcp import ReceiverReport, Remb
+
+    p, stats, rtcp = make()
+    pub = Publisher(p)
+    pub.frame(keys=frozenset("qhf"))
+    c, _ = viewer(p, stats)
+    c.set_target_layer(0)
+    pub.frame(keys=frozenset("q"))
+    out = p.receiver_report(1.0, 150_000, 3_000_000)
+    assert out is not None
+    pkts = parse_rtcp(out)
+    rr = next(x for x in pkts if isinstance(x, ReceiverReport))
+    remb = next(x for x in pkts if isinstance(x, Remb))
+    assert {b.ssrc for b in rr.reports} == set(SSRCS.values()) == set(remb.ssrcs)
+    rtcp.clear()
+    c.on_keyframe_request()
+    plis = [x for b in rtcp for x in parse_rtcp(b) if isinstance(x, Pli)]
+    assert [x.media_ssrc for x in plis] == [SSRCS["q"]]
+
+
+def test_a_switch_maps_the_new_layers_timestamps_through_the_senders_reports() -> None:
+    """Protects timestamp continuity: each simulcast stream has its own random RTP timestamp
+    base; with both layers' SRs the new layer's keyframe lands on the viewer's clock where its
+    capture time belongs (here one frame, 3000 ticks, after the last one forwarded)."""
+    p, stats, _ = make()
+    pub = Publisher(p)
+    pub.frame(keys=frozenset("qhf"))
+    c, sink = viewer(p, stats)
+    c.set_target_layer(2)
+    pub.frame(keys=frozenset("f"))
+    pub.frame()
+    # SRs of one instant, NTP 1000 s: f's next frame would be at it, q's next frame is one
+    # frame (3000 ticks) after it. So q's frame is two frames after f's last one: 6000 ticks,
+    # not the 3000 (one frame at 30 fps) used without SRs.
+    ntp = 1000 << 32
+    for rid, rtp in (("q", pub.ts["q"] - 3000), ("f", pub.ts["f"])):
+        layer = p.layer_by_rid(rid)
+        assert layer is not None
+        p.on_sender_report(ntp, rtp & 0xFFFFFFFF, 5.0, layer)
+    c.set_target_layer(0)
+    last_ts = parse_rtp(sink.sent[-1]).timestamp
+    pub.frame(keys=frozenset("q"))
+    first_q = next(d for d in sink.sent if d.endswith(b"q"))
+    assert (parse_rtp(first_q).timestamp - last_ts) & 0xFFFFFFFF == 6000
