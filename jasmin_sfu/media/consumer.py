@@ -271,10 +271,27 @@ class Consumer:
             # would then wait for the next one.
             if (self.producer.is_video and not keyframe) or not self.sink.ready:
                 return 0
-            if self.vp8:
-                self._vp8_start(tail)
             self._anchor(seq, ts)
-        if self.vp8 and (self._pid_off or self._tl0_off):
+        pkt = self._rewrite(b1, seq, ts, tail)
+        if self.sink.send(pkt):
+            self._packets += 1
+            self._octets += len(tail[1])
+            return len(pkt)
+        self._stats.drop("send_failed")
+        return 0
+
+    def forward_vp8(self, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool) -> int:
+        """:meth:`forward` for a VP8 simulcast producer (the producer picks it per
+        packet, so a plain producer's copies pay nothing for it): the stream's
+        VP8 ids continue from the last ones the viewer got."""
+        if self.paused:
+            return 0
+        if not self._anchored:
+            if not keyframe or not self.sink.ready:
+                return 0
+            self._vp8_start(tail)
+            self._anchor(seq, ts)
+        if self._pid_off or self._tl0_off:
             tail = self._vp8_patched(tail)
         pkt = self._rewrite(b1, seq, ts, tail)
         if self.sink.send(pkt):

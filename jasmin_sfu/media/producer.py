@@ -428,11 +428,18 @@ class Producer:
             sent, sent_bytes, failed = fastpath_ext.fanout(lanes, tails, b1, seq, ts)
             if failed:
                 stats.drop("send_failed", failed)
-        for c in consumers:
-            k = c.forward(b1, seq, ts, tails[c.profile], keyframe)
-            if k:
-                sent += 1
-                sent_bytes += k
+        if self.vp8_ids:
+            for c in consumers:
+                k = c.forward_vp8(b1, seq, ts, tails[c.profile], keyframe)
+                if k:
+                    sent += 1
+                    sent_bytes += k
+        else:
+            for c in consumers:
+                k = c.forward(b1, seq, ts, tails[c.profile], keyframe)
+                if k:
+                    sent += 1
+                    sent_bytes += k
         stats.rtp_packets_out += sent
         stats.rtp_bytes_out += sent_bytes
 
