@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # Headers a supervisor sets on the websockets it routes to its workers.
 INTERNAL_SECRET_HEADER = "X-Jasmin-Internal-Secret"
+# A worker's live WHIP/WHEP session Locations, for its supervisor only (docs/workers.md).
+INTERNAL_HTTP_SESSIONS = "/internal/http-sessions"
 INTERNAL_SESSION_HEADER = "X-Jasmin-Session-Id"
 
 WORKER_KEY = web.AppKey("worker", Worker)
@@ -156,6 +158,9 @@ class Daemon:
                              origins=OriginPolicy(self.cfg.server.allowed_origins),
                              ice_servers=lambda: self.ice_servers.issue())
         self.whip.install(app)
+        if self.cfg.server.internal_secret:
+            # A supervised worker: its supervisor asks which WHIP/WHEP sessions are live.
+            app.router.add_get(INTERNAL_HTTP_SESSIONS, self.http_sessions)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
         app[ICE_KEY] = self.ice_servers
@@ -179,6 +184,15 @@ class Daemon:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
+
+    async def http_sessions(self, request: web.Request) -> web.Response:
+        """The live WHIP/WHEP session Locations of this worker: its supervisor's sweep
+        releases the show placements of sessions that ended without a DELETE."""
+        given = request.headers.get(INTERNAL_SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self.cfg.server.internal_secret.encode()):
+            return web.json_response({"error": {"code": "forbidden", "message": "for the supervisor only"}},
+                                     status=403)
+        return web.json_response({"locations": self.whip.locations()})
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.draining:

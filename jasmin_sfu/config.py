@@ -46,6 +46,10 @@ class ServerConfig:
     # and routes each show's websockets to the one worker holding it; 0 = one
     # per usable core. See docs/workers.md.
     workers: int = 1
+    # With workers > 1: how often the supervisor asks its workers which WHIP/WHEP
+    # sessions are still live, and releases the show placements of those that
+    # ended without a DELETE (a closed tab, an encoder that died). docs/workers.md.
+    http_session_sweep_s: float = 30.0
     # Set by the supervisor for its workers only: the shared secret that lets
     # it name the signaling session id and the client's address. Empty: the
     # internal headers are ignored.
@@ -413,6 +417,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("server.max_requests_per_s must be positive")
     if not 0 <= s.workers <= 256:
         raise ConfigError("server.workers must be 0..256 (0: one per core)")
+    if not 0.1 <= s.http_session_sweep_s <= 3600:
+        raise ConfigError("server.http_session_sweep_s must be 0.1..3600 seconds")
     if s.internal_secret and len(s.internal_secret) < 32:
         raise ConfigError("server.internal_secret must be at least 32 characters when set")
     for origin in s.allowed_origins:
