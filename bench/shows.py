@@ -216,7 +216,7 @@ class Window:
             return round(max(0.0, 100.0 * (b[0] - a[0] - (b[1] - a[1])) / tot - own), 1)
 
         expected = received = 0
-        for v, snap in zip(self.viewers, self.snaps):
+        for v, snap in zip(self.viewers, self.snaps, strict=True):
             for ssrc, (cnt1, top1) in v.snapshot().items():
                 cnt0, top0 = snap.get(ssrc, (0, top1))
                 expected += top1 - top0
