@@ -97,6 +97,7 @@ class Storm:
     held: bool
     disturbed: bool
     attempts: int
+    viewer_rtcp_sent: int  # RR + REMB compounds the watchers and joiners sent (--rtcp-every)
     overloaded_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -192,6 +193,7 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
         try:
             joins, baseline, storm = await js.run(n, spread_s)
             rss = round(server.rss_mb(), 1)
+            rtcp = js.wpoll.rtcp_sent + js.spoll.rtcp_sent
         finally:
             await js.close()
             await server.close()
@@ -217,7 +219,7 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
         added_p50_ms=round(storm.p50_ms - baseline.p50_ms, 3), added_p99_ms=round(storm.p99_ms - baseline.p99_ms, 3),
         cpu_ms_per_join=round(per_join, 2), joins_per_core_s_fit=round(1000.0 / per_join, 1) if per_join > 0 else -1.0,
         rss_mb=rss, held=count["ok"] == n and 0 <= p95 < o.max_ttff_p95,
-        disturbed=shaken, attempts=attempt + 1, overloaded_reasons=dict(js.reasons),
+        disturbed=shaken, attempts=attempt + 1, viewer_rtcp_sent=rtcp, overloaded_reasons=dict(js.reasons),
     ), what
 
 
@@ -240,6 +242,7 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
     from bench.peers import loopback_only
 
     loopback_only()
+    scenario.cores(o)
     wl = Workload()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results: dict[str, Any] = {}

@@ -69,6 +69,8 @@ class Step:
     verdict: str  # ok | sfu_limit | tool_limit
     disturbed: bool
     reruns: int
+    viewer_rtcp_sent: int  # RR + REMB compounds the viewers sent (--rtcp-every)
+    viewer_rtcp_errors: int
     errors: list[str] = field(default_factory=list)
 
 
@@ -164,7 +166,8 @@ class LongTail:
             cpu_pct_per_show=round((full.sfu_cpu_pct - idle.sfu_cpu_pct) / n, 3),
             not_started=not_started, failed_joins=failed, rss_mb=round(self.server.rss_mb(), 1),
             verdict=verdict, disturbed=any(disturbed(w, o.max_other) for w in (idle, pubs, full)),
-            reruns=self.reruns, errors=self.errors[:10],
+            reruns=self.reruns, viewer_rtcp_sent=self.poller.rtcp_sent, viewer_rtcp_errors=self.poller.rtcp_errors,
+            errors=self.errors[:10],
         )
 
     async def close(self) -> None:
@@ -238,6 +241,7 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
     from bench.peers import loopback_only
 
     loopback_only()
+    scenario.cores(o)
     wl = Workload()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results: dict[str, Any] = {}

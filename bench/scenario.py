@@ -15,12 +15,17 @@ import sys
 from typing import Any
 
 
+def cores(o: argparse.Namespace) -> None:
+    """``--cpu`` / ``--tool-cpu`` below 0 mean: not pinned (None)."""
+    o.cpu = o.cpu if o.cpu is not None and o.cpu >= 0 else None
+    o.tool_cpu = o.tool_cpu if o.tool_cpu is not None and o.tool_cpu >= 0 else None
+
+
 def prepare(o: argparse.Namespace) -> None:
     """Pinning and scheduling of this tool (the SFUs it starts inherit the scheduling)."""
     from bench.load import set_scheduling
 
-    o.cpu = o.cpu if o.cpu is not None and o.cpu >= 0 else None
-    o.tool_cpu = o.tool_cpu if o.tool_cpu is not None and o.tool_cpu >= 0 else None
+    cores(o)
     if o.tool_cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {o.tool_cpu})
     o.sched = set_scheduling(o.sched)
