@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -188,8 +189,6 @@ class Window:
         self.sfu_core, self.tool_core = sfu_cpu, tool_cpu
 
     def start(self) -> None:
-        from array import array
-
         self.snaps = [v.snapshot() for v in self.viewers]
         for p in self.pollers:
             p.rec.latency_ns = array("q")
@@ -225,7 +224,9 @@ class Window:
                 cnt0, top0 = snap.get(ssrc, (0, top1))
                 expected += top1 - top0
                 received += cnt1 - cnt0
-        lat = [x for p in self.pollers for x in p.rec.latency_ns]
+        lat = array("q")
+        for p in self.pollers:
+            lat.extend(p.rec.latency_ns)
         out = sum(p.packets for p in self.pollers) - self.recv0
         return WindowResult(
             seconds=round(dt, 2), sfu_cpu_pct=round(sfu, 1), tool_cpu_pct=round(tool, 1),
