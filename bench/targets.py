@@ -53,7 +53,8 @@ class DaemonUnderTest:
 
     def __init__(self, cpu: int | None, admission: bool = False) -> None:
         """``admission``: keep the daemon's admission control at its defaults
-        (joins past capacity answered ``overloaded``); off by default, so a ramp
+        (joins past capacity answered ``overloaded``; ``JASMIN_ADMISSION_*`` in
+        this process's environment still apply); off by default, so a ramp
         looks for the capacity itself."""
         cmd = [sys.executable, "-m", "jasmin_sfu", "serve"]
         if cpu is not None and shutil.which("taskset"):

@@ -59,3 +59,24 @@ def test_join_outcomes_count_overloaded_apart() -> None:
     assert join_outcome(RemoteError("no_producers", "nothing live")) == "error"
     assert join_outcome(TimeoutError()) == "error"
     assert joinstorm.parse_storms("200/2,40/0.5") == [(200, 2.0), (40, 0.5)]
+
+
+@pytest.mark.slow
+async def test_joinstorm_counts_admission_refusals_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects the separate count of jasmin-sfu's refusals: with the daemon's admission
+    control set (by configured threshold, not by timing) to 3 viewers per worker, one watcher
+    and a storm of 5 joins give exactly 2 joins with media and 3 `overloaded` ones, all for
+    the reason `viewers`, none counted as an error or a timeout, and the storm does not hold."""
+    monkeypatch.setenv("JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER", "3")
+    monkeypatch.setenv("JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT", "0")
+    monkeypatch.setenv("JASMIN_ADMISSION_MAX_CPU_SHARE", "0")
+    o = joinstorm.parser().parse_args(
+        ["--targets", "jasmin", "--storms", "5/1", "--watchers", "1", "--batch", "1", "--seconds", "0.5",
+         "--settle", "0.2", "--cpu", "-1", "--tool-cpu", "-1", "--reruns", "0", "--admission", "on"]
+    )
+    r = await joinstorm.main_async(o)
+    (s,) = r["targets"]["jasmin"]["storms"]
+    assert (s["ok"], s["overloaded"], s["errors"], s["timeouts"]) == (2, 3, 0, 0), s["joins"]
+    assert s["overloaded_reasons"] == {"viewers": 3}
+    assert not s["held"]
+    assert r["targets"]["jasmin"]["summary"]["overloaded"] == 3
