@@ -236,7 +236,6 @@ class Daemon:
         return SessionHandler(
             channel,
             self.shows,
-            self.billing.billing if self.billing else None,
             JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
             chat=self.chat,
             notifier=self.social_notifier,
@@ -252,8 +251,9 @@ class Daemon:
 
     async def start(self, *, listen: bool = True) -> None:
         if self.cfg.billing.enabled:
-            self.billing = await open_billing(self.cfg.billing, self.shows.get)
-            self.bus.subscribe(self.billing.billing.on_show_event)
+            self.billing = await open_billing(self.cfg.billing)
+            # The privates of every show opened from now on are billed (shows/privates.py).
+            self.shows.billing = self.billing.billing
         if self.cfg.accounts.enabled:
             self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock)
             # A revoked token (logout, erasure) ends its WHIP/WHEP sessions as it closes websockets.
