@@ -70,7 +70,7 @@ async def close_all(*clients: SignalingClient) -> None:
         await c.close()
 
 
-async def test_a_second_request_of_the_same_member_is_already_requested(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_second_request_of_the_same_member_is_already_requested(make_daemon: Any, tmp_path: Path) -> None:
     """Protects the double request: the member's second private.request answers
     already_requested, the performer hears of the request once, and one request is pending."""
     d = await start(make_daemon, tmp_path, "pf1", m1=1)
@@ -89,7 +89,7 @@ async def test_a_second_request_of_the_same_member_is_already_requested(make_dae
     await close_all(m1, pub)
 
 
-async def test_while_a_private_runs_other_members_are_private_busy_before_any_grant(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_while_a_private_runs_others_are_private_busy_before_any_grant(make_daemon: Any, tmp_path: Path) -> None:
     """Protects "one private at a time", decided by the machine's rule before credit is asked:
     while m1's private runs, m2's request and an accept of m2 answer private_busy (not
     insufficient_credits, though m2's wallet is empty), and nothing is held on m2's wallet."""
@@ -109,7 +109,7 @@ async def test_while_a_private_runs_other_members_are_private_busy_before_any_gr
     await close_all(m1, m2, pub)
 
 
-async def test_accept_with_too_little_credit_changes_nothing_and_can_be_retried(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_accept_without_credit_changes_nothing_and_may_be_retried(make_daemon: Any, tmp_path: Path) -> None:
     """Protects "no grant, no private": an accept for a member without one second of credit
     answers insufficient_credits, the show stays free, the request stays pending and nothing
     is held; after a top-up the same request is accepted."""
@@ -131,7 +131,7 @@ async def test_accept_with_too_little_credit_changes_nothing_and_can_be_retried(
     await close_all(m1, pub)
 
 
-async def test_the_member_leaving_ends_the_private_and_bills_it_once(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_the_member_leaving_ends_the_private_and_bills_it_once(make_daemon: Any, tmp_path: Path) -> None:
     """Protects the member leaving mid-private (a closed tab): the private ends (disconnect),
     the meter stops on the private's own grant, the charge is whole seconds of that one
     meter, and nothing stays held."""
@@ -153,7 +153,7 @@ async def test_the_member_leaving_ends_the_private_and_bills_it_once(make_daemon
     await close_all(pub)
 
 
-async def test_the_performer_leaving_ends_the_private_and_releases_the_member(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_the_performer_leaving_ends_the_private_and_the_meter(make_daemon: Any, tmp_path: Path) -> None:
     """Protects the performer leaving mid-private: the member hears private.ended
     (performer_offline) and show.ended, the meter stops, and nothing stays held."""
     d = await start(make_daemon, tmp_path, "pf5", m1=1)
@@ -170,7 +170,7 @@ async def test_the_performer_leaving_ends_the_private_and_releases_the_member(ma
     await close_all(m1)
 
 
-async def test_auto_accept_authorises_then_starts_and_refuses_without_credit(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_auto_accept_authorises_then_starts_or_refuses_without_credit(make_daemon: Any, tmp_path: Path) -> None:
     """Protects auto-accept: a member with credit gets the private in the request's answer,
     metered on its grant; a member without one second of credit gets insufficient_credits
     and leaves no request behind (the machine never saw it) and no hold."""
@@ -196,7 +196,7 @@ async def test_auto_accept_authorises_then_starts_and_refuses_without_credit(mak
     await close_all(m1, m2, pub)
 
 
-async def test_a_failure_between_authorize_and_apply_releases_the_grant(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failure_between_authorize_and_apply_releases_the_grant(make_daemon: Any, tmp_path: Path) -> None:
     """Protects "no authorisation left held after a failed accept": the grant is open when
     the member withdraws (the accept's apply is then refused); the accept answers
     invalid_state, the show stays free, no meter runs, and the hold is released at once
@@ -229,7 +229,7 @@ async def test_a_failure_between_authorize_and_apply_releases_the_grant(make_dae
     await close_all(m1, pub)
 
 
-async def test_credit_warns_runs_out_and_a_top_up_mid_private_extends_it(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_credit_warns_runs_out_and_a_top_up_mid_private_extends_it(make_daemon: Any, tmp_path: Path) -> None:
     """Protects warn, top-up and the billing stop through the flow: with 3 s of credit the
     member and the performer (never a guest) are warned; a top-up during the private
     extends it to exactly 6 billed seconds, where it ends (reason billing, credit_exhausted
@@ -249,7 +249,10 @@ async def test_credit_warns_runs_out_and_a_top_up_mid_private_extends_it(make_da
     ended = await pub.next_event("private.ended", timeout=10)
     assert ended["data"]["reason"] == "billing"
     sink = Path(tmp_path, "billing-events.jsonl")
-    closing = lambda: [e for e in map(json.loads, sink.read_text().splitlines()) if e["data"].get("closing")]  # noqa: E731
+
+    def closing() -> list[dict[str, Any]]:
+        return [e for e in map(json.loads, sink.read_text().splitlines()) if e["data"].get("closing")]
+
     assert await wait_for(lambda: sink.exists() and len(closing()) == 1, 10)
     assert closing()[0]["data"]["billed_seconds"] == 6, "the top-up did not extend the private (3 s without it)"
     wallet = await settled(d, "m1")
