@@ -30,6 +30,12 @@ class MediaStats:
         "nack_keyframe_requests",
         "video_congestion_pauses",
         "video_congestion_probes",
+        "bwe_estimates",
+        "bwe_clamped",
+        "layer_switches",
+        "layer_probes",
+        "layer_probe_bytes",
+        "viewers_by_layer",
         "keyframe_packets_replayed",
         "plis_received",
         "keyframe_requests_sent",
@@ -66,6 +72,19 @@ class MediaStats:
         # carry it, and the tries of it again afterwards.
         self.video_congestion_pauses = 0
         self.video_congestion_probes = 0
+        # Per-viewer adaptation (bandwidth.py, layer_selector.py, adaptation.py):
+        # REMBs taken, and those clamped by reason ("low": zero or below the
+        # floor, "high": above the ceiling, "jump": an order of magnitude from
+        # the estimate); layer switches by kind ("start", "up", "down",
+        # "pause", "resume", "gone"); probes by outcome ("start", "success",
+        # "fail") and the padding bytes they sent; video viewers per layer
+        # ("s0", "s1t0", "paused"...), a gauge kept by ViewerAdaptation.
+        self.bwe_estimates = 0
+        self.bwe_clamped: Counter[str] = Counter({"low": 0, "high": 0, "jump": 0})
+        self.layer_switches: Counter[str] = Counter()
+        self.layer_probes: Counter[str] = Counter({"start": 0, "success": 0, "fail": 0})
+        self.layer_probe_bytes = 0
+        self.viewers_by_layer: Counter[str] = Counter()
         # Cached keyframe packets sent to viewers at start (TTFF).
         self.keyframe_packets_replayed = 0
         self.plis_received = 0
