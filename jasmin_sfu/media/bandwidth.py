@@ -17,6 +17,7 @@ time and the rate the viewer was sent are passed in, no clock is read.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from .adaptation_policy import DEFAULT_ADAPTATION, AdaptationPolicy
@@ -78,7 +79,7 @@ class BandwidthEstimator:
                 value = old * pol.max_jump
             elif value * pol.max_jump < old:
                 stats.bwe_clamped["jump"] += 1
-                value = old / pol.max_jump
+                value = math.ceil(old / pol.max_jump)
         self.remb_bps = max(pol.min_bps, min(pol.max_bps, int(value)))
         return self.remb_bps
 
