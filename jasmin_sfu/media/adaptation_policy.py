@@ -59,7 +59,7 @@ class AdaptationPolicy:
     # A down-switch within this long after an up-switch means the up-switch
     # failed: the next hold is backoff_factor times longer, up to
     # backoff_max_s, and back to up_hold_s once an up-switch lasts that long.
-    failed_up_s: float = 10.0
+    failed_up_s: float = 30.0
     backoff_factor: float = 2.0
     backoff_max_s: float = 60.0
     # Below the lowest layer video is paused (audio goes on) and probing
@@ -81,13 +81,23 @@ class AdaptationPolicy:
     # comes probe_interval_s after the viewer settled below, each failed one
     # multiplies the wait by backoff_factor up to probe_max_interval_s, a
     # successful one resets it. A probe stops at once when the viewer's loss
-    # reaches probe_stop_loss. Chromium's REMB rises about 8 % a second, so
-    # a probe from a low layer to the next needs 10 s or more (LiveKit
-    # probes for 20 s too).
+    # reaches probe_stop_loss, and when the estimate has not risen by
+    # probe_stall_gain within probe_stall_s before it reached the goal.
+    # Chromium's REMB rises about 8 % a second, so a probe from a low layer to
+    # the next needs 10 s or more: probe_duration_s is only the bound of one
+    # that keeps rising without getting there.
     probe_interval_s: float = 5.0
-    probe_duration_s: float = 20.0
-    probe_max_interval_s: float = 60.0
+    probe_duration_s: float = 30.0
+    probe_stall_s: float = 4.0
+    probe_stall_gain: float = 1.05
+    probe_max_interval_s: float = 30.0
     probe_stop_loss: float = 0.05
+    # A probe sends at most probe_ramp times the estimate's video budget in
+    # all: a REMB rises about 8 % a second whatever it receives (as long as it
+    # receives 1/1.5 of it), so a probe that follows the estimate up climbs as
+    # fast as one that jumps to the goal, and costs a link that cannot take
+    # more a few percent of loss for one report instead of half its packets.
+    probe_ramp: float = 1.25
     # Padding is paced in pieces of at most this long, so a probe is no burst.
     probe_burst_s: float = 0.05
 
@@ -119,6 +129,10 @@ class AdaptationPolicy:
             raise ValueError("backoff_factor >= 1 and backoff_max_s >= up_hold_s")
         if not 0 < self.probe_interval_s <= self.probe_max_interval_s:
             raise ValueError("0 < probe_interval_s <= probe_max_interval_s")
+        if self.probe_stall_s <= 0 or self.probe_stall_gain < 1.0:
+            raise ValueError("probe_stall_s > 0 and probe_stall_gain >= 1")
+        if not 1.0 < self.probe_ramp <= 4.0:
+            raise ValueError("probe_ramp must be in (1, 4]")
         if self.probe_duration_s < self.up_hold_s or self.probe_duration_s <= 0:
             raise ValueError("probe_duration_s must be positive and >= up_hold_s (a probe must outlast the hold)")
 

@@ -19,14 +19,16 @@ The rules, with the numbers of :class:`~.adaptation_policy.AdaptationPolicy`:
   ``backoff_max_s`` without one forgives one. So an estimate that oscillates
   cannot make layers flap (mediasoup#1462, PR #804).
 - **probing**: a viewer held below the best layer it may get is sent padding
-  so that it receives the next layer's rate times ``headroom``; its REMB can
-  then rise to show whether the layer fits (a browser's REMB stays under 1.5x
-  what it receives: without probing a viewer that dropped never climbs back,
-  mediasoup#316). Probes come ``probe_interval_s`` after the viewer settled,
-  last up to ``probe_duration_s``, stop at once on ``probe_stop_loss`` or a
-  down-switch, and each failed one doubles the wait up to
-  ``probe_max_interval_s``. A paused viewer is probed for the lowest layer:
-  that is how its video comes back by itself.
+  so that it receives up to the next layer's rate times ``headroom``, and no
+  more than ``probe_ramp`` times its estimate: its REMB can then rise to show
+  whether the layer fits (a browser's REMB stays under 1.5x what it
+  receives: without probing a viewer that dropped never climbs back,
+  mediasoup#316). Probes come ``probe_interval_s`` after the viewer settled
+  (at once after a successful one), fail on ``probe_stop_loss``, a
+  down-switch, an estimate that stopped rising (``probe_stall_gain`` within
+  ``probe_stall_s``) or after ``probe_duration_s``, and each failed one
+  doubles the wait up to ``probe_max_interval_s``. A paused viewer is probed
+  for the lowest layer: that is how its video comes back by itself.
 
 A switch up is only a target: the consumer changes layer on the target
 layer's next keyframe (and asks the publisher for one); down is at once.
@@ -117,6 +119,8 @@ class LayerSelector:
         "_probe_next",
         "_probe_wait",
         "_probe_goal",
+        "_probe_best",
+        "_probe_best_at",
     )
 
     def __init__(self, policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -139,6 +143,9 @@ class LayerSelector:
         self._probe_next = _NEVER
         self._probe_wait = policy.probe_interval_s
         self._probe_goal: Layer | None = None
+        # The best estimate seen in the probe, and when it last rose by probe_stall_gain.
+        self._probe_best = 0
+        self._probe_best_at = _NEVER
 
     @property
     def probing(self) -> bool:
@@ -214,7 +221,11 @@ class LayerSelector:
         # Probing: only while below the best layer the viewer may get.
         goal = layers[cur + 1] if cur + 1 < len(layers) else None
         if self._probe_goal is not None:
-            if goal is None or loss >= pol.probe_stop_loss or now >= self._probe_until:
+            if estimate_bps >= self._probe_best * pol.probe_stall_gain:
+                self._probe_best, self._probe_best_at = estimate_bps, now
+            # Stalled: the estimate stopped rising before it reached the goal.
+            stalled = up < 0 and now - self._probe_best_at >= pol.probe_stall_s
+            if goal is None or loss >= pol.probe_stop_loss or now >= self._probe_until or stalled:
                 probe = "fail"
                 self._probe_stop(now, ok=False)
             else:
@@ -224,7 +235,8 @@ class LayerSelector:
                 probe = "start"
                 self._probe_goal = goal
                 self._probe_until = now + pol.probe_duration_s
-        return Choice(self._layer(layers, cur), self._probe_rate(layers, cur), switch, probe)
+                self._probe_best, self._probe_best_at = estimate_bps, now
+        return Choice(self._layer(layers, cur), self._probe_rate(layers, cur, budget), switch, probe)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -241,20 +253,27 @@ class LayerSelector:
     def _layer(layers: Sequence[Layer], i: int) -> Layer | None:
         return layers[i] if i >= 0 else None
 
-    def _probe_rate(self, layers: Sequence[Layer], cur: int) -> int:
+    def _probe_rate(self, layers: Sequence[Layer], cur: int, budget: int) -> int:
+        """Padding on top of the current layer: up to the goal's need with headroom, but
+        never more than ``probe_ramp`` times the video budget in all (a REMB rises about
+        8 % a second whatever it is sent, so sending more only risks loss on a link that
+        cannot take it)."""
         goal = self._probe_goal
         if goal is None:
             return 0
+        pol = self._policy
         have = layers[cur].need_bps if cur >= 0 else 0
-        return max(0, int(goal.need_bps * self._policy.headroom) - have)
+        total = min(goal.need_bps * pol.headroom, max(budget, pol.min_bps) * pol.probe_ramp)
+        return max(0, int(total) - have)
 
     def _probe_stop(self, now: float, ok: bool) -> None:
         pol = self._policy
         if ok:
+            # Climbing: the next layer is probed as soon as the dwell allows.
             self._probe_wait = pol.probe_interval_s
+            self._probe_next = now
         elif self._probe_goal is not None:
             self._probe_wait = min(pol.probe_max_interval_s, self._probe_wait * pol.backoff_factor)
-        if self._probe_goal is not None or ok:
             self._probe_next = now + self._probe_wait
         self._probe_goal = None
         self._probe_until = 0.0
@@ -271,4 +290,4 @@ class LayerSelector:
             why = "pause"
         if why:
             self._since = now
-        return Choice(layer, self._probe_rate(layers, i), why, probe)
+        return Choice(layer, 0, why, probe)
