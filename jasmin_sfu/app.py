@@ -29,6 +29,7 @@ from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler
 from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
+from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
@@ -76,6 +77,29 @@ def media_settings(cfg: Config) -> MediaSettings:
         nack_max_delay_s=m.nack_max_delay_ms / 1000.0,
         nack_budget_fraction=m.nack_budget_fraction,
         pause_video_on_congestion=m.pause_video_on_congestion,
+        adaptation=adaptation_policy(cfg),
+    )
+
+
+def adaptation_policy(cfg: Config) -> AdaptationPolicy:
+    """The [media] bwe_*, layer_* and probe_* keys as the per-viewer adaptation policy."""
+    m = cfg.media
+    return AdaptationPolicy(
+        start_bps=m.bwe_start_bps,
+        min_bps=m.bwe_min_bps,
+        max_bps=m.bwe_max_bps,
+        max_jump=m.bwe_max_jump,
+        audio_reserve_bps=m.bwe_audio_reserve_bps,
+        headroom=m.layer_headroom,
+        keep_ratio=m.layer_keep_ratio,
+        up_hold_s=m.layer_up_hold_ms / 1000.0,
+        min_dwell_s=m.layer_min_dwell_ms / 1000.0,
+        failed_up_s=m.layer_failed_up_ms / 1000.0,
+        backoff_max_s=m.layer_backoff_max_ms / 1000.0,
+        pause_video=m.pause_video_on_congestion,
+        probe_interval_s=m.probe_interval_ms / 1000.0,
+        probe_max_interval_s=m.probe_max_interval_ms / 1000.0,
+        probe_duration_s=m.probe_duration_ms / 1000.0,
     )
 
 

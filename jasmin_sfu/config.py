@@ -109,6 +109,32 @@ class MediaConfig:
     # (REMB under half the forwarded rate and >= 10 % loss, 3 reports in a
     # row) and try it again after 10 s, doubling up to 60 s (docs/media.md).
     pause_video_on_congestion: bool = True
+    # Per-viewer layers (docs/media.md, "Per-viewer layers"): each viewer's
+    # estimate is its own REMB, clamped to [bwe_min_bps, bwe_max_bps], moved at
+    # most bwe_max_jump times per report, bwe_start_bps before its first, less
+    # bwe_audio_reserve_bps for its audio. Its layer goes down at once below
+    # layer_keep_ratio of the layer's rate, up after layer_up_hold_ms above the
+    # next layer's rate times layer_headroom and layer_min_dwell_ms after the
+    # last switch; an up-switch undone within layer_failed_up_ms doubles the
+    # hold, up to layer_backoff_max_ms. A viewer held below its best layer is
+    # probed with padding every probe_interval_ms, doubling after each failed
+    # probe up to probe_max_interval_ms, each probe lasting at most
+    # probe_duration_ms. pause_video_on_congestion pauses video below the
+    # lowest layer (false: the lowest layer is the floor).
+    bwe_start_bps: int = 600_000
+    bwe_min_bps: int = 30_000
+    bwe_max_bps: int = 50_000_000
+    bwe_max_jump: float = 10.0
+    bwe_audio_reserve_bps: int = 40_000
+    layer_headroom: float = 1.2
+    layer_keep_ratio: float = 0.9
+    layer_up_hold_ms: int = 4000
+    layer_min_dwell_ms: int = 2000
+    layer_failed_up_ms: int = 30000
+    layer_backoff_max_ms: int = 60000
+    probe_interval_ms: int = 5000
+    probe_max_interval_ms: int = 30000
+    probe_duration_ms: int = 30000
 
 
 @dataclass(frozen=True)
@@ -458,6 +484,24 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media: 1 <= nack_default_rtt_ms <= nack_max_delay_ms <= 10000")
     if not 0.0 <= m.nack_budget_fraction <= 1.0:
         raise ConfigError("media.nack_budget_fraction must be in 0..1")
+    if not 0 < m.bwe_min_bps <= m.bwe_start_bps <= m.bwe_max_bps <= 1_000_000_000:
+        raise ConfigError("media: 0 < bwe_min_bps <= bwe_start_bps <= bwe_max_bps <= 1000000000")
+    if not 1.0 <= m.bwe_max_jump <= 1000.0:
+        raise ConfigError("media.bwe_max_jump must be in 1..1000")
+    if not 0 <= m.bwe_audio_reserve_bps <= 1_000_000:
+        raise ConfigError("media.bwe_audio_reserve_bps must be in 0..1000000")
+    if not 1.0 <= m.layer_headroom <= 4.0:
+        raise ConfigError("media.layer_headroom must be in 1..4")
+    if not 0.5 <= m.layer_keep_ratio <= 1.0:
+        raise ConfigError("media.layer_keep_ratio must be in 0.5..1")
+    if not 0 <= m.layer_up_hold_ms <= m.layer_backoff_max_ms <= 600_000:
+        raise ConfigError("media: 0 <= layer_up_hold_ms <= layer_backoff_max_ms <= 600000")
+    if not 0 <= m.layer_min_dwell_ms <= 60_000 or not 0 <= m.layer_failed_up_ms <= 600_000:
+        raise ConfigError("media: layer_min_dwell_ms in 0..60000 and layer_failed_up_ms in 0..600000")
+    if not 100 <= m.probe_interval_ms <= m.probe_max_interval_ms <= 3_600_000:
+        raise ConfigError("media: 100 <= probe_interval_ms <= probe_max_interval_ms <= 3600000")
+    if not m.layer_up_hold_ms <= m.probe_duration_ms <= 600_000 or m.probe_duration_ms <= 0:
+        raise ConfigError("media.probe_duration_ms must be positive, >= layer_up_hold_ms and <= 600000")
     if not 0 < cfg.shows.sneak_peek_s <= 600:
         raise ConfigError("shows.sneak_peek_s must be in (0, 600]")
     b = cfg.billing
