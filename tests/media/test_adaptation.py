@@ -79,10 +79,10 @@ class ScriptedConsumer:
         self.cumulative_lost += lost
 
 
-def make(**kw: object) -> tuple[ViewerAdaptation, ScriptedConsumer, ScriptedProducer, MediaStats]:
+def make(temporal_layers: int = 1) -> tuple[ViewerAdaptation, ScriptedConsumer, ScriptedProducer, MediaStats]:
     stats = MediaStats()
     c, p = ScriptedConsumer(), ScriptedProducer()
-    a = ViewerAdaptation(c, p, stats, POL, **kw)  # type: ignore[arg-type]
+    a = ViewerAdaptation(c, p, stats, POL, temporal_layers=temporal_layers)
     return a, c, p, stats
 
 
@@ -250,9 +250,9 @@ def test_a_zero_remb_after_a_real_one_is_clamped_and_counted() -> None:
 def test_close_leaves_the_gauge_once_and_a_closed_consumer_ends_it() -> None:
     """Protects the per-layer gauge from leaking viewers: close() (or a tick after the consumer
     closed) removes the viewer once."""
-    a, c, _, stats = make()
-    b, d, _, _ = make()
-    b._stats = stats  # two viewers on one node's counters
+    a, c, p, stats = make()
+    d = ScriptedConsumer()
+    b = ViewerAdaptation(d, p, stats, POL)  # a second viewer on the same node's counters
     a.tick(0.0)
     b.tick(0.0)
     assert stats.viewers_by_layer == {"s1": 2}
