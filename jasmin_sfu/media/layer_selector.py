@@ -175,8 +175,9 @@ class LayerSelector:
             was = self.target
             self.target = None
             self._started = False  # when layers come back: the best that fits, at once
+            probe = "fail" if self.probing else ""
             self._probe_stop(now, ok=False)
-            return Choice(None, 0, "gone" if was is not None else "")
+            return Choice(None, 0, "gone" if was is not None else "", probe)
         if not self._started:
             self._started = True
             self._probe_next = now + self._probe_wait
@@ -185,8 +186,9 @@ class LayerSelector:
         if cur is None:
             # The layer went away (the publisher stopped it) or the cap went
             # below it: the best that fits now, at once.
+            probe = "fail" if self.probing else ""
             self._probe_stop(now, ok=False)
-            return self._switch(now, layers, max(fit, floor), "gone")
+            return self._switch(now, layers, max(fit, floor), "gone", probe)
         switch = ""
         probe = ""
         if cur >= 0 and budget < layers[cur].need_bps * pol.keep_ratio:
