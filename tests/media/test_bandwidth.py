@@ -64,12 +64,20 @@ def test_an_order_of_magnitude_in_one_report_is_limited_and_counted() -> None:
 @given(st.lists(st.integers(min_value=-(1 << 70), max_value=1 << 90), min_size=1, max_size=40))
 def test_any_remb_sequence_stays_within_the_clamps(rembs: list[int]) -> None:
     """Protects every consumer of the estimate: whatever a viewer sends, the estimate is
-    within [min_bps, max_bps] and never moves more than max_jump per report."""
-    e, _ = make()
+    within [min_bps, max_bps], never moves more than max_jump per report, and every value
+    not taken as sent is counted (low/high by which clamp)."""
+    e, stats = make()
     last = 0
     for r in rembs:
+        before = dict(stats.bwe_clamped)
         v = e.on_remb(r)
         assert POL.min_bps <= v <= POL.max_bps
+        # Each value outside the clamps, or moved less than it asked, is counted once.
+        counted = sum(stats.bwe_clamped.values()) - sum(before.values())
+        outside = r < POL.min_bps or r > POL.max_bps
+        assert counted >= (1 if outside or v != r else 0)
+        if outside:
+            assert stats.bwe_clamped["low" if r < POL.min_bps else "high"] == before["low" if r < POL.min_bps else "high"] + 1
         if last:
             assert v <= last * POL.max_jump + 1 and v * POL.max_jump + 1 >= last
         last = v
