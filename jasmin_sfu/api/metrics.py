@@ -81,15 +81,15 @@ class MediaCollector(Collector):
         for reason, n in sorted(s.bwe_clamped.items()):
             clamped.add_metric([reason], n)
         yield clamped
-        switches = CounterMetricFamily(
-            "jasmin_layer_switches",
-            "Per-viewer layer changes decided, by kind: start, up, down, pause (below the lowest layer),"
+        decisions = CounterMetricFamily(
+            "jasmin_layer_decisions",
+            "Per-viewer layer selector decisions, by kind: start, up, down, pause (below the lowest layer),"
             " resume, gone (the layer stopped or the viewer's cap went below it)",
             labels=["kind"],
         )
-        for kind, n in sorted(s.layer_switches.items()):
-            switches.add_metric([kind], n)
-        yield switches
+        for kind, n in sorted(s.layer_decisions.items()):
+            decisions.add_metric([kind], n)
+        yield decisions
         probes = CounterMetricFamily(
             "jasmin_layer_probes", "Padding probes of viewers held below their best layer, by event: start, success, fail",
             labels=["event"],
@@ -97,13 +97,6 @@ class MediaCollector(Collector):
         for event, n in sorted(s.layer_probes.items()):
             probes.add_metric([event], n)
         yield probes
-        yield CounterMetricFamily("jasmin_layer_probe_bytes", "Padding bytes sent by probes", value=s.layer_probe_bytes)
-        per_layer = GaugeMetricFamily(
-            "jasmin_viewers_by_layer", "Video viewers by the layer chosen for them (s1, s0t1, paused)", labels=["layer"]
-        )
-        for layer, n in sorted(s.viewers_by_layer.items()):
-            per_layer.add_metric([layer], n)
-        yield per_layer
         drops = CounterMetricFamily("jasmin_rtp_drops", "Packets dropped, by reason", labels=["reason"])
         for reason, n in sorted(s.drops.items()):
             drops.add_metric([reason], n)

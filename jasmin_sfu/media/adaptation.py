@@ -73,17 +73,16 @@ class AdaptableConsumer(Protocol):
     def packets(self) -> int: ...
     @property
     def octets(self) -> int: ...
+    # The viewer's own cap (signaling), which the consumer also enforces:
+    # the best spatial and temporal layer it takes, None for no cap.
+    @property
+    def max_spatial(self) -> int | None: ...
+    @property
+    def max_temporal(self) -> int | None: ...
 
     def set_target_layer(self, spatial: int | None, temporal: int | None = None) -> None: ...
 
     def send_padding(self, nbytes: int) -> int: ...
-
-
-def layer_label(spatial: int | None, temporal: int | None) -> str:
-    """``/metrics`` label of a layer: "s1" (all temporal layers), "s0t1", or "paused"."""
-    if spatial is None:
-        return "paused"
-    return f"s{spatial}" if temporal is None else f"s{spatial}t{temporal}"
 
 
 class ViewerAdaptation:
@@ -95,14 +94,11 @@ class ViewerAdaptation:
         "estimator",
         "selector",
         "temporal_layers",
-        "max_spatial",
-        "max_temporal",
         "probe_bps",
         "estimate_bps",
         "sent_bps",
         "_policy",
         "_stats",
-        "_label",
         "_rate_at",
         "_rate_bytes",
         "_padding_bytes",
@@ -128,16 +124,14 @@ class ViewerAdaptation:
         self.estimator = BandwidthEstimator(stats, policy)
         self.selector = LayerSelector(policy)
         # VP8 temporal layers in the producer's layers (1: none, 3: L1T3), as
-        # learnt from its payload descriptors.
+        # learnt from its payload descriptors; leave 1 while the consumer does
+        # not drop temporal layers (the selector would count on a rate the
+        # viewer is not getting).
         self.temporal_layers = temporal_layers
-        # The viewer's cap (signaling): the best spatial and temporal layer it takes.
-        self.max_spatial: int | None = None
-        self.max_temporal: int | None = None
         # The probe's padding rate now (bits/s), the last estimate, what the viewer was sent.
         self.probe_bps = 0
         self.estimate_bps = 0
         self.sent_bps = 0.0
-        self._label: str | None = None
         self._rate_at = -1.0
         self._rate_bytes = 0
         self._padding_bytes = 0
@@ -150,13 +144,6 @@ class ViewerAdaptation:
     def probing(self) -> bool:
         """Whether :meth:`pace` has padding to send."""
         return self.probe_bps > 0
-
-    def set_cap(self, max_spatial: int | None, max_temporal: int | None = None) -> None:
-        """The viewer's own cap (None: no cap); applied at the next tick, down at once."""
-        if (max_spatial is not None and max_spatial < 0) or (max_temporal is not None and max_temporal < 0):
-            raise ValueError("a layer cap is a layer index (>= 0) or None")
-        self.max_spatial = max_spatial
-        self.max_temporal = max_temporal
 
     # -- once per RTCP interval ------------------------------------------------------
 
@@ -183,18 +170,19 @@ class ViewerAdaptation:
         layers = candidates(
             [(layer.spatial, layer.bitrate_bps) for layer in self.producer.layers if layer.active],
             self.temporal_layers,
-            max_spatial=self.max_spatial,
-            max_temporal=self.max_temporal,
+            max_spatial=c.max_spatial,
+            max_temporal=c.max_temporal,
             policy=self._policy,
         )
         choice = self.selector.select(now, layers, self.estimate_bps, est.loss)
         stats = self._stats
         if choice.switch:
-            stats.layer_switches[choice.switch] += 1
+            stats.layer_decisions[choice.switch] += 1
             t = choice.target
-            spatial, temporal = (None, None) if t is None else (t.spatial, t.temporal)
-            c.set_target_layer(spatial, temporal)
-            self._count(layer_label(spatial, temporal))
+            if t is None:
+                c.set_target_layer(None)
+            else:
+                c.set_target_layer(t.spatial, t.temporal)
         if choice.probe:
             stats.layer_probes[choice.probe] += 1
         self.probe_bps = choice.probe_bps
@@ -232,30 +220,11 @@ class ViewerAdaptation:
             return 0
         self._owed = max(0.0, self._owed - sent)
         self._padding_bytes += sent
-        self._stats.layer_probe_bytes += sent
         return sent
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _count(self, label: str) -> None:
-        """Move this viewer in the per-layer gauge."""
-        gauge = self._stats.viewers_by_layer
-        if self._label is not None:
-            gauge[self._label] -= 1
-            if gauge[self._label] <= 0:
-                del gauge[self._label]
-        self._label = label
-        gauge[label] += 1
-
     def close(self) -> None:
-        """The consumer is gone: leave the per-layer gauge, once."""
-        if self.closed:
-            return
+        """The consumer is gone: no more ticks, no more padding."""
         self.closed = True
         self.probe_bps = 0
-        if self._label is not None:
-            gauge = self._stats.viewers_by_layer
-            gauge[self._label] -= 1
-            if gauge[self._label] <= 0:
-                del gauge[self._label]
-            self._label = None

@@ -32,10 +32,8 @@ class MediaStats:
         "video_congestion_probes",
         "bwe_estimates",
         "bwe_clamped",
-        "layer_switches",
+        "layer_decisions",
         "layer_probes",
-        "layer_probe_bytes",
-        "viewers_by_layer",
         "keyframe_packets_replayed",
         "plis_received",
         "keyframe_requests_sent",
@@ -75,16 +73,15 @@ class MediaStats:
         # Per-viewer adaptation (bandwidth.py, layer_selector.py, adaptation.py):
         # REMBs taken, and those clamped by reason ("low": zero or below the
         # floor, "high": above the ceiling, "jump": an order of magnitude from
-        # the estimate); layer switches by kind ("start", "up", "down",
-        # "pause", "resume", "gone"); probes by outcome ("start", "success",
-        # "fail") and the padding bytes they sent; video viewers per layer
-        # ("s0", "s1t0", "paused"...), a gauge kept by ViewerAdaptation.
+        # the estimate); the selector's decisions by kind ("start", "up",
+        # "down", "pause", "resume", "gone": the consumer carries them out, a
+        # switch up on the target's keyframe); probes by event ("start",
+        # "success", "fail"). The switches made, the padding sent and the
+        # viewers per layer are the consumer's and the producer's counts.
         self.bwe_estimates = 0
         self.bwe_clamped: Counter[str] = Counter({"low": 0, "high": 0, "jump": 0})
-        self.layer_switches: Counter[str] = Counter()
+        self.layer_decisions: Counter[str] = Counter()
         self.layer_probes: Counter[str] = Counter({"start": 0, "success": 0, "fail": 0})
-        self.layer_probe_bytes = 0
-        self.viewers_by_layer: Counter[str] = Counter()
         # Cached keyframe packets sent to viewers at start (TTFF).
         self.keyframe_packets_replayed = 0
         self.plis_received = 0
