@@ -349,8 +349,8 @@ def test_a_steady_estimate_converges_to_the_best_layer_it_fits(
     idx = next((i for i, x in enumerate(layers) if (x.spatial, x.temporal) == sel.target), -1)
     if idx >= 0:
         assert layers[idx].need_bps * POL.keep_ratio <= budget
-    else:
-        assert layers[0].need_bps > budget
+    # Paused: the lowest layer does not fit with the headroom a resume needs (a budget
+    # of exactly its need keeps a viewer on it, but does not bring a paused one back).
     assert all(x.need_bps * POL.headroom > budget for x in layers[idx + 1:])
     assert not any(c.switch for c in chs[60:])
 
