@@ -87,9 +87,12 @@ class MediaConfig:
     # to a PLI (jasmin_sfu/media/keyframe_cache.py).
     keyframe_cache: bool = True
     rtcp_interval_ms: int = 1000
-    # REMB toward the performer, sent with each receiver report: the lowest
-    # estimate of the producer's viewers, clamped to [remb_min_bps,
-    # remb_max_bps]; remb_max_bps while no viewer sent one (docs/media.md).
+    # REMB toward the performer, sent with each receiver report: the highest
+    # estimate of the viewers that watch (not paused, blocked by a private's
+    # audience, or paused by audio first), clamped to [remb_min_bps,
+    # remb_max_bps]; remb_min_bps when every watching viewer's video is paused
+    # by audio first; remb_max_bps while none sent one (docs/media.md). A weak
+    # viewer never pulls the others' picture down.
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000
     # Audio/video m-sections (producers) one publish may carry; more is `bad_sdp`.
