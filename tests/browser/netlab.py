@@ -13,6 +13,7 @@ themselves are global (``/run/netns``), hence the process id in their names.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import stat
@@ -27,8 +28,9 @@ from bench.netns import Host
 class NetLab:
     """One test's namespaces and the Chromiums inside them."""
 
-    def __init__(self, *, chromium: str, chromium_args: list[str], playwright: Any, tmp_path: Path, stack: contextlib.ExitStack,
-                 astack: contextlib.AsyncExitStack, missing: Callable[[str], NoReturn]) -> None:
+    def __init__(self, *, chromium: str, chromium_args: list[str], playwright: Any, tmp_path: Path,
+                 stack: contextlib.ExitStack, astack: contextlib.AsyncExitStack,
+                 missing: Callable[[str], NoReturn]) -> None:
         self._chromium = chromium
         self._args = chromium_args
         self._pw = playwright
@@ -67,8 +69,14 @@ class NetLab:
         netns.unshape(host.near_if)
 
     @staticmethod
-    def qdisc(host: Host) -> str:
-        return " ".join(netns.qdisc_stats(host.near_if).split())
+    async def qdisc(host: Host) -> str:
+        """``tc -s qdisc show`` of the near end, one line. Asynchronous: a blocking
+        ``subprocess.run`` in the test's loop stalls the in-process node, and a
+        stall of the node is a delay spike every viewer's estimator sees."""
+        proc = await asyncio.create_subprocess_exec("tc", "-s", "qdisc", "show", "dev", host.near_if,
+                                                    stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return " ".join(out.decode().split())
 
     async def browser(self, host: Host, origin: str) -> Any:
         """A headless Chromium (fake camera and microphone) run inside ``host``'s
