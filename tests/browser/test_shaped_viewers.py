@@ -40,7 +40,7 @@ import pytest
 
 from bench.netns import Host
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import ServerConfig
+from jasmin_sfu.config import MediaConfig, ServerConfig
 from jasmin_sfu.media.consumer import Consumer
 from tests.browser.netlab import NetLab
 from tests.conftest import test_config as node_config
@@ -141,10 +141,20 @@ def capped(netlab: NetLab) -> Host:
     return netlab.link(NEAR_IP, CAPPED_IP)
 
 
+@pytest.fixture(params=[SINGLE_LAYER], ids=lambda c: c.name)
+def case(request: pytest.FixtureRequest) -> Case:
+    """What the node forwards (a fixture: the node's config follows it)."""
+    c: Case = request.param
+    return c
+
+
 @pytest.fixture
-async def node(capped: Host) -> AsyncIterator[Daemon]:
-    """The daemon, serving HTTP and ICE on loopback and on the veth's near end."""
-    cfg = node_config(listen_ips=("127.0.0.1", NEAR_IP))
+async def node(capped: Host, case: Case) -> AsyncIterator[Daemon]:
+    """The daemon, serving HTTP and ICE on loopback and on the veth's near end;
+    taking simulcast (then the performer page sends layers) as the case says."""
+    has_layers = "simulcast" in {f.name for f in dataclasses.fields(MediaConfig)}
+    layers: dict[str, Any] = {"simulcast": case.simulcast} if has_layers else {}
+    cfg = node_config(listen_ips=("127.0.0.1", NEAR_IP), **layers)
     cfg = dataclasses.replace(cfg, server=ServerConfig(host="0.0.0.0", port=0))
     d = Daemon(cfg)
     await d.start()
@@ -211,7 +221,6 @@ def qdisc_dropped(text: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-@pytest.mark.parametrize("case", [SINGLE_LAYER], ids=lambda c: c.name)
 async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
     case: Case, node: Daemon, browser: Any, netlab: NetLab, capped: Host
 ) -> None:
