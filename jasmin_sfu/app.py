@@ -195,7 +195,9 @@ class Daemon:
             app.router.add_get("/", self.index)
             app.router.add_static("/static", str(static))
             trust = self.cfg.accounts.trust_client_ids
-            add_demo_routes(app, lambda: self.demo, lambda: self.accounts, trust)
+            # The media settings' simulcast flag (issue 12); False on a node without it.
+            simulcast = bool(getattr(self.worker.settings, "simulcast", False))
+            add_demo_routes(app, lambda: self.demo, lambda: self.accounts, trust, simulcast)
         return app
 
     def _performer_online(self, username: str) -> bool:
