@@ -242,7 +242,7 @@ class Runner:
 
     async def run(self) -> dict[str, Any]:
         o = self.o
-        self.poller = RawPoller(self.rec, o.sample_every)
+        self.poller = RawPoller(self.rec, o.sample_every, rtcp_every_s=o.rtcp_every)
         self.p.show(f"{self.t.name}: publisher")
         self.pub = SyntheticPublisher(o.workload)
         try:
@@ -319,6 +319,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    tool_cpu_limit=args.tool_cpu_limit, sfu_cpu=None if args.sfu_cpu < 0 else args.sfu_cpu,
                    tool_cpu=None if args.bench_cpu < 0 else args.bench_cpu,
                    stop_on_fail=not args.no_stop, retries=args.retries, refine=args.refine, sample_every=args.sample_every,
+                   rtcp_every=args.rtcp_every,
                    workload=wl)
     delta, key = wl.frame_sizes()
     record: dict[str, Any] = {
@@ -347,6 +348,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sfu_in_drops": "datagrams dropped by the SFU's publisher-facing socket (/proc/net/udp)",
             "seconds_per_step": opts.seconds, "settle_s": opts.settle, "probes_per_step": opts.probes,
             "join_concurrency": opts.concurrency,
+            "viewer_rtcp_every_s": opts.rtcp_every,
         },
         "pinning": {"sfu_cpu": opts.sfu_cpu, "tool_cpu": args.bench_cpu if args.bench_cpu >= 0 else None,
                     "how": "taskset -c <sfu_cpu> for the SFU process; sched_setaffinity for this tool",
@@ -404,6 +406,9 @@ def parser() -> argparse.ArgumentParser:
                     help="this tool's CPU (percent of its core) at which it is considered saturated")
     ap.add_argument("--sample-every", type=int, default=4,
                     help="decrypt and time 1 packet in K (by sequence number) for latency; loss counts every packet")
+    ap.add_argument("--rtcp-every", type=float, default=0.0,
+                    help="viewers send RR + REMB this often, seconds, like real receivers (issue 16's method; "
+                         "0: none, as in the committed results)")
     ap.add_argument("--pacing", type=float, default=2.5, help="publisher pacing factor (0: frame bursts)")
     ap.add_argument("--refine", type=int, default=1, help="extra steps bisecting between the last good and first bad N")
     ap.add_argument("--retries", type=int, default=1, help="re-measure a failing step this many times before "

@@ -36,16 +36,13 @@ import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from bench import janus_client as jc
-from bench.janus import ROOM_OPTIONS, JanusTarget, version
 from bench.peers import wait_for
 from bench.publisher import SyntheticPublisher, Workload
 from bench.report import machine
-from bench.targets import DaemonUnderTest
+from bench.shows import Server, make_server
 from bench.viewers import LightViewer, RawPoller, Recorder
-from jasmin_signaling.client import SignalingClient
 
 
 @dataclass
@@ -71,87 +68,6 @@ def slope(xs: list[float], ys: list[float]) -> tuple[float, float]:
         return 0.0, ys[0] if ys else 0.0
     s, i = statistics.linear_regression(xs, ys)
     return s, i
-
-
-class JasminServer:
-    """jasmin-sfu as a real process; each show: a performer's connection that publishes."""
-
-    name = "jasmin"
-
-    def __init__(self, cpu: int | None) -> None:
-        self.d = DaemonUnderTest(cpu)
-        self.clients: list[SignalingClient] = []
-
-    def rss_mb(self) -> float:
-        return self.d.rss_mb()
-
-    def software(self) -> str:
-        from jasmin_sfu import __version__
-
-        return f"jasmin-sfu {__version__} (python -m jasmin_sfu serve, built-in defaults, admission off)"
-
-    async def show(self, show: str) -> Callable[[str], Awaitable[str]]:
-        client = await SignalingClient.connect(self.d.url)
-        self.clients.append(client)
-        await client.request("join", show_id=show, role="performer")
-
-        async def exchange(offer: str) -> str:
-            res = await client.request("publish", sdp=offer)
-            return str(res["sdp"])
-
-        return exchange
-
-    async def viewer(self, show: str, v: LightViewer) -> None:
-        client = await SignalingClient.connect(self.d.url)
-        self.clients.append(client)
-        await client.request("join", show_id=show, role="viewer")
-        res = await client.request("subscribe")
-        answer = await v.answer(str(res["sdp"]))
-        await client.request("answer", transport_id=res["transport_id"], sdp=answer)
-
-    async def close(self) -> None:
-        for c in self.clients:
-            await c.close()
-        self.d.stop()
-
-
-class JanusServer(JanusTarget):
-    """Janus (bench/janus.py's tuned configuration); each show: a VideoRoom room with one publisher."""
-
-    def __init__(self, cpu: int | None) -> None:
-        super().__init__(cpu)
-        self.rooms: dict[str, tuple[int, int]] = {}  # show -> (room, feed)
-
-    def software(self) -> str:
-        return f"Janus {version()} (bench/janus.py configuration, event_loops = 1)"
-
-    async def show(self, show: str) -> Callable[[str], Awaitable[str]]:
-        if self.session is None:
-            self.session = await jc.JanusSession.connect(self.janus.url)
-        room = 5000 + len(self.rooms)
-        await jc.create_room(self.session, room, ROOM_OPTIONS)
-
-        async def exchange(offer: str) -> str:
-            _h, feed, answer = await jc.publish(self.session, room, offer)
-            self.rooms[show] = (room, feed)
-            return answer
-
-        return exchange
-
-    async def viewer(self, show: str, v: LightViewer) -> None:
-        room, feed = self.rooms[show]
-        h, offer = await jc.subscribe_offer(self.session, room, feed)
-        answer = await v.answer(offer)
-        await jc.subscribe_answer(self.session, h, room, answer)
-
-
-Server = JasminServer | JanusServer
-
-
-def make_server(name: str, cpu: int | None) -> Server:
-    """The SFU ``name`` pinned to core ``cpu`` (None or negative: not pinned)."""
-    core = cpu if cpu is not None and cpu >= 0 else None
-    return JanusServer(core) if name == "janus" else JasminServer(core)
 
 
 class Node:

@@ -28,4 +28,5 @@ class Options:
     retries: int = 1
     refine: int = 1
     sample_every: int = 4
+    rtcp_every: float = 0.0  # viewers' RR + REMB interval, seconds (0: none, the method of the committed results)
     workload: Workload = field(default_factory=Workload)

@@ -51,7 +51,11 @@ def _proc_rss_mb(pid: int) -> float:
 class DaemonUnderTest:
     """jasmin-sfu as a real process (``python -m jasmin_sfu serve``), pinned to ``cpu``."""
 
-    def __init__(self, cpu: int | None) -> None:
+    def __init__(self, cpu: int | None, admission: bool = False) -> None:
+        """``admission``: keep the daemon's admission control at its defaults
+        (joins past capacity answered ``overloaded``; ``JASMIN_ADMISSION_*`` in
+        this process's environment still apply); off by default, so a ramp
+        looks for the capacity itself."""
         cmd = [sys.executable, "-m", "jasmin_sfu", "serve"]
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(cpu)] + cmd
@@ -66,6 +70,10 @@ class DaemonUnderTest:
                     "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
                     # The load tool joins without tokens: no accounts, client-given ids trusted.
                     "JASMIN_ACCOUNTS_ENABLED": "false", "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true"}
+        if admission:
+            for key in ("JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER", "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT",
+                        "JASMIN_ADMISSION_MAX_CPU_SHARE"):
+                del self.env[key]
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None

@@ -6,6 +6,7 @@ Part of the load tool (``python -m bench.load``; bench/README.md).
 from __future__ import annotations
 
 import asyncio
+import random
 import select
 import socket
 import struct
@@ -17,6 +18,7 @@ from aiortc import RTCSessionDescription
 
 from bench.peers import new_pc
 from bench.publisher import FLAG_KEYFRAME, MAGIC, TRAILER_LEN
+from jasmin_codecs.rtcp import ReceiverReport, Remb, ReportBlock
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _TIMESPEC = struct.Struct("@qq")
@@ -45,7 +47,9 @@ class LightViewer:
         self.t_dtls_ns = 0
         self.first_key_ns = 0
         self.first_packet_ns = 0
-        self.streams: dict[bytes, list[int]] = {}  # ssrc -> [received, extended highest seq]
+        self.streams: dict[bytes, list[int]] = {}  # ssrc -> [received, extended highest seq, first seq]
+        self.rtcp_prev: dict[bytes, tuple[int, int]] = {}  # ssrc -> (expected, received) at the last RR
+        self.rtcp_ssrc = random.getrandbits(32) or 1
         self.fd = -1
         self.port = 0
         self.raw = False
@@ -101,7 +105,7 @@ class LightViewer:
         """Sequence accounting, latency sample, keyframe start."""
         st = self.streams.get(ssrc)
         if st is None:
-            self.streams[ssrc] = [1, seq]
+            self.streams[ssrc] = [1, seq, seq]
             if not self.first_packet_ns:
                 self.first_packet_ns = rx_ns
         else:
@@ -116,6 +120,23 @@ class LightViewer:
             self.rec.latency_ns.append(rx_ns - int.from_bytes(trailer[4:12], "big", signed=True))
         if trailer[12] & FLAG_KEYFRAME and not self.first_key_ns:
             self.first_key_ns = rx_ns
+
+    def receiver_report(self, remb_bps: int) -> bytes:
+        """A compound RR (one block per received SSRC: fraction and cumulative
+        loss, extended highest sequence; jitter, LSR and DLSR 0) + REMB, like a
+        real receiver's once-a-second RTCP."""
+        blocks = []
+        for ssrc, (received, highest, first) in self.streams.items():
+            expected = highest - first + 1
+            e0, r0 = self.rtcp_prev.get(ssrc, (0, 0))
+            self.rtcp_prev[ssrc] = (expected, received)
+            de, dr = expected - e0, received - r0
+            fraction = min(255, max(0, (256 * (de - dr)) // de)) if de > 0 else 0
+            blocks.append(ReportBlock(int.from_bytes(ssrc, "big"), fraction, expected - received,
+                                      highest & 0xFFFFFFFF, 0, 0, 0))
+        rr = ReceiverReport(self.rtcp_ssrc, tuple(blocks[:31])).to_bytes()
+        media = tuple(b.ssrc for b in blocks)
+        return rr + (Remb(self.rtcp_ssrc, remb_bps, media).to_bytes() if media else b"")
 
     def snapshot(self) -> dict[bytes, tuple[int, int]]:
         return {k: (v[0], v[1]) for k, v in self.streams.items()}
@@ -153,7 +174,12 @@ class RawPoller:
     INTERVAL_S = 0.002  # drain every 2 ms: the kernel timestamps, so waiting costs no accuracy
     BUDGET_S = 0.001  # at most this long per drain before yielding to the event loop
 
-    def __init__(self, rec: Recorder, sample_every: int = 4) -> None:
+    def __init__(self, rec: Recorder, sample_every: int = 4, rtcp_every_s: float = 0.0,
+                 remb_bps: int = 5_000_000) -> None:
+        """``rtcp_every_s`` > 0: every viewer taken over sends a compound RR +
+        REMB (SRTCP, from its own socket to the SFU) that often, as real
+        receivers do about once a second (:meth:`LightViewer.receiver_report`);
+        0: none (aiortc's receiver sends none either once its RTP is taken away)."""
         from pylibsrtp._binding import ffi, lib
 
         self.rec = rec
@@ -166,6 +192,26 @@ class RawPoller:
         self.packets = 0
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | asyncio.Handle = self._loop.call_later(self.INTERVAL_S, self._tick)
+        self.rtcp_every_s = rtcp_every_s
+        self.remb_bps = remb_bps
+        self.rtcp_sent = 0
+        self.rtcp_errors = 0
+        self._rtcp_timer: asyncio.TimerHandle | None = (
+            self._loop.call_later(rtcp_every_s, self._rtcp_tick) if rtcp_every_s > 0 else None)
+
+    def _rtcp_tick(self) -> None:
+        """Every viewer's RR + REMB, SRTCP-protected with its own keys, sent from its own socket."""
+        self._rtcp_timer = self._loop.call_later(self.rtcp_every_s, self._rtcp_tick)
+        for entry in list(self.by_fd.values()):
+            v = entry[6]
+            if not v.streams:
+                continue
+            try:
+                sock, tx, addr = v.ctx["rtcp_path"]
+                sock.sendto(tx.protect_rtcp(v.receiver_report(self.remb_bps)), addr)
+                self.rtcp_sent += 1
+            except Exception:  # a closing viewer, a full socket buffer: counted, never fatal
+                self.rtcp_errors += 1
 
     def _tick(self) -> None:
         """Drain on a timer, not on readiness: one wake-up per few ms however
@@ -205,6 +251,7 @@ class RawPoller:
         mv = memoryview(session._buffer)
         self.by_fd[fd] = (sock.recv_into, mv, session._srtp[0], session._cdata, pair.protocol, pair.remote_addr, v)
         self.ep.register(fd, select.EPOLLIN)
+        v.ctx["rtcp_path"] = (sock, dtls._tx_srtp, pair.remote_addr)
         v.fd = fd
         v.port = sock.getsockname()[1]
         v.raw = True
@@ -266,7 +313,7 @@ class RawPoller:
                 ssrc = mv[8:12].tobytes()
                 st = v.streams.get(ssrc)
                 if st is None:
-                    v.streams[ssrc] = [1, seq]
+                    v.streams[ssrc] = [1, seq, seq]
                 else:
                     st[0] += 1
                     d = (seq - st[1]) & 0xFFFF
@@ -297,4 +344,6 @@ class RawPoller:
 
     def close(self) -> None:
         self._timer.cancel()
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
         self.ep.close()

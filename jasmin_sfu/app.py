@@ -29,6 +29,7 @@ from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler
 from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
+from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # Headers a supervisor sets on the websockets it routes to its workers.
 INTERNAL_SECRET_HEADER = "X-Jasmin-Internal-Secret"
+# A worker's live WHIP/WHEP session Locations, for its supervisor only (docs/workers.md).
+INTERNAL_HTTP_SESSIONS = "/internal/http-sessions"
 INTERNAL_SESSION_HEADER = "X-Jasmin-Session-Id"
 
 WORKER_KEY = web.AppKey("worker", Worker)
@@ -75,6 +78,29 @@ def media_settings(cfg: Config) -> MediaSettings:
         nack_budget_fraction=m.nack_budget_fraction,
         pause_video_on_congestion=m.pause_video_on_congestion,
         simulcast=m.simulcast,
+        adaptation=adaptation_policy(cfg),
+    )
+
+
+def adaptation_policy(cfg: Config) -> AdaptationPolicy:
+    """The [media] bwe_*, layer_* and probe_* keys as the per-viewer adaptation policy."""
+    m = cfg.media
+    return AdaptationPolicy(
+        start_bps=m.bwe_start_bps,
+        min_bps=m.bwe_min_bps,
+        max_bps=m.bwe_max_bps,
+        max_jump=m.bwe_max_jump,
+        audio_reserve_bps=m.bwe_audio_reserve_bps,
+        headroom=m.layer_headroom,
+        keep_ratio=m.layer_keep_ratio,
+        up_hold_s=m.layer_up_hold_ms / 1000.0,
+        min_dwell_s=m.layer_min_dwell_ms / 1000.0,
+        failed_up_s=m.layer_failed_up_ms / 1000.0,
+        backoff_max_s=m.layer_backoff_max_ms / 1000.0,
+        pause_video=m.pause_video_on_congestion,
+        probe_interval_s=m.probe_interval_ms / 1000.0,
+        probe_max_interval_s=m.probe_max_interval_ms / 1000.0,
+        probe_duration_s=m.probe_duration_ms / 1000.0,
     )
 
 
@@ -157,6 +183,9 @@ class Daemon:
                              origins=OriginPolicy(self.cfg.server.allowed_origins),
                              ice_servers=lambda: self.ice_servers.issue())
         self.whip.install(app)
+        if self.cfg.server.internal_secret:
+            # A supervised worker: its supervisor asks which WHIP/WHEP sessions are live.
+            app.router.add_get(INTERNAL_HTTP_SESSIONS, self.http_sessions)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
         app[ICE_KEY] = self.ice_servers
@@ -167,7 +196,9 @@ class Daemon:
             app.router.add_get("/", self.index)
             app.router.add_static("/static", str(static))
             trust = self.cfg.accounts.trust_client_ids
-            add_demo_routes(app, lambda: self.demo, lambda: self.accounts, trust)
+            # The media settings' simulcast flag (media.simulcast, issue 12).
+            simulcast = self.worker.settings.simulcast
+            add_demo_routes(app, lambda: self.demo, lambda: self.accounts, trust, simulcast)
         return app
 
     def _performer_online(self, username: str) -> bool:
@@ -180,6 +211,15 @@ class Daemon:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
+
+    async def http_sessions(self, request: web.Request) -> web.Response:
+        """The live WHIP/WHEP session Locations of this worker: its supervisor's sweep
+        releases the show placements of sessions that ended without a DELETE."""
+        given = request.headers.get(INTERNAL_SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self.cfg.server.internal_secret.encode()):
+            return web.json_response({"error": {"code": "forbidden", "message": "for the supervisor only"}},
+                                     status=403)
+        return web.json_response({"locations": self.whip.locations()})
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.draining:
@@ -223,7 +263,6 @@ class Daemon:
         return SessionHandler(
             channel,
             self.shows,
-            self.billing.billing if self.billing else None,
             JoinAuthenticator(self.accounts, trust_client_ids=self.cfg.accounts.trust_client_ids),
             chat=self.chat,
             notifier=self.social_notifier,
@@ -239,8 +278,9 @@ class Daemon:
 
     async def start(self, *, listen: bool = True) -> None:
         if self.cfg.billing.enabled:
-            self.billing = await open_billing(self.cfg.billing, self.shows.get)
-            self.bus.subscribe(self.billing.billing.on_show_event)
+            self.billing = await open_billing(self.cfg.billing)
+            # The privates of every show opened from now on are billed (shows/privates.py).
+            self.shows.billing = self.billing.billing
         if self.cfg.accounts.enabled:
             self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock)
             # A revoked token (logout, erasure) ends its WHIP/WHEP sessions as it closes websockets.

@@ -143,8 +143,12 @@ def _vip_awards(cfg: Config, period: str | None, dry_run: bool) -> int:
         else:
             from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
 
-            os.makedirs(b.data_dir, exist_ok=True)
-            store = await SqliteLedgerStore.open(os.path.join(b.data_dir, "ledger.sqlite3"))
+            # A ledger that does not exist holds nothing to rank, and is not created here:
+            # a wrong data_dir must not grow an empty ledger (as retention refuses too).
+            path = os.path.join(b.data_dir, "ledger.sqlite3")
+            if not os.path.exists(path):
+                raise ValueError(f"no ledger database in {os.path.abspath(b.data_dir)!r}: is billing.data_dir right?")
+            store = await SqliteLedgerStore.open(path)
         try:
             ledger = Ledger(store, time.time)
             await ledger.bootstrap()

@@ -46,6 +46,10 @@ class ServerConfig:
     # and routes each show's websockets to the one worker holding it; 0 = one
     # per usable core. See docs/workers.md.
     workers: int = 1
+    # With workers > 1: how often the supervisor asks its workers which WHIP/WHEP
+    # sessions are still live, and releases the show placements of those that
+    # ended without a DELETE (a closed tab, an encoder that died). docs/workers.md.
+    http_session_sweep_s: float = 30.0
     # Set by the supervisor for its workers only: the shared secret that lets
     # it name the signaling session id and the client's address. Empty: the
     # internal headers are ignored.
@@ -83,9 +87,12 @@ class MediaConfig:
     # to a PLI (jasmin_sfu/media/keyframe_cache.py).
     keyframe_cache: bool = True
     rtcp_interval_ms: int = 1000
-    # REMB toward the performer, sent with each receiver report: the lowest
-    # estimate of the producer's viewers, clamped to [remb_min_bps,
-    # remb_max_bps]; remb_max_bps while no viewer sent one (docs/media.md).
+    # REMB toward the performer, sent with each receiver report: the highest
+    # estimate of the viewers that watch (not paused, blocked by a private's
+    # audience, or paused by audio first), clamped to [remb_min_bps,
+    # remb_max_bps]; remb_min_bps when every watching viewer's video is paused
+    # by audio first; remb_max_bps while none sent one (docs/media.md). A weak
+    # viewer never pulls the others' picture down.
     remb_max_bps: int = 3_000_000
     remb_min_bps: int = 150_000
     # Audio/video m-sections (producers) one publish may carry; more is `bad_sdp`.
@@ -105,6 +112,32 @@ class MediaConfig:
     # (REMB under half the forwarded rate and >= 10 % loss, 3 reports in a
     # row) and try it again after 10 s, doubling up to 60 s (docs/media.md).
     pause_video_on_congestion: bool = True
+    # Per-viewer layers (docs/media.md, "Per-viewer layers"): each viewer's
+    # estimate is its own REMB, clamped to [bwe_min_bps, bwe_max_bps], moved at
+    # most bwe_max_jump times per report, bwe_start_bps before its first, less
+    # bwe_audio_reserve_bps for its audio. Its layer goes down at once below
+    # layer_keep_ratio of the layer's rate, up after layer_up_hold_ms above the
+    # next layer's rate times layer_headroom and layer_min_dwell_ms after the
+    # last switch; an up-switch undone within layer_failed_up_ms doubles the
+    # hold, up to layer_backoff_max_ms. A viewer held below its best layer is
+    # probed with padding every probe_interval_ms, doubling after each failed
+    # probe up to probe_max_interval_ms, each probe lasting at most
+    # probe_duration_ms. pause_video_on_congestion pauses video below the
+    # lowest layer (false: the lowest layer is the floor).
+    bwe_start_bps: int = 600_000
+    bwe_min_bps: int = 30_000
+    bwe_max_bps: int = 50_000_000
+    bwe_max_jump: float = 10.0
+    bwe_audio_reserve_bps: int = 40_000
+    layer_headroom: float = 1.2
+    layer_keep_ratio: float = 0.9
+    layer_up_hold_ms: int = 4000
+    layer_min_dwell_ms: int = 2000
+    layer_failed_up_ms: int = 30000
+    layer_backoff_max_ms: int = 60000
+    probe_interval_ms: int = 5000
+    probe_max_interval_ms: int = 30000
+    probe_duration_ms: int = 30000
     # Accept simulcast publishers (a=simulcast + a=rid, up to 3 spatial layers,
     # VP8 or H264); each viewer then gets the layer it can take (docs/media.md,
     # "Layers"). false: a simulcast offer is refused with bad_sdp.
@@ -417,6 +450,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("server.max_requests_per_s must be positive")
     if not 0 <= s.workers <= 256:
         raise ConfigError("server.workers must be 0..256 (0: one per core)")
+    if not 0.1 <= s.http_session_sweep_s <= 3600:
+        raise ConfigError("server.http_session_sweep_s must be 0.1..3600 seconds")
     if s.internal_secret and len(s.internal_secret) < 32:
         raise ConfigError("server.internal_secret must be at least 32 characters when set")
     for origin in s.allowed_origins:
@@ -456,6 +491,24 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media: 1 <= nack_default_rtt_ms <= nack_max_delay_ms <= 10000")
     if not 0.0 <= m.nack_budget_fraction <= 1.0:
         raise ConfigError("media.nack_budget_fraction must be in 0..1")
+    if not 0 < m.bwe_min_bps <= m.bwe_start_bps <= m.bwe_max_bps <= 1_000_000_000:
+        raise ConfigError("media: 0 < bwe_min_bps <= bwe_start_bps <= bwe_max_bps <= 1000000000")
+    if not 1.0 <= m.bwe_max_jump <= 1000.0:
+        raise ConfigError("media.bwe_max_jump must be in 1..1000")
+    if not 0 <= m.bwe_audio_reserve_bps <= 1_000_000:
+        raise ConfigError("media.bwe_audio_reserve_bps must be in 0..1000000")
+    if not 1.0 <= m.layer_headroom <= 4.0:
+        raise ConfigError("media.layer_headroom must be in 1..4")
+    if not 0.5 <= m.layer_keep_ratio <= 1.0:
+        raise ConfigError("media.layer_keep_ratio must be in 0.5..1")
+    if not 0 <= m.layer_up_hold_ms <= m.layer_backoff_max_ms <= 600_000:
+        raise ConfigError("media: 0 <= layer_up_hold_ms <= layer_backoff_max_ms <= 600000")
+    if not 0 <= m.layer_min_dwell_ms <= 60_000 or not 0 <= m.layer_failed_up_ms <= 600_000:
+        raise ConfigError("media: layer_min_dwell_ms in 0..60000 and layer_failed_up_ms in 0..600000")
+    if not 100 <= m.probe_interval_ms <= m.probe_max_interval_ms <= 3_600_000:
+        raise ConfigError("media: 100 <= probe_interval_ms <= probe_max_interval_ms <= 3600000")
+    if not m.layer_up_hold_ms <= m.probe_duration_ms <= 600_000 or m.probe_duration_ms <= 0:
+        raise ConfigError("media.probe_duration_ms must be positive, >= layer_up_hold_ms and <= 600000")
     if not 0 < cfg.shows.sneak_peek_s <= 600:
         raise ConfigError("shows.sneak_peek_s must be in (0, 600]")
     b = cfg.billing

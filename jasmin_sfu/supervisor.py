@@ -50,7 +50,7 @@ from aiohttp import WSMsgType, web
 from jasmin_sfu import __version__
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.rest_common import quiet_client_http_errors
-from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
+from jasmin_sfu.app import INTERNAL_HTTP_SESSIONS, INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.config import Config
 
 log = logging.getLogger(__name__)
@@ -241,8 +241,10 @@ class Supervisor:
         self._rr = itertools.count()
         # Worker -> monotonic time until which it counts as full (it answered `overloaded`).
         self._full_until: dict[int, float] = {}
-        # WHIP/WHEP session Location -> (show, worker): each holds its show's placement until DELETEd.
-        self._http_sessions: dict[str, tuple[str, int]] = {}
+        # WHIP/WHEP session Location -> (show, worker, monotonic time created): each holds its
+        # show's placement until DELETEd, or until a sweep finds it ended on its worker.
+        self._http_sessions: dict[str, tuple[str, int, float]] = {}
+        self.http_sessions_swept = 0
         self._stopping = False
         self._monitors: list[asyncio.Task[None]] = []
         self._clients: set[web.WebSocketResponse] = set()
@@ -335,6 +337,45 @@ class Supervisor:
                     failures += 1
                     log.error("worker restart failed", extra={"worker": w.index, "error": str(exc)})
 
+    async def _sweep_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.cfg.server.http_session_sweep_s)
+            try:
+                await self.sweep_http_sessions()
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried at the next one
+                log.warning("WHIP/WHEP session sweep failed", extra={"error": repr(exc)})
+
+    async def sweep_http_sessions(self) -> int:
+        """Release the placement held by each WHIP/WHEP session that ended on its worker
+        without a DELETE (the tab closed, the encoder died); returns how many.
+
+        One request per live worker for its live sessions' Locations. A session created
+        after that request was sent may be missing from the answer while live: only older
+        ones are released. A worker that does not answer keeps its sessions until the next sweep.
+        """
+        assert self.http is not None
+        released = 0
+        for w in [w for w in self.workers if w.alive]:
+            asked_at = time.monotonic()
+            try:
+                async with self.http.get(f"http://{w.base}{INTERNAL_HTTP_SESSIONS}",
+                                         headers={INTERNAL_SECRET_HEADER: self.secret},
+                                         timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    if r.status != 200:
+                        continue
+                    live = set((await r.json())["locations"])
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+                continue
+            for location, (show_id, index, created) in list(self._http_sessions.items()):
+                if index == w.index and created < asked_at and location not in live:
+                    del self._http_sessions[location]
+                    self.placement.release(show_id)
+                    released += 1
+        if released:
+            self.http_sessions_swept += released
+            log.info("released WHIP/WHEP sessions ended without a DELETE", extra={"sessions": released})
+        return released
+
     def loads(self) -> dict[int, int]:
         """Connections per live worker."""
         return {w.index: w.connections for w in self.workers if w.alive}
@@ -370,6 +411,7 @@ class Supervisor:
         await self._spawn(self.workers[0])
         await asyncio.gather(*(self._spawn(w) for w in self.workers[1:]))
         self._monitors = [asyncio.get_running_loop().create_task(self._monitor(w)) for w in self.workers]
+        self._monitors.append(asyncio.get_running_loop().create_task(self._sweep_loop()))
         s = self.cfg.server
         # The public face checks the Origin of /ws itself: its workers see the supervisor's connection.
         app = web.Application(client_max_size=s.hard_max_frame_bytes,
@@ -468,6 +510,10 @@ class Supervisor:
         placed = self.placement.shows
         own += [f'jasmin_supervisor_shows_placed{{worker="{w.index}"}} {sum(1 for v in placed.values() if v == w.index)}'
                 for w in self.workers]
+        own += ["# HELP jasmin_supervisor_http_sessions_swept_total WHIP/WHEP sessions ended without a DELETE "
+                "whose show placement a sweep released",
+                "# TYPE jasmin_supervisor_http_sessions_swept_total counter",
+                f"jasmin_supervisor_http_sessions_swept_total {self.http_sessions_swept}"]
         body = "\n".join(own) + "\n" + merge_metrics(texts)
         return web.Response(body=body.encode(), content_type="text/plain", charset="utf-8")
 
@@ -487,8 +533,9 @@ class Supervisor:
         its show, so DELETE and PATCH reach the worker holding the session. A WHIP POST is a
         performer's join (it places an unplaced show); a 201 holds the placement like a joined
         websocket, and the DELETE of that Location (200, or 404 for a session that had ended
-        by itself) releases it. A session never DELETEd keeps its show placed on its worker
-        until that worker restarts: the show's next joins still go there, which is right.
+        by itself) releases it. A session that ends without a DELETE (the tab closed, the encoder
+        died) is released by the next sweep (``sweep_http_sessions``, every
+        ``server.http_session_sweep_s``).
         """
         kind = request.path.split("/")[1]
         show_id = request.match_info["show_id"]
@@ -502,7 +549,7 @@ class Supervisor:
         if creating:
             location = resp.headers.get("Location")
             if resp.status == 201 and location:
-                self._http_sessions[location] = (show_id, w.index)
+                self._http_sessions[location] = (show_id, w.index, time.monotonic())
                 self.placement.hold(show_id, w.index)
             else:
                 self.refused(w.index, _error_of(resp))

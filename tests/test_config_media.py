@@ -9,12 +9,17 @@ from pathlib import Path
 import pytest
 
 from jasmin_sfu.app import media_settings
+from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
 from jasmin_sfu.config import ConfigError, MediaConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ("remb_min_bps", "remb_max_bps", "nack_max_retries", "nack_default_rtt_ms", "nack_max_delay_ms",
         "nack_budget_fraction", "pause_video_on_congestion", "keyframe_request_interval_ms", "packet_cache_size",
         "rtcp_interval_ms", "simulcast")
+# Per-viewer layers (docs/media.md, "Per-viewer layers"; issue 12).
+ADAPT_KEYS = ("bwe_start_bps", "bwe_min_bps", "bwe_max_bps", "bwe_max_jump", "bwe_audio_reserve_bps",
+              "layer_headroom", "layer_keep_ratio", "layer_up_hold_ms", "layer_min_dwell_ms", "layer_failed_up_ms",
+              "layer_backoff_max_ms", "probe_interval_ms", "probe_max_interval_ms", "probe_duration_ms")
 
 
 def documented_defaults() -> dict[str, str]:
@@ -25,10 +30,10 @@ def documented_defaults() -> dict[str, str]:
 
 
 def test_docs_media_states_every_key_with_its_default() -> None:
-    """Protects docs/media.md (the REMB rule and the retransmission keys): every key it
+    """Protects docs/media.md (the REMB rule, the retransmission and the per-viewer layer keys): every key it
     lists exists in [media] with the default it states, and none of these keys is missing."""
     documented = documented_defaults()
-    assert set(documented) == set(KEYS)
+    assert set(documented) == set(KEYS) | set(ADAPT_KEYS)
     m = MediaConfig()
     for key, text in documented.items():
         value = getattr(m, key)
@@ -67,5 +72,46 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
 ])
 def test_bad_media_values_name_the_key(key: str, value: str, word: str) -> None:
     """Protects operators from typos: an out-of-range value is a config error naming the key."""
+    with pytest.raises(ConfigError, match=word):
+        load_config(env={f"JASMIN_MEDIA_{key}": value})
+
+
+def test_adaptation_defaults_are_the_policy_defaults() -> None:
+    """Protects the one home of the numbers: [media] defaults give exactly AdaptationPolicy()'s
+    defaults (a default changed in one place and not the other would show here), and they
+    pass the policy's own validation."""
+    policy = media_settings(load_config(env={})).adaptation
+    assert policy == AdaptationPolicy()
+    policy.validate()
+
+
+def test_adaptation_keys_reach_the_policy_from_file_and_env(tmp_path: Path) -> None:
+    """Protects the path config -> MediaSettings.adaptation (ms become seconds; the audio-first
+    switch is the selector's pause)."""
+    f = tmp_path / "j.toml"
+    f.write_text("[media]\nlayer_headroom = 1.5\nlayer_up_hold_ms = 6000\nbwe_max_jump = 4.0\n")
+    cfg = load_config(f, env={"JASMIN_MEDIA_PROBE_INTERVAL_MS": "2500",
+                              "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"})
+    a = media_settings(cfg).adaptation
+    assert (a.headroom, a.up_hold_s, a.max_jump, a.probe_interval_s, a.pause_video) == (1.5, 6.0, 4.0, 2.5, False)
+    a.validate()
+
+
+@pytest.mark.parametrize("key,value,word", [
+    ("BWE_MIN_BPS", "0", "bwe_min_bps"),
+    ("BWE_START_BPS", "10", "bwe_start_bps"),
+    ("BWE_MAX_JUMP", "0.5", "bwe_max_jump"),
+    ("BWE_AUDIO_RESERVE_BPS", "-1", "bwe_audio_reserve_bps"),
+    ("LAYER_HEADROOM", "0.9", "layer_headroom"),
+    ("LAYER_KEEP_RATIO", "1.1", "layer_keep_ratio"),
+    ("LAYER_UP_HOLD_MS", "90000", "layer_up_hold_ms"),
+    ("LAYER_MIN_DWELL_MS", "-5", "layer_min_dwell_ms"),
+    ("PROBE_INTERVAL_MS", "50", "probe_interval_ms"),
+    ("PROBE_MAX_INTERVAL_MS", "1000", "probe_max_interval_ms"),
+    ("PROBE_DURATION_MS", "1000", "probe_duration_ms"),
+])
+def test_bad_adaptation_values_name_the_key(key: str, value: str, word: str) -> None:
+    """Protects operators: an adaptation value out of range (or out of order with its
+    neighbour) is a config error naming the key, never a selector that divides by zero."""
     with pytest.raises(ConfigError, match=word):
         load_config(env={f"JASMIN_MEDIA_{key}": value})

@@ -79,6 +79,35 @@ class MediaCollector(Collector):
         for layer, n in sorted(w.viewers_per_layer().items()):
             per_layer.add_metric([layer], n)
         yield per_layer
+        yield CounterMetricFamily(
+            "jasmin_bwe_estimates", "Viewer REMBs taken into a per-viewer estimate (one per viewer and RTCP interval)",
+            value=s.bwe_estimates,
+        )
+        clamped = CounterMetricFamily(
+            "jasmin_bwe_clamped",
+            "Viewer REMBs not trusted as sent, by reason: low (zero or under bwe_min_bps), high (over bwe_max_bps),"
+            " jump (more than bwe_max_jump from the estimate in one report)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(s.bwe_clamped.items()):
+            clamped.add_metric([reason], n)
+        yield clamped
+        decisions = CounterMetricFamily(
+            "jasmin_layer_decisions",
+            "Per-viewer layer selector decisions, by kind: start, up, down, pause (below the lowest layer),"
+            " resume, gone (the layer stopped or the viewer's cap went below it)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(s.layer_decisions.items()):
+            decisions.add_metric([kind], n)
+        yield decisions
+        probes = CounterMetricFamily(
+            "jasmin_layer_probes", "Padding probes of viewers held below their best layer, by event: start, success, fail",
+            labels=["event"],
+        )
+        for event, n in sorted(s.layer_probes.items()):
+            probes.add_metric([event], n)
+        yield probes
         drops = CounterMetricFamily("jasmin_rtp_drops", "Packets dropped, by reason", labels=["reason"])
         for reason, n in sorted(s.drops.items()):
             drops.add_metric([reason], n)

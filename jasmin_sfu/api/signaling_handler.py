@@ -31,7 +31,7 @@ from jasmin_sfu.services.accounts import Principal
 from jasmin_sfu.services.chat import ChatService
 from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows import machine as m
-from jasmin_sfu.shows.billing import BillingRefused, PrivateBilling
+from jasmin_sfu.shows.privates import Privates
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
 from jasmin_sfu.tasks import spawn_tracked
@@ -67,7 +67,6 @@ class SessionHandler:
         self,
         session: EventChannel,
         shows: ShowRegistry,
-        billing: PrivateBilling | None = None,
         auth: JoinAuthenticator | None = None,
         chat: ChatService | None = None,
         notifier: OnlineNotifier | None = None,
@@ -78,7 +77,6 @@ class SessionHandler:
         self.admission = admission
         # Fresh TURN credentials for each join answer (jasmin_sfu.api.ice_servers).
         self.ice_servers = ice_servers
-        self.billing = billing
         # None: ids in `join` are trusted as given (the legacy behaviour).
         self.auth = auth
         self.principal: Principal | None = None
@@ -152,6 +150,10 @@ class SessionHandler:
             raise SignalingError("forbidden", "guests watch free chat only; this needs a member")
         return show
 
+    def _privates(self, show: Show) -> Privates:
+        """The show's paid-private flow (jasmin_sfu/shows/privates.py): every private verb goes there."""
+        return self.shows.privates(show)
+
     def _app_data(self) -> dict[str, Any]:
         return {"session_id": self.session_id, "audience_key": self.session_id}
 
@@ -215,7 +217,7 @@ class SessionHandler:
         cam2cam = False
         if self.role != "performer":
             # The member of a running private may send its camera: Cam2Cam.
-            if self.member_id is None or show.machine.private_member != self.member_id:
+            if self.member_id is None or not show.machine.can_cam2cam(self.member_id):
                 raise SignalingError("forbidden", "only a performer may publish (or the member of a private, for Cam2Cam)")
             cam2cam = True
         if self.publisher is not None and not self.publisher.closed:
@@ -321,68 +323,33 @@ class SessionHandler:
 
     async def _m_private_request(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
-        member = self.member_id
-        assert member is not None
-        if show.machine.auto_accept and self.billing is not None:
-            # Auto-accept starts the private now: the grant must exist first.
-            if show.machine.state == m.State.PRIVATE:
-                raise SignalingError("private_busy", "the performer is in a private")
-            await self._authorize(show, member)
-            try:
-                show.apply(m.RequestPrivate(member, show.clock()))
-            except BaseException:
-                self.billing.cancel(show.id, member)
-                raise
-            if show.machine.private_member != member:  # pragma: no cover - raced
-                self.billing.cancel(show.id, member)
-        else:
-            show.apply(m.RequestPrivate(member, show.clock()))
-        return {"state": show.public_state(self), "private_member": show.machine.private_member == member}
-
-    async def _authorize(self, show: Show, member_id: str) -> None:
-        assert self.billing is not None
-        try:
-            await self.billing.authorize(show.id, member_id, show.performer_ids[0], show.price_per_minute)
-        except BillingRefused as exc:
-            raise SignalingError(exc.code, exc.message) from None
+        assert self.member_id is not None
+        started = await self._privates(show).request(self.member_id)
+        return {"state": show.public_state(self), "private_member": started}
 
     async def _m_private_withdraw(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
         assert self.member_id is not None
-        show.apply(m.WithdrawRequest(self.member_id, show.clock()))
+        self._privates(show).withdraw(self.member_id)
         return {}
 
     async def _m_private_accept(self, body: MemberRef) -> dict[str, Any]:
         show = self._require_performer()
-        if self.billing is not None:
-            # Check before opening a grant, then again (the machine) after it.
-            if show.machine.state == m.State.PRIVATE:
-                raise SignalingError("private_busy", "a private is already running")
-            if body.member_id not in show.machine.requests:
-                raise SignalingError("invalid_state", "this member has no pending request")
-            await self._authorize(show, body.member_id)
-        at = show.clock()
-        try:
-            show.apply(m.AcceptPrivate(body.member_id, at))
-        except BaseException:
-            if self.billing is not None:
-                self.billing.cancel(show.id, body.member_id)
-            raise
+        at = await self._privates(show).accept(body.member_id)
         # `accepted_at` is the instant every other viewer was paused (same step).
         return {"member_id": body.member_id, "accepted_at": at}
 
     async def _m_private_decline(self, body: MemberRef) -> dict[str, Any]:
         show = self._require_performer()
-        show.apply(m.DeclinePrivate(body.member_id, show.clock()))
+        self._privates(show).decline(body.member_id)
         return {}
 
     async def _m_private_end(self, _body: Any) -> dict[str, Any]:
         show = self._require_show()
-        at = show.clock()
         if self.role == "performer":
-            show.apply(m.EndPrivate("performer", at))
+            at = self._privates(show).end_by_performer()
         elif self.member_id is not None:
-            show.apply(m.EndPrivate("member", at, member_id=self.member_id))
+            at = self._privates(show).end_by_member(self.member_id)
         else:
             raise SignalingError("forbidden", "guests have no private to end")
         return {"ended_at": at}
@@ -396,8 +363,7 @@ class SessionHandler:
 
     async def _m_show_free(self, _body: Any) -> dict[str, Any]:
         show = self._require_performer()
-        at = show.clock()
-        show.apply(m.ReturnToFree(at))
+        at = self._privates(show).back_to_free()
         return {"state": show.machine.state.value, "at": at}
 
     async def _m_show_settings(self, body: ShowSettings) -> dict[str, Any]:
@@ -430,12 +396,8 @@ class SessionHandler:
             self._unobserve()
             self._unobserve = None
         if show is not None and not show.closed and self.member_id is not None:
-            at = show.clock()
             try:
-                if show.machine.private_member == self.member_id and len(show.sessions_of(self.member_id)) == 1:
-                    show.apply(m.EndPrivate("disconnect", at, member_id=self.member_id))
-                elif self.member_id in show.machine.requests:
-                    show.apply(m.WithdrawRequest(self.member_id, at))
+                self._privates(show).member_leaving(self.member_id)
             except m.Rejected:  # pragma: no cover
                 pass
         transports = list(self.subscriptions.values())

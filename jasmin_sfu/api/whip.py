@@ -377,6 +377,10 @@ class WhipWhep:
             resp.headers.add("Link", link)
         return resp
 
+    def locations(self) -> list[str]:
+        """The ``Location`` of every live session (its supervisor releases the others' placements)."""
+        return [f"/{s.kind}/{s.show_id}/{s.resource_id}" for s in self.sessions.values()]
+
     def revoked(self, user_id: str | None, session_id: str | None) -> None:
         """An accounts revocation listener: end the sessions joined with a revoked token
         (``session_id``) or with any token of ``user_id``."""

@@ -259,6 +259,16 @@ class Consumer:
         lane = self.lane
         return self._octets + (lane.octets if lane is not None else 0)
 
+    @property
+    def cumulative_lost(self) -> int:
+        """The viewer's cumulative loss of this stream, from its last receiver report."""
+        return self._rr_lost
+
+    @property
+    def highest_seq(self) -> int:
+        """The extended highest sequence number of the viewer's last receiver report."""
+        return self._rr_high
+
     # -- hot path ----------------------------------------------------------
 
     def forward(self, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool) -> int:

@@ -549,17 +549,40 @@ class Producer:
         return self._main.report_block(now)
 
     def remb(self, min_bps: int, max_bps: int) -> Remb | None:
-        """REMB toward the publisher: the lowest viewer estimate, clamped.
+        """REMB toward the publisher: what its best-served viewer can take, bounded.
 
         aiortc negotiates no transport-cc, so without this a browser publisher
-        stays at its starting bitrate (~300 kbit/s). A simulcast publisher gets
-        it for every layer's SSRC (its encoder splits the estimate over them).
+        stays at its starting bitrate (~300 kbit/s). A weak viewer is handled on
+        its own leg (audio first, docs/media.md) and never pulls the others'
+        picture down, so the rule (docs/media.md, "REMB toward the performer") is:
+
+        - only viewers that want the video and may get it count: a consumer
+          paused by its viewer, blocked by the audience (a private: its member
+          is then the only one that counts) or paused by audio first does not;
+        - the highest estimate among those that sent one;
+        - none sent one but at least one counting viewer's video is paused by
+          audio first: ``min_bps`` (the picture was too heavy for all of them,
+          and its next try should fit);
+        - no viewer counts or sent an estimate: ``max_bps``;
+        - always clamped to ``[min_bps, max_bps]`` (an estimate of 0 is none,
+          a huge one is the ceiling).
+
+        A simulcast publisher gets it for every layer's SSRC (its encoder splits
+        the estimate over them).
         """
         ssrcs = tuple(layer.ssrc for layer in self._layers if layer.ssrc is not None)
         if not self.is_video or not ssrcs:
             return None
-        estimates = [c.remb for c in self._consumers if c.remb]
-        bitrate = min(estimates) if estimates else max_bps
+        best = 0
+        congested = False
+        for c in self._consumers:
+            if c.closed or c.user_paused or c.blocked:
+                continue
+            if c.congested:
+                congested = True
+            elif c.remb > best:
+                best = c.remb
+        bitrate = best if best > 0 else (min_bps if congested else max_bps)
         bitrate = max(min_bps, min(max_bps, bitrate))
         return Remb(sender_ssrc=self._rtcp_ssrc, bitrate=bitrate, ssrcs=ssrcs)
 

@@ -6,7 +6,9 @@ plain value object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .adaptation_policy import AdaptationPolicy
 
 
 @dataclass(frozen=True)
@@ -27,5 +29,7 @@ class MediaSettings:
     nack_max_delay_s: float = 1.0
     nack_budget_fraction: float = 0.25
     pause_video_on_congestion: bool = True
+    # Per-viewer estimate, layer selector and probing (adaptation_policy.py).
+    adaptation: AdaptationPolicy = field(default_factory=AdaptationPolicy)
     # Accept simulcast publishers (a=simulcast, up to 3 layers); False answers them bad_sdp.
     simulcast: bool = True

@@ -30,6 +30,10 @@ class MediaStats:
         "nack_keyframe_requests",
         "video_congestion_pauses",
         "video_congestion_probes",
+        "bwe_estimates",
+        "bwe_clamped",
+        "layer_decisions",
+        "layer_probes",
         "keyframe_packets_replayed",
         "plis_received",
         "keyframe_requests_sent",
@@ -69,6 +73,18 @@ class MediaStats:
         # carry it, and the tries of it again afterwards.
         self.video_congestion_pauses = 0
         self.video_congestion_probes = 0
+        # Per-viewer adaptation (bandwidth.py, layer_selector.py, adaptation.py):
+        # REMBs taken, and those clamped by reason ("low": zero or below the
+        # floor, "high": above the ceiling, "jump": an order of magnitude from
+        # the estimate); the selector's decisions by kind ("start", "up",
+        # "down", "pause", "resume", "gone": the consumer carries them out, a
+        # switch up on the target's keyframe); probes by event ("start",
+        # "success", "fail"). The switches made, the padding sent and the
+        # viewers per layer are the consumer's and the producer's counts.
+        self.bwe_estimates = 0
+        self.bwe_clamped: Counter[str] = Counter({"low": 0, "high": 0, "jump": 0})
+        self.layer_decisions: Counter[str] = Counter()
+        self.layer_probes: Counter[str] = Counter({"start": 0, "success": 0, "fail": 0})
         # Cached keyframe packets sent to viewers at start (TTFF).
         self.keyframe_packets_replayed = 0
         self.plis_received = 0

@@ -64,6 +64,7 @@ from jasmin_sfu.store.accounts_repo import (
     MemberProfileRow,
 )
 from jasmin_sfu.store.privacy_ledger import SpendingEntry
+from jasmin_signaling.text import unstorable
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,9 @@ def _text(field: str, value: Any, max_len: int, *, newlines: bool = False) -> st
         return None  # "" clears the field
     if len(value) > max_len:
         raise AccountValidationError(field, f"at most {max_len} characters")
-    if _CONTROL.search(value) or (not newlines and "\n" in value):
+    # unstorable: a lone surrogate has no UTF-8 (the edge's own rule, jasmin_signaling.text),
+    # refused here too so a caller past the REST edge cannot store one either.
+    if _CONTROL.search(value) or unstorable(value) or (not newlines and "\n" in value):
         raise AccountValidationError(field, "no control characters")
     return value
 

@@ -1,27 +1,32 @@
-"""Billing privates by the second: credit control, the meter and the outbox, driven by shows.
+"""Billing privates by the second: credit control, the meter and the outbox.
 
-The flow (docs/money.md, "Credit control flow"):
+The private's flow (``shows/privates.py``) drives this engine through one object per
+private, the :class:`BilledPrivate` that ``authorize`` returns; nothing here knows
+shows, sockets or the event bus (docs/money.md, "Credit control flow"):
 
 1. Before the machine accepts a private, :meth:`PrivateBilling.authorize` opens a
    credit-control session with its first grant (a pending debit on the member's
-   wallet). No grant, no private: ``insufficient_credits``.
-2. ``private.started`` starts the meter with a ceiling of the granted seconds.
+   wallet). No grant, no private: ``insufficient_credits``. A grant whose private
+   never starts is given back with :meth:`PrivateBilling.release`.
+2. :meth:`PrivateBilling.start_metering` (the step the private started) starts the meter
+   with a ceiling of the granted seconds.
    A ticker (every ``tick_s``) turns completed seconds into CloudEvents usage
    events in the durable outbox (synchronous, no network) and renews the grant
    when half of it is used.
-3. On the last grant the member and performer get ``private.credit_warning`` at
-   each of ``warn_at_s`` seconds left; one second before the end a last renewal
-   is tried (a top-up may have arrived); at exhaustion the show gets
-   ``EndPrivate("billing")``, which pauses the member's media in that step.
+3. On the last grant the private's :class:`BillingListener` hears
+   ``credit_warning`` at each of ``warn_at_s`` seconds left; one second before the
+   end a last renewal is tried (a top-up may have arrived); at exhaustion it hears
+   ``credit_exhausted`` (the flow ends the private, pausing the member's media in
+   that step).
 4. A top-up re-authorises open sessions (RFC 4006 RAR): the renewal extends the
    ceiling and cancels the stop, with no break in the media.
-5. ``private.ended`` stops the meter, writes the closing event and terminates the
-   credit-control session (charges the used seconds, releases the rest).
+5. :meth:`PrivateBilling.stop_metering` stops the meter, writes the closing event and
+   terminates the credit-control session (charges the used seconds, releases the rest).
 6. After a crash, :meth:`recover` closes this node's sessions that were left open,
    charging exactly the seconds whose usage events reached the outbox.
 
-The media path never waits on any of this: the show only calls synchronous
-methods; ledger I/O runs in tasks.
+The media path never waits on any of this: start_metering, stop_metering, release and the
+listener's calls are synchronous; ledger I/O runs in tasks.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from jasmin_metering.events import CloudEvent, EventFactory
 from jasmin_metering.meter import US, GrantTag, Meter, SessionClosed, SessionSpec, UsageRecord
@@ -44,8 +49,6 @@ from jasmin_sfu.services.vip import VipAwards
 from jasmin_sfu.store.ledger_repo import CcSessionRow
 from jasmin_sfu.tasks import spawn_tracked
 
-from .events import ShowEvent
-from .machine import EndPrivate, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +72,30 @@ class BillingSettings:
     sweep_s: float = 5.0
 
 
-@dataclass
-class _Billed:
+class BillingListener(Protocol):
+    """Who hears a billed private's credit running out (its show's flow, shows/privates.py)."""
+
+    def credit_warning(self, private: BilledPrivate, seconds_left: int) -> None: ...
+
+    def credit_exhausted(self, private: BilledPrivate, at: float) -> None: ...
+
+
+@dataclass(eq=False)
+class BilledPrivate:
+    """One private's credit-control session, from its first grant to its end.
+
+    ``authorize`` returns it; the flow hands the same object to ``start_metering``,
+    ``stop_metering`` or ``release``: no key joins the grant to the private.
+    """
+
     spec: SessionSpec
     grant: Grant
     show_id: str
+    listener: BillingListener | None = None
     request_number: int = 0
     reported: int = 0  # billed seconds already reported to credit control
     started: bool = False
+    released: bool = False
     final: bool = False
     warned: set[int] = field(default_factory=set)
     renewing: bool = False
@@ -100,7 +119,6 @@ class PrivateBilling:
         events: EventFactory,
         outbox: Outbox,
         settings: BillingSettings,
-        find_show: Callable[[str], Any],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
@@ -108,12 +126,9 @@ class PrivateBilling:
         self.events = events
         self.outbox = outbox
         self.settings = settings
-        self.find_show = find_show
         self.clock = clock
         self.meter = Meter()
-        self._pending: dict[tuple[str, str], _Billed] = {}  # (show, member) -> authorised, not started
-        self._authorizing: set[tuple[str, str]] = set()  # (show, member) whose grant is being opened
-        self._active: dict[str, _Billed] = {}  # session id -> running
+        self._active: dict[str, BilledPrivate] = {}  # session id -> running (the ticker's and re-auths' view)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         cc.add_reauth_listener(self._on_reauth)
@@ -137,59 +152,49 @@ class PrivateBilling:
 
     # -- 1. authorise before the accept ----------------------------------------------
 
-    async def authorize(self, show_id: str, member_id: str, performer_id: str, price_per_minute: int | None) -> Grant:
-        """Open credit control for a private about to start; raises :class:`BillingRefused`."""
-        key = (show_id, member_id)
-        if key in self._authorizing:
-            # A twin request is opening its grant: that grant holds the wallet, so this
-            # one would be refused for credits the member in fact has.
-            raise BillingRefused("already_requested", "a private request from this member is pending")
-        self._authorizing.add(key)
-        try:
-            price = price_per_minute if price_per_minute is not None else self.settings.default_price_per_minute
-            rate = per_second_rate(price)
-            wallet = await self.ledger.open_member(member_id)
-            await self.ledger.open_performer(performer_id)
-            sid = f"{self.settings.node_id}-{uuid.uuid4().hex}"
-            try:
-                grant = await self.cc.authorize(sid, wallet, rate, performer_id=performer_id)
-            except InsufficientCreditError:
-                raise BillingRefused(
-                    "insufficient_credits", "not enough credits for one second of this private"
-                ) from None
-        finally:
-            self._authorizing.discard(key)
-        spec = SessionSpec(PRIVATE_KIND, sid, member_id, performer_id, wallet, rate)
-        old = self._pending.pop((show_id, member_id), None)
-        if old is not None:
-            self._spawn(self._terminate(old, "superseded"))
-        b = _Billed(spec, grant, show_id, final=grant.final)
-        self._pending[(show_id, member_id)] = b
-        return grant
+    async def authorize(
+        self, show_id: str, member_id: str, performer_id: str, price_per_minute: int | None,
+        listener: BillingListener | None = None,
+    ) -> BilledPrivate:
+        """Open credit control for a private about to start; raises :class:`BillingRefused`.
 
-    def cancel(self, show_id: str, member_id: str) -> None:
-        """The accept was refused after authorising: release the hold."""
-        b = self._pending.pop((show_id, member_id), None)
-        if b is not None:
+        The caller owns the result: it must ``start_metering`` it or ``release`` it.
+        """
+        price = price_per_minute if price_per_minute is not None else self.settings.default_price_per_minute
+        rate = per_second_rate(price)
+        wallet = await self.ledger.open_member(member_id)
+        await self.ledger.open_performer(performer_id)
+        sid = f"{self.settings.node_id}-{uuid.uuid4().hex}"
+        try:
+            grant = await self.cc.authorize(sid, wallet, rate, performer_id=performer_id)
+        except InsufficientCreditError:
+            raise BillingRefused("insufficient_credits", "not enough credits for one second of this private") from None
+        spec = SessionSpec(PRIVATE_KIND, sid, member_id, performer_id, wallet, rate)
+        return BilledPrivate(spec, grant, show_id, listener, final=grant.final)
+
+    def release(self, b: BilledPrivate) -> None:
+        """The private never started (refused, raced, failed): give the hold back."""
+        if not b.started and not b.released:
+            b.released = True
             self._spawn(self._terminate(b, "not_started"))
 
-    # -- 2/5. show events -------------------------------------------------------------
+    # -- 2/5. start and end --------------------------------------------------------------
 
-    def on_show_event(self, ev: ShowEvent) -> None:
-        if ev.name == "private.started" and ev.member_id is not None:
-            b = self._pending.pop((ev.show_id, ev.member_id), None)
-            if b is None:
-                log.error("private started without a grant", extra={"show_id": ev.show_id})
-                return
-            b.started = True
-            self.meter.start(b.spec, ev.at, ceiling_seconds=b.grant.seconds, grant=self._tag(b))
-            self._active[b.spec.session_id] = b
-        elif ev.name == "private.ended" and ev.member_id is not None:
-            for sid, b in list(self._active.items()):
-                if b.show_id == ev.show_id and b.spec.member_id == ev.member_id:
-                    self._close(sid, b, ev.at, ev.reason or "ended")
+    def start_metering(self, b: BilledPrivate, at: float) -> None:
+        """The private started at ``at``: meter it from there, up to its grant."""
+        if b.started or b.released:
+            log.error("a grant was started twice or after its release", extra={"show_id": b.show_id})
+            return
+        b.started = True
+        self.meter.start(b.spec, at, ceiling_seconds=b.grant.seconds, grant=self._tag(b))
+        self._active[b.spec.session_id] = b
 
-    def _tag(self, b: _Billed) -> GrantTag:
+    def stop_metering(self, b: BilledPrivate, at: float, reason: str) -> None:
+        """The private ended at ``at``: last seconds, closing event, charge; once."""
+        if self._active.get(b.spec.session_id) is b:
+            self._close(b.spec.session_id, b, at, reason)
+
+    def _tag(self, b: BilledPrivate) -> GrantTag:
         return GrantTag(b.grant.reservation_id, b.grant.request_number, b.grant.final)
 
     def _append(self, records: list[UsageRecord], extra: list[CloudEvent] | None = None) -> None:
@@ -197,13 +202,13 @@ class PrivateBilling:
         if events:
             self.outbox.append(events)
 
-    def _close(self, sid: str, b: _Billed, at: float, reason: str) -> None:
+    def _close(self, sid: str, b: BilledPrivate, at: float, reason: str) -> None:
         self._active.pop(sid, None)
         records, closed = self.meter.stop(sid, at, reason)
         self._append(records, [self.events.closed(closed)])
         self._spawn(self._terminate(b, reason, closed.billed_seconds))
 
-    async def _terminate(self, b: _Billed, reason: str, billed: int | None = None) -> None:
+    async def _terminate(self, b: BilledPrivate, reason: str, billed: int | None = None) -> None:
         async with b.lock:
             used = max(0, (billed if billed is not None else b.reported) - b.reported)
             b.request_number += 1
@@ -242,7 +247,8 @@ class PrivateBilling:
                 for w in self.settings.warn_at_s:
                     if left <= w and w not in b.warned:
                         b.warned.add(w)
-                        self._notify(b, "private.credit_warning", {"seconds_left": left})
+                        if b.listener is not None:
+                            b.listener.credit_warning(b, left)
                 # One last renewal before cutting: a top-up may have arrived
                 # without a re-auth reaching us (CGRateS cut without re-checking).
                 if left <= 1 and not b.renewing and not b.last_chance:
@@ -252,11 +258,11 @@ class PrivateBilling:
                 b.ending = True
                 self._end(b, now)
 
-    def _renew(self, sid: str, b: _Billed, billed: int) -> None:
+    def _renew(self, sid: str, b: BilledPrivate, billed: int) -> None:
         b.renewing = True
         self._spawn(self._do_renew(sid, b, billed))
 
-    async def _do_renew(self, sid: str, b: _Billed, billed: int) -> None:
+    async def _do_renew(self, sid: str, b: BilledPrivate, billed: int) -> None:
         try:
             async with b.lock:
                 if sid not in self._active:
@@ -278,24 +284,9 @@ class PrivateBilling:
         finally:
             b.renewing = False
 
-    def _end(self, b: _Billed, now: float) -> None:
-        show = self.find_show(b.show_id)
-        if show is None:
-            return
-        self._notify(b, "private.credit_exhausted", {})
-        try:
-            show.apply(EndPrivate("billing", now, member_id=b.spec.member_id))
-        except Rejected:
-            pass
-
-    def _notify(self, b: _Billed, event: str, data: dict[str, Any]) -> None:
-        show = self.find_show(b.show_id)
-        if show is None:
-            return
-        payload = {"show_id": b.show_id, "member_id": b.spec.member_id, **data}
-        for who in list(show.participants.values()):
-            if who.role == "performer" or who.member_id == b.spec.member_id:
-                who.notify(event, payload)
+    def _end(self, b: BilledPrivate, now: float) -> None:
+        if b.listener is not None:
+            b.listener.credit_exhausted(b, now)
 
     async def _on_reauth(self, req: ReAuthRequest) -> None:
         b = self._active.get(req.session_id)
@@ -391,7 +382,7 @@ class BillingStack:
 
 
 async def open_billing(
-    cfg: Any, find_show: Callable[[str], Any], clock: Callable[[], float] = time.time, *, sinks: Any = None
+    cfg: Any, clock: Callable[[], float] = time.time, *, sinks: Any = None
 ) -> BillingStack:
     """Open the ledger, outbox, sinks and relay from ``cfg`` (a ``BillingConfig``).
 
@@ -464,7 +455,7 @@ async def open_billing(
     settings = BillingSettings(
         node_id=cfg.node_id, default_price_per_minute=cfg.default_price_per_minute, warn_at_s=tuple(cfg.warn_at_s)
     )
-    billing = PrivateBilling(ledger, cc, EventFactory(EventConfig(), clock), outbox, settings, find_show, clock)
+    billing = PrivateBilling(ledger, cc, EventFactory(EventConfig(), clock), outbox, settings, clock)
     await billing.recover()
     relay.start()
     billing.start()

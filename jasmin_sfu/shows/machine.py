@@ -191,6 +191,34 @@ class ShowMachine:
         """When the controller must pass a :class:`Tick` (the earliest peek end)."""
         return min(self.peeks.values()) if self.peeks else None
 
+    # -- rules (pure: they read the state, change nothing, and raise what handle would) --
+
+    def check_request(self, member_id: str) -> None:
+        """Raise the :class:`Rejected` that ``RequestPrivate(member_id)`` would get now.
+
+        The one home of the request rule: :meth:`handle` applies it, and the
+        private's flow (shows/privates.py) asks it before it opens a grant.
+        """
+        if self.state == State.PRIVATE:
+            raise Rejected("private_busy", "the performer is in a private")
+        if self.state not in (State.FREE, State.MEMBER_CHAT):
+            raise Rejected("invalid_state", f"the show is {self.state.value}")
+        if member_id in self.requests:
+            raise Rejected("already_requested", "a request from this member is pending")
+
+    def check_accept(self, member_id: str) -> None:
+        """Raise the :class:`Rejected` that ``AcceptPrivate(member_id)`` would get now."""
+        if self.state == State.PRIVATE:
+            raise Rejected("private_busy", "a private is already running")
+        if self.state not in (State.FREE, State.MEMBER_CHAT):
+            raise Rejected("invalid_state", f"the show is {self.state.value}")
+        if member_id not in self.requests:
+            raise Rejected("invalid_state", "this member has no pending request")
+
+    def can_cam2cam(self, member_id: str) -> bool:
+        """Whether ``StartCam2Cam(member_id)`` is allowed now: the member of a running private."""
+        return self.state == State.PRIVATE and member_id == self.private_member
+
     # -- transitions ---------------------------------------------------------
 
     def handle(self, ev: Event) -> list[Command]:
@@ -222,6 +250,7 @@ class ShowMachine:
                 raise Rejected("invalid_state", "no pending request from this member")
             out.append(Emit("private.withdrawn", ev.member_id, ev.at))
         elif isinstance(ev, AcceptPrivate):
+            self.check_accept(ev.member_id)  # before expiring peeks: a refusal changes nothing
             self._expire(ev.at, out)
             self._accept(ev.member_id, ev.at, out)
         elif isinstance(ev, DeclinePrivate):
@@ -237,7 +266,7 @@ class ShowMachine:
             self._end_private(reason, ev.at, out)
             self.state = State.MEMBER_CHAT
         elif isinstance(ev, StartCam2Cam):
-            if self.state != State.PRIVATE or ev.member_id != self.private_member:
+            if not self.can_cam2cam(ev.member_id):
                 raise Rejected("forbidden", "Cam2Cam is only for the member of a running private")
             if not self.cam2cam:
                 self.cam2cam = True
@@ -271,24 +300,14 @@ class ShowMachine:
         return out
 
     def _request(self, ev: RequestPrivate, out: list[Command]) -> None:
-        if self.state == State.PRIVATE:
-            raise Rejected("private_busy", "the performer is in a private")
-        if self.state not in (State.FREE, State.MEMBER_CHAT):
-            raise Rejected("invalid_state", f"the show is {self.state.value}")
-        if ev.member_id in self.requests:
-            raise Rejected("already_requested", "a request from this member is pending")
+        self.check_request(ev.member_id)
         self.requests[ev.member_id] = ev.at
         out.append(Emit("private.requested", ev.member_id, ev.at))
         if self.auto_accept:
             self._accept(ev.member_id, ev.at, out)
 
     def _accept(self, member_id: str, at: float, out: list[Command]) -> None:
-        if self.state == State.PRIVATE:
-            raise Rejected("private_busy", "a private is already running")
-        if self.state not in (State.FREE, State.MEMBER_CHAT):
-            raise Rejected("invalid_state", f"the show is {self.state.value}")
-        if member_id not in self.requests:
-            raise Rejected("invalid_state", "this member has no pending request")
+        self.check_accept(member_id)
         del self.requests[member_id]
         self._end_all_peeks(at, "private_started", out)
         self._decline_all(at, out)

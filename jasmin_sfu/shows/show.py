@@ -52,6 +52,19 @@ class Participant(Protocol):
     def show_ended(self) -> None: ...
 
 
+class PrivateListener(Protocol):
+    """Who the show tells, in the step it happens, that a private started or ended.
+
+    The show's paid-private flow (shows/privates.py) listens: ends come from many
+    places (the member, the performer, a disconnect, billing, the show going offline)
+    and all pass through :meth:`Show.apply`.
+    """
+
+    def private_started(self, member_id: str, at: float) -> None: ...
+
+    def private_ended(self, member_id: str, at: float, reason: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class ShowSettings:
     sneak_peek_s: float = 20.0
@@ -76,6 +89,8 @@ class Show:
         # Hundredths of a credit per minute; None = the billing default.
         self.price_per_minute: int | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # The paid-private flow of this show (shows/privates.py sets itself here).
+        self.private_listener: PrivateListener | None = None
         # Background work (closing a publisher after a private): held here until done.
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
@@ -142,6 +157,7 @@ class Show:
             if isinstance(cmd, StateChanged):
                 self._broadcast_state(cmd.at)
             elif isinstance(cmd, Emit):
+                self._tell_private_listener(cmd)
                 self._emit(cmd)
             elif isinstance(cmd, CloseCam2Cam):
                 for who in self.sessions_of(cmd.member_id):
@@ -197,6 +213,18 @@ class Show:
                 state=self.machine.state.value, reason=cmd.reason, until=cmd.until,
             )
         )
+
+    def _tell_private_listener(self, cmd: Emit) -> None:
+        listener = self.private_listener
+        if listener is None or cmd.member_id is None:
+            return
+        try:
+            if cmd.name == "private.started":
+                listener.private_started(cmd.member_id, cmd.at)
+            elif cmd.name == "private.ended":
+                listener.private_ended(cmd.member_id, cmd.at, cmd.reason or "ended")
+        except Exception:  # media must not depend on billing being healthy (as on the event bus)
+            log.exception("private listener failed", extra={"show_id": self.id, "event": cmd.name})
 
     def _schedule_tick(self) -> None:
         if self._timer is not None:

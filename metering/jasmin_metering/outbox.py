@@ -288,8 +288,13 @@ class OutboxRelay:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for sink in self.sinks.values():
-            await sink.close()
+        # Every sink is closed even when one fails to (a broker already gone): a
+        # failed close is logged, never raised into the daemon's shutdown.
+        for name, sink in self.sinks.items():
+            try:
+                await sink.close()
+            except Exception as e:  # noqa: BLE001 - shutdown goes on past a broken sink
+                log.warning("billing sink %s failed to close: %r", name, e)
 
     def lag(self, sink: str) -> int:
         """Positions written but not yet acked by ``sink``."""

@@ -107,14 +107,14 @@ async def test_seeding_is_idempotent_and_tops_up_only_when_below(tmp_path: Path)
 
 async def test_demo_endpoints(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     """Protects the page's first click and the free-credit door: /demo/config lists the demo
-    accounts only when seeded, and says whether client ids are trusted; /demo/top-up gives
+    accounts only when seeded, and says whether client ids are trusted and simulcast taken; /demo/top-up gives
     credits to the demo member only (401 without a token, 403 for a guest or another member,
     404 demo_off on a node without demo accounts)."""
     d = await started(config(tmp_path))
     try:
         base = f"http://127.0.0.1:{d.port}"
         async with http.get(base + "/demo/config") as r:
-            assert r.status == 200 and await r.json() == {"trust_client_ids": False, "demo": None}
+            assert r.status == 200 and await r.json() == {"trust_client_ids": False, "simulcast": True, "demo": None}
         async with http.post(base + "/demo/top-up") as r:
             assert r.status == 404 and (await r.json())["error"]["code"] == "demo_off"
         seeded = await d.seed_demo()

@@ -7,12 +7,14 @@ it fails them, so CI never goes green without having run them.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 from typing import Any, AsyncIterator, NoReturn
 
 import pytest
 
+from bench import netns
 from jasmin_sfu.app import Daemon
 from tests.api.conftest import accounts_config
 from tests.conftest import test_config as node_config
@@ -99,6 +101,21 @@ async def node(tmp_path: Path) -> AsyncIterator[Daemon]:
         yield d
     finally:
         await d.stop()
+
+
+@pytest.fixture
+async def netlab(chromium_executable: str, async_playwright: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """Namespaces, veth pairs, a bridge and Chromiums inside them for one test
+    (tests/browser/netlab.py); all gone after it, the browsers first."""
+    from tests.browser.netlab import NetLab
+
+    reason = netns.available()
+    if reason is not None:
+        _missing(f"shaped-link tests {reason}")
+    with contextlib.ExitStack() as stack:
+        async with contextlib.AsyncExitStack() as astack:
+            yield NetLab(chromium=chromium_executable, chromium_args=CHROMIUM_ARGS, playwright=async_playwright,
+                         tmp_path=tmp_path, stack=stack, astack=astack, missing=_missing)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -69,9 +69,10 @@ async def test_performer_page_publishes_and_viewer_page_plays_video_and_audio(
 ) -> None:
     """Protects the demo page end to end in a real browser on loopback only.
 
-    The performer page publishes Chromium's fake camera and microphone, the
-    viewer page watches the show: its peer connection decodes video frames
-    (counted twice: they keep coming) and receives audio packets.
+    The performer page publishes Chromium's fake camera (asked 1280x720) and
+    microphone, the viewer page watches the show: its peer connection decodes
+    video frames (counted twice: they keep coming) and receives audio packets,
+    and its readout shows the received resolution, frame rate and bitrate.
     """
     logs: list[str] = []
     performer = await open_page(browser, f"{sfu}/?role=performer&show=alice", logs)
@@ -113,6 +114,17 @@ async def test_performer_page_publishes_and_viewer_page_plays_video_and_audio(
         lambda s: s[0] > 0 and not s[1],
     )
     assert size[0] > 0 and not size[1], (size, logs)
+
+    # The performer asks its camera for 1280x720 (the fake camera has it); the
+    # viewer's readout shows what it receives, from its own getStats, once a second.
+    camera = await performer.evaluate("window.jasmin.localStream.getVideoTracks()[0].getSettings()")
+    assert (camera["width"], camera["height"]) == (1280, 720), camera
+    readout = await poll(lambda: viewer.evaluate("window.jasmin.readout"),
+                         lambda r: bool(r and r["width"] > 0 and r["kbps"] and r["fps"] > 0))
+    assert readout and readout["width"] > 0 and readout["kbps"] > 0 and readout["fps"] > 0, (readout, logs)
+    text = await viewer.inner_text("#readout")
+    assert f"{readout['width']}x{readout['height']}" in text and "fps" in text and "kbit/s" in text, text
+    assert readout["layer"] is None, readout  # a single-layer node reports no layer
     await viewer.screenshot(path=str(tmp_path / "viewer.png"))
     await performer.screenshot(path=str(tmp_path / "performer.png"))
 

@@ -10,7 +10,7 @@ a veth pair to it: both live only as long as the test). Here a Chromium performe
 fake camera and microphone, two Chromium viewers watch over loopback, and a
 third Chromium runs inside a network namespace of the test's own, joined by a
 veth pair whose end on the node's side is shaped with ``tc tbf`` to 60 kbit/s
-(bench/netns.py). Over a 20 s window the test reports what the node sent that
+(tests/browser/netlab.py). Over a 20 s window the test reports what the node sent that
 viewer and what reached it, then checks the retransmission policy
 (docs/media.md): resends within the budget, audio kept, the others untouched.
 
@@ -24,18 +24,15 @@ import asyncio
 import dataclasses
 import json
 import os
-import stat
-import subprocess
-from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import pytest
 
-from bench import netns
+from bench.netns import Host
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import ServerConfig
 from jasmin_sfu.media.consumer import Consumer
-from tests.browser.conftest import CHROMIUM_ARGS, _missing
+from tests.browser.netlab import NetLab
 from tests.browser.test_demo_page import open_page, wait_state
 from tests.conftest import test_config as node_config
 
@@ -64,33 +61,16 @@ async () => {
 """
 
 
-@dataclasses.dataclass
-class Link:
-    name: str
-    host_if: str
+@pytest.fixture
+def shaped_link(netlab: NetLab) -> Host:
+    """A namespace for the weak viewer, a veth to it, 60 kbit/s toward it (tests/browser/netlab.py)."""
+    host = netlab.link(HOST_IP, VIEWER_IP)
+    netlab.shape(host, RATE)
+    return host
 
 
 @pytest.fixture
-def shaped_link() -> Iterator[Link]:
-    """A namespace for the weak viewer, a veth to it, 60 kbit/s toward it."""
-    reason = netns.available()
-    if reason is not None:
-        _missing(f"weak-viewer test {reason}")
-    name, host_if = f"jrt{os.getpid()}", f"jw{os.getpid() % 100000}"
-    try:
-        netns.create_linked(name, host_if, HOST_IP, VIEWER_IP)
-        netns.shape(host_if, RATE)
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        netns.delete_linked(name, host_if)
-        _missing(f"cannot build the weak viewer's namespace and veth ({exc}; stderr: {getattr(exc, 'stderr', '')})")
-    try:
-        yield Link(name, host_if)
-    finally:
-        netns.delete_linked(name, host_if)
-
-
-@pytest.fixture
-async def node(shaped_link: Link) -> AsyncIterator[Daemon]:
+async def node(shaped_link: Host) -> AsyncIterator[Daemon]:
     """The daemon, serving HTTP and ICE on loopback and on the veth's near end."""
     cfg = node_config(listen_ips=("127.0.0.1", HOST_IP))
     cfg = dataclasses.replace(cfg, server=ServerConfig(host="0.0.0.0", port=0))
@@ -103,24 +83,9 @@ async def node(shaped_link: Link) -> AsyncIterator[Daemon]:
 
 
 @pytest.fixture
-async def weak_browser(shaped_link: Link, chromium_executable: str, async_playwright: Any, node: Daemon,
-                       tmp_path: Path) -> AsyncIterator[Any]:
+async def weak_browser(shaped_link: Host, netlab: NetLab, node: Daemon) -> Any:
     """Chromium started inside the weak viewer's namespace (``ip netns exec``)."""
-    wrapper = tmp_path / "chromium-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {shaped_link.name} {chromium_executable} "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    origin = f"http://{HOST_IP}:{node.port}"
-    args = [a for a in CHROMIUM_ARGS if not a.startswith("--host-resolver-rules")]
-    args += [f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {HOST_IP}",
-             f"--unsafely-treat-insecure-origin-as-secure={origin}"]
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "weak-profile"), executable_path=str(wrapper), headless=True, args=args
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    return await netlab.browser(shaped_link, f"http://{HOST_IP}:{node.port}")
 
 
 def consumers_of(node: Daemon, show: str) -> dict[str, Consumer]:
@@ -147,7 +112,7 @@ def delta(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
 
 
 async def test_a_weak_viewer_gets_resends_within_its_budget_and_keeps_its_audio(
-    node: Daemon, browser: Any, weak_browser: Any, shaped_link: Link
+    node: Daemon, browser: Any, weak_browser: Any, shaped_link: Host, netlab: NetLab
 ) -> None:
     """Protects the retransmission policy and audio first end to end with real
     Chromium (issue 19): toward a viewer on a 60 kbit/s link the node's resends
@@ -258,7 +223,7 @@ async def test_a_weak_viewer_gets_resends_within_its_budget_and_keeps_its_audio(
         "video_probes": [first["probes"], second["probes"]],
         "weak_video_rx": {k: delta(first["weak_rx"].get("video", {}), second["weak_rx"].get("video", {}), k)
                           for k in ("packets", "lost", "frames")},
-        "qdisc": " ".join(netns.qdisc_stats(shaped_link.host_if).split()),
+        "qdisc": await netlab.qdisc(shaped_link),
     }
     print("WEAK-VIEWER " + json.dumps(figures), flush=True)
     if os.environ.get("WEAK_VIEWER_JSON"):  # where to append the figures (the report's before/after runs)

@@ -7,6 +7,7 @@ two workers, aiortc performers and viewers on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -300,6 +301,55 @@ async def test_whip_and_whep_are_routed_to_the_worker_of_their_show() -> None:
                 break
             await wait_for(lambda: False, 0.1)
         assert await placed() == {"0": 0.0, "1": 1.0}, "the DELETEs released the WHIP show's placement"
+    finally:
+        _, code = await _stop(dp, opened)
+    assert code == 0, "".join(dp.output[-30:])
+
+
+def _swept(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("jasmin_supervisor_http_sessions_swept_total "):
+            return float(line.rpartition(" ")[2])
+    raise AssertionError("no jasmin_supervisor_http_sessions_swept_total in the supervisor's /metrics")
+
+
+@pytest.mark.slow
+async def test_a_whep_session_ended_without_delete_releases_its_show_placement() -> None:
+    """Protects the supervisor's session map: a WHEP viewer that goes away without a DELETE
+    (its tab closed) ends its session on the worker, and the supervisor's sweep releases the
+    placement that session held, so the show is unplaced once its performer DELETEs. Red when
+    the supervisor keeps such a session (and its hold on the show) until the worker restarts."""
+    from bench.whip_peers import whep_play, whip_publish
+    from jasmin_sfu.services.demo import DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD
+
+    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_SERVER_HTTP_SESSION_SWEEP_S": "0.5"})
+    opened: list[Any] = []
+    try:
+        token = await _login(dp.http, DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD)
+        pub = await whip_publish(dp.http, DEMO_PERFORMER, token)
+        opened.append(pub)
+        whep = await whep_play(dp.http, DEMO_PERFORMER)
+        opened.append(whep)
+        assert await wait_for(lambda: whep.frames.get("video", 0) >= 3, 30), "the WHEP viewer gets media"
+        assert sum((_placed((await _get(dp.http + "/metrics"))[1])).values()) == 1.0
+
+        await whep.close()  # no DELETE: the viewer's peer connection just goes away
+        swept = 0.0
+        for _ in range(300):
+            swept = _swept((await _get(dp.http + "/metrics"))[1])
+            if swept >= 1:
+                break
+            await asyncio.sleep(0.1)
+        assert swept == 1.0, "the sweep released the WHEP session that ended without a DELETE"
+
+        assert await pub.delete() == 200
+        placed: dict[str, float] = {}
+        for _ in range(100):
+            placed = _placed((await _get(dp.http + "/metrics"))[1])
+            if sum(placed.values()) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert sum(placed.values()) == 0.0, f"the show is unplaced once nothing holds it: {placed}"
     finally:
         _, code = await _stop(dp, opened)
     assert code == 0, "".join(dp.output[-30:])

@@ -214,18 +214,6 @@ def test_receiver_report_counts_loss() -> None:
     assert block.fraction_lost == 256 * 1 // 5
 
 
-def test_remb_is_the_lowest_viewer_estimate_clamped() -> None:
-    """Protects the publisher's bitrate: REMB follows the weakest viewer within limits."""
-    p, stats = make_producer()
-    a, _ = make_consumer(p, stats, cid="a", ssrc=1)
-    b, _ = make_consumer(p, stats, cid="b", ssrc=2)
-    assert p.remb(100_000, 3_000_000).bitrate == 3_000_000  # type: ignore[union-attr]
-    a.remb, b.remb = 800_000, 2_000_000
-    assert p.remb(100_000, 3_000_000).bitrate == 800_000  # type: ignore[union-attr]
-    a.remb = 10
-    assert p.remb(100_000, 3_000_000).bitrate == 100_000  # type: ignore[union-attr]
-
-
 def test_keyframe_requests_are_throttled_and_coalesced() -> None:
     """Protects the publisher from PLI floods without losing a viewer's request."""
     clock = Clock()

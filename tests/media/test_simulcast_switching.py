@@ -396,3 +396,19 @@ def test_a_switch_maps_the_new_layers_timestamps_through_the_senders_reports() -
     pub.frame(keys=frozenset("q"))
     first_q = next(d for d in sink.sent if d.endswith(b"q"))
     assert (parse_rtp(first_q).timestamp - last_ts) & 0xFFFFFFFF == 6000
+
+
+def test_the_real_consumer_and_producer_are_what_the_adaptation_reads() -> None:
+    """Protects the seam with media/adaptation.py (written against protocols, in parallel):
+    every member its AdaptableConsumer, LayeredProducer and LayerView protocols name exists on
+    the real Consumer, Producer and LayerInfo, and a ViewerAdaptation takes the real pair."""
+    from jasmin_sfu.media.adaptation import AdaptableConsumer, LayeredProducer, LayerView, ViewerAdaptation
+    from jasmin_sfu.media.layer import LayerInfo
+
+    for cls, proto in ((Consumer, AdaptableConsumer), (Producer, LayeredProducer), (LayerInfo, LayerView)):
+        wanted = [n for n in vars(proto) if not n.startswith("_")]
+        assert wanted and not [n for n in wanted if not hasattr(cls, n)], (cls, proto)
+    p, stats, _ = make()
+    c, _ = viewer(p, stats)
+    a = ViewerAdaptation(c, p, stats)
+    assert a.consumer is c

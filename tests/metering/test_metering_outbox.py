@@ -40,6 +40,8 @@ class MemorySink:
         self.calls = 0
         self.fail = False
         self.hang = False
+        self.close_fails = False
+        self.closed = False
 
     async def deliver(self, events: Sequence[CloudEvent]) -> None:
         self.calls += 1
@@ -51,7 +53,9 @@ class MemorySink:
             await asyncio.Event().wait()
 
     async def close(self) -> None:
-        pass
+        if self.close_fails:
+            raise ConnectionResetError("broker gone")
+        self.closed = True
 
 
 async def settle(relay: OutboxRelay, sink: str | None = None, timeout: float = 20.0) -> None:
@@ -156,6 +160,18 @@ async def test_a_hanging_sink_never_blocks_the_writer_or_the_others() -> None:
     await settle(relay, "ok")
     assert len(ok.stored) == len(events) and relay.lag("stuck") == len(events)
     await relay.stop()
+
+
+async def test_stop_closes_every_sink_even_when_one_fails_to_close() -> None:
+    """Protects shutdown: a sink whose close() raises (its broker already gone) neither
+    stops the relay from closing the other sinks nor raises out of stop()."""
+    ob = Outbox(OutboxConfig(path=":memory:"))
+    broken, ok = MemorySink("broken"), MemorySink("ok")
+    broken.close_fails = True
+    relay = OutboxRelay(ob, {"broken": broken, "ok": ok}, FAST)
+    relay.start()
+    await relay.stop()
+    assert ok.closed and not broken.closed
 
 
 async def test_conflicting_events_are_set_aside_not_retried_forever() -> None:

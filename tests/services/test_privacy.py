@@ -205,12 +205,14 @@ async def test_malformed_member_names_and_ids_are_not_found_on_every_store(world
 
 
 async def test_profile_validation_and_clearing(world: World) -> None:
-    """Protects the profile's shape: unknown fields, bad codes and control characters are refused,
+    """Protects the profile's shape: unknown fields, bad codes, control characters and lone surrogates
+    (no UTF-8: no store can keep them) are refused,
     '' / [] clear, a performer has no member profile."""
     w = world
     mia = await w.member("mia")
     await w.privacy.update_profile(mia, FULL_PROFILE)
     for bad in ({"country": "Germany"}, {"languages": ["deu"]}, {"gender": "x"}, {"display_name": "a\x00b"},
+                {"display_name": "a\ud800b"}, {"about": "lone \udfff surrogate"},
                 {"nickname": "x"}, {"languages": ["de"] * 2}, {"about": 5}):
         with pytest.raises(Exception) as e:
             await w.privacy.update_profile(mia, bad)

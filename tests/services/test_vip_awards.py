@@ -150,6 +150,18 @@ async def test_cli_vip_awards_pays_a_period_once(tmp_path: Path) -> None:
         await store.close()
 
 
+def test_cli_vip_awards_refuses_a_data_dir_without_a_ledger(tmp_path: Path) -> None:
+    """Protects a wrong billing.data_dir: `vip-awards` (dry run or not) answers a clear error
+    and exit 1, and creates no empty ledger database there (it used to create one)."""
+    env = {**os.environ, "JASMIN_BILLING_DATA_DIR": str(tmp_path / "nowhere")}
+    for args in (["--dry-run"], []):
+        run = subprocess.run([sys.executable, "-m", "jasmin_sfu", "vip-awards", *args], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "no ledger database" in run.stderr and "billing.data_dir" in run.stderr
+        assert not (tmp_path / "nowhere").exists()
+
+
 async def test_a_late_purchase_stamped_before_the_cut_cannot_add_a_winner(ledger: Ledger, clock: FakeClock) -> None:
     """Protects the cap of a period: a purchase that commits after the period was paid but is
     stamped before its first instant (a node's clock behind) makes a rerun rank another member

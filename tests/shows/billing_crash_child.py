@@ -25,7 +25,6 @@ from jasmin_metering.events import CloudEvent
 from jasmin_metering.sink import BillingSink
 from jasmin_sfu.config import BillingConfig
 from jasmin_sfu.shows.billing import BillingStack, open_billing
-from jasmin_sfu.shows.events import ShowEvent
 
 SHOW, MEMBER, PERFORMER = "show-k", "m1", "p1"
 PRICE = 600  # hundredths of a credit per minute: 600 units per second
@@ -145,20 +144,20 @@ async def settle_tasks(stack: BillingStack) -> None:
 
 async def main(spec: dict[str, Any]) -> None:
     clock = VirtualClock()
-    stack = await open_billing(billing_config(spec), lambda _show: None, clock, sinks=build_sinks(spec))
+    stack = await open_billing(billing_config(spec), clock, sinks=build_sinks(spec))
     point = spec["point"]
     install_hooks(stack, point)
     await stack.ledger.open_member(MEMBER)
     await stack.cc.top_up("seed", MEMBER, "p2999")  # 30 credits: 300 s at this price
-    await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
+    private = await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
     if point == "after_grant":
         die(point)
-    stack.billing.on_show_event(ShowEvent("private.started", SHOW, clock(), member_id=MEMBER))
+    stack.billing.start_metering(private, clock())
     for _ in range(int(spec.get("seconds", 10) / 0.25)):
         clock.now += 0.25
         stack.billing.tick(clock())
         await settle_tasks(stack)
-    stack.billing.on_show_event(ShowEvent("private.ended", SHOW, clock(), member_id=MEMBER, reason="ended"))
+    stack.billing.stop_metering(private, clock(), "ended")
     await settle_tasks(stack)
     print("DONE without reaching the kill point", flush=True)
     await stack.close()

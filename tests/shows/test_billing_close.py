@@ -8,7 +8,6 @@ from pathlib import Path
 from jasmin_metering.config import FileSinkConfig
 from jasmin_metering.file_sink import FileSink
 from jasmin_sfu.shows.billing import open_billing
-from jasmin_sfu.shows.events import ShowEvent
 from tests.realparts import FakeClock
 from tests.shows.billing_crash_child import MEMBER, PERFORMER, PRICE, SHOW, billing_config
 
@@ -32,11 +31,11 @@ async def test_stack_close_closes_each_sink_once(tmp_path: Path) -> None:
     spec = {"data_dir": str(tmp_path), "node_id": "close1"}
     path = tmp_path / "billing-events.jsonl"
     sink = CountingFileSink(FileSinkConfig(path=str(path), fsync_interval_ms=2))
-    stack = await open_billing(billing_config(spec), lambda _show: None, clock, sinks={"file": sink})
+    stack = await open_billing(billing_config(spec), clock, sinks={"file": sink})
     await stack.ledger.open_member(MEMBER)
     await stack.cc.top_up("seed", MEMBER, "p2999")
-    await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
-    stack.billing.on_show_event(ShowEvent("private.started", SHOW, clock(), member_id=MEMBER))
+    private = await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
+    stack.billing.start_metering(private, clock())
     clock.advance(3)
     await stack.close()  # a drain: the running private is closed as node_shutdown
     assert sink.closes == 1

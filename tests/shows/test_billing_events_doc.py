@@ -14,7 +14,6 @@ from typing import Any
 
 from jasmin_metering.events import CloudEvent
 from jasmin_sfu.shows.billing import open_billing
-from jasmin_sfu.shows.events import ShowEvent
 from tests.conftest import REPO
 from tests.realparts import FakeClock
 from tests.shows.billing_crash_child import MEMBER, PERFORMER, PRICE, SHOW, billing_config, build_sinks
@@ -38,15 +37,15 @@ async def emitted_events(tmp_path: Path) -> list[CloudEvent]:
     """Run one 3-second private through the real billing stack; the events its file sink got."""
     clock = FakeClock()
     spec = {"data_dir": str(tmp_path), "node_id": "doc"}
-    stack = await open_billing(billing_config(spec), lambda _show: None, clock, sinks=build_sinks(spec))
+    stack = await open_billing(billing_config(spec), clock, sinks=build_sinks(spec))
     try:
         await stack.ledger.open_member(MEMBER)
         await stack.cc.top_up("seed", MEMBER, "p2999")
-        await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
-        stack.billing.on_show_event(ShowEvent("private.started", SHOW, clock(), member_id=MEMBER))
+        private = await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
+        stack.billing.start_metering(private, clock())
         clock.advance(3.5)
         stack.billing.tick(clock())
-        stack.billing.on_show_event(ShowEvent("private.ended", SHOW, clock(), member_id=MEMBER, reason="ended"))
+        stack.billing.stop_metering(private, clock(), "ended")
         await asyncio.wait_for(stack.relay.wait_idle(), 30)
     finally:
         await stack.close()

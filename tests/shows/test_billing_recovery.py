@@ -70,7 +70,7 @@ def file_events(data_dir: str) -> list[CloudEvent]:
 
 async def restart(spec: dict[str, Any]) -> dict[str, Any]:
     """Reopen the stack on the same data (recovery runs), drain the relay, read the ledger, close."""
-    stack = await open_billing(billing_config(spec), lambda _show: None, time.time, sinks=build_sinks(spec))
+    stack = await open_billing(billing_config(spec), time.time, sinks=build_sinks(spec))
     try:
         await asyncio.wait_for(stack.relay.wait_idle(), 60)
         sessions = [s for s in await stack.cc.open_sessions(prefix="") if s.wallet_id == wallet_account(MEMBER)]

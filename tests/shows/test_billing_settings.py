@@ -12,7 +12,6 @@ from bench.peers import wait_for
 from jasmin_sfu.services.ledger import HOUSE_REVENUE, credits_to_units, earnings_account, wallet_account
 from jasmin_sfu.services.vip import period_epoch
 from jasmin_sfu.shows.billing import open_billing
-from jasmin_sfu.shows.events import ShowEvent
 from tests.realparts import FakeClock
 from tests.shows.billing_crash_child import MEMBER, PERFORMER, PRICE, SHOW, billing_config, build_sinks
 
@@ -23,18 +22,18 @@ async def test_performer_share_is_the_billing_setting(tmp_path: Path) -> None:
     clock = FakeClock()
     spec = {"data_dir": str(tmp_path), "node_id": "share"}
     cfg = dataclasses.replace(billing_config(spec), performer_share_bp=7000)
-    stack = await open_billing(cfg, lambda _show: None, clock, sinks=build_sinks(spec))
+    stack = await open_billing(cfg, clock, sinks=build_sinks(spec))
     try:
         await stack.ledger.open_member(MEMBER)
         await stack.cc.top_up("seed", MEMBER, "p2999")
-        await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
-        stack.billing.on_show_event(ShowEvent("private.started", SHOW, clock(), member_id=MEMBER))
+        private = await stack.billing.authorize(SHOW, MEMBER, PERFORMER, PRICE)
+        stack.billing.start_metering(private, clock())
         for _ in range(30):  # 7.5 s in ticks, each renewal answered before the next tick
             clock.advance(0.25)
             stack.billing.tick(clock())
             while stack.billing._tasks:
                 await asyncio.gather(*list(stack.billing._tasks))
-        stack.billing.on_show_event(ShowEvent("private.ended", SHOW, clock(), member_id=MEMBER, reason="ended"))
+        stack.billing.stop_metering(private, clock(), "ended")
         assert await wait_for(lambda: not stack.billing._tasks, 10)
         charged = (await stack.ledger.balance(wallet_account(MEMBER))).debits_posted
         assert charged == 7 * PRICE
@@ -50,7 +49,7 @@ async def test_the_daemons_vip_loop_pays_the_due_period(tmp_path: Path) -> None:
     clock = FakeClock(period_epoch(dt.date(2026, 6, 1)) - 3600)
     spec = {"data_dir": str(tmp_path), "node_id": "vip"}
     cfg = dataclasses.replace(billing_config(spec), vip_check_interval_s=0.02, vip_award_tiers=("1:9",))
-    stack = await open_billing(cfg, lambda _show: None, clock, sinks=build_sinks(spec))
+    stack = await open_billing(cfg, clock, sinks=build_sinks(spec))
     try:
         await stack.ledger.open_member(MEMBER)
         await stack.cc.top_up("seed", MEMBER, "p2999")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Callable
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -148,6 +151,47 @@ def test_going_offline_ends_everything_cleanly() -> None:
     assert sm.state == State.OFFLINE and not sm.cam2cam and sm.private_member is None
 
 
+def test_a_refused_accept_after_a_peek_deadline_changes_nothing() -> None:
+    """Protects "a refusal changes nothing" for accepts: an accept refused after a peek's
+    deadline but before its Tick must not expire the peek silently (its
+    sneak_peek.ended would be lost: the member's media never paused, no event)."""
+    sm = ShowMachine(sneak_peek_s=20)
+    sm.handle(GoOnline(0))
+    sm.handle(RequestPrivate("m1", 1))
+    sm.handle(AcceptPrivate("m1", 2))
+    sm.handle(EndPrivate("performer", 3))
+    sm.handle(SneakPeek("m2", 4))
+    before = copy.deepcopy(sm)
+    with pytest.raises(Rejected) as exc:
+        sm.handle(AcceptPrivate("m3", 30))  # m3 never asked; m2's peek ended at 24
+    assert exc.value.code == "invalid_state"
+    assert sm == before
+    assert emitted(sm.handle(Tick(30))) == ["sneak_peek.ended"]
+
+
+@pytest.mark.parametrize(
+    "setup,member,code",
+    [
+        ([], "m1", "invalid_state"),
+        ([GoOnline(0)], "m1", None),
+        ([GoOnline(0), RequestPrivate("m1", 1)], "m1", "already_requested"),
+        ([GoOnline(0), RequestPrivate("m1", 1), AcceptPrivate("m1", 2)], "m2", "private_busy"),
+    ],
+)
+def test_check_request_names_the_refusal_handle_would_give(setup: list[object], member: str, code: str | None) -> None:
+    """Protects the one home of the request rule: the flow asks check_request before it opens
+    a grant, so its answer must be the machine's own (code included)."""
+    sm = ShowMachine()
+    for ev in setup:
+        sm.handle(ev)  # type: ignore[arg-type]
+    if code is None:
+        sm.check_request(member)
+        return
+    with pytest.raises(Rejected) as exc:
+        sm.check_request(member)
+    assert exc.value.code == code
+
+
 MEMBERS = st.sampled_from(["m1", "m2", "m3"])
 
 
@@ -161,11 +205,26 @@ class ShowRules(RuleBasedStateMachine):
         self.open_privates = 0
         self.open_peeks: set[str] = set()
 
-    def _do(self, ev: object) -> None:
+    def _do(self, ev: object, rule: Callable[[], None] | None = None) -> None:
+        """Apply ``ev``; with ``rule`` (the machine's pure predicate for it), check that the
+        predicate refuses exactly when ``handle`` does, with the same code, and that a
+        refused event changed nothing."""
+        predicted: str | None = None
+        before = copy.deepcopy(self.sm)
+        if rule is not None:
+            try:
+                rule()
+            except Rejected as exc:
+                predicted = exc.code
+            assert self.sm == before, "a rule predicate changed the machine"
         try:
             cmds = self.sm.handle(ev)  # type: ignore[arg-type]
-        except Rejected:
+        except Rejected as exc:
+            if rule is not None:
+                assert predicted == exc.code, f"the predicate said {predicted!r}, handle refused {exc.code!r}"
+                assert self.sm == before, "a refused event changed the machine"
             return
+        assert predicted is None, f"the predicate refused ({predicted}) what handle allowed"
         audiences = [c for c in cmds if isinstance(c, SetAudience)]
         assert len(audiences) <= 1
         if audiences:
@@ -199,7 +258,7 @@ class ShowRules(RuleBasedStateMachine):
 
     @rule(m=MEMBERS)
     def request(self, m: str) -> None:
-        self._do(RequestPrivate(m, self.now))
+        self._do(RequestPrivate(m, self.now), lambda: self.sm.check_request(m))
 
     @rule(m=MEMBERS)
     def withdraw(self, m: str) -> None:
@@ -207,7 +266,7 @@ class ShowRules(RuleBasedStateMachine):
 
     @rule(m=MEMBERS)
     def accept(self, m: str) -> None:
-        self._do(AcceptPrivate(m, self.now))
+        self._do(AcceptPrivate(m, self.now), lambda: self.sm.check_accept(m))
 
     @rule(m=MEMBERS)
     def decline(self, m: str) -> None:
@@ -219,7 +278,20 @@ class ShowRules(RuleBasedStateMachine):
 
     @rule(m=MEMBERS)
     def cam2cam(self, m: str) -> None:
-        self._do(StartCam2Cam(m, self.now))
+        def rule() -> None:
+            if not self.sm.can_cam2cam(m):
+                raise Rejected("forbidden", "not the member of a running private")
+
+        self._do(StartCam2Cam(m, self.now), rule)
+
+    @rule(m=MEMBERS)
+    def auto_accept(self, m: str) -> None:
+        # With auto-accept a request is also an accept: the request rule alone decides it.
+        self.sm.auto_accept = True
+        try:
+            self._do(RequestPrivate(m, self.now), lambda: self.sm.check_request(m))
+        finally:
+            self.sm.auto_accept = False
 
     @rule(m=MEMBERS)
     def peek(self, m: str) -> None:

@@ -187,8 +187,9 @@
     } catch (err) { fail(err); }
   }
 
-  // What the node tells its page: whether it trusts client ids (the "Member id" field)
-  // and its demo accounts; `?demo=performer|member` logs in as one at once.
+  // What the node tells its page: whether it trusts client ids (the "Member id" field),
+  // whether it takes simulcast (the performer then sends layers) and its demo accounts;
+  // `?demo=performer|member` logs in as one at once.
   async function loadDemoConfig() {
     let cfg;
     try {
@@ -197,6 +198,7 @@
       cfg = await res.json();
     } catch (err) { return; }
     window.jasmin.trustClientIds = Boolean(cfg.trust_client_ids);
+    window.jasmin.simulcast = Boolean(cfg.simulcast);
     window.jasmin.selectRole(window.jasmin.role);
     account.demo = cfg.demo;
     if (!cfg.demo) return;

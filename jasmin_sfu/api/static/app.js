@@ -130,8 +130,20 @@ const jasmin = window.jasmin = {
   memberCam: { producers: new Map(), pending: new Set(), stream: new MediaStream() }, // performer: the member's Cam2Cam
   demoLogin: params.get('demo'), // `?demo=performer|member`: account.js logs in as that demo account
   trustClientIds: false, // the node's accounts.trust_client_ids (GET /demo/config): shows "Member id"
+  simulcast: false,   // the node takes simulcast (GET /demo/config): the performer sends SIMULCAST layers
+  readout: null,      // viewer: {width, height, fps, kbps, layer} of the show's video, once a second
+  layers: new Map(),  // viewer: producer_id -> the layer the node reported it forwards ({spatial, temporal, rid})
   Signaling,
 };
+
+// The performer's camera: 1280x720 when the camera has it. With simulcast the
+// video goes out as three layers (RIDs q, h, f: a quarter, half and full size).
+const CAMERA = { video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: true };
+const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4 },
+  { rid: 'h', scaleResolutionDownBy: 2 },
+  { rid: 'f', scaleResolutionDownBy: 1 },
+];
 
 // Who this page is in the show: performer, member or guest.
 const who = () => (jasmin.role === 'performer' ? 'performer' : jasmin.memberId ? 'member' : 'guest');
@@ -304,6 +316,8 @@ function teardown() {
   jasmin.pcs = [];
   jasmin.pc = null;
   jasmin.producers.clear();
+  jasmin.layers.clear();
+  stopReadout();
   if (jasmin.localStream) jasmin.localStream.getTracks().forEach((t) => t.stop());
   jasmin.localStream = null;
   const cam = jasmin.memberCam;
@@ -445,7 +459,7 @@ async function publish(show) {
   if (window.jasminAccount && window.jasminAccount.ready) await window.jasminAccount.ready;
   if (!jasmin.token && !jasmin.trustClientIds) throw new SignalingError('unauthorized', 'going live needs a performer account');
   setStatus('connecting', 'Starting camera…');
-  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  const stream = await navigator.mediaDevices.getUserMedia(CAMERA);
   jasmin.localStream = stream;
   $('local-video').srcObject = stream;
 
@@ -459,7 +473,9 @@ async function publish(show) {
 
   const pc = newPeerConnection();
   for (const track of stream.getTracks()) {
-    pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    const init = { direction: 'sendonly', streams: [stream] };
+    if (track.kind === 'video' && jasmin.simulcast) init.sendEncodings = SIMULCAST.map((e) => ({ ...e }));
+    pc.addTransceiver(track, init);
   }
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringComplete(pc);
@@ -578,6 +594,11 @@ async function watch(show, memberId) {
     teardown();
     setStatus('ended', `Show "${show}" ended`);
   }));
+  // The layer the node forwards this viewer, when it says (simulcast, issue 12).
+  sig.on('consumer.layer', (d) => {
+    if (jasmin.signaling === sig && d && d.producer_id) jasmin.layers.set(d.producer_id, d);
+  });
+  startReadout(sig);
 
   const join = { show_id: show, role: 'viewer' };
   if (memberId && !jasmin.token) join.member_id = memberId;
@@ -637,6 +658,55 @@ function stopCam2Cam() {
 }
 
 // ---------------------------------------------------------------- stats (tests, console)
+
+// The viewer's readout under the video: the show's received resolution, frame rate
+// and bitrate (getStats, once a second), and the layer when the node reports one.
+let readoutTimer = null;
+
+function startReadout(sig) {
+  stopReadout();
+  let last = null; // {bytes, at} of the previous sample
+  const tick = async () => {
+    if (jasmin.signaling !== sig) return;
+    const pcs = pcsOf(jasmin.producers);
+    let video = null, bytes = 0;
+    for (const pc of pcs) {
+      for (const s of (await pc.getStats()).values()) {
+        if (s.type !== 'inbound-rtp' || s.kind !== 'video') continue;
+        bytes += s.bytesReceived || 0;
+        if (!video || (s.frameWidth || 0) > (video.frameWidth || 0)) video = s;
+      }
+    }
+    if (jasmin.signaling !== sig) return;
+    const now = performance.now();
+    const kbps = last && now > last.at && bytes >= last.bytes ? Math.round((bytes - last.bytes) * 8 / (now - last.at)) : null;
+    last = { bytes, at: now };
+    const layer = [...jasmin.layers.values()][0] || null;
+    jasmin.readout = video ? {
+      width: video.frameWidth || 0, height: video.frameHeight || 0,
+      fps: Math.round(video.framesPerSecond || 0), kbps, layer,
+    } : null;
+    renderReadout();
+  };
+  readoutTimer = setInterval(() => { tick().catch((err) => console.warn('jasmin: readout:', err.message)); }, 1000);
+}
+
+function stopReadout() {
+  if (readoutTimer !== null) clearInterval(readoutTimer);
+  readoutTimer = null;
+  jasmin.readout = null;
+  renderReadout();
+}
+
+function renderReadout() {
+  const r = jasmin.readout;
+  const el = $('readout');
+  el.hidden = r === null;
+  if (!r) { el.textContent = ''; return; }
+  const parts = [r.width ? `${r.width}x${r.height}` : 'no video', `${r.fps} fps`, r.kbps === null ? '… kbit/s' : `${r.kbps} kbit/s`];
+  if (r.layer) parts.push(`layer ${r.layer.rid || r.layer.spatial}${r.layer.temporal != null ? `/t${r.layer.temporal}` : ''}`);
+  el.textContent = parts.join(' · ');
+}
 
 // Inbound RTP of some peer connections, summed per kind.
 async function inboundStats(pcs) {

@@ -1,0 +1,295 @@
+"""Which spatial and temporal layer one viewer gets, and when to probe for a better one.
+
+Pure and synchronous: the time, the layers with their measured rates, the
+viewer's estimate and loss are passed in; nothing is read from a clock or a
+socket, so every rule is tested on made-up time (tests/media/test_layer_selector.py).
+The rules, with the numbers of :class:`~.adaptation_policy.AdaptationPolicy`:
+
+- **fit**: the estimate less the viewer's audio (``audio_reserve_bps``) is the
+  video budget; a layer fits when its measured rate is within it.
+- **down at once** when the budget falls below the current layer's rate times
+  ``keep_ratio``, to the best layer that fits; below the lowest layer the video
+  is paused (target None) and the viewer keeps its audio.
+- **up after a hold**: only when the budget has stayed above a better layer's
+  rate times ``headroom`` for ``up_hold_s``, and at least ``min_dwell_s`` after
+  the last switch; then to the best layer that fits with headroom.
+- **back-off**: a down-switch within ``failed_up_s`` of the up-switch into the
+  layer it leaves is a failed up-switch; each makes the hold
+  ``backoff_factor`` times longer, up to ``backoff_max_s``, and each
+  ``backoff_max_s`` without one forgives one. So an estimate that oscillates
+  cannot make layers flap (mediasoup#1462, PR #804).
+- **probing**: a viewer held below the best layer it may get is sent padding
+  so that it receives up to the next layer's rate times ``headroom``, and no
+  more than ``probe_ramp`` times its estimate: its REMB can then rise to show
+  whether the layer fits (a browser's REMB stays under 1.5x what it
+  receives: without probing a viewer that dropped never climbs back,
+  mediasoup#316). Probes come ``probe_interval_s`` after the viewer settled
+  (at once after a successful one), fail on ``probe_stop_loss``, a
+  down-switch, an estimate that stopped rising (``probe_stall_gain`` within
+  ``probe_stall_s``) or after ``probe_duration_s``, and each failed one
+  doubles the wait up to ``probe_max_interval_s``. A paused viewer is probed
+  for the lowest layer: that is how its video comes back by itself.
+
+A switch up is only a target: the consumer changes layer on the target
+layer's next keyframe (and asks the publisher for one); down is at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .adaptation_policy import DEFAULT_ADAPTATION, AdaptationPolicy
+
+_NEVER = -1e18
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One choice for a viewer: a spatial layer up to a temporal layer, and its rate."""
+
+    spatial: int
+    # The highest temporal layer forwarded; None: all of them.
+    temporal: int | None
+    need_bps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What the selector decided at one tick."""
+
+    # The layer the viewer should get; None: video paused (audio goes on).
+    target: Layer | None
+    # Padding to send on top of the target, bits/s (0: no probe).
+    probe_bps: int
+    # "" (no switch), "start", "up", "down", "pause", "resume", "gone" (the
+    # current layer is no longer offered or allowed).
+    switch: str = ""
+    # "" or what happened to a probe at this tick: "start", "success", "fail".
+    probe: str = ""
+
+
+def candidates(
+    spatial_rates: Sequence[tuple[int, int]],
+    temporal_layers: int = 1,
+    *,
+    max_spatial: int | None = None,
+    max_temporal: int | None = None,
+    policy: AdaptationPolicy = DEFAULT_ADAPTATION,
+) -> tuple[Layer, ...]:
+    """The layers a viewer may get, worst first, within its cap.
+
+    ``spatial_rates`` are the producer's active spatial layers as (index, measured
+    bits/s). Each spatial layer is offered whole and, when the stream has
+    ``temporal_layers`` > 1 (VP8 L1T2/L1T3), with fewer temporal layers at the
+    policy's share of its rate. Order is spatial first, then temporal (a
+    bigger picture at a lower frame rate beats a smaller one at the full rate,
+    as in LiveKit's allocator). Nothing above ``max_spatial`` or
+    ``max_temporal`` is offered: the viewer's cap is never exceeded.
+    """
+    shares = policy.temporal_shares(temporal_layers)
+    out: list[Layer] = []
+    top_t = len(shares)
+    for spatial, rate in sorted(spatial_rates):
+        if max_spatial is not None and spatial > max_spatial:
+            continue
+        for t, share in enumerate(shares):
+            if max_temporal is not None and t > max_temporal:
+                break
+            out.append(Layer(spatial, t, max(1, int(rate * share))))
+        if max_temporal is None or max_temporal >= top_t:
+            out.append(Layer(spatial, None, max(1, rate)))
+    return tuple(out)
+
+
+class LayerSelector:
+    """One viewer's layer choice over time (see the module docstring for the rules)."""
+
+    __slots__ = (
+        "_policy",
+        "_started",
+        "target",
+        "_since",
+        "_above_since",
+        "_up_at",
+        "_up_into",
+        "failures",
+        "_forgive_at",
+        "_probe_until",
+        "_probe_next",
+        "_probe_wait",
+        "_probe_goal",
+        "_probe_best",
+        "_probe_best_at",
+    )
+
+    def __init__(self, policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
+        self._policy = policy
+        self._started = False
+        # The layer chosen (spatial, temporal); None: paused.
+        self.target: tuple[int, int | None] | None = None
+        # When the last switch happened; since when the budget stays above a
+        # better layer's need with headroom (None: it does not).
+        self._since = _NEVER
+        self._above_since: float | None = None
+        # The last up-switch: when, and into which layer.
+        self._up_at = _NEVER
+        self._up_into: tuple[int, int | None] | None = None
+        # Failed up-switches not yet forgiven, and when the next is forgiven.
+        self.failures = 0
+        self._forgive_at = _NEVER
+        # The probe under way (until when, for which layer), and the next one.
+        self._probe_until = 0.0
+        self._probe_next = _NEVER
+        self._probe_wait = policy.probe_interval_s
+        self._probe_goal: Layer | None = None
+        # The best estimate seen in the probe, and when it last rose by probe_stall_gain.
+        self._probe_best = 0
+        self._probe_best_at = _NEVER
+
+    @property
+    def probing(self) -> bool:
+        return self._probe_goal is not None
+
+    @property
+    def hold_s(self) -> float:
+        """The hold an up-switch needs now (grows with failed up-switches)."""
+        pol = self._policy
+        return float(min(pol.backoff_max_s, pol.up_hold_s * pol.backoff_factor**self.failures))
+
+    def select(self, now: float, layers: Sequence[Layer], estimate_bps: int, loss: float = 0.0) -> Choice:
+        """Decide at ``now`` from the viewer's allowed ``layers`` (worst first, as
+        :func:`candidates` gives them), its estimate and its latest loss."""
+        pol = self._policy
+        if self.failures and now >= self._forgive_at:
+            self.failures -= 1
+            self._forgive_at = now + pol.backoff_max_s
+        budget = estimate_bps - pol.audio_reserve_bps
+        fit = -1
+        for i, layer in enumerate(layers):
+            if layer.need_bps <= budget:
+                fit = i
+        floor = -1 if pol.pause_video else 0
+        if not layers:
+            # Nothing to forward (no active layer): not the viewer's link.
+            was = self.target
+            self.target = None
+            self._started = False  # when layers come back: the best that fits, at once
+            probe = "fail" if self.probing else ""
+            self._probe_stop(now, ok=False)
+            return Choice(None, 0, "gone" if was is not None else "", probe)
+        if not self._started:
+            self._started = True
+            self._probe_next = now + self._probe_wait
+            return self._switch(now, layers, max(fit, floor), "start")
+        cur = self._index(layers)
+        if cur is None:
+            # The layer went away (the publisher stopped it) or the cap went
+            # below it: the best that fits now, at once.
+            probe = "fail" if self.probing else ""
+            self._probe_stop(now, ok=False)
+            return self._switch(now, layers, max(fit, floor), "gone", probe)
+        switch = ""
+        probe = ""
+        if cur >= 0 and budget < layers[cur].need_bps * pol.keep_ratio:
+            new = max(fit, floor)
+            if new < cur:
+                if self._up_into == self.target and now - self._up_at < pol.failed_up_s:
+                    self.failures += 1
+                    self._forgive_at = now + pol.backoff_max_s
+                self._above_since = None
+                if self.probing:
+                    probe = "fail"
+                self._probe_stop(now, ok=False)
+                self._probe_next = max(self._probe_next, now + self._probe_wait)
+                return self._switch(now, layers, new, "down", probe)
+        up = -1
+        for j in range(cur + 1, len(layers)):
+            if layers[j].need_bps * pol.headroom <= budget:
+                up = j
+        if up < 0:
+            self._above_since = None
+        else:
+            if self._above_since is None:
+                self._above_since = now
+            if now - self._above_since >= self.hold_s and now - self._since >= pol.min_dwell_s:
+                if self.probing:
+                    probe = "success"
+                self._probe_stop(now, ok=True)
+                self._up_at = now
+                self._up_into = (layers[up].spatial, layers[up].temporal)
+                self._above_since = None
+                return self._switch(now, layers, up, "up", probe)
+        # Probing: only while below the best layer the viewer may get.
+        goal = layers[cur + 1] if cur + 1 < len(layers) else None
+        if self._probe_goal is not None:
+            if estimate_bps >= self._probe_best * pol.probe_stall_gain:
+                self._probe_best, self._probe_best_at = estimate_bps, now
+            # Stalled: the estimate stopped rising before it reached the goal.
+            stalled = up < 0 and now - self._probe_best_at >= pol.probe_stall_s
+            if goal is None or loss >= pol.probe_stop_loss or now >= self._probe_until or stalled:
+                probe = "fail"
+                self._probe_stop(now, ok=False)
+            else:
+                self._probe_goal = goal
+        elif goal is not None and now >= self._probe_next and now - self._since >= pol.min_dwell_s:
+            if loss < pol.probe_stop_loss:
+                probe = "start"
+                self._probe_goal = goal
+                self._probe_until = now + pol.probe_duration_s
+                self._probe_best, self._probe_best_at = estimate_bps, now
+        return Choice(self._layer(layers, cur), self._probe_rate(layers, cur, budget), switch, probe)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _index(self, layers: Sequence[Layer]) -> int | None:
+        """The current target's index in ``layers``; -1 when paused; None when gone."""
+        if self.target is None:
+            return -1
+        for i, layer in enumerate(layers):
+            if (layer.spatial, layer.temporal) == self.target:
+                return i
+        return None
+
+    @staticmethod
+    def _layer(layers: Sequence[Layer], i: int) -> Layer | None:
+        return layers[i] if i >= 0 else None
+
+    def _probe_rate(self, layers: Sequence[Layer], cur: int, budget: int) -> int:
+        """Padding on top of the current layer: up to the goal's need with headroom, but
+        never more than ``probe_ramp`` times the video budget in all (a REMB rises about
+        8 % a second whatever it is sent, so sending more only risks loss on a link that
+        cannot take it)."""
+        goal = self._probe_goal
+        if goal is None:
+            return 0
+        pol = self._policy
+        have = layers[cur].need_bps if cur >= 0 else 0
+        total = min(goal.need_bps * pol.headroom, max(budget, pol.min_bps) * pol.probe_ramp)
+        return max(0, int(total) - have)
+
+    def _probe_stop(self, now: float, ok: bool) -> None:
+        pol = self._policy
+        if ok:
+            # Climbing: the next layer is probed as soon as the dwell allows.
+            self._probe_wait = pol.probe_interval_s
+            self._probe_next = now
+        elif self._probe_goal is not None:
+            self._probe_wait = min(pol.probe_max_interval_s, self._probe_wait * pol.backoff_factor)
+            self._probe_next = now + self._probe_wait
+        self._probe_goal = None
+        self._probe_until = 0.0
+
+    def _switch(self, now: float, layers: Sequence[Layer], i: int, why: str, probe: str = "") -> Choice:
+        layer = self._layer(layers, i)
+        old = self.target
+        self.target = None if layer is None else (layer.spatial, layer.temporal)
+        if self.target == old and why != "start":
+            why = ""
+        elif why == "up" and old is None:
+            why = "resume"
+        elif why in ("down", "gone", "start") and self.target is None and layers:
+            why = "pause"
+        if why:
+            self._since = now
+        return Choice(layer, 0, why, probe)

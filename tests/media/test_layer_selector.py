@@ -1,0 +1,401 @@
+"""The layer selector (jasmin_sfu/media/layer_selector.py): properties and rules on made-up time.
+
+The selector is pure (time, layers, estimate and loss are passed in), so these
+tests run minutes of a viewer's life in milliseconds. The property tests are
+issue 12's: an oscillating estimate does not make layers flap, a steady one
+converges, a viewer below the lowest layer is paused and comes back, the cap
+is never exceeded. The probing tests run a small model of a browser's REMB
+(it cannot rise above 1.5x what the viewer receives, and falls under
+overuse), so they go red when probing stops bringing a viewer back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
+from jasmin_sfu.media.layer_selector import Choice, Layer, LayerSelector, candidates
+
+POL = AdaptationPolicy()
+AUDIO = POL.audio_reserve_bps
+# A 640x480 camera in three simulcast layers (rates of Chromium's defaults, rounded).
+RATES = [(0, 150_000), (1, 500_000), (2, 1_200_000)]
+THREE = candidates(RATES, policy=POL)
+
+
+def key(layer: Layer | None) -> tuple[int, int | None] | None:
+    return None if layer is None else (layer.spatial, layer.temporal)
+
+
+def est_for(need: int, factor: float = 1.0) -> int:
+    """An estimate that leaves ``need * factor`` for video."""
+    return int(need * factor) + AUDIO
+
+
+def run(sel: LayerSelector, layers: tuple[Layer, ...], estimates: list[int], t0: float = 0.0) -> list[Choice]:
+    return [sel.select(t0 + i, layers, e) for i, e in enumerate(estimates)]
+
+
+layer_sets = st.builds(
+    lambda spatial, temporal, base, steps: candidates(
+        [(s, int(base * f)) for s, f in zip(range(spatial), steps)], temporal, policy=POL
+    ),
+    st.integers(1, 3),
+    st.sampled_from([1, 2, 3]),
+    st.integers(50_000, 400_000),
+    st.lists(st.floats(1.0, 20.0), min_size=3, max_size=3).map(lambda fs: [1.0] + sorted(fs)[1:]),
+)
+
+
+# -- candidates --------------------------------------------------------------------
+
+
+def test_candidates_are_spatial_first_then_temporal_within_the_cap() -> None:
+    """Protects the order and the cap: L1T3 layers give s0t0 < s0t1 < s0 < s1t0 ...; a cap of
+    spatial 1 / temporal 1 offers nothing above it."""
+    c = candidates(RATES, 3, policy=POL)
+    assert [key(x) for x in c] == [(0, 0), (0, 1), (0, None), (1, 0), (1, 1), (1, None), (2, 0), (2, 1), (2, None)]
+    assert c[0].need_bps == 60_000 and c[1].need_bps == 90_000
+    capped = candidates(RATES, 3, max_spatial=1, max_temporal=1, policy=POL)
+    assert [key(x) for x in capped] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert candidates(RATES, 1, max_temporal=0, policy=POL) == THREE  # one temporal layer: layer 0 is all of it
+    assert [key(x) for x in candidates([(0, 0)], policy=POL)] == [(0, None)]
+
+
+# -- the rules, one by one -------------------------------------------------------------
+
+
+def test_start_takes_the_best_layer_that_fits_at_once() -> None:
+    """Protects the first picture: a new viewer starts on the best layer its estimate fits,
+    without a hold."""
+    sel = LayerSelector(POL)
+    ch = sel.select(0.0, THREE, est_for(600_000))
+    assert ch.switch == "start" and key(ch.target) == (1, None)
+
+
+def test_down_at_once_and_up_only_after_the_hold() -> None:
+    """Protects the asymmetry: a falling estimate takes the layer down at the same tick;
+    a rising one takes it up only after up_hold_s above the next layer with headroom."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(1_500_000))
+    ch = sel.select(1.0, THREE, est_for(400_000))
+    assert ch.switch == "down" and key(ch.target) == (0, None)
+    ups = run(sel, THREE, [est_for(1_500_000)] * 10, t0=2.0)
+    first_up = next(i for i, c in enumerate(ups) if c.switch == "up")
+    assert first_up == POL.up_hold_s  # held from t=2, up at t=2+hold
+    assert key(ups[first_up].target) == (2, None)
+
+
+def test_the_hysteresis_band_keeps_the_layer() -> None:
+    """Protects against flapping at a boundary: an estimate between keep_ratio and headroom
+    times the layer's need neither drops nor raises it."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(500_000))
+    for i, f in enumerate([0.95, 1.1, 0.92, 1.15, 0.91] * 6):
+        ch = sel.select(1.0 + i, THREE, est_for(500_000, f))
+        assert ch.switch == "" and key(ch.target) == (1, None)
+
+
+def test_a_failed_up_switch_doubles_the_next_hold_and_time_forgives_it() -> None:
+    """Protects the back-off: a down within failed_up_s of an up doubles the hold (4, 8, 16 s),
+    and each backoff_max_s without a failure takes one doubling back."""
+    sel = LayerSelector(POL)
+    t = 0.0
+    sel.select(t, THREE, est_for(300_000))
+    holds = []
+    for _ in range(3):
+        start = t + 1
+        ups = run(sel, THREE, [est_for(700_000)] * 40, t0=start)
+        i = next(i for i, c in enumerate(ups) if c.switch == "up")
+        holds.append(i)
+        t = start + i + 1
+        assert sel.select(t, THREE, est_for(300_000)).switch == "down"
+    assert holds == [4, 8, 16]
+    assert sel.failures == 3 and sel.hold_s == 32
+    sel.select(t + POL.backoff_max_s, THREE, est_for(300_000))
+    assert sel.failures == 2
+
+
+def test_an_up_switch_that_lasts_is_not_a_failure() -> None:
+    """Protects real recoveries: a drop failed_up_s after the up-switch keeps the hold at up_hold_s."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(300_000))
+    run(sel, THREE, [est_for(700_000)] * int(POL.failed_up_s + 10), t0=1.0)
+    assert sel.target == (1, None)
+    sel.select(100.0, THREE, est_for(300_000))
+    assert sel.failures == 0 and sel.hold_s == POL.up_hold_s
+
+
+def test_min_dwell_delays_an_up_right_after_a_switch() -> None:
+    """Protects the dwell: with no hold, an up still waits min_dwell_s after the last switch."""
+    pol = replace(POL, up_hold_s=0.0)
+    sel = LayerSelector(pol)
+    sel.select(0.0, THREE, est_for(300_000))
+    ch = sel.select(0.5, THREE, est_for(3_000_000))
+    assert ch.switch == ""
+    ch = sel.select(2.0, THREE, est_for(3_000_000))
+    assert ch.switch == "up"
+
+
+def test_below_the_lowest_layer_video_pauses_unless_configured_not_to() -> None:
+    """Protects audio first: an estimate under the lowest layer pauses video (target None);
+    with pause_video off the viewer stays on the lowest layer."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(600_000))
+    ch = sel.select(1.0, THREE, 60_000)
+    assert ch.switch == "pause" and ch.target is None
+    keep = LayerSelector(replace(POL, pause_video=False))
+    keep.select(0.0, THREE, est_for(600_000))
+    ch = keep.select(1.0, THREE, 60_000)
+    assert key(ch.target) == (0, None)
+    assert keep.select(2.0, THREE, 60_000).switch == ""
+
+
+def test_a_layer_that_goes_away_or_a_lowered_cap_moves_the_viewer_at_once() -> None:
+    """Protects the cap and the publisher's layers: when the current layer is no longer offered
+    (cap lowered, layer stopped) the viewer gets the best that fits at once; with no layer at
+    all, nothing, and the best fit again when layers come back."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(3_000_000))
+    assert sel.target == (2, None)
+    ch = sel.select(1.0, THREE[:2], est_for(3_000_000))
+    assert ch.switch == "gone" and key(ch.target) == (1, None)
+    ch = sel.select(2.0, (), est_for(3_000_000))
+    assert ch.switch == "gone" and ch.target is None
+    ch = sel.select(3.0, THREE, est_for(3_000_000))
+    assert ch.switch == "start" and key(ch.target) == (2, None)
+
+
+def test_failed_probes_back_off_and_a_lossy_probe_stops_at_once() -> None:
+    """Protects the viewer's link from endless probing: a probe whose estimate does not rise
+    fails after probe_stall_s, and the next comes 10, 20, 30, 30 s after each failure; the
+    padding follows the estimate (probe_ramp times it), not the goal; a probe stops at the
+    first report with probe_stop_loss."""
+    sel = LayerSelector(POL)
+    starts, fails = [], []
+    for t in range(200):
+        ch = sel.select(float(t), THREE, est_for(200_000))
+        if ch.probe == "start":
+            starts.append(t)
+            assert ch.probe_bps == int(200_000 * POL.probe_ramp) - 150_000
+        elif ch.probe == "fail":
+            fails.append(t)
+    assert starts[0] == POL.probe_interval_s
+    assert [f - s for s, f in zip(starts, fails)][:4] == [POL.probe_stall_s] * 4
+    assert [s - f for f, s in zip(fails, starts[1:])][:4] == [10, 20, 30, 30]
+    sel = LayerSelector(POL)
+    run(sel, THREE, [est_for(200_000)] * 6)
+    assert sel.probing
+    ch = sel.select(6.0, THREE, est_for(200_000), loss=0.06)
+    assert ch.probe == "fail" and ch.probe_bps == 0 and not sel.probing
+
+
+def test_a_probe_ends_when_the_layer_is_reached_and_the_next_one_starts() -> None:
+    """Protects the climb: the probe's padding brings the viewer to the next layer's need
+    with headroom, stops on the up-switch, and the next layer is probed right after the dwell."""
+    sel = LayerSelector(POL)
+    run(sel, THREE, [est_for(200_000)] * 6)
+    assert sel.probing
+    chs = run(sel, THREE, [est_for(700_000)] * 12, t0=6.0)
+    up = next(c for c in chs if c.switch == "up")
+    assert up.probe == "success" and up.probe_bps == 0 and key(up.target) == (1, None)
+    i = chs.index(up)
+    nxt = next(j for j, c in enumerate(chs) if c.probe == "start" and j > i)
+    assert nxt - i == POL.min_dwell_s
+
+
+# -- a model of a viewer's link and its browser's REMB ---------------------------------
+
+
+class Link:
+    """A viewer's downlink of ``capacity`` bits/s and a REMB like Chromium's: it grows at most
+    8 % a second and never above 1.5x what the viewer receives (plus 10 kbit/s); when more
+    is sent than the link carries, the excess is lost and the REMB falls to 0.85x the
+    received rate."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.remb = 0
+
+    def step(self, sent: int) -> tuple[int, float]:
+        got = min(sent, self.capacity)
+        loss = 0.0 if sent <= self.capacity else (sent - self.capacity) / sent
+        if not self.remb:
+            self.remb = got
+        elif sent > self.capacity:
+            self.remb = int(0.85 * got)
+        else:
+            self.remb = int(min(self.remb * 1.08, 1.5 * got + 10_000))
+        return self.remb, loss
+
+
+def live(sel: LayerSelector, link: Link, layers: tuple[Layer, ...], seconds: int, t0: float,
+         probing: bool = True) -> list[Choice]:
+    """``seconds`` of ticks: the viewer is sent its layer, its audio and the probe's padding."""
+    out = []
+    loss = 0.0
+    for i in range(seconds):
+        t = t0 + i
+        ch = sel.select(t, layers, link.remb or POL.start_bps, loss)
+        sent = AUDIO + (ch.target.need_bps if ch.target else 0) + (ch.probe_bps if probing else 0)
+        _, loss = link.step(sent)
+        out.append(ch)
+    return out
+
+
+def test_a_viewer_whose_link_recovers_climbs_back_by_probing() -> None:
+    """Protects the climb back (mediasoup#316): a viewer pushed to the lowest layer by a
+    300 kbit/s link gets the top layer again after the link recovers, because probing lets
+    its REMB rise above 1.5x the lowest layer; without the probe's padding it stays low.
+    (In this model the REMB rises 8 % a second, as Chromium's does: from the lowest layer
+    the top is 40-45 s away, most of it the REMB's own climb.)"""
+    for probing in (True, False):
+        sel = LayerSelector(POL)
+        link = Link(5_000_000)
+        live(sel, link, THREE, 30, 0.0)
+        assert sel.target == (2, None)
+        link.capacity = 300_000
+        live(sel, link, THREE, 30, 30.0)
+        assert sel.target == (0, None)
+        link.capacity = 5_000_000
+        after = live(sel, link, THREE, 90, 60.0, probing)
+        if probing:
+            back = next(i for i, c in enumerate(after) if key(c.target) == (2, None))
+            assert back < 60
+            assert sel.target == (2, None)
+        else:
+            assert sel.target == (0, None)
+
+
+def test_video_paused_below_the_lowest_layer_comes_back_by_itself() -> None:
+    """Protects the paused viewer: on a 100 kbit/s link its video is paused (its audio fits),
+    and once the link recovers a probe for the lowest layer brings the video back, then the
+    layers above."""
+    sel = LayerSelector(POL)
+    link = Link(100_000)
+    paused = live(sel, link, THREE, 40, 0.0)
+    assert sel.target is None and any(c.switch == "pause" for c in paused)
+    link.capacity = 5_000_000
+    after = live(sel, link, THREE, 120, 40.0)
+    resumed = next(i for i, c in enumerate(after) if c.switch == "resume")
+    assert resumed < 30
+    assert sel.target == (2, None)
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    layers=layer_sets,
+    high=st.integers(30_000, 6_000_000),
+    low=st.integers(0, 6_000_000),
+    high_s=st.integers(1, 60),
+    low_s=st.integers(1, 30),
+    noise=st.lists(st.floats(0.8, 1.25), min_size=7, max_size=7),
+)
+def test_an_oscillating_estimate_switches_a_bounded_number_of_times(
+    layers: tuple[Layer, ...], high: int, low: int, high_s: int, low_s: int, noise: list[float]
+) -> None:
+    """Protects against flapping (mediasoup#1462, PR #804: 5-6 switches a minute): an estimate
+    alternating between two levels with any period, duty and +-25 % noise gives at most
+    4 switches a minute over 10 minutes, and at most 8 in any one minute."""
+    sel = LayerSelector(POL)
+    times = []
+    for t in range(600):
+        base = high if t % (high_s + low_s) < high_s else low
+        ch = sel.select(float(t), layers, int(base * noise[t % 7]))
+        if ch.switch and ch.switch != "start":
+            times.append(t)
+    assert len(times) <= 40
+    assert max((sum(1 for x in times if s <= x < s + 60) for s in range(0, 540)), default=0) <= 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers=layer_sets, estimates=st.lists(st.integers(0, 8_000_000), min_size=600, max_size=600))
+def test_any_estimate_sequence_switches_up_at_most_once_per_hold(
+    layers: tuple[Layer, ...], estimates: list[int]
+) -> None:
+    """Protects the bound whatever the estimate does: up-switches (and resumes) are at least
+    up_hold_s apart, so a minute holds at most 15, and downs at most one more than ups
+    plus the number of layers."""
+    sel = LayerSelector(POL)
+    ups, downs = [], 0
+    for t, e in enumerate(estimates):
+        ch = sel.select(float(t), layers, e)
+        if ch.switch in ("up", "resume"):
+            ups.append(t)
+        elif ch.switch in ("down", "pause"):
+            downs += 1
+    assert all(b - a >= POL.up_hold_s for a, b in zip(ups, ups[1:]))
+    assert downs <= len(ups) + len(layers)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers=layer_sets, start=st.integers(0, 8_000_000), steady=st.integers(0, 8_000_000))
+def test_a_steady_estimate_converges_to_the_best_layer_it_fits(
+    layers: tuple[Layer, ...], start: int, steady: int
+) -> None:
+    """Protects convergence: after any start, an estimate held steady for 2 minutes leaves
+    the viewer on a layer that fits (none when nothing fits), with no better layer fitting
+    with headroom: the best the estimate allows, without a switch in the last minute."""
+    sel = LayerSelector(POL)
+    run(sel, layers, [start] * 20)
+    chs = run(sel, layers, [steady] * 120, t0=20.0)
+    budget = steady - AUDIO
+    idx = next((i for i, x in enumerate(layers) if (x.spatial, x.temporal) == sel.target), -1)
+    if idx >= 0:
+        assert layers[idx].need_bps * POL.keep_ratio <= budget
+    # Paused: the lowest layer does not fit with the headroom a resume needs (a budget
+    # of exactly its need keeps a viewer on it, but does not bring a paused one back).
+    assert all(x.need_bps * POL.headroom > budget for x in layers[idx + 1:])
+    assert not any(c.switch for c in chs[60:])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rates=st.lists(st.integers(10_000, 3_000_000), min_size=1, max_size=3),
+    temporal=st.sampled_from([1, 2, 3]),
+    caps=st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 2)), st.one_of(st.none(), st.integers(0, 2))),
+                  min_size=1, max_size=6),
+    estimates=st.lists(st.integers(0, 8_000_000), min_size=60, max_size=60),
+)
+def test_the_cap_is_never_exceeded(
+    rates: list[int], temporal: int, caps: list[tuple[int | None, int | None]], estimates: list[int]
+) -> None:
+    """Protects the viewer's cap: whatever the estimate, a viewer capped at spatial S / temporal T
+    is never given a layer above them (a temporal cap below the stream's top is a real temporal
+    layer, never "all")."""
+    sel = LayerSelector(POL)
+    spatial_rates = [(i, r) for i, r in enumerate(sorted(rates))]
+    for t, e in enumerate(estimates):
+        ms, mt = caps[t * len(caps) // len(estimates)]
+        layers = candidates(spatial_rates, temporal, max_spatial=ms, max_temporal=mt, policy=POL)
+        ch = sel.select(float(t), layers, e)
+        if ch.target is not None:
+            assert ms is None or ch.target.spatial <= ms
+            if mt is not None:
+                top = temporal - 1
+                got = top if ch.target.temporal is None else ch.target.temporal
+                assert got <= mt
+        assert ch.probe_bps == 0 or sel.target != (layers[-1].spatial, layers[-1].temporal)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers=layer_sets, estimates=st.lists(st.integers(-(1 << 40), 1 << 40), min_size=30, max_size=30))
+def test_any_estimate_gives_a_layer_that_fits_or_a_pause(layers: tuple[Layer, ...], estimates: list[int]) -> None:
+    """Protects the link after every tick: the layer chosen never needs more than the estimate
+    leaves over keep_ratio, or video is paused; the probe never asks more than the next layer
+    with headroom."""
+    sel = LayerSelector(POL)
+    for t, e in enumerate(estimates):
+        ch = sel.select(float(t), layers, e)
+        budget = e - AUDIO
+        if ch.target is not None and ch.switch != "start":
+            assert ch.target.need_bps * POL.keep_ratio <= budget
+        if ch.target is not None and ch.switch == "start":
+            assert ch.target.need_bps <= budget
+        assert 0 <= ch.probe_bps <= int(max(x.need_bps for x in layers) * POL.headroom)
