@@ -97,9 +97,9 @@ async def test_a_chromium_viewer_gets_the_top_layer_then_the_lowest_under_its_ca
     to the lowest layer's width and keeps decoding (one stream: no new track, no freeze
     beyond the switch); uncapped again it climbs back to the top."""
     # The REMB to the performer pinned at 3 Mbit/s (floor = ceiling): under the node's REMB rule
-    # (the lowest viewer estimate, docs/media.md) the performer would follow this one viewer's
-    # estimate, which falls with the low layer it is sent, and stop its top layer, so an
-    # uncapped viewer could not climb back. That rule is issue 12's next step, not this test's.
+    # (docs/media.md: the best-served viewer's estimate) this lone viewer's estimate, which falls
+    # with the low layer it is sent, would lead the performer to stop its top layer, and nothing
+    # in this test probes it back up (the per-viewer adaptation's probing, not wired yet, does).
     daemon = await make_daemon(remb_min_bps=3_000_000)
     http = daemon.http
     pub_page = await browser.new_page()
