@@ -17,11 +17,14 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-__all__ = ["REQUIRED_NAMES", "fastpath_ext", "load", "unavailable_reason"]
+__all__ = ["REQUIRED_LANE_FIELDS", "REQUIRED_NAMES", "fastpath_ext", "load", "unavailable_reason"]
 
 EXTENSION = "jasmin_sfu.media._fastpath"
 #: What producer.py, consumer.py and aiortc_adapter.py call (see _fastpath.pyi).
 REQUIRED_NAMES = ("Target", "Lane", "fanout", "rewrite", "send", "MAX_PACKET", "MAX_PROFILES")
+#: Lane fields consumer.py sets (vp8, pid_off, tl0_off: VP8 simulcast ids, issue 12); a build
+#: without them would raise on the hot path, so it is refused as stale.
+REQUIRED_LANE_FIELDS = ("ssrc", "payload_type", "seq_off", "ts_off", "profile", "target", "vp8", "pid_off", "tl0_off")
 
 
 def load(name: str = EXTENSION) -> tuple[ModuleType | None, str | None]:
@@ -31,6 +34,9 @@ def load(name: str = EXTENSION) -> tuple[ModuleType | None, str | None]:
     except ImportError as exc:
         return None, f"not built ({exc}); run: pip install -e . (or python setup.py build_ext --inplace)"
     missing = [n for n in REQUIRED_NAMES if not hasattr(ext, n)]
+    lane = getattr(ext, "Lane", None)
+    if lane is not None:
+        missing += [f"Lane.{f}" for f in REQUIRED_LANE_FIELDS if not hasattr(lane, f)]
     if missing:
         return None, f"stale build of {name}: missing {', '.join(missing)}; rebuild it"
     return ext, None

@@ -11,6 +11,7 @@ keeps the bytes (the C lane's bytes equal the Python path's: tests/media/test_fa
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -412,3 +413,27 @@ def test_the_real_consumer_and_producer_are_what_the_adaptation_reads() -> None:
     c, _ = viewer(p, stats)
     a = ViewerAdaptation(c, p, stats)
     assert a.consumer is c
+
+
+def test_a_c_build_without_the_vp8_lane_fields_is_refused_as_stale(monkeypatch: Any) -> None:
+    """Protects the hot path from an old build: a _fastpath whose Lane lacks vp8/pid_off/tl0_off
+    (built before simulcast) is reported stale at start, naming them, instead of raising
+    AttributeError when a consumer goes fast."""
+    import sys
+    import types
+
+    from jasmin_sfu.media import fastpath
+
+    real = fastpath.fastpath_ext
+    assert real is not None or fastpath.unavailable_reason
+
+    class OldLane:
+        ssrc = payload_type = seq_off = ts_off = profile = target = 0
+
+    old = types.ModuleType("old_fastpath")
+    for name in fastpath.REQUIRED_NAMES:
+        setattr(old, name, object())
+    old.Lane = OldLane  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "old_fastpath", old)
+    ext, reason = fastpath.load("old_fastpath")
+    assert ext is None and reason is not None and "Lane.vp8, Lane.pid_off, Lane.tl0_off" in reason
