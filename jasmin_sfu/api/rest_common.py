@@ -13,12 +13,15 @@ import json
 import logging
 import math
 import time
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Protocol, TypeVar
 
+import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from jasmin_signaling.text import first_unstorable, unstorable
+
+from jasmin_sfu.api.wire import Body, View, field_message
 
 from jasmin_sfu.services.accounts import AccountsService, Principal
 from jasmin_sfu.services.errors import (
@@ -329,9 +332,11 @@ def _type_ok(value: Any, kind: str) -> bool:
     raise AssertionError(kind)  # pragma: no cover
 
 
-async def json_object(request: web.Request, fields: Iterable[str], *, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object, refused unless every key is one of ``fields``: size (413),
-    media type (415), syntax, shape and storable text (400). Field types are the caller's.
+async def json_object(
+    request: web.Request, fields: Iterable[str] | None = None, *, required: bool = True
+) -> dict[str, Any]:
+    """The request's JSON object: size (413), media type (415), syntax, shape and storable
+    text (400); with ``fields``, refused unless every key is one of them.
 
     A body that is not ``required`` may be absent (zero bytes: ``{}``).
     """
@@ -357,7 +362,7 @@ async def json_object(request: web.Request, fields: Iterable[str], *, required: 
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     refuse_unstorable(data)
     for key in data:
-        if key not in fields:
+        if fields is not None and key not in fields:
             raise ApiError(400, "bad_request", f"{key[:64]}: unknown field")
     return data
 
@@ -379,6 +384,27 @@ async def json_body(
         if not _type_ok(data[name], kind):  # null included: leave a field out instead
             raise ApiError(400, "bad_request", f"{name}: expected {kind}")
     return data
+
+
+B = TypeVar("B", bound=Body)
+
+
+async def read_body(request: web.Request, shape: type[B], *, required: bool = True) -> B:
+    """The request's JSON object as the wire struct ``shape`` (``jasmin_sfu.api.wire``): the
+    checks of :func:`json_object`, then the struct's fields, types and constraints, each
+    refusal a 400 ``bad_request`` naming the field. A body that is not ``required`` may be
+    absent (zero bytes: ``{}``)."""
+    data = await json_object(request, required=required)
+    try:
+        return msgspec.convert(data, shape)
+    except msgspec.ValidationError as e:
+        raise ApiError(400, "bad_request", field_message(e)) from None
+
+
+def answer(view: View, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A wire struct as the JSON answer."""
+    return web.Response(text=msgspec.json.encode(view).decode(), status=status, headers=headers,
+                        content_type="application/json")
 
 
 def bearer_token(request: web.Request) -> str:
