@@ -19,17 +19,18 @@ from typing import Any, Iterable, Mapping
 import msgspec
 
 from jasmin_sfu import __version__
-from jasmin_sfu.api import wire_accounts, wire_social
+from jasmin_sfu.api import wire_accounts, wire_privacy, wire_social
 from jasmin_sfu.api.ice_servers import ice_paths, ice_schemas
 from jasmin_sfu.api.openapi_chat import chat_paths, chat_schemas
-from jasmin_sfu.api.openapi_privacy import privacy_paths, privacy_schemas
 from jasmin_sfu.api.wire import BEARER, Body, Op
 
 REF = "#/components/schemas/{name}"
 
 # Every area's paths table, in the document's order.
-AREAS: tuple[tuple[Op, ...], ...] = (wire_accounts.OPS, wire_social.OPS)
-EXAMPLES: dict[type[Body], dict[str, Any]] = {**wire_accounts.EXAMPLES, **wire_social.EXAMPLES}
+AREAS: tuple[tuple[Op, ...], ...] = (wire_accounts.OPS, wire_social.OPS, wire_privacy.OPS)
+EXAMPLES: dict[type[Body], dict[str, Any]] = {
+    **wire_accounts.EXAMPLES, **wire_social.EXAMPLES, **wire_privacy.EXAMPLES,
+}
 
 # The headers error answers carry (tests/api/test_openapi_fuzz.py checks them): every 429 says
 # when to retry; a 401 for a missing or bad token challenges for a bearer token (a wrong
@@ -165,10 +166,9 @@ def openapi_document() -> dict[str, Any]:
                            "see docs/whip-whep.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": {**paths(), **chat_paths(), **privacy_paths(), **ice_paths()},
+        "paths": {**paths(), **chat_paths(), **ice_paths()},
         "components": {
-            "schemas": {**component_schemas(), **chat_schemas(), **privacy_schemas(),
-                        **ice_schemas()},
+            "schemas": {**component_schemas(), **chat_schemas(), **ice_schemas()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Mapping, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-__all__ = ["UNSET", "Body", "Meta", "Op", "UnsetType", "View", "field_message", "given", "one_of", "sent", "text"]
+__all__ = ["UNSET", "Body", "Closed", "Meta", "Op", "UnsetType", "View", "field_message", "given", "one_of", "sent", "text"]
 
 
 class Body(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -33,6 +33,11 @@ class Body(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class View(Struct, kw_only=True):
     """A response body (fields left ``UNSET`` are left out of the JSON)."""
+
+
+class Closed(View, forbid_unknown_fields=True):
+    """A response body documented as holding exactly these fields (``additionalProperties: false``):
+    for answers where more would be a leak (privacy) or a contract (TURN credentials)."""
 
 
 def one_of(values: tuple[str, ...]) -> Any:
