@@ -19,15 +19,15 @@ from typing import Any, Iterable, Mapping
 import msgspec
 
 from jasmin_sfu import __version__
-from jasmin_sfu.api import wire_accounts, wire_privacy, wire_social
-from jasmin_sfu.api.ice_servers import ice_paths, ice_schemas
-from jasmin_sfu.api.openapi_chat import chat_paths, chat_schemas
+from jasmin_sfu.api import wire_accounts, wire_chat, wire_ice, wire_privacy, wire_social
 from jasmin_sfu.api.wire import BEARER, Body, Op
 
 REF = "#/components/schemas/{name}"
 
 # Every area's paths table, in the document's order.
-AREAS: tuple[tuple[Op, ...], ...] = (wire_accounts.OPS, wire_social.OPS, wire_privacy.OPS)
+AREAS: tuple[tuple[Op, ...], ...] = (
+    wire_accounts.OPS, wire_chat.OPS, wire_social.OPS, wire_privacy.OPS, wire_ice.OPS,
+)
 EXAMPLES: dict[type[Body], dict[str, Any]] = {
     **wire_accounts.EXAMPLES, **wire_social.EXAMPLES, **wire_privacy.EXAMPLES,
 }
@@ -166,9 +166,9 @@ def openapi_document() -> dict[str, Any]:
                            "see docs/whip-whep.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": {**paths(), **chat_paths(), **ice_paths()},
+        "paths": paths(),
         "components": {
-            "schemas": {**component_schemas(), **chat_schemas(), **ice_schemas()},
+            "schemas": component_schemas(),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
