@@ -18,14 +18,12 @@ from typing import Callable
 from aiohttp import web
 
 from jasmin_sfu.api import wire_accounts as wire
-from jasmin_sfu.api.wire import given, sent
-
 from jasmin_sfu.api.ice_servers import add_ice_routes
 from jasmin_sfu.api.openapi import openapi_document
 from jasmin_sfu.api.rest_chat import add_chat_routes
 from jasmin_sfu.api.rest_common import (
-    PREFIX,
     MAX_BODY,
+    PREFIX,
     ApiContext,
     ApiError,
     answer,
@@ -35,6 +33,7 @@ from jasmin_sfu.api.rest_common import (
 )
 from jasmin_sfu.api.rest_privacy import add_privacy_routes
 from jasmin_sfu.api.rest_social import install_social
+from jasmin_sfu.api.wire import given, sent
 from jasmin_sfu.services.accounts import ADMIN, PERFORMER, AccountsService, PerformerProfile, Principal
 from jasmin_sfu.services.errors import NotPermittedError
 from jasmin_sfu.services.ledger import PACKAGES, UNITS_PER_CREDIT

@@ -22,7 +22,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from jasmin_signaling.text import first_unstorable, unstorable
 
 from jasmin_sfu.api.wire import Body, View, field_message
-
 from jasmin_sfu.services.accounts import AccountsService, Principal
 from jasmin_sfu.services.errors import (
     AccountConflictError,

@@ -24,7 +24,9 @@ from typing import Annotated, Any, Literal, Mapping, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-__all__ = ["UNSET", "Body", "Closed", "Meta", "Op", "UnsetType", "View", "field_message", "given", "one_of", "sent", "text"]
+__all__ = [
+    "UNSET", "Body", "Closed", "Meta", "Op", "UnsetType", "View", "field_message", "given", "one_of", "sent", "text",
+]
 
 
 class Body(Struct, forbid_unknown_fields=True, kw_only=True):

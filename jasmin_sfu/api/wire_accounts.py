@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 from jasmin_sfu.api.wire import (
-    BEARER,
     UNSET,
     USERNAME_PARAM,
     Body,

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from jasmin_sfu.api.wire import (
-    BEARER,
     UNSET,
     USERNAME_PARAM,
     Body,
