@@ -14,6 +14,8 @@ rewrites the one difference that occurs: ``anyOf [X, {"type": "null"}]`` becomes
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any, Iterable, Mapping
 
 import msgspec
@@ -155,6 +157,19 @@ def paths() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """The whole document (a fresh dict each call)."""
+    out: dict[str, Any] = json.loads(openapi_json())
+    return out
+
+
+@functools.cache
+def openapi_json() -> str:
+    """The document as JSON text, built once: msgspec's schema generation takes a few hundred
+    milliseconds, too long for the event loop on every request (``RestApi.install`` builds it
+    at start)."""
+    return json.dumps(_document())
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {

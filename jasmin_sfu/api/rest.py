@@ -19,7 +19,7 @@ from aiohttp import web
 
 from jasmin_sfu.api import wire_accounts as wire
 from jasmin_sfu.api.ice_servers import add_ice_routes
-from jasmin_sfu.api.openapi import openapi_document
+from jasmin_sfu.api.openapi import openapi_json
 from jasmin_sfu.api.rest_chat import add_chat_routes
 from jasmin_sfu.api.rest_common import (
     MAX_BODY,
@@ -114,6 +114,7 @@ class RestApi:
         """Mount the API and its OpenAPI document on the daemon's app."""
         app.add_subapp(PREFIX, self.app())
         app.router.add_get("/openapi.json", self.openapi)
+        openapi_json()  # built now, not on the event loop of the first request
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -135,7 +136,7 @@ class RestApi:
     # -- handlers ----------------------------------------------------------------------
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document())
+        return web.Response(text=openapi_json(), content_type="application/json")
 
     async def start_guest(self, request: web.Request) -> web.Response:
         body = await read_body(request, wire.GuestSessionRequest, required=False)
