@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.openapi_parts import responses
-from jasmin_sfu.api.rest_common import ApiContext, ApiError
+from jasmin_sfu.api.rest_common import ApiContext, ApiError, answer
+from jasmin_sfu.api.wire_ice import IceServer
+from jasmin_sfu.api.wire_ice import IceServers as IceServersView
 
 
 def turn_password(secret: str, username: str) -> str:
@@ -80,51 +81,9 @@ def add_ice_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
         # Credentials: no proxy or browser cache may keep them or hand them to another client.
         headers = {"Cache-Control": "no-store"}
         if issuer is None or not issuer.enabled:
-            return web.json_response({"ice_servers": [], "expires_at": None}, headers=headers)
-        return web.json_response({"ice_servers": issuer.issue(), "expires_at": issuer.expiry()}, headers=headers)
+            return answer(IceServersView(ice_servers=[], expires_at=None), headers=headers)
+        servers = [IceServer(**server) for server in issuer.issue()]
+        return answer(IceServersView(ice_servers=servers, expires_at=issuer.expiry()), headers=headers)
 
     router.add_get("/ice-servers", ice_servers)
 
-
-def ice_paths() -> dict[str, Any]:
-    """The OpenAPI path of ``GET /api/v1/ice-servers``."""
-    errors = {
-        400: "An unknown query parameter",
-        401: "Missing, malformed, unknown, expired or revoked token",
-        503: "Accounts are not enabled on this node, or the database is busy",
-    }
-    return {
-        "/api/v1/ice-servers": {
-            "get": {
-                "operationId": "iceServers",
-                "summary": "RTCPeerConnection iceServers with time-limited TURN credentials (any session token)",
-                "security": [{"bearerAuth": []}],
-                "responses": responses(errors, {200: ("TURN servers and fresh credentials", "IceServers")}, *errors),
-            }
-        }
-    }
-
-
-def ice_schemas() -> dict[str, Any]:
-    server = {
-        "type": "object", "additionalProperties": False, "required": ["urls", "username", "credential"],
-        "properties": {
-            "urls": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                     "example": ["turn:turn.example.com:3478?transport=udp",
-                                 "turns:turn.example.com:5349?transport=tcp"]},
-            "username": {"type": "string", "description": "<expiry, UNIX seconds>:<random id>",
-                         "example": "1767225600:9f86d081884c7d65"},
-            "credential": {"type": "string", "description": "base64(HMAC-SHA1(turn.secret, username))"},
-        },
-    }
-    return {
-        "IceServers": {
-            "type": "object", "additionalProperties": False, "required": ["ice_servers", "expires_at"],
-            "properties": {
-                "ice_servers": {"type": "array", "items": server,
-                                "description": "Empty when this node configures no TURN server"},
-                "expires_at": {"type": "integer", "nullable": True,
-                               "description": "When the credentials stop working, UNIX seconds (null: none)"},
-            },
-        }
-    }

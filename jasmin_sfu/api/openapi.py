@@ -1,346 +1,175 @@
-"""The OpenAPI 3 document of the REST API, served at ``/openapi.json``.
+"""The OpenAPI 3 document of the REST API, served at ``/openapi.json``, generated.
 
-Written by hand, next to ``jasmin_sfu.api.rest``; ``tests/api/test_openapi_fuzz.py``
-generates requests from it and checks the answers against it (status codes,
-content types, bodies), so a drift between the two fails the suite.
+Nothing here describes a body: the component schemas come from the wire structs
+(``msgspec.json.schema_components`` over every struct the paths table names), and the paths
+from the areas' tables of :class:`jasmin_sfu.api.wire.Op` (``wire_accounts.OPS``, ...), each
+operation written once. ``tests/api/test_openapi_fuzz.py`` generates requests from this
+document and checks the answers against it; ``tests/api/test_wire.py`` checks that it covers
+every route and that every documented body takes its example.
+
+msgspec writes JSON Schema 2020-12; the document is OpenAPI 3.0.3, so :func:`openapi30`
+rewrites the one difference that occurs: ``anyOf [X, {"type": "null"}]`` becomes
+``X`` with ``nullable: true``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import json
+from typing import Any, Iterable, Mapping
+
+import msgspec
 
 from jasmin_sfu import __version__
-from jasmin_sfu.api.ice_servers import ice_paths, ice_schemas
-from jasmin_sfu.api.openapi_chat import chat_paths, chat_schemas
-from jasmin_sfu.api.openapi_parts import body as _body
-from jasmin_sfu.api.openapi_parts import closed_object as _object
-from jasmin_sfu.api.openapi_parts import ref as _ref
-from jasmin_sfu.api.openapi_parts import responses
-from jasmin_sfu.api.openapi_parts import text as _text
-from jasmin_sfu.api.openapi_privacy import privacy_paths, privacy_schemas
-from jasmin_sfu.api.openapi_social import social_paths, social_schemas
-from jasmin_sfu.services.accounts import (
-    CATEGORIES,
-    MAX_BIO,
-    MAX_DISPLAY_NAME,
-    MAX_PASSWORD,
-    MAX_PRICE,
-    MIN_PASSWORD,
-    NON_NUDE_CATEGORIES,
-    NUDE_CATEGORIES,
-)
-from jasmin_sfu.services.ledger import PACKAGES
+from jasmin_sfu.api import wire_accounts, wire_chat, wire_ice, wire_privacy, wire_social
+from jasmin_sfu.api.wire import BEARER, Body, Op
 
-_ERRORS = {
-    400: "Malformed body, unknown field, or a value out of range",
-    401: "Missing, malformed, unknown, expired or revoked token (or wrong credentials at login)",
-    402: "The payment processor declined the charge",
-    403: "The caller's role may not do this, or the 18+ confirmation is missing",
-    404: "No such performer",
-    409: "Conflict: username unavailable, or an idempotency key reused for another purchase",
-    413: "Body larger than 64 KiB",
-    415: "Body is not application/json",
-    429: "rate_limited: too many failed logins for this username or address; Retry-After says when",
-    503: "Accounts, billing or payments are not enabled on this node, or the database is busy",
+REF = "#/components/schemas/{name}"
+
+# Every area's paths table, in the document's order.
+AREAS: tuple[tuple[Op, ...], ...] = (
+    wire_accounts.OPS, wire_chat.OPS, wire_social.OPS, wire_privacy.OPS, wire_ice.OPS,
+)
+EXAMPLES: dict[type[Body], dict[str, Any]] = {
+    **wire_accounts.EXAMPLES, **wire_social.EXAMPLES, **wire_privacy.EXAMPLES,
+}
+
+# The headers error answers carry (tests/api/test_openapi_fuzz.py checks them): every 429 says
+# when to retry; a 401 for a missing or bad token challenges for a bearer token (a wrong
+# password does not); a 503 for a busy database says when to retry.
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"required": False, "description": "For a missing or invalid token",
+                               "schema": {"type": "string", "pattern": "^Bearer "}}},
+    429: {"Retry-After": {"required": True, "description": "Seconds until a retry may succeed",
+                          "schema": {"type": "integer", "minimum": 1}}},
+    503: {"Retry-After": {"required": False, "description": "When the database was busy: seconds until a retry",
+                          "schema": {"type": "integer", "minimum": 1}}},
 }
 
 
-def _responses(ok: dict[int, tuple[str, str | None]], *errors: int) -> dict[str, Any]:
-    return responses(_ERRORS, ok, *errors)
+def ref(shape: type) -> dict[str, str]:
+    """A reference to the component schema of a struct."""
+    return {"$ref": REF.format(name=shape.__name__)}
 
 
-USERNAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{3,32}$", "example": "alice"}
-PASSWORD = _text(MAX_PASSWORD, min_len=MIN_PASSWORD, storable_only=True, format="password",
-                 description="Not equal to the username (case-insensitive)")
-DISPLAY_NAME = _text(MAX_DISPLAY_NAME, min_len=1, description="Trimmed; one line")
-BIO = _text(MAX_BIO, multiline=True, description="Trimmed")
-PRICE = {"type": "integer", "minimum": 1, "maximum": MAX_PRICE,
-         "description": "Hundredths of a credit per minute, billed per second"}
-# hot_flirt and celebrity (no nudity, even in private) never mix with the nude categories: either
-# list holds categories of one kind only (an empty list is both).
-CATEGORY_LIST = {"anyOf": [
-    {"type": "array", "items": {"type": "string", "enum": list(cats)}, "uniqueItems": True, "maxItems": len(cats)}
-    for cats in (NUDE_CATEGORIES, NON_NUDE_CATEGORIES)
-], "description": "hot_flirt and celebrity (no nudity) cannot be combined with the nude categories"}
-BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+def openapi30(node: Any) -> Any:
+    """JSON Schema 2020-12 (msgspec's) as OpenAPI 3.0 schema objects: a null branch of an
+    ``anyOf`` becomes ``nullable``; an enum of strings gets its ``type``."""
+    if isinstance(node, list):
+        return [openapi30(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: openapi30(v) for k, v in node.items()}
+    branches = out.get("anyOf")
+    if isinstance(branches, list) and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            out = {**rest[0], **out}
+        elif len(rest) == 1:
+            out = {"allOf": rest, **out}
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+        if isinstance(out.get("enum"), list):
+            out["enum"] = [*out["enum"], None]
+    enum = out.get("enum")
+    if "type" not in out and isinstance(enum, list) and all(isinstance(v, str) for v in enum if v is not None):
+        out["type"] = "string"
+    return out
 
 
-def _schemas() -> dict[str, Any]:
-    nullable_str = {"type": "string", "nullable": True}
-    principal = {
-        "type": "object",
-        "required": ["kind", "id", "username", "adult_confirmed", "expires_at"],
-        "properties": {
-            "kind": {"type": "string", "enum": ["guest", "member", "performer", "admin"]},
-            "id": {"type": "string", "description": "The account id (signaling's member_id / performer_id); "
-                                                    "a guest's session id"},
-            "username": nullable_str,
-            "adult_confirmed": {"type": "boolean"},
-            "expires_at": {"type": "number", "description": "When the token expires, UNIX seconds"},
-        },
-    }
-    profile = {
-        "type": "object",
-        "required": ["id", "username", "display_name", "bio", "price_per_minute", "categories", "is_group",
-                     "group_members"],
-        "properties": {
-            "id": {"type": "string"},
-            "username": {"type": "string"},
-            "display_name": {"type": "string"},
-            "bio": {"type": "string"},
-            "price_per_minute": {"type": "integer"},
-            "categories": {"type": "array", "items": {"type": "string", "enum": list(CATEGORIES)}},
-            "is_group": {"type": "boolean"},
-            "group_members": {"type": "array", "items": {"type": "string"},
-                              "description": "Usernames of the performers of a group account"},
-        },
-    }
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                }
-            },
-        },
-        "Principal": principal,
-        "Me": {
-            "allOf": [
-                principal,
-                {"type": "object", "properties": {"performer": _ref("PerformerProfile")}},
-            ]
-        },
-        "Token": {
-            "type": "object",
-            "required": ["token", "token_type", "expires_at", "principal"],
-            "properties": {
-                "token": {"type": "string", "description": "Shown once; send as Authorization: Bearer <token> "
-                                                           "and as `token` in the signaling join"},
-                "token_type": {"type": "string", "enum": ["Bearer"]},
-                "expires_at": {"type": "number"},
-                "principal": _ref("Principal"),
-            },
-        },
-        "PerformerProfile": profile,
-        "Packages": {
-            "type": "object",
-            "required": ["packages"],
-            "properties": {
-                "packages": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["code", "price_cents", "currency", "credits", "vip_points"],
-                        "properties": {
-                            "code": {"type": "string"},
-                            "price_cents": {"type": "integer"},
-                            "currency": {"type": "string"},
-                            "credits": {"type": "integer"},
-                            "vip_points": {"type": "integer"},
-                        },
-                    },
-                }
-            },
-        },
-        "Wallet": {
-            "type": "object",
-            "required": ["credits", "available_units", "held_units", "units_per_credit", "vip_points"],
-            "properties": {
-                "credits": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$",
-                            "description": "Available credits, two decimals, rounded down"},
-                "available_units": {"type": "integer", "description": "Ledger units (1/6000 credit) a debit may take"},
-                "held_units": {"type": "integer", "description": "Units held by running privates"},
-                "units_per_credit": {"type": "integer"},
-                "vip_points": {"type": "integer"},
-            },
-        },
-        "Purchase": {
-            "type": "object",
-            "required": ["payment_id", "package", "credits", "vip_points", "amount_cents", "currency", "status",
-                         "created_at", "card_last4", "card_expiry", "replayed"],
-            "properties": {
-                "payment_id": {"type": "string", "description": "Also the ledger transfer id of the top-up"},
-                "package": {"type": "string"},
-                "credits": {"type": "integer"},
-                "vip_points": {"type": "integer"},
-                "amount_cents": {"type": "integer"},
-                "currency": {"type": "string"},
-                "status": {"type": "string", "enum": ["approved", "credited"]},
-                "created_at": {"type": "number"},
-                "card_last4": nullable_str,
-                "card_expiry": nullable_str,
-                "replayed": {"type": "boolean", "description": "An earlier request with this key did the purchase"},
-            },
-        },
-        "GuestSessionRequest": _object({"adult_confirmed": {"type": "boolean"}}),
-        "RegisterRequest": _object(
-            {"username": USERNAME, "password": PASSWORD, "adult_confirmed": {"type": "boolean"}},
-            ["username", "password"],
-        ),
-        "LoginRequest": _object(
-            {"username": _text(64, storable_only=True), "password": _text(MAX_PASSWORD, storable_only=True)},
-            ["username", "password"],
-        ),
-        "AdultConfirmationRequest": _object({}),
-        "PurchaseRequest": _object(
-            {
-                "package": {"type": "string", "enum": [p.code for p in PACKAGES]},
-                "idempotency_key": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$",
-                                    "description": "Chosen by the client; a retry with the same key buys once"},
-                "card_last4": {"type": "string", "pattern": "^[0-9]{4}$"},
-                "card_expiry": {"type": "string", "pattern": "^(0[1-9]|1[0-2])/[0-9]{2}$", "example": "12/29"},
-            },
-            ["package", "idempotency_key"],
-        ),
-        "CreatePerformerRequest": _object(
-            {
-                "username": USERNAME,
-                "password": PASSWORD,
-                "display_name": DISPLAY_NAME,
-                "price_per_minute": PRICE,
-                "categories": CATEGORY_LIST,
-                "bio": BIO,
-                "group_members": {"type": "array", "items": USERNAME, "minItems": 1, "maxItems": 16,
-                                  "uniqueItems": True,
-                                  "description": "Makes a group account: its show is these performers' too. Each"
-                                                 " name must be an existing performer that is not a group account"
-                                                 " (404 not_found otherwise); a name given twice counts once."},
-            },
-            ["username", "password", "display_name", "price_per_minute"],
-        ),
-        "UpdatePerformerRequest": _object(
-            {
-                "display_name": DISPLAY_NAME,
-                "bio": BIO,
-                "price_per_minute": PRICE,
-                "categories": CATEGORY_LIST,
-            }
-        ),
-    }
+def _json(schema: Mapping[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
 
 
-def _paths() -> dict[str, Any]:
-    username_param = {"name": "username", "in": "path", "required": True, "schema": USERNAME}
-    return {
-        "/api/v1/guest-sessions": {
-            "post": {
-                "operationId": "startGuest",
-                "summary": "A guest session; the token carries the 18+ confirmation",
-                "requestBody": _body("GuestSessionRequest", required=False),
-                "responses": _responses({201: ("A guest token", "Token")}, 400, 413, 415, 503),
-            }
-        },
-        "/api/v1/accounts": {
-            "post": {
-                "operationId": "register",
-                "summary": "Register a member (signed in at once)",
-                "requestBody": _body("RegisterRequest"),
-                "responses": _responses({201: ("A member token", "Token")}, 400, 409, 413, 415, 503),
-            }
-        },
-        "/api/v1/sessions": {
-            "post": {
-                "operationId": "login",
-                "summary": "Log in with username and password",
-                "requestBody": _body("LoginRequest"),
-                "responses": _responses({201: ("A new token", "Token")}, 400, 401, 413, 415, 429, 503),
-            }
-        },
-        "/api/v1/sessions/current": {
-            "delete": {
-                "operationId": "logout",
-                "summary": "Revoke the token of this request",
-                "security": BEARER,
-                "responses": _responses({204: ("Revoked", None)}, 401, 503),
-            }
-        },
-        "/api/v1/me": {
-            "get": {
-                "operationId": "me",
-                "summary": "Who the token speaks for (performers: with their profile)",
-                "security": BEARER,
-                "responses": _responses({200: ("The principal", "Me")}, 401, 503),
-            }
-        },
-        "/api/v1/me/adult-confirmation": {
-            "post": {
-                "operationId": "confirmAdult",
-                "summary": "Confirm being 18 or older (a guest's token, or a member's account for a year)",
-                "security": BEARER,
-                "requestBody": _body("AdultConfirmationRequest", required=False),
-                "responses": _responses({200: ("The principal, confirmed", "Principal")}, 400, 401, 413, 415, 503),
-            }
-        },
-        "/api/v1/packages": {
-            "get": {
-                "operationId": "packages",
-                "summary": "The credit packages",
-                "responses": _responses({200: ("Packages", "Packages")}),
-            }
-        },
-        "/api/v1/wallet": {
-            "get": {
-                "operationId": "wallet",
-                "summary": "The member's credits and VIP points",
-                "security": BEARER,
-                "responses": _responses({200: ("The wallet", "Wallet")}, 401, 403, 503),
-            }
-        },
-        "/api/v1/wallet/purchases": {
-            "post": {
-                "operationId": "purchase",
-                "summary": "Buy a credit package (idempotent by idempotency_key); credits are usable at once",
-                "security": BEARER,
-                "requestBody": _body("PurchaseRequest"),
-                "responses": _responses(
-                    {201: ("Bought now", "Purchase"), 200: ("Bought earlier with this key", "Purchase")},
-                    400, 401, 402, 403, 409, 413, 415, 503,
-                ),
-            }
-        },
-        "/api/v1/performers": {
-            "post": {
-                "operationId": "createPerformer",
-                "summary": "Create a performer or group account (admins)",
-                "security": BEARER,
-                "requestBody": _body("CreatePerformerRequest"),
-                "responses": _responses({201: ("The profile", "PerformerProfile")},
-                                        400, 401, 403, 404, 409, 413, 415, 503),
-            }
-        },
-        "/api/v1/performers/{username}": {
-            "parameters": [username_param],
-            "get": {
-                "operationId": "performer",
-                "summary": "A performer's profile (needs the 18+ confirmation)",
-                "security": BEARER,
-                "responses": _responses({200: ("The profile", "PerformerProfile")}, 401, 403, 404, 503),
-            },
-            "patch": {
-                "operationId": "updatePerformer",
-                "summary": "Change a profile (the performer itself, or an admin)",
-                "security": BEARER,
-                "requestBody": _body("UpdatePerformerRequest"),
-                "responses": _responses({200: ("The profile", "PerformerProfile")}, 400, 401, 403, 404, 413, 415, 503),
-            },
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {
-                    "type": "object"}}}}},
-            }
-        },
-    }
+def _responses(op: Op) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, (description, shape) in op.ok.items():
+        if shape is None:
+            out[str(status)] = {"description": description}
+        elif isinstance(shape, Mapping):
+            out[str(status)] = {"description": description, **shape}
+        else:
+            out[str(status)] = _json(ref(shape), description)
+        if status in op.ok_headers:
+            out[str(status)]["headers"] = dict(op.ok_headers[status])
+    for status in sorted(op.errors):
+        out[str(status)] = _json(ref(wire_accounts.Error), op.error_texts[status])
+        if status in ERROR_HEADERS:
+            out[str(status)]["headers"] = ERROR_HEADERS[status]
+    return out
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    if op.description:
+        out["description"] = op.description
+    if op.bearer:
+        out["security"] = BEARER
+    if op.parameters:
+        out["parameters"] = [dict(p) for p in op.parameters]
+    if op.request_body is not None:
+        out["requestBody"] = dict(op.request_body)
+    elif op.body is not None:
+        media: dict[str, Any] = {"schema": ref(op.body)}
+        if op.body in EXAMPLES:
+            media["example"] = EXAMPLES[op.body]
+        out["requestBody"] = {"required": op.body_required, "content": {"application/json": media}}
+    out["responses"] = _responses(op)
+    return out
+
+
+def operations() -> Iterable[Op]:
+    """Every documented operation."""
+    for ops in AREAS:
+        yield from ops
+
+
+def shapes() -> list[type]:
+    """Every struct the document names (request and response bodies, and the error)."""
+    found: dict[str, type] = {wire_accounts.Error.__name__: wire_accounts.Error}
+    for op in operations():
+        named = [op.body, *(shape for _, shape in op.ok.values())]
+        for shape in named:
+            if isinstance(shape, type):
+                if found.setdefault(shape.__name__, shape) is not shape:
+                    raise ValueError(f"two wire structs are named {shape.__name__}")
+    return list(found.values())
+
+
+def component_schemas() -> dict[str, Any]:
+    """The component schemas, generated from the structs."""
+    _, components = msgspec.json.schema_components(shapes(), ref_template=REF)
+    return {name: openapi30(schema) for name, schema in sorted(components.items())}
+
+
+def paths() -> dict[str, Any]:
+    """The paths object, from the areas' tables."""
+    out: dict[str, Any] = {}
+    for op in operations():
+        item = out.setdefault(op.path, {})
+        if op.method in item:
+            raise ValueError(f"{op.method.upper()} {op.path} is documented twice")
+        item[op.method] = _operation(op)
+    return out
 
 
 def openapi_document() -> dict[str, Any]:
     """The whole document (a fresh dict each call)."""
+    out: dict[str, Any] = json.loads(openapi_json())
+    return out
+
+
+@functools.cache
+def openapi_json() -> str:
+    """The document as JSON text, built once: msgspec's schema generation takes a few hundred
+    milliseconds, too long for the event loop on every request (``RestApi.install`` builds it
+    at start)."""
+    return json.dumps(_document())
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
@@ -352,9 +181,9 @@ def openapi_document() -> dict[str, Any]:
                            "see docs/whip-whep.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": {**_paths(), **chat_paths(), **social_paths(), **privacy_paths(), **ice_paths()},
+        "paths": paths(),
         "components": {
-            "schemas": {**_schemas(), **chat_schemas(), **social_schemas(), **privacy_schemas(), **ice_schemas()},
+            "schemas": component_schemas(),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

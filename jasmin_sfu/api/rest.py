@@ -13,24 +13,27 @@ Authentication: ``Authorization: Bearer <token>``, the token from
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from aiohttp import web
 
+from jasmin_sfu.api import wire_accounts as wire
 from jasmin_sfu.api.ice_servers import add_ice_routes
-from jasmin_sfu.api.openapi import openapi_document
+from jasmin_sfu.api.openapi import openapi_json
 from jasmin_sfu.api.rest_chat import add_chat_routes
 from jasmin_sfu.api.rest_common import (
-    PREFIX,
     MAX_BODY,
+    PREFIX,
     ApiContext,
     ApiError,
+    answer,
     bearer_token,
-    json_body,
     json_errors,
+    read_body,
 )
 from jasmin_sfu.api.rest_privacy import add_privacy_routes
 from jasmin_sfu.api.rest_social import install_social
+from jasmin_sfu.api.wire import given, sent
 from jasmin_sfu.services.accounts import ADMIN, PERFORMER, AccountsService, PerformerProfile, Principal
 from jasmin_sfu.services.errors import NotPermittedError
 from jasmin_sfu.services.ledger import PACKAGES, UNITS_PER_CREDIT
@@ -47,51 +50,33 @@ ROUTE_MODULES: tuple[Callable[[web.UrlDispatcher, ApiContext], None], ...] = (
 
 
 
-def principal_view(p: Principal) -> dict[str, Any]:
+def principal_view(p: Principal) -> wire.Principal:
     """A principal as the API shows it."""
-    return {
-        "kind": p.kind,
-        "id": p.id,
-        "username": p.username,
-        "adult_confirmed": p.adult_confirmed,
-        "expires_at": p.expires_at,
-    }
+    return wire.Principal(kind=p.kind, id=p.id, username=p.username, adult_confirmed=p.adult_confirmed,
+                          expires_at=p.expires_at)
 
 
-def token_view(token: str, p: Principal) -> dict[str, Any]:
+def token_view(token: str, p: Principal) -> wire.Token:
     """A new session."""
-    return {"token": token, "token_type": "Bearer", "expires_at": p.expires_at, "principal": principal_view(p)}
+    return wire.Token(token=token, token_type="Bearer", expires_at=p.expires_at, principal=principal_view(p))
 
 
-def purchase_view(p: Purchase) -> dict[str, Any]:
+def purchase_view(p: Purchase) -> wire.Purchase:
     """A purchase as the member sees it."""
-    return {
-        "payment_id": p.payment_id,
-        "package": p.package_code,
-        "credits": p.credits,
-        "vip_points": p.vip_points,
-        "amount_cents": p.amount_cents,
-        "currency": "USD",
-        "status": p.status,
-        "created_at": p.created_at,
-        "card_last4": p.card_last4,
-        "card_expiry": p.card_expiry,
-        "replayed": p.replayed,
-    }
+    return wire.Purchase(
+        payment_id=p.payment_id, package=p.package_code, credits=p.credits, vip_points=p.vip_points,
+        amount_cents=p.amount_cents, currency="USD", status=p.status, created_at=p.created_at,
+        card_last4=p.card_last4, card_expiry=p.card_expiry, replayed=p.replayed,
+    )
 
 
-def profile_view(p: PerformerProfile) -> dict[str, Any]:
+def profile_view(p: PerformerProfile) -> wire.PerformerProfile:
     """A performer's public profile."""
-    return {
-        "id": p.user_id,
-        "username": p.username,
-        "display_name": p.display_name,
-        "bio": p.bio,
-        "price_per_minute": p.price_per_minute,
-        "categories": list(p.categories),
-        "is_group": p.is_group,
-        "group_members": list(p.group_members),
-    }
+    return wire.PerformerProfile(
+        id=p.user_id, username=p.username, display_name=p.display_name, bio=p.bio,
+        price_per_minute=p.price_per_minute, categories=list(p.categories), is_group=p.is_group,
+        group_members=list(p.group_members),
+    )
 
 
 class RestApi:
@@ -129,6 +114,7 @@ class RestApi:
         """Mount the API and its OpenAPI document on the daemon's app."""
         app.add_subapp(PREFIX, self.app())
         app.router.add_get("/openapi.json", self.openapi)
+        openapi_json()  # built now, not on the event loop of the first request
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -150,26 +136,22 @@ class RestApi:
     # -- handlers ----------------------------------------------------------------------
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document())
+        return web.Response(text=openapi_json(), content_type="application/json")
 
     async def start_guest(self, request: web.Request) -> web.Response:
-        body = await json_body(request, {"adult_confirmed": ("bool", False)}, required=False)
-        issued = await self.accounts().start_guest(adult_confirmed=body.get("adult_confirmed", False))
-        return web.json_response(token_view(issued.token, issued.principal), status=201)
+        body = await read_body(request, wire.GuestSessionRequest, required=False)
+        issued = await self.accounts().start_guest(adult_confirmed=body.adult_confirmed)
+        return answer(token_view(issued.token, issued.principal), status=201)
 
     async def register(self, request: web.Request) -> web.Response:
-        body = await json_body(
-            request, {"username": ("str", True), "password": ("str", True), "adult_confirmed": ("bool", False)}
-        )
-        issued = await self.accounts().register(
-            body["username"], body["password"], adult_confirmed=body.get("adult_confirmed", False)
-        )
-        return web.json_response(token_view(issued.token, issued.principal), status=201)
+        body = await read_body(request, wire.RegisterRequest)
+        issued = await self.accounts().register(body.username, body.password, adult_confirmed=body.adult_confirmed)
+        return answer(token_view(issued.token, issued.principal), status=201)
 
     async def login(self, request: web.Request) -> web.Response:
-        body = await json_body(request, {"username": ("str", True), "password": ("str", True)})
-        issued = await self.accounts().login(body["username"], body["password"], client=request.remote)
-        return web.json_response(token_view(issued.token, issued.principal), status=201)
+        body = await read_body(request, wire.LoginRequest)
+        issued = await self.accounts().login(body.username, body.password, client=request.remote)
+        return answer(token_view(issued.token, issued.principal), status=201)
 
     async def logout(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
@@ -178,100 +160,64 @@ class RestApi:
 
     async def me(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
-        out = principal_view(p)
+        out = wire.Me(kind=p.kind, id=p.id, username=p.username, adult_confirmed=p.adult_confirmed,
+                      expires_at=p.expires_at)
         if p.kind == PERFORMER:
-            out["performer"] = profile_view(await self.accounts().performer_profile(p.username))
-        return web.json_response(out)
+            out.performer = profile_view(await self.accounts().performer_profile(p.username))
+        return answer(out)
 
     async def confirm_adult(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
-        await json_body(request, {}, required=False)
-        return web.json_response(principal_view(await self.accounts().confirm_adult(p)))
+        await read_body(request, wire.AdultConfirmationRequest, required=False)
+        return answer(principal_view(await self.accounts().confirm_adult(p)))
 
     async def packages(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "packages": [
-                    {"code": p.code, "price_cents": p.price_cents, "currency": "USD", "credits": p.credits,
-                     "vip_points": p.vip_points}
-                    for p in PACKAGES
-                ]
-            }
-        )
+        return answer(wire.Packages(packages=[
+            wire.Package(code=p.code, price_cents=p.price_cents, currency="USD", credits=p.credits,
+                         vip_points=p.vip_points)
+            for p in PACKAGES
+        ]))
 
     async def wallet(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
         w = await self.purchases().wallet(p)
-        return web.json_response(
-            {
-                "credits": w.credits,
-                "available_units": w.available_units,
-                "held_units": w.held_units,
-                "units_per_credit": UNITS_PER_CREDIT,
-                "vip_points": w.vip_points,
-            }
-        )
+        return answer(wire.Wallet(credits=w.credits, available_units=w.available_units, held_units=w.held_units,
+                                  units_per_credit=UNITS_PER_CREDIT, vip_points=w.vip_points))
 
     async def purchase(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
-        body = await json_body(
-            request,
-            {
-                "package": ("str", True),
-                "idempotency_key": ("str", True),
-                "card_last4": ("str", False),
-                "card_expiry": ("str", False),
-            },
-        )
+        body = await read_body(request, wire.PurchaseRequest)
         bought = await self.purchases().buy(
-            p, body["package"], body["idempotency_key"],
-            card_last4=body.get("card_last4"), card_expiry=body.get("card_expiry"),
+            p, body.package, body.idempotency_key,
+            card_last4=given(body.card_last4), card_expiry=given(body.card_expiry),
         )
-        return web.json_response(purchase_view(bought), status=200 if bought.replayed else 201)
+        return answer(purchase_view(bought), status=200 if bought.replayed else 201)
 
     async def create_performer(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
         if p.kind != ADMIN:
             raise NotPermittedError("only admin accounts may create performers")
-        body = await json_body(
-            request,
-            {
-                "username": ("str", True),
-                "password": ("str", True),
-                "display_name": ("str", True),
-                "price_per_minute": ("int", True),
-                "categories": ("list[str]", False),
-                "bio": ("str", False),
-                "group_members": ("list[str]", False),
-            },
-        )
+        body = await read_body(request, wire.CreatePerformerRequest)
         profile = await self.accounts().create_performer(
-            p, body["username"], body["password"], display_name=body["display_name"],
-            price_per_minute=body["price_per_minute"], categories=body.get("categories", []),
-            bio=body.get("bio", ""), group_members=body.get("group_members"),
+            p, body.username, body.password, display_name=body.display_name,
+            price_per_minute=body.price_per_minute, categories=body.categories,
+            bio=body.bio, group_members=given(body.group_members),
         )
-        return web.json_response(profile_view(profile), status=201)
+        return answer(profile_view(profile), status=201)
 
     async def performer(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
         # Profiles are content: docs/product.md asks for the 18+ confirmation before any.
         self.accounts().require_adult(p)
         profile = await self.accounts().performer_profile(request.match_info["username"])
-        return web.json_response(profile_view(profile))
+        return answer(profile_view(profile))
 
     async def update_performer(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
         if p.kind not in (PERFORMER, ADMIN):
             raise NotPermittedError("only the performer itself or an admin may change a profile")
-        body = await json_body(
-            request,
-            {
-                "display_name": ("str", False),
-                "bio": ("str", False),
-                "price_per_minute": ("int", False),
-                "categories": ("list[str]", False),
-            },
+        body = await read_body(request, wire.UpdatePerformerRequest)
+        profile = await self.accounts().update_performer_profile(
+            p, request.match_info["username"], **sent(body)
         )
-        profile = await self.accounts().update_performer_profile(p, request.match_info["username"], **body)
-        return web.json_response(profile_view(profile))
-
+        return answer(profile_view(profile))

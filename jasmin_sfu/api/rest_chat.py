@@ -12,8 +12,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.openapi_chat import MAX_LIMIT, ROOM_PATTERN
 from jasmin_sfu.api.rest_common import ApiContext, ApiError
+from jasmin_sfu.api.wire_chat import MAX_LIMIT, ROOM_PATTERN
 from jasmin_sfu.services.accounts import ADMIN
 from jasmin_sfu.services.chat import ChatService
 from jasmin_sfu.services.errors import NotPermittedError

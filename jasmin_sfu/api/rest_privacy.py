@@ -12,22 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest_common import ApiContext, ApiError, json_body
+from jasmin_sfu.api import wire_privacy as wire
+from jasmin_sfu.api.rest_common import ApiContext, ApiError, answer, read_body
+from jasmin_sfu.api.wire import sent
 from jasmin_sfu.services.privacy import PrivacyService, profile_dict
 from jasmin_sfu.store.accounts_repo import MemberProfileRow
 
 # Holds a ``Callable[[], PrivacyService | None]`` (the service opens in ``Daemon.start``).
 PRIVACY_KEY = web.AppKey("privacy", object)
-
-_PROFILE_FIELDS = {
-    "display_name": ("str", False),
-    "gender": ("str", False),
-    "age_range": ("str", False),
-    "country": ("str", False),
-    "languages": ("list[str]", False),
-    "about": ("str", False),
-}
-
 
 def _privacy(request: web.Request) -> PrivacyService:
     get = request.config_dict.get(PRIVACY_KEY)
@@ -37,9 +29,14 @@ def _privacy(request: web.Request) -> PrivacyService:
     return p
 
 
-def settings_view(row: MemberProfileRow) -> dict[str, Any]:
+def settings_view(row: MemberProfileRow) -> wire.PrivacySettings:
     """The two visibility settings."""
-    return {"profile_visibility": row.profile_visibility, "mask_visibility": row.mask_visibility}
+    return wire.PrivacySettings(profile_visibility=row.profile_visibility, mask_visibility=row.mask_visibility)
+
+
+def profile_view(row: MemberProfileRow, mask: dict[str, Any]) -> wire.PrivacyProfile:
+    """The member's own profile and mask."""
+    return wire.PrivacyProfile(**profile_dict(row), mask=wire.PrivacyMask(**mask))
 
 
 def add_privacy_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
@@ -49,24 +46,24 @@ def add_privacy_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
         p = await api.principal(request)
         priv = _privacy(request)
         row = await priv.profile(p)
-        return web.json_response({**profile_dict(row), "mask": await priv.mask(p.id)})
+        return answer(profile_view(row, await priv.mask(p.id)))
 
     async def patch_profile(request: web.Request) -> web.Response:
         p = await api.principal(request)
-        body = await json_body(request, _PROFILE_FIELDS)
+        body = await read_body(request, wire.PrivacyProfilePatch)
         priv = _privacy(request)
-        row = await priv.update_profile(p, body)
-        return web.json_response({**profile_dict(row), "mask": await priv.mask(p.id)})
+        row = await priv.update_profile(p, sent(body))
+        return answer(profile_view(row, await priv.mask(p.id)))
 
     async def get_settings(request: web.Request) -> web.Response:
         p = await api.principal(request)
-        return web.json_response(settings_view(await _privacy(request).profile(p)))
+        return answer(settings_view(await _privacy(request).profile(p)))
 
     async def patch_settings(request: web.Request) -> web.Response:
         p = await api.principal(request)
-        body = await json_body(request, {"profile_visibility": ("str", False), "mask_visibility": ("str", False)})
-        row = await _privacy(request).update_settings(p, **body)
-        return web.json_response(settings_view(row))
+        body = await read_body(request, wire.PrivacySettingsPatch)
+        row = await _privacy(request).update_settings(p, **sent(body))
+        return answer(settings_view(row))
 
     async def download(request: web.Request) -> web.Response:
         p = await api.principal(request)
@@ -77,10 +74,11 @@ def add_privacy_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
 
     async def erasure(request: web.Request) -> web.Response:
         p = await api.principal(request)
-        body = await json_body(request, {"password": ("str", True)})
-        result = await _privacy(request).request_erasure(p, body["password"], client=request.remote)
-        return web.json_response(
-            {"status": "completed" if result.completed else "pending", "member_id": result.user_id, "rows": result.rows},
+        body = await read_body(request, wire.PrivacyErasureRequest)
+        result = await _privacy(request).request_erasure(p, body.password, client=request.remote)
+        return answer(
+            wire.PrivacyErasure(status="completed" if result.completed else "pending", member_id=result.user_id,
+                                rows=result.rows),
             status=200 if result.completed else 202,
         )
 

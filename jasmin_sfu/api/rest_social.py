@@ -31,9 +31,11 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from jasmin_sfu.api.rest_common import ApiContext, ApiError, json_body, json_object, map_error
+from jasmin_sfu.api import wire_social as wire
+from jasmin_sfu.api.rest_common import ApiContext, ApiError, answer, map_error, read_body
+from jasmin_sfu.api.wire import sent
 from jasmin_sfu.services.errors import SocialError
-from jasmin_sfu.services.search import Candidate, SearchPage
+from jasmin_sfu.services.search import Attributes, Candidate, SearchPage
 from jasmin_sfu.services.social import Favourite, Feed, InboxMessage, Message, SocialService, TopMembership
 from jasmin_sfu.services.social_notify import render_rss
 from jasmin_sfu.store.social_repo import PresetRow
@@ -60,33 +62,6 @@ def _mapped(fn: Handler) -> Handler:
     return wrapper
 
 
-async def object_body(request: web.Request, fields: dict[str, tuple[str, bool]]) -> dict[str, Any]:
-    """Like ``json_body``, with an ``object`` kind (a preset's filters)."""
-    plain = {k: v for k, v in fields.items() if v[0] != "object"}
-    objects = {k: v for k, v in fields.items() if v[0] == "object"}
-    data = await json_object(request, fields)
-    for name, (_kind, required) in objects.items():
-        if name not in data:
-            if required:
-                raise ApiError(400, "bad_request", f"{name}: required")
-        elif not isinstance(data[name], dict):
-            raise ApiError(400, "bad_request", f"{name}: expected an object")
-    rest = {k: v for k, v in data.items() if k in plain}
-    for name, (kind, required) in plain.items():
-        if name not in rest:
-            if required:
-                raise ApiError(400, "bad_request", f"{name}: required")
-        elif not _plain_ok(rest[name], kind):
-            raise ApiError(400, "bad_request", f"{name}: expected {kind}")
-    return data
-
-
-def _plain_ok(value: Any, kind: str) -> bool:
-    if kind == "str":
-        return isinstance(value, str)
-    return False  # pragma: no cover - only str fields sit beside objects
-
-
 def _origin(request: web.Request) -> str:
     try:
         return str(request.url.origin())
@@ -97,27 +72,27 @@ def _origin(request: web.Request) -> str:
 # -- views ----------------------------------------------------------------------------
 
 
-def top_view(t: TopMembership) -> dict[str, Any]:
-    return {
-        "status": t.status, "active": t.active, "auto_renew": t.auto_renew, "started_at": t.started_at,
-        "paid_until": t.paid_until, "period": t.period, "fee_credits": t.fee_credits, "period_days": t.period_days,
-    }
+def top_view(t: TopMembership) -> wire.TopMembership:
+    return wire.TopMembership(
+        status=t.status, active=t.active, auto_renew=t.auto_renew, started_at=t.started_at, paid_until=t.paid_until,
+        period=t.period, fee_credits=t.fee_credits, period_days=t.period_days,
+    )
 
 
-def favourite_view(f: Favourite) -> dict[str, Any]:
+def favourite_view(f: Favourite) -> wire.FavouriteView:
     p = f.profile
-    return {"username": p.username, "display_name": p.display_name, "price_per_minute": p.price_per_minute,
-            "categories": list(p.categories), "online": f.online, "added_at": f.created_at}
+    return wire.FavouriteView(username=p.username, display_name=p.display_name, price_per_minute=p.price_per_minute,
+                              categories=list(p.categories), online=f.online, added_at=f.created_at)
 
 
-def feed_view(f: Feed) -> dict[str, Any]:
-    return {"performers": list(f.performers), "categories": list(f.categories), "favourites": f.favourites,
-            "system_messages": f.system_messages, "has_token": f.has_token}
+def feed_view(f: Feed) -> wire.Feed:
+    return wire.Feed(performers=list(f.performers), categories=list(f.categories), favourites=f.favourites,
+                     system_messages=f.system_messages, has_token=f.has_token)
 
 
-def message_view(m: Message) -> dict[str, Any]:
-    return {"id": m.row.id, "member": m.member, "performer": m.performer, "body": m.row.body,
-            "created_at": m.row.created_at / 1_000_000}
+def message_view(m: Message) -> wire.PerformerMessage:
+    return wire.PerformerMessage(id=m.row.id, member=m.member, performer=m.performer, body=m.row.body,
+                                 created_at=m.row.created_at / 1_000_000)
 
 
 def unsubscribe_headers(url: str) -> dict[str, str]:
@@ -126,11 +101,16 @@ def unsubscribe_headers(url: str) -> dict[str, str]:
     return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def inbox_view(m: InboxMessage, origin: str) -> dict[str, Any]:
+def inbox_view(m: InboxMessage, origin: str) -> wire.InboxMessage:
     r = m.row
     url = f"{origin}/api/v1/mailing-list/unsubscribe/{r.unsubscribe_token}"
-    return {"id": r.id, "performer": m.performer, "subject": r.subject, "body": r.body,
-            "sent_at": r.created_at / 1_000_000, "unsubscribe_url": url, "headers": unsubscribe_headers(url)}
+    headers = unsubscribe_headers(url)
+    return wire.InboxMessage(
+        id=r.id, performer=m.performer, subject=r.subject, body=r.body, sent_at=r.created_at / 1_000_000,
+        unsubscribe_url=url,
+        headers=wire.UnsubscribeHeaders(list_unsubscribe=headers["List-Unsubscribe"],
+                                        list_unsubscribe_post=headers["List-Unsubscribe-Post"]),
+    )
 
 
 _CONFIRM_PAGE = """<!doctype html>
@@ -145,26 +125,25 @@ _CONFIRM_PAGE = """<!doctype html>
 """
 
 
-def candidate_view(c: Candidate) -> dict[str, Any]:
-    return {"username": c.username, "display_name": c.display_name, "price_per_minute": c.price_per_minute,
-            "categories": list(c.categories), "attributes": c.attributes.to_dict(), "online": c.online,
-            "my_rating": c.my_rating, "favourite": c.favourite}
+def attributes_view(a: Attributes) -> wire.Attributes:
+    return wire.Attributes(**a.to_dict())
 
 
-def page_view(p: SearchPage) -> dict[str, Any]:
-    return {"results": [candidate_view(c) for c in p.results], "total": p.total, "offset": p.offset,
-            "limit": p.limit, "next_offset": p.next_offset, "filters": p.applied}
+def candidate_view(c: Candidate) -> wire.SearchResult:
+    return wire.SearchResult(
+        username=c.username, display_name=c.display_name, price_per_minute=c.price_per_minute,
+        categories=list(c.categories), attributes=attributes_view(c.attributes), online=c.online,
+        my_rating=c.my_rating, favourite=c.favourite,
+    )
 
 
-def preset_view(p: PresetRow) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "query": json.loads(p.query), "created_at": p.created_at / 1_000_000}
+def page_view(p: SearchPage) -> wire.SearchResults:
+    return wire.SearchResults(results=[candidate_view(c) for c in p.results], total=p.total, offset=p.offset,
+                              limit=p.limit, next_offset=p.next_offset, filters=p.applied)
 
 
-_ATTRIBUTE_FIELDS: dict[str, tuple[str, bool]] = {
-    "hair_colour": ("str", False), "build": ("str", False), "age": ("int", False),
-    "sexual_preference": ("str", False), "ethnicity": ("str", False), "camera_quality": ("str", False),
-    "languages": ("list[str]", False),
-}
+def preset_view(p: PresetRow) -> wire.Preset:
+    return wire.Preset(id=p.id, name=p.name, query=json.loads(p.query), created_at=p.created_at / 1_000_000)
 
 
 class SocialRoutes:
@@ -218,19 +197,19 @@ class SocialRoutes:
     @_mapped
     async def top(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        return web.json_response(top_view(await self.service(request).top_membership(p)))
+        return answer(top_view(await self.service(request).top_membership(p)))
 
     @_mapped
     async def subscribe_top(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        await json_body(request, {}, required=False)
+        await read_body(request, wire.SocialEmpty, required=False)
         view, charged = await self.service(request).subscribe_top(p)
-        return web.json_response(top_view(view), status=201 if charged else 200)
+        return answer(top_view(view), status=201 if charged else 200)
 
     @_mapped
     async def cancel_top(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        return web.json_response(top_view(await self.service(request).cancel_top(p)))
+        return answer(top_view(await self.service(request).cancel_top(p)))
 
     # -- favourites --------------------------------------------------------------------------
 
@@ -239,14 +218,13 @@ class SocialRoutes:
         p = await self.api.principal(request)
         self.api.accounts().require_adult(p)
         favs, limit = await self.service(request).list_favourites(p)
-        return web.json_response({"favourites": [favourite_view(f) for f in favs], "count": len(favs),
-                                  "limit": limit})
+        return answer(wire.Favourites(favourites=[favourite_view(f) for f in favs], count=len(favs), limit=limit))
 
     @_mapped
     async def add_favourite(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
         profile, added = await self.service(request).add_favourite(p, request.match_info["username"])
-        return web.json_response({"username": profile.username, "added": added}, status=201 if added else 200)
+        return answer(wire.FavouriteAdded(username=profile.username, added=added), status=201 if added else 200)
 
     @_mapped
     async def remove_favourite(self, request: web.Request) -> web.Response:
@@ -259,24 +237,21 @@ class SocialRoutes:
     @_mapped
     async def feed(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        return web.json_response(feed_view(await self.service(request).feed_settings(p)))
+        return answer(feed_view(await self.service(request).feed_settings(p)))
 
     @_mapped
     async def update_feed(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        body = await json_body(request, {
-            "performers": ("list[str]", False), "categories": ("list[str]", False),
-            "favourites": ("bool", False), "system_messages": ("bool", False),
-        })
-        return web.json_response(feed_view(await self.service(request).update_feed(p, **body)))
+        body = await read_body(request, wire.UpdateFeedRequest)
+        return answer(feed_view(await self.service(request).update_feed(p, **sent(body))))
 
     @_mapped
     async def rotate_feed_token(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        await json_body(request, {}, required=False)
+        await read_body(request, wire.SocialEmpty, required=False)
         token = await self.service(request).rotate_feed_token(p)
         path = f"/api/v1/feeds/{token}.rss"
-        return web.json_response({"token": token, "path": path, "url": _origin(request) + path}, status=201)
+        return answer(wire.FeedToken(token=token, path=path, url=_origin(request) + path), status=201)
 
     @_mapped
     async def read_feed(self, request: web.Request) -> web.Response:
@@ -292,21 +267,23 @@ class SocialRoutes:
     @_mapped
     async def system_message(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        body = await json_body(request, {"title": ("str", True), "body": ("str", True)})
-        row = await self.service(request).post_system_message(p, body["title"], body["body"])
-        return web.json_response({"id": row.id, "title": row.title, "body": row.body,
-                                  "created_at": row.created_at / 1_000_000}, status=201)
+        body = await read_body(request, wire.SystemMessageRequest)
+        row = await self.service(request).post_system_message(p, body.title, body.body)
+        return answer(wire.SystemMessage(id=row.id, title=row.title, body=row.body,
+                                         created_at=row.created_at / 1_000_000), status=201)
 
     # -- mailing lists ------------------------------------------------------------------------
 
     @_mapped
     async def subscribe_mailing(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        await json_body(request, {}, required=False)
+        await read_body(request, wire.SocialEmpty, required=False)
         row, created = await self.service(request).subscribe_mailing(p, request.match_info["username"])
-        return web.json_response(
-            {"performer": request.match_info["username"], "subscribed_at": row.created_at / 1_000_000,
-             "unsubscribe_url": f"{_origin(request)}/api/v1/mailing-list/unsubscribe/{row.token}"},
+        return answer(
+            wire.MailingSubscription(
+                performer=request.match_info["username"], subscribed_at=row.created_at / 1_000_000,
+                unsubscribe_url=f"{_origin(request)}/api/v1/mailing-list/unsubscribe/{row.token}",
+            ),
             status=201 if created else 200,
         )
 
@@ -328,23 +305,21 @@ class SocialRoutes:
         """POST of the link (RFC 8058 one-click, or the page's button): unsubscribes. The body
         (``List-Unsubscribe=One-Click``, form-encoded) is not required: the token is the key."""
         performer = await self.service(request).unsubscribe_token(request.match_info["unsubscribe_token"])
-        return web.json_response({"unsubscribed": True, "performer": performer})
+        return answer(wire.Unsubscribed(unsubscribed=True, performer=performer))
 
     @_mapped
     async def send_mailing(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        body = await json_body(request, {"subject": ("str", True), "body": ("str", True)})
-        row = await self.service(request).send_mailing(p, body["subject"], body["body"])
-        return web.json_response({"id": row.id, "subject": row.subject, "sent_at": row.sent_at / 1_000_000,
-                                  "recipients": row.recipients}, status=201)
+        body = await read_body(request, wire.MailingRequest)
+        row = await self.service(request).send_mailing(p, body.subject, body.body)
+        return answer(wire.Mailing(id=row.id, subject=row.subject, sent_at=row.sent_at / 1_000_000,
+                                   recipients=row.recipients), status=201)
 
     @_mapped
     async def inbox(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
         origin = _origin(request)
-        return web.json_response(
-            {"messages": [inbox_view(m, origin) for m in await self.service(request).inbox(p)]}
-        )
+        return answer(wire.Inbox(messages=[inbox_view(m, origin) for m in await self.service(request).inbox(p)]))
 
     # -- ratings, votes, messages ----------------------------------------------------------------
 
@@ -352,14 +327,14 @@ class SocialRoutes:
     async def rating(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
         stars = await self.service(request).rating(p, request.match_info["username"])
-        return web.json_response({"performer": request.match_info["username"], "stars": stars})
+        return answer(wire.Rating(performer=request.match_info["username"], stars=stars))
 
     @_mapped
     async def set_rating(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        body = await json_body(request, {"stars": ("int", True)})
-        stars = await self.service(request).set_rating(p, request.match_info["username"], body["stars"])
-        return web.json_response({"performer": request.match_info["username"], "stars": stars})
+        body = await read_body(request, wire.RatingRequest)
+        stars = await self.service(request).set_rating(p, request.match_info["username"], body.stars)
+        return answer(wire.Rating(performer=request.match_info["username"], stars=stars))
 
     @_mapped
     async def delete_rating(self, request: web.Request) -> web.Response:
@@ -370,21 +345,22 @@ class SocialRoutes:
     @_mapped
     async def vote(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        await json_body(request, {}, required=False)
+        await read_body(request, wire.SocialEmpty, required=False)
         period = await self.service(request).vote(p, request.match_info["username"])
-        return web.json_response({"performer": request.match_info["username"], "period": period}, status=201)
+        return answer(wire.Vote(performer=request.match_info["username"], period=period), status=201)
 
     @_mapped
     async def send_message(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        body = await json_body(request, {"body": ("str", True)})
-        m = await self.service(request).send_message(p, request.match_info["username"], body["body"])
-        return web.json_response(message_view(m), status=201)
+        body = await read_body(request, wire.MessageRequest)
+        m = await self.service(request).send_message(p, request.match_info["username"], body.body)
+        return answer(message_view(m), status=201)
 
     @_mapped
     async def messages(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        return web.json_response({"messages": [message_view(m) for m in await self.service(request).messages(p)]})
+        messages = await self.service(request).messages(p)
+        return answer(wire.PerformerMessages(messages=[message_view(m) for m in messages]))
 
     # -- attributes, search, presets -----------------------------------------------------------------
 
@@ -393,32 +369,32 @@ class SocialRoutes:
         p = await self.api.principal(request)
         self.api.accounts().require_adult(p)
         profile, attrs = await self.service(request).attributes(request.match_info["username"])
-        return web.json_response({"performer": profile.username, **attrs.to_dict()})
+        return answer(wire.PerformerAttributes(performer=profile.username, **attrs.to_dict()))
 
     @_mapped
     async def update_attributes(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        body = await json_body(request, _ATTRIBUTE_FIELDS)
-        profile, attrs = await self.service(request).update_attributes(p, request.match_info["username"], body)
-        return web.json_response({"performer": profile.username, **attrs.to_dict()})
+        body = await read_body(request, wire.UpdateAttributesRequest)
+        profile, attrs = await self.service(request).update_attributes(p, request.match_info["username"], sent(body))
+        return answer(wire.PerformerAttributes(performer=profile.username, **attrs.to_dict()))
 
     @_mapped
     async def search(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
         params = {k: request.query.getall(k) for k in request.query}
-        return web.json_response(page_view(await self.service(request).search(p, params)))
+        return answer(page_view(await self.service(request).search(p, params)))
 
     @_mapped
     async def presets(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        return web.json_response({"presets": [preset_view(x) for x in await self.service(request).presets(p)]})
+        return answer(wire.Presets(presets=[preset_view(x) for x in await self.service(request).presets(p)]))
 
     @_mapped
     async def add_preset(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
-        body = await object_body(request, {"name": ("str", True), "query": ("object", True)})
-        row = await self.service(request).add_preset(p, body["name"], body["query"])
-        return web.json_response(preset_view(row), status=201)
+        body = await read_body(request, wire.PresetRequest)
+        row = await self.service(request).add_preset(p, body.name, sent(body.query))
+        return answer(preset_view(row), status=201)
 
     @_mapped
     async def delete_preset(self, request: web.Request) -> web.Response:
