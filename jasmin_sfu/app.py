@@ -19,7 +19,7 @@ from jasmin_sfu.api.admission import Admission, ProcessCpu
 from jasmin_sfu.api.demo import add_demo_routes
 from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
-from jasmin_sfu.api.metrics import AdmissionCollector, MediaCollector, make_registry, render
+from jasmin_sfu.api.metrics import AdmissionCollector, ClusterCollector, MediaCollector, make_registry, render
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
@@ -34,6 +34,7 @@ from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.chat import ChatService, open_chat
+from jasmin_sfu.services.cluster import ClusterNode, ClusterSettings, NodeLoad
 from jasmin_sfu.services.demo import DemoAccounts, DemoSeeder, demo_enabled
 from jasmin_sfu.services.errors import AccountsError
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
@@ -161,8 +162,11 @@ class Daemon:
         self.draining = False
         # Joins past this worker's capacity are refused at once (`overloaded`).
         self.admission = Admission(cfg.admission, ProcessCpu(cfg.admission.cpu_window_s))
+        # The site's registry in Redis ([cluster], docs/cluster.md); opened in start() once the port is known.
+        self.cluster: ClusterNode | None = None
         self.registry = make_registry(
-            MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission)
+            MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission),
+            ClusterCollector(lambda: self.cluster),
         )
         self.app = self._make_app()
         self.runner: web.AppRunner | None = None
@@ -228,7 +232,12 @@ class Daemon:
         # elsewhere; joins past capacity get `overloaded` instead (docs/workers.md).
         adm = self.admission
         load = {"overloaded": adm.overload(), "viewers": adm.viewers, "joins_in_flight": adm.joins_in_flight()}
-        return web.json_response({"status": "ready", **self.worker.counts(), "admission": load})
+        body: dict[str, Any] = {"status": "ready", **self.worker.counts(), "admission": load}
+        if self.cluster is not None:
+            # Still 200 when Redis is away: the shows held here go on; new placements are refused
+            # per join (`invalid_state`) and said here (`placements: refused`).
+            body["cluster"] = self.cluster.describe()
+        return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=render(self.registry), content_type="text/plain", charset="utf-8")
@@ -268,6 +277,7 @@ class Daemon:
             notifier=self.social_notifier,
             ice_servers=self.ice_servers.issue,
             admission=self.admission,
+            cluster=self.cluster,
         )
 
     async def _session_closed(self, session: SignalingSession) -> None:
@@ -324,6 +334,25 @@ class Daemon:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.port
+        if self.cfg.cluster.redis_url:
+            self.cluster = ClusterNode(self._cluster_settings(), self._node_load, lambda: list(self.shows.shows))
+            await self.cluster.start()
+
+    def _cluster_settings(self) -> ClusterSettings:
+        c, host = self.cfg.cluster, self.cfg.server.host
+        shown = f"[{host}]" if ":" in host else host
+        return ClusterSettings(
+            redis_url=c.redis_url, key_prefix=c.key_prefix, node_id=c.node_id,
+            advertised_url=c.advertised_url or f"ws://{shown}:{self.port}/ws", secret=c.secret,
+            heartbeat_interval_s=c.heartbeat_interval_s, ttl_s=c.ttl_s,
+        )
+
+    def _node_load(self) -> NodeLoad:
+        """This node's load for the registry: viewers and CPU against its admission limits."""
+        a = self.cfg.admission
+        publishers = sum(1 for show in self.shows.shows.values() if not show.closed and show.performers)
+        return NodeLoad(viewers=self.admission.viewers, publishers=publishers, cpu=self.admission.cpu.share(),
+                        max_viewers=a.max_viewers_per_worker, max_cpu=a.max_cpu_share, draining=self.draining)
 
     async def seed_demo(self) -> DemoAccounts | None:
         """Seed the demo accounts when the config allows it (services/demo.py); None otherwise."""
@@ -340,6 +369,8 @@ class Daemon:
     async def stop(self) -> None:
         """Drain: refuse new sessions, close every websocket and peer connection."""
         self.draining = True
+        if self.cluster is not None:
+            await self.cluster.stop()  # this node's record and its shows' go at once
         for session in list(self.sessions):
             try:
                 await asyncio.wait_for(session.ws.close(code=1001, message=b"server shutting down"), 2)

@@ -332,6 +332,33 @@ class AdmissionConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes as one site, through Redis (docs/cluster.md).
+
+    Empty ``redis_url``: one node, no Redis, no registry (the embedded default).
+    Set: the node registers in Redis with a heartbeat, places shows by load,
+    answers `moved` for shows held by another node, and shares the login
+    throttle with the other nodes.
+    """
+
+    # redis://, rediss:// or unix:// URL of the registry; empty: no cluster.
+    redis_url: str = ""
+    # Keys are <key_prefix>:node:<id>, <key_prefix>:show:<show_id>, <key_prefix>:limit:...
+    key_prefix: str = "jasmin"
+    # This node's id in the registry: letters, digits, '.', '_', '-' (1..64).
+    node_id: str = ""
+    # The signaling URL clients are sent to (`moved`), ws:// or wss://, e.g. "wss://node2.example/ws".
+    # Empty: ws://<server.host>:<listening port>/ws (server.host must then be an address, not 0.0.0.0).
+    advertised_url: str = ""
+    # Signs every registry record (HMAC-SHA256): a node with another secret can neither register
+    # nor place a show, and nobody without it can point viewers at another URL. 32+ characters.
+    secret: str = field(default="", repr=False)
+    # The node's record and its shows' records are refreshed this often and lapse after ttl_s.
+    heartbeat_interval_s: float = 2.0
+    ttl_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -351,6 +378,7 @@ class Config:
     chat: ChatConfig = field(default_factory=ChatConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> "Config":
@@ -568,6 +596,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("chat.redis_url must be a redis://, rediss:// or unix:// URL (or empty)")
     _validate_turn(cfg.turn)
     _validate_admission(cfg.admission)
+    _validate_cluster(cfg.cluster, cfg.server)
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning or error")
     if cfg.log.format not in ("json", "text"):
@@ -611,6 +640,35 @@ def _validate_admission(a: AdmissionConfig) -> None:
         raise ConfigError("admission.join_timeout_s must be 1..300 seconds")
     if not 0 <= a.retry_after_ms <= 600_000:
         raise ConfigError("admission.retry_after_ms must be 0..600000")
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_WS_URL = re.compile(r"wss?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?/[^\s]*\Z")
+
+
+def _validate_cluster(c: ClusterConfig, s: ServerConfig) -> None:
+    if not c.redis_url:
+        if c.node_id or c.advertised_url or c.secret:
+            raise ConfigError("cluster: node_id, advertised_url or secret set without cluster.redis_url")
+        return
+    if not c.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("cluster.redis_url must be a redis://, rediss:// or unix:// URL (or empty: no cluster)")
+    if not _NODE_ID.match(c.node_id):
+        raise ConfigError("cluster.node_id must be 1-64 letters, digits, '.', '_' or '-' with cluster.redis_url")
+    if not c.key_prefix or any(x in c.key_prefix for x in " *?[]"):
+        raise ConfigError("cluster.key_prefix must be non-empty, without spaces or glob characters")
+    if len(c.secret) < 32:
+        raise ConfigError("cluster.secret must be at least 32 characters with cluster.redis_url")
+    if c.advertised_url and not _WS_URL.match(c.advertised_url):
+        raise ConfigError(f"cluster.advertised_url: {c.advertised_url[:200]!r} is not a ws:// or wss:// URL with a path")
+    if not c.advertised_url and s.host in ("0.0.0.0", "::", ""):
+        raise ConfigError("cluster.advertised_url is needed when server.host is a wildcard address")
+    if not 0.05 <= c.heartbeat_interval_s <= 60.0:
+        raise ConfigError("cluster.heartbeat_interval_s must be 0.05..60 seconds")
+    if not 2 * c.heartbeat_interval_s <= c.ttl_s <= 600.0:
+        raise ConfigError("cluster.ttl_s must be at least twice heartbeat_interval_s and at most 600 seconds")
+    if s.workers != 1:
+        raise ConfigError("cluster: server.workers must be 1 on a cluster node (relays between workers come later)")
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from jasmin_sfu.api.admission import REASONS, Admission
 from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.services.cluster import DECISIONS, ClusterNode
 
 
 class MediaCollector(Collector):
@@ -134,6 +135,42 @@ class AdmissionCollector(Collector):
         for reason in REASONS:
             refused.add_metric([reason], a.refused[reason])
         yield refused
+
+
+class ClusterCollector(Collector):
+    """The cluster registry (docs/cluster.md): placements, redirects, heartbeats; nothing without [cluster]."""
+
+    def __init__(self, cluster: Callable[[], ClusterNode | None]) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Iterable[Metric]:
+        c = self.cluster()
+        if c is None:
+            return
+        s = c.stats
+        placements = CounterMetricFamily(
+            "jasmin_cluster_placements",
+            "Joins of shows not live here, by decision: local (placed here), remote (placed on another node),"
+            " held_here (its record named this node), held_elsewhere (another node holds it)",
+            labels=["decision"],
+        )
+        for d in DECISIONS:
+            placements.add_metric([d], s.placements[d])
+        yield placements
+        for name, doc, value in (
+            ("jasmin_cluster_redirects", "Joins answered `moved` (sent to the node holding the show)", s.redirects),
+            ("jasmin_cluster_heartbeats", "Heartbeats written to the registry", s.heartbeats),
+            ("jasmin_cluster_heartbeat_failures", "Heartbeats that failed (Redis unreachable)", s.heartbeat_failures),
+            ("jasmin_cluster_bad_records", "Registry records ignored: their signature did not verify", s.bad_records),
+            ("jasmin_cluster_lost_shows", "Shows held here whose record another node took after it lapsed", s.lost_shows),
+            ("jasmin_cluster_unavailable_refusals", "Joins refused because the registry was unreachable",
+             s.refused_unavailable),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily("jasmin_cluster_registry_up", "1 while the last heartbeat reached the registry",
+                                value=int(c.healthy))
+        yield GaugeMetricFamily("jasmin_cluster_nodes", "Nodes in the registry as last read",
+                                value=len(c.nodes or []))
 
 
 def make_registry(*collectors: Any) -> CollectorRegistry:

@@ -29,6 +29,7 @@ from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.services.accounts import Principal
 from jasmin_sfu.services.chat import ChatService
+from jasmin_sfu.services.cluster import ClusterNode, ClusterUnavailable, Placement
 from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows import machine as m
 from jasmin_sfu.shows.privates import Privates
@@ -49,6 +50,14 @@ def map_media_error(exc: MediaError) -> SignalingError:
     if isinstance(exc, InvalidStateError):
         return SignalingError("invalid_state", str(exc))
     return SignalingError("internal", str(exc))
+
+
+def http_base(ws_url: str) -> str:
+    """The HTTP origin of a node's signaling URL (``wss://n2.example/ws`` -> ``https://n2.example``):
+    where its REST, WHIP and WHEP are served, beside ``/ws``."""
+    scheme, _, rest = ws_url.partition("://")
+    host = rest.split("/", 1)[0]
+    return f"{'https' if scheme == 'wss' else 'http'}://{host}"
 
 
 class EventChannel(Protocol):
@@ -72,7 +81,10 @@ class SessionHandler:
         notifier: OnlineNotifier | None = None,
         ice_servers: Callable[[], list[dict[str, Any]]] = list,
         admission: Admission | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
+        # The site's registry of nodes and shows (docs/cluster.md); None: this node alone.
+        self.cluster = cluster
         # Refuses joins past the worker's capacity (jasmin_sfu/api/admission.py); None: never.
         self.admission = admission
         # Fresh TURN credentials for each join answer (jasmin_sfu.api.ice_servers).
@@ -167,14 +179,32 @@ class SessionHandler:
         else:
             who = JoinIdentity(body.role, body.member_id, body.performer_id)
         if who.role == "performer":
+            live_here = self.shows.get(body.show_id) is not None
+            placed_now = False
+            if not live_here and self.cluster is not None:
+                placed_now = (await self._place(body.show_id)).decision == "local"
             # A performer joining its live show is never refused: its viewers are here already.
-            self._check_admission(exempt=self.shows.get(body.show_id) is not None)
+            try:
+                self._check_admission(exempt=live_here)
+            except SignalingError:
+                if placed_now and self.cluster is not None:
+                    await self.cluster.release(body.show_id)
+                raise
             show = self.shows.open(body.show_id)
+            if self.cluster is not None:
+                self.cluster.claimed(show.id)
             if who.price_per_minute is not None:
                 # The owner's profile price; applies to the next private (a running one keeps its grant).
                 show.price_per_minute = who.price_per_minute
         else:
             found = self.shows.get(body.show_id)
+            if found is None and self.cluster is not None:
+                try:
+                    where = await self.cluster.locate(body.show_id)
+                except ClusterUnavailable as exc:
+                    raise SignalingError("invalid_state", f"{exc}; shows of other nodes cannot be found now") from None
+                if where is not None:
+                    raise self._moved(body.show_id, where)
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
             show = found
@@ -201,6 +231,23 @@ class SessionHandler:
         if self.chat is not None:
             out["chat"] = await self.chat.joined(show)
         return out
+
+    async def _place(self, show_id: str) -> Placement:
+        """A performer's join of a show not live here: placed here, or `moved` to its node."""
+        assert self.cluster is not None
+        try:
+            where = await self.cluster.place(show_id)
+        except ClusterUnavailable as exc:
+            raise SignalingError("invalid_state", f"{exc}; new shows cannot be placed now") from None
+        if where.url is not None:
+            raise self._moved(show_id, where)
+        return where
+
+    @staticmethod
+    def _moved(show_id: str, where: Placement) -> SignalingError:
+        assert where.url is not None
+        return SignalingError("moved", f"show {show_id!r} is on node {where.node}; join there", url=where.url,
+                              node=where.node, http_url=http_base(where.url))
 
     def _check_admission(self, exempt: bool) -> None:
         if self.admission is not None:

@@ -36,13 +36,15 @@ ERROR_CODES: dict[str, str] = {
     "unknown_message": "no such chat message in this room",
     "idempotency_conflict": "this idempotency key (tip_id) was already used for a different request",
     "overloaded": "the node is past its capacity and refused this join at once; `reason`, `retry_after_ms`",
+    "moved": "another node of the site holds this show: connect to `url` and join there (`node`, `http_url`)",
     "internal": "an unexpected server error; the connection stays up",
 }
 
 
 class SignalingError(Exception):
     """An error answered to the client as ``{code, message}``, plus ``extra`` fields
-    where the code's documentation names them (``overloaded``: ``reason``, ``retry_after_ms``)."""
+    where the code's documentation names them (``overloaded``: ``reason``, ``retry_after_ms``;
+    ``moved``: ``url``, ``node``, ``http_url``)."""
 
     def __init__(self, code: str, message: str, **extra: Any) -> None:
         if code not in ERROR_CODES:
