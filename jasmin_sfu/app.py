@@ -35,6 +35,7 @@ from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.chat import ChatService, open_chat
 from jasmin_sfu.services.cluster import ClusterNode, ClusterSettings, NodeLoad
+from jasmin_sfu.services.redis_windows import RedisWindows
 from jasmin_sfu.services.demo import DemoAccounts, DemoSeeder, demo_enabled
 from jasmin_sfu.services.errors import AccountsError
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
@@ -164,9 +165,12 @@ class Daemon:
         self.admission = Admission(cfg.admission, ProcessCpu(cfg.admission.cpu_window_s))
         # The site's registry in Redis ([cluster], docs/cluster.md); opened in start() once the port is known.
         self.cluster: ClusterNode | None = None
+        # The login throttle's counts, shared by the nodes through Redis with [cluster].
+        c = cfg.cluster
+        self.throttle_windows = RedisWindows(c.redis_url, c.key_prefix) if c.redis_url else None
         self.registry = make_registry(
             MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission),
-            ClusterCollector(lambda: self.cluster),
+            ClusterCollector(lambda: self.cluster, self.throttle_windows),
         )
         self.app = self._make_app()
         self.runner: web.AppRunner | None = None
@@ -292,7 +296,7 @@ class Daemon:
             # The privates of every show opened from now on are billed (shows/privates.py).
             self.shows.billing = self.billing.billing
         if self.cfg.accounts.enabled:
-            self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock)
+            self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock, self.throttle_windows)
             # A revoked token (logout, erasure) ends its WHIP/WHEP sessions as it closes websockets.
             self.accounts.revocation_listeners.append(self.whip.revoked)
             self._housekeeping = asyncio.get_running_loop().create_task(
@@ -399,6 +403,8 @@ class Daemon:
             await self.accounts.close()
         if self.billing is not None:
             await self.billing.close()
+        if self.throttle_windows is not None:
+            await self.throttle_windows.close()
         if self.runner is not None:
             await self.runner.cleanup()
 

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 from jasmin_sfu.api.admission import REASONS, Admission
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.cluster import DECISIONS, ClusterNode
+from jasmin_sfu.services.redis_windows import RedisWindows
 
 
 class MediaCollector(Collector):
@@ -140,10 +141,17 @@ class AdmissionCollector(Collector):
 class ClusterCollector(Collector):
     """The cluster registry (docs/cluster.md): placements, redirects, heartbeats; nothing without [cluster]."""
 
-    def __init__(self, cluster: Callable[[], ClusterNode | None]) -> None:
+    def __init__(self, cluster: Callable[[], ClusterNode | None], windows: RedisWindows | None = None) -> None:
         self.cluster = cluster
+        self.windows = windows
 
     def collect(self) -> Iterable[Metric]:
+        if self.windows is not None:
+            yield CounterMetricFamily(
+                "jasmin_cluster_throttle_fallbacks",
+                "Login-throttle operations counted in this process because Redis was unreachable",
+                value=self.windows.fallbacks,
+            )
         c = self.cluster()
         if c is None:
             return

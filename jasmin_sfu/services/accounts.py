@@ -51,7 +51,7 @@ from jasmin_sfu.services.errors import (
     NotShowOwnerError,
     UsernameUnavailableError,
 )
-from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings
+from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings, Windows
 from jasmin_sfu.store.accounts_repo import AccountsStore, BlacklistRow, PerformerRow, SessionRow, UserRow
 from jasmin_sfu.store.errors import DuplicateKeyError
 
@@ -274,6 +274,7 @@ class AccountsService:
         clock: Clock,
         settings: AccountsSettings = AccountsSettings(),
         hashing: PasswordHashing | None = None,
+        throttle_windows: Windows | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -289,6 +290,8 @@ class AccountsService:
                 settings.login_max_failures_per_address,
             ),
             clock,
+            # Shared by every node through Redis with [cluster]; this process's memory otherwise.
+            throttle_windows,
         )
         # Called with (user_id, session_id) after a revocation: (None, sid) for one
         # token, (uid, None) for every token of an account. The daemon ends the
@@ -456,19 +459,19 @@ class AccountsService:
         key = username_key(username) if isinstance(username, str) and USERNAME_RE.match(username) else None
         # Per name: strict, from anywhere. Per address: failures only (docs/accounts.md) - over its
         # limit the address may still log a known name in with its right password, but nothing else.
-        self.throttle.check_name(key)
-        self.throttle.check_pair(key, client)
-        address_wait = self.throttle.address_retry_after(client)
+        await self.throttle.check_name(key)
+        await self.throttle.check_pair(key, client)
+        address_wait = await self.throttle.address_retry_after(client)
 
-        def wrong() -> Exception:
-            self.throttle.failed(key, client)
+        async def wrong() -> Exception:
+            await self.throttle.failed(key, client)
             if address_wait is not None:
                 return LoginRateLimitedError(
                     f"too many failed logins from this address; retry in {address_wait} s", address_wait)
             return InvalidCredentialsError("wrong username or password")
 
         if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD:
-            raise wrong()
+            raise await wrong()
         user = None
         if key is not None:
             user = await self.store.user_by_username(key)
@@ -476,10 +479,10 @@ class AccountsService:
             if address_wait is not None:  # a throttled address spraying names: no hashing at all
                 raise LoginRateLimitedError(f"too many failed logins; retry in {address_wait} s", address_wait)
             await self.hashing.verify(await self._dummy(), password)  # same cost as a real check
-            raise wrong()
+            raise await wrong()
         if not await self.hashing.verify(user.password_hash, password):
-            raise wrong()
-        self.throttle.succeeded(user.username_key)
+            raise await wrong()
+        await self.throttle.succeeded(user.username_key)
         rehash = await self.hashing.hash(password) if self.hashing.needs_rehash(user.password_hash) else None
         await self.store.record_login(user.id, self.now_us(), rehash)
         return await self._issue("user", user, self.settings.session_ttl_s)
@@ -493,11 +496,11 @@ class AccountsService:
             raise InvalidTokenError("the account is closed")
         # Its own counter: a wrong re-confirmation must not lock the member out of logging in.
         key = "confirm:" + user.username_key
-        self.throttle.check_name(key)  # a signed-in member: the address limit never blocks it
+        await self.throttle.check_name(key)  # a signed-in member: the address limit never blocks it
         if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD or not await self.hashing.verify(
             user.password_hash, password
         ):
-            self.throttle.failed(key, client)
+            await self.throttle.failed(key, client)
             raise InvalidCredentialsError("wrong password")
         return user
 
@@ -631,8 +634,9 @@ class AccountsService:
         raise NotShowOwnerError(f"show {show_id!r} belongs to another performer")
 
 
-async def open_accounts(cfg: Any, clock: Clock) -> AccountsService:
-    """Open the store named by ``cfg`` (an ``AccountsConfig``) and the service over it."""
+async def open_accounts(cfg: Any, clock: Clock, throttle_windows: Windows | None = None) -> AccountsService:
+    """Open the store named by ``cfg`` (an ``AccountsConfig``) and the service over it; the login
+    throttle counts in ``throttle_windows`` (None: this process's memory)."""
     import os
 
     store: Any
@@ -655,4 +659,4 @@ async def open_accounts(cfg: Any, clock: Clock) -> AccountsService:
         login_max_failures_per_username=cfg.login_max_failures_per_username,
         login_max_failures_per_address=cfg.login_max_failures_per_address,
     )
-    return AccountsService(store, clock, settings)
+    return AccountsService(store, clock, settings, throttle_windows=throttle_windows)

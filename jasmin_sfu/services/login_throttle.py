@@ -23,9 +23,10 @@ account, at most 100 in a row). Two sliding windows of ``window_s`` seconds
 A throttled attempt is refused *before* the password is hashed, so a flood
 costs no argon2 time (a hash is ~50 ms and 64 MiB). The answer is
 ``LoginRateLimitedError`` with ``retry_after_s``: when the oldest failure in the
-full window leaves it. Counts live in this process's memory: a node restart
-forgets them, and N nodes behind a balancer allow N times the numbers
-(docs/privacy.md). Time is injected (``clock``: epoch seconds).
+full window leaves it. Counts live in this process's memory (``LocalWindows``): a node restart
+forgets them. With ``[cluster]`` they live in Redis instead
+(jasmin_sfu/services/redis_windows.py), shared by every node, so N nodes behind
+a balancer allow the numbers once, not N times (docs/cluster.md). Time is injected (``clock``: epoch seconds).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from jasmin_sfu.services.errors import LoginRateLimitedError
 
@@ -51,87 +52,131 @@ class ThrottleSettings:
     max_per_address: int = 50
 
 
-class LoginThrottle:
-    """Sliding-window failure counts; ``check`` before a password check, ``failed``/``succeeded`` after."""
+class Windows(Protocol):
+    """Sliding windows of failure times per key (``<table>:<key>``, tables ``name``, ``addr``, ``pair``):
+    in this process (:class:`LocalWindows`) or shared by every node through Redis
+    (jasmin_sfu/services/redis_windows.py, with ``[cluster]``)."""
 
-    def __init__(self, settings: ThrottleSettings, clock: Callable[[], float]) -> None:
-        self.settings = settings
-        self.clock = clock
-        self._names: dict[str, deque[float]] = {}
-        self._addresses: dict[str, deque[float]] = {}
-        # (address, name) -> failures: what a throttled address may still try.
-        self._pairs: dict[str, deque[float]] = {}
+    async def retry_after(self, key: str, limit: int, window_s: float, now: float) -> float | None:
+        """Seconds until ``key`` holds fewer than ``limit`` failures (at least 1), or None: it does now."""
+        ...
 
-    def _live(self, table: dict[str, deque[float]], key: str, now: float) -> deque[float] | None:
-        q = table.get(key)
+    async def add(self, key: str, window_s: float, now: float) -> None:
+        """Count one failure of ``key`` at ``now``."""
+        ...
+
+    async def clear(self, key: str) -> None:
+        """Forget ``key``'s failures."""
+        ...
+
+
+class LocalWindows:
+    """The windows in this process's memory: at most ``MAX_KEYS`` keys per table, oldest dropped first."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[str, deque[float]]] = {}
+
+    def _table(self, key: str) -> tuple[dict[str, deque[float]], str]:
+        table, _, rest = key.partition(":")
+        return self._tables.setdefault(table, {}), rest
+
+    def _live(self, key: str, window_s: float, now: float) -> deque[float] | None:
+        table, k = self._table(key)
+        q = table.get(k)
         if q is None:
             return None
-        while q and q[0] <= now - self.settings.window_s:
+        while q and q[0] <= now - window_s:
             q.popleft()
         if not q:
-            del table[key]
+            del table[k]
             return None
         return q
 
-    def _retry_after(self, q: deque[float] | None, limit: int, now: float) -> float | None:
+    async def retry_after(self, key: str, limit: int, window_s: float, now: float) -> float | None:
+        return self.retry_after_now(key, limit, window_s, now)
+
+    def retry_after_now(self, key: str, limit: int, window_s: float, now: float) -> float | None:
+        """:meth:`retry_after` without a suspension point (the Redis windows fall back on it)."""
+        q = self._live(key, window_s, now)
         if q is None or len(q) < limit:
             return None
         # The attempt is allowed again once the window holds limit - 1 failures.
-        return max(1.0, q[len(q) - limit] + self.settings.window_s - now)
+        return max(1.0, q[len(q) - limit] + window_s - now)
+
+    async def add(self, key: str, window_s: float, now: float) -> None:
+        self.add_now(key, now)
+
+    def add_now(self, key: str, now: float) -> None:
+        table, k = self._table(key)
+        if k not in table and len(table) >= MAX_KEYS:
+            # Drop the oldest-inserted key (dicts keep insertion order).
+            table.pop(next(iter(table)))
+        table.setdefault(k, deque()).append(now)
+
+    async def clear(self, key: str) -> None:
+        self.clear_now(key)
+
+    def clear_now(self, key: str) -> None:
+        table, k = self._table(key)
+        table.pop(k, None)
+
+
+class LoginThrottle:
+    """Sliding-window failure counts; ``check`` before a password check, ``failed``/``succeeded`` after."""
+
+    def __init__(self, settings: ThrottleSettings, clock: Callable[[], float], windows: Windows | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.windows: Windows = windows if windows is not None else LocalWindows()
+
+    async def _retry_after(self, key: str, limit: int) -> float | None:
+        return await self.windows.retry_after(key, limit, self.settings.window_s, self.clock())
 
     @staticmethod
     def _refuse(wait: float) -> LoginRateLimitedError:
         w = math.ceil(wait)
         return LoginRateLimitedError(f"too many failed logins; retry in {w} s", w)
 
-    def check_name(self, username_key: str | None) -> None:
+    async def check_name(self, username_key: str | None) -> None:
         """Raise ``LoginRateLimitedError`` when the name used up its failures (from anywhere)."""
         if username_key is None:
             return
-        now = self.clock()
-        w = self._retry_after(self._live(self._names, username_key, now), self.settings.max_per_username, now)
+        w = await self._retry_after(f"name:{username_key}", self.settings.max_per_username)
         if w is not None:
             raise self._refuse(w)
 
-    def address_retry_after(self, address: str | None) -> int | None:
+    async def address_retry_after(self, address: str | None) -> int | None:
         """Seconds until the address is under its failure limit again (None: it is under it now)."""
         if address is None:
             return None
-        now = self.clock()
-        w = self._retry_after(self._live(self._addresses, address, now), self.settings.max_per_address, now)
+        w = await self._retry_after(f"addr:{address}", self.settings.max_per_address)
         return None if w is None else math.ceil(w)
 
-    def check_pair(self, username_key: str | None, address: str | None) -> None:
+    async def check_pair(self, username_key: str | None, address: str | None) -> None:
         """Raise when the address is over its limit and the name already failed from it in the window."""
-        wait = self.address_retry_after(address)
+        wait = await self.address_retry_after(address)
         if wait is None or username_key is None:
             return
-        if self._live(self._pairs, f"{address}\x00{username_key}", self.clock()) is not None:
+        if await self._retry_after(f"pair:{address}\x00{username_key}", 1) is not None:
             raise self._refuse(wait)
 
-    def check(self, username_key: str | None, address: str | None) -> None:
+    async def check(self, username_key: str | None, address: str | None) -> None:
         """Raise when the name, or the address, used up its failures (the strict check of both)."""
-        self.check_name(username_key)
-        wait = self.address_retry_after(address)
+        await self.check_name(username_key)
+        wait = await self.address_retry_after(address)
         if wait is not None:
             raise self._refuse(wait)
 
-    def _add(self, table: dict[str, deque[float]], key: str, now: float) -> None:
-        if key not in table and len(table) >= MAX_KEYS:
-            # Drop the oldest-inserted key (dicts keep insertion order).
-            table.pop(next(iter(table)))
-        table.setdefault(key, deque()).append(now)
-
-    def failed(self, username_key: str | None, address: str | None) -> None:
+    async def failed(self, username_key: str | None, address: str | None) -> None:
         """Count one failed attempt against the name and the address."""
-        now = self.clock()
+        now, window = self.clock(), self.settings.window_s
         if username_key is not None:
-            self._add(self._names, username_key, now)
+            await self.windows.add(f"name:{username_key}", window, now)
         if address is not None:
-            self._add(self._addresses, address, now)
+            await self.windows.add(f"addr:{address}", window, now)
             if username_key is not None:
-                self._add(self._pairs, f"{address}\x00{username_key}", now)
+                await self.windows.add(f"pair:{address}\x00{username_key}", window, now)
 
-    def succeeded(self, username_key: str) -> None:
+    async def succeeded(self, username_key: str) -> None:
         """The right password: the name's failures are forgotten (the address's stay)."""
-        self._names.pop(username_key, None)
+        await self.windows.clear(f"name:{username_key}")

@@ -27,6 +27,8 @@ class RemoteError(Exception):
         code, message = str(err.get("code", "?")), str(err.get("message", ""))
         if code == "overloaded":
             return Overloaded(code, message, err)
+        if code == "moved":
+            return Moved(code, message, err)
         return RemoteError(code, message, err)
 
 
@@ -42,6 +44,16 @@ class Overloaded(RemoteError):
         retry = self.error.get("retry_after_ms")
         self.retry_after_ms: int = retry if isinstance(retry, int) and not isinstance(retry, bool) else 0
         self.reason: str = str(self.error.get("reason", ""))
+
+
+class Moved(RemoteError):
+    """``moved``: another node of the site holds the show (docs/cluster.md); ``url`` is its
+    signaling websocket. :meth:`SignalingClient.request` follows it once for a ``join``."""
+
+    def __init__(self, code: str, message: str, error: dict[str, Any] | None = None) -> None:
+        super().__init__(code, message, error)
+        self.url: str = str(self.error.get("url", ""))
+        self.node: str = str(self.error.get("node", ""))
 
 
 class SignalingClient:
@@ -60,6 +72,9 @@ class SignalingClient:
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.welcome: dict[str, Any] = {}
+        self._client_name = "jasmin-py/1"
+        # The node this client was sent to by a `moved` answer, if any (docs/cluster.md).
+        self.moved_to: str | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -78,6 +93,7 @@ class SignalingClient:
     async def hello(self, client: str = "jasmin-py/1", protocol: str = PROTOCOL) -> dict[str, Any]:
         fut = asyncio.get_running_loop().create_future()
         self._pending["__hello__"] = fut
+        self._client_name = client
         await self.send_raw({"type": "hello", "protocol": protocol, "client": client})
         self.welcome = await asyncio.wait_for(fut, 10)
         return self.welcome
@@ -92,7 +108,32 @@ class SignalingClient:
             await self.ws.send_str(obj)
 
     async def request(self, method: str, timeout: float = 30, **data: Any) -> dict[str, Any]:
-        """Send a request and return its ``data``, or raise :class:`RemoteError`."""
+        """Send a request and return its ``data``, or raise :class:`RemoteError`.
+
+        A ``join`` answered ``moved`` is followed once: this client closes its websocket,
+        opens one to the ``url`` of the answer, says ``hello`` there and sends the same
+        ``join``; a second ``moved`` is raised (:class:`Moved`).
+        """
+        try:
+            return await self._request(method, timeout, data)
+        except Moved as moved:
+            if method != "join" or not moved.url.startswith(("ws://", "wss://")):
+                raise
+            await self._reconnect(moved.url)
+            return await self._request(method, timeout, data)
+
+    async def _reconnect(self, url: str) -> None:
+        """Move this client to another node's websocket (after ``moved``): a new session there."""
+        await self.ws.close()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        self._pending.clear()
+        self.ws = await self._session.ws_connect(url, max_msg_size=4 * 1024 * 1024)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self.moved_to = url
+        await self.hello(self._client_name)
+
+    async def _request(self, method: str, timeout: float, data: dict[str, Any]) -> dict[str, Any]:
         req_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut

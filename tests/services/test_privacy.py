@@ -408,56 +408,57 @@ class Clock:
         return self.now
 
 
-def test_throttle_per_username_slides_and_a_success_clears_it() -> None:
+async def test_throttle_per_username_slides_and_a_success_clears_it() -> None:
     """Protects the per-name window: 10 failures in 15 minutes lock the name (retry after the
     oldest leaves the window), the lock slides with time, and a success forgets the failures."""
     c = Clock()
     t = LoginThrottle(ThrottleSettings(window_s=900, max_per_username=10, max_per_address=50), c)
     for i in range(10):
-        t.check("mia", None)
-        t.failed("mia", None)
+        await t.check("mia", None)
+        await t.failed("mia", None)
         c.now += 10  # failures at 1000, 1010, ... 1090
     with pytest.raises(LoginRateLimitedError) as e:
-        t.check("mia", None)
+        await t.check("mia", None)
     assert e.value.retry_after_s == 1000 + 900 - 1100  # the first failure leaves at 1900
-    t.check("otto", None)  # other names are free
+    await t.check("otto", None)  # other names are free
     c.now = 1900.5
-    t.check("mia", None)  # the oldest left: one more attempt allowed
-    t.failed("mia", None)
+    await t.check("mia", None)  # the oldest left: one more attempt allowed
+    await t.failed("mia", None)
     with pytest.raises(LoginRateLimitedError):
-        t.check("mia", None)
-    t.succeeded("mia")
-    t.check("mia", None)
+        await t.check("mia", None)
+    await t.succeeded("mia")
+    await t.check("mia", None)
 
 
-def test_throttle_per_address_counts_failures_over_many_names() -> None:
+async def test_throttle_per_address_counts_failures_over_many_names() -> None:
     """Protects against one address spraying names: 50 failures over 50 names throttle the address
     (``address_retry_after``), not other addresses; a success clears the name, never the address;
     the window slides. A name failed once from a throttled address is refused there (``check_pair``)."""
     c = Clock()
     t = LoginThrottle(ThrottleSettings(), c)
     for i in range(50):
-        t.failed(f"name{i}", "10.0.0.1")
-    assert t.address_retry_after("10.0.0.1") == 900
-    assert t.address_retry_after("10.0.0.2") is None
-    t.check_name("fresh")  # the address does not throttle a name by itself
-    t.succeeded("name1")  # a success clears the name, not the address
-    assert t.address_retry_after("10.0.0.1") == 900
+        await t.failed(f"name{i}", "10.0.0.1")
+    assert await t.address_retry_after("10.0.0.1") == 900
+    assert await t.address_retry_after("10.0.0.2") is None
+    await t.check_name("fresh")  # the address does not throttle a name by itself
+    await t.succeeded("name1")  # a success clears the name, not the address
+    assert await t.address_retry_after("10.0.0.1") == 900
     with pytest.raises(LoginRateLimitedError):
-        t.check_pair("name2", "10.0.0.1")  # failed from there in the window
-    t.check_pair("fresh", "10.0.0.1")
+        await t.check_pair("name2", "10.0.0.1")  # failed from there in the window
+    await t.check_pair("fresh", "10.0.0.1")
     c.now += 900
-    assert t.address_retry_after("10.0.0.1") is None
+    assert await t.address_retry_after("10.0.0.1") is None
 
 
-def test_throttle_memory_is_bounded() -> None:
+async def test_throttle_memory_is_bounded() -> None:
     """Protects memory under a spray of random names: at most MAX_KEYS names are tracked (the
     oldest dropped first)."""
     c = Clock()
     t = LoginThrottle(ThrottleSettings(), c)
     for i in range(MAX_KEYS + 10):
-        t.failed(f"n{i}", None)
-    assert len(t._names) == MAX_KEYS and "n0" not in t._names and f"n{MAX_KEYS + 9}" in t._names
+        await t.failed(f"n{i}", None)
+    names = t.windows._tables["name"]  # type: ignore[attr-defined]
+    assert len(names) == MAX_KEYS and "n0" not in names and f"n{MAX_KEYS + 9}" in names
 
 
 async def test_a_throttled_address_refuses_the_sprayer_not_a_neighbour_with_the_right_password(
