@@ -1,0 +1,207 @@
+"""Three real daemons forming one site through the real Redis (docs/cluster.md).
+
+Each node is a ``python -m jasmin_sfu serve`` process with a ``[cluster]``
+section (environment), a key prefix of this test's own and a short TTL. The
+performers and viewers are aiortc peers in this process, speaking to the nodes
+through the Python SDK (jasmin_signaling.client), which follows a `moved`
+answer once. All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bench.peers import publish, subscribe, wait_for
+from jasmin_signaling.client import Moved, RemoteError, SignalingClient
+from tests.conftest import DaemonProcess, start_daemon_process
+from tests.realparts import REDIS_PORT, REDIS_URL, require, unique_name
+
+SECRET = "c" * 40
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    import redis.asyncio as redis
+
+    require("Redis", REDIS_PORT)
+    name = unique_name("jcluster")
+    yield name
+    r = redis.from_url(REDIS_URL)
+    keys = [k async for k in r.scan_iter(match=f"{name}:*")]
+    if keys:
+        await r.delete(*keys)
+    await r.aclose()
+
+
+def node_env(prefix: str, node_id: str, max_viewers: int, **extra: str) -> dict[str, str]:
+    return {
+        "JASMIN_CLUSTER_REDIS_URL": REDIS_URL,
+        "JASMIN_CLUSTER_KEY_PREFIX": prefix,
+        "JASMIN_CLUSTER_NODE_ID": node_id,
+        "JASMIN_CLUSTER_SECRET": SECRET,
+        "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.2",
+        "JASMIN_CLUSTER_TTL_S": "1.5",
+        # Room is counted in viewers here; the CPU limit is off (the load tool shares these cores).
+        "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": str(max_viewers),
+        "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+        **extra,
+    }
+
+
+async def readyz(dp: DaemonProcess) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(dp.http + "/readyz") as r:
+            body: dict[str, Any] = await r.json()
+            assert r.status == 200, body
+            return body
+
+
+async def cluster_view(dp: DaemonProcess) -> dict[str, dict[str, Any]]:
+    return {n["id"]: n for n in (await readyz(dp))["cluster"]["nodes"]}
+
+
+async def until(check: Any, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.1)
+
+
+def stop(dp: DaemonProcess) -> None:
+    if dp.proc.poll() is None:
+        dp.proc.send_signal(signal.SIGTERM)
+        try:
+            dp.proc.wait(15)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            dp.proc.kill()
+
+
+async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: str) -> None:
+    """Protects the cluster's control plane end to end:
+
+    * three nodes register and each /readyz lists all three with their load;
+    * a performer joining a full node is placed on the least loaded other node (by viewers) and the
+      SDK follows the `moved` answer there; a viewer reaching a third node is sent to the show's node
+      and receives media;
+    * SIGKILL of that origin: its registry entry lapses after the TTL, the performer's next join
+      (through the full node again) places the show on a live node, and a viewer that reconnects is
+      sent there and receives media;
+    * /metrics counts the placement decisions and the redirects.
+    """
+    a = await start_daemon_process(env=node_env(prefix, "a", 1))
+    b = await start_daemon_process(env=node_env(prefix, "b", 10))
+    c = await start_daemon_process(env=node_env(prefix, "c", 10))
+    peers: list[Any] = []
+    try:
+        async def all_three() -> bool:
+            views = [set(await cluster_view(n)) for n in (a, b, c)]
+            return all(v == {"a", "b", "c"} for v in views)
+
+        await until(all_three)
+
+        # a: one show with one viewer, so a is full (1 viewer of 1). b: one show with one viewer (1 of 10).
+        for node, show in ((a, "on-a"), (b, "on-b")):
+            pub = await publish(node.url, show)
+            assert pub.client.moved_to is None  # a node with room keeps its own performer
+            peers.append(pub)
+            peers.append(await subscribe(node.url, show, decode=False, count=True))
+
+        async def loads_seen() -> bool:
+            view = await cluster_view(c)
+            return view["a"]["viewers"] == 1 and view["b"]["viewers"] == 1
+
+        await until(loads_seen)
+
+        # A performer reaching the full node a goes to c (0 viewers), the least loaded with room.
+        star = await publish(a.url, "star")
+        peers.append(star)
+        assert star.client.moved_to == c.url
+        # A viewer reaching b is sent to c and receives the show's media there.
+        fan = await subscribe(b.url, "star", decode=False, count=True)
+        peers.append(fan)
+        assert fan.client.moved_to == c.url
+        assert await wait_for(lambda: fan.counter is not None and sum(fan.counter.packets.values()) >= 20, 30)
+        ma, mb = await a.metrics(), await b.metrics()
+        assert ma['jasmin_cluster_placements_total{decision="remote"}'] == 1
+        assert ma['jasmin_cluster_redirects_total'] >= 1 and mb['jasmin_cluster_redirects_total'] >= 1
+        assert mb['jasmin_cluster_placements_total{decision="held_elsewhere"}'] >= 1
+
+        # c dies without a word.
+        c.proc.send_signal(signal.SIGKILL)
+        await asyncio.get_running_loop().run_in_executor(None, c.proc.wait, 15)
+
+        async def c_gone() -> bool:
+            return set(await cluster_view(a)) == {"a", "b"}
+
+        await until(c_gone)
+        # Nobody is sent to the dead node: the show is not live anywhere until its performer returns.
+        probe = await SignalingClient.connect(b.url)
+        with pytest.raises(RemoteError) as e:
+            await probe.request("join", show_id="star", role="viewer")
+        assert e.value.code == "unknown_show"
+        await probe.close()
+        for p in (star, fan):
+            peers.remove(p)
+            await p.close()
+
+        # The performer comes back through the full node a: placed on b, the only node with room.
+        star2 = await publish(a.url, "star")
+        peers.append(star2)
+        assert star2.client.moved_to == b.url
+        fan2 = await subscribe(a.url, "star", decode=False, count=True)
+        peers.append(fan2)
+        assert fan2.client.moved_to == b.url
+        assert await wait_for(lambda: fan2.counter is not None and sum(fan2.counter.packets.values()) >= 20, 30)
+    finally:
+        for p in peers:
+            await p.close()
+        for n in (a, b, c):
+            stop(n)
+
+
+async def test_a_client_follows_moved_only_once() -> None:
+    """Protects the SDK's contract (docs/signaling.md, `moved`): a join answered `moved` twice in a row
+    raises Moved with the second URL instead of wandering from node to node (a real websocket server
+    that always answers `moved`, pointing at itself)."""
+    port = 0
+
+    async def always_moved(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            frame = json.loads(msg.data)
+            if frame.get("type") == "hello":
+                await ws.send_str(json.dumps({"type": "welcome", "session_id": "x", "protocol": "jasmin/1"}))
+            elif frame.get("type") == "request":
+                await ws.send_str(json.dumps({
+                    "type": "response", "id": frame["id"], "ok": False,
+                    "error": {"code": "moved", "message": "elsewhere", "url": f"ws://127.0.0.1:{port}/ws",
+                              "node": "loop", "http_url": f"http://127.0.0.1:{port}"},
+                }))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", always_moved)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        client = await SignalingClient.connect(f"ws://127.0.0.1:{port}/ws")
+        with pytest.raises(Moved) as e:
+            await client.request("join", show_id="x", role="viewer")
+        assert e.value.url == f"ws://127.0.0.1:{port}/ws" and e.value.node == "loop"
+        assert client.moved_to == e.value.url  # followed once, then raised
+        await client.close()
+    finally:
+        await runner.cleanup()
