@@ -283,6 +283,10 @@ class WhipWhep:
         try:
             await handler.handle("join", join)
         except SignalingError as exc:
+            if exc.code == "moved":  # another node holds the show (docs/cluster.md): RFC 9725 4.5's redirect
+                kind = "whip" if role == "performer" else "whep"
+                location = f"{exc.extra.get('http_url', '')}/{kind}/{show_id}"
+                raise HttpError(307, "moved", exc.message, {"Location": location}) from None
             if exc.code == "forbidden" and role == "performer" and not await self._performer_exists(show_id):
                 raise HttpError(404, "unknown_show", f"no performer account owns show {show_id!r}") from None
             raise _from_signaling(exc) from None

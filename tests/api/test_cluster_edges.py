@@ -1,0 +1,140 @@
+"""The cluster at the daemon's edges (docs/cluster.md): WHIP/WHEP redirects, a registry outage as seen
+by a client, /readyz and /metrics, and the login throttle shared by two daemons' REST.
+
+Daemons run in this process on 127.0.0.1 with a ``[cluster]`` section on the real Redis (a key prefix
+of the test's own, deleted afterwards), or on a closed port for the outage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from bench.peers import new_pc, publish
+from jasmin_signaling.client import RemoteError, SignalingClient
+from jasmin_sfu.app import Daemon
+from jasmin_sfu.config import ClusterConfig, Config
+from tests.api.conftest import accounts_config
+from tests.conftest import scrape_metrics
+from tests.conftest import test_config as loopback_config
+from tests.realparts import REDIS_PORT, REDIS_URL, FakeClock, closed_port, require, unique_name
+
+SECRET = "e" * 40
+MakeNode = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    import redis.asyncio as redis
+
+    require("Redis", REDIS_PORT)
+    name = unique_name("jcluster")
+    yield name
+    r = redis.from_url(REDIS_URL)
+    keys = [k async for k in r.scan_iter(match=f"{name}:*")]
+    if keys:
+        await r.delete(*keys)
+    await r.aclose()
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[MakeNode]:
+    started: list[Daemon] = []
+
+    async def make(node_id: str, prefix: str, *, redis_url: str = REDIS_URL, base: Config | None = None,
+                   clock: Any = None) -> Daemon:
+        cfg = (base or loopback_config()).replace(cluster=ClusterConfig(
+            redis_url=redis_url, key_prefix=prefix, node_id=node_id, secret=SECRET,
+            heartbeat_interval_s=0.2, ttl_s=2.0))
+        d = Daemon(cfg, **({"accounts_clock": clock} if clock is not None else {}))
+        await d.start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        await d.stop()
+
+
+async def whep_offer() -> tuple[Any, str]:
+    pc = new_pc()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, str(pc.localDescription.sdp)
+
+
+async def test_whep_on_a_node_without_the_show_answers_307_to_its_node(prefix: str, make_node: MakeNode) -> None:
+    """Protects RFC 9725's redirect across nodes: a WHEP POST for a show live on node a, sent to node b,
+    is 307 with Location /whep/{show} on a (moved: no session is made on b). WHIP shares the code
+    (WhipWhep._join) and redirects to /whip/{show} the same way."""
+    a = await make_node("a", prefix)
+    b = await make_node("b", prefix)
+    pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
+    pc, sdp = await whep_offer()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{b.port}/whep/anna", data=sdp.encode(), allow_redirects=False,
+                              headers={"Content-Type": "application/sdp"}) as r:
+                body = await r.json()
+                assert r.status == 307, body
+                assert r.headers["Location"] == f"http://127.0.0.1:{a.port}/whep/anna"
+                assert body["error"]["code"] == "moved"
+        assert b.worker.counts()["transports"] == 0
+    finally:
+        await pc.close()
+        await pub.close()
+
+
+async def test_a_node_without_redis_serves_its_own_and_refuses_the_rest_with_invalid_state(make_node: MakeNode) -> None:
+    """Protects the outage contract at the edge: with the registry unreachable, a new show's performer
+    and a viewer of a show not live here get invalid_state (never a crash, never `moved` to a guess),
+    /readyz stays 200 and says placements are refused, /metrics counts the failed heartbeats."""
+    d = await make_node("lonely", "jcluster_none", redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    url = f"ws://127.0.0.1:{d.port}/ws"
+    for role in ("performer", "viewer"):
+        c = await SignalingClient.connect(url)
+        with pytest.raises(RemoteError) as e:
+            await c.request("join", show_id="new-show", role=role)
+        assert e.value.code == "invalid_state" and "registry" in e.value.message
+        assert not c.closed  # the connection stays up
+        await c.close()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{d.port}/readyz") as r:
+            body = await r.json()
+    assert r.status == 200
+    assert body["cluster"]["registry"] == "unreachable" and body["cluster"]["placements"] == "refused"
+    m = await scrape_metrics(f"http://127.0.0.1:{d.port}")
+    assert m["jasmin_cluster_heartbeat_failures_total"] >= 1 and m["jasmin_cluster_registry_up"] == 0
+    assert m["jasmin_cluster_unavailable_refusals_total"] >= 1
+
+
+async def test_failed_logins_through_two_nodes_count_once(tmp_path: Path, prefix: str, make_node: MakeNode) -> None:
+    """Protects the shared login throttle through REST: 10 failed logins of one name spread over two
+    nodes lock the name on both (429 with Retry-After, even with the right password), where two
+    separate in-process counts would each still allow 5 more."""
+    clock = FakeClock()
+    base = loopback_config(accounts=accounts_config(str(tmp_path)))
+    a = await make_node("a", prefix, base=base, clock=clock)
+    b = await make_node("b", prefix, base=base, clock=clock)
+    assert a.accounts is not None
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{a.port}/api/v1/accounts",
+                          json={"username": "gina", "password": "password-gina", "adult_confirmed": True}) as r:
+            assert r.status == 201, await r.text()
+        for i in range(10):
+            node = a if i % 2 else b
+            async with s.post(f"http://127.0.0.1:{node.port}/api/v1/sessions",
+                              json={"username": "gina", "password": "nope-nope"}) as r:
+                assert r.status == 401
+        for node in (a, b):
+            async with s.post(f"http://127.0.0.1:{node.port}/api/v1/sessions",
+                              json={"username": "gina", "password": "password-gina"}) as r:
+                assert r.status == 429 and int(r.headers["Retry-After"]) == 900
+        clock.advance(901)
+        async with s.post(f"http://127.0.0.1:{b.port}/api/v1/sessions",
+                          json={"username": "gina", "password": "password-gina"}) as r:
+            assert r.status == 201
