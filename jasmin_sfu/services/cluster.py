@@ -189,6 +189,11 @@ class ClusterNode:
     def _node_key(self, node_id: str) -> str:
         return f"{self.settings.key_prefix}:node:{node_id}"
 
+    @property
+    def _ids_key(self) -> str:
+        # The ids of the nodes that registered; an id whose record lapsed is removed by the next reader.
+        return f"{self.settings.key_prefix}:nodes"
+
     def _show_key(self, show_id: str) -> str:
         return f"{self.settings.key_prefix}:show:{show_id}"
 
@@ -242,6 +247,7 @@ class ClusterNode:
             for show_id in list(self._claimed):
                 await self._release(show_id)
             await self._redis.delete(self._node_key(self.node_id))
+            await self._redis.srem(self._ids_key, self.node_id)
         except Exception as exc:  # noqa: BLE001 - records lapse by themselves
             log.warning("cluster: leaving the registry failed: %r", exc)
         if self._owns_client:
@@ -286,6 +292,7 @@ class ClusterNode:
         body = {"id": self.node_id, "url": self.settings.advertised_url, "load": asdict(load),
                 "beat_at": self.clock()}
         await r.set(self._node_key(self.node_id), self._sign(body), px=self._ttl_ms)
+        await r.sadd(self._ids_key, self.node_id)
         here = set(self.local_shows())
         for show_id in sorted(here):
             rec = self._show_record(show_id, self.node_id, self.settings.advertised_url)
@@ -308,12 +315,13 @@ class ClusterNode:
 
     async def _read_nodes(self) -> list[NodeInfo]:
         r = self._redis
-        keys = [k async for k in r.scan_iter(match=f"{self.settings.key_prefix}:node:*", count=200)]
-        raws = await r.mget(keys) if keys else []
+        ids = sorted(x.decode() if isinstance(x, bytes) else str(x) for x in await r.smembers(self._ids_key))
+        raws = await r.mget([self._node_key(i) for i in ids]) if ids else []
         out: list[NodeInfo] = []
-        for raw in raws:
+        for node_id, raw in zip(ids, raws):
             if raw is None:
-                continue  # lapsed between SCAN and MGET
+                await r.srem(self._ids_key, node_id)  # its record lapsed: the node is gone
+                continue
             body = self._open(raw)
             node = _node_of(body) if body is not None else None
             if node is not None:
