@@ -1,0 +1,295 @@
+"""Three nodes, each in its own network namespace on a bridge, with a redis-server the test starts in a
+namespace of its own (docs/cluster.md, issue 15's three-node test for the control plane).
+
+Topology (all made here, deleted afterwards; needs root and ``ip``, ``redis-server``):
+
+    hub namespace: bridge jclbr ── veth ── node a  (10.213.X.11)
+                                ── veth ── node b  (10.213.X.12)
+                                ── veth ── node c  (10.213.X.13)
+                                ── veth ── redis   (10.213.X.2)
+                                ── veth ── this process's namespace (10.213.X.1): the aiortc peers
+
+The /24 is on the veths only, with no route beyond: nothing leaves the namespaces the test made. Each
+daemon listens and gathers ICE on its own address; the peers here gather on 10.213.X.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+import bench.peers
+from bench import netns
+from bench.peers import publish, subscribe, wait_for
+from jasmin_signaling.client import RemoteError, SignalingClient
+from tests.conftest import REPO
+from tests.realparts import missing
+
+SECRET = "n" * 40
+NET = f"10.213.{os.getpid() % 250}"
+HOST_IP = f"{NET}.1"
+REDIS_IP = f"{NET}.2"
+NODE_IPS = {"a": f"{NET}.11", "b": f"{NET}.12", "c": f"{NET}.13"}
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Net:
+    hub: str
+    spaces: dict[str, str]  # role (a, b, c, redis) -> namespace
+    host_if: str
+
+
+@pytest.fixture
+def bridge() -> Iterator[Net]:
+    """The namespaces, the bridge and the veths; everything is deleted afterwards."""
+    with open("/proc/self/uid_map") as f:
+        real_root = f.read().split()[:3] == ["0", "0", "4294967295"]
+    reason = netns.available() or (None if real_root else "needs real root (not a user namespace)")
+    if reason is None and shutil.which("redis-server") is None:
+        reason = "needs redis-server (apt-get install redis-server)"
+    if reason is not None:
+        missing(f"cluster netns test: {reason}")
+    tag = os.getpid() % 100000
+    hub = f"jcl{tag}hub"
+    spaces = {role: f"jcl{tag}{role}" for role in ("a", "b", "c", "redis")}
+    host_if = f"jcl{tag}h"
+    addrs = {**NODE_IPS, "redis": REDIS_IP}
+    try:
+        _ip("netns", "add", hub)
+        _ip("-n", hub, "link", "add", "jclbr", "type", "bridge")
+        _ip("-n", hub, "link", "set", "jclbr", "up")
+        for i, (role, ns) in enumerate(spaces.items()):
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", hub, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("-n", hub, "link", "set", f"p{i}", "master", "jclbr", "up")
+            _ip("-n", ns, "addr", "add", f"{addrs[role]}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", "ph", "netns", hub)
+        _ip("-n", hub, "link", "set", "ph", "master", "jclbr", "up")
+        _ip("addr", "add", f"{HOST_IP}/24", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        _teardown(hub, spaces, host_if)
+        missing(f"cluster netns test: cannot build the bridge ({exc}; {getattr(exc, 'stderr', '')})")
+    try:
+        yield Net(hub, spaces, host_if)
+    finally:
+        _teardown(hub, spaces, host_if)
+
+
+def _teardown(hub: str, spaces: dict[str, str], host_if: str) -> None:
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    for ns in [*spaces.values(), hub]:
+        netns.delete(ns)
+
+
+class Redis:
+    """redis-server inside the redis namespace; ``kill`` and ``start`` make an outage and its end."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "redis-server", "--bind", REDIS_IP, "--port", "6379", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server(bridge: Net) -> Iterator[Redis]:
+    r = Redis(bridge.spaces["redis"])
+    r.start()
+    try:
+        yield r
+    finally:
+        r.kill()
+
+
+@dataclass
+class Node:
+    name: str
+    proc: subprocess.Popen[str]
+    output: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"ws://{NODE_IPS[self.name]}:8080/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://{NODE_IPS[self.name]}:8080"
+
+
+async def start_node(net: Net, name: str, tmp: str, max_viewers: int = 10) -> Node:
+    ip = NODE_IPS[name]
+    data = os.path.join(tmp, name)
+    os.makedirs(data, exist_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+        "JASMIN_SERVER_HOST": ip, "JASMIN_SERVER_PORT": "8080", "JASMIN_MEDIA_LISTEN_IPS": ip,
+        "JASMIN_LOG_LEVEL": "warning", "JASMIN_BILLING_DATA_DIR": data, "JASMIN_ACCOUNTS_DATA_DIR": data,
+        "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
+        "JASMIN_CLUSTER_REDIS_URL": f"redis://{REDIS_IP}:6379/0", "JASMIN_CLUSTER_NODE_ID": name,
+        "JASMIN_CLUSTER_SECRET": SECRET, "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.2", "JASMIN_CLUSTER_TTL_S": "1.5",
+        "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": str(max_viewers), "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+    }
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", net.spaces[name], sys.executable, "-m", "jasmin_sfu", "serve"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, proc.stdout.readline)
+        if not line:
+            raise RuntimeError(f"node {name} exited before listening:\n" + "".join(lines))
+        lines.append(line)
+        if re.search(r"listening: demo page", line):
+            out = proc.stdout
+            threading.Thread(target=lambda: [lines.append(x) for x in out], daemon=True).start()
+            return Node(name, proc, lines)
+
+
+@pytest.fixture
+async def nodes(bridge: Net, redis_server: Redis, tmp_path: Any) -> AsyncIterator[dict[str, Node]]:
+    started: dict[str, Node] = {}
+    try:
+        for name in ("a", "b", "c"):
+            started[name] = await start_node(bridge, name, str(tmp_path))
+        yield started
+    finally:
+        for n in started.values():
+            if n.proc.poll() is None:
+                n.proc.send_signal(signal.SIGTERM)
+                try:
+                    n.proc.wait(15)
+                except subprocess.TimeoutExpired:  # pragma: no cover
+                    n.proc.kill()
+
+
+async def readyz(node: Node) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(node.http + "/readyz") as r:
+            body: dict[str, Any] = await r.json()
+            return body
+
+
+async def until(check: Any, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.1)
+
+
+def received(viewer: Any) -> int:
+    return sum(viewer.counter.packets.values()) if viewer.counter is not None else 0
+
+
+async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_out_a_redis_outage(
+    nodes: dict[str, Node], redis_server: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Protects the cluster across real network namespaces:
+
+    * three nodes on a bridge register through the test's own redis-server;
+    * a viewer on node c watches a show published on node a (c answers `moved`, the SDK follows);
+    * SIGKILL of the origin a: its entry lapses, the performer's next join (through c) places the
+      show on a live node, and the viewer, reconnecting through b, is sent there and receives media;
+    * redis-server killed: the running show keeps flowing to its viewer, a new show's join gets
+      invalid_state, /readyz says placements are refused; redis-server back: placements work again.
+    """
+    monkeypatch.setattr(bench.peers, "LOOPBACK", [HOST_IP])  # the peers gather on the veth only
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    peers: list[Any] = []
+    try:
+        async def registered() -> bool:
+            views = [{n["id"] for n in (await readyz(x))["cluster"]["nodes"]} for x in (a, b, c)]
+            return all(v == {"a", "b", "c"} for v in views)
+
+        await until(registered)
+        star = await publish(a.url, "star")
+        peers.append(star)
+        assert star.client.moved_to is None
+        fan = await subscribe(c.url, "star", decode=False, count=True)
+        peers.append(fan)
+        assert fan.client.moved_to == a.url
+        assert await wait_for(lambda: received(fan) >= 20, 30)
+
+        a.proc.send_signal(signal.SIGKILL)
+        await asyncio.get_running_loop().run_in_executor(None, a.proc.wait, 15)
+
+        async def a_gone() -> bool:
+            return {n["id"] for n in (await readyz(c))["cluster"]["nodes"]} == {"b", "c"}
+
+        await until(a_gone)
+        for p in (star, fan):
+            peers.remove(p)
+            await p.close()
+        star = await publish(c.url, "star")  # c has room: the show is placed on c
+        peers.append(star)
+        assert star.client.moved_to is None
+        fan = await subscribe(b.url, "star", decode=False, count=True)
+        peers.append(fan)
+        assert fan.client.moved_to == c.url
+        assert await wait_for(lambda: received(fan) >= 20, 30)
+
+        redis_server.kill()
+
+        async def refused() -> bool:
+            return bool((await readyz(b))["cluster"]["placements"] == "refused")
+
+        await until(refused)
+        before = received(fan)
+        assert await wait_for(lambda: received(fan) >= before + 20, 30)  # the running show goes on
+        probe = await SignalingClient.connect(b.url)
+        with pytest.raises(RemoteError) as e:
+            await probe.request("join", show_id="newcomer", role="performer")
+        assert e.value.code == "invalid_state"
+        await probe.close()
+
+        redis_server.start()
+
+        async def placed_again() -> bool:
+            client = await SignalingClient.connect(b.url)
+            try:
+                await client.request("join", show_id="newcomer", role="performer")
+                return True
+            except RemoteError as exc:
+                assert exc.code == "invalid_state", exc
+                return False
+            finally:
+                await client.close()
+
+        await until(placed_again)
+        where = {n["id"] for n in (await readyz(a if a.proc.poll() is None else c))["cluster"]["nodes"]}
+        assert where == {"b", "c"}
+    finally:
+        for p in peers:
+            await p.close()
