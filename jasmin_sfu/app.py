@@ -330,6 +330,9 @@ class Daemon:
         if not listen:  # the command line (`jasmin-sfu retention`): services only
             return
         s = self.cfg.server
+        if self.cfg.cluster.redis_url:
+            # Before the port opens, so every connection sees it; it refuses placements until start().
+            self.cluster = ClusterNode(self._cluster_settings(), self._node_load, lambda: list(self.shows.shows))
         quiet_client_http_errors()
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
@@ -338,8 +341,8 @@ class Daemon:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.port
-        if self.cfg.cluster.redis_url:
-            self.cluster = ClusterNode(self._cluster_settings(), self._node_load, lambda: list(self.shows.shows))
+        if self.cluster is not None:
+            self.cluster.settings = self._cluster_settings()  # the advertised URL may name the port
             await self.cluster.start()
 
     def _cluster_settings(self) -> ClusterSettings:
@@ -347,7 +350,7 @@ class Daemon:
         shown = f"[{host}]" if ":" in host else host
         return ClusterSettings(
             redis_url=c.redis_url, key_prefix=c.key_prefix, node_id=c.node_id,
-            advertised_url=c.advertised_url or f"ws://{shown}:{self.port}/ws", secret=c.secret,
+            advertised_url=c.advertised_url or f"ws://{shown}:{self.port or self.cfg.server.port}/ws", secret=c.secret,
             heartbeat_interval_s=c.heartbeat_interval_s, ttl_s=c.ttl_s,
         )
 
