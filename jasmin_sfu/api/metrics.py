@@ -171,6 +171,8 @@ class ClusterCollector(Collector):
             ("jasmin_cluster_heartbeat_failures", "Heartbeats that failed (Redis unreachable)", s.heartbeat_failures),
             ("jasmin_cluster_bad_records", "Registry records ignored: their signature did not verify", s.bad_records),
             ("jasmin_cluster_lost_shows", "Shows held here whose record another node took after it lapsed", s.lost_shows),
+            ("jasmin_cluster_node_id_conflicts", "Heartbeats that found this node id written by a node at another URL",
+             s.id_conflicts),
             ("jasmin_cluster_unavailable_refusals", "Joins refused because the registry was unreachable",
              s.refused_unavailable),
         ):

@@ -141,6 +141,7 @@ class ClusterStats:
     bad_records: int = 0
     lost_shows: int = 0
     refused_unavailable: int = 0
+    id_conflicts: int = 0
 
 
 def _canonical(body: dict[str, Any]) -> bytes:
@@ -291,7 +292,14 @@ class ClusterNode:
         load = self.load()
         body = {"id": self.node_id, "url": self.settings.advertised_url, "load": asdict(load),
                 "beat_at": self.clock()}
-        await r.set(self._node_key(self.node_id), self._sign(body), px=self._ttl_ms)
+        # One command (SET ... PX ... GET, Redis >= 6.2): the record never exists without its TTL.
+        old = await r.set(self._node_key(self.node_id), self._sign(body), px=self._ttl_ms, get=True)
+        previous = _node_of(self._open(old)) if old is not None else None
+        if previous is not None and previous.url != self.settings.advertised_url:
+            # Two live nodes configured with one id overwrite each other's record: say so loudly.
+            self.stats.id_conflicts += 1
+            log.error("cluster: another node with this node id is alive at another URL",
+                      extra={"node_id": self.node_id, "other_url": previous.url})
         await r.sadd(self._ids_key, self.node_id)
         here = set(self.local_shows())
         for show_id in sorted(here):

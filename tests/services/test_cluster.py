@@ -356,3 +356,23 @@ def test_records_are_signed_json() -> None:
     assert n._open(raw) == obj["body"]
     obj["body"]["url"] = "ws://evil/ws"
     assert n._open(json.dumps(obj)) is None and n.stats.bad_records == 1
+
+
+async def test_two_live_nodes_with_one_id_are_reported(prefix: str) -> None:
+    """Protects operators from a copied config: a second node beating under an id that a node at another
+    URL holds is counted (jasmin_cluster_node_id_conflicts_total) at every beat; the same node restarting
+    (same URL) is not a conflict."""
+    first = node(prefix, "n1", Box(), url="ws://one.test/ws")
+    copy = node(prefix, "n1", Box(), url="ws://two.test/ws")
+    again = node(prefix, "n1", Box(), url="ws://one.test/ws")
+    await first.start()
+    await copy.start()
+    try:
+        assert copy.stats.id_conflicts == 1
+        await first.beat()
+        assert first.stats.id_conflicts == 1
+        await again.start()  # n1 restarting at its own URL (its last record still there): no conflict
+        assert again.stats.id_conflicts == 0 and first.stats.id_conflicts == 1
+    finally:
+        for n in (first, copy, again):
+            await n.stop()
