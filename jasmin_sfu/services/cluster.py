@@ -230,7 +230,8 @@ class ClusterNode:
         if self._redis is None:
             import redis.asyncio as redis
 
-            timeout = max(0.5, min(5.0, self.settings.heartbeat_interval_s))
+            # A call waits at most this long: less than a TTL, so a stuck Redis is seen as down in time.
+            timeout = min(5.0, max(2.0, self.settings.ttl_s / 2))
             self._redis = redis.from_url(self.settings.redis_url, socket_timeout=timeout,
                                          socket_connect_timeout=timeout)
         await self.beat()
@@ -361,8 +362,6 @@ class ClusterNode:
             raise ClusterUnavailable(f"the cluster registry is unreachable: {exc!r}") from None
 
     async def _place(self, show_id: str) -> Placement:
-        if not self.healthy:
-            raise ClusterUnavailable(f"the cluster registry is unreachable: {self.last_error}")
         r = self._redis
         key = self._show_key(show_id)
         for _ in range(3):

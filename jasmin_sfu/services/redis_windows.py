@@ -49,7 +49,7 @@ return 1
 class RedisWindows:
     """:class:`jasmin_sfu.services.login_throttle.Windows` in Redis, shared by the nodes of a cluster."""
 
-    def __init__(self, url: str, prefix: str, *, client: Any = None, timeout_s: float = 1.0) -> None:
+    def __init__(self, url: str, prefix: str, *, client: Any = None, timeout_s: float = 2.0) -> None:
         self.prefix = prefix
         if client is None:
             import redis.asyncio as redis
