@@ -211,7 +211,10 @@ class Daemon:
 
     def _performer_online(self, username: str) -> bool:
         show = self.shows.get(username)
-        return show is not None and show.machine.state.value != "offline"
+        if show is not None:
+            return show.machine.state.value != "offline"
+        # Live on another node of the site, as of this node's last heartbeat (docs/cluster.md).
+        return self.cluster is not None and username in self.cluster.live_shows
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         page = resources.files("jasmin_sfu.api") / "static" / "index.html"

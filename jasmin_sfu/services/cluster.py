@@ -178,6 +178,8 @@ class ClusterNode:
         self._claimed: set[str] = set()
         # The registry as last read, for /readyz; None before the first successful read.
         self.nodes: list[NodeInfo] | None = None
+        # The shows live on any node as last read (each heartbeat): "online" answers of REST.
+        self.live_shows: frozenset[str] = frozenset()
         self.last_error: str | None = None
         self.last_beat_ok: float | None = None
 
@@ -194,6 +196,11 @@ class ClusterNode:
     def _ids_key(self) -> str:
         # The ids of the nodes that registered; an id whose record lapsed is removed by the next reader.
         return f"{self.settings.key_prefix}:nodes"
+
+    @property
+    def _show_ids_key(self) -> str:
+        # The ids of shows placed; an id whose record lapsed is removed by the next reader.
+        return f"{self.settings.key_prefix}:shows"
 
     def _show_key(self, show_id: str) -> str:
         return f"{self.settings.key_prefix}:show:{show_id}"
@@ -315,12 +322,32 @@ class ClusterNode:
                 log.error("cluster: a show held here is now placed on another node", extra={"show_id": show_id})
         for show_id in self._claimed - here:
             await self._release(show_id)
+        if here:
+            await r.sadd(self._show_ids_key, *sorted(here))
         self.nodes = await self._read_nodes()
+        self.live_shows = await self._read_shows()
 
     async def _release(self, show_id: str) -> None:
         rec = self._show_record(show_id, self.node_id, self.settings.advertised_url)
         await self._redis.eval(_RELEASE, 1, self._show_key(show_id), rec)
         self._claimed.discard(show_id)
+
+    async def _read_shows(self) -> frozenset[str]:
+        r = self._redis
+        ids = sorted(x.decode() if isinstance(x, bytes) else str(x) for x in await r.smembers(self._show_ids_key))
+        raws = await r.mget([self._show_key(i) for i in ids]) if ids else []
+        live: set[str] = set()
+        gone: list[str] = []
+        for show_id, raw in zip(ids, raws):
+            if raw is None:
+                gone.append(show_id)
+                continue
+            body = self._open(raw)
+            if body is not None and body.get("show") == show_id:
+                live.add(show_id)
+        if gone:
+            await r.srem(self._show_ids_key, *gone)
+        return frozenset(live)
 
     async def _read_nodes(self) -> list[NodeInfo]:
         r = self._redis
@@ -379,11 +406,13 @@ class ClusterNode:
                 chosen = self._choose(nodes)
                 rec = self._show_record(show_id, chosen.id, chosen.url)
                 if await r.eval(_SWAP, 1, key, raw, rec, self._ttl_ms):
+                    await r.sadd(self._show_ids_key, show_id)
                     return self._decided(chosen)
                 continue
             chosen = self._choose(nodes)
             rec = self._show_record(show_id, chosen.id, chosen.url)
             if await r.set(key, rec, px=self._ttl_ms, nx=True):
+                await r.sadd(self._show_ids_key, show_id)
                 return self._decided(chosen)
         raise ClusterUnavailable(f"show {show_id!r}: its placement kept changing; try again")
 

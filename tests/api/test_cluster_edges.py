@@ -7,6 +7,7 @@ of the test's own, deleted afterwards), or on a closed port for the outage.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -16,8 +17,8 @@ import pytest
 from bench.peers import new_pc, publish
 from jasmin_signaling.client import RemoteError, SignalingClient
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import ClusterConfig, Config
-from tests.api.conftest import accounts_config
+from jasmin_sfu.config import BillingConfig, ClusterConfig, Config, PaymentsConfig
+from tests.api.conftest import Api, accounts_config
 from tests.conftest import scrape_metrics
 from tests.conftest import test_config as loopback_config
 from tests.realparts import REDIS_PORT, REDIS_URL, FakeClock, closed_port, require, unique_name
@@ -138,3 +139,46 @@ async def test_failed_logins_through_two_nodes_count_once(tmp_path: Path, prefix
         async with s.post(f"http://127.0.0.1:{b.port}/api/v1/sessions",
                           json={"username": "gina", "password": "password-gina"}) as r:
             assert r.status == 201
+
+
+async def test_search_on_one_node_sees_a_performer_live_on_another(tmp_path: Path, prefix: str,
+                                                                   make_node: MakeNode) -> None:
+    """Protects "online" across nodes (docs/cluster.md, Limits): a performer live on node a is online in
+    node b's search (after b's next heartbeat) and offline again there once the show ended on a."""
+    clock = FakeClock()
+    base = loopback_config(billing=BillingConfig(data_dir=str(tmp_path), node_id="api1"),
+                           accounts=accounts_config(str(tmp_path)), payments=PaymentsConfig(provider="test"))
+    a = await make_node("a", prefix, base=base, clock=clock)
+    b = await make_node("b", prefix, base=base, clock=clock)
+    async with aiohttp.ClientSession() as session:
+        on_a = Api(a, f"http://127.0.0.1:{a.port}", f"ws://127.0.0.1:{a.port}/ws", clock, session)
+        on_b = Api(b, f"http://127.0.0.1:{b.port}", f"ws://127.0.0.1:{b.port}/ws", clock, session)
+        performer, _ = await on_a.performer(await on_a.admin_token(), "cat")
+        member, _ = await on_b.member("sam")
+
+        async def online_on_b() -> list[str]:
+            assert b.cluster is not None
+            await b.cluster.beat()
+            status, body, _ = await on_b.call("GET", "/api/v1/search/performers?online=true", token=member)
+            assert status == 200, body
+            return [r["username"] for r in body["results"]]
+
+        assert await online_on_b() == []
+        live = await SignalingClient.connect(on_a.ws)
+        await live.request("join", show_id="cat", role="performer", token=performer)
+        try:
+            assert await online_on_b() == ["cat"]
+        finally:
+            await live.close()
+        assert a.cluster is not None
+
+        async def ended() -> bool:
+            assert a.cluster is not None
+            await a.cluster.beat()  # the origin releases the record of a show that ended
+            return await online_on_b() == []
+
+        for _ in range(100):
+            if await ended():
+                break
+            await asyncio.sleep(0.05)
+        assert await online_on_b() == []

@@ -100,6 +100,8 @@ async def test_a_node_with_room_places_a_show_on_itself(prefix: str) -> None:
         assert (await a.place("show1")).decision == "held_here"
         assert await b.locate("nothing") is None
         assert b.stats.redirects == 2 and a.stats.placements["local"] == 1
+        await b.beat()  # every node knows the show is live somewhere ("online" in REST answers)
+        assert "show1" in b.live_shows
     finally:
         await a.stop()
         await b.stop()
@@ -172,6 +174,12 @@ async def test_a_dead_node_lapses_after_its_ttl_and_its_show_is_placed_again(pre
 
         await eventually(b_gone)
         assert await a.locate("show4") is None  # not sent to a dead node
+
+        async def not_live() -> bool:
+            await a.beat()
+            return "show4" not in a.live_shows
+
+        await eventually(not_live)
         a_box.load = NodeLoad()  # a has room again
         replaced = await a.place("show4")
         assert (replaced.node, replaced.decision) == ("a", "local")
