@@ -8,10 +8,11 @@ const PROTOCOL = 'jasmin/1';
 // ---------------------------------------------------------------- signaling
 
 class SignalingError extends Error {
-  constructor(code, message) {
+  constructor(code, message, wire = {}) {
     super(`${code}: ${message}`);
     this.code = code;
     this.detail = message;
+    this.url = typeof wire.url === 'string' ? wire.url : null; // `moved`: the node holding the show
   }
 }
 
@@ -25,10 +26,13 @@ class Signaling {
     this.seen = [];            // the last 200 events received {event, data}, for tests and the console
     this.onerror = () => {};   // an `error` frame matching no request
     this.onclose = () => {};
+    this.onmoved = () => {};   // after following `moved`, with the new node's welcome
+    this.movedTo = null;
   }
 
   // Opens the websocket and says hello; resolves with the welcome frame.
   connect(client = 'demo-page') {
+    this.client = client;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url);
       this.ws = ws;
@@ -59,8 +63,31 @@ class Signaling {
     this.ws.send(JSON.stringify(frame));
   }
 
-  // Sends a request; resolves with its `data`, rejects with a SignalingError.
-  request(method, data = {}) {
+  // Sends a request; resolves with its `data`, rejects with a SignalingError. A `join`
+  // answered `moved` (docs/signaling.md, "Several nodes") is followed once: the websocket
+  // moves to the node holding the show (a new hello there) and the same join is sent again.
+  async request(method, data = {}) {
+    try {
+      return await this.send1(method, data);
+    } catch (err) {
+      if (method !== 'join' || !(err instanceof SignalingError) || err.code !== 'moved'
+          || !/^wss?:\/\//.test(err.url || '')) throw err;
+      await this.moveTo(err.url);
+      return this.send1(method, data);
+    }
+  }
+
+  async moveTo(url) {
+    const old = this.ws;
+    old.onclose = null;
+    old.onmessage = null;
+    old.close();
+    this.url = url;
+    this.movedTo = url;
+    this.onmoved(await this.connect(this.client));
+  }
+
+  send1(method, data) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -73,7 +100,7 @@ class Signaling {
     if (!p) return;
     this.pending.delete(frame.id);
     if (frame.ok) p.resolve(frame.data || {});
-    else p.reject(new SignalingError(frame.error.code, frame.error.message));
+    else p.reject(new SignalingError(frame.error.code, frame.error.message, frame.error));
   }
 
   on(event, fn) {
@@ -267,6 +294,7 @@ async function connect() {
   jasmin.signaling = sig;
   sig.onerror = (err) => { jasmin.lastError = { code: err.code, message: err.detail }; };
   sig.onclose = (err) => { if (jasmin.signaling === sig) fail(err); };
+  sig.onmoved = (welcome) => { jasmin.sessionId = welcome.session_id; };
   const welcome = await sig.connect();
   jasmin.sessionId = welcome.session_id;
   return sig;
