@@ -35,11 +35,11 @@ from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.chat import ChatService, open_chat
 from jasmin_sfu.services.cluster import ClusterNode, ClusterSettings, NodeLoad
-from jasmin_sfu.services.redis_windows import RedisWindows
 from jasmin_sfu.services.demo import DemoAccounts, DemoSeeder, demo_enabled
 from jasmin_sfu.services.errors import AccountsError
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
 from jasmin_sfu.services.personal_data import PersonalDataRegistry
+from jasmin_sfu.services.redis_windows import RedisWindows
 from jasmin_sfu.services.retention import PrivacyStack, open_privacy
 from jasmin_sfu.services.social import SocialService, open_social
 from jasmin_sfu.services.social_notify import OnlineNotifier
