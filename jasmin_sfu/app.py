@@ -354,7 +354,7 @@ class Daemon:
         return ClusterSettings(
             redis_url=c.redis_url, key_prefix=c.key_prefix, node_id=c.node_id,
             advertised_url=c.advertised_url or f"ws://{shown}:{self.port or self.cfg.server.port}/ws", secret=c.secret,
-            heartbeat_interval_s=c.heartbeat_interval_s, ttl_s=c.ttl_s,
+            heartbeat_interval_s=c.heartbeat_interval_s, ttl_s=c.ttl_s, billing_node_id=self.cfg.billing.node_id if self.cfg.billing.enabled else "",
         )
 
     def _node_load(self) -> NodeLoad:

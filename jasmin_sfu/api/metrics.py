@@ -173,6 +173,8 @@ class ClusterCollector(Collector):
             ("jasmin_cluster_lost_shows", "Shows held here whose record another node took after it lapsed", s.lost_shows),
             ("jasmin_cluster_node_id_conflicts", "Heartbeats that found this node id written by a node at another URL",
              s.id_conflicts),
+            ("jasmin_cluster_billing_id_conflicts", "Heartbeats that found this node's billing.node_id on another node",
+             s.billing_id_conflicts),
             ("jasmin_cluster_unavailable_refusals", "Joins refused because the registry was unreachable",
              s.refused_unavailable),
         ):

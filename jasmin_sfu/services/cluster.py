@@ -83,6 +83,9 @@ class ClusterSettings:
     secret: str
     heartbeat_interval_s: float
     ttl_s: float
+    # This node's billing.node_id: two nodes sharing one would close each other's credit-control
+    # sessions at a restart (docs/money.md), so a heartbeat that finds it on another node says so.
+    billing_node_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class NodeInfo:
     url: str
     load: NodeLoad
     beat_at: float  # epoch seconds of the heartbeat that wrote it
+    billing_node_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class ClusterStats:
     lost_shows: int = 0
     refused_unavailable: int = 0
     id_conflicts: int = 0
+    billing_id_conflicts: int = 0
 
 
 def _canonical(body: dict[str, Any]) -> bytes:
@@ -299,7 +304,7 @@ class ClusterNode:
         r = self._redis
         load = self.load()
         body = {"id": self.node_id, "url": self.settings.advertised_url, "load": asdict(load),
-                "beat_at": self.clock()}
+                "beat_at": self.clock(), "billing_node_id": self.settings.billing_node_id}
         # One command (SET ... PX ... GET, Redis >= 6.2): the record never exists without its TTL.
         old = await r.set(self._node_key(self.node_id), self._sign(body), px=self._ttl_ms, get=True)
         previous = _node_of(self._open(old)) if old is not None else None
@@ -326,6 +331,12 @@ class ClusterNode:
             await r.sadd(self._show_ids_key, *sorted(here))
         self.nodes = await self._read_nodes()
         self.live_shows = await self._read_shows()
+        mine = self.settings.billing_node_id
+        twins = [n.id for n in self.nodes if mine and n.id != self.node_id and n.billing_node_id == mine]
+        if twins:
+            self.stats.billing_id_conflicts += 1
+            log.error("cluster: another node uses this node's billing.node_id; give each node its own",
+                      extra={"billing_node_id": mine, "nodes": twins})
 
     async def _release(self, show_id: str) -> None:
         rec = self._show_record(show_id, self.node_id, self.settings.advertised_url)
@@ -486,6 +497,7 @@ def _node_of(body: dict[str, Any] | None) -> NodeInfo | None:
         ld = body["load"]
         load = NodeLoad(int(ld["viewers"]), int(ld["publishers"]), float(ld["cpu"]), int(ld["max_viewers"]),
                         float(ld["max_cpu"]), bool(ld["draining"]))
-        return NodeInfo(str(body["id"]), str(body["url"]), load, float(body["beat_at"]))
+        return NodeInfo(str(body["id"]), str(body["url"]), load, float(body["beat_at"]),
+                        str(body.get("billing_node_id", "")))
     except (KeyError, TypeError, ValueError):
         return None

@@ -149,7 +149,8 @@ async def test_search_on_one_node_sees_a_performer_live_on_another(tmp_path: Pat
     base = loopback_config(billing=BillingConfig(data_dir=str(tmp_path), node_id="api1"),
                            accounts=accounts_config(str(tmp_path)), payments=PaymentsConfig(provider="test"))
     a = await make_node("a", prefix, base=base, clock=clock)
-    b = await make_node("b", prefix, base=base, clock=clock)
+    b = await make_node("b", prefix, base=base.replace(billing=BillingConfig(data_dir=str(tmp_path), node_id="api2")),
+                        clock=clock)
     async with aiohttp.ClientSession() as session:
         on_a = Api(a, f"http://127.0.0.1:{a.port}", f"ws://127.0.0.1:{a.port}/ws", clock, session)
         on_b = Api(b, f"http://127.0.0.1:{b.port}", f"ws://127.0.0.1:{b.port}/ws", clock, session)

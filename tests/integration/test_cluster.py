@@ -46,6 +46,7 @@ def node_env(prefix: str, node_id: str, max_viewers: int, **extra: str) -> dict[
         "JASMIN_CLUSTER_REDIS_URL": REDIS_URL,
         "JASMIN_CLUSTER_KEY_PREFIX": prefix,
         "JASMIN_CLUSTER_NODE_ID": node_id,
+        "JASMIN_BILLING_NODE_ID": f"bill{node_id}",
         "JASMIN_CLUSTER_SECRET": SECRET,
         "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.2",
         "JASMIN_CLUSTER_TTL_S": "1.5",

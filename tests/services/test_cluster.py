@@ -47,9 +47,9 @@ class Box:
 
 
 def node(prefix: str, node_id: str, box: Box, *, secret: str = SECRET, url: str | None = None,
-         ttl_s: float = 10.0, redis_url: str = REDIS_URL) -> ClusterNode:
+         ttl_s: float = 10.0, redis_url: str = REDIS_URL, billing: str | None = None) -> ClusterNode:
     s = ClusterSettings(redis_url, prefix, node_id, url or f"ws://{node_id}.test:8080/ws", secret,
-                        heartbeat_interval_s=ttl_s / 4, ttl_s=ttl_s)
+                        heartbeat_interval_s=ttl_s / 4, ttl_s=ttl_s, billing_node_id=billing or f"bill{node_id}")
     return ClusterNode(s, lambda: box.load, lambda: box.shows)
 
 
@@ -383,4 +383,23 @@ async def test_two_live_nodes_with_one_id_are_reported(prefix: str) -> None:
         assert again.stats.id_conflicts == 0 and first.stats.id_conflicts == 1
     finally:
         for n in (first, copy, again):
+            await n.stop()
+
+
+async def test_two_nodes_with_one_billing_node_id_are_reported(prefix: str) -> None:
+    """Protects billing across nodes: two nodes sharing billing.node_id would close each other's
+    credit-control sessions at a restart; their heartbeats find it and count it, distinct ids do not."""
+    a = node(prefix, "a", Box(), billing="node1")
+    b = node(prefix, "b", Box(), billing="node1")
+    c = node(prefix, "c", Box(), billing="node3")
+    for n in (a, b, c):
+        await n.start()
+    try:
+        await a.beat()
+        assert a.stats.billing_id_conflicts >= 1 and b.stats.billing_id_conflicts >= 1
+        assert c.stats.billing_id_conflicts == 0
+        await c.beat()
+        assert c.stats.billing_id_conflicts == 0
+    finally:
+        for n in (a, b, c):
             await n.stop()
