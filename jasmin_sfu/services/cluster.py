@@ -258,18 +258,21 @@ class ClusterNode:
         if self._redis is None:
             return
         try:
-            for show_id in list(self._claimed):
-                await self._release(show_id)
-            await self._redis.delete(self._node_key(self.node_id))
-            await self._redis.srem(self._ids_key, self.node_id)
+            await asyncio.wait_for(self._leave(), max(5.0, self.settings.ttl_s))
         except Exception as exc:  # noqa: BLE001 - records lapse by themselves
             log.warning("cluster: leaving the registry failed: %r", exc)
         if self._owns_client:
             try:
-                await self._redis.aclose()
-            except Exception:  # noqa: BLE001
+                await asyncio.wait_for(self._redis.aclose(), 5.0)
+            except Exception:  # noqa: BLE001 - a broken connection; the process is leaving anyway
                 pass
             self._redis = None
+
+    async def _leave(self) -> None:
+        for show_id in list(self._claimed):
+            await self._release(show_id)
+        await self._redis.delete(self._node_key(self.node_id))
+        await self._redis.srem(self._ids_key, self.node_id)
 
     async def _beat_loop(self) -> None:
         while True:

@@ -16,6 +16,7 @@ a single node would throttle it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Any
@@ -107,6 +108,6 @@ class RedisWindows:
 
     async def close(self) -> None:
         try:
-            await self._redis.aclose()
+            await asyncio.wait_for(self._redis.aclose(), 5.0)
         except Exception:  # noqa: BLE001 - closing a broken connection
             pass

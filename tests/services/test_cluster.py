@@ -31,8 +31,8 @@ async def prefix() -> AsyncIterator[str]:
     require("Redis", REDIS_PORT)
     name = unique_name("jcluster")
     yield name
-    r = redis.from_url(REDIS_URL)
-    keys = [k async for k in r.scan_iter(match=f"{name}:*")]
+    r = redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=10)
+    keys = [k async for k in r.scan_iter(match=f"{name}:*", count=1000)]
     if keys:
         await r.delete(*keys)
     await r.aclose()
