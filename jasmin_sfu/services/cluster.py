@@ -179,6 +179,7 @@ class ClusterNode:
         self._owns_client = redis_client is None
         self._key = settings.secret.encode()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         # Shows whose record this node holds (refreshed each beat, released when they end here).
         self._claimed: set[str] = set()
         # The registry as last read, for /readyz; None before the first successful read.
@@ -249,12 +250,18 @@ class ClusterNode:
         await self.beat()
         self._task = asyncio.get_running_loop().create_task(self._beat_loop())
 
-    async def stop(self) -> None:
-        """Leave the registry: the node's record and its shows' records go at once (best effort)."""
+    async def halt(self) -> None:
+        """Stop the heartbeat, and wait for it (bounded). The loop also checks a flag: a cancellation
+        that lands inside the Redis client can come out as a connection error, which a beat survives."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=max(2.0, self.settings.ttl_s))
             self._task = None
+
+    async def stop(self) -> None:
+        """Leave the registry: the node's record and its shows' records go at once (best effort)."""
+        await self.halt()
         if self._redis is None:
             return
         try:
@@ -275,9 +282,10 @@ class ClusterNode:
         await self._redis.srem(self._ids_key, self.node_id)
 
     async def _beat_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
-            await self.beat()
+            if not self._stopping:
+                await self.beat()
 
     @property
     def healthy(self) -> bool:

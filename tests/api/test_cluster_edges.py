@@ -146,11 +146,14 @@ async def test_search_on_one_node_sees_a_performer_live_on_another(tmp_path: Pat
     """Protects "online" across nodes (docs/cluster.md, Limits): a performer live on node a is online in
     node b's search (after b's next heartbeat) and offline again there once the show ended on a."""
     clock = FakeClock()
-    base = loopback_config(billing=BillingConfig(data_dir=str(tmp_path), node_id="api1"),
-                           accounts=accounts_config(str(tmp_path)), payments=PaymentsConfig(provider="test"))
+    # One ledger and one accounts store for the site; an outbox per node (each owns its own: docs/money.md).
+    def billing(node_id: str) -> BillingConfig:
+        return BillingConfig(data_dir=str(tmp_path), outbox_dir=str(tmp_path / node_id), node_id=node_id)
+
+    base = loopback_config(billing=billing("api1"), accounts=accounts_config(str(tmp_path)),
+                           payments=PaymentsConfig(provider="test"))
     a = await make_node("a", prefix, base=base, clock=clock)
-    b = await make_node("b", prefix, base=base.replace(billing=BillingConfig(data_dir=str(tmp_path), node_id="api2")),
-                        clock=clock)
+    b = await make_node("b", prefix, base=base.replace(billing=billing("api2")), clock=clock)
     async with aiohttp.ClientSession() as session:
         on_a = Api(a, f"http://127.0.0.1:{a.port}", f"ws://127.0.0.1:{a.port}/ws", clock, session)
         on_b = Api(b, f"http://127.0.0.1:{b.port}", f"ws://127.0.0.1:{b.port}/ws", clock, session)

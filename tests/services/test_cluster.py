@@ -164,9 +164,7 @@ async def test_a_dead_node_lapses_after_its_ttl_and_its_show_is_placed_again(pre
         assert placed.node == "b"
         b_box.shows.add("show4")  # the performer arrived at b
         await b.beat()
-        assert b._task is not None
-        b._task.cancel()  # b dies: no more heartbeats, nothing deleted
-        await asyncio.gather(b._task, return_exceptions=True)
+        await b.halt()  # b dies: no more heartbeats, nothing deleted
 
         async def b_gone() -> bool:
             await a.beat()
@@ -185,7 +183,6 @@ async def test_a_dead_node_lapses_after_its_ttl_and_its_show_is_placed_again(pre
         assert (replaced.node, replaced.decision) == ("a", "local")
     finally:
         await a.stop()
-        b._task = None
         await b.stop()
 
 
