@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Protocol
 
+from .adaptation import ViewerAdaptation
 from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError
 from .keyframe_requester import KeyframeRequester
@@ -65,6 +66,10 @@ class Router:
         self.consumers: dict[str, Consumer] = {}
         self._observers: list[ProducerObserver] = []
         self._rtcp_task: asyncio.Task[None] | None = None
+        # Per-viewer layer choice (adaptation.py), one per video consumer of a
+        # simulcast producer, by consumer id; paced by ``_pace_loop``.
+        self.adaptations: dict[str, ViewerAdaptation] = {}
+        self._pace_task: asyncio.Task[None] | None = None
 
     def _check_open(self) -> None:
         if self.closed:
@@ -98,7 +103,9 @@ class Router:
         t = WebRtcTransport(self, direction, app_data)
         self.transports[t.id] = t
         if self._rtcp_task is None:
-            self._rtcp_task = asyncio.get_running_loop().create_task(self._rtcp_loop())
+            loop = asyncio.get_running_loop()
+            self._rtcp_task = loop.create_task(self._rtcp_loop())
+            self._pace_task = loop.create_task(self._pace_loop())
         return t
 
     async def publish(
@@ -150,15 +157,27 @@ class Router:
             raise NotFoundError("the show has no producers yet")
         answer, consumers = await transport.answer_offer(offer_sdp, producers)
         for c in consumers:
-            self.consumers[c.id] = c
+            self._add_consumer(c)
         return answer, consumers
 
     async def accept_answer(self, transport: WebRtcTransport, answer_sdp: str) -> list[Consumer]:
         self._check_open()
         consumers = await transport.accept_answer(answer_sdp)
         for c in consumers:
-            self.consumers[c.id] = c
+            self._add_consumer(c)
         return consumers
+
+    def _add_consumer(self, c: Consumer) -> None:
+        """Register ``c``; a video consumer of a simulcast producer gets its
+        :class:`ViewerAdaptation` (its layer follows its own link, not the
+        producer's default). A single-layer producer's viewers keep audio first
+        (``Consumer.check_link``): one layer leaves the selector nothing to choose
+        but the pause, which ``check_link`` already does."""
+        self.consumers[c.id] = c
+        if c.closed or c.id in self.adaptations or not c.producer.is_video or not c.producer.simulcast:
+            return
+        c.follow_default = False
+        self.adaptations[c.id] = ViewerAdaptation(c, c.producer, self.stats, self.settings.adaptation)
 
     def set_audience(self, producers: list[Producer], audience: frozenset[str] | None) -> None:
         """Restrict who receives ``producers``, in this event-loop step."""
@@ -177,6 +196,9 @@ class Router:
 
     def on_transport_consumer_closed(self, transport: WebRtcTransport, consumer: Consumer) -> None:
         self.consumers.pop(consumer.id, None)
+        a = self.adaptations.pop(consumer.id, None)
+        if a is not None:
+            a.close()
 
     def on_transport_closed(self, transport: WebRtcTransport) -> None:
         self.transports.pop(transport.id, None)
@@ -202,9 +224,29 @@ class Router:
                         log.exception("receiver report failed")
             for c in list(self.consumers.values()):
                 try:
-                    c.check_link(now)
+                    a = self.adaptations.get(c.id)
+                    if a is not None:
+                        # The selector is this viewer's one home for its layer
+                        # and for "pause video below the lowest layer".
+                        a.tick(now)
+                    else:
+                        c.check_link(now)
                 except Exception:  # pragma: no cover
                     log.exception("link check failed")
+
+    async def _pace_loop(self) -> None:
+        """Probe padding, in pieces of ``probe_burst_s`` (50 ms), for each probing viewer."""
+        burst = self.settings.adaptation.probe_burst_s
+        while not self.closed:
+            await asyncio.sleep(burst)
+            now = self.clock()
+            for a in list(self.adaptations.values()):
+                if not a.probing:
+                    continue
+                try:
+                    a.pace(now)
+                except Exception:  # pragma: no cover
+                    log.exception("probe pacing failed")
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -214,6 +256,11 @@ class Router:
         self.closed = True
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
+        if self._pace_task is not None:
+            self._pace_task.cancel()
+        for a in self.adaptations.values():
+            a.close()
+        self.adaptations.clear()
         await asyncio.gather(*(t.close() for t in list(self.transports.values())), return_exceptions=True)
         for p in list(self.producers.values()):
             # Left by no transport (none today); closed and forgotten once.
