@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 from aiortc import RTCSessionDescription
-
-from bench.peers import PatternTrack, new_pc, wait_for
 from jasmin_codecs.rtcp import Remb
 from jasmin_codecs.rtp import build_extensions, build_rtp, parse_rtp
+
+from bench.peers import PatternTrack, new_pc, wait_for
 from jasmin_sfu.media import aiortc_adapter as adapter
 from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
 from jasmin_sfu.media.sdp_info import MID_URI, sections
@@ -119,7 +119,7 @@ async def test_a_viewer_whose_remb_falls_gets_a_lower_layer_and_climbs_back(work
         got: list[bytes] = []
         vdtls = viewer.getTransceivers()[0].receiver.transport
         adapter.install_taps(vdtls, lambda d, ms: got.append(d) or True, lambda d: None)
-        media = lambda: [d for d in got if parse_rtp(d).payload_end > parse_rtp(d).payload_offset]  # noqa: E731
+        media = lambda: [d for d in got if parse_rtp(d).payload_end > parse_rtp(d).payload_offset]
         assert await wait_for(lambda: consumer.sink.ready, timeout=20)
         # Before its first REMB the viewer is estimated at 600 kbit/s: the top layer fits.
         assert await wait_for(lambda: bool(media()) and media()[-1].endswith(b"f"), timeout=10)
