@@ -25,6 +25,8 @@ from jasmin_sfu.media.errors import (
     SdpError,
     UnsupportedCodecError,
 )
+from jasmin_sfu.media.consumer import Consumer
+from jasmin_sfu.media.layer import LayerChoice
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.services.accounts import Principal
@@ -312,6 +314,7 @@ class SessionHandler:
             raise
         self.subscriptions[t.id] = t
         t.on_close.append(self._subscription_closed)
+        t.on_layer.append(self._consumer_layer)
         return {"transport_id": t.id, "sdp": offer, "consumers": [c.describe() for c in consumers]}
 
     async def subscribe_offer(self, offer_sdp: str) -> tuple[WebRtcTransport, str]:
@@ -325,7 +328,21 @@ class SessionHandler:
             raise
         self.subscriptions[t.id] = t
         t.on_close.append(self._subscription_closed)
+        t.on_layer.append(self._consumer_layer)
         return t, answer
+
+    def _consumer_layer(self, c: Consumer, layer: LayerChoice | None) -> None:
+        """The node forwards this viewer another layer of a simulcast producer (None: video paused)."""
+        self.notify(
+            "consumer.layer",
+            {
+                "producer_id": c.producer.id,
+                "consumer_id": c.id,
+                "spatial": None if layer is None else layer.spatial,
+                "temporal": None if layer is None else layer.temporal,
+                "rid": None if layer is None else c.layer.rid,
+            },
+        )
 
     def _subscription_closed(self, t: WebRtcTransport) -> None:
         self.subscriptions.pop(t.id, None)

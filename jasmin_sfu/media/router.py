@@ -10,6 +10,7 @@ from .adaptation import ViewerAdaptation
 from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError
 from .keyframe_requester import KeyframeRequester
+from .layer import LayerChoice
 from .producer import Producer
 from .retransmit import RetransmitPolicy
 from .settings import MediaSettings
@@ -19,6 +20,9 @@ from .transport import WebRtcTransport
 log = logging.getLogger("jasmin_sfu.media.router")
 
 ProducerObserver = Callable[[str, Producer], None]
+
+# A viewer not yet told of any layer (None means "told: video paused").
+_UNTOLD = object()
 
 
 class RouterListener(Protocol):
@@ -69,6 +73,9 @@ class Router:
         # Per-viewer layer choice (adaptation.py), one per video consumer of a
         # simulcast producer, by consumer id; paced by ``_pace_loop``.
         self.adaptations: dict[str, ViewerAdaptation] = {}
+        # Per adapted consumer: its transport, and the layer its viewer was last
+        # told of (``WebRtcTransport.on_layer``; _UNTOLD before the first).
+        self._layer_told: dict[str, tuple[WebRtcTransport, LayerChoice | None | object]] = {}
         self._pace_task: asyncio.Task[None] | None = None
 
     def _check_open(self) -> None:
@@ -157,17 +164,17 @@ class Router:
             raise NotFoundError("the show has no producers yet")
         answer, consumers = await transport.answer_offer(offer_sdp, producers)
         for c in consumers:
-            self._add_consumer(c)
+            self._add_consumer(transport, c)
         return answer, consumers
 
     async def accept_answer(self, transport: WebRtcTransport, answer_sdp: str) -> list[Consumer]:
         self._check_open()
         consumers = await transport.accept_answer(answer_sdp)
         for c in consumers:
-            self._add_consumer(c)
+            self._add_consumer(transport, c)
         return consumers
 
-    def _add_consumer(self, c: Consumer) -> None:
+    def _add_consumer(self, transport: WebRtcTransport, c: Consumer) -> None:
         """Register ``c``; a video consumer of a simulcast producer gets its
         :class:`ViewerAdaptation` (its layer follows its own link, not the
         producer's default). A single-layer producer's viewers keep audio first
@@ -178,6 +185,23 @@ class Router:
             return
         c.follow_default = False
         self.adaptations[c.id] = ViewerAdaptation(c, c.producer, self.stats, self.settings.adaptation)
+        self._layer_told[c.id] = (transport, _UNTOLD)
+
+    def _tell_layer(self, c: Consumer) -> None:
+        """Tell the consumer's transport listeners its layer, when it changed since last told."""
+        told = self._layer_told.get(c.id)
+        if told is None:
+            return
+        transport, last = told
+        now = c.current_layer
+        if now == last:
+            return
+        self._layer_told[c.id] = (transport, now)
+        for fn in list(transport.on_layer):
+            try:
+                fn(c, now)
+            except Exception:  # pragma: no cover - a listener must not break media
+                log.exception("layer listener failed")
 
     def set_audience(self, producers: list[Producer], audience: frozenset[str] | None) -> None:
         """Restrict who receives ``producers``, in this event-loop step."""
@@ -196,6 +220,7 @@ class Router:
 
     def on_transport_consumer_closed(self, transport: WebRtcTransport, consumer: Consumer) -> None:
         self.consumers.pop(consumer.id, None)
+        self._layer_told.pop(consumer.id, None)
         a = self.adaptations.pop(consumer.id, None)
         if a is not None:
             a.close()
@@ -229,6 +254,7 @@ class Router:
                         # The selector is this viewer's one home for its layer
                         # and for "pause video below the lowest layer".
                         a.tick(now)
+                        self._tell_layer(c)
                     else:
                         c.check_link(now)
                 except Exception:  # pragma: no cover
@@ -261,6 +287,7 @@ class Router:
         for a in self.adaptations.values():
             a.close()
         self.adaptations.clear()
+        self._layer_told.clear()
         await asyncio.gather(*(t.close() for t in list(self.transports.values())), return_exceptions=True)
         for p in list(self.producers.values()):
             # Left by no transport (none today); closed and forgotten once.

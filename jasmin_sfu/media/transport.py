@@ -19,7 +19,7 @@ from jasmin_codecs.simulcast import REPAIRED_RID_URI, RID_URI
 from . import aiortc_adapter as adapter
 from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError, SdpError, UnsupportedCodecError
-from .layer import Layer
+from .layer import Layer, LayerChoice
 from .producer import Producer
 from .sdp_info import MID_URI, SectionInfo, answer_simulcast, parse_sdp, sections
 
@@ -101,6 +101,10 @@ class WebRtcTransport:
         self.rtcp_ssrc = random.randint(1, 0xFFFFFFFF)
         self._pending: list[tuple[Consumer, Any]] = []
         self.on_close: list[Callable[["WebRtcTransport"], None]] = []
+        # Told (by the router, once per RTCP interval) when one of this
+        # transport's adapted video consumers forwards another layer, or pauses:
+        # the consumer and its ``current_layer`` (None: video paused).
+        self.on_layer: list[Callable[[Consumer, LayerChoice | None], None]] = []
 
         @self.pc.on("connectionstatechange")
         async def _on_state() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import struct
 from typing import Any
 
@@ -88,7 +89,8 @@ async def test_a_viewer_whose_remb_falls_gets_a_lower_layer_and_climbs_back(work
     adaptation (and stops following the producer's default layer); the RTCP loop ticks it,
     so when the viewer's own REMB falls to 120 kbit/s it is moved to the lowest layer
     (its RTP carries the "q" stream), and when its REMB rises to 2 Mbit/s it climbs back
-    to the top layer ("f"), in one SSRC; closing the consumer removes and closes its
+    to the top layer ("f"), in one SSRC; the transport's layer listeners hear each change
+once; closing the consumer removes and closes its
     adaptation. Red if the router does not create, tick or drop the adaptation."""
     router = worker.create_router("show-adapt")
     client = new_pc()
@@ -109,6 +111,8 @@ async def test_a_viewer_whose_remb_falls_gets_a_lower_layer_and_climbs_back(work
     try:
         assert await wait_for(lambda: all(i.ssrc is not None for i in producer.layers), timeout=10)
         vt = router.create_transport("send", {"audience_key": "v1"})
+        told: list[int | None] = []
+        vt.on_layer.append(lambda c, layer: told.append(None if layer is None else layer.spatial))
         offer, _ = await router.consume(vt, [producer.id])
         await viewer.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await viewer.setLocalDescription(await viewer.createAnswer())
@@ -146,6 +150,10 @@ async def test_a_viewer_whose_remb_falls_gets_a_lower_layer_and_climbs_back(work
         assert consumer.current_layer is not None and consumer.current_layer.spatial == 2
         hdrs = [parse_rtp(d) for d in got]
         assert len({h.ssrc for h in hdrs}) == 1
+        # The transport's listeners (the viewer's session: consumer.layer) heard top, low, top.
+        assert await wait_for(lambda: told[-1:] == [2], timeout=5)
+        assert told[0] == 2 and 0 in told and told.index(0) < len(told) - 1
+        assert all(a != b for a, b in itertools.pairwise(told))  # only changes are told
         assert worker.stats.layer_decisions["down"] >= 1 and worker.stats.layer_decisions["up"] >= 1
 
         consumer.close()

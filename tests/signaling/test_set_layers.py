@@ -80,3 +80,33 @@ async def test_a_viewer_caps_its_layers_and_bad_requests_are_named(daemon: Any) 
     await viewer.close()
     await pc.close()
     await performer.close()
+
+
+async def test_a_simulcast_viewer_is_told_its_layer(daemon: Any) -> None:
+    """Protects the consumer.layer event: a viewer of a simulcast producer is told, on its
+    own connection, which layer the node's adaptation forwards its video consumer (ids of
+    its consumer and producer, spatial, temporal, rid; all null while its video is paused).
+    Red if the router does not tell the transport, or the handler does not forward it."""
+    performer = await SignalingClient.connect(daemon.url)
+    await performer.request("join", show_id="show-layer-event", role="performer")
+    pc = new_pc()
+    pc.addTransceiver(PatternTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    res = await performer.request("publish", sdp=simulcast_offer(pc.localDescription.sdp))
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="answer"))
+    video = next(p for p in res["producers"] if p["kind"] == "video")
+    rids = {layer["spatial"]: layer["rid"] for layer in video["layers"]}
+
+    viewer = await subscribe(daemon.url, "show-layer-event", decode=False)
+    vc = next(c for c in viewer.consumers if c["kind"] == "video")
+    ev = await viewer.client.next_event("consumer.layer", timeout=15)
+    data = ev["data"]
+    assert data["consumer_id"] == vc["consumer_id"] and data["producer_id"] == video["producer_id"]
+    assert set(data) == {"producer_id", "consumer_id", "spatial", "temporal", "rid"}
+    if data["spatial"] is None:
+        assert data["rid"] is None and data["temporal"] is None
+    else:
+        assert data["rid"] == rids[data["spatial"]]
+    await viewer.close()
+    await pc.close()
+    await performer.close()

@@ -732,7 +732,8 @@ function renderReadout() {
   el.hidden = r === null;
   if (!r) { el.textContent = ''; return; }
   const parts = [r.width ? `${r.width}x${r.height}` : 'no video', `${r.fps} fps`, r.kbps === null ? '… kbit/s' : `${r.kbps} kbit/s`];
-  if (r.layer) parts.push(`layer ${r.layer.rid || r.layer.spatial}${r.layer.temporal != null ? `/t${r.layer.temporal}` : ''}`);
+  if (r.layer && r.layer.spatial == null) parts.push('video paused (link too weak)');
+  else if (r.layer) parts.push(`layer ${r.layer.rid || r.layer.spatial}${r.layer.temporal != null ? `/t${r.layer.temporal}` : ''}`);
   el.textContent = parts.join(' · ');
 }
 
