@@ -558,7 +558,8 @@ class Producer:
 
         - only viewers that want the video and may get it count: a consumer
           paused by its viewer, blocked by the audience (a private: its member
-          is then the only one that counts) or paused by audio first does not;
+          is then the only one that counts) or paused for its link (audio first,
+          or its layer selector below the lowest layer) does not;
         - the highest estimate among those that sent one;
         - none sent one but at least one counting viewer's video is paused by
           audio first: ``min_bps`` (the picture was too heavy for all of them,
@@ -578,7 +579,8 @@ class Producer:
         for c in self._consumers:
             if c.closed or c.user_paused or c.blocked:
                 continue
-            if c.congested:
+            if c.congested or c.layer_paused:
+                # Paused for its link (audio first, or its layer selector below the lowest layer).
                 congested = True
             elif c.remb > best:
                 best = c.remb

@@ -118,3 +118,18 @@ def test_the_receiver_report_to_the_performer_carries_the_ask() -> None:
     assert out is not None
     rembs = [x for x in parse_rtcp(out) if isinstance(x, Remb)]
     assert [(r.bitrate, r.ssrcs) for r in rembs] == [(1_900_000, (p.ssrc,))]
+
+
+def test_a_viewer_whose_selector_paused_its_video_does_not_count() -> None:
+    """Protects the ask from a viewer below the lowest layer: its layer selector's
+    pause (set_target_layer(None)) removes its estimate as audio first's pause does,
+    and when it is the only one watching the performer is asked the floor; its
+    video back (a target layer again) brings its estimate back."""
+    p, (a, b), _ = viewers(2)
+    a.remb, b.remb = 600_000, 2_500_000
+    b.set_target_layer(None)
+    assert b.layer_paused and asked(p) == 600_000
+    a.set_target_layer(None)
+    assert asked(p) == LO
+    b.set_target_layer(0)
+    assert asked(p) == 2_500_000
