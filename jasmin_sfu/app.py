@@ -80,6 +80,7 @@ def media_settings(cfg: Config) -> MediaSettings:
         nack_budget_fraction=m.nack_budget_fraction,
         pause_video_on_congestion=m.pause_video_on_congestion,
         simulcast=m.simulcast,
+        layer_adaptation=m.layer_adaptation,
         adaptation=adaptation_policy(cfg),
     )
 

@@ -142,6 +142,11 @@ class MediaConfig:
     # VP8 or H264); each viewer then gets the layer it can take (docs/media.md,
     # "Layers"). false: a simulcast offer is refused with bad_sdp.
     simulcast: bool = True
+    # Run each simulcast viewer's estimate, layer selector and probing (the
+    # bwe_/layer_/probe_ keys) from the router. false (the default until
+    # probing lifts a real Chromium viewer's REMB): each viewer gets the
+    # highest active layer within its cap (docs/media.md, "Per-viewer layers").
+    layer_adaptation: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from jasmin_sfu.config import ConfigError, MediaConfig, load_config
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ("remb_min_bps", "remb_max_bps", "nack_max_retries", "nack_default_rtt_ms", "nack_max_delay_ms",
         "nack_budget_fraction", "pause_video_on_congestion", "keyframe_request_interval_ms", "packet_cache_size",
-        "rtcp_interval_ms", "simulcast")
+        "rtcp_interval_ms", "simulcast", "layer_adaptation")
 # Per-viewer layers (docs/media.md, "Per-viewer layers"; issue 12).
 ADAPT_KEYS = ("bwe_start_bps", "bwe_min_bps", "bwe_max_bps", "bwe_max_jump", "bwe_audio_reserve_bps",
               "layer_headroom", "layer_keep_ratio", "layer_up_hold_ms", "layer_min_dwell_ms", "layer_failed_up_ms",
@@ -61,6 +61,8 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     assert s.simulcast is True
     off = media_settings(load_config(env={"JASMIN_MEDIA_SIMULCAST": "false"}))
     assert off.simulcast is False
+    assert s.layer_adaptation is False
+    assert media_settings(load_config(env={"JASMIN_MEDIA_LAYER_ADAPTATION": "true"})).layer_adaptation is True
     assert s.nack_default_rtt_s == 0.1
 
 

@@ -175,12 +175,14 @@ class Router:
         return consumers
 
     def _add_consumer(self, transport: WebRtcTransport, c: Consumer) -> None:
-        """Register ``c``; a video consumer of a simulcast producer gets its
+        """Register ``c``; with ``settings.layer_adaptation``, a video consumer of a simulcast producer gets its
         :class:`ViewerAdaptation` (its layer follows its own link, not the
         producer's default). A single-layer producer's viewers keep audio first
         (``Consumer.check_link``): one layer leaves the selector nothing to choose
         but the pause, which ``check_link`` already does."""
         self.consumers[c.id] = c
+        if not self.settings.layer_adaptation:
+            return
         if c.closed or c.id in self.adaptations or not c.producer.is_video or not c.producer.simulcast:
             return
         c.follow_default = False

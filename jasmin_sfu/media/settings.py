@@ -33,3 +33,5 @@ class MediaSettings:
     adaptation: AdaptationPolicy = field(default_factory=AdaptationPolicy)
     # Accept simulcast publishers (a=simulcast, up to 3 layers); False answers them bad_sdp.
     simulcast: bool = True
+    # The router runs a ViewerAdaptation per simulcast video viewer (media.layer_adaptation).
+    layer_adaptation: bool = False

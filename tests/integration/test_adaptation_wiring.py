@@ -41,7 +41,7 @@ def settings() -> MediaSettings:
     fast = AdaptationPolicy(up_hold_s=0.6, min_dwell_s=0.4, probe_interval_s=1.0, probe_duration_s=2.0,
                             probe_stall_s=1.0, backoff_max_s=2.0)
     fast.validate()
-    return MediaSettings(rtcp_interval_s=0.2, adaptation=fast)
+    return MediaSettings(rtcp_interval_s=0.2, adaptation=fast, layer_adaptation=True)
 
 
 class Publisher:

@@ -82,11 +82,12 @@ async def test_a_viewer_caps_its_layers_and_bad_requests_are_named(daemon: Any) 
     await performer.close()
 
 
-async def test_a_simulcast_viewer_is_told_its_layer(daemon: Any) -> None:
+async def test_a_simulcast_viewer_is_told_its_layer(make_daemon: Any) -> None:
     """Protects the consumer.layer event: a viewer of a simulcast producer is told, on its
     own connection, which layer the node's adaptation forwards its video consumer (ids of
     its consumer and producer, spatial, temporal, rid; all null while its video is paused).
     Red if the router does not tell the transport, or the handler does not forward it."""
+    daemon = await make_daemon(layer_adaptation=True)
     performer = await SignalingClient.connect(daemon.url)
     await performer.request("join", show_id="show-layer-event", role="performer")
     pc = new_pc()
