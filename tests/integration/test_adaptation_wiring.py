@@ -196,3 +196,29 @@ async def test_a_single_layer_viewer_keeps_audio_first_and_router_close_drops_ad
     finally:
         await viewer.close()
         await client.close()
+
+
+async def test_without_layer_adaptation_a_simulcast_viewer_follows_the_default_layer() -> None:
+    """Protects the default (media.layer_adaptation = false, docs/media.md "Why off by
+    default"): a simulcast video viewer gets no adaptation and keeps following the
+    producer's highest active layer within its cap, as before the wiring."""
+    w = Worker(MediaSettings())
+    client, viewer = new_pc(), new_pc()
+    try:
+        router = w.create_router("show-adapt-off")
+        client.addTransceiver(PatternTrack(), direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        transport = router.create_transport("recv")
+        answer, (producer,) = await router.publish(transport, simulcast_offer(client.localDescription.sdp))
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        vt = router.create_transport("send", {"audience_key": "v1"})
+        offer, _ = await router.consume(vt, [producer.id])
+        await viewer.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await viewer.setLocalDescription(await viewer.createAnswer())
+        (consumer,) = await router.accept_answer(vt, viewer.localDescription.sdp)
+        assert producer.simulcast and consumer.follow_default
+        assert router.adaptations == {}
+    finally:
+        await viewer.close()
+        await client.close()
+        await w.close()
