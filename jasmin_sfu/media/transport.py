@@ -21,7 +21,7 @@ from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError, SdpError, UnsupportedCodecError
 from .layer import Layer, LayerChoice
 from .producer import Producer
-from .sdp_info import MID_URI, SectionInfo, answer_simulcast, parse_sdp, sections
+from .sdp_info import MID_URI, SectionInfo, answer_simulcast, sections
 
 if TYPE_CHECKING:
     from .router import Router

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from jasmin_sfu.api.openapi import openapi_document
@@ -240,9 +241,7 @@ async def test_text_no_store_can_keep_is_a_400_not_a_500(api: Api) -> None:
     assert status == 400 and is_error(resp, "bad_request")
 
 
-def _pattern(schema: dict[str, object]) -> "re.Pattern[str]":
-    import re
-
+def _pattern(schema: dict[str, object]) -> re.Pattern[str]:
     raw = str(schema["pattern"])
     return re.compile(raw.removesuffix("$") + r"\Z")
 
