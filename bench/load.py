@@ -155,7 +155,7 @@ class Runner:
             except Exception as exc:
                 self.errors.append(f"probe join: {exc!r}")
                 continue
-            await wait_for(lambda: v.first_key_ns > 0, timeout=10, interval=0.01)
+            await wait_for(lambda: v.first_key_ns > 0, timeout=10, interval=0.01)  # noqa: B023 - awaited here
             if v.ttff_ms is not None:
                 ttffs.append(round(v.ttff_ms, 1))
                 ph = v.phases()
@@ -324,7 +324,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     delta, key = wl.frame_sizes()
     record: dict[str, Any] = {
         "tool": "bench.load",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "targets": targets,
         "workload": {**asdict(wl), "delta_frame_bytes": delta, "keyframe_bytes": key,

@@ -190,7 +190,7 @@ async def start_daemon_process(
         if m:
             # Keep draining the pipe so a chatty daemon never blocks on it.
             out = proc.stdout
-            threading.Thread(target=lambda: [lines.append(x) for x in out], daemon=True).start()
+            threading.Thread(target=lines.extend, args=(out,), daemon=True).start()
             return DaemonProcess(proc, int(m.group(1)), lines)
 
 

@@ -75,7 +75,7 @@ def random_profile(p: Producer, rng: random.Random) -> int:
     form carries."""
     used: set[int] = set()
     id_map: dict[int, int] = {}
-    for uri, in_id in p.extensions.items():
+    for in_id in p.extensions.values():
         if rng.random() < 0.8:
             out = rng.choice([i for i in (list(range(1, 15)) + [15, 64, 200]) if i not in used])
             used.add(out)

@@ -413,7 +413,7 @@ async def test_throttle_per_username_slides_and_a_success_clears_it() -> None:
     oldest leaves the window), the lock slides with time, and a success forgets the failures."""
     c = Clock()
     t = LoginThrottle(ThrottleSettings(window_s=900, max_per_username=10, max_per_address=50), c)
-    for i in range(10):
+    for _ in range(10):
         await t.check("mia", None)
         await t.failed("mia", None)
         c.now += 10  # failures at 1000, 1010, ... 1090

@@ -258,7 +258,7 @@ def extra_video(n: int) -> Callable[[str], str]:
         mids = [x[6:] for m in media for x in m if x.startswith("a=mid:")]
         for i in range(n):
             copy = [re.sub(r"^a=mid:.*", f"a=mid:x{i}", x) for x in video]
-            copy = [re.sub(r"(a=ssrc(?:-group:FID)?[: ])(\d+)", lambda mm: f"{mm.group(1)}{1000 + i}", x) for x in copy]
+            copy = [re.sub(r"(a=ssrc(?:-group:FID)?[: ])(\d+)", rf"\g<1>{1000 + i}", x) for x in copy]
             copy = [x for x in copy if not x.startswith("a=ssrc-group")]
             media.append(copy)
             mids.append(f"x{i}")

@@ -104,7 +104,7 @@ async def test_guests_and_members_get_credentials_on_rest_and_in_join(turn_api: 
     session token (a guest's and a member's) with fresh credentials and their expiry, never to be
     cached (Cache-Control: no-store); a request without a token is 401 and an unknown query
     parameter a 400; and the signaling join answer carries ice_servers for a guest viewer."""
-    api = turn_api
+    api = turn_api  # noqa: F811 - a local name, not the imported fixture
     status, guest, _ = await api.call("POST", "/api/v1/guest-sessions", json={"adult_confirmed": True})
     assert status == 201
     member_token, _ = await api.member("mia")
@@ -136,7 +136,7 @@ async def test_guests_and_members_get_credentials_on_rest_and_in_join(turn_api: 
         await viewer.close()
 
 
-async def test_without_turn_the_lists_are_empty(api: Api) -> None:
+async def test_without_turn_the_lists_are_empty(api: Api) -> None:  # noqa: F811 - the imported fixture
     """Protects nodes without [turn]: the route answers an empty list and no expiry (the client
     then uses host candidates only), never an error."""
     status, guest, _ = await api.call("POST", "/api/v1/guest-sessions", json={"adult_confirmed": True})

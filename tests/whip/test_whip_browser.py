@@ -102,7 +102,7 @@ async def pages_origin() -> AsyncIterator[str]:
 
 
 async def test_npm_whip_client_publishes_and_npm_whep_player_plays(
-    node: Daemon, browser: Any, pages_origin: str
+    node: Daemon, browser: Any, pages_origin: str  # noqa: F811 - the imported fixtures
 ) -> None:
     """Protects interoperability with clients we did not write: @eyevinn/whip-web-client's
     POST/201/Location flow makes the show live from Chromium's camera, @eyevinn/webrtc-player's
