@@ -392,7 +392,7 @@ class Daemon:
             await self.shows.close(show_id)
         try:
             await asyncio.wait_for(self.worker.close(), self.cfg.server.drain_timeout_s)
-        except asyncio.TimeoutError:  # pragma: no cover
+        except TimeoutError:  # pragma: no cover
             log.warning("drain timed out; exiting anyway")
         if self._housekeeping is not None:
             self._housekeeping.cancel()

@@ -451,7 +451,7 @@ class Supervisor:
                 continue
             try:
                 await asyncio.wait_for(w.proc.wait(), deadline)
-            except asyncio.TimeoutError:  # pragma: no cover
+            except TimeoutError:  # pragma: no cover
                 w.proc.kill()
                 await w.proc.wait()
         for t in self._monitors:
@@ -646,7 +646,7 @@ class RoutedConnection:
                     await backend.send_str(data)
                 else:
                     await backend.send_bytes(data)
-        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             log.warning("worker websocket failed", extra={"session_id": self.session_id, "error": str(exc)})
         finally:
             await self._close()

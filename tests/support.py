@@ -217,7 +217,7 @@ class CSink:
         self.inbox.settimeout(0.05)
         try:
             self.inbox.recv(4096)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return True
         finally:
             self.inbox.settimeout(2)

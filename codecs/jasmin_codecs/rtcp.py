@@ -15,7 +15,7 @@ import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
 from .errors import MalformedPacket
 
@@ -374,9 +374,7 @@ class UnknownRtcp:
         return head + self.body
 
 
-RtcpPacket: TypeAlias = Union[
-    SenderReport, ReceiverReport, Sdes, Bye, Nack, Pli, Fir, Remb, UnknownRtcp
-]
+RtcpPacket: TypeAlias = SenderReport | ReceiverReport | Sdes | Bye | Nack | Pli | Fir | Remb | UnknownRtcp
 
 
 def _bad_length(what: str, n: int) -> MalformedPacket:

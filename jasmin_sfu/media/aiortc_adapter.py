@@ -43,7 +43,7 @@ import logging
 import random
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import aioice.ice
 import aioice.stun
@@ -277,9 +277,9 @@ class SrtpSink:
         # is built and ``fast``; None means every send goes through Python.
         self.target: Any = None
         self._fast = fast and fastpath_ext is not None
-        self._protect: Optional[Callable[[bytes], bytes]] = None
-        self._protect_rtcp: Optional[Callable[[bytes], bytes]] = None
-        self._sendto: Optional[Callable[[bytes, Any], None]] = None
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._protect_rtcp: Callable[[bytes], bytes] | None = None
+        self._sendto: Callable[[bytes, Any], None] | None = None
         self._addr: Any = None
         self.ready = False
         self.closed = False

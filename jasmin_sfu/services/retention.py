@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any, Callable, Mapping, Sequence
 
 from jasmin_sfu.services.accounts import US
@@ -526,7 +526,7 @@ async def open_offline(cfg: Any, clock: Callable[[], float] = time.time) -> Offl
 def format_report(report: RetentionReport, settings: RetentionSettings, blacklist_days: int | None = None) -> str:
     """The report as a text table: one line per category and source."""
     rules = category_rules(settings, blacklist_days)
-    when = datetime.fromtimestamp(report.policy.now_us / US, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = datetime.fromtimestamp(report.policy.now_us / US, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     head = "would delete" if report.dry_run else "deleted"
     title = f"jasmin-sfu retention at {when}" + (" (dry run: nothing was changed)" if report.dry_run else "")
     rows = [("CATEGORY", "SOURCE", head.upper(), "LIMIT")]

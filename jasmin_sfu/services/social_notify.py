@@ -19,7 +19,7 @@ import email.utils
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class FeedItem:
 
 
 def _rfc822(at: float) -> str:
-    return email.utils.format_datetime(datetime.fromtimestamp(at, timezone.utc))
+    return email.utils.format_datetime(datetime.fromtimestamp(at, UTC))
 
 
 def render_rss(title: str, link: str, description: str, items: Sequence[FeedItem], built_at: float) -> bytes:

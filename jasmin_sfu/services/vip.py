@@ -56,13 +56,13 @@ _POINTS_PREFIX = "points:"
 
 def period_start(t: float) -> _dt.date:
     """The VIP period running at epoch seconds ``t``: the 1st or the 16th of its month (UTC)."""
-    d = _dt.datetime.fromtimestamp(t, tz=_dt.timezone.utc).date()
+    d = _dt.datetime.fromtimestamp(t, tz=_dt.UTC).date()
     return d.replace(day=16 if d.day >= 16 else 1)
 
 
 def period_epoch(day: _dt.date) -> float:
     """00:00 UTC of ``day`` in epoch seconds."""
-    return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc).timestamp()
+    return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp()
 
 
 @dataclass(frozen=True)

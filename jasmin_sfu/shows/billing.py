@@ -370,7 +370,7 @@ class BillingStack:
         await self.billing.stop()
         try:
             await asyncio.wait_for(self.relay.wait_idle(), self.drain_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             behind = {name: self.relay.lag(name) for name in self.relay.sinks}
             log.warning(
                 "billing relay not drained within %.1f s; the outbox keeps the rest for the next start: %s",

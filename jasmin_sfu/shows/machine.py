@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
 
 
 class State(str, enum.Enum):
@@ -108,10 +107,10 @@ class Tick:
     at: float
 
 
-Event = Union[
-    GoOnline, GoOffline, RequestPrivate, AcceptPrivate, DeclinePrivate, WithdrawRequest, EndPrivate,
-    StartCam2Cam, StopCam2Cam, SneakPeek, ReturnToFree, SetAutoAccept, Tick,
-]
+Event = (
+    GoOnline | GoOffline | RequestPrivate | AcceptPrivate | DeclinePrivate | WithdrawRequest | EndPrivate
+    | StartCam2Cam | StopCam2Cam | SneakPeek | ReturnToFree | SetAutoAccept | Tick
+)
 
 
 # -- commands ---------------------------------------------------------------
@@ -149,7 +148,7 @@ class CloseCam2Cam:
     member_id: str
 
 
-Command = Union[SetAudience, StateChanged, Emit, CloseCam2Cam]
+Command = SetAudience | StateChanged | Emit | CloseCam2Cam
 
 
 class Rejected(Exception):

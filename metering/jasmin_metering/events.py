@@ -35,7 +35,7 @@ def event_id(session_id: str, seq: int) -> str:
 
 def rfc3339_us(t_us: int) -> str:
     """Integer epoch microseconds to RFC 3339 UTC with milliseconds."""
-    d = _dt.datetime.fromtimestamp(t_us // US, tz=_dt.timezone.utc)
+    d = _dt.datetime.fromtimestamp(t_us // US, tz=_dt.UTC)
     ms = (t_us % US) // 1000
     return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
 

@@ -96,7 +96,7 @@ class WebhookSink:
                     if resp.status == 409:
                         raise SinkConflictError(_conflicts(text))
                     last = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 last = repr(e)
         raise SinkUnavailableError(f"webhook {c.url}: {last} after {c.max_attempts} attempts")
 

@@ -443,6 +443,6 @@ def test_ntp_to_compact_takes_middle_32_bits() -> None:
 @pytest.mark.parametrize("t", [1_700_000_000.123456, 1_234_567_890.5, 2_000_000_000.999999])
 def test_ntp_now_matches_aiortc_clock(t: float) -> None:
     """ntp_now agrees with aiortc's datetime_to_ntp to within a few microseconds."""
-    theirs = datetime_to_ntp(datetime.datetime.fromtimestamp(t, datetime.timezone.utc))
+    theirs = datetime_to_ntp(datetime.datetime.fromtimestamp(t, datetime.UTC))
     assert abs(ntp_now(t) - theirs) < (1 << 32) // 100_000
     assert abs(ntp_to_time(ntp_now(t)) - t) < 1e-6
