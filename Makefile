@@ -21,10 +21,9 @@ $(STAMP): setup.cfg setup.py pyproject.toml jasmin_sfu/media/_fastpath.c
 run: $(STAMP)
 	$(BIN)/jasmin-sfu serve
 
-## Set up and run the whole suite: import contracts, types, tests (browser and load tests included).
+## Set up and run the whole suite: lint, import contracts, types, tests (browser and load tests included).
 test: $(STAMP) chromium coturn gstreamer
-	$(BIN)/lint-imports
-	$(BIN)/mypy
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -m "not browser"
 	$(MAKE) --no-print-directory test-browser
 
@@ -34,6 +33,13 @@ test: $(STAMP) chromium coturn gstreamer
 test-browser: $(STAMP) chromium coturn whip-clients
 	@if [ "$$(id -u)" = 0 ]; then ns="unshare --net"; else ns="unshare --net --map-root-user"; fi; \
 	$$ns sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -m browser'
+
+## The static checks alone (also the pre-commit hooks, .pre-commit-config.yaml): ruff's defect
+## rules (config in pyproject.toml), the import contracts (setup.cfg), strict mypy.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## The suite without the slow (browser, load) tests.
 test-fast: $(STAMP)
