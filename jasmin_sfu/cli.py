@@ -1,4 +1,4 @@
-"""Command line: ``jasmin-sfu serve [--config FILE]``, ``check-config``, ``create-admin USERNAME``,
+"""Command line: ``jasmin-sfu --version``, ``serve [--config FILE]``, ``check-config``, ``create-admin USERNAME``,
 ``retention [--dry-run]``, ``vip-awards [--period YYYY-MM-DD] [--dry-run]``."""
 
 from __future__ import annotations
@@ -7,12 +7,14 @@ import argparse
 import sys
 from typing import Any, Callable, Coroutine
 
+from jasmin_sfu import __version__
 from jasmin_sfu.config import Config, ConfigError, load_config
 from jasmin_sfu.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jasmin-sfu", description="jasmin-sfu media node")
+    parser.add_argument("--version", action="version", version=f"jasmin-sfu {__version__}")
     sub = parser.add_subparsers(dest="command")
     serve_p = sub.add_parser("serve", help="run the daemon")
     serve_p.add_argument("--config", help="TOML config file (default: $JASMIN_CONFIG)")
