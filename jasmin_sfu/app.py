@@ -19,7 +19,9 @@ from jasmin_sfu.api.admission import Admission, ProcessCpu
 from jasmin_sfu.api.demo import add_demo_routes
 from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
-from jasmin_sfu.api.metrics import AdmissionCollector, ClusterCollector, MediaCollector, make_registry, render
+from jasmin_sfu.api.metrics import (
+    AdmissionCollector, ClusterCollector, MediaCollector, NodeCollector, make_registry, render,
+)
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
@@ -29,6 +31,7 @@ from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler
 from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
+from jasmin_sfu.loop_lag import LoopLagMonitor
 from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
@@ -169,9 +172,11 @@ class Daemon:
         # The login throttle's counts, shared by the nodes through Redis with [cluster].
         c = cfg.cluster
         self.throttle_windows = RedisWindows(c.redis_url, c.key_prefix) if c.redis_url else None
+        # How long the event loop is blocked (jasmin_sfu/loop_lag.py); runs while listening.
+        self.loop_lag = LoopLagMonitor(cfg.server.loop_lag_warn_ms)
         self.registry = make_registry(
             MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission),
-            ClusterCollector(lambda: self.cluster, self.throttle_windows),
+            ClusterCollector(lambda: self.cluster, self.throttle_windows), NodeCollector(self.loop_lag.histogram),
         )
         self.app = self._make_app()
         self.runner: web.AppRunner | None = None
@@ -345,6 +350,7 @@ class Daemon:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.port
+        self.loop_lag.start()
         if self.cluster is not None:
             self.cluster.settings = self._cluster_settings()  # the advertised URL may name the port
             await self.cluster.start()
@@ -412,6 +418,7 @@ class Daemon:
             await self.billing.close()
         if self.throttle_windows is not None:
             await self.throttle_windows.close()
+        await self.loop_lag.stop()
         if self.runner is not None:
             await self.runner.cleanup()
 

@@ -60,6 +60,9 @@ class ServerConfig:
     # always allowed; "null" (sandboxed frames, file: pages) only when listed;
     # "*" allows every origin. jasmin_sfu/api/origin.py.
     allowed_origins: tuple[str, ...] = ()
+    # A warning is logged when the event loop was blocked this long (jasmin_sfu/loop_lag.py;
+    # every lag is in /metrics as jasmin_event_loop_lag_seconds); 0 turns the warning off.
+    loop_lag_warn_ms: int = 100
 
 
 @dataclass(frozen=True)
@@ -481,6 +484,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("server.max_frame_bytes must be >= 1024 and <= hard_max_frame_bytes")
     if s.max_requests_per_s <= 0:
         raise ConfigError("server.max_requests_per_s must be positive")
+    if s.loop_lag_warn_ms < 0:
+        raise ConfigError("server.loop_lag_warn_ms must be >= 0 (0: no warning)")
     if not 0 <= s.workers <= 256:
         raise ConfigError("server.workers must be 0..256 (0: one per core)")
     if not 0.1 <= s.http_session_sweep_s <= 3600:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jasmin_sfu import __version__
 from jasmin_sfu.api.admission import REASONS, Admission
+from jasmin_sfu.loop_lag import LagHistogram
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.cluster import DECISIONS, ClusterNode
 from jasmin_sfu.services.redis_windows import RedisWindows
@@ -183,6 +185,25 @@ class ClusterCollector(Collector):
                                 value=int(c.healthy))
         yield GaugeMetricFamily("jasmin_cluster_nodes", "Nodes in the registry as last read",
                                 value=len(c.nodes or []))
+
+
+class NodeCollector(Collector):
+    """The build (``jasmin_build_info``, value 1, the version as a label) and the event loop's lag."""
+
+    def __init__(self, loop_lag: LagHistogram) -> None:
+        self.loop_lag = loop_lag
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily("jasmin_build_info", "The running jasmin-sfu's version (value 1)", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        h = self.loop_lag
+        yield HistogramMetricFamily(
+            "jasmin_event_loop_lag_seconds",
+            "How late the loop-lag monitor woke up: time the event loop was blocked (jasmin_sfu/loop_lag.py)",
+            buckets=[("+Inf" if b == float("inf") else repr(b), n) for b, n in h.cumulative()],
+            sum_value=h.sum,
+        )
 
 
 def make_registry(*collectors: Any) -> CollectorRegistry:
