@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]
 # Top-level folders and files a path in a doc may start with.
 ROOTS = ("jasmin_sfu/", "codecs/", "signaling/", "metering/", "bench/", "tests/", "docs/", ".ci/")
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
