@@ -85,12 +85,17 @@ class DaemonUnderTest:
                 self.port = int(m.group(1))
                 break
         else:
+            self.proc.stdout.close()
+            self.proc.wait()
             raise RuntimeError("daemon did not start: " + "".join(self.tail))
         import threading
 
-        def drain() -> None:
-            for line in self.proc.stdout or []:
-                self.tail.append(line)
+        out = self.proc.stdout
+
+        def drain() -> None:  # until the daemon exits; then the pipe is closed (no ResourceWarning)
+            with out:
+                for line in out:
+                    self.tail.append(line)
 
         threading.Thread(target=drain, daemon=True).start()
 

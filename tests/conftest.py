@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import IO, Any, AsyncIterator, Iterator, Sequence
 
 import aiohttp
 import pytest
@@ -184,14 +184,28 @@ async def start_daemon_process(
     while True:
         line = await loop.run_in_executor(None, proc.stdout.readline)
         if not line:
+            proc.stdout.close()
+            proc.wait()
             raise RuntimeError("daemon exited before listening:\n" + "".join(lines))
         lines.append(line)
         m = re.search(r"listening: demo page http://127\.0\.0\.1:(\d+)/", line)
         if m:
-            # Keep draining the pipe so a chatty daemon never blocks on it.
-            out = proc.stdout
-            threading.Thread(target=lines.extend, args=(out,), daemon=True).start()
+            drain_in_thread(proc.stdout, lines)
             return DaemonProcess(proc, int(m.group(1)), lines)
+
+
+def drain_in_thread(out: IO[str], lines: list[str]) -> threading.Thread:
+    """Keep reading a child's output pipe into ``lines`` so a chatty child never blocks on it,
+    and close the pipe at its end: an unclosed one is a ResourceWarning (an error in this
+    suite) in whichever later test the garbage collector happens to free it."""
+
+    def drain() -> None:
+        with out:
+            lines.extend(out)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    return thread
 
 
 _made_dirs: list[str] = []

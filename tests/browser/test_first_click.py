@@ -19,13 +19,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
 
 from tests.browser.test_private_page import open_page, show_stats, until
+from tests.conftest import drain_in_thread
 from tests.browser.test_demo_page import poll, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -67,10 +67,11 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     while not any("guest view" in x for x in lines):
         line = await loop.run_in_executor(None, proc.stdout.readline)
         if not line:
+            proc.stdout.close()
+            proc.wait()
             raise AssertionError("jasmin-sfu serve exited before printing the demo URLs:\n" + "".join(lines))
         lines.append(line)
-    out = proc.stdout
-    threading.Thread(target=lambda: [lines.append(x) for x in out], daemon=True).start()
+    drain_in_thread(proc.stdout, lines)
     try:
         yield Node(proc, lines)
     finally:

@@ -588,7 +588,8 @@ async def test_framing_edges_are_as_documented(daemon) -> None:  # type: ignore[
             assert error_of(json.loads((await ws.receive(timeout=10)).data)) == "bad_frame"
             await ws.send_str('{"type":"request","id":1,"method":"ping"}')
             assert error_of(json.loads((await ws.receive(timeout=10)).data)) == "hello_required"
-    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "signaling.md")).read()
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "signaling.md")) as f:
+        doc = f.read()
     assert "| 1007 |" in doc and "`server.hard_max_frame_bytes` or more" in doc
     assert "a frame that does not decode is\n`bad_frame`" in doc or "does not decode is `bad_frame`" in doc.replace("\n", " ")
     assert "TCP reset" in doc
