@@ -243,7 +243,7 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
     loopback_only()
     scenario.cores(o)
     wl = Workload()
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     results: dict[str, Any] = {}
     for target in o.targets:
         steps: list[Step] = []

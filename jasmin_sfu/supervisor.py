@@ -364,7 +364,7 @@ class Supervisor:
                     if r.status != 200:
                         continue
                     live = set((await r.json())["locations"])
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
                 continue
             for location, (show_id, index, created) in list(self._http_sessions.items()):
                 if index == w.index and created < asked_at and location not in live:
