@@ -398,7 +398,7 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
     pb, pa = before["performer"], after["performer"]
     assert (pa["width"], pa["height"]) == (pb["width"], pb["height"]), figures
     # The unconstrained viewers get every packet the performer sends, at its size.
-    for i, (gb, ga) in enumerate(zip(before["good"], after["good"])):
+    for _gb, ga in zip(before["good"], after["good"]):
         assert ga["packets"] >= 0.98 * (after_w[-1]["in"] - after_w[0]["in"]), figures
         assert (ga["width"], ga["height"]) == (pa["width"], pa["height"]), figures
     if os.environ.get("SHAPED_VIEWERS_STRICT"):

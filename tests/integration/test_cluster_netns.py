@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
@@ -33,7 +32,7 @@ import bench.peers
 from bench import netns
 from bench.peers import publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
-from tests.conftest import REPO
+from tests.conftest import REPO, drain_in_thread
 from tests.realparts import missing
 
 SECRET = "n" * 40
@@ -170,11 +169,12 @@ async def start_node(net: Net, name: str, tmp: str, max_viewers: int = 10) -> No
     while True:
         line = await loop.run_in_executor(None, proc.stdout.readline)
         if not line:
+            proc.stdout.close()
+            proc.wait()
             raise RuntimeError(f"node {name} exited before listening:\n" + "".join(lines))
         lines.append(line)
         if re.search(r"listening: demo page", line):
-            out = proc.stdout
-            threading.Thread(target=lambda: [lines.append(x) for x in out], daemon=True).start()
+            drain_in_thread(proc.stdout, lines)
             return Node(name, proc, lines)
 
 
