@@ -134,6 +134,12 @@ async def test_npm_whip_client_publishes_and_npm_whep_player_plays(
     await view.wait_for_function("async () => (await window.rtp('inbound-rtp')).frames > 30", timeout=TIMEOUT_MS,
                                  polling=200)
     await view.wait_for_function("document.getElementById('v').videoWidth > 0", timeout=TIMEOUT_MS)
+    # Both kinds decoded: the audio stream's first stats (with its codec) may come a moment after 30
+    # video frames (a fresh-clone CI run read them too early); if audio never comes this times out.
+    await view.wait_for_function(
+        "async () => { const s = await window.rtp('inbound-rtp');"
+        " return s.codecs.some(c => c.startsWith('video/')) && s.codecs.includes('audio/opus'); }",
+        timeout=TIMEOUT_MS, polling=200)
     stats = await view.evaluate("window.rtp('inbound-rtp')")
     assert any(c.startswith("video/") for c in stats["codecs"]) and any(c == "audio/opus" for c in stats["codecs"])
     kinds = sorted(s.kind for s in node.whip.sessions.values())
