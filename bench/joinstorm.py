@@ -47,7 +47,6 @@ import argparse
 import asyncio
 import datetime as _dt
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -367,16 +366,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-other", type=float, default=15.0,
                     help="other work on the machine (percent of one core) above which a storm is disturbed")
     ap.add_argument("--reruns", type=int, default=1, help="run a disturbed storm again this many times")
-    ap.add_argument("--rtcp-every", type=float, default=1.0, help="viewers' RR + REMB interval, seconds (0: none)")
-    ap.add_argument("--sample-every", type=int, default=4, help="time 1 packet in K for latency")
-    ap.add_argument("--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None,
-                    help="core to pin the SFU to (-1: none)")
-    ap.add_argument("--tool-cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else None,
-                    help="core to pin this tool to (-1: none)")
-    ap.add_argument("--sched", choices=("none", "rr", "nice"), default="none",
-                    help="scheduling of this tool and the SFUs (inherited); issue 16's method: none (normal priority)")
-    ap.add_argument("--note", default="", help="recorded in the JSON (e.g. what else loaded the machine)")
-    ap.add_argument("--json", default="", help="write the record here (and a PNG next to it)")
+    scenario.add_run_arguments(ap)
     return ap
 
 

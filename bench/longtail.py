@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
-import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -353,17 +352,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-other", type=float, default=15.0,
                     help="other work on the machine (percent of one core) above which a window is disturbed")
     ap.add_argument("--reruns", type=int, default=1, help="measure a disturbed window again this many times")
-    ap.add_argument("--rtcp-every", type=float, default=1.0, help="viewers' RR + REMB interval, seconds (0: none)")
-    ap.add_argument("--sample-every", type=int, default=4, help="time 1 packet in K for latency")
     ap.add_argument("--stop-on-fail", action="store_true", help="stop a target's steps at the first that fails")
-    ap.add_argument("--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None,
-                    help="core to pin the SFU to (-1: none)")
-    ap.add_argument("--tool-cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else None,
-                    help="core to pin this tool to (-1: none)")
-    ap.add_argument("--sched", choices=("none", "rr", "nice"), default="none",
-                    help="scheduling of this tool and the SFUs (inherited); issue 16's method: none (normal priority)")
-    ap.add_argument("--note", default="", help="recorded in the JSON (e.g. what else loaded the machine)")
-    ap.add_argument("--json", default="", help="write the record here (and a PNG next to it)")
+    scenario.add_run_arguments(ap)
     return ap
 
 
