@@ -107,6 +107,22 @@ def unique_name(prefix: str) -> str:
 
 
 @asynccontextmanager
+async def redis_key_prefix(stem: str) -> AsyncIterator[str]:
+    """A Redis key prefix of one test's own on the real Redis (required): its keys are
+    deleted afterwards."""
+    import redis.asyncio as redis
+
+    require("Redis", REDIS_PORT)
+    name = unique_name(stem)
+    yield name
+    r = redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=10)
+    keys = [k async for k in r.scan_iter(match=f"{name}:*", count=1000)]
+    if keys:
+        await r.delete(*keys)
+    await r.aclose()
+
+
+@asynccontextmanager
 async def pg_schema() -> AsyncIterator[str]:
     """A fresh PostgreSQL schema in database ``test``, dropped afterwards."""
     import asyncpg

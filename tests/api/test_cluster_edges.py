@@ -21,7 +21,7 @@ from jasmin_sfu.config import BillingConfig, ClusterConfig, Config, PaymentsConf
 from tests.api.conftest import Api, accounts_config
 from tests.conftest import scrape_metrics
 from tests.conftest import test_config as loopback_config
-from tests.realparts import REDIS_PORT, REDIS_URL, FakeClock, closed_port, require, unique_name
+from tests.realparts import REDIS_URL, FakeClock, closed_port, redis_key_prefix
 
 SECRET = "e" * 40
 MakeNode = Callable[..., Awaitable[Daemon]]
@@ -29,16 +29,8 @@ MakeNode = Callable[..., Awaitable[Daemon]]
 
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
-    import redis.asyncio as redis
-
-    require("Redis", REDIS_PORT)
-    name = unique_name("jcluster")
-    yield name
-    r = redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=10)
-    keys = [k async for k in r.scan_iter(match=f"{name}:*", count=1000)]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    async with redis_key_prefix("jcluster") as name:
+        yield name
 
 
 @pytest.fixture

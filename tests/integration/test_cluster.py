@@ -22,23 +22,15 @@ from aiohttp import web
 from bench.peers import publish, subscribe, wait_for
 from jasmin_signaling.client import Moved, RemoteError, SignalingClient
 from tests.conftest import DaemonProcess, start_daemon_process
-from tests.realparts import REDIS_PORT, REDIS_URL, require, unique_name
+from tests.realparts import REDIS_URL, redis_key_prefix
 
 SECRET = "c" * 40
 
 
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
-    import redis.asyncio as redis
-
-    require("Redis", REDIS_PORT)
-    name = unique_name("jcluster")
-    yield name
-    r = redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=10)
-    keys = [k async for k in r.scan_iter(match=f"{name}:*", count=1000)]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    async with redis_key_prefix("jcluster") as name:
+        yield name
 
 
 def node_env(prefix: str, node_id: str, max_viewers: int, **extra: str) -> dict[str, str]:

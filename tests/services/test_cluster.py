@@ -18,7 +18,7 @@ from jasmin_sfu.services.cluster import ClusterNode, ClusterSettings, ClusterUna
 from jasmin_sfu.services.errors import LoginRateLimitedError
 from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings
 from jasmin_sfu.services.redis_windows import RedisWindows
-from tests.realparts import HOST, REDIS_PORT, REDIS_URL, FakeClock, closed_port, require, unique_name
+from tests.realparts import HOST, REDIS_PORT, REDIS_URL, FakeClock, closed_port, redis_key_prefix
 
 SECRET = "s" * 40
 
@@ -26,16 +26,8 @@ SECRET = "s" * 40
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
-    import redis.asyncio as redis
-
-    require("Redis", REDIS_PORT)
-    name = unique_name("jcluster")
-    yield name
-    r = redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=10)
-    keys = [k async for k in r.scan_iter(match=f"{name}:*", count=1000)]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    async with redis_key_prefix("jcluster") as name:
+        yield name
 
 
 class Box:
