@@ -21,6 +21,7 @@ from jasmin_sfu.api.signaling_social import NotificationSubscription
 from jasmin_sfu.media.errors import (
     InvalidStateError,
     MediaError,
+    NoMediaPortError,
     NotFoundError,
     SdpError,
     UnsupportedCodecError,
@@ -42,7 +43,13 @@ from jasmin_sfu.tasks import spawn_tracked
 log = logging.getLogger(__name__)
 
 
+# How long a client refused for want of a media port should wait (ports free as sessions end).
+NO_PORT_RETRY_AFTER_MS = 5000
+
+
 def map_media_error(exc: MediaError) -> SignalingError:
+    if isinstance(exc, NoMediaPortError):
+        return SignalingError("overloaded", str(exc), reason="media_ports", retry_after_ms=NO_PORT_RETRY_AFTER_MS)
     if isinstance(exc, UnsupportedCodecError):
         return SignalingError("unsupported_codec", str(exc))
     if isinstance(exc, SdpError):

@@ -23,3 +23,11 @@ class UnsupportedCodecError(SdpError):
 
 class NotFoundError(MediaError):
     """No producer, consumer or transport with that id."""
+
+
+class NoMediaPortError(MediaError):
+    """ICE gathered no host candidate: every UDP port of media.rtc_min_port..rtc_max_port is taken.
+
+    The node is full for media, not the client wrong: mapped to ``overloaded`` (reason
+    ``media_ports``) on the websocket and 503 on WHIP/WHEP.
+    """

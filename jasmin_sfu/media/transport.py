@@ -18,7 +18,7 @@ from jasmin_codecs.simulcast import REPAIRED_RID_URI, RID_URI
 
 from . import aiortc_adapter as adapter
 from .consumer import Consumer
-from .errors import InvalidStateError, NotFoundError, SdpError, UnsupportedCodecError
+from .errors import InvalidStateError, NoMediaPortError, NotFoundError, SdpError, UnsupportedCodecError
 from .layer import Layer, LayerChoice
 from .producer import Producer
 from .sdp_info import MID_URI, SectionInfo, answer_simulcast, sections
@@ -312,6 +312,7 @@ class WebRtcTransport:
             await self.pc.setLocalDescription(answer)
         except Exception as exc:
             raise UnsupportedCodecError(f"cannot answer the offer: {exc}") from None
+        self._check_gathered()
         local = sections(self.pc.localDescription.sdp)
         producers = []
         for off, loc in zip(offered, local):
@@ -418,6 +419,7 @@ class WebRtcTransport:
         transceivers = [self._add_sender(p) for p in producers]
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
+        self._check_gathered()
         router = self.router
         for p, t in zip(producers, transceivers):
             self._pending.append((self._new_consumer(p, t, paused), t))
@@ -478,6 +480,7 @@ class WebRtcTransport:
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except Exception as exc:
             raise UnsupportedCodecError(f"cannot answer the offer: {exc}") from None
+        self._check_gathered()
         local = {s.mid: s for s in sections(self.pc.localDescription.sdp)}
         self._install()
         started = []
@@ -490,6 +493,13 @@ class WebRtcTransport:
                 c.closed = True
         sdp = adapter.announce_address(self.pc.localDescription.sdp, self.router.settings.announced_ip)
         return sdp, started
+
+    def _check_gathered(self) -> None:
+        """Raise :class:`NoMediaPortError` when ICE gathered no candidate for our description:
+        every port of the configured range is taken, and a description without a candidate
+        would leave the peer waiting for a connection that cannot come."""
+        if "a=candidate:" not in self.pc.localDescription.sdp:
+            raise NoMediaPortError("no free media port on this node; try again later (or another node)")
 
     def _start_consumer(self, c: Consumer, t: Any, loc: SectionInfo, ans: SectionInfo) -> bool:
         """Bind ``c`` to its negotiated m-section and start forwarding (False: not started)."""

@@ -29,10 +29,11 @@ async def one_port_node() -> AsyncIterator[DaemonProcess]:
 
 async def test_a_full_port_range_is_503(one_port_node: DaemonProcess, pcs: list[Any]) -> None:
     """Protects the overload status: with its only media port taken by the performer, the node
-    answers a WHEP POST 503 with Retry-After, instead of a 201 answer with no ICE candidate."""
+    answers a WHEP POST 503 `overloaded` with Retry-After (the websocket's `overloaded`, reason
+    `media_ports`), instead of a 201 answer with no ICE candidate."""
     node = one_port_node
     pub = await publish(node.url, "show-full")  # the node's one port
     pcs.append(pub)
     status, body, headers = await post_offer(node.http + "/whep/show-full", await offer(pcs, send=False), None)
-    assert (status, json.loads(body)["error"]["code"]) == (503, "unavailable"), body
+    assert (status, json.loads(body)["error"]["code"]) == (503, "overloaded"), body
     assert int(headers["Retry-After"]) > 0
