@@ -28,6 +28,9 @@ The hooks (measured on aiortc 1.16.0):
 * ``RTCCertificate._create_ssl_context`` builds the DTLS context with only
   ECDHE-ECDSA suites; :func:`rsa_dtls_peers` wraps it (process-wide) to add
   ECDHE-RSA ones: see there.
+* ``RTCCertificate.generateCertificate`` (the classmethod ``RTCPeerConnection.__init__``
+  calls): while a :class:`PeerConnection` of the node is made, it returns the node's one
+  certificate (:func:`node_certificate`), whose DTLS context is made once and shared.
 * The C fast path (``_fastpath.c``, loaded by ``fastpath.py``) needs three more private things, all
   resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
   (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
@@ -52,6 +55,7 @@ import pylibsrtp
 import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
+from OpenSSL import SSL
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCPeerConnection, RTCRtpSender
 
@@ -488,6 +492,16 @@ class PeerConnection(RTCPeerConnection):
     connection closed, which our ``connectionstatechange`` handler sees.
     """
 
+    def __init__(self, configuration: Any = None) -> None:
+        # aiortc makes a new P-256 key and certificate for each peer connection (a key
+        # generation and a signature on the loop, per join): ours take the node's.
+        global _making_node_pc
+        _making_node_pc = True
+        try:
+            super().__init__(configuration)
+        finally:
+            _making_node_pc = False
+
     async def _RTCPeerConnection__connect(self) -> None:
         try:
             await super()._RTCPeerConnection__connect()  # type: ignore[misc]
@@ -516,9 +530,52 @@ _original_create_ssl_context = aiortc.rtcdtlstransport.RTCCertificate._create_ss
 
 
 def _create_ssl_context_rsa(self: Any, srtp_profiles: Any) -> Any:
+    node = self is _node_certificate[0]
+    key = tuple(p.openssl_profile for p in srtp_profiles)
+    if node and key in _node_contexts:
+        return _node_contexts[key]
     ctx = _original_create_ssl_context(self, srtp_profiles)
     ctx.set_cipher_list(DTLS_CIPHERS)
+    if node:
+        # One context for every DTLS connection of the node (OpenSSL counts its users), whose
+        # connections give back their record buffers once idle: after the handshake a media
+        # connection carries no DTLS record (SRTP has its own keys), so each keeps ~17 KB less.
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+        _node_contexts[key] = ctx
     return ctx
+
+
+# ---------------------------------------------------------------------------
+# One DTLS certificate for the node's peer connections.
+
+# Browsers check a DTLS certificate by the fingerprint in the SDP only, never by its dates
+# or issuer; aiortc's are valid 30 days. The node's is replaced after a day, for the
+# connections made from then on (a live connection keeps the one it was made with).
+NODE_CERTIFICATE_MAX_AGE_S = 86400.0
+_original_generate_certificate = aiortc.rtcdtlstransport.RTCCertificate.generateCertificate
+_making_node_pc = False
+_node_certificate: list[Any] = [None, 0.0]  # the certificate, when it was made (monotonic)
+_node_contexts: dict[tuple[bytes, ...], Any] = {}
+
+
+def node_certificate() -> Any:
+    """The certificate (and key) of the node's DTLS connections, made again when a day old."""
+    cert, made = _node_certificate
+    now = time.monotonic()
+    if cert is None or now - made > NODE_CERTIFICATE_MAX_AGE_S:
+        cert = _original_generate_certificate()
+        _node_certificate[:] = [cert, now]
+        _node_contexts.clear()
+    return cert
+
+
+def _generate_certificate(cls: Any) -> Any:
+    if _making_node_pc:
+        return node_certificate()
+    return _original_generate_certificate()
+
+
+aiortc.rtcdtlstransport.RTCCertificate.generateCertificate = classmethod(_generate_certificate)  # type: ignore[method-assign,assignment]
 
 
 def rsa_dtls_peers(enabled: bool = True) -> None:
@@ -561,6 +618,8 @@ def self_check() -> None:
         missing.append("RTCDtlsTransport._recv_next no longer calls _handle_rtp_data(data, arrival_time_ms=)")
     if "_tx_srtp" not in inspect.getsource(RTCDtlsTransport._setup_srtp):
         missing.append("RTCDtlsTransport._tx_srtp")
+    if "RTCCertificate.generateCertificate()" not in inspect.getsource(RTCPeerConnection.__init__):
+        missing.append("RTCPeerConnection.__init__ no longer takes its certificate from RTCCertificate.generateCertificate()")
     if "ctx.set_cipher_list(" not in inspect.getsource(_original_create_ssl_context):
         missing.append("RTCCertificate._create_ssl_context no longer sets the cipher list on its context")
     sender_src = inspect.getsource(RTCRtpSender)

@@ -318,3 +318,41 @@ def test_the_daemon_lets_rsa_dtls_peers_in() -> None:
     assert RTCCertificate._create_ssl_context is adapter._original_create_ssl_context
     Worker(MediaSettings())
     assert RTCCertificate._create_ssl_context is adapter._create_ssl_context_rsa
+
+
+async def test_the_nodes_peer_connections_share_one_certificate_and_one_dtls_context() -> None:
+    """Protects the per-join saving (issue 16: memory per viewer, join cost): every peer
+    connection of the node takes the node's certificate (no key generation per join) and its
+    DTLS connections share one context that releases idle record buffers; a client's
+    RTCPeerConnection in the same process keeps a certificate of its own; a day-old node
+    certificate is replaced for new connections (with a new context), not for live ones."""
+    from OpenSSL import SSL
+
+    from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80
+
+    adapter.rsa_dtls_peers()
+    a, b, client = adapter.PeerConnection(), adapter.PeerConnection(), RTCPeerConnection()
+    try:
+        cert_a = a._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+        assert cert_a is b._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+        assert cert_a is adapter.node_certificate()
+        assert client._RTCPeerConnection__certificates[0] is not cert_a  # type: ignore[attr-defined]
+        ctx = cert_a._create_ssl_context([SRTP_AES128_CM_SHA1_80])
+        assert cert_a._create_ssl_context([SRTP_AES128_CM_SHA1_80]) is ctx
+        assert ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
+        other = client._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+        assert other._create_ssl_context([SRTP_AES128_CM_SHA1_80]) is not other._create_ssl_context(
+            [SRTP_AES128_CM_SHA1_80])
+
+        adapter._node_certificate[1] -= adapter.NODE_CERTIFICATE_MAX_AGE_S + 1
+        c = adapter.PeerConnection()
+        try:
+            cert_c = c._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+            assert cert_c is not cert_a and cert_c is adapter.node_certificate()
+            assert a._RTCPeerConnection__certificates[0] is cert_a  # type: ignore[attr-defined]
+            assert cert_c._create_ssl_context([SRTP_AES128_CM_SHA1_80]) is not ctx
+        finally:
+            await c.close()
+    finally:
+        for pc in (a, b, client):
+            await pc.close()
