@@ -37,7 +37,7 @@ from jasmin_sfu.api.wire import given, sent
 from jasmin_sfu.services.accounts import ADMIN, PERFORMER, AccountsService, PerformerProfile, Principal
 from jasmin_sfu.services.errors import NotPermittedError
 from jasmin_sfu.services.ledger import PACKAGES, UNITS_PER_CREDIT
-from jasmin_sfu.services.payments import Purchase, Purchases
+from jasmin_sfu.services.payments import Earnings, Purchase, Purchases
 
 # The route modules beside this one, each adding its routes to the ``/api/v1`` sub-application.
 # They import ``rest_common``, never this module: a new one is one line here.
@@ -68,6 +68,12 @@ def purchase_view(p: Purchase) -> wire.Purchase:
         amount_cents=p.amount_cents, currency="USD", status=p.status, created_at=p.created_at,
         card_last4=p.card_last4, card_expiry=p.card_expiry, replayed=p.replayed,
     )
+
+
+def earnings_view(e: Earnings) -> wire.Earnings:
+    """A performer's earnings as the API shows them."""
+    return wire.Earnings(credits=e.credits, units=e.units, units_per_credit=UNITS_PER_CREDIT,
+                         performer_share_bp=e.share_bp)
 
 
 def profile_view(p: PerformerProfile) -> wire.PerformerProfile:
@@ -106,6 +112,7 @@ class RestApi:
         r.add_post("/performers", self.create_performer)
         r.add_get("/performers/{username}", self.performer)
         r.add_patch("/performers/{username}", self.update_performer)
+        r.add_get("/performers/{username}/earnings", self.earnings)
         for add_routes in ROUTE_MODULES:
             add_routes(r, self)
         return app
@@ -221,3 +228,10 @@ class RestApi:
             p, request.match_info["username"], **sent(body)
         )
         return answer(profile_view(profile))
+
+    async def earnings(self, request: web.Request) -> web.Response:
+        p = await self.principal(request)
+        if p.kind not in (PERFORMER, ADMIN):  # said before the lookup: a member learns no usernames here
+            raise NotPermittedError("only the performer itself or an admin may see its earnings")
+        profile = await self.accounts().performer_profile(request.match_info["username"])
+        return answer(earnings_view(await self.purchases().earnings(p, profile.user_id)))

@@ -196,6 +196,18 @@ class Wallet(View):
     vip_points: int
 
 
+class Earnings(View):
+    """A performer's earnings from the ledger (docs/money.md, "Accounts")."""
+
+    credits: Annotated[str, Meta(pattern="^[0-9]+\\.[0-9]{2}$",
+                                 description="Earned credits, two decimals, rounded down")]
+    units: Annotated[int, Meta(description="Ledger units (1/6000 credit) posted to earnings:<performer>; a running"
+                                           " private's seconds are posted at each grant renewal and at its end")]
+    units_per_credit: int
+    performer_share_bp: Annotated[int, Meta(description="The performer's share of what a member pays for a private"
+                                                        " or a tip, in basis points (billing.performer_share_bp)")]
+
+
 class Purchase(View):
     payment_id: Annotated[str, Meta(description="Also the ledger transfer id of the top-up")]
     package: str
@@ -262,6 +274,9 @@ OPS: tuple[Op, ...] = (
         "Change a profile (the performer itself, or an admin)",
         {200: ("The profile", PerformerProfile)}, (*BODY_ERRORS, 401, 403, 404, 503), bearer=True,
         body=UpdatePerformerRequest, parameters=(USERNAME_PARAM,)),
+    _op("get", "/api/v1/performers/{username}/earnings", "performerEarnings",
+        "A performer's earnings, from the ledger (the performer itself, or an admin)",
+        {200: ("The earnings", Earnings)}, (401, 403, 404, 503), bearer=True, parameters=(USERNAME_PARAM,)),
     _op("get", "/openapi.json", "openapi", "This document",
         {200: ("OpenAPI 3", {"content": {"application/json": {"schema": {"type": "object"}}}})}),
 )

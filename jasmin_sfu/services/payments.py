@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from jasmin_sfu.services.accounts import MEMBER, US, Clock, Principal
+from jasmin_sfu.services.accounts import ADMIN, MEMBER, PERFORMER, US, Clock, Principal
 from jasmin_sfu.services.credit_control import CreditControl
 from jasmin_sfu.services.errors import (
     AccountValidationError,
@@ -38,7 +38,13 @@ from jasmin_sfu.services.errors import (
     PaymentsUnavailableError,
     UnknownPackageError,
 )
-from jasmin_sfu.services.ledger import package, points_account, units_to_credits, wallet_account
+from jasmin_sfu.services.ledger import (
+    earnings_account,
+    package,
+    points_account,
+    units_to_credits,
+    wallet_account,
+)
 from jasmin_sfu.store.accounts_repo import AccountsStore, PaymentRow
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
@@ -113,6 +119,19 @@ class Wallet:
     def credits(self) -> str:
         """Available credits with two decimals, rounded down."""
         return units_to_credits(self.available_units)
+
+
+@dataclass(frozen=True)
+class Earnings:
+    """A performer's earnings (ledger units: 1/6000 credit) and its share of what members pay."""
+
+    units: int  # posted to earnings:<performer>, net of any debit
+    share_bp: int  # the performer's share of a private, basis points (billing.performer_share_bp)
+
+    @property
+    def credits(self) -> str:
+        """Earned credits with two decimals, rounded down."""
+        return units_to_credits(self.units)
 
 
 def _check_optional(field: str, value: Any, pattern: re.Pattern[str], what: str) -> str | None:
@@ -204,3 +223,14 @@ class Purchases:
             return Wallet(0, 0, 0)
         return Wallet(w.available, w.debits_pending, p.credits_posted - p.debits_posted)
 
+    async def earnings(self, principal: Principal, performer_id: str) -> Earnings:
+        """What the performer ``performer_id`` earned (privates and tips, posted: a running private's
+        seconds land at each grant renewal and at its end). The performer itself or an admin."""
+        if principal.kind not in (PERFORMER, ADMIN) or (principal.kind == PERFORMER and principal.id != performer_id):
+            raise NotPermittedError("only the performer itself or an admin may see its earnings")
+        share = self.cc.config.performer_share_bp
+        try:
+            b = await self.ledger.balance(earnings_account(performer_id))
+        except LedgerError:  # nothing earned yet: the account opens with its first private
+            return Earnings(0, share)
+        return Earnings(b.credits_posted - b.debits_posted, share)

@@ -136,6 +136,37 @@ async def test_performer_profiles_admin_creates_performer_edits_own_only(api: Ap
     assert status == 201 and duo["is_group"] and duo["group_members"] == ["anna", "bea"]
 
 
+async def test_earnings_are_the_performers_own_from_the_ledger(api: Api) -> None:
+    """Protects GET /performers/{username}/earnings: the performer (or an admin) reads what the
+    ledger posted to its earnings account, its share of a member's tip included; another performer,
+    a member or a guest is 403 forbidden, no token 401, an unknown username 404 not_found."""
+    admin = await api.admin_token()
+    anna, anna_id = await api.performer(admin, "anna")
+    bea, _ = await api.performer(admin, "bea")
+    member, member_id = await api.member("paul")
+    status, body, _ = await api.call("GET", "/api/v1/performers/anna/earnings", token=anna)
+    assert status == 200 and body == {"credits": "0.00", "units": 0, "units_per_credit": 6000,
+                                      "performer_share_bp": 5000}, body
+    order = {"package": "p2999", "idempotency_key": "order-0042"}
+    assert (await api.call("POST", "/api/v1/wallet/purchases", token=member, json=order))[0] == 201
+    assert api.daemon.billing is not None
+    ledger = api.daemon.billing.ledger
+    await ledger.open_performer(anna_id)
+    await ledger.tip("tip-0001", member_id, anna_id, 10 * 6000, 5000)  # 10 credits, half to anna
+    for token in (anna, admin):
+        status, body, _ = await api.call("GET", "/api/v1/performers/anna/earnings", token=token)
+        assert status == 200 and (body["credits"], body["units"]) == ("5.00", 30000), body
+    status, g, _ = await api.call("POST", "/api/v1/guest-sessions", json={"adult_confirmed": True})
+    for token in (bea, member, g["token"]):
+        status, body, _ = await api.call("GET", "/api/v1/performers/anna/earnings", token=token)
+        assert status == 403 and is_error(body, "forbidden") and "performer itself" in body["error"]["message"]
+    status, body, _ = await api.call("GET", "/api/v1/performers/anna/earnings")
+    assert status == 401 and is_error(body, "unauthorized")
+    for token in (admin, anna):
+        status, body, _ = await api.call("GET", "/api/v1/performers/nobody/earnings", token=token)
+        assert status == 404 and is_error(body, "not_found"), body
+
+
 async def test_bad_input_is_a_json_4xx_never_a_500(api: Api) -> None:
     """Protects the error contract: malformed JSON, wrong types, wrong media type, unknown
     routes and methods, oversized bodies all answer {error: {code, message}} with a 4xx."""
