@@ -41,7 +41,29 @@
 
   function fail(err) {
     account.lastError = err.code || 'error';
-    say(err.message, true);
+    say(`${err.message}${hint(err.code)}`, true);
+  }
+
+  // What to do about an error (the code and the server's message stay first).
+  function hint(code) {
+    const demo = Boolean(account.demo);
+    const hints = {
+      invalid_credentials: demo ? 'check the username and password, or use "Log in as demo …"'
+        : 'check the username and password',
+      username_unavailable: 'pick another username',
+      rate_limited: 'too many failed logins: wait a minute, then try again',
+      unauthorized: 'your session ended: log in again',
+      forbidden: demo ? 'demo credits are for the demo member: buy a package instead' : 'this needs another account',
+      payment_declined: 'try another card',
+      idempotency_conflict: 'click "Buy credits" again',
+      accounts_unavailable: 'this node runs without accounts',
+      billing_unavailable: 'this node runs without billing',
+      payments_unavailable: 'this node takes no payments',
+      demo_off: 'this node has no demo accounts: buy a package',
+      busy: 'the database is busy: try again in a second',
+      adult_confirmation_required: 'tick "I am 18 or older", then try again',
+    };
+    return hints[code] ? ` (${hints[code]})` : '';
   }
 
   // The API gives credits as a decimal string, rounded down (docs/money.md).
@@ -60,6 +82,7 @@
     $('wallet').hidden = false;
     $('demo-top-up').hidden = !isDemoMember();
     $('wallet-credits').textContent = credits(account.wallet.credits);
+    window.dispatchEvent(new CustomEvent('jasmin:wallet', { detail: account.wallet }));
   }
 
   async function signedIn(token, principal) {
@@ -119,16 +142,21 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
+  // True when the credits landed (money.js's "Top up now" uses it too).
   async function buy() {
     const pkg = $('package').value;
-    if (!pkg) return;
+    if (!pkg) {
+      say('No credit package is offered on this node.', true);
+      return false;
+    }
     // One key per click: a retried request (a lost answer) is the same purchase.
     const key = idempotencyKey();
     try {
       account.lastPurchase = await api('POST', '/wallet/purchases', { package: pkg, idempotency_key: key });
       await refreshWallet();
       say(`Bought ${account.lastPurchase.credits} credits.`);
-    } catch (err) { fail(err); }
+      return true;
+    } catch (err) { fail(err); return false; }
   }
 
   async function loadPackages() {
@@ -184,7 +212,8 @@
       if (!res.ok) throw Object.assign(new Error(`${data.error.code}: ${data.error.message}`), { code: data.error.code });
       await refreshWallet();
       say(`Added ${account.demo.top_up_credits} demo credits: ${credits(data.credits)}.`);
-    } catch (err) { fail(err); }
+      return true;
+    } catch (err) { fail(err); return false; }
   }
 
   // What the node tells its page: whether it trusts client ids (the "Member id" field),
@@ -212,7 +241,7 @@
   $('demo-performer').addEventListener('click', () => demoLogIn('performer'));
   $('demo-member').addEventListener('click', () => demoLogIn('member'));
   $('demo-top-up').addEventListener('click', demoTopUp);
-  account.demoLogIn = demoLogIn;
+  Object.assign(account, { demoLogIn, demoTopUp, buy, isDemoMember });
   account.ready = loadDemoConfig();
   $('sign-up').addEventListener('click', signUp);
   $('log-in').addEventListener('click', logIn);

@@ -245,6 +245,14 @@ function hint(code) {
   if (code === 'adult_confirmation_required') return ' (tick "I am 18 or older" and sign up, or watch as a guest)';
   if (code === 'private_busy') return ' (the performer is in another private: try again later)';
   if (code === 'disconnected') return ' (the node went away: reload the page)';
+  if (code === 'unknown_show') return ' (this performer is not live right now: try again later, or search for another show)';
+  if (code === 'banned') return ' (you are banned from this room: watch another show)';
+  if (code === 'overloaded') return ' (this node is full: try again in a minute)';
+  if (code === 'already_requested') return ' (your request is pending: wait for the performer\'s answer)';
+  if (code === 'invalid_state') return ' (the show is not in a state for this: wait for the status line to change)';
+  if (code === 'rate_limited') return ' (too fast: wait a moment, then try again)';
+  if (code === 'ice_failed') return ' (check your network, then press Watch or Go live again)';
+  if (code === 'bad_request' && !performer) return ' (check the Show field: 1-64 of A-Z a-z 0-9 _ . : -)';
   return '';
 }
 
