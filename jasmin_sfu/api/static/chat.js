@@ -89,9 +89,24 @@
       return await chat.sig.request(method, data);
     } catch (err) {
       chat.lastError = { code: err.code, message: err.detail || err.message };
-      note(`${err.code}: ${err.detail || err.message}`);
+      note(`${err.code}: ${err.detail || err.message}${hint(err.code)}`);
       return null;
     }
+  }
+
+  // What to do about a refused chat action (the code and the server's message stay first).
+  function hint(code) {
+    const hints = {
+      muted: 'you are muted in this room: wait until the mute ends',
+      banned: 'you are banned from this room: watch another show',
+      rate_limited: 'too fast: wait a moment, then send again',
+      insufficient_credits: 'buy credits in the wallet above',
+      forbidden: 'tips are for members, emoticons and colours for TopMembers: log in as a member',
+      not_joined: 'press Watch (or Go live) first',
+      invalid_state: 'the show ended: press Watch again',
+      disconnected: 'the node went away: reload the page',
+    };
+    return hints[code] ? ` (${hints[code]})` : '';
   }
 
   $('chat-form').addEventListener('submit', async (ev) => {

@@ -12,8 +12,25 @@
     if (token) headers.Authorization = `Bearer ${token}`;
     const r = await fetch(path, { method, headers });
     const body = r.status === 204 ? {} : await r.json();
-    if (!r.ok) throw new Error((body.error && body.error.message) || `HTTP ${r.status}`);
+    if (!r.ok) {
+      const code = body.error ? body.error.code : `http_${r.status}`;
+      throw new Error(`${(body.error && body.error.message) || `HTTP ${r.status}`}${hint(code)}`);
+    }
     return body;
+  }
+
+  // What to do about a refused search or favourite.
+  function hint(code) {
+    const hints = {
+      unauthorized: 'log in, or press Watch and confirm 18+ to get a guest session',
+      adult_confirmation_required: 'confirm you are 18 or older first',
+      forbidden: 'favourites are for members: log in as a member',
+      favourites_full: 'remove a favourite first',
+      favourites_lapsed: 'buy credits to get your favourites list back',
+      rate_limited: 'too many searches: wait a moment',
+      bad_request: 'check the filters',
+    };
+    return hints[code] ? ` (${hints[code]})` : '';
   }
 
   function params() {
