@@ -67,9 +67,53 @@
       text.textContent = [m.text, ...m.emoticons].filter(Boolean).join(' ');
       li.append(who, text);
       if (m.private) li.classList.add('chat-private');
+      if (moderator() && m.author.id !== chat.you.id && m.author.kind !== 'performer') li.append(' ', ...modButtons(m));
       return li;
     }));
     ul.scrollTop = ul.scrollHeight;
+  }
+
+  // -- moderation: the show's performers and support, on each line of someone else (docs/chat.md) --
+
+  const moderator = () => Boolean(chat.you && (chat.you.kind === 'performer' || chat.you.kind === 'admin'));
+  const MOD_ACTIONS = [
+    ['delete', 'Delete', (m) => ['chat.delete', { message_id: m.id }], () => 'Message deleted.'],
+    ['mute', 'Mute 5 min', (m) => ['chat.mute', { user: m.author.id, seconds: 300 }],
+      (m) => `${m.author.username} is muted for 5 minutes: they read but cannot write.`],
+    ['kick', 'Kick', (m) => ['chat.kick', { user: m.author.id }],
+      (m) => `${m.author.username} was put out of the show; they may come back.`],
+    ['ban', 'Ban 1 day', (m) => ['chat.ban', { user: m.author.id, seconds: 86400 }],
+      (m) => `${m.author.username} is banned from your room for a day.`],
+  ];
+
+  function modButtons(m) {
+    return MOD_ACTIONS.map(([action, label]) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'chat-mod';
+      b.dataset.action = action;
+      b.dataset.message = m.id;
+      b.textContent = label;
+      return b;
+    });
+  }
+
+  async function moderate(ev) {
+    const b = ev.target.closest('button.chat-mod');
+    if (!b) return;
+    const m = chat.messages.find((x) => x.id === b.dataset.message);
+    const entry = MOD_ACTIONS.find(([action]) => action === b.dataset.action);
+    if (!m || !entry) return;
+    const [method, data] = entry[2](m);
+    b.disabled = true;
+    const out = await call(method, data);
+    b.disabled = false;
+    if (out === null) return;
+    if (method === 'chat.delete') {
+      chat.messages = chat.messages.filter((x) => x.id !== m.id);
+      renderLog();
+    }
+    note(entry[3](m));
   }
 
   function renderKing() {
@@ -108,6 +152,8 @@
     };
     return hints[code] ? ` (${hints[code]})` : '';
   }
+
+  $('chat-log').addEventListener('click', (ev) => { moderate(ev); });
 
   $('chat-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
