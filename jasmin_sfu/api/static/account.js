@@ -81,7 +81,10 @@
     account.wallet = await api('GET', '/wallet');
     $('wallet').hidden = false;
     $('demo-top-up').hidden = !isDemoMember();
-    $('wallet-credits').textContent = credits(account.wallet.credits);
+    // Credits a running private holds (its current grant) are the member's still: said beside them.
+    const held = account.wallet.held_units;
+    $('wallet-credits').textContent = credits(account.wallet.credits)
+      + (held ? ` (+${(Math.floor(held * 100 / account.wallet.units_per_credit) / 100).toFixed(2)} held by your private)` : '');
     window.dispatchEvent(new CustomEvent('jasmin:wallet', { detail: account.wallet }));
   }
 

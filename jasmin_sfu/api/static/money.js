@@ -30,7 +30,7 @@
   };
   const wired = new WeakSet();
 
-  const fmt = (units) => (units / 6000).toFixed(2); // ledger units (docs/money.md) as credits
+  const fmt = (units) => (Math.floor(units / 60) / 100).toFixed(2); // ledger units as credits, rounded down (docs/money.md)
   const perMinute = (price) => `${(price / 100).toFixed(2)} credits a minute`;
   const seconds = (p) => (p ? Math.max(0, Math.floor((performance.now() - p.startedAt) / 1000)) : 0);
   const cost = (secs, price) => fmt(secs * price); // a second costs `price` units (docs/money.md)
@@ -219,7 +219,7 @@
   function renderMember() {
     const p = money.private;
     const w = account.wallet;
-    const wallet = w ? ` · wallet ${w.credits} credits${w.held_units ? ` (+${fmt(w.held_units)} held for the private)` : ''}` : '';
+    const wallet = w ? ` · wallet ${w.credits} credits${w.held_units ? ` (+${fmt(w.held_units)} held by the private)` : ''}` : '';
     if (p) {
       const secs = seconds(p);
       const price = p.price !== null ? ` · ≈${cost(secs, p.price)} credits at ${perMinute(p.price)}` : '';
