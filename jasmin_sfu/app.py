@@ -43,7 +43,7 @@ from jasmin_sfu.services.errors import AccountsError
 from jasmin_sfu.services.payments import ApprovingTestProcessor, Purchases
 from jasmin_sfu.services.personal_data import PersonalDataRegistry
 from jasmin_sfu.services.redis_windows import RedisWindows
-from jasmin_sfu.services.retention import PrivacyStack, open_privacy
+from jasmin_sfu.services.retention import PrivacyStack, SupervisorLink, open_privacy, revocation_request
 from jasmin_sfu.services.social import SocialService, open_social
 from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows.billing import BillingStack, open_billing
@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 INTERNAL_SECRET_HEADER = "X-Jasmin-Internal-Secret"
 # A worker's live WHIP/WHEP session Locations, for its supervisor only (docs/workers.md).
 INTERNAL_HTTP_SESSIONS = "/internal/http-sessions"
+# A revocation made in another worker, posted by the supervisor (docs/workers.md, "Revocations");
+# the supervisor's own internal endpoint, where a worker posts its revocations, has the same path.
+INTERNAL_REVOKE = "/internal/revoke"
 INTERNAL_SESSION_HEADER = "X-Jasmin-Session-Id"
 
 WORKER_KEY = web.AppKey("worker", Worker)
@@ -200,6 +203,8 @@ class Daemon:
         if self.cfg.server.internal_secret:
             # A supervised worker: its supervisor asks which WHIP/WHEP sessions are live.
             app.router.add_get(INTERNAL_HTTP_SESSIONS, self.http_sessions)
+            # ... and has this worker end the sessions of a token or account another worker revoked.
+            app.router.add_post(INTERNAL_REVOKE, self.internal_revoke)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
         app[ICE_KEY] = self.ice_servers
@@ -229,14 +234,30 @@ class Daemon:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
 
+    def _from_supervisor(self, request: web.Request) -> bool:
+        given = request.headers.get(INTERNAL_SECRET_HEADER, "").encode()
+        secret = self.cfg.server.internal_secret.encode()
+        return bool(secret) and hmac.compare_digest(given, secret)
+
     async def http_sessions(self, request: web.Request) -> web.Response:
         """The live WHIP/WHEP session Locations of this worker: its supervisor's sweep
         releases the show placements of sessions that ended without a DELETE."""
-        given = request.headers.get(INTERNAL_SECRET_HEADER, "").encode()
-        if not hmac.compare_digest(given, self.cfg.server.internal_secret.encode()):
-            return web.json_response({"error": {"code": "forbidden", "message": "for the supervisor only"}},
-                                     status=403)
+        if not self._from_supervisor(request):
+            return _forbidden()
         return web.json_response({"locations": self.whip.locations()})
+
+    async def internal_revoke(self, request: web.Request) -> web.Response:
+        """Another worker revoked a token or an account: end this worker's sessions of it
+        (4401) and answer once they left their shows (``retention.WorkerRevocations``)."""
+        if not self._from_supervisor(request):
+            return _forbidden()
+        try:
+            member_id, session_id = revocation_request(await request.json())
+        except ValueError as exc:
+            return web.json_response({"error": {"code": "bad_request", "message": str(exc)}}, status=400)
+        revocations = self.privacy.revocations if self.privacy is not None else None
+        ended = await revocations.revoke_here(member_id, session_id) if revocations is not None else 0
+        return web.json_response({"ended": ended})
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.draining:
@@ -332,9 +353,13 @@ class Daemon:
         )
         self.personal_data.register(self.chat)
         if self.accounts is not None:
+            # A supervised worker's revocations reach its sibling workers (docs/workers.md).
+            srv = self.cfg.server
+            supervisor = SupervisorLink(srv.supervisor_url + INTERNAL_REVOKE, {INTERNAL_SECRET_HEADER: srv.internal_secret},
+                                        lambda: self.port) if srv.supervisor_url and listen else None
             self.privacy = await open_privacy(
                 self.cfg, self.accounts, self.personal_data, self.billing, self.social, self.sessions, schedule=listen,
-                session_ended=self._session_closed,
+                session_ended=self._session_closed, supervisor=supervisor,
             )
         if not listen:  # the command line (`jasmin-sfu retention`): services only
             return
@@ -421,6 +446,10 @@ class Daemon:
         await self.loop_lag.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+def _forbidden() -> web.Response:
+    return web.json_response({"error": {"code": "forbidden", "message": "for the supervisor only"}}, status=403)
 
 
 def demo_banner(demo: DemoAccounts, host: str, port: int) -> str:

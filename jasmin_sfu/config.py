@@ -54,6 +54,10 @@ class ServerConfig:
     # it name the signaling session id and the client's address. Empty: the
     # internal headers are ignored.
     internal_secret: str = ""
+    # Set by the supervisor for its workers only: the loopback URL of its internal
+    # endpoint, through which a revocation made in one worker (an erasure, a logout)
+    # reaches the others (docs/workers.md, "Revocations"). Empty: a node alone.
+    supervisor_url: str = ""
     # Web pages (origins, "https://site.example") that may open /ws and call
     # /api/v1 from a browser, besides the node's own origin (the Host it is
     # served on). Requests without an Origin header (non-browser clients) are
@@ -472,6 +476,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
+_SUPERVISOR_URL = re.compile(r"^http://127\.0\.0\.1:[0-9]{1,5}\Z")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?\Z")
 
 
@@ -492,6 +497,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("server.http_session_sweep_s must be 0.1..3600 seconds")
     if s.internal_secret and len(s.internal_secret) < 32:
         raise ConfigError("server.internal_secret must be at least 32 characters when set")
+    if s.supervisor_url and not (s.internal_secret and _SUPERVISOR_URL.match(s.supervisor_url)):
+        raise ConfigError("server.supervisor_url must be http://127.0.0.1:PORT, with server.internal_secret set "
+                          "(the supervisor sets both for its workers)")
     for origin in s.allowed_origins:
         if origin not in ("*", "null") and not _ORIGIN.match(origin):
             raise ConfigError(

@@ -30,6 +30,7 @@ runs between the client and the worker's own UDP sockets.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import json
 import logging
@@ -50,17 +51,23 @@ from aiohttp import WSMsgType, web
 from jasmin_sfu import __version__
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.rest_common import quiet_client_http_errors
-from jasmin_sfu.app import INTERNAL_HTTP_SESSIONS, INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
+from jasmin_sfu.app import INTERNAL_HTTP_SESSIONS, INTERNAL_REVOKE, INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.config import Config
 
 log = logging.getLogger(__name__)
 
+# Workers' internal endpoints (/internal/...), never proxied from the public port.
+_INTERNAL_PATH = re.compile(r"^/+internal(/|\Z)", re.IGNORECASE)
 _LISTENING = re.compile(r"listening: demo page http://127\.0\.0\.1:(\d+)/")
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
         "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
 # A restart loop must not spin on a worker that dies at start (bad config, port range taken).
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+# A worker answers a revocation once that account's websockets left their shows (at most 5 s,
+# docs/privacy.md): one that takes longer is counted as not answering. Below the posting
+# worker's own wait for this supervisor (retention.SUPERVISOR_WAIT_S).
+REVOKE_WAIT_S = 6.5
 
 
 def worker_count(requested: int) -> int:
@@ -245,6 +252,12 @@ class Supervisor:
         # show's placement until DELETEd, or until a sweep finds it ended on its worker.
         self._http_sessions: dict[str, tuple[str, int, float]] = {}
         self.http_sessions_swept = 0
+        # Revocations fanned out, and workers that did not answer one in time (docs/workers.md).
+        self.revocations = 0
+        self.revocations_unanswered = 0
+        # The loopback listener of /internal/revoke (its URL goes to the workers in their env).
+        self._internal: web.AppRunner | None = None
+        self.internal_url = ""
         self._stopping = False
         self._monitors: list[asyncio.Task[None]] = []
         self._clients: set[web.WebSocketResponse] = set()
@@ -263,6 +276,7 @@ class Supervisor:
             "JASMIN_SERVER_PORT": "0",
             "JASMIN_SERVER_WORKERS": "1",
             "JASMIN_SERVER_INTERNAL_SECRET": self.secret,
+            "JASMIN_SERVER_SUPERVISOR_URL": self.internal_url,
             "JASMIN_MEDIA_RTC_MIN_PORT": str(lo),
             "JASMIN_MEDIA_RTC_MAX_PORT": str(hi),
             # Each worker closes its own credit-control sessions after a crash,
@@ -406,6 +420,7 @@ class Supervisor:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(auto_decompress=False)
+        await self._start_internal()
         # Worker 0 first, alone: it creates and migrates the shared SQLite files,
         # so its siblings start on a migrated schema instead of racing for it.
         await self._spawn(self.workers[0])
@@ -459,8 +474,64 @@ class Supervisor:
         await asyncio.gather(*self._monitors, return_exceptions=True)
         if self.runner is not None:
             await self.runner.cleanup()
+        if self._internal is not None:
+            await self._internal.cleanup()
         if self.http is not None:
             await self.http.close()
+
+    # -- revocations: from one worker to every other -----------------------------------
+
+    async def _start_internal(self) -> None:
+        """The workers' way in: ``/internal/revoke`` on a loopback port, before any worker starts."""
+        app = web.Application()
+        app.router.add_post(INTERNAL_REVOKE, self.revoke)
+        self._internal = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._internal.setup()
+        site = web.TCPSite(self._internal, "127.0.0.1", 0)
+        await site.start()
+        server = getattr(site, "_server", None)
+        port = (getattr(server, "sockets", None) or [])[0].getsockname()[1]
+        self.internal_url = f"http://127.0.0.1:{port}"
+        log.info("internal endpoint listening", extra={"port": port})
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        """A worker revoked a token or an account: post it to every other live worker's
+        ``/internal/revoke`` at once and answer when each did (or after ``REVOKE_WAIT_S``).
+
+        The worker's secret only. The supervisor owns no revocation logic: each worker ends
+        its own sessions (``retention.WorkerRevocations``). Answers how many workers were
+        asked and how many did not answer in time (logged and counted in /metrics).
+        """
+        given = request.headers.get(INTERNAL_SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self.secret.encode()):
+            return web.json_response({"error": {"code": "forbidden", "message": "for the workers only"}}, status=403)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return web.json_response({"error": {"code": "bad_request", "message": "a JSON object"}}, status=400)
+        origin = body.pop("from_port", None)
+        others = [w for w in self.workers if w.alive and w.port != origin]
+        answers = await asyncio.gather(*(self._revoke_on(w, body) for w in others))
+        unanswered = answers.count(False)
+        self.revocations += 1
+        self.revocations_unanswered += unanswered
+        return web.json_response({"workers": len(others), "unanswered": unanswered})
+
+    async def _revoke_on(self, w: WorkerProcess, body: dict[str, Any]) -> bool:
+        assert self.http is not None
+        try:
+            async with self.http.post(f"http://{w.base}{INTERNAL_REVOKE}", json=body,
+                                      headers={INTERNAL_SECRET_HEADER: self.secret},
+                                      timeout=aiohttp.ClientTimeout(total=REVOKE_WAIT_S)) as r:
+                if r.status == 200:
+                    return True
+                reason = f"status {r.status}: {(await r.text())[:200]}"
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            reason = repr(exc)
+        log.warning("a worker did not answer a revocation", extra={"worker": w.index, "error": reason})
+        return False
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -513,7 +584,15 @@ class Supervisor:
         own += ["# HELP jasmin_supervisor_http_sessions_swept_total WHIP/WHEP sessions ended without a DELETE "
                 "whose show placement a sweep released",
                 "# TYPE jasmin_supervisor_http_sessions_swept_total counter",
-                f"jasmin_supervisor_http_sessions_swept_total {self.http_sessions_swept}"]
+                f"jasmin_supervisor_http_sessions_swept_total {self.http_sessions_swept}",
+                "# HELP jasmin_supervisor_revocations_total Revocations (erasures, logouts) a worker made, "
+                "passed on to the other workers",
+                "# TYPE jasmin_supervisor_revocations_total counter",
+                f"jasmin_supervisor_revocations_total {self.revocations}",
+                "# HELP jasmin_supervisor_revocations_unanswered_total Workers that did not confirm a revocation "
+                "in time",
+                "# TYPE jasmin_supervisor_revocations_unanswered_total counter",
+                f"jasmin_supervisor_revocations_unanswered_total {self.revocations_unanswered}"]
         body = "\n".join(own) + "\n" + merge_metrics(texts)
         return web.Response(body=body.encode(), content_type="text/plain", charset="utf-8")
 
@@ -524,6 +603,10 @@ class Supervisor:
         return h
 
     async def http_proxy(self, request: web.Request) -> web.StreamResponse:
+        if _INTERNAL_PATH.match(request.path):
+            # The forwarded request would carry this supervisor's secret: the workers' internal
+            # endpoints (closing anyone's websockets, listing WHIP/WHEP sessions) are not public.
+            return web.json_response({"error": {"code": "not_found", "message": "no such route"}}, status=404)
         return await self._forward(request, self.any_worker())
 
     async def show_http_proxy(self, request: web.Request) -> web.StreamResponse:

@@ -381,6 +381,11 @@ class AccountsService:
         """Tell the listeners that every token of ``user_id`` is void (the store already says so)."""
         self._revoked(user_id, None)
 
+    def token_revoked(self, session_id: str) -> None:
+        """Tell the listeners that the token of session ``session_id`` is void (another worker
+        process of this node revoked it: docs/workers.md, "Revocations")."""
+        self._revoked(None, session_id)
+
     async def confirm_adult(self, principal: Principal) -> Principal:
         """Record the 18+ confirmation: on the guest's session, or on the member's account."""
         now = self.now_us()

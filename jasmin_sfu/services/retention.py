@@ -31,10 +31,14 @@ import asyncio
 import glob
 import logging
 import os
+import re
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, UTC
 from typing import Any, Callable, Mapping, Sequence
+
+import aiohttp
 
 from jasmin_sfu.services.accounts import US
 from jasmin_sfu.services.personal_data import PersonalDataRegistry, RetentionPolicy
@@ -288,6 +292,11 @@ def offline_usage_source(billing_cfg: Any) -> UsageDataSource:
 # Websocket close code when a connection's token is revoked or its account erased
 # (4000-4999 are the application's; 4401 echoes HTTP 401).
 REVOKED_CLOSE_CODE = 4401
+# How long an erasure waits for the member's websockets to leave their shows (docs/privacy.md, step 3).
+LIVE_WAIT_S = 5.0
+# How long a worker waits for its supervisor's answer to a revocation: the supervisor answers
+# after every other worker's wait (at most LIVE_WAIT_S) or gives up on a worker before this.
+SUPERVISOR_WAIT_S = LIVE_WAIT_S + 3.0
 
 
 def _revoked_sessions(sessions: Any, user_id: str | None, session_id: str | None) -> list[Any]:
@@ -336,14 +345,18 @@ class SignalingLiveSessions:
     late writers (the record of privates) then find the account closed.
     """
 
-    def __init__(self, sessions: Any, ended: Callable[[Any], Any], timeout_s: float = 5.0) -> None:
+    def __init__(self, sessions: Any, ended: Callable[[Any], Any], timeout_s: float = LIVE_WAIT_S) -> None:
         self.sessions = sessions
         self.ended = ended
         self.timeout_s = timeout_s
 
     async def end_user(self, user_id: str) -> int:
         """Close every websocket of the user (4401) and wait until each has left its show."""
-        found = _revoked_sessions(self.sessions, user_id, None)
+        return await self.end(user_id, None)
+
+    async def end(self, user_id: str | None, session_id: str | None) -> int:
+        """Close the websockets of the user, or of the one token (4401), and wait until each left its show."""
+        found = _revoked_sessions(self.sessions, user_id, session_id)
         waits = []
         for s in found:
             _close_revoked(s)
@@ -353,9 +366,146 @@ class SignalingLiveSessions:
             for t in pending:
                 t.cancel()
             if pending:
-                log.warning("erasure: sessions still open after the wait", extra={"user_id": user_id,
-                                                                                  "count": len(pending)})
+                log.warning("revocation: sessions still open after the wait", extra={
+                    "user_id": user_id, "session_id": session_id, "count": len(pending)})
         return len(found)
+
+
+# -- several worker processes (server.workers > 1): a revocation reaches every one -----------------
+
+# Set while this worker runs a revocation another worker made: its listeners end this
+# process's sessions, and the revocation is not posted to the supervisor again.
+_FROM_ANOTHER_WORKER: ContextVar[bool] = ContextVar("revocation_from_another_worker", default=False)
+
+
+@dataclass(frozen=True)
+class SupervisorLink:
+    """How a supervised worker reaches its supervisor (app.py builds it from ``server.supervisor_url``).
+
+    ``url``: the supervisor's ``/internal/revoke``; ``headers``: the per-run secret;
+    ``own_port()``: this worker's loopback port, so the supervisor skips it.
+    """
+
+    url: str
+    headers: Mapping[str, str]
+    own_port: Callable[[], int | None]
+
+
+def revocation_request(body: Any) -> tuple[str | None, str | None]:
+    """``(member_id, session_id)`` of a ``/internal/revoke`` body: exactly one of the two, an id.
+
+    Raises ``ValueError`` with the reason for anything else."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    member_id, session_id = body.get("member_id"), body.get("session_id")
+    if (member_id is None) == (session_id is None):
+        raise ValueError("exactly one of member_id and session_id")
+    given = member_id if member_id is not None else session_id
+    if not isinstance(given, str) or not _REVOCATION_ID.fullmatch(given):
+        raise ValueError("member_id / session_id: 1-64 of A-Z a-z 0-9 _ . : -")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 64:
+        raise ValueError("reason: a string of at most 64 characters")
+    return member_id, session_id
+
+
+_REVOCATION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+
+
+class WorkerRevocations:
+    """With ``server.workers`` > 1, a revocation made in this worker reaches the node's other workers.
+
+    An accounts revocation listener: each revocation (an erasure, a logout, a
+    password change) is posted to the supervisor's ``/internal/revoke``, which
+    posts it to every other worker's; there ``revoke_here`` runs that worker's
+    own revocation listeners (its websockets close with 4401, its WHIP/WHEP
+    sessions end) and waits until the websockets have left their shows (at most
+    ``LIVE_WAIT_S``), then answers. An erasure waits for that answer
+    (``settled``) before erasing anything, as it waits for this worker's own
+    websockets; a logout does not wait (nothing is erased after it). A worker
+    or a supervisor that does not answer in time is logged (the supervisor
+    counts it) and the erasure goes on: that worker's late writers find the
+    account closed, as for a client that does not answer its close.
+    """
+
+    def __init__(self, link: SupervisorLink, accounts: Any, here: SignalingLiveSessions | None,
+                 timeout_s: float = SUPERVISOR_WAIT_S) -> None:
+        self.link = link
+        self.accounts = accounts
+        self.here = here
+        self.timeout_s = timeout_s
+        # Account -> its revocation on its way to the other workers (an erasure awaits it).
+        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.unanswered = 0
+
+    def revoked(self, user_id: str | None, session_id: str | None) -> None:
+        """The accounts listener: post this worker's revocation to the other workers."""
+        if _FROM_ANOTHER_WORKER.get():
+            return
+        self._post(user_id, session_id)
+
+    def _post(self, user_id: str | None, session_id: str | None) -> asyncio.Task[None]:
+        body: dict[str, Any] = ({"member_id": user_id, "reason": "account revoked"} if user_id is not None
+                                else {"session_id": session_id, "reason": "token revoked"})
+        body["from_port"] = self.link.own_port()
+        task = spawn_tracked(self._tasks, self._tell(body), "posting a revocation to the other workers", log)
+        if user_id is not None:
+            self._pending[user_id] = task
+            task.add_done_callback(lambda t: self._pending.pop(user_id, None) if self._pending.get(user_id) is t
+                                   else None)
+        return task
+
+    async def _tell(self, body: dict[str, Any]) -> None:
+        try:
+            async with aiohttp.ClientSession() as http, http.post(
+                self.link.url, json=body, headers=dict(self.link.headers),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            ) as r:
+                answer = await r.json() if r.status == 200 else {"status": r.status}
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            answer = {"error": repr(exc)}
+        if not isinstance(answer, dict) or answer.get("unanswered") != 0:
+            self.unanswered += 1
+            log.warning("revocation: not every other worker confirmed it", extra={
+                "member_id": body.get("member_id"), "session_id": body.get("session_id"), "answer": answer})
+
+    async def settled(self, user_id: str) -> None:
+        """Return once every other worker has ended the account's sessions (or did not answer in time)."""
+        task = self._pending.get(user_id) or self._post(user_id, None)
+        await asyncio.wait([task], timeout=self.timeout_s + 1)
+
+    async def revoke_here(self, user_id: str | None, session_id: str | None) -> int:
+        """Another worker's revocation: run this worker's listeners, wait for its websockets to leave."""
+        mark = _FROM_ANOTHER_WORKER.set(True)
+        try:
+            if user_id is not None:
+                self.accounts.account_revoked(user_id)
+            elif session_id is not None:
+                self.accounts.token_revoked(session_id)
+        finally:
+            _FROM_ANOTHER_WORKER.reset(mark)
+        return await self.here.end(user_id, session_id) if self.here is not None else 0
+
+    async def close(self) -> None:
+        """Stop the posts still on their way."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class AllWorkersLiveSessions:
+    """``privacy.LiveSessions`` of every worker process: this one's websockets, and the other
+    workers' through the supervisor, waited for together."""
+
+    def __init__(self, here: SignalingLiveSessions, others: WorkerRevocations) -> None:
+        self.here = here
+        self.others = others
+
+    async def end_user(self, user_id: str) -> int:
+        """End the user's websockets here and in the other workers; how many were here."""
+        n, _ = await asyncio.gather(self.here.end_user(user_id), self.others.settled(user_id))
+        return n
 
 
 _closing: set["asyncio.Task[Any]"] = set()
@@ -369,12 +519,16 @@ class PrivacyStack:
     retention: Retention
     usage: UsageDataSource | None = None
     task: "asyncio.Task[None] | None" = None
+    # With server.workers > 1: revocations to and from the other workers (app.py's /internal/revoke).
+    revocations: WorkerRevocations | None = None
 
     async def close(self) -> None:
         """Stop the retention loop and close the outbox connections."""
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+        if self.revocations is not None:
+            await self.revocations.close()
         if self.usage is not None:
             await self.usage.close()
 
@@ -409,6 +563,7 @@ def build_privacy(
 async def open_privacy(
     cfg: Any, accounts: Any, registry: Any, billing: Any = None, social: Any = None, sessions: Any = None,
     *, schedule: bool = True, session_ended: Callable[[Any], Any] | None = None,
+    supervisor: SupervisorLink | None = None,
 ) -> PrivacyStack:
     """Register the accounts, ledger and usage sources, build the service, start the retention loop.
 
@@ -416,17 +571,25 @@ async def open_privacy(
     off, no ledger reads); ``social`` the ``SocialService`` (favourites);
     ``sessions`` the daemon's signaling sessions, ended on revocation;
     ``session_ended(session)`` an awaitable done once that session's close handler
-    ran (an erasure waits for it: the member's private ends before anything is erased).
+    ran (an erasure waits for it: the member's private ends before anything is erased);
+    ``supervisor``: set in a supervised worker, whose revocations then reach the other
+    workers, and an erasure waits for theirs too (``WorkerRevocations``).
     """
     from jasmin_sfu.store.privacy_ledger import LedgerReads
 
     history = LedgerReads(billing.store) if billing is not None else None
     usage = local_usage_source(billing) if billing is not None else None
-    live = SignalingLiveSessions(sessions, session_ended) if sessions is not None and session_ended else None
+    here = SignalingLiveSessions(sessions, session_ended) if sessions is not None and session_ended else None
+    revocations = WorkerRevocations(supervisor, accounts, here) if supervisor is not None else None
+    live: Any = here
+    if here is not None and revocations is not None:
+        live = AllWorkersLiveSessions(here, revocations)
     service, retention = build_privacy(cfg, accounts, registry, history, usage, social, live)
     if sessions is not None:
         accounts.revocation_listeners.append(lambda uid, sid: end_revoked_sessions(sessions, uid, sid))
-    stack = PrivacyStack(service, retention, usage)
+    if revocations is not None:
+        accounts.revocation_listeners.append(revocations.revoked)
+    stack = PrivacyStack(service, retention, usage, revocations=revocations)
     if schedule:
         await service.resume_erasures()
         stack.task = asyncio.get_running_loop().create_task(retention.loop(cfg.privacy.retention_interval_s))
