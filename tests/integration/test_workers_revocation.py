@@ -11,6 +11,7 @@ its performer is online only when the worker that answered holds the show.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -22,10 +23,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jasmin_sfu.app import INTERNAL_SECRET_HEADER
+from aiohttp import web
+
+from jasmin_sfu import supervisor as supervisor_module
+from jasmin_sfu.app import INTERNAL_REVOKE, INTERNAL_SECRET_HEADER
 from jasmin_sfu.services.demo import DEMO_MEMBER, DEMO_MEMBER_PASSWORD, DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD
 from jasmin_sfu.services.ledger import wallet_account
-from tests.conftest import start_daemon_process
+from jasmin_sfu.supervisor import Supervisor
+from tests.conftest import start_daemon_process, test_config as node_config
 from tests.integration.test_workers import _get, _login, _stop
 
 SHOW = DEMO_PERFORMER
@@ -271,3 +276,57 @@ async def test_the_internal_revoke_endpoints_refuse_anyone_without_the_superviso
     finally:
         _, code = await _stop(dp, [])
     assert code == 0, "".join(dp.output[-30:])
+
+
+async def test_the_supervisor_passes_a_revocation_to_every_other_worker_and_counts_one_that_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Protects the fan-out: a revocation a worker posts reaches every other live worker (with the
+    secret, without the poster's port), never the poster itself; a worker that does not answer
+    within the wait is counted (jasmin_supervisor_revocations_unanswered_total) and the answer
+    still comes, so the erasure waiting on it goes on. Stand-in workers: loopback aiohttp servers."""
+    monkeypatch.setattr(supervisor_module, "REVOKE_WAIT_S", 0.3)
+    asked: dict[int, list[tuple[str, Any]]] = {0: [], 1: [], 2: []}
+    never = asyncio.Event()
+
+    def worker(index: int) -> web.Application:
+        async def revoke(request: web.Request) -> web.Response:
+            asked[index].append((request.headers.get(INTERNAL_SECRET_HEADER, ""), await request.json()))
+            if index == 2:
+                await never.wait()  # a worker stuck past the wait
+            return web.json_response({"ended": 1})
+
+        app = web.Application()
+        app.router.add_post(INTERNAL_REVOKE, revoke)
+        return app
+
+    runners = [web.AppRunner(worker(i), shutdown_timeout=0.1) for i in range(3)]
+    cfg = node_config()
+    sup = Supervisor(cfg.replace(server=dataclasses.replace(cfg.server, workers=3)))
+    sup.http = aiohttp.ClientSession()
+    try:
+        for w, runner in zip(sup.workers, runners):
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            w.port, w.alive = runner.addresses[0][1], True
+        await sup._start_internal()  # what start() does before spawning the workers
+        url = sup.internal_url + INTERNAL_REVOKE
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json={"member_id": "u_1"}) as r:
+                assert r.status == 403
+            async with http.post(url, data=b"[", headers={INTERNAL_SECRET_HEADER: sup.secret}) as r:
+                assert r.status == 400 and (await r.json())["error"]["code"] == "bad_request"
+            body = {"member_id": "u_1", "reason": "account revoked", "from_port": sup.workers[0].port}
+            async with http.post(url, json=body, headers={INTERNAL_SECRET_HEADER: sup.secret}) as r:
+                assert r.status == 200 and await r.json() == {"workers": 2, "unanswered": 1}
+        assert asked[0] == [], "the worker that made the revocation is not asked"
+        for i in (1, 2):
+            assert asked[i] == [(sup.secret, {"member_id": "u_1", "reason": "account revoked"})]
+        assert (sup.revocations, sup.revocations_unanswered) == (1, 1)
+    finally:
+        never.set()
+        for runner in runners:
+            await runner.cleanup()
+        if sup._internal is not None:
+            await sup._internal.cleanup()
+        await sup.http.close()
