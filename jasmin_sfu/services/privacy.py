@@ -19,8 +19,8 @@ view of a member shown to others, the data download and "forget my data".
 * **Forget my data**: the erasure is recorded first, in the same transaction
   that closes the account, revokes its sessions and blacklists the username
   (``username_blacklist_days``); then live websockets are ended and waited for
-  (``LiveSessions``: a running private ends and is billed before anything is
-  erased); then every source erases; then the erasure is marked done. A crash in between leaves an
+  (``LiveSessions``, in every worker process of the node: a running private ends
+  and is billed before anything is erased); then every source erases; then the erasure is marked done. A crash in between leaves an
   open erasure that ``resume_erasures`` (start-up, every retention run)
   finishes; every step is idempotent.
 
