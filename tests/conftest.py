@@ -27,9 +27,30 @@ from jasmin_sfu.config import (
     PaymentsConfig,
     ServerConfig,
 )
+from tests import loop_guard
 from tests.realparts import FakeClock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+loop_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def _fail_a_test_that_blocks_its_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    """tests/loop_guard.py: a callback that held an event loop past its limit fails the test."""
+    loop_guard.take()
+    yield
+    held = loop_guard.take()
+    if not held or request.node.get_closest_marker("blocks_loop"):
+        return
+    report = os.environ.get("JASMIN_TEST_LOOP_BLOCK_REPORT")
+    if report:  # calibration: append to that file, do not fail
+        with open(report, "a") as f:
+            f.writelines(f"{seconds:.3f}s {request.node.nodeid}: {what}\n" for seconds, what in held)
+        return
+    lines = "\n".join(f"  {seconds:.2f} s: {what}" for seconds, what in held[:5])
+    pytest.fail(f"the event loop was blocked past {loop_guard.LIMIT_S} s (tests/loop_guard.py):\n{lines}",
+                pytrace=False)
 
 
 def test_config(
