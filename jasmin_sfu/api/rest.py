@@ -5,7 +5,8 @@ Every answer is JSON; every error is ``{"error": {"code", "message"}}`` with a
 is checked in two layers: here the shape (JSON object, known fields, types,
 size), in the services the values. Domain errors become HTTP statuses here,
 at the edge, and nowhere else. ``/openapi.json`` describes exactly these routes
-(``jasmin_sfu.api.openapi``; a test fuzzes the API against it).
+(``jasmin_sfu.api.openapi``; a test fuzzes the API against it); ``/signaling-schema.json``
+is the JSON Schema of the websocket's requests (``jasmin_signaling.messages``).
 
 Authentication: ``Authorization: Bearer <token>``, the token from
 ``POST /api/v1/accounts``, ``/sessions`` or ``/guest-sessions`` (docs/accounts.md).
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from aiohttp import web
+from jasmin_signaling.messages import SCHEMA_ID, json_schema_text
 
 from jasmin_sfu.api import wire_accounts as wire
 from jasmin_sfu.api.ice_servers import add_ice_routes
@@ -118,10 +120,12 @@ class RestApi:
         return app
 
     def install(self, app: web.Application) -> None:
-        """Mount the API and its OpenAPI document on the daemon's app."""
+        """Mount the API, its OpenAPI document and the signaling protocol's JSON Schema on the daemon's app."""
         app.add_subapp(PREFIX, self.app())
         app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get(SCHEMA_ID, self.signaling_schema)
         openapi_json()  # built now, not on the event loop of the first request
+        json_schema_text()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -144,6 +148,9 @@ class RestApi:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(text=openapi_json(), content_type="application/json")
+
+    async def signaling_schema(self, request: web.Request) -> web.Response:
+        return web.Response(text=json_schema_text(), content_type="application/json")
 
     async def start_guest(self, request: web.Request) -> web.Response:
         body = await read_body(request, wire.GuestSessionRequest, required=False)

@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 from aiohttp import web
 
 from jasmin_signaling.errors import SignalingError
-from jasmin_signaling.messages import MAX_SDP_CHARS, Join, Publish
+from jasmin_signaling.messages import MAX_SDP_CHARS, Publish, parse_request
 
 from jasmin_sfu.api.origin import OriginPolicy, refused
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler, map_media_error
@@ -255,7 +255,7 @@ class WhipWhep:
         if "\x00" in sdp:
             raise HttpError(400, "bad_sdp", "the offer contains a NUL character")
         try:
-            Publish(sdp).validate()
+            parse_request("publish", {"sdp": sdp})
             sections(sdp)
         except SignalingError as exc:
             raise _from_signaling(exc) from None
@@ -275,9 +275,8 @@ class WhipWhep:
         return m.group(1)
 
     async def _join(self, handler: SessionHandler, show_id: str, role: str, token: str | None) -> None:
-        join = Join(show_id=show_id, role=role, token=token)
         try:
-            join.validate()
+            join = parse_request("join", {"show_id": show_id, "role": role, "token": token})
         except SignalingError:
             raise HttpError(404, "unknown_show", f"no show {show_id!r}") from None
         try:

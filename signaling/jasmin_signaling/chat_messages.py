@@ -1,4 +1,4 @@
-"""Typed request bodies of the ``chat.*`` verbs (free-chat rooms), merged into ``messages.METHODS``.
+"""Request bodies of the ``chat.*`` verbs (free-chat rooms), merged into ``messages.METHODS``.
 
 Only the shape is checked here (types, ids, wire-size caps); the chat rules
 (text length, emoticon set, palette, durations) are the server's and answer
@@ -7,133 +7,94 @@ Only the shape is checked here (types, ids, wire-size caps); the chat rules
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from typing import Annotated
 
-from .errors import SignalingError
+from msgspec import Meta
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+from .schema import Id, Request, cap
+
 # Far above the chat's own 500-character cap: a longer frame is refused before any rule runs.
 MAX_WIRE_TEXT = 2000
 MAX_WIRE_REASON = 1000
 MAX_WIRE_EMOTICONS = 20
 
-
-def _check_id(name: str, value: str) -> None:
-    if not _ID_RE.match(value):
-        raise SignalingError("bad_request", f"{name}: 1-64 characters of A-Z a-z 0-9 _ . : -")
+Reason = Annotated[str, cap(MAX_WIRE_REASON)]
 
 
-def _check_len(name: str, value: str | None, cap: int) -> None:
-    if value is not None and len(value) > cap:
-        raise SignalingError("bad_request", f"{name}: longer than {cap} characters")
+class ChatSend(Request):
+    """A line in the room (chat.md: the rules on length, emoticons and colour)."""
+
+    text: Annotated[str, cap(MAX_WIRE_TEXT)]
+    emoticons: Annotated[list[Annotated[str, cap(32)]],
+                         Meta(max_length=MAX_WIRE_EMOTICONS, description=f"at most {MAX_WIRE_EMOTICONS} codes")] | None = None
+    color: Annotated[str, cap(16)] | None = None
 
 
-@dataclass(frozen=True)
-class ChatSend:
-    text: str
-    emoticons: list[str] | None = None
-    color: str | None = None
+class ChatHistory(Request):
+    """Older lines of the room: at most `limit`, before the message `before`."""
 
-    def validate(self) -> None:
-        _check_len("text", self.text, MAX_WIRE_TEXT)
-        if self.emoticons is not None:
-            if len(self.emoticons) > MAX_WIRE_EMOTICONS:
-                raise SignalingError("bad_request", f"emoticons: more than {MAX_WIRE_EMOTICONS}")
-            for e in self.emoticons:
-                _check_len("emoticons[]", e, 32)
-        _check_len("color", self.color, 16)
-
-
-@dataclass(frozen=True)
-class ChatHistory:
-    before: str | None = None
+    before: Id | None = None
     limit: int | None = None
 
-    def validate(self) -> None:
-        if self.before is not None:
-            _check_id("before", self.before)
 
+class ChatTip(Request):
+    """Tip the performer `credits`."""
 
-@dataclass(frozen=True)
-class ChatTip:
     credits: int
     # The client's idempotency key for this tip: a retry with the same tip_id charges once.
-    tip_id: str
-
-    def validate(self) -> None:
-        _check_id("tip_id", self.tip_id)
+    tip_id: Id
 
 
-@dataclass(frozen=True)
-class ChatUserRef:
-    user: str
-    reason: str | None = None
+class ChatUserRef(Request):
+    """A moderation action on one chat user (unmute, unban, kick)."""
 
-    def validate(self) -> None:
-        _check_id("user", self.user)
-        _check_len("reason", self.reason, MAX_WIRE_REASON)
+    user: Id
+    reason: Reason | None = None
 
 
-@dataclass(frozen=True)
-class ChatMute:
-    user: str
+class ChatMute(Request):
+    """Time a chat user out for `seconds`."""
+
+    user: Id
     seconds: int
-    reason: str | None = None
-
-    def validate(self) -> None:
-        _check_id("user", self.user)
-        _check_len("reason", self.reason, MAX_WIRE_REASON)
+    reason: Reason | None = None
 
 
-@dataclass(frozen=True)
-class ChatBan:
-    user: str
+class ChatBan(Request):
+    """Ban a chat user from the room, for `seconds` or (absent) for ever."""
+
+    user: Id
     seconds: int | None = None
-    reason: str | None = None
-
-    def validate(self) -> None:
-        _check_id("user", self.user)
-        _check_len("reason", self.reason, MAX_WIRE_REASON)
+    reason: Reason | None = None
 
 
-@dataclass(frozen=True)
-class ChatDelete:
-    message_id: str
-    reason: str | None = None
+class ChatDelete(Request):
+    """Delete one line."""
 
-    def validate(self) -> None:
-        _check_id("message_id", self.message_id)
-        _check_len("reason", self.reason, MAX_WIRE_REASON)
+    message_id: Id
+    reason: Reason | None = None
 
 
-@dataclass(frozen=True)
-class ChatSlow:
+class ChatSlow(Request):
+    """Slow mode: `seconds` between two lines of one user (0: off)."""
+
     seconds: int
 
-    def validate(self) -> None:
-        pass
+
+class ChatClear(Request):
+    """Empty the room's history."""
+
+    reason: Reason | None = None
 
 
-@dataclass(frozen=True)
-class ChatClear:
-    reason: str | None = None
+class ChatReport(Request):
+    """Report a line as prohibited content."""
 
-    def validate(self) -> None:
-        _check_len("reason", self.reason, MAX_WIRE_REASON)
-
-
-@dataclass(frozen=True)
-class ChatReport:
-    message_id: str
-    reason: str
-
-    def validate(self) -> None:
-        _check_id("message_id", self.message_id)
-        _check_len("reason", self.reason, MAX_WIRE_REASON)
+    message_id: Id
+    reason: Reason
 
 
-CHAT_METHODS: dict[str, type] = {
+CHAT_METHODS: dict[str, type[Request]] = {
     "chat.send": ChatSend,
     "chat.history": ChatHistory,
     "chat.tip": ChatTip,

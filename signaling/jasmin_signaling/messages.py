@@ -1,23 +1,35 @@
-"""Typed request bodies of protocol v1, validated field by field.
+"""The request bodies of protocol v1: one msgspec struct per method's ``data``, and from them
+the validation (:func:`parse_request`) and the JSON Schema of the protocol (:func:`json_schema`,
+served at ``/signaling-schema.json``).
 
-Each method's ``data`` object is checked against a frozen dataclass; a missing
-field, an unknown field or a wrong type is a ``bad_request`` naming the field.
+A missing field, an unknown field, a wrong type or a broken constraint is ``bad_request``
+naming the field (``schema.field_message``); what a schema cannot say (a token excludes the
+legacy ids; an SDP starts with ``v=0``) is checked once, in the struct's ``__post_init__``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import typing
-from dataclasses import dataclass
-from typing import Any
+import functools
+import json
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
 
 from .chat_messages import CHAT_METHODS
 from .errors import SignalingError
+from .schema import Id, Request, Token, bounds, field_message
 from .text import echo, first_unstorable, unstorable
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MAX_SDP_CHARS = 65536
+#: Spatial layers a publisher may send (jasmin_codecs.simulcast.MAX_SIMULCAST_LAYERS)
+#: and VP8's temporal layers (TID is 2 bits).
+MAX_SPATIAL = 2
+MAX_TEMPORAL = 3
+
+#: An SDP; one that does not start with ``v=0`` is ``bad_sdp`` (``__post_init__``), not ``bad_request``.
+Sdp = Annotated[str, Meta(max_length=MAX_SDP_CHARS, description=f"at most {MAX_SDP_CHARS} characters, from v=0")]
+Role = Annotated[Literal["performer", "viewer"], Meta(description="must be 'performer' or 'viewer'")]
 
 
 def valid_request_id(req_id: Any) -> bool:
@@ -29,148 +41,101 @@ def valid_request_id(req_id: Any) -> bool:
     return isinstance(req_id, str) and 0 < len(req_id) <= 64 and not unstorable(req_id)
 
 
-def _check_id(name: str, value: str) -> None:
-    if not _ID_RE.match(value):
-        raise SignalingError("bad_request", f"{name}: 1-64 characters of A-Z a-z 0-9 _ . : -")
-
-
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}\Z")
-
-
-@dataclass(frozen=True)
-class Join:
-    show_id: str
-    role: str
-    # A session token (docs/accounts.md): the server derives who the caller
-    # is - member, performer or guest - from it, never from the fields below.
-    token: str | None = None
-    # Legacy, honoured only without a token and only when the server runs
-    # with accounts.trust_client_ids: a viewer says which member it is (no
-    # member_id: a guest) and a performer may name itself.
-    member_id: str | None = None
-    performer_id: str | None = None
-
-    def validate(self) -> None:
-        _check_id("show_id", self.show_id)
-        if self.role not in ("performer", "viewer"):
-            raise SignalingError("bad_request", "role: must be 'performer' or 'viewer'")
-        if self.token is not None:
-            if not _TOKEN_RE.match(self.token):
-                raise SignalingError("bad_request", "token: 1-256 characters of A-Z a-z 0-9 _ -")
-            if self.member_id is not None or self.performer_id is not None:
-                raise SignalingError("bad_request", "member_id, performer_id: not allowed with a token")
-        if self.member_id is not None:
-            _check_id("member_id", self.member_id)
-            if self.role != "viewer":
-                raise SignalingError("bad_request", "member_id: only for role 'viewer'")
-        if self.performer_id is not None:
-            _check_id("performer_id", self.performer_id)
-            if self.role != "performer":
-                raise SignalingError("bad_request", "performer_id: only for role 'performer'")
-
-
-@dataclass(frozen=True)
-class MemberRef:
-    member_id: str
-
-    def validate(self) -> None:
-        _check_id("member_id", self.member_id)
-
-
-@dataclass(frozen=True)
-class ShowSettings:
-    auto_accept: bool | None = None
-    # Hundredths of a credit per minute, billed per second (docs/money.md).
-    price_per_minute: int | None = None
-
-    def validate(self) -> None:
-        if self.price_per_minute is not None and not 1 <= self.price_per_minute <= 1_000_000:
-            raise SignalingError("bad_request", "price_per_minute: 1..1000000 hundredths of a credit")
-
-
-@dataclass(frozen=True)
-class Publish:
-    sdp: str
-
-    def validate(self) -> None:
-        _check_sdp(self.sdp)
-
-
-@dataclass(frozen=True)
-class Subscribe:
-    producer_ids: list[str] | None = None
-    paused: bool = False
-
-    def validate(self) -> None:
-        for pid in self.producer_ids or []:
-            _check_id("producer_ids[]", pid)
-
-
-@dataclass(frozen=True)
-class Answer:
-    transport_id: str
-    sdp: str
-
-    def validate(self) -> None:
-        _check_id("transport_id", self.transport_id)
-        _check_sdp(self.sdp)
-
-
-@dataclass(frozen=True)
-class Unsubscribe:
-    transport_id: str
-
-    def validate(self) -> None:
-        _check_id("transport_id", self.transport_id)
-
-
-#: Spatial layers a publisher may send (jasmin_codecs.simulcast.MAX_SIMULCAST_LAYERS)
-#: and VP8's temporal layers (TID is 2 bits).
-MAX_SPATIAL = 2
-MAX_TEMPORAL = 3
-
-
-@dataclass(frozen=True)
-class SetLayers:
-    """A viewer's cap on one of its video consumers' layers (docs/signaling.md,
-    ``consumer.set_layers``); None (or absent) lifts a cap."""
-
-    consumer_id: str
-    max_spatial: int | None = None
-    max_temporal: int | None = None
-
-    def validate(self) -> None:
-        _check_id("consumer_id", self.consumer_id)
-        if self.max_spatial is not None and not 0 <= self.max_spatial <= MAX_SPATIAL:
-            raise SignalingError("bad_request", f"max_spatial: 0..{MAX_SPATIAL} (0 = the lowest layer) or null")
-        if self.max_temporal is not None and not 0 <= self.max_temporal <= MAX_TEMPORAL:
-            raise SignalingError("bad_request", f"max_temporal: 0..{MAX_TEMPORAL} or null")
-
-
-@dataclass(frozen=True)
-class Empty:
-    def validate(self) -> None:
-        pass
-
-
-def _check_sdp(sdp: str) -> None:
-    if len(sdp) > MAX_SDP_CHARS:
-        raise SignalingError("bad_request", f"sdp: longer than {MAX_SDP_CHARS} characters")
+def _sdp(sdp: str) -> None:
     if not sdp.startswith("v=0"):
         raise SignalingError("bad_sdp", "sdp: must start with v=0")
 
 
-@dataclass(frozen=True)
-class NotificationsSubscribe:
+class Join(Request):
+    """Enter a show as its performer or a viewer; who the caller is comes from its token."""
+
+    show_id: Id
+    role: Role
+    # A session token (docs/accounts.md): the server derives who the caller
+    # is - member, performer or guest - from it, never from the fields below.
+    token: Token | None = None
+    # Legacy, honoured only without a token and only when the server runs
+    # with accounts.trust_client_ids: a viewer says which member it is (no
+    # member_id: a guest) and a performer may name itself.
+    member_id: Id | None = None
+    performer_id: Id | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None and (self.member_id is not None or self.performer_id is not None):
+            raise SignalingError("bad_request", "member_id, performer_id: not allowed with a token")
+        if self.member_id is not None and self.role != "viewer":
+            raise SignalingError("bad_request", "member_id: only for role 'viewer'")
+        if self.performer_id is not None and self.role != "performer":
+            raise SignalingError("bad_request", "performer_id: only for role 'performer'")
+
+
+class MemberRef(Request):
+    """The member whose private request the performer answers."""
+
+    member_id: Id
+
+
+class ShowSettings(Request):
+    """The performer's settings; a field left out (or null) is left as it is."""
+
+    auto_accept: bool | None = None
+    # Hundredths of a credit per minute, billed per second (docs/money.md).
+    price_per_minute: Annotated[int, bounds(1, 1_000_000, "1..1000000 hundredths of a credit")] | None = None
+
+
+class Publish(Request):
+    """The client's offer (sendonly or sendrecv audio/video)."""
+
+    sdp: Sdp
+
+    def __post_init__(self) -> None:
+        _sdp(self.sdp)
+
+
+class Subscribe(Request):
+    """Open a transport carrying these producers (default: all this connection may see)."""
+
+    producer_ids: list[Id] | None = None
+    paused: bool = False
+
+
+class Answer(Request):
+    """The client's answer to a subscribe's offer."""
+
+    transport_id: Id
+    sdp: Sdp
+
+    def __post_init__(self) -> None:
+        _sdp(self.sdp)
+
+
+class Unsubscribe(Request):
+    """Close a transport this connection subscribed."""
+
+    transport_id: Id
+
+
+class SetLayers(Request):
+    """A viewer's cap on one of its video consumers' layers (docs/signaling.md,
+    consumer.set_layers); null (or absent) lifts a cap."""
+
+    consumer_id: Id
+    max_spatial: Annotated[int, bounds(0, MAX_SPATIAL, f"0..{MAX_SPATIAL} (0 = the lowest layer) or null")] | None = None
+    max_temporal: Annotated[int, bounds(0, MAX_TEMPORAL, f"0..{MAX_TEMPORAL} or null")] | None = None
+
+
+class Empty(Request):
+    """No fields: {}, or data left out (or null)."""
+
+
+class NotificationsSubscribe(Request):
+    """Follow a member's favourites coming online."""
+
     # A member token; without one, the member this connection joined as.
-    token: str | None = None
-
-    def validate(self) -> None:
-        if self.token is not None and not _TOKEN_RE.match(self.token):
-            raise SignalingError("bad_request", "token: 1-256 characters of A-Z a-z 0-9 _ -")
+    token: Token | None = None
 
 
-METHODS: dict[str, type] = {
+METHODS: dict[str, type[Request]] = {
     "join": Join,
     "publish": Publish,
     "unpublish": Empty,
@@ -193,28 +158,6 @@ METHODS: dict[str, type] = {
 }
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_type_ok(value, a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return False  # pragma: no cover
-
-
-def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
 def parse_request(method: str, data: Any) -> Any:
     """Validate ``data`` for ``method``; returns the typed body."""
     cls = METHODS.get(method)
@@ -229,20 +172,58 @@ def parse_request(method: str, data: Any) -> Any:
     where = first_unstorable(data)
     if where is not None:
         raise SignalingError("bad_request", f"{where or 'data'}: NUL or unpaired surrogate in text")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise SignalingError("bad_request", f"{str(key)[:64]}: unknown field for {method}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise SignalingError("bad_request", f"{name}: required")
-            continue
-        if not _type_ok(data[name], hints[name]):
-            raise SignalingError("bad_request", f"{name}: expected {_type_name(hints[name])}")
-        kwargs[name] = data[name]
-    body = cls(**kwargs)
-    body.validate()
-    return body
+    try:
+        return msgspec.convert(data, cls)
+    except msgspec.ValidationError as exc:
+        raise SignalingError("bad_request", field_message(exc, cls)) from None
+
+
+# -- the JSON Schema of the protocol -----------------------------------------------------
+
+SCHEMA_ID = "/signaling-schema.json"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of a request frame, generated from :data:`METHODS`: one
+    ``oneOf`` branch per method (``method`` a ``const``, ``data`` its struct in ``$defs``).
+    ``x-methods`` maps each method to its struct's name. A fresh dict each call."""
+    out: dict[str, Any] = json.loads(json_schema_text())
+    return out
+
+
+@functools.cache
+def json_schema_text() -> str:
+    """:func:`json_schema` as JSON text, built once (msgspec's schema generation is too slow to
+    repeat on the event loop for every request)."""
+    structs = sorted(set(METHODS.values()), key=lambda c: c.__name__)
+    _, defs = msgspec.json.schema_components(structs, ref_template="#/$defs/{name}")
+    request_id = {"anyOf": [{"type": "integer"},
+                            {"type": "string", "minLength": 1, "maxLength": 64,
+                             "description": "No NUL, no unpaired surrogate"}],
+                  "description": "Unique among the connection's last 1024 requests"}
+    branches = []
+    for method, cls in METHODS.items():
+        ref = {"$ref": f"#/$defs/{cls.__name__}"}
+        # ``data`` may be left out (or null) when the body has no required field.
+        optional = not any(f.required for f in msgspec.structs.fields(cls))
+        branches.append({
+            "type": "object",
+            "properties": {
+                "type": {"const": "request"},
+                "id": {"$ref": "#/$defs/RequestId"},
+                "method": {"const": method},
+                "data": {"anyOf": [ref, {"type": "null"}]} if optional else ref,
+            },
+            "required": ["type", "id", "method"] if optional else ["type", "id", "method", "data"],
+        })
+    return json.dumps({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "jasmin/1 signaling request",
+        "description": "A request frame of the signaling protocol (docs/signaling.md), generated from "
+                       "jasmin_signaling.messages. A frame is a JSON text frame or a msgpack binary frame; "
+                       "text anywhere in data holding a NUL or an unpaired surrogate is bad_request.",
+        "oneOf": branches,
+        "x-methods": {method: cls.__name__ for method, cls in METHODS.items()},
+        "$defs": {**defs, "RequestId": request_id},
+    })

@@ -30,7 +30,7 @@ from jasmin_sfu.app import Daemon
 from tests.conftest import test_config as loopback_config
 
 T = TypeVar("T")
-FIELDS = {m: [f.name for f in dataclasses.fields(cls)] for m, cls in METHODS.items()}
+FIELDS = {m: list(cls.__struct_fields__) for m, cls in METHODS.items()}
 DOCUMENTED_CLOSE = {1007}
 # Every code but `internal` may answer a fuzzed frame.
 ALLOWED = set(ERROR_CODES) - {"internal"}
@@ -146,6 +146,8 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 def _typed(hint: Any) -> st.SearchStrategy[Any]:
     """Values of a field's declared type (strings nasty), so requests get past the type check."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return st.one_of(st.sampled_from(args), nasty_text)
     if typing.get_origin(hint) is list:
         return st.lists(_typed(args[0]), max_size=3)
     if args:  # Optional[X] / X | None

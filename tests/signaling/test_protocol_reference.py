@@ -4,8 +4,10 @@ The doc's convention (stated at its top): each method, event and error code is
 written in backticks in the first cell of a row of a table whose first column
 header is ``method``, ``event`` or ``code``. The code's side:
 
-* verbs: ``jasmin_signaling.messages.METHODS``, the dispatch table every
-  request goes through (``parse_request``); each one must also have a handler;
+* verbs: the methods of the generated JSON Schema (``jasmin_signaling.messages.json_schema``,
+  served at ``/signaling-schema.json``), each with the struct of its ``data``: the same
+  table (``METHODS``) every request goes through (``parse_request``); each one must also
+  have a handler;
 * error codes: ``jasmin_signaling.errors.ERROR_CODES`` (``SignalingError``
   refuses any other), and every code the code raises must be one of them;
 * events: the names the server passes, as literals, to the functions that push
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from jasmin_signaling.chat_messages import CHAT_METHODS
 from jasmin_signaling.errors import ERROR_CODES
-from jasmin_signaling.messages import METHODS
+from jasmin_signaling.messages import METHODS, json_schema
 
 from jasmin_sfu.api.signaling_handler import SessionHandler
 
@@ -130,10 +132,15 @@ def test_the_doc_lists_each_name_once() -> None:
         assert not dupes, f"docs/signaling.md lists these {header}s twice: {dupes}"
 
 
-def test_documented_verbs_are_the_registered_verbs() -> None:
-    """Protects the reference: a verb registered in METHODS but undocumented (or the reverse) fails."""
-    documented, registered = set(doc_names("method")), set(METHODS)
-    assert documented == registered, _diff(documented, registered, "verbs")
+def test_documented_verbs_are_the_verbs_of_the_schema() -> None:
+    """Protects the reference: every method of docs/signaling.md's method tables has a struct in
+    the generated schema, and every struct-described method of the schema is documented (a verb
+    registered in METHODS but undocumented, or the reverse, fails)."""
+    schema = json_schema()
+    documented, described = set(doc_names("method")), set(schema["x-methods"])
+    assert documented == described, _diff(documented, described, "verbs")
+    assert all(name in schema["$defs"] for name in schema["x-methods"].values())
+    assert described == set(METHODS)
 
 
 def test_every_registered_verb_has_a_handler() -> None:
