@@ -279,6 +279,9 @@ OPS: tuple[Op, ...] = (
         {200: ("The earnings", Earnings)}, (401, 403, 404, 503), bearer=True, parameters=(USERNAME_PARAM,)),
     _op("get", "/openapi.json", "openapi", "This document",
         {200: ("OpenAPI 3", {"content": {"application/json": {"schema": {"type": "object"}}}})}),
+    _op("get", "/signaling-schema.json", "signalingSchema",
+        "The JSON Schema of a /ws request frame, generated from the signaling structs (docs/signaling.md)",
+        {200: ("JSON Schema 2020-12", {"content": {"application/json": {"schema": {"type": "object"}}}})}),
 )
 
 # Examples of every request body, checked against the document and the structs
