@@ -210,7 +210,7 @@ async def test_openapi_document_matches_the_routes(api: Api) -> None:
         if "app" in info:  # the /api/v1 sub-application; its resources carry the prefix already
             for sub in info["app"].router.resources():
                 served.update((route.method, sub.canonical) for route in sub)
-        elif resource.canonical.startswith(("/api", "/openapi")):
+        elif resource.canonical.startswith(("/api", "/openapi", "/signaling-schema")):
             served.update((route.method, resource.canonical) for route in resource if route.method != "HEAD")
     served = {(m, p) for m, p in served if m != "HEAD"}
     assert documented == served
