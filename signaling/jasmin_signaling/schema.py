@@ -3,7 +3,7 @@ a field's wire constraints, and the message a client gets when one is broken, ar
 
 A body is a :class:`Request` (a :mod:`msgspec` struct; a field the method does not
 define is ``bad_request``). Its fields are annotated with the types below (``Id``, ``Token``,
-:func:`capped`), whose ``Meta`` carries the pattern or the bounds *and* the sentence that
+:func:`cap`, :func:`bounds`), whose ``Meta`` carries the pattern or the bounds *and* the sentence that
 describes them: the JSON Schema of the protocol (``messages.json_schema``) prints that
 sentence, and :func:`field_message` answers it when the constraint is broken, so a rule and
 its explanation cannot drift apart. Explicit ``null`` is accepted wherever a field is
@@ -43,11 +43,10 @@ Id = Annotated[str, Meta(pattern=whole("[A-Za-z0-9_.:-]{1,64}"), description=ID_
 Token = Annotated[str, Meta(pattern=whole("[A-Za-z0-9_-]{1,256}"), description=TOKEN_TEXT)]
 
 
-def cap(max_len: int, *, min_len: int | None = None) -> Meta:
+def cap(max_len: int) -> Meta:
     """A text of at most ``max_len`` characters (``Annotated[str, cap(...)]``): the wire's cap,
     so a longer field is refused before any rule of the service runs."""
-    text = f"at most {max_len} characters" if min_len is None else f"{min_len}-{max_len} characters"
-    return Meta(max_length=max_len, min_length=min_len, description=text)
+    return Meta(max_length=max_len, description=f"at most {max_len} characters")
 
 
 def bounds(lo: int, hi: int, description: str) -> Meta:
