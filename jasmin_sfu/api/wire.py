@@ -103,9 +103,9 @@ def text(max_len: int, *, min_len: int = 0, multiline: bool = False, storable_on
     )
 
 
-USERNAME_PATTERN = "^[A-Za-z0-9_]{3,32}$"
+USERNAME_PATTERN = "^[A-Za-z0-9_]{3,32}$(?!\n)"
 Username = Annotated[str, Meta(pattern=USERNAME_PATTERN, extra_json_schema={"example": "alice"})]
-LANGUAGE_PATTERN = "^[a-z]{2}$"
+LANGUAGE_PATTERN = "^[a-z]{2}$(?!\n)"
 Language = Annotated[str, Meta(pattern=LANGUAGE_PATTERN)]
 
 

@@ -104,10 +104,10 @@ class AdultConfirmationRequest(Body):
 
 class PurchaseRequest(Body):
     package: PackageCode
-    idempotency_key: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{8,64}$",
+    idempotency_key: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{8,64}$(?!\n)",
                                          description="Chosen by the client; a retry with the same key buys once")]
-    card_last4: Annotated[str, Meta(pattern="^[0-9]{4}$")] | UnsetType = UNSET
-    card_expiry: Annotated[str, Meta(pattern="^(0[1-9]|1[0-2])/[0-9]{2}$",
+    card_last4: Annotated[str, Meta(pattern="^[0-9]{4}$(?!\n)")] | UnsetType = UNSET
+    card_expiry: Annotated[str, Meta(pattern="^(0[1-9]|1[0-2])/[0-9]{2}$(?!\n)",
                                      extra_json_schema={"example": "12/29"})] | UnsetType = UNSET
 
 
@@ -188,7 +188,7 @@ class Packages(View):
 
 
 class Wallet(View):
-    credits: Annotated[str, Meta(pattern="^[0-9]+\\.[0-9]{2}$",
+    credits: Annotated[str, Meta(pattern="^[0-9]+\\.[0-9]{2}$(?!\n)",
                                  description="Available credits, two decimals, rounded down")]
     available_units: Annotated[int, Meta(description="Ledger units (1/6000 credit) a debit may take")]
     held_units: Annotated[int, Meta(description="Units held by running privates")]
@@ -199,7 +199,7 @@ class Wallet(View):
 class Earnings(View):
     """A performer's earnings from the ledger (docs/money.md, "Accounts")."""
 
-    credits: Annotated[str, Meta(pattern="^[0-9]+\\.[0-9]{2}$",
+    credits: Annotated[str, Meta(pattern="^[0-9]+\\.[0-9]{2}$(?!\n)",
                                  description="Earned credits, two decimals, rounded down")]
     units: Annotated[int, Meta(description="Ledger units (1/6000 credit) posted to earnings:<performer>; a running"
                                            " private's seconds are posted at each grant renewal and at its end")]

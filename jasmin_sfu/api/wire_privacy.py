@@ -53,7 +53,7 @@ class PrivacyProfilePatch(Body):
     display_name: Annotated[str, text(MAX_DISPLAY_NAME)] | UnsetType = UNSET
     gender: GenderOrBlank | UnsetType = UNSET
     age_range: AgeRangeOrBlank | UnsetType = UNSET
-    country: Annotated[str, Meta(pattern="^([A-Z]{2})?$", description="ISO 3166-1 alpha-2; \"\" clears")] | (
+    country: Annotated[str, Meta(pattern="^([A-Z]{2})?$(?!\n)", description="ISO 3166-1 alpha-2; \"\" clears")] | (
         UnsetType) = UNSET
     languages: Languages | UnsetType = UNSET
     about: Annotated[str, text(MAX_ABOUT, multiline=True)] | UnsetType = UNSET
@@ -74,7 +74,7 @@ Rank = Annotated[str, enum(tuple(r for _, r in MASK_RANKS))]
 DisplayName = Annotated[str, Meta(max_length=MAX_DISPLAY_NAME)]
 Gender = Annotated[str, enum(GENDERS)]
 AgeRange = Annotated[str, enum(AGE_RANGES)]
-Country = Annotated[str, Meta(pattern="^[A-Z]{2}$")]
+Country = Annotated[str, Meta(pattern="^[A-Z]{2}$(?!\n)")]
 About = Annotated[str, Meta(max_length=MAX_ABOUT)]
 
 

@@ -137,3 +137,26 @@ async def test_a_refused_body_is_a_400_in_the_one_error_shape(api: Api) -> None:
     for method, path, body, message in cases:
         status, answer, _ = await api.call(method, path, token=token, json=body)
         assert status == 400 and answer == {"error": {"code": "bad_request", "message": message}}, (path, answer)
+
+
+@pytest.mark.parametrize(
+    ("struct", "body"),
+    [
+        ("RegisterRequest", {"username": "alice\n", "password": "correct horse battery"}),
+        ("PurchaseRequest", {"package": "p2999", "idempotency_key": "order-00000001\n"}),
+        ("PurchaseRequest", {"package": "p2999", "idempotency_key": "order-00000001", "card_last4": "4242\n"}),
+        ("PrivacyProfilePatch", {"country": "DE\n"}),
+    ],
+)
+def test_a_fixed_format_field_refuses_a_trailing_newline(struct: str, body: dict[str, Any]) -> None:
+    """Protects the REST patterns: msgspec matches them with re.search, where `$` also matches
+    before a final newline, so "alice\\n" passed as a username (and an idempotency key, card digits
+    or a country with a newline after them) until each pattern ended in `$(?!\\n)`; the same
+    pattern is published in /openapi.json, where ECMA-262 reads it the same way."""
+    from jasmin_sfu.api import wire_accounts, wire_privacy
+
+    cls = getattr(wire_accounts, struct, None) or getattr(wire_privacy, struct)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(body, cls)
+    good = {k: v.rstrip("\n") if isinstance(v, str) else v for k, v in body.items()}
+    msgspec.convert(good, cls)
