@@ -32,8 +32,6 @@ from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler
 from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
 from jasmin_sfu.loop_lag import LoopLagMonitor
-from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
-from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
 from jasmin_sfu.services.chat import ChatService, open_chat
@@ -66,53 +64,6 @@ WORKER_KEY = web.AppKey("worker", Worker)
 DAEMON_KEY = web.AppKey("daemon", object)
 
 
-def media_settings(cfg: Config) -> MediaSettings:
-    m = cfg.media
-    return MediaSettings(
-        listen_ips=m.listen_ips,
-        announced_ip=m.announced_ip,
-        port_range=(m.rtc_min_port, m.rtc_max_port),
-        video_codecs=m.video_codecs,
-        packet_cache_size=m.packet_cache_size,
-        keyframe_request_interval_s=m.keyframe_request_interval_ms / 1000.0,
-        keyframe_cache=m.keyframe_cache,
-        rtcp_interval_s=m.rtcp_interval_ms / 1000.0,
-        remb_max_bps=m.remb_max_bps,
-        remb_min_bps=m.remb_min_bps,
-        max_producers_per_publisher=m.max_producers_per_publisher,
-        nack_max_retries=m.nack_max_retries,
-        nack_default_rtt_s=m.nack_default_rtt_ms / 1000.0,
-        nack_max_delay_s=m.nack_max_delay_ms / 1000.0,
-        nack_budget_fraction=m.nack_budget_fraction,
-        pause_video_on_congestion=m.pause_video_on_congestion,
-        simulcast=m.simulcast,
-        layer_adaptation=m.layer_adaptation,
-        adaptation=adaptation_policy(cfg),
-    )
-
-
-def adaptation_policy(cfg: Config) -> AdaptationPolicy:
-    """The [media] bwe_*, layer_* and probe_* keys as the per-viewer adaptation policy."""
-    m = cfg.media
-    return AdaptationPolicy(
-        start_bps=m.bwe_start_bps,
-        min_bps=m.bwe_min_bps,
-        max_bps=m.bwe_max_bps,
-        max_jump=m.bwe_max_jump,
-        audio_reserve_bps=m.bwe_audio_reserve_bps,
-        headroom=m.layer_headroom,
-        keep_ratio=m.layer_keep_ratio,
-        up_hold_s=m.layer_up_hold_ms / 1000.0,
-        min_dwell_s=m.layer_min_dwell_ms / 1000.0,
-        failed_up_s=m.layer_failed_up_ms / 1000.0,
-        backoff_max_s=m.layer_backoff_max_ms / 1000.0,
-        pause_video=m.pause_video_on_congestion,
-        probe_interval_s=m.probe_interval_ms / 1000.0,
-        probe_max_interval_s=m.probe_max_interval_ms / 1000.0,
-        probe_duration_s=m.probe_duration_ms / 1000.0,
-    )
-
-
 def internal_session_id(request: web.Request, secret: str) -> str | None:
     """The session id a supervisor names for a connection it routes here (docs/workers.md).
 
@@ -133,7 +84,7 @@ class Daemon:
 
     def __init__(self, cfg: Config, *, accounts_clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.worker = Worker(media_settings(cfg))
+        self.worker = Worker(cfg.media)
         self.bus = EventBus()
         self.shows = ShowRegistry(
             self.worker,

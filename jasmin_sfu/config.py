@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from jasmin_sfu.media.settings import MediaSettings
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the offending key."""
@@ -69,91 +71,9 @@ class ServerConfig:
     loop_lag_warn_ms: int = 100
 
 
-@dataclass(frozen=True)
-class MediaConfig:
-    """The forwarding core and its ICE/RTCP behaviour."""
-
-    # Host candidates are gathered only on these addresses.
-    listen_ips: tuple[str, ...] = ("127.0.0.1",)
-    # Written into candidates instead of the listen address (1:1 NAT, Docker).
-    announced_ip: str = ""
-    # UDP port range for ICE host candidates; 0/0 lets the kernel choose.
-    rtc_min_port: int = 0
-    rtc_max_port: int = 0
-    video_codecs: tuple[str, ...] = ("VP8", "H264")
-    audio_codecs: tuple[str, ...] = ("opus",)
-    # Packets kept per video producer to answer viewer NACKs. At 1.5 Mbit/s
-    # (~150 packets/s) 1024 packets are ~7 s, well over any useful RTT.
-    packet_cache_size: int = 1024
-    # Minimum gap between keyframe requests sent to one producer. mediasoup
-    # uses 1 s, LiveKit 0.5-1 s, Jitsi 200 ms; a deferred request is sent at
-    # the end of the window so no viewer's request is ever lost.
-    keyframe_request_interval_ms: int = 300
-    # Replay each video producer's last complete keyframe to a starting
-    # viewer, so its first picture does not wait for the publisher's answer
-    # to a PLI (jasmin_sfu/media/keyframe_cache.py).
-    keyframe_cache: bool = True
-    rtcp_interval_ms: int = 1000
-    # REMB toward the performer, sent with each receiver report: the highest
-    # estimate of the viewers that watch (not paused, blocked by a private's
-    # audience, or paused by audio first), clamped to [remb_min_bps,
-    # remb_max_bps]; remb_min_bps when every watching viewer's video is paused
-    # by audio first; remb_max_bps while none sent one (docs/media.md). A weak
-    # viewer never pulls the others' picture down.
-    remb_max_bps: int = 3_000_000
-    remb_min_bps: int = 150_000
-    # Audio/video m-sections (producers) one publish may carry; more is `bad_sdp`.
-    # A camera is two (video, audio); the rest is room for a second source.
-    max_producers_per_publisher: int = 4
-    # Retransmissions to a viewer (docs/media.md): one packet at most
-    # nack_max_retries times, at most once per the viewer's round trip
-    # (nack_default_rtt_ms until its RTCP measured one), never when it would
-    # arrive later than nack_max_delay_ms after the original, and in all at
-    # most nack_budget_fraction of the viewer's REMB (remb_min_bps before it
-    # sent one).
-    nack_max_retries: int = 3
-    nack_default_rtt_ms: int = 100
-    nack_max_delay_ms: int = 1000
-    nack_budget_fraction: float = 0.25
-    # Audio first: pause the video of a viewer whose link cannot carry it
-    # (REMB under half the forwarded rate and >= 10 % loss, 3 reports in a
-    # row) and try it again after 10 s, doubling up to 60 s (docs/media.md).
-    pause_video_on_congestion: bool = True
-    # Per-viewer layers (docs/media.md, "Per-viewer layers"): each viewer's
-    # estimate is its own REMB, clamped to [bwe_min_bps, bwe_max_bps], moved at
-    # most bwe_max_jump times per report, bwe_start_bps before its first, less
-    # bwe_audio_reserve_bps for its audio. Its layer goes down at once below
-    # layer_keep_ratio of the layer's rate, up after layer_up_hold_ms above the
-    # next layer's rate times layer_headroom and layer_min_dwell_ms after the
-    # last switch; an up-switch undone within layer_failed_up_ms doubles the
-    # hold, up to layer_backoff_max_ms. A viewer held below its best layer is
-    # probed with padding every probe_interval_ms, doubling after each failed
-    # probe up to probe_max_interval_ms, each probe lasting at most
-    # probe_duration_ms. pause_video_on_congestion pauses video below the
-    # lowest layer (false: the lowest layer is the floor).
-    bwe_start_bps: int = 600_000
-    bwe_min_bps: int = 30_000
-    bwe_max_bps: int = 50_000_000
-    bwe_max_jump: float = 10.0
-    bwe_audio_reserve_bps: int = 40_000
-    layer_headroom: float = 1.2
-    layer_keep_ratio: float = 0.9
-    layer_up_hold_ms: int = 4000
-    layer_min_dwell_ms: int = 2000
-    layer_failed_up_ms: int = 30000
-    layer_backoff_max_ms: int = 60000
-    probe_interval_ms: int = 5000
-    probe_max_interval_ms: int = 30000
-    probe_duration_ms: int = 30000
-    # Accept simulcast publishers (a=simulcast + a=rid, up to 3 spatial layers,
-    # VP8 or H264); each viewer then gets the layer it can take (docs/media.md,
-    # "Layers"). false: a simulcast offer is refused with bad_sdp.
-    simulcast: bool = True
-    # Run each simulcast viewer's estimate, layer selector and probing (the
-    # bwe_/layer_/probe_ keys) from the router. false (the default until
-    # probing lifts a real Chromium viewer's REMB): each viewer gets the
-    # highest active layer within its cap (docs/media.md, "Per-viewer layers").
-    layer_adaptation: bool = False
+# [media] is declared beside the media core, which must not import this module
+# (setup.cfg, media-knows-no-business): jasmin_sfu/media/settings.py.
+MediaConfig = MediaSettings
 
 
 @dataclass(frozen=True)

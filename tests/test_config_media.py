@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from jasmin_sfu.app import media_settings
 from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
 from jasmin_sfu.config import ConfigError, MediaConfig, load_config
 
@@ -55,14 +54,14 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     f.write_text("[media]\nnack_max_retries = 5\nnack_budget_fraction = 0.5\n")
     cfg = load_config(f, env={"JASMIN_MEDIA_NACK_MAX_DELAY_MS": "800",
                               "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"})
-    s = media_settings(cfg)
+    s = cfg.media
     assert (s.nack_max_retries, s.nack_budget_fraction, s.nack_max_delay_s, s.pause_video_on_congestion) == (
         5, 0.5, 0.8, False)
     assert s.simulcast is True
-    off = media_settings(load_config(env={"JASMIN_MEDIA_SIMULCAST": "false"}))
+    off = load_config(env={"JASMIN_MEDIA_SIMULCAST": "false"}).media
     assert off.simulcast is False
     assert s.layer_adaptation is False
-    assert media_settings(load_config(env={"JASMIN_MEDIA_LAYER_ADAPTATION": "true"})).layer_adaptation is True
+    assert load_config(env={"JASMIN_MEDIA_LAYER_ADAPTATION": "true"}).media.layer_adaptation is True
     assert s.nack_default_rtt_s == 0.1
 
 
@@ -82,7 +81,7 @@ def test_adaptation_defaults_are_the_policy_defaults() -> None:
     """Protects the one home of the numbers: [media] defaults give exactly AdaptationPolicy()'s
     defaults (a default changed in one place and not the other would show here), and they
     pass the policy's own validation."""
-    policy = media_settings(load_config(env={})).adaptation
+    policy = load_config(env={}).media.adaptation
     assert policy == AdaptationPolicy()
     policy.validate()
 
@@ -94,7 +93,7 @@ def test_adaptation_keys_reach_the_policy_from_file_and_env(tmp_path: Path) -> N
     f.write_text("[media]\nlayer_headroom = 1.5\nlayer_up_hold_ms = 6000\nbwe_max_jump = 4.0\n")
     cfg = load_config(f, env={"JASMIN_MEDIA_PROBE_INTERVAL_MS": "2500",
                               "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"})
-    a = media_settings(cfg).adaptation
+    a = cfg.media.adaptation
     assert (a.headroom, a.up_hold_s, a.max_jump, a.probe_interval_s, a.pause_video) == (1.5, 6.0, 4.0, 2.5, False)
     a.validate()
 
@@ -117,3 +116,19 @@ def test_bad_adaptation_values_name_the_key(key: str, value: str, word: str) -> 
     neighbour) is a config error naming the key, never a selector that divides by zero."""
     with pytest.raises(ConfigError, match=word):
         load_config(env={f"JASMIN_MEDIA_{key}": value})
+
+
+def test_the_media_section_is_the_media_cores_settings() -> None:
+    """Protects "declared once": [media] is the media core's own MediaSettings (no second struct
+    restating its fields), and its derived values (seconds, the port range, the policy) are no
+    config keys: setting one by its derived name is an unknown variable, not a silent no-op."""
+    from jasmin_sfu.media.settings import MediaSettings
+
+    assert MediaConfig is MediaSettings
+    m = load_config(env={"JASMIN_MEDIA_RTC_MIN_PORT": "40000", "JASMIN_MEDIA_RTC_MAX_PORT": "40100",
+                         "JASMIN_MEDIA_RTCP_INTERVAL_MS": "250"}).media
+    assert isinstance(m, MediaSettings)
+    assert (m.port_range, m.rtcp_interval_s, m.keyframe_request_interval_s) == ((40000, 40100), 0.25, 0.3)
+    for derived in ("RTCP_INTERVAL_S", "PORT_RANGE", "ADAPTATION"):
+        with pytest.raises(ConfigError, match=f"unknown variable JASMIN_MEDIA_{derived}"):
+            load_config(env={f"JASMIN_MEDIA_{derived}": "1"})

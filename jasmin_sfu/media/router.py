@@ -7,6 +7,7 @@ import logging
 from typing import Any, Callable, Protocol
 
 from .adaptation import ViewerAdaptation
+from .adaptation_policy import AdaptationPolicy
 from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError
 from .keyframe_requester import KeyframeRequester
@@ -49,10 +50,12 @@ class Router:
         stats: MediaStats,
         clock: Callable[[], float],
         app_data: dict[str, Any] | None = None,
+        adaptation: AdaptationPolicy | None = None,
     ) -> None:
         self.id = router_id
         self.listener = listener
         self.settings = settings
+        self.adaptation = adaptation if adaptation is not None else settings.adaptation
         self.stats = stats
         self.clock = clock
         self.retransmit = RetransmitPolicy(
@@ -186,7 +189,7 @@ class Router:
         if c.closed or c.id in self.adaptations or not c.producer.is_video or not c.producer.simulcast:
             return
         c.follow_default = False
-        self.adaptations[c.id] = ViewerAdaptation(c, c.producer, self.stats, self.settings.adaptation)
+        self.adaptations[c.id] = ViewerAdaptation(c, c.producer, self.stats, self.adaptation)
         self._layer_told[c.id] = (transport, _UNTOLD)
 
     def _tell_layer(self, c: Consumer) -> None:
@@ -264,7 +267,7 @@ class Router:
 
     async def _pace_loop(self) -> None:
         """Probe padding, in pieces of ``probe_burst_s`` (50 ms), for each probing viewer."""
-        burst = self.settings.adaptation.probe_burst_s
+        burst = self.adaptation.probe_burst_s
         while not self.closed:
             await asyncio.sleep(burst)
             now = self.clock()

@@ -11,6 +11,7 @@ from . import aiortc_adapter as adapter
 from . import fastpath
 from .errors import InvalidStateError
 from .router import Router
+from .adaptation_policy import AdaptationPolicy
 from .settings import MediaSettings
 from .stats import MediaStats
 
@@ -20,7 +21,13 @@ log = logging.getLogger("jasmin_sfu.media.worker")
 class Worker:
     """Owns the routers of this process and the shared media counters."""
 
-    def __init__(self, settings: MediaSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: MediaSettings,
+        clock: Callable[[], float] = time.monotonic,
+        adaptation: AdaptationPolicy | None = None,
+    ) -> None:
+        """``adaptation`` replaces the policy ``settings`` derive from its keys (tests use faster numbers)."""
         adapter.self_check()
         # The C fan-out is optional (the Python path forwards the same bytes),
         # but a node without it serves far fewer viewers: say so once, loudly.
@@ -32,6 +39,7 @@ class Worker:
         adapter.rsa_dtls_peers()
         self.codecs_created = adapter.count_codec_creation()
         self.settings = settings
+        self.adaptation = adaptation if adaptation is not None else settings.adaptation
         self.clock = clock
         self.stats = MediaStats()
         self.routers: dict[str, Router] = {}
@@ -42,7 +50,7 @@ class Worker:
             raise InvalidStateError("worker is closed")
         if router_id in self.routers:
             raise InvalidStateError(f"router {router_id} exists")
-        r = Router(router_id, self, self.settings, self.stats, self.clock, app_data)
+        r = Router(router_id, self, self.settings, self.stats, self.clock, app_data, self.adaptation)
         self.routers[router_id] = r
         return r
 

@@ -37,11 +37,12 @@ BODY = {"q": 120, "h": 500, "f": 1100}
 LOW_REMB, HIGH_REMB = 120_000, 2_000_000
 
 
-def settings() -> MediaSettings:
+def fast_worker() -> Worker:
+    """A worker with a 200 ms RTCP tick and a quick adaptation policy (probe_stall_s is no [media] key)."""
     fast = AdaptationPolicy(up_hold_s=0.6, min_dwell_s=0.4, probe_interval_s=1.0, probe_duration_s=2.0,
                             probe_stall_s=1.0, backoff_max_s=2.0)
     fast.validate()
-    return MediaSettings(rtcp_interval_s=0.2, adaptation=fast, layer_adaptation=True)
+    return Worker(MediaSettings(rtcp_interval_ms=200, layer_adaptation=True), adaptation=fast)
 
 
 class Publisher:
@@ -79,7 +80,7 @@ class Publisher:
 
 @pytest.fixture
 async def worker() -> Any:
-    w = Worker(settings())
+    w = fast_worker()
     yield w
     await w.close()
 
