@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from jasmin_sfu.media.settings import MediaSettings
+from jasmin_sfu.services.accounts import AccountsSettings
 
 
 class ConfigError(ValueError):
@@ -145,37 +146,9 @@ def vip_tiers(tiers: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class AccountsConfig:
-    """Accounts, sessions and signaling tokens (docs/accounts.md)."""
-
-    enabled: bool = True
-    # Embedded default: accounts.sqlite3 in this directory.
-    data_dir: str = "var"
-    # PostgreSQL instead of SQLite (empty: SQLite in data_dir). May be the ledger's database.
-    dsn: str = ""
-    # Legacy: trust `member_id` / `performer_id` in a token-less signaling `join`.
-    # Never in production: anybody could then spend any member's credits.
-    trust_client_ids: bool = False
-    # `make run`'s demo accounts (jasmin_sfu/services/demo.py): seeded at start, with public
-    # passwords, only while both dsn and billing.ledger_dsn are empty. Production on SQLite: false.
-    seed_demo: bool = True
-    session_ttl_s: int = 30 * 86400
-    # docs/product.md: guest data is kept 15 days at most (validated below).
-    guest_session_ttl_s: int = 86400
-    # docs/product.md: the 18+ confirmation is remembered for a year.
-    adult_confirmation_ttl_s: int = 365 * 86400
-    # argon2id cost (RFC 9106's second recommended option: t=3, 64 MiB, p=4).
-    password_time_cost: int = 3
-    password_memory_kib: int = 65536
-    password_parallelism: int = 4
-    # How often expired and revoked sessions are deleted.
-    purge_interval_s: float = 3600.0
-    # Login throttling: failed logins per username / per client address within
-    # the window before `rate_limited` (jasmin_sfu/services/login_throttle.py).
-    login_window_s: float = 900.0
-    login_max_failures_per_username: int = 10
-    login_max_failures_per_address: int = 50
+# [accounts] is declared beside the service that reads it (services may not import this
+# module: it imports the media core's settings): jasmin_sfu/services/accounts.py.
+AccountsConfig = AccountsSettings
 
 
 @dataclass(frozen=True)

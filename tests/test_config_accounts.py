@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
-from jasmin_sfu.config import ConfigError, load_config
+from jasmin_sfu.config import AccountsConfig, ConfigError, load_config
+from jasmin_sfu.services.accounts import AccountsSettings, open_accounts
 
 
 def test_defaults_trust_no_client_ids_and_charge_nothing_for_free() -> None:
@@ -29,3 +33,23 @@ def test_bad_accounts_config_is_a_clear_error(env: dict[str, str], needle: str) 
     with an invalid argon2 cost does not start."""
     with pytest.raises(ConfigError, match=needle):
         load_config(None, env=env)
+
+
+async def test_the_accounts_section_is_handed_to_the_service_as_is(tmp_path: Path) -> None:
+    """Protects "declared once": [accounts] is the service's own AccountsSettings, handed to it
+    unchanged, so a key set in the file or the environment reaches the lifetimes and the login
+    throttle (a field-by-field copy that forgot one would show here)."""
+    f = tmp_path / "j.toml"
+    f.write_text(f"[accounts]\ndata_dir = {str(tmp_path)!r}\nsession_ttl_s = 1234\n")
+    cfg = load_config(f, env={"JASMIN_ACCOUNTS_LOGIN_MAX_FAILURES_PER_USERNAME": "3",
+                              "JASMIN_ACCOUNTS_LOGIN_WINDOW_S": "60"})
+    assert AccountsConfig is AccountsSettings
+    service = await open_accounts(cfg.accounts, time.time)
+    try:
+        assert service.settings is cfg.accounts
+        assert service.settings.session_ttl_s == 1234
+        t = service.throttle.settings
+        assert (t.window_s, t.max_per_username, t.max_per_address) == (60.0, 3, 50)
+        assert (tmp_path / "accounts.sqlite3").exists()
+    finally:
+        await service.close()

@@ -91,20 +91,36 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class AccountsSettings:
-    """Lifetimes and hashing cost (config section ``[accounts]``)."""
+    """Accounts, sessions and signaling tokens (docs/accounts.md): the config section ``[accounts]``.
 
+    Declared once, here: jasmin_sfu/config.py loads this class as the section (``AccountsConfig``
+    there is this class), and the daemon hands it to :func:`open_accounts` as is.
+    """
+
+    enabled: bool = True
+    # Embedded default: accounts.sqlite3 in this directory.
+    data_dir: str = "var"
+    # PostgreSQL instead of SQLite (empty: SQLite in data_dir). May be the ledger's database.
+    dsn: str = ""
+    # Legacy: trust `member_id` / `performer_id` in a token-less signaling `join`.
+    # Never in production: anybody could then spend any member's credits.
+    trust_client_ids: bool = False
+    # `make run`'s demo accounts (jasmin_sfu/services/demo.py): seeded at start, with public
+    # passwords, only while both dsn and billing.ledger_dsn are empty. Production on SQLite: false.
+    seed_demo: bool = True
     session_ttl_s: int = 30 * 86400
-    # docs/product.md keeps guest data 15 days at most; a guest token lives less.
+    # docs/product.md: guest data is kept 15 days at most (config.py validates it).
     guest_session_ttl_s: int = 86400
-    # "An 18+ confirmation ... is remembered for a year."
+    # docs/product.md: the 18+ confirmation is remembered for a year.
     adult_confirmation_ttl_s: int = 365 * 86400
-    # argon2id cost: RFC 9106's second recommended option is t=3, 64 MiB.
+    # argon2id cost (RFC 9106's second recommended option: t=3, 64 MiB, p=4).
     password_time_cost: int = 3
     password_memory_kib: int = 65536
     password_parallelism: int = 4
-    hash_threads: int = 2
-    # Failed logins per username / per client address in a sliding window
-    # (jasmin_sfu.services.login_throttle has the reasoning).
+    # How often expired and revoked sessions are deleted.
+    purge_interval_s: float = 3600.0
+    # Login throttling: failed logins per username / per client address within
+    # the window before `rate_limited` (jasmin_sfu/services/login_throttle.py).
     login_window_s: float = 900.0
     login_max_failures_per_username: int = 10
     login_max_failures_per_address: int = 50
@@ -281,7 +297,6 @@ class AccountsService:
         self.settings = settings
         self.hashing: PasswordHashing = hashing or Argon2Hashing(
             settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism,
-            settings.hash_threads,
         )
         self._dummy_hash: str | None = None
         self.throttle = LoginThrottle(
@@ -639,8 +654,8 @@ class AccountsService:
         raise NotShowOwnerError(f"show {show_id!r} belongs to another performer")
 
 
-async def open_accounts(cfg: Any, clock: Clock, throttle_windows: Windows | None = None) -> AccountsService:
-    """Open the store named by ``cfg`` (an ``AccountsConfig``) and the service over it; the login
+async def open_accounts(cfg: AccountsSettings, clock: Clock, throttle_windows: Windows | None = None) -> AccountsService:
+    """Open the store named by ``cfg`` (the ``[accounts]`` section) and the service over it; the login
     throttle counts in ``throttle_windows`` (None: this process's memory)."""
     import os
 
@@ -653,15 +668,4 @@ async def open_accounts(cfg: Any, clock: Clock, throttle_windows: Windows | None
         from jasmin_sfu.store.sqlite_accounts import SqliteAccountsStore
 
         store = await SqliteAccountsStore.open(os.path.join(cfg.data_dir, "accounts.sqlite3"))
-    settings = AccountsSettings(
-        session_ttl_s=cfg.session_ttl_s,
-        guest_session_ttl_s=cfg.guest_session_ttl_s,
-        adult_confirmation_ttl_s=cfg.adult_confirmation_ttl_s,
-        password_time_cost=cfg.password_time_cost,
-        password_memory_kib=cfg.password_memory_kib,
-        password_parallelism=cfg.password_parallelism,
-        login_window_s=cfg.login_window_s,
-        login_max_failures_per_username=cfg.login_max_failures_per_username,
-        login_max_failures_per_address=cfg.login_max_failures_per_address,
-    )
-    return AccountsService(store, clock, settings, throttle_windows=throttle_windows)
+    return AccountsService(store, clock, cfg, throttle_windows=throttle_windows)
