@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import signal
 import time
 from importlib import resources
 from typing import Any, Callable
@@ -25,12 +24,12 @@ from jasmin_sfu.api.metrics import (
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
-from jasmin_sfu.api.rest_common import quiet_client_http_errors
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler
 from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
+from jasmin_sfu.lifecycle import HttpListener, close_websockets, drain, run
 from jasmin_sfu.loop_lag import LoopLagMonitor
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.services.accounts import AccountsService, open_accounts
@@ -133,7 +132,7 @@ class Daemon:
             ClusterCollector(lambda: self.cluster, self.throttle_windows), NodeCollector(self.loop_lag.histogram),
         )
         self.app = self._make_app()
-        self.runner: web.AppRunner | None = None
+        self.listener = HttpListener(self.app)
         self.port: int | None = None
 
     def _make_app(self) -> web.Application:
@@ -318,14 +317,7 @@ class Daemon:
         if self.cfg.cluster.redis_url:
             # Before the port opens, so every connection sees it; it refuses placements until start().
             self.cluster = ClusterNode(self._cluster_settings(), self._node_load, lambda: list(self.shows.shows))
-        quiet_client_http_errors()
-        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, s.host, s.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else s.port
+        self.port = await self.listener.start(s.host, s.port)
         self.loop_lag.start()
         if self.cluster is not None:
             self.cluster.settings = self._cluster_settings()  # the advertised URL may name the port
@@ -364,18 +356,11 @@ class Daemon:
         self.draining = True
         if self.cluster is not None:
             await self.cluster.stop()  # this node's record and its shows' go at once
-        for session in list(self.sessions):
-            try:
-                await asyncio.wait_for(session.ws.close(code=1001, message=b"server shutting down"), 2)
-            except Exception:  # pragma: no cover
-                pass
+        await close_websockets(session.ws for session in self.sessions)
         await self.whip.close()
         for show_id in list(self.shows.shows):
             await self.shows.close(show_id)
-        try:
-            await asyncio.wait_for(self.worker.close(), self.cfg.server.drain_timeout_s)
-        except TimeoutError:  # pragma: no cover
-            log.warning("drain timed out; exiting anyway")
+        await drain(self.worker.close(), self.cfg.server.drain_timeout_s, "media", log)
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
@@ -395,8 +380,7 @@ class Daemon:
         if self.throttle_windows is not None:
             await self.throttle_windows.close()
         await self.loop_lag.stop()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        await self.listener.close()
 
 
 def _forbidden() -> web.Response:
@@ -418,22 +402,15 @@ def demo_banner(demo: DemoAccounts, host: str, port: int) -> str:
     ])
 
 
-async def serve(cfg: Config, ready: Any = None) -> int:
-    """Run until SIGINT/SIGTERM; returns the exit status (0 on a clean drain)."""
+async def serve(cfg: Config, ready: Callable[[int], Any] | None = None) -> int:
+    """Run one node until SIGINT/SIGTERM (jasmin_sfu/lifecycle.py); returns the exit status
+    (0 on a clean drain). ``ready(port)`` is called once it listens and said so."""
     daemon = Daemon(cfg)
-    await daemon.start()
-    demo = await daemon.seed_demo()
-    url = f"http://{cfg.server.host}:{daemon.port}/"
-    log.info("listening", extra={"url": url, "ws": url + "ws"})
-    print(f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws", flush=True)
-    if demo is not None and not cfg.server.internal_secret:  # a supervised worker: its port is not public
-        print(demo_banner(demo, cfg.server.host, daemon.port or cfg.server.port), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await daemon.stop()
-    log.info("stopped")
-    return 0
+
+    async def announce(port: int) -> list[str]:
+        demo = await daemon.seed_demo()
+        if demo is None or cfg.server.internal_secret:  # a supervised worker: its port is not public
+            return []
+        return [demo_banner(demo, cfg.server.host, port)]
+
+    return await run(daemon, cfg.server.host, logger=log, announce=announce, ready=ready)

@@ -35,7 +35,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import sys
@@ -50,15 +49,14 @@ from aiohttp import WSMsgType, web
 
 from jasmin_sfu import __version__
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
-from jasmin_sfu.api.rest_common import quiet_client_http_errors
 from jasmin_sfu.app import INTERNAL_HTTP_SESSIONS, INTERNAL_REVOKE, INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.config import Config
+from jasmin_sfu.lifecycle import LISTENING, HttpListener, close_websockets, drain, run
 
 log = logging.getLogger(__name__)
 
 # Workers' internal endpoints (/internal/...), never proxied from the public port.
 _INTERNAL_PATH = re.compile(r"^/+internal(/|\Z)", re.IGNORECASE)
-_LISTENING = re.compile(r"listening: demo page http://127\.0\.0\.1:(\d+)/")
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
         "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
@@ -256,13 +254,13 @@ class Supervisor:
         self.revocations = 0
         self.revocations_unanswered = 0
         # The loopback listener of /internal/revoke (its URL goes to the workers in their env).
-        self._internal: web.AppRunner | None = None
+        self._internal: HttpListener | None = None
         self.internal_url = ""
         self._stopping = False
         self._monitors: list[asyncio.Task[None]] = []
         self._clients: set[web.WebSocketResponse] = set()
         self.http: aiohttp.ClientSession | None = None
-        self.runner: web.AppRunner | None = None
+        self.listener: HttpListener | None = None
         self.port: int | None = None
 
     # -- workers ----------------------------------------------------------------
@@ -307,7 +305,7 @@ class Supervisor:
                 raise RuntimeError(f"worker {w.index} exited with {proc.returncode} before listening:\n" + "".join(lines))
             line = raw.decode(errors="replace")
             lines.append(line)
-            m = _LISTENING.search(line)
+            m = LISTENING.search(line)
             if m:
                 break
             sys.stderr.write(line)
@@ -439,23 +437,13 @@ class Supervisor:
             app.router.add_route("*", f"/{kind}/{{show_id}}", self.show_http_proxy)
             app.router.add_route("*", f"/{kind}/{{show_id}}/{{resource_id}}", self.show_http_proxy)
         app.router.add_route("*", "/{tail:.*}", self.http_proxy)
-        quiet_client_http_errors()
-        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, s.host, s.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else s.port
+        self.listener = HttpListener(app)
+        self.port = await self.listener.start(s.host, s.port)
 
     async def stop(self) -> None:
         """Drain: close the client websockets, SIGTERM every worker, wait, kill stragglers."""
         self._stopping = True
-        for ws in list(self._clients):
-            try:
-                await asyncio.wait_for(ws.close(code=1001, message=b"server shutting down"), 2)
-            except Exception:  # pragma: no cover
-                pass
+        await close_websockets(self._clients)
         for w in self.workers:
             if w.proc is not None and w.proc.returncode is None:
                 w.proc.send_signal(signal.SIGTERM)
@@ -464,18 +452,16 @@ class Supervisor:
         for w in self.workers:
             if w.proc is None:
                 continue
-            try:
-                await asyncio.wait_for(w.proc.wait(), deadline)
-            except TimeoutError:  # pragma: no cover
+            if not await drain(w.proc.wait(), deadline, f"worker {w.index}", log):  # pragma: no cover
                 w.proc.kill()
                 await w.proc.wait()
         for t in self._monitors:
             t.cancel()
         await asyncio.gather(*self._monitors, return_exceptions=True)
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.listener is not None:
+            await self.listener.close()
         if self._internal is not None:
-            await self._internal.cleanup()
+            await self._internal.close()
         if self.http is not None:
             await self.http.close()
 
@@ -485,12 +471,8 @@ class Supervisor:
         """The workers' way in: ``/internal/revoke`` on a loopback port, before any worker starts."""
         app = web.Application()
         app.router.add_post(INTERNAL_REVOKE, self.revoke)
-        self._internal = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._internal.setup()
-        site = web.TCPSite(self._internal, "127.0.0.1", 0)
-        await site.start()
-        server = getattr(site, "_server", None)
-        port = (getattr(server, "sockets", None) or [])[0].getsockname()[1]
+        self._internal = HttpListener(app)
+        port = await self._internal.start("127.0.0.1", 0)
         self.internal_url = f"http://127.0.0.1:{port}"
         log.info("internal endpoint listening", extra={"port": port})
 
@@ -828,18 +810,6 @@ class RoutedConnection:
 
 
 async def supervise(cfg: Config, config_path: str | None = None) -> int:
-    """Run the supervisor until SIGINT/SIGTERM; returns 0 after a clean drain."""
+    """Run the supervisor until SIGINT/SIGTERM (jasmin_sfu/lifecycle.py); returns 0 after a clean drain."""
     sup = Supervisor(cfg, config_path)
-    await sup.start()
-    url = f"http://{cfg.server.host}:{sup.port}/"
-    log.info("listening", extra={"url": url, "workers": sup.n})
-    print(f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws  ({sup.n} workers)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await sup.stop()
-    log.info("stopped")
-    return 0
+    return await run(sup, cfg.server.host, logger=log, detail=f"{sup.n} workers", log_fields={"workers": sup.n})
