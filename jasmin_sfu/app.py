@@ -46,7 +46,6 @@ from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows.billing import BillingStack, open_billing
 from jasmin_sfu.shows.events import EventBus
 from jasmin_sfu.shows.registry import ShowRegistry
-from jasmin_sfu.shows.show import ShowSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ class Daemon:
         self.shows = ShowRegistry(
             self.worker,
             self.bus,
-            ShowSettings(sneak_peek_s=cfg.shows.sneak_peek_s, auto_accept=cfg.shows.auto_accept),
+            cfg.shows,
         )
         self.sessions: set[SignalingSession] = set()
         # Set once a session's close handler ran (it left its show): an erasure waits for it.

@@ -79,7 +79,7 @@ MediaConfig = MediaSettings
 
 @dataclass(frozen=True)
 class ShowsConfig:
-    """Show rules (docs/product.md)."""
+    """Show rules (docs/product.md); handed as is to jasmin_sfu/shows/registry.py and each show."""
 
     # A member's sneak peek into a performer's member chat.
     sneak_peek_s: float = 20.0

@@ -57,3 +57,21 @@ def test_unknown_environment_variable_is_an_error() -> None:
         load_config(None, env={"JASMIN_SERVER_PROT": "1"})
     with pytest.raises(ConfigError, match="expected a boolean"):
         load_config(None, env={"JASMIN_SERVER_DEMO_PAGE": "maybe"})
+
+
+async def test_the_shows_section_reaches_each_show_unchanged() -> None:
+    """Protects "declared once": [shows] is handed to the show registry as is (no second struct
+    restating sneak_peek_s and auto_accept), so the values of the environment reach the machine
+    of every show it opens."""
+    from jasmin_sfu.media.worker import Worker
+    from jasmin_sfu.shows.registry import ShowRegistry
+
+    cfg = load_config(None, env={"JASMIN_SHOWS_SNEAK_PEEK_S": "7.5", "JASMIN_SHOWS_AUTO_ACCEPT": "true"})
+    worker = Worker(cfg.media)
+    try:
+        shows = ShowRegistry(worker, settings=cfg.shows)
+        machine = shows.open("s1").machine
+        assert (machine.sneak_peek_s, machine.auto_accept) == (7.5, True)
+        await shows.close("s1")
+    finally:
+        await worker.close()

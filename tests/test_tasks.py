@@ -11,9 +11,10 @@ import pytest
 
 from bench.peers import wait_for
 from jasmin_sfu.media.settings import MediaSettings
+from jasmin_sfu.config import ShowsConfig
 from jasmin_sfu.media.worker import Worker
 from jasmin_sfu.shows.events import EventBus
-from jasmin_sfu.shows.show import Show, ShowSettings
+from jasmin_sfu.shows.show import Show
 from jasmin_sfu.tasks import spawn_tracked
 
 
@@ -63,7 +64,7 @@ async def test_a_show_keeps_its_background_tasks_alive() -> None:
     task was collected by the first gc pass."""
     worker = Worker(MediaSettings())
     try:
-        show = Show("s1", worker.create_router("r1"), EventBus(), ShowSettings())
+        show = Show("s1", worker.create_router("r1"), EventBus(), ShowsConfig())
         show._spawn(_forever())
         await asyncio.sleep(0)
         mine = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "_forever"]  # type: ignore[union-attr]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from jasmin_sfu.config import ShowsConfig
 from jasmin_sfu.media.worker import Worker
 
 from .billing import PrivateBilling
 from .events import EventBus
 from .machine import Rejected
 from .privates import Privates
-from .show import Show, ShowSettings
+from .show import Show
 
 
 class ShowRegistry:
@@ -19,7 +20,7 @@ class ShowRegistry:
         self,
         worker: Worker,
         bus: EventBus | None = None,
-        settings: ShowSettings | None = None,
+        settings: ShowsConfig | None = None,
         clock: Callable[[], float] = time.time,
         billing: PrivateBilling | None = None,
     ) -> None:
@@ -27,7 +28,7 @@ class ShowRegistry:
         # Bills the privates of shows opened from now on; None: privates are free (no billing).
         self.billing = billing
         self.bus = bus or EventBus()
-        self.settings = settings or ShowSettings()
+        self.settings = settings or ShowsConfig()
         self.clock = clock
         self.shows: dict[str, Show] = {}
         self._privates: dict[str, Privates] = {}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from jasmin_sfu.config import ShowsConfig
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.router import Router
 from jasmin_sfu.tasks import spawn_tracked
@@ -65,19 +65,13 @@ class PrivateListener(Protocol):
     def private_ended(self, member_id: str, at: float, reason: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class ShowSettings:
-    sneak_peek_s: float = 20.0
-    auto_accept: bool = False
-
-
 class Show:
     def __init__(
         self,
         show_id: str,
         router: Router,
         bus: EventBus,
-        settings: ShowSettings,
+        settings: ShowsConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.id = show_id
