@@ -106,7 +106,7 @@ def _retention(cfg: Config, dry_run: bool) -> int:
             report = await stack.retention.run(dry_run=dry_run)
         finally:
             await stack.close()
-        return format_report(report, stack.retention.settings, cfg.privacy.username_blacklist_days)
+        return format_report(report, stack.retention.settings)
 
     return _print_run("retention", go)
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.services.accounts import AccountsSettings
+from jasmin_sfu.services.privacy import PrivacySettings
 
 
 class ConfigError(ValueError):
@@ -151,20 +152,8 @@ def vip_tiers(tiers: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
 AccountsConfig = AccountsSettings
 
 
-@dataclass(frozen=True)
-class PrivacyConfig:
-    """Privacy rights and retention (docs/privacy.md). The limits are docs/product.md's maximums."""
-
-    # Shown to performers with a member ("username, site, ...").
-    site: str = "jasmin"
-    # A former username stays unavailable this long after "forget my data".
-    username_blacklist_days: int = 180
-    usage_retention_days: int = 120  # chat logs and usage: after the member's last purchase
-    guest_retention_days: int = 15
-    identity_retention_days: int = 5
-    inactive_account_days: int = 365  # "inactive for over a year": closed and erased
-    # How often the retention job runs in the daemon (also: `jasmin-sfu retention`).
-    retention_interval_s: float = 3600.0
+# [privacy] is declared beside the service that reads it: jasmin_sfu/services/privacy.py.
+PrivacyConfig = PrivacySettings
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,21 @@ async def test_the_shows_section_reaches_each_show_unchanged() -> None:
         await shows.close("s1")
     finally:
         await worker.close()
+
+
+def test_the_privacy_section_is_the_retention_jobs_settings() -> None:
+    """Protects "declared once": [privacy] is the privacy service's own PrivacySettings, which the
+    retention job reads as is (no RetentionSettings restating the limits under other names), so
+    a limit set in the environment reaches both the cut-offs and the report's words."""
+    from jasmin_sfu.config import PrivacyConfig
+    from jasmin_sfu.services.privacy import BLACKLIST, USAGE, PrivacySettings
+    from jasmin_sfu.services.retention import build_policy, category_rules
+
+    assert PrivacyConfig is PrivacySettings
+    pv = load_config(None, env={"JASMIN_PRIVACY_USAGE_RETENTION_DAYS": "90",
+                                "JASMIN_PRIVACY_USERNAME_BLACKLIST_DAYS": "30"}).privacy
+    day_us = 86400 * 1_000_000
+    policy = build_policy(1000 * day_us, pv, {})
+    assert policy.usage_before_us == 910 * day_us and policy.guest_before_us == 985 * day_us
+    rules = category_rules(pv)
+    assert rules[USAGE].startswith("90 days") and rules[BLACKLIST] == "30 days after an erasure"

@@ -110,10 +110,23 @@ def mask_rank(points: int) -> str | None:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """Config section ``[privacy]`` (the retention limits are read by ``retention``)."""
+    """Privacy rights and retention (docs/privacy.md): the config section ``[privacy]``.
 
+    The limits are docs/product.md's maximums. Declared once, here: jasmin_sfu/config.py loads
+    this class as the section (``PrivacyConfig`` there) and validates it; the privacy service
+    and the retention job (services/retention.py) are handed it as is.
+    """
+
+    # Shown to performers with a member ("username, site, ...").
     site: str = "jasmin"
+    # A former username stays unavailable this long after "forget my data".
     username_blacklist_days: int = 180
+    usage_retention_days: int = 120  # chat logs and usage: after the member's last purchase
+    guest_retention_days: int = 15
+    identity_retention_days: int = 5
+    inactive_account_days: int = 365  # "inactive for over a year": closed and erased
+    # How often the retention job runs in the daemon (also: `jasmin-sfu retention`).
+    retention_interval_s: float = 3600.0
 
 
 class MemberHistory(Protocol):

@@ -53,6 +53,7 @@ from jasmin_sfu.services.privacy import (
     SESSIONS,
     USAGE,
     PrivacyService,
+    PrivacySettings,
 )
 from jasmin_sfu.store.privacy_usage import LocalBillingLog, OutboxUsageStore
 from jasmin_sfu.tasks import spawn_tracked
@@ -60,25 +61,15 @@ from jasmin_sfu.tasks import spawn_tracked
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RetentionSettings:
-    """The limits in days (config ``[privacy]``; validated against docs/product.md's maximums)."""
-
-    usage_days: int = 120
-    guest_days: int = 15
-    identity_days: int = 5
-    inactive_days: int = 365
-
-
-def build_policy(now_us: int, settings: RetentionSettings, last_purchase_us: Mapping[str, int]) -> RetentionPolicy:
+def build_policy(now_us: int, settings: PrivacySettings, last_purchase_us: Mapping[str, int]) -> RetentionPolicy:
     """The cut-offs at ``now_us``: anything (of a member whose last purchase is) older is deleted."""
     day = DAY_S * US
     return RetentionPolicy(
         now_us=now_us,
-        usage_before_us=now_us - settings.usage_days * day,
-        guest_before_us=now_us - settings.guest_days * day,
-        identity_before_us=now_us - settings.identity_days * day,
-        inactive_before_us=now_us - settings.inactive_days * day,
+        usage_before_us=now_us - settings.usage_retention_days * day,
+        guest_before_us=now_us - settings.guest_retention_days * day,
+        identity_before_us=now_us - settings.identity_retention_days * day,
+        inactive_before_us=now_us - settings.inactive_account_days * day,
         last_purchase_us=dict(last_purchase_us),
     )
 
@@ -87,17 +78,18 @@ def build_policy(now_us: int, settings: RetentionSettings, last_purchase_us: Map
 SOURCE_CATEGORY = {"chat": USAGE, "social": USAGE, "billing_usage": USAGE, "ledger": FINANCIAL}
 
 
-def category_rules(settings: RetentionSettings, blacklist_days: int | None = None) -> dict[str, str]:
+def category_rules(settings: PrivacySettings) -> dict[str, str]:
     """The limit of each category, in words, from the configured numbers."""
-    bl = f"{blacklist_days} days after an erasure" if blacklist_days is not None else "after its erasure's period"
+    s = settings
     return {
-        INACTIVE: f"no login or purchase for {settings.inactive_days} days: closed and erased",
+        INACTIVE: f"no login or purchase for {s.inactive_account_days} days: closed and erased",
         RESUMED: "interrupted erasures, finished",
-        USAGE: f"{settings.usage_days} days after the member's last purchase (guests' chat: {settings.guest_days} days)",
-        GUEST: f"{settings.guest_days} days",
-        IDENTITY: f"{settings.identity_days} days (this node stores none)",
+        USAGE: f"{s.usage_retention_days} days after the member's last purchase "
+               f"(guests' chat: {s.guest_retention_days} days)",
+        GUEST: f"{s.guest_retention_days} days",
+        IDENTITY: f"{s.identity_retention_days} days (this node stores none)",
         SESSIONS: "expired or revoked tokens",
-        BLACKLIST: bl,
+        BLACKLIST: f"{s.username_blacklist_days} days after an erasure",
         FINANCIAL: "kept 10 years: nothing deleted",
     }
 
@@ -142,9 +134,9 @@ class RetentionReport:
 class Retention:
     """Runs the retention policy over a ``PrivacyService``'s registry."""
 
-    def __init__(self, privacy: PrivacyService, settings: RetentionSettings = RetentionSettings()) -> None:
+    def __init__(self, privacy: PrivacyService, settings: PrivacySettings | None = None) -> None:
         self.privacy = privacy
-        self.settings = settings
+        self.settings = settings if settings is not None else PrivacySettings()
 
     async def run(self, *, dry_run: bool = False) -> RetentionReport:
         """One retention run (see the module docstring); a dry run writes nothing."""
@@ -154,7 +146,7 @@ class Retention:
         else:
             resumed = len(await self.privacy.resume_erasures())
         now = accounts.now_us()
-        inactive = await accounts.store.inactive_members(now - self.settings.inactive_days * DAY_S * US)
+        inactive = await accounts.store.inactive_members(now - self.settings.inactive_account_days * DAY_S * US)
         if not dry_run:
             for user_id in inactive:
                 await self.privacy.erase(user_id, "inactive")
@@ -538,7 +530,7 @@ def build_privacy(
     social: Any = None, live: Any = None,
 ) -> tuple[PrivacyService, Retention]:
     """The service and the retention job; registers the accounts, ledger and usage sources (in this order)."""
-    from jasmin_sfu.services.privacy import AccountsDataSource, LedgerDataSource, PrivacySettings
+    from jasmin_sfu.services.privacy import AccountsDataSource, LedgerDataSource
 
     pv = cfg.privacy
     favourites = None
@@ -547,7 +539,7 @@ def build_privacy(
             return any(r.performer_id == performer_id for r in await social.store.favourites(member_id))
 
     service = PrivacyService(
-        accounts, registry, PrivacySettings(site=pv.site, username_blacklist_days=pv.username_blacklist_days),
+        accounts, registry, pv,
         history, favourites, live,
     )
     registry.register(AccountsDataSource(accounts))
@@ -555,8 +547,7 @@ def build_privacy(
         registry.register(LedgerDataSource(history))
     if usage is not None:
         registry.register(usage)
-    retention = Retention(service, RetentionSettings(
-        pv.usage_retention_days, pv.guest_retention_days, pv.identity_retention_days, pv.inactive_account_days))
+    retention = Retention(service, pv)
     return service, retention
 
 
@@ -686,9 +677,9 @@ async def open_offline(cfg: Any, clock: Callable[[], float] = time.time) -> Offl
     return OfflineStack(PrivacyStack(service, retention, usage), closers)
 
 
-def format_report(report: RetentionReport, settings: RetentionSettings, blacklist_days: int | None = None) -> str:
+def format_report(report: RetentionReport, settings: PrivacySettings) -> str:
     """The report as a text table: one line per category and source."""
-    rules = category_rules(settings, blacklist_days)
+    rules = category_rules(settings)
     when = datetime.fromtimestamp(report.policy.now_us / US, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     head = "would delete" if report.dry_run else "deleted"
     title = f"jasmin-sfu retention at {when}" + (" (dry run: nothing was changed)" if report.dry_run else "")
