@@ -18,7 +18,7 @@ from .settings import MediaSettings
 from .stats import MediaStats
 from .transport import WebRtcTransport
 
-log = logging.getLogger("jasmin_sfu.media.router")
+log = logging.getLogger(__name__)
 
 ProducerObserver = Callable[[str, Producer], None]
 

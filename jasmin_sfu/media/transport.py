@@ -26,7 +26,7 @@ from .sdp_info import MID_URI, SectionInfo, answer_simulcast, sections
 if TYPE_CHECKING:
     from .router import Router
 
-log = logging.getLogger("jasmin_sfu.media.transport")
+log = logging.getLogger(__name__)
 
 
 def _codec_key(mime: str, params: dict[str, Any]) -> tuple[str, ...]:

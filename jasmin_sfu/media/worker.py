@@ -15,7 +15,7 @@ from .adaptation_policy import AdaptationPolicy
 from .settings import MediaSettings
 from .stats import MediaStats
 
-log = logging.getLogger("jasmin_sfu.media.worker")
+log = logging.getLogger(__name__)
 
 
 class Worker:
