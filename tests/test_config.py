@@ -93,3 +93,21 @@ def test_the_privacy_section_is_the_retention_jobs_settings() -> None:
     assert policy.usage_before_us == 910 * day_us and policy.guest_before_us == 985 * day_us
     rules = category_rules(pv)
     assert rules[USAGE].startswith("90 days") and rules[BLACKLIST] == "30 days after an erasure"
+
+
+async def test_the_billing_section_reaches_private_billing_as_is(tmp_path: Path) -> None:
+    """Protects "declared once": [billing] is handed to the private billing unchanged (no
+    BillingSettings restating node_id, default_price_per_minute and warn_at_s), so values of
+    the file and the environment are the ones that bill."""
+    from jasmin_sfu.shows.billing import open_billing
+
+    f = tmp_path / "j.toml"
+    f.write_text(f"[billing]\ndata_dir = {str(tmp_path)!r}\nnode_id = \"n7\"\nvip_check_interval_s = 0\n")
+    cfg = load_config(f, env={"JASMIN_BILLING_DEFAULT_PRICE_PER_MINUTE": "350", "JASMIN_BILLING_WARN_AT_S": "30,5"})
+    stack = await open_billing(cfg.billing, sinks={})
+    try:
+        s = stack.billing.settings
+        assert s is cfg.billing
+        assert (s.node_id, s.default_price_per_minute, s.warn_at_s) == ("n7", 350, (30, 5))
+    finally:
+        await stack.close()

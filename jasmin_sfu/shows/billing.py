@@ -42,6 +42,7 @@ from jasmin_metering.events import CloudEvent, EventFactory
 from jasmin_metering.meter import US, GrantTag, Meter, SessionClosed, SessionSpec, UsageRecord
 from jasmin_metering.outbox import Outbox
 
+from jasmin_sfu.config import BillingConfig, vip_tiers
 from jasmin_sfu.services.credit_control import CreditControl, Grant, ReAuthRequest
 from jasmin_sfu.services.errors import InsufficientCreditError
 from jasmin_sfu.services.ledger import Ledger, per_second_rate
@@ -58,18 +59,6 @@ log = logging.getLogger(__name__)
 PRIVATE_KIND = "private"
 # The closing event's reason when a restarted node closes a session a crash left open.
 CRASH_REASON = "crash"
-
-
-@dataclass(frozen=True)
-class BillingSettings:
-    node_id: str = "node1"
-    # Hundredths of a credit per minute when the performer set no price.
-    default_price_per_minute: int = 200
-    warn_at_s: tuple[int, ...] = (60, 10)
-    # Renew when this fraction of the grant is left (RFC 4006: "well in advance").
-    renew_when_left: float = 0.5
-    tick_s: float = 0.25
-    sweep_s: float = 5.0
 
 
 class BillingListener(Protocol):
@@ -112,15 +101,23 @@ class BillingRefused(Exception):
 
 
 class PrivateBilling:
+    # Renew when this fraction of the grant is left (RFC 4006: "well in advance").
+    renew_when_left = 0.5
+    # The meter's tick, and how often sessions are swept for lapsed grants.
+    tick_s = 0.25
+    sweep_s = 5.0
+
     def __init__(
         self,
         ledger: Ledger,
         cc: CreditControl,
         events: EventFactory,
         outbox: Outbox,
-        settings: BillingSettings,
+        settings: BillingConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``settings`` is the ``[billing]`` section as loaded (node_id, default_price_per_minute,
+        warn_at_s are read here)."""
         self.ledger = ledger
         self.cc = cc
         self.events = events
@@ -224,11 +221,11 @@ class PrivateBilling:
     async def _tick_loop(self) -> None:
         last_sweep = self.clock()
         while True:
-            await asyncio.sleep(self.settings.tick_s)
+            await asyncio.sleep(self.tick_s)
             try:
                 now = self.clock()
                 self.tick(now)
-                if now - last_sweep >= self.settings.sweep_s:
+                if now - last_sweep >= self.sweep_s:
                     # Holds of crashed nodes (sharing a PostgreSQL ledger) expire here.
                     last_sweep = now
                     self._spawn(self.cc.expire_stale())
@@ -241,7 +238,7 @@ class PrivateBilling:
             self._append(self.meter.advance_session(sid, now))
             view = self.meter.view(sid)
             left = view.remaining_seconds if view.remaining_seconds is not None else 10**9
-            if not b.final and not b.renewing and left <= max(1, int(b.grant.seconds * self.settings.renew_when_left)):
+            if not b.final and not b.renewing and left <= max(1, int(b.grant.seconds * self.renew_when_left)):
                 self._renew(sid, b, view.billed_seconds)
             if b.final:
                 for w in self.settings.warn_at_s:
@@ -382,7 +379,7 @@ class BillingStack:
 
 
 async def open_billing(
-    cfg: Any, clock: Callable[[], float] = time.time, *, sinks: Any = None
+    cfg: BillingConfig, clock: Callable[[], float] = time.time, *, sinks: Any = None
 ) -> BillingStack:
     """Open the ledger, outbox, sinks and relay from ``cfg`` (a ``BillingConfig``).
 
@@ -452,10 +449,7 @@ async def open_billing(
 
             chosen[name] = NatsSink(NatsSinkConfig(servers=(cfg.nats_url,)))
     relay = OutboxRelay(outbox, chosen)
-    settings = BillingSettings(
-        node_id=cfg.node_id, default_price_per_minute=cfg.default_price_per_minute, warn_at_s=tuple(cfg.warn_at_s)
-    )
-    billing = PrivateBilling(ledger, cc, EventFactory(EventConfig(), clock), outbox, settings, clock)
+    billing = PrivateBilling(ledger, cc, EventFactory(EventConfig(), clock), outbox, cfg, clock)
     await billing.recover()
     relay.start()
     billing.start()
@@ -466,10 +460,8 @@ async def open_billing(
     return BillingStack(billing, ledger, cc, relay, outbox, store, cfg.drain_timeout_s, vip, vip_task)
 
 
-def vip_job(cfg: Any, ledger: Ledger, cc: CreditControl | None = None) -> VipAwards:
+def vip_job(cfg: BillingConfig, ledger: Ledger, cc: CreditControl | None = None) -> VipAwards:
     """The VIP award job of a ``BillingConfig`` (the daemon's loop and ``jasmin-sfu vip-awards``)."""
-    from jasmin_sfu.config import vip_tiers
-
     notify = (lambda wallet: cc.notify_top_up(wallet, reason="vip_award")) if cc is not None else None
     return VipAwards(ledger, vip_tiers(cfg.vip_award_tiers), cfg.vip_settle_s, notify)
 
