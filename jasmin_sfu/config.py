@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.services.accounts import AccountsSettings
+from jasmin_sfu.services.chat import ChatSettings
 from jasmin_sfu.services.privacy import PrivacySettings
 
 
@@ -165,25 +166,8 @@ class PaymentsConfig:
     provider: str = "none"
 
 
-@dataclass(frozen=True)
-class ChatConfig:
-    """Free-chat rooms (docs/chat.md). The store follows [accounts]: its data_dir or its dsn."""
-
-    # Set on every node of a site: room events go through Redis pub/sub (empty: this process only).
-    redis_url: str = ""
-    # Channels are <redis_prefix>:chat:<room>; tests use a unique prefix each.
-    redis_prefix: str = "jasmin"
-    # Messages per window per user and room (sliding windows).
-    member_messages: int = 5
-    member_window_s: float = 10.0
-    guest_messages: int = 1
-    guest_window_s: float = 10.0
-    staff_messages: int = 20
-    staff_window_s: float = 10.0
-    # Messages a joining connection gets in its join answer.
-    history_on_join: int = 50
-    # The performer's share of a tip in basis points; the house keeps the rest.
-    tip_performer_share_bp: int = 5000
+# [chat] is declared beside the service that reads it: jasmin_sfu/services/chat.py.
+ChatConfig = ChatSettings
 
 
 @dataclass(frozen=True)

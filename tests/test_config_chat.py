@@ -33,3 +33,23 @@ def test_chat_settings_from_file_and_env_and_bad_values_are_refused(tmp_path: Pa
     with pytest.raises(ConfigError, match="unknown key chat.colour"):
         f.write_text('[chat]\ncolour = "red"\n')
         load_config(f, env={})
+
+
+async def test_the_chat_section_is_handed_to_the_service_as_is(tmp_path: Path) -> None:
+    """Protects "declared once": [chat] is the chat service's own ChatSettings, handed to it
+    unchanged by open_chat (no ChatLimits restating the limits field by field), so a limit set
+    in the environment is the one the rooms apply."""
+    import time
+
+    from jasmin_sfu.config import ChatConfig
+    from jasmin_sfu.services.chat import ChatSettings, open_chat
+
+    assert ChatConfig is ChatSettings
+    cfg = load_config(env={"JASMIN_CHAT_STAFF_MESSAGES": "7", "JASMIN_CHAT_HISTORY_ON_JOIN": "12",
+                           "JASMIN_ACCOUNTS_DATA_DIR": str(tmp_path)})
+    chat = await open_chat(cfg.chat, cfg.accounts, time.time)
+    try:
+        assert chat.limits is cfg.chat
+        assert (chat.limits.staff_messages, chat.limits.history_on_join) == (7, 12)
+    finally:
+        await chat.close()

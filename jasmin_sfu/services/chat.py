@@ -43,6 +43,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
+from jasmin_sfu.services.accounts import AccountsSettings
 from jasmin_sfu.services.chat_bus import ChatBus, Envelope, InMemoryBus
 from jasmin_sfu.services.errors import (
     ChatBannedError,
@@ -53,6 +54,7 @@ from jasmin_sfu.services.errors import (
     ChatValidationError,
     UnknownChatMessageError,
 )
+from jasmin_sfu.services.ledger import UNITS_PER_CREDIT
 from jasmin_sfu.services.personal_data import RetentionPolicy
 from jasmin_sfu.store.chat_repo import ChatStore, KingRow, LogRow, MessageRow, ReportRow, SanctionRow, TipRow
 from jasmin_signaling.text import unstorable
@@ -100,19 +102,30 @@ class TipLedger(Protocol):
 
 
 @dataclass(frozen=True)
-class ChatLimits:
-    """Rate limits (messages per window, per user and room) and sizes; ChatConfig sets them."""
+class ChatSettings:
+    """Free-chat rooms (docs/chat.md): the config section ``[chat]``. The store follows
+    ``[accounts]``: its data_dir or its dsn.
 
+    Declared once, here: jasmin_sfu/config.py loads this class as the section (``ChatConfig``
+    there) and validates it; :func:`open_chat` hands it to :class:`ChatService` as is.
+    """
+
+
+    # Set on every node of a site: room events go through Redis pub/sub (empty: this process only).
+    redis_url: str = ""
+    # Channels are <redis_prefix>:chat:<room>; tests use a unique prefix each.
+    redis_prefix: str = "jasmin"
+    # Messages per window per user and room (sliding windows).
     member_messages: int = 5
     member_window_s: float = 10.0
     guest_messages: int = 1
     guest_window_s: float = 10.0
     staff_messages: int = 20
     staff_window_s: float = 10.0
+    # Messages a joining connection gets in its join answer.
     history_on_join: int = HISTORY_DEFAULT
-    # The performer's share of a tip, in basis points (the house keeps the rest, as for privates).
+    # The performer's share of a tip in basis points; the house keeps the rest.
     tip_performer_share_bp: int = 5000
-    units_per_credit: int = 6000
 
 
 @dataclass(frozen=True)
@@ -204,14 +217,14 @@ class ChatService:
         bus: ChatBus | None = None,
         ledger: TipLedger | None = None,
         is_top_member: Callable[[str], Awaitable[bool]] = _always_false,
-        limits: ChatLimits = ChatLimits(),
+        limits: ChatSettings | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.bus: ChatBus = bus if bus is not None else InMemoryBus()
         self.ledger = ledger
         self.is_top_member = is_top_member
-        self.limits = limits
+        self.limits = limits if limits is not None else ChatSettings()
         self.origin = uuid.uuid4().hex
         self.rooms: dict[str, set[ChatListener]] = {}
         self._windows: dict[tuple[str, str], _Window] = {}
@@ -354,7 +367,7 @@ class ChatService:
             "you": {**user.view(), "top_member": top},
             "history": [message_view(m) for m in history],
             "slow_s": await self.slow_s(room),
-            "king": king_view(await self.store.king(room, show_session), self.limits.units_per_credit),
+            "king": king_view(await self.store.king(room, show_session), UNITS_PER_CREDIT),
             "emoticons": list(EMOTICONS) if top or user.kind == PERFORMER else [],
             "palette": list(TOP_MEMBER_PALETTE) if top else [],
         }
@@ -451,7 +464,7 @@ class ChatService:
             raise ChatValidationError("credits", f"1..{MAX_TIP_CREDITS} whole credits")
         if self.ledger is None:
             raise ChatUnavailableError("tips need billing, which is not enabled on this node")
-        units = credits * self.limits.units_per_credit
+        units = credits * UNITS_PER_CREDIT
         # Derived from the member's request key: a retry (even on a new connection) is the same transfer.
         transfer_id = f"chat-tip:{user.id}:{tip_id}"
         await self.ledger.open_member(user.id)
@@ -466,7 +479,7 @@ class ChatService:
         if private_to is not None:
             tip["private"] = True
         king = await self.store.king(room, show_session)
-        kv = king_view(king, self.limits.units_per_credit)
+        kv = king_view(king, UNITS_PER_CREDIT)
         if inserted:
             await self._publish(room, "chat.tip", {"tip": tip}, to=private_to)
             key = (room, show_session)
@@ -632,8 +645,8 @@ def _sanction_text(what: str, room: str, s: SanctionRow) -> str:
 
 
 async def open_chat(
-    chat_cfg: Any,
-    accounts_cfg: Any,
+    chat_cfg: ChatSettings,
+    accounts_cfg: AccountsSettings,
     clock: Callable[[], float],
     *,
     ledger: TipLedger | None = None,
@@ -663,13 +676,7 @@ async def open_chat(
         bus = RedisBus(chat_cfg.redis_url, chat_cfg.redis_prefix)
     else:
         bus = InMemoryBus()
-    limits = ChatLimits(
-        member_messages=chat_cfg.member_messages, member_window_s=chat_cfg.member_window_s,
-        guest_messages=chat_cfg.guest_messages, guest_window_s=chat_cfg.guest_window_s,
-        staff_messages=chat_cfg.staff_messages, staff_window_s=chat_cfg.staff_window_s,
-        history_on_join=chat_cfg.history_on_join, tip_performer_share_bp=chat_cfg.tip_performer_share_bp,
-    )
-    service = ChatService(store, clock, bus=bus, ledger=ledger, is_top_member=is_top_member, limits=limits)
+    service = ChatService(store, clock, bus=bus, ledger=ledger, is_top_member=is_top_member, limits=chat_cfg)
     try:
         await service.start()
     except BaseException:
