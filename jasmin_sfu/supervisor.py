@@ -35,6 +35,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
