@@ -328,5 +328,5 @@ async def test_the_supervisor_passes_a_revocation_to_every_other_worker_and_coun
         for runner in runners:
             await runner.cleanup()
         if sup._internal is not None:
-            await sup._internal.cleanup()
+            await sup._internal.close()
         await sup.http.close()
