@@ -270,3 +270,31 @@ async def wait_line(page: Any, text: str) -> dict[str, Any]:
     await page.wait_for_selector(sel, timeout=15_000)
     return dict(await page.eval_on_selector(
         sel, "li => ({who: li.querySelector('strong').textContent, color: li.style.color, kind: li.dataset.kind})"))
+
+
+async def seed_alice_and_mia(node: Any) -> tuple[str, Any]:
+    """On ``node`` (an in-process Daemon with accounts): an admin, the performer ``alice`` (300 a
+    minute) and the adult member ``mia``. Returns (alice's session token, mia's login: ``.token``,
+    ``.principal``)."""
+    accounts = node.accounts
+    assert accounts is not None
+    await accounts.create_admin("boss", "boss-password")
+    boss = (await accounts.login("boss", "boss-password")).principal
+    await accounts.create_performer(boss, "alice", "alice-password", display_name="Alice", price_per_minute=300)
+    performer_token = (await accounts.login("alice", "alice-password")).token
+    member = await accounts.register("mia", "mia-password", adult_confirmed=True)
+    return performer_token, member
+
+
+async def alice_live_and_mia_watching(node: Any, browser: Any, logs: list[str]) -> tuple[Any, Any]:
+    """:func:`seed_alice_and_mia`, then alice's demo page goes live and mia's watches it (both
+    pages in state `live`). Returns (alice's page, mia's page)."""
+    performer_token, member = await seed_alice_and_mia(node)
+    base = f"http://127.0.0.1:{node.port}"
+    performer = await open_page(browser, f"{base}/?role=performer&show=alice&token={performer_token}", logs)
+    await performer.click("#go-live")
+    await wait_state(performer, "live", logs)
+    viewer = await open_page(browser, f"{base}/?role=viewer&show=alice&token={member.token}", logs)
+    await viewer.click("#watch")
+    await wait_state(viewer, "live", logs)
+    return performer, viewer

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jasmin_sfu.app import Daemon
-from tests.support import open_page, wait_state
+from tests.support import open_page, seed_alice_and_mia, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -21,13 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 async def test_the_demo_page_joins_with_tokens_and_guests_confirm_18_plus(node: Daemon, browser: Any) -> None:
     """Protects the page on a production-like node: identity from `?token=`, and the guest
     path through the 18+ confirmation; a token-less performer is refused."""
-    accounts = node.accounts
-    assert accounts is not None
-    await accounts.create_admin("boss", "boss-password")
-    boss = (await accounts.login("boss", "boss-password")).principal
-    await accounts.create_performer(boss, "alice", "alice-password", display_name="Alice", price_per_minute=300)
-    performer_token = (await accounts.login("alice", "alice-password")).token
-    member = await accounts.register("mia", "mia-password", adult_confirmed=True)
+    performer_token, member = await seed_alice_and_mia(node)
     base = f"http://127.0.0.1:{node.port}"
     logs: list[str] = []
 

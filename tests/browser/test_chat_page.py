@@ -13,7 +13,7 @@ import pytest
 
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.services.chat import PERFORMER_COLOR
-from tests.support import open_page, wait_line, wait_state
+from tests.support import alice_live_and_mia_watching, wait_line
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -22,22 +22,8 @@ async def test_a_member_page_and_a_performer_page_chat(node: Daemon, browser: An
     """Protects the demo chat end to end: the panel appears on join, a member's line typed in
     the send box reaches the performer's page, the performer's reply shows in the performer
     colour on the member's page."""
-    accounts = node.accounts
-    assert accounts is not None
-    await accounts.create_admin("boss", "boss-password")
-    boss = (await accounts.login("boss", "boss-password")).principal
-    await accounts.create_performer(boss, "alice", "alice-password", display_name="Alice", price_per_minute=300)
-    performer_token = (await accounts.login("alice", "alice-password")).token
-    member = await accounts.register("mia", "mia-password", adult_confirmed=True)
-    base = f"http://127.0.0.1:{node.port}"
     logs: list[str] = []
-
-    performer = await open_page(browser, f"{base}/?role=performer&show=alice&token={performer_token}", logs)
-    await performer.click("#go-live")
-    await wait_state(performer, "live", logs)
-    viewer = await open_page(browser, f"{base}/?role=viewer&show=alice&token={member.token}", logs)
-    await viewer.click("#watch")
-    await wait_state(viewer, "live", logs)
+    performer, viewer = await alice_live_and_mia_watching(node, browser, logs)
     assert await viewer.is_visible("#chat-form"), logs
 
     await viewer.fill("#chat-text", "hello alice")

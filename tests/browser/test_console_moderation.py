@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jasmin_sfu.app import Daemon
-from tests.support import open_page, wait_line, wait_state
+from tests.support import alice_live_and_mia_watching, wait_line
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -29,22 +29,8 @@ async def test_the_performer_deletes_a_line_and_mutes_a_member_from_its_page(nod
     a member's line and none on its own; the member's page offers none; Delete removes the line
     from the member's page too; after Mute the member's next line is refused with `muted` and
     what to do. Goes red if the buttons, the verbs they send or the hints break."""
-    accounts = node.accounts
-    assert accounts is not None
-    await accounts.create_admin("boss", "boss-password")
-    boss = (await accounts.login("boss", "boss-password")).principal
-    await accounts.create_performer(boss, "alice", "alice-password", display_name="Alice", price_per_minute=300)
-    performer_token = (await accounts.login("alice", "alice-password")).token
-    member = await accounts.register("mia", "mia-password", adult_confirmed=True)
-    base = f"http://127.0.0.1:{node.port}"
     logs: list[str] = []
-
-    performer = await open_page(browser, f"{base}/?role=performer&show=alice&token={performer_token}", logs)
-    await performer.click("#go-live")
-    await wait_state(performer, "live", logs)
-    viewer = await open_page(browser, f"{base}/?role=viewer&show=alice&token={member.token}", logs)
-    await viewer.click("#watch")
-    await wait_state(viewer, "live", logs)
+    performer, viewer = await alice_live_and_mia_watching(node, browser, logs)
 
     await viewer.fill("#chat-text", "a line to delete")
     await viewer.click("#chat-send")
