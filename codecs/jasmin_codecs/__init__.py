@@ -56,8 +56,12 @@ from .vp8 import (
     Vp8Munger,
     parse_vp8_descriptor,
     rewrite_vp8_descriptor,
+    vp8_data_offset,
     vp8_is_keyframe,
+    vp8_keyframe_size,
+    vp8_temporal_id,
 )
+from .vp8_temporal import Vp8TemporalFilter
 
 __all__ = [
     "MalformedPacket",
@@ -112,7 +116,11 @@ __all__ = [
     # VP8 layer switching
     "Vp8Munged",
     "Vp8Munger",
+    "Vp8TemporalFilter",
     "rewrite_vp8_descriptor",
+    "vp8_data_offset",
+    "vp8_keyframe_size",
+    "vp8_temporal_id",
     # simulcast
     "REPAIRED_RID_URI",
     "RID_URI",

@@ -14,7 +14,10 @@ __all__ = [
     "Vp8Munger",
     "parse_vp8_descriptor",
     "rewrite_vp8_descriptor",
+    "vp8_data_offset",
     "vp8_is_keyframe",
+    "vp8_keyframe_size",
+    "vp8_temporal_id",
 ]
 
 
@@ -107,38 +110,90 @@ def parse_vp8_descriptor(payload: bytes | bytearray | memoryview, offset: int = 
     )
 
 
-def vp8_is_keyframe(payload: bytes | bytearray | memoryview, offset: int = 0) -> bool:
-    """Return True when this RTP payload begins a VP8 keyframe.
+def vp8_data_offset(payload: bytes | bytearray | memoryview, offset: int = 0) -> int:
+    """Where the VP8 data starts after the payload descriptor at ``payload[offset:]``.
 
-    That is the first packet of partition 0 (S=1, PID=0) whose VP8 payload
-    header has the inverse keyframe flag P (bit 0 of its first byte) clear
-    (RFC 7741 section 4.3).  Called for every video packet, so it skips the
-    descriptor by arithmetic instead of building a :class:`Vp8Descriptor`,
-    and returns False rather than raising on short or garbage input.
+    Skips the descriptor by arithmetic (RFC 7741 section 4.2: X, I with M, L,
+    T/K), without building a :class:`Vp8Descriptor`; returns -1 when the
+    descriptor is truncated or no VP8 byte follows it. The one descriptor skip
+    that :func:`vp8_is_keyframe` and :func:`vp8_keyframe_size` share.
     """
     n = len(payload)
     if offset < 0 or offset >= n:
-        return False
-    b0 = payload[offset]
-    if b0 & 0x17 != 0x10:  # S must be 1 and PID 0
-        return False
+        return -1
     pos = offset + 1
-    if b0 & 0x80:
+    if payload[offset] & 0x80:
         if pos >= n:
-            return False
+            return -1
         x = payload[pos]
         pos += 1
         if x & 0x80:
             if pos >= n:
-                return False
+                return -1
             pos += 2 if payload[pos] & 0x80 else 1
         if x & 0x40:
             pos += 1
         if x & 0x30:
             pos += 1
-    if pos >= n:
+    return pos if pos < n else -1
+
+
+def vp8_is_keyframe(payload: bytes | bytearray | memoryview, offset: int = 0) -> bool:
+    """Return True when this RTP payload begins a VP8 keyframe.
+
+    That is the first packet of partition 0 (S=1, PID=0) whose VP8 payload
+    header has the inverse keyframe flag P (bit 0 of its first byte) clear
+    (RFC 7741 section 4.3).  Called for every video packet: all but a frame's
+    first packet return after one byte test; returns False rather than
+    raising on short or garbage input.
+    """
+    if offset < 0 or offset >= len(payload) or payload[offset] & 0x17 != 0x10:  # S must be 1 and PID 0
         return False
-    return not payload[pos] & 0x01
+    pos = vp8_data_offset(payload, offset)
+    return pos >= 0 and not payload[pos] & 0x01
+
+
+def vp8_keyframe_size(payload: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int] | None:
+    """(width, height) from the VP8 keyframe header of a keyframe's first packet, or None.
+
+    RFC 6386 section 9.1: after the payload descriptor at ``payload[offset:]``,
+    a 3-byte frame tag, the start code 9d 01 2a, then 16-bit little-endian
+    width and height (14 bits each, 2 bits of scaling). None for a packet
+    too short or without the start code (not a keyframe's first packet).
+    """
+    pos = vp8_data_offset(payload, offset)
+    if pos < 0 or pos + 10 > len(payload) or bytes(payload[pos + 3 : pos + 6]) != b"\x9d\x01\x2a":
+        return None
+    width = (payload[pos + 6] | (payload[pos + 7] << 8)) & 0x3FFF
+    height = (payload[pos + 8] | (payload[pos + 9] << 8)) & 0x3FFF
+    return width, height
+
+
+def vp8_temporal_id(payload: bytes | bytearray | memoryview, offset: int = 0) -> int:
+    """The TID of the descriptor at ``payload[offset:]``: 0 without a T bit (a
+    stream without temporal layers is all layer 0), -1 when truncated. For the
+    per-packet, per-layer rate count, so no :class:`Vp8Descriptor` is built."""
+    n = len(payload)
+    if offset < 0 or offset >= n:
+        return -1
+    if not payload[offset] & 0x80:
+        return 0
+    pos = offset + 1
+    if pos >= n:
+        return -1
+    x = payload[pos]
+    if not x & 0x20:
+        return 0
+    pos += 1
+    if x & 0x80:
+        if pos >= n:
+            return -1
+        pos += 2 if payload[pos] & 0x80 else 1
+    if x & 0x40:
+        pos += 1
+    if pos >= n:
+        return -1
+    return int(payload[pos] >> 6)
 
 
 def rewrite_vp8_descriptor(

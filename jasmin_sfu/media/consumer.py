@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtp import split_rtp
 from jasmin_codecs.seq import seq_unwrap
-from jasmin_codecs.vp8 import MAX_TEMPORAL_ID, parse_vp8_descriptor, rewrite_vp8_descriptor
+from jasmin_codecs.vp8 import MAX_TEMPORAL_ID, Vp8Descriptor, parse_vp8_descriptor, rewrite_vp8_descriptor
+from jasmin_codecs.vp8_temporal import Vp8TemporalFilter
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
 _HDR = struct.Struct("!BBHII")
 # The most padding one RTP packet carries (its last byte counts the padding).
 _MAX_PADDING = 255
-# Sequence-number shifts by padding remembered for NACKs of older packets.
-_MAX_SHIFTS = 16
+# Sequence-number shifts (padding sent, temporal-layer packets dropped)
+# remembered for NACKs of older packets: at T0 of L1T3 one per forwarded
+# frame, so 256 cover ~30 s, longer than any packet cache.
+_MAX_SHIFTS = 256
 # rs_at markers of a packet never resent: tracked, and tracked and owed.
 _NEVER = -1e18
 _OWED = -2e18
@@ -123,6 +126,8 @@ class Consumer:
         "target_temporal",
         "follow_default",
         "_shifts",
+        "_temporal",
+        "_last_drop",
     )
 
     def __init__(
@@ -243,9 +248,15 @@ class Consumer:
         self._pid_off = 0
         self._tl0_off = 0
         self._last_ids: tuple[int | None, int | None] | None = None
-        # Padding (send_padding) moved the sequence offset: (first padding
-        # out seq, padding packets, offset before) per shift, newest last.
+        # Padding (send_padding) and dropped temporal-layer packets moved the
+        # sequence offset: (first out seq after the shift's old offset, padding
+        # packets (0 for drops), offset before) per shift, newest last.
         self._shifts: list[tuple[int, int, int]] = []
+        # VP8 temporal layers: the frame filter while this viewer gets fewer
+        # temporal layers than the stream has (or climbs back to all of them);
+        # None otherwise. Such a consumer forwards on the Python path.
+        self._temporal: Vp8TemporalFilter | None = None
+        self._last_drop = -1  # the producer sequence number of the last packet dropped by it
 
     @property
     def packets(self) -> int:
@@ -301,8 +312,11 @@ class Consumer:
                 return 0
             self._vp8_start(tail)
             self._anchor(seq, ts)
+        f = self._temporal
+        if f is not None:
+            return self._forward_temporal(f, b1, seq, ts, tail, keyframe)
         if self._pid_off or self._tl0_off:
-            tail = self._vp8_patched(tail)
+            tail = self._vp8_patched(tail, self._pid_off)
         pkt = self._rewrite(b1, seq, ts, tail)
         if self.sink.send(pkt):
             self._packets += 1
@@ -310,6 +324,117 @@ class Consumer:
             return len(pkt)
         self._stats.drop("send_failed")
         return 0
+
+    def _forward_temporal(
+        self, f: Vp8TemporalFilter, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool
+    ) -> int:
+        """:meth:`forward_vp8` for a viewer dropping temporal layers: a packet of a frame
+        above its layer is not sent and the sequence numbers and PictureIDs after it
+        close up (the frame key is the RTP timestamp; docs/media.md "Temporal layers")."""
+        newest = seq == self.layer.max_seq
+        if newest and f.settled and ts != f.frame:
+            # Back to every temporal layer, at a frame boundary: the C lane may take over.
+            self._end_temporal(seq)
+            return self.forward_vp8(b1, seq, ts, tail, keyframe)
+        desc: Vp8Descriptor | None = None
+        if len(tail) == 3:
+            try:
+                desc = parse_vp8_descriptor(tail[1], tail[2])
+            except MalformedPacket:
+                desc = None
+        if desc is None:
+            k = f.admit(ts, 0, False, keyframe, newest)
+        else:
+            k = f.admit(ts, desc.temporal_id or 0, desc.layer_sync, keyframe, newest)
+        if k is None:
+            self._stats.temporal_packets_dropped += 1
+            if newest and seq != self._last_drop:
+                # The viewer's next packet takes this one's sequence number.
+                self._last_drop = seq
+                first = (seq + self._seq_off) & 0xFFFF
+                shifts = self._shifts
+                if not shifts or shifts[-1][0] != first or shifts[-1][1]:
+                    shifts.append((first, 0, self._seq_off))
+                    del shifts[:-_MAX_SHIFTS]
+                self._seq_off = (self._seq_off - 1) & 0xFFFF
+            return 0
+        pid_off = (self._pid_off - k) & 0x7FFF
+        if pid_off or self._tl0_off:
+            tail = self._vp8_patched(tail, pid_off, desc)
+        if not newest and self._shifts:
+            # A late packet: the offset its place in the stream had.
+            seq = (seq + self._out_off(seq) - self._seq_off) & 0xFFFF
+        pkt = self._rewrite(b1, seq, ts, tail)
+        if self.sink.send(pkt):
+            self._packets += 1
+            self._octets += len(tail[1])
+            return len(pkt)
+        self._stats.drop("send_failed")
+        return 0
+
+    def _out_off(self, in_seq: int) -> int:
+        """The sequence offset producer ``in_seq`` was (or would have been) sent with,
+        through the shifts (the inverse of :meth:`_in_seq`)."""
+        off = self._seq_off
+        for first, count, before in reversed(self._shifts):
+            if ((in_seq + off) - (first + count)) & 0xFFFF < 0x8000:
+                break  # at or after this shift
+            off = before
+        return off
+
+    def _end_temporal(self, seq: int) -> None:
+        """Every temporal layer is forwarded again: drop the filter at this frame
+        boundary (packet ``seq``). Its picture id shift joins the offset; NACKs of
+        packets before this one are refused (their shifts are forgotten)."""
+        f = self._temporal
+        if f is None:
+            return
+        self._temporal = None
+        self._pid_off = (self._pid_off - f.dropped) & 0x7FFF
+        self._shifts.clear()
+        self._anchor_ext = self.layer.extend(seq)
+        self._go_fast()
+
+    def on_temporal_layers(self) -> None:
+        """The producer's stream turned out to have VP8 temporal layers: rewrite this
+        viewer's VP8 ids from now on, and apply its temporal layer."""
+        self.vp8 = True
+        if self.lane is not None:
+            self.lane.vp8 = 1
+        self._apply_temporal()
+
+    def _apply_temporal(self) -> None:
+        """Follow the temporal layer asked for (``target_temporal``, capped by
+        ``max_temporal``): a filter while it is below the top, on the Python path."""
+        p = self.producer
+        if not p.temporal or not p.is_video:
+            return
+        caps = [t for t in (self.target_temporal, self.max_temporal) if t is not None]
+        want = min(caps) if caps else MAX_TEMPORAL_ID
+        f = self._temporal
+        if f is not None:
+            f.set_target(want)
+            return
+        if want >= MAX_TEMPORAL_ID:
+            return
+        f = self._temporal = Vp8TemporalFilter(MAX_TEMPORAL_ID)
+        f.set_target(want)
+        if self._anchored:
+            # Mid-stream: the frame being forwarded is finished whole (the
+            # drop starts at the next frame boundary), with the ids it began with.
+            f.admit(self.layer.last_ts, 0, False, False, True)
+        if self.fast:
+            self._stats.temporal_python_path += 1
+            self._go_slow()
+
+    @property
+    def temporal_id(self) -> int | None:
+        """The highest VP8 temporal layer forwarded now; None: every one the stream has."""
+        f = self._temporal
+        if f is None:
+            return None
+        top = max(1, self.layer.temporal_layers) - 1
+        return None if f.temporal_id >= top else f.temporal_id
 
     # -- VP8 picture ids (simulcast) ------------------------------------------
 
@@ -328,21 +453,26 @@ class Consumer:
                 self._pid_off = (last[0] + 1 - desc.picture_id) & 0x7FFF
             if desc is not None and desc.tl0_pic_idx is not None and last[1] is not None:
                 self._tl0_off = (last[1] + 1 - desc.tl0_pic_idx) & 0xFF
+        f = self._temporal
+        if f is not None:
+            f.reset()
         lane = self.lane
         if lane is not None:
             lane.pid_off = self._pid_off
             lane.tl0_off = self._tl0_off
 
-    def _vp8_patched(self, tail: "Tail") -> "Tail":
-        """``tail`` with its descriptor's ids plus this viewer's offsets (the C lane's patch)."""
+    def _vp8_patched(self, tail: "Tail", pid_off: int, desc: Vp8Descriptor | None = None) -> "Tail":
+        """``tail`` with its descriptor's ids plus ``pid_off`` and this viewer's TL0PICIDX
+        offset (the C lane's patch); ``desc``: the tail's descriptor, when parsed already."""
         if len(tail) != 3:
             return tail
         data, at = tail[1], tail[2]
-        try:
-            desc = parse_vp8_descriptor(data, at)
-        except MalformedPacket:
-            return tail
-        pid = None if desc.picture_id is None else desc.picture_id + self._pid_off
+        if desc is None:
+            try:
+                desc = parse_vp8_descriptor(data, at)
+            except MalformedPacket:
+                return tail
+        pid = None if desc.picture_id is None else desc.picture_id + pid_off
         tl0 = None if desc.tl0_pic_idx is None else desc.tl0_pic_idx + self._tl0_off
         return (tail[0], rewrite_vp8_descriptor(data, pid, tl0, at, desc), at)
 
@@ -359,8 +489,9 @@ class Consumer:
             desc = parse_vp8_descriptor(data, split_rtp(data)[7])
         except MalformedPacket:
             return self._last_ids
+        shift = self._temporal.dropped if self._temporal is not None else 0
         return (
-            None if desc.picture_id is None else (desc.picture_id + self._pid_off) & 0x7FFF,
+            None if desc.picture_id is None else (desc.picture_id + self._pid_off - shift) & 0x7FFF,
             None if desc.tl0_pic_idx is None else (desc.tl0_pic_idx + self._tl0_off) & 0xFF,
         )
 
@@ -450,16 +581,18 @@ class Consumer:
         stats.rtp_bytes_out += sent_bytes
         return sent
 
-    def _resend(self, data: bytes, count: bool = True, out_seq: int | None = None) -> int:
+    def _resend(self, data: bytes, count: bool = True, out_seq: int | None = None, shift: int = 0) -> int:
         """Send a packet from the producer's caches in this viewer's space; the
         bytes sent (0: unusable or not sent). ``count`` adds it to the SR counts.
-        A VP8 simulcast packet carries its ids plus the viewer's offsets."""
+        A VP8 simulcast packet carries its ids plus the viewer's offsets (the
+        PictureID's less ``shift``, the frames a temporal filter dropped before it)."""
         split = self.producer.tail_for(data, self.profile)
         if split is None:
             return 0
         b1, seq, ts, _, tail = split
-        if self.vp8 and (self._pid_off or self._tl0_off):
-            tail = self._vp8_patched(tail)
+        pid_off = (self._pid_off - shift) & 0x7FFF
+        if self.vp8 and (pid_off or self._tl0_off):
+            tail = self._vp8_patched(tail, pid_off)
         if out_seq is not None:
             seq = (out_seq - self._seq_off) & 0xFFFF  # sent before a padding shift: its own number
         pkt = self._rewrite(b1, seq, ts, tail)
@@ -471,10 +604,14 @@ class Consumer:
         return len(pkt)
 
     def _go_fast(self) -> None:
-        """Hand forwarding to the C lane when this consumer is C-eligible."""
+        """Hand forwarding to the C lane when this consumer is C-eligible (not while
+        it drops temporal layers: the C lane does not)."""
         lane = self.lane
         target = getattr(self.sink, "target", None)
         if lane is None or target is None or not 0 <= self.payload_type <= 127 or self.profile >= 64:
+            return
+        if self._temporal is not None:
+            self._stats.temporal_python_path += 1
             return
         lane.vp8 = 1 if self.vp8 else 0
         lane.pid_off = self._pid_off
@@ -553,7 +690,7 @@ class Consumer:
         or None while the video is paused for any reason."""
         if self.paused:
             return None
-        return LayerChoice(self.producer.rank_of(self.layer), self.target_temporal)
+        return LayerChoice(self.producer.rank_of(self.layer), self.temporal_id)
 
     def set_target_layer(self, spatial: int | None, temporal: int | None = None) -> None:
         """Forward spatial layer ``spatial`` (a rank of ``Producer.layers``; above the
@@ -566,9 +703,11 @@ class Consumer:
         and VP8 picture ids continue without a gap. While nothing is forwarded
         (paused, or not started) the consumer moves at once and starts on the
         target's next keyframe (its cached one is replayed first). The viewer's
-        cap (:meth:`set_layer_caps`) bounds ``spatial``. ``temporal`` (0-3) is
-        recorded and reported; dropping temporal layers is not done yet.
-        An audio consumer ignores this.
+        cap (:meth:`set_layer_caps`) bounds ``spatial``. ``temporal`` (0-3, None:
+        all) is the highest VP8 temporal layer forwarded, within ``max_temporal``:
+        lower at the next frame, higher on a layer-sync frame or a keyframe
+        (docs/media.md "Temporal layers"); it applies to a VP8 stream with
+        temporal layers only. An audio consumer ignores this.
         """
         self._check_open()
         if temporal is not None and not 0 <= temporal <= MAX_TEMPORAL_ID:
@@ -579,6 +718,7 @@ class Consumer:
         if self.max_temporal is not None and temporal is not None:
             temporal = min(temporal, self.max_temporal)
         self.target_temporal = temporal
+        self._apply_temporal()
         if spatial is None:
             self.pending = None
             self.layer_paused = True
@@ -623,6 +763,7 @@ class Consumer:
             raise ValueError(f"max_temporal must be in 0..{MAX_TEMPORAL_ID}")
         self.max_spatial = max_spatial
         self.max_temporal = max_temporal
+        self._apply_temporal()
         if self.follow_default:
             self.apply_default_layer()
         else:
@@ -803,9 +944,18 @@ class Consumer:
                 stats.nack_packets_missed += 1
                 continue
             # Cached packets passed split_rtp on the way in: it cannot raise here.
-            if ((newest_ts - split_rtp(data)[3]) & 0xFFFFFFFF) > max_ticks:
+            data_ts = split_rtp(data)[3]
+            if ((newest_ts - data_ts) & 0xFFFFFFFF) > max_ticks:
                 stats.nack_suppressed_age += 1
                 continue
+            shift = 0
+            if self._temporal is not None:
+                got = self._temporal.frame_shift(data_ts)
+                if got is None:
+                    # Its frame was dropped for this viewer (or is forgotten): never resent.
+                    stats.nack_temporal_refused += 1
+                    continue
+                shift = got
             i = in_seq & mask
             # Tracked by the extended sequence number: the same 16-bit number
             # 65,536 packets later is another packet.
@@ -830,7 +980,7 @@ class Consumer:
                     rs_at[i] = _OWED
                     owed += 1
                 continue
-            sent = self._resend(data, count=False, out_seq=out_seq if shifts else None)
+            sent = self._resend(data, count=False, out_seq=out_seq if shifts else None, shift=shift)
             if sent:
                 tokens -= sent
                 rs_at[i] = now

@@ -44,6 +44,11 @@ class LayerInfo(NamedTuple):
     active: bool
     width: int = 0
     height: int = 0
+    # VP8 temporal layers seen in the layer's payload descriptors (1: none, 3:
+    # L1T3), and the measured rate up to each of them but the top one
+    # (cumulative: T0, T0+T1, ...; bits/s), for the layer selector.
+    temporal_layers: int = 1
+    temporal_bps: tuple[int, ...] = ()
 
 
 class LayerChoice(NamedTuple):
@@ -86,6 +91,10 @@ class Layer:
         "active",
         "width",
         "height",
+        "temporal_layers",
+        "tid_octets",
+        "temporal_bps",
+        "_tid_rate_octets",
         "_rate_octets",
         "_rate_packets",
         "_rate_at",
@@ -136,6 +145,13 @@ class Layer:
         self.active = False
         self.width = 0
         self.height = 0
+        # VP8 temporal layers (jasmin_codecs.vp8_temporal_id of each packet, counted
+        # by the producer once a descriptor with a T bit was seen): how many, the
+        # octets per TID, and per tick the cumulative rates below the top layer.
+        self.temporal_layers = 1
+        self.tid_octets = [0, 0, 0, 0]
+        self.temporal_bps: tuple[int, ...] = ()
+        self._tid_rate_octets = (0, 0, 0, 0)
         self._rate_octets = 0
         self._rate_packets = 0
         self._rate_at = -1.0
@@ -150,6 +166,11 @@ class Layer:
         if self._rate_at >= 0 and now > self._rate_at:
             self.bitrate_bps = int((self.octets - self._rate_octets) * 8 / (now - self._rate_at))
             self.active = self.packets > self._rate_packets
+            if self.temporal_layers > 1:
+                dt = now - self._rate_at
+                per = [(a - b) * 8 / dt for a, b in zip(self.tid_octets, self._tid_rate_octets)]
+                self.temporal_bps = tuple(int(sum(per[: t + 1])) for t in range(self.temporal_layers - 1))
+        self._tid_rate_octets = (self.tid_octets[0], self.tid_octets[1], self.tid_octets[2], self.tid_octets[3])
         self._rate_at = now
         self._rate_octets = self.octets
         self._rate_packets = self.packets
@@ -186,35 +207,3 @@ class Layer:
         if self.keyframe_cache is not None:
             self.keyframe_cache.clear()
 
-
-def vp8_keyframe_size(data: bytes, payload_off: int) -> tuple[int, int] | None:
-    """(width, height) from the VP8 keyframe header of a keyframe's first packet, or None.
-
-    RFC 6386 section 9.1: after the payload descriptor, a 3-byte frame tag, the
-    start code 9d 01 2a, then 16-bit little-endian width and height (14 bits
-    each, 2 bits of scaling). Only called for keyframe packets.
-    """
-    n = len(data)
-    pos = payload_off
-    if pos >= n:
-        return None
-    b0 = data[pos]
-    pos += 1
-    if b0 & 0x80:
-        if pos >= n:
-            return None
-        x = data[pos]
-        pos += 1
-        if x & 0x80:
-            if pos >= n:
-                return None
-            pos += 2 if data[pos] & 0x80 else 1
-        if x & 0x40:
-            pos += 1
-        if x & 0x30:
-            pos += 1
-    if pos + 10 > n or data[pos + 3 : pos + 6] != b"\x9d\x01\x2a":
-        return None
-    width = (data[pos + 6] | (data[pos + 7] << 8)) & 0x3FFF
-    height = (data[pos + 8] | (data[pos + 9] << 8)) & 0x3FFF
-    return width, height

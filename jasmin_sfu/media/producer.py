@@ -10,13 +10,13 @@ from jasmin_codecs.h264 import h264_is_keyframe
 from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock
 from jasmin_codecs.rtp import ExtensionRewriter, split_rtp
 from jasmin_codecs.seq import seq_unwrap
-from jasmin_codecs.vp8 import vp8_is_keyframe
+from jasmin_codecs.vp8 import parse_vp8_descriptor, vp8_is_keyframe, vp8_keyframe_size, vp8_temporal_id
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
 from .keyframe_cache import KeyframeCache
 from .keyframe_requester import KeyframeRequester
-from .layer import Layer, LayerInfo, vp8_keyframe_size
+from .layer import Layer, LayerInfo
 from .packet_cache import PacketCache
 from .stats import MediaStats
 
@@ -117,6 +117,10 @@ class Producer:
         # Viewers' VP8 PictureID/TL0PICIDX continue across layer switches: the
         # tails then say where the payload starts.
         self.vp8_ids = self.simulcast and self.is_vp8
+        # The VP8 stream carries temporal layers (a keyframe's descriptor had
+        # the T bit): each packet's TID is counted per layer, and the viewers'
+        # VP8 ids are rewritten (vp8_ids) so a viewer can drop temporal layers.
+        self.temporal = False
         # The first layer: the one plain publishers have, and the compatibility
         # view of this producer's stream (ssrc, cache, ... below).
         self._main = self._layers[0]
@@ -207,7 +211,8 @@ class Producer:
     def layers(self) -> tuple[LayerInfo, ...]:
         """The spatial layers by quality, lowest first; ``spatial`` is that rank."""
         return tuple(
-            LayerInfo(i, lay.rid, lay.ssrc, lay.bitrate_bps, lay.active, lay.width, lay.height)
+            LayerInfo(i, lay.rid, lay.ssrc, lay.bitrate_bps, lay.active, lay.width, lay.height,
+                      lay.temporal_layers, lay.temporal_bps)
             for i, lay in enumerate(self._ranked)
         )
 
@@ -380,6 +385,14 @@ class Producer:
                 layer.keyframes_seen += 1
                 if self.simulcast and self.is_vp8:
                     self._learn_size(layer, data, payload_off)
+                if self.is_vp8 and not self.temporal:
+                    self._learn_temporal(data, payload_off)
+        if self.temporal:
+            tid = vp8_temporal_id(data, payload_off)
+            if tid >= 0:
+                layer.tid_octets[tid] += n
+                if tid >= layer.temporal_layers:
+                    layer.temporal_layers = tid + 1
         if layer.cache is not None:
             layer.cache.put(seq, data)
         kc = layer.keyframe_cache
@@ -449,6 +462,21 @@ class Producer:
         if size is not None and (size[0], size[1]) != (layer.width, layer.height):
             layer.width, layer.height = size
             self._rerank()
+
+    def _learn_temporal(self, data: bytes, payload_off: int) -> None:
+        """A VP8 keyframe: when its descriptor has a T bit the stream has temporal
+        layers, and from now on its packets' TIDs are counted and the viewers'
+        VP8 ids rewritten (the tails say where the payload starts)."""
+        try:
+            desc = parse_vp8_descriptor(data, payload_off)
+        except MalformedPacket:
+            return
+        if desc.temporal_id is None:
+            return
+        self.temporal = True
+        self.vp8_ids = True
+        for c in self._consumers:
+            c.on_temporal_layers()
 
     def _switch_to(self, layer: Layer, seq: int, ts: int, data: bytes, payload_off: int) -> None:
         """A keyframe of ``layer`` arrived (``data``, its payload at ``payload_off``):
@@ -636,6 +664,7 @@ class Producer:
                     "bitrate_bps": info.bitrate_bps,
                     "width": info.width,
                     "height": info.height,
+                    "temporal_layers": info.temporal_layers,
                 }
                 for info in self.layers
             ]
