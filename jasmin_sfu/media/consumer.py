@@ -331,8 +331,9 @@ class Consumer:
         """:meth:`forward_vp8` for a viewer dropping temporal layers: a packet of a frame
         above its layer is not sent and the sequence numbers and PictureIDs after it
         close up (the frame key is the RTP timestamp; docs/media.md "Temporal layers")."""
-        newest = seq == self.layer.max_seq
-        if newest and f.settled and ts != f.frame:
+        layer = self.layer
+        newest = seq == layer.max_seq
+        if newest and ts != f.frame and f.target == MAX_TEMPORAL_ID and f.temporal_id >= layer.temporal_layers - 1:
             # Back to every temporal layer, at a frame boundary: the C lane may take over.
             self._end_temporal(seq)
             return self.forward_vp8(b1, seq, ts, tail, keyframe)
