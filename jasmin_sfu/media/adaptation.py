@@ -39,6 +39,12 @@ class LayerView(Protocol):
     def bitrate_bps(self) -> int: ...
     @property
     def active(self) -> bool: ...
+    # VP8 temporal layers measured in the layer (1: none) and the rates up to
+    # each but the top one (cumulative, bits/s; empty until measured).
+    @property
+    def temporal_layers(self) -> int: ...
+    @property
+    def temporal_bps(self) -> tuple[int, ...]: ...
 
 
 class LayeredProducer(Protocol):
@@ -123,10 +129,9 @@ class ViewerAdaptation:
         self._stats = stats
         self.estimator = BandwidthEstimator(stats, policy)
         self.selector = LayerSelector(policy)
-        # VP8 temporal layers in the producer's layers (1: none, 3: L1T3), as
-        # learnt from its payload descriptors; leave 1 while the consumer does
-        # not drop temporal layers (the selector would count on a rate the
-        # viewer is not getting).
+        # VP8 temporal layers offered at least (1: none, 3: L1T3); more when
+        # the producer's layers measured more in their payload descriptors
+        # (the consumer drops the layers above its target: docs/media.md).
         self.temporal_layers = temporal_layers
         # The probe's padding rate now (bits/s), the last estimate, what the viewer was sent.
         self.probe_bps = 0
@@ -167,12 +172,14 @@ class ViewerAdaptation:
             self._seen_remb = remb
         est.on_report(c.fraction_lost, c.cumulative_lost, c.highest_seq)
         self.estimate_bps = est.update(self.sent_bps)
+        active = [layer for layer in self.producer.layers if layer.active]
         layers = candidates(
-            [(layer.spatial, layer.bitrate_bps) for layer in self.producer.layers if layer.active],
-            self.temporal_layers,
+            [(layer.spatial, layer.bitrate_bps) for layer in active],
+            max([self.temporal_layers, *(layer.temporal_layers for layer in active)]),
             max_spatial=c.max_spatial,
             max_temporal=c.max_temporal,
             policy=self._policy,
+            temporal_bps={layer.spatial: layer.temporal_bps for layer in active if layer.temporal_bps},
         )
         choice = self.selector.select(now, layers, self.estimate_bps, est.loss)
         stats = self._stats

@@ -37,7 +37,7 @@ layer's next keyframe (and asks the publisher for one); down is at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .adaptation_policy import DEFAULT_ADAPTATION, AdaptationPolicy
 
@@ -76,6 +76,7 @@ def candidates(
     max_spatial: int | None = None,
     max_temporal: int | None = None,
     policy: AdaptationPolicy = DEFAULT_ADAPTATION,
+    temporal_bps: Mapping[int, Sequence[int]] | None = None,
 ) -> tuple[Layer, ...]:
     """The layers a viewer may get, worst first, within its cap.
 
@@ -86,6 +87,9 @@ def candidates(
     bigger picture at a lower frame rate beats a smaller one at the full rate,
     as in LiveKit's allocator). Nothing above ``max_spatial`` or
     ``max_temporal`` is offered: the viewer's cap is never exceeded.
+    ``temporal_bps``, by spatial index, the measured rates up to each temporal
+    layer but the top one (cumulative, as ``LayerInfo.temporal_bps``): where
+    given in full, they replace the policy's shares for that layer.
     """
     shares = policy.temporal_shares(temporal_layers)
     out: list[Layer] = []
@@ -93,10 +97,12 @@ def candidates(
     for spatial, rate in sorted(spatial_rates):
         if max_spatial is not None and spatial > max_spatial:
             continue
+        measured = temporal_bps.get(spatial, ()) if temporal_bps else ()
         for t, share in enumerate(shares):
             if max_temporal is not None and t > max_temporal:
                 break
-            out.append(Layer(spatial, t, max(1, int(rate * share))))
+            sub = measured[t] if len(measured) == top_t else int(rate * share)
+            out.append(Layer(spatial, t, max(1, min(sub, rate))))
         if max_temporal is None or max_temporal >= top_t:
             out.append(Layer(spatial, None, max(1, rate)))
     return tuple(out)

@@ -33,6 +33,8 @@ class LayerInfo:
     ssrc: int
     bitrate_bps: int
     active: bool = True
+    temporal_layers: int = 1
+    temporal_bps: tuple[int, ...] = ()
 
 
 @dataclass
