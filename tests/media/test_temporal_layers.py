@@ -289,3 +289,51 @@ def test_a_c_lane_viewer_capped_and_uncapped_returns_to_the_lane() -> None:
         assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:]))
     finally:
         csink.close()
+
+
+def test_temporal_drops_inside_simulcast_survive_spatial_switches() -> None:
+    """Protects temporal layers inside simulcast: a viewer capped at T0 and switched between
+    two spatial layers (each its own seq/ts/picture id space, L1T3 each) gets only T0
+    frames, in one stream whose sequence numbers, PictureIDs and TL0PICIDX continue across
+    the drops and the switches."""
+    from tests.media.test_simulcast_switching import SSRCS, make, viewer
+
+    p, stats, _ = make(rids=("q", "h"))
+    pubs = {rid: L1T3Publisher(p, seq=seq, pid=pid, tl0=tl0) for rid, seq, pid, tl0 in
+            (("q", 100, 5, 0), ("h", 65000, 32000, 200))}
+    for rid, pub in pubs.items():
+        layer = p.layer_by_rid(rid)
+        assert layer is not None
+        pub.p = _LayerFeed(p, layer, SSRCS[rid])  # type: ignore[assignment]
+    c, sink = viewer(p, stats)
+
+    def frames(n: int, key: frozenset[str] = frozenset()) -> None:
+        for i in range(n):
+            for rid, pub in pubs.items():
+                pub.frame(key=rid in key and i == 0)
+
+    frames(1, frozenset("qh"))
+    c.set_layer_caps(None, 0)
+    for target in (0, 1, 0, 1):
+        c.set_target_layer(target)
+        frames(6)
+        frames(9, frozenset("qh"))
+    got = received(sink.sent)
+    assert stats.layer_switches >= 3
+    assert {g[4] for g in got} == {0}
+    seqs = [g[0] for g in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+    firsts = got[::2]
+    assert all((b[2] - a[2]) & 0x7FFF == 1 for a, b in zip(firsts, firsts[1:]))
+    assert all((b[3] - a[3]) & 0xFF == 1 for a, b in zip(firsts, firsts[1:]))
+
+
+class _LayerFeed:
+    """Stands for the producer in L1T3Publisher: feeds one simulcast layer, in its SSRC."""
+
+    def __init__(self, p: Producer, layer: object, ssrc: int) -> None:
+        self.p, self.layer, self.ssrc = p, layer, ssrc
+
+    def on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        data = data[:8] + self.ssrc.to_bytes(4, "big") + data[12:]
+        self.p.on_rtp(data, arrival_ms, self.layer)  # type: ignore[arg-type]
