@@ -457,6 +457,7 @@ class Consumer:
         f = self._temporal
         if f is not None:
             f.reset()
+            self._last_drop = -1
         lane = self.lane
         if lane is not None:
             lane.pid_off = self._pid_off

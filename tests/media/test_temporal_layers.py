@@ -337,3 +337,64 @@ class _LayerFeed:
     def on_rtp(self, data: bytes, arrival_ms: int) -> None:
         data = data[:8] + self.ssrc.to_bytes(4, "big") + data[12:]
         self.p.on_rtp(data, arrival_ms, self.layer)  # type: ignore[arg-type]
+
+
+OPS = st.one_of(
+    st.tuples(st.just("frames"), st.integers(1, 6), st.booleans()),
+    st.tuples(st.just("cap"), st.sampled_from([None, 0, 1, 2])),
+    st.tuples(st.just("key")),
+    st.tuples(st.just("pad")),
+    st.tuples(st.just("pause")),
+    st.tuples(st.just("resume")),
+    st.tuples(st.just("nack"), st.integers(0, 40)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(OPS, min_size=1, max_size=25))
+def test_any_mix_of_caps_padding_pauses_and_nacks_keeps_one_stream_and_resends_only_what_was_sent(
+    ops: list[tuple[object, ...]]
+) -> None:
+    """Protects the temporal drop among everything else that moves a viewer's offsets: under
+    any sequence of frames (with and without sync bits), cap changes, keyframes, padding
+    probes, pauses and resumes, the viewer's media has consecutive sequence numbers (padding
+    included) and PictureIDs, no frame above the cap in force when it began, and every NACK
+    answer is byte for byte a packet the viewer was sent under that number (never a dropped
+    packet, never one under another number)."""
+    p, stats, pub, c, sink = setup()
+    by_seq: dict[int, bytes] = {parse_rtp(d).sequence: d for d in sink.sent}
+    cap = 3
+    for op in ops:
+        before = len(sink.sent)
+        if op[0] == "frames":
+            for _ in range(int(op[1])):  # type: ignore[call-overload]
+                pub.frame(sync=bool(op[2]))
+            media = [d for d in sink.sent[before:] if parse_rtp(d).payload_end > parse_rtp(d).payload_offset]
+            assert all(g[4] <= cap for g in received(media))
+        elif op[0] == "cap":
+            c.set_layer_caps(None, op[1])  # type: ignore[arg-type]
+            cap = 3 if op[1] is None else int(op[1])  # type: ignore[call-overload]
+        elif op[0] == "key":
+            pub.frame(key=True)
+        elif op[0] == "pad":
+            c.send_padding(300)
+        elif op[0] == "pause":
+            c.pause()
+        elif op[0] == "resume":
+            c.resume()
+        else:
+            seqs = sorted(by_seq)
+            if seqs:
+                c.on_nack((seqs[int(op[1]) % len(seqs)],))  # type: ignore[call-overload]
+            for d in sink.sent[before:]:
+                assert d == by_seq[parse_rtp(d).sequence]
+            del sink.sent[before:]
+            continue
+        for d in sink.sent[before:]:
+            by_seq.setdefault(parse_rtp(d).sequence, d)
+    seqs = [parse_rtp(d).sequence for d in sink.sent]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+    media = [d for d in sink.sent if parse_rtp(d).payload_end > parse_rtp(d).payload_offset]
+    got = received(media)
+    pids = [g[2] for a, g in zip([None, *got], got) if a is None or a[2] != g[2]]  # one per frame sent
+    assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:]))
