@@ -398,3 +398,19 @@ def test_any_mix_of_caps_padding_pauses_and_nacks_keeps_one_stream_and_resends_o
     got = received(media)
     pids = [g[2] for a, g in zip([None, *got], got) if a is None or a[2] != g[2]]  # one per frame sent
     assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:]))
+
+
+def test_metrics_export_the_temporal_counters() -> None:
+    """Protects /metrics: the drops, the hand-overs to the Python path and the refused NACKs
+    of dropped frames are exported by the real collector."""
+    from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
+    from jasmin_sfu.media.settings import MediaSettings
+    from jasmin_sfu.media.worker import Worker
+
+    w = Worker(MediaSettings())
+    s = w.stats
+    s.temporal_packets_dropped, s.temporal_python_path, s.nack_temporal_refused = 7, 2, 3
+    text = render(make_registry(MediaCollector(w, lambda: 0))).decode()
+    assert "jasmin_temporal_packets_dropped_total 7.0" in text
+    assert "jasmin_temporal_python_path_total 2.0" in text
+    assert "jasmin_nack_temporal_refused_total 3.0" in text
