@@ -54,7 +54,6 @@ class MediaCollector(Collector):
             ("jasmin_padding_packets_sent", "Padding-only packets sent to viewers for bandwidth probes", s.padding_packets_sent),
             ("jasmin_simulcast_ssrcs_learned", "Publisher streams tied to a simulcast layer by their RID", s.simulcast_ssrcs_learned),
             ("jasmin_temporal_packets_dropped", "VP8 packets of frames above a viewer's temporal layer, not sent to it", s.temporal_packets_dropped),
-            ("jasmin_temporal_python_path", "Consumers handed from the C lanes to the Python path to drop temporal layers", s.temporal_python_path),
             ("jasmin_nack_temporal_refused", "NACKed packets of frames a viewer's temporal layer dropped (never resent)", s.nack_temporal_refused),
             ("jasmin_aiortc_encoders_created", "aiortc encoders created in this process (must stay 0)", w.codecs_created.encoders),
             ("jasmin_aiortc_decoders_created", "aiortc decoders created in this process (must stay 0)", w.codecs_created.decoders),

@@ -331,11 +331,8 @@ class Consumer:
         """:meth:`forward_vp8` for a viewer dropping temporal layers: a packet of a frame
         above its layer is not sent and the sequence numbers and PictureIDs after it
         close up (the frame key is the RTP timestamp; docs/media.md "Temporal layers")."""
-        layer = self.layer
-        newest = seq == layer.max_seq
-        if newest and ts != f.frame and f.target == MAX_TEMPORAL_ID and f.temporal_id >= layer.temporal_layers - 1:
-            # Back to every temporal layer, at a frame boundary: the C lane may take over.
-            self._end_temporal(seq)
+        newest = seq == self.layer.max_seq
+        if newest and self._temporal_done(f, seq, ts):
             return self.forward_vp8(b1, seq, ts, tail, keyframe)
         desc: Vp8Descriptor | None = None
         if len(tail) == 3:
@@ -343,6 +340,52 @@ class Consumer:
                 desc = parse_vp8_descriptor(tail[1], tail[2])
             except MalformedPacket:
                 desc = None
+        k = self._temporal_admit(f, seq, ts, desc, keyframe, newest)
+        if k is None:
+            return 0
+        pid_off = (self._pid_off - k) & 0x7FFF
+        if pid_off or self._tl0_off:
+            tail = self._vp8_patched(tail, pid_off, desc)
+        if not newest and self._shifts:
+            # A late packet: the offset its place in the stream had.
+            seq = (seq + self._out_off(seq) - self._seq_off) & 0xFFFF
+        pkt = self._rewrite(b1, seq, ts, tail)
+        if self.sink.send(pkt):
+            self._packets += 1
+            self._octets += len(tail[1])
+            return len(pkt)
+        self._stats.drop("send_failed")
+        return 0
+
+    def lane_admit(self, seq: int, ts: int, desc: Vp8Descriptor | None, keyframe: bool) -> bool:
+        """For a viewer in a C lane that drops temporal layers (``Layer.tfast``), the
+        producer's question for each in-order packet: True when the lane is to send
+        it, its offsets set for it; False when it is dropped (the offsets close up).
+        ``desc`` is the packet's descriptor (None: unparsable, taken as TID 0)."""
+        f = self._temporal
+        lane = self.lane
+        if f is None or self._temporal_done(f, seq, ts):
+            return True
+        k = self._temporal_admit(f, seq, ts, desc, keyframe, True)
+        if k is None:
+            lane.seq_off = self._seq_off
+            return False
+        lane.pid_off = (self._pid_off - k) & 0x7FFF
+        return True
+
+    def _temporal_done(self, f: Vp8TemporalFilter, seq: int, ts: int) -> bool:
+        """At the first packet (``seq``, newest) of a new frame: when the filter forwards
+        every layer the stream has and none is capped, drop it (True)."""
+        if ts == f.frame or f.target != MAX_TEMPORAL_ID or f.temporal_id < self.layer.temporal_layers - 1:
+            return False
+        self._end_temporal(seq)
+        return True
+
+    def _temporal_admit(
+        self, f: Vp8TemporalFilter, seq: int, ts: int, desc: Vp8Descriptor | None, keyframe: bool, newest: bool
+    ) -> int | None:
+        """The filter's answer for one packet (None: dropped, else its frame's drop
+        count); an in-order packet dropped moves the sequence offset down by one."""
         if desc is None:
             k = f.admit(ts, 0, False, keyframe, newest)
         else:
@@ -358,20 +401,7 @@ class Consumer:
                     shifts.append((first, 0, self._seq_off))
                     del shifts[:-_MAX_SHIFTS]
                 self._seq_off = (self._seq_off - 1) & 0xFFFF
-            return 0
-        pid_off = (self._pid_off - k) & 0x7FFF
-        if pid_off or self._tl0_off:
-            tail = self._vp8_patched(tail, pid_off, desc)
-        if not newest and self._shifts:
-            # A late packet: the offset its place in the stream had.
-            seq = (seq + self._out_off(seq) - self._seq_off) & 0xFFFF
-        pkt = self._rewrite(b1, seq, ts, tail)
-        if self.sink.send(pkt):
-            self._packets += 1
-            self._octets += len(tail[1])
-            return len(pkt)
-        self._stats.drop("send_failed")
-        return 0
+        return k
 
     def _out_off(self, in_seq: int) -> int:
         """The sequence offset producer ``in_seq`` was (or would have been) sent with,
@@ -394,7 +424,10 @@ class Consumer:
         self._pid_off = (self._pid_off - f.dropped) & 0x7FFF
         self._shifts.clear()
         self._anchor_ext = self.layer.extend(seq)
-        self._go_fast()
+        if self.fast:
+            self.lane.pid_off = self._pid_off
+            self.lane.seq_off = self._seq_off
+        self.producer.refresh_fanout()
 
     def on_temporal_layers(self) -> None:
         """The producer's stream turned out to have VP8 temporal layers: rewrite this
@@ -406,7 +439,9 @@ class Consumer:
 
     def _apply_temporal(self) -> None:
         """Follow the temporal layer asked for (``target_temporal``, capped by
-        ``max_temporal``): a filter while it is below the top, on the Python path."""
+        ``max_temporal``): a filter while it is below the top. A C lane viewer
+        stays in C; its lane moves to the layer's ``tfast`` (the producer asks
+        :meth:`lane_admit` for each packet)."""
         p = self.producer
         if not p.temporal or not p.is_video:
             return
@@ -424,9 +459,7 @@ class Consumer:
             # Mid-stream: the frame being forwarded is finished whole (the
             # drop starts at the next frame boundary), with the ids it began with.
             f.admit(self.layer.last_ts, 0, False, False, True)
-        if self.fast:
-            self._stats.temporal_python_path += 1
-            self._go_slow()
+        self.producer.refresh_fanout()
 
     @property
     def temporal_id(self) -> int | None:
@@ -606,14 +639,10 @@ class Consumer:
         return len(pkt)
 
     def _go_fast(self) -> None:
-        """Hand forwarding to the C lane when this consumer is C-eligible (not while
-        it drops temporal layers: the C lane does not)."""
+        """Hand forwarding to the C lane when this consumer is C-eligible."""
         lane = self.lane
         target = getattr(self.sink, "target", None)
         if lane is None or target is None or not 0 <= self.payload_type <= 127 or self.profile >= 64:
-            return
-        if self._temporal is not None:
-            self._stats.temporal_python_path += 1
             return
         lane.vp8 = 1 if self.vp8 else 0
         lane.pid_off = self._pid_off

@@ -87,6 +87,7 @@ class Layer:
         "lanes",
         "py",
         "switchers",
+        "tfast",
         "bitrate_bps",
         "active",
         "width",
@@ -140,6 +141,9 @@ class Layer:
         self.lanes: tuple[Any, ...] = ()
         self.py: tuple["Consumer", ...] = ()
         self.switchers: tuple["Consumer", ...] = ()
+        # C lane consumers dropping VP8 temporal layers: the producer asks each
+        # (Consumer.lane_admit) whether its lane sends the packet.
+        self.tfast: tuple["Consumer", ...] = ()
         # Measured once per RTCP interval (tick).
         self.bitrate_bps = 0
         self.active = False

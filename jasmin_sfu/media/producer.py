@@ -10,7 +10,13 @@ from jasmin_codecs.h264 import h264_is_keyframe
 from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock
 from jasmin_codecs.rtp import ExtensionRewriter, split_rtp
 from jasmin_codecs.seq import seq_unwrap
-from jasmin_codecs.vp8 import parse_vp8_descriptor, vp8_is_keyframe, vp8_keyframe_size, vp8_temporal_id
+from jasmin_codecs.vp8 import (
+    Vp8Descriptor,
+    parse_vp8_descriptor,
+    vp8_is_keyframe,
+    vp8_keyframe_size,
+    vp8_temporal_id,
+)
 
 from .errors import InvalidStateError
 from .fastpath import fastpath_ext
@@ -331,7 +337,8 @@ class Producer:
         consumers = self._consumers
         for layer in self._layers:
             mine = [c for c in consumers if c.layer is layer]
-            layer.lanes = tuple(c.lane for c in mine if c.fast and not c.paused)
+            layer.lanes = tuple(c.lane for c in mine if c.fast and not c.paused and c._temporal is None)
+            layer.tfast = tuple(c for c in mine if c.fast and not c.paused and c._temporal is not None)
             layer.py = tuple(c for c in mine if not c.paused and not c.fast)
             layer.switchers = tuple(c for c in consumers if c.pending is layer and not c.paused)
 
@@ -403,7 +410,8 @@ class Producer:
 
         lanes = layer.lanes
         consumers = layer.py
-        if late and (lanes or consumers):
+        tfast = layer.tfast
+        if late and (lanes or consumers or tfast):
             # Older than the newest packet: only for viewers whose stream began
             # at or before it. It never starts a stream, and never reaches one
             # that (re)started later: it would reuse a sequence number of the
@@ -413,10 +421,13 @@ class Producer:
             lanes = tuple(
                 c.lane
                 for c in self._consumers
-                if c.fast and not c.paused and c.layer is layer and c._anchor_ext <= ext
+                if c.fast and not c.paused and c.layer is layer and c._anchor_ext <= ext and c._temporal is None
             )
-            consumers = tuple(c for c in consumers if c._anchored and c._anchor_ext <= ext)
-        if not consumers and not lanes:
+            # A late packet for a viewer dropping temporal layers goes the Python
+            # way: it is sent with the offsets its place in the stream had.
+            consumers = tuple(c for c in consumers + tfast if c._anchored and c._anchor_ext <= ext)
+            tfast = ()
+        if not consumers and not lanes and not tfast:
             return
         csrc = data[12:off]
         body = data[payload_off:]
@@ -435,6 +446,14 @@ class Producer:
         except MalformedPacket:
             stats.drop("bad_extension")
             return
+        if tfast:
+            try:
+                desc: Vp8Descriptor | None = parse_vp8_descriptor(data, payload_off)
+            except MalformedPacket:
+                desc = None
+            kept = tuple(c.lane for c in tfast if c.lane_admit(seq, ts, desc, keyframe))
+            if kept:
+                lanes = lanes + kept
         sent = 0
         sent_bytes = 0
         if lanes:

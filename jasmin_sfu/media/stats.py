@@ -42,7 +42,6 @@ class MediaStats:
         "padding_packets_sent",
         "simulcast_ssrcs_learned",
         "temporal_packets_dropped",
-        "temporal_python_path",
         "nack_temporal_refused",
         "drops",
     )
@@ -100,11 +99,9 @@ class MediaStats:
         self.padding_packets_sent = 0
         self.simulcast_ssrcs_learned = 0
         # VP8 temporal layers (docs/media.md, "Temporal layers"): packets of
-        # frames above a viewer's temporal layer not sent to it; consumers
-        # handed from the C lanes to the Python path to drop them; NACKed
+        # frames above a viewer's temporal layer not sent to it; NACKed
         # packets refused because the viewer was not sent their frame.
         self.temporal_packets_dropped = 0
-        self.temporal_python_path = 0
         self.nack_temporal_refused = 0
         # Dropped packets by reason ("too_short", "unknown_pt", "send_failed" ...).
         self.drops: Counter[str] = Counter()

@@ -2,8 +2,8 @@
 the stream's top temporal layer gets only the frames of its layers, in one continuous
 stream (sequence numbers and PictureIDs close up over the dropped frames, TL0PICIDX,
 timestamps and markers as sent), climbs back only on layer-sync frames, and its NACKs map
-back to the publisher's packets without ever resending a dropped one. The C lane hands
-such a viewer to the Python path (counted) and takes it back once it gets every layer.
+back to the publisher's packets without ever resending a dropped one. A viewer in a C
+lane stays there: the producer asks it per packet whether its lane sends it.
 
 The producer and consumers are the real classes; the sinks keep the bytes (CSink: a real
 C target, libsrtp and a UDP socket on 127.0.0.1).
@@ -221,13 +221,15 @@ def test_the_producer_measures_each_temporal_layers_rate() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([None, 0, 1, 2]), st.integers(1, 9), st.booleans()), min_size=1, max_size=6))
-def test_the_c_path_hands_temporal_viewers_to_python_and_back_with_the_same_bytes(
-    steps: list[tuple[int | None, int, bool]]
+@given(st.lists(st.tuples(st.sampled_from([None, 0, 1, 2]), st.integers(1, 9), st.booleans(), st.booleans()),
+                min_size=1, max_size=6))
+def test_a_c_lane_viewer_drops_temporal_layers_with_the_python_paths_bytes(
+    steps: list[tuple[int | None, int, bool, bool]]
 ) -> None:
-    """Protects the C fast path with temporal layers: a viewer in a C lane, capped below the
-    top layer, moves to the Python path (counted) and back once it forwards every layer,
-    and gets byte for byte what an identical Python-path viewer gets, through any caps."""
+    """Protects temporal layers on the C fast path: a viewer in a C lane, capped below the
+    top layer, stays in its lane (the producer asks it per packet whether the lane sends
+    it, with its offsets set), and gets byte for byte what an identical Python-path viewer
+    gets, through any caps, sync bits and frames whose second packet arrives late."""
     require_fastpath()
     p, stats = make_producer()
     pub = L1T3Publisher(p)
@@ -244,25 +246,32 @@ def test_the_c_path_hands_temporal_viewers_to_python_and_back_with_the_same_byte
             c.start()
         pub.frame(key=True)
         assert cc.fast and not py.fast
-        was_fast = 0
-        for cap, frames, sync in steps:
+        for cap, frames, sync, late in steps:
             for c in pair:
                 c.set_layer_caps(None, cap)
             for _ in range(frames):
-                pub.frame(sync=sync)
-                was_fast += cc.fast
+                if late:
+                    first = pub.frame(sync=sync, deliver=False)
+                    p.on_rtp(first[0], 0)
+                    nxt = pub.frame(deliver=False)
+                    for data in (*nxt, first[1]):
+                        p.on_rtp(data, 0)
+                else:
+                    pub.frame(sync=sync)
+                assert cc.fast
         assert csink.received(len(fake.sent)) == fake.sent
         assert csink.nothing_received()
-        assert_continuous(received(fake.sent))
-        if any(s[0] is not None for s in steps):
-            assert stats.temporal_python_path >= 1
+        if not any(s[3] for s in steps):
+            assert_continuous(received(fake.sent))
     finally:
         csink.close()
 
 
-def test_a_c_lane_viewer_capped_and_uncapped_returns_to_the_lane() -> None:
-    """Protects the way back to C: once the viewer forwards every temporal layer again (on
-    sync frames), the next frame goes through its C lane, continuing the sequence and ids."""
+def test_a_c_lane_viewer_capped_and_uncapped_stays_in_its_lane() -> None:
+    """Protects the C path with temporal layers: a capped viewer's kept packets go out
+    through its C lane (its lane counts them); once it forwards every temporal layer again
+    (on sync frames) the filter is gone and the lane goes on alone, the sequence and ids
+    continuing."""
     require_fastpath()
     p, stats = make_producer()
     pub = L1T3Publisher(p)
@@ -273,13 +282,15 @@ def test_a_c_lane_viewer_capped_and_uncapped_returns_to_the_lane() -> None:
         pub.frame(key=True)
         assert c.fast
         c.set_layer_caps(None, 0)
-        assert not c.fast and stats.temporal_python_path == 1
+        before = c.lane.packets
         for _ in range(8):
             pub.frame()
+        assert c.fast and c.lane.packets == before + 4  # the two T0 frames, through C
         c.set_layer_caps(None, None)
         for sync in (False, True, True, False, False, False, False, False):  # T2 T1 T2 T0 T2 T1 T2 T0
             pub.frame(sync=sync)
-        assert c.fast
+        assert c.fast and c.temporal_id is None
+        assert c.packets - c.lane.packets == 1  # only the first packet, at the start, went the Python way
         got = received(csink.received(c.packets))
         assert csink.nothing_received()
         assert [g[4] for g in got[::2]] == [0, 0, 0, 1, 2, 0, 2, 1, 2, 0]
@@ -287,6 +298,7 @@ def test_a_c_lane_viewer_capped_and_uncapped_returns_to_the_lane() -> None:
         assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
         pids = [g[2] for g in got[::2]]
         assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:]))
+        assert stats.temporal_packets_dropped == 14
     finally:
         csink.close()
 
@@ -401,16 +413,15 @@ def test_any_mix_of_caps_padding_pauses_and_nacks_keeps_one_stream_and_resends_o
 
 
 def test_metrics_export_the_temporal_counters() -> None:
-    """Protects /metrics: the drops, the hand-overs to the Python path and the refused NACKs
-    of dropped frames are exported by the real collector."""
+    """Protects /metrics: the drops and the refused NACKs of dropped frames are exported by
+    the real collector."""
     from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
     from jasmin_sfu.media.settings import MediaSettings
     from jasmin_sfu.media.worker import Worker
 
     w = Worker(MediaSettings())
     s = w.stats
-    s.temporal_packets_dropped, s.temporal_python_path, s.nack_temporal_refused = 7, 2, 3
+    s.temporal_packets_dropped, s.nack_temporal_refused = 7, 3
     text = render(make_registry(MediaCollector(w, lambda: 0))).decode()
     assert "jasmin_temporal_packets_dropped_total 7.0" in text
-    assert "jasmin_temporal_python_path_total 2.0" in text
     assert "jasmin_nack_temporal_refused_total 3.0" in text
