@@ -4,6 +4,7 @@
     python -m bench.hotpath --consumers 1,50 --packets 20000 --json out.json
     python -m bench.hotpath --send python,c      # + SRTP protect and sendto on real sockets
     python -m bench.hotpath --layers 3           # a 3-layer VP8 simulcast producer, viewers on the top layer
+    python -m bench.hotpath --max-temporal 0     # an L1T3 stream, every viewer capped at temporal layer 0
 
 ``--layers 3`` makes the producer simulcast: three VP8 streams (payloads of
 1000, 500 and 250 bytes, in the ratio of 720p/360p/180p layers) arrive
@@ -11,6 +12,11 @@ interleaved, every viewer is on the top one (switched there from the layer
 below, so its VP8 picture ids are patched: in C with ``--send c``), and per
 copy counts all three streams' ingest: the figure to set against a single-layer producer at
 the same N.
+
+``--max-temporal T`` gives the (single-layer) stream VP8 temporal layers
+(L1T3: TIDs 0, 2, 1, 2 frame by frame, the T bit in every descriptor) and caps
+every viewer at temporal layer T (3: no cap); per copy then counts the copies
+actually forwarded, so the figure is the CPU per forwarded packet.
 
 ``--send`` adds the whole per-copy path on real UDP sockets to a sink on
 127.0.0.1 (one sending socket and one SRTP session per consumer, as in the
@@ -157,8 +163,10 @@ def add_consumers(p: Producer, stats: MediaStats, n: int, send: str = "none",
     return sinks
 
 
-def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple[int, int] = (1280, 720)) -> list[bytes]:
-    """VP8-shaped packets: 6 per frame, a keyframe (first packet) every 90 frames."""
+def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple[int, int] = (1280, 720),
+            temporal: bool = False) -> list[bytes]:
+    """VP8-shaped packets: 6 per frame, a keyframe (first packet) every 90 frames;
+    ``temporal``: L1T3 TIDs in the descriptor (a keyframe is TID 0)."""
     out: list[bytes] = []
     seq, ts, frame = 1000, 5000, 0
     filler = os.urandom(payload)
@@ -168,6 +176,9 @@ def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple
             first = k == 0
             key = first and frame % 90 == 0
             desc = bytes([0x90 if first else 0x80, 0x80, 0x80 | (frame >> 8 & 0x7F), frame & 0xFF])
+            if temporal:
+                tid = 0 if frame % 90 == 0 else (0, 2, 1, 2)[frame % 4]
+                desc = bytes([desc[0], 0xA0, desc[2], desc[3], tid << 6])
             body = (b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", *size) if key else b"\x11\x02\x00") if first else b""
             profile, ext = build_extensions([(4, b"0"), (2, struct.pack("!I", i & 0xFFFFFF)[1:])])
             section = struct.pack("!HH", profile, len(ext) // 4) + ext
@@ -180,17 +191,22 @@ def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple
     return out[:count]
 
 
-def run(n: int, count: int, send: str = "none", layers: int = 1) -> dict[str, Any]:
+def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: int | None = None) -> dict[str, Any]:
     stats = MediaStats()
     p = make_producer(stats, layers)
     drain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     drain.bind(("127.0.0.1", 0))  # never read: the kernel drops what overflows, after delivering it
     sinks = add_consumers(p, stats, n, send, drain.getsockname())
     on_rtp = p.on_rtp
+    copied = 0
     if layers == 1:
-        pkts = packets(count)
+        pkts = packets(count, temporal=max_temporal is not None)
         for pkt in pkts[:200]:  # warm up; the first keyframe anchors every consumer
             on_rtp(pkt, 0)
+        if max_temporal is not None:
+            for c in p.consumers.values():
+                c.set_layer_caps(None, max_temporal)
+            copied = sum(c.packets for c in p.consumers.values())
         body = pkts[200:]
         top = len(body)
         gc.collect()
@@ -236,7 +252,9 @@ def run(n: int, count: int, send: str = "none", layers: int = 1) -> dict[str, An
         body = [pkt for _, pkt in timed]
     copies = sum(c.packets for c in p.consumers.values())
     copies_timed = top * n
-    assert copies >= copies_timed, (copies, copies_timed)
+    if max_temporal is not None:
+        copies_timed = copies - copied
+    assert copies >= copies_timed > 0, (copies, copies_timed)
     assert stats.drops.get("send_failed", 0) == 0, stats.drops
     if send == "c":
         assert all(c.fast for c in p.consumers.values())
@@ -247,6 +265,7 @@ def run(n: int, count: int, send: str = "none", layers: int = 1) -> dict[str, An
     return {
         "send": send,
         "layers": layers,
+        "max_temporal": "-" if max_temporal is None else max_temporal,
         "consumers": n,
         "packets_in": len(body),
         "packets_in_per_s": round(len(body) / wall),
@@ -277,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated: none (counting sink), python (pylibsrtp + sendto), c (C fan-out)")
     ap.add_argument("--layers", type=int, default=1, choices=(1, 2, 3),
                     help="spatial layers of the producer (simulcast VP8 for 2-3; viewers on the top one)")
+    ap.add_argument("--max-temporal", type=int, default=None, choices=(0, 1, 2, 3),
+                    help="an L1T3 stream, every viewer capped at this temporal layer (3: no cap); single-layer only")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -286,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in [int(x) for x in args.consumers.split(",") if x.strip()]:
             count = args.packets or max(2000, (500_000 if send == "none" else 100_000) // n)
             warm = 200 if args.layers == 1 else WARM_SIMULCAST
-            rows.append(run(n, count + warm, send, args.layers))
+            rows.append(run(n, count + warm, send, args.layers, args.max_temporal))
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:

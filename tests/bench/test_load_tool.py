@@ -51,3 +51,14 @@ def test_hotpath_forwards_every_packet_to_every_consumer() -> None:
     assert row["packets_in"] == 100
     assert row["copies_per_s"] > 0 and row["us_per_copy"] > 0.0
     assert set(row) >= {"packets_in_per_s", "us_per_packet_in", "cpu_us_per_copy"}
+
+
+def test_hotpath_with_temporal_layers_counts_only_the_forwarded_copies() -> None:
+    """Protects --max-temporal: an L1T3 stream whose viewers are capped at T0 forwards about a
+    quarter of the packets, and the row's per-copy figures divide by those copies."""
+    full = hotpath.run(2, 1400, max_temporal=3)
+    capped = hotpath.run(2, 1400, max_temporal=0)
+    assert capped["max_temporal"] == 0 and full["max_temporal"] == 3
+    ratio = capped["copies_per_s"] / capped["packets_in_per_s"] / 2
+    assert 0.2 < ratio < 0.3, ratio
+    assert 0.95 < full["copies_per_s"] / full["packets_in_per_s"] / 2 <= 1.0
