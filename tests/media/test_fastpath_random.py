@@ -110,13 +110,20 @@ def random_extensions(p: Producer, rng: random.Random) -> bytes:
 class Stream:
     """One producer's random packets, with loss recovered by RTX and late delivery."""
 
-    def __init__(self, p: Producer, rng: random.Random) -> None:
+    def __init__(self, p: Producer, rng: random.Random, temporal: bool = False) -> None:
         self.p = p
         self.rng = rng
         self.video = p.is_video
+        # VP8 temporal layers: each frame's descriptor carries a PictureID, a
+        # TL0PICIDX and a TID (L1T3's pattern or random) with a random Y bit.
+        self.temporal = temporal and self.video
+        self.pid = rng.randint(0, 0x7FFF)
+        self.tl0 = rng.randint(0, 0xFF)
+        self.desc = b""
+        self.frames = 0
         self.seq = rng.choice([0xFFF0, 0xFFFE, rng.randint(0, 0xFFFF)])
         self.ts = rng.choice([0xFFFFF000, rng.randint(0, 0xFFFFFFFF)])
-        self.frame: list[tuple[bool, bool]] = []  # (keyframe start, marker) still to send in this frame
+        self.frame: list[tuple[bool, bool, bool]] = []  # (keyframe start, marker, first) still to send in this frame
         self.later: list[tuple[int, bytes, bool]] = []  # (steps left, packet, as RTX)
         self.rtx_seq = rng.randint(0, 0xFFFF)
 
@@ -125,10 +132,21 @@ class Stream:
         if not self.frame:
             n = rng.randint(1, 3) if self.video else 1
             key = self.video and (self.seq % 7 == 0 or rng.random() < 0.25)
-            self.frame = [(key and i == 0, i == n - 1) for i in range(n)]
+            self.frame = [(key and i == 0, i == n - 1, i == 0) for i in range(n)]
             self.ts = (self.ts + (3000 if self.video else 960)) & 0xFFFFFFFF
-        start_key, marker = self.frame.pop(0)
-        if self.video:
+            if self.temporal:
+                self.frames += 1
+                self.pid = (self.pid + 1) & 0x7FFF
+                tid = 0 if key else (0, 2, 1, 2)[self.frames % 4] if rng.random() < 0.8 else rng.randint(0, 3)
+                if tid == 0:
+                    self.tl0 = (self.tl0 + 1) & 0xFF
+                sync = 0x20 if tid and rng.random() < 0.3 else 0
+                self.desc = bytes([0xE0, 0x80 | self.pid >> 8, self.pid & 0xFF, self.tl0, tid << 6 | sync])
+        start_key, marker, first = self.frame.pop(0)
+        if self.temporal:
+            head = bytes([0x90 if first else 0x80]) + self.desc
+            head += (b"\x00\x9d\x01\x2a" if start_key else b"\x01\x00\x00") if first else b""
+        elif self.video:
             head = VP8_KEY if start_key else VP8_DELTA if rng.random() < 0.5 else VP8_CONT
         else:
             head = b"\xfc"
@@ -168,8 +186,9 @@ class Stream:
             self.p.on_rtx(d, 0) if as_rtx else self.p.on_rtp(d, 0)
 
 
-def play(seed: int) -> list[tuple[str, list[bytes], list[bytes], Twin]]:
-    """One random run; returns (layout, C datagrams unprotected, Python packets, twin) per layout."""
+def play(seed: int, temporal: bool = False) -> list[tuple[str, list[bytes], list[bytes], Twin]]:
+    """One random run; returns (layout, C datagrams unprotected, Python packets, twin) per layout.
+    ``temporal``: the video has VP8 temporal layers, and viewers' caps change at random."""
     rng = random.Random(seed)
     clock = Clock()
     video, vstats = make_producer(clock=clock)
@@ -178,7 +197,12 @@ def play(seed: int) -> list[tuple[str, list[bytes], list[bytes], Twin]]:
     for p, stats in ((video, vstats), (audio, astats)):
         twins[p.kind] = [Twin(p, stats, clock, i, random_profile(p, rng), rng) for i in range(rng.randint(2, 4))]
     everyone = twins["video"] + twins["audio"]
-    streams = [Stream(video, rng), Stream(audio, rng)]
+    if temporal:
+        for t in twins["video"]:
+            cap = rng.choice([0, 1])
+            for c in (t.fast, t.slow):
+                c.set_layer_caps(None, cap)
+    streams = [Stream(video, rng, temporal), Stream(audio, rng)]
     try:
         for _ in range(rng.randint(60, 120)):
             r = rng.random()
@@ -190,6 +214,11 @@ def play(seed: int) -> list[tuple[str, list[bytes], list[bytes], Twin]]:
                 p.set_audience(None if rng.random() < 0.4 else frozenset(rng.sample(keys, rng.randint(0, len(keys)))))
             elif r < 0.09:
                 clock.t += rng.choice([0.02, 0.5, 2.0])
+            elif temporal and r < 0.13:
+                twin = rng.choice(twins["video"])
+                new_cap: int | None = rng.choice([None, 0, 1, 2])
+                for c in (twin.fast, twin.slow):
+                    c.set_layer_caps(None, new_cap)
             else:
                 rng.choice(streams).step()
         out = []
@@ -203,16 +232,18 @@ def play(seed: int) -> list[tuple[str, list[bytes], list[bytes], Twin]]:
             t.c_sink.close()
 
 
+@pytest.mark.parametrize("temporal", [False, True], ids=["plain", "temporal"])
 @pytest.mark.parametrize("seed", range(RUNS))
-def test_c_and_python_fanout_send_the_same_bytes_on_random_streams(seed: int) -> None:
+def test_c_and_python_fanout_send_the_same_bytes_on_random_streams(seed: int, temporal: bool) -> None:
     """Protects the C fast path: on a random stream (2-4 extension profiles per producer,
-    video with RTX and late packets, audio, wraparound, pauses, audience changes) every
+    video with RTX and late packets, audio, wraparound, pauses, audience changes; with
+    ``temporal``, VP8 temporal layers and random caps of the viewers' temporal layer) every
     viewer's C output, after SRTP, equals its Python twin's packets byte for byte and in
     order, and both count the same packets and octets."""
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(
             random, "randint", lambda a, b: ANCHOR_SEQ if b == 0x7FFF else ANCHOR_TS if b == 0xFFFFFFFF else a))
-        runs = play(seed)
+        runs = play(seed, temporal)
     forwarded = 0
     for key, c_out, py_out, twin in runs:
         assert c_out == py_out, f"seed {seed}, layout {key}: the C path sent other bytes than the Python path"
@@ -221,5 +252,18 @@ def test_c_and_python_fanout_send_the_same_bytes_on_random_streams(seed: int) ->
         assert twin.fast.octets == twin.slow.octets
         forwarded += len(py_out)
     # Not vacuous: the C lanes carried most of it.
-    assert forwarded >= 20, f"seed {seed}: only {forwarded} packets forwarded"
+    assert forwarded >= (8 if temporal else 20), f"seed {seed}: only {forwarded} packets forwarded"
     assert sum(t.fast.lane.packets for _, _, _, t in runs) > 0
+
+
+def test_the_temporal_runs_are_not_vacuous() -> None:
+    """Protects the temporal variant above from testing nothing: over its first ten seeds,
+    viewers' temporal caps dropped packets (in the C lanes and the Python path alike)."""
+    dropped = 0
+    for seed in range(10):
+        with mock.patch.object(
+            random, "randint", lambda a, b: ANCHOR_SEQ if b == 0x7FFF else ANCHOR_TS if b == 0xFFFFFFFF else a
+        ):
+            runs = play(seed, True)
+        dropped += runs[0][3].fast._stats.temporal_packets_dropped
+    assert dropped >= 100
