@@ -254,7 +254,8 @@ class Consumer:
         self._shifts: list[tuple[int, int, int]] = []
         # VP8 temporal layers: the frame filter while this viewer gets fewer
         # temporal layers than the stream has (or climbs back to all of them);
-        # None otherwise. Such a consumer forwards on the Python path.
+        # None otherwise. In a C lane, the producer asks it about each packet
+        # (lane_admit); on the Python path, forward_vp8 does.
         self._temporal: Vp8TemporalFilter | None = None
         self._last_drop = -1  # the producer sequence number of the last packet dropped by it
 
@@ -375,7 +376,7 @@ class Consumer:
 
     def _temporal_done(self, f: Vp8TemporalFilter, seq: int, ts: int) -> bool:
         """At the first packet (``seq``, newest) of a new frame: when the filter forwards
-        every layer the stream has and none is capped, drop it (True)."""
+        every layer the stream has and none is capped, end the filter (True)."""
         if ts == f.frame or f.target != MAX_TEMPORAL_ID or f.temporal_id < self.layer.temporal_layers - 1:
             return False
         self._end_temporal(seq)
