@@ -39,7 +39,7 @@ class Vp8TemporalFilter:
     * TID 0 frames are never dropped, so TL0PICIDX needs no rewrite.
     """
 
-    __slots__ = ("_target", "_tid", "_frames", "dropped", "frame")
+    __slots__ = ("_target", "_tid", "_frames", "dropped", "frame", "frame_shift_now")
 
     def __init__(self, target: int = MAX_TEMPORAL_ID) -> None:
         self._target = _check_tid(target)
@@ -48,8 +48,11 @@ class Vp8TemporalFilter:
         self._frames: dict[int, int] = {}
         #: Frames dropped since :meth:`reset`.
         self.dropped = 0
-        #: The key of the newest frame decided (None since :meth:`reset`).
+        #: The key of the newest frame decided (None since :meth:`reset`), and
+        #: its answer (the drop count, -1: dropped): the forwarding path's
+        #: shortcut for the later packets of that frame.
         self.frame: int | None = None
+        self.frame_shift_now = -1
 
     @property
     def target(self) -> int:
@@ -76,6 +79,7 @@ class Vp8TemporalFilter:
         self._frames.clear()
         self.dropped = 0
         self.frame = None
+        self.frame_shift_now = -1
         self._tid = self._target
 
     def admit(self, frame: int, tid: int, sync: bool, keyframe: bool, newest: bool) -> int | None:
@@ -97,9 +101,9 @@ class Vp8TemporalFilter:
         self.frame = frame
         if tid > self._tid:
             self.dropped += 1
-            frames[frame] = -1
+            frames[frame] = self.frame_shift_now = -1
             return None
-        frames[frame] = self.dropped
+        frames[frame] = self.frame_shift_now = self.dropped
         return self.dropped
 
     def frame_shift(self, frame: int) -> int | None:

@@ -365,7 +365,17 @@ class Consumer:
         ``desc`` is the packet's descriptor (None: unparsable, taken as TID 0)."""
         f = self._temporal
         lane = self.lane
-        if f is None or self._temporal_done(f, seq, ts):
+        if f is None:
+            return True
+        if ts == f.frame:
+            # A later packet of the newest frame: its decision stands, and a
+            # kept frame's offsets are on the lane since its first packet.
+            if f.frame_shift_now >= 0:
+                return True
+            self._drop_in_order(seq)
+            lane.seq_off = self._seq_off
+            return False
+        if self._temporal_done(f, seq, ts):
             return True
         k = self._temporal_admit(f, seq, ts, desc, keyframe, True)
         if k is None:
@@ -392,17 +402,25 @@ class Consumer:
         else:
             k = f.admit(ts, desc.temporal_id or 0, desc.layer_sync, keyframe, newest)
         if k is None:
-            self._stats.temporal_packets_dropped += 1
-            if newest and seq != self._last_drop:
-                # The viewer's next packet takes this one's sequence number.
-                self._last_drop = seq
-                first = (seq + self._seq_off) & 0xFFFF
-                shifts = self._shifts
-                if not shifts or shifts[-1][0] != first or shifts[-1][1]:
-                    shifts.append((first, 0, self._seq_off))
-                    del shifts[:-_MAX_SHIFTS]
-                self._seq_off = (self._seq_off - 1) & 0xFFFF
+            if newest:
+                self._drop_in_order(seq)
+            else:
+                self._stats.temporal_packets_dropped += 1
         return k
+
+    def _drop_in_order(self, seq: int) -> None:
+        """Producer packet ``seq``, the newest, is not sent: the viewer's next packet
+        takes its sequence number (a shift, merged with the run it continues)."""
+        self._stats.temporal_packets_dropped += 1
+        if seq == self._last_drop:
+            return  # the same packet again
+        self._last_drop = seq
+        first = (seq + self._seq_off) & 0xFFFF
+        shifts = self._shifts
+        if not shifts or shifts[-1][0] != first or shifts[-1][1]:
+            shifts.append((first, 0, self._seq_off))
+            del shifts[:-_MAX_SHIFTS]
+        self._seq_off = (self._seq_off - 1) & 0xFFFF
 
     def _out_off(self, in_seq: int) -> int:
         """The sequence offset producer ``in_seq`` was (or would have been) sent with,

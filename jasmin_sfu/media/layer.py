@@ -88,6 +88,8 @@ class Layer:
         "py",
         "switchers",
         "tfast",
+        "tframe",
+        "tdesc",
         "bitrate_bps",
         "active",
         "width",
@@ -144,6 +146,9 @@ class Layer:
         # C lane consumers dropping VP8 temporal layers: the producer asks each
         # (Consumer.lane_admit) whether its lane sends the packet.
         self.tfast: tuple["Consumer", ...] = ()
+        # The descriptor of the newest frame (RTP timestamp) asked about, parsed once.
+        self.tframe: int | None = None
+        self.tdesc: Any = None
         # Measured once per RTCP interval (tick).
         self.bitrate_bps = 0
         self.active = False

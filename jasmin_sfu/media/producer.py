@@ -447,10 +447,15 @@ class Producer:
             stats.drop("bad_extension")
             return
         if tfast:
-            try:
-                desc: Vp8Descriptor | None = parse_vp8_descriptor(data, payload_off)
-            except MalformedPacket:
-                desc = None
+            # The descriptor is parsed once per frame of the layer: the filter
+            # reads only TID and Y, the same in every packet of a frame.
+            if layer.tframe != ts:
+                layer.tframe = ts
+                try:
+                    layer.tdesc = parse_vp8_descriptor(data, payload_off)
+                except MalformedPacket:
+                    layer.tdesc = None
+            desc: Vp8Descriptor | None = layer.tdesc
             kept = tuple(c.lane for c in tfast if c.lane_admit(seq, ts, desc, keyframe))
             if kept:
                 lanes = lanes + kept
