@@ -333,6 +333,9 @@ class Consumer:
         above its layer is not sent and the sequence numbers and PictureIDs after it
         close up (the frame key is the RTP timestamp; docs/media.md "Temporal layers")."""
         newest = seq == self.layer.max_seq
+        if newest and ts == f.frame and f.frame_shift_now < 0:
+            self._drop_in_order(seq)  # a later packet of a dropped frame: nothing to parse
+            return 0
         if newest and self._temporal_done(f, seq, ts):
             return self.forward_vp8(b1, seq, ts, tail, keyframe)
         desc: Vp8Descriptor | None = None
