@@ -39,6 +39,22 @@ _RTX_REBUILD = struct.Struct("!BBHII")
 Tail = tuple[int, bytes] | tuple[int, bytes, int]
 
 
+class RelaySink(Protocol):
+    """What a producer forwards to a relay (``media/pipe_transport.py``): every
+    packet of every layer, as received, and the publisher's sender reports.
+    ``audience_key`` is the relay's key in the producer's audience (a private
+    cuts every relay not admitted, in the same step as its local viewers);
+    ``remb`` is the far node's best viewer estimate (0: none), counted in
+    :meth:`Producer.remb` as a local viewer's."""
+
+    audience_key: str
+    remb: int
+
+    def relay_rtp(self, data: bytes, layer: Layer) -> None: ...
+
+    def relay_sr(self, layer: Layer, ntp: int, rtp_ts: int) -> None: ...
+
+
 class ProducerListener(Protocol):
     """What a producer tells its parent, the publisher's transport (mediasoup's
     ``Producer::Listener``); the transport tells the router in turn."""
@@ -138,6 +154,14 @@ class Producer:
 
         self._consumers: tuple["Consumer", ...] = ()
         self.consumers: dict[str, "Consumer"] = {}
+        # Relays toward other nodes fed by this producer, and those the
+        # audience admits (the ones the hot path feeds).
+        self.relays: tuple[RelaySink, ...] = ()
+        self._relays: tuple[RelaySink, ...] = ()
+        # Told True when the first consumer arrives and False when the last
+        # leaves: a replica producer's pipe asks its origin for the stream
+        # only while someone here watches it.
+        self.on_demand: Callable[[bool], None] | None = None
         self._batching = False
         # Extension profiles: one rewriter per distinct consumer leg layout.
         self._profiles: list[ExtensionRewriter] = []
@@ -305,6 +329,7 @@ class Producer:
                 layer.keyframe_cache.clear()
         # One snapshot rebuild for the whole audience change, not one per
         # consumer (400 viewers: 400 rebuilds of 400 would stall the loop ~30 ms).
+        self._relays = tuple(r for r in self.relays if self.admits(r.audience_key))
         self._batching = True
         try:
             for c in self._consumers:
@@ -323,12 +348,28 @@ class Producer:
         self.consumers[consumer.id] = consumer
         self._consumers = tuple(self.consumers.values())
         self.refresh_fanout()
+        if len(self._consumers) == 1 and self.on_demand is not None:
+            self.on_demand(True)
 
     def on_consumer_closed(self, consumer: "Consumer") -> None:
         """ConsumerListener: a consumer closed; drop it from the fan-out."""
         if self.consumers.pop(consumer.id, None) is not None:
             self._consumers = tuple(self.consumers.values())
             self.refresh_fanout()
+            if not self._consumers and self.on_demand is not None:
+                self.on_demand(False)
+
+    def add_relay(self, relay: RelaySink) -> None:
+        """Feed ``relay`` every packet of this producer from now on (while the audience admits it)."""
+        if self.closed:
+            raise InvalidStateError(f"producer {self.id} is closed")
+        if relay not in self.relays:
+            self.relays = self.relays + (relay,)
+            self._relays = tuple(r for r in self.relays if self.admits(r.audience_key))
+
+    def remove_relay(self, relay: RelaySink) -> None:
+        self.relays = tuple(r for r in self.relays if r is not relay)
+        self._relays = tuple(r for r in self._relays if r is not relay)
 
     def refresh_fanout(self) -> None:
         """Rebuild every layer's C and Python fan-out tuples (a consumer changed state)."""
@@ -407,6 +448,8 @@ class Producer:
             kc.put(data, seq, ts, keyframe, b1 & 0x80 != 0)
         if keyframe and layer.switchers and not late:
             self._switch_to(layer, seq, ts, data, payload_off)
+        for relay in self._relays:
+            relay.relay_rtp(data, layer)
 
         lanes = layer.lanes
         consumers = layer.py
@@ -592,6 +635,8 @@ class Producer:
         layer.last_sr_ntp = ntp
         layer.last_sr_arrival = now
         layer.sr = (ntp, rtp_ts)
+        for relay in self._relays:
+            relay.relay_sr(layer, ntp, rtp_ts)
         for c in self._consumers:
             if c.layer is layer:
                 c.on_producer_sr(ntp, rtp_ts)
@@ -636,6 +681,11 @@ class Producer:
                 congested = True
             elif c.remb > best:
                 best = c.remb
+        for relay in self._relays:
+            # A relayed node's viewers, as one: its best estimate (its weak
+            # viewers are handled on their own legs there).
+            if relay.remb > best:
+                best = relay.remb
         bitrate = best if best > 0 else (min_bps if congested else max_bps)
         bitrate = max(min_bps, min(max_bps, bitrate))
         return Remb(sender_ssrc=self._rtcp_ssrc, bitrate=bitrate, ssrcs=ssrcs)
@@ -665,6 +715,7 @@ class Producer:
             c.close()
         self.consumers.clear()
         self._consumers = ()
+        self.relays = self._relays = ()
         for layer in self._layers:
             layer.clear()
         if self.listener is not None:

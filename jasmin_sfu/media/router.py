@@ -208,6 +208,13 @@ class Router:
             except Exception:  # pragma: no cover - a listener must not break media
                 log.exception("layer listener failed")
 
+    def adopt(self, producer: Producer) -> None:
+        """Hold a replica producer (a relayed stream, ``media/pipe_transport.py``): viewers
+        consume it like a local one; its pipe tells :meth:`on_transport_producer_closed`."""
+        self._check_open()
+        self.producers[producer.id] = producer
+        self._emit("added", producer)
+
     def set_audience(self, producers: list[Producer], audience: frozenset[str] | None) -> None:
         """Restrict who receives ``producers``, in this event-loop step."""
         for p in producers:
@@ -219,7 +226,7 @@ class Router:
 
     # -- children closing (TransportListener) ---------------------------------
 
-    def on_transport_producer_closed(self, transport: WebRtcTransport, producer: Producer) -> None:
+    def on_transport_producer_closed(self, transport: object, producer: Producer) -> None:
         if self.producers.pop(producer.id, None) is not None:
             self._emit("removed", producer)
 

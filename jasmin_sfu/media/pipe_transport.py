@@ -1,0 +1,566 @@
+"""A relay between two nodes: one SRTP-protected UDP flow carrying a show's
+media from its origin to an edge (mediasoup's PipeTransport).
+
+One :class:`PipeTransport` per origin/target pair (the pair is ordered: the
+flow from A to C is another pipe than the one from C to A), each end holding
+the other's address and key. Keys are 30 bytes (AES-128 key and salt, the
+``AES128_CM_SHA1_80`` profile); each end protects with its own key and
+unprotects with the other's, as DTLS-SRTP does. The control channel
+(``api/relay.py``) exchanges them.
+
+On the **origin**, :meth:`offer` makes a producer relayable; it is fed to the
+pipe only while the edge says it wants it (the edge has consumers of its
+replica): the producer calls :meth:`_Relay.relay_rtp` per packet, which
+protects the packet as received (the publisher's SSRC, sequence numbers,
+extension ids) and sends it. RTX is unwrapped at the origin, so a
+retransmission arrives as the original packet.
+
+On the **edge**, :meth:`add_replica` creates a :class:`~.producer.Producer`
+from the origin's description and hands it to the show's router: viewers
+consume it as a local producer (same fan-out, NACK cache, keyframe cache,
+layers). Its NACKs, PLIs, receiver reports and REMB go back up the pipe; the
+origin serves NACKs from its own cache (asking its publisher for what it
+lacks), turns PLIs into its producer's keyframe requests and counts the REMB
+as one viewer's in its producer's REMB.
+
+The pipe's own messages are RTCP APP packets (PT 204) inside SRTCP:
+
+* ``JMAP`` origin to edge: ``ssrc(4) layer(1) pad(3) producer id(32)`` per
+  stream, sent when a stream is first relayed and every RTCP interval (a
+  simulcast layer's SSRC is learnt from the publisher's first packets, after
+  the control step described the producer).
+* ``JGON`` origin to edge: producer ids that closed (each repeated three
+  intervals); the edge closes the replica, and its viewers' consumers.
+* ``JWNT`` edge to origin: the producer ids the edge wants now, sent when one
+  gains its first consumer or loses its last, and every interval.
+
+Datagrams from any address but the peer's are dropped and counted
+(``relay_unknown_address``), as are those that do not unprotect
+(``relay_srtp``). The hot path is synchronous: protect and ``sendto``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import struct
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from pylibsrtp import Error as SrtpError
+from pylibsrtp import Policy, Session
+
+from jasmin_codecs.errors import MalformedPacket
+from jasmin_codecs.rtcp import (
+    RTCP_APP,
+    Fir,
+    Nack,
+    Pli,
+    Remb,
+    SenderReport,
+    UnknownRtcp,
+    parse_rtcp,
+)
+
+from .errors import InvalidStateError
+from .layer import Layer
+from .producer import Producer
+from .settings import MediaSettings
+from .stats import MediaStats
+
+if TYPE_CHECKING:
+    from .router import Router
+
+log = logging.getLogger("jasmin_sfu.media.pipe_transport")
+
+KEY_LENGTH = 30
+_MAP = struct.Struct("!IB3x32s")
+_GONE_REPEATS = 3
+
+
+def new_key() -> bytes:
+    """A fresh SRTP master key and salt for one end of a pipe."""
+    return os.urandom(KEY_LENGTH)
+
+
+def _policy(key: bytes, direction: int) -> Policy:
+    if len(key) != KEY_LENGTH:
+        raise ValueError(f"an SRTP key is {KEY_LENGTH} bytes, not {len(key)}")
+    p = Policy(key=key, ssrc_type=direction, srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    # The origin resends cached packets (NACKs) under their first sequence numbers.
+    p.allow_repeat_tx = True
+    p.window_size = 1024
+    return p
+
+
+def _app(name: bytes, ssrc: int, data: bytes) -> bytes:
+    return UnknownRtcp(packet_type=RTCP_APP, fmt=0, body=struct.pack("!I", ssrc) + name + data).to_bytes()
+
+
+class PipeListener(Protocol):
+    """What a pipe tells its owner: that it closed (once)."""
+
+    def on_pipe_closed(self, pipe: "PipeTransport") -> None: ...
+
+
+class _Relay:
+    """One origin producer fed to one pipe (``RelaySink``)."""
+
+    __slots__ = ("pipe", "producer", "audience_key", "remb", "mapped")
+
+    def __init__(self, pipe: "PipeTransport", producer: Producer) -> None:
+        self.pipe = pipe
+        self.producer = producer
+        self.audience_key = pipe.audience_key
+        self.remb = 0
+        self.mapped: set[int] = set()
+
+    def relay_rtp(self, data: bytes, layer: Layer) -> None:
+        ssrc = layer.ssrc
+        if ssrc is not None and ssrc not in self.mapped:
+            self.mapped.add(ssrc)
+            self.pipe._send_rtcp(self.pipe._map_of(self))
+        self.pipe._send_rtp(data)
+
+    def relay_sr(self, layer: Layer, ntp: int, rtp_ts: int) -> None:
+        if layer.ssrc is not None:
+            sr = SenderReport(ssrc=layer.ssrc, ntp_timestamp=ntp, rtp_timestamp=rtp_ts, packet_count=0, octet_count=0)
+            self.pipe._send_rtcp(sr.to_bytes())
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, pipe: "PipeTransport") -> None:
+        self.pipe = pipe
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.pipe._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # pragma: no cover - ICMP unreachable and the like
+        self.pipe.stats.drop("relay_socket_error")
+
+
+class PipeTransport:
+    """One end of the relay flow between this node and ``peer_node`` (see the module docstring).
+
+    ``role`` is ``origin`` (this node sends the show's media) or ``edge``
+    (this node receives it into replica producers).
+    """
+
+    def __init__(
+        self,
+        *,
+        peer_node: str,
+        role: str,
+        settings: MediaSettings,
+        stats: MediaStats,
+        clock: Callable[[], float],
+        local_key: bytes | None = None,
+        listener: PipeListener | None = None,
+        audience_key: str = "",
+    ) -> None:
+        if role not in ("origin", "edge"):
+            raise ValueError("role must be origin or edge")
+        self.peer_node = peer_node
+        self.role = role
+        self.settings = settings
+        self.stats = stats
+        self.clock = clock
+        self.listener = listener
+        # The key this pipe's relays have in an origin producer's audience.
+        self.audience_key = audience_key or f"relay:{peer_node}"
+        self.local_key = local_key or new_key()
+        self._tx = Session(_policy(self.local_key, Policy.SSRC_ANY_OUTBOUND))
+        self._rx: Session | None = None
+        self.remote_key: bytes | None = None
+        self.remote: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._rtcp_ssrc = random.randint(1, 0xFFFFFFFF)
+        self.closed = False
+        self._task: asyncio.Task[None] | None = None
+        # Counters for /metrics.
+        self.packets_out = 0
+        self.packets_in = 0
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.dropped_unknown_address = 0
+        self.dropped_srtp = 0
+        # Origin: producers offered to the edge, and those being relayed.
+        self.offered: dict[str, Producer] = {}
+        self.relaying: dict[str, _Relay] = {}
+        self._gone: dict[str, int] = {}
+        # Edge: replicas by origin producer id, their router, and the SSRC routes.
+        self.replicas: dict[str, Producer] = {}
+        self._router_of: dict[str, "Router"] = {}
+        self._by_ssrc: dict[int, tuple[Producer, Layer]] = {}
+        self.wanted: set[str] = set()
+
+    # -- setup -------------------------------------------------------------------
+
+    async def bind(self, host: str, port: int = 0) -> tuple[str, int]:
+        """Open the pipe's UDP socket on ``host`` (port 0: any free one); returns the bound address."""
+        if self._udp is not None:
+            raise InvalidStateError("pipe already bound")
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(host, port))
+        self._udp = transport
+        sock = transport.get_extra_info("sockname")
+        self.local = (str(sock[0]), int(sock[1]))
+        self._task = loop.create_task(self._tick_loop())
+        return self.local
+
+    def connect(self, host: str, port: int, remote_key: bytes) -> None:
+        """Accept datagrams from, and send to, ``host:port`` only, protected under ``remote_key``.
+
+        Called again with another address or key (the peer restarted), it
+        switches to them: the old peer's packets are unknown from then on."""
+        if self.closed:
+            raise InvalidStateError("pipe is closed")
+        if self.remote_key != remote_key:
+            self._rx = Session(_policy(remote_key, Policy.SSRC_ANY_INBOUND))
+            self.remote_key = remote_key
+        self.remote = (host, int(port))
+
+    # -- sending -------------------------------------------------------------------
+
+    def _send_rtp(self, data: bytes) -> None:
+        udp, remote = self._udp, self.remote
+        if udp is None or remote is None or self.closed:
+            return
+        try:
+            out = self._tx.protect(data)
+        except SrtpError:
+            self.stats.drop("relay_protect_failed")
+            return
+        udp.sendto(out, remote)
+        self.packets_out += 1
+        self.bytes_out += len(out)
+
+    def _send_rtcp(self, data: bytes) -> bool:
+        udp, remote = self._udp, self.remote
+        if udp is None or remote is None or self.closed or not data:
+            return False
+        try:
+            out = self._tx.protect_rtcp(data)
+        except SrtpError:
+            self.stats.drop("relay_protect_failed")
+            return False
+        udp.sendto(out, remote)
+        return True
+
+    # -- origin side ---------------------------------------------------------------
+
+    def offer(self, producer: Producer) -> dict[str, Any]:
+        """Make ``producer`` relayable through this pipe; returns what the edge needs to replicate it."""
+        if self.role != "origin":
+            raise InvalidStateError("only an origin pipe offers producers")
+        if producer.closed:
+            raise InvalidStateError(f"producer {producer.id} is closed")
+        self.offered[producer.id] = producer
+        self._gone.pop(producer.id, None)
+        return describe(producer)
+
+    def _map_of(self, relay: _Relay) -> bytes:
+        p = relay.producer
+        data = b"".join(
+            _MAP.pack(layer.ssrc, layer.index, p.id.encode("ascii"))
+            for layer in p.all_layers
+            if layer.ssrc is not None
+        )
+        return _app(b"JMAP", self._rtcp_ssrc, data) if data else b""
+
+    def _want(self, ids: set[str]) -> None:
+        """The edge wants exactly ``ids`` now: start and stop relays to match."""
+        for pid in list(self.relaying):
+            if pid not in ids:
+                relay = self.relaying.pop(pid)
+                relay.producer.remove_relay(relay)
+        for pid in ids:
+            p = self.offered.get(pid)
+            if p is None or p.closed or pid in self.relaying:
+                continue
+            relay = _Relay(self, p)
+            self.relaying[pid] = relay
+            p.add_relay(relay)
+            # The edge's viewers start from a keyframe: ask for one now.
+            for layer in p.all_layers:
+                p.request_keyframe(layer)
+
+    def _origin_feedback(self, pkt: Any) -> None:
+        if isinstance(pkt, Pli):
+            found = self._origin_layer(pkt.media_ssrc)
+            if found is not None:
+                self.stats.plis_received += 1
+                found[0].request_keyframe(found[1])
+        elif isinstance(pkt, Fir):
+            for ssrc, _ in pkt.entries:
+                found = self._origin_layer(ssrc)
+                if found is not None:
+                    found[0].request_keyframe(found[1])
+        elif isinstance(pkt, Nack):
+            found = self._origin_layer(pkt.media_ssrc)
+            if found is not None:
+                self._serve_nack(found[0], found[1], pkt.lost)
+        elif isinstance(pkt, Remb):
+            for relay in self.relaying.values():
+                if any(relay.producer.layer_by_ssrc(s) is not None for s in pkt.ssrcs):
+                    relay.remb = pkt.bitrate
+        elif isinstance(pkt, UnknownRtcp) and pkt.packet_type == RTCP_APP and pkt.body[4:8] == b"JWNT":
+            data = pkt.body[8:]
+            self._want({data[i : i + 32].decode("ascii", "replace") for i in range(0, len(data) - 31, 32)})
+
+    def _origin_layer(self, ssrc: int) -> tuple[Producer, Layer] | None:
+        for relay in self.relaying.values():
+            layer = relay.producer.layer_by_ssrc(ssrc)
+            if layer is not None:
+                return relay.producer, layer
+        return None
+
+    def _serve_nack(self, p: Producer, layer: Layer, lost: tuple[int, ...]) -> None:
+        """Resend what the origin's cache holds; ask the publisher for the rest."""
+        self.stats.nacks_received += 1
+        missing = []
+        for seq in lost:
+            data = layer.cache.get(seq) if layer.cache is not None else None
+            if data is None:
+                missing.append(seq)
+            else:
+                self.stats.nack_packets_served += 1
+                self._send_rtp(data)
+        if missing:
+            self.stats.nack_packets_missed += len(missing)
+            p.nack_upstream(missing, layer)
+
+    # -- edge side -------------------------------------------------------------------
+
+    def add_replica(self, router: "Router", desc: dict[str, Any]) -> Producer:
+        """A replica of the origin producer ``desc`` (from :func:`describe`), held by ``router``;
+        the same one again when it exists."""
+        if self.role != "edge":
+            raise InvalidStateError("only an edge pipe holds replicas")
+        if self.closed:
+            raise InvalidStateError("pipe is closed")
+        pid = str(desc["producer_id"])
+        have = self.replicas.get(pid)
+        if have is not None and not have.closed:
+            return have
+        layers = desc.get("layers") or []
+        rids = tuple(str(lay["rid"]) for lay in layers if lay.get("rid") is not None)
+        replica = Producer(
+            producer_id=pid,
+            kind=str(desc["kind"]),
+            mime=str(desc["mime"]),
+            clock_rate=int(desc["clock_rate"]),
+            payload_type=int(desc["payload_type"]),
+            ssrc=None,
+            rtx_ssrc=None,
+            rtx_payload_type=None if desc.get("rtx_payload_type") is None else int(desc["rtx_payload_type"]),
+            codec_parameters=dict(desc.get("codec_parameters") or {}),
+            extensions={str(k): int(v) for k, v in (desc.get("extensions") or {}).items()},
+            send_rtcp=self._send_rtcp,
+            rtcp_ssrc=self._rtcp_ssrc,
+            stats=self.stats,
+            cache_size=self.settings.packet_cache_size,
+            keyframe_cache=self.settings.keyframe_cache,
+            keyframes=router.keyframe_requester,
+            app_data=dict(desc.get("app_data") or {}, relayed_from=self.peer_node),
+            listener=self,
+            rids=rids,
+        )
+        for lay in layers:
+            if lay.get("ssrc") is not None:
+                self._map(replica, int(lay["index"]), int(lay["ssrc"]))
+
+        def on_demand(watched: bool, pid: str = pid) -> None:
+            if watched:
+                self.wanted.add(pid)
+            else:
+                self.wanted.discard(pid)
+            self._send_want()
+
+        replica.on_demand = on_demand
+        self.replicas[pid] = replica
+        self._router_of[pid] = router
+        router.adopt(replica)
+        return replica
+
+    def _map(self, replica: Producer, index: int, ssrc: int) -> None:
+        layers = replica.all_layers
+        if not 0 <= index < len(layers):
+            self.stats.drop("relay_bad_map")
+            return
+        layer = layers[index]
+        if layer.ssrc is not None and layer.ssrc != ssrc:
+            self._by_ssrc.pop(layer.ssrc, None)
+        layer.ssrc = ssrc
+        self._by_ssrc[ssrc] = (replica, layer)
+
+    def _send_want(self) -> None:
+        ids = b"".join(pid.encode("ascii") for pid in sorted(self.wanted) if len(pid) == 32)
+        self._send_rtcp(_app(b"JWNT", self._rtcp_ssrc, ids))
+
+    def _edge_control(self, pkt: Any, now: float) -> None:
+        if isinstance(pkt, SenderReport):
+            found = self._by_ssrc.get(pkt.ssrc)
+            if found is not None:
+                found[0].on_sender_report(pkt.ntp_timestamp, pkt.rtp_timestamp, now, found[1])
+        elif isinstance(pkt, UnknownRtcp) and pkt.packet_type == RTCP_APP:
+            name, data = pkt.body[4:8], pkt.body[8:]
+            if name == b"JMAP":
+                for off in range(0, len(data) - _MAP.size + 1, _MAP.size):
+                    ssrc, index, raw = _MAP.unpack_from(data, off)
+                    replica = self.replicas.get(raw.decode("ascii", "replace"))
+                    if replica is not None and not replica.closed:
+                        self._map(replica, index, ssrc)
+            elif name == b"JGON":
+                for i in range(0, len(data) - 31, 32):
+                    replica = self.replicas.get(data[i : i + 32].decode("ascii", "replace"))
+                    if replica is not None:
+                        replica.close()
+
+    def on_producer_closed(self, producer: Producer) -> None:
+        """ProducerListener: a replica closed; forget its routes, tell its router."""
+        if self.replicas.pop(producer.id, None) is None:
+            return
+        for layer in producer.all_layers:
+            if layer.ssrc is not None:
+                self._by_ssrc.pop(layer.ssrc, None)
+        self.wanted.discard(producer.id)
+        router = self._router_of.pop(producer.id, None)
+        if router is not None:
+            router.on_transport_producer_closed(self, producer)
+        self._send_want()
+
+    # -- receiving -------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        remote = self.remote
+        rx = self._rx
+        if remote is None or rx is None or addr[0] != remote[0] or addr[1] != remote[1]:
+            self.dropped_unknown_address += 1
+            self.stats.drop("relay_unknown_address")
+            return
+        if len(data) < 12:
+            self.stats.drop("too_short")
+            return
+        # RFC 5761: RTCP packet types 192-223 in the second byte.
+        rtcp = 192 <= data[1] <= 223
+        try:
+            plain = rx.unprotect_rtcp(data) if rtcp else rx.unprotect(data)
+        except SrtpError:
+            self.dropped_srtp += 1
+            self.stats.drop("relay_srtp")
+            return
+        self.packets_in += 1
+        self.bytes_in += len(data)
+        if rtcp:
+            self._on_rtcp(plain)
+            return
+        found = self._by_ssrc.get(int.from_bytes(plain[8:12], "big"))
+        if found is None:
+            self.stats.drop("relay_unknown_ssrc")
+            return
+        found[0].on_rtp(plain, int(self.clock() * 1000), found[1])
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except MalformedPacket as exc:
+            self.stats.drop("rtcp_" + exc.reason)
+            return
+        self.stats.rtcp_packets_in += 1
+        now = self.clock()
+        for pkt in packets:
+            if self.role == "origin":
+                self._origin_feedback(pkt)
+            else:
+                self._edge_control(pkt, now)
+
+    # -- periodic ----------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self.settings.rtcp_interval_s)
+            try:
+                self.tick(self.clock())
+            except Exception:  # pragma: no cover - a tick must not end the pipe
+                log.exception("pipe tick failed")
+
+    def tick(self, now: float) -> None:
+        """Once per RTCP interval. Origin: re-announce the streams, say which
+        producers closed. Edge: measure the replicas' layers (as the router does
+        for a publisher's producers), send receiver reports and REMB up, and the
+        wanted list."""
+        if self.role == "origin":
+            for pid, p in list(self.offered.items()):
+                if p.closed:
+                    del self.offered[pid]
+                    self._gone[pid] = _GONE_REPEATS
+                    relay = self.relaying.pop(pid, None)
+                    if relay is not None:
+                        p.remove_relay(relay)
+            for relay in self.relaying.values():
+                self._send_rtcp(self._map_of(relay))
+            if self._gone:
+                self._send_rtcp(_app(b"JGON", self._rtcp_ssrc, b"".join(pid.encode("ascii") for pid in self._gone)))
+                for pid in list(self._gone):
+                    self._gone[pid] -= 1
+                    if self._gone[pid] <= 0:
+                        del self._gone[pid]
+            return
+        s = self.settings
+        for replica in list(self.replicas.values()):
+            replica.tick(now)
+            if replica.consumers:
+                self._send_rtcp(replica.receiver_report(now, s.remb_min_bps, s.remb_max_bps) or b"")
+        self._send_want()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "peer_node": self.peer_node,
+            "role": self.role,
+            "local": list(self.local) if self.local else None,
+            "remote": list(self.remote) if self.remote else None,
+            "relaying": sorted(self.relaying),
+            "replicas": sorted(self.replicas),
+            "packets_in": self.packets_in,
+            "packets_out": self.packets_out,
+            "dropped_unknown_address": self.dropped_unknown_address,
+        }
+
+    def close(self) -> None:
+        """Stop relaying, close the replicas (their viewers' consumers with them) and the socket, once."""
+        if self.closed:
+            return
+        self.closed = True
+        for relay in self.relaying.values():
+            relay.producer.remove_relay(relay)
+        self.relaying.clear()
+        self.offered.clear()
+        for replica in list(self.replicas.values()):
+            replica.close()
+        if self._task is not None:
+            self._task.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self.listener is not None:
+            self.listener.on_pipe_closed(self)
+
+
+def describe(p: Producer) -> dict[str, Any]:
+    """What an edge needs to replicate ``p`` (JSON-ready): codec, extensions, layers."""
+    return {
+        "producer_id": p.id,
+        "kind": p.kind,
+        "mime": p.mime,
+        "clock_rate": p.clock_rate,
+        "payload_type": p.payload_type,
+        "rtx_payload_type": p.rtx_payload_type,
+        "codec_parameters": {k: v for k, v in p.codec_parameters.items() if isinstance(v, (str, int, float))},
+        "extensions": dict(p.extensions),
+        "app_data": {k: v for k, v in p.app_data.items() if isinstance(v, (str, int, float, bool))},
+        "layers": [{"index": lay.index, "rid": lay.rid, "ssrc": lay.ssrc} for lay in p.all_layers],
+    }

@@ -1,0 +1,198 @@
+"""Relays (issue 15): a producer on one router forwarded over an SRTP pipe to a
+replica producer on another router, in one process over 127.0.0.1.
+
+Real parts: an aiortc publisher on router A, an aiortc viewer on router B,
+two :class:`PipeTransport` ends on UDP sockets of 127.0.0.1 with their own
+keys. The viewer decodes frames that crossed A -> pipe -> B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from aiortc import RTCSessionDescription
+
+from bench.peers import PatternTrack, ToneTrack, new_pc, wait_for
+from jasmin_sfu.media.errors import InvalidStateError
+from jasmin_sfu.media.pipe_transport import PipeTransport, new_key
+from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.media.router import Router
+from jasmin_sfu.media.settings import MediaSettings
+from jasmin_sfu.media.worker import Worker
+
+
+@pytest.fixture
+async def worker() -> Any:
+    w = Worker(MediaSettings())
+    yield w
+    await w.close()
+
+
+async def published(router: Router) -> tuple[list[Producer], Any]:
+    client = new_pc()
+    client.addTransceiver(PatternTrack(), direction="sendonly")
+    client.addTransceiver(ToneTrack(), direction="sendonly")
+    await client.setLocalDescription(await client.createOffer())
+    transport = router.create_transport("recv")
+    answer, producers = await router.publish(transport, client.localDescription.sdp)
+    await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return producers, client
+
+
+async def watching(router: Router) -> tuple[Any, list[Any], dict[str, int], list[asyncio.Task[None]]]:
+    """An aiortc viewer of every producer of ``router``, counting decoded frames by kind."""
+    viewer = new_pc()
+    frames: dict[str, int] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def count(track: Any) -> None:
+        try:
+            while True:
+                await track.recv()
+                frames[track.kind] = frames.get(track.kind, 0) + 1
+        except Exception:
+            pass
+
+    viewer.on("track", lambda track: tasks.append(asyncio.ensure_future(count(track))))
+    transport = router.create_transport("send", {"audience_key": "v1"})
+    offer, _ = await router.consume(transport)
+    await viewer.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    await viewer.setLocalDescription(await viewer.createAnswer())
+    consumers = await router.accept_answer(transport, viewer.localDescription.sdp)
+    return viewer, consumers, frames, tasks
+
+
+async def pipe_pair(worker: Worker) -> tuple[PipeTransport, PipeTransport]:
+    """An origin end and an edge end, bound on 127.0.0.1 and connected to each other."""
+    s = worker.settings
+    origin = PipeTransport(peer_node="b", role="origin", settings=s, stats=worker.stats, clock=worker.clock)
+    edge = PipeTransport(peer_node="a", role="edge", settings=s, stats=worker.stats, clock=worker.clock)
+    oh, op = await origin.bind("127.0.0.1")
+    eh, ep = await edge.bind("127.0.0.1")
+    origin.connect(eh, ep, edge.local_key)
+    edge.connect(oh, op, origin.local_key)
+    return origin, edge
+
+
+def count_plis(pub: Any) -> list[int]:
+    sender = next(t.sender for t in pub.getTransceivers() if t.kind == "video")
+    counter = [0]
+    original = sender._send_keyframe
+
+    def counting() -> None:
+        counter[0] += 1
+        original()
+
+    sender._send_keyframe = counting
+    return counter
+
+
+async def test_media_crosses_the_pipe_only_while_the_edge_has_viewers_and_a_pli_reaches_the_publisher(
+    worker: Worker,
+) -> None:
+    """Protects the relay's media path: an aiortc viewer of router B decodes video and audio
+    published on router A through the pipe's replica producers; nothing is sent on the pipe
+    before B has a viewer, nor after its last viewer left; a keyframe request of B's viewer
+    reaches A's publisher."""
+    a = worker.create_router("show-a")
+    b = worker.create_router("show-b")
+    producers, pub = await published(a)
+    origin, edge = await pipe_pair(worker)
+    viewer = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        replicas = [edge.add_replica(b, origin.offer(p)) for p in producers]
+        assert {r.id for r in replicas} == set(b.producers) == {p.id for p in producers}
+        assert {r.kind for r in replicas} == {"audio", "video"}
+        await asyncio.sleep(0.5)
+        assert origin.packets_out == 0, "nothing is relayed while the edge has no viewer"
+
+        plis = count_plis(pub)
+        viewer, consumers, frames, tasks = await watching(b)
+        ok = await wait_for(lambda: frames.get("video", 0) >= 10 and frames.get("audio", 0) >= 10, timeout=30)
+        assert ok, (frames, origin.describe(), edge.describe(), dict(worker.stats.drops))
+        assert origin.packets_out > 0 and edge.packets_in > 0
+        assert all(p.relays for p in producers)
+
+        # A viewer's PLI on B goes up the pipe to A's producer and on to the publisher.
+        video_c = next(c for c in consumers if c.kind == "video")
+        await asyncio.sleep(worker.settings.keyframe_request_interval_s + 0.1)
+        before = plis[0]
+        video_c.on_keyframe_request()
+        assert await wait_for(lambda: plis[0] > before, timeout=10)
+
+        # The last viewer leaves: the origin stops feeding the pipe.
+        for t in tasks:
+            t.cancel()
+        await viewer.close()
+        viewer = None
+        for c in consumers:
+            c.close()
+        assert await wait_for(lambda: not any(p.relays for p in producers), timeout=10)
+        sent = origin.packets_out
+        await asyncio.sleep(0.5)
+        assert origin.packets_out == sent
+    finally:
+        for t in tasks:
+            t.cancel()
+        if viewer is not None:
+            await viewer.close()
+        origin.close()
+        edge.close()
+        await pub.close()
+
+
+async def test_a_forged_packet_from_another_address_is_dropped_and_counted(worker: Worker) -> None:
+    """Protects the pipe's address check: a datagram from any address but the connected peer's
+    never reaches a replica; it is dropped and counted (relay_unknown_address)."""
+    origin, edge = await pipe_pair(worker)
+    try:
+        assert edge.local is not None
+        forged = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            forged.bind(("127.0.0.1", 0))
+            rtp = bytes([0x80, 96, 0, 1]) + bytes(8) + b"x" * 100
+            for _ in range(3):
+                forged.sendto(rtp, edge.local)
+        finally:
+            forged.close()
+        assert await wait_for(lambda: edge.dropped_unknown_address == 3, timeout=5)
+        assert worker.stats.drops["relay_unknown_address"] == 3
+        assert edge.packets_in == 0
+    finally:
+        origin.close()
+        edge.close()
+
+
+async def test_a_packet_under_another_key_is_dropped_and_counted(worker: Worker) -> None:
+    """Protects the pipe's SRTP: an end connected with a wrong key for its peer unprotects
+    nothing the peer sends (relay_srtp), so a replica never takes media it cannot authenticate."""
+    origin, edge = await pipe_pair(worker)
+    try:
+        assert origin.local is not None
+        edge.connect(origin.local[0], origin.local[1], new_key())  # not the origin's key
+        origin._send_rtcp(b"\x80\xc9\x00\x01\x00\x00\x00\x01")  # an empty RR
+        assert await wait_for(lambda: edge.dropped_srtp >= 1, timeout=5)
+        assert edge.packets_in == 0
+    finally:
+        origin.close()
+        edge.close()
+
+
+async def test_roles_are_kept_apart(worker: Worker) -> None:
+    """Protects the pipe's API: an edge offers nothing and an origin holds no replica, with a clear error."""
+    s = worker.settings
+    edge = PipeTransport(peer_node="a", role="edge", settings=s, stats=worker.stats, clock=worker.clock)
+    origin = PipeTransport(peer_node="b", role="origin", settings=s, stats=worker.stats, clock=worker.clock)
+    router = worker.create_router("show-roles")
+    with pytest.raises(InvalidStateError):
+        origin.add_replica(router, {"producer_id": "x" * 32})
+    with pytest.raises(ValueError):
+        PipeTransport(peer_node="a", role="proxy", settings=s, stats=worker.stats, clock=worker.clock)
+    with pytest.raises(ValueError):
+        edge.connect("127.0.0.1", 9, b"short")
+    edge.close()
+    origin.close()
