@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import time
 from importlib import resources
@@ -22,6 +23,7 @@ from jasmin_sfu.api.metrics import (
     AdmissionCollector, ClusterCollector, MediaCollector, NodeCollector, make_registry, render,
 )
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
+from jasmin_sfu.api.relay import RELAY_OPEN_PATH, Relays
 from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
@@ -121,6 +123,8 @@ class Daemon:
         self.admission = Admission(cfg.admission, ProcessCpu(cfg.admission.cpu_window_s))
         # The site's registry in Redis ([cluster], docs/cluster.md); opened in start() once the port is known.
         self.cluster: ClusterNode | None = None
+        # Relays of other nodes' shows, and of this node's shows to other nodes (docs/cluster.md); with [cluster].
+        self.relays: Relays | None = None
         # The login throttle's counts, shared by the nodes through Redis with [cluster].
         c = cfg.cluster
         self.throttle_windows = RedisWindows(c.redis_url, c.key_prefix) if c.redis_url else None
@@ -128,7 +132,8 @@ class Daemon:
         self.loop_lag = LoopLagMonitor(cfg.server.loop_lag_warn_ms)
         self.registry = make_registry(
             MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission),
-            ClusterCollector(lambda: self.cluster, self.throttle_windows), NodeCollector(self.loop_lag.histogram),
+            ClusterCollector(lambda: self.cluster, self.throttle_windows, lambda: self.relays),
+            NodeCollector(self.loop_lag.histogram),
         )
         self.app = self._make_app()
         self.listener = HttpListener(self.app)
@@ -144,6 +149,8 @@ class Daemon:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        if self.cfg.cluster.redis_url:
+            app.router.add_post(RELAY_OPEN_PATH, self.relay_open)
         # WHIP ingest and WHEP playback (docs/whip-whep.md): a performer or viewer like a websocket's.
         self.whip = WhipWhep(self._session_handler, draining=lambda: self.draining, accounts=lambda: self.accounts,
                              origins=OriginPolicy(self.cfg.server.allowed_origins),
@@ -187,6 +194,12 @@ class Daemon:
         given = request.headers.get(INTERNAL_SECRET_HEADER, "").encode()
         secret = self.cfg.server.internal_secret.encode()
         return bool(secret) and hmac.compare_digest(given, secret)
+
+    async def relay_open(self, request: web.Request) -> web.Response:
+        """The relays' control channel (jasmin_sfu/api/relay.py); 503 while relays are off."""
+        if self.relays is None:
+            return web.json_response({"error": "invalid_state", "message": "relays are off on this node"}, status=503)
+        return await self.relays.handle_open(request)
 
     async def http_sessions(self, request: web.Request) -> web.Response:
         """The live WHIP/WHEP session Locations of this worker: its supervisor's sweep
@@ -261,6 +274,7 @@ class Daemon:
             ice_servers=self.ice_servers.issue,
             admission=self.admission,
             cluster=self.cluster,
+            relays=self.relays,
         )
 
     async def _session_closed(self, session: SignalingSession) -> None:
@@ -315,12 +329,44 @@ class Daemon:
         s = self.cfg.server
         if self.cfg.cluster.redis_url:
             # Before the port opens, so every connection sees it; it refuses placements until start().
-            self.cluster = ClusterNode(self._cluster_settings(), self._node_load, lambda: list(self.shows.shows))
+            # Edge shows are held by their origin: never claimed in the registry from here.
+            self.cluster = ClusterNode(self._cluster_settings(), self._node_load, self._origin_shows)
         self.port = await self.listener.start(s.host, s.port)
         self.loop_lag.start()
         if self.cluster is not None:
             self.cluster.settings = self._cluster_settings()  # the advertised URL may name the port
+            relay_host = self._relay_host()
+            if relay_host is None:
+                log.warning("cluster: no relay_host (an IP address) could be derived; viewers of other"
+                            " nodes' shows are sent there (`moved`)")
+            else:
+                c = self.cfg.cluster
+                self.relays = Relays(node_id=c.node_id, secret=c.secret, relay_host=relay_host, worker=self.worker,
+                                     shows=self.shows, silence_timeout_s=c.ttl_s)
             await self.cluster.start()
+
+    def _origin_shows(self) -> list[str]:
+        """The shows this node holds (not those it relays from another node)."""
+        relays = self.relays
+        return [s for s in self.shows.shows if relays is None or not relays.is_edge(s)]
+
+    def _relay_host(self) -> str | None:
+        """``cluster.relay_host``, else the advertised URL's host or server.host when an IP address."""
+        c = self.cfg.cluster
+        if c.relay_host:
+            return c.relay_host
+        assert self.cluster is not None
+        url = self.cluster.settings.advertised_url
+        host = url.partition("://")[2].split("/", 1)[0]
+        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+        for candidate in (host, self.cfg.server.host):
+            try:
+                ip = ipaddress.ip_address(candidate)
+            except ValueError:
+                continue
+            if not ip.is_unspecified:
+                return str(ip)
+        return None
 
     def _cluster_settings(self) -> ClusterSettings:
         c, host = self.cfg.cluster, self.cfg.server.host
@@ -359,6 +405,8 @@ class Daemon:
         await self.whip.close()
         for show_id in list(self.shows.shows):
             await self.shows.close(show_id)
+        if self.relays is not None:
+            await self.relays.close()
         await drain(self.worker.close(), self.cfg.server.drain_timeout_s, "media", log)
         if self._housekeeping is not None:
             self._housekeeping.cancel()

@@ -234,6 +234,10 @@ class ClusterConfig:
     # The node's record and its shows' records are refreshed this often and lapse after ttl_s.
     heartbeat_interval_s: float = 2.0
     ttl_s: float = 10.0
+    # The IP address this node's relay sockets (UDP, one per peer node) bind and announce to the
+    # other nodes. Empty: the advertised URL's host when it is an IP address, else server.host when
+    # it is not a wildcard; neither: no relays (viewers of other nodes' shows get `moved`).
+    relay_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -551,6 +555,11 @@ def _validate_cluster(c: ClusterConfig, s: ServerConfig) -> None:
         raise ConfigError("cluster.heartbeat_interval_s must be 0.05..60 seconds")
     if not 2 * c.heartbeat_interval_s <= c.ttl_s <= 600.0:
         raise ConfigError("cluster.ttl_s must be at least twice heartbeat_interval_s and at most 600 seconds")
+    if c.relay_host:
+        try:
+            ipaddress.ip_address(c.relay_host)
+        except ValueError:
+            raise ConfigError(f"cluster.relay_host: {c.relay_host[:100]!r} is not an IP address") from None
     if s.workers != 1:
         raise ConfigError("cluster: server.workers must be 1 on a cluster node (relays between workers come later)")
 

@@ -12,6 +12,7 @@ from jasmin_sfu import __version__
 from jasmin_sfu.api.admission import REASONS, Admission
 from jasmin_sfu.loop_lag import LagHistogram
 from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.api.relay import Relays
 from jasmin_sfu.services.cluster import DECISIONS, ClusterNode
 from jasmin_sfu.services.redis_windows import RedisWindows
 
@@ -145,9 +146,15 @@ class AdmissionCollector(Collector):
 class ClusterCollector(Collector):
     """The cluster registry (docs/cluster.md): placements, redirects, heartbeats; nothing without [cluster]."""
 
-    def __init__(self, cluster: Callable[[], ClusterNode | None], windows: RedisWindows | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Callable[[], ClusterNode | None],
+        windows: RedisWindows | None = None,
+        relays: Callable[[], Relays | None] = lambda: None,
+    ) -> None:
         self.cluster = cluster
         self.windows = windows
+        self.relays = relays
 
     def collect(self) -> Iterable[Metric]:
         if self.windows is not None:
@@ -163,7 +170,8 @@ class ClusterCollector(Collector):
         placements = CounterMetricFamily(
             "jasmin_cluster_placements",
             "Joins of shows not live here, by decision: local (placed here), remote (placed on another node),"
-            " held_here (its record named this node), held_elsewhere (another node holds it)",
+            " held_here (its record named this node), held_elsewhere (another node holds it),"
+            " edge (a viewer of another node's show served here through a relay)",
             labels=["decision"],
         )
         for d in DECISIONS:
@@ -187,6 +195,31 @@ class ClusterCollector(Collector):
                                 value=int(c.healthy))
         yield GaugeMetricFamily("jasmin_cluster_nodes", "Nodes in the registry as last read",
                                 value=len(c.nodes or []))
+        relays = self.relays()
+        if relays is None:
+            return
+        n = relays.counts()
+        r = relays.stats
+        for name, doc, value in (
+            ("jasmin_relay_streams_out", "Producers of this node's shows relayed to other nodes now", n["relays_out"]),
+            ("jasmin_relay_streams_in", "Replica producers this node asks its origins to relay now", n["relays_in"]),
+            ("jasmin_relay_replica_producers", "Replica producers held here (relayed shows' tracks)",
+             n["replica_producers"]),
+            ("jasmin_relay_pipes_out", "Pipes toward edge nodes (this node the origin)", n["pipes_out"]),
+            ("jasmin_relay_pipes_in", "Pipes from origin nodes (this node the edge)", n["pipes_in"]),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+        for name, doc, value in (
+            ("jasmin_relay_packets_out", "Packets (RTP and RTCP) sent on relay pipes", n["packets_out"]),
+            ("jasmin_relay_packets_in", "Packets received on relay pipes and authenticated", n["packets_in"]),
+            ("jasmin_relay_dropped_unknown_address", "Relay datagrams dropped: not from the pipe's peer address",
+             n["dropped_unknown_address"]),
+            ("jasmin_relay_opened_as_origin", "Relay open requests this node answered as origin", r.opened_as_origin),
+            ("jasmin_relay_opened_as_edge", "Relays this node opened (or refreshed) as edge", r.opened_as_edge),
+            ("jasmin_relay_refused", "Relay open requests refused (bad signature, replay, unknown show...)", r.refused),
+            ("jasmin_relay_failures", "Relays this node could not open as edge (its viewer got `moved`)", r.failures),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
 
 
 class NodeCollector(Collector):

@@ -32,6 +32,7 @@ from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.services.accounts import Principal
 from jasmin_sfu.services.chat import ChatService
+from jasmin_sfu.api.relay import RelayError, Relays
 from jasmin_sfu.services.cluster import ClusterNode, ClusterUnavailable, Placement
 from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows import machine as m
@@ -91,7 +92,10 @@ class SessionHandler:
         ice_servers: Callable[[], list[dict[str, Any]]] = list,
         admission: Admission | None = None,
         cluster: ClusterNode | None = None,
+        relays: Relays | None = None,
     ) -> None:
+        # Relays from other nodes' shows (docs/cluster.md, "Relays"); None: `moved` for every show held elsewhere.
+        self.relays = relays
         # The site's registry of nodes and shows (docs/cluster.md); None: this node alone.
         self.cluster = cluster
         # Refuses joins past the worker's capacity (jasmin_sfu/api/admission.py); None: never.
@@ -188,10 +192,14 @@ class SessionHandler:
         else:
             who = JoinIdentity(body.role, body.member_id, body.performer_id)
         if who.role == "performer":
-            live_here = self.shows.get(body.show_id) is not None
+            # A show relayed here from its origin is not live here for its performer: it goes to the origin.
+            edge_here = self.relays is not None and self.relays.is_edge(body.show_id)
+            live_here = self.shows.get(body.show_id) is not None and not edge_here
             placed_now = False
             if not live_here and self.cluster is not None:
                 placed_now = (await self._place(body.show_id)).decision == "local"
+            if edge_here and self.relays is not None:
+                await self.relays.forget(body.show_id)  # placed here: the stale relayed copy goes
             # A performer joining its live show is never refused: its viewers are here already.
             try:
                 self._check_admission(exempt=live_here)
@@ -207,13 +215,21 @@ class SessionHandler:
                 show.price_per_minute = who.price_per_minute
         else:
             found = self.shows.get(body.show_id)
-            if found is None and self.cluster is not None:
+            edge = self.relays is not None and self.relays.is_edge(body.show_id)
+            if (found is None or edge) and self.cluster is not None:
+                located = True
                 try:
-                    where = await self.cluster.locate(body.show_id)
+                    where = await self.cluster.locate(body.show_id, count=self.relays is None)
                 except ClusterUnavailable as exc:
-                    raise SignalingError("invalid_state", f"{exc}; shows of other nodes cannot be found now") from None
+                    if found is None:
+                        raise SignalingError("invalid_state", f"{exc}; shows of other nodes cannot be found now") from None
+                    where, located = None, False  # the relay already running here keeps serving
                 if where is not None:
-                    raise self._moved(body.show_id, where)
+                    found = await self._edge(body.show_id, where)
+                elif located and found is not None and self.relays is not None:
+                    # Its origin is gone and nobody holds the show now: the relayed copy ends too.
+                    await self.relays.forget(body.show_id)
+                    found = None
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
             show = found
@@ -251,6 +267,29 @@ class SessionHandler:
         if where.url is not None:
             raise self._moved(show_id, where)
         return where
+
+    async def _edge(self, show_id: str, where: Placement) -> Show:
+        """A viewer's join of a show held by another node: served here through a relay
+        (docs/cluster.md, "Relays") while this node has room; `moved` to the origin otherwise."""
+        assert self.cluster is not None
+        if self.relays is None:
+            raise self._moved(show_id, where)
+        try:
+            self._check_admission(exempt=False)
+        except SignalingError:
+            self.cluster.redirected()
+            raise self._moved(show_id, where) from None
+        assert where.url is not None
+        try:
+            show = await self.relays.serve(show_id, where.node, http_base(where.url))
+        except RelayError as exc:
+            if exc.code == "unknown_show":
+                raise SignalingError("unknown_show", f"show {show_id!r} is not live") from None
+            log.warning("relay failed; redirecting", extra={"show_id": show_id, "node": where.node, "error": str(exc)})
+            self.cluster.redirected()
+            raise self._moved(show_id, where) from None
+        self.cluster.served_as_edge()
+        return show
 
     @staticmethod
     def _moved(show_id: str, where: Placement) -> SignalingError:

@@ -33,6 +33,10 @@ The pipe's own messages are RTCP APP packets (PT 204) inside SRTCP:
   intervals); the edge closes the replica, and its viewers' consumers.
 * ``JWNT`` edge to origin: the producer ids the edge wants now, sent when one
   gains its first consumer or loses its last, and every interval.
+* ``JALV`` origin to edge: every interval while the origin offers producers.
+  An edge that hears nothing from its origin for ``silence_timeout_s`` (the
+  origin died, or its address changed) closes the pipe: its replicas close,
+  and so do their viewers' consumers.
 
 Datagrams from any address but the peer's are dropped and counted
 (``relay_unknown_address``), as are those that do not unprotect
@@ -158,6 +162,7 @@ class PipeTransport:
         local_key: bytes | None = None,
         listener: PipeListener | None = None,
         audience_key: str = "",
+        silence_timeout_s: float = 10.0,
     ) -> None:
         if role not in ("origin", "edge"):
             raise ValueError("role must be origin or edge")
@@ -179,6 +184,8 @@ class PipeTransport:
         self._rtcp_ssrc = random.randint(1, 0xFFFFFFFF)
         self.closed = False
         self._task: asyncio.Task[None] | None = None
+        self.silence_timeout_s = silence_timeout_s
+        self.last_heard = clock()
         # Counters for /metrics.
         self.packets_out = 0
         self.packets_in = 0
@@ -221,6 +228,7 @@ class PipeTransport:
             self._rx = Session(_policy(remote_key, Policy.SSRC_ANY_INBOUND))
             self.remote_key = remote_key
         self.remote = (host, int(port))
+        self.last_heard = self.clock()
 
     # -- sending -------------------------------------------------------------------
 
@@ -454,6 +462,7 @@ class PipeTransport:
             return
         self.packets_in += 1
         self.bytes_in += len(data)
+        self.last_heard = self.clock()
         if rtcp:
             self._on_rtcp(plain)
             return
@@ -502,12 +511,18 @@ class PipeTransport:
                         p.remove_relay(relay)
             for relay in self.relaying.values():
                 self._send_rtcp(self._map_of(relay))
+            if self.offered:
+                self._send_rtcp(_app(b"JALV", self._rtcp_ssrc, b""))
             if self._gone:
                 self._send_rtcp(_app(b"JGON", self._rtcp_ssrc, b"".join(pid.encode("ascii") for pid in self._gone)))
                 for pid in list(self._gone):
                     self._gone[pid] -= 1
                     if self._gone[pid] <= 0:
                         del self._gone[pid]
+            return
+        if self.replicas and now - self.last_heard > self.silence_timeout_s:
+            log.warning("relay from %s silent for %.1f s: closing its replicas", self.peer_node, now - self.last_heard)
+            self.close()
             return
         s = self.settings
         for replica in list(self.replicas.values()):

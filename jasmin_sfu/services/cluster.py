@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable
 log = logging.getLogger(__name__)
 
 # Placement decisions, as in /metrics (jasmin_cluster_placements_total{decision}).
-DECISIONS = ("local", "remote", "held_here", "held_elsewhere")
+DECISIONS = ("local", "remote", "held_here", "held_elsewhere", "edge")
 
 # Re-arm a show record: set it when missing (it lapsed while Redis was away), extend it when it is
 # ours, leave another node's record alone (0: the show was placed elsewhere meanwhile).
@@ -452,9 +452,10 @@ class ClusterNode:
             return me  # nobody has room: this node's admission answers `overloaded`
         return min(others, key=lambda n: (n.load.share(), n.load.viewers, n.id))
 
-    async def locate(self, show_id: str) -> Placement | None:
+    async def locate(self, show_id: str, count: bool = True) -> Placement | None:
         """Where a viewer's join of ``show_id`` goes (the show is not live here); None: not live anywhere.
 
+        ``count=False``: the caller decides (:meth:`served_as_edge` or :meth:`redirected`).
         Raises :class:`ClusterUnavailable` when Redis does not answer.
         """
         try:
@@ -471,7 +472,18 @@ class ClusterNode:
         node = _node_of(self._open(node_raw)) if node_raw is not None else None
         if node is None:
             return None  # its origin is gone: the record lapses with it
+        if not count:
+            return Placement(node.id, node.url, "held_elsewhere")
         return self._there(node.id, node.url, "held_elsewhere")
+
+    def served_as_edge(self) -> None:
+        """A viewer of a show held elsewhere is served here through a relay (docs/cluster.md)."""
+        self.stats.placements["edge"] += 1
+
+    def redirected(self, decision: str = "held_elsewhere") -> None:
+        """A join located with ``count=False`` was answered ``moved`` after all (this edge is full)."""
+        self.stats.placements[decision] += 1
+        self.stats.redirects += 1
 
     async def release(self, show_id: str) -> None:
         """A performer's join placed ``show_id`` here and then failed: give the placement back."""

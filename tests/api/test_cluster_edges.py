@@ -17,7 +17,7 @@ import pytest
 from bench.peers import new_pc, publish
 from jasmin_signaling.client import RemoteError, SignalingClient
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import BillingConfig, ClusterConfig, Config, PaymentsConfig
+from jasmin_sfu.config import AdmissionConfig, BillingConfig, ClusterConfig, Config, PaymentsConfig
 from tests.api.conftest import Api, accounts_config
 from tests.conftest import scrape_metrics
 from tests.conftest import test_config as loopback_config
@@ -60,25 +60,45 @@ async def whep_offer() -> tuple[Any, str]:
     return pc, str(pc.localDescription.sdp)
 
 
-async def test_whep_on_a_node_without_the_show_answers_307_to_its_node(prefix: str, make_node: MakeNode) -> None:
-    """Protects RFC 9725's redirect across nodes: a WHEP POST for a show live on node a, sent to node b,
-    is 307 with Location /whep/{show} on a (moved: no session is made on b). WHIP shares the code
-    (WhipWhep._join) and redirects to /whip/{show} the same way."""
+async def test_whep_on_a_node_without_the_show_is_served_through_a_relay_and_307_when_full(
+    prefix: str, make_node: MakeNode
+) -> None:
+    """Protects WHEP across nodes (docs/cluster.md, "Relays"): a WHEP POST for a show live on node a,
+    sent to node b with room, is answered by b itself (201) with a relayed copy of the show (b's
+    transport consumes replica producers, and b's metrics count the edge placement); once b is full
+    (admission), the next one is 307 with Location /whep/{show} on a (RFC 9725's redirect, `moved`),
+    and b makes no session for it."""
     a = await make_node("a", prefix)
-    b = await make_node("b", prefix)
+    full_at_one = loopback_config().replace(admission=AdmissionConfig(max_viewers_per_worker=1, max_cpu_share=0))
+    b = await make_node("b", prefix, base=full_at_one)
     pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
-    pc, sdp = await whep_offer()
+    pcs: list[Any] = []
     try:
         async with aiohttp.ClientSession() as s:
+            pc, sdp = await whep_offer()
+            pcs.append(pc)
+            async with s.post(f"http://127.0.0.1:{b.port}/whep/anna", data=sdp.encode(), allow_redirects=False,
+                              headers={"Content-Type": "application/sdp"}) as r:
+                assert r.status == 201, await r.text()
+            assert b.relays is not None and b.relays.is_edge("anna")
+            replicas = list(b.shows.shows["anna"].router.producers.values())
+            assert {p.kind for p in replicas} == {"audio", "video"}
+            assert all(p.app_data.get("relayed_from") == "a" for p in replicas)
+            assert b.worker.counts()["transports"] == 1
+            assert b.cluster is not None and b.cluster.stats.placements["edge"] == 1
+
+            pc, sdp = await whep_offer()
+            pcs.append(pc)
             async with s.post(f"http://127.0.0.1:{b.port}/whep/anna", data=sdp.encode(), allow_redirects=False,
                               headers={"Content-Type": "application/sdp"}) as r:
                 body = await r.json()
                 assert r.status == 307, body
                 assert r.headers["Location"] == f"http://127.0.0.1:{a.port}/whep/anna"
                 assert body["error"]["code"] == "moved"
-        assert b.worker.counts()["transports"] == 0
+        assert b.worker.counts()["transports"] == 1
     finally:
-        await pc.close()
+        for pc in pcs:
+            await pc.close()
         await pub.close()
 
 

@@ -83,12 +83,13 @@ async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: st
 
     * three nodes register and each /readyz lists all three with their load;
     * a performer joining a full node is placed on the least loaded other node (by viewers) and the
-      SDK follows the `moved` answer there; a viewer reaching a third node is sent to the show's node
-      and receives media;
+      SDK follows the `moved` answer there; a viewer reaching a third node with room is served there
+      through a relay from the show's node and receives media; one reaching the full node is sent
+      to the show's node;
     * SIGKILL of that origin: its registry entry lapses after the TTL, the performer's next join
       (through the full node again) places the show on a live node, and a viewer that reconnects is
       sent there and receives media;
-    * /metrics counts the placement decisions and the redirects.
+    * /metrics counts the placement decisions, the redirects and the relay on both of its ends.
     """
     a = await start_daemon_process(env=node_env(prefix, "a", 1))
     # b and c hold 2 viewers each: b's one viewer is half its room, far above any idle CPU share of c.
@@ -121,15 +122,21 @@ async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: st
         star = await publish(a.url, "star")
         peers.append(star)
         assert star.client.moved_to == c.url
-        # A viewer reaching b is sent to c and receives the show's media there.
+        # A viewer reaching b (with room) is served by b, an edge fed by a relay from c, and receives
+        # the show's media there; a viewer reaching the full node a is sent to c.
         fan = await subscribe(b.url, "star", decode=False, count=True)
         peers.append(fan)
-        assert fan.client.moved_to == c.url
+        assert fan.client.moved_to is None
         assert await wait_for(lambda: fan.counter is not None and sum(fan.counter.packets.values()) >= 20, 30)
-        ma, mb = await a.metrics(), await b.metrics()
+        sent = await subscribe(a.url, "star", decode=False, count=True)
+        peers.append(sent)
+        assert sent.client.moved_to == c.url
+        ma, mb, mc = await a.metrics(), await b.metrics(), await c.metrics()
         assert ma['jasmin_cluster_placements_total{decision="remote"}'] == 1
-        assert ma['jasmin_cluster_redirects_total'] >= 1 and mb['jasmin_cluster_redirects_total'] >= 1
-        assert mb['jasmin_cluster_placements_total{decision="held_elsewhere"}'] >= 1
+        assert ma['jasmin_cluster_redirects_total'] >= 2
+        assert mb['jasmin_cluster_placements_total{decision="edge"}'] == 1
+        assert mb["jasmin_relay_replica_producers"] == 2 and mb["jasmin_relay_streams_in"] == 2
+        assert mc["jasmin_relay_streams_out"] == 2 and mc["jasmin_relay_packets_out_total"] > 0
 
         # c dies without a word.
         c.proc.send_signal(signal.SIGKILL)
@@ -145,10 +152,14 @@ async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: st
             await probe.request("join", show_id="star", role="viewer")
         assert e.value.code == "unknown_show"
         await probe.close()
-        for p in (star, fan):
+        for p in (star, fan, sent):
             peers.remove(p)
             await p.close()
 
+        async def b_has_room() -> bool:
+            return (await cluster_view(a))["b"]["viewers"] == 1  # the relayed viewer has left b
+
+        await until(b_has_room)
         # The performer comes back through the full node a: placed on b, the only node with room.
         star2 = await publish(a.url, "star")
         peers.append(star2)

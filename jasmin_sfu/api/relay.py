@@ -1,0 +1,331 @@
+"""The relays' control channel between nodes (issue 15, docs/cluster.md "Relays").
+
+An edge that serves a viewer of a show held by another node (its origin)
+asks the origin, over HTTP, to open a relay:
+
+``POST /internal/relay/open`` with a JSON body ``{show_id, node, host, port, key}``
+(``node`` the edge's id, ``host:port`` its pipe's UDP address, ``key`` its SRTP
+key in hex) and the headers ``X-Jasmin-Node`` (the edge's id),
+``X-Jasmin-Timestamp`` (Unix seconds) and ``X-Jasmin-Signature``:
+HMAC-SHA256 under ``[cluster] secret`` of ``METHOD \\n PATH \\n TIMESTAMP \\n
+NODE \\n BODY``. The origin refuses (``403``, ``{"error": "forbidden"}``) a
+signature that does not verify, a timestamp outside ``REPLAY_WINDOW_S`` of its
+clock, a signature it has already accepted within that window (a replay), and
+a ``node`` that differs from the header's. A show not live there (or itself
+relayed from elsewhere: no chains) is ``404`` ``unknown_show``.
+
+The answer: ``{node, host, port, key, producers}``: the origin's end of the
+pipe toward that edge (one per edge, reused by every show) and the show's
+producers as :func:`~jasmin_sfu.media.pipe_transport.describe` gives them
+(Cam2Cam, exclusive to its private, is never offered). The edge creates a
+replica producer for each in its own show (an *edge show*) and its viewers
+subscribe to those; media flows once the edge asks for a producer over the
+pipe (``JWNT``), i.e. once a viewer there consumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import aiohttp
+from aiohttp import web
+
+from jasmin_sfu.media.pipe_transport import PipeTransport
+from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.shows.registry import ShowRegistry
+from jasmin_sfu.shows.show import Show
+
+log = logging.getLogger("jasmin_sfu.api.relay")
+
+RELAY_OPEN_PATH = "/internal/relay/open"
+NODE_HEADER = "X-Jasmin-Node"
+TIMESTAMP_HEADER = "X-Jasmin-Timestamp"
+SIGNATURE_HEADER = "X-Jasmin-Signature"
+REPLAY_WINDOW_S = 30.0
+MAX_BODY = 4096
+
+
+class RelayError(Exception):
+    """A relay could not be opened; ``code`` is a wire error code (docs/signaling.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def sign(secret: str, method: str, path: str, timestamp: str, node: str, body: bytes) -> str:
+    """The control channel's request signature (see the module docstring)."""
+    msg = b"\n".join((method.upper().encode(), path.encode(), timestamp.encode(), node.encode(), body))
+    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
+
+
+class RequestVerifier:
+    """Checks signed control requests: the MAC, the replay window, and replays within it."""
+
+    def __init__(self, secret: str, clock: Callable[[], float] = time.time, window_s: float = REPLAY_WINDOW_S) -> None:
+        self._secret = secret
+        self._clock = clock
+        self._window = window_s
+        self._seen: dict[str, float] = {}
+
+    def verify(self, method: str, path: str, headers: Any, body: bytes) -> str:
+        """The calling node's id; raises :class:`RelayError` ``forbidden`` saying why not."""
+        node = str(headers.get(NODE_HEADER, ""))
+        stamp = str(headers.get(TIMESTAMP_HEADER, ""))
+        mac = str(headers.get(SIGNATURE_HEADER, ""))
+        if not node or not stamp or not mac:
+            raise RelayError("forbidden", "unsigned request")
+        try:
+            at = float(stamp)
+        except ValueError:
+            raise RelayError("forbidden", "bad timestamp") from None
+        now = self._clock()
+        if abs(now - at) > self._window:
+            raise RelayError("forbidden", "timestamp outside the replay window")
+        if not hmac.compare_digest(mac, sign(self._secret, method, path, stamp, node, body)):
+            raise RelayError("forbidden", "bad signature")
+        for old, seen_at in list(self._seen.items()):
+            if now - seen_at > 2 * self._window:
+                del self._seen[old]
+        if mac in self._seen:
+            raise RelayError("forbidden", "replayed request")
+        self._seen[mac] = now
+        return node
+
+
+@dataclass
+class RelayStats:
+    """Counters for /metrics."""
+
+    opened_as_origin: int = 0
+    opened_as_edge: int = 0
+    refused: int = 0
+    failures: int = 0
+
+
+class Relays:
+    """This node's relays: origin pipes toward edges, edge pipes from origins, and the edge shows.
+
+    ``relay_host`` is the address the pipes bind and announce; ``secret``
+    signs the control channel.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        secret: str,
+        relay_host: str,
+        worker: Worker,
+        shows: ShowRegistry,
+        clock: Callable[[], float] = time.time,
+        silence_timeout_s: float = 10.0,
+        request_timeout_s: float = 5.0,
+    ) -> None:
+        self.node_id = node_id
+        self._secret = secret
+        self.relay_host = relay_host
+        self.worker = worker
+        self.shows = shows
+        self.clock = clock
+        self.silence_timeout_s = silence_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.verifier = RequestVerifier(secret, clock)
+        self.origin_pipes: dict[str, PipeTransport] = {}
+        self.edge_pipes: dict[str, PipeTransport] = {}
+        # Shows served here from another node: show id -> origin node id.
+        self.edge_shows: dict[str, str] = {}
+        self.stats = RelayStats()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # The cumulative counters of pipes closed since (for /metrics).
+        self._closed_totals = {"packets_out": 0, "packets_in": 0, "dropped_unknown_address": 0}
+
+    # -- pipes -------------------------------------------------------------------------
+
+    async def _pipe(self, pipes: dict[str, PipeTransport], node: str, role: str) -> PipeTransport:
+        pipe = pipes.get(node)
+        if pipe is not None and not pipe.closed:
+            return pipe
+        w = self.worker
+        pipe = PipeTransport(peer_node=node, role=role, settings=w.settings, stats=w.stats, clock=w.clock,
+                             listener=self, silence_timeout_s=self.silence_timeout_s)
+        await pipe.bind(self.relay_host)
+        pipes[node] = pipe
+        return pipe
+
+    def on_pipe_closed(self, pipe: PipeTransport) -> None:
+        """PipeListener: forget it (an edge pipe closed when its origin went silent)."""
+        for pipes in (self.origin_pipes, self.edge_pipes):
+            if pipes.get(pipe.peer_node) is pipe:
+                del pipes[pipe.peer_node]
+        self._closed_totals["packets_out"] += pipe.packets_out
+        self._closed_totals["packets_in"] += pipe.packets_in
+        self._closed_totals["dropped_unknown_address"] += pipe.dropped_unknown_address
+
+    def is_edge(self, show_id: str) -> bool:
+        return show_id in self.edge_shows
+
+    # -- origin side ------------------------------------------------------------------------
+
+    async def handle_open(self, request: web.Request) -> web.Response:
+        """``POST /internal/relay/open`` (see the module docstring)."""
+        body = await request.content.read(MAX_BODY + 1)
+        try:
+            if len(body) > MAX_BODY:
+                raise RelayError("bad_request", "body too large")
+            node = self.verifier.verify(request.method, request.path, request.headers, body)
+            ask = json.loads(body)
+            if not isinstance(ask, dict) or ask.get("node") != node:
+                raise RelayError("forbidden", "the body's node is not the signing node")
+            reply = await self.open_as_origin(
+                show_id=str(ask["show_id"]), node=node, host=str(ask["host"]), port=int(ask["port"]),
+                key=bytes.fromhex(str(ask["key"])),
+            )
+        except RelayError as exc:
+            self.stats.refused += 1
+            status = {"forbidden": 403, "unknown_show": 404}.get(exc.code, 400)
+            log.warning("relay open refused", extra={"error": exc.code, "reason": str(exc)})
+            return web.json_response({"error": exc.code, "message": str(exc)}, status=status)
+        except (KeyError, ValueError, TypeError) as exc:
+            self.stats.refused += 1
+            return web.json_response({"error": "bad_request", "message": f"bad relay request: {exc}"}, status=400)
+        return web.json_response(reply)
+
+    async def open_as_origin(self, *, show_id: str, node: str, host: str, port: int, key: bytes) -> dict[str, Any]:
+        show = self.shows.get(show_id)
+        if show is None or self.is_edge(show_id):
+            raise RelayError("unknown_show", f"show {show_id!r} is not live on node {self.node_id}")
+        if node == self.node_id:
+            raise RelayError("bad_request", "a node does not relay to itself")
+        pipe = await self._pipe(self.origin_pipes, node, "origin")
+        try:
+            pipe.connect(host, port, key)
+        except ValueError as exc:
+            raise RelayError("bad_request", str(exc)) from None
+        producers = [pipe.offer(p) for p in show.performer_producers() if not p.closed]
+        self.stats.opened_as_origin += 1
+        assert pipe.local is not None
+        return {"node": self.node_id, "host": pipe.local[0], "port": pipe.local[1], "key": pipe.local_key.hex(),
+                "producers": producers}
+
+    # -- edge side ----------------------------------------------------------------------------
+
+    async def serve(self, show_id: str, origin: str, origin_http: str) -> Show:
+        """The edge show of ``show_id`` held by ``origin`` (reachable at ``origin_http``), its
+        relay opened (or refreshed) and its replicas in place; raises :class:`RelayError`."""
+        lock = self._locks.setdefault(show_id, asyncio.Lock())
+        async with lock:
+            try:
+                return await self._serve(show_id, origin, origin_http)
+            except RelayError:
+                self.stats.failures += 1
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
+                self.stats.failures += 1
+                raise RelayError("invalid_state", f"the relay from node {origin} could not be opened: {exc!r}") from None
+
+    async def _serve(self, show_id: str, origin: str, origin_http: str) -> Show:
+        here = self.shows.get(show_id)
+        if here is not None and not self.is_edge(show_id):
+            return here  # the origin is here after all
+        if here is not None and self.edge_shows.get(show_id) != origin:
+            # Relayed from a node that no longer holds it (it died, the show was placed again).
+            await self._close_edge_show(here)
+        pipe = await self._pipe(self.edge_pipes, origin, "edge")
+        assert pipe.local is not None
+        body = json.dumps({"show_id": show_id, "node": self.node_id, "host": pipe.local[0], "port": pipe.local[1],
+                           "key": pipe.local_key.hex()}).encode()
+        stamp = str(self.clock())
+        headers = {NODE_HEADER: self.node_id, TIMESTAMP_HEADER: stamp, "Content-Type": "application/json",
+                   SIGNATURE_HEADER: sign(self._secret, "POST", RELAY_OPEN_PATH, stamp, self.node_id, body)}
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s))
+        async with self._http.post(origin_http.rstrip("/") + RELAY_OPEN_PATH, data=body, headers=headers) as resp:
+            answer = await resp.json(content_type=None)
+            if resp.status != 200:
+                code = answer.get("error") if isinstance(answer, dict) else None
+                msg = answer.get("message") if isinstance(answer, dict) else None
+                raise RelayError("unknown_show" if code == "unknown_show" else "invalid_state",
+                                 f"node {origin} refused the relay: {code}: {msg}")
+        pipe.connect(str(answer["host"]), int(answer["port"]), bytes.fromhex(str(answer["key"])))
+        show = self.shows.get(show_id)
+        if show is None:
+            show = self.shows.open(show_id)
+            self.edge_shows[show_id] = origin
+            edge_show = show
+
+            def observer(what: str, p: Producer) -> None:
+                self._on_edge_producer(edge_show, what, p)
+
+            show.router.observe(observer)
+        offered = {str(d["producer_id"]) for d in answer["producers"]}
+        for desc in answer["producers"]:
+            replica = pipe.add_replica(show.router, desc)
+            # The origin decides who gets the stream (its audience cuts the relay); every viewer
+            # here may consume what the origin sends.
+            replica.set_audience(None)
+        for p in list(show.router.producers.values()):
+            if p.id not in offered:
+                p.close()  # gone at the origin since
+        self.stats.opened_as_edge += 1
+        return show
+
+    async def forget(self, show_id: str) -> None:
+        """End the edge show of ``show_id`` (its origin no longer holds it); its viewers are told."""
+        show = self.shows.get(show_id)
+        if show is not None and self.is_edge(show_id):
+            for p in list(show.router.producers.values()):
+                p.close()
+            await self._close_edge_show(show)
+
+    def _on_edge_producer(self, show: Show, what: str, producer: Producer) -> None:
+        if what == "removed" and not show.router.producers and not show.closed:
+            # The origin's show ended (or its node went silent): so does this edge show.
+            task = asyncio.get_running_loop().create_task(self._close_edge_show(show))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _close_edge_show(self, show: Show) -> None:
+        if self.edge_shows.get(show.id) is not None:
+            del self.edge_shows[show.id]
+        await self.shows.close(show.id, show)
+
+    # -- metrics and lifecycle --------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """For /metrics: relays in and out, replica producers, packets from unknown addresses."""
+        pipes = [*self.origin_pipes.values(), *self.edge_pipes.values()]
+        return {
+            "relays_out": sum(len(p.relaying) for p in self.origin_pipes.values()),
+            "relays_in": sum(len(p.wanted) for p in self.edge_pipes.values()),
+            "replica_producers": sum(len(p.replicas) for p in self.edge_pipes.values()),
+            "pipes_out": len(self.origin_pipes),
+            "pipes_in": len(self.edge_pipes),
+            **{k: v + sum(getattr(p, k) for p in pipes) for k, v in self._closed_totals.items()},
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "relay_host": self.relay_host,
+            "edge_shows": dict(self.edge_shows),
+            "pipes": [p.describe() for p in (*self.origin_pipes.values(), *self.edge_pipes.values())],
+        }
+
+    async def close(self) -> None:
+        for pipe in [*self.origin_pipes.values(), *self.edge_pipes.values()]:
+            pipe.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

@@ -1,0 +1,128 @@
+"""The relays' control channel (jasmin_sfu/api/relay.py, docs/cluster.md "Relays"): an origin opens a
+relay only for a request signed with the cluster's secret, fresh and never seen before.
+
+A daemon runs in this process on 127.0.0.1 with a ``[cluster]`` section on the real Redis (a key prefix
+of the test's own); the requests are real HTTP POSTs to its ``/internal/relay/open``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from bench.peers import publish
+from jasmin_sfu.api.relay import (
+    NODE_HEADER,
+    RELAY_OPEN_PATH,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    RelayError,
+    RequestVerifier,
+    sign,
+)
+from jasmin_sfu.app import Daemon
+from jasmin_sfu.config import ClusterConfig
+from jasmin_sfu.media.pipe_transport import new_key
+from tests.conftest import scrape_metrics
+from tests.conftest import test_config as loopback_config
+from tests.realparts import REDIS_URL, FakeClock, redis_key_prefix
+
+SECRET = "r" * 40
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[Daemon]:
+    async with redis_key_prefix("jrelay") as prefix:
+        cfg = loopback_config().replace(cluster=ClusterConfig(
+            redis_url=REDIS_URL, key_prefix=prefix, node_id="a", secret=SECRET, heartbeat_interval_s=0.2, ttl_s=2.0))
+        d = Daemon(cfg)
+        await d.start()
+        try:
+            yield d
+        finally:
+            await d.stop()
+
+
+def open_body(show_id: str = "anna", node: str = "edge1") -> bytes:
+    return json.dumps({"show_id": show_id, "node": node, "host": "127.0.0.1", "port": 9,
+                       "key": new_key().hex()}).encode()
+
+
+def signed(body: bytes, *, secret: str = SECRET, node: str = "edge1", at: float | None = None) -> dict[str, str]:
+    stamp = str(time.time() if at is None else at)
+    return {NODE_HEADER: node, TIMESTAMP_HEADER: stamp, "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, "POST", RELAY_OPEN_PATH, stamp, node, body)}
+
+
+async def post(d: Daemon, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{d.port}{RELAY_OPEN_PATH}", data=body, headers=headers) as r:
+            return r.status, await r.json()
+
+
+async def test_an_origin_opens_a_relay_only_for_a_fresh_request_signed_with_the_secret(origin: Daemon) -> None:
+    """Protects the control channel: a request signed with another secret, unsigned, stale, replayed
+    or naming another node in its body is refused 403 and opens no pipe; a good one for a show not
+    live here is 404 unknown_show; a good one for a live show answers the origin's UDP endpoint, its
+    key and the show's audio and video producers, and /metrics counts the refusals."""
+    pub = await publish(f"ws://127.0.0.1:{origin.port}/ws", "anna")
+    try:
+        body = open_body()
+        for headers in (
+            signed(body, secret="x" * 40),                    # another site's secret
+            {"Content-Type": "application/json"},             # unsigned
+            signed(body, at=time.time() - 300),               # outside the replay window
+            signed(body, node="edge2"),                       # the body names edge1
+        ):
+            status, answer = await post(origin, body, headers)
+            assert status == 403 and answer["error"] == "forbidden", (headers, answer)
+        assert origin.relays is not None and not origin.relays.origin_pipes
+
+        nobody = open_body("nobody")
+        status, answer = await post(origin, nobody, signed(nobody))
+        assert status == 404 and answer["error"] == "unknown_show"
+
+        headers = signed(body)
+        status, answer = await post(origin, body, headers)
+        assert status == 200, answer
+        assert answer["node"] == "a" and answer["host"] == "127.0.0.1" and answer["port"] > 0
+        assert len(bytes.fromhex(answer["key"])) == 30
+        kinds = sorted(p["kind"] for p in answer["producers"])
+        assert kinds == ["audio", "video"]
+        assert all(p["payload_type"] and p["mime"] for p in answer["producers"])
+        assert set(origin.relays.origin_pipes) == {"edge1"}
+
+        status, answer = await post(origin, body, headers)  # the same request again: a replay
+        assert status == 403 and "replayed" in answer["message"]
+        m = await scrape_metrics(f"http://127.0.0.1:{origin.port}")
+        assert m["jasmin_relay_refused_total"] == 6 and m["jasmin_relay_opened_as_origin_total"] == 1
+    finally:
+        await pub.close()
+
+
+def test_the_verifier_names_why_it_refuses() -> None:
+    """Protects the verifier's rules with an injected clock: the window is both ways (a clock ahead
+    or behind by more than the window is refused), a replay is refused while remembered, and every
+    refusal is a RelayError with code forbidden."""
+    clock = FakeClock()
+    v = RequestVerifier(SECRET, clock, window_s=30)
+    body = b"{}"
+
+    def headers(at: float) -> dict[str, str]:
+        stamp = str(at)
+        return {NODE_HEADER: "n", TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: sign(SECRET, "POST", "/p", stamp, "n", body)}
+
+    now = clock()
+    assert v.verify("POST", "/p", headers(now + 29), body) == "n"
+    for at, why in ((now + 31, "window"), (now - 31, "window"), (now + 29, "replayed")):
+        with pytest.raises(RelayError) as e:
+            v.verify("POST", "/p", headers(at), body)
+        assert e.value.code == "forbidden" and why in str(e.value)
+    with pytest.raises(RelayError, match="bad timestamp"):
+        v.verify("POST", "/p", {NODE_HEADER: "n", TIMESTAMP_HEADER: "soon", SIGNATURE_HEADER: "00"}, body)
+    with pytest.raises(RelayError, match="bad signature"):
+        v.verify("POST", "/other", headers(now), body)  # signed for /p
