@@ -111,7 +111,7 @@ class PipeListener(Protocol):
 class _Relay:
     """One origin producer fed to one pipe (``RelaySink``)."""
 
-    __slots__ = ("pipe", "producer", "audience_key", "remb", "mapped")
+    __slots__ = ("pipe", "producer", "audience_key", "remb", "mapped", "anchors")
 
     def __init__(self, pipe: "PipeTransport", producer: Producer) -> None:
         self.pipe = pipe
@@ -119,18 +119,42 @@ class _Relay:
         self.audience_key = pipe.audience_key
         self.remb = 0
         self.mapped: set[int] = set()
+        # Per layer: the extended sequence number of the first packet relayed since the relay
+        # was last (re)started. A NACK from the edge for anything older is never served: it may
+        # be a private's packet, received while the audience excluded this relay.
+        self.anchors: dict[Layer, int] = {}
 
     def relay_rtp(self, data: bytes, layer: Layer) -> None:
         ssrc = layer.ssrc
         if ssrc is not None and ssrc not in self.mapped:
             self.mapped.add(ssrc)
             self.pipe._send_rtcp(self.pipe._map_of(self))
+        ext = layer.extend(int.from_bytes(data[2:4], "big"))
+        anchor = self.anchors.get(layer)
+        if anchor is None:
+            self.anchors[layer] = ext
+        elif ext < anchor:
+            # A late packet (a retransmission) from before this stream began: maybe a private's.
+            return
         self.pipe._send_rtp(data)
 
     def relay_sr(self, layer: Layer, ntp: int, rtp_ts: int) -> None:
         if layer.ssrc is not None:
             sr = SenderReport(ssrc=layer.ssrc, ntp_timestamp=ntp, rtp_timestamp=rtp_ts, packet_count=0, octet_count=0)
             self.pipe._send_rtcp(sr.to_bytes())
+
+    def restart(self) -> None:
+        """Fed again: new anchors, and a keyframe for the edge's viewers (their picture resumes)."""
+        self.anchors = {}
+        p = self.producer
+        for layer in p.all_layers:
+            p.request_keyframe(layer)
+
+    def may_serve(self, layer: Layer, seq: int) -> bool:
+        """Whether a NACKed packet of ``layer`` may go to the edge: the relay is admitted now,
+        and the packet is not older than the relay's current stream."""
+        anchor = self.anchors.get(layer)
+        return anchor is not None and self.producer.admits(self.audience_key) and layer.extend(seq) >= anchor
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -290,10 +314,7 @@ class PipeTransport:
                 continue
             relay = _Relay(self, p)
             self.relaying[pid] = relay
-            p.add_relay(relay)
-            # The edge's viewers start from a keyframe: ask for one now.
-            for layer in p.all_layers:
-                p.request_keyframe(layer)
+            p.add_relay(relay)  # restart(): the edge's viewers start from a keyframe
 
     def _origin_feedback(self, pkt: Any) -> None:
         if isinstance(pkt, Pli):
@@ -309,7 +330,7 @@ class PipeTransport:
         elif isinstance(pkt, Nack):
             found = self._origin_layer(pkt.media_ssrc)
             if found is not None:
-                self._serve_nack(found[0], found[1], pkt.lost)
+                self._serve_nack(self.relaying[found[0].id], found[1], pkt.lost)
         elif isinstance(pkt, Remb):
             for relay in self.relaying.values():
                 if any(relay.producer.layer_by_ssrc(s) is not None for s in pkt.ssrcs):
@@ -325,11 +346,16 @@ class PipeTransport:
                 return relay.producer, layer
         return None
 
-    def _serve_nack(self, p: Producer, layer: Layer, lost: tuple[int, ...]) -> None:
-        """Resend what the origin's cache holds; ask the publisher for the rest."""
+    def _serve_nack(self, relay: _Relay, layer: Layer, lost: tuple[int, ...]) -> None:
+        """Resend what the origin's cache holds; ask the publisher for the rest. Never a packet
+        from before the relay's current stream (a private's, while the relay was cut)."""
         self.stats.nacks_received += 1
+        p = relay.producer
         missing = []
         for seq in lost:
+            if not relay.may_serve(layer, seq):
+                self.stats.nack_packets_refused += 1
+                continue
             data = layer.cache.get(seq) if layer.cache is not None else None
             if data is None:
                 missing.append(seq)

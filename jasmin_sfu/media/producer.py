@@ -54,6 +54,10 @@ class RelaySink(Protocol):
 
     def relay_sr(self, layer: Layer, ntp: int, rtp_ts: int) -> None: ...
 
+    def restart(self) -> None:
+        """The relay is fed again from now on (attached, or admitted back by the audience):
+        what the producer received meanwhile is another audience's and never for it."""
+
 
 class ProducerListener(Protocol):
     """What a producer tells its parent, the publisher's transport (mediasoup's
@@ -329,7 +333,11 @@ class Producer:
                 layer.keyframe_cache.clear()
         # One snapshot rebuild for the whole audience change, not one per
         # consumer (400 viewers: 400 rebuilds of 400 would stall the loop ~30 ms).
+        before = self._relays
         self._relays = tuple(r for r in self.relays if self.admits(r.audience_key))
+        for relay in self._relays:
+            if relay not in before:
+                relay.restart()
         self._batching = True
         try:
             for c in self._consumers:
@@ -366,6 +374,8 @@ class Producer:
         if relay not in self.relays:
             self.relays = self.relays + (relay,)
             self._relays = tuple(r for r in self.relays if self.admits(r.audience_key))
+            if relay in self._relays:
+                relay.restart()
 
     def remove_relay(self, relay: RelaySink) -> None:
         self.relays = tuple(r for r in self.relays if r is not relay)

@@ -23,6 +23,7 @@ from bench.peers import publish, subscribe, wait_for
 from jasmin_signaling.client import Moved, RemoteError, SignalingClient
 from tests.conftest import DaemonProcess, start_daemon_process
 from tests.realparts import REDIS_URL, redis_key_prefix
+from tests.support import after, performer, watch
 
 SECRET = "c" * 40
 
@@ -212,3 +213,61 @@ async def test_a_client_follows_moved_only_once() -> None:
         await client.close()
     finally:
         await runner.cleanup()
+
+
+async def test_a_private_on_the_origin_cuts_every_relay_at_the_accept(prefix: str) -> None:
+    """Protects exclusivity across nodes (issue 15): with a show published on node a, free viewers on a
+    and on two edges b and c (served through relays), and the member on a, from ``accepted_at`` the free
+    viewers of every node receive zero packets the performer sent after it, counted in payloads as in
+    the single-node test; the member keeps getting video and audio; the origin stops feeding both
+    relays in that step. Back to free chat, the edges' viewers decode video again (the relays restart
+    on a fresh keyframe)."""
+    # Billing off: this test counts packets (billing across nodes is the origin's, as on one node).
+    free_privates = {"JASMIN_BILLING_ENABLED": "false"}
+    a = await start_daemon_process(env=node_env(prefix, "a", 10, **free_privates))
+    b = await start_daemon_process(env=node_env(prefix, "b", 10, **free_privates))
+    c = await start_daemon_process(env=node_env(prefix, "c", 10, **free_privates))
+    peers: list[Any] = []
+    try:
+        async def all_three() -> bool:
+            return all([set(await cluster_view(n)) == {"a", "b", "c"} for n in (a, b, c)])
+
+        await until(all_three)
+        pub = await performer(a.url, "duo")
+        peers.append(pub)
+        free = [await watch(a.url, "duo"), await watch(b.url, "duo"), await watch(c.url, "duo")]
+        member = await watch(a.url, "duo", member_id="m1")
+        peers += [*free, member]
+        assert all(v.client.moved_to is None for v in free)  # b and c serve their viewer as edges
+        everyone = [*free, member]
+        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3
+                                          for v in everyone), 30)
+
+        await member.client.request("private.request")
+        await pub.client.next_event("private.requested")
+        accepted = await pub.client.request("private.accept", member_id="m1")
+        t_accept = accepted["accepted_at"]
+
+        def member_after() -> list[tuple[int, float]]:
+            return after(member, pub.log, t_accept)
+
+        assert await wait_for(lambda: len({s for s, _ in member_after()}) == 2 and len(member_after()) >= 60, 20)
+        assert sum(1 for t in pub.log.sent.values() if t > t_accept) >= 60  # not vacuous
+        for v in free:
+            assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
+        assert (await a.metrics())["jasmin_relay_streams_out"] == 4  # still wanted by the edges...
+        sent = (await a.metrics())["jasmin_relay_packets_out_total"]
+        await asyncio.sleep(1.0)
+        # ...but no media left a for them since (at most a NACK's resend of an older packet).
+        assert (await a.metrics())["jasmin_relay_packets_out_total"] - sent < 20
+
+        await member.client.request("private.end")
+        await pub.client.request("show.free")
+        edge_viewers = free[1:]
+        counts = [v.frames.get("video", 0) for v in edge_viewers]
+        assert await wait_for(lambda: all(v.frames.get("video", 0) >= n + 5 for v, n in zip(edge_viewers, counts)), 30)
+    finally:
+        for p in peers:
+            await p.close()
+        for n in (a, b, c):
+            stop(n)

@@ -196,3 +196,49 @@ async def test_roles_are_kept_apart(worker: Worker) -> None:
         edge.connect("127.0.0.1", 9, b"short")
     edge.close()
     origin.close()
+
+
+async def test_an_edge_nack_never_gets_a_packet_from_while_its_relay_was_cut(worker: Worker) -> None:
+    """Protects a private across nodes after it ends: while the origin's audience excluded the relay
+    (a private), the origin's cache kept the member's packets; once the relay is admitted again, an
+    edge NACK for one of them is refused (counted), while a NACK for a packet of the relay's current
+    stream is served from the cache."""
+    a = worker.create_router("show-a")
+    b = worker.create_router("show-b")
+    producers, pub = await published(a)
+    origin, edge = await pipe_pair(worker)
+    viewer = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        replicas = {p.id: edge.add_replica(b, origin.offer(p)) for p in producers}
+        viewer, _, frames, tasks = await watching(b)
+        assert await wait_for(lambda: frames.get("video", 0) >= 5, timeout=30), frames
+        video = next(p for p in producers if p.kind == "video")
+        replica = replicas[video.id]
+        stats = worker.stats
+
+        a.set_audience(producers, frozenset({"the-member"}))  # the private: every relay cut
+        cut_at = video.extended_max_seq
+        assert await wait_for(lambda: video.extended_max_seq > cut_at + 10, timeout=10)
+        a.set_audience(producers, None)  # back to free chat: the relay restarts
+        resumed_at = video.extended_max_seq
+        assert await wait_for(lambda: video.extended_max_seq > resumed_at + 10, timeout=10)
+
+        private_seq = (cut_at + 5) & 0xFFFF
+        assert video.cache is not None and video.cache.get(private_seq) is not None
+        refused = stats.nack_packets_refused
+        replica.nack_upstream([private_seq])
+        assert await wait_for(lambda: stats.nack_packets_refused == refused + 1, timeout=5)
+
+        recent = (video.extended_max_seq - 2) & 0xFFFF
+        served = stats.nack_packets_served
+        replica.nack_upstream([recent])
+        assert await wait_for(lambda: stats.nack_packets_served > served, timeout=5)
+    finally:
+        for t in tasks:
+            t.cancel()
+        if viewer is not None:
+            await viewer.close()
+        origin.close()
+        edge.close()
+        await pub.close()
