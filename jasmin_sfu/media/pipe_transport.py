@@ -32,7 +32,9 @@ The pipe's own messages are RTCP APP packets (PT 204) inside SRTCP:
 * ``JGON`` origin to edge: producer ids that closed (each repeated three
   intervals); the edge closes the replica, and its viewers' consumers.
 * ``JWNT`` edge to origin: the producer ids the edge wants now, sent when one
-  gains its first consumer or loses its last, and every interval.
+  gains its first consumer or loses its last, and every interval. An origin
+  that hears nothing from its edge for ``silence_timeout_s`` stops feeding it
+  (the edge died) until the next ``JWNT``.
 * ``JALV`` origin to edge: every interval while the origin offers producers.
   An edge that hears nothing from its origin for ``silence_timeout_s`` (the
   origin died, or its address changed) closes the pipe: its replicas close,
@@ -528,6 +530,10 @@ class PipeTransport:
         for a publisher's producers), send receiver reports and REMB up, and the
         wanted list."""
         if self.role == "origin":
+            if self.relaying and now - self.last_heard > self.silence_timeout_s:
+                # The edge stopped saying what it wants (it died, or lost its route): stop feeding it.
+                log.warning("relay to %s silent for %.1f s: stopping its streams", self.peer_node, now - self.last_heard)
+                self._want(set())
             for pid, p in list(self.offered.items()):
                 if p.closed:
                     del self.offered[pid]

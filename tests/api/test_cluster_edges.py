@@ -198,3 +198,33 @@ async def test_search_on_one_node_sees_a_performer_live_on_another(tmp_path: Pat
                 break
             await asyncio.sleep(0.05)
         assert await online_on_b() == []
+
+
+async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_origin(
+    prefix: str, make_node: MakeNode
+) -> None:
+    """Protects the money and the privacy rule across nodes: an edge show has no performer and no private
+    flow, so a member watching on an edge who asks for a private gets invalid_state (no meter can start
+    on the edge, so no second is billed there), and the show's performer joining through the edge is
+    sent to the origin (`moved`) instead of becoming the edge show's performer."""
+    a = await make_node("a", prefix)
+    b = await make_node("b", prefix)
+    pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
+    member = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
+    second = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
+    try:
+        joined = await member.request("join", show_id="anna", role="viewer", member_id="m1")
+        assert member.moved_to is None and len(joined["producers"]) == 2
+        assert b.relays is not None and b.relays.is_edge("anna")
+        with pytest.raises(RemoteError) as e:
+            await member.request("private.request")
+        assert e.value.code == "invalid_state"
+        assert not a.shows.shows["anna"].machine.requests  # nothing reached the origin either
+
+        await second.request("join", show_id="anna", role="performer")
+        assert second.moved_to == f"ws://127.0.0.1:{a.port}/ws"
+        assert not b.shows.shows["anna"].performers
+    finally:
+        await member.close()
+        await second.close()
+        await pub.close()

@@ -65,10 +65,11 @@ async def watching(router: Router) -> tuple[Any, list[Any], dict[str, int], list
     return viewer, consumers, frames, tasks
 
 
-async def pipe_pair(worker: Worker) -> tuple[PipeTransport, PipeTransport]:
+async def pipe_pair(worker: Worker, silence_timeout_s: float = 10.0) -> tuple[PipeTransport, PipeTransport]:
     """An origin end and an edge end, bound on 127.0.0.1 and connected to each other."""
     s = worker.settings
-    origin = PipeTransport(peer_node="b", role="origin", settings=s, stats=worker.stats, clock=worker.clock)
+    origin = PipeTransport(peer_node="b", role="origin", settings=s, stats=worker.stats, clock=worker.clock,
+                           silence_timeout_s=silence_timeout_s)
     edge = PipeTransport(peer_node="a", role="edge", settings=s, stats=worker.stats, clock=worker.clock)
     oh, op = await origin.bind("127.0.0.1")
     eh, ep = await edge.bind("127.0.0.1")
@@ -234,6 +235,36 @@ async def test_an_edge_nack_never_gets_a_packet_from_while_its_relay_was_cut(wor
         served = stats.nack_packets_served
         replica.nack_upstream([recent])
         assert await wait_for(lambda: stats.nack_packets_served > served, timeout=5)
+    finally:
+        for t in tasks:
+            t.cancel()
+        if viewer is not None:
+            await viewer.close()
+        origin.close()
+        edge.close()
+        await pub.close()
+
+
+async def test_an_origin_stops_feeding_an_edge_that_went_silent(worker: Worker) -> None:
+    """Protects the origin from relaying forever to a dead edge: once it has heard nothing from the
+    edge for its silence timeout (the edge says what it wants every RTCP interval), every relay toward
+    it stops and no more media is sent on the pipe."""
+    a = worker.create_router("show-a")
+    b = worker.create_router("show-b")
+    producers, pub = await published(a)
+    origin, edge = await pipe_pair(worker, silence_timeout_s=1.5)
+    viewer = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for p in producers:
+            edge.add_replica(b, origin.offer(p))
+        viewer, _, frames, tasks = await watching(b)
+        assert await wait_for(lambda: frames.get("video", 0) >= 3, timeout=30), frames
+        edge.close()  # the edge dies without a word
+        assert await wait_for(lambda: not origin.relaying and not any(p.relays for p in producers), timeout=10)
+        sent = origin.packets_out
+        await asyncio.sleep(0.5)
+        assert origin.packets_out == sent
     finally:
         for t in tasks:
             t.cancel()
