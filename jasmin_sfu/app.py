@@ -233,6 +233,8 @@ class Daemon:
             # Still 200 when Redis is away: the shows held here go on; new placements are refused
             # per join (`invalid_state`) and said here (`placements: refused`).
             body["cluster"] = self.cluster.describe()
+            if self.relays is not None:
+                body["cluster"]["relays"] = self.relays.describe()
         return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.Response:

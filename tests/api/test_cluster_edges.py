@@ -206,7 +206,8 @@ async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_o
     """Protects the money and the privacy rule across nodes: an edge show has no performer and no private
     flow, so a member watching on an edge who asks for a private gets invalid_state (no meter can start
     on the edge, so no second is billed there), and the show's performer joining through the edge is
-    sent to the origin (`moved`) instead of becoming the edge show's performer."""
+    sent to the origin (`moved`) instead of becoming the edge show's performer. /readyz lists the edge
+    show and its pipe."""
     a = await make_node("a", prefix)
     b = await make_node("b", prefix)
     pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
@@ -216,6 +217,10 @@ async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_o
         joined = await member.request("join", show_id="anna", role="viewer", member_id="m1")
         assert member.moved_to is None and len(joined["producers"]) == 2
         assert b.relays is not None and b.relays.is_edge("anna")
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{b.port}/readyz") as r:
+            relays = (await r.json())["cluster"]["relays"]
+        assert relays["edge_shows"] == {"anna": "a"}
+        assert [(p["peer_node"], p["role"], len(p["replicas"])) for p in relays["pipes"]] == [("a", "edge", 2)]
         with pytest.raises(RemoteError) as e:
             await member.request("private.request")
         assert e.value.code == "invalid_state"
