@@ -216,6 +216,8 @@ class ClusterCollector(Collector):
              n["dropped_unknown_address"]),
             ("jasmin_relay_opened_as_origin", "Relay open requests this node answered as origin", r.opened_as_origin),
             ("jasmin_relay_opened_as_edge", "Relays this node opened (or refreshed) as edge", r.opened_as_edge),
+            ("jasmin_relay_joins_served_warm", "Viewer joins an edge served from a flowing relay at once",
+             r.served_warm),
             ("jasmin_relay_refused", "Relay open requests refused (bad signature, replay, unknown show...)", r.refused),
             ("jasmin_relay_failures", "Relays this node could not open as edge (its viewer got `moved`)", r.failures),
         ):

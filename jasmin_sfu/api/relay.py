@@ -107,6 +107,7 @@ class RelayStats:
 
     opened_as_origin: int = 0
     opened_as_edge: int = 0
+    served_warm: int = 0
     refused: int = 0
     failures: int = 0
 
@@ -147,6 +148,8 @@ class Relays:
         self._locks: dict[str, asyncio.Lock] = {}
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Edge shows whose relay is being refreshed in the background.
+        self._refreshing: set[str] = set()
         # The cumulative counters of pipes closed since (for /metrics).
         self._closed_totals = {"packets_out": 0, "packets_in": 0, "dropped_unknown_address": 0}
 
@@ -222,7 +225,34 @@ class Relays:
 
     async def serve(self, show_id: str, origin: str, origin_http: str) -> Show:
         """The edge show of ``show_id`` held by ``origin`` (reachable at ``origin_http``), its
-        relay opened (or refreshed) and its replicas in place; raises :class:`RelayError`."""
+        relay opened (or refreshed) and its replicas in place; raises :class:`RelayError`.
+
+        An edge show whose origin was heard from within three RTCP intervals is served at
+        once, and its relay refreshed in the background (the track list a new viewer may
+        need): a join on a busy edge costs no round trip to the origin."""
+        here = self.shows.get(show_id)
+        pipe = self.edge_pipes.get(origin)
+        if (here is not None and self.edge_shows.get(show_id) == origin and here.router.producers
+                and pipe is not None and not pipe.closed
+                and pipe.clock() - pipe.last_heard < 3 * pipe.settings.rtcp_interval_s):
+            if show_id not in self._refreshing:
+                self._refreshing.add(show_id)
+                task = asyncio.get_running_loop().create_task(self._refresh(show_id, origin, origin_http))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            self.stats.served_warm += 1
+            return here
+        return await self._serve_locked(show_id, origin, origin_http)
+
+    async def _refresh(self, show_id: str, origin: str, origin_http: str) -> None:
+        try:
+            await self._serve_locked(show_id, origin, origin_http)
+        except RelayError as exc:
+            log.warning("relay refresh failed", extra={"show_id": show_id, "node": origin, "error": str(exc)})
+        finally:
+            self._refreshing.discard(show_id)
+
+    async def _serve_locked(self, show_id: str, origin: str, origin_http: str) -> Show:
         lock = self._locks.setdefault(show_id, asyncio.Lock())
         async with lock:
             try:
@@ -271,9 +301,11 @@ class Relays:
         offered = {str(d["producer_id"]) for d in answer["producers"]}
         for desc in answer["producers"]:
             replica = pipe.add_replica(show.router, desc)
-            # The origin decides who gets the stream (its audience cuts the relay); every viewer
-            # here may consume what the origin sends.
-            replica.set_audience(None)
+            if replica.audience is not None:
+                # The origin decides who gets the stream (its audience cuts the relay); every viewer
+                # here may consume what the origin sends. Only once: set_audience clears the
+                # keyframe cache, which every later viewer here starts from.
+                replica.set_audience(None)
         for p in list(show.router.producers.values()):
             if p.id not in offered:
                 p.close()  # gone at the origin since
@@ -298,6 +330,9 @@ class Relays:
     async def _close_edge_show(self, show: Show) -> None:
         if self.edge_shows.get(show.id) is not None:
             del self.edge_shows[show.id]
+        lock = self._locks.get(show.id)
+        if lock is not None and not lock.locked():
+            del self._locks[show.id]
         await self.shows.close(show.id, show)
 
     # -- metrics and lifecycle --------------------------------------------------------------------

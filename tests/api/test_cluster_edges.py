@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 
-from bench.peers import new_pc, publish
+from bench.peers import new_pc, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import AdmissionConfig, BillingConfig, ClusterConfig, Config, PaymentsConfig
@@ -207,7 +207,8 @@ async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_o
     flow, so a member watching on an edge who asks for a private gets invalid_state (no meter can start
     on the edge, so no second is billed there), and the show's performer joining through the edge is
     sent to the origin (`moved`) instead of becoming the edge show's performer. /readyz lists the edge
-    show and its pipe."""
+    show and its pipe; a second viewer of the flowing relay is served without waiting for the origin
+    (the relay's refresh runs in the background)."""
     a = await make_node("a", prefix)
     b = await make_node("b", prefix)
     pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
@@ -226,10 +227,43 @@ async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_o
         assert e.value.code == "invalid_state"
         assert not a.shows.shows["anna"].machine.requests  # nothing reached the origin either
 
+        # A second viewer of the flowing relay is served at once; the refresh runs in the background.
+        await second.request("join", show_id="anna", role="viewer")
+        assert second.moved_to is None and b.relays.stats.served_warm == 1
+        assert await wait_for(lambda: b.relays is not None and b.relays.stats.opened_as_edge == 2, 10)
+        await second.request("leave")
         await second.request("join", show_id="anna", role="performer")
         assert second.moved_to == f"ws://127.0.0.1:{a.port}/ws"
         assert not b.shows.shows["anna"].performers
     finally:
         await member.close()
         await second.close()
+        await pub.close()
+
+
+async def test_a_relay_refresh_keeps_the_edges_keyframe_cache(prefix: str, make_node: MakeNode) -> None:
+    """Protects the edge's time to first frame: each viewer join refreshes the relay (the track list),
+    and the refresh must not clear the replica's keyframe cache, the frame a new viewer of the edge is
+    shown at once (clearing it made every edge viewer wait for the performer's next keyframe: about
+    1.4x the origin's TTFF in bench.relay_ttff)."""
+    a = await make_node("a", prefix)
+    b = await make_node("b", prefix)
+    pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
+    viewer = await subscribe(f"ws://127.0.0.1:{b.port}/ws", "anna")
+    joiner = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
+    try:
+        assert viewer.client.moved_to is None
+        assert await wait_for(lambda: viewer.frames.get("video", 0) >= 5, 30)
+        (video,) = [p for p in b.shows.shows["anna"].router.producers.values() if p.kind == "video"]
+        kc = video.keyframe_cache
+        assert kc is not None and kc.frame
+        frame = kc.frame
+        assert b.relays is not None
+        opened = b.relays.stats.opened_as_edge
+        await joiner.request("join", show_id="anna", role="viewer")  # no subscribe: no keyframe request
+        assert await wait_for(lambda: b.relays is not None and b.relays.stats.opened_as_edge == opened + 1, 10)
+        assert kc.frame is frame
+    finally:
+        await joiner.close()
+        await viewer.close()
         await pub.close()
