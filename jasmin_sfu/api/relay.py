@@ -150,6 +150,8 @@ class Relays:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Edge shows whose relay is being refreshed in the background.
         self._refreshing: set[str] = set()
+        # Origin: (show id, edge node) -> the show whose new tracks are announced to that edge.
+        self._announcing: dict[tuple[str, str], tuple[Show, PipeTransport]] = {}
         # The cumulative counters of pipes closed since (for /metrics).
         self._closed_totals = {"packets_out": 0, "packets_in": 0, "dropped_unknown_address": 0}
 
@@ -216,6 +218,17 @@ class Relays:
         except ValueError as exc:
             raise RelayError("bad_request", str(exc)) from None
         producers = [pipe.offer(p) for p in show.performer_producers() if not p.closed]
+        slot = (show_id, node)
+        if self._announcing.get(slot) != (show, pipe):
+            # Tracks published from now on reach this edge without waiting for its next join.
+            self._announcing[slot] = (show, pipe)
+
+            def announce(what: str, p: Producer, pipe: PipeTransport = pipe, show: Show = show) -> None:
+                if what == "added" and not p.exclusive and self._announcing.get(slot) == (show, pipe):
+                    if not pipe.closed:
+                        pipe.announce(show.id, p)
+
+            show.router.observe(announce)
         self.stats.opened_as_origin += 1
         assert pipe.local is not None
         return {"node": self.node_id, "host": pipe.local[0], "port": pipe.local[1], "key": pipe.local_key.hex(),
@@ -300,12 +313,7 @@ class Relays:
             show.router.observe(observer)
         offered = {str(d["producer_id"]) for d in answer["producers"]}
         for desc in answer["producers"]:
-            replica = pipe.add_replica(show.router, desc)
-            if replica.audience is not None:
-                # The origin decides who gets the stream (its audience cuts the relay); every viewer
-                # here may consume what the origin sends. Only once: set_audience clears the
-                # keyframe cache, which every later viewer here starts from.
-                replica.set_audience(None)
+            pipe.add_replica(show.router, desc)  # its audience: _on_edge_producer
         for p in list(show.router.producers.values()):
             if p.id not in offered:
                 p.close()  # gone at the origin since
@@ -321,6 +329,11 @@ class Relays:
             await self._close_edge_show(show)
 
     def _on_edge_producer(self, show: Show, what: str, producer: Producer) -> None:
+        if what == "added" and producer.audience is not None:
+            # The origin decides who gets the stream (its audience cuts the relay); every viewer
+            # here may consume what the origin sends. Only once: set_audience clears the
+            # keyframe cache, which every later viewer here starts from.
+            producer.set_audience(None)
         if what == "removed" and not show.router.producers and not show.closed:
             # The origin's show ended (or its node went silent): so does this edge show.
             task = asyncio.get_running_loop().create_task(self._close_edge_show(show))

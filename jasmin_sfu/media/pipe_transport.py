@@ -31,6 +31,10 @@ The pipe's own messages are RTCP APP packets (PT 204) inside SRTCP:
   the control step described the producer).
 * ``JGON`` origin to edge: producer ids that closed (each repeated three
   intervals); the edge closes the replica, and its viewers' consumers.
+* ``JNEW`` origin to edge: a producer published after the edge opened the
+  relay, as JSON ``{"router": id, "producer": describe(...)}`` (sent at once
+  and repeated the next two intervals); the edge replicates it in its router
+  of that id, if it holds one from this pipe.
 * ``JWNT`` edge to origin: the producer ids the edge wants now, sent when one
   gains its first consumer or loses its last, and every interval. An origin
   that hears nothing from its edge for ``silence_timeout_s`` stops feeding it
@@ -48,6 +52,7 @@ Datagrams from any address but the peer's are dropped and counted
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -223,9 +228,11 @@ class PipeTransport:
         self.offered: dict[str, Producer] = {}
         self.relaying: dict[str, _Relay] = {}
         self._gone: dict[str, int] = {}
+        self._news: dict[str, tuple[bytes, int]] = {}
         # Edge: replicas by origin producer id, their router, and the SSRC routes.
         self.replicas: dict[str, Producer] = {}
         self._router_of: dict[str, "Router"] = {}
+        self._routers: dict[str, "Router"] = {}
         self._by_ssrc: dict[int, tuple[Producer, Layer]] = {}
         self.wanted: set[str] = set()
 
@@ -294,6 +301,16 @@ class PipeTransport:
         self.offered[producer.id] = producer
         self._gone.pop(producer.id, None)
         return describe(producer)
+
+    def announce(self, router_id: str, producer: Producer) -> None:
+        """Offer ``producer`` and tell the edge of it now (``JNEW``): a track published after
+        the edge opened the relay, for the edge's router ``router_id``."""
+        desc = self.offer(producer)
+        body = json.dumps({"router": router_id, "producer": desc}, separators=(",", ":")).encode()
+        body += b" " * (-len(body) % 4)
+        msg = _app(b"JNEW", self._rtcp_ssrc, body)
+        self._news[producer.id] = (msg, _GONE_REPEATS - 1)
+        self._send_rtcp(msg)
 
     def _map_of(self, relay: _Relay) -> bytes:
         p = relay.producer
@@ -418,6 +435,7 @@ class PipeTransport:
         replica.on_demand = on_demand
         self.replicas[pid] = replica
         self._router_of[pid] = router
+        self._routers[router.id] = router
         router.adopt(replica)
         return replica
 
@@ -449,11 +467,23 @@ class PipeTransport:
                     replica = self.replicas.get(raw.decode("ascii", "replace"))
                     if replica is not None and not replica.closed:
                         self._map(replica, index, ssrc)
+            elif name == b"JNEW":
+                self._on_new(data)
             elif name == b"JGON":
                 for i in range(0, len(data) - 31, 32):
                     replica = self.replicas.get(data[i : i + 32].decode("ascii", "replace"))
                     if replica is not None:
                         replica.close()
+
+    def _on_new(self, data: bytes) -> None:
+        try:
+            news = json.loads(data)
+            router = self._routers.get(str(news["router"]))
+            if router is None or router.closed:
+                return
+            self.add_replica(router, news["producer"])
+        except (ValueError, KeyError, TypeError, InvalidStateError):
+            self.stats.drop("relay_bad_new")
 
     def on_producer_closed(self, producer: Producer) -> None:
         """ProducerListener: a replica closed; forget its routes, tell its router."""
@@ -545,6 +575,12 @@ class PipeTransport:
                 self._send_rtcp(self._map_of(relay))
             if self.offered:
                 self._send_rtcp(_app(b"JALV", self._rtcp_ssrc, b""))
+            for pid, (msg, left) in list(self._news.items()):
+                self._send_rtcp(msg)
+                if left <= 1:
+                    del self._news[pid]
+                else:
+                    self._news[pid] = (msg, left - 1)
             if self._gone:
                 self._send_rtcp(_app(b"JGON", self._rtcp_ssrc, b"".join(pid.encode("ascii") for pid in self._gone)))
                 for pid in list(self._gone):

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
+from aiortc import RTCSessionDescription
 
 from bench.peers import new_pc, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
@@ -267,3 +268,40 @@ async def test_a_relay_refresh_keeps_the_edges_keyframe_cache(prefix: str, make_
         await joiner.close()
         await viewer.close()
         await pub.close()
+
+
+async def test_a_track_published_after_the_relay_opened_reaches_the_edges_viewers(
+    prefix: str, make_node: MakeNode
+) -> None:
+    """Protects `producer.added` across nodes: a second performer of a group show publishes on the origin
+    after an edge opened its relay; the edge learns of the new tracks over the pipe (JNEW, no viewer join
+    needed), replicates them, and its viewer is told `producer.added` for each, then subscribes to them
+    and they stream."""
+    a = await make_node("a", prefix)
+    b = await make_node("b", prefix)
+    first = await publish(f"ws://127.0.0.1:{a.port}/ws", "duo")
+    fan = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
+    second = None
+    try:
+        joined = await fan.request("join", show_id="duo", role="viewer")
+        assert fan.moved_to is None and len(joined["producers"]) == 2
+        second = await publish(f"ws://127.0.0.1:{a.port}/ws", "duo")
+        new_ids = {p["producer_id"] for p in second.producers}
+        told = {(await fan.next_event("producer.added"))["data"]["producer"]["producer_id"] for _ in range(2)}
+        assert told == new_ids
+        assert new_ids <= set(b.shows.shows["duo"].router.producers)
+        viewer = new_pc()
+        try:
+            res = await fan.request("subscribe", producer_ids=sorted(new_ids))
+            await viewer.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="offer"))
+            await viewer.setLocalDescription(await viewer.createAnswer())
+            await fan.request("answer", transport_id=res["transport_id"], sdp=viewer.localDescription.sdp)
+            replicas = [b.shows.shows["duo"].router.producers[i] for i in new_ids]
+            assert await wait_for(lambda: all(p.packets > 20 for p in replicas), 20)
+        finally:
+            await viewer.close()
+    finally:
+        await fan.close()
+        if second is not None:
+            await second.close()
+        await first.close()
