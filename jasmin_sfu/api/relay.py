@@ -40,6 +40,7 @@ from aiohttp import web
 from jasmin_sfu.media.pipe_transport import PipeTransport
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.worker import Worker
+from jasmin_sfu.shows.events import ShowEvent
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
 
@@ -152,6 +153,7 @@ class Relays:
         self._refreshing: set[str] = set()
         # Origin: (show id, edge node) -> the show whose new tracks are announced to that edge.
         self._announcing: dict[tuple[str, str], tuple[Show, PipeTransport]] = {}
+        shows.bus.subscribe(self._on_show_event)
         # The cumulative counters of pipes closed since (for /metrics).
         self._closed_totals = {"packets_out": 0, "packets_in": 0, "dropped_unknown_address": 0}
 
@@ -176,6 +178,21 @@ class Relays:
         self._closed_totals["packets_out"] += pipe.packets_out
         self._closed_totals["packets_in"] += pipe.packets_in
         self._closed_totals["dropped_unknown_address"] += pipe.dropped_unknown_address
+
+    def on_pipe_event(self, pipe: PipeTransport, router_id: str, data: dict[str, Any]) -> None:
+        """PipeListener: the origin's state of an edge show held here."""
+        show = self.shows.get(router_id)
+        state = data.get("state")
+        if show is not None and self.edge_shows.get(router_id) == pipe.peer_node and isinstance(state, str):
+            show.relay_state(state, float(data.get("at") or self.clock()))
+
+    def _on_show_event(self, ev: ShowEvent) -> None:
+        """The origin's show changed state: tell every edge it relays the show to."""
+        if ev.name != "show.state_changed" or ev.state is None or self.is_edge(ev.show_id):
+            return
+        for (show_id, _node), (show, pipe) in list(self._announcing.items()):
+            if show_id == ev.show_id and not pipe.closed and not show.closed:
+                pipe.tell(show_id, {"state": ev.state, "at": ev.at})
 
     def is_edge(self, show_id: str) -> bool:
         return show_id in self.edge_shows
@@ -232,7 +249,7 @@ class Relays:
         self.stats.opened_as_origin += 1
         assert pipe.local is not None
         return {"node": self.node_id, "host": pipe.local[0], "port": pipe.local[1], "key": pipe.local_key.hex(),
-                "producers": producers}
+                "producers": producers, "state": show.machine.state.value}
 
     # -- edge side ----------------------------------------------------------------------------
 
@@ -311,6 +328,8 @@ class Relays:
                 self._on_edge_producer(edge_show, what, p)
 
             show.router.observe(observer)
+        if isinstance(answer.get("state"), str):
+            show.relay_state(answer["state"], self.clock())
         offered = {str(d["producer_id"]) for d in answer["producers"]}
         for desc in answer["producers"]:
             pipe.add_replica(show.router, desc)  # its audience: _on_edge_producer

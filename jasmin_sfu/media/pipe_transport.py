@@ -39,6 +39,10 @@ The pipe's own messages are RTCP APP packets (PT 204) inside SRTCP:
   gains its first consumer or loses its last, and every interval. An origin
   that hears nothing from its edge for ``silence_timeout_s`` stops feeding it
   (the edge died) until the next ``JWNT``.
+* ``JEVT`` origin to edge: the show's state for a router of the edge, as JSON
+  ``{"router": id, "n": counter, "data": {...}}``, sent at once and repeated
+  the next two intervals (only the newest per router); the edge's owner
+  hears it through :class:`PipeListener`.
 * ``JALV`` origin to edge: every interval while the origin offers producers.
   An edge that hears nothing from its origin for ``silence_timeout_s`` (the
   origin died, or its address changed) closes the pipe: its replicas close,
@@ -110,9 +114,12 @@ def _app(name: bytes, ssrc: int, data: bytes) -> bytes:
 
 
 class PipeListener(Protocol):
-    """What a pipe tells its owner: that it closed (once)."""
+    """What a pipe tells its owner: that it closed (once), and the origin's events for one of
+    the edge's routers (``JEVT``, newest first: an older one arriving late is dropped)."""
 
     def on_pipe_closed(self, pipe: "PipeTransport") -> None: ...
+
+    def on_pipe_event(self, pipe: "PipeTransport", router_id: str, data: dict[str, Any]) -> None: ...
 
 
 class _Relay:
@@ -229,6 +236,9 @@ class PipeTransport:
         self.relaying: dict[str, _Relay] = {}
         self._gone: dict[str, int] = {}
         self._news: dict[str, tuple[bytes, int]] = {}
+        self._events: dict[str, tuple[bytes, int]] = {}
+        self._event_n = 0
+        self._event_seen: dict[str, int] = {}
         # Edge: replicas by origin producer id, their router, and the SSRC routes.
         self.replicas: dict[str, Producer] = {}
         self._router_of: dict[str, "Router"] = {}
@@ -310,6 +320,15 @@ class PipeTransport:
         body += b" " * (-len(body) % 4)
         msg = _app(b"JNEW", self._rtcp_ssrc, body)
         self._news[producer.id] = (msg, _GONE_REPEATS - 1)
+        self._send_rtcp(msg)
+
+    def tell(self, router_id: str, data: dict[str, Any]) -> None:
+        """Send the edge an event for its router ``router_id`` (``JEVT``); the newest one wins."""
+        self._event_n += 1
+        body = json.dumps({"router": router_id, "n": self._event_n, "data": data}, separators=(",", ":")).encode()
+        body += b" " * (-len(body) % 4)
+        msg = _app(b"JEVT", self._rtcp_ssrc, body)
+        self._events[router_id] = (msg, _GONE_REPEATS - 1)
         self._send_rtcp(msg)
 
     def _map_of(self, relay: _Relay) -> bytes:
@@ -469,6 +488,8 @@ class PipeTransport:
                         self._map(replica, index, ssrc)
             elif name == b"JNEW":
                 self._on_new(data)
+            elif name == b"JEVT":
+                self._on_event(data)
             elif name == b"JGON":
                 for i in range(0, len(data) - 31, 32):
                     replica = self.replicas.get(data[i : i + 32].decode("ascii", "replace"))
@@ -484,6 +505,21 @@ class PipeTransport:
             self.add_replica(router, news["producer"])
         except (ValueError, KeyError, TypeError, InvalidStateError):
             self.stats.drop("relay_bad_new")
+
+    def _on_event(self, data: bytes) -> None:
+        try:
+            ev = json.loads(data)
+            router_id, n, body = str(ev["router"]), int(ev["n"]), ev["data"]
+            if not isinstance(body, dict):
+                raise TypeError("data is not an object")
+        except (ValueError, KeyError, TypeError):
+            self.stats.drop("relay_bad_event")
+            return
+        if n <= self._event_seen.get(router_id, 0):
+            return  # a repeat, or an older one arriving late
+        self._event_seen[router_id] = n
+        if self.listener is not None:
+            self.listener.on_pipe_event(self, router_id, body)
 
     def on_producer_closed(self, producer: Producer) -> None:
         """ProducerListener: a replica closed; forget its routes, tell its router."""
@@ -575,12 +611,13 @@ class PipeTransport:
                 self._send_rtcp(self._map_of(relay))
             if self.offered:
                 self._send_rtcp(_app(b"JALV", self._rtcp_ssrc, b""))
-            for pid, (msg, left) in list(self._news.items()):
-                self._send_rtcp(msg)
-                if left <= 1:
-                    del self._news[pid]
-                else:
-                    self._news[pid] = (msg, left - 1)
+            for pending in (self._news, self._events):
+                for k, (msg, left) in list(pending.items()):
+                    self._send_rtcp(msg)
+                    if left <= 1:
+                        del pending[k]
+                    else:
+                        pending[k] = (msg, left - 1)
             if self._gone:
                 self._send_rtcp(_app(b"JGON", self._rtcp_ssrc, b"".join(pid.encode("ascii") for pid in self._gone)))
                 for pid in list(self._gone):

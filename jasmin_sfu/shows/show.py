@@ -88,6 +88,9 @@ class Show:
         # Background work (closing a publisher after a private): held here until done.
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
+        # An edge show (relayed from its origin node, docs/cluster.md): the origin's state, which
+        # its viewers here are shown; None on the show's own node.
+        self.relayed_state: str | None = None
         router.observe(self._on_producer)
 
     # -- people ---------------------------------------------------------------
@@ -115,10 +118,10 @@ class Show:
 
     def public_state(self, who: Participant) -> str:
         """The state as ``who`` may see it: member chat looks like a private to guests."""
-        state = self.machine.state
-        if state == State.MEMBER_CHAT and who.role == "viewer" and who.member_id is None:
+        state = self.machine.state.value if self.relayed_state is None else self.relayed_state
+        if state == State.MEMBER_CHAT.value and who.role == "viewer" and who.member_id is None:
             return State.PRIVATE.value
-        return state.value
+        return state
 
     def describe_for(self, who: Participant) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -158,6 +161,16 @@ class Show:
                     self._spawn(who.close_publisher("private_ended"))
         self._schedule_tick()
         return commands
+
+    def relay_state(self, state: str, at: float) -> None:
+        """An edge show: the origin's state changed; tell this node's viewers (``show.state``).
+        Nothing runs here on it (no machine, no bus): the show, its privates and its events
+        are the origin's."""
+        if self.closed or state == self.relayed_state:
+            return
+        self.relayed_state = state
+        for who in list(self.participants.values()):
+            who.notify("show.state", {"show_id": self.id, "state": self.public_state(who), "at": at})
 
     def _audience_keys(self, members: frozenset[str] | None) -> frozenset[str] | None:
         if members is None:

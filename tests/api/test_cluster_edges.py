@@ -218,6 +218,7 @@ async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_o
     try:
         joined = await member.request("join", show_id="anna", role="viewer", member_id="m1")
         assert member.moved_to is None and len(joined["producers"]) == 2
+        assert joined["state"] == "free"  # the origin's state, not the edge show's own (offline)
         assert b.relays is not None and b.relays.is_edge("anna")
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{b.port}/readyz") as r:
             relays = (await r.json())["cluster"]["relays"]

@@ -219,8 +219,8 @@ async def test_a_private_on_the_origin_cuts_every_relay_at_the_accept(prefix: st
     """Protects exclusivity across nodes (issue 15): with a show published on node a, free viewers on a
     and on two edges b and c (served through relays), and the member on a, from ``accepted_at`` the free
     viewers of every node receive zero packets the performer sent after it, counted in payloads as in
-    the single-node test; the member keeps getting video and audio; the origin stops feeding both
-    relays in that step. Back to free chat, the edges' viewers decode video again (the relays restart
+    the single-node test, and are told the show is private (edges relay the origin's state); the
+    member keeps getting video and audio; the origin stops feeding both relays in that step. Back to free chat, the edges' viewers decode video again (the relays restart
     on a fresh keyframe)."""
     # Billing off: this test counts packets (billing across nodes is the origin's, as on one node).
     free_privates = {"JASMIN_BILLING_ENABLED": "false"}
@@ -255,6 +255,9 @@ async def test_a_private_on_the_origin_cuts_every_relay_at_the_accept(prefix: st
         assert sum(1 for t in pub.log.sent.values() if t > t_accept) >= 60  # not vacuous
         for v in free:
             assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
+        for v in free:  # told on every node, without the member's identity
+            ev = await v.client.next_event("show.state")
+            assert ev["data"]["state"] == "private" and "member_id" not in ev["data"]
         assert (await a.metrics())["jasmin_relay_streams_out"] == 4  # still wanted by the edges...
         sent = (await a.metrics())["jasmin_relay_packets_out_total"]
         await asyncio.sleep(1.0)
@@ -264,6 +267,9 @@ async def test_a_private_on_the_origin_cuts_every_relay_at_the_accept(prefix: st
         await member.client.request("private.end")
         await pub.client.request("show.free")
         edge_viewers = free[1:]
+        for v in edge_viewers:  # through whatever the private's end passes by, to free chat
+            while (await v.client.next_event("show.state"))["data"]["state"] != "free":
+                pass
         counts = [v.frames.get("video", 0) for v in edge_viewers]
         assert await wait_for(lambda: all(v.frames.get("video", 0) >= n + 5 for v, n in zip(edge_viewers, counts)), 30)
     finally:
