@@ -239,8 +239,10 @@ async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_o
     * SIGKILL of the origin a: its entry lapses, the edges' relayed copies end, the performer's next
       join (through c) places the show on a live node, and a viewer reconnecting through b is
       served by b through a relay from there and receives media;
-    * redis-server killed: the running show keeps flowing to its viewer, a new show's join gets
-      invalid_state, /readyz says placements are refused; redis-server back: placements work again.
+    * redis-server killed: the running show keeps flowing to its (edge) viewer, a new show's join gets
+      invalid_state, /readyz says placements are refused; redis-server back: placements work again;
+    * SIGKILL of the edge b: its viewer, reconnecting through the origin, receives media there, and
+      the origin stops feeding the dead edge's relay.
     """
     monkeypatch.setattr(bench.peers, "LOOPBACK", [HOST_IP])  # the peers gather on the veth only
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
@@ -320,6 +322,22 @@ async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_o
             return {n["id"] for n in (await readyz(c))["cluster"]["nodes"]} == {"b", "c"}
 
         await until(both_back)
+
+        # The edge b dies without a word: its viewer, reconnecting through c (the origin), receives
+        # media there, and c stops feeding the dead edge's relay once it has heard nothing for the TTL.
+        assert (await relay_metrics(c))["jasmin_relay_streams_out"] == 2
+        b.proc.send_signal(signal.SIGKILL)
+        await asyncio.get_running_loop().run_in_executor(None, b.proc.wait, 15)
+        peers.remove(fan)
+        await fan.close()
+        again = await subscribe(c.url, "star", decode=False, count=True)
+        peers.append(again)
+        assert await wait_for(lambda: received_kind(again, "video") >= 20 and received_kind(again, "audio") >= 20, 30)
+
+        async def relay_to_b_stopped() -> bool:
+            return (await relay_metrics(c))["jasmin_relay_streams_out"] == 0
+
+        await until(relay_to_b_stopped)
     finally:
         for p in peers:
             await p.close()
