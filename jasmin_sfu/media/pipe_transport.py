@@ -72,6 +72,7 @@ from jasmin_codecs.rtcp import (
     Fir,
     Nack,
     Pli,
+    ReceiverReport,
     Remb,
     SenderReport,
     UnknownRtcp,
@@ -629,12 +630,27 @@ class PipeTransport:
             log.warning("relay from %s silent for %.1f s: closing its replicas", self.peer_node, now - self.last_heard)
             self.close()
             return
-        s = self.settings
         for replica in list(self.replicas.values()):
             replica.tick(now)
             if replica.consumers:
-                self._send_rtcp(replica.receiver_report(now, s.remb_min_bps, s.remb_max_bps) or b"")
+                self._send_rtcp(self._feedback(replica, now))
         self._send_want()
+
+    def _feedback(self, replica: Producer, now: float) -> bytes:
+        """An RR for the replica's streams and, for video, a REMB with the best estimate of the
+        viewers here that count (as ``Producer.remb`` counts them), 0 when none sent one: the
+        origin counts it as one viewer's estimate, and 0 as none (never the ceiling by default)."""
+        blocks = tuple(b for b in (layer.report_block(now) for layer in replica.all_layers) if b is not None)
+        out = ReceiverReport(ssrc=self._rtcp_ssrc, reports=blocks).to_bytes() if blocks else b""
+        ssrcs = tuple(layer.ssrc for layer in replica.all_layers if layer.ssrc is not None)
+        if replica.is_video and ssrcs:
+            best = max(
+                (c.remb for c in replica.consumers.values()
+                 if not (c.closed or c.user_paused or c.blocked or c.congested or c.layer_paused)),
+                default=0,
+            )
+            out += Remb(sender_ssrc=self._rtcp_ssrc, bitrate=min(best, self.settings.remb_max_bps), ssrcs=ssrcs).to_bytes()
+        return out
 
     # -- lifecycle -------------------------------------------------------------------
 

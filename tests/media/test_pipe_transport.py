@@ -16,12 +16,14 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from bench.peers import PatternTrack, ToneTrack, new_pc, wait_for
+from jasmin_codecs.rtcp import Remb, parse_rtcp
 from jasmin_sfu.media.errors import InvalidStateError
-from jasmin_sfu.media.pipe_transport import PipeTransport, new_key
+from jasmin_sfu.media.pipe_transport import PipeTransport, describe, new_key
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.router import Router
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
+from tests.support import make_consumer, make_producer
 
 
 @pytest.fixture
@@ -273,3 +275,59 @@ async def test_an_origin_stops_feeding_an_edge_that_went_silent(worker: Worker) 
         origin.close()
         edge.close()
         await pub.close()
+
+
+class _CountingRelay:
+    """A RelaySink that only holds its estimate."""
+
+    def __init__(self) -> None:
+        self.audience_key = "relay:edge"
+        self.remb = 0
+
+    def relay_rtp(self, data: bytes, layer: Any) -> None:
+        pass
+
+    def relay_sr(self, layer: Any, ntp: int, rtp_ts: int) -> None:
+        pass
+
+    def restart(self) -> None:
+        pass
+
+
+def test_a_relay_counts_in_the_origins_remb_as_one_viewer_only_with_an_estimate_and_only_while_admitted() -> None:
+    """Protects the REMB rule toward the performer (docs/media.md) with relays: an edge's estimate
+    counts like a local viewer's; an edge with no estimate (0) counts as none, so the ceiling is not
+    forced by default; a relay cut by a private's audience no longer counts."""
+    p, _ = make_producer()
+    relay = _CountingRelay()
+    p.add_relay(relay)
+    remb = p.remb(100_000, 2_000_000)
+    assert remb is not None and remb.bitrate == 2_000_000  # nobody sent an estimate: the ceiling, as alone
+    relay.remb = 600_000
+    remb = p.remb(100_000, 2_000_000)
+    assert remb is not None and remb.bitrate == 600_000
+    p.set_audience(frozenset({"member"}))
+    remb = p.remb(100_000, 2_000_000)
+    assert remb is not None and remb.bitrate == 2_000_000
+
+
+async def test_an_edge_sends_up_its_viewers_best_estimate_and_zero_without_one(worker: Worker) -> None:
+    """Protects the edge's side of the REMB: the RTCP it sends up carries the best estimate of its
+    viewers that count, and 0 (none) while none sent one, never the ceiling by default."""
+    origin_p, _ = make_producer()
+    edge = PipeTransport(peer_node="a", role="edge", settings=worker.settings, stats=worker.stats, clock=worker.clock)
+    try:
+        replica = edge.add_replica(worker.create_router("show-remb"), describe(origin_p))
+        c, _ = make_consumer(replica, worker.stats)
+        replica.add_consumer(c)
+
+        def sent_remb() -> int:
+            (remb,) = [x for x in parse_rtcp(edge._feedback(replica, 0.0)) if isinstance(x, Remb)]
+            assert remb.ssrcs == (origin_p.ssrc,)
+            return remb.bitrate
+
+        assert sent_remb() == 0
+        c.remb = 700_000
+        assert sent_remb() == 700_000
+    finally:
+        edge.close()
