@@ -185,6 +185,8 @@ class Relays:
         state = data.get("state")
         if show is not None and self.edge_shows.get(router_id) == pipe.peer_node and isinstance(state, str):
             show.relay_state(state, float(data.get("at") or self.clock()))
+            if state == "offline" and not show.closed:
+                self._end_edge_show(show)  # its last performer left the origin: the show ended
 
     def _on_show_event(self, ev: ShowEvent) -> None:
         """The origin's show changed state: tell every edge it relays the show to."""
@@ -354,10 +356,16 @@ class Relays:
             # keyframe cache, which every later viewer here starts from.
             producer.set_audience(None)
         if what == "removed" and not show.router.producers and not show.closed:
-            # The origin's show ended (or its node went silent): so does this edge show.
-            task = asyncio.get_running_loop().create_task(self._close_edge_show(show))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            pipe = self.edge_pipes.get(self.edge_shows.get(show.id, ""))
+            if pipe is None or pipe.closed or show.relayed_state == "offline":
+                # Its origin went silent, or the show ended there: so does this edge show. (A
+                # performer publishing again leaves it: its new tracks come over the pipe.)
+                self._end_edge_show(show)
+
+    def _end_edge_show(self, show: Show) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_edge_show(show))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _close_edge_show(self, show: Show) -> None:
         if self.edge_shows.get(show.id) is not None:

@@ -306,3 +306,36 @@ async def test_a_track_published_after_the_relay_opened_reaches_the_edges_viewer
         if second is not None:
             await second.close()
         await first.close()
+
+
+async def test_an_edge_show_outlives_a_republish_and_ends_with_the_origins_show(
+    prefix: str, make_node: MakeNode
+) -> None:
+    """Protects an edge show's lifetime: the performer unpublishing and publishing again (seconds
+    apart) leaves the edge show up, its viewer told producer.removed then producer.added for the new
+    tracks, never show.ended; the performer leaving the origin ends the edge show (show.ended)."""
+    a = await make_node("a", prefix)
+    b = await make_node("b", prefix)
+    pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "solo")
+    fan = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
+    try:
+        await fan.request("join", show_id="solo", role="viewer")
+        assert b.relays is not None and b.relays.is_edge("solo")
+        await pub.client.request("unpublish")
+        await pub.pc.close()
+        for _ in range(2):
+            await fan.next_event("producer.removed")
+        await asyncio.sleep(2.5)  # more than two RTCP intervals with no track on the edge
+        assert b.relays.is_edge("solo") and not b.shows.shows["solo"].closed
+        again = await publish(f"ws://127.0.0.1:{a.port}/ws", "solo", client=pub.client)
+        new_ids = {p["producer_id"] for p in again.producers}
+        told = {(await fan.next_event("producer.added"))["data"]["producer"]["producer_id"] for _ in range(2)}
+        assert told == new_ids
+        await again.pc.close()
+        await pub.client.request("leave")
+        ended = await fan.next_event("show.ended")
+        assert ended["data"]["show_id"] == "solo"
+        assert await wait_for(lambda: b.relays is not None and not b.relays.is_edge("solo"), 10)
+    finally:
+        await fan.close()
+        await pub.close()
