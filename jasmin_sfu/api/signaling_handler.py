@@ -225,7 +225,7 @@ class SessionHandler:
                         raise SignalingError("invalid_state", f"{exc}; shows of other nodes cannot be found now") from None
                     where, located = None, False  # the relay already running here keeps serving
                 if where is not None:
-                    found = await self._edge(body.show_id, where)
+                    found = await self._edge(body.show_id, where, member=who.member_id is not None)
                 elif located and found is not None and self.relays is not None:
                     # Its origin is gone and nobody holds the show now: the relayed copy ends too.
                     await self.relays.forget(body.show_id)
@@ -268,11 +268,15 @@ class SessionHandler:
             raise self._moved(show_id, where)
         return where
 
-    async def _edge(self, show_id: str, where: Placement) -> Show:
-        """A viewer's join of a show held by another node: served here through a relay
-        (docs/cluster.md, "Relays") while this node has room; `moved` to the origin otherwise."""
+    async def _edge(self, show_id: str, where: Placement, member: bool) -> Show:
+        """A guest's join of a show held by another node: served here through a relay
+        (docs/cluster.md, "Relays") while this node has room; `moved` to the origin otherwise,
+        and always for a member (a private, its Cam2Cam and its meter run on the origin only)."""
         assert self.cluster is not None
         if self.relays is None:
+            raise self._moved(show_id, where)
+        if member:
+            self.cluster.redirected()
             raise self._moved(show_id, where)
         try:
             self._check_admission(exempt=False)

@@ -201,35 +201,37 @@ async def test_search_on_one_node_sees_a_performer_live_on_another(tmp_path: Pat
         assert await online_on_b() == []
 
 
-async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_origin(
+async def test_an_edge_serves_guests_and_sends_members_and_performers_to_the_origin(
     prefix: str, make_node: MakeNode
 ) -> None:
     """Protects the money and the privacy rule across nodes: an edge show has no performer and no private
-    flow, so a member watching on an edge who asks for a private gets invalid_state (no meter can start
-    on the edge, so no second is billed there), and the show's performer joining through the edge is
-    sent to the origin (`moved`) instead of becoming the edge show's performer. /readyz lists the edge
-    show and its pipe; a second viewer of the flowing relay is served without waiting for the origin
-    (the relay's refresh runs in the background)."""
+    flow, so it serves guests only. A member reaching it is sent to the origin (`moved`), where its
+    private, Cam2Cam and meter live, and can ask for a private there; the show's performer joining
+    through the edge is sent to the origin instead of becoming the edge show's performer. /readyz
+    lists the edge show and its pipe; a second guest of the flowing relay is served without waiting
+    for the origin (the relay's refresh runs in the background)."""
     a = await make_node("a", prefix)
     b = await make_node("b", prefix)
     pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
+    guest = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
     member = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
     second = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
     try:
-        joined = await member.request("join", show_id="anna", role="viewer", member_id="m1")
-        assert member.moved_to is None and len(joined["producers"]) == 2
+        joined = await guest.request("join", show_id="anna", role="viewer")
+        assert guest.moved_to is None and len(joined["producers"]) == 2
         assert joined["state"] == "free"  # the origin's state, not the edge show's own (offline)
         assert b.relays is not None and b.relays.is_edge("anna")
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{b.port}/readyz") as r:
             relays = (await r.json())["cluster"]["relays"]
         assert relays["edge_shows"] == {"anna": "a"}
         assert [(p["peer_node"], p["role"], len(p["replicas"])) for p in relays["pipes"]] == [("a", "edge", 2)]
-        with pytest.raises(RemoteError) as e:
-            await member.request("private.request")
-        assert e.value.code == "invalid_state"
-        assert not a.shows.shows["anna"].machine.requests  # nothing reached the origin either
 
-        # A second viewer of the flowing relay is served at once; the refresh runs in the background.
+        await member.request("join", show_id="anna", role="viewer", member_id="m1")
+        assert member.moved_to == f"ws://127.0.0.1:{a.port}/ws"
+        assert (await member.request("private.request"))["state"] == "free"
+        assert set(a.shows.shows["anna"].machine.requests) == {"m1"}
+
+        # A second guest of the flowing relay is served at once; the refresh runs in the background.
         await second.request("join", show_id="anna", role="viewer")
         assert second.moved_to is None and b.relays.stats.served_warm == 1
         assert await wait_for(lambda: b.relays is not None and b.relays.stats.opened_as_edge == 2, 10)
@@ -238,6 +240,7 @@ async def test_an_edge_runs_no_private_and_a_performer_reaching_it_goes_to_the_o
         assert second.moved_to == f"ws://127.0.0.1:{a.port}/ws"
         assert not b.shows.shows["anna"].performers
     finally:
+        await guest.close()
         await member.close()
         await second.close()
         await pub.close()
