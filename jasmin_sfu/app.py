@@ -198,7 +198,8 @@ class Daemon:
     async def relay_open(self, request: web.Request) -> web.Response:
         """The relays' control channel (jasmin_sfu/api/relay.py); 503 while relays are off."""
         if self.relays is None:
-            return web.json_response({"error": "invalid_state", "message": "relays are off on this node"}, status=503)
+            return web.json_response({"error": {"code": "invalid_state", "message": "relays are off on this node"}},
+                                     status=503)
         return await self.relays.handle_open(request)
 
     async def http_sessions(self, request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ asks the origin, over HTTP, to open a relay:
 key in hex) and the headers ``X-Jasmin-Node`` (the edge's id),
 ``X-Jasmin-Timestamp`` (Unix seconds) and ``X-Jasmin-Signature``:
 HMAC-SHA256 under ``[cluster] secret`` of ``METHOD \\n PATH \\n TIMESTAMP \\n
-NODE \\n BODY``. The origin refuses (``403``, ``{"error": "forbidden"}``) a
+NODE \\n BODY``. The origin refuses (``403``, ``{"error": {"code": "forbidden", "message"}}``) a
 signature that does not verify, a timestamp outside ``REPLAY_WINDOW_S`` of its
 clock, a signature it has already accepted within that window (a replay), and
 a ``node`` that differs from the header's. A show not live there (or itself
@@ -219,10 +219,11 @@ class Relays:
             self.stats.refused += 1
             status = {"forbidden": 403, "unknown_show": 404}.get(exc.code, 400)
             log.warning("relay open refused", extra={"error": exc.code, "reason": str(exc)})
-            return web.json_response({"error": exc.code, "message": str(exc)}, status=status)
+            return web.json_response({"error": {"code": exc.code, "message": str(exc)}}, status=status)
         except (KeyError, ValueError, TypeError) as exc:
             self.stats.refused += 1
-            return web.json_response({"error": "bad_request", "message": f"bad relay request: {exc}"}, status=400)
+            return web.json_response({"error": {"code": "bad_request", "message": f"bad relay request: {exc}"}},
+                                     status=400)
         return web.json_response(reply)
 
     async def open_as_origin(self, *, show_id: str, node: str, host: str, port: int, key: bytes) -> dict[str, Any]:
@@ -315,8 +316,9 @@ class Relays:
         async with self._http.post(origin_http.rstrip("/") + RELAY_OPEN_PATH, data=body, headers=headers) as resp:
             answer = await resp.json(content_type=None)
             if resp.status != 200:
-                code = answer.get("error") if isinstance(answer, dict) else None
-                msg = answer.get("message") if isinstance(answer, dict) else None
+                err = answer.get("error") if isinstance(answer, dict) else None
+                code = err.get("code") if isinstance(err, dict) else None
+                msg = err.get("message") if isinstance(err, dict) else None
                 raise RelayError("unknown_show" if code == "unknown_show" else "invalid_state",
                                  f"node {origin} refused the relay: {code}: {msg}")
         pipe.connect(str(answer["host"]), int(answer["port"]), bytes.fromhex(str(answer["key"])))

@@ -342,3 +342,25 @@ async def test_an_edge_show_outlives_a_republish_and_ends_with_the_origins_show(
     finally:
         await fan.close()
         await pub.close()
+
+
+async def test_a_refused_relay_falls_back_to_moved(prefix: str, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects the failure path of an edge: when the origin refuses the relay (here: the edge signs its
+    control request with another secret, as a misconfigured node would), the guest is answered `moved`
+    to the origin, never an error or a dead show, and the failure is counted; no edge show is left."""
+    a = await make_node("a", prefix)
+    b = await make_node("b", prefix)
+    assert b.relays is not None
+    monkeypatch.setattr(b.relays, "_secret", "w" * 40)
+    pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
+    guest = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
+    try:
+        await guest.request("join", show_id="anna", role="viewer")
+        assert guest.moved_to == f"ws://127.0.0.1:{a.port}/ws"
+        assert b.relays.stats.failures == 1 and not b.relays.is_edge("anna")
+        assert a.relays is not None and a.relays.stats.refused == 1
+        m = await scrape_metrics(f"http://127.0.0.1:{b.port}")
+        assert m["jasmin_relay_failures_total"] == 1
+    finally:
+        await guest.close()
+        await pub.close()

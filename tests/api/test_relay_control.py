@@ -79,12 +79,12 @@ async def test_an_origin_opens_a_relay_only_for_a_fresh_request_signed_with_the_
             signed(body, node="edge2"),                       # the body names edge1
         ):
             status, answer = await post(origin, body, headers)
-            assert status == 403 and answer["error"] == "forbidden", (headers, answer)
+            assert status == 403 and answer["error"]["code"] == "forbidden", (headers, answer)
         assert origin.relays is not None and not origin.relays.origin_pipes
 
         nobody = open_body("nobody")
         status, answer = await post(origin, nobody, signed(nobody))
-        assert status == 404 and answer["error"] == "unknown_show"
+        assert status == 404 and answer["error"]["code"] == "unknown_show"
 
         headers = signed(body)
         status, answer = await post(origin, body, headers)
@@ -97,7 +97,7 @@ async def test_an_origin_opens_a_relay_only_for_a_fresh_request_signed_with_the_
         assert set(origin.relays.origin_pipes) == {"edge1"}
 
         status, answer = await post(origin, body, headers)  # the same request again: a replay
-        assert status == 403 and "replayed" in answer["message"]
+        assert status == 403 and "replayed" in answer["error"]["message"]
         m = await scrape_metrics(f"http://127.0.0.1:{origin.port}")
         assert m["jasmin_relay_refused_total"] == 6 and m["jasmin_relay_opened_as_origin_total"] == 1
     finally:
