@@ -41,7 +41,10 @@ from jasmin_sfu.media.stats import MediaStats
 
 
 class _RouterStub:
-    """What ``PipeTransport.add_replica`` needs of a router: a keyframe requester and adopt."""
+    """What ``PipeTransport.add_replica`` needs of a router: an id, a keyframe requester and adopt."""
+
+    id = "bench"
+    closed = False
 
     def keyframe_requester(self, producer: Any) -> Any:
         from jasmin_sfu.media.keyframe_requester import KeyframeRequester
