@@ -238,6 +238,9 @@ class Relays:
         except ValueError as exc:
             raise RelayError("bad_request", str(exc)) from None
         producers = [pipe.offer(p) for p in show.performer_producers() if not p.closed]
+        for old, (s, p) in list(self._announcing.items()):
+            if s.closed or p.closed:
+                del self._announcing[old]  # an ended show, a replaced pipe: nothing to announce to
         slot = (show_id, node)
         if self._announcing.get(slot) != (show, pipe):
             # Tracks published from now on reach this edge without waiting for its next join.

@@ -630,6 +630,10 @@ class PipeTransport:
             log.warning("relay from %s silent for %.1f s: closing its replicas", self.peer_node, now - self.last_heard)
             self.close()
             return
+        for rid, router in list(self._routers.items()):
+            if router.closed:
+                del self._routers[rid]
+                self._event_seen.pop(rid, None)
         for replica in list(self.replicas.values()):
             replica.tick(now)
             if replica.consumers:
