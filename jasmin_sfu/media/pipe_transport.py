@@ -25,6 +25,8 @@ as one viewer's in its producer's REMB.
 
 The pipe's own messages are RTCP APP packets (PT 204) inside SRTCP:
 
+Producer ids travel in 32-byte slots (ASCII, NUL-padded; a uuid4 hex fills one).
+
 * ``JMAP`` origin to edge: ``ssrc(4) layer(1) pad(3) producer id(32)`` per
   stream, sent when a stream is first relayed and every RTCP interval (a
   simulcast layer's SSRC is learnt from the publisher's first packets, after
@@ -108,6 +110,19 @@ def _policy(key: bytes, direction: int) -> Policy:
     p.allow_repeat_tx = True
     p.window_size = 1024
     return p
+
+
+def _slot(producer_id: str) -> bytes:
+    """A producer id in its 32-byte slot."""
+    raw = producer_id.encode("ascii")
+    if len(raw) > 32:
+        raise ValueError(f"a relayed producer id is at most 32 ASCII characters: {producer_id!r}")
+    return raw.ljust(32, b"\0")
+
+
+def _ids(data: bytes) -> list[str]:
+    """The producer ids of a run of 32-byte slots."""
+    return [data[i : i + 32].rstrip(b"\0").decode("ascii", "replace") for i in range(0, len(data) - 31, 32)]
 
 
 def _app(name: bytes, ssrc: int, data: bytes) -> bytes:
@@ -309,6 +324,7 @@ class PipeTransport:
             raise InvalidStateError("only an origin pipe offers producers")
         if producer.closed:
             raise InvalidStateError(f"producer {producer.id} is closed")
+        _slot(producer.id)  # an id the pipe's messages can carry (ValueError otherwise)
         self.offered[producer.id] = producer
         self._gone.pop(producer.id, None)
         return describe(producer)
@@ -335,7 +351,7 @@ class PipeTransport:
     def _map_of(self, relay: _Relay) -> bytes:
         p = relay.producer
         data = b"".join(
-            _MAP.pack(layer.ssrc, layer.index, p.id.encode("ascii"))
+            _MAP.pack(layer.ssrc, layer.index, _slot(p.id))
             for layer in p.all_layers
             if layer.ssrc is not None
         )
@@ -376,7 +392,7 @@ class PipeTransport:
                     relay.remb = pkt.bitrate
         elif isinstance(pkt, UnknownRtcp) and pkt.packet_type == RTCP_APP and pkt.body[4:8] == b"JWNT":
             data = pkt.body[8:]
-            self._want({data[i : i + 32].decode("ascii", "replace") for i in range(0, len(data) - 31, 32)})
+            self._want(set(_ids(data)))
 
     def _origin_layer(self, ssrc: int) -> tuple[Producer, Layer] | None:
         for relay in self.relaying.values():
@@ -471,7 +487,7 @@ class PipeTransport:
         self._by_ssrc[ssrc] = (replica, layer)
 
     def _send_want(self) -> None:
-        ids = b"".join(pid.encode("ascii") for pid in sorted(self.wanted) if len(pid) == 32)
+        ids = b"".join(_slot(pid) for pid in sorted(self.wanted))
         self._send_rtcp(_app(b"JWNT", self._rtcp_ssrc, ids))
 
     def _edge_control(self, pkt: Any, now: float) -> None:
@@ -484,7 +500,7 @@ class PipeTransport:
             if name == b"JMAP":
                 for off in range(0, len(data) - _MAP.size + 1, _MAP.size):
                     ssrc, index, raw = _MAP.unpack_from(data, off)
-                    replica = self.replicas.get(raw.decode("ascii", "replace"))
+                    replica = self.replicas.get(raw.rstrip(b"\0").decode("ascii", "replace"))
                     if replica is not None and not replica.closed:
                         self._map(replica, index, ssrc)
             elif name == b"JNEW":
@@ -492,8 +508,8 @@ class PipeTransport:
             elif name == b"JEVT":
                 self._on_event(data)
             elif name == b"JGON":
-                for i in range(0, len(data) - 31, 32):
-                    replica = self.replicas.get(data[i : i + 32].decode("ascii", "replace"))
+                for pid in _ids(data):
+                    replica = self.replicas.get(pid)
                     if replica is not None:
                         replica.close()
 
@@ -620,7 +636,7 @@ class PipeTransport:
                     else:
                         pending[k] = (msg, left - 1)
             if self._gone:
-                self._send_rtcp(_app(b"JGON", self._rtcp_ssrc, b"".join(pid.encode("ascii") for pid in self._gone)))
+                self._send_rtcp(_app(b"JGON", self._rtcp_ssrc, b"".join(_slot(pid) for pid in self._gone)))
                 for pid in list(self._gone):
                     self._gone[pid] -= 1
                     if self._gone[pid] <= 0:

@@ -16,13 +16,17 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from bench.peers import PatternTrack, ToneTrack, new_pc, wait_for
-from jasmin_codecs.rtcp import Remb, parse_rtcp
+from jasmin_codecs.rtcp import Pli, Remb, parse_rtcp
 from jasmin_sfu.media.errors import InvalidStateError
 from jasmin_sfu.media.pipe_transport import PipeTransport, describe, new_key
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.router import Router
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.media.worker import Worker
+from tests.media.test_simulcast_switching import SSRCS
+from tests.media.test_simulcast_switching import Publisher as SimulcastPublisher
+from tests.media.test_simulcast_switching import make as make_simulcast
+from tests.media.test_simulcast_switching import viewer as simulcast_viewer
 from tests.support import make_consumer, make_producer
 
 
@@ -330,4 +334,48 @@ async def test_an_edge_sends_up_its_viewers_best_estimate_and_zero_without_one(w
         c.remb = 700_000
         assert sent_remb() == 700_000
     finally:
+        edge.close()
+
+
+async def test_simulcast_layers_are_relayed_by_ssrc_ranked_at_the_edge_and_a_layers_pli_goes_up(
+    worker: Worker,
+) -> None:
+    """Protects simulcast through a relay: an origin producer with three VP8 layers (one of them
+    learnt only after the edge opened the relay: its SSRC arrives by JMAP) is replicated with its
+    layers; every layer's packets reach its replica layer by SSRC, the edge ranks them by the
+    keyframes' picture size as the origin does, and a keyframe request for one replica layer comes
+    back as a PLI for that layer's SSRC at the origin."""
+    p, _, rtcp_out = make_simulcast()
+    late = p.layer_by_rid("f")
+    assert late is not None
+    late_ssrc, late.ssrc = late.ssrc, None  # not learnt yet when the edge opens the relay
+    origin, edge = await pipe_pair(worker)
+    try:
+        replica = edge.add_replica(worker.create_router("show-sim"), origin.offer(p))
+        assert replica.simulcast and [lay.rid for lay in replica.all_layers] == ["f", "q", "h"]
+        assert replica.layer_by_rid("f").ssrc is None  # type: ignore[union-attr]
+        late.ssrc = late_ssrc
+        c, sink = simulcast_viewer(replica, worker.stats)
+        assert await wait_for(lambda: bool(p.relays), timeout=5)  # the edge asked for it (JWNT)
+        pub = SimulcastPublisher(p)
+        for i in range(20):
+            pub.frame(keys=frozenset({"q", "h", "f"}) if i % 5 == 0 else frozenset())
+            await asyncio.sleep(0.01)
+        assert await wait_for(lambda: all(replica.layer_by_rid(r).packets >= 30 for r in "qhf"), 5)  # type: ignore[union-attr]
+        assert replica.layer_by_rid("f").ssrc == late_ssrc  # type: ignore[union-attr]
+        assert [info.rid for info in replica.layers] == ["q", "h", "f"]  # ranked by picture size
+        assert sink.sent, "the edge's viewer got the relayed layer"
+
+        rtcp_out.clear()
+        h = replica.layer_by_rid("h")
+        await asyncio.sleep(worker.settings.keyframe_request_interval_s + 0.1)
+        replica.request_keyframe(h)
+
+        def plis_for_h() -> list[Pli]:
+            return [x for b in rtcp_out for x in parse_rtcp(b) if isinstance(x, Pli) and x.media_ssrc == SSRCS["h"]]
+
+        assert await wait_for(lambda: bool(plis_for_h()), timeout=5)
+        c.close()
+    finally:
+        origin.close()
         edge.close()
