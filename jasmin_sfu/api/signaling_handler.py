@@ -17,6 +17,7 @@ from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, SetLayer
 from jasmin_sfu.api.admission import Admission
 from jasmin_sfu.api.chat_handler import ChatConnection
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
+from jasmin_sfu.api.relay import RelayError, Relays
 from jasmin_sfu.api.signaling_social import NotificationSubscription
 from jasmin_sfu.media.errors import (
     InvalidStateError,
@@ -32,7 +33,6 @@ from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.transport import WebRtcTransport
 from jasmin_sfu.services.accounts import Principal
 from jasmin_sfu.services.chat import ChatService
-from jasmin_sfu.api.relay import RelayError, Relays
 from jasmin_sfu.services.cluster import ClusterNode, ClusterUnavailable, Placement
 from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows import machine as m

@@ -331,13 +331,15 @@ class Producer:
         for layer in self._layers:
             if layer.keyframe_cache is not None:
                 layer.keyframe_cache.clear()
-        # One snapshot rebuild for the whole audience change, not one per
-        # consumer (400 viewers: 400 rebuilds of 400 would stall the loop ~30 ms).
+        # The relays to other nodes follow the audience as the viewers here do; one let
+        # back in restarts (its edge never gets what was sent while it was cut).
         before = self._relays
         self._relays = tuple(r for r in self.relays if self.admits(r.audience_key))
         for relay in self._relays:
             if relay not in before:
                 relay.restart()
+        # One snapshot rebuild for the whole audience change, not one per
+        # consumer (400 viewers: 400 rebuilds of 400 would stall the loop ~30 ms).
         self._batching = True
         try:
             for c in self._consumers:
