@@ -44,7 +44,7 @@ from jasmin_sfu.shows.events import ShowEvent
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
 
-log = logging.getLogger("jasmin_sfu.api.relay")
+log = logging.getLogger(__name__)
 
 RELAY_OPEN_PATH = "/internal/relay/open"
 NODE_HEADER = "X-Jasmin-Node"

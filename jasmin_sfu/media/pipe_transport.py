@@ -90,7 +90,7 @@ from .stats import MediaStats
 if TYPE_CHECKING:
     from .router import Router
 
-log = logging.getLogger("jasmin_sfu.media.pipe_transport")
+log = logging.getLogger(__name__)
 
 KEY_LENGTH = 30
 _MAP = struct.Struct("!IB3x32s")
