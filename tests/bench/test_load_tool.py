@@ -61,4 +61,5 @@ def test_hotpath_with_temporal_layers_counts_only_the_forwarded_copies() -> None
     assert capped["max_temporal"] == 0 and full["max_temporal"] == 3
     ratio = capped["copies_per_s"] / capped["packets_in_per_s"] / 2
     assert 0.2 < ratio < 0.3, ratio
-    assert 0.95 < full["copies_per_s"] / full["packets_in_per_s"] / 2 <= 1.0
+    # Both rates are rounded to whole packets per second: their ratio may pass 1.0 by ~1e-5.
+    assert 0.95 < full["copies_per_s"] / full["packets_in_per_s"] / 2 <= 1.001
