@@ -23,7 +23,7 @@ from jasmin_sfu.api.metrics import (
     AdmissionCollector, ClusterCollector, MediaCollector, NodeCollector, make_registry, render,
 )
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
-from jasmin_sfu.api.relay import RELAY_OPEN_PATH, Relays
+from jasmin_sfu.api.relay import RELAY_OPEN_PATH, RELAY_ORIGIN_HEADER, Relays, SiblingOrigin, sibling_origin
 from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
@@ -77,6 +77,17 @@ def internal_session_id(request: web.Request, secret: str) -> str | None:
     if not sid or not hmac.compare_digest(given.encode(), secret.encode()):
         return None
     return sid if len(sid) <= 64 and sid.isalnum() else None
+
+
+def internal_relay_origin(request: web.Request, secret: str) -> SiblingOrigin | None:
+    """The sibling worker holding the show a supervisor routed this guest's websocket for
+    (docs/workers.md, "One show over every worker"); only with the supervisor's secret."""
+    if not secret:
+        return None
+    given = request.headers.get(INTERNAL_SECRET_HEADER, "")
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        return None
+    return sibling_origin(request.headers.get(RELAY_ORIGIN_HEADER, ""))
 
 
 class Daemon:
@@ -149,7 +160,8 @@ class Daemon:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
-        if self.cfg.cluster.redis_url:
+        if self.cfg.cluster.redis_url or self.cfg.server.internal_secret:
+            # Between nodes ([cluster] secret) or between a supervisor's workers (its per-run secret).
             app.router.add_post(RELAY_OPEN_PATH, self.relay_open)
         # WHIP ingest and WHEP playback (docs/whip-whep.md): a performer or viewer like a websocket's.
         self.whip = WhipWhep(self._session_handler, draining=lambda: self.draining, accounts=lambda: self.accounts,
@@ -236,6 +248,8 @@ class Daemon:
             body["cluster"] = self.cluster.describe()
             if self.relays is not None:
                 body["cluster"]["relays"] = self.relays.describe()
+        elif self.relays is not None:
+            body["relays"] = self.relays.describe()  # a supervised worker's relays to and from its siblings
         return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -247,9 +261,10 @@ class Daemon:
         s = self.cfg.server
         ws = web.WebSocketResponse(heartbeat=s.heartbeat_s, max_msg_size=s.hard_max_frame_bytes)
         await ws.prepare(request)
+        sibling = internal_relay_origin(request, s.internal_secret)
         session = SignalingSession(
             ws,
-            self._session_handler,
+            lambda channel: self._session_handler(channel, sibling),
             max_frame_bytes=s.max_frame_bytes,
             max_requests_per_s=s.max_requests_per_s,
             heartbeat_s=s.heartbeat_s,
@@ -266,8 +281,9 @@ class Daemon:
             ended.set()
         return ws
 
-    def _session_handler(self, channel: EventChannel) -> SessionHandler:
-        """One connection's handler: a websocket's, or a WHIP/WHEP session's."""
+    def _session_handler(self, channel: EventChannel, sibling: SiblingOrigin | None = None) -> SessionHandler:
+        """One connection's handler: a websocket's, or a WHIP/WHEP session's. ``sibling``: the
+        worker holding the show a supervisor routed this guest here for (served by a relay)."""
         return SessionHandler(
             channel,
             self.shows,
@@ -278,6 +294,7 @@ class Daemon:
             admission=self.admission,
             cluster=self.cluster,
             relays=self.relays,
+            sibling=sibling,
         )
 
     async def _session_closed(self, session: SignalingSession) -> None:
@@ -347,6 +364,12 @@ class Daemon:
                 self.relays = Relays(node_id=c.node_id, secret=c.secret, relay_host=relay_host, worker=self.worker,
                                      shows=self.shows, silence_timeout_s=c.ttl_s)
             await self.cluster.start()
+        elif s.internal_secret:
+            # A supervised worker: it relays its shows to its sibling workers, and theirs to its
+            # guests, over loopback UDP (docs/workers.md, "One show over every worker"). Its node
+            # id is the one its supervisor gave it (billing.node_id, unique per worker).
+            self.relays = Relays(node_id=self.cfg.billing.node_id, secret=s.internal_secret, relay_host="127.0.0.1",
+                                 worker=self.worker, shows=self.shows)
 
     def _origin_shows(self) -> list[str]:
         """The shows this node holds (not those it relays from another node)."""

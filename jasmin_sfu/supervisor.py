@@ -15,6 +15,12 @@ becomes this supervisor:
 * a show lives on one worker: the first performer ``join`` of a show places it
   on the worker with the fewest connections, and every later ``join`` of that
   show goes there until its last connection leaves;
+* a guest viewer's ``join`` of a placed show goes to the worker with the fewest
+  connections (the show's worker winning ties, a worker refusing ``overloaded``
+  skipped): on another worker it is served through a relay from the show's
+  worker over loopback UDP (jasmin_sfu/api/relay.py), so one show's audience
+  spreads over every core; members and performers always go to the show's worker
+  (privates, Cam2Cam and the meter live there);
 * a worker that dies is restarted (its shows are gone; their clients see the
   websocket close and reconnect).
 
@@ -50,6 +56,7 @@ from aiohttp import WSMsgType, web
 
 from jasmin_sfu import __version__
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
+from jasmin_sfu.api.relay import RELAY_ORIGIN_HEADER
 from jasmin_sfu.app import INTERNAL_HTTP_SESSIONS, INTERNAL_REVOKE, INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.config import Config
 from jasmin_sfu.lifecycle import LISTENING, HttpListener, close_websockets, drain, run
@@ -154,6 +161,26 @@ class Placement:
         return dict(self._where)
 
 
+def guest_worker(origin: int, loads: dict[int, int], full: frozenset[int] = frozenset()) -> int:
+    """The worker a guest viewer's ``join`` of a show held by ``origin`` goes to.
+
+    ``loads``: connections per live worker, not counting the joining one. The least
+    loaded worker that is not ``full``, the origin winning ties (a small show stays on
+    one worker and needs no relay); the origin when every other worker is full or down.
+    """
+    room = {i: n for i, n in loads.items() if i not in full or i == origin}
+    if origin not in room:
+        return origin
+    return min(room, key=lambda i: (room[i], i != origin, i))
+
+
+def is_guest(data: dict[str, Any]) -> bool:
+    """A viewer's join with no account (no token, no member or performer id): the only
+    joins a relayed worker serves (docs/workers.md, "One show over every worker")."""
+    return (data.get("role") == "viewer" and not data.get("token") and not data.get("member_id")
+            and not data.get("performer_id"))
+
+
 def decode_client_frame(raw: str | bytes) -> dict[str, Any] | None:
     """A signaling frame as the supervisor needs it (type, method, id, data), or None."""
     try:
@@ -254,6 +281,8 @@ class Supervisor:
         # Revocations fanned out, and workers that did not answer one in time (docs/workers.md).
         self.revocations = 0
         self.revocations_unanswered = 0
+        # Guest joins routed to a worker other than their show's (served there by a relay).
+        self.relayed_joins = 0
         # The loopback listener of /internal/revoke (its URL goes to the workers in their env).
         self._internal: HttpListener | None = None
         self.internal_url = ""
@@ -280,10 +309,15 @@ class Supervisor:
             "JASMIN_MEDIA_RTC_MAX_PORT": str(hi),
             # Each worker closes its own credit-control sessions after a crash,
             # and appends to its own outbox and local billing log.
-            "JASMIN_BILLING_NODE_ID": f"{b.node_id}w{w.index}",
+            # Also the worker's node id on its relays to and from its siblings.
+            "JASMIN_BILLING_NODE_ID": self.relay_node(w),
             "JASMIN_BILLING_OUTBOX_DIR": os.path.join(b.outbox_dir or b.data_dir, f"worker{w.index}"),
         }
         return env
+
+    def relay_node(self, w: WorkerProcess) -> str:
+        """The worker's node id (its billing node id, and its id on relays between workers)."""
+        return f"{self.cfg.billing.node_id}w{w.index}"
 
     async def _spawn(self, w: WorkerProcess) -> None:
         cmd = [self.python, "-m", "jasmin_sfu", "serve"]
@@ -575,7 +609,11 @@ class Supervisor:
                 "# HELP jasmin_supervisor_revocations_unanswered_total Workers that did not confirm a revocation "
                 "in time",
                 "# TYPE jasmin_supervisor_revocations_unanswered_total counter",
-                f"jasmin_supervisor_revocations_unanswered_total {self.revocations_unanswered}"]
+                f"jasmin_supervisor_revocations_unanswered_total {self.revocations_unanswered}",
+                "# HELP jasmin_supervisor_relayed_joins_total Guest joins routed to a worker other than their "
+                "show's, served there through a relay",
+                "# TYPE jasmin_supervisor_relayed_joins_total counter",
+                f"jasmin_supervisor_relayed_joins_total {self.relayed_joins}"]
         body = "\n".join(own) + "\n" + merge_metrics(texts)
         return web.Response(body=body.encode(), content_type="text/plain", charset="utf-8")
 
@@ -676,11 +714,11 @@ class RoutedConnection:
         self.joined_show: str | None = None
         self.pending_join: tuple[Any, str, int, bool] | None = None  # (request id, show, worker, placed by it)
 
-    async def _open(self, w: WorkerProcess) -> aiohttp.ClientWebSocketResponse:
+    async def _open(self, w: WorkerProcess, extra: dict[str, str] | None = None) -> aiohttp.ClientWebSocketResponse:
         assert self.sup.http is not None
         s = self.sup.cfg.server
         return await self.sup.http.ws_connect(
-            f"ws://{w.base}/ws", headers=self.sup._internal_headers(self.request, self.session_id),
+            f"ws://{w.base}/ws", headers={**self.sup._internal_headers(self.request, self.session_id), **(extra or {})},
             max_msg_size=s.hard_max_frame_bytes, heartbeat=s.heartbeat_s,
         )
 
@@ -734,14 +772,27 @@ class RoutedConnection:
         placed_before = self.sup.placement.where(show_id) is not None
         target = self.sup.placement.route(show_id, str(role), self.sup.loads(), self.sup.full())
         assert self.worker is not None
+        if placed_before and target is not None and is_guest(data) and self.hello is not None:
+            loads = self.sup.loads()
+            loads[self.worker.index] -= 1  # not counting this connection where it waits now
+            edge = guest_worker(target, loads, self.sup.full())
+            if edge != target:
+                # Served by a relay from the show's worker: the edge is told which worker that is.
+                origin = self.sup.workers[target]
+                sibling = json.dumps({"show_id": show_id, "node": self.sup.relay_node(origin),
+                                      "url": f"http://{origin.base}"})
+                self.sup.relayed_joins += 1
+                await self._switch(self.sup.workers[edge], {RELAY_ORIGIN_HEADER: sibling})
+                target = edge
         if target is not None and target != self.worker.index and self.hello is not None:
             await self._switch(self.sup.workers[target])
         assert self.worker is not None
         self.pending_join = (frame.get("id"), show_id, self.worker.index, not placed_before and target is not None)
 
-    async def _switch(self, w: WorkerProcess) -> None:
-        """Move this not-yet-joined connection to ``w``: same hello, same session id."""
-        backend = await self._open(w)
+    async def _switch(self, w: WorkerProcess, extra: dict[str, str] | None = None) -> None:
+        """Move this not-yet-joined connection to ``w``: same hello, same session id (``extra``:
+        headers for ``w``, e.g. the show's worker when ``w`` serves it by a relay)."""
+        backend = await self._open(w, extra)
         assert self.hello is not None
         if isinstance(self.hello, str):
             await backend.send_str(self.hello)

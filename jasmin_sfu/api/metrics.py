@@ -144,7 +144,8 @@ class AdmissionCollector(Collector):
 
 
 class ClusterCollector(Collector):
-    """The cluster registry (docs/cluster.md): placements, redirects, heartbeats; nothing without [cluster]."""
+    """The cluster registry (docs/cluster.md): placements, redirects, heartbeats (nothing without [cluster]);
+    relays (also between the workers of one supervisor)."""
 
     def __init__(
         self,
@@ -163,6 +164,7 @@ class ClusterCollector(Collector):
                 "Login-throttle operations counted in this process because Redis was unreachable",
                 value=self.windows.fallbacks,
             )
+        yield from self._relay_families()
         c = self.cluster()
         if c is None:
             return
@@ -195,6 +197,9 @@ class ClusterCollector(Collector):
                                 value=int(c.healthy))
         yield GaugeMetricFamily("jasmin_cluster_nodes", "Nodes in the registry as last read",
                                 value=len(c.nodes or []))
+
+    def _relay_families(self) -> Iterable[Metric]:
+        """Relays between nodes, or between a supervisor's workers (docs/workers.md): with or without [cluster]."""
         relays = self.relays()
         if relays is None:
             return

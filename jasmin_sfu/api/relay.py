@@ -21,6 +21,12 @@ producers as :func:`~jasmin_sfu.media.pipe_transport.describe` gives them
 replica producer for each in its own show (an *edge show*) and its viewers
 subscribe to those; media flows once the edge asks for a producer over the
 pipe (``JWNT``), i.e. once a viewer there consumes it.
+
+Between the workers of one supervisor (``server.workers`` > 1, docs/workers.md,
+"One show over every worker") the same channel runs over loopback, signed with
+the supervisor's per-run secret instead of ``[cluster] secret``; a worker is
+told which sibling holds a show by :data:`RELAY_ORIGIN_HEADER` on the websocket
+the supervisor routes to it (:func:`sibling_origin`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -52,6 +59,39 @@ TIMESTAMP_HEADER = "X-Jasmin-Timestamp"
 SIGNATURE_HEADER = "X-Jasmin-Signature"
 REPLAY_WINDOW_S = 30.0
 MAX_BODY = 4096
+# Set by a supervisor on a guest's websocket it routes to a worker that does not hold the
+# show: JSON ``{"show_id", "node", "url"}`` naming the sibling worker that does (its relay
+# node id and loopback HTTP URL). Honoured only with the supervisor's secret.
+RELAY_ORIGIN_HEADER = "X-Jasmin-Relay-Origin"
+_LOOPBACK_URL = re.compile(r"^http://127\.0\.0\.1:[0-9]{1,5}$")
+
+
+@dataclass(frozen=True)
+class SiblingOrigin:
+    """The sibling worker holding ``show_id``, as the supervisor names it."""
+
+    show_id: str
+    node: str
+    url: str
+
+
+def sibling_origin(value: str) -> SiblingOrigin | None:
+    """:data:`RELAY_ORIGIN_HEADER`'s value, or None when absent or malformed (the caller
+    has checked the supervisor's secret). Only loopback URLs: workers relay on this machine."""
+    if not value or len(value) > 512:
+        return None
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    show_id, node, url = obj.get("show_id"), obj.get("node"), obj.get("url")
+    if not (isinstance(show_id, str) and show_id and isinstance(node, str) and node and isinstance(url, str)):
+        return None
+    if not _LOOPBACK_URL.match(url):
+        return None
+    return SiblingOrigin(show_id, node, url)
 
 
 class RelayError(Exception):

@@ -17,7 +17,7 @@ from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, SetLayer
 from jasmin_sfu.api.admission import Admission
 from jasmin_sfu.api.chat_handler import ChatConnection
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
-from jasmin_sfu.api.relay import RelayError, Relays
+from jasmin_sfu.api.relay import RelayError, Relays, SiblingOrigin
 from jasmin_sfu.api.signaling_social import NotificationSubscription
 from jasmin_sfu.media.errors import (
     InvalidStateError,
@@ -93,7 +93,11 @@ class SessionHandler:
         admission: Admission | None = None,
         cluster: ClusterNode | None = None,
         relays: Relays | None = None,
+        sibling: SiblingOrigin | None = None,
     ) -> None:
+        # With workers > 1: the sibling worker holding the show this guest was routed here for
+        # (docs/workers.md, "One show over every worker"); served through a relay from it.
+        self.sibling = sibling
         # Relays from other nodes' shows (docs/cluster.md, "Relays"); None: `moved` for every show held elsewhere.
         self.relays = relays
         # The site's registry of nodes and shows (docs/cluster.md); None: this node alone.
@@ -230,6 +234,10 @@ class SessionHandler:
                     # Its origin is gone and nobody holds the show now: the relayed copy ends too.
                     await self.relays.forget(body.show_id)
                     found = None
+            sibling = self.sibling
+            if ((found is None or edge) and self.cluster is None and sibling is not None
+                    and sibling.show_id == body.show_id and who.member_id is None):
+                found = await self._sibling_edge(sibling)
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
             show = found
@@ -294,6 +302,22 @@ class SessionHandler:
             raise self._moved(show_id, where) from None
         self.cluster.served_as_edge()
         return show
+
+    async def _sibling_edge(self, sibling: SiblingOrigin) -> Show:
+        """A guest the supervisor routed here for a show its sibling worker holds: served
+        through a relay from that worker (docs/workers.md). Guests only: members and performers
+        are routed to the origin, where privates and their meter run."""
+        assert self.relays is not None
+        self._check_admission(exempt=False)
+        try:
+            return await self.relays.serve(sibling.show_id, sibling.node, sibling.url)
+        except RelayError as exc:
+            if exc.code == "unknown_show":
+                raise SignalingError("unknown_show", f"show {sibling.show_id!r} is not live") from None
+            log.warning("worker relay failed", extra={"show_id": sibling.show_id, "node": sibling.node,
+                                                      "error": str(exc)})
+            raise SignalingError("invalid_state", f"show {sibling.show_id!r} cannot be relayed here now; "
+                                                  "join again") from None
 
     @staticmethod
     def _moved(show_id: str, where: Placement) -> SignalingError:
