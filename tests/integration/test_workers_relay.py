@@ -10,13 +10,24 @@ leaves every guest, on either worker, without a packet sent after ``accepted_at`
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import dataclasses
+import json
+import time
+from typing import Any, AsyncIterator
 
+import aiohttp
 import pytest
 
-from bench.peers import wait_for
+from bench.peers import publish, wait_for
+from jasmin_sfu.api.relay import (
+    NODE_HEADER, RELAY_OPEN_PATH, RELAY_ORIGIN_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, SiblingOrigin, sign,
+    sibling_origin,
+)
+from jasmin_sfu.app import INTERNAL_SECRET_HEADER, Daemon
+from jasmin_sfu.media.pipe_transport import new_key
 from jasmin_sfu.supervisor import guest_worker, is_guest
 from tests.conftest import start_daemon_process
+from tests.conftest import test_config as loopback_config
 from tests.integration.test_workers import _get, _stop
 from tests.support import after, performer, watch
 
@@ -41,6 +52,73 @@ def test_only_guests_are_relayed() -> None:
     assert not is_guest({"role": "viewer", "show_id": "a", "member_id": "m1"})
     assert not is_guest({"role": "viewer", "show_id": "a", "token": "t"})
     assert not is_guest({"role": "performer", "show_id": "a"})
+
+
+def test_the_relay_origin_header_names_a_loopback_sibling_or_nothing() -> None:
+    """Protects the worker against a forged or garbled routing header: only a JSON object
+    with a show, a node and a http://127.0.0.1:PORT URL is read; anything else is ignored."""
+    good = {"show_id": "duo", "node": "n1w0", "url": "http://127.0.0.1:4100"}
+    assert sibling_origin(json.dumps(good)) == SiblingOrigin("duo", "n1w0", "http://127.0.0.1:4100")
+    for bad in ("", "{", "[]", json.dumps({**good, "url": "http://10.0.0.1:4100"}),
+                json.dumps({**good, "url": "http://127.0.0.1:4100/x"}), json.dumps({**good, "show_id": ""}),
+                json.dumps({**good, "node": 3}), "x" * 600):
+        assert sibling_origin(bad) is None, bad
+
+
+SECRET = "w" * 40
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Daemon]:
+    """A daemon configured as a supervised worker (its per-run secret set), in this process."""
+    cfg = loopback_config()
+    d = Daemon(cfg.replace(server=dataclasses.replace(cfg.server, internal_secret=SECRET)))
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+
+
+async def test_a_worker_opens_relays_only_for_its_supervisors_secret_and_ignores_unsigned_routing(
+        worker: Daemon) -> None:
+    """Protects the worker-mode control channel: a relay request signed with another secret is
+    403 and opens no pipe, one signed with the supervisor's secret is answered; a client that
+    sends the relay-origin header itself (no secret) does not make the worker open a relay
+    (its join is unknown_show, and no edge show appears)."""
+    pub = await publish(f"ws://127.0.0.1:{worker.port}/ws", "anna")
+    try:
+        body = json.dumps({"show_id": "anna", "node": "other", "host": "127.0.0.1", "port": 9,
+                           "key": new_key().hex()}).encode()
+
+        def signed(secret: str) -> dict[str, str]:
+            stamp = str(time.time())
+            return {NODE_HEADER: "other", TIMESTAMP_HEADER: stamp, "Content-Type": "application/json",
+                    SIGNATURE_HEADER: sign(secret, "POST", RELAY_OPEN_PATH, stamp, "other", body)}
+
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{worker.port}{RELAY_OPEN_PATH}"
+            async with s.post(url, data=body, headers=signed("x" * 40)) as r:
+                assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
+            assert worker.relays is not None and not worker.relays.origin_pipes
+            async with s.post(url, data=body, headers=signed(SECRET)) as r:
+                assert r.status == 200, await r.text()
+            assert set(worker.relays.origin_pipes) == {"other"}
+
+        forged = json.dumps({"show_id": "ghost", "node": "x", "url": f"http://127.0.0.1:{worker.port}"})
+        for headers in ({RELAY_ORIGIN_HEADER: forged}, {RELAY_ORIGIN_HEADER: forged, INTERNAL_SECRET_HEADER: "y" * 40}):
+            async with aiohttp.ClientSession() as s, s.ws_connect(f"ws://127.0.0.1:{worker.port}/ws",
+                                                                  headers=headers) as ws:
+                await ws.send_str(json.dumps({"type": "hello", "protocol": "jasmin/1"}))
+                assert json.loads((await ws.receive()).data)["type"] == "welcome"
+                await ws.send_str(json.dumps({"type": "request", "id": 1, "method": "join",
+                                              "data": {"show_id": "ghost", "role": "viewer"}}))
+                while (answer := json.loads((await ws.receive()).data)).get("id") != 1:
+                    pass
+                assert answer["error"]["code"] == "unknown_show", answer
+        assert not worker.relays.edge_shows and not worker.relays.edge_pipes
+    finally:
+        await pub.close()
 
 
 def _sample(metrics: str, name: str, worker: int) -> float:
