@@ -376,6 +376,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         a, b = record["jasmin"]["viewers_per_core"], record["janus"]["viewers_per_core"]
         record["ratio_viewers_per_core"] = round(a / b, 3) if a and b else None
         record["ratio_definition"] = "jasmin.viewers_per_core / janus.viewers_per_core"
+    for name in targets:
+        if name.startswith("jasmin-w") and "jasmin" in record and name in record:
+            # One show over N workers against one worker, same run: what the relays cost per packet.
+            a, b = record[name].get("cpu_us_per_packet_out"), record["jasmin"].get("cpu_us_per_packet_out")
+            record[f"ratio_cpu_us_per_packet_out_{name}"] = round(a / b, 3) if a and b else None
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
@@ -392,7 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", default="jasmin", help="comma-separated: jasmin, janus (default: jasmin)")
+    ap.add_argument("--targets", default="jasmin", help="comma-separated: jasmin, janus, jasmin-wN (a supervisor of N workers; default: jasmin)")
     ap.add_argument("--viewers", default="10,25,50,75,100,125,150,175,200,250,300,400,500,600,700",
                     help="viewer counts to ramp through; stops at the first failing step")
     ap.add_argument("--seconds", type=float, default=5.0, help="measurement window per step")

@@ -48,10 +48,28 @@ def _proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
-class DaemonUnderTest:
-    """jasmin-sfu as a real process (``python -m jasmin_sfu serve``), pinned to ``cpu``."""
+def _family(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a supervisor's workers, docs/workers.md)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
 
-    def __init__(self, cpu: int | None, admission: bool = False) -> None:
+
+class DaemonUnderTest:
+    """jasmin-sfu as a real process (``python -m jasmin_sfu serve``), pinned to ``cpu``.
+
+    ``workers`` > 1 runs it as a supervisor of that many workers (docs/workers.md); its CPU
+    and RSS are then those of the supervisor and its workers together."""
+
+    def __init__(self, cpu: int | None, admission: bool = False, workers: int = 1) -> None:
         """``admission``: keep the daemon's admission control at its defaults
         (joins past capacity answered ``overloaded``; ``JASMIN_ADMISSION_*`` in
         this process's environment still apply); off by default, so a ramp
@@ -70,6 +88,8 @@ class DaemonUnderTest:
                     "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
                     # The load tool joins without tokens: no accounts, client-given ids trusted.
                     "JASMIN_ACCOUNTS_ENABLED": "false", "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true"}
+        if workers != 1:
+            self.env["JASMIN_SERVER_WORKERS"] = str(workers)
         if admission:
             for key in ("JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER", "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT",
                         "JASMIN_ADMISSION_MAX_CPU_SHARE"):
@@ -104,10 +124,22 @@ class DaemonUnderTest:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def cpu_seconds(self) -> float:
-        return _proc_cpu_seconds(self.proc.pid)
+        total = 0.0
+        for pid in _family(self.proc.pid):
+            try:
+                total += _proc_cpu_seconds(pid)
+            except OSError:
+                continue  # a worker that ended between the listing and the read
+        return total
 
     def rss_mb(self) -> float:
-        return _proc_rss_mb(self.proc.pid)
+        total = 0.0
+        for pid in _family(self.proc.pid):
+            try:
+                total += _proc_rss_mb(pid)
+            except OSError:
+                continue
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -122,8 +154,10 @@ class DaemonUnderTest:
 class JasminTarget:
     name = "jasmin"
 
-    def __init__(self, cpu: int | None, show: str = "bench") -> None:
-        self.daemon = DaemonUnderTest(cpu)
+    def __init__(self, cpu: int | None, show: str = "bench", workers: int = 1) -> None:
+        self.daemon = DaemonUnderTest(cpu, workers=workers)
+        if workers != 1:
+            self.name = f"jasmin-w{workers}"
         self.show = show
         self.pub_client: SignalingClient | None = None
 
@@ -172,6 +206,9 @@ class JasminTarget:
 def make_target(name: str, cpu: int | None) -> Target:
     if name == "jasmin":
         return JasminTarget(cpu)
+    m = re.fullmatch(r"jasmin-w([0-9]+)", name)
+    if m:  # a supervisor of N workers: one show's guests spread over them through relays
+        return JasminTarget(cpu, workers=int(m.group(1)))
     if name == "janus":
         from bench.janus import JanusTarget
 
