@@ -774,7 +774,8 @@ class RoutedConnection:
         assert self.worker is not None
         if placed_before and target is not None and is_guest(data) and self.hello is not None:
             loads = self.sup.loads()
-            loads[self.worker.index] -= 1  # not counting this connection where it waits now
+            if self.worker.index in loads:
+                loads[self.worker.index] -= 1  # not counting this connection where it waits now
             edge = guest_worker(target, loads, self.sup.full())
             if edge != target:
                 # Served by a relay from the show's worker: the edge is told which worker that is.
