@@ -66,6 +66,18 @@ class AdaptationPolicy:
     # brings it back; False keeps every viewer on at least the lowest layer
     # (media.pause_video_on_congestion).
     pause_video: bool = True
+    # ... but only on evidence that the link cannot carry even the lowest layer
+    # (issue 12, measured with Chromium): the REMBs a browser sends while it
+    # receives the lowest layer under-report it (its first ones are what it
+    # received since the stream began, 143 kbit/s for a 207 kbit/s layer, and
+    # fall again right after a resume), so a REMB alone below the lowest layer
+    # moves a viewer to it, never off it. Evidence is loss in its receiver
+    # reports of at least pause_loss, or a budget under pause_ratio times the
+    # lowest layer's need held for pause_hold_s (a link that far below would
+    # lose packets within a report or two; the hold covers a REMB's climb).
+    pause_loss: float = 0.1
+    pause_ratio: float = 0.4
+    pause_hold_s: float = 10.0
     # VP8 temporal layers: the share of a spatial layer's rate its lower
     # temporal layers take (libwebrtc allocates 40/20/40 % to T0/T1/T2 of
     # three, 60/40 % of two), for layers whose own rates are not measured.
@@ -121,6 +133,8 @@ class AdaptationPolicy:
             raise ValueError("audio_reserve_bps must be >= 0")
         if not 1.0 <= self.headroom <= 4.0:
             raise ValueError("headroom must be in 1..4")
+        if not 0.0 < self.pause_loss <= 1.0 or not 0.0 <= self.pause_ratio <= 1.0 or self.pause_hold_s < 0:
+            raise ValueError("pause_loss in (0, 1], pause_ratio in [0, 1] and pause_hold_s >= 0")
         if not 0.5 <= self.keep_ratio <= 1.0:
             raise ValueError("keep_ratio must be in 0.5..1")
         if self.up_hold_s < 0 or self.min_dwell_s < 0 or self.failed_up_s < 0:

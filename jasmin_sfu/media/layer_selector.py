@@ -8,8 +8,14 @@ The rules, with the numbers of :class:`~.adaptation_policy.AdaptationPolicy`:
 - **fit**: the estimate less the viewer's audio (``audio_reserve_bps``) is the
   video budget; a layer fits when its measured rate is within it.
 - **down at once** when the budget falls below the current layer's rate times
-  ``keep_ratio``, to the best layer that fits; below the lowest layer the video
-  is paused (target None) and the viewer keeps its audio.
+  ``keep_ratio``, to the best layer that fits, or to the lowest layer.
+- **pause only on evidence**: below the lowest layer the video is paused
+  (target None, the viewer keeps its audio) only when the viewer's reports show
+  ``pause_loss`` or its budget stayed under ``pause_ratio`` times the lowest
+  layer's need for ``pause_hold_s``. A REMB alone does not pause: a browser's
+  REMBs under-report while it receives the lowest layer (its first ones, and
+  those right after a resume), and pausing on them paused real Chromium
+  viewers in a loop (docs/media.md, "Per-viewer layers").
 - **up after a hold**: only when the budget has stayed above a better layer's
   rate times ``headroom`` for ``up_hold_s``, and at least ``min_dwell_s`` after
   the last switch; then to the best layer that fits with headroom.
@@ -127,6 +133,7 @@ class LayerSelector:
         "_probe_goal",
         "_probe_best",
         "_probe_best_at",
+        "_low_since",
     )
 
     def __init__(self, policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -152,6 +159,8 @@ class LayerSelector:
         # The best estimate seen in the probe, and when it last rose by probe_stall_gain.
         self._probe_best = 0
         self._probe_best_at = _NEVER
+        # Since when the budget is under pause_ratio times the lowest layer's need (None: it is not).
+        self._low_since: float | None = None
 
     @property
     def probing(self) -> bool:
@@ -175,7 +184,6 @@ class LayerSelector:
         for i, layer in enumerate(layers):
             if layer.need_bps <= budget:
                 fit = i
-        floor = -1 if pol.pause_video else 0
         if not layers:
             # Nothing to forward (no active layer): not the viewer's link.
             was = self.target
@@ -183,7 +191,9 @@ class LayerSelector:
             self._started = False  # when layers come back: the best that fits, at once
             probe = "fail" if self.probing else ""
             self._probe_stop(now, ok=False)
+            self._low_since = None
             return Choice(None, 0, "gone" if was is not None else "", probe)
+        floor = -1 if self._may_pause(now, layers[0], budget, loss) else 0
         if not self._started:
             self._started = True
             self._probe_next = now + self._probe_wait
@@ -200,7 +210,10 @@ class LayerSelector:
         if cur >= 0 and budget < layers[cur].need_bps * pol.keep_ratio:
             new = max(fit, floor)
             if new < cur:
-                if self._up_into == self.target and now - self._up_at < pol.failed_up_s:
+                # A failed up-switch: the layer it went into does not hold; or a pause
+                # soon after any up-switch (the video went up, then off: two steps down
+                # for one failed climb, so the next climb waits twice as long).
+                if now - self._up_at < pol.failed_up_s and (self._up_into == self.target or new < 0):
                     self.failures += 1
                     self._forgive_at = now + pol.backoff_max_s
                 self._above_since = None
@@ -247,6 +260,21 @@ class LayerSelector:
         return Choice(self._layer(layers, cur), self._probe_rate(layers, cur, budget), switch, probe)
 
     # -- helpers -----------------------------------------------------------------
+
+    def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float) -> bool:
+        """Whether there is evidence the viewer's link cannot carry even the lowest layer:
+        loss in its reports, or a budget far under that layer for a sustained time."""
+        pol = self._policy
+        if budget < lowest.need_bps * pol.pause_ratio:
+            if self._low_since is None:
+                self._low_since = now
+        else:
+            self._low_since = None
+        if not pol.pause_video:
+            return False
+        if loss >= pol.pause_loss:
+            return True
+        return self._low_since is not None and now - self._low_since >= pol.pause_hold_s
 
     def _index(self, layers: Sequence[Layer]) -> int | None:
         """The current target's index in ``layers``; -1 when paused; None when gone."""

@@ -3,8 +3,9 @@
 The selector is pure (time, layers, estimate and loss are passed in), so these
 tests run minutes of a viewer's life in milliseconds. The property tests are
 issue 12's: an oscillating estimate does not make layers flap, a steady one
-converges, a viewer below the lowest layer is paused and comes back, the cap
-is never exceeded. The probing tests run a small model of a browser's REMB
+converges, a viewer below the lowest layer is paused (on loss, or a budget far
+under it for a while, never on a REMB alone) and comes back, the cap is never
+exceeded. The probing tests run a small model of a browser's REMB
 (it cannot rise above 1.5x what the viewer receives, and falls under
 overuse), so they go red when probing stops bringing a viewer back.
 """
@@ -140,18 +141,58 @@ def test_min_dwell_delays_an_up_right_after_a_switch() -> None:
     assert ch.switch == "up"
 
 
-def test_below_the_lowest_layer_video_pauses_unless_configured_not_to() -> None:
-    """Protects audio first: an estimate under the lowest layer pauses video (target None);
-    with pause_video off the viewer stays on the lowest layer."""
+def test_below_the_lowest_layer_video_pauses_on_loss_unless_configured_not_to() -> None:
+    """Protects audio first: an estimate under the lowest layer with pause_loss in the
+    viewer's reports pauses video (target None); with pause_video off the viewer stays on
+    the lowest layer."""
     sel = LayerSelector(POL)
     sel.select(0.0, THREE, est_for(600_000))
-    ch = sel.select(1.0, THREE, 60_000)
+    ch = sel.select(1.0, THREE, 60_000, loss=POL.pause_loss)
     assert ch.switch == "pause" and ch.target is None
     keep = LayerSelector(replace(POL, pause_video=False))
     keep.select(0.0, THREE, est_for(600_000))
-    ch = keep.select(1.0, THREE, 60_000)
+    ch = keep.select(1.0, THREE, 60_000, loss=0.5)
     assert key(ch.target) == (0, None)
-    assert keep.select(2.0, THREE, 60_000).switch == ""
+    assert keep.select(2.0, THREE, 60_000, loss=0.5).switch == ""
+
+
+def test_a_remb_alone_under_the_lowest_layer_does_not_pause_it() -> None:
+    """Protects real Chromium viewers from the pause loop measured with the adaptation on
+    (docs/media.md "Per-viewer layers"): the REMBs a browser sends while it receives the
+    lowest layer under-report it (143 kbit/s for a 207 kbit/s layer, falling again right
+    after a resume). Without loss such a REMB takes a viewer down to the lowest layer at
+    once, never off it: the video stays on while the budget is above pause_ratio of the
+    lowest layer, however long."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(1_500_000))
+    ch = sel.select(1.0, THREE, est_for(150_000, 0.6))
+    assert ch.switch == "down" and key(ch.target) == (0, None)
+    for t in range(2, 300):
+        ch = sel.select(float(t), THREE, est_for(150_000, 0.55 + 0.3 * (t % 2)))
+        assert key(ch.target) == (0, None) and ch.switch == "", t
+    # A paused viewer resumed by its probe is not paused again by the REMB's fall after it.
+    paused = LayerSelector(POL)
+    paused.select(0.0, THREE, est_for(600_000))
+    assert paused.select(1.0, THREE, 50_000, loss=0.3).switch == "pause"
+    t = 2.0
+    while paused.target is None:
+        paused.select(t, THREE, est_for(150_000, 1.5))
+        t += 1
+    assert paused.target == (0, None)
+    for i in range(60):
+        assert paused.select(t + i, THREE, est_for(150_000, 0.6)).switch == ""
+
+
+def test_a_budget_far_under_the_lowest_layer_pauses_after_the_hold() -> None:
+    """Protects the pause without loss reports (a starved viewer whose reports stop): a budget
+    under pause_ratio of the lowest layer for pause_hold_s pauses the video; a budget back
+    above pause_ratio in between restarts the hold."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(150_000))
+    low = est_for(150_000, POL.pause_ratio * 0.5)
+    chs = run(sel, THREE, [low] * 5 + [est_for(150_000, 0.8)] + [low] * 20, t0=1.0)
+    pause = next(i for i, c in enumerate(chs) if c.switch == "pause")
+    assert pause == 6 + POL.pause_hold_s and chs[pause].target is None
 
 
 def test_a_layer_that_goes_away_or_a_lowered_cap_moves_the_viewer_at_once() -> None:
@@ -347,8 +388,12 @@ def test_a_steady_estimate_converges_to_the_best_layer_it_fits(
     chs = run(sel, layers, [steady] * 120, t0=20.0)
     budget = steady - AUDIO
     idx = next((i for i, x in enumerate(layers) if (x.spatial, x.temporal) == sel.target), -1)
-    if idx >= 0:
+    if idx > 0:
         assert layers[idx].need_bps * POL.keep_ratio <= budget
+    elif idx == 0:
+        # The lowest layer is kept without loss above pause_ratio of its need (a REMB alone
+        # under it does not pause), and within keep_ratio when a better layer was left.
+        assert layers[0].need_bps * POL.pause_ratio <= budget
     # Paused: the lowest layer does not fit with the headroom a resume needs (a budget
     # of exactly its need keeps a viewer on it, but does not bring a paused one back).
     assert all(x.need_bps * POL.headroom > budget for x in layers[idx + 1:])
@@ -388,14 +433,21 @@ def test_the_cap_is_never_exceeded(
 @given(layers=layer_sets, estimates=st.lists(st.integers(-(1 << 40), 1 << 40), min_size=30, max_size=30))
 def test_any_estimate_gives_a_layer_that_fits_or_a_pause(layers: tuple[Layer, ...], estimates: list[int]) -> None:
     """Protects the link after every tick: the layer chosen never needs more than the estimate
-    leaves over keep_ratio, or video is paused; the probe never asks more than the next layer
-    with headroom."""
+    leaves over keep_ratio, or it is the lowest layer (kept without loss reports until the
+    budget stayed far under it for pause_hold_s), or video is paused; the probe never asks
+    more than the next layer with headroom."""
     sel = LayerSelector(POL)
+    far = 0  # ticks in a row with the budget under pause_ratio of the lowest layer
     for t, e in enumerate(estimates):
         ch = sel.select(float(t), layers, e)
         budget = e - AUDIO
-        if ch.target is not None and ch.switch != "start":
+        far = far + 1 if budget < layers[0].need_bps * POL.pause_ratio else 0
+        lowest = ch.target is not None and ch.target == layers[0]
+        if lowest:
+            # Kept without loss until the budget was far under it for pause_hold_s.
+            assert far <= POL.pause_hold_s
+        elif ch.target is not None and ch.switch != "start":
             assert ch.target.need_bps * POL.keep_ratio <= budget
-        if ch.target is not None and ch.switch == "start":
+        elif ch.target is not None and ch.switch == "start":
             assert ch.target.need_bps <= budget
         assert 0 <= ch.probe_bps <= int(max(x.need_bps for x in layers) * POL.headroom)
