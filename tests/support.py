@@ -150,6 +150,7 @@ def make_producer(kind: str = "video", mime: str = "video/VP8", pt: int = 96, rt
         send_rtcp=lambda b: out.append(b) or True, rtcp_ssrc=0xABCDEF01, stats=stats, cache_size=64,
         keyframes=lambda prod: KeyframeRequester(0.5, clock, prod.send_pli, sched),
     )
+    p.send_clock = clock  # the abs-send-time the node writes: made-up time, so outputs compare
     return p, stats
 
 
@@ -159,6 +160,7 @@ def make_consumer(p: Producer, stats: MediaStats, *, ssrc: int = 0x33333333, pt:
     c = Consumer(consumer_id=cid, producer=p, ssrc=ssrc, payload_type=pt, sink=sink,  # type: ignore[arg-type]
                  stats=stats, clock=clock or Clock())
     c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})  # viewer leg: mid id 1 = "v0", abs-send-time id 3
+    c.ast_id = 3 if p.ast_id else 0  # as WebRtcTransport sets it: padding carries the media's send time
     p.add_consumer(c)
     return c, sink
 

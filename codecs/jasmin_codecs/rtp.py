@@ -28,7 +28,13 @@ __all__ = [
     "extension_section",
     "ExtensionRewriter",
     "build_rtp",
+    "ABS_SEND_TIME_URI",
+    "abs_send_time",
+    "set_one_byte_extension",
 ]
+
+#: The abs-send-time header extension (webrtc.org): the sender's 24-bit 6.18 fixed-point send time.
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 RTP_HEADER_SIZE = 12
 #: RFC 8285 one-byte header form ("BEDE").
@@ -453,3 +459,32 @@ def build_rtp(
     if padding:
         parts.append(bytes(padding - 1) + bytes((padding,)))
     return b"".join(parts)
+
+
+def abs_send_time(seconds: float) -> bytes:
+    """The 3-byte abs-send-time value of a time in seconds (6.18 fixed point, wrapping every 64 s)."""
+    return (int(seconds * 262144.0) & 0xFFFFFF).to_bytes(3, "big")
+
+
+def set_one_byte_extension(ext_data: bytes, xid: int, value: bytes) -> bytes:
+    """``ext_data`` (a one-byte-form block, RFC 8285) with element ``xid``'s value replaced
+    by ``value`` of the same length; unchanged when that element is absent, of another
+    length, or the block is malformed (the rewriter that follows reports that)."""
+    n = len(ext_data)
+    pos = 0
+    size = len(value)
+    while pos < n:
+        b = ext_data[pos]
+        if b == 0:
+            pos += 1
+            continue
+        i = b >> 4
+        if i == 15:
+            break
+        end = pos + 2 + (b & 0x0F)
+        if i == xid:
+            if end - pos - 1 == size and end <= n:
+                return ext_data[: pos + 1] + value + ext_data[end:]
+            break
+        pos = end
+    return ext_data

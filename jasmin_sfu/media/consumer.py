@@ -8,7 +8,7 @@ from array import array
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from jasmin_codecs.errors import MalformedPacket
-from jasmin_codecs.rtp import split_rtp
+from jasmin_codecs.rtp import abs_send_time, split_rtp
 from jasmin_codecs.seq import seq_unwrap
 from jasmin_codecs.vp8 import MAX_TEMPORAL_ID, Vp8Descriptor, parse_vp8_descriptor, rewrite_vp8_descriptor
 from jasmin_codecs.vp8_temporal import Vp8TemporalFilter
@@ -128,6 +128,7 @@ class Consumer:
         "_shifts",
         "_temporal",
         "_last_drop",
+        "ast_id",
     )
 
     def __init__(
@@ -155,6 +156,9 @@ class Consumer:
         self.ssrc = ssrc
         self.payload_type = payload_type
         self.profile = 0
+        # The viewer's abs-send-time id when its media carries the node's send time
+        # (Producer.ast_id; 0: none): padding then carries it too.
+        self.ast_id = 0
         self.sink = sink
         # Effective state read by the hot path: paused by the viewer's own
         # request, or blocked by the producer's audience (a private show).
@@ -900,9 +904,14 @@ class Consumer:
             first = (last[0] + 1) & 0xFFFF
             ts = last[1]
         pad = bytes(_MAX_PADDING - 1) + bytes([_MAX_PADDING])
+        ast = self.ast_id
+        b0 = 0xB0 if ast else 0xA0  # P, and X for the abs-send-time element
+        # The viewer's estimator counts only packets with the send time its media
+        # has (the node's, Producer.ast_id): without it, padding lifts no REMB.
+        ext = b"\xbe\xde\x00\x01" + bytes(((ast << 4) | 2,)) + abs_send_time(self.producer.send_clock()) if ast else b""
         sent = sent_bytes = 0
         for i in range(count):
-            pkt = _HDR.pack(0xA0, self.payload_type, (first + i) & 0xFFFF, ts, self.ssrc) + pad
+            pkt = _HDR.pack(b0, self.payload_type, (first + i) & 0xFFFF, ts, self.ssrc) + ext + pad
             if not self.sink.send(pkt):
                 break
             sent += 1

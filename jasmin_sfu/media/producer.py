@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.h264 import h264_is_keyframe
 from jasmin_codecs.rtcp import Nack, Pli, ReceiverReport, Remb, ReportBlock
-from jasmin_codecs.rtp import ExtensionRewriter, split_rtp
+from jasmin_codecs.rtp import (
+    ABS_SEND_TIME_URI,
+    ONE_BYTE_PROFILE,
+    ExtensionRewriter,
+    abs_send_time,
+    set_one_byte_extension,
+    split_rtp,
+)
 from jasmin_codecs.seq import seq_unwrap
 from jasmin_codecs.vp8 import (
     Vp8Descriptor,
@@ -110,6 +118,14 @@ class Producer:
         self.rtx_payload_type = rtx_payload_type
         self.codec_parameters = dict(codec_parameters)
         self.extensions = dict(extensions)  # uri -> id on the publisher leg
+        # The publisher's abs-send-time id (0: none). Its value is replaced by the
+        # node's own send time in every video packet forwarded (media, resends,
+        # replayed keyframes), the timeline the viewers' padding probes carry too:
+        # a browser viewer's receive-side estimator times packets by it, and the
+        # publisher's send times mixed with the node's would be no timeline at all
+        # (docs/media.md, "Probing and pausing"). ``send_clock`` is that clock.
+        self.ast_id = self.extensions.get(ABS_SEND_TIME_URI, 0) if kind == "video" else 0
+        self.send_clock: Callable[[], float] = time.monotonic
         self.app_data = app_data or {}
         # Who may receive this track: None = anyone in the router, else a set
         # of opaque audience keys (the show layer uses signaling session ids).
@@ -487,6 +503,8 @@ class Producer:
         csrc = data[12:off]
         body = data[payload_off:]
         pad_bit = b0 & 0x20
+        if self.ast_id and ext_profile == ONE_BYTE_PROFILE:
+            ext_data = set_one_byte_extension(ext_data, self.ast_id, abs_send_time(self.send_clock()))
         tails: list[Tail] = []
         try:
             if self.vp8_ids:
@@ -596,6 +614,8 @@ class Producer:
         except MalformedPacket:
             return None
         ext_data = data[off + 4 : payload_off] if ext_profile is not None else b""
+        if self.ast_id and ext_profile == ONE_BYTE_PROFILE:
+            ext_data = set_one_byte_extension(ext_data, self.ast_id, abs_send_time(self.send_clock()))
         try:
             section = self._profiles[profile].rewrite(ext_profile, ext_data)
         except MalformedPacket:

@@ -14,6 +14,7 @@ from aiortc.exceptions import OperationError
 from jasmin_codecs.errors import MalformedPacket
 from jasmin_codecs.rtcp import Fir, Nack, Pli, ReceiverReport, Remb, SenderReport, parse_rtcp
 from jasmin_codecs.rtp import parse_extensions, split_rtp
+from jasmin_codecs.rtp import ABS_SEND_TIME_URI
 from jasmin_codecs.simulcast import REPAIRED_RID_URI, RID_URI
 
 from . import aiortc_adapter as adapter
@@ -518,6 +519,8 @@ class WebRtcTransport:
             # a packet whose MID names no m-section of its own.
             replace[accepted[MID_URI]] = t.mid.encode()
         c.profile = p.profile_for(id_map, replace)
+        # Padding probes carry the send time the media carries (Producer.ast_id).
+        c.ast_id = accepted.get(ABS_SEND_TIME_URI, 0) if p.ast_id and 1 <= accepted.get(ABS_SEND_TIME_URI, 0) <= 14 else 0
         if p.closed or (p.exclusive and not p.admits(c.audience_key)):
             c.closed = True
             return False

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from jasmin_codecs.rtcp import Nack, Pli, parse_rtcp
-from jasmin_codecs.rtp import build_rtp, parse_extensions, parse_rtp
+from jasmin_codecs.rtp import abs_send_time, build_rtp, parse_extensions, parse_rtp
 from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.packet_cache import PacketCache
 from tests.support import VP8_CONT, VP8_DELTA, VP8_KEY, Clock, FakeSink, Scheduled, make_consumer, make_producer, pkt
@@ -29,7 +29,7 @@ def test_consumer_rewrites_ssrc_seq_ts_pt_and_extension_ids() -> None:
     assert seqs == [seqs[0], (seqs[0] + 1) & 0xFFFF, (seqs[0] + 2) & 0xFFFF]
     assert (hdrs[2].timestamp - hdrs[0].timestamp) & 0xFFFFFFFF == 3000
     ext = dict(parse_extensions(hdrs[0].ext_profile or 0, hdrs[0].ext_data))
-    assert ext == {1: b"v0", 3: b"\x01\x02\x03"}
+    assert ext == {1: b"v0", 3: abs_send_time(100.0)}  # the node's send time (its clock), not the publisher's
     # Payload is forwarded byte for byte.
     assert sink.sent[0][hdrs[0].payload_offset:] == VP8_KEY
     assert stats.rtp_packets_out == 3 and stats.rtp_packets_in == 3
