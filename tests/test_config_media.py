@@ -60,8 +60,8 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     assert s.simulcast is True
     off = load_config(env={"JASMIN_MEDIA_SIMULCAST": "false"}).media
     assert off.simulcast is False
-    assert s.layer_adaptation is False
-    assert load_config(env={"JASMIN_MEDIA_LAYER_ADAPTATION": "true"}).media.layer_adaptation is True
+    assert s.layer_adaptation is True
+    assert load_config(env={"JASMIN_MEDIA_LAYER_ADAPTATION": "false"}).media.layer_adaptation is False
     assert s.nack_default_rtt_s == 0.1
 
 

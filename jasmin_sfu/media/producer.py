@@ -698,11 +698,17 @@ class Producer:
           a huge one is the ceiling).
 
         A simulcast publisher gets it for every layer's SSRC (its encoder splits
-        the estimate over them).
+        the estimate over them), and is always asked ``max_bps``: each viewer
+        gets the layer its own link takes, so no viewer's estimate should stop
+        a layer. Following the best viewer's, a lone viewer that dropped to a
+        lower layer had the performer stop the top one, and then had nothing to
+        climb back to (its selector probes only toward active layers).
         """
         ssrcs = tuple(layer.ssrc for layer in self._layers if layer.ssrc is not None)
         if not self.is_video or not ssrcs:
             return None
+        if self.simulcast:
+            return Remb(sender_ssrc=self._rtcp_ssrc, bitrate=max(min_bps, max_bps), ssrcs=ssrcs)
         best = 0
         congested = False
         for c in self._consumers:

@@ -97,10 +97,10 @@ class MediaSettings:
     # "Layers"). false: a simulcast offer is refused with bad_sdp.
     simulcast: bool = True
     # Run each simulcast viewer's estimate, layer selector and probing (the
-    # bwe_/layer_/probe_ keys) from the router. false (the default until
-    # probing lifts a real Chromium viewer's REMB): each viewer gets the
-    # highest active layer within its cap (docs/media.md, "Per-viewer layers").
-    layer_adaptation: bool = False
+    # bwe_/layer_/probe_ keys) from the router (docs/media.md, "Per-viewer
+    # layers", measured with shaped Chromium viewers). false: each viewer gets
+    # the highest active layer within its cap.
+    layer_adaptation: bool = True
 
     # -- derived values ------------------------------------------------------------
 

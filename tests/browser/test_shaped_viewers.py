@@ -87,6 +87,17 @@ class Case:
 
 KEYFRAME_COUNTS = ("plis_received", "nack_keyframe_requests", "keyframe_requests_sent")
 SINGLE_LAYER = Case("single-layer", simulcast=False, back_within_s=80.0)
+# The performer sends three layers (the demo page's q, h, f); each viewer gets its own by
+# the node's per-viewer adaptation (media.layer_adaptation, on by default). Issue 12's goal
+# for the capped viewer's climb back to the top layer is 10 s; Chromium's REMB rises ~8 %
+# a second, so from the lowest layer's ~300 kbit/s to the top's ~1 Mbit/s takes longer
+# (measured: docs/media.md "Per-viewer layers"): the test bounds it at back_within_s and
+# prints the time.
+SIMULCAST = Case("simulcast", simulcast=True, back_within_s=45.0)
+# Simulcast only: then a cap below the lowest layer (its ~160 kbit/s and the audio do not
+# fit), for BELOW_S: the capped viewer's video is paused by its selector on loss, its audio
+# kept; lifted, the video comes back by itself (probing) within BELOW_BACK_S.
+BELOW_CAP, BELOW_S, BELOW_BACK_S = "120kbit", 25.0, 90.0
 
 
 # The performer's one peer connection: the selected pair's available outgoing
@@ -141,7 +152,7 @@ def capped(netlab: NetLab) -> Host:
     return netlab.link(NEAR_IP, CAPPED_IP)
 
 
-@pytest.fixture(params=[SINGLE_LAYER], ids=lambda c: c.name)
+@pytest.fixture(params=[SINGLE_LAYER, SIMULCAST], ids=lambda c: c.name)
 def case(request: pytest.FixtureRequest) -> Case:
     """What the node forwards (a fixture: the node's config follows it)."""
     c: Case = request.param
@@ -216,6 +227,44 @@ def viewer_window(vs: list[dict[str, Any]], kind: str = "video") -> dict[str, An
     return out
 
 
+async def below_the_lowest_layer(netlab: NetLab, capped: Host, page: Any, cs: dict[str, Consumer],
+                                  stats: Any) -> dict[str, Any]:
+    """Cap the viewer below the lowest layer for BELOW_S, then lift it: when its video was
+    paused, the share of its audio it got meanwhile, and when its video played again."""
+    loop = asyncio.get_running_loop()
+    video_c, audio_c = cs["video"], cs["audio"]
+    netlab.shape(capped, BELOW_CAP, delay_ms=CAP_DELAY_MS, latency_ms=CAP_QUEUE_MS)
+    capped_at = loop.time()
+    sent0, got0 = audio_c.packets, await page.evaluate(VIEWER_JS)
+    paused_s = None
+    while loop.time() - capped_at < BELOW_S:
+        await asyncio.sleep(0.5)
+        if paused_s is None and video_c.layer_paused:
+            paused_s = round(loop.time() - capped_at, 1)
+    # The audio over the capped time.
+    end = await page.evaluate(VIEWER_JS)
+    audio_sent = audio_c.packets - sent0
+    audio_got = end.get("audio", {}).get("packets", 0) - got0.get("audio", {}).get("packets", 0)
+    paused_at_lift = video_c.layer_paused
+    netlab.unshape(capped)
+    lifted = loop.time()
+    back_s = None
+    last = end
+    while loop.time() - lifted < BELOW_BACK_S:
+        await asyncio.sleep(0.5)
+        now = await page.evaluate(VIEWER_JS)
+        frames = video(now).get("frames", 0) - video(last).get("frames", 0)
+        fps = frames / max(0.001, (now["t"] - last["t"]) / 1000)
+        last = now
+        if fps >= 5 and not video_c.layer_paused:
+            back_s = round(loop.time() - lifted, 1)
+            break
+    cur = video_c.current_layer
+    return {"cap": BELOW_CAP, "paused_s": paused_s, "paused_at_lift": paused_at_lift,
+            "audio_kept_pct": round(100 * audio_got / audio_sent, 1) if audio_sent else None,
+            "video_back_after_lift_s": back_s, "layer_back": None if cur is None else cur.spatial}
+
+
 def qdisc_dropped(text: str) -> int:
     m = re.search(r"dropped (\d+)", text)
     return int(m.group(1)) if m else 0
@@ -262,6 +311,16 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
     weak_cs: dict[str, Consumer] = {}
     samples: list[dict[str, Any]] = []
 
+    def top_packets() -> int:
+        if not case.simulcast:
+            return vproducer.packets
+        n = len(vproducer.layers)
+        return vproducer.layer_at(n - 1).packets if n else 0
+
+    def layer_of(c: Consumer) -> int | None:
+        cur = c.current_layer
+        return None if cur is None else cur.spatial if case.simulcast else -1
+
     async def sampler() -> None:
         """Once a second: every page's getStats, the node's counts for the capped
         viewer, every video REMB and the ask."""
@@ -272,7 +331,10 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
             s: dict[str, Any] = {
                 "at": loop.time() - t_zero,
                 "rembs": [round(r / 1000) for r in rembs],
-                "in": vproducer.packets,
+                # What a viewer of the top layer is sent: every packet (one encoding), or the top layer's.
+                "in": top_packets(),
+                # Each video viewer's layer (spatial rank; None: paused; -1: no layers).
+                "layers": [layer_of(c) for c in router.consumers.values() if c.kind == "video"],
                 "ask": round(ask.bitrate / 1000) if ask is not None else None,
                 # What the unconstrained viewers alone would ask (the rule's clamp).
                 "good_ask": round(max(lo, min(hi, max(rembs[:2]) or hi)) / 1000),
@@ -283,7 +345,7 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
             if weak is not None and weak_cs:
                 s["weak"] = await weak.evaluate(VIEWER_JS)
                 s["weak_sent"] = {k: c.packets + c.resent for k, c in weak_cs.items()}
-                s["weak_paused"] = weak_cs["video"].congested
+                s["weak_paused"] = weak_cs["video"].congested or weak_cs["video"].layer_paused
             samples.append(s)
             await asyncio.sleep(1.0)
 
@@ -341,6 +403,9 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
             if fps >= 5 and (not case.simulcast or video(now).get("width", 0) >= top):
                 back_s = round(loop.time() - lifted, 1)
                 break
+        below: dict[str, Any] = {}
+        if case.simulcast and back_s is not None:
+            below = await below_the_lowest_layer(netlab, capped, weak, weak_cs, stats)
     finally:
         task.cancel()
 
@@ -382,6 +447,10 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
         "case": case.name, "shaping": shaping, "warmup_s": warmup_s, "windows_s": [WINDOW_S, SETTLE_S, AFTER_S],
         "before": before, "after": after, "video_back_after_lift_s": back_s,
         "congestion_pauses": stats.video_congestion_pauses, "congestion_probes": stats.video_congestion_probes,
+        "below_lowest_layer": below, "layer_decisions": dict(stats.layer_decisions),
+        "layer_probes": dict(stats.layer_probes),
+        # [s, every video viewer's layer (the capped one last once it joined)]
+        "layer_trace": [[round(s["at"]), s["layers"]] for s in samples],
         "capped_joined_at_s": round(joined_at),
         # [s since the performer went live, every video consumer's REMB, the ask to the performer] (kbit/s)
         "remb_trace_kbit_s": [[round(s["at"]), s["rembs"], s["ask"]] for s in samples],
@@ -417,5 +486,10 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
         assert cap["video_pauses"] >= 1 or cap["video"]["kbit_s"] <= 300, figures
     in_queue = 300_000 * CAP_QUEUE_MS / 1000 / 8 / 100  # packets of >= 100 bytes the queue holds
     assert cap["sent_packets"] - cap["received_packets"] <= cap["qdisc_dropped"] + in_queue, figures
-    # Lifting the cap brings its video back.
+    # Lifting the cap brings its video back (simulcast: at the top layer's size).
     assert back_s is not None, figures
+    if case.simulcast:
+        # Under a cap below the lowest layer: audio kept, video paused; lifted: video back.
+        assert below["audio_kept_pct"] is not None and below["audio_kept_pct"] >= 90.0, figures
+        assert below["paused_s"] is not None, figures
+        assert below["video_back_after_lift_s"] is not None, figures

@@ -96,11 +96,10 @@ async def test_a_chromium_viewer_gets_the_top_layer_then_the_lowest_under_its_ca
     uncapped viewer decodes the top layer's width; capped at spatial 0 its decoder switches
     to the lowest layer's width and keeps decoding (one stream: no new track, no freeze
     beyond the switch); uncapped again it climbs back to the top."""
-    # The REMB to the performer pinned at 3 Mbit/s (floor = ceiling): under the node's REMB rule
-    # (docs/media.md: the best-served viewer's estimate) this lone viewer's estimate, which falls
-    # with the low layer it is sent, would lead the performer to stop its top layer, and nothing
-    # in this test probes it back up (the per-viewer adaptation's probing, not wired yet, does).
-    daemon = await make_daemon(remb_min_bps=3_000_000)
+    # The node's defaults: per-viewer adaptation on (media.layer_adaptation), and a simulcast
+    # performer asked remb_max_bps whatever this lone viewer's estimate (docs/media.md "REMB
+    # toward the performer"), so its top layer goes on while the viewer is capped low.
+    daemon = await make_daemon()
     http = daemon.http
     pub_page = await browser.new_page()
     await pub_page.goto(http + "/healthz")

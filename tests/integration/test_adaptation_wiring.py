@@ -200,10 +200,10 @@ async def test_a_single_layer_viewer_keeps_audio_first_and_router_close_drops_ad
 
 
 async def test_without_layer_adaptation_a_simulcast_viewer_follows_the_default_layer() -> None:
-    """Protects the default (media.layer_adaptation = false, docs/media.md "Why off by
-    default"): a simulcast video viewer gets no adaptation and keeps following the
-    producer's highest active layer within its cap, as before the wiring."""
-    w = Worker(MediaSettings())
+    """Protects the switch media.layer_adaptation = false: a simulcast video viewer gets no
+    adaptation and keeps following the producer's highest active layer within its cap, as
+    before the wiring."""
+    w = Worker(MediaSettings(layer_adaptation=False))
     client, viewer = new_pc(), new_pc()
     try:
         router = w.create_router("show-adapt-off")

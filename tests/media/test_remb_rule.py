@@ -133,3 +133,24 @@ def test_a_viewer_whose_selector_paused_its_video_does_not_count() -> None:
     assert asked(p) == LO
     b.set_target_layer(0)
     assert asked(p) == 2_500_000
+
+
+def test_a_simulcast_performer_is_asked_the_ceiling_whatever_its_viewers_estimate() -> None:
+    """Protects the climb back of a lone simulcast viewer (issue 12): the ask to a
+    simulcast performer is remb_max_bps, for every layer's SSRC, whatever its viewers'
+    estimates or pauses. Following the best viewer's estimate, one viewer that dropped to
+    the lowest layer made the performer's encoder stop the top layer, and its selector
+    (which probes only toward active layers) had nothing left to climb to."""
+    from tests.media.test_simulcast_switching import make, viewer
+
+    p, stats, _ = make()
+    a, _ = viewer(p, stats)
+    b, _ = viewer(p, stats, cid="c2")
+    a.remb, b.remb = 200_000, 300_000
+    remb = p.remb(LO, HI)
+    assert remb is not None and remb.bitrate == HI
+    assert sorted(remb.ssrcs) == sorted(layer.ssrc for layer in p.all_layers)
+    a.set_target_layer(None)
+    b.set_target_layer(None)
+    remb = p.remb(LO, HI)
+    assert remb is not None and remb.bitrate == HI
