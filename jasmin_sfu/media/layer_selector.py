@@ -263,7 +263,8 @@ class LayerSelector:
 
     def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float) -> bool:
         """Whether there is evidence the viewer's link cannot carry even the lowest layer:
-        loss in its reports, or a budget far under that layer for a sustained time."""
+        loss in its reports while it gets that layer, or a budget far under that layer
+        for a sustained time."""
         pol = self._policy
         if budget < lowest.need_bps * pol.pause_ratio:
             if self._low_since is None:
@@ -272,8 +273,11 @@ class LayerSelector:
             self._low_since = None
         if not pol.pause_video:
             return False
-        if loss >= pol.pause_loss:
-            return True
+        if loss >= pol.pause_loss and self.target == (lowest.spatial, lowest.temporal):
+            # The lowest layer's own loss: on it for the dwell, so not what the queue
+            # still held of a higher layer (a viewer joining a 300 kbit/s link on a
+            # 370 kbit/s layer loses for a second or two after its down-switch).
+            return now - self._since >= pol.min_dwell_s
         return self._low_since is not None and now - self._low_since >= pol.pause_hold_s
 
     def _index(self, layers: Sequence[Layer]) -> int | None:
