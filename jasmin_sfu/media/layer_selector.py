@@ -220,7 +220,16 @@ class LayerSelector:
                 if self.probing:
                     probe = "fail"
                 self._probe_stop(now, ok=False)
-                self._probe_next = max(self._probe_next, now + self._probe_wait)
+                if loss < pol.loss_low:
+                    # The estimate fell with no loss reported: Chromium's REMB after a
+                    # delay spike (on a loaded node, every 10-40 s, measured), not a
+                    # link that lost capacity. Probe back as soon as the dwell allows,
+                    # without the back-off: a link that did shrink fails the probe on
+                    # its first lossy report.
+                    self._probe_wait = pol.probe_interval_s
+                    self._probe_next = now + pol.min_dwell_s
+                else:
+                    self._probe_next = max(self._probe_next, now + self._probe_wait)
                 return self._switch(now, layers, new, "down", probe)
         up = -1
         for j in range(cur + 1, len(layers)):

@@ -270,6 +270,7 @@ def qdisc_dropped(text: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+@pytest.mark.timeout(900)  # warm-up up to 90 s, 60 s of windows, the lift, and (simulcast) the second cap
 async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
     case: Case, node: Daemon, browser: Any, netlab: NetLab, capped: Host
 ) -> None:
@@ -347,6 +348,8 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
                 s["weak_sent"] = {k: c.packets + c.resent for k, c in weak_cs.items()}
                 s["weak_paused"] = weak_cs["video"].congested or weak_cs["video"].layer_paused
             samples.append(s)
+            if os.environ.get("SHAPED_VIEWERS_TRACE"):
+                print("SHAPED-SAMPLE", round(s["at"]), s["rembs"], s["layers"], s["ask"], flush=True)
             await asyncio.sleep(1.0)
 
     task = asyncio.create_task(sampler())

@@ -147,6 +147,10 @@ async def test_a_chromium_viewer_gets_the_top_layer_then_the_lowest_under_its_ca
     assert back["audio"]["packets"] > top["audio"]["packets"]
     print("SIMULCAST " + json.dumps({"layers": [i._asdict() for i in producer.layers], "top": top, "low": low,
                                      "after": after, "back": back,
-                                     "switches": daemon.daemon.worker.stats.layer_switches}))
+                                     "switches": daemon.daemon.worker.stats.layer_switches,
+                                     # The node's abs-send-time on the viewer's media and padding (ids).
+                                     "abs_send_time": [producer.ast_id,
+                                                       [c.ast_id for c in producer.consumers.values()]],
+                                     "padding_packets": daemon.daemon.worker.stats.padding_packets_sent}))
     await viewer.close()
     await performer.close()

@@ -241,6 +241,22 @@ def test_failed_probes_back_off_and_a_lossy_probe_stops_at_once() -> None:
     assert ch.probe == "fail" and ch.probe_bps == 0 and not sel.probing
 
 
+def test_a_drop_without_loss_is_probed_back_at_once_and_one_with_loss_waits() -> None:
+    """Protects unconstrained viewers on a loaded node: Chromium's REMB collapses at a delay
+    spike with no loss (measured: 1118 -> 314 kbit/s), which takes the viewer down at once;
+    its probe back starts after the dwell, not after the wait (and back-off) a lossy drop
+    gets (measured: 40 s of 320x180 in the shaped-viewers test)."""
+    for loss, first_probe in ((0.0, POL.min_dwell_s), (0.2, POL.probe_interval_s)):
+        sel = LayerSelector(POL)
+        run(sel, THREE, [est_for(1_500_000)] * 10)
+        assert sel.target == (2, None)
+        ch = sel.select(10.0, THREE, est_for(600_000), loss=loss)
+        assert ch.switch == "down" and key(ch.target) == (1, None)
+        after = run(sel, THREE, [est_for(600_000)] * 40, t0=11.0)
+        start = next(i for i, c in enumerate(after) if c.probe == "start")
+        assert start + 1 == first_probe, (loss, start)
+
+
 def test_a_probe_ends_when_the_layer_is_reached_and_the_next_one_starts() -> None:
     """Protects the climb: the probe's padding brings the viewer to the next layer's need
     with headroom, stops on the up-switch, and the next layer is probed right after the dwell."""
