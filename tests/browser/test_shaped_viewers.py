@@ -349,7 +349,12 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
                 s["weak_paused"] = weak_cs["video"].congested or weak_cs["video"].layer_paused
             samples.append(s)
             if os.environ.get("SHAPED_VIEWERS_TRACE"):
-                print("SHAPED-SAMPLE", round(s["at"]), s["rembs"], s["layers"], s["ask"], flush=True)
+                # Per video viewer: layer, REMB, estimate, probe padding (kbit/s), loss; the layers' rates.
+                adapt = [router.adaptations.get(cid) for cid, c in router.consumers.items() if c.kind == "video"]
+                print("SHAPED-SAMPLE", round(s["at"]), s["layers"], s["rembs"],
+                      [(round(a.estimate_bps / 1000), round(a.probe_bps / 1000), round(a.estimator.loss, 2))
+                       if a else None for a in adapt],
+                      [round(i.bitrate_bps / 1000) for i in vproducer.layers], flush=True)
             await asyncio.sleep(1.0)
 
     task = asyncio.create_task(sampler())
