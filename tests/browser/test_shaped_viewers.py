@@ -90,10 +90,11 @@ SINGLE_LAYER = Case("single-layer", simulcast=False, back_within_s=80.0)
 # The performer sends three layers (the demo page's q, h, f); each viewer gets its own by
 # the node's per-viewer adaptation (media.layer_adaptation, on by default). Issue 12's goal
 # for the capped viewer's climb back to the top layer is 10 s; Chromium's REMB rises ~8 %
-# a second, so from the lowest layer's ~300 kbit/s to the top's ~1 Mbit/s takes longer
-# (measured: docs/media.md "Per-viewer layers"): the test bounds it at back_within_s and
-# prints the time.
-SIMULCAST = Case("simulcast", simulcast=True, back_within_s=45.0)
+# a second at most, and from where it sits at the lift (~100-250 kbit/s) to what the top
+# layer needs (~1 Mbit/s) that is 20-30 s of climbing, plus the wait for the next probe
+# (measured ~50 s in all: docs/media.md "Per-viewer layers"): the test bounds it at
+# back_within_s and prints the time.
+SIMULCAST = Case("simulcast", simulcast=True, back_within_s=75.0)
 # Simulcast only: then a cap below the lowest layer (its ~160 kbit/s and the audio do not
 # fit), for BELOW_S: the capped viewer's video is paused by its selector on loss, its audio
 # kept; lifted, the video comes back by itself (probing) within BELOW_BACK_S.
