@@ -21,8 +21,11 @@ Each run prints one ``SHAPED-VIEWERS`` line of JSON (``pytest -s``); with
 ``SHAPED_VIEWERS_JSON=<file>`` it is also appended to that file.
 
 The case is a parameter: with simulcast (the node taking layers, the page
-sending them) the capped viewer is expected on a lower layer instead of
-paused, and back on the top layer within 10 s of the cap's lift.
+sending them, the per-viewer adaptation on as by default) the capped viewer is
+expected on a lower layer instead of paused, and back on the top layer after
+the cap's lift (issue 12's goal is 10 s; bounded at ``back_within_s`` and
+printed); then, capped below the lowest layer, its video is paused with its
+audio kept, and comes back by itself once that cap is lifted.
 """
 
 from __future__ import annotations
