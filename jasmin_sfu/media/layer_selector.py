@@ -134,6 +134,7 @@ class LayerSelector:
         "_probe_best",
         "_probe_best_at",
         "_low_since",
+        "_probe_end",
     )
 
     def __init__(self, policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -161,6 +162,8 @@ class LayerSelector:
         self._probe_best_at = _NEVER
         # Since when the budget is under pause_ratio times the lowest layer's need (None: it is not).
         self._low_since: float | None = None
+        # When the last probe ended: loss right after one is the probe's.
+        self._probe_end = _NEVER
 
     @property
     def probing(self) -> bool:
@@ -285,8 +288,14 @@ class LayerSelector:
         if loss >= pol.pause_loss and self.target == (lowest.spatial, lowest.temporal):
             # The lowest layer's own loss: on it for the dwell, so not what the queue
             # still held of a higher layer (a viewer joining a 300 kbit/s link on a
-            # 370 kbit/s layer loses for a second or two after its down-switch).
-            return now - self._since >= pol.min_dwell_s
+            # 370 kbit/s layer loses for a second or two after its down-switch), and
+            # no probe on it within the dwell (a probe's padding over a capped link
+            # is lost with the media: that fails the probe, it does not pause).
+            return (
+                now - self._since >= pol.min_dwell_s
+                and not self.probing
+                and now - self._probe_end >= pol.min_dwell_s
+            )
         return self._low_since is not None and now - self._low_since >= pol.pause_hold_s
 
     def _index(self, layers: Sequence[Layer]) -> int | None:
@@ -324,6 +333,8 @@ class LayerSelector:
         elif self._probe_goal is not None:
             self._probe_wait = min(pol.probe_max_interval_s, self._probe_wait * pol.backoff_factor)
             self._probe_next = now + self._probe_wait
+        if self._probe_goal is not None:
+            self._probe_end = now
         self._probe_goal = None
         self._probe_until = 0.0
 

@@ -363,14 +363,18 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
 
     task = asyncio.create_task(sampler())
     try:
-        # Warm-up: until the encoder has been free of the bandwidth at one frame size for STEADY_S.
+        # Warm-up: until the encoder has been free of the bandwidth at one frame size for STEADY_S
+        # (simulcast: and both viewers on the top layer, which their estimates climb to).
         steady_since = None
         while loop.time() - t_zero < WARMUP_MAX_S:
             await asyncio.sleep(1.0)
             if len(samples) < 2:
                 continue
             a, b = samples[-2]["performer"], samples[-1]["performer"]
-            if b["limitation"] != "bandwidth" and b["width"] and (a["width"], a["height"]) == (b["width"], b["height"]):
+            top_layer = len(vproducer.layers) - 1
+            on_top = not case.simulcast or all(x == top_layer for x in samples[-1]["layers"][:2])
+            if (on_top and b["limitation"] != "bandwidth" and b["width"]
+                    and (a["width"], a["height"]) == (b["width"], b["height"])):
                 steady_since = steady_since if steady_since is not None else loop.time()
                 if loop.time() - steady_since >= STEADY_S:
                     break

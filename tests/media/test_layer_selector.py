@@ -190,6 +190,22 @@ def test_a_remb_alone_under_the_lowest_layer_does_not_pause_it() -> None:
         assert paused.select(t + i, THREE, est_for(150_000, 0.6)).switch == ""
 
 
+def test_loss_from_a_probe_on_the_lowest_layer_fails_the_probe_and_does_not_pause() -> None:
+    """Protects a capped viewer from its own probe (measured: 300 kbit/s link, the probe's
+    padding over it, 8 packets dropped by the link, video paused for 19 s): loss while a
+    probe is on, and within the dwell after it, fails the probe; the same loss later, with
+    no probe, pauses."""
+    sel = LayerSelector(POL)
+    run(sel, THREE, [est_for(200_000)] * 6)
+    assert sel.target == (0, None) and sel.probing
+    # The loss caps the estimate under the lowest layer (bandwidth.py): 100 kbit/s of video.
+    ch = sel.select(6.0, THREE, est_for(100_000), loss=0.3)
+    assert ch.probe == "fail" and ch.switch == "" and key(ch.target) == (0, None)
+    assert sel.select(7.0, THREE, est_for(100_000), loss=0.3).switch == ""
+    ch = sel.select(6.0 + POL.min_dwell_s, THREE, est_for(100_000), loss=0.3)
+    assert ch.switch == "pause" and ch.target is None
+
+
 def test_a_budget_far_under_the_lowest_layer_pauses_after_the_hold() -> None:
     """Protects the pause without loss reports (a starved viewer whose reports stop): a budget
     under pause_ratio of the lowest layer for pause_hold_s pauses the video; a budget back
