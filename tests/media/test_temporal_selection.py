@@ -45,7 +45,7 @@ def test_temporal_candidates_stay_within_their_layer_and_the_choice_fits(
     """Protects the temporal choice under any measurements (even noisy ones above the whole
     rate): within a spatial layer the offers never exceed the whole layer's rate, none is
     above the viewer's temporal cap, and the selector's first choice fits the budget or is
-    the lowest offer (paused when not even that fits)."""
+    the lowest offer (a first choice is never a pause: that needs evidence over time)."""
     spatial = list(enumerate(rates))
     tb = {}
     for (s, rate), (a, b), m in zip(spatial, parts, measured):
@@ -59,7 +59,10 @@ def test_temporal_candidates_stay_within_their_layer_and_the_choice_fits(
         assert max_temporal is None or (max_temporal >= 2 if c.temporal is None else c.temporal <= max_temporal)
     ch = LayerSelector(POL).select(0.0, layers, budget + POL.audio_reserve_bps)
     if ch.target is not None:
-        assert ch.target.need_bps <= budget
+        # A budget alone never pauses the video (docs/media.md, "Probing and pausing": a pause
+        # needs loss on the lowest layer or a budget far under it for a while): the lowest offer, the
+        # first (candidates are ordered by spatial layer, then temporal).
+        assert ch.target.need_bps <= budget or ch.target == layers[0]
     else:
         assert all(c.need_bps > budget for c in layers)
 
