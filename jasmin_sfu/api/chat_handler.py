@@ -20,6 +20,7 @@ import logging
 from typing import Any, Callable, Coroutine, Protocol
 
 from jasmin_signaling.errors import SignalingError
+from jasmin_signaling.events import ChatRemoved
 from jasmin_signaling.chat_messages import (
     ChatBan,
     ChatClear,
@@ -162,7 +163,9 @@ class ChatConnection:
     def removed(self, action: str, data: dict[str, Any]) -> None:
         """Kicked or banned: this connection leaves the show (a kicked user may join again)."""
         room = self.room
-        self.owner.notify("chat.removed", {"room": room, "action": action, "until": data.get("until")})
+        if room is not None:  # always: the service tells only the listeners attached to a room
+            removed = ChatRemoved(room=room, action="ban" if action == "ban" else "kick", until=data.get("until"))
+            self.owner.notify("chat.removed", removed.to_wire())
         spawn_tracked(self._tasks, self._leave(), f"leaving the show after chat.removed ({action})", log)
 
     # -- the join ------------------------------------------------------------------------

@@ -11,7 +11,10 @@ import asyncio
 import logging
 from typing import Any, Callable, Protocol
 
+import msgspec
+
 from jasmin_signaling.errors import SignalingError
+from jasmin_signaling import events as ev
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, SetLayers, ShowSettings, Subscribe, Unsubscribe
 
 from jasmin_sfu.api.admission import Admission
@@ -409,13 +412,13 @@ class SessionHandler:
         """The node forwards this viewer another layer of a simulcast producer (None: video paused)."""
         self.notify(
             "consumer.layer",
-            {
-                "producer_id": c.producer.id,
-                "consumer_id": c.id,
-                "spatial": None if layer is None else layer.spatial,
-                "temporal": None if layer is None else layer.temporal,
-                "rid": None if layer is None else c.layer.rid,
-            },
+            ev.ConsumerLayer(
+                producer_id=c.producer.id,
+                consumer_id=c.id,
+                spatial=None if layer is None else layer.spatial,
+                temporal=None if layer is None else layer.temporal,
+                rid=None if layer is None else c.layer.rid,
+            ).to_wire(),
         )
 
     def _subscription_closed(self, t: WebRtcTransport) -> None:
@@ -520,9 +523,10 @@ class SessionHandler:
         if show is None or not producer.visible_to(self.session_id):
             return
         if what == "added":
-            self.notify("producer.added", {"show_id": show.id, "producer": producer.describe()})
+            described = msgspec.convert(producer.describe(), ev.Producer)
+            self.notify("producer.added", ev.ProducerAdded(show_id=show.id, producer=described).to_wire())
         else:
-            self.notify("producer.removed", {"show_id": show.id, "producer_id": producer.id})
+            self.notify("producer.removed", ev.ProducerRemoved(show_id=show.id, producer_id=producer.id).to_wire())
 
     async def _leave(self) -> None:
         show, self.show = self.show, None

@@ -43,6 +43,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
+import msgspec
+
 from jasmin_sfu.services.accounts import AccountsSettings
 from jasmin_sfu.services.chat_bus import ChatBus, Envelope, InMemoryBus
 from jasmin_sfu.services.errors import (
@@ -58,6 +60,7 @@ from jasmin_sfu.services.ledger import UNITS_PER_CREDIT
 from jasmin_sfu.services.personal_data import RetentionPolicy
 from jasmin_sfu.store.chat_repo import ChatStore, KingRow, LogRow, MessageRow, ReportRow, SanctionRow, TipRow
 from jasmin_signaling.text import unstorable
+from jasmin_signaling import events as ev
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +446,7 @@ class ChatService:
         window.times.append(now)
         window.last = now
         view = message_view(row)
-        await self._publish(room, "chat.message", {"message": view}, to=private_to)
+        await self._publish(room, "chat.message", ev.ChatMessage(message=view).to_wire(), to=private_to)
         return view
 
     async def tip(
@@ -481,12 +484,13 @@ class ChatService:
         king = await self.store.king(room, show_session)
         kv = king_view(king, UNITS_PER_CREDIT)
         if inserted:
-            await self._publish(room, "chat.tip", {"tip": tip}, to=private_to)
+            await self._publish(room, "chat.tip", ev.ChatTipEvent(tip=tip).to_wire(), to=private_to)
             key = (room, show_session)
             now_king = (king.member_id, king.units) if king is not None else None
             if counted and now_king != self._kings.get(key):
                 self._kings[key] = now_king
-                await self._publish(room, "chat.king", {"room": room, "king": kv})
+                king_ev = ev.ChatKing(room=room, king=None if kv is None else msgspec.convert(kv, ev.King))
+                await self._publish(room, "chat.king", king_ev.to_wire())
         return {"tip": tip, "king": kv, "replayed": not inserted}
 
     # -- moderation ------------------------------------------------------------------------------
@@ -559,7 +563,7 @@ class ChatService:
         if why:
             data["reason"] = why
         await self._log(room, actor, action, target, why, params)
-        await self._publish(room, "chat.moderation", data, effect=effect)
+        await self._publish(room, "chat.moderation", ev.ChatModeration(**data).to_wire(), effect=effect)
         return data
 
     async def delete(self, room: str, actor: ChatUser, message_id: str, *, moderator: bool,
@@ -572,7 +576,7 @@ class ChatService:
             raise UnknownChatMessageError(f"no message {message_id} in room {room}")
         await self.store.delete_message(message_id, self.now_us())
         await self._log(room, actor, "delete", m.author_id, why, {"message_id": message_id})
-        data = {"room": room, "message_id": message_id}
+        data = ev.ChatDeleted(room=room, message_id=message_id).to_wire()
         await self._publish(room, "chat.deleted", data, to=m.private_to)
         return data
 
@@ -582,7 +586,7 @@ class ChatService:
         why = self._check_reason(reason)
         n = await self.store.clear_room(room, self.now_us())
         await self._log(room, actor, "clear", None, why, {"messages": n})
-        data = {"room": room}
+        data = ev.ChatCleared(room=room).to_wire()
         await self._publish(room, "chat.cleared", data)
         return {**data, "messages": n}
 
@@ -594,7 +598,7 @@ class ChatService:
             raise ChatValidationError("seconds", f"0 (off) or {lo}..{hi}")
         await self.store.set_slow(room, seconds, self.now_us())
         await self._log(room, actor, "slow", None, "", {"seconds": seconds})
-        data = {"room": room, "action": "slow", "slow_s": seconds}
+        data = ev.ChatModeration(room=room, action="slow", slow_s=seconds).to_wire()
         await self._publish(room, "chat.moderation", data, effect={"slow_s": seconds})
         return data
 

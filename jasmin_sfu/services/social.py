@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, Mapping, Protocol, Sequence
 
+from jasmin_signaling.events import FavouriteOnline
+
 from jasmin_sfu.services.accounts import ADMIN, CATEGORIES, MEMBER, PERFORMER, AccountsService, PerformerProfile, Principal
 from jasmin_sfu.services.errors import (
     AccountNotFoundError,
@@ -512,7 +514,7 @@ class SocialService:
             if not self.notifier.connected(member_id) or await self.favourites_lapsed(member_id):
                 continue
             self.notifier.notify(
-                member_id, "favourite.online", {"performer": show_id, "show_id": show_id, "at": at}
+                member_id, "favourite.online", FavouriteOnline(performer=show_id, show_id=show_id, at=at).to_wire()
             )
 
     # -- My Rating ----------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from jasmin_signaling.events import PrivateCreditExhausted, PrivateCreditWarning
+
 from .billing import BilledPrivate, BillingRefused, PrivateBilling
 from .machine import (
     AcceptPrivate,
@@ -176,12 +178,15 @@ class Privates:
     # -- what billing tells (BillingListener) ------------------------------------------------
 
     def credit_warning(self, private: BilledPrivate, seconds_left: int) -> None:
-        self._notify(private, "private.credit_warning", {"seconds_left": seconds_left})
+        member = private.spec.member_id
+        warning = PrivateCreditWarning(show_id=self.show.id, member_id=member, seconds_left=seconds_left)
+        self._notify(private, "private.credit_warning", warning.to_wire())
 
     def credit_exhausted(self, private: BilledPrivate, at: float) -> None:
         if private is not self.running:
             return
-        self._notify(private, "private.credit_exhausted", {})
+        exhausted = PrivateCreditExhausted(show_id=self.show.id, member_id=private.spec.member_id)
+        self._notify(private, "private.credit_exhausted", exhausted.to_wire())
         try:
             self.show.apply(EndPrivate("billing", at, member_id=private.spec.member_id))
         except Rejected:
@@ -192,7 +197,6 @@ class Privates:
         if self.show.closed:
             return
         member = private.spec.member_id
-        payload = {"show_id": self.show.id, "member_id": member, **data}
         for who in list(self.show.participants.values()):
             if who.role == "performer" or who.member_id == member:
-                who.notify(event, payload)
+                who.notify(event, data)

@@ -14,6 +14,8 @@ import logging
 import time
 from typing import Any, Callable, Protocol
 
+from jasmin_signaling.events import ShowEnded, ShowState, event_body
+
 from jasmin_sfu.config import ShowsConfig
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.router import Router
@@ -170,7 +172,7 @@ class Show:
             return
         self.relayed_state = state
         for who in list(self.participants.values()):
-            who.notify("show.state", {"show_id": self.id, "state": self.public_state(who), "at": at})
+            who.notify("show.state", ShowState(show_id=self.id, state=self.public_state(who), at=at).to_wire())
 
     def _audience_keys(self, members: frozenset[str] | None) -> frozenset[str] | None:
         if members is None:
@@ -198,16 +200,16 @@ class Show:
     def _broadcast_state(self, at: float) -> None:
         state = self.machine.state.value
         for who in list(self.participants.values()):
-            who.notify("show.state", {"show_id": self.id, "state": self.public_state(who), "at": at})
+            who.notify("show.state", ShowState(show_id=self.id, state=self.public_state(who), at=at).to_wire())
         self.bus.publish(ShowEvent("show.state_changed", self.id, at, performer_ids=self.performer_ids, state=state))
 
     def _emit(self, cmd: Emit) -> None:
-        data: dict[str, Any] = {"show_id": self.id, "at": cmd.at}
+        extra: dict[str, Any] = {}
         if cmd.reason is not None:
-            data["reason"] = cmd.reason
+            extra["reason"] = cmd.reason
         if cmd.until is not None:
-            data["until"] = cmd.until
-        private = dict(data, member_id=cmd.member_id)
+            extra["until"] = cmd.until
+        private = event_body(cmd.name, show_id=self.id, member_id=cmd.member_id, at=cmd.at, **extra)
         # Only the performers and the member concerned ever learn who it is.
         for who in self.performers:
             who.notify(cmd.name, private)
@@ -282,7 +284,7 @@ class Show:
             self._timer.cancel()
         for who in list(self.participants.values()):
             if who.role == "viewer":
-                who.notify("show.ended", {"show_id": self.id})
+                who.notify("show.ended", ShowEnded(show_id=self.id).to_wire())
                 who.show_ended()
         self.participants.clear()
         await self.router.close()

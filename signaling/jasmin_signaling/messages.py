@@ -18,6 +18,7 @@ from msgspec import Meta
 
 from .chat_messages import CHAT_METHODS
 from .errors import SignalingError
+from .events import EVENTS
 from .schema import Id, Request, Token, bounds, field_message
 from .text import echo, first_unstorable, unstorable
 
@@ -186,7 +187,9 @@ SCHEMA_ID = "/signaling-schema.json"
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) of a request frame, generated from :data:`METHODS`: one
     ``oneOf`` branch per method (``method`` a ``const``, ``data`` its struct in ``$defs``).
-    ``x-methods`` maps each method to its struct's name. A fresh dict each call."""
+    ``x-methods`` maps each method to its struct's name; the server's events are described
+    beside it (``$defs/EventFrame``, ``x-events``: each event to its struct's name,
+    :mod:`.events`). A fresh dict each call."""
     out: dict[str, Any] = json.loads(json_schema_text())
     return out
 
@@ -195,7 +198,8 @@ def json_schema() -> dict[str, Any]:
 def json_schema_text() -> str:
     """:func:`json_schema` as JSON text, built once (msgspec's schema generation is too slow to
     repeat on the event loop for every request)."""
-    structs = sorted(set(METHODS.values()), key=lambda c: c.__name__)
+    structs: list[type[Any]] = sorted(set(METHODS.values()), key=lambda c: c.__name__)
+    structs += sorted(set(EVENTS.values()), key=lambda c: c.__name__)
     _, defs = msgspec.json.schema_components(structs, ref_template="#/$defs/{name}")
     request_id = {"anyOf": [{"type": "integer"},
                             {"type": "string", "minLength": 1, "maxLength": 64,
@@ -216,6 +220,25 @@ def json_schema_text() -> str:
             },
             "required": ["type", "id", "method"] if optional else ["type", "id", "method", "data"],
         })
+    # The events the server sends, from jasmin_signaling.events: not a request frame, so beside
+    # the ``oneOf``, in ``$defs/EventFrame`` (validate an event with ``{"$ref": ".../EventFrame"}``).
+    event_frame = {
+        "description": "An event frame the server sends (docs/signaling.md, Events), generated from "
+                       "jasmin_signaling.events.",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"const": "event"},
+                    "event": {"const": name},
+                    "data": {"$ref": f"#/$defs/{cls.__name__}"},
+                },
+                "required": ["type", "event", "data"],
+                "additionalProperties": False,
+            }
+            for name, cls in EVENTS.items()
+        ],
+    }
     return json.dumps({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -225,5 +248,6 @@ def json_schema_text() -> str:
                        "text anywhere in data holding a NUL or an unpaired surrogate is bad_request.",
         "oneOf": branches,
         "x-methods": {method: cls.__name__ for method, cls in METHODS.items()},
-        "$defs": {**defs, "RequestId": request_id},
+        "x-events": {name: cls.__name__ for name, cls in EVENTS.items()},
+        "$defs": {**defs, "RequestId": request_id, "EventFrame": event_frame},
     })

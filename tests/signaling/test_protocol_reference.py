@@ -10,9 +10,10 @@ header is ``method``, ``event`` or ``code``. The code's side:
   have a handler;
 * error codes: ``jasmin_signaling.errors.ERROR_CODES`` (``SignalingError``
   refuses any other), and every code the code raises must be one of them;
-* events: the names the server passes, as literals, to the functions that push
-  events (``notify``, ``send_event``, the show machine's ``Emit``, billing's
-  ``_notify``, chat's ``_publish``), found by reading the source (AST).
+* events: the structs of ``jasmin_signaling.events.EVENTS`` (each event's ``data``, in the
+  generated schema's ``x-events``), and the names the server passes, as literals, to the
+  functions that push events (``notify``, ``send_event``, the show machine's ``Emit``,
+  billing's ``_notify``, chat's ``_publish``), found by reading the source (AST).
 
 A verb, event or code added on one side only fails here, naming it.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from jasmin_signaling.chat_messages import CHAT_METHODS
 from jasmin_signaling.errors import ERROR_CODES
+from jasmin_signaling.events import EVENTS
 from jasmin_signaling.messages import METHODS, json_schema
 
 from jasmin_sfu.api.signaling_handler import SessionHandler
@@ -178,3 +180,11 @@ def test_documented_events_are_the_events_the_server_sends() -> None:
     """Protects the reference: an event pushed by the code but undocumented (or the reverse) fails."""
     documented, sent = set(doc_names("event")), set(code_events())
     assert documented == sent, _diff(documented, sent, "events")
+
+
+def test_documented_events_are_the_events_with_a_struct() -> None:
+    """Protects the one definition of each event: every event of docs/signaling.md's event
+    tables has a struct in jasmin_signaling.events (and in the schema's x-events), and every
+    struct-described event is documented."""
+    documented, described = set(doc_names("event")), set(json_schema()["x-events"])
+    assert documented == described == set(EVENTS), _diff(documented, set(EVENTS), "events with a struct")
