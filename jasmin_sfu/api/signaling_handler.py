@@ -15,6 +15,7 @@ import msgspec
 
 from jasmin_signaling.errors import SignalingError
 from jasmin_signaling import events as ev
+from jasmin_signaling import responses as rs
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, SetLayers, ShowSettings, Subscribe, Unsubscribe
 
 from jasmin_sfu.api.admission import Admission
@@ -80,6 +81,11 @@ class EventChannel(Protocol):
     id: str
 
     async def send_event(self, event: str, data: dict[str, Any]) -> None: ...
+
+
+def _consumers(consumers: list[Consumer]) -> list[rs.Consumer]:
+    """Consumer objects as the answers carry them (jasmin_signaling.responses)."""
+    return [msgspec.convert(c.describe(), rs.Consumer) for c in consumers]
 
 
 class SessionHandler:
@@ -367,7 +373,8 @@ class SessionHandler:
             self.publisher = None
             await t.close()
             raise
-        return {"transport_id": t.id, "sdp": answer, "producers": [p.describe() for p in producers]}
+        described = [msgspec.convert(p.describe(), ev.Producer) for p in producers]
+        return rs.Published(transport_id=t.id, sdp=answer, producers=described).to_wire()
 
     async def _m_unpublish(self, _body: Any) -> dict[str, Any]:
         show = self._require_show()
@@ -392,7 +399,7 @@ class SessionHandler:
         self.subscriptions[t.id] = t
         t.on_close.append(self._subscription_closed)
         t.on_layer.append(self._consumer_layer)
-        return {"transport_id": t.id, "sdp": offer, "consumers": [c.describe() for c in consumers]}
+        return rs.Subscribed(transport_id=t.id, sdp=offer, consumers=_consumers(consumers)).to_wire()
 
     async def subscribe_offer(self, offer_sdp: str) -> tuple[WebRtcTransport, str]:
         """WHEP: like ``subscribe``, but the viewer offers and the node answers."""
@@ -430,7 +437,7 @@ class SessionHandler:
         if t is None:
             raise SignalingError("unknown_transport", f"no transport {body.transport_id} on this connection")
         consumers = await show.router.accept_answer(t, body.sdp)
-        return {"transport_id": t.id, "consumers": [c.describe() for c in consumers]}
+        return rs.Answered(transport_id=t.id, consumers=_consumers(consumers)).to_wire()
 
     async def _m_consumer_set_layers(self, body: SetLayers) -> dict[str, Any]:
         """Cap one of this connection's video consumers (simulcast layers, docs/media.md)."""
@@ -444,7 +451,7 @@ class SessionHandler:
         if c.kind != "video":
             raise SignalingError("bad_request", "consumer_id: layers are for a video consumer")
         c.set_layer_caps(body.max_spatial, body.max_temporal)
-        return {"consumer": c.describe()}
+        return rs.LayersSet(consumer=msgspec.convert(c.describe(), rs.Consumer)).to_wire()
 
     async def _m_unsubscribe(self, body: Unsubscribe) -> dict[str, Any]:
         self._require_show()

@@ -20,7 +20,8 @@ from msgspec import UNSET, UnsetType
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The ``data`` of an event: a closed object (the schema says ``additionalProperties: false``)."""
+    """The ``data`` of an event (or of an answer, :mod:`.responses`): a closed object (the
+    schema says ``additionalProperties: false``)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The ``data`` as sent: plain dicts, lists and scalars (JSON and msgpack alike)."""

@@ -19,6 +19,7 @@ from msgspec import Meta
 from .chat_messages import CHAT_METHODS
 from .errors import SignalingError
 from .events import EVENTS
+from .responses import RESPONSES
 from .schema import Id, Request, Token, bounds, field_message
 from .text import echo, first_unstorable, unstorable
 
@@ -189,7 +190,8 @@ def json_schema() -> dict[str, Any]:
     ``oneOf`` branch per method (``method`` a ``const``, ``data`` its struct in ``$defs``).
     ``x-methods`` maps each method to its struct's name; the server's events are described
     beside it (``$defs/EventFrame``, ``x-events``: each event to its struct's name,
-    :mod:`.events`). A fresh dict each call."""
+    :mod:`.events`), and the answers of the media methods (``x-responses``: the method to its
+    answer's struct, :mod:`.responses`). A fresh dict each call."""
     out: dict[str, Any] = json.loads(json_schema_text())
     return out
 
@@ -199,7 +201,7 @@ def json_schema_text() -> str:
     """:func:`json_schema` as JSON text, built once (msgspec's schema generation is too slow to
     repeat on the event loop for every request)."""
     structs: list[type[Any]] = sorted(set(METHODS.values()), key=lambda c: c.__name__)
-    structs += sorted(set(EVENTS.values()), key=lambda c: c.__name__)
+    structs += sorted(set(EVENTS.values()) | set(RESPONSES.values()), key=lambda c: c.__name__)
     _, defs = msgspec.json.schema_components(structs, ref_template="#/$defs/{name}")
     request_id = {"anyOf": [{"type": "integer"},
                             {"type": "string", "minLength": 1, "maxLength": 64,
@@ -249,5 +251,6 @@ def json_schema_text() -> str:
         "oneOf": branches,
         "x-methods": {method: cls.__name__ for method, cls in METHODS.items()},
         "x-events": {name: cls.__name__ for name, cls in EVENTS.items()},
+        "x-responses": {method: cls.__name__ for method, cls in RESPONSES.items()},
         "$defs": {**defs, "RequestId": request_id, "EventFrame": event_frame},
     })

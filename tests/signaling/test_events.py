@@ -1,9 +1,11 @@
 """The events the server sends: one struct each (``jasmin_signaling.events``), described by the
-published schema (``/signaling-schema.json``: ``$defs/EventFrame``, ``x-events``).
+published schema (``/signaling-schema.json``: ``$defs/EventFrame``, ``x-events``); and so the
+answers of the media methods (``jasmin_signaling.responses``, ``x-responses``).
 
 The unit tests hold the structs to the wire's null/absent rules; the end-to-end test runs a real
 session (aiortc peers over loopback, billing on) and validates every event the server actually
-sent against the document the node serves, with an independent validator (jsonschema_rs).
+sent, and every answer of a media method, against the document the node serves, with an
+independent validator (jsonschema_rs).
 docs/signaling.md's event tables against the structs: tests/signaling/test_protocol_reference.py.
 """
 
@@ -19,20 +21,23 @@ import msgspec
 import pytest
 
 from bench.peers import publish
+from jasmin_sfu.api.signaling_handler import SessionHandler
 from jasmin_sfu.config import BillingConfig
 from jasmin_signaling import events as ev
 from jasmin_signaling.client import SignalingClient
 from jasmin_signaling.events import EVENTS, event_body
-from jasmin_signaling.messages import SCHEMA_ID, json_schema
+from jasmin_signaling.messages import METHODS, SCHEMA_ID, json_schema
+from jasmin_signaling.responses import RESPONSES
 from jasmin_signaling.session import SignalingSession
 from tests.support import performer, watch
 
 
-def event_validator(schema: dict[str, Any]) -> Any:
-    """A validator of one event frame, from a copy of the published document."""
+def event_validator(schema: dict[str, Any], definition: str = "EventFrame") -> Any:
+    """A validator of one event frame (or of another of the document's definitions), from a
+    copy of the published document."""
     return jsonschema_rs.validator_for({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$ref": "#/$defs/EventFrame",
+        "$ref": f"#/$defs/{definition}",
         "$defs": schema["$defs"],
     })
 
@@ -47,6 +52,8 @@ def test_the_schema_describes_every_event_by_its_struct() -> None:
     assert named == {name: f"#/$defs/{cls.__name__}" for name, cls in EVENTS.items()}
     assert doc["x-events"] == {name: cls.__name__ for name, cls in EVENTS.items()}
     assert all(doc["$defs"][cls.__name__]["additionalProperties"] is False for cls in EVENTS.values())
+    assert doc["x-responses"] == {method: cls.__name__ for method, cls in RESPONSES.items()}
+    assert set(RESPONSES) <= set(METHODS)
 
 
 @pytest.mark.parametrize(("name", "fields", "wire"), [
@@ -104,8 +111,9 @@ async def test_every_event_of_a_real_session_validates_against_the_published_sch
     loopback), a guest and two members watch, chat (message, tip, king, delete, mute, slow,
     clear), private requests (withdrawn, declined as busy, started), credit warnings until the
     credits run out and the private ends, a ban, an unpublish and republish, and the performer
-    leaving: every event any connection was sent is valid against the schema the node serves
-    at /signaling-schema.json, and the flow did send the events it is meant to exercise."""
+    leaving: every event any connection was sent, and every answer of publish, subscribe,
+    answer and consumer.set_layers, is valid against the schema the node serves at
+    /signaling-schema.json, and the flow did send the events it is meant to exercise."""
     sent: list[dict[str, Any]] = []
     original = SignalingSession.send_event
 
@@ -115,6 +123,16 @@ async def test_every_event_of_a_real_session_validates_against_the_published_sch
         await original(self, event, data)
 
     monkeypatch.setattr(SignalingSession, "send_event", capture)
+    answers: list[tuple[str, dict[str, Any]]] = []
+    handle = SessionHandler.handle
+
+    async def capture_answer(self: SessionHandler, method: str, body: Any) -> dict[str, Any]:
+        result = await handle(self, method, body)
+        if method in RESPONSES:
+            answers.append((method, json.loads(json.dumps(result))))
+        return result
+
+    monkeypatch.setattr(SessionHandler, "handle", capture_answer)
     d = await make_daemon(billing=BillingConfig(data_dir=str(tmp_path), grant_seconds=10, node_id="t1"))
     stack = d.daemon.billing
     for m in ("m1", "m2"):
@@ -126,6 +144,8 @@ async def test_every_event_of_a_real_session_validates_against_the_published_sch
     await pub.client.request("show.settings", price_per_minute=PRICE)
     guest = await watch(d.url, show)
     m1 = await watch(d.url, show, member_id="m1")
+    video = next(c["consumer_id"] for c in guest.consumers if c["kind"] == "video")
+    await guest.client.request("consumer.set_layers", consumer_id=video, max_spatial=0)
     m2 = await SignalingClient.connect(d.url)
     joined = await m2.request("join", show_id=show, role="viewer", member_id="m2")
     m2_chat_id = joined["chat"]["you"]["id"]
@@ -169,6 +189,11 @@ async def test_every_event_of_a_real_session_validates_against_the_published_sch
         "chat.message", "chat.tip", "chat.king", "chat.deleted", "chat.moderation", "chat.cleared", "chat.removed",
     }
     assert expected <= names, f"the flow did not send: {sorted(expected - names)}"
+    doc = json_schema()
+    for method, result in answers:
+        errors = [str(err)[:300] for err in event_validator(doc, doc["x-responses"][method]).iter_errors(result)]
+        assert not errors, (method, result, errors)
+    assert {m for m, _ in answers} == set(RESPONSES)
     for c in (guest, m1):
         await c.close()
     await m2.close()

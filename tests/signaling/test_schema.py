@@ -20,6 +20,7 @@ import pytest
 
 from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.events import EVENTS
+from jasmin_signaling.responses import RESPONSES
 from jasmin_signaling.messages import METHODS, SCHEMA_ID, json_schema, json_schema_text, parse_request
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
@@ -140,9 +141,10 @@ def test_the_schema_has_a_struct_for_every_method() -> None:
         assert f'"#/$defs/{METHODS[method].__name__}"' in ref, (method, ref)
         assert ("data" in branch["required"]) == any(
             f.required for f in msgspec.structs.fields(METHODS[method])), method
-    # Besides the requests' structs: the events' (jasmin_signaling.events, with the structs they
-    # nest) and the event frame; tests/signaling/test_events.py checks those.
-    _, event_defs = msgspec.json.schema_components(list(EVENTS.values()))
+    # Besides the requests' structs: the events' and the answers' (jasmin_signaling.events,
+    # .responses, with the structs they nest) and the event frame; tests/signaling/test_events.py
+    # checks those.
+    _, event_defs = msgspec.json.schema_components([*EVENTS.values(), *RESPONSES.values()])
     assert {c.__name__ for c in METHODS.values()} | set(event_defs) | {"RequestId", "EventFrame"} == set(doc["$defs"])
     assert not {c.__name__ for c in METHODS.values()} & set(event_defs), "a request and an event share a struct name"
 
