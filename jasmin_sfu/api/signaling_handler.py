@@ -272,7 +272,7 @@ class SessionHandler:
             out["performer_id"] = self.performer_id
         if self.chat is not None:
             out["chat"] = await self.chat.joined(show)
-        return out
+        return msgspec.convert(out, rs.Joined).to_wire()
 
     async def _place(self, show_id: str) -> Placement:
         """A performer's join of a show not live here: placed here, or `moved` to its node."""
