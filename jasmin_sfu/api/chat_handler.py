@@ -20,7 +20,6 @@ import logging
 from typing import Any, Callable, Coroutine, Protocol
 
 from jasmin_signaling.errors import SignalingError
-from jasmin_signaling.events import ChatRemoved
 from jasmin_signaling.chat_messages import (
     ChatBan,
     ChatClear,
@@ -33,6 +32,7 @@ from jasmin_signaling.chat_messages import (
     ChatTip,
     ChatUserRef,
 )
+from jasmin_signaling.events import ChatRemoved
 
 from jasmin_sfu.services.accounts import Principal
 from jasmin_sfu.services.chat import ADMIN, GUEST, MEMBER, PERFORMER, ChatService, ChatUser
