@@ -56,11 +56,13 @@ def namespace(tag: str) -> Iterator[str]:
     finally:
         # A namespace is destroyed asynchronously; deleting its veths first removes their
         # peers in other namespaces at once (the browser tests check for a loopback-only one).
-        links = subprocess.run(["ip", "-n", name, "-o", "link", "show", "type", "veth"],
-                               capture_output=True, text=True).stdout
+        links = subprocess.run(
+            ["ip", "-n", name, "-o", "link", "show", "type", "veth"], capture_output=True, text=True
+        ).stdout
         for line in links.splitlines():
-            subprocess.run(["ip", "-n", name, "link", "del", line.split(":")[1].strip().split("@")[0]],
-                           capture_output=True)
+            subprocess.run(
+                ["ip", "-n", name, "link", "del", line.split(":")[1].strip().split("@")[0]], capture_output=True
+            )
         netns.delete(name)
 
 
@@ -121,14 +123,19 @@ def drop_udp(name: str) -> None:
         "  chain output { type filter hook output priority 0; policy accept; meta l4proto udp counter drop; }\n"
         "}\n"
     )
-    subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], input=rules, text=True, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["ip", "netns", "exec", name, "nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True
+    )
 
 
 def udp_dropped(name: str) -> int:
     """Packets the UDP rules of :func:`drop_udp` dropped so far in ``name``."""
-    out = subprocess.run(["ip", "netns", "exec", name, "nft", "list", "table", "inet", "udpblock"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ip", "netns", "exec", name, "nft", "list", "table", "inet", "udpblock"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return sum(int(part.split()[0]) for part in out.split("counter packets ")[1:])
 
 
@@ -143,18 +150,26 @@ def write_certificate(directory: Path, ips: list[str]) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "turn.jasmin.test")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("turn.jasmin.test")] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        ), critical=False)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("turn.jasmin.test")] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "turn-cert.pem", directory / "turn-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -163,25 +178,57 @@ class Coturn:
     ``listen_ip``, relays from ``relay_ip``; its log goes to ``directory/turnserver.log``.
     ``extra``: more configuration lines; ``cpu``: pin it there (taskset)."""
 
-    def __init__(self, ns: str, directory: Path, secret: str, listen_ip: str, relay_ip: str,
-                 extra: tuple[str, ...] = (), cpu: int | None = None) -> None:
+    def __init__(
+        self,
+        ns: str,
+        directory: Path,
+        secret: str,
+        listen_ip: str,
+        relay_ip: str,
+        extra: tuple[str, ...] = (),
+        cpu: int | None = None,
+    ) -> None:
         self.ns, self.listen_ip, self.log = ns, listen_ip, directory / "turnserver.log"
         cert, key = write_certificate(directory, sorted({listen_ip, relay_ip}))
         lines = [
-            f"listening-ip={listen_ip}", f"relay-ip={relay_ip}",
-            f"listening-port={TURN_PORT}", f"tls-listening-port={TURNS_PORT}",
-            "use-auth-secret", f"static-auth-secret={secret}", f"realm={REALM}",
-            f"cert={cert}", f"pkey={key}", "fingerprint", "no-cli", "no-dtls", "no-tlsv1", "no-tlsv1_1",
-            f"userdb={directory / 'turndb'}", f"pidfile={directory / 'turnserver.pid'}",
-            "simple-log", "verbose", *extra,
+            f"listening-ip={listen_ip}",
+            f"relay-ip={relay_ip}",
+            f"listening-port={TURN_PORT}",
+            f"tls-listening-port={TURNS_PORT}",
+            "use-auth-secret",
+            f"static-auth-secret={secret}",
+            f"realm={REALM}",
+            f"cert={cert}",
+            f"pkey={key}",
+            "fingerprint",
+            "no-cli",
+            "no-dtls",
+            "no-tlsv1",
+            "no-tlsv1_1",
+            f"userdb={directory / 'turndb'}",
+            f"pidfile={directory / 'turnserver.pid'}",
+            "simple-log",
+            "verbose",
+            *extra,
         ]
         self.config = directory / "turnserver.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *(["taskset", "-c", str(cpu)] if cpu is not None else []),
-             "turnserver", "-c", str(self.config), "--log-file", "stdout"],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                *(["taskset", "-c", str(cpu)] if cpu is not None else []),
+                "turnserver",
+                "-c",
+                str(self.config),
+                "--log-file",
+                "stdout",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_listening()
 

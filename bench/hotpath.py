@@ -109,8 +109,13 @@ class SocketSink:
             ext = fastpath.fastpath_ext
             if ext is None:
                 raise SystemExit(f"the C fast path is unavailable: {fastpath.unavailable_reason}")
-            self.target = ext.Target(adapter.srtp_protect_address(), adapter.srtp_session_address(self.session),
-                                     self.session, self.sock.fileno(), *sink_addr)
+            self.target = ext.Target(
+                adapter.srtp_protect_address(),
+                adapter.srtp_session_address(self.session),
+                self.session,
+                self.sock.fileno(),
+                *sink_addr,
+            )
 
     def send(self, pkt: bytes) -> bool:
         self.packets += 1
@@ -135,9 +140,19 @@ LAYER_SIZES = ((320, 180), (640, 360), (1280, 720))
 def make_producer(stats: MediaStats, layers: int = 1) -> Producer:
     clock = time.monotonic
     p = Producer(
-        producer_id="bench", kind="video", mime="video/VP8", clock_rate=90000, payload_type=96,
-        ssrc=0x11111111, rtx_ssrc=0x22222222, rtx_payload_type=97, codec_parameters={},
-        extensions={MID: 4, ABS: 2}, send_rtcp=lambda b: True, rtcp_ssrc=0xABCDEF01, stats=stats,
+        producer_id="bench",
+        kind="video",
+        mime="video/VP8",
+        clock_rate=90000,
+        payload_type=96,
+        ssrc=0x11111111,
+        rtx_ssrc=0x22222222,
+        rtx_payload_type=97,
+        codec_parameters={},
+        extensions={MID: 4, ABS: 2},
+        send_rtcp=lambda b: True,
+        rtcp_ssrc=0xABCDEF01,
+        stats=stats,
         cache_size=1024,
         keyframes=lambda prod: KeyframeRequester(0.3, clock, prod.send_pli, lambda delay, fn: None),
         rids=("q", "h", "f")[:layers] if layers > 1 else (),
@@ -148,14 +163,21 @@ def make_producer(stats: MediaStats, layers: int = 1) -> Producer:
     return p
 
 
-def add_consumers(p: Producer, stats: MediaStats, n: int, send: str = "none",
-                  sink_addr: tuple[str, int] = ("127.0.0.1", 9)) -> list[Any]:
+def add_consumers(
+    p: Producer, stats: MediaStats, n: int, send: str = "none", sink_addr: tuple[str, int] = ("127.0.0.1", 9)
+) -> list[Any]:
     sinks: list[Any] = []
     for i in range(n):
         sink = CountingSink() if send == "none" else SocketSink(sink_addr, fast=send == "c")
-        c = Consumer(consumer_id=f"c{i}", producer=p, ssrc=0x30000000 + i, payload_type=100,
-                     sink=sink,  # type: ignore[arg-type]
-                     stats=stats, clock=time.monotonic)
+        c = Consumer(
+            consumer_id=f"c{i}",
+            producer=p,
+            ssrc=0x30000000 + i,
+            payload_type=100,
+            sink=sink,  # type: ignore[arg-type]
+            stats=stats,
+            clock=time.monotonic,
+        )
         # Viewer leg: mid id 1 carrying the viewer's own mid, abs-send-time id 3.
         c.profile = p.profile_for({4: 1, 2: 3}, {1: b"0"})
         p.add_consumer(c)
@@ -163,8 +185,9 @@ def add_consumers(p: Producer, stats: MediaStats, n: int, send: str = "none",
     return sinks
 
 
-def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple[int, int] = (1280, 720),
-            temporal: bool = False) -> list[bytes]:
+def packets(
+    count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple[int, int] = (1280, 720), temporal: bool = False
+) -> list[bytes]:
     """VP8-shaped packets: 6 per frame, a keyframe (first packet) every 90 frames;
     ``temporal``: L1T3 TIDs in the descriptor (a keyframe is TID 0)."""
     out: list[bytes] = []
@@ -179,11 +202,22 @@ def packets(count: int, payload: int = 1000, ssrc: int = 0x11111111, size: tuple
             if temporal:
                 tid = 0 if frame % 90 == 0 else (0, 2, 1, 2)[frame % 4]
                 desc = bytes([desc[0], 0xA0, desc[2], desc[3], tid << 6])
-            body = (b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", *size) if key else b"\x11\x02\x00") if first else b""
+            body = (
+                (b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", *size) if key else b"\x11\x02\x00") if first else b""
+            )
             profile, ext = build_extensions([(4, b"0"), (2, struct.pack("!I", i & 0xFFFFFF)[1:])])
             section = struct.pack("!HH", profile, len(ext) // 4) + ext
-            out.append(build_rtp(marker=k == 5, payload_type=96, sequence=seq & 0xFFFF, timestamp=ts, ssrc=ssrc,
-                                 payload=desc + body + filler[: payload - len(desc) - len(body)], ext_section=section))
+            out.append(
+                build_rtp(
+                    marker=k == 5,
+                    payload_type=96,
+                    sequence=seq & 0xFFFF,
+                    timestamp=ts,
+                    ssrc=ssrc,
+                    payload=desc + body + filler[: payload - len(desc) - len(body)],
+                    ext_section=section,
+                )
+            )
             seq += 1
             i += 1
         ts += 3000
@@ -219,8 +253,10 @@ def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: i
         finally:
             gc.enable()
     else:
-        streams = [(layer, packets(count, size, ssrc, dims))
-                   for layer, size, ssrc, dims in zip(p.all_layers, LAYER_PAYLOADS, LAYER_SSRCS, LAYER_SIZES)]
+        streams = [
+            (layer, packets(count, size, ssrc, dims))
+            for layer, size, ssrc, dims in zip(p.all_layers, LAYER_PAYLOADS, LAYER_SSRCS, LAYER_SIZES)
+        ]
         mixed = [(layer, pkt) for i in range(count) for layer, pkts in streams for pkt in (pkts[i],)]
         # Every viewer starts one layer down and switches to the top one at its
         # second keyframe (frame 90, packet 540): its VP8 ids are then patched.
@@ -286,18 +322,33 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.hotpath", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--consumers", default="1,10,100,500", help="comma-separated consumer counts")
-    ap.add_argument("--packets", type=int, default=0,
-                    help="packets per count (default: enough for ~500k copies, at least 2000)")
+    ap.add_argument(
+        "--packets", type=int, default=0, help="packets per count (default: enough for ~500k copies, at least 2000)"
+    )
     ap.add_argument("--cpu", type=int, default=-1, help="pin to this CPU (sched_setaffinity); -1: no pinning")
-    ap.add_argument("--send", default="none",
-                    help="comma-separated: none (counting sink), python (pylibsrtp + sendto), c (C fan-out)")
-    ap.add_argument("--layers", type=int, default=1, choices=(1, 2, 3),
-                    help="spatial layers of the producer (simulcast VP8 for 2-3; viewers on the top one)")
-    ap.add_argument("--max-temporal", type=int, default=None, choices=(0, 1, 2, 3),
-                    help="an L1T3 stream, every viewer capped at this temporal layer (3: no cap); single-layer only")
+    ap.add_argument(
+        "--send",
+        default="none",
+        help="comma-separated: none (counting sink), python (pylibsrtp + sendto), c (C fan-out)",
+    )
+    ap.add_argument(
+        "--layers",
+        type=int,
+        default=1,
+        choices=(1, 2, 3),
+        help="spatial layers of the producer (simulcast VP8 for 2-3; viewers on the top one)",
+    )
+    ap.add_argument(
+        "--max-temporal",
+        type=int,
+        default=None,
+        choices=(0, 1, 2, 3),
+        help="an L1T3 stream, every viewer capped at this temporal layer (3: no cap); single-layer only",
+    )
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):

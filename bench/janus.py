@@ -52,17 +52,31 @@ CONFIG: dict[str, Any] = {
     "janus.jcfg": {
         "general": {"event_loops": 1, "debug_level": 4, "session_timeout": 60},
         "media": {"nack_optimizations": True},
-        "nat": {"ice_enforce_list": "jbench0", "ignore_mdns": True, "nice_debug": False,
-                "stun_server": None, "full_trickle": False, "ice_lite": False, "ice_tcp": False},
+        "nat": {
+            "ice_enforce_list": "jbench0",
+            "ignore_mdns": True,
+            "nice_debug": False,
+            "stun_server": None,
+            "full_trickle": False,
+            "ice_lite": False,
+            "ice_tcp": False,
+        },
         "plugins": {"loaded": ["libjanus_videoroom.so"]},
         "transports": {"loaded": ["libjanus_websockets.so"]},
         "events": {"broadcast": False},
     },
     "janus.transport.websockets.jcfg": {"ws_ip": "127.0.0.1", "json": "plain", "wss": False, "admin_ws": False},
     "videoroom room": {
-        "publishers": 1, "videocodec": "vp8", "audiocodec": "opus", "fir_freq": 0, "bitrate": 0,
-        "audiolevel_ext": False, "videoorient_ext": False, "playoutdelay_ext": False,
-        "transport_wide_cc_ext": False, "notify_joining": False,
+        "publishers": 1,
+        "videocodec": "vp8",
+        "audiocodec": "opus",
+        "fir_freq": 0,
+        "bitrate": 0,
+        "audiolevel_ext": False,
+        "videoorient_ext": False,
+        "playoutdelay_ext": False,
+        "transport_wide_cc_ext": False,
+        "notify_joining": False,
     },
 }
 
@@ -128,13 +142,13 @@ nat: {{
 	ice_enforce_list = "{c["nat"]["ice_enforce_list"]}"
 }}
 plugins: {{
-	disable = "{_all_but(LIBDIR + '/plugins', c["plugins"]["loaded"])}"
+	disable = "{_all_but(LIBDIR + "/plugins", c["plugins"]["loaded"])}"
 }}
 transports: {{
-	disable = "{_all_but(LIBDIR + '/transports', c["transports"]["loaded"])}"
+	disable = "{_all_but(LIBDIR + "/transports", c["transports"]["loaded"])}"
 }}
 loggers: {{
-	disable = "{_all_but(LIBDIR + '/loggers', [])}"
+	disable = "{_all_but(LIBDIR + "/loggers", [])}"
 }}
 events: {{
 	broadcast = false
@@ -226,8 +240,11 @@ class JanusUnderTest:
             return 0
 
     def describe(self) -> dict[str, Any]:
-        return {"software": f"Janus {self.version} (Debian package janus)", "plugin": "janus.plugin.videoroom",
-                "config": CONFIG}
+        return {
+            "software": f"Janus {self.version} (Debian package janus)",
+            "plugin": "janus.plugin.videoroom",
+            "config": CONFIG,
+        }
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -266,6 +283,7 @@ class JanusTarget:
 
     async def publish(self, offer_sdp: str) -> str:
         from bench import janus_client as jc
+
         self.session = await jc.JanusSession.connect(self.janus.url)
         await jc.create_room(self.session, self.ROOM, ROOM_OPTIONS)
         _h, self.feed, answer = await jc.publish(self.session, self.ROOM, offer_sdp)

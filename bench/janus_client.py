@@ -113,8 +113,9 @@ class JanusSession:
             raise JanusError(str(res.get("error")))
         return res
 
-    async def message(self, handle_id: int, body: dict[str, Any], jsep: dict[str, Any] | None = None,
-                      timeout: float = 30) -> dict[str, Any]:
+    async def message(
+        self, handle_id: int, body: dict[str, Any], jsep: dict[str, Any] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
         """A plugin message; returns the plugin's event (after Janus's ack)."""
         msg: dict[str, Any] = {"janus": "message", "session_id": self.session_id, "handle_id": handle_id, "body": body}
         if jsep is not None:
@@ -145,8 +146,14 @@ class JanusSession:
             pass
 
     async def trickle_done(self, handle_id: int) -> None:
-        await self.request({"janus": "trickle", "session_id": self.session_id, "handle_id": handle_id,
-                            "candidate": {"completed": True}})
+        await self.request(
+            {
+                "janus": "trickle",
+                "session_id": self.session_id,
+                "handle_id": handle_id,
+                "candidate": {"completed": True},
+            }
+        )
 
     async def close(self) -> None:
         if self._keepalive is not None:
@@ -178,8 +185,9 @@ async def publish(s: JanusSession, room: int, offer_sdp: str) -> tuple[int, int,
     h = await s.attach()
     res = await s.message(h, {"request": "join", "ptype": "publisher", "room": room, "display": "bench"})
     feed = int(res["plugindata"]["data"]["id"])
-    res = await s.message(h, {"request": "configure", "audio": True, "video": True},
-                          jsep={"type": "offer", "sdp": offer_sdp})
+    res = await s.message(
+        h, {"request": "configure", "audio": True, "video": True}, jsep={"type": "offer", "sdp": offer_sdp}
+    )
     jsep = res.get("jsep")
     if not jsep:
         raise JanusError(f"no answer from janus: {res}")
@@ -190,8 +198,7 @@ async def publish(s: JanusSession, room: int, offer_sdp: str) -> tuple[int, int,
 async def subscribe_offer(s: JanusSession, room: int, feed: int) -> tuple[int, str]:
     """Attach a subscriber handle to ``feed``; returns (handle, Janus's offer SDP)."""
     h = await s.attach()
-    res = await s.message(h, {"request": "join", "ptype": "subscriber", "room": room,
-                              "streams": [{"feed": feed}]})
+    res = await s.message(h, {"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]})
     jsep = res.get("jsep")
     if not jsep:
         raise JanusError(f"no offer from janus: {res}")

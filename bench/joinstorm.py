@@ -137,8 +137,12 @@ class JoinStorm:
         await wait_for(lambda: v.first_key_ns > 0, timeout=max(0.1, deadline - time.time()), interval=0.01)
         if not v.first_key_ns:
             return Join("timeout", offset_ms=offset)
-        return Join("ok", ttff_ms=round((v.first_key_ns - v.t_join_ns) / 1e6, 1),
-                    ttff_from_request_ms=round((v.first_key_ns - v.ctx["t_request_ns"]) / 1e6, 1), offset_ms=offset)
+        return Join(
+            "ok",
+            ttff_ms=round((v.first_key_ns - v.t_join_ns) / 1e6, 1),
+            ttff_from_request_ms=round((v.first_key_ns - v.ctx["t_request_ns"]) / 1e6, 1),
+            offset_ms=offset,
+        )
 
     async def run(self, n: int, spread_s: float) -> tuple[list[Join], WindowResult, WindowResult]:
         o = self.o
@@ -199,8 +203,10 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
         shaken = disturbed(baseline, o.max_other) or disturbed(storm, o.max_other)
         if not shaken or attempt == o.reruns:
             break
-        print(f"  disturbed storm (other {baseline.other_pct} / {storm.other_pct} % of a core), running it again",
-              file=sys.stderr)
+        print(
+            f"  disturbed storm (other {baseline.other_pct} / {storm.other_pct} % of a core), running it again",
+            file=sys.stderr,
+        )
     ok = [j for j in joins if j.outcome == "ok"]
     ttffs = [j.ttff_ms for j in ok]
     count = {k: sum(1 for j in joins if j.outcome == k) for k in ("ok", "overloaded", "error", "timeout")}
@@ -209,16 +215,30 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
     per_join = 1000.0 * extra_s / len(ok) if ok else -1.0
     p95 = round(pct(ttffs, 95), 1) if ttffs else -1.0
     return Storm(
-        viewers=n, seconds=spread_s, offered_joins_per_s=round(n / spread_s, 1) if spread_s else float(n),
-        watchers=o.watchers, joins=joins, ok=count["ok"], overloaded=count["overloaded"], errors=count["error"],
+        viewers=n,
+        seconds=spread_s,
+        offered_joins_per_s=round(n / spread_s, 1) if spread_s else float(n),
+        watchers=o.watchers,
+        joins=joins,
+        ok=count["ok"],
+        overloaded=count["overloaded"],
+        errors=count["error"],
         timeouts=count["timeout"],
-        ttff_ms_p50=round(pct(ttffs, 50), 1) if ttffs else -1.0, ttff_ms_p95=p95,
+        ttff_ms_p50=round(pct(ttffs, 50), 1) if ttffs else -1.0,
+        ttff_ms_p95=p95,
         ttff_ms_max=max(ttffs) if ttffs else -1.0,
-        baseline=baseline, storm=storm,
-        added_p50_ms=round(storm.p50_ms - baseline.p50_ms, 3), added_p99_ms=round(storm.p99_ms - baseline.p99_ms, 3),
-        cpu_ms_per_join=round(per_join, 2), joins_per_core_s_fit=round(1000.0 / per_join, 1) if per_join > 0 else -1.0,
-        rss_mb=rss, held=count["ok"] == n and 0 <= p95 < o.max_ttff_p95,
-        disturbed=shaken, attempts=attempt + 1, viewer_rtcp_sent=rtcp, overloaded_reasons=dict(js.reasons),
+        baseline=baseline,
+        storm=storm,
+        added_p50_ms=round(storm.p50_ms - baseline.p50_ms, 3),
+        added_p99_ms=round(storm.p99_ms - baseline.p99_ms, 3),
+        cpu_ms_per_join=round(per_join, 2),
+        joins_per_core_s_fit=round(1000.0 / per_join, 1) if per_join > 0 else -1.0,
+        rss_mb=rss,
+        held=count["ok"] == n and 0 <= p95 < o.max_ttff_p95,
+        disturbed=shaken,
+        attempts=attempt + 1,
+        viewer_rtcp_sent=rtcp,
+        overloaded_reasons=dict(js.reasons),
     ), what
 
 
@@ -252,9 +272,12 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
             print(f"  {target}: {n} joins in {spread} s", file=sys.stderr)
             s, what = await run_storm(o, target, n, spread, wl)
             storms.append(s)
-            print(f"  {target} {n}/{spread}: ok {s.ok} overloaded {s.overloaded} errors {s.errors} timeouts {s.timeouts}, "
-                  f"TTFF p50/p95/max {s.ttff_ms_p50}/{s.ttff_ms_p95}/{s.ttff_ms_max} ms, tool {s.storm.tool_cpu_pct} %, "
-                  f"other {s.storm.other_pct} %", file=sys.stderr)
+            print(
+                f"  {target} {n}/{spread}: ok {s.ok} overloaded {s.overloaded} errors {s.errors} timeouts {s.timeouts}, "
+                f"TTFF p50/p95/max {s.ttff_ms_p50}/{s.ttff_ms_p95}/{s.ttff_ms_max} ms, tool {s.storm.tool_cpu_pct} %, "
+                f"other {s.storm.other_pct} %",
+                file=sys.stderr,
+            )
         results[target] = {"software": what, "summary": summarize(storms), "storms": [asdict(s) for s in storms]}
     out: dict[str, Any] = {
         "scenario": "joinstorm",
@@ -265,7 +288,7 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
         "criteria": {"max_ttff_p95_ms": o.max_ttff_p95, "every_join_ok": True},
         "method": {
             "ttff": "subscribe request (jasmin: subscribe; janus: attach of the subscriber handle) -> kernel receive "
-                    "time of the first packet starting a keyframe, every join",
+            "time of the first packet starting a keyframe, every join",
             "batches": f"{o.batch} joins at once, batches spread evenly over T",
             "cpu": "utime+stime of the SFU process (all threads) from /proc",
             "other_pct": "the machine's busy time (all CPUs, /proc/stat, softirq apart) minus the SFU and this tool",
@@ -282,30 +305,67 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
         def div(a: float | None, b: float | None) -> float | None:
             return round(a / b, 3) if a and b and a > 0 and b > 0 else None
 
-        out["ratios"] = {"joins_per_s_per_core_held": div(j["joins_per_s_per_core_held"], g["joins_per_s_per_core_held"]),
-                         "joins_per_core_s_fit": div(j["joins_per_core_s_fit"], g["joins_per_core_s_fit"])}
+        out["ratios"] = {
+            "joins_per_s_per_core_held": div(j["joins_per_s_per_core_held"], g["joins_per_s_per_core_held"]),
+            "joins_per_core_s_fit": div(j["joins_per_core_s_fit"], g["joins_per_core_s_fit"]),
+        }
     return out
 
 
 def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
     print(f"join storm ({r['started']}, {r['machine']['cpu']}, {r['machine']['cores']} cores)", file=file)
-    cols = ("target", "V/T", "ok", "overld", "err", "tmout", "ttff50", "ttff95", "ttffmax", "w.p99", "+p99",
-            "w.loss%", "sfu%", "ms/join", "j/core.s", "tool%", "other%", "held")
+    cols = (
+        "target",
+        "V/T",
+        "ok",
+        "overld",
+        "err",
+        "tmout",
+        "ttff50",
+        "ttff95",
+        "ttffmax",
+        "w.p99",
+        "+p99",
+        "w.loss%",
+        "sfu%",
+        "ms/join",
+        "j/core.s",
+        "tool%",
+        "other%",
+        "held",
+    )
     print("  ".join(f"{c:>8}" for c in cols), file=file)
     for name, t in r["targets"].items():
         for s in t["storms"]:
-            row = (name, f"{s['viewers']}/{s['seconds']:g}", s["ok"], s["overloaded"], s["errors"], s["timeouts"],
-                   s["ttff_ms_p50"], s["ttff_ms_p95"], s["ttff_ms_max"], s["storm"]["p99_ms"], s["added_p99_ms"],
-                   s["storm"]["loss_pct"], s["storm"]["sfu_cpu_pct"], s["cpu_ms_per_join"], s["joins_per_core_s_fit"],
-                   s["storm"]["tool_cpu_pct"], s["storm"]["other_pct"],
-                   ("yes" if s["held"] else "no") + (" (disturbed)" if s["disturbed"] else ""))
+            row = (
+                name,
+                f"{s['viewers']}/{s['seconds']:g}",
+                s["ok"],
+                s["overloaded"],
+                s["errors"],
+                s["timeouts"],
+                s["ttff_ms_p50"],
+                s["ttff_ms_p95"],
+                s["ttff_ms_max"],
+                s["storm"]["p99_ms"],
+                s["added_p99_ms"],
+                s["storm"]["loss_pct"],
+                s["storm"]["sfu_cpu_pct"],
+                s["cpu_ms_per_join"],
+                s["joins_per_core_s_fit"],
+                s["storm"]["tool_cpu_pct"],
+                s["storm"]["other_pct"],
+                ("yes" if s["held"] else "no") + (" (disturbed)" if s["disturbed"] else ""),
+            )
             print("  ".join(f"{str(c):>8}" for c in row), file=file)
     for name, t in r["targets"].items():
         q = t["summary"]
-        print(f"{name}: joins/s per core held (TTFF p95 < {r['criteria']['max_ttff_p95_ms']:g} ms, every join ok) "
-              f"{q['joins_per_s_per_core_held']}, from CPU {q['joins_per_core_s_fit']}; "
-              f"{q['ok']}/{q['joins']} ok, {q['overloaded']} overloaded, {q['errors']} errors, {q['timeouts']} timeouts",
-              file=file)
+        print(
+            f"{name}: joins/s per core held (TTFF p95 < {r['criteria']['max_ttff_p95_ms']:g} ms, every join ok) "
+            f"{q['joins_per_s_per_core_held']}, from CPU {q['joins_per_core_s_fit']}; "
+            f"{q['ok']}/{q['joins']} ok, {q['overloaded']} overloaded, {q['errors']} errors, {q['timeouts']} timeouts",
+            file=file,
+        )
     if "ratios" in r:
         print(f"ratio jasmin/janus: {r['ratios']}", file=file)
     if r.get("note"):
@@ -329,9 +389,12 @@ def plot(r: dict[str, Any], png: str) -> None:
         ax_t.plot(x, [max(1.0, s["ttff_ms_p95"]) for s in storms], "o-", color=c, label=f"{name} TTFF p95")
         ax_t.plot(x, [max(1.0, s["ttff_ms_p50"]) for s in storms], ".:", color=c, label=f"{name} TTFF p50")
         ax_t.plot(x, [max(1.0, s["ttff_ms_max"]) for s in storms], "x--", color=c, alpha=0.5, label=f"{name} TTFF max")
-        ax_w.plot(x, [max(0.1, s["storm"]["p99_ms"]) for s in storms], "o-", color=c, label=f"{name} watchers p99, storm")
-        ax_w.plot(x, [max(0.1, s["baseline"]["p99_ms"]) for s in storms], ".:", color=c,
-                  label=f"{name} watchers p99, before")
+        ax_w.plot(
+            x, [max(0.1, s["storm"]["p99_ms"]) for s in storms], "o-", color=c, label=f"{name} watchers p99, storm"
+        )
+        ax_w.plot(
+            x, [max(0.1, s["baseline"]["p99_ms"]) for s in storms], ".:", color=c, label=f"{name} watchers p99, before"
+        )
     ax_t.axhline(r["criteria"]["max_ttff_p95_ms"], color="red", lw=0.8, ls="--", label="p95 limit")
     ax_t.set_ylabel("TTFF, ms (from subscribe)")
     ax_t.set_yscale("log")
@@ -348,23 +411,40 @@ def plot(r: dict[str, Any], png: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.joinstorm", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", type=lambda x: [t for t in x.split(",") if t], default=["jasmin"],
-                    help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)")
-    ap.add_argument("--storms", type=parse_storms, default=parse_storms("40/2,100/2,200/2"),
-                    help="V/T: V joins spread over T seconds, each storm in a fresh SFU")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.joinstorm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--targets",
+        type=lambda x: [t for t in x.split(",") if t],
+        default=["jasmin"],
+        help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)",
+    )
+    ap.add_argument(
+        "--storms",
+        type=parse_storms,
+        default=parse_storms("40/2,100/2,200/2"),
+        help="V/T: V joins spread over T seconds, each storm in a fresh SFU",
+    )
     ap.add_argument("--watchers", type=int, default=10, help="viewers already watching before the storm")
     ap.add_argument("--batch", type=int, default=10, help="joins started at once (a batch)")
     ap.add_argument("--join-timeout", type=float, default=10.0, help="seconds from subscribe to first keyframe")
     ap.add_argument("--max-ttff-p95", type=float, default=1000.0, help="a storm holds with TTFF p95 below this, ms")
-    ap.add_argument("--admission", choices=("on", "off"), default="on",
-                    help="jasmin-sfu's admission control: on = its default thresholds (refusals counted as overloaded)")
+    ap.add_argument(
+        "--admission",
+        choices=("on", "off"),
+        default="on",
+        help="jasmin-sfu's admission control: on = its default thresholds (refusals counted as overloaded)",
+    )
     ap.add_argument("--seconds", type=float, default=3.0, help="the watchers' baseline window before the storm")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds before the baseline window")
     ap.add_argument("--concurrency", type=int, default=16, help="watcher joins at once")
-    ap.add_argument("--max-other", type=float, default=15.0,
-                    help="other work on the machine (percent of one core) above which a storm is disturbed")
+    ap.add_argument(
+        "--max-other",
+        type=float,
+        default=15.0,
+        help="other work on the machine (percent of one core) above which a storm is disturbed",
+    )
     ap.add_argument("--reruns", type=int, default=1, help="run a disturbed storm again this many times")
     scenario.add_run_arguments(ap)
     return ap

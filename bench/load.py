@@ -225,9 +225,11 @@ class Runner:
             sfu_core_softirq_pct=round(100.0 * (core1[1] - core0[1]) / core_total, 1),
             sfu_core_steal_pct=round(100.0 * (core1[2] - core0[2]) / core_total, 1),
             sfu_core_other_pct=round(max(0.0, core_busy - sfu_cpu_pct - 100.0 * (core1[1] - core0[1]) / core_total), 1)
-            if o.sfu_cpu is not None else -1.0,
+            if o.sfu_cpu is not None
+            else -1.0,
             tool_core_other_pct=round(max(0.0, 100.0 * (tcore1[0] - tcore0[0]) / tcore_total - tool_cpu_pct), 1)
-            if o.tool_cpu is not None else -1.0,
+            if o.tool_cpu is not None
+            else -1.0,
             cpu_us_per_packet_out=round(1e6 * (cpu1 - cpu0) / max(1, out), 2),
             rss_mb=round(self.t.rss_mb(), 1),
             tool_cpu_pct=round(tool_cpu_pct, 1),
@@ -273,8 +275,10 @@ class Runner:
                     step.ttff_ms_probe, step.ttff_phases_probe = ttffs, phases
                 self.steps.append(step)
                 self.p.done += 1
-                self.p.show(f"{self.t.name}: N={n} {step.verdict} loss {step.loss_pct}% p99 {step.p99_ms} ms "
-                            f"sfu {step.sfu_cpu_pct}% tool {step.tool_cpu_pct}%")
+                self.p.show(
+                    f"{self.t.name}: N={n} {step.verdict} loss {step.loss_pct}% p99 {step.p99_ms} ms "
+                    f"sfu {step.sfu_cpu_pct}% tool {step.tool_cpu_pct}%"
+                )
                 if step.verdict == "ok":
                     last_ok = n
                     continue
@@ -313,46 +317,69 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     steps = sorted({int(x) for x in args.viewers.split(",") if x.strip()})
     wl = Workload(pacing_factor=args.pacing)
-    opts = Options(steps=steps, seconds=args.seconds, settle=args.settle, probes=args.probes,
-                   probe_gap=args.probe_gap,
-                   concurrency=args.concurrency, max_loss_pct=args.max_loss, max_p99_ms=args.max_p99,
-                   tool_cpu_limit=args.tool_cpu_limit, sfu_cpu=None if args.sfu_cpu < 0 else args.sfu_cpu,
-                   tool_cpu=None if args.bench_cpu < 0 else args.bench_cpu,
-                   stop_on_fail=not args.no_stop, retries=args.retries, refine=args.refine, sample_every=args.sample_every,
-                   rtcp_every=args.rtcp_every,
-                   workload=wl)
+    opts = Options(
+        steps=steps,
+        seconds=args.seconds,
+        settle=args.settle,
+        probes=args.probes,
+        probe_gap=args.probe_gap,
+        concurrency=args.concurrency,
+        max_loss_pct=args.max_loss,
+        max_p99_ms=args.max_p99,
+        tool_cpu_limit=args.tool_cpu_limit,
+        sfu_cpu=None if args.sfu_cpu < 0 else args.sfu_cpu,
+        tool_cpu=None if args.bench_cpu < 0 else args.bench_cpu,
+        stop_on_fail=not args.no_stop,
+        retries=args.retries,
+        refine=args.refine,
+        sample_every=args.sample_every,
+        rtcp_every=args.rtcp_every,
+        workload=wl,
+    )
     delta, key = wl.frame_sizes()
     record: dict[str, Any] = {
         "tool": "bench.load",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "targets": targets,
-        "workload": {**asdict(wl), "delta_frame_bytes": delta, "keyframe_bytes": key,
-                     "description": "1 publisher: VP8-shaped 720p-like 1.5 Mbit/s 30 fps + Opus-shaped 50 packets/s, "
-                                    "sent into SRTP without encoding; N light viewers (real ICE/DTLS/SRTP, no decode)"},
-        "criteria": {"max_loss_pct": opts.max_loss_pct, "max_p99_ms": opts.max_p99_ms,
-                     "tool_cpu_limit_pct": opts.tool_cpu_limit},
+        "workload": {
+            **asdict(wl),
+            "delta_frame_bytes": delta,
+            "keyframe_bytes": key,
+            "description": "1 publisher: VP8-shaped 720p-like 1.5 Mbit/s 30 fps + Opus-shaped 50 packets/s, "
+            "sent into SRTP without encoding; N light viewers (real ICE/DTLS/SRTP, no decode)",
+        },
+        "criteria": {
+            "max_loss_pct": opts.max_loss_pct,
+            "max_p99_ms": opts.max_p99_ms,
+            "tool_cpu_limit_pct": opts.tool_cpu_limit,
+        },
         "measurement": {
             "send_time": "16-byte trailer at the end of every RTP payload (video filler and Opus bytes, forwarded "
-                         "untouched): magic JSB1, CLOCK_REALTIME ns taken just before SRTP protect, flags",
+            "untouched): magic JSB1, CLOCK_REALTIME ns taken just before SRTP protect, flags",
             "receive_time": "kernel receive timestamp of the datagram at the viewer socket (ioctl SIOCGSTAMPNS, "
-                            "CLOCK_REALTIME; stamped when the SFU's sendto hands it to loopback)",
+            "CLOCK_REALTIME; stamped when the SFU's sendto hands it to loopback)",
             "latency": "receive_time - send_time over the window, all viewers, audio and video; sampled: packets "
-                       "whose sequence number is divisible by latency_sample_every",
+            "whose sequence number is divisible by latency_sample_every",
             "latency_sample_every": opts.sample_every,
             "loss": "1 - received/expected from each viewer's sequence numbers over the window",
             "ttff": "probe viewers joining one at a time, 1.2 s apart, after each step's bulk: join (jasmin) / "
-                    "attach (janus) request to the first packet starting a keyframe; summary over steps that held",
+            "attach (janus) request to the first packet starting a keyframe; summary over steps that held",
             "cpu": "utime+stime of the SFU process (all threads) from /proc over the window",
             "tool_drop_pct": "datagrams dropped by full receive buffers of this tool's sockets (/proc/net/udp)",
             "sfu_in_drops": "datagrams dropped by the SFU's publisher-facing socket (/proc/net/udp)",
-            "seconds_per_step": opts.seconds, "settle_s": opts.settle, "probes_per_step": opts.probes,
+            "seconds_per_step": opts.seconds,
+            "settle_s": opts.settle,
+            "probes_per_step": opts.probes,
             "join_concurrency": opts.concurrency,
             "viewer_rtcp_every_s": opts.rtcp_every,
         },
-        "pinning": {"sfu_cpu": opts.sfu_cpu, "tool_cpu": args.bench_cpu if args.bench_cpu >= 0 else None,
-                    "how": "taskset -c <sfu_cpu> for the SFU process; sched_setaffinity for this tool",
-                    "scheduling": scheduling()},
+        "pinning": {
+            "sfu_cpu": opts.sfu_cpu,
+            "tool_cpu": args.bench_cpu if args.bench_cpu >= 0 else None,
+            "how": "taskset -c <sfu_cpu> for the SFU process; sched_setaffinity for this tool",
+            "scheduling": scheduling(),
+        },
         "netns": None,
     }
     from bench import netns
@@ -395,11 +422,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", default="jasmin", help="comma-separated: jasmin, janus, jasmin-wN (a supervisor of N workers; default: jasmin)")
-    ap.add_argument("--viewers", default="10,25,50,75,100,125,150,175,200,250,300,400,500,600,700",
-                    help="viewer counts to ramp through; stops at the first failing step")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--targets",
+        default="jasmin",
+        help="comma-separated: jasmin, janus, jasmin-wN (a supervisor of N workers; default: jasmin)",
+    )
+    ap.add_argument(
+        "--viewers",
+        default="10,25,50,75,100,125,150,175,200,250,300,400,500,600,700",
+        help="viewer counts to ramp through; stops at the first failing step",
+    )
     ap.add_argument("--seconds", type=float, default=5.0, help="measurement window per step")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds between the last join and the window")
     ap.add_argument("--probes", type=int, default=3, help="viewers per step that join one at a time (TTFF)")
@@ -407,26 +442,56 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--concurrency", type=int, default=16, help="concurrent joins for the bulk of a step")
     ap.add_argument("--max-loss", type=float, default=1.0, help="loss limit, percent")
     ap.add_argument("--max-p99", type=float, default=50.0, help="p99 added latency limit, ms")
-    ap.add_argument("--tool-cpu-limit", type=float, default=90.0,
-                    help="this tool's CPU (percent of its core) at which it is considered saturated")
-    ap.add_argument("--sample-every", type=int, default=4,
-                    help="decrypt and time 1 packet in K (by sequence number) for latency; loss counts every packet")
-    ap.add_argument("--rtcp-every", type=float, default=0.0,
-                    help="viewers send RR + REMB this often, seconds, like real receivers (issue 16's method; "
-                         "0: none, as in the committed results)")
+    ap.add_argument(
+        "--tool-cpu-limit",
+        type=float,
+        default=90.0,
+        help="this tool's CPU (percent of its core) at which it is considered saturated",
+    )
+    ap.add_argument(
+        "--sample-every",
+        type=int,
+        default=4,
+        help="decrypt and time 1 packet in K (by sequence number) for latency; loss counts every packet",
+    )
+    ap.add_argument(
+        "--rtcp-every",
+        type=float,
+        default=0.0,
+        help="viewers send RR + REMB this often, seconds, like real receivers (issue 16's method; "
+        "0: none, as in the committed results)",
+    )
     ap.add_argument("--pacing", type=float, default=2.5, help="publisher pacing factor (0: frame bursts)")
     ap.add_argument("--refine", type=int, default=1, help="extra steps bisecting between the last good and first bad N")
-    ap.add_argument("--retries", type=int, default=1, help="re-measure a failing step this many times before "
-                    "accepting the failure (the last measurement decides)")
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="re-measure a failing step this many times before accepting the failure (the last measurement decides)",
+    )
     ap.add_argument("--no-stop", action="store_true", help="measure every step even after a failure")
-    ap.add_argument("--sfu-cpu", "--daemon-cpu", dest="sfu_cpu", type=int, default=0,
-                    help="pin the SFU to this CPU (taskset); -1: no pinning")
+    ap.add_argument(
+        "--sfu-cpu",
+        "--daemon-cpu",
+        dest="sfu_cpu",
+        type=int,
+        default=0,
+        help="pin the SFU to this CPU (taskset); -1: no pinning",
+    )
     ap.add_argument("--bench-cpu", type=int, default=1, help="pin this tool to this CPU; -1: no pinning")
-    ap.add_argument("--sched", choices=("rr", "nice", "none"), default="rr",
-                    help="scheduling of this tool and the SFUs it starts (inherited): rr = SCHED_RR priority 10, "
-                         "nice = nice -20 (both need root; fall back to none), none = leave as is")
-    ap.add_argument("--netns", choices=("auto", "on", "off"), default="auto",
-                    help="run inside a private network namespace (auto: when janus is a target)")
+    ap.add_argument(
+        "--sched",
+        choices=("rr", "nice", "none"),
+        default="rr",
+        help="scheduling of this tool and the SFUs it starts (inherited): rr = SCHED_RR priority 10, "
+        "nice = nice -20 (both need root; fall back to none), none = leave as is",
+    )
+    ap.add_argument(
+        "--netns",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run inside a private network namespace (auto: when janus is a target)",
+    )
     ap.add_argument("--json", help="write the JSON record here (and a PNG plot next to it)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")

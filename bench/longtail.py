@@ -109,8 +109,11 @@ class LongTail:
             self.reruns += 1 if attempt else 0
             if not disturbed(res, o.max_other):
                 return res
-            print(f"  disturbed window (other {res.other_pct} %, steal {res.steal_pct} %), "
-                  f"{'measuring again' if attempt < o.reruns else 'kept'}", file=sys.stderr)
+            print(
+                f"  disturbed window (other {res.other_pct} %, steal {res.steal_pct} %), "
+                f"{'measuring again' if attempt < o.reruns else 'kept'}",
+                file=sys.stderr,
+            )
         return res
 
     async def add_show(self, show: str) -> None:
@@ -157,15 +160,24 @@ class LongTail:
         bad = full.loss_pct > o.max_loss or not_started > 0 or failed > 0
         verdict = "ok" if not bad else ("tool_limit" if full.tool_cpu_pct >= o.tool_cpu_limit else "sfu_limit")
         return Step(
-            shows=shows, viewers_per_show=per_show, idle=idle, publishers=pubs, full=full,
+            shows=shows,
+            viewers_per_show=per_show,
+            idle=idle,
+            publishers=pubs,
+            full=full,
             cpu_pct_per_publisher=round((pubs.sfu_cpu_pct - idle.sfu_cpu_pct) / n, 3),
             cpu_us_per_packet_in=round(1e6 * cpu_in / pubs.packets_in, 2) if pubs.packets_in else -1.0,
             cpu_us_per_packet_out=full.cpu_us_per_packet_out,
             cpu_us_per_copy_marginal=round(1e6 * (cpu_full - pubs.sfu_cpu_pct * full.seconds / 100.0) / copies, 2),
             cpu_pct_per_show=round((full.sfu_cpu_pct - idle.sfu_cpu_pct) / n, 3),
-            not_started=not_started, failed_joins=failed, rss_mb=round(self.server.rss_mb(), 1),
-            verdict=verdict, disturbed=any(disturbed(w, o.max_other) for w in (idle, pubs, full)),
-            reruns=self.reruns, viewer_rtcp_sent=self.poller.rtcp_sent, viewer_rtcp_errors=self.poller.rtcp_errors,
+            not_started=not_started,
+            failed_joins=failed,
+            rss_mb=round(self.server.rss_mb(), 1),
+            verdict=verdict,
+            disturbed=any(disturbed(w, o.max_other) for w in (idle, pubs, full)),
+            reruns=self.reruns,
+            viewer_rtcp_sent=self.poller.rtcp_sent,
+            viewer_rtcp_errors=self.poller.rtcp_errors,
             errors=self.errors[:10],
         )
 
@@ -251,8 +263,11 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
             print(f"  {target}: {shows} shows x {per_show} viewers", file=sys.stderr)
             step, what = await run_step(o, target, shows, per_show, wl)
             steps.append(step)
-            print(f"  {target} {shows}x{per_show}: {step.verdict} loss {step.full.loss_pct} % cpu {step.full.sfu_cpu_pct} % "
-                  f"tool {step.full.tool_cpu_pct} % other {step.full.other_pct} %", file=sys.stderr)
+            print(
+                f"  {target} {shows}x{per_show}: {step.verdict} loss {step.full.loss_pct} % cpu {step.full.sfu_cpu_pct} % "
+                f"tool {step.full.tool_cpu_pct} % other {step.full.other_pct} %",
+                file=sys.stderr,
+            )
             if step.verdict != "ok" and o.stop_on_fail:
                 break
         results[target] = {"software": what, "summary": summarize(steps), "steps": [asdict(s) for s in steps]}
@@ -279,22 +294,49 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
     print(f"long tail ({r['started']}, {r['machine']['cpu']}, {r['machine']['cores']} cores)", file=file)
-    cols = ("target", "SxV", "loss%", "p99ms", "sfu%", "pub%/show", "us/pkt_in", "us/pkt_out", "us/copy+",
-            "tool%", "other%", "rssMB", "verdict")
+    cols = (
+        "target",
+        "SxV",
+        "loss%",
+        "p99ms",
+        "sfu%",
+        "pub%/show",
+        "us/pkt_in",
+        "us/pkt_out",
+        "us/copy+",
+        "tool%",
+        "other%",
+        "rssMB",
+        "verdict",
+    )
     print("  ".join(f"{c:>10}" for c in cols), file=file)
     for name, t in r["targets"].items():
         for s in t["steps"]:
             f = s["full"]
-            row = (name, f"{s['shows']}x{s['viewers_per_show']}", f["loss_pct"], f["p99_ms"], f["sfu_cpu_pct"],
-                   s["cpu_pct_per_publisher"], s["cpu_us_per_packet_in"], s["cpu_us_per_packet_out"],
-                   s["cpu_us_per_copy_marginal"], f["tool_cpu_pct"], f["other_pct"], s["rss_mb"],
-                   s["verdict"] + (" (disturbed)" if s["disturbed"] else ""))
+            row = (
+                name,
+                f"{s['shows']}x{s['viewers_per_show']}",
+                f["loss_pct"],
+                f["p99_ms"],
+                f["sfu_cpu_pct"],
+                s["cpu_pct_per_publisher"],
+                s["cpu_us_per_packet_in"],
+                s["cpu_us_per_packet_out"],
+                s["cpu_us_per_copy_marginal"],
+                f["tool_cpu_pct"],
+                f["other_pct"],
+                s["rss_mb"],
+                s["verdict"] + (" (disturbed)" if s["disturbed"] else ""),
+            )
             print("  ".join(f"{str(c):>10}" for c in row), file=file)
     for name, t in r["targets"].items():
         for group, g in t["summary"].items():
-            print(f"{name} {group}: shows per core held {g['shows_per_core_held']}, fit {g['shows_per_core_fit']}; "
-                  f"CPU per publisher {g['cpu_pct_per_publisher']} % of a core; "
-                  f"{g['cpu_us_per_packet_out']} us per forwarded packet", file=file)
+            print(
+                f"{name} {group}: shows per core held {g['shows_per_core_held']}, fit {g['shows_per_core_fit']}; "
+                f"CPU per publisher {g['cpu_pct_per_publisher']} % of a core; "
+                f"{g['cpu_us_per_packet_out']} us per forwarded packet",
+                file=file,
+            )
     for group, q in r.get("ratios", {}).items():
         print(f"ratio jasmin/janus {group}: {q}", file=file)
     if r.get("note"):
@@ -317,12 +359,28 @@ def plot(r: dict[str, Any], png: str) -> None:
             steps = sorted((s for s in t["steps"] if s["viewers_per_show"] == per_show), key=lambda s: s["shows"])
             x = [s["shows"] for s in steps]
             m = marks[i % len(marks)] + "-"
-            ax_cpu.plot(x, [s["full"]["sfu_cpu_pct"] for s in steps], m, color=COLORS.get(name),
-                        label=f"{name}, {per_show} viewers/show")
-            ax_cpu.plot(x, [s["publishers"]["sfu_cpu_pct"] for s in steps], marks[i % len(marks)] + ":",
-                        color=COLORS.get(name), alpha=0.4, label=f"{name}, publishers only")
-            ax_pkt.plot(x, [s["cpu_us_per_packet_out"] for s in steps], m, color=COLORS.get(name),
-                        label=f"{name}, {per_show} viewers/show")
+            ax_cpu.plot(
+                x,
+                [s["full"]["sfu_cpu_pct"] for s in steps],
+                m,
+                color=COLORS.get(name),
+                label=f"{name}, {per_show} viewers/show",
+            )
+            ax_cpu.plot(
+                x,
+                [s["publishers"]["sfu_cpu_pct"] for s in steps],
+                marks[i % len(marks)] + ":",
+                color=COLORS.get(name),
+                alpha=0.4,
+                label=f"{name}, publishers only",
+            )
+            ax_pkt.plot(
+                x,
+                [s["cpu_us_per_packet_out"] for s in steps],
+                m,
+                color=COLORS.get(name),
+                label=f"{name}, {per_show} viewers/show",
+            )
     ax_cpu.axhline(100, color="grey", lw=0.8)
     ax_cpu.set_ylabel("SFU CPU, % of one core")
     ax_pkt.set_ylabel("us of SFU CPU per forwarded packet")
@@ -337,20 +395,33 @@ def plot(r: dict[str, Any], png: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.longtail", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", type=lambda x: [t for t in x.split(",") if t], default=["jasmin"],
-                    help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)")
-    ap.add_argument("--steps", type=parse_steps, default=parse_steps("10x2,40x5,100x2"),
-                    help="SxV: S shows with V viewers each, each step in a fresh SFU")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.longtail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--targets",
+        type=lambda x: [t for t in x.split(",") if t],
+        default=["jasmin"],
+        help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)",
+    )
+    ap.add_argument(
+        "--steps",
+        type=parse_steps,
+        default=parse_steps("10x2,40x5,100x2"),
+        help="SxV: S shows with V viewers each, each step in a fresh SFU",
+    )
     ap.add_argument("--seconds", type=float, default=5.0, help="publishers and full windows, seconds")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds before each window")
     ap.add_argument("--concurrency", type=int, default=16, help="joins (and publishers) at once")
     ap.add_argument("--start-timeout", type=float, default=30.0, help="seconds for every viewer's first keyframe")
     ap.add_argument("--max-loss", type=float, default=1.0, help="loss limit of a step that holds, percent")
     ap.add_argument("--tool-cpu-limit", type=float, default=90.0, help="this tool's CPU at which a failure is its own")
-    ap.add_argument("--max-other", type=float, default=15.0,
-                    help="other work on the machine (percent of one core) above which a window is disturbed")
+    ap.add_argument(
+        "--max-other",
+        type=float,
+        default=15.0,
+        help="other work on the machine (percent of one core) above which a window is disturbed",
+    )
     ap.add_argument("--reruns", type=int, default=1, help="measure a disturbed window again this many times")
     ap.add_argument("--stop-on-fail", action="store_true", help="stop a target's steps at the first that fails")
     scenario.add_run_arguments(ap)

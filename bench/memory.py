@@ -191,8 +191,12 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
     }
     if "jasmin" in results and "janus" in results:
         j, g = results["jasmin"], results["janus"]
-        out["ratio_rss_per_viewer"] = round(j["rss_per_viewer_mb"] / g["rss_per_viewer_mb"], 2) if g["rss_per_viewer_mb"] else None
-        out["ratio_rss_per_show"] = round(j["rss_per_show_mb"] / g["rss_per_show_mb"], 2) if g["rss_per_show_mb"] else None
+        out["ratio_rss_per_viewer"] = (
+            round(j["rss_per_viewer_mb"] / g["rss_per_viewer_mb"], 2) if g["rss_per_viewer_mb"] else None
+        )
+        out["ratio_rss_per_show"] = (
+            round(j["rss_per_show_mb"] / g["rss_per_show_mb"], 2) if g["rss_per_show_mb"] else None
+        )
     return out
 
 
@@ -201,9 +205,11 @@ def print_table(r: dict[str, Any]) -> None:
     names = list(t)
     print(f"memory, RSS ({r['started']}, {r['machine']['cpu']}, {r['machine']['cores']} cores)")
     print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
-    rows = [("base (no show)", "base_rss_mb", "{:>9.1f} MB"),
-            ("per viewer (one show, slope)", "rss_per_viewer_mb", "{:>9.3f} MB"),
-            (f"per show (1 pub + {r['viewers_per_show']} viewers, slope)", "rss_per_show_mb", "{:>9.3f} MB")]
+    rows = [
+        ("base (no show)", "base_rss_mb", "{:>9.1f} MB"),
+        ("per viewer (one show, slope)", "rss_per_viewer_mb", "{:>9.3f} MB"),
+        (f"per show (1 pub + {r['viewers_per_show']} viewers, slope)", "rss_per_show_mb", "{:>9.3f} MB"),
+    ]
     for label, key, fmt in rows:
         print(f"{label:40}" + "".join(fmt.format(t[n][key]) for n in names))
     for n in names:
@@ -220,14 +226,24 @@ def print_table(r: dict[str, Any]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--targets", type=lambda x: [t for t in x.split(",") if t], default=["jasmin"],
-                    help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)")
-    ap.add_argument("--viewers", type=_ints, default=_ints("0,25,50,100,150"), help="viewer counts of the one-show ramp")
+    ap.add_argument(
+        "--targets",
+        type=lambda x: [t for t in x.split(",") if t],
+        default=["jasmin"],
+        help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)",
+    )
+    ap.add_argument(
+        "--viewers", type=_ints, default=_ints("0,25,50,100,150"), help="viewer counts of the one-show ramp"
+    )
     ap.add_argument("--shows", type=_ints, default=_ints("1,5,10,15"), help="show counts of the shows ramp")
     ap.add_argument("--viewers-per-show", type=int, default=2, help="viewers on each show of the shows ramp")
     ap.add_argument("--concurrency", type=int, default=10, help="viewer joins at once")
-    ap.add_argument("--settle", type=float, default=3.0, help="seconds after the last first keyframe before reading RSS")
-    ap.add_argument("--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None, help="core to pin the SFU to (-1: none)")
+    ap.add_argument(
+        "--settle", type=float, default=3.0, help="seconds after the last first keyframe before reading RSS"
+    )
+    ap.add_argument(
+        "--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None, help="core to pin the SFU to (-1: none)"
+    )
     ap.add_argument("--note", default="", help="recorded in the JSON (e.g. what else loaded the machine)")
     ap.add_argument("--json", default="", help="write the record here")
     return ap

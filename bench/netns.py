@@ -99,8 +99,9 @@ def _tc(args: list[str], netns: str | None) -> None:
     subprocess.run([*where, "tc", *args], check=True, capture_output=True, text=True)
 
 
-def shape(dev: str, rate: str, burst: int = 1600, latency_ms: int = 300, netns: str | None = None,
-          delay_ms: int = 0) -> str:
+def shape(
+    dev: str, rate: str, burst: int = 1600, latency_ms: int = 300, netns: str | None = None, delay_ms: int = 0
+) -> str:
     """Limit what leaves ``dev`` to ``rate`` (e.g. ``"60kbit"``), like a slow access
     link; returns the qdisc applied (for reports).
 
@@ -110,12 +111,36 @@ def shape(dev: str, rate: str, burst: int = 1600, latency_ms: int = 300, netns: 
     kernel has it; this machine's kernel has none, and then the tbf is applied
     alone, its queue the only delay (up to ``latency_ms`` while the link is
     full): the returned text says which."""
-    tbf = ["qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", str(burst),
-           "latency", f"{latency_ms}ms"]
+    tbf = [
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        rate,
+        "burst",
+        str(burst),
+        "latency",
+        f"{latency_ms}ms",
+    ]
     if delay_ms:
         limit = max(4, int(_bits(rate) * latency_ms / 1000 / 8 / 1200))  # packets of ~1200 bytes
-        netem = ["qdisc", "replace", "dev", dev, "root", "netem", "delay", f"{delay_ms}ms", "rate", rate,
-                 "limit", str(limit)]
+        netem = [
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "netem",
+            "delay",
+            f"{delay_ms}ms",
+            "rate",
+            rate,
+            "limit",
+            str(limit),
+        ]
         try:
             _tc(netem, netns)
             return f"netem delay {delay_ms}ms rate {rate} limit {limit}"

@@ -1,6 +1,6 @@
 """PNG plot of a bench.load JSON record: viewers against SFU CPU, loss and p99 latency.
 
-    python -m bench.plot bench/results/2025-01-01-vs-janus.json   # writes the .png next to it
+python -m bench.plot bench/results/2025-01-01-vs-janus.json   # writes the .png next to it
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def plot(record: dict[str, Any], png: str) -> None:
         c = COLORS.get(name)
         label = f"{name} ({t.get('viewers_per_core')} viewers/core)"
         ax_cpu.plot(x, [s["sfu_cpu_pct"] for s in steps], "o-", color=c, label=f"{name} SFU")
-        ax_cpu.plot(x, [s["tool_cpu_pct"] for s in steps], "x--", color=c, alpha=0.5, label=f"load tool (during {name})")
+        ax_cpu.plot(
+            x, [s["tool_cpu_pct"] for s in steps], "x--", color=c, alpha=0.5, label=f"load tool (during {name})"
+        )
         ax_loss.plot(x, [s["loss_pct"] for s in steps], "o-", color=c, label=label)
         ax_lat.plot(x, [max(0.1, s["p99_ms"]) for s in steps], "o-", color=c, label=f"{name} p99")
         ax_lat.plot(x, [max(0.1, s["p50_ms"]) for s in steps], ".:", color=c, alpha=0.6, label=f"{name} p50")

@@ -71,7 +71,9 @@ class SyntheticPublisher:
         self.pc = new_pc()
         tv = self.pc.addTransceiver(adapter.SilentTrack("video"), direction="sendonly")
         ta = self.pc.addTransceiver(adapter.SilentTrack("audio"), direction="sendonly")
-        vp8 = [c for c in adapter.RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
+        vp8 = [
+            c for c in adapter.RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")
+        ]
         tv.setCodecPreferences(vp8)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         answer = await exchange(self.pc.localDescription.sdp)

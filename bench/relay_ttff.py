@@ -39,16 +39,31 @@ SHOW = "relayttff"
 
 async def start_node(node_id: str, redis_url: str, prefix: str) -> tuple[subprocess.Popen[str], int]:
     data = tempfile.mkdtemp(prefix=f"jasmin-relay-{node_id}-")
-    env = {**os.environ, "JASMIN_SERVER_HOST": "127.0.0.1", "JASMIN_SERVER_PORT": "0",
-           "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1", "JASMIN_LOG_LEVEL": "warning",
-           "JASMIN_BILLING_ENABLED": "false", "JASMIN_ACCOUNTS_ENABLED": "false",
-           "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", "JASMIN_BILLING_DATA_DIR": data,
-           "JASMIN_ACCOUNTS_DATA_DIR": data, "JASMIN_CLUSTER_REDIS_URL": redis_url,
-           "JASMIN_CLUSTER_KEY_PREFIX": prefix, "JASMIN_CLUSTER_NODE_ID": node_id,
-           "JASMIN_CLUSTER_SECRET": "b" * 40, "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.5",
-           "JASMIN_CLUSTER_TTL_S": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "jasmin_sfu", "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "JASMIN_SERVER_HOST": "127.0.0.1",
+        "JASMIN_SERVER_PORT": "0",
+        "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+        "JASMIN_LOG_LEVEL": "warning",
+        "JASMIN_BILLING_ENABLED": "false",
+        "JASMIN_ACCOUNTS_ENABLED": "false",
+        "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
+        "JASMIN_BILLING_DATA_DIR": data,
+        "JASMIN_ACCOUNTS_DATA_DIR": data,
+        "JASMIN_CLUSTER_REDIS_URL": redis_url,
+        "JASMIN_CLUSTER_KEY_PREFIX": prefix,
+        "JASMIN_CLUSTER_NODE_ID": node_id,
+        "JASMIN_CLUSTER_SECRET": "b" * 40,
+        "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.5",
+        "JASMIN_CLUSTER_TTL_S": "3",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jasmin_sfu", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
     while True:
@@ -98,8 +113,10 @@ async def run(probes: int, redis_url: str) -> dict[str, Any]:
         for w in warm:
             await w.close()
         await pub.close()
-        res: dict[str, Any] = {"probes": {k: [round(x, 1) for x in v] for k, v in out.items()},
-                               "ttff_ms": {k: summary(v) for k, v in out.items()}}
+        res: dict[str, Any] = {
+            "probes": {k: [round(x, 1) for x in v] for k, v in out.items()},
+            "ttff_ms": {k: summary(v) for k, v in out.items()},
+        }
         res["edge_vs_origin_p50"] = round(res["ttff_ms"]["edge"]["p50"] / res["ttff_ms"]["origin"]["p50"], 3)
         return res
     finally:
@@ -119,8 +136,10 @@ def main() -> None:
     args = ap.parse_args()
     res = asyncio.run(run(args.probes, args.redis_url))
     for kind, s in res["ttff_ms"].items():
-        print(f"{kind:8} TTFF ms: p50 {s['p50']:7.1f}  p95 {s['p95']:7.1f}  min {s['min']:7.1f}  "
-              f"max {s['max']:7.1f}  (n={s['n']})")
+        print(
+            f"{kind:8} TTFF ms: p50 {s['p50']:7.1f}  p95 {s['p95']:7.1f}  min {s['min']:7.1f}  "
+            f"max {s['max']:7.1f}  (n={s['n']})"
+        )
     print(f"edge / origin p50: {res['edge_vs_origin_p50']}")
     if args.json:
         with open(args.json, "w") as f:

@@ -17,14 +17,18 @@ from bench.targets import Target
 from bench.viewers import Recorder
 
 
-def summarize(t: Target, steps: list[Step], idle_cpu: float, base_rss: float, o: Options,
-              errors: list[str], rec: Recorder) -> dict[str, Any]:
+def summarize(
+    t: Target, steps: list[Step], idle_cpu: float, base_rss: float, o: Options, errors: list[str], rec: Recorder
+) -> dict[str, Any]:
     held = [s for s in steps if s.verdict in ("ok", "tool_saturated")]
     failed = [s for s in steps if s.verdict in ("sfu_limit", "tool_limit")]
     best = max(held, key=lambda s: s.viewers) if held else None
     first_fail = min(failed, key=lambda s: s.viewers) if failed else None
-    sfu_limited = first_fail is not None and first_fail.verdict == "sfu_limit" and (
-        best is None or first_fail.viewers > best.viewers)
+    sfu_limited = (
+        first_fail is not None
+        and first_fail.verdict == "sfu_limit"
+        and (best is None or first_fail.viewers > best.viewers)
+    )
     # Linear fit of SFU CPU (% of a core) against N over the steps that held.
     pts = [(0.0, idle_cpu)] + [(float(s.viewers), s.sfu_cpu_pct) for s in held]
     fixed, slope = _fit(pts)
@@ -34,28 +38,43 @@ def summarize(t: Target, steps: list[Step], idle_cpu: float, base_rss: float, o:
         method = "no step held"
     elif sfu_limited:
         vpc = best.viewers
-        method = (f"measured: highest N that held (loss <= {o.max_loss_pct}%, p99 <= {o.max_p99_ms} ms); "
-                  f"N={first_fail.viewers} failed with the SFU as the bottleneck")  # type: ignore[union-attr]
+        method = (
+            f"measured: highest N that held (loss <= {o.max_loss_pct}%, p99 <= {o.max_p99_ms} ms); "
+            f"N={first_fail.viewers} failed with the SFU as the bottleneck"
+        )  # type: ignore[union-attr]
     else:
         vpc = extrapolated
-        why = ("the load tool saturated first" if (first_fail and first_fail.verdict == "tool_limit")
-               or best.verdict == "tool_saturated" else "the ramp ended before the SFU failed")
-        method = (f"extrapolated from cpu_per_viewer at N={best.viewers}: {why}; linear fit of SFU CPU vs N "
-                  f"over the steps that held (fixed {fixed:.1f}% + {slope:.3f}% per viewer), solved for 100% of one core "
-                  "(an upper bound: where the SFU was the limit, the p99 criterion broke at 75-90% CPU)")
+        why = (
+            "the load tool saturated first"
+            if (first_fail and first_fail.verdict == "tool_limit") or best.verdict == "tool_saturated"
+            else "the ramp ended before the SFU failed"
+        )
+        method = (
+            f"extrapolated from cpu_per_viewer at N={best.viewers}: {why}; linear fit of SFU CPU vs N "
+            f"over the steps that held (fixed {fixed:.1f}% + {slope:.3f}% per viewer), solved for 100% of one core "
+            "(an upper bound: where the SFU was the limit, the p99 criterion broke at 75-90% CPU)"
+        )
     # Memory from the largest N reached while ramping up (RSS does not shrink when viewers leave).
     grown = [s for s in steps if not s.refined]
     top = max(grown, key=lambda s: s.viewers) if grown else None
     all_probes = [x for s in held for x in s.ttff_ms_probe]
     phase_rows = [ph for s in held for ph in s.ttff_phases_probe]
-    phases_p50 = {k: round(pct([ph[k] for ph in phase_rows if ph[k] >= 0], 50), 1)
-                  for k in ("offer", "dtls_connected", "first_packet", "first_keyframe")} if phase_rows else None
+    phases_p50 = (
+        {
+            k: round(pct([ph[k] for ph in phase_rows if ph[k] >= 0], 50), 1)
+            for k in ("offer", "dtls_connected", "first_packet", "first_keyframe")
+        }
+        if phase_rows
+        else None
+    )
     summary: dict[str, Any] = {
         "viewers_per_core": vpc,
         "method": method,
         "highest_clean_n": best.viewers if best else 0,
         "first_failing_n": first_fail.viewers if first_fail else None,
-        "limited_by": "sfu" if sfu_limited else ("load tool" if first_fail or (best and best.verdict == "tool_saturated") else "none (ramp ended)"),
+        "limited_by": "sfu"
+        if sfu_limited
+        else ("load tool" if first_fail or (best and best.verdict == "tool_saturated") else "none (ramp ended)"),
         "ttff_ms_p50": round(pct(all_probes, 50), 1) if all_probes else None,
         "ttff_ms_p95": round(pct(all_probes, 95), 1) if all_probes else None,
         "ttff_samples": len(all_probes),
@@ -94,9 +113,23 @@ def _fit(pts: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def print_table(record: dict[str, Any], out: Any = sys.stdout) -> None:
-    cols = ["viewers", "pps_in", "pps_out", "loss_pct", "p50_ms", "p99_ms", "sfu_cpu_pct", "sfu_core_other_pct",
-            "tool_core_other_pct",
-            "cpu_us_per_packet_out", "rss_mb", "tool_cpu_pct", "tool_drop_pct", "ttff_ms_p50_all", "verdict"]
+    cols = [
+        "viewers",
+        "pps_in",
+        "pps_out",
+        "loss_pct",
+        "p50_ms",
+        "p99_ms",
+        "sfu_cpu_pct",
+        "sfu_core_other_pct",
+        "tool_core_other_pct",
+        "cpu_us_per_packet_out",
+        "rss_mb",
+        "tool_cpu_pct",
+        "tool_drop_pct",
+        "ttff_ms_p50_all",
+        "verdict",
+    ]
     for name in record["targets"]:
         t = record[name]
         print(f"\n== {name}: {t.get('software', '')}", file=out)
@@ -105,10 +138,22 @@ def print_table(record: dict[str, Any], out: Any = sys.stdout) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(cols, widths)), file=out)
         for r in rows:
             print("  ".join(v.rjust(w) for v, w in zip(r, widths)), file=out)
-    print("\n== summary (video 1.5 Mbit/s + Opus; loss <= %s%%, p99 <= %s ms)" % (
-        record["criteria"]["max_loss_pct"], record["criteria"]["max_p99_ms"]), file=out)
-    keys = ["viewers_per_core", "highest_clean_n", "limited_by", "ttff_ms_p50", "ttff_ms_p95", "cpu_per_viewer",
-            "cpu_us_per_packet_out", "mem_mb_per_viewer", "tool_cpu_pct_max"]
+    print(
+        "\n== summary (video 1.5 Mbit/s + Opus; loss <= %s%%, p99 <= %s ms)"
+        % (record["criteria"]["max_loss_pct"], record["criteria"]["max_p99_ms"]),
+        file=out,
+    )
+    keys = [
+        "viewers_per_core",
+        "highest_clean_n",
+        "limited_by",
+        "ttff_ms_p50",
+        "ttff_ms_p95",
+        "cpu_per_viewer",
+        "cpu_us_per_packet_out",
+        "mem_mb_per_viewer",
+        "tool_cpu_pct_max",
+    ]
     w = max(len(k) for k in keys)
     print(" ".join(["".ljust(w)] + [n.rjust(12) for n in record["targets"]]), file=out)
     for k in keys:
@@ -131,5 +176,11 @@ def machine() -> dict[str, Any]:
         pass
     import aiortc
 
-    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "aiortc": aiortc.__version__, "host": platform.node()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiortc": aiortc.__version__,
+        "host": platform.node(),
+    }

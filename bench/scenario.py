@@ -20,12 +20,21 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     scheduling, and where the record goes."""
     ap.add_argument("--rtcp-every", type=float, default=1.0, help="viewers' RR + REMB interval, seconds (0: none)")
     ap.add_argument("--sample-every", type=int, default=4, help="time 1 packet in K for latency")
-    ap.add_argument("--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None,
-                    help="core to pin the SFU to (-1: none)")
-    ap.add_argument("--tool-cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else None,
-                    help="core to pin this tool to (-1: none)")
-    ap.add_argument("--sched", choices=("none", "rr", "nice"), default="none",
-                    help="scheduling of this tool and the SFUs (inherited); issue 16's method: none (normal priority)")
+    ap.add_argument(
+        "--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None, help="core to pin the SFU to (-1: none)"
+    )
+    ap.add_argument(
+        "--tool-cpu",
+        type=int,
+        default=1 if (os.cpu_count() or 1) > 1 else None,
+        help="core to pin this tool to (-1: none)",
+    )
+    ap.add_argument(
+        "--sched",
+        choices=("none", "rr", "nice"),
+        default="none",
+        help="scheduling of this tool and the SFUs (inherited); issue 16's method: none (normal priority)",
+    )
     ap.add_argument("--note", default="", help="recorded in the JSON (e.g. what else loaded the machine)")
     ap.add_argument("--json", default="", help="write the record here (and a PNG next to it)")
 

@@ -183,8 +183,15 @@ class WindowResult:
 class Window:
     """Start, then stop: SFU and tool CPU, what else ran, loss and latency of ``viewers``."""
 
-    def __init__(self, server: Server, pollers: list[RawPoller], viewers: list[LightViewer],
-                 sent: Callable[[], int], sfu_cpu: int | None, tool_cpu: int | None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        pollers: list[RawPoller],
+        viewers: list[LightViewer],
+        sent: Callable[[], int],
+        sfu_cpu: int | None,
+        tool_cpu: int | None,
+    ) -> None:
         self.s, self.pollers, self.viewers, self.sent = server, pollers, viewers, sent
         self.sfu_core, self.tool_core = sfu_cpu, tool_cpu
 
@@ -229,13 +236,18 @@ class Window:
             lat.extend(p.rec.latency_ns)
         out = sum(p.packets for p in self.pollers) - self.recv0
         return WindowResult(
-            seconds=round(dt, 2), sfu_cpu_pct=round(sfu, 1), tool_cpu_pct=round(tool, 1),
-            other_pct=round(max(0.0, busy - sfu - tool), 1), softirq_pct=round(softirq, 1),
+            seconds=round(dt, 2),
+            sfu_cpu_pct=round(sfu, 1),
+            tool_cpu_pct=round(tool, 1),
+            other_pct=round(max(0.0, busy - sfu - tool), 1),
+            softirq_pct=round(softirq, 1),
             sfu_core_other_pct=core_other(self.c0, c1, sfu, self.sfu_core),
             tool_core_other_pct=core_other(self.tc0, tc1, tool, self.tool_core),
             steal_pct=round(100.0 * (c1[2] - self.c0[2]) / (c1[3] - self.c0[3]), 1) if c1[3] > self.c0[3] else -1.0,
             loadavg_1m=round(os.getloadavg()[0], 2),
-            packets_in=self.sent() - self.sent0, packets_out=out, expected=expected,
+            packets_in=self.sent() - self.sent0,
+            packets_out=out,
+            expected=expected,
             loss_pct=round(max(0.0, 100.0 * (1 - received / expected)), 3) if expected else 0.0,
             p50_ms=round(pct(lat, 50) / 1e6, 3) if lat else -1.0,
             p99_ms=round(pct(lat, 99) / 1e6, 3) if lat else -1.0,

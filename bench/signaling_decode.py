@@ -20,7 +20,9 @@ from jasmin_signaling.messages import parse_request
 
 SDP = "v=0\r\no=- 3900000000 3900000000 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n" + "".join(
     f"a=candidate:{i} 1 udp 2130706431 127.0.0.1 {5000 + i} typ host\r\na=rtcp-fb:96 nack\r\n"
-    "a=fmtp:111 minptime=10;useinbandfec=1\r\n" for i in range(30))
+    "a=fmtp:111 minptime=10;useinbandfec=1\r\n"
+    for i in range(30)
+)
 CASES: dict[str, tuple[str, Any]] = {
     "join": ("join", {"show_id": "alice", "role": "viewer", "token": "jas_" + "A" * 43}),
     "answer": ("answer", {"transport_id": "t-0123456789abcdef", "sdp": SDP}),
@@ -39,8 +41,12 @@ def run(number: int, repeat: int) -> dict[str, dict[str, float]]:
         text = json.dumps({"type": "request", "id": 1, "method": method, "data": data})
         parse_us = _best(lambda m=method, d=data: parse_request(m, d), number, repeat)
         loads_us = _best(lambda t=text: json.loads(t), number, repeat)
-        out[name] = {"parse_us": parse_us, "json_loads_us": loads_us, "ratio": parse_us / loads_us,
-                     "frame_bytes": float(len(text))}
+        out[name] = {
+            "parse_us": parse_us,
+            "json_loads_us": loads_us,
+            "ratio": parse_us / loads_us,
+            "frame_bytes": float(len(text)),
+        }
     return out
 
 

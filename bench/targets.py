@@ -77,25 +77,38 @@ class DaemonUnderTest:
         cmd = [sys.executable, "-m", "jasmin_sfu", "serve"]
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(cpu)] + cmd
-        self.env = {"JASMIN_SERVER_PORT": "0", "JASMIN_SERVER_HOST": "127.0.0.1", "JASMIN_LOG_LEVEL": os.environ.get("BENCH_JASMIN_LOG_LEVEL", "warning"), "JASMIN_BILLING_ENABLED": "false",
-                    "JASMIN_SERVER_MAX_REQUESTS_PER_S": "1000", "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
-                    # The tool's own loop stalls for seconds while hundreds of its viewers
-                    # handshake at once; a missed pong must not end the publisher's
-                    # session. 60 s matches Janus's session_timeout in bench/janus.py.
-                    "JASMIN_SERVER_HEARTBEAT_S": "60",
-                    # The ramp looks for the capacity itself: no admission limit in its way.
-                    "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "0", "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT": "0",
-                    "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
-                    # The load tool joins without tokens: no accounts, client-given ids trusted.
-                    "JASMIN_ACCOUNTS_ENABLED": "false", "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true"}
+        self.env = {
+            "JASMIN_SERVER_PORT": "0",
+            "JASMIN_SERVER_HOST": "127.0.0.1",
+            "JASMIN_LOG_LEVEL": os.environ.get("BENCH_JASMIN_LOG_LEVEL", "warning"),
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_SERVER_MAX_REQUESTS_PER_S": "1000",
+            "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+            # The tool's own loop stalls for seconds while hundreds of its viewers
+            # handshake at once; a missed pong must not end the publisher's
+            # session. 60 s matches Janus's session_timeout in bench/janus.py.
+            "JASMIN_SERVER_HEARTBEAT_S": "60",
+            # The ramp looks for the capacity itself: no admission limit in its way.
+            "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "0",
+            "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT": "0",
+            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+            # The load tool joins without tokens: no accounts, client-given ids trusted.
+            "JASMIN_ACCOUNTS_ENABLED": "false",
+            "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
+        }
         if workers != 1:
             self.env["JASMIN_SERVER_WORKERS"] = str(workers)
         if admission:
-            for key in ("JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER", "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT",
-                        "JASMIN_ADMISSION_MAX_CPU_SHARE"):
+            for key in (
+                "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER",
+                "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT",
+                "JASMIN_ADMISSION_MAX_CPU_SHARE",
+            ):
                 del self.env[key]
         env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert self.proc.stdout is not None
         self.tail: deque[str] = deque(maxlen=2000)
         for line in self.proc.stdout:
@@ -170,11 +183,13 @@ class JasminTarget:
     def describe(self) -> dict[str, Any]:
         from jasmin_sfu import __version__
 
-        return {"software": f"jasmin-sfu {__version__} (python -m jasmin_sfu serve, uvloop)",
-                "config": {"env": self.daemon.env, "other": "built-in defaults (jasmin_sfu/config.py)"},
-                # Warnings and errors the daemon logged during the run (its log level is warning).
-                "log_tail": [line.rstrip()[:300] for line in list(self.daemon.tail)[-20:]],
-                "log_transport_events": [line.rstrip()[:300] for line in self.daemon.tail if " connection " in line][-50:]}
+        return {
+            "software": f"jasmin-sfu {__version__} (python -m jasmin_sfu serve, uvloop)",
+            "config": {"env": self.daemon.env, "other": "built-in defaults (jasmin_sfu/config.py)"},
+            # Warnings and errors the daemon logged during the run (its log level is warning).
+            "log_tail": [line.rstrip()[:300] for line in list(self.daemon.tail)[-20:]],
+            "log_transport_events": [line.rstrip()[:300] for line in self.daemon.tail if " connection " in line][-50:],
+        }
 
     async def publish(self, offer_sdp: str) -> str:
         self.pub_client = await SignalingClient.connect(self.daemon.url)

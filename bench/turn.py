@@ -116,8 +116,10 @@ async def run_mode(mode: str, target: JasminTarget, turn_pid: int, args: argpars
             t = await first_keyframe(v, 30)
             if t is not None:
                 ttffs.append(t)
-        rest = [LightViewer(args.probes + i, rec, poller)  # type: ignore[arg-type]
-                for i in range(args.viewers - args.probes)]
+        rest = [
+            LightViewer(args.probes + i, rec, poller)  # type: ignore[arg-type]
+            for i in range(args.viewers - args.probes)
+        ]
         viewers.extend(rest)
         await asyncio.gather(*(join(target, v, 60) for v in rest))
         await asyncio.sleep(args.settle)
@@ -130,9 +132,13 @@ async def run_mode(mode: str, target: JasminTarget, turn_pid: int, args: argpars
         received1 = sum(n for v in viewers for n, _ in v.snapshot().values())
         forwarded = pkts1 - pkts0
         return {
-            "mode": mode, "viewers": len(viewers), "window_s": round(t1 - t0, 2),
-            "forwarded_packets": forwarded, "received_packets": received1 - received0,
-            "node_cpu_s": round(cpu1 - cpu0, 3), "coturn_cpu_s": round(turn1 - turn0, 3),
+            "mode": mode,
+            "viewers": len(viewers),
+            "window_s": round(t1 - t0, 2),
+            "forwarded_packets": forwarded,
+            "received_packets": received1 - received0,
+            "node_cpu_s": round(cpu1 - cpu0, 3),
+            "coturn_cpu_s": round(turn1 - turn0, 3),
             "node_us_per_packet": round((cpu1 - cpu0) / forwarded * 1e6, 2) if forwarded else None,
             "coturn_us_per_packet": round((turn1 - turn0) / forwarded * 1e6, 2) if forwarded else None,
             "ttff_ms": [round(t, 1) for t in ttffs],
@@ -148,8 +154,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-turn-"))
     ns = netns.inside()
     assert ns is not None
-    server = coturn.Coturn(ns, work, SECRET, HOST, HOST, extra=("allow-loopback-peers",),
-                           cpu=args.bench_cpu)
+    server = coturn.Coturn(ns, work, SECRET, HOST, HOST, extra=("allow-loopback-peers",), cpu=args.bench_cpu)
     os.environ["SSL_CERT_FILE"] = str(work / "turn-cert.pem")  # aioice's TLS client trusts the test certificate
     target = JasminTarget(args.sfu_cpu)
     pub = SyntheticPublisher(Workload())
@@ -159,8 +164,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await pub.start(target.publish)
         # Warm-up: the first viewer of a fresh show waits for the publisher's first keyframe;
         # no mode should pay for that.
-        await run_mode("udp", target, server.proc.pid, argparse.Namespace(**{**vars(args), "viewers": 1,
-                                                                              "probes": 1, "seconds": 0.5}))
+        await run_mode(
+            "udp",
+            target,
+            server.proc.pid,
+            argparse.Namespace(**{**vars(args), "viewers": 1, "probes": 1, "seconds": 0.5}),
+        )
         for mode in args.modes.split(","):
             print(f"{mode}: {args.viewers} viewers ...", file=sys.stderr, flush=True)
             results.append(await run_mode(mode, target, server.proc.pid, args))
@@ -175,21 +184,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             r["node_cpu_ratio_vs_udp"] = round(r["node_us_per_packet"] / base["node_us_per_packet"], 2)
         if base and r["ttff_median_ms"] and base["ttff_median_ms"]:
             r["ttff_ratio_vs_udp"] = round(r["ttff_median_ms"] / base["ttff_median_ms"], 2)
-    return {"tool": "python -m bench.turn " + " ".join(sys.argv[1:]), "namespace": netns.describe(ns),
-            "coturn": "Debian coturn (turnserver), use-auth-secret, pinned to the tool's CPU", "results": results}
+    return {
+        "tool": "python -m bench.turn " + " ".join(sys.argv[1:]),
+        "namespace": netns.describe(ns),
+        "coturn": "Debian coturn (turnserver), use-auth-secret, pinned to the tool's CPU",
+        "results": results,
+    }
 
 
 def table(record: dict[str, Any]) -> str:
-    cols = ["mode", "viewers", "forwarded_packets", "received_packets", "node_us_per_packet",
-            "node_cpu_ratio_vs_udp", "coturn_us_per_packet", "ttff_median_ms", "ttff_ratio_vs_udp"]
+    cols = [
+        "mode",
+        "viewers",
+        "forwarded_packets",
+        "received_packets",
+        "node_us_per_packet",
+        "node_cpu_ratio_vs_udp",
+        "coturn_us_per_packet",
+        "ttff_median_ms",
+        "ttff_ratio_vs_udp",
+    ]
     rows = [cols] + [[str(r.get(c, "")) for c in cols] for r in record["results"]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.turn", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.turn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--modes", default="udp,turn-udp,turn-tcp,turn-tls")
     ap.add_argument("--viewers", type=int, default=20)
     ap.add_argument("--probes", type=int, default=5, help="viewers that join one at a time (TTFF)")

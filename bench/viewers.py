@@ -85,8 +85,12 @@ class LightViewer:
         def ms(t: int) -> float:
             return round((t - self.t_join_ns) / 1e6, 1) if t else -1.0
 
-        return {"offer": ms(self.t_offer_ns), "dtls_connected": ms(self.t_dtls_ns),
-                "first_packet": ms(self.first_packet_ns), "first_keyframe": ms(self.first_key_ns)}
+        return {
+            "offer": ms(self.t_offer_ns),
+            "dtls_connected": ms(self.t_dtls_ns),
+            "first_packet": ms(self.first_packet_ns),
+            "first_keyframe": ms(self.first_key_ns),
+        }
 
     def _on_dtls_state(self) -> None:
         if self._dtls.state == "connected" and not self.t_dtls_ns:
@@ -132,8 +136,9 @@ class LightViewer:
             self.rtcp_prev[ssrc] = (expected, received)
             de, dr = expected - e0, received - r0
             fraction = min(255, max(0, (256 * (de - dr)) // de)) if de > 0 else 0
-            blocks.append(ReportBlock(int.from_bytes(ssrc, "big"), fraction, expected - received,
-                                      highest & 0xFFFFFFFF, 0, 0, 0))
+            blocks.append(
+                ReportBlock(int.from_bytes(ssrc, "big"), fraction, expected - received, highest & 0xFFFFFFFF, 0, 0, 0)
+            )
         rr = ReceiverReport(self.rtcp_ssrc, tuple(blocks[:31])).to_bytes()
         media = tuple(b.ssrc for b in blocks)
         return rr + (Remb(self.rtcp_ssrc, remb_bps, media).to_bytes() if media else b"")
@@ -174,8 +179,9 @@ class RawPoller:
     INTERVAL_S = 0.002  # drain every 2 ms: the kernel timestamps, so waiting costs no accuracy
     BUDGET_S = 0.001  # at most this long per drain before yielding to the event loop
 
-    def __init__(self, rec: Recorder, sample_every: int = 4, rtcp_every_s: float = 0.0,
-                 remb_bps: int = 5_000_000) -> None:
+    def __init__(
+        self, rec: Recorder, sample_every: int = 4, rtcp_every_s: float = 0.0, remb_bps: int = 5_000_000
+    ) -> None:
         """``rtcp_every_s`` > 0: every viewer taken over sends a compound RR +
         REMB (SRTCP, from its own socket to the SFU) that often, as real
         receivers do about once a second (:meth:`LightViewer.receiver_report`);
@@ -197,7 +203,8 @@ class RawPoller:
         self.rtcp_sent = 0
         self.rtcp_errors = 0
         self._rtcp_timer: asyncio.TimerHandle | None = (
-            self._loop.call_later(rtcp_every_s, self._rtcp_tick) if rtcp_every_s > 0 else None)
+            self._loop.call_later(rtcp_every_s, self._rtcp_tick) if rtcp_every_s > 0 else None
+        )
 
     def _rtcp_tick(self) -> None:
         """Every viewer's RR + REMB, SRTCP-protected with its own keys, sent from its own socket."""
@@ -329,11 +336,11 @@ class RawPoller:
                     rec.srtp_errors += 1
                     continue
                 size = len_p[0]
-                if mv[size - TRAILER_LEN:size - TRAILER_LEN + 4] != MAGIC:
+                if mv[size - TRAILER_LEN : size - TRAILER_LEN + 4] != MAGIC:
                     rec.no_trailer += 1
                     continue
                 if recording and seq % k == 0:
-                    lat_append(rx_ns - int.from_bytes(mv[size - 12:size - 4], "big", signed=True))
+                    lat_append(rx_ns - int.from_bytes(mv[size - 12 : size - 4], "big", signed=True))
                 if first:
                     if not v.first_packet_ns:
                         v.first_packet_ns = rx_ns

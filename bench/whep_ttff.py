@@ -35,13 +35,25 @@ SHOW = "ttff"
 
 async def start_node() -> tuple[subprocess.Popen[str], int]:
     data = tempfile.mkdtemp(prefix="jasmin-ttff-")
-    env = {**os.environ, "JASMIN_SERVER_HOST": "127.0.0.1", "JASMIN_SERVER_PORT": "0",
-           "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1", "JASMIN_LOG_LEVEL": "warning",
-           "JASMIN_BILLING_ENABLED": "false", "JASMIN_ACCOUNTS_ENABLED": "false",
-           "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", "JASMIN_BILLING_DATA_DIR": data,
-           "JASMIN_ACCOUNTS_DATA_DIR": data}
-    proc = subprocess.Popen([sys.executable, "-m", "jasmin_sfu", "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "JASMIN_SERVER_HOST": "127.0.0.1",
+        "JASMIN_SERVER_PORT": "0",
+        "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+        "JASMIN_LOG_LEVEL": "warning",
+        "JASMIN_BILLING_ENABLED": "false",
+        "JASMIN_ACCOUNTS_ENABLED": "false",
+        "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
+        "JASMIN_BILLING_DATA_DIR": data,
+        "JASMIN_ACCOUNTS_DATA_DIR": data,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jasmin_sfu", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
     while True:
@@ -67,9 +79,13 @@ async def probe(start: Callable[[], Awaitable[Any]]) -> float:
 
 def summary(xs: list[float]) -> dict[str, float]:
     xs = sorted(xs)
-    return {"n": len(xs), "p50": round(statistics.median(xs), 1),
-            "p95": round(xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))], 1),
-            "min": round(xs[0], 1), "max": round(xs[-1], 1)}
+    return {
+        "n": len(xs),
+        "p50": round(statistics.median(xs), 1),
+        "p95": round(xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))], 1),
+        "min": round(xs[0], 1),
+        "max": round(xs[-1], 1),
+    }
 
 
 async def run(probes: int) -> dict[str, Any]:
@@ -88,8 +104,10 @@ async def run(probes: int) -> dict[str, Any]:
             await asyncio.sleep(0.3)
         await warm.close()
         await pub.close()
-        return {"probes": {k: [round(x, 1) for x in v] for k, v in out.items()},
-                "ttff_ms": {k: summary(v) for k, v in out.items()}}
+        return {
+            "probes": {k: [round(x, 1) for x in v] for k, v in out.items()},
+            "ttff_ms": {k: summary(v) for k, v in out.items()},
+        }
     finally:
         proc.terminate()
         proc.wait(10)
@@ -102,8 +120,10 @@ def main() -> None:
     args = ap.parse_args()
     res = asyncio.run(run(args.probes))
     for kind, s in res["ttff_ms"].items():
-        print(f"{kind:10} TTFF ms: p50 {s['p50']:7.1f}  p95 {s['p95']:7.1f}  min {s['min']:7.1f}  "
-              f"max {s['max']:7.1f}  (n={s['n']})")
+        print(
+            f"{kind:10} TTFF ms: p50 {s['p50']:7.1f}  p95 {s['p95']:7.1f}  min {s['min']:7.1f}  "
+            f"max {s['max']:7.1f}  (n={s['n']})"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -20,7 +20,12 @@ from jasmin_sfu.api.demo import add_demo_routes
 from jasmin_sfu.api.ice_servers import ICE_KEY, IceServers
 from jasmin_sfu.api.join_auth import JoinAuthenticator
 from jasmin_sfu.api.metrics import (
-    AdmissionCollector, ClusterCollector, MediaCollector, NodeCollector, make_registry, render,
+    AdmissionCollector,
+    ClusterCollector,
+    MediaCollector,
+    NodeCollector,
+    make_registry,
+    render,
 )
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.relay import RELAY_OPEN_PATH, RELAY_ORIGIN_HEADER, Relays, SiblingOrigin, sibling_origin
@@ -142,7 +147,8 @@ class Daemon:
         # How long the event loop is blocked (jasmin_sfu/loop_lag.py); runs while listening.
         self.loop_lag = LoopLagMonitor(cfg.server.loop_lag_warn_ms)
         self.registry = make_registry(
-            MediaCollector(self.worker, lambda: len(self.sessions)), AdmissionCollector(self.admission),
+            MediaCollector(self.worker, lambda: len(self.sessions)),
+            AdmissionCollector(self.admission),
             ClusterCollector(lambda: self.cluster, self.throttle_windows, lambda: self.relays),
             NodeCollector(self.loop_lag.histogram),
         )
@@ -164,9 +170,13 @@ class Daemon:
             # Between nodes ([cluster] secret) or between a supervisor's workers (its per-run secret).
             app.router.add_post(RELAY_OPEN_PATH, self.relay_open)
         # WHIP ingest and WHEP playback (docs/whip-whep.md): a performer or viewer like a websocket's.
-        self.whip = WhipWhep(self._session_handler, draining=lambda: self.draining, accounts=lambda: self.accounts,
-                             origins=OriginPolicy(self.cfg.server.allowed_origins),
-                             ice_servers=lambda: self.ice_servers.issue())
+        self.whip = WhipWhep(
+            self._session_handler,
+            draining=lambda: self.draining,
+            accounts=lambda: self.accounts,
+            origins=OriginPolicy(self.cfg.server.allowed_origins),
+            ice_servers=lambda: self.ice_servers.issue(),
+        )
         self.whip.install(app)
         if self.cfg.server.internal_secret:
             # A supervised worker: its supervisor asks which WHIP/WHEP sessions are live.
@@ -210,8 +220,9 @@ class Daemon:
     async def relay_open(self, request: web.Request) -> web.Response:
         """The relays' control channel (jasmin_sfu/api/relay.py); 503 while relays are off."""
         if self.relays is None:
-            return web.json_response({"error": {"code": "invalid_state", "message": "relays are off on this node"}},
-                                     status=503)
+            return web.json_response(
+                {"error": {"code": "invalid_state", "message": "relays are off on this node"}}, status=503
+            )
         return await self.relays.handle_open(request)
 
     async def http_sessions(self, request: web.Request) -> web.Response:
@@ -323,14 +334,20 @@ class Daemon:
                 self.purchases = Purchases(self.accounts.store, self.billing.cc, processor, self._accounts_clock)
         if self.accounts is not None:
             self.social = await open_social(
-                self.cfg.accounts, self.accounts, self.billing.ledger if self.billing is not None else None,
-                self._accounts_clock, notifier=self.social_notifier, is_online=self._performer_online,
+                self.cfg.accounts,
+                self.accounts,
+                self.billing.ledger if self.billing is not None else None,
+                self._accounts_clock,
+                notifier=self.social_notifier,
+                is_online=self._performer_online,
             )
             self.bus.subscribe(self.social.on_show_event)
             self.personal_data.register(self.social.personal_data_source())
             self._social_housekeeping = asyncio.get_running_loop().create_task(self.social.housekeeping())
         self.chat = await open_chat(
-            self.cfg.chat, self.cfg.accounts, self._accounts_clock,
+            self.cfg.chat,
+            self.cfg.accounts,
+            self._accounts_clock,
             ledger=self.billing.ledger if self.billing is not None else None,
             **({"is_top_member": self.social.is_top_member} if self.social is not None else {}),
         )
@@ -338,11 +355,25 @@ class Daemon:
         if self.accounts is not None:
             # A supervised worker's revocations reach its sibling workers (docs/workers.md).
             srv = self.cfg.server
-            supervisor = SupervisorLink(srv.supervisor_url + INTERNAL_REVOKE, {INTERNAL_SECRET_HEADER: srv.internal_secret},
-                                        lambda: self.port) if srv.supervisor_url and listen else None
+            supervisor = (
+                SupervisorLink(
+                    srv.supervisor_url + INTERNAL_REVOKE,
+                    {INTERNAL_SECRET_HEADER: srv.internal_secret},
+                    lambda: self.port,
+                )
+                if srv.supervisor_url and listen
+                else None
+            )
             self.privacy = await open_privacy(
-                self.cfg, self.accounts, self.personal_data, self.billing, self.social, self.sessions, schedule=listen,
-                session_ended=self._session_closed, supervisor=supervisor,
+                self.cfg,
+                self.accounts,
+                self.personal_data,
+                self.billing,
+                self.social,
+                self.sessions,
+                schedule=listen,
+                session_ended=self._session_closed,
+                supervisor=supervisor,
             )
         if not listen:  # the command line (`jasmin-sfu retention`): services only
             return
@@ -357,19 +388,32 @@ class Daemon:
             self.cluster.settings = self._cluster_settings()  # the advertised URL may name the port
             relay_host = self._relay_host()
             if relay_host is None:
-                log.warning("cluster: no relay_host (an IP address) could be derived; viewers of other"
-                            " nodes' shows are sent there (`moved`)")
+                log.warning(
+                    "cluster: no relay_host (an IP address) could be derived; viewers of other"
+                    " nodes' shows are sent there (`moved`)"
+                )
             else:
                 c = self.cfg.cluster
-                self.relays = Relays(node_id=c.node_id, secret=c.secret, relay_host=relay_host, worker=self.worker,
-                                     shows=self.shows, silence_timeout_s=c.ttl_s)
+                self.relays = Relays(
+                    node_id=c.node_id,
+                    secret=c.secret,
+                    relay_host=relay_host,
+                    worker=self.worker,
+                    shows=self.shows,
+                    silence_timeout_s=c.ttl_s,
+                )
             await self.cluster.start()
         elif s.internal_secret:
             # A supervised worker: it relays its shows to its sibling workers, and theirs to its
             # guests, over loopback UDP (docs/workers.md, "One show over every worker"). Its node
             # id is the one its supervisor gave it (billing.node_id, unique per worker).
-            self.relays = Relays(node_id=self.cfg.billing.node_id, secret=s.internal_secret, relay_host="127.0.0.1",
-                                 worker=self.worker, shows=self.shows)
+            self.relays = Relays(
+                node_id=self.cfg.billing.node_id,
+                secret=s.internal_secret,
+                relay_host="127.0.0.1",
+                worker=self.worker,
+                shows=self.shows,
+            )
 
     def _origin_shows(self) -> list[str]:
         """The shows this node holds (not those it relays from another node)."""
@@ -398,17 +442,28 @@ class Daemon:
         c, host = self.cfg.cluster, self.cfg.server.host
         shown = f"[{host}]" if ":" in host else host
         return ClusterSettings(
-            redis_url=c.redis_url, key_prefix=c.key_prefix, node_id=c.node_id,
-            advertised_url=c.advertised_url or f"ws://{shown}:{self.port or self.cfg.server.port}/ws", secret=c.secret,
-            heartbeat_interval_s=c.heartbeat_interval_s, ttl_s=c.ttl_s, billing_node_id=self.cfg.billing.node_id if self.cfg.billing.enabled else "",
+            redis_url=c.redis_url,
+            key_prefix=c.key_prefix,
+            node_id=c.node_id,
+            advertised_url=c.advertised_url or f"ws://{shown}:{self.port or self.cfg.server.port}/ws",
+            secret=c.secret,
+            heartbeat_interval_s=c.heartbeat_interval_s,
+            ttl_s=c.ttl_s,
+            billing_node_id=self.cfg.billing.node_id if self.cfg.billing.enabled else "",
         )
 
     def _node_load(self) -> NodeLoad:
         """This node's load for the registry: viewers and CPU against its admission limits."""
         a = self.cfg.admission
         publishers = sum(1 for show in self.shows.shows.values() if not show.closed and show.performers)
-        return NodeLoad(viewers=self.admission.viewers, publishers=publishers, cpu=self.admission.cpu.share(),
-                        max_viewers=a.max_viewers_per_worker, max_cpu=a.max_cpu_share, draining=self.draining)
+        return NodeLoad(
+            viewers=self.admission.viewers,
+            publishers=publishers,
+            cpu=self.admission.cpu.share(),
+            max_viewers=a.max_viewers_per_worker,
+            max_cpu=a.max_cpu_share,
+            draining=self.draining,
+        )
 
     async def seed_demo(self) -> DemoAccounts | None:
         """Seed the demo accounts when the config allows it (services/demo.py); None otherwise."""
@@ -465,14 +520,16 @@ def demo_banner(demo: DemoAccounts, host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
     base = f"http://{shown}:{port}/"
     p, m, show = demo.performer, demo.member, demo.show_id
-    return "\n".join([
-        "demo accounts (accounts.seed_demo = false turns them off; never seeded with a DSN):",
-        f"  performer  {p.username} / {p.password}   show {show!r}",
-        f"  member     {m.username} / {m.password}   {demo.member_credits} credits",
-        f"  performer view  {base}?role=performer&demo=performer   (logs in, then: Go live)",
-        f"  member view     {base}?role=viewer&show={show}&demo=member   (logs in, then: Watch)",
-        f"  guest view      {base}?role=viewer&show={show}   (Watch, confirm 18+)",
-    ])
+    return "\n".join(
+        [
+            "demo accounts (accounts.seed_demo = false turns them off; never seeded with a DSN):",
+            f"  performer  {p.username} / {p.password}   show {show!r}",
+            f"  member     {m.username} / {m.password}   {demo.member_credits} credits",
+            f"  performer view  {base}?role=performer&demo=performer   (logs in, then: Go live)",
+            f"  member view     {base}?role=viewer&show={show}&demo=member   (logs in, then: Watch)",
+            f"  guest view      {base}?role=viewer&show={show}   (Watch, confirm 18+)",
+        ]
+    )
 
 
 async def serve(cfg: Config, ready: Callable[[int], Any] | None = None) -> int:

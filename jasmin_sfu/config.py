@@ -338,7 +338,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX) or var == "JASMIN_CONFIG":
             continue
-        rest = var[len(ENV_PREFIX):].lower()
+        rest = var[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
         if section not in sections or key not in _section_types(sections[section]):
             raise ConfigError(f"environment: unknown variable {var}")
@@ -368,8 +368,10 @@ def validate(cfg: Config) -> Config:
     if s.internal_secret and len(s.internal_secret) < 32:
         raise ConfigError("server.internal_secret must be at least 32 characters when set")
     if s.supervisor_url and not (s.internal_secret and _SUPERVISOR_URL.match(s.supervisor_url)):
-        raise ConfigError("server.supervisor_url must be http://127.0.0.1:PORT, with server.internal_secret set "
-                          "(the supervisor sets both for its workers)")
+        raise ConfigError(
+            "server.supervisor_url must be http://127.0.0.1:PORT, with server.internal_secret set "
+            "(the supervisor sets both for its workers)"
+        )
     for origin in s.allowed_origins:
         if origin not in ("*", "null") and not _ORIGIN.match(origin):
             raise ConfigError(
@@ -455,26 +457,33 @@ def validate(cfg: Config) -> Config:
     if a.session_ttl_s <= 0 or a.purge_interval_s <= 0:
         raise ConfigError("accounts.session_ttl_s and accounts.purge_interval_s must be positive")
     if a.password_time_cost < 1 or a.password_parallelism < 1 or a.password_memory_kib < 8 * a.password_parallelism:
-        raise ConfigError("accounts: password_time_cost >= 1, password_parallelism >= 1, "
-                          "password_memory_kib >= 8 x password_parallelism")
+        raise ConfigError(
+            "accounts: password_time_cost >= 1, password_parallelism >= 1, "
+            "password_memory_kib >= 8 x password_parallelism"
+        )
     if a.login_window_s <= 0 or a.login_max_failures_per_username < 1 or a.login_max_failures_per_address < 1:
         raise ConfigError("accounts: login_window_s > 0, login_max_failures_per_username/_per_address >= 1")
     pv = cfg.privacy
-    if not (0 < pv.usage_retention_days <= 120 and 0 < pv.guest_retention_days <= 15
-            and 0 < pv.identity_retention_days <= 5):
-        raise ConfigError("privacy: usage_retention_days 1..120, guest_retention_days 1..15, "
-                          "identity_retention_days 1..5 (docs/product.md's maximums)")
+    if not (
+        0 < pv.usage_retention_days <= 120 and 0 < pv.guest_retention_days <= 15 and 0 < pv.identity_retention_days <= 5
+    ):
+        raise ConfigError(
+            "privacy: usage_retention_days 1..120, guest_retention_days 1..15, "
+            "identity_retention_days 1..5 (docs/product.md's maximums)"
+        )
     if pv.inactive_account_days < 365 or pv.username_blacklist_days < 0 or pv.retention_interval_s <= 0:
-        raise ConfigError("privacy: inactive_account_days >= 365 (a year), username_blacklist_days >= 0, "
-                          "retention_interval_s > 0")
+        raise ConfigError(
+            "privacy: inactive_account_days >= 365 (a year), username_blacklist_days >= 0, retention_interval_s > 0"
+        )
     if not 1 <= len(pv.site) <= 64:
         raise ConfigError("privacy.site must be 1-64 characters")
     if cfg.payments.provider not in ("none", "test"):
         raise ConfigError(f"payments.provider: {cfg.payments.provider!r} is not one of none, test")
     ch = cfg.chat
-    if min(ch.member_messages, ch.guest_messages, ch.staff_messages) < 1 or min(
-        ch.member_window_s, ch.guest_window_s, ch.staff_window_s
-    ) <= 0:
+    if (
+        min(ch.member_messages, ch.guest_messages, ch.staff_messages) < 1
+        or min(ch.member_window_s, ch.guest_window_s, ch.staff_window_s) <= 0
+    ):
         raise ConfigError("chat: *_messages must be >= 1 and *_window_s positive")
     if not 0 <= ch.history_on_join <= 200 or not 0 <= ch.tip_performer_share_bp <= 10_000:
         raise ConfigError("chat.history_on_join must be 0..200 and chat.tip_performer_share_bp 0..10000")
@@ -548,7 +557,9 @@ def _validate_cluster(c: ClusterConfig, s: ServerConfig) -> None:
     if len(c.secret) < 32:
         raise ConfigError("cluster.secret must be at least 32 characters with cluster.redis_url")
     if c.advertised_url and not _WS_URL.match(c.advertised_url):
-        raise ConfigError(f"cluster.advertised_url: {c.advertised_url[:200]!r} is not a ws:// or wss:// URL with a path")
+        raise ConfigError(
+            f"cluster.advertised_url: {c.advertised_url[:200]!r} is not a ws:// or wss:// URL with a path"
+        )
     if not c.advertised_url and s.host in ("0.0.0.0", "::", ""):
         raise ConfigError("cluster.advertised_url is needed when server.host is a wildcard address")
     if not 0.05 <= c.heartbeat_interval_s <= 60.0:

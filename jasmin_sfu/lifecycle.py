@@ -89,7 +89,9 @@ async def drain(step: Awaitable[Any], timeout_s: float, what: str, logger: loggi
 def listening_line(host: str, port: int, detail: str = "") -> str:
     """The line printed once the node listens (``make run``, the supervisor, tests and bench read it)."""
     url = f"http://{host}:{port}/"
-    return f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws" + (f"  ({detail})" if detail else "")
+    return f"jasmin-sfu {__version__} listening: demo page {url}  signaling {url}ws" + (
+        f"  ({detail})" if detail else ""
+    )
 
 
 async def run(

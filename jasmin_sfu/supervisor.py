@@ -66,8 +66,19 @@ log = logging.getLogger(__name__)
 # Workers' internal endpoints (/internal/...), never proxied from the public port.
 _INTERNAL_PATH = re.compile(r"^/+internal(/|\Z)", re.IGNORECASE)
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes.
-_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-        "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-encoding",
+}
 # A restart loop must not spin on a worker that dies at start (bad config, port range taken).
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 # A worker answers a revocation once that account's websockets left their shows (at most 5 s,
@@ -177,8 +188,12 @@ def guest_worker(origin: int, loads: dict[int, int], full: frozenset[int] = froz
 def is_guest(data: dict[str, Any]) -> bool:
     """A viewer's join with no account (no token, no member or performer id): the only
     joins a relayed worker serves (docs/workers.md, "One show over every worker")."""
-    return (data.get("role") == "viewer" and not data.get("token") and not data.get("member_id")
-            and not data.get("performer_id"))
+    return (
+        data.get("role") == "viewer"
+        and not data.get("token")
+        and not data.get("member_id")
+        and not data.get("performer_id")
+    )
 
 
 def decode_client_frame(raw: str | bytes) -> dict[str, Any] | None:
@@ -324,7 +339,10 @@ class Supervisor:
         if self.config_path:
             cmd += ["--config", self.config_path]
         proc = await asyncio.create_subprocess_exec(
-            *cmd, env=self._env(w), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *cmd,
+            env=self._env(w),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         w.proc = proc
         try:
@@ -337,7 +355,9 @@ class Supervisor:
             raw = await proc.stdout.readline()
             if not raw:
                 await proc.wait()
-                raise RuntimeError(f"worker {w.index} exited with {proc.returncode} before listening:\n" + "".join(lines))
+                raise RuntimeError(
+                    f"worker {w.index} exited with {proc.returncode} before listening:\n" + "".join(lines)
+                )
             line = raw.decode(errors="replace")
             lines.append(line)
             m = LISTENING.search(line)
@@ -405,9 +425,11 @@ class Supervisor:
         for w in [w for w in self.workers if w.alive]:
             asked_at = time.monotonic()
             try:
-                async with self.http.get(f"http://{w.base}{INTERNAL_HTTP_SESSIONS}",
-                                         headers={INTERNAL_SECRET_HEADER: self.secret},
-                                         timeout=aiohttp.ClientTimeout(total=5)) as r:
+                async with self.http.get(
+                    f"http://{w.base}{INTERNAL_HTTP_SESSIONS}",
+                    headers={INTERNAL_SECRET_HEADER: self.secret},
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ) as r:
                     if r.status != 200:
                         continue
                     live = set((await r.json())["locations"])
@@ -462,8 +484,9 @@ class Supervisor:
         self._monitors.append(asyncio.get_running_loop().create_task(self._sweep_loop()))
         s = self.cfg.server
         # The public face checks the Origin of /ws itself: its workers see the supervisor's connection.
-        app = web.Application(client_max_size=s.hard_max_frame_bytes,
-                              middlewares=[origin_middleware(OriginPolicy(s.allowed_origins))])
+        app = web.Application(
+            client_max_size=s.hard_max_frame_bytes, middlewares=[origin_middleware(OriginPolicy(s.allowed_origins))]
+        )
         app.router.add_get("/ws", self.ws_proxy)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -539,9 +562,12 @@ class Supervisor:
     async def _revoke_on(self, w: WorkerProcess, body: dict[str, Any]) -> bool:
         assert self.http is not None
         try:
-            async with self.http.post(f"http://{w.base}{INTERNAL_REVOKE}", json=body,
-                                      headers={INTERNAL_SECRET_HEADER: self.secret},
-                                      timeout=aiohttp.ClientTimeout(total=REVOKE_WAIT_S)) as r:
+            async with self.http.post(
+                f"http://{w.base}{INTERNAL_REVOKE}",
+                json=body,
+                headers={INTERNAL_SECRET_HEADER: self.secret},
+                timeout=aiohttp.ClientTimeout(total=REVOKE_WAIT_S),
+            ) as r:
                 if r.status == 200:
                     return True
                 reason = f"status {r.status}: {(await r.text())[:200]}"
@@ -571,8 +597,16 @@ class Supervisor:
             status, body = await self._worker_json(w, "/readyz") if w.alive else (503, {"status": "down"})
             ready = ready and status == 200
             pid = w.proc.pid if w.proc is not None else None
-            workers.append({"index": w.index, "pid": pid, "alive": w.alive, "connections": w.connections,
-                            "restarts": w.restarts, **(body if isinstance(body, dict) else {})})
+            workers.append(
+                {
+                    "index": w.index,
+                    "pid": pid,
+                    "alive": w.alive,
+                    "connections": w.connections,
+                    "restarts": w.restarts,
+                    **(body if isinstance(body, dict) else {}),
+                }
+            )
         body = {"status": "ready" if ready else "not_ready", "workers": workers}
         return web.json_response(body, status=200 if ready else 503)
 
@@ -587,33 +621,42 @@ class Supervisor:
                     texts[w.index] = await r.text()
             except Exception:
                 continue
-        own = ["# HELP jasmin_supervisor_worker_up 1 while the worker process is up",
-               "# TYPE jasmin_supervisor_worker_up gauge"]
+        own = [
+            "# HELP jasmin_supervisor_worker_up 1 while the worker process is up",
+            "# TYPE jasmin_supervisor_worker_up gauge",
+        ]
         own += [f'jasmin_supervisor_worker_up{{worker="{w.index}"}} {int(w.alive)}' for w in self.workers]
-        own += ["# HELP jasmin_supervisor_worker_restarts_total Worker processes restarted after dying",
-                "# TYPE jasmin_supervisor_worker_restarts_total counter"]
+        own += [
+            "# HELP jasmin_supervisor_worker_restarts_total Worker processes restarted after dying",
+            "# TYPE jasmin_supervisor_worker_restarts_total counter",
+        ]
         own += [f'jasmin_supervisor_worker_restarts_total{{worker="{w.index}"}} {w.restarts}' for w in self.workers]
-        own += ["# HELP jasmin_supervisor_shows_placed Shows placed on each worker",
-                "# TYPE jasmin_supervisor_shows_placed gauge"]
+        own += [
+            "# HELP jasmin_supervisor_shows_placed Shows placed on each worker",
+            "# TYPE jasmin_supervisor_shows_placed gauge",
+        ]
         placed = self.placement.shows
-        own += [f'jasmin_supervisor_shows_placed{{worker="{w.index}"}} {sum(1 for v in placed.values() if v == w.index)}'
-                for w in self.workers]
-        own += ["# HELP jasmin_supervisor_http_sessions_swept_total WHIP/WHEP sessions ended without a DELETE "
-                "whose show placement a sweep released",
-                "# TYPE jasmin_supervisor_http_sessions_swept_total counter",
-                f"jasmin_supervisor_http_sessions_swept_total {self.http_sessions_swept}",
-                "# HELP jasmin_supervisor_revocations_total Revocations (erasures, logouts) a worker made, "
-                "passed on to the other workers",
-                "# TYPE jasmin_supervisor_revocations_total counter",
-                f"jasmin_supervisor_revocations_total {self.revocations}",
-                "# HELP jasmin_supervisor_revocations_unanswered_total Workers that did not confirm a revocation "
-                "in time",
-                "# TYPE jasmin_supervisor_revocations_unanswered_total counter",
-                f"jasmin_supervisor_revocations_unanswered_total {self.revocations_unanswered}",
-                "# HELP jasmin_supervisor_relayed_joins_total Guest joins routed to a worker other than their "
-                "show's, served there through a relay",
-                "# TYPE jasmin_supervisor_relayed_joins_total counter",
-                f"jasmin_supervisor_relayed_joins_total {self.relayed_joins}"]
+        own += [
+            f'jasmin_supervisor_shows_placed{{worker="{w.index}"}} {sum(1 for v in placed.values() if v == w.index)}'
+            for w in self.workers
+        ]
+        own += [
+            "# HELP jasmin_supervisor_http_sessions_swept_total WHIP/WHEP sessions ended without a DELETE "
+            "whose show placement a sweep released",
+            "# TYPE jasmin_supervisor_http_sessions_swept_total counter",
+            f"jasmin_supervisor_http_sessions_swept_total {self.http_sessions_swept}",
+            "# HELP jasmin_supervisor_revocations_total Revocations (erasures, logouts) a worker made, "
+            "passed on to the other workers",
+            "# TYPE jasmin_supervisor_revocations_total counter",
+            f"jasmin_supervisor_revocations_total {self.revocations}",
+            "# HELP jasmin_supervisor_revocations_unanswered_total Workers that did not confirm a revocation in time",
+            "# TYPE jasmin_supervisor_revocations_unanswered_total counter",
+            f"jasmin_supervisor_revocations_unanswered_total {self.revocations_unanswered}",
+            "# HELP jasmin_supervisor_relayed_joins_total Guest joins routed to a worker other than their "
+            "show's, served there through a relay",
+            "# TYPE jasmin_supervisor_relayed_joins_total counter",
+            f"jasmin_supervisor_relayed_joins_total {self.relayed_joins}",
+        ]
         body = "\n".join(own) + "\n" + merge_metrics(texts)
         return web.Response(body=body.encode(), content_type="text/plain", charset="utf-8")
 
@@ -669,13 +712,19 @@ class Supervisor:
     async def _forward(self, request: web.Request, w: WorkerProcess) -> web.Response:
         assert self.http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        headers = {**{k: v for k, v in headers.items() if not k.lower().startswith("x-jasmin-")},
-                   **self._internal_headers(request)}
+        headers = {
+            **{k: v for k, v in headers.items() if not k.lower().startswith("x-jasmin-")},
+            **self._internal_headers(request),
+        }
         body = await request.read()
         try:
             async with self.http.request(
-                request.method, f"http://{w.base}{request.rel_url}", headers=headers, data=body or None,
-                allow_redirects=False, timeout=aiohttp.ClientTimeout(total=60),
+                request.method,
+                f"http://{w.base}{request.rel_url}",
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=60),
             ) as r:
                 payload = await r.read()
                 out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
@@ -718,8 +767,10 @@ class RoutedConnection:
         assert self.sup.http is not None
         s = self.sup.cfg.server
         return await self.sup.http.ws_connect(
-            f"ws://{w.base}/ws", headers={**self.sup._internal_headers(self.request, self.session_id), **(extra or {})},
-            max_msg_size=s.hard_max_frame_bytes, heartbeat=s.heartbeat_s,
+            f"ws://{w.base}/ws",
+            headers={**self.sup._internal_headers(self.request, self.session_id), **(extra or {})},
+            max_msg_size=s.hard_max_frame_bytes,
+            heartbeat=s.heartbeat_s,
         )
 
     def _attach(self, w: WorkerProcess, backend: aiohttp.ClientWebSocketResponse) -> None:
@@ -780,8 +831,9 @@ class RoutedConnection:
             if edge != target:
                 # Served by a relay from the show's worker: the edge is told which worker that is.
                 origin = self.sup.workers[target]
-                sibling = json.dumps({"show_id": show_id, "node": self.sup.relay_node(origin),
-                                      "url": f"http://{origin.base}"})
+                sibling = json.dumps(
+                    {"show_id": show_id, "node": self.sup.relay_node(origin), "url": f"http://{origin.base}"}
+                )
                 self.sup.relayed_joins += 1
                 await self._switch(self.sup.workers[edge], {RELAY_ORIGIN_HEADER: sibling})
                 target = edge

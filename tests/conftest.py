@@ -49,8 +49,9 @@ def _fail_a_test_that_blocks_its_loop(request: pytest.FixtureRequest) -> Iterato
             f.writelines(f"{seconds:.3f}s {request.node.nodeid}: {what}\n" for seconds, what in held)
         return
     lines = "\n".join(f"  {seconds:.2f} s: {what}" for seconds, what in held[:5])
-    pytest.fail(f"the event loop was blocked past {loop_guard.LIMIT_S} s (tests/loop_guard.py):\n{lines}",
-                pytrace=False)
+    pytest.fail(
+        f"the event loop was blocked past {loop_guard.LIMIT_S} s (tests/loop_guard.py):\n{lines}", pytrace=False
+    )
 
 
 def test_config(
@@ -94,8 +95,13 @@ def aioice_state() -> Iterator[None]:
     from jasmin_sfu.media import aiortc_adapter as adapter
 
     conn = aioice.ice.Connection
-    saved = (aioice.ice.get_host_addresses, conn.get_component_candidates, conn.query_consent,
-             list(adapter._HOST_ADDRESSES), adapter._PORT_RANGE)
+    saved = (
+        aioice.ice.get_host_addresses,
+        conn.get_component_candidates,
+        conn.query_consent,
+        list(adapter._HOST_ADDRESSES),
+        adapter._PORT_RANGE,
+    )
     yield
     aioice.ice.get_host_addresses = saved[0]
     conn.get_component_candidates, conn.query_consent = saved[1], saved[2]  # type: ignore[method-assign]
@@ -186,9 +192,15 @@ async def start_daemon_process(
         data_dir = tempfile.mkdtemp(prefix="jasmin-billing-")
         _made_dirs.append(data_dir)  # removed after the test (remove_made_dirs)
     # The old process tests join with client-given ids: trusted here, never in production.
-    full_env = {**os.environ, "JASMIN_SERVER_PORT": "0", "JASMIN_LOG_LEVEL": "warning",
-                "JASMIN_BILLING_DATA_DIR": data_dir, "JASMIN_ACCOUNTS_DATA_DIR": data_dir,
-                "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", **(env or {})}
+    full_env = {
+        **os.environ,
+        "JASMIN_SERVER_PORT": "0",
+        "JASMIN_LOG_LEVEL": "warning",
+        "JASMIN_BILLING_DATA_DIR": data_dir,
+        "JASMIN_ACCOUNTS_DATA_DIR": data_dir,
+        "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
+        **(env or {}),
+    }
     if cwd != REPO:  # jasmin_sfu is found from the repository, not from the working directory
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, full_env.get("PYTHONPATH")]))
     proc = subprocess.Popen(

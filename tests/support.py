@@ -42,17 +42,24 @@ def fast_hashing(settings: AccountsSettings = FAST) -> Argon2Hashing:
     return Argon2Hashing(settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism)
 
 
-
 # (SQLite opener given the directory, PostgreSQL opener given the schema) per store.
 _STORES: dict[str, tuple[Callable[[Path], Awaitable[Any]], Callable[[str], Awaitable[Any]]]] = {
-    "accounts": (lambda d: SqliteAccountsStore.open(str(d / "accounts.sqlite3")),
-                 lambda schema: PostgresAccountsStore.open(PG_DSN, schema=schema)),
-    "ledger": (lambda d: SqliteLedgerStore.open(str(d / "ledger.sqlite3")),
-               lambda schema: PostgresLedgerStore.open(PG_DSN, schema=schema)),
-    "chat": (lambda d: SqliteChatStore.open(str(d / "chat.sqlite3")),
-             lambda schema: PostgresChatStore.open(PG_DSN, schema=schema)),
-    "social": (lambda d: SqliteSocialStore.open(str(d / "social.sqlite3"), str(d / "accounts.sqlite3")),
-               lambda schema: PostgresSocialStore.open(PG_DSN, schema=schema)),
+    "accounts": (
+        lambda d: SqliteAccountsStore.open(str(d / "accounts.sqlite3")),
+        lambda schema: PostgresAccountsStore.open(PG_DSN, schema=schema),
+    ),
+    "ledger": (
+        lambda d: SqliteLedgerStore.open(str(d / "ledger.sqlite3")),
+        lambda schema: PostgresLedgerStore.open(PG_DSN, schema=schema),
+    ),
+    "chat": (
+        lambda d: SqliteChatStore.open(str(d / "chat.sqlite3")),
+        lambda schema: PostgresChatStore.open(PG_DSN, schema=schema),
+    ),
+    "social": (
+        lambda d: SqliteSocialStore.open(str(d / "social.sqlite3"), str(d / "accounts.sqlite3")),
+        lambda schema: PostgresSocialStore.open(PG_DSN, schema=schema),
+    ),
 }
 
 
@@ -69,6 +76,7 @@ async def service_stores(kind: str, directory: Path, *names: str) -> AsyncIterat
 
 
 # -- privates over aiortc peers (exclusivity counted in packets) ----------------------------
+
 
 async def watch(url: str, show: str, **join: Any) -> Viewer:
     v = await subscribe(url, show, count=True, pass_through=True, **join)
@@ -137,40 +145,80 @@ class Scheduled:
         self.calls.append((delay, fn))
 
 
-def make_producer(kind: str = "video", mime: str = "video/VP8", pt: int = 96, rtcp_out: list[bytes] | None = None,
-                  clock: Clock | None = None, sched: Scheduled | None = None) -> tuple[Producer, MediaStats]:
+def make_producer(
+    kind: str = "video",
+    mime: str = "video/VP8",
+    pt: int = 96,
+    rtcp_out: list[bytes] | None = None,
+    clock: Clock | None = None,
+    sched: Scheduled | None = None,
+) -> tuple[Producer, MediaStats]:
     stats = MediaStats()
     out = rtcp_out if rtcp_out is not None else []
     clock = clock or Clock()
     sched = sched or Scheduled()
     p = Producer(
-        producer_id="p1", kind=kind, mime=mime, clock_rate=90000 if kind == "video" else 48000,
-        payload_type=pt, ssrc=0x11111111, rtx_ssrc=0x22222222, rtx_payload_type=97,
-        codec_parameters={}, extensions={MID: 4, ABS: 2} if kind == "video" else {MID: 4, LEVEL: 1},
-        send_rtcp=lambda b: out.append(b) or True, rtcp_ssrc=0xABCDEF01, stats=stats, cache_size=64,
+        producer_id="p1",
+        kind=kind,
+        mime=mime,
+        clock_rate=90000 if kind == "video" else 48000,
+        payload_type=pt,
+        ssrc=0x11111111,
+        rtx_ssrc=0x22222222,
+        rtx_payload_type=97,
+        codec_parameters={},
+        extensions={MID: 4, ABS: 2} if kind == "video" else {MID: 4, LEVEL: 1},
+        send_rtcp=lambda b: out.append(b) or True,
+        rtcp_ssrc=0xABCDEF01,
+        stats=stats,
+        cache_size=64,
         keyframes=lambda prod: KeyframeRequester(0.5, clock, prod.send_pli, sched),
     )
     p.send_clock = clock  # the abs-send-time the node writes: made-up time, so outputs compare
     return p, stats
 
 
-def make_consumer(p: Producer, stats: MediaStats, *, ssrc: int = 0x33333333, pt: int = 100,
-                  sink: FakeSink | None = None, clock: Clock | None = None, cid: str = "c1") -> tuple[Consumer, FakeSink]:
+def make_consumer(
+    p: Producer,
+    stats: MediaStats,
+    *,
+    ssrc: int = 0x33333333,
+    pt: int = 100,
+    sink: FakeSink | None = None,
+    clock: Clock | None = None,
+    cid: str = "c1",
+) -> tuple[Consumer, FakeSink]:
     sink = sink or FakeSink()
-    c = Consumer(consumer_id=cid, producer=p, ssrc=ssrc, payload_type=pt, sink=sink,  # type: ignore[arg-type]
-                 stats=stats, clock=clock or Clock())
+    c = Consumer(
+        consumer_id=cid,
+        producer=p,
+        ssrc=ssrc,
+        payload_type=pt,
+        sink=sink,  # type: ignore[arg-type]
+        stats=stats,
+        clock=clock or Clock(),
+    )
     c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})  # viewer leg: mid id 1 = "v0", abs-send-time id 3
     c.ast_id = 3 if p.ast_id else 0  # as WebRtcTransport sets it: padding carries the media's send time
     p.add_consumer(c)
     return c, sink
 
 
-def pkt(seq: int, ts: int, payload: bytes, *, pt: int = 96, marker: bool = False, ssrc: int = 0x11111111,
-        exts: list[tuple[int, bytes]] | None = None) -> bytes:
+def pkt(
+    seq: int,
+    ts: int,
+    payload: bytes,
+    *,
+    pt: int = 96,
+    marker: bool = False,
+    ssrc: int = 0x11111111,
+    exts: list[tuple[int, bytes]] | None = None,
+) -> bytes:
     profile, body = build_extensions(exts if exts is not None else [(4, b"0"), (2, b"\x01\x02\x03")])
     section = struct.pack("!HH", profile, len(body) // 4) + body if body else b""
-    return build_rtp(marker=marker, payload_type=pt, sequence=seq, timestamp=ts, ssrc=ssrc, payload=payload,
-                     ext_section=section)
+    return build_rtp(
+        marker=marker, payload_type=pt, sequence=seq, timestamp=ts, ssrc=ssrc, payload=payload, ext_section=section
+    )
 
 
 # -- real-browser pages -----------------------------------------------------------------------
@@ -204,8 +252,12 @@ class CSink:
         self.on_ready: list[Any] = []
         fp = fastpath.fastpath_ext
         self.target = fp.Target(
-            adapter.srtp_protect_address(), adapter.srtp_session_address(self.tx), self.tx,
-            self.out.fileno(), "127.0.0.1", self.inbox.getsockname()[1],
+            adapter.srtp_protect_address(),
+            adapter.srtp_session_address(self.tx),
+            self.tx,
+            self.out.fileno(),
+            "127.0.0.1",
+            self.inbox.getsockname()[1],
         )
 
     def send(self, packet: bytes) -> bool:
@@ -270,8 +322,11 @@ async def wait_line(page: Any, text: str) -> dict[str, Any]:
     """The chat line with ``text`` once the page shows it: its author and colour as rendered."""
     sel = f"#chat-log li:has-text({text!r})"
     await page.wait_for_selector(sel, timeout=15_000)
-    return dict(await page.eval_on_selector(
-        sel, "li => ({who: li.querySelector('strong').textContent, color: li.style.color, kind: li.dataset.kind})"))
+    return dict(
+        await page.eval_on_selector(
+            sel, "li => ({who: li.querySelector('strong').textContent, color: li.style.color, kind: li.dataset.kind})"
+        )
+    )
 
 
 async def seed_alice_and_mia(node: Any) -> tuple[str, Any]:

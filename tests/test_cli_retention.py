@@ -63,9 +63,16 @@ def _usage_event(member_id: str, at: float) -> CloudEvent:
     sid = "node1-" + member_id
     t = rfc3339_us(int(at * US))
     return CloudEvent(
-        id=event_id(sid, 1), source="urn:jasmin:session:" + sid, type="com.jasmin.usage.v1", time=t,
-        sequence="000000000001", partitionkey="wallet/" + wallet_account(member_id), subject="member/" + member_id,
-        recordedtime=t, data={"member_id": member_id, "units": 1})
+        id=event_id(sid, 1),
+        source="urn:jasmin:session:" + sid,
+        type="com.jasmin.usage.v1",
+        time=t,
+        sequence="000000000001",
+        partitionkey="wallet/" + wallet_account(member_id),
+        subject="member/" + member_id,
+        recordedtime=t,
+        data={"member_id": member_id, "units": 1},
+    )
 
 
 def _line(n: int, author: str, name: str, kind: str, at: float) -> MessageRow:
@@ -79,8 +86,9 @@ async def _seed(data: Path) -> dict[str, str]:
     clock = FakeClock(now - 400 * DAY)
     acc_path = str(data / "accounts.sqlite3")
     store = await SqliteAccountsStore.open(acc_path)
-    accounts = AccountsService(store, clock, AccountsSettings(
-        password_time_cost=1, password_memory_kib=1024, password_parallelism=1))
+    accounts = AccountsService(
+        store, clock, AccountsSettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1)
+    )
     ids: dict[str, str] = {}
     try:
         ids["oldie"] = (await accounts.register("oldie", "password-oldie", adult_confirmed=True)).principal.id
@@ -88,8 +96,18 @@ async def _seed(data: Path) -> dict[str, str]:
         ids["lapsed"] = (await accounts.register("lapsed", "password-lapsed", adult_confirmed=True)).principal.id
         ids["buyer"] = (await accounts.register("buyer", "password-buyer", adult_confirmed=True)).principal.id
         for name, days in (("lapsed", 130), ("buyer", 10)):
-            await store.insert_payment(PaymentRow(
-                f"pay-{name}", ids[name], f"key-{name}", "p2999", 2999, "test", "credited", int((now - days * DAY) * US)))
+            await store.insert_payment(
+                PaymentRow(
+                    f"pay-{name}",
+                    ids[name],
+                    f"key-{name}",
+                    "p2999",
+                    2999,
+                    "test",
+                    "credited",
+                    int((now - days * DAY) * US),
+                )
+            )
         await store.record_login(ids["lapsed"], int((now - DAY) * US))  # active, but no recent purchase
         clock.now = now - 20 * DAY
         await accounts.start_guest(adult_confirmed=True)
@@ -195,7 +213,9 @@ def test_retention_command_dry_run_changes_nothing_then_deletes_per_category(tmp
     assert t[("chat logs and usage", "billing_usage")] == "1"
     assert t[("chat logs and usage", "chat")] == "1"
     # What went and what stayed, in the databases themselves.
-    assert _one(data, "accounts.sqlite3", "SELECT reason FROM acc_erasures WHERE user_id = ?", ids["oldie"]) == "inactive"
+    assert (
+        _one(data, "accounts.sqlite3", "SELECT reason FROM acc_erasures WHERE user_id = ?", ids["oldie"]) == "inactive"
+    )
     assert _one(data, "accounts.sqlite3", "SELECT username FROM acc_users WHERE id = ?", ids["oldie"]) == "[erased]"
     assert _one(data, "accounts.sqlite3", "SELECT closed_at FROM acc_users WHERE id = ?", ids["lapsed"]) is None
     assert _one(data, "accounts.sqlite3", "SELECT count(*) FROM acc_sessions WHERE kind = 'guest'") == 1
@@ -212,11 +232,14 @@ def test_retention_command_dry_run_changes_nothing_then_deletes_per_category(tmp
     assert all(v == "0" for (cat, _src), v in t.items() if cat != "expired sessions"), again.stdout
 
 
-@pytest.mark.parametrize("extra, needle", [
-    ("[privacy]\nusage_retention_days = 200", "usage_retention_days"),
-    ("[privacy]\ninactive_account_days = 30", "inactive_account_days"),
-    ("[privacy\n", "jasmin.toml"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ("[privacy]\nusage_retention_days = 200", "usage_retention_days"),
+        ("[privacy]\ninactive_account_days = 30", "inactive_account_days"),
+        ("[privacy\n", "jasmin.toml"),
+    ],
+)
 def test_retention_command_refuses_a_bad_config(tmp_path: Path, extra: str, needle: str) -> None:
     """Protects against a config that would break docs/product.md's limits or cannot be read: a clear
     config error naming the key, exit code 2, and nothing run (no database created)."""
@@ -239,7 +262,7 @@ def test_retention_command_fails_clearly_without_an_accounts_database(tmp_path: 
     assert r.returncode == 1 and "no accounts database" in r.stderr and str(data) in r.stderr
     assert list(data.iterdir()) == []
     off_cfg = tmp_path / "off.toml"
-    off_cfg.write_text("[accounts]\nenabled = false\ntrust_client_ids = true\n[log]\nlevel = \"warning\"\n")
+    off_cfg.write_text('[accounts]\nenabled = false\ntrust_client_ids = true\n[log]\nlevel = "warning"\n')
     off = _cli(config=off_cfg)
     assert off.returncode == 1 and "accounts.enabled is false" in off.stderr
 
@@ -252,7 +275,10 @@ def test_cli_module_runs_as_a_script(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JASMIN_")}
     r = subprocess.run(
         [sys.executable, "-m", "jasmin_sfu.cli", "retention", "--dry-run", "--config", str(_config(tmp_path, data))],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "NameError" not in r.stderr, r.stderr
     assert r.returncode == 1 and "no accounts database" in r.stderr

@@ -19,7 +19,9 @@ def test_defaults_are_loopback_and_valid() -> None:
 def test_file_then_env_precedence(tmp_path: Path) -> None:
     """Protects precedence: the environment overrides the file, which overrides defaults."""
     f = tmp_path / "j.toml"
-    f.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n[media]\nlisten_ips = ["10.0.0.5"]\nannounced_ip = "203.0.113.7"\n')
+    f.write_text(
+        '[server]\nport = 9000\nhost = "0.0.0.0"\n[media]\nlisten_ips = ["10.0.0.5"]\nannounced_ip = "203.0.113.7"\n'
+    )
     cfg = load_config(f, env={"JASMIN_SERVER_PORT": "9100", "JASMIN_MEDIA_VIDEO_CODECS": "H264,VP8"})
     assert cfg.server.port == 9100
     assert cfg.server.host == "0.0.0.0"
@@ -33,10 +35,10 @@ def test_file_then_env_precedence(tmp_path: Path) -> None:
     [
         ("[server]\nprot = 1\n", "unknown key server.prot"),
         ("[servr]\nport = 1\n", "unknown section [servr]"),
-        ("[server]\nport = \"x\"\n", "expected an integer"),
+        ('[server]\nport = "x"\n', "expected an integer"),
         ("[server]\nport = 70000\n", "server.port"),
-        ("[media]\nlisten_ips = [\"localhost\"]\n", "not an IP address"),
-        ("[media]\nvideo_codecs = [\"VP9\"]\n", "video_codecs"),
+        ('[media]\nlisten_ips = ["localhost"]\n', "not an IP address"),
+        ('[media]\nvideo_codecs = ["VP9"]\n', "video_codecs"),
         ("[media]\npacket_cache_size = 1000\n", "power of two"),
         ("[media]\nrtc_min_port = 50000\nrtc_max_port = 40000\n", "rtc_min_port"),
         ("[server]\nport = \n", "j.toml"),
@@ -86,8 +88,9 @@ def test_the_privacy_section_is_the_retention_jobs_settings() -> None:
     from jasmin_sfu.services.retention import build_policy, category_rules
 
     assert PrivacyConfig is PrivacySettings
-    pv = load_config(None, env={"JASMIN_PRIVACY_USAGE_RETENTION_DAYS": "90",
-                                "JASMIN_PRIVACY_USERNAME_BLACKLIST_DAYS": "30"}).privacy
+    pv = load_config(
+        None, env={"JASMIN_PRIVACY_USAGE_RETENTION_DAYS": "90", "JASMIN_PRIVACY_USERNAME_BLACKLIST_DAYS": "30"}
+    ).privacy
     day_us = 86400 * 1_000_000
     policy = build_policy(1000 * day_us, pv, {})
     assert policy.usage_before_us == 910 * day_us and policy.guest_before_us == 985 * day_us
@@ -102,7 +105,7 @@ async def test_the_billing_section_reaches_private_billing_as_is(tmp_path: Path)
     from jasmin_sfu.shows.billing import open_billing
 
     f = tmp_path / "j.toml"
-    f.write_text(f"[billing]\ndata_dir = {str(tmp_path)!r}\nnode_id = \"n7\"\nvip_check_interval_s = 0\n")
+    f.write_text(f'[billing]\ndata_dir = {str(tmp_path)!r}\nnode_id = "n7"\nvip_check_interval_s = 0\n')
     cfg = load_config(f, env={"JASMIN_BILLING_DEFAULT_PRICE_PER_MINUTE": "350", "JASMIN_BILLING_WARN_AT_S": "30,5"})
     stack = await open_billing(cfg.billing, sinks={})
     try:

@@ -24,8 +24,10 @@ def test_chat_settings_from_file_and_env_and_bad_values_are_refused(tmp_path: Pa
     c = load_config(f, env={"JASMIN_CHAT_REDIS_PREFIX": "site1"}).chat
     assert (c.redis_url, c.guest_messages, c.redis_prefix) == ("redis://127.0.0.1:6379/0", 2, "site1")
     for key, value, word in [
-        ("MEMBER_MESSAGES", "0", "_messages"), ("TIP_PERFORMER_SHARE_BP", "10001", "tip_performer_share_bp"),
-        ("REDIS_PREFIX", "a*", "redis_prefix"), ("REDIS_URL", "http://x", "redis_url"),
+        ("MEMBER_MESSAGES", "0", "_messages"),
+        ("TIP_PERFORMER_SHARE_BP", "10001", "tip_performer_share_bp"),
+        ("REDIS_PREFIX", "a*", "redis_prefix"),
+        ("REDIS_URL", "http://x", "redis_url"),
         ("GUEST_WINDOW_S", "0", "_window_s"),
     ]:
         with pytest.raises(ConfigError, match=word):
@@ -45,8 +47,13 @@ async def test_the_chat_section_is_handed_to_the_service_as_is(tmp_path: Path) -
     from jasmin_sfu.services.chat import ChatSettings, open_chat
 
     assert ChatConfig is ChatSettings
-    cfg = load_config(env={"JASMIN_CHAT_STAFF_MESSAGES": "7", "JASMIN_CHAT_HISTORY_ON_JOIN": "12",
-                           "JASMIN_ACCOUNTS_DATA_DIR": str(tmp_path)})
+    cfg = load_config(
+        env={
+            "JASMIN_CHAT_STAFF_MESSAGES": "7",
+            "JASMIN_CHAT_HISTORY_ON_JOIN": "12",
+            "JASMIN_ACCOUNTS_DATA_DIR": str(tmp_path),
+        }
+    )
     chat = await open_chat(cfg.chat, cfg.accounts, time.time)
     try:
         assert chat.limits is cfg.chat

@@ -27,8 +27,14 @@ def test_the_default_is_one_node_without_redis() -> None:
 
 def test_a_complete_section_loads_and_the_secret_is_not_printed() -> None:
     """Protects the happy path and `check-config`: the secret is left out of the printed tree."""
-    cfg = load_config(env={**GOOD, "JASMIN_CLUSTER_ADVERTISED_URL": "wss://n1.example/ws",
-                           "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "1", "JASMIN_CLUSTER_TTL_S": "5"})
+    cfg = load_config(
+        env={
+            **GOOD,
+            "JASMIN_CLUSTER_ADVERTISED_URL": "wss://n1.example/ws",
+            "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "1",
+            "JASMIN_CLUSTER_TTL_S": "5",
+        }
+    )
     assert cfg.cluster.node_id == "n1" and cfg.cluster.ttl_s == 5.0
     assert "k" * 32 not in repr(cfg)
 

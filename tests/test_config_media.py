@@ -12,19 +12,43 @@ from jasmin_sfu.media.adaptation_policy import AdaptationPolicy
 from jasmin_sfu.config import ConfigError, MediaConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
-KEYS = ("remb_min_bps", "remb_max_bps", "nack_max_retries", "nack_default_rtt_ms", "nack_max_delay_ms",
-        "nack_budget_fraction", "pause_video_on_congestion", "keyframe_request_interval_ms", "packet_cache_size",
-        "rtcp_interval_ms", "simulcast", "layer_adaptation")
+KEYS = (
+    "remb_min_bps",
+    "remb_max_bps",
+    "nack_max_retries",
+    "nack_default_rtt_ms",
+    "nack_max_delay_ms",
+    "nack_budget_fraction",
+    "pause_video_on_congestion",
+    "keyframe_request_interval_ms",
+    "packet_cache_size",
+    "rtcp_interval_ms",
+    "simulcast",
+    "layer_adaptation",
+)
 # Per-viewer layers (docs/media.md, "Per-viewer layers"; issue 12).
-ADAPT_KEYS = ("bwe_start_bps", "bwe_min_bps", "bwe_max_bps", "bwe_max_jump", "bwe_audio_reserve_bps",
-              "layer_headroom", "layer_keep_ratio", "layer_up_hold_ms", "layer_min_dwell_ms", "layer_failed_up_ms",
-              "layer_backoff_max_ms", "probe_interval_ms", "probe_max_interval_ms", "probe_duration_ms")
+ADAPT_KEYS = (
+    "bwe_start_bps",
+    "bwe_min_bps",
+    "bwe_max_bps",
+    "bwe_max_jump",
+    "bwe_audio_reserve_bps",
+    "layer_headroom",
+    "layer_keep_ratio",
+    "layer_up_hold_ms",
+    "layer_min_dwell_ms",
+    "layer_failed_up_ms",
+    "layer_backoff_max_ms",
+    "probe_interval_ms",
+    "probe_max_interval_ms",
+    "probe_duration_ms",
+)
 
 
 def documented_defaults() -> dict[str, str]:
     """The `| key | default |` rows of docs/media.md's configuration table."""
     text = (REPO / "docs" / "media.md").read_text()
-    table = text[text.index("## Configuration"):text.index("## Metrics")]
+    table = text[text.index("## Configuration") : text.index("## Metrics")]
     return {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \| ([^|]+?) \|", table, re.M)}
 
 
@@ -52,11 +76,16 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     """Protects the path config -> MediaSettings -> the routers' RetransmitPolicy inputs."""
     f = tmp_path / "j.toml"
     f.write_text("[media]\nnack_max_retries = 5\nnack_budget_fraction = 0.5\n")
-    cfg = load_config(f, env={"JASMIN_MEDIA_NACK_MAX_DELAY_MS": "800",
-                              "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"})
+    cfg = load_config(
+        f, env={"JASMIN_MEDIA_NACK_MAX_DELAY_MS": "800", "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"}
+    )
     s = cfg.media
     assert (s.nack_max_retries, s.nack_budget_fraction, s.nack_max_delay_s, s.pause_video_on_congestion) == (
-        5, 0.5, 0.8, False)
+        5,
+        0.5,
+        0.8,
+        False,
+    )
     assert s.simulcast is True
     off = load_config(env={"JASMIN_MEDIA_SIMULCAST": "false"}).media
     assert off.simulcast is False
@@ -65,12 +94,15 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     assert s.nack_default_rtt_s == 0.1
 
 
-@pytest.mark.parametrize("key,value,word", [
-    ("NACK_MAX_RETRIES", "11", "nack_max_retries"),
-    ("NACK_BUDGET_FRACTION", "1.5", "nack_budget_fraction"),
-    ("NACK_DEFAULT_RTT_MS", "0", "nack_default_rtt_ms"),
-    ("NACK_MAX_DELAY_MS", "50", "nack_max_delay_ms"),
-])
+@pytest.mark.parametrize(
+    "key,value,word",
+    [
+        ("NACK_MAX_RETRIES", "11", "nack_max_retries"),
+        ("NACK_BUDGET_FRACTION", "1.5", "nack_budget_fraction"),
+        ("NACK_DEFAULT_RTT_MS", "0", "nack_default_rtt_ms"),
+        ("NACK_MAX_DELAY_MS", "50", "nack_max_delay_ms"),
+    ],
+)
 def test_bad_media_values_name_the_key(key: str, value: str, word: str) -> None:
     """Protects operators from typos: an out-of-range value is a config error naming the key."""
     with pytest.raises(ConfigError, match=word):
@@ -91,26 +123,30 @@ def test_adaptation_keys_reach_the_policy_from_file_and_env(tmp_path: Path) -> N
     switch is the selector's pause)."""
     f = tmp_path / "j.toml"
     f.write_text("[media]\nlayer_headroom = 1.5\nlayer_up_hold_ms = 6000\nbwe_max_jump = 4.0\n")
-    cfg = load_config(f, env={"JASMIN_MEDIA_PROBE_INTERVAL_MS": "2500",
-                              "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"})
+    cfg = load_config(
+        f, env={"JASMIN_MEDIA_PROBE_INTERVAL_MS": "2500", "JASMIN_MEDIA_PAUSE_VIDEO_ON_CONGESTION": "false"}
+    )
     a = cfg.media.adaptation
     assert (a.headroom, a.up_hold_s, a.max_jump, a.probe_interval_s, a.pause_video) == (1.5, 6.0, 4.0, 2.5, False)
     a.validate()
 
 
-@pytest.mark.parametrize("key,value,word", [
-    ("BWE_MIN_BPS", "0", "bwe_min_bps"),
-    ("BWE_START_BPS", "10", "bwe_start_bps"),
-    ("BWE_MAX_JUMP", "0.5", "bwe_max_jump"),
-    ("BWE_AUDIO_RESERVE_BPS", "-1", "bwe_audio_reserve_bps"),
-    ("LAYER_HEADROOM", "0.9", "layer_headroom"),
-    ("LAYER_KEEP_RATIO", "1.1", "layer_keep_ratio"),
-    ("LAYER_UP_HOLD_MS", "90000", "layer_up_hold_ms"),
-    ("LAYER_MIN_DWELL_MS", "-5", "layer_min_dwell_ms"),
-    ("PROBE_INTERVAL_MS", "50", "probe_interval_ms"),
-    ("PROBE_MAX_INTERVAL_MS", "1000", "probe_max_interval_ms"),
-    ("PROBE_DURATION_MS", "1000", "probe_duration_ms"),
-])
+@pytest.mark.parametrize(
+    "key,value,word",
+    [
+        ("BWE_MIN_BPS", "0", "bwe_min_bps"),
+        ("BWE_START_BPS", "10", "bwe_start_bps"),
+        ("BWE_MAX_JUMP", "0.5", "bwe_max_jump"),
+        ("BWE_AUDIO_RESERVE_BPS", "-1", "bwe_audio_reserve_bps"),
+        ("LAYER_HEADROOM", "0.9", "layer_headroom"),
+        ("LAYER_KEEP_RATIO", "1.1", "layer_keep_ratio"),
+        ("LAYER_UP_HOLD_MS", "90000", "layer_up_hold_ms"),
+        ("LAYER_MIN_DWELL_MS", "-5", "layer_min_dwell_ms"),
+        ("PROBE_INTERVAL_MS", "50", "probe_interval_ms"),
+        ("PROBE_MAX_INTERVAL_MS", "1000", "probe_max_interval_ms"),
+        ("PROBE_DURATION_MS", "1000", "probe_duration_ms"),
+    ],
+)
 def test_bad_adaptation_values_name_the_key(key: str, value: str, word: str) -> None:
     """Protects operators: an adaptation value out of range (or out of order with its
     neighbour) is a config error naming the key, never a selector that divides by zero."""
@@ -125,8 +161,13 @@ def test_the_media_section_is_the_media_cores_settings() -> None:
     from jasmin_sfu.media.settings import MediaSettings
 
     assert MediaConfig is MediaSettings
-    m = load_config(env={"JASMIN_MEDIA_RTC_MIN_PORT": "40000", "JASMIN_MEDIA_RTC_MAX_PORT": "40100",
-                         "JASMIN_MEDIA_RTCP_INTERVAL_MS": "250"}).media
+    m = load_config(
+        env={
+            "JASMIN_MEDIA_RTC_MIN_PORT": "40000",
+            "JASMIN_MEDIA_RTC_MAX_PORT": "40100",
+            "JASMIN_MEDIA_RTCP_INTERVAL_MS": "250",
+        }
+    ).media
     assert isinstance(m, MediaSettings)
     assert (m.port_range, m.rtcp_interval_s, m.keyframe_request_interval_s) == ((40000, 40100), 0.25, 0.3)
     for derived in ("RTCP_INTERVAL_S", "PORT_RANGE", "ADAPTATION"):

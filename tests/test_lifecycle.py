@@ -47,8 +47,9 @@ def sigterm_caught() -> Iterator[list[int]]:
     signal.signal(signal.SIGTERM, previous)
 
 
-async def test_run_listens_says_so_and_drains_on_sigterm(capsys: pytest.CaptureFixture[str],
-                                                        sigterm_caught: list[int]) -> None:
+async def test_run_listens_says_so_and_drains_on_sigterm(
+    capsys: pytest.CaptureFixture[str], sigterm_caught: list[int]
+) -> None:
     """Protects the lifecycle of `serve` and `supervise`: the service starts and listens on a
     free port, the listening line (which a supervisor parses for its workers' ports) names that
     port, the announced lines follow it, ready(port) is called, and one SIGTERM drains the

@@ -6,8 +6,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = [ROOT / "jasmin_sfu", ROOT / "codecs" / "jasmin_codecs", ROOT / "signaling" / "jasmin_signaling",
-            ROOT / "metering" / "jasmin_metering"]
+PACKAGES = [
+    ROOT / "jasmin_sfu",
+    ROOT / "codecs" / "jasmin_codecs",
+    ROOT / "signaling" / "jasmin_signaling",
+    ROOT / "metering" / "jasmin_metering",
+]
 OURS = {"jasmin_sfu", "jasmin_codecs", "jasmin_signaling", "jasmin_metering"}
 
 
@@ -28,8 +32,12 @@ def test_every_module_logger_is_named_after_its_module() -> None:
         for path in sorted(package_dir.rglob("*.py")):
             module = _module_name(path, package_dir)
             for node in ast.walk(ast.parse(path.read_text())):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr == "getLogger" and node.args):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "getLogger"
+                    and node.args
+                ):
                     continue
                 arg = node.args[0]
                 if isinstance(arg, ast.Name) and arg.id == "__name__":

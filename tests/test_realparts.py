@@ -63,8 +63,9 @@ def test_fastpath_module_without_the_extension(ci: str) -> None:
     """Protects the same end to end: every test of tests/media/test_fastpath.py is skipped
     (locally) or failed (CI=1) with the named reason, and none reaches an AttributeError."""
     env = {**os.environ, "CI": ci}
-    run = subprocess.run([sys.executable, "-c", _HIDE_EXTENSION], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", _HIDE_EXTENSION], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     out = run.stdout + run.stderr
     assert "AttributeError" not in out, out
     assert "C fast path unavailable" in out, out

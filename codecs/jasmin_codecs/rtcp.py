@@ -156,12 +156,9 @@ class SenderReport:
 
     def to_bytes(self) -> bytes:
         """Serialize to wire form."""
-        body = (
-            _SENDER_INFO.pack(
-                self.ssrc, self.ntp_timestamp, self.rtp_timestamp, self.packet_count, self.octet_count
-            )
-            + _reports_bytes(self.reports)
-        )
+        body = _SENDER_INFO.pack(
+            self.ssrc, self.ntp_timestamp, self.rtp_timestamp, self.packet_count, self.octet_count
+        ) + _reports_bytes(self.reports)
         return _header(len(self.reports), RTCP_SR, body) + body
 
 

@@ -300,9 +300,7 @@ class ExtensionRewriter:
             if not 1 <= out_id <= 255 or len(value) > 255:
                 raise ValueError(f"replacement for extension id {out_id} out of range")
         # Per-id bitmap of "maps to itself"; only consulted when nothing is replaced.
-        self._identity = (
-            [i != 0 and table[i] == i for i in range(256)] if not self._replace else None
-        )
+        self._identity = [i != 0 and table[i] == i for i in range(256)] if not self._replace else None
         # When every outgoing id and replacement fits the one-byte form, a
         # one-byte incoming block (whose values are always 1-16 bytes) can be
         # rewritten in a single streaming pass: the browser-to-browser case.
@@ -310,9 +308,7 @@ class ExtensionRewriter:
             o <= 14 and 1 <= len(v) <= 16 for o, v in self._replace.items()
         )
         self._replace_one_byte = (
-            {o: bytes(((o << 4) | (len(v) - 1),)) + v for o, v in self._replace.items()}
-            if self._one_byte_out
-            else {}
+            {o: bytes(((o << 4) | (len(v) - 1),)) + v for o, v in self._replace.items()} if self._one_byte_out else {}
         )
 
     def rewrite(self, profile: int | None, ext_data: bytes) -> bytes:

@@ -159,9 +159,7 @@ def _parse_rid(value: str, section_pts: set[int]) -> RidDescription:
         raise MalformedSdp(f"a=rid:{_show(value)}: expected 'a=rid:<id> send|recv [restrictions]'")
     rid, direction = parts[0], parts[1]
     if not is_valid_rid(rid):
-        raise MalformedSdp(
-            f"a=rid: rid {_show(rid)} is not 1-{MAX_RID_LENGTH} letters, digits, '-' or '_'"
-        )
+        raise MalformedSdp(f"a=rid: rid {_show(rid)} is not 1-{MAX_RID_LENGTH} letters, digits, '-' or '_'")
     if direction not in ("send", "recv"):
         raise MalformedSdp(f"a=rid:{rid}: direction {_show(direction)} is not send or recv")
     payload_types: tuple[int, ...] = ()
@@ -175,9 +173,7 @@ def _parse_rid(value: str, section_pts: set[int]) -> RidDescription:
                 pts: list[int] = []
                 for fmt in val.split(","):
                     if not _INT_RE.fullmatch(fmt) or int(fmt) not in section_pts:
-                        raise MalformedSdp(
-                            f"a=rid:{rid}: pt {_show(fmt)} is not a payload type of the m-section"
-                        )
+                        raise MalformedSdp(f"a=rid:{rid}: pt {_show(fmt)} is not a payload type of the m-section")
                     pts.append(int(fmt))
                 payload_types = tuple(pts)
             elif not _PARAM_NAME_RE.fullmatch(name) or not _PARAM_VAL_RE.fullmatch(val):
@@ -233,9 +229,7 @@ def _parse_sc_list(value: str, rids: dict[str, RidDescription]) -> tuple[Simulca
             alternatives.append(SimulcastAlternative(desc, paused))
         layers.append(SimulcastLayer(tuple(alternatives)))
     if len(seen) > MAX_SIMULCAST_LAYERS:
-        raise MalformedSdp(
-            f"a=simulcast names {len(seen)} rids, at most {MAX_SIMULCAST_LAYERS} layers are supported"
-        )
+        raise MalformedSdp(f"a=simulcast names {len(seen)} rids, at most {MAX_SIMULCAST_LAYERS} layers are supported")
     return tuple(layers)
 
 

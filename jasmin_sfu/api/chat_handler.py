@@ -170,8 +170,9 @@ class ChatConnection:
 
     # -- the join ------------------------------------------------------------------------
 
-    async def check_join(self, show_id: str, principal: Principal | None, role: str, member_id: str | None,
-                         performer_id: str | None) -> None:
+    async def check_join(
+        self, show_id: str, principal: Principal | None, role: str, member_id: str | None, performer_id: str | None
+    ) -> None:
         """Before the connection enters the show: a banned user is refused (``banned``)."""
         user = chat_user(principal, role, member_id, performer_id, self.owner.session_id)
         try:
@@ -185,7 +186,10 @@ class ChatConnection:
         self.room = show.id
         self.service.attach(show.id, self)
         return await self.service.welcome(
-            show.id, self.chat_user, sees_private=self.sees_private, show_session=self.service.show_session(show.id, show)
+            show.id,
+            self.chat_user,
+            sees_private=self.sees_private,
+            show_session=self.service.show_session(show.id, show),
         )
 
     def left(self) -> None:
@@ -230,13 +234,23 @@ class ChatConnection:
         room, user, svc = show.id, self.chat_user, self.service
         if method == "chat.send":
             b: ChatSend = body
-            msg = await svc.send(room, user, b.text, emoticons=b.emoticons, color=b.color, moderator=self.moderator,
-                                 private_to=self._private_to(show))
+            msg = await svc.send(
+                room,
+                user,
+                b.text,
+                emoticons=b.emoticons,
+                color=b.color,
+                moderator=self.moderator,
+                private_to=self._private_to(show),
+            )
             return {"message": msg}
         if method == "chat.history":
             h: ChatHistory = body
-            return {"messages": await svc.history(room, user, sees_private=self.sees_private, before=h.before,
-                                                  limit=h.limit)}
+            return {
+                "messages": await svc.history(
+                    room, user, sees_private=self.sees_private, before=h.before, limit=h.limit
+                )
+            }
         if method == "chat.tip":
             t: ChatTip = body
             p = self.owner.principal
@@ -246,17 +260,33 @@ class ChatConnection:
                 raise SignalingError("forbidden", "only members send surprises")
             if not show.performer_ids:  # pragma: no cover - a show without performers is closed
                 raise SignalingError("invalid_state", "nobody to tip")
-            return await svc.tip(room, user, t.credits, t.tip_id, performer_id=show.performer_ids[0],
-                                 show_session=svc.show_session(room, show), private_to=self._private_to(show))
+            return await svc.tip(
+                room,
+                user,
+                t.credits,
+                t.tip_id,
+                performer_id=show.performer_ids[0],
+                show_session=svc.show_session(room, show),
+                private_to=self._private_to(show),
+            )
         protected = frozenset(show.performer_ids)
         if method in ("chat.mute", "chat.ban"):
             s: ChatMute | ChatBan = body
-            return await svc.sanction(room, user, method[5:], s.user, moderator=self.moderator, protected=protected,
-                                      seconds=s.seconds, reason=s.reason)
+            return await svc.sanction(
+                room,
+                user,
+                method[5:],
+                s.user,
+                moderator=self.moderator,
+                protected=protected,
+                seconds=s.seconds,
+                reason=s.reason,
+            )
         if method in ("chat.unmute", "chat.unban", "chat.kick"):
             u: ChatUserRef = body
-            return await svc.sanction(room, user, method[5:], u.user, moderator=self.moderator, protected=protected,
-                                      reason=u.reason)
+            return await svc.sanction(
+                room, user, method[5:], u.user, moderator=self.moderator, protected=protected, reason=u.reason
+            )
         if method == "chat.delete":
             d: ChatDelete = body
             return await svc.delete(room, user, d.message_id, moderator=self.moderator, reason=d.reason)

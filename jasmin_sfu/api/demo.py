@@ -56,7 +56,9 @@ def add_demo_routes(
     (not a sub-application: those are the ``/api/v1`` contract of /openapi.json)."""
 
     async def config(request: web.Request) -> web.Response:
-        return web.json_response(demo_config(seeder(), trust_client_ids, simulcast), headers={"Cache-Control": "no-store"})
+        return web.json_response(
+            demo_config(seeder(), trust_client_ids, simulcast), headers={"Cache-Control": "no-store"}
+        )
 
     async def top_up(request: web.Request) -> web.Response:
         s, a = seeder(), accounts()

@@ -86,4 +86,3 @@ def add_ice_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
         return answer(IceServersView(ice_servers=servers, expires_at=issuer.expiry()), headers=headers)
 
     router.add_get("/ice-servers", ice_servers)
-

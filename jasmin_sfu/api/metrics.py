@@ -43,21 +43,73 @@ class MediaCollector(Collector):
             ("jasmin_nacks_received", "NACK feedback packets from viewers", s.nacks_received),
             ("jasmin_nack_packets_served", "Packets retransmitted from the cache", s.nack_packets_served),
             ("jasmin_nack_packets_missed", "NACKed packets not in the cache (asked upstream)", s.nack_packets_missed),
-            ("jasmin_nack_packets_refused", "NACKed packets from before the viewer's stream began (not served)", s.nack_packets_refused),
-            ("jasmin_video_congestion_pauses", "Viewers' video paused because their link could not carry it (audio first)", s.video_congestion_pauses),
-            ("jasmin_video_congestion_probes", "Paused video tried again on a viewer's link", s.video_congestion_probes),
-            ("jasmin_nack_keyframe_requests", "Keyframe requests made instead of resends past a viewer's budget", s.nack_keyframe_requests),
-            ("jasmin_keyframe_packets_replayed", "Cached keyframe packets sent to starting viewers", s.keyframe_packets_replayed),
+            (
+                "jasmin_nack_packets_refused",
+                "NACKed packets from before the viewer's stream began (not served)",
+                s.nack_packets_refused,
+            ),
+            (
+                "jasmin_video_congestion_pauses",
+                "Viewers' video paused because their link could not carry it (audio first)",
+                s.video_congestion_pauses,
+            ),
+            (
+                "jasmin_video_congestion_probes",
+                "Paused video tried again on a viewer's link",
+                s.video_congestion_probes,
+            ),
+            (
+                "jasmin_nack_keyframe_requests",
+                "Keyframe requests made instead of resends past a viewer's budget",
+                s.nack_keyframe_requests,
+            ),
+            (
+                "jasmin_keyframe_packets_replayed",
+                "Cached keyframe packets sent to starting viewers",
+                s.keyframe_packets_replayed,
+            ),
             ("jasmin_plis_received", "PLI/FIR from viewers", s.plis_received),
             ("jasmin_plis_sent", "Keyframe requests sent to publishers", s.keyframe_requests_sent),
-            ("jasmin_keyframe_requests_coalesced", "Keyframe requests absorbed by the throttle", s.keyframe_requests_coalesced),
-            ("jasmin_layer_switches", "Viewers moved from one simulcast layer to another (on the target's keyframe)", s.layer_switches),
-            ("jasmin_padding_packets_sent", "Padding-only packets sent to viewers for bandwidth probes", s.padding_packets_sent),
-            ("jasmin_simulcast_ssrcs_learned", "Publisher streams tied to a simulcast layer by their RID", s.simulcast_ssrcs_learned),
-            ("jasmin_temporal_packets_dropped", "VP8 packets of frames above a viewer's temporal layer, not sent to it", s.temporal_packets_dropped),
-            ("jasmin_nack_temporal_refused", "NACKed packets of frames a viewer's temporal layer dropped (never resent)", s.nack_temporal_refused),
-            ("jasmin_aiortc_encoders_created", "aiortc encoders created in this process (must stay 0)", w.codecs_created.encoders),
-            ("jasmin_aiortc_decoders_created", "aiortc decoders created in this process (must stay 0)", w.codecs_created.decoders),
+            (
+                "jasmin_keyframe_requests_coalesced",
+                "Keyframe requests absorbed by the throttle",
+                s.keyframe_requests_coalesced,
+            ),
+            (
+                "jasmin_layer_switches",
+                "Viewers moved from one simulcast layer to another (on the target's keyframe)",
+                s.layer_switches,
+            ),
+            (
+                "jasmin_padding_packets_sent",
+                "Padding-only packets sent to viewers for bandwidth probes",
+                s.padding_packets_sent,
+            ),
+            (
+                "jasmin_simulcast_ssrcs_learned",
+                "Publisher streams tied to a simulcast layer by their RID",
+                s.simulcast_ssrcs_learned,
+            ),
+            (
+                "jasmin_temporal_packets_dropped",
+                "VP8 packets of frames above a viewer's temporal layer, not sent to it",
+                s.temporal_packets_dropped,
+            ),
+            (
+                "jasmin_nack_temporal_refused",
+                "NACKed packets of frames a viewer's temporal layer dropped (never resent)",
+                s.nack_temporal_refused,
+            ),
+            (
+                "jasmin_aiortc_encoders_created",
+                "aiortc encoders created in this process (must stay 0)",
+                w.codecs_created.encoders,
+            ),
+            (
+                "jasmin_aiortc_decoders_created",
+                "aiortc decoders created in this process (must stay 0)",
+                w.codecs_created.decoders,
+            ),
         ]
         for name, doc, value in simple:
             yield CounterMetricFamily(name, doc, value=value)
@@ -74,8 +126,12 @@ class MediaCollector(Collector):
             " or than the RTT leaves useful)",
             labels=["reason"],
         )
-        for reason, n in (("age", s.nack_suppressed_age), ("budget", s.nack_suppressed_budget),
-                          ("retries", s.nack_suppressed_retries), ("rtt", s.nack_suppressed_rtt)):
+        for reason, n in (
+            ("age", s.nack_suppressed_age),
+            ("budget", s.nack_suppressed_budget),
+            ("retries", s.nack_suppressed_retries),
+            ("rtt", s.nack_suppressed_rtt),
+        ):
             suppressed.add_metric([reason], n)
         yield suppressed
         per_layer = GaugeMetricFamily(
@@ -87,7 +143,8 @@ class MediaCollector(Collector):
             per_layer.add_metric([layer], n)
         yield per_layer
         yield CounterMetricFamily(
-            "jasmin_bwe_estimates", "Viewer REMBs taken into a per-viewer estimate (one per viewer and RTCP interval)",
+            "jasmin_bwe_estimates",
+            "Viewer REMBs taken into a per-viewer estimate (one per viewer and RTCP interval)",
             value=s.bwe_estimates,
         )
         clamped = CounterMetricFamily(
@@ -109,7 +166,8 @@ class MediaCollector(Collector):
             decisions.add_metric([kind], n)
         yield decisions
         probes = CounterMetricFamily(
-            "jasmin_layer_probes", "Padding probes of viewers held below their best layer, by event: start, success, fail",
+            "jasmin_layer_probes",
+            "Padding probes of viewers held below their best layer, by event: start, success, fail",
             labels=["event"],
         )
         for event, n in sorted(s.layer_probes.items()):
@@ -129,10 +187,14 @@ class AdmissionCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         a = self.admission
-        yield GaugeMetricFamily("jasmin_joins_in_flight", "Viewer joins admitted whose first frame has not reached the viewer",
-                                value=a.joins_in_flight())
-        yield GaugeMetricFamily("jasmin_admission_viewers", "Viewer connections joined to shows on this worker",
-                                value=a.viewers)
+        yield GaugeMetricFamily(
+            "jasmin_joins_in_flight",
+            "Viewer joins admitted whose first frame has not reached the viewer",
+            value=a.joins_in_flight(),
+        )
+        yield GaugeMetricFamily(
+            "jasmin_admission_viewers", "Viewer connections joined to shows on this worker", value=a.viewers
+        )
         refused = CounterMetricFamily(
             "jasmin_admission_refusals",
             "Joins refused with `overloaded`, by reason: viewers (max_viewers_per_worker), joins_in_flight, cpu",
@@ -184,19 +246,32 @@ class ClusterCollector(Collector):
             ("jasmin_cluster_heartbeats", "Heartbeats written to the registry", s.heartbeats),
             ("jasmin_cluster_heartbeat_failures", "Heartbeats that failed (Redis unreachable)", s.heartbeat_failures),
             ("jasmin_cluster_bad_records", "Registry records ignored: their signature did not verify", s.bad_records),
-            ("jasmin_cluster_lost_shows", "Shows held here whose record another node took after it lapsed", s.lost_shows),
-            ("jasmin_cluster_node_id_conflicts", "Heartbeats that found this node id written by a node at another URL",
-             s.id_conflicts),
-            ("jasmin_cluster_billing_id_conflicts", "Heartbeats that found this node's billing.node_id on another node",
-             s.billing_id_conflicts),
-            ("jasmin_cluster_unavailable_refusals", "Joins refused because the registry was unreachable",
-             s.refused_unavailable),
+            (
+                "jasmin_cluster_lost_shows",
+                "Shows held here whose record another node took after it lapsed",
+                s.lost_shows,
+            ),
+            (
+                "jasmin_cluster_node_id_conflicts",
+                "Heartbeats that found this node id written by a node at another URL",
+                s.id_conflicts,
+            ),
+            (
+                "jasmin_cluster_billing_id_conflicts",
+                "Heartbeats that found this node's billing.node_id on another node",
+                s.billing_id_conflicts,
+            ),
+            (
+                "jasmin_cluster_unavailable_refusals",
+                "Joins refused because the registry was unreachable",
+                s.refused_unavailable,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
-        yield GaugeMetricFamily("jasmin_cluster_registry_up", "1 while the last heartbeat reached the registry",
-                                value=int(c.healthy))
-        yield GaugeMetricFamily("jasmin_cluster_nodes", "Nodes in the registry as last read",
-                                value=len(c.nodes or []))
+        yield GaugeMetricFamily(
+            "jasmin_cluster_registry_up", "1 while the last heartbeat reached the registry", value=int(c.healthy)
+        )
+        yield GaugeMetricFamily("jasmin_cluster_nodes", "Nodes in the registry as last read", value=len(c.nodes or []))
 
     def _relay_families(self) -> Iterable[Metric]:
         """Relays between nodes, or between a supervisor's workers (docs/workers.md): with or without [cluster]."""
@@ -208,8 +283,11 @@ class ClusterCollector(Collector):
         for name, doc, value in (
             ("jasmin_relay_streams_out", "Producers of this node's shows relayed to other nodes now", n["relays_out"]),
             ("jasmin_relay_streams_in", "Replica producers this node asks its origins to relay now", n["relays_in"]),
-            ("jasmin_relay_replica_producers", "Replica producers held here (relayed shows' tracks)",
-             n["replica_producers"]),
+            (
+                "jasmin_relay_replica_producers",
+                "Replica producers held here (relayed shows' tracks)",
+                n["replica_producers"],
+            ),
             ("jasmin_relay_pipes_out", "Pipes toward edge nodes (this node the origin)", n["pipes_out"]),
             ("jasmin_relay_pipes_in", "Pipes from origin nodes (this node the edge)", n["pipes_in"]),
         ):
@@ -217,12 +295,18 @@ class ClusterCollector(Collector):
         for name, doc, value in (
             ("jasmin_relay_packets_out", "Packets (RTP and RTCP) sent on relay pipes", n["packets_out"]),
             ("jasmin_relay_packets_in", "Packets received on relay pipes and authenticated", n["packets_in"]),
-            ("jasmin_relay_dropped_unknown_address", "Relay datagrams dropped: not from the pipe's peer address",
-             n["dropped_unknown_address"]),
+            (
+                "jasmin_relay_dropped_unknown_address",
+                "Relay datagrams dropped: not from the pipe's peer address",
+                n["dropped_unknown_address"],
+            ),
             ("jasmin_relay_opened_as_origin", "Relay open requests this node answered as origin", r.opened_as_origin),
             ("jasmin_relay_opened_as_edge", "Relays this node opened (or refreshed) as edge", r.opened_as_edge),
-            ("jasmin_relay_joins_served_warm", "Viewer joins an edge served from a flowing relay at once",
-             r.served_warm),
+            (
+                "jasmin_relay_joins_served_warm",
+                "Viewer joins an edge served from a flowing relay at once",
+                r.served_warm,
+            ),
             ("jasmin_relay_refused", "Relay open requests refused (bad signature, replay, unknown show...)", r.refused),
             ("jasmin_relay_failures", "Relays this node could not open as edge (its viewer got `moved`)", r.failures),
         ):

@@ -28,22 +28,43 @@ REF = "#/components/schemas/{name}"
 
 # Every area's paths table, in the document's order.
 AREAS: tuple[tuple[Op, ...], ...] = (
-    wire_accounts.OPS, wire_chat.OPS, wire_social.OPS, wire_privacy.OPS, wire_ice.OPS,
+    wire_accounts.OPS,
+    wire_chat.OPS,
+    wire_social.OPS,
+    wire_privacy.OPS,
+    wire_ice.OPS,
 )
 EXAMPLES: dict[type[Body], dict[str, Any]] = {
-    **wire_accounts.EXAMPLES, **wire_social.EXAMPLES, **wire_privacy.EXAMPLES,
+    **wire_accounts.EXAMPLES,
+    **wire_social.EXAMPLES,
+    **wire_privacy.EXAMPLES,
 }
 
 # The headers error answers carry (tests/api/test_openapi_fuzz.py checks them): every 429 says
 # when to retry; a 401 for a missing or bad token challenges for a bearer token (a wrong
 # password does not); a 503 for a busy database says when to retry.
 ERROR_HEADERS: dict[int, dict[str, Any]] = {
-    401: {"WWW-Authenticate": {"required": False, "description": "For a missing or invalid token",
-                               "schema": {"type": "string", "pattern": "^Bearer "}}},
-    429: {"Retry-After": {"required": True, "description": "Seconds until a retry may succeed",
-                          "schema": {"type": "integer", "minimum": 1}}},
-    503: {"Retry-After": {"required": False, "description": "When the database was busy: seconds until a retry",
-                          "schema": {"type": "integer", "minimum": 1}}},
+    401: {
+        "WWW-Authenticate": {
+            "required": False,
+            "description": "For a missing or invalid token",
+            "schema": {"type": "string", "pattern": "^Bearer "},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "required": True,
+            "description": "Seconds until a retry may succeed",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "required": False,
+            "description": "When the database was busy: seconds until a retry",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
 }
 
 
@@ -176,9 +197,9 @@ def _document() -> dict[str, Any]:
             "title": "jasmin-sfu accounts API",
             "version": __version__,
             "description": "Accounts, sessions, the 18+ confirmation, wallet and performer profiles. "
-                           "Errors are {\"error\": {\"code\", \"message\"}}. See docs/accounts.md. "
-                           "WHIP and WHEP (/whip, /whep) are not here: they carry application/sdp, "
-                           "see docs/whip-whep.md.",
+            'Errors are {"error": {"code", "message"}}. See docs/accounts.md. '
+            "WHIP and WHEP (/whip, /whep) are not here: they carry application/sdp, "
+            "see docs/whip-whep.md.",
         },
         "servers": [{"url": "/"}],
         "paths": paths(),

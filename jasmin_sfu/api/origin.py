@@ -65,8 +65,12 @@ class OriginPolicy:
 
 def refused(origin: str) -> web.Response:
     return web.json_response(
-        {"error": {"code": "forbidden",
-                   "message": f"origin {origin[:200]!r} may not use this node (server.allowed_origins)"}},
+        {
+            "error": {
+                "code": "forbidden",
+                "message": f"origin {origin[:200]!r} may not use this node (server.allowed_origins)",
+            }
+        },
         status=403,
     )
 
@@ -87,13 +91,21 @@ def origin_middleware(policy: OriginPolicy, api_prefix: str = "/api/") -> Callab
             return refused(origin)
         if not is_api:
             return await handler(request)
-        cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Expose-Headers": "Retry-After, WWW-Authenticate"}
+        cors = {
+            "Access-Control-Allow-Origin": origin,
+            "Vary": "Origin",
+            "Access-Control-Expose-Headers": "Retry-After, WWW-Authenticate",
+        }
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return web.Response(status=204, headers={
-                **cors, "Access-Control-Allow-Methods": _CORS_METHODS,
-                "Access-Control-Allow-Headers": _CORS_HEADERS, "Access-Control-Max-Age": _CORS_MAX_AGE,
-            })
+            return web.Response(
+                status=204,
+                headers={
+                    **cors,
+                    "Access-Control-Allow-Methods": _CORS_METHODS,
+                    "Access-Control-Allow-Headers": _CORS_HEADERS,
+                    "Access-Control-Max-Age": _CORS_MAX_AGE,
+                },
+            )
         response = await handler(request)
         response.headers.update(cors)
         return response

@@ -204,8 +204,15 @@ class Relays:
         if pipe is not None and not pipe.closed:
             return pipe
         w = self.worker
-        pipe = PipeTransport(peer_node=node, role=role, settings=w.settings, stats=w.stats, clock=w.clock,
-                             listener=self, silence_timeout_s=self.silence_timeout_s)
+        pipe = PipeTransport(
+            peer_node=node,
+            role=role,
+            settings=w.settings,
+            stats=w.stats,
+            clock=w.clock,
+            listener=self,
+            silence_timeout_s=self.silence_timeout_s,
+        )
         await pipe.bind(self.relay_host)
         pipes[node] = pipe
         return pipe
@@ -252,7 +259,10 @@ class Relays:
             if not isinstance(ask, dict) or ask.get("node") != node:
                 raise RelayError("forbidden", "the body's node is not the signing node")
             reply = await self.open_as_origin(
-                show_id=str(ask["show_id"]), node=node, host=str(ask["host"]), port=int(ask["port"]),
+                show_id=str(ask["show_id"]),
+                node=node,
+                host=str(ask["host"]),
+                port=int(ask["port"]),
                 key=bytes.fromhex(str(ask["key"])),
             )
         except RelayError as exc:
@@ -262,8 +272,9 @@ class Relays:
             return web.json_response({"error": {"code": exc.code, "message": str(exc)}}, status=status)
         except (KeyError, ValueError, TypeError) as exc:
             self.stats.refused += 1
-            return web.json_response({"error": {"code": "bad_request", "message": f"bad relay request: {exc}"}},
-                                     status=400)
+            return web.json_response(
+                {"error": {"code": "bad_request", "message": f"bad relay request: {exc}"}}, status=400
+            )
         return web.json_response(reply)
 
     async def open_as_origin(self, *, show_id: str, node: str, host: str, port: int, key: bytes) -> dict[str, Any]:
@@ -294,8 +305,14 @@ class Relays:
             show.router.observe(announce)
         self.stats.opened_as_origin += 1
         assert pipe.local is not None
-        return {"node": self.node_id, "host": pipe.local[0], "port": pipe.local[1], "key": pipe.local_key.hex(),
-                "producers": producers, "state": show.machine.state.value}
+        return {
+            "node": self.node_id,
+            "host": pipe.local[0],
+            "port": pipe.local[1],
+            "key": pipe.local_key.hex(),
+            "producers": producers,
+            "state": show.machine.state.value,
+        }
 
     # -- edge side ----------------------------------------------------------------------------
 
@@ -308,9 +325,14 @@ class Relays:
         need): a join on a busy edge costs no round trip to the origin."""
         here = self.shows.get(show_id)
         pipe = self.edge_pipes.get(origin)
-        if (here is not None and self.edge_shows.get(show_id) == origin and here.router.producers
-                and pipe is not None and not pipe.closed
-                and pipe.clock() - pipe.last_heard < 3 * pipe.settings.rtcp_interval_s):
+        if (
+            here is not None
+            and self.edge_shows.get(show_id) == origin
+            and here.router.producers
+            and pipe is not None
+            and not pipe.closed
+            and pipe.clock() - pipe.last_heard < 3 * pipe.settings.rtcp_interval_s
+        ):
             if show_id not in self._refreshing:
                 self._refreshing.add(show_id)
                 task = asyncio.get_running_loop().create_task(self._refresh(show_id, origin, origin_http))
@@ -338,7 +360,9 @@ class Relays:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
                 self.stats.failures += 1
-                raise RelayError("invalid_state", f"the relay from node {origin} could not be opened: {exc!r}") from None
+                raise RelayError(
+                    "invalid_state", f"the relay from node {origin} could not be opened: {exc!r}"
+                ) from None
 
     async def _serve(self, show_id: str, origin: str, origin_http: str) -> Show:
         here = self.shows.get(show_id)
@@ -349,11 +373,22 @@ class Relays:
             await self._close_edge_show(here)
         pipe = await self._pipe(self.edge_pipes, origin, "edge")
         assert pipe.local is not None
-        body = json.dumps({"show_id": show_id, "node": self.node_id, "host": pipe.local[0], "port": pipe.local[1],
-                           "key": pipe.local_key.hex()}).encode()
+        body = json.dumps(
+            {
+                "show_id": show_id,
+                "node": self.node_id,
+                "host": pipe.local[0],
+                "port": pipe.local[1],
+                "key": pipe.local_key.hex(),
+            }
+        ).encode()
         stamp = str(self.clock())
-        headers = {NODE_HEADER: self.node_id, TIMESTAMP_HEADER: stamp, "Content-Type": "application/json",
-                   SIGNATURE_HEADER: sign(self._secret, "POST", RELAY_OPEN_PATH, stamp, self.node_id, body)}
+        headers = {
+            NODE_HEADER: self.node_id,
+            TIMESTAMP_HEADER: stamp,
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self._secret, "POST", RELAY_OPEN_PATH, stamp, self.node_id, body),
+        }
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s))
         async with self._http.post(origin_http.rstrip("/") + RELAY_OPEN_PATH, data=body, headers=headers) as resp:
@@ -362,8 +397,10 @@ class Relays:
                 err = answer.get("error") if isinstance(answer, dict) else None
                 code = err.get("code") if isinstance(err, dict) else None
                 msg = err.get("message") if isinstance(err, dict) else None
-                raise RelayError("unknown_show" if code == "unknown_show" else "invalid_state",
-                                 f"node {origin} refused the relay: {code}: {msg}")
+                raise RelayError(
+                    "unknown_show" if code == "unknown_show" else "invalid_state",
+                    f"node {origin} refused the relay: {code}: {msg}",
+                )
         pipe.connect(str(answer["host"]), int(answer["port"]), bytes.fromhex(str(answer["key"])))
         show = self.shows.get(show_id)
         if show is None:

@@ -51,11 +51,11 @@ ROUTE_MODULES: tuple[Callable[[web.UrlDispatcher, ApiContext], None], ...] = (
 )
 
 
-
 def principal_view(p: Principal) -> wire.Principal:
     """A principal as the API shows it."""
-    return wire.Principal(kind=p.kind, id=p.id, username=p.username, adult_confirmed=p.adult_confirmed,
-                          expires_at=p.expires_at)
+    return wire.Principal(
+        kind=p.kind, id=p.id, username=p.username, adult_confirmed=p.adult_confirmed, expires_at=p.expires_at
+    )
 
 
 def token_view(token: str, p: Principal) -> wire.Token:
@@ -66,23 +66,37 @@ def token_view(token: str, p: Principal) -> wire.Token:
 def purchase_view(p: Purchase) -> wire.Purchase:
     """A purchase as the member sees it."""
     return wire.Purchase(
-        payment_id=p.payment_id, package=p.package_code, credits=p.credits, vip_points=p.vip_points,
-        amount_cents=p.amount_cents, currency="USD", status=p.status, created_at=p.created_at,
-        card_last4=p.card_last4, card_expiry=p.card_expiry, replayed=p.replayed,
+        payment_id=p.payment_id,
+        package=p.package_code,
+        credits=p.credits,
+        vip_points=p.vip_points,
+        amount_cents=p.amount_cents,
+        currency="USD",
+        status=p.status,
+        created_at=p.created_at,
+        card_last4=p.card_last4,
+        card_expiry=p.card_expiry,
+        replayed=p.replayed,
     )
 
 
 def earnings_view(e: Earnings) -> wire.Earnings:
     """A performer's earnings as the API shows them."""
-    return wire.Earnings(credits=e.credits, units=e.units, units_per_credit=UNITS_PER_CREDIT,
-                         performer_share_bp=e.share_bp)
+    return wire.Earnings(
+        credits=e.credits, units=e.units, units_per_credit=UNITS_PER_CREDIT, performer_share_bp=e.share_bp
+    )
 
 
 def profile_view(p: PerformerProfile) -> wire.PerformerProfile:
     """A performer's public profile."""
     return wire.PerformerProfile(
-        id=p.user_id, username=p.username, display_name=p.display_name, bio=p.bio,
-        price_per_minute=p.price_per_minute, categories=list(p.categories), is_group=p.is_group,
+        id=p.user_id,
+        username=p.username,
+        display_name=p.display_name,
+        bio=p.bio,
+        price_per_minute=p.price_per_minute,
+        categories=list(p.categories),
+        is_group=p.is_group,
         group_members=list(p.group_members),
     )
 
@@ -174,8 +188,9 @@ class RestApi:
 
     async def me(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
-        out = wire.Me(kind=p.kind, id=p.id, username=p.username, adult_confirmed=p.adult_confirmed,
-                      expires_at=p.expires_at)
+        out = wire.Me(
+            kind=p.kind, id=p.id, username=p.username, adult_confirmed=p.adult_confirmed, expires_at=p.expires_at
+        )
         if p.kind == PERFORMER:
             out.performer = profile_view(await self.accounts().performer_profile(p.username))
         return answer(out)
@@ -186,24 +201,43 @@ class RestApi:
         return answer(principal_view(await self.accounts().confirm_adult(p)))
 
     async def packages(self, request: web.Request) -> web.Response:
-        return answer(wire.Packages(packages=[
-            wire.Package(code=p.code, price_cents=p.price_cents, currency="USD", credits=p.credits,
-                         vip_points=p.vip_points)
-            for p in PACKAGES
-        ]))
+        return answer(
+            wire.Packages(
+                packages=[
+                    wire.Package(
+                        code=p.code,
+                        price_cents=p.price_cents,
+                        currency="USD",
+                        credits=p.credits,
+                        vip_points=p.vip_points,
+                    )
+                    for p in PACKAGES
+                ]
+            )
+        )
 
     async def wallet(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
         w = await self.purchases().wallet(p)
-        return answer(wire.Wallet(credits=w.credits, available_units=w.available_units, held_units=w.held_units,
-                                  units_per_credit=UNITS_PER_CREDIT, vip_points=w.vip_points))
+        return answer(
+            wire.Wallet(
+                credits=w.credits,
+                available_units=w.available_units,
+                held_units=w.held_units,
+                units_per_credit=UNITS_PER_CREDIT,
+                vip_points=w.vip_points,
+            )
+        )
 
     async def purchase(self, request: web.Request) -> web.Response:
         p = await self.principal(request)
         body = await read_body(request, wire.PurchaseRequest)
         bought = await self.purchases().buy(
-            p, body.package, body.idempotency_key,
-            card_last4=given(body.card_last4), card_expiry=given(body.card_expiry),
+            p,
+            body.package,
+            body.idempotency_key,
+            card_last4=given(body.card_last4),
+            card_expiry=given(body.card_expiry),
         )
         return answer(purchase_view(bought), status=200 if bought.replayed else 201)
 
@@ -213,9 +247,14 @@ class RestApi:
             raise NotPermittedError("only admin accounts may create performers")
         body = await read_body(request, wire.CreatePerformerRequest)
         profile = await self.accounts().create_performer(
-            p, body.username, body.password, display_name=body.display_name,
-            price_per_minute=body.price_per_minute, categories=body.categories,
-            bio=body.bio, group_members=given(body.group_members),
+            p,
+            body.username,
+            body.password,
+            display_name=body.display_name,
+            price_per_minute=body.price_per_minute,
+            categories=body.categories,
+            bio=body.bio,
+            group_members=given(body.group_members),
         )
         return answer(profile_view(profile), status=201)
 
@@ -231,9 +270,7 @@ class RestApi:
         if p.kind not in (PERFORMER, ADMIN):
             raise NotPermittedError("only the performer itself or an admin may change a profile")
         body = await read_body(request, wire.UpdatePerformerRequest)
-        profile = await self.accounts().update_performer_profile(
-            p, request.match_info["username"], **sent(body)
-        )
+        profile = await self.accounts().update_performer_profile(p, request.match_info["username"], **sent(body))
         return answer(profile_view(profile))
 
     async def earnings(self, request: web.Request) -> web.Response:

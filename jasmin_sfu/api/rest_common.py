@@ -366,8 +366,9 @@ async def read_body(request: web.Request, shape: type[B], *, required: bool = Tr
 
 def answer(view: View, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A wire struct as the JSON answer."""
-    return web.Response(text=msgspec.json.encode(view).decode(), status=status, headers=headers,
-                        content_type="application/json")
+    return web.Response(
+        text=msgspec.json.encode(view).decode(), status=status, headers=headers, content_type="application/json"
+    )
 
 
 def bearer_token(request: web.Request) -> str:

@@ -21,6 +21,7 @@ from jasmin_sfu.store.accounts_repo import MemberProfileRow
 # Holds a ``Callable[[], PrivacyService | None]`` (the service opens in ``Daemon.start``).
 PRIVACY_KEY = web.AppKey("privacy", object)
 
+
 def _privacy(request: web.Request) -> PrivacyService:
     get = request.config_dict.get(PRIVACY_KEY)
     p = get() if callable(get) else None
@@ -69,7 +70,8 @@ def add_privacy_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
         p = await api.principal(request)
         data = await _privacy(request).download(p)
         return web.json_response(
-            data, headers={"Content-Disposition": 'attachment; filename="jasmin-data.json"', "Cache-Control": "no-store"}
+            data,
+            headers={"Content-Disposition": 'attachment; filename="jasmin-data.json"', "Cache-Control": "no-store"},
         )
 
     async def erasure(request: web.Request) -> web.Response:
@@ -77,8 +79,9 @@ def add_privacy_routes(router: web.UrlDispatcher, api: ApiContext) -> None:
         body = await read_body(request, wire.PrivacyErasureRequest)
         result = await _privacy(request).request_erasure(p, body.password, client=request.remote)
         return answer(
-            wire.PrivacyErasure(status="completed" if result.completed else "pending", member_id=result.user_id,
-                                rows=result.rows),
+            wire.PrivacyErasure(
+                status="completed" if result.completed else "pending", member_id=result.user_id, rows=result.rows
+            ),
             status=200 if result.completed else 202,
         )
 

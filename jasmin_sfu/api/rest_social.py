@@ -46,6 +46,7 @@ SOCIAL_KEY = web.AppKey("social", object)
 
 Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 
+
 def social_error_response(exc: SocialError, now: float) -> web.Response:
     """A social domain error as the API's error shape (``now``: the service clock, for Retry-After)."""
     return (map_error(exc, now) or ApiError(400, "bad_request", str(exc))).response()
@@ -74,25 +75,43 @@ def _origin(request: web.Request) -> str:
 
 def top_view(t: TopMembership) -> wire.TopMembership:
     return wire.TopMembership(
-        status=t.status, active=t.active, auto_renew=t.auto_renew, started_at=t.started_at, paid_until=t.paid_until,
-        period=t.period, fee_credits=t.fee_credits, period_days=t.period_days,
+        status=t.status,
+        active=t.active,
+        auto_renew=t.auto_renew,
+        started_at=t.started_at,
+        paid_until=t.paid_until,
+        period=t.period,
+        fee_credits=t.fee_credits,
+        period_days=t.period_days,
     )
 
 
 def favourite_view(f: Favourite) -> wire.FavouriteView:
     p = f.profile
-    return wire.FavouriteView(username=p.username, display_name=p.display_name, price_per_minute=p.price_per_minute,
-                              categories=list(p.categories), online=f.online, added_at=f.created_at)
+    return wire.FavouriteView(
+        username=p.username,
+        display_name=p.display_name,
+        price_per_minute=p.price_per_minute,
+        categories=list(p.categories),
+        online=f.online,
+        added_at=f.created_at,
+    )
 
 
 def feed_view(f: Feed) -> wire.Feed:
-    return wire.Feed(performers=list(f.performers), categories=list(f.categories), favourites=f.favourites,
-                     system_messages=f.system_messages, has_token=f.has_token)
+    return wire.Feed(
+        performers=list(f.performers),
+        categories=list(f.categories),
+        favourites=f.favourites,
+        system_messages=f.system_messages,
+        has_token=f.has_token,
+    )
 
 
 def message_view(m: Message) -> wire.PerformerMessage:
-    return wire.PerformerMessage(id=m.row.id, member=m.member, performer=m.performer, body=m.row.body,
-                                 created_at=m.row.created_at / 1_000_000)
+    return wire.PerformerMessage(
+        id=m.row.id, member=m.member, performer=m.performer, body=m.row.body, created_at=m.row.created_at / 1_000_000
+    )
 
 
 def unsubscribe_headers(url: str) -> dict[str, str]:
@@ -106,10 +125,15 @@ def inbox_view(m: InboxMessage, origin: str) -> wire.InboxMessage:
     url = f"{origin}/api/v1/mailing-list/unsubscribe/{r.unsubscribe_token}"
     headers = unsubscribe_headers(url)
     return wire.InboxMessage(
-        id=r.id, performer=m.performer, subject=r.subject, body=r.body, sent_at=r.created_at / 1_000_000,
+        id=r.id,
+        performer=m.performer,
+        subject=r.subject,
+        body=r.body,
+        sent_at=r.created_at / 1_000_000,
         unsubscribe_url=url,
-        headers=wire.UnsubscribeHeaders(list_unsubscribe=headers["List-Unsubscribe"],
-                                        list_unsubscribe_post=headers["List-Unsubscribe-Post"]),
+        headers=wire.UnsubscribeHeaders(
+            list_unsubscribe=headers["List-Unsubscribe"], list_unsubscribe_post=headers["List-Unsubscribe-Post"]
+        ),
     )
 
 
@@ -131,15 +155,26 @@ def attributes_view(a: Attributes) -> wire.Attributes:
 
 def candidate_view(c: Candidate) -> wire.SearchResult:
     return wire.SearchResult(
-        username=c.username, display_name=c.display_name, price_per_minute=c.price_per_minute,
-        categories=list(c.categories), attributes=attributes_view(c.attributes), online=c.online,
-        my_rating=c.my_rating, favourite=c.favourite,
+        username=c.username,
+        display_name=c.display_name,
+        price_per_minute=c.price_per_minute,
+        categories=list(c.categories),
+        attributes=attributes_view(c.attributes),
+        online=c.online,
+        my_rating=c.my_rating,
+        favourite=c.favourite,
     )
 
 
 def page_view(p: SearchPage) -> wire.SearchResults:
-    return wire.SearchResults(results=[candidate_view(c) for c in p.results], total=p.total, offset=p.offset,
-                              limit=p.limit, next_offset=p.next_offset, filters=p.applied)
+    return wire.SearchResults(
+        results=[candidate_view(c) for c in p.results],
+        total=p.total,
+        offset=p.offset,
+        limit=p.limit,
+        next_offset=p.next_offset,
+        filters=p.applied,
+    )
 
 
 def preset_view(p: PresetRow) -> wire.Preset:
@@ -259,18 +294,25 @@ class SocialRoutes:
         items = await social.feed_items(request.match_info["feed_token"])
         origin = _origin(request)
         for_items = [type(i)(i.guid, i.title, i.description, origin + i.link, i.at) for i in items]
-        body = render_rss("jasmin: your feed", origin + "/", "Performers coming online and site news", for_items,
-                          social.clock())
-        return web.Response(body=body, content_type="application/rss+xml", charset="utf-8",
-                            headers={"Cache-Control": "private, max-age=60"})
+        body = render_rss(
+            "jasmin: your feed", origin + "/", "Performers coming online and site news", for_items, social.clock()
+        )
+        return web.Response(
+            body=body,
+            content_type="application/rss+xml",
+            charset="utf-8",
+            headers={"Cache-Control": "private, max-age=60"},
+        )
 
     @_mapped
     async def system_message(self, request: web.Request) -> web.Response:
         p = await self.api.principal(request)
         body = await read_body(request, wire.SystemMessageRequest)
         row = await self.service(request).post_system_message(p, body.title, body.body)
-        return answer(wire.SystemMessage(id=row.id, title=row.title, body=row.body,
-                                         created_at=row.created_at / 1_000_000), status=201)
+        return answer(
+            wire.SystemMessage(id=row.id, title=row.title, body=row.body, created_at=row.created_at / 1_000_000),
+            status=201,
+        )
 
     # -- mailing lists ------------------------------------------------------------------------
 
@@ -281,7 +323,8 @@ class SocialRoutes:
         row, created = await self.service(request).subscribe_mailing(p, request.match_info["username"])
         return answer(
             wire.MailingSubscription(
-                performer=request.match_info["username"], subscribed_at=row.created_at / 1_000_000,
+                performer=request.match_info["username"],
+                subscribed_at=row.created_at / 1_000_000,
                 unsubscribe_url=f"{_origin(request)}/api/v1/mailing-list/unsubscribe/{row.token}",
             ),
             status=201 if created else 200,
@@ -297,8 +340,11 @@ class SocialRoutes:
     async def unsubscribe_page(self, request: web.Request) -> web.Response:
         """GET of the link: a confirmation page, no state change (scanners follow links)."""
         performer = await self.service(request).unsubscribe_link_performer(request.match_info["unsubscribe_token"])
-        return web.Response(text=_CONFIRM_PAGE.format(performer=html.escape(performer)), content_type="text/html",
-                            headers={"Cache-Control": "no-store"})
+        return web.Response(
+            text=_CONFIRM_PAGE.format(performer=html.escape(performer)),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @_mapped
     async def unsubscribe_link(self, request: web.Request) -> web.Response:
@@ -312,8 +358,10 @@ class SocialRoutes:
         p = await self.api.principal(request)
         body = await read_body(request, wire.MailingRequest)
         row = await self.service(request).send_mailing(p, body.subject, body.body)
-        return answer(wire.Mailing(id=row.id, subject=row.subject, sent_at=row.sent_at / 1_000_000,
-                                   recipients=row.recipients), status=201)
+        return answer(
+            wire.Mailing(id=row.id, subject=row.subject, sent_at=row.sent_at / 1_000_000, recipients=row.recipients),
+            status=201,
+        )
 
     @_mapped
     async def inbox(self, request: web.Request) -> web.Response:

@@ -235,7 +235,9 @@ class SessionHandler:
                     where = await self.cluster.locate(body.show_id, count=self.relays is None)
                 except ClusterUnavailable as exc:
                     if found is None:
-                        raise SignalingError("invalid_state", f"{exc}; shows of other nodes cannot be found now") from None
+                        raise SignalingError(
+                            "invalid_state", f"{exc}; shows of other nodes cannot be found now"
+                        ) from None
                     where, located = None, False  # the relay already running here keeps serving
                 if where is not None:
                     found = await self._edge(body.show_id, where, member=who.member_id is not None)
@@ -244,8 +246,13 @@ class SessionHandler:
                     await self.relays.forget(body.show_id)
                     found = None
             sibling = self.sibling
-            if ((found is None or edge) and self.cluster is None and sibling is not None
-                    and sibling.show_id == body.show_id and who.member_id is None):
+            if (
+                (found is None or edge)
+                and self.cluster is None
+                and sibling is not None
+                and sibling.show_id == body.show_id
+                and who.member_id is None
+            ):
                 found = await self._sibling_edge(sibling)
             if found is None:
                 raise SignalingError("unknown_show", f"show {body.show_id!r} is not live")
@@ -323,16 +330,23 @@ class SessionHandler:
         except RelayError as exc:
             if exc.code == "unknown_show":
                 raise SignalingError("unknown_show", f"show {sibling.show_id!r} is not live") from None
-            log.warning("worker relay failed", extra={"show_id": sibling.show_id, "node": sibling.node,
-                                                      "error": str(exc)})
-            raise SignalingError("invalid_state", f"show {sibling.show_id!r} cannot be relayed here now; "
-                                                  "join again") from None
+            log.warning(
+                "worker relay failed", extra={"show_id": sibling.show_id, "node": sibling.node, "error": str(exc)}
+            )
+            raise SignalingError(
+                "invalid_state", f"show {sibling.show_id!r} cannot be relayed here now; join again"
+            ) from None
 
     @staticmethod
     def _moved(show_id: str, where: Placement) -> SignalingError:
         assert where.url is not None
-        return SignalingError("moved", f"show {show_id!r} is on node {where.node}; join there", url=where.url,
-                              node=where.node, http_url=http_base(where.url))
+        return SignalingError(
+            "moved",
+            f"show {show_id!r} is on node {where.node}; join there",
+            url=where.url,
+            node=where.node,
+            http_url=http_base(where.url),
+        )
 
     def _check_admission(self, exempt: bool) -> None:
         if self.admission is not None:
@@ -350,7 +364,9 @@ class SessionHandler:
         if self.role != "performer":
             # The member of a running private may send its camera: Cam2Cam.
             if self.member_id is None or not show.machine.can_cam2cam(self.member_id):
-                raise SignalingError("forbidden", "only a performer may publish (or the member of a private, for Cam2Cam)")
+                raise SignalingError(
+                    "forbidden", "only a performer may publish (or the member of a private, for Cam2Cam)"
+                )
             cam2cam = True
         if self.publisher is not None and not self.publisher.closed:
             raise SignalingError("already_publishing", "unpublish first")

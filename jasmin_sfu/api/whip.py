@@ -108,9 +108,7 @@ class HttpError(Exception):
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers or {}
-    )
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers or {})
 
 
 def _from_signaling(exc: SignalingError) -> HttpError:
@@ -174,8 +172,9 @@ class WhipWhep:
                 return refused(origin)
             response = await handler(request)
             if origin is not None:
-                response.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                                         "Access-Control-Expose-Headers": EXPOSED})
+                response.headers.update(
+                    {"Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Expose-Headers": EXPOSED}
+                )
             return response
 
         return guarded
@@ -270,8 +269,12 @@ class WhipWhep:
             return None
         m = _BEARER.match(header or "")
         if m is None:
-            raise HttpError(401, "unauthorized", "Authorization: Bearer <session token> is required",
-                            {"WWW-Authenticate": 'Bearer realm="jasmin"'})
+            raise HttpError(
+                401,
+                "unauthorized",
+                "Authorization: Bearer <session token> is required",
+                {"WWW-Authenticate": 'Bearer realm="jasmin"'},
+            )
         return m.group(1)
 
     async def _join(self, handler: SessionHandler, show_id: str, role: str, token: str | None) -> None:
@@ -313,8 +316,14 @@ class WhipWhep:
         session = self._register("whip", show_id, handler, transport)
         # An encoder that reconnects (OBS after a network drop) replaces its old session:
         # the new one is in the show first, so the show never goes offline in between.
-        for old in [s for s in self.sessions.values() if s.kind == "whip" and s.show_id == show_id
-                    and s is not session and s.handler.performer_id == handler.performer_id]:
+        for old in [
+            s
+            for s in self.sessions.values()
+            if s.kind == "whip"
+            and s.show_id == show_id
+            and s is not session
+            and s.handler.performer_id == handler.performer_id
+        ]:
             self.sessions.pop(old.resource_id, None)
             await old.handler.closed()
         return self._created(request, session, str(res["sdp"]))
@@ -378,8 +387,9 @@ class WhipWhep:
         (``session_id``) or with any token of ``user_id``."""
         for s in list(self.sessions.values()):
             p = s.handler.principal
-            if p is not None and ((user_id is not None and p.id == user_id)
-                                  or (session_id is not None and p.session_id == session_id)):
+            if p is not None and (
+                (user_id is not None and p.id == user_id) or (session_id is not None and p.session_id == session_id)
+            ):
                 log.info("%s session ended: token revoked", s.kind, extra={"show_id": s.show_id})
                 spawn_tracked(self._tasks, s.transport.close(), f"ending a revoked {s.kind} session", log)
 

@@ -25,7 +25,18 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 __all__ = [
-    "UNSET", "Body", "Closed", "Meta", "Op", "UnsetType", "View", "field_message", "given", "one_of", "sent", "text",
+    "UNSET",
+    "Body",
+    "Closed",
+    "Meta",
+    "Op",
+    "UnsetType",
+    "View",
+    "field_message",
+    "given",
+    "one_of",
+    "sent",
+    "text",
 ]
 
 
@@ -76,12 +87,18 @@ _NOT_ONE_LINE = "\\u0000-\\u0008\\u000a-\\u001f\\u007f"
 _SURROGATES = "No unpaired surrogate (a lone \\ud800-\\udfff)."
 # White space as Python's str.strip() sees it (listed, not \s: its meaning differs between
 # ECMA-262 and Python's re).
-_SPACE = ("\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
-          "\\u205f\\u3000")
+_SPACE = "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 
 
-def text(max_len: int, *, min_len: int = 0, multiline: bool = False, storable_only: bool = False,
-         description: str = "", **extra: Any) -> Meta:
+def text(
+    max_len: int,
+    *,
+    min_len: int = 0,
+    multiline: bool = False,
+    storable_only: bool = False,
+    description: str = "",
+    **extra: Any,
+) -> Meta:
     """The constraints of a text field (use as ``Annotated[str, text(...)]``): a pattern saying
     which characters the API takes, and the lengths.
 
@@ -97,7 +114,9 @@ def text(max_len: int, *, min_len: int = 0, multiline: bool = False, storable_on
     else:
         pattern = f"^[^{bad}]*$"
     return Meta(
-        pattern=pattern, max_length=max_len, min_length=min_len or None,
+        pattern=pattern,
+        max_length=max_len,
+        min_length=min_len or None,
         description=f"{description}. {_SURROGATES}" if description else _SURROGATES,
         extra_json_schema=extra or None,
     )
@@ -179,4 +198,3 @@ def path_param(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 USERNAME_PARAM = path_param("username", {"type": "string", "pattern": USERNAME_PATTERN, "example": "alice"})
-

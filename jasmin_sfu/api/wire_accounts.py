@@ -64,23 +64,38 @@ class Error(View):
 
 # -- requests -------------------------------------------------------------------------------
 
-Password = Annotated[str, text(MAX_PASSWORD, min_len=MIN_PASSWORD, storable_only=True, format="password",
-                               description="Not equal to the username (case-insensitive)")]
+Password = Annotated[
+    str,
+    text(
+        MAX_PASSWORD,
+        min_len=MIN_PASSWORD,
+        storable_only=True,
+        format="password",
+        description="Not equal to the username (case-insensitive)",
+    ),
+]
 DisplayName = Annotated[str, text(MAX_DISPLAY_NAME, min_len=1, description="Trimmed; one line")]
 Bio = Annotated[str, text(MAX_BIO, multiline=True, description="Trimmed")]
-Price = Annotated[int, Meta(ge=MIN_PRICE, le=MAX_PRICE,
-                            description="Hundredths of a credit per minute, billed per second")]
+Price = Annotated[
+    int, Meta(ge=MIN_PRICE, le=MAX_PRICE, description="Hundredths of a credit per minute, billed per second")
+]
 # hot_flirt and celebrity (no nudity, even in private) never mix with the nude categories: either
 # list holds categories of one kind only (an empty list is both). The anyOf documents it; the
 # service enforces it.
-CategoryList = Annotated[list[Category], Meta(
-    max_length=len(CATEGORIES),
-    description="hot_flirt and celebrity (no nudity) cannot be combined with the nude categories",
-    extra_json_schema={"uniqueItems": True, "anyOf": [
-        {"type": "array", "items": {"type": "string", "enum": list(cats)}, "maxItems": len(cats)}
-        for cats in (NUDE_CATEGORIES, NON_NUDE_CATEGORIES)
-    ]},
-)]
+CategoryList = Annotated[
+    list[Category],
+    Meta(
+        max_length=len(CATEGORIES),
+        description="hot_flirt and celebrity (no nudity) cannot be combined with the nude categories",
+        extra_json_schema={
+            "uniqueItems": True,
+            "anyOf": [
+                {"type": "array", "items": {"type": "string", "enum": list(cats)}, "maxItems": len(cats)}
+                for cats in (NUDE_CATEGORIES, NON_NUDE_CATEGORIES)
+            ],
+        },
+    ),
+]
 
 
 class GuestSessionRequest(Body):
@@ -104,11 +119,18 @@ class AdultConfirmationRequest(Body):
 
 class PurchaseRequest(Body):
     package: PackageCode
-    idempotency_key: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{8,64}$(?!\n)",
-                                         description="Chosen by the client; a retry with the same key buys once")]
+    idempotency_key: Annotated[
+        str,
+        Meta(
+            pattern="^[A-Za-z0-9_-]{8,64}$(?!\n)",
+            description="Chosen by the client; a retry with the same key buys once",
+        ),
+    ]
     card_last4: Annotated[str, Meta(pattern="^[0-9]{4}$(?!\n)")] | UnsetType = UNSET
-    card_expiry: Annotated[str, Meta(pattern="^(0[1-9]|1[0-2])/[0-9]{2}$(?!\n)",
-                                     extra_json_schema={"example": "12/29"})] | UnsetType = UNSET
+    card_expiry: (
+        Annotated[str, Meta(pattern="^(0[1-9]|1[0-2])/[0-9]{2}$(?!\n)", extra_json_schema={"example": "12/29"})]
+        | UnsetType
+    ) = UNSET
 
 
 class CreatePerformerRequest(Body):
@@ -118,12 +140,20 @@ class CreatePerformerRequest(Body):
     price_per_minute: Price
     categories: CategoryList = []
     bio: Bio = ""
-    group_members: Annotated[list[Username], Meta(
-        min_length=1, max_length=MAX_GROUP_MEMBERS, extra_json_schema={"uniqueItems": True},
-        description="Makes a group account: its show is these performers' too. Each name must be an existing"
-                    " performer that is not a group account (404 not_found otherwise); a name given twice counts"
-                    " once.",
-    )] | UnsetType = UNSET
+    group_members: (
+        Annotated[
+            list[Username],
+            Meta(
+                min_length=1,
+                max_length=MAX_GROUP_MEMBERS,
+                extra_json_schema={"uniqueItems": True},
+                description="Makes a group account: its show is these performers' too. Each name must be an existing"
+                " performer that is not a group account (404 not_found otherwise); a name given twice counts"
+                " once.",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class UpdatePerformerRequest(Body):
@@ -168,8 +198,9 @@ class Me(Principal):
 class Token(View):
     """A new session."""
 
-    token: Annotated[str, Meta(description="Shown once; send as Authorization: Bearer <token> and as `token` in"
-                                           " the signaling join")]
+    token: Annotated[
+        str, Meta(description="Shown once; send as Authorization: Bearer <token> and as `token` in the signaling join")
+    ]
     token_type: Annotated[str, enum(("Bearer",))]
     expires_at: float
     principal: Principal
@@ -188,8 +219,9 @@ class Packages(View):
 
 
 class Wallet(View):
-    credits: Annotated[str, Meta(pattern="^[0-9]+\\.[0-9]{2}$(?!\n)",
-                                 description="Available credits, two decimals, rounded down")]
+    credits: Annotated[
+        str, Meta(pattern="^[0-9]+\\.[0-9]{2}$(?!\n)", description="Available credits, two decimals, rounded down")
+    ]
     available_units: Annotated[int, Meta(description="Ledger units (1/6000 credit) a debit may take")]
     held_units: Annotated[int, Meta(description="Units held by running privates")]
     units_per_credit: int
@@ -199,13 +231,24 @@ class Wallet(View):
 class Earnings(View):
     """A performer's earnings from the ledger (docs/money.md, "Accounts")."""
 
-    credits: Annotated[str, Meta(pattern="^[0-9]+\\.[0-9]{2}$(?!\n)",
-                                 description="Earned credits, two decimals, rounded down")]
-    units: Annotated[int, Meta(description="Ledger units (1/6000 credit) posted to earnings:<performer>; a running"
-                                           " private's seconds are posted at each grant renewal and at its end")]
+    credits: Annotated[
+        str, Meta(pattern="^[0-9]+\\.[0-9]{2}$(?!\n)", description="Earned credits, two decimals, rounded down")
+    ]
+    units: Annotated[
+        int,
+        Meta(
+            description="Ledger units (1/6000 credit) posted to earnings:<performer>; a running"
+            " private's seconds are posted at each grant renewal and at its end"
+        ),
+    ]
     units_per_credit: int
-    performer_share_bp: Annotated[int, Meta(description="The performer's share of what a member pays for a private"
-                                                        " or a tip, in basis points (billing.performer_share_bp)")]
+    performer_share_bp: Annotated[
+        int,
+        Meta(
+            description="The performer's share of what a member pays for a private"
+            " or a tip, in basis points (billing.performer_share_bp)"
+        ),
+    ]
 
 
 class Purchase(View):
@@ -244,44 +287,138 @@ def _op(*args: Any, **kw: Any) -> Op:
 
 
 OPS: tuple[Op, ...] = (
-    _op("post", "/api/v1/guest-sessions", "startGuest", "A guest session; the token carries the 18+ confirmation",
-        {201: ("A guest token", Token)}, (*BODY_ERRORS, 503), body=GuestSessionRequest, body_required=False),
-    _op("post", "/api/v1/accounts", "register", "Register a member (signed in at once)",
-        {201: ("A member token", Token)}, (*BODY_ERRORS, 409, 503), body=RegisterRequest),
-    _op("post", "/api/v1/sessions", "login", "Log in with username and password",
-        {201: ("A new token", Token)}, (*BODY_ERRORS, 401, 429, 503), body=LoginRequest),
-    _op("delete", "/api/v1/sessions/current", "logout", "Revoke the token of this request",
-        {204: ("Revoked", None)}, (401, 503), bearer=True),
-    _op("get", "/api/v1/me", "me", "Who the token speaks for (performers: with their profile)",
-        {200: ("The principal", Me)}, (401, 503), bearer=True),
-    _op("post", "/api/v1/me/adult-confirmation", "confirmAdult",
+    _op(
+        "post",
+        "/api/v1/guest-sessions",
+        "startGuest",
+        "A guest session; the token carries the 18+ confirmation",
+        {201: ("A guest token", Token)},
+        (*BODY_ERRORS, 503),
+        body=GuestSessionRequest,
+        body_required=False,
+    ),
+    _op(
+        "post",
+        "/api/v1/accounts",
+        "register",
+        "Register a member (signed in at once)",
+        {201: ("A member token", Token)},
+        (*BODY_ERRORS, 409, 503),
+        body=RegisterRequest,
+    ),
+    _op(
+        "post",
+        "/api/v1/sessions",
+        "login",
+        "Log in with username and password",
+        {201: ("A new token", Token)},
+        (*BODY_ERRORS, 401, 429, 503),
+        body=LoginRequest,
+    ),
+    _op(
+        "delete",
+        "/api/v1/sessions/current",
+        "logout",
+        "Revoke the token of this request",
+        {204: ("Revoked", None)},
+        (401, 503),
+        bearer=True,
+    ),
+    _op(
+        "get",
+        "/api/v1/me",
+        "me",
+        "Who the token speaks for (performers: with their profile)",
+        {200: ("The principal", Me)},
+        (401, 503),
+        bearer=True,
+    ),
+    _op(
+        "post",
+        "/api/v1/me/adult-confirmation",
+        "confirmAdult",
         "Confirm being 18 or older (a guest's token, or a member's account for a year)",
-        {200: ("The principal, confirmed", Principal)}, (*BODY_ERRORS, 401, 503), bearer=True,
-        body=AdultConfirmationRequest, body_required=False),
+        {200: ("The principal, confirmed", Principal)},
+        (*BODY_ERRORS, 401, 503),
+        bearer=True,
+        body=AdultConfirmationRequest,
+        body_required=False,
+    ),
     _op("get", "/api/v1/packages", "packages", "The credit packages", {200: ("Packages", Packages)}),
-    _op("get", "/api/v1/wallet", "wallet", "The member's credits and VIP points",
-        {200: ("The wallet", Wallet)}, (401, 403, 503), bearer=True),
-    _op("post", "/api/v1/wallet/purchases", "purchase",
+    _op(
+        "get",
+        "/api/v1/wallet",
+        "wallet",
+        "The member's credits and VIP points",
+        {200: ("The wallet", Wallet)},
+        (401, 403, 503),
+        bearer=True,
+    ),
+    _op(
+        "post",
+        "/api/v1/wallet/purchases",
+        "purchase",
         "Buy a credit package (idempotent by idempotency_key); credits are usable at once",
         {201: ("Bought now", Purchase), 200: ("Bought earlier with this key", Purchase)},
-        (*BODY_ERRORS, 401, 402, 403, 409, 503), bearer=True, body=PurchaseRequest),
-    _op("post", "/api/v1/performers", "createPerformer", "Create a performer or group account (admins)",
-        {201: ("The profile", PerformerProfile)}, (*BODY_ERRORS, 401, 403, 404, 409, 503), bearer=True,
-        body=CreatePerformerRequest),
-    _op("get", "/api/v1/performers/{username}", "performer", "A performer's profile (needs the 18+ confirmation)",
-        {200: ("The profile", PerformerProfile)}, (401, 403, 404, 503), bearer=True, parameters=(USERNAME_PARAM,)),
-    _op("patch", "/api/v1/performers/{username}", "updatePerformer",
+        (*BODY_ERRORS, 401, 402, 403, 409, 503),
+        bearer=True,
+        body=PurchaseRequest,
+    ),
+    _op(
+        "post",
+        "/api/v1/performers",
+        "createPerformer",
+        "Create a performer or group account (admins)",
+        {201: ("The profile", PerformerProfile)},
+        (*BODY_ERRORS, 401, 403, 404, 409, 503),
+        bearer=True,
+        body=CreatePerformerRequest,
+    ),
+    _op(
+        "get",
+        "/api/v1/performers/{username}",
+        "performer",
+        "A performer's profile (needs the 18+ confirmation)",
+        {200: ("The profile", PerformerProfile)},
+        (401, 403, 404, 503),
+        bearer=True,
+        parameters=(USERNAME_PARAM,),
+    ),
+    _op(
+        "patch",
+        "/api/v1/performers/{username}",
+        "updatePerformer",
         "Change a profile (the performer itself, or an admin)",
-        {200: ("The profile", PerformerProfile)}, (*BODY_ERRORS, 401, 403, 404, 503), bearer=True,
-        body=UpdatePerformerRequest, parameters=(USERNAME_PARAM,)),
-    _op("get", "/api/v1/performers/{username}/earnings", "performerEarnings",
+        {200: ("The profile", PerformerProfile)},
+        (*BODY_ERRORS, 401, 403, 404, 503),
+        bearer=True,
+        body=UpdatePerformerRequest,
+        parameters=(USERNAME_PARAM,),
+    ),
+    _op(
+        "get",
+        "/api/v1/performers/{username}/earnings",
+        "performerEarnings",
         "A performer's earnings, from the ledger (the performer itself, or an admin)",
-        {200: ("The earnings", Earnings)}, (401, 403, 404, 503), bearer=True, parameters=(USERNAME_PARAM,)),
-    _op("get", "/openapi.json", "openapi", "This document",
-        {200: ("OpenAPI 3", {"content": {"application/json": {"schema": {"type": "object"}}}})}),
-    _op("get", "/signaling-schema.json", "signalingSchema",
+        {200: ("The earnings", Earnings)},
+        (401, 403, 404, 503),
+        bearer=True,
+        parameters=(USERNAME_PARAM,),
+    ),
+    _op(
+        "get",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        {200: ("OpenAPI 3", {"content": {"application/json": {"schema": {"type": "object"}}}})},
+    ),
+    _op(
+        "get",
+        "/signaling-schema.json",
+        "signalingSchema",
         "The JSON Schema of a /ws request frame, generated from the signaling structs (docs/signaling.md)",
-        {200: ("JSON Schema 2020-12", {"content": {"application/json": {"schema": {"type": "object"}}}})}),
+        {200: ("JSON Schema 2020-12", {"content": {"application/json": {"schema": {"type": "object"}}}})},
+    ),
 )
 
 # Examples of every request body, checked against the document and the structs
@@ -291,9 +428,19 @@ EXAMPLES: dict[type[Body], dict[str, Any]] = {
     RegisterRequest: {"username": "member1", "password": "member-password", "adult_confirmed": True},
     LoginRequest: {"username": "member1", "password": "member-password"},
     AdultConfirmationRequest: {},
-    PurchaseRequest: {"package": "p2999", "idempotency_key": "order-00000001", "card_last4": "4242",
-                      "card_expiry": "12/29"},
-    CreatePerformerRequest: {"username": "carla", "password": "carla-password", "display_name": "Carla",
-                             "price_per_minute": 300, "categories": ["girl"], "bio": "Hi!"},
+    PurchaseRequest: {
+        "package": "p2999",
+        "idempotency_key": "order-00000001",
+        "card_last4": "4242",
+        "card_expiry": "12/29",
+    },
+    CreatePerformerRequest: {
+        "username": "carla",
+        "password": "carla-password",
+        "display_name": "Carla",
+        "price_per_minute": 300,
+        "categories": ["girl"],
+        "bio": "Hi!",
+    },
     UpdatePerformerRequest: {"display_name": "Alice", "price_per_minute": 250, "categories": ["girl", "fetish"]},
 }

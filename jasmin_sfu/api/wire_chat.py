@@ -58,20 +58,40 @@ ERRORS = {
     503: "Accounts or chat are not enabled on this node, or the database is busy",
 }
 _QUERY = (
-    {"name": "room", "in": "query", "required": False, "description": "One room (a show id); absent: all rooms",
-     "schema": {"type": "string", "pattern": ROOM_PATTERN, "example": "alice"}},
-    {"name": "limit", "in": "query", "required": False, "description": "Newest first, at most this many",
-     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}},
+    {
+        "name": "room",
+        "in": "query",
+        "required": False,
+        "description": "One room (a show id); absent: all rooms",
+        "schema": {"type": "string", "pattern": ROOM_PATTERN, "example": "alice"},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "Newest first, at most this many",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+    },
 )
 
 
 def _op(path: str, operation_id: str, summary: str, shape: type) -> Op:
-    return Op("get", path, operation_id, summary, {200: (summary, shape)}, tuple(ERRORS), ERRORS, bearer=True,
-              parameters=_QUERY)
+    return Op(
+        "get",
+        path,
+        operation_id,
+        summary,
+        {200: (summary, shape)},
+        tuple(ERRORS),
+        ERRORS,
+        bearer=True,
+        parameters=_QUERY,
+    )
 
 
 OPS: tuple[Op, ...] = (
     _op("/api/v1/moderation/log", "moderationLog", "Free-chat moderation actions, newest first", ModerationLog),
-    _op("/api/v1/moderation/reports", "moderationReports", "Prohibited-content reports, newest first",
-        ModerationReports),
+    _op(
+        "/api/v1/moderation/reports", "moderationReports", "Prohibited-content reports, newest first", ModerationReports
+    ),
 )

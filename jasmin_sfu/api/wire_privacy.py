@@ -53,8 +53,9 @@ class PrivacyProfilePatch(Body):
     display_name: Annotated[str, text(MAX_DISPLAY_NAME)] | UnsetType = UNSET
     gender: GenderOrBlank | UnsetType = UNSET
     age_range: AgeRangeOrBlank | UnsetType = UNSET
-    country: Annotated[str, Meta(pattern="^([A-Z]{2})?$(?!\n)", description="ISO 3166-1 alpha-2; \"\" clears")] | (
-        UnsetType) = UNSET
+    country: Annotated[str, Meta(pattern="^([A-Z]{2})?$(?!\n)", description='ISO 3166-1 alpha-2; "" clears')] | (
+        UnsetType
+    ) = UNSET
     languages: Languages | UnsetType = UNSET
     about: Annotated[str, text(MAX_ABOUT, multiline=True)] | UnsetType = UNSET
 
@@ -106,8 +107,9 @@ class PrivacyDownload(View):
     format: Annotated[str, enum(("jasmin-data-download/1",))]
     member_id: str
     generated_at: float
-    sources: Annotated[dict[str, dict[str, list[dict[str, Any]]]],
-                       Meta(description="source name -> table name -> rows")]
+    sources: Annotated[
+        dict[str, dict[str, list[dict[str, Any]]]], Meta(description="source name -> table name -> rows")
+    ]
 
 
 class PrivacyErasure(Closed):
@@ -157,7 +159,7 @@ ERRORS = {
     400: "Malformed body, unknown field, or a value out of range",
     401: "Missing, malformed, unknown, expired or revoked token; or a wrong password (erasure)",
     403: "forbidden: the caller's role may not do this (profiles are members'; member views are for performers, "
-         "support and the member itself)",
+    "support and the member itself)",
     404: "No such member (or it was erased)",
     413: "Body larger than 64 KiB",
     415: "Body is not application/json",
@@ -167,8 +169,11 @@ ERRORS = {
 BODY = (400, 413, 415)
 ME = (401, 403, 503)
 _DOWNLOAD_HEADERS = {
-    "Content-Disposition": {"required": True, "description": "A file to save, not a page to show",
-                            "schema": {"type": "string", "pattern": "^attachment; filename=\"[a-z-]+\\.json\"$"}},
+    "Content-Disposition": {
+        "required": True,
+        "description": "A file to save, not a page to show",
+        "schema": {"type": "string", "pattern": '^attachment; filename="[a-z-]+\\.json"$'},
+    },
     "Cache-Control": {"required": True, "schema": {"type": "string", "enum": ["no-store"]}},
 }
 
@@ -179,34 +184,89 @@ def _op(*args: Any, **kw: Any) -> Op:
 
 
 OPS: tuple[Op, ...] = (
-    _op("get", "/api/v1/me/profile", "getMemberProfile", "The member's own profile and mask",
-        {200: ("The profile", PrivacyProfile)}, ME),
-    _op("patch", "/api/v1/me/profile", "updateMemberProfile", "Change profile fields (all optional)",
-        {200: ("The profile", PrivacyProfile)}, (*BODY, *ME), body=PrivacyProfilePatch),
-    _op("get", "/api/v1/me/privacy", "getPrivacySettings", "Who sees the profile and the mask",
-        {200: ("The settings", PrivacySettings)}, ME),
-    _op("patch", "/api/v1/me/privacy", "updatePrivacySettings", "Change who sees the profile and the mask",
-        {200: ("The settings", PrivacySettings)}, (*BODY, *ME), body=PrivacySettingsPatch),
-    _op("get", "/api/v1/me/data", "downloadMyData", "Everything held about the member, as JSON",
-        {200: ("The data download", PrivacyDownload)}, ME, ok_headers={200: _DOWNLOAD_HEADERS}),
-    _op("post", "/api/v1/me/erasure", "forgetMyData",
+    _op(
+        "get",
+        "/api/v1/me/profile",
+        "getMemberProfile",
+        "The member's own profile and mask",
+        {200: ("The profile", PrivacyProfile)},
+        ME,
+    ),
+    _op(
+        "patch",
+        "/api/v1/me/profile",
+        "updateMemberProfile",
+        "Change profile fields (all optional)",
+        {200: ("The profile", PrivacyProfile)},
+        (*BODY, *ME),
+        body=PrivacyProfilePatch,
+    ),
+    _op(
+        "get",
+        "/api/v1/me/privacy",
+        "getPrivacySettings",
+        "Who sees the profile and the mask",
+        {200: ("The settings", PrivacySettings)},
+        ME,
+    ),
+    _op(
+        "patch",
+        "/api/v1/me/privacy",
+        "updatePrivacySettings",
+        "Change who sees the profile and the mask",
+        {200: ("The settings", PrivacySettings)},
+        (*BODY, *ME),
+        body=PrivacySettingsPatch,
+    ),
+    _op(
+        "get",
+        "/api/v1/me/data",
+        "downloadMyData",
+        "Everything held about the member, as JSON",
+        {200: ("The data download", PrivacyDownload)},
+        ME,
+        ok_headers={200: _DOWNLOAD_HEADERS},
+    ),
+    _op(
+        "post",
+        "/api/v1/me/erasure",
+        "forgetMyData",
         "Close the account and erase personal data (financial records are kept under the pseudonymous member"
         " id); the username stays blacklisted for a period",
         {200: ("Erased", PrivacyErasure), 202: ("Recorded; finished by the next retention run", PrivacyErasure)},
-        (*BODY, 429, *ME), body=PrivacyErasureRequest),
-    _op("get", "/api/v1/members/{username}", "memberView", "A member as the caller may see it",
-        {200: ("The member", PrivacyMemberView)}, (401, 403, 404, 503),
-        parameters=(path_param("username", {"type": "string", "pattern": USERNAME_PATTERN, "example": "member1"}),)),
-    _op("get", "/api/v1/members/by-id/{member_id}", "memberViewById",
+        (*BODY, 429, *ME),
+        body=PrivacyErasureRequest,
+    ),
+    _op(
+        "get",
+        "/api/v1/members/{username}",
+        "memberView",
+        "A member as the caller may see it",
+        {200: ("The member", PrivacyMemberView)},
+        (401, 403, 404, 503),
+        parameters=(path_param("username", {"type": "string", "pattern": USERNAME_PATTERN, "example": "member1"}),),
+    ),
+    _op(
+        "get",
+        "/api/v1/members/by-id/{member_id}",
+        "memberViewById",
         "A member by its id (the member_id signaling shows performers)",
-        {200: ("The member", PrivacyMemberView)}, (401, 403, 404, 503),
-        parameters=(path_param("member_id", {"type": "string", "minLength": 1, "maxLength": 64,
-                                             "pattern": "^[^\\u0000]*$"}),)),
+        {200: ("The member", PrivacyMemberView)},
+        (401, 403, 404, 503),
+        parameters=(
+            path_param("member_id", {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[^\\u0000]*$"}),
+        ),
+    ),
 )
 
 EXAMPLES: dict[type[Body], dict[str, Any]] = {
-    PrivacyProfilePatch: {"display_name": "Member One", "gender": "", "country": "DE", "languages": ["en"],
-                          "about": "Hello"},
+    PrivacyProfilePatch: {
+        "display_name": "Member One",
+        "gender": "",
+        "country": "DE",
+        "languages": ["en"],
+        "about": "Hello",
+    },
     PrivacySettingsPatch: {"profile_visibility": "performers_with_private", "mask_visibility": "public"},
     PrivacyErasureRequest: {"password": "not-the-password"},  # an example must not erase the account
 }

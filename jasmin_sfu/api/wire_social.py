@@ -114,9 +114,7 @@ class SearchFilters(Body):
 
     hair_colour: Annotated[list[HairColour], Meta(max_length=len(HAIR_COLOURS))] | UnsetType = UNSET
     build: Annotated[list[Build], Meta(max_length=len(BUILDS))] | UnsetType = UNSET
-    sexual_preference: Annotated[list[SexualPreference], Meta(max_length=len(SEXUAL_PREFERENCES))] | UnsetType = (
-        UNSET
-    )
+    sexual_preference: Annotated[list[SexualPreference], Meta(max_length=len(SEXUAL_PREFERENCES))] | UnsetType = UNSET
     ethnicity: Annotated[list[Ethnicity], Meta(max_length=len(ETHNICITIES))] | UnsetType = UNSET
     camera_quality: Annotated[list[CameraQuality], Meta(max_length=len(CAMERA_QUALITIES))] | UnsetType = UNSET
     category: Annotated[list[Category], Meta(max_length=len(CATEGORIES))] | UnsetType = UNSET
@@ -214,10 +212,11 @@ class Mailing(View):
 
 class UnsubscribeHeaders(View):
     list_unsubscribe: Annotated[str, Meta(description="<unsubscribe_url> (RFC 2369)")] = msgspec.field(
-        name="List-Unsubscribe")
-    list_unsubscribe_post: Annotated[str, enum(("List-Unsubscribe=One-Click",),
-                                               description="RFC 8058: a mail client POSTs this to the URL")] = (
-        msgspec.field(name="List-Unsubscribe-Post"))
+        name="List-Unsubscribe"
+    )
+    list_unsubscribe_post: Annotated[
+        str, enum(("List-Unsubscribe=One-Click",), description="RFC 8058: a mail client POSTs this to the URL")
+    ] = msgspec.field(name="List-Unsubscribe-Post")
 
 
 class InboxMessage(View):
@@ -226,8 +225,10 @@ class InboxMessage(View):
     subject: str
     body: str
     sent_at: float
-    unsubscribe_url: Annotated[str, Meta(description="Works without login: GET shows a confirmation page, POST"
-                                                     " unsubscribes (RFC 8058 one-click)")]
+    unsubscribe_url: Annotated[
+        str,
+        Meta(description="Works without login: GET shows a confirmation page, POST unsubscribes (RFC 8058 one-click)"),
+    ]
     headers: UnsubscribeHeaders
 
 
@@ -311,7 +312,7 @@ ERRORS = {
     401: "Missing, malformed, unknown, expired or revoked token",
     402: "insufficient_credits: the wallet cannot pay the 15-credit TopMember fee",
     403: "forbidden (role), adult_confirmation_required, favourites_lapsed (no purchase for over 30 days), "
-         "top_membership_required, private_required, vote_not_eligible (no private of 300 s)",
+    "top_membership_required, private_required, vote_not_eligible (no private of 300 s)",
     404: "No such performer, preset, feed, subscription or rating",
     409: "favourites_full (24; 96 for TopMembers), already_voted (this award period), preset_exists, presets_full",
     413: "Body larger than 64 KiB",
@@ -332,28 +333,71 @@ def _search_parameters() -> tuple[dict[str, Any], ...]:
     """The query parameters of the search: the filters of :class:`SearchFilters`, as a query string
     carries them, and the paging."""
     params: list[dict[str, Any]] = []
-    multi = {"hair_colour": HAIR_COLOURS, "build": BUILDS, "sexual_preference": SEXUAL_PREFERENCES,
-             "ethnicity": ETHNICITIES, "camera_quality": CAMERA_QUALITIES, "category": CATEGORIES}
+    multi = {
+        "hair_colour": HAIR_COLOURS,
+        "build": BUILDS,
+        "sexual_preference": SEXUAL_PREFERENCES,
+        "ethnicity": ETHNICITIES,
+        "camera_quality": CAMERA_QUALITIES,
+        "category": CATEGORIES,
+    }
     for name, values in multi.items():
-        params.append({"name": name, "in": "query", "required": False, "style": "form", "explode": True,
-                       "schema": {"type": "array", "items": {"type": "string", "enum": list(values)}}})
-    params.append({"name": "language", "in": "query", "required": False, "style": "form", "explode": True,
-                   "schema": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]{2}$"}}})
-    for name, lo, hi in (("age_min", MIN_AGE, MAX_AGE), ("age_max", MIN_AGE, MAX_AGE),
-                         ("price_min", 1, MAX_SEARCH_PRICE), ("price_max", 1, MAX_SEARCH_PRICE),
-                         ("min_rating", 1, 5), ("limit", 1, MAX_LIMIT), ("offset", 0, MAX_OFFSET)):
-        params.append({"name": name, "in": "query", "required": False,
-                       "schema": {"type": "integer", "minimum": lo, "maximum": hi}})
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "style": "form",
+                "explode": True,
+                "schema": {"type": "array", "items": {"type": "string", "enum": list(values)}},
+            }
+        )
+    params.append(
+        {
+            "name": "language",
+            "in": "query",
+            "required": False,
+            "style": "form",
+            "explode": True,
+            "schema": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]{2}$"}},
+        }
+    )
+    for name, lo, hi in (
+        ("age_min", MIN_AGE, MAX_AGE),
+        ("age_max", MIN_AGE, MAX_AGE),
+        ("price_min", 1, MAX_SEARCH_PRICE),
+        ("price_max", 1, MAX_SEARCH_PRICE),
+        ("min_rating", 1, 5),
+        ("limit", 1, MAX_LIMIT),
+        ("offset", 0, MAX_OFFSET),
+    ):
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": lo, "maximum": hi},
+            }
+        )
     q = msgspec.json.schema(SearchText)
     params += [
-        {"name": "q", "in": "query", "required": False, "schema": q,
-         "description": "Part of the username or display name"},
+        {
+            "name": "q",
+            "in": "query",
+            "required": False,
+            "schema": q,
+            "description": "Part of the username or display name",
+        },
         {"name": "online", "in": "query", "required": False, "schema": {"type": "boolean"}},
         {"name": "favourites_only", "in": "query", "required": False, "schema": {"type": "boolean"}},
         {"name": "sort", "in": "query", "required": False, "schema": {"type": "string", "enum": list(SORTS)}},
-        {"name": "preset", "in": "query", "required": False,
-         "schema": {"type": "string", "pattern": PRESET_ID_PATTERN},
-         "description": "Apply a saved search first; the other parameters refine it"},
+        {
+            "name": "preset",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "pattern": PRESET_ID_PATTERN},
+            "description": "Apply a saved search first; the other parameters refine it",
+        },
     ]
     return tuple(params)
 
@@ -364,97 +408,280 @@ _UNSUB = (path_param("unsubscribe_token", {"type": "string", "pattern": UNSUBSCR
 _PRESET = (path_param("preset_id", {"type": "string", "pattern": PRESET_ID_PATTERN}),)
 _RSS = {"content": {"application/rss+xml": {"schema": {"type": "string"}}}}
 _HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
-_ONE_CLICK_FORM = {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
-    "type": "object", "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}
+_ONE_CLICK_FORM = {
+    "required": False,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}
+        }
+    },
+}
 _EMPTY = {"body": SocialEmpty, "body_required": False}
 
 OPS: tuple[Op, ...] = (
-    _op("get", "/api/v1/me/top-membership", "topMembership", "The caller's TopMembership",
-        {200: ("The membership", TopMembership)}, ME),
-    _op("post", "/api/v1/me/top-membership", "subscribeTopMembership",
+    _op(
+        "get",
+        "/api/v1/me/top-membership",
+        "topMembership",
+        "The caller's TopMembership",
+        {200: ("The membership", TopMembership)},
+        ME,
+    ),
+    _op(
+        "post",
+        "/api/v1/me/top-membership",
+        "subscribeTopMembership",
         "Become a TopMember: 15 credits now and every 14 days (or resume renewal)",
-        {201: ("Subscribed; the first fee was charged", TopMembership),
-         200: ("Already a TopMember (renewal back on)", TopMembership)}, (*BODY, 402, *ME), **_EMPTY),
-    _op("delete", "/api/v1/me/top-membership", "cancelTopMembership",
-        "Stop renewal; the benefits last until paid_until", {200: ("Cancelled", TopMembership)}, (*ME, 404)),
-    _op("get", "/api/v1/me/favourites", "favourites", "The caller's favourites",
-        {200: ("Favourites", Favourites)}, ME),
-    _op("put", "/api/v1/me/favourites/{username}", "addFavourite", "Add a favourite (24; 96 for TopMembers)",
-        {201: ("Added", FavouriteAdded), 200: ("Already one", FavouriteAdded)}, (*ME, 404, 409), parameters=_USER),
-    _op("delete", "/api/v1/me/favourites/{username}", "removeFavourite", "Remove a favourite",
-        {204: ("Removed", None)}, (*ME, 404), parameters=_USER),
-    _op("get", "/api/v1/me/feed", "feedSettings", "What the caller's RSS feed carries",
-        {200: ("Settings", Feed)}, ME),
-    _op("patch", "/api/v1/me/feed", "updateFeed", "Choose performers, categories, favourites and system messages",
-        {200: ("Settings", Feed)}, (*BODY, *ME, 404), body=UpdateFeedRequest),
-    _op("post", "/api/v1/me/feed/token", "rotateFeedToken", "A new private feed URL (the old one stops)",
-        {201: ("The feed URL, shown once", FeedToken)}, (*BODY, *ME), **_EMPTY),
-    _op("get", "/api/v1/feeds/{feed_token}.rss", "readFeed",
-        "The member's RSS 2.0 feed (no login: the URL is the key)", {200: ("RSS 2.0", _RSS)}, (404, 503),
-        bearer=False, parameters=_FEED),
-    _op("post", "/api/v1/system-messages", "postSystemMessage", "A site message for the feeds (admins)",
-        {201: ("Posted", SystemMessage)}, (*BODY, *ME), body=SystemMessageRequest),
-    _op("put", "/api/v1/performers/{username}/mailing-list", "subscribeMailingList",
+        {
+            201: ("Subscribed; the first fee was charged", TopMembership),
+            200: ("Already a TopMember (renewal back on)", TopMembership),
+        },
+        (*BODY, 402, *ME),
+        **_EMPTY,
+    ),
+    _op(
+        "delete",
+        "/api/v1/me/top-membership",
+        "cancelTopMembership",
+        "Stop renewal; the benefits last until paid_until",
+        {200: ("Cancelled", TopMembership)},
+        (*ME, 404),
+    ),
+    _op("get", "/api/v1/me/favourites", "favourites", "The caller's favourites", {200: ("Favourites", Favourites)}, ME),
+    _op(
+        "put",
+        "/api/v1/me/favourites/{username}",
+        "addFavourite",
+        "Add a favourite (24; 96 for TopMembers)",
+        {201: ("Added", FavouriteAdded), 200: ("Already one", FavouriteAdded)},
+        (*ME, 404, 409),
+        parameters=_USER,
+    ),
+    _op(
+        "delete",
+        "/api/v1/me/favourites/{username}",
+        "removeFavourite",
+        "Remove a favourite",
+        {204: ("Removed", None)},
+        (*ME, 404),
+        parameters=_USER,
+    ),
+    _op("get", "/api/v1/me/feed", "feedSettings", "What the caller's RSS feed carries", {200: ("Settings", Feed)}, ME),
+    _op(
+        "patch",
+        "/api/v1/me/feed",
+        "updateFeed",
+        "Choose performers, categories, favourites and system messages",
+        {200: ("Settings", Feed)},
+        (*BODY, *ME, 404),
+        body=UpdateFeedRequest,
+    ),
+    _op(
+        "post",
+        "/api/v1/me/feed/token",
+        "rotateFeedToken",
+        "A new private feed URL (the old one stops)",
+        {201: ("The feed URL, shown once", FeedToken)},
+        (*BODY, *ME),
+        **_EMPTY,
+    ),
+    _op(
+        "get",
+        "/api/v1/feeds/{feed_token}.rss",
+        "readFeed",
+        "The member's RSS 2.0 feed (no login: the URL is the key)",
+        {200: ("RSS 2.0", _RSS)},
+        (404, 503),
+        bearer=False,
+        parameters=_FEED,
+    ),
+    _op(
+        "post",
+        "/api/v1/system-messages",
+        "postSystemMessage",
+        "A site message for the feeds (admins)",
+        {201: ("Posted", SystemMessage)},
+        (*BODY, *ME),
+        body=SystemMessageRequest,
+    ),
+    _op(
+        "put",
+        "/api/v1/performers/{username}/mailing-list",
+        "subscribeMailingList",
         "Join the performer's mailing list (after a private with it)",
         {201: ("Subscribed", MailingSubscription), 200: ("Already subscribed", MailingSubscription)},
-        (*BODY, *ME, 404), parameters=_USER, **_EMPTY),
-    _op("delete", "/api/v1/performers/{username}/mailing-list", "unsubscribeMailingList", "Leave the mailing list",
-        {204: ("Left", None)}, (*ME, 404), parameters=_USER),
-    _op("get", "/api/v1/mailing-list/unsubscribe/{unsubscribe_token}", "unsubscribeConfirmationPage",
+        (*BODY, *ME, 404),
+        parameters=_USER,
+        **_EMPTY,
+    ),
+    _op(
+        "delete",
+        "/api/v1/performers/{username}/mailing-list",
+        "unsubscribeMailingList",
+        "Leave the mailing list",
+        {204: ("Left", None)},
+        (*ME, 404),
+        parameters=_USER,
+    ),
+    _op(
+        "get",
+        "/api/v1/mailing-list/unsubscribe/{unsubscribe_token}",
+        "unsubscribeConfirmationPage",
         "The unsubscribe link of every mailing (no login): a confirmation page",
-        {200: ("An HTML page with a form that POSTs List-Unsubscribe=One-Click", _HTML)}, (404, 503),
-        bearer=False, parameters=_UNSUB,
+        {200: ("An HTML page with a form that POSTs List-Unsubscribe=One-Click", _HTML)},
+        (404, 503),
+        bearer=False,
+        parameters=_UNSUB,
         description="Changes nothing: mail scanners and link previews follow links. The page's button POSTs to"
-                    " the same URL."),
-    _op("post", "/api/v1/mailing-list/unsubscribe/{unsubscribe_token}", "unsubscribeByLink",
+        " the same URL.",
+    ),
+    _op(
+        "post",
+        "/api/v1/mailing-list/unsubscribe/{unsubscribe_token}",
+        "unsubscribeByLink",
         "Leave the mailing list by the link (no login; RFC 8058 one-click)",
-        {200: ("Unsubscribed", Unsubscribed)}, (404, 503), bearer=False, parameters=_UNSUB,
+        {200: ("Unsubscribed", Unsubscribed)},
+        (404, 503),
+        bearer=False,
+        parameters=_UNSUB,
         request_body=_ONE_CLICK_FORM,
         description="What a mail client sends for the List-Unsubscribe-Post header. The body"
-                    " (List-Unsubscribe=One-Click) may be left out: the token is the key. A second use is 404."),
-    _op("post", "/api/v1/me/mailings", "sendMailing", "A performer's message to its mailing list: one per 24 hours",
-        {201: ("Delivered to every subscriber's inbox", Mailing)}, (*BODY, *ME, 429), body=MailingRequest),
-    _op("get", "/api/v1/me/inbox", "inbox", "Mailings delivered to the caller, newest first",
-        {200: ("The inbox", Inbox)}, ME),
-    _op("get", "/api/v1/performers/{username}/rating", "myRating",
+        " (List-Unsubscribe=One-Click) may be left out: the token is the key. A second use is 404.",
+    ),
+    _op(
+        "post",
+        "/api/v1/me/mailings",
+        "sendMailing",
+        "A performer's message to its mailing list: one per 24 hours",
+        {201: ("Delivered to every subscriber's inbox", Mailing)},
+        (*BODY, *ME, 429),
+        body=MailingRequest,
+    ),
+    _op(
+        "get",
+        "/api/v1/me/inbox",
+        "inbox",
+        "Mailings delivered to the caller, newest first",
+        {200: ("The inbox", Inbox)},
+        ME,
+    ),
+    _op(
+        "get",
+        "/api/v1/performers/{username}/rating",
+        "myRating",
         "The caller's own rating of the performer (My Rating)",
-        {200: ("The rating (stars null: none)", Rating)}, (*ME, 404), parameters=_USER),
-    _op("put", "/api/v1/performers/{username}/rating", "rate", "Give 1-5 stars, seen by the caller only",
-        {200: ("Rated", Rating)}, (*BODY, *ME, 404), parameters=_USER, body=RatingRequest),
-    _op("delete", "/api/v1/performers/{username}/rating", "deleteRating", "Take the rating back",
-        {204: ("Deleted", None)}, (*ME, 404), parameters=_USER),
-    _op("post", "/api/v1/performers/{username}/votes", "vote",
+        {200: ("The rating (stars null: none)", Rating)},
+        (*ME, 404),
+        parameters=_USER,
+    ),
+    _op(
+        "put",
+        "/api/v1/performers/{username}/rating",
+        "rate",
+        "Give 1-5 stars, seen by the caller only",
+        {200: ("Rated", Rating)},
+        (*BODY, *ME, 404),
+        parameters=_USER,
+        body=RatingRequest,
+    ),
+    _op(
+        "delete",
+        "/api/v1/performers/{username}/rating",
+        "deleteRating",
+        "Take the rating back",
+        {204: ("Deleted", None)},
+        (*ME, 404),
+        parameters=_USER,
+    ),
+    _op(
+        "post",
+        "/api/v1/performers/{username}/votes",
+        "vote",
         "A TopMember Awards vote: after a private of 300 s, once per award period",
-        {201: ("Counted", Vote)}, (*BODY, *ME, 404, 409), parameters=_USER, **_EMPTY),
-    _op("post", "/api/v1/performers/{username}/messages", "messagePerformer",
+        {201: ("Counted", Vote)},
+        (*BODY, *ME, 404, 409),
+        parameters=_USER,
+        **_EMPTY,
+    ),
+    _op(
+        "post",
+        "/api/v1/performers/{username}/messages",
+        "messagePerformer",
         "A TopMember's message to a performer it had a private with",
-        {201: ("Sent", PerformerMessage)}, (*BODY, *ME, 404), parameters=_USER, body=MessageRequest),
-    _op("get", "/api/v1/me/messages", "messages", "A performer's received messages, or a member's sent ones",
-        {200: ("Messages", PerformerMessages)}, ME),
-    _op("get", "/api/v1/performers/{username}/attributes", "performerAttributes",
-        "A performer's search attributes", {200: ("Attributes", PerformerAttributes)}, (*ME, 404),
-        parameters=_USER),
-    _op("patch", "/api/v1/performers/{username}/attributes", "updatePerformerAttributes",
+        {201: ("Sent", PerformerMessage)},
+        (*BODY, *ME, 404),
+        parameters=_USER,
+        body=MessageRequest,
+    ),
+    _op(
+        "get",
+        "/api/v1/me/messages",
+        "messages",
+        "A performer's received messages, or a member's sent ones",
+        {200: ("Messages", PerformerMessages)},
+        ME,
+    ),
+    _op(
+        "get",
+        "/api/v1/performers/{username}/attributes",
+        "performerAttributes",
+        "A performer's search attributes",
+        {200: ("Attributes", PerformerAttributes)},
+        (*ME, 404),
+        parameters=_USER,
+    ),
+    _op(
+        "patch",
+        "/api/v1/performers/{username}/attributes",
+        "updatePerformerAttributes",
         "Set search attributes (the performer itself, or an admin)",
-        {200: ("Attributes", PerformerAttributes)}, (*BODY, *ME, 404), parameters=_USER,
-        body=UpdateAttributesRequest),
-    _op("get", "/api/v1/search/performers", "searchPerformers",
+        {200: ("Attributes", PerformerAttributes)},
+        (*BODY, *ME, 404),
+        parameters=_USER,
+        body=UpdateAttributesRequest,
+    ),
+    _op(
+        "get",
+        "/api/v1/search/performers",
+        "searchPerformers",
         "Advanced search: attributes, price, category, online, My Rating; sorted, paged",
-        {200: ("A page of performers", SearchResults)}, (400, *ME, 404), parameters=_search_parameters(),
+        {200: ("A page of performers", SearchResults)},
+        (400, *ME, 404),
+        parameters=_search_parameters(),
         description="A minimum above its maximum (age_min > age_max, price_min > price_max) is an empty range:"
-                    " it matches no performer."),
-    _op("get", "/api/v1/me/search-presets", "searchPresets", "The caller's saved searches",
-        {200: ("Presets", Presets)}, ME),
-    _op("post", "/api/v1/me/search-presets", "createSearchPreset", "Save a search (e.g. \"petite, 18-22\")",
-        {201: ("Saved", Preset)}, (*BODY, *ME, 409), body=PresetRequest),
-    _op("delete", "/api/v1/me/search-presets/{preset_id}", "deleteSearchPreset", "Delete a saved search",
-        {204: ("Deleted", None)}, (*ME, 404), parameters=_PRESET),
+        " it matches no performer.",
+    ),
+    _op(
+        "get",
+        "/api/v1/me/search-presets",
+        "searchPresets",
+        "The caller's saved searches",
+        {200: ("Presets", Presets)},
+        ME,
+    ),
+    _op(
+        "post",
+        "/api/v1/me/search-presets",
+        "createSearchPreset",
+        'Save a search (e.g. "petite, 18-22")',
+        {201: ("Saved", Preset)},
+        (*BODY, *ME, 409),
+        body=PresetRequest,
+    ),
+    _op(
+        "delete",
+        "/api/v1/me/search-presets/{preset_id}",
+        "deleteSearchPreset",
+        "Delete a saved search",
+        {204: ("Deleted", None)},
+        (*ME, 404),
+        parameters=_PRESET,
+    ),
 )
 
 EXAMPLES: dict[type[Body], dict[str, Any]] = {
     SocialEmpty: {},
-    UpdateFeedRequest: {"performers": ["alice"], "categories": ["girl"], "favourites": True,
-                        "system_messages": False},
+    UpdateFeedRequest: {"performers": ["alice"], "categories": ["girl"], "favourites": True, "system_messages": False},
     SystemMessageRequest: {"title": "Maintenance", "body": "The site restarts at 04:00 UTC."},
     MailingRequest: {"subject": "Live tonight", "body": "See you at 21:00!"},
     RatingRequest: {"stars": 5},

@@ -93,9 +93,7 @@ def _configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return out
 
 
-async def _bind_in_range(
-    loop: asyncio.AbstractEventLoop, conn: Any, address: str
-) -> tuple[Any, Any]:
+async def _bind_in_range(loop: asyncio.AbstractEventLoop, conn: Any, address: str) -> tuple[Any, Any]:
     """Bind a UDP socket for ``address`` inside the configured port range."""
     lo, hi = _PORT_RANGE
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -109,9 +107,7 @@ async def _bind_in_range(
             sock.close()
             continue
         sock.setblocking(False)
-        return await loop.create_datagram_endpoint(
-            lambda: aioice.ice.StunProtocol(conn), sock=sock
-        )
+        return await loop.create_datagram_endpoint(lambda: aioice.ice.StunProtocol(conn), sock=sock)
     raise OSError(f"no free UDP port in {lo}-{hi} on {address}")
 
 
@@ -141,9 +137,7 @@ async def _component_candidates_in_range(
     return candidates
 
 
-def restrict_host_addresses(
-    addresses: list[str] | tuple[str, ...], port_range: tuple[int, int] = (0, 0)
-) -> None:
+def restrict_host_addresses(addresses: list[str] | tuple[str, ...], port_range: tuple[int, int] = (0, 0)) -> None:
     """Gather ICE host candidates only on ``addresses`` (process-wide).
 
     aioice by default offers every interface address except 127.0.0.1; the
@@ -272,8 +266,18 @@ class SrtpSink:
     False). Never raises.
     """
 
-    __slots__ = ("_dtls", "_protect", "_protect_rtcp", "_sendto", "_addr", "ready", "closed", "on_ready", "target",
-                 "_fast")
+    __slots__ = (
+        "_dtls",
+        "_protect",
+        "_protect_rtcp",
+        "_sendto",
+        "_addr",
+        "ready",
+        "closed",
+        "on_ready",
+        "target",
+        "_fast",
+    )
 
     def __init__(self, dtls: RTCDtlsTransport, fast: bool = True) -> None:
         self._dtls = dtls
@@ -414,9 +418,7 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
     return int(sender._ssrc)
 
 
-def set_sender_report(
-    sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int
-) -> None:
+def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int) -> None:
     """Make aiortc's periodic SR for ``sender`` describe forwarded media.
 
     The NTP/RTP pair comes from the publisher's own SR translated into this
@@ -619,17 +621,29 @@ def self_check() -> None:
     if "_tx_srtp" not in inspect.getsource(RTCDtlsTransport._setup_srtp):
         missing.append("RTCDtlsTransport._tx_srtp")
     if "RTCCertificate.generateCertificate()" not in inspect.getsource(RTCPeerConnection.__init__):
-        missing.append("RTCPeerConnection.__init__ no longer takes its certificate from RTCCertificate.generateCertificate()")
+        missing.append(
+            "RTCPeerConnection.__init__ no longer takes its certificate from RTCCertificate.generateCertificate()"
+        )
     if "ctx.set_cipher_list(" not in inspect.getsource(_original_create_ssl_context):
         missing.append("RTCCertificate._create_ssl_context no longer sets the cipher list on its context")
     sender_src = inspect.getsource(RTCRtpSender)
-    for field in ("__ntp_timestamp", "__rtp_timestamp", "__packet_count", "__octet_count", "self._ssrc",
-                  "self.__lsr = ", "self.__lsr_time = time.time()"):
+    for field in (
+        "__ntp_timestamp",
+        "__rtp_timestamp",
+        "__packet_count",
+        "__octet_count",
+        "self._ssrc",
+        "self.__lsr = ",
+        "self.__lsr_time = time.time()",
+    ):
         if field not in sender_src:
             missing.append(f"RTCRtpSender {field}")
     conn_src = inspect.getsource(aioice.ice.Connection)
-    for owner, name in ((aioice.ice.Connection, "build_request"), (aioice.ice, "CONSENT_INTERVAL"),
-                        (aioice.stun, "TransactionError")):
+    for owner, name in (
+        (aioice.ice.Connection, "build_request"),
+        (aioice.ice, "CONSENT_INTERVAL"),
+        (aioice.stun, "TransactionError"),
+    ):
         if not hasattr(owner, name):
             missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
     if "retransmissions" not in inspect.signature(aioice.ice.StunProtocol.request).parameters:

@@ -330,9 +330,7 @@ class Consumer:
         self._stats.drop("send_failed")
         return 0
 
-    def _forward_temporal(
-        self, f: Vp8TemporalFilter, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool
-    ) -> int:
+    def _forward_temporal(self, f: Vp8TemporalFilter, b1: int, seq: int, ts: int, tail: "Tail", keyframe: bool) -> int:
         """:meth:`forward_vp8` for a viewer dropping temporal layers: a packet of a frame
         above its layer is not sent and the sequence numbers and PictureIDs after it
         close up (the frame key is the RTP timestamp; docs/media.md "Temporal layers")."""
@@ -1102,8 +1100,7 @@ class Consumer:
         # (whatever the estimate, which Chromium raises while it gets nothing)
         # and fewer checks pause it again.
         weak = loss >= pol.pause_loss_alone or bool(
-            loss >= pol.pause_loss
-            and (self._probing or (self.remb and self.remb < pol.pause_below * self._sent_bps))
+            loss >= pol.pause_loss and (self._probing or (self.remb and self.remb < pol.pause_below * self._sent_bps))
         )
         if weak:
             self._healthy = 0

@@ -215,4 +215,3 @@ class Layer:
             self.cache.clear()
         if self.keyframe_cache is not None:
             self.keyframe_cache.clear()
-

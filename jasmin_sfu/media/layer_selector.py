@@ -292,9 +292,7 @@ class LayerSelector:
             # no probe on it within the dwell (a probe's padding over a capped link
             # is lost with the media: that fails the probe, it does not pause).
             return (
-                now - self._since >= pol.min_dwell_s
-                and not self.probing
-                and now - self._probe_end >= pol.min_dwell_s
+                now - self._since >= pol.min_dwell_s and not self.probing and now - self._probe_end >= pol.min_dwell_s
             )
         return self._low_since is not None and now - self._low_since >= pol.pause_hold_s
 

@@ -351,9 +351,7 @@ class PipeTransport:
     def _map_of(self, relay: _Relay) -> bytes:
         p = relay.producer
         data = b"".join(
-            _MAP.pack(layer.ssrc, layer.index, _slot(p.id))
-            for layer in p.all_layers
-            if layer.ssrc is not None
+            _MAP.pack(layer.ssrc, layer.index, _slot(p.id)) for layer in p.all_layers if layer.ssrc is not None
         )
         return _app(b"JMAP", self._rtcp_ssrc, data) if data else b""
 
@@ -615,7 +613,9 @@ class PipeTransport:
         if self.role == "origin":
             if self.relaying and now - self.last_heard > self.silence_timeout_s:
                 # The edge stopped saying what it wants (it died, or lost its route): stop feeding it.
-                log.warning("relay to %s silent for %.1f s: stopping its streams", self.peer_node, now - self.last_heard)
+                log.warning(
+                    "relay to %s silent for %.1f s: stopping its streams", self.peer_node, now - self.last_heard
+                )
                 self._want(set())
             for pid, p in list(self.offered.items()):
                 if p.closed:
@@ -665,11 +665,16 @@ class PipeTransport:
         ssrcs = tuple(layer.ssrc for layer in replica.all_layers if layer.ssrc is not None)
         if replica.is_video and ssrcs:
             best = max(
-                (c.remb for c in replica.consumers.values()
-                 if not (c.closed or c.user_paused or c.blocked or c.congested or c.layer_paused)),
+                (
+                    c.remb
+                    for c in replica.consumers.values()
+                    if not (c.closed or c.user_paused or c.blocked or c.congested or c.layer_paused)
+                ),
                 default=0,
             )
-            out += Remb(sender_ssrc=self._rtcp_ssrc, bitrate=min(best, self.settings.remb_max_bps), ssrcs=ssrcs).to_bytes()
+            out += Remb(
+                sender_ssrc=self._rtcp_ssrc, bitrate=min(best, self.settings.remb_max_bps), ssrcs=ssrcs
+            ).to_bytes()
         return out
 
     # -- lifecycle -------------------------------------------------------------------

@@ -261,8 +261,17 @@ class Producer:
     def layers(self) -> tuple[LayerInfo, ...]:
         """The spatial layers by quality, lowest first; ``spatial`` is that rank."""
         return tuple(
-            LayerInfo(i, lay.rid, lay.ssrc, lay.bitrate_bps, lay.active, lay.width, lay.height,
-                      lay.temporal_layers, lay.temporal_bps)
+            LayerInfo(
+                i,
+                lay.rid,
+                lay.ssrc,
+                lay.bitrate_bps,
+                lay.active,
+                lay.width,
+                lay.height,
+                lay.temporal_layers,
+                lay.temporal_bps,
+            )
             for i, lay in enumerate(self._ranked)
         )
 
@@ -520,8 +529,9 @@ class Producer:
             if self.vp8_ids:
                 for rw in self._profiles:
                     head = csrc + rw.rewrite(ext_profile, ext_data)
-                    tails.append((0x80 | pad_bit | (0x10 if len(head) > len(csrc) else 0) | (b0 & 0x0F),
-                                  head + body, len(head)))
+                    tails.append(
+                        (0x80 | pad_bit | (0x10 if len(head) > len(csrc) else 0) | (b0 & 0x0F), head + body, len(head))
+                    )
             else:
                 for rw in self._profiles:
                     section = rw.rewrite(ext_profile, ext_data)

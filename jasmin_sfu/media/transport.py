@@ -335,7 +335,9 @@ class WebRtcTransport:
         sdp = adapter.announce_address(sdp, settings.announced_ip)
         return sdp, producers
 
-    def _make_producer(self, off: SectionInfo, loc: SectionInfo, codec: Any, app_data: dict[str, Any] | None) -> Producer:
+    def _make_producer(
+        self, off: SectionInfo, loc: SectionInfo, codec: Any, app_data: dict[str, Any] | None
+    ) -> Producer:
         router = self.router
         prod = Producer(
             producer_id=uuid.uuid4().hex,
@@ -520,7 +522,9 @@ class WebRtcTransport:
             replace[accepted[MID_URI]] = t.mid.encode()
         c.profile = p.profile_for(id_map, replace)
         # Padding probes carry the send time the media carries (Producer.ast_id).
-        c.ast_id = accepted.get(ABS_SEND_TIME_URI, 0) if p.ast_id and 1 <= accepted.get(ABS_SEND_TIME_URI, 0) <= 14 else 0
+        c.ast_id = (
+            accepted.get(ABS_SEND_TIME_URI, 0) if p.ast_id and 1 <= accepted.get(ABS_SEND_TIME_URI, 0) <= 14 else 0
+        )
         if p.closed or (p.exclusive and not p.admits(c.audience_key)):
             c.closed = True
             return False

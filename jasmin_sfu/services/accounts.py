@@ -265,7 +265,9 @@ def check_categories(categories: Any) -> tuple[str, ...]:
     if len(set(categories)) != len(categories):
         raise AccountValidationError("categories", "listed twice")
     if set(categories) & set(NUDE_CATEGORIES) and set(categories) & set(NON_NUDE_CATEGORIES):
-        raise AccountValidationError("categories", "hot_flirt and celebrity (no nudity) cannot mix with nude categories")
+        raise AccountValidationError(
+            "categories", "hot_flirt and celebrity (no nudity) cannot mix with nude categories"
+        )
     return tuple(sorted(categories))
 
 
@@ -296,12 +298,15 @@ class AccountsService:
         self.clock = clock
         self.settings = settings
         self.hashing: PasswordHashing = hashing or Argon2Hashing(
-            settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism,
+            settings.password_time_cost,
+            settings.password_memory_kib,
+            settings.password_parallelism,
         )
         self._dummy_hash: str | None = None
         self.throttle = LoginThrottle(
             ThrottleSettings(
-                settings.login_window_s, settings.login_max_failures_per_username,
+                settings.login_window_s,
+                settings.login_max_failures_per_username,
                 settings.login_max_failures_per_address,
             ),
             clock,
@@ -434,7 +439,12 @@ class AccountsService:
     # -- accounts -----------------------------------------------------------------------
 
     async def _new_user(
-        self, username: Any, password: Any, role: str, *, adult_at: int | None = None,
+        self,
+        username: Any,
+        password: Any,
+        role: str,
+        *,
+        adult_at: int | None = None,
         performer: Callable[[str, int], PerformerRow] | None = None,
     ) -> UserRow:
         username = check_username(username)
@@ -487,7 +497,8 @@ class AccountsService:
             await self.throttle.failed(key, client)
             if address_wait is not None:
                 return LoginRateLimitedError(
-                    f"too many failed logins from this address; retry in {address_wait} s", address_wait)
+                    f"too many failed logins from this address; retry in {address_wait} s", address_wait
+                )
             return InvalidCredentialsError("wrong username or password")
 
         if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD:
@@ -517,8 +528,10 @@ class AccountsService:
         # Its own counter: a wrong re-confirmation must not lock the member out of logging in.
         key = "confirm:" + user.username_key
         await self.throttle.check_name(key)  # a signed-in member: the address limit never blocks it
-        if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD or not await self.hashing.verify(
-            user.password_hash, password
+        if (
+            not isinstance(password, str)
+            or not 1 <= len(password) <= MAX_PASSWORD
+            or not await self.hashing.verify(user.password_hash, password)
         ):
             await self.throttle.failed(key, client)
             raise InvalidCredentialsError("wrong password")
@@ -595,8 +608,14 @@ class AccountsService:
             if m is not None and m.closed_at is None:
                 names.append(m.username)
         return PerformerProfile(
-            user.id, user.username, row.display_name, row.bio, row.price_per_minute, row.categories,
-            row.is_group, tuple(sorted(names)),
+            user.id,
+            user.username,
+            row.display_name,
+            row.bio,
+            row.price_per_minute,
+            row.categories,
+            row.is_group,
+            tuple(sorted(names)),
         )
 
     async def _performer_user(self, username: Any) -> UserRow:
@@ -654,7 +673,9 @@ class AccountsService:
         raise NotShowOwnerError(f"show {show_id!r} belongs to another performer")
 
 
-async def open_accounts(cfg: AccountsSettings, clock: Clock, throttle_windows: Windows | None = None) -> AccountsService:
+async def open_accounts(
+    cfg: AccountsSettings, clock: Clock, throttle_windows: Windows | None = None
+) -> AccountsService:
     """Open the store named by ``cfg`` (the ``[accounts]`` section) and the service over it; the login
     throttle counts in ``throttle_windows`` (None: this process's memory)."""
     import os

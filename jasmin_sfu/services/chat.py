@@ -72,8 +72,22 @@ MAX_GUEST_TEXT = 200
 MAX_REASON = 500
 MAX_EMOTICONS = 5
 EMOTICONS = (
-    ":smile:", ":laugh:", ":wink:", ":blush:", ":kiss:", ":heart:", ":fire:", ":rose:",
-    ":star:", ":clap:", ":devil:", ":angel:", ":crown:", ":gift:", ":wow:", ":100:",
+    ":smile:",
+    ":laugh:",
+    ":wink:",
+    ":blush:",
+    ":kiss:",
+    ":heart:",
+    ":fire:",
+    ":rose:",
+    ":star:",
+    ":clap:",
+    ":devil:",
+    ":angel:",
+    ":crown:",
+    ":gift:",
+    ":wow:",
+    ":100:",
 )
 PERFORMER_COLOR = "#e0357a"
 SUPPORT_COLOR = "#2f6fdb"
@@ -112,7 +126,6 @@ class ChatSettings:
     Declared once, here: jasmin_sfu/config.py loads this class as the section (``ChatConfig``
     there) and validates it; :func:`open_chat` hands it to :class:`ChatService` as is.
     """
-
 
     # Set on every node of a site: room events go through Redis pub/sub (empty: this process only).
     redis_url: str = ""
@@ -173,8 +186,13 @@ def message_view(m: MessageRow) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": m.id,
         "room": m.room,
-        "author": {"id": m.author_id, "username": m.author_username, "kind": m.author_kind,
-                   "top_member": m.top_member, "color": m.color},
+        "author": {
+            "id": m.author_id,
+            "username": m.author_username,
+            "kind": m.author_kind,
+            "top_member": m.top_member,
+            "color": m.color,
+        },
         "text": m.text,
         "emoticons": list(m.emoticons),
         "ts": m.created_at / US,
@@ -191,14 +209,29 @@ def king_view(k: KingRow | None, units_per_credit: int) -> dict[str, Any] | None
 
 
 def log_view(r: LogRow) -> dict[str, Any]:
-    return {"id": r.id, "room": r.room, "actor": {"id": r.actor_id, "username": r.actor_username,
-            "kind": r.actor_kind}, "action": r.action, "target": r.target_id, "reason": r.reason,
-            "params": json.loads(r.params), "ts": r.created_at / US}
+    return {
+        "id": r.id,
+        "room": r.room,
+        "actor": {"id": r.actor_id, "username": r.actor_username, "kind": r.actor_kind},
+        "action": r.action,
+        "target": r.target_id,
+        "reason": r.reason,
+        "params": json.loads(r.params),
+        "ts": r.created_at / US,
+    }
 
 
 def report_view(r: ReportRow) -> dict[str, Any]:
-    return {"id": r.id, "room": r.room, "message_id": r.message_id, "reporter": r.reporter_id,
-            "author": r.author_id, "text": r.message_text, "reason": r.reason, "ts": r.created_at / US}
+    return {
+        "id": r.id,
+        "room": r.room,
+        "message_id": r.message_id,
+        "reporter": r.reporter_id,
+        "author": r.author_id,
+        "text": r.message_text,
+        "reason": r.reason,
+        "ts": r.created_at / US,
+    }
 
 
 @dataclass
@@ -277,7 +310,12 @@ class ChatService:
                 del self.rooms[room]
 
     async def _publish(
-        self, room: str, event: str, data: dict[str, Any], *, to: str | None = None,
+        self,
+        room: str,
+        event: str,
+        data: dict[str, Any],
+        *,
+        to: str | None = None,
         effect: dict[str, Any] | None = None,
     ) -> None:
         """Deliver here at once, then to the other processes."""
@@ -438,7 +476,16 @@ class ChatService:
         else:
             shown = None
         row = MessageRow(
-            self.new_id(), room, user.id, user.username, user.kind, top, shown, text, tuple(codes), private_to,
+            self.new_id(),
+            room,
+            user.id,
+            user.username,
+            user.kind,
+            top,
+            shown,
+            text,
+            tuple(codes),
+            private_to,
             int(now * US),
         )
         await self.store.add_message(row)
@@ -495,12 +542,23 @@ class ChatService:
 
     # -- moderation ------------------------------------------------------------------------------
 
-    async def _log(self, room: str, actor: ChatUser, action: str, target: str | None, reason: str,
-                   params: dict[str, Any]) -> None:
-        await self.store.add_log(LogRow(
-            self.new_id(), room, actor.id, actor.username, actor.kind, action, target, reason,
-            json.dumps(params, sort_keys=True), self.now_us(),
-        ))
+    async def _log(
+        self, room: str, actor: ChatUser, action: str, target: str | None, reason: str, params: dict[str, Any]
+    ) -> None:
+        await self.store.add_log(
+            LogRow(
+                self.new_id(),
+                room,
+                actor.id,
+                actor.username,
+                actor.kind,
+                action,
+                target,
+                reason,
+                json.dumps(params, sort_keys=True),
+                self.now_us(),
+            )
+        )
 
     @staticmethod
     def _check_reason(reason: str | None) -> str:
@@ -566,8 +624,9 @@ class ChatService:
         await self._publish(room, "chat.moderation", ev.ChatModeration(**data).to_wire(), effect=effect)
         return data
 
-    async def delete(self, room: str, actor: ChatUser, message_id: str, *, moderator: bool,
-                     reason: str | None = None) -> dict[str, Any]:
+    async def delete(
+        self, room: str, actor: ChatUser, message_id: str, *, moderator: bool, reason: str | None = None
+    ) -> dict[str, Any]:
         """Delete one message of the room."""
         self._require_moderator(moderator)
         why = self._check_reason(reason)

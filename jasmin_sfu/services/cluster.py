@@ -245,8 +245,9 @@ class ClusterNode:
 
             # A call waits at most this long: less than a TTL, so a stuck Redis is seen as down in time.
             timeout = min(5.0, max(2.0, self.settings.ttl_s / 2))
-            self._redis = redis.from_url(self.settings.redis_url, socket_timeout=timeout,
-                                         socket_connect_timeout=timeout)
+            self._redis = redis.from_url(
+                self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
         await self.beat()
         self._task = asyncio.get_running_loop().create_task(self._beat_loop())
 
@@ -301,8 +302,10 @@ class ClusterNode:
         except Exception as exc:  # noqa: BLE001 - Redis away: keep serving, try again next beat
             self.stats.heartbeat_failures += 1
             if self.last_error is None:
-                log.error("cluster: heartbeat failed; new placements are refused until Redis answers",
-                          extra={"error": repr(exc)})
+                log.error(
+                    "cluster: heartbeat failed; new placements are refused until Redis answers",
+                    extra={"error": repr(exc)},
+                )
             self.last_error = repr(exc)
             return
         if self.last_error is not None:
@@ -314,16 +317,23 @@ class ClusterNode:
     async def _beat(self) -> None:
         r = self._redis
         load = self.load()
-        body = {"id": self.node_id, "url": self.settings.advertised_url, "load": asdict(load),
-                "beat_at": self.clock(), "billing_node_id": self.settings.billing_node_id}
+        body = {
+            "id": self.node_id,
+            "url": self.settings.advertised_url,
+            "load": asdict(load),
+            "beat_at": self.clock(),
+            "billing_node_id": self.settings.billing_node_id,
+        }
         # One command (SET ... PX ... GET, Redis >= 6.2): the record never exists without its TTL.
         old = await r.set(self._node_key(self.node_id), self._sign(body), px=self._ttl_ms, get=True)
         previous = _node_of(self._open(old)) if old is not None else None
         if previous is not None and previous.url != self.settings.advertised_url:
             # Two live nodes configured with one id overwrite each other's record: say so loudly.
             self.stats.id_conflicts += 1
-            log.error("cluster: another node with this node id is alive at another URL",
-                      extra={"node_id": self.node_id, "other_url": previous.url})
+            log.error(
+                "cluster: another node with this node id is alive at another URL",
+                extra={"node_id": self.node_id, "other_url": previous.url},
+            )
         await r.sadd(self._ids_key, self.node_id)
         here = set(self.local_shows())
         for show_id in sorted(here):
@@ -346,8 +356,10 @@ class ClusterNode:
         twins = [n.id for n in self.nodes if mine and n.id != self.node_id and n.billing_node_id == mine]
         if twins:
             self.stats.billing_id_conflicts += 1
-            log.error("cluster: another node uses this node's billing.node_id; give each node its own",
-                      extra={"billing_node_id": mine, "nodes": twins})
+            log.error(
+                "cluster: another node uses this node's billing.node_id; give each node its own",
+                extra={"billing_node_id": mine, "nodes": twins},
+            )
 
     async def _release(self, show_id: str) -> None:
         rec = self._show_record(show_id, self.node_id, self.settings.advertised_url)
@@ -518,9 +530,16 @@ def _node_of(body: dict[str, Any] | None) -> NodeInfo | None:
         return None
     try:
         ld = body["load"]
-        load = NodeLoad(int(ld["viewers"]), int(ld["publishers"]), float(ld["cpu"]), int(ld["max_viewers"]),
-                        float(ld["max_cpu"]), bool(ld["draining"]))
-        return NodeInfo(str(body["id"]), str(body["url"]), load, float(body["beat_at"]),
-                        str(body.get("billing_node_id", "")))
+        load = NodeLoad(
+            int(ld["viewers"]),
+            int(ld["publishers"]),
+            float(ld["cpu"]),
+            int(ld["max_viewers"]),
+            float(ld["max_cpu"]),
+            bool(ld["draining"]),
+        )
+        return NodeInfo(
+            str(body["id"]), str(body["url"]), load, float(body["beat_at"]), str(body.get("billing_node_id", ""))
+        )
     except (KeyError, TypeError, ValueError):
         return None

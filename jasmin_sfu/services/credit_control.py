@@ -174,9 +174,21 @@ class CreditControl:
             await lt.lock([wallet_id, escrow, payee, HOUSE_REVENUE])
             now = lt.now_us
             s = CcSessionRow(
-                session_id=session_id, wallet_id=wallet_id, payee_id=payee, escrow_id=escrow, rate=rate,
-                request_number=0, reservation_id=None, granted_seconds=0, final=False, status="open",
-                used_seconds=0, charged=0, payee_paid=0, opened_at=now, updated_at=now,
+                session_id=session_id,
+                wallet_id=wallet_id,
+                payee_id=payee,
+                escrow_id=escrow,
+                rate=rate,
+                request_number=0,
+                reservation_id=None,
+                granted_seconds=0,
+                final=False,
+                status="open",
+                used_seconds=0,
+                charged=0,
+                payee_paid=0,
+                opened_at=now,
+                updated_at=now,
             )
             grant = await self._grant(lt, s, 0)
             if grant.seconds == 0:
@@ -323,9 +335,7 @@ class CreditControl:
 
     # -- internals -----------------------------------------------------------------
 
-    async def _prior(
-        self, lt: LedgerTxn, session_id: str, n: int, kind: str, used: int
-    ) -> dict[str, Any] | None:
+    async def _prior(self, lt: LedgerTxn, session_id: str, n: int, kind: str, used: int) -> dict[str, Any] | None:
         r = await lt.tx.get_cc_request(session_id, n)
         if r is None:
             return None
@@ -357,11 +367,22 @@ class CreditControl:
         sid = s.session_id
         if s.reservation_id:
             if amount > 0:
-                t = Transfer(f"cc:{sid}:{n}:post", amount=amount, flags=int(TransferFlags.POST_PENDING),
-                             pending_id=s.reservation_id, code="private", user_data=sid)
+                t = Transfer(
+                    f"cc:{sid}:{n}:post",
+                    amount=amount,
+                    flags=int(TransferFlags.POST_PENDING),
+                    pending_id=s.reservation_id,
+                    code="private",
+                    user_data=sid,
+                )
             else:
-                t = Transfer(f"cc:{sid}:{n}:void", flags=int(TransferFlags.VOID_PENDING),
-                             pending_id=s.reservation_id, code="private", user_data=sid)
+                t = Transfer(
+                    f"cc:{sid}:{n}:void",
+                    flags=int(TransferFlags.VOID_PENDING),
+                    pending_id=s.reservation_id,
+                    code="private",
+                    user_data=sid,
+                )
             r = (await lt.apply([t]))[0]
             if r is Result.PENDING_TRANSFER_EXPIRED:
                 # Late report: the hold lapsed and its credits went back. Charge
@@ -372,8 +393,9 @@ class CreditControl:
                 overrun += chargeable - late
                 amount = late * s.rate
                 if amount:
-                    late_t = Transfer(f"cc:{sid}:{n}:late", s.wallet_id, s.escrow_id, amount, CREDIT,
-                                      "private_late", user_data=sid)
+                    late_t = Transfer(
+                        f"cc:{sid}:{n}:late", s.wallet_id, s.escrow_id, amount, CREDIT, "private_late", user_data=sid
+                    )
                     raise_for([late_t], await lt.apply([late_t]))
             elif not r.ok:
                 raise_for([t], [r])
@@ -405,10 +427,16 @@ class CreditControl:
         final = avail - g * s.rate < s.rate
         timeout = max(c.min_timeout_s, math.ceil(g * c.timeout_factor))
         hold = Transfer(
-            f"cc:{s.session_id}:{n}:hold", s.wallet_id, s.escrow_id, g * s.rate, CREDIT, "private",
-            int(TransferFlags.PENDING), timeout_s=timeout, user_data=s.session_id,
+            f"cc:{s.session_id}:{n}:hold",
+            s.wallet_id,
+            s.escrow_id,
+            g * s.rate,
+            CREDIT,
+            "private",
+            int(TransferFlags.PENDING),
+            timeout_s=timeout,
+            user_data=s.session_id,
         )
         raise_for([hold], await lt.apply([hold]))
         s.reservation_id, s.granted_seconds, s.final = hold.id, g, final
         return Grant(g, final, hold.id, n, (lt.now_us + timeout * US) / US, overrun)
-

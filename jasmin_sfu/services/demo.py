@@ -120,15 +120,21 @@ class DemoSeeder:
         perf_id = await self._user_id(DEMO_PERFORMER, PERFORMER)
         if perf_id is None:
             profile = await self.accounts.create_performer(
-                _SEEDER, DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD, display_name="Demo performer",
-                price_per_minute=DEMO_PRICE_PER_MINUTE, categories=["hot_flirt"],
+                _SEEDER,
+                DEMO_PERFORMER,
+                DEMO_PERFORMER_PASSWORD,
+                display_name="Demo performer",
+                price_per_minute=DEMO_PRICE_PER_MINUTE,
+                categories=["hot_flirt"],
                 bio="Seeded by `make run` (accounts.seed_demo).",
             )
             perf_id = profile.user_id
             log.info("demo performer created", extra={"username": DEMO_PERFORMER})
         member_id = await self._user_id(DEMO_MEMBER, MEMBER)
         if member_id is None:
-            member_id = (await self.accounts.register(DEMO_MEMBER, DEMO_MEMBER_PASSWORD, adult_confirmed=True)).principal.id
+            member_id = (
+                await self.accounts.register(DEMO_MEMBER, DEMO_MEMBER_PASSWORD, adult_confirmed=True)
+            ).principal.id
             log.info("demo member created", extra={"username": DEMO_MEMBER})
         await self.ledger.open_performer(perf_id)
         wallet = await self.ledger.open_member(member_id)
@@ -148,10 +154,16 @@ class DemoSeeder:
         dmnec = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
         await self.ledger.ensure_accounts([Account(PROMO_DEMO, CREDIT, "promo", dmnec)])
         nonce = f"demo:{secrets.token_hex(8)}"
-        await self.ledger.submit(linked([
-            Transfer(nonce, WORLD_CREDIT, PROMO_DEMO, units, CREDIT, "demo_budget"),
-            Transfer(f"{nonce}:{member_id}", PROMO_DEMO, wallet_account(member_id), units, CREDIT, "demo_credits"),
-        ]))
+        await self.ledger.submit(
+            linked(
+                [
+                    Transfer(nonce, WORLD_CREDIT, PROMO_DEMO, units, CREDIT, "demo_budget"),
+                    Transfer(
+                        f"{nonce}:{member_id}", PROMO_DEMO, wallet_account(member_id), units, CREDIT, "demo_credits"
+                    ),
+                ]
+            )
+        )
         log.info("demo credits granted", extra={"member": member_id, "units": units})
         await self.cc.notify_top_up(wallet_account(member_id), "demo_credits")
 

@@ -213,8 +213,16 @@ class Transfer:
     def body_hash(self) -> str:
         """Hash of every client-given field: equal hashes = the same request."""
         body = [
-            self.id, self.debit_account_id, self.credit_account_id, self.amount, self.ledger,
-            self.code, int(self.flags), self.pending_id, self.timeout_s, self.user_data,
+            self.id,
+            self.debit_account_id,
+            self.credit_account_id,
+            self.amount,
+            self.ledger,
+            self.code,
+            int(self.flags),
+            self.pending_id,
+            self.timeout_s,
+            self.user_data,
         ]
         return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
 
@@ -438,8 +446,8 @@ class LedgerTxn:
         for k, (dp, dpo, cp, cpo) in s.balances.items():
             a = self._accounts[k]
             a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted = dp, dpo, cp, cpo
-        del work.transfers[s.n_transfers:]
-        del work.claims[s.n_claims:]
+        del work.transfers[s.n_transfers :]
+        del work.claims[s.n_claims :]
         work.pendings, work.known, work.resolved = s.pendings, s.known, s.resolved
         self._dirty = s.dirty
 
@@ -703,12 +711,17 @@ class Ledger:
             got = bal.get(a.id, [0, 0, 0, 0])
             if list(_bal(a)) != got:
                 mism.append(f"{a.id}: stored {_bal(a)} replayed {tuple(got)}")
-            if a.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS and a.debits_pending + a.debits_posted > a.credits_posted:
+            if (
+                a.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
+                and a.debits_pending + a.debits_posted > a.credits_posted
+            ):
                 mism.append(f"{a.id}: debits exceed credits")
         stored_open = {p.pending_id for p in await self.store.open_pendings()}
         if stored_open != set(pend):
-            mism.append(f"open pendings differ: stored-only {sorted(stored_open - set(pend))[:5]}, "
-                        f"journal-only {sorted(set(pend) - stored_open)[:5]}")
+            mism.append(
+                f"open pendings differ: stored-only {sorted(stored_open - set(pend))[:5]}, "
+                f"journal-only {sorted(set(pend) - stored_open)[:5]}"
+            )
         return ReplayReport(
             transfers=n,
             accounts=len(accounts),
@@ -757,12 +770,24 @@ class Ledger:
         pkg = package(package_code)
         legs = [
             Transfer(
-                f"{transfer_id}:credits", WORLD_CREDIT, wallet_account(member_id), credits_to_units(pkg.credits),
-                CREDIT, "topup", int(TransferFlags.LINKED), user_data=pkg.code,
+                f"{transfer_id}:credits",
+                WORLD_CREDIT,
+                wallet_account(member_id),
+                credits_to_units(pkg.credits),
+                CREDIT,
+                "topup",
+                int(TransferFlags.LINKED),
+                user_data=pkg.code,
             ),
             Transfer(
-                f"{transfer_id}:points", WORLD_VIP, points_account(member_id), pkg.vip_points,
-                VIP_POINT, "vip_points", 0, user_data=pkg.code,
+                f"{transfer_id}:points",
+                WORLD_VIP,
+                points_account(member_id),
+                pkg.vip_points,
+                VIP_POINT,
+                "vip_points",
+                0,
+                user_data=pkg.code,
             ),
         ]
         await self.submit(legs)

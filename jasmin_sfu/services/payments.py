@@ -180,7 +180,9 @@ class Purchases:
             pkg = package(package_code)
         except UnknownPackageError:
             raise AccountValidationError("package", "unknown package") from None
-        key = _check_optional("idempotency_key", idempotency_key, IDEMPOTENCY_KEY_RE, "8-64 characters of A-Z a-z 0-9 _ -")
+        key = _check_optional(
+            "idempotency_key", idempotency_key, IDEMPOTENCY_KEY_RE, "8-64 characters of A-Z a-z 0-9 _ -"
+        )
         if key is None:
             raise AccountValidationError("idempotency_key", "required")
         last4 = _check_optional("card_last4", card_last4, LAST4_RE, "four digits")
@@ -193,8 +195,16 @@ class Purchases:
             if not charge.approved:
                 raise PaymentDeclinedError("the payment was declined")
             mine = PaymentRow(
-                charge.payment_id, uid, key, pkg.code, pkg.price_cents, processor.name, "approved",
-                round(self.clock() * US), charge.card_last4, charge.card_expiry,
+                charge.payment_id,
+                uid,
+                key,
+                pkg.code,
+                pkg.price_cents,
+                processor.name,
+                "approved",
+                round(self.clock() * US),
+                charge.card_last4,
+                charge.card_expiry,
             )
             # Decided by the insert alone: of racing twins exactly one stores the row. (Deciding
             # by the credited mark as well let the insert and the mark go to different twins,
@@ -209,8 +219,16 @@ class Purchases:
             await self.store.mark_payment_credited(row.id, round(self.clock() * US))
             row = await self.store.payment(uid, key) or row
         return Purchase(
-            row.id, pkg.code, pkg.credits, pkg.vip_points, row.amount_cents, row.status, row.created_at / US,
-            row.card_last4, row.card_expiry, replayed,
+            row.id,
+            pkg.code,
+            pkg.credits,
+            pkg.vip_points,
+            row.amount_cents,
+            row.status,
+            row.created_at / US,
+            row.card_last4,
+            row.card_expiry,
+            replayed,
         )
 
     async def wallet(self, principal: Principal) -> Wallet:

@@ -85,8 +85,13 @@ PROFILE_FIELDS = ("display_name", "gender", "age_range", "country", "languages",
 # The mask: a rank by VIP points (1 point per 29.99 package ... 10 per 159.99,
 # docs/product.md). The thresholds are this project's; the site's top-500 free-credit
 # rule is relative and not a rank. Below 1 point a member has no mask.
-MASK_RANKS: tuple[tuple[int, str], ...] = ((250, "diamond"), (100, "platinum"), (50, "gold"), (10, "silver"),
-                                           (1, "bronze"))
+MASK_RANKS: tuple[tuple[int, str], ...] = (
+    (250, "diamond"),
+    (100, "platinum"),
+    (50, "gold"),
+    (10, "silver"),
+    (1, "bronze"),
+)
 SPENDING_LIMIT = 50
 
 # Retention report categories (docs/product.md, "Privacy rules"; ``retention.RetentionReport``).
@@ -305,11 +310,17 @@ class PrivacyService:
         """Change who sees the profile and who sees the mask."""
         row = await self._row(self._member(principal))
         if profile_visibility is not None:
-            row = replace(row, profile_visibility=str(_choice(
-                "profile_visibility", profile_visibility, PROFILE_VISIBILITIES, clearable=False)))
+            row = replace(
+                row,
+                profile_visibility=str(
+                    _choice("profile_visibility", profile_visibility, PROFILE_VISIBILITIES, clearable=False)
+                ),
+            )
         if mask_visibility is not None:
-            row = replace(row, mask_visibility=str(_choice(
-                "mask_visibility", mask_visibility, MASK_VISIBILITIES, clearable=False)))
+            row = replace(
+                row,
+                mask_visibility=str(_choice("mask_visibility", mask_visibility, MASK_VISIBILITIES, clearable=False)),
+            )
         row = replace(row, updated_at=self.accounts.now_us())
         await self.store.put_member_profile(row)
         return row
@@ -331,9 +342,13 @@ class PrivacyService:
         row = await self._row(member_id)
         if viewer.kind == ADMIN or (viewer.kind == MEMBER and viewer.id == member_id):
             return {
-                "member_id": member_id, "username": user.username, "site": self.settings.site,
-                "profile": profile_dict(row), "profile_visibility": row.profile_visibility,
-                "mask": await self.mask(member_id), "mask_visibility": row.mask_visibility,
+                "member_id": member_id,
+                "username": user.username,
+                "site": self.settings.site,
+                "profile": profile_dict(row),
+                "profile_visibility": row.profile_visibility,
+                "mask": await self.mask(member_id),
+                "mask_visibility": row.mask_visibility,
             }
         if viewer.kind != PERFORMER:
             raise NotPermittedError("only performers and support see other members")
@@ -383,7 +398,7 @@ class PrivacyService:
     # -- forget my data ------------------------------------------------------------------------
 
     async def request_erasure(self, principal: Principal, password: Any, *, client: str | None = None) -> ErasureResult:
-        """"Forget my data" for the signed-in member, after re-checking its password."""
+        """ "Forget my data" for the signed-in member, after re-checking its password."""
         if principal.kind != MEMBER:
             raise ErasureError("only member accounts can be erased here; performers ask support")
         await self.accounts.confirm_password(principal, password, client=client)
@@ -501,4 +516,3 @@ class LedgerDataSource:
     async def preview(self, policy: RetentionPolicy) -> int:
         """Nothing would be purged."""
         return 0
-

@@ -67,8 +67,10 @@ class RedisWindows:
     def _fell_back(self, exc: Exception) -> None:
         self.fallbacks += 1
         if not self._failing:
-            log.error("shared login throttle: Redis unreachable; counting in this process meanwhile",
-                      extra={"error": repr(exc)})
+            log.error(
+                "shared login throttle: Redis unreachable; counting in this process meanwhile",
+                extra={"error": repr(exc)},
+            )
         self._failing = True
 
     def _recovered(self) -> None:

@@ -85,7 +85,7 @@ def category_rules(settings: PrivacySettings) -> dict[str, str]:
         INACTIVE: f"no login or purchase for {s.inactive_account_days} days: closed and erased",
         RESUMED: "interrupted erasures, finished",
         USAGE: f"{s.usage_retention_days} days after the member's last purchase "
-               f"(guests' chat: {s.guest_retention_days} days)",
+        f"(guests' chat: {s.guest_retention_days} days)",
         GUEST: f"{s.guest_retention_days} days",
         IDENTITY: f"{s.identity_retention_days} days (this node stores none)",
         SESSIONS: "expired or revoked tokens",
@@ -127,8 +127,13 @@ class RetentionReport:
 
     def summary(self) -> dict[str, Any]:
         """Counts for logs and the command line (no member ids)."""
-        return {"dry_run": self.dry_run, "inactive_closed": len(self.closed), "erasures_resumed": self.resumed,
-                "purged": dict(self.purged), "categories": self.by_category()}
+        return {
+            "dry_run": self.dry_run,
+            "inactive_closed": len(self.closed),
+            "erasures_resumed": self.resumed,
+            "purged": dict(self.purged),
+            "categories": self.by_category(),
+        }
 
 
 class Retention:
@@ -159,8 +164,11 @@ class Retention:
                 counts: dict[str, int | None] = await split(policy, dry_run=dry_run)
             elif dry_run:
                 preview = getattr(source, "preview", None)
-                counts = {SOURCE_CATEGORY.get(source.name, source.name):
-                          await preview(policy) if preview is not None else None}
+                counts = {
+                    SOURCE_CATEGORY.get(source.name, source.name): await preview(policy)
+                    if preview is not None
+                    else None
+                }
             else:
                 counts = {SOURCE_CATEGORY.get(source.name, source.name): await source.purge(policy)}
             values = list(counts.values())
@@ -272,10 +280,12 @@ def offline_usage_source(billing_cfg: Any) -> UsageDataSource:
         path = os.path.join(d, "billing-outbox.sqlite3")
         if os.path.exists(path):
             outboxes.append(OutboxUsageStore(path, sinks))
-        logs.append(LocalBillingLog(
-            os.path.join(d, "billing-events.jsonl") if "file" in sinks else None,
-            os.path.join(d, "billing-events.sqlite3") if "sqlite" in sinks else None,
-        ))
+        logs.append(
+            LocalBillingLog(
+                os.path.join(d, "billing-events.jsonl") if "file" in sinks else None,
+                os.path.join(d, "billing-events.sqlite3") if "sqlite" in sinks else None,
+            )
+        )
     return UsageDataSource(outboxes, logs)
 
 
@@ -293,6 +303,7 @@ SUPERVISOR_WAIT_S = LIVE_WAIT_S + 3.0
 
 def _revoked_sessions(sessions: Any, user_id: str | None, session_id: str | None) -> list[Any]:
     """The sessions that joined with a revoked token (or any token of ``user_id``)."""
+
     def revoked(p: Any) -> bool:
         return p is not None and (
             (user_id is not None and p.id == user_id) or (session_id is not None and p.session_id == session_id)
@@ -358,8 +369,10 @@ class SignalingLiveSessions:
             for t in pending:
                 t.cancel()
             if pending:
-                log.warning("revocation: sessions still open after the wait", extra={
-                    "user_id": user_id, "session_id": session_id, "count": len(pending)})
+                log.warning(
+                    "revocation: sessions still open after the wait",
+                    extra={"user_id": user_id, "session_id": session_id, "count": len(pending)},
+                )
         return len(found)
 
 
@@ -420,8 +433,13 @@ class WorkerRevocations:
     account closed, as for a client that does not answer its close.
     """
 
-    def __init__(self, link: SupervisorLink, accounts: Any, here: SignalingLiveSessions | None,
-                 timeout_s: float = SUPERVISOR_WAIT_S) -> None:
+    def __init__(
+        self,
+        link: SupervisorLink,
+        accounts: Any,
+        here: SignalingLiveSessions | None,
+        timeout_s: float = SUPERVISOR_WAIT_S,
+    ) -> None:
         self.link = link
         self.accounts = accounts
         self.here = here
@@ -438,29 +456,40 @@ class WorkerRevocations:
         self._post(user_id, session_id)
 
     def _post(self, user_id: str | None, session_id: str | None) -> asyncio.Task[None]:
-        body: dict[str, Any] = ({"member_id": user_id, "reason": "account revoked"} if user_id is not None
-                                else {"session_id": session_id, "reason": "token revoked"})
+        body: dict[str, Any] = (
+            {"member_id": user_id, "reason": "account revoked"}
+            if user_id is not None
+            else {"session_id": session_id, "reason": "token revoked"}
+        )
         body["from_port"] = self.link.own_port()
         task = spawn_tracked(self._tasks, self._tell(body), "posting a revocation to the other workers", log)
         if user_id is not None:
             self._pending[user_id] = task
-            task.add_done_callback(lambda t: self._pending.pop(user_id, None) if self._pending.get(user_id) is t
-                                   else None)
+            task.add_done_callback(
+                lambda t: self._pending.pop(user_id, None) if self._pending.get(user_id) is t else None
+            )
         return task
 
     async def _tell(self, body: dict[str, Any]) -> None:
         try:
-            async with aiohttp.ClientSession() as http, http.post(
-                self.link.url, json=body, headers=dict(self.link.headers),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            ) as r:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    self.link.url,
+                    json=body,
+                    headers=dict(self.link.headers),
+                    timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                ) as r,
+            ):
                 answer = await r.json() if r.status == 200 else {"status": r.status}
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             answer = {"error": repr(exc)}
         if not isinstance(answer, dict) or answer.get("unanswered") != 0:
             self.unanswered += 1
-            log.warning("revocation: not every other worker confirmed it", extra={
-                "member_id": body.get("member_id"), "session_id": body.get("session_id"), "answer": answer})
+            log.warning(
+                "revocation: not every other worker confirmed it",
+                extra={"member_id": body.get("member_id"), "session_id": body.get("session_id"), "answer": answer},
+            )
 
     async def settled(self, user_id: str) -> None:
         """Return once every other worker has ended the account's sessions (or did not answer in time)."""
@@ -526,8 +555,13 @@ class PrivacyStack:
 
 
 def build_privacy(
-    cfg: Any, accounts: Any, registry: PersonalDataRegistry, history: Any = None, usage: UsageDataSource | None = None,
-    social: Any = None, live: Any = None,
+    cfg: Any,
+    accounts: Any,
+    registry: PersonalDataRegistry,
+    history: Any = None,
+    usage: UsageDataSource | None = None,
+    social: Any = None,
+    live: Any = None,
 ) -> tuple[PrivacyService, Retention]:
     """The service and the retention job; registers the accounts, ledger and usage sources (in this order)."""
     from jasmin_sfu.services.privacy import AccountsDataSource, LedgerDataSource
@@ -535,12 +569,17 @@ def build_privacy(
     pv = cfg.privacy
     favourites = None
     if social is not None:
+
         async def favourites(member_id: str, performer_id: str) -> bool:
             return any(r.performer_id == performer_id for r in await social.store.favourites(member_id))
 
     service = PrivacyService(
-        accounts, registry, pv,
-        history, favourites, live,
+        accounts,
+        registry,
+        pv,
+        history,
+        favourites,
+        live,
     )
     registry.register(AccountsDataSource(accounts))
     if history is not None:
@@ -552,8 +591,15 @@ def build_privacy(
 
 
 async def open_privacy(
-    cfg: Any, accounts: Any, registry: Any, billing: Any = None, social: Any = None, sessions: Any = None,
-    *, schedule: bool = True, session_ended: Callable[[Any], Any] | None = None,
+    cfg: Any,
+    accounts: Any,
+    registry: Any,
+    billing: Any = None,
+    social: Any = None,
+    sessions: Any = None,
+    *,
+    schedule: bool = True,
+    session_ended: Callable[[Any], Any] | None = None,
     supervisor: SupervisorLink | None = None,
 ) -> PrivacyStack:
     """Register the accounts, ledger and usage sources, build the service, start the retention loop.

@@ -158,9 +158,13 @@ _MULTI = ("hair_colour", "build", "sexual_preference", "ethnicity", "camera_qual
 _INTS = ("age_min", "age_max", "price_min", "price_max", "min_rating")
 _BOOLS = ("online", "favourites_only")
 _RANGES: dict[str, tuple[int, int]] = {
-    "age_min": (MIN_AGE, MAX_AGE), "age_max": (MIN_AGE, MAX_AGE),
-    "price_min": (MIN_PRICE, MAX_PRICE), "price_max": (MIN_PRICE, MAX_PRICE),
-    "min_rating": (1, 5), "limit": (1, MAX_LIMIT), "offset": (0, MAX_OFFSET),
+    "age_min": (MIN_AGE, MAX_AGE),
+    "age_max": (MIN_AGE, MAX_AGE),
+    "price_min": (MIN_PRICE, MAX_PRICE),
+    "price_max": (MIN_PRICE, MAX_PRICE),
+    "min_rating": (1, 5),
+    "limit": (1, MAX_LIMIT),
+    "offset": (0, MAX_OFFSET),
 }
 QUERY_KEYS = frozenset(_MULTI + _INTS + _BOOLS + ("q", "sort", "limit", "offset"))
 PRESET_KEYS = QUERY_KEYS - {"limit", "offset"}
@@ -352,6 +356,6 @@ def _key(sort: str, c: Candidate) -> tuple[Any, ...]:
 def search(candidates: Iterable[Candidate], f: SearchFilters) -> SearchPage:
     """Filter, sort and page."""
     hits = sorted((c for c in candidates if matches(c, f)), key=lambda c: _key(f.sort, c))
-    page = tuple(hits[f.offset:f.offset + f.limit])
+    page = tuple(hits[f.offset : f.offset + f.limit])
     nxt = f.offset + f.limit if f.offset + f.limit < len(hits) else None
     return SearchPage(page, len(hits), f.offset, f.limit, nxt, f.query_dict())

@@ -43,7 +43,15 @@ from typing import Any, Callable, Coroutine, Mapping, Protocol, Sequence
 
 from jasmin_signaling.events import FavouriteOnline
 
-from jasmin_sfu.services.accounts import ADMIN, CATEGORIES, MEMBER, PERFORMER, AccountsService, PerformerProfile, Principal
+from jasmin_sfu.services.accounts import (
+    ADMIN,
+    CATEGORIES,
+    MEMBER,
+    PERFORMER,
+    AccountsService,
+    PerformerProfile,
+    Principal,
+)
 from jasmin_sfu.services.errors import (
     AccountNotFoundError,
     AlreadyVotedError,
@@ -284,8 +292,13 @@ class SocialService:
 
     def _transfer(self, user_id: str, started_at: int, period: int) -> Transfer:
         return Transfer(
-            f"topmember:{user_id}:{started_at}:{period}", wallet_account(user_id), HOUSE_REVENUE, self._fee(),
-            CREDIT, "top_member_fee", user_data=f"period {period}",
+            f"topmember:{user_id}:{started_at}:{period}",
+            wallet_account(user_id),
+            HOUSE_REVENUE,
+            self._fee(),
+            CREDIT,
+            "top_member_fee",
+            user_data=f"period {period}",
         )
 
     async def _charge(self, user_id: str, started_at: int, period: int) -> None:
@@ -297,8 +310,9 @@ class SocialService:
     def _view(self, row: TopMemberRow | None, now: int) -> TopMembership:
         s = self.settings
         if row is None or row.status == "pending":
-            return TopMembership("none", False, False, None, None, -1, s.top_member_fee_credits,
-                                 s.top_member_period_s // DAY)
+            return TopMembership(
+                "none", False, False, None, None, -1, s.top_member_fee_credits, s.top_member_period_s // DAY
+            )
         active = now < row.paid_until
         if row.status == "lapsed":
             status = "lapsed"
@@ -307,8 +321,14 @@ class SocialService:
         else:
             status = "active" if row.auto_renew else "cancelled"
         return TopMembership(
-            status, active, row.auto_renew and row.status == "active", row.started_at / US, row.paid_until / US,
-            row.period, s.top_member_fee_credits, s.top_member_period_s // DAY,
+            status,
+            active,
+            row.auto_renew and row.status == "active",
+            row.started_at / US,
+            row.paid_until / US,
+            row.period,
+            s.top_member_fee_credits,
+            s.top_member_period_s // DAY,
         )
 
     async def is_top_member(self, user_id: str) -> bool:
@@ -377,7 +397,9 @@ class SocialService:
                 await self.store.end_top_membership(row.user_id, row.started_at, now, abandon=False)
                 log.info("top membership lapsed: the wallet could not pay", extra={"member": row.user_id})
                 continue
-            if await self.store.mark_top_paid(row.user_id, row.started_at, n, row.started_at + (n + 1) * period_us, now):
+            if await self.store.mark_top_paid(
+                row.user_id, row.started_at, n, row.started_at + (n + 1) * period_us, now
+            ):
                 renewed += 1
         return renewed
 
@@ -668,8 +690,9 @@ class SocialService:
     def _attributes(row: AttributesRow | None) -> Attributes:
         if row is None:
             return Attributes()
-        return Attributes(row.hair_colour, row.build, row.age, row.sexual_preference, row.ethnicity,
-                          row.camera_quality, row.languages)
+        return Attributes(
+            row.hair_colour, row.build, row.age, row.sexual_preference, row.ethnicity, row.camera_quality, row.languages
+        )
 
     async def attributes(self, username: Any) -> tuple[PerformerProfile, Attributes]:
         """A performer's search attributes."""
@@ -687,10 +710,19 @@ class SocialService:
             raise NotPermittedError("a performer may change only its own attributes")
         current = self._attributes(await self.store.performer_attributes(profile.user_id))
         new = update_attributes(current, changes)
-        await self.store.put_performer_attributes(AttributesRow(
-            profile.user_id, new.hair_colour, new.build, new.age, new.sexual_preference, new.ethnicity,
-            new.camera_quality, new.languages, self.now_us(),
-        ))
+        await self.store.put_performer_attributes(
+            AttributesRow(
+                profile.user_id,
+                new.hair_colour,
+                new.build,
+                new.age,
+                new.sexual_preference,
+                new.ethnicity,
+                new.camera_quality,
+                new.languages,
+                self.now_us(),
+            )
+        )
         return profile, new
 
     async def search(self, p: Principal, params: Mapping[str, Sequence[str]]) -> SearchPage:
@@ -718,8 +750,14 @@ class SocialService:
         attrs = await self.store.all_performer_attributes()
         candidates = [
             Candidate(
-                c.user_id, c.username, c.display_name, c.price_per_minute, c.categories,
-                self._attributes(attrs.get(c.user_id)), self.is_online(c.username), ratings.get(c.user_id),
+                c.user_id,
+                c.username,
+                c.display_name,
+                c.price_per_minute,
+                c.categories,
+                self._attributes(attrs.get(c.user_id)),
+                self.is_online(c.username),
+                ratings.get(c.user_id),
                 c.user_id in favourites,
             )
             for c in await self.store.performer_catalog()
@@ -772,7 +810,12 @@ class SocialService:
         return await self._feed_view(await self.store.feed(uid) or self._default_feed(uid))
 
     async def update_feed(
-        self, p: Principal, *, performers: Any = None, categories: Any = None, favourites: Any = None,
+        self,
+        p: Principal,
+        *,
+        performers: Any = None,
+        categories: Any = None,
+        favourites: Any = None,
         system_messages: Any = None,
     ) -> Feed:
         """Choose the feed's performers (usernames), characteristics (categories), favourites and
@@ -788,8 +831,11 @@ class SocialService:
                 ids.append((await self.performer(name)).user_id)
             changes["performers"] = tuple(dict.fromkeys(ids))
         if categories is not None:
-            if (not isinstance(categories, list) or len(categories) > len(CATEGORIES)
-                    or any(c not in CATEGORIES for c in categories)):
+            if (
+                not isinstance(categories, list)
+                or len(categories) > len(CATEGORIES)
+                or any(c not in CATEGORIES for c in categories)
+            ):
                 raise SocialValidationError("categories", f"from {', '.join(CATEGORIES)}")
             changes["categories"] = tuple(sorted(set(categories)))
         if favourites is not None:
@@ -805,10 +851,17 @@ class SocialService:
         uid = self._member(p)
         row = await self.store.feed(uid) or self._default_feed(uid)
         token = "jasf_" + secrets.token_urlsafe(32)
-        await self.store.put_feed(FeedRow(
-            uid, _token_hash(token), row.performers, row.categories, row.favourites, row.system_messages,
-            self.now_us(),
-        ))
+        await self.store.put_feed(
+            FeedRow(
+                uid,
+                _token_hash(token),
+                row.performers,
+                row.categories,
+                row.favourites,
+                row.system_messages,
+                self.now_us(),
+            )
+        )
         return token
 
     async def feed_items(self, token: Any) -> list[FeedItem]:
@@ -830,22 +883,29 @@ class SocialService:
             perf = catalog.get(ev.performer_id)
             if perf is None or not (ev.performer_id in wanted or cats & set(perf.categories)):
                 continue
-            items.append(FeedItem(
-                ev.id, f"{perf.display_name} is online", f"{perf.display_name} ({perf.username}) came online.",
-                f"/?show={ev.show_id}", ev.occurred_at / US,
-            ))
+            items.append(
+                FeedItem(
+                    ev.id,
+                    f"{perf.display_name} is online",
+                    f"{perf.display_name} ({perf.username}) came online.",
+                    f"/?show={ev.show_id}",
+                    ev.occurred_at / US,
+                )
+            )
         if row.system_messages:
             for m in await self.store.system_messages(s.feed_items):
                 items.append(FeedItem(m.id, m.title, m.body, "/", m.created_at / US))
         items.sort(key=lambda i: (-i.at, i.guid))
-        return items[:s.feed_items]
+        return items[: s.feed_items]
 
     async def post_system_message(self, p: Principal, title: Any, body: Any) -> SystemMessageRow:
         """A message of the site for every feed with system messages on (admins)."""
         if p.kind != ADMIN:
             raise NotPermittedError("only admins post system messages")
         row = SystemMessageRow(
-            "sys_" + secrets.token_hex(10), _text("title", title, 200), _text("body", body, 5000, newlines=True),
+            "sys_" + secrets.token_hex(10),
+            _text("title", title, 200),
+            _text("body", body, 5000, newlines=True),
             self.now_us(),
         )
         await self.store.add_system_message(row)
@@ -891,9 +951,7 @@ class SocialPersonalData:
             if last < policy.usage_before_us:
                 expired.append(member_id)
         n = await store.delete_privates_of(expired)
-        n += await store.delete_online_events_before(
-            policy.now_us - self.service.settings.online_log_retention_s * US
-        )
+        n += await store.delete_online_events_before(policy.now_us - self.service.settings.online_log_retention_s * US)
         return n
 
 

@@ -123,7 +123,7 @@ class VipAwards:
         cut = round(period_epoch(period) * US)
         rows = await self.ledger.store.ranking(VIP_POINT, _POINTS_PREFIX, cut, self.top_n)
         return [
-            VipAward(acc[len(_POINTS_PREFIX):], rank, points, self.credits_for(rank))
+            VipAward(acc[len(_POINTS_PREFIX) :], rank, points, self.credits_for(rank))
             for rank, (acc, points) in enumerate(rows, start=1)
         ]
 
@@ -154,8 +154,15 @@ class VipAwards:
         chain = linked(
             [Transfer(f"vip:{name}", WORLD_CREDIT, PROMO_VIP, total, CREDIT, "vip_award_budget", user_data=digest)]
             + [
-                Transfer(f"vip:{name}:{a.member_id}", PROMO_VIP, wallet_account(a.member_id),
-                         credits_to_units(a.credits), CREDIT, "vip_award", user_data=f"rank {a.rank}")
+                Transfer(
+                    f"vip:{name}:{a.member_id}",
+                    PROMO_VIP,
+                    wallet_account(a.member_id),
+                    credits_to_units(a.credits),
+                    CREDIT,
+                    "vip_award",
+                    user_data=f"rank {a.rank}",
+                )
                 for a in awards
             ]
         )

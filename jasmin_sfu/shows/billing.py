@@ -150,7 +150,11 @@ class PrivateBilling:
     # -- 1. authorise before the accept ----------------------------------------------
 
     async def authorize(
-        self, show_id: str, member_id: str, performer_id: str, price_per_minute: int | None,
+        self,
+        show_id: str,
+        member_id: str,
+        performer_id: str,
+        price_per_minute: int | None,
         listener: BillingListener | None = None,
     ) -> BilledPrivate:
         """Open credit control for a private about to start; raises :class:`BillingRefused`.
@@ -212,8 +216,13 @@ class PrivateBilling:
             totals = await self.cc.terminate(b.spec.session_id, b.request_number, used)
             log.info(
                 "private billed",
-                extra={"show_id": b.show_id, "session": b.spec.session_id, "seconds": totals.used_seconds,
-                       "charged": totals.charged, "reason": reason},
+                extra={
+                    "show_id": b.show_id,
+                    "session": b.spec.session_id,
+                    "seconds": totals.used_seconds,
+                    "charged": totals.charged,
+                    "reason": reason,
+                },
             )
 
     # -- 3/4. the ticker, renewals and the stop -----------------------------------------
@@ -330,8 +339,15 @@ class PrivateBilling:
         spec = SessionSpec(PRIVATE_KIND, row.session_id, member, performer, row.wallet_id, row.rate)
         now_us = round(self.clock() * US)
         return SessionClosed(
-            spec, last_seq=billed, billed_seconds=billed, total_amount=billed * row.rate, reason=CRASH_REASON,
-            started_at_us=row.opened_at, ended_at_us=max(now_us, row.opened_at), unbilled_us=0, over_grant_us=0,
+            spec,
+            last_seq=billed,
+            billed_seconds=billed,
+            total_amount=billed * row.rate,
+            reason=CRASH_REASON,
+            started_at_us=row.opened_at,
+            ended_at_us=max(now_us, row.opened_at),
+            unbilled_us=0,
+            over_grant_us=0,
         )
 
 
@@ -371,7 +387,8 @@ class BillingStack:
             behind = {name: self.relay.lag(name) for name in self.relay.sinks}
             log.warning(
                 "billing relay not drained within %.1f s; the outbox keeps the rest for the next start: %s",
-                self.drain_timeout_s, {k: v for k, v in behind.items() if v},
+                self.drain_timeout_s,
+                {k: v for k, v in behind.items() if v},
             )
         await self.relay.stop()  # closes the sinks
         self.outbox.close()

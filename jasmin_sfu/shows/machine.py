@@ -108,8 +108,19 @@ class Tick:
 
 
 Event = (
-    GoOnline | GoOffline | RequestPrivate | AcceptPrivate | DeclinePrivate | WithdrawRequest | EndPrivate
-    | StartCam2Cam | StopCam2Cam | SneakPeek | ReturnToFree | SetAutoAccept | Tick
+    GoOnline
+    | GoOffline
+    | RequestPrivate
+    | AcceptPrivate
+    | DeclinePrivate
+    | WithdrawRequest
+    | EndPrivate
+    | StartCam2Cam
+    | StopCam2Cam
+    | SneakPeek
+    | ReturnToFree
+    | SetAutoAccept
+    | Tick
 )
 
 

@@ -218,8 +218,14 @@ class Show:
                 who.notify(cmd.name, private)
         self.bus.publish(
             ShowEvent(
-                cmd.name, self.id, cmd.at, member_id=cmd.member_id, performer_ids=self.performer_ids,
-                state=self.machine.state.value, reason=cmd.reason, until=cmd.until,
+                cmd.name,
+                self.id,
+                cmd.at,
+                member_id=cmd.member_id,
+                performer_ids=self.performer_ids,
+                state=self.machine.state.value,
+                reason=cmd.reason,
+                until=cmd.until,
             )
         )
 

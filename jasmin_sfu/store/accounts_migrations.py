@@ -156,21 +156,28 @@ def _new_secret() -> tuple[str, str, int]:
 
 
 def _v3_sqlite(db: sqlite3.Connection) -> None:
-    db.execute("INSERT INTO acc_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-               _new_secret())
+    db.execute(
+        "INSERT INTO acc_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", _new_secret()
+    )
     secret = db.execute("SELECT value FROM acc_secrets WHERE name = ?", (BLACKLIST_SECRET,)).fetchone()[0]
     for (key,) in db.execute("SELECT username_key FROM acc_username_blacklist").fetchall():
-        db.execute("UPDATE acc_username_blacklist SET username_key = ? WHERE username_key = ?",
-                   (blacklist_hash(secret, key), key))
+        db.execute(
+            "UPDATE acc_username_blacklist SET username_key = ? WHERE username_key = ?",
+            (blacklist_hash(secret, key), key),
+        )
 
 
 async def _v3_postgres(con: Any) -> None:
-    await con.execute("INSERT INTO acc_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                      *_new_secret())
+    await con.execute(
+        "INSERT INTO acc_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", *_new_secret()
+    )
     secret = await con.fetchval("SELECT value FROM acc_secrets WHERE name = $1", BLACKLIST_SECRET)
     for r in await con.fetch("SELECT username_key FROM acc_username_blacklist"):
-        await con.execute("UPDATE acc_username_blacklist SET username_key = $1 WHERE username_key = $2",
-                          blacklist_hash(secret, r[0]), r[0])
+        await con.execute(
+            "UPDATE acc_username_blacklist SET username_key = $1 WHERE username_key = $2",
+            blacklist_hash(secret, r[0]),
+            r[0],
+        )
 
 
 SQLITE: list[tuple[int, str]] = [(1, _V1_COMMON), (2, _V2_COMMON), (3, _V3_COMMON)]

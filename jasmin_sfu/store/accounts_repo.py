@@ -140,8 +140,11 @@ class ErasureRow:
 # Secrets are not personal data worth handing out and would weaken the account
 # if a download leaked: the password hash and token hashes are left out.
 EXPORT_TABLES: tuple[tuple[str, str, str], ...] = (
-    ("acc_users", "id, username, username_key, role, created_at, adult_confirmed_at, last_login_at, closed_at",
-     "id = {p}"),
+    (
+        "acc_users",
+        "id, username, username_key, role, created_at, adult_confirmed_at, last_login_at, closed_at",
+        "id = {p}",
+    ),
     ("acc_sessions", "id, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at", "user_id = {p}"),
     ("acc_member_profiles", "*", "user_id = {p}"),
     ("acc_performers", "*", "user_id = {p}"),

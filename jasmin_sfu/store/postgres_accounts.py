@@ -46,8 +46,9 @@ class PostgresAccountsStore(PostgresStore):
     """Accounts in PostgreSQL, through an asyncpg pool."""
 
     # Advisory lock key held while migrating ("jacc" in ASCII; the ledger uses "jasm").
-    track = PgTrack("accounts schema", migrations.VERSION_TABLE, migrations.POSTGRES, 0x6A616363,
-                    migrations.POSTGRES_HOOKS)
+    track = PgTrack(
+        "accounts schema", migrations.VERSION_TABLE, migrations.POSTGRES, 0x6A616363, migrations.POSTGRES_HOOKS
+    )
     _blacklist_secret = ""
 
     @classmethod
@@ -57,7 +58,8 @@ class PostgresAccountsStore(PostgresStore):
         try:
             async with store._pool.acquire() as con:
                 store._blacklist_secret = await con.fetchval(
-                    "SELECT value FROM acc_secrets WHERE name = $1", migrations.BLACKLIST_SECRET)
+                    "SELECT value FROM acc_secrets WHERE name = $1", migrations.BLACKLIST_SECRET
+                )
         except BaseException:
             await store.close()
             raise
@@ -82,8 +84,15 @@ class PostgresAccountsStore(PostgresStore):
                 raise DuplicateKeyError(f"username {u.username!r} is blacklisted")
             await con.execute(
                 f"INSERT INTO acc_users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                u.id, u.username, u.username_key, u.role, u.password_hash, u.created_at,
-                u.adult_confirmed_at, u.last_login_at, u.closed_at,
+                u.id,
+                u.username,
+                u.username_key,
+                u.role,
+                u.password_hash,
+                u.created_at,
+                u.adult_confirmed_at,
+                u.last_login_at,
+                u.closed_at,
             )
             if performer is not None:
                 await self._put_performer(con, performer)
@@ -110,7 +119,9 @@ class PostgresAccountsStore(PostgresStore):
         async with self._transaction() as con:
             await con.execute(
                 "UPDATE acc_users SET last_login_at = $1, password_hash = coalesce($2, password_hash) WHERE id = $3",
-                at, password_hash, user_id,
+                at,
+                password_hash,
+                user_id,
             )
 
     # -- blacklist ---------------------------------------------------------------------
@@ -122,7 +133,10 @@ class PostgresAccountsStore(PostgresStore):
                 "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
                 " VALUES ($1, $2, $3, $4) ON CONFLICT (username_key) DO UPDATE SET reason = excluded.reason,"
                 " created_at = excluded.created_at, until_at = excluded.until_at",
-                self._bl(row.username_key), row.reason, row.created_at, row.until_at,
+                self._bl(row.username_key),
+                row.reason,
+                row.created_at,
+                row.until_at,
             )
 
     async def blacklisted(self, username_key: str, now: int) -> BlacklistRow | None:
@@ -144,7 +158,14 @@ class PostgresAccountsStore(PostgresStore):
         async with self._transaction() as con:
             await con.execute(
                 f"INSERT INTO acc_sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at, s.revoked_at,
+                s.id,
+                s.token_hash,
+                s.kind,
+                s.user_id,
+                s.created_at,
+                s.expires_at,
+                s.adult_confirmed_at,
+                s.revoked_at,
             )
 
     async def session_by_token_hash(self, token_hash: str) -> SessionRow | None:
@@ -177,9 +198,7 @@ class PostgresAccountsStore(PostgresStore):
     async def purge_sessions(self, now: int) -> int:
         """Delete expired and revoked sessions."""
         async with self._transaction() as con:
-            status = await con.execute(
-                "DELETE FROM acc_sessions WHERE expires_at <= $1 OR revoked_at IS NOT NULL", now
-            )
+            status = await con.execute("DELETE FROM acc_sessions WHERE expires_at <= $1 OR revoked_at IS NOT NULL", now)
         return int(status.rsplit(" ", 1)[1])
 
     # -- performers -------------------------------------------------------------------------
@@ -192,7 +211,12 @@ class PostgresAccountsStore(PostgresStore):
             " display_name = excluded.display_name, bio = excluded.bio,"
             " price_per_minute = excluded.price_per_minute, is_group = excluded.is_group,"
             " updated_at = excluded.updated_at",
-            p.user_id, p.display_name, p.bio, p.price_per_minute, int(p.is_group), p.updated_at,
+            p.user_id,
+            p.display_name,
+            p.bio,
+            p.price_per_minute,
+            int(p.is_group),
+            p.updated_at,
         )
         await con.execute("DELETE FROM acc_performer_categories WHERE performer_id = $1", p.user_id)
         if p.categories:
@@ -251,8 +275,17 @@ class PostgresAccountsStore(PostgresStore):
             status = await con.execute(
                 f"INSERT INTO acc_payments ({PAY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-                p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
-                p.created_at, p.card_last4, p.card_expiry, p.credited_at,
+                p.id,
+                p.user_id,
+                p.idempotency_key,
+                p.package_code,
+                p.amount_cents,
+                p.provider,
+                p.status,
+                p.created_at,
+                p.card_last4,
+                p.card_expiry,
+                p.credited_at,
             )
             r = await con.fetchrow(
                 f"SELECT {PAY_COLS} FROM acc_payments WHERE user_id = $1 AND idempotency_key = $2",
@@ -289,8 +322,16 @@ class PostgresAccountsStore(PostgresStore):
             await con.execute(
                 f"INSERT INTO acc_member_profiles ({PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
-                r.user_id, r.display_name, r.gender, r.age_range, r.country, ",".join(r.languages), r.about,
-                r.profile_visibility, r.mask_visibility, r.updated_at,
+                r.user_id,
+                r.display_name,
+                r.gender,
+                r.age_range,
+                r.country,
+                ",".join(r.languages),
+                r.about,
+                r.profile_visibility,
+                r.mask_visibility,
+                r.updated_at,
             )
 
     async def export_user(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -310,7 +351,9 @@ class PostgresAccountsStore(PostgresStore):
             status = await con.execute(
                 "INSERT INTO acc_erasures (user_id, reason, requested_at, completed_at) VALUES ($1, $2, $3, NULL)"
                 " ON CONFLICT (user_id) DO NOTHING",
-                e.user_id, e.reason, e.requested_at,
+                e.user_id,
+                e.reason,
+                e.requested_at,
             )
             if rows_affected(status) == 0:
                 return False
@@ -319,7 +362,8 @@ class PostgresAccountsStore(PostgresStore):
             )
             await con.execute(
                 "UPDATE acc_sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-                e.requested_at, e.user_id,
+                e.requested_at,
+                e.user_id,
             )
             key = await con.fetchval("SELECT username_key FROM acc_users WHERE id = $1", e.user_id)
             if not str(key).startswith(ERASED_KEY_PREFIX):
@@ -327,7 +371,9 @@ class PostgresAccountsStore(PostgresStore):
                     "INSERT INTO acc_username_blacklist (username_key, reason, created_at, until_at)"
                     " VALUES ($1, 'erased', $2, $3) ON CONFLICT (username_key) DO UPDATE SET"
                     " reason = excluded.reason, created_at = excluded.created_at, until_at = excluded.until_at",
-                    self._bl(str(key)), e.requested_at, blacklist_until,
+                    self._bl(str(key)),
+                    e.requested_at,
+                    blacklist_until,
                 )
         return True
 

@@ -29,6 +29,7 @@ from jasmin_sfu.store.sqlite_chat import (
     tip_args,
 )
 
+
 def _p(n: int) -> str:
     return ", ".join(f"${i}" for i in range(1, n + 1))
 
@@ -59,7 +60,11 @@ class PostgresChatStore(PostgresStore):
             f"SELECT {MSG_COLS} FROM chat_messages WHERE room = $1 AND deleted_at IS NULL"
             " AND ($2::text IS NULL OR id < $2) AND (private_to IS NULL OR $3 OR private_to = $4)"
             " ORDER BY id DESC LIMIT $5",
-            room, before, see_private, viewer_id, limit,
+            room,
+            before,
+            see_private,
+            viewer_id,
+            limit,
         )
         return [message_row(tuple(r)) for r in reversed(rows)]
 
@@ -67,14 +72,16 @@ class PostgresChatStore(PostgresStore):
         """Mark one message deleted."""
         async with self._transaction() as con:
             status = await con.execute(
-                "UPDATE chat_messages SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL", at, message_id)
+                "UPDATE chat_messages SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL", at, message_id
+            )
         return rows_affected(status) == 1
 
     async def clear_room(self, room: str, at: int) -> int:
         """Mark every message of the room deleted."""
         async with self._transaction() as con:
             status = await con.execute(
-                "UPDATE chat_messages SET deleted_at = $1 WHERE room = $2 AND deleted_at IS NULL", at, room)
+                "UPDATE chat_messages SET deleted_at = $1 WHERE room = $2 AND deleted_at IS NULL", at, room
+            )
         return rows_affected(status)
 
     # -- sanctions -------------------------------------------------------------------------
@@ -87,14 +94,21 @@ class PostgresChatStore(PostgresStore):
                 f"INSERT INTO chat_sanctions ({SANCTION_COLS}) VALUES ({_p(7)})"
                 " ON CONFLICT (room, user_id, kind) DO UPDATE SET until_at = excluded.until_at,"
                 " actor_id = excluded.actor_id, reason = excluded.reason, created_at = excluded.created_at",
-                s.room, s.user_id, s.kind, s.until_at, s.actor_id, s.reason, s.created_at,
+                s.room,
+                s.user_id,
+                s.kind,
+                s.until_at,
+                s.actor_id,
+                s.reason,
+                s.created_at,
             )
 
     async def remove_sanction(self, room: str, user_id: str, kind: str) -> bool:
         """Lift a sanction; False when there was none."""
         async with self._transaction() as con:
             status = await con.execute(
-                "DELETE FROM chat_sanctions WHERE room = $1 AND user_id = $2 AND kind = $3", room, user_id, kind)
+                "DELETE FROM chat_sanctions WHERE room = $1 AND user_id = $2 AND kind = $3", room, user_id, kind
+            )
         return rows_affected(status) == 1
 
     async def sanctions(self, room: str, user_id: str, now: int) -> list[SanctionRow]:
@@ -102,7 +116,9 @@ class PostgresChatStore(PostgresStore):
         rows = await self._fetch(
             f"SELECT {SANCTION_COLS} FROM chat_sanctions WHERE room = $1 AND user_id = $2"
             " AND (until_at IS NULL OR until_at > $3) ORDER BY kind",
-            room, user_id, now,
+            room,
+            user_id,
+            now,
         )
         return [SanctionRow(*tuple(r)) for r in rows]
 
@@ -114,7 +130,15 @@ class PostgresChatStore(PostgresStore):
         async with self._transaction() as con:
             await con.execute(
                 f"INSERT INTO chat_moderation_log ({LOG_COLS}) VALUES ({_p(10)})",
-                r.id, r.room, r.actor_id, r.actor_username, r.actor_kind, r.action, r.target_id, r.reason, r.params,
+                r.id,
+                r.room,
+                r.actor_id,
+                r.actor_username,
+                r.actor_kind,
+                r.action,
+                r.target_id,
+                r.reason,
+                r.params,
                 r.created_at,
             )
 
@@ -123,7 +147,8 @@ class PostgresChatStore(PostgresStore):
         rows = await self._fetch(
             f"SELECT {LOG_COLS} FROM chat_moderation_log WHERE ($1::text IS NULL OR room = $1)"
             " ORDER BY id DESC LIMIT $2",
-            room, limit,
+            room,
+            limit,
         )
         return [LogRow(*tuple(r)) for r in rows]
 
@@ -134,7 +159,14 @@ class PostgresChatStore(PostgresStore):
             status = await con.execute(
                 f"INSERT INTO chat_reports ({REPORT_COLS}) VALUES ({_p(8)})"
                 " ON CONFLICT (message_id, reporter_id) DO NOTHING",
-                r.id, r.room, r.message_id, r.reporter_id, r.author_id, r.message_text, r.reason, r.created_at,
+                r.id,
+                r.room,
+                r.message_id,
+                r.reporter_id,
+                r.author_id,
+                r.message_text,
+                r.reason,
+                r.created_at,
             )
         return rows_affected(status) == 1
 
@@ -142,7 +174,8 @@ class PostgresChatStore(PostgresStore):
         """Newest first."""
         rows = await self._fetch(
             f"SELECT {REPORT_COLS} FROM chat_reports WHERE ($1::text IS NULL OR room = $1) ORDER BY id DESC LIMIT $2",
-            room, limit,
+            room,
+            limit,
         )
         return [ReportRow(*tuple(r)) for r in rows]
 
@@ -175,7 +208,9 @@ class PostgresChatStore(PostgresStore):
             await con.execute(
                 "INSERT INTO chat_rooms (room, slow_s, updated_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT (room) DO UPDATE SET slow_s = excluded.slow_s, updated_at = excluded.updated_at",
-                room, slow_s, at,
+                room,
+                slow_s,
+                at,
             )
 
     # -- personal data ------------------------------------------------------------------------------
@@ -193,19 +228,28 @@ class PostgresChatStore(PostgresStore):
     async def erase_user(self, user_id: str, pseudonym: str) -> int:
         """Re-key the user's rows to the pseudonym; blank the texts of its messages."""
         async with self._transaction() as con:
-            n = rows_affected(await con.execute(
-                "UPDATE chat_messages SET author_id = $1, author_username = $1, text = '', emoticons = ''"
-                " WHERE author_id = $2", pseudonym, user_id))
+            n = rows_affected(
+                await con.execute(
+                    "UPDATE chat_messages SET author_id = $1, author_username = $1, text = '', emoticons = ''"
+                    " WHERE author_id = $2",
+                    pseudonym,
+                    user_id,
+                )
+            )
             n += rows_affected(
-                await con.execute("UPDATE chat_reports SET message_text = '' WHERE author_id = $1", user_id))
+                await con.execute("UPDATE chat_reports SET message_text = '' WHERE author_id = $1", user_id)
+            )
             for table, cols in USER_COLUMNS.items():
                 for c in cols:
                     n += rows_affected(
-                        await con.execute(f"UPDATE {table} SET {c} = $1 WHERE {c} = $2", pseudonym, user_id))
-            n += rows_affected(await con.execute(
-                "UPDATE chat_tips SET member_username = $1 WHERE member_id = $1", pseudonym))
-            n += rows_affected(await con.execute(
-                "UPDATE chat_moderation_log SET actor_username = $1 WHERE actor_id = $1", pseudonym))
+                        await con.execute(f"UPDATE {table} SET {c} = $1 WHERE {c} = $2", pseudonym, user_id)
+                    )
+            n += rows_affected(
+                await con.execute("UPDATE chat_tips SET member_username = $1 WHERE member_id = $1", pseudonym)
+            )
+            n += rows_affected(
+                await con.execute("UPDATE chat_moderation_log SET actor_username = $1 WHERE actor_id = $1", pseudonym)
+            )
         return n
 
     async def purge(self, cutoffs: Mapping[str, int], default_before: int, guest_before: int, now: int) -> int:
@@ -215,15 +259,24 @@ class PostgresChatStore(PostgresStore):
             for r in await con.fetch("SELECT DISTINCT author_id, author_kind FROM chat_messages"):
                 author_id, kind = r[0], r[1]
                 before = guest_before if kind == "guest" else cutoffs.get(author_id, default_before)
-                n += rows_affected(await con.execute(
-                    "DELETE FROM chat_messages WHERE author_id = $1 AND created_at < $2", author_id, before))
+                n += rows_affected(
+                    await con.execute(
+                        "DELETE FROM chat_messages WHERE author_id = $1 AND created_at < $2", author_id, before
+                    )
+                )
             for r in await con.fetch("SELECT DISTINCT member_id FROM chat_tips"):
-                n += rows_affected(await con.execute(
-                    "DELETE FROM chat_tips WHERE member_id = $1 AND created_at < $2",
-                    r[0], cutoffs.get(r[0], default_before)))
-            n += rows_affected(await con.execute(
-                "DELETE FROM chat_sanctions WHERE until_at IS NOT NULL AND until_at <= $1", now))
+                n += rows_affected(
+                    await con.execute(
+                        "DELETE FROM chat_tips WHERE member_id = $1 AND created_at < $2",
+                        r[0],
+                        cutoffs.get(r[0], default_before),
+                    )
+                )
             n += rows_affected(
-                await con.execute("DELETE FROM chat_moderation_log WHERE created_at < $1", default_before))
+                await con.execute("DELETE FROM chat_sanctions WHERE until_at IS NOT NULL AND until_at <= $1", now)
+            )
+            n += rows_affected(
+                await con.execute("DELETE FROM chat_moderation_log WHERE created_at < $1", default_before)
+            )
             n += rows_affected(await con.execute("DELETE FROM chat_reports WHERE created_at < $1", default_before))
         return n

@@ -66,8 +66,16 @@ class _Tx:
                 f"INSERT INTO accounts ({ACC_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
                 [
                     (
-                        a.id, a.ledger, a.code, a.flags, a.user_data, a.debits_pending,
-                        a.debits_posted, a.credits_pending, a.credits_posted, a.timestamp,
+                        a.id,
+                        a.ledger,
+                        a.code,
+                        a.flags,
+                        a.user_data,
+                        a.debits_pending,
+                        a.debits_posted,
+                        a.credits_pending,
+                        a.credits_posted,
+                        a.timestamp,
                     )
                     for a in rows
                 ],
@@ -163,9 +171,21 @@ class _Tx:
             " reservation_id = excluded.reservation_id, granted_seconds = excluded.granted_seconds,"
             " final = excluded.final, status = excluded.status, used_seconds = excluded.used_seconds,"
             " charged = excluded.charged, payee_paid = excluded.payee_paid, updated_at = excluded.updated_at",
-            r.session_id, r.wallet_id, r.payee_id, r.escrow_id, r.rate, r.request_number, r.reservation_id,
-            r.granted_seconds, int(r.final), r.status, r.used_seconds, r.charged, r.payee_paid,
-            r.opened_at, r.updated_at,
+            r.session_id,
+            r.wallet_id,
+            r.payee_id,
+            r.escrow_id,
+            r.rate,
+            r.request_number,
+            r.reservation_id,
+            r.granted_seconds,
+            int(r.final),
+            r.status,
+            r.used_seconds,
+            r.charged,
+            r.payee_paid,
+            r.opened_at,
+            r.updated_at,
         )
 
     async def open_cc_sessions(self, wallet_id: str) -> list[CcSessionRow]:
@@ -197,7 +217,11 @@ class _Tx:
         await self._c.execute(
             "INSERT INTO cc_requests (session_id, request_number, kind, used_seconds, answer)"
             " VALUES ($1, $2, $3, $4, $5)",
-            row.session_id, row.request_number, row.kind, row.used_seconds, row.answer,
+            row.session_id,
+            row.request_number,
+            row.kind,
+            row.used_seconds,
+            row.answer,
         )
 
 
@@ -239,7 +263,12 @@ class PostgresLedgerStore(PostgresStore):
         most first, ties by account id (a pure function of the journal: every node agrees)."""
         rows = await self._fetch(
             RANKING_SQL.format(p1="$1", p2="$2", p3="$3", p4="$4", p5="$5", p6="$6"),
-            ledger, before_us, NOT_POSTED, len(prefix), prefix, limit,
+            ledger,
+            before_us,
+            NOT_POSTED,
+            len(prefix),
+            prefix,
+            limit,
         )
         return [(str(r[0]), int(r[1])) for r in rows]
 

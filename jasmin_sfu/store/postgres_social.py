@@ -23,6 +23,7 @@ from jasmin_sfu.store import social_migrations as migrations
 from jasmin_sfu.store.pg_base import PgTrack, PostgresStore, rows_affected
 from jasmin_sfu.store.social_sql import SqlSocialStore
 
+
 @lru_cache(maxsize=512)
 def _dollars(sql: str) -> str:
     """``?`` placeholders as ``$1, $2, ...`` (the shared SQL never has a ``?`` in a literal)."""

@@ -23,12 +23,12 @@ from jasmin_sfu.store.ledger_repo import earnings_account, points_account, walle
 
 _COLUMNS = {
     "accounts": "id, ledger, code, flags, user_data, debits_pending, debits_posted, credits_pending, credits_posted,"
-                " timestamp",
+    " timestamp",
     "transfers": "seq, id, debit_account_id, credit_account_id, amount, ledger, code, flags, pending_id, timeout_s,"
-                 " user_data, body_hash, timestamp",
+    " user_data, body_hash, timestamp",
     "pending_open": "pending_id, debit_account_id, credit_account_id, amount, expires_at",
     "cc_sessions": "session_id, wallet_id, payee_id, escrow_id, rate, request_number, reservation_id,"
-                   " granted_seconds, final, status, used_seconds, charged, payee_paid, opened_at, updated_at",
+    " granted_seconds, final, status, used_seconds, charged, payee_paid, opened_at, updated_at",
     "cc_requests": "session_id, request_number, kind, used_seconds, answer",
 }
 

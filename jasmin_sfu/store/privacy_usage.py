@@ -110,6 +110,7 @@ class OutboxUsageStore:
 
     async def close(self) -> None:
         """Close the connection and stop the thread."""
+
         def go(db: sqlite3.Connection) -> None:
             db.close()
 
@@ -130,8 +131,9 @@ class LocalBillingLog:
     million lines), in a worker thread; downloads are rare.
     """
 
-    def __init__(self, jsonl_path: str | None, sqlite_path: str | None = None,
-                 sqlite_table: str = "billing_events") -> None:
+    def __init__(
+        self, jsonl_path: str | None, sqlite_path: str | None = None, sqlite_table: str = "billing_events"
+    ) -> None:
         if not sqlite_table.replace("_", "").isalnum():
             raise ValueError(f"bad sqlite sink table name {sqlite_table!r}")
         self.jsonl_path = jsonl_path
@@ -161,14 +163,15 @@ class LocalBillingLog:
             if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (t,)).fetchone() is None:
                 return []
             rows = db.execute(
-                f"SELECT source, id, hash, type, partitionkey, body FROM {t} WHERE instr(body, ?) > 0"
-                " ORDER BY rowid",
+                f"SELECT source, id, hash, type, partitionkey, body FROM {t} WHERE instr(body, ?) > 0 ORDER BY rowid",
                 (_subject(member_id).decode(),),
             ).fetchall()
         finally:
             db.close()
-        return [{"source": r[0], "id": r[1], "hash": r[2], "type": r[3], "partitionkey": r[4],
-                 "body": json.loads(r[5])} for r in rows]
+        return [
+            {"source": r[0], "id": r[1], "hash": r[2], "type": r[3], "partitionkey": r[4], "body": json.loads(r[5])}
+            for r in rows
+        ]
 
     async def export(self, member_id: str) -> dict[str, list[dict[str, Any]]]:
         """The member's events in each configured local sink, by table."""

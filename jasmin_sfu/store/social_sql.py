@@ -121,7 +121,10 @@ class SqlSocialStore:
                 " cancelled_at = NULL, lapsed_at = NULL"
                 " WHERE soc_top_members.status = 'lapsed'"
                 " OR (soc_top_members.status = 'active' AND soc_top_members.paid_until <= excluded.started_at)",
-                user_id, now, now, now,
+                user_id,
+                now,
+                now,
+                now,
             )
             rows = await c.fetch(f"SELECT {_TOP} FROM soc_top_members WHERE user_id = ?", user_id)
         return _top(rows[0])
@@ -131,7 +134,12 @@ class SqlSocialStore:
         n = await self._x(
             "UPDATE soc_top_members SET status = 'active', period = ?, paid_until = ?, updated_at = ?"
             " WHERE user_id = ? AND started_at = ? AND period < ? AND status <> 'lapsed'",
-            period, paid_until, now, user_id, started_at, period,
+            period,
+            paid_until,
+            now,
+            user_id,
+            started_at,
+            period,
         )
         return n == 1
 
@@ -141,7 +149,10 @@ class SqlSocialStore:
             n = await c.execute(
                 "UPDATE soc_top_members SET auto_renew = ?, cancelled_at = ?, updated_at = ?"
                 " WHERE user_id = ? AND status = 'active'",
-                int(auto_renew), None if auto_renew else now, now, user_id,
+                int(auto_renew),
+                None if auto_renew else now,
+                now,
+                user_id,
             )
             rows = await c.fetch(f"SELECT {_TOP} FROM soc_top_members WHERE user_id = ?", user_id) if n else []
         return _top(rows[0]) if rows else None
@@ -151,13 +162,17 @@ class SqlSocialStore:
         if abandon:
             await self._x(
                 "DELETE FROM soc_top_members WHERE user_id = ? AND started_at = ? AND status = 'pending'",
-                user_id, started_at,
+                user_id,
+                started_at,
             )
             return
         await self._x(
             "UPDATE soc_top_members SET status = 'lapsed', auto_renew = 0, lapsed_at = ?, updated_at = ?"
             " WHERE user_id = ? AND started_at = ? AND status <> 'lapsed'",
-            now, now, user_id, started_at,
+            now,
+            now,
+            user_id,
+            started_at,
         )
 
     async def top_members_due(self, before: int, limit: int) -> list[TopMemberRow]:
@@ -165,7 +180,8 @@ class SqlSocialStore:
         rows = await self._q(
             f"SELECT {_TOP} FROM soc_top_members WHERE status = 'active' AND auto_renew = 1 AND paid_until <= ?"
             " ORDER BY paid_until LIMIT ?",
-            before, limit,
+            before,
+            limit,
         )
         return [_top(r) for r in rows]
 
@@ -179,20 +195,25 @@ class SqlSocialStore:
                 "SELECT 1 FROM soc_favourites WHERE member_id = ? AND performer_id = ?", row.member_id, row.performer_id
             ):
                 return "exists"
-            (count,), = await c.fetch("SELECT count(*) FROM soc_favourites WHERE member_id = ?", row.member_id)
+            ((count,),) = await c.fetch("SELECT count(*) FROM soc_favourites WHERE member_id = ?", row.member_id)
             if count >= limit:
                 return "full"
             await c.execute(
                 "INSERT INTO soc_favourites (member_id, performer_id, created_at) VALUES (?, ?, ?)",
-                row.member_id, row.performer_id, row.created_at,
+                row.member_id,
+                row.performer_id,
+                row.created_at,
             )
             return "added"
 
     async def remove_favourite(self, member_id: str, performer_id: str) -> bool:
         """Remove one."""
-        return await self._x(
-            "DELETE FROM soc_favourites WHERE member_id = ? AND performer_id = ?", member_id, performer_id
-        ) == 1
+        return (
+            await self._x(
+                "DELETE FROM soc_favourites WHERE member_id = ? AND performer_id = ?", member_id, performer_id
+            )
+            == 1
+        )
 
     async def favourites(self, member_id: str) -> list[FavouriteRow]:
         """Oldest first."""
@@ -218,17 +239,26 @@ class SqlSocialStore:
 
     async def record_private(self, row: PrivateRow) -> bool:
         """Idempotent by id."""
-        return await self._x(
-            "INSERT INTO soc_privates (id, member_id, performer_id, show_id, seconds, ended_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            row.id, row.member_id, row.performer_id, row.show_id, row.seconds, row.ended_at,
-        ) == 1
+        return (
+            await self._x(
+                "INSERT INTO soc_privates (id, member_id, performer_id, show_id, seconds, ended_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                row.id,
+                row.member_id,
+                row.performer_id,
+                row.show_id,
+                row.seconds,
+                row.ended_at,
+            )
+            == 1
+        )
 
     async def private_stats(self, member_id: str, performer_id: str) -> tuple[int, int]:
         """(count, longest)."""
         rows = await self._q(
             "SELECT count(*), coalesce(max(seconds), 0) FROM soc_privates WHERE member_id = ? AND performer_id = ?",
-            member_id, performer_id,
+            member_id,
+            performer_id,
         )
         return int(rows[0][0]), int(rows[0][1])
 
@@ -251,14 +281,18 @@ class SqlSocialStore:
             "INSERT INTO soc_ratings (member_id, performer_id, stars, updated_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (member_id, performer_id) DO UPDATE SET stars = excluded.stars,"
             " updated_at = excluded.updated_at",
-            row.member_id, row.performer_id, row.stars, row.updated_at,
+            row.member_id,
+            row.performer_id,
+            row.stars,
+            row.updated_at,
         )
 
     async def delete_rating(self, member_id: str, performer_id: str) -> bool:
         """Delete."""
-        return await self._x(
-            "DELETE FROM soc_ratings WHERE member_id = ? AND performer_id = ?", member_id, performer_id
-        ) == 1
+        return (
+            await self._x("DELETE FROM soc_ratings WHERE member_id = ? AND performer_id = ?", member_id, performer_id)
+            == 1
+        )
 
     async def ratings_by(self, member_id: str) -> dict[str, int]:
         """One member's ratings."""
@@ -267,11 +301,17 @@ class SqlSocialStore:
 
     async def add_vote(self, row: VoteRow) -> bool:
         """Unique per (member, performer, period)."""
-        return await self._x(
-            "INSERT INTO soc_votes (member_id, performer_id, period, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (member_id, performer_id, period) DO NOTHING",
-            row.member_id, row.performer_id, row.period, row.created_at,
-        ) == 1
+        return (
+            await self._x(
+                "INSERT INTO soc_votes (member_id, performer_id, period, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (member_id, performer_id, period) DO NOTHING",
+                row.member_id,
+                row.performer_id,
+                row.period,
+                row.created_at,
+            )
+            == 1
+        )
 
     async def vote_counts(self, period: str) -> dict[str, int]:
         """Tally."""
@@ -288,12 +328,16 @@ class SqlSocialStore:
             await c.execute(
                 "INSERT INTO soc_mail_subscriptions (member_id, performer_id, token, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (member_id, performer_id) DO NOTHING",
-                row.member_id, row.performer_id, row.token, row.created_at,
+                row.member_id,
+                row.performer_id,
+                row.token,
+                row.created_at,
             )
             rows = await c.fetch(
                 "SELECT member_id, performer_id, token, created_at FROM soc_mail_subscriptions"
                 " WHERE member_id = ? AND performer_id = ?",
-                row.member_id, row.performer_id,
+                row.member_id,
+                row.performer_id,
             )
         return SubscriptionRow(*rows[0])
 
@@ -302,15 +346,19 @@ class SqlSocialStore:
         rows = await self._q(
             "SELECT member_id, performer_id, token, created_at FROM soc_mail_subscriptions"
             " WHERE member_id = ? AND performer_id = ?",
-            member_id, performer_id,
+            member_id,
+            performer_id,
         )
         return SubscriptionRow(*rows[0]) if rows else None
 
     async def unsubscribe_mailing(self, member_id: str, performer_id: str) -> bool:
         """Delete by pair."""
-        return await self._x(
-            "DELETE FROM soc_mail_subscriptions WHERE member_id = ? AND performer_id = ?", member_id, performer_id
-        ) == 1
+        return (
+            await self._x(
+                "DELETE FROM soc_mail_subscriptions WHERE member_id = ? AND performer_id = ?", member_id, performer_id
+            )
+            == 1
+        )
 
     async def subscription_by_token(self, token: str) -> SubscriptionRow | None:
         """The subscription with this unsubscribe token (read only)."""
@@ -337,10 +385,14 @@ class SqlSocialStore:
                 "INSERT INTO soc_mail_quota (performer_id, last_sent_at) VALUES (?, ?)"
                 " ON CONFLICT (performer_id) DO UPDATE SET last_sent_at = excluded.last_sent_at"
                 " WHERE soc_mail_quota.last_sent_at <= ?",
-                m.performer_id, m.sent_at, not_before,
+                m.performer_id,
+                m.sent_at,
+                not_before,
             )
             if moved != 1:
-                (last,), = await c.fetch("SELECT last_sent_at FROM soc_mail_quota WHERE performer_id = ?", m.performer_id)
+                ((last,),) = await c.fetch(
+                    "SELECT last_sent_at FROM soc_mail_quota WHERE performer_id = ?", m.performer_id
+                )
                 return None, int(last)
             subs = await c.fetch(
                 "SELECT member_id, token FROM soc_mail_subscriptions WHERE performer_id = ? ORDER BY member_id",
@@ -349,12 +401,24 @@ class SqlSocialStore:
             await c.execute(
                 "INSERT INTO soc_mailings (id, performer_id, subject, body, sent_at, recipients)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                m.id, m.performer_id, m.subject, m.body, m.sent_at, len(subs),
+                m.id,
+                m.performer_id,
+                m.subject,
+                m.body,
+                m.sent_at,
+                len(subs),
             )
             for member_id, token in subs:
                 await c.execute(
                     f"INSERT INTO soc_inbox ({_INBOX}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    f"{m.id}:{member_id}", member_id, m.id, m.performer_id, m.subject, m.body, token, m.sent_at,
+                    f"{m.id}:{member_id}",
+                    member_id,
+                    m.id,
+                    m.performer_id,
+                    m.subject,
+                    m.body,
+                    token,
+                    m.sent_at,
                 )
         return MailingRow(m.id, m.performer_id, m.subject, m.body, m.sent_at, len(subs)), None
 
@@ -362,7 +426,8 @@ class SqlSocialStore:
         """Newest first."""
         rows = await self._q(
             f"SELECT {_INBOX} FROM soc_inbox WHERE member_id = ? ORDER BY created_at DESC, id LIMIT ?",
-            member_id, limit,
+            member_id,
+            limit,
         )
         return [InboxRow(*r) for r in rows]
 
@@ -372,7 +437,11 @@ class SqlSocialStore:
         """Insert."""
         await self._x(
             "INSERT INTO soc_messages (id, member_id, performer_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
-            row.id, row.member_id, row.performer_id, row.body, row.created_at,
+            row.id,
+            row.member_id,
+            row.performer_id,
+            row.body,
+            row.created_at,
         )
 
     async def messages_to(self, performer_id: str, limit: int) -> list[MessageRow]:
@@ -380,7 +449,8 @@ class SqlSocialStore:
         rows = await self._q(
             "SELECT id, member_id, performer_id, body, created_at FROM soc_messages WHERE performer_id = ?"
             " ORDER BY created_at DESC, id LIMIT ?",
-            performer_id, limit,
+            performer_id,
+            limit,
         )
         return [MessageRow(*r) for r in rows]
 
@@ -389,7 +459,8 @@ class SqlSocialStore:
         rows = await self._q(
             "SELECT id, member_id, performer_id, body, created_at FROM soc_messages WHERE member_id = ?"
             " ORDER BY created_at DESC, id LIMIT ?",
-            member_id, limit,
+            member_id,
+            limit,
         )
         return [MessageRow(*r) for r in rows]
 
@@ -413,8 +484,15 @@ class SqlSocialStore:
             " age = excluded.age, sexual_preference = excluded.sexual_preference, ethnicity = excluded.ethnicity,"
             " camera_quality = excluded.camera_quality, languages = excluded.languages,"
             " updated_at = excluded.updated_at",
-            a.performer_id, a.hair_colour, a.build, a.age, a.sexual_preference, a.ethnicity, a.camera_quality,
-            ",".join(a.languages), a.updated_at,
+            a.performer_id,
+            a.hair_colour,
+            a.build,
+            a.age,
+            a.sexual_preference,
+            a.ethnicity,
+            a.camera_quality,
+            ",".join(a.languages),
+            a.updated_at,
         )
 
     async def presets(self, member_id: str) -> list[PresetRow]:
@@ -432,12 +510,16 @@ class SqlSocialStore:
             await c.lock("soc_preset:" + row.member_id)
             if await c.fetch("SELECT 1 FROM soc_presets WHERE member_id = ? AND name = ?", row.member_id, row.name):
                 return "exists"
-            (count,), = await c.fetch("SELECT count(*) FROM soc_presets WHERE member_id = ?", row.member_id)
+            ((count,),) = await c.fetch("SELECT count(*) FROM soc_presets WHERE member_id = ?", row.member_id)
             if count >= limit:
                 return "full"
             await c.execute(
                 "INSERT INTO soc_presets (id, member_id, name, query, created_at) VALUES (?, ?, ?, ?, ?)",
-                row.id, row.member_id, row.name, row.query, row.created_at,
+                row.id,
+                row.member_id,
+                row.name,
+                row.query,
+                row.created_at,
             )
             return "added"
 
@@ -465,8 +547,13 @@ class SqlSocialStore:
             " token_hash = excluded.token_hash, performers = excluded.performers, categories = excluded.categories,"
             " favourites = excluded.favourites, system_messages = excluded.system_messages,"
             " updated_at = excluded.updated_at",
-            f.member_id, f.token_hash, ",".join(f.performers), ",".join(f.categories), int(f.favourites),
-            int(f.system_messages), f.updated_at,
+            f.member_id,
+            f.token_hash,
+            ",".join(f.performers),
+            ",".join(f.categories),
+            int(f.favourites),
+            int(f.system_messages),
+            f.updated_at,
         )
 
     async def add_online_events(self, rows: Sequence[OnlineEventRow]) -> None:
@@ -476,7 +563,10 @@ class SqlSocialStore:
                 await c.execute(
                     "INSERT INTO soc_online_events (id, performer_id, show_id, occurred_at) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (id) DO NOTHING",
-                    r.id, r.performer_id, r.show_id, r.occurred_at,
+                    r.id,
+                    r.performer_id,
+                    r.show_id,
+                    r.occurred_at,
                 )
 
     async def online_events(self, since: int, limit: int) -> list[OnlineEventRow]:
@@ -484,7 +574,8 @@ class SqlSocialStore:
         rows = await self._q(
             "SELECT id, performer_id, show_id, occurred_at FROM soc_online_events WHERE occurred_at >= ?"
             " ORDER BY occurred_at DESC, id LIMIT ?",
-            since, limit,
+            since,
+            limit,
         )
         return [OnlineEventRow(*r) for r in rows]
 
@@ -496,7 +587,10 @@ class SqlSocialStore:
         """Insert."""
         await self._x(
             "INSERT INTO soc_system_messages (id, title, body, created_at) VALUES (?, ?, ?, ?)",
-            row.id, row.title, row.body, row.created_at,
+            row.id,
+            row.title,
+            row.body,
+            row.created_at,
         )
 
     async def system_messages(self, limit: int) -> list[SystemMessageRow]:
@@ -543,16 +637,22 @@ class SqlSocialStore:
     _EXPORT: tuple[tuple[str, str, str], ...] = (
         ("top_membership", _TOP, "soc_top_members WHERE user_id = ?"),
         ("favourites", "member_id, performer_id, created_at", "soc_favourites WHERE member_id = ? OR performer_id = ?"),
-        ("privates", "id, member_id, performer_id, show_id, seconds, ended_at",
-         "soc_privates WHERE member_id = ? OR performer_id = ?"),
+        (
+            "privates",
+            "id, member_id, performer_id, show_id, seconds, ended_at",
+            "soc_privates WHERE member_id = ? OR performer_id = ?",
+        ),
         ("ratings", "member_id, performer_id, stars, updated_at", "soc_ratings WHERE member_id = ?"),
         ("votes", "member_id, performer_id, period, created_at", "soc_votes WHERE member_id = ?"),
         ("mailing_subscriptions", "member_id, performer_id, created_at", "soc_mail_subscriptions WHERE member_id = ?"),
         ("mailings", "id, performer_id, subject, body, sent_at, recipients", "soc_mailings WHERE performer_id = ?"),
         ("mail_quota", "performer_id, last_sent_at", "soc_mail_quota WHERE performer_id = ?"),
         ("inbox", _INBOX_EXPORT, "soc_inbox WHERE member_id = ?"),
-        ("messages", "id, member_id, performer_id, body, created_at",
-         "soc_messages WHERE member_id = ? OR performer_id = ?"),
+        (
+            "messages",
+            "id, member_id, performer_id, body, created_at",
+            "soc_messages WHERE member_id = ? OR performer_id = ?",
+        ),
         ("performer_attributes", _ATTRS, "soc_performer_attrs WHERE performer_id = ?"),
         ("search_presets", "id, member_id, name, query, created_at", "soc_presets WHERE member_id = ?"),
         ("feed", _FEED_EXPORT, "soc_feeds WHERE member_id = ?"),

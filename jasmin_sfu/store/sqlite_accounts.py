@@ -32,9 +32,7 @@ from jasmin_sfu.store.errors import DuplicateKeyError
 from jasmin_sfu.store.sqlite_base import SqliteStore, Track
 
 # Column lists and row builders, shared with the PostgreSQL store (same tables on both dialects).
-USER_COLS = (
-    "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
-)
+USER_COLS = "id, username, username_key, role, password_hash, created_at, adult_confirmed_at, last_login_at, closed_at"
 SESSION_COLS = "id, token_hash, kind, user_id, created_at, expires_at, adult_confirmed_at, revoked_at"
 PROFILE_COLS = (
     "user_id, display_name, gender, age_range, country, languages, about, profile_visibility, mask_visibility,"
@@ -79,7 +77,8 @@ class SqliteAccountsStore(SqliteStore):
         super()._open_sync()
         assert self._db is not None
         row = self._db.execute(
-            "SELECT value FROM acc_secrets WHERE name = ?", (migrations.BLACKLIST_SECRET,)).fetchone()
+            "SELECT value FROM acc_secrets WHERE name = ?", (migrations.BLACKLIST_SECRET,)
+        ).fetchone()
         self._blacklist_secret = row[0]
 
     def _bl(self, username_key: str) -> str:
@@ -101,8 +100,17 @@ class SqliteAccountsStore(SqliteStore):
                 raise DuplicateKeyError(f"username {u.username!r} is blacklisted")
             db.execute(
                 f"INSERT INTO acc_users ({USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (u.id, u.username, u.username_key, u.role, u.password_hash, u.created_at,
-                 u.adult_confirmed_at, u.last_login_at, u.closed_at),
+                (
+                    u.id,
+                    u.username,
+                    u.username_key,
+                    u.role,
+                    u.password_hash,
+                    u.created_at,
+                    u.adult_confirmed_at,
+                    u.last_login_at,
+                    u.closed_at,
+                ),
             )
             if performer is not None:
                 self._put_performer_sync(db, performer)
@@ -149,8 +157,9 @@ class SqliteAccountsStore(SqliteStore):
 
     async def blacklisted(self, username_key: str, now: int) -> BlacklistRow | None:
         """The entry in force at ``now``."""
-        rows = await self._rows(_blacklisted_sql("?") + " AND (until_at IS NULL OR until_at > ?)",
-                                (self._bl(username_key), now))
+        rows = await self._rows(
+            _blacklisted_sql("?") + " AND (until_at IS NULL OR until_at > ?)", (self._bl(username_key), now)
+        )
         return BlacklistRow(*rows[0]) if rows else None
 
     # -- sessions ---------------------------------------------------------------------
@@ -161,8 +170,7 @@ class SqliteAccountsStore(SqliteStore):
         await self._in_tx(
             lambda db: db.execute(
                 f"INSERT INTO acc_sessions ({SESSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at,
-                 s.revoked_at),
+                (s.id, s.token_hash, s.kind, s.user_id, s.created_at, s.expires_at, s.adult_confirmed_at, s.revoked_at),
             )
         )
 
@@ -272,12 +280,26 @@ class SqliteAccountsStore(SqliteStore):
         p = row
 
         def go(db: sqlite3.Connection) -> tuple[PaymentRow, bool]:
-            inserted = db.execute(
-                f"INSERT INTO acc_payments ({PAY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-                (p.id, p.user_id, p.idempotency_key, p.package_code, p.amount_cents, p.provider, p.status,
-                 p.created_at, p.card_last4, p.card_expiry, p.credited_at),
-            ).rowcount == 1
+            inserted = (
+                db.execute(
+                    f"INSERT INTO acc_payments ({PAY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                    (
+                        p.id,
+                        p.user_id,
+                        p.idempotency_key,
+                        p.package_code,
+                        p.amount_cents,
+                        p.provider,
+                        p.status,
+                        p.created_at,
+                        p.card_last4,
+                        p.card_expiry,
+                        p.credited_at,
+                    ),
+                ).rowcount
+                == 1
+            )
             r = db.execute(
                 f"SELECT {PAY_COLS} FROM acc_payments WHERE user_id = ? AND idempotency_key = ?",
                 (p.user_id, p.idempotency_key),
@@ -313,8 +335,18 @@ class SqliteAccountsStore(SqliteStore):
             lambda db: db.execute(
                 f"INSERT INTO acc_member_profiles ({PROFILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 f" ON CONFLICT (user_id) DO UPDATE SET {updates}",
-                (r.user_id, r.display_name, r.gender, r.age_range, r.country, ",".join(r.languages), r.about,
-                 r.profile_visibility, r.mask_visibility, r.updated_at),
+                (
+                    r.user_id,
+                    r.display_name,
+                    r.gender,
+                    r.age_range,
+                    r.country,
+                    ",".join(r.languages),
+                    r.about,
+                    r.profile_visibility,
+                    r.mask_visibility,
+                    r.updated_at,
+                ),
             )
         )
 
@@ -343,7 +375,9 @@ class SqliteAccountsStore(SqliteStore):
             )
             if cur.rowcount == 0:
                 return False
-            db.execute("UPDATE acc_users SET closed_at = coalesce(closed_at, ?) WHERE id = ?", (e.requested_at, e.user_id))
+            db.execute(
+                "UPDATE acc_users SET closed_at = coalesce(closed_at, ?) WHERE id = ?", (e.requested_at, e.user_id)
+            )
             db.execute(
                 "UPDATE acc_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
                 (e.requested_at, e.user_id),

@@ -37,13 +37,34 @@ def tip_row(r: Sequence[Any]) -> TipRow:
 
 
 def message_args(m: MessageRow) -> tuple[Any, ...]:
-    return (m.id, m.room, m.author_id, m.author_username, m.author_kind, int(m.top_member), m.color, m.text,
-            " ".join(m.emoticons), m.private_to, m.created_at, m.deleted_at)
+    return (
+        m.id,
+        m.room,
+        m.author_id,
+        m.author_username,
+        m.author_kind,
+        int(m.top_member),
+        m.color,
+        m.text,
+        " ".join(m.emoticons),
+        m.private_to,
+        m.created_at,
+        m.deleted_at,
+    )
 
 
 def tip_args(t: TipRow) -> tuple[Any, ...]:
-    return (t.transfer_id, t.room, t.show_session, t.member_id, t.member_username, t.performer_id, t.units,
-            int(t.counted), t.created_at)
+    return (
+        t.transfer_id,
+        t.room,
+        t.show_session,
+        t.member_id,
+        t.member_username,
+        t.performer_id,
+        t.units,
+        int(t.counted),
+        t.created_at,
+    )
 
 
 # Which columns of which table name a user, for the data download and erasure: every column,
@@ -82,8 +103,9 @@ class SqliteChatStore(SqliteStore):
 
     async def add_message(self, row: MessageRow) -> None:
         """Insert one message."""
-        await self._in_tx(lambda db: db.execute(f"INSERT INTO chat_messages ({MSG_COLS}) VALUES ({_q(12)})",
-                                             message_args(row)))
+        await self._in_tx(
+            lambda db: db.execute(f"INSERT INTO chat_messages ({MSG_COLS}) VALUES ({_q(12)})", message_args(row))
+        )
 
     async def message(self, message_id: str) -> MessageRow | None:
         """One message by id (deleted ones too)."""
@@ -104,14 +126,20 @@ class SqliteChatStore(SqliteStore):
 
     async def delete_message(self, message_id: str, at: int) -> bool:
         """Mark one message deleted."""
-        cur = await self._in_tx(lambda db: db.execute(
-            "UPDATE chat_messages SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL", (at, message_id)))
+        cur = await self._in_tx(
+            lambda db: db.execute(
+                "UPDATE chat_messages SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL", (at, message_id)
+            )
+        )
         return cur.rowcount == 1
 
     async def clear_room(self, room: str, at: int) -> int:
         """Mark every message of the room deleted."""
-        cur = await self._in_tx(lambda db: db.execute(
-            "UPDATE chat_messages SET deleted_at = ? WHERE room = ? AND deleted_at IS NULL", (at, room)))
+        cur = await self._in_tx(
+            lambda db: db.execute(
+                "UPDATE chat_messages SET deleted_at = ? WHERE room = ? AND deleted_at IS NULL", (at, room)
+            )
+        )
         return int(cur.rowcount)
 
     # -- sanctions -------------------------------------------------------------------------
@@ -119,16 +147,22 @@ class SqliteChatStore(SqliteStore):
     async def put_sanction(self, row: SanctionRow) -> None:
         """Insert or replace the user's sanction of that kind in the room."""
         s = row
-        await self._in_tx(lambda db: db.execute(
-            f"INSERT INTO chat_sanctions ({SANCTION_COLS}) VALUES ({_q(7)})"
-            " ON CONFLICT (room, user_id, kind) DO UPDATE SET until_at = excluded.until_at,"
-            " actor_id = excluded.actor_id, reason = excluded.reason, created_at = excluded.created_at",
-            (s.room, s.user_id, s.kind, s.until_at, s.actor_id, s.reason, s.created_at)))
+        await self._in_tx(
+            lambda db: db.execute(
+                f"INSERT INTO chat_sanctions ({SANCTION_COLS}) VALUES ({_q(7)})"
+                " ON CONFLICT (room, user_id, kind) DO UPDATE SET until_at = excluded.until_at,"
+                " actor_id = excluded.actor_id, reason = excluded.reason, created_at = excluded.created_at",
+                (s.room, s.user_id, s.kind, s.until_at, s.actor_id, s.reason, s.created_at),
+            )
+        )
 
     async def remove_sanction(self, room: str, user_id: str, kind: str) -> bool:
         """Lift a sanction; False when there was none."""
-        cur = await self._in_tx(lambda db: db.execute(
-            "DELETE FROM chat_sanctions WHERE room = ? AND user_id = ? AND kind = ?", (room, user_id, kind)))
+        cur = await self._in_tx(
+            lambda db: db.execute(
+                "DELETE FROM chat_sanctions WHERE room = ? AND user_id = ? AND kind = ?", (room, user_id, kind)
+            )
+        )
         return cur.rowcount == 1
 
     async def sanctions(self, room: str, user_id: str, now: int) -> list[SanctionRow]:
@@ -145,10 +179,23 @@ class SqliteChatStore(SqliteStore):
     async def add_log(self, row: LogRow) -> None:
         """Append one moderation action."""
         r = row
-        await self._in_tx(lambda db: db.execute(
-            f"INSERT INTO chat_moderation_log ({LOG_COLS}) VALUES ({_q(10)})",
-            (r.id, r.room, r.actor_id, r.actor_username, r.actor_kind, r.action, r.target_id, r.reason, r.params,
-             r.created_at)))
+        await self._in_tx(
+            lambda db: db.execute(
+                f"INSERT INTO chat_moderation_log ({LOG_COLS}) VALUES ({_q(10)})",
+                (
+                    r.id,
+                    r.room,
+                    r.actor_id,
+                    r.actor_username,
+                    r.actor_kind,
+                    r.action,
+                    r.target_id,
+                    r.reason,
+                    r.params,
+                    r.created_at,
+                ),
+            )
+        )
 
     async def moderation_log(self, room: str | None, limit: int) -> list[LogRow]:
         """Newest first."""
@@ -161,9 +208,12 @@ class SqliteChatStore(SqliteStore):
     async def add_report(self, row: ReportRow) -> bool:
         """File a report unless this reporter already reported this message."""
         r = row
-        cur = await self._in_tx(lambda db: db.execute(
-            f"INSERT INTO chat_reports ({REPORT_COLS}) VALUES ({_q(8)}) ON CONFLICT (message_id, reporter_id) DO NOTHING",
-            (r.id, r.room, r.message_id, r.reporter_id, r.author_id, r.message_text, r.reason, r.created_at)))
+        cur = await self._in_tx(
+            lambda db: db.execute(
+                f"INSERT INTO chat_reports ({REPORT_COLS}) VALUES ({_q(8)}) ON CONFLICT (message_id, reporter_id) DO NOTHING",
+                (r.id, r.room, r.message_id, r.reporter_id, r.author_id, r.message_text, r.reason, r.created_at),
+            )
+        )
         return cur.rowcount == 1
 
     async def reports(self, room: str | None, limit: int) -> list[ReportRow]:
@@ -178,9 +228,12 @@ class SqliteChatStore(SqliteStore):
 
     async def add_tip(self, row: TipRow) -> bool:
         """Record a tip once per transfer id."""
-        cur = await self._in_tx(lambda db: db.execute(
-            f"INSERT INTO chat_tips ({TIP_COLS}) VALUES ({_q(9)}) ON CONFLICT (transfer_id) DO NOTHING",
-            tip_args(row)))
+        cur = await self._in_tx(
+            lambda db: db.execute(
+                f"INSERT INTO chat_tips ({TIP_COLS}) VALUES ({_q(9)}) ON CONFLICT (transfer_id) DO NOTHING",
+                tip_args(row),
+            )
+        )
         return cur.rowcount == 1
 
     async def king(self, room: str, show_session: str) -> KingRow | None:
@@ -197,10 +250,13 @@ class SqliteChatStore(SqliteStore):
 
     async def set_slow(self, room: str, slow_s: int, at: int) -> None:
         """Set the room's slow mode."""
-        await self._in_tx(lambda db: db.execute(
-            "INSERT INTO chat_rooms (room, slow_s, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (room) DO UPDATE SET slow_s = excluded.slow_s, updated_at = excluded.updated_at",
-            (room, slow_s, at)))
+        await self._in_tx(
+            lambda db: db.execute(
+                "INSERT INTO chat_rooms (room, slow_s, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (room) DO UPDATE SET slow_s = excluded.slow_s, updated_at = excluded.updated_at",
+                (room, slow_s, at),
+            )
+        )
 
     # -- personal data ------------------------------------------------------------------------------
 
@@ -211,8 +267,9 @@ class SqliteChatStore(SqliteStore):
             out: dict[str, list[dict[str, Any]]] = {}
             for table, cols in USER_COLUMNS.items():
                 where = " OR ".join(f"{c} = ?" for c in cols)
-                rows = db.execute(f"SELECT {TABLE_COLS[table]} FROM {table} WHERE {where}",
-                                  (user_id,) * len(cols)).fetchall()
+                rows = db.execute(
+                    f"SELECT {TABLE_COLS[table]} FROM {table} WHERE {where}", (user_id,) * len(cols)
+                ).fetchall()
                 out[table] = [row_dict(ROW_OF[table](r)) for r in rows]
             return out
 
@@ -224,15 +281,19 @@ class SqliteChatStore(SqliteStore):
         def go(db: sqlite3.Connection) -> int:
             n = db.execute(
                 "UPDATE chat_messages SET author_id = ?, author_username = ?, text = '', emoticons = ''"
-                " WHERE author_id = ?", (pseudonym, pseudonym, user_id)).rowcount
+                " WHERE author_id = ?",
+                (pseudonym, pseudonym, user_id),
+            ).rowcount
             n += db.execute("UPDATE chat_reports SET message_text = '' WHERE author_id = ?", (user_id,)).rowcount
             for table, cols in USER_COLUMNS.items():
                 for c in cols:
                     n += db.execute(f"UPDATE {table} SET {c} = ? WHERE {c} = ?", (pseudonym, user_id)).rowcount
-            n += db.execute("UPDATE chat_tips SET member_username = ? WHERE member_id = ?",
-                            (pseudonym, pseudonym)).rowcount
-            n += db.execute("UPDATE chat_moderation_log SET actor_username = ? WHERE actor_id = ?",
-                            (pseudonym, pseudonym)).rowcount
+            n += db.execute(
+                "UPDATE chat_tips SET member_username = ? WHERE member_id = ?", (pseudonym, pseudonym)
+            ).rowcount
+            n += db.execute(
+                "UPDATE chat_moderation_log SET actor_username = ? WHERE actor_id = ?", (pseudonym, pseudonym)
+            ).rowcount
             return int(n)
 
         return await self._in_tx(go)
@@ -244,11 +305,14 @@ class SqliteChatStore(SqliteStore):
             n = 0
             for author_id, kind in db.execute("SELECT DISTINCT author_id, author_kind FROM chat_messages").fetchall():
                 before = guest_before if kind == "guest" else cutoffs.get(author_id, default_before)
-                n += db.execute("DELETE FROM chat_messages WHERE author_id = ? AND created_at < ?",
-                                (author_id, before)).rowcount
+                n += db.execute(
+                    "DELETE FROM chat_messages WHERE author_id = ? AND created_at < ?", (author_id, before)
+                ).rowcount
             for (member_id,) in db.execute("SELECT DISTINCT member_id FROM chat_tips").fetchall():
-                n += db.execute("DELETE FROM chat_tips WHERE member_id = ? AND created_at < ?",
-                                (member_id, cutoffs.get(member_id, default_before))).rowcount
+                n += db.execute(
+                    "DELETE FROM chat_tips WHERE member_id = ? AND created_at < ?",
+                    (member_id, cutoffs.get(member_id, default_before)),
+                ).rowcount
             n += db.execute("DELETE FROM chat_sanctions WHERE until_at IS NOT NULL AND until_at <= ?", (now,)).rowcount
             n += db.execute("DELETE FROM chat_moderation_log WHERE created_at < ?", (default_before,)).rowcount
             n += db.execute("DELETE FROM chat_reports WHERE created_at < ?", (default_before,)).rowcount

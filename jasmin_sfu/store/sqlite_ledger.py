@@ -57,8 +57,18 @@ def cc_row(r: Sequence[Any]) -> CcSessionRow:
 def transfer_args(t: TransferRow) -> tuple[Any, ...]:
     """A transfer's values in the order both stores insert them (``seq`` is left to the database)."""
     return (
-        t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger, t.code, t.flags,
-        t.pending_id, t.timeout_s, t.user_data, t.body_hash, t.timestamp,
+        t.id,
+        t.debit_account_id,
+        t.credit_account_id,
+        t.amount,
+        t.ledger,
+        t.code,
+        t.flags,
+        t.pending_id,
+        t.timeout_s,
+        t.user_data,
+        t.body_hash,
+        t.timestamp,
     )
 
 
@@ -91,8 +101,16 @@ class _Tx:
             f"INSERT INTO accounts ({ACC_COLS}) VALUES ({_qs(10)})",
             [
                 (
-                    a.id, a.ledger, a.code, a.flags, a.user_data, a.debits_pending,
-                    a.debits_posted, a.credits_pending, a.credits_posted, a.timestamp,
+                    a.id,
+                    a.ledger,
+                    a.code,
+                    a.flags,
+                    a.user_data,
+                    a.debits_pending,
+                    a.debits_posted,
+                    a.credits_pending,
+                    a.credits_posted,
+                    a.timestamp,
                 )
                 for a in rows
             ],
@@ -180,9 +198,21 @@ class _Tx:
         await self._q(
             f"INSERT OR REPLACE INTO cc_sessions ({CC_COLS}) VALUES ({_qs(15)})",
             (
-                r.session_id, r.wallet_id, r.payee_id, r.escrow_id, r.rate, r.request_number, r.reservation_id,
-                r.granted_seconds, int(r.final), r.status, r.used_seconds, r.charged, r.payee_paid,
-                r.opened_at, r.updated_at,
+                r.session_id,
+                r.wallet_id,
+                r.payee_id,
+                r.escrow_id,
+                r.rate,
+                r.request_number,
+                r.reservation_id,
+                r.granted_seconds,
+                int(r.final),
+                r.status,
+                r.used_seconds,
+                r.charged,
+                r.payee_paid,
+                r.opened_at,
+                r.updated_at,
             ),
         )
 

@@ -193,9 +193,7 @@ class Outbox:
                 (sink, pos),
             )
             for p, reason in dead:
-                db.execute(
-                    "INSERT OR IGNORE INTO outbox_dead (sink, pos, reason) VALUES (?, ?, ?)", (sink, p, reason)
-                )
+                db.execute("INSERT OR IGNORE INTO outbox_dead (sink, pos, reason) VALUES (?, ?, ?)", (sink, p, reason))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

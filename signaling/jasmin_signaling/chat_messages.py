@@ -25,8 +25,13 @@ class ChatSend(Request):
     """A line in the room (chat.md: the rules on length, emoticons and colour)."""
 
     text: Annotated[str, cap(MAX_WIRE_TEXT)]
-    emoticons: Annotated[list[Annotated[str, cap(32)]],
-                         Meta(max_length=MAX_WIRE_EMOTICONS, description=f"at most {MAX_WIRE_EMOTICONS} codes")] | None = None
+    emoticons: (
+        Annotated[
+            list[Annotated[str, cap(32)]],
+            Meta(max_length=MAX_WIRE_EMOTICONS, description=f"at most {MAX_WIRE_EMOTICONS} codes"),
+        ]
+        | None
+    ) = None
     color: Annotated[str, cap(16)] | None = None
 
 

@@ -78,7 +78,9 @@ class SignalingClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str, *, binary: bool = False, hello: bool = True, client: str = "jasmin-py/1") -> "SignalingClient":
+    async def connect(
+        cls, url: str, *, binary: bool = False, hello: bool = True, client: str = "jasmin-py/1"
+    ) -> "SignalingClient":
         session = aiohttp.ClientSession()
         try:
             ws = await session.ws_connect(url, max_msg_size=4 * 1024 * 1024)

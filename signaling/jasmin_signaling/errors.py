@@ -56,4 +56,3 @@ class SignalingError(Exception):
 
     def to_wire(self) -> dict[str, Any]:
         return {**self.extra, "code": self.code, "message": self.message}
-

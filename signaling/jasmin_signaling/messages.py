@@ -122,7 +122,9 @@ class SetLayers(Request):
     consumer.set_layers); null (or absent) lifts a cap."""
 
     consumer_id: Id
-    max_spatial: Annotated[int, bounds(0, MAX_SPATIAL, f"0..{MAX_SPATIAL} (0 = the lowest layer) or null")] | None = None
+    max_spatial: Annotated[int, bounds(0, MAX_SPATIAL, f"0..{MAX_SPATIAL} (0 = the lowest layer) or null")] | None = (
+        None
+    )
     max_temporal: Annotated[int, bounds(0, MAX_TEMPORAL, f"0..{MAX_TEMPORAL} or null")] | None = None
 
 
@@ -203,30 +205,35 @@ def json_schema_text() -> str:
     structs: list[type[Any]] = sorted(set(METHODS.values()), key=lambda c: c.__name__)
     structs += sorted(set(EVENTS.values()) | set(RESPONSES.values()), key=lambda c: c.__name__)
     _, defs = msgspec.json.schema_components(structs, ref_template="#/$defs/{name}")
-    request_id = {"anyOf": [{"type": "integer"},
-                            {"type": "string", "minLength": 1, "maxLength": 64,
-                             "description": "No NUL, no unpaired surrogate"}],
-                  "description": "Unique among the connection's last 1024 requests"}
+    request_id = {
+        "anyOf": [
+            {"type": "integer"},
+            {"type": "string", "minLength": 1, "maxLength": 64, "description": "No NUL, no unpaired surrogate"},
+        ],
+        "description": "Unique among the connection's last 1024 requests",
+    }
     branches = []
     for method, cls in METHODS.items():
         ref = {"$ref": f"#/$defs/{cls.__name__}"}
         # ``data`` may be left out (or null) when the body has no required field.
         optional = not any(f.required for f in msgspec.structs.fields(cls))
-        branches.append({
-            "type": "object",
-            "properties": {
-                "type": {"const": "request"},
-                "id": {"$ref": "#/$defs/RequestId"},
-                "method": {"const": method},
-                "data": {"anyOf": [ref, {"type": "null"}]} if optional else ref,
-            },
-            "required": ["type", "id", "method"] if optional else ["type", "id", "method", "data"],
-        })
+        branches.append(
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"const": "request"},
+                    "id": {"$ref": "#/$defs/RequestId"},
+                    "method": {"const": method},
+                    "data": {"anyOf": [ref, {"type": "null"}]} if optional else ref,
+                },
+                "required": ["type", "id", "method"] if optional else ["type", "id", "method", "data"],
+            }
+        )
     # The events the server sends, from jasmin_signaling.events: not a request frame, so beside
     # the ``oneOf``, in ``$defs/EventFrame`` (validate an event with ``{"$ref": ".../EventFrame"}``).
     event_frame = {
         "description": "An event frame the server sends (docs/signaling.md, Events), generated from "
-                       "jasmin_signaling.events.",
+        "jasmin_signaling.events.",
         "oneOf": [
             {
                 "type": "object",
@@ -241,16 +248,18 @@ def json_schema_text() -> str:
             for name, cls in EVENTS.items()
         ],
     }
-    return json.dumps({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": "jasmin/1 signaling request",
-        "description": "A request frame of the signaling protocol (docs/signaling.md), generated from "
-                       "jasmin_signaling.messages. A frame is a JSON text frame or a msgpack binary frame; "
-                       "text anywhere in data holding a NUL or an unpaired surrogate is bad_request.",
-        "oneOf": branches,
-        "x-methods": {method: cls.__name__ for method, cls in METHODS.items()},
-        "x-events": {name: cls.__name__ for name, cls in EVENTS.items()},
-        "x-responses": {method: cls.__name__ for method, cls in RESPONSES.items()},
-        "$defs": {**defs, "RequestId": request_id, "EventFrame": event_frame},
-    })
+    return json.dumps(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": SCHEMA_ID,
+            "title": "jasmin/1 signaling request",
+            "description": "A request frame of the signaling protocol (docs/signaling.md), generated from "
+            "jasmin_signaling.messages. A frame is a JSON text frame or a msgpack binary frame; "
+            "text anywhere in data holding a NUL or an unpaired surrogate is bad_request.",
+            "oneOf": branches,
+            "x-methods": {method: cls.__name__ for method, cls in METHODS.items()},
+            "x-events": {name: cls.__name__ for name, cls in EVENTS.items()},
+            "x-responses": {method: cls.__name__ for method, cls in RESPONSES.items()},
+            "$defs": {**defs, "RequestId": request_id, "EventFrame": event_frame},
+        }
+    )

@@ -90,7 +90,10 @@ class SignalingSession:
         except (UnicodeEncodeError, OverflowError, TypeError, ValueError):
             # A bug (input is checked before it can be echoed): say so, keep the connection.
             log.exception("session %s: a %s frame could not be encoded", self.id, obj.get("type"))
-            reply: dict[str, Any] = {"type": "error", "error": SignalingError("internal", "unexpected server error").to_wire()}
+            reply: dict[str, Any] = {
+                "type": "error",
+                "error": SignalingError("internal", "unexpected server error").to_wire(),
+            }
             frame = encode_frame(reply, self.binary if binary is None else binary)
         async with self._send_lock:
             try:
@@ -131,7 +134,9 @@ class SignalingSession:
         size = len(raw.encode()) if isinstance(raw, str) else len(raw)
         self.binary = binary  # answer in the encoding of the last frame
         if size > self.max_frame_bytes:
-            await self._error(SignalingError("frame_too_large", f"{size} bytes > max_frame_bytes {self.max_frame_bytes}"))
+            await self._error(
+                SignalingError("frame_too_large", f"{size} bytes > max_frame_bytes {self.max_frame_bytes}")
+            )
             return
         try:
             frame = decode_frame(raw)
@@ -143,7 +148,7 @@ class SignalingSession:
             await self._hello(frame)
             return
         if not self.hello_done:
-            await self._error(SignalingError("hello_required", "send {\"type\": \"hello\", \"protocol\": \"jasmin/1\"} first"))
+            await self._error(SignalingError("hello_required", 'send {"type": "hello", "protocol": "jasmin/1"} first'))
             return
         if ftype != "request":
             await self._error(SignalingError("bad_frame", f"unknown frame type {echo(ftype)}; expected 'request'"))
@@ -152,12 +157,17 @@ class SignalingSession:
         req_id = frame.get("id")
         if not has_id or not valid_request_id(req_id):
             # Not echoed: an id that is no text (a lone surrogate) could not be sent back.
-            await self._error(SignalingError(
-                "bad_request", "id: an integer or a string of 1-64 characters (no NUL, no unpaired surrogate) is required"
-            ))
+            await self._error(
+                SignalingError(
+                    "bad_request",
+                    "id: an integer or a string of 1-64 characters (no NUL, no unpaired surrogate) is required",
+                )
+            )
             return
         if req_id in self._recent_ids:
-            await self._error(SignalingError("duplicate_request_id", f"request id {echo(req_id)} was already used"), req_id, True)
+            await self._error(
+                SignalingError("duplicate_request_id", f"request id {echo(req_id)} was already used"), req_id, True
+            )
             return
         self._recent_ids[req_id] = None
         if len(self._recent_ids) > _RECENT_IDS:
@@ -187,7 +197,11 @@ class SignalingSession:
     async def _hello(self, frame: dict[str, Any]) -> None:
         proto = frame.get("protocol")
         if proto != PROTOCOL:
-            await self._error(SignalingError("unsupported_protocol", f"protocol {echo(proto)} is not supported; this server speaks {PROTOCOL}"))
+            await self._error(
+                SignalingError(
+                    "unsupported_protocol", f"protocol {echo(proto)} is not supported; this server speaks {PROTOCOL}"
+                )
+            )
             return
         if self.hello_done:
             await self._error(SignalingError("bad_request", "hello was already received"))

@@ -19,8 +19,11 @@ from tests.realparts import FakeClock
 def accounts_config(data_dir: str, *, trust_client_ids: bool = False) -> AccountsConfig:
     """Accounts in ``data_dir`` with argon2id at its cheapest (these tests are about rules)."""
     return AccountsConfig(
-        data_dir=data_dir, trust_client_ids=trust_client_ids,
-        password_time_cost=1, password_memory_kib=1024, password_parallelism=1,
+        data_dir=data_dir,
+        trust_client_ids=trust_client_ids,
+        password_time_cost=1,
+        password_memory_kib=1024,
+        password_parallelism=1,
     )
 
 
@@ -38,7 +41,13 @@ class Api:
         return self.daemon.accounts
 
     async def call(
-        self, method: str, path: str, *, token: str | None = None, json: Any = None, data: Any = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json: Any = None,
+        data: Any = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, aiohttp.ClientResponse]:
         h = dict(headers or {})
@@ -51,7 +60,9 @@ class Api:
     async def member(self, name: str, *, adult: bool = True) -> tuple[str, str]:
         """Register a member; returns (token, member id)."""
         status, body, _ = await self.call(
-            "POST", "/api/v1/accounts", json={"username": name, "password": "password-" + name, "adult_confirmed": adult}
+            "POST",
+            "/api/v1/accounts",
+            json={"username": name, "password": "password-" + name, "adult_confirmed": adult},
         )
         assert status == 201, body
         return body["token"], body["principal"]["id"]
@@ -62,10 +73,18 @@ class Api:
 
     async def performer(self, admin: str, name: str, price: int = 200, **extra: Any) -> tuple[str, str]:
         """Create a performer through the API; returns (token, performer id)."""
-        status, body, _ = await self.call("POST", "/api/v1/performers", token=admin, json={
-            "username": name, "password": "password-" + name, "display_name": name.title(),
-            "price_per_minute": price, **extra,
-        })
+        status, body, _ = await self.call(
+            "POST",
+            "/api/v1/performers",
+            token=admin,
+            json={
+                "username": name,
+                "password": "password-" + name,
+                "display_name": name.title(),
+                "price_per_minute": price,
+                **extra,
+            },
+        )
         assert status == 201, body
         issued = await self.accounts.login(name, "password-" + name)
         return issued.token, body["id"]

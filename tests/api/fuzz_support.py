@@ -56,8 +56,9 @@ class LiveDaemon:
         await a.create_admin("boss", "boss-password")
         boss = (await a.login("boss", "boss-password")).principal
         # "alice" is the documented example username: the example phase hits a real profile.
-        await a.create_performer(boss, "alice", "alice-password", display_name="Alice", price_per_minute=300,
-                                 categories=["girl"])
+        await a.create_performer(
+            boss, "alice", "alice-password", display_name="Alice", price_per_minute=300, categories=["girl"]
+        )
         await a.create_performer(boss, "bella", "bella-password", display_name="Bella", price_per_minute=200)
         await a.register("member1", "member-password", adult_confirmed=True)
 
@@ -66,8 +67,11 @@ class LiveDaemon:
         a = self.daemon.accounts
         if role == "guest":
             return (await a.start_guest(adult_confirmed=True)).token
-        name, pw = {"member": ("member1", "member-password"), "performer": ("alice", "alice-password"),
-                    "admin": ("boss", "boss-password")}.get(role, ("", ""))
+        name, pw = {
+            "member": ("member1", "member-password"),
+            "performer": ("alice", "alice-password"),
+            "admin": ("boss", "boss-password"),
+        }.get(role, ("", ""))
         return (await a.login(name, pw)).token if name else None
 
     def token(self, role: str) -> str | None:
@@ -128,8 +132,12 @@ def documented_cross_field_refusal(case: Any, response: Any) -> bool:
     (docs/accounts.md; the PASSWORD schema's description). Every other 400 on valid input fails."""
     body = case.body if isinstance(case.body, dict) else {}
     user, pw = body.get("username"), body.get("password")
-    return (response.status_code == 400 and isinstance(user, str) and isinstance(pw, str)
-            and user.casefold() == pw.casefold())
+    return (
+        response.status_code == 400
+        and isinstance(user, str)
+        and isinstance(pw, str)
+        and user.casefold() == pw.casefold()
+    )
 
 
 def call_and_check(case: Any, live: LiveDaemon) -> None:
@@ -144,8 +152,14 @@ def call_and_check(case: Any, live: LiveDaemon) -> None:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         response = case.call(base_url=live.base, headers=headers)
-        checks = [not_a_server_error, status_code_conformance, content_type_conformance,
-                  response_schema_conformance, response_headers_conformance, ignored_auth]
+        checks = [
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+            response_headers_conformance,
+            ignored_auth,
+        ]
         if not documented_cross_field_refusal(case, response):
             checks.append(positive_data_acceptance)
         if not negation_lost_on_the_wire(case, response):

@@ -100,7 +100,12 @@ async def test_a_message_carries_an_id_author_and_colour_and_reaches_the_room(
     assert gjoined["chat"]["you"]["kind"] == "guest" and gjoined["chat"]["you"]["username"].startswith("guest-")
     sent = (await mia.request("chat.send", text="  hello anna  "))["message"]
     assert sent["text"] == "hello anna" and sent["author"] == {
-        "id": mia_id, "username": "mia", "kind": "member", "top_member": False, "color": None}
+        "id": mia_id,
+        "username": "mia",
+        "kind": "member",
+        "top_member": False,
+        "color": None,
+    }
     for c in (room.perf, guest):
         got = (await c.next_event("chat.message"))["data"]["message"]
         assert got == sent
@@ -240,9 +245,7 @@ async def test_a_banned_user_is_refused_and_cannot_rejoin(api: Api, clients: lis
     await last.request("chat.send", text="the ban ran out")
 
 
-async def test_a_timed_out_user_writes_again_once_the_timeout_passed(
-    api: Api, clients: list[SignalingClient]
-) -> None:
+async def test_a_timed_out_user_writes_again_once_the_timeout_passed(api: Api, clients: list[SignalingClient]) -> None:
     """Protects the timeout rule with an injected clock: muted for 60 s, the member's messages
     are refused with `muted` and `until`, it stays in the show and reads, and at 60 s it writes
     again; unmute ends a timeout early."""
@@ -343,14 +346,24 @@ async def test_every_moderation_action_is_logged_and_readable_by_support_only(
     assert status == 200
     entries = body["entries"]
     assert [e["action"] for e in entries] == [
-        "clear", "kick", "unban", "ban", "slow", "slow", "delete", "unmute", "mute"]
+        "clear",
+        "kick",
+        "unban",
+        "ban",
+        "slow",
+        "slow",
+        "delete",
+        "unmute",
+        "mute",
+    ]
     assert all(e["actor"]["id"] == room.perf_id and e["room"] == "anna" for e in entries)
     assert entries[3]["target"] == bob_id and entries[3]["params"] == {"seconds": 60}
     assert entries[6]["params"] == {"message_id": bad["id"]} and entries[6]["reason"] == "prohibited"
     assert entries[8]["reason"] == "r1" and entries[8]["target"] == mia_id and entries[8]["ts"] == api.clock()
     status, body, _ = await api.call("GET", "/api/v1/moderation/reports?room=anna", token=room.admin)
     assert status == 200 and [(r["message_id"], r["text"], r["reason"]) for r in body["reports"]] == [
-        (bad["id"], "prohibited stuff", "prohibited content")]
+        (bad["id"], "prohibited stuff", "prohibited content")
+    ]
     member_token = (await api.member("nosy"))[0]
     for path in ("/api/v1/moderation/log?room=anna", "/api/v1/moderation/reports"):
         assert (await api.call("GET", path, token=member_token))[0] == 403
@@ -358,14 +371,13 @@ async def test_every_moderation_action_is_logged_and_readable_by_support_only(
 
 
 async def buy(api: Api, token: str, key: str) -> None:
-    status, body, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token,
-                                     json={"package": "p2999", "idempotency_key": "purchase-" + key})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/wallet/purchases", token=token, json={"package": "p2999", "idempotency_key": "purchase-" + key}
+    )
     assert status == 201, body
 
 
-async def test_tips_move_credits_and_king_of_the_room_changes_hands(
-    api: Api, clients: list[SignalingClient]
-) -> None:
+async def test_tips_move_credits_and_king_of_the_room_changes_hands(api: Api, clients: list[SignalingClient]) -> None:
     """Protects surprises: a tip takes the credits from the member's wallet and gives the
     performer its share (50 %), the room sees the tip, King of the Room is the top spender
     of the show session with the credits spent, and it changes hands when outspent."""
@@ -543,8 +555,11 @@ async def test_chat_is_a_personal_data_source_and_retention_follows_purchases(
     day = 86400 * 1_000_000
     now = int(api.clock() * 1_000_000) + day
     policy = RetentionPolicy(
-        now_us=now, usage_before_us=now - 120 * day, guest_before_us=now - 15 * day,
-        identity_before_us=now - 5 * day, inactive_before_us=now - 365 * day,
+        now_us=now,
+        usage_before_us=now - 120 * day,
+        guest_before_us=now - 15 * day,
+        identity_before_us=now - 5 * day,
+        inactive_before_us=now - 365 * day,
         last_purchase_us={old_id: now - 121 * day, new_id: now - 10 * day},
     )
     assert await chat.purge(policy) == 1  # only the old buyer's line: the guest's is 1 day old

@@ -25,10 +25,16 @@ async def two_daemons() -> AsyncIterator[tuple[Daemon, Daemon]]:
     require("Redis", REDIS_PORT)
     async with pg_schema() as schema:
         prefix = unique_name("jchat")
-        accounts = AccountsConfig(dsn=f"{PG_DSN}?search_path={schema}", trust_client_ids=True,
-                                  password_time_cost=1, password_memory_kib=1024, password_parallelism=1)
-        cfg = dataclasses.replace(make_config(accounts=accounts),
-                                  chat=ChatConfig(redis_url=REDIS_URL, redis_prefix=prefix))
+        accounts = AccountsConfig(
+            dsn=f"{PG_DSN}?search_path={schema}",
+            trust_client_ids=True,
+            password_time_cost=1,
+            password_memory_kib=1024,
+            password_parallelism=1,
+        )
+        cfg = dataclasses.replace(
+            make_config(accounts=accounts), chat=ChatConfig(redis_url=REDIS_URL, redis_prefix=prefix)
+        )
         a, b = Daemon(cfg), Daemon(cfg)
         await a.start()
         try:

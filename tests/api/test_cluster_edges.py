@@ -38,11 +38,19 @@ async def prefix() -> AsyncIterator[str]:
 async def make_node() -> AsyncIterator[MakeNode]:
     started: list[Daemon] = []
 
-    async def make(node_id: str, prefix: str, *, redis_url: str = REDIS_URL, base: Config | None = None,
-                   clock: Any = None) -> Daemon:
-        cfg = (base or loopback_config()).replace(cluster=ClusterConfig(
-            redis_url=redis_url, key_prefix=prefix, node_id=node_id, secret=SECRET,
-            heartbeat_interval_s=0.2, ttl_s=2.0))
+    async def make(
+        node_id: str, prefix: str, *, redis_url: str = REDIS_URL, base: Config | None = None, clock: Any = None
+    ) -> Daemon:
+        cfg = (base or loopback_config()).replace(
+            cluster=ClusterConfig(
+                redis_url=redis_url,
+                key_prefix=prefix,
+                node_id=node_id,
+                secret=SECRET,
+                heartbeat_interval_s=0.2,
+                ttl_s=2.0,
+            )
+        )
         d = Daemon(cfg, **({"accounts_clock": clock} if clock is not None else {}))
         await d.start()
         started.append(d)
@@ -78,8 +86,12 @@ async def test_whep_on_a_node_without_the_show_is_served_through_a_relay_and_307
         async with aiohttp.ClientSession() as s:
             pc, sdp = await whep_offer()
             pcs.append(pc)
-            async with s.post(f"http://127.0.0.1:{b.port}/whep/anna", data=sdp.encode(), allow_redirects=False,
-                              headers={"Content-Type": "application/sdp"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{b.port}/whep/anna",
+                data=sdp.encode(),
+                allow_redirects=False,
+                headers={"Content-Type": "application/sdp"},
+            ) as r:
                 assert r.status == 201, await r.text()
             assert b.relays is not None and b.relays.is_edge("anna")
             replicas = list(b.shows.shows["anna"].router.producers.values())
@@ -90,8 +102,12 @@ async def test_whep_on_a_node_without_the_show_is_served_through_a_relay_and_307
 
             pc, sdp = await whep_offer()
             pcs.append(pc)
-            async with s.post(f"http://127.0.0.1:{b.port}/whep/anna", data=sdp.encode(), allow_redirects=False,
-                              headers={"Content-Type": "application/sdp"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{b.port}/whep/anna",
+                data=sdp.encode(),
+                allow_redirects=False,
+                headers={"Content-Type": "application/sdp"},
+            ) as r:
                 body = await r.json()
                 assert r.status == 307, body
                 assert r.headers["Location"] == f"http://127.0.0.1:{a.port}/whep/anna"
@@ -136,35 +152,43 @@ async def test_failed_logins_through_two_nodes_count_once(tmp_path: Path, prefix
     b = await make_node("b", prefix, base=base, clock=clock)
     assert a.accounts is not None
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{a.port}/api/v1/accounts",
-                          json={"username": "gina", "password": "password-gina", "adult_confirmed": True}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{a.port}/api/v1/accounts",
+            json={"username": "gina", "password": "password-gina", "adult_confirmed": True},
+        ) as r:
             assert r.status == 201, await r.text()
         for i in range(10):
             node = a if i % 2 else b
-            async with s.post(f"http://127.0.0.1:{node.port}/api/v1/sessions",
-                              json={"username": "gina", "password": "nope-nope"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{node.port}/api/v1/sessions", json={"username": "gina", "password": "nope-nope"}
+            ) as r:
                 assert r.status == 401
         for node in (a, b):
-            async with s.post(f"http://127.0.0.1:{node.port}/api/v1/sessions",
-                              json={"username": "gina", "password": "password-gina"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{node.port}/api/v1/sessions", json={"username": "gina", "password": "password-gina"}
+            ) as r:
                 assert r.status == 429 and int(r.headers["Retry-After"]) == 900
         clock.advance(901)
-        async with s.post(f"http://127.0.0.1:{b.port}/api/v1/sessions",
-                          json={"username": "gina", "password": "password-gina"}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{b.port}/api/v1/sessions", json={"username": "gina", "password": "password-gina"}
+        ) as r:
             assert r.status == 201
 
 
-async def test_search_on_one_node_sees_a_performer_live_on_another(tmp_path: Path, prefix: str,
-                                                                   make_node: MakeNode) -> None:
+async def test_search_on_one_node_sees_a_performer_live_on_another(
+    tmp_path: Path, prefix: str, make_node: MakeNode
+) -> None:
     """Protects "online" across nodes (docs/cluster.md, Limits): a performer live on node a is online in
     node b's search (after b's next heartbeat) and offline again there once the show ended on a."""
     clock = FakeClock()
+
     # One ledger and one accounts store for the site; an outbox per node (each owns its own: docs/money.md).
     def billing(node_id: str) -> BillingConfig:
         return BillingConfig(data_dir=str(tmp_path), outbox_dir=str(tmp_path / node_id), node_id=node_id)
 
-    base = loopback_config(billing=billing("api1"), accounts=accounts_config(str(tmp_path)),
-                           payments=PaymentsConfig(provider="test"))
+    base = loopback_config(
+        billing=billing("api1"), accounts=accounts_config(str(tmp_path)), payments=PaymentsConfig(provider="test")
+    )
     a = await make_node("a", prefix, base=base, clock=clock)
     b = await make_node("b", prefix, base=base.replace(billing=billing("api2")), clock=clock)
     async with aiohttp.ClientSession() as session:
@@ -344,7 +368,9 @@ async def test_an_edge_show_outlives_a_republish_and_ends_with_the_origins_show(
         await pub.close()
 
 
-async def test_a_refused_relay_falls_back_to_moved(prefix: str, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_refused_relay_falls_back_to_moved(
+    prefix: str, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Protects the failure path of an edge: when the origin refuses the relay (here: the edge signs its
     control request with another secret, as a misconfigured node would), the guest is answered `moved`
     to the origin, never an error or a dead show, and the failure is counted; no edge show is left."""

@@ -36,7 +36,8 @@ async def api_any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Async
             accounts = dataclasses.replace(accounts, dsn=dsn)
         cfg = daemon_config(
             billing=BillingConfig(data_dir=str(tmp_path), node_id="race1", ledger_dsn=dsn),
-            accounts=accounts, payments=PaymentsConfig(provider="test"),
+            accounts=accounts,
+            payments=PaymentsConfig(provider="test"),
         )
         d = Daemon(cfg, accounts_clock=clock)
         await d.start()
@@ -53,7 +54,9 @@ async def test_concurrent_top_membership_starts_answer_one_201_and_the_rest_200(
     is 201 (charged), the others 200 (already), and exactly one fee of 15 credits is taken."""
     api = api_any_store
     token, mid = await api.member("race")
-    status, _, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token, json={"package": "p2999", "idempotency_key": "key-race-1"})
+    status, _, _ = await api.call(
+        "POST", "/api/v1/wallet/purchases", token=token, json={"package": "p2999", "idempotency_key": "key-race-1"}
+    )
     assert status == 201
     answers = await asyncio.gather(
         *[api.call("POST", "/api/v1/me/top-membership", token=token, json={}) for _ in range(n)]
@@ -74,10 +77,17 @@ async def test_concurrent_purchases_with_one_key_answer_one_201_and_the_rest_200
     answered 201 once and 200 (replayed) otherwise, and the package is credited once."""
     api = api_any_store
     token, mid = await api.member("buyer")
-    answers = await asyncio.gather(*[
-        api.call("POST", "/api/v1/wallet/purchases", token=token, json={"package": "p2999", "idempotency_key": "key-twin-1"})
-        for _ in range(n)
-    ])
+    answers = await asyncio.gather(
+        *[
+            api.call(
+                "POST",
+                "/api/v1/wallet/purchases",
+                token=token,
+                json={"package": "p2999", "idempotency_key": "key-twin-1"},
+            )
+            for _ in range(n)
+        ]
+    )
     statuses = sorted(s for s, _, _ in answers)
     assert statuses == [200] * (n - 1) + [201], statuses
     assert len({body["payment_id"] for _, body, _ in answers}) == 1

@@ -70,7 +70,10 @@ async def test_seeding_is_idempotent_and_tops_up_only_when_below(tmp_path: Path)
         first = await d.seed_demo()
         assert first is not None and first.member_credits == "30.00"
         assert (first.performer.username, first.member.username, first.show_id) == (
-            DEMO_PERFORMER, DEMO_MEMBER, DEMO_PERFORMER)
+            DEMO_PERFORMER,
+            DEMO_MEMBER,
+            DEMO_PERFORMER,
+        )
         login = await d.accounts.login(DEMO_PERFORMER, first.performer.password)  # type: ignore[union-attr]
         assert login.principal.kind == "performer"
         member = await d.accounts.login(DEMO_MEMBER, first.member.password)  # type: ignore[union-attr]
@@ -87,8 +90,18 @@ async def test_seeding_is_idempotent_and_tops_up_only_when_below(tmp_path: Path)
         assert (again.performer.user_id, again.member.user_id) == (first.performer.user_id, first.member.user_id)
         # Spend 35 of the 40 credits: the next start tops the wallet up to exactly 30.
         assert d.billing is not None
-        await d.billing.ledger.submit([Transfer(
-            "spent-by-test", wallet_account(first.member.user_id), HOUSE_REVENUE, credits_to_units(35), CREDIT, "tip")])
+        await d.billing.ledger.submit(
+            [
+                Transfer(
+                    "spent-by-test",
+                    wallet_account(first.member.user_id),
+                    HOUSE_REVENUE,
+                    credits_to_units(35),
+                    CREDIT,
+                    "tip",
+                )
+            ]
+        )
     finally:
         await d.stop()
 
@@ -123,7 +136,9 @@ async def test_demo_endpoints(tmp_path: Path, http: aiohttp.ClientSession) -> No
             body = await r.json()
         assert body["demo"]["show_id"] == DEMO_PERFORMER and body["demo"]["top_up_credits"] == 10
         assert [(a["role"], a["username"]) for a in body["demo"]["accounts"]] == [
-            ("performer", DEMO_PERFORMER), ("member", DEMO_MEMBER)]
+            ("performer", DEMO_PERFORMER),
+            ("member", DEMO_MEMBER),
+        ]
         async with http.post(base + "/demo/top-up") as r:
             assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
         assert d.accounts is not None

@@ -24,7 +24,8 @@ from jasmin_sfu.store.errors import RetryableStoreError
 
 def _error_classes(module: ModuleType) -> list[type[Exception]]:
     return [
-        cls for _, cls in inspect.getmembers(module, inspect.isclass)
+        cls
+        for _, cls in inspect.getmembers(module, inspect.isclass)
         if issubclass(cls, Exception) and cls.__module__ == module.__name__
     ]
 
@@ -69,4 +70,3 @@ def test_rules_with_headers_use_the_given_clock() -> None:
     mailing = map_error(MailingRateLimitedError(1000.0), now=900.5)
     assert mailing is not None and (mailing.status, mailing.code) == (429, "rate_limited")
     assert mailing.headers == {"Retry-After": "100"} and mailing.extra == {"retry_at": 1000.0}
-

@@ -107,32 +107,42 @@ async def test_a_worker_ends_what_another_revoked_posts_its_own_and_an_erasure_w
             ws1 = await _subscribed(http, ws_url, first.token)
             ws2 = await _subscribed(http, ws_url, second.token)
             ws3 = await _subscribed(http, ws_url, third.token)
-            async with http.post(revoke, json={"session_id": first.principal.session_id, "reason": "token revoked"},
-                                 headers={INTERNAL_SECRET_HEADER: SECRET}) as r:
+            async with http.post(
+                revoke,
+                json={"session_id": first.principal.session_id, "reason": "token revoked"},
+                headers={INTERNAL_SECRET_HEADER: SECRET},
+            ) as r:
                 assert r.status == 200 and await r.json() == {"ended": 1}
             assert await _close_code(ws1) == 4401
             assert sup.posts == [], "a revocation from another worker is not posted back"
 
-            async with http.delete(http_url + "/api/v1/sessions/current",
-                                   headers={"Authorization": f"Bearer {second.token}"}) as r:
+            async with http.delete(
+                http_url + "/api/v1/sessions/current", headers={"Authorization": f"Bearer {second.token}"}
+            ) as r:
                 assert r.status == 204
             assert await _close_code(ws2) == 4401
             await asyncio.wait_for(sup.asked.wait(), 10)
-            assert sup.posts == [(SECRET, {"session_id": second.principal.session_id, "reason": "token revoked",
-                                           "from_port": d.port})]
+            assert sup.posts == [
+                (SECRET, {"session_id": second.principal.session_id, "reason": "token revoked", "from_port": d.port})
+            ]
 
             sup.asked.clear()
             sup.hold.clear()
-            erasure = asyncio.ensure_future(http.post(
-                http_url + "/api/v1/me/erasure", json={"password": "password-mia"},
-                headers={"Authorization": f"Bearer {third.token}"}))
+            erasure = asyncio.ensure_future(
+                http.post(
+                    http_url + "/api/v1/me/erasure",
+                    json={"password": "password-mia"},
+                    headers={"Authorization": f"Bearer {third.token}"},
+                )
+            )
             await asyncio.wait_for(sup.asked.wait(), 10)
             assert sup.posts[-1] == (SECRET, {"member_id": mid, "reason": "account revoked", "from_port": d.port})
             assert await _close_code(ws3) == 4401
             await asyncio.wait([erasure], timeout=1)
             user = await d.accounts.store.user_by_id(mid)
-            assert not erasure.done() and user is not None and user.username == "mia", \
+            assert not erasure.done() and user is not None and user.username == "mia", (
                 "nothing is erased while the other workers have not answered"
+            )
             sup.hold.set()
             async with await erasure as r:
                 assert r.status == 200 and (await r.json())["status"] == "completed"
@@ -147,9 +157,11 @@ async def test_a_worker_ends_what_another_revoked_posts_its_own_and_an_erasure_w
 
 def test_a_supervisor_url_needs_the_secret_and_a_loopback_address() -> None:
     """Protects the workers' revocation path from pointing anywhere but the local supervisor."""
-    for server in (ServerConfig(supervisor_url="http://127.0.0.1:4000"),
-                   ServerConfig(internal_secret=SECRET, supervisor_url="http://10.0.0.1:4000"),
-                   ServerConfig(internal_secret=SECRET, supervisor_url="https://127.0.0.1:4000/x")):
+    for server in (
+        ServerConfig(supervisor_url="http://127.0.0.1:4000"),
+        ServerConfig(internal_secret=SECRET, supervisor_url="http://10.0.0.1:4000"),
+        ServerConfig(internal_secret=SECRET, supervisor_url="https://127.0.0.1:4000/x"),
+    ):
         try:
             validate(Config(server=server))
         except ConfigError as exc:

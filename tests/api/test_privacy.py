@@ -24,8 +24,12 @@ DAY = 86400
 
 
 async def _buy(api: Api, token: str, key: str = "key-00001") -> None:
-    status, body, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token, json={
-        "package": "p2999", "idempotency_key": key, "card_last4": "4242", "card_expiry": "12/29"})
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/wallet/purchases",
+        token=token,
+        json={"package": "p2999", "idempotency_key": key, "card_last4": "4242", "card_expiry": "12/29"},
+    )
     assert status == 201, body
 
 
@@ -48,10 +52,21 @@ async def _usage_event(api: Api, member_id: str, *, delivered: bool = True) -> N
     assert b is not None
     sid = f"api1-{uuid.uuid4().hex}"
     now = rfc3339_us(int(api.clock() * 1_000_000))
-    b.outbox.append([CloudEvent(
-        id=event_id(sid, 1), source="urn:jasmin:session:" + sid, type="com.jasmin.usage.v1", time=now,
-        sequence="000000000001", partitionkey="wallet/" + wallet_account(member_id), subject="member/" + member_id,
-        recordedtime=now, data={"member_id": member_id, "units": 1})])
+    b.outbox.append(
+        [
+            CloudEvent(
+                id=event_id(sid, 1),
+                source="urn:jasmin:session:" + sid,
+                type="com.jasmin.usage.v1",
+                time=now,
+                sequence="000000000001",
+                partitionkey="wallet/" + wallet_account(member_id),
+                subject="member/" + member_id,
+                recordedtime=now,
+                data={"member_id": member_id, "units": 1},
+            )
+        ]
+    )
     if delivered:
         await asyncio.wait_for(b.relay.wait_idle(), 10)
 
@@ -78,8 +93,16 @@ async def test_nobody_visibility_shows_a_performer_the_username_only(api: Api) -
     mtok, mid = await api.member("mia")
     await _buy(api, mtok)
     await _private(api, mid, pid)
-    await _profile(api, mtok, display_name="Mia M", gender="female", age_range="25-34", country="DE",
-                   languages=["de", "en"], about="hello")
+    await _profile(
+        api,
+        mtok,
+        display_name="Mia M",
+        gender="female",
+        age_range="25-34",
+        country="DE",
+        languages=["de", "en"],
+        about="hello",
+    )
     status, body, _ = await api.call("GET", "/api/v1/me/privacy", token=mtok)
     assert body == {"profile_visibility": "nobody", "mask_visibility": "private"}  # private by default
     for path in ("/api/v1/members/mia", f"/api/v1/members/by-id/{mid}"):
@@ -161,8 +184,11 @@ def _rows_mentioning(data_dir: Path, needle: str) -> list[tuple[str, str, dict[s
                 cur = db.execute(f'SELECT * FROM "{t}"')
                 names = [d[0] for d in cur.description]
                 for r in cur.fetchall():
-                    if any(needle in (bytes(v).decode(errors="replace") if isinstance(v, (bytes, memoryview))
-                                      else str(v)) for v in r if v is not None):
+                    if any(
+                        needle in (bytes(v).decode(errors="replace") if isinstance(v, (bytes, memoryview)) else str(v))
+                        for v in r
+                        if v is not None
+                    ):
                         out.append((f.name, t, {n: _norm(v) for n, v in zip(names, r)}))
         finally:
             db.close()
@@ -204,11 +230,37 @@ async def test_the_download_holds_every_row_of_every_database_about_the_member(a
     await social.record_private(mid, pid, 60, show_id="dana")
     chat = api.daemon.chat
     assert chat is not None
-    await chat.store.add_message(MessageRow(chat.new_id(), "dana", mid, "dora", "member", False, None, "hello dana",
-                                            (), None, int(api.clock() * 1_000_000)))
+    await chat.store.add_message(
+        MessageRow(
+            chat.new_id(),
+            "dana",
+            mid,
+            "dora",
+            "member",
+            False,
+            None,
+            "hello dana",
+            (),
+            None,
+            int(api.clock() * 1_000_000),
+        )
+    )
     # The performer's line in dora's private names dora only in private_to.
-    await chat.store.add_message(MessageRow(chat.new_id(), "dana", pid, "dana", "performer", False, None,
-                                            "just for you", (), mid, int(api.clock() * 1_000_000)))
+    await chat.store.add_message(
+        MessageRow(
+            chat.new_id(),
+            "dana",
+            pid,
+            "dana",
+            "performer",
+            False,
+            None,
+            "just for you",
+            (),
+            mid,
+            int(api.clock() * 1_000_000),
+        )
+    )
     status, feed, _ = await api.call("POST", "/api/v1/me/feed/token", token=mtok)
     assert status in (200, 201), feed
     status, data, resp = await api.call("GET", "/api/v1/me/data", token=mtok)
@@ -225,11 +277,18 @@ async def test_the_download_holds_every_row_of_every_database_about_the_member(a
     assert len(usage["outbox_events"]) == 1 and len(usage["billing-events.jsonl"]) == 1
     assert {"social.sqlite3", "chat.sqlite3"} <= files
     # The social source names its tables without the "soc_" prefix of the database, some in words.
-    social_names = {"soc_feeds": "feed", "soc_mail_subscriptions": "mailing_subscriptions",
-                    "soc_top_members": "top_membership", "soc_presets": "search_presets",
-                    "soc_performer_attrs": "performer_attributes"}
-    missing = [(f, t, r) for f, t, r in held
-               if not _covered(r, by_table.get(t, []) + by_table.get(social_names.get(t, t.removeprefix("soc_")), []))]
+    social_names = {
+        "soc_feeds": "feed",
+        "soc_mail_subscriptions": "mailing_subscriptions",
+        "soc_top_members": "top_membership",
+        "soc_presets": "search_presets",
+        "soc_performer_attrs": "performer_attributes",
+    }
+    missing = [
+        (f, t, r)
+        for f, t, r in held
+        if not _covered(r, by_table.get(t, []) + by_table.get(social_names.get(t, t.removeprefix("soc_")), []))
+    ]
     assert not missing, f"rows about the member missing from the download: {missing[:5]}"
     assert "just for you" in [m["text"] for m in data["sources"]["chat"]["chat_messages"]]
     flat = json.dumps(data)
@@ -276,8 +335,9 @@ async def test_erasure_erases_personal_fields_keeps_money_and_blacklists_the_nam
     acc = sqlite3.connect(tmp_path / "accounts.sqlite3")
     try:
         dump = "\n".join(acc.iterdump())
-        pay = acc.execute("SELECT amount_cents, card_last4, card_expiry FROM acc_payments WHERE user_id = ?",
-                          (mid,)).fetchall()
+        pay = acc.execute(
+            "SELECT amount_cents, card_last4, card_expiry FROM acc_payments WHERE user_id = ?", (mid,)
+        ).fetchall()
         user = acc.execute("SELECT username, password_hash, closed_at FROM acc_users WHERE id = ?", (mid,)).fetchone()
     finally:
         acc.close()
@@ -324,7 +384,9 @@ async def test_an_interrupted_erasure_is_resumed(api: Api) -> None:
     api.daemon.personal_data.register(failing)
     status, body, _ = await api.call("POST", "/api/v1/me/erasure", token=mtok, json={"password": "password-finn"})
     assert status == 202 and body["status"] == "pending"
-    assert (await api.call("POST", "/api/v1/sessions", json={"username": "finn", "password": "password-finn"}))[0] == 401
+    assert (await api.call("POST", "/api/v1/sessions", json={"username": "finn", "password": "password-finn"}))[
+        0
+    ] == 401
     assert [e.user_id for e in await api.accounts.store.open_erasures()] == [mid]
     failing.fail = False
     report = await privacy.retention.run()
@@ -342,14 +404,19 @@ async def test_failed_logins_are_throttled_per_username_with_retry_after(api: Ap
     for _ in range(10):
         status, _b, _ = await api.call("POST", "/api/v1/sessions", json={"username": "gina", "password": "nope-nope"})
         assert status == 401
-    status, body, resp = await api.call("POST", "/api/v1/sessions", json={"username": "gina",
-                                                                          "password": "password-gina"})
+    status, body, resp = await api.call(
+        "POST", "/api/v1/sessions", json={"username": "gina", "password": "password-gina"}
+    )
     assert status == 429 and body["error"]["code"] == "rate_limited"
     assert int(resp.headers["Retry-After"]) == 900
     api.clock.advance(899)
-    assert (await api.call("POST", "/api/v1/sessions", json={"username": "gina", "password": "password-gina"}))[0] == 429
+    assert (await api.call("POST", "/api/v1/sessions", json={"username": "gina", "password": "password-gina"}))[
+        0
+    ] == 429
     api.clock.advance(2)
-    assert (await api.call("POST", "/api/v1/sessions", json={"username": "gina", "password": "password-gina"}))[0] == 201
+    assert (await api.call("POST", "/api/v1/sessions", json={"username": "gina", "password": "password-gina"}))[
+        0
+    ] == 201
 
 
 async def test_failed_logins_are_throttled_per_client_address(api: Api) -> None:
@@ -359,11 +426,11 @@ async def test_failed_logins_are_throttled_per_client_address(api: Api) -> None:
     await api.member("hugo")
     for i in range(50):
         await api.call("POST", "/api/v1/sessions", json={"username": f"nobody{i}", "password": "nope-nope"})
-    status, body, resp = await api.call("POST", "/api/v1/sessions", json={"username": "nobody99",
-                                                                          "password": "nope-nope"})
+    status, body, resp = await api.call(
+        "POST", "/api/v1/sessions", json={"username": "nobody99", "password": "nope-nope"}
+    )
     assert status == 429 and body["error"]["code"] == "rate_limited" and int(resp.headers["Retry-After"]) == 900
-    status, body, _ = await api.call("POST", "/api/v1/sessions", json={"username": "hugo",
-                                                                       "password": "password-hugo"})
+    status, body, _ = await api.call("POST", "/api/v1/sessions", json={"username": "hugo", "password": "password-hugo"})
     assert status == 201, body
     api.clock.advance(901)
     status, _b, _ = await api.call("POST", "/api/v1/sessions", json={"username": "nobody99", "password": "nope-nope"})
@@ -381,8 +448,9 @@ async def _joined_ws(api: Api, token: str, show: str, role: str = "viewer") -> a
     await ws.send_json({"type": "hello", "protocol": "jasmin/1", "client": "test-privacy"})
     welcome = await ws.receive_json(timeout=5)
     assert welcome.get("type") == "welcome", welcome
-    await ws.send_json({"type": "request", "id": 1, "method": "join",
-                        "data": {"show_id": show, "role": role, "token": token}})
+    await ws.send_json(
+        {"type": "request", "id": 1, "method": "join", "data": {"show_id": show, "role": role, "token": token}}
+    )
     while True:
         msg = await ws.receive_json(timeout=5)
         if msg.get("type") == "response" and msg.get("id") == 1:
@@ -466,8 +534,16 @@ async def test_signaling_shows_a_performer_only_the_member_id_and_chat_name(api:
     ptok, _pid = await api.performer(admin, "kira")
     mtok, mid = await api.member("lena")
     await _buy(api, mtok)
-    await _profile(api, mtok, display_name="Lena L", gender="female", age_range="25-34", country="FR",
-                   languages=["fr"], about="secret about lena")
+    await _profile(
+        api,
+        mtok,
+        display_name="Lena L",
+        gender="female",
+        age_range="25-34",
+        country="FR",
+        languages=["fr"],
+        about="secret about lena",
+    )
     secrets = ("Lena L", "secret about lena", "FR", "25-34", "female", "bronze", "vip_points", "profile", "mask")
     perf = await SignalingClient.connect(api.ws)
     member = await SignalingClient.connect(api.ws)
@@ -554,8 +630,11 @@ def _billing_log(tmp_path: Path, mid: str) -> list[dict[str, Any]]:
     path = tmp_path / "billing-events.jsonl"
     if not path.exists():
         return []
-    return [e for e in (json.loads(line) for line in path.read_bytes().splitlines())
-            if e.get("data", {}).get("member_id") == mid]
+    return [
+        e
+        for e in (json.loads(line) for line in path.read_bytes().splitlines())
+        if e.get("data", {}).get("member_id") == mid
+    ]
 
 
 async def _poll(cond: Any, timeout: float = 15.0) -> bool:
@@ -623,8 +702,10 @@ async def test_erasure_during_a_private_ends_it_first_and_no_row_appears_after(a
         def charged() -> list[tuple[Any, ...]]:
             db = sqlite3.connect(tmp_path / "ledger.sqlite3")
             try:
-                return db.execute("SELECT used_seconds, charged, rate, status FROM cc_sessions WHERE wallet_id = ?",
-                                  (wallet_account(mid),)).fetchall()
+                return db.execute(
+                    "SELECT used_seconds, charged, rate, status FROM cc_sessions WHERE wallet_id = ?",
+                    (wallet_account(mid),),
+                ).fetchall()
             finally:
                 db.close()
 

@@ -37,10 +37,12 @@ class PrivacyLiveDaemon(LiveDaemon):
         sid = f"api1-{uuid.uuid4().hex}"
         await d.billing.cc.authorize(sid, wallet_account(member.id), 300, performer_id=performer.id)
         await d.billing.cc.terminate(sid, 1, 20)
-        await d.privacy.service.update_profile(member, {"display_name": "Member One", "country": "DE",
-                                                        "languages": ["en"], "about": "fuzzed"})
-        await d.privacy.service.update_settings(member, profile_visibility="performers_with_private",
-                                                mask_visibility="public")
+        await d.privacy.service.update_profile(
+            member, {"display_name": "Member One", "country": "DE", "languages": ["en"], "about": "fuzzed"}
+        )
+        await d.privacy.service.update_settings(
+            member, profile_visibility="performers_with_private", mask_visibility="public"
+        )
 
 
 @pytest.fixture

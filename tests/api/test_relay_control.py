@@ -37,8 +37,11 @@ SECRET = "r" * 40
 @pytest.fixture
 async def origin() -> AsyncIterator[Daemon]:
     async with redis_key_prefix("jrelay") as prefix:
-        cfg = loopback_config().replace(cluster=ClusterConfig(
-            redis_url=REDIS_URL, key_prefix=prefix, node_id="a", secret=SECRET, heartbeat_interval_s=0.2, ttl_s=2.0))
+        cfg = loopback_config().replace(
+            cluster=ClusterConfig(
+                redis_url=REDIS_URL, key_prefix=prefix, node_id="a", secret=SECRET, heartbeat_interval_s=0.2, ttl_s=2.0
+            )
+        )
         d = Daemon(cfg)
         await d.start()
         try:
@@ -48,14 +51,19 @@ async def origin() -> AsyncIterator[Daemon]:
 
 
 def open_body(show_id: str = "anna", node: str = "edge1") -> bytes:
-    return json.dumps({"show_id": show_id, "node": node, "host": "127.0.0.1", "port": 9,
-                       "key": new_key().hex()}).encode()
+    return json.dumps(
+        {"show_id": show_id, "node": node, "host": "127.0.0.1", "port": 9, "key": new_key().hex()}
+    ).encode()
 
 
 def signed(body: bytes, *, secret: str = SECRET, node: str = "edge1", at: float | None = None) -> dict[str, str]:
     stamp = str(time.time() if at is None else at)
-    return {NODE_HEADER: node, TIMESTAMP_HEADER: stamp, "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(secret, "POST", RELAY_OPEN_PATH, stamp, node, body)}
+    return {
+        NODE_HEADER: node,
+        TIMESTAMP_HEADER: stamp,
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(secret, "POST", RELAY_OPEN_PATH, stamp, node, body),
+    }
 
 
 async def post(d: Daemon, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -73,10 +81,10 @@ async def test_an_origin_opens_a_relay_only_for_a_fresh_request_signed_with_the_
     try:
         body = open_body()
         for headers in (
-            signed(body, secret="x" * 40),                    # another site's secret
-            {"Content-Type": "application/json"},             # unsigned
-            signed(body, at=time.time() - 300),               # outside the replay window
-            signed(body, node="edge2"),                       # the body names edge1
+            signed(body, secret="x" * 40),  # another site's secret
+            {"Content-Type": "application/json"},  # unsigned
+            signed(body, at=time.time() - 300),  # outside the replay window
+            signed(body, node="edge2"),  # the body names edge1
         ):
             status, answer = await post(origin, body, headers)
             assert status == 403 and answer["error"]["code"] == "forbidden", (headers, answer)
@@ -114,7 +122,11 @@ def test_the_verifier_names_why_it_refuses() -> None:
 
     def headers(at: float) -> dict[str, str]:
         stamp = str(at)
-        return {NODE_HEADER: "n", TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: sign(SECRET, "POST", "/p", stamp, "n", body)}
+        return {
+            NODE_HEADER: "n",
+            TIMESTAMP_HEADER: stamp,
+            SIGNATURE_HEADER: sign(SECRET, "POST", "/p", stamp, "n", body),
+        }
 
     now = clock()
     assert v.verify("POST", "/p", headers(now + 29), body) == "n"

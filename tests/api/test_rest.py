@@ -11,8 +11,12 @@ from tests.api.conftest import Api
 
 
 def is_error(body: object, code: str) -> bool:
-    return isinstance(body, dict) and set(body) == {"error"} and body["error"]["code"] == code \
+    return (
+        isinstance(body, dict)
+        and set(body) == {"error"}
+        and body["error"]["code"] == code
         and isinstance(body["error"]["message"], str)
+    )
 
 
 async def test_register_me_login_logout_revokes_only_that_token(api: Api) -> None:
@@ -82,11 +86,13 @@ async def test_purchase_twice_with_one_key_is_one_top_up(api: Api) -> None:
     assert first["status"] == "credited" and first["card_last4"] == "4242" and first["credits"] == 30
     status, w, _ = await api.call("GET", "/api/v1/wallet", token=token)
     assert (w["credits"], w["vip_points"], w["available_units"]) == ("30.00", 1, 30 * 6000)
-    status, body, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token,
-                                     json={**order, "package": "p6999"})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/wallet/purchases", token=token, json={**order, "package": "p6999"}
+    )
     assert status == 409 and is_error(body, "idempotency_conflict")
-    status, body, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token,
-                                     json={**order, "card_number": "4242424242424242"})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/wallet/purchases", token=token, json={**order, "card_number": "4242424242424242"}
+    )
     assert status == 400 and "card_number" in body["error"]["message"]
     assert api.daemon.billing is not None
     bal = await api.daemon.billing.ledger.balance(f"wallet:{mid}")
@@ -100,8 +106,9 @@ async def test_wallet_and_purchases_are_for_members_only(api: Api) -> None:
     status, g, _ = await api.call("POST", "/api/v1/guest-sessions", json={"adult_confirmed": True})
     for token in (g["token"], perf):
         assert (await api.call("GET", "/api/v1/wallet", token=token))[0] == 403
-        status, body, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token,
-                                         json={"package": "p2999", "idempotency_key": "order-0009"})
+        status, body, _ = await api.call(
+            "POST", "/api/v1/wallet/purchases", token=token, json={"package": "p2999", "idempotency_key": "order-0009"}
+        )
         assert status == 403 and is_error(body, "forbidden")
     status, body, r = await api.call("GET", "/api/v1/wallet")
     assert status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
@@ -112,27 +119,50 @@ async def test_performer_profiles_admin_creates_performer_edits_own_only(api: Ap
     own, the price and categories are validated, and /me shows a performer its profile."""
     admin = await api.admin_token()
     member, _ = await api.member("quin")
-    status, body, _ = await api.call("POST", "/api/v1/performers", token=member, json={
-        "username": "eve", "password": "password-eve", "display_name": "Eve", "price_per_minute": 100})
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/performers",
+        token=member,
+        json={"username": "eve", "password": "password-eve", "display_name": "Eve", "price_per_minute": 100},
+    )
     assert status == 403
     anna, anna_id = await api.performer(admin, "anna", 200, categories=["girl"])
     bea, _ = await api.performer(admin, "bea", 300)
-    status, body, _ = await api.call("PATCH", "/api/v1/performers/anna", token=anna,
-                                     json={"price_per_minute": 450, "bio": "Hello", "categories": ["girl", "fetish"]})
+    status, body, _ = await api.call(
+        "PATCH",
+        "/api/v1/performers/anna",
+        token=anna,
+        json={"price_per_minute": 450, "bio": "Hello", "categories": ["girl", "fetish"]},
+    )
     assert status == 200 and (body["price_per_minute"], body["categories"]) == (450, ["fetish", "girl"])
     assert (await api.call("PATCH", "/api/v1/performers/anna", token=bea, json={"bio": "x"}))[0] == 403
     assert (await api.call("PATCH", "/api/v1/performers/anna", token=member, json={"bio": "x"}))[0] == 403
-    for bad in ({"price_per_minute": 0}, {"price_per_minute": "450"}, {"categories": ["girl", "celebrity"]},
-                {"display_name": ""}, {"unknown": 1}, {"price_per_minute": None}):
+    for bad in (
+        {"price_per_minute": 0},
+        {"price_per_minute": "450"},
+        {"categories": ["girl", "celebrity"]},
+        {"display_name": ""},
+        {"unknown": 1},
+        {"price_per_minute": None},
+    ):
         status, body, _ = await api.call("PATCH", "/api/v1/performers/anna", token=anna, json=bad)
         assert status == 400 and is_error(body, "bad_request"), (bad, body)
     status, me, _ = await api.call("GET", "/api/v1/me", token=anna)
     assert me["kind"] == "performer" and me["performer"]["id"] == anna_id and me["performer"]["bio"] == "Hello"
     status, body, _ = await api.call("GET", "/api/v1/performers/nobody", token=member)
     assert status == 404 and is_error(body, "not_found")
-    status, duo, _ = await api.call("POST", "/api/v1/performers", token=admin, json={
-        "username": "duo", "password": "password-duo", "display_name": "Duo", "price_per_minute": 500,
-        "group_members": ["anna", "bea"]})
+    status, duo, _ = await api.call(
+        "POST",
+        "/api/v1/performers",
+        token=admin,
+        json={
+            "username": "duo",
+            "password": "password-duo",
+            "display_name": "Duo",
+            "price_per_minute": 500,
+            "group_members": ["anna", "bea"],
+        },
+    )
     assert status == 201 and duo["is_group"] and duo["group_members"] == ["anna", "bea"]
 
 
@@ -145,8 +175,12 @@ async def test_earnings_are_the_performers_own_from_the_ledger(api: Api) -> None
     bea, _ = await api.performer(admin, "bea")
     member, member_id = await api.member("paul")
     status, body, _ = await api.call("GET", "/api/v1/performers/anna/earnings", token=anna)
-    assert status == 200 and body == {"credits": "0.00", "units": 0, "units_per_credit": 6000,
-                                      "performer_share_bp": 5000}, body
+    assert status == 200 and body == {
+        "credits": "0.00",
+        "units": 0,
+        "units_per_credit": 6000,
+        "performer_share_bp": 5000,
+    }, body
     order = {"package": "p2999", "idempotency_key": "order-0042"}
     assert (await api.call("POST", "/api/v1/wallet/purchases", token=member, json=order))[0] == 201
     assert api.daemon.billing is not None
@@ -177,8 +211,11 @@ async def test_bad_input_is_a_json_4xx_never_a_500(api: Api) -> None:
         ({"data": b"[" * 100_000, "headers": {"Content-Type": "application/json"}}, 413, "payload_too_large"),
         ({"data": b"[" * 60_000, "headers": {"Content-Type": "application/json"}}, 400, "bad_request"),
         ({"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 400, "bad_request"),
-        ({"data": b"username=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415,
-         "unsupported_media_type"),
+        (
+            {"data": b"username=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            415,
+            "unsupported_media_type",
+        ),
         ({"json": {"username": ["x"], "password": "password"}}, 400, "bad_request"),
         ({"json": {"username": "ok_name", "password": 12345678}}, 400, "bad_request"),
         ({"json": {"username": "ok_name"}}, 400, "bad_request"),
@@ -238,9 +275,13 @@ def test_the_first_admin_comes_from_the_command_line(tmp_path: Path) -> None:
     from jasmin_sfu.services.accounts import open_accounts
     from tests.conftest import REPO
 
-    env = {"PATH": "/usr/bin:/bin", "JASMIN_ACCOUNTS_DATA_DIR": str(tmp_path),
-           "JASMIN_ACCOUNTS_PASSWORD_TIME_COST": "1", "JASMIN_ACCOUNTS_PASSWORD_MEMORY_KIB": "1024",
-           "JASMIN_ACCOUNTS_PASSWORD_PARALLELISM": "1"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "JASMIN_ACCOUNTS_DATA_DIR": str(tmp_path),
+        "JASMIN_ACCOUNTS_PASSWORD_TIME_COST": "1",
+        "JASMIN_ACCOUNTS_PASSWORD_MEMORY_KIB": "1024",
+        "JASMIN_ACCOUNTS_PASSWORD_PARALLELISM": "1",
+    }
     cmd = [sys.executable, "-m", "jasmin_sfu", "create-admin", "site_support"]
     made = subprocess.run(cmd, cwd=REPO, env=env, input="admin-password\n", capture_output=True, text=True)
     assert made.returncode == 0 and "created admin site_support" in made.stdout, made.stderr
@@ -261,9 +302,11 @@ async def test_text_no_store_can_keep_is_a_400_not_a_500(api: Api) -> None:
     """Protects the stores from input PostgreSQL cannot hold: a NUL or an unpaired surrogate in
     a JSON body, a path or a query is refused at the edge with 400 (it was a 500 on PostgreSQL)."""
     token, _ = await api.member("nul_tester")
-    for body in ({"username": "ab\u0000cd", "password": "password-1"},
-                 {"username": "abcd", "password": "pass\ud800word"},
-                 {"username\u0000": "abcd", "password": "password-1"}):
+    for body in (
+        {"username": "ab\u0000cd", "password": "password-1"},
+        {"username": "abcd", "password": "pass\ud800word"},
+        {"username\u0000": "abcd", "password": "password-1"},
+    ):
         status, resp, _ = await api.call("POST", "/api/v1/accounts", json=body)
         assert status == 400 and is_error(resp, "bad_request"), body
     status, resp, _ = await api.call("GET", "/api/v1/performers/al%00ice", token=token)
@@ -303,14 +346,36 @@ async def test_schema_valid_requests_are_accepted_and_text_rules_are_in_the_docu
     for q in ("?price_min=500&price_max=100", "?age_min=40&age_max=20"):
         status, body, _ = await api.call("GET", "/api/v1/search/performers" + q, token=token)
         assert status == 200 and body["results"] == [], (q, body)
-    status, body, _ = await api.call("POST", "/api/v1/me/search-presets", token=token, json={
-        "name": "empty", "query": {"price_min": 500, "price_max": 100}})
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/me/search-presets",
+        token=token,
+        json={"name": "empty", "query": {"price_min": 500, "price_max": 100}},
+    )
     assert status == 201, body
-    status, body, _ = await api.call("POST", "/api/v1/performers", token=admin, json={
-        "username": "duo", "password": "password-duo", "display_name": "Duo", "price_per_minute": 100,
-        "group_members": ["anna", "nobody1"]})
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/performers",
+        token=admin,
+        json={
+            "username": "duo",
+            "password": "password-duo",
+            "display_name": "Duo",
+            "price_per_minute": 100,
+            "group_members": ["anna", "nobody1"],
+        },
+    )
     assert status == 404 and is_error(body, "not_found") and "nobody1" in body["error"]["message"]
-    status, body, _ = await api.call("POST", "/api/v1/performers", token=admin,
-                                     json={"username": "zoe", "password": "password-zoe", "display_name": "Zoë 🌸",
-                                           "price_per_minute": 100, "bio": "line one\nline two"})
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/performers",
+        token=admin,
+        json={
+            "username": "zoe",
+            "password": "password-zoe",
+            "display_name": "Zoë 🌸",
+            "price_per_minute": 100,
+            "bio": "line one\nline two",
+        },
+    )
     assert status == 201 and body["display_name"] == "Zoë 🌸", body

@@ -93,8 +93,13 @@ async def test_a_guest_watches_but_cannot_request_a_private(api: Api, clients: l
         await c.request("private.request")
     assert e.value.code == "forbidden"
     unconfirmed_member, _ = await api.member("nick", adult=False)
-    await refused(await connect(api, clients), "adult_confirmation_required",
-                  show_id="anna", role="viewer", token=unconfirmed_member)
+    await refused(
+        await connect(api, clients),
+        "adult_confirmation_required",
+        show_id="anna",
+        role="viewer",
+        token=unconfirmed_member,
+    )
 
 
 async def test_a_performer_performs_only_in_its_own_or_its_groups_show(
@@ -105,9 +110,18 @@ async def test_a_performer_performs_only_in_its_own_or_its_groups_show(
     admin = await api.admin_token()
     anna_token, anna_id = await api.performer(admin, "anna", price=200)
     bea_token, bea_id = await api.performer(admin, "bea", price=300)
-    await api.call("POST", "/api/v1/performers", token=admin, json={
-        "username": "duo", "password": "password-duo", "display_name": "Duo", "price_per_minute": 700,
-        "group_members": ["anna", "bea"]})
+    await api.call(
+        "POST",
+        "/api/v1/performers",
+        token=admin,
+        json={
+            "username": "duo",
+            "password": "password-duo",
+            "display_name": "Duo",
+            "price_per_minute": 700,
+            "group_members": ["anna", "bea"],
+        },
+    )
     member_token, _ = await api.member("mia")
     c = await connect(api, clients)
     await refused(c, "forbidden", show_id="anna", role="performer", token=bea_token)

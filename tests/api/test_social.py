@@ -31,8 +31,12 @@ def err(body: Any) -> str:
 
 
 async def buy(api: Api, token: str, package: str = "p2999") -> None:
-    status, body, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token,
-                                     json={"package": package, "idempotency_key": f"key-{next(_keys):06d}"})
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/wallet/purchases",
+        token=token,
+        json={"package": package, "idempotency_key": f"key-{next(_keys):06d}"},
+    )
     assert status == 201, body
 
 
@@ -45,8 +49,16 @@ async def private(api: Api, member_id: str, performer: str, performer_id: str, s
     t0 = 1_800_000_000.0 + next(_keys) * 10_000
     bus = api.daemon.bus
     bus.publish(ShowEvent("private.started", performer, t0, member_id=member_id, performer_ids=(performer_id,)))
-    bus.publish(ShowEvent("private.ended", performer, t0 + seconds, member_id=member_id,
-                          performer_ids=(performer_id,), reason="member_left"))
+    bus.publish(
+        ShowEvent(
+            "private.ended",
+            performer,
+            t0 + seconds,
+            member_id=member_id,
+            performer_ids=(performer_id,),
+            reason="member_left",
+        )
+    )
     await social(api).drain()
 
 
@@ -104,8 +116,9 @@ async def test_favourites_24_then_96_for_top_members(api: Api) -> None:
     admin = await api.admin_token()
     boss = await api.accounts.authenticate(admin)
     for i in range(97):
-        await api.accounts.create_performer(boss, f"perf{i:02d}", "password-perf", display_name=f"P{i}",
-                                            price_per_minute=100)
+        await api.accounts.create_performer(
+            boss, f"perf{i:02d}", "password-perf", display_name=f"P{i}", price_per_minute=100
+        )
     token, _ = await api.member("fanny")
     for i in range(24):
         status, body, _ = await api.call("PUT", f"/api/v1/me/favourites/perf{i:02d}", token=token)
@@ -136,8 +149,11 @@ async def test_favourites_lapse_after_30_days_without_purchase_and_come_back_wit
     token = (await api.accounts.login("lena", "password-lena")).token  # sessions last 30 days too
     assert (await api.call("GET", "/api/v1/me/favourites", token=token))[0] == 200
     api.clock.advance(1)
-    for method, path in (("GET", "/api/v1/me/favourites"), ("PUT", "/api/v1/me/favourites/alice"),
-                         ("DELETE", "/api/v1/me/favourites/alice")):
+    for method, path in (
+        ("GET", "/api/v1/me/favourites"),
+        ("PUT", "/api/v1/me/favourites/alice"),
+        ("DELETE", "/api/v1/me/favourites/alice"),
+    ):
         status, body, _ = await api.call(method, path, token=token)
         assert status == 403 and err(body) == "favourites_lapsed", (method, body)
     await buy(api, token)
@@ -197,12 +213,16 @@ async def test_mailing_list_one_per_24h_and_the_unsubscribe_link_works_without_l
     assert (await api.call("POST", "/api/v1/me/mailings", token=ptoken, json=mail))[0] == 201
     status, inbox, _ = await api.call("GET", "/api/v1/me/inbox", token=token)
     assert status == 200 and len(inbox["messages"]) == 2
-    assert all(m["performer"] == "alice" and "/api/v1/mailing-list/unsubscribe/jasu_" in m["unsubscribe_url"]
-               for m in inbox["messages"])
+    assert all(
+        m["performer"] == "alice" and "/api/v1/mailing-list/unsubscribe/jasu_" in m["unsubscribe_url"]
+        for m in inbox["messages"]
+    )
     url = inbox["messages"][0]["unsubscribe_url"]
     # RFC 8058: every copy carries the one-click headers a mail client acts on.
-    assert inbox["messages"][0]["headers"] == {"List-Unsubscribe": f"<{url}>",
-                                                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    assert inbox["messages"][0]["headers"] == {
+        "List-Unsubscribe": f"<{url}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
     # A plain GET (a mail scanner following links) only shows a confirmation page: nothing changes.
     for _ in range(2):
         async with api.session.get(url) as resp:  # no Authorization header
@@ -279,21 +299,26 @@ async def test_search_filters_sorting_paging_and_presets(api: Api) -> None:
     enums), price, category, language, online (a real live show), sorting, paging with
     next_offset, and presets that are saved, applied and deleted."""
     admin = await api.admin_token()
-    data = [("amy", 100, ["girl"], {"build": "petite", "age": 19, "languages": ["en"], "hair_colour": "blonde"}),
-            ("bea", 300, ["girl"], {"build": "petite", "age": 25, "languages": ["de", "en"]}),
-            ("cat", 200, ["mature_woman"], {"build": "curvy", "age": 45, "languages": ["fr"]}),
-            ("dan", 150, ["boy"], {"build": "athletic", "age": 21, "camera_quality": "hd"})]
+    data = [
+        ("amy", 100, ["girl"], {"build": "petite", "age": 19, "languages": ["en"], "hair_colour": "blonde"}),
+        ("bea", 300, ["girl"], {"build": "petite", "age": 25, "languages": ["de", "en"]}),
+        ("cat", 200, ["mature_woman"], {"build": "curvy", "age": 45, "languages": ["fr"]}),
+        ("dan", 150, ["boy"], {"build": "athletic", "age": 21, "camera_quality": "hd"}),
+    ]
     tokens = {}
     for name, price, cats, attrs in data:
         tokens[name], _ = await api.performer(admin, name, price, categories=cats)
-        status, body, _ = await api.call("PATCH", f"/api/v1/performers/{name}/attributes", token=tokens[name],
-                                         json=attrs)
+        status, body, _ = await api.call(
+            "PATCH", f"/api/v1/performers/{name}/attributes", token=tokens[name], json=attrs
+        )
         assert status == 200 and body["build"] == attrs["build"], body
-    status, body, _ = await api.call("PATCH", "/api/v1/performers/amy/attributes", token=tokens["bea"],
-                                     json={"age": 20})
+    status, body, _ = await api.call(
+        "PATCH", "/api/v1/performers/amy/attributes", token=tokens["bea"], json={"age": 20}
+    )
     assert status == 403
-    status, body, _ = await api.call("PATCH", "/api/v1/performers/amy/attributes", token=tokens["amy"],
-                                     json={"build": "tall"})
+    status, body, _ = await api.call(
+        "PATCH", "/api/v1/performers/amy/attributes", token=tokens["amy"], json={"build": "tall"}
+    )
     assert status == 400 and "build" in body["error"]["message"]
     token, _ = await api.member("sam")
 
@@ -324,11 +349,16 @@ async def test_search_filters_sorting_paging_and_presets(api: Api) -> None:
     # A minimum above its maximum is schema-valid (issue 11.16): an empty range, no performer.
     for empty in ("?age_min=30&age_max=20", "?price_min=200&price_max=150"):
         assert await names(empty) == [], empty
-    status, preset, _ = await api.call("POST", "/api/v1/me/search-presets", token=token, json={
-        "name": "petite, 18-22", "query": {"build": ["petite"], "age_min": 18, "age_max": 22}})
+    status, preset, _ = await api.call(
+        "POST",
+        "/api/v1/me/search-presets",
+        token=token,
+        json={"name": "petite, 18-22", "query": {"build": ["petite"], "age_min": 18, "age_max": 22}},
+    )
     assert status == 201, preset
-    assert (await api.call("POST", "/api/v1/me/search-presets", token=token, json={
-        "name": "petite, 18-22", "query": {}}))[1]["error"]["code"] == "preset_exists"
+    assert (
+        await api.call("POST", "/api/v1/me/search-presets", token=token, json={"name": "petite, 18-22", "query": {}})
+    )[1]["error"]["code"] == "preset_exists"
     listed = (await api.call("GET", "/api/v1/me/search-presets", token=token))[1]["presets"]
     assert [p["name"] for p in listed] == ["petite, 18-22"]
     assert await names(f"?preset={preset['id']}") == ["amy"]
@@ -371,8 +401,11 @@ async def test_rss_feed_is_valid_xml_with_the_chosen_items(api: Api) -> None:
     assert status == 200 and body["categories"] == ["girl"]
     status, tok, _ = await api.call("POST", "/api/v1/me/feed/token", token=token)
     assert status == 201
-    assert (await api.call("POST", "/api/v1/system-messages", token=admin,
-                           json={"title": "New <features> & more", "body": "Hello"}))[0] == 201
+    assert (
+        await api.call(
+            "POST", "/api/v1/system-messages", token=admin, json={"title": "New <features> & more", "body": "Hello"}
+        )
+    )[0] == 201
     for t, name in ((gtoken, "gina"), (btoken, "bob")):
         c = await join_performer(api, t, name)
         await social(api).drain()

@@ -128,10 +128,18 @@ async def test_a_refused_body_is_a_400_in_the_one_error_shape(api: Api) -> None:
     and privacy routes alike; null is refused where a field may only be left out."""
     token, _ = await api.member("wira")
     cases = [
-        ("POST", "/api/v1/accounts", {"username": "ok_name", "password": "password-1", "adult_confirmed": None},
-         "adult_confirmed: expected `bool`, got `null`"),
-        ("POST", "/api/v1/me/search-presets", {"name": "n", "query": {"sort": "cheapest"}},
-         "query.sort: invalid enum value 'cheapest'"),
+        (
+            "POST",
+            "/api/v1/accounts",
+            {"username": "ok_name", "password": "password-1", "adult_confirmed": None},
+            "adult_confirmed: expected `bool`, got `null`",
+        ),
+        (
+            "POST",
+            "/api/v1/me/search-presets",
+            {"name": "n", "query": {"sort": "cheapest"}},
+            "query.sort: invalid enum value 'cheapest'",
+        ),
         ("PATCH", "/api/v1/me/privacy", {"mask_visibility": 1}, "mask_visibility: expected `str`, got `int`"),
     ]
     for method, path, body, message in cases:

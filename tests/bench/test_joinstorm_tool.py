@@ -18,8 +18,26 @@ async def test_joinstorm_times_every_join_of_a_small_storm(tmp_path: Path) -> No
     times each from its subscribe request, keeps the watcher's media measured before and
     during the storm, and writes the JSON + PNG."""
     o = joinstorm.parser().parse_args(
-        ["--targets", "jasmin", "--storms", "5/1", "--watchers", "1", "--batch", "2", "--seconds", "1",
-         "--settle", "0.3", "--cpu", "-1", "--tool-cpu", "-1", "--reruns", "0"]
+        [
+            "--targets",
+            "jasmin",
+            "--storms",
+            "5/1",
+            "--watchers",
+            "1",
+            "--batch",
+            "2",
+            "--seconds",
+            "1",
+            "--settle",
+            "0.3",
+            "--cpu",
+            "-1",
+            "--tool-cpu",
+            "-1",
+            "--reruns",
+            "0",
+        ]
     )
     r = await joinstorm.main_async(o)
     assert r["scenario"] == "joinstorm"
@@ -71,8 +89,28 @@ async def test_joinstorm_counts_admission_refusals_apart(monkeypatch: pytest.Mon
     monkeypatch.setenv("JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT", "0")
     monkeypatch.setenv("JASMIN_ADMISSION_MAX_CPU_SHARE", "0")
     o = joinstorm.parser().parse_args(
-        ["--targets", "jasmin", "--storms", "5/1", "--watchers", "1", "--batch", "1", "--seconds", "0.5",
-         "--settle", "0.2", "--cpu", "-1", "--tool-cpu", "-1", "--reruns", "0", "--admission", "on"]
+        [
+            "--targets",
+            "jasmin",
+            "--storms",
+            "5/1",
+            "--watchers",
+            "1",
+            "--batch",
+            "1",
+            "--seconds",
+            "0.5",
+            "--settle",
+            "0.2",
+            "--cpu",
+            "-1",
+            "--tool-cpu",
+            "-1",
+            "--reruns",
+            "0",
+            "--admission",
+            "on",
+        ]
     )
     r = await joinstorm.main_async(o)
     (s,) = r["targets"]["jasmin"]["storms"]

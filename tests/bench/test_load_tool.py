@@ -16,19 +16,55 @@ async def test_load_tool_measures_two_viewers_against_the_daemon(tmp_path: Path)
     """Protects the benchmark itself: one short step against the real daemon process
     yields the JSON record (and plot) that bench/results and the README rely on."""
     out = tmp_path / "load.json"
-    args = load.parser().parse_args([
-        "--targets", "jasmin", "--viewers", "2", "--seconds", "2", "--settle", "0.5",
-        "--probes", "1", "--probe-gap", "0.3", "--retries", "0", "--refine", "0",
-        "--sfu-cpu", "-1", "--bench-cpu", "-1", "--sched", "none", "--netns", "off",
-        "--quiet", "--json", str(out),
-    ])
+    args = load.parser().parse_args(
+        [
+            "--targets",
+            "jasmin",
+            "--viewers",
+            "2",
+            "--seconds",
+            "2",
+            "--settle",
+            "0.5",
+            "--probes",
+            "1",
+            "--probe-gap",
+            "0.3",
+            "--retries",
+            "0",
+            "--refine",
+            "0",
+            "--sfu-cpu",
+            "-1",
+            "--bench-cpu",
+            "-1",
+            "--sched",
+            "none",
+            "--netns",
+            "off",
+            "--quiet",
+            "--json",
+            str(out),
+        ]
+    )
     record = await load.run(args)
     assert set(json.loads(out.read_text())) >= {"jasmin", "workload", "criteria"}
     assert os.path.exists(str(out).replace(".json", ".png"))
 
     r = record["jasmin"]
-    for key in ("viewers_per_core", "method", "ttff_ms_p50", "ttff_ms_p95", "cpu_per_viewer",
-                "mem_mb_per_viewer", "highest_clean_n", "limited_by", "steps", "software", "config"):
+    for key in (
+        "viewers_per_core",
+        "method",
+        "ttff_ms_p50",
+        "ttff_ms_p95",
+        "cpu_per_viewer",
+        "mem_mb_per_viewer",
+        "highest_clean_n",
+        "limited_by",
+        "steps",
+        "software",
+        "config",
+    ):
         assert key in r, key
     (step,) = r["steps"]
     assert step["viewers"] == 2

@@ -19,8 +19,22 @@ async def test_longtail_measures_two_shows_with_one_viewer_each(tmp_path: Path) 
     and per-packet costs bench/README.md quotes, a per-viewers-per-show summary, and the
     JSON + PNG written next to each other."""
     o = longtail.parser().parse_args(
-        ["--targets", "jasmin", "--steps", "2x1", "--seconds", "1.5", "--settle", "0.3",
-         "--cpu", "-1", "--tool-cpu", "-1", "--reruns", "0"]
+        [
+            "--targets",
+            "jasmin",
+            "--steps",
+            "2x1",
+            "--seconds",
+            "1.5",
+            "--settle",
+            "0.3",
+            "--cpu",
+            "-1",
+            "--tool-cpu",
+            "-1",
+            "--reruns",
+            "0",
+        ]
     )
     r = await longtail.main_async(o)
     assert r["scenario"] == "longtail" and list(r["targets"]) == ["jasmin"]
@@ -39,8 +53,12 @@ async def test_longtail_measures_two_shows_with_one_viewer_each(tmp_path: Path) 
     assert step["viewer_rtcp_sent"] > 0 and step["viewer_rtcp_errors"] == 0
     assert step["verdict"] in ("ok", "sfu_limit", "tool_limit")
     summary = r["targets"]["jasmin"]["summary"]["1_viewers_per_show"]
-    assert set(summary) >= {"shows_per_core_held", "shows_per_core_fit", "cpu_pct_per_publisher",
-                            "cpu_us_per_packet_out"}
+    assert set(summary) >= {
+        "shows_per_core_held",
+        "shows_per_core_fit",
+        "cpu_pct_per_publisher",
+        "cpu_us_per_packet_out",
+    }
     if step["verdict"] == "ok":
         assert summary["shows_per_core_held"] == 2
     out = tmp_path / "lt.json"

@@ -14,8 +14,20 @@ async def test_memory_tool_reads_base_viewer_and_show_rss_of_the_daemon() -> Non
     its media: no failed join) and reports base RSS and the per-viewer and per-show
     slopes that bench/results and bench/README.md quote."""
     o = memory.parser().parse_args(
-        ["--targets", "jasmin", "--viewers", "0,2", "--shows", "1,2", "--viewers-per-show", "1", "--settle", "0.2",
-         "--cpu", "-1"]
+        [
+            "--targets",
+            "jasmin",
+            "--viewers",
+            "0,2",
+            "--shows",
+            "1,2",
+            "--viewers-per-show",
+            "1",
+            "--settle",
+            "0.2",
+            "--cpu",
+            "-1",
+        ]
     )
     r = await memory.main_async(o)
     j = r["targets"]["jasmin"]

@@ -81,8 +81,18 @@ def test_linked_and_bridged_hosts_reach_each_other_are_shaped_and_leave_nothing(
         missing(f"netns plumbing test {reason}")
     tag = str(os.getpid() % 10000)
     out = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); exec(sys.argv[1])",
-         CHILD, str(ROOT), tag],
-        capture_output=True, text=True, timeout=120,
+        [
+            "unshare",
+            "--net",
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[2]); exec(sys.argv[1])",
+            CHILD,
+            str(ROOT),
+            tag,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), (out.stdout, out.stderr)

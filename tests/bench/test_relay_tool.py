@@ -9,7 +9,13 @@ async def test_the_relay_bench_times_every_path_and_the_edge_takes_every_packet(
     """Protects the tool (not a speed): every figure is there and positive, and the edge's replica
     ingested every packet the run fed it, so relay_in_us is the cost of a real ingest, not of a drop."""
     out = await measure(600)
-    for key in ("copy_python_us", "copy_c_us", "relay_out_us", "relay_in_us",
-                "relay_out_vs_copy_python", "relay_in_vs_copy_python"):
+    for key in (
+        "copy_python_us",
+        "copy_c_us",
+        "relay_out_us",
+        "relay_in_us",
+        "relay_out_vs_copy_python",
+        "relay_in_vs_copy_python",
+    ):
         assert out[key] > 0, key
     assert out["relay_in_replica_packets"] == 800  # 200 warm-up + 600 timed

@@ -114,8 +114,15 @@ async def netlab(chromium_executable: str, async_playwright: Any, tmp_path: Path
         _missing(f"shaped-link tests {reason}")
     with contextlib.ExitStack() as stack:
         async with contextlib.AsyncExitStack() as astack:
-            yield NetLab(chromium=chromium_executable, chromium_args=CHROMIUM_ARGS, playwright=async_playwright,
-                         tmp_path=tmp_path, stack=stack, astack=astack, missing=_missing)
+            yield NetLab(
+                chromium=chromium_executable,
+                chromium_args=CHROMIUM_ARGS,
+                playwright=async_playwright,
+                tmp_path=tmp_path,
+                stack=stack,
+                astack=astack,
+                missing=_missing,
+            )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

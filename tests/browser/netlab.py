@@ -28,9 +28,17 @@ from bench.netns import Host
 class NetLab:
     """One test's namespaces and the Chromiums inside them."""
 
-    def __init__(self, *, chromium: str, chromium_args: list[str], playwright: Any, tmp_path: Path,
-                 stack: contextlib.ExitStack, astack: contextlib.AsyncExitStack,
-                 missing: Callable[[str], NoReturn]) -> None:
+    def __init__(
+        self,
+        *,
+        chromium: str,
+        chromium_args: list[str],
+        playwright: Any,
+        tmp_path: Path,
+        stack: contextlib.ExitStack,
+        astack: contextlib.AsyncExitStack,
+        missing: Callable[[str], NoReturn],
+    ) -> None:
         self._chromium = chromium
         self._args = chromium_args
         self._pw = playwright
@@ -73,8 +81,9 @@ class NetLab:
         """``tc -s qdisc show`` of the near end, one line. Asynchronous: a blocking
         ``subprocess.run`` in the test's loop stalls the in-process node, and a
         stall of the node is a delay spike every viewer's estimator sees."""
-        proc = await asyncio.create_subprocess_exec("tc", "-s", "qdisc", "show", "dev", host.near_if,
-                                                    stdout=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            "tc", "-s", "qdisc", "show", "dev", host.near_if, stdout=asyncio.subprocess.PIPE
+        )
         out, _ = await proc.communicate()
         return " ".join(out.decode().split())
 
@@ -86,8 +95,10 @@ class NetLab:
         wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {host.name} {self._chromium} "$@"\n')
         wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
         args = [a for a in self._args if not a.startswith("--host-resolver-rules")]
-        args += [f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {host.near_ip}",
-                 f"--unsafely-treat-insecure-origin-as-secure={origin}"]
+        args += [
+            f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {host.near_ip}",
+            f"--unsafely-treat-insecure-origin-as-secure={origin}",
+        ]
         pw = await self._astack.enter_async_context(self._pw())
         context = await pw.chromium.launch_persistent_context(
             str(self._tmp / f"profile-{host.name}"), executable_path=str(wrapper), headless=True, args=args

@@ -34,6 +34,6 @@ async def test_a_member_page_and_a_performer_page_chat(node: Daemon, browser: An
     await performer.click("#chat-send")
     reply = await wait_line(viewer, "hi mia")
     assert reply["who"] == "alice: " and reply["kind"] == "performer"
-    r, g, b = (int(PERFORMER_COLOR[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(PERFORMER_COLOR[i : i + 2], 16) for i in (1, 3, 5))
     assert reply["color"] == f"rgb({r}, {g}, {b})", (reply, logs)
     assert await viewer.evaluate("window.jasminChat.you.username") == "mia"

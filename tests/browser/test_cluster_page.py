@@ -30,8 +30,11 @@ def redis_url() -> Iterator[str]:
     if shutil.which("redis-server") is None:
         missing("redis-server not installed: apt-get install redis-server")
     port = closed_port()
-    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(200):
             if port_open(port):
@@ -52,13 +55,22 @@ async def nodes(redis_url: str) -> AsyncIterator[tuple[Daemon, Daemon]]:
     started: list[Daemon] = []
     try:
         for node_id in ("a", "b"):
-            d = Daemon(Config(
-                server=ServerConfig(host="127.0.0.1", port=0, allowed_origins=("*",)),
-                billing=BillingConfig(enabled=False), accounts=AccountsConfig(enabled=False, trust_client_ids=True),
-                cluster=ClusterConfig(redis_url=redis_url, key_prefix="page", node_id=node_id, secret="p" * 40,
-                                      heartbeat_interval_s=0.2, ttl_s=2.0),
-                admission=AdmissionConfig(max_viewers_per_worker=1 if node_id == "b" else 400, max_cpu_share=0),
-            ))
+            d = Daemon(
+                Config(
+                    server=ServerConfig(host="127.0.0.1", port=0, allowed_origins=("*",)),
+                    billing=BillingConfig(enabled=False),
+                    accounts=AccountsConfig(enabled=False, trust_client_ids=True),
+                    cluster=ClusterConfig(
+                        redis_url=redis_url,
+                        key_prefix="page",
+                        node_id=node_id,
+                        secret="p" * 40,
+                        heartbeat_interval_s=0.2,
+                        ttl_s=2.0,
+                    ),
+                    admission=AdmissionConfig(max_viewers_per_worker=1 if node_id == "b" else 400, max_cpu_share=0),
+                )
+            )
             await d.start()
             started.append(d)
         yield started[0], started[1]

@@ -20,8 +20,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 async def mod_buttons(page: Any, text: str) -> list[str]:
     """The moderation buttons on the chat line holding ``text``."""
-    return list(await page.eval_on_selector(
-        f"#chat-log li:has-text({text!r})", "li => [...li.querySelectorAll('button.chat-mod')].map(b => b.dataset.action)"))
+    return list(
+        await page.eval_on_selector(
+            f"#chat-log li:has-text({text!r})",
+            "li => [...li.querySelectorAll('button.chat-mod')].map(b => b.dataset.action)",
+        )
+    )
 
 
 async def test_the_performer_deletes_a_line_and_mutes_a_member_from_its_page(node: Daemon, browser: Any) -> None:
@@ -53,7 +57,8 @@ async def test_the_performer_deletes_a_line_and_mutes_a_member_from_its_page(nod
     await wait_line(performer, "a rude line")
     await performer.click("#chat-log li:has-text('a rude line') button[data-action=mute]")
     await performer.wait_for_function(
-        "() => document.querySelector('#chat-status').textContent.startsWith('mia is muted for 5 minutes')")
+        "() => document.querySelector('#chat-status').textContent.startsWith('mia is muted for 5 minutes')"
+    )
     await viewer.fill("#chat-text", "still here")
     await viewer.click("#chat-send")
     await viewer.wait_for_function("() => document.querySelector('#chat-status').textContent.startsWith('muted')")

@@ -55,8 +55,13 @@ async () => {
 @pytest.fixture
 async def sfu() -> AsyncIterator[str]:
     """The daemon in this event loop on 127.0.0.1; yields its base URL."""
-    daemon = Daemon(Config(server=ServerConfig(host="127.0.0.1", port=0), billing=BillingConfig(enabled=False),
-                           accounts=AccountsConfig(enabled=False, trust_client_ids=True)))
+    daemon = Daemon(
+        Config(
+            server=ServerConfig(host="127.0.0.1", port=0),
+            billing=BillingConfig(enabled=False),
+            accounts=AccountsConfig(enabled=False, trust_client_ids=True),
+        )
+    )
     await daemon.start()
     try:
         yield f"http://127.0.0.1:{daemon.port}"
@@ -105,12 +110,15 @@ async def test_performer_page_publishes_and_viewer_page_plays_video_and_audio(
     # The tests run in a loopback-only network namespace and the daemon listens
     # on 127.0.0.1 only: both ends of every selected ICE pair are 127.0.0.1.
     pairs = audio["pairs"] + sent["pairs"]
-    assert len(pairs) == 2 and all(pair == ["127.0.0.1", "127.0.0.1"] or tuple(pair) == ("127.0.0.1", "127.0.0.1")
-                                   for pair in pairs), pairs
+    assert len(pairs) == 2 and all(
+        pair == ["127.0.0.1", "127.0.0.1"] or tuple(pair) == ("127.0.0.1", "127.0.0.1") for pair in pairs
+    ), pairs
 
     # The <video> element renders the show (not just the peer connection).
     size = await poll(
-        lambda: viewer.evaluate("(() => { const v = document.querySelector('#remote-video'); return [v.videoWidth, v.paused]; })()"),
+        lambda: viewer.evaluate(
+            "(() => { const v = document.querySelector('#remote-video'); return [v.videoWidth, v.paused]; })()"
+        ),
         lambda s: s[0] > 0 and not s[1],
     )
     assert size[0] > 0 and not size[1], (size, logs)
@@ -119,8 +127,10 @@ async def test_performer_page_publishes_and_viewer_page_plays_video_and_audio(
     # viewer's readout shows what it receives, from its own getStats, once a second.
     camera = await performer.evaluate("window.jasmin.localStream.getVideoTracks()[0].getSettings()")
     assert (camera["width"], camera["height"]) == (1280, 720), camera
-    readout = await poll(lambda: viewer.evaluate("window.jasmin.readout"),
-                         lambda r: bool(r and r["width"] > 0 and r["kbps"] and r["fps"] > 0))
+    readout = await poll(
+        lambda: viewer.evaluate("window.jasmin.readout"),
+        lambda r: bool(r and r["width"] > 0 and r["kbps"] and r["fps"] > 0),
+    )
     assert readout and readout["width"] > 0 and readout["kbps"] > 0 and readout["fps"] > 0, (readout, logs)
     text = await viewer.inner_text("#readout")
     assert f"{readout['width']}x{readout['height']}" in text and "fps" in text and "kbit/s" in text, text

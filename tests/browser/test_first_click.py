@@ -60,8 +60,12 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JASMIN_")}
     proc = subprocess.Popen(
-        [*serve_command(), "--port", "0"], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [*serve_command(), "--port", "0"],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -102,7 +106,9 @@ UNITS_PER_CREDIT = 6000
 
 
 async def test_make_run_then_the_printed_urls_go_live_watch_and_run_a_paid_private(
-    node: Node, browser: Any, tmp_path: Path,
+    node: Node,
+    browser: Any,
+    tmp_path: Path,
 ) -> None:
     """Protects the first click of `make run`: with only what the node prints (demo accounts,
     performer/member/guest URLs), "Go live" before any login says to log in as the demo
@@ -147,7 +153,9 @@ async def test_make_run_then_the_printed_urls_go_live_watch_and_run_a_paid_priva
     # Live, it sets a new price: kept in its profile, and the show takes it for the next private.
     await performer.fill("#price", PRICE_CREDITS_PER_MINUTE)
     await performer.click("#set-price")
-    await until(performer, "document.querySelector('#price-status').textContent.includes('60.00 credits a minute')", logs)
+    await until(
+        performer, "document.querySelector('#price-status').textContent.includes('60.00 credits a minute')", logs
+    )
     assert await performer.evaluate("jasminMoney.price") == 6000
 
     # The guest: "Watch", then the 18+ question.
@@ -188,7 +196,11 @@ async def test_make_run_then_the_printed_urls_go_live_watch_and_run_a_paid_priva
     before = await wallet_units(member)
     assert before == 30 * UNITS_PER_CREDIT, before  # the first grant holds it all: nothing posted yet
     await member.click("#warning-top-up")
-    await until(member, "document.querySelector('#credit-warning').textContent.includes('Topped up: your private continues')", logs)
+    await until(
+        member,
+        "document.querySelector('#credit-warning').textContent.includes('Topped up: your private continues')",
+        logs,
+    )
     assert (await member.text_content("#account-status") or "").startswith("Added 10 demo credits"), logs
     after = await wallet_units(member)
     assert before < after <= before + 10 * UNITS_PER_CREDIT, (before, after)
@@ -212,8 +224,14 @@ async def test_make_run_then_the_printed_urls_go_live_watch_and_run_a_paid_priva
     # The performer ends it: the member is out of its private, billed for more than its first
     # 30 credits; the member's page sums it up.
     await performer.click("#end-private")
-    await until(member, "jasmin.privateMember === null && jasmin.cam2cam === null && jasmin.showState !== 'private'", logs)
-    await until(member, "document.querySelector('#private-meter').textContent.startsWith('Your private ended (performer_ended)')", logs)
+    await until(
+        member, "jasmin.privateMember === null && jasmin.cam2cam === null && jasmin.showState !== 'private'", logs
+    )
+    await until(
+        member,
+        "document.querySelector('#private-meter').textContent.startsWith('Your private ended (performer_ended)')",
+        logs,
+    )
     await performer.click("#back-to-free")
     await until(guest, "jasmin.showState === 'free'", logs)
     for _ in range(50):  # credit control closes the session just after the private ends
@@ -231,6 +249,8 @@ async def test_make_run_then_the_printed_urls_go_live_watch_and_run_a_paid_priva
             break
         await asyncio.sleep(0.2)
     assert earned["units"] == spent * earned["performer_share_bp"] // 10_000, (earned, spent)
-    await until(performer, f"document.querySelector('#earnings-total').textContent === '{earned['credits']} credits'", logs)
+    await until(
+        performer, f"document.querySelector('#earnings-total').textContent === '{earned['credits']} credits'", logs
+    )
     for name in ("performer", "member", "guest"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 0

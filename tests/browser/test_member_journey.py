@@ -28,11 +28,13 @@ TIMEOUT_MS = 30_000
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Daemon]:
-    d = Daemon(node_config(
-        billing=BillingConfig(data_dir=str(tmp_path / "billing"), node_id="journey"),
-        accounts=accounts_config(str(tmp_path / "accounts")),
-        payments=PaymentsConfig(provider="test"),
-    ))
+    d = Daemon(
+        node_config(
+            billing=BillingConfig(data_dir=str(tmp_path / "billing"), node_id="journey"),
+            accounts=accounts_config(str(tmp_path / "accounts")),
+            payments=PaymentsConfig(provider="test"),
+        )
+    )
     await d.start()
     try:
         yield d
@@ -49,13 +51,15 @@ async def search(page: Any, expected: str) -> list[str]:
     """Submit the search form; the listed usernames once the status says ``expected``."""
     await page.evaluate("document.getElementById('search-status').textContent = ''")
     await page.click("#search-go")
-    await page.wait_for_function("s => document.getElementById('search-status').textContent === s",
-                                 arg=expected, timeout=TIMEOUT_MS)
+    await page.wait_for_function(
+        "s => document.getElementById('search-status').textContent === s", arg=expected, timeout=TIMEOUT_MS
+    )
     return await results(page)
 
 
 async def test_sign_up_buy_credits_find_a_performer_by_search_and_chat_in_free_chat(
-    node: Daemon, browser: Any,  # noqa: F811
+    node: Daemon,
+    browser: Any,  # noqa: F811
 ) -> None:
     """Protects the demo page's member journey end to end: the page signs up an 18+ member and
     shows the wallet; a package bought there lands in the ledger; the advanced-search filters
@@ -95,8 +99,9 @@ async def test_sign_up_buy_credits_find_a_performer_by_search_and_chat_in_free_c
 
     await page.select_option("#package", "p2999")
     await page.click("#buy")
-    await page.wait_for_function("document.getElementById('wallet-credits').textContent === '30.00 credits'",
-                                 timeout=TIMEOUT_MS)
+    await page.wait_for_function(
+        "document.getElementById('wallet-credits').textContent === '30.00 credits'", timeout=TIMEOUT_MS
+    )
     balance = await node.billing.ledger.balance(wallet_account(member_id))
     assert balance.credits_posted - balance.debits_posted == 30 * 6000
 

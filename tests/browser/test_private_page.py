@@ -92,7 +92,9 @@ async def test_private_show_in_the_demo_page(daemon: Any, browser: Any, tmp_path
     for viewer in (guest, member):
         s = await poll(lambda v=viewer: show_stats(v), lambda s: s["video"]["framesDecoded"] > 0)
         assert s["video"]["framesDecoded"] > 0, (s, logs)
-        s2 = await poll(lambda v=viewer: show_stats(v), lambda x, s=s: x["video"]["framesDecoded"] > s["video"]["framesDecoded"])
+        s2 = await poll(
+            lambda v=viewer: show_stats(v), lambda x, s=s: x["video"]["framesDecoded"] > s["video"]["framesDecoded"]
+        )
         assert s2["video"]["framesDecoded"] > s["video"]["framesDecoded"], (s, s2, logs)
     guest_pcs = await guest.evaluate("window.guestPc = jasmin.pc; [jasmin.pcs.length, jasmin.pcsCreated]")
     assert guest_pcs == [1, 1]
@@ -127,14 +129,23 @@ async def test_private_show_in_the_demo_page(daemon: Any, browser: Any, tmp_path
     server_a = sum(c.packets for c in guest_consumers())
     member_b = await poll(
         lambda: show_stats(member),
-        lambda s: s["video"]["framesDecoded"] >= member_a["video"]["framesDecoded"] + LATER_FRAMES
-        and s["audio"]["packets"] >= member_a["audio"]["packets"] + LATER_AUDIO_PACKETS,
+        lambda s: (
+            s["video"]["framesDecoded"] >= member_a["video"]["framesDecoded"] + LATER_FRAMES
+            and s["audio"]["packets"] >= member_a["audio"]["packets"] + LATER_AUDIO_PACKETS
+        ),
     )
-    assert member_b["video"]["framesDecoded"] >= member_a["video"]["framesDecoded"] + LATER_FRAMES, (member_a, member_b, logs)
+    assert member_b["video"]["framesDecoded"] >= member_a["video"]["framesDecoded"] + LATER_FRAMES, (
+        member_a,
+        member_b,
+        logs,
+    )
     assert member_b["audio"]["packets"] >= member_a["audio"]["packets"] + LATER_AUDIO_PACKETS, (member_a, member_b)
     guest_b = await show_stats(guest)
     grew = [b - a for a, b in zip(counters(guest_a), counters(guest_b))]
-    assert grew[0] <= IN_FLIGHT_FRAMES and grew[1] <= IN_FLIGHT_PACKETS and grew[2] <= IN_FLIGHT_PACKETS, (guest_a, guest_b)
+    assert grew[0] <= IN_FLIGHT_FRAMES and grew[1] <= IN_FLIGHT_PACKETS and grew[2] <= IN_FLIGHT_PACKETS, (
+        guest_a,
+        guest_b,
+    )
     # The server forwarded the guest nothing in between, and it still blocks it; everything
     # the guest page received was forwarded before the block (retransmissions aside).
     assert sum(c.packets for c in guest_consumers()) == server_a
@@ -146,14 +157,21 @@ async def test_private_show_in_the_demo_page(daemon: Any, browser: Any, tmp_path
     # Cam2Cam: the member sends its camera; the performer decodes it in #member-cam.
     assert await member.is_enabled("#cam2cam")
     await member.click("#cam2cam")
-    cam_ids = await until(member, "jasmin.cam2cam && jasmin.cam2cam.producers.length === 2 && jasmin.cam2cam.producers.map(p => p.producer_id)", logs)
+    cam_ids = await until(
+        member,
+        "jasmin.cam2cam && jasmin.cam2cam.producers.length === 2 && jasmin.cam2cam.producers.map(p => p.producer_id)",
+        logs,
+    )
     first = await poll(lambda: performer.evaluate("jasmin.memberCamStats()"), lambda s: s["video"]["framesDecoded"] > 0)
     assert first["video"]["framesDecoded"] > 0, (first, logs)
     later = await poll(
         lambda: performer.evaluate("jasmin.memberCamStats()"),
         lambda s: s["video"]["framesDecoded"] > first["video"]["framesDecoded"] and s["audio"]["packets"] > 0,
     )
-    assert later["video"]["framesDecoded"] > first["video"]["framesDecoded"] and later["audio"]["packets"] > 0, (later, logs)
+    assert later["video"]["framesDecoded"] > first["video"]["framesDecoded"] and later["audio"]["packets"] > 0, (
+        later,
+        logs,
+    )
     assert later["pcs"] >= 1 and await performer.is_visible("#member-cam")
     await until(performer, "document.querySelector('#member-cam').videoWidth > 0", logs)
     # Only the performer consumes it; the guest has no stream for it and never heard of it.
@@ -171,7 +189,9 @@ async def test_private_show_in_the_demo_page(daemon: Any, browser: Any, tmp_path
     # The member ends the private: its Cam2Cam closes; the show goes to member chat.
     await member.click("#end-private")
     await until(performer, "jasmin.showState === 'member_chat' && jasmin.memberCam.producers.size === 0", logs)
-    await until(member, "jasmin.showState === 'member_chat' && jasmin.cam2cam === null && jasmin.privateMember === null", logs)
+    await until(
+        member, "jasmin.showState === 'member_chat' && jasmin.cam2cam === null && jasmin.privateMember === null", logs
+    )
     assert all(pid not in router.producers for pid in cam_ids)
     assert await guest.evaluate("jasmin.showState") == "private"  # member chat looks like a private to guests
     assert await member.is_enabled("#sneak-peek") and await member.is_disabled("#cam2cam")

@@ -215,10 +215,18 @@ def performer_window(ps: list[dict[str, Any]]) -> dict[str, Any]:
     size = top_size([(p["width"], p["height"]) for p in ps])
     available = [p["available"] / 1000 for p in ps if p["available"]]
     sent = per_s(ps, lambda p: p["bytes"])
-    return {"available_kbit_s": p90(available), "available_median_kbit_s": med(available),
-            "sent_kbit_s": p90(sent), "sent_median_kbit_s": med(sent), "width": size[0], "height": size[1],
-            "fps": med([p["fps"] for p in ps]), "limitation": mode([p["limitation"] for p in ps]),
-            "keyframes": ps[-1]["keyframes"] - ps[0]["keyframes"], "keyframe_requests": ps[-1]["plis"] - ps[0]["plis"]}
+    return {
+        "available_kbit_s": p90(available),
+        "available_median_kbit_s": med(available),
+        "sent_kbit_s": p90(sent),
+        "sent_median_kbit_s": med(sent),
+        "width": size[0],
+        "height": size[1],
+        "fps": med([p["fps"] for p in ps]),
+        "limitation": mode([p["limitation"] for p in ps]),
+        "keyframes": ps[-1]["keyframes"] - ps[0]["keyframes"],
+        "keyframe_requests": ps[-1]["plis"] - ps[0]["plis"],
+    }
 
 
 def viewer_window(vs: list[dict[str, Any]], kind: str = "video") -> dict[str, Any]:
@@ -226,13 +234,19 @@ def viewer_window(vs: list[dict[str, Any]], kind: str = "video") -> dict[str, An
     first, last = vs[0].get(kind, {}), vs[-1].get(kind, {})
     out = {k: round(last.get(k, 0) - first.get(k, 0), 2) for k in ("packets", "lost", "frames", "freezes", "freeze_s")}
     rates = per_s(vs, lambda v: v.get(kind, {}).get("bytes", 0))
-    out.update(kbit_s=p90(rates), median_kbit_s=med(rates), width=size[0], height=size[1],
-               fps=med([v.get(kind, {}).get("fps", 0) for v in vs]))
+    out.update(
+        kbit_s=p90(rates),
+        median_kbit_s=med(rates),
+        width=size[0],
+        height=size[1],
+        fps=med([v.get(kind, {}).get("fps", 0) for v in vs]),
+    )
     return out
 
 
-async def below_the_lowest_layer(netlab: NetLab, capped: Host, page: Any, cs: dict[str, Consumer],
-                                  stats: Any) -> dict[str, Any]:
+async def below_the_lowest_layer(
+    netlab: NetLab, capped: Host, page: Any, cs: dict[str, Consumer], stats: Any
+) -> dict[str, Any]:
     """Cap the viewer below the lowest layer for BELOW_S, then lift it: when its video was
     paused, the share of its audio it got meanwhile, and when its video played again."""
     loop = asyncio.get_running_loop()
@@ -264,9 +278,14 @@ async def below_the_lowest_layer(netlab: NetLab, capped: Host, page: Any, cs: di
             back_s = round(loop.time() - lifted, 1)
             break
     cur = video_c.current_layer
-    return {"cap": BELOW_CAP, "paused_s": paused_s, "paused_at_lift": paused_at_lift,
-            "audio_kept_pct": round(100 * audio_got / audio_sent, 1) if audio_sent else None,
-            "video_back_after_lift_s": back_s, "layer_back": None if cur is None else cur.spatial}
+    return {
+        "cap": BELOW_CAP,
+        "paused_s": paused_s,
+        "paused_at_lift": paused_at_lift,
+        "audio_kept_pct": round(100 * audio_got / audio_sent, 1) if audio_sent else None,
+        "video_back_after_lift_s": back_s,
+        "layer_back": None if cur is None else cur.spatial,
+    }
 
 
 def qdisc_dropped(text: str) -> int:
@@ -355,10 +374,20 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
             if os.environ.get("SHAPED_VIEWERS_TRACE"):
                 # Per video viewer: layer, REMB, estimate, probe padding (kbit/s), loss; the layers' rates.
                 adapt = [router.adaptations.get(cid) for cid, c in router.consumers.items() if c.kind == "video"]
-                print("SHAPED-SAMPLE", round(s["at"]), s["layers"], s["rembs"],
-                      [(round(a.estimate_bps / 1000), round(a.probe_bps / 1000), round(a.estimator.loss, 2))
-                       if a else None for a in adapt],
-                      [round(i.bitrate_bps / 1000) for i in vproducer.layers], flush=True)
+                print(
+                    "SHAPED-SAMPLE",
+                    round(s["at"]),
+                    s["layers"],
+                    s["rembs"],
+                    [
+                        (round(a.estimate_bps / 1000), round(a.probe_bps / 1000), round(a.estimator.loss, 2))
+                        if a
+                        else None
+                        for a in adapt
+                    ],
+                    [round(i.bitrate_bps / 1000) for i in vproducer.layers],
+                    flush=True,
+                )
             await asyncio.sleep(1.0)
 
     task = asyncio.create_task(sampler())
@@ -373,8 +402,12 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
             a, b = samples[-2]["performer"], samples[-1]["performer"]
             top_layer = len(vproducer.layers) - 1
             on_top = not case.simulcast or all(x == top_layer for x in samples[-1]["layers"][:2])
-            if (on_top and b["limitation"] != "bandwidth" and b["width"]
-                    and (a["width"], a["height"]) == (b["width"], b["height"])):
+            if (
+                on_top
+                and b["limitation"] != "bandwidth"
+                and b["width"]
+                and (a["width"], a["height"]) == (b["width"], b["height"])
+            ):
                 steady_since = steady_since if steady_since is not None else loop.time()
                 if loop.time() - steady_since >= STEADY_S:
                     break
@@ -429,8 +462,9 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
     audio_sent = w1["weak_sent"]["audio"] - w0["weak_sent"]["audio"]
     audio_got = w1["weak"]["audio"]["packets"] - w0["weak"]["audio"]["packets"]
     sent = sum(w1["weak_sent"].values()) - sum(w0["weak_sent"].values())
-    received = sum(w1["weak"].get(k, {}).get("packets", 0) - w0["weak"].get(k, {}).get("packets", 0)
-                   for k in ("audio", "video"))
+    received = sum(
+        w1["weak"].get(k, {}).get("packets", 0) - w0["weak"].get(k, {}).get("packets", 0) for k in ("audio", "video")
+    )
     before: dict[str, Any] = {
         "performer": performer_window([s["performer"] for s in before_w]),
         "good": [viewer_window([s["good"][i] for s in before_w]) for i in range(len(good))],
@@ -442,7 +476,8 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
             "video": viewer_window([s["weak"] for s in after_w]),
             "audio": viewer_window([s["weak"] for s in after_w], "audio"),
             "audio_kept_pct": round(100 * audio_got / audio_sent, 1) if audio_sent else None,
-            "sent_packets": sent, "received_packets": received,
+            "sent_packets": sent,
+            "received_packets": received,
             "qdisc_dropped": drops[1] - drops[0],
             "video_paused_samples": sum(1 for s in after_w if s["weak_paused"]),
             "video_pauses": capped_pauses,
@@ -452,18 +487,26 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
         # From the join on: the lowest ask to the performer, and each good viewer's lowest second.
         "transient": {
             "min_ask_kbit_s": min((s["ask"] for s in between if s["ask"]), default=None),
-            "good_min_kbit_s": [round(min(per_s([s["good"][i] for s in between],
-                                                lambda v: video(v).get("bytes", 0)), default=0), 1)
-                                for i in range(len(good))],
+            "good_min_kbit_s": [
+                round(min(per_s([s["good"][i] for s in between], lambda v: video(v).get("bytes", 0)), default=0), 1)
+                for i in range(len(good))
+            ],
         },
         # Keyframe requests by the viewers, made instead of resends, and sent to the performer.
         "node_keyframes": {k: after_w[-1]["node_kf"][k] - after_w[0]["node_kf"][k] for k in after_w[0]["node_kf"]},
     }
     figures = {
-        "case": case.name, "shaping": shaping, "warmup_s": warmup_s, "windows_s": [WINDOW_S, SETTLE_S, AFTER_S],
-        "before": before, "after": after, "video_back_after_lift_s": back_s,
-        "congestion_pauses": stats.video_congestion_pauses, "congestion_probes": stats.video_congestion_probes,
-        "below_lowest_layer": below, "layer_decisions": dict(stats.layer_decisions),
+        "case": case.name,
+        "shaping": shaping,
+        "warmup_s": warmup_s,
+        "windows_s": [WINDOW_S, SETTLE_S, AFTER_S],
+        "before": before,
+        "after": after,
+        "video_back_after_lift_s": back_s,
+        "congestion_pauses": stats.video_congestion_pauses,
+        "congestion_probes": stats.video_congestion_probes,
+        "below_lowest_layer": below,
+        "layer_decisions": dict(stats.layer_decisions),
         "layer_probes": dict(stats.layer_probes),
         # [s, every video viewer's layer (the capped one last once it joined)]
         "layer_trace": [[round(s["at"]), s["layers"]] for s in samples],

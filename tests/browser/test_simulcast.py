@@ -36,7 +36,8 @@ GATHERED = """
                            pc.onicegatheringstatechange = c; c(); });
 """
 
-PUBLISH_JS = """
+PUBLISH_JS = (
+    """
 async (encodings) => {
   const stream = await navigator.mediaDevices.getUserMedia({video: {width: 1280, height: 720}, audio: true});
   const pc = new RTCPeerConnection({iceServers: []});
@@ -44,12 +45,16 @@ async (encodings) => {
   pc.addTransceiver(stream.getVideoTracks()[0], {direction: 'sendonly', sendEncodings: encodings});
   pc.addTransceiver(stream.getAudioTracks()[0], {direction: 'sendonly'});
   await pc.setLocalDescription();
-""" + GATHERED + """
+"""
+    + GATHERED
+    + """
   return pc.localDescription.sdp;
 }
 """
+)
 
-WATCH_JS = """
+WATCH_JS = (
+    """
 async (offer) => {
   const pc = new RTCPeerConnection({iceServers: []});
   window.pc = pc;
@@ -60,10 +65,13 @@ async (offer) => {
   };
   await pc.setRemoteDescription({type: 'offer', sdp: offer});
   await pc.setLocalDescription();
-""" + GATHERED + """
+"""
+    + GATHERED
+    + """
   return pc.localDescription.sdp;
 }
 """
+)
 
 INBOUND_JS = """
 async () => {
@@ -89,8 +97,9 @@ async def until(sample: Any, ok: Any, timeout: float = 30.0) -> Any:
     return value
 
 
-async def test_a_chromium_viewer_gets_the_top_layer_then_the_lowest_under_its_cap(make_daemon: Any,
-                                                                                 browser: Any) -> None:
+async def test_a_chromium_viewer_gets_the_top_layer_then_the_lowest_under_its_cap(
+    make_daemon: Any, browser: Any
+) -> None:
     """Protects simulcast with real browsers: Chromium's three-layer offer is answered so it
     sends all three (each layer's SSRC learnt from its RID, ranked 320/640/1280 wide); an
     uncapped viewer decodes the top layer's width; capped at spatial 0 its decoder switches
@@ -108,8 +117,9 @@ async def test_a_chromium_viewer_gets_the_top_layer_then_the_lowest_under_its_ca
     offer = await pub_page.evaluate(PUBLISH_JS, ENCODINGS)
     res = await performer.request("publish", sdp=offer)
     assert "a=simulcast:recv q;h;f" in res["sdp"]
-    await pub_page.evaluate("async (sdp) => { await window.pc.setRemoteDescription({type: 'answer', sdp}); }",
-                            res["sdp"])
+    await pub_page.evaluate(
+        "async (sdp) => { await window.pc.setRemoteDescription({type: 'answer', sdp}); }", res["sdp"]
+    )
     router = daemon.daemon.worker.routers["show-simulcast"]
     producer: Producer = next(p for p in router.producers.values() if p.kind == "video")
 
@@ -150,13 +160,22 @@ async def test_a_chromium_viewer_gets_the_top_layer_then_the_lowest_under_its_ca
     assert back["video"]["width"] == 1280, (back, producer.layers, [c.remb for c in producer.consumers.values()])
     assert back["audio"]["packets"] > top["audio"]["packets"]
     back_s = round(asyncio.get_running_loop().time() - uncapped_at, 1)
-    print("SIMULCAST " + json.dumps({"layers": [i._asdict() for i in producer.layers], "top": top, "low": low,
-                                     "back_after_uncap_s": back_s,
-                                     "after": after, "back": back,
-                                     "switches": daemon.daemon.worker.stats.layer_switches,
-                                     # The node's abs-send-time on the viewer's media and padding (ids).
-                                     "abs_send_time": [producer.ast_id,
-                                                       [c.ast_id for c in producer.consumers.values()]],
-                                     "padding_packets": daemon.daemon.worker.stats.padding_packets_sent}))
+    print(
+        "SIMULCAST "
+        + json.dumps(
+            {
+                "layers": [i._asdict() for i in producer.layers],
+                "top": top,
+                "low": low,
+                "back_after_uncap_s": back_s,
+                "after": after,
+                "back": back,
+                "switches": daemon.daemon.worker.stats.layer_switches,
+                # The node's abs-send-time on the viewer's media and padding (ids).
+                "abs_send_time": [producer.ast_id, [c.ast_id for c in producer.consumers.values()]],
+                "padding_packets": daemon.daemon.worker.stats.padding_packets_sent,
+            }
+        )
+    )
     await viewer.close()
     await performer.close()

@@ -37,8 +37,8 @@ from tests.turn.parts import require
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 SECRET = "browser-turn-secret-0123456789"
-NODE_MEDIA, COTURN_RELAY = "10.213.1.1", "10.213.1.2"   # this namespace <-> turn
-NODE_HTTP, VIEWER_HTTP = "10.213.2.1", "10.213.2.2"      # this namespace <-> viewer
+NODE_MEDIA, COTURN_RELAY = "10.213.1.1", "10.213.1.2"  # this namespace <-> turn
+NODE_HTTP, VIEWER_HTTP = "10.213.2.1", "10.213.2.2"  # this namespace <-> viewer
 COTURN_LISTEN, VIEWER_TURN = "10.213.3.1", "10.213.3.2"  # turn <-> viewer
 URLS = {
     "tcp": f"turn:{COTURN_LISTEN}:{coturn.TURN_PORT}?transport=tcp",
@@ -159,8 +159,9 @@ async def _watch(daemon: Daemon, browser: Any, viewer_ctx: Any, net: Net, transp
     held = await show_stats(guest)
     server_held = sum(c.packets for c in guest_consumers())
     member_a = await show_stats(member)
-    member_b = await poll(lambda: show_stats(member),
-                          lambda s: s["video"]["framesDecoded"] >= member_a["video"]["framesDecoded"] + 30)
+    member_b = await poll(
+        lambda: show_stats(member), lambda s: s["video"]["framesDecoded"] >= member_a["video"]["framesDecoded"] + 30
+    )
     assert member_b["video"]["framesDecoded"] >= member_a["video"]["framesDecoded"] + 30, (member_a, member_b)
     grew = [b - a for a, b in zip(counters(held), counters(await show_stats(guest)))]
     assert grew[0] <= IN_FLIGHT_FRAMES and grew[1] <= IN_FLIGHT_PACKETS and grew[2] <= IN_FLIGHT_PACKETS, grew
@@ -172,11 +173,15 @@ async def _watch(daemon: Daemon, browser: Any, viewer_ctx: Any, net: Net, transp
     before = await show_stats(guest)
     await performer.click("#back-to-free")
     await until(guest, "jasmin.showState === 'free'", logs)
-    again = await poll(lambda: show_stats(guest),
-                       lambda s: s["video"]["framesDecoded"] > before["video"]["framesDecoded"] + 10)
+    again = await poll(
+        lambda: show_stats(guest), lambda s: s["video"]["framesDecoded"] > before["video"]["framesDecoded"] + 10
+    )
     assert again["video"]["framesDecoded"] > before["video"]["framesDecoded"] + 10, (before, again, logs)
     assert await guest.evaluate("[jasmin.pcs.length, jasmin.pc === window.guestPc, jasmin.pc.connectionState]") == [
-        1, True, "connected"]
+        1,
+        True,
+        "connected",
+    ]
     pairs = await guest.evaluate("jasmin.showPairs()")
     assert all(p["localType"] == "relay" and p["relayProtocol"] == "tcp" for p in pairs), pairs
 

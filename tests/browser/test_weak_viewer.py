@@ -98,7 +98,15 @@ def consumers_of(node: Daemon, show: str) -> dict[str, Consumer]:
 
 def node_sample(cs: list[Consumer]) -> dict[str, Any]:
     """What the node sent these consumers: forwarded packets by kind, resends, REMB."""
-    out: dict[str, Any] = {"audio": 0, "video": 0, "video_bytes": 0, "audio_bytes": 0, "resent": 0, "resent_bytes": 0, "remb": 0}
+    out: dict[str, Any] = {
+        "audio": 0,
+        "video": 0,
+        "video_bytes": 0,
+        "audio_bytes": 0,
+        "resent": 0,
+        "resent_bytes": 0,
+        "remb": 0,
+    }
     for c in cs:
         out[c.kind] += c.packets
         out[c.kind + "_bytes"] += c.octets
@@ -167,8 +175,9 @@ async def test_a_weak_viewer_gets_resends_within_its_budget_and_keeps_its_audio(
             "pauses": getattr(stats, "video_congestion_pauses", 0),
             "probes": getattr(stats, "video_congestion_probes", 0),
             "rtt": [getattr(c, "rtt", None) for c in weak_cs],
-            "link": [(c.kind, round(getattr(c, "link_loss", 0.0), 2), getattr(c, "congested", None), c.remb)
-                     for c in weak_cs],
+            "link": [
+                (c.kind, round(getattr(c, "link_loss", 0.0), 2), getattr(c, "congested", None), c.remb) for c in weak_cs
+            ],
             "weak_rx": await weak.evaluate(INBOUND_JS),
             "good_rx": [await g.evaluate(INBOUND_JS) for g in good],
         }
@@ -201,7 +210,9 @@ async def test_a_weak_viewer_gets_resends_within_its_budget_and_keeps_its_audio(
         "weak_budget_kbit_s": round(budget_bytes * 8 / elapsed / 1000, 1),
         "weak_video_forwarded_per_s": round(delta(w0, w1, "video") / elapsed, 1),
         "weak_audio_kbit_s_on_wire": round((delta(w0, w1, "audio_bytes") + 50 * audio_sent) * 8 / elapsed / 1000, 1),
-        "weak_video_kbit_s_on_wire": round((delta(w0, w1, "video_bytes") + 50 * delta(w0, w1, "video")) * 8 / elapsed / 1000, 1),
+        "weak_video_kbit_s_on_wire": round(
+            (delta(w0, w1, "video_bytes") + 50 * delta(w0, w1, "video")) * 8 / elapsed / 1000, 1
+        ),
         "weak_audio_kept_pct": round(100 * audio_got / audio_sent, 1) if audio_sent else None,
         "weak_remb_kbit_s": round(w1["remb"] / 1000, 1),
         "performer_video_in_per_s": round((second["in"]["video"] - first["in"]["video"]) / elapsed, 1),
@@ -213,19 +224,27 @@ async def test_a_weak_viewer_gets_resends_within_its_budget_and_keeps_its_audio(
             for a, b in zip(first["good_each"], second["good_each"])
         ],
         "good_rx": [
-            {k: {"packets": delta(a.get(k, {}), b.get(k, {}), "packets"),
-                 "nacks": delta(a.get(k, {}), b.get(k, {}), "nacks")} for k in ("audio", "video")}
+            {
+                k: {
+                    "packets": delta(a.get(k, {}), b.get(k, {}), "packets"),
+                    "nacks": delta(a.get(k, {}), b.get(k, {}), "nacks"),
+                }
+                for k in ("audio", "video")
+            }
             for a, b in zip(first["good_rx"], second["good_rx"])
         ],
-        "suppressed_per_s": {r: round((second["suppressed"][r] - first["suppressed"][r]) / elapsed, 1)
-                             for r in first["suppressed"]},
+        "suppressed_per_s": {
+            r: round((second["suppressed"][r] - first["suppressed"][r]) / elapsed, 1) for r in first["suppressed"]
+        },
         "nack_keyframe_requests": second["nack_keyframe_requests"] - first["nack_keyframe_requests"],
         "weak_rtt_s": second["rtt"],
         "weak_link": [first["link"], second["link"]],
         "video_paused_for_congestion": [first["pauses"], second["pauses"]],
         "video_probes": [first["probes"], second["probes"]],
-        "weak_video_rx": {k: delta(first["weak_rx"].get("video", {}), second["weak_rx"].get("video", {}), k)
-                          for k in ("packets", "lost", "frames")},
+        "weak_video_rx": {
+            k: delta(first["weak_rx"].get("video", {}), second["weak_rx"].get("video", {}), k)
+            for k in ("packets", "lost", "frames")
+        },
         "qdisc": await netlab.qdisc(shaped_link),
     }
     print("WEAK-VIEWER " + json.dumps(figures), flush=True)

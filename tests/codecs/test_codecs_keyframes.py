@@ -158,22 +158,22 @@ def vp8(
         ("continuation packet", "0000", vp8(s=False), False),
         ("partition 3", "1300", vp8(pid=3), False),
         ("non-reference", "3001", vp8(n=True), False),
-        ("7-bit picture id", "9080" "05" "00", vp8(picture_id=5, bits=7, size=3), True),
-        ("15-bit picture id", "9080" "8539" "00", vp8(picture_id=0x0539, bits=15, size=4), True),
+        ("7-bit picture id", "90800500", vp8(picture_id=5, bits=7, size=3), True),
+        ("15-bit picture id", "9080853900", vp8(picture_id=0x0539, bits=15, size=4), True),
         (
             "picture id, tl0, tid",
-            "90e0" "8539" "07" "80" "00",
+            "90e08539078000",
             vp8(picture_id=0x539, bits=15, tl0=7, tid=2, size=6),
             True,
         ),
         (
             "all extensions, layer sync",
-            "90f0" "7f" "ff" "a3" "01",
+            "90f07fffa301",
             vp8(picture_id=127, bits=7, tl0=255, tid=2, y=True, key_idx=3, size=5),
             False,
         ),
-        ("keyidx only", "9010" "05" "00", vp8(key_idx=5, size=3), True),
-        ("x bit with no extensions", "9000" "00", vp8(size=2), True),
+        ("keyidx only", "90100500", vp8(key_idx=5, size=3), True),
+        ("x bit with no extensions", "900000", vp8(size=2), True),
     ],
 )
 def test_vp8_descriptor_table(name: str, data: str, expected: Vp8Descriptor, keyframe: bool) -> None:
@@ -183,7 +183,7 @@ def test_vp8_descriptor_table(name: str, data: str, expected: Vp8Descriptor, key
     assert vp8_is_keyframe(payload) is keyframe
 
 
-@pytest.mark.parametrize("data", ["", "90", "9080", "9080" "85", "9040", "9020", "9010", "90e0" "8539" "07"])
+@pytest.mark.parametrize("data", ["", "90", "9080", "908085", "9040", "9020", "9010", "90e0853907"])
 def test_vp8_truncated_descriptor(data: str) -> None:
     """Truncated descriptors raise MalformedPacket('bad_vp8') but vp8_is_keyframe just says False."""
     payload = bytes.fromhex(data)
@@ -195,8 +195,8 @@ def test_vp8_truncated_descriptor(data: str) -> None:
 
 def test_vp8_descriptor_without_payload_is_not_a_keyframe() -> None:
     """A descriptor with no VP8 payload byte after it parses, but is no keyframe."""
-    assert parse_vp8_descriptor(bytes.fromhex("9080" "8539")).header_size == 4
-    assert vp8_is_keyframe(bytes.fromhex("9080" "8539")) is False
+    assert parse_vp8_descriptor(bytes.fromhex("90808539")).header_size == 4
+    assert vp8_is_keyframe(bytes.fromhex("90808539")) is False
 
 
 @FAST

@@ -26,17 +26,11 @@ from jasmin_codecs.rtp import (
 FAST = settings(max_examples=60, deadline=None)
 
 # V=2 M=1 PT=96 seq=12345 ts=123456 ssrc=0xdeadbeef, payload 01 02 03.
-SIMPLE = bytes.fromhex("80e03039" "0001e240" "deadbeef" "010203")
+SIMPLE = bytes.fromhex("80e030390001e240deadbeef010203")
 
 # V=2 P=1 X=1 CC=2, M=0 PT=111, seq=65535, ts=0xffffffff, ssrc=1, CSRCs 2 and 3,
 # one-byte extensions {1: aa, 2: bbcc} + 3 zero pad, payload 9998, 3 padding bytes.
-FULL = bytes.fromhex(
-    "b26fffff" "ffffffff" "00000001"
-    "00000002" "00000003"
-    "bede0002" "10aa21bbcc000000"
-    "9998"
-    "000003"
-)
+FULL = bytes.fromhex("b26fffffffffffff000000010000000200000003bede000210aa21bbcc0000009998000003")
 
 
 def rebuild(data: bytes) -> bytes:
@@ -100,7 +94,7 @@ def test_vectors_rebuild_byte_exact(data: bytes) -> None:
 
 def test_extension_with_zero_words_round_trips() -> None:
     """An X bit with an empty extension body is kept (profile set, ext_data empty)."""
-    data = bytes.fromhex("90600001" "00000002" "00000003" "bede0000" "ff")
+    data = bytes.fromhex("906000010000000200000003bede0000ff")
     h = parse_rtp(data)
     assert (h.ext_profile, h.ext_data, h.payload_offset) == (0xBEDE, b"", 16)
     assert rebuild(data) == data
@@ -145,11 +139,19 @@ MALFORMED = [
     ("version_3", bytes([0xC0]) + SIMPLE[1:], "bad_version"),
     ("csrc_count_past_end", bytes([0x82]) + SIMPLE[1:12] + b"\0\0\0\1", "bad_csrc"),
     ("extension_header_truncated", bytes([0x90]) + SIMPLE[1:12] + b"\xbe\xde", "bad_extension"),
-    ("extension_body_truncated", bytes([0x90]) + SIMPLE[1:12] + bytes.fromhex("bede0002") + b"\x10\xaa\0\0", "bad_extension"),
+    (
+        "extension_body_truncated",
+        bytes([0x90]) + SIMPLE[1:12] + bytes.fromhex("bede0002") + b"\x10\xaa\0\0",
+        "bad_extension",
+    ),
     ("padding_zero", bytes([0xA0]) + SIMPLE[1:12] + b"\x01\x02\x00", "bad_padding"),
     ("padding_too_long", bytes([0xA0]) + SIMPLE[1:12] + b"\x01\x02\x04", "bad_padding"),
     ("padding_no_payload", bytes([0xA0]) + SIMPLE[1:12], "bad_padding"),
-    ("padding_eats_extension", bytes([0xB0]) + SIMPLE[1:12] + bytes.fromhex("bede0001") + b"\x10\xaa\x00\x06", "bad_padding"),
+    (
+        "padding_eats_extension",
+        bytes([0xB0]) + SIMPLE[1:12] + bytes.fromhex("bede0001") + b"\x10\xaa\x00\x06",
+        "bad_padding",
+    ),
 ]
 
 
@@ -197,12 +199,8 @@ def test_build_rtp_rejects_out_of_range_fields(kwargs: dict[str, Any], match: st
 
 # --- property tests and the aiortc oracle ------------------------------------
 
-one_byte_elements = st.lists(
-    st.tuples(st.integers(1, 14), st.binary(min_size=1, max_size=16)), max_size=6
-)
-any_elements = st.lists(
-    st.tuples(st.integers(1, 255), st.binary(min_size=0, max_size=40)), max_size=6
-)
+one_byte_elements = st.lists(st.tuples(st.integers(1, 14), st.binary(min_size=1, max_size=16)), max_size=6)
+any_elements = st.lists(st.tuples(st.integers(1, 255), st.binary(min_size=0, max_size=40)), max_size=6)
 
 packet_fields = st.fixed_dictionaries(
     {
@@ -356,7 +354,11 @@ def test_split_rtp_agrees_with_parse_rtp_on_valid_and_malformed(
         assert isinstance(split, tuple) and isinstance(parsed, RtpHeader)
         b0, b1, seq, ts, ssrc, csrc_end, ext_profile, payload_offset, padding = split
         assert (bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc) == (
-            parsed.marker, parsed.payload_type, parsed.sequence, parsed.timestamp, parsed.ssrc
+            parsed.marker,
+            parsed.payload_type,
+            parsed.sequence,
+            parsed.timestamp,
+            parsed.ssrc,
         )
         assert csrc_end == 12 + 4 * len(parsed.csrcs)
         assert (ext_profile, payload_offset, padding) == (parsed.ext_profile, parsed.payload_offset, parsed.padding)

@@ -26,13 +26,13 @@ FAST = settings(max_examples=60, deadline=None)
     ("name", "profile", "body", "expected"),
     [
         ("one-byte basic", 0xBEDE, bytes.fromhex("10aa21bbcc000000"), [(1, b"\xaa"), (2, b"\xbb\xcc")]),
-        ("one-byte padding between", 0xBEDE, bytes.fromhex("10aa0000" "21bbcc00"), [(1, b"\xaa"), (2, b"\xbb\xcc")]),
+        ("one-byte padding between", 0xBEDE, bytes.fromhex("10aa000021bbcc00"), [(1, b"\xaa"), (2, b"\xbb\xcc")]),
         ("one-byte 16-byte value", 0xBEDE, bytes([0xEF]) + bytes(range(16)) + bytes(3), [(14, bytes(range(16)))]),
         ("one-byte id 15 stops", 0xBEDE, bytes.fromhex("10aaf321bbcc0000"), [(1, b"\xaa")]),
         ("one-byte id 0 with length stops", 0xBEDE, bytes.fromhex("10aa0521bbcc0000"), [(1, b"\xaa")]),
         ("one-byte all padding", 0xBEDE, bytes(4), []),
-        ("two-byte basic", 0x1000, bytes.fromhex("0101aa" "1f02bbcc" "00"), [(1, b"\xaa"), (31, b"\xbb\xcc")]),
-        ("two-byte zero length", 0x1000, bytes.fromhex("0500" "0601dd" "000000"), [(5, b""), (6, b"\xdd")]),
+        ("two-byte basic", 0x1000, bytes.fromhex("0101aa1f02bbcc00"), [(1, b"\xaa"), (31, b"\xbb\xcc")]),
+        ("two-byte zero length", 0x1000, bytes.fromhex("05000601dd000000"), [(5, b""), (6, b"\xdd")]),
         ("two-byte appbits", 0x100F, bytes.fromhex("ff01ee00"), [(255, b"\xee")]),
         ("unknown profile", 0x0001, bytes.fromhex("10aa0000"), []),
         ("empty body", 0xBEDE, b"", []),
@@ -71,9 +71,7 @@ def test_parse_extensions_rejects_elements_past_the_end(profile: int, body: byte
         ([(1, bytes(17))], (0x1000, bytes.fromhex("0111") + bytes(17) + bytes(1))),  # 17 bytes
     ],
 )
-def test_build_extensions_picks_form_and_pads(
-    elements: list[tuple[int, bytes]], expected: tuple[int, bytes]
-) -> None:
+def test_build_extensions_picks_form_and_pads(elements: list[tuple[int, bytes]], expected: tuple[int, bytes]) -> None:
     """One-byte form when everything fits, two-byte otherwise; body padded to 4 bytes."""
     assert build_extensions(elements) == expected
 
@@ -85,9 +83,9 @@ def test_build_extensions_rejects_unencodable(elements: list[tuple[int, bytes]])
         build_extensions(elements)
 
 
-elements_strategy = st.lists(
-    st.tuples(st.integers(1, 255), st.binary(min_size=0, max_size=20)), max_size=8
-) | st.lists(st.tuples(st.integers(1, 14), st.binary(min_size=1, max_size=16)), max_size=8)
+elements_strategy = st.lists(st.tuples(st.integers(1, 255), st.binary(min_size=0, max_size=20)), max_size=8) | st.lists(
+    st.tuples(st.integers(1, 14), st.binary(min_size=1, max_size=16)), max_size=8
+)
 
 
 @FAST
@@ -181,10 +179,10 @@ def test_rewriter_adds_replacement_to_packets_without_extensions() -> None:
 def test_rewriter_identity_returns_original_section_bytes() -> None:
     """Identity mapping with no replacement hands back the incoming section unchanged."""
     # Deliberately non-canonical: padding between elements and an odd appbits profile.
-    body = bytes.fromhex("0102aabb" "00000303" "112233" "00")
+    body = bytes.fromhex("0102aabb0000030311223300")
     rewriter = ExtensionRewriter({1: 1, 3: 3, 7: 7})
     assert rewriter.rewrite(0x1003, body) == extension_section(0x1003, body)
-    one = bytes.fromhex("10aa0000" "21bbcc00")
+    one = bytes.fromhex("10aa000021bbcc00")
     assert ExtensionRewriter({1: 1, 2: 2}).rewrite(0xBEDE, one) == extension_section(0xBEDE, one)
 
 

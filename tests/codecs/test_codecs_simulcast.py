@@ -154,8 +154,16 @@ def test_paused_alternatives_and_restrictions_are_parsed() -> None:
 
 # (name, extra lines appended to BASE, words the error message must contain)
 BAD = [
-    ("more than 3 layers", "a=rid:a send\na=rid:b send\na=rid:c send\na=rid:d send\na=simulcast:send a;b;c;d", "4 rids"),
-    ("more than 3 rids as alternatives", "a=rid:a send\na=rid:b send\na=rid:c send\na=rid:d send\na=simulcast:send a,b;c,d", "4 rids"),
+    (
+        "more than 3 layers",
+        "a=rid:a send\na=rid:b send\na=rid:c send\na=rid:d send\na=simulcast:send a;b;c;d",
+        "4 rids",
+    ),
+    (
+        "more than 3 rids as alternatives",
+        "a=rid:a send\na=rid:b send\na=rid:c send\na=rid:d send\na=simulcast:send a,b;c,d",
+        "4 rids",
+    ),
     ("duplicate rid in a=simulcast", "a=rid:a send\na=rid:b send\na=simulcast:send a;b;a", "'a' named twice"),
     ("duplicate a=rid line", "a=rid:a send\na=rid:a send max-width=320\na=simulcast:send a", "a=rid:a given twice"),
     ("rid too long", "a=rid:abcdefghijklmnopq send\na=simulcast:send abcdefghijklmnopq", "not 1-16"),
@@ -172,7 +180,11 @@ BAD = [
     ("restriction twice", "a=rid:h send max-width=1;max-width=2\na=simulcast:send h", "max-width given twice"),
     ("recv simulcast", "a=rid:h recv\na=simulcast:recv h", "recv is not supported"),
     ("send and recv simulcast", "a=rid:h send\na=rid:r recv\na=simulcast:send h recv r", "recv is not supported"),
-    ("long garbage is cut in the message", "a=rid:" + "x" * 5000 + " send\na=simulcast:send h", "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"),
+    (
+        "long garbage is cut in the message",
+        "a=rid:" + "x" * 5000 + " send\na=simulcast:send h",
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'",
+    ),
     ("no direction word", "a=rid:h send\na=simulcast:h;m", "expected 'a=simulcast:send"),
     ("legacy rid= form", "a=rid:h send\na=simulcast: send rid=h", "expected 'a=simulcast:send"),
     ("two a=simulcast lines", "a=rid:h send\na=simulcast:send h\na=simulcast:send h", "more than once"),
@@ -180,7 +192,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("name", "extra", "words"), BAD, ids=[b[0] for b in BAD])
-def test_bad_simulcast_sections_are_refused_with_a_message_naming_the_problem(name: str, extra: str, words: str) -> None:
+def test_bad_simulcast_sections_are_refused_with_a_message_naming_the_problem(
+    name: str, extra: str, words: str
+) -> None:
     """Each malformed or over-limit simulcast section raises MalformedSdp (-> bad_sdp) whose message names the problem."""
     with pytest.raises(MalformedSdp) as info:
         parse_simulcast(lines(BASE + extra + "\n"))

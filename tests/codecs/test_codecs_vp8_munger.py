@@ -105,7 +105,9 @@ VECTORS = [
 
 
 @pytest.mark.parametrize(("name", "payload", "pid", "tl0", "expected"), VECTORS, ids=[v[0] for v in VECTORS])
-def test_rewrite_vectors_are_byte_exact(name: str, payload: bytes, pid: int | None, tl0: int | None, expected: bytes) -> None:
+def test_rewrite_vectors_are_byte_exact(
+    name: str, payload: bytes, pid: int | None, tl0: int | None, expected: bytes
+) -> None:
     """Rewriting changes exactly the PictureID/TL0PICIDX bytes, keeps the id's width and wraps both fields."""
     out = rewrite_vp8_descriptor(payload, pid, tl0)
     assert out == expected
@@ -184,7 +186,9 @@ def test_parse_of_rewrite_is_the_descriptor_with_new_ids(d: Vp8Descriptor, pid: 
 # --- the munger: table-driven cases ---------------------------------------------
 
 
-def desc(pid: int | None, tl0: int | None = None, tid: int | None = None, y: bool = False, bits: int = 15, begin: bool = True) -> Vp8Descriptor:
+def desc(
+    pid: int | None, tl0: int | None = None, tid: int | None = None, y: bool = False, bits: int = 15, begin: bool = True
+) -> Vp8Descriptor:
     return Vp8Descriptor(
         start_of_partition=begin,
         partition_id=0,

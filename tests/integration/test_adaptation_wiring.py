@@ -39,8 +39,9 @@ LOW_REMB, HIGH_REMB = 120_000, 2_000_000
 
 def fast_worker() -> Worker:
     """A worker with a 200 ms RTCP tick and a quick adaptation policy (probe_stall_s is no [media] key)."""
-    fast = AdaptationPolicy(up_hold_s=0.6, min_dwell_s=0.4, probe_interval_s=1.0, probe_duration_s=2.0,
-                            probe_stall_s=1.0, backoff_max_s=2.0)
+    fast = AdaptationPolicy(
+        up_hold_s=0.6, min_dwell_s=0.4, probe_interval_s=1.0, probe_duration_s=2.0, probe_stall_s=1.0, backoff_max_s=2.0
+    )
     fast.validate()
     return Worker(MediaSettings(rtcp_interval_ms=200, layer_adaptation=True), adaptation=fast)
 
@@ -64,9 +65,17 @@ class Publisher:
             profile, ext_body = build_extensions([(self.mid_id, b"0"), (RID_ID, rid.encode())])
             section = struct.pack("!HH", profile, len(ext_body) // 4) + ext_body
             body = head + bytes(BODY[rid]) + rid.encode()
-            self.sink.send(build_rtp(marker=True, payload_type=self.pt, sequence=self.seq[rid],
-                                     timestamp=self.ts[rid], ssrc=SSRCS[rid], payload=desc + body,
-                                     ext_section=section))
+            self.sink.send(
+                build_rtp(
+                    marker=True,
+                    payload_type=self.pt,
+                    sequence=self.seq[rid],
+                    timestamp=self.ts[rid],
+                    ssrc=SSRCS[rid],
+                    payload=desc + body,
+                    ext_section=section,
+                )
+            )
             self.seq[rid] = (self.seq[rid] + 1) & 0xFFFF
             self.ts[rid] = (self.ts[rid] + 3000) & 0xFFFFFFFF
             self.pid[rid] = (pid + 1) & 0x7FFF
@@ -87,12 +96,12 @@ async def worker() -> Any:
 
 async def test_a_viewer_whose_remb_falls_gets_a_lower_layer_and_climbs_back(worker: Any) -> None:
     """Protects the router's wiring of ViewerAdaptation: a simulcast video viewer gets an
-    adaptation (and stops following the producer's default layer); the RTCP loop ticks it,
-    so when the viewer's own REMB falls to 120 kbit/s it is moved to the lowest layer
-    (its RTP carries the "q" stream), and when its REMB rises to 2 Mbit/s it climbs back
-    to the top layer ("f"), in one SSRC; the transport's layer listeners hear each change
-once; closing the consumer removes and closes its
-    adaptation. Red if the router does not create, tick or drop the adaptation."""
+        adaptation (and stops following the producer's default layer); the RTCP loop ticks it,
+        so when the viewer's own REMB falls to 120 kbit/s it is moved to the lowest layer
+        (its RTP carries the "q" stream), and when its REMB rises to 2 Mbit/s it climbs back
+        to the top layer ("f"), in one SSRC; the transport's layer listeners hear each change
+    once; closing the consumer removes and closes its
+        adaptation. Red if the router does not create, tick or drop the adaptation."""
     router = worker.create_router("show-adapt")
     client = new_pc()
     tv = client.addTransceiver(PatternTrack(), direction="sendonly")

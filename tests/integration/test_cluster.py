@@ -98,6 +98,7 @@ async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: st
     c = await start_daemon_process(env=node_env(prefix, "c", 2))
     peers: list[Any] = []
     try:
+
         async def all_three() -> bool:
             views = [set(await cluster_view(n)) for n in (a, b, c)]
             return all(v == {"a", "b", "c"} for v in views)
@@ -134,7 +135,7 @@ async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: st
         assert sent.client.moved_to == c.url
         ma, mb, mc = await a.metrics(), await b.metrics(), await c.metrics()
         assert ma['jasmin_cluster_placements_total{decision="remote"}'] == 1
-        assert ma['jasmin_cluster_redirects_total'] >= 2
+        assert ma["jasmin_cluster_redirects_total"] >= 2
         assert mb['jasmin_cluster_placements_total{decision="edge"}'] == 1
         assert mb["jasmin_relay_replica_producers"] == 2 and mb["jasmin_relay_streams_in"] == 2
         assert mc["jasmin_relay_streams_out"] == 2 and mc["jasmin_relay_packets_out_total"] > 0
@@ -190,11 +191,22 @@ async def test_a_client_follows_moved_only_once() -> None:
             if frame.get("type") == "hello":
                 await ws.send_str(json.dumps({"type": "welcome", "session_id": "x", "protocol": "jasmin/1"}))
             elif frame.get("type") == "request":
-                await ws.send_str(json.dumps({
-                    "type": "response", "id": frame["id"], "ok": False,
-                    "error": {"code": "moved", "message": "elsewhere", "url": f"ws://127.0.0.1:{port}/ws",
-                              "node": "loop", "http_url": f"http://127.0.0.1:{port}"},
-                }))
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "response",
+                            "id": frame["id"],
+                            "ok": False,
+                            "error": {
+                                "code": "moved",
+                                "message": "elsewhere",
+                                "url": f"ws://127.0.0.1:{port}/ws",
+                                "node": "loop",
+                                "http_url": f"http://127.0.0.1:{port}",
+                            },
+                        }
+                    )
+                )
         return ws
 
     app = web.Application()
@@ -229,6 +241,7 @@ async def test_a_private_on_the_origin_cuts_every_relay_at_the_accept(prefix: st
     c = await start_daemon_process(env=node_env(prefix, "c", 10, **free_privates))
     peers: list[Any] = []
     try:
+
         async def all_three() -> bool:
             return all([set(await cluster_view(n)) == {"a", "b", "c"} for n in (a, b, c)])
 
@@ -240,8 +253,9 @@ async def test_a_private_on_the_origin_cuts_every_relay_at_the_accept(prefix: st
         peers += [*free, member]
         assert all(v.client.moved_to is None for v in free)  # b and c serve their viewer as edges
         everyone = [*free, member]
-        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3
-                                          for v in everyone), 30)
+        assert await wait_for(
+            lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 30
+        )
 
         await member.client.request("private.request")
         await pub.client.next_event("private.requested")

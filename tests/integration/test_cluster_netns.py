@@ -107,9 +107,25 @@ class Redis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "redis-server", "--bind", REDIS_IP, "--port", "6379", "--save", "",
-             "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                "redis-server",
+                "--bind",
+                REDIS_IP,
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def kill(self) -> None:
@@ -151,17 +167,29 @@ async def start_node(net: Net, name: str, tmp: str, max_viewers: int = 10) -> No
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
-        "JASMIN_SERVER_HOST": ip, "JASMIN_SERVER_PORT": "8080", "JASMIN_MEDIA_LISTEN_IPS": ip,
-        "JASMIN_LOG_LEVEL": "warning", "JASMIN_BILLING_DATA_DIR": data, "JASMIN_ACCOUNTS_DATA_DIR": data,
+        "JASMIN_SERVER_HOST": ip,
+        "JASMIN_SERVER_PORT": "8080",
+        "JASMIN_MEDIA_LISTEN_IPS": ip,
+        "JASMIN_LOG_LEVEL": "warning",
+        "JASMIN_BILLING_DATA_DIR": data,
+        "JASMIN_ACCOUNTS_DATA_DIR": data,
         "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
-        "JASMIN_CLUSTER_REDIS_URL": f"redis://{REDIS_IP}:6379/0", "JASMIN_CLUSTER_NODE_ID": name,
+        "JASMIN_CLUSTER_REDIS_URL": f"redis://{REDIS_IP}:6379/0",
+        "JASMIN_CLUSTER_NODE_ID": name,
         "JASMIN_BILLING_NODE_ID": f"bill{name}",
-        "JASMIN_CLUSTER_SECRET": SECRET, "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.2", "JASMIN_CLUSTER_TTL_S": "1.5",
-        "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": str(max_viewers), "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+        "JASMIN_CLUSTER_SECRET": SECRET,
+        "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.2",
+        "JASMIN_CLUSTER_TTL_S": "1.5",
+        "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": str(max_viewers),
+        "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
     }
     proc = subprocess.Popen(
         ["ip", "netns", "exec", net.spaces[name], sys.executable, "-m", "jasmin_sfu", "serve"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -223,8 +251,11 @@ async def relay_metrics(node: Node) -> dict[str, float]:
     async with aiohttp.ClientSession() as s:
         async with s.get(node.http + "/metrics") as r:
             text = await r.text()
-    return {k: float(v) for k, _, v in (line.rpartition(" ") for line in text.splitlines())
-            if k.startswith("jasmin_relay_") or k.startswith("jasmin_cluster_placements")}
+    return {
+        k: float(v)
+        for k, _, v in (line.rpartition(" ") for line in text.splitlines())
+        if k.startswith("jasmin_relay_") or k.startswith("jasmin_cluster_placements")
+    }
 
 
 async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_out_a_redis_outage(
@@ -248,6 +279,7 @@ async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_o
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
     peers: list[Any] = []
     try:
+
         async def registered() -> bool:
             views = [{n["id"] for n in (await readyz(x))["cluster"]["nodes"]} for x in (a, b, c)]
             return all(v == {"a", "b", "c"} for v in views)

@@ -24,8 +24,15 @@ async def test_health_ready_metrics_and_demo_page(daemon_process: DaemonProcess)
         async with s.get(daemon_process.http + "/") as r:
             assert r.status == 200 and "<html" in (await r.text()).lower()
     m = await daemon_process.metrics()
-    for name in ("jasmin_shows", "jasmin_producers", "jasmin_consumers", "jasmin_rtp_packets_in_total",
-                 "jasmin_rtp_packets_out_total", "jasmin_nack_packets_served_total", "jasmin_plis_sent_total"):
+    for name in (
+        "jasmin_shows",
+        "jasmin_producers",
+        "jasmin_consumers",
+        "jasmin_rtp_packets_in_total",
+        "jasmin_rtp_packets_out_total",
+        "jasmin_nack_packets_served_total",
+        "jasmin_plis_sent_total",
+    ):
         assert name in m, name
 
 
@@ -42,8 +49,13 @@ async def test_sigterm_closes_every_peer_and_exits_zero() -> None:
         code = await loop.run_in_executor(None, dp.proc.wait, 20)
         assert code == 0, "".join(dp.output)
         assert await wait_for(lambda: pub.client.closed and viewer.client.closed, timeout=10)
-        assert await wait_for(lambda: viewer.pc.connectionState in ("closed", "failed", "disconnected")
-                              or viewer.pc.iceConnectionState in ("closed", "failed", "disconnected"), timeout=40)
+        assert await wait_for(
+            lambda: (
+                viewer.pc.connectionState in ("closed", "failed", "disconnected")
+                or viewer.pc.iceConnectionState in ("closed", "failed", "disconnected")
+            ),
+            timeout=40,
+        )
         await viewer.close()
         await pub.close()
     finally:
@@ -53,11 +65,21 @@ async def test_sigterm_closes_every_peer_and_exits_zero() -> None:
 
 def test_check_config_command_reports_errors() -> None:
     """Protects the CLI: a bad config exits 2 with the key named; a good one prints the tree."""
-    bad = subprocess.run([sys.executable, "-m", "jasmin_sfu", "check-config"], cwd=REPO, capture_output=True,
-                         text=True, env={"JASMIN_SERVER_PORT": "nope", "PATH": "/usr/bin:/bin"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "jasmin_sfu", "check-config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"JASMIN_SERVER_PORT": "nope", "PATH": "/usr/bin:/bin"},
+    )
     assert bad.returncode == 2 and "server.port" in bad.stderr
-    good = subprocess.run([sys.executable, "-m", "jasmin_sfu", "check-config"], cwd=REPO, capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin"})
+    good = subprocess.run(
+        [sys.executable, "-m", "jasmin_sfu", "check-config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert good.returncode == 0 and "ServerConfig" in good.stdout
 
 

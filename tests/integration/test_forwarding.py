@@ -83,8 +83,9 @@ async def test_viewers_decode_through_the_c_fast_path(daemon) -> None:  # type: 
     pub = await publish(daemon.url, "show-fast")
     viewer = await subscribe(daemon.url, "show-fast")
     try:
-        assert await wait_for(lambda: viewer.frames.get("video", 0) >= 10 and viewer.frames.get("audio", 0) >= 10,
-                              timeout=30), viewer.frames
+        assert await wait_for(
+            lambda: viewer.frames.get("video", 0) >= 10 and viewer.frames.get("audio", 0) >= 10, timeout=30
+        ), viewer.frames
         consumers = [c for r in daemon.daemon.worker.routers.values() for c in r.consumers.values()]
         assert len(consumers) == 2
         assert all(c.fast and c.lane.packets >= 5 for c in consumers), [(c.fast, c.lane.packets) for c in consumers]

@@ -35,7 +35,9 @@ async def test_no_free_media_port_is_overloaded_on_the_websocket() -> None:
     transport count is back to the performer's one) and the connection stays usable (a
     second `subscribe` gets the same answer). WHEP's 503: tests/whip/test_whip_capacity.py."""
     port = free_udp_port()
-    dp = await start_daemon_process(env={"JASMIN_MEDIA_RTC_MIN_PORT": str(port), "JASMIN_MEDIA_RTC_MAX_PORT": str(port)})
+    dp = await start_daemon_process(
+        env={"JASMIN_MEDIA_RTC_MIN_PORT": str(port), "JASMIN_MEDIA_RTC_MAX_PORT": str(port)}
+    )
     pub = None
     viewer = None
     try:

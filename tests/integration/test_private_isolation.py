@@ -135,7 +135,7 @@ class Watcher:
             self._make = rx_sessions(self.dtls)
             self._main = self._make()
         assert self._main is not None
-        for data in wire[self._done:]:
+        for data in wire[self._done :]:
             try:
                 plain = self._main.unprotect(data)
             except pylibsrtp.Error:
@@ -149,7 +149,9 @@ class Watcher:
         return self.got
 
     def count(self, phase: str, ssrc: int | None = None) -> int:
-        return sum(1 for _s, _q, p, m in self.update() if p.log[m][0] == phase and (ssrc is None or p.log[m][1] == ssrc))
+        return sum(
+            1 for _s, _q, p, m in self.update() if p.log[m][0] == phase and (ssrc is None or p.log[m][1] == ssrc)
+        )
 
     def private_markers(self) -> list[tuple[MarkedPublisher, int]]:
         return [(p, m) for _s, _q, p, m in self.update() if p.log[m][0] == PRIVATE]
@@ -165,7 +167,9 @@ def newest_seq(pub: MarkedPublisher, ssrc: int) -> int:
 async def nack(w: Watcher, media_ssrc: int, out_seqs: list[int]) -> None:
     """The viewer NACKs ``out_seqs`` on one of its tracks, 16 to an RTCP packet."""
     for i in range(0, len(out_seqs), 16):
-        await w.dtls._send_rtp(Nack(sender_ssrc=0x5EED, media_ssrc=media_ssrc, lost=tuple(out_seqs[i:i + 16])).to_bytes())
+        await w.dtls._send_rtp(
+            Nack(sender_ssrc=0x5EED, media_ssrc=media_ssrc, lost=tuple(out_seqs[i : i + 16])).to_bytes()
+        )
 
 
 async def nack_the_private(w: Watcher, pubs: list[MarkedPublisher]) -> tuple[int, int]:
@@ -221,24 +225,34 @@ async def private_show(url: str, show: str, performers: tuple[str, ...]) -> None
         for p in pubs:
             p.phase = PRIVATE
         during = await watch("joined during the private")
+
         def whole_keyframe() -> bool:
             """The member got a keyframe of the private and 8 video packets after its
             first (a keyframe is at most 6 here): the SFU's keyframe cache holds it."""
             got = member.private_markers()
-            return any(sum(1 for q, n in got if q is p and n > m and q.log[n][1] == p.video_ssrc) >= 8
-                       for p, m in got if m in p.key_markers)
+            return any(
+                sum(1 for q, n in got if q is p and n > m and q.log[n][1] == p.video_ssrc) >= 8
+                for p, m in got
+                if m in p.key_markers
+            )
 
-        assert await wait_for(lambda: all_tracks(member, PRIVATE, 40) and whole_keyframe(), 30), \
+        assert await wait_for(lambda: all_tracks(member, PRIVATE, 40) and whole_keyframe(), 30), (
             "the member gets the private, keyframes included"
+        )
 
         # End it with nothing of the private still in flight: hold, and wait until the
         # member has the last packet of the private on every track.
         for p in pubs:
             p.holding = True
-        last = {(p, ssrc): max((m for m, (ph, s, _q) in p.log.items() if ph == PRIVATE and s == ssrc))
-                for p in pubs for ssrc in (p.video_ssrc, p.audio_ssrc)}
-        assert await wait_for(lambda: {(p, p.log[m][1]) for p, m in member.private_markers()
-                                       if m == last[(p, p.log[m][1])]} == set(last), 20)
+        last = {
+            (p, ssrc): max((m for m, (ph, s, _q) in p.log.items() if ph == PRIVATE and s == ssrc))
+            for p in pubs
+            for ssrc in (p.video_ssrc, p.audio_ssrc)
+        }
+        assert await wait_for(
+            lambda: {(p, p.log[m][1]) for p, m in member.private_markers() if m == last[(p, p.log[m][1])]} == set(last),
+            20,
+        )
         await member.viewer.client.request("private.end")
         just_after = await watch("joined just after the private")  # in member chat
         await pubs[0].client.request("show.free")
@@ -295,11 +309,16 @@ async def test_a_private_reaches_its_member_only_with_two_workers() -> None:
     """Protects exclusivity behind the supervisor (server.workers = 2): signaling for the
     private goes through the supervisor to the show's worker, viewers' websockets start
     on either worker, and still no private packet reaches anyone but the member."""
-    dp = await start_daemon_process(env={
-        "JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false", "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
-        "JASMIN_MEDIA_RTC_MIN_PORT": "0", "JASMIN_MEDIA_RTC_MAX_PORT": "0",
-        "JASMIN_MEDIA_NACK_MAX_DELAY_MS": str(NACK_MAX_DELAY_MS),
-    })
+    dp = await start_daemon_process(
+        env={
+            "JASMIN_SERVER_WORKERS": "2",
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+            "JASMIN_MEDIA_RTC_MIN_PORT": "0",
+            "JASMIN_MEDIA_RTC_MAX_PORT": "0",
+            "JASMIN_MEDIA_NACK_MAX_DELAY_MS": str(NACK_MAX_DELAY_MS),
+        }
+    )
     try:
         async with aiohttp.ClientSession() as s, s.get(dp.http + "/readyz") as r:
             assert r.status == 200 and len((await r.json())["workers"]) == 2

@@ -36,7 +36,10 @@ async def test_packets_lost_on_a_viewer_leg_are_retransmitted_from_the_cache(dae
     counter.drop_next[video] = 4
     assert await wait_for(lambda: len(counter.dropped) == 4, timeout=10)
     dropped = {seq for _, seq in counter.dropped}
-    assert await wait_for(lambda: dropped <= counter.seqs[video], timeout=10), (dropped, sorted(counter.seqs[video])[-20:])
+    assert await wait_for(lambda: dropped <= counter.seqs[video], timeout=10), (
+        dropped,
+        sorted(counter.seqs[video])[-20:],
+    )
     stats = daemon.daemon.worker.stats
     assert stats.nacks_received >= 1
     assert stats.nack_packets_served >= 4
@@ -198,8 +201,10 @@ async def test_a_viewer_nacking_the_whole_cache_every_10ms_gets_no_more_than_its
     extra = (wire.bytes - rx0) - (sent_by_node() - fwd0)
     depth = policy.budget_depth(policy.budget_rate(max(vc.remb, policy.fallback_bps)))
     figures = (nacks, resent, extra, budget, vc.remb, stats.nack_suppressed_rtt, stats.nack_suppressed_budget)
-    print("NACK-FLOOD nacks=%d resent_bytes=%d extra_bytes_on_wire=%d budget_bytes=%.0f remb=%d"
-          " suppressed_rtt=%d suppressed_budget=%d" % figures)
+    print(
+        "NACK-FLOOD nacks=%d resent_bytes=%d extra_bytes_on_wire=%d budget_bytes=%.0f remb=%d"
+        " suppressed_rtt=%d suppressed_budget=%d" % figures
+    )
     assert nacks > 100, figures
     assert resent <= budget + depth + 1500, figures
     assert extra <= budget + depth + 1500 + 16 * 30, figures  # + SRTP tags of the resends
@@ -210,12 +215,17 @@ async def test_a_viewer_nacking_the_whole_cache_every_10ms_gets_no_more_than_its
     async with aiohttp.ClientSession() as http:
         async with http.get(daemon.http + "/metrics") as r:
             text = await r.text()
-    values = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
-              for line in text.splitlines() if line and not line.startswith("#")}
+    values = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     assert values['jasmin_nack_resends_total{kind="video"}'] == stats.nack_resends["video"] > 0
     assert values['jasmin_nack_resends_total{kind="audio"}'] == 0
     for reason in ("age", "budget", "retries", "rtt"):
-        assert values[f'jasmin_nack_suppressed_total{{reason="{reason}"}}'] == getattr(stats, f"nack_suppressed_{reason}")
+        assert values[f'jasmin_nack_suppressed_total{{reason="{reason}"}}'] == getattr(
+            stats, f"nack_suppressed_{reason}"
+        )
     assert values['jasmin_nack_suppressed_total{reason="budget"}'] > 0
     await viewer.close()
     await pub.close()

@@ -89,10 +89,27 @@ class L1T3Sender:
             self.tl0 = (self.tl0 + 1) & 0xFF
         chunks = [data[i : i + 400] for i in range(0, len(data), 400)]
         for i, chunk in enumerate(chunks):
-            desc = bytes([0x90 if i == 0 else 0x80, 0xE0, 0x80 | self.pid >> 8, self.pid & 0xFF, self.tl0,
-                          tid << 6 | (0x20 if tid and self.n < 4 else 0)])
-            self.sink.send(build_rtp(marker=i == len(chunks) - 1, payload_type=self.pt, sequence=self.seq,
-                                     timestamp=self.ts, ssrc=self.ssrc, payload=desc + chunk, ext_section=b""))
+            desc = bytes(
+                [
+                    0x90 if i == 0 else 0x80,
+                    0xE0,
+                    0x80 | self.pid >> 8,
+                    self.pid & 0xFF,
+                    self.tl0,
+                    tid << 6 | (0x20 if tid and self.n < 4 else 0),
+                ]
+            )
+            self.sink.send(
+                build_rtp(
+                    marker=i == len(chunks) - 1,
+                    payload_type=self.pt,
+                    sequence=self.seq,
+                    timestamp=self.ts,
+                    ssrc=self.ssrc,
+                    payload=desc + chunk,
+                    ext_section=b"",
+                )
+            )
             self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + 3000) & 0xFFFFFFFF
         self.pid = (self.pid + 1) & 0x7FFF

@@ -85,9 +85,11 @@ def test_a_port_range_smaller_than_the_worker_count_is_refused() -> None:
 def test_metrics_are_merged_per_family_with_a_worker_label() -> None:
     """Protects /metrics under workers: every sample keeps its family contiguous and says
     which worker it came from, and HELP/TYPE appear once."""
-    w = ("# HELP jasmin_rtp_packets_total RTP packets\n# TYPE jasmin_rtp_packets_total counter\n"
-         'jasmin_rtp_packets_total{direction="in"} {v}\n'
-         "# HELP jasmin_shows Shows\n# TYPE jasmin_shows gauge\njasmin_shows {v}\n")
+    w = (
+        "# HELP jasmin_rtp_packets_total RTP packets\n# TYPE jasmin_rtp_packets_total counter\n"
+        'jasmin_rtp_packets_total{direction="in"} {v}\n'
+        "# HELP jasmin_shows Shows\n# TYPE jasmin_shows gauge\njasmin_shows {v}\n"
+    )
     merged = merge_metrics({0: w.replace("{v}", "1"), 1: w.replace("{v}", "2")}).splitlines()
     assert merged == [
         "# HELP jasmin_rtp_packets_total RTP packets",
@@ -188,8 +190,9 @@ async def test_two_workers_hold_one_show_each_restart_when_killed_and_drain_on_s
         va = await subscribe(url, "show-a")
         vb = await subscribe(url, "show-b", binary=True)
         opened += [pa, pb, va, vb]
-        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3
-                                          for v in (va, vb)), 30)
+        assert await wait_for(
+            lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in (va, vb)), 30
+        )
 
         _, metrics = await _get(dp.http + "/metrics")
         assert _placed(metrics) == {"0": 1.0, "1": 1.0}, "the two shows are on different workers"
@@ -215,8 +218,9 @@ async def test_two_workers_hold_one_show_each_restart_when_killed_and_drain_on_s
             await wait_for(lambda: False, 0.1)
         assert await restarted()
         before = {id(v): v.frames.get("video", 0) for v in (va, vb)}
-        assert await wait_for(lambda: any(v.frames.get("video", 0) > before[id(v)] + 5 for v in (va, vb)), 20), \
+        assert await wait_for(lambda: any(v.frames.get("video", 0) > before[id(v)] + 5 for v in (va, vb)), 20), (
             "the show on the surviving worker keeps playing"
+        )
     finally:
         child_pids, code = await _stop(dp, opened)
     assert code == 0, "".join(dp.output[-30:])
@@ -226,8 +230,10 @@ async def test_two_workers_hold_one_show_each_restart_when_killed_and_drain_on_s
 
 
 async def _login(http: str, username: str, password: str) -> str:
-    async with aiohttp.ClientSession() as s, \
-            s.post(http + "/api/v1/sessions", json={"username": username, "password": password}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(http + "/api/v1/sessions", json={"username": username, "password": password}) as r,
+    ):
         body = await r.json()
         assert r.status == 201, body
         return str(body["token"])
@@ -276,8 +282,9 @@ async def test_whip_and_whep_are_routed_to_the_worker_of_their_show() -> None:
         ws_viewer = await subscribe(url, DEMO_PERFORMER)
         whep = await whep_play(dp.http, DEMO_PERFORMER)
         opened += [ws_viewer, whep]
-        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3
-                                          for v in (ws_viewer, whep)), 30)
+        assert await wait_for(
+            lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in (ws_viewer, whep)), 30
+        )
 
         # Two requests in a row would reach both workers if they went to a worker in turn.
         for _ in range(3):

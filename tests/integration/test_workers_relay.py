@@ -20,7 +20,13 @@ import pytest
 
 from bench.peers import publish, wait_for
 from jasmin_sfu.api.relay import (
-    NODE_HEADER, RELAY_OPEN_PATH, RELAY_ORIGIN_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, SiblingOrigin, sign,
+    NODE_HEADER,
+    RELAY_OPEN_PATH,
+    RELAY_ORIGIN_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SiblingOrigin,
+    sign,
     sibling_origin,
 )
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, Daemon
@@ -59,9 +65,16 @@ def test_the_relay_origin_header_names_a_loopback_sibling_or_nothing() -> None:
     with a show, a node and a http://127.0.0.1:PORT URL is read; anything else is ignored."""
     good = {"show_id": "duo", "node": "n1w0", "url": "http://127.0.0.1:4100"}
     assert sibling_origin(json.dumps(good)) == SiblingOrigin("duo", "n1w0", "http://127.0.0.1:4100")
-    for bad in ("", "{", "[]", json.dumps({**good, "url": "http://10.0.0.1:4100"}),
-                json.dumps({**good, "url": "http://127.0.0.1:4100/x"}), json.dumps({**good, "show_id": ""}),
-                json.dumps({**good, "node": 3}), "x" * 600):
+    for bad in (
+        "",
+        "{",
+        "[]",
+        json.dumps({**good, "url": "http://10.0.0.1:4100"}),
+        json.dumps({**good, "url": "http://127.0.0.1:4100/x"}),
+        json.dumps({**good, "show_id": ""}),
+        json.dumps({**good, "node": 3}),
+        "x" * 600,
+    ):
         assert sibling_origin(bad) is None, bad
 
 
@@ -81,20 +94,26 @@ async def worker() -> AsyncIterator[Daemon]:
 
 
 async def test_a_worker_opens_relays_only_for_its_supervisors_secret_and_ignores_unsigned_routing(
-        worker: Daemon) -> None:
+    worker: Daemon,
+) -> None:
     """Protects the worker-mode control channel: a relay request signed with another secret is
     403 and opens no pipe, one signed with the supervisor's secret is answered; a client that
     sends the relay-origin header itself (no secret) does not make the worker open a relay
     (its join is unknown_show, and no edge show appears)."""
     pub = await publish(f"ws://127.0.0.1:{worker.port}/ws", "anna")
     try:
-        body = json.dumps({"show_id": "anna", "node": "other", "host": "127.0.0.1", "port": 9,
-                           "key": new_key().hex()}).encode()
+        body = json.dumps(
+            {"show_id": "anna", "node": "other", "host": "127.0.0.1", "port": 9, "key": new_key().hex()}
+        ).encode()
 
         def signed(secret: str) -> dict[str, str]:
             stamp = str(time.time())
-            return {NODE_HEADER: "other", TIMESTAMP_HEADER: stamp, "Content-Type": "application/json",
-                    SIGNATURE_HEADER: sign(secret, "POST", RELAY_OPEN_PATH, stamp, "other", body)}
+            return {
+                NODE_HEADER: "other",
+                TIMESTAMP_HEADER: stamp,
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(secret, "POST", RELAY_OPEN_PATH, stamp, "other", body),
+            }
 
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{worker.port}{RELAY_OPEN_PATH}"
@@ -107,12 +126,17 @@ async def test_a_worker_opens_relays_only_for_its_supervisors_secret_and_ignores
 
         forged = json.dumps({"show_id": "ghost", "node": "x", "url": f"http://127.0.0.1:{worker.port}"})
         for headers in ({RELAY_ORIGIN_HEADER: forged}, {RELAY_ORIGIN_HEADER: forged, INTERNAL_SECRET_HEADER: "y" * 40}):
-            async with aiohttp.ClientSession() as s, s.ws_connect(f"ws://127.0.0.1:{worker.port}/ws",
-                                                                  headers=headers) as ws:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.ws_connect(f"ws://127.0.0.1:{worker.port}/ws", headers=headers) as ws,
+            ):
                 await ws.send_str(json.dumps({"type": "hello", "protocol": "jasmin/1"}))
                 assert json.loads((await ws.receive()).data)["type"] == "welcome"
-                await ws.send_str(json.dumps({"type": "request", "id": 1, "method": "join",
-                                              "data": {"show_id": "ghost", "role": "viewer"}}))
+                await ws.send_str(
+                    json.dumps(
+                        {"type": "request", "id": 1, "method": "join", "data": {"show_id": "ghost", "role": "viewer"}}
+                    )
+                )
                 while (answer := json.loads((await ws.receive()).data)).get("id") != 1:
                     pass
                 assert answer["error"]["code"] == "unknown_show", answer
@@ -137,8 +161,9 @@ async def test_one_shows_guests_spread_over_both_workers_and_a_private_cuts_the_
     worker receives a payload the performer sent after ``accepted_at`` (counted as in
     test_private_isolation), the member keeps both tracks, and the relay stops carrying media.
     Red without the supervisor's routing: every guest would sit on the show's worker."""
-    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false",
-                                         "JASMIN_ADMISSION_MAX_CPU_SHARE": "0"})
+    dp = await start_daemon_process(
+        env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false", "JASMIN_ADMISSION_MAX_CPU_SHARE": "0"}
+    )
     opened: list[Any] = []
     try:
         url = dp.url
@@ -151,13 +176,15 @@ async def test_one_shows_guests_spread_over_both_workers_and_a_private_cuts_the_
         member = await watch(url, "duo", member_id="m1")
         opened.append(member)
         everyone = [*guests, member]
-        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3
-                                          for v in everyone), 40), "every viewer decodes video and audio"
+        assert await wait_for(
+            lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 40
+        ), "every viewer decodes video and audio"
 
         _, ready = await _get(dp.http + "/readyz")
         workers = ready["workers"]
-        [origin] = [w["index"] for w in workers if "relays" in w and not w["relays"]["edge_shows"]
-                    and w["connections"] >= 3]
+        [origin] = [
+            w["index"] for w in workers if "relays" in w and not w["relays"]["edge_shows"] and w["connections"] >= 3
+        ]
         edge = 1 - origin
         assert workers[origin]["connections"] == 4, "the performer, two guests and the member"
         assert workers[edge]["connections"] == 2, "two guests on the other worker"

@@ -110,9 +110,15 @@ class Raw:
 
 
 async def _rest(http: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.request(
-        method, http + path, json=body, headers={"Authorization": f"Bearer {token}"},
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(
+            method,
+            http + path,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r,
+    ):
         return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
 
 
@@ -147,15 +153,20 @@ def _billing_log(data_dir: str, worker: int, member_id: str) -> list[dict[str, A
     if not os.path.exists(path):
         return []
     with open(path, "rb") as f:
-        return [e for e in (json.loads(line) for line in f.read().splitlines())
-                if e.get("data", {}).get("member_id") == member_id]
+        return [
+            e
+            for e in (json.loads(line) for line in f.read().splitlines())
+            if e.get("data", {}).get("member_id") == member_id
+        ]
 
 
 def _cc_sessions(data_dir: str, member_id: str) -> list[tuple[Any, ...]]:
     db = sqlite3.connect(os.path.join(data_dir, "ledger.sqlite3"))
     try:
-        return db.execute("SELECT used_seconds, charged, rate, status FROM cc_sessions WHERE wallet_id = ?",
-                          (wallet_account(member_id),)).fetchall()
+        return db.execute(
+            "SELECT used_seconds, charged, rate, status FROM cc_sessions WHERE wallet_id = ?",
+            (wallet_account(member_id),),
+        ).fetchall()
     finally:
         db.close()
 
@@ -178,8 +189,9 @@ async def test_erasure_and_logout_on_one_worker_end_the_members_websockets_on_th
     token's websocket on B with 4401 and leaves the member's other token's websocket up.
     Red before the fix: a revocation reached only the worker that served the request."""
     data_dir = str(tmp_path)
-    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_DATA_DIR": data_dir,
-                                         "JASMIN_ACCOUNTS_DATA_DIR": data_dir})
+    dp = await start_daemon_process(
+        env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_DATA_DIR": data_dir, "JASMIN_ACCOUNTS_DATA_DIR": data_dir}
+    )
     clock = itertools.count()
     opened: list[Any] = []
     try:
@@ -212,8 +224,9 @@ async def test_erasure_and_logout_on_one_worker_end_the_members_websockets_on_th
         await mem.request("private.request")
         await perf.event("private.requested")
         await perf.request("private.accept", member_id=mid)
-        assert await _poll(lambda: sum(1 for e in _billing_log(data_dir, b, mid) if "usage" in e["type"]) >= 2), \
+        assert await _poll(lambda: sum(1 for e in _billing_log(data_dir, b, mid) if "usage" in e["type"]) >= 2), (
             "billing meters the private on B"
+        )
 
         # The erasure, served by A.
         await _next_rest_on_the_other_worker(dp.http, mtok)
@@ -257,8 +270,9 @@ async def test_the_internal_revoke_endpoints_refuse_anyone_without_the_superviso
     """Protects /internal/revoke (which closes any member's websockets): the supervisor's and the
     workers' answer 403 without the per-run secret or with a wrong one, and the public port does
     not pass /internal/ paths on to a worker (its proxy adds the secret to what it forwards)."""
-    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false",
-                                         "JASMIN_LOG_LEVEL": "info"})
+    dp = await start_daemon_process(
+        env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false", "JASMIN_LOG_LEVEL": "info"}
+    )
     try:
         body = {"member_id": "u_0123456789abcdef0123", "reason": "test"}
         internal = _logged_port(dp.output, "internal endpoint listening")

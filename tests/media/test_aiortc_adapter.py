@@ -259,9 +259,16 @@ def _rsa_dtls_server_handshake(client_ctx: object) -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webrtcbin")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     server_ctx = SSL.Context(SSL.DTLS_METHOD)
     server_ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
     server_ctx.use_certificate(cert)
@@ -342,7 +349,8 @@ async def test_the_nodes_peer_connections_share_one_certificate_and_one_dtls_con
         assert ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
         other = client._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
         assert other._create_ssl_context([SRTP_AES128_CM_SHA1_80]) is not other._create_ssl_context(
-            [SRTP_AES128_CM_SHA1_80])
+            [SRTP_AES128_CM_SHA1_80]
+        )
 
         adapter._node_certificate[1] -= adapter.NODE_CERTIFICATE_MAX_AGE_S + 1
         c = adapter.PeerConnection()

@@ -77,7 +77,10 @@ def test_any_remb_sequence_stays_within_the_clamps(rembs: list[int]) -> None:
         outside = r < POL.min_bps or r > POL.max_bps
         assert counted >= (1 if outside or v != r else 0)
         if outside:
-            assert stats.bwe_clamped["low" if r < POL.min_bps else "high"] == before["low" if r < POL.min_bps else "high"] + 1
+            assert (
+                stats.bwe_clamped["low" if r < POL.min_bps else "high"]
+                == before["low" if r < POL.min_bps else "high"] + 1
+            )
         if last:
             assert v <= last * POL.max_jump + 1 and v * POL.max_jump + 1 >= last
         last = v

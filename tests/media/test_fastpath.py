@@ -33,6 +33,7 @@ def c_extension_built() -> None:
     """Every test here needs the extension: skipped by name without it, failed under CI."""
     require_fastpath()
 
+
 @pytest.fixture
 def csinks() -> Iterator[list[CSink]]:
     made: list[CSink] = []
@@ -58,8 +59,18 @@ REWRITE_CASES = [
     ("seq offset wraps", 0x80, 0x60, 0x8000, 0, 0xFFFF, 0, 2, 96, b"y"),
     ("ts wraps", 0x80, 0x60, 0, 0xFFFFFFF0, 0, 0x20, 3, 96, b"z"),
     ("ts offset max", 0x80, 0x60, 0, 0xFFFFFFFF, 0, 0xFFFFFFFF, 3, 96, b"z"),
-    ("extension bit + one-byte section", 0x90, 0x60, 10, 10, 1, 1, 4, 100,
-     struct.pack("!HH", 0xBEDE, 1) + b"\x10v0\x00" + b"body"),
+    (
+        "extension bit + one-byte section",
+        0x90,
+        0x60,
+        10,
+        10,
+        1,
+        1,
+        4,
+        100,
+        struct.pack("!HH", 0xBEDE, 1) + b"\x10v0\x00" + b"body",
+    ),
     ("padding bit + padding", 0xA0, 0x60, 10, 10, 1, 1, 4, 100, b"body\x00\x00\x03"),
     ("csrc count 2", 0x82, 0x60, 10, 10, 1, 1, 4, 100, struct.pack("!II", 7, 8) + b"body"),
     ("max ssrc", 0x80, 0x60, 10, 10, 1, 1, 0xFFFFFFFF, 127, b"q"),
@@ -99,6 +110,7 @@ def test_lane_fields_are_range_checked() -> None:
 
 
 # -- the whole path: producer -> C lane -> libsrtp -> UDP -> unprotect ----------
+
 
 def stream() -> list[bytes]:
     """A keyframe start, continuations, a marker, a padded packet, deltas, crossing seq 65535 -> 0."""
@@ -182,6 +194,7 @@ def test_nack_replies_go_through_the_c_send(csinks: list[CSink]) -> None:
 
 # -- what is skipped, and errors counted not raised -------------------------------
 
+
 def test_a_closed_target_is_skipped_and_counted(csinks: list[CSink]) -> None:
     """Protects a leaving viewer: once its DTLS closed (target closed), nothing goes to its fd."""
     p, stats = make_producer()
@@ -257,10 +270,10 @@ def test_send_errors_are_counted_never_raised(csinks: list[CSink]) -> None:
     s.setblocking(False)
     r, w = os.pipe()
     try:
-        refused = fp.Target(adapter.srtp_protect_address(), adapter.srtp_session_address(tx), tx,
-                            s.fileno(), "127.0.0.1", port)
-        notsock = fp.Target(adapter.srtp_protect_address(), adapter.srtp_session_address(tx), tx,
-                            r, "127.0.0.1", port)
+        refused = fp.Target(
+            adapter.srtp_protect_address(), adapter.srtp_session_address(tx), tx, s.fileno(), "127.0.0.1", port
+        )
+        notsock = fp.Target(adapter.srtp_protect_address(), adapter.srtp_session_address(tx), tx, r, "127.0.0.1", port)
         p, stats = make_producer()
         lanes = []
         for t in (refused, notsock):

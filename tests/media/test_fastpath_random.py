@@ -40,6 +40,7 @@ def c_extension_built() -> None:
     """Needs the extension: skipped by name without it, failed under CI."""
     require_fastpath()
 
+
 ANCHOR_SEQ, ANCHOR_TS = 0x7FF0, 0xFFFFFF00
 VIDEO_SSRC, RTX_SSRC, RTX_PT = 0x11111111, 0x22222222, 97
 
@@ -47,7 +48,9 @@ VIDEO_SSRC, RTX_SSRC, RTX_PT = 0x11111111, 0x22222222, 97
 class Twin:
     """One extension layout of one producer: a C consumer and a Python consumer in lockstep."""
 
-    def __init__(self, p: Producer, stats: MediaStats, clock: Clock, idx: int, profile: int, rng: random.Random) -> None:
+    def __init__(
+        self, p: Producer, stats: MediaStats, clock: Clock, idx: int, profile: int, rng: random.Random
+    ) -> None:
         ssrc = rng.randint(1, 0xFFFFFFFF)
         pt = rng.choice([96, 100, 111, 127, 0, 8])
         self.c_sink = CSink()
@@ -56,8 +59,9 @@ class Twin:
         self.fast = self._consumer(p, stats, clock, f"{self.key}-c", ssrc, pt, profile, self.c_sink)
         self.slow = self._consumer(p, stats, clock, f"{self.key}-py", ssrc, pt, profile, self.py_sink)
 
-    def _consumer(self, p: Producer, stats: MediaStats, clock: Clock, cid: str, ssrc: int, pt: int, profile: int,
-                  sink: Any) -> Consumer:
+    def _consumer(
+        self, p: Producer, stats: MediaStats, clock: Clock, cid: str, ssrc: int, pt: int, profile: int, sink: Any
+    ) -> Consumer:
         c = Consumer(consumer_id=cid, producer=p, ssrc=ssrc, payload_type=pt, sink=sink, stats=stats, clock=clock)
         c.profile = profile
         c.audience_key = self.key
@@ -151,10 +155,15 @@ class Stream:
         else:
             head = b"\xfc"
         data = build_rtp(
-            marker=marker, payload_type=self.p.payload_type, sequence=self.seq, timestamp=self.ts,
-            ssrc=self.p.ssrc or 0, payload=head + rng.randbytes(rng.randint(0, 300)),
+            marker=marker,
+            payload_type=self.p.payload_type,
+            sequence=self.seq,
+            timestamp=self.ts,
+            ssrc=self.p.ssrc or 0,
+            payload=head + rng.randbytes(rng.randint(0, 300)),
             csrcs=tuple(rng.randint(0, 0xFFFFFFFF) for _ in range(rng.choice([0, 0, 0, 1, 2]))),
-            ext_section=random_extensions(self.p, rng), padding=rng.choice([0] * 8 + [1, 4, 33]),
+            ext_section=random_extensions(self.p, rng),
+            padding=rng.choice([0] * 8 + [1, 4, 33]),
         )
         self.seq = (self.seq + 1) & 0xFFFF
         return data
@@ -166,8 +175,9 @@ class Stream:
         if b0 & 0x10:
             off += 4 + struct.unpack_from("!H", original, off + 2)[0] * 4
         self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-        head = bytes([b0, (original[1] & 0x80) | RTX_PT]) + struct.pack("!HII", self.rtx_seq, *struct.unpack_from(
-            "!I", original, 4), RTX_SSRC)
+        head = bytes([b0, (original[1] & 0x80) | RTX_PT]) + struct.pack(
+            "!HII", self.rtx_seq, *struct.unpack_from("!I", original, 4), RTX_SSRC
+        )
         return head + original[12:off] + original[2:4] + original[off:]
 
     def step(self) -> None:
@@ -241,8 +251,11 @@ def test_c_and_python_fanout_send_the_same_bytes_on_random_streams(seed: int, te
     viewer's C output, after SRTP, equals its Python twin's packets byte for byte and in
     order, and both count the same packets and octets."""
     with ExitStack() as stack:
-        stack.enter_context(mock.patch.object(
-            random, "randint", lambda a, b: ANCHOR_SEQ if b == 0x7FFF else ANCHOR_TS if b == 0xFFFFFFFF else a))
+        stack.enter_context(
+            mock.patch.object(
+                random, "randint", lambda a, b: ANCHOR_SEQ if b == 0x7FFF else ANCHOR_TS if b == 0xFFFFFFFF else a
+            )
+        )
         runs = play(seed, temporal)
     forwarded = 0
     for key, c_out, py_out, twin in runs:

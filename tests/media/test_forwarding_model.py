@@ -124,10 +124,10 @@ def test_a_late_packet_from_a_private_never_reaches_a_viewer_unblocked_after_it(
     p.set_audience(None)  # the private ends; packet 12 of the private is still on its way
     p.on_rtp(pkt(13, 9000, VP8_KEY), 0)
     p.on_rtx(pkt(1, 6000, struct.pack("!H", 12) + VP8_DELTA + b"late", pt=97, ssrc=0x22222222), 0)
-    free_payloads = [b[parse_rtp(b).payload_offset:] for b in f_sink.sent]
+    free_payloads = [b[parse_rtp(b).payload_offset :] for b in f_sink.sent]
     assert free_payloads == [VP8_KEY, VP8_KEY]
     assert [parse_rtp(b).sequence - parse_rtp(f_sink.sent[0]).sequence for b in f_sink.sent] == [0, 1]
-    assert VP8_DELTA + b"late" in [b[parse_rtp(b).payload_offset:] for b in m_sink.sent]
+    assert VP8_DELTA + b"late" in [b[parse_rtp(b).payload_offset :] for b in m_sink.sent]
 
 
 class ForwardingModel(RuleBasedStateMachine):
@@ -193,8 +193,15 @@ class ForwardingModel(RuleBasedStateMachine):
                 v.hidden.add(up.pid)
         if as_rtx:
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            data = pkt(self.rtx_seq, up.ts, struct.pack("!H", up.seq) + self._payload(up), pt=97,
-                       marker=True, ssrc=0x22222222, exts=self._exts())
+            data = pkt(
+                self.rtx_seq,
+                up.ts,
+                struct.pack("!H", up.seq) + self._payload(up),
+                pt=97,
+                marker=True,
+                ssrc=0x22222222,
+                exts=self._exts(),
+            )
             self.producer.on_rtx(data, 0)
         else:
             self.producer.on_rtp(pkt(up.seq, up.ts, self._payload(up), pt=self.pt, marker=True, exts=self._exts()), 0)
@@ -267,8 +274,9 @@ class ForwardingModel(RuleBasedStateMachine):
         (where a private's packets map), and ones not sent yet."""
         v = data.draw(st.sampled_from([v for v in self.viewers if v.highest_out is not None]))
         assert v.highest_out is not None
-        deltas = data.draw(st.lists(st.one_of(st.integers(-6, 0), st.integers(-CACHE - 8, 3)), min_size=1, max_size=4,
-                                    unique=True))
+        deltas = data.draw(
+            st.lists(st.one_of(st.integers(-6, 0), st.integers(-CACHE - 8, 3)), min_size=1, max_size=4, unique=True)
+        )
         out_seqs = tuple((v.highest_out + d) & 0xFFFF for d in deltas)
         before = len(v.sink.sent)
         v.consumer.on_nack(out_seqs)
@@ -299,7 +307,7 @@ class ForwardingModel(RuleBasedStateMachine):
 
     def _check_new(self, how: str) -> None:
         for v in self.viewers:
-            new = v.sink.sent[v.seen:]
+            new = v.sink.sent[v.seen :]
             v.seen = len(v.sink.sent)
             for data in new:
                 self._check_packet(v, data, how)
@@ -307,11 +315,12 @@ class ForwardingModel(RuleBasedStateMachine):
     def _check_packet(self, v: Viewer, data: bytes, how: str) -> None:
         assert not v.stopped, f"{v.key} got a packet ({how}) while paused or blocked"
         h = parse_rtp(data)
-        payload = data[h.payload_offset:h.payload_end]
+        payload = data[h.payload_offset : h.payload_end]
         (pid,) = ID.unpack(payload[-4:])
         up = self.sent[pid]
         assert pid not in v.hidden, (
-            f"{v.key} got packet {up.seq} ({how}) that the producer received while {v.key} was blocked")
+            f"{v.key} got packet {up.seq} ({how}) that the producer received while {v.key} was blocked"
+        )
         assert payload == self._payload(up), "payload not forwarded byte for byte"
         assert h.ssrc == v.consumer.ssrc and h.payload_type == v.consumer.payload_type
         out, ts_out = h.sequence, h.timestamp
@@ -322,7 +331,8 @@ class ForwardingModel(RuleBasedStateMachine):
             event("a resend")
             assert out == (up.seq + seq_off) & 0xFFFF and ts_out == (up.ts + ts_off) & 0xFFFFFFFF
             assert v.used.get(out, pid) == pid or not self._reused(v, out, up), (
-                f"{v.key}: out seq {out} resent with another packet")
+                f"{v.key}: out seq {out} resent with another packet"
+            )
             v.used[out] = pid
             return
         starting = how == "replay" or v.run is None
@@ -333,7 +343,8 @@ class ForwardingModel(RuleBasedStateMachine):
                 assert up.key, f"{v.key}: a video (re)start on a delta packet ({how})"
             if v.stream_end is not None:
                 assert out == (v.stream_end + 1) & 0xFFFF, (
-                    f"{v.key}: (re)start at out seq {out} ({how}), the stream stopped at {v.stream_end}")
+                    f"{v.key}: (re)start at out seq {out} ({how}), the stream stopped at {v.stream_end}"
+                )
             if v.highest_out is not None:
                 assert serial_lt(v.highest_out, out), f"{v.key}: stream went back from {v.highest_out} to {out}"
         if how == "replay":

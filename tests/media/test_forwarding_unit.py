@@ -31,7 +31,7 @@ def test_consumer_rewrites_ssrc_seq_ts_pt_and_extension_ids() -> None:
     ext = dict(parse_extensions(hdrs[0].ext_profile or 0, hdrs[0].ext_data))
     assert ext == {1: b"v0", 3: abs_send_time(100.0)}  # the node's send time (its clock), not the publisher's
     # Payload is forwarded byte for byte.
-    assert sink.sent[0][hdrs[0].payload_offset:] == VP8_KEY
+    assert sink.sent[0][hdrs[0].payload_offset :] == VP8_KEY
     assert stats.rtp_packets_out == 3 and stats.rtp_packets_in == 3
 
 
@@ -140,7 +140,7 @@ def test_rtx_from_the_publisher_is_unwrapped() -> None:
     p.on_rtx(rtx, 0)
     h = [parse_rtp(b) for b in sink.sent]
     assert h[1].sequence == (h[0].sequence + 1) & 0xFFFF
-    assert sink.sent[1][h[1].payload_offset:] == VP8_CONT
+    assert sink.sent[1][h[1].payload_offset :] == VP8_CONT
 
 
 def test_rtx_padding_probes_are_ignored_not_counted_as_malformed() -> None:
@@ -149,8 +149,9 @@ def test_rtx_padding_probes_are_ignored_not_counted_as_malformed() -> None:
     c, sink = make_consumer(p, stats)
     probe = build_rtp(marker=False, payload_type=97, sequence=1, timestamp=0, ssrc=0x22222222, payload=b"", padding=255)
     p.on_rtx(probe, 0)
-    with_osn = build_rtp(marker=False, payload_type=97, sequence=2, timestamp=0, ssrc=0x22222222, payload=b"\x00\x05",
-                         padding=200)
+    with_osn = build_rtp(
+        marker=False, payload_type=97, sequence=2, timestamp=0, ssrc=0x22222222, payload=b"\x00\x05", padding=200
+    )
     p.on_rtx(with_osn, 0)
     assert not stats.drops and sink.sent == []
 
@@ -164,8 +165,10 @@ def test_rtx_padding_probes_are_ignored_not_counted_as_malformed() -> None:
         (b"\x90\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"\xbe\xde\x00\x05", "bad_extension"),
         (b"\xa0\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"ab\x09", "bad_padding"),
         (b"\xa0\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"ab\x00", "bad_padding"),
-        (b"\x90\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"\xbe\xde\x00\x01\x4f\x00\x00\x00" + VP8_KEY,
-         "bad_extension"),  # one-byte element claiming 16 bytes inside a 4-byte block
+        (
+            b"\x90\x60" + b"\x00" * 6 + bytes.fromhex("11111111") + b"\xbe\xde\x00\x01\x4f\x00\x00\x00" + VP8_KEY,
+            "bad_extension",
+        ),  # one-byte element claiming 16 bytes inside a 4-byte block
     ],
 )
 def test_malformed_rtp_is_dropped_and_counted(data: bytes, reason: str) -> None:

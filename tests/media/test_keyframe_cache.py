@@ -17,20 +17,41 @@ from tests.support import MID, ABS, VP8_CONT, VP8_DELTA, VP8_KEY, Clock, FakeSin
 def make(clock: Clock, rtcp: list[bytes], *, cache: bool = True) -> tuple[Producer, MediaStats]:
     stats = MediaStats()
     p = Producer(
-        producer_id="p1", kind="video", mime="video/VP8", clock_rate=90000, payload_type=96,
-        ssrc=0x11111111, rtx_ssrc=None, rtx_payload_type=None, codec_parameters={},
-        extensions={MID: 4, ABS: 2}, send_rtcp=lambda b: rtcp.append(b) or True, rtcp_ssrc=1,
-        stats=stats, cache_size=64, keyframe_cache=cache,
+        producer_id="p1",
+        kind="video",
+        mime="video/VP8",
+        clock_rate=90000,
+        payload_type=96,
+        ssrc=0x11111111,
+        rtx_ssrc=None,
+        rtx_payload_type=None,
+        codec_parameters={},
+        extensions={MID: 4, ABS: 2},
+        send_rtcp=lambda b: rtcp.append(b) or True,
+        rtcp_ssrc=1,
+        stats=stats,
+        cache_size=64,
+        keyframe_cache=cache,
         keyframes=lambda prod: KeyframeRequester(0.0, clock, prod.send_pli, Scheduled()),
     )
     return p, stats
 
 
-def viewer(p: Producer, stats: MediaStats, clock: Clock, *, key: str = "", cid: str = "c1",
-           ready: bool = True) -> tuple[Consumer, FakeSink]:
+def viewer(
+    p: Producer, stats: MediaStats, clock: Clock, *, key: str = "", cid: str = "c1", ready: bool = True
+) -> tuple[Consumer, FakeSink]:
     sink = FakeSink(ready=ready)
-    c = Consumer(consumer_id=cid, producer=p, ssrc=0x33333333, payload_type=100, sink=sink,  # type: ignore[arg-type]
-                 stats=stats, clock=clock, audience_key=key, blocked=not p.admits(key))
+    c = Consumer(
+        consumer_id=cid,
+        producer=p,
+        ssrc=0x33333333,
+        payload_type=100,
+        sink=sink,  # type: ignore[arg-type]
+        stats=stats,
+        clock=clock,
+        audience_key=key,
+        blocked=not p.admits(key),
+    )
     c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})
     p.add_consumer(c)
     return c, sink
@@ -106,7 +127,7 @@ def test_starting_viewer_gets_the_cached_keyframe_at_once_and_a_pli_is_sent() ->
     seqs = [h.sequence for h in hdrs]
     assert seqs == [seqs[0], (seqs[0] + 1) & 0xFFFF, (seqs[0] + 2) & 0xFFFF]
     assert [h.marker for h in hdrs] == [False, False, True]
-    assert sink.sent[0][hdrs[0].payload_offset:] == VP8_KEY
+    assert sink.sent[0][hdrs[0].payload_offset :] == VP8_KEY
     assert plis(rtcp) == 1
     assert stats.keyframe_packets_replayed == 3
 

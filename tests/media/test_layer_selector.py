@@ -312,8 +312,9 @@ class Link:
         return self.remb, loss
 
 
-def live(sel: LayerSelector, link: Link, layers: tuple[Layer, ...], seconds: int, t0: float,
-         probing: bool = True) -> list[Choice]:
+def live(
+    sel: LayerSelector, link: Link, layers: tuple[Layer, ...], seconds: int, t0: float, probing: bool = True
+) -> list[Choice]:
     """``seconds`` of ticks: the viewer is sent its layer, its audio and the probe's padding."""
     out = []
     loss = 0.0
@@ -435,7 +436,7 @@ def test_a_steady_estimate_converges_to_the_best_layer_it_fits(
         assert layers[0].need_bps * POL.pause_ratio <= budget
     # Paused: the lowest layer does not fit with the headroom a resume needs (a budget
     # of exactly its need keeps a viewer on it, but does not bring a paused one back).
-    assert all(x.need_bps * POL.headroom > budget for x in layers[idx + 1:])
+    assert all(x.need_bps * POL.headroom > budget for x in layers[idx + 1 :])
     assert not any(c.switch for c in chs[60:])
 
 
@@ -443,8 +444,11 @@ def test_a_steady_estimate_converges_to_the_best_layer_it_fits(
 @given(
     rates=st.lists(st.integers(10_000, 3_000_000), min_size=1, max_size=3),
     temporal=st.sampled_from([1, 2, 3]),
-    caps=st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 2)), st.one_of(st.none(), st.integers(0, 2))),
-                  min_size=1, max_size=6),
+    caps=st.lists(
+        st.tuples(st.one_of(st.none(), st.integers(0, 2)), st.one_of(st.none(), st.integers(0, 2))),
+        min_size=1,
+        max_size=6,
+    ),
     estimates=st.lists(st.integers(0, 8_000_000), min_size=60, max_size=60),
 )
 def test_the_cap_is_never_exceeded(

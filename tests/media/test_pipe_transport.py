@@ -74,8 +74,14 @@ async def watching(router: Router) -> tuple[Any, list[Any], dict[str, int], list
 async def pipe_pair(worker: Worker, silence_timeout_s: float = 10.0) -> tuple[PipeTransport, PipeTransport]:
     """An origin end and an edge end, bound on 127.0.0.1 and connected to each other."""
     s = worker.settings
-    origin = PipeTransport(peer_node="b", role="origin", settings=s, stats=worker.stats, clock=worker.clock,
-                           silence_timeout_s=silence_timeout_s)
+    origin = PipeTransport(
+        peer_node="b",
+        role="origin",
+        settings=s,
+        stats=worker.stats,
+        clock=worker.clock,
+        silence_timeout_s=silence_timeout_s,
+    )
     edge = PipeTransport(peer_node="a", role="edge", settings=s, stats=worker.stats, clock=worker.clock)
     oh, op = await origin.bind("127.0.0.1")
     eh, ep = await edge.bind("127.0.0.1")

@@ -45,7 +45,9 @@ class Stream:
             self.clock.t += 1.0 / FPS
 
 
-def setup(policy: RetransmitPolicy, *, sink: Any = None, cache: int = 64) -> tuple[Producer, Consumer, Any, MediaStats, Clock, Stream, list[bytes]]:
+def setup(
+    policy: RetransmitPolicy, *, sink: Any = None, cache: int = 64
+) -> tuple[Producer, Consumer, Any, MediaStats, Clock, Stream, list[bytes]]:
     clock = Clock()
     rtcp: list[bytes] = []
     p, stats = make_producer(rtcp_out=rtcp, clock=clock, sched=Scheduled())
@@ -54,8 +56,16 @@ def setup(policy: RetransmitPolicy, *, sink: Any = None, cache: int = 64) -> tup
 
         p.all_layers[0].cache = PacketCache(cache)
     sink = sink if sink is not None else FakeSink()
-    c = Consumer(consumer_id="c1", producer=p, ssrc=0x33333333, payload_type=100, sink=sink, stats=stats,
-                 clock=clock, policy=policy)
+    c = Consumer(
+        consumer_id="c1",
+        producer=p,
+        ssrc=0x33333333,
+        payload_type=100,
+        sink=sink,
+        stats=stats,
+        clock=clock,
+        policy=policy,
+    )
     c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})
     p.add_consumer(c)
     stream = Stream(p, clock)
@@ -165,6 +175,7 @@ def test_no_resends_when_the_stream_alone_is_over_the_viewers_estimate() -> None
 
 def test_the_budget_follows_the_viewers_remb() -> None:
     """Protects the tie to the estimate: three times the REMB, about three times the resends."""
+
     def resent_with(remb: int) -> int:
         policy = RetransmitPolicy(max_retries=10, default_rtt_s=0.02)
         p, c, sink, _stats, clock, stream, _ = setup(policy)
@@ -216,8 +227,17 @@ def test_the_viewers_rtt_comes_from_its_receiver_reports() -> None:
     samples: dict[int, float | None] = {7: 0.25, 8: None, 9: -0.4}
     clock = Clock()
     p, stats = make_producer(clock=clock)
-    c = Consumer(consumer_id="c1", producer=p, ssrc=1, payload_type=100, sink=FakeSink(),  # type: ignore[arg-type]
-                 stats=stats, clock=clock, sender=object(), rtt_of=lambda _s, lsr, _d: samples[lsr])
+    c = Consumer(
+        consumer_id="c1",
+        producer=p,
+        ssrc=1,
+        payload_type=100,
+        sink=FakeSink(),  # type: ignore[arg-type]
+        stats=stats,
+        clock=clock,
+        sender=object(),
+        rtt_of=lambda _s, lsr, _d: samples[lsr],
+    )
     c.on_receiver_report(3, 7, 100)
     assert c.rtt == 0.25 and c.fraction_lost == 3
     c.on_receiver_report(0, 8, 100)
@@ -246,8 +266,15 @@ def test_audio_is_never_resent() -> None:
     """Protects audio first: audio producers keep no cache, so audio NACKs spend no budget."""
     p, stats = make_producer(kind="audio", mime="audio/opus", pt=111)
     sink = FakeSink()
-    c = Consumer(consumer_id="a", producer=p, ssrc=5, payload_type=111, sink=sink,  # type: ignore[arg-type]
-                 stats=stats, clock=Clock())
+    c = Consumer(
+        consumer_id="a",
+        producer=p,
+        ssrc=5,
+        payload_type=111,
+        sink=sink,  # type: ignore[arg-type]
+        stats=stats,
+        clock=Clock(),
+    )
     c.profile = p.profile_for({4: 1}, {})
     p.add_consumer(c)
     for s in range(10):
@@ -302,8 +329,10 @@ def test_a_fast_consumer_is_resent_under_the_same_budget(csink: Any) -> None:
 
 # -- audio first: video paused while the viewer's link cannot carry it -----------
 
-def run_link(c: Consumer, stream: Stream, sink: FakeSink, seconds: int, *, remb: int, lost: float,
-             reports: bool = True) -> list[int]:
+
+def run_link(
+    c: Consumer, stream: Stream, sink: FakeSink, seconds: int, *, remb: int, lost: float, reports: bool = True
+) -> list[int]:
     """``seconds`` of the stream with one receiver report and link check a second,
     the viewer losing ``lost`` of the packets (reported as Chromium does: in the
     cumulative count, fraction lost 0); the packets the viewer was sent each second."""
@@ -327,8 +356,15 @@ def test_video_to_a_viewer_whose_link_cannot_carry_it_is_paused_and_tried_again(
     still weak, and the next try waits 20 s. The audio consumer is never paused."""
     p, c, sink, stats, clock, stream, _ = setup(RetransmitPolicy())
     audio_p, _ = make_producer(kind="audio", mime="audio/opus", pt=111, clock=clock)
-    audio = Consumer(consumer_id="a", producer=audio_p, ssrc=5, payload_type=111, sink=FakeSink(),  # type: ignore[arg-type]
-                     stats=stats, clock=clock)
+    audio = Consumer(
+        consumer_id="a",
+        producer=audio_p,
+        ssrc=5,
+        payload_type=111,
+        sink=FakeSink(),  # type: ignore[arg-type]
+        stats=stats,
+        clock=clock,
+    )
     per_s = run_link(c, stream, sink, 5, remb=60_000, lost=0.8)  # the rate is known from the 2nd second
     audio.check_link(clock.t)
     assert c.congested and c.paused and not audio.paused

@@ -55,15 +55,17 @@ def test_the_chromium_offer_reads_as_three_layers() -> None:
     assert video.extensions[RID_URI] == 10 and video.extensions[REPAIRED_RID_URI] == 11
 
 
-@pytest.mark.parametrize("replace,words", [
-    ({"a=simulcast:": "a=simulcast:send h;;l"}, "a=simulcast"),
-    ({"a=simulcast:": "a=simulcast:send h;m;x"}, "'x' has no a=rid"),
-    ({"a=rid:m": "a=rid:m sideways"}, "a=rid:m"),
-    ({"a=rid:l": "a=rid:l send\na=rid:x send", "a=simulcast:": "a=simulcast:send h;m;l;x"}, "at most 3"),
-    ({"a=rid:h": "a=rid:h-1 send", "a=simulcast:": "a=simulcast:send h-1;m;l"}, "'-' and '_'"),
-    ({"a=rid:h": "a=rid:abcdefghijklmnopq send", "a=simulcast:": "a=simulcast:send abcdefghijklmnopq;m;l"},
-     "1-16"),
-])
+@pytest.mark.parametrize(
+    "replace,words",
+    [
+        ({"a=simulcast:": "a=simulcast:send h;;l"}, "a=simulcast"),
+        ({"a=simulcast:": "a=simulcast:send h;m;x"}, "'x' has no a=rid"),
+        ({"a=rid:m": "a=rid:m sideways"}, "a=rid:m"),
+        ({"a=rid:l": "a=rid:l send\na=rid:x send", "a=simulcast:": "a=simulcast:send h;m;l;x"}, "at most 3"),
+        ({"a=rid:h": "a=rid:h-1 send", "a=simulcast:": "a=simulcast:send h-1;m;l"}, "'-' and '_'"),
+        ({"a=rid:h": "a=rid:abcdefghijklmnopq send", "a=simulcast:": "a=simulcast:send abcdefghijklmnopq;m;l"}, "1-16"),
+    ],
+)
 def test_bad_simulcast_offers_are_sdp_errors_naming_the_problem(replace: dict[str, str], words: str) -> None:
     """Protects the bad_sdp refusals: a malformed a=simulcast or a=rid, more than 3 layers, a RID
     with '-' or '_' or longer than 16 characters (Chromium refuses those) are SdpError (the
@@ -101,8 +103,10 @@ async def worker() -> Any:
 async def test_an_operator_can_refuse_simulcast_and_an_offer_needs_the_rid_extmap() -> None:
     """Protects media.simulcast = false (a simulcast offer is bad_sdp "simulcast is disabled")
     and the refusal of a simulcast offer whose layers could not be told apart (no RID extmap)."""
-    for settings, kwargs, words in ((MediaSettings(simulcast=False), {}, "simulcast is disabled"),
-                                    (MediaSettings(), {"rid_extmap": False}, "rtp-stream-id")):
+    for settings, kwargs, words in (
+        (MediaSettings(simulcast=False), {}, "simulcast is disabled"),
+        (MediaSettings(), {"rid_extmap": False}, "rtp-stream-id"),
+    ):
         w = Worker(settings)
         try:
             router = w.create_router("show-sim-refused")
@@ -138,9 +142,15 @@ class SimulcastSender:
             exts = [(self.mid_id, b"0"), (RID_ID, rid.encode())] if with_rid else []
             profile, ext_body = build_extensions(exts)
             section = struct.pack("!HH", profile, len(ext_body) // 4) + ext_body if ext_body else b""
-            data = build_rtp(marker=True, payload_type=self.pt, sequence=self.seq[rid], timestamp=self.ts[rid],
-                             ssrc=SSRCS[rid], payload=desc + body + bytes([self.frame_no & 0xFF]) + rid.encode(),
-                             ext_section=section)
+            data = build_rtp(
+                marker=True,
+                payload_type=self.pt,
+                sequence=self.seq[rid],
+                timestamp=self.ts[rid],
+                ssrc=SSRCS[rid],
+                payload=desc + body + bytes([self.frame_no & 0xFF]) + rid.encode(),
+                ext_section=section,
+            )
             self.sink.send(data)
             self.seq[rid] = (self.seq[rid] + 1) & 0xFFFF
             self.ts[rid] = (self.ts[rid] + 3000) & 0xFFFFFFFF
@@ -149,8 +159,17 @@ class SimulcastSender:
 
     def stray(self) -> None:
         """A packet of an SSRC no layer has, with no RID: dropped and counted."""
-        self.sink.send(build_rtp(marker=True, payload_type=self.pt, sequence=1, timestamp=1, ssrc=0x0BADBAD0,
-                                 payload=b"\x90\x80\x80\x01\x11\x02\x00", ext_section=b""))
+        self.sink.send(
+            build_rtp(
+                marker=True,
+                payload_type=self.pt,
+                sequence=1,
+                timestamp=1,
+                ssrc=0x0BADBAD0,
+                payload=b"\x90\x80\x80\x01\x11\x02\x00",
+                ext_section=b"",
+            )
+        )
 
 
 async def test_layers_are_learnt_from_rids_and_a_viewer_switches_with_one_continuous_stream(worker: Any) -> None:
@@ -194,8 +213,9 @@ async def test_layers_are_learnt_from_rids_and_a_viewer_switches_with_one_contin
     await viewer.setLocalDescription(await viewer.createAnswer())
     (consumer,) = await router.accept_answer(vt, viewer.localDescription.sdp)
     got: list[bytes] = []
-    adapter.install_taps(viewer.getTransceivers()[0].receiver.transport, lambda d, ms: got.append(d) or True,
-                         lambda d: None)
+    adapter.install_taps(
+        viewer.getTransceivers()[0].receiver.transport, lambda d, ms: got.append(d) or True, lambda d: None
+    )
     assert await wait_for(lambda: consumer.sink.ready, timeout=20)
     for _ in range(3):
         sender.frame(keys="fqh", with_rid=False)
@@ -212,7 +232,7 @@ async def test_layers_are_learnt_from_rids_and_a_viewer_switches_with_one_contin
     hdrs = [parse_rtp(d) for d in media]
     assert len({h.ssrc for h in hdrs}) == 1
     assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in zip(hdrs, hdrs[1:]))
-    pids = [parse_vp8_descriptor(d[h.payload_offset:]).picture_id for d, h in zip(media, hdrs)]
+    pids = [parse_vp8_descriptor(d[h.payload_offset :]).picture_id for d, h in zip(media, hdrs)]
     assert all((b - a) & 0x7FFF >= 1 for a, b in zip(pids, pids[1:]))  # type: ignore[operator]
     switch = rids.index(b"q")
     assert (pids[switch] - pids[switch - 1]) & 0x7FFF == 1  # type: ignore[operator]

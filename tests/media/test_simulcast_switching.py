@@ -36,10 +36,22 @@ def make(rids: tuple[str, ...] = ("f", "q", "h"), mime: str = "video/VP8") -> tu
     out: list[bytes] = []
     clock = Clock()
     p = Producer(
-        producer_id="sim", kind="video", mime=mime, clock_rate=90000, payload_type=96, ssrc=None, rtx_ssrc=None,
-        rtx_payload_type=97, codec_parameters={}, extensions={}, send_rtcp=lambda b: out.append(b) or True,
-        rtcp_ssrc=0xABCDEF01, stats=stats, cache_size=64,
-        keyframes=lambda prod: KeyframeRequester(0.0, clock, prod.send_pli, Scheduled()), rids=rids,
+        producer_id="sim",
+        kind="video",
+        mime=mime,
+        clock_rate=90000,
+        payload_type=96,
+        ssrc=None,
+        rtx_ssrc=None,
+        rtx_payload_type=97,
+        codec_parameters={},
+        extensions={},
+        send_rtcp=lambda b: out.append(b) or True,
+        rtcp_ssrc=0xABCDEF01,
+        stats=stats,
+        cache_size=64,
+        keyframes=lambda prod: KeyframeRequester(0.0, clock, prod.send_pli, Scheduled()),
+        rids=rids,
     )
     for layer in p.all_layers:
         assert layer.rid is not None
@@ -49,8 +61,17 @@ def make(rids: tuple[str, ...] = ("f", "q", "h"), mime: str = "video/VP8") -> tu
 
 def viewer(p: Producer, stats: MediaStats, cid: str = "c1", key: str = "") -> tuple[Consumer, FakeSink]:
     sink = FakeSink()
-    c = Consumer(consumer_id=cid, producer=p, ssrc=0x33333333, payload_type=100, sink=sink,  # type: ignore[arg-type]
-                 stats=stats, clock=Clock(), audience_key=key, blocked=not p.admits(key))
+    c = Consumer(
+        consumer_id=cid,
+        producer=p,
+        ssrc=0x33333333,
+        payload_type=100,
+        sink=sink,  # type: ignore[arg-type]
+        stats=stats,
+        clock=Clock(),
+        audience_key=key,
+        blocked=not p.admits(key),
+    )
     c.profile = p.profile_for({}, {})
     p.add_consumer(c)
     return c, sink
@@ -101,7 +122,7 @@ def received(sink: FakeSink) -> list[Got]:
     out = []
     for data in sink.sent:
         h = parse_rtp(data)
-        payload = data[h.payload_offset:]
+        payload = data[h.payload_offset :]
         d = parse_vp8_descriptor(payload)
         assert d.picture_id is not None and d.tl0_pic_idx is not None
         key = d.start_of_partition and not payload[d.header_size] & 1
@@ -133,7 +154,10 @@ def test_layers_are_ranked_by_the_keyframes_picture_size_not_the_offer_order() -
     Publisher(p).frame(keys=frozenset("qhf"))
     layers = p.layers
     assert [(i.spatial, i.rid, i.ssrc, i.height) for i in layers] == [
-        (0, "q", 0x1000, 180), (1, "h", 0x2000, 360), (2, "f", 0x3000, 720)]
+        (0, "q", 0x1000, 180),
+        (1, "h", 0x2000, 360),
+        (2, "f", 0x3000, 720),
+    ]
 
 
 def test_a_switch_waits_for_the_target_keyframe_and_asks_for_it_on_its_ssrc() -> None:
@@ -164,8 +188,13 @@ def test_a_switch_waits_for_the_target_keyframe_and_asks_for_it_on_its_ssrc() ->
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, None]), st.integers(0, 4), st.sets(st.sampled_from("qhf"))),
-                min_size=1, max_size=25))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 1, 2, None]), st.integers(0, 4), st.sets(st.sampled_from("qhf"))),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_any_switch_sequence_yields_one_continuous_stream(steps: list[tuple[int | None, int, set[str]]]) -> None:
     """Protects continuity across switches (property): whatever the targets, pauses and
     keyframes, between pauses the viewer's packets have one SSRC, sequence numbers +1,
@@ -204,8 +233,19 @@ def test_h264_layers_switch_on_the_c_eligible_path_without_payload_rewrite() -> 
         for rid in ("q", "h", "f"):
             layer = p.layer_by_rid(rid)
             key = n in (0, 4) and rid == "q" or n == 0
-            p.on_rtp(pkt(seq[rid], 1000 * n, (idr if key else non) + rid.encode(), pt=96, ssrc=SSRCS[rid], exts=[],
-                         marker=True), 0, layer)
+            p.on_rtp(
+                pkt(
+                    seq[rid],
+                    1000 * n,
+                    (idr if key else non) + rid.encode(),
+                    pt=96,
+                    ssrc=SSRCS[rid],
+                    exts=[],
+                    marker=True,
+                ),
+                0,
+                layer,
+            )
             seq[rid] += 1
         if n == 2:
             q = p.layer_by_rid("q")
@@ -255,7 +295,7 @@ def test_padding_continues_the_viewers_sequence_and_nacks_still_find_their_packe
     media = list(sink.sent)
     n = c.send_padding(600)
     assert n > 0
-    pads = sink.sent[len(media):]
+    pads = sink.sent[len(media) :]
     for d in pads:
         h = parse_rtp(d)
         assert h.padding and h.ssrc == 0x33333333 and h.payload_type == 100
@@ -313,8 +353,13 @@ def test_the_viewers_cap_bounds_the_default_choice() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, None]), st.integers(0, 3), st.sets(st.sampled_from("qhf"))),
-                min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 1, 2, None]), st.integers(0, 3), st.sets(st.sampled_from("qhf"))),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_the_c_lane_sends_the_python_paths_bytes_across_switches(steps: list[tuple[int | None, int, set[str]]]) -> None:
     """Protects "lanes per layer" for VP8 simulcast: a viewer in a layer's C fan-out (its
     PictureID/TL0PICIDX offsets patched by _fastpath.c) gets byte for byte what the Python
@@ -328,8 +373,15 @@ def test_the_c_lane_sends_the_python_paths_bytes_across_switches(steps: list[tup
     try:
         pair = []
         for cid, sink in (("py", fake), ("c", csink)):
-            c = Consumer(consumer_id=cid, producer=p, ssrc=0x33333333, payload_type=100, sink=sink,  # type: ignore[arg-type]
-                         stats=stats, clock=Clock())
+            c = Consumer(
+                consumer_id=cid,
+                producer=p,
+                ssrc=0x33333333,
+                payload_type=100,
+                sink=sink,  # type: ignore[arg-type]
+                stats=stats,
+                clock=Clock(),
+            )
             c.profile = p.profile_for({}, {})
             p.add_consumer(c)
             pair.append(c)

@@ -151,7 +151,7 @@ def test_nacks_map_back_through_the_drops() -> None:
     sent = list(sink.sent)
     wanted = [sent[i] for i in (0, 3, 4, len(sent) - 1)]
     c.on_nack(tuple(parse_rtp(d).sequence for d in wanted))
-    assert sink.sent[len(sent):] == wanted
+    assert sink.sent[len(sent) :] == wanted
     assert stats.nack_temporal_refused == 0
 
 
@@ -221,10 +221,15 @@ def test_the_producer_measures_each_temporal_layers_rate() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([None, 0, 1, 2]), st.integers(1, 9), st.booleans(), st.booleans()),
-                min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([None, 0, 1, 2]), st.integers(1, 9), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_a_c_lane_viewer_drops_temporal_layers_with_the_python_paths_bytes(
-    steps: list[tuple[int | None, int, bool, bool]]
+    steps: list[tuple[int | None, int, bool, bool]],
 ) -> None:
     """Protects temporal layers on the C fast path: a viewer in a C lane, capped below the
     top layer, stays in its lane (the producer asks it per packet whether the lane sends
@@ -311,8 +316,10 @@ def test_temporal_drops_inside_simulcast_survive_spatial_switches() -> None:
     from tests.media.test_simulcast_switching import SSRCS, make, viewer
 
     p, stats, _ = make(rids=("q", "h"))
-    pubs = {rid: L1T3Publisher(p, seq=seq, pid=pid, tl0=tl0) for rid, seq, pid, tl0 in
-            (("q", 100, 5, 0), ("h", 65000, 32000, 200))}
+    pubs = {
+        rid: L1T3Publisher(p, seq=seq, pid=pid, tl0=tl0)
+        for rid, seq, pid, tl0 in (("q", 100, 5, 0), ("h", 65000, 32000, 200))
+    }
     for rid, pub in pubs.items():
         layer = p.layer_by_rid(rid)
         assert layer is not None
@@ -365,7 +372,7 @@ OPS = st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(OPS, min_size=1, max_size=25))
 def test_any_mix_of_caps_padding_pauses_and_nacks_keeps_one_stream_and_resends_only_what_was_sent(
-    ops: list[tuple[object, ...]]
+    ops: list[tuple[object, ...]],
 ) -> None:
     """Protects the temporal drop among everything else that moves a viewer's offsets: under
     any sequence of frames (with and without sync bits), cap changes, keyframes, padding

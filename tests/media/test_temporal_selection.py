@@ -22,8 +22,12 @@ def test_measured_temporal_rates_replace_the_policys_shares() -> None:
     policy's shares; the whole layer at its own rate."""
     got = candidates([(0, 300_000), (1, 1_000_000)], 3, policy=POL, temporal_bps={1: (250_000, 500_000)})
     assert [(c.spatial, c.temporal, c.need_bps) for c in got] == [
-        (0, 0, 120_000), (0, 1, 180_000), (0, None, 300_000),
-        (1, 0, 250_000), (1, 1, 500_000), (1, None, 1_000_000),
+        (0, 0, 120_000),
+        (0, 1, 180_000),
+        (0, None, 300_000),
+        (1, 0, 250_000),
+        (1, 1, 500_000),
+        (1, None, 1_000_000),
     ]
 
 

@@ -179,7 +179,9 @@ async def nats_ctx() -> AsyncIterator[NatsSinkConfig]:
     import nats
 
     name = unique_name("JT").upper()
-    cfg = NatsSinkConfig(servers=(NATS_URL,), stream=name, subject=f"jasmin.test.{name.lower()}", duplicate_window_s=120)
+    cfg = NatsSinkConfig(
+        servers=(NATS_URL,), stream=name, subject=f"jasmin.test.{name.lower()}", duplicate_window_s=120
+    )
     yield cfg
     nc = await nats.connect(servers=[NATS_URL])
     try:
@@ -252,7 +254,9 @@ KINDS = ["file", "sqlite", "postgres", "webhook", "redis", "nats"]
 
 
 @asynccontextmanager
-async def open_sink(kind: str, tmp_path: os.PathLike[str], clock: FakeClock) -> AsyncIterator[tuple[BillingSink, Counts]]:
+async def open_sink(
+    kind: str, tmp_path: os.PathLike[str], clock: FakeClock
+) -> AsyncIterator[tuple[BillingSink, Counts]]:
     """A real sink of ``kind`` and a function counting what it holds per (source, id)."""
     async with AsyncExitStack() as stack:
         sink: BillingSink

@@ -97,9 +97,7 @@ def test_a_failed_append_keeps_nothing(tmp_path: os.PathLike[str]) -> None:
     assert ob.count() == 0 and ob.last_seq(events[0].source) == (0, False)
 
 
-async def test_a_down_sink_delays_only_itself_and_loses_nothing(
-    tmp_path: os.PathLike[str], clock: FakeClock
-) -> None:
+async def test_a_down_sink_delays_only_itself_and_loses_nothing(tmp_path: os.PathLike[str], clock: FakeClock) -> None:
     ob = Outbox(OutboxConfig(path=os.path.join(tmp_path, "o.sqlite3")))
     port = closed_port()
     mem = MemorySink("memory")

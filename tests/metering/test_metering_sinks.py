@@ -88,15 +88,17 @@ async def test_same_id_different_payload_is_a_named_conflict(real_sink: tuple[Bi
 
 
 async def test_file_sink_group_commit_one_fsync_for_many_batches(tmp_path: os.PathLike[str]) -> None:
-    sink = FileSink(FileSinkConfig(path=os.path.join(tmp_path, "g.jsonl"), fsync_every_events=5,
-                                   fsync_interval_ms=60_000))
+    sink = FileSink(
+        FileSinkConfig(path=os.path.join(tmp_path, "g.jsonl"), fsync_every_events=5, fsync_interval_ms=60_000)
+    )
     events = make_events(1, 5, close=False)
     # five concurrent single-event batches reach the 5-event threshold: one fsync acks all
     await asyncio.gather(*[sink.deliver([e]) for e in events])
     assert sink.fsyncs == 1
     await sink.close()
-    timed = FileSink(FileSinkConfig(path=os.path.join(tmp_path, "t.jsonl"), fsync_every_events=1000,
-                                    fsync_interval_ms=1))
+    timed = FileSink(
+        FileSinkConfig(path=os.path.join(tmp_path, "t.jsonl"), fsync_every_events=1000, fsync_interval_ms=1)
+    )
     await timed.deliver(events[:1])  # below the count: the timer fsyncs it
     assert timed.fsyncs == 1
     await timed.close()
@@ -127,9 +129,7 @@ async def test_webhook_signature_is_hmac_sha256_of_timestamp_and_body() -> None:
     assert not verify_signature("k", "garbage", body, 1_780_000_000)
 
 
-async def test_webhook_retries_503_with_backoff_then_delivers(
-    receiver: tuple[Receiver, int], clock: FakeClock
-) -> None:
+async def test_webhook_retries_503_with_backoff_then_delivers(receiver: tuple[Receiver, int], clock: FakeClock) -> None:
     rcv, port = receiver
     rcv.fail_first = 2
     sink = WebhookSink(webhook_config(port), clock)

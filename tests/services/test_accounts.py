@@ -32,6 +32,8 @@ from tests.realparts import FakeClock
 from tests.support import FAST, fast_hashing
 
 DAY = 86400.0
+
+
 @pytest.fixture
 async def svc(clock: FakeClock) -> AsyncIterator[AccountsService]:
     store = await SqliteAccountsStore.open(":memory:")
@@ -59,16 +61,19 @@ async def test_register_then_login_and_the_token_speaks_for_the_member(svc: Acco
     assert await svc.store.session_by_token_hash(token_hash(issued.token)) is not None
 
 
-@pytest.mark.parametrize("username,password,field", [
-    ("ab", "long enough", "username"),
-    ("anna\n", "long enough", "username"),  # Python's $ matches before a final newline
-    ("has space", "long enough", "username"),
-    ("x" * 33, "long enough", "username"),
-    ("fine_name", "short", "password"),
-    ("fine_name", "x" * 257, "password"),
-    ("fine_name", "FINE_NAME", "password"),
-    (7, "long enough", "username"),
-])
+@pytest.mark.parametrize(
+    "username,password,field",
+    [
+        ("ab", "long enough", "username"),
+        ("anna\n", "long enough", "username"),  # Python's $ matches before a final newline
+        ("has space", "long enough", "username"),
+        ("x" * 33, "long enough", "username"),
+        ("fine_name", "short", "password"),
+        ("fine_name", "x" * 257, "password"),
+        ("fine_name", "FINE_NAME", "password"),
+        (7, "long enough", "username"),
+    ],
+)
 async def test_bad_usernames_and_passwords_are_refused_by_field(
     svc: AccountsService, username: object, password: str, field: str
 ) -> None:
@@ -173,12 +178,14 @@ async def test_admins_create_performers_and_group_accounts_with_validated_profil
     member = (await svc.register("tom", "password-t")).principal
     with pytest.raises(NotPermittedError):
         await svc.create_performer(member, "anna", "password-a", display_name="Anna", price_per_minute=200)
-    anna = await svc.create_performer(boss, "anna", "password-a", display_name=" Anna ", price_per_minute=200,
-                                      categories=["lesbian", "girl"])
+    anna = await svc.create_performer(
+        boss, "anna", "password-a", display_name=" Anna ", price_per_minute=200, categories=["lesbian", "girl"]
+    )
     assert (anna.display_name, anna.categories, anna.is_group) == ("Anna", ("girl", "lesbian"), False)
     await svc.create_performer(boss, "bea", "password-b", display_name="Bea", price_per_minute=300)
-    duo = await svc.create_performer(boss, "duo", "password-d", display_name="Duo", price_per_minute=500,
-                                     group_members=["anna", "Bea"])
+    duo = await svc.create_performer(
+        boss, "duo", "password-d", display_name="Duo", price_per_minute=500, group_members=["anna", "Bea"]
+    )
     assert duo.is_group and duo.group_members == ("anna", "bea")
     bad = [
         ({"price_per_minute": 0}, "price_per_minute"),
@@ -199,11 +206,13 @@ async def test_admins_create_performers_and_group_accounts_with_validated_profil
     # a missing resource (404), not a malformed request: the OpenAPI document cannot say it.
     for members in (["duo"], ["tom"], ["newbie"]):
         with pytest.raises(AccountNotFoundError, match="group_members"):
-            await svc.create_performer(boss, "newbie", "password-n", display_name="X", price_per_minute=100,
-                                       group_members=members)
+            await svc.create_performer(
+                boss, "newbie", "password-n", display_name="X", price_per_minute=100, group_members=members
+            )
     assert await svc.store.user_by_username("newbie") is None
-    trio = await svc.create_performer(boss, "trio", "password-t", display_name="Trio", price_per_minute=100,
-                                      group_members=["anna", "ANNA", "bea"])
+    trio = await svc.create_performer(
+        boss, "trio", "password-t", display_name="Trio", price_per_minute=100, group_members=["anna", "ANNA", "bea"]
+    )
     assert trio.group_members == ("anna", "bea")  # a name given twice counts once
     with pytest.raises(AccountNotFoundError):
         await svc.performer_profile("tom")
@@ -216,7 +225,9 @@ async def test_profiles_change_only_by_their_performer_or_an_admin(svc: Accounts
     await svc.create_performer(boss, "bea", "password-b", display_name="Bea", price_per_minute=300)
     anna = (await svc.login("anna", "password-a")).principal
     bea = (await svc.login("bea", "password-b")).principal
-    p = await svc.update_performer_profile(anna, "anna", price_per_minute=450, categories=["hot_flirt"], bio="hi\nthere")
+    p = await svc.update_performer_profile(
+        anna, "anna", price_per_minute=450, categories=["hot_flirt"], bio="hi\nthere"
+    )
     assert (p.price_per_minute, p.categories, p.bio) == (450, ("hot_flirt",), "hi\nthere")
     with pytest.raises(NotPermittedError):
         await svc.update_performer_profile(bea, "anna", price_per_minute=1)
@@ -231,8 +242,9 @@ async def test_a_performer_performs_only_in_its_own_show_or_its_groups(svc: Acco
     boss = await admin(svc)
     await svc.create_performer(boss, "anna", "password-a", display_name="Anna", price_per_minute=200)
     await svc.create_performer(boss, "bea", "password-b", display_name="Bea", price_per_minute=300)
-    await svc.create_performer(boss, "duo", "password-d", display_name="Duo", price_per_minute=500,
-                               group_members=["anna"])
+    await svc.create_performer(
+        boss, "duo", "password-d", display_name="Duo", price_per_minute=500, group_members=["anna"]
+    )
     anna = (await svc.login("anna", "password-a")).principal
     bea = (await svc.login("bea", "password-b")).principal
     assert (await svc.performer_for_show(anna, "anna")).price_per_minute == 200

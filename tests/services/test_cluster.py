@@ -38,10 +38,27 @@ class Box:
         self.shows: set[str] = set()
 
 
-def node(prefix: str, node_id: str, box: Box, *, secret: str = SECRET, url: str | None = None,
-         ttl_s: float = 10.0, redis_url: str = REDIS_URL, billing: str | None = None) -> ClusterNode:
-    s = ClusterSettings(redis_url, prefix, node_id, url or f"ws://{node_id}.test:8080/ws", secret,
-                        heartbeat_interval_s=ttl_s / 4, ttl_s=ttl_s, billing_node_id=billing or f"bill{node_id}")
+def node(
+    prefix: str,
+    node_id: str,
+    box: Box,
+    *,
+    secret: str = SECRET,
+    url: str | None = None,
+    ttl_s: float = 10.0,
+    redis_url: str = REDIS_URL,
+    billing: str | None = None,
+) -> ClusterNode:
+    s = ClusterSettings(
+        redis_url,
+        prefix,
+        node_id,
+        url or f"ws://{node_id}.test:8080/ws",
+        secret,
+        heartbeat_interval_s=ttl_s / 4,
+        ttl_s=ttl_s,
+        billing_node_id=billing or f"bill{node_id}",
+    )
     return ClusterNode(s, lambda: box.load, lambda: box.shows)
 
 
@@ -108,8 +125,10 @@ async def test_a_full_node_places_on_the_least_loaded_node_by_viewers_and_cpu(pr
     hot = Box(viewers=0, publishers=0, cpu=0.7, max_cpu=0.8)  # 87 % of its CPU
     idle_but_many_publishers = Box(viewers=2, publishers=30, max_viewers=10, cpu=0.1, max_cpu=0.8)  # 20 %
     draining = Box(viewers=0, max_viewers=10, draining=True)
-    nodes = [node(prefix, n, b) for n, b in (("a", full), ("b", busy), ("c", hot), ("d", idle_but_many_publishers),
-                                              ("e", draining))]
+    nodes = [
+        node(prefix, n, b)
+        for n, b in (("a", full), ("b", busy), ("c", hot), ("d", idle_but_many_publishers), ("e", draining))
+    ]
     for n in nodes:
         await n.start()
     try:

@@ -95,7 +95,9 @@ async def test_duplicate_id_inside_one_batch_applies_once(ledger: Ledger) -> Non
     w = await funded(ledger, "m1", 1000)
     t = Transfer("x", w, HOUSE_REVENUE, 10)
     assert await ledger.create_transfers([t, t, Transfer("x", w, HOUSE_REVENUE, 11)]) == [
-        Result.OK, Result.EXISTS, Result.EXISTS_WITH_DIFFERENT_FIELDS,
+        Result.OK,
+        Result.EXISTS,
+        Result.EXISTS_WITH_DIFFERENT_FIELDS,
     ]
     assert (await ledger.balance(w)).available == 990
 
@@ -136,9 +138,7 @@ async def test_pending_counts_against_credits_and_post_partial_releases_rest(led
         Result.PENDING_TRANSFER_ALREADY_POSTED
     ]
     # the retry of the same post is "exists", not a second charge
-    assert await ledger.create_transfers([Transfer("p1", amount=500, flags=POST, pending_id="h1")]) == [
-        Result.EXISTS
-    ]
+    assert await ledger.create_transfers([Transfer("p1", amount=500, flags=POST, pending_id="h1")]) == [Result.EXISTS]
     await assert_replays(ledger)
 
 
@@ -181,10 +181,12 @@ async def test_expire_due_sweeps_everywhere(ledger: Ledger, clock: FakeClock) ->
 async def test_linked_chain_is_all_or_nothing(ledger: Ledger) -> None:
     w = await funded(ledger, "m1", 100)
     await ledger.open_performer("p1")
-    legs = linked([
-        Transfer("t:perf", w, earnings_account("p1"), 60),
-        Transfer("t:house", w, HOUSE_REVENUE, 50),  # 110 > 100: the chain fails
-    ])
+    legs = linked(
+        [
+            Transfer("t:perf", w, earnings_account("p1"), 60),
+            Transfer("t:house", w, HOUSE_REVENUE, 50),  # 110 > 100: the chain fails
+        ]
+    )
     assert await ledger.create_transfers(legs) == [Result.LINKED_EVENT_FAILED, Result.EXCEEDS_CREDITS]
     assert (await ledger.balance(w)).available == 100
     assert (await ledger.balance(earnings_account("p1"))).credits_posted == 0

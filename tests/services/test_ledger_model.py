@@ -80,7 +80,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def available(self, wallet: str) -> int:
         live = sum(
-            h.amount for h in self.holds.values()
+            h.amount
+            for h in self.holds.values()
             if h.wallet == wallet and not h.resolved and h.expires_at > self.clock.now
         )
         return self.posted[wallet] - live
@@ -160,10 +161,12 @@ class LedgerMachine(RuleBasedStateMachine):
         w = wallet_account(m)
         expect_ok = self.available(w) >= amount
         half = amount // 2
-        legs = linked([
-            Transfer(self._id("tp"), w, earnings_account("p"), half),
-            Transfer(self._id("th"), w, HOUSE_REVENUE, amount - half),
-        ])
+        legs = linked(
+            [
+                Transfer(self._id("tp"), w, earnings_account("p"), half),
+                Transfer(self._id("th"), w, HOUSE_REVENUE, amount - half),
+            ]
+        )
         res = self.run(self.ledger.create_transfers(legs))
         if expect_ok:
             assert res == [Result.OK, Result.OK]
@@ -188,8 +191,15 @@ class LedgerMachine(RuleBasedStateMachine):
     def conflicting_reuse(self, data: st.DataObject) -> None:
         """The same id, another body: a conflict, nothing changes."""
         t = data.draw(st.sampled_from([b[0] for b in self.submitted if len(b) == 1]))
-        other = Transfer(t.id, t.debit_account_id, t.credit_account_id, t.amount + 1, flags=t.flags,
-                         pending_id=t.pending_id, timeout_s=t.timeout_s)
+        other = Transfer(
+            t.id,
+            t.debit_account_id,
+            t.credit_account_id,
+            t.amount + 1,
+            flags=t.flags,
+            pending_id=t.pending_id,
+            timeout_s=t.timeout_s,
+        )
         (r,) = self.run(self.ledger.create_transfers([other]))
         assert r is Result.EXISTS_WITH_DIFFERENT_FIELDS
 

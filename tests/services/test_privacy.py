@@ -41,8 +41,14 @@ from tests.realparts import PG_DSN, FakeClock
 from tests.support import FAST, service_stores
 
 DAY = 86400
-FULL_PROFILE = {"display_name": "Mia M", "gender": "female", "age_range": "25-34", "country": "DE",
-                "languages": ["de", "en"], "about": "about mia"}
+FULL_PROFILE = {
+    "display_name": "Mia M",
+    "gender": "female",
+    "age_range": "25-34",
+    "country": "DE",
+    "languages": ["de", "en"],
+    "about": "about mia",
+}
 
 
 @dataclass
@@ -60,8 +66,9 @@ class World:
 
     async def performer(self, name: str) -> Principal:
         admin = await self.admin()
-        await self.accounts.create_performer(admin, name, "password-" + name, display_name=name.title(),
-                                             price_per_minute=200)
+        await self.accounts.create_performer(
+            admin, name, "password-" + name, display_name=name.title(), price_per_minute=200
+        )
         return (await self.accounts.login(name, "password-" + name)).principal
 
     async def admin(self) -> Principal:
@@ -72,8 +79,11 @@ class World:
     async def buy(self, member: Principal, key: str = "k1") -> None:
         """A purchase as Purchases books it: the payment row (card digits) and the ledger top-up."""
         pay_id = f"pay-{member.id}-{key}"
-        await self.accounts.store.insert_payment(PaymentRow(
-            pay_id, member.id, key, "p2999", 2999, "test", "credited", self.accounts.now_us(), "4242", "12/29"))
+        await self.accounts.store.insert_payment(
+            PaymentRow(
+                pay_id, member.id, key, "p2999", 2999, "test", "credited", self.accounts.now_us(), "4242", "12/29"
+            )
+        )
         await self.ledger.open_member(member.id)
         await self.ledger.top_up(pay_id, member.id, "p2999")
 
@@ -102,8 +112,9 @@ async def _world(clock: FakeClock, astore: Any, lstore: Any) -> AsyncIterator[Wo
 
     history = LedgerReads(lstore)
     registry = PersonalDataRegistry()
-    privacy = PrivacyService(accounts, registry, PrivacySettings(site="jasmin", username_blacklist_days=180),
-                             history, is_favourite)
+    privacy = PrivacyService(
+        accounts, registry, PrivacySettings(site="jasmin", username_blacklist_days=180), history, is_favourite
+    )
     registry.register(AccountsDataSource(accounts))
     registry.register(LedgerDataSource(history))
     try:
@@ -153,8 +164,9 @@ async def test_performers_with_private_and_all_performers_per_field_group(world:
     assert with_["mask"] == without["mask"] == {"rank": "bronze", "vip_points": 1}
     assert with_["spending"]["privates"] == 1 and without["spending"]["privates"] == 0
     assert without["favourite"] is False
-    await w.privacy.update_settings(max_, profile_visibility="all_performers",
-                                    mask_visibility="performers_with_private")
+    await w.privacy.update_settings(
+        max_, profile_visibility="all_performers", mask_visibility="performers_with_private"
+    )
     with_, without = await w.privacy.member_view(max_.id, bea), await w.privacy.member_view(max_.id, cleo)
     assert without["profile"]["display_name"] == "Max" and "mask" not in without
     assert with_["mask"]["rank"] == "bronze"
@@ -211,9 +223,17 @@ async def test_profile_validation_and_clearing(world: World) -> None:
     w = world
     mia = await w.member("mia")
     await w.privacy.update_profile(mia, FULL_PROFILE)
-    for bad in ({"country": "Germany"}, {"languages": ["deu"]}, {"gender": "x"}, {"display_name": "a\x00b"},
-                {"display_name": "a\ud800b"}, {"about": "lone \udfff surrogate"},
-                {"nickname": "x"}, {"languages": ["de"] * 2}, {"about": 5}):
+    for bad in (
+        {"country": "Germany"},
+        {"languages": ["deu"]},
+        {"gender": "x"},
+        {"display_name": "a\x00b"},
+        {"display_name": "a\ud800b"},
+        {"about": "lone \udfff surrogate"},
+        {"nickname": "x"},
+        {"languages": ["de"] * 2},
+        {"about": 5},
+    ):
         with pytest.raises(Exception) as e:
             await w.privacy.update_profile(mia, bad)
         assert type(e.value).__name__ == "AccountValidationError"
@@ -221,8 +241,7 @@ async def test_profile_validation_and_clearing(world: World) -> None:
     assert (row.display_name, row.languages, row.country, row.about) == (None, (), None, "about mia")
     with pytest.raises(NotPermittedError):
         await w.privacy.profile(await w.performer("anna"))
-    assert [mask_rank(p) for p in (0, 1, 10, 50, 100, 250)] == [None, "bronze", "silver", "gold", "platinum",
-                                                                "diamond"]
+    assert [mask_rank(p) for p in (0, 1, 10, 50, 100, 250)] == [None, "bronze", "silver", "gold", "platinum", "diamond"]
 
 
 # -- data download ---------------------------------------------------------------------------------
@@ -563,8 +582,9 @@ async def test_chat_export_holds_the_lines_said_to_the_member_in_its_private(cha
     t = 1_780_000_000_000_000
     await s.add_message(MessageRow("m1", "anna", "u_anna", "anna", "performer", False, None, "hi mia", (), "u_mia", t))
     await s.add_message(MessageRow("m2", "anna", "u_mia", "mia", "member", False, None, "hello", (), "u_mia", t + 1))
-    await s.add_message(MessageRow("m3", "anna", "u_anna", "anna", "performer", False, None, "hi otto", (),
-                                   "u_otto", t + 2))
+    await s.add_message(
+        MessageRow("m3", "anna", "u_anna", "anna", "performer", False, None, "hi otto", (), "u_otto", t + 2)
+    )
     await s.add_log(LogRow("l1", "anna", "u_anna", "anna", "performer", "mute", "u_mia", "spam", "{}", t + 3))
     await s.add_report(ReportRow("r1", "anna", "m2", "u_otto", "u_mia", "hello", "rude", t + 4))
     await s.add_tip(TipRow("tr1", "anna", "sess1", "u_mia", "mia", "u_anna", 100, True, t + 5))

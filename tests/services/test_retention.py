@@ -54,22 +54,35 @@ class World:
 
     async def purchase(self, member_id: str) -> None:
         now = self.accounts.now_us()
-        await self.accounts.store.insert_payment(PaymentRow(
-            f"pay-{member_id}-{now}", member_id, f"k-{now}", "p2999", 2999, "test", "credited", now))
+        await self.accounts.store.insert_payment(
+            PaymentRow(f"pay-{member_id}-{now}", member_id, f"k-{now}", "p2999", 2999, "test", "credited", now)
+        )
 
     async def line(self, author: str, kind: str = "member") -> str:
         mid = self.chat.new_id()
-        await self.chat.store.add_message(MessageRow(
-            mid, "anna", author, author[:32], kind, False, None, "hi", (), None, self.accounts.now_us()))
+        await self.chat.store.add_message(
+            MessageRow(mid, "anna", author, author[:32], kind, False, None, "hi", (), None, self.accounts.now_us())
+        )
         return mid
 
     def usage_event(self, member_id: str) -> None:
         sid = f"node1-{member_id}"
         t = rfc3339_us(self.accounts.now_us())
-        self.outbox.append([CloudEvent(
-            id=event_id(sid, 1), source="urn:jasmin:session:" + sid, type="com.jasmin.usage.v1", time=t,
-            sequence="000000000001", partitionkey="wallet/" + wallet_account(member_id),
-            subject="member/" + member_id, recordedtime=t, data={"member_id": member_id, "units": 1})])
+        self.outbox.append(
+            [
+                CloudEvent(
+                    id=event_id(sid, 1),
+                    source="urn:jasmin:session:" + sid,
+                    type="com.jasmin.usage.v1",
+                    time=t,
+                    sequence="000000000001",
+                    partitionkey="wallet/" + wallet_account(member_id),
+                    subject="member/" + member_id,
+                    recordedtime=t,
+                    data={"member_id": member_id, "units": 1},
+                )
+            ]
+        )
         self.outbox.ack("file", self.outbox.max_pos())  # delivered: retention may delete it
 
     async def held(self, member_id: str) -> dict[str, int]:
@@ -77,8 +90,7 @@ class World:
         chat = (await self.chat.export(member_id))["chat_messages"]
         social = await self.social.personal_data_source().export(member_id)
         usage = await self.registry.sources[-1].export(member_id)
-        return {"chat": len(chat), "privates": len(social["privates"]),
-                "usage": len(usage["outbox_events"])}
+        return {"chat": len(chat), "privates": len(social["privates"]), "usage": len(usage["outbox_events"])}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -90,8 +102,9 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
             yield w
 
 
-async def _world(clock: FakeClock, settings: AccountsSettings, astore: Any, cstore: Any, sstore: Any,
-                 tmp_path: Path) -> AsyncIterator[World]:
+async def _world(
+    clock: FakeClock, settings: AccountsSettings, astore: Any, cstore: Any, sstore: Any, tmp_path: Path
+) -> AsyncIterator[World]:
     accounts = AccountsService(astore, clock, settings)
     chat = ChatService(cstore, clock)
     social = SocialService(sstore, accounts, None, clock)
@@ -118,8 +131,12 @@ def test_the_limits_are_product_md_numbers() -> None:
     """Protects the numbers themselves: 120 days of usage, 15 of guest data, 5 of identity data,
     365 of inactivity (so the boundary tests below test docs/product.md's limits, not others)."""
     pv = PrivacyConfig()
-    assert (pv.usage_retention_days, pv.guest_retention_days, pv.identity_retention_days,
-            pv.inactive_account_days) == (120, 15, 5, 365)
+    assert (pv.usage_retention_days, pv.guest_retention_days, pv.identity_retention_days, pv.inactive_account_days) == (
+        120,
+        15,
+        5,
+        365,
+    )
 
 
 async def test_chat_logs_and_usage_go_120_days_after_the_last_purchase(world: World) -> None:

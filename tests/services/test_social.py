@@ -28,8 +28,9 @@ US = 1_000_000
 async def world(tmp_path: Path) -> AsyncIterator[tuple[SocialService, FakeClock]]:
     clock = FakeClock()
     acc_store = await SqliteAccountsStore.open(str(tmp_path / "accounts.sqlite3"))
-    accounts = AccountsService(acc_store, clock, AccountsSettings(
-        password_time_cost=1, password_memory_kib=1024, password_parallelism=1))
+    accounts = AccountsService(
+        acc_store, clock, AccountsSettings(password_time_cost=1, password_memory_kib=1024, password_parallelism=1)
+    )
     lstore = await SqliteLedgerStore.open(":memory:")
     ledger = Ledger(lstore, clock)
     await ledger.bootstrap()
@@ -93,8 +94,9 @@ async def test_privates_come_from_show_events(world: tuple[SocialService, FakeCl
     boss = (await a.login("boss", "boss-password")).principal
     p1 = await a.create_performer(boss, "ann", "password-ann", display_name="Ann", price_per_minute=100)
     p2 = await a.create_performer(boss, "bob", "password-bob", display_name="Bob", price_per_minute=100)
-    grp = await a.create_performer(boss, "duo", "password-duo", display_name="Duo", price_per_minute=100,
-                                   group_members=["ann", "bob"])
+    grp = await a.create_performer(
+        boss, "duo", "password-duo", display_name="Duo", price_per_minute=100, group_members=["ann", "bob"]
+    )
     ids = (p1.user_id, p2.user_id, "sess-legacy")
     svc.on_show_event(ShowEvent("private.ended", "duo", 50.0, member_id="u_x", performer_ids=ids))
     svc.on_show_event(ShowEvent("private.started", "duo", 100.0, member_id="u_m", performer_ids=ids))
@@ -115,8 +117,9 @@ async def test_retention_purges_private_records_of_members_without_recent_purcha
     await svc.record_private("u_old", "u_p", 60)
     await svc.record_private("u_new", "u_p", 60)
     now = svc.now_us()
-    policy = RetentionPolicy(now, now - 120 * DAY * US, now, now, now,
-                             {"u_old": now - 121 * DAY * US, "u_new": now - DAY * US})
+    policy = RetentionPolicy(
+        now, now - 120 * DAY * US, now, now, now, {"u_old": now - 121 * DAY * US, "u_new": now - DAY * US}
+    )
     assert await svc.personal_data_source().purge(policy) == 1
     assert await svc.store.private_members() == ["u_new"]
 
@@ -124,6 +127,7 @@ async def test_retention_purges_private_records_of_members_without_recent_purcha
 def test_search_orders_by_own_rating_with_unrated_last_and_unset_attributes_never_match() -> None:
     """Protects sorting and filter semantics: rating_desc puts the caller's unrated performers last;
     a performer without an age is not in an age range."""
+
     def c(name: str, rating: int | None, age: int | None) -> Candidate:
         return Candidate("u_" + name, name, name, 100, (), Attributes(age=age), False, rating, False)
 

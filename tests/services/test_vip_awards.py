@@ -64,11 +64,20 @@ async def test_top_members_by_points_are_paid_once_per_period(ledger: Ledger, cl
     run = await vip.run_due()
     assert run.period == "2026-06-01" and run.applied
     assert [(a.member_id, a.rank, a.points, a.credits) for a in run.awards] == [
-        ("a", 1, 10, 10), ("b", 2, 5, 10), ("c", 3, 4, 5)]
+        ("a", 1, 10, 10),
+        ("b", 2, 5, 10),
+        ("c", 3, 4, 5),
+    ]
     after = await wallets(ledger, "abcdef")
     gained = {m: after[m] - before[m] for m in after}
-    assert gained == {"a": credits_to_units(10), "b": credits_to_units(10), "c": credits_to_units(5),
-                      "d": 0, "e": 0, "f": 0}
+    assert gained == {
+        "a": credits_to_units(10),
+        "b": credits_to_units(10),
+        "c": credits_to_units(5),
+        "d": 0,
+        "e": 0,
+        "f": 0,
+    }
     again = await vip.run_due()
     assert not again.applied and again.awards == run.awards
     assert await wallets(ledger, "abcdef") == after
@@ -133,8 +142,14 @@ async def test_cli_vip_awards_pays_a_period_once(tmp_path: Path) -> None:
     env = {**os.environ, "JASMIN_BILLING_DATA_DIR": str(tmp_path), "JASMIN_BILLING_VIP_AWARD_TIERS": "500:7"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jasmin_sfu", "vip-awards", *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "jasmin_sfu", "vip-awards", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     first = cli("--period", "2026-06-01")
     assert first.returncode == 0, first.stderr
@@ -155,8 +170,14 @@ def test_cli_vip_awards_refuses_a_data_dir_without_a_ledger(tmp_path: Path) -> N
     and exit 1, and creates no empty ledger database there (it used to create one)."""
     env = {**os.environ, "JASMIN_BILLING_DATA_DIR": str(tmp_path / "nowhere")}
     for args in (["--dry-run"], []):
-        run = subprocess.run([sys.executable, "-m", "jasmin_sfu", "vip-awards", *args], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "jasmin_sfu", "vip-awards", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 1, run.stdout + run.stderr
         assert "no ledger database" in run.stderr and "billing.data_dir" in run.stderr
         assert not (tmp_path / "nowhere").exists()

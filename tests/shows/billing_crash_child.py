@@ -48,8 +48,11 @@ def die(point: str) -> None:
 
 def billing_config(spec: dict[str, Any]) -> BillingConfig:
     return BillingConfig(
-        data_dir=spec["data_dir"], ledger_dsn=spec.get("ledger_dsn", ""), node_id=spec["node_id"],
-        grant_seconds=GRANT_S, vip_check_interval_s=0,
+        data_dir=spec["data_dir"],
+        ledger_dsn=spec.get("ledger_dsn", ""),
+        node_id=spec["node_id"],
+        grant_seconds=GRANT_S,
+        vip_check_interval_s=0,
     )
 
 
@@ -59,7 +62,9 @@ def build_sinks(spec: dict[str, Any]) -> dict[str, BillingSink]:
 
     s = spec.get("sinks", {})
     out: dict[str, BillingSink] = {
-        "file": FileSink(FileSinkConfig(path=os.path.join(spec["data_dir"], "billing-events.jsonl"), fsync_interval_ms=2))
+        "file": FileSink(
+            FileSinkConfig(path=os.path.join(spec["data_dir"], "billing-events.jsonl"), fsync_interval_ms=2)
+        )
     }
     if "postgres" in s:
         from jasmin_metering.postgres_sink import PostgresSink
@@ -73,8 +78,14 @@ def build_sinks(spec: dict[str, Any]) -> dict[str, BillingSink]:
         from jasmin_metering.nats_sink import NatsSink
 
         n = s["nats"]
-        out["nats"] = NatsSink(NatsSinkConfig(servers=tuple(n["servers"]), stream=n["stream"], subject=n["subject"],
-                                              duplicate_window_s=n["duplicate_window_s"]))
+        out["nats"] = NatsSink(
+            NatsSinkConfig(
+                servers=tuple(n["servers"]),
+                stream=n["stream"],
+                subject=n["subject"],
+                duplicate_window_s=n["duplicate_window_s"],
+            )
+        )
     return out
 
 

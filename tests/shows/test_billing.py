@@ -156,8 +156,12 @@ async def test_sigkill_mid_private_restart_charges_exactly_what_streamed(tmp_pat
     more than had passed), and the dead process's hold is released."""
     data = str(tmp_path / "jasmin-billing-crash")
     await seed_credits(data, "m1", "p2999")
-    env = {"JASMIN_BILLING_DATA_DIR": data, "JASMIN_BILLING_SINKS": "file,sqlite", "JASMIN_BILLING_NODE_ID": "crash",
-           "JASMIN_BILLING_GRANT_SECONDS": "10"}
+    env = {
+        "JASMIN_BILLING_DATA_DIR": data,
+        "JASMIN_BILLING_SINKS": "file,sqlite",
+        "JASMIN_BILLING_NODE_ID": "crash",
+        "JASMIN_BILLING_GRANT_SECONDS": "10",
+    }
     dp = await start_daemon_process(env=env)
     pub, member, t0 = await start_private(dp.url, "show-crash")
 
@@ -182,8 +186,13 @@ async def test_sigkill_mid_private_restart_charges_exactly_what_streamed(tmp_pat
 
     dp2 = await start_daemon_process(env=env)
     try:
+
         def sink_rows() -> tuple[list[int], list[int]]:
-            lines = Path(data, "billing-events.jsonl").read_text().splitlines() if Path(data, "billing-events.jsonl").exists() else []
+            lines = (
+                Path(data, "billing-events.jsonl").read_text().splitlines()
+                if Path(data, "billing-events.jsonl").exists()
+                else []
+            )
             file_seqs = [json.loads(x)["data"]["seq"] for x in lines if json.loads(x)["type"].endswith(".usage.v1")]
             db = sqlite3.connect(os.path.join(data, "billing-events.sqlite3"))
             try:
@@ -240,9 +249,14 @@ async def test_sigterm_mid_private_delivers_the_closing_event_before_exit(tmp_pa
     await seed_credits(data, "m1", "p2999")
     rcv = SlowReceiver(_time.time)  # type: ignore[arg-type]
     runner, port = await start_receiver(rcv)
-    env = {"JASMIN_BILLING_DATA_DIR": data, "JASMIN_BILLING_SINKS": "file,webhook", "JASMIN_BILLING_NODE_ID": "term",
-           "JASMIN_BILLING_GRANT_SECONDS": "10", "JASMIN_BILLING_WEBHOOK_URL": f"http://127.0.0.1:{port}/billing",
-           "JASMIN_BILLING_WEBHOOK_SECRET": SECRET}
+    env = {
+        "JASMIN_BILLING_DATA_DIR": data,
+        "JASMIN_BILLING_SINKS": "file,webhook",
+        "JASMIN_BILLING_NODE_ID": "term",
+        "JASMIN_BILLING_GRANT_SECONDS": "10",
+        "JASMIN_BILLING_WEBHOOK_URL": f"http://127.0.0.1:{port}/billing",
+        "JASMIN_BILLING_WEBHOOK_SECRET": SECRET,
+    }
     try:
         dp = await start_daemon_process(env=env)
         try:
@@ -270,7 +284,9 @@ async def test_sigterm_mid_private_delivers_the_closing_event_before_exit(tmp_pa
 
     outbox = Outbox(OutboxConfig(path=os.path.join(data, "billing-outbox.sqlite3")))
     try:
-        assert {s: outbox.cursor(s) for s in ("file", "webhook")} == dict.fromkeys(("file", "webhook"), outbox.max_pos())
+        assert {s: outbox.cursor(s) for s in ("file", "webhook")} == dict.fromkeys(
+            ("file", "webhook"), outbox.max_pos()
+        )
     finally:
         outbox.close()
 
@@ -316,8 +332,12 @@ async def test_sigkill_mid_private_restart_writes_the_closing_event(tmp_path: Pa
     event (reason crash, last_seq N, N x rate), and the member was charged N x rate."""
     data = str(tmp_path / "jasmin-billing-crash19")
     await seed_credits(data, "m1", "p2999")
-    env = {"JASMIN_BILLING_DATA_DIR": data, "JASMIN_BILLING_SINKS": "file", "JASMIN_BILLING_NODE_ID": "crash19",
-           "JASMIN_BILLING_GRANT_SECONDS": "10"}
+    env = {
+        "JASMIN_BILLING_DATA_DIR": data,
+        "JASMIN_BILLING_SINKS": "file",
+        "JASMIN_BILLING_NODE_ID": "crash19",
+        "JASMIN_BILLING_GRANT_SECONDS": "10",
+    }
     dp = await start_daemon_process(env=env)
     try:
         pub, member, t0 = await start_private(dp.url, "show-crash19")

@@ -37,8 +37,14 @@ from tests.shows.billing_crash_child import MEMBER, PERFORMER, POINTS, PRICE, bi
 
 RATE = per_second_rate(PRICE)
 # The fewest usage seconds the child has billed when it reaches each point (10 s private).
-MIN_SECONDS = {"after_grant": 0, "after_append": 5, "renewal_in_txn": 4, "renewal_committed": 4,
-               "closing_event": 10, "terminate_in_txn": 10}
+MIN_SECONDS = {
+    "after_grant": 0,
+    "after_append": 5,
+    "renewal_in_txn": 4,
+    "renewal_committed": 4,
+    "closing_event": 10,
+    "terminate_in_txn": 10,
+}
 # Points after which the live node had written its own closing event.
 LIVE_CLOSED = {"closing_event", "terminate_in_txn"}
 
@@ -56,9 +62,14 @@ def run_child(spec: dict[str, Any]) -> str:
     """Run the child to its kill point; it must die by SIGKILL there."""
     proc = subprocess.run(
         [sys.executable, "-m", "tests.shows.billing_crash_child", json.dumps(spec)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert proc.returncode == -9, f"child was not killed at {spec['point']}: rc {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    assert proc.returncode == -9, (
+        f"child was not killed at {spec['point']}: rc {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    )
     assert f"KILL {spec['point']}" in proc.stdout
     return proc.stdout
 
@@ -133,13 +144,20 @@ async def test_sigkill_with_postgres_redis_and_nats_sinks(tmp_path: Path) -> Non
         nt = await ctx.enter_async_context(nats_ctx())
         schema = await ctx.enter_async_context(pg_schema())
         spec = {
-            "data_dir": str(tmp_path), "ledger_dsn": f"{PG_DSN}?search_path={schema}", "node_id": "k2",
-            "point": "after_append", "seconds": 10,
+            "data_dir": str(tmp_path),
+            "ledger_dsn": f"{PG_DSN}?search_path={schema}",
+            "node_id": "k2",
+            "point": "after_append",
+            "seconds": 10,
             "sinks": {
                 "postgres": {"dsn": pg.dsn, "schema": pg.schema},
                 "redis": {"url": rd.url, "stream": rd.stream, "seen_prefix": rd.seen_prefix, "dedupe_ttl_s": 600},
-                "nats": {"servers": list(nt.servers), "stream": nt.stream, "subject": nt.subject,
-                         "duplicate_window_s": nt.duplicate_window_s},
+                "nats": {
+                    "servers": list(nt.servers),
+                    "stream": nt.stream,
+                    "subject": nt.subject,
+                    "duplicate_window_s": nt.duplicate_window_s,
+                },
             },
         }
         run_child(spec)
@@ -147,8 +165,11 @@ async def test_sigkill_with_postgres_redis_and_nats_sinks(tmp_path: Path) -> Non
         events = {e.key: e for e in file_events(str(tmp_path))}
         n = check_session_events(list(events.values()), "after_append")
         assert result["wallet"].debits_posted == n * RATE and result["wallet"].debits_pending == 0
-        for name, keys in (("postgres", await pg_keys(pg)), ("redis", await redis_stream_keys(rd)),
-                           ("nats", await nats_stream_keys(nt))):
+        for name, keys in (
+            ("postgres", await pg_keys(pg)),
+            ("redis", await redis_stream_keys(rd)),
+            ("nats", await nats_stream_keys(nt)),
+        ):
             assert all(c == 1 for c in keys.values()), f"{name} holds an event twice"
             assert set(keys) == set(events), f"{name} differs from the file sink"
 
@@ -162,10 +183,19 @@ async def test_recovery_after_a_sweep_expired_the_crashed_nodes_hold(ledger_dsn:
     from jasmin_sfu.store.postgres_ledger import PostgresLedgerStore
     from jasmin_sfu.store.sqlite_ledger import SqliteLedgerStore
 
-    spec = {"data_dir": str(tmp_path), "ledger_dsn": ledger_dsn, "node_id": "k3", "point": "after_append", "seconds": 10}
+    spec = {
+        "data_dir": str(tmp_path),
+        "ledger_dsn": ledger_dsn,
+        "node_id": "k3",
+        "point": "after_append",
+        "seconds": 10,
+    }
     run_child(spec)
-    store: Any = (await PostgresLedgerStore.open(ledger_dsn) if ledger_dsn
-                  else await SqliteLedgerStore.open(os.path.join(str(tmp_path), "ledger.sqlite3")))
+    store: Any = (
+        await PostgresLedgerStore.open(ledger_dsn)
+        if ledger_dsn
+        else await SqliteLedgerStore.open(os.path.join(str(tmp_path), "ledger.sqlite3"))
+    )
     try:
         swept = await CreditControl(Ledger(store, lambda: time.time() + 3600)).expire_stale()
     finally:

@@ -78,8 +78,9 @@ async def test_viewer_blocked_at_join_starts_on_the_cached_keyframe(daemon, dtls
     await late.request("answer", transport_id=res["transport_id"], sdp=pc.localDescription.sdp)
     router = daemon.daemon.shows.get(show_id).router
     key = late.welcome["session_id"]
-    video = next(c for p in router.producers.values() if p.is_video
-                 for c in p.consumers.values() if c.audience_key == key)
+    video = next(
+        c for p in router.producers.values() if p.is_video for c in p.consumers.values() if c.audience_key == key
+    )
     assert video.blocked and not video.sink.ready
     if dtls_up == "after_unblock":
         gate.set()
@@ -100,15 +101,16 @@ async def test_viewer_blocked_at_join_starts_on_the_cached_keyframe(daemon, dtls
         assert await wait_for(lambda: bool(kc.frame), 20)
         assert not video.sink.ready and received == []
         gate.set()
-        assert await wait_for(lambda: received and router.stats.keyframe_packets_replayed > replayed, 20), \
+        assert await wait_for(lambda: received and router.stats.keyframe_packets_replayed > replayed, 20), (
             f"no cached-keyframe replay when DTLS came up: {router.stats.keyframe_packets_replayed} replayed"
+        )
     else:
         # Unblocked with DTLS up: the cache was emptied by the audience change (never replay
         # the private's last frame to a free viewer), so the viewer starts on the fresh keyframe.
         assert await wait_for(lambda: bool(received), 20)
         assert router.stats.keyframe_packets_replayed == replayed
     first = parse_rtp(received[0])
-    payload = received[0][first.payload_offset:first.payload_end]
+    payload = received[0][first.payload_offset : first.payload_end]
     assert vp8_is_keyframe(payload), "the viewer did not start on a keyframe"
     await pc.close()
     await late.close()

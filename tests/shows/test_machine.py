@@ -82,7 +82,11 @@ def test_auto_accept_starts_the_private_on_request() -> None:
         ([GoOnline(0)], AcceptPrivate("m1", 1), "invalid_state"),  # nobody asked
         ([GoOnline(0), RequestPrivate("m1", 1)], RequestPrivate("m1", 2), "already_requested"),
         ([GoOnline(0)], EndPrivate("performer", 1), "invalid_state"),
-        ([GoOnline(0), RequestPrivate("m1", 1), AcceptPrivate("m1", 2)], EndPrivate("member", 3, member_id="m2"), "forbidden"),
+        (
+            [GoOnline(0), RequestPrivate("m1", 1), AcceptPrivate("m1", 2)],
+            EndPrivate("member", 3, member_id="m2"),
+            "forbidden",
+        ),
         ([GoOnline(0)], SneakPeek("m1", 1), "invalid_state"),  # peeks only from member chat
         ([GoOnline(0), RequestPrivate("m1", 1), AcceptPrivate("m1", 2)], StartCam2Cam("m2", 3), "forbidden"),
         ([GoOnline(0)], StartCam2Cam("m1", 3), "forbidden"),

@@ -47,8 +47,9 @@ async def test_members_reloaded_page_gets_the_private_and_is_billed_once(make_da
     late_free = await watch(url, show)
     joined = time.time()
     ssrcs = lambda v, t: {s for s, _ in after(v, pub.log, t)}  # noqa: E731
-    assert await wait_for(lambda: len(ssrcs(new, t0)) == 2 and len(after(new, pub.log, t0)) >= 60, 20), \
+    assert await wait_for(lambda: len(ssrcs(new, t0)) == 2 and len(after(new, pub.log, t0)) >= 60, 20), (
         "the member's second connection got no video and audio of its private"
+    )
     assert await wait_for(lambda: len(ssrcs(old, joined)) == 2 and len(after(old, pub.log, joined)) >= 60, 20)
     assert len(stack.billing._active) == 1 and len(stack.billing.meter._sessions) == 1
 

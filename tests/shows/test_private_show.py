@@ -38,7 +38,9 @@ async def test_private_is_exclusive_counted_in_packets(daemon) -> None:  # type:
     free = [await watch(url, "show-x") for _ in range(3)]
     member = await watch(url, "show-x", member_id="m1")
     everyone = free + [member]
-    assert await wait_for(lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 30)
+    assert await wait_for(
+        lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 30
+    )
 
     await member.client.request("private.request")
     req = await pub.client.next_event("private.requested")
@@ -190,8 +192,12 @@ async def test_denials_are_errors_and_change_nothing(daemon) -> None:  # type: i
     assert e.value.code == "forbidden"
     assert show.machine.requests == {}
 
-    for verb, data in [("private.accept", {"member_id": "m1"}), ("show.free", {}), ("show.settings", {"auto_accept": True}),
-                       ("private.decline", {"member_id": "m1"})]:
+    for verb, data in [
+        ("private.accept", {"member_id": "m1"}),
+        ("show.free", {}),
+        ("show.settings", {"auto_accept": True}),
+        ("private.decline", {"member_id": "m1"}),
+    ]:
         for who in (guest, m1):
             with pytest.raises(RemoteError) as e:
                 await who.request(verb, **data)
@@ -272,7 +278,13 @@ async def test_show_events_reach_other_parts(daemon) -> None:  # type: ignore[no
     started = next(e for e in seen if e.name == "private.started")
     ended = next(e for e in seen if e.name == "private.ended")
     assert started.member_id == ended.member_id == "m1" and ended.at >= started.at
-    assert [e.state for e in seen if e.name == "show.state_changed"] == ["free", "private", "member_chat", "free", "offline"]
+    assert [e.state for e in seen if e.name == "show.state_changed"] == [
+        "free",
+        "private",
+        "member_chat",
+        "free",
+        "offline",
+    ]
     await m1.close()
     await pub.close()
 
@@ -338,9 +350,13 @@ def namespaced(root: str) -> list[str]:
 
     Everywhere a process puts scratch files lands in one tree the test can walk, and other
     processes' files in the real /tmp cannot be mistaken for the node's."""
-    if shutil.which("unshare") is None or subprocess.run(
-        ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "true"], capture_output=True
-    ).returncode != 0:
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(
+            ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "true"], capture_output=True
+        ).returncode
+        != 0
+    ):
         missing("a private mount namespace (unshare --mount) for the disk-write check")
     # The repository and the interpreter stay visible where they are, even when they live under
     # a directory this hides (CI may clone into /tmp): each is bound into the tree that covers it.
@@ -354,8 +370,10 @@ def namespaced(root: str) -> list[str]:
                 os.makedirs(os.path.join(root, inside), exist_ok=True)
                 keep.append((path, inside))
     binds = "".join(f'mount --bind "{path}" "$0/{inside}" && ' for path, inside in keep)
-    script = (binds + 'mount --rbind "$0/var-tmp" /var/tmp && mount --rbind "$0/shm" /dev/shm && mount --rbind "$0" /tmp'
-              ' && cd /tmp/cwd && exec "$@"')
+    script = (
+        binds + 'mount --rbind "$0/var-tmp" /var/tmp && mount --rbind "$0/shm" /dev/shm && mount --rbind "$0" /tmp'
+        ' && cd /tmp/cwd && exec "$@"'
+    )
     return ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "sh", "-c", script, root]
 
 
@@ -370,8 +388,12 @@ async def test_cam2cam_is_never_written_to_disk(tmp_path: Path) -> None:
         os.makedirs(os.path.join(root, d))
     await seed_credits(os.path.join(root, "data"), "m1", PACKAGE)
     # Inside its namespace the node sees root as /tmp.
-    env = {"TMPDIR": "/tmp/tmpdir", "HOME": "/tmp/home", "JASMIN_BILLING_DATA_DIR": "/tmp/data",
-           "JASMIN_ACCOUNTS_DATA_DIR": "/tmp/data"}
+    env = {
+        "TMPDIR": "/tmp/tmpdir",
+        "HOME": "/tmp/home",
+        "JASMIN_BILLING_DATA_DIR": "/tmp/data",
+        "JASMIN_ACCOUNTS_DATA_DIR": "/tmp/data",
+    }
     dp = await start_daemon_process(env=env, cwd=os.path.join(root, "cwd"), wrapper=namespaced(root))
     try:
         url = dp.url
@@ -386,8 +408,12 @@ async def test_cam2cam_is_never_written_to_disk(tmp_path: Path) -> None:
         view = await subscribe(url, "show-disk", client=pub.client, producer_ids=cam_ids)
         # The Cam2Cam runs across billed seconds (the billing file sink writes meanwhile).
         usage = Path(root, "data", "billing-events.jsonl")
-        assert await wait_for(lambda: view.frames.get("video", 0) >= 10 and usage.exists()
-                              and usage.read_bytes().count(b".usage.v1") >= 2, 30)
+        assert await wait_for(
+            lambda: (
+                view.frames.get("video", 0) >= 10 and usage.exists() and usage.read_bytes().count(b".usage.v1") >= 2
+            ),
+            30,
+        )
         assert len(camera.tails) >= 10
         inside = ("/tmp/", "/var/tmp/", "/dev/shm/", root + "/")
         assert [f for f in written_files(dp.proc.pid) if not f.startswith(inside)] == []

@@ -84,7 +84,17 @@ def error_of(frame: dict[str, Any]) -> str:
         ({"type": "request", "id": True, "method": "ping"}, "bad_request"),
         ({"type": "request", "id": 1, "method": 7}, "bad_request"),
     ],
-    ids=["json", "json-array", "json-string", "msgpack", "msgpack-array", "frame-type", "no-id", "bool-id", "method-type"],
+    ids=[
+        "json",
+        "json-array",
+        "json-string",
+        "msgpack",
+        "msgpack-array",
+        "frame-type",
+        "no-id",
+        "bool-id",
+        "method-type",
+    ],
 )
 async def test_malformed_frames_are_answered(raw: Raw, frame: Any, code: str) -> None:
     """Protects: malformed JSON/msgpack and malformed envelopes get a code, not a disconnect."""
@@ -176,7 +186,11 @@ async def test_unparseable_sdp_is_bad_sdp(daemon) -> None:  # type: ignore[no-un
     """Protects the publish path: SDP that does not parse is `bad_sdp`, and no transport leaks."""
     c = await SignalingClient.connect(daemon.url)
     await c.request("join", show_id="show-sdp", role="performer")
-    for sdp in ["v=0\r\nm=video notaport RTP/SAVPF x\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n", "v=0\r\n" + "a=garbage\r\n" * 50]:
+    for sdp in [
+        "v=0\r\nm=video notaport RTP/SAVPF x\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n",
+        "v=0\r\n" + "a=garbage\r\n" * 50,
+    ]:
         with pytest.raises(RemoteError) as e:
             await c.request("publish", sdp=sdp)
         assert e.value.code == "bad_sdp", e.value
@@ -233,8 +247,12 @@ def audio_only(codec: str) -> Callable[[str], str]:
             pts = [re.match(r"a=rtpmap:(\d+) " + codec + "/", x) for x in m]
             keep = next(p.group(1) for p in pts if p)
             m[0] = " ".join(m[0].split(" ")[:3] + [keep])
-            m[:] = [x for x in m if not re.match(r"a=(rtpmap|fmtp|rtcp-fb):(\d+) ", x)
-                    or re.match(r"a=(rtpmap|fmtp|rtcp-fb):" + keep + " ", x)]
+            m[:] = [
+                x
+                for x in m
+                if not re.match(r"a=(rtpmap|fmtp|rtcp-fb):(\d+) ", x)
+                or re.match(r"a=(rtpmap|fmtp|rtcp-fb):" + keep + " ", x)
+            ]
         return _join(head, media)
 
     return mutate
@@ -490,14 +508,26 @@ async def test_garbage_rtp_and_rtcp_do_not_break_the_publisher(daemon) -> None: 
         ('{"type":"request","id":"\\ud800","method":"ping"}', "bad_request", False),
         ('{"type":"request","id":"a\\u0000b","method":"ping"}', "bad_request", False),
         ('{"type":"request","id":2,"method":"ping","data":{"\\ud800":1}}', "bad_request", True),
-        ('{"type":"request","id":3,"method":"join","data":{"show_id":"a","role":"viewer","\\udfff":1}}', "bad_request", True),
+        (
+            '{"type":"request","id":3,"method":"join","data":{"show_id":"a","role":"viewer","\\udfff":1}}',
+            "bad_request",
+            True,
+        ),
         ('{"type":"request","id":4,"method":"join","data":{"show_id":"\\ud800","role":"viewer"}}', "bad_request", True),
         ('{"type":"request","id":5,"method":"\\ud800"}', "unknown_method", True),
         ('{"type":"\\ud800"}', "bad_frame", False),
         ('{"type":"hello","protocol":"\\ud800"}', "unsupported_protocol", False),
     ],
-    ids=["surrogate-id", "nul-id", "surrogate-key", "surrogate-unknown-field", "surrogate-value", "surrogate-method",
-         "surrogate-type", "surrogate-protocol"],
+    ids=[
+        "surrogate-id",
+        "nul-id",
+        "surrogate-key",
+        "surrogate-unknown-field",
+        "surrogate-value",
+        "surrogate-method",
+        "surrogate-type",
+        "surrogate-protocol",
+    ],
 )
 async def test_text_that_cannot_be_echoed_is_answered_and_the_connection_kept(
     raw: Raw, frame: str, code: str, has_id: bool
@@ -511,7 +541,10 @@ async def test_text_that_cannot_be_echoed_is_answered_and_the_connection_kept(
     assert error_of(resp) == code, resp
     assert (resp["type"] == "response") == has_id, resp
     if code == "bad_request":
-        assert "NUL or unpaired surrogate" in resp["error"]["message"] or "no unpaired surrogate" in resp["error"]["message"]
+        assert (
+            "NUL or unpaired surrogate" in resp["error"]["message"]
+            or "no unpaired surrogate" in resp["error"]["message"]
+        )
     await raw.still_up()
 
 
@@ -591,7 +624,9 @@ async def test_framing_edges_are_as_documented(daemon) -> None:  # type: ignore[
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "signaling.md")) as f:
         doc = f.read()
     assert "| 1007 |" in doc and "`server.hard_max_frame_bytes` or more" in doc
-    assert "a frame that does not decode is\n`bad_frame`" in doc or "does not decode is `bad_frame`" in doc.replace("\n", " ")
+    assert "a frame that does not decode is\n`bad_frame`" in doc or "does not decode is `bad_frame`" in doc.replace(
+        "\n", " "
+    )
     assert "TCP reset" in doc
 
 
@@ -600,8 +635,7 @@ async def test_client_values_quoted_in_messages_are_escaped_and_cut(raw: Raw) ->
     or odd value the server quotes in an error message (frame type, protocol, method, request
     id) is quoted with repr and cut at 64 characters, never mirrored whole."""
     big = "x" * 50000
-    for frame in ({"type": big}, {"type": "hello", "protocol": big},
-                  {"type": "request", "id": 9, "method": big}):
+    for frame in ({"type": big}, {"type": "hello", "protocol": big}, {"type": "request", "id": 9, "method": big}):
         await raw.send(frame)
         resp = await raw.recv()
         assert error_of(resp) in ("bad_frame", "unsupported_protocol", "unknown_method", "bad_request")

@@ -35,11 +35,13 @@ from tests.support import performer, watch
 def event_validator(schema: dict[str, Any], definition: str = "EventFrame") -> Any:
     """A validator of one event frame (or of another of the document's definitions), from a
     copy of the published document."""
-    return jsonschema_rs.validator_for({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$ref": f"#/$defs/{definition}",
-        "$defs": schema["$defs"],
-    })
+    return jsonschema_rs.validator_for(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": f"#/$defs/{definition}",
+            "$defs": schema["$defs"],
+        }
+    )
 
 
 def test_the_schema_describes_every_event_by_its_struct() -> None:
@@ -56,19 +58,35 @@ def test_the_schema_describes_every_event_by_its_struct() -> None:
     assert set(RESPONSES) <= set(METHODS)
 
 
-@pytest.mark.parametrize(("name", "fields", "wire"), [
-    # A field without a default is always sent; null stays null.
-    ("consumer.layer", {"producer_id": "p", "consumer_id": "c", "spatial": None, "temporal": None, "rid": None},
-     {"producer_id": "p", "consumer_id": "c", "spatial": None, "temporal": None, "rid": None}),
-    ("chat.removed", {"room": "r", "action": "ban", "until": None}, {"room": "r", "action": "ban", "until": None}),
-    # A ban for ever says until: null; a kick has no until at all.
-    ("chat.moderation", {"room": "r", "action": "ban", "target": "u", "until": None},
-     {"room": "r", "action": "ban", "target": "u", "until": None}),
-    ("chat.moderation", {"room": "r", "action": "kick", "target": "u"}, {"room": "r", "action": "kick", "target": "u"}),
-    ("chat.king", {"room": "r", "king": None}, {"room": "r", "king": None}),
-    ("private.ended", {"show_id": "s", "member_id": "m", "at": 1.5, "reason": "billing"},
-     {"show_id": "s", "member_id": "m", "at": 1.5, "reason": "billing"}),
-])
+@pytest.mark.parametrize(
+    ("name", "fields", "wire"),
+    [
+        # A field without a default is always sent; null stays null.
+        (
+            "consumer.layer",
+            {"producer_id": "p", "consumer_id": "c", "spatial": None, "temporal": None, "rid": None},
+            {"producer_id": "p", "consumer_id": "c", "spatial": None, "temporal": None, "rid": None},
+        ),
+        ("chat.removed", {"room": "r", "action": "ban", "until": None}, {"room": "r", "action": "ban", "until": None}),
+        # A ban for ever says until: null; a kick has no until at all.
+        (
+            "chat.moderation",
+            {"room": "r", "action": "ban", "target": "u", "until": None},
+            {"room": "r", "action": "ban", "target": "u", "until": None},
+        ),
+        (
+            "chat.moderation",
+            {"room": "r", "action": "kick", "target": "u"},
+            {"room": "r", "action": "kick", "target": "u"},
+        ),
+        ("chat.king", {"room": "r", "king": None}, {"room": "r", "king": None}),
+        (
+            "private.ended",
+            {"show_id": "s", "member_id": "m", "at": 1.5, "reason": "billing"},
+            {"show_id": "s", "member_id": "m", "at": 1.5, "reason": "billing"},
+        ),
+    ],
+)
 def test_null_and_absent_stay_apart(name: str, fields: dict[str, Any], wire: dict[str, Any]) -> None:
     """Protects the wire's content: an event built from its struct carries exactly the keys and
     values it was given (null where null, nothing where nothing), and the schema takes it."""
@@ -82,8 +100,14 @@ def test_an_audio_producer_has_no_layers_and_a_video_one_keeps_them() -> None:
     layers keep every field (rid null without simulcast)."""
     audio = {"producer_id": "a", "kind": "audio", "codec": "opus", "app_data": {"session_id": "s", "mid": "0"}}
     layer = {"spatial": 0, "rid": None, "active": True, "bitrate_bps": 0, "width": 0, "height": 0, "temporal_layers": 1}
-    video = {"producer_id": "v", "kind": "video", "codec": "VP8", "app_data": {"session_id": "s", "mid": "1"},
-             "simulcast": False, "layers": [layer]}
+    video = {
+        "producer_id": "v",
+        "kind": "video",
+        "codec": "VP8",
+        "app_data": {"session_id": "s", "mid": "1"},
+        "simulcast": False,
+        "layers": [layer],
+    }
     for described in (audio, video):
         wire = ev.ProducerAdded(show_id="s", producer=msgspec.convert(described, ev.Producer)).to_wire()
         assert wire == {"show_id": "s", "producer": described}
@@ -105,7 +129,9 @@ PRICE = 30000  # hundredths of a credit per minute: 5 credits a second, so the p
 
 @pytest.mark.slow
 async def test_every_event_of_a_real_session_validates_against_the_published_schema(
-    make_daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    make_daemon: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Protects the contract other backends integrate against: a performer publishes (aiortc over
     loopback), a guest and two members watch, chat (message, tip, king, delete, mute, slow,
@@ -183,10 +209,24 @@ async def test_every_event_of_a_real_session_validates_against_the_published_sch
     assert not bad, f"events the schema refuses: {bad[:3]}"
     names = {e["event"] for e in sent}
     expected = {
-        "producer.added", "producer.removed", "show.ended", "show.state",
-        "private.requested", "private.withdrawn", "private.started", "private.declined", "private.ended",
-        "private.credit_warning", "private.credit_exhausted",
-        "chat.message", "chat.tip", "chat.king", "chat.deleted", "chat.moderation", "chat.cleared", "chat.removed",
+        "producer.added",
+        "producer.removed",
+        "show.ended",
+        "show.state",
+        "private.requested",
+        "private.withdrawn",
+        "private.started",
+        "private.declined",
+        "private.ended",
+        "private.credit_warning",
+        "private.credit_exhausted",
+        "chat.message",
+        "chat.tip",
+        "chat.king",
+        "chat.deleted",
+        "chat.moderation",
+        "chat.cleared",
+        "chat.removed",
     }
     assert expected <= names, f"the flow did not send: {sorted(expected - names)}"
     doc = json_schema()

@@ -99,8 +99,17 @@ async def _exchange(node: Node, frame: Any, binary: bool, raw_text: bytes | None
         send = ws.send_bytes if binary else ws.send_str
         await send(_encode({"type": "hello", "protocol": "jasmin/1"}, binary))  # type: ignore[operator]
         assert (await _answer_or_welcome(ws))["type"] == "welcome"
-        await send(_encode({"type": "request", "id": "j", "method": "join",  # type: ignore[operator]
-                            "data": {"show_id": show, "role": "performer", "performer_id": "p" + show}}, binary))
+        await send(
+            _encode(
+                {
+                    "type": "request",
+                    "id": "j",
+                    "method": "join",  # type: ignore[operator]
+                    "data": {"show_id": show, "role": "performer", "performer_id": "p" + show},
+                },
+                binary,
+            )
+        )
         joined = await _answer(ws, binary)
         assert isinstance(joined, dict) and joined.get("ok"), joined
         if raw_text is not None:
@@ -131,16 +140,23 @@ async def _answer_or_welcome(ws: aiohttp.ClientWebSocketResponse) -> dict[str, A
 NASTY = ["\ud800", "\udfff", "\x00", "a\x00b", "\ud83d", "é", "\U0001f600", "", " ", "\n", "x" * 70]
 nasty_text = st.one_of(
     st.sampled_from(NASTY),
-    st.text(alphabet=st.sampled_from(["a", "Z", "0", "_", ":", "\x00", "\ud800", "\udc00", "é", "\u202e", "/"]),
-            max_size=12),
+    st.text(
+        alphabet=st.sampled_from(["a", "Z", "0", "_", ":", "\x00", "\ud800", "\udc00", "é", "\u202e", "/"]), max_size=12
+    ),
     st.sampled_from(["v=0\r\n", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\ud800", "abc", "performer", "viewer"]),
 )
 scalars = st.one_of(
-    nasty_text, st.integers(min_value=-(2**63), max_value=2**64 - 1), st.booleans(), st.none(),
+    nasty_text,
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.booleans(),
+    st.none(),
     st.floats(allow_nan=True, allow_infinity=False),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(nasty_text, inner, max_size=3)), max_leaves=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(nasty_text, inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 def _typed(hint: Any) -> st.SearchStrategy[Any]:
@@ -178,8 +194,13 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     return frame
 
 
-FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @FUZZ
@@ -198,8 +219,13 @@ def test_fuzz_msgpack_frames(node: Node, frame: dict[str, Any]) -> None:
     node.run(_exchange(node, frame, True, None))
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(frame=requests(), junk=st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", b"\x80"]))
 def test_fuzz_text_frames_that_are_not_utf8(node: Node, frame: dict[str, Any], junk: bytes) -> None:
     """Protects the documented close code: a JSON text frame holding bytes that are not UTF-8

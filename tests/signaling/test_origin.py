@@ -38,9 +38,16 @@ async def _ws(host: str, origin: str | None) -> tuple[int, Any]:
                 await ws.send_json({"type": "hello", "protocol": "jasmin/1"})
                 return 101, (await ws.receive_json(timeout=10))["type"]
         except aiohttp.WSServerHandshakeError as e:
-            async with s.get(f"http://{host}/ws", headers={**headers, "Connection": "Upgrade", "Upgrade": "websocket",
-                                                           "Sec-WebSocket-Version": "13",
-                                                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as r:
+            async with s.get(
+                f"http://{host}/ws",
+                headers={
+                    **headers,
+                    "Connection": "Upgrade",
+                    "Upgrade": "websocket",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                },
+            ) as r:
                 return e.status, await r.json()
 
 
@@ -77,8 +84,12 @@ async def test_websocket_upgrade_checks_the_origin(node: tuple[Daemon, str], ori
 
 async def test_null_and_star_are_allowed_only_when_listed() -> None:
     """Protects the documented exceptions: "null" is refused unless listed, "*" allows every origin."""
-    for allowed, origin, ok in [(("null",), "null", True), (("*",), "http://evil.example", True),
-                                (("*",), "null", True), ((), "null", False)]:
+    for allowed, origin, ok in [
+        (("null",), "null", True),
+        (("*",), "http://evil.example", True),
+        (("*",), "null", True),
+        ((), "null", False),
+    ]:
         d, host = await _start(allowed)
         try:
             status, _ = await _ws(host, origin)
@@ -100,8 +111,14 @@ async def test_rest_answers_cors_for_allowed_origins_only(node: tuple[Daemon, st
             assert r.status == 200
             assert r.headers["Access-Control-Allow-Origin"] == "https://site.example"
             assert r.headers["Vary"] == "Origin"
-        async with s.options(base, headers={"Origin": "https://site.example", "Access-Control-Request-Method": "POST",
-                                            "Access-Control-Request-Headers": "authorization"}) as r:
+        async with s.options(
+            base,
+            headers={
+                "Origin": "https://site.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        ) as r:
             assert r.status == 204
             assert "POST" in r.headers["Access-Control-Allow-Methods"]
             assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
@@ -126,8 +143,10 @@ async def test_nul_in_a_request_header_is_a_400_without_an_error_log(daemon, cap
     """Protects item 14 of issue 11: aiohttp answers a NUL in a header with 400 itself but logged
     an error-level traceback for the client's mistake. Now it is one info line; the node serves on."""
     port = daemon.daemon.port
-    for raw in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
-                b"GET /api/v1/packages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\x00\r\n\r\n"):
+    for raw in (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+        b"GET /api/v1/packages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\x00\r\n\r\n",
+    ):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(raw)
         await writer.drain()
@@ -148,9 +167,14 @@ async def test_the_supervisor_checks_the_origin_of_ws_itself() -> None:
 
     from tests.conftest import start_daemon_process
 
-    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false",
-                                         "JASMIN_SERVER_ALLOWED_ORIGINS": "https://site.example",
-                                         "JASMIN_LOG_LEVEL": "info"})
+    dp = await start_daemon_process(
+        env={
+            "JASMIN_SERVER_WORKERS": "2",
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_SERVER_ALLOWED_ORIGINS": "https://site.example",
+            "JASMIN_LOG_LEVEL": "info",
+        }
+    )
     try:
         host = f"127.0.0.1:{dp.port}"
         assert await _ws(host, "https://site.example") == (101, "welcome")

@@ -148,14 +148,18 @@ def test_documented_verbs_are_the_verbs_of_the_schema() -> None:
 def test_every_registered_verb_has_a_handler() -> None:
     """Protects the dispatch: each verb of METHODS is answered by SessionHandler or its chat connection."""
     missing = [
-        v for v in METHODS
+        v
+        for v in METHODS
         if v not in _DELEGATED and v not in CHAT_METHODS and not hasattr(SessionHandler, "_m_" + v.replace(".", "_"))
     ]
     assert not missing, f"verbs in METHODS without a SessionHandler._m_* method: {missing}"
     source = (REPO / "jasmin_sfu" / "api" / "chat_handler.py").read_text(encoding="utf-8")
     handled = {
-        n.value for n in ast.walk(ast.parse(source))
-        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith("chat.")
+        n.value
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Constant)
+        and isinstance(n.value, str)
+        and n.value.startswith("chat.")
         and n.value in METHODS
     }
     assert handled == set(CHAT_METHODS), _diff(handled, set(CHAT_METHODS), "chat verbs handled in chat_handler.py")

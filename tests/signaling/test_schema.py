@@ -89,8 +89,9 @@ def _code(method: str, data: Any) -> str | None:
 
 
 @pytest.mark.parametrize("method,data,code,schema_takes", CORPUS, ids=[f"{c[0]}-{i}" for i, c in enumerate(CORPUS)])
-def test_the_validator_and_the_published_schema_agree(method: str, data: Any, code: str | None,
-                                                      schema_takes: bool) -> None:
+def test_the_validator_and_the_published_schema_agree(
+    method: str, data: Any, code: str | None, schema_takes: bool
+) -> None:
     """Protects the one-schema promise: the JSON Schema a client validates against takes exactly
     the bodies the server takes, but for the few rules it cannot say (a token excludes the legacy
     ids; an SDP starts with v=0), and a pattern means the same in both dialects (a trailing
@@ -102,25 +103,35 @@ def test_the_validator_and_the_published_schema_agree(method: str, data: Any, co
     assert jsonschema_rs.validator_for(json_schema()).is_valid(frame) == schema_takes
 
 
-@pytest.mark.parametrize("method,data,message", [
-    ("join", {"show_id": 5, "role": "viewer"}, "show_id: expected `str`, got `int`"),
-    ("join", {"show_id": "a b", "role": "viewer"}, "show_id: 1-64 characters of A-Z a-z 0-9 _ . : -"),
-    ("join", {"show_id": "a", "role": "king"}, "role: must be 'performer' or 'viewer'"),
-    ("join", {"show_id": "a"}, "role: required"),
-    ("join", {"show_id": "a", "role": "viewer", "colour": 1}, "colour: unknown field"),
-    ("join", {"show_id": "a", "role": "viewer", "token": "no!"}, "token: 1-256 characters of A-Z a-z 0-9 _ -"),
-    ("join", {"show_id": "a", "role": "viewer", "token": TOKEN, "member_id": "m"},
-     "member_id, performer_id: not allowed with a token"),
-    ("join", "x", "data: must be an object"),
-    ("subscribe", {"producer_ids": ["ok", "b d"]}, "producer_ids[]: 1-64 characters of A-Z a-z 0-9 _ . : -"),
-    ("show.settings", {"price_per_minute": 0}, "price_per_minute: 1..1000000 hundredths of a credit"),
-    ("consumer.set_layers", {"consumer_id": "c", "max_spatial": 3}, "max_spatial: 0..2 (0 = the lowest layer) or null"),
-    ("chat.send", {"text": "x" * 2001}, "text: at most 2000 characters"),
-    ("chat.send", {"text": "hi", "emoticons": ["\udfff"]}, "emoticons[]: NUL or unpaired surrogate in text"),
-    ("leave", {b"k": 1}, "data: keys must be text"),  # a msgpack bin key
-    ("join", {"k" * 5000: 1}, "k" * 64 + ": unknown field"),
-    ("join", {"show_id": "a", "role": "k" * 5000}, "role: must be 'performer' or 'viewer'"),  # never echoed whole
-])
+@pytest.mark.parametrize(
+    "method,data,message",
+    [
+        ("join", {"show_id": 5, "role": "viewer"}, "show_id: expected `str`, got `int`"),
+        ("join", {"show_id": "a b", "role": "viewer"}, "show_id: 1-64 characters of A-Z a-z 0-9 _ . : -"),
+        ("join", {"show_id": "a", "role": "king"}, "role: must be 'performer' or 'viewer'"),
+        ("join", {"show_id": "a"}, "role: required"),
+        ("join", {"show_id": "a", "role": "viewer", "colour": 1}, "colour: unknown field"),
+        ("join", {"show_id": "a", "role": "viewer", "token": "no!"}, "token: 1-256 characters of A-Z a-z 0-9 _ -"),
+        (
+            "join",
+            {"show_id": "a", "role": "viewer", "token": TOKEN, "member_id": "m"},
+            "member_id, performer_id: not allowed with a token",
+        ),
+        ("join", "x", "data: must be an object"),
+        ("subscribe", {"producer_ids": ["ok", "b d"]}, "producer_ids[]: 1-64 characters of A-Z a-z 0-9 _ . : -"),
+        ("show.settings", {"price_per_minute": 0}, "price_per_minute: 1..1000000 hundredths of a credit"),
+        (
+            "consumer.set_layers",
+            {"consumer_id": "c", "max_spatial": 3},
+            "max_spatial: 0..2 (0 = the lowest layer) or null",
+        ),
+        ("chat.send", {"text": "x" * 2001}, "text: at most 2000 characters"),
+        ("chat.send", {"text": "hi", "emoticons": ["\udfff"]}, "emoticons[]: NUL or unpaired surrogate in text"),
+        ("leave", {b"k": 1}, "data: keys must be text"),  # a msgpack bin key
+        ("join", {"k" * 5000: 1}, "k" * 64 + ": unknown field"),
+        ("join", {"show_id": "a", "role": "k" * 5000}, "role: must be 'performer' or 'viewer'"),  # never echoed whole
+    ],
+)
 def test_bad_bodies_are_bad_request_naming_the_field(method: str, data: Any, message: str) -> None:
     """Protects the wire error of a bad body: `bad_request` with `<field>: <the rule>`, the rule's
     words being the ones the schema prints (its description), never the client's value mirrored."""
@@ -139,8 +150,9 @@ def test_the_schema_has_a_struct_for_every_method() -> None:
         method = branch["properties"]["method"]["const"]
         ref = json.dumps(branch["properties"]["data"])
         assert f'"#/$defs/{METHODS[method].__name__}"' in ref, (method, ref)
-        assert ("data" in branch["required"]) == any(
-            f.required for f in msgspec.structs.fields(METHODS[method])), method
+        assert ("data" in branch["required"]) == any(f.required for f in msgspec.structs.fields(METHODS[method])), (
+            method
+        )
     # Besides the requests' structs: the events' and the answers' (jasmin_signaling.events,
     # .responses, with the structs they nest) and the event frame; tests/signaling/test_events.py
     # checks those.

@@ -66,11 +66,13 @@ async def test_a_viewer_caps_its_layers_and_bad_requests_are_named(daemon: Any) 
         async with http.get(daemon.http + "/metrics") as r:
             text = await r.text()
     assert re.search(r'^jasmin_layer_viewers\{layer="0"\} 1\.0$', text, re.M), text[-2000:]
-    for data, code in (({"consumer_id": vc["consumer_id"], "max_spatial": 3}, "bad_request"),
-                       ({"consumer_id": vc["consumer_id"], "max_temporal": -1}, "bad_request"),
-                       ({"consumer_id": vc["consumer_id"], "max_spatial": "1"}, "bad_request"),
-                       ({"consumer_id": ac["consumer_id"], "max_spatial": 0}, "bad_request"),
-                       ({"consumer_id": "nope"}, "unknown_consumer")):
+    for data, code in (
+        ({"consumer_id": vc["consumer_id"], "max_spatial": 3}, "bad_request"),
+        ({"consumer_id": vc["consumer_id"], "max_temporal": -1}, "bad_request"),
+        ({"consumer_id": vc["consumer_id"], "max_spatial": "1"}, "bad_request"),
+        ({"consumer_id": ac["consumer_id"], "max_spatial": 0}, "bad_request"),
+        ({"consumer_id": "nope"}, "unknown_consumer"),
+    ):
         with pytest.raises(RemoteError) as e:
             await viewer.client.request("consumer.set_layers", **data)
         assert e.value.code == code, data

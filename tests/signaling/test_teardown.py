@@ -31,7 +31,9 @@ async def test_a_failed_connect_task_is_consumed_and_closes_the_connection(caplo
     client = new_pc()
     client.addTransceiver(PatternTrack(), direction="sendonly")
     await client.setLocalDescription(await client.createOffer())
-    offer = "".join(x + "\r\n" for x in client.localDescription.sdp.split("\r\n") if x and not x.startswith("a=fingerprint"))
+    offer = "".join(
+        x + "\r\n" for x in client.localDescription.sdp.split("\r\n") if x and not x.startswith("a=fingerprint")
+    )
     server = adapter.PeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     await server.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
     await server.setLocalDescription(await server.createAnswer())

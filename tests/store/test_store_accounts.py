@@ -180,10 +180,12 @@ async def test_payments_are_idempotent_by_member_and_key(astore: AccountsStore) 
     twin = PaymentRow("tp_2", "u1", "key-00001", "p6999", 6999, "test", "approved", T0 + 1)
     assert await astore.insert_payment(twin) == (first, False)
     # Racing twins: one row is stored, and exactly one of them says it stored it.
-    races = await asyncio.gather(*[
-        astore.insert_payment(PaymentRow(f"tp_r{i}", "u1", "key-race", "p2999", 2999, "test", "approved", T0))
-        for i in range(6)
-    ])
+    races = await asyncio.gather(
+        *[
+            astore.insert_payment(PaymentRow(f"tp_r{i}", "u1", "key-race", "p2999", 2999, "test", "approved", T0))
+            for i in range(6)
+        ]
+    )
     assert len({r.id for r, _ in races}) == 1 and [stored for _, stored in races].count(True) == 1
     await astore.mark_payment_credited("tp_1", T0 + 5)
     await astore.mark_payment_credited("tp_1", T0 + 9)
@@ -191,7 +193,8 @@ async def test_payments_are_idempotent_by_member_and_key(astore: AccountsStore) 
     assert done is not None and done.status == "credited" and done.credited_at == T0 + 5
     cols = await astore.execute_raw(  # type: ignore[attr-defined]
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'acc_payments'"
-        if isinstance(astore, PostgresAccountsStore) else "SELECT name FROM pragma_table_info('acc_payments')"
+        if isinstance(astore, PostgresAccountsStore)
+        else "SELECT name FROM pragma_table_info('acc_payments')"
     )
     card_cols = {c[0] for c in cols if "card" in c[0]}
     assert card_cols == {"card_last4", "card_expiry"}
@@ -214,8 +217,11 @@ async def test_member_profile_round_trip_and_visibility_checked_by_the_database(
     assert await astore.member_profile("u1") == row
     await astore.put_member_profile(MemberProfileRow("u1", updated_at=T0 + 1))
     got = await astore.member_profile("u1")
-    assert got is not None and got.languages == () and (got.profile_visibility, got.mask_visibility) == (
-        "nobody", "private")
+    assert (
+        got is not None
+        and got.languages == ()
+        and (got.profile_visibility, got.mask_visibility) == ("nobody", "private")
+    )
     with pytest.raises(IntegrityStoreError):
         await astore.put_member_profile(MemberProfileRow("u1", profile_visibility="everyone", updated_at=T0))
 
@@ -226,8 +232,9 @@ async def _member_with_everything(astore: AccountsStore) -> None:
     await astore.create_session(SessionRow("s1", "h1", "user", "u1", T0, T0 + 10))
     await astore.create_session(SessionRow("s2", "h2", "user", "u2", T0, T0 + 10))
     await astore.put_member_profile(MemberProfileRow("u1", "Erin E", "female", about="x", updated_at=T0))
-    await astore.insert_payment(PaymentRow("tp_1", "u1", "key-00001", "p2999", 2999, "test", "approved", T0,
-                                           "4242", "12/29"))
+    await astore.insert_payment(
+        PaymentRow("tp_1", "u1", "key-00001", "p2999", 2999, "test", "approved", T0, "4242", "12/29")
+    )
 
 
 async def test_export_user_holds_every_row_about_the_user_and_no_secret(astore: AccountsStore) -> None:
@@ -298,8 +305,12 @@ async def test_last_purchase_inactivity_and_purges_at_their_boundaries(astore: A
 
 
 async def _blacklist_keys(store: AccountsStore) -> list[str]:
-    return sorted(r[0] for r in await store.execute_raw(  # type: ignore[attr-defined]
-        "SELECT username_key FROM acc_username_blacklist"))
+    return sorted(
+        r[0]
+        for r in await store.execute_raw(  # type: ignore[attr-defined]
+            "SELECT username_key FROM acc_username_blacklist"
+        )
+    )
 
 
 async def test_the_blacklist_keeps_a_keyed_hash_never_the_name(astore: AccountsStore) -> None:
@@ -318,7 +329,8 @@ async def test_the_blacklist_keeps_a_keyed_hash_never_the_name(astore: AccountsS
     with pytest.raises(DuplicateKeyError):
         await astore.create_user(user("u2", "ERIN", at=T0 + 50))
     [(secret,)] = await astore.execute_raw(  # type: ignore[attr-defined]
-        "SELECT value FROM acc_secrets WHERE name = 'username_blacklist'")
+        "SELECT value FROM acc_secrets WHERE name = 'username_blacklist'"
+    )
     assert len(secret) == 64 and secret not in keys
 
 
@@ -353,8 +365,15 @@ async def test_migration_3_hashes_the_plain_blacklist_rows_of_an_older_database(
     async with pg_schema() as schema:
         con = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
         try:
-            await pg_migrate(con, PgTrack("accounts schema", migrations.VERSION_TABLE,
-                                          [s for s in migrations.POSTGRES if s[0] <= 2], 0x6A616363))
+            await pg_migrate(
+                con,
+                PgTrack(
+                    "accounts schema",
+                    migrations.VERSION_TABLE,
+                    [s for s in migrations.POSTGRES if s[0] <= 2],
+                    0x6A616363,
+                ),
+            )
             await con.executemany("INSERT INTO acc_username_blacklist VALUES ($1, $2, $3, $4)", plain)
         finally:
             await con.close()

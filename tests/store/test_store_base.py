@@ -230,10 +230,14 @@ def test_sqlite_failing_migration_rolls_back(tmp_path: Path) -> None:
     """Protects the schema from a half-applied migration: a failing step leaves no table of
     its own behind and the version where it was; the next start applies it once fixed."""
     path = str(tmp_path / "fail.sqlite3")
-    broken = Track("test schema", "test_schema_version", [
-        SQLITE_STEPS[0],
-        (2, "INSERT INTO applied_log VALUES (2); CREATE TABLE two (x INTEGER); INSERT INTO missing VALUES (1)"),
-    ])
+    broken = Track(
+        "test schema",
+        "test_schema_version",
+        [
+            SQLITE_STEPS[0],
+            (2, "INSERT INTO applied_log VALUES (2); CREATE TABLE two (x INTEGER); INSERT INTO missing VALUES (1)"),
+        ],
+    )
     with pytest.raises(sqlite3.OperationalError, match="missing"):
         _migrate_file(path, broken)
     db = connect(path)
@@ -283,7 +287,9 @@ async def test_sqlite_store_reopen_keeps_versions(tmp_path: Path) -> None:
     again = await SqliteAccountsStore.open(path)
     try:
         assert await again.schema_version() == accounts_migrations.LATEST
-        rows = await again._rows(f"SELECT version, applied_at FROM {accounts_migrations.VERSION_TABLE} ORDER BY version")
+        rows = await again._rows(
+            f"SELECT version, applied_at FROM {accounts_migrations.VERSION_TABLE} ORDER BY version"
+        )
         assert rows == first and [r[0] for r in rows] == list(range(1, accounts_migrations.LATEST + 1))
     finally:
         await again.close()
@@ -349,9 +355,15 @@ async def test_pg_stale_migrators_recheck_under_the_lock(monkeypatch: pytest.Mon
             runs = [asyncio.create_task(pg_base.migrate(c, track)) for c in (a, b)]
 
             async def queued_on_the_lock() -> bool:
-                return len(reads) == 2 and await holder.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                    " AND pid = ANY($1::int[])", [a.get_server_pid(), b.get_server_pid()]) == 2
+                return (
+                    len(reads) == 2
+                    and await holder.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                        " AND pid = ANY($1::int[])",
+                        [a.get_server_pid(), b.get_server_pid()],
+                    )
+                    == 2
+                )
 
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
@@ -390,10 +402,15 @@ async def test_pg_failing_migration_rolls_back() -> None:
     """Protects the schema from a half-applied migration: a failing step leaves no table of
     its own behind and the version where it was; the next start applies it once fixed."""
     track = _pg_track()
-    broken = PgTrack(track.name, track.version_table, [
-        PG_STEPS[0],
-        (2, "INSERT INTO applied_log VALUES (2); CREATE TABLE two (x INTEGER); SELECT 1 / 0"),
-    ], track.lock_key)
+    broken = PgTrack(
+        track.name,
+        track.version_table,
+        [
+            PG_STEPS[0],
+            (2, "INSERT INTO applied_log VALUES (2); CREATE TABLE two (x INTEGER); SELECT 1 / 0"),
+        ],
+        track.lock_key,
+    )
     async with pg_schema() as schema:
         con = await _pg_con(schema)
         try:

@@ -22,9 +22,22 @@ async def chat_store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         yield s
 
 
-def msg(i: int, author: str = "m1", kind: str = "member", private_to: str | None = None, room: str = "anna") -> MessageRow:
-    return MessageRow(f"{i:016d}-0000000{i % 10}", room, author, author + "-name", kind, False, None, f"text {i}",
-                      (":fire:",) if i % 2 else (), private_to, i)
+def msg(
+    i: int, author: str = "m1", kind: str = "member", private_to: str | None = None, room: str = "anna"
+) -> MessageRow:
+    return MessageRow(
+        f"{i:016d}-0000000{i % 10}",
+        room,
+        author,
+        author + "-name",
+        kind,
+        False,
+        None,
+        f"text {i}",
+        (":fire:",) if i % 2 else (),
+        private_to,
+        i,
+    )
 
 
 async def test_history_pages_hides_deleted_and_private_lines(chat_store: Any) -> None:
@@ -36,15 +49,19 @@ async def test_history_pages_hides_deleted_and_private_lines(chat_store: Any) ->
     await s.add_message(msg(7, room="other"))
     assert await s.message(msg(1).id) == msg(1)
     assert [m.id for m in await s.history("anna", before=None, limit=10, viewer_id="m1", see_private=False)] == [
-        msg(i).id for i in (1, 2, 4, 5, 6)]
+        msg(i).id for i in (1, 2, 4, 5, 6)
+    ]
     assert len(await s.history("anna", before=None, limit=10, viewer_id="m9", see_private=False)) == 6
     assert len(await s.history("anna", before=None, limit=10, viewer_id=None, see_private=True)) == 6
     assert [m.id for m in await s.history("anna", before=msg(5).id, limit=2, viewer_id="x", see_private=True)] == [
-        msg(3).id, msg(4).id]
+        msg(3).id,
+        msg(4).id,
+    ]
     assert await s.delete_message(msg(2).id, 100) is True
     assert await s.delete_message(msg(2).id, 101) is False
-    assert msg(2).id not in [m.id for m in await s.history("anna", before=None, limit=10, viewer_id="m1",
-                                                          see_private=True)]
+    assert msg(2).id not in [
+        m.id for m in await s.history("anna", before=None, limit=10, viewer_id="m1", see_private=True)
+    ]
     assert await s.clear_room("anna", 200) == 5
     assert await s.history("anna", before=None, limit=10, viewer_id="m1", see_private=True) == []
     assert len(await s.history("other", before=None, limit=10, viewer_id="m1", see_private=False)) == 1

@@ -33,7 +33,9 @@ async def test_migrations_are_versioned(store: LedgerStore) -> None:
     assert await store.schema_version() == 2
 
 
-async def test_journal_is_append_only_and_constraints_hold_below_the_service(store: LedgerStore, ledger: Ledger) -> None:
+async def test_journal_is_append_only_and_constraints_hold_below_the_service(
+    store: LedgerStore, ledger: Ledger
+) -> None:
     """The database itself refuses UPDATE/DELETE of transfers and a negative wallet."""
     from jasmin_sfu.store.errors import IntegrityStoreError
 
@@ -53,10 +55,12 @@ async def test_concurrent_pendings_never_overdraw(ledger: Ledger) -> None:
     """Many simultaneous reservations on one wallet: exactly floor(balance / amount) succeed."""
     w = await funded(ledger, "m1", 1000)
     amount = 70
-    res = await asyncio.gather(*[
-        ledger.create_transfers([Transfer(f"c{i}", w, HOUSE_REVENUE, amount, flags=PENDING, timeout_s=30)])
-        for i in range(50)
-    ])
+    res = await asyncio.gather(
+        *[
+            ledger.create_transfers([Transfer(f"c{i}", w, HOUSE_REVENUE, amount, flags=PENDING, timeout_s=30)])
+            for i in range(50)
+        ]
+    )
     ok = [r for (r,) in res if r is Result.OK]
     assert len(ok) == 1000 // amount
     assert all(r in (Result.OK, Result.EXCEEDS_CREDITS) for (r,) in res)

@@ -60,22 +60,32 @@ async def test_own_migration_track_and_reads_of_the_accounts_tables(stores: tupl
     )
     act = await soc.member_activity("u_m")
     assert act is not None and act.created_at == T0 and act.last_purchase_at is None
-    await acc.insert_payment(PaymentRow("pay1", "u_m", "key-00001", "p2999", 2999, "test", "approved",  # type: ignore[attr-defined]
-                                        T0 + 5))
+    await acc.insert_payment(
+        PaymentRow(
+            "pay1",
+            "u_m",
+            "key-00001",
+            "p2999",
+            2999,
+            "test",
+            "approved",  # type: ignore[attr-defined]
+            T0 + 5,
+        )
+    )
     assert (await soc.member_activity("u_m")).last_purchase_at is None  # type: ignore[union-attr]
     await acc.mark_payment_credited("pay1", T0 + 7)  # type: ignore[attr-defined]
     assert (await soc.member_activity("u_m")).last_purchase_at == T0 + 7  # type: ignore[union-attr]
     assert await soc.member_activity("u_nobody") is None
     cat = await soc.performer_catalog()
     assert [(c.user_id, c.username, c.price_per_minute, c.categories) for c in cat] == [
-        ("u_p", "Alice", 250, ("girl",))]
+        ("u_p", "Alice", 250, ("girl",))
+    ]
 
 
 async def test_concurrent_adds_never_pass_the_favourites_limit(stores: tuple[SocialStore, object]) -> None:
     """Protects 24 favourites under a race: 40 concurrent adds of different performers store 24."""
     soc, _ = stores
-    results = await asyncio.gather(*(soc.add_favourite(FavouriteRow("u_m", f"u_p{i}", T0 + i), 24)
-                                     for i in range(40)))
+    results = await asyncio.gather(*(soc.add_favourite(FavouriteRow("u_m", f"u_p{i}", T0 + i), 24) for i in range(40)))
     assert results.count("added") == 24 and results.count("full") == 16
     assert len(await soc.favourites("u_m")) == 24
     assert await soc.add_favourite(FavouriteRow("u_m", "u_p0", T0), 24) == "exists"
@@ -89,8 +99,10 @@ async def test_one_mailing_per_window_even_when_sent_concurrently(stores: tuple[
     for m in ("u_a", "u_b"):
         await soc.subscribe_mailing(SubscriptionRow(m, "u_p", tok(m), T0))
     day = 86_400 * 1_000_000
-    a, b = await asyncio.gather(soc.send_mailing(MailingRow("ml1", "u_p", "s", "b", T0), T0 - day),
-                                soc.send_mailing(MailingRow("ml2", "u_p", "s", "b", T0), T0 - day))
+    a, b = await asyncio.gather(
+        soc.send_mailing(MailingRow("ml1", "u_p", "s", "b", T0), T0 - day),
+        soc.send_mailing(MailingRow("ml2", "u_p", "s", "b", T0), T0 - day),
+    )
     sent = [x for x in (a, b) if x[0] is not None]
     refused = [x for x in (a, b) if x[0] is None]
     assert len(sent) == 1 and sent[0][0].recipients == 2 and refused[0][1] == T0  # type: ignore[union-attr]

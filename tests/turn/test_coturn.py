@@ -53,9 +53,12 @@ async def allocate(ns: str, transport: str, username: str, password: str) -> tup
     port = coturn.TURNS_PORT if transport == "tls" else coturn.TURN_PORT
     # The client's socket is created in coturn's namespace (nothing else of this test runs meanwhile).
     with coturn.entered(ns):
-        relay, _ = await asyncio.wait_for(create_turn_endpoint(
-            _Sink, (HOST, port), username, password, ssl=tls, transport="udp" if transport == "udp" else "tcp"
-        ), TIMEOUT_S)
+        relay, _ = await asyncio.wait_for(
+            create_turn_endpoint(
+                _Sink, (HOST, port), username, password, ssl=tls, transport="udp" if transport == "udp" else "tcp"
+            ),
+            TIMEOUT_S,
+        )
     address = relay.get_extra_info("sockname")
     relay.close()
     return tuple(address)

@@ -22,7 +22,9 @@ from tests.realparts import FakeClock
 
 SECRET = "north-secret-0123456789"
 URLS = (
-    "turn:10.0.0.1:3478?transport=udp", "turn:10.0.0.1:3478?transport=tcp", "turns:turn.example.com:5349?transport=tcp",
+    "turn:10.0.0.1:3478?transport=udp",
+    "turn:10.0.0.1:3478?transport=tcp",
+    "turns:turn.example.com:5349?transport=tcp",
 )
 
 
@@ -41,8 +43,11 @@ def test_username_is_expiry_then_id_and_expiry_follows_the_clock() -> None:
     ids = iter(["aaaa", "bbbb"])
     issuer = IceServers(URLS, SECRET, 86400, clock, lambda: next(ids))
     (first,) = issuer.issue()
-    assert first == {"urls": list(URLS), "username": "1780086400:aaaa",
-                     "credential": turn_password(SECRET, "1780086400:aaaa")}
+    assert first == {
+        "urls": list(URLS),
+        "username": "1780086400:aaaa",
+        "credential": turn_password(SECRET, "1780086400:aaaa"),
+    }
     clock.advance(100)
     (second,) = issuer.issue()
     assert second["username"] == "1780086500:bbbb"
@@ -59,8 +64,9 @@ def test_turn_section_from_file_and_environment(tmp_path: Path) -> None:
     cfg = load_config(f, env={})
     assert cfg.turn == TurnConfig(("turn:t.example.com:3478?transport=udp",), SECRET, 3600)
     assert SECRET not in repr(cfg)
-    cfg = load_config(None, env={"JASMIN_TURN_URLS": ",".join(URLS), "JASMIN_TURN_SECRET": SECRET,
-                                 "JASMIN_TURN_TTL_S": "600"})
+    cfg = load_config(
+        None, env={"JASMIN_TURN_URLS": ",".join(URLS), "JASMIN_TURN_SECRET": SECRET, "JASMIN_TURN_TTL_S": "600"}
+    )
     assert cfg.turn.urls == URLS and cfg.turn.ttl_s == 600
     bad = {
         "JASMIN_TURN_URLS": "stun:t.example.com:3478",  # not TURN
@@ -72,8 +78,10 @@ def test_turn_section_from_file_and_environment(tmp_path: Path) -> None:
         ({"JASMIN_TURN_URLS": "turn:t.example.com:70000", "JASMIN_TURN_SECRET": SECRET}, "turn.urls"),
         ({"JASMIN_TURN_URLS": "turn:t.example.com", "JASMIN_TURN_SECRET": "short"}, "turn.secret"),
         ({"JASMIN_TURN_SECRET": SECRET}, "turn.secret"),
-        ({"JASMIN_TURN_URLS": "turn:t.example.com", "JASMIN_TURN_SECRET": SECRET, "JASMIN_TURN_TTL_S": "10"},
-         "turn.ttl_s"),
+        (
+            {"JASMIN_TURN_URLS": "turn:t.example.com", "JASMIN_TURN_SECRET": SECRET, "JASMIN_TURN_TTL_S": "10"},
+            "turn.ttl_s",
+        ),
         ({"JASMIN_TURN_TTL_S": "a day"}, "turn.ttl_s"),
     ]:
         with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):

@@ -82,8 +82,14 @@ def main() -> int:
         status, body, headers = request("POST", endpoint, token, offer.encode())
         location = headers.get("Location") if status == 201 else None
         setup = [line.strip() for line in offer.splitlines() if line.startswith("a=setup:")]
-        say(step="posted", status=status, location=location, setup=setup, offer=offer if status != 201 else None,
-            body=body if status != 201 else None)
+        say(
+            step="posted",
+            status=status,
+            location=location,
+            setup=setup,
+            offer=offer if status != 201 else None,
+            body=body if status != 201 else None,
+        )
         if status != 201:
             finish(2)
             return
@@ -94,7 +100,10 @@ def main() -> int:
         GLib.timeout_add(int(seconds * 1000), delete)
 
     def on_gathering(_w: Any, _pspec: Any) -> None:
-        if w.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE and "posted" not in state:
+        if (
+            w.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE
+            and "posted" not in state
+        ):
             state["posted"] = True
             GLib.idle_add(lambda: post_offer() and False)
 

@@ -102,7 +102,9 @@ async def pages_origin() -> AsyncIterator[str]:
 
 
 async def test_npm_whip_client_publishes_and_npm_whep_player_plays(
-    node: Daemon, browser: Any, pages_origin: str  # noqa: F811 - the imported fixtures
+    node: Daemon,  # noqa: F811 - the imported fixture
+    browser: Any,  # noqa: F811 - the imported fixture
+    pages_origin: str,
 ) -> None:
     """Protects interoperability with clients we did not write: @eyevinn/whip-web-client's
     POST/201/Location flow makes the show live from Chromium's camera, @eyevinn/webrtc-player's
@@ -123,23 +125,27 @@ async def test_npm_whip_client_publishes_and_npm_whep_player_plays(
     await pub.goto(pages_origin)
     resource = await pub.evaluate(PUBLISH_JS, [http + "/whip/anna", anna])
     assert resource.startswith(http + "/whip/anna/"), resource
-    await pub.wait_for_function("async () => (await window.rtp('outbound-rtp')).packets > 50", timeout=TIMEOUT_MS,
-                                polling=200)
+    await pub.wait_for_function(
+        "async () => (await window.rtp('outbound-rtp')).packets > 50", timeout=TIMEOUT_MS, polling=200
+    )
     show = node.shows.get("anna")
     assert show is not None and show.machine.state.value == "free" and len(show.router.producers) == 2
 
     view = await browser.new_page()
     await view.goto(pages_origin)
     await view.evaluate(PLAY_JS, [http + "/whep/anna", guest])
-    await view.wait_for_function("async () => (await window.rtp('inbound-rtp')).frames > 30", timeout=TIMEOUT_MS,
-                                 polling=200)
+    await view.wait_for_function(
+        "async () => (await window.rtp('inbound-rtp')).frames > 30", timeout=TIMEOUT_MS, polling=200
+    )
     await view.wait_for_function("document.getElementById('v').videoWidth > 0", timeout=TIMEOUT_MS)
     # Both kinds decoded: the audio stream's first stats (with its codec) may come a moment after 30
     # video frames (a fresh-clone CI run read them too early); if audio never comes this times out.
     await view.wait_for_function(
         "async () => { const s = await window.rtp('inbound-rtp');"
         " return s.codecs.some(c => c.startsWith('video/')) && s.codecs.includes('audio/opus'); }",
-        timeout=TIMEOUT_MS, polling=200)
+        timeout=TIMEOUT_MS,
+        polling=200,
+    )
     stats = await view.evaluate("window.rtp('inbound-rtp')")
     assert any(c.startswith("video/") for c in stats["codecs"]) and any(c == "audio/opus" for c in stats["codecs"])
     kinds = sorted(s.kind for s in node.whip.sessions.values())

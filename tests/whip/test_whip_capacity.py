@@ -19,9 +19,13 @@ from tests.whip.test_whip_http import offer
 @pytest.fixture
 async def one_port_node() -> AsyncIterator[DaemonProcess]:
     port = closed_port()
-    node = await start_daemon_process({"JASMIN_MEDIA_RTC_MIN_PORT": str(port),
-                                       "JASMIN_MEDIA_RTC_MAX_PORT": str(port),
-                                       "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1"})
+    node = await start_daemon_process(
+        {
+            "JASMIN_MEDIA_RTC_MIN_PORT": str(port),
+            "JASMIN_MEDIA_RTC_MAX_PORT": str(port),
+            "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+        }
+    )
     yield node
     node.proc.terminate()
     node.proc.wait(10)

@@ -68,8 +68,14 @@ async def test_gstreamer_webrtcbin_publishes_h264_over_whip(api: Api) -> None:
     token, _ = await api.performer(admin, "anna")
     member, _ = await api.member("mia")
     proc = await asyncio.create_subprocess_exec(
-        SYSTEM_PYTHON, str(SCRIPT), api.http + "/whip/anna", token, "6",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+        SYSTEM_PYTHON,
+        str(SCRIPT),
+        api.http + "/whip/anna",
+        token,
+        "6",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},
     )
     events = lines(proc)
     try:

@@ -20,8 +20,9 @@ async def h264_offer(pcs: list[Any]) -> tuple[RTCPeerConnection, str]:
     pcs.append(pc)
     video = pc.addTransceiver(PatternTrack(), direction="sendonly")
     caps = RTCRtpSender.getCapabilities("video").codecs
-    video.setCodecPreferences([c for c in caps if c.mimeType == "video/H264"
-                               and c.parameters.get("profile-level-id") == "42e01f"])
+    video.setCodecPreferences(
+        [c for c in caps if c.mimeType == "video/H264" and c.parameters.get("profile-level-id") == "42e01f"]
+    )
     pc.addTransceiver(ToneTrack(), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     sdp = pc.localDescription.sdp
@@ -34,8 +35,7 @@ async def h264_offer(pcs: list[Any]) -> tuple[RTCPeerConnection, str]:
 # negotiates profile_idc 42 only, at any level.
 @pytest.mark.parametrize(
     "profile_level_id,accepted",
-    [("42e01f", True), ("42001f", True), ("42e033", True), ("4d001f", False), ("640c1f", False),
-     ("64001f", False)],
+    [("42e01f", True), ("42001f", True), ("42e033", True), ("4d001f", False), ("640c1f", False), ("64001f", False)],
 )
 async def test_which_h264_profiles_the_node_accepts(
     api: Api, pcs: list[Any], profile_level_id: str, accepted: bool

@@ -31,8 +31,9 @@ async def offer(pcs: list[Any], *, send: bool = True) -> str:
     return str(pc.localDescription.sdp)
 
 
-async def raw(api: Api, method: str, path: str, *, body: bytes | None = None,
-              headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+async def raw(
+    api: Api, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str, Any]:
     async with api.session.request(method, api.http + path, data=body, headers=headers or {}) as r:
         return r.status, await r.text(), r.headers.copy()
 
@@ -81,9 +82,13 @@ async def test_patch_is_501_and_other_methods_are_405(api: Api, pcs: list[Any]) 
     assert status == 501
     status, _, _ = await raw(api, "PATCH", "/whip/anna/" + "x" * 32, body=frag, headers=sdpfrag)
     assert status == 404
-    for method, path, allow in (("GET", "/whip/anna", "POST"), ("PUT", "/whip/anna", "POST"),
-                                ("GET", pub.location, "DELETE"), ("POST", pub.location, "DELETE"),
-                                ("GET", "/whep/anna", "POST")):
+    for method, path, allow in (
+        ("GET", "/whip/anna", "POST"),
+        ("PUT", "/whip/anna", "POST"),
+        ("GET", pub.location, "DELETE"),
+        ("POST", pub.location, "DELETE"),
+        ("GET", "/whep/anna", "POST"),
+    ):
         status, _, h = await raw(api, method, path)
         assert status == 405 and allow in h["Allow"], (method, path, status)
     assert pub.pc.connectionState != "closed" and api.daemon.shows.get("anna") is not None
@@ -95,8 +100,11 @@ async def test_cors_preflight_follows_the_origin_allow_list(api: Api, pcs: list[
     methods and Authorization/Content-Type allowed, Accept-Post: application/sdp, and the origin
     echoed; a 201 for it exposes Location and ETag; an unlisted page's preflight and POST get 403."""
     api.daemon.whip.origins = OriginPolicy(["https://player.example"])
-    pre = {"Origin": "https://player.example", "Access-Control-Request-Method": "POST",
-           "Access-Control-Request-Headers": "authorization, content-type"}
+    pre = {
+        "Origin": "https://player.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
     for path in ("/whip/anna", "/whep/anna"):
         status, _, h = await raw(api, "OPTIONS", path, headers=pre)
         assert status == 204
@@ -105,14 +113,24 @@ async def test_cors_preflight_follows_the_origin_allow_list(api: Api, pcs: list[
         allowed = h["Access-Control-Allow-Headers"].lower()
         assert "authorization" in allowed and "content-type" in allowed
         assert h["Accept-Post"] == "application/sdp"
-    status, _, h = await raw(api, "OPTIONS", "/whip/anna/" + "x" * 32,
-                             headers={**pre, "Access-Control-Request-Method": "DELETE"})
+    status, _, h = await raw(
+        api, "OPTIONS", "/whip/anna/" + "x" * 32, headers={**pre, "Access-Control-Request-Method": "DELETE"}
+    )
     assert status == 204 and "DELETE" in h["Access-Control-Allow-Methods"]
 
     admin = await api.admin_token()
     token, _ = await api.performer(admin, "anna")
-    status, _, h = await raw(api, "POST", "/whip/anna", body=(await offer(pcs)).encode(), headers={
-        "Origin": "https://player.example", "Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})
+    status, _, h = await raw(
+        api,
+        "POST",
+        "/whip/anna",
+        body=(await offer(pcs)).encode(),
+        headers={
+            "Origin": "https://player.example",
+            "Content-Type": "application/sdp",
+            "Authorization": f"Bearer {token}",
+        },
+    )
     assert status == 201 and h["Access-Control-Allow-Origin"] == "https://player.example"
     assert {"Location", "ETag", "Link"} <= {x.strip() for x in h["Access-Control-Expose-Headers"].split(",")}
     status, _, h = await raw(api, "DELETE", h["Location"], headers={"Origin": "https://player.example"})
@@ -122,8 +140,13 @@ async def test_cors_preflight_follows_the_origin_allow_list(api: Api, pcs: list[
     for path in ("/whip/anna", "/whep/anna"):
         status, body, h = await raw(api, "OPTIONS", path, headers=foreign)
         assert (status, code(body)) == (403, "forbidden") and "Access-Control-Allow-Origin" not in h
-    status, body, _ = await raw(api, "POST", "/whep/anna", body=(await offer(pcs, send=False)).encode(),
-                                headers={"Origin": "https://hotlink.example", "Content-Type": "application/sdp"})
+    status, body, _ = await raw(
+        api,
+        "POST",
+        "/whep/anna",
+        body=(await offer(pcs, send=False)).encode(),
+        headers={"Origin": "https://hotlink.example", "Content-Type": "application/sdp"},
+    )
     assert (status, code(body)) == (403, "forbidden")
 
 
@@ -139,8 +162,13 @@ async def test_whip_bad_inputs_get_their_status(api: Api, pcs: list[Any]) -> Non
     sdp = await offer(pcs)
     url = api.http + "/whip/anna"
 
-    async def post(body: bytes | str, token: str | None = anna, ctype: str = "application/sdp",
-                   path: str = "/whip/anna", extra: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    async def post(
+        body: bytes | str,
+        token: str | None = anna,
+        ctype: str = "application/sdp",
+        path: str = "/whip/anna",
+        extra: dict[str, str] | None = None,
+    ) -> tuple[int, str, Any]:
         # A page of the node's own origin (allowed without any server.allowed_origins).
         headers = {"Content-Type": ctype, "Origin": api.http, **(extra or {})}
         if token is not None:
@@ -178,7 +206,9 @@ async def test_whip_bad_inputs_get_their_status(api: Api, pcs: list[Any]) -> Non
     try:
         status, body, h = await post(sdp)
         assert (status, code(body)) == (503, "unavailable") and int(h["Retry-After"]) > 0
-        status, _, _ = await raw(api, "POST", "/whep/anna", body=sdp.encode(), headers={"Content-Type": "application/sdp"})
+        status, _, _ = await raw(
+            api, "POST", "/whep/anna", body=sdp.encode(), headers={"Content-Type": "application/sdp"}
+        )
         assert status == 503
     finally:
         api.daemon.draining = False
@@ -262,7 +292,10 @@ async def test_the_nodes_turn_servers_are_link_headers(api: Api, pcs: list[Any])
     links = h.getall("Link")
     assert len(links) == 2
     for url, link in zip(urls, links):
-        m = re.fullmatch(r'<(.+)>; rel="ice-server"; username="(\d+:abcd)"; credential="(.+)"; '
-                         r'credential-type="password"', link)
+        m = re.fullmatch(
+            r'<(.+)>; rel="ice-server"; username="(\d+:abcd)"; credential="(.+)"; '
+            r'credential-type="password"',
+            link,
+        )
         assert m is not None, link
         assert m.group(1) == url and m.group(3) == turn_password("s3cret", m.group(2))

@@ -14,8 +14,12 @@ from tests.api.test_signaling_auth import connect
 
 
 async def buy(api: Api, token: str) -> None:
-    status, body, _ = await api.call("POST", "/api/v1/wallet/purchases", token=token,
-                                     json={"package": "p2999", "idempotency_key": "purchase-" + token[-8:]})
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/wallet/purchases",
+        token=token,
+        json={"package": "p2999", "idempotency_key": "purchase-" + token[-8:]},
+    )
     assert status == 201, body
 
 
@@ -25,9 +29,7 @@ async def guest_token(api: Api) -> str:
     return str(body["token"])
 
 
-async def test_whip_publisher_is_the_performer_for_websocket_viewers(
-    api: Api, clients: list[SignalingClient]
-) -> None:
+async def test_whip_publisher_is_the_performer_for_websocket_viewers(api: Api, clients: list[SignalingClient]) -> None:
     """Protects WHIP ingest as a performer: a WHIP POST with the performer's token takes the
     show online (free) with its producers; a websocket member decodes its video and audio;
     DELETE on the Location ends the publish and, with no other performer, the show."""
