@@ -35,9 +35,11 @@ test-browser: $(STAMP) chromium coturn whip-clients
 	$$ns sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -m browser'
 
 ## The static checks alone (also the pre-commit hooks, .pre-commit-config.yaml): ruff's defect
-## rules (config in pyproject.toml), the import contracts (setup.cfg), strict mypy.
+## rules and its formatting (config in pyproject.toml; `ruff format .` fixes the latter), the import
+## contracts (setup.cfg), strict mypy.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
