@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import logging
@@ -381,7 +382,12 @@ class Daemon:
         if self.cfg.cluster.redis_url:
             # Before the port opens, so every connection sees it; it refuses placements until start().
             # Edge shows are held by their origin: never claimed in the registry from here.
-            self.cluster = ClusterNode(self._cluster_settings(), self._node_load, self._origin_shows)
+            self.cluster = ClusterNode(
+                self._cluster_settings(),
+                self._node_load,
+                self._origin_shows,
+                billing_node_id=self.cfg.billing.node_id if self.cfg.billing.enabled else "",
+            )
         self.port = await self.listener.start(s.host, s.port)
         self.loop_lag.start()
         if self.cluster is not None:
@@ -441,15 +447,8 @@ class Daemon:
     def _cluster_settings(self) -> ClusterSettings:
         c, host = self.cfg.cluster, self.cfg.server.host
         shown = f"[{host}]" if ":" in host else host
-        return ClusterSettings(
-            redis_url=c.redis_url,
-            key_prefix=c.key_prefix,
-            node_id=c.node_id,
-            advertised_url=c.advertised_url or f"ws://{shown}:{self.port or self.cfg.server.port}/ws",
-            secret=c.secret,
-            heartbeat_interval_s=c.heartbeat_interval_s,
-            ttl_s=c.ttl_s,
-            billing_node_id=self.cfg.billing.node_id if self.cfg.billing.enabled else "",
+        return dataclasses.replace(
+            c, advertised_url=c.advertised_url or f"ws://{shown}:{self.port or self.cfg.server.port}/ws"
         )
 
     def _node_load(self) -> NodeLoad:

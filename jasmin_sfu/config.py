@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from jasmin_sfu.media.settings import MediaSettings
 from jasmin_sfu.services.accounts import AccountsSettings
 from jasmin_sfu.services.chat import ChatSettings
+from jasmin_sfu.services.cluster import ClusterSettings
 from jasmin_sfu.services.privacy import PrivacySettings
 
 
@@ -209,35 +210,8 @@ class AdmissionConfig:
     retry_after_ms: int = 2000
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
-    """Several nodes as one site, through Redis (docs/cluster.md).
-
-    Empty ``redis_url``: one node, no Redis, no registry (the embedded default).
-    Set: the node registers in Redis with a heartbeat, places shows by load,
-    answers `moved` for shows held by another node, and shares the login
-    throttle with the other nodes.
-    """
-
-    # redis://, rediss:// or unix:// URL of the registry; empty: no cluster.
-    redis_url: str = ""
-    # Keys are <key_prefix>:node:<id>, <key_prefix>:show:<show_id>, <key_prefix>:limit:...
-    key_prefix: str = "jasmin"
-    # This node's id in the registry: letters, digits, '.', '_', '-' (1..64).
-    node_id: str = ""
-    # The signaling URL clients are sent to (`moved`), ws:// or wss://, e.g. "wss://node2.example/ws".
-    # Empty: ws://<server.host>:<listening port>/ws (server.host must then be an address, not 0.0.0.0).
-    advertised_url: str = ""
-    # Signs every registry record (HMAC-SHA256): a node with another secret can neither register
-    # nor place a show, and nobody without it can point viewers at another URL. 32+ characters.
-    secret: str = field(default="", repr=False)
-    # The node's record and its shows' records are refreshed this often and lapse after ttl_s.
-    heartbeat_interval_s: float = 2.0
-    ttl_s: float = 10.0
-    # The IP address this node's relay sockets (UDP, one per peer node) bind and announce to the
-    # other nodes. Empty: the advertised URL's host when it is an IP address, else server.host when
-    # it is not a wildcard; neither: no relays (viewers of other nodes' shows get `moved`).
-    relay_host: str = ""
+# [cluster] is declared beside the registry that uses it: jasmin_sfu/services/cluster.py.
+ClusterConfig = ClusterSettings
 
 
 @dataclass(frozen=True)

@@ -74,18 +74,34 @@ class ClusterUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """The ``[cluster]`` section as the registry needs it (``advertised_url`` resolved)."""
+    """The ``[cluster]`` config section: several nodes as one site, through Redis (docs/cluster.md).
 
-    redis_url: str
-    key_prefix: str
-    node_id: str
-    advertised_url: str
-    secret: str
-    heartbeat_interval_s: float
-    ttl_s: float
-    # This node's billing.node_id: two nodes sharing one would close each other's credit-control
-    # sessions at a restart (docs/money.md), so a heartbeat that finds it on another node says so.
-    billing_node_id: str = ""
+    Declared here, where it is used; ``jasmin_sfu/config.py`` loads and validates it. Empty
+    ``redis_url``: one node, no Redis, no registry (the embedded default). Set: the node registers
+    in Redis with a heartbeat, places shows by load, serves or redirects (`moved`) viewers of shows
+    held by another node, and shares the login throttle with the other nodes. The daemon hands the
+    registry a copy with ``advertised_url`` resolved (its default names the listening port).
+    """
+
+    # redis://, rediss:// or unix:// URL of the registry; empty: no cluster.
+    redis_url: str = ""
+    # Keys are <key_prefix>:node:<id>, <key_prefix>:show:<show_id>, <key_prefix>:limit:...
+    key_prefix: str = "jasmin"
+    # This node's id in the registry: letters, digits, '.', '_', '-' (1..64).
+    node_id: str = ""
+    # The signaling URL clients are sent to (`moved`), ws:// or wss://, e.g. "wss://node2.example/ws".
+    # Empty: ws://<server.host>:<listening port>/ws (server.host must then be an address, not 0.0.0.0).
+    advertised_url: str = ""
+    # Signs every registry record (HMAC-SHA256): a node with another secret can neither register
+    # nor place a show, and nobody without it can point viewers at another URL. 32+ characters.
+    secret: str = field(default="", repr=False)
+    # The node's record and its shows' records are refreshed this often and lapse after ttl_s.
+    heartbeat_interval_s: float = 2.0
+    ttl_s: float = 10.0
+    # The IP address this node's relay sockets (UDP, one per peer node) bind and announce to the
+    # other nodes. Empty: the advertised URL's host when it is an IP address, else server.host when
+    # it is not a wildcard; neither: no relays (viewers of other nodes' shows get `moved`).
+    relay_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,10 +183,14 @@ class ClusterNode:
         load: Callable[[], NodeLoad],
         local_shows: Callable[[], Iterable[str]],
         *,
+        billing_node_id: str = "",
         redis_client: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        # This node's billing.node_id: two nodes sharing one would close each other's credit-control
+        # sessions at a restart (docs/money.md), so a heartbeat that finds it on another node says so.
+        self.billing_node_id = billing_node_id
         self.load = load
         self.local_shows = local_shows
         self.clock = clock
@@ -322,7 +342,7 @@ class ClusterNode:
             "url": self.settings.advertised_url,
             "load": asdict(load),
             "beat_at": self.clock(),
-            "billing_node_id": self.settings.billing_node_id,
+            "billing_node_id": self.billing_node_id,
         }
         # One command (SET ... PX ... GET, Redis >= 6.2): the record never exists without its TTL.
         old = await r.set(self._node_key(self.node_id), self._sign(body), px=self._ttl_ms, get=True)
@@ -352,7 +372,7 @@ class ClusterNode:
             await r.sadd(self._show_ids_key, *sorted(here))
         self.nodes = await self._read_nodes()
         self.live_shows = await self._read_shows()
-        mine = self.settings.billing_node_id
+        mine = self.billing_node_id
         twins = [n.id for n in self.nodes if mine and n.id != self.node_id and n.billing_node_id == mine]
         if twins:
             self.stats.billing_id_conflicts += 1

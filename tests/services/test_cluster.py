@@ -57,9 +57,8 @@ def node(
         secret,
         heartbeat_interval_s=ttl_s / 4,
         ttl_s=ttl_s,
-        billing_node_id=billing or f"bill{node_id}",
     )
-    return ClusterNode(s, lambda: box.load, lambda: box.shows)
+    return ClusterNode(s, lambda: box.load, lambda: box.shows, billing_node_id=billing or f"bill{node_id}")
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> None:
