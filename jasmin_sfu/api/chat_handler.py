@@ -19,6 +19,9 @@ import hashlib
 import logging
 from typing import Any, Callable, Coroutine, Protocol
 
+import msgspec
+
+from jasmin_signaling import responses as rs
 from jasmin_signaling.errors import SignalingError
 from jasmin_signaling.chat_messages import (
     ChatBan,
@@ -223,11 +226,15 @@ class ChatConnection:
 
     async def handle(self, method: str, body: Any) -> dict[str, Any]:
         try:
-            return await self._handle(method, body)
+            result = await self._handle(method, body)
         except ChatError as exc:
             raise _wire(exc) from None
         except TransferRejectedError as exc:
             raise _wire(exc) from None
+        # The chat service answers in plain dicts; the answer's struct (jasmin_signaling.responses)
+        # checks and shapes them, and the schema's ``x-responses`` describes them from it.
+        answer: dict[str, Any] = msgspec.convert(result, rs.RESPONSES[method]).to_wire()
+        return answer
 
     async def _handle(self, method: str, body: Any) -> dict[str, Any]:
         show = self._show()

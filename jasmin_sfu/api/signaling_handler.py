@@ -400,7 +400,7 @@ class SessionHandler:
         await t.close()
         if self.member_id is not None:
             show.apply(m.StopCam2Cam(self.member_id, show.clock()))
-        return {}
+        return rs.Done().to_wire()
 
     async def _m_subscribe(self, body: Subscribe) -> dict[str, Any]:
         show = self._require_show()
@@ -475,13 +475,13 @@ class SessionHandler:
         if t is None:
             raise SignalingError("unknown_transport", f"no transport {body.transport_id} on this connection")
         await t.close()
-        return {}
+        return rs.Done().to_wire()
 
     async def _m_leave(self, _body: Any) -> dict[str, Any]:
         if self.show is None:
             raise SignalingError("not_joined", "not in a show")
         await self._leave()
-        return {}
+        return rs.Done().to_wire()
 
     # -- show verbs --------------------------------------------------------------
 
@@ -489,24 +489,24 @@ class SessionHandler:
         show = self._require_member()
         assert self.member_id is not None
         started = await self._privates(show).request(self.member_id)
-        return {"state": show.public_state(self), "private_member": started}
+        return rs.PrivateRequestSent(state=show.public_state(self), private_member=started).to_wire()
 
     async def _m_private_withdraw(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
         assert self.member_id is not None
         self._privates(show).withdraw(self.member_id)
-        return {}
+        return rs.Done().to_wire()
 
     async def _m_private_accept(self, body: MemberRef) -> dict[str, Any]:
         show = self._require_performer()
         at = await self._privates(show).accept(body.member_id)
         # `accepted_at` is the instant every other viewer was paused (same step).
-        return {"member_id": body.member_id, "accepted_at": at}
+        return rs.PrivateAccepted(member_id=body.member_id, accepted_at=at).to_wire()
 
     async def _m_private_decline(self, body: MemberRef) -> dict[str, Any]:
         show = self._require_performer()
         self._privates(show).decline(body.member_id)
-        return {}
+        return rs.Done().to_wire()
 
     async def _m_private_end(self, _body: Any) -> dict[str, Any]:
         show = self._require_show()
@@ -516,19 +516,19 @@ class SessionHandler:
             at = self._privates(show).end_by_member(self.member_id)
         else:
             raise SignalingError("forbidden", "guests have no private to end")
-        return {"ended_at": at}
+        return rs.PrivateEndedAnswer(ended_at=at).to_wire()
 
     async def _m_sneak_peek(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
         assert self.member_id is not None
         at = show.clock()
         show.apply(m.SneakPeek(self.member_id, at))
-        return {"started_at": at, "until": show.machine.peeks[self.member_id]}
+        return rs.SneakPeekAnswer(started_at=at, until=show.machine.peeks[self.member_id]).to_wire()
 
     async def _m_show_free(self, _body: Any) -> dict[str, Any]:
         show = self._require_performer()
         at = self._privates(show).back_to_free()
-        return {"state": show.machine.state.value, "at": at}
+        return rs.ShowFreed(state=show.machine.state.value, at=at).to_wire()
 
     async def _m_show_settings(self, body: ShowSettings) -> dict[str, Any]:
         show = self._require_performer()
@@ -537,7 +537,9 @@ class SessionHandler:
         if body.price_per_minute is not None:
             # Applies to the next private; a running one keeps the rate it was granted at.
             show.price_per_minute = body.price_per_minute
-        return {"auto_accept": show.machine.auto_accept, "price_per_minute": show.price_per_minute}
+        return rs.ShowSettingsSaved(
+            auto_accept=show.machine.auto_accept, price_per_minute=show.price_per_minute
+        ).to_wire()
 
     # -- events and teardown -------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from jasmin_signaling import responses as rs
 from jasmin_signaling.errors import SignalingError
 
 from jasmin_sfu.api.join_auth import JoinAuthenticator, map_accounts_error
@@ -60,7 +61,7 @@ class NotificationSubscription:
         if principal.kind != MEMBER:
             raise SignalingError("forbidden", "favourite notifications are for members")
         self.watch(principal)
-        return {"member_id": principal.id, "events": ["favourite.online"]}
+        return rs.NotificationsSubscribed(member_id=principal.id, events=["favourite.online"]).to_wire()
 
     def close(self) -> None:
         """Unregister (the connection closed, or another member subscribed on it)."""

@@ -192,7 +192,7 @@ def json_schema() -> dict[str, Any]:
     ``oneOf`` branch per method (``method`` a ``const``, ``data`` its struct in ``$defs``).
     ``x-methods`` maps each method to its struct's name; the server's events are described
     beside it (``$defs/EventFrame``, ``x-events``: each event to its struct's name,
-    :mod:`.events`), and the answers of the media methods (``x-responses``: the method to its
+    :mod:`.events`), and the answers of the methods (``x-responses``: the method to its
     answer's struct, :mod:`.responses`). A fresh dict each call."""
     out: dict[str, Any] = json.loads(json_schema_text())
     return out

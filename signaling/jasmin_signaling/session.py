@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from .codec import PROTOCOL, decode_frame, encode_frame
 from .errors import SignalingError
 from .messages import parse_request, valid_request_id
+from .responses import Done
 from .text import echo
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class SignalingSession:
         try:
             body = parse_request(method, frame.get("data"))
             if method == "ping":
-                result: dict[str, Any] = {}
+                result: dict[str, Any] = Done().to_wire()
             else:
                 result = await self.handler.handle(method, body)
         except SignalingError as err:

@@ -7,7 +7,8 @@ header is ``method``, ``event`` or ``code``. The code's side:
 * verbs: the methods of the generated JSON Schema (``jasmin_signaling.messages.json_schema``,
   served at ``/signaling-schema.json``), each with the struct of its ``data``: the same
   table (``METHODS``) every request goes through (``parse_request``); each one must also
-  have a handler;
+  have a handler, and the struct of its answer (``jasmin_signaling.responses``, the schema's
+  ``x-responses``);
 * error codes: ``jasmin_signaling.errors.ERROR_CODES`` (``SignalingError``
   refuses any other), and every code the code raises must be one of them;
 * events: the structs of ``jasmin_signaling.events.EVENTS`` (each event's ``data``, in the
@@ -28,6 +29,7 @@ from jasmin_signaling.chat_messages import CHAT_METHODS
 from jasmin_signaling.errors import ERROR_CODES
 from jasmin_signaling.events import EVENTS
 from jasmin_signaling.messages import METHODS, json_schema
+from jasmin_signaling.responses import RESPONSES
 
 from jasmin_sfu.api.signaling_handler import SessionHandler
 
@@ -143,6 +145,17 @@ def test_documented_verbs_are_the_verbs_of_the_schema() -> None:
     assert documented == described, _diff(documented, described, "verbs")
     assert all(name in schema["$defs"] for name in schema["x-methods"].values())
     assert described == set(METHODS)
+
+
+def test_documented_verbs_have_an_answer_struct() -> None:
+    """Protects the one definition of each answer: every method of docs/signaling.md's method
+    tables has the struct of its answer's data in jasmin_signaling.responses, named by the
+    schema's x-responses and defined in its $defs (a verb added with a hand-written answer, or an
+    answer struct for a verb that does not exist, fails)."""
+    schema = json_schema()
+    documented, answered = set(doc_names("method")), set(schema["x-responses"])
+    assert documented == answered == set(RESPONSES), _diff(documented, answered, "verbs with an answer struct")
+    assert all(name in schema["$defs"] for name in schema["x-responses"].values())
 
 
 def test_every_registered_verb_has_a_handler() -> None:
