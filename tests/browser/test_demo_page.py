@@ -134,7 +134,13 @@ async def test_performer_page_publishes_and_viewer_page_plays_video_and_audio(
     assert readout and readout["width"] > 0 and readout["kbps"] > 0 and readout["fps"] > 0, (readout, logs)
     text = await viewer.inner_text("#readout")
     assert f"{readout['width']}x{readout['height']}" in text and "fps" in text and "kbit/s" in text, text
-    assert readout["layer"] is None, readout  # a single-layer node reports no layer
+    # The demo performer publishes simulcast and the node picks each viewer's layer (issue 12, on by
+    # default): the viewer is told which (`consumer.layer`) and the readout names it.
+    readout = await poll(lambda: viewer.evaluate("window.jasmin.readout"), lambda r: bool(r and r["layer"]))
+    layer = readout["layer"]
+    assert layer and layer["spatial"] in (0, 1, 2) and layer["rid"] in ("q", "h", "f"), (readout, logs)
+    text = await viewer.inner_text("#readout")
+    assert f"layer {layer['rid']}" in text, text
     await viewer.screenshot(path=str(tmp_path / "viewer.png"))
     await performer.screenshot(path=str(tmp_path / "performer.png"))
 
