@@ -8,7 +8,6 @@ import hmac
 import ipaddress
 import logging
 import time
-from importlib import resources
 from typing import Any, Callable
 
 from aiohttp import web
@@ -29,6 +28,7 @@ from jasmin_sfu.api.metrics import (
     render,
 )
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
+from jasmin_sfu.api.page_assets import PageAssets
 from jasmin_sfu.api.relay import RELAY_OPEN_PATH, RELAY_ORIGIN_HEADER, Relays, SiblingOrigin, sibling_origin
 from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
@@ -190,9 +190,7 @@ class Daemon:
         app[PRIVACY_KEY] = lambda: self.privacy.service if self.privacy is not None else None
         RestApi(lambda: self.accounts, lambda: self.purchases).install(app)
         if self.cfg.server.demo_page:
-            static = resources.files("jasmin_sfu.api") / "static"
-            app.router.add_get("/", self.index)
-            app.router.add_static("/static", str(static))
+            PageAssets().install(app)
             trust = self.cfg.accounts.trust_client_ids
             # The media settings' simulcast flag (media.simulcast, issue 12).
             simulcast = self.worker.settings.simulcast
@@ -205,10 +203,6 @@ class Daemon:
             return show.machine.state.value != "offline"
         # Live on another node of the site, as of this node's last heartbeat (docs/cluster.md).
         return self.cluster is not None and username in self.cluster.live_shows
-
-    async def index(self, request: web.Request) -> web.StreamResponse:
-        page = resources.files("jasmin_sfu.api") / "static" / "index.html"
-        return web.Response(text=page.read_text(), content_type="text/html")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})

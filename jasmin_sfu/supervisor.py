@@ -727,7 +727,9 @@ class Supervisor:
                 timeout=aiohttp.ClientTimeout(total=60),
             ) as r:
                 payload = await r.read()
-                out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
+                # The body is passed on as the worker sent it (this session does not decompress),
+                # so its Content-Encoding (the demo page's gzip) goes with it.
+                out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP or k.lower() == "content-encoding"}
                 return web.Response(status=r.status, body=payload, headers=out)
         except aiohttp.ClientError as exc:
             return web.json_response({"error": {"code": "unavailable", "message": f"worker: {exc}"}}, status=503)
