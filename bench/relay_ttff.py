@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 
 from bench.peers import PatternTrack, ToneTrack, publish, subscribe, wait_for
 from bench.whep_ttff import probe, summary
+from jasmin_sfu.lifecycle import LISTENING
 
 SHOW = "relayttff"
 
@@ -70,7 +70,7 @@ async def start_node(node_id: str, redis_url: str, prefix: str) -> tuple[subproc
         line = await loop.run_in_executor(None, proc.stdout.readline)
         if not line:
             raise RuntimeError(f"node {node_id} exited before listening")
-        m = re.search(r"listening: demo page http://127\.0\.0\.1:(\d+)/", line)
+        m = LISTENING.search(line)
         if m:
             # Read (and drop) what it logs from now on, so it never blocks on a full pipe.
             threading.Thread(target=proc.stdout.read, daemon=True).start()

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from bench.viewers import LightViewer
 from jasmin_signaling.client import SignalingClient
+from jasmin_sfu.lifecycle import LISTENING
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -113,7 +114,7 @@ class DaemonUnderTest:
         self.tail: deque[str] = deque(maxlen=2000)
         for line in self.proc.stdout:
             self.tail.append(line)
-            m = re.search(r"listening: demo page http://127\.0\.0\.1:(\d+)/", line)
+            m = LISTENING.search(line)
             if m:
                 self.port = int(m.group(1))
                 break

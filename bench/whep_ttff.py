@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any, Awaitable, Callable
 
 from bench.peers import PatternTrack, ToneTrack, publish, subscribe, wait_for
 from bench.whip_peers import whep_play
+from jasmin_sfu.lifecycle import LISTENING
 
 SHOW = "ttff"
 
@@ -60,7 +60,7 @@ async def start_node() -> tuple[subprocess.Popen[str], int]:
         line = await loop.run_in_executor(None, proc.stdout.readline)
         if not line:
             raise RuntimeError("the node exited before listening")
-        m = re.search(r"listening: demo page http://127\.0\.0\.1:(\d+)/", line)
+        m = LISTENING.search(line)
         if m:
             return proc, int(m.group(1))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from jasmin_sfu.config import (
     PaymentsConfig,
     ServerConfig,
 )
+from jasmin_sfu.lifecycle import LISTENING
 from tests import loop_guard
 from tests.realparts import FakeClock
 
@@ -221,7 +221,7 @@ async def start_daemon_process(
             proc.wait()
             raise RuntimeError("daemon exited before listening:\n" + "".join(lines))
         lines.append(line)
-        m = re.search(r"listening: demo page http://127\.0\.0\.1:(\d+)/", line)
+        m = LISTENING.search(line)
         if m:
             drain_in_thread(proc.stdout, lines)
             return DaemonProcess(proc, int(m.group(1)), lines)
