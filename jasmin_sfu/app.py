@@ -142,15 +142,15 @@ class Daemon:
         self.cluster: ClusterNode | None = None
         # Relays of other nodes' shows, and of this node's shows to other nodes (docs/cluster.md); with [cluster].
         self.relays: Relays | None = None
-        # The login throttle's counts, shared by the nodes through Redis with [cluster].
+        # The login throttle's and the chat's counts, shared by the nodes through Redis with [cluster].
         c = cfg.cluster
-        self.throttle_windows = RedisWindows(c.redis_url, c.key_prefix) if c.redis_url else None
+        self.limit_windows = RedisWindows(c.redis_url, c.key_prefix) if c.redis_url else None
         # How long the event loop is blocked (jasmin_sfu/loop_lag.py); runs while listening.
         self.loop_lag = LoopLagMonitor(cfg.server.loop_lag_warn_ms)
         self.registry = make_registry(
             MediaCollector(self.worker, lambda: len(self.sessions)),
             AdmissionCollector(self.admission),
-            ClusterCollector(lambda: self.cluster, self.throttle_windows, lambda: self.relays),
+            ClusterCollector(lambda: self.cluster, self.limit_windows, lambda: self.relays),
             NodeCollector(self.loop_lag.histogram),
         )
         self.app = self._make_app()
@@ -315,7 +315,7 @@ class Daemon:
             # The privates of every show opened from now on are billed (shows/privates.py).
             self.shows.billing = self.billing.billing
         if self.cfg.accounts.enabled:
-            self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock, self.throttle_windows)
+            self.accounts = await open_accounts(self.cfg.accounts, self._accounts_clock, self.limit_windows)
             # A revoked token (logout, erasure) ends its WHIP/WHEP sessions as it closes websockets.
             self.accounts.revocation_listeners.append(self.whip.revoked)
             self._housekeeping = asyncio.get_running_loop().create_task(
@@ -344,6 +344,7 @@ class Daemon:
             self.cfg.accounts,
             self._accounts_clock,
             ledger=self.billing.ledger if self.billing is not None else None,
+            windows=self.limit_windows,
             **({"is_top_member": self.social.is_top_member} if self.social is not None else {}),
         )
         self.personal_data.register(self.chat)
@@ -498,8 +499,8 @@ class Daemon:
             await self.accounts.close()
         if self.billing is not None:
             await self.billing.close()
-        if self.throttle_windows is not None:
-            await self.throttle_windows.close()
+        if self.limit_windows is not None:
+            await self.limit_windows.close()
         await self.loop_lag.stop()
         await self.listener.close()
 

@@ -223,7 +223,8 @@ class ClusterCollector(Collector):
         if self.windows is not None:
             yield CounterMetricFamily(
                 "jasmin_cluster_throttle_fallbacks",
-                "Login-throttle operations counted in this process because Redis was unreachable",
+                "Shared-limit operations (login throttle, chat messages) counted in this process because Redis was"
+                " unreachable",
                 value=self.windows.fallbacks,
             )
         yield from self._relay_families()

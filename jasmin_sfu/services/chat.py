@@ -16,7 +16,10 @@ Rules, with their numbers (docs/chat.md says the same):
 * Rate limits per user and room, sliding windows: members 5 messages / 10 s,
   guests 1 / 10 s, performers and support 20 / 10 s. Slow mode (3-120 s
   between two messages of one user) applies on top, to everybody but the
-  room's moderators. A refusal carries ``retry_after`` in seconds.
+  room's moderators. A refusal carries ``retry_after`` in seconds. The windows
+  (jasmin_sfu/services/windows.py, tables ``chat`` and ``chatslow``) are this
+  process's, or with ``[cluster]`` the site's in Redis, shared by every node
+  (jasmin_sfu/services/redis_windows.py).
 * Moderators of a room: its performers and support (admin accounts). A ban
   (optionally timed) refuses messages and joins; a mute (1 s - 14 days)
   refuses messages until it passes; a kick removes the user's connections
@@ -39,8 +42,7 @@ import secrets
 import time
 import uuid
 import weakref
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 import msgspec
@@ -58,6 +60,7 @@ from jasmin_sfu.services.errors import (
 )
 from jasmin_sfu.services.ledger import UNITS_PER_CREDIT
 from jasmin_sfu.services.personal_data import RetentionPolicy
+from jasmin_sfu.services.windows import LocalWindows, Windows
 from jasmin_sfu.store.chat_repo import ChatStore, KingRow, LogRow, MessageRow, ReportRow, SanctionRow, TipRow
 from jasmin_signaling.text import unstorable
 from jasmin_signaling import events as ev
@@ -234,12 +237,6 @@ def report_view(r: ReportRow) -> dict[str, Any]:
     }
 
 
-@dataclass
-class _Window:
-    times: deque[float] = field(default_factory=deque)
-    last: float = float("-inf")
-
-
 class ChatService:
     """Rooms of this process, the rules, and the bus to the other processes."""
 
@@ -254,6 +251,7 @@ class ChatService:
         ledger: TipLedger | None = None,
         is_top_member: Callable[[str], Awaitable[bool]] = _always_false,
         limits: ChatSettings | None = None,
+        windows: Windows | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -261,14 +259,15 @@ class ChatService:
         self.ledger = ledger
         self.is_top_member = is_top_member
         self.limits = limits if limits is not None else ChatSettings()
+        # Messages per user and room, and each user's last message (slow mode): this process's
+        # windows, or the site's in Redis with [cluster] (docs/cluster.md, "Shared limits").
+        self.windows: Windows = windows if windows is not None else LocalWindows()
         self.origin = uuid.uuid4().hex
         self.rooms: dict[str, set[ChatListener]] = {}
-        self._windows: dict[tuple[str, str], _Window] = {}
         self._slow: dict[str, int] = {}
         self._sessions: dict[str, tuple[weakref.ref[Any], str]] = {}
         self._kings: dict[tuple[str, str], tuple[str, int] | None] = {}
         self._last_us = 0
-        self._checks = 0
 
     async def start(self) -> None:
         await self.bus.start(self.origin, self._receive)
@@ -360,35 +359,35 @@ class ChatService:
         if ban is not None:
             raise ChatBannedError(_sanction_text("banned from", room, ban), _until(ban))
 
-    def _rate(self, room: str, user: ChatUser, moderator: bool) -> tuple[_Window, float]:
-        """The user's window; raises ``ChatRateLimitedError`` when a message now would exceed it."""
+    def _allowance(self, user: ChatUser, moderator: bool) -> tuple[int, float]:
+        """Messages per window, and the window in seconds, for ``user`` in a room."""
         lim = self.limits
         if moderator or user.kind in (PERFORMER, ADMIN):
-            count, window = lim.staff_messages, lim.staff_window_s
-        elif user.kind == GUEST:
-            count, window = lim.guest_messages, lim.guest_window_s
-        else:
-            count, window = lim.member_messages, lim.member_window_s
+            return lim.staff_messages, lim.staff_window_s
+        if user.kind == GUEST:
+            return lim.guest_messages, lim.guest_window_s
+        return lim.member_messages, lim.member_window_s
+
+    async def _rate(self, room: str, user: ChatUser, moderator: bool) -> tuple[str, float, float]:
+        """Raise ``ChatRateLimitedError`` when a message now would exceed the user's window or slow
+        mode; else the window's key, its length and now, for :meth:`_count` once the message is stored."""
+        count, window = self._allowance(user, moderator)
         now = self.clock()
-        self._checks += 1
-        if self._checks % 1024 == 0:
-            self._prune(now)
-        w = self._windows.setdefault((room, user.id), _Window())
-        while w.times and w.times[0] <= now - window:
-            w.times.popleft()
-        if len(w.times) >= count:
-            retry = w.times[0] + window - now
+        key = f"{room}\x00{user.id}"
+        retry = await self.windows.retry_after(f"chat:{key}", count, window, now)
+        if retry is not None:
             raise ChatRateLimitedError(f"{count} messages per {window:g} s; retry in {retry:.1f} s", retry)
         slow = self._slow.get(room, 0)
-        if slow and not moderator and now - w.last < slow:
-            retry = w.last + slow - now
-            raise ChatRateLimitedError(f"slow mode: one message per {slow} s; retry in {retry:.1f} s", retry)
-        return w, now
+        if slow and not moderator:
+            retry = await self.windows.retry_after(f"chatslow:{key}", 1, slow, now)
+            if retry is not None:
+                raise ChatRateLimitedError(f"slow mode: one message per {slow} s; retry in {retry:.1f} s", retry)
+        return key, window, now
 
-    def _prune(self, now: float) -> None:
-        horizon = max(self.limits.member_window_s, self.limits.guest_window_s, self.limits.staff_window_s, 120.0)
-        for key in [k for k, w in self._windows.items() if w.last < now - horizon]:
-            del self._windows[key]
+    async def _count(self, key: str, window: float, now: float) -> None:
+        """Count a stored message in its window, and as the user's last (kept as long as slow mode can ask)."""
+        await self.windows.add(f"chat:{key}", window, now)
+        await self.windows.add(f"chatslow:{key}", SLOW_RANGE[1], now)
 
     async def slow_s(self, room: str) -> int:
         if room not in self._slow:
@@ -466,7 +465,7 @@ class ChatService:
         if "mute" in sanctions:
             raise ChatMutedError(_sanction_text("timed out in", room, sanctions["mute"]), _until(sanctions["mute"]))
         await self.slow_s(room)
-        window, now = self._rate(room, user, moderator)
+        key, window, now = await self._rate(room, user, moderator)
         if user.kind == PERFORMER:
             shown = PERFORMER_COLOR
         elif user.kind == ADMIN:
@@ -489,9 +488,9 @@ class ChatService:
             int(now * US),
         )
         await self.store.add_message(row)
-        # Counted only once stored: a refused or failed message costs no quota.
-        window.times.append(now)
-        window.last = now
+        # Counted only once stored: a refused or failed message costs no quota. (Two sends of one
+        # user on two nodes at once can both pass the check: at most one message over, once.)
+        await self._count(key, window, now)
         view = message_view(row)
         await self._publish(room, "chat.message", ev.ChatMessage(message=view).to_wire(), to=private_to)
         return view
@@ -714,8 +713,11 @@ async def open_chat(
     *,
     ledger: TipLedger | None = None,
     is_top_member: Callable[[str], Awaitable[bool]] = _always_false,
+    windows: Windows | None = None,
 ) -> ChatService:
     """Open the chat store beside the accounts store (same data_dir or dsn) and the bus; start it.
+    The rate limits count in ``windows`` (None: this process's memory; the daemon passes the
+    cluster's Redis windows with ``[cluster]``).
 
     Without accounts (legacy nodes that trust client ids) the store is an
     in-memory SQLite database: chat works, and nothing is written to disk.
@@ -739,7 +741,9 @@ async def open_chat(
         bus = RedisBus(chat_cfg.redis_url, chat_cfg.redis_prefix)
     else:
         bus = InMemoryBus()
-    service = ChatService(store, clock, bus=bus, ledger=ledger, is_top_member=is_top_member, limits=chat_cfg)
+    service = ChatService(
+        store, clock, bus=bus, ledger=ledger, is_top_member=is_top_member, limits=chat_cfg, windows=windows
+    )
     try:
         await service.start()
     except BaseException:

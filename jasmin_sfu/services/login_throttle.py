@@ -23,7 +23,8 @@ account, at most 100 in a row). Two sliding windows of ``window_s`` seconds
 A throttled attempt is refused *before* the password is hashed, so a flood
 costs no argon2 time (a hash is ~50 ms and 64 MiB). The answer is
 ``LoginRateLimitedError`` with ``retry_after_s``: when the oldest failure in the
-full window leaves it. Counts live in this process's memory (``LocalWindows``): a node restart
+full window leaves it. Counts live in this process's memory (``LocalWindows``,
+jasmin_sfu/services/windows.py, tables ``name``, ``addr``, ``pair``): a node restart
 forgets them. With ``[cluster]`` they live in Redis instead
 (jasmin_sfu/services/redis_windows.py), shared by every node, so N nodes behind
 a balancer allow the numbers once, not N times (docs/cluster.md). Time is injected (``clock``: epoch seconds).
@@ -32,15 +33,13 @@ a balancer allow the numbers once, not N times (docs/cluster.md). Time is inject
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 from jasmin_sfu.services.errors import LoginRateLimitedError
+from jasmin_sfu.services.windows import LocalWindows, Windows
 
-# Tracked keys before old ones are dropped: bounds memory under a spray of
-# random names (each key is a short deque; 100k keys are a few tens of MiB).
-MAX_KEYS = 100_000
+__all__ = ["LocalWindows", "LoginThrottle", "ThrottleSettings", "Windows"]
 
 
 @dataclass(frozen=True)
@@ -50,75 +49,6 @@ class ThrottleSettings:
     window_s: float = 900.0
     max_per_username: int = 10
     max_per_address: int = 50
-
-
-class Windows(Protocol):
-    """Sliding windows of failure times per key (``<table>:<key>``, tables ``name``, ``addr``, ``pair``):
-    in this process (:class:`LocalWindows`) or shared by every node through Redis
-    (jasmin_sfu/services/redis_windows.py, with ``[cluster]``)."""
-
-    async def retry_after(self, key: str, limit: int, window_s: float, now: float) -> float | None:
-        """Seconds until ``key`` holds fewer than ``limit`` failures (at least 1), or None: it does now."""
-        ...
-
-    async def add(self, key: str, window_s: float, now: float) -> None:
-        """Count one failure of ``key`` at ``now``."""
-        ...
-
-    async def clear(self, key: str) -> None:
-        """Forget ``key``'s failures."""
-        ...
-
-
-class LocalWindows:
-    """The windows in this process's memory: at most ``MAX_KEYS`` keys per table, oldest dropped first."""
-
-    def __init__(self) -> None:
-        self._tables: dict[str, dict[str, deque[float]]] = {}
-
-    def _table(self, key: str) -> tuple[dict[str, deque[float]], str]:
-        table, _, rest = key.partition(":")
-        return self._tables.setdefault(table, {}), rest
-
-    def _live(self, key: str, window_s: float, now: float) -> deque[float] | None:
-        table, k = self._table(key)
-        q = table.get(k)
-        if q is None:
-            return None
-        while q and q[0] <= now - window_s:
-            q.popleft()
-        if not q:
-            del table[k]
-            return None
-        return q
-
-    async def retry_after(self, key: str, limit: int, window_s: float, now: float) -> float | None:
-        return self.retry_after_now(key, limit, window_s, now)
-
-    def retry_after_now(self, key: str, limit: int, window_s: float, now: float) -> float | None:
-        """:meth:`retry_after` without a suspension point (the Redis windows fall back on it)."""
-        q = self._live(key, window_s, now)
-        if q is None or len(q) < limit:
-            return None
-        # The attempt is allowed again once the window holds limit - 1 failures.
-        return max(1.0, q[len(q) - limit] + window_s - now)
-
-    async def add(self, key: str, window_s: float, now: float) -> None:
-        self.add_now(key, now)
-
-    def add_now(self, key: str, now: float) -> None:
-        table, k = self._table(key)
-        if k not in table and len(table) >= MAX_KEYS:
-            # Drop the oldest-inserted key (dicts keep insertion order).
-            table.pop(next(iter(table)))
-        table.setdefault(k, deque()).append(now)
-
-    async def clear(self, key: str) -> None:
-        self.clear_now(key)
-
-    def clear_now(self, key: str) -> None:
-        table, k = self._table(key)
-        table.pop(k, None)
 
 
 class LoginThrottle:
@@ -134,7 +64,7 @@ class LoginThrottle:
 
     @staticmethod
     def _refuse(wait: float) -> LoginRateLimitedError:
-        w = math.ceil(wait)
+        w = max(1, math.ceil(wait))
         return LoginRateLimitedError(f"too many failed logins; retry in {w} s", w)
 
     async def check_name(self, username_key: str | None) -> None:
@@ -150,7 +80,7 @@ class LoginThrottle:
         if address is None:
             return None
         w = await self._retry_after(f"addr:{address}", self.settings.max_per_address)
-        return None if w is None else math.ceil(w)
+        return None if w is None else max(1, math.ceil(w))
 
     async def check_pair(self, username_key: str | None, address: str | None) -> None:
         """Raise when the address is over its limit and the name already failed from it in the window."""

@@ -145,12 +145,15 @@ async def test_a_node_without_redis_serves_its_own_and_refuses_the_rest_with_inv
 async def test_failed_logins_through_two_nodes_count_once(tmp_path: Path, prefix: str, make_node: MakeNode) -> None:
     """Protects the shared login throttle through REST: 10 failed logins of one name spread over two
     nodes lock the name on both (429 with Retry-After, even with the right password), where two
-    separate in-process counts would each still allow 5 more."""
+    separate in-process counts would each still allow 5 more. The chat's limits count in the same
+    shared windows (their rules: tests/services/test_cluster.py)."""
     clock = FakeClock()
     base = loopback_config(accounts=accounts_config(str(tmp_path)))
     a = await make_node("a", prefix, base=base, clock=clock)
     b = await make_node("b", prefix, base=base, clock=clock)
     assert a.accounts is not None
+    for node in (a, b):
+        assert node.chat is not None and node.limit_windows is not None and node.chat.windows is node.limit_windows
     async with aiohttp.ClientSession() as s:
         async with s.post(
             f"http://127.0.0.1:{a.port}/api/v1/accounts",

@@ -1,5 +1,5 @@
-"""The cluster registry (jasmin_sfu/services/cluster.py) and the shared login windows
-(jasmin_sfu/services/redis_windows.py) against the real Redis on 127.0.0.1:6379.
+"""The cluster registry (jasmin_sfu/services/cluster.py) and the shared limits' windows (login
+throttle and chat messages: jasmin_sfu/services/redis_windows.py) against the real Redis on 127.0.0.1:6379.
 
 Each test uses its own key prefix and deletes its keys afterwards. Clocks are
 injected where a test reads times; a record's TTL lapsing is Redis's own clock
@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import pytest
 
+from jasmin_sfu.services.chat import ChatService, ChatUser
 from jasmin_sfu.services.cluster import ClusterNode, ClusterSettings, ClusterUnavailable, NodeLoad
-from jasmin_sfu.services.errors import LoginRateLimitedError
+from jasmin_sfu.services.errors import ChatRateLimitedError, LoginRateLimitedError
 from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings
 from jasmin_sfu.services.redis_windows import RedisWindows
+from jasmin_sfu.store.sqlite_chat import SqliteChatStore
 from tests.realparts import HOST, REDIS_PORT, REDIS_URL, FakeClock, closed_port, redis_key_prefix
 
 SECRET = "s" * 40
@@ -410,3 +414,96 @@ async def test_two_nodes_with_one_billing_node_id_are_reported(prefix: str) -> N
     finally:
         for n in (a, b, c):
             await n.stop()
+
+
+@asynccontextmanager
+async def chat_nodes(tmp_path: Path, *windows: RedisWindows, clock: FakeClock) -> AsyncIterator[list[ChatService]]:
+    """One chat service per windows, as one node each would run it (each its own store: the limits are
+    all these tests read)."""
+    services: list[ChatService] = []
+    try:
+        for i, w in enumerate(windows):
+            store = await SqliteChatStore.open(str(tmp_path / f"chat{i}.sqlite3"))
+            svc = ChatService(store, clock, windows=w)
+            await svc.start()
+            services.append(svc)
+        yield services
+    finally:
+        for svc in services:
+            await svc.close()
+        for w in windows:
+            await w.close()
+
+
+MIA = ChatUser("u_mia", "mia", "member")
+ANNA = ChatUser("u_anna", "anna", "performer")
+
+
+async def test_chat_messages_are_limited_once_for_every_node(prefix: str, tmp_path: Path) -> None:
+    """Protects the shared chat limits: a member writing in one room through two nodes gets 5 messages
+    per 10 s in all (not 5 per node), refused on both with the same retry_after; slow mode's gap holds
+    across nodes too; another room is another window; time passing lets the member write again."""
+    clock = FakeClock(1000.0)
+    async with chat_nodes(tmp_path, RedisWindows(REDIS_URL, prefix), RedisWindows(REDIS_URL, prefix), clock=clock) as (
+        a,
+        b,
+    ):
+        for i in range(5):
+            await (a if i % 2 else b).send("anna", MIA, f"m{i}")
+            clock.advance(1)  # messages at 1000 .. 1004
+        for n in (a, b):
+            with pytest.raises(ChatRateLimitedError) as e:
+                await n.send("anna", MIA, "one too many")
+            assert e.value.retry_after == pytest.approx(5.0)
+        await b.send("otto", MIA, "another room")
+        clock.advance(5.01)
+        await a.send("anna", MIA, "again")
+        for n in (a, b):
+            await n.slow("anna", ANNA, 30, moderator=True)
+        clock.advance(10)  # the rate window is free again; slow mode is not
+        with pytest.raises(ChatRateLimitedError) as e:
+            await b.send("anna", MIA, "too soon")
+        assert "slow" in str(e.value) and e.value.retry_after == pytest.approx(20.0)
+        await b.send("anna", ANNA, "performers are exempt")
+        clock.advance(20)
+        await b.send("anna", MIA, "after the gap")
+        assert all(w.fallbacks == 0 for w in (a.windows, b.windows) if isinstance(w, RedisWindows))
+
+
+async def test_chat_limits_count_in_this_process_while_redis_is_away(prefix: str, tmp_path: Path) -> None:
+    """Protects chat during a Redis outage: a node keeps limiting its own messages in memory (the 6th in
+    10 s refused, no crash, no message lost for the outage), counts the fallbacks, and shares the count
+    again once Redis is back."""
+    clock = FakeClock(1000.0)
+    proxy = Outage()
+    await proxy.up()
+    cut = RedisWindows(f"redis://{HOST}:{proxy.port}/0", prefix)
+    try:
+        async with chat_nodes(tmp_path, cut, RedisWindows(REDIS_URL, prefix), clock=clock) as (a, b):
+            await a.send("anna", MIA, "before")
+            await proxy.down()
+            clock.advance(20)
+            for i in range(5):
+                await a.send("anna", MIA, f"during {i}")
+            with pytest.raises(ChatRateLimitedError):
+                await a.send("anna", MIA, "one too many")
+            assert cut.fallbacks >= 6
+            await b.send("anna", MIA, "on the node that reaches Redis")
+            await proxy.up()
+            clock.advance(20)
+
+            async def shared_again() -> bool:
+                before = cut.fallbacks
+                await a.windows.retry_after("chat:probe", 1, 1.0, clock())
+                return cut.fallbacks == before
+
+            await eventually(shared_again)
+            for i in range(5):
+                await (a if i % 2 else b).send("anna", MIA, f"after {i}")
+            for n in (a, b):
+                with pytest.raises(ChatRateLimitedError):
+                    await n.send("anna", MIA, "one too many")
+            assert len(await a.history("anna", MIA, sees_private=False, before=None, limit=None)) == 1 + 5 + 2
+    finally:
+        if proxy.server is not None:
+            await proxy.down()

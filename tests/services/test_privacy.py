@@ -26,7 +26,8 @@ from jasmin_sfu.services.errors import (
     UsernameUnavailableError,
 )
 from jasmin_sfu.services.ledger import Ledger, wallet_account
-from jasmin_sfu.services.login_throttle import MAX_KEYS, LoginThrottle, ThrottleSettings
+from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings
+from jasmin_sfu.services.windows import MAX_KEYS
 from jasmin_sfu.services.personal_data import PersonalDataRegistry, RetentionPolicy
 from jasmin_sfu.services.privacy import (
     AccountsDataSource,
