@@ -64,6 +64,9 @@ INTERNAL_HTTP_SESSIONS = "/internal/http-sessions"
 # A revocation made in another worker, posted by the supervisor (docs/workers.md, "Revocations");
 # the supervisor's own internal endpoint, where a worker posts its revocations, has the same path.
 INTERNAL_REVOKE = "/internal/revoke"
+# A worker's load (NodeLoad: viewers, CPU against its admission limits), for its supervisor's
+# placement rule (docs/workers.md, "One show over every worker").
+INTERNAL_LOAD = "/internal/load"
 INTERNAL_SESSION_HEADER = "X-Jasmin-Session-Id"
 
 WORKER_KEY = web.AppKey("worker", Worker)
@@ -184,6 +187,8 @@ class Daemon:
             app.router.add_get(INTERNAL_HTTP_SESSIONS, self.http_sessions)
             # ... and has this worker end the sessions of a token or account another worker revoked.
             app.router.add_post(INTERNAL_REVOKE, self.internal_revoke)
+            # ... and reads its load, the one the cluster heartbeat reports (_node_load).
+            app.router.add_get(INTERNAL_LOAD, self.internal_load)
         app[CHAT_KEY] = ChatRef(lambda: self.chat)
         app[SOCIAL_KEY] = lambda: self.social
         app[ICE_KEY] = self.ice_servers
@@ -211,6 +216,12 @@ class Daemon:
         given = request.headers.get(INTERNAL_SECRET_HEADER, "").encode()
         secret = self.cfg.server.internal_secret.encode()
         return bool(secret) and hmac.compare_digest(given, secret)
+
+    async def internal_load(self, request: web.Request) -> web.Response:
+        """This worker's :class:`NodeLoad`, for its supervisor only (the per-run secret)."""
+        if not self._from_supervisor(request):
+            return web.json_response({"error": {"code": "forbidden", "message": "for the supervisor only"}}, status=403)
+        return web.json_response(dataclasses.asdict(self._node_load()))
 
     async def relay_open(self, request: web.Request) -> web.Response:
         """The relays' control channel (jasmin_sfu/api/relay.py); 503 while relays are off."""

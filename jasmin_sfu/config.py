@@ -56,6 +56,9 @@ class ServerConfig:
     # sessions are still live, and releases the show placements of those that
     # ended without a DELETE (a closed tab, an encoder that died). docs/workers.md.
     http_session_sweep_s: float = 30.0
+    # With workers > 1: how often the supervisor reads each worker's load (viewers, CPU against
+    # its admission limits) for placing shows and guests. docs/workers.md.
+    worker_load_poll_s: float = 1.0
     # Set by the supervisor for its workers only: the shared secret that lets
     # it name the signaling session id and the client's address. Empty: the
     # internal headers are ignored.
@@ -339,6 +342,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("server.workers must be 0..256 (0: one per core)")
     if not 0.1 <= s.http_session_sweep_s <= 3600:
         raise ConfigError("server.http_session_sweep_s must be 0.1..3600 seconds")
+    if not 0.1 <= s.worker_load_poll_s <= 3600:
+        raise ConfigError("server.worker_load_poll_s must be 0.1..3600 seconds")
     if s.internal_secret and len(s.internal_secret) < 32:
         raise ConfigError("server.internal_secret must be at least 32 characters when set")
     if s.supervisor_url and not (s.internal_secret and _SUPERVISOR_URL.match(s.supervisor_url)):

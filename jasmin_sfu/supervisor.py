@@ -12,14 +12,20 @@ becomes this supervisor:
   (REST, demo page) goes to a live worker in turn, ``/metrics`` merges every
   worker's samples under a ``worker`` label, ``/readyz`` is ready when every
   worker is;
+* it reads each worker's load every ``server.worker_load_poll_s`` (``GET
+  /internal/load``: the :class:`NodeLoad` a cluster node's heartbeat reports,
+  viewers and CPU against the worker's admission limits) and ranks workers by
+  :class:`WorkerLoad` (that share in tenths, then connections);
 * a show lives on one worker: the first performer ``join`` of a show places it
-  on the worker with the fewest connections, and every later ``join`` of that
+  on the least loaded worker with room, and every later ``join`` of that
   show goes there until its last connection leaves;
-* a guest viewer's ``join`` of a placed show goes to the worker with the fewest
-  connections (the show's worker winning ties, a worker refusing ``overloaded``
+* a guest viewer's ``join`` of a placed show goes to the least loaded worker with
+  room (the show's worker winning ties, a worker refusing ``overloaded``
   skipped): on another worker it is served through a relay from the show's
   worker over loopback UDP (jasmin_sfu/api/relay.py), so one show's audience
-  spreads over every core; members and performers always go to the show's worker
+  spreads over every core; when that worker cannot serve it (the relay refused,
+  ``overloaded``) the join is sent to the show's worker instead, the guest seeing
+  no error; members and performers always go to the show's worker
   (privates, Cam2Cam and the meter live there);
 * a worker that dies is restarted (its shows are gone; their clients see the
   websocket close and reconnect).
@@ -36,10 +42,12 @@ runs between the client and the worker's own UDP sockets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -57,8 +65,15 @@ from aiohttp import WSMsgType, web
 from jasmin_sfu import __version__
 from jasmin_sfu.api.origin import OriginPolicy, origin_middleware
 from jasmin_sfu.api.relay import RELAY_ORIGIN_HEADER
-from jasmin_sfu.app import INTERNAL_HTTP_SESSIONS, INTERNAL_REVOKE, INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
+from jasmin_sfu.app import (
+    INTERNAL_HTTP_SESSIONS,
+    INTERNAL_LOAD,
+    INTERNAL_REVOKE,
+    INTERNAL_SECRET_HEADER,
+    INTERNAL_SESSION_HEADER,
+)
 from jasmin_sfu.config import Config
+from jasmin_sfu.services.cluster import NodeLoad
 from jasmin_sfu.lifecycle import LISTENING, HttpListener, close_websockets, drain, run
 
 log = logging.getLogger(__name__)
@@ -85,6 +100,46 @@ RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 # docs/privacy.md): one that takes longer is counted as not answering. Below the posting
 # worker's own wait for this supervisor (retention.SUPERVISOR_WAIT_S).
 REVOKE_WAIT_S = 6.5
+# Workers whose load shares fall in the same tenth of their limits count as equally loaded:
+# their connections decide (a share read up to one poll ago must not send a burst to one worker).
+LOAD_STEP = 0.1
+# A relayed guest join answered with one of these by the worker chosen to relay is sent to the
+# show's worker instead (docs/workers.md): the relay could not be opened, or the worker is full.
+RELAY_FALLBACK_CODES = frozenset({"invalid_state", "overloaded", "unavailable"})
+
+
+@dataclass(frozen=True)
+class WorkerLoad:
+    """What the supervisor knows of one live worker's load: its routed websockets (now) and its
+    :class:`NodeLoad` as last read (viewers and CPU against its admission limits)."""
+
+    connections: int
+    load: NodeLoad = NodeLoad()
+
+    def rank(self) -> tuple[int, int]:
+        """Lower is less loaded: the load share in tenths of the limits, then connections."""
+        return math.floor(self.load.share() / LOAD_STEP + 1e-9), self.connections
+
+    def has_room(self) -> bool:
+        """Under both admission limits, not draining (as of the last read)."""
+        return self.load.has_room()
+
+
+def node_load(body: Any) -> NodeLoad | None:
+    """A worker's ``GET /internal/load`` answer as a :class:`NodeLoad`, or None when garbled."""
+    if not isinstance(body, dict):
+        return None
+    try:
+        return NodeLoad(
+            viewers=int(body["viewers"]),
+            publishers=int(body["publishers"]),
+            cpu=float(body["cpu"]),
+            max_viewers=int(body["max_viewers"]),
+            max_cpu=float(body["max_cpu"]),
+            draining=bool(body["draining"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def worker_count(requested: int) -> int:
@@ -119,12 +174,14 @@ class Placement:
         """The worker holding ``show_id``, if placed."""
         return self._where.get(show_id)
 
-    def route(self, show_id: str, role: str, loads: dict[int, int], full: frozenset[int] = frozenset()) -> int | None:
+    def route(
+        self, show_id: str, role: str, loads: dict[int, WorkerLoad], full: frozenset[int] = frozenset()
+    ) -> int | None:
         """The worker a ``join`` of ``show_id`` goes to; None: any (a viewer of no show).
 
-        ``loads``: connections per live worker. A performer of an unplaced show
-        places it on the least loaded worker (ties: the lowest index) that is not
-        ``full`` (it refused a join with ``overloaded`` lately), if any has room.
+        ``loads``: per live worker. A performer of an unplaced show places it on the
+        least loaded worker (:meth:`WorkerLoad.rank`; ties: the lowest index) that has
+        room and is not ``full`` (it refused a join with ``overloaded`` lately), if any.
         A placed show's joins go to its worker, full or not: its media is there.
         """
         placed = self._where.get(show_id)
@@ -132,8 +189,8 @@ class Placement:
             return placed
         if role != "performer" or not loads:
             return None
-        room = {i: n for i, n in loads.items() if i not in full} or loads
-        chosen = min(room, key=lambda i: (room[i], i))
+        room = {i: w for i, w in loads.items() if i not in full and w.has_room()} or loads
+        chosen = min(room, key=lambda i: (room[i].rank(), i))
         self._where[show_id] = chosen
         self._refs.setdefault(show_id, 0)
         return chosen
@@ -172,17 +229,18 @@ class Placement:
         return dict(self._where)
 
 
-def guest_worker(origin: int, loads: dict[int, int], full: frozenset[int] = frozenset()) -> int:
+def guest_worker(origin: int, loads: dict[int, WorkerLoad], full: frozenset[int] = frozenset()) -> int:
     """The worker a guest viewer's ``join`` of a show held by ``origin`` goes to.
 
-    ``loads``: connections per live worker, not counting the joining one. The least
-    loaded worker that is not ``full``, the origin winning ties (a small show stays on
-    one worker and needs no relay); the origin when every other worker is full or down.
+    ``loads``: per live worker, not counting the joining connection. The least loaded
+    worker (:meth:`WorkerLoad.rank`) that has room and is not ``full``, the origin
+    winning ties (a small show stays on one worker and needs no relay); the origin when
+    every other worker is full, past its limits or down.
     """
-    room = {i: n for i, n in loads.items() if i not in full or i == origin}
+    room = {i: w for i, w in loads.items() if (i not in full and w.has_room()) or i == origin}
     if origin not in room:
         return origin
-    return min(room, key=lambda i: (room[i], i != origin, i))
+    return min(room, key=lambda i: (room[i].rank(), i != origin, i))
 
 
 def is_guest(data: dict[str, Any]) -> bool:
@@ -266,6 +324,8 @@ class WorkerProcess:
     alive: bool = False
     connections: int = 0
     restarts: int = 0
+    # As last read from the worker (GET /internal/load); all zero until the first read.
+    load: NodeLoad = NodeLoad()
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -298,6 +358,8 @@ class Supervisor:
         self.revocations_unanswered = 0
         # Guest joins routed to a worker other than their show's (served there by a relay).
         self.relayed_joins = 0
+        # ... of which that worker could not serve (relay refused, full): sent to the show's worker.
+        self.relay_fallbacks = 0
         # The loopback listener of /internal/revoke (its URL goes to the workers in their env).
         self._internal: HttpListener | None = None
         self.internal_url = ""
@@ -445,9 +507,36 @@ class Supervisor:
             log.info("released WHIP/WHEP sessions ended without a DELETE", extra={"sessions": released})
         return released
 
-    def loads(self) -> dict[int, int]:
-        """Connections per live worker."""
-        return {w.index: w.connections for w in self.workers if w.alive}
+    async def _load_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.cfg.server.worker_load_poll_s)
+            await self.read_loads()
+
+    async def read_loads(self) -> None:
+        """Read every live worker's load (``GET /internal/load``, with the secret) at once; a worker
+        that does not answer keeps its last one (a dead one is not ranked at all)."""
+        assert self.http is not None
+        http = self.http
+
+        async def read(w: WorkerProcess) -> None:
+            try:
+                async with http.get(
+                    f"http://{w.base}{INTERNAL_LOAD}",
+                    headers={INTERNAL_SECRET_HEADER: self.secret},
+                    timeout=aiohttp.ClientTimeout(total=2),
+                ) as r:
+                    load = node_load(await r.json()) if r.status == 200 else None
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                log.debug("worker load not read", extra={"worker": w.index, "error": repr(exc)})
+                return
+            if load is not None:
+                w.load = load
+
+        await asyncio.gather(*(read(w) for w in self.workers if w.alive))
+
+    def loads(self) -> dict[int, WorkerLoad]:
+        """Each live worker's connections and last read load."""
+        return {w.index: WorkerLoad(w.connections, w.load) for w in self.workers if w.alive}
 
     def full(self) -> frozenset[int]:
         """Workers that refused a join with ``overloaded`` within its ``retry_after_ms``."""
@@ -482,6 +571,8 @@ class Supervisor:
         await asyncio.gather(*(self._spawn(w) for w in self.workers[1:]))
         self._monitors = [asyncio.get_running_loop().create_task(self._monitor(w)) for w in self.workers]
         self._monitors.append(asyncio.get_running_loop().create_task(self._sweep_loop()))
+        await self.read_loads()
+        self._monitors.append(asyncio.get_running_loop().create_task(self._load_loop()))
         s = self.cfg.server
         # The public face checks the Origin of /ws itself: its workers see the supervisor's connection.
         app = web.Application(
@@ -604,6 +695,8 @@ class Supervisor:
                     "alive": w.alive,
                     "connections": w.connections,
                     "restarts": w.restarts,
+                    # What the placement rule sees of it (as last read; docs/workers.md).
+                    "load": {**dataclasses.asdict(w.load), "share": round(w.load.share(), 4)},
                     **(body if isinstance(body, dict) else {}),
                 }
             )
@@ -656,6 +749,14 @@ class Supervisor:
             "show's, served there through a relay",
             "# TYPE jasmin_supervisor_relayed_joins_total counter",
             f"jasmin_supervisor_relayed_joins_total {self.relayed_joins}",
+            "# HELP jasmin_supervisor_relay_fallbacks_total Relayed guest joins the chosen worker could not serve"
+            " (relay refused, overloaded), served by the show's worker instead",
+            "# TYPE jasmin_supervisor_relay_fallbacks_total counter",
+            f"jasmin_supervisor_relay_fallbacks_total {self.relay_fallbacks}",
+            "# HELP jasmin_supervisor_worker_load_share Each worker's load as the placement rule reads it:"
+            " the larger of its viewer and CPU shares of its admission limits",
+            "# TYPE jasmin_supervisor_worker_load_share gauge",
+            *(f'jasmin_supervisor_worker_load_share{{worker="{w.index}"}} {w.load.share():.4f}' for w in self.workers),
         ]
         body = "\n".join(own) + "\n" + merge_metrics(texts)
         return web.Response(body=body.encode(), content_type="text/plain", charset="utf-8")
@@ -750,6 +851,18 @@ class Supervisor:
         return client
 
 
+@dataclass(frozen=True)
+class PendingJoin:
+    """A routed ``join`` waiting for its answer."""
+
+    request_id: Any
+    show_id: str
+    worker: int
+    placed_by_us: bool  # this join placed the show (unplaced again if it fails)
+    raw: str | bytes  # the client's frame, to send again on the show's worker
+    fallback: int | None  # a relayed guest join: the show's worker, to retry on when refused
+
+
 class RoutedConnection:
     """One client websocket bridged to the worker of its show."""
 
@@ -763,7 +876,8 @@ class RoutedConnection:
         self.backend: aiohttp.ClientWebSocketResponse | None = None
         self.pump: asyncio.Task[None] | None = None
         self.joined_show: str | None = None
-        self.pending_join: tuple[Any, str, int, bool] | None = None  # (request id, show, worker, placed by it)
+        self._retries: set[asyncio.Task[None]] = set()
+        self.pending_join: PendingJoin | None = None
 
     async def _open(self, w: WorkerProcess, extra: dict[str, str] | None = None) -> aiohttp.ClientWebSocketResponse:
         assert self.sup.http is not None
@@ -787,7 +901,7 @@ class RoutedConnection:
         if not loads:
             await self.client.close(code=1013, message=b"no worker is up")
             return
-        first = self.sup.workers[min(loads, key=lambda i: (loads[i], i))]
+        first = self.sup.workers[min(loads, key=lambda i: (loads[i].rank(), i))]
         try:
             self._attach(first, await self._open(first))
             async for msg in self.client:
@@ -825,10 +939,12 @@ class RoutedConnection:
         placed_before = self.sup.placement.where(show_id) is not None
         target = self.sup.placement.route(show_id, str(role), self.sup.loads(), self.sup.full())
         assert self.worker is not None
+        fallback: int | None = None
         if placed_before and target is not None and is_guest(data) and self.hello is not None:
             loads = self.sup.loads()
-            if self.worker.index in loads:
-                loads[self.worker.index] -= 1  # not counting this connection where it waits now
+            here = loads.get(self.worker.index)
+            if here is not None:  # not counting this connection where it waits now
+                loads[self.worker.index] = dataclasses.replace(here, connections=here.connections - 1)
             edge = guest_worker(target, loads, self.sup.full())
             if edge != target:
                 # Served by a relay from the show's worker: the edge is told which worker that is.
@@ -838,11 +954,13 @@ class RoutedConnection:
                 )
                 self.sup.relayed_joins += 1
                 await self._switch(self.sup.workers[edge], {RELAY_ORIGIN_HEADER: sibling})
-                target = edge
+                fallback, target = target, edge
         if target is not None and target != self.worker.index and self.hello is not None:
             await self._switch(self.sup.workers[target])
         assert self.worker is not None
-        self.pending_join = (frame.get("id"), show_id, self.worker.index, not placed_before and target is not None)
+        self.pending_join = PendingJoin(
+            frame.get("id"), show_id, self.worker.index, not placed_before and target is not None, raw, fallback
+        )
 
     async def _switch(self, w: WorkerProcess, extra: dict[str, str] | None = None) -> None:
         """Move this not-yet-joined connection to ``w``: same hello, same session id (``extra``:
@@ -873,11 +991,11 @@ class RoutedConnection:
         try:
             async for msg in backend:
                 if msg.type == WSMsgType.TEXT:
-                    self._watch_join(msg.data)
-                    await self.client.send_str(msg.data)
+                    if not self._watch_join(msg.data):
+                        await self.client.send_str(msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    self._watch_join(msg.data)
-                    await self.client.send_bytes(msg.data)
+                    if not self._watch_join(msg.data):
+                        await self.client.send_bytes(msg.data)
         except (ConnectionError, aiohttp.ClientError):
             pass
         if backend is self.backend and not self.client.closed:
@@ -885,23 +1003,58 @@ class RoutedConnection:
             code = backend.close_code or 1011
             await self.client.close(code=code if 1000 <= code < 5000 else 1011, message=b"worker closed")
 
-    def _watch_join(self, raw: str | bytes) -> None:
+    def _watch_join(self, raw: str | bytes) -> bool:
+        """Follow the join's answer; True: the answer is kept from the client (the join is being
+        retried on the show's worker)."""
         if self.pending_join is None:
-            return
+            return False
         frame = decode_client_frame(raw)
-        if frame is None or frame.get("type") not in ("response", "error") or frame.get("id") != self.pending_join[0]:
-            return
-        _rid, show_id, worker, placed_by_us = self.pending_join
+        pending = self.pending_join
+        if frame is None or frame.get("type") not in ("response", "error") or frame.get("id") != pending.request_id:
+            return False
         self.pending_join = None
         if frame.get("type") == "response" and frame.get("ok"):
-            self.joined_show = show_id
-            self.sup.placement.hold(show_id, worker)
-        else:
-            self.sup.refused(worker, frame.get("error"))
-            if placed_by_us:
-                self.sup.placement.unplace_unheld(show_id)
+            self.joined_show = pending.show_id
+            self.sup.placement.hold(pending.show_id, pending.worker)
+            return False
+        error = frame.get("error")
+        self.sup.refused(pending.worker, error)
+        origin = pending.fallback
+        code = error.get("code") if isinstance(error, dict) else None
+        if origin is not None and code in RELAY_FALLBACK_CODES and self.sup.workers[origin].alive:
+            # The worker chosen to relay the show could not serve this guest: its show's worker does.
+            self.sup.relay_fallbacks += 1
+            log.info(
+                "relayed join refused; joining on the show's worker",
+                extra={"session_id": self.session_id, "worker": pending.worker, "origin": origin, "error": code},
+            )
+            self.pending_join = dataclasses.replace(pending, worker=origin, fallback=None)
+            task = asyncio.get_running_loop().create_task(self._join_on_origin(pending.raw, origin))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+            return True
+        if pending.placed_by_us:
+            self.sup.placement.unplace_unheld(pending.show_id)
+        return False
+
+    async def _join_on_origin(self, raw: str | bytes, origin: int) -> None:
+        """Move to the show's worker (same hello, same session id) and send the join there."""
+        try:
+            await self._switch(self.sup.workers[origin])
+            assert self.backend is not None
+            if isinstance(raw, str):
+                await self.backend.send_str(raw)
+            else:
+                await self.backend.send_bytes(raw)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            log.warning("join on the show's worker failed", extra={"session_id": self.session_id, "error": str(exc)})
+            self.pending_join = None
+            if not self.client.closed:
+                await self.client.close(code=1011, message=b"worker unreachable")
 
     async def _close(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
         if self.pump is not None:
             self.pump.cancel()
         if self.backend is not None and not self.backend.closed:

@@ -21,48 +21,53 @@ import pytest
 
 from bench.peers import publish, subscribe, wait_for
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
-from jasmin_sfu.supervisor import Placement, decode_client_frame, merge_metrics, port_slices
+from jasmin_sfu.supervisor import Placement, WorkerLoad, decode_client_frame, merge_metrics, port_slices
 from tests.conftest import start_daemon_process
 
 
 # -- pure parts ------------------------------------------------------------------
 
 
+def conns(connections: dict[int, int]) -> dict[int, WorkerLoad]:
+    """Live workers with these connections and no load read yet."""
+    return {i: WorkerLoad(n) for i, n in connections.items()}
+
+
 def test_a_performer_places_its_show_on_the_least_loaded_worker_and_it_sticks() -> None:
     """Protects 'a show lives on one worker': later joins of a placed show go to its worker,
     whatever the loads; a viewer of an unplaced show is not placed (it gets unknown_show)."""
     p = Placement()
-    assert p.route("a", "performer", {0: 3, 1: 1}) == 1
-    assert p.route("a", "viewer", {0: 0, 1: 9}) == 1
-    assert p.route("a", "performer", {0: 0, 1: 9}) == 1
-    assert p.route("nobody-here", "viewer", {0: 0, 1: 0}) is None
+    assert p.route("a", "performer", conns({0: 3, 1: 1})) == 1
+    assert p.route("a", "viewer", conns({0: 0, 1: 9})) == 1
+    assert p.route("a", "performer", conns({0: 0, 1: 9})) == 1
+    assert p.route("nobody-here", "viewer", conns({0: 0, 1: 0})) is None
     assert p.where("nobody-here") is None
-    assert p.route("b", "performer", {0: 2, 1: 2}) == 0, "ties go to the lowest index"
+    assert p.route("b", "performer", conns({0: 2, 1: 2})) == 0, "ties go to the lowest index"
 
 
 def test_the_last_connection_leaving_unplaces_the_show() -> None:
     """Protects against a stale placement sending a show's next performer to a worker that
     no longer holds it (or holding it forever)."""
     p = Placement()
-    p.route("a", "performer", {0: 0, 1: 0})
+    p.route("a", "performer", conns({0: 0, 1: 0}))
     p.hold("a", 0)
     p.hold("a", 0)
     p.release("a")
     assert p.where("a") == 0
     p.release("a")
     assert p.where("a") is None
-    p.route("c", "performer", {0: 0})
+    p.route("c", "performer", conns({0: 0}))
     p.unplace_unheld("c")
     assert p.where("c") is None, "a failed first join forgets the placement"
 
 
 def test_a_dead_worker_loses_its_shows_only() -> None:
     p = Placement()
-    p.route("a", "performer", {0: 0, 1: 5})
-    p.route("b", "performer", {0: 5, 1: 0})
+    p.route("a", "performer", conns({0: 0, 1: 5}))
+    p.route("b", "performer", conns({0: 5, 1: 0}))
     assert p.drop_worker(0) == ["a"]
     assert p.shows == {"b": 1}
-    assert p.route("b", "viewer", {0: 0}) is None, "a placement on a worker that is down is not used"
+    assert p.route("b", "viewer", conns({0: 0})) is None, "a placement on a worker that is down is not used"
 
 
 @pytest.mark.parametrize(

@@ -31,24 +31,55 @@ from jasmin_sfu.api.relay import (
 )
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, Daemon
 from jasmin_sfu.media.pipe_transport import new_key
-from jasmin_sfu.supervisor import guest_worker, is_guest
+from jasmin_sfu.services.cluster import NodeLoad
+from jasmin_sfu.supervisor import Placement, WorkerLoad, guest_worker, is_guest
 from tests.conftest import start_daemon_process
 from tests.conftest import test_config as loopback_config
-from tests.integration.test_workers import _get, _stop
+from tests.integration.test_workers import _get, _stop, conns
 from tests.support import after, performer, watch
 
 
 def test_a_guest_goes_to_the_least_loaded_worker_the_origin_winning_ties() -> None:
-    """Protects the spreading rule: a guest goes where there are fewest connections, the
-    show's worker on a tie (no relay for a small show), never to a worker refusing
-    ``overloaded``, and to the origin when every other worker is full or down."""
-    assert guest_worker(0, {0: 1, 1: 0}) == 1
-    assert guest_worker(0, {0: 1, 1: 1}) == 0, "ties stay on the origin"
-    assert guest_worker(1, {0: 3, 1: 3, 2: 2}) == 2
-    assert guest_worker(0, {0: 5, 1: 0}, frozenset({1})) == 0, "a full worker is skipped"
-    assert guest_worker(0, {0: 5, 1: 0, 2: 1}, frozenset({1})) == 2
-    assert guest_worker(0, {0: 5}) == 0, "the other worker is down"
-    assert guest_worker(0, {0: 5, 1: 9}, frozenset({0})) == 0, "a full origin still serves when nobody has room"
+    """Protects the spreading rule on connections alone (no load read yet): a guest goes where
+    there are fewest connections, the show's worker on a tie (no relay for a small show), never
+    to a worker refusing ``overloaded``, and to the origin when every other worker is full or down."""
+    assert guest_worker(0, conns({0: 1, 1: 0})) == 1
+    assert guest_worker(0, conns({0: 1, 1: 1})) == 0, "ties stay on the origin"
+    assert guest_worker(1, conns({0: 3, 1: 3, 2: 2})) == 2
+    assert guest_worker(0, conns({0: 5, 1: 0}), frozenset({1})) == 0, "a full worker is skipped"
+    assert guest_worker(0, conns({0: 5, 1: 0, 2: 1}), frozenset({1})) == 2
+    assert guest_worker(0, conns({0: 5})) == 0, "the other worker is down"
+    assert guest_worker(0, conns({0: 5, 1: 9}), frozenset({0})) == 0, "a full origin still serves when nobody has room"
+
+
+def loaded(connections: int, **load: Any) -> WorkerLoad:
+    return WorkerLoad(connections, NodeLoad(**load))
+
+
+def test_places_follow_load_viewers_and_cpu_against_the_limits_not_only_connections() -> None:
+    """Protects issue 15's "places follow load (viewers, CPU)": a worker past its viewer or CPU
+    limit (as last read) gets no guest and no new show; a worker a tenth or more of its limits
+    busier loses to a quieter one even with fewer connections; within the same tenth,
+    connections decide (a burst between two reads spreads); a draining worker is skipped."""
+    quiet = loaded(5, viewers=10, max_viewers=100, cpu=0.05, max_cpu=0.85)
+    # Past the viewer limit, or the CPU limit: skipped, however few its connections.
+    assert guest_worker(0, {0: quiet, 1: loaded(0, viewers=100, max_viewers=100)}) == 0
+    assert guest_worker(0, {0: quiet, 1: loaded(0, cpu=0.9, max_cpu=0.85)}) == 0
+    assert guest_worker(0, {0: quiet, 1: loaded(0, draining=True)}) == 0
+    # Busier by CPU share (50 % of its limit against 6 %): the quieter origin keeps the guest.
+    assert guest_worker(0, {0: quiet, 1: loaded(1, cpu=0.43, max_cpu=0.85)}) == 0
+    assert guest_worker(1, {0: loaded(1, cpu=0.43, max_cpu=0.85), 1: quiet}) == 1
+    # ... and by viewers: 60 of 100 against 10 of 100.
+    assert guest_worker(1, {0: loaded(0, viewers=60, max_viewers=100), 1: quiet}) == 1
+    # The same tenth: connections decide.
+    assert guest_worker(0, {0: quiet, 1: loaded(2, viewers=12, max_viewers=100)}) == 1
+    # A new show goes to the least loaded worker with room, not the one with fewest connections.
+    p = Placement()
+    assert p.route("s", "performer", {0: loaded(0, cpu=0.8, max_cpu=0.85), 1: quiet}) == 1
+    assert p.route("t", "performer", {0: loaded(0, viewers=100, max_viewers=100), 1: quiet}) == 1
+    assert p.route("u", "performer", {0: loaded(0, viewers=100, max_viewers=100)}) == 0, (
+        "no room anywhere: still placed"
+    )
 
 
 def test_only_guests_are_relayed() -> None:
@@ -218,3 +249,94 @@ async def test_one_shows_guests_spread_over_both_workers_and_a_private_cuts_the_
     finally:
         _, code = await _stop(dp, opened)
     assert code == 0, "".join(dp.output[-30:])
+
+
+async def _sample_total(http: str, name: str) -> float:
+    _, metrics = await _get(http + "/metrics")
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rpartition(" ")[2])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("poll_s", "relayed", "fallbacks"),
+    [
+        pytest.param("0.2", 0, 0, id="full_worker_skipped"),
+        pytest.param("3600", 1, 1, id="refused_relay_served_by_origin"),
+    ],
+)
+async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the_origin(
+    poll_s: str, relayed: int, fallbacks: int
+) -> None:
+    from bench.whip_peers import whep_play
+
+    """Protects placement by load (issue 15) with real workers, driven by a configured limit
+    (admission.max_viewers_per_worker = 2), not by timing. Worker b holds show "beta" and its two
+    WHEP viewers: at its viewer limit, yet with fewer websockets than worker a (show "alpha"'s
+    performer and a member), so the old connections-only rule would send alpha's guest there.
+
+    - full_worker_skipped: the supervisor has read worker b's load (its /readyz says so), so the
+      guest goes straight to alpha's worker: no relay tried, no fallback. Red when the rule
+      ignores the workers' loads (a relayed join, refused).
+    - refused_relay_served_by_origin: the supervisor reads loads once an hour, so it still sees
+      worker b empty and relays the guest there; worker b answers ``overloaded`` and the
+      supervisor joins the guest on alpha's worker instead, counted in
+      jasmin_supervisor_relay_fallbacks_total. Red without the fallback: the guest gets the error.
+
+    Either way the guest decodes alpha's video and audio, on worker a."""
+    dp = await start_daemon_process(
+        env={
+            "JASMIN_SERVER_WORKERS": "2",
+            "JASMIN_SERVER_WORKER_LOAD_POLL_S": poll_s,
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+            "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "2",
+        }
+    )
+    opened: list[Any] = []
+    try:
+        url = dp.url
+
+        async def workers() -> list[dict[str, Any]]:
+            _, body = await _get(dp.http + "/readyz")
+            return list(body["workers"])
+
+        alpha = await performer(url, "alpha")
+        opened.append(alpha)
+        opened.append(await watch(url, "alpha", member_id="m1"))  # members join on their show's worker
+        [a] = [w["index"] for w in await workers() if w["connections"] == 2]
+        b = 1 - a
+        beta = await performer(url, "beta")  # the other worker: it has no connection
+        opened.append(beta)
+        for _ in range(2):  # WHEP viewers: viewers of worker b, but no websocket: b is full
+            opened.append(await whep_play(dp.http, "beta"))
+        if relayed == 0:
+
+            async def read() -> bool:
+                return bool((await workers())[b]["load"]["viewers"] == 2)
+
+            assert await _until(read), "the supervisor reads worker b's load"
+        ready = await workers()
+        assert (ready[a]["connections"], ready[b]["connections"]) == (2, 1)
+        assert (ready[a]["admission"]["viewers"], ready[b]["admission"]["viewers"]) == (1, 2)
+        guest = await watch(url, "alpha")
+        opened.append(guest)
+        assert await wait_for(lambda: guest.frames.get("video", 0) >= 3 and guest.frames.get("audio", 0) >= 3, 30)
+        ready = await workers()
+        assert (ready[a]["admission"]["viewers"], ready[b]["admission"]["viewers"]) == (2, 2), "on alpha's worker"
+        assert await _sample_total(dp.http, "jasmin_supervisor_relayed_joins_total") == relayed
+        assert await _sample_total(dp.http, "jasmin_supervisor_relay_fallbacks_total") == fallbacks
+    finally:
+        _, code = await _stop(dp, opened)
+    assert code == 0, "".join(dp.output[-30:])
+
+
+async def _until(check: Any, timeout: float = 20.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.1)
+    return False
