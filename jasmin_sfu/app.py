@@ -175,7 +175,11 @@ class Daemon:
             app.router.add_post(RELAY_OPEN_PATH, self.relay_open)
         # WHIP ingest and WHEP playback (docs/whip-whep.md): a performer or viewer like a websocket's.
         self.whip = WhipWhep(
-            self._session_handler,
+            # A WHEP guest the supervisor routed here for a sibling worker's show is served by a
+            # relay, as a websocket guest is (docs/workers.md, "One show over every worker").
+            lambda channel, request: self._session_handler(
+                channel, internal_relay_origin(request, self.cfg.server.internal_secret)
+            ),
             draining=lambda: self.draining,
             accounts=lambda: self.accounts,
             origins=OriginPolicy(self.cfg.server.allowed_origins),

@@ -396,6 +396,10 @@ class Supervisor:
         """The worker's node id (its billing node id, and its id on relays between workers)."""
         return f"{self.cfg.billing.node_id}w{w.index}"
 
+    def sibling_header(self, show_id: str, origin: WorkerProcess) -> str:
+        """``X-Jasmin-Relay-Origin`` for a guest of ``show_id`` routed away from ``origin``, its worker."""
+        return json.dumps({"show_id": show_id, "node": self.relay_node(origin), "url": f"http://{origin.base}"})
+
     async def _spawn(self, w: WorkerProcess) -> None:
         cmd = [self.python, "-m", "jasmin_sfu", "serve"]
         if self.config_path:
@@ -792,8 +796,34 @@ class Supervisor:
         role = "performer" if creating and kind == "whip" else "viewer"
         placed_before = self.placement.where(show_id) is not None
         target = self.placement.route(show_id, role, self.loads(), self.full())
+        held = self._http_sessions.get(request.path) if resource is not None else None
+        if held is not None and self.workers[held[1]].alive:
+            target = held[1]  # the worker holding the session (an edge's, for a relayed WHEP guest)
+        extra: dict[str, str] = {}
+        fallback: int | None = None
+        if (
+            creating
+            and kind == "whep"
+            and placed_before
+            and target is not None
+            and "Authorization" not in request.headers
+        ):
+            # A WHEP guest spreads like a websocket guest: maybe served by a relay elsewhere.
+            edge = guest_worker(target, self.loads(), self.full())
+            if edge != target:
+                extra = {RELAY_ORIGIN_HEADER: self.sibling_header(show_id, self.workers[target])}
+                self.relayed_joins += 1
+                fallback, target = target, edge
         w = self.workers[target] if target is not None else self.any_worker()
-        resp = await self._forward(request, w)
+        resp = await self._forward(request, w, extra)
+        if fallback is not None and resp.status != 201:
+            error = _error_of(resp)
+            code = error.get("code") if isinstance(error, dict) else None
+            if code in RELAY_FALLBACK_CODES and self.workers[fallback].alive:
+                self.refused(w.index, error)
+                self.relay_fallbacks += 1
+                w = self.workers[fallback]
+                resp = await self._forward(request, w)
         if creating:
             location = resp.headers.get("Location")
             if resp.status == 201 and location:
@@ -810,12 +840,17 @@ class Supervisor:
                 self.placement.release(held[0])
         return resp
 
-    async def _forward(self, request: web.Request, w: WorkerProcess) -> web.Response:
+    async def _forward(
+        self, request: web.Request, w: WorkerProcess, extra: dict[str, str] | None = None
+    ) -> web.Response:
+        """``request`` to worker ``w`` (``extra``: internal headers of the supervisor's own, after
+        the client's X-Jasmin-* ones are dropped)."""
         assert self.http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers = {
             **{k: v for k, v in headers.items() if not k.lower().startswith("x-jasmin-")},
             **self._internal_headers(request),
+            **(extra or {}),
         }
         body = await request.read()
         try:
@@ -948,10 +983,7 @@ class RoutedConnection:
             edge = guest_worker(target, loads, self.sup.full())
             if edge != target:
                 # Served by a relay from the show's worker: the edge is told which worker that is.
-                origin = self.sup.workers[target]
-                sibling = json.dumps(
-                    {"show_id": show_id, "node": self.sup.relay_node(origin), "url": f"http://{origin.base}"}
-                )
+                sibling = self.sup.sibling_header(show_id, self.sup.workers[target])
                 self.sup.relayed_joins += 1
                 await self._switch(self.sup.workers[edge], {RELAY_ORIGIN_HEADER: sibling})
                 fallback, target = target, edge

@@ -140,7 +140,7 @@ class WhipWhep:
 
     def __init__(
         self,
-        make_handler: Callable[[EventChannel], SessionHandler],
+        make_handler: Callable[[EventChannel, web.Request], SessionHandler],
         *,
         draining: Callable[[], bool],
         accounts: Callable[[], AccountsService | None] = lambda: None,
@@ -307,7 +307,7 @@ class WhipWhep:
         show_id = request.match_info["show_id"]
         token = self._token(request, required=True)
         sdp = await self._offer(request)
-        handler = self.make_handler(HttpChannel())
+        handler = self.make_handler(HttpChannel(), request)
         await self._join(handler, show_id, "performer", token)
         async with _leave_on_error(handler):
             res = await handler.handle("publish", Publish(sdp))
@@ -332,7 +332,7 @@ class WhipWhep:
         show_id = request.match_info["show_id"]
         token = self._token(request, required=False)
         sdp = await self._offer(request)
-        handler = self.make_handler(HttpChannel())
+        handler = self.make_handler(HttpChannel(), request)
         await self._join(handler, show_id, "viewer", token)
         async with _leave_on_error(handler):
             transport, answer = await handler.subscribe_offer(sdp)

@@ -138,6 +138,10 @@ async def test_a_worker_takes_the_session_id_only_with_the_supervisor_secret(mak
 
 # -- the supervisor as a process -----------------------------------------------------
 
+# Loads read once an hour (zero: read at start): these tests place by connections, which they
+# count; placement by load is tested in test_workers_relay.py.
+STALE_LOADS = {"JASMIN_SERVER_WORKER_LOAD_POLL_S": "3600"}
+
 
 async def _get(url: str) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s, s.get(url) as r:
@@ -181,7 +185,9 @@ async def test_two_workers_hold_one_show_each_restart_when_killed_and_drain_on_s
     """Protects one-worker-per-core: two shows land on two worker processes, each show's
     viewers get its media through the supervisor's routing, /metrics and /readyz cover both
     workers, a SIGKILLed worker is restarted, and SIGTERM stops every process with 0."""
-    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false"})
+    dp = await start_daemon_process(
+        env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false", **STALE_LOADS}
+    )
     opened: list[Any] = []
     try:
         url = dp.url
@@ -261,7 +267,7 @@ async def test_whip_and_whep_are_routed_to_the_worker_of_their_show() -> None:
     from jasmin_sfu.services.demo import DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD
 
     # Billing on: the demo performer (its token for the WHIP POST) is seeded only with billing.
-    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2"})
+    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", **STALE_LOADS})
     opened: list[Any] = []
     try:
         url = dp.url
@@ -334,7 +340,9 @@ async def test_a_whep_session_ended_without_delete_releases_its_show_placement()
     from bench.whip_peers import whep_play, whip_publish
     from jasmin_sfu.services.demo import DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD
 
-    dp = await start_daemon_process(env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_SERVER_HTTP_SESSION_SWEEP_S": "0.5"})
+    dp = await start_daemon_process(
+        env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_SERVER_HTTP_SESSION_SWEEP_S": "0.5", **STALE_LOADS}
+    )
     opened: list[Any] = []
     try:
         token = await _login(dp.http, DEMO_PERFORMER, DEMO_PERFORMER_PASSWORD)

@@ -35,7 +35,7 @@ from jasmin_sfu.services.cluster import NodeLoad
 from jasmin_sfu.supervisor import Placement, WorkerLoad, guest_worker, is_guest
 from tests.conftest import start_daemon_process
 from tests.conftest import test_config as loopback_config
-from tests.integration.test_workers import _get, _stop, conns
+from tests.integration.test_workers import STALE_LOADS, _get, _stop, conns
 from tests.support import after, performer, watch
 
 
@@ -193,7 +193,12 @@ async def test_one_shows_guests_spread_over_both_workers_and_a_private_cuts_the_
     test_private_isolation), the member keeps both tracks, and the relay stops carrying media.
     Red without the supervisor's routing: every guest would sit on the show's worker."""
     dp = await start_daemon_process(
-        env={"JASMIN_SERVER_WORKERS": "2", "JASMIN_BILLING_ENABLED": "false", "JASMIN_ADMISSION_MAX_CPU_SHARE": "0"}
+        env={
+            "JASMIN_SERVER_WORKERS": "2",
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+            **STALE_LOADS,
+        }
     )
     opened: list[Any] = []
     try:
@@ -328,6 +333,49 @@ async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the
         assert (ready[a]["admission"]["viewers"], ready[b]["admission"]["viewers"]) == (2, 2), "on alpha's worker"
         assert await _sample_total(dp.http, "jasmin_supervisor_relayed_joins_total") == relayed
         assert await _sample_total(dp.http, "jasmin_supervisor_relay_fallbacks_total") == fallbacks
+    finally:
+        _, code = await _stop(dp, opened)
+    assert code == 0, "".join(dp.output[-30:])
+
+
+@pytest.mark.slow
+async def test_a_whep_guest_spreads_like_a_websocket_guest_and_its_resource_reaches_its_worker() -> None:
+    """Protects WHEP under workers (issue 15): a WHEP guest of a placed show goes to the least
+    loaded worker like a websocket guest (here the other worker: the show's has its performer's
+    websocket; loads are read once an hour, so connections decide), is served there by a relay
+    and decodes video and audio; its PATCH and DELETE reach that worker (not the show's).
+    Red when WHEP viewers all go to the show's worker."""
+    from bench.whip_peers import whep_play
+    from tests.integration.test_workers import _patch
+
+    dp = await start_daemon_process(
+        env={
+            "JASMIN_SERVER_WORKERS": "2",
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+            **STALE_LOADS,
+        }
+    )
+    opened: list[Any] = []
+    try:
+        pub = await performer(dp.url, "gamma")
+        opened.append(pub)
+        _, ready = await _get(dp.http + "/readyz")
+        [origin] = [w["index"] for w in ready["workers"] if w["connections"] == 1]
+        edge = 1 - origin
+        whep = await whep_play(dp.http, "gamma")
+        opened.append(whep)
+        assert await wait_for(lambda: whep.frames.get("video", 0) >= 3 and whep.frames.get("audio", 0) >= 3, 30)
+        _, ready = await _get(dp.http + "/readyz")
+        assert ready["workers"][edge]["admission"]["viewers"] == 1, "served on the other worker"
+        assert list(ready["workers"][edge]["relays"]["edge_shows"]) == ["gamma"], "through a relay"
+        assert await _sample_total(dp.http, "jasmin_supervisor_relayed_joins_total") == 1
+        for _ in range(3):  # the resource lives on the edge: found there every time
+            assert await _patch(whep.url) == 501
+        assert await whep.delete() == 200
+        assert await whep.delete() == 404, "the session ended on the edge"
+        _, ready = await _get(dp.http + "/readyz")
+        assert ready["workers"][edge]["admission"]["viewers"] == 0
     finally:
         _, code = await _stop(dp, opened)
     assert code == 0, "".join(dp.output[-30:])
