@@ -29,10 +29,10 @@ from jasmin_sfu.api.relay import (
     sign,
     sibling_origin,
 )
-from jasmin_sfu.app import INTERNAL_SECRET_HEADER, Daemon
+from jasmin_sfu.app import INTERNAL_LOAD, INTERNAL_SECRET_HEADER, Daemon
 from jasmin_sfu.media.pipe_transport import new_key
 from jasmin_sfu.services.cluster import NodeLoad
-from jasmin_sfu.supervisor import Placement, WorkerLoad, guest_worker, is_guest
+from jasmin_sfu.supervisor import Placement, WorkerLoad, guest_worker, is_guest, node_load
 from tests.conftest import start_daemon_process
 from tests.conftest import test_config as loopback_config
 from tests.integration.test_workers import STALE_LOADS, _get, _stop, conns
@@ -174,6 +174,24 @@ async def test_a_worker_opens_relays_only_for_its_supervisors_secret_and_ignores
         assert not worker.relays.edge_shows and not worker.relays.edge_pipes
     finally:
         await pub.close()
+
+
+async def test_a_worker_tells_its_load_to_its_supervisor_only(worker: Daemon) -> None:
+    """Protects the load the placement rule reads: GET /internal/load answers the worker's NodeLoad
+    (the cluster heartbeat's own: viewers, CPU, its admission limits) with the supervisor's secret
+    only (403 otherwise), and a garbled answer is read as nothing, never as a load."""
+    url = f"http://127.0.0.1:{worker.port}{INTERNAL_LOAD}"
+    async with aiohttp.ClientSession() as s:
+        for headers in ({}, {INTERNAL_SECRET_HEADER: "x" * 40}):
+            async with s.get(url, headers=headers) as r:
+                assert r.status == 403
+        async with s.get(url, headers={INTERNAL_SECRET_HEADER: SECRET}) as r:
+            assert r.status == 200
+            load = node_load(await r.json())
+    a = worker.cfg.admission
+    assert load == NodeLoad(0, 0, load.cpu if load else 0.0, a.max_viewers_per_worker, a.max_cpu_share, False)
+    for bad in (None, [], {"viewers": "many"}, {"viewers": 1}):
+        assert node_load(bad) is None
 
 
 def _sample(metrics: str, name: str, worker: int) -> float:
