@@ -452,6 +452,7 @@ class Supervisor:
             assert w.proc is not None
             code = await w.proc.wait()
             w.alive = False
+            w.load = NodeLoad()  # its restart starts empty
             for t in w.pumps:
                 t.cancel()
             if self._stopping:

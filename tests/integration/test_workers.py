@@ -173,7 +173,9 @@ async def _stop(dp: Any, opened: list[Any]) -> tuple[list[int], int]:
         pass
     dp.proc.send_signal(signal.SIGTERM)
     try:
-        code = dp.proc.wait(30)
+        # In a thread: a drain of several seconds (billing sinks on a loaded machine) must not
+        # hold this test's event loop (tests/loop_guard.py).
+        code = await asyncio.to_thread(dp.proc.wait, 30)
     except subprocess.TimeoutExpired:  # pragma: no cover
         dp.proc.kill()
         raise

@@ -349,6 +349,7 @@ async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the
         assert await wait_for(lambda: guest.frames.get("video", 0) >= 3 and guest.frames.get("audio", 0) >= 3, 30)
         ready = await workers()
         assert (ready[a]["admission"]["viewers"], ready[b]["admission"]["viewers"]) == (2, 2), "on alpha's worker"
+        assert not ready[b]["relays"]["edge_shows"], "worker b refused before opening a relay"
         assert await _sample_total(dp.http, "jasmin_supervisor_relayed_joins_total") == relayed
         assert await _sample_total(dp.http, "jasmin_supervisor_relay_fallbacks_total") == fallbacks
     finally:
