@@ -284,17 +284,16 @@ async def _sample_total(http: str, name: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("poll_s", "relayed", "fallbacks"),
+    ("poll_s", "whep", "relayed", "fallbacks"),
     [
-        pytest.param("0.2", 0, 0, id="full_worker_skipped"),
-        pytest.param("3600", 1, 1, id="refused_relay_served_by_origin"),
+        pytest.param("0.2", False, 0, 0, id="full_worker_skipped"),
+        pytest.param("3600", False, 1, 1, id="refused_relay_served_by_origin"),
+        pytest.param("3600", True, 1, 1, id="refused_whep_relay_served_by_origin"),
     ],
 )
 async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the_origin(
-    poll_s: str, relayed: int, fallbacks: int
+    poll_s: str, whep: bool, relayed: int, fallbacks: int
 ) -> None:
-    from bench.whip_peers import whep_play
-
     """Protects placement by load (issue 15) with real workers, driven by a configured limit
     (admission.max_viewers_per_worker = 2), not by timing. Worker b holds show "beta" and its two
     WHEP viewers: at its viewer limit, yet with fewer websockets than worker a (show "alpha"'s
@@ -307,8 +306,12 @@ async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the
       worker b empty and relays the guest there; worker b answers ``overloaded`` and the
       supervisor joins the guest on alpha's worker instead, counted in
       jasmin_supervisor_relay_fallbacks_total. Red without the fallback: the guest gets the error.
+    - refused_whep_relay_served_by_origin: the same for a WHEP guest: worker b's 503
+      ``overloaded`` is not passed on, the POST is sent to alpha's worker, which answers 201.
 
     Either way the guest decodes alpha's video and audio, on worker a."""
+    from bench.whip_peers import whep_play
+
     dp = await start_daemon_process(
         env={
             "JASMIN_SERVER_WORKERS": "2",
@@ -344,7 +347,7 @@ async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the
         ready = await workers()
         assert (ready[a]["connections"], ready[b]["connections"]) == (2, 1)
         assert (ready[a]["admission"]["viewers"], ready[b]["admission"]["viewers"]) == (1, 2)
-        guest = await watch(url, "alpha")
+        guest = await (whep_play(dp.http, "alpha") if whep else watch(url, "alpha"))
         opened.append(guest)
         assert await wait_for(lambda: guest.frames.get("video", 0) >= 3 and guest.frames.get("audio", 0) >= 3, 30)
         ready = await workers()
