@@ -34,7 +34,8 @@ from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
-from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler
+from jasmin_sfu.api.relay_members import MEMBER_EVENTS_PATH, MEMBER_PATH
+from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler, http_base
 from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
 from jasmin_sfu.lifecycle import HttpListener, close_websockets, drain, run
@@ -173,6 +174,10 @@ class Daemon:
         if self.cfg.cluster.redis_url or self.cfg.server.internal_secret:
             # Between nodes ([cluster] secret) or between a supervisor's workers (its per-run secret).
             app.router.add_post(RELAY_OPEN_PATH, self.relay_open)
+        if self.cfg.cluster.redis_url:
+            # Members watching through an edge: their calls to the origin, their events back.
+            app.router.add_post(MEMBER_PATH, self.relay_member)
+            app.router.add_post(MEMBER_EVENTS_PATH, self.relay_member_events)
         # WHIP ingest and WHEP playback (docs/whip-whep.md): a performer or viewer like a websocket's.
         self.whip = WhipWhep(
             # A WHEP guest the supervisor routed here for a sibling worker's show is served by a
@@ -234,6 +239,22 @@ class Daemon:
                 {"error": {"code": "invalid_state", "message": "relays are off on this node"}}, status=503
             )
         return await self.relays.handle_open(request)
+
+    async def relay_member(self, request: web.Request) -> web.Response:
+        """A member watching through an edge calls the show's origin (jasmin_sfu/api/relay_members.py)."""
+        if self.relays is None or self.relays.members is None:
+            return web.json_response(
+                {"error": {"code": "invalid_state", "message": "relays are off on this node"}}, status=503
+            )
+        return await self.relays.members.handle_member(request)
+
+    async def relay_member_events(self, request: web.Request) -> web.Response:
+        """An origin delivers the events of a member watching here (jasmin_sfu/api/relay_members.py)."""
+        if self.relays is None or self.relays.members is None:
+            return web.json_response(
+                {"error": {"code": "invalid_state", "message": "relays are off on this node"}}, status=503
+            )
+        return await self.relays.members.handle_events(request)
 
     async def http_sessions(self, request: web.Request) -> web.Response:
         """The live WHIP/WHEP session Locations of this worker: its supervisor's sweep
@@ -417,6 +438,7 @@ class Daemon:
                     worker=self.worker,
                     shows=self.shows,
                     silence_timeout_s=c.ttl_s,
+                    http_url=http_base(self.cluster.settings.advertised_url),
                 )
             await self.cluster.start()
         elif s.internal_secret:

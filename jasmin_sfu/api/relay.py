@@ -32,8 +32,6 @@ the supervisor routes to it (:func:`sibling_origin`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -44,6 +42,17 @@ from typing import Any, Callable
 import aiohttp
 from aiohttp import web
 
+from jasmin_sfu.api.relay_auth import (
+    NODE_HEADER as NODE_HEADER,
+    REPLAY_WINDOW_S as REPLAY_WINDOW_S,
+    SIGNATURE_HEADER as SIGNATURE_HEADER,
+    TIMESTAMP_HEADER as TIMESTAMP_HEADER,
+    RelayError as RelayError,
+    RequestVerifier as RequestVerifier,
+    sign as sign,
+    signed_headers,
+)
+from jasmin_sfu.api.relay_members import RelayMembers
 from jasmin_sfu.media.pipe_transport import PipeTransport
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.worker import Worker
@@ -54,10 +63,6 @@ from jasmin_sfu.shows.show import Show
 log = logging.getLogger(__name__)
 
 RELAY_OPEN_PATH = "/internal/relay/open"
-NODE_HEADER = "X-Jasmin-Node"
-TIMESTAMP_HEADER = "X-Jasmin-Timestamp"
-SIGNATURE_HEADER = "X-Jasmin-Signature"
-REPLAY_WINDOW_S = 30.0
 MAX_BODY = 4096
 # Set by a supervisor on a guest's websocket it routes to a worker that does not hold the
 # show: JSON ``{"show_id", "node", "url"}`` naming the sibling worker that does (its relay
@@ -94,54 +99,6 @@ def sibling_origin(value: str) -> SiblingOrigin | None:
     return SiblingOrigin(show_id, node, url)
 
 
-class RelayError(Exception):
-    """A relay could not be opened; ``code`` is a wire error code (docs/signaling.md)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def sign(secret: str, method: str, path: str, timestamp: str, node: str, body: bytes) -> str:
-    """The control channel's request signature (see the module docstring)."""
-    msg = b"\n".join((method.upper().encode(), path.encode(), timestamp.encode(), node.encode(), body))
-    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
-
-
-class RequestVerifier:
-    """Checks signed control requests: the MAC, the replay window, and replays within it."""
-
-    def __init__(self, secret: str, clock: Callable[[], float] = time.time, window_s: float = REPLAY_WINDOW_S) -> None:
-        self._secret = secret
-        self._clock = clock
-        self._window = window_s
-        self._seen: dict[str, float] = {}
-
-    def verify(self, method: str, path: str, headers: Any, body: bytes) -> str:
-        """The calling node's id; raises :class:`RelayError` ``forbidden`` saying why not."""
-        node = str(headers.get(NODE_HEADER, ""))
-        stamp = str(headers.get(TIMESTAMP_HEADER, ""))
-        mac = str(headers.get(SIGNATURE_HEADER, ""))
-        if not node or not stamp or not mac:
-            raise RelayError("forbidden", "unsigned request")
-        try:
-            at = float(stamp)
-        except ValueError:
-            raise RelayError("forbidden", "bad timestamp") from None
-        now = self._clock()
-        if abs(now - at) > self._window:
-            raise RelayError("forbidden", "timestamp outside the replay window")
-        if not hmac.compare_digest(mac, sign(self._secret, method, path, stamp, node, body)):
-            raise RelayError("forbidden", "bad signature")
-        for old, seen_at in list(self._seen.items()):
-            if now - seen_at > 2 * self._window:
-                del self._seen[old]
-        if mac in self._seen:
-            raise RelayError("forbidden", "replayed request")
-        self._seen[mac] = now
-        return node
-
-
 @dataclass
 class RelayStats:
     """Counters for /metrics."""
@@ -171,9 +128,10 @@ class Relays:
         clock: Callable[[], float] = time.time,
         silence_timeout_s: float = 10.0,
         request_timeout_s: float = 5.0,
+        http_url: str = "",
     ) -> None:
         self.node_id = node_id
-        self._secret = secret
+        self.secret = secret
         self.relay_host = relay_host
         self.worker = worker
         self.shows = shows
@@ -185,6 +143,8 @@ class Relays:
         self.edge_pipes: dict[str, PipeTransport] = {}
         # Shows served here from another node: show id -> origin node id.
         self.edge_shows: dict[str, str] = {}
+        # ... and the origin's HTTP origin, where the members watching here call it.
+        self.edge_origin_http: dict[str, str] = {}
         self.stats = RelayStats()
         self._locks: dict[str, asyncio.Lock] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -196,6 +156,10 @@ class Relays:
         shows.bus.subscribe(self._on_show_event)
         # The cumulative counters of pipes closed since (for /metrics).
         self._closed_totals = {"packets_out": 0, "packets_in": 0, "dropped_unknown_address": 0}
+        # Members watching through an edge (jasmin_sfu/api/relay_members.py): with this node's
+        # HTTP origin (``http_url``, where origins deliver its members' events); None: every
+        # member is sent to the show's node (between a supervisor's workers, always).
+        self.members = RelayMembers(self, http_url, clock) if http_url else None
 
     # -- pipes -------------------------------------------------------------------------
 
@@ -245,6 +209,10 @@ class Relays:
 
     def is_edge(self, show_id: str) -> bool:
         return show_id in self.edge_shows
+
+    def refused(self) -> None:
+        """A control request was refused (counted for /metrics)."""
+        self.stats.refused += 1
 
     # -- origin side ------------------------------------------------------------------------
 
@@ -382,13 +350,7 @@ class Relays:
                 "key": pipe.local_key.hex(),
             }
         ).encode()
-        stamp = str(self.clock())
-        headers = {
-            NODE_HEADER: self.node_id,
-            TIMESTAMP_HEADER: stamp,
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, "POST", RELAY_OPEN_PATH, stamp, self.node_id, body),
-        }
+        headers = signed_headers(self.secret, RELAY_OPEN_PATH, self.node_id, str(self.clock()), body)
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s))
         async with self._http.post(origin_http.rstrip("/") + RELAY_OPEN_PATH, data=body, headers=headers) as resp:
@@ -412,6 +374,7 @@ class Relays:
                 self._on_edge_producer(edge_show, what, p)
 
             show.router.observe(observer)
+        self.edge_origin_http[show_id] = origin_http
         if isinstance(answer.get("state"), str):
             show.relay_state(answer["state"], self.clock())
         offered = {str(d["producer_id"]) for d in answer["producers"]}
@@ -432,11 +395,13 @@ class Relays:
             await self._close_edge_show(show)
 
     def _on_edge_producer(self, show: Show, what: str, producer: Producer) -> None:
-        if what == "added" and producer.audience is not None:
+        keys = self.members.edge_keys(show) if self.members is not None else None
+        if what == "added" and producer.audience != keys:
             # The origin decides who gets the stream (its audience cuts the relay); every viewer
-            # here may consume what the origin sends. Only once: set_audience clears the
+            # here may consume what the origin sends, but for a private of a member watching
+            # here: only that member (relay_members.py). Only once: set_audience clears the
             # keyframe cache, which every later viewer here starts from.
-            producer.set_audience(None)
+            producer.set_audience(keys)
         if what == "removed" and not show.router.producers and not show.closed:
             pipe = self.edge_pipes.get(self.edge_shows.get(show.id, ""))
             if pipe is None or pipe.closed or show.relayed_state == "offline":
@@ -452,6 +417,9 @@ class Relays:
     async def _close_edge_show(self, show: Show) -> None:
         if self.edge_shows.get(show.id) is not None:
             del self.edge_shows[show.id]
+        self.edge_origin_http.pop(show.id, None)
+        if self.members is not None:
+            self.members.forget_show(show.id)
         lock = self._locks.get(show.id)
         if lock is not None and not lock.locked():
             del self._locks[show.id]
@@ -483,6 +451,8 @@ class Relays:
             pipe.close()
         for task in list(self._tasks):
             task.cancel()
+        if self.members is not None:
+            await self.members.close()
         if self._http is not None:
             await self._http.close()
             self._http = None

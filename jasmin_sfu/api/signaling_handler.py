@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
-from jasmin_signaling.errors import SignalingError
+from jasmin_signaling.errors import ERROR_CODES, SignalingError
 from jasmin_signaling import events as ev
 from jasmin_signaling import responses as rs
 from jasmin_signaling.messages import Answer, Join, MemberRef, Publish, SetLayers, ShowSettings, Subscribe, Unsubscribe
@@ -22,6 +22,7 @@ from jasmin_sfu.api.admission import Admission
 from jasmin_sfu.api.chat_handler import ChatConnection
 from jasmin_sfu.api.join_auth import JoinAuthenticator, JoinIdentity
 from jasmin_sfu.api.relay import RelayError, Relays, SiblingOrigin
+from jasmin_sfu.api.relay_members import MemberCallError, RelayMembers
 from jasmin_sfu.api.signaling_social import NotificationSubscription
 from jasmin_sfu.media.errors import (
     InvalidStateError,
@@ -128,6 +129,9 @@ class SessionHandler:
         self.publisher: WebRtcTransport | None = None
         self.subscriptions: dict[str, WebRtcTransport] = {}
         self._unobserve: Callable[[], None] | None = None
+        # The show's origin when this member watches through this node as an edge (its
+        # private verbs go there: jasmin_sfu/api/relay_members.py); None otherwise.
+        self._origin: Placement | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # The show's free-chat room (jasmin_sfu.api.chat_handler); None: no chat on this node.
         self.chat = ChatConnection(self, chat, self._leave) if chat is not None else None
@@ -261,6 +265,11 @@ class SessionHandler:
             self._check_admission(exempt=who.member_id is not None and show.machine.private_member == who.member_id)
         if self.chat is not None:
             await self.chat.check_join(show.id, who.principal, who.role, who.member_id, who.performer_id)
+        via_edge = self._edge_members(show, who.member_id)
+        if via_edge is not None and who.member_id is not None:
+            # The origin knows this member's session before it is in the edge show here: a
+            # private it already pays for (a reloaded page) limits the edge's audience to it.
+            await self._join_at_origin(via_edge, show, who.member_id)
         self.role = who.role
         self.member_id = who.member_id
         self.performer_id = who.performer_id
@@ -269,6 +278,8 @@ class SessionHandler:
         self.show = show
         self._unobserve = show.router.observe(self._on_producer)
         show.add(self)
+        if via_edge is not None:
+            via_edge.apply_edge_audience(show)
         if self.admission is not None and who.role == "viewer":
             self.admission.admit(self, self._media_started)
         log.info("joined", extra={"show_id": show.id, "session_id": self.session_id, "role": who.role})
@@ -299,7 +310,7 @@ class SessionHandler:
         assert self.cluster is not None
         if self.relays is None:
             raise self._moved(show_id, where)
-        if member:
+        if member and self.relays.members is None:
             self.cluster.redirected()
             raise self._moved(show_id, where)
         try:
@@ -317,7 +328,42 @@ class SessionHandler:
             self.cluster.redirected()
             raise self._moved(show_id, where) from None
         self.cluster.served_as_edge()
+        if member:
+            self._origin = where
         return show
+
+    def _edge_members(self, show: Show, member_id: str | None) -> RelayMembers | None:
+        """The members' link when ``member_id`` watches ``show`` through this node as an edge."""
+        relays = self.relays
+        if member_id is None or relays is None or relays.members is None or not relays.is_edge(show.id):
+            return None
+        return relays.members
+
+    async def _join_at_origin(self, members: RelayMembers, show: Show, member_id: str) -> None:
+        try:
+            await members.call(show.id, self.session_id, member_id, "join")
+        except MemberCallError as exc:
+            if exc.code == "unknown_show":
+                raise SignalingError("unknown_show", f"show {show.id!r} is not live") from None
+            log.warning("member join at the origin failed", extra={"show_id": show.id, "error": exc.message})
+            where, self._origin = self._origin, None
+            if where is None or self.cluster is None:
+                raise SignalingError("invalid_state", f"show {show.id!r} cannot be joined here now") from None
+            self.cluster.redirected()
+            raise self._moved(show.id, where) from None
+
+    async def _at_origin(self, show: Show, verb: str) -> dict[str, Any] | None:
+        """A member verb of a member watching through this edge, answered by the show's origin
+        (None: the show is this node's own)."""
+        members = self._edge_members(show, self.member_id)
+        if members is None:
+            return None
+        assert self.member_id is not None
+        try:
+            return await members.call(show.id, self.session_id, self.member_id, verb)
+        except MemberCallError as exc:
+            code = exc.code if exc.code in ERROR_CODES else "invalid_state"
+            raise SignalingError(code, exc.message) from None
 
     async def _sibling_edge(self, sibling: SiblingOrigin) -> Show:
         """A guest the supervisor routed here for a show its sibling worker holds: served
@@ -361,6 +407,11 @@ class SessionHandler:
     async def _m_publish(self, body: Publish) -> dict[str, Any]:
         show = self._require_show()
         cam2cam = False
+        if self.role != "performer" and self._edge_members(show, self.member_id) is not None:
+            raise SignalingError(
+                "cam2cam_unavailable",
+                "Cam2Cam is not served through an edge node: join the show on its node to send a camera",
+            )
         if self.role != "performer":
             # The member of a running private may send its camera: Cam2Cam.
             if self.member_id is None or not show.machine.can_cam2cam(self.member_id):
@@ -488,12 +539,17 @@ class SessionHandler:
     async def _m_private_request(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
         assert self.member_id is not None
+        remote = await self._at_origin(show, "private.request")
+        if remote is not None:
+            return msgspec.convert(remote, rs.PrivateRequestSent).to_wire()
         started = await self._privates(show).request(self.member_id)
         return rs.PrivateRequestSent(state=show.public_state(self), private_member=started).to_wire()
 
     async def _m_private_withdraw(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
         assert self.member_id is not None
+        if await self._at_origin(show, "private.withdraw") is not None:
+            return rs.Done().to_wire()
         self._privates(show).withdraw(self.member_id)
         return rs.Done().to_wire()
 
@@ -513,6 +569,9 @@ class SessionHandler:
         if self.role == "performer":
             at = self._privates(show).end_by_performer()
         elif self.member_id is not None:
+            remote = await self._at_origin(show, "private.end")
+            if remote is not None:
+                return msgspec.convert(remote, rs.PrivateEndedAnswer).to_wire()
             at = self._privates(show).end_by_member(self.member_id)
         else:
             raise SignalingError("forbidden", "guests have no private to end")
@@ -521,6 +580,9 @@ class SessionHandler:
     async def _m_sneak_peek(self, _body: Any) -> dict[str, Any]:
         show = self._require_member()
         assert self.member_id is not None
+        remote = await self._at_origin(show, "sneak_peek")
+        if remote is not None:
+            return msgspec.convert(remote, rs.SneakPeekAnswer).to_wire()
         at = show.clock()
         show.apply(m.SneakPeek(self.member_id, at))
         return rs.SneakPeekAnswer(started_at=at, until=show.machine.peeks[self.member_id]).to_wire()
@@ -562,7 +624,10 @@ class SessionHandler:
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
-        if show is not None and not show.closed and self.member_id is not None:
+        via_edge = None if show is None or show.closed else self._edge_members(show, self.member_id)
+        if show is not None and via_edge is not None and self.member_id is not None:
+            via_edge.left(show.id, self.session_id, self.member_id)  # the origin ends its private
+        elif show is not None and not show.closed and self.member_id is not None:
             try:
                 self._privates(show).member_leaving(self.member_id)
             except m.Rejected:  # pragma: no cover

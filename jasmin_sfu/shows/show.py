@@ -67,6 +67,19 @@ class PrivateListener(Protocol):
     def private_ended(self, member_id: str, at: float, reason: str) -> None: ...
 
 
+class AudienceListener(Protocol):
+    """Who widens and follows a show's audience beyond this node's sessions: the relays'
+    members served by an edge (jasmin_sfu/api/relay_members.py, docs/cluster.md "Privacy").
+
+    ``extra_keys`` names the audience keys (a relay's ``relay:<node>``) to admit besides the
+    members' sessions here, for the members ``members``; ``audience_set`` is told, in the
+    same step, each audience the show applied (None: everyone)."""
+
+    def extra_keys(self, show: "Show", members: frozenset[str]) -> frozenset[str]: ...
+
+    def audience_set(self, show: "Show", members: frozenset[str] | None) -> None: ...
+
+
 class Show:
     def __init__(
         self,
@@ -93,6 +106,8 @@ class Show:
         # An edge show (relayed from its origin node, docs/cluster.md): the origin's state, which
         # its viewers here are shown; None on the show's own node.
         self.relayed_state: str | None = None
+        # Members of this show watching through an edge node (None: nobody does).
+        self.audience_listener: AudienceListener | None = None
         router.observe(self._on_producer)
 
     # -- people ---------------------------------------------------------------
@@ -181,6 +196,8 @@ class Show:
         for p in self.participants.values():
             if p.member_id is not None and p.member_id in members:
                 keys.add(p.session_id)
+        if self.audience_listener is not None:
+            keys |= self.audience_listener.extra_keys(self, members)
         return frozenset(keys)
 
     def performer_producers(self) -> list[Producer]:
@@ -192,6 +209,13 @@ class Show:
         for p in self.router.producers.values():
             if p.exclusive:
                 p.set_audience(performers)
+        if self.audience_listener is not None:
+            self.audience_listener.audience_set(self, members)
+
+    def refresh_audience(self) -> None:
+        """Apply the machine's audience again (an :class:`AudienceListener`'s keys changed)."""
+        if not self.closed:
+            self._apply_audience(self.machine.audience())
 
     def _on_producer(self, what: str, producer: Producer) -> None:
         if what == "added" and not producer.exclusive:

@@ -1,0 +1,525 @@
+"""Members watching through an edge node (issue 15, docs/cluster.md "Members on an edge").
+
+A member's ``join`` on an edge with room is served there like a guest's (media through
+the relay), but the show's private flow, its machine and its meter stay on the origin:
+one meter per private, exactly-once billing by construction. Two signed calls of the
+relays' control channel (same HMAC and replay rules as ``POST /internal/relay/open``,
+jasmin_sfu/api/relay.py) carry the rest:
+
+``POST /internal/relay/member`` (edge -> origin), body ``{node, show_id, session,
+member_id, verb, http_url}``: ``verb`` is ``join`` and ``leave`` (the member's session on
+the edge came and went) or one of the member's show verbs (``private.request``,
+``private.withdraw``, ``private.end``, ``sneak_peek``); ``http_url`` is the edge's HTTP
+origin, where the origin delivers the member's events. Answer ``{"data": …}`` (the verb's
+answer as the origin's own handler gives it) or ``{"error": {code, message}}`` with the
+origin's wire code (``403`` a bad signature, ``404`` ``unknown_show``, ``409`` a refusal).
+
+On the origin the member's session is a :class:`RemoteMember`, a show participant like a
+websocket's: the private's flow, billing and every end (the member, the performer, credit,
+the show going offline) treat it as a local member's session.
+
+``POST /internal/relay/member-events`` (origin -> edge), body ``{node, epoch, items}``:
+the member's events (``private.started``, credit warnings, ``private.ended`` …) and the
+edge show's **audience** (``members``: the only members whose sessions there may receive
+the show's media; null: everyone), in order, each with a sequence number the edge
+acknowledges (``{"acked": n}``) and never applies twice. One ordered queue per edge node,
+retried until delivered; an edge that cannot be reached for ``ttl_s`` is gone.
+
+Privacy (docs/cluster.md "Privacy"): the accept cuts every relay in its step, as before.
+The origin then tells the member's edge its new audience (the member's sessions only); the
+edge blocks every other consumer of the show there and acknowledges; only then does the
+origin admit ``relay:<edge>`` again, a restart (a fresh keyframe, nothing older than the
+restart). A packet sent after ``accepted_at`` therefore reaches the edge only after its
+free viewers were blocked, however UDP reorders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from typing import Any, Callable, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from jasmin_sfu.api.relay_auth import RelayError, RequestVerifier, signed_headers
+from jasmin_sfu.media.pipe_transport import PipeTransport
+from jasmin_sfu.shows.machine import Rejected, SneakPeek
+from jasmin_sfu.shows.registry import ShowRegistry
+from jasmin_sfu.shows.show import Show
+from jasmin_sfu.tasks import spawn_tracked
+
+log = logging.getLogger(__name__)
+
+MEMBER_PATH = "/internal/relay/member"
+MEMBER_EVENTS_PATH = "/internal/relay/member-events"
+MEMBER_VERBS = ("join", "leave", "private.request", "private.withdraw", "private.end", "sneak_peek")
+MAX_BODY = 4096
+MAX_EVENTS_BODY = 256 * 1024
+BATCH = 64
+# Show events the edge tells its viewers itself (the pipe's JEVT, the edge show's end).
+_EDGE_OWN_EVENTS = frozenset({"show.state", "show.ended"})
+
+
+class RelayHost(Protocol):
+    """What the members' link needs of the node's relays (jasmin_sfu/api/relay.py)."""
+
+    node_id: str
+    secret: str
+    verifier: RequestVerifier
+    shows: ShowRegistry
+    origin_pipes: dict[str, PipeTransport]
+    edge_shows: dict[str, str]
+    edge_origin_http: dict[str, str]
+    silence_timeout_s: float
+    request_timeout_s: float
+
+    def is_edge(self, show_id: str) -> bool: ...
+
+    def refused(self) -> None: ...
+
+
+class MemberCallError(Exception):
+    """A member call refused or failed; ``code`` is a wire error code (docs/signaling.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RemoteMember:
+    """A member's session on an edge node, as the origin's show sees it (a show Participant).
+
+    Its events go to the edge over the edge's ordered queue (:class:`EdgeLink`); the show
+    state and the show's end the edge tells its viewers itself, from the pipe."""
+
+    role = "viewer"
+    performer_id: str | None = None
+
+    def __init__(self, link: "EdgeLink", show: Show, session: str, member_id: str) -> None:
+        self.link = link
+        self.show = show
+        self.edge_session = session
+        self.session_id = f"{link.node}/{session}"
+        self.member_id: str | None = member_id
+
+    def notify(self, event: str, data: dict[str, Any]) -> None:
+        if event in _EDGE_OWN_EVENTS:
+            return
+        self.link.push(
+            {"kind": "event", "show_id": self.show.id, "session": self.edge_session, "event": event, "data": data}
+        )
+
+    async def close_publisher(self, reason: str) -> None:
+        """Cam2Cam is not served from an edge (the member's ``publish`` there is refused)."""
+
+    def show_ended(self) -> None:
+        self.link.members.pop(self.edge_session, None)
+
+
+class EdgeLink:
+    """The origin's side of one edge node: its members here, and the ordered queue of
+    what the edge must be told (events, audiences), delivered by one task."""
+
+    def __init__(self, owner: "RelayMembers", node: str, http_url: str) -> None:
+        self.owner = owner
+        self.node = node
+        self.http_url = http_url
+        self.members: dict[str, RemoteMember] = {}  # edge session id -> its participant here
+        self.outbox: list[dict[str, Any]] = []
+        self.seq = 0
+        # Per show: the audience last sent (absent: open, the edge's own default) ...
+        self.told: dict[str, frozenset[str] | None] = {}
+        # ... the sequence number of that send while it is not acknowledged ...
+        self.pending: dict[str, int] = {}
+        # ... and the members the edge confirmed its show's audience is limited to.
+        self.acked: dict[str, frozenset[str]] = {}
+        self.failing_since: float | None = None
+        self.created = owner.clock()
+        self.closed = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[Any] | None = None
+
+    @property
+    def relay_key(self) -> str:
+        pipe = self.owner.relays.origin_pipes.get(self.node)
+        return pipe.audience_key if pipe is not None else f"relay:{self.node}"
+
+    def push(self, item: dict[str, Any]) -> int:
+        if self.closed:
+            return 0
+        self.seq += 1
+        item["seq"] = self.seq
+        self.outbox.append(item)
+        self._wake.set()
+        if self._task is None:
+            self._task = spawn_tracked(self.owner.tasks, self._run(), f"member events to {self.node}", log)
+        return self.seq
+
+    def tell_audience(self, show_id: str, members: frozenset[str] | None) -> None:
+        if self.told.get(show_id) == members:
+            return
+        if members is None:
+            del self.told[show_id]
+        else:
+            self.told[show_id] = members
+        self.acked.pop(show_id, None)  # not admitted again before the edge confirms this one
+        self.pending[show_id] = self.push(
+            {"kind": "audience", "show_id": show_id, "members": None if members is None else sorted(members)}
+        )
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self.closed:
+            if not self.outbox:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self.outbox[:BATCH]
+            try:
+                acked = await self.owner.post_events(self, batch)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError, MemberCallError) as exc:
+                now = self.owner.clock()
+                if self.failing_since is None:
+                    self.failing_since = now
+                    log.warning("member events to %s failed: %r; retrying", self.node, exc)
+                if now - self.failing_since > self.owner.relays.silence_timeout_s:
+                    self.owner.edge_gone(self, "unreachable")
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+                continue
+            self.failing_since = None
+            backoff = 0.05
+            done = [i for i in self.outbox if i["seq"] <= acked]
+            self.outbox = [i for i in self.outbox if i["seq"] > acked]
+            refresh: set[str] = set()
+            for item in done:
+                show_id = item["show_id"]
+                if item["kind"] == "audience" and self.pending.get(show_id) == item["seq"]:
+                    del self.pending[show_id]
+                    if item["members"] is not None:
+                        self.acked[show_id] = frozenset(item["members"])
+                        refresh.add(show_id)
+            for show_id in refresh:
+                show = self.owner.relays.shows.get(show_id)
+                if show is not None:
+                    show.refresh_audience()  # relay:<edge> admitted again: a restart
+
+    def close(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+
+
+class RelayMembers:
+    """Both ends of the members served by edges: the origin's :class:`EdgeLink` per edge node
+    (an :class:`~jasmin_sfu.shows.show.AudienceListener` of its shows), and the edge's calls
+    to origins and its edge shows' audiences."""
+
+    def __init__(self, relays: RelayHost, http_url: str, clock: Callable[[], float]) -> None:
+        self.relays = relays
+        self.http_url = http_url
+        self.clock = clock
+        self.epoch = secrets.token_hex(8)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.links: dict[str, EdgeLink] = {}
+        # Edge: the members each edge show's media is limited to (absent: everyone).
+        self.exclusive: dict[str, frozenset[str]] = {}
+        # Edge: the last sequence number applied, per origin node and epoch.
+        self._applied: dict[tuple[str, str], int] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._watch: asyncio.TimerHandle | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            timeout = aiohttp.ClientTimeout(total=self.relays.request_timeout_s)
+            self._http = aiohttp.ClientSession(timeout=timeout)
+        return self._http
+
+    async def _post(self, url: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        body = json.dumps(payload).encode()
+        headers = signed_headers(self.relays.secret, path, self.relays.node_id, str(self.clock()), body)
+        async with self._session().post(url.rstrip("/") + path, data=body, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    # -- origin side -------------------------------------------------------------------------
+
+    async def handle_member(self, request: web.Request) -> web.Response:
+        """``POST /internal/relay/member`` (see the module docstring)."""
+        body = await request.content.read(MAX_BODY + 1)
+        try:
+            if len(body) > MAX_BODY:
+                raise RelayError("bad_request", "body too large")
+            node = self.relays.verifier.verify(request.method, request.path, request.headers, body)
+            ask = json.loads(body)
+            if not isinstance(ask, dict) or ask.get("node") != node:
+                raise RelayError("forbidden", "the body's node is not the signing node")
+            verb = str(ask["verb"])
+            if verb not in MEMBER_VERBS:
+                raise RelayError("bad_request", f"unknown member verb {verb!r}")
+            data = await self.member_call(
+                node, str(ask["http_url"]), str(ask["show_id"]), str(ask["session"]), str(ask["member_id"]), verb
+            )
+        except RelayError as exc:
+            self.relays.refused()
+            status = {"forbidden": 403, "unknown_show": 404}.get(exc.code, 400)
+            log.warning("member call refused", extra={"error": exc.code, "reason": str(exc)})
+            return web.json_response({"error": {"code": exc.code, "message": str(exc)}}, status=status)
+        except Rejected as exc:
+            return web.json_response({"error": {"code": exc.code, "message": exc.message}}, status=409)
+        except (KeyError, ValueError, TypeError) as exc:
+            self.relays.refused()
+            return web.json_response(
+                {"error": {"code": "bad_request", "message": f"bad member call: {exc}"}}, status=400
+            )
+        return web.json_response({"data": data})
+
+    async def member_call(
+        self, node: str, http_url: str, show_id: str, session: str, member_id: str, verb: str
+    ) -> dict[str, Any]:
+        show = self.relays.shows.get(show_id)
+        if show is None or show.closed or self.relays.is_edge(show_id):
+            raise RelayError("unknown_show", f"show {show_id!r} is not live on node {self.relays.node_id}")
+        link = self.links.get(node)
+        if link is None or link.closed:
+            link = self.links[node] = EdgeLink(self, node, http_url)
+            self._watch_edges()
+        link.http_url = http_url
+        if verb == "join":
+            if session not in link.members:
+                joining = link.members[session] = RemoteMember(link, show, session, member_id)
+                show.audience_listener = self
+                show.add(joining)
+            return {}
+        remote = link.members.get(session)
+        if remote is None or remote.show is not show or remote.member_id != member_id:
+            raise Rejected("not_joined", "this member's session is not in the show here")
+        privates = self.relays.shows.privates(show)
+        if verb == "leave":
+            self._leave(remote)
+            return {}
+        if verb == "private.request":
+            started = await privates.request(member_id)
+            return {"state": show.public_state(remote), "private_member": started}
+        if verb == "private.withdraw":
+            privates.withdraw(member_id)
+            return {}
+        if verb == "private.end":
+            return {"ended_at": privates.end_by_member(member_id)}
+        at = show.clock()  # sneak_peek
+        show.apply(SneakPeek(member_id, at))
+        return {"started_at": at, "until": show.machine.peeks[member_id]}
+
+    def _leave(self, remote: RemoteMember) -> None:
+        """The member's session on the edge left: as a local member's session leaving."""
+        show = remote.show
+        remote.link.members.pop(remote.edge_session, None)
+        if show.closed:
+            return
+        assert remote.member_id is not None
+        try:
+            self.relays.shows.privates(show).member_leaving(remote.member_id)
+        except Rejected:  # pragma: no cover - member_leaving applies only what the machine allows
+            pass
+        show.remove(remote)
+
+    def edge_gone(self, link: EdgeLink, why: str) -> None:
+        """The edge was not heard from for ``ttl_s``: its members left (their privates end)."""
+        log.warning("edge %s gone (%s): its %d member sessions leave", link.node, why, len(link.members))
+        link.close()
+        if self.links.get(link.node) is link:
+            del self.links[link.node]
+        for remote in list(link.members.values()):
+            self._leave(remote)
+
+    def _watch_edges(self) -> None:
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().call_later(1.0, self._check_edges)
+
+    def _check_edges(self) -> None:
+        """Once a second while members are served by edges: an edge whose pipe was silent
+        for ``ttl_s`` (it says what it wants every RTCP interval) is gone."""
+        self._watch = None
+        now = self.clock()
+        for link in list(self.links.values()):
+            if not link.members:
+                continue
+            pipe = self.relays.origin_pipes.get(link.node)
+            heard = pipe.last_heard if pipe is not None and not pipe.closed else link.created
+            if now - max(heard, link.created) > self.relays.silence_timeout_s:
+                self.edge_gone(link, "silent")
+        if any(link.members for link in self.links.values()):
+            self._watch_edges()
+
+    async def post_events(self, link: EdgeLink, batch: list[dict[str, Any]]) -> int:
+        status, answer = await self._post(
+            link.http_url, MEMBER_EVENTS_PATH, {"node": self.relays.node_id, "epoch": self.epoch, "items": batch}
+        )
+        if status != 200:
+            raise MemberCallError("invalid_state", f"edge {link.node} answered {status}: {answer}")
+        return int(answer["acked"])
+
+    # -- AudienceListener (origin) -----------------------------------------------------------------
+
+    def _edge_members(self, show: Show, members: frozenset[str]) -> dict[str, frozenset[str]]:
+        """Per edge: the members of ``members`` watching ``show`` there."""
+        out: dict[str, set[str]] = {}
+        for node, link in self.links.items():
+            for remote in link.members.values():
+                if remote.show is show and remote.member_id in members:
+                    out.setdefault(node, set()).add(remote.member_id)
+        return {node: frozenset(ms) for node, ms in out.items()}
+
+    def extra_keys(self, show: Show, members: frozenset[str]) -> frozenset[str]:
+        """The relay toward an edge is in the audience only once that edge confirmed its own
+        audience is exactly this audience's members there."""
+        keys = set()
+        for node, ms in self._edge_members(show, members).items():
+            link = self.links[node]
+            if link.acked.get(show.id) == ms and show.id not in link.pending:
+                keys.add(link.relay_key)
+        return frozenset(keys)
+
+    def audience_set(self, show: Show, members: frozenset[str] | None) -> None:
+        """Tell each edge with members of this show its new audience (in order, acknowledged).
+        An edge with none of the audience's members gets no media at all: nothing to tell."""
+        if members is None:
+            for link in self.links.values():
+                if show.id in link.told:
+                    link.tell_audience(show.id, None)
+            return
+        for node, ms in self._edge_members(show, members).items():
+            self.links[node].tell_audience(show.id, ms)
+
+    # -- edge side -----------------------------------------------------------------------------------
+
+    async def call(self, show_id: str, session: str, member_id: str, verb: str) -> dict[str, Any]:
+        """One member verb on the show's origin; raises :class:`MemberCallError` with the
+        origin's wire code, or ``invalid_state`` when the origin cannot be reached."""
+        origin = self.relays.edge_shows.get(show_id)
+        url = self.relays.edge_origin_http.get(show_id)
+        if origin is None or url is None:
+            raise MemberCallError("invalid_state", "the show's node is not known here")
+        payload = {
+            "node": self.relays.node_id,
+            "show_id": show_id,
+            "session": session,
+            "member_id": member_id,
+            "verb": verb,
+            "http_url": self.http_url,
+        }
+        try:
+            status, answer = await self._post(url, MEMBER_PATH, payload)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise MemberCallError("invalid_state", f"the show's node {origin} cannot be reached: {exc!r}") from None
+        if status == 200 and isinstance(answer, dict) and isinstance(answer.get("data"), dict):
+            data: dict[str, Any] = answer["data"]
+            return data
+        err = answer.get("error") if isinstance(answer, dict) else None
+        code = str(err.get("code")) if isinstance(err, dict) else "invalid_state"
+        msg = str(err.get("message")) if isinstance(err, dict) else f"node {origin} answered {status}"
+        if status in (400, 403) or code == "not_joined":
+            code = "invalid_state"  # the edge's own fault or a forgotten session: not the client's
+        return self._raise(code, msg)
+
+    @staticmethod
+    def _raise(code: str, msg: str) -> dict[str, Any]:
+        raise MemberCallError(code, msg)
+
+    def left(self, show_id: str, session: str, member_id: str) -> None:
+        """The member's session on this edge left (or its websocket closed): tell the origin,
+        retrying for ``ttl_s`` (after that the origin finds the edge gone by itself)."""
+
+        async def tell() -> None:
+            deadline = self.clock() + self.relays.silence_timeout_s
+            while True:
+                try:
+                    await self.call(show_id, session, member_id, "leave")
+                    return
+                except MemberCallError as exc:
+                    if exc.code != "invalid_state" or "cannot be reached" not in exc.message:
+                        return  # answered: done (the show may have ended meanwhile)
+                    if self.clock() > deadline:
+                        log.warning("member leave not delivered to the show's node", extra={"show_id": show_id})
+                        return
+                    await asyncio.sleep(0.5)
+
+        spawn_tracked(self.tasks, tell(), f"member leave {show_id}", log)
+
+    async def handle_events(self, request: web.Request) -> web.Response:
+        """``POST /internal/relay/member-events`` (see the module docstring)."""
+        body = await request.content.read(MAX_EVENTS_BODY + 1)
+        try:
+            if len(body) > MAX_EVENTS_BODY:
+                raise RelayError("bad_request", "body too large")
+            node = self.relays.verifier.verify(request.method, request.path, request.headers, body)
+            ask = json.loads(body)
+            if not isinstance(ask, dict) or ask.get("node") != node:
+                raise RelayError("forbidden", "the body's node is not the signing node")
+            slot = (node, str(ask["epoch"]))
+            last = self._applied.get(slot, 0)
+            for item in sorted(ask["items"], key=lambda i: int(i["seq"])):
+                seq = int(item["seq"])
+                if seq <= last:
+                    continue  # delivered before (its answer was lost): never applied twice
+                self._apply(node, item)
+                last = seq
+            self._applied[slot] = last
+        except RelayError as exc:
+            self.relays.refused()
+            status = 403 if exc.code == "forbidden" else 400
+            return web.json_response({"error": {"code": exc.code, "message": str(exc)}}, status=status)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            self.relays.refused()
+            return web.json_response({"error": {"code": "bad_request", "message": f"bad events: {exc}"}}, status=400)
+        return web.json_response({"acked": last})
+
+    def _apply(self, node: str, item: dict[str, Any]) -> None:
+        show_id = str(item["show_id"])
+        show = self.relays.shows.get(show_id)
+        if show is None or self.relays.edge_shows.get(show_id) != node:
+            return  # the edge show ended here meanwhile
+        if item["kind"] == "audience":
+            members = item["members"]
+            if members is None:
+                self.exclusive.pop(show_id, None)
+            else:
+                self.exclusive[show_id] = frozenset(str(m) for m in members)
+            self.apply_edge_audience(show)
+        elif item["kind"] == "event":
+            who = show.participants.get(str(item["session"]))
+            if who is not None:
+                who.notify(str(item["event"]), dict(item["data"]))
+
+    def edge_keys(self, show: Show) -> frozenset[str] | None:
+        """The audience of an edge show's replicas: the sessions here of the members the origin
+        limited it to, or None (everyone)."""
+        members = self.exclusive.get(show.id)
+        if members is None:
+            return None
+        return frozenset(p.session_id for p in show.participants.values() if p.member_id in members)
+
+    def apply_edge_audience(self, show: Show) -> None:
+        """Block every consumer of the edge show outside its audience, in this step."""
+        keys = self.edge_keys(show)
+        for p in list(show.router.producers.values()):
+            if not p.closed and p.audience != keys:
+                p.set_audience(keys)
+
+    def forget_show(self, show_id: str) -> None:
+        self.exclusive.pop(show_id, None)
+
+    async def close(self) -> None:
+        for link in list(self.links.values()):
+            link.close()
+        if self._watch is not None:
+            self._watch.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
