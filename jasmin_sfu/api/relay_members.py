@@ -349,8 +349,11 @@ class RelayMembers:
             if not link.members:
                 continue
             pipe = self.relays.origin_pipes.get(link.node)
-            heard = pipe.last_heard if pipe is not None and not pipe.closed else link.created
-            if now - max(heard, link.created) > self.relays.silence_timeout_s:
+            if pipe is not None and not pipe.closed:
+                silent = pipe.clock() - pipe.last_heard  # the pipe's own clock (the media core's)
+            else:
+                silent = now - link.created
+            if silent > self.relays.silence_timeout_s and now - link.created > self.relays.silence_timeout_s:
                 self.edge_gone(link, "silent")
         if any(link.members for link in self.links.values()):
             self._watch_edges()

@@ -1,0 +1,198 @@
+"""A member watching and buying a private through an edge node (docs/cluster.md, "Members on an
+edge"; jasmin_sfu/api/relay_members.py).
+
+Two daemons run in this process on 127.0.0.1 with a ``[cluster]`` section on the real Redis (a key
+prefix of the test's own): ``a`` holds the show (its origin, with billing on a SQLite ledger in
+the test's directory), ``b`` serves the member and a guest as an edge. The performer, the guests and
+the member are aiortc peers; payloads are counted against the performer's send log, as in the
+single-node exclusivity test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from bench.peers import wait_for
+from jasmin_signaling.client import RemoteError
+from jasmin_sfu.app import Daemon
+from jasmin_sfu.config import BillingConfig, ClusterConfig, Config
+from jasmin_sfu.services.ledger import per_second_rate, wallet_account
+from tests.conftest import test_config as loopback_config
+from tests.realparts import REDIS_URL, redis_key_prefix
+from tests.support import after, performer, watch
+
+SECRET = "m" * 40
+PRICE = 6000  # hundredths of a credit per minute: 1 credit a second
+RATE = per_second_rate(PRICE)
+MakeNode = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    async with redis_key_prefix("jedgemember") as name:
+        yield name
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[MakeNode]:
+    started: list[Daemon] = []
+
+    async def make(node_id: str, prefix: str, base: Config | None = None) -> Daemon:
+        cfg = (base or loopback_config()).replace(
+            cluster=ClusterConfig(
+                redis_url=REDIS_URL,
+                key_prefix=prefix,
+                node_id=node_id,
+                secret=SECRET,
+                heartbeat_interval_s=0.2,
+                ttl_s=2.0,
+            )
+        )
+        d = Daemon(cfg)
+        await d.start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        await d.stop()
+
+
+def ws(d: Daemon) -> str:
+    return f"ws://127.0.0.1:{d.port}/ws"
+
+
+def billing_events(data_dir: Path, member_id: str) -> list[dict[str, Any]]:
+    path = data_dir / "billing-events.jsonl"
+    if not path.exists():
+        return []
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    return [e for e in events if e.get("data", {}).get("member_id") == member_id]
+
+
+async def private_through_an_edge(make_node: MakeNode, prefix: str, tmp_path: Path) -> dict[str, Any]:
+    """Origin a (billing on, m1 holds 30 credits), edge b; the show "anna" published on a with a
+    guest on each node and m1 on b, every viewer decoding; then m1's private, accepted on a."""
+    a = await make_node("a", prefix, loopback_config(billing=BillingConfig(data_dir=str(tmp_path), node_id="bill-a")))
+    b = await make_node("b", prefix)
+    assert a.billing is not None
+    await a.billing.ledger.open_member("m1")
+    await a.billing.cc.top_up("pay-1", "m1", "p2999")
+    pub = await performer(ws(a), "anna")
+    await pub.client.request("show.settings", price_per_minute=PRICE)
+    guest_a, guest_b = await watch(ws(a), "anna"), await watch(ws(b), "anna")
+    member = await watch(ws(b), "anna", member_id="m1")
+    peers = [pub, guest_a, guest_b, member]
+    assert guest_b.client.moved_to is None and member.client.moved_to is None  # b serves both, as an edge
+    assert b.relays is not None and b.relays.is_edge("anna")
+    viewers = [guest_a, guest_b, member]
+    assert await wait_for(
+        lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in viewers), 30
+    )
+
+    asked = await member.client.request("private.request")  # on b, served by a's private flow
+    assert asked == {"state": "free", "private_member": False}
+    assert set(a.shows.shows["anna"].machine.requests) == {"m1"}
+    assert (await member.client.next_event("private.requested"))["data"]["member_id"] == "m1"
+    await pub.client.next_event("private.requested")
+    accepted = await pub.client.request("private.accept", member_id="m1")
+    return {"a": a, "b": b, "pub": pub, "guests": [guest_a, guest_b], "member": member, "peers": peers, **accepted}
+
+
+async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_once_at_the_origin(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects a private bought through an edge (issue 15): the member's `join` on edge b is served
+    there, its `private.request` reaches the origin's flow and the accept's events reach it on b; from
+    `accepted_at` the free viewers on a and on b receive zero payloads sent after it (b blocks its
+    guest before the origin feeds its relay again), the member on b receives video and audio; its
+    Cam2Cam is refused on the edge with `cam2cam_unavailable`; its `private.end` on b ends the
+    private at the origin, whose one meter closed it once: the ledger's debit is the billed seconds
+    times the rate. Red when the edge skips its audience block (the guest on b gets the private)."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    a, pub, member, guests = run["a"], run["pub"], run["member"], run["guests"]
+    t_accept = run["accepted_at"]
+    try:
+        started = await member.client.next_event("private.started")
+        assert started["data"]["member_id"] == "m1" and started["data"]["at"] == t_accept
+
+        def member_after() -> list[tuple[int, float]]:
+            return after(member, pub.log, t_accept)
+
+        assert await wait_for(lambda: len({s for s, _ in member_after()}) == 2 and len(member_after()) >= 150, 30)
+        assert sum(1 for t in pub.log.sent.values() if t > t_accept) >= 150  # not vacuous
+        for v in guests:
+            assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
+
+        with pytest.raises(RemoteError) as e:
+            await member.client.request("publish", sdp="v=0\r\n")
+        assert e.value.code == "cam2cam_unavailable"
+
+        # Three seconds of private by the performer's clock (its send log), then the member ends it.
+        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+        ended = await member.client.request("private.end")
+        ev = await pub.client.next_event("private.ended")
+        assert ev["data"]["reason"] == "member_left" and ev["data"]["at"] == ended["ended_at"]
+        assert (await member.client.next_event("private.ended"))["data"]["reason"] == "member_left"
+        await check_billed_once(a, tmp_path, ended["ended_at"] - t_accept)
+    finally:
+        for p in run["peers"]:
+            await p.close()
+
+
+async def check_billed_once(a: Daemon, data_dir: Path, lasted: float) -> None:
+    """One closing billing event for m1, its seconds at most the private's length, and the ledger's
+    debit exactly those seconds times the rate (nothing pending)."""
+    assert await wait_for(lambda: any("closed" in e["type"] for e in billing_events(data_dir, "m1")), 20)
+    [closed] = [e for e in billing_events(data_dir, "m1") if "closed" in e["type"]]
+    billed = closed["data"]["billed_seconds"]
+    assert 2 <= billed <= lasted + 1, (billed, lasted)
+    assert closed["data"]["total_amount"] == billed * RATE
+    assert a.billing is not None
+    ledger = a.billing.ledger
+
+    async def settled() -> bool:
+        wallet = await ledger.balance(wallet_account("m1"))
+        return bool(wallet.debits_pending == 0 and wallet.debits_posted == billed * RATE)
+
+    for _ in range(100):
+        if await settled():
+            break
+        await asyncio.sleep(0.1)
+    wallet = await ledger.balance(wallet_account("m1"))
+    assert wallet.debits_posted == billed * RATE and wallet.debits_pending == 0, wallet
+    assert [e for e in billing_events(data_dir, "m1") if "closed" in e["type"]] == [closed]
+
+
+async def test_the_members_websocket_closing_on_the_edge_ends_its_private_at_the_origin(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects the end of a private whose member leaves through an edge: the member's websocket on b
+    closing mid-private is the member leaving, told to the origin, which ends the private as for a
+    local member's disconnect (reason `disconnect`), returns b to free chat for its guest, and bills
+    the private once (one closing event, the ledger's debit its seconds times the rate)."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    a, pub, member, guests = run["a"], run["pub"], run["member"], run["guests"]
+    t_accept = run["accepted_at"]
+    try:
+        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 100, 30)
+        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+        run["peers"].remove(member)
+        await member.close()
+        ev = await pub.client.next_event("private.ended")
+        assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
+        assert a.shows.shows["anna"].machine.private_member is None
+        await check_billed_once(a, tmp_path, ev["data"]["at"] - t_accept)
+        assert not any(link.members for link in a.relays.members.links.values())  # type: ignore[union-attr]
+        # Back to free chat: the guest on b decodes again (the relay restarts, b's audience is open).
+        await pub.client.request("show.free")
+        seen = guests[1].frames.get("video", 0)
+        assert await wait_for(lambda: guests[1].frames.get("video", 0) >= seen + 5, 30)
+    finally:
+        for p in run["peers"]:
+            await p.close()
