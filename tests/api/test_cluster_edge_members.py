@@ -75,11 +75,24 @@ def billing_events(data_dir: Path, member_id: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("data", {}).get("member_id") == member_id]
 
 
-async def private_through_an_edge(make_node: MakeNode, prefix: str, tmp_path: Path) -> dict[str, Any]:
+async def private_through_an_edge(
+    make_node: MakeNode, prefix: str, tmp_path: Path, edge_delay_s: float = 0.0
+) -> dict[str, Any]:
     """Origin a (billing on, m1 holds 30 credits), edge b; the show "anna" published on a with a
-    guest on each node and m1 on b, every viewer decoding; then m1's private, accepted on a."""
+    guest on each node and m1 on b, every viewer decoding; then m1's private, accepted on a.
+    ``edge_delay_s``: b takes that long to take each delivery of the origin's member events (a
+    slow control channel), while the relay's UDP is as fast as ever."""
     a = await make_node("a", prefix, loopback_config(billing=BillingConfig(data_dir=str(tmp_path), node_id="bill-a")))
     b = await make_node("b", prefix)
+    assert b.relays is not None and b.relays.members is not None
+    if edge_delay_s:
+        handle = b.relays.members.handle_events
+
+        async def slow(request: Any) -> Any:
+            await asyncio.sleep(edge_delay_s)
+            return await handle(request)
+
+        b.relays.members.handle_events = slow  # type: ignore[method-assign]
     assert a.billing is not None
     await a.billing.ledger.open_member("m1")
     await a.billing.cc.top_up("pay-1", "m1", "p2999")
@@ -113,8 +126,11 @@ async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_o
     guest before the origin feeds its relay again), the member on b receives video and audio; its
     Cam2Cam is refused on the edge with `cam2cam_unavailable`; its `private.end` on b ends the
     private at the origin, whose one meter closed it once: the ledger's debit is the billed seconds
-    times the rate. Red when the edge skips its audience block (the guest on b gets the private)."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    times the rate. The edge takes its events half a second late (a slow control channel): the
+    origin feeds b's relay again only once b confirmed it blocked its guest, so the UDP media
+    cannot overtake the block. Red when the edge skips its audience block, and when the origin
+    does not wait for b's confirmation (the guest on b gets the private's first packets)."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path, edge_delay_s=0.5)
     a, pub, member, guests = run["a"], run["pub"], run["member"], run["guests"]
     t_accept = run["accepted_at"]
     try:
