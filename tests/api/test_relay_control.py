@@ -24,6 +24,7 @@ from jasmin_sfu.api.relay import (
     RequestVerifier,
     sign,
 )
+from jasmin_sfu.api.relay_members import MEMBER_EVENTS_PATH, MEMBER_PATH
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import ClusterConfig
 from jasmin_sfu.media.pipe_transport import new_key
@@ -138,3 +139,85 @@ def test_the_verifier_names_why_it_refuses() -> None:
         v.verify("POST", "/p", {NODE_HEADER: "n", TIMESTAMP_HEADER: "soon", SIGNATURE_HEADER: "00"}, body)
     with pytest.raises(RelayError, match="bad signature"):
         v.verify("POST", "/other", headers(now), body)  # signed for /p
+
+
+def member_body(verb: str = "join", show_id: str = "anna", node: str = "edge1") -> bytes:
+    return json.dumps(
+        {
+            "show_id": show_id,
+            "node": node,
+            "session": "s1",
+            "member_id": "m1",
+            "verb": verb,
+            "http_url": "http://127.0.0.1:9",
+        }
+    ).encode()
+
+
+async def post_to(d: Daemon, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{d.port}{path}", data=body, headers=headers) as r:
+            return r.status, await r.json()
+
+
+async def test_the_members_calls_between_nodes_are_refused_as_the_open_is(origin: Daemon) -> None:
+    """Protects the members' control channel (jasmin_sfu/api/relay_members.py): a member call to the
+    origin (``/internal/relay/member``) and a delivery of member events to an edge
+    (``/internal/relay/member-events``) signed with another secret, unsigned, stale, naming another
+    node in the body, or signed for the other path are refused 403 and change nothing; a replay of a
+    good one is refused 403; a good member join for a show not live is 404 unknown_show, for a live
+    show it puts the member's session in the show; good events are acknowledged by sequence number."""
+    pub = await publish(f"ws://127.0.0.1:{origin.port}/ws", "anna")
+    try:
+        events = json.dumps({"node": "edge1", "epoch": "e1", "items": []}).encode()
+        for path, body in ((MEMBER_PATH, member_body()), (MEMBER_EVENTS_PATH, events)):
+            other = MEMBER_EVENTS_PATH if path == MEMBER_PATH else MEMBER_PATH
+            for headers in (
+                signed_for(path, body, secret="x" * 40),  # another site's secret
+                {"Content-Type": "application/json"},  # unsigned
+                signed_for(path, body, at=time.time() - 300),  # outside the replay window
+                signed_for(path, body, node="edge2"),  # the body names edge1
+                signed_for(other, body),  # signed for the other endpoint
+            ):
+                status, answer = await post_to(origin, path, body, headers)
+                assert status == 403 and answer["error"]["code"] == "forbidden", (path, headers, answer)
+        anna = origin.shows.shows["anna"]
+        assert [p.session_id for p in anna.participants.values() if p.role == "viewer"] == []
+
+        nobody = member_body(show_id="nobody")
+        status, answer = await post_to(origin, MEMBER_PATH, nobody, signed_for(MEMBER_PATH, nobody))
+        assert status == 404 and answer["error"]["code"] == "unknown_show"
+        body = member_body()
+        headers = signed_for(MEMBER_PATH, body)
+        status, answer = await post_to(origin, MEMBER_PATH, body, headers)
+        assert status == 200 and answer == {"data": {}}, answer
+        assert [p.member_id for p in anna.participants.values() if p.role == "viewer"] == ["m1"]
+        status, answer = await post_to(origin, MEMBER_PATH, body, headers)  # a replay
+        assert status == 403 and "replayed" in answer["error"]["message"]
+        ask = member_body("private.request")
+        status, answer = await post_to(origin, MEMBER_PATH, ask, signed_for(MEMBER_PATH, ask))
+        assert status == 200 and answer["data"] == {"state": "free", "private_member": False}
+        assert set(anna.machine.requests) == {"m1"}
+
+        events = json.dumps(
+            {"node": "edge1", "epoch": "e1", "items": [{"seq": 1, "kind": "audience", "show_id": "x", "members": None}]}
+        ).encode()
+        headers = signed_for(MEMBER_EVENTS_PATH, events)
+        status, answer = await post_to(origin, MEMBER_EVENTS_PATH, events, headers)
+        assert status == 200 and answer == {"acked": 1}
+        status, answer = await post_to(origin, MEMBER_EVENTS_PATH, events, headers)
+        assert status == 403 and "replayed" in answer["error"]["message"]
+    finally:
+        await pub.close()
+
+
+def signed_for(
+    path: str, body: bytes, *, secret: str = SECRET, node: str = "edge1", at: float | None = None
+) -> dict[str, str]:
+    stamp = str(time.time() if at is None else at)
+    return {
+        NODE_HEADER: node,
+        TIMESTAMP_HEADER: stamp,
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(secret, "POST", path, stamp, node, body),
+    }
