@@ -228,13 +228,14 @@ async def test_search_on_one_node_sees_a_performer_live_on_another(
         assert await online_on_b() == []
 
 
-async def test_an_edge_serves_guests_and_sends_members_and_performers_to_the_origin(
+async def test_an_edge_serves_guests_and_members_and_sends_performers_to_the_origin(
     prefix: str, make_node: MakeNode
 ) -> None:
     """Protects the money and the privacy rule across nodes: an edge show has no performer and no private
-    flow, so it serves guests only. A member reaching it is sent to the origin (`moved`), where its
-    private, Cam2Cam and meter live, and can ask for a private there; the show's performer joining
-    through the edge is sent to the origin instead of becoming the edge show's performer. /readyz
+    flow of its own. A member reaching it is served there, and its private request goes to the
+    origin's flow (tests/api/test_cluster_edge_members.py has the private itself); the show's
+    performer joining through the edge is sent to the origin instead of becoming the edge show's
+    performer. /readyz
     lists the edge show and its pipe; a second guest of the flowing relay is served without waiting
     for the origin (the relay's refresh runs in the background)."""
     a = await make_node("a", prefix)
@@ -254,14 +255,15 @@ async def test_an_edge_serves_guests_and_sends_members_and_performers_to_the_ori
         assert [(p["peer_node"], p["role"], len(p["replicas"])) for p in relays["pipes"]] == [("a", "edge", 2)]
 
         await member.request("join", show_id="anna", role="viewer", member_id="m1")
-        assert member.moved_to == f"ws://127.0.0.1:{a.port}/ws"
+        assert member.moved_to is None
         assert (await member.request("private.request"))["state"] == "free"
         assert set(a.shows.shows["anna"].machine.requests) == {"m1"}
+        assert not b.shows.shows["anna"].machine.requests  # the edge show runs no private flow
 
         # A second guest of the flowing relay is served at once; the refresh runs in the background.
         await second.request("join", show_id="anna", role="viewer")
-        assert second.moved_to is None and b.relays.stats.served_warm == 1
-        assert await wait_for(lambda: b.relays is not None and b.relays.stats.opened_as_edge == 2, 10)
+        assert second.moved_to is None and b.relays.stats.served_warm == 2  # the member's join was warm too
+        assert await wait_for(lambda: b.relays is not None and b.relays.stats.opened_as_edge == 3, 10)
         await second.request("leave")
         await second.request("join", show_id="anna", role="performer")
         assert second.moved_to == f"ws://127.0.0.1:{a.port}/ws"
@@ -380,7 +382,7 @@ async def test_a_refused_relay_falls_back_to_moved(
     a = await make_node("a", prefix)
     b = await make_node("b", prefix)
     assert b.relays is not None
-    monkeypatch.setattr(b.relays, "_secret", "w" * 40)
+    monkeypatch.setattr(b.relays, "secret", "w" * 40)
     pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
     guest = await SignalingClient.connect(f"ws://127.0.0.1:{b.port}/ws")
     try:
