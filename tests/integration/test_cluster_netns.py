@@ -16,10 +16,12 @@ daemon listens and gathers ICE on its own address; the peers here gather on 10.2
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,10 +34,14 @@ import bench.peers
 from bench import netns
 from bench.peers import publish, ssrc_of, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
-from tests.conftest import REPO, drain_in_thread
+from jasmin_sfu.services.ledger import per_second_rate, wallet_account
+from tests.conftest import REPO, drain_in_thread, seed_credits
 from tests.realparts import missing
+from tests.support import after, performer, watch
 
 SECRET = "n" * 40
+PRICE = 6000  # hundredths of a credit per minute: 1 credit a second
+RATE = per_second_rate(PRICE)
 NET = f"10.213.{os.getpid() % 250}"
 HOST_IP = f"{NET}.1"
 REDIS_IP = f"{NET}.2"
@@ -209,6 +215,8 @@ async def start_node(net: Net, name: str, tmp: str, max_viewers: int = 10) -> No
 @pytest.fixture
 async def nodes(bridge: Net, redis_server: Redis, tmp_path: Any) -> AsyncIterator[dict[str, Node]]:
     started: dict[str, Node] = {}
+    # m1 holds 30 credits on a's ledger (the origin's, where a private's meter runs).
+    await seed_credits(os.path.join(str(tmp_path), "a"), "m1", "p2999")
     try:
         for name in ("a", "b", "c"):
             started[name] = await start_node(bridge, name, str(tmp_path))
@@ -370,6 +378,97 @@ async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_o
             return (await relay_metrics(c))["jasmin_relay_streams_out"] == 0
 
         await until(relay_to_b_stopped)
+    finally:
+        for p in peers:
+            await p.close()
+
+
+def billing_events(tmp: str, node: str, member_id: str) -> list[dict[str, Any]]:
+    path = os.path.join(tmp, node, "billing-events.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        events = [json.loads(line) for line in f.read().splitlines()]
+    return [e for e in events if e.get("data", {}).get("member_id") == member_id]
+
+
+def cc_sessions(tmp: str, node: str, member_id: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(os.path.join(tmp, node, "ledger.sqlite3"))
+    try:
+        return db.execute(
+            "SELECT used_seconds, charged, rate FROM cc_sessions WHERE wallet_id = ?", (wallet_account(member_id),)
+        ).fetchall()
+    finally:
+        db.close()
+
+
+async def test_a_private_on_a_with_its_member_on_c_reaches_only_the_member_and_is_billed_once(
+    nodes: dict[str, Node], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Protects privacy and money across nodes with the member on an edge (issue 15's three-node
+    test): a show published on node a, free viewers on a, b and c, and the member on c (served by c,
+    no `moved`). The member's request on c reaches a's private flow; from `accepted_at` the free
+    viewers on a, b and c receive zero payloads the performer sent after it (counted against its send
+    log, as in the single-node exclusivity test), the member on c receives video and audio; the
+    member's `private.end` on c ends it on a, whose one meter bills each second once: one closing
+    billing event, and the ledger's charge is its seconds times the rate. Red when c skips its
+    audience block (its free viewer gets the private)."""
+    monkeypatch.setattr(bench.peers, "LOOPBACK", [HOST_IP])  # the peers gather on the veth only
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    tmp = str(tmp_path)
+    peers: list[Any] = []
+    try:
+
+        async def registered() -> bool:
+            views = [{n["id"] for n in (await readyz(x))["cluster"]["nodes"]} for x in (a, b, c)]
+            return all(v == {"a", "b", "c"} for v in views)
+
+        await until(registered)
+        pub = await performer(a.url, "duo")
+        peers.append(pub)
+        await pub.client.request("show.settings", price_per_minute=PRICE)
+        free = [await watch(a.url, "duo"), await watch(b.url, "duo"), await watch(c.url, "duo")]
+        member = await watch(c.url, "duo", member_id="m1")
+        peers += [*free, member]
+        assert all(v.client.moved_to is None for v in [*free, member])  # b and c serve as edges
+        everyone = [*free, member]
+        assert await wait_for(
+            lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 30
+        )
+
+        assert (await member.client.request("private.request"))["state"] == "free"
+        await pub.client.next_event("private.requested")
+        accepted = await pub.client.request("private.accept", member_id="m1")
+        t_accept = accepted["accepted_at"]
+        assert (await member.client.next_event("private.started"))["data"]["at"] == t_accept
+
+        def member_after() -> list[tuple[int, float]]:
+            return after(member, pub.log, t_accept)
+
+        assert await wait_for(lambda: len({s for s, _ in member_after()}) == 2 and len(member_after()) >= 60, 30)
+        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+        for v in free:
+            assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
+
+        ended = await member.client.request("private.end")
+        ev = await pub.client.next_event("private.ended")
+        assert ev["data"]["reason"] == "member_left" and ev["data"]["at"] == ended["ended_at"]
+        lasted = ended["ended_at"] - t_accept
+
+        def closing() -> list[dict[str, Any]]:
+            return [e for e in billing_events(tmp, "a", "m1") if "closed" in e["type"]]
+
+        assert await wait_for(lambda: len(closing()) == 1, 20)
+        [closed] = closing()
+        billed = closed["data"]["billed_seconds"]
+        assert 3 <= billed <= lasted + 1, (billed, lasted)
+        assert await wait_for(lambda: [r[0] for r in cc_sessions(tmp, "a", "m1")] == [billed], 20)
+        [(used, charged, rate)] = cc_sessions(tmp, "a", "m1")
+        assert charged == used * rate == billed * RATE == closed["data"]["total_amount"]
+        for node in ("b", "c"):  # no meter ran anywhere else
+            assert billing_events(tmp, node, "m1") == []
+        await asyncio.sleep(1.0)
+        assert closing() == [closed]  # and no second closing event follows
     finally:
         for p in peers:
             await p.close()
