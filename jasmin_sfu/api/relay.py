@@ -22,6 +22,9 @@ replica producer for each in its own show (an *edge show*) and its viewers
 subscribe to those; media flows once the edge asks for a producer over the
 pipe (``JWNT``), i.e. once a viewer there consumes it.
 
+A member watching through an edge buys its privates from the origin over two more signed
+calls (jasmin_sfu/api/relay_members.py); the signatures are jasmin_sfu/api/relay_auth.py's.
+
 Between the workers of one supervisor (``server.workers`` > 1, docs/workers.md,
 "One show over every worker") the same channel runs over loopback, signed with
 the supervisor's per-run secret instead of ``[cluster] secret``; a worker is

@@ -411,8 +411,9 @@ async def test_a_private_on_a_with_its_member_on_c_reaches_only_the_member_and_i
     viewers on a, b and c receive zero payloads the performer sent after it (counted against its send
     log, as in the single-node exclusivity test), the member on c receives video and audio; the
     member's `private.end` on c ends it on a, whose one meter bills each second once: one closing
-    billing event, and the ledger's charge is its seconds times the rate. Red when c skips its
-    audience block (its free viewer gets the private)."""
+    billing event, and the ledger's charge is its seconds times the rate. A second private, then c
+    SIGKILLed: a hears nothing from c for the TTL and ends it (reason `disconnect`), billed once too.
+    Red when c skips its audience block (its free viewer gets the private)."""
     monkeypatch.setattr(bench.peers, "LOOPBACK", [HOST_IP])  # the peers gather on the veth only
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
     tmp = str(tmp_path)
@@ -469,6 +470,28 @@ async def test_a_private_on_a_with_its_member_on_c_reaches_only_the_member_and_i
             assert billing_events(tmp, node, "m1") == []
         await asyncio.sleep(1.0)
         assert closing() == [closed]  # and no second closing event follows
+
+        # A second private; then the member's node dies without a word.
+        await member.client.request("private.request")
+        await pub.client.next_event("private.requested")
+        t2 = (await pub.client.request("private.accept", member_id="m1"))["accepted_at"]
+        assert await wait_for(lambda: len(after(member, pub.log, t2)) >= 60, 30)
+        c.proc.send_signal(signal.SIGKILL)
+        await asyncio.get_running_loop().run_in_executor(None, c.proc.wait, 15)
+        peers.remove(member)
+        peers.remove(free[2])
+        ev = await pub.client.next_event("private.ended", timeout=30)
+        assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
+        assert await wait_for(lambda: len(closing()) == 2, 20)
+        second = closing()[1]["data"]
+        assert 1 <= second["billed_seconds"] <= ev["data"]["at"] - t2 + 1
+        assert await wait_for(
+            lambda: (
+                len(cc_sessions(tmp, "a", "m1")) == 2 and all(r[1] == r[0] * r[2] for r in cc_sessions(tmp, "a", "m1"))
+            ),
+            20,
+        )
+        assert sorted(r[0] for r in cc_sessions(tmp, "a", "m1")) == sorted([billed, second["billed_seconds"]])
     finally:
         for p in peers:
             await p.close()
