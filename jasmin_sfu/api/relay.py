@@ -235,6 +235,7 @@ class Relays:
                 host=str(ask["host"]),
                 port=int(ask["port"]),
                 key=bytes.fromhex(str(ask["key"])),
+                fresh=bool(ask.get("fresh", False)),
             )
         except RelayError as exc:
             self.stats.refused += 1
@@ -248,7 +249,9 @@ class Relays:
             )
         return web.json_response(reply)
 
-    async def open_as_origin(self, *, show_id: str, node: str, host: str, port: int, key: bytes) -> dict[str, Any]:
+    async def open_as_origin(
+        self, *, show_id: str, node: str, host: str, port: int, key: bytes, fresh: bool = False
+    ) -> dict[str, Any]:
         show = self.shows.get(show_id)
         if show is None or self.is_edge(show_id):
             raise RelayError("unknown_show", f"show {show_id!r} is not live on node {self.node_id}")
@@ -259,6 +262,10 @@ class Relays:
             pipe.connect(host, port, key)
         except ValueError as exc:
             raise RelayError("bad_request", str(exc)) from None
+        if fresh and self.members is not None:
+            # A new edge show there is open to all: forget what its old copy was told (in this
+            # step, before anything is offered toward it).
+            self.members.edge_show_opened(node, show)
         producers = [pipe.offer(p) for p in show.performer_producers() if not p.closed]
         for old, (s, p) in list(self._announcing.items()):
             if s.closed or p.closed:
@@ -351,6 +358,8 @@ class Relays:
                 "host": pipe.local[0],
                 "port": pipe.local[1],
                 "key": pipe.local_key.hex(),
+                # A new edge show here (open to all): the origin forgets its old one's audience.
+                "fresh": here is None or here.closed or self.edge_shows.get(show_id) != origin,
             }
         ).encode()
         headers = signed_headers(self.secret, RELAY_OPEN_PATH, self.node_id, str(self.clock()), body)

@@ -39,6 +39,7 @@ import asyncio
 import json
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import aiohttp
@@ -118,6 +119,7 @@ class RemoteMember:
 
     def show_ended(self) -> None:
         self.link.members.pop(self.edge_session, None)
+        self.link.forget(self.show)
 
 
 class EdgeLink:
@@ -131,12 +133,14 @@ class EdgeLink:
         self.members: dict[str, RemoteMember] = {}  # edge session id -> its participant here
         self.outbox: list[dict[str, Any]] = []
         self.seq = 0
-        # Per show: the audience last sent (absent: open, the edge's own default) ...
-        self.told: dict[str, frozenset[str] | None] = {}
+        # Per show (the instance: a show placed again starts afresh): the audience last sent
+        # (absent: open, a new edge show's own default) ...
+        self.told: dict[Show, frozenset[str] | None] = {}
         # ... the sequence number of that send while it is not acknowledged ...
-        self.pending: dict[str, int] = {}
+        self.pending: dict[Show, int] = {}
         # ... and the members the edge confirmed its show's audience is limited to.
-        self.acked: dict[str, frozenset[str]] = {}
+        self.acked: dict[Show, frozenset[str]] = {}
+        self._audience_sent: dict[int, Show] = {}  # seq of an audience item -> its show
         self.failing_since: float | None = None
         self.created = owner.clock()
         self.closed = False
@@ -159,17 +163,25 @@ class EdgeLink:
             self._task = spawn_tracked(self.owner.tasks, self._run(), f"member events to {self.node}", log)
         return self.seq
 
-    def tell_audience(self, show_id: str, members: frozenset[str] | None) -> None:
-        if self.told.get(show_id) == members:
+    def tell_audience(self, show: Show, members: frozenset[str] | None) -> None:
+        if self.told.get(show) == members:
             return
         if members is None:
-            del self.told[show_id]
+            del self.told[show]
         else:
-            self.told[show_id] = members
-        self.acked.pop(show_id, None)  # not admitted again before the edge confirms this one
-        self.pending[show_id] = self.push(
-            {"kind": "audience", "show_id": show_id, "members": None if members is None else sorted(members)}
+            self.told[show] = members
+        self.acked.pop(show, None)  # not admitted again before the edge confirms this one
+        seq = self.push(
+            {"kind": "audience", "show_id": show.id, "members": None if members is None else sorted(members)}
         )
+        self.pending[show] = seq
+        self._audience_sent[seq] = show
+
+    def forget(self, show: Show) -> None:
+        """Start ``show``'s audience afresh: the edge's copy of it is new (open)."""
+        self.told.pop(show, None)
+        self.acked.pop(show, None)
+        self.pending.pop(show, None)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -196,23 +208,31 @@ class EdgeLink:
             backoff = 0.05
             done = [i for i in self.outbox if i["seq"] <= acked]
             self.outbox = [i for i in self.outbox if i["seq"] > acked]
-            refresh: set[str] = set()
+            refresh: list[Show] = []
             for item in done:
-                show_id = item["show_id"]
-                if item["kind"] == "audience" and self.pending.get(show_id) == item["seq"]:
-                    del self.pending[show_id]
+                show = self._audience_sent.pop(item["seq"], None)
+                if show is not None and self.pending.get(show) == item["seq"]:
+                    del self.pending[show]
                     if item["members"] is not None:
-                        self.acked[show_id] = frozenset(item["members"])
-                        refresh.add(show_id)
-            for show_id in refresh:
-                show = self.owner.relays.shows.get(show_id)
-                if show is not None:
-                    show.refresh_audience()  # relay:<edge> admitted again: a restart
+                        self.acked[show] = frozenset(item["members"])
+                        refresh.append(show)
+            for show in refresh:
+                show.refresh_audience()  # relay:<edge> admitted again: a restart
 
     def close(self) -> None:
         self.closed = True
         if self._task is not None:
             self._task.cancel()
+
+
+@dataclass(frozen=True)
+class _EdgeSession:
+    """A member's session on this edge, as joined at its show's origin."""
+
+    show_id: str
+    origin: str
+    url: str
+    member_id: str
 
 
 class RelayMembers:
@@ -229,6 +249,8 @@ class RelayMembers:
         self.links: dict[str, EdgeLink] = {}
         # Edge: the members each edge show's media is limited to (absent: everyone).
         self.exclusive: dict[str, frozenset[str]] = {}
+        # Edge: the member sessions here the origins know of.
+        self._sessions: dict[str, _EdgeSession] = {}
         # Edge: the last sequence number applied, per origin node and epoch.
         self._applied: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -383,7 +405,7 @@ class RelayMembers:
         keys = set()
         for node, ms in self._edge_members(show, members).items():
             link = self.links[node]
-            if link.acked.get(show.id) == ms and show.id not in link.pending:
+            if link.acked.get(show) == ms and show not in link.pending:
                 keys.add(link.relay_key)
         return frozenset(keys)
 
@@ -392,66 +414,95 @@ class RelayMembers:
         An edge with none of the audience's members gets no media at all: nothing to tell."""
         if members is None:
             for link in self.links.values():
-                if show.id in link.told:
-                    link.tell_audience(show.id, None)
+                if show in link.told:
+                    link.tell_audience(show, None)
             return
         for node, ms in self._edge_members(show, members).items():
-            self.links[node].tell_audience(show.id, ms)
+            self.links[node].tell_audience(show, ms)
+
+    def edge_show_opened(self, node: str, show: Show) -> None:
+        """Edge ``node`` made a new copy of ``show`` (its first viewer, or after losing the
+        pipe): that copy is open to all, whatever the old one was told. The relay toward it
+        is cut until the edge confirms the audience again."""
+        link = self.links.get(node)
+        if link is not None and (show in link.told or show in link.acked or show in link.pending):
+            link.forget(show)
+            show.refresh_audience()
 
     # -- edge side -----------------------------------------------------------------------------------
 
-    async def call(self, show_id: str, session: str, member_id: str, verb: str) -> dict[str, Any]:
-        """One member verb on the show's origin; raises :class:`MemberCallError` with the
-        origin's wire code, or ``invalid_state`` when the origin cannot be reached."""
+    async def join(self, show_id: str, session: str, member_id: str) -> None:
+        """The member's session joins the edge show of ``show_id``: the origin learns of it
+        (raises :class:`MemberCallError`). From now on its verbs go to that origin, and its
+        leaving (:meth:`left`) is told there, even once the edge show has gone."""
         origin = self.relays.edge_shows.get(show_id)
         url = self.relays.edge_origin_http.get(show_id)
         if origin is None or url is None:
             raise MemberCallError("invalid_state", "the show's node is not known here")
+        self._sessions[session] = _EdgeSession(show_id, origin, url, member_id)
+        try:
+            await self._call(self._sessions[session], session, "join")
+        except MemberCallError:
+            self._sessions.pop(session, None)
+            raise
+
+    async def call(self, session: str, verb: str) -> dict[str, Any]:
+        """One member verb on the show's origin; raises :class:`MemberCallError` with the
+        origin's wire code, or ``invalid_state`` when the origin cannot be reached."""
+        joined = self._sessions.get(session)
+        if joined is None:
+            raise MemberCallError("invalid_state", "this session is not known to the show's node")
+        return await self._call(joined, session, verb)
+
+    async def _call(self, joined: "_EdgeSession", session: str, verb: str) -> dict[str, Any]:
         payload = {
             "node": self.relays.node_id,
-            "show_id": show_id,
+            "show_id": joined.show_id,
             "session": session,
-            "member_id": member_id,
+            "member_id": joined.member_id,
             "verb": verb,
             "http_url": self.http_url,
         }
         try:
-            status, answer = await self._post(url, MEMBER_PATH, payload)
+            status, answer = await self._post(joined.url, MEMBER_PATH, payload)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise MemberCallError("invalid_state", f"the show's node {origin} cannot be reached: {exc!r}") from None
+            raise MemberCallError(
+                "invalid_state", f"the show's node {joined.origin} cannot be reached: {exc!r}"
+            ) from None
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("data"), dict):
             data: dict[str, Any] = answer["data"]
             return data
         err = answer.get("error") if isinstance(answer, dict) else None
         code = str(err.get("code")) if isinstance(err, dict) else "invalid_state"
-        msg = str(err.get("message")) if isinstance(err, dict) else f"node {origin} answered {status}"
+        msg = str(err.get("message")) if isinstance(err, dict) else f"node {joined.origin} answered {status}"
         if status in (400, 403) or code == "not_joined":
             code = "invalid_state"  # the edge's own fault or a forgotten session: not the client's
-        return self._raise(code, msg)
-
-    @staticmethod
-    def _raise(code: str, msg: str) -> dict[str, Any]:
         raise MemberCallError(code, msg)
 
-    def left(self, show_id: str, session: str, member_id: str) -> None:
-        """The member's session on this edge left (or its websocket closed): tell the origin,
-        retrying for ``ttl_s`` (after that the origin finds the edge gone by itself)."""
+    def left(self, session: str) -> None:
+        """The member's session on this edge left, its websocket closed, or the edge show it
+        was in ended: tell the origin (as a local member's session leaving there), retrying for
+        ``ttl_s`` (after that the origin finds the edge gone by itself). Nothing for a session
+        the origin does not know."""
+        joined = self._sessions.pop(session, None)
+        if joined is None:
+            return
 
         async def tell() -> None:
             deadline = self.clock() + self.relays.silence_timeout_s
             while True:
                 try:
-                    await self.call(show_id, session, member_id, "leave")
+                    await self._call(joined, session, "leave")
                     return
                 except MemberCallError as exc:
-                    if exc.code != "invalid_state" or "cannot be reached" not in exc.message:
-                        return  # answered: done (the show may have ended meanwhile)
+                    if "cannot be reached" not in exc.message:
+                        return  # answered: done (the show may have ended there meanwhile)
                     if self.clock() > deadline:
-                        log.warning("member leave not delivered to the show's node", extra={"show_id": show_id})
+                        log.warning("member leave not delivered", extra={"show_id": joined.show_id})
                         return
                     await asyncio.sleep(0.5)
 
-        spawn_tracked(self.tasks, tell(), f"member leave {show_id}", log)
+        spawn_tracked(self.tasks, tell(), f"member leave {joined.show_id}", log)
 
     async def handle_events(self, request: web.Request) -> web.Response:
         """``POST /internal/relay/member-events`` (see the module docstring)."""

@@ -341,7 +341,7 @@ class SessionHandler:
 
     async def _join_at_origin(self, members: RelayMembers, show: Show, member_id: str) -> None:
         try:
-            await members.call(show.id, self.session_id, member_id, "join")
+            await members.join(show.id, self.session_id, member_id)
         except MemberCallError as exc:
             if exc.code == "unknown_show":
                 raise SignalingError("unknown_show", f"show {show.id!r} is not live") from None
@@ -358,9 +358,8 @@ class SessionHandler:
         members = self._edge_members(show, self.member_id)
         if members is None:
             return None
-        assert self.member_id is not None
         try:
-            return await members.call(show.id, self.session_id, self.member_id, verb)
+            return await members.call(self.session_id, verb)
         except MemberCallError as exc:
             code = exc.code if exc.code in ERROR_CODES else "invalid_state"
             raise SignalingError(code, exc.message) from None
@@ -625,9 +624,9 @@ class SessionHandler:
             self._unobserve()
             self._unobserve = None
         via_edge = None if show is None or show.closed else self._edge_members(show, self.member_id)
-        if show is not None and via_edge is not None and self.member_id is not None:
-            via_edge.left(show.id, self.session_id, self.member_id)  # the origin ends its private
-        elif show is not None and not show.closed and self.member_id is not None:
+        if self.relays is not None and self.relays.members is not None:
+            self.relays.members.left(self.session_id)  # watching through this edge: told to the origin
+        if show is not None and via_edge is None and not show.closed and self.member_id is not None:
             try:
                 self._privates(show).member_leaving(self.member_id)
             except m.Rejected:  # pragma: no cover
@@ -646,6 +645,9 @@ class SessionHandler:
 
     def show_ended(self) -> None:
         """Called by the show when it ends: forget it; the session may join another."""
+        if self.relays is not None and self.relays.members is not None:
+            # An edge show ending (its relay lost) while its origin goes on: the member left there.
+            self.relays.members.left(self.session_id)
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
