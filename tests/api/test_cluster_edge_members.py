@@ -212,3 +212,41 @@ async def test_the_members_websocket_closing_on_the_edge_ends_its_private_at_the
     finally:
         for p in run["peers"]:
             await p.close()
+
+
+async def test_a_new_copy_of_the_show_on_the_members_edge_gets_nothing_of_the_running_private(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects privacy when the member's edge makes a new copy of the show mid-private (its old one
+    ended: the relay was lost, or the show was dropped there): the new copy is open to all, so the
+    origin must forget that the old copy confirmed the member-only audience and cut the relay toward
+    that edge in the step it answers the edge's open, before any replica exists there. The member
+    also watches on the origin, so the private goes on; the origin takes a second to hear that the
+    member's session on the edge left. A guest joining the edge's new copy receives zero payloads
+    sent after the accept. Red when the origin ignores the new copy (`fresh`)."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
+    t_accept = run["accepted_at"]
+    assert a.relays is not None and a.relays.members is not None and b.relays is not None
+    also_on_a = await watch(ws(a), "anna", member_id="m1")
+    run["peers"].append(also_on_a)
+    handle = a.relays.members.handle_member
+
+    async def slow(request: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await handle(request)
+
+    try:
+        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 50, 30)
+        a.relays.members.handle_member = slow  # type: ignore[method-assign]
+        await b.relays.forget("anna")  # the edge's copy ends; the member's session there with it
+        late = await watch(ws(b), "anna")
+        run["peers"].append(late)
+        assert late.client.moved_to is None and b.relays.is_edge("anna")
+        assert a.shows.shows["anna"].machine.private_member == "m1"  # the member on a keeps it
+        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+        assert after(late, pub.log, t_accept) == [], "a guest of the new copy received the private"
+        assert a.shows.shows["anna"].machine.private_member == "m1"
+    finally:
+        for p in run["peers"]:
+            await p.close()
