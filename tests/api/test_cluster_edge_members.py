@@ -126,7 +126,8 @@ async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_o
     guest before the origin feeds its relay again), the member on b receives video and audio; its
     Cam2Cam is refused on the edge with `cam2cam_unavailable`; its `private.end` on b ends the
     private at the origin, whose one meter closed it once: the ledger's debit is the billed seconds
-    times the rate. The edge takes its events half a second late (a slow control channel): the
+    times the rate; a sneak peek asked on b in member chat again reaches m1 only; back to free chat,
+    b's guest decodes again. The edge takes its events half a second late (a slow control channel): the
     origin feeds b's relay again only once b confirmed it blocked its guest, so the UDP media
     cannot overtake the block. Red when the edge skips its audience block, and when the origin
     does not wait for b's confirmation (the guest on b gets the private's first packets)."""
@@ -156,6 +157,18 @@ async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_o
         assert ev["data"]["reason"] == "member_left" and ev["data"]["at"] == ended["ended_at"]
         assert (await member.client.next_event("private.ended"))["data"]["reason"] == "member_left"
         await check_billed_once(a, tmp_path, ended["ended_at"] - t_accept)
+
+        # Member chat now: a sneak peek asked on b is the origin's, and b is again limited to m1.
+        peek = await member.client.request("sneak_peek")
+        assert peek["until"] > peek["started_at"] >= ended["ended_at"]
+        assert (await member.client.next_event("sneak_peek.started"))["data"]["until"] == peek["until"]
+        assert await wait_for(lambda: len(after(member, pub.log, peek["started_at"])) >= 50, 30)
+        for v in guests:
+            assert after(v, pub.log, t_accept) == [], "a free viewer received the private or the peek"
+        # Back to free chat: b's audience opens again and its guest decodes (the relay restarts).
+        await pub.client.request("show.free")
+        seen = guests[1].frames.get("video", 0)
+        assert await wait_for(lambda: guests[1].frames.get("video", 0) >= seen + 5, 30)
     finally:
         for p in run["peers"]:
             await p.close()
