@@ -293,6 +293,26 @@ class ClusterCollector(Collector):
             ("jasmin_relay_pipes_in", "Pipes from origin nodes (this node the edge)", n["pipes_in"]),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
+        members = relays.members
+        if members is not None:
+            for name, doc, value in (
+                (
+                    "jasmin_relay_member_sessions_out",
+                    "Member sessions of this node's shows watching through an edge node",
+                    sum(len(link.members) for link in members.links.values()),
+                ),
+                (
+                    "jasmin_relay_member_sessions_in",
+                    "Member sessions watching here, an edge, whose privates run on the show's node",
+                    len(members.sessions),
+                ),
+            ):
+                yield GaugeMetricFamily(name, doc, value=value)
+            yield CounterMetricFamily(
+                "jasmin_relay_member_edges_gone",
+                "Edge nodes this origin found gone (silent or unreachable for ttl_s) with members watching there",
+                value=members.edges_gone,
+            )
         for name, doc, value in (
             ("jasmin_relay_packets_out", "Packets (RTP and RTCP) sent on relay pipes", n["packets_out"]),
             ("jasmin_relay_packets_in", "Packets received on relay pipes and authenticated", n["packets_in"]),

@@ -250,11 +250,12 @@ class RelayMembers:
         # Edge: the members each edge show's media is limited to (absent: everyone).
         self.exclusive: dict[str, frozenset[str]] = {}
         # Edge: the member sessions here the origins know of.
-        self._sessions: dict[str, _EdgeSession] = {}
+        self.sessions: dict[str, _EdgeSession] = {}
         # Edge: the last sequence number applied, per origin node and epoch.
         self._applied: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self.edges_gone = 0  # for /metrics
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -352,6 +353,7 @@ class RelayMembers:
     def edge_gone(self, link: EdgeLink, why: str) -> None:
         """The edge was not heard from for ``ttl_s``: its members left (their privates end)."""
         log.warning("edge %s gone (%s): its %d member sessions leave", link.node, why, len(link.members))
+        self.edges_gone += 1
         link.close()
         if self.links.get(link.node) is link:
             del self.links[link.node]
@@ -439,17 +441,17 @@ class RelayMembers:
         url = self.relays.edge_origin_http.get(show_id)
         if origin is None or url is None:
             raise MemberCallError("invalid_state", "the show's node is not known here")
-        self._sessions[session] = _EdgeSession(show_id, origin, url, member_id)
+        self.sessions[session] = _EdgeSession(show_id, origin, url, member_id)
         try:
-            await self._call(self._sessions[session], session, "join")
+            await self._call(self.sessions[session], session, "join")
         except MemberCallError:
-            self._sessions.pop(session, None)
+            self.sessions.pop(session, None)
             raise
 
     async def call(self, session: str, verb: str) -> dict[str, Any]:
         """One member verb on the show's origin; raises :class:`MemberCallError` with the
         origin's wire code, or ``invalid_state`` when the origin cannot be reached."""
-        joined = self._sessions.get(session)
+        joined = self.sessions.get(session)
         if joined is None:
             raise MemberCallError("invalid_state", "this session is not known to the show's node")
         return await self._call(joined, session, verb)
@@ -484,7 +486,7 @@ class RelayMembers:
         was in ended: tell the origin (as a local member's session leaving there), retrying for
         ``ttl_s`` (after that the origin finds the edge gone by itself). Nothing for a session
         the origin does not know."""
-        joined = self._sessions.pop(session, None)
+        joined = self.sessions.pop(session, None)
         if joined is None:
             return
 
