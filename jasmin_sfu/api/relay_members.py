@@ -310,9 +310,9 @@ class RelayMembers:
         link = self.links.get(node)
         if link is None or link.closed:
             link = self.links[node] = EdgeLink(self, node, http_url)
-            self._watch_edges()
         link.http_url = http_url
         if verb == "join":
+            self._watch_edges()  # while any member watches through an edge
             if session not in link.members:
                 joining = link.members[session] = RemoteMember(link, show, session, member_id)
                 show.audience_listener = self
