@@ -382,6 +382,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media.remb_min_bps must be positive and <= remb_max_bps")
     if not 1 <= m.max_producers_per_publisher <= 64:
         raise ConfigError("media.max_producers_per_publisher must be in 1..64")
+    if not 1 <= m.negotiations_at_once <= 64:
+        raise ConfigError("media.negotiations_at_once must be in 1..64")
     if not 0 <= m.nack_max_retries <= 10:
         raise ConfigError("media.nack_max_retries must be in 0..10")
     if not 1 <= m.nack_default_rtt_ms <= m.nack_max_delay_ms <= 10_000:

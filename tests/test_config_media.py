@@ -25,6 +25,7 @@ KEYS = (
     "rtcp_interval_ms",
     "simulcast",
     "layer_adaptation",
+    "negotiations_at_once",
 )
 # Per-viewer layers (docs/media.md, "Per-viewer layers"; issue 12).
 ADAPT_KEYS = (
@@ -92,6 +93,8 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     assert s.layer_adaptation is True
     assert load_config(env={"JASMIN_MEDIA_LAYER_ADAPTATION": "false"}).media.layer_adaptation is False
     assert s.nack_default_rtt_s == 0.1
+    assert s.negotiations_at_once == 1
+    assert load_config(env={"JASMIN_MEDIA_NEGOTIATIONS_AT_ONCE": "4"}).media.negotiations_at_once == 4
 
 
 @pytest.mark.parametrize(
@@ -101,6 +104,8 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
         ("NACK_BUDGET_FRACTION", "1.5", "nack_budget_fraction"),
         ("NACK_DEFAULT_RTT_MS", "0", "nack_default_rtt_ms"),
         ("NACK_MAX_DELAY_MS", "50", "nack_max_delay_ms"),
+        ("NEGOTIATIONS_AT_ONCE", "0", "negotiations_at_once"),
+        ("NEGOTIATIONS_AT_ONCE", "65", "negotiations_at_once"),
     ],
 )
 def test_bad_media_values_name_the_key(key: str, value: str, word: str) -> None:

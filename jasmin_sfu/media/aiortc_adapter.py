@@ -31,6 +31,8 @@ The hooks (measured on aiortc 1.16.0):
 * ``RTCCertificate.generateCertificate`` (the classmethod ``RTCPeerConnection.__init__``
   calls): while a :class:`PeerConnection` of the node is made, it returns the node's one
   certificate (:func:`node_certificate`), whose DTLS context is made once and shared.
+* ``aiortc.rtcrtpreceiver.RemoteBitrateEstimator`` (the name the receiver module imported):
+  :func:`lazy_receiver_estimators` replaces it (process-wide) with one built on its first packet.
 * The C fast path (``_fastpath.c``, loaded by ``fastpath.py``) needs three more private things, all
   resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
   (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
@@ -566,6 +568,7 @@ def node_certificate() -> Any:
     now = time.monotonic()
     if cert is None or now - made > NODE_CERTIFICATE_MAX_AGE_S:
         cert = _original_generate_certificate()
+        _fix_fingerprints(cert)
         _node_certificate[:] = [cert, now]
         _node_contexts.clear()
     return cert
@@ -580,11 +583,69 @@ def _generate_certificate(cls: Any) -> Any:
 aiortc.rtcdtlstransport.RTCCertificate.generateCertificate = classmethod(_generate_certificate)  # type: ignore[method-assign,assignment]
 
 
+def _fix_fingerprints(cert: Any) -> None:
+    """Compute the node certificate's SDP fingerprints once (aiortc hashes and hex-formats the
+    certificate three times for every offer or answer); each call still gets its own list."""
+    fingerprints = tuple(cert.getFingerprints())
+    cert.getFingerprints = lambda: list(fingerprints)
+
+
 def rsa_dtls_peers(enabled: bool = True) -> None:
     """Let DTLS peers with an RSA certificate in (process-wide; ``enabled=False`` restores aiortc's)."""
     aiortc.rtcdtlstransport.RTCCertificate._create_ssl_context = (  # type: ignore[method-assign]
         _create_ssl_context_rsa if enabled else _original_create_ssl_context
     )
+
+
+# ---------------------------------------------------------------------------
+# Join cost (issue 16, join storms): what aiortc builds per peer connection that the SFU
+# never uses, built only when used.
+
+_original_bitrate_estimator = aiortc.rtcrtpreceiver.RemoteBitrateEstimator
+
+
+class LazyBitrateEstimator:
+    """aiortc's receive-side bandwidth estimator, built on the first packet it is given.
+
+    aiortc gives every video transceiver's receiver one, and its rate counter is a list of
+    1000 bucket objects: in a viewer's sendonly transceiver (which never receives RTP) that
+    was about a millisecond of CPU per join, on the loop that forwards media, and ~100 KB of
+    memory per viewer. A publisher's receiver never gets a packet either while the SFU's
+    taps consume them (install_taps): only RTP no tap takes builds the real one.
+    """
+
+    __slots__ = ("real",)
+
+    def __init__(self) -> None:
+        self.real: Any = None
+
+    def add(self, **kwargs: Any) -> Any:
+        if self.real is None:
+            self.real = _original_bitrate_estimator()
+        return self.real.add(**kwargs)
+
+
+def lazy_receiver_estimators(enabled: bool = True) -> None:
+    """Give aiortc's receivers a :class:`LazyBitrateEstimator` (process-wide; ``enabled=False`` restores aiortc's)."""
+    estimator: Any = LazyBitrateEstimator if enabled else _original_bitrate_estimator
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = estimator  # type: ignore[misc]
+
+
+def _join_cost_check() -> list[str]:
+    """The names the join-cost section relies on."""
+    import inspect
+
+    missing = []
+    if not hasattr(aiortc.rtcrtpreceiver, "RemoteBitrateEstimator"):
+        missing.append("aiortc.rtcrtpreceiver.RemoteBitrateEstimator")
+    src = inspect.getsource(aiortc.rtcrtpreceiver.RTCRtpReceiver)
+    if "RemoteBitrateEstimator()" not in src:
+        missing.append("RTCRtpReceiver no longer builds RemoteBitrateEstimator()")
+    if "__remote_bitrate_estimator.add(" not in src:
+        missing.append("RTCRtpReceiver no longer calls its estimator's add()")
+    if "getFingerprints()" not in inspect.getsource(RTCDtlsTransport.getLocalParameters):
+        missing.append("RTCDtlsTransport.getLocalParameters no longer takes the certificate's getFingerprints()")
+    return missing
 
 
 # ---------------------------------------------------------------------------
@@ -652,6 +713,7 @@ def self_check() -> None:
         if field not in conn_src:
             missing.append(f"aioice Connection {field}")
     missing += _fastpath_check()
+    missing += _join_cost_check()
     if missing:
         raise AdapterError("aiortc private hooks moved: " + "; ".join(missing))
 

@@ -12,6 +12,7 @@ from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError
 from .keyframe_requester import KeyframeRequester
 from .layer import LayerChoice
+from .negotiation_gate import NegotiationGate
 from .producer import Producer
 from .retransmit import RetransmitPolicy
 from .settings import MediaSettings
@@ -51,8 +52,13 @@ class Router:
         clock: Callable[[], float],
         app_data: dict[str, Any] | None = None,
         adaptation: AdaptationPolicy | None = None,
+        gate: NegotiationGate | None = None,
     ) -> None:
+        """``gate``: the worker's, shared by its routers (one loop); a router alone makes its own."""
         self.id = router_id
+        # SDP negotiations take turns on the loop (negotiation_gate.py): a join storm's
+        # batch no longer runs in one turn while the watchers' packets wait.
+        self.gate = gate if gate is not None else NegotiationGate(settings.negotiations_at_once)
         self.listener = listener
         self.settings = settings
         self.adaptation = adaptation if adaptation is not None else settings.adaptation
@@ -128,7 +134,8 @@ class Router:
         """Answer a publisher; ``exclusive_to`` makes its producers exclusive
         (hidden from, and never consumable by, anyone outside that audience)."""
         self._check_open()
-        answer, producers = await transport.publish(offer_sdp, app_data)
+        async with self.gate.turn():
+            answer, producers = await transport.publish(offer_sdp, app_data)
         if self.closed or transport.closed:
             raise InvalidStateError("closed while publishing")
         for p in producers:
@@ -157,7 +164,8 @@ class Router:
                 producers.append(p)
         if not producers:
             raise NotFoundError("the show has no producers yet")
-        return await transport.consume(producers, paused=paused)
+        async with self.gate.turn():
+            return await transport.consume(producers, paused=paused)
 
     async def consume_offer(self, transport: WebRtcTransport, offer_sdp: str) -> tuple[str, list[Consumer]]:
         """Viewer-offers mode (WHEP): answer ``offer_sdp`` with the producers the transport's audience key may see."""
@@ -165,14 +173,16 @@ class Router:
         producers = self.visible_producers(str(transport.app_data.get("audience_key", "")))
         if not producers:
             raise NotFoundError("the show has no producers yet")
-        answer, consumers = await transport.answer_offer(offer_sdp, producers)
+        async with self.gate.turn():
+            answer, consumers = await transport.answer_offer(offer_sdp, producers)
         for c in consumers:
             self._add_consumer(transport, c)
         return answer, consumers
 
     async def accept_answer(self, transport: WebRtcTransport, answer_sdp: str) -> list[Consumer]:
         self._check_open()
-        consumers = await transport.accept_answer(answer_sdp)
+        async with self.gate.turn():
+            consumers = await transport.accept_answer(answer_sdp)
         for c in consumers:
             self._add_consumer(transport, c)
         return consumers

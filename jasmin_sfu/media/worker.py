@@ -10,6 +10,7 @@ from typing import Any, Callable
 from . import aiortc_adapter as adapter
 from . import fastpath
 from .errors import InvalidStateError
+from .negotiation_gate import NegotiationGate
 from .router import Router
 from .adaptation_policy import AdaptationPolicy
 from .settings import MediaSettings
@@ -37,12 +38,15 @@ class Worker:
         adapter.restrict_host_addresses(settings.listen_ips, settings.port_range)
         adapter.tolerant_consent()
         adapter.rsa_dtls_peers()
+        adapter.lazy_receiver_estimators()
         self.codecs_created = adapter.count_codec_creation()
         self.settings = settings
         self.adaptation = adaptation if adaptation is not None else settings.adaptation
         self.clock = clock
         self.stats = MediaStats()
         self.routers: dict[str, Router] = {}
+        # One loop, one gate: a storm on one show and joins to another take turns too.
+        self.gate = NegotiationGate(settings.negotiations_at_once)
         self.closed = False
 
     def create_router(self, router_id: str, app_data: dict[str, Any] | None = None) -> Router:
@@ -50,7 +54,7 @@ class Worker:
             raise InvalidStateError("worker is closed")
         if router_id in self.routers:
             raise InvalidStateError(f"router {router_id} exists")
-        r = Router(router_id, self, self.settings, self.stats, self.clock, app_data, self.adaptation)
+        r = Router(router_id, self, self.settings, self.stats, self.clock, app_data, self.adaptation, self.gate)
         self.routers[router_id] = r
         return r
 

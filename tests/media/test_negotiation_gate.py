@@ -1,0 +1,114 @@
+"""The worker's negotiation gate (jasmin_sfu/media/negotiation_gate.py): join storms take turns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from jasmin_sfu.media.negotiation_gate import NegotiationGate
+
+
+def _busy(ms: float) -> None:
+    """Hold the loop like a join's SDP work does (CPU, no await)."""
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass
+
+
+async def _batch(gate: NegotiationGate, n: int) -> list[str]:
+    """``n`` negotiations started in one turn of the loop, and a ticker standing for the media
+    the loop forwards (one tick per turn of the loop); returns what ran, in order."""
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    ticking = True
+
+    def tick() -> None:
+        seen.append("tick")
+        if ticking:
+            loop.call_soon(tick)
+
+    async def negotiate(i: int) -> None:
+        async with gate.turn():
+            seen.append(f"start {i}")
+            _busy(2)
+            await asyncio.sleep(0)  # a negotiation's own awaits (aiortc's) stay inside its turn
+            _busy(2)
+            seen.append(f"end {i}")
+
+    loop.call_soon(tick)
+    await asyncio.gather(*(negotiate(i) for i in range(n)))
+    ticking = False
+    return seen
+
+
+async def test_a_batch_of_negotiations_runs_one_at_a_time_with_the_loops_other_work_between() -> None:
+    """Protects the watchers during a join storm: ten negotiations that arrive in one turn of the
+    loop run one after another, first come first served, and the loop's other work (the media it
+    forwards) runs between any two of them, not only after the whole batch."""
+    gate = NegotiationGate(1)
+    seen = await _batch(gate, 10)
+    starts = [s for s in seen if s.startswith("start")]
+    assert starts == [f"start {i}" for i in range(10)]
+    for i in range(9):
+        assert seen.index(f"end {i}") < seen.index(f"start {i + 1}"), seen
+        between = seen[seen.index(f"end {i}") : seen.index(f"start {i + 1}")]
+        assert "tick" in between, (i, seen)
+    assert (gate.max_running, gate.negotiations, gate.waited) == (1, 10, 9)
+    assert gate.running == 0
+
+
+async def test_at_once_lets_that_many_run_together() -> None:
+    """Protects ``media.negotiations_at_once``: with 3, three negotiations overlap, never a fourth."""
+    gate = NegotiationGate(3)
+    await _batch(gate, 9)
+    assert gate.max_running == 3
+    assert (gate.negotiations, gate.waited) == (9, 6)
+
+
+async def test_a_failed_or_cancelled_negotiation_gives_its_place_back() -> None:
+    """Protects against a stuck worker: a negotiation that raises, a join cancelled while it waits
+    (a viewer who hangs up), and one cancelled right after being handed its turn leave no place
+    taken: the next join still gets its turn."""
+    gate = NegotiationGate(1)
+    release = asyncio.Event()
+
+    async def fail() -> None:
+        async with gate.turn():
+            raise ValueError("bad sdp")
+
+    with pytest.raises(ValueError):
+        await fail()
+    assert gate.running == 0
+
+    async def hold() -> None:
+        async with gate.turn():
+            await release.wait()
+
+    async def hold_then_cancel_the_next() -> None:
+        async with gate.turn():
+            await release.wait()
+        handed.cancel()  # in the same step as the hand-over: before `handed` could use its turn
+
+    holder = asyncio.ensure_future(hold_then_cancel_the_next())
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(hold())
+    handed = asyncio.ensure_future(hold())
+    after = asyncio.ensure_future(hold())
+    await asyncio.sleep(0)
+    assert gate.waited == 3
+    waiting.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(after, 5)  # liveness: `after` gets the place `handed` never used
+    assert handed.cancelled() and waiting.cancelled() and holder.done()
+    assert gate.running == 0
+    async with gate.turn():  # a place is free at once
+        assert gate.running == 1
+
+
+def test_at_once_must_be_positive() -> None:
+    """Protects the gate from a value that would let no negotiation through."""
+    with pytest.raises(ValueError):
+        NegotiationGate(0)
