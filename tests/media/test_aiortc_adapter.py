@@ -364,3 +364,46 @@ async def test_the_nodes_peer_connections_share_one_certificate_and_one_dtls_con
     finally:
         for pc in (a, b, client):
             await pc.close()
+
+
+async def test_the_nodes_fingerprints_are_computed_once_and_right() -> None:
+    """Protects the join-cost saving (issue 16) and the DTLS identity it must not break: every offer
+    or answer of the node carries its certificate's fingerprints, computed once (the same objects
+    each time, not three hashes per join), equal to what aiortc computes from the certificate."""
+    from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS, certificate_digest
+
+    cert = adapter.node_certificate()
+    first, again = cert.getFingerprints(), cert.getFingerprints()
+    assert first is not again and all(a is b for a, b in zip(first, again))
+    assert [(f.algorithm, f.value) for f in first] == [
+        (alg, certificate_digest(cert._cert, alg)) for alg in X509_DIGEST_ALGORITHMS
+    ]
+    pc = adapter.PeerConnection()
+    try:
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        assert f"a=fingerprint:sha-256 {first[0].value}" in pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+async def test_video_receivers_build_their_bitrate_estimator_only_when_given_a_packet() -> None:
+    """Protects the join-cost saving (issue 16): a viewer's video transceiver (which never receives
+    RTP) no longer builds aiortc's 1000-bucket rate counter; a receiver that does get RTP (a packet
+    no SFU tap took) builds the real estimator then and gets its answers unchanged."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    adapter.lazy_receiver_estimators()
+    pc = adapter.PeerConnection()
+    try:
+        t = pc.addTransceiver("video", direction="sendonly")
+        est = t.receiver._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        assert isinstance(est, adapter.LazyBitrateEstimator) and est.real is None
+        real = RemoteBitrateEstimator()
+        for i in range(40):
+            kw = dict(abs_send_time=(i * 1311) & 0xFFFFFF, arrival_time_ms=1000 + 20 * i, payload_size=1200, ssrc=5)
+            assert est.add(**kw) == real.add(**kw)
+        assert isinstance(est.real, RemoteBitrateEstimator)
+    finally:
+        await pc.close()
+        adapter.lazy_receiver_estimators()
