@@ -10,16 +10,26 @@ turn of the loop, after the loop has polled its sockets and forwarded what arriv
 watcher's packet waits for one join's work, not a batch's. The joins' own order is kept
 (first come, first served) and their total work is the same: only who waits changes.
 
-The gate is held only across work that completes without the network (gathering binds
-local sockets; connecting runs in aiortc's own task, outside), so a slow peer cannot hold
-it. ``media.negotiations_at_once`` sets ``at_once`` (docs/media.md, "Join storms").
+A place given back is free again only in the next turn of the loop: a negotiation whose
+awaits all complete at once (no real wait inside) would otherwise give it back and let the
+next one start in the same turn. The gate is held only across work that completes without
+the network (gathering binds local sockets; connecting runs in aiortc's own task,
+outside), so a slow peer cannot hold it. ``media.negotiations_at_once`` sets ``at_once``
+(docs/media.md, "Join storms").
+
+:meth:`NegotiationGate.call_in_turn` runs a synchronous piece of join work the same way:
+a new viewer's keyframe replay (tens of packets rewritten and sent) when its DTLS
+handshake completes, which in a storm completed for several joins in one turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
+
+log = logging.getLogger(__name__)
 
 
 class NegotiationGate:
@@ -31,6 +41,7 @@ class NegotiationGate:
         self.at_once = at_once
         self._free = at_once
         self._waiters: list[asyncio.Future[None]] = []
+        self._calls: set[asyncio.Task[None]] = set()
         self.running = 0
         self.max_running = 0  # the most that ever ran at once (tests read it)
         self.negotiations = 0  # every turn given
@@ -63,10 +74,38 @@ class NegotiationGate:
             self._leave()
 
     def _leave(self) -> None:
-        """Hand the place to the first waiter still waiting (its task runs in a later turn of the loop)."""
+        """Hand the place to the first waiter still waiting (its task runs in a later turn of
+        the loop); with none, the place is free from the next turn of the loop on."""
+        if self._hand_over():
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._cooled)
+        except RuntimeError:  # no running loop (closing): free at once
+            self._free += 1
+
+    def _cooled(self) -> None:
+        if not self._hand_over():
+            self._free += 1
+
+    def _hand_over(self) -> bool:
         while self._waiters:
             fut = self._waiters.pop(0)
             if not fut.done():
                 fut.set_result(None)
-                return
-        self._free += 1
+                return True
+        return False
+
+    def call_in_turn(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (synchronous, quick) as a negotiation: in a later turn of the loop, in order.
+
+        ``fn`` must not raise; if it does, the exception is logged and the gate goes on."""
+        task = asyncio.get_running_loop().create_task(self._call(fn))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _call(self, fn: Callable[[], None]) -> None:
+        async with self.turn():
+            try:
+                fn()
+            except Exception:  # pragma: no cover - callers pass functions that do not raise
+                log.exception("join work run in turn failed")

@@ -537,8 +537,12 @@ class WebRtcTransport:
         self._consumer_by_ssrc[c.ssrc] = c
         if p.is_video:
             if not c.sink.ready:
-                # Also when paused: one unblocked before DTLS is up replays then.
-                c.sink.on_ready.append(_keyframe_when_ready(c))
+                # Also when paused: one unblocked before DTLS is up replays then. The replay
+                # takes its turn like a negotiation: in a storm many handshakes complete in
+                # one turn of the loop, and their replays would all run in it.
+                fire = _keyframe_when_ready(c)
+                gate = self.router.gate
+                c.sink.on_ready.append(lambda: gate.call_in_turn(fire))
             elif not c.paused:
                 c.start()
         return True

@@ -11,8 +11,9 @@ from jasmin_sfu.media.aiortc_adapter import LazyBitrateEstimator
 async def test_a_storm_of_concurrent_joins_takes_turns_and_every_viewer_decodes(daemon) -> None:  # type: ignore[no-untyped-def]
     """Protects issue 16's join-storm fix end to end: twelve viewers who join at once (join,
     subscribe, answer) each complete ICE and DTLS and decode the performer's video and audio; their
-    negotiations went through the worker's gate one at a time (some had to wait their turn, none
-    overlapped), and no viewer's video transceiver built aiortc's receive-side estimator."""
+    negotiations and keyframe replays went through the worker's gate one at a time (some had to wait
+    their turn, none overlapped), and no viewer's video transceiver built aiortc's receive-side
+    estimator."""
     gate = daemon.daemon.worker.gate
     pub = await publish(daemon.url, "show-storm")
     before = (gate.negotiations, gate.waited)
@@ -23,7 +24,8 @@ async def test_a_storm_of_concurrent_joins_takes_turns_and_every_viewer_decodes(
             timeout=60,
         )
         assert ok, [v.frames for v in viewers]
-        assert gate.negotiations - before[0] == 24  # a subscribe and an answer per viewer
+        # A subscribe, an answer and the keyframe replay once DTLS is up, per viewer.
+        assert gate.negotiations - before[0] == 36
         assert gate.waited - before[1] > 0
         assert gate.max_running == 1 and gate.running == 0
         router = daemon.daemon.worker.routers["show-storm"]

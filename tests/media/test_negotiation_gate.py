@@ -17,7 +17,7 @@ def _busy(ms: float) -> None:
         pass
 
 
-async def _batch(gate: NegotiationGate, n: int) -> list[str]:
+async def _batch(gate: NegotiationGate, n: int, yields: bool = True) -> list[str]:
     """``n`` negotiations started in one turn of the loop, and a ticker standing for the media
     the loop forwards (one tick per turn of the loop); returns what ran, in order."""
     loop = asyncio.get_running_loop()
@@ -33,7 +33,8 @@ async def _batch(gate: NegotiationGate, n: int) -> list[str]:
         async with gate.turn():
             seen.append(f"start {i}")
             _busy(2)
-            await asyncio.sleep(0)  # a negotiation's own awaits (aiortc's) stay inside its turn
+            if yields:
+                await asyncio.sleep(0)  # a negotiation's own awaits (aiortc's) stay inside its turn
             _busy(2)
             seen.append(f"end {i}")
 
@@ -57,6 +58,45 @@ async def test_a_batch_of_negotiations_runs_one_at_a_time_with_the_loops_other_w
         assert "tick" in between, (i, seen)
     assert (gate.max_running, gate.negotiations, gate.waited) == (1, 10, 9)
     assert gate.running == 0
+
+
+async def test_negotiations_that_never_wait_still_take_one_turn_of_the_loop_each() -> None:
+    """Protects the same promise when a negotiation's awaits all complete at once (nothing to wait
+    for inside): the place it gives back is free only in the next turn of the loop, so the batch
+    does not run in the turn it arrived in, one after another."""
+    gate = NegotiationGate(1)
+    seen = await _batch(gate, 6, yields=False)
+    for i in range(5):
+        between = seen[seen.index(f"end {i}") : seen.index(f"start {i + 1}")]
+        assert "tick" in between, (i, seen)
+    assert gate.max_running == 1
+
+
+async def test_work_called_in_turn_runs_later_in_order_one_per_turn() -> None:
+    """Protects the keyframe replays of a storm: replays asked for in one turn of the loop (many
+    DTLS handshakes completed in it) run in later turns, in order, the loop's other work between."""
+    gate = NegotiationGate(1)
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    ticking = True
+
+    def tick() -> None:
+        seen.append("tick")
+        if ticking:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    await asyncio.sleep(0)
+    for i in range(5):
+        gate.call_in_turn(lambda i=i: seen.append(f"replay {i}"))  # type: ignore[misc]
+    assert not any(s.startswith("replay") for s in seen)  # none ran in the asking turn
+    while gate.negotiations < 5 or gate.running:
+        await asyncio.sleep(0)
+    ticking = False
+    replays = [s for s in seen if s.startswith("replay")]
+    assert replays == [f"replay {i}" for i in range(5)]
+    for i in range(4):
+        assert "tick" in seen[seen.index(f"replay {i}") : seen.index(f"replay {i + 1}")], seen
 
 
 async def test_at_once_lets_that_many_run_together() -> None:
