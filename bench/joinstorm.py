@@ -52,7 +52,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import scenario
+from bench import loop_profile, scenario
 from bench.measure import pct
 from bench.peers import wait_for
 from bench.publisher import SyntheticPublisher, Workload
@@ -98,6 +98,7 @@ class Storm:
     attempts: int
     viewer_rtcp_sent: int  # RR + REMB compounds the watchers and joiners sent (--rtcp-every)
     overloaded_reasons: dict[str, int] = field(default_factory=dict)
+    loop: dict[str, Any] = field(default_factory=dict)  # --loop-profile: the SFU loop's turns and CPU by phase
 
 
 def parse_storms(text: str) -> list[tuple[int, float]]:
@@ -145,6 +146,7 @@ class JoinStorm:
         )
 
     async def run(self, n: int, spread_s: float) -> tuple[list[Join], WindowResult, WindowResult]:
+        """The storm; ``self.windows`` holds the baseline's and the storm's monotonic (start, end)."""
         o = self.o
         await self.pub.start(await self.server.show(SHOW))
         sem = asyncio.Semaphore(o.concurrency)
@@ -160,8 +162,10 @@ class JoinStorm:
         await asyncio.sleep(o.settle)
         base = Window(self.server, [self.wpoll], self.watchers, self.sent, o.cpu, o.tool_cpu)
         base.start()
+        b0 = time.monotonic()
         await asyncio.sleep(o.seconds)
         baseline = base.stop()
+        b1 = time.monotonic()
         # The storm: batches of --batch joins, spread evenly over spread_s.
         batches = max(1, math.ceil(n / o.batch))
         gap = spread_s / batches if batches > 1 else 0.0
@@ -177,6 +181,7 @@ class JoinStorm:
                 tasks.append(asyncio.ensure_future(self.join(v, t0)))
         joins = list(await asyncio.gather(*tasks))
         storm = win.stop()
+        self.windows = ((b0, b1), (t0, time.monotonic()))
         return joins, baseline, storm
 
     async def close(self) -> None:
@@ -190,6 +195,9 @@ class JoinStorm:
 async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float, wl: Workload) -> tuple[Storm, str]:
     """One storm in a fresh SFU; run again (fresh SFU) while disturbed, up to --reruns times."""
     for attempt in range(o.reruns + 1):
+        prefix = f"{o.loop_profile}-{target}-{n}_{spread_s:g}" if o.loop_profile and target == "jasmin" else ""
+        if prefix:
+            loop_profile.enable(prefix)
         server = make_server(target, o.cpu, admission=o.admission == "on")
         what = server.software()
         js = JoinStorm(o, server, wl)
@@ -197,9 +205,14 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
             joins, baseline, storm = await js.run(n, spread_s)
             rss = round(server.rss_mb(), 1)
             rtcp = js.wpoll.rtcp_sent + js.spoll.rtcp_sent
+            pid = server.pid
         finally:
             await js.close()
             await server.close()
+        loop: dict[str, Any] = {}
+        if prefix:
+            ok_joins = sum(1 for j in joins if j.outcome == "ok")
+            loop = loop_profile.summarize(prefix, pid, js.windows[0], js.windows[1], ok_joins)
         shaken = disturbed(baseline, o.max_other) or disturbed(storm, o.max_other)
         if not shaken or attempt == o.reruns:
             break
@@ -239,6 +252,7 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
         attempts=attempt + 1,
         viewer_rtcp_sent=rtcp,
         overloaded_reasons=dict(js.reasons),
+        loop=loop,
     ), what
 
 
@@ -278,6 +292,18 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
                 f"other {s.storm.other_pct} %",
                 file=sys.stderr,
             )
+            if s.loop and "error" not in s.loop:
+                q = s.loop
+                print(
+                    f"    loop turns (CPU ms): p50 {q['turn_cpu_ms_p50']} p99 {q['turn_cpu_ms_p99']} max "
+                    f"{q['turn_cpu_ms_max']}, over 5/10/20/50 ms {list(q['turns_over_ms'].values())}; join work in one "
+                    f"turn max {q['join_work_ms_per_turn_max']} ms, turns with over 2/5/10/20 ms of it "
+                    f"{list(q['turns_with_join_work_over_ms'].values())}; CPU ms per join: "
+                    + ", ".join(f"{k.split(' (')[0]} {v}" for k, v in q["cpu_ms_per_join_by_phase"].items()),
+                    file=sys.stderr,
+                )
+            elif s.loop:
+                print(f"    loop profile: {s.loop['error']}", file=sys.stderr)
         results[target] = {"software": what, "summary": summarize(storms), "storms": [asdict(s) for s in storms]}
     out: dict[str, Any] = {
         "scenario": "joinstorm",
@@ -446,6 +472,12 @@ def parser() -> argparse.ArgumentParser:
         help="other work on the machine (percent of one core) above which a storm is disturbed",
     )
     ap.add_argument("--reruns", type=int, default=1, help="run a disturbed storm again this many times")
+    ap.add_argument(
+        "--loop-profile",
+        default="",
+        help="path prefix: profile jasmin-sfu's event loop (CPU per turn and per callback, by phase of a join;"
+        " bench/loop_profile.py) into <prefix>-jasmin-V_T.<pid>.json and the record's `loop`",
+    )
     scenario.add_run_arguments(ap)
     return ap
 
