@@ -211,8 +211,8 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
             await server.close()
         loop: dict[str, Any] = {}
         if prefix:
-            ok_joins = sum(1 for j in joins if j.outcome == "ok")
-            loop = loop_profile.summarize(prefix, pid, js.windows[0], js.windows[1], ok_joins)
+            worked = sum(1 for j in joins if j.outcome in ("ok", "timeout"))  # every join the SFU negotiated
+            loop = loop_profile.summarize(prefix, pid, js.windows[0], js.windows[1], worked)
         shaken = disturbed(baseline, o.max_other) or disturbed(storm, o.max_other)
         if not shaken or attempt == o.reruns:
             break

@@ -102,6 +102,6 @@ def summarize(
     }
     out["note"] = (
         "loop thread CPU (time.thread_time) under asyncio's loop with per-callback timing; per join: storm"
-        " window minus the baseline's rate, whole seconds at the window edges"
+        " window minus the baseline's rate, over the joins negotiated (ok or timed out), whole seconds at the window edges"
     )
     return out

@@ -8,7 +8,9 @@ viewers already watching waited for all ten (bench/README.md, "Join storm"). Thr
 gate at most ``at_once`` negotiations run at a time; a waiting one starts only in a later
 turn of the loop, after the loop has polled its sockets and forwarded what arrived, so a
 watcher's packet waits for one join's work, not a batch's. The joins' own order is kept
-(first come, first served) and their total work is the same: only who waits changes.
+(first come, first served, except that work completing a join already under way, an
+`answer` or a keyframe replay, goes before new joins) and their total work is the same:
+only who waits changes.
 
 A place given back is free again only in the next turn of the loop: a negotiation whose
 awaits all complete at once (no real wait inside) would otherwise give it back and let the
@@ -41,6 +43,9 @@ class NegotiationGate:
         self.at_once = at_once
         self._free = at_once
         self._waiters: list[asyncio.Future[None]] = []
+        # Work that completes a join already under way (an answer, a keyframe replay) goes
+        # before new joins: under a storm, joins finish instead of all waiting for the last.
+        self._finishing: list[asyncio.Future[None]] = []
         self._calls: set[asyncio.Task[None]] = set()
         self.running = 0
         self.max_running = 0  # the most that ever ran at once (tests read it)
@@ -48,19 +53,21 @@ class NegotiationGate:
         self.waited = 0  # turns that had to wait for another negotiation to end
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Run the body as one negotiation: now when a place is free and nobody waits, else in order."""
-        if self._free > 0 and not self._waiters:
+    async def turn(self, finishing: bool = False) -> AsyncIterator[None]:
+        """Run the body as one negotiation: now when a place is free and nobody waits, else in
+        order; ``finishing`` (work that completes a join under way) before every new one."""
+        if self._free > 0 and not self._waiters and not self._finishing:
             self._free -= 1
         else:
             self.waited += 1
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
+            queue = self._finishing if finishing else self._waiters
+            queue.append(fut)
             try:
                 await fut  # the place is handed over by the one leaving: see _leave
             except BaseException:
-                if fut in self._waiters:
-                    self._waiters.remove(fut)
+                if fut in queue:
+                    queue.remove(fut)
                 elif fut.done() and not fut.cancelled():
                     self._leave()  # handed a place, then cancelled before using it: pass it on
                 raise
@@ -88,15 +95,16 @@ class NegotiationGate:
             self._free += 1
 
     def _hand_over(self) -> bool:
-        while self._waiters:
-            fut = self._waiters.pop(0)
-            if not fut.done():
-                fut.set_result(None)
-                return True
+        for queue in (self._finishing, self._waiters):
+            while queue:
+                fut = queue.pop(0)
+                if not fut.done():
+                    fut.set_result(None)
+                    return True
         return False
 
     def call_in_turn(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` (synchronous, quick) as a negotiation: in a later turn of the loop, in order.
+        """Run ``fn`` (synchronous, quick) as finishing work: in a later turn of the loop, in order.
 
         ``fn`` must not raise; if it does, the exception is logged and the gate goes on."""
         task = asyncio.get_running_loop().create_task(self._call(fn))
@@ -104,7 +112,7 @@ class NegotiationGate:
         task.add_done_callback(self._calls.discard)
 
     async def _call(self, fn: Callable[[], None]) -> None:
-        async with self.turn():
+        async with self.turn(finishing=True):
             try:
                 fn()
             except Exception:  # pragma: no cover - callers pass functions that do not raise

@@ -181,7 +181,7 @@ class Router:
 
     async def accept_answer(self, transport: WebRtcTransport, answer_sdp: str) -> list[Consumer]:
         self._check_open()
-        async with self.gate.turn():
+        async with self.gate.turn(finishing=True):
             consumers = await transport.accept_answer(answer_sdp)
         for c in consumers:
             self._add_consumer(transport, c)

@@ -152,3 +152,33 @@ def test_at_once_must_be_positive() -> None:
     """Protects the gate from a value that would let no negotiation through."""
     with pytest.raises(ValueError):
         NegotiationGate(0)
+
+
+async def test_work_that_finishes_a_join_goes_before_new_joins() -> None:
+    """Protects TTFF under a storm: answers and keyframe replays (joins already under way) get the
+    next turn before subscribes that arrived earlier, so joins finish instead of every one waiting
+    for the last new join's negotiation (with first come first served, the first joiners' replays
+    waited behind the whole storm's subscribes and timed out)."""
+    gate = NegotiationGate(1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def negotiate(name: str, finishing: bool = False) -> None:
+        async with gate.turn(finishing=finishing):
+            order.append(name)
+            if name == "first":
+                await release.wait()
+
+    first = asyncio.ensure_future(negotiate("first"))
+    await asyncio.sleep(0)
+    new = [asyncio.ensure_future(negotiate(f"subscribe {i}")) for i in range(3)]
+    await asyncio.sleep(0)
+    answer = asyncio.ensure_future(negotiate("answer", finishing=True))
+    await asyncio.sleep(0)
+    gate.call_in_turn(lambda: order.append("replay"))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, answer, *new)
+    while gate.running or gate.negotiations < 6:
+        await asyncio.sleep(0)
+    assert order == ["first", "answer", "replay", "subscribe 0", "subscribe 1", "subscribe 2"]
