@@ -74,6 +74,7 @@ def summarize(
     out: dict[str, Any] = {
         "join_work_ms_per_turn_max": round(max(join_work), 2) if join_work else 0.0,
         "turns_with_join_work_over_ms": {str(b): sum(1 for x in join_work if x > b) for b in (2, 5, 10, 20)},
+        "gc_gen2_ms": [ms for t, ms, _n in rec.get("gc2", []) if s0 <= t <= s1],
         "turns_over_0_2ms": len(turns),
         "turn_cpu_ms_p50": _pct(turns, 50),
         "turn_cpu_ms_p99": _pct(turns, 99),

@@ -12,7 +12,9 @@ does not stretch, unlike the wall clock):
   time (the clock is the machine's, so the bench can cut its windows out);
 * every callback, by name (a task's coroutine and what it was awaiting, or the function),
   summed per second;
-* the make-up of each turn over 2 ms (its twelve largest names).
+* the make-up of each turn over 2 ms (its twelve largest names);
+* every garbage collection of the oldest generation (a pause inside whichever callback
+  allocated last), with its wall time.
 
 asyncio's own loop replaces uvloop in that process (uvloop's turns and callbacks cannot be
 seen from Python), and the timing costs a few microseconds per callback: absolute figures
@@ -39,6 +41,8 @@ if os.environ.get("BENCH_LOOP_PROFILE") and "jasmin_sfu" in sys.orig_argv:
     _long: list[tuple[float, float, list[tuple[float, int, str]]]] = []
     _per_second: dict[int, dict[str, list[float]]] = {}
     _current: list[tuple[str, float]] = []
+    _gc2: list[tuple[float, float, int]] = []
+    _gc_t0 = [0.0]
     _run_handle = asyncio.events.Handle._run
     _run_once = asyncio.base_events.BaseEventLoop._run_once
 
@@ -86,8 +90,23 @@ if os.environ.get("BENCH_LOOP_PROFILE") and "jasmin_sfu" in sys.orig_argv:
             top = sorted(((round(v[0] * 1000, 2), int(v[1]), k) for k, v in by.items()), reverse=True)[:12]
             _long.append((round(now, 4), round(cpu * 1000, 2), top))
 
+    def _on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            _gc_t0[0] = time.perf_counter()
+        else:
+            _gc2.append(
+                (
+                    round(time.monotonic(), 4),
+                    round((time.perf_counter() - _gc_t0[0]) * 1000, 2),
+                    int(info.get("collected", 0)),
+                )
+            )
+
     def _dump() -> None:
         record = {
+            "gc2": _gc2,
             "turns": _turns,
             "long_turns": _long,
             "per_second": {
@@ -101,6 +120,9 @@ if os.environ.get("BENCH_LOOP_PROFILE") and "jasmin_sfu" in sys.orig_argv:
     asyncio.events.Handle._run = _timed_run  # type: ignore[method-assign]
     asyncio.base_events.BaseEventLoop._run_once = _timed_run_once  # type: ignore[method-assign]
     atexit.register(_dump)
+    import gc
+
+    gc.callbacks.append(_on_gc)
     try:
         import uvloop
 
