@@ -93,8 +93,8 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     assert s.layer_adaptation is True
     assert load_config(env={"JASMIN_MEDIA_LAYER_ADAPTATION": "false"}).media.layer_adaptation is False
     assert s.nack_default_rtt_s == 0.1
-    assert s.negotiations_at_once == 1
-    assert load_config(env={"JASMIN_MEDIA_NEGOTIATIONS_AT_ONCE": "4"}).media.negotiations_at_once == 4
+    assert s.negotiations_at_once == 4
+    assert load_config(env={"JASMIN_MEDIA_NEGOTIATIONS_AT_ONCE": "1"}).media.negotiations_at_once == 1
 
 
 @pytest.mark.parametrize(

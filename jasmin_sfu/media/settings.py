@@ -52,11 +52,12 @@ class MediaSettings:
     # Audio/video m-sections (producers) one publish may carry; more is `bad_sdp`.
     # A camera is two (video, audio); the rest is room for a second source.
     max_producers_per_publisher: int = 4
-    # SDP negotiations (publish, subscribe, answer, WHIP/WHEP) that run at once on a
-    # worker; the others wait their turn, each in a later turn of the event loop, so
-    # the viewers already watching wait for one join's work, not a storm batch's
-    # (negotiation_gate.py, docs/media.md "Join storms").
-    negotiations_at_once: int = 1
+    # SDP negotiations (publish, subscribe, answer, WHIP/WHEP) and keyframe replays that
+    # run at once on a worker; the others wait their turn, each in a later turn of the
+    # event loop, so the viewers already watching wait for a few joins' work, not a storm
+    # batch's (negotiation_gate.py, docs/media.md "Join storms"). 1 bounds the loop's
+    # turns tighter but, on a node short of CPU, let far fewer joins finish (bench/README.md).
+    negotiations_at_once: int = 4
     # Retransmissions to a viewer (docs/media.md): one packet at most
     # nack_max_retries times, at most once per the viewer's round trip
     # (nack_default_rtt_ms until its RTCP measured one), never when it would
