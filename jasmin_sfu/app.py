@@ -586,8 +586,8 @@ async def serve(cfg: Config, ready: Callable[[int], Any] | None = None) -> int:
 def freeze_startup_heap() -> None:
     """Put everything the process made up to now out of the cyclic collector's sight.
 
-    The modules, the app and the stores live as long as the process: ~90 000 objects that
-    every collection of the oldest generation walked again, ~65 ms of CPU on the loop that
+    The modules, the app and the stores live as long as the process: 70 000-90 000 objects
+    that every collection of the oldest generation walked again, 40-65 ms of CPU on the loop that
     forwards media, at a moment the allocations of a join storm chose (the single longest
     loop turns of the storm profile, bench/README.md). After ``gc.freeze`` a collection walks
     only what was made since (docs/media.md, "Join storms")."""

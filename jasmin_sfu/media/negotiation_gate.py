@@ -7,7 +7,7 @@ CPU on the loop that forwards media. In a join storm the requests come in batche
 viewers already watching waited for all ten (bench/README.md, "Join storm"). Through the
 gate at most ``at_once`` negotiations run at a time; a waiting one starts only in a later
 turn of the loop, after the loop has polled its sockets and forwarded what arrived, so a
-watcher's packet waits for one join's work, not a batch's. The joins' own order is kept
+watcher's packet waits for at most ``at_once`` joins' work, not a whole batch's. The joins' own order is kept
 (first come, first served, except that work completing a join already under way, an
 `answer` or a keyframe replay, goes before new joins) and their total work is the same:
 only who waits changes.
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class NegotiationGate:
-    """Lets at most ``at_once`` negotiations run at a time, first come first served."""
+    """Lets at most ``at_once`` negotiations run at a time: finishing work first, then first come first served."""
 
     def __init__(self, at_once: int = 1) -> None:
         if at_once < 1:
