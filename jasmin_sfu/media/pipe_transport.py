@@ -53,6 +53,18 @@ Producer ids travel in 32-byte slots (ASCII, NUL-padded; a uuid4 hex fills one).
 Datagrams from any address but the peer's are dropped and counted
 (``relay_unknown_address``), as are those that do not unprotect
 (``relay_srtp``). The hot path is synchronous: protect and ``sendto``.
+
+**A new replica takes nothing sent before it.** :func:`describe` gives, per
+stream the origin has received, ``next_seq``: the sequence number after the
+newest packet it holds. Everything the origin ever relayed of that stream
+(forwarded as received, or resent from its cache) is older. An edge's new
+replica refuses (``relay_before_replica``) every packet of a stream older than
+the ``next_seq`` it was created with: a datagram sent toward this edge's old copy
+of a show (a private's, for its member there) and delayed by the network
+cannot reach a viewer of the new copy, however late it lands. The check is
+RTP's half window of 16-bit sequence numbers; it is dropped once the replica
+is 8192 packets past it, where the SRTP replay window (1024 packets) already
+refuses anything older.
 """
 
 from __future__ import annotations
@@ -95,6 +107,8 @@ log = logging.getLogger(__name__)
 KEY_LENGTH = 30
 _MAP = struct.Struct("!IB3x32s")
 _GONE_REPEATS = 3
+# A replica's floor is forgotten this far past it (the SRTP replay window, 1024, refuses older).
+_FLOOR_SPAN = 0x2000
 
 
 def new_key() -> bytes:
@@ -260,6 +274,8 @@ class PipeTransport:
         self._router_of: dict[str, "Router"] = {}
         self._routers: dict[str, "Router"] = {}
         self._by_ssrc: dict[int, tuple[Producer, Layer]] = {}
+        # ... and per SSRC of a new replica, the oldest sequence number it takes (``next_seq``).
+        self._floors: dict[int, int] = {}
         self.wanted: set[str] = set()
 
     # -- setup -------------------------------------------------------------------
@@ -458,6 +474,9 @@ class PipeTransport:
         for lay in layers:
             if lay.get("ssrc") is not None:
                 self._map(replica, int(lay["index"]), int(lay["ssrc"]))
+                if lay.get("next_seq") is not None:
+                    # In this step, before any datagram can reach the replica.
+                    self._floors[int(lay["ssrc"])] = int(lay["next_seq"]) & 0xFFFF
 
         def on_demand(watched: bool, pid: str = pid) -> None:
             if watched:
@@ -481,6 +500,7 @@ class PipeTransport:
         layer = layers[index]
         if layer.ssrc is not None and layer.ssrc != ssrc:
             self._by_ssrc.pop(layer.ssrc, None)
+            self._floors.pop(layer.ssrc, None)
         layer.ssrc = ssrc
         self._by_ssrc[ssrc] = (replica, layer)
 
@@ -543,6 +563,7 @@ class PipeTransport:
         for layer in producer.all_layers:
             if layer.ssrc is not None:
                 self._by_ssrc.pop(layer.ssrc, None)
+                self._floors.pop(layer.ssrc, None)
         self.wanted.discard(producer.id)
         router = self._router_of.pop(producer.id, None)
         if router is not None:
@@ -575,11 +596,25 @@ class PipeTransport:
         if rtcp:
             self._on_rtcp(plain)
             return
-        found = self._by_ssrc.get(int.from_bytes(plain[8:12], "big"))
+        ssrc = int.from_bytes(plain[8:12], "big")
+        found = self._by_ssrc.get(ssrc)
         if found is None:
             self.stats.drop("relay_unknown_ssrc")
             return
+        if self._floors and ssrc in self._floors and self._before_floor(ssrc, plain, found[1]):
+            self.stats.drop("relay_before_replica")
+            return
         found[0].on_rtp(plain, int(self.clock() * 1000), found[1])
+
+    def _before_floor(self, ssrc: int, plain: bytes, layer: Layer) -> bool:
+        """Whether ``plain`` is older than what its new replica takes (sent toward an earlier
+        copy of the show here); forgets the floor once the replica is far past it."""
+        floor = self._floors[ssrc]
+        if (int.from_bytes(plain[2:4], "big") - floor) & 0xFFFF >= 0x8000:
+            return True
+        if layer.base_seq is not None and _FLOOR_SPAN <= (layer.max_seq - floor) & 0xFFFF < 0x8000:
+            del self._floors[ssrc]
+        return False
 
     def _on_rtcp(self, data: bytes) -> None:
         try:
@@ -723,5 +758,15 @@ def describe(p: Producer) -> dict[str, Any]:
         "codec_parameters": {k: v for k, v in p.codec_parameters.items() if isinstance(v, (str, int, float))},
         "extensions": dict(p.extensions),
         "app_data": {k: v for k, v in p.app_data.items() if isinstance(v, (str, int, float, bool))},
-        "layers": [{"index": lay.index, "rid": lay.rid, "ssrc": lay.ssrc} for lay in p.all_layers],
+        "layers": [
+            {
+                "index": lay.index,
+                "rid": lay.rid,
+                "ssrc": lay.ssrc,
+                # The sequence number after the newest packet received (None before the first):
+                # every packet relayed so far is older, and a new replica takes none of them.
+                "next_seq": None if lay.base_seq is None else (lay.max_seq + 1) & 0xFFFF,
+            }
+            for lay in p.all_layers
+        ],
     }

@@ -257,6 +257,78 @@ async def test_an_edge_nack_never_gets_a_packet_from_while_its_relay_was_cut(wor
         await pub.close()
 
 
+async def test_a_new_replica_takes_no_datagram_sent_toward_the_edge_before_it(worker: Worker) -> None:
+    """Protects a private when an edge makes a new copy of a show (docs/cluster.md, "Privacy"): datagrams
+    the origin sent toward the edge's old copy (a private's, for its member there) and that the network
+    delays until the new copy's replicas exist and have a viewer never reach those replicas (so
+    neither their viewers, nor their keyframe and NACK caches): each is dropped and counted
+    (`relay_before_replica`), while the new copy's own stream flows. The delay is made, not waited
+    for: the origin pipe's sends are held back, then handed to the edge pipe's own receive path.
+    Red when the edge's new replica takes packets older than the `next_seq` of its description."""
+    a = worker.create_router("show-a")
+    old_copy = worker.create_router("show-b")
+    producers, pub = await published(a)
+    origin, edge = await pipe_pair(worker)
+    viewers: list[Any] = []
+    tasks: list[asyncio.Task[None]] = []
+    udp = origin._udp
+    assert udp is not None and origin.local is not None
+    held: list[bytes] = []
+    holding = [False]
+    send = udp.sendto
+
+    def sendto(data: bytes, addr: Any = None) -> None:
+        if holding[0] and not 192 <= data[1] <= 223:  # RTP, not the pipe's RTCP
+            held.append(data)
+            return
+        send(data, addr)
+
+    udp.sendto = sendto  # type: ignore[method-assign]
+    try:
+        old = [edge.add_replica(old_copy, origin.offer(p)) for p in producers]
+        viewer, _, frames, tasks = await watching(old_copy)
+        viewers.append(viewer)
+        assert await wait_for(lambda: frames.get("video", 0) >= 5, timeout=30), frames
+        holding[0] = True  # from here the network "delays" what the origin sends toward the edge
+        assert await wait_for(lambda: len(held) >= 30, timeout=10)
+        holding[0] = False
+        for r in old:
+            r.close()  # the edge's old copy ends
+        assert await wait_for(lambda: not any(p.relays for p in producers), timeout=10)
+
+        new_copy = worker.create_router("show-b2")
+        new = [edge.add_replica(new_copy, origin.offer(p)) for p in producers]
+        taken: list[tuple[int, int]] = []
+        for r in new:
+            on_rtp = r.on_rtp
+
+            def recording(data: bytes, arrival_ms: int, layer: Any = None, on_rtp: Any = on_rtp) -> None:
+                taken.append((int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")))
+                on_rtp(data, arrival_ms, layer)
+
+            r.on_rtp = recording  # type: ignore[method-assign]
+        viewer2, _, frames2, tasks2 = await watching(new_copy)
+        viewers.append(viewer2)
+        tasks += tasks2
+        assert await wait_for(lambda: frames2.get("video", 0) >= 5, timeout=30), frames2
+
+        dropped = worker.stats.drops.get("relay_before_replica", 0)
+        before = len(taken)
+        for data in held:
+            edge._on_datagram(data, origin.local)  # the late datagrams land, through the pipe's own path
+        stale = [t for t in taken[before:]]
+        assert stale == [], f"{len(stale)} of {len(held)} datagrams sent before the new copy reached it"
+        assert worker.stats.drops.get("relay_before_replica", 0) == dropped + len(held)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for v in viewers:
+            await v.close()
+        origin.close()
+        edge.close()
+        await pub.close()
+
+
 async def test_an_origin_stops_feeding_an_edge_that_went_silent(worker: Worker) -> None:
     """Protects the origin from relaying forever to a dead edge: once it has heard nothing from the
     edge for its silence timeout (the edge says what it wants every RTCP interval), every relay toward
