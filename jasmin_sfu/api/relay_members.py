@@ -25,6 +25,10 @@ the show's media; null: everyone), in order, each with a sequence number the edg
 acknowledges (``{"acked": n}``) and never applies twice. One ordered queue per edge node,
 retried until delivered; an edge that cannot be reached for ``ttl_s`` is gone.
 
+An audience back to everyone (null) carries ``floors``: per producer, its layers' ``next_seq``
+at the origin when it was decided (the relay restarted in that step); the edge's replicas take
+no packet older (a private's datagram delayed by the network reaches no guest once it opens).
+
 Privacy (docs/cluster.md "Privacy"): the accept cuts every relay in its step, as before.
 The origin then tells the member's edge its new audience (the member's sessions only); the
 edge blocks every other consumer of the show there and acknowledges; only then does the
@@ -46,7 +50,7 @@ import aiohttp
 from aiohttp import web
 
 from jasmin_sfu.api.relay_auth import RelayError, RequestVerifier, signed_headers
-from jasmin_sfu.media.pipe_transport import PipeTransport
+from jasmin_sfu.media.pipe_transport import PipeTransport, describe
 from jasmin_sfu.shows.machine import Rejected, SneakPeek
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
@@ -72,6 +76,7 @@ class RelayHost(Protocol):
     verifier: RequestVerifier
     shows: ShowRegistry
     origin_pipes: dict[str, PipeTransport]
+    edge_pipes: dict[str, PipeTransport]
     edge_shows: dict[str, str]
     edge_origin_http: dict[str, str]
     silence_timeout_s: float
@@ -171,9 +176,17 @@ class EdgeLink:
         else:
             self.told[show] = members
         self.acked.pop(show, None)  # not admitted again before the edge confirms this one
-        seq = self.push(
-            {"kind": "audience", "show_id": show.id, "members": None if members is None else sorted(members)}
-        )
+        item: dict[str, Any] = {
+            "kind": "audience",
+            "show_id": show.id,
+            "members": None if members is None else sorted(members),
+        }
+        if members is None:
+            # Open again: the relay restarted in this step, so every packet of the private relayed
+            # toward the edge is older than each stream's next_seq now. The edge takes none of them
+            # once it opens (a datagram of the private delayed by the network reaches no guest).
+            item["floors"] = {p.id: describe(p)["layers"] for p in show.performer_producers() if not p.closed}
+        seq = self.push(item)
         self.pending[show] = seq
         self._audience_sent[seq] = show
 
@@ -542,6 +555,10 @@ class RelayMembers:
         if item["kind"] == "audience":
             members = item["members"]
             if members is None:
+                pipe = self.relays.edge_pipes.get(node)
+                for pid, layers in dict(item.get("floors") or {}).items():
+                    if pipe is not None:
+                        pipe.hold_back(str(pid), list(layers))  # before the audience opens
                 self.exclusive.pop(show_id, None)
             else:
                 self.exclusive[show_id] = frozenset(str(m) for m in members)

@@ -61,7 +61,9 @@ newest packet it holds. Everything the origin ever relayed of that stream
 replica refuses (``relay_before_replica``) every packet of a stream older than
 the ``next_seq`` it was created with: a datagram sent toward this edge's old copy
 of a show (a private's, for its member there) and delayed by the network
-cannot reach a viewer of the new copy, however late it lands. The check is
+cannot reach a viewer of the new copy, however late it lands (:meth:`hold_back`
+does the same for an existing replica whose audience is about to widen: a
+member's edge opening again at its private's end). The check is
 RTP's half window of 16-bit sequence numbers; it is dropped once the replica
 is 8192 packets past it, where the SRTP replay window (1024 packets) already
 refuses anything older.
@@ -491,6 +493,18 @@ class PipeTransport:
         self._routers[router.id] = router
         router.adopt(replica)
         return replica
+
+    def hold_back(self, producer_id: str, layers: list[dict[str, Any]]) -> None:
+        """From now on the replica of ``producer_id`` takes no packet older than each layer's
+        ``next_seq`` (as :func:`describe` gives them at the origin): its audience is about to
+        widen, and what the origin relayed before that moment was for its narrower one."""
+        replica = self.replicas.get(producer_id)
+        if replica is None or replica.closed:
+            return
+        for lay in layers:
+            ssrc, next_seq = lay.get("ssrc"), lay.get("next_seq")
+            if ssrc is not None and next_seq is not None and self._by_ssrc.get(int(ssrc), (None,))[0] is replica:
+                self._floors[int(ssrc)] = int(next_seq) & 0xFFFF
 
     def _map(self, replica: Producer, index: int, ssrc: int) -> None:
         layers = replica.all_layers

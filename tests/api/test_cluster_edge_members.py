@@ -263,3 +263,61 @@ async def test_a_new_copy_of_the_show_on_the_members_edge_gets_nothing_of_the_ru
     finally:
         for p in run["peers"]:
             await p.close()
+
+
+async def test_a_privates_datagram_landing_after_the_edge_opened_again_reaches_no_guest(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects privacy at a private's end on the member's edge (docs/cluster.md, "Privacy"): datagrams
+    of the private relayed toward b for its member, delayed by the network until b's audience is open
+    again (back to free chat), never reach b's replicas, so neither b's guest nor their keyframe and
+    NACK caches: each is dropped and counted (`relay_before_replica`). The delay is made, not waited
+    for: a's pipe toward b holds back what it sends, then the datagrams are handed to b's pipe through
+    its own receive path once b opened. Red when the origin's "open again" carries no `floors`, or the
+    edge ignores them."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
+    t_accept = run["accepted_at"]
+    assert a.relays is not None and b.relays is not None and b.relays.members is not None
+    try:
+        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 50, 30)
+        towards_b = a.relays.origin_pipes["b"]
+        udp = towards_b._udp
+        assert udp is not None and towards_b.local is not None
+        held: list[bytes] = []
+        send = udp.sendto
+
+        def holding(data: bytes, addr: Any = None) -> None:
+            if not 192 <= data[1] <= 223:  # the private's RTP toward the member's edge
+                held.append(data)
+                return
+            send(data, addr)
+
+        udp.sendto = holding  # type: ignore[method-assign]
+        assert await wait_for(lambda: len(held) >= 30, 10)
+        udp.sendto = send  # type: ignore[method-assign]
+        await member.client.request("private.end")
+        await pub.client.request("show.free")
+        assert await wait_for(lambda: "anna" not in b.relays.members.exclusive, 10)  # type: ignore[union-attr]
+
+        from_a = b.relays.edge_pipes["a"]
+        taken: list[int] = []
+        for r in from_a.replicas.values():
+            on_rtp = r.on_rtp
+
+            def recording(data: bytes, arrival_ms: int, layer: Any = None, on_rtp: Any = on_rtp) -> None:
+                taken.append(int.from_bytes(data[2:4], "big"))
+                on_rtp(data, arrival_ms, layer)
+
+            r.on_rtp = recording  # type: ignore[method-assign]
+        dropped = b.worker.stats.drops.get("relay_before_replica", 0)
+        for data in held:
+            from_a._on_datagram(data, towards_b.local)  # the private's late datagrams land on the open edge
+        assert taken == [], f"{len(taken)} of {len(held)} datagrams of the private reached b's replicas"
+        assert b.worker.stats.drops.get("relay_before_replica", 0) == dropped + len(held)
+        # The free stream goes on: b's guest decodes again.
+        seen = run["guests"][1].frames.get("video", 0)
+        assert await wait_for(lambda: run["guests"][1].frames.get("video", 0) >= seen + 5, 30)
+    finally:
+        for p in run["peers"]:
+            await p.close()
