@@ -13,6 +13,9 @@ Per packet of one 1.5 Mbit/s VP8-shaped stream (bench.hotpath's packets):
   (``Producer.on_rtp`` + the relay: protect + ``sendto`` on the pipe's socket);
 * ``relay_in_us``: the edge taking it (the pipe's address check + SRTP
   unprotect + the replica's ``on_rtp`` ingest, no viewer);
+* ``relay_in_floor_us``: the same while the replica is new (each packet
+  checked against the ``next_seq`` it was created with; timed over at most
+  7800 packets, as the check ends 8192 packets past it);
 * the ratios ``relay_out_us / copy_python_us`` and ``relay_in_us /
   copy_python_us``, which carry across machines; the microseconds do not.
 
@@ -96,33 +99,52 @@ async def measure(count: int) -> dict[str, Any]:
         eh, ep = await edge.bind("127.0.0.1")
         origin.connect(eh, ep, edge.local_key)
         edge.connect(oh, op, origin.local_key)
+        edges: list[PipeTransport] = []
         try:
             p = make_producer(stats)
+            desc = describe(p)  # before any packet: the steady state, no floor
             origin.offer(p)
             origin._want({p.id})  # as the edge's JWNT would
             for pkt in warm:
                 p.on_rtp(pkt, 0)
             out["relay_out_us"] = _timed(lambda b, f=p.on_rtp: f(b, 0), body)
 
-            replica = edge.add_replica(_RouterStub(), describe(p))  # type: ignore[arg-type]
-            assert replica.ssrc is not None
             # The origin's protection of the same packets, made apart (its own SRTP state).
             tx = Session(Policy(key=origin.local_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
             wire = [tx.protect(b) for b in pkts]
             addr = (oh, op)
-            on_datagram = edge._on_datagram
-            for d in wire[:200]:
-                on_datagram(d, addr)
-            out["relay_in_us"] = _timed(lambda d: on_datagram(d, addr), wire[200:])
-            out["relay_in_replica_packets"] = replica.packets
+            # A new replica's floor at the first packet: every packet passes the check.
+            first = dict(
+                desc, layers=[dict(lay, next_seq=int.from_bytes(pkts[0][2:4], "big")) for lay in desc["layers"]]
+            )
+            for key, d in (("relay_in", desc), ("relay_in_floor", first)):
+                edge.close()
+                edge = PipeTransport(
+                    peer_node="origin", role="edge", settings=settings, stats=stats, clock=time.monotonic
+                )
+                edges.append(edge)
+                await edge.bind("127.0.0.1")
+                edge.connect(oh, op, origin.local_key)
+                replica = edge.add_replica(_RouterStub(), d)  # type: ignore[arg-type]
+                assert replica.ssrc is not None
+                on_datagram = edge._on_datagram
+                for w in wire[:200]:
+                    on_datagram(w, addr)
+                # The floor is forgotten 8192 packets past it: time the packets it checks.
+                timed = wire[200:] if key == "relay_in" else wire[200:8000]
+                out[f"{key}_us"] = _timed(lambda w, f=on_datagram: f(w, addr), timed)
+                out[f"{key}_replica_packets"] = replica.packets
         finally:
             origin.close()
             edge.close()
+            for e in edges:
+                e.close()
     finally:
         drain.close()
     base = out["copy_python_us"]
     out["relay_out_vs_copy_python"] = out["relay_out_us"] / base
     out["relay_in_vs_copy_python"] = out["relay_in_us"] / base
+    out["relay_in_floor_vs_copy_python"] = out["relay_in_floor_us"] / base
     return out
 
 
