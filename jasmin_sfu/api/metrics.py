@@ -40,6 +40,11 @@ class MediaCollector(Collector):
             ("jasmin_rtp_bytes_out", "RTP bytes sent to viewers", s.rtp_bytes_out),
             ("jasmin_rtcp_packets_in", "Compound RTCP packets received", s.rtcp_packets_in),
             ("jasmin_rtcp_packets_out", "Compound RTCP packets sent by the SFU", s.rtcp_packets_out),
+            (
+                "jasmin_sender_reports_sent",
+                "RTCP sender reports sent to viewers (one per stream)",
+                s.sender_reports_sent,
+            ),
             ("jasmin_nacks_received", "NACK feedback packets from viewers", s.nacks_received),
             ("jasmin_nack_packets_served", "Packets retransmitted from the cache", s.nack_packets_served),
             ("jasmin_nack_packets_missed", "NACKed packets not in the cache (asked upstream)", s.nack_packets_missed),

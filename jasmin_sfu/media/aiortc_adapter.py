@@ -16,8 +16,10 @@ The hooks (measured on aiortc 1.16.0):
   feedback (NACK, PLI, FIR, REMB, SR, RR) there.
 * Sending: ``RTCDtlsTransport._tx_srtp.protect`` and the nominated aioice
   pair's datagram transport, both synchronous, so the hot path never awaits.
-* ``RTCRtpSender`` name-mangled SR fields: aiortc's own RTCP loop then sends
-  sender reports describing what we forwarded under its SSRC.
+* ``RTCRtpSender._run_rtcp`` (and its name-mangled started/exited events):
+  replaced per sender by :func:`quiet_sender_rtcp` so that aiortc starts no
+  RTCP task for a sender the SFU feeds; the worker's one timer
+  (``sender_report_timer.py``) sends the SRs.
 * ``RTCPeerConnection.__connect`` (name-mangled) is the task aiortc starts
   with ``asyncio.ensure_future`` after each description and never awaits: a
   peer that vanishes mid-handshake, or an SDP aiortc accepted but cannot
@@ -420,32 +422,49 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
     return int(sender._ssrc)
 
 
-def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int) -> None:
-    """Make aiortc's periodic SR for ``sender`` describe forwarded media.
+# ---------------------------------------------------------------------------
+# Sender reports: the worker's one timer (sender_report_timer.py), not aiortc's task per sender.
 
-    The NTP/RTP pair comes from the publisher's own SR translated into this
-    consumer's timestamp space, so lip sync survives forwarding.
+
+def quiet_sender_rtcp(sender: RTCRtpSender) -> None:
+    """Keep aiortc from starting its RTCP task (``_run_rtcp``) for ``sender``.
+
+    aiortc's ``RTCRtpSender.send`` starts one task per sender that wakes every
+    0.5-1.5 s to send an SR + SDES (7 % of the forwarding loop at 400 viewers);
+    the SFU's :class:`~.sender_report_timer.SenderReportTimer` sends them for
+    every forwarded sender of the worker instead. Call before ``send`` runs
+    (that is, before the peer connection connects). ``send`` passes what
+    ``_run_rtcp()`` returns to ``asyncio.ensure_future``, which returns a
+    future as it is: an already finished one here, so no task exists, and
+    ``stop`` (which waits for the loop's started/exited events and cancels it)
+    finds both events set. aiortc's BYE on stop goes with it; the timer sends
+    one when the consumer closes. Incoming RTCP never reached aiortc's sender
+    (:func:`install_taps` routes it to the SFU), so nothing else changes.
     """
-    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp & 0xFFFFFFFF  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
-    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+
+    def no_rtcp_task() -> asyncio.Future[None]:
+        sender._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    sender._run_rtcp = no_rtcp_task  # type: ignore[method-assign,assignment]
 
 
-def rtt_from_report(sender: RTCRtpSender, lsr: int, dlsr: int) -> float | None:
-    """A viewer's round trip in seconds from its report block's LSR/DLSR, or None.
+def _sender_rtcp_check() -> list[str]:
+    """The names :func:`quiet_sender_rtcp` relies on."""
+    import inspect
 
-    aiortc sends the SRs of ``sender`` on its own schedule and remembers the
-    last one's compact NTP time and send time (``time.time()``); a report
-    naming that SR gives now - sent - DLSR (RFC 3550 6.4.1). A report naming
-    an older SR is ignored.
-    """
-    if not dlsr or lsr != getattr(sender, "_RTCRtpSender__lsr", None):
-        return None
-    sent_at = getattr(sender, "_RTCRtpSender__lsr_time", None)
-    if sent_at is None:
-        return None
-    return time.time() - float(sent_at) - dlsr / 65536.0
+    missing = []
+    send_src = inspect.getsource(RTCRtpSender.send)
+    if "asyncio.ensure_future(self._run_rtcp())" not in send_src:
+        missing.append("RTCRtpSender.send no longer calls asyncio.ensure_future(self._run_rtcp())")
+    stop_src = inspect.getsource(RTCRtpSender.stop)
+    for field in ("self.__rtcp_started.wait()", "self.__rtcp_task.cancel()", "self.__rtcp_exited.wait()"):
+        if field not in stop_src:
+            missing.append(f"RTCRtpSender.stop {field}")
+    return missing
 
 
 # ---------------------------------------------------------------------------
@@ -687,18 +706,9 @@ def self_check() -> None:
         )
     if "ctx.set_cipher_list(" not in inspect.getsource(_original_create_ssl_context):
         missing.append("RTCCertificate._create_ssl_context no longer sets the cipher list on its context")
-    sender_src = inspect.getsource(RTCRtpSender)
-    for field in (
-        "__ntp_timestamp",
-        "__rtp_timestamp",
-        "__packet_count",
-        "__octet_count",
-        "self._ssrc",
-        "self.__lsr = ",
-        "self.__lsr_time = time.time()",
-    ):
-        if field not in sender_src:
-            missing.append(f"RTCRtpSender {field}")
+    if "self._ssrc" not in inspect.getsource(RTCRtpSender):
+        missing.append("RTCRtpSender self._ssrc")
+    missing += _sender_rtcp_check()
     conn_src = inspect.getsource(aioice.ice.Connection)
     for owner, name in (
         (aioice.ice.Connection, "build_request"),

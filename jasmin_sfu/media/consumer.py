@@ -8,6 +8,7 @@ from array import array
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from jasmin_codecs.errors import MalformedPacket
+from jasmin_codecs.rtcp import NTP_UNIX_OFFSET, ntp_now
 from jasmin_codecs.rtp import abs_send_time, split_rtp
 from jasmin_codecs.seq import seq_unwrap
 from jasmin_codecs.vp8 import MAX_TEMPORAL_ID, Vp8Descriptor, parse_vp8_descriptor, rewrite_vp8_descriptor
@@ -84,14 +85,13 @@ class Consumer:
         "_anchored",
         "_anchor_ext",
         "_last_out",
-        "_sender",
-        "_set_sr",
+        "_sr_lsr",
+        "_sr_at",
         "on_close",
         "rtt",
         "resent",
         "resent_bytes",
         "_policy",
-        "_rtt_of",
         "_tokens",
         "_tokens_at",
         "_owed",
@@ -141,9 +141,6 @@ class Consumer:
         sink: "SrtpSink",
         stats: "MediaStats",
         clock: Callable[[], float],
-        sender: Any = None,
-        set_sr: Callable[..., None] | None = None,
-        rtt_of: Callable[[Any, int, int], float | None] | None = None,
         policy: RetransmitPolicy = DEFAULT_POLICY,
         paused: bool = False,
         blocked: bool = False,
@@ -188,8 +185,10 @@ class Consumer:
         # (out_seq, out_ts, wall time) of the last forwarded packet, kept only
         # at pause time so a resume continues the sequence.
         self._last_out: tuple[int, int, float] | None = None
-        self._sender = sender
-        self._set_sr = set_sr
+        # The compact NTP time (LSR) of the last SR sent to this viewer and when
+        # (``clock``), for its round trip (RFC 3550 6.4.1); 0 before the first.
+        self._sr_lsr = 0
+        self._sr_at = 0.0
         # The viewer's transport: told once on close (ConsumerListener.on_consumer_closed).
         self.on_close: Callable[["Consumer"], None] | None = None
         # Retransmissions (jasmin_sfu/media/retransmit.py): the viewer's round
@@ -201,7 +200,6 @@ class Consumer:
         self.resent = 0
         self.resent_bytes = 0
         self._policy = policy
-        self._rtt_of = rtt_of
         self._tokens = 0.0
         self._tokens_at = -1.0  # the bucket starts full on the first NACK
         self._owed = 0
@@ -588,8 +586,6 @@ class Consumer:
         self._anchor_ext = self.layer.extend(seq)
         self._anchored = True
         self._go_fast()
-        if self.layer.sr is not None:
-            self.on_producer_sr(*self.layer.sr)
 
     def start(self) -> int:
         """The viewer can receive now: send it the producer's cached keyframe
@@ -1141,19 +1137,12 @@ class Consumer:
         self._rr_lost = cumulative_lost
         self._rr_high = highest_seq
         self._rr_fresh = True
-        if self._rtt_of is None or self._sender is None or not lsr:
-            return
-        sample = self._rtt_of(self._sender, lsr, dlsr)
-        if sample is not None:
-            self.on_rtt(sample)
+        # A block naming an older SR (or none yet: LSR 0) gives no sample.
+        if lsr and dlsr and lsr == self._sr_lsr:
+            self.on_rtt(self._clock() - self._sr_at - dlsr / 65536.0)
 
     def on_rtt(self, sample: float) -> None:
-        """One round-trip sample in seconds, smoothed; nonsense samples are ignored.
-
-        A sample at or below zero happens when the viewer's report names an
-        older SR carrying the same NTP time as the last one (the SRs carry the
-        publisher's NTP, which changes about once a second).
-        """
+        """One round-trip sample in seconds, smoothed; nonsense samples are ignored."""
         if not 0.0 < sample < 10.0:
             return
         self.rtt = sample if not self.rtt else 0.875 * self.rtt + 0.125 * sample
@@ -1163,10 +1152,45 @@ class Consumer:
         if not self.paused:
             self.producer.request_keyframe(self.layer)
 
-    def on_producer_sr(self, ntp: int, rtp_ts: int) -> None:
-        """Translate the publisher's SR into this consumer's timestamp space."""
-        if self._set_sr is not None and self._sender is not None and self._anchored:
-            self._set_sr(self._sender, ntp, rtp_ts + self._ts_off, self.packets, self.octets)
+    def sender_info(self, now: float, wall: float) -> tuple[int, int, int, int] | None:
+        """(NTP time, RTP timestamp, packets, octets) of an SR to this viewer at ``now``
+        (the router clock; ``wall``: ``time.time()``), or None while nothing is
+        being forwarded (paused, not yet started on a keyframe, closed: RFC 3550
+        6.4, a participant that does not send reports no SR). For the worker's
+        :class:`~.sender_report_timer.SenderReportTimer`; remembers the SR's LSR.
+
+        The RTP time is in this viewer's rewritten timeline. With the publisher's
+        SR of the forwarded layer, the SR continues the publisher's own NTP/RTP
+        line, extrapolated by the time since it arrived: audio and video keep the
+        publisher's mapping, so lip sync survives forwarding (and a layer switch,
+        whose timestamp step is mapped through both layers' SRs). Before it, the
+        NTP time is the node's clock and the RTP time is the last forwarded
+        packet's, advanced by the time since it arrived. The counts are what was
+        actually sent: the C lane's counters plus the Python path's.
+        """
+        if self.closed or self.paused or not self._anchored:
+            return None
+        packets = self.packets
+        if not packets:
+            return None
+        layer = self.layer
+        rate = self.producer.clock_rate
+        sr = layer.sr
+        if sr is not None:
+            elapsed = max(0.0, now - layer.last_sr_arrival)
+            ntp = sr[0] + int(elapsed * 4294967296.0)
+            rtp = sr[1] + self._ts_off + int(elapsed * rate)
+        else:
+            ntp = ntp_now(wall)
+            # aiortc's arrival times are milliseconds since the NTP epoch.
+            elapsed = wall + NTP_UNIX_OFFSET - layer.last_arrival_ms / 1000.0
+            if not 0.0 <= elapsed < 60.0:
+                elapsed = 0.0
+            rtp = layer.last_ts + self._ts_off + int(elapsed * rate)
+        ntp &= 0xFFFFFFFFFFFFFFFF
+        self._sr_lsr = (ntp >> 16) & 0xFFFFFFFF
+        self._sr_at = now
+        return ntp, rtp & 0xFFFFFFFF, packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF
 
     # -- lifecycle ---------------------------------------------------------
 

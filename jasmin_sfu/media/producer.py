@@ -681,7 +681,8 @@ class Producer:
 
     def on_sender_report(self, ntp: int, rtp_ts: int, now: float, layer: Layer | None = None) -> None:
         """The publisher's SR of one stream: remember it for LSR/DLSR, the layer
-        switch's timestamp mapping, and pass it to that layer's consumers."""
+        switch's timestamp mapping and the viewers' SRs (``Consumer.sender_info``,
+        read when each is sent), and pass it to the relays."""
         if layer is None:
             layer = self._main
         layer.last_sr_ntp = ntp
@@ -689,9 +690,6 @@ class Producer:
         layer.sr = (ntp, rtp_ts)
         for relay in self._relays:
             relay.relay_sr(layer, ntp, rtp_ts)
-        for c in self._consumers:
-            if c.layer is layer:
-                c.on_producer_sr(ntp, rtp_ts)
 
     def report_block(self, now: float) -> ReportBlock | None:
         """An RFC 3550 report block for the first layer, or None before any packet."""

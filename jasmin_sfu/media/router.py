@@ -15,6 +15,7 @@ from .layer import LayerChoice
 from .negotiation_gate import NegotiationGate
 from .producer import Producer
 from .retransmit import RetransmitPolicy
+from .sender_report_timer import SenderReportTimer
 from .settings import MediaSettings
 from .stats import MediaStats
 from .transport import WebRtcTransport
@@ -53,8 +54,10 @@ class Router:
         app_data: dict[str, Any] | None = None,
         adaptation: AdaptationPolicy | None = None,
         gate: NegotiationGate | None = None,
+        sender_reports: SenderReportTimer | None = None,
     ) -> None:
-        """``gate``: the worker's, shared by its routers (one loop); a router alone makes its own."""
+        """``gate``: the worker's, shared by its routers (one loop); a router alone makes its own.
+        ``sender_reports``: the worker's one SR timer (a router made alone gets its own)."""
         self.id = router_id
         # SDP negotiations take turns on the loop (negotiation_gate.py): a join storm's
         # batch no longer runs in one turn while the watchers' packets wait.
@@ -64,6 +67,8 @@ class Router:
         self.adaptation = adaptation if adaptation is not None else settings.adaptation
         self.stats = stats
         self.clock = clock
+        # Read by transports: every viewer SR of the worker goes out from this one timer.
+        self.sender_reports = sender_reports if sender_reports is not None else SenderReportTimer(stats, clock)
         self.retransmit = RetransmitPolicy(
             max_retries=settings.nack_max_retries,
             default_rtt_s=settings.nack_default_rtt_s,

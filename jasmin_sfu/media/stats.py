@@ -18,6 +18,7 @@ class MediaStats:
         "rtp_bytes_out",
         "rtcp_packets_in",
         "rtcp_packets_out",
+        "sender_reports_sent",
         "nacks_received",
         "nack_packets_served",
         "nack_packets_missed",
@@ -53,6 +54,9 @@ class MediaStats:
         self.rtp_bytes_out = 0
         self.rtcp_packets_in = 0
         self.rtcp_packets_out = 0
+        # RTCP SRs sent to viewers (one per forwarded stream per report; several share
+        # a compound packet), by the worker's SenderReportTimer.
+        self.sender_reports_sent = 0
         self.nacks_received = 0
         self.nack_packets_served = 0
         self.nack_packets_missed = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -44,6 +45,13 @@ def _codec_key(mime: str, params: dict[str, Any]) -> tuple[str, ...]:
 def _forwarded(settings: Any, kind: str) -> list[str]:
     """Lower-case codec names a publisher may send: media.video_codecs, and Opus for audio."""
     return [c.lower() for c in (settings.video_codecs if kind == "video" else ("opus",))]
+
+
+def _cname(sdp: str, ssrc: int) -> str:
+    """The CNAME our description gives ``ssrc`` (``a=ssrc:<ssrc> cname:<name>``; aiortc uses
+    one per peer connection), for the SDES beside its SRs; "" when it names none."""
+    match = re.search(rf"^a=ssrc:{ssrc} cname:(\S+)", sdp, re.MULTILINE)
+    return match.group(1) if match else ""
 
 
 def _keyframe_when_ready(c: Consumer) -> Callable[[], None]:
@@ -380,6 +388,8 @@ class WebRtcTransport:
         if p.closed:
             raise InvalidStateError(f"producer {p.id} is closed")
         t = self.pc.addTransceiver(adapter.SilentTrack(p.kind), direction="sendonly")
+        # Its SRs come from the worker's one timer (router.sender_reports), not an aiortc task.
+        adapter.quiet_sender_rtcp(t.sender)
         want = _codec_key(p.mime, p.codec_parameters)
         caps = RTCRtpSender.getCapabilities(p.kind).codecs
         prefs = [c for c in caps if _codec_key(c.mimeType, c.parameters or {}) == want]
@@ -400,9 +410,6 @@ class WebRtcTransport:
             sink=None,  # type: ignore[arg-type]  # set once the answer arrives
             stats=router.stats,
             clock=router.clock,
-            sender=t.sender,
-            set_sr=adapter.set_sender_report,
-            rtt_of=adapter.rtt_from_report,
             policy=router.retransmit,
             paused=paused,
             blocked=not p.admits(key),
@@ -535,6 +542,7 @@ class WebRtcTransport:
         c.on_close = self.on_consumer_closed
         self.consumers[c.id] = c
         self._consumer_by_ssrc[c.ssrc] = c
+        self.router.sender_reports.add(c, _cname(self.pc.localDescription.sdp, c.ssrc))
         if p.is_video:
             if not c.sink.ready:
                 # Also when paused: one unblocked before DTLS is up replays then. The replay
@@ -564,6 +572,7 @@ class WebRtcTransport:
         """ConsumerListener: forget the consumer, tell the router."""
         self.consumers.pop(c.id, None)
         self._consumer_by_ssrc.pop(c.ssrc, None)
+        self.router.sender_reports.remove(c)
         self.listener.on_transport_consumer_closed(self, c)
 
     # -- lifecycle -------------------------------------------------------------

@@ -13,6 +13,7 @@ from .errors import InvalidStateError
 from .negotiation_gate import NegotiationGate
 from .router import Router
 from .adaptation_policy import AdaptationPolicy
+from .sender_report_timer import SenderReportTimer
 from .settings import MediaSettings
 from .stats import MediaStats
 
@@ -44,6 +45,8 @@ class Worker:
         self.adaptation = adaptation if adaptation is not None else settings.adaptation
         self.clock = clock
         self.stats = MediaStats()
+        # RTCP SRs to every viewer of the worker's routers, from one timer (not a task per sender).
+        self.sender_reports = SenderReportTimer(self.stats, clock)
         self.routers: dict[str, Router] = {}
         # One loop, one gate: a storm on one show and joins to another take turns too.
         self.gate = NegotiationGate(settings.negotiations_at_once)
@@ -54,7 +57,17 @@ class Worker:
             raise InvalidStateError("worker is closed")
         if router_id in self.routers:
             raise InvalidStateError(f"router {router_id} exists")
-        r = Router(router_id, self, self.settings, self.stats, self.clock, app_data, self.adaptation, self.gate)
+        r = Router(
+            router_id,
+            self,
+            self.settings,
+            self.stats,
+            self.clock,
+            app_data,
+            self.adaptation,
+            gate=self.gate,
+            sender_reports=self.sender_reports,
+        )
         self.routers[router_id] = r
         return r
 
@@ -91,3 +104,4 @@ class Worker:
             return
         self.closed = True
         await asyncio.gather(*(r.close() for r in list(self.routers.values())), return_exceptions=True)
+        self.sender_reports.close()

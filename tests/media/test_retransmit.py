@@ -16,7 +16,6 @@ import pytest
 
 from jasmin_codecs.rtcp import Nack, Pli, parse_rtcp
 from jasmin_codecs.rtp import parse_rtp
-from jasmin_sfu.media import aiortc_adapter as adapter
 from jasmin_sfu.media import fastpath
 from jasmin_sfu.media.consumer import Consumer
 from jasmin_sfu.media.producer import Producer
@@ -222,44 +221,25 @@ def test_nacks_for_packets_too_old_to_be_useful_get_nothing_and_are_counted() ->
 
 
 def test_the_viewers_rtt_comes_from_its_receiver_reports() -> None:
-    """Protects the RTT measurement: LSR/DLSR of a report block give the sample the
-    consumer uses; a report naming an older SR (no sample) or a negative one is ignored."""
-    samples: dict[int, float | None] = {7: 0.25, 8: None, 9: -0.4}
-    clock = Clock()
-    p, stats = make_producer(clock=clock)
-    c = Consumer(
-        consumer_id="c1",
-        producer=p,
-        ssrc=1,
-        payload_type=100,
-        sink=FakeSink(),  # type: ignore[arg-type]
-        stats=stats,
-        clock=clock,
-        sender=object(),
-        rtt_of=lambda _s, lsr, _d: samples[lsr],
-    )
-    c.on_receiver_report(3, 7, 100)
-    assert c.rtt == 0.25 and c.fraction_lost == 3
-    c.on_receiver_report(0, 8, 100)
-    c.on_receiver_report(0, 9, 100)
+    """Protects the RTT measurement (RFC 3550 6.4.1): a report block naming the last SR
+    sent to the viewer (its LSR) gives now - the SR's send time - DLSR; a block naming
+    another SR, none (LSR 0), or giving a negative sample is ignored."""
+    _p, c, _sink, _stats, clock, stream, _ = setup(RetransmitPolicy())
+    info = c.sender_info(clock(), 1.8e9)
+    assert info is not None
+    lsr = (info[0] >> 16) & 0xFFFFFFFF
+    clock.t += 0.5
+    c.on_receiver_report(3, lsr, int(0.25 * 65536))  # held 0.25 s at the viewer: 0.25 s of round trip
+    assert abs(c.rtt - 0.25) < 1e-3 and c.fraction_lost == 3
+    c.on_receiver_report(0, lsr ^ 1, int(0.1 * 65536))  # another SR
     c.on_receiver_report(0, 0, 0)  # no SR received yet: LSR 0
-    assert c.rtt == 0.25
-
-
-def test_rtt_from_report_reads_the_senders_last_sr() -> None:
-    """Protects the aiortc hook: the sample is now - the SR's send time - DLSR, only
-    for a report naming the sender's last SR."""
-    import time
-
-    class Sender:
-        pass
-
-    s = Sender()
-    setattr(s, "_RTCRtpSender__lsr", 0x12345678)  # noqa: B010 - mypy: Sender declares no such attribute
-    setattr(s, "_RTCRtpSender__lsr_time", time.time() - 0.5)  # noqa: B010
-    rtt = adapter.rtt_from_report(s, 0x12345678, int(0.3 * 65536))  # type: ignore[arg-type]
-    assert rtt is not None and 0.19 < rtt < 0.5
-    assert adapter.rtt_from_report(s, 0x12345679, 100) is None  # type: ignore[arg-type]
+    c.on_receiver_report(0, lsr, int(0.9 * 65536))  # negative: ignored
+    assert abs(c.rtt - 0.25) < 1e-3
+    stream.frames(3)
+    info2 = c.sender_info(clock(), 1.8e9 + 1)
+    assert info2 is not None and (info2[0] >> 16) & 0xFFFFFFFF != lsr
+    c.on_receiver_report(0, lsr, int(0.1 * 65536))  # names the SR before the last: no sample
+    assert abs(c.rtt - 0.25) < 1e-3
 
 
 def test_audio_is_never_resent() -> None:
