@@ -70,11 +70,12 @@ class DaemonUnderTest:
     ``workers`` > 1 runs it as a supervisor of that many workers (docs/workers.md); its CPU
     and RSS are then those of the supervisor and its workers together."""
 
-    def __init__(self, cpu: int | None, admission: bool = False, workers: int = 1) -> None:
+    def __init__(self, cpu: int | None, admission: bool = False, workers: int = 1, repo: str = REPO) -> None:
         """``admission``: keep the daemon's admission control at its defaults
         (joins past capacity answered ``overloaded``; ``JASMIN_ADMISSION_*`` in
         this process's environment still apply); off by default, so a ramp
-        looks for the capacity itself."""
+        looks for the capacity itself. ``repo``: run the daemon of another checkout
+        (its own C extension built in place), for a before/after in one run."""
         cmd = [sys.executable, "-m", "jasmin_sfu", "serve"]
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(cpu)] + cmd
@@ -99,6 +100,10 @@ class DaemonUnderTest:
         }
         if workers != 1:
             self.env["JASMIN_SERVER_WORKERS"] = str(workers)
+        if os.path.realpath(repo) != os.path.realpath(REPO):
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                os.path.join(repo, d) for d in ("", "codecs", "signaling", "metering")
+            )
         if admission:
             for key in (
                 "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER",
@@ -108,7 +113,7 @@ class DaemonUnderTest:
                 del self.env[key]
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert self.proc.stdout is not None
         self.tail: deque[str] = deque(maxlen=2000)
@@ -168,8 +173,8 @@ class DaemonUnderTest:
 class JasminTarget:
     name = "jasmin"
 
-    def __init__(self, cpu: int | None, show: str = "bench", workers: int = 1) -> None:
-        self.daemon = DaemonUnderTest(cpu, workers=workers)
+    def __init__(self, cpu: int | None, show: str = "bench", workers: int = 1, repo: str = REPO) -> None:
+        self.daemon = DaemonUnderTest(cpu, workers=workers, repo=repo)
         if workers != 1:
             self.name = f"jasmin-w{workers}"
         self.show = show
