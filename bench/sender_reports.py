@@ -19,7 +19,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -29,6 +32,7 @@ from bench.publisher import SyntheticPublisher, Workload
 from bench.targets import REPO, JasminTarget
 from bench.viewers import LightViewer, RawPoller, Recorder
 
+PY_SPY = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
 IDLE_ISH = Workload(video_bps=100_000, fps=10, keyframe_every_s=3.0, audio_pps=50)
 
 
@@ -40,8 +44,35 @@ def _commit(repo: str) -> str:
         return "unknown"
 
 
-async def one_window(name: str, repo: str, viewers: int, seconds: float, cpu: int | None) -> dict[str, Any]:
-    """Start ``repo``'s daemon, fill its show, measure its CPU over ``seconds``, stop it."""
+# Frames of the SR work in a py-spy stack: aiortc's loop per sender (baseline), the worker's timer (this).
+SR_FRAME = re.compile(r"_run_rtcp \([^)]*rtcrtpsender\.py|\(\S*sender_report_timer\.py")
+
+
+def sr_share(raw: str) -> dict[str, Any]:
+    """The share of the daemon's sampled (non-idle) stacks inside SR work, from py-spy's raw output."""
+    total = sr = 0
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        if SR_FRAME.search(stack):
+            sr += int(n)
+    return {"samples": total, "sr_samples": sr, "sr_share_pct": round(100.0 * sr / max(1, total), 2)}
+
+
+async def one_window(
+    name: str,
+    repo: str,
+    viewers: int,
+    seconds: float,
+    cpu: int | None,
+    concurrency: int = 8,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """Start ``repo``'s daemon, fill its show, measure its CPU over ``seconds``, stop it.
+    With ``profile`` (a file name), py-spy samples the daemon over the window instead
+    (its sampling costs the daemon CPU too: the share is the figure then, not the CPU)."""
     target = JasminTarget(cpu, repo=repo)
     rec = Recorder()
     poller = RawPoller(rec, sample_every=64, rtcp_every_s=1.0)
@@ -50,7 +81,7 @@ async def one_window(name: str, repo: str, viewers: int, seconds: float, cpu: in
     errors = 0
     try:
         await pub.start(target.publish)
-        sem = asyncio.Semaphore(16)
+        sem = asyncio.Semaphore(concurrency)
 
         async def join(i: int) -> None:
             nonlocal errors
@@ -61,18 +92,32 @@ async def one_window(name: str, repo: str, viewers: int, seconds: float, cpu: in
                     joined.append(v)
                 except Exception:
                     errors += 1
+                    await target.unsubscribe(v)
 
         await asyncio.gather(*(join(i) for i in range(viewers)))
         await wait_for(lambda: all(v.first_key_ns for v in joined), timeout=60, interval=0.1)
         await asyncio.sleep(3.0)  # the joins' handshakes and keyframes are over
         load0 = os.getloadavg()[0]
+        spy = None
+        if profile:
+            spy = await asyncio.create_subprocess_exec(
+                PY_SPY, "record", "-p", str(target.daemon.proc.pid), "-r", "200", "-d", str(int(seconds)),
+                "-f", "raw", "-o", profile, "--nonblocking",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
         cpu0, tool0, t0 = target.cpu_seconds(), own_cpu_seconds(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu1, tool1, t1 = target.cpu_seconds(), own_cpu_seconds(), time.monotonic()
         load1 = os.getloadavg()[0]
         dt = t1 - t0
         sfu_ms_per_s = 1000.0 * (cpu1 - cpu0) / dt
+        extra: dict[str, Any] = {}
+        if spy is not None and profile:
+            await spy.wait()
+            with open(profile) as f:
+                extra = {"profile": profile, **sr_share(f.read())}
         return {
+            **extra,
             "variant": name,
             "viewers": len(joined),
             "join_errors": errors,
@@ -98,14 +143,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for r in range(args.rounds):
         order = variants if r % 2 == 0 else variants[::-1]
         for name, repo in order:
-            w = await one_window(name, repo, args.viewers, args.seconds, cpu)
+            w = await one_window(name, repo, args.viewers, args.seconds, cpu, args.concurrency)
             w["round"] = r
+            windows.append(w)
+            print(json.dumps(w), flush=True)
+    for _ in range(args.profile_rounds if args.profile else 0):
+        for name, repo in variants:
+            out = os.path.join(args.profile, f"sender-reports-{name}-{len(windows)}.raw")
+            w = await one_window(name, repo, args.viewers, args.seconds, cpu, args.concurrency, profile=out)
+            w["round"] = "py-spy"
             windows.append(w)
             print(json.dumps(w), flush=True)
     summary = {}
     for name, _ in variants:
-        ws = [w["sfu_cpu_ms_per_s"] for w in windows if w["variant"] == name]
-        summary[name] = {"sfu_cpu_ms_per_s": ws, "mean": round(sum(ws) / len(ws), 1)}
+        ws = [w["sfu_cpu_ms_per_s"] for w in windows if w["variant"] == name and w["round"] != "py-spy"]
+        spy = [w["sr_share_pct"] for w in windows if w["variant"] == name and w["round"] == "py-spy"]
+        summary[name] = {"sfu_cpu_ms_per_s": ws, "mean": round(sum(ws) / max(1, len(ws)), 1), "sr_share_pct": spy}
     return {
         "tool": "bench.sender_reports",
         "baseline": {"path": variants[0][1], "commit": _commit(variants[0][1])},
@@ -122,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", required=True, help="a checkout of the baseline commit, C extension built in place")
     ap.add_argument("--viewers", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3, help="windows per variant, alternating")
+    ap.add_argument("--concurrency", type=int, default=8, help="concurrent joins")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     ap.add_argument("--sfu-cpu", type=int, default=0, help="pin the daemon to this CPU; -1: no pinning")
     ap.add_argument("--bench-cpu", type=int, default=1, help="pin this tool to this CPU; -1: no pinning")
     ap.add_argument("--json", help="write the record here")
+    ap.add_argument("--profile", help="a directory: more windows per variant under py-spy (pip install py-spy)")
+    ap.add_argument("--profile-rounds", type=int, default=1, help="py-spy windows per variant, alternating")
     args = ap.parse_args(argv)
     record = asyncio.run(run(args))
     print(json.dumps(record["summary"], indent=1))
