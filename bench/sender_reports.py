@@ -50,7 +50,7 @@ SR_FRAME = re.compile(r"_run_rtcp \([^)]*rtcrtpsender\.py|\(\S*sender_report_tim
 
 def sr_share(raw: str) -> dict[str, Any]:
     """The share of the daemon's sampled (non-idle) stacks inside SR work, from py-spy's raw output."""
-    total = sr = 0
+    total = sr = loop_only = 0
     for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
         if not n.isdigit():
@@ -58,7 +58,15 @@ def sr_share(raw: str) -> dict[str, Any]:
         total += int(n)
         if SR_FRAME.search(stack):
             sr += int(n)
-    return {"samples": total, "sr_samples": sr, "sr_share_pct": round(100.0 * sr / max(1, total), 2)}
+        elif stack.rsplit(";", 1)[-1].startswith("Runner.run ("):
+            loop_only += int(n)  # inside uvloop's own C loop (mostly its epoll wait): no Python frame to name
+    return {
+        "samples": total,
+        "sr_samples": sr,
+        "sr_share_pct": round(100.0 * sr / max(1, total), 2),
+        "loop_only_samples": loop_only,
+        "sr_share_of_python_pct": round(100.0 * sr / max(1, total - loop_only), 2),
+    }
 
 
 async def one_window(
