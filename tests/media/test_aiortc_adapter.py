@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from typing import Any
 
 import aioice.ice
 import aioice.stun
@@ -405,3 +406,34 @@ async def test_video_receivers_build_their_bitrate_estimator_only_when_given_a_p
     finally:
         await pc.close()
         adapter.lazy_receiver_estimators()
+
+
+async def test_a_quiet_sender_starts_no_rtcp_task_and_still_stops() -> None:
+    """Protects quiet_sender_rtcp (issue 16): a sender the SFU feeds starts no aiortc RTCP
+    task when aiortc starts it, and its stop (which waits for that loop's started and
+    exited events) still returns; an unquieted sender does start one (the check sees it)."""
+    from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpCodecParameters, RTCRtpSendParameters
+
+    def rtcp_tasks(sender: RTCRtpSender) -> list[asyncio.Task[Any]]:
+        return [
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "RTCRtpSender._run_rtcp"
+            and t.get_coro().cr_frame.f_locals.get("self") is sender  # type: ignore[union-attr]
+        ]
+
+    pc = RTCPeerConnection()
+    params = RTCRtpSendParameters(
+        codecs=[RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)],
+        rtcp=RTCRtcpParameters(cname="c"),
+        muxId="0",
+    )
+    quiet, loud = (pc.addTransceiver(adapter.SilentTrack("audio"), direction="sendonly").sender for _ in range(2))
+    adapter.quiet_sender_rtcp(quiet)
+    for sender in (quiet, loud):
+        await sender.send(params)
+    await asyncio.sleep(0.01)
+    assert rtcp_tasks(quiet) == [] and len(rtcp_tasks(loud)) == 1
+    await asyncio.wait_for(quiet.stop(), 5)
+    await asyncio.wait_for(loud.stop(), 5)
+    await pc.close()
