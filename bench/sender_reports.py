@@ -77,10 +77,14 @@ async def one_window(
     cpu: int | None,
     concurrency: int = 8,
     profile: str | None = None,
+    quiet_window: bool = False,
 ) -> dict[str, Any]:
     """Start ``repo``'s daemon, fill its show, measure its CPU over ``seconds``, stop it.
     With ``profile`` (a file name), py-spy samples the daemon over the window instead
-    (its sampling costs the daemon CPU too: the share is the figure then, not the CPU)."""
+    (its sampling costs the daemon CPU too: the share is the figure then, not the CPU).
+    ``quiet_window``: the publisher stops sending before the window, so the daemon forwards
+    nothing while it goes on reporting on every (still started) stream: the window's CPU is
+    then mostly the SRs, the viewers' RR + REMB and ICE consent, without the forwarding's noise."""
     target = JasminTarget(cpu, repo=repo)
     rec = Recorder()
     poller = RawPoller(rec, sample_every=64, rtcp_every_s=1.0)
@@ -105,6 +109,10 @@ async def one_window(
         await asyncio.gather(*(join(i) for i in range(viewers)))
         await wait_for(lambda: all(v.first_key_ns for v in joined), timeout=60, interval=0.1)
         await asyncio.sleep(3.0)  # the joins' handshakes and keyframes are over
+        if quiet_window:
+            for task in pub._tasks:
+                task.cancel()
+            await asyncio.sleep(2.0)
         load0 = os.getloadavg()[0]
         spy = None
         if profile:
@@ -151,7 +159,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for r in range(args.rounds):
         order = variants if r % 2 == 0 else variants[::-1]
         for name, repo in order:
-            w = await one_window(name, repo, args.viewers, args.seconds, cpu, args.concurrency)
+            w = await one_window(
+                name, repo, args.viewers, args.seconds, cpu, args.concurrency, quiet_window=args.quiet_window
+            )
             w["round"] = r
             windows.append(w)
             print(json.dumps(w), flush=True)
@@ -172,7 +182,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline": {"path": variants[0][1], "commit": _commit(variants[0][1])},
         "this": {"path": REPO, "commit": _commit(REPO)},
         "workload": "1 publisher (100 kbit/s VP8-shaped at 10 fps + 50 Opus-shaped packets/s), "
-        f"{args.viewers} light viewers (RR + REMB every second), daemon pinned to CPU {cpu}",
+        f"{args.viewers} light viewers (RR + REMB every second), daemon pinned to CPU {cpu}"
+        + (", the publisher silent during each window" if args.quiet_window else ""),
         "windows": windows,
         "summary": summary,
     }
@@ -188,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sfu-cpu", type=int, default=0, help="pin the daemon to this CPU; -1: no pinning")
     ap.add_argument("--bench-cpu", type=int, default=1, help="pin this tool to this CPU; -1: no pinning")
     ap.add_argument("--json", help="write the record here")
+    ap.add_argument("--quiet-window", action="store_true", help="the publisher stops sending before each window")
     ap.add_argument("--profile", help="a directory: more windows per variant under py-spy (pip install py-spy)")
     ap.add_argument("--profile-rounds", type=int, default=1, help="py-spy windows per variant, alternating")
     args = ap.parse_args(argv)
