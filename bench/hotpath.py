@@ -3,6 +3,7 @@
     python -m bench.hotpath                      # N = 1, 10, 100, 500, no sockets
     python -m bench.hotpath --consumers 1,50 --packets 20000 --json out.json
     python -m bench.hotpath --send python,c      # + SRTP protect and sendto on real sockets
+    python -m bench.hotpath --send c,c-shared    # the C fan-out: a socket per viewer vs one shared (sendmmsg)
     python -m bench.hotpath --layers 3           # a 3-layer VP8 simulcast producer, viewers on the top layer
     python -m bench.hotpath --max-temporal 0     # an L1T3 stream, every viewer capped at temporal layer 0
 
@@ -22,7 +23,10 @@ actually forwarded, so the figure is the CPU per forwarded packet.
 127.0.0.1 (one sending socket and one SRTP session per consumer, as in the
 daemon): ``python`` = Consumer.forward + pylibsrtp ``protect`` +
 ``socket.sendto`` (the fallback path), ``c`` = the C fan-out
-(jasmin_sfu/media/_fastpath.c: rewrite + libsrtp + sendto in one call).
+(jasmin_sfu/media/_fastpath.c: rewrite + libsrtp + sendto in one call),
+``c-shared`` = the same C fan-out with every consumer sending from one shared
+socket, as with ``media.rtc_udp_port`` (copies batched into sendmmsg calls of up
+to ``FANOUT_BATCH``; ``copies_per_syscall`` in the table).
 
 Uses the real :class:`~jasmin_sfu.media.producer.Producer` and
 :class:`~jasmin_sfu.media.consumer.Consumer` (built as in
@@ -45,6 +49,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import socket
 import struct
 import sys
@@ -85,7 +90,7 @@ class CountingSink:
 class SocketSink:
     """A consumer sink like the daemon's SrtpSink: its own SRTP session and UDP socket."""
 
-    def __init__(self, sink_addr: tuple[str, int], fast: bool) -> None:
+    def __init__(self, sink_addr: tuple[str, int], fast: bool, shared: socket.socket | None = None) -> None:
         from pylibsrtp import Policy, Session
 
         from jasmin_sfu.media import aiortc_adapter as adapter
@@ -94,9 +99,13 @@ class SocketSink:
         policy = Policy(key=bytes(range(30)), ssrc_type=Policy.SSRC_ANY_OUTBOUND)
         policy.allow_repeat_tx = True
         self.session = Session(policy)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
+        self.own_sock = shared is None
+        if shared is None:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.sock.setblocking(False)
+        else:
+            self.sock = shared
         self.ready = True
         self.closed = False
         self.on_ready: list[Any] = []
@@ -128,7 +137,8 @@ class SocketSink:
     def close(self) -> None:
         if self.target is not None:
             self.target.close()
-        self.sock.close()
+        if self.own_sock:
+            self.sock.close()
 
 
 LAYER_SSRCS = (0x11111111, 0x11111112, 0x11111113)
@@ -167,8 +177,16 @@ def add_consumers(
     p: Producer, stats: MediaStats, n: int, send: str = "none", sink_addr: tuple[str, int] = ("127.0.0.1", 9)
 ) -> list[Any]:
     sinks: list[Any] = []
+    shared = None
+    if send == "c-shared":
+        shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        shared.bind(("127.0.0.1", 0))
+        shared.setblocking(False)
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
     for i in range(n):
-        sink = CountingSink() if send == "none" else SocketSink(sink_addr, fast=send == "c")
+        sink = (
+            CountingSink() if send == "none" else SocketSink(sink_addr, fast=send in ("c", "c-shared"), shared=shared)
+        )
         c = Consumer(
             consumer_id=f"c{i}",
             producer=p,
@@ -232,6 +250,7 @@ def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: i
     drain.bind(("127.0.0.1", 0))  # never read: the kernel drops what overflows, after delivering it
     sinks = add_consumers(p, stats, n, send, drain.getsockname())
     on_rtp = p.on_rtp
+    batches = _batch_stats()
     copied = 0
     if layers == 1:
         pkts = packets(count, temporal=max_temporal is not None)
@@ -246,10 +265,11 @@ def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: i
         gc.collect()
         gc.disable()
         try:
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0, r0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
             for pkt in body:
                 on_rtp(pkt, 0)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
         finally:
             gc.enable()
     else:
@@ -279,24 +299,36 @@ def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: i
         gc.collect()
         gc.disable()
         try:
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0, r0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
             for layer, pkt in timed:
                 on_rtp(pkt, 0, layer)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
         finally:
             gc.enable()
         body = [pkt for _, pkt in timed]
+    batches = tuple(b - a for a, b in zip(batches, _batch_stats()))  # type: ignore[assignment]
     copies = sum(c.packets for c in p.consumers.values())
     copies_timed = top * n
     if max_temporal is not None:
         copies_timed = copies - copied
     assert copies >= copies_timed > 0, (copies, copies_timed)
     assert stats.drops.get("send_failed", 0) == 0, stats.drops
-    if send == "c":
+    if send in ("c", "c-shared"):
         assert all(c.fast for c in p.consumers.values())
+    per_syscall: Any = "-"
+    if send in ("python", "c"):
+        per_syscall = 1
+    elif send == "c-shared":
+        calls, datagrams = batches
+        # Copies of one packet to a single viewer go by sendto: one copy per call.
+        per_syscall = round(copies / max(1, calls + (copies - datagrams)), 1)
+    shared = {s.sock for s in sinks if isinstance(s, SocketSink) and not s.own_sock}
     for s in sinks:
         if isinstance(s, SocketSink):
             s.close()
+    for sock in shared:
+        sock.close()
     drain.close()
     return {
         "send": send,
@@ -309,8 +341,19 @@ def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: i
         "us_per_packet_in": round(1e6 * wall / len(body), 2),
         "us_per_copy": round(1e6 * wall / copies_timed, 3),
         "cpu_us_per_copy": round(1e6 * cpu / copies_timed, 3),
+        # The kernel's part (system time: the UDP send, and on loopback the delivery too).
+        "cpu_sys_us_per_copy": round(1e6 * (r1.ru_stime - r0.ru_stime) / copies_timed, 3),
+        "copies_per_syscall": per_syscall,
         "viewers_per_core_at_235pps": round(1.0 / (235 * wall / copies_timed)),
     }
+
+
+def _batch_stats() -> tuple[int, int]:
+    """(sendmmsg calls, datagrams they sent) of the C fan-out so far; (0, 0) without it."""
+    from jasmin_sfu.media import fastpath
+
+    ext = fastpath.fastpath_ext
+    return ext.batch_stats() if ext is not None and hasattr(ext, "batch_stats") else (0, 0)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -333,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--send",
         default="none",
-        help="comma-separated: none (counting sink), python (pylibsrtp + sendto), c (C fan-out)",
+        help="comma-separated: none (counting sink), python (pylibsrtp + sendto), c (C fan-out, a socket each),"
+        " c-shared (C fan-out, one shared socket: sendmmsg)",
     )
     ap.add_argument(
         "--layers",

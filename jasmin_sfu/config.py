@@ -366,6 +366,11 @@ def validate(cfg: Config) -> Config:
     if (m.rtc_min_port, m.rtc_max_port) != (0, 0):
         if not 1024 <= m.rtc_min_port <= m.rtc_max_port <= 65535:
             raise ConfigError("media.rtc_min_port..rtc_max_port must be a range within 1024..65535")
+    if m.rtc_udp_port:
+        if not 1024 <= m.rtc_udp_port <= 65535:
+            raise ConfigError("media.rtc_udp_port must be 0 (a socket per peer connection) or a port in 1024..65535")
+        if m.rtc_min_port <= m.rtc_udp_port <= m.rtc_max_port:
+            raise ConfigError("media.rtc_udp_port must lie outside media.rtc_min_port..rtc_max_port")
     known_video = {"VP8", "H264"}
     for c in m.video_codecs:
         if c not in known_video:

@@ -159,6 +159,20 @@ def port_slices(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
     return [(lo + i * size, lo + (i + 1) * size - 1) for i in range(n)]
 
 
+def udp_ports(base: int, n: int, lo: int = 0, hi: int = 0) -> list[int]:
+    """``media.rtc_udp_port`` per worker: worker i listens on base + i (0 stays off)."""
+    if not base:
+        return [0] * n
+    ports = [base + i for i in range(n)]
+    if ports[-1] > 65535:
+        raise ValueError(f"media.rtc_udp_port {base} + {n} workers runs past port 65535")
+    if (lo, hi) != (0, 0) and any(lo <= p <= hi for p in ports):
+        raise ValueError(
+            f"media.rtc_udp_port {base}..{ports[-1]} (one per worker) overlaps media.rtc_min_port..rtc_max_port"
+        )
+    return ports
+
+
 class Placement:
     """Which worker holds which show (pure; the supervisor feeds it).
 
@@ -345,6 +359,7 @@ class Supervisor:
         self.placement = Placement()
         self.workers = [WorkerProcess(i) for i in range(self.n)]
         self._ports = port_slices(cfg.media.rtc_min_port, cfg.media.rtc_max_port, self.n)
+        self._udp_ports = udp_ports(cfg.media.rtc_udp_port, self.n, cfg.media.rtc_min_port, cfg.media.rtc_max_port)
         self._cpus = sorted(os.sched_getaffinity(0))
         self._rr = itertools.count()
         # Worker -> monotonic time until which it counts as full (it answered `overloaded`).
@@ -384,6 +399,7 @@ class Supervisor:
             "JASMIN_SERVER_SUPERVISOR_URL": self.internal_url,
             "JASMIN_MEDIA_RTC_MIN_PORT": str(lo),
             "JASMIN_MEDIA_RTC_MAX_PORT": str(hi),
+            "JASMIN_MEDIA_RTC_UDP_PORT": str(self._udp_ports[w.index]),
             # Each worker closes its own credit-control sessions after a crash,
             # and appends to its own outbox and local billing log.
             # Also the worker's node id on its relays to and from its siblings.

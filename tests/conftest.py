@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -70,6 +71,12 @@ def test_config(
     process, so its CPU share is theirs too (tests/integration/test_admission.py
     turns each limit on).
     """
+    if os.environ.get("SFU_TEST_SHARED_PORT") and "rtc_udp_port" not in media:
+        # Run a suite with every daemon's peer connections on one UDP port (docs/media.md,
+        # "One UDP port per worker"): SFU_TEST_SHARED_PORT=1 python -m pytest tests/integration
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            media["rtc_udp_port"] = probe.getsockname()[1]
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0),
         media=dataclasses.replace(MediaConfig(listen_ips=("127.0.0.1",)), **media),  # type: ignore[arg-type]

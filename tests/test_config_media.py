@@ -13,6 +13,7 @@ from jasmin_sfu.config import ConfigError, MediaConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = (
+    "rtc_udp_port",
     "remb_min_bps",
     "remb_max_bps",
     "nack_max_retries",
@@ -106,6 +107,8 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
         ("NACK_MAX_DELAY_MS", "50", "nack_max_delay_ms"),
         ("NEGOTIATIONS_AT_ONCE", "0", "negotiations_at_once"),
         ("NEGOTIATIONS_AT_ONCE", "65", "negotiations_at_once"),
+        ("RTC_UDP_PORT", "80", "rtc_udp_port"),
+        ("RTC_UDP_PORT", "70000", "rtc_udp_port"),
     ],
 )
 def test_bad_media_values_name_the_key(key: str, value: str, word: str) -> None:
@@ -178,3 +181,13 @@ def test_the_media_section_is_the_media_cores_settings() -> None:
     for derived in ("RTCP_INTERVAL_S", "PORT_RANGE", "ADAPTATION"):
         with pytest.raises(ConfigError, match=f"unknown variable JASMIN_MEDIA_{derived}"):
             load_config(env={f"JASMIN_MEDIA_{derived}": "1"})
+
+
+def test_the_shared_udp_port_is_off_by_default_and_must_lie_outside_the_range() -> None:
+    """Protects media.rtc_udp_port: 0 (a socket per peer connection) unless set; a port inside
+    rtc_min_port..rtc_max_port would collide with a connection's own socket, so it is refused."""
+    assert load_config(env={}).media.rtc_udp_port == 0
+    assert load_config(env={"JASMIN_MEDIA_RTC_UDP_PORT": "41000"}).media.rtc_udp_port == 41000
+    env = {"JASMIN_MEDIA_RTC_MIN_PORT": "40000", "JASMIN_MEDIA_RTC_MAX_PORT": "40999"}
+    with pytest.raises(ConfigError, match="rtc_udp_port must lie outside"):
+        load_config(env={**env, "JASMIN_MEDIA_RTC_UDP_PORT": "40500"})

@@ -35,6 +35,12 @@ The hooks (measured on aiortc 1.16.0):
   certificate (:func:`node_certificate`), whose DTLS context is made once and shared.
 * ``aiortc.rtcrtpreceiver.RemoteBitrateEstimator`` (the name the receiver module imported):
   :func:`lazy_receiver_estimators` replaces it (process-wide) with one built on its first packet.
+* ``aioice.ice.Connection.get_component_candidates`` is replaced (process-wide) to gather
+  only on the configured addresses, in the port range, or, for the node's own connections
+  given a worker's :class:`SharedPorts` (``media.rtc_udp_port``), on one shared socket
+  through a stand-in ``StunProtocol`` (``_SharedStunProtocol``: aioice's transactions,
+  ``request_received``/``data_received``, ``Connection._local_username``,
+  ``RTCIceGatherer._connection``); :func:`_shared_port_check` names each.
 * The C fast path (``_fastpath.c``, loaded by ``fastpath.py``) needs three more private things, all
   resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
   (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
@@ -50,13 +56,16 @@ import logging
 import random
 import socket
 import time
+import weakref
 from typing import Any, Callable
 
 import aioice.ice
 import aioice.stun
+import aioice.utils
 import aiortc
 import pylibsrtp
 import aiortc.rtcdtlstransport
+import aiortc.rtcicetransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from OpenSSL import SSL
@@ -152,10 +161,339 @@ def restrict_host_addresses(addresses: list[str] | tuple[str, ...], port_range: 
     _HOST_ADDRESSES[:] = list(addresses)
     _PORT_RANGE = port_range
     aioice.ice.get_host_addresses = _configured_host_addresses
-    if port_range != (0, 0):
-        aioice.ice.Connection.get_component_candidates = _component_candidates_in_range  # type: ignore[method-assign]
-    else:
-        aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
+    aioice.ice.Connection.get_component_candidates = _component_candidates  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------
+# One UDP port for every peer connection of the worker (media.rtc_udp_port).
+#
+# Like mediasoup's WebRtcServer: one socket per listen address carries every ICE
+# connection of the SFU. aioice gives each Connection a StunProtocol per socket; here
+# each gets a _SharedStunProtocol, a stand-in whose transport writes to the shared
+# socket and whose close() only unregisters it. The demultiplexer (SharedUdpPort)
+# routes what arrives: STUN requests by the local ufrag in USERNAME, STUN answers by
+# the transaction they answer, everything else (DTLS, SRTP, SRTCP) by the remote
+# address learnt when an authenticated check succeeded. The rest is dropped and
+# counted. The C fan-out sees one fd for every viewer and sends with sendmmsg.
+
+# Drop reasons counted by SharedUdpPort (jasmin_rtp_drops_total{reason}).
+DROP_UNKNOWN_ADDRESS = "shared_port_unknown_address"
+DROP_UNKNOWN_UFRAG = "shared_port_unknown_ufrag"
+DROP_UNKNOWN_STUN = "shared_port_unknown_transaction"
+DROP_BAD_STUN = "shared_port_bad_stun"
+
+Addr = tuple[str, int]
+# Send and receive buffer asked for a shared socket (the kernel caps it at net.core.wmem_max /
+# rmem_max, doubled): one video packet to 1000 viewers is ~1.2 MB of datagrams in flight.
+SHARED_SOCKET_BUFFER = 4 * 1024 * 1024
+# Remote addresses kept per connection (the newest ones learnt).
+MAX_ADDRS_PER_CONNECTION = 8
+
+
+class _SharedTransport:
+    """What a Connection's stand-in protocol sees as its datagram transport: sends go to
+    the shared socket, close() unregisters the connection and leaves the socket open."""
+
+    __slots__ = ("_port", "_protocol", "_closing")
+
+    def __init__(self, port: "SharedUdpPort", protocol: "_SharedStunProtocol") -> None:
+        self._port = port
+        self._protocol = protocol
+        self._closing = False
+
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        if not self._closing and self._port.transport is not None:
+            self._port.transport.sendto(data, addr)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._port.transport is None:
+            return default
+        return self._port.transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._port.unregister(self._protocol)
+        asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class _SharedStunProtocol(aioice.ice.StunProtocol):
+    """aioice's per-socket protocol, for one Connection on the shared socket."""
+
+    def __init__(self, receiver: Any, port: "SharedUdpPort") -> None:
+        super().__init__(receiver)
+        self.port = port
+        self.addrs: dict[Addr, None] = {}  # learnt, oldest first
+
+    def stun_received(self, message: aioice.stun.Message, addr: Addr) -> None:
+        """StunProtocol.datagram_received after the parse the demultiplexer already did."""
+        if message.message_class in (aioice.stun.Class.RESPONSE, aioice.stun.Class.ERROR):
+            transaction = self.transactions.get(message.transaction_id)
+            if transaction is not None:
+                transaction.response_received(message, addr)
+        elif message.message_class == aioice.stun.Class.REQUEST:
+            self.receiver.request_received(message, addr, self)
+
+    def send_stun(self, message: aioice.stun.Message, addr: Addr) -> None:
+        # aioice answers a Binding request with success only once its USERNAME and
+        # MESSAGE-INTEGRITY checked out: the peer is who the ufrag says, at addr.
+        if message.message_class == aioice.stun.Class.RESPONSE and message.message_method == aioice.stun.Method.BINDING:
+            self.port.learn(addr, self)
+        super().send_stun(message, addr)
+
+    async def request(
+        self,
+        request: aioice.stun.Message,
+        addr: Addr,
+        integrity_key: bytes | None = None,
+        retransmissions: int | None = None,
+    ) -> tuple[aioice.stun.Message, Addr]:
+        self.port.by_transaction[request.transaction_id] = self
+        try:
+            response, raddr = await super().request(request, addr, integrity_key, retransmissions)
+        finally:
+            self.port.by_transaction.pop(request.transaction_id, None)
+        if integrity_key is not None:
+            # An answer signed with the peer's password (aioice checked it): the peer is at raddr.
+            self.port.learn(raddr, self)
+        return response, raddr
+
+
+class _SharedEndpoint(asyncio.DatagramProtocol):
+    """The asyncio protocol of one shared socket: hands datagrams to its SharedUdpPort."""
+
+    def __init__(self, port: "SharedUdpPort") -> None:
+        self.port = port
+        self.transport: asyncio.BaseTransport | None = None
+        self.datagram_received = port.datagram_received  # type: ignore[method-assign]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.port.transport is self.transport and self.transport is not None:
+            self.port.lost(exc)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("shared UDP port %s:%d: %s", self.port.address, self.port.port, exc)
+
+
+class SharedUdpPort:
+    """One UDP socket (one listen address, one port) for every ICE connection of the worker."""
+
+    def __init__(self, address: str, port: int, on_drop: Callable[[str], None]) -> None:
+        self.address = address
+        self.port = port
+        self.on_drop = on_drop
+        self.transport: asyncio.DatagramTransport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.sock: socket.socket | None = None
+        self.by_ufrag: dict[str, _SharedStunProtocol] = {}
+        self.by_addr: dict[Addr, _SharedStunProtocol] = {}
+        self.by_transaction: dict[bytes, _SharedStunProtocol] = {}
+
+    def bind(self) -> None:
+        """Bind the socket now (raises OSError when the port is taken): the daemon fails at start."""
+        if self.sock is None:
+            family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self.address, self.port))
+                # Every viewer's copies leave through this one socket's send buffer, and every
+                # peer's packets arrive in its one receive buffer: ask for room for a burst.
+                for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SHARED_SOCKET_BUFFER)
+            except OSError:
+                sock.close()
+                raise
+            got = min(sock.getsockopt(socket.SOL_SOCKET, o) for o in (socket.SO_SNDBUF, socket.SO_RCVBUF))
+            if got < SHARED_SOCKET_BUFFER:
+                log.warning(
+                    "shared UDP port %s:%d: socket buffers capped at %d bytes (asked %d): copies past"
+                    " them are dropped (send_failed); raise net.core.wmem_max and net.core.rmem_max",
+                    self.address,
+                    self.port,
+                    got,
+                    SHARED_SOCKET_BUFFER,
+                )
+            sock.setblocking(False)
+            self.sock = sock
+
+    async def open(self) -> None:
+        """Attach the socket to the running loop (again, on a fresh socket, if a previous loop ended)."""
+        loop = asyncio.get_running_loop()
+        if self.transport is not None:
+            if self.loop is loop and not self.transport.is_closing():
+                return
+            self.detach()
+        self.bind()
+        self.loop = loop
+        transport, _ = await loop.create_datagram_endpoint(lambda: _SharedEndpoint(self), sock=self.sock)
+        self.transport = transport
+
+    def detach(self) -> None:
+        """Close the socket and forget every connection on it."""
+        transport, self.transport = self.transport, None
+        sock, self.sock = self.sock, None
+        if transport is not None:
+            # The transport owns the socket from create_datagram_endpoint on and closes it
+            # (asyncio and uvloop alike); closing it here too could close a reused fd number.
+            try:
+                transport.close()
+                sock = None
+            except RuntimeError:  # its loop already closed: nobody else will close it
+                pass
+        if sock is not None:
+            sock.close()
+        for protocol in set(self.by_ufrag.values()) | set(self.by_addr.values()):
+            self.unregister(protocol)
+
+    def lost(self, exc: Exception | None) -> None:
+        """The socket closed under its connections (the loop ended): each hears it."""
+        protocols = set(self.by_ufrag.values()) | set(self.by_addr.values())
+        self.transport = None
+        for protocol in protocols:
+            self.unregister(protocol)
+            protocol.connection_lost(exc)
+
+    def register(self, conn: Any) -> _SharedStunProtocol:
+        """A stand-in protocol for ``conn``, its local ufrag made unique on this socket."""
+        while conn.local_username in self.by_ufrag:
+            conn._local_username = aioice.utils.random_string(8)
+        protocol = _SharedStunProtocol(conn, self)
+        protocol.connection_made(_SharedTransport(self, protocol))  # type: ignore[arg-type]
+        self.by_ufrag[conn.local_username] = protocol
+        return protocol
+
+    def learn(self, addr: Addr, protocol: _SharedStunProtocol) -> None:
+        if self.by_ufrag.get(protocol.receiver.local_username) is not protocol:
+            return  # closed meanwhile
+        old = self.by_addr.get(addr)
+        if old is not None:
+            old.addrs.pop(addr, None)  # another connection's, or this one's (moved to the newest below)
+        self.by_addr[addr] = protocol
+        protocol.addrs[addr] = None  # now the newest
+        if len(protocol.addrs) > MAX_ADDRS_PER_CONNECTION:
+            # As mediasoup's IceServer (8 tuples): a peer cannot grow the table by checking
+            # from ever more ports; an evicted address that is still in use is learnt again
+            # by the peer's next consent check.
+            oldest = next(iter(protocol.addrs))
+            del protocol.addrs[oldest]
+            if self.by_addr.get(oldest) is protocol:
+                del self.by_addr[oldest]
+
+    def unregister(self, protocol: _SharedStunProtocol) -> None:
+        ufrag = protocol.receiver.local_username
+        if self.by_ufrag.get(ufrag) is protocol:
+            del self.by_ufrag[ufrag]
+        for addr in protocol.addrs:
+            if self.by_addr.get(addr) is protocol:
+                del self.by_addr[addr]
+        protocol.addrs.clear()
+        for tid in [t for t, p in self.by_transaction.items() if p is protocol]:
+            del self.by_transaction[tid]
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        peer = (addr[0], addr[1])
+        if data and data[0] > 3:  # not STUN (RFC 7983): DTLS, SRTP, SRTCP
+            protocol = self.by_addr.get(peer)
+            if protocol is None:
+                self.on_drop(DROP_UNKNOWN_ADDRESS)
+                return
+            protocol.receiver.data_received(data, protocol.local_candidate.component)
+            return
+        try:
+            message = aioice.stun.parse_message(data)
+        except ValueError:
+            self.on_drop(DROP_BAD_STUN)
+            return
+        if message.message_class == aioice.stun.Class.REQUEST:
+            username = message.attributes.get("USERNAME")
+            protocol = self.by_ufrag.get(username.partition(":")[0]) if isinstance(username, str) else None
+            if protocol is None:
+                self.on_drop(DROP_UNKNOWN_UFRAG)
+                return
+        else:
+            protocol = self.by_transaction.get(message.transaction_id)
+            if protocol is None:
+                self.on_drop(DROP_UNKNOWN_STUN)
+                return
+        protocol.stun_received(message, peer)
+
+
+class SharedPorts:
+    """The shared sockets of one worker: one :class:`SharedUdpPort` per listen address."""
+
+    def __init__(self, addresses: list[str] | tuple[str, ...], port: int, on_drop: Callable[[str], None]) -> None:
+        self.port = port
+        self.by_address = {a: SharedUdpPort(a, port, on_drop) for a in addresses}
+
+    @property
+    def ports(self) -> list[SharedUdpPort]:
+        return list(self.by_address.values())
+
+    def bind(self) -> None:
+        for shared in self.by_address.values():
+            shared.bind()
+
+    def close(self) -> None:
+        """Close every socket (its connections are gone); a later gather binds again."""
+        for shared in self.by_address.values():
+            shared.detach()
+
+
+def open_shared_ports(
+    addresses: list[str] | tuple[str, ...], port: int, on_drop: Callable[[str], None] = lambda reason: None
+) -> SharedPorts:
+    """One UDP socket on ``port`` per address for the peer connections given it (see
+    :class:`PeerConnection`). Binds at once, so a taken port raises OSError here, at start."""
+    shared = SharedPorts(addresses, port, on_drop)
+    try:
+        shared.bind()
+    except OSError:
+        shared.close()
+        raise
+    return shared
+
+
+# The node's ICE connections and the shared ports they gather on (set by PeerConnection).
+_CONNECTION_PORTS: "weakref.WeakKeyDictionary[Any, SharedPorts]" = weakref.WeakKeyDictionary()
+
+
+async def _component_candidates(self: Any, component: int, addresses: list[str], timeout: int = 5) -> list[Candidate]:
+    """Host candidates of a Connection: on the shared port for the SFU's own connections
+    when one is set, else one socket each (in the port range when one is set)."""
+    ports = _CONNECTION_PORTS.get(self)
+    if ports is None:
+        if _PORT_RANGE != (0, 0):
+            return await _component_candidates_in_range(self, component, addresses, timeout)
+        return await _original_get_component_candidates(self, component, addresses, timeout)
+    candidates = []
+    for address in addresses:
+        shared = ports.by_address.get(address)
+        if shared is None:
+            continue
+        await shared.open()
+        protocol = shared.register(self)
+        self._protocols.append(protocol)
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", address),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=address,
+            port=shared.port,
+            type="host",
+        )
+        candidates.append(protocol.local_candidate)
+    return candidates
 
 
 # ---------------------------------------------------------------------------
@@ -515,7 +853,10 @@ class PeerConnection(RTCPeerConnection):
     connection closed, which our ``connectionstatechange`` handler sees.
     """
 
-    def __init__(self, configuration: Any = None) -> None:
+    def __init__(self, configuration: Any = None, shared_ports: SharedPorts | None = None) -> None:
+        """``shared_ports``: gather on the worker's shared UDP port (media.rtc_udp_port)
+        instead of a socket of this connection's own."""
+        self._shared_ports = shared_ports
         # aiortc makes a new P-256 key and certificate for each peer connection (a key
         # generation and a signature on the loop, per join): ours take the node's.
         global _making_node_pc
@@ -524,6 +865,14 @@ class PeerConnection(RTCPeerConnection):
             super().__init__(configuration)
         finally:
             _making_node_pc = False
+
+    async def setLocalDescription(self, sessionDescription: Any = None) -> None:
+        # Gathering happens in here: this connection's ICE goes on the worker's shared UDP
+        # port when it was given one (a test's or a bench's client peers never are).
+        if self._shared_ports is not None:
+            for t in self.getTransceivers():
+                _CONNECTION_PORTS[t.receiver.transport.transport.iceGatherer._connection] = self._shared_ports
+        await super().setLocalDescription(sessionDescription)
 
     async def _RTCPeerConnection__connect(self) -> None:
         try:
@@ -724,6 +1073,7 @@ def self_check() -> None:
             missing.append(f"aioice Connection {field}")
     missing += _fastpath_check()
     missing += _join_cost_check()
+    missing += _shared_port_check()
     if missing:
         raise AdapterError("aiortc private hooks moved: " + "; ".join(missing))
 
@@ -748,4 +1098,37 @@ def _fastpath_check() -> list[str]:
     for field in ("self.protocol = protocol", "def remote_addr"):
         if field not in pair_src:
             missing.append(f"aioice CandidatePair {field}")
+    return missing
+
+
+def _shared_port_check() -> list[str]:
+    """The aioice names the shared UDP port's stand-in protocol relies on."""
+    import inspect
+
+    missing = []
+    for owner, name in (
+        (aioice.stun, "parse_message"),
+        (aioice.stun, "Class"),
+        (aioice.stun.Method, "BINDING"),
+        (aioice.stun.Transaction, "response_received"),
+        (aioice.utils, "random_string"),
+        (aioice.ice.StunProtocol, "send_stun"),
+        (aioice.ice.StunProtocol, "connection_lost"),
+        (aioice.ice.Connection, "request_received"),
+        (aioice.ice.Connection, "data_received"),
+        (aioice.ice.Connection, "local_username"),
+    ):
+        if not hasattr(owner, name):
+            missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+    for field in ("self.transactions", "self.receiver", "self.transport"):
+        if field not in inspect.getsource(aioice.ice.StunProtocol.__init__) + inspect.getsource(
+            aioice.ice.StunProtocol.connection_made
+        ):
+            missing.append(f"aioice StunProtocol {field}")
+    if "self._local_username = local_username" not in inspect.getsource(aioice.ice.Connection.__init__):
+        missing.append("aioice Connection._local_username")
+    if "self._connection = Connection(" not in inspect.getsource(aiortc.rtcicetransport.RTCIceGatherer.__init__):
+        missing.append("aiortc RTCIceGatherer._connection")
+    if "await self.__gather()" not in inspect.getsource(RTCPeerConnection.setLocalDescription):
+        missing.append("RTCPeerConnection.setLocalDescription no longer gathers")
     return missing

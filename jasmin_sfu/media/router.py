@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol
 
 from .adaptation import ViewerAdaptation
 from .adaptation_policy import AdaptationPolicy
+from .aiortc_adapter import SharedPorts
 from .consumer import Consumer
 from .errors import InvalidStateError, NotFoundError
 from .keyframe_requester import KeyframeRequester
@@ -55,6 +56,7 @@ class Router:
         adaptation: AdaptationPolicy | None = None,
         gate: NegotiationGate | None = None,
         sender_reports: SenderReportTimer | None = None,
+        shared_ports: SharedPorts | None = None,
     ) -> None:
         """``gate``: the worker's, shared by its routers (one loop); a router alone makes its own.
         ``sender_reports``: the worker's one SR timer (a router made alone gets its own)."""
@@ -62,6 +64,8 @@ class Router:
         # SDP negotiations take turns on the loop (negotiation_gate.py): a join storm's
         # batch no longer runs in one turn while the watchers' packets wait.
         self.gate = gate if gate is not None else NegotiationGate(settings.negotiations_at_once)
+        # The worker's shared UDP port (media.rtc_udp_port), given to its transports; None: a socket each.
+        self.shared_ports = shared_ports
         self.listener = listener
         self.settings = settings
         self.adaptation = adaptation if adaptation is not None else settings.adaptation

@@ -27,6 +27,12 @@ class MediaSettings:
     # UDP port range for ICE host candidates; 0/0 lets the kernel choose.
     rtc_min_port: int = 0
     rtc_max_port: int = 0
+    # One UDP port for every peer connection of the worker (ICE host candidates of every
+    # publish and subscribe on one socket per listen address, demultiplexed by ICE ufrag
+    # and remote address; the C fan-out then sends a packet's copies with sendmmsg).
+    # 0: one socket per peer connection, in rtc_min_port..rtc_max_port. With several
+    # workers, worker i listens on rtc_udp_port + i (docs/workers.md).
+    rtc_udp_port: int = 0
     video_codecs: tuple[str, ...] = ("VP8", "H264")
     audio_codecs: tuple[str, ...] = ("opus",)
     # Packets kept per video producer to answer viewer NACKs. At 1.5 Mbit/s

@@ -97,7 +97,9 @@ class WebRtcTransport:
         self.closed = False
         # max-bundle: one ICE/DTLS transport for every m-section, as browsers do;
         # aiortc's default (balanced) opens one per media kind.
-        self.pc = adapter.PeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.pc = adapter.PeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE), router.shared_ports
+        )
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
         self._by_ssrc: dict[int, Callable[[bytes, int], None]] = {}

@@ -37,6 +37,11 @@ class Worker:
         if self.fastpath_unavailable is not None:
             log.warning("C fast path unavailable, forwarding in Python: %s", self.fastpath_unavailable)
         adapter.restrict_host_addresses(settings.listen_ips, settings.port_range)
+        self.stats = MediaStats()
+        # Binds now: a taken media.rtc_udp_port stops the daemon at start (OSError).
+        self.shared_ports: adapter.SharedPorts | None = None
+        if settings.rtc_udp_port:
+            self.shared_ports = adapter.open_shared_ports(settings.listen_ips, settings.rtc_udp_port, self.stats.drop)
         adapter.tolerant_consent()
         adapter.rsa_dtls_peers()
         adapter.lazy_receiver_estimators()
@@ -44,7 +49,6 @@ class Worker:
         self.settings = settings
         self.adaptation = adaptation if adaptation is not None else settings.adaptation
         self.clock = clock
-        self.stats = MediaStats()
         # RTCP SRs to every viewer of the worker's routers, from one timer (not a task per sender).
         self.sender_reports = SenderReportTimer(self.stats, clock)
         self.routers: dict[str, Router] = {}
@@ -67,6 +71,7 @@ class Worker:
             self.adaptation,
             gate=self.gate,
             sender_reports=self.sender_reports,
+            shared_ports=self.shared_ports,
         )
         self.routers[router_id] = r
         return r
@@ -105,3 +110,5 @@ class Worker:
         self.closed = True
         await asyncio.gather(*(r.close() for r in list(self.routers.values())), return_exceptions=True)
         self.sender_reports.close()
+        if self.shared_ports is not None:
+            self.shared_ports.close()  # its connections closed with the routers

@@ -21,7 +21,7 @@ import pytest
 
 from bench.peers import publish, subscribe, wait_for
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
-from jasmin_sfu.supervisor import Placement, WorkerLoad, decode_client_frame, merge_metrics, port_slices
+from jasmin_sfu.supervisor import Placement, WorkerLoad, decode_client_frame, merge_metrics, port_slices, udp_ports
 from tests.conftest import start_daemon_process
 
 
@@ -85,6 +85,17 @@ def test_ice_port_range_is_split_into_disjoint_slices(lo: int, hi: int, n: int, 
 def test_a_port_range_smaller_than_the_worker_count_is_refused() -> None:
     with pytest.raises(ValueError):
         port_slices(40000, 40001, 3)
+
+
+def test_each_worker_gets_its_own_shared_udp_port() -> None:
+    """Protects media.rtc_udp_port under workers: worker i on port + i (0 stays off for all);
+    ports past 65535 or inside the ICE range are refused before any worker starts."""
+    assert udp_ports(0, 3) == [0, 0, 0]
+    assert udp_ports(41000, 3, 40000, 40999) == [41000, 41001, 41002]
+    with pytest.raises(ValueError, match="65535"):
+        udp_ports(65534, 3)
+    with pytest.raises(ValueError, match="overlaps"):
+        udp_ports(39999, 2, 40000, 40999)
 
 
 def test_metrics_are_merged_per_family_with_a_worker_label() -> None:

@@ -437,3 +437,56 @@ async def test_a_quiet_sender_starts_no_rtcp_task_and_still_stops() -> None:
     await asyncio.wait_for(quiet.stop(), 5)
     await asyncio.wait_for(loud.stop(), 5)
     await pc.close()
+
+
+def test_self_check_names_a_moved_shared_port_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects the shared UDP port's stand-in protocol: an aioice upgrade that moves a name it
+    relies on (here the transaction's response hook) stops the daemon at start, naming it."""
+    monkeypatch.delattr(aioice.stun.Transaction, "response_received")
+    with pytest.raises(adapter.AdapterError, match="response_received"):
+        adapter.self_check()
+
+
+async def test_a_taken_ufrag_gets_a_new_one_and_a_taken_port_fails_at_start() -> None:
+    """Protects demultiplexing by ufrag: two connections on one shared socket never share a
+    local ufrag (the second gets a fresh one before its description is written), and each
+    connection's candidate names the shared port; a port already bound is an OSError when the
+    worker opens it, not a join that fails later."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    shared = adapter.open_shared_ports(["127.0.0.1"], port)
+    try:
+        with pytest.raises(OSError):
+            adapter.open_shared_ports(["127.0.0.1"], port)
+        a = aioice.ice.Connection(ice_controlling=False, local_username="same")
+        b = aioice.ice.Connection(ice_controlling=False, local_username="same")
+        ours = shared.ports[0]
+        await ours.open()
+        ours.register(a)
+        ours.register(b)
+        assert a.local_username == "same" and b.local_username != "same"
+        assert set(ours.by_ufrag) == {"same", b.local_username}
+    finally:
+        shared.close()
+
+
+async def test_a_connection_keeps_only_its_newest_remote_addresses() -> None:
+    """Protects the shared port's address table: a peer that passes checks from ever more
+    ports (each learnt) keeps only the newest MAX_ADDRS_PER_CONNECTION; the older ones no
+    longer route to it, and re-learning an address makes it the newest again."""
+    shared = adapter.SharedUdpPort("127.0.0.1", 0, lambda reason: None)
+    conn = aioice.ice.Connection(ice_controlling=False)
+    protocol = shared.register(conn)
+    cap = adapter.MAX_ADDRS_PER_CONNECTION
+    for port in range(1, cap + 1):
+        shared.learn(("127.0.0.1", port), protocol)
+    shared.learn(("127.0.0.1", 1), protocol)  # in use again: the newest now
+    shared.learn(("127.0.0.1", 100), protocol)
+    assert len(protocol.addrs) == cap and len(shared.by_addr) == cap
+    assert ("127.0.0.1", 2) not in shared.by_addr
+    assert shared.by_addr[("127.0.0.1", 1)] is protocol and shared.by_addr[("127.0.0.1", 100)] is protocol
+    shared.unregister(protocol)
+    assert shared.by_addr == {} and shared.by_ufrag == {}

@@ -1,0 +1,160 @@
+"""Every peer connection of a worker on one UDP port (``media.rtc_udp_port``), with aiortc peers on loopback.
+
+The daemon gathers one host candidate on the shared socket for each publish and
+subscribe; its demultiplexer routes STUN requests by ufrag and everything else by
+the remote address a check authenticated, and drops the rest (counted on /metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import aioice.stun
+
+from bench.peers import publish, subscribe, wait_for
+from jasmin_sfu.media import aiortc_adapter as adapter
+from jasmin_sfu.media import fastpath
+from tests.conftest import scrape_metrics, start_daemon_process
+from tests.realparts import require_fastpath
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def candidate_ports(sdp: str) -> set[int]:
+    return {int(line.split()[5]) for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+def daemon_fds(running) -> set[int]:  # type: ignore[no-untyped-def]
+    """The sockets the daemon's C send targets write to."""
+    return {
+        c.lane.target.fd
+        for r in running.daemon.worker.routers.values()
+        for c in r.consumers.values()
+        if c.fast and c.lane.target is not None
+    }
+
+
+async def test_publisher_and_viewers_on_one_port_decode_and_a_closed_viewer_leaves_the_others_flowing(
+    make_daemon,  # type: ignore[no-untyped-def]
+) -> None:
+    """Protects the shared port end to end: the publisher and three viewers are offered the one
+    port and decode video and audio through it; the C fan-out writes every copy to that one
+    socket with sendmmsg; closing one viewer unregisters its ufrag and address, and the two
+    others keep decoding."""
+    require_fastpath()
+    port = free_udp_port()
+    d = await make_daemon(rtc_udp_port=port)
+    assert d.daemon.worker.shared_ports is not None
+    shared = d.daemon.worker.shared_ports.ports
+    assert [(s.address, s.port) for s in shared] == [("127.0.0.1", port)]
+    pub = await publish(d.url, "show-shared")
+    viewers = list(await asyncio.gather(*(subscribe(d.url, "show-shared") for _ in range(3))))
+    try:
+        for peer in [pub, *viewers]:
+            assert candidate_ports(peer.pc.remoteDescription.sdp) == {port}
+        assert await wait_for(
+            lambda: all(v.frames.get("video", 0) >= 10 and v.frames.get("audio", 0) >= 10 for v in viewers), 40
+        ), [v.frames for v in viewers]
+        assert len(shared[0].by_ufrag) == 4 and len(shared[0].by_addr) >= 4
+        fds = daemon_fds(d)
+        assert fds == {shared[0].transport.get_extra_info("socket").fileno()}
+        calls, datagrams = fastpath.fastpath_ext.batch_stats()
+        seen = [v.frames.get("video", 0) for v in viewers]
+        assert await wait_for(lambda: all(v.frames.get("video", 0) >= n + 5 for v, n in zip(viewers, seen)), 30)
+        calls2, datagrams2 = fastpath.fastpath_ext.batch_stats()
+        assert calls2 > calls and datagrams2 - datagrams >= 2 * (calls2 - calls)
+
+        assert d.daemon.worker.stats.drops.get("send_failed", 0) == 0
+
+        gone = viewers.pop(0)
+        await gone.close()
+        assert await wait_for(lambda: len(shared[0].by_ufrag) == 3, 20), shared[0].by_ufrag
+        seen = [v.frames.get("video", 0) for v in viewers]
+        assert await wait_for(lambda: all(v.frames.get("video", 0) >= n + 10 for v, n in zip(viewers, seen)), 30)
+        assert len(shared[0].by_addr) == len({a for p in shared[0].by_ufrag.values() for a in p.addrs})
+        staying = {v.transport_id for v in viewers}
+        for r in d.daemon.worker.routers.values():
+            for t in r.transports.values():
+                if t.id in staying:
+                    assert all(c.lane.target.send_errors == 0 for c in t.consumers.values())
+    finally:
+        for v in viewers:
+            await v.close()
+        await pub.close()
+
+
+async def test_datagrams_from_strangers_are_dropped_counted_and_unanswered(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the demultiplexer's edge: an SRTP-looking datagram from an address no check
+    authenticated, and a STUN Binding request naming a ufrag no connection has, are dropped
+    and counted by reason on /metrics; the stranger gets no answer; the viewer on the port
+    keeps decoding."""
+    port = free_udp_port()
+    d = await make_daemon(rtc_udp_port=port)
+    pub = await publish(d.url, "show-strangers")
+    viewer = await subscribe(d.url, "show-strangers")
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.1", 0))
+    stranger.setblocking(False)
+    try:
+        assert await wait_for(lambda: viewer.frames.get("video", 0) >= 5, 40), viewer.frames
+        stranger.sendto(b"\x80\x60" + os.urandom(100), ("127.0.0.1", port))
+        request = aioice.stun.Message(
+            message_method=aioice.stun.Method.BINDING, message_class=aioice.stun.Class.REQUEST
+        )
+        request.attributes["USERNAME"] = "nobody:x"
+        request.add_message_integrity(b"some password")
+        stranger.sendto(bytes(request), ("127.0.0.1", port))
+
+        def counted() -> bool:
+            drops = d.daemon.worker.stats.drops
+            return drops.get(adapter.DROP_UNKNOWN_ADDRESS, 0) >= 1 and drops.get(adapter.DROP_UNKNOWN_UFRAG, 0) >= 1
+
+        assert await wait_for(counted, 10), d.daemon.worker.stats.drops
+        m = await scrape_metrics(d.http)
+        assert m[f'jasmin_rtp_drops_total{{reason="{adapter.DROP_UNKNOWN_ADDRESS}"}}'] >= 1
+        assert m[f'jasmin_rtp_drops_total{{reason="{adapter.DROP_UNKNOWN_UFRAG}"}}'] >= 1
+        seen = viewer.frames.get("video", 0)
+        assert await wait_for(lambda: viewer.frames.get("video", 0) >= seen + 10, 30)
+        try:
+            answer = stranger.recv(2048)
+        except BlockingIOError:
+            answer = None
+        assert answer is None, f"the stranger was answered: {answer!r}"
+    finally:
+        stranger.close()
+        await viewer.close()
+        await pub.close()
+
+
+async def test_the_daemon_process_on_uvloop_serves_viewers_on_its_shared_port() -> None:
+    """Protects the shared port under the daemon's own event loop (uvloop, whose datagram
+    transport owns the socket differently from asyncio's): ``jasmin_sfu serve`` with
+    JASMIN_MEDIA_RTC_UDP_PORT offers that port to the publisher and two viewers, who decode;
+    after one viewer leaves the other keeps decoding, and the daemon stops cleanly."""
+    port = free_udp_port()
+    dp = await start_daemon_process(env={"JASMIN_MEDIA_RTC_UDP_PORT": str(port)})
+    pub = await publish(dp.url, "show-uvloop")
+    viewers = [await subscribe(dp.url, "show-uvloop") for _ in range(2)]
+    try:
+        for peer in [pub, *viewers]:
+            assert candidate_ports(peer.pc.remoteDescription.sdp) == {port}
+        assert await wait_for(
+            lambda: all(v.frames.get("video", 0) >= 10 and v.frames.get("audio", 0) >= 10 for v in viewers), 40
+        ), [v.frames for v in viewers]
+        await viewers.pop(0).close()
+        seen = viewers[0].frames.get("video", 0)
+        assert await wait_for(lambda: viewers[0].frames.get("video", 0) >= seen + 10, 30)
+    finally:
+        for v in viewers:
+            await v.close()
+        await pub.close()
+        dp.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, dp.proc.wait, 30)
+    assert code == 0, "".join(dp.output[-30:])
