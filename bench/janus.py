@@ -308,7 +308,7 @@ class JanusTarget:
                 await asyncio.wait_for(self.session.close(), 15)
             except Exception:
                 pass
-        self.janus.stop()
+        await asyncio.to_thread(self.janus.stop)
 
 
 def _selftest() -> None:  # pragma: no cover - manual check: python -m bench.janus (inside a netns)

@@ -198,7 +198,7 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
         prefix = f"{o.loop_profile}-{target}-{n}_{spread_s:g}" if o.loop_profile and target == "jasmin" else ""
         if prefix:
             loop_profile.enable(prefix)
-        server = make_server(target, o.cpu, admission=o.admission == "on")
+        server = await asyncio.to_thread(make_server, target, o.cpu, o.admission == "on")
         what = server.software()
         js = JoinStorm(o, server, wl)
         try:

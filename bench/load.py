@@ -390,7 +390,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     progress = Progress(total=len(steps) * len(targets), enabled=not args.quiet)
     for name in targets:
         progress.show(f"{name}: starting")
-        target = make_target(name, opts.sfu_cpu)
+        target = await asyncio.to_thread(make_target, name, opts.sfu_cpu)
         try:
             runner = Runner(target, opts, progress)
             record[name] = await runner.run()

@@ -190,7 +190,7 @@ class LongTail:
 
 
 async def run_step(o: argparse.Namespace, target: str, shows: int, per_show: int, wl: Workload) -> tuple[Step, str]:
-    server = make_server(target, o.cpu)
+    server = await asyncio.to_thread(make_server, target, o.cpu)
     what = server.software()
     lt = LongTail(o, server, wl)
     try:

@@ -124,7 +124,7 @@ def _point(shows: int, viewers: int, rss: float) -> Point:
 
 
 async def ramp_viewers(o: argparse.Namespace, target: str, wl: Workload) -> tuple[Point, Ramp, str]:
-    node = Node(make_server(target, o.cpu), wl)
+    node = Node(await asyncio.to_thread(make_server, target, o.cpu), wl)
     what = node.server.software()
     ramp = Ramp("viewers")
     try:
@@ -141,7 +141,7 @@ async def ramp_viewers(o: argparse.Namespace, target: str, wl: Workload) -> tupl
 
 
 async def ramp_shows(o: argparse.Namespace, target: str, wl: Workload) -> Ramp:
-    node = Node(make_server(target, o.cpu), wl)
+    node = Node(await asyncio.to_thread(make_server, target, o.cpu), wl)
     ramp = Ramp("shows")
     try:
         for s in o.shows:

@@ -85,7 +85,7 @@ async def one_window(
     ``quiet_window``: the publisher stops sending before the window, so the daemon forwards
     nothing while it goes on reporting on every (still started) stream: the window's CPU is
     then mostly the SRs, the viewers' RR + REMB and ICE consent, without the forwarding's noise."""
-    target = JasminTarget(cpu, repo=repo)
+    target = await asyncio.to_thread(JasminTarget, cpu, repo=repo)
     rec = Recorder()
     poller = RawPoller(rec, sample_every=64, rtcp_every_s=1.0)
     pub = SyntheticPublisher(IDLE_ISH)

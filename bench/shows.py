@@ -88,7 +88,7 @@ class JasminServer:
                 await asyncio.wait_for(c.close(), 5)
             except Exception:
                 pass
-        self.d.stop()
+        await asyncio.to_thread(self.d.stop)
 
 
 class JanusServer(JanusTarget):

@@ -5,6 +5,7 @@ Part of the load tool (``python -m bench.load``; bench/README.md).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -221,7 +222,7 @@ class JasminTarget:
     async def close(self) -> None:
         if self.pub_client is not None:
             await self.pub_client.close()
-        self.daemon.stop()
+        await asyncio.to_thread(self.daemon.stop)
 
 
 def make_target(name: str, cpu: int | None) -> Target:

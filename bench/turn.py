@@ -156,7 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     assert ns is not None
     server = coturn.Coturn(ns, work, SECRET, HOST, HOST, extra=("allow-loopback-peers",), cpu=args.bench_cpu)
     os.environ["SSL_CERT_FILE"] = str(work / "turn-cert.pem")  # aioice's TLS client trusts the test certificate
-    target = JasminTarget(args.sfu_cpu)
+    target = await asyncio.to_thread(JasminTarget, args.sfu_cpu)
     pub = SyntheticPublisher(Workload())
     results: list[dict[str, Any]] = []
     try:

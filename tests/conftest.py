@@ -260,16 +260,30 @@ def remove_made_dirs() -> Iterator[None]:
         shutil.rmtree(_made_dirs.pop(), ignore_errors=True)
 
 
+async def stop_daemons(*procs: "subprocess.Popen[str]", timeout: float = 15.0) -> None:
+    """SIGTERM every child still running, then wait for them all off the event loop: a daemon's
+    drain takes seconds on a loaded machine, and a blocking ``wait`` would hold the test's loop
+    (tests/loop_guard.py fails a test for that). A child that outlives ``timeout`` is killed."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.send_signal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+
+    def wait(p: "subprocess.Popen[str]") -> None:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            p.kill()
+            p.wait()
+
+    await asyncio.gather(*(loop.run_in_executor(None, wait, p) for p in running))
+
+
 @pytest.fixture
 async def daemon_process() -> AsyncIterator[DaemonProcess]:
     dp = await start_daemon_process()
     yield dp
-    if dp.proc.poll() is None:
-        dp.proc.send_signal(signal.SIGTERM)
-        try:
-            dp.proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            dp.proc.kill()
+    await stop_daemons(dp.proc, timeout=10)
 
 
 async def seed_credits(data_dir: str, member_id: str, package_code: str, payment_id: str | None = None) -> None:

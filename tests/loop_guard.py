@@ -11,7 +11,7 @@ watchdog thread takes that stack once the callback has run for half the limit).
 The limit is far above what any callback of the daemon takes (the daemon's own monitor,
 jasmin_sfu/loop_lag.py, warns at 100 ms): a run of the whole suite on this 2-core machine
 with seven other sessions' tests beside it (load 10) saw no callback above 2.6 s of wall time,
-so that a loaded machine's scheduling cannot trip it. ``JASMIN_TEST_LOOP_BLOCK_S`` changes
+so that a loaded machine's scheduling cannot trip it. ``SFU_TEST_LOOP_BLOCK_S`` changes
 it; a test that blocks its loop on purpose says so with ``@pytest.mark.blocks_loop``.
 """
 
@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any
 
-LIMIT_S = float(os.environ.get("JASMIN_TEST_LOOP_BLOCK_S") or 5.0)
+LIMIT_S = float(os.environ.get("SFU_TEST_LOOP_BLOCK_S") or 5.0)
 
 blocks: list[tuple[float, str]] = []
 _original_run = asyncio.events.Handle._run

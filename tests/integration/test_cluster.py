@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from bench.peers import publish, subscribe, wait_for
 from jasmin_signaling.client import Moved, RemoteError, SignalingClient
-from tests.conftest import DaemonProcess, start_daemon_process
+from tests.conftest import DaemonProcess, start_daemon_process, stop_daemons
 from tests.realparts import REDIS_URL, redis_key_prefix
 from tests.support import after, performer, watch
 
@@ -68,15 +67,6 @@ async def until(check: Any, timeout: float = 30.0) -> None:
     while not await check():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.1)
-
-
-def stop(dp: DaemonProcess) -> None:
-    if dp.proc.poll() is None:
-        dp.proc.send_signal(signal.SIGTERM)
-        try:
-            dp.proc.wait(15)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            dp.proc.kill()
 
 
 async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: str) -> None:
@@ -173,8 +163,7 @@ async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: st
     finally:
         for p in peers:
             await p.close()
-        for n in (a, b, c):
-            stop(n)
+        await stop_daemons(a.proc, b.proc, c.proc)
 
 
 async def test_a_client_follows_moved_only_once() -> None:
@@ -289,5 +278,4 @@ async def test_a_private_on_the_origin_cuts_every_relay_at_the_accept(prefix: st
     finally:
         for p in peers:
             await p.close()
-        for n in (a, b, c):
-            stop(n)
+        await stop_daemons(a.proc, b.proc, c.proc)

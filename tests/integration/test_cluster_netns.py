@@ -35,7 +35,7 @@ from bench import netns
 from bench.peers import publish, ssrc_of, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
 from jasmin_sfu.services.ledger import per_second_rate, wallet_account
-from tests.conftest import REPO, drain_in_thread, seed_credits
+from tests.conftest import REPO, drain_in_thread, seed_credits, stop_daemons
 from tests.realparts import missing
 from tests.support import after, performer, watch
 
@@ -222,13 +222,7 @@ async def nodes(bridge: Net, redis_server: Redis, tmp_path: Any) -> AsyncIterato
             started[name] = await start_node(bridge, name, str(tmp_path))
         yield started
     finally:
-        for n in started.values():
-            if n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
-                try:
-                    n.proc.wait(15)
-                except subprocess.TimeoutExpired:  # pragma: no cover
-                    n.proc.kill()
+        await stop_daemons(*(n.proc for n in started.values()))
 
 
 async def readyz(node: Node) -> dict[str, Any]:
