@@ -184,6 +184,12 @@ class Relays:
         pipes[node] = pipe
         return pipe
 
+    async def pipe_to(self, node: str, role: str) -> PipeTransport:
+        """This node's pipe with ``node`` as ``role`` (``origin``: it sends; ``edge``: it
+        receives), bound if new. A member's Cam2Cam runs against the show's relay: its edge
+        is the origin of that one track, the show's node its edge."""
+        return await self._pipe(self.origin_pipes if role == "origin" else self.edge_pipes, node, role)
+
     def on_pipe_closed(self, pipe: PipeTransport) -> None:
         """PipeListener: forget it (an edge pipe closed when its origin went silent)."""
         for pipes in (self.origin_pipes, self.edge_pipes):
@@ -393,8 +399,8 @@ class Relays:
         for desc in answer["producers"]:
             pipe.add_replica(show.router, desc)  # its audience: _on_edge_producer
         for p in list(show.router.producers.values()):
-            if p.id not in offered:
-                p.close()  # gone at the origin since
+            if p.id not in offered and "relayed_from" in p.app_data:
+                p.close()  # gone at the origin since (a member's Cam2Cam sent from here stays)
         self.stats.opened_as_edge += 1
         return show
 
@@ -408,7 +414,7 @@ class Relays:
 
     def _on_edge_producer(self, show: Show, what: str, producer: Producer) -> None:
         keys = self.members.edge_keys(show) if self.members is not None else None
-        if what == "added" and producer.audience != keys:
+        if what == "added" and not producer.exclusive and producer.audience != keys:
             # The origin decides who gets the stream (its audience cuts the relay); every viewer
             # here may consume what the origin sends, but for a private of a member watching
             # here: only that member (relay_members.py). Only once: set_audience clears the

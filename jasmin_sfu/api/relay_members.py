@@ -9,7 +9,7 @@ jasmin_sfu/api/relay.py) carry the rest:
 ``POST /internal/relay/member`` (edge -> origin), body ``{node, show_id, session,
 member_id, verb, http_url}``: ``verb`` is ``join`` and ``leave`` (the member's session on
 the edge came and went) or one of the member's show verbs (``private.request``,
-``private.withdraw``, ``private.end``, ``sneak_peek``); ``http_url`` is the edge's HTTP
+``private.withdraw``, ``private.end``, ``sneak_peek``, ``cam2cam``, ``cam2cam.stop``); ``http_url`` is the edge's HTTP
 origin, where the origin delivers the member's events. Answer ``{"data": …}`` (the verb's
 answer as the origin's own handler gives it) or ``{"error": {code, message}}`` with the
 origin's wire code (``403`` a bad signature, ``404`` ``unknown_show``, ``409`` a refusal).
@@ -24,6 +24,17 @@ edge show's **audience** (``members``: the only members whose sessions there may
 the show's media; null: everyone), in order, each with a sequence number the edge
 acknowledges (``{"acked": n}``) and never applies twice. One ordered queue per edge node,
 retried until delivered; an edge that cannot be reached for ``ttl_s`` is gone.
+
+Cam2Cam from a member on an edge (``cam2cam``, body also ``{host, port, key, producers}``): the
+member's ``publish`` on the edge makes producers exclusive to ``relay:<show's node>`` (no viewer
+there); the edge is the origin of those tracks over its pipe toward the show's node (``host:port``
+and ``key``, ``producers`` as :func:`describe` gives them). The origin checks what a local member's
+``publish`` is checked for (``StartCam2Cam``), adds replicas into the show's router exclusive to
+the performers before they exist there, and answers its own end ``{host, port, key}``. Its ends:
+the private's end (``CloseCam2Cam``) closes the replicas and tells the edge (``cam2cam_close``, on
+the ordered queue) to close the member's producers; the member's ``unpublish`` on the edge is
+``cam2cam.stop``; a replica closing (its producer gone on the edge, ``JGON``, or the pipe silent)
+stops the Cam2Cam.
 
 An audience back to everyone (null) carries ``floors``: per producer, its layers' ``next_seq``
 at the origin when it was decided (the relay restarted in that step); the edge's replicas take
@@ -51,7 +62,8 @@ from aiohttp import web
 
 from jasmin_sfu.api.relay_auth import RelayError, RequestVerifier, signed_headers
 from jasmin_sfu.media.pipe_transport import PipeTransport, describe
-from jasmin_sfu.shows.machine import Rejected, SneakPeek
+from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.shows.machine import Rejected, SneakPeek, StartCam2Cam, StopCam2Cam
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
 from jasmin_sfu.tasks import spawn_tracked
@@ -60,8 +72,18 @@ log = logging.getLogger(__name__)
 
 MEMBER_PATH = "/internal/relay/member"
 MEMBER_EVENTS_PATH = "/internal/relay/member-events"
-MEMBER_VERBS = ("join", "leave", "private.request", "private.withdraw", "private.end", "sneak_peek")
-MAX_BODY = 4096
+MEMBER_VERBS = (
+    "join",
+    "leave",
+    "private.request",
+    "private.withdraw",
+    "private.end",
+    "sneak_peek",
+    "cam2cam",
+    "cam2cam.stop",
+)
+MAX_BODY = 16384  # a cam2cam call carries its producers' descriptions
+MAX_CAM_PRODUCERS = 4
 MAX_EVENTS_BODY = 256 * 1024
 BATCH = 64
 # Show events the edge tells its viewers itself (the pipe's JEVT, the edge show's end).
@@ -84,16 +106,19 @@ class RelayHost(Protocol):
 
     def is_edge(self, show_id: str) -> bool: ...
 
+    async def pipe_to(self, node: str, role: str) -> PipeTransport: ...
+
     def refused(self) -> None: ...
 
 
 class MemberCallError(Exception):
     """A member call refused or failed; ``code`` is a wire error code (docs/signaling.md)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, unreachable: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.unreachable = unreachable  # the show's node could not be reached
 
 
 class RemoteMember:
@@ -111,6 +136,8 @@ class RemoteMember:
         self.edge_session = session
         self.session_id = f"{link.node}/{session}"
         self.member_id: str | None = member_id
+        # The replicas of its Cam2Cam sent from the edge (in the show's router).
+        self.cam: list[Producer] = []
 
     def notify(self, event: str, data: dict[str, Any]) -> None:
         if event in _EDGE_OWN_EVENTS:
@@ -120,7 +147,16 @@ class RemoteMember:
         )
 
     async def close_publisher(self, reason: str) -> None:
-        """Cam2Cam is not served from an edge (the member's ``publish`` there is refused)."""
+        """The show closes this member's Cam2Cam: its replicas here, its producers on the edge."""
+        had = self.close_cam()
+        if had:
+            self.link.push({"kind": "cam2cam_close", "show_id": self.show.id, "session": self.edge_session})
+
+    def close_cam(self) -> bool:
+        cam, self.cam = self.cam, []
+        for replica in cam:
+            replica.close()
+        return bool(cam)
 
     def show_ended(self) -> None:
         self.link.members.pop(self.edge_session, None)
@@ -269,6 +305,7 @@ class RelayMembers:
         self._http: aiohttp.ClientSession | None = None
         self._watch: asyncio.TimerHandle | None = None
         self.edges_gone = 0  # for /metrics
+        self._cam_watched: set[str] = set()  # origin: show ids whose Cam2Cam replicas are watched
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -298,7 +335,13 @@ class RelayMembers:
             if verb not in MEMBER_VERBS:
                 raise RelayError("bad_request", f"unknown member verb {verb!r}")
             data = await self.member_call(
-                node, str(ask["http_url"]), str(ask["show_id"]), str(ask["session"]), str(ask["member_id"]), verb
+                node,
+                str(ask["http_url"]),
+                str(ask["show_id"]),
+                str(ask["session"]),
+                str(ask["member_id"]),
+                verb,
+                ask,
             )
         except RelayError as exc:
             self.relays.refused()
@@ -315,7 +358,14 @@ class RelayMembers:
         return web.json_response({"data": data})
 
     async def member_call(
-        self, node: str, http_url: str, show_id: str, session: str, member_id: str, verb: str
+        self,
+        node: str,
+        http_url: str,
+        show_id: str,
+        session: str,
+        member_id: str,
+        verb: str,
+        ask: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         show = self.relays.shows.get(show_id)
         if show is None or show.closed or self.relays.is_edge(show_id):
@@ -346,9 +396,74 @@ class RelayMembers:
             return {}
         if verb == "private.end":
             return {"ended_at": privates.end_by_member(member_id)}
+        if verb == "cam2cam":
+            return await self._cam2cam(show, remote, node, ask or {})
+        if verb == "cam2cam.stop":
+            remote.close_cam()
+            show.apply(StopCam2Cam(member_id, show.clock()))
+            return {}
         at = show.clock()  # sneak_peek
         show.apply(SneakPeek(member_id, at))
         return {"started_at": at, "until": show.machine.peeks[member_id]}
+
+    async def _cam2cam(self, show: Show, remote: RemoteMember, node: str, ask: dict[str, Any]) -> dict[str, Any]:
+        """The member's camera sent from its edge: replicas exclusive to the performers (see the
+        module docstring); raises :class:`Rejected` as a local member's ``publish`` would be."""
+        member_id = remote.member_id
+        assert member_id is not None
+        if not show.machine.can_cam2cam(member_id):
+            raise Rejected("forbidden", "only a performer may publish (or the member of a private, for Cam2Cam)")
+        if any(not r.closed for r in remote.cam):
+            raise Rejected("already_publishing", "unpublish first")
+        descs = ask["producers"]
+        if not isinstance(descs, list) or not 0 < len(descs) <= MAX_CAM_PRODUCERS:
+            raise RelayError("bad_request", "cam2cam producers: a list of 1 to 4 descriptions")
+        key = bytes.fromhex(str(ask["key"]))
+        pipe = await self.relays.pipe_to(node, "edge")
+        pipe.connect(str(ask["host"]), int(ask["port"]), key)
+        self._watch_cams(show)
+        performers = frozenset(p.session_id for p in show.performers)
+        # What the performers are told of it is the origin's word, not the edge's.
+        trusted = {"session_id": remote.session_id, "cam2cam": True, "member_id": member_id}
+        replicas: list[Producer] = []
+        try:
+            for desc in descs:
+                replicas.append(pipe.add_replica(show.router, dict(desc, app_data=trusted), exclusive_to=performers))
+            show.apply(StartCam2Cam(member_id, show.clock()))
+        except BaseException:
+            for r in replicas:
+                r.close()
+            raise
+        remote.cam = replicas
+        assert pipe.local is not None
+        return {"host": pipe.local[0], "port": pipe.local[1], "key": pipe.local_key.hex()}
+
+    def _watch_cams(self, show: Show) -> None:
+        """A member's Cam2Cam replica closing (its producer ended on the edge, or the pipe went
+        silent) stops that member's Cam2Cam, as its local ``unpublish`` would."""
+        if show.id in self._cam_watched:
+            return
+        self._cam_watched.add(show.id)
+
+        def removed(what: str, p: Producer) -> None:
+            if what != "removed" or not p.app_data.get("cam2cam") or "relayed_from" not in p.app_data:
+                return
+            member = str(p.app_data.get("member_id"))
+            if show.closed or any(
+                q.app_data.get("cam2cam") and q.app_data.get("member_id") == member
+                for q in show.router.producers.values()
+            ):
+                return
+            for link in self.links.values():
+                for remote in link.members.values():
+                    if remote.show is show and remote.member_id == member:
+                        remote.cam = [r for r in remote.cam if not r.closed]
+            try:
+                show.apply(StopCam2Cam(member, show.clock()))
+            except Rejected:  # pragma: no cover - StopCam2Cam applies only what the machine allows
+                pass
+
+        show.router.observe(removed)
 
     def _leave(self, remote: RemoteMember) -> None:
         """The member's session on the edge left: as a local member's session leaving."""
@@ -469,8 +584,34 @@ class RelayMembers:
             raise MemberCallError("invalid_state", "this session is not known to the show's node")
         return await self._call(joined, session, verb)
 
-    async def _call(self, joined: "_EdgeSession", session: str, verb: str) -> dict[str, Any]:
+    async def cam2cam_pipe(self, session: str) -> PipeTransport:
+        """Edge: the pipe a member's Cam2Cam goes up, toward its show's node (raises
+        :class:`MemberCallError`)."""
+        joined = self.sessions.get(session)
+        if joined is None:
+            raise MemberCallError("invalid_state", "this session is not known to the show's node")
+        return await self.relays.pipe_to(joined.origin, "origin")
+
+    async def cam2cam(self, session: str, pipe: PipeTransport, producers: list[Producer]) -> None:
+        """Edge: offer the member's Cam2Cam ``producers`` up ``pipe`` and start it at the show's
+        node (raises :class:`MemberCallError` with its refusal)."""
+        joined = self.sessions.get(session)
+        if joined is None:
+            raise MemberCallError("invalid_state", "this session is not known to the show's node")
+        assert pipe.local is not None
+        descs = [pipe.offer(p) for p in producers]
+        extra = {"host": pipe.local[0], "port": pipe.local[1], "key": pipe.local_key.hex(), "producers": descs}
+        answer = await self._call(joined, session, "cam2cam", extra)
+        try:
+            pipe.connect(str(answer["host"]), int(answer["port"]), bytes.fromhex(str(answer["key"])))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise MemberCallError("invalid_state", f"the show's node answered a bad pipe end: {exc!r}") from None
+
+    async def _call(
+        self, joined: "_EdgeSession", session: str, verb: str, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         payload = {
+            **(extra or {}),
             "node": self.relays.node_id,
             "show_id": joined.show_id,
             "session": session,
@@ -482,7 +623,7 @@ class RelayMembers:
             status, answer = await self._post(joined.url, MEMBER_PATH, payload)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise MemberCallError(
-                "invalid_state", f"the show's node {joined.origin} cannot be reached: {exc!r}"
+                "invalid_state", f"the show's node {joined.origin} cannot be reached: {exc!r}", unreachable=True
             ) from None
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("data"), dict):
             data: dict[str, Any] = answer["data"]
@@ -567,6 +708,10 @@ class RelayMembers:
             who = show.participants.get(str(item["session"]))
             if who is not None:
                 who.notify(str(item["event"]), dict(item["data"]))
+        elif item["kind"] == "cam2cam_close":
+            who = show.participants.get(str(item["session"]))
+            if who is not None:
+                spawn_tracked(self.tasks, who.close_publisher("private_ended"), f"cam2cam close {show_id}", log)
 
     def edge_keys(self, show: Show) -> frozenset[str] | None:
         """The audience of an edge show's replicas: the sessions here of the members the origin
@@ -580,8 +725,8 @@ class RelayMembers:
         """Block every consumer of the edge show outside its audience, in this step."""
         keys = self.edge_keys(show)
         for p in list(show.router.producers.values()):
-            if not p.closed and p.audience != keys:
-                p.set_audience(keys)
+            if not p.closed and not p.exclusive and p.audience != keys:
+                p.set_audience(keys)  # (a member's Cam2Cam sent from here keeps its own)
 
     def forget_show(self, show_id: str) -> None:
         self.exclusive.pop(show_id, None)

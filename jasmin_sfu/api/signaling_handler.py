@@ -406,11 +406,9 @@ class SessionHandler:
     async def _m_publish(self, body: Publish) -> dict[str, Any]:
         show = self._require_show()
         cam2cam = False
-        if self.role != "performer" and self._edge_members(show, self.member_id) is not None:
-            raise SignalingError(
-                "cam2cam_unavailable",
-                "Cam2Cam is not served through an edge node: join the show on its node to send a camera",
-            )
+        members = self._edge_members(show, self.member_id) if self.role != "performer" else None
+        if members is not None:
+            return await self._publish_through_edge(show, members, body)
         if self.role != "performer":
             # The member of a running private may send its camera: Cam2Cam.
             if self.member_id is None or not show.machine.can_cam2cam(self.member_id):
@@ -442,13 +440,58 @@ class SessionHandler:
         described = [msgspec.convert(p.describe(), ev.Producer) for p in producers]
         return rs.Published(transport_id=t.id, sdp=answer, producers=described).to_wire()
 
+    async def _publish_through_edge(self, show: Show, members: RelayMembers, body: Publish) -> dict[str, Any]:
+        """Cam2Cam of a member watching through this edge (docs/cluster.md "Members on an edge"):
+        its producers have no viewer here, only the relay up to the show's node, which checks
+        and starts the Cam2Cam (its performers consume the replicas there)."""
+        if self.publisher is not None and not self.publisher.closed:
+            raise SignalingError("already_publishing", "unpublish first")
+        try:
+            pipe = await members.cam2cam_pipe(self.session_id)
+        except MemberCallError as exc:
+            raise SignalingError("invalid_state", exc.message) from None
+        except OSError as exc:
+            raise SignalingError("cam2cam_unavailable", f"no relay toward the show's node: {exc!r}") from None
+        t = show.router.create_transport("recv", self._app_data())
+        self.publisher = t
+        app_data: dict[str, Any] = {
+            "session_id": self.session_id,
+            "cam2cam": True,
+            "member_id": self.member_id,
+            "cam2cam_to": pipe.peer_node,
+        }
+        try:
+            answer, producers = await show.router.publish(
+                t, body.sdp, app_data, exclusive_to=frozenset({pipe.audience_key})
+            )
+            await members.cam2cam(self.session_id, pipe, producers)
+        except MemberCallError as exc:
+            self.publisher = None
+            await t.close()
+            if exc.unreachable:
+                raise SignalingError("cam2cam_unavailable", exc.message) from None
+            raise SignalingError(exc.code if exc.code in ERROR_CODES else "invalid_state", exc.message) from None
+        except BaseException:
+            self.publisher = None
+            await t.close()
+            raise
+        described = [msgspec.convert(p.describe(), ev.Producer) for p in producers]
+        return rs.Published(transport_id=t.id, sdp=answer, producers=described).to_wire()
+
     async def _m_unpublish(self, _body: Any) -> dict[str, Any]:
         show = self._require_show()
         if self.publisher is None:
             raise SignalingError("invalid_state", "not publishing")
         t, self.publisher = self.publisher, None
         await t.close()
-        if self.member_id is not None:
+        members = self._edge_members(show, self.member_id) if self.role != "performer" else None
+        if members is not None:
+            try:
+                await members.call(self.session_id, "cam2cam.stop")
+            except MemberCallError as exc:
+                # Its replica there ends anyway when the producers' end reaches it (JGON).
+                log.warning("cam2cam stop at the origin failed", extra={"show_id": show.id, "error": exc.message})
+        elif self.member_id is not None:
             show.apply(m.StopCam2Cam(self.member_id, show.clock()))
         return rs.Done().to_wire()
 

@@ -439,9 +439,12 @@ class PipeTransport:
 
     # -- edge side -------------------------------------------------------------------
 
-    def add_replica(self, router: "Router", desc: dict[str, Any]) -> Producer:
+    def add_replica(
+        self, router: "Router", desc: dict[str, Any], exclusive_to: frozenset[str] | None = None
+    ) -> Producer:
         """A replica of the origin producer ``desc`` (from :func:`describe`), held by ``router``;
-        the same one again when it exists."""
+        the same one again when it exists. ``exclusive_to`` makes it exclusive to that audience
+        before the router holds it (a member's Cam2Cam from its edge: the performers only)."""
         if self.role != "edge":
             raise InvalidStateError("only an edge pipe holds replicas")
         if self.closed:
@@ -491,6 +494,9 @@ class PipeTransport:
         self.replicas[pid] = replica
         self._router_of[pid] = router
         self._routers[router.id] = router
+        if exclusive_to is not None:
+            replica.exclusive = True
+            replica.audience = exclusive_to
         router.adopt(replica)
         return replica
 

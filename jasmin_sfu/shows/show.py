@@ -207,7 +207,8 @@ class Show:
         self.router.set_audience(self.performer_producers(), self._audience_keys(members))
         performers = frozenset(p.session_id for p in self.performers)
         for p in self.router.producers.values():
-            if p.exclusive:
+            if p.exclusive and "cam2cam_to" not in p.app_data:
+                # (A member's Cam2Cam on its edge goes only up the relay to the show's node.)
                 p.set_audience(performers)
         if self.audience_listener is not None:
             self.audience_listener.audience_set(self, members)

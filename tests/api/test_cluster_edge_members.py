@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bench.peers import wait_for
+from bench.peers import PatternTrack, SendLog, ToneTrack, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import BillingConfig, ClusterConfig, Config
@@ -124,7 +124,7 @@ async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_o
     there, its `private.request` reaches the origin's flow and the accept's events reach it on b; from
     `accepted_at` the free viewers on a and on b receive zero payloads sent after it (b blocks its
     guest before the origin feeds its relay again), the member on b receives video and audio; its
-    Cam2Cam is refused on the edge with `cam2cam_unavailable`; its `private.end` on b ends the
+    `private.end` on b ends the
     private at the origin, whose one meter closed it once: the ledger's debit is the billed seconds
     times the rate; a sneak peek asked on b in member chat again reaches m1 only; back to free chat,
     b's guest decodes again. The edge takes its events half a second late (a slow control channel): the
@@ -145,10 +145,6 @@ async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_o
         assert sum(1 for t in pub.log.sent.values() if t > t_accept) >= 150  # not vacuous
         for v in guests:
             assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
-
-        with pytest.raises(RemoteError) as e:
-            await member.client.request("publish", sdp="v=0\r\n")
-        assert e.value.code == "cam2cam_unavailable"
 
         # Three seconds of private by the performer's clock (its send log), then the member ends it.
         assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
@@ -318,6 +314,67 @@ async def test_a_privates_datagram_landing_after_the_edge_opened_again_reaches_n
         # The free stream goes on: b's guest decodes again.
         seen = run["guests"][1].frames.get("video", 0)
         assert await wait_for(lambda: run["guests"][1].frames.get("video", 0) >= seen + 5, 30)
+    finally:
+        for p in run["peers"]:
+            await p.close()
+
+
+async def test_a_members_cam2cam_sent_on_an_edge_reaches_only_the_performer_on_the_origin(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects Cam2Cam through an edge (issue 15): the member in its private on edge b publishes
+    its camera there; the performer on origin a is told of it (`cam2cam.started`, `producer.added`
+    with the member's id) and decodes it; the guests on a and on b are never told of it, are
+    refused a subscribe by its ids, and receive zero payloads of it; b's producers have no consumer
+    there (only the relay up to a), a's replicas only the performer's. The performer's
+    `private.end` closes both ends: the replicas on a and the member's producers on b. Red when
+    the replica on a is not exclusive (a's guest gets it), and when b's producers take b's
+    open audience (b's guest may consume it)."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    a, b, pub, member, guests = run["a"], run["b"], run["pub"], run["member"], run["guests"]
+    try:
+        await member.client.next_event("private.started")
+        cam = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+        run["peers"].append(cam)
+        cam_log = SendLog().attach(cam.pc)
+        cam_ids = [p["producer_id"] for p in cam.producers]
+        assert len(cam_ids) == 2
+        seen: set[str] = set()
+        while not set(cam_ids) <= seen:
+            added = (await pub.client.next_event("producer.added"))["data"]["producer"]
+            if added["producer_id"] in cam_ids:
+                assert added["app_data"]["cam2cam"] is True and added["app_data"]["member_id"] == "m1"
+                seen.add(added["producer_id"])
+        assert (await pub.client.next_event("cam2cam.started"))["data"]["member_id"] == "m1"
+        perf_view = await subscribe(ws(a), "anna", client=pub.client, producer_ids=cam_ids)
+        run["peers"].append(perf_view)
+        assert await wait_for(lambda: perf_view.frames.get("video", 0) >= 5, 30)
+        assert await wait_for(lambda: len(cam_log.sent) >= 100, 30)  # not vacuous
+
+        origin_router = a.shows.shows["anna"].router
+        edge_router = b.shows.shows["anna"].router
+        for pid in cam_ids:
+            [only] = origin_router.producers[pid].consumers.values()
+            assert only.audience_key == str(pub.client.welcome["session_id"])
+            assert edge_router.producers[pid].consumers == {}
+        for g in guests:
+            for pid in cam_ids:
+                with pytest.raises(RemoteError) as e:
+                    await g.client.request("subscribe", producer_ids=[pid])
+                assert e.value.code == "unknown_producer"
+            while not g.client.events.empty():
+                ev = g.client.events.get_nowait()
+                assert ev["event"] != "producer.added", ev
+        for v in (*guests, member):
+            assert v.counter is not None
+            assert not any(cam_log.sent_at(d) for _s, d, _t in v.counter.payloads), "a viewer got the member's camera"
+
+        # The private ends at the origin: both ends of the Cam2Cam close.
+        await pub.client.request("private.end")
+        assert (await member.client.next_event("cam2cam.ended"))["data"]["member_id"] == "m1"
+        assert await wait_for(lambda: not any(pid in origin_router.producers for pid in cam_ids), 10)
+        assert await wait_for(lambda: not any(pid in edge_router.producers for pid in cam_ids), 10)
+        assert a.shows.shows["anna"].machine.cam2cam is False
     finally:
         for p in run["peers"]:
             await p.close()
