@@ -36,7 +36,7 @@ ERROR_CODES: dict[str, str] = {
     "unknown_message": "no such chat message in this room",
     "idempotency_conflict": "this idempotency key (tip_id) was already used for a different request",
     "overloaded": "the node is past its capacity and refused this join at once; `reason`, `retry_after_ms`",
-    "cam2cam_unavailable": "Cam2Cam is not served through an edge node: join on the show's node to send a camera",
+    "cam2cam_unavailable": "Cam2Cam through an edge node: the show's node cannot be reached now",
     "moved": "another node of the site holds this show: connect to `url` and join there (`node`, `http_url`)",
     "internal": "an unexpected server error; the connection stays up",
 }
