@@ -378,3 +378,40 @@ async def test_a_members_cam2cam_sent_on_an_edge_reaches_only_the_performer_on_t
     finally:
         for p in run["peers"]:
             await p.close()
+
+
+async def test_the_members_unpublish_on_the_edge_and_a_silent_pipe_stop_its_cam2cam_at_the_origin(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects the ends of a Cam2Cam sent through an edge other than the private's: the member's
+    `unpublish` on b stops it at the origin (`cam2cam.ended` reason `stopped` to the performer, the
+    replicas gone from a's router); sent again, the pipe from b closing on a (what its silence
+    timeout does) stops it too, while the private goes on. Red when a replica closing does not
+    stop the Cam2Cam at the origin."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    a, pub, member = run["a"], run["pub"], run["member"]
+    assert a.relays is not None
+    show = a.shows.shows["anna"]
+    try:
+        await member.client.next_event("private.started")
+        cam = await publish(ws(run["b"]), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+        run["peers"].append(cam)
+        ids = [p["producer_id"] for p in cam.producers]
+        await pub.client.next_event("cam2cam.started")
+        assert all(pid in show.router.producers for pid in ids)
+        await member.client.request("unpublish")
+        assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
+        assert await wait_for(lambda: not any(pid in show.router.producers for pid in ids), 10)
+        assert show.machine.cam2cam is False
+
+        again = await publish(ws(run["b"]), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+        run["peers"].append(again)
+        ids = [p["producer_id"] for p in again.producers]
+        await pub.client.next_event("cam2cam.started")
+        a.relays.edge_pipes["b"].close()  # the pipe from the member's edge went silent
+        assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
+        assert not any(pid in show.router.producers for pid in ids)
+        assert show.machine.cam2cam is False and show.machine.private_member == "m1"
+    finally:
+        for p in run["peers"]:
+            await p.close()
