@@ -61,6 +61,7 @@ import aiohttp
 from aiohttp import web
 
 from jasmin_sfu.api.relay_auth import RelayError, RequestVerifier, signed_headers
+from jasmin_sfu.media.errors import InvalidStateError
 from jasmin_sfu.media.pipe_transport import PipeTransport, describe
 from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.shows.machine import Rejected, SneakPeek, StartCam2Cam, StopCam2Cam
@@ -430,6 +431,10 @@ class RelayMembers:
             for desc in descs:
                 replicas.append(pipe.add_replica(show.router, dict(desc, app_data=trusted), exclusive_to=performers))
             show.apply(StartCam2Cam(member_id, show.clock()))
+        except InvalidStateError as exc:  # the pipe or the show closed meanwhile
+            for r in replicas:
+                r.close()
+            raise Rejected("invalid_state", str(exc)) from None
         except BaseException:
             for r in replicas:
                 r.close()

@@ -328,8 +328,9 @@ async def test_a_members_cam2cam_sent_on_an_edge_reaches_only_the_performer_on_t
     refused a subscribe by its ids, and receive zero payloads of it; b's producers have no consumer
     there (only the relay up to a), a's replicas only the performer's. The performer's
     `private.end` closes both ends: the replicas on a and the member's producers on b. Red when
-    the replica on a is not exclusive (a's guest gets it), and when b's producers take b's
-    open audience (b's guest may consume it)."""
+    the replica on a is not exclusive (a's guest may subscribe to it), when b's own audience
+    overrides its producers' (the relay up to a is cut: the performer decodes nothing), and when
+    the private's end does not reach b (its producers stay)."""
     run = await private_through_an_edge(make_node, prefix, tmp_path)
     a, b, pub, member, guests = run["a"], run["b"], run["pub"], run["member"], run["guests"]
     try:

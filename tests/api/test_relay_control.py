@@ -221,3 +221,74 @@ def signed_for(
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(secret, "POST", path, stamp, node, body),
     }
+
+
+def cam2cam_body(**over: Any) -> bytes:
+    body: dict[str, Any] = json.loads(member_body("cam2cam"))
+    body.update(host="127.0.0.1", port=9, key="ab" * 30, producers=[CAM_DESC])
+    body.update(over)
+    return json.dumps(body).encode()
+
+
+CAM_DESC = {
+    "producer_id": "c" * 32,
+    "kind": "video",
+    "mime": "video/VP8",
+    "clock_rate": 90000,
+    "payload_type": 96,
+    "app_data": {"member_id": "someone-else", "cam2cam": False},
+    "layers": [{"index": 0, "rid": None, "ssrc": 1234, "next_seq": None}],
+}
+
+
+async def test_a_cam2cam_call_from_an_edge_is_checked_as_a_local_publish_and_bad_ones_change_nothing(
+    origin: Daemon,
+) -> None:
+    """Protects the `cam2cam` member verb (Cam2Cam sent from an edge): outside a running private it is
+    refused 409 `forbidden` as a local member's publish; inside one, a malformed call (producers not a
+    list, none, too many, not descriptions, a key that is not hex or not 30 bytes, a port that is not
+    a number, a body too large) is 400 `bad_request` and leaves no replica and no Cam2Cam; a good one
+    answers the origin's pipe end and puts a replica in the show's router exclusive to the
+    performers, with the origin's app_data (not the edge's); `cam2cam.stop` removes it. Red when
+    the origin opens a pipe before its private check, or takes the edge's app_data."""
+    url = f"ws://127.0.0.1:{origin.port}/ws"
+    pub = await publish(url, "anna")
+    try:
+        anna = origin.shows.shows["anna"]
+        for body in (member_body(), cam2cam_body()):
+            status, answer = await post_to(origin, MEMBER_PATH, body, signed_for(MEMBER_PATH, body))
+        assert status == 409 and answer["error"]["code"] == "forbidden", answer
+        assert origin.relays is not None and "edge1" not in origin.relays.edge_pipes  # refused before any pipe
+        assert not anna.machine.cam2cam
+        ask = member_body("private.request")
+        assert (await post_to(origin, MEMBER_PATH, ask, signed_for(MEMBER_PATH, ask)))[0] == 200
+        await pub.client.request("private.accept", member_id="m1")
+        assert anna.machine.can_cam2cam("m1")
+        before = set(anna.router.producers)
+        for bad in (
+            cam2cam_body(producers={"a": 1}),
+            cam2cam_body(producers=[]),
+            cam2cam_body(producers=[CAM_DESC] * 5),
+            cam2cam_body(producers=[5]),
+            cam2cam_body(producers=[{"producer_id": "x"}]),
+            cam2cam_body(key="zz"),
+            cam2cam_body(key="ab" * 8),
+            cam2cam_body(port="nine"),
+            cam2cam_body(pad="x" * 20000),
+        ):
+            status, answer = await post_to(origin, MEMBER_PATH, bad, signed_for(MEMBER_PATH, bad))
+            assert status == 400 and answer["error"]["code"] == "bad_request", (bad[:120], answer)
+            assert set(anna.router.producers) == before and not anna.machine.cam2cam
+        good = cam2cam_body()
+        status, answer = await post_to(origin, MEMBER_PATH, good, signed_for(MEMBER_PATH, good))
+        assert status == 200 and len(bytes.fromhex(answer["data"]["key"])) == 30, answer
+        replica = anna.router.producers["c" * 32]
+        performer = str(pub.client.welcome["session_id"])
+        assert replica.exclusive and replica.audience == frozenset({performer})
+        assert replica.app_data["member_id"] == "m1" and replica.app_data["cam2cam"] is True
+        assert anna.machine.cam2cam
+        stop = member_body("cam2cam.stop")
+        status, answer = await post_to(origin, MEMBER_PATH, stop, signed_for(MEMBER_PATH, stop))
+        assert status == 200 and "c" * 32 not in anna.router.producers and not anna.machine.cam2cam
+    finally:
+        await pub.close()
