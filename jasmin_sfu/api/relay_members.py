@@ -149,15 +149,21 @@ class RemoteMember:
 
     async def close_publisher(self, reason: str) -> None:
         """The show closes this member's Cam2Cam: its replicas here, its producers on the edge."""
-        had = self.close_cam()
-        if had:
-            self.link.push({"kind": "cam2cam_close", "show_id": self.show.id, "session": self.edge_session})
+        ids = self.close_cam()
+        if ids:
+            self.tell_cam_closed(ids)
 
-    def close_cam(self) -> bool:
+    def close_cam(self) -> list[str]:
         cam, self.cam = self.cam, []
         for replica in cam:
             replica.close()
-        return bool(cam)
+        return [r.id for r in cam]
+
+    def tell_cam_closed(self, ids: list[str]) -> None:
+        """The edge closes the member's producers ``ids`` (those still there: not a later Cam2Cam's)."""
+        self.link.push(
+            {"kind": "cam2cam_close", "show_id": self.show.id, "session": self.edge_session, "producers": ids}
+        )
 
     def show_ended(self) -> None:
         self.link.members.pop(self.edge_session, None)
@@ -461,8 +467,11 @@ class RelayMembers:
                 return
             for link in self.links.values():
                 for remote in link.members.values():
-                    if remote.show is show and remote.member_id == member:
+                    if remote.show is show and remote.member_id == member and p in remote.cam:
+                        # Closed here, not by the member (the pipe went silent): its edge stops sending.
+                        closed = [r.id for r in remote.cam if r.closed]
                         remote.cam = [r for r in remote.cam if not r.closed]
+                        remote.tell_cam_closed(closed)
             try:
                 show.apply(StopCam2Cam(member, show.clock()))
             except Rejected:  # pragma: no cover - StopCam2Cam applies only what the machine allows
@@ -715,7 +724,7 @@ class RelayMembers:
                 who.notify(str(item["event"]), dict(item["data"]))
         elif item["kind"] == "cam2cam_close":
             who = show.participants.get(str(item["session"]))
-            if who is not None:
+            if who is not None and any(str(i) in show.router.producers for i in item["producers"]):
                 spawn_tracked(self.tasks, who.close_publisher("private_ended"), f"cam2cam close {show_id}", log)
 
     def edge_keys(self, show: Show) -> frozenset[str] | None:

@@ -11,6 +11,7 @@ single-node exclusivity test.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -387,8 +388,9 @@ async def test_the_members_unpublish_on_the_edge_and_a_silent_pipe_stop_its_cam2
     """Protects the ends of a Cam2Cam sent through an edge other than the private's: the member's
     `unpublish` on b stops it at the origin (`cam2cam.ended` reason `stopped` to the performer, the
     replicas gone from a's router); sent again, the pipe from b closing on a (what its silence
-    timeout does) stops it too, while the private goes on. Red when a replica closing does not
-    stop the Cam2Cam at the origin."""
+    timeout does) stops it too, on both nodes, while the private goes on; the show's node unreachable, the member's
+    `publish` on b is `cam2cam_unavailable` and leaves no producer there. Red when a replica
+    closing does not stop the Cam2Cam at the origin."""
     run = await private_through_an_edge(make_node, prefix, tmp_path)
     a, pub, member = run["a"], run["pub"], run["member"]
     assert a.relays is not None
@@ -413,6 +415,20 @@ async def test_the_members_unpublish_on_the_edge_and_a_silent_pipe_stop_its_cam2
         assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
         assert not any(pid in show.router.producers for pid in ids)
         assert show.machine.cam2cam is False and show.machine.private_member == "m1"
+        edge_show = run["b"].shows.shows["anna"]
+        assert await wait_for(lambda: not any(pid in edge_show.router.producers for pid in ids), 10)  # b stops
+
+        # The show's node cannot be reached (its HTTP origin now a closed port): `cam2cam_unavailable`,
+        # and nothing of the attempt is left on the edge.
+        b = run["b"]
+        assert b.relays is not None and b.relays.members is not None
+        sessions = b.relays.members.sessions
+        [sid] = list(sessions)
+        sessions[sid] = dataclasses.replace(sessions[sid], url="http://127.0.0.1:9")
+        with pytest.raises(RemoteError) as e:
+            await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+        assert e.value.code == "cam2cam_unavailable"
+        assert not any(p.app_data.get("cam2cam") for p in edge_show.router.producers.values())
     finally:
         for p in run["peers"]:
             await p.close()
