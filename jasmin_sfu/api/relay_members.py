@@ -312,7 +312,9 @@ class RelayMembers:
         self._http: aiohttp.ClientSession | None = None
         self._watch: asyncio.TimerHandle | None = None
         self.edges_gone = 0  # for /metrics
-        self._cam_watched: set[str] = set()  # origin: show ids whose Cam2Cam replicas are watched
+        # Origin: per show id, the show (this instance: one placed again is new) whose Cam2Cam
+        # replicas are watched.
+        self._cam_watched: dict[str, Show] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -452,9 +454,9 @@ class RelayMembers:
     def _watch_cams(self, show: Show) -> None:
         """A member's Cam2Cam replica closing (its producer ended on the edge, or the pipe went
         silent) stops that member's Cam2Cam, as its local ``unpublish`` would."""
-        if show.id in self._cam_watched:
+        if self._cam_watched.get(show.id) is show:
             return
-        self._cam_watched.add(show.id)
+        self._cam_watched[show.id] = show
 
         def removed(what: str, p: Producer) -> None:
             if what != "removed" or not p.app_data.get("cam2cam") or "relayed_from" not in p.app_data:
