@@ -430,6 +430,9 @@ class RelayMembers:
         key = bytes.fromhex(str(ask["key"]))
         pipe = await self.relays.pipe_to(node, "edge")
         pipe.connect(str(ask["host"]), int(ask["port"]), key)
+        if show.closed or not show.machine.can_cam2cam(member_id):
+            # The private ended while the pipe was bound: the performers are never told of it.
+            raise Rejected("forbidden", "Cam2Cam is only for the member of a running private")
         self._watch_cams(show)
         performers = frozenset(p.session_id for p in show.performers)
         # What the performers are told of it is the origin's word, not the edge's.
