@@ -996,6 +996,10 @@ class Consumer:
                 continue
             data = cache.get(in_seq)
             if data is None:
+                if cache.expired(in_seq):
+                    # Let go for its age (nack_max_delay_ms): too late to be of use.
+                    stats.nack_suppressed_age += 1
+                    continue
                 missing.append(in_seq)
                 stats.nack_packets_missed += 1
                 continue

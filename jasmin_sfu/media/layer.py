@@ -113,13 +113,14 @@ class Layer:
         video: bool,
         cache_size: int,
         keyframe_cache: bool,
+        cache_age_ticks: int = 0,
     ) -> None:
         # The layer's position in the publisher's offer (a=simulcast order), fixed.
         self.index = index
         self.rid = rid
         self.ssrc = ssrc
         self.rtx_ssrc = rtx_ssrc
-        self.cache: PacketCache | None = PacketCache(cache_size) if video else None
+        self.cache: PacketCache | None = PacketCache(cache_size, cache_age_ticks) if video else None
         # The last complete keyframe of this layer, replayed to a viewer starting on it.
         self.keyframe_cache: KeyframeCache | None = KeyframeCache() if video and keyframe_cache else None
         # Receive statistics (RFC 3550 A.3) for our receiver reports.

@@ -470,6 +470,7 @@ class PipeTransport:
             rtcp_ssrc=self._rtcp_ssrc,
             stats=self.stats,
             cache_size=self.settings.packet_cache_size,
+            cache_ms=self.settings.nack_max_delay_ms,
             keyframe_cache=self.settings.keyframe_cache,
             keyframes=router.keyframe_requester,
             app_data=dict(desc.get("app_data") or {}, relayed_from=self.peer_node),

@@ -105,6 +105,7 @@ class Producer:
         cache_size: int,
         keyframes: Callable[["Producer"], KeyframeRequester],
         keyframe_cache: bool = True,
+        cache_ms: int = 0,
         app_data: dict[str, Any] | None = None,
         listener: ProducerListener | None = None,
         rids: tuple[str, ...] = (),
@@ -144,16 +145,36 @@ class Producer:
             vp8_is_keyframe if self.is_vp8 else h264_is_keyframe if mime_l == "video/h264" else None
         )
         video = self.is_video
+        # The packet cache's age bound in RTP ticks (0: its packet count alone).
+        age = cache_ms * clock_rate // 1000
         if rids:
             if not video:
                 raise ValueError("only video has simulcast layers")
             self._layers: tuple[Layer, ...] = tuple(
-                Layer(i, rid, None, None, video=True, cache_size=cache_size, keyframe_cache=keyframe_cache)
+                Layer(
+                    i,
+                    rid,
+                    None,
+                    None,
+                    video=True,
+                    cache_size=cache_size,
+                    keyframe_cache=keyframe_cache,
+                    cache_age_ticks=age,
+                )
                 for i, rid in enumerate(rids)
             )
         else:
             self._layers = (
-                Layer(0, None, ssrc, rtx_ssrc, video=video, cache_size=cache_size, keyframe_cache=keyframe_cache),
+                Layer(
+                    0,
+                    None,
+                    ssrc,
+                    rtx_ssrc,
+                    video=video,
+                    cache_size=cache_size,
+                    keyframe_cache=keyframe_cache,
+                    cache_age_ticks=age,
+                ),
             )
         self.simulcast = bool(rids)
         # Viewers' VP8 PictureID/TL0PICIDX continue across layer switches: the
@@ -489,7 +510,7 @@ class Producer:
                 if tid >= layer.temporal_layers:
                     layer.temporal_layers = tid + 1
         if layer.cache is not None:
-            layer.cache.put(seq, data)
+            layer.cache.put(seq, data, ts)
         kc = layer.keyframe_cache
         if kc is not None and (keyframe or kc.assembling is not None):
             kc.put(data, seq, ts, keyframe, b1 & 0x80 != 0)

@@ -364,6 +364,7 @@ class WebRtcTransport:
             rtcp_ssrc=self.rtcp_ssrc,
             stats=router.stats,
             cache_size=router.settings.packet_cache_size,
+            cache_ms=router.settings.nack_max_delay_ms,
             keyframe_cache=router.settings.keyframe_cache,
             keyframes=router.keyframe_requester,
             app_data=dict(app_data or {}, mid=off.mid),

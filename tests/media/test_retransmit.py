@@ -408,3 +408,54 @@ def test_a_tried_again_video_is_paused_again_on_loss_alone_after_two_checks() ->
     assert stats.video_congestion_probes == 1 and not c.congested
     per_s = run_link(c, stream, sink, 3, remb=2_000_000, lost=0.2)
     assert c.congested and stats.video_congestion_pauses == 2 and per_s[-1] == 0, per_s
+
+
+def aged_setup(policy: RetransmitPolicy) -> tuple[Producer, Consumer, Any, MediaStats, Clock, Stream, list[bytes]]:
+    """``setup`` with the daemon's cache: 1024 packets, at most ``max_delay_s`` of media
+    (the producer's ``cache_ms`` is ``media.nack_max_delay_ms``)."""
+    from jasmin_sfu.media.packet_cache import PacketCache
+
+    p, c, sink, stats, clock, stream, rtcp = setup(policy)
+    p.all_layers[0].cache = PacketCache(1024, int(policy.max_delay_s * 90000))
+    return p, c, sink, stats, clock, stream, rtcp
+
+
+def test_the_packet_cache_holds_a_bounded_window_of_a_long_stream() -> None:
+    """Protects the cache's memory bound (issue 16): a minute of a 1.5 Mbit/s-shaped
+    stream (30 fps, 5 packets of 1000 bytes a frame) leaves the cache holding one
+    second of it (31 frames), not the 1024 packets of its ring; a late packet of a
+    frame already let go is not kept either."""
+    from jasmin_sfu.media.packet_cache import PacketCache
+
+    p, _ = make_producer()
+    cache = p.all_layers[0].cache = PacketCache(1024, 90000)
+    seq, ts = 1, 90000
+    for frame in range(60 * FPS):
+        for k in range(5):
+            payload = (VP8_KEY if frame % 60 == 0 and k == 0 else VP8_DELTA).ljust(PAYLOAD, b"\x00")
+            p.on_rtp(pkt(seq & 0xFFFF, ts & 0xFFFFFFFF, payload, marker=k == 4), 0)
+            seq += 1
+        ts += 90000 // FPS
+        if frame > 2 * FPS:
+            assert cache.held() <= 31 * 5
+    assert 30 * 5 <= cache.held() <= 31 * 5
+    assert sum(len(x) for x in cache._packets if x is not None) < 31 * 5 * (PAYLOAD + 40)
+    assert cache.get((seq - 1) & 0xFFFF) is not None and cache.get((seq - 31 * 5 - 1) & 0xFFFF) is None
+    late = (seq - 200) & 0xFFFF  # 40 frames back: 1.3 s
+    p.on_rtp(pkt(late, (ts - 40 * 3000) & 0xFFFFFFFF, VP8_DELTA, marker=True), 0)
+    assert cache.get(late) is None
+
+
+def test_a_nack_inside_the_cache_window_is_served_and_one_past_it_refused_and_counted() -> None:
+    """Protects NACKs with the time-bounded cache: a packet 0.5 s old is resent; one
+    1.2 s old (inside the 1024-packet ring, but let go by the 1 s bound) gets nothing, is
+    counted as too old and is not asked from the publisher (it was not lost, it expired)."""
+    _p, c, sink, stats, _clock, stream, rtcp = aged_setup(RetransmitPolicy(max_delay_s=1.0))
+    stream.frames(50)  # 60 frames of 1/30 s: packet 1000+k is (59-k)/30 s old
+    c.on_rtt(0.1)
+    sink.sent.clear()
+    old, fresh = out_seq(c, 1059 - 36), out_seq(c, 1059 - 15)
+    c.on_nack((old, fresh))
+    assert sent_seqs(sink) == [fresh]
+    assert stats.nack_suppressed_age == 1 and stats.nack_packets_missed == 0
+    assert not any(isinstance(x, Nack) for b in rtcp for x in parse_rtcp(b))
