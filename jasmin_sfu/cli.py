@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = cfg.replace(server=dataclasses.replace(cfg.server, port=args.port))
     setup_logging(cfg.log.level, cfg.log.format)
+    # The daemon forwards and never decodes: aiortc's PyAV import (FFmpeg, ~25 MB of
+    # RSS per process) gets placeholders (jasmin_sfu/media/av_placeholder.py).
+    from jasmin_sfu.media import av_placeholder
+
+    if not av_placeholder.install():
+        import logging
+
+        logging.getLogger("jasmin_sfu").warning("PyAV was imported before serve: it stays loaded")
     import uvloop
 
     if cfg.server.workers != 1:

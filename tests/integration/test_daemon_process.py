@@ -63,6 +63,30 @@ async def test_sigterm_closes_every_peer_and_exits_zero() -> None:
             dp.proc.kill()
 
 
+async def test_the_daemon_forwards_without_loading_ffmpeg() -> None:
+    """Protects the base memory (issue 16): the daemon process answers aiortc's PyAV
+    import with placeholders (jasmin_sfu/media/av_placeholder.py), so FFmpeg's
+    libraries are never mapped (~25 MB of RSS), and a publisher's video and audio
+    still reach a viewer, which decodes them; the node created no codec."""
+    dp = await start_daemon_process()
+    try:
+        pub = await publish(dp.url, "show-noav")
+        viewer = await subscribe(dp.url, "show-noav")
+        assert await wait_for(
+            lambda: viewer.frames.get("video", 0) >= 5 and viewer.frames.get("audio", 0) >= 5, timeout=20
+        )
+        with open(f"/proc/{dp.proc.pid}/maps") as f:
+            ffmpeg = {line.split()[-1] for line in f if "libavcodec" in line or "libavformat" in line}
+        assert not ffmpeg, ffmpeg
+        m = await dp.metrics()
+        assert m["jasmin_aiortc_encoders_created_total"] == 0 and m["jasmin_aiortc_decoders_created_total"] == 0
+        await viewer.close()
+        await pub.close()
+    finally:
+        if dp.proc.poll() is None:
+            dp.proc.kill()
+
+
 def test_check_config_command_reports_errors() -> None:
     """Protects the CLI: a bad config exits 2 with the key named; a good one prints the tree."""
     bad = subprocess.run(
