@@ -1019,39 +1019,9 @@ def _join_cost_check() -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def drop_receive_estimator(receiver: Any) -> None:
-    """Let go of aiortc's receive-side bandwidth estimator on one of the node's receivers.
-
-    aiortc gives every video ``RTCRtpReceiver`` a ``RemoteBitrateEstimator`` whose rate
-    counter is 1000 one-millisecond bucket objects: ~97 KB per viewer (tracemalloc, issue
-    16), a third of what a viewer costs. The node's receivers never feed it: the RTP of
-    known SSRCs is tapped before the receiver (:func:`install_taps`), a viewer sends no
-    RTP, and the REMB toward a performer is the node's own (docs/media.md). aiortc reads
-    it only after ``is not None`` (checked by :func:`self_check`).
-    """
-    if getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None) is not None:
-        receiver._RTCRtpReceiver__remote_bitrate_estimator = None
-
-
-def _receive_estimator_moved() -> list[str]:
-    """What :func:`drop_receive_estimator` relies on, as :func:`self_check` reports it."""
-    import inspect
-
-    src = inspect.getsource(aiortc.rtcrtpreceiver.RTCRtpReceiver)
-    return [
-        f"RTCRtpReceiver no longer has {text!r}"
-        for text in (
-            "self.__remote_bitrate_estimator = RemoteBitrateEstimator()",
-            "if self.__remote_bitrate_estimator is not None:",
-        )
-        if text not in src
-    ]
-
-
 def self_check() -> None:
     """Raise :class:`AdapterError` naming every private hook that moved."""
     missing = []
-    missing += _receive_estimator_moved()
     if aiortc.__version__ != AIORTC_VERSION:
         missing.append(f"aiortc version {aiortc.__version__} != pinned {AIORTC_VERSION}")
     checks: list[tuple[Any, str]] = [

@@ -132,7 +132,6 @@ class WebRtcTransport:
     def _install(self) -> None:
         seen: set[int] = set()
         for t in self.pc.getTransceivers():
-            adapter.drop_receive_estimator(t.receiver)  # never fed here: ~97 KB per viewer
             dtls = t.receiver.transport if self.direction == "recv" else t.sender.transport
             if dtls is None or id(dtls) in seen:
                 continue
