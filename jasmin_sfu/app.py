@@ -418,6 +418,7 @@ class Daemon:
                 self._cluster_settings(),
                 self._node_load,
                 self._origin_shows,
+                edge_shows=lambda: list(self.relays.edge_shows) if self.relays is not None else [],
                 billing_node_id=self.cfg.billing.node_id if self.cfg.billing.enabled else "",
             )
         self.port = await self.listener.start(s.host, s.port)

@@ -241,7 +241,8 @@ class ClusterCollector(Collector):
             "jasmin_cluster_placements",
             "Joins of shows not live here, by decision: local (placed here), remote (placed on another node),"
             " held_here (its record named this node), held_elsewhere (another node holds it),"
-            " edge (a viewer of another node's show served here through a relay)",
+            " edge (a viewer of another node's show served here through a relay),"
+            " edge_elsewhere (this edge was full: the viewer sent to another node with room)",
             labels=["decision"],
         )
         for d in DECISIONS:

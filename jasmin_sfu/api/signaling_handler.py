@@ -305,8 +305,9 @@ class SessionHandler:
 
     async def _edge(self, show_id: str, where: Placement, member: bool) -> Show:
         """A guest's join of a show held by another node: served here through a relay
-        (docs/cluster.md, "Relays") while this node has room; `moved` to the origin otherwise,
-        and always for a member (a private, its Cam2Cam and its meter run on the origin only)."""
+        (docs/cluster.md, "Relays") while this node has room; when full, `moved` to another
+        node with room (one already relaying the show first) or to the origin; a member's
+        privates run at the origin (docs/cluster.md, "Members on an edge")."""
         assert self.cluster is not None
         if self.relays is None:
             raise self._moved(show_id, where)
@@ -316,8 +317,9 @@ class SessionHandler:
         try:
             self._check_admission(exempt=False)
         except SignalingError:
-            self.cluster.redirected()
-            raise self._moved(show_id, where) from None
+            # Full: to a node that relays the show already, else to one with room (a new edge),
+            # else to the origin (docs/cluster.md, "Placement").
+            raise self._moved(show_id, self.cluster.edge_for(show_id, where)) from None
         assert where.url is not None
         try:
             show = await self.relays.serve(show_id, where.node, http_base(where.url))
@@ -387,7 +389,9 @@ class SessionHandler:
         assert where.url is not None
         return SignalingError(
             "moved",
-            f"show {show_id!r} is on node {where.node}; join there",
+            f"show {show_id!r} is on node {where.node}; join there"
+            if where.decision != "edge_elsewhere"
+            else f"this node is full; join show {show_id!r} on node {where.node}",
             url=where.url,
             node=where.node,
             http_url=http_base(where.url),

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable
 log = logging.getLogger(__name__)
 
 # Placement decisions, as in /metrics (jasmin_cluster_placements_total{decision}).
-DECISIONS = ("local", "remote", "held_here", "held_elsewhere", "edge")
+DECISIONS = ("local", "remote", "held_here", "held_elsewhere", "edge", "edge_elsewhere")
 
 # Re-arm a show record: set it when missing (it lapsed while Redis was away), extend it when it is
 # ours, leave another node's record alone (0: the show was placed elsewhere meanwhile).
@@ -139,6 +139,8 @@ class NodeInfo:
     load: NodeLoad
     beat_at: float  # epoch seconds of the heartbeat that wrote it
     billing_node_id: str = ""
+    # The shows this node relays from their origins (it is their edge), as of its heartbeat.
+    edge_shows: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,9 @@ def _canonical(body: dict[str, Any]) -> bytes:
 class ClusterNode:
     """This node in the registry: heartbeat, placement, lookups.
 
-    ``load`` and ``local_shows`` are read at each heartbeat (the daemon passes
-    its admission counts and the ids of the shows it holds). ``clock`` is the
+    ``load``, ``local_shows`` and ``edge_shows`` are read at each heartbeat (the
+    daemon passes its admission counts, the ids of the shows it holds and of those it
+    relays as an edge). ``clock`` is the
     wall clock of the records' ``beat_at`` (ages in /readyz).
     """
 
@@ -183,11 +186,13 @@ class ClusterNode:
         load: Callable[[], NodeLoad],
         local_shows: Callable[[], Iterable[str]],
         *,
+        edge_shows: Callable[[], Iterable[str]] = tuple,
         billing_node_id: str = "",
         redis_client: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.edge_shows = edge_shows
         # This node's billing.node_id: two nodes sharing one would close each other's credit-control
         # sessions at a restart (docs/money.md), so a heartbeat that finds it on another node says so.
         self.billing_node_id = billing_node_id
@@ -343,6 +348,7 @@ class ClusterNode:
             "load": asdict(load),
             "beat_at": self.clock(),
             "billing_node_id": self.billing_node_id,
+            "edge_shows": sorted(self.edge_shows()),
         }
         # One command (SET ... PX ... GET, Redis >= 6.2): the record never exists without its TTL.
         old = await r.set(self._node_key(self.node_id), self._sign(body), px=self._ttl_ms, get=True)
@@ -508,6 +514,22 @@ class ClusterNode:
             return Placement(node.id, node.url, "held_elsewhere")
         return self._there(node.id, node.url, "held_elsewhere")
 
+    def edge_for(self, show_id: str, origin: Placement) -> Placement:
+        """Where a viewer goes when this edge is full (docs/cluster.md, "Placement"): the node
+        with room that already relays ``show_id`` (least loaded first), else the least loaded
+        node with room, which becomes a new edge; the show's origin when no other node has
+        room. Read from the last heartbeat (up to one interval old: the chosen node's own
+        admission still decides, and answers ``moved`` to its origin when full by then)."""
+        others = [
+            n for n in (self.nodes or []) if n.id not in (self.node_id, origin.node) and n.load.has_room() and n.url
+        ]
+        if not others:
+            self.redirected()
+            return origin
+        chosen = min(others, key=lambda n: (show_id not in n.edge_shows, n.load.share(), n.load.viewers, n.id))
+        self.redirected("edge_elsewhere")
+        return Placement(chosen.id, chosen.url, "edge_elsewhere")
+
     def served_as_edge(self) -> None:
         """A viewer of a show held elsewhere is served here through a relay (docs/cluster.md)."""
         self.stats.placements["edge"] += 1
@@ -558,8 +580,14 @@ def _node_of(body: dict[str, Any] | None) -> NodeInfo | None:
             float(ld["max_cpu"]),
             bool(ld["draining"]),
         )
+        edges = body.get("edge_shows", [])
         return NodeInfo(
-            str(body["id"]), str(body["url"]), load, float(body["beat_at"]), str(body.get("billing_node_id", ""))
+            str(body["id"]),
+            str(body["url"]),
+            load,
+            float(body["beat_at"]),
+            str(body.get("billing_node_id", "")),
+            frozenset(str(s) for s in edges) if isinstance(edges, list) else frozenset(),
         )
     except (KeyError, TypeError, ValueError):
         return None

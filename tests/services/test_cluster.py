@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 
 from jasmin_sfu.services.chat import ChatService, ChatUser
-from jasmin_sfu.services.cluster import ClusterNode, ClusterSettings, ClusterUnavailable, NodeLoad
+from jasmin_sfu.services.cluster import ClusterNode, ClusterSettings, ClusterUnavailable, NodeLoad, Placement
 from jasmin_sfu.services.errors import ChatRateLimitedError, LoginRateLimitedError
 from jasmin_sfu.services.login_throttle import LoginThrottle, ThrottleSettings
 from jasmin_sfu.services.redis_windows import RedisWindows
@@ -40,6 +40,7 @@ class Box:
     def __init__(self, **load: Any) -> None:
         self.load = NodeLoad(**load)
         self.shows: set[str] = set()
+        self.edges: set[str] = set()  # shows it relays from their origins
 
 
 def node(
@@ -62,7 +63,13 @@ def node(
         heartbeat_interval_s=ttl_s / 4,
         ttl_s=ttl_s,
     )
-    return ClusterNode(s, lambda: box.load, lambda: box.shows, billing_node_id=billing or f"bill{node_id}")
+    return ClusterNode(
+        s,
+        lambda: box.load,
+        lambda: box.shows,
+        edge_shows=lambda: box.edges,
+        billing_node_id=billing or f"bill{node_id}",
+    )
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> None:
@@ -148,6 +155,46 @@ async def test_a_full_node_places_on_the_least_loaded_node_by_viewers_and_cpu(pr
         assert (await nodes[0].place("show3")).decision == "local"
     finally:
         for n in nodes:
+            await n.stop()
+
+
+async def test_a_full_edge_sends_a_viewer_to_the_edge_relaying_the_show_else_to_a_new_edge(prefix: str) -> None:
+    """Protects issue 15's rule "served by the edge that already relays the show while it has
+    room, else by a new edge": a full node sends a viewer of another node's show to a node with
+    room that relays it already (even when another node with room is less loaded), else to the
+    least loaded node with room, and to the show's origin only when no other node has room; the
+    heartbeat carries each node's relayed shows."""
+    origin_box = Box(viewers=1, max_viewers=100)
+    full = Box(viewers=10, max_viewers=10)
+    relaying = Box(viewers=6, max_viewers=10)
+    idle = Box(viewers=0, max_viewers=10)
+    relaying.edges.add("show9")
+    o, a, b, c = (node(prefix, n, x) for n, x in (("o", origin_box), ("a", full), ("b", relaying), ("c", idle)))
+    for n in (o, a, b, c):
+        await n.start()
+    try:
+        assert (await o.place("show9")).decision == "local"
+        where = await a.locate("show9", count=False)
+        assert where is not None and where.node == "o"
+        await a.beat()
+        assert {n.id: n.edge_shows for n in a.nodes or []}["b"] == frozenset({"show9"})
+        sent = a.edge_for("show9", where)
+        assert (sent.node, sent.url, sent.decision) == ("b", "ws://b.test:8080/ws", "edge_elsewhere")
+        # Another show nobody relays: the least loaded node with room becomes its new edge.
+        assert a.edge_for("show10", Placement("o", "ws://o.test:8080/ws", "held_elsewhere")).node == "c"
+        # The relaying edge full too: the new edge; every other node full: the origin.
+        relaying.load = NodeLoad(viewers=10, max_viewers=10)
+        await b.beat()
+        await a.beat()
+        assert a.edge_for("show9", where).node == "c"
+        idle.load = NodeLoad(viewers=10, max_viewers=10)
+        await c.beat()
+        await a.beat()
+        back = a.edge_for("show9", where)
+        assert (back.node, back.decision) == ("o", "held_elsewhere")
+        assert a.stats.placements["edge_elsewhere"] == 3 and a.stats.redirects == 4
+    finally:
+        for n in (o, a, b, c):
             await n.stop()
 
 
