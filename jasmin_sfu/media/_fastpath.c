@@ -34,6 +34,16 @@
  * its own buffer, address and accounting: a copy the kernel refuses is
  * counted on its target and the batch goes on from the next one.
  *
+ * A Target owns its socket: it dup()s the fd it is given (F_DUPFD_CLOEXEC)
+ * and closes that copy itself in close() or when freed. Without it a Target
+ * kept the fd NUMBER of a socket aioice may close first (ICE closed, consent
+ * expired); the kernel gives that number to the next accept()ed TCP socket,
+ * and sendto(2) on a connected stream ignores the address: SRTP went into a
+ * websocket. With the dup the number stays ours until close(), and a send
+ * after aioice's close still goes out on the viewer's UDP socket. Copies are
+ * batched by socket (st_dev, st_ino), not by fd number, since every Target on
+ * the shared socket holds a dup of its own.
+ *
  * Errors never raise: sendto failures (EAGAIN/ENOBUFS/ECONNREFUSED/...) and
  * protect failures are counted per lane and returned to the caller, which
  * counts them as drops.
@@ -51,8 +61,11 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 /* libsrtp 2.x: srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_octets);
  * the buffer needs SRTP_MAX_TRAILER_LEN (16-byte tag + 128-byte MKI) of room. */
@@ -82,8 +95,10 @@ typedef struct {
     srtp_protect_fn protect;
     void *srtp;
     PyObject *keep; /* the pylibsrtp Session owning srtp (and anything else to keep alive) */
-    int fd;
+    int fd; /* our own dup of the socket's fd, closed by close()/dealloc; -1 when none */
     int open;
+    dev_t sock_dev; /* the socket itself (batching key: dups of one socket differ in fd) */
+    ino_t sock_ino;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     /* counters, read by Python for stats */
@@ -135,11 +150,25 @@ static int Target_init(Target *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "not an IP address and port: %s %d", host, port);
         return -1;
     }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (self->open && self->fd >= 0)
+        close(self->fd); /* __init__ called again: drop the previous dup */
     self->protect = (srtp_protect_fn)(uintptr_t)protect;
     self->srtp = (void *)(uintptr_t)srtp;
     Py_INCREF(keep);
     Py_XSETREF(self->keep, keep);
-    self->fd = fd;
+    self->fd = own;
+    self->sock_dev = st.st_dev;
+    self->sock_ino = st.st_ino;
     self->open = 1;
     return 0;
 }
@@ -154,17 +183,24 @@ static int Target_clear(Target *self) {
     return 0;
 }
 
+static void release_fd(Target *self) {
+    if (self->open && self->fd >= 0)
+        close(self->fd);
+    self->fd = -1;
+}
+
 static void Target_dealloc(Target *self) {
     PyObject_GC_UnTrack(self);
+    release_fd(self);
     Target_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Target_close(Target *self, PyObject *Py_UNUSED(ignored)) {
-    /* After close no packet goes to this fd again (aioice closes the socket
-     * after DTLS reports closed; the fd number may then be reused). */
+    /* Close our dup: the socket is released once aioice has closed its fd too.
+     * No packet goes out through this target again. */
+    release_fd(self);
     self->open = 0;
-    self->fd = -1;
     self->protect = NULL;
     self->srtp = NULL;
     Py_CLEAR(self->keep);
@@ -178,7 +214,7 @@ static PyMethodDef Target_methods[] = {
 
 static PyMemberDef Target_members[] = {
     {"open", T_INT, offsetof(Target, open), READONLY, "True until close()"},
-    {"fd", T_INT, offsetof(Target, fd), READONLY, "the UDP socket's fd (-1 after close)"},
+    {"fd", T_INT, offsetof(Target, fd), READONLY, "the target's own dup of the UDP socket's fd (-1 after close)"},
     {"sent", T_ULONGLONG, offsetof(Target, sent), READONLY, "datagrams sent"},
     {"send_errors", T_ULONGLONG, offsetof(Target, send_errors), READONLY, "sendto failures (all reasons)"},
     {"eagain", T_ULONGLONG, offsetof(Target, eagain), READONLY, "sendto EAGAIN/EWOULDBLOCK/ENOBUFS"},
@@ -189,7 +225,7 @@ static PyMemberDef Target_members[] = {
 
 static PyTypeObject TargetType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "jasmin_sfu.media._fastpath.Target",
-    .tp_doc = "One viewer leg: SRTP session, UDP socket fd and remote address.",
+    .tp_doc = "One viewer leg: SRTP session, its own dup of the UDP socket fd, remote address.",
     .tp_basicsize = sizeof(Target),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -507,7 +543,9 @@ static inline int protect_and_send(Target *tg, unsigned char *buf, Py_ssize_t pl
 
 /* A batch of protected copies waiting for one sendmmsg on one fd. */
 typedef struct {
-    int fd;
+    int fd; /* the first copy's target's fd: all copies in the batch are on its socket */
+    dev_t sock_dev;
+    ino_t sock_ino;
     int n;
     Lane *lane[FANOUT_BATCH];
     Target *target[FANOUT_BATCH];
@@ -626,7 +664,7 @@ static PyObject *fp_fanout(PyObject *mod, PyObject *const *args, Py_ssize_t narg
             continue;
         }
         /* Copies for another socket, or a full batch: send what is waiting first. */
-        if (b->n > 0 && (b->fd != tg->fd || b->n == FANOUT_BATCH))
+        if (b->n > 0 && (b->sock_ino != tg->sock_ino || b->sock_dev != tg->sock_dev || b->n == FANOUT_BATCH))
             flush_batch(b, &tally);
         unsigned char *buf = g_slots[b->n];
         Py_ssize_t plain = write_packet(buf, l, t, (int)b1, (unsigned int)seq, (unsigned int)ts);
@@ -636,7 +674,11 @@ static PyObject *fp_fanout(PyObject *mod, PyObject *const *args, Py_ssize_t narg
             continue;
         }
         int k = b->n++;
-        b->fd = tg->fd;
+        if (k == 0) {
+            b->fd = tg->fd;
+            b->sock_dev = tg->sock_dev;
+            b->sock_ino = tg->sock_ino;
+        }
         b->lane[k] = l;
         b->target[k] = tg;
         b->plain[k] = plain;

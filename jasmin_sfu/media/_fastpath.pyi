@@ -8,7 +8,7 @@ FANOUT_BATCH: int
 
 class Target:
     open: int
-    fd: int
+    fd: int  # the target's own dup of the socket fd given, -1 after close
     sent: int
     send_errors: int
     eagain: int

@@ -646,7 +646,8 @@ class SrtpSink:
             self.ready = False
             self.closed = True
             if self.target is not None:
-                # Before aioice closes the socket: its fd number may be reused.
+                # Releases the target's own dup of the socket (aioice may have
+                # closed its fd already; the target never sends on that number).
                 self.target.close()
 
     def _resolve(self) -> None:
@@ -715,9 +716,11 @@ def srtp_session_address(session: pylibsrtp.Session) -> int:
 def fast_target(session: pylibsrtp.Session, pair: Any) -> Any:
     """A C send target for one viewer leg, or None when any piece is missing.
 
-    The Target holds a reference to ``session`` (and the socket object), so the
-    ``srtp_t`` stays allocated as long as C may use it; SrtpSink closes the
-    target when DTLS closes, before aioice closes the socket.
+    The Target holds a reference to ``session``, so the ``srtp_t`` stays
+    allocated as long as C may use it, and sends through its own ``dup()`` of
+    the socket's fd, which it closes itself: aioice closes the socket (consent
+    expired, ICE closed) before DTLS reports closed and SrtpSink closes the
+    target, and the fd number may meanwhile belong to an accepted TCP socket.
     """
     if fastpath_ext is None:
         return None

@@ -32,9 +32,9 @@ def candidate_ports(sdp: str) -> set[int]:
 
 
 def daemon_fds(running) -> set[int]:  # type: ignore[no-untyped-def]
-    """The sockets the daemon's C send targets write to."""
+    """The sockets (inode numbers: each target holds a dup of its own) the daemon's C send targets write to."""
     return {
-        c.lane.target.fd
+        os.fstat(c.lane.target.fd).st_ino
         for r in running.daemon.worker.routers.values()
         for c in r.consumers.values()
         if c.fast and c.lane.target is not None
@@ -64,7 +64,7 @@ async def test_publisher_and_viewers_on_one_port_decode_and_a_closed_viewer_leav
         ), [v.frames for v in viewers]
         assert len(shared[0].by_ufrag) == 4 and len(shared[0].by_addr) >= 4
         fds = daemon_fds(d)
-        assert fds == {shared[0].transport.get_extra_info("socket").fileno()}
+        assert fds == {os.fstat(shared[0].transport.get_extra_info("socket").fileno()).st_ino}
         calls, datagrams = fastpath.fastpath_ext.batch_stats()
         seen = [v.frames.get("video", 0) for v in viewers]
         assert await wait_for(lambda: all(v.frames.get("video", 0) >= n + 5 for v, n in zip(viewers, seen)), 30)

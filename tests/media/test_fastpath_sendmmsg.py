@@ -9,6 +9,7 @@ own target, the others are still sent).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from typing import Iterator
@@ -99,7 +100,10 @@ def test_copies_batched_on_one_socket_are_byte_identical_to_copies_sent_per_sock
     n, packets = 150, 3
     per_socket, shared = Viewers(n, shared=False), Viewers(n, shared=True)
     made += [per_socket, shared]
-    assert len({t.fd for t in shared.targets}) == 1 and len({t.fd for t in per_socket.targets}) == n
+    # each target sends through a dup of its own (distinct numbers), so compare the sockets
+    assert len({t.fd for t in shared.targets}) == n
+    assert len({os.fstat(t.fd).st_ino for t in shared.targets}) == 1
+    assert len({os.fstat(t.fd).st_ino for t in per_socket.targets}) == n
     calls0, datagrams0 = fp.batch_stats()
     for k in range(packets):
         assert fp.fanout(tuple(per_socket.lanes), tails(k), 0x60, 100 + k, 5000 + 3000 * k)[0] == n
