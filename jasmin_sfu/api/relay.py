@@ -229,12 +229,7 @@ class Relays:
         """``POST /internal/relay/open`` (see the module docstring)."""
         body = await request.content.read(MAX_BODY + 1)
         try:
-            if len(body) > MAX_BODY:
-                raise RelayError("bad_request", "body too large")
-            node = self.verifier.verify(request.method, request.path, request.headers, body)
-            ask = json.loads(body)
-            if not isinstance(ask, dict) or ask.get("node") != node:
-                raise RelayError("forbidden", "the body's node is not the signing node")
+            node, ask = self.verifier.verify_json(request.method, request.path, request.headers, body, MAX_BODY)
             reply = await self.open_as_origin(
                 show_id=str(ask["show_id"]),
                 node=node,

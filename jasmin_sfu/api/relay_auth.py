@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from typing import Any, Callable
 
@@ -66,6 +67,19 @@ class RequestVerifier:
             raise RelayError("forbidden", "replayed request")
         self._seen[mac] = now
         return node
+
+    def verify_json(self, method: str, path: str, headers: Any, body: bytes, limit: int) -> tuple[str, dict[str, Any]]:
+        """A signed JSON request of a node: at most ``limit`` bytes, signed (:meth:`verify`), an
+        object naming the signing node as its ``node``. Returns that node's id and the object;
+        raises :class:`RelayError` (``bad_request``, ``forbidden``), or ``ValueError`` for JSON
+        that does not parse."""
+        if len(body) > limit:
+            raise RelayError("bad_request", "body too large")
+        node = self.verify(method, path, headers, body)
+        ask = json.loads(body)
+        if not isinstance(ask, dict) or ask.get("node") != node:
+            raise RelayError("forbidden", "the body's node is not the signing node")
+        return node, ask
 
 
 def signed_headers(secret: str, path: str, node: str, stamp: str, body: bytes) -> dict[str, str]:

@@ -334,12 +334,7 @@ class RelayMembers:
         """``POST /internal/relay/member`` (see the module docstring)."""
         body = await request.content.read(MAX_BODY + 1)
         try:
-            if len(body) > MAX_BODY:
-                raise RelayError("bad_request", "body too large")
-            node = self.relays.verifier.verify(request.method, request.path, request.headers, body)
-            ask = json.loads(body)
-            if not isinstance(ask, dict) or ask.get("node") != node:
-                raise RelayError("forbidden", "the body's node is not the signing node")
+            node, ask = self.relays.verifier.verify_json(request.method, request.path, request.headers, body, MAX_BODY)
             verb = str(ask["verb"])
             if verb not in MEMBER_VERBS:
                 raise RelayError("bad_request", f"unknown member verb {verb!r}")
@@ -683,12 +678,9 @@ class RelayMembers:
         """``POST /internal/relay/member-events`` (see the module docstring)."""
         body = await request.content.read(MAX_EVENTS_BODY + 1)
         try:
-            if len(body) > MAX_EVENTS_BODY:
-                raise RelayError("bad_request", "body too large")
-            node = self.relays.verifier.verify(request.method, request.path, request.headers, body)
-            ask = json.loads(body)
-            if not isinstance(ask, dict) or ask.get("node") != node:
-                raise RelayError("forbidden", "the body's node is not the signing node")
+            node, ask = self.relays.verifier.verify_json(
+                request.method, request.path, request.headers, body, MAX_EVENTS_BODY
+            )
             slot = (node, str(ask["epoch"]))
             last = self._applied.get(slot, 0)
             for item in sorted(ask["items"], key=lambda i: int(i["seq"])):
