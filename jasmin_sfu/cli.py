@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not av_placeholder.install():
         import logging
 
-        logging.getLogger("jasmin_sfu").warning("PyAV was imported before serve: it stays loaded")
+        logging.getLogger(__name__).warning("PyAV was imported before serve: it stays loaded")
     import uvloop
 
     if cfg.server.workers != 1:

@@ -22,7 +22,7 @@ from jasmin_signaling.client import Overloaded, RemoteError, SignalingClient
 from jasmin_sfu.api.admission import ProcessCpu
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import AdmissionConfig, ConfigError, load_config
-from jasmin_sfu.supervisor import Placement, Supervisor
+from jasmin_sfu.supervisor import Placement, Supervisor, WorkerLoad
 from tests.conftest import Running, scrape_metrics
 from tests.conftest import test_config as loopback_config
 
@@ -276,7 +276,7 @@ def test_supervisor_places_a_new_show_on_a_worker_with_room() -> None:
     sup.refused(1, {"code": "unknown_show", "message": "not live"})
     assert sup.full() == frozenset({0})
     p = Placement()
-    loads = {0: 1, 1: 5}
+    loads = {0: WorkerLoad(1), 1: WorkerLoad(5)}  # connections; no load read yet
     assert p.route("old", "performer", loads) == 0
     p.hold("old", 0)
     assert p.route("new", "performer", loads, sup.full()) == 1
