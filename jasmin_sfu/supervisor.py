@@ -127,19 +127,7 @@ class WorkerLoad:
 
 def node_load(body: Any) -> NodeLoad | None:
     """A worker's ``GET /internal/load`` answer as a :class:`NodeLoad`, or None when garbled."""
-    if not isinstance(body, dict):
-        return None
-    try:
-        return NodeLoad(
-            viewers=int(body["viewers"]),
-            publishers=int(body["publishers"]),
-            cpu=float(body["cpu"]),
-            max_viewers=int(body["max_viewers"]),
-            max_cpu=float(body["max_cpu"]),
-            draining=bool(body["draining"]),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+    return NodeLoad.parse(body)
 
 
 def worker_count(requested: int) -> int:

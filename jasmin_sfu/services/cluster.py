@@ -115,6 +115,24 @@ class NodeLoad:
     max_cpu: float = 0.0
     draining: bool = False
 
+    @classmethod
+    def parse(cls, body: Any) -> NodeLoad | None:
+        """A load as JSON carries it (a heartbeat's ``load``, a worker's ``GET /internal/load``);
+        None when it is not one."""
+        if not isinstance(body, dict):
+            return None
+        try:
+            return cls(
+                viewers=int(body["viewers"]),
+                publishers=int(body["publishers"]),
+                cpu=float(body["cpu"]),
+                max_viewers=int(body["max_viewers"]),
+                max_cpu=float(body["max_cpu"]),
+                draining=bool(body["draining"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
     def share(self) -> float:
         """The larger of the viewer share and the CPU share of the node's limits (CPU alone without one)."""
         v = self.viewers / self.max_viewers if self.max_viewers else 0.0
@@ -571,15 +589,9 @@ def _node_of(body: dict[str, Any] | None) -> NodeInfo | None:
     if body is None:
         return None
     try:
-        ld = body["load"]
-        load = NodeLoad(
-            int(ld["viewers"]),
-            int(ld["publishers"]),
-            float(ld["cpu"]),
-            int(ld["max_viewers"]),
-            float(ld["max_cpu"]),
-            bool(ld["draining"]),
-        )
+        load = NodeLoad.parse(body["load"])
+        if load is None:
+            return None
         edges = body.get("edge_shows", [])
         return NodeInfo(
             str(body["id"]),
