@@ -74,7 +74,10 @@ class AdaptationPolicy:
     # moves a viewer to it, never off it. Evidence is loss in its receiver
     # reports of at least pause_loss, or a budget under pause_ratio times the
     # lowest layer's need held for pause_hold_s (a link that far below would
-    # lose packets within a report or two; the hold covers a REMB's climb).
+    # lose packets within a report or two; the hold covers a REMB's climb)
+    # with no report in that time of new packets received with loss under
+    # loss_low (Chromium's REMB also collapses to ~50 kbit/s after a delay
+    # spike while every packet arrives: that link carries the layer).
     pause_loss: float = 0.1
     pause_ratio: float = 0.4
     pause_hold_s: float = 10.0

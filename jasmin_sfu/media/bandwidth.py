@@ -39,6 +39,7 @@ class BandwidthEstimator:
         "_high",
         "_fraction",
         "_fresh",
+        "delivered",
     )
 
     def __init__(self, stats: "MediaStats", policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -56,6 +57,10 @@ class BandwidthEstimator:
         self._high = -1
         self._fraction = 0
         self._fresh: tuple[int, int] | None = None
+        # Whether the last update took a report that the viewer received new packets of
+        # this stream with loss under loss_low: evidence its link carries what it is sent,
+        # whatever its REMB says (layer_selector.py, "pause only on evidence").
+        self.delivered = False
 
     # -- feedback ------------------------------------------------------------------
 
@@ -102,6 +107,7 @@ class BandwidthEstimator:
         """
         pol = self._policy
         fresh, self._fresh = self._fresh, None
+        self.delivered = False
         if fresh is not None:
             lost, high = fresh
             loss = self._fraction / 256.0
@@ -109,6 +115,7 @@ class BandwidthEstimator:
                 expected = (high - self._high) & 0xFFFFFFFF
                 if 0 < expected < 0x80000000:
                     loss = max(loss, min(1.0, max(0, lost - self._lost) / expected))
+                    self.delivered = loss < pol.loss_low
                 elif expected == 0:
                     # Nothing sent since the last report (a paused video): no evidence.
                     loss = 0.0

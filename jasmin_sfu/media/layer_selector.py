@@ -12,7 +12,9 @@ The rules, with the numbers of :class:`~.adaptation_policy.AdaptationPolicy`:
 - **pause only on evidence**: below the lowest layer the video is paused
   (target None, the viewer keeps its audio) only when the viewer's reports show
   ``pause_loss`` or its budget stayed under ``pause_ratio`` times the lowest
-  layer's need for ``pause_hold_s``. A REMB alone does not pause: a browser's
+  layer's need for ``pause_hold_s`` with no report in that time showing new
+  packets received without loss (a starved viewer whose reports stop, or
+  lose between ``loss_low`` and ``pause_loss``). A REMB alone does not pause: a browser's
   REMBs under-report while it receives the lowest layer (its first ones, and
   those right after a resume), and pausing on them paused real Chromium
   viewers in a loop (docs/media.md, "Per-viewer layers").
@@ -175,9 +177,13 @@ class LayerSelector:
         pol = self._policy
         return float(min(pol.backoff_max_s, pol.up_hold_s * pol.backoff_factor**self.failures))
 
-    def select(self, now: float, layers: Sequence[Layer], estimate_bps: int, loss: float = 0.0) -> Choice:
+    def select(
+        self, now: float, layers: Sequence[Layer], estimate_bps: int, loss: float = 0.0, *, delivered: bool = False
+    ) -> Choice:
         """Decide at ``now`` from the viewer's allowed ``layers`` (worst first, as
-        :func:`candidates` gives them), its estimate and its latest loss."""
+        :func:`candidates` gives them), its estimate, its latest loss, and whether a
+        report since the last call showed new packets received with no loss to speak
+        of (``delivered``: the link carries what it is sent, whatever the estimate)."""
         pol = self._policy
         if self.failures and now >= self._forgive_at:
             self.failures -= 1
@@ -196,7 +202,7 @@ class LayerSelector:
             self._probe_stop(now, ok=False)
             self._low_since = None
             return Choice(None, 0, "gone" if was is not None else "", probe)
-        floor = -1 if self._may_pause(now, layers[0], budget, loss) else 0
+        floor = -1 if self._may_pause(now, layers[0], budget, loss, delivered) else 0
         if not self._started:
             self._started = True
             self._probe_next = now + self._probe_wait
@@ -273,15 +279,19 @@ class LayerSelector:
 
     # -- helpers -----------------------------------------------------------------
 
-    def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float) -> bool:
+    def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float, delivered: bool) -> bool:
         """Whether there is evidence the viewer's link cannot carry even the lowest layer:
         loss in its reports while it gets that layer, or a budget far under that layer
-        for a sustained time."""
+        for a sustained time with no report in between that it received what it was
+        sent (Chromium's REMB collapses to ~50 kbit/s after a delay spike with every
+        packet arriving: measured in tests/browser/test_shaped_viewers.py, a 300 kbit/s
+        viewer paused on the lowest layer it was receiving whole)."""
         pol = self._policy
-        if budget < lowest.need_bps * pol.pause_ratio:
+        if budget < lowest.need_bps * pol.pause_ratio and not delivered:
             if self._low_since is None:
                 self._low_since = now
         else:
+            # Back above, or a clean report: the hold starts again.
             self._low_since = None
         if not pol.pause_video:
             return False

@@ -151,3 +151,26 @@ def test_a_report_with_a_backwards_or_wrapped_count_is_ignored() -> None:
     e.on_report(300, 4_000_000_000, 50_100)  # fraction above 255: read as 255
     e.update(100_000)
     assert e.loss == 1.0 and e.estimate_bps == 50_000  # half of what was sent
+
+
+def test_delivered_only_for_a_fresh_report_of_new_packets_without_loss() -> None:
+    """Protects the evidence the layer selector keeps a collapsed-REMB viewer's video on:
+    ``delivered`` is set only by an update that took a report of new packets with loss under
+    loss_low; not by the first report (nothing to compare), a repeated one (nothing new), a
+    lossy one, or an update without a report."""
+    e, _ = make()
+    e.on_remb(50_000)
+    e.on_report(0, 0, 1000)
+    e.update(150_000)
+    assert not e.delivered  # the first report: no count to compare with
+    e.on_report(0, 0, 1100)
+    e.update(150_000)
+    assert e.delivered and e.estimate_bps == 50_000  # the REMB stays what it is
+    e.update(150_000)
+    assert not e.delivered  # no report since the last update
+    e.on_report(0, 0, 1100)
+    e.update(150_000)
+    assert not e.delivered  # nothing new
+    e.on_report(0, 5, 1200)
+    e.update(150_000)
+    assert not e.delivered  # 5 % lost

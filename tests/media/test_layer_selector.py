@@ -218,6 +218,30 @@ def test_a_budget_far_under_the_lowest_layer_pauses_after_the_hold() -> None:
     assert pause == 6 + POL.pause_hold_s and chs[pause].target is None
 
 
+def test_a_collapsed_remb_with_clean_reports_does_not_pause_the_lowest_layer() -> None:
+    """Protects a viewer whose link carries the lowest layer from Chromium's REMB collapse
+    (measured in tests/browser/test_shaped_viewers.py: a viewer capped at 300 kbit/s on the
+    ~150 kbit/s lowest layer, its REMB falling 157 -> 51 kbit/s with every packet arriving,
+    paused 10 s later by the sustained-budget rule): a budget far under the lowest layer
+    does not pause while reports keep showing new packets received without loss, however
+    long; once those reports stop (a starved viewer), the hold runs and pauses."""
+    sel = LayerSelector(POL)
+    sel.select(0.0, THREE, est_for(150_000))
+    low = est_for(150_000, POL.pause_ratio * 0.3)
+    for t in range(1, 121):
+        # A report about every other tick, as RTCP intervals and ticks drift (the last at 120).
+        ch = sel.select(float(t), THREE, low, delivered=t % 2 == 0)
+        assert key(ch.target) == (0, None) and ch.switch == "", t
+    chs = run(sel, THREE, [low] * 20, t0=121.0)
+    pause = next(i for i, c in enumerate(chs) if c.switch == "pause")
+    assert pause == POL.pause_hold_s and chs[pause].target is None
+    # Loss still pauses on the lowest layer, delivered or not.
+    lossy = LayerSelector(POL)
+    lossy.select(0.0, THREE, est_for(150_000))
+    ch = lossy.select(POL.min_dwell_s + 1, THREE, est_for(150_000, 0.5), loss=0.3)
+    assert ch.switch == "pause"
+
+
 def test_a_layer_that_goes_away_or_a_lowered_cap_moves_the_viewer_at_once() -> None:
     """Protects the cap and the publisher's layers: when the current layer is no longer offered
     (cap lowered, layer stopped) the viewer gets the best that fits at once; with no layer at
