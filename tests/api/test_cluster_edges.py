@@ -119,6 +119,72 @@ async def test_whep_on_a_node_without_the_show_is_served_through_a_relay_and_307
         await pub.close()
 
 
+async def post_whep(s: aiohttp.ClientSession, url: str, pcs: list[Any]) -> tuple[int, str, dict[str, Any]]:
+    """A WHEP POST of a fresh recvonly offer to ``url``, redirects not followed: status, Location, JSON body."""
+    pc, sdp = await whep_offer()
+    pcs.append(pc)
+    async with s.post(url, data=sdp.encode(), allow_redirects=False, headers={"Content-Type": "application/sdp"}) as r:
+        body = await r.json() if r.content_type == "application/json" else {}
+        return r.status, r.headers.get("Location", ""), body
+
+
+async def test_a_full_edge_sends_a_whep_viewer_where_a_websocket_viewer_goes_not_always_to_the_origin(
+    prefix: str, make_node: MakeNode
+) -> None:
+    """Protects WHEP's share of issue 15's placement (docs/cluster.md, "Placement"): a WHEP POST on a
+    full edge b is answered 307 to the node with room that already relays the show (c, although the
+    idle d is less loaded), then, c full, to the least loaded node with room (d, a new edge), and to the
+    show's origin a only when no other node has room; each Location is that node's /whep/{show}, and
+    POSTing the same kind of offer there is served (201) by it through its relay. b counts each as a
+    websocket join is counted (edge_elsewhere twice, held_elsewhere once) and makes no session for
+    any of them. A full edge sending every WHEP viewer to the origin fails at the first 307."""
+    a = await make_node("a", prefix)
+
+    def room(n: int) -> Config:
+        return loopback_config().replace(admission=AdmissionConfig(max_viewers_per_worker=n, max_cpu_share=0))
+
+    b = await make_node("b", prefix, base=room(1))
+    c = await make_node("c", prefix, base=room(2))
+    d = await make_node("d", prefix, base=room(1))
+    pub = await publish(f"ws://127.0.0.1:{a.port}/ws", "anna")
+    fan = await SignalingClient.connect(f"ws://127.0.0.1:{c.port}/ws")
+    pcs: list[Any] = []
+
+    async def beats(*nodes: Daemon) -> None:
+        # The full node decides from the last heartbeats: the others' first, then its own read.
+        for n in (*nodes, b):
+            assert n.cluster is not None
+            await n.cluster.beat()
+
+    try:
+        await fan.request("join", show_id="anna", role="viewer")
+        assert fan.moved_to is None and c.relays is not None and c.relays.is_edge("anna")
+        async with aiohttp.ClientSession() as s:
+            status, _, body = await post_whep(s, f"http://127.0.0.1:{b.port}/whep/anna", pcs)
+            assert status == 201, body  # b's one viewer: b is full from now on
+            await beats(a, c, d)
+            for then in (c, d, a):
+                status, location, body = await post_whep(s, f"http://127.0.0.1:{b.port}/whep/anna", pcs)
+                assert status == 307 and body["error"]["code"] == "moved", body
+                assert location == f"http://127.0.0.1:{then.port}/whep/anna", ([c.port, d.port, a.port], location)
+                if then is not a:
+                    status, _, body = await post_whep(s, location, pcs)
+                    assert status == 201, body  # served there, through its relay: now full too
+                    assert then.relays is not None and then.relays.is_edge("anna")
+                    await beats(then)
+        assert b.worker.counts()["transports"] == 1
+        assert b.cluster is not None
+        placements = b.cluster.stats.placements
+        assert (placements["edge"], placements["edge_elsewhere"], placements["held_elsewhere"]) == (1, 2, 1)
+        m = await scrape_metrics(f"http://127.0.0.1:{b.port}")
+        assert m['jasmin_cluster_placements_total{decision="edge_elsewhere"}'] == 2
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await fan.close()
+        await pub.close()
+
+
 async def test_a_node_without_redis_serves_its_own_and_refuses_the_rest_with_invalid_state(make_node: MakeNode) -> None:
     """Protects the outage contract at the edge: with the registry unreachable, a new show's performer
     and a viewer of a show not live here get invalid_state (never a crash, never `moved` to a guess),
