@@ -285,7 +285,10 @@ class WhipWhep:
         try:
             await handler.handle("join", join)
         except SignalingError as exc:
-            if exc.code == "moved":  # another node holds the show (docs/cluster.md): RFC 9725 4.5's redirect
+            # RFC 9725 4.5's redirect for `moved`: another node holds the show, or this node is
+            # full and the join's own placement (ClusterNode.edge_for, as for a websocket) chose
+            # the node relaying the show, a new edge, or the origin (docs/cluster.md, "Placement").
+            if exc.code == "moved":
                 kind = "whip" if role == "performer" else "whep"
                 location = f"{exc.extra.get('http_url', '')}/{kind}/{show_id}"
                 raise HttpError(307, "moved", exc.message, {"Location": location}) from None
