@@ -118,6 +118,21 @@ class MediaCollector(Collector):
         ]
         for name, doc, value in simple:
             yield CounterMetricFamily(name, doc, value=value)
+        gate = w.gate
+        yield CounterMetricFamily(
+            "jasmin_negotiations",
+            "SDP negotiations and keyframe replays run through the worker's negotiation gate",
+            value=gate.negotiations,
+        )
+        yield CounterMetricFamily(
+            "jasmin_negotiations_waited",
+            "Negotiations that waited for another to end (media.negotiations_at_once were running)",
+            value=gate.waited,
+        )
+        yield GaugeMetricFamily("jasmin_negotiations_running", "Negotiations running now", value=gate.running)
+        yield GaugeMetricFamily(
+            "jasmin_negotiations_waiting", "Negotiations waiting their turn now", value=gate.waiting
+        )
         resends = CounterMetricFamily(
             "jasmin_nack_resends", "Packets resent to viewers in answer to NACKs, by the kind of track", labels=["kind"]
         )

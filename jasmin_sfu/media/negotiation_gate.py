@@ -52,6 +52,11 @@ class NegotiationGate:
         self.negotiations = 0  # every turn given
         self.waited = 0  # turns that had to wait for another negotiation to end
 
+    @property
+    def waiting(self) -> int:
+        """Negotiations and join work waiting for a place now (``/metrics``)."""
+        return sum(1 for q in (self._finishing, self._waiters) for fut in q if not fut.done())
+
     @asynccontextmanager
     async def turn(self, finishing: bool = False) -> AsyncIterator[None]:
         """Run the body as one negotiation: now when a place is free and nobody waits, else in

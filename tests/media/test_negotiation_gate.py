@@ -7,7 +7,10 @@ import time
 
 import pytest
 
+from jasmin_sfu.api.metrics import MediaCollector, make_registry, render
 from jasmin_sfu.media.negotiation_gate import NegotiationGate
+from jasmin_sfu.media.settings import MediaSettings
+from jasmin_sfu.media.worker import Worker
 
 
 def _busy(ms: float) -> None:
@@ -182,3 +185,27 @@ async def test_work_that_finishes_a_join_goes_before_new_joins() -> None:
     while gate.running or gate.negotiations < 6:
         await asyncio.sleep(0)
     assert order == ["first", "answer", "replay", "subscribe 0", "subscribe 1", "subscribe 2"]
+
+
+async def test_metrics_export_the_gates_counts_and_its_queue() -> None:
+    """Protects the operator's view of a join storm on /metrics: the worker's gate's turns, the
+    turns that waited, and how many run and wait at the moment of the scrape, from the real
+    collector."""
+    w = Worker(MediaSettings(negotiations_at_once=1))
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with w.gate.turn():
+            await release.wait()
+
+    tasks = [asyncio.ensure_future(hold()) for _ in range(3)]
+    await asyncio.sleep(0)
+    text = render(make_registry(MediaCollector(w, lambda: 0))).decode()
+    assert "jasmin_negotiations_running 1.0" in text
+    assert "jasmin_negotiations_waiting 2.0" in text
+    assert "jasmin_negotiations_waited_total 2.0" in text
+    release.set()
+    await asyncio.gather(*tasks)
+    text = render(make_registry(MediaCollector(w, lambda: 0))).decode()
+    assert "jasmin_negotiations_total 3.0" in text
+    assert "jasmin_negotiations_running 0.0" in text and "jasmin_negotiations_waiting 0.0" in text
