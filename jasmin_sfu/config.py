@@ -395,6 +395,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media: 1 <= nack_default_rtt_ms <= nack_max_delay_ms <= 10000")
     if not 0.0 <= m.nack_budget_fraction <= 1.0:
         raise ConfigError("media.nack_budget_fraction must be in 0..1")
+    if not 0 <= m.nack_budget_min_burst_bytes <= 16_000_000:
+        raise ConfigError("media.nack_budget_min_burst_bytes must be in 0..16000000")
     if not 0 < m.bwe_min_bps <= m.bwe_start_bps <= m.bwe_max_bps <= 1_000_000_000:
         raise ConfigError("media: 0 < bwe_min_bps <= bwe_start_bps <= bwe_max_bps <= 1000000000")
     if not 1.0 <= m.bwe_max_jump <= 1000.0:

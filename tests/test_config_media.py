@@ -20,6 +20,7 @@ KEYS = (
     "nack_default_rtt_ms",
     "nack_max_delay_ms",
     "nack_budget_fraction",
+    "nack_budget_min_burst_bytes",
     "pause_video_on_congestion",
     "keyframe_request_interval_ms",
     "packet_cache_size",
@@ -103,6 +104,7 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
     [
         ("NACK_MAX_RETRIES", "11", "nack_max_retries"),
         ("NACK_BUDGET_FRACTION", "1.5", "nack_budget_fraction"),
+        ("NACK_BUDGET_MIN_BURST_BYTES", "-1", "nack_budget_min_burst_bytes"),
         ("NACK_DEFAULT_RTT_MS", "0", "nack_default_rtt_ms"),
         ("NACK_MAX_DELAY_MS", "50", "nack_max_delay_ms"),
         ("NEGOTIATIONS_AT_ONCE", "0", "negotiations_at_once"),

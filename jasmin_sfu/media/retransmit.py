@@ -55,8 +55,10 @@ class RetransmitPolicy:
     # before the viewer sent one.
     budget_fraction: float = 0.25
     fallback_bps: int = 150_000
-    # Bucket depth in seconds of budget (a burst of resends after a loss burst).
+    # Bucket depth in seconds of budget (a burst of resends after a loss burst),
+    # and at least this many bytes, whatever the estimate (default: one full packet).
     burst_s: float = 0.5
+    min_burst_bytes: int = 1500
     # A keyframe's worth of packets when no keyframe was seen yet.
     keyframe_packets: int = 10
     # One viewer's keyframe requests instead of resends, at most one per this.
@@ -95,8 +97,9 @@ class RetransmitPolicy:
         return max(0.0, min(self.budget_fraction * remb_bps, remb_bps - sent_bps)) / 8.0
 
     def budget_depth(self, rate: float) -> float:
-        """The bucket's size in bytes: ``burst_s`` of budget, but at least one full packet."""
-        return max(rate * self.burst_s, 1500.0)
+        """The bucket's size in bytes: ``burst_s`` of budget, but at least ``min_burst_bytes``
+        (one full packet by default)."""
+        return max(rate * self.burst_s, float(self.min_burst_bytes))
 
 
 DEFAULT_POLICY = RetransmitPolicy()

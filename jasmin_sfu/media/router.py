@@ -78,6 +78,7 @@ class Router:
             default_rtt_s=settings.nack_default_rtt_s,
             max_delay_s=settings.nack_max_delay_s,
             budget_fraction=settings.nack_budget_fraction,
+            min_burst_bytes=settings.nack_budget_min_burst_bytes,
             fallback_bps=settings.remb_min_bps,
             pause_video=settings.pause_video_on_congestion,
         )

@@ -69,11 +69,14 @@ class MediaSettings:
     # (nack_default_rtt_ms until its RTCP measured one), never when it would
     # arrive later than nack_max_delay_ms after the original, and in all at
     # most nack_budget_fraction of the viewer's REMB (remb_min_bps before it
-    # sent one).
+    # sent one), in a bucket of half a second of that budget but at least
+    # nack_budget_min_burst_bytes (a burst of resends the viewer always gets,
+    # whatever its estimate; 1500: one full packet).
     nack_max_retries: int = 3
     nack_default_rtt_ms: int = 100
     nack_max_delay_ms: int = 1000
     nack_budget_fraction: float = 0.25
+    nack_budget_min_burst_bytes: int = 1500
     # Audio first: pause the video of a viewer whose link cannot carry it
     # (REMB under half the forwarded rate and >= 10 % loss, 3 reports in a
     # row) and try it again after 10 s, doubling up to 60 s (docs/media.md).

@@ -23,11 +23,23 @@ def count_plis(pub: Any) -> list[int]:
     return counter
 
 
-async def test_packets_lost_on_a_viewer_leg_are_retransmitted_from_the_cache(daemon) -> None:  # type: ignore[no-untyped-def]
-    """Protects NACK handling: the viewer's NACKs are answered from the producer's cache,
-    with the viewer's own sequence numbers, without asking the publisher."""
-    pub = await publish(daemon.url, "show-nack")
-    viewer = await subscribe(daemon.url, "show-nack", count=True, pass_through=True)
+# The retransmission policy's budget and age rules, set so that they cannot refuse the four
+# packets the NACK tests lose, whatever the machine's speed. Four packets resent at most
+# nack_max_retries (3) times each are 12 full packets at most (18 KB): a bucket of at least
+# 64 KB, full from the viewer's first NACK, holds them whatever the viewer's estimate (the
+# default bucket, half a second of 0.25 x remb_min_bps before its first REMB, is 2,344 bytes:
+# on a loaded machine the encoder's larger packets emptied it after 3 of the 4, and the 4th
+# was refused for the budget). The budget's own refusals are tested on made-up time in
+# tests/media/test_retransmit.py and over loopback below, by configuration.
+NACK_EVERYTHING = {"nack_budget_min_burst_bytes": 64_000, "nack_max_delay_ms": 10_000}
+
+
+async def lose_four_video_packets(url: str, show: str) -> tuple[Any, Any, Any, int, set[int]]:
+    """A publisher and a counting viewer of ``show``; once the viewer has video, its next
+    four video packets are dropped before SRTP (a lossy last mile). Returns the publisher,
+    the viewer, its counter, the viewer's video SSRC and the dropped sequence numbers."""
+    pub = await publish(url, show)
+    viewer = await subscribe(url, show, count=True, pass_through=True)
     counter = viewer.counter
     assert counter is not None
     counter.keep_seqs = True
@@ -35,17 +47,45 @@ async def test_packets_lost_on_a_viewer_leg_are_retransmitted_from_the_cache(dae
     video = ssrc_of(viewer.pc, "video")
     counter.drop_next[video] = 4
     assert await wait_for(lambda: len(counter.dropped) == 4, timeout=10)
-    dropped = {seq for _, seq in counter.dropped}
+    return pub, viewer, counter, video, {seq for _, seq in counter.dropped}
+
+
+async def test_packets_lost_on_a_viewer_leg_are_retransmitted_from_the_cache(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects NACK handling: the viewer's NACKs are answered from the producer's cache,
+    with the viewer's own sequence numbers, without asking the publisher (with a budget
+    that four packets cannot exhaust, NACK_EVERYTHING)."""
+    d = await make_daemon(**NACK_EVERYTHING)
+    pub, viewer, counter, video, dropped = await lose_four_video_packets(d.url, "show-nack")
+    stats = d.daemon.worker.stats
     assert await wait_for(lambda: dropped <= counter.seqs[video], timeout=10), (
         dropped,
         sorted(counter.seqs[video])[-20:],
+        stats.nack_suppressed_budget,
+        stats.nack_suppressed_age,
     )
-    stats = daemon.daemon.worker.stats
     assert stats.nacks_received >= 1
     assert stats.nack_packets_served >= 4
     assert stats.nack_packets_missed == 0
+    assert stats.nack_suppressed_budget == 0
     frames = viewer.frames["video"]
     assert await wait_for(lambda: viewer.frames["video"] > frames + 5, timeout=10)
+    await viewer.close()
+    await pub.close()
+
+
+async def test_packets_lost_past_an_exhausted_budget_are_refused_not_resent(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Protects the retransmission budget end to end: configured to nothing
+    (nack_budget_fraction 0 and no minimum burst), the viewer's NACKs of four lost packets
+    are each refused for the budget: none is resent and none is asked of the publisher."""
+    d = await make_daemon(nack_budget_fraction=0.0, nack_budget_min_burst_bytes=0, nack_max_delay_ms=10_000)
+    pub, viewer, counter, video, dropped = await lose_four_video_packets(d.url, "show-nack-budget")
+    stats = d.daemon.worker.stats
+    # Each lost packet is NACKed (aiortc asks for it again until it gives up) and refused.
+    assert await wait_for(lambda: stats.nack_suppressed_budget >= 4, timeout=10), stats.nack_suppressed_budget
+    # A bucket of nothing never holds a packet: whenever this is checked, nothing was resent.
+    assert stats.nack_packets_served == 0 and stats.nack_resends["video"] == 0
+    assert stats.nack_packets_missed == 0
+    assert not dropped & counter.seqs[video]
     await viewer.close()
     await pub.close()
 
