@@ -194,7 +194,8 @@ class SrtpCounter:
 
 async def test_a_viewer_nacking_the_whole_cache_every_10ms_gets_no_more_than_its_budget(daemon) -> None:  # type: ignore[no-untyped-def]
     """Protects the node's output from a hostile viewer (issue 19): NACKing every
-    sequence number of the cache (1024 packets) every 10 ms for 5 s does not raise
+    sequence number of the cache (1024 packets) every 10 ms for 5 s (and 100 times at
+    least, however slow the machine's loop turns) does not raise
     what reaches its socket above the forwarded stream plus its retransmission
     budget (nack_budget_fraction of its REMB, plus the bucket's depth). Before the
     policy each such NACK resent every cached packet."""
@@ -225,7 +226,9 @@ async def test_a_viewer_nacking_the_whole_cache_every_10ms_gets_no_more_than_its
     budget = 0.0
     t0 = last = loop.time()
     nacks = 0
-    while loop.time() - t0 < 5.0:
+    # At least 5 s, and at least 101 NACKs whatever the machine's speed (a loaded 2-core VM
+    # turns the loop slower than every 10 ms); the budget is counted over the real time taken.
+    while loop.time() - t0 < 5.0 or nacks <= 100:
         # The viewer's stream starts at a random seq below 0x8000 and lasts seconds: no wrap.
         newest = max(counter.seqs[video])
         lost = tuple((newest - k) & 0xFFFF for k in range(1024))
@@ -245,7 +248,6 @@ async def test_a_viewer_nacking_the_whole_cache_every_10ms_gets_no_more_than_its
         "NACK-FLOOD nacks=%d resent_bytes=%d extra_bytes_on_wire=%d budget_bytes=%.0f remb=%d"
         " suppressed_rtt=%d suppressed_budget=%d" % figures
     )
-    assert nacks > 100, figures
     assert resent <= budget + depth + 1500, figures
     assert extra <= budget + depth + 1500 + 16 * 30, figures  # + SRTP tags of the resends
     assert stats.nack_suppressed_budget + stats.nack_suppressed_rtt + stats.nack_suppressed_age > 10_000, figures
