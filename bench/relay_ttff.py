@@ -22,59 +22,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import tempfile
-import threading
 import uuid
 from typing import Any
 
+from bench.daemon_process import TOOL_ENV, DaemonProcess, start_daemon_async
 from bench.peers import PatternTrack, ToneTrack, publish, subscribe, wait_for
 from bench.whep_ttff import probe, summary
-from jasmin_sfu.lifecycle import LISTENING
 
 SHOW = "relayttff"
 
 
-async def start_node(node_id: str, redis_url: str, prefix: str) -> tuple[subprocess.Popen[str], int]:
-    data = tempfile.mkdtemp(prefix=f"jasmin-relay-{node_id}-")
-    env = {
-        **os.environ,
-        "JASMIN_SERVER_HOST": "127.0.0.1",
-        "JASMIN_SERVER_PORT": "0",
-        "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
-        "JASMIN_LOG_LEVEL": "warning",
-        "JASMIN_BILLING_ENABLED": "false",
-        "JASMIN_ACCOUNTS_ENABLED": "false",
-        "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
-        "JASMIN_BILLING_DATA_DIR": data,
-        "JASMIN_ACCOUNTS_DATA_DIR": data,
-        "JASMIN_CLUSTER_REDIS_URL": redis_url,
-        "JASMIN_CLUSTER_KEY_PREFIX": prefix,
-        "JASMIN_CLUSTER_NODE_ID": node_id,
-        "JASMIN_CLUSTER_SECRET": "b" * 40,
-        "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.5",
-        "JASMIN_CLUSTER_TTL_S": "3",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jasmin_sfu", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+async def start_node(node_id: str, redis_url: str, prefix: str) -> DaemonProcess:
+    return await start_daemon_async(
+        {
+            **TOOL_ENV,
+            "JASMIN_CLUSTER_REDIS_URL": redis_url,
+            "JASMIN_CLUSTER_KEY_PREFIX": prefix,
+            "JASMIN_CLUSTER_NODE_ID": node_id,
+            "JASMIN_CLUSTER_SECRET": "b" * 40,
+            "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.5",
+            "JASMIN_CLUSTER_TTL_S": "3",
+        }
     )
-    assert proc.stdout is not None
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, proc.stdout.readline)
-        if not line:
-            raise RuntimeError(f"node {node_id} exited before listening")
-        m = LISTENING.search(line)
-        if m:
-            # Read (and drop) what it logs from now on, so it never blocks on a full pipe.
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, int(m.group(1))
 
 
 async def drop_prefix(redis_url: str, prefix: str) -> None:
@@ -91,13 +60,11 @@ async def drop_prefix(redis_url: str, prefix: str) -> None:
 
 async def run(probes: int, redis_url: str) -> dict[str, Any]:
     prefix = f"jrelayttff{uuid.uuid4().hex[:8]}"
-    procs: list[subprocess.Popen[str]] = []
+    nodes: list[DaemonProcess] = []
     try:
-        origin_proc, origin_port = await start_node("origin", redis_url, prefix)
-        procs.append(origin_proc)
-        edge_proc, edge_port = await start_node("edge", redis_url, prefix)
-        procs.append(edge_proc)
-        origin, edge = f"ws://127.0.0.1:{origin_port}/ws", f"ws://127.0.0.1:{edge_port}/ws"
+        nodes.append(await start_node("origin", redis_url, prefix))
+        nodes.append(await start_node("edge", redis_url, prefix))
+        origin, edge = nodes[0].url, nodes[1].url
         await asyncio.sleep(1.5)  # both nodes registered
         pub = await publish(origin, SHOW, tracks=[PatternTrack(), ToneTrack()])
         warm = [await subscribe(origin, SHOW), await subscribe(edge, SHOW)]
@@ -120,11 +87,7 @@ async def run(probes: int, redis_url: str) -> dict[str, Any]:
         res["edge_vs_origin_p50"] = round(res["ttff_ms"]["edge"]["p50"] / res["ttff_ms"]["origin"]["p50"], 3)
         return res
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
-            if p.stdout is not None:
-                p.stdout.close()
+        await asyncio.gather(*(asyncio.to_thread(n.stop, 10) for n in nodes))
         await drop_prefix(redis_url, prefix)
 
 

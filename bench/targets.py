@@ -9,18 +9,14 @@ import asyncio
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections import deque
 from typing import Any, Protocol
 
+from bench.daemon_process import REPO, TOOL_ENV, start_daemon
 from bench.viewers import LightViewer
 from jasmin_signaling.client import SignalingClient
-from jasmin_sfu.lifecycle import LISTENING
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -77,16 +73,14 @@ class DaemonUnderTest:
         this process's environment still apply); off by default, so a ramp
         looks for the capacity itself. ``repo``: run the daemon of another checkout
         (its own C extension built in place), for a before/after in one run."""
-        cmd = [sys.executable, "-m", "jasmin_sfu", "serve"]
+        wrapper: list[str] = []
         if cpu is not None and shutil.which("taskset"):
-            cmd = ["taskset", "-c", str(cpu)] + cmd
+            wrapper = ["taskset", "-c", str(cpu)]
         self.env = {
             "JASMIN_SERVER_PORT": "0",
-            "JASMIN_SERVER_HOST": "127.0.0.1",
+            **TOOL_ENV,
             "JASMIN_LOG_LEVEL": os.environ.get("BENCH_JASMIN_LOG_LEVEL", "warning"),
-            "JASMIN_BILLING_ENABLED": "false",
             "JASMIN_SERVER_MAX_REQUESTS_PER_S": "1000",
-            "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
             # The tool's own loop stalls for seconds while hundreds of its viewers
             # handshake at once; a missed pong must not end the publisher's
             # session. 60 s matches Janus's session_timeout in bench/janus.py.
@@ -95,16 +89,9 @@ class DaemonUnderTest:
             "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "0",
             "JASMIN_ADMISSION_MAX_JOINS_IN_FLIGHT": "0",
             "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
-            # The load tool joins without tokens: no accounts, client-given ids trusted.
-            "JASMIN_ACCOUNTS_ENABLED": "false",
-            "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
         }
         if workers != 1:
             self.env["JASMIN_SERVER_WORKERS"] = str(workers)
-        if os.path.realpath(repo) != os.path.realpath(REPO):
-            self.env["PYTHONPATH"] = os.pathsep.join(
-                os.path.join(repo, d) for d in ("", "codecs", "signaling", "metering")
-            )
         if admission:
             for key in (
                 "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER",
@@ -112,36 +99,15 @@ class DaemonUnderTest:
                 "JASMIN_ADMISSION_MAX_CPU_SHARE",
             ):
                 del self.env[key]
-        env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen(
-            cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert self.proc.stdout is not None
+        # The daemon's last lines (a long run's output is not all kept): describe() reports them.
         self.tail: deque[str] = deque(maxlen=2000)
-        for line in self.proc.stdout:
-            self.tail.append(line)
-            m = LISTENING.search(line)
-            if m:
-                self.port = int(m.group(1))
-                break
-        else:
-            self.proc.stdout.close()
-            self.proc.wait()
-            raise RuntimeError("daemon did not start: " + "".join(self.tail))
-        import threading
-
-        out = self.proc.stdout
-
-        def drain() -> None:  # until the daemon exits; then the pipe is closed (no ResourceWarning)
-            with out:
-                for line in out:
-                    self.tail.append(line)
-
-        threading.Thread(target=drain, daemon=True).start()
+        self.process = start_daemon(self.env, repo=repo, wrapper=wrapper, output=self.tail)
+        self.proc = self.process.proc
+        self.port = self.process.port
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return self.process.url
 
     def cpu_seconds(self) -> float:
         total = 0.0
@@ -162,13 +128,8 @@ class DaemonUnderTest:
         return total
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """SIGTERM, SIGKILL past 20 s; remove the daemon's data directory. Blocks."""
+        self.process.stop(timeout=20)
 
 
 class JasminTarget:

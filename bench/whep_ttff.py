@@ -18,51 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any, Awaitable, Callable
 
+from bench.daemon_process import start_daemon_async
 from bench.peers import PatternTrack, ToneTrack, publish, subscribe, wait_for
 from bench.whip_peers import whep_play
-from jasmin_sfu.lifecycle import LISTENING
 
 SHOW = "ttff"
-
-
-async def start_node() -> tuple[subprocess.Popen[str], int]:
-    data = tempfile.mkdtemp(prefix="jasmin-ttff-")
-    env = {
-        **os.environ,
-        "JASMIN_SERVER_HOST": "127.0.0.1",
-        "JASMIN_SERVER_PORT": "0",
-        "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
-        "JASMIN_LOG_LEVEL": "warning",
-        "JASMIN_BILLING_ENABLED": "false",
-        "JASMIN_ACCOUNTS_ENABLED": "false",
-        "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
-        "JASMIN_BILLING_DATA_DIR": data,
-        "JASMIN_ACCOUNTS_DATA_DIR": data,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jasmin_sfu", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, proc.stdout.readline)
-        if not line:
-            raise RuntimeError("the node exited before listening")
-        m = LISTENING.search(line)
-        if m:
-            return proc, int(m.group(1))
 
 
 async def probe(start: Callable[[], Awaitable[Any]]) -> float:
@@ -89,8 +53,8 @@ def summary(xs: list[float]) -> dict[str, float]:
 
 
 async def run(probes: int) -> dict[str, Any]:
-    proc, port = await start_node()
-    ws, http = f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}"
+    node = await start_daemon_async()
+    ws, http = node.url, node.http
     try:
         pub = await publish(ws, SHOW, tracks=[PatternTrack(), ToneTrack()])
         warm = await subscribe(ws, SHOW)  # the keyframe cache is filled before the first probe
@@ -109,8 +73,7 @@ async def run(probes: int) -> dict[str, Any]:
             "ttff_ms": {k: summary(v) for k, v in out.items()},
         }
     finally:
-        proc.terminate()
-        proc.wait(10)
+        await asyncio.to_thread(node.stop, 10)
 
 
 def main() -> None:

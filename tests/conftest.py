@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass
-from typing import IO, Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
-import aiohttp
 import pytest
 
+# The launcher of the daemon process; these names are imported from here by the tests too.
+from bench.daemon_process import REPO as REPO
+from bench.daemon_process import DaemonProcess as DaemonProcess
+from bench.daemon_process import drain_in_thread as drain_in_thread
+from bench.daemon_process import scrape_metrics as scrape_metrics
+from bench.daemon_process import start_daemon_async
+from bench.daemon_process import stop_daemons as stop_daemons
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import (
     AccountsConfig,
@@ -27,11 +28,8 @@ from jasmin_sfu.config import (
     PaymentsConfig,
     ServerConfig,
 )
-from jasmin_sfu.lifecycle import LISTENING
 from tests import loop_guard
 from tests.realparts import FakeClock
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 loop_guard.install()
 
@@ -153,99 +151,21 @@ async def make_daemon() -> AsyncIterator[object]:
         await d.stop()
 
 
-async def scrape_metrics(http: str) -> dict[str, float]:
-    """``/metrics`` of the daemon at ``http`` as {sample name with labels: value}."""
-    async with aiohttp.ClientSession() as s:
-        async with s.get(http + "/metrics") as r:
-            text = await r.text()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-@dataclass
-class DaemonProcess:
-    proc: subprocess.Popen[str]
-    port: int
-    output: list[str]
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def metrics(self) -> dict[str, float]:
-        return await scrape_metrics(self.http)
-
-
 async def start_daemon_process(
     env: dict[str, str] | None = None, cwd: str = REPO, wrapper: Sequence[str] = ()
 ) -> DaemonProcess:
-    """Run ``python -m jasmin_sfu serve`` on a random port and wait for it.
+    """Run ``python -m jasmin_sfu serve`` on a random port and wait for it, off the event loop
+    (bench/daemon_process.py, the one launcher of the tests and the benches).
 
     ``wrapper`` is a command line that execs its trailing arguments (the daemon's) in the
     same process, e.g. ``unshare`` then ``sh -c '...; exec "$@"'``: the pid stays the daemon's.
+    Billing is on (the daemon's default); the data directory made for it is removed after the test.
     """
-    import tempfile
-
-    data_dir = (env or {}).get("JASMIN_BILLING_DATA_DIR")
-    if not data_dir:
-        data_dir = tempfile.mkdtemp(prefix="jasmin-billing-")
-        _made_dirs.append(data_dir)  # removed after the test (remove_made_dirs)
     # The old process tests join with client-given ids: trusted here, never in production.
-    full_env = {
-        **os.environ,
-        "JASMIN_SERVER_PORT": "0",
-        "JASMIN_LOG_LEVEL": "warning",
-        "JASMIN_BILLING_DATA_DIR": data_dir,
-        "JASMIN_ACCOUNTS_DATA_DIR": data_dir,
-        "JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true",
-        **(env or {}),
-    }
-    if cwd != REPO:  # jasmin_sfu is found from the repository, not from the working directory
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, full_env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        [*wrapper, sys.executable, "-m", "jasmin_sfu", "serve"],
-        cwd=cwd,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    loop = asyncio.get_running_loop()
-    assert proc.stdout is not None
-    lines = []
-    while True:
-        line = await loop.run_in_executor(None, proc.stdout.readline)
-        if not line:
-            proc.stdout.close()
-            proc.wait()
-            raise RuntimeError("daemon exited before listening:\n" + "".join(lines))
-        lines.append(line)
-        m = LISTENING.search(line)
-        if m:
-            drain_in_thread(proc.stdout, lines)
-            return DaemonProcess(proc, int(m.group(1)), lines)
-
-
-def drain_in_thread(out: IO[str], lines: list[str]) -> threading.Thread:
-    """Keep reading a child's output pipe into ``lines`` so a chatty child never blocks on it,
-    and close the pipe at its end: an unclosed one is a ResourceWarning (an error in this
-    suite) in whichever later test the garbage collector happens to free it."""
-
-    def drain() -> None:
-        with out:
-            lines.extend(out)
-
-    thread = threading.Thread(target=drain, daemon=True)
-    thread.start()
-    return thread
+    dp = await start_daemon_async({"JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", **(env or {})}, cwd=cwd, wrapper=wrapper)
+    if dp.made_dir:
+        _made_dirs.append(dp.made_dir)  # removed after the test (remove_made_dirs)
+    return dp
 
 
 _made_dirs: list[str] = []
@@ -258,25 +178,6 @@ def remove_made_dirs() -> Iterator[None]:
     yield
     while _made_dirs:
         shutil.rmtree(_made_dirs.pop(), ignore_errors=True)
-
-
-async def stop_daemons(*procs: "subprocess.Popen[str]", timeout: float = 15.0) -> None:
-    """SIGTERM every child still running, then wait for them all off the event loop: a daemon's
-    drain takes seconds on a loaded machine, and a blocking ``wait`` would hold the test's loop
-    (tests/loop_guard.py fails a test for that). A child that outlives ``timeout`` is killed."""
-    running = [p for p in procs if p.poll() is None]
-    for p in running:
-        p.send_signal(signal.SIGTERM)
-    loop = asyncio.get_running_loop()
-
-    def wait(p: "subprocess.Popen[str]") -> None:
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            p.kill()
-            p.wait()
-
-    await asyncio.gather(*(loop.run_in_executor(None, wait, p) for p in running))
 
 
 @pytest.fixture
