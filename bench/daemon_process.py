@@ -6,8 +6,8 @@ thread so a chatty daemon never blocks on a full pipe. ``DaemonProcess.stop`` en
 daemon drains), SIGKILL past a timeout.
 
 Both block: a daemon's start and drain take seconds on a loaded machine, and a blocked event loop stalls
-every peer on it (tests/loop_guard.py fails a test for it). A coroutine uses ``start_daemon_async`` and
-``stop_daemons``, or calls the blocking ones through ``asyncio.to_thread`` (bench/targets.py).
+every peer on it (tests/loop_guard.py fails a test for it). A coroutine calls them through
+``asyncio.to_thread`` (``await asyncio.to_thread(start_daemon, env)``), or ``stop_daemons``.
 
 Used by bench/targets.py, bench/whep_ttff.py, bench/relay_ttff.py and tests/conftest.py
 (``start_daemon_process``); bench never imports tests.
@@ -174,15 +174,3 @@ def start_daemon(
     if made_dir:
         shutil.rmtree(made_dir, ignore_errors=True)
     raise RuntimeError(f"the daemon exited before listening (status {status}):\n" + "".join(lines))
-
-
-async def start_daemon_async(
-    env: Mapping[str, str] = TOOL_ENV,
-    *,
-    repo: str = REPO,
-    cwd: str | None = None,
-    wrapper: Sequence[str] = (),
-    output: MutableSequence[str] | None = None,
-) -> DaemonProcess:
-    """``start_daemon`` in a thread: the event loop goes on while the daemon starts."""
-    return await asyncio.to_thread(start_daemon, env, repo=repo, cwd=cwd, wrapper=wrapper, output=output)

@@ -25,7 +25,7 @@ import json
 import uuid
 from typing import Any
 
-from bench.daemon_process import TOOL_ENV, DaemonProcess, start_daemon_async
+from bench.daemon_process import TOOL_ENV, DaemonProcess, start_daemon
 from bench.peers import PatternTrack, ToneTrack, publish, subscribe, wait_for
 from bench.whep_ttff import probe, summary
 
@@ -33,7 +33,8 @@ SHOW = "relayttff"
 
 
 async def start_node(node_id: str, redis_url: str, prefix: str) -> DaemonProcess:
-    return await start_daemon_async(
+    return await asyncio.to_thread(
+        start_daemon,
         {
             **TOOL_ENV,
             "JASMIN_CLUSTER_REDIS_URL": redis_url,
@@ -42,7 +43,7 @@ async def start_node(node_id: str, redis_url: str, prefix: str) -> DaemonProcess
             "JASMIN_CLUSTER_SECRET": "b" * 40,
             "JASMIN_CLUSTER_HEARTBEAT_INTERVAL_S": "0.5",
             "JASMIN_CLUSTER_TTL_S": "3",
-        }
+        },
     )
 
 

@@ -22,7 +22,7 @@ import statistics
 import time
 from typing import Any, Awaitable, Callable
 
-from bench.daemon_process import start_daemon_async
+from bench.daemon_process import start_daemon
 from bench.peers import PatternTrack, ToneTrack, publish, subscribe, wait_for
 from bench.whip_peers import whep_play
 
@@ -53,7 +53,7 @@ def summary(xs: list[float]) -> dict[str, float]:
 
 
 async def run(probes: int) -> dict[str, Any]:
-    node = await start_daemon_async()
+    node = await asyncio.to_thread(start_daemon)
     ws, http = node.url, node.http
     try:
         pub = await publish(ws, SHOW, tracks=[PatternTrack(), ToneTrack()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -16,7 +17,7 @@ from bench.daemon_process import REPO as REPO
 from bench.daemon_process import DaemonProcess as DaemonProcess
 from bench.daemon_process import drain_in_thread as drain_in_thread
 from bench.daemon_process import scrape_metrics as scrape_metrics
-from bench.daemon_process import start_daemon_async
+from bench.daemon_process import start_daemon
 from bench.daemon_process import stop_daemons as stop_daemons
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import (
@@ -162,7 +163,9 @@ async def start_daemon_process(
     Billing is on (the daemon's default); the data directory made for it is removed after the test.
     """
     # The old process tests join with client-given ids: trusted here, never in production.
-    dp = await start_daemon_async({"JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", **(env or {})}, cwd=cwd, wrapper=wrapper)
+    dp = await asyncio.to_thread(
+        start_daemon, {"JASMIN_ACCOUNTS_TRUST_CLIENT_IDS": "true", **(env or {})}, cwd=cwd, wrapper=wrapper
+    )
     if dp.made_dir:
         _made_dirs.append(dp.made_dir)  # removed after the test (remove_made_dirs)
     return dp

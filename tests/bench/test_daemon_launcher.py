@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bench.daemon_process import TOOL_ENV, end_process, start_daemon_async, stop_daemons
+from bench.daemon_process import TOOL_ENV, end_process, start_daemon, stop_daemons
 
 # A child that answers SIGTERM only once the test lets it: it says "term", then exits 0 when a
 # line arrives on its stdin (ready: it has set its handler).
@@ -49,10 +49,10 @@ async def test_stop_ends_the_daemon_and_removes_the_data_dir_it_made(tmp_dirs: P
     """Protects the launcher's start and stop: the daemon answers on the port it reported, gets a data
     directory of its own that stop removes once it has exited cleanly (the TTFF tools left theirs
     behind), and a data directory the caller gave is the caller's: kept."""
-    made = await start_daemon_async(TOOL_ENV)
+    made = await asyncio.to_thread(start_daemon, TOOL_ENV)
     given_dir = tmp_dirs / "given"
     given_dir.mkdir()
-    given = await start_daemon_async({**TOOL_ENV, "JASMIN_BILLING_DATA_DIR": str(given_dir)})
+    given = await asyncio.to_thread(start_daemon, {**TOOL_ENV, "JASMIN_BILLING_DATA_DIR": str(given_dir)})
     try:
         assert made.made_dir is not None and os.path.dirname(made.made_dir) == str(tmp_dirs)
         assert os.path.isdir(made.made_dir) and given.made_dir is None
@@ -70,7 +70,7 @@ async def test_a_daemon_that_exits_before_listening_is_an_error_with_its_output(
     """Protects the caller's diagnosis: a daemon that refuses its config is a RuntimeError carrying
     its exit status and what it printed (the bad key), not a hang, and its data directory is gone."""
     with pytest.raises(RuntimeError) as err:
-        await start_daemon_async({**TOOL_ENV, "JASMIN_SERVER_PORT": "nope"})
+        await asyncio.to_thread(start_daemon, {**TOOL_ENV, "JASMIN_SERVER_PORT": "nope"})
     assert "status 2" in str(err.value) and "server.port" in str(err.value)
     assert os.listdir(tmp_dirs) == []
 
