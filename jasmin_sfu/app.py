@@ -35,7 +35,7 @@ from jasmin_sfu.api.rest import RestApi
 from jasmin_sfu.api.rest_chat import CHAT_KEY, ChatRef
 from jasmin_sfu.api.rest_privacy import PRIVACY_KEY
 from jasmin_sfu.api.rest_social import SOCIAL_KEY
-from jasmin_sfu.api.relay_members import MEMBER_EVENTS_PATH, MEMBER_PATH
+from jasmin_sfu.api.relay_members import MEMBER_EVENTS_PATH, MEMBER_LEAVE_GRACE_S, MEMBER_PATH
 from jasmin_sfu.api.signaling_handler import EventChannel, SessionHandler, http_base
 from jasmin_sfu.api.whip import WhipWhep
 from jasmin_sfu.config import Config
@@ -520,6 +520,12 @@ class Daemon:
         for show_id in list(self.shows.shows):
             await self.shows.close(show_id)
         if self.relays is not None:
+            if self.relays.members is not None:
+                # Before the relays' tasks are cancelled: each member watching here leaves its
+                # show's origin now (concurrently, at most MEMBER_LEAVE_GRACE_S in all), so a
+                # private through this edge ends there, and stops billing, at once rather than
+                # after the origin's TTL (docs/cluster.md, "Failure behaviour").
+                await drain(self.relays.members.leave_all(), MEMBER_LEAVE_GRACE_S, "member leaves", log)
             await self.relays.close()
         await drain(self.worker.close(), self.cfg.server.drain_timeout_s, "media", log)
         if self._housekeeping is not None:

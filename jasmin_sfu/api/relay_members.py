@@ -87,6 +87,10 @@ MAX_BODY = 16384  # a cam2cam call carries its producers' descriptions
 MAX_CAM_PRODUCERS = 4
 MAX_EVENTS_BODY = 256 * 1024
 BATCH = 64
+# An edge stopping gracefully waits this long in all for its members' leave calls to their
+# origins (concurrent: one round trip each, well under it on a private network); past it, the
+# origin's TTL ends what was not told, as for a killed edge.
+MEMBER_LEAVE_GRACE_S = 2.0
 # Show events the edge tells its viewers itself (the pipe's JEVT, the edge show's end).
 _EDGE_OWN_EVENTS = frozenset({"show.state", "show.ended"})
 
@@ -302,6 +306,8 @@ class RelayMembers:
         self.clock = clock
         self.epoch = secrets.token_hex(8)
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Edge: the member sessions' leave calls under way (a graceful stop waits for them).
+        self.leaving: set[asyncio.Task[Any]] = set()
         self.links: dict[str, EdgeLink] = {}
         # Edge: the members each edge show's media is limited to (absent: everyone).
         self.exclusive: dict[str, frozenset[str]] = {}
@@ -672,7 +678,17 @@ class RelayMembers:
                         return
                     await asyncio.sleep(0.5)
 
-        spawn_tracked(self.tasks, tell(), f"member leave {joined.show_id}", log)
+        spawn_tracked(self.leaving, tell(), f"member leave {joined.show_id}", log)
+
+    async def leave_all(self) -> None:
+        """Edge, stopping gracefully: every member session here leaves its show's origin now
+        (concurrently), so that the origin ends its private (and its meter) at once instead of
+        after ``ttl_s``. Returns once each origin answered (or gave up after ``ttl_s``): the
+        caller bounds the wait (``Daemon.stop``); what is left then is the origin's TTL."""
+        for session in list(self.sessions):
+            self.left(session)
+        if self.leaving:
+            await asyncio.gather(*list(self.leaving), return_exceptions=True)
 
     async def handle_events(self, request: web.Request) -> web.Response:
         """``POST /internal/relay/member-events`` (see the module docstring)."""
@@ -747,7 +763,7 @@ class RelayMembers:
             link.close()
         if self._watch is not None:
             self._watch.cancel()
-        for task in list(self.tasks):
+        for task in [*self.tasks, *self.leaving]:
             task.cancel()
         if self._http is not None:
             await self._http.close()

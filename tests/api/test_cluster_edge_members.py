@@ -43,7 +43,7 @@ async def prefix() -> AsyncIterator[str]:
 async def make_node() -> AsyncIterator[MakeNode]:
     started: list[Daemon] = []
 
-    async def make(node_id: str, prefix: str, base: Config | None = None) -> Daemon:
+    async def make(node_id: str, prefix: str, base: Config | None = None, ttl_s: float = 2.0) -> Daemon:
         cfg = (base or loopback_config()).replace(
             cluster=ClusterConfig(
                 redis_url=REDIS_URL,
@@ -51,7 +51,7 @@ async def make_node() -> AsyncIterator[MakeNode]:
                 node_id=node_id,
                 secret=SECRET,
                 heartbeat_interval_s=0.2,
-                ttl_s=2.0,
+                ttl_s=ttl_s,
             )
         )
         d = Daemon(cfg)
@@ -61,7 +61,8 @@ async def make_node() -> AsyncIterator[MakeNode]:
 
     yield make
     for d in started:
-        await d.stop()
+        if not d.draining:  # a test may have stopped it (its SIGTERM path)
+            await d.stop()
 
 
 def ws(d: Daemon) -> str:
@@ -77,14 +78,16 @@ def billing_events(data_dir: Path, member_id: str) -> list[dict[str, Any]]:
 
 
 async def private_through_an_edge(
-    make_node: MakeNode, prefix: str, tmp_path: Path, edge_delay_s: float = 0.0
+    make_node: MakeNode, prefix: str, tmp_path: Path, edge_delay_s: float = 0.0, ttl_s: float = 2.0
 ) -> dict[str, Any]:
     """Origin a (billing on, m1 holds 30 credits), edge b; the show "anna" published on a with a
     guest on each node and m1 on b, every viewer decoding; then m1's private, accepted on a.
     ``edge_delay_s``: b takes that long to take each delivery of the origin's member events (a
-    slow control channel), while the relay's UDP is as fast as ever."""
-    a = await make_node("a", prefix, loopback_config(billing=BillingConfig(data_dir=str(tmp_path), node_id="bill-a")))
-    b = await make_node("b", prefix)
+    slow control channel), while the relay's UDP is as fast as ever. ``ttl_s``: both nodes'
+    cluster TTL (how long the origin waits before it finds a silent edge gone)."""
+    billing = BillingConfig(data_dir=str(tmp_path), node_id="bill-a")
+    a = await make_node("a", prefix, loopback_config(billing=billing), ttl_s=ttl_s)
+    b = await make_node("b", prefix, ttl_s=ttl_s)
     assert b.relays is not None and b.relays.members is not None
     if edge_delay_s:
         handle = b.relays.members.handle_events
@@ -219,6 +222,54 @@ async def test_the_members_websocket_closing_on_the_edge_ends_its_private_at_the
         await pub.client.request("show.free")
         seen = guests[1].frames.get("video", 0)
         assert await wait_for(lambda: guests[1].frames.get("video", 0) >= seen + 5, 30)
+    finally:
+        for p in run["peers"]:
+            await p.close()
+
+
+async def test_an_edge_stopping_gracefully_ends_its_members_private_at_the_origin_at_once(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects the end of a private whose member's edge is stopped gracefully (SIGTERM's drain,
+    `Daemon.stop`; docs/cluster.md "Failure behaviour"): before the edge cancels its tasks it tells
+    the origin that its member left, so the origin ends the private at once as for a local
+    member's disconnect (reason `disconnect`) and bills it once, its seconds times the rate. Both
+    nodes run with a 300 s TTL: the private has ended by the time b's stop returns, long before the
+    origin could find b silent. The origin is made "far": b's leave call leaves b only once b's
+    stop has closed its shows (its last step before the relays' tasks), as a call to a remote
+    origin still connecting then would. Red when the stop cancels the member's leave call (the
+    origin keeps the private, and its meter, running until its TTL)."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path, ttl_s=300.0)
+    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
+    t_accept = run["accepted_at"]
+    assert a.relays is not None and a.relays.members is not None
+    assert b.relays is not None and b.relays.members is not None
+    shows_closed = asyncio.Event()
+    post, close = b.relays.members._post, b.shows.close
+
+    async def far(url: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        if payload.get("verb") == "leave":
+            await shows_closed.wait()
+        return await post(url, path, payload)
+
+    async def closing(show_id: str, show: Any = None) -> None:
+        await close(show_id, show)
+        if not b.shows.shows:
+            shows_closed.set()
+
+    b.relays.members._post = far  # type: ignore[method-assign]
+    b.shows.close = closing  # type: ignore[method-assign]
+    try:
+        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 100, 30)
+        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+        assert a.shows.shows["anna"].machine.private_member == "m1"
+        await b.stop()  # what SIGTERM runs
+        # Told before b's stop returned: no waiting on a's side for the TTL (300 s).
+        assert a.shows.shows["anna"].machine.private_member is None
+        assert not any(link.members for link in a.relays.members.links.values())
+        ev = await pub.client.next_event("private.ended")
+        assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
+        await check_billed_once(a, tmp_path, ev["data"]["at"] - t_accept)
     finally:
         for p in run["peers"]:
             await p.close()
