@@ -166,9 +166,13 @@ class Relays:
 
     # -- pipes -------------------------------------------------------------------------
 
-    async def _pipe(self, pipes: dict[str, PipeTransport], node: str, role: str) -> PipeTransport:
+    async def _pipe(
+        self, pipes: dict[str, PipeTransport], node: str, role: str, cam2cam: bool = False
+    ) -> PipeTransport:
         pipe = pipes.get(node)
         if pipe is not None and not pipe.closed:
+            if not cam2cam:
+                pipe.close_when_idle = False  # a show's relay runs over it too: it stays
             return pipe
         w = self.worker
         pipe = PipeTransport(
@@ -181,14 +185,17 @@ class Relays:
             silence_timeout_s=self.silence_timeout_s,
         )
         await pipe.bind(self.relay_host)
+        # A pipe opened for a member's Cam2Cam closes once it carries nothing (docs/cluster.md).
+        pipe.close_when_idle = cam2cam
         pipes[node] = pipe
         return pipe
 
     async def pipe_to(self, node: str, role: str) -> PipeTransport:
         """This node's pipe with ``node`` as ``role`` (``origin``: it sends; ``edge``: it
         receives), bound if new. A member's Cam2Cam runs against the show's relay: its edge
-        is the origin of that one track, the show's node its edge."""
-        return await self._pipe(self.origin_pipes if role == "origin" else self.edge_pipes, node, role)
+        is the origin of that one track, the show's node its edge. A pipe bound here closes by
+        itself once idle (its tick: nothing offered or held), unless a show's relay uses it too."""
+        return await self._pipe(self.origin_pipes if role == "origin" else self.edge_pipes, node, role, True)
 
     def on_pipe_closed(self, pipe: PipeTransport) -> None:
         """PipeListener: forget it (an edge pipe closed when its origin went silent)."""

@@ -34,7 +34,12 @@ the performers before they exist there, and answers its own end ``{host, port, k
 the private's end (``CloseCam2Cam``) closes the replicas and tells the edge (``cam2cam_close``, on
 the ordered queue) to close the member's producers; the member's ``unpublish`` on the edge is
 ``cam2cam.stop``; a replica closing (its producer gone on the edge, ``JGON``, or the pipe silent)
-stops the Cam2Cam.
+stops the Cam2Cam. Both pipes close once idle (``PipeTransport.close_when_idle``, set by
+``Relays.pipe_to``): nothing stays bound after the Cam2Cam.
+
+An edge stopping gracefully (``Daemon.stop``) sends its member sessions' ``leave`` to their
+origins before its tasks are cancelled (:meth:`RelayMembers.leave_all`, bounded by
+:data:`MEMBER_LEAVE_GRACE_S`): their privates end there at once, not after ``ttl_s``.
 
 An audience back to everyone (null) carries ``floors``: per producer, its layers' ``next_seq``
 at the origin when it was decided (the relay restarted in that step); the edge's replicas take
@@ -618,6 +623,10 @@ class RelayMembers:
         joined = self.sessions.get(session)
         if joined is None:
             raise MemberCallError("invalid_state", "this session is not known to the show's node")
+        if pipe.closed:
+            # Idle while the member's producers were made (nothing offered yet): closed by its
+            # tick. A new one toward the same node (the producers' audience key is the node's).
+            pipe = await self.relays.pipe_to(joined.origin, "origin")
         assert pipe.local is not None
         descs = [pipe.offer(p) for p in producers]
         extra = {"host": pipe.local[0], "port": pipe.local[1], "key": pipe.local_key.hex(), "producers": descs}

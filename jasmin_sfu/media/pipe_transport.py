@@ -253,6 +253,8 @@ class PipeTransport:
         self._udp: asyncio.DatagramTransport | None = None
         self._rtcp_ssrc = random.randint(1, 0xFFFFFFFF)
         self.closed = False
+        # Closed by its tick once it carries nothing (a member's Cam2Cam's pipes: the owner sets it).
+        self.close_when_idle = False
         self._task: asyncio.Task[None] | None = None
         self.silence_timeout_s = silence_timeout_s
         self.last_heard = clock()
@@ -340,6 +342,8 @@ class PipeTransport:
         """Make ``producer`` relayable through this pipe; returns what the edge needs to replicate it."""
         if self.role != "origin":
             raise InvalidStateError("only an origin pipe offers producers")
+        if self.closed:
+            raise InvalidStateError("pipe is closed")
         if producer.closed:
             raise InvalidStateError(f"producer {producer.id} is closed")
         _slot(producer.id)  # an id the pipe's messages can carry (ValueError otherwise)
@@ -697,6 +701,11 @@ class PipeTransport:
                     self._gone[pid] -= 1
                     if self._gone[pid] <= 0:
                         del self._gone[pid]
+            if self.close_when_idle and not (self.offered or self._gone or self._news):
+                self.close()  # nothing left to send (its ends told to the edge: JGON repeated)
+            return
+        if self.close_when_idle and not self.replicas:
+            self.close()  # nothing left to receive
             return
         if self.replicas and now - self.last_heard > self.silence_timeout_s:
             log.warning("relay from %s silent for %.1f s: closing its replicas", self.peer_node, now - self.last_heard)

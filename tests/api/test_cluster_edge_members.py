@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -22,6 +23,7 @@ from bench.peers import PatternTrack, SendLog, ToneTrack, publish, subscribe, wa
 from jasmin_signaling.client import RemoteError
 from jasmin_sfu.app import Daemon
 from jasmin_sfu.config import BillingConfig, ClusterConfig, Config
+from jasmin_sfu.media.pipe_transport import PipeTransport
 from jasmin_sfu.services.ledger import per_second_rate, wallet_account
 from tests.conftest import test_config as loopback_config
 from tests.realparts import REDIS_URL, redis_key_prefix
@@ -480,6 +482,68 @@ async def test_the_members_unpublish_on_the_edge_and_a_silent_pipe_stop_its_cam2
             await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
         assert e.value.code == "cam2cam_unavailable"
         assert not any(p.app_data.get("cam2cam") for p in edge_show.router.producers.values())
+    finally:
+        for p in run["peers"]:
+            await p.close()
+
+
+def released(pipe: PipeTransport) -> bool:
+    """The pipe is closed and its UDP port free again (a socket binds it)."""
+    assert pipe.local is not None
+    if not pipe.closed:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(pipe.local)
+        except OSError:
+            return False
+    return True
+
+
+async def test_a_cam2cam_through_an_edge_closes_its_two_pipes_when_it_stops(
+    prefix: str, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Protects the sockets of a Cam2Cam sent through an edge: its two pipes (b's up toward a, a's
+    from b) are opened for it and closed when it stops, so an edge's Cam2Cams do not each leave two
+    UDP sockets bound until the daemons stop. The member's `unpublish` on b: both pipes close and
+    release their ports, each node's count of pipes is back to what it was before the Cam2Cam (the
+    show's own relay a -> b stays); sent again, on new pipes, the performer decodes it; the
+    private's end: both close again. Red when an idle Cam2Cam pipe stays open."""
+    run = await private_through_an_edge(make_node, prefix, tmp_path)
+    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
+    assert a.relays is not None and b.relays is not None
+    ra, rb = a.relays, b.relays
+
+    def pipes() -> tuple[int, int]:
+        return len(ra.origin_pipes) + len(ra.edge_pipes), len(rb.origin_pipes) + len(rb.edge_pipes)
+
+    before = pipes()
+    show_relay = ra.origin_pipes["b"]
+    try:
+        await member.client.next_event("private.started")
+        cam = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+        run["peers"].append(cam)
+        await pub.client.next_event("cam2cam.started")
+        up, down = rb.origin_pipes["a"], ra.edge_pipes["b"]
+        assert pipes() == (before[0] + 1, before[1] + 1)
+        await member.client.request("unpublish")
+        assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
+        assert await wait_for(lambda: released(up) and released(down), 20), (up.closed, down.closed)
+        assert pipes() == before and not show_relay.closed
+
+        again = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+        run["peers"].append(again)
+        ids = [p["producer_id"] for p in again.producers]
+        await pub.client.next_event("cam2cam.started")
+        up, down = rb.origin_pipes["a"], ra.edge_pipes["b"]
+        assert not up.closed and not down.closed
+        perf_view = await subscribe(ws(a), "anna", client=pub.client, producer_ids=ids)
+        run["peers"].append(perf_view)
+        assert await wait_for(lambda: perf_view.frames.get("video", 0) >= 5, 30)
+        await pub.client.request("private.end")
+        assert (await member.client.next_event("cam2cam.ended"))["data"]["member_id"] == "m1"
+        assert await wait_for(lambda: released(up) and released(down), 20), (up.closed, down.closed)
+        assert pipes() == before and not show_relay.closed
     finally:
         for p in run["peers"]:
             await p.close()
