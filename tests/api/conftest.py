@@ -1,19 +1,23 @@
-"""A daemon with accounts, billing and the test payment provider, on a fake accounts clock."""
+"""A daemon with accounts, billing and the test payment provider, on a fake accounts clock; and the
+daemons of a cluster on the real Redis (``prefix``, ``make_node``) for the cluster tests."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import AccountsConfig, BillingConfig, PaymentsConfig
+from jasmin_sfu.config import AccountsConfig, BillingConfig, ClusterConfig, Config, PaymentsConfig
 from jasmin_sfu.services.accounts import AccountsService
 from tests.conftest import test_config
-from tests.realparts import FakeClock
+from tests.realparts import REDIS_URL, FakeClock, redis_key_prefix
+
+SECRET = "e" * 40  # the cluster's shared secret, the same on every node of a test
+MakeNode = Callable[..., Awaitable[Daemon]]
 
 
 def accounts_config(data_dir: str, *, trust_client_ids: bool = False) -> AccountsConfig:
@@ -108,3 +112,48 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
         yield Api(d, f"http://127.0.0.1:{d.port}", f"ws://127.0.0.1:{d.port}/ws", clock, session)
     await d.stop()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of the test's own for its cluster nodes; its keys are deleted afterwards."""
+    async with redis_key_prefix("jcluster") as name:
+        yield name
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[MakeNode]:
+    """Starts daemons of one cluster in this process on 127.0.0.1: ``make(node_id, prefix, base)`` with
+    ``base`` the config to add the ``[cluster]`` section to (the loopback one by default), a 0.2 s
+    heartbeat and a ``ttl_s`` TTL, an accounts clock if given. Each is stopped afterwards, unless
+    the test stopped it itself (its SIGTERM path)."""
+    started: list[Daemon] = []
+
+    async def make(
+        node_id: str,
+        prefix: str,
+        base: Config | None = None,
+        *,
+        redis_url: str = REDIS_URL,
+        ttl_s: float = 2.0,
+        clock: Any = None,
+    ) -> Daemon:
+        cfg = (base or test_config()).replace(
+            cluster=ClusterConfig(
+                redis_url=redis_url,
+                key_prefix=prefix,
+                node_id=node_id,
+                secret=SECRET,
+                heartbeat_interval_s=0.2,
+                ttl_s=ttl_s,
+            )
+        )
+        d = Daemon(cfg, **({"accounts_clock": clock} if clock is not None else {}))
+        await d.start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        if not d.draining:
+            await d.stop()

@@ -22,49 +22,15 @@ import pytest
 from bench.peers import PatternTrack, SendLog, ToneTrack, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import BillingConfig, ClusterConfig, Config
+from jasmin_sfu.config import BillingConfig
 from jasmin_sfu.media.pipe_transport import PipeTransport
 from jasmin_sfu.services.ledger import per_second_rate, wallet_account
+from tests.api.conftest import MakeNode
 from tests.conftest import test_config as loopback_config
-from tests.realparts import REDIS_URL, redis_key_prefix
-from tests.support import after, performer, watch
+from tests.support import Viewer, after, performer, watch
 
-SECRET = "m" * 40
 PRICE = 6000  # hundredths of a credit per minute: 1 credit a second
 RATE = per_second_rate(PRICE)
-MakeNode = Callable[..., Awaitable[Daemon]]
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    async with redis_key_prefix("jedgemember") as name:
-        yield name
-
-
-@pytest.fixture
-async def make_node() -> AsyncIterator[MakeNode]:
-    started: list[Daemon] = []
-
-    async def make(node_id: str, prefix: str, base: Config | None = None, ttl_s: float = 2.0) -> Daemon:
-        cfg = (base or loopback_config()).replace(
-            cluster=ClusterConfig(
-                redis_url=REDIS_URL,
-                key_prefix=prefix,
-                node_id=node_id,
-                secret=SECRET,
-                heartbeat_interval_s=0.2,
-                ttl_s=ttl_s,
-            )
-        )
-        d = Daemon(cfg)
-        await d.start()
-        started.append(d)
-        return d
-
-    yield make
-    for d in started:
-        if not d.draining:  # a test may have stopped it (its SIGTERM path)
-            await d.stop()
 
 
 def ws(d: Daemon) -> str:
@@ -81,7 +47,7 @@ def billing_events(data_dir: Path, member_id: str) -> list[dict[str, Any]]:
 
 async def private_through_an_edge(
     make_node: MakeNode, prefix: str, tmp_path: Path, edge_delay_s: float = 0.0, ttl_s: float = 2.0
-) -> dict[str, Any]:
+) -> EdgePrivate:
     """Origin a (billing on, m1 holds 30 credits), edge b; the show "anna" published on a with a
     guest on each node and m1 on b, every viewer decoding; then m1's private, accepted on a.
     ``edge_delay_s``: b takes that long to take each delivery of the origin's member events (a
@@ -120,11 +86,45 @@ async def private_through_an_edge(
     assert (await member.client.next_event("private.requested"))["data"]["member_id"] == "m1"
     await pub.client.next_event("private.requested")
     accepted = await pub.client.request("private.accept", member_id="m1")
-    return {"a": a, "b": b, "pub": pub, "guests": [guest_a, guest_b], "member": member, "peers": peers, **accepted}
+    return EdgePrivate(a, b, pub, [guest_a, guest_b], member, peers, accepted["accepted_at"])
+
+
+@dataclasses.dataclass
+class EdgePrivate:
+    """What `private_through_an_edge` made: the origin a, the edge b, the performer (on a), the
+    guests (on a, on b), the member (on b), every peer opened (the test adds its own) and the
+    private's `accepted_at`."""
+
+    a: Daemon
+    b: Daemon
+    pub: Any
+    guests: list[Viewer]
+    member: Viewer
+    peers: list[Any]
+    accepted_at: float
+
+
+StartPrivate = Callable[..., Awaitable[EdgePrivate]]
+
+
+@pytest.fixture
+async def edge_private(prefix: str, make_node: MakeNode, tmp_path: Path) -> AsyncIterator[StartPrivate]:
+    """``await edge_private(edge_delay_s=..., ttl_s=...)`` runs `private_through_an_edge` (its billing
+    in ``tmp_path``); after the test its peers are closed, before the daemons stop."""
+    runs: list[EdgePrivate] = []
+
+    async def start(edge_delay_s: float = 0.0, ttl_s: float = 2.0) -> EdgePrivate:
+        runs.append(await private_through_an_edge(make_node, prefix, tmp_path, edge_delay_s, ttl_s))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        for p in run.peers:
+            await p.close()
 
 
 async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_once_at_the_origin(
-    prefix: str, make_node: MakeNode, tmp_path: Path
+    edge_private: StartPrivate, tmp_path: Path
 ) -> None:
     """Protects a private bought through an edge (issue 15): the member's `join` on edge b is served
     there, its `private.request` reaches the origin's flow and the accept's events reach it on b; from
@@ -137,43 +137,39 @@ async def test_a_member_on_an_edge_buys_a_private_that_only_it_receives_billed_o
     origin feeds b's relay again only once b confirmed it blocked its guest, so the UDP media
     cannot overtake the block. Red when the edge skips its audience block, and when the origin
     does not wait for b's confirmation (the guest on b gets the private's first packets)."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path, edge_delay_s=0.5)
-    a, pub, member, guests = run["a"], run["pub"], run["member"], run["guests"]
-    t_accept = run["accepted_at"]
-    try:
-        started = await member.client.next_event("private.started")
-        assert started["data"]["member_id"] == "m1" and started["data"]["at"] == t_accept
+    run = await edge_private(edge_delay_s=0.5)
+    a, pub, member, guests = run.a, run.pub, run.member, run.guests
+    t_accept = run.accepted_at
+    started = await member.client.next_event("private.started")
+    assert started["data"]["member_id"] == "m1" and started["data"]["at"] == t_accept
 
-        def member_after() -> list[tuple[int, float]]:
-            return after(member, pub.log, t_accept)
+    def member_after() -> list[tuple[int, float]]:
+        return after(member, pub.log, t_accept)
 
-        assert await wait_for(lambda: len({s for s, _ in member_after()}) == 2 and len(member_after()) >= 150, 30)
-        assert sum(1 for t in pub.log.sent.values() if t > t_accept) >= 150  # not vacuous
-        for v in guests:
-            assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
+    assert await wait_for(lambda: len({s for s, _ in member_after()}) == 2 and len(member_after()) >= 150, 30)
+    assert sum(1 for t in pub.log.sent.values() if t > t_accept) >= 150  # not vacuous
+    for v in guests:
+        assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
 
-        # Three seconds of private by the performer's clock (its send log), then the member ends it.
-        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
-        ended = await member.client.request("private.end")
-        ev = await pub.client.next_event("private.ended")
-        assert ev["data"]["reason"] == "member_left" and ev["data"]["at"] == ended["ended_at"]
-        assert (await member.client.next_event("private.ended"))["data"]["reason"] == "member_left"
-        await check_billed_once(a, tmp_path, ended["ended_at"] - t_accept)
+    # Three seconds of private by the performer's clock (its send log), then the member ends it.
+    assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+    ended = await member.client.request("private.end")
+    ev = await pub.client.next_event("private.ended")
+    assert ev["data"]["reason"] == "member_left" and ev["data"]["at"] == ended["ended_at"]
+    assert (await member.client.next_event("private.ended"))["data"]["reason"] == "member_left"
+    await check_billed_once(a, tmp_path, ended["ended_at"] - t_accept)
 
-        # Member chat now: a sneak peek asked on b is the origin's, and b is again limited to m1.
-        peek = await member.client.request("sneak_peek")
-        assert peek["until"] > peek["started_at"] >= ended["ended_at"]
-        assert (await member.client.next_event("sneak_peek.started"))["data"]["until"] == peek["until"]
-        assert await wait_for(lambda: len(after(member, pub.log, peek["started_at"])) >= 50, 30)
-        for v in guests:
-            assert after(v, pub.log, t_accept) == [], "a free viewer received the private or the peek"
-        # Back to free chat: b's audience opens again and its guest decodes (the relay restarts).
-        await pub.client.request("show.free")
-        seen = guests[1].frames.get("video", 0)
-        assert await wait_for(lambda: guests[1].frames.get("video", 0) >= seen + 5, 30)
-    finally:
-        for p in run["peers"]:
-            await p.close()
+    # Member chat now: a sneak peek asked on b is the origin's, and b is again limited to m1.
+    peek = await member.client.request("sneak_peek")
+    assert peek["until"] > peek["started_at"] >= ended["ended_at"]
+    assert (await member.client.next_event("sneak_peek.started"))["data"]["until"] == peek["until"]
+    assert await wait_for(lambda: len(after(member, pub.log, peek["started_at"])) >= 50, 30)
+    for v in guests:
+        assert after(v, pub.log, t_accept) == [], "a free viewer received the private or the peek"
+    # Back to free chat: b's audience opens again and its guest decodes (the relay restarts).
+    await pub.client.request("show.free")
+    seen = guests[1].frames.get("video", 0)
+    assert await wait_for(lambda: guests[1].frames.get("video", 0) >= seen + 5, 30)
 
 
 async def check_billed_once(a: Daemon, data_dir: Path, lasted: float) -> None:
@@ -201,36 +197,32 @@ async def check_billed_once(a: Daemon, data_dir: Path, lasted: float) -> None:
 
 
 async def test_the_members_websocket_closing_on_the_edge_ends_its_private_at_the_origin(
-    prefix: str, make_node: MakeNode, tmp_path: Path
+    edge_private: StartPrivate, tmp_path: Path
 ) -> None:
     """Protects the end of a private whose member leaves through an edge: the member's websocket on b
     closing mid-private is the member leaving, told to the origin, which ends the private as for a
     local member's disconnect (reason `disconnect`), returns b to free chat for its guest, and bills
     the private once (one closing event, the ledger's debit its seconds times the rate)."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path)
-    a, pub, member, guests = run["a"], run["pub"], run["member"], run["guests"]
-    t_accept = run["accepted_at"]
-    try:
-        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 100, 30)
-        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
-        run["peers"].remove(member)
-        await member.close()
-        ev = await pub.client.next_event("private.ended")
-        assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
-        assert a.shows.shows["anna"].machine.private_member is None
-        await check_billed_once(a, tmp_path, ev["data"]["at"] - t_accept)
-        assert not any(link.members for link in a.relays.members.links.values())  # type: ignore[union-attr]
-        # Back to free chat: the guest on b decodes again (the relay restarts, b's audience is open).
-        await pub.client.request("show.free")
-        seen = guests[1].frames.get("video", 0)
-        assert await wait_for(lambda: guests[1].frames.get("video", 0) >= seen + 5, 30)
-    finally:
-        for p in run["peers"]:
-            await p.close()
+    run = await edge_private()
+    a, pub, member, guests = run.a, run.pub, run.member, run.guests
+    t_accept = run.accepted_at
+    assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 100, 30)
+    assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+    run.peers.remove(member)
+    await member.close()
+    ev = await pub.client.next_event("private.ended")
+    assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
+    assert a.shows.shows["anna"].machine.private_member is None
+    await check_billed_once(a, tmp_path, ev["data"]["at"] - t_accept)
+    assert not any(link.members for link in a.relays.members.links.values())  # type: ignore[union-attr]
+    # Back to free chat: the guest on b decodes again (the relay restarts, b's audience is open).
+    await pub.client.request("show.free")
+    seen = guests[1].frames.get("video", 0)
+    assert await wait_for(lambda: guests[1].frames.get("video", 0) >= seen + 5, 30)
 
 
 async def test_an_edge_stopping_gracefully_ends_its_members_private_at_the_origin_at_once(
-    prefix: str, make_node: MakeNode, tmp_path: Path
+    edge_private: StartPrivate, tmp_path: Path
 ) -> None:
     """Protects the end of a private whose member's edge is stopped gracefully (SIGTERM's drain,
     `Daemon.stop`; docs/cluster.md "Failure behaviour"): before the edge cancels its tasks it tells
@@ -241,9 +233,9 @@ async def test_an_edge_stopping_gracefully_ends_its_members_private_at_the_origi
     stop has closed its shows (its last step before the relays' tasks), as a call to a remote
     origin still connecting then would. Red when the stop cancels the member's leave call (the
     origin keeps the private, and its meter, running until its TTL)."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path, ttl_s=300.0)
-    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
-    t_accept = run["accepted_at"]
+    run = await edge_private(ttl_s=300.0)
+    a, b, pub, member = run.a, run.b, run.pub, run.member
+    t_accept = run.accepted_at
     assert a.relays is not None and a.relays.members is not None
     assert b.relays is not None and b.relays.members is not None
     shows_closed = asyncio.Event()
@@ -261,24 +253,20 @@ async def test_an_edge_stopping_gracefully_ends_its_members_private_at_the_origi
 
     b.relays.members._post = far  # type: ignore[method-assign]
     b.shows.close = closing  # type: ignore[method-assign]
-    try:
-        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 100, 30)
-        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
-        assert a.shows.shows["anna"].machine.private_member == "m1"
-        await b.stop()  # what SIGTERM runs
-        # Told before b's stop returned: no waiting on a's side for the TTL (300 s).
-        assert a.shows.shows["anna"].machine.private_member is None
-        assert not any(link.members for link in a.relays.members.links.values())
-        ev = await pub.client.next_event("private.ended")
-        assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
-        await check_billed_once(a, tmp_path, ev["data"]["at"] - t_accept)
-    finally:
-        for p in run["peers"]:
-            await p.close()
+    assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 100, 30)
+    assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+    assert a.shows.shows["anna"].machine.private_member == "m1"
+    await b.stop()  # what SIGTERM runs
+    # Told before b's stop returned: no waiting on a's side for the TTL (300 s).
+    assert a.shows.shows["anna"].machine.private_member is None
+    assert not any(link.members for link in a.relays.members.links.values())
+    ev = await pub.client.next_event("private.ended")
+    assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
+    await check_billed_once(a, tmp_path, ev["data"]["at"] - t_accept)
 
 
 async def test_a_new_copy_of_the_show_on_the_members_edge_gets_nothing_of_the_running_private(
-    prefix: str, make_node: MakeNode, tmp_path: Path
+    edge_private: StartPrivate,
 ) -> None:
     """Protects privacy when the member's edge makes a new copy of the show mid-private (its old one
     ended: the relay was lost, or the show was dropped there): the new copy is open to all, so the
@@ -287,36 +275,32 @@ async def test_a_new_copy_of_the_show_on_the_members_edge_gets_nothing_of_the_ru
     also watches on the origin, so the private goes on; the origin takes a second to hear that the
     member's session on the edge left. A guest joining the edge's new copy receives zero payloads
     sent after the accept. Red when the origin ignores the new copy (`fresh`)."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path)
-    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
-    t_accept = run["accepted_at"]
+    run = await edge_private()
+    a, b, pub, member = run.a, run.b, run.pub, run.member
+    t_accept = run.accepted_at
     assert a.relays is not None and a.relays.members is not None and b.relays is not None
     also_on_a = await watch(ws(a), "anna", member_id="m1")
-    run["peers"].append(also_on_a)
+    run.peers.append(also_on_a)
     handle = a.relays.members.handle_member
 
     async def slow(request: Any) -> Any:
         await asyncio.sleep(1.0)
         return await handle(request)
 
-    try:
-        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 50, 30)
-        a.relays.members.handle_member = slow  # type: ignore[method-assign]
-        await b.relays.forget("anna")  # the edge's copy ends; the member's session there with it
-        late = await watch(ws(b), "anna")
-        run["peers"].append(late)
-        assert late.client.moved_to is None and b.relays.is_edge("anna")
-        assert a.shows.shows["anna"].machine.private_member == "m1"  # the member on a keeps it
-        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
-        assert after(late, pub.log, t_accept) == [], "a guest of the new copy received the private"
-        assert a.shows.shows["anna"].machine.private_member == "m1"
-    finally:
-        for p in run["peers"]:
-            await p.close()
+    assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 50, 30)
+    a.relays.members.handle_member = slow  # type: ignore[method-assign]
+    await b.relays.forget("anna")  # the edge's copy ends; the member's session there with it
+    late = await watch(ws(b), "anna")
+    run.peers.append(late)
+    assert late.client.moved_to is None and b.relays.is_edge("anna")
+    assert a.shows.shows["anna"].machine.private_member == "m1"  # the member on a keeps it
+    assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+    assert after(late, pub.log, t_accept) == [], "a guest of the new copy received the private"
+    assert a.shows.shows["anna"].machine.private_member == "m1"
 
 
 async def test_a_privates_datagram_landing_after_the_edge_opened_again_reaches_no_guest(
-    prefix: str, make_node: MakeNode, tmp_path: Path
+    edge_private: StartPrivate,
 ) -> None:
     """Protects privacy at a private's end on the member's edge (docs/cluster.md, "Privacy"): datagrams
     of the private relayed toward b for its member, delayed by the network until b's audience is open
@@ -325,56 +309,52 @@ async def test_a_privates_datagram_landing_after_the_edge_opened_again_reaches_n
     for: a's pipe toward b holds back what it sends, then the datagrams are handed to b's pipe through
     its own receive path once b opened. Red when the origin's "open again" carries no `floors`, or the
     edge ignores them."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path)
-    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
-    t_accept = run["accepted_at"]
+    run = await edge_private()
+    a, b, pub, member = run.a, run.b, run.pub, run.member
+    t_accept = run.accepted_at
     assert a.relays is not None and b.relays is not None and b.relays.members is not None
-    try:
-        assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 50, 30)
-        towards_b = a.relays.origin_pipes["b"]
-        udp = towards_b._udp
-        assert udp is not None and towards_b.local is not None
-        held: list[bytes] = []
-        send = udp.sendto
+    assert await wait_for(lambda: len(after(member, pub.log, t_accept)) >= 50, 30)
+    towards_b = a.relays.origin_pipes["b"]
+    udp = towards_b._udp
+    assert udp is not None and towards_b.local is not None
+    held: list[bytes] = []
+    send = udp.sendto
 
-        def holding(data: bytes, addr: Any = None) -> None:
-            if not 192 <= data[1] <= 223:  # the private's RTP toward the member's edge
-                held.append(data)
-                return
-            send(data, addr)
+    def holding(data: bytes, addr: Any = None) -> None:
+        if not 192 <= data[1] <= 223:  # the private's RTP toward the member's edge
+            held.append(data)
+            return
+        send(data, addr)
 
-        udp.sendto = holding  # type: ignore[method-assign]
-        assert await wait_for(lambda: len(held) >= 30, 10)
-        udp.sendto = send  # type: ignore[method-assign]
-        await member.client.request("private.end")
-        await pub.client.request("show.free")
-        assert await wait_for(lambda: "anna" not in b.relays.members.exclusive, 10)  # type: ignore[union-attr]
+    udp.sendto = holding  # type: ignore[method-assign]
+    assert await wait_for(lambda: len(held) >= 30, 10)
+    udp.sendto = send  # type: ignore[method-assign]
+    await member.client.request("private.end")
+    await pub.client.request("show.free")
+    assert await wait_for(lambda: "anna" not in b.relays.members.exclusive, 10)  # type: ignore[union-attr]
 
-        from_a = b.relays.edge_pipes["a"]
-        taken: list[int] = []
-        for r in from_a.replicas.values():
-            on_rtp = r.on_rtp
+    from_a = b.relays.edge_pipes["a"]
+    taken: list[int] = []
+    for r in from_a.replicas.values():
+        on_rtp = r.on_rtp
 
-            def recording(data: bytes, arrival_ms: int, layer: Any = None, on_rtp: Any = on_rtp) -> None:
-                taken.append(int.from_bytes(data[2:4], "big"))
-                on_rtp(data, arrival_ms, layer)
+        def recording(data: bytes, arrival_ms: int, layer: Any = None, on_rtp: Any = on_rtp) -> None:
+            taken.append(int.from_bytes(data[2:4], "big"))
+            on_rtp(data, arrival_ms, layer)
 
-            r.on_rtp = recording  # type: ignore[method-assign]
-        dropped = b.worker.stats.drops.get("relay_before_replica", 0)
-        for data in held:
-            from_a._on_datagram(data, towards_b.local)  # the private's late datagrams land on the open edge
-        assert taken == [], f"{len(taken)} of {len(held)} datagrams of the private reached b's replicas"
-        assert b.worker.stats.drops.get("relay_before_replica", 0) == dropped + len(held)
-        # The free stream goes on: b's guest decodes again.
-        seen = run["guests"][1].frames.get("video", 0)
-        assert await wait_for(lambda: run["guests"][1].frames.get("video", 0) >= seen + 5, 30)
-    finally:
-        for p in run["peers"]:
-            await p.close()
+        r.on_rtp = recording  # type: ignore[method-assign]
+    dropped = b.worker.stats.drops.get("relay_before_replica", 0)
+    for data in held:
+        from_a._on_datagram(data, towards_b.local)  # the private's late datagrams land on the open edge
+    assert taken == [], f"{len(taken)} of {len(held)} datagrams of the private reached b's replicas"
+    assert b.worker.stats.drops.get("relay_before_replica", 0) == dropped + len(held)
+    # The free stream goes on: b's guest decodes again.
+    seen = run.guests[1].frames.get("video", 0)
+    assert await wait_for(lambda: run.guests[1].frames.get("video", 0) >= seen + 5, 30)
 
 
 async def test_a_members_cam2cam_sent_on_an_edge_reaches_only_the_performer_on_the_origin(
-    prefix: str, make_node: MakeNode, tmp_path: Path
+    edge_private: StartPrivate,
 ) -> None:
     """Protects Cam2Cam through an edge (issue 15): the member in its private on edge b publishes
     its camera there; the performer on origin a is told of it (`cam2cam.started`, `producer.added`
@@ -385,58 +365,54 @@ async def test_a_members_cam2cam_sent_on_an_edge_reaches_only_the_performer_on_t
     the replica on a is not exclusive (a's guest may subscribe to it), when b's own audience
     overrides its producers' (the relay up to a is cut: the performer decodes nothing), and when
     the private's end does not reach b (its producers stay)."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path)
-    a, b, pub, member, guests = run["a"], run["b"], run["pub"], run["member"], run["guests"]
-    try:
-        await member.client.next_event("private.started")
-        cam = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
-        run["peers"].append(cam)
-        cam_log = SendLog().attach(cam.pc)
-        cam_ids = [p["producer_id"] for p in cam.producers]
-        assert len(cam_ids) == 2
-        seen: set[str] = set()
-        while not set(cam_ids) <= seen:
-            added = (await pub.client.next_event("producer.added"))["data"]["producer"]
-            if added["producer_id"] in cam_ids:
-                assert added["app_data"]["cam2cam"] is True and added["app_data"]["member_id"] == "m1"
-                seen.add(added["producer_id"])
-        assert (await pub.client.next_event("cam2cam.started"))["data"]["member_id"] == "m1"
-        perf_view = await subscribe(ws(a), "anna", client=pub.client, producer_ids=cam_ids)
-        run["peers"].append(perf_view)
-        assert await wait_for(lambda: perf_view.frames.get("video", 0) >= 5, 30)
-        assert await wait_for(lambda: len(cam_log.sent) >= 100, 30)  # not vacuous
+    run = await edge_private()
+    a, b, pub, member, guests = run.a, run.b, run.pub, run.member, run.guests
+    await member.client.next_event("private.started")
+    cam = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+    run.peers.append(cam)
+    cam_log = SendLog().attach(cam.pc)
+    cam_ids = [p["producer_id"] for p in cam.producers]
+    assert len(cam_ids) == 2
+    seen: set[str] = set()
+    while not set(cam_ids) <= seen:
+        added = (await pub.client.next_event("producer.added"))["data"]["producer"]
+        if added["producer_id"] in cam_ids:
+            assert added["app_data"]["cam2cam"] is True and added["app_data"]["member_id"] == "m1"
+            seen.add(added["producer_id"])
+    assert (await pub.client.next_event("cam2cam.started"))["data"]["member_id"] == "m1"
+    perf_view = await subscribe(ws(a), "anna", client=pub.client, producer_ids=cam_ids)
+    run.peers.append(perf_view)
+    assert await wait_for(lambda: perf_view.frames.get("video", 0) >= 5, 30)
+    assert await wait_for(lambda: len(cam_log.sent) >= 100, 30)  # not vacuous
 
-        origin_router = a.shows.shows["anna"].router
-        edge_router = b.shows.shows["anna"].router
+    origin_router = a.shows.shows["anna"].router
+    edge_router = b.shows.shows["anna"].router
+    for pid in cam_ids:
+        [only] = origin_router.producers[pid].consumers.values()
+        assert only.audience_key == str(pub.client.welcome["session_id"])
+        assert edge_router.producers[pid].consumers == {}
+    for g in guests:
         for pid in cam_ids:
-            [only] = origin_router.producers[pid].consumers.values()
-            assert only.audience_key == str(pub.client.welcome["session_id"])
-            assert edge_router.producers[pid].consumers == {}
-        for g in guests:
-            for pid in cam_ids:
-                with pytest.raises(RemoteError) as e:
-                    await g.client.request("subscribe", producer_ids=[pid])
-                assert e.value.code == "unknown_producer"
-            while not g.client.events.empty():
-                ev = g.client.events.get_nowait()
-                assert ev["event"] != "producer.added", ev
-        for v in (*guests, member):
-            assert v.counter is not None
-            assert not any(cam_log.sent_at(d) for _s, d, _t in v.counter.payloads), "a viewer got the member's camera"
+            with pytest.raises(RemoteError) as e:
+                await g.client.request("subscribe", producer_ids=[pid])
+            assert e.value.code == "unknown_producer"
+        while not g.client.events.empty():
+            ev = g.client.events.get_nowait()
+            assert ev["event"] != "producer.added", ev
+    for v in (*guests, member):
+        assert v.counter is not None
+        assert not any(cam_log.sent_at(d) for _s, d, _t in v.counter.payloads), "a viewer got the member's camera"
 
-        # The private ends at the origin: both ends of the Cam2Cam close.
-        await pub.client.request("private.end")
-        assert (await member.client.next_event("cam2cam.ended"))["data"]["member_id"] == "m1"
-        assert await wait_for(lambda: not any(pid in origin_router.producers for pid in cam_ids), 10)
-        assert await wait_for(lambda: not any(pid in edge_router.producers for pid in cam_ids), 10)
-        assert a.shows.shows["anna"].machine.cam2cam is False
-    finally:
-        for p in run["peers"]:
-            await p.close()
+    # The private ends at the origin: both ends of the Cam2Cam close.
+    await pub.client.request("private.end")
+    assert (await member.client.next_event("cam2cam.ended"))["data"]["member_id"] == "m1"
+    assert await wait_for(lambda: not any(pid in origin_router.producers for pid in cam_ids), 10)
+    assert await wait_for(lambda: not any(pid in edge_router.producers for pid in cam_ids), 10)
+    assert a.shows.shows["anna"].machine.cam2cam is False
 
 
 async def test_the_members_unpublish_on_the_edge_and_a_silent_pipe_stop_its_cam2cam_at_the_origin(
-    prefix: str, make_node: MakeNode, tmp_path: Path
+    edge_private: StartPrivate,
 ) -> None:
     """Protects the ends of a Cam2Cam sent through an edge other than the private's: the member's
     `unpublish` on b stops it at the origin (`cam2cam.ended` reason `stopped` to the performer, the
@@ -444,47 +420,43 @@ async def test_the_members_unpublish_on_the_edge_and_a_silent_pipe_stop_its_cam2
     timeout does) stops it too, on both nodes, while the private goes on; the show's node unreachable, the member's
     `publish` on b is `cam2cam_unavailable` and leaves no producer there. Red when a replica
     closing does not stop the Cam2Cam at the origin."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path)
-    a, pub, member = run["a"], run["pub"], run["member"]
+    run = await edge_private()
+    a, pub, member = run.a, run.pub, run.member
     assert a.relays is not None
     show = a.shows.shows["anna"]
-    try:
-        await member.client.next_event("private.started")
-        cam = await publish(ws(run["b"]), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
-        run["peers"].append(cam)
-        ids = [p["producer_id"] for p in cam.producers]
-        await pub.client.next_event("cam2cam.started")
-        assert all(pid in show.router.producers for pid in ids)
-        await member.client.request("unpublish")
-        assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
-        assert await wait_for(lambda: not any(pid in show.router.producers for pid in ids), 10)
-        assert show.machine.cam2cam is False
+    await member.client.next_event("private.started")
+    cam = await publish(ws(run.b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+    run.peers.append(cam)
+    ids = [p["producer_id"] for p in cam.producers]
+    await pub.client.next_event("cam2cam.started")
+    assert all(pid in show.router.producers for pid in ids)
+    await member.client.request("unpublish")
+    assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
+    assert await wait_for(lambda: not any(pid in show.router.producers for pid in ids), 10)
+    assert show.machine.cam2cam is False
 
-        again = await publish(ws(run["b"]), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
-        run["peers"].append(again)
-        ids = [p["producer_id"] for p in again.producers]
-        await pub.client.next_event("cam2cam.started")
-        a.relays.edge_pipes["b"].close()  # the pipe from the member's edge went silent
-        assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
-        assert not any(pid in show.router.producers for pid in ids)
-        assert show.machine.cam2cam is False and show.machine.private_member == "m1"
-        edge_show = run["b"].shows.shows["anna"]
-        assert await wait_for(lambda: not any(pid in edge_show.router.producers for pid in ids), 10)  # b stops
+    again = await publish(ws(run.b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+    run.peers.append(again)
+    ids = [p["producer_id"] for p in again.producers]
+    await pub.client.next_event("cam2cam.started")
+    a.relays.edge_pipes["b"].close()  # the pipe from the member's edge went silent
+    assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
+    assert not any(pid in show.router.producers for pid in ids)
+    assert show.machine.cam2cam is False and show.machine.private_member == "m1"
+    edge_show = run.b.shows.shows["anna"]
+    assert await wait_for(lambda: not any(pid in edge_show.router.producers for pid in ids), 10)  # b stops
 
-        # The show's node cannot be reached (its HTTP origin now a closed port): `cam2cam_unavailable`,
-        # and nothing of the attempt is left on the edge.
-        b = run["b"]
-        assert b.relays is not None and b.relays.members is not None
-        sessions = b.relays.members.sessions
-        [sid] = list(sessions)
-        sessions[sid] = dataclasses.replace(sessions[sid], url="http://127.0.0.1:9")
-        with pytest.raises(RemoteError) as e:
-            await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
-        assert e.value.code == "cam2cam_unavailable"
-        assert not any(p.app_data.get("cam2cam") for p in edge_show.router.producers.values())
-    finally:
-        for p in run["peers"]:
-            await p.close()
+    # The show's node cannot be reached (its HTTP origin now a closed port): `cam2cam_unavailable`,
+    # and nothing of the attempt is left on the edge.
+    b = run.b
+    assert b.relays is not None and b.relays.members is not None
+    sessions = b.relays.members.sessions
+    [sid] = list(sessions)
+    sessions[sid] = dataclasses.replace(sessions[sid], url="http://127.0.0.1:9")
+    with pytest.raises(RemoteError) as e:
+        await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+    assert e.value.code == "cam2cam_unavailable"
+    assert not any(p.app_data.get("cam2cam") for p in edge_show.router.producers.values())
 
 
 def released(pipe: PipeTransport) -> bool:
@@ -500,17 +472,15 @@ def released(pipe: PipeTransport) -> bool:
     return True
 
 
-async def test_a_cam2cam_through_an_edge_closes_its_two_pipes_when_it_stops(
-    prefix: str, make_node: MakeNode, tmp_path: Path
-) -> None:
+async def test_a_cam2cam_through_an_edge_closes_its_two_pipes_when_it_stops(edge_private: StartPrivate) -> None:
     """Protects the sockets of a Cam2Cam sent through an edge: its two pipes (b's up toward a, a's
     from b) are opened for it and closed when it stops, so an edge's Cam2Cams do not each leave two
     UDP sockets bound until the daemons stop. The member's `unpublish` on b: both pipes close and
     release their ports, each node's count of pipes is back to what it was before the Cam2Cam (the
     show's own relay a -> b stays); sent again, on new pipes, the performer decodes it; the
     private's end: both close again. Red when an idle Cam2Cam pipe stays open."""
-    run = await private_through_an_edge(make_node, prefix, tmp_path)
-    a, b, pub, member = run["a"], run["b"], run["pub"], run["member"]
+    run = await edge_private()
+    a, b, pub, member = run.a, run.b, run.pub, run.member
     assert a.relays is not None and b.relays is not None
     ra, rb = a.relays, b.relays
 
@@ -519,31 +489,27 @@ async def test_a_cam2cam_through_an_edge_closes_its_two_pipes_when_it_stops(
 
     before = pipes()
     show_relay = ra.origin_pipes["b"]
-    try:
-        await member.client.next_event("private.started")
-        cam = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
-        run["peers"].append(cam)
-        await pub.client.next_event("cam2cam.started")
-        up, down = rb.origin_pipes["a"], ra.edge_pipes["b"]
-        assert pipes() == (before[0] + 1, before[1] + 1)
-        await member.client.request("unpublish")
-        assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
-        assert await wait_for(lambda: released(up) and released(down), 20), (up.closed, down.closed)
-        assert pipes() == before and not show_relay.closed
+    await member.client.next_event("private.started")
+    cam = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+    run.peers.append(cam)
+    await pub.client.next_event("cam2cam.started")
+    up, down = rb.origin_pipes["a"], ra.edge_pipes["b"]
+    assert pipes() == (before[0] + 1, before[1] + 1)
+    await member.client.request("unpublish")
+    assert (await pub.client.next_event("cam2cam.ended"))["data"]["reason"] == "stopped"
+    assert await wait_for(lambda: released(up) and released(down), 20), (up.closed, down.closed)
+    assert pipes() == before and not show_relay.closed
 
-        again = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
-        run["peers"].append(again)
-        ids = [p["producer_id"] for p in again.producers]
-        await pub.client.next_event("cam2cam.started")
-        up, down = rb.origin_pipes["a"], ra.edge_pipes["b"]
-        assert not up.closed and not down.closed
-        perf_view = await subscribe(ws(a), "anna", client=pub.client, producer_ids=ids)
-        run["peers"].append(perf_view)
-        assert await wait_for(lambda: perf_view.frames.get("video", 0) >= 5, 30)
-        await pub.client.request("private.end")
-        assert (await member.client.next_event("cam2cam.ended"))["data"]["member_id"] == "m1"
-        assert await wait_for(lambda: released(up) and released(down), 20), (up.closed, down.closed)
-        assert pipes() == before and not show_relay.closed
-    finally:
-        for p in run["peers"]:
-            await p.close()
+    again = await publish(ws(b), "anna", client=member.client, tracks=[PatternTrack(), ToneTrack()])
+    run.peers.append(again)
+    ids = [p["producer_id"] for p in again.producers]
+    await pub.client.next_event("cam2cam.started")
+    up, down = rb.origin_pipes["a"], ra.edge_pipes["b"]
+    assert not up.closed and not down.closed
+    perf_view = await subscribe(ws(a), "anna", client=pub.client, producer_ids=ids)
+    run.peers.append(perf_view)
+    assert await wait_for(lambda: perf_view.frames.get("video", 0) >= 5, 30)
+    await pub.client.request("private.end")
+    assert (await member.client.next_event("cam2cam.ended"))["data"]["member_id"] == "m1"
+    assert await wait_for(lambda: released(up) and released(down), 20), (up.closed, down.closed)
+    assert pipes() == before and not show_relay.closed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,47 +18,11 @@ from aiortc import RTCSessionDescription
 from bench.peers import new_pc, publish, subscribe, wait_for
 from jasmin_signaling.client import RemoteError, SignalingClient
 from jasmin_sfu.app import Daemon
-from jasmin_sfu.config import AdmissionConfig, BillingConfig, ClusterConfig, Config, PaymentsConfig
-from tests.api.conftest import Api, accounts_config
+from jasmin_sfu.config import AdmissionConfig, BillingConfig, Config, PaymentsConfig
+from tests.api.conftest import Api, MakeNode, accounts_config
 from tests.conftest import scrape_metrics
 from tests.conftest import test_config as loopback_config
-from tests.realparts import REDIS_URL, FakeClock, closed_port, redis_key_prefix
-
-SECRET = "e" * 40
-MakeNode = Callable[..., Awaitable[Daemon]]
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    async with redis_key_prefix("jcluster") as name:
-        yield name
-
-
-@pytest.fixture
-async def make_node() -> AsyncIterator[MakeNode]:
-    started: list[Daemon] = []
-
-    async def make(
-        node_id: str, prefix: str, *, redis_url: str = REDIS_URL, base: Config | None = None, clock: Any = None
-    ) -> Daemon:
-        cfg = (base or loopback_config()).replace(
-            cluster=ClusterConfig(
-                redis_url=redis_url,
-                key_prefix=prefix,
-                node_id=node_id,
-                secret=SECRET,
-                heartbeat_interval_s=0.2,
-                ttl_s=2.0,
-            )
-        )
-        d = Daemon(cfg, **({"accounts_clock": clock} if clock is not None else {}))
-        await d.start()
-        started.append(d)
-        return d
-
-    yield make
-    for d in started:
-        await d.stop()
+from tests.realparts import FakeClock, closed_port
 
 
 async def whep_offer() -> tuple[Any, str]:
@@ -67,6 +31,15 @@ async def whep_offer() -> tuple[Any, str]:
     pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
     return pc, str(pc.localDescription.sdp)
+
+
+async def post_whep(s: aiohttp.ClientSession, url: str, pcs: list[Any]) -> tuple[int, str, dict[str, Any]]:
+    """A WHEP POST of a fresh recvonly offer to ``url``, redirects not followed: status, Location, JSON body."""
+    pc, sdp = await whep_offer()
+    pcs.append(pc)
+    async with s.post(url, data=sdp.encode(), allow_redirects=False, headers={"Content-Type": "application/sdp"}) as r:
+        body = await r.json() if r.content_type == "application/json" else {}
+        return r.status, r.headers.get("Location", ""), body
 
 
 async def test_whep_on_a_node_without_the_show_is_served_through_a_relay_and_307_when_full(
@@ -84,15 +57,8 @@ async def test_whep_on_a_node_without_the_show_is_served_through_a_relay_and_307
     pcs: list[Any] = []
     try:
         async with aiohttp.ClientSession() as s:
-            pc, sdp = await whep_offer()
-            pcs.append(pc)
-            async with s.post(
-                f"http://127.0.0.1:{b.port}/whep/anna",
-                data=sdp.encode(),
-                allow_redirects=False,
-                headers={"Content-Type": "application/sdp"},
-            ) as r:
-                assert r.status == 201, await r.text()
+            status, _, body = await post_whep(s, f"http://127.0.0.1:{b.port}/whep/anna", pcs)
+            assert status == 201, body
             assert b.relays is not None and b.relays.is_edge("anna")
             replicas = list(b.shows.shows["anna"].router.producers.values())
             assert {p.kind for p in replicas} == {"audio", "video"}
@@ -100,32 +66,15 @@ async def test_whep_on_a_node_without_the_show_is_served_through_a_relay_and_307
             assert b.worker.counts()["transports"] == 1
             assert b.cluster is not None and b.cluster.stats.placements["edge"] == 1
 
-            pc, sdp = await whep_offer()
-            pcs.append(pc)
-            async with s.post(
-                f"http://127.0.0.1:{b.port}/whep/anna",
-                data=sdp.encode(),
-                allow_redirects=False,
-                headers={"Content-Type": "application/sdp"},
-            ) as r:
-                body = await r.json()
-                assert r.status == 307, body
-                assert r.headers["Location"] == f"http://127.0.0.1:{a.port}/whep/anna"
-                assert body["error"]["code"] == "moved"
+            status, location, body = await post_whep(s, f"http://127.0.0.1:{b.port}/whep/anna", pcs)
+            assert status == 307, body
+            assert location == f"http://127.0.0.1:{a.port}/whep/anna"
+            assert body["error"]["code"] == "moved"
         assert b.worker.counts()["transports"] == 1
     finally:
         for pc in pcs:
             await pc.close()
         await pub.close()
-
-
-async def post_whep(s: aiohttp.ClientSession, url: str, pcs: list[Any]) -> tuple[int, str, dict[str, Any]]:
-    """A WHEP POST of a fresh recvonly offer to ``url``, redirects not followed: status, Location, JSON body."""
-    pc, sdp = await whep_offer()
-    pcs.append(pc)
-    async with s.post(url, data=sdp.encode(), allow_redirects=False, headers={"Content-Type": "application/sdp"}) as r:
-        body = await r.json() if r.content_type == "application/json" else {}
-        return r.status, r.headers.get("Location", ""), body
 
 
 async def test_a_full_edge_sends_a_whep_viewer_where_a_websocket_viewer_goes_not_always_to_the_origin(
