@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 import pytest
 
@@ -20,17 +21,29 @@ def _busy(ms: float) -> None:
         pass
 
 
-async def _batch(gate: NegotiationGate, n: int, yields: bool = True) -> list[str]:
-    """``n`` negotiations started in one turn of the loop, and a ticker standing for the media
-    the loop forwards (one tick per turn of the loop); returns what ran, in order."""
+def _tick_every_turn(seen: list[str]) -> Callable[[], None]:
+    """A ticker standing for the media the loop forwards: from the next turn of the loop on, one
+    "tick" in ``seen`` per turn; returns what stops it."""
     loop = asyncio.get_running_loop()
-    seen: list[str] = []
     ticking = True
 
     def tick() -> None:
         seen.append("tick")
         if ticking:
             loop.call_soon(tick)
+
+    def stop() -> None:
+        nonlocal ticking
+        ticking = False
+
+    loop.call_soon(tick)
+    return stop
+
+
+async def _batch(gate: NegotiationGate, n: int, yields: bool = True) -> list[str]:
+    """``n`` negotiations started in one turn of the loop, and the ticker (one tick per turn of the
+    loop); returns what ran, in order."""
+    seen: list[str] = []
 
     async def negotiate(i: int) -> None:
         async with gate.turn():
@@ -41,9 +54,9 @@ async def _batch(gate: NegotiationGate, n: int, yields: bool = True) -> list[str
             _busy(2)
             seen.append(f"end {i}")
 
-    loop.call_soon(tick)
+    stop = _tick_every_turn(seen)
     await asyncio.gather(*(negotiate(i) for i in range(n)))
-    ticking = False
+    stop()
     return seen
 
 
@@ -79,23 +92,15 @@ async def test_work_called_in_turn_runs_later_in_order_one_per_turn() -> None:
     """Protects the keyframe replays of a storm: replays asked for in one turn of the loop (many
     DTLS handshakes completed in it) run in later turns, in order, the loop's other work between."""
     gate = NegotiationGate(1)
-    loop = asyncio.get_running_loop()
     seen: list[str] = []
-    ticking = True
-
-    def tick() -> None:
-        seen.append("tick")
-        if ticking:
-            loop.call_soon(tick)
-
-    loop.call_soon(tick)
+    stop = _tick_every_turn(seen)
     await asyncio.sleep(0)
     for i in range(5):
         gate.call_in_turn(lambda i=i: seen.append(f"replay {i}"))  # type: ignore[misc]
     assert not any(s.startswith("replay") for s in seen)  # none ran in the asking turn
     while gate.negotiations < 5 or gate.running:
         await asyncio.sleep(0)
-    ticking = False
+    stop()
     replays = [s for s in seen if s.startswith("replay")]
     assert replays == [f"replay {i}" for i in range(5)]
     for i in range(4):

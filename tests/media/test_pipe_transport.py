@@ -9,8 +9,9 @@ keys. The viewer decodes frames that crossed A -> pipe -> B.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiortc import RTCSessionDescription
@@ -90,6 +91,56 @@ async def pipe_pair(worker: Worker, silence_timeout_s: float = 10.0) -> tuple[Pi
     return origin, edge
 
 
+@dataclasses.dataclass
+class Relay:
+    """Router ``a``'s published show (its producers, the aiortc publisher ``pub``), a pipe pair and
+    router ``b`` for the replicas; the viewers opened through :meth:`watch` are kept to be closed."""
+
+    a: Router
+    b: Router
+    producers: list[Producer]
+    pub: Any
+    origin: PipeTransport
+    edge: PipeTransport
+    viewers: list[Any] = dataclasses.field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+
+    async def watch(self, router: Router) -> tuple[Any, list[Any], dict[str, int]]:
+        """:func:`watching` ``router``: the viewer, its consumers and its decoded frames by kind."""
+        viewer, consumers, frames, tasks = await watching(router)
+        self.viewers.append(viewer)
+        self.tasks += tasks
+        return viewer, consumers, frames
+
+
+StartRelay = Callable[..., Awaitable[Relay]]
+
+
+@pytest.fixture
+async def relay(worker: Worker) -> AsyncIterator[StartRelay]:
+    """``await relay(silence_timeout_s=...)``: routers show-a (published) and show-b, and a pipe pair
+    (:func:`pipe_pair`); after the test its viewers, pipes and publisher are closed."""
+    started: list[Relay] = []
+
+    async def start(silence_timeout_s: float = 10.0) -> Relay:
+        a = worker.create_router("show-a")
+        b = worker.create_router("show-b")
+        producers, pub = await published(a)
+        origin, edge = await pipe_pair(worker, silence_timeout_s)
+        started.append(Relay(a, b, producers, pub, origin, edge))
+        return started[-1]
+
+    yield start
+    for r in started:
+        for t in r.tasks:
+            t.cancel()
+        for v in r.viewers:
+            await v.close()
+        r.origin.close()
+        r.edge.close()
+        await r.pub.close()
+
+
 def count_plis(pub: Any) -> list[int]:
     sender = next(t.sender for t in pub.getTransceivers() if t.kind == "video")
     counter = [0]
@@ -104,58 +155,44 @@ def count_plis(pub: Any) -> list[int]:
 
 
 async def test_media_crosses_the_pipe_only_while_the_edge_has_viewers_and_a_pli_reaches_the_publisher(
-    worker: Worker,
+    worker: Worker, relay: StartRelay
 ) -> None:
     """Protects the relay's media path: an aiortc viewer of router B decodes video and audio
     published on router A through the pipe's replica producers; nothing is sent on the pipe
     before B has a viewer, nor after its last viewer left; a keyframe request of B's viewer
     reaches A's publisher."""
-    a = worker.create_router("show-a")
-    b = worker.create_router("show-b")
-    producers, pub = await published(a)
-    origin, edge = await pipe_pair(worker)
-    viewer = None
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        replicas = [edge.add_replica(b, origin.offer(p)) for p in producers]
-        assert {r.id for r in replicas} == set(b.producers) == {p.id for p in producers}
-        assert {r.kind for r in replicas} == {"audio", "video"}
-        await asyncio.sleep(0.5)
-        assert origin.packets_out == 0, "nothing is relayed while the edge has no viewer"
+    rel = await relay()
+    b, producers, pub, origin, edge = rel.b, rel.producers, rel.pub, rel.origin, rel.edge
+    replicas = [edge.add_replica(b, origin.offer(p)) for p in producers]
+    assert {r.id for r in replicas} == set(b.producers) == {p.id for p in producers}
+    assert {r.kind for r in replicas} == {"audio", "video"}
+    await asyncio.sleep(0.5)
+    assert origin.packets_out == 0, "nothing is relayed while the edge has no viewer"
 
-        plis = count_plis(pub)
-        viewer, consumers, frames, tasks = await watching(b)
-        ok = await wait_for(lambda: frames.get("video", 0) >= 10 and frames.get("audio", 0) >= 10, timeout=30)
-        assert ok, (frames, origin.describe(), edge.describe(), dict(worker.stats.drops))
-        assert origin.packets_out > 0 and edge.packets_in > 0
-        assert all(p.relays for p in producers)
+    plis = count_plis(pub)
+    viewer, consumers, frames = await rel.watch(b)
+    ok = await wait_for(lambda: frames.get("video", 0) >= 10 and frames.get("audio", 0) >= 10, timeout=30)
+    assert ok, (frames, origin.describe(), edge.describe(), dict(worker.stats.drops))
+    assert origin.packets_out > 0 and edge.packets_in > 0
+    assert all(p.relays for p in producers)
 
-        # A viewer's PLI on B goes up the pipe to A's producer and on to the publisher.
-        video_c = next(c for c in consumers if c.kind == "video")
-        await asyncio.sleep(worker.settings.keyframe_request_interval_s + 0.1)
-        before = plis[0]
-        video_c.on_keyframe_request()
-        assert await wait_for(lambda: plis[0] > before, timeout=10)
+    # A viewer's PLI on B goes up the pipe to A's producer and on to the publisher.
+    video_c = next(c for c in consumers if c.kind == "video")
+    await asyncio.sleep(worker.settings.keyframe_request_interval_s + 0.1)
+    before = plis[0]
+    video_c.on_keyframe_request()
+    assert await wait_for(lambda: plis[0] > before, timeout=10)
 
-        # The last viewer leaves: the origin stops feeding the pipe.
-        for t in tasks:
-            t.cancel()
-        await viewer.close()
-        viewer = None
-        for c in consumers:
-            c.close()
-        assert await wait_for(lambda: not any(p.relays for p in producers), timeout=10)
-        sent = origin.packets_out
-        await asyncio.sleep(0.5)
-        assert origin.packets_out == sent
-    finally:
-        for t in tasks:
-            t.cancel()
-        if viewer is not None:
-            await viewer.close()
-        origin.close()
-        edge.close()
-        await pub.close()
+    # The last viewer leaves: the origin stops feeding the pipe.
+    for t in rel.tasks:
+        t.cancel()
+    await viewer.close()
+    for c in consumers:
+        c.close()
+    assert await wait_for(lambda: not any(p.relays for p in producers), timeout=10)
+    sent = origin.packets_out
+    await asyncio.sleep(0.5)
+    assert origin.packets_out == sent
 
 
 async def test_a_forged_packet_from_another_address_is_dropped_and_counted(worker: Worker) -> None:
@@ -211,53 +248,42 @@ async def test_roles_are_kept_apart(worker: Worker) -> None:
     origin.close()
 
 
-async def test_an_edge_nack_never_gets_a_packet_from_while_its_relay_was_cut(worker: Worker) -> None:
+async def test_an_edge_nack_never_gets_a_packet_from_while_its_relay_was_cut(worker: Worker, relay: StartRelay) -> None:
     """Protects a private across nodes after it ends: while the origin's audience excluded the relay
     (a private), the origin's cache kept the member's packets; once the relay is admitted again, an
     edge NACK for one of them is refused (counted), while a NACK for a packet of the relay's current
     stream is served from the cache."""
-    a = worker.create_router("show-a")
-    b = worker.create_router("show-b")
-    producers, pub = await published(a)
-    origin, edge = await pipe_pair(worker)
-    viewer = None
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        replicas = {p.id: edge.add_replica(b, origin.offer(p)) for p in producers}
-        viewer, _, frames, tasks = await watching(b)
-        assert await wait_for(lambda: frames.get("video", 0) >= 5, timeout=30), frames
-        video = next(p for p in producers if p.kind == "video")
-        replica = replicas[video.id]
-        stats = worker.stats
+    rel = await relay()
+    a, b, producers, origin, edge = rel.a, rel.b, rel.producers, rel.origin, rel.edge
+    replicas = {p.id: edge.add_replica(b, origin.offer(p)) for p in producers}
+    _, _, frames = await rel.watch(b)
+    assert await wait_for(lambda: frames.get("video", 0) >= 5, timeout=30), frames
+    video = next(p for p in producers if p.kind == "video")
+    replica = replicas[video.id]
+    stats = worker.stats
 
-        a.set_audience(producers, frozenset({"the-member"}))  # the private: every relay cut
-        cut_at = video.extended_max_seq
-        assert await wait_for(lambda: video.extended_max_seq > cut_at + 10, timeout=10)
-        a.set_audience(producers, None)  # back to free chat: the relay restarts
-        resumed_at = video.extended_max_seq
-        assert await wait_for(lambda: video.extended_max_seq > resumed_at + 10, timeout=10)
+    a.set_audience(producers, frozenset({"the-member"}))  # the private: every relay cut
+    cut_at = video.extended_max_seq
+    assert await wait_for(lambda: video.extended_max_seq > cut_at + 10, timeout=10)
+    a.set_audience(producers, None)  # back to free chat: the relay restarts
+    resumed_at = video.extended_max_seq
+    assert await wait_for(lambda: video.extended_max_seq > resumed_at + 10, timeout=10)
 
-        private_seq = (cut_at + 5) & 0xFFFF
-        assert video.cache is not None and video.cache.get(private_seq) is not None
-        refused = stats.nack_packets_refused
-        replica.nack_upstream([private_seq])
-        assert await wait_for(lambda: stats.nack_packets_refused == refused + 1, timeout=5)
+    private_seq = (cut_at + 5) & 0xFFFF
+    assert video.cache is not None and video.cache.get(private_seq) is not None
+    refused = stats.nack_packets_refused
+    replica.nack_upstream([private_seq])
+    assert await wait_for(lambda: stats.nack_packets_refused == refused + 1, timeout=5)
 
-        recent = (video.extended_max_seq - 2) & 0xFFFF
-        served = stats.nack_packets_served
-        replica.nack_upstream([recent])
-        assert await wait_for(lambda: stats.nack_packets_served > served, timeout=5)
-    finally:
-        for t in tasks:
-            t.cancel()
-        if viewer is not None:
-            await viewer.close()
-        origin.close()
-        edge.close()
-        await pub.close()
+    recent = (video.extended_max_seq - 2) & 0xFFFF
+    served = stats.nack_packets_served
+    replica.nack_upstream([recent])
+    assert await wait_for(lambda: stats.nack_packets_served > served, timeout=5)
 
 
-async def test_a_new_replica_takes_no_datagram_sent_toward_the_edge_before_it(worker: Worker) -> None:
+async def test_a_new_replica_takes_no_datagram_sent_toward_the_edge_before_it(
+    worker: Worker, relay: StartRelay
+) -> None:
     """Protects a private when an edge makes a new copy of a show (docs/cluster.md, "Privacy"): datagrams
     the origin sent toward the edge's old copy (a private's, for its member there) and that the network
     delays until the new copy's replicas exist and have a viewer never reach those replicas (so
@@ -265,12 +291,8 @@ async def test_a_new_replica_takes_no_datagram_sent_toward_the_edge_before_it(wo
     (`relay_before_replica`), while the new copy's own stream flows. The delay is made, not waited
     for: the origin pipe's sends are held back, then handed to the edge pipe's own receive path.
     Red when the edge's new replica takes packets older than the `next_seq` of its description."""
-    a = worker.create_router("show-a")
-    old_copy = worker.create_router("show-b")
-    producers, pub = await published(a)
-    origin, edge = await pipe_pair(worker)
-    viewers: list[Any] = []
-    tasks: list[asyncio.Task[None]] = []
+    rel = await relay()
+    old_copy, producers, origin, edge = rel.b, rel.producers, rel.origin, rel.edge
     udp = origin._udp
     assert udp is not None and origin.local is not None
     held: list[bytes] = []
@@ -284,79 +306,54 @@ async def test_a_new_replica_takes_no_datagram_sent_toward_the_edge_before_it(wo
         send(data, addr)
 
     udp.sendto = sendto  # type: ignore[method-assign]
-    try:
-        old = [edge.add_replica(old_copy, origin.offer(p)) for p in producers]
-        viewer, _, frames, tasks = await watching(old_copy)
-        viewers.append(viewer)
-        assert await wait_for(lambda: frames.get("video", 0) >= 5, timeout=30), frames
-        holding[0] = True  # from here the network "delays" what the origin sends toward the edge
-        assert await wait_for(lambda: len(held) >= 30, timeout=10)
-        holding[0] = False
-        for r in old:
-            r.close()  # the edge's old copy ends
-        assert await wait_for(lambda: not any(p.relays for p in producers), timeout=10)
+    old = [edge.add_replica(old_copy, origin.offer(p)) for p in producers]
+    _, _, frames = await rel.watch(old_copy)
+    assert await wait_for(lambda: frames.get("video", 0) >= 5, timeout=30), frames
+    holding[0] = True  # from here the network "delays" what the origin sends toward the edge
+    assert await wait_for(lambda: len(held) >= 30, timeout=10)
+    holding[0] = False
+    for r in old:
+        r.close()  # the edge's old copy ends
+    assert await wait_for(lambda: not any(p.relays for p in producers), timeout=10)
 
-        new_copy = worker.create_router("show-b2")
-        new = [edge.add_replica(new_copy, origin.offer(p)) for p in producers]
-        taken: list[tuple[int, int]] = []
-        for r in new:
-            on_rtp = r.on_rtp
+    new_copy = worker.create_router("show-b2")
+    new = [edge.add_replica(new_copy, origin.offer(p)) for p in producers]
+    taken: list[tuple[int, int]] = []
+    for r in new:
+        on_rtp = r.on_rtp
 
-            def recording(data: bytes, arrival_ms: int, layer: Any = None, on_rtp: Any = on_rtp) -> None:
-                taken.append((int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")))
-                on_rtp(data, arrival_ms, layer)
+        def recording(data: bytes, arrival_ms: int, layer: Any = None, on_rtp: Any = on_rtp) -> None:
+            taken.append((int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")))
+            on_rtp(data, arrival_ms, layer)
 
-            r.on_rtp = recording  # type: ignore[method-assign]
-        viewer2, _, frames2, tasks2 = await watching(new_copy)
-        viewers.append(viewer2)
-        tasks += tasks2
-        assert await wait_for(lambda: frames2.get("video", 0) >= 5, timeout=30), frames2
+        r.on_rtp = recording  # type: ignore[method-assign]
+    _, _, frames2 = await rel.watch(new_copy)
+    assert await wait_for(lambda: frames2.get("video", 0) >= 5, timeout=30), frames2
 
-        dropped = worker.stats.drops.get("relay_before_replica", 0)
-        before = len(taken)
-        for data in held:
-            edge._on_datagram(data, origin.local)  # the late datagrams land, through the pipe's own path
-        stale = [t for t in taken[before:]]
-        assert stale == [], f"{len(stale)} of {len(held)} datagrams sent before the new copy reached it"
-        assert worker.stats.drops.get("relay_before_replica", 0) == dropped + len(held)
-    finally:
-        for t in tasks:
-            t.cancel()
-        for v in viewers:
-            await v.close()
-        origin.close()
-        edge.close()
-        await pub.close()
+    dropped = worker.stats.drops.get("relay_before_replica", 0)
+    before = len(taken)
+    for data in held:
+        edge._on_datagram(data, origin.local)  # the late datagrams land, through the pipe's own path
+    stale = [t for t in taken[before:]]
+    assert stale == [], f"{len(stale)} of {len(held)} datagrams sent before the new copy reached it"
+    assert worker.stats.drops.get("relay_before_replica", 0) == dropped + len(held)
 
 
-async def test_an_origin_stops_feeding_an_edge_that_went_silent(worker: Worker) -> None:
+async def test_an_origin_stops_feeding_an_edge_that_went_silent(relay: StartRelay) -> None:
     """Protects the origin from relaying forever to a dead edge: once it has heard nothing from the
     edge for its silence timeout (the edge says what it wants every RTCP interval), every relay toward
     it stops and no more media is sent on the pipe."""
-    a = worker.create_router("show-a")
-    b = worker.create_router("show-b")
-    producers, pub = await published(a)
-    origin, edge = await pipe_pair(worker, silence_timeout_s=1.5)
-    viewer = None
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        for p in producers:
-            edge.add_replica(b, origin.offer(p))
-        viewer, _, frames, tasks = await watching(b)
-        assert await wait_for(lambda: frames.get("video", 0) >= 3, timeout=30), frames
-        edge.close()  # the edge dies without a word
-        assert await wait_for(lambda: not origin.relaying and not any(p.relays for p in producers), timeout=10)
-        sent = origin.packets_out
-        await asyncio.sleep(0.5)
-        assert origin.packets_out == sent
-    finally:
-        for t in tasks:
-            t.cancel()
-        if viewer is not None:
-            await viewer.close()
-        origin.close()
-        edge.close()
-        await pub.close()
+    rel = await relay(silence_timeout_s=1.5)
+    b, producers, origin, edge = rel.b, rel.producers, rel.origin, rel.edge
+    for p in producers:
+        edge.add_replica(b, origin.offer(p))
+    _, _, frames = await rel.watch(b)
+    assert await wait_for(lambda: frames.get("video", 0) >= 3, timeout=30), frames
+    edge.close()  # the edge dies without a word
+    assert await wait_for(lambda: not origin.relaying and not any(p.relays for p in producers), timeout=10)
+    sent = origin.packets_out
+    await asyncio.sleep(0.5)
+    assert origin.packets_out == sent
 
 
 class _CountingRelay:
