@@ -225,6 +225,19 @@ async def nodes(bridge: Net, redis_server: Redis, tmp_path: Any) -> AsyncIterato
         await stop_daemons(*(n.proc for n in started.values()))
 
 
+@pytest.fixture
+async def peers(nodes: dict[str, Node], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Any]]:
+    """The test's aiortc peers: they gather on the veth only; closed after the test, before the
+    nodes stop."""
+    monkeypatch.setattr(bench.peers, "LOOPBACK", [HOST_IP])
+    opened: list[Any] = []
+    try:
+        yield opened
+    finally:
+        for p in opened:
+            await p.close()
+
+
 async def readyz(node: Node) -> dict[str, Any]:
     async with aiohttp.ClientSession() as s:
         async with s.get(node.http + "/readyz") as r:
@@ -238,6 +251,16 @@ async def until(check: Any, timeout: float = 30.0) -> None:
     while not await check():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.1)
+
+
+async def until_registered(*nodes: Node) -> None:
+    """Until each node's /readyz lists all three nodes."""
+
+    async def registered() -> bool:
+        views = [{n["id"] for n in (await readyz(x))["cluster"]["nodes"]} for x in nodes]
+        return all(v == {"a", "b", "c"} for v in views)
+
+    await until(registered)
 
 
 def received(viewer: Any) -> int:
@@ -261,7 +284,7 @@ async def relay_metrics(node: Node) -> dict[str, float]:
 
 
 async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_out_a_redis_outage(
-    nodes: dict[str, Node], redis_server: Redis, monkeypatch: pytest.MonkeyPatch
+    nodes: dict[str, Node], redis_server: Redis, peers: list[Any]
 ) -> None:
     """Protects the cluster across real network namespaces:
 
@@ -277,104 +300,93 @@ async def test_three_nodes_on_a_bridge_redirect_replace_a_dead_origin_and_ride_o
     * SIGKILL of the edge b: its viewer, reconnecting through the origin, receives media there, and
       the origin stops feeding the dead edge's relay.
     """
-    monkeypatch.setattr(bench.peers, "LOOPBACK", [HOST_IP])  # the peers gather on the veth only
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
-    peers: list[Any] = []
-    try:
+    await until_registered(a, b, c)
+    star = await publish(a.url, "star")
+    peers.append(star)
+    assert star.client.moved_to is None
+    fan = await subscribe(c.url, "star", decode=False, count=True)
+    peers.append(fan)
+    assert fan.client.moved_to is None  # served by c, an edge of a
+    on_a = await subscribe(a.url, "star", decode=False, count=True)
+    on_b = await subscribe(b.url, "star", decode=False, count=True)
+    peers += [on_a, on_b]
+    assert on_a.client.moved_to is None and on_b.client.moved_to is None
+    for v in (fan, on_a, on_b):
+        assert await wait_for(lambda v=v: received_kind(v, "video") >= 20 and received_kind(v, "audio") >= 20, 30)
+    ma, mb, mc = [await relay_metrics(x) for x in (a, b, c)]
+    assert ma["jasmin_relay_streams_out"] == 4 and ma["jasmin_relay_pipes_out"] == 2
+    assert mb["jasmin_relay_replica_producers"] == 2 and mc["jasmin_relay_replica_producers"] == 2
+    assert mc['jasmin_cluster_placements_total{decision="edge"}'] == 1
+    assert mc["jasmin_relay_dropped_unknown_address_total"] == 0
 
-        async def registered() -> bool:
-            views = [{n["id"] for n in (await readyz(x))["cluster"]["nodes"]} for x in (a, b, c)]
-            return all(v == {"a", "b", "c"} for v in views)
+    a.proc.send_signal(signal.SIGKILL)
+    await asyncio.get_running_loop().run_in_executor(None, a.proc.wait, 15)
 
-        await until(registered)
-        star = await publish(a.url, "star")
-        peers.append(star)
-        assert star.client.moved_to is None
-        fan = await subscribe(c.url, "star", decode=False, count=True)
-        peers.append(fan)
-        assert fan.client.moved_to is None  # served by c, an edge of a
-        on_a = await subscribe(a.url, "star", decode=False, count=True)
-        on_b = await subscribe(b.url, "star", decode=False, count=True)
-        peers += [on_a, on_b]
-        assert on_a.client.moved_to is None and on_b.client.moved_to is None
-        for v in (fan, on_a, on_b):
-            assert await wait_for(lambda v=v: received_kind(v, "video") >= 20 and received_kind(v, "audio") >= 20, 30)
-        ma, mb, mc = [await relay_metrics(x) for x in (a, b, c)]
-        assert ma["jasmin_relay_streams_out"] == 4 and ma["jasmin_relay_pipes_out"] == 2
-        assert mb["jasmin_relay_replica_producers"] == 2 and mc["jasmin_relay_replica_producers"] == 2
-        assert mc['jasmin_cluster_placements_total{decision="edge"}'] == 1
-        assert mc["jasmin_relay_dropped_unknown_address_total"] == 0
+    async def a_gone() -> bool:
+        return {n["id"] for n in (await readyz(c))["cluster"]["nodes"]} == {"b", "c"}
 
-        a.proc.send_signal(signal.SIGKILL)
-        await asyncio.get_running_loop().run_in_executor(None, a.proc.wait, 15)
+    await until(a_gone)
+    for p in (star, fan, on_a, on_b):
+        peers.remove(p)
+        await p.close()
+    star = await publish(c.url, "star")  # c has room: the show is placed on c
+    peers.append(star)
+    assert star.client.moved_to is None
+    fan = await subscribe(b.url, "star", decode=False, count=True)
+    peers.append(fan)
+    assert fan.client.moved_to is None  # served by b, now an edge of c
+    assert await wait_for(lambda: received_kind(fan, "video") >= 20 and received_kind(fan, "audio") >= 20, 30)
 
-        async def a_gone() -> bool:
-            return {n["id"] for n in (await readyz(c))["cluster"]["nodes"]} == {"b", "c"}
+    redis_server.kill()
 
-        await until(a_gone)
-        for p in (star, fan, on_a, on_b):
-            peers.remove(p)
-            await p.close()
-        star = await publish(c.url, "star")  # c has room: the show is placed on c
-        peers.append(star)
-        assert star.client.moved_to is None
-        fan = await subscribe(b.url, "star", decode=False, count=True)
-        peers.append(fan)
-        assert fan.client.moved_to is None  # served by b, now an edge of c
-        assert await wait_for(lambda: received_kind(fan, "video") >= 20 and received_kind(fan, "audio") >= 20, 30)
+    async def refused() -> bool:
+        return bool((await readyz(b))["cluster"]["placements"] == "refused")
 
-        redis_server.kill()
+    await until(refused)
+    before = received(fan)
+    assert await wait_for(lambda: received(fan) >= before + 20, 30)  # the running show goes on
+    probe = await SignalingClient.connect(b.url)
+    with pytest.raises(RemoteError) as e:
+        await probe.request("join", show_id="newcomer", role="performer")
+    assert e.value.code == "invalid_state"
+    await probe.close()
 
-        async def refused() -> bool:
-            return bool((await readyz(b))["cluster"]["placements"] == "refused")
+    redis_server.start()
 
-        await until(refused)
-        before = received(fan)
-        assert await wait_for(lambda: received(fan) >= before + 20, 30)  # the running show goes on
-        probe = await SignalingClient.connect(b.url)
-        with pytest.raises(RemoteError) as e:
-            await probe.request("join", show_id="newcomer", role="performer")
-        assert e.value.code == "invalid_state"
-        await probe.close()
+    async def placed_again() -> bool:
+        client = await SignalingClient.connect(b.url)
+        try:
+            await client.request("join", show_id="newcomer", role="performer")
+            return True
+        except RemoteError as exc:
+            assert exc.code == "invalid_state", exc
+            return False
+        finally:
+            await client.close()
 
-        redis_server.start()
+    await until(placed_again)
 
-        async def placed_again() -> bool:
-            client = await SignalingClient.connect(b.url)
-            try:
-                await client.request("join", show_id="newcomer", role="performer")
-                return True
-            except RemoteError as exc:
-                assert exc.code == "invalid_state", exc
-                return False
-            finally:
-                await client.close()
+    async def both_back() -> bool:  # c re-registered too, and sees b again
+        return {n["id"] for n in (await readyz(c))["cluster"]["nodes"]} == {"b", "c"}
 
-        await until(placed_again)
+    await until(both_back)
 
-        async def both_back() -> bool:  # c re-registered too, and sees b again
-            return {n["id"] for n in (await readyz(c))["cluster"]["nodes"]} == {"b", "c"}
+    # The edge b dies without a word: its viewer, reconnecting through c (the origin), receives
+    # media there, and c stops feeding the dead edge's relay once it has heard nothing for the TTL.
+    assert (await relay_metrics(c))["jasmin_relay_streams_out"] == 2
+    b.proc.send_signal(signal.SIGKILL)
+    await asyncio.get_running_loop().run_in_executor(None, b.proc.wait, 15)
+    peers.remove(fan)
+    await fan.close()
+    again = await subscribe(c.url, "star", decode=False, count=True)
+    peers.append(again)
+    assert await wait_for(lambda: received_kind(again, "video") >= 20 and received_kind(again, "audio") >= 20, 30)
 
-        await until(both_back)
+    async def relay_to_b_stopped() -> bool:
+        return (await relay_metrics(c))["jasmin_relay_streams_out"] == 0
 
-        # The edge b dies without a word: its viewer, reconnecting through c (the origin), receives
-        # media there, and c stops feeding the dead edge's relay once it has heard nothing for the TTL.
-        assert (await relay_metrics(c))["jasmin_relay_streams_out"] == 2
-        b.proc.send_signal(signal.SIGKILL)
-        await asyncio.get_running_loop().run_in_executor(None, b.proc.wait, 15)
-        peers.remove(fan)
-        await fan.close()
-        again = await subscribe(c.url, "star", decode=False, count=True)
-        peers.append(again)
-        assert await wait_for(lambda: received_kind(again, "video") >= 20 and received_kind(again, "audio") >= 20, 30)
-
-        async def relay_to_b_stopped() -> bool:
-            return (await relay_metrics(c))["jasmin_relay_streams_out"] == 0
-
-        await until(relay_to_b_stopped)
-    finally:
-        for p in peers:
-            await p.close()
+    await until(relay_to_b_stopped)
 
 
 def billing_events(tmp: str, node: str, member_id: str) -> list[dict[str, Any]]:
@@ -397,7 +409,7 @@ def cc_sessions(tmp: str, node: str, member_id: str) -> list[tuple[Any, ...]]:
 
 
 async def test_a_private_on_a_with_its_member_on_c_reaches_only_the_member_and_is_billed_once(
-    nodes: dict[str, Node], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    nodes: dict[str, Node], peers: list[Any], tmp_path: Any
 ) -> None:
     """Protects privacy and money across nodes with the member on an edge (issue 15's three-node
     test): a show published on node a, free viewers on a, b and c, and the member on c (served by c,
@@ -408,84 +420,73 @@ async def test_a_private_on_a_with_its_member_on_c_reaches_only_the_member_and_i
     billing event, and the ledger's charge is its seconds times the rate. A second private, then c
     SIGKILLed: a hears nothing from c for the TTL and ends it (reason `disconnect`), billed once too.
     Red when c skips its audience block (its free viewer gets the private)."""
-    monkeypatch.setattr(bench.peers, "LOOPBACK", [HOST_IP])  # the peers gather on the veth only
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
     tmp = str(tmp_path)
-    peers: list[Any] = []
-    try:
+    await until_registered(a, b, c)
+    pub = await performer(a.url, "duo")
+    peers.append(pub)
+    await pub.client.request("show.settings", price_per_minute=PRICE)
+    free = [await watch(a.url, "duo"), await watch(b.url, "duo"), await watch(c.url, "duo")]
+    member = await watch(c.url, "duo", member_id="m1")
+    peers += [*free, member]
+    assert all(v.client.moved_to is None for v in [*free, member])  # b and c serve as edges
+    assert (await relay_metrics(a))["jasmin_relay_member_sessions_out"] == 1
+    assert (await relay_metrics(c))["jasmin_relay_member_sessions_in"] == 1
+    everyone = [*free, member]
+    assert await wait_for(
+        lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 30
+    )
 
-        async def registered() -> bool:
-            views = [{n["id"] for n in (await readyz(x))["cluster"]["nodes"]} for x in (a, b, c)]
-            return all(v == {"a", "b", "c"} for v in views)
+    assert (await member.client.request("private.request"))["state"] == "free"
+    await pub.client.next_event("private.requested")
+    accepted = await pub.client.request("private.accept", member_id="m1")
+    t_accept = accepted["accepted_at"]
+    assert (await member.client.next_event("private.started"))["data"]["at"] == t_accept
 
-        await until(registered)
-        pub = await performer(a.url, "duo")
-        peers.append(pub)
-        await pub.client.request("show.settings", price_per_minute=PRICE)
-        free = [await watch(a.url, "duo"), await watch(b.url, "duo"), await watch(c.url, "duo")]
-        member = await watch(c.url, "duo", member_id="m1")
-        peers += [*free, member]
-        assert all(v.client.moved_to is None for v in [*free, member])  # b and c serve as edges
-        assert (await relay_metrics(a))["jasmin_relay_member_sessions_out"] == 1
-        assert (await relay_metrics(c))["jasmin_relay_member_sessions_in"] == 1
-        everyone = [*free, member]
-        assert await wait_for(
-            lambda: all(v.frames.get("video", 0) >= 3 and v.frames.get("audio", 0) >= 3 for v in everyone), 30
-        )
+    def member_after() -> list[tuple[int, float]]:
+        return after(member, pub.log, t_accept)
 
-        assert (await member.client.request("private.request"))["state"] == "free"
-        await pub.client.next_event("private.requested")
-        accepted = await pub.client.request("private.accept", member_id="m1")
-        t_accept = accepted["accepted_at"]
-        assert (await member.client.next_event("private.started"))["data"]["at"] == t_accept
+    assert await wait_for(lambda: len({s for s, _ in member_after()}) == 2 and len(member_after()) >= 60, 30)
+    assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
+    for v in free:
+        assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
 
-        def member_after() -> list[tuple[int, float]]:
-            return after(member, pub.log, t_accept)
+    ended = await member.client.request("private.end")
+    ev = await pub.client.next_event("private.ended")
+    assert ev["data"]["reason"] == "member_left" and ev["data"]["at"] == ended["ended_at"]
+    lasted = ended["ended_at"] - t_accept
 
-        assert await wait_for(lambda: len({s for s, _ in member_after()}) == 2 and len(member_after()) >= 60, 30)
-        assert await wait_for(lambda: any(t > t_accept + 3 for t in pub.log.sent.values()), 30)
-        for v in free:
-            assert after(v, pub.log, t_accept) == [], "a free viewer received media sent after the accept"
+    def closing() -> list[dict[str, Any]]:
+        return [e for e in billing_events(tmp, "a", "m1") if "closed" in e["type"]]
 
-        ended = await member.client.request("private.end")
-        ev = await pub.client.next_event("private.ended")
-        assert ev["data"]["reason"] == "member_left" and ev["data"]["at"] == ended["ended_at"]
-        lasted = ended["ended_at"] - t_accept
+    assert await wait_for(lambda: len(closing()) == 1, 20)
+    [closed] = closing()
+    billed = closed["data"]["billed_seconds"]
+    assert 3 <= billed <= lasted + 1, (billed, lasted)
+    assert await wait_for(lambda: [r[0] for r in cc_sessions(tmp, "a", "m1")] == [billed], 20)
+    [(used, charged, rate)] = cc_sessions(tmp, "a", "m1")
+    assert charged == used * rate == billed * RATE == closed["data"]["total_amount"]
+    for node in ("b", "c"):  # no meter ran anywhere else
+        assert billing_events(tmp, node, "m1") == []
+    await asyncio.sleep(1.0)
+    assert closing() == [closed]  # and no second closing event follows
 
-        def closing() -> list[dict[str, Any]]:
-            return [e for e in billing_events(tmp, "a", "m1") if "closed" in e["type"]]
-
-        assert await wait_for(lambda: len(closing()) == 1, 20)
-        [closed] = closing()
-        billed = closed["data"]["billed_seconds"]
-        assert 3 <= billed <= lasted + 1, (billed, lasted)
-        assert await wait_for(lambda: [r[0] for r in cc_sessions(tmp, "a", "m1")] == [billed], 20)
-        [(used, charged, rate)] = cc_sessions(tmp, "a", "m1")
-        assert charged == used * rate == billed * RATE == closed["data"]["total_amount"]
-        for node in ("b", "c"):  # no meter ran anywhere else
-            assert billing_events(tmp, node, "m1") == []
-        await asyncio.sleep(1.0)
-        assert closing() == [closed]  # and no second closing event follows
-
-        # A second private; then the member's node dies without a word.
-        await member.client.request("private.request")
-        await pub.client.next_event("private.requested")
-        t2 = (await pub.client.request("private.accept", member_id="m1"))["accepted_at"]
-        assert await wait_for(lambda: len(after(member, pub.log, t2)) >= 60, 30)
-        c.proc.send_signal(signal.SIGKILL)
-        await asyncio.get_running_loop().run_in_executor(None, c.proc.wait, 15)
-        peers.remove(member)
-        peers.remove(free[2])
-        ev = await pub.client.next_event("private.ended", timeout=30)
-        assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
-        ma = await relay_metrics(a)
-        assert ma["jasmin_relay_member_edges_gone_total"] == 1 and ma["jasmin_relay_member_sessions_out"] == 0
-        assert await wait_for(lambda: len(closing()) == 2, 20)
-        second = closing()[1]["data"]
-        assert 1 <= second["billed_seconds"] <= ev["data"]["at"] - t2 + 1
-        expected = sorted([billed, second["billed_seconds"]])
-        assert await wait_for(lambda: sorted(r[0] for r in cc_sessions(tmp, "a", "m1")) == expected, 20)
-        assert all(charged == used * rate for used, charged, rate in cc_sessions(tmp, "a", "m1"))
-    finally:
-        for p in peers:
-            await p.close()
+    # A second private; then the member's node dies without a word.
+    await member.client.request("private.request")
+    await pub.client.next_event("private.requested")
+    t2 = (await pub.client.request("private.accept", member_id="m1"))["accepted_at"]
+    assert await wait_for(lambda: len(after(member, pub.log, t2)) >= 60, 30)
+    c.proc.send_signal(signal.SIGKILL)
+    await asyncio.get_running_loop().run_in_executor(None, c.proc.wait, 15)
+    peers.remove(member)
+    peers.remove(free[2])
+    ev = await pub.client.next_event("private.ended", timeout=30)
+    assert ev["data"]["reason"] == "disconnect" and ev["data"]["member_id"] == "m1"
+    ma = await relay_metrics(a)
+    assert ma["jasmin_relay_member_edges_gone_total"] == 1 and ma["jasmin_relay_member_sessions_out"] == 0
+    assert await wait_for(lambda: len(closing()) == 2, 20)
+    second = closing()[1]["data"]
+    assert 1 <= second["billed_seconds"] <= ev["data"]["at"] - t2 + 1
+    expected = sorted([billed, second["billed_seconds"]])
+    assert await wait_for(lambda: sorted(r[0] for r in cc_sessions(tmp, "a", "m1")) == expected, 20)
+    assert all(charged == used * rate for used, charged, rate in cc_sessions(tmp, "a", "m1"))

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -33,7 +34,7 @@ from jasmin_sfu.app import INTERNAL_LOAD, INTERNAL_SECRET_HEADER, Daemon
 from jasmin_sfu.media.pipe_transport import new_key
 from jasmin_sfu.services.cluster import NodeLoad
 from jasmin_sfu.supervisor import Placement, WorkerLoad, guest_worker, is_guest, node_load
-from tests.conftest import start_daemon_process
+from tests.conftest import DaemonProcess, start_daemon_process
 from tests.conftest import test_config as loopback_config
 from tests.integration.test_workers import STALE_LOADS, _get, _stop, conns
 from tests.support import after, performer, watch
@@ -201,6 +202,27 @@ def _sample(metrics: str, name: str, worker: int) -> float:
     raise AssertionError(f"no {name} for worker {worker} in /metrics")
 
 
+@asynccontextmanager
+async def two_workers(**env: str) -> AsyncIterator[tuple[DaemonProcess, list[Any]]]:
+    """A ``jasmin-sfu serve`` supervisor with two worker processes (billing off, the CPU limit off)
+    and ``env`` on top, and the list of peers the test opens. Afterwards the peers are closed, the
+    daemon stopped, and its exit code must be 0 (when the test itself passed)."""
+    dp = await start_daemon_process(
+        env={
+            "JASMIN_SERVER_WORKERS": "2",
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
+            **env,
+        }
+    )
+    opened: list[Any] = []
+    try:
+        yield dp, opened
+    finally:
+        _, code = await _stop(dp, opened)
+    assert code == 0, "".join(dp.output[-30:])
+
+
 @pytest.mark.slow
 async def test_one_shows_guests_spread_over_both_workers_and_a_private_cuts_the_relay() -> None:
     """Protects issue 15's "Workers on this machine": with workers = 2, one show's four guest
@@ -210,16 +232,7 @@ async def test_one_shows_guests_spread_over_both_workers_and_a_private_cuts_the_
     worker receives a payload the performer sent after ``accepted_at`` (counted as in
     test_private_isolation), the member keeps both tracks, and the relay stops carrying media.
     Red without the supervisor's routing: every guest would sit on the show's worker."""
-    dp = await start_daemon_process(
-        env={
-            "JASMIN_SERVER_WORKERS": "2",
-            "JASMIN_BILLING_ENABLED": "false",
-            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
-            **STALE_LOADS,
-        }
-    )
-    opened: list[Any] = []
-    try:
+    async with two_workers(**STALE_LOADS) as (dp, opened):
         url = dp.url
         pub = await performer(url, "duo")
         opened.append(pub)
@@ -269,9 +282,6 @@ async def test_one_shows_guests_spread_over_both_workers_and_a_private_cuts_the_
         await asyncio.sleep(1.0)
         # No media left the origin for the edge since (at most a NACK's resend of an older packet).
         assert _sample((await _get(dp.http + "/metrics"))[1], name, origin) - sent < 20
-    finally:
-        _, code = await _stop(dp, opened)
-    assert code == 0, "".join(dp.output[-30:])
 
 
 async def _sample_total(http: str, name: str) -> float:
@@ -312,17 +322,8 @@ async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the
     Either way the guest decodes alpha's video and audio, on worker a."""
     from bench.whip_peers import whep_play
 
-    dp = await start_daemon_process(
-        env={
-            "JASMIN_SERVER_WORKERS": "2",
-            "JASMIN_SERVER_WORKER_LOAD_POLL_S": poll_s,
-            "JASMIN_BILLING_ENABLED": "false",
-            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
-            "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "2",
-        }
-    )
-    opened: list[Any] = []
-    try:
+    limits = {"JASMIN_SERVER_WORKER_LOAD_POLL_S": poll_s, "JASMIN_ADMISSION_MAX_VIEWERS_PER_WORKER": "2"}
+    async with two_workers(**limits) as (dp, opened):
         url = dp.url
 
         async def workers() -> list[dict[str, Any]]:
@@ -355,9 +356,6 @@ async def test_a_full_worker_gets_no_guest_and_a_refused_relay_falls_back_to_the
         assert not ready[b]["relays"]["edge_shows"], "worker b refused before opening a relay"
         assert await _sample_total(dp.http, "jasmin_supervisor_relayed_joins_total") == relayed
         assert await _sample_total(dp.http, "jasmin_supervisor_relay_fallbacks_total") == fallbacks
-    finally:
-        _, code = await _stop(dp, opened)
-    assert code == 0, "".join(dp.output[-30:])
 
 
 @pytest.mark.slow
@@ -370,16 +368,7 @@ async def test_a_whep_guest_spreads_like_a_websocket_guest_and_its_resource_reac
     from bench.whip_peers import whep_play
     from tests.integration.test_workers import _patch
 
-    dp = await start_daemon_process(
-        env={
-            "JASMIN_SERVER_WORKERS": "2",
-            "JASMIN_BILLING_ENABLED": "false",
-            "JASMIN_ADMISSION_MAX_CPU_SHARE": "0",
-            **STALE_LOADS,
-        }
-    )
-    opened: list[Any] = []
-    try:
+    async with two_workers(**STALE_LOADS) as (dp, opened):
         pub = await performer(dp.url, "gamma")
         opened.append(pub)
         _, ready = await _get(dp.http + "/readyz")
@@ -398,9 +387,6 @@ async def test_a_whep_guest_spreads_like_a_websocket_guest_and_its_resource_reac
         assert await whep.delete() == 404, "the session ended on the edge"
         _, ready = await _get(dp.http + "/readyz")
         assert ready["workers"][edge]["admission"]["viewers"] == 0
-    finally:
-        _, code = await _stop(dp, opened)
-    assert code == 0, "".join(dp.output[-30:])
 
 
 async def _until(check: Any, timeout: float = 20.0) -> bool:
