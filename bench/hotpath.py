@@ -90,15 +90,19 @@ class CountingSink:
 class SocketSink:
     """A consumer sink like the daemon's SrtpSink: its own SRTP session and UDP socket."""
 
-    def __init__(self, sink_addr: tuple[str, int], fast: bool, shared: socket.socket | None = None) -> None:
-        from pylibsrtp import Policy, Session
-
+    def __init__(
+        self,
+        sink_addr: tuple[str, int],
+        fast: bool,
+        shared: socket.socket | None = None,
+        srtp_profile: str = "aes128_cm_sha1_80",
+    ) -> None:
         from jasmin_sfu.media import aiortc_adapter as adapter
         from jasmin_sfu.media import fastpath
 
-        policy = Policy(key=bytes(range(30)), ssrc_type=Policy.SSRC_ANY_OUTBOUND)
-        policy.allow_repeat_tx = True
-        self.session = Session(policy)
+        from .srtp_profiles import session
+
+        self.session = session(srtp_profile)
         self.own_sock = shared is None
         if shared is None:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -174,7 +178,12 @@ def make_producer(stats: MediaStats, layers: int = 1) -> Producer:
 
 
 def add_consumers(
-    p: Producer, stats: MediaStats, n: int, send: str = "none", sink_addr: tuple[str, int] = ("127.0.0.1", 9)
+    p: Producer,
+    stats: MediaStats,
+    n: int,
+    send: str = "none",
+    sink_addr: tuple[str, int] = ("127.0.0.1", 9),
+    srtp_profile: str = "aes128_cm_sha1_80",
 ) -> list[Any]:
     sinks: list[Any] = []
     shared = None
@@ -185,7 +194,9 @@ def add_consumers(
         shared.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
     for i in range(n):
         sink = (
-            CountingSink() if send == "none" else SocketSink(sink_addr, fast=send in ("c", "c-shared"), shared=shared)
+            CountingSink()
+            if send == "none"
+            else SocketSink(sink_addr, fast=send in ("c", "c-shared"), shared=shared, srtp_profile=srtp_profile)
         )
         c = Consumer(
             consumer_id=f"c{i}",
@@ -243,12 +254,19 @@ def packets(
     return out[:count]
 
 
-def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: int | None = None) -> dict[str, Any]:
+def run(
+    n: int,
+    count: int,
+    send: str = "none",
+    layers: int = 1,
+    max_temporal: int | None = None,
+    srtp_profile: str = "aes128_cm_sha1_80",
+) -> dict[str, Any]:
     stats = MediaStats()
     p = make_producer(stats, layers)
     drain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     drain.bind(("127.0.0.1", 0))  # never read: the kernel drops what overflows, after delivering it
-    sinks = add_consumers(p, stats, n, send, drain.getsockname())
+    sinks = add_consumers(p, stats, n, send, drain.getsockname(), srtp_profile)
     on_rtp = p.on_rtp
     batches = _batch_stats()
     copied = 0
@@ -332,6 +350,7 @@ def run(n: int, count: int, send: str = "none", layers: int = 1, max_temporal: i
     drain.close()
     return {
         "send": send,
+        "srtp_profile": srtp_profile if send != "none" else "-",
         "layers": layers,
         "max_temporal": "-" if max_temporal is None else max_temporal,
         "consumers": n,
@@ -393,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=(0, 1, 2, 3),
         help="an L1T3 stream, every viewer capped at this temporal layer (3: no cap); single-layer only",
     )
+    ap.add_argument(
+        "--srtp-profile",
+        default="aes128_cm_sha1_80",
+        choices=("aes128_cm_sha1_80", "aead_aes_128_gcm", "aead_aes_256_gcm"),
+        help="SRTP profile of every consumer's session with --send (the daemon negotiates media.srtp_profiles'"
+        " first one the viewer supports; bench.srtp_profiles compares them)",
+    )
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -402,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in [int(x) for x in args.consumers.split(",") if x.strip()]:
             count = args.packets or max(2000, (500_000 if send == "none" else 100_000) // n)
             warm = 200 if args.layers == 1 else WARM_SIMULCAST
-            rows.append(run(n, count + warm, send, args.layers, args.max_temporal))
+            rows.append(run(n, count + warm, send, args.layers, args.max_temporal, args.srtp_profile))
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
