@@ -266,6 +266,7 @@ async def subscribe(
     pass_through: bool = False,
     producer_ids: list[str] | None = None,
     keep_wire: bool = False,
+    srtp_profiles: list[str] | None = None,
     **join: Any,
 ) -> Viewer:
     """Join as viewer and subscribe to every producer of the show.
@@ -274,6 +275,8 @@ async def subscribe(
     ``count``: tap RTP before aiortc's receiver; ``pass_through`` then also lets
     aiortc see the packets (so NACKs/PLIs are generated) after counting;
     ``keep_wire`` (with ``count``) keeps every SRTP datagram before decryption.
+    ``srtp_profiles``: the SRTP profiles this viewer offers, in order (names of
+    ``aiortc_adapter.SRTP_PROFILES_BY_NAME``; None: aiortc's own list).
     """
     if client is None:
         client = await SignalingClient.connect(url, binary=binary)
@@ -289,6 +292,8 @@ async def subscribe(
             viewer._tasks.append(asyncio.ensure_future(_consume_frames(viewer, track)))
 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=res["sdp"], type="offer"))
+    if srtp_profiles is not None:
+        aiortc_adapter.prefer_srtp_profiles(pc, srtp_profiles)
     await pc.setLocalDescription(await pc.createAnswer())
     if count:
         viewer.counter = count_packets(pc, pass_through, keep_wire)

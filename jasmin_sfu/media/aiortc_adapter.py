@@ -41,6 +41,9 @@ The hooks (measured on aiortc 1.16.0):
   through a stand-in ``StunProtocol`` (``_SharedStunProtocol``: aioice's transactions,
   ``request_received``/``data_received``, ``Connection._local_username``,
   ``RTCIceGatherer._connection``); :func:`_shared_port_check` names each.
+* ``RTCDtlsTransport._srtp_profiles`` (the SRTP profiles its DTLS handshake offers, in order),
+  ``._ssl`` and ``._role``: :func:`prefer_srtp_profiles` sets the first, :func:`srtp_negotiation`
+  reads what the handshake chose; :func:`_srtp_profile_check` names each.
 * The C fast path (``_fastpath.c``, loaded by ``fastpath.py``) needs three more private things, all
   resolved here and nowhere else: libsrtp's ``srtp_protect`` function pointer
   (pylibsrtp 1.0.0 links libsrtp 2.x statically into ``_binding.abi3.so`` and
@@ -1020,6 +1023,74 @@ def _join_cost_check() -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# DTLS-SRTP profiles (docs/media.md, "SRTP profile").
+#
+# aiortc offers SRTP_PROFILES (256-GCM, 128-GCM, AES-CM/HMAC-SHA1-80) from each
+# RTCDtlsTransport's ``_srtp_profiles`` into OpenSSL's use_srtp extension, and reads back
+# OpenSSL's ``get_selected_srtp_profile()`` on ``_ssl``. OpenSSL (and BoringSSL, in Chromium)
+# picks the DTLS *server's* most preferred profile among those the client offers: the node
+# chooses when it offers (a websocket viewer's subscribe: the answerer takes a=setup:active),
+# the peer chooses when the node answers (a publisher, a WHEP viewer).
+
+SRTP_PROFILES_BY_NAME: dict[str, Any] = {
+    "aead_aes_256_gcm": aiortc.rtcdtlstransport.SRTP_AEAD_AES_256_GCM,
+    "aead_aes_128_gcm": aiortc.rtcdtlstransport.SRTP_AEAD_AES_128_GCM,
+    "aes128_cm_sha1_80": aiortc.rtcdtlstransport.SRTP_AES128_CM_SHA1_80,
+}
+_SRTP_NAME_BY_OPENSSL = {p.openssl_profile: name for name, p in SRTP_PROFILES_BY_NAME.items()}
+
+
+def _dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
+    out: list[RTCDtlsTransport] = []
+    for t in pc.getTransceivers():
+        dtls = t.receiver.transport
+        if dtls is not None and all(d is not dtls for d in out):
+            out.append(dtls)
+    return out
+
+
+def prefer_srtp_profiles(pc: RTCPeerConnection, names: list[str] | tuple[str, ...]) -> None:
+    """Offer exactly these SRTP profiles, in this order, on every DTLS transport ``pc`` has now.
+
+    Call it after the transceivers exist and before the handshake starts (an offerer: after
+    ``addTransceiver``; an answerer: between ``setRemoteDescription`` and
+    ``setLocalDescription``). Raises ``KeyError`` for a name not in :data:`SRTP_PROFILES_BY_NAME`.
+    """
+    profiles = [SRTP_PROFILES_BY_NAME[n] for n in names]
+    for dtls in _dtls_transports(pc):
+        dtls._srtp_profiles = profiles
+
+
+def srtp_negotiation(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(DTLS role ``client``/``server``, SRTP profile name) of ``pc``'s first connected DTLS
+    transport; None before a handshake completed."""
+    for dtls in _dtls_transports(pc):
+        if dtls.state == "connected" and dtls._ssl is not None:
+            selected = dtls._ssl.get_selected_srtp_profile()
+            return dtls._role, _SRTP_NAME_BY_OPENSSL.get(selected, selected.decode(errors="replace"))
+    return None
+
+
+def _srtp_profile_check() -> list[str]:
+    """The names the SRTP profile section relies on."""
+    import inspect
+
+    missing = []
+    for name in ("SRTP_PROFILES", "SRTP_AEAD_AES_256_GCM", "SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"):
+        if not hasattr(aiortc.rtcdtlstransport, name):
+            missing.append(f"aiortc.rtcdtlstransport.{name}")
+    init_src = inspect.getsource(RTCDtlsTransport.__init__)
+    for field in ("self._srtp_profiles = ", "self._ssl", "self._role"):
+        if field not in init_src:
+            missing.append(f"RTCDtlsTransport {field.strip(' =')}")
+    if "srtp_profiles=self._srtp_profiles" not in inspect.getsource(RTCDtlsTransport.start):
+        missing.append("RTCDtlsTransport.start no longer builds its SSL context from self._srtp_profiles")
+    if "self._ssl.get_selected_srtp_profile()" not in inspect.getsource(RTCDtlsTransport._setup_srtp):
+        missing.append("RTCDtlsTransport._setup_srtp no longer reads self._ssl.get_selected_srtp_profile()")
+    return missing
+
+
+# ---------------------------------------------------------------------------
 
 
 def self_check() -> None:
@@ -1077,6 +1148,7 @@ def self_check() -> None:
     missing += _fastpath_check()
     missing += _join_cost_check()
     missing += _shared_port_check()
+    missing += _srtp_profile_check()
     if missing:
         raise AdapterError("aiortc private hooks moved: " + "; ".join(missing))
 

@@ -490,3 +490,14 @@ async def test_a_connection_keeps_only_its_newest_remote_addresses() -> None:
     assert shared.by_addr[("127.0.0.1", 1)] is protocol and shared.by_addr[("127.0.0.1", 100)] is protocol
     shared.unregister(protocol)
     assert shared.by_addr == {} and shared.by_ufrag == {}
+
+
+def test_self_check_names_a_moved_srtp_profile_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects the SRTP profile hooks (prefer_srtp_profiles, srtp_negotiation): an aiortc upgrade
+    that stops building its DTLS context from ``_srtp_profiles`` (here: the profile constants move)
+    stops the daemon at start, naming what moved."""
+    import aiortc.rtcdtlstransport
+
+    monkeypatch.delattr(aiortc.rtcdtlstransport, "SRTP_AEAD_AES_128_GCM")
+    with pytest.raises(adapter.AdapterError, match="SRTP_AEAD_AES_128_GCM"):
+        adapter.self_check()
