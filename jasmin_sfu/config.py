@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from jasmin_sfu.media.settings import MediaSettings
+from jasmin_sfu.media.settings import SRTP_PROFILE_NAMES, MediaSettings
 from jasmin_sfu.services.accounts import AccountsSettings
 from jasmin_sfu.services.chat import ChatSettings
 from jasmin_sfu.services.cluster import ClusterSettings
@@ -389,6 +389,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("media.max_producers_per_publisher must be in 1..64")
     if not 1 <= m.negotiations_at_once <= 64:
         raise ConfigError("media.negotiations_at_once must be in 1..64")
+    if not m.srtp_profiles:
+        raise ConfigError("media.srtp_profiles must name at least one SRTP profile")
+    for name in m.srtp_profiles:
+        if name not in SRTP_PROFILE_NAMES:
+            raise ConfigError(f"media.srtp_profiles: {name!r} is not one of {list(SRTP_PROFILE_NAMES)}")
+    if len(set(m.srtp_profiles)) != len(m.srtp_profiles):
+        raise ConfigError("media.srtp_profiles names a profile twice")
     if not 0 <= m.nack_max_retries <= 10:
         raise ConfigError("media.nack_max_retries must be in 0..10")
     if not 1 <= m.nack_default_rtt_ms <= m.nack_max_delay_ms <= 10_000:

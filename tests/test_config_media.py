@@ -28,6 +28,7 @@ KEYS = (
     "simulcast",
     "layer_adaptation",
     "negotiations_at_once",
+    "srtp_profiles",
 )
 # Per-viewer layers (docs/media.md, "Per-viewer layers"; issue 12).
 ADAPT_KEYS = (
@@ -64,6 +65,8 @@ def test_docs_media_states_every_key_with_its_default() -> None:
     for key, text in documented.items():
         value = getattr(m, key)
         shown = str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, tuple):  # as a TOML list
+            shown = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         assert text == shown, (key, text, value)
 
 
@@ -111,6 +114,9 @@ def test_media_keys_reach_the_media_core_from_file_and_env(tmp_path: Path) -> No
         ("NEGOTIATIONS_AT_ONCE", "65", "negotiations_at_once"),
         ("RTC_UDP_PORT", "80", "rtc_udp_port"),
         ("RTC_UDP_PORT", "70000", "rtc_udp_port"),
+        ("SRTP_PROFILES", "aead_aes_128_gcm,aes_256_cm_sha1_80", "srtp_profiles: 'aes_256_cm_sha1_80' is not one of"),
+        ("SRTP_PROFILES", "", "srtp_profiles must name at least one"),
+        ("SRTP_PROFILES", "aead_aes_128_gcm,aead_aes_128_gcm", "srtp_profiles names a profile twice"),
     ],
 )
 def test_bad_media_values_name_the_key(key: str, value: str, word: str) -> None:
@@ -193,3 +199,13 @@ def test_the_shared_udp_port_is_off_by_default_and_must_lie_outside_the_range() 
     env = {"JASMIN_MEDIA_RTC_MIN_PORT": "40000", "JASMIN_MEDIA_RTC_MAX_PORT": "40999"}
     with pytest.raises(ConfigError, match="rtc_udp_port must lie outside"):
         load_config(env={**env, "JASMIN_MEDIA_RTC_UDP_PORT": "40500"})
+
+
+def test_srtp_profiles_reach_the_media_core_from_file_and_env(tmp_path: Path) -> None:
+    """Protects media.srtp_profiles' path: a TOML list or a comma-separated variable gives the
+    ordered tuple the node's peer connections offer (tests/integration/test_srtp_negotiation.py)."""
+    f = tmp_path / "j.toml"
+    f.write_text('[media]\nsrtp_profiles = ["aead_aes_256_gcm", "aes128_cm_sha1_80"]\n')
+    assert load_config(f).media.srtp_profiles == ("aead_aes_256_gcm", "aes128_cm_sha1_80")
+    env = {"JASMIN_MEDIA_SRTP_PROFILES": "aes128_cm_sha1_80, aead_aes_128_gcm"}
+    assert load_config(f, env=env).media.srtp_profiles == ("aes128_cm_sha1_80", "aead_aes_128_gcm")

@@ -859,10 +859,17 @@ class PeerConnection(RTCPeerConnection):
     connection closed, which our ``connectionstatechange`` handler sees.
     """
 
-    def __init__(self, configuration: Any = None, shared_ports: SharedPorts | None = None) -> None:
+    def __init__(
+        self,
+        configuration: Any = None,
+        shared_ports: SharedPorts | None = None,
+        srtp_profiles: tuple[str, ...] | None = None,
+    ) -> None:
         """``shared_ports``: gather on the worker's shared UDP port (media.rtc_udp_port)
-        instead of a socket of this connection's own."""
+        instead of a socket of this connection's own; ``srtp_profiles``: the DTLS-SRTP
+        profiles offered, most preferred first (media.srtp_profiles; None: aiortc's)."""
         self._shared_ports = shared_ports
+        self._srtp_profile_names = srtp_profiles
         # aiortc makes a new P-256 key and certificate for each peer connection (a key
         # generation and a signature on the loop, per join): ours take the node's.
         global _making_node_pc
@@ -878,6 +885,10 @@ class PeerConnection(RTCPeerConnection):
         if self._shared_ports is not None:
             for t in self.getTransceivers():
                 _CONNECTION_PORTS[t.receiver.transport.transport.iceGatherer._connection] = self._shared_ports
+        # Every transceiver exists by now and no DTLS handshake has started: as the offerer it
+        # starts once the answer is set, as the answerer at the end of this call.
+        if self._srtp_profile_names is not None:
+            prefer_srtp_profiles(self, self._srtp_profile_names)
         await super().setLocalDescription(sessionDescription)
 
     async def _RTCPeerConnection__connect(self) -> None:
@@ -1075,7 +1086,13 @@ def _srtp_profile_check() -> list[str]:
     """The names the SRTP profile section relies on."""
     import inspect
 
+    from .settings import SRTP_PROFILE_NAMES
+
     missing = []
+    if set(SRTP_PROFILE_NAMES) != set(SRTP_PROFILES_BY_NAME):
+        missing.append(
+            f"SRTP_PROFILES_BY_NAME {sorted(SRTP_PROFILES_BY_NAME)} != settings {sorted(SRTP_PROFILE_NAMES)}"
+        )
     for name in ("SRTP_PROFILES", "SRTP_AEAD_AES_256_GCM", "SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"):
         if not hasattr(aiortc.rtcdtlstransport, name):
             missing.append(f"aiortc.rtcdtlstransport.{name}")

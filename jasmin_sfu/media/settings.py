@@ -16,6 +16,10 @@ from functools import cached_property
 from .adaptation_policy import AdaptationPolicy
 
 
+# The SRTP profiles media.srtp_profiles may name (RFC 7714's AEAD ones, RFC 5764's AES-CM/SHA1-80).
+SRTP_PROFILE_NAMES = ("aead_aes_128_gcm", "aead_aes_256_gcm", "aes128_cm_sha1_80")
+
+
 @dataclass(frozen=True)
 class MediaSettings:
     """The forwarding core and its ICE/RTCP behaviour (config section ``[media]``)."""
@@ -64,6 +68,13 @@ class MediaSettings:
     # batch's (negotiation_gate.py, docs/media.md "Join storms"). 1 bounds the loop's
     # turns tighter but, on a node short of CPU, let far fewer joins finish (bench/README.md).
     negotiations_at_once: int = 4
+    # DTLS-SRTP profiles the node's connections offer, most preferred first (names in
+    # SRTP_PROFILE_NAMES). The DTLS server's order decides (OpenSSL, BoringSSL): the node's
+    # when it offers (a websocket viewer's subscribe), the peer's when the node answers (a
+    # publisher, a WHEP viewer; there this list only limits what is accepted). 128-GCM
+    # first: ~5 % less CPU per video protect than 256-GCM, aiortc's and mediasoup's first
+    # (docs/media.md, "SRTP profile"; bench/srtp_profiles.py).
+    srtp_profiles: tuple[str, ...] = ("aead_aes_128_gcm", "aead_aes_256_gcm", "aes128_cm_sha1_80")
     # Retransmissions to a viewer (docs/media.md): one packet at most
     # nack_max_retries times, at most once per the viewer's round trip
     # (nack_default_rtt_ms until its RTCP measured one), never when it would

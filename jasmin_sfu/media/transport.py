@@ -98,7 +98,9 @@ class WebRtcTransport:
         # max-bundle: one ICE/DTLS transport for every m-section, as browsers do;
         # aiortc's default (balanced) opens one per media kind.
         self.pc = adapter.PeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE), router.shared_ports
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE),
+            router.shared_ports,
+            router.settings.srtp_profiles,
         )
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
