@@ -152,13 +152,15 @@ def make_producer(
     rtcp_out: list[bytes] | None = None,
     clock: Clock | None = None,
     sched: Scheduled | None = None,
+    producer_id: str = "p1",
+    app_data: dict[str, Any] | None = None,
 ) -> tuple[Producer, MediaStats]:
     stats = MediaStats()
     out = rtcp_out if rtcp_out is not None else []
     clock = clock or Clock()
     sched = sched or Scheduled()
     p = Producer(
-        producer_id="p1",
+        producer_id=producer_id,
         kind=kind,
         mime=mime,
         clock_rate=90000 if kind == "video" else 48000,
@@ -173,6 +175,7 @@ def make_producer(
         stats=stats,
         cache_size=64,
         keyframes=lambda prod: KeyframeRequester(0.5, clock, prod.send_pli, sched),
+        app_data=app_data,
     )
     p.send_clock = clock  # the abs-send-time the node writes: made-up time, so outputs compare
     return p, stats

@@ -415,13 +415,14 @@ class Relays:
             await self._close_edge_show(show)
 
     def _on_edge_producer(self, show: Show, what: str, producer: Producer) -> None:
-        keys = self.members.edge_keys(show) if self.members is not None else None
-        if what == "added" and not producer.exclusive and producer.audience != keys:
+        if what == "added":
             # The origin decides who gets the stream (its audience cuts the relay); every viewer
             # here may consume what the origin sends, but for a private of a member watching
-            # here: only that member (relay_members.py). Only once: set_audience clears the
-            # keyframe cache, which every later viewer here starts from.
-            producer.set_audience(keys)
+            # here: only that member (relay_members.py). The one rule of shows/audience.py (a
+            # member's Cam2Cam sent from here keeps its own). Only once: set_audience clears
+            # the keyframe cache, which every later viewer here starts from.
+            audiences = self.members.edge_audiences(show) if self.members is not None else show.audiences(None)
+            audiences.apply([producer], changed_only=True)
         if what == "removed" and not show.router.producers and not show.closed:
             pipe = self.edge_pipes.get(self.edge_shows.get(show.id, ""))
             if pipe is None or pipe.closed or show.relayed_state == "offline":

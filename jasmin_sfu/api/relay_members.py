@@ -69,6 +69,7 @@ from jasmin_sfu.api.relay_auth import RelayError, RequestVerifier, signed_header
 from jasmin_sfu.media.errors import InvalidStateError
 from jasmin_sfu.media.pipe_transport import PipeTransport, describe
 from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.shows.audience import Audiences
 from jasmin_sfu.shows.machine import Rejected, SneakPeek, StartCam2Cam, StopCam2Cam
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
@@ -749,20 +750,16 @@ class RelayMembers:
             if who is not None and any(str(i) in show.router.producers for i in item["producers"]):
                 spawn_tracked(self.tasks, who.close_publisher("private_ended"), f"cam2cam close {show_id}", log)
 
-    def edge_keys(self, show: Show) -> frozenset[str] | None:
-        """The audience of an edge show's replicas: the sessions here of the members the origin
-        limited it to, or None (everyone)."""
-        members = self.exclusive.get(show.id)
-        if members is None:
-            return None
-        return frozenset(p.session_id for p in show.participants.values() if p.member_id in members)
+    def edge_audiences(self, show: Show) -> Audiences:
+        """Each audience owner's keys in the edge show, for the members the origin limited it
+        to (absent: everyone): the show's own rule, so its replicas go to the sessions here of
+        those members (an edge show has no performer, and no relay beyond it)."""
+        return show.audiences(self.exclusive.get(show.id))
 
     def apply_edge_audience(self, show: Show) -> None:
-        """Block every consumer of the edge show outside its audience, in this step."""
-        keys = self.edge_keys(show)
-        for p in list(show.router.producers.values()):
-            if not p.closed and not p.exclusive and p.audience != keys:
-                p.set_audience(keys)  # (a member's Cam2Cam sent from here keeps its own)
+        """Block every consumer of the edge show outside its audience, in this step: the one
+        rule of jasmin_sfu/shows/audience.py (a member's Cam2Cam sent from here keeps its own)."""
+        self.edge_audiences(show).apply(show.router.producers.values(), changed_only=True)
 
     def forget_show(self, show_id: str) -> None:
         self.exclusive.pop(show_id, None)

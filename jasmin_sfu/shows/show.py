@@ -21,6 +21,7 @@ from jasmin_sfu.media.producer import Producer
 from jasmin_sfu.media.router import Router
 from jasmin_sfu.tasks import spawn_tracked
 
+from .audience import Audiences, AudienceOwner, owner_of
 from .events import EventBus, ShowEvent
 from .machine import (
     CloseCam2Cam,
@@ -201,15 +202,17 @@ class Show:
         return frozenset(keys)
 
     def performer_producers(self) -> list[Producer]:
-        return [p for p in self.router.producers.values() if not p.exclusive]
+        """The show's own tracks (owner SHOW): what a relay offers to an edge."""
+        return [p for p in self.router.producers.values() if owner_of(p) is AudienceOwner.SHOW]
+
+    def audiences(self, members: frozenset[str] | None) -> Audiences:
+        """Each audience owner's keys here for the show's ``members`` (None: everyone)."""
+        return Audiences(self._audience_keys(members), frozenset(p.session_id for p in self.performers))
 
     def _apply_audience(self, members: frozenset[str] | None) -> None:
-        self.router.set_audience(self.performer_producers(), self._audience_keys(members))
-        performers = frozenset(p.session_id for p in self.performers)
-        for p in self.router.producers.values():
-            if p.exclusive and "cam2cam_to" not in p.app_data:
-                # (A member's Cam2Cam on its edge goes only up the relay to the show's node.)
-                p.set_audience(performers)
+        # One rule for every producer: its owner's keys (shows/audience.py, docs/cluster.md
+        # "Who receives each producer").
+        self.audiences(members).apply(self.router.producers.values())
         if self.audience_listener is not None:
             self.audience_listener.audience_set(self, members)
 
@@ -219,8 +222,8 @@ class Show:
             self._apply_audience(self.machine.audience())
 
     def _on_producer(self, what: str, producer: Producer) -> None:
-        if what == "added" and not producer.exclusive:
-            producer.set_audience(self._audience_keys(self.machine.audience()))
+        if what == "added":
+            self.audiences(self.machine.audience()).apply([producer])
 
     def _broadcast_state(self, at: float) -> None:
         state = self.machine.state.value
