@@ -23,18 +23,25 @@ from jasmin_sfu.shows.machine import AcceptPrivate, EndPrivate, RequestPrivate, 
 from jasmin_sfu.shows.show import Show
 from tests.support import make_producer
 
-PERFORMER, M1, M2, GUEST = "perf-s", "m1-s", "m2-s", "guest-s"
-ORIGIN_KEYS = (PERFORMER, M1, M2, GUEST)
+PERFORMER, PERFORMER2, M1, M2, GUEST = "perf-s", "perf2-s", "m1-s", "m2-s", "guest-s"
+ORIGIN_KEYS = (PERFORMER, PERFORMER2, M1, M2, GUEST)
 RELAY_UP = "relay:origin-node"  # the relay from m1's edge up to the show's node
 EDGE_KEYS = (M1, M2, GUEST, RELAY_UP)
 EVERYONE = "everyone"
-STATES = ("free", "private with m1", "after (member chat)", "free again")
+ORIGIN_STATES = (
+    "free",
+    "private with m1",
+    "a second performer joins (group show)",
+    "after (member chat)",
+    "free again",
+)
+EDGE_STATES = ("free", "private with m1", "after (member chat)", "free again")
 
-# kind -> who may consume it in each state of STATES (a key set, or EVERYONE).
+# kind -> who may consume it in each state (a key set, or EVERYONE).
 ORIGIN_TABLE: dict[str, tuple[Any, ...]] = {
-    "performer's camera": (EVERYONE, {PERFORMER, M1}, {PERFORMER}, EVERYONE),
-    "m1's Cam2Cam published here": ({PERFORMER},) * 4,
-    "m1's Cam2Cam replica from its edge": ({PERFORMER},) * 4,
+    "performer's camera": (EVERYONE, {PERFORMER, M1}, {PERFORMER, PERFORMER2, M1}, {PERFORMER, PERFORMER2}, EVERYONE),
+    "m1's Cam2Cam published here": ({PERFORMER},) * 2 + ({PERFORMER, PERFORMER2},) * 3,
+    "m1's Cam2Cam replica from its edge": ({PERFORMER},) * 2 + ({PERFORMER, PERFORMER2},) * 3,
 }
 EDGE_TABLE: dict[str, tuple[Any, ...]] = {
     # After the private the origin cuts the relay toward the edge (nothing arrives) and tells
@@ -52,7 +59,7 @@ class Person:
         self.session_id = session_id
         self.role = role
         self.member_id = member_id
-        self.performer_id = "anna" if role == "performer" else None
+        self.performer_id = session_id if role == "performer" else None
 
     def notify(self, event: str, data: dict[str, Any]) -> None:
         pass
@@ -78,10 +85,16 @@ def _who(p: Producer, keys: tuple[str, ...]) -> Any:
     return {k for k in keys if p.admits(k) and p.visible_to(k)}
 
 
-def _check(table: dict[str, tuple[Any, ...]], made: dict[str, Producer], keys: tuple[str, ...], step: int) -> None:
+def _check(
+    table: dict[str, tuple[Any, ...]],
+    made: dict[str, Producer],
+    keys: tuple[str, ...],
+    states: tuple[str, ...],
+    step: int,
+) -> None:
     got = {kind: _who(made[kind], keys) for kind in table}
     want = {kind: row[step] for kind, row in table.items()}
-    assert got == want, f"in state {STATES[step]!r}"
+    assert got == want, f"in state {states[step]!r}"
 
 
 @pytest.fixture
@@ -92,10 +105,11 @@ async def worker() -> Any:
 
 
 async def test_each_producer_kind_reaches_whom_its_owner_says_on_the_shows_node(worker: Worker) -> None:
-    """Protects the privacy table on the show's node: the performer's tracks follow the show
-    (everyone in free chat, only the performer and the paying member in the private, only the
-    performer after it); a member's Cam2Cam, published here or replicated from its edge,
-    reaches the performers only, in every state, whatever the show's audience does."""
+    """Protects the privacy table on the show's node: the performers' tracks follow the show
+    (everyone in free chat, only the performers and the paying member in the private, only the
+    performers after it); a member's Cam2Cam, published here or replicated from its edge,
+    reaches the performers only (a second one of a group show too, once it joins), in every
+    state, whatever the show's audience does."""
     t = [100.0]
     show = Show("s1", worker.create_router("r1"), EventBus(), ShowsConfig(), clock=lambda: t[0])
     show.add(Person(PERFORMER, "performer"))  # online: free chat
@@ -119,13 +133,14 @@ async def test_each_producer_kind_reaches_whom_its_owner_says_on_the_shows_node(
     steps: list[Callable[[], Any]] = [
         lambda: None,
         lambda: (show.apply(RequestPrivate("m1", t[0])), show.apply(AcceptPrivate("m1", t[0]))),
+        lambda: show.add(Person(PERFORMER2, "performer")),
         lambda: show.apply(EndPrivate("performer", t[0])),
         lambda: show.apply(ReturnToFree(t[0])),
     ]
     for step, go in enumerate(steps):
         t[0] += 1
         go()
-        _check(ORIGIN_TABLE, made, ORIGIN_KEYS, step)
+        _check(ORIGIN_TABLE, made, ORIGIN_KEYS, ORIGIN_STATES, step)
     await show.close()
 
 
@@ -150,5 +165,5 @@ async def test_each_producer_kind_reaches_whom_its_owner_says_on_an_edge(worker:
     for step, members in enumerate(EDGE_WORD):
         # What RelayMembers.apply_edge_audience does with the origin's word.
         show.audiences(members).apply(show.router.producers.values(), changed_only=True)
-        _check(EDGE_TABLE, made, EDGE_KEYS, step)
+        _check(EDGE_TABLE, made, EDGE_KEYS, EDGE_STATES, step)
     await show.close()
