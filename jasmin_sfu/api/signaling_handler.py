@@ -41,6 +41,7 @@ from jasmin_sfu.services.chat import ChatService
 from jasmin_sfu.services.cluster import ClusterNode, ClusterUnavailable, Placement
 from jasmin_sfu.services.social_notify import OnlineNotifier
 from jasmin_sfu.shows import machine as m
+from jasmin_sfu.shows.audience import CAM2CAM_TO
 from jasmin_sfu.shows.privates import Privates
 from jasmin_sfu.shows.registry import ShowRegistry
 from jasmin_sfu.shows.show import Show
@@ -462,7 +463,7 @@ class SessionHandler:
             "session_id": self.session_id,
             "cam2cam": True,
             "member_id": self.member_id,
-            "cam2cam_to": pipe.peer_node,
+            CAM2CAM_TO: pipe.peer_node,
         }
         try:
             answer, producers = await show.router.publish(
