@@ -45,19 +45,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as _dt
 import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import loop_profile, scenario
+from bench import loop_profile, options, scenario
 from bench.measure import pct
 from bench.peers import wait_for
+from bench.plot import COLORS, figure
 from bench.publisher import SyntheticPublisher, Workload
-from bench.report import machine
-from bench.shows import Server, Window, WindowResult, disturbed, join_outcome, make_server
+from bench.shows import Server, Window, WindowResult, disturbed, join_outcome
 from bench.viewers import LightViewer, RawPoller, Recorder
 
 SHOW = "storm"
@@ -198,17 +197,16 @@ async def run_storm(o: argparse.Namespace, target: str, n: int, spread_s: float,
         prefix = f"{o.loop_profile}-{target}-{n}_{spread_s:g}" if o.loop_profile and target == "jasmin" else ""
         if prefix:
             loop_profile.enable(prefix)
-        server = await asyncio.to_thread(make_server, target, o.cpu, o.admission == "on")
-        what = server.software()
-        js = JoinStorm(o, server, wl)
-        try:
-            joins, baseline, storm = await js.run(n, spread_s)
-            rss = round(server.rss_mb(), 1)
-            rtcp = js.wpoll.rtcp_sent + js.spoll.rtcp_sent
-            pid = server.pid
-        finally:
-            await js.close()
-            await server.close()
+        async with scenario.fresh_server(target, o.cpu, o.admission == "on") as server:
+            what = server.software()
+            js = JoinStorm(o, server, wl)
+            try:
+                joins, baseline, storm = await js.run(n, spread_s)
+                rss = round(server.rss_mb(), 1)
+                rtcp = js.wpoll.rtcp_sent + js.spoll.rtcp_sent
+                pid = server.pid
+            finally:
+                await js.close()
         loop: dict[str, Any] = {}
         if prefix:
             worked = sum(1 for j in joins if j.outcome in ("ok", "timeout"))  # every join the SFU negotiated
@@ -272,12 +270,8 @@ def summarize(storms: list[Storm]) -> dict[str, Any]:
 
 
 async def main_async(o: argparse.Namespace) -> dict[str, Any]:
-    from bench.peers import loopback_only
-
-    loopback_only()
     scenario.cores(o)
-    wl = Workload()
-    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    wl, started = scenario.begin()
     results: dict[str, Any] = {}
     for target in o.targets:
         storms: list[Storm] = []
@@ -305,14 +299,14 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
             elif s.loop:
                 print(f"    loop profile: {s.loop['error']}", file=sys.stderr)
         results[target] = {"software": what, "summary": summarize(storms), "storms": [asdict(s) for s in storms]}
-    out: dict[str, Any] = {
-        "scenario": "joinstorm",
-        "started": started,
-        "machine": machine(),
-        "workload": asdict(wl),
-        "options": {k: v for k, v in vars(o).items() if k != "json"},
-        "criteria": {"max_ttff_p95_ms": o.max_ttff_p95, "every_join_ok": True},
-        "method": {
+    out = scenario.record(
+        "joinstorm",
+        o,
+        wl,
+        started,
+        results,
+        criteria={"max_ttff_p95_ms": o.max_ttff_p95, "every_join_ok": True},
+        method={
             "ttff": "subscribe request (jasmin: subscribe; janus: attach of the subscriber handle) -> kernel receive "
             "time of the first packet starting a keyframe, every join",
             "batches": f"{o.batch} joins at once, batches spread evenly over T",
@@ -322,24 +316,18 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
             "admission": "jasmin-sfu's admission control at its defaults" if o.admission == "on" else "off",
             "scheduling": "normal priority (SCHED_OTHER) unless --sched says otherwise",
         },
-        "targets": results,
-        "note": o.note,
-    }
+    )
     if "jasmin" in results and "janus" in results:
         j, g = results["jasmin"]["summary"], results["janus"]["summary"]
-
-        def div(a: float | None, b: float | None) -> float | None:
-            return round(a / b, 3) if a and b and a > 0 and b > 0 else None
-
         out["ratios"] = {
-            "joins_per_s_per_core_held": div(j["joins_per_s_per_core_held"], g["joins_per_s_per_core_held"]),
-            "joins_per_core_s_fit": div(j["joins_per_core_s_fit"], g["joins_per_core_s_fit"]),
+            "joins_per_s_per_core_held": scenario.ratio(j["joins_per_s_per_core_held"], g["joins_per_s_per_core_held"]),
+            "joins_per_core_s_fit": scenario.ratio(j["joins_per_core_s_fit"], g["joins_per_core_s_fit"]),
         }
     return out
 
 
 def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
-    print(f"join storm ({r['started']}, {r['machine']['cpu']}, {r['machine']['cores']} cores)", file=file)
+    scenario.heading("join storm", r, file)
     cols = (
         "target",
         "V/T",
@@ -360,7 +348,7 @@ def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
         "other%",
         "held",
     )
-    print("  ".join(f"{c:>8}" for c in cols), file=file)
+    scenario.row(cols, 8, file)
     for name, t in r["targets"].items():
         for s in t["storms"]:
             row = (
@@ -383,7 +371,7 @@ def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
                 s["storm"]["other_pct"],
                 ("yes" if s["held"] else "no") + (" (disturbed)" if s["disturbed"] else ""),
             )
-            print("  ".join(f"{str(c):>8}" for c in row), file=file)
+            scenario.row(row, 8, file)
     for name, t in r["targets"].items():
         q = t["summary"]
         print(
@@ -394,20 +382,16 @@ def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
         )
     if "ratios" in r:
         print(f"ratio jasmin/janus: {r['ratios']}", file=file)
-    if r.get("note"):
-        print(f"note: {r['note']}", file=file)
+    scenario.note(r, file)
 
 
 def plot(r: dict[str, Any], png: str) -> None:
     """TTFF p50/p95/max per storm and the watchers' p99 added latency, per target."""
-    import matplotlib
+    with figure(png, 2, 8, scenario.plot_title("join storm", r)) as (ax_t, ax_w):
+        _draw(r, ax_t, ax_w)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from bench.plot import COLORS
-
-    fig, (ax_t, ax_w) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
+def _draw(r: dict[str, Any], ax_t: Any, ax_w: Any) -> None:
     for name, t in r["targets"].items():
         storms = sorted(t["storms"], key=lambda s: s["offered_joins_per_s"])
         x = [s["offered_joins_per_s"] for s in storms]
@@ -427,25 +411,10 @@ def plot(r: dict[str, Any], png: str) -> None:
     ax_w.set_ylabel("watchers' added latency, ms")
     ax_w.set_yscale("log")
     ax_w.set_xlabel("joins offered per second (one show, one core)")
-    for ax in (ax_t, ax_w):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"join storm: {' vs '.join(r['targets'])}\n{r['started']}  {r['machine'].get('cpu', '')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.joinstorm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--targets",
-        type=lambda x: [t for t in x.split(",") if t],
-        default=["jasmin"],
-        help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)",
-    )
+    ap = options.scenario_parser("python -m bench.joinstorm", __doc__)
     ap.add_argument(
         "--storms",
         type=parse_storms,
@@ -465,20 +434,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=float, default=3.0, help="the watchers' baseline window before the storm")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds before the baseline window")
     ap.add_argument("--concurrency", type=int, default=16, help="watcher joins at once")
-    ap.add_argument(
-        "--max-other",
-        type=float,
-        default=15.0,
-        help="other work on the machine (percent of one core) above which a storm is disturbed",
-    )
-    ap.add_argument("--reruns", type=int, default=1, help="run a disturbed storm again this many times")
+    options.add_disturbance(ap, "a storm", "run")
     ap.add_argument(
         "--loop-profile",
         default="",
         help="path prefix: profile jasmin-sfu's event loop (CPU per turn and per callback, by phase of a join;"
         " bench/loop_profile.py) into <prefix>-jasmin-V_T.<pid>.json and the record's `loop`",
     )
-    scenario.add_run_arguments(ap)
+    options.add_run_arguments(ap)
     return ap
 
 

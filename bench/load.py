@@ -54,17 +54,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
-import json
 import os
-import resource
 import sys
 import time
 from array import array
 from dataclasses import asdict
 from typing import Any
 
+from bench import scenario
 from bench.measure import Step, core_times, judge, own_cpu_seconds, pct, udp_drops
-from bench.options import Options
+from bench.options import Options, tool_parser
 from bench.peers import wait_for
 from bench.publisher import SyntheticPublisher, Workload
 from bench.report import machine, print_table, summarize
@@ -378,7 +377,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sfu_cpu": opts.sfu_cpu,
             "tool_cpu": args.bench_cpu if args.bench_cpu >= 0 else None,
             "how": "taskset -c <sfu_cpu> for the SFU process; sched_setaffinity for this tool",
-            "scheduling": scheduling(),
+            "scheduling": scenario.scheduling(),
         },
         "netns": None,
     }
@@ -409,22 +408,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             a, b = record[name].get("cpu_us_per_packet_out"), record["jasmin"].get("cpu_us_per_packet_out")
             record[f"ratio_cpu_us_per_packet_out_{name}"] = round(a / b, 3) if a and b else None
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=2)
-        if not args.no_plot:
-            from bench.plot import plot
+        from bench.plot import plot
 
-            png = os.path.splitext(args.json)[0] + ".png"
-            plot(record, png)
+        png = scenario.write(record, args.json, None if args.no_plot else plot, indent=2)
+        if png:
             record["png"] = png
     return record
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = tool_parser("python -m bench.load", __doc__)
     ap.add_argument(
         "--targets",
         default="jasmin",
@@ -498,38 +491,9 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def set_scheduling(how: str) -> str:
-    """Protect the measurement from other work on a shared machine.
-
-    Set on this process before any SFU starts, so the SFU processes (and every
-    Janus thread) inherit it. With SCHED_RR a waking SFU or load tool preempts
-    ordinary processes at once; the kernel's RT throttling still leaves 5% of
-    each core to everything else.
-    """
-    try:
-        if how == "rr":
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(10))
-        elif how == "nice":
-            os.setpriority(os.PRIO_PROCESS, 0, -20)
-    except (OSError, AttributeError):
-        return "none"
-    return how
-
-
-def scheduling() -> str:
-    policy = os.sched_getscheduler(0)
-    if policy == os.SCHED_RR:
-        return f"SCHED_RR priority {os.sched_getparam(0).sched_priority} (inherited by the SFU processes)"
-    return f"SCHED_OTHER nice {os.getpriority(os.PRIO_PROCESS, 0)} (inherited by the SFU processes)"
-
-
 async def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.bench_cpu >= 0 and hasattr(os, "sched_setaffinity") and args.bench_cpu < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {args.bench_cpu})
-    set_scheduling(args.sched)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    scenario.settle_tool(args.bench_cpu if 0 <= args.bench_cpu < (os.cpu_count() or 1) else None, args.sched)
     record = await run(args)
     print_table(record)
     if args.json:

@@ -36,17 +36,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as _dt
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import scenario
+from bench import options, scenario
 from bench.peers import wait_for
+from bench.plot import COLORS, figure
 from bench.publisher import SyntheticPublisher, Workload
-from bench.report import machine
-from bench.shows import Server, Window, WindowResult, disturbed, make_server
+from bench.shows import Server, Window, WindowResult, disturbed
 from bench.viewers import LightViewer, RawPoller, Recorder
 
 
@@ -190,14 +189,13 @@ class LongTail:
 
 
 async def run_step(o: argparse.Namespace, target: str, shows: int, per_show: int, wl: Workload) -> tuple[Step, str]:
-    server = await asyncio.to_thread(make_server, target, o.cpu)
-    what = server.software()
-    lt = LongTail(o, server, wl)
-    try:
-        step = await lt.run(shows, per_show)
-    finally:
-        await lt.close()
-        await server.close()
+    async with scenario.fresh_server(target, o.cpu) as server:
+        what = server.software()
+        lt = LongTail(o, server, wl)
+        try:
+            step = await lt.run(shows, per_show)
+        finally:
+            await lt.close()
     return step, what
 
 
@@ -235,26 +233,22 @@ def ratios(j: dict[str, Any], g: dict[str, Any]) -> dict[str, Any]:
         b = g.get(key)
         if not b:
             continue
-
-        def div(x: float | None, y: float | None) -> float | None:
-            return round(x / y, 3) if x and y and x > 0 and y > 0 else None
-
         out[key] = {
-            "shows_per_core_held": div(a["shows_per_core_held"], b["shows_per_core_held"]),
-            "shows_per_core_fit": div(a["shows_per_core_fit"], b["shows_per_core_fit"]),
-            "cpu_per_publisher_janus_over_jasmin": div(b["cpu_pct_per_publisher"], a["cpu_pct_per_publisher"]),
-            "cpu_per_packet_out_janus_over_jasmin": div(b["cpu_us_per_packet_out"], a["cpu_us_per_packet_out"]),
+            "shows_per_core_held": scenario.ratio(a["shows_per_core_held"], b["shows_per_core_held"]),
+            "shows_per_core_fit": scenario.ratio(a["shows_per_core_fit"], b["shows_per_core_fit"]),
+            "cpu_per_publisher_janus_over_jasmin": scenario.ratio(
+                b["cpu_pct_per_publisher"], a["cpu_pct_per_publisher"]
+            ),
+            "cpu_per_packet_out_janus_over_jasmin": scenario.ratio(
+                b["cpu_us_per_packet_out"], a["cpu_us_per_packet_out"]
+            ),
         }
     return out
 
 
 async def main_async(o: argparse.Namespace) -> dict[str, Any]:
-    from bench.peers import loopback_only
-
-    loopback_only()
     scenario.cores(o)
-    wl = Workload()
-    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    wl, started = scenario.begin()
     results: dict[str, Any] = {}
     for target in o.targets:
         steps: list[Step] = []
@@ -271,29 +265,27 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
             if step.verdict != "ok" and o.stop_on_fail:
                 break
         results[target] = {"software": what, "summary": summarize(steps), "steps": [asdict(s) for s in steps]}
-    out: dict[str, Any] = {
-        "scenario": "longtail",
-        "started": started,
-        "machine": machine(),
-        "workload": asdict(wl),
-        "options": {k: v for k, v in vars(o).items() if k != "json"},
-        "criteria": {"max_loss_pct": o.max_loss, "every_viewer_started": True},
-        "method": {
+    out = scenario.record(
+        "longtail",
+        o,
+        wl,
+        started,
+        results,
+        criteria={"max_loss_pct": o.max_loss, "every_viewer_started": True},
+        method={
             "cpu": "utime+stime of the SFU process (all threads) from /proc over each window",
             "other_pct": "the machine's busy time (all CPUs, /proc/stat, softirq apart) minus the SFU and this tool",
             "viewers": f"light viewers (real ICE/DTLS/SRTP, no decoding), RR + REMB every {o.rtcp_every} s",
             "scheduling": "normal priority (SCHED_OTHER) unless --sched says otherwise",
         },
-        "targets": results,
-        "note": o.note,
-    }
+    )
     if "jasmin" in results and "janus" in results:
         out["ratios"] = ratios(results["jasmin"]["summary"], results["janus"]["summary"])
     return out
 
 
 def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
-    print(f"long tail ({r['started']}, {r['machine']['cpu']}, {r['machine']['cores']} cores)", file=file)
+    scenario.heading("long tail", r, file)
     cols = (
         "target",
         "SxV",
@@ -309,7 +301,7 @@ def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
         "rssMB",
         "verdict",
     )
-    print("  ".join(f"{c:>10}" for c in cols), file=file)
+    scenario.row(cols, 10, file)
     for name, t in r["targets"].items():
         for s in t["steps"]:
             f = s["full"]
@@ -328,7 +320,7 @@ def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
                 s["rss_mb"],
                 s["verdict"] + (" (disturbed)" if s["disturbed"] else ""),
             )
-            print("  ".join(f"{str(c):>10}" for c in row), file=file)
+            scenario.row(row, 10, file)
     for name, t in r["targets"].items():
         for group, g in t["summary"].items():
             print(
@@ -339,20 +331,16 @@ def print_table(r: dict[str, Any], file: Any = sys.stdout) -> None:
             )
     for group, q in r.get("ratios", {}).items():
         print(f"ratio jasmin/janus {group}: {q}", file=file)
-    if r.get("note"):
-        print(f"note: {r['note']}", file=file)
+    scenario.note(r, file)
 
 
 def plot(r: dict[str, Any], png: str) -> None:
     """Per target and viewers-per-show: SFU CPU against shows, and CPU per forwarded packet."""
-    import matplotlib
+    with figure(png, 2, 8, scenario.plot_title("long tail", r)) as (ax_cpu, ax_pkt):
+        _draw(r, ax_cpu, ax_pkt)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from bench.plot import COLORS
-
-    fig, (ax_cpu, ax_pkt) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
+def _draw(r: dict[str, Any], ax_cpu: Any, ax_pkt: Any) -> None:
     marks = ["o", "s", "^", "D"]
     for name, t in r["targets"].items():
         for i, per_show in enumerate(sorted({s["viewers_per_show"] for s in t["steps"]})):
@@ -385,25 +373,10 @@ def plot(r: dict[str, Any], png: str) -> None:
     ax_cpu.set_ylabel("SFU CPU, % of one core")
     ax_pkt.set_ylabel("us of SFU CPU per forwarded packet")
     ax_pkt.set_xlabel("shows (1 publisher each: VP8 1.5 Mbit/s + Opus)")
-    for ax in (ax_cpu, ax_pkt):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"long tail: {' vs '.join(r['targets'])}\n{r['started']}  {r['machine'].get('cpu', '')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.longtail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--targets",
-        type=lambda x: [t for t in x.split(",") if t],
-        default=["jasmin"],
-        help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)",
-    )
+    ap = options.scenario_parser("python -m bench.longtail", __doc__)
     ap.add_argument(
         "--steps",
         type=parse_steps,
@@ -416,15 +389,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--start-timeout", type=float, default=30.0, help="seconds for every viewer's first keyframe")
     ap.add_argument("--max-loss", type=float, default=1.0, help="loss limit of a step that holds, percent")
     ap.add_argument("--tool-cpu-limit", type=float, default=90.0, help="this tool's CPU at which a failure is its own")
-    ap.add_argument(
-        "--max-other",
-        type=float,
-        default=15.0,
-        help="other work on the machine (percent of one core) above which a window is disturbed",
-    )
-    ap.add_argument("--reruns", type=int, default=1, help="measure a disturbed window again this many times")
+    options.add_disturbance(ap, "a window", "measure")
     ap.add_argument("--stop-on-fail", action="store_true", help="stop a target's steps at the first that fails")
-    scenario.add_run_arguments(ap)
+    options.add_run_arguments(ap)
     return ap
 
 

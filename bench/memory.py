@@ -30,18 +30,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as _dt
-import json
 import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench import options, scenario
 from bench.peers import wait_for
 from bench.publisher import SyntheticPublisher, Workload
-from bench.report import machine
-from bench.shows import Server, make_server
+from bench.shows import Server
 from bench.viewers import LightViewer, RawPoller, Recorder
 
 
@@ -71,7 +69,7 @@ def slope(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 class Node:
-    """One SFU process and the peers on it (each show: a publisher and its viewers)."""
+    """The peers on one SFU process (each show: a publisher and its viewers)."""
 
     def __init__(self, server: Server, wl: Workload) -> None:
         self.server = server
@@ -115,7 +113,6 @@ class Node:
             await v.close()
         for p in self.pubs:
             await p.close()
-        await self.server.close()
         self.poller.close()
 
 
@@ -124,35 +121,37 @@ def _point(shows: int, viewers: int, rss: float) -> Point:
 
 
 async def ramp_viewers(o: argparse.Namespace, target: str, wl: Workload) -> tuple[Point, Ramp, str]:
-    node = Node(await asyncio.to_thread(make_server, target, o.cpu), wl)
-    what = node.server.software()
     ramp = Ramp("viewers")
-    try:
-        base = _point(0, 0, await node.rss(o.settle))
-        await node.add_show("mem-0")
-        for n in o.viewers:
-            await node.add_viewers("mem-0", n - len(node.viewers), o.concurrency, ramp.errors)
-            ramp.points.append(_point(1, len(node.viewers), await node.rss(o.settle)))
-            print(f"  {target} viewers: {ramp.points[-1]}", file=sys.stderr)
-    finally:
-        await node.close()
+    async with scenario.fresh_server(target, o.cpu) as server:
+        node = Node(server, wl)
+        what = server.software()
+        try:
+            base = _point(0, 0, await node.rss(o.settle))
+            await node.add_show("mem-0")
+            for n in o.viewers:
+                await node.add_viewers("mem-0", n - len(node.viewers), o.concurrency, ramp.errors)
+                ramp.points.append(_point(1, len(node.viewers), await node.rss(o.settle)))
+                print(f"  {target} viewers: {ramp.points[-1]}", file=sys.stderr)
+        finally:
+            await node.close()
     ramp.slope_mb, ramp.intercept_mb = slope([p.viewers for p in ramp.points], [p.rss_mb for p in ramp.points])
     return base, ramp, what
 
 
 async def ramp_shows(o: argparse.Namespace, target: str, wl: Workload) -> Ramp:
-    node = Node(await asyncio.to_thread(make_server, target, o.cpu), wl)
     ramp = Ramp("shows")
-    try:
-        for s in o.shows:
-            while len(node.pubs) < s:
-                show = f"mem-{len(node.pubs)}"
-                await node.add_show(show)
-                await node.add_viewers(show, o.viewers_per_show, o.concurrency, ramp.errors)
-            ramp.points.append(_point(len(node.pubs), len(node.viewers), await node.rss(o.settle)))
-            print(f"  {target} shows: {ramp.points[-1]}", file=sys.stderr)
-    finally:
-        await node.close()
+    async with scenario.fresh_server(target, o.cpu) as server:
+        node = Node(server, wl)
+        try:
+            for s in o.shows:
+                while len(node.pubs) < s:
+                    show = f"mem-{len(node.pubs)}"
+                    await node.add_show(show)
+                    await node.add_viewers(show, o.viewers_per_show, o.concurrency, ramp.errors)
+                ramp.points.append(_point(len(node.pubs), len(node.viewers), await node.rss(o.settle)))
+                print(f"  {target} shows: {ramp.points[-1]}", file=sys.stderr)
+        finally:
+            await node.close()
     ramp.slope_mb, ramp.intercept_mb = slope([p.shows for p in ramp.points], [p.rss_mb for p in ramp.points])
     return ramp
 
@@ -162,11 +161,7 @@ def _ints(text: str) -> list[int]:
 
 
 async def main_async(o: argparse.Namespace) -> dict[str, Any]:
-    from bench.peers import loopback_only
-
-    loopback_only()
-    wl = Workload()
-    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    wl, started = scenario.begin()
     results: dict[str, Any] = {}
     for target in o.targets:
         base, viewers, what = await ramp_viewers(o, target, wl)
@@ -179,16 +174,7 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
             "rss_per_show_mb": round(shows.slope_mb, 3),
             "ramps": [asdict(viewers), asdict(shows)],
         }
-    out: dict[str, Any] = {
-        "scenario": "memory",
-        "started": started,
-        "machine": machine(),
-        "workload": asdict(wl),
-        "options": {k: v for k, v in vars(o).items() if k != "json"},
-        "viewers_per_show": o.viewers_per_show,
-        "targets": results,
-        "note": o.note,
-    }
+    out = scenario.record("memory", o, wl, started, results, viewers_per_show=o.viewers_per_show)
     if "jasmin" in results and "janus" in results:
         j, g = results["jasmin"], results["janus"]
         out["ratio_rss_per_viewer"] = (
@@ -203,7 +189,7 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
 def print_table(r: dict[str, Any]) -> None:
     t = r["targets"]
     names = list(t)
-    print(f"memory, RSS ({r['started']}, {r['machine']['cpu']}, {r['machine']['cores']} cores)")
+    scenario.heading("memory, RSS", r)
     print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
     rows = [
         ("base (no show)", "base_rss_mb", "{:>9.1f} MB"),
@@ -220,18 +206,11 @@ def print_table(r: dict[str, Any]) -> None:
     for k in ("ratio_rss_per_viewer", "ratio_rss_per_show"):
         if k in r:
             print(f"{k} (jasmin / janus): {r[k]}")
-    if r.get("note"):
-        print(f"note: {r['note']}")
+    scenario.note(r)
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--targets",
-        type=lambda x: [t for t in x.split(",") if t],
-        default=["jasmin"],
-        help="jasmin, janus (Janus runs in its own network namespace, as in bench.load)",
-    )
+    ap = options.scenario_parser("python -m bench.memory", (__doc__ or "").split("\n\n")[0], raw=False)
     ap.add_argument(
         "--viewers", type=_ints, default=_ints("0,25,50,100,150"), help="viewer counts of the one-show ramp"
     )
@@ -241,35 +220,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--settle", type=float, default=3.0, help="seconds after the last first keyframe before reading RSS"
     )
-    ap.add_argument(
-        "--cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else None, help="core to pin the SFU to (-1: none)"
-    )
-    ap.add_argument("--note", default="", help="recorded in the JSON (e.g. what else loaded the machine)")
-    ap.add_argument("--json", default="", help="write the record here")
+    options.add_pinning(ap, tool=False)
+    options.add_record(ap, png=False)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    o = parser().parse_args(argv)
-    bad = [t for t in o.targets if t not in ("jasmin", "janus")]
-    if bad:
-        raise SystemExit(f"unknown target(s) {bad} (jasmin, janus)")
-    from bench import netns
-
-    if "janus" in o.targets and not netns.inside():
-        from bench.janus import installed
-
-        why = netns.available() or installed()
-        if why:
-            raise SystemExit(f"the Janus side runs in its own network namespace: {why}")
-        return netns.run_inside(["-m", "bench.memory", *(sys.argv[1:] if argv is None else argv)])
-    r = asyncio.run(main_async(o))
-    print_table(r)
-    if o.json:
-        with open(o.json, "w") as f:
-            json.dump(r, f, indent=1)
-            f.write("\n")
-    return 0
+    # This tool pins only the SFU (--cpu), and writes no PNG.
+    return scenario.cli("bench.memory", argv, parser, main_async, print_table, None, pin=False)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,55 @@
-"""PNG plot of a bench.load JSON record: viewers against SFU CPU, loss and p99 latency.
+"""PNG plot of a bench.load JSON record: viewers against SFU CPU, loss and p99 latency; the figure
+every bench tool's PNG is drawn in (``figure``).
 
 python -m bench.plot bench/results/2025-01-01-vs-janus.json   # writes the .png next to it
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 COLORS = {"jasmin": "tab:blue", "janus": "tab:orange"}
 
 
-def plot(record: dict[str, Any], png: str) -> None:
+@contextlib.contextmanager
+def figure(png: str, rows: int, height: float, title: str) -> Iterator[list[Any]]:
+    """``rows`` axes one above the other sharing x (8 x ``height`` inches) to draw on; on leaving,
+    every axis gets its grid and legend, the figure ``title``, and the PNG is written at ``png``
+    (100 dpi). matplotlib is imported here, off the import of the tools, with the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, height), sharex=True)
+    try:
+        yield list(axes)
+        for ax in axes:
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8, loc="upper left")
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+        fig.savefig(png, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def plot(record: dict[str, Any], png: str) -> None:
+    title = "SFU load: " + " vs ".join(record.get("targets", []))
+    if record.get("ratio_viewers_per_core"):
+        title += f"  (ratio {record['ratio_viewers_per_core']})"
+    title += "\n" + record.get("date", "") + "  " + record.get("machine", {}).get("cpu", "")
+    with figure(png, 3, 10, title) as axes:
+        _draw(record, axes)
+
+
+def _draw(record: dict[str, Any], axes: list[Any]) -> None:
     ax_cpu, ax_loss, ax_lat = axes
     crit = record.get("criteria", {})
     for name in record.get("targets", []):
@@ -50,17 +80,6 @@ def plot(record: dict[str, Any], png: str) -> None:
     ax_lat.set_yscale("log")
     ax_lat.set_ylim(0.1, 1000)
     ax_lat.set_xlabel("viewers (1 publisher: VP8 1.5 Mbit/s + Opus)")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-    title = "SFU load: " + " vs ".join(record.get("targets", []))
-    if record.get("ratio_viewers_per_core"):
-        title += f"  (ratio {record['ratio_viewers_per_core']})"
-    fig.suptitle(title + "\n" + record.get("date", "") + "  " + record.get("machine", {}).get("cpu", ""), fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str]) -> int:
