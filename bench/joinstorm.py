@@ -48,7 +48,8 @@ import asyncio
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench import loop_profile, options, scenario
@@ -272,14 +273,12 @@ def summarize(storms: list[Storm]) -> dict[str, Any]:
 async def main_async(o: argparse.Namespace) -> dict[str, Any]:
     scenario.cores(o)
     wl, started = scenario.begin()
-    results: dict[str, Any] = {}
-    for target in o.targets:
-        storms: list[Storm] = []
-        what = ""
+
+    async def storms(target: str) -> AsyncIterator[tuple[Storm, str]]:
         for n, spread in o.storms:
             print(f"  {target}: {n} joins in {spread} s", file=sys.stderr)
             s, what = await run_storm(o, target, n, spread, wl)
-            storms.append(s)
+            yield s, what
             print(
                 f"  {target} {n}/{spread}: ok {s.ok} overloaded {s.overloaded} errors {s.errors} timeouts {s.timeouts}, "
                 f"TTFF p50/p95/max {s.ttff_ms_p50}/{s.ttff_ms_p95}/{s.ttff_ms_max} ms, tool {s.storm.tool_cpu_pct} %, "
@@ -298,7 +297,8 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
                 )
             elif s.loop:
                 print(f"    loop profile: {s.loop['error']}", file=sys.stderr)
-        results[target] = {"software": what, "summary": summarize(storms), "storms": [asdict(s) for s in storms]}
+
+    results = await scenario.by_target(o.targets, "storms", storms, summarize)
     out = scenario.record(
         "joinstorm",
         o,

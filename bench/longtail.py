@@ -38,15 +38,15 @@ import argparse
 import asyncio
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench import options, scenario
 from bench.peers import wait_for
 from bench.plot import COLORS, figure
-from bench.publisher import SyntheticPublisher, Workload
+from bench.publisher import Workload
 from bench.shows import Server, Window, WindowResult, disturbed
-from bench.viewers import LightViewer, RawPoller, Recorder
 
 
 @dataclass
@@ -82,20 +82,14 @@ def parse_steps(text: str) -> list[tuple[int, int]]:
     return out
 
 
-class LongTail:
+class LongTail(scenario.Peers):
     """One step on one SFU: S publishers, S x V viewers, three windows."""
 
     def __init__(self, o: argparse.Namespace, server: Server, wl: Workload) -> None:
-        self.o, self.server, self.wl = o, server, wl
-        self.rec = Recorder()
-        self.poller = RawPoller(self.rec, o.sample_every, rtcp_every_s=o.rtcp_every)
-        self.pubs: list[SyntheticPublisher] = []
-        self.viewers: list[LightViewer] = []
+        super().__init__(server, wl, o.sample_every, o.rtcp_every)
+        self.o = o
         self.errors: list[str] = []
         self.reruns = 0
-
-    def sent(self) -> int:
-        return sum(sum(p.sent.values()) for p in self.pubs)
 
     async def window(self, seconds: float) -> WindowResult:
         """One window; measured again while disturbed (``--reruns``)."""
@@ -115,20 +109,6 @@ class LongTail:
             )
         return res
 
-    async def add_show(self, show: str) -> None:
-        pub = SyntheticPublisher(self.wl)
-        self.pubs.append(pub)
-        await pub.start(await self.server.show(show))
-
-    async def add_viewer(self, show: str, sem: asyncio.Semaphore) -> None:
-        v = LightViewer(len(self.viewers), self.rec, self.poller)
-        self.viewers.append(v)
-        async with sem:
-            try:
-                await self.server.viewer(show, v)
-            except Exception as exc:
-                self.errors.append(f"join {show}: {exc!r}")
-
     async def run(self, shows: int, per_show: int) -> Step:
         o = self.o
         await asyncio.sleep(o.settle)
@@ -146,7 +126,7 @@ class LongTail:
         await asyncio.sleep(o.settle)
         pubs = await self.window(o.seconds)
         live = [f"tail-{i}" for i in range(shows)]
-        await asyncio.gather(*(self.add_viewer(s, sem) for _ in range(per_show) for s in live))
+        await asyncio.gather(*(self.add_viewer(s, sem, self.errors) for _ in range(per_show) for s in live))
         await wait_for(lambda: all(v.first_key_ns for v in self.viewers), timeout=o.start_timeout, interval=0.05)
         not_started = sum(1 for v in self.viewers if not v.first_key_ns)
         await asyncio.sleep(o.settle)
@@ -179,13 +159,6 @@ class LongTail:
             viewer_rtcp_errors=self.poller.rtcp_errors,
             errors=self.errors[:10],
         )
-
-    async def close(self) -> None:
-        for v in self.viewers:
-            await v.close()
-        for p in self.pubs:
-            await p.close()
-        self.poller.close()
 
 
 async def run_step(o: argparse.Namespace, target: str, shows: int, per_show: int, wl: Workload) -> tuple[Step, str]:
@@ -249,14 +222,12 @@ def ratios(j: dict[str, Any], g: dict[str, Any]) -> dict[str, Any]:
 async def main_async(o: argparse.Namespace) -> dict[str, Any]:
     scenario.cores(o)
     wl, started = scenario.begin()
-    results: dict[str, Any] = {}
-    for target in o.targets:
-        steps: list[Step] = []
-        what = ""
+
+    async def steps(target: str) -> AsyncIterator[tuple[Step, str]]:
         for shows, per_show in o.steps:
             print(f"  {target}: {shows} shows x {per_show} viewers", file=sys.stderr)
             step, what = await run_step(o, target, shows, per_show, wl)
-            steps.append(step)
+            yield step, what
             print(
                 f"  {target} {shows}x{per_show}: {step.verdict} loss {step.full.loss_pct} % cpu {step.full.sfu_cpu_pct} % "
                 f"tool {step.full.tool_cpu_pct} % other {step.full.other_pct} %",
@@ -264,7 +235,8 @@ async def main_async(o: argparse.Namespace) -> dict[str, Any]:
             )
             if step.verdict != "ok" and o.stop_on_fail:
                 break
-        results[target] = {"software": what, "summary": summarize(steps), "steps": [asdict(s) for s in steps]}
+
+    results = await scenario.by_target(o.targets, "steps", steps, summarize)
     out = scenario.record(
         "longtail",
         o,

@@ -38,9 +38,7 @@ from typing import Any
 
 from bench import options, scenario
 from bench.peers import wait_for
-from bench.publisher import SyntheticPublisher, Workload
-from bench.shows import Server
-from bench.viewers import LightViewer, RawPoller, Recorder
+from bench.publisher import Workload
 
 
 @dataclass
@@ -68,35 +66,12 @@ def slope(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return s, i
 
 
-class Node:
+class Node(scenario.Peers):
     """The peers on one SFU process (each show: a publisher and its viewers)."""
-
-    def __init__(self, server: Server, wl: Workload) -> None:
-        self.server = server
-        self.wl = wl
-        self.rec = Recorder()
-        self.poller = RawPoller(self.rec)
-        self.pubs: list[SyntheticPublisher] = []
-        self.viewers: list[LightViewer] = []
-
-    async def add_show(self, show: str) -> None:
-        pub = SyntheticPublisher(self.wl)
-        self.pubs.append(pub)
-        await pub.start(await self.server.show(show))
 
     async def add_viewers(self, show: str, n: int, concurrency: int, errors: list[str]) -> None:
         sem = asyncio.Semaphore(concurrency)
-
-        async def one() -> None:
-            v = LightViewer(len(self.viewers), self.rec, self.poller)
-            self.viewers.append(v)
-            async with sem:
-                try:
-                    await self.server.viewer(show, v)
-                except Exception as exc:
-                    errors.append(f"join {show}: {exc!r}")
-
-        await asyncio.gather(*(one() for _ in range(n)))
+        await asyncio.gather(*(self.add_viewer(show, sem, errors) for _ in range(n)))
 
     async def rss(self, settle_s: float) -> float:
         """Median of three VmRSS reads 0.5 s apart, after every viewer has its first keyframe and ``settle_s``."""
@@ -107,13 +82,6 @@ class Node:
             reads.append(self.server.rss_mb())
             await asyncio.sleep(0.5)
         return round(statistics.median(reads), 2)
-
-    async def close(self) -> None:
-        for v in self.viewers:
-            await v.close()
-        for p in self.pubs:
-            await p.close()
-        self.poller.close()
 
 
 def _point(shows: int, viewers: int, rss: float) -> Point:

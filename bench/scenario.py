@@ -23,9 +23,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from bench.publisher import Workload
+from bench.publisher import SyntheticPublisher, Workload
 from bench.report import machine
 from bench.shows import Server, make_server
+from bench.viewers import LightViewer, RawPoller, Recorder
 
 TARGETS = ("jasmin", "janus")
 
@@ -99,12 +100,72 @@ async def fresh_server(target: str, cpu: int | None, admission: bool = False) ->
         await server.close()
 
 
+class Peers:
+    """The peers a step puts on one SFU: a synthetic publisher per show and light viewers, all read by
+    one poller (``sample_every``, ``rtcp_every``: ``bench.viewers.RawPoller``)."""
+
+    def __init__(self, server: Server, wl: Workload, sample_every: int = 4, rtcp_every: float = 0.0) -> None:
+        self.server, self.wl = server, wl
+        self.rec = Recorder()
+        self.poller = RawPoller(self.rec, sample_every, rtcp_every_s=rtcp_every)
+        self.pubs: list[SyntheticPublisher] = []
+        self.viewers: list[LightViewer] = []
+
+    def sent(self) -> int:
+        """Packets the publishers have sent."""
+        return sum(sum(p.sent.values()) for p in self.pubs)
+
+    async def add_show(self, show: str) -> None:
+        """A show on the SFU and its publisher, sending."""
+        pub = SyntheticPublisher(self.wl)
+        self.pubs.append(pub)
+        await pub.start(await self.server.show(show))
+
+    async def add_viewer(self, show: str, sem: asyncio.Semaphore, errors: list[str]) -> None:
+        """One viewer of ``show`` (joins ``sem`` at a time); a failed join is kept in ``errors``."""
+        v = LightViewer(len(self.viewers), self.rec, self.poller)
+        self.viewers.append(v)
+        async with sem:
+            try:
+                await self.server.viewer(show, v)
+            except Exception as exc:
+                errors.append(f"join {show}: {exc!r}")
+
+    async def close(self) -> None:
+        """The viewers, the publishers, the poller (the SFU stays: ``fresh_server`` closes it)."""
+        for v in self.viewers:
+            await v.close()
+        for p in self.pubs:
+            await p.close()
+        self.poller.close()
+
+
 def begin() -> tuple[Workload, str]:
     """The start of a scenario's run: loopback-only peers, the publishers' workload, the start time."""
     from bench.peers import loopback_only
 
     loopback_only()
     return Workload(), _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+async def by_target(
+    targets: list[str],
+    key: str,
+    steps: Callable[[str], AsyncIterator[tuple[Any, str]]],
+    summarize: Callable[[Any], Record],
+) -> Record:
+    """The results of every target in turn: ``steps(target)`` runs the target's steps (each its own SFU
+    process) and yields each step's result (a dataclass) with the SFU's software; a target's results are
+    that software, ``summarize`` of its steps, and the steps themselves under ``key``."""
+    results: Record = {}
+    for target in targets:
+        done: list[Any] = []
+        what = ""
+        async for step, software in steps(target):
+            done.append(step)
+            what = software
+        results[target] = {"software": what, "summary": summarize(done), key: [asdict(s) for s in done]}
+    return results
 
 
 def record(scenario: str, o: argparse.Namespace, wl: Workload, started: str, results: Record, **middle: Any) -> Record:
