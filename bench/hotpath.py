@@ -375,8 +375,9 @@ def _batch_stats() -> tuple[int, int]:
     return ext.batch_stats() if ext is not None and hasattr(ext, "batch_stats") else (0, 0)
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    cols = list(rows[0].keys())
+def print_table(rows: list[dict[str, Any]], cols: list[str] | None = None) -> None:
+    """``rows`` as right-aligned columns (``cols``, or every key of the first row), one line a row."""
+    cols = cols if cols is not None else list(rows[0].keys())
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
     for r in rows:

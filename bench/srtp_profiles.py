@@ -201,12 +201,13 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+COLUMNS = ["path", "packet", "profile", "ns", "per", "spread_pct", "ratio_to_256_gcm", "saved_ns_vs_256_gcm"]
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cols = ["path", "packet", "profile", "ns", "per", "spread_pct", "ratio_to_256_gcm", "saved_ns_vs_256_gcm"]
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
-    for r in rows:
-        print("  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths)))
+    from bench import hotpath
+
+    hotpath.print_table(rows, COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
