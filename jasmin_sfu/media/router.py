@@ -235,11 +235,6 @@ class Router:
         self.producers[producer.id] = producer
         self._emit("added", producer)
 
-    def set_audience(self, producers: list[Producer], audience: frozenset[str] | None) -> None:
-        """Restrict who receives ``producers``, in this event-loop step."""
-        for p in producers:
-            p.set_audience(audience)
-
     def visible_producers(self, key: str) -> list[Producer]:
         """Producers ``key`` may know of (exclusive ones only for their audience)."""
         return [p for p in self.producers.values() if p.visible_to(key)]
