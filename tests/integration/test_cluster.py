@@ -120,6 +120,14 @@ async def test_three_nodes_place_redirect_and_replace_a_killed_origin(prefix: st
         peers.append(fan)
         assert fan.client.moved_to is None
         assert await wait_for(lambda: fan.counter is not None and sum(fan.counter.packets.values()) >= 20, 30)
+
+        async def b_full_seen_by_a() -> bool:
+            # A full node sends a viewer to a node relaying the show while it has room, by loads
+            # one heartbeat old: until a has seen b's second viewer, a would send this one to b
+            # (full by then, which sends it on to c: the SDK follows `moved` once).
+            return (await cluster_view(a))["b"]["viewers"] == 2
+
+        await until(b_full_seen_by_a)
         sent = await subscribe(a.url, "star", decode=False, count=True)
         peers.append(sent)
         assert sent.client.moved_to == c.url
