@@ -254,7 +254,7 @@ async def test_an_edge_nack_never_gets_a_packet_from_while_its_relay_was_cut(wor
     edge NACK for one of them is refused (counted), while a NACK for a packet of the relay's current
     stream is served from the cache."""
     rel = await relay()
-    a, b, producers, origin, edge = rel.a, rel.b, rel.producers, rel.origin, rel.edge
+    b, producers, origin, edge = rel.b, rel.producers, rel.origin, rel.edge
     replicas = {p.id: edge.add_replica(b, origin.offer(p)) for p in producers}
     _, _, frames = await rel.watch(b)
     assert await wait_for(lambda: frames.get("video", 0) >= 5, timeout=30), frames
@@ -262,10 +262,12 @@ async def test_an_edge_nack_never_gets_a_packet_from_while_its_relay_was_cut(wor
     replica = replicas[video.id]
     stats = worker.stats
 
-    a.set_audience(producers, frozenset({"the-member"}))  # the private: every relay cut
+    for p in producers:
+        p.set_audience(frozenset({"the-member"}))  # the private: every relay cut
     cut_at = video.extended_max_seq
     assert await wait_for(lambda: video.extended_max_seq > cut_at + 10, timeout=10)
-    a.set_audience(producers, None)  # back to free chat: the relay restarts
+    for p in producers:
+        p.set_audience(None)  # back to free chat: the relay restarts
     resumed_at = video.extended_max_seq
     assert await wait_for(lambda: video.extended_max_seq > resumed_at + 10, timeout=10)
 
