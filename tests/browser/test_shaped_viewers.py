@@ -95,9 +95,12 @@ SINGLE_LAYER = Case("single-layer", simulcast=False, back_within_s=80.0)
 # for the capped viewer's climb back to the top layer is 10 s; Chromium's REMB rises ~8 %
 # a second at most, and from where it sits at the lift (~100-250 kbit/s) to what the top
 # layer needs (~1 Mbit/s) that is 20-30 s of climbing, plus the wait for the next probe
-# (measured ~50 s in all: docs/media.md "Per-viewer layers"): the test bounds it at
-# back_within_s and prints the time.
-SIMULCAST = Case("simulcast", simulcast=True, back_within_s=75.0)
+# (measured ~50 s in all: docs/media.md "Per-viewer layers"). When Chromium's REMB for the
+# capped viewer collapsed under the cap (to ~60 kbit/s, every packet arriving: the viewer is
+# then kept on the lowest layer, not paused), it climbs back additively first: measured 63 s
+# and, in one CI run, over 75 s (REMB 63 -> 104 kbit/s in the 50 s after the lift, then ~8 %
+# a second). The test bounds it at back_within_s and prints the time.
+SIMULCAST = Case("simulcast", simulcast=True, back_within_s=150.0)
 # Simulcast only: then a cap below the lowest layer (its ~160 kbit/s and the audio do not
 # fit), for BELOW_S: the capped viewer's video is paused by its selector on loss, its audio
 # kept; lifted, the video comes back by itself (probing) within BELOW_BACK_S.
