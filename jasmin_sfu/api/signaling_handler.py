@@ -442,6 +442,11 @@ class SessionHandler:
             self.publisher = None
             await t.close()
             raise
+        return self._published(t, answer, producers)
+
+    @staticmethod
+    def _published(t: WebRtcTransport, answer: str, producers: list[Producer]) -> dict[str, Any]:
+        """The ``publish`` answer: the transport, the SDP answer and the producers made."""
         described = [msgspec.convert(p.describe(), ev.Producer) for p in producers]
         return rs.Published(transport_id=t.id, sdp=answer, producers=described).to_wire()
 
@@ -480,8 +485,7 @@ class SessionHandler:
             self.publisher = None
             await t.close()
             raise
-        described = [msgspec.convert(p.describe(), ev.Producer) for p in producers]
-        return rs.Published(transport_id=t.id, sdp=answer, producers=described).to_wire()
+        return self._published(t, answer, producers)
 
     async def _m_unpublish(self, _body: Any) -> dict[str, Any]:
         show = self._require_show()
