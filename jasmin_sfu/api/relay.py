@@ -150,6 +150,8 @@ class Relays:
         self.edge_origin_http: dict[str, str] = {}
         self.stats = RelayStats()
         self._locks: dict[str, asyncio.Lock] = {}
+        # One bind at a time per (role, node): two first calls toward one node get one pipe.
+        self._pipe_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # Edge shows whose relay is being refreshed in the background.
@@ -169,6 +171,13 @@ class Relays:
     async def _pipe(
         self, pipes: dict[str, PipeTransport], node: str, role: str, cam2cam: bool = False
     ) -> PipeTransport:
+        # The bind below yields to the loop: a second call toward the same node meanwhile (a
+        # show's relay and a member's Cam2Cam, two shows' relays) waits for it and reuses its
+        # pipe, instead of binding another that the first would then orphan, socket and all.
+        async with self._pipe_locks.setdefault((role, node), asyncio.Lock()):
+            return await self._pipe_locked(pipes, node, role, cam2cam)
+
+    async def _pipe_locked(self, pipes: dict[str, PipeTransport], node: str, role: str, cam2cam: bool) -> PipeTransport:
         pipe = pipes.get(node)
         if pipe is not None and not pipe.closed:
             if not cam2cam:

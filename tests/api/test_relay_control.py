@@ -7,6 +7,7 @@ of the test's own); the requests are real HTTP POSTs to its ``/internal/relay/op
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, AsyncIterator
@@ -292,3 +293,18 @@ async def test_a_cam2cam_call_from_an_edge_is_checked_as_a_local_publish_and_bad
         assert status == 200 and "c" * 32 not in anna.router.producers and not anna.machine.cam2cam
     finally:
         await pub.close()
+
+
+async def test_two_first_calls_toward_one_node_share_one_pipe(origin: Daemon) -> None:
+    """Protects the pipes from a race (binding yields to the loop): two concurrent first calls
+    toward the same node, as a show's relay and a member's Cam2Cam can make, get the same pipe,
+    on one socket; the second does not bind another that the first's caller then holds alone.
+    Seen red with the per-node lock removed (two pipes, the dict keeping the second)."""
+    relays = origin.relays
+    assert relays is not None
+    for role, pipes in (("origin", relays.origin_pipes), ("edge", relays.edge_pipes)):
+        got = await asyncio.gather(*(relays.pipe_to("edge7", role) for _ in range(3)))
+        assert got[0] is got[1] is got[2] and pipes["edge7"] is got[0], role
+        assert not got[0].closed and got[0].local is not None
+    # Each role has its own pipe with the node.
+    assert relays.origin_pipes["edge7"] is not relays.edge_pipes["edge7"]
