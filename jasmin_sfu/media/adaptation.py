@@ -181,7 +181,9 @@ class ViewerAdaptation:
             policy=self._policy,
             temporal_bps={layer.spatial: layer.temporal_bps for layer in active if layer.temporal_bps},
         )
-        choice = self.selector.select(now, layers, self.estimate_bps, est.loss, delivered=est.delivered)
+        choice = self.selector.select(
+            now, layers, self.estimate_bps, est.loss, delivered=est.delivered, reported=est.reported
+        )
         stats = self._stats
         if choice.switch:
             stats.layer_decisions[choice.switch] += 1

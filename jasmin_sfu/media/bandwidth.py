@@ -40,6 +40,7 @@ class BandwidthEstimator:
         "_fraction",
         "_fresh",
         "delivered",
+        "reported",
     )
 
     def __init__(self, stats: "MediaStats", policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -61,6 +62,9 @@ class BandwidthEstimator:
         # this stream with loss under loss_low: evidence its link carries what it is sent,
         # whatever its REMB says (layer_selector.py, "pause only on evidence").
         self.delivered = False
+        # Whether the last update took a report of new packets of this stream at all: its
+        # loss is then new evidence, not the last report's again.
+        self.reported = False
 
     # -- feedback ------------------------------------------------------------------
 
@@ -107,7 +111,7 @@ class BandwidthEstimator:
         """
         pol = self._policy
         fresh, self._fresh = self._fresh, None
-        self.delivered = False
+        self.delivered = self.reported = False
         if fresh is not None:
             lost, high = fresh
             loss = self._fraction / 256.0
@@ -115,6 +119,7 @@ class BandwidthEstimator:
                 expected = (high - self._high) & 0xFFFFFFFF
                 if 0 < expected < 0x80000000:
                     loss = max(loss, min(1.0, max(0, lost - self._lost) / expected))
+                    self.reported = True
                     self.delivered = loss < pol.loss_low
                 elif expected == 0:
                     # Nothing sent since the last report (a paused video): no evidence.

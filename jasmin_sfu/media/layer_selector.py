@@ -10,8 +10,8 @@ The rules, with the numbers of :class:`~.adaptation_policy.AdaptationPolicy`:
 - **down at once** when the budget falls below the current layer's rate times
   ``keep_ratio``, to the best layer that fits, or to the lowest layer.
 - **pause only on evidence**: below the lowest layer the video is paused
-  (target None, the viewer keeps its audio) only when the viewer's reports show
-  ``pause_loss`` or its budget stayed under ``pause_ratio`` times the lowest
+  (target None, the viewer keeps its audio) only when ``pause_loss_reports``
+  reports in a row show ``pause_loss`` (one report of a burst's loss is none), or its budget stayed under ``pause_ratio`` times the lowest
   layer's need for ``pause_hold_s`` with no report in that time showing new
   packets received without loss (a starved viewer whose reports stop, or
   lose between ``loss_low`` and ``pause_loss``). A REMB alone does not pause: a browser's
@@ -137,6 +137,7 @@ class LayerSelector:
         "_probe_best_at",
         "_low_since",
         "_probe_end",
+        "_lossy",
     )
 
     def __init__(self, policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -166,6 +167,8 @@ class LayerSelector:
         self._low_since: float | None = None
         # When the last probe ended: loss right after one is the probe's.
         self._probe_end = _NEVER
+        # Reports in a row showing pause_loss on the lowest layer, counted where they are evidence.
+        self._lossy = 0
 
     @property
     def probing(self) -> bool:
@@ -178,12 +181,21 @@ class LayerSelector:
         return float(min(pol.backoff_max_s, pol.up_hold_s * pol.backoff_factor**self.failures))
 
     def select(
-        self, now: float, layers: Sequence[Layer], estimate_bps: int, loss: float = 0.0, *, delivered: bool = False
+        self,
+        now: float,
+        layers: Sequence[Layer],
+        estimate_bps: int,
+        loss: float = 0.0,
+        *,
+        delivered: bool = False,
+        reported: bool = True,
     ) -> Choice:
         """Decide at ``now`` from the viewer's allowed ``layers`` (worst first, as
-        :func:`candidates` gives them), its estimate, its latest loss, and whether a
+        :func:`candidates` gives them), its estimate, its latest loss, whether a
         report since the last call showed new packets received with no loss to speak
-        of (``delivered``: the link carries what it is sent, whatever the estimate)."""
+        of (``delivered``: the link carries what it is sent, whatever the estimate),
+        and whether ``loss`` is from such a new report at all (``reported``; False: it
+        is the last one's again, already counted)."""
         pol = self._policy
         if self.failures and now >= self._forgive_at:
             self.failures -= 1
@@ -202,7 +214,7 @@ class LayerSelector:
             self._probe_stop(now, ok=False)
             self._low_since = None
             return Choice(None, 0, "gone" if was is not None else "", probe)
-        floor = -1 if self._may_pause(now, layers[0], budget, loss, delivered) else 0
+        floor = -1 if self._may_pause(now, layers[0], budget, loss, delivered, reported) else 0
         if not self._started:
             self._started = True
             self._probe_next = now + self._probe_wait
@@ -279,13 +291,13 @@ class LayerSelector:
 
     # -- helpers -----------------------------------------------------------------
 
-    def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float, delivered: bool) -> bool:
+    def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float, delivered: bool, reported: bool) -> bool:
         """Whether there is evidence the viewer's link cannot carry even the lowest layer:
-        loss in its reports while it gets that layer, or a budget far under that layer
-        for a sustained time with no report in between that it received what it was
-        sent (Chromium's REMB collapses to ~50 kbit/s after a delay spike with every
-        packet arriving: measured in tests/browser/test_shaped_viewers.py, a 300 kbit/s
-        viewer paused on the lowest layer it was receiving whole)."""
+        loss in ``pause_loss_reports`` of its reports in a row while it gets that layer, or
+        a budget far under that layer for a sustained time with no report in between that
+        it received what it was sent (Chromium's REMB collapses to ~50 kbit/s after a delay
+        spike with every packet arriving: measured in tests/browser/test_shaped_viewers.py,
+        a 300 kbit/s viewer paused on the lowest layer it was receiving whole)."""
         pol = self._policy
         if budget < lowest.need_bps * pol.pause_ratio and not delivered:
             if self._low_since is None:
@@ -295,15 +307,24 @@ class LayerSelector:
             self._low_since = None
         if not pol.pause_video:
             return False
-        if loss >= pol.pause_loss and self.target == (lowest.spatial, lowest.temporal):
-            # The lowest layer's own loss: on it for the dwell, so not what the queue
-            # still held of a higher layer (a viewer joining a 300 kbit/s link on a
-            # 370 kbit/s layer loses for a second or two after its down-switch), and
-            # no probe on it within the dwell (a probe's padding over a capped link
-            # is lost with the media: that fails the probe, it does not pause).
-            return (
-                now - self._since >= pol.min_dwell_s and not self.probing and now - self._probe_end >= pol.min_dwell_s
-            )
+        # The lowest layer's own loss: on it for the dwell, so not what the queue still
+        # held of a higher layer (a viewer joining a 300 kbit/s link on a 370 kbit/s layer
+        # loses for a second or two after its down-switch), and no probe on it within the
+        # dwell (a probe's padding over a capped link is lost with the media: that fails the
+        # probe, it does not pause).
+        own = (
+            self.target == (lowest.spatial, lowest.temporal)
+            and now - self._since >= pol.min_dwell_s
+            and not self.probing
+            and now - self._probe_end >= pol.min_dwell_s
+        )
+        if not own:
+            self._lossy = 0
+        elif reported:
+            # A report between lossy ones that is clean (or not lossy enough) ends the run.
+            self._lossy = self._lossy + 1 if loss >= pol.pause_loss else 0
+        if self._lossy >= pol.pause_loss_reports:
+            return True
         return self._low_since is not None and now - self._low_since >= pol.pause_hold_s
 
     def _index(self, layers: Sequence[Layer]) -> int | None:

@@ -127,9 +127,9 @@ def test_a_rembs_drop_takes_the_layer_down_at_the_next_tick() -> None:
 
 def test_below_the_lowest_layer_video_pauses_and_audio_is_not_touched() -> None:
     """Protects audio first through the glue: a REMB under the lowest layer with the loss of
-    the viewer's receiver report (its cumulative count, as Chromium reports a starved
-    stream) pauses it: the consumer is told set_target_layer(None) (video only: the audio
-    consumer has no adaptation), counted as a pause. The same REMB without loss takes it to
+    the viewer's receiver reports (their cumulative count, as Chromium reports a starved
+    stream) in two reports in a row pauses it: the consumer is told set_target_layer(None)
+    (video only: the audio consumer has no adaptation), counted as a pause. The same REMB without loss takes it to
     the lowest layer and keeps it there (a browser's REMB under-reports the lowest layer)."""
     a, c, _, stats = make()
     c.remb = 600_000
@@ -143,6 +143,9 @@ def test_below_the_lowest_layer_video_pauses_and_audio_is_not_touched() -> None:
     assert c.targets[-1] == (0, None)
     c.receive(150_000, lost=10)
     a.tick(3.0)
+    assert c.targets[-1] == (0, None)
+    c.receive(150_000, lost=10)
+    a.tick(4.0)
     assert c.targets[-1] == (None, None)
     assert stats.layer_decisions["pause"] == 1
 

@@ -157,20 +157,21 @@ def test_delivered_only_for_a_fresh_report_of_new_packets_without_loss() -> None
     """Protects the evidence the layer selector keeps a collapsed-REMB viewer's video on:
     ``delivered`` is set only by an update that took a report of new packets with loss under
     loss_low; not by the first report (nothing to compare), a repeated one (nothing new), a
-    lossy one, or an update without a report."""
+    lossy one, or an update without a report. ``reported`` (the loss is new evidence, which
+    the selector counts toward a pause) is set by every report of new packets, lossy or not."""
     e, _ = make()
     e.on_remb(50_000)
     e.on_report(0, 0, 1000)
     e.update(150_000)
-    assert not e.delivered  # the first report: no count to compare with
+    assert not e.delivered and not e.reported  # the first report: no count to compare with
     e.on_report(0, 0, 1100)
     e.update(150_000)
-    assert e.delivered and e.estimate_bps == 50_000  # the REMB stays what it is
+    assert e.delivered and e.reported and e.estimate_bps == 50_000  # the REMB stays what it is
     e.update(150_000)
-    assert not e.delivered  # no report since the last update
+    assert not e.delivered and not e.reported  # no report since the last update
     e.on_report(0, 0, 1100)
     e.update(150_000)
-    assert not e.delivered  # nothing new
+    assert not e.delivered and not e.reported  # nothing new
     e.on_report(0, 5, 1200)
     e.update(150_000)
-    assert not e.delivered  # 5 % lost
+    assert not e.delivered and e.reported  # 5 % lost: new evidence, of loss
