@@ -79,13 +79,16 @@ class AdaptationPolicy:
     # loss_low (Chromium's REMB also collapses to ~50 kbit/s after a delay
     # spike while every packet arrives: that link carries the layer).
     pause_loss: float = 0.1
-    # ... in this many reports in a row (each of new packets): one report of a burst's
-    # loss is no evidence. A keyframe of the lowest layer or a batch of resends sent at
-    # once overflows a small link's queue for an instant (measured in
-    # tests/browser/test_shaped_viewers.py: a 300 kbit/s viewer on the lowest layer, 34
-    # packets in one second, 12 dropped by the link, one report at 33 % loss between clean
-    # ones, and its video paused for 20 s until its REMB climbed back).
+    # ... in pause_loss_reports of the last pause_loss_window reports (each of new
+    # packets): one report of a burst's loss is no evidence. A keyframe of the lowest
+    # layer or a batch of resends sent at once overflows a small link's queue for an
+    # instant (measured in tests/browser/test_shaped_viewers.py: a 300 kbit/s viewer on
+    # the lowest layer, 34 packets in one second, 12 dropped by the link, one report at
+    # 33 % loss between clean ones, and its video paused for 20 s until its REMB climbed
+    # back), while a link too small for the lowest layer loses in most reports, if not in
+    # every one (a 120 kbit/s link: 10-57 % in about every other report, measured there too).
     pause_loss_reports: int = 2
+    pause_loss_window: int = 3
     pause_ratio: float = 0.4
     pause_hold_s: float = 10.0
     # VP8 temporal layers: the share of a spatial layer's rate its lower
@@ -145,8 +148,8 @@ class AdaptationPolicy:
             raise ValueError("headroom must be in 1..4")
         if not 0.0 < self.pause_loss <= 1.0 or not 0.0 <= self.pause_ratio <= 1.0 or self.pause_hold_s < 0:
             raise ValueError("pause_loss in (0, 1], pause_ratio in [0, 1] and pause_hold_s >= 0")
-        if self.pause_loss_reports < 1:
-            raise ValueError("pause_loss_reports must be >= 1")
+        if not 1 <= self.pause_loss_reports <= self.pause_loss_window <= 16:
+            raise ValueError("1 <= pause_loss_reports <= pause_loss_window <= 16")
         if not 0.5 <= self.keep_ratio <= 1.0:
             raise ValueError("keep_ratio must be in 0.5..1")
         if self.up_hold_s < 0 or self.min_dwell_s < 0 or self.failed_up_s < 0:

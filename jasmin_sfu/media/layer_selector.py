@@ -10,8 +10,9 @@ The rules, with the numbers of :class:`~.adaptation_policy.AdaptationPolicy`:
 - **down at once** when the budget falls below the current layer's rate times
   ``keep_ratio``, to the best layer that fits, or to the lowest layer.
 - **pause only on evidence**: below the lowest layer the video is paused
-  (target None, the viewer keeps its audio) only when ``pause_loss_reports``
-  reports in a row show ``pause_loss`` (one report of a burst's loss is none), or its budget stayed under ``pause_ratio`` times the lowest
+  (target None, the viewer keeps its audio) only when ``pause_loss_reports`` of
+  its last ``pause_loss_window`` reports show ``pause_loss`` (one report of a
+  burst's loss is none), or its budget stayed under ``pause_ratio`` times the lowest
   layer's need for ``pause_hold_s`` with no report in that time showing new
   packets received without loss (a starved viewer whose reports stop, or
   lose between ``loss_low`` and ``pause_loss``). A REMB alone does not pause: a browser's
@@ -167,7 +168,8 @@ class LayerSelector:
         self._low_since: float | None = None
         # When the last probe ended: loss right after one is the probe's.
         self._probe_end = _NEVER
-        # Reports in a row showing pause_loss on the lowest layer, counted where they are evidence.
+        # The last pause_loss_window reports on the lowest layer where they are evidence, newest
+        # in bit 0: 1 where the report showed pause_loss.
         self._lossy = 0
 
     @property
@@ -293,7 +295,8 @@ class LayerSelector:
 
     def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float, delivered: bool, reported: bool) -> bool:
         """Whether there is evidence the viewer's link cannot carry even the lowest layer:
-        loss in ``pause_loss_reports`` of its reports in a row while it gets that layer, or
+        loss in ``pause_loss_reports`` of its last ``pause_loss_window`` reports while it gets
+        that layer, or
         a budget far under that layer for a sustained time with no report in between that
         it received what it was sent (Chromium's REMB collapses to ~50 kbit/s after a delay
         spike with every packet arriving: measured in tests/browser/test_shaped_viewers.py,
@@ -321,10 +324,10 @@ class LayerSelector:
         if not own:
             self._lossy = 0
         elif reported:
-            # A report between lossy ones that is clean (or not lossy enough) ends the run.
-            self._lossy = self._lossy + 1 if loss >= pol.pause_loss else 0
-        if self._lossy >= pol.pause_loss_reports:
-            return True
+            window = (1 << pol.pause_loss_window) - 1
+            self._lossy = ((self._lossy << 1) | (loss >= pol.pause_loss)) & window
+            if self._lossy.bit_count() >= pol.pause_loss_reports:
+                return True
         return self._low_since is not None and now - self._low_since >= pol.pause_hold_s
 
     def _index(self, layers: Sequence[Layer]) -> int | None:

@@ -12,6 +12,8 @@ overuse), so they go red when probing stops bringing a viewer back.
 
 from __future__ import annotations
 
+import pytest
+
 from dataclasses import replace
 
 from hypothesis import example, given, settings
@@ -248,12 +250,15 @@ def test_a_collapsed_remb_with_clean_reports_does_not_pause_the_lowest_layer() -
 
 
 def test_one_report_of_a_burst_s_loss_on_the_lowest_layer_does_not_pause_it() -> None:
-    """Protects a viewer whose link carries the lowest layer from one burst (measured in
+    """Protects a viewer whose link carries the lowest layer from a burst (measured in
     tests/browser/test_shaped_viewers.py: a 300 kbit/s viewer on the lowest layer sent 34
     packets in one second, 12 dropped by the link's queue, one report at 33 % loss between
-    clean ones, its video then paused for 20 s): a lossy report followed by a clean one does
-    not pause, however often it recurs; a tick without a new report (the last report's loss
-    seen again) neither counts nor clears; two lossy reports in a row pause."""
+    clean ones, its video then paused for 20 s), and pauses one whose link does not carry it
+    (a 120 kbit/s link: loss in about every other report). One lossy report among clean ones
+    never pauses, however often it recurs; a tick without a new report (the last report's loss
+    seen again) neither counts nor clears; pause_loss_reports (2) lossy ones among the last
+    pause_loss_window (3) reports pause, in a row or not."""
+    assert (POL.pause_loss_reports, POL.pause_loss_window) == (2, 3)
     sel = LayerSelector(POL)
     sel.select(0.0, THREE, est_for(150_000))
     low = est_for(150_000, POL.pause_ratio * 0.5)
@@ -264,12 +269,15 @@ def test_one_report_of_a_burst_s_loss_on_the_lowest_layer_does_not_pause_it() ->
         # The same report seen again at the next tick: not a second one.
         ch = sel.select(t + 1, THREE, low, loss=0.33, reported=False)
         assert ch.switch == "" and key(ch.target) == (0, None), t
-        ch = sel.select(t + 2, THREE, low, loss=0.0, delivered=True)
-        assert ch.switch == "" and key(ch.target) == (0, None), t
-        t += 3
+        for i in (2, 3):
+            ch = sel.select(t + i, THREE, low, loss=0.0, delivered=True)
+            assert ch.switch == "" and key(ch.target) == (0, None), t
+        t += 4
+    # Every other report lossy: paused at the second lossy one.
     assert sel.select(t, THREE, low, loss=0.33).switch == ""
     assert sel.select(t + 1, THREE, low, loss=0.33, reported=False).switch == ""
-    ch = sel.select(t + 2, THREE, low, loss=0.2)
+    assert sel.select(t + 2, THREE, low, loss=0.0, delivered=True).switch == ""
+    ch = sel.select(t + 3, THREE, low, loss=0.2)
     assert ch.switch == "pause" and ch.target is None
     # With pause_loss_reports = 1, one such report pauses (the rule before).
     one = LayerSelector(replace(POL, pause_loss_reports=1))
@@ -579,3 +587,12 @@ def test_any_estimate_gives_a_layer_that_fits_or_a_pause(layers: tuple[Layer, ..
         elif ch.target is not None and ch.switch == "start":
             assert ch.target.need_bps <= budget
         assert 0 <= ch.probe_bps <= int(max(x.need_bps for x in layers) * POL.headroom)
+
+
+@pytest.mark.parametrize("reports,window", [(0, 3), (3, 2), (2, 17)])
+def test_the_policy_refuses_a_pause_count_its_window_cannot_hold(reports: int, window: int) -> None:
+    """Protects the pause rule from a policy that could never pause on loss (more lossy reports
+    asked than the window keeps), that would pause with no loss at all (0), or whose window
+    outgrows the selector's small history: validate names the two numbers."""
+    with pytest.raises(ValueError, match="pause_loss_window"):
+        replace(POL, pause_loss_reports=reports, pause_loss_window=window).validate()
