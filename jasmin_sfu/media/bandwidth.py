@@ -41,6 +41,7 @@ class BandwidthEstimator:
         "_fresh",
         "delivered",
         "reported",
+        "carried_bps",
     )
 
     def __init__(self, stats: "MediaStats", policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -65,6 +66,13 @@ class BandwidthEstimator:
         # Whether the last update took a report of new packets of this stream at all: its
         # loss is then new evidence, not the last report's again.
         self.reported = False
+        # What the viewer's link was shown to carry of this track (media, resends, padding;
+        # bits/s): the rate it was sent over the last update's interval when that update took
+        # a delivered report; 0 after a lossy one; unchanged while no report comes. Firmer
+        # than a REMB where it says more (a browser's REMB, a delay-based guess, collapses with
+        # every packet arriving and climbs slowly, or not at all while little reaches the
+        # viewer): the layer selector sizes probes and resumes a paused video by it.
+        self.carried_bps = 0
 
     # -- feedback ------------------------------------------------------------------
 
@@ -126,6 +134,10 @@ class BandwidthEstimator:
                     loss = 0.0
             self._lost, self._high = lost, high
             self.loss = loss
+            if self.delivered:
+                self.carried_bps = int(sent_bps)
+            elif self.reported:
+                self.carried_bps = 0
             if loss >= pol.loss_high and sent_bps > 0:
                 cap = sent_bps * (1.0 - 0.5 * loss)
                 self._loss_cap = cap if not self._loss_cap else min(self._loss_cap, cap)

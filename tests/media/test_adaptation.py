@@ -185,8 +185,9 @@ def test_inactive_layers_are_not_chosen() -> None:
 
 def test_a_probe_sends_paced_padding() -> None:
     """Protects probing through the glue: a viewer held on the lowest layer is probed after
-    probe_interval_s; pace() every 50 ms sends the probe's rate in pieces of at most 50 ms,
-    a late pace() makes no burst; the probe is counted and its padding is part of what the
+    probe_interval_s; pace() every 50 ms sends the probe's rate in pieces of at most 50 ms;
+    every 75 ms (a loaded loop) still the whole rate, in pieces of at most two; a late pace()
+    makes no burst beyond two pieces; the probe is counted and its padding is part of what the
     viewer was sent (the base of the loss cap)."""
     a, c, _, stats = make()
     c.remb = 260_000
@@ -203,8 +204,13 @@ def test_a_probe_sends_paced_padding() -> None:
     assert all(n <= piece + 200 for n in c.padding)
     assert abs(sum(c.padding) - rate * 1.0 / 8) < piece + 200
     c.padding.clear()
-    a.pace(9.0)  # three seconds late: one piece, not three seconds' worth
-    assert sum(c.padding) <= piece + 200
+    for i in range(1, 21):
+        a.pace(6.0 + i * 0.075)
+    assert all(n <= 2 * piece + 200 for n in c.padding)
+    assert abs(sum(c.padding) - rate * 1.5 / 8) < piece + 200
+    c.padding.clear()
+    a.pace(9.0)  # about two seconds late: two pieces, not two seconds' worth
+    assert sum(c.padding) <= 2 * piece + 200
     a.tick(10.0)  # no media sent since t=5: the padding alone is what the viewer was sent
     assert a.sent_bps > 0
 

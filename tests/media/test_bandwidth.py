@@ -175,3 +175,24 @@ def test_delivered_only_for_a_fresh_report_of_new_packets_without_loss() -> None
     e.on_report(0, 5, 1200)
     e.update(150_000)
     assert not e.delivered and e.reported  # 5 % lost: new evidence, of loss
+
+
+def test_carried_is_what_was_sent_when_it_arrived_and_nothing_after_loss() -> None:
+    """Protects the evidence a paused viewer resumes by (layer_selector.py): ``carried_bps`` is
+    the rate sent over an update's interval when its report showed new packets without loss; a
+    lossy report clears it; an update without a new report leaves it as it was; the estimate
+    itself stays the REMB (carried never lifts a viewer that is not paused)."""
+    e, _ = make()
+    e.on_remb(43_000)
+    e.on_report(0, 0, 1000)
+    e.update(80_000)
+    assert e.carried_bps == 0  # the first report: nothing to compare with
+    e.on_report(0, 0, 1010)
+    e.update(80_000)
+    assert e.carried_bps == 80_000 and e.estimate_bps == 43_000
+    e.on_report(0, 0, 1010)
+    e.update(0)
+    assert e.carried_bps == 80_000  # nothing new sent or reported: unchanged
+    e.on_report(0, 3, 1020)
+    e.update(100_000)
+    assert e.carried_bps == 0  # 30 % lost

@@ -285,6 +285,55 @@ def test_one_report_of_a_burst_s_loss_on_the_lowest_layer_does_not_pause_it() ->
     assert one.select(POL.min_dwell_s, THREE, low, loss=0.33).switch == "pause"
 
 
+def test_a_paused_viewer_resumes_by_what_its_link_carried_of_the_padding_not_its_stuck_remb() -> None:
+    """Protects the way back from a pause (measured in tests/browser/test_shaped_viewers.py:
+    after a 120 kbit/s cap was lifted, Chromium's REMB for the paused viewer stayed at 43-74
+    kbit/s for 90 s, its probes stalled, its video never came back): while paused, the rate its
+    link was shown to carry of the probe's padding (carried_bps) is its budget when the REMB
+    says less; the probe grows by probe_ramp on it, and the video resumes on the lowest layer
+    after the hold once the need itself arrived (no headroom on delivered evidence). With carried_bps ignored (0), the same stuck REMB never resumes it. Not
+    paused, carried_bps lifts nothing: the climb above the lowest layer waits for the REMB."""
+
+    def pause(sel: LayerSelector) -> float:
+        sel.select(0.0, THREE, est_for(150_000))
+        for t in (1.0 + POL.min_dwell_s, 2.0 + POL.min_dwell_s):
+            ch = sel.select(t, THREE, 43_000, loss=0.4)
+        assert ch.switch == "pause"
+        return 3.0 + POL.min_dwell_s
+
+    stuck = 43_000  # the REMB, a delay-based guess, where it fell
+    sel = LayerSelector(POL)
+    t = pause(sel)
+    carried = 0
+    resumed = None
+    for i in range(120):
+        ch = sel.select(t + i, THREE, stuck, delivered=carried > 0, carried_bps=carried)
+        if ch.switch == "resume":
+            resumed = i
+            break
+        # The link carries all the padding it is sent (a lifted cap), of which a loaded loop's
+        # pace sends 85 %: what arrived needs no headroom.
+        carried = int(ch.probe_bps * 0.85)
+    assert resumed is not None and sel.target == (0, None)
+    # Then kept on the lowest layer, its reports clean, while the REMB stays stuck.
+    for i in range(resumed + 1, resumed + 60):
+        ch = sel.select(t + i, THREE, stuck, delivered=True, carried_bps=150_000)
+        assert sel.target == (0, None) and ch.switch == "", i
+
+    blind = LayerSelector(POL)
+    t = pause(blind)
+    for i in range(120):
+        ch = blind.select(t + i, THREE, stuck, delivered=True, carried_bps=0)
+        assert blind.target is None, i
+
+    # Not paused: a viewer on the lowest layer with a stuck REMB does not go up on carried_bps.
+    kept = LayerSelector(POL)
+    kept.select(0.0, THREE, est_for(150_000))
+    for i in range(1, 120):
+        ch = kept.select(float(i), THREE, stuck, delivered=True, carried_bps=2_000_000)
+        assert kept.target == (0, None) and ch.switch == "", i
+
+
 def test_a_layer_that_goes_away_or_a_lowered_cap_moves_the_viewer_at_once() -> None:
     """Protects the cap and the publisher's layers: when the current layer is no longer offered
     (cap lowered, layer stopped) the viewer gets the best that fits at once; with no layer at
