@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .stats import MediaStats
 
 
+# carried_bps is the highest rate of this many delivered intervals in a row.
+_CARRIED_REPORTS = 3
+
+
 class BandwidthEstimator:
     """REMB plus receiver-report loss for one viewer; ``estimate_bps`` is what its link takes."""
 
@@ -42,6 +46,7 @@ class BandwidthEstimator:
         "delivered",
         "reported",
         "carried_bps",
+        "_carried",
     )
 
     def __init__(self, stats: "MediaStats", policy: AdaptationPolicy = DEFAULT_ADAPTATION) -> None:
@@ -67,12 +72,17 @@ class BandwidthEstimator:
         # loss is then new evidence, not the last report's again.
         self.reported = False
         # What the viewer's link was shown to carry of this track (media, resends, padding;
-        # bits/s): the rate it was sent over the last update's interval when that update took
-        # a delivered report; 0 after a lossy one; unchanged while no report comes. Firmer
+        # bits/s): the highest rate it was sent over the intervals of the last
+        # _CARRIED_REPORTS updates that took a delivered report; 0 after a lossy one;
+        # unchanged while no report comes. Firmer
         # than a REMB where it says more (a browser's REMB, a delay-based guess, collapses with
         # every packet arriving and climbs slowly, or not at all while little reaches the
         # viewer): the layer selector sizes probes and resumes a paused video by it.
         self.carried_bps = 0
+        # The rates of the last _CARRIED_REPORTS delivered intervals, newest last (carried_bps
+        # is their highest): one interval that a report covers only in part (the probe just
+        # stopped, or the tick came early on a loaded loop) does not make the evidence vanish.
+        self._carried: list[int] = []
 
     # -- feedback ------------------------------------------------------------------
 
@@ -135,8 +145,11 @@ class BandwidthEstimator:
             self._lost, self._high = lost, high
             self.loss = loss
             if self.delivered:
-                self.carried_bps = int(sent_bps)
+                self._carried.append(int(sent_bps))
+                del self._carried[:-_CARRIED_REPORTS]
+                self.carried_bps = max(self._carried)
             elif self.reported:
+                self._carried.clear()
                 self.carried_bps = 0
             if loss >= pol.loss_high and sent_bps > 0:
                 cap = sent_bps * (1.0 - 0.5 * loss)

@@ -272,6 +272,9 @@ class LayerSelector:
             # the REMB, and the climb above it waits for the REMB.
             budget = int(carried_bps * pol.headroom)
             estimate_bps = budget + pol.audio_reserve_bps
+            resume_on_carried = True
+        else:
+            resume_on_carried = False
         up = -1
         for j in range(cur + 1, len(layers)):
             if layers[j].need_bps * pol.headroom <= budget:
@@ -281,7 +284,11 @@ class LayerSelector:
         else:
             if self._above_since is None:
                 self._above_since = now
-            if now - self._above_since >= self.hold_s and now - self._since >= pol.min_dwell_s:
+            # A resume shown by what arrived waits the plain hold: the back-off is for climbs
+            # on a guess (measured: with two failed climbs behind it, a paused viewer's 16-s
+            # hold outlasted every probe, and its video stayed off 90 s after its link was back).
+            hold = pol.up_hold_s if resume_on_carried else self.hold_s
+            if now - self._above_since >= hold and now - self._since >= pol.min_dwell_s:
                 if self.probing:
                     probe = "success"
                 self._probe_stop(now, ok=True)

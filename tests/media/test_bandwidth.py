@@ -179,9 +179,9 @@ def test_delivered_only_for_a_fresh_report_of_new_packets_without_loss() -> None
 
 def test_carried_is_what_was_sent_when_it_arrived_and_nothing_after_loss() -> None:
     """Protects the evidence a paused viewer resumes by (layer_selector.py): ``carried_bps`` is
-    the rate sent over an update's interval when its report showed new packets without loss; a
-    lossy report clears it; an update without a new report leaves it as it was; the estimate
-    itself stays the REMB (carried never lifts a viewer that is not paused)."""
+    the highest rate sent over the last three intervals whose reports showed new packets without
+    loss (one interval a report covers in part does not erase it); a lossy report clears it; an
+    update without a new report leaves it as it was; the estimate itself stays the REMB."""
     e, _ = make()
     e.on_remb(43_000)
     e.on_report(0, 0, 1000)
@@ -193,6 +193,16 @@ def test_carried_is_what_was_sent_when_it_arrived_and_nothing_after_loss() -> No
     e.on_report(0, 0, 1010)
     e.update(0)
     assert e.carried_bps == 80_000  # nothing new sent or reported: unchanged
-    e.on_report(0, 3, 1020)
+    e.on_report(0, 0, 1020)
+    e.update(20_000)  # an interval the report covers in part (the probe just stopped)
+    assert e.carried_bps == 80_000  # the highest of the last three delivered intervals
+    for seq in (1030, 1040):
+        e.on_report(0, 0, seq)
+        e.update(20_000)
+    assert e.carried_bps == 20_000  # 80 kbit/s is three delivered intervals old
+    e.on_report(0, 3, 1050)
     e.update(100_000)
     assert e.carried_bps == 0  # 30 % lost
+    e.on_report(0, 3, 1060)
+    e.update(30_000)
+    assert e.carried_bps == 30_000  # the lossy one forgot what came before it

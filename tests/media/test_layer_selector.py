@@ -291,7 +291,8 @@ def test_a_paused_viewer_resumes_by_what_its_link_carried_of_the_padding_not_its
     kbit/s for 90 s, its probes stalled, its video never came back): while paused, the rate its
     link was shown to carry of the probe's padding (carried_bps) is its budget when the REMB
     says less; the probe grows by probe_ramp on it, and the video resumes on the lowest layer
-    after the hold once the need itself arrived (no headroom on delivered evidence). With carried_bps ignored (0), the same stuck REMB never resumes it. Not
+    after the plain hold (no back-off) once the need itself arrived (no headroom on delivered
+    evidence). With carried_bps ignored (0), the same stuck REMB never resumes it. Not
     paused, carried_bps lifts nothing: the climb above the lowest layer waits for the REMB."""
 
     def pause(sel: LayerSelector) -> float:
@@ -304,8 +305,11 @@ def test_a_paused_viewer_resumes_by_what_its_link_carried_of_the_padding_not_its
     stuck = 43_000  # the REMB, a delay-based guess, where it fell
     sel = LayerSelector(POL)
     t = pause(sel)
+    # Two failed climbs behind it: a climb on the REMB would hold 16 s; a resume on what
+    # arrived holds up_hold_s.
+    sel.failures = 2
     carried = 0
-    resumed = None
+    resumed = carried_since = None
     for i in range(120):
         ch = sel.select(t + i, THREE, stuck, delivered=carried > 0, carried_bps=carried)
         if ch.switch == "resume":
@@ -314,7 +318,10 @@ def test_a_paused_viewer_resumes_by_what_its_link_carried_of_the_padding_not_its
         # The link carries all the padding it is sent (a lifted cap), of which a loaded loop's
         # pace sends 85 %: what arrived needs no headroom.
         carried = int(ch.probe_bps * 0.85)
+        if carried_since is None and carried >= THREE[0].need_bps:
+            carried_since = i + 1
     assert resumed is not None and sel.target == (0, None)
+    assert carried_since is not None and resumed - carried_since <= POL.up_hold_s
     # Then kept on the lowest layer, its reports clean, while the REMB stays stuck.
     for i in range(resumed + 1, resumed + 60):
         ch = sel.select(t + i, THREE, stuck, delivered=True, carried_bps=150_000)
