@@ -568,10 +568,14 @@ async def test_a_capped_viewer_does_not_pull_the_performer_or_the_others_down(
         assert cap["video_paused_samples"] == 0, figures
     else:
         assert cap["video_pauses"] >= 1 or cap["video"]["kbit_s"] <= 300, figures
+    # The loss the capped viewer saw (its own packetsLost, what never arrived after the resends)
+    # is what the shaping and its host's kernel dropped, no more. Not sent minus received: the
+    # node's count has its resends, of which Chromium does not count in packetsReceived those
+    # whose original arrived late (a 200-ms queue makes spurious NACKs: 119 more "sent" than
+    # received in one run with 2 packets lost), and Chromium's has the probes' padding.
     in_queue = 300_000 * CAP_QUEUE_MS / 1000 / 8 / 100  # packets of >= 100 bytes the queue holds
-    assert cap["sent_packets"] - cap["received_packets"] <= cap["qdisc_dropped"] + cap["host_dropped"] + in_queue, (
-        figures
-    )
+    lost = cap["video"]["lost"] + cap["audio"]["lost"]
+    assert lost <= cap["qdisc_dropped"] + cap["host_dropped"] + in_queue, figures
     # Lifting the cap brings its video back (simulcast: at the top layer's size).
     assert back_s is not None, figures
     if case.simulcast:
