@@ -78,6 +78,11 @@ class AdaptableConsumer(Protocol):
     def cumulative_lost(self) -> int: ...
     @property
     def highest_seq(self) -> int: ...
+
+    # What the viewer's link was shown to carry (bits/s, its whole connection; 0: no
+    # evidence), told by the adaptation: the consumer's resend budget follows it too.
+    delivered_link_bps: int
+
     # RTP packets and payload-side octets sent to the viewer so far.
     @property
     def packets(self) -> int: ...
@@ -176,6 +181,7 @@ class ViewerAdaptation:
             self._seen_remb = remb
         est.on_report(c.fraction_lost, c.cumulative_lost, c.highest_seq)
         self.estimate_bps = est.update(self.sent_bps)
+        c.delivered_link_bps = est.carried_bps + self._policy.audio_reserve_bps if est.carried_bps else 0
         active = [layer for layer in self.producer.layers if layer.active]
         layers = candidates(
             [(layer.spatial, layer.bitrate_bps) for layer in active],

@@ -73,6 +73,7 @@ class Consumer:
         "closed",
         "app_data",
         "remb",
+        "delivered_link_bps",
         "fraction_lost",
         "lane",
         "fast",
@@ -166,6 +167,10 @@ class Consumer:
         self.closed = False
         self.app_data = app_data or {}
         self.remb = 0
+        # What the viewer's link was shown to carry (bits/s, its whole connection), set by its
+        # layer adaptation from receiver reports without loss (bandwidth.py carried_bps); 0:
+        # no such evidence. Where it says more than the REMB, the resend budget follows it.
+        self.delivered_link_bps = 0
         self.fraction_lost = 0
         self._packets = 0
         self._octets = 0
@@ -960,7 +965,11 @@ class Consumer:
         rtt = self.rtt or pol.default_rtt_s
         # The budget bucket, refilled for the time since the last NACK.
         self._measure_rate(now)
-        rate = pol.budget_rate(self.remb, self._sent_bps)
+        # A browser's REMB collapses (to ~30 kbit/s) with every packet arriving; a budget on
+        # it then refuses the few resends that would repair a keyframe and asks the publisher
+        # for a whole new one instead: a burst a small link drops again (measured: 8 keyframe
+        # requests in 30 s for a 300 kbit/s viewer, its video paused on the loss they made).
+        rate = pol.budget_rate(max(self.remb, self.delivered_link_bps), self._sent_bps)
         depth = pol.budget_depth(rate)
         tokens = depth if self._tokens_at < 0 else min(depth, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now

@@ -57,6 +57,7 @@ class ScriptedConsumer:
     fraction_lost: int = 0
     cumulative_lost: int = 0
     highest_seq: int = 0
+    delivered_link_bps: int = 0
     packets: int = 0
     octets: int = 0
     max_spatial: int | None = None

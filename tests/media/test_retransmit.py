@@ -185,6 +185,24 @@ def test_the_budget_follows_the_viewers_remb() -> None:
     assert 2.5 * low <= high <= 3.5 * low, (low, high)
 
 
+def test_a_collapsed_remb_does_not_starve_the_resends_of_a_link_that_delivers() -> None:
+    """Protects a small link from the keyframe cycle (measured in the shaped-viewers browser
+    test: Chromium's REMB for a 300 kbit/s viewer at ~30 kbit/s while every packet arrived, its
+    resends refused, a keyframe asked instead each time, 8 in 30 s, each a burst the link
+    dropped): with the REMB under what the viewer is sent, nothing is resent past the bucket's
+    floor; with the link's delivered rate told by its adaptation, the budget follows that."""
+
+    def resent_with(delivered: int) -> int:
+        policy = RetransmitPolicy(max_retries=10, default_rtt_s=0.02)
+        p, c, sink, _stats, clock, stream, _ = setup(policy)
+        c.remb = 30_000
+        c.delivered_link_bps = delivered
+        return flood(p, c, sink, clock, stream, 600)
+
+    starved, fed = resent_with(0), resent_with(600_000)
+    assert fed >= 10 * max(1, starved), (starved, fed)
+
+
 def test_a_viewer_owed_a_keyframes_worth_gets_a_keyframe_request_not_resends() -> None:
     """Protects the fallback: past its budget, a viewer missing as many packets as a
     keyframe has gets one keyframe request (through the producer's throttle), once."""
