@@ -284,7 +284,12 @@ class Daemon:
         # elsewhere; joins past capacity get `overloaded` instead (docs/workers.md).
         adm = self.admission
         load = {"overloaded": adm.overload(), "viewers": adm.viewers, "joins_in_flight": adm.joins_in_flight()}
-        body: dict[str, Any] = {"status": "ready", **self.worker.counts(), "admission": load}
+        body: dict[str, Any] = {
+            "status": "ready",
+            **self.worker.counts(),
+            "admission": load,
+            "media_udp": self.worker.udp_ports(),  # the ICE port(s) bound (docs/media.md, "One UDP port per worker")
+        }
         if self.cluster is not None:
             # Still 200 when Redis is away: the shows held here go on; new placements are refused
             # per join (`invalid_state`) and said here (`placements: refused`).

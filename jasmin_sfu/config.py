@@ -368,7 +368,15 @@ def validate(cfg: Config) -> Config:
             raise ConfigError("media.rtc_min_port..rtc_max_port must be a range within 1024..65535")
     if m.rtc_udp_port:
         if not 1024 <= m.rtc_udp_port <= 65535:
-            raise ConfigError("media.rtc_udp_port must be 0 (a socket per peer connection) or a port in 1024..65535")
+            raise ConfigError(
+                "media.rtc_udp_port must be 0 (the shared socket on a free port of rtc_min_port..rtc_max_port)"
+                " or a port in 1024..65535"
+            )
+        if m.rtc_socket_per_peer:
+            raise ConfigError(
+                "media.rtc_udp_port (one fixed port for every peer connection) and media.rtc_socket_per_peer = true"
+                " (a socket of its own per peer connection) contradict each other: set one of them"
+            )
         if m.rtc_min_port <= m.rtc_udp_port <= m.rtc_max_port:
             raise ConfigError("media.rtc_udp_port must lie outside media.rtc_min_port..rtc_max_port")
     known_video = {"VP8", "H264"}

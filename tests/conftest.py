@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import os
 import shutil
-import socket
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Sequence
 
@@ -70,12 +69,12 @@ def test_config(
     process, so its CPU share is theirs too (tests/integration/test_admission.py
     turns each limit on).
     """
-    if os.environ.get("SFU_TEST_SHARED_PORT") and "rtc_udp_port" not in media:
-        # Run a suite with every daemon's peer connections on one UDP port (docs/media.md,
-        # "One UDP port per worker"): SFU_TEST_SHARED_PORT=1 python -m pytest tests/integration
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            media["rtc_udp_port"] = probe.getsockname()[1]
+    if os.environ.get("SFU_TEST_SOCKET_PER_PEER") and "rtc_udp_port" not in media:
+        # Run a suite with every in-process daemon's peer connections on a socket each, the
+        # mode before the shared port became the default (docs/media.md, "One UDP port per
+        # worker"): SFU_TEST_SOCKET_PER_PEER=1 python -m pytest tests/integration (daemons
+        # started as processes take JASMIN_MEDIA_RTC_SOCKET_PER_PEER=true).
+        media.setdefault("rtc_socket_per_peer", True)
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0),
         media=dataclasses.replace(MediaConfig(listen_ips=("127.0.0.1",)), **media),  # type: ignore[arg-type]
@@ -113,6 +112,27 @@ def aioice_state() -> Iterator[None]:
     conn.get_component_candidates, conn.query_consent = saved[1], saved[2]  # type: ignore[method-assign]
     adapter._HOST_ADDRESSES[:] = saved[3]
     adapter._PORT_RANGE = saved[4]
+
+
+@pytest.fixture(autouse=True)
+def close_shared_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A media Worker binds its shared UDP socket when made (the default, docs/media.md "One UDP
+    port per worker"); the unit tests that make one and never close it get it closed here, after
+    the test's own fixtures stopped their daemons (closing twice is harmless)."""
+    from jasmin_sfu.media import aiortc_adapter as adapter
+
+    opened: list[adapter.SharedPorts] = []
+    original = adapter.open_shared_ports
+
+    def recorded(*args: Any, **kwargs: Any) -> adapter.SharedPorts:
+        shared = original(*args, **kwargs)
+        opened.append(shared)
+        return shared
+
+    monkeypatch.setattr(adapter, "open_shared_ports", recorded)
+    yield
+    for shared in opened:
+        shared.close()
 
 
 @dataclass

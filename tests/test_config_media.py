@@ -14,6 +14,7 @@ from jasmin_sfu.config import ConfigError, MediaConfig, load_config
 REPO = Path(__file__).resolve().parent.parent
 KEYS = (
     "rtc_udp_port",
+    "rtc_socket_per_peer",
     "remb_min_bps",
     "remb_max_bps",
     "nack_max_retries",
@@ -191,14 +192,36 @@ def test_the_media_section_is_the_media_cores_settings() -> None:
             load_config(env={f"JASMIN_MEDIA_{derived}": "1"})
 
 
-def test_the_shared_udp_port_is_off_by_default_and_must_lie_outside_the_range() -> None:
-    """Protects media.rtc_udp_port: 0 (a socket per peer connection) unless set; a port inside
-    rtc_min_port..rtc_max_port would collide with a connection's own socket, so it is refused."""
-    assert load_config(env={}).media.rtc_udp_port == 0
+def test_the_shared_udp_port_is_the_default_and_a_fixed_one_must_lie_outside_the_range() -> None:
+    """Protects media.rtc_udp_port and media.rtc_socket_per_peer: by default the worker's peer
+    connections share one socket on a free port of the range (rtc_udp_port 0, no socket per
+    peer); a fixed port is taken as given, from TOML or JASMIN_MEDIA_*; a fixed port inside
+    rtc_min_port..rtc_max_port would collide with the range's sockets, so it is refused."""
+    m = load_config(env={}).media
+    assert (m.rtc_udp_port, m.rtc_socket_per_peer, m.shared_udp_port) == (0, False, True)
     assert load_config(env={"JASMIN_MEDIA_RTC_UDP_PORT": "41000"}).media.rtc_udp_port == 41000
     env = {"JASMIN_MEDIA_RTC_MIN_PORT": "40000", "JASMIN_MEDIA_RTC_MAX_PORT": "40999"}
     with pytest.raises(ConfigError, match="rtc_udp_port must lie outside"):
         load_config(env={**env, "JASMIN_MEDIA_RTC_UDP_PORT": "40500"})
+
+
+def test_socket_per_peer_is_read_and_refused_with_a_fixed_port(tmp_path: Path) -> None:
+    """Protects media.rtc_socket_per_peer: true from TOML or JASMIN_MEDIA_RTC_SOCKET_PER_PEER
+    turns the shared socket off (with the range, or 0/0); together with a fixed rtc_udp_port it
+    is a ConfigError naming both keys, from either layer."""
+    path = tmp_path / "jasmin.toml"
+    path.write_text("[media]\nrtc_socket_per_peer = true\nrtc_min_port = 40000\nrtc_max_port = 40999\n")
+    m = load_config(str(path), env={}).media
+    assert (m.rtc_socket_per_peer, m.shared_udp_port, m.port_range) == (True, False, (40000, 40999))
+    assert load_config(env={"JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "true"}).media.rtc_socket_per_peer is True
+    assert load_config(env={"JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "false"}).media.rtc_socket_per_peer is False
+    both = "rtc_udp_port .* and media.rtc_socket_per_peer = true .* contradict each other"
+    with pytest.raises(ConfigError, match=both):
+        load_config(str(path), env={"JASMIN_MEDIA_RTC_UDP_PORT": "41000"})
+    with pytest.raises(ConfigError, match=both):
+        load_config(env={"JASMIN_MEDIA_RTC_UDP_PORT": "41000", "JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "1"})
+    with pytest.raises(ConfigError, match="rtc_socket_per_peer"):
+        load_config(env={"JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "sometimes"})
 
 
 def test_srtp_profiles_reach_the_media_core_from_file_and_env(tmp_path: Path) -> None:

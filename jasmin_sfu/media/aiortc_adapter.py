@@ -55,6 +55,7 @@ The hooks (measured on aiortc 1.16.0):
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import socket
@@ -309,6 +310,7 @@ class SharedUdpPort:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
                 sock.bind((self.address, self.port))
+                self.port = sock.getsockname()[1]  # the kernel's choice when asked for port 0
                 # Every viewer's copies leave through this one socket's send buffer, and every
                 # peer's packets arrive in its one receive buffer: ask for room for a burst.
                 for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -443,8 +445,11 @@ class SharedPorts:
         return list(self.by_address.values())
 
     def bind(self) -> None:
+        """Bind every address on the one port (port 0: the port the kernel gives the first)."""
         for shared in self.by_address.values():
+            shared.port = self.port
             shared.bind()
+            self.port = shared.port
 
     def close(self) -> None:
         """Close every socket (its connections are gone); a later gather binds again."""
@@ -464,6 +469,33 @@ def open_shared_ports(
         shared.close()
         raise
     return shared
+
+
+# Attempts at a kernel-chosen port free on every listen address (port range 0/0).
+_KERNEL_PORT_ATTEMPTS = 16
+
+
+def open_shared_ports_in_range(
+    addresses: list[str] | tuple[str, ...],
+    port_range: tuple[int, int],
+    on_drop: Callable[[str], None] = lambda reason: None,
+) -> SharedPorts:
+    """:func:`open_shared_ports` on the first port of ``port_range`` free on every address
+    (media.rtc_udp_port = 0, the default), so firewall rules written for the range hold;
+    (0, 0): a port the kernel chooses. Raises OSError (EADDRINUSE) when none is free."""
+    lo, hi = port_range
+    tries = [0] * _KERNEL_PORT_ATTEMPTS if (lo, hi) == (0, 0) else range(lo, hi + 1)
+    for port in tries:
+        try:
+            return open_shared_ports(addresses, port, on_drop)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(
+        errno.EADDRINUSE,
+        f"no UDP port of {lo}..{hi} (media.rtc_min_port..rtc_max_port) is free on {', '.join(addresses)}"
+        " for the worker's shared socket",
+    )
 
 
 # The node's ICE connections and the shared ports they gather on (set by PeerConnection).

@@ -28,15 +28,21 @@ class MediaSettings:
     listen_ips: tuple[str, ...] = ("127.0.0.1",)
     # Written into candidates instead of the listen address (1:1 NAT, Docker).
     announced_ip: str = ""
-    # UDP port range for ICE host candidates; 0/0 lets the kernel choose.
+    # UDP port range for ICE: the worker's shared socket takes its first free port (or,
+    # with rtc_socket_per_peer, each peer connection one of its own); 0/0 lets the kernel choose.
     rtc_min_port: int = 0
     rtc_max_port: int = 0
-    # One UDP port for every peer connection of the worker (ICE host candidates of every
-    # publish and subscribe on one socket per listen address, demultiplexed by ICE ufrag
-    # and remote address; the C fan-out then sends a packet's copies with sendmmsg).
-    # 0: one socket per peer connection, in rtc_min_port..rtc_max_port. With several
-    # workers, worker i listens on rtc_udp_port + i (docs/workers.md).
+    # Every peer connection of the worker (ICE host candidates of every publish and
+    # subscribe) on one UDP socket per listen address, demultiplexed by ICE ufrag and
+    # remote address; the C fan-out then sends a packet's copies with sendmmsg
+    # (docs/media.md, "One UDP port per worker"). The default: rtc_udp_port = 0 binds that
+    # socket at start on the first free port of rtc_min_port..rtc_max_port (the worker's
+    # slice of it under a supervisor; 0/0: a port the kernel chooses). rtc_udp_port = N
+    # binds port N instead (outside the range; worker i on N + i, docs/workers.md).
     rtc_udp_port: int = 0
+    # true: a UDP socket of its own per peer connection, in rtc_min_port..rtc_max_port
+    # (the behaviour before the shared socket became the default); not with rtc_udp_port.
+    rtc_socket_per_peer: bool = False
     video_codecs: tuple[str, ...] = ("VP8", "H264")
     audio_codecs: tuple[str, ...] = ("opus",)
     # Packets kept per video producer to answer viewer NACKs. At 1.5 Mbit/s
@@ -134,6 +140,11 @@ class MediaSettings:
     def port_range(self) -> tuple[int, int]:
         """UDP ports for ICE host candidates; (0, 0) lets the kernel choose."""
         return (self.rtc_min_port, self.rtc_max_port)
+
+    @property
+    def shared_udp_port(self) -> bool:
+        """Every peer connection of the worker on one shared socket (the default), not one each."""
+        return not self.rtc_socket_per_peer
 
     @property
     def keyframe_request_interval_s(self) -> float:

@@ -38,10 +38,26 @@ class Worker:
             log.warning("C fast path unavailable, forwarding in Python: %s", self.fastpath_unavailable)
         adapter.restrict_host_addresses(settings.listen_ips, settings.port_range)
         self.stats = MediaStats()
-        # Binds now: a taken media.rtc_udp_port stops the daemon at start (OSError).
+        # Binds now: a taken media.rtc_udp_port, or a range without a free port, stops the
+        # daemon at start (OSError). None: a socket per peer connection (rtc_socket_per_peer).
         self.shared_ports: adapter.SharedPorts | None = None
         if settings.rtc_udp_port:
             self.shared_ports = adapter.open_shared_ports(settings.listen_ips, settings.rtc_udp_port, self.stats.drop)
+        elif settings.shared_udp_port:
+            self.shared_ports = adapter.open_shared_ports_in_range(
+                settings.listen_ips, settings.port_range, self.stats.drop
+            )
+        if self.shared_ports is not None:
+            log.info(
+                "media: every peer connection of this worker on UDP port %d (%s)",
+                self.shared_ports.port,
+                ", ".join(settings.listen_ips),
+            )
+        else:
+            log.info(
+                "media: a UDP socket per peer connection, in ports %s (media.rtc_socket_per_peer)",
+                "%d..%d" % settings.port_range if settings.port_range != (0, 0) else "the kernel chooses",
+            )
         adapter.tolerant_consent()
         adapter.rsa_dtls_peers()
         adapter.lazy_receiver_estimators()
@@ -75,6 +91,17 @@ class Worker:
         )
         self.routers[router_id] = r
         return r
+
+    def udp_ports(self) -> dict[str, Any]:
+        """The worker's ICE sockets as bound, for /readyz: the shared port and its addresses,
+        or the range each peer connection's own socket is taken from."""
+        if self.shared_ports is not None:
+            return {
+                "sockets": "shared",
+                "port": self.shared_ports.port,
+                "listen": [f"{s.address}:{s.port}" for s in self.shared_ports.ports],
+            }
+        return {"sockets": "per_peer", "port_range": list(self.settings.port_range)}
 
     def get_or_create_router(self, router_id: str, app_data: dict[str, Any] | None = None) -> Router:
         r = self.routers.get(router_id)

@@ -3,28 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Any, AsyncIterator
 
+import aiohttp
 import numpy as np
 import pytest
 
 from bench.peers import publish, subscribe, wait_for
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, start_daemon_process, stop_daemons
 from tests.realparts import require_fastpath
 
 
+@pytest.fixture(params=["shared", "per_peer"])
+async def sockets_daemon(request: pytest.FixtureRequest) -> AsyncIterator[DaemonProcess]:
+    """The daemon process in each ICE socket mode: the default (one shared socket per worker)
+    and media.rtc_socket_per_peer = true (a socket per peer connection)."""
+    env = {"JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "true"} if request.param == "per_peer" else {}
+    dp = await start_daemon_process(env)
+    yield dp
+    await stop_daemons(dp.proc, timeout=10)
+
+
+def candidate_ports(sdp: str) -> set[int]:
+    return {int(line.split()[5]) for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+def sockets_fds(running: Any) -> list[int]:
+    """The sockets (inode numbers: each C target holds a dup of its own) the daemon's C lanes send on."""
+    return [
+        os.fstat(c.lane.target.fd).st_ino
+        for r in running.daemon.worker.routers.values()
+        for c in r.consumers.values()
+        if c.fast and c.lane.target is not None
+    ]
+
+
 async def test_five_viewers_decode_video_and_audio_with_no_codec_in_the_daemon(
-    daemon_process: DaemonProcess,
+    sockets_daemon: DaemonProcess,
 ) -> None:
-    """Protects the core promise: packets are forwarded, never decoded or re-encoded.
+    """Protects the core promise, in both ICE socket modes: packets are forwarded, never
+    decoded or re-encoded.
 
     Each of 5 aiortc viewers decodes the publisher's test pattern and tone; the
     daemon's own counters (it wraps aiortc's encoder/decoder factories) prove
-    it created no encoder and no decoder while doing so.
+    it created no encoder and no decoder while doing so. With the shared socket (the default)
+    every peer is offered the one port /readyz names; with a socket per peer, six ports.
     """
+    daemon_process = sockets_daemon
     url = daemon_process.url
     pub = await publish(url, "show-five")
     viewers = await asyncio.gather(*(subscribe(url, "show-five") for _ in range(5)))
     try:
+        async with aiohttp.ClientSession() as s, s.get(daemon_process.http + "/readyz") as r:
+            said = (await r.json())["media_udp"]
+        offered = set.union(*(candidate_ports(p.pc.remoteDescription.sdp) for p in [pub, *viewers]))
+        if said["sockets"] == "shared":
+            assert offered == {said["port"]}, (said, offered)
+        else:
+            assert said["sockets"] == "per_peer" and len(offered) == 6, (said, offered)
         ok = await wait_for(
             lambda: all(v.frames.get("video", 0) >= 15 and v.frames.get("audio", 0) >= 25 for v in viewers),
             timeout=40,
@@ -76,22 +113,34 @@ async def test_viewer_frames_are_the_publishers_pattern(daemon) -> None:  # type
         await pub.close()
 
 
-async def test_viewers_decode_through_the_c_fast_path(daemon) -> None:  # type: ignore[no-untyped-def]
-    """Protects the C fan-out with a real aiortc viewer: its consumers are on C lanes,
-    the lanes carried the packets, and the viewer decodes what they sent."""
+@pytest.mark.parametrize("per_peer", [False, True], ids=["shared", "per_peer"])
+async def test_viewers_decode_through_the_c_fast_path(make_daemon, per_peer: bool) -> None:  # type: ignore[no-untyped-def]
+    """Protects the C fan-out with real aiortc viewers, in both ICE socket modes: their consumers
+    are on C lanes, the lanes carried the packets, and the viewers decode what they sent; the
+    lanes send on the worker's one shared socket (the default) or, with rtc_socket_per_peer, on
+    one socket per viewer."""
     require_fastpath()
+    daemon = await make_daemon(rtc_socket_per_peer=per_peer)
     pub = await publish(daemon.url, "show-fast")
-    viewer = await subscribe(daemon.url, "show-fast")
+    viewers = [await subscribe(daemon.url, "show-fast") for _ in range(2)]
     try:
         assert await wait_for(
-            lambda: viewer.frames.get("video", 0) >= 10 and viewer.frames.get("audio", 0) >= 10, timeout=30
-        ), viewer.frames
+            lambda: all(v.frames.get("video", 0) >= 10 and v.frames.get("audio", 0) >= 10 for v in viewers), timeout=30
+        ), [v.frames for v in viewers]
         consumers = [c for r in daemon.daemon.worker.routers.values() for c in r.consumers.values()]
-        assert len(consumers) == 2
+        assert len(consumers) == 4
         assert all(c.fast and c.lane.packets >= 5 for c in consumers), [(c.fast, c.lane.packets) for c in consumers]
+        fds = sockets_fds(daemon)
+        if per_peer:
+            assert daemon.daemon.worker.shared_ports is None
+            assert len(set(fds)) == 2, "a socket per viewer (its audio and video lanes share it)"
+        else:
+            (shared,) = daemon.daemon.worker.shared_ports.ports
+            assert set(fds) == {os.fstat(shared.transport.get_extra_info("socket").fileno()).st_ino}
         assert daemon.daemon.worker.stats.drops.get("send_failed", 0) == 0
     finally:
-        await viewer.close()
+        for v in viewers:
+            await v.close()
         await pub.close()
 
 

@@ -1,7 +1,9 @@
 """A node whose UDP port range is used up answers with a clear error, on every path.
 
-The daemon runs as its own process (the port range is process-wide in aioice, and the
-test's own aiortc peers must not be bound by it) with `media.rtc_min_port =
+Only a node with a socket per peer connection (`media.rtc_socket_per_peer = true`) can run
+out of ports: the default shared socket takes one port at start and every peer connection
+shares it. The daemon runs as its own process (the port range is process-wide in aioice, and
+the test's own aiortc peers must not be bound by it) with `media.rtc_min_port =
 rtc_max_port`: one media port. The performer's transport takes it; every later
 transport finds none and would hand its peer a description with no ICE candidate, a
 connection that can never come up. The websocket answers `overloaded` with reason
@@ -36,7 +38,11 @@ async def test_no_free_media_port_is_overloaded_on_the_websocket() -> None:
     second `subscribe` gets the same answer). WHEP's 503: tests/whip/test_whip_capacity.py."""
     port = free_udp_port()
     dp = await start_daemon_process(
-        env={"JASMIN_MEDIA_RTC_MIN_PORT": str(port), "JASMIN_MEDIA_RTC_MAX_PORT": str(port)}
+        env={
+            "JASMIN_MEDIA_RTC_MIN_PORT": str(port),
+            "JASMIN_MEDIA_RTC_MAX_PORT": str(port),
+            "JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "true",
+        }
     )
     pub = None
     viewer = None

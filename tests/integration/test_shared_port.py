@@ -1,8 +1,11 @@
-"""Every peer connection of a worker on one UDP port (``media.rtc_udp_port``), with aiortc peers on loopback.
+"""Every peer connection of a worker on one UDP port, with aiortc peers on loopback.
 
-The daemon gathers one host candidate on the shared socket for each publish and
-subscribe; its demultiplexer routes STUN requests by ufrag and everything else by
-the remote address a check authenticated, and drops the rest (counted on /metrics).
+The default (``media.rtc_udp_port = 0``): the worker binds its shared socket on the first free
+port of ``rtc_min_port..rtc_max_port``; ``rtc_udp_port = N``: on port N; ``rtc_socket_per_peer``:
+no shared socket, a socket per peer connection in the range. The daemon gathers one host
+candidate on the shared socket for each publish and subscribe; its demultiplexer routes STUN
+requests by ufrag and everything else by the remote address a check authenticated, and drops
+the rest (counted on /metrics).
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import os
 import signal
 import socket
 
+from typing import Any
+
+import aiohttp
 import aioice.stun
 
 from bench.peers import publish, subscribe, wait_for
 from jasmin_sfu.media import aiortc_adapter as adapter
 from jasmin_sfu.media import fastpath
-from tests.conftest import scrape_metrics, start_daemon_process
-from tests.realparts import require_fastpath
+from tests.conftest import scrape_metrics, start_daemon_process, stop_daemons
+from tests.realparts import free_udp_range, require_fastpath
 
 
 def free_udp_port() -> int:
@@ -29,6 +35,13 @@ def free_udp_port() -> int:
 
 def candidate_ports(sdp: str) -> set[int]:
     return {int(line.split()[5]) for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+async def readyz_udp(http: str) -> dict[str, Any]:
+    """What the node's /readyz says of its ICE sockets."""
+    async with aiohttp.ClientSession() as s, s.get(http + "/readyz") as r:
+        assert r.status == 200
+        return dict((await r.json())["media_udp"])
 
 
 def daemon_fds(running) -> set[int]:  # type: ignore[no-untyped-def]
@@ -54,6 +67,7 @@ async def test_publisher_and_viewers_on_one_port_decode_and_a_closed_viewer_leav
     assert d.daemon.worker.shared_ports is not None
     shared = d.daemon.worker.shared_ports.ports
     assert [(s.address, s.port) for s in shared] == [("127.0.0.1", port)]
+    assert await readyz_udp(d.http) == {"sockets": "shared", "port": port, "listen": [f"127.0.0.1:{port}"]}
     pub = await publish(d.url, "show-shared")
     viewers = list(await asyncio.gather(*(subscribe(d.url, "show-shared") for _ in range(3))))
     try:
@@ -88,6 +102,76 @@ async def test_publisher_and_viewers_on_one_port_decode_and_a_closed_viewer_leav
         for v in viewers:
             await v.close()
         await pub.close()
+
+
+async def test_by_default_each_daemon_binds_one_socket_on_a_free_port_inside_the_range(
+    make_daemon,  # type: ignore[no-untyped-def]
+) -> None:
+    """Protects the default (media.rtc_udp_port = 0, no rtc_socket_per_peer): each daemon binds
+    ONE shared socket on a free port inside rtc_min_port..rtc_max_port (firewall rules for the
+    range stay true), two daemons in one process on the same range get different ports and no
+    clash, /readyz names the port bound, and each daemon's publisher and viewer are offered that
+    one port and decode through it."""
+    lo, hi = free_udp_range(10)
+    daemons = [await make_daemon(rtc_min_port=lo, rtc_max_port=hi) for _ in range(2)]
+    ports = []
+    for d in daemons:
+        assert d.daemon.worker.shared_ports is not None, "the default is the shared socket"
+        (shared,) = d.daemon.worker.shared_ports.ports
+        ports.append(shared.port)
+        assert await readyz_udp(d.http) == {
+            "sockets": "shared",
+            "port": shared.port,
+            "listen": [f"127.0.0.1:{shared.port}"],
+        }
+    assert all(lo <= p <= hi for p in ports) and ports[0] != ports[1], (lo, hi, ports)
+    peers = []
+    try:
+        for i, d in enumerate(daemons):
+            pub = await publish(d.url, f"show-range-{i}")
+            viewer = await subscribe(d.url, f"show-range-{i}")
+            peers += [pub, viewer]
+            for peer in (pub, viewer):
+                assert candidate_ports(peer.pc.remoteDescription.sdp) == {ports[i]}
+        viewers = peers[1::2]
+        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 5 for v in viewers), 40), [
+            v.frames for v in viewers
+        ]
+    finally:
+        for peer in reversed(peers):
+            await peer.close()
+
+
+async def test_socket_per_peer_gives_each_peer_connection_its_own_port_in_the_range() -> None:
+    """Protects media.rtc_socket_per_peer = true (the old behaviour, kept): the worker binds no
+    shared socket, /readyz says so with the range, and the publisher and two viewers are each
+    offered a port of their own inside the range, and decode. The daemon runs as a process: the
+    range is process-wide in aioice, and this test's own peers reset it in this process."""
+    lo, hi = free_udp_range(20)
+    dp = await start_daemon_process(
+        env={
+            "JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "true",
+            "JASMIN_MEDIA_RTC_MIN_PORT": str(lo),
+            "JASMIN_MEDIA_RTC_MAX_PORT": str(hi),
+        }
+    )
+    pub = viewers = None
+    try:
+        assert await readyz_udp(dp.http) == {"sockets": "per_peer", "port_range": [lo, hi]}
+        pub = await publish(dp.url, "show-per-peer")
+        viewers = [await subscribe(dp.url, "show-per-peer") for _ in range(2)]
+        offered = [candidate_ports(p.pc.remoteDescription.sdp) for p in [pub, *viewers]]
+        assert all(len(o) == 1 and lo <= min(o) <= hi for o in offered), (lo, hi, offered)
+        assert len(set.union(*offered)) == 3, f"a port each: {offered}"
+        assert await wait_for(lambda: all(v.frames.get("video", 0) >= 5 for v in viewers), 40), [
+            v.frames for v in viewers
+        ]
+    finally:
+        for v in viewers or []:
+            await v.close()
+        if pub is not None:
+            await pub.close()
+        await stop_daemons(dp.proc, timeout=10)
 
 
 async def test_datagrams_from_strangers_are_dropped_counted_and_unanswered(make_daemon) -> None:  # type: ignore[no-untyped-def]
@@ -135,11 +219,13 @@ async def test_datagrams_from_strangers_are_dropped_counted_and_unanswered(make_
 
 async def test_the_daemon_process_on_uvloop_serves_viewers_on_its_shared_port() -> None:
     """Protects the shared port under the daemon's own event loop (uvloop, whose datagram
-    transport owns the socket differently from asyncio's): ``jasmin_sfu serve`` with
-    JASMIN_MEDIA_RTC_UDP_PORT offers that port to the publisher and two viewers, who decode;
-    after one viewer leaves the other keeps decoding, and the daemon stops cleanly."""
-    port = free_udp_port()
-    dp = await start_daemon_process(env={"JASMIN_MEDIA_RTC_UDP_PORT": str(port)})
+    transport owns the socket differently from asyncio's), as ``jasmin_sfu serve`` runs by
+    default: the port it bound (said on /readyz) is offered to the publisher and two viewers,
+    who decode; after one viewer leaves the other keeps decoding, and the daemon stops cleanly."""
+    dp = await start_daemon_process()
+    said = await readyz_udp(dp.http)
+    assert said["sockets"] == "shared" and said["listen"] == [f"127.0.0.1:{said['port']}"], said
+    port = said["port"]
     pub = await publish(dp.url, "show-uvloop")
     viewers = [await subscribe(dp.url, "show-uvloop") for _ in range(2)]
     try:

@@ -23,6 +23,7 @@ from bench.peers import publish, subscribe, wait_for
 from jasmin_sfu.app import INTERNAL_SECRET_HEADER, INTERNAL_SESSION_HEADER
 from jasmin_sfu.supervisor import Placement, WorkerLoad, decode_client_frame, merge_metrics, port_slices, udp_ports
 from tests.conftest import start_daemon_process
+from tests.realparts import free_udp_range
 
 
 # -- pure parts ------------------------------------------------------------------
@@ -88,7 +89,8 @@ def test_a_port_range_smaller_than_the_worker_count_is_refused() -> None:
 
 
 def test_each_worker_gets_its_own_shared_udp_port() -> None:
-    """Protects media.rtc_udp_port under workers: worker i on port + i (0 stays off for all);
+    """Protects a fixed media.rtc_udp_port under workers: worker i on port + i (0: none fixed, each
+    worker picks a free port of its slice of the range);
     ports past 65535 or inside the ICE range are refused before any worker starts."""
     assert udp_ports(0, 3) == [0, 0, 0]
     assert udp_ports(41000, 3, 40000, 40999) == [41000, 41001, 41002]
@@ -96,6 +98,32 @@ def test_each_worker_gets_its_own_shared_udp_port() -> None:
         udp_ports(65534, 3)
     with pytest.raises(ValueError, match="overlaps"):
         udp_ports(39999, 2, 40000, 40999)
+
+
+@pytest.mark.slow
+async def test_each_worker_binds_its_own_shared_port_inside_its_slice_of_the_range() -> None:
+    """Protects the default under the supervisor (media.rtc_udp_port = 0): each worker binds one
+    shared socket on a free port of its own slice of rtc_min_port..rtc_max_port, so the two
+    workers' ports differ and both lie inside the range; /readyz names each worker's port."""
+    lo, hi = free_udp_range(10)
+    dp = await start_daemon_process(
+        env={
+            "JASMIN_SERVER_WORKERS": "2",
+            "JASMIN_BILLING_ENABLED": "false",
+            "JASMIN_MEDIA_RTC_MIN_PORT": str(lo),
+            "JASMIN_MEDIA_RTC_MAX_PORT": str(hi),
+        }
+    )
+    try:
+        status, ready = await _get(dp.http + "/readyz")
+        assert status == 200, ready
+        said = [w["media_udp"] for w in ready["workers"]]
+        assert [s["sockets"] for s in said] == ["shared", "shared"], said
+        for (a, b), s in zip(port_slices(lo, hi, 2), said):
+            assert a <= s["port"] <= b and s["listen"] == [f"127.0.0.1:{s['port']}"], (lo, hi, said)
+    finally:
+        _, code = await _stop(dp, [])
+    assert code == 0, "".join(dp.output[-30:])
 
 
 def test_metrics_are_merged_per_family_with_a_worker_label() -> None:

@@ -473,6 +473,35 @@ async def test_a_taken_ufrag_gets_a_new_one_and_a_taken_port_fails_at_start() ->
         shared.close()
 
 
+def test_the_shared_socket_takes_the_first_free_port_of_the_range_and_fails_when_none_is() -> None:
+    """Protects the default shared socket's port (media.rtc_udp_port = 0): it is the first port of
+    rtc_min_port..rtc_max_port free on every listen address, never one outside the range; a
+    range whose ports are all taken is an OSError naming the range at start (no join fails
+    later); 0/0 takes a port the kernel chooses."""
+    import errno
+    import socket
+
+    lo, hi = free_udp_range(3)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("127.0.0.1", lo))
+    opened = []
+    try:
+        opened.append(adapter.open_shared_ports_in_range(["127.0.0.1"], (lo, hi)))
+        opened.append(adapter.open_shared_ports_in_range(["127.0.0.1"], (lo, hi)))
+        assert [o.port for o in opened] == [lo + 1, lo + 2]
+        assert [s.sock.getsockname()[1] for o in opened for s in o.ports] == [lo + 1, lo + 2]
+        with pytest.raises(OSError, match=f"no UDP port of {lo}..{hi}") as info:
+            adapter.open_shared_ports_in_range(["127.0.0.1"], (lo, hi))
+        assert info.value.errno == errno.EADDRINUSE
+        kernel = adapter.open_shared_ports_in_range(["127.0.0.1", "::1"], (0, 0))
+        opened.append(kernel)
+        assert kernel.port > 0 and [s.port for s in kernel.ports] == [kernel.port, kernel.port]
+    finally:
+        holder.close()
+        for o in opened:
+            o.close()
+
+
 async def test_a_connection_keeps_only_its_newest_remote_addresses() -> None:
     """Protects the shared port's address table: a peer that passes checks from ever more
     ports (each learnt) keeps only the newest MAX_ADDRS_PER_CONNECTION; the older ones no

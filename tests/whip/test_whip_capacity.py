@@ -1,6 +1,8 @@
 """Overload over WHIP/WHEP: a node whose ICE port range is used up answers 503, not a 201 whose
-answer no client could ever connect to. The node runs as its own process: the port range is a
-process-wide aioice hook, and the test's own peers must not share it."""
+answer no client could ever connect to. Only a node with a socket per peer connection
+(`media.rtc_socket_per_peer = true`) can run out: the default shared socket is bound at start.
+The node runs as its own process: the port range is a process-wide aioice hook, and the test's
+own peers must not share it."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ async def one_port_node() -> AsyncIterator[DaemonProcess]:
             "JASMIN_MEDIA_RTC_MIN_PORT": str(port),
             "JASMIN_MEDIA_RTC_MAX_PORT": str(port),
             "JASMIN_MEDIA_LISTEN_IPS": "127.0.0.1",
+            "JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "true",
         }
     )
     yield node
