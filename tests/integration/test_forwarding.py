@@ -16,12 +16,12 @@ from tests.realparts import require_fastpath
 
 
 @pytest.fixture(params=["shared", "per_peer"])
-async def sockets_daemon(request: pytest.FixtureRequest) -> AsyncIterator[DaemonProcess]:
-    """The daemon process in each ICE socket mode: the default (one shared socket per worker)
-    and media.rtc_socket_per_peer = true (a socket per peer connection)."""
+async def sockets_daemon(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, DaemonProcess]]:
+    """The daemon process in each ICE socket mode, and the mode: the default ("shared": one
+    socket per worker) and media.rtc_socket_per_peer = true ("per_peer": a socket each)."""
     env = {"JASMIN_MEDIA_RTC_SOCKET_PER_PEER": "true"} if request.param == "per_peer" else {}
     dp = await start_daemon_process(env)
-    yield dp
+    yield request.param, dp
     await stop_daemons(dp.proc, timeout=10)
 
 
@@ -40,7 +40,7 @@ def sockets_fds(running: Any) -> list[int]:
 
 
 async def test_five_viewers_decode_video_and_audio_with_no_codec_in_the_daemon(
-    sockets_daemon: DaemonProcess,
+    sockets_daemon: tuple[str, DaemonProcess],
 ) -> None:
     """Protects the core promise, in both ICE socket modes: packets are forwarded, never
     decoded or re-encoded.
@@ -50,7 +50,7 @@ async def test_five_viewers_decode_video_and_audio_with_no_codec_in_the_daemon(
     it created no encoder and no decoder while doing so. With the shared socket (the default)
     every peer is offered the one port /readyz names; with a socket per peer, six ports.
     """
-    daemon_process = sockets_daemon
+    mode, daemon_process = sockets_daemon
     url = daemon_process.url
     pub = await publish(url, "show-five")
     viewers = await asyncio.gather(*(subscribe(url, "show-five") for _ in range(5)))
@@ -58,10 +58,11 @@ async def test_five_viewers_decode_video_and_audio_with_no_codec_in_the_daemon(
         async with aiohttp.ClientSession() as s, s.get(daemon_process.http + "/readyz") as r:
             said = (await r.json())["media_udp"]
         offered = set.union(*(candidate_ports(p.pc.remoteDescription.sdp) for p in [pub, *viewers]))
-        if said["sockets"] == "shared":
+        assert said["sockets"] == mode, said
+        if mode == "shared":
             assert offered == {said["port"]}, (said, offered)
         else:
-            assert said["sockets"] == "per_peer" and len(offered) == 6, (said, offered)
+            assert len(offered) == 6, (said, offered)
         ok = await wait_for(
             lambda: all(v.frames.get("video", 0) >= 15 and v.frames.get("audio", 0) >= 25 for v in viewers),
             timeout=40,
