@@ -302,6 +302,8 @@ class SharedUdpPort:
         self.by_ufrag: dict[str, _SharedStunProtocol] = {}
         self.by_addr: dict[Addr, _SharedStunProtocol] = {}
         self.by_transaction: dict[bytes, _SharedStunProtocol] = {}
+        # Set while open() attaches the socket to a loop (see there).
+        self._attaching: asyncio.Future[None] | None = None
 
     def bind(self) -> None:
         """Bind the socket now (raises OSError when the port is taken): the daemon fails at start."""
@@ -332,16 +334,28 @@ class SharedUdpPort:
             self.sock = sock
 
     async def open(self) -> None:
-        """Attach the socket to the running loop (again, on a fresh socket, if a previous loop ended)."""
+        """Attach the socket to the running loop (again, on a fresh socket, if a previous loop ended).
+
+        Gathers that start together (two publishers' first offers) wait for the one attaching
+        it: a second ``create_datagram_endpoint`` on the same socket fails (EEXIST from epoll)."""
         loop = asyncio.get_running_loop()
+        attaching = self._attaching
+        if attaching is not None and attaching.get_loop() is loop and not attaching.done():
+            await asyncio.shield(attaching)
         if self.transport is not None:
             if self.loop is loop and not self.transport.is_closing():
                 return
             self.detach()
         self.bind()
         self.loop = loop
-        transport, _ = await loop.create_datagram_endpoint(lambda: _SharedEndpoint(self), sock=self.sock)
-        self.transport = transport
+        self._attaching = done = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _SharedEndpoint(self), sock=self.sock)
+            self.transport = transport
+        finally:
+            self._attaching = None
+            if not done.done():
+                done.set_result(None)  # the waiters go on: on this transport, or (it failed) each tries again
 
     def detach(self) -> None:
         """Close the socket and forget every connection on it."""

@@ -502,6 +502,28 @@ def test_the_shared_socket_takes_the_first_free_port_of_the_range_and_fails_when
             o.close()
 
 
+def test_gathers_that_start_together_attach_the_shared_socket_once() -> None:
+    """Protects two first offers at once (two publishers going live together, bench.longtail)
+    on the daemon's loop (uvloop): the shared socket is attached to the loop once and every
+    gather gets it, instead of the second failing with EEXIST (a second datagram endpoint on
+    the same socket) and its publish being refused as ``unsupported_codec``."""
+    import uvloop
+
+    async def gather_together() -> None:
+        (port,) = shared.ports
+        await asyncio.gather(*(port.open() for _ in range(3)))
+        assert port.transport is not None and not port.transport.is_closing()
+        assert port.transport.get_extra_info("socket").fileno() == port.sock.fileno()
+        shared.close()  # on its loop
+
+    shared = adapter.open_shared_ports_in_range(["127.0.0.1"], (0, 0))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(gather_together())
+    finally:
+        shared.close()
+
+
 async def test_a_connection_keeps_only_its_newest_remote_addresses() -> None:
     """Protects the shared port's address table: a peer that passes checks from ever more
     ports (each learnt) keeps only the newest MAX_ADDRS_PER_CONNECTION; the older ones no
