@@ -25,8 +25,9 @@ daemon): ``python`` = Consumer.forward + pylibsrtp ``protect`` +
 ``socket.sendto`` (the fallback path), ``c`` = the C fan-out
 (jasmin_sfu/media/_fastpath.c: rewrite + libsrtp + sendto in one call),
 ``c-shared`` = the same C fan-out with every consumer sending from one shared
-socket, as with ``media.rtc_udp_port`` (copies batched into sendmmsg calls of up
-to ``FANOUT_BATCH``; ``copies_per_syscall`` in the table).
+socket, as a worker does by default (docs/media.md, "One UDP port per worker"; ``c``
+is ``media.rtc_socket_per_peer = true``), copies batched into sendmmsg calls of up
+to ``FANOUT_BATCH`` (``copies_per_syscall`` in the table).
 
 Uses the real :class:`~jasmin_sfu.media.producer.Producer` and
 :class:`~jasmin_sfu.media.consumer.Consumer` (built as in

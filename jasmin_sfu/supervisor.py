@@ -148,7 +148,8 @@ def port_slices(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
 
 
 def udp_ports(base: int, n: int, lo: int = 0, hi: int = 0) -> list[int]:
-    """``media.rtc_udp_port`` per worker: worker i listens on base + i (0 stays off)."""
+    """``media.rtc_udp_port`` per worker: worker i listens on base + i (0: none fixed, each worker's
+    shared socket takes a free port of its slice of the range, :func:`port_slices`)."""
     if not base:
         return [0] * n
     ports = [base + i for i in range(n)]
