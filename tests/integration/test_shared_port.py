@@ -113,7 +113,7 @@ async def test_by_default_each_daemon_binds_one_socket_on_a_free_port_inside_the
     clash, /readyz names the port bound, and each daemon's publisher and viewer are offered that
     one port and decode through it."""
     lo, hi = free_udp_range(10)
-    daemons = [await make_daemon(rtc_min_port=lo, rtc_max_port=hi) for _ in range(2)]
+    daemons = [await make_daemon(rtc_min_port=lo, rtc_max_port=hi, rtc_socket_per_peer=False) for _ in range(2)]
     ports = []
     for d in daemons:
         assert d.daemon.worker.shared_ports is not None, "the default is the shared socket"
