@@ -273,10 +273,14 @@ class ForwardingModel(RuleBasedStateMachine):
         """A viewer NACKs out seqs around its stream: ones it got, ones before its run
         (where a private's packets map), and ones not sent yet."""
         v = data.draw(st.sampled_from([v for v in self.viewers if v.highest_out is not None]))
-        assert v.highest_out is not None
         deltas = data.draw(
             st.lists(st.one_of(st.integers(-6, 0), st.integers(-CACHE - 8, 3)), min_size=1, max_size=4, unique=True)
         )
+        self._nack(v, deltas)
+
+    def _nack(self, v: Viewer, deltas: list[int]) -> None:
+        """``v`` NACKs the out seqs ``deltas`` from the newest it got."""
+        assert v.highest_out is not None
         out_seqs = tuple((v.highest_out + d) & 0xFFFF for d in deltas)
         before = len(v.sink.sent)
         v.consumer.on_nack(out_seqs)
