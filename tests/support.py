@@ -20,6 +20,7 @@ from jasmin_sfu.media import fastpath
 from jasmin_sfu.media.consumer import Consumer
 from jasmin_sfu.media.keyframe_requester import KeyframeRequester
 from jasmin_sfu.media.producer import Producer
+from jasmin_sfu.media.retransmit import DEFAULT_POLICY, RetransmitPolicy
 from jasmin_sfu.media.stats import MediaStats
 from jasmin_sfu.services.accounts import AccountsSettings, Argon2Hashing
 from jasmin_sfu.store.postgres_accounts import PostgresAccountsStore
@@ -190,6 +191,7 @@ def make_consumer(
     sink: FakeSink | None = None,
     clock: Clock | None = None,
     cid: str = "c1",
+    policy: RetransmitPolicy = DEFAULT_POLICY,
 ) -> tuple[Consumer, FakeSink]:
     sink = sink or FakeSink()
     c = Consumer(
@@ -200,6 +202,7 @@ def make_consumer(
         sink=sink,  # type: ignore[arg-type]
         stats=stats,
         clock=clock or Clock(),
+        policy=policy,
     )
     c.profile = p.profile_for({4: 1, 2: 3}, {1: b"v0"})  # viewer leg: mid id 1 = "v0", abs-send-time id 3
     c.ast_id = 3 if p.ast_id else 0  # as WebRtcTransport sets it: padding carries the media's send time

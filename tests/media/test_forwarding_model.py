@@ -26,12 +26,22 @@ stated from the viewer's side:
   the run's anchor (in extended sequence numbers) is sent in the run, live or resent;
 * a packet still in the producer's cache, NACKed for the first time by a viewer
   whose run contains it, is resent (at least once).
+
+The viewers NACK up to the whole 64-packet cache back, at one packet a frame
+(30 fps) more than a second of media: the retransmission policy's age rule
+(retransmit.py, rule 1: media age plus RTT over ``max_delay_s``) rightly refuses
+the oldest of them. It has its own tests (test_retransmit.py); here the consumers
+get a ``max_delay_s`` no model stream reaches (MODEL_POLICY), so the last
+invariant holds exactly. The budget, retries and RTT rules keep their defaults.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
+
+import pytest
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -39,12 +49,16 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from jasmin_codecs.rtp import parse_rtp
 from jasmin_sfu.media.consumer import Consumer
+from jasmin_sfu.media.retransmit import DEFAULT_POLICY, RetransmitPolicy
 from tests.support import VP8_DELTA, VP8_KEY, Clock, FakeSink, make_consumer, make_producer, pkt
 
 CACHE = 64  # make_producer's packet cache
 AUDIO_PREFIX = b"\xfc"
 ID = struct.Struct("!I")
 NVIEWERS = 3
+# A model stream is at most stateful_step_count (60) packets, 2 s of media: an hour
+# of delay never lets the age rule refuse a cached packet.
+MODEL_POLICY = replace(DEFAULT_POLICY, max_delay_s=3600.0)
 
 
 def serial_lt(a: int, b: int) -> bool:
@@ -130,12 +144,52 @@ def test_a_late_packet_from_a_private_never_reaches_a_viewer_unblocked_after_it(
     assert VP8_DELTA + b"late" in [b[parse_rtp(b).payload_offset :] for b in m_sink.sent]
 
 
+def _nack_the_runs_keyframe_28_frames_later(m: ForwardingModel) -> None:
+    """The stored example that failed the model: a run anchored on a keyframe, 28
+    frames (at 30 fps, 84,000 ticks: 0.93 s) and 38 sequence numbers across 65535 -> 0
+    later, its viewer NACKs that keyframe: still in the 64-packet cache."""
+    m.setup(video=True, start=65495, ts0=4_294_947_295)
+    for key in (False, False, False, True):
+        m.send(key=key, gap=0)
+    v = m.viewers[0]
+    assert v.run is not None and v.run[0] == 65498 and v.highest_out is not None
+    keyframe_out = v.highest_out
+    for i in range(28):
+        m.send(key=False, gap=1 if i < 10 else 0)
+    m._nack(v, [-((v.highest_out - keyframe_out) & 0xFFFF)])
+
+
+def test_the_model_expects_no_resend_its_policy_refuses_for_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects the model's resend invariant from the age rule (retransmit.py, rule 1):
+    the model NACKs packets up to its cache's 64 back, at one packet a frame more media
+    than ``max_delay_s`` allows. Under the default policy (1 s, less the 0.1 s default
+    RTT) the stored example's keyframe, 0.93 s of media old, is rightly refused for its
+    age; the model's consumers get a ``max_delay_s`` no model stream reaches, so every
+    cached packet of a run is resent on its first NACK."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_: None)  # outside a hypothesis test
+    m = ForwardingModel()
+    _nack_the_runs_keyframe_28_frames_later(m)
+    assert m.stats.nack_packets_served == 1 and m.stats.nack_suppressed_age == 0
+    m.teardown()
+
+    class DefaultPolicyModel(ForwardingModel):
+        policy = DEFAULT_POLICY
+
+    d = DefaultPolicyModel()
+    with pytest.raises(AssertionError, match="NACKed once, was not resent"):
+        _nack_the_runs_keyframe_28_frames_later(d)
+    assert d.stats.nack_packets_served == 0 and d.stats.nack_suppressed_age == 1
+    d.teardown()
+
+
 class ForwardingModel(RuleBasedStateMachine):
     """Protects what each viewer of a producer is sent, whatever the upstream and the
     viewers do: one gapless, duplicate-free sequence per viewer, nothing while paused
     or blocked, keyframe starts for video, no private packet to a blocked viewer,
     nothing from before a run's anchor, and cached packets resent on a first NACK
     (the invariants in the module docstring)."""
+
+    policy: RetransmitPolicy = MODEL_POLICY  # the viewers' retransmission policy
 
     def __init__(self) -> None:
         super().__init__()
@@ -163,7 +217,9 @@ class ForwardingModel(RuleBasedStateMachine):
         self.next_ext = start
         self.ts = ts0
         for i in range(NVIEWERS):
-            c, sink = make_consumer(self.producer, self.stats, cid=f"c{i}", ssrc=0x40000000 + i, clock=self.clock)
+            c, sink = make_consumer(
+                self.producer, self.stats, cid=f"c{i}", ssrc=0x40000000 + i, clock=self.clock, policy=self.policy
+            )
             c.audience_key = f"c{i}"
             self.viewers.append(Viewer(c, sink, f"c{i}"))
 
