@@ -45,7 +45,6 @@ class BandwidthEstimator:
         "_fresh",
         "delivered",
         "reported",
-        "carried_bps",
         "_carried",
     )
 
@@ -71,17 +70,8 @@ class BandwidthEstimator:
         # Whether the last update took a report of new packets of this stream at all: its
         # loss is then new evidence, not the last report's again.
         self.reported = False
-        # What the viewer's link was shown to carry of this track (media, resends, padding;
-        # bits/s): the highest rate it was sent over the intervals of the last
-        # _CARRIED_REPORTS updates that took a delivered report; 0 after a lossy one;
-        # unchanged while no report comes. Firmer
-        # than a REMB where it says more (a browser's REMB, a delay-based guess, collapses with
-        # every packet arriving and climbs slowly, or not at all while little reaches the
-        # viewer): the layer selector sizes probes and resumes a paused video by it.
-        self.carried_bps = 0
-        # The rates of the last _CARRIED_REPORTS delivered intervals, newest last (carried_bps
-        # is their highest): one interval that a report covers only in part (the probe just
-        # stopped, or the tick came early on a loaded loop) does not make the evidence vanish.
+        # The rates sent over the last _CARRIED_REPORTS intervals whose updates took a delivered
+        # report, newest last; emptied by a lossy one (carried_bps).
         self._carried: list[int] = []
 
     # -- feedback ------------------------------------------------------------------
@@ -147,10 +137,8 @@ class BandwidthEstimator:
             if self.delivered:
                 self._carried.append(int(sent_bps))
                 del self._carried[:-_CARRIED_REPORTS]
-                self.carried_bps = max(self._carried)
             elif self.reported:
                 self._carried.clear()
-                self.carried_bps = 0
             if loss >= pol.loss_high and sent_bps > 0:
                 cap = sent_bps * (1.0 - 0.5 * loss)
                 self._loss_cap = cap if not self._loss_cap else min(self._loss_cap, cap)
@@ -166,6 +154,18 @@ class BandwidthEstimator:
         if self._loss_cap:
             est = min(est, self._loss_cap)
         return int(max(pol.min_bps, est))
+
+    @property
+    def carried_bps(self) -> int:
+        """What the viewer's link was shown to carry of this track (media, resends, padding;
+        bits/s): the highest rate it was sent over the last _CARRIED_REPORTS intervals whose
+        reports showed new packets without loss (one interval a report covers only in part,
+        the probe just stopped or the tick came early on a loaded loop, does not make the
+        evidence vanish); 0 after a lossy report; unchanged while no report comes. Firmer than
+        a REMB where it says more (a browser's REMB, a delay-based guess, collapses with every
+        packet arriving and climbs slowly, or not at all while little reaches the viewer): the
+        layer selector sizes probes and resumes a paused video by it."""
+        return max(self._carried, default=0)
 
     @property
     def has_remb(self) -> bool:

@@ -260,7 +260,8 @@ class LayerSelector:
                 else:
                     self._probe_next = max(self._probe_next, now + self._probe_wait)
                 return self._switch(now, layers, new, "down", probe)
-        if cur < 0 and carried_bps * pol.headroom > budget:
+        resume_on_carried = cur < 0 and carried_bps * pol.headroom > budget
+        if resume_on_carried:
             # Paused, the viewer gets audio and probe padding only, and a browser's REMB then
             # stays where it fell (Chromium: 43-74 kbit/s for 90 s after a 120 kbit/s cap was
             # lifted, the video never back; tests/browser/test_shaped_viewers.py). What its
@@ -272,9 +273,6 @@ class LayerSelector:
             # the REMB, and the climb above it waits for the REMB.
             budget = int(carried_bps * pol.headroom)
             estimate_bps = budget + pol.audio_reserve_bps
-            resume_on_carried = True
-        else:
-            resume_on_carried = False
         up = -1
         for j in range(cur + 1, len(layers)):
             if layers[j].need_bps * pol.headroom <= budget:
@@ -321,9 +319,8 @@ class LayerSelector:
     def _may_pause(self, now: float, lowest: Layer, budget: int, loss: float, delivered: bool, reported: bool) -> bool:
         """Whether there is evidence the viewer's link cannot carry even the lowest layer:
         loss in ``pause_loss_reports`` of its last ``pause_loss_window`` reports while it gets
-        that layer, or
-        a budget far under that layer for a sustained time with no report in between that
-        it received what it was sent (Chromium's REMB collapses to ~50 kbit/s after a delay
+        that layer, or a budget far under that layer for a sustained time with no report in
+        between that it received what it was sent (Chromium's REMB collapses to ~50 kbit/s after a delay
         spike with every packet arriving: measured in tests/browser/test_shaped_viewers.py,
         a 300 kbit/s viewer paused on the lowest layer it was receiving whole)."""
         pol = self._policy
